@@ -1,0 +1,1 @@
+"""ROS-free core: model, Gaussian state, geometry."""

@@ -1,0 +1,1 @@
+"""nut_ros.pipeline"""
