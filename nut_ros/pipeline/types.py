@@ -28,7 +28,7 @@ class GaussianCloud:
     rotations: np.ndarray  # [N, 4] (w, x, y, z)
     opacities: np.ndarray  # [N]
     colors: np.ndarray  # [N, 3] in [0, 1]
-    velocities: np.ndarray  # [N, 3] per second (metric) or per pair interval (relative)
+    velocities: np.ndarray  # [N, 3] per second: m/s (metric) or relative units per second
     metric: bool = False  # True: metres and m/s; False: relative (canonical) units
 
     @property
@@ -59,3 +59,32 @@ class StepResult:
     gaussians: GaussianCloud
     intrinsics: Intrinsics  # of the rendered views (model resolution)
     latency_ms: dict[str, float] = field(default_factory=dict)
+    paired: bool = True  # False for the first frame of a stream (static Gaussians of that frame only)
+    pair_interval_s: float | None = None  # seconds between the pair's two frames (None when not paired)
+
+    def view_at(self, pair_time: float) -> RenderedView:
+        """The view rendered at ``pair_time`` (KeyError when it was not requested)."""
+        for view in self.views:
+            if abs(view.pair_time - pair_time) < 1e-9:
+                return view
+        raise KeyError(f"no view at pair time {pair_time}; have {[v.pair_time for v in self.views]}")
+
+    @property
+    def newest(self) -> RenderedView:
+        """The view at the newest frame's time (pair time 1)."""
+        return self.view_at(1.0)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Settings of :class:`nut_ros.pipeline.stream.StreamingPipeline`."""
+
+    render_times: tuple[float, ...] = (1.0,)  # pair times rendered per step (1 = newest; (0,1) interpolate; >1 predict)
+    max_gap_s: float = 1.0  # a forward gap or backwards jump larger than this starts a new stream (reset)
+    depth_min_m: float = 0.05  # input depth outside [depth_min_m, depth_max_m] is invalid
+    depth_max_m: float = 20.0
+    min_valid_depth_fraction: float = 0.01  # a depth image with fewer valid pixels drops the frame
+    depth_min_alpha: float = 0.5  # rendered depth is NaN where accumulated alpha is below this
+    cloud_min_opacity: float = 0.01  # Gaussians fainter than this at the newest time are left out of the cloud
+    default_hfov_deg: float = 60.0  # horizontal field of view assumed when a frame has no intrinsics
+    background: tuple[float, float, float] = (0.5, 0.5, 0.5)

@@ -1,1 +1,5 @@
-"""nut_ros.render"""
+"""Orthographic Gaussian rasterizer (reference conventions): public API, projection and the pure-torch backend."""
+from nut_ros.render.projection import Projection, project_gaussians
+from nut_ros.render.rasterizer import RenderOutput, rasterize
+
+__all__ = ["Projection", "RenderOutput", "project_gaussians", "rasterize"]

@@ -1,0 +1,233 @@
+// Orthographic Gaussian rasterizer kernels (forward). Self-contained (no CUB, no host code) and extern "C", so the
+// same source is compiled into the PyTorch extension and by pycuda for the TensorRT Python plugin.
+//
+// Pipeline, one launch each (B images handled together; tile ids run over all images: b * T + ty * gx + tx):
+//   ortho_preprocess  project every Gaussian, conic + tile rectangle, count Gaussians per tile (atomics)
+//   ortho_scan_tiles  exclusive prefix sum of the per-tile counts -> tile start, cursor, total
+//   ortho_scatter     write one 64-bit key (depth bits << 32 | index) per (tile, Gaussian) into its tile's range
+//   ortho_sort_tiles  depth-sort each tile's keys (bitonic; in shared memory when they fit). The index in the low
+//                     bits breaks depth ties by Gaussian order, as the reference's stable radix sort does.
+//   ortho_render      one 16x16 block per tile, front-to-back alpha compositing
+// Floating-point steps follow the reference rasterizer (diff-gaussian-rasterization-orth) operation by operation.
+#pragma once
+
+#include "ortho_raster_config.h"
+
+__device__ __forceinline__ float ortho_ndc2pix(float v, int size) {
+  // The reference promotes to double here ((v + 1.0) * S - 1.0) * 0.5.
+  return (float)((((double)v + 1.0) * size - 1.0) * 0.5);
+}
+
+extern "C" __global__ void ortho_preprocess(int batch, int n, int height, int width, const float* __restrict__ means,
+                                            const float* __restrict__ scales, const float* __restrict__ rotations,
+                                            const float* __restrict__ opacities, float2* __restrict__ xy,
+                                            float* __restrict__ depth, float4* __restrict__ conic,
+                                            int4* __restrict__ rect, int* __restrict__ tile_count) {
+  const int g = blockIdx.x * blockDim.x + threadIdx.x;
+  if (g >= batch * n) return;
+  rect[g] = make_int4(0, 0, 0, 0);
+  const float mx = means[3 * g], my = means[3 * g + 1], mz = means[3 * g + 2];
+  // camera = (x, -z, y): depth is world y; only z_cam <= 0 is culled
+  if (my <= 0.0f) return;
+
+  // 3D covariance R S^2 R^T from an unnormalised quaternion (w, x, y, z); only the x/z block is seen by the camera
+  const float s0 = scales[3 * g], s1 = scales[3 * g + 1], s2 = scales[3 * g + 2];
+  const float r = rotations[4 * g], x = rotations[4 * g + 1], y = rotations[4 * g + 2], z = rotations[4 * g + 3];
+  const float m00 = s0 * (1.f - 2.f * (y * y + z * z)), m10 = s1 * (2.f * (x * y - r * z)),
+              m20 = s2 * (2.f * (x * z + r * y));
+  const float m02 = s0 * (2.f * (x * z - r * y)), m12 = s1 * (2.f * (y * z + r * x)),
+              m22 = s2 * (1.f - 2.f * (x * x + y * y));
+  const float sxx = m00 * m00 + m10 * m10 + m20 * m20;
+  const float sxz = m00 * m02 + m10 * m12 + m20 * m22;
+  const float szz = m02 * m02 + m12 * m12 + m22 * m22;
+
+  // EWA with the constant Jacobian diag(fx, fy), tanfov = 1, plus the 0.3 px^2 low-pass
+  const float fx = width / 2.0f, fy = height / 2.0f;
+  const float a = (fx * sxx) * fx + 0.3f;
+  const float b = (fx * sxz) * (-fy);
+  const float c = (-fy * szz) * (-fy) + 0.3f;
+  const float det = a * c - b * b;
+  if (det == 0.0f) return;
+  const float det_inv = 1.f / det;
+  const float mid = 0.5f * (a + c);
+  const float disc = sqrtf(fmaxf(0.1f, mid * mid - det));
+  const float radius = ceilf(3.f * sqrtf(fmaxf(mid + disc, mid - disc)));
+
+  const float p_w = 1.0f / (1.0f + 0.0000001f);
+  const float u = ortho_ndc2pix(mx * p_w, width), v = ortho_ndc2pix(-mz * p_w, height);
+  const int gx = (width + ORTHO_TILE - 1) / ORTHO_TILE, gy = (height + ORTHO_TILE - 1) / ORTHO_TILE;
+  const int ir = (int)radius;
+  const int x0 = min(gx, max(0, (int)((u - ir) / ORTHO_TILE)));
+  const int y0 = min(gy, max(0, (int)((v - ir) / ORTHO_TILE)));
+  const int x1 = min(gx, max(0, (int)((u + ir + ORTHO_TILE - 1) / ORTHO_TILE)));
+  const int y1 = min(gy, max(0, (int)((v + ir + ORTHO_TILE - 1) / ORTHO_TILE)));
+  if ((x1 - x0) * (y1 - y0) == 0) return;
+
+  xy[g] = make_float2(u, v);
+  depth[g] = my;
+  conic[g] = make_float4(c * det_inv, -b * det_inv, a * det_inv, opacities[g]);
+  rect[g] = make_int4(x0, y0, x1, y1);
+  int* counts = tile_count + (g / n) * gx * gy;
+  for (int ty = y0; ty < y1; ++ty)
+    for (int tx = x0; tx < x1; ++tx) atomicAdd(counts + ty * gx + tx, 1);
+}
+
+extern "C" __global__ void ortho_scan_tiles(int num_tiles, const int* __restrict__ tile_count,
+                                            int* __restrict__ tile_start, int* __restrict__ tile_cursor,
+                                            int* __restrict__ total) {
+  __shared__ int buf[ORTHO_SCAN_THREADS];
+  __shared__ int carry;
+  const int t = threadIdx.x;
+  if (t == 0) carry = 0;
+  __syncthreads();
+  for (int base = 0; base < num_tiles; base += ORTHO_SCAN_THREADS) {
+    const int i = base + t;
+    const int value = i < num_tiles ? tile_count[i] : 0;
+    buf[t] = value;
+    __syncthreads();
+    for (int off = 1; off < ORTHO_SCAN_THREADS; off <<= 1) {
+      const int add = t >= off ? buf[t - off] : 0;
+      __syncthreads();
+      buf[t] += add;
+      __syncthreads();
+    }
+    if (i < num_tiles) tile_start[i] = tile_cursor[i] = carry + buf[t] - value;
+    __syncthreads();
+    if (t == ORTHO_SCAN_THREADS - 1) carry += buf[t];
+    __syncthreads();
+  }
+  if (t == 0) *total = carry;
+}
+
+extern "C" __global__ void ortho_scatter(int batch, int n, int height, int width, const float* __restrict__ depth,
+                                         const int4* __restrict__ rect, int* __restrict__ tile_cursor,
+                                         unsigned long long* __restrict__ keys, int capacity) {
+  const int g = blockIdx.x * blockDim.x + threadIdx.x;
+  if (g >= batch * n) return;
+  const int4 r = rect[g];
+  if (r.z <= r.x || r.w <= r.y) return;
+  const int gx = (width + ORTHO_TILE - 1) / ORTHO_TILE, gy = (height + ORTHO_TILE - 1) / ORTHO_TILE;
+  const int b = g / n;
+  // depth > 0, so its bit pattern orders like the float
+  const unsigned long long key =
+      ((unsigned long long)__float_as_uint(depth[g]) << 32) | (unsigned long long)(unsigned)(g - b * n);
+  int* cursor = tile_cursor + b * gx * gy;
+  for (int ty = r.y; ty < r.w; ++ty)
+    for (int tx = r.x; tx < r.z; ++tx) {
+      const int pos = atomicAdd(cursor + ty * gx + tx, 1);
+      if (pos < capacity) keys[pos] = key;
+    }
+}
+
+// Ascending bitonic sort of k[0..len) by the whole block, for any len: the network of the next power of two with
+// every comparator oriented low -> high, so the missing (+inf) elements at the end never move and are skipped.
+__device__ void ortho_bitonic_sort(unsigned long long* k, int len) {
+  int p = 1;
+  while (p < len) p <<= 1;
+  for (int size = 2; size <= p; size <<= 1) {
+    const int half = size >> 1;
+    for (int t = threadIdx.x; t < p / 2; t += blockDim.x) {
+      const int blk = t / half, off = t - blk * half;
+      const int lo = blk * size + off, hi = blk * size + size - 1 - off;
+      if (hi < len && k[lo] > k[hi]) {
+        const unsigned long long tmp = k[lo];
+        k[lo] = k[hi];
+        k[hi] = tmp;
+      }
+    }
+    __syncthreads();
+    for (int j = half >> 1; j > 0; j >>= 1) {
+      for (int t = threadIdx.x; t < p / 2; t += blockDim.x) {
+        const int lo = (t / j) * 2 * j + (t % j), hi = lo + j;
+        if (hi < len && k[lo] > k[hi]) {
+          const unsigned long long tmp = k[lo];
+          k[lo] = k[hi];
+          k[hi] = tmp;
+        }
+      }
+      __syncthreads();
+    }
+  }
+}
+
+extern "C" __global__ void ortho_sort_tiles(const int* __restrict__ tile_start, const int* __restrict__ tile_count,
+                                            unsigned long long* keys, int capacity) {
+  __shared__ unsigned long long buf[ORTHO_SORT_SMEM_KEYS];
+  const int start = tile_start[blockIdx.x];
+  const int len = min(start + tile_count[blockIdx.x], capacity) - start;
+  if (len <= 1) return;
+  if (len > ORTHO_SORT_SMEM_KEYS) {
+    ortho_bitonic_sort(keys + start, len);
+    return;
+  }
+  for (int i = threadIdx.x; i < len; i += blockDim.x) buf[i] = keys[start + i];
+  __syncthreads();
+  ortho_bitonic_sort(buf, len);
+  for (int i = threadIdx.x; i < len; i += blockDim.x) keys[start + i] = buf[i];
+}
+
+extern "C" __global__ void __launch_bounds__(ORTHO_BLOCK)
+    ortho_render(int n, int height, int width, const int* __restrict__ tile_start,
+                 const int* __restrict__ tile_count, const unsigned long long* __restrict__ keys, int capacity,
+                 const float2* __restrict__ xy, const float4* __restrict__ conic, const float* __restrict__ colors,
+                 float bg_r, float bg_g, float bg_b, float* __restrict__ out_color, float* __restrict__ out_depth,
+                 float* __restrict__ out_alpha) {
+  __shared__ int s_id[ORTHO_BLOCK];
+  __shared__ float2 s_xy[ORTHO_BLOCK];
+  __shared__ float4 s_conic[ORTHO_BLOCK];
+  __shared__ float s_depth[ORTHO_BLOCK];
+
+  const int b = blockIdx.z;
+  const int tile = (b * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+  const int rank = threadIdx.y * ORTHO_TILE + threadIdx.x;
+  const int px = blockIdx.x * ORTHO_TILE + threadIdx.x, py = blockIdx.y * ORTHO_TILE + threadIdx.y;
+  const bool inside = px < width && py < height;
+  const float pxf = (float)px, pyf = (float)py;
+  const int start = tile_start[tile];
+  const int len = max(0, min(start + tile_count[tile], capacity) - start);
+
+  bool done = !inside;
+  float T = 1.0f, cr = 0.0f, cg = 0.0f, cb = 0.0f, d = 0.0f, acc = 0.0f;
+  for (int base = 0; base < len; base += ORTHO_BLOCK) {
+    if (__syncthreads_count(done) == ORTHO_BLOCK) break;
+    if (base + rank < len) {
+      const unsigned long long key = keys[start + base + rank];
+      const int gi = b * n + (int)(unsigned)(key & 0xffffffffull);
+      s_id[rank] = gi;
+      s_xy[rank] = xy[gi];
+      s_conic[rank] = conic[gi];
+      s_depth[rank] = __uint_as_float((unsigned)(key >> 32));
+    }
+    __syncthreads();
+    const int count = min(ORTHO_BLOCK, len - base);
+    for (int j = 0; !done && j < count; ++j) {
+      const float2 p = s_xy[j];
+      const float4 co = s_conic[j];
+      const float dx = p.x - pxf, dy = p.y - pyf;
+      const float power = -0.5f * (co.x * dx * dx + co.z * dy * dy) - co.y * dx * dy;
+      if (power > 0.0f) continue;
+      const float alpha = fminf(0.99f, co.w * expf(power));
+      if (alpha < 1.0f / 255.0f) continue;
+      const float test_T = T * (1 - alpha);
+      if (test_T < 0.0001f) {
+        done = true;
+        continue;
+      }
+      const float w = alpha * T;
+      const float* col = colors + 3 * s_id[j];
+      cr += col[0] * w;
+      cg += col[1] * w;
+      cb += col[2] * w;
+      d += s_depth[j] * w;
+      acc += w;
+      T = test_T;
+    }
+  }
+  if (!inside) return;
+  const int hw = height * width, pix = py * width + px;
+  out_color[(3 * b + 0) * hw + pix] = cr + T * bg_r;
+  out_color[(3 * b + 1) * hw + pix] = cg + T * bg_g;
+  out_color[(3 * b + 2) * hw + pix] = cb + T * bg_b;
+  out_depth[b * hw + pix] = d;
+  out_alpha[b * hw + pix] = acc;
+}

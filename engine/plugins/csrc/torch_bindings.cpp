@@ -1,0 +1,67 @@
+// PyTorch binding of the orthographic rasterizer forward pass (built just in time by nut_ros/render/_cuda.py).
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "ortho_raster.h"
+
+namespace {
+
+void check_input(const at::Tensor& t, const char* name, int64_t batch, int64_t n, int64_t channels) {
+  TORCH_CHECK(t.is_cuda() && t.scalar_type() == at::kFloat && t.is_contiguous(), name,
+              " must be a contiguous float32 CUDA tensor");
+  TORCH_CHECK(t.dim() == 3 && t.size(0) == batch && t.size(1) == n && t.size(2) == channels, name, " must be [",
+              batch, ", ", n, ", ", channels, "], got ", t.sizes());
+}
+
+void check_cuda(cudaError_t err, const char* what) {
+  TORCH_CHECK(err == cudaSuccess, what, ": ", cudaGetErrorString(err));
+}
+
+// (color [B,3,H,W], depth [B,1,H,W], alpha [B,1,H,W], pairs [1] int64 (tile-Gaussian pairs rendered))
+std::vector<at::Tensor> rasterize_forward(const at::Tensor& means, const at::Tensor& scales,
+                                          const at::Tensor& rotations, const at::Tensor& opacities,
+                                          const at::Tensor& colors, int64_t height, int64_t width,
+                                          std::vector<double> background) {
+  TORCH_CHECK(means.dim() == 3, "means must be [B, N, 3]");
+  TORCH_CHECK(background.size() == 3, "background must have 3 values");
+  const int64_t batch = means.size(0), n = means.size(1);
+  check_input(means, "means", batch, n, 3);
+  check_input(scales, "scales", batch, n, 3);
+  check_input(rotations, "rotations", batch, n, 4);
+  check_input(opacities, "opacities", batch, n, 1);
+  check_input(colors, "colors", batch, n, 3);
+  TORCH_CHECK(batch * n < (int64_t(1) << 31), "too many Gaussians");
+
+  const c10::cuda::CUDAGuard guard(means.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const auto bytes = at::TensorOptions().dtype(at::kByte).device(means.device());
+  const OrthoRasterLayout l = ortho_raster_layout(batch, n, height, width);
+  at::Tensor workspace = at::empty({static_cast<int64_t>(l.bytes)}, bytes);
+  check_cuda(ortho_raster_prepare(means.data_ptr<float>(), scales.data_ptr<float>(), rotations.data_ptr<float>(),
+                                  opacities.data_ptr<float>(), batch, n, height, width, workspace.data_ptr(), stream),
+             "ortho_raster_prepare");
+  // the number of pairs sizes the sort buffer: one device -> host read, as in the reference rasterizer
+  const int total = workspace.narrow(0, l.total, sizeof(int)).view(at::kInt).item<int>();
+  at::Tensor keys = at::empty({std::max(total, 1)}, bytes.dtype(at::kLong));
+
+  const auto f32 = means.options();
+  at::Tensor color = at::empty({batch, 3, height, width}, f32);
+  at::Tensor depth = at::empty({batch, 1, height, width}, f32);
+  at::Tensor alpha = at::empty({batch, 1, height, width}, f32);
+  check_cuda(ortho_raster_render(colors.data_ptr<float>(), batch, n, height, width, background[0], background[1],
+                                 background[2], workspace.data_ptr(),
+                                 reinterpret_cast<unsigned long long*>(keys.data_ptr<int64_t>()), total,
+                                 color.data_ptr<float>(), depth.data_ptr<float>(), alpha.data_ptr<float>(), stream),
+             "ortho_raster_render");
+  return {color, depth, alpha, at::full({1}, total, f32.dtype(at::kLong))};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("rasterize_forward", &rasterize_forward, "Orthographic Gaussian rasterizer, forward (CUDA)");
+}

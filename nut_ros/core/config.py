@@ -1,0 +1,132 @@
+"""Model configurations: a registry of named dataclasses (``streamsplat``, ``small``, ``tiny``).
+
+``streamsplat`` is the reference architecture exactly (its inference checkpoints load strictly). ``small`` and
+``tiny`` are our real-time variants: they take depth as two channels (normalised disparity, validity mask) so one
+checkpoint serves RGB-D and RGB-only input, and condition the decoder on pooled encoder tokens instead of DINOv2.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class DinoConfig:
+    """DINOv2 ViT with register tokens (defaults: ViT-B/14 with 4 registers, input resized to 252x448)."""
+
+    embed_dim: int = 768
+    depth: int = 12
+    heads: int = 12
+    patch_size: int = 14
+    num_registers: int = 4
+    pretrain_size: int = 518  # pos-embed grid is pretrain_size // patch_size squared
+    input_size: tuple[int, int] = (252, 448)
+    weights: str | None = None  # official ``dinov2_vitb14_reg4`` state dict (.pth or .safetensors); never downloaded
+
+    @property
+    def num_tokens(self) -> int:
+        return (self.input_size[0] // self.patch_size) * (self.input_size[1] // self.patch_size)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that determines the architecture (and so the checkpoint keys and shapes)."""
+
+    name: str
+    image_size: tuple[int, int]  # (H, W) of the network input
+    depth_channels: int  # 1: normalised disparity (reference); 2: disparity + validity mask
+    width: int  # encoder and decoder width (heads = width // 64)
+    encoder_layers: int
+    decoder_layers: int
+    upsampler_dims: tuple[int, ...]  # one 2x PixelShuffle block per entry
+    window: int  # upsampler attention window (contiguous tokens)
+    condition: Literal["dinov2", "encoder"]
+    patch_size: int = 8
+    upsampler_layers: int = 2
+    encoder_window: int | None = None  # None: global attention in the encoder
+    condition_pool: int = 2  # "encoder" condition: average-pool factor on the token grid
+    static_xyz_head: Literal["plain", "sampled"] = "sampled"  # plain: inference head; sampled: truncated normal
+    dino: DinoConfig = field(default_factory=DinoConfig)
+
+    def __post_init__(self):
+        h, w = self.image_size
+        assert h % self.patch_size == 0 and w % self.patch_size == 0, "image size must be a multiple of the patch"
+        sizes = [self.num_tokens * 4**i for i in range(1, len(self.upsampler_dims) + 1)]
+        assert all(n % self.window == 0 or n <= self.window for n in sizes), "window must divide the token counts"
+        if self.condition == "encoder":
+            gh, gw = self.token_grid
+            assert gh % self.condition_pool == 0 and gw % self.condition_pool == 0, "pool must divide the token grid"
+
+    @property
+    def token_grid(self) -> tuple[int, int]:
+        return self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size
+
+    @property
+    def num_tokens(self) -> int:
+        return self.token_grid[0] * self.token_grid[1]
+
+    @property
+    def gaussian_grid(self) -> tuple[int, int]:
+        f = 2 ** len(self.upsampler_dims)
+        return self.token_grid[0] * f, self.token_grid[1] * f
+
+    @property
+    def gaussians_per_frame(self) -> int:
+        return self.gaussian_grid[0] * self.gaussian_grid[1]
+
+    @property
+    def feature_dim(self) -> int:
+        """Channels of the upsampled per-Gaussian features."""
+        return self.upsampler_dims[-1]
+
+    @property
+    def condition_dim(self) -> int:
+        return self.dino.embed_dim if self.condition == "dinov2" else self.width
+
+    @property
+    def condition_tokens(self) -> int:
+        if self.condition == "dinov2":
+            return self.dino.num_tokens
+        return self.num_tokens // self.condition_pool**2
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "ModelConfig":
+        d = dict(d)
+        dino = dict(d.pop("dino", {}))
+        dino["input_size"] = tuple(dino.get("input_size", DinoConfig.input_size))
+        for key in ("image_size", "upsampler_dims"):
+            d[key] = tuple(d[key])
+        return ModelConfig(**d, dino=DinoConfig(**dino))
+
+
+CONFIGS: dict[str, ModelConfig] = {
+    # The reference (StreamSplat inference) architecture: 288x512, N = 36,864 per frame, DINOv2 condition.
+    "streamsplat": ModelConfig(
+        name="streamsplat", image_size=(288, 512), depth_channels=1, width=768, encoder_layers=10,
+        decoder_layers=10, upsampler_dims=(384, 192), window=2304, condition="dinov2", static_xyz_head="plain",
+    ),
+    # Real-time on a robot GPU at 512x288 (N = 36,864 per frame), light condition.
+    "small": ModelConfig(
+        name="small", image_size=(288, 512), depth_channels=2, width=384, encoder_layers=6, decoder_layers=4,
+        upsampler_dims=(192, 96), window=2304, condition="encoder",
+    ),
+    # Several frames/s on 2 CPU cores: 256x144 input, N = 9,216 per frame.
+    "tiny": ModelConfig(
+        name="tiny", image_size=(144, 256), depth_channels=2, width=192, encoder_layers=4, decoder_layers=2,
+        upsampler_dims=(96, 64), window=576, condition="encoder",
+    ),
+}
+
+
+def get_config(name: str, **overrides) -> ModelConfig:
+    """A registered configuration with fields replaced by ``overrides`` (``dino`` may be a dict of its fields)."""
+    if name not in CONFIGS:
+        raise KeyError(f"unknown model config {name!r}; choose from {sorted(CONFIGS)}")
+    base = CONFIGS[name]
+    if isinstance(overrides.get("dino"), dict):
+        overrides["dino"] = dataclasses.replace(base.dino, **overrides["dino"])
+    return dataclasses.replace(base, **overrides)

@@ -1,0 +1,165 @@
+"""Typed, validated parameters of the ``nut_ros`` node.
+
+``NodeParams`` is the single source of truth: each field carries its description and constraint, which are used
+both to declare the ROS parameters (with descriptors and ranges) and to validate the values. The module imports
+rclpy only inside ``declare_and_read`` so the catalogue can be checked without ROS.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+TRANSPORTS = ("raw", "compressed")
+RELIABILITIES = ("best_effort", "reliable")
+DEPTH_SOURCES = ("auto", "topic", "none")
+MAX_RENDER_TIME = 2.0  # normalised pair time: 0 previous frame, 1 newest frame, (1, 2] prediction
+
+
+class ParamError(ValueError):
+    """One or more parameters are invalid; the message names each of them."""
+
+
+def _param(default, description: str, *, choices: tuple[str, ...] | None = None,
+           lo: float | None = None, hi: float | None = None):
+    meta = {"description": description, "choices": choices, "range": None if lo is None else (lo, hi)}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class NodeParams:
+    """All parameters of the node (read-only: a change needs a restart)."""
+
+    backend: str = _param("torch", "Inference backend.", choices=BACKENDS)
+    model: str = _param("tiny", "Model configuration name (nut_ros.core.config registry).")
+    checkpoint: str = _param("", "Checkpoint (.safetensors / .onnx / .engine); empty: the packaged weights of `model`.")
+    random_init: bool = _param(False, "Run with random weights when no checkpoint exists (tests and demos only).")
+    device: str = _param("cpu", "Torch device: cpu, cuda or cuda:N.")
+    input_width: int = _param(0, "Network input width in pixels; 0: the model's native size.", lo=0, hi=4096)
+    input_height: int = _param(0, "Network input height in pixels; 0: the model's native size.", lo=0, hi=4096)
+    image_transport: str = _param("raw", "Subscribe to `image_raw` (raw) or `image_raw/compressed`.",
+                                  choices=TRANSPORTS)
+    input_reliability: str = _param("best_effort", "Reliability QoS of the input subscriptions "
+                                    "(best_effort: sensor-data QoS, matches any publisher).", choices=RELIABILITIES)
+    input_qos_depth: int = _param(5, "History depth of the input subscriptions.", lo=1, hi=100)
+    depth_source: str = _param("auto", "Metric depth from the `depth` topic (topic), never (none), or when "
+                               "depth messages arrive (auto).", choices=DEPTH_SOURCES)
+    depth_scale: float = _param(0.001, "Metres per unit of 16UC1 depth images.", lo=1e-6, hi=1.0)
+    sync_tolerance: float = _param(0.02, "Largest stamp difference in seconds for image/depth/CameraInfo matching.",
+                                   lo=0.0, hi=1.0)
+    sync_buffer: int = _param(10, "Messages kept per input for stamp matching.", lo=1, hi=100)
+    depth_timeout: float = _param(1.0, "In auto mode, seconds without depth after which images are used alone.",
+                                  lo=0.0, hi=60.0)
+    publish_depth: bool = _param(True, "Publish the rendered depth (`~/depth`, 32FC1).")
+    publish_image: bool = _param(True, "Publish the rendered RGB image (`~/image`, rgb8).")
+    publish_camera_info: bool = _param(True, "Publish the CameraInfo of the rendered images (`~/camera_info`).")
+    publish_points: bool = _param(True, "Publish the Gaussian centres as a coloured PointCloud2 (`~/points`).")
+    publish_gaussians: bool = _param(True, "Publish the Gaussians (`~/gaussians`, nut_ros_msgs/GaussianSet).")
+    render_times: list[float] = _param([1.0], "Normalised pair times to render: 1 newest frame, (0, 1) "
+                                       "interpolation, (1, 2] prediction. The first drives the published images.",
+                                       lo=0.0, hi=MAX_RENDER_TIME)
+    max_rate: float = _param(0.0, "Most frames processed per second; 0: as fast as possible.", lo=0.0, hi=1000.0)
+    frame_id: str = _param("", "Frame id of the outputs; empty: the input image's frame id.")
+    diagnostics_period: float = _param(1.0, "Seconds between /diagnostics and `~/stats` updates.", lo=0.05, hi=60.0)
+
+    def validate(self) -> "NodeParams":
+        """Check every field against its constraint; raise ``ParamError`` listing all problems."""
+        errors = []
+        for f in dataclasses.fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            if meta["choices"] and value not in meta["choices"]:
+                errors.append(f"{f.name}={value!r} is not one of {', '.join(meta['choices'])}")
+            if meta["range"]:
+                lo, hi = meta["range"]
+                for v in value if isinstance(value, list) else [value]:
+                    if not (math.isfinite(v) and lo <= v <= hi):
+                        errors.append(f"{f.name}={value!r} is outside [{lo}, {hi}]")
+                        break
+        if not self.render_times:
+            errors.append("render_times must name at least one time")
+        if (self.input_width == 0) != (self.input_height == 0):
+            errors.append("input_width and input_height must both be 0 (native) or both be set")
+        if not self.model:
+            errors.append("model must name a model configuration")
+        if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
+            errors.append(f"device={self.device!r} is not cpu, cuda or cuda:N")
+        if errors:
+            raise ParamError("invalid nut_ros parameters: " + "; ".join(errors))
+        return self
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "NodeParams":
+        """Build from a plain mapping (e.g. the node's section of a params file); unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ParamError(f"unknown nut_ros parameters: {', '.join(unknown)}")
+        typed = {}
+        for f in dataclasses.fields(cls):
+            if f.name in values:
+                typed[f.name] = _coerce(f.name, values[f.name], _default(f))
+        return cls(**typed).validate()
+
+
+def _default(f: dataclasses.Field):
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def _coerce(name: str, value, default):
+    """Enforce the declared type the way ROS does (ints are accepted for floats, nothing else is converted)."""
+    kind = type(default)
+    if kind is list:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                         for v in value):
+            raise ParamError(f"{name} must be a list of numbers, got {value!r}")
+        return [float(v) for v in value]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not kind:
+        raise ParamError(f"{name} must be of type {kind.__name__}, got {value!r}")
+    return value
+
+
+def catalogue() -> dict[str, Any]:
+    """Parameter name -> default value, in declaration order."""
+    return {f.name: _default(f) for f in dataclasses.fields(NodeParams)}
+
+
+def declare_and_read(node) -> NodeParams:
+    """Declare every parameter on ``node`` with a descriptor (ranges, read-only) and return the validated values."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    values = {}
+    for f in dataclasses.fields(NodeParams):
+        meta, default = f.metadata, _default(f)
+        text = meta["description"]
+        descriptor = ParameterDescriptor(description=text, read_only=True)
+        if meta["choices"]:
+            descriptor.additional_constraints = "one of: " + ", ".join(meta["choices"])
+        if meta["range"]:
+            lo, hi = meta["range"]
+            if isinstance(default, list):
+                descriptor.additional_constraints = f"each in [{lo}, {hi}]"
+            elif isinstance(default, int):
+                descriptor.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
+            else:
+                descriptor.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi),
+                                                                      step=0.0)]
+        values[f.name] = node.declare_parameter(f.name, default, descriptor).value
+    return NodeParams.from_dict(values)
+
+
+def load_params_file(path: str | Path, node_name: str = "nut_ros") -> NodeParams:
+    """Read the node's section of a ROS params file (``/**`` or the node name) into validated ``NodeParams``."""
+    import yaml
+
+    doc = yaml.safe_load(Path(path).read_text())
+    values: dict[str, Any] = {}
+    for key in ("/**", node_name, "/" + node_name):
+        values.update((doc.get(key) or {}).get("ros__parameters", {}))
+    return NodeParams.from_dict(values)

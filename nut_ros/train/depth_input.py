@@ -1,0 +1,73 @@
+"""Depth input of the model during training: simulated sensor depth -> (normalised disparity, validity mask).
+
+Each sample either drops depth entirely (RGB-only mode: both channels 0) or gets a sensor-like depth map (holes,
+a maximum range, multiplicative noise). Disparity ``1/z`` is min-max normalised per frame over the valid pixels
+(1 = near), the convention of the model input (STREAMSPLAT_SPEC §1.2).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass
+class DepthInput:
+    """Model depth channels and the normalisation that maps disparity to the canonical slot ŷ."""
+
+    channels: Tensor  # [B, 2, H, W] (normalised disparity · valid, valid)
+    lo: Tensor  # [B] disparity (1/m) at ŷ = 0
+    hi: Tensor  # [B] disparity (1/m) at ŷ = 1
+    present: Tensor  # [B] bool, False for RGB-only samples
+
+    def normalise(self, disparity: Tensor) -> Tensor:
+        """``(1/z - lo) / (hi - lo)`` for ``disparity [B, ...]``."""
+        shape = (-1,) + (1,) * (disparity.dim() - 1)
+        return (disparity - self.lo.view(shape)) / (self.hi - self.lo).view(shape)
+
+
+def normalise_disparity(depth: Tensor, valid: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-frame min-max normalised disparity of ``depth [B, 1, H, W]`` over ``valid``; returns (ŷ, lo, hi).
+
+    Frames without valid pixels get ``lo = 0, hi = 1`` and ŷ = 0.
+    """
+    disp = torch.where(valid, 1.0 / depth.clamp_min(eps), torch.zeros_like(depth))
+    flat, vflat = disp.flatten(1), valid.flatten(1)
+    lo = torch.where(vflat, flat, torch.full_like(flat, float("inf"))).amin(1)
+    hi = torch.where(vflat, flat, torch.full_like(flat, -float("inf"))).amax(1)
+    empty = ~vflat.any(1)
+    lo = torch.where(empty, torch.zeros_like(lo), lo)
+    hi = torch.where(empty, torch.ones_like(hi), torch.maximum(hi, lo + eps))
+    norm = (disp - lo.view(-1, 1, 1, 1)) / (hi - lo).view(-1, 1, 1, 1)
+    return torch.where(valid, norm.clamp(0, 1), torch.zeros_like(norm)), lo, hi
+
+
+def simulate_depth_input(depth: Tensor, drop_prob: float, generator: torch.Generator,
+                         present: Tensor | None = None) -> DepthInput:
+    """Sensor-like depth input for true depth ``[B, 1, H, W]`` (metres).
+
+    ``present`` (``[B]`` bool) fixes which samples have depth; otherwise each is dropped with ``drop_prob``.
+    Holes come from a thresholded low-resolution noise field (0-20 % of the frame); half of the samples also lose
+    everything beyond a random maximum range of 4-12 m; the rest gets 1 % multiplicative noise.
+    """
+    b, _, h, w = depth.shape
+    dev = depth.device
+
+    def rand(*shape):
+        return torch.rand(shape, generator=generator, device=dev)
+
+    if present is None:
+        present = rand(b) >= drop_prob
+    field = F.interpolate(rand(b, 1, max(h // 16, 1), max(w // 16, 1)), size=(h, w), mode="bilinear",
+                          align_corners=False)
+    valid = field >= (rand(b, 1, 1, 1) * 0.2)
+    max_range = torch.where(rand(b, 1, 1, 1) < 0.5, 4.0 + 8.0 * rand(b, 1, 1, 1), torch.full((b, 1, 1, 1), 1e9, device=dev))
+    valid = valid & (depth < max_range) & present.view(b, 1, 1, 1)
+    noisy = depth * (1 + 0.01 * torch.randn(depth.shape, generator=generator, device=dev))
+    norm, lo, hi = normalise_disparity(noisy, valid)
+    # RGB-only samples: the target normalisation still comes from the true depth (used by scale-invariant terms)
+    _, lo_true, hi_true = normalise_disparity(depth, torch.ones_like(valid))
+    lo, hi = torch.where(present, lo, lo_true), torch.where(present, hi, hi_true)
+    return DepthInput(torch.cat([norm, valid.to(norm.dtype)], dim=1), lo, hi, present)
