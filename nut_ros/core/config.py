@@ -112,12 +112,13 @@ CONFIGS: dict[str, ModelConfig] = {
     # Real-time on a robot GPU at 512x288 (N = 36,864 per frame), light condition.
     "small": ModelConfig(
         name="small", image_size=(288, 512), depth_channels=2, width=384, encoder_layers=6, decoder_layers=4,
-        upsampler_dims=(192, 96), window=2304, condition="encoder",
+        upsampler_dims=(192, 96), window=576, condition="encoder",
     ),
-    # Several frames/s on 2 CPU cores: 256x144 input, N = 9,216 per frame.
+    # Several frames/s on 2 CPU cores: 256x144 input, N = 9,216 per frame; one attention block per upsampler stage
+    # over 144-token windows keeps encode + decode near 55 ms on 2 cores (docs/BENCHMARKS.md).
     "tiny": ModelConfig(
-        name="tiny", image_size=(144, 256), depth_channels=2, width=192, encoder_layers=4, decoder_layers=2,
-        upsampler_dims=(96, 64), window=576, condition="encoder",
+        name="tiny", image_size=(144, 256), depth_channels=2, width=128, encoder_layers=4, decoder_layers=2,
+        upsampler_dims=(64, 32), upsampler_layers=1, window=144, condition="encoder",
     ),
 }
 

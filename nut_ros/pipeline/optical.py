@@ -22,13 +22,16 @@ from nut_ros.core.gaussians import INV_DEPTH_OFFSET, INV_DEPTH_SCALE, Gaussians,
 from nut_ros.core.geometry import Intrinsics
 from nut_ros.pipeline.types import GaussianCloud
 
-#: canonical depth range of the renderer, d(ŷ=0) = 5.0 and d(ŷ=1) = 0.1
-CANONICAL_FAR = 1.0 / INV_DEPTH_OFFSET
+#: shared-frame slot ŷ' of the farthest input depth: a small margin so it is not culled by rounding
+FAR_MARGIN = 0.005
 
 
 def shared_depth_scale(inv_far: Sequence[float]) -> float:
-    """Metres per canonical depth unit so that the farthest frame's far plane maps to the renderer's far (ŷ = 0)."""
-    return 1.0 / (CANONICAL_FAR * min(inv_far))
+    """Metres per canonical depth unit such that the farthest frame's far plane lands at ŷ' = ``FAR_MARGIN``.
+
+    The shared frame then covers depths from about ``d_far / 40`` to ``1.02 · d_far``.
+    """
+    return (INV_DEPTH_OFFSET + INV_DEPTH_SCALE * FAR_MARGIN) / min(inv_far)
 
 
 def rebase_inverse_depth(g: Gaussians, norms: Sequence[tuple[float, float]], depth_scale: float) -> Gaussians:

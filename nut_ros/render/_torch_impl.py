@@ -1,125 +1,162 @@
 """Pure-PyTorch orthographic Gaussian rasterizer with the reference kernel's compositing semantics.
 
-Exactness argument for the speed-ups:
+Why the shortcuts below are exact:
 
 * A Gaussian reaches a pixel only if the pixel's 16x16 tile lies in its tile rectangle (as in the CUDA kernel) and
-  ``o·exp(power) >= 1/255``, i.e. ``dᵀ·conic·d <= 2·ln(255·o)``. The second set is an ellipse whose bounding box has
-  half-widths ``sqrt(2·ln(255·o)·cov2d_aa)`` and ``sqrt(2·ln(255·o)·cov2d_cc)``. Work is therefore binned per small
-  pixel *block* (a sub-tile) with the candidates of the block's tile that can reach it; the others would be skipped
-  by the kernel anyway. The box is widened slightly so that float rounding can only add candidates.
-* Per pixel, candidates are visited in (depth, index) order; with ``T_i = Π_{j<=i} (1 - α_j)`` the kernel stops at
-  the first ``T_i < 1e-4`` (that Gaussian excluded) and, since ``T`` never increases, a Gaussian contributes iff
-  ``T_i >= 1e-4``. Its weight is ``α_i · T_{i-1}`` and the remaining transmittance is ``1 - Σ weights``.
+  ``o·exp(power) >= 1/255``, i.e. ``dᵀ·conic·d <= 2·ln(255·o)``, an ellipse whose bounding box has half-widths
+  ``sqrt(2·ln(255·o)·cov_xx)`` and ``sqrt(2·ln(255·o)·cov_yy)``. Work is binned per small pixel *block* (a sub-tile)
+  with the candidates of the block's tile whose box meets the block; the others would be skipped by the kernel. The
+  box is widened slightly so that rounding can only add candidates.
+* Per pixel, candidates are visited in (depth, index) order, the order a stable sort by (tile, depth) gives. With
+  ``T_i = Π_{j<=i} (1 - α_j)`` the kernel stops at the first ``T_i < 1e-4`` (that Gaussian excluded); ``T`` never
+  increases, so a Gaussian contributes iff ``T_i >= 1e-4``, with weight ``α_i·T_{i-1} = T_{i-1} - T_i``.
+* ``ln(o) + power`` is a quadratic polynomial in the pixel offset inside a block, so it is evaluated for all
+  (candidate, pixel) pairs by one matrix product with per-candidate coefficients in block-centred coordinates.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from nut_ros.render.projection import TILE, project_gaussians
+from nut_ros.render.projection import TILE, Projection, project_gaussians
 
 ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.99
 T_MIN = 1e-4
 BLOCK = 4  #: edge of the pixel blocks work is binned into (divides TILE)
-CHUNK_ELEMENTS = 1 << 20  #: bound on block·pixel·candidate elements evaluated at once
+CHUNK_ELEMENTS = 1 << 18  #: bound on the (pixel, candidate) pairs evaluated at once
 _BOX_SLACK = 1.001  #: relative widening of the alpha >= 1/255 bounding box (float safety)
+_NEVER = -80.0  #: log-value of skipped/stopped terms: exp gives ~1.8e-35 (lower values hit exp's slow underflow path)
+_PAD_LOG_OPACITY = -1e4  #: log-opacity of the padding candidate
+_LOG_ALPHA_MIN = math.log(ALPHA_MIN)
+_LOG_T_MIN = math.log(T_MIN)
 
 
-def _block_ranges(proj, opacity: Tensor, nbx: int, nby: int) -> tuple[Tensor, Tensor]:
-    """Per Gaussian, the half-open block rectangle ``[lo, hi)`` (x, y) it may contribute to; empty when it cannot."""
-    per_tile = TILE // BLOCK
-    r2 = 2.0 * torch.log(torch.clamp(opacity * 255.0, min=1.0)) * _BOX_SLACK
-    extent = torch.sqrt(r2.unsqueeze(-1) * proj.cov2d[..., 0::2].clamp(min=0)) + 1e-3
-    extent = torch.where((proj.cov2d[..., 0] * proj.cov2d[..., 2] > proj.cov2d[..., 1] ** 2).unsqueeze(-1),
-                         extent, torch.full_like(extent, float("inf")))
-    box_lo = torch.floor((proj.uv - extent).clamp(-1e6, 1e6) / BLOCK).long()
-    box_hi = torch.floor((proj.uv + extent).clamp(-1e6, 1e6) / BLOCK).long() + 1
-    grid = torch.tensor([nbx, nby], device=proj.uv.device)
-    lo = torch.maximum(box_lo, proj.rect_min * per_tile).clamp(min=0)
-    hi = torch.minimum(torch.minimum(box_hi, proj.rect_max * per_tile), grid)
-    alive = proj.visible & (opacity >= ALPHA_MIN)
-    hi = torch.where(alive.unsqueeze(-1), torch.maximum(hi, lo), lo)
-    return lo, hi
+def _reach(proj: Projection, opacity: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Where each Gaussian can reach ``alpha >= 1/255``: ``dᵀ·conic·d <= r2``.
+
+    Returns ``r2 [B, N]`` (widened for rounding), the bounding-box half-widths ``[B, N, 2]`` and the weights
+    ``q [B, N, 2]`` of a separable lower bound ``q_x·dx² + q_y·dy² <= dᵀ·conic·d`` (zeros where none is known).
+    """
+    a, b, c = proj.cov2d.unbind(-1)
+    ca, cb, cc = proj.conic.unbind(-1)
+    r2 = 2.0 * torch.log(torch.clamp(opacity * 255.0, min=1.0)) * _BOX_SLACK + 1e-4
+    definite = a * c > b * b
+    extent = torch.sqrt(r2.unsqueeze(-1) * torch.stack([a, c], -1).clamp(min=0)) + 1e-3
+    extent = torch.where(definite.unsqueeze(-1), extent, torch.full_like(extent, 1e6))
+    # 2|b·dx·dy| <= |b|(dx² + dy²) gives (a-|b|, c-|b|) when both are >= 0, else use the smaller eigenvalue
+    diag = torch.stack([ca - cb.abs(), cc - cb.abs()], dim=-1)
+    lam_min = (0.5 * (ca + cc) - torch.sqrt((0.5 * (ca - cc)) ** 2 + cb * cb)).clamp(min=0)
+    q = torch.where((diag >= 0).all(-1, keepdim=True), diag, lam_min.unsqueeze(-1).expand_as(diag))
+    q = torch.where(definite.unsqueeze(-1), q / _BOX_SLACK, torch.zeros_like(q))
+    return r2, extent, q
 
 
-def _bin(proj, opacity: Tensor, nbx: int, nby: int) -> tuple[Tensor, Tensor]:
-    """Candidate lists: ``(blocks [M], idx [M, K])`` with flat Gaussian indices in (depth, index) order per block,
-    padded with the sentinel ``B·N``; ``blocks`` are flat (batch, block) ids that have at least one candidate."""
+def _bin(proj: Projection, opacity: Tensor, nbx: int, nby: int) -> tuple[Tensor, Tensor]:
+    """Candidate lists per pixel block.
+
+    Returns ``block [P]`` (flat (batch, block) id, non-decreasing) and ``gid [P]`` (flat Gaussian index), sorted by
+    block, then depth, then index.
+    """
     b, n = proj.depth.shape
     device = proj.depth.device
-    lo, hi = _block_ranges(proj, opacity, nbx, nby)
-    size = (hi - lo).reshape(-1, 2)
+    r2, extent, q = _reach(proj, opacity)
+    box_lo = torch.floor((proj.uv - extent).clamp(-1e6, 1e6) / BLOCK).long()
+    box_hi = torch.floor((proj.uv + extent).clamp(-1e6, 1e6) / BLOCK).long() + 1
+    per_tile = TILE // BLOCK
+    lo = torch.maximum(box_lo, proj.rect_min * per_tile).clamp(min=0)
+    hi = torch.minimum(torch.minimum(box_hi, proj.rect_max * per_tile), torch.tensor([nbx, nby], device=device))
+    alive = (proj.visible & (opacity >= ALPHA_MIN)).unsqueeze(-1)
+    hi = torch.where(alive, torch.maximum(hi, lo), lo)
+
+    order = torch.sort(proj.depth, dim=-1, stable=True).indices + n * torch.arange(b, device=device)[:, None]
+    order = order.reshape(-1)
+    size = (hi - lo).reshape(-1, 2)[order]
     counts = size.prod(-1)
-    gid = torch.repeat_interleave(torch.arange(b * n, device=device), counts)
-    start = torch.cumsum(counts, 0) - counts
-    offset = torch.arange(gid.numel(), device=device) - start[gid]
-    width = size[gid, 0]
-    lo = lo.reshape(-1, 2)[gid]
-    block = (lo[:, 1] + offset // width) * nbx + lo[:, 0] + offset % width
-    block = block + (gid // n) * (nbx * nby)
-    rank = torch.empty(b, n, dtype=torch.long, device=device)
-    order = torch.sort(proj.depth, dim=-1, stable=True).indices
-    rank.scatter_(1, order, torch.arange(n, device=device).expand(b, n))
-    keys, perm = torch.sort(block * n + rank.reshape(-1)[gid])
-    gid = gid[perm]
-    block = keys // n
-    blocks, per_block = torch.unique_consecutive(block, return_counts=True)
-    k = int(per_block.max()) if per_block.numel() else 0
-    first = torch.cumsum(per_block, 0) - per_block
-    slot = torch.arange(gid.numel(), device=device) - torch.repeat_interleave(first, per_block)
-    row = torch.repeat_interleave(torch.arange(blocks.numel(), device=device), per_block)
-    idx = torch.full((blocks.numel(), k), b * n, dtype=torch.long, device=device)
-    idx[row, slot] = gid
-    return blocks, idx
+    sel = torch.repeat_interleave(torch.arange(b * n, device=device), counts)  # pairs in (batch, depth) order
+    offset = torch.arange(sel.numel(), device=device) - (torch.cumsum(counts, 0) - counts)[sel]
+    ints = torch.cat([lo.reshape(-1, 2)[order], size[:, :1], order[:, None]], dim=-1)[sel]  # one gather
+    floats = torch.cat([proj.uv, q, r2.unsqueeze(-1)], dim=-1).reshape(-1, 5)[ints[:, 3]]
+    gid, width = ints[:, 3], ints[:, 2]
+    bx, by = ints[:, 0] + offset % width, ints[:, 1] + offset // width
+    # drop blocks outside the ellipse: lower bound of dᵀ·conic·d over the block's pixel centres
+    uv = floats[:, 0:2]
+    first = torch.stack([bx, by], dim=-1).to(uv.dtype) * BLOCK
+    d = (first - uv).clamp(min=0) + (uv - first - (BLOCK - 1)).clamp(min=0)
+    near = (floats[:, 2:4] * d * d).sum(-1) <= floats[:, 4]
+    block = (by * nbx + bx + (gid // n) * (nbx * nby))[near]
+    block, perm = torch.sort(block.to(torch.int32), stable=True)
+    return block.long(), gid[near][perm]
 
 
-def _composite(params: Tensor, pix: Tensor, idx: Tensor) -> Tensor:
-    """Blend candidates ``idx [M, K]`` of ``params [B·N+1, 10]`` at pixels ``pix [M, S, 2]`` -> ``[M, S, 5]``.
+def _coefficients(params: Tensor, centre: Tensor) -> Tensor:
+    """Coefficients of ``ln(o) + power`` in the monomials (1, x, y, x², xy, y²) of the offset from ``centre``.
 
-    ``params`` columns: u, v, conic (a, b, c), opacity, r, g, b, depth; output columns: r, g, b, depth, alpha.
+    ``params [..., 6]`` = (u, v, conic a, b, c, ln o); ``centre [..., 2]``; returns ``[..., 6]``.
     """
-    g = params[idx]  # [M, K, 10]
-    dx = g[:, None, :, 0] - pix[..., 0:1]  # [M, S, K]
-    dy = g[:, None, :, 1] - pix[..., 1:2]
-    power = -0.5 * (g[:, None, :, 2] * dx * dx + g[:, None, :, 4] * dy * dy) - g[:, None, :, 3] * dx * dy
-    alpha = torch.clamp(g[:, None, :, 5] * torch.exp(power), max=ALPHA_MAX)
-    alpha = torch.where((power <= 0) & (alpha >= ALPHA_MIN), alpha, torch.zeros_like(alpha))
-    trans = torch.cumprod(1.0 - alpha, dim=-1)
-    before = torch.cat([torch.ones_like(trans[..., :1]), trans[..., :-1]], dim=-1)
-    weight = torch.where(trans >= T_MIN, alpha * before, torch.zeros_like(alpha))
-    feats = torch.cat([g[..., 6:10], torch.ones_like(g[..., :1])], dim=-1)  # [M, K, 5]
-    return torch.bmm(weight, feats)
+    du, dv = params[..., 0] - centre[..., 0], params[..., 1] - centre[..., 1]
+    a, b, c, log_o = params[..., 2], params[..., 3], params[..., 4], params[..., 5]
+    bu, bv = a * du + b * dv, b * du + c * dv
+    c0 = log_o - 0.5 * (du * bu + dv * bv)
+    return torch.stack([c0, bu, bv, -0.5 * a, -b, -0.5 * c], dim=-1)
+
+
+def _composite(coeffs: Tensor, feats: Tensor, monomials: Tensor) -> Tensor:
+    """Front-to-back blend of candidates: ``coeffs [M, K, 6]``, ``feats [M, K, F]`` -> ``[M, S, F]``.
+
+    Transmittance is accumulated in log space (a running product underflows into slow denormals); the weight
+    ``α_i·T_{i-1}`` is written as ``T_i·α_i/(1 - α_i)`` with ``T_i`` zeroed once it falls below ``T_MIN``.
+    """
+    log_alpha = torch.matmul(monomials, coeffs.transpose(1, 2))  # [M, S, K]
+    alpha = torch.exp(F.threshold(log_alpha, _LOG_ALPHA_MIN, _NEVER)).clamp(max=ALPHA_MAX)
+    keep = 1.0 - alpha
+    log_trans = torch.cumsum(torch.log(keep), dim=-1)
+    trans = torch.exp(F.threshold(log_trans, _LOG_T_MIN, _NEVER))
+    return torch.bmm(trans * (alpha / keep), feats)
 
 
 def rasterize_torch(means: Tensor, scales: Tensor, rotations: Tensor, opacities: Tensor, colors: Tensor,
                     height: int, width: int, background: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Render ``[B, N, ·]`` Gaussians; returns colour ``[B,3,H,W]``, depth ``[B,1,H,W]`` and alpha ``[B,1,H,W]``."""
     b, n = means.shape[:2]
+    dtype, device = means.dtype, means.device
     proj = project_gaussians(means, scales, rotations, height, width)
-    opacity = opacities[..., 0]
     nbx, nby = math.ceil(width / BLOCK), math.ceil(height / BLOCK)
     with torch.no_grad():
-        blocks, idx = _bin(proj, opacity.detach(), nbx, nby)
+        block, gid = _bin(proj, opacities[..., 0].detach(), nbx, nby)
+        blocks, per_block = torch.unique_consecutive(block, return_counts=True)
+        by_size = torch.sort(per_block, descending=True, stable=True).indices
+        rank = torch.empty_like(by_size)
+        rank[by_size] = torch.arange(by_size.numel(), device=device)
+        first = torch.repeat_interleave(torch.cumsum(per_block, 0) - per_block, per_block)
+        sizes = per_block[by_size].tolist()
+        idx = torch.full((len(sizes), sizes[0] if sizes else 0), b * n, dtype=torch.long, device=device)
+        idx[torch.repeat_interleave(rank, per_block), torch.arange(gid.numel(), device=device) - first] = gid
+        within = blocks[by_size] % (nbx * nby)
+        centres = (torch.stack([within % nbx, within // nbx], dim=-1) * BLOCK).to(dtype) + (BLOCK - 1) / 2
 
-    params = torch.cat([proj.uv, proj.conic, opacities, colors, proj.depth.unsqueeze(-1)], dim=-1).reshape(b * n, 10)
-    params = torch.cat([params, params.new_zeros(1, 10)], dim=0)  # sentinel: opacity 0, never contributes
-    ly, lx = torch.meshgrid(torch.arange(BLOCK, device=means.device), torch.arange(BLOCK, device=means.device),
-                            indexing="ij")
-    local = torch.stack([lx.reshape(-1), ly.reshape(-1)], dim=-1)  # [S, 2]
-    within = blocks % (nbx * nby)
-    origin = torch.stack([within % nbx, within // nbx], dim=-1) * BLOCK  # [M, 2]
+    log_o = torch.log(opacities.clamp(min=ALPHA_MIN))
+    params = torch.cat([proj.uv, proj.conic, log_o, colors, proj.depth.unsqueeze(-1), torch.ones_like(log_o)], -1)
+    pad = params.new_tensor([[0, 0, 0, 0, 0, _PAD_LOG_OPACITY, 0, 0, 0, 0, 0]])  # padding candidate
+    params = torch.cat([params.reshape(b * n, 11), pad], dim=0)
+    local = torch.arange(BLOCK, dtype=dtype, device=device) - (BLOCK - 1) / 2
+    ly, lx = torch.meshgrid(local, local, indexing="ij")
+    lx, ly = lx.reshape(-1), ly.reshape(-1)
+    monomials = torch.stack([torch.ones_like(lx), lx, ly, lx * lx, lx * ly, ly * ly], dim=-1)  # [S, 6]
 
+    parts, s = [], 0
+    while s < len(sizes):
+        k = sizes[s]
+        e = min(len(sizes), s + max(1, CHUNK_ELEMENTS // (BLOCK * BLOCK * k)))
+        g = params[idx[s:e, :k]]
+        parts.append(_composite(_coefficients(g[..., :6], centres[s:e, None, :]), g[..., 6:], monomials))
+        s = e
     out = means.new_zeros(b * nbx * nby, BLOCK * BLOCK, 5)
-    if blocks.numel():
-        chunk = max(1, CHUNK_ELEMENTS // (BLOCK * BLOCK * max(idx.shape[1], 1)))
-        parts = []
-        for s in range(0, blocks.numel(), chunk):
-            pix = (origin[s:s + chunk, None, :] + local).to(means.dtype)
-            parts.append(_composite(params, pix, idx[s:s + chunk]))
-        out = out.index_put((blocks,), torch.cat(parts, dim=0))
+    if parts:
+        out = out.index_put((blocks[by_size],), torch.cat(parts, dim=0))
     img = out.reshape(b, nby, nbx, BLOCK, BLOCK, 5).permute(0, 5, 1, 3, 2, 4)
     img = img.reshape(b, 5, nby * BLOCK, nbx * BLOCK)[:, :, :height, :width]
     alpha = img[:, 4:5]

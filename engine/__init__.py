@@ -1,0 +1,1 @@
+"""Deployment: ONNX export, TensorRT engine builder and plugin sources (``engine/plugins``)."""

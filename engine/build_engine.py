@@ -1,0 +1,174 @@
+"""TensorRT engine builder for the exported graphs (``engine/export_onnx.py``), with stale-engine detection.
+
+Each engine is named by configuration, graph, precision, GPU and TensorRT version, e.g.
+``tiny.decoder.fp16.nvidia-h100-80gb-hbm3-sm90.trt10.13.0.engine``, and has a JSON sidecar (same name, ``.json``)
+recording the ONNX sha256, the TensorRT version and the GPU. :func:`check_engine` refuses an engine whose sidecar
+does not match (re-exported ONNX, other TensorRT, other GPU) with a message that says what differs and how to
+rebuild. ``<config>.engines.json`` lists the engines of one build for :class:`nut_ros.pipeline.trt_backend.TensorRTBackend`.
+
+The rasterizer node of ``<config>.render.onnx`` is served by the Python plugin (registered here unless
+``--no-python-plugin``) or by a compiled plugin library (``--plugin-lib``). INT8/FP8 are not offered yet.
+
+    python -m engine.build_engine build/onnx/tiny.manifest.json --precision fp16 --workspace-gb 4
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import time
+from pathlib import Path
+
+PRECISIONS = ("fp32", "fp16")
+
+
+class StaleEngineError(RuntimeError):
+    """An engine file does not match its ONNX graph, the TensorRT version or the GPU."""
+
+
+def sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def gpu_tag(device: int = 0) -> str:
+    """``<name>-sm<major><minor>`` of a CUDA device, lower case, e.g. ``nvidia-h100-80gb-hbm3-sm90``."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("no CUDA device: pass --gpu to name the target GPU explicitly")
+    name = torch.cuda.get_device_name(device)
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}-sm{major}{minor}"
+
+
+def engine_path(out_dir: str | Path, config: str, part: str, precision: str, gpu: str, trt_version: str) -> Path:
+    return Path(out_dir) / f"{config}.{part}.{precision}.{gpu}.trt{trt_version}.engine"
+
+
+def sidecar_path(engine: str | Path) -> Path:
+    return Path(engine).with_suffix(".json")
+
+
+def check_engine(engine: str | Path, onnx_path: str | Path | None, trt_version: str, gpu: str) -> dict:
+    """The sidecar of ``engine`` if it matches; otherwise :class:`StaleEngineError` listing every mismatch."""
+    engine = Path(engine)
+    side = sidecar_path(engine)
+    if not engine.is_file() or not side.is_file():
+        raise StaleEngineError(f"{engine}: engine or its sidecar {side.name} is missing; build it with "
+                               f"python -m engine.build_engine")
+    meta = json.loads(side.read_text())
+    wanted = {"trt_version": trt_version, "gpu": gpu}
+    if onnx_path is not None:
+        wanted["onnx_sha256"] = sha256(onnx_path)
+    problems = [f"{key}: engine built for {meta.get(key)!r}, now {value!r}"
+                for key, value in wanted.items() if meta.get(key) != value]
+    if problems:
+        raise StaleEngineError(f"{engine.name} is stale ({'; '.join(problems)}). Rebuild it: "
+                               f"python -m engine.build_engine <manifest> (engines are not portable across "
+                               f"TensorRT versions or GPUs)")
+    return meta
+
+
+def build(onnx_path: str | Path, engine: str | Path, precision: str = "fp16", workspace_gb: float = 4.0,
+          timing_cache: str | Path | None = None, plugin_libs: tuple[str, ...] = (), python_plugin: bool = True,
+          gpu: str | None = None, trt=None) -> dict:
+    """Parse ``onnx_path``, build a serialized engine into ``engine`` and write its sidecar; returns the sidecar."""
+    from engine.plugins.ortho_raster_plugin import import_tensorrt, register_plugin
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}")
+    trt = trt or import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    registry = trt.get_plugin_registry()
+    for lib in plugin_libs:
+        registry.load_library(str(lib))
+    if python_plugin:
+        register_plugin(trt)
+
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "\n".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"ONNX parse of {onnx_path} failed:\n{errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    notes = []
+    if precision == "fp16":
+        if hasattr(trt.BuilderFlag, "FP16"):
+            config.set_flag(trt.BuilderFlag.FP16)
+        else:  # TensorRT-RTX: strongly typed, precision follows the ONNX tensor types
+            notes.append("no FP16 builder flag in these bindings (strongly typed): built at the ONNX precision")
+    cache = None
+    if timing_cache is not None and hasattr(config, "create_timing_cache"):
+        blob = Path(timing_cache).read_bytes() if Path(timing_cache).is_file() else b""
+        cache = config.create_timing_cache(blob)
+        config.set_timing_cache(cache, False)
+
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError(f"TensorRT could not build an engine from {onnx_path}")
+    seconds = time.perf_counter() - start
+    engine = Path(engine)
+    engine.parent.mkdir(parents=True, exist_ok=True)
+    engine.write_bytes(bytes(serialized))
+    if cache is not None:
+        Path(timing_cache).write_bytes(bytes(cache.serialize()))
+    meta = {"onnx": Path(onnx_path).name, "onnx_sha256": sha256(onnx_path), "trt_version": trt.__version__,
+            "trt_module": trt.__name__, "gpu": gpu or gpu_tag(), "precision": precision,
+            "workspace_gb": workspace_gb, "build_seconds": round(seconds, 3), "engine_bytes": engine.stat().st_size,
+            "network_layers": network.num_layers, "notes": notes}
+    sidecar_path(engine).write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+def build_all(manifest_path: str | Path, out_dir: str | Path | None = None, parts: tuple[str, ...] | None = None,
+              **options) -> Path:
+    """Build the engines of every graph in an export manifest; writes and returns ``<config>.engines.json``."""
+    from engine.plugins.ortho_raster_plugin import import_tensorrt
+
+    manifest_path = Path(manifest_path)
+    manifest = json.loads(manifest_path.read_text())
+    out_dir = Path(out_dir or manifest_path.parent)
+    trt = options.pop("trt", None) or import_tensorrt()
+    gpu = options.pop("gpu", None) or gpu_tag()
+    precision = options.get("precision", "fp16")
+    config = manifest["config"]["name"]
+    listing = {"manifest": str(manifest_path.resolve()), "config": manifest["config"], "gpu": gpu,
+               "trt_version": trt.__version__, "engines": {}}
+    for part, graph in manifest["graphs"].items():
+        if parts and part not in parts:
+            continue
+        engine = engine_path(out_dir, config, "render" if graph["custom_node"] else part, precision, gpu,
+                             trt.__version__)
+        meta = build(manifest_path.parent / graph["file"], engine, gpu=gpu, trt=trt, **options)
+        listing["engines"][part] = {"file": engine.name, "onnx": graph["file"], "custom_node": graph["custom_node"],
+                                    **{k: meta[k] for k in ("build_seconds", "engine_bytes", "network_layers")}}
+        print(f"{part}: {engine.name} ({meta['engine_bytes']} bytes, {meta['build_seconds']} s)")
+    path = out_dir / f"{config}.engines.json"
+    path.write_text(json.dumps(listing, indent=1))
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("manifest", help="<config>.manifest.json written by engine.export_onnx")
+    p.add_argument("--out", help="engine folder (default: next to the manifest)")
+    p.add_argument("--parts", nargs="*", help="graphs to build (encoder decoder state); default all")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp16")
+    p.add_argument("--workspace-gb", type=float, default=4.0)
+    p.add_argument("--timing-cache", help="timing cache file (read if present, written after the build)")
+    p.add_argument("--plugin-lib", action="append", default=[], help="compiled plugin library to load")
+    p.add_argument("--no-python-plugin", action="store_true", help="do not register the Python rasterizer plugin")
+    p.add_argument("--gpu", help="GPU tag for the engine names (default: the current device)")
+    args = p.parse_args(argv)
+    path = build_all(args.manifest, args.out, tuple(args.parts) if args.parts else None, precision=args.precision,
+                     workspace_gb=args.workspace_gb, timing_cache=args.timing_cache,
+                     plugin_libs=tuple(args.plugin_lib), python_plugin=not args.no_python_plugin, gpu=args.gpu)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

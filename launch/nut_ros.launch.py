@@ -1,0 +1,54 @@
+"""Run the nut_ros node on a live camera.
+
+Example: ros2 launch nut_ros nut_ros.launch.py image_topic:=/camera/color/image_raw \
+    camera_info_topic:=/camera/color/camera_info depth_topic:=/camera/aligned_depth_to_color/image_raw
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+ARGUMENTS = {
+    "params_file": (PathJoinSubstitution([FindPackageShare("nut_ros"), "config", "nut_ros.yaml"]),
+                    "ROS parameters file of the node (defaults to the package's config/nut_ros.yaml)."),
+    "namespace": ("", "Namespace of the node; its outputs become <namespace>/nut_ros/*."),
+    "image_topic": ("/camera/color/image_raw", "sensor_msgs/Image input (image_transport: raw)."),
+    "compressed_image_topic": ([LaunchConfiguration("image_topic"), "/compressed"],
+                               "sensor_msgs/CompressedImage input (image_transport: compressed)."),
+    "depth_topic": ("/camera/aligned_depth_to_color/image_raw",
+                    "Optional depth image aligned to the colour image (16UC1 or 32FC1)."),
+    "camera_info_topic": ("/camera/color/camera_info", "CameraInfo of the colour image."),
+    "use_fastdds_profile": ("false", "Set FASTDDS_DEFAULT_PROFILES_FILE to the shared-memory profile for large "
+                            "messages (the subscribers need the same profile)."),
+    "fastdds_profile": (PathJoinSubstitution([FindPackageShare("nut_ros"), "config", "fastdds_shm_large.xml"]),
+                        "Fast DDS XML profile used when use_fastdds_profile is true."),
+    "log_level": ("info", "Log level of the node (debug, info, warn, error)."),
+}
+
+
+def generate_launch_description():
+    config = LaunchConfiguration
+    return LaunchDescription([
+        *(DeclareLaunchArgument(name, default_value=default, description=text)
+          for name, (default, text) in ARGUMENTS.items()),
+        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", config("fastdds_profile"),
+                               condition=IfCondition(config("use_fastdds_profile"))),
+        Node(
+            package="nut_ros",
+            executable="nut_ros_node",
+            name="nut_ros",
+            namespace=config("namespace"),
+            parameters=[config("params_file")],
+            remappings=[
+                ("image_raw", config("image_topic")),
+                ("image_raw/compressed", config("compressed_image_topic")),
+                ("depth", config("depth_topic")),
+                ("camera_info", config("camera_info_topic")),
+            ],
+            arguments=["--ros-args", "--log-level", config("log_level")],
+            output="screen",
+            emulate_tty=True,
+        ),
+    ])

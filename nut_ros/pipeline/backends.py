@@ -1,0 +1,134 @@
+"""Inference backends of the streaming pipeline: the protocol, the PyTorch backend and a factory.
+
+A backend owns the model and the rasterizer. ``encode`` returns an opaque per-frame handle that the pipeline caches
+and hands back to ``decode``/``static``; all Gaussians it returns are float32, batch of one.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from nut_ros.core.config import ModelConfig
+from nut_ros.core.gaussians import Gaussians
+from nut_ros.core.model import NutModel, build_model, static_gaussians
+from nut_ros.render import RenderOutput, rasterize
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What :class:`nut_ros.pipeline.stream.StreamingPipeline` needs from an inference engine."""
+
+    name: str  # "torch", "onnxruntime" or "tensorrt"
+    device: str
+    model_config: ModelConfig
+
+    def encode(self, rgb: Tensor, disp: Tensor) -> Any:
+        """``rgb [1,3,H,W]`` float in [0,1] and ``disp [1,Cd,H,W]`` at the model resolution -> per-frame handle."""
+
+    def decode(self, prev: Any, cur: Any) -> Gaussians:
+        """The pair's ``2N`` Gaussians: ``prev``'s with t0 = 0 first, then ``cur``'s with t0 = 1."""
+
+    def static(self, handle: Any) -> Gaussians:
+        """The ``N`` static Gaussians of one frame (zero velocity, no fading, t0 = 1: a stream's first frame)."""
+
+    def render(self, gaussians: Gaussians, t: float, background: Sequence[float] = (0.5, 0.5, 0.5)) -> RenderOutput:
+        """Render at pair time ``t`` at the model resolution."""
+
+
+class TorchBackend:
+    """The PyTorch model on CPU or CUDA (optionally under bf16 autocast on CUDA; rendering stays float32)."""
+
+    name = "torch"
+
+    def __init__(self, model: NutModel, device: str | torch.device = "cpu", bf16: bool = False,
+                 raster_impl: str = "auto"):
+        self._device = torch.device(device)
+        if bf16 and self._device.type != "cuda":
+            raise ValueError("bf16 autocast is only supported on CUDA")
+        self.model = model.to(self._device).eval()
+        self.model_config = model.config
+        self.bf16 = bf16
+        self.raster_impl = raster_impl
+
+    @property
+    def device(self) -> str:
+        return str(self._device)
+
+    def _autocast(self):
+        if self.bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def encode(self, rgb: Tensor, disp: Tensor):
+        with self._autocast():
+            return self.model.encode(rgb.to(self._device), disp.to(self._device))
+
+    @torch.inference_mode()
+    def decode(self, prev, cur) -> Gaussians:
+        with self._autocast():
+            g = self.model.decode(prev, cur)
+        return g.map(lambda x: x.float())
+
+    @torch.inference_mode()
+    def static(self, handle) -> Gaussians:
+        return static_gaussians(handle, t0=1.0).map(lambda x: x.float())
+
+    @torch.inference_mode()
+    def render(self, gaussians: Gaussians, t: float, background: Sequence[float] = (0.5, 0.5, 0.5)) -> RenderOutput:
+        h, w = self.model_config.image_size
+        return rasterize(gaussians.at(t), h, w, background=background, impl=self.raster_impl)
+
+    def synchronize(self) -> None:
+        """Wait for queued GPU work (so stage timings are real)."""
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+
+
+def default_checkpoint(model: str) -> Path:
+    """Where the shipped weights of a model configuration live."""
+    return WEIGHTS_DIR / f"{model}.safetensors"
+
+
+def load_torch_model(model: str, checkpoint: str | Path | None, random_init: bool = False) -> NutModel:
+    """A configured model: random initialisation, an explicit checkpoint, or the shipped default weights."""
+    if random_init:
+        return build_model(model)
+    path = Path(checkpoint) if checkpoint else default_checkpoint(model)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no weights for model {model!r} at {path}: pass a checkpoint (.safetensors), ship trained weights "
+            f"there, or ask for a randomly initialised model (random_init=True / --random-init) for testing")
+    from nut_ros.core.checkpoint import load_checkpoint
+
+    return load_checkpoint(path)
+
+
+def make_backend(name: str = "torch", model: str = "tiny", checkpoint: str | Path | None = None,
+                 device: str = "cpu", random_init: bool = False, **options) -> Backend:
+    """Build a backend by name (``torch``, ``onnxruntime``, ``tensorrt``).
+
+    ``torch``: ``checkpoint`` is a .safetensors file (default ``nut_ros/weights/<model>.safetensors``);
+    ``options`` go to :class:`TorchBackend` (``bf16``, ``raster_impl``). The ONNX Runtime and TensorRT backends are
+    imported only when asked for; ``checkpoint`` is then their model/engine file and ``options`` go to them.
+    """
+    if name == "torch":
+        return TorchBackend(load_torch_model(model, checkpoint, random_init), device, **options)
+    if random_init:
+        raise ValueError(f"random_init is only available for the torch backend, not {name!r}")
+    if name == "onnxruntime":
+        from nut_ros.pipeline.onnx_backend import OnnxBackend
+
+        return OnnxBackend(checkpoint, device=device, **options)
+    if name == "tensorrt":
+        from nut_ros.pipeline.trt_backend import TensorRTBackend
+
+        return TensorRTBackend(checkpoint, device=device, **options)
+    raise ValueError(f"unknown backend {name!r}; choose from {BACKENDS}")

@@ -1,0 +1,140 @@
+"""Quality of a stream run: re-rendered key frames, interpolated held-out frames against a frame-blending
+baseline, and rendered depth against ground truth.
+
+With key-frame stride ``k`` the pipeline sees frames ``0, k, 2k, …``. Each key frame's render at pair time 1 is
+compared with that frame ("key"); once the next key frame has arrived, every frame in between is rendered at its
+pair time from the stamps and compared with the true frame ("interp"), next to the linear blend of the two key
+frames at the same time ("blend", the baseline). Images are compared at the model resolution (the ground truth
+resized the way the pipeline resizes its input) and, as StreamSplat reports them, both resized to 256x256.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nut_ros.pipeline.metrics import depth_errors, percentiles, psnr, resize_square, ssim
+from nut_ros.pipeline.stats import STAGES
+from nut_ros.pipeline.stream import StreamingPipeline, resize_rgb
+from nut_ros.pipeline.types import Frame, StepResult
+
+REPORT_SIZE = 256
+
+
+def image_scores(pred: np.ndarray, true: np.ndarray, with_ssim: bool = True) -> dict[str, float]:
+    """PSNR (and SSIM) at the given resolution and after resizing both to 256x256."""
+    a, b = resize_square(pred, REPORT_SIZE), resize_square(true, REPORT_SIZE)
+    out = {"psnr": psnr(pred, true), "psnr_256": psnr(a, b)}
+    if with_ssim:
+        out.update(ssim=ssim(pred, true), ssim_256=ssim(a, b))
+    return out
+
+
+@dataclass
+class _Held:
+    index: int
+    stamp_ns: int
+    rgb: np.ndarray  # model resolution, float [0, 1]
+
+
+@dataclass
+class StreamEvaluator:
+    """Feed every frame of a clip with :meth:`add`; per-frame scores accumulate in ``records``."""
+
+    pipeline: StreamingPipeline
+    stride: int = 2
+    depth_min_m: float = 0.05
+    depth_max_m: float = 20.0
+    records: list[dict] = field(default_factory=list)
+    skipped_interp: int = 0  # held-out frames that could not be rendered (key frame dropped or stream reset)
+    _index: int = 0
+    _held: list[_Held] = field(default_factory=list)
+    _key_rgb: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.stride < 1:
+            raise ValueError(f"stride must be >= 1, got {self.stride}")
+
+    def _model_rgb(self, rgb: np.ndarray) -> np.ndarray:
+        p = self.pipeline
+        return resize_rgb(rgb, p.height, p.width)[0].permute(1, 2, 0).numpy().astype(np.float64)
+
+    def add(self, frame: Frame, gt_depth_m: np.ndarray | None = None) -> StepResult | None:
+        """One frame of the clip (every frame, in order); returns the step result for key frames."""
+        i = self._index
+        self._index += 1
+        if i % self.stride:
+            self._held.append(_Held(i, frame.stamp_ns, self._model_rgb(frame.rgb)))
+            return None
+        result = self.pipeline.push(frame)
+        held, self._held = self._held, []
+        if result is None:
+            self.skipped_interp += len(held)
+            return None
+        true = self._model_rgb(frame.rgb)
+        rec = {"index": i, "stamp_ns": frame.stamp_ns, "kind": "key", "pair_time": 1.0,
+               "gaussians": result.gaussians.count, "latency_ms": dict(result.latency_ms),
+               **image_scores(result.newest.rgb, true)}
+        if gt_depth_m is not None:
+            rec.update(self._depth_scores(result, gt_depth_m))
+        self.records.append(rec)
+        if result.paired and self._key_rgb is not None:
+            self._score_held(held, self._key_rgb, true)
+        else:
+            self.skipped_interp += len(held)
+        self._key_rgb = true
+        return result
+
+    def _score_held(self, held: list[_Held], key0: np.ndarray, key1: np.ndarray) -> None:
+        for h in held:
+            t = self.pipeline.pair_time(h.stamp_ns)
+            [view] = self.pipeline.render([t])
+            blend = (1 - t) * key0 + t * key1
+            scores = image_scores(view.rgb, h.rgb)
+            base = image_scores(blend, h.rgb, with_ssim=False)
+            self.records.append({"index": h.index, "stamp_ns": h.stamp_ns, "kind": "interp", "pair_time": t,
+                                 **scores, "blend_psnr": base["psnr"], "blend_psnr_256": base["psnr_256"]})
+
+    def _depth_scores(self, result: StepResult, gt_depth_m: np.ndarray) -> dict[str, float]:
+        h, w = result.newest.depth.shape
+        gt = torch.from_numpy(np.asarray(gt_depth_m, np.float32))[None, None]
+        gt = F.interpolate(gt, size=(h, w), mode="nearest-exact")[0, 0].numpy()
+        valid = np.isfinite(gt) & (gt >= self.depth_min_m) & (gt <= self.depth_max_m)
+        pred = result.newest.depth
+        out = {}
+        if result.metric:
+            e = depth_errors(pred, gt, valid=valid)
+            out.update(depth_abs_rel=e["abs_rel"], depth_delta1=e["delta1"])
+        e = depth_errors(pred, gt, align_median=True, valid=valid)
+        out.update(depth_abs_rel_aligned=e["abs_rel"], depth_delta1_aligned=e["delta1"],
+                   depth_coverage=e["pixels"] / max(int(valid.sum()), 1))
+        return out
+
+    def summary(self) -> dict:
+        """Means per frame kind, latency percentiles per stage and counts."""
+        def mean(kind: str, key: str) -> float | None:
+            vals = [r[key] for r in self.records if r["kind"] == kind and key in r and np.isfinite(r[key])]
+            return float(np.mean(vals)) if vals else None
+
+        keys = [r for r in self.records if r["kind"] == "key"]
+        seen = {s for r in keys for s in r["latency_ms"]}
+        stages = [s for s in STAGES if s in seen] + sorted(seen - set(STAGES))
+        out = {
+            "frames_total": self._index, "stride": self.stride,
+            "key_frames": len(keys), "interp_frames": sum(r["kind"] == "interp" for r in self.records),
+            "interp_skipped": self.skipped_interp + len(self._held),  # trailing frames have no next key frame
+            "key": {k: mean("key", k) for k in ("psnr", "ssim", "psnr_256", "ssim_256")},
+            "interp": {k: mean("interp", k) for k in ("psnr", "ssim", "psnr_256", "ssim_256")},
+            "blend": {"psnr": mean("interp", "blend_psnr"), "psnr_256": mean("interp", "blend_psnr_256")},
+            "latency_ms": {s: percentiles(r["latency_ms"][s] for r in keys if s in r["latency_ms"]) for s in stages},
+            "gaussians_mean": float(np.mean([r["gaussians"] for r in keys])) if keys else None,
+            "gaussians_live": self.pipeline.live_gaussians,
+            "pipeline": self.pipeline.stats.as_dict(),
+        }
+        depth_keys = ("depth_abs_rel", "depth_delta1", "depth_abs_rel_aligned", "depth_delta1_aligned",
+                      "depth_coverage")
+        if any(k in r for r in keys for k in depth_keys):
+            out["depth"] = {k: mean("key", k) for k in depth_keys}
+        return out

@@ -1,0 +1,85 @@
+"""ONNX Runtime backend: the exported encoder and decoder graphs (``engine/export_onnx.py``), torch rasterizer.
+
+Same interface as :class:`nut_ros.pipeline.backends.TorchBackend`. The handle of a frame is its
+:class:`FrameCache` as CPU tensors (views of onnxruntime's output arrays).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from nut_ros.core.config import ModelConfig
+from nut_ros.core.gaussians import Gaussians
+from nut_ros.core.model import FrameCache, static_gaussians
+from nut_ros.render import RenderOutput, rasterize
+
+
+def find_manifest(path: str | Path) -> Path:
+    """``path`` itself if it is a file, else the single ``*.manifest.json`` in the folder ``path``."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    found = sorted(path.glob("*.manifest.json")) if path.is_dir() else []
+    if len(found) != 1:
+        raise FileNotFoundError(f"expected one *.manifest.json written by engine/export_onnx.py in {path}, "
+                                f"found {len(found)}")
+    return found[0]
+
+
+class OnnxBackend:
+    """Encoder and decoder in onnxruntime (CPU, or CUDA where onnxruntime-gpu is installed); torch rendering."""
+
+    name = "onnxruntime"
+
+    def __init__(self, manifest: str | Path, device: str = "cpu", threads: int | None = None):
+        import onnxruntime as ort
+
+        self.manifest_path = find_manifest(manifest)
+        self.manifest = json.loads(self.manifest_path.read_text())
+        if self.manifest["batch"] != 1:
+            raise ValueError(f"the pipeline needs graphs exported with batch 1, got {self.manifest['batch']}")
+        self.model_config = ModelConfig.from_dict(self.manifest["config"])
+        provider = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}[torch.device(device).type]
+        if provider not in ort.get_available_providers():
+            raise RuntimeError(f"onnxruntime here has no {provider} (available: {ort.get_available_providers()})")
+        self._device = device
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        graphs = self.manifest["graphs"]
+        self._sessions = {part: ort.InferenceSession(str(self.manifest_path.parent / graphs[part]["file"]),
+                                                     options, providers=[provider])
+                          for part in ("encoder", "decoder")}
+        self._outputs = {part: list(graphs[part]["outputs"]) for part in self._sessions}
+        self._inputs = {part: list(graphs[part]["inputs"]) for part in self._sessions}
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    def _run(self, part: str, tensors: Sequence[Tensor]) -> list[Tensor]:
+        feeds = {name: np.ascontiguousarray(t.detach().cpu().float().numpy())
+                 for name, t in zip(self._inputs[part], tensors)}
+        return [torch.from_numpy(x) for x in self._sessions[part].run(self._outputs[part], feeds)]
+
+    def encode(self, rgb: Tensor, disp: Tensor) -> FrameCache:
+        return FrameCache(*self._run("encoder", (rgb, disp)))
+
+    def decode(self, prev: FrameCache, cur: FrameCache) -> Gaussians:
+        return Gaussians(*self._run("decoder", (*prev, *cur)))
+
+    def static(self, handle: FrameCache) -> Gaussians:
+        return static_gaussians(handle, t0=1.0)
+
+    @torch.inference_mode()
+    def render(self, gaussians: Gaussians, t: float, background: Sequence[float] = (0.5, 0.5, 0.5)) -> RenderOutput:
+        h, w = self.model_config.image_size
+        return rasterize(gaussians.at(t), h, w, background=background, impl="torch")
+
+    def synchronize(self) -> None:
+        """Nothing queued: onnxruntime's ``run`` returns when the outputs are ready."""

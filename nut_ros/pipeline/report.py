@@ -1,0 +1,117 @@
+"""Write an evaluation report: ``report.json`` (everything), ``report.md`` (tables) and PNG plots."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def _markdown(meta: dict, s: dict) -> str:
+    lines = [f"# nut_ros replay evaluation: {meta.get('bag', '')}", ""]
+    lines += [f"- {k}: `{v}`" for k, v in meta.items()]
+    lines += ["", f"Frames: {s['frames_total']} total, stride {s['stride']}: {s['key_frames']} key frames "
+              f"re-rendered, {s['interp_frames']} held-out frames interpolated ({s['interp_skipped']} skipped).", "",
+              "| frames | PSNR (model res) | SSIM (model res) | PSNR 256² | SSIM 256² |", "|---|---|---|---|---|"]
+    for name, key in (("key (pair time 1)", "key"), ("interpolated", "interp")):
+        m = s[key]
+        lines.append(f"| {name} | {_fmt(m['psnr'], 2)} | {_fmt(m['ssim'])} | {_fmt(m['psnr_256'], 2)} | "
+                     f"{_fmt(m['ssim_256'])} |")
+    b = s["blend"]
+    lines.append(f"| blend baseline (held-out) | {_fmt(b['psnr'], 2)} | – | {_fmt(b['psnr_256'], 2)} | – |")
+    if "depth" in s:
+        d = s["depth"]
+        lines += ["", "| depth | AbsRel | δ<1.25 | AbsRel (median-aligned) | δ<1.25 (aligned) | coverage |",
+                  "|---|---|---|---|---|---|",
+                  f"| key frames | {_fmt(d['depth_abs_rel'])} | {_fmt(d['depth_delta1'])} | "
+                  f"{_fmt(d['depth_abs_rel_aligned'])} | {_fmt(d['depth_delta1_aligned'])} | "
+                  f"{_fmt(d['depth_coverage'])} |"]
+    lines += ["", "| stage | p50 ms | p90 ms | p99 ms | mean ms | max ms |", "|---|---|---|---|---|---|"]
+    for stage, p in s["latency_ms"].items():
+        lines.append(f"| {stage} | " + " | ".join(_fmt(p[k], 1) for k in ("p50", "p90", "p99", "mean", "max")) + " |")
+    lines += ["", f"Throughput: {_fmt(s.get('throughput_fps'), 2)} key frames/s (wall clock, including I/O). "
+              f"Gaussians: {_fmt(s['gaussians_mean'], 0)} per published map on average, "
+              f"{s['gaussians_live']} live at the end.",
+              f"Pipeline drops: {s['pipeline']['drops'] or 'none'}; resets: {s['pipeline']['resets'] or 'none'}.", ""]
+    return "\n".join(lines)
+
+
+def _plots(out: Path, records: list[dict], summary: dict) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    key = [r for r in records if r["kind"] == "key"]
+    mid = [r for r in records if r["kind"] == "interp"]
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.plot([r["index"] for r in key], [r["psnr"] for r in key], ".-", label="key frame re-render (t=1)")
+    if mid:
+        ax.plot([r["index"] for r in mid], [r["psnr"] for r in mid], ".", label="interpolated held-out")
+        ax.plot([r["index"] for r in mid], [r["blend_psnr"] for r in mid], "x", label="frame blend baseline")
+    ax.set(xlabel="frame index", ylabel="PSNR (dB, model resolution)", title="Image quality over the clip")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    paths.append(out / "psnr.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+    stages = [s for s in summary["latency_ms"] if s != "total"]
+    if key and stages:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        x = [r["index"] for r in key]
+        bottom = [0.0] * len(key)
+        for s in stages:
+            vals = [r["latency_ms"].get(s, 0.0) for r in key]
+            ax.bar(x, vals, bottom=bottom, width=max(summary["stride"] * 0.8, 0.8), label=s)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        ax.set(xlabel="frame index", ylabel="latency (ms)", title="Per-stage latency per key frame")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out / "latency.png")
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+
+    if any("depth_abs_rel_aligned" in r for r in key):
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        for k, label in (("depth_abs_rel", "AbsRel (metric)"), ("depth_abs_rel_aligned", "AbsRel (median-aligned)")):
+            pts = [(r["index"], r[k]) for r in key if k in r]
+            if pts:
+                ax.plot(*zip(*pts), ".-", label=label)
+        ax.set(xlabel="frame index", ylabel="AbsRel", title="Rendered depth vs ground truth")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        paths.append(out / "depth.png")
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    return paths
+
+
+def _clean(v):
+    """JSON-safe: non-finite floats become null."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+def write_report(out_dir: str | Path, meta: dict, summary: dict, records: list[dict]) -> list[Path]:
+    """Write ``report.json``, ``report.md`` and the plots into ``out_dir``; returns the written paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    js = out / "report.json"
+    js.write_text(json.dumps(_clean({"meta": meta, "summary": summary, "frames": records}), indent=1))
+    md = out / "report.md"
+    md.write_text(_markdown(meta, summary))
+    return [js, md, *_plots(out, records, summary)]

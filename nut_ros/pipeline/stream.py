@@ -1,0 +1,228 @@
+"""The ROS-free streaming pipeline: frames in, a live dynamic Gaussian map and its renders out.
+
+Each pushed frame is resized to the model resolution, its depth (if any) normalised causally per frame, and it is
+encoded exactly once. The cached handle of the previous frame pairs with the new one: the decoder predicts motion
+and temporal opacity for both, and the live map G(t) is the pair's ``2N`` Gaussians (the older pair is dropped), so
+memory is bounded for streams of any length (STREAMSPLAT_SPEC §6.2). The map renders at the newest frame (pair
+time 1), between the two frames (0 < t < 1) or ahead of the newest (t > 1, extrapolated from the velocities). The
+first frame of a stream renders its static Gaussians.
+
+Stamps: a duplicate stamp, or one going backwards by up to ``max_gap_s``, drops the frame (counted by reason); a
+backwards jump or forward gap larger than ``max_gap_s`` — a looping bag, a stalled camera — starts a new stream
+with that frame. So do a change of input size or of depth source (metric <-> relative).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nut_ros.core.gaussians import Gaussians
+from nut_ros.core.geometry import Intrinsics
+from nut_ros.pipeline.backends import Backend
+from nut_ros.pipeline.depth import model_depth_input, normalize_inverse_depth, resize_depth, valid_depth
+from nut_ros.pipeline.optical import default_intrinsics, optical_cloud, rebase_inverse_depth, shared_depth_scale
+from nut_ros.pipeline.stats import StreamStats
+from nut_ros.pipeline.types import Frame, PipelineConfig, RenderedView, StepResult
+
+
+@dataclass
+class _Encoded:
+    """A frame as the pipeline keeps it: backend handle plus what pairing and metric conversion need."""
+
+    handle: object
+    stamp_ns: int
+    norm: tuple[float, float] | None  # (inv_far, inv_near) of a metric-depth frame, None when relative
+    signature: tuple[int, int, bool]  # input (H, W, has depth): a change starts a new stream
+
+
+@dataclass
+class _LiveMap:
+    """The current Gaussian map G(t): the pair's Gaussians in the shared depth frame."""
+
+    gaussians: Gaussians
+    depth_scale: float  # output depth units (metres when metric) per canonical depth unit
+    t0_stamp_ns: int  # stamp of pair time 0
+    interval_ns: int  # stamp difference between pair times 0 and 1 (0 for a first frame)
+
+
+class StreamingPipeline:
+    """Push :class:`Frame` objects one at a time; each processed frame gives a :class:`StepResult`."""
+
+    def __init__(self, backend: Backend, config: PipelineConfig = PipelineConfig()):
+        self.backend = backend
+        self.config = config
+        self.height, self.width = backend.model_config.image_size
+        self.depth_channels = backend.model_config.depth_channels
+        self.stats = StreamStats()
+        self._prev: _Encoded | None = None
+        self._live: _LiveMap | None = None
+        self._intrinsics: Intrinsics | None = None
+
+    # -- public API ------------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the stream (the next frame starts a new one); counters are kept."""
+        self._prev, self._live, self._intrinsics = None, None, None
+
+    def push(self, frame: Frame) -> StepResult | None:
+        """Process one frame; ``None`` when it was dropped (see ``stats.drops``)."""
+        self.stats.frames_in += 1
+        _check_frame(frame)
+        lat: dict[str, float] = {}
+        start = tick = time.perf_counter()
+
+        signature = (*frame.rgb.shape[:2], frame.depth_m is not None)
+        drop = self._check_stamp(frame.stamp_ns, signature)
+        if drop:
+            self.stats.drops[drop] += 1
+            return None
+        rgb, disp, norm = self._preprocess(frame)
+        if disp is None:
+            self.stats.drops["depth_invalid"] += 1
+            return None
+        intrinsics = self._model_intrinsics(frame)
+        tick = self._lap(lat, "preprocess", tick)
+
+        handle = self.backend.encode(rgb, disp)
+        tick = self._lap(lat, "encode", tick)
+        cur = _Encoded(handle, frame.stamp_ns, norm, signature)
+        prev = self._prev
+        metric = norm is not None
+        if prev is None:
+            g = self.backend.static(handle)
+            norms = [norm] if metric else []
+            t0_stamp, interval = frame.stamp_ns, 0
+        else:
+            g = self.backend.decode(prev.handle, handle)
+            norms = [prev.norm, norm] if metric else []
+            t0_stamp, interval = prev.stamp_ns, frame.stamp_ns - prev.stamp_ns
+        scale = 1.0
+        if metric:
+            scale = shared_depth_scale([n[0] for n in norms])
+            g = rebase_inverse_depth(g, norms, scale)
+        tick = self._lap(lat, "decode", tick)
+
+        self._prev, self._intrinsics = cur, intrinsics
+        self._live = _LiveMap(g, scale, t0_stamp, interval)
+        times = self.config.render_times if prev is not None else (1.0,)
+        views = self.render(times)
+        tick = self._lap(lat, "render", tick)
+
+        interval_s = interval * 1e-9 if interval else None
+        cloud = optical_cloud(g, 1.0, intrinsics, scale, interval_s, metric, self.config.cloud_min_opacity)
+        self._lap(lat, "postprocess", tick)
+        lat["total"] = (time.perf_counter() - start) * 1e3
+        self.stats.frames_processed += 1
+        self.stats.record(lat)
+        return StepResult(frame.stamp_ns, frame.frame_id, metric, "topic" if metric else "none", views, cloud,
+                          intrinsics, lat, paired=prev is not None, pair_interval_s=interval_s)
+
+    def render(self, pair_times) -> list[RenderedView]:
+        """Render the live map at the given pair times (0 = previous frame, 1 = newest, > 1 = prediction)."""
+        if self._live is None:
+            raise RuntimeError("nothing to render: no frame has been processed since the last reset")
+        live = self._live
+        views = []
+        for t in pair_times:
+            out = self.backend.render(live.gaussians, float(t), self.config.background)
+            alpha = out.alpha[0, 0].float()
+            depth = out.depth_normalized()[0, 0].float() * live.depth_scale
+            depth = torch.where(alpha >= self.config.depth_min_alpha, depth, torch.full_like(depth, float("nan")))
+            rgb = (out.color[0].float().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0)
+            stamp = live.t0_stamp_ns + round(float(t) * live.interval_ns) if live.interval_ns else live.t0_stamp_ns
+            views.append(RenderedView(stamp, float(t), rgb.cpu().numpy(), depth.cpu().numpy(), alpha.cpu().numpy()))
+        return views
+
+    def pair_time(self, stamp_ns: int) -> float:
+        """The pair time of ``stamp_ns`` in the live map (for rendering frames between or after the pair)."""
+        if self._live is None or not self._live.interval_ns:
+            raise RuntimeError("no live pair to place a stamp in")
+        return (stamp_ns - self._live.t0_stamp_ns) / self._live.interval_ns
+
+    @property
+    def live_gaussians(self) -> int:
+        """Number of Gaussians in the live map (0 before the first frame)."""
+        return 0 if self._live is None else self._live.gaussians.count
+
+    # -- steps -----------------------------------------------------------------------------------------------
+    def _check_stamp(self, stamp_ns: int, signature: tuple) -> str | None:
+        """Drop reason for this stamp, or None; resets the stream on large jumps and input changes."""
+        if self._prev is None:
+            return None
+        dt = (stamp_ns - self._prev.stamp_ns) * 1e-9
+        reset = None
+        if signature != self._prev.signature:
+            reset = "input_changed"
+        elif dt > self.config.max_gap_s:
+            reset = "gap"
+        elif dt < -self.config.max_gap_s:
+            reset = "backwards_jump"
+        elif dt == 0:
+            return "stamp_duplicate"
+        elif dt < 0:
+            return "stamp_backwards"
+        if reset:
+            self.stats.resets[reset] += 1
+            self.reset()
+        return None
+
+    def _preprocess(self, frame: Frame):
+        """Model inputs ``rgb [1,3,h,w]``, ``disp [1,Cd,h,w]`` (None: unusable depth) and the depth normalisation."""
+        h, w = self.height, self.width
+        rgb = resize_rgb(frame.rgb, h, w)
+        if frame.depth_m is None:
+            return rgb, torch.zeros(1, self.depth_channels, h, w), None
+        depth_m = np.require(frame.depth_m, np.float32, ["C", "W"])
+        depth = resize_depth(torch.from_numpy(depth_m)[None, None], h, w)
+        valid = valid_depth(depth, self.config.depth_min_m, self.config.depth_max_m)
+        if valid.float().mean() < max(self.config.min_valid_depth_fraction, 1e-9):
+            return rgb, None, None
+        disp, inv_far, inv_near = normalize_inverse_depth(depth, valid)
+        return rgb, model_depth_input(disp, valid, self.depth_channels), (float(inv_far), float(inv_near))
+
+    def _model_intrinsics(self, frame: Frame) -> Intrinsics:
+        if frame.intrinsics is None:
+            return default_intrinsics(self.width, self.height, self.config.default_hfov_deg)
+        k = frame.intrinsics
+        if (k.height, k.width) != frame.rgb.shape[:2]:
+            raise ValueError(f"intrinsics are for {k.width}x{k.height}, image is "
+                             f"{frame.rgb.shape[1]}x{frame.rgb.shape[0]}")
+        return k.scaled(self.width, self.height)
+
+    def _lap(self, lat: dict[str, float], stage: str, tick: float) -> float:
+        sync = getattr(self.backend, "synchronize", None)
+        if sync is not None:
+            sync()
+        now = time.perf_counter()
+        lat[stage] = (now - tick) * 1e3
+        return now
+
+
+def resize_rgb(rgb: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """``rgb [H,W,3]`` uint8 -> ``[1,3,height,width]`` float in [0,1] (bilinear, antialiased when shrinking)."""
+    x = torch.from_numpy(np.require(rgb, requirements=["C", "W"])).permute(2, 0, 1)[None].float() / 255.0
+    if x.shape[-2:] != (height, width):
+        x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    return x
+
+
+def _check_frame(frame: Frame) -> None:
+    """Raise ValueError for frames the caller built wrongly (these are bugs, not data to drop)."""
+    rgb = frame.rgb
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        desc = f"{type(rgb).__name__} {getattr(rgb, 'dtype', '')} {getattr(rgb, 'shape', '')}"
+        raise ValueError(f"Frame.rgb must be a uint8 [H, W, 3] array, got {desc}")
+    if min(rgb.shape[:2]) < 8:
+        raise ValueError(f"image too small: {rgb.shape[:2]}")
+    d = frame.depth_m
+    if d is not None:
+        if not isinstance(d, np.ndarray) or d.ndim != 2 or d.shape != rgb.shape[:2]:
+            raise ValueError(f"Frame.depth_m must be a [H, W] array aligned with rgb {rgb.shape[:2]}, "
+                             f"got {getattr(d, 'shape', type(d).__name__)}")
+        if not np.issubdtype(d.dtype, np.floating):
+            raise ValueError(f"Frame.depth_m must be float metres, got {d.dtype} (convert 16UC1 millimetres first)")
+    if not isinstance(frame.stamp_ns, (int, np.integer)):
+        raise ValueError(f"Frame.stamp_ns must be an integer, got {type(frame.stamp_ns).__name__}")

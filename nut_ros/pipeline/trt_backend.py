@@ -1,0 +1,229 @@
+"""TensorRT backend: engines built by ``engine/build_engine.py``, pycuda device buffers, pinned memory and a stream.
+
+Same interface as :class:`nut_ros.pipeline.backends.TorchBackend`. A frame's handle keeps the encoder outputs on
+the GPU (one pycuda allocation per tensor); ``decode`` binds two handles directly as the decoder's inputs and copies
+the Gaussians back through pinned memory. ``render`` runs the render engine when it was built with the rasterizer
+plugin, otherwise :class:`PycudaRenderer` (``Gaussians.at(t)`` on the host, then the rasterizer kernels on the
+backend's stream). Stale engines (other ONNX, TensorRT version or GPU) are refused when the backend is created.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from nut_ros.core.config import ModelConfig
+from nut_ros.core.gaussians import Gaussians, RasterInputs
+from nut_ros.core.model import FrameCache, static_gaussians
+from nut_ros.render import RenderOutput
+
+PAIRS_PER_GAUSSIAN = 16  #: initial sort-buffer size of PycudaRenderer; grown when a frame needs more
+
+
+class _Buffers:
+    """Device allocation + pinned host mirror per named float32 tensor."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]]):
+        import pycuda.driver as cuda
+
+        self.shapes = dict(shapes)
+        self.host = {k: cuda.pagelocked_empty(s, np.float32) for k, s in self.shapes.items()}
+        self.device = {k: cuda.mem_alloc(max(4, self.host[k].nbytes)) for k in self.shapes}
+
+    def upload(self, name: str, value: torch.Tensor | np.ndarray, stream) -> None:
+        import pycuda.driver as cuda
+
+        value = value.detach().cpu().float().numpy() if isinstance(value, torch.Tensor) else value
+        np.copyto(self.host[name], value.reshape(self.shapes[name]))
+        cuda.memcpy_htod_async(self.device[name], self.host[name], stream)
+
+    def download(self, name: str, stream) -> None:
+        import pycuda.driver as cuda
+
+        cuda.memcpy_dtoh_async(self.host[name], self.device[name], stream)
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """A torch copy of the host mirror (valid after the stream has been synchronised)."""
+        return torch.from_numpy(self.host[name].copy())
+
+
+class PycudaRenderer:
+    """The rasterizer kernels of ``engine/plugins/csrc`` driven with pycuda buffers, pinned memory and a stream."""
+
+    def __init__(self, height: int, width: int, stream=None):
+        import pycuda.autoprimaryctx  # noqa: F401
+        import pycuda.driver as cuda
+
+        from engine.plugins.ortho_raster_plugin import raster_kernels
+
+        self.height, self.width = height, width
+        self.stream = stream or cuda.Stream()
+        self.kernels = raster_kernels()
+        self._key = None
+        self.pairs = 0  # tile-Gaussian pairs of the last render
+
+    def _allocate(self, batch: int, n: int, capacity: int) -> None:
+        import pycuda.driver as cuda
+
+        from engine.plugins.raster_launcher import Workspace
+
+        h, w = self.height, self.width
+        self.buffers = _Buffers({"means": (batch, n, 3), "scales": (batch, n, 3), "rotations": (batch, n, 4),
+                                 "opacities": (batch, n, 1), "colors": (batch, n, 3), "color": (batch, 3, h, w),
+                                 "depth": (batch, 1, h, w), "alpha": (batch, 1, h, w)})
+        self.workspace = Workspace.layout(batch, n, h, w, capacity)
+        self.workspace_mem = cuda.mem_alloc(self.workspace.nbytes)
+        self._key = (batch, n, capacity)
+
+    def render(self, inputs: RasterInputs, background: Sequence[float] = (0.5, 0.5, 0.5)) -> RenderOutput:
+        batch, n = inputs.means.shape[:2]
+        if self._key is None or self._key[:2] != (batch, n):
+            self._allocate(batch, n, max(1, batch * n * PAIRS_PER_GAUSSIAN))
+        s = self.stream
+        for _ in range(2):  # a second pass only when the sort buffer was too small; it then fits exactly
+            buf = self.buffers
+            for name, value in zip(RasterInputs._fields, inputs):
+                buf.upload(name, value, s)
+            ptr = {k: int(v) for k, v in buf.device.items()}
+            self.kernels.enqueue(ptr["means"], ptr["scales"], ptr["rotations"], ptr["opacities"], ptr["colors"],
+                                 ptr["color"], ptr["depth"], ptr["alpha"], int(self.workspace_mem), self.workspace,
+                                 batch, n, self.height, self.width, tuple(float(v) for v in background), s.handle)
+            self.pairs = self.kernels.pairs(int(self.workspace_mem), self.workspace, s.handle)
+            if self.pairs <= self.workspace.capacity:
+                break
+            self._allocate(batch, n, self.pairs)
+        for name in ("color", "depth", "alpha"):
+            buf.download(name, s)
+        s.synchronize()
+        return RenderOutput(buf.tensor("color"), buf.tensor("depth"), buf.tensor("alpha"))
+
+
+class _Engine:
+    """A deserialized engine, its execution context and float32 I/O buffers."""
+
+    def __init__(self, trt, runtime, path: Path):
+        self.trt = trt
+        self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:
+            raise RuntimeError(f"TensorRT could not deserialize {path}")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if n not in self.inputs]
+        for n in names:
+            if self.engine.get_tensor_dtype(n) != trt.DataType.FLOAT:
+                raise TypeError(f"{path.name}: tensor {n} is not float32")
+        self.shapes = {n: tuple(self.engine.get_tensor_shape(n)) for n in names}
+        self.buffers = _Buffers(self.shapes)
+
+    def run(self, stream, bound: dict[str, int] | None = None) -> None:
+        """Execute on ``stream``; ``bound`` overrides tensor addresses (e.g. another engine's outputs)."""
+        bound = bound or {}
+        for name in self.inputs + self.outputs:
+            self.context.set_tensor_address(name, bound.get(name, int(self.buffers.device[name])))
+        if not self.context.execute_async_v3(stream.handle):
+            raise RuntimeError("TensorRT execution failed")
+
+
+class _DeviceFrame:
+    """A frame's encoder outputs, kept on the GPU."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]]):
+        self.buffers = _Buffers(shapes)
+
+
+class TensorRTBackend:
+    """Encoder / decoder (/ render) engines listed in ``<config>.engines.json`` (see ``engine/build_engine.py``)."""
+
+    name = "tensorrt"
+
+    def __init__(self, engines: str | Path, device: str = "cuda"):
+        import pycuda.autoprimaryctx  # noqa: F401
+        import pycuda.driver as cuda
+
+        from engine.build_engine import check_engine, gpu_tag
+        from engine.plugins.ortho_raster_plugin import import_tensorrt, register_plugin
+
+        path = Path(engines)
+        if path.is_dir():
+            found = sorted(path.glob("*.engines.json"))
+            if len(found) != 1:
+                raise FileNotFoundError(f"expected one *.engines.json in {path}, found {len(found)}")
+            path = found[0]
+        listing = json.loads(path.read_text())
+        if torch.device(device).type != "cuda":
+            raise ValueError("the TensorRT backend runs on CUDA devices only")
+        trt = import_tensorrt()
+        gpu = gpu_tag()
+        export_dir = Path(listing["manifest"]).parent
+        for part, info in listing["engines"].items():
+            onnx = export_dir / info["onnx"]
+            check_engine(path.parent / info["file"], onnx if onnx.is_file() else None, trt.__version__, gpu)
+        if any(info["custom_node"] for info in listing["engines"].values()):
+            register_plugin(trt)
+        self.model_config = ModelConfig.from_dict(listing["config"])
+        self._device = device
+        self.stream = cuda.Stream()
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engines = {part: _Engine(trt, runtime, path.parent / info["file"])
+                        for part, info in listing["engines"].items()}
+        state = listing["engines"].get("state")
+        self._render_engine = self.engines["state"] if state and state["custom_node"] else None
+        h, w = self.model_config.image_size
+        self._renderer = None if self._render_engine else PycudaRenderer(h, w, self.stream)
+        self._engine_background = None
+        if self._render_engine is not None:  # the background is an attribute of the plugin node
+            export = json.loads(Path(listing["manifest"]).read_text())
+            self._engine_background = tuple(float(v) for v in export["raster_attributes"]["background"])
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    def encode(self, rgb: torch.Tensor, disp: torch.Tensor) -> _DeviceFrame:
+        enc = self.engines["encoder"]
+        enc.buffers.upload("rgb", rgb, self.stream)
+        enc.buffers.upload("disp", disp, self.stream)
+        frame = _DeviceFrame({n: enc.shapes[n] for n in FrameCache._fields})
+        enc.run(self.stream, {n: int(frame.buffers.device[n]) for n in FrameCache._fields})
+        return frame
+
+    def decode(self, prev: _DeviceFrame, cur: _DeviceFrame) -> Gaussians:
+        dec = self.engines["decoder"]
+        bound = {f"prev_{n}": int(prev.buffers.device[n]) for n in FrameCache._fields}
+        bound.update({f"cur_{n}": int(cur.buffers.device[n]) for n in FrameCache._fields})
+        dec.run(self.stream, bound)
+        for name in dec.outputs:
+            dec.buffers.download(name, self.stream)
+        self.stream.synchronize()
+        return Gaussians(*(dec.buffers.tensor(n) for n in Gaussians.__dataclass_fields__))
+
+    def static(self, handle: _DeviceFrame) -> Gaussians:
+        names = ("xyz", "rgb", "opacity", "scale")
+        for name in names:
+            handle.buffers.download(name, self.stream)
+        self.stream.synchronize()
+        cache = {n: handle.buffers.tensor(n) if n in names else None for n in FrameCache._fields}
+        return static_gaussians(FrameCache(**cache), t0=1.0)
+
+    @torch.inference_mode()
+    def render(self, gaussians: Gaussians, t: float, background: Sequence[float] = (0.5, 0.5, 0.5)) -> RenderOutput:
+        if self._render_engine is None:
+            return self._renderer.render(gaussians.at(t), background)
+        eng = self._render_engine
+        if tuple(float(v) for v in background) != self._engine_background:
+            raise ValueError(f"the render engine was built with background {self._engine_background}")
+        for name in Gaussians.__dataclass_fields__:
+            eng.buffers.upload(f"g_{name}", getattr(gaussians, name), self.stream)
+        eng.buffers.upload("t", np.array([t], np.float32), self.stream)
+        eng.run(self.stream)
+        for name in eng.outputs:
+            eng.buffers.download(name, self.stream)
+        self.stream.synchronize()
+        return RenderOutput(*(eng.buffers.tensor(n) for n in ("rgb", "depth", "alpha")))
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()

@@ -1,0 +1,37 @@
+"""``sensor_msgs/CameraInfo`` <-> ``nut_ros.core.geometry.Intrinsics``."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from nut_ros.core.geometry import Intrinsics
+from nut_ros.ros.errors import ConversionError
+from nut_ros.ros.msg_types import make_header, msg_class
+
+
+def camera_info_to_intrinsics(msg: Any) -> Intrinsics:
+    """Pinhole intrinsics from ``k`` (row-major 3x3) and the image size; distortion is ignored."""
+    k = np.asarray(msg.k, dtype=np.float64).reshape(-1)
+    if k.size != 9:
+        raise ConversionError(f"CameraInfo.k: expected 9 values, got {k.size}")
+    width, height = int(msg.width), int(msg.height)
+    if width <= 0 or height <= 0:
+        raise ConversionError(f"CameraInfo.width/height: invalid image size {width}x{height}")
+    fx, fy, cx, cy = k[0], k[4], k[2], k[5]
+    if not (np.isfinite(k).all() and fx > 0 and fy > 0):
+        raise ConversionError(f"CameraInfo.k: uncalibrated or invalid camera matrix (fx={fx}, fy={fy})")
+    return Intrinsics(float(fx), float(fy), float(cx), float(cy), width, height)
+
+
+def intrinsics_to_camera_info(intrinsics: Intrinsics, stamp_ns: int = 0, frame_id: str = "", flavor: str = "auto"):
+    """A CameraInfo for an undistorted pinhole camera (plumb_bob, zero distortion, identity rectification)."""
+    i = intrinsics
+    k = np.array([i.fx, 0.0, i.cx, 0.0, i.fy, i.cy, 0.0, 0.0, 1.0])
+    p = np.array([i.fx, 0.0, i.cx, 0.0, 0.0, i.fy, i.cy, 0.0, 0.0, 0.0, 1.0, 0.0])
+    roi = msg_class("sensor_msgs/msg/RegionOfInterest", flavor)(x_offset=0, y_offset=0, height=0, width=0,
+                                                                 do_rectify=False)
+    return msg_class("sensor_msgs/msg/CameraInfo", flavor)(
+        header=make_header(stamp_ns, frame_id, flavor), height=int(i.height), width=int(i.width),
+        distortion_model="plumb_bob", d=np.zeros(5), k=k, r=np.eye(3).reshape(-1), p=p,
+        binning_x=0, binning_y=0, roi=roi)

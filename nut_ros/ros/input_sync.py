@@ -1,0 +1,138 @@
+"""Input matching for the node, free of ROS: stamp-keyed bounded buffers and a newest-only hand-off slot.
+
+``StampMatcher`` pairs each image with the depth image and CameraInfo of the same stamp (within a tolerance).
+``LatestSlot`` hands the newest matched frame to the worker thread; an unconsumed frame is replaced, never queued.
+Both are bounded whatever the input rate.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class Matched:
+    """An image message with its depth (or None) and CameraInfo (or None); ``stamp_ns`` is the image's."""
+
+    stamp_ns: int
+    image: Any
+    depth: Any = None
+    info: Any = None
+
+
+class StampMatcher:
+    """Match images to depth and CameraInfo by header stamp.
+
+    depth_mode: ``none`` never waits for depth; ``topic`` holds each image until a depth message within
+    ``tolerance_ns`` arrives; ``auto`` behaves like ``topic`` while depth messages keep arriving (one seen within
+    ``depth_timeout_s``) and like ``none`` otherwise. CameraInfo is taken at the image's stamp when one is buffered,
+    else the newest one (intrinsics rarely change). Each buffer keeps at most ``capacity`` messages; images that
+    can no longer be matched are counted in ``unmatched``.
+    """
+
+    def __init__(self, depth_mode: str, tolerance_ns: int, capacity: int, depth_timeout_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic):
+        if depth_mode not in ("auto", "topic", "none"):
+            raise ValueError(f"depth_mode must be auto, topic or none, got {depth_mode!r}")
+        self.depth_mode, self.tolerance_ns, self.depth_timeout_s = depth_mode, tolerance_ns, depth_timeout_s
+        self._clock = clock
+        self._images: deque[tuple[int, Any]] = deque()
+        self._depths: deque[tuple[int, Any]] = deque(maxlen=capacity)
+        self._infos: deque[tuple[int, Any]] = deque(maxlen=capacity)
+        self._capacity = capacity
+        self._last_depth_arrival: float | None = None
+        self.unmatched = 0
+
+    @property
+    def waits_for_depth(self) -> bool:
+        if self.depth_mode == "auto":
+            seen = self._last_depth_arrival
+            return seen is not None and self._clock() - seen <= self.depth_timeout_s
+        return self.depth_mode == "topic"
+
+    def add_info(self, stamp_ns: int, info: Any) -> None:
+        self._infos.append((stamp_ns, info))
+
+    def add_image(self, stamp_ns: int, image: Any) -> Matched | None:
+        """Buffer an image; return it matched right away when possible."""
+        if not self.waits_for_depth:
+            self._drop_pending()
+            return Matched(stamp_ns, image, None, self._info_for(stamp_ns))
+        self._images.append((stamp_ns, image))
+        if len(self._images) > self._capacity:
+            self._images.popleft()
+            self.unmatched += 1
+        return self._match()
+
+    def add_depth(self, stamp_ns: int, depth: Any) -> Matched | None:
+        """Buffer a depth image; return the newest image it completes, if any."""
+        if self.depth_mode == "none":
+            return None
+        self._last_depth_arrival = self._clock()
+        self._depths.append((stamp_ns, depth))
+        return self._match()
+
+    def _match(self) -> Matched | None:
+        """Match the newest pending image that has a depth; older pending images are superseded."""
+        for i in range(len(self._images) - 1, -1, -1):
+            stamp, image = self._images[i]
+            depth = self._nearest(self._depths, stamp)
+            if depth is not None:
+                self.unmatched += i  # older images lost their chance: the worker only takes the newest
+                for _ in range(i + 1):
+                    self._images.popleft()
+                return Matched(stamp, image, depth, self._info_for(stamp))
+        return None
+
+    def _drop_pending(self) -> None:
+        self.unmatched += len(self._images)
+        self._images.clear()
+
+    def _info_for(self, stamp_ns: int) -> Any:
+        info = self._nearest(self._infos, stamp_ns)
+        if info is None and self._infos:
+            info = self._infos[-1][1]
+        return info
+
+    def _nearest(self, buffer: deque[tuple[int, Any]], stamp_ns: int) -> Any:
+        best, best_dt = None, self.tolerance_ns + 1
+        for stamp, item in buffer:
+            dt = abs(stamp - stamp_ns)
+            if dt < best_dt:
+                best, best_dt = item, dt
+        return best
+
+
+class LatestSlot(Generic[T]):
+    """A queue of depth one between threads: ``put`` replaces an item not yet taken, ``get`` waits for one."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._item: T | None = None
+        self._closed = False
+
+    def put(self, item: T) -> bool:
+        """Store ``item``; return True when it replaced (dropped) an item the consumer had not taken."""
+        with self._cond:
+            replaced = self._item is not None
+            self._item = item
+            self._cond.notify()
+            return replaced
+
+    def get(self, timeout: float | None = None) -> T | None:
+        """The newest item, waiting up to ``timeout`` seconds; None on time-out or after ``close``."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._item is not None or self._closed, timeout)
+            item, self._item = self._item, None
+            return item
+
+    def close(self) -> None:
+        """Wake every waiting ``get`` for good (used at shutdown)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()

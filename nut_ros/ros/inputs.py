@@ -1,0 +1,73 @@
+"""Matched input messages -> a pipeline ``Frame``, with the checks that make bad input a counted drop, not a crash."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from nut_ros.core.geometry import Intrinsics
+from nut_ros.pipeline.types import Frame
+from nut_ros.ros.conversions import (ConversionError, camera_info_to_intrinsics, decompress_depth, image_to_numpy,
+                                     image_to_rgb)
+from nut_ros.ros.images import to_depth_m
+from nut_ros.ros.input_sync import Matched
+from nut_ros.ros.msg_types import stamp_to_ns
+
+
+@dataclass
+class BuiltFrame:
+    """The frame plus notes on input it had to ignore or adapt (for throttled warnings)."""
+
+    frame: Frame
+    notes: list[str] = field(default_factory=list)
+
+
+def depth_metres(msg, depth_scale: float) -> np.ndarray:
+    """float32 metres (NaN where invalid) from a depth Image/compressedDepth; 16UC1 units are ``depth_scale`` m."""
+    if hasattr(msg, "format"):
+        pixels, encoding = decompress_depth(msg)
+    else:
+        pixels, encoding = image_to_numpy(msg), msg.encoding
+    if encoding == "16UC1":
+        depth = pixels.astype(np.float32) * np.float32(depth_scale)
+        depth[depth <= 0] = np.nan
+        return depth
+    return to_depth_m(pixels, encoding)
+
+
+def frame_from_messages(matched: Matched, depth_scale: float, frame_id: str = "") -> BuiltFrame:
+    """Decode the image (any colour encoding or compressed), its depth and CameraInfo into a ``Frame``.
+
+    Raises ``ConversionError`` when the image itself is unusable. Depth of another size is resized (nearest) onto
+    the image; a CameraInfo of another size is scaled when the aspect ratio agrees, else ignored; a broken
+    CameraInfo is ignored. Each adaptation is reported in ``notes``.
+    """
+    rgb = image_to_rgb(matched.image)
+    h, w = rgb.shape[:2]
+    notes = []
+    depth = None
+    if matched.depth is not None:
+        depth = depth_metres(matched.depth, depth_scale)
+        if depth.shape != (h, w):
+            notes.append(f"depth is {depth.shape[1]}x{depth.shape[0]}, image {w}x{h}: resized (nearest)")
+            depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST)
+    intrinsics = None
+    if matched.info is not None:
+        try:
+            intrinsics = _intrinsics_for(camera_info_to_intrinsics(matched.info), w, h, notes)
+        except ConversionError as err:
+            notes.append(f"CameraInfo ignored: {err}")
+    header = matched.image.header
+    return BuiltFrame(Frame(rgb=rgb, stamp_ns=stamp_to_ns(header.stamp), frame_id=frame_id or header.frame_id,
+                            depth_m=depth, intrinsics=intrinsics), notes)
+
+
+def _intrinsics_for(k: Intrinsics, width: int, height: int, notes: list[str]) -> Intrinsics | None:
+    if (k.width, k.height) == (width, height):
+        return k
+    if abs(k.width * height - k.height * width) <= 0.01 * k.width * height:
+        notes.append(f"CameraInfo is for {k.width}x{k.height}, image is {width}x{height}: intrinsics scaled")
+        return k.scaled(width, height)
+    notes.append(f"CameraInfo is for {k.width}x{k.height}, image is {width}x{height}: ignored")
+    return None

@@ -1,0 +1,198 @@
+"""Run the node as its own process on a bag over DDS and record what it publishes (used by the demo and tests).
+
+The session gets a private ``ROS_DOMAIN_ID`` and keeps discovery on this host
+(``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``). This process plays the bag (``BagPlayer``) and records the node's
+outputs (``TopicRecorder``) into an output bag; the node is stopped with SIGINT and must exit with code 0.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nut_ros.ros import topics
+
+IDLE_TIMEOUT_S = 30.0  # give up when the node reports no progress for this long
+QUIET_S = 1.0  # after the node reports all frames handled, outputs still in flight arrive within this
+
+
+@dataclass
+class SessionResult:
+    """What happened in one session."""
+
+    published: int  # input messages published
+    images_published: int
+    recorded: dict[str, int]  # output topic -> messages recorded
+    stats: object | None  # the node's last PipelineStats
+    exit_code: int | None  # None: the node had to be killed
+    wall_s: float  # from the first published message until the node's last output
+    log_path: Path
+    first_output_ns: int | None = None
+    last_output_ns: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def session_env(domain_id: int) -> dict[str, str]:
+    """Environment of a private, host-local DDS session."""
+    env = dict(os.environ)
+    env.update(ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    return env
+
+
+def default_domain_id() -> int:
+    """A domain id in [101, 200] derived from the process id (distinct for concurrent sessions on one host)."""
+    return 101 + os.getpid() % 100
+
+
+def node_command(params_file: str | Path | None, overrides: dict[str, object], remap: dict[str, str]) -> list[str]:
+    """Command line starting the node with this interpreter."""
+    cmd = [sys.executable, "-m", "nut_ros.ros.node", "--ros-args"]
+    if params_file:
+        cmd += ["--params-file", str(params_file)]
+    for name, value in overrides.items():
+        cmd += ["-p", f"{name}:={_param_text(value)}"]
+    for src, dst in remap.items():
+        cmd += ["-r", f"{src}:={dst}"]
+    return cmd
+
+
+def _param_text(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_param_text(v) for v in value) + "]"
+    return str(value) or "''"  # rcl reads the value as YAML: an empty string must be quoted
+
+
+def run_node_on_bag(bag: str | Path, out_bag: str | Path, log_path: str | Path, image_topic: str,
+                    params_file: str | Path | None = None, overrides: dict[str, object] | None = None,
+                    remap: dict[str, str] | None = None, rate: float = 1.0, domain_id: int | None = None,
+                    storage: str = "mcap", ready_timeout_s: float = 120.0) -> SessionResult:
+    """Start the node, play ``bag`` into it, record its outputs to ``out_bag``, stop it; see ``SessionResult``.
+
+    ``remap`` maps the node's input names (``image_raw``, ``depth``, ``camera_info``) to the bag's topics.
+    """
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+
+    from nut_ros.ros.bag_io import BagWriter
+    from nut_ros.ros.player import BagPlayer
+    from nut_ros.ros.recorder import TopicRecorder
+
+    domain_id = default_domain_id() if domain_id is None else domain_id
+    env = session_env(domain_id)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    outputs = {topics.output_topic(n): t for n, t in topics.OUTPUT_TYPES.items()}
+    outputs[topics.DIAGNOSTICS] = topics.DIAGNOSTICS_TYPE
+    log_path = Path(log_path)
+    notes: list[str] = []
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain_id)
+    with open(log_path, "w") as log, BagWriter(out_bag, storage) as writer:
+        proc = subprocess.Popen(node_command(params_file, overrides or {}, remap or {}), env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        node = Node("nut_ros_session", context=context)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+        try:
+            player = BagPlayer(node, bag)
+            recorder = TopicRecorder(node, writer, outputs)
+            last_stats: list = []
+            node.create_subscription(topics.resolve_type(topics.OUTPUT_TYPES["stats"]), topics.output_topic("stats"),
+                                     last_stats.append, 10)
+            # Ready: the node subscribes to the images, and a stats message arrived (so its publishers, which are
+            # announced together, have matched our subscriptions: nothing it publishes from now on is lost).
+            if not _wait(lambda: player.wait_for_subscribers(0.5, [image_topic]) and recorder.matched()
+                         and last_stats or proc.poll() is not None, ready_timeout_s) or proc.poll() is not None:
+                raise RuntimeError(f"the node did not come up within {ready_timeout_s:.0f} s "
+                                   f"(exit code {proc.poll()}); see {log_path}")
+            images_in_bag = _count_topic(bag, image_topic)
+            started = time.monotonic()
+            published = player.play(rate)
+            progress = [0, time.monotonic()]
+
+            def settled() -> bool:
+                s = last_stats[-1] if last_stats else None
+                done = s is not None and s.frames_received >= images_in_bag and (
+                    s.frames_processed + s.frames_dropped_queue + s.frames_dropped_invalid >= s.frames_received)
+                count = sum(recorder.counts.values())
+                if count != progress[0]:
+                    progress[:] = [count, time.monotonic()]
+                return done or time.monotonic() - progress[1] > IDLE_TIMEOUT_S or proc.poll() is not None
+
+            _wait(settled, 3600.0)
+            wall = time.monotonic() - started
+            _wait_quiet(recorder, [t for t in outputs if t not in (topics.output_topic("stats"), topics.DIAGNOSTICS)],
+                        QUIET_S)
+        finally:
+            exit_code = _stop(proc, notes)
+            executor.shutdown()
+            node.destroy_node()
+            rclpy.shutdown(context=context)
+            spinner.join(timeout=5.0)
+    times = _output_times(out_bag, topics.output_topic("image"))
+    return SessionResult(published, images_in_bag, dict(recorder.counts), last_stats[-1] if last_stats else None,
+                         exit_code, wall, log_path, times[0] if times else None, times[-1] if times else None, notes)
+
+
+def _wait(condition, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _wait_quiet(recorder, watched: list[str], quiet_s: float, limit_s: float = 10.0) -> None:
+    """Return once no message arrived on ``watched`` topics for ``quiet_s`` (at most ``limit_s``)."""
+    deadline = time.monotonic() + limit_s
+    last = -1
+    while time.monotonic() < deadline:
+        count = sum(recorder.counts[t] for t in watched)
+        if count == last:
+            return
+        last = count
+        time.sleep(quiet_s)
+
+
+def _stop(proc: subprocess.Popen, notes: list[str]) -> int | None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            return proc.wait(timeout=30.0)
+        except subprocess.TimeoutExpired:
+            notes.append("the node ignored SIGINT for 30 s and was killed")
+            proc.kill()
+            proc.wait()
+            return None
+    return proc.returncode
+
+
+def _count_topic(bag: str | Path, topic: str) -> int:
+    from rosbags.highlevel import AnyReader
+
+    from nut_ros.ros.msg_types import rosbags_typestore
+
+    with AnyReader([Path(bag)], default_typestore=rosbags_typestore()) as reader:
+        return sum(c.msgcount for c in reader.connections if c.topic == topic)
+
+
+def _output_times(bag: str | Path, topic: str) -> list[int]:
+    """Receive times (ns) of ``topic`` in a recorded bag."""
+    from rosbags.highlevel import AnyReader
+
+    from nut_ros.ros.msg_types import rosbags_typestore
+
+    with AnyReader([Path(bag)], default_typestore=rosbags_typestore()) as reader:
+        connections = [c for c in reader.connections if c.topic == topic]
+        return [t for _, t, _ in reader.messages(connections=connections)]

@@ -1,0 +1,43 @@
+"""Topic catalogue of the ``nut_ros`` node: relative names (remappable) and ROS message types.
+
+Kept free of rclpy so that tools, tests and the RViz/launch checks can read it anywhere.
+"""
+NODE_NAME = "nut_ros"
+
+# Inputs, relative to the node's namespace: remap them (``-r image_raw:=/camera/color/image_raw``).
+IMAGE = "image_raw"
+COMPRESSED_IMAGE = "image_raw/compressed"
+DEPTH = "depth"
+CAMERA_INFO = "camera_info"
+
+INPUT_TYPES = {
+    IMAGE: "sensor_msgs/msg/Image",
+    COMPRESSED_IMAGE: "sensor_msgs/msg/CompressedImage",
+    DEPTH: "sensor_msgs/msg/Image",
+    CAMERA_INFO: "sensor_msgs/msg/CameraInfo",
+}
+
+# Outputs, private to the node (``~/name`` -> ``/<namespace>/nut_ros/name``), and the global diagnostics topic.
+OUTPUT_TYPES = {
+    "depth": "sensor_msgs/msg/Image",
+    "image": "sensor_msgs/msg/Image",
+    "camera_info": "sensor_msgs/msg/CameraInfo",
+    "points": "sensor_msgs/msg/PointCloud2",
+    "gaussians": "nut_ros_msgs/msg/GaussianSet",
+    "stats": "nut_ros_msgs/msg/PipelineStats",
+}
+DIAGNOSTICS = "/diagnostics"
+DIAGNOSTICS_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
+
+
+def output_topic(name: str, namespace: str = "/", node_name: str = NODE_NAME) -> str:
+    """Fully qualified name of the private output ``~/name`` of a node in ``namespace``."""
+    return "/" + "/".join(p for p in (namespace.strip("/"), node_name, name) if p)
+
+
+def resolve_type(type_name: str):
+    """The rclpy message class for ``pkg/msg/Name`` (imports the generated Python module)."""
+    import importlib
+
+    package, _, name = type_name.split("/")
+    return getattr(importlib.import_module(f"{package}.msg"), name)

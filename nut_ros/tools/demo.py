@@ -1,0 +1,180 @@
+"""``nut_ros_demo`` (``make demo``): the node on a replayed real clip, on the CPU, end to end over DDS.
+
+1. builds an input bag from the bundled clip (``nut_ros/data/cups``, Apache-2.0, see its README);
+2. starts ``nut_ros_node`` as its own process (default weights ``nut_ros/weights/tiny.safetensors``);
+3. plays the bag into it over DDS on loopback, on a private ROS_DOMAIN_ID, and records its outputs into a bag;
+4. writes a report (frames in/out, drops, latency, throughput) and PNGs of rendered RGB and depth.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import nut_ros
+from nut_ros.pipeline.optical import default_intrinsics
+from nut_ros.ros import topics
+
+PACKAGE = Path(nut_ros.__file__).resolve().parent
+CLIP_DIR = PACKAGE / "data" / "cups"
+CLIP_FPS = 30000 / 1001 / 2  # every second frame of a 29.97 frames/s video
+START_NS = 1_763_683_200 * 10**9  # 2025-11-21T00:00:00Z: fixed so that runs are reproducible
+FRAME_ID = "camera_optical_frame"  # the Fixed Frame of config/nut_ros.rviz
+IMAGE_TOPIC, INFO_TOPIC = "/camera/image_raw", "/camera/camera_info"
+
+
+def params_file() -> Path:
+    """The package's config/nut_ros.yaml (source tree or installed share folder)."""
+    for candidate in (PACKAGE.parent / "config" / "nut_ros.yaml",
+                      Path(sys.prefix) / "share" / "nut_ros" / "config" / "nut_ros.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("config/nut_ros.yaml not found next to the package or in the installed share folder")
+
+
+def write_clip_bag(frames_dir: Path, path: Path, fps: float = CLIP_FPS, limit: int | None = None,
+                   storage: str = "mcap") -> int:
+    """A bag of the JPEG frames in ``frames_dir``: rgb8 Images and CameraInfo (60° horizontal field of view)."""
+    from nut_ros.ros.bag_io import BagWriter
+    from nut_ros.ros.conversions import intrinsics_to_camera_info, numpy_to_image
+
+    files = sorted(frames_dir.glob("*.jpg"))[:limit]
+    if not files:
+        raise FileNotFoundError(f"no JPEG frames in {frames_dir}")
+    with BagWriter(path, storage) as writer:
+        for i, file in enumerate(files):
+            rgb = cv2.cvtColor(cv2.imread(str(file)), cv2.COLOR_BGR2RGB)
+            stamp = START_NS + round(i * 1e9 / fps)
+            k = default_intrinsics(rgb.shape[1], rgb.shape[0], 60.0)
+            writer.write(INFO_TOPIC, stamp, intrinsics_to_camera_info(k, stamp, FRAME_ID, "rosbags"))
+            writer.write(IMAGE_TOPIC, stamp, numpy_to_image(rgb, "rgb8", stamp, FRAME_ID, "rosbags"))
+    return len(files)
+
+
+def colorize_depth(depth: np.ndarray) -> np.ndarray:
+    """BGR uint8 picture of a depth map (near = bright, turbo colour map); NaN is black."""
+    valid = np.isfinite(depth)
+    out = np.zeros((*depth.shape, 3), np.uint8)
+    if valid.any():
+        lo, hi = np.percentile(depth[valid], [2, 98])
+        norm = np.clip((hi - depth) / max(hi - lo, 1e-6), 0, 1)
+        out = cv2.applyColorMap(np.nan_to_num(norm * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
+        out[~valid] = 0
+    return out
+
+
+def save_pictures(in_bag: Path, out_bag: Path, folder: Path, count: int = 3) -> list[Path]:
+    """PNG panels (input | rendered RGB | rendered depth) of ``count`` evenly spaced output frames."""
+    from rosbags.highlevel import AnyReader
+
+    from nut_ros.ros.conversions import image_to_depth_m, image_to_rgb, stamp_to_ns
+    from nut_ros.ros.msg_types import rosbags_typestore
+
+    wanted = {IMAGE_TOPIC, topics.output_topic("image"), topics.output_topic("depth")}
+    by_stamp: dict[str, dict[int, object]] = {t: {} for t in wanted}
+    for bag in (in_bag, out_bag):
+        with AnyReader([bag], default_typestore=rosbags_typestore()) as reader:
+            connections = [c for c in reader.connections if c.topic in wanted]
+            for c, _, raw in reader.messages(connections=connections):
+                msg = reader.deserialize(raw, c.msgtype)
+                by_stamp[c.topic][stamp_to_ns(msg.header.stamp)] = msg
+    stamps = sorted(set(by_stamp[topics.output_topic("image")]) & set(by_stamp[topics.output_topic("depth")])
+                    & set(by_stamp[IMAGE_TOPIC]))
+    picks = [stamps[round(i)] for i in np.linspace(0, len(stamps) - 1, min(count, len(stamps)))]
+    paths = []
+    for n, stamp in enumerate(picks):
+        render = cv2.cvtColor(image_to_rgb(by_stamp[topics.output_topic("image")][stamp]), cv2.COLOR_RGB2BGR)
+        depth = colorize_depth(image_to_depth_m(by_stamp[topics.output_topic("depth")][stamp]))
+        h, w = render.shape[:2]
+        source = cv2.resize(cv2.cvtColor(image_to_rgb(by_stamp[IMAGE_TOPIC][stamp]), cv2.COLOR_RGB2BGR), (w, h),
+                            interpolation=cv2.INTER_AREA)
+        path = folder / f"frame_{n}_input_render_depth.png"
+        cv2.imwrite(str(path), np.hstack([source, render, depth]))
+        paths.append(path)
+    return paths
+
+
+def summarise(result, frames: int) -> dict:
+    """The report's numbers from a ``SessionResult``."""
+    s = result.stats
+    span_s = ((result.last_output_ns - result.first_output_ns) * 1e-9
+              if result.first_output_ns is not None else 0.0)
+    processed = s.frames_processed if s else 0
+    return {
+        "frames_in": frames,
+        "frames_received": s.frames_received if s else 0,
+        "frames_processed": processed,
+        "frames_dropped_queue": s.frames_dropped_queue if s else 0,
+        "frames_dropped_invalid": s.frames_dropped_invalid if s else 0,
+        "latency_ms": {k: round(getattr(s, f"latency_{k}_ms"), 1) for k in ("encode", "decode", "render", "total")}
+        if s else {},
+        "throughput_fps": round((processed - 1) / span_s, 2) if processed > 1 and span_s > 0 else 0.0,
+        "metric": bool(s.metric) if s else False,
+        "outputs_recorded": result.recorded,
+        "node_exit_code": result.exit_code,
+        "notes": result.notes,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nut_ros_demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default: out/demo)")
+    parser.add_argument("--frames", type=int, default=60, help="frames of the bundled clip to play (max 60)")
+    parser.add_argument("--rate", type=float, default=1.0, help="replay rate factor (0: as fast as possible)")
+    parser.add_argument("--checkpoint", default="", help="weights (.safetensors); default: the packaged tiny weights")
+    parser.add_argument("--random-init", action="store_true", help="run with random weights if none are shipped")
+    parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="bag storage format")
+    parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: private, from the pid)")
+    args = parser.parse_args(argv)
+
+    from nut_ros.pipeline.backends import default_checkpoint
+    from nut_ros.ros.node_session import run_node_on_bag
+    from nut_ros.ros.params import load_params_file
+
+    config = params_file()
+    weights = Path(args.checkpoint) if args.checkpoint else default_checkpoint(load_params_file(config).model)
+    if not weights.is_file() and not args.random_init:
+        print(f"nut_ros_demo: no weights at {weights}. Pass --checkpoint PATH, or --random-init to see the "
+              f"pipeline run with a randomly initialised model.", file=sys.stderr)
+        return 2
+    if args.out.exists() and any(args.out.iterdir()):
+        print(f"nut_ros_demo: {args.out} is not empty; choose another --out or remove it", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    in_bag, out_bag = args.out / "input_bag", args.out / "output_bag"
+
+    frames = write_clip_bag(CLIP_DIR, in_bag, limit=args.frames, storage=args.storage)
+    print(f"input bag: {in_bag} ({frames} frames of the bundled clip at {CLIP_FPS:.2f} frames/s)")
+    overrides = {"input_reliability": "reliable", "random_init": not weights.is_file(),
+                 "checkpoint": str(weights) if weights.is_file() else ""}
+    remap = {topics.IMAGE: IMAGE_TOPIC, topics.CAMERA_INFO: INFO_TOPIC}
+    print(f"running the node ({'weights ' + str(weights) if weights.is_file() else 'RANDOM weights'}) "
+          f"on the replayed bag at rate {args.rate} ...", flush=True)
+    result = run_node_on_bag(in_bag, out_bag, args.out / "node.log", IMAGE_TOPIC, config, overrides, remap,
+                             rate=args.rate, domain_id=args.domain_id, storage=args.storage)
+    report = summarise(result, frames) | {"weights": str(weights) if weights.is_file() else "random init",
+                                          "rate": args.rate}
+    pictures = save_pictures(in_bag, out_bag, args.out)
+    report["pictures"] = [str(p) for p in pictures]
+    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+
+    lat = report["latency_ms"]
+    print(f"output bag: {out_bag}  ({', '.join(f'{t}: {n}' for t, n in sorted(result.recorded.items()))})")
+    print(f"frames: {frames} in, {report['frames_received']} received, {report['frames_processed']} processed, "
+          f"{report['frames_dropped_queue']} dropped (queue), {report['frames_dropped_invalid']} dropped (invalid)")
+    print(f"latency (mean ms): encode {lat.get('encode')}, decode {lat.get('decode')}, render {lat.get('render')}, "
+          f"total {lat.get('total')}; throughput {report['throughput_fps']} frames/s")
+    print(f"pictures (input | rendered RGB | rendered depth): {', '.join(map(str, pictures))}")
+    print(f"report: {args.out / 'report.json'}; node log: {result.log_path}")
+    ok = result.exit_code == 0 and report["frames_processed"] > 0
+    if not ok:
+        print(f"nut_ros_demo: FAILED (node exit code {result.exit_code}, see {result.log_path})", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Build a small camera rosbag2 from a video file or an image folder (``nut_ros_make_bag``).
+
+Writes sensor_msgs/Image (rgb8) or CompressedImage (jpeg), optional 16UC1 depth (or compressedDepth PNG) from a
+folder of 16-bit PNG/PGM files in millimetres paired with the images by sorted order, and CameraInfo for every frame.
+Header stamps and bag times are ``start + source_index / fps``. Needs no ROS installation (rosbags messages).
+
+    nut_ros_make_bag clip.mp4 out_bag --max-frames 60 --stride 2 --resize 512x288 --compressed
+    nut_ros_make_bag color/ out_bag --depth depth/ --intrinsics 518,519,325.5,253.5 --fps 5 --storage sqlite3
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from nut_ros.core.geometry import Intrinsics
+from nut_ros.ros.bag_io import STORAGES, BagWriter
+from nut_ros.ros.camera_info import intrinsics_to_camera_info
+from nut_ros.ros.compressed import compress_depth, compress_image
+from nut_ros.ros.images import numpy_to_image
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff"}
+DEPTH_SUFFIXES = {".png", ".pgm", ".tif", ".tiff"}
+START_NS = 1_700_000_000 * 1_000_000_000
+
+
+@dataclass
+class BagSummary:
+    path: Path
+    frames: int
+    width: int
+    height: int
+    intrinsics: Intrinsics
+    topics: dict[str, str]
+
+
+def natural_key(path: Path) -> list:
+    """Sort key that orders ``2.png`` before ``10.png``."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+
+
+def list_files(folder: Path, suffixes: set[str], pattern: str = "*") -> list[Path]:
+    files = sorted((p for p in folder.glob(pattern) if p.suffix.lower() in suffixes and p.is_file()), key=natural_key)
+    if not files:
+        raise FileNotFoundError(f"no files matching {pattern!r} with suffix {sorted(suffixes)} in {folder}")
+    return files
+
+
+def guess_intrinsics(width: int, height: int, hfov_deg: float) -> Intrinsics:
+    """Square-pixel pinhole with the given horizontal field of view, principal point at the image centre."""
+    f = (width / 2.0) / math.tan(math.radians(hfov_deg) / 2.0)
+    return Intrinsics(f, f, (width - 1) / 2.0, (height - 1) / 2.0, width, height)
+
+
+def iter_source(source: Path, pattern: str, stride: int, max_frames: int | None) -> Iterator[tuple[int, np.ndarray]]:
+    """``(source index, RGB uint8)`` of every ``stride``-th frame of a video file or image folder."""
+    emitted = 0
+    if source.is_dir():
+        for index, path in enumerate(list_files(source, IMAGE_SUFFIXES, pattern)):
+            if index % stride:
+                continue
+            if max_frames is not None and emitted >= max_frames:
+                return
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise ValueError(f"cannot read image {path}")
+            emitted += 1
+            yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return
+    capture = cv2.VideoCapture(str(source))
+    if not capture.isOpened():
+        raise ValueError(f"cannot open video {source}")
+    try:
+        index = 0
+        while max_frames is None or emitted < max_frames:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            if index % stride == 0:
+                emitted += 1
+                yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            index += 1
+    finally:
+        capture.release()
+
+
+def video_fps(source: Path) -> float | None:
+    if source.is_dir():
+        return None
+    capture = cv2.VideoCapture(str(source))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    capture.release()
+    return fps if fps and fps > 0 else None
+
+
+def read_depth_mm(path: Path) -> np.ndarray:
+    depth = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if depth is None or depth.dtype != np.uint16 or depth.ndim != 2:
+        raise ValueError(f"depth {path}: expected a 1-channel 16-bit image in millimetres")
+    return depth
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)x(\d+)", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def parse_intrinsics(text: str) -> tuple[float, float, float, float]:
+    values = [float(v) for v in text.split(",")]
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"intrinsics must be fx,fy,cx,cy, got {text!r}")
+    return values[0], values[1], values[2], values[3]
+
+
+def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | None = None, pattern: str = "*",
+             depth_pattern: str = "*", intrinsics: tuple[float, float, float, float] | None = None,
+             hfov_deg: float = 60.0, max_frames: int | None = None, stride: int = 1,
+             resize: tuple[int, int] | None = None, fps: float | None = None, compressed: bool = False,
+             storage: str = "mcap", frame_id: str = "camera_optical_frame", namespace: str = "/camera",
+             jpeg_quality: int = 90) -> BagSummary:
+    """Write the bag and return a summary. ``intrinsics`` (fx, fy, cx, cy) are of the source resolution."""
+    source, output = Path(source), Path(output)
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    fps = fps or video_fps(source) or 30.0
+    depth_files = list_files(Path(depth_dir), DEPTH_SUFFIXES, depth_pattern) if depth_dir else None
+    ns = namespace.rstrip("/")
+    topics = {"image": f"{ns}/image_raw" + ("/compressed" if compressed else ""), "info": f"{ns}/camera_info"}
+    if depth_files:
+        topics["depth"] = f"{ns}/depth" + ("/compressedDepth" if compressed else "")
+    count, cam = 0, None
+    with BagWriter(output, storage) as bag:
+        for index, rgb in iter_source(source, pattern, stride, max_frames):
+            src_h, src_w = rgb.shape[:2]
+            if cam is None:
+                native = (Intrinsics(*intrinsics, src_w, src_h) if intrinsics else guess_intrinsics(src_w, src_h, hfov_deg))
+                cam = native.scaled(*resize) if resize else native
+            if resize:
+                rgb = cv2.resize(rgb, resize, interpolation=cv2.INTER_AREA)
+            stamp = START_NS + round(index * 1e9 / fps)
+            if compressed:
+                image = compress_image(rgb, "rgb8", "jpeg", jpeg_quality, stamp, frame_id, "rosbags")
+            else:
+                image = numpy_to_image(rgb, "rgb8", stamp, frame_id, "rosbags")
+            bag.write(topics["image"], stamp, image)
+            bag.write(topics["info"], stamp, intrinsics_to_camera_info(cam, stamp, frame_id, "rosbags"))
+            if depth_files:
+                if index >= len(depth_files):
+                    raise ValueError(f"depth folder has {len(depth_files)} files, fewer than the images")
+                mm = read_depth_mm(depth_files[index])
+                if mm.shape != (src_h, src_w):
+                    raise ValueError(f"depth {depth_files[index]} is {mm.shape[1]}x{mm.shape[0]}, image {src_w}x{src_h}")
+                if resize:
+                    mm = cv2.resize(mm, resize, interpolation=cv2.INTER_NEAREST)
+                depth = (compress_depth(mm, "16UC1", stamp_ns=stamp, frame_id=frame_id, flavor="rosbags") if compressed
+                         else numpy_to_image(mm, "16UC1", stamp, frame_id, "rosbags"))
+                bag.write(topics["depth"], stamp, depth)
+            count += 1
+    if count == 0:
+        raise ValueError(f"no frames read from {source}")
+    return BagSummary(output, count, cam.width, cam.height, cam, topics)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nut_ros_make_bag", description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", help="video file (anything cv2.VideoCapture reads) or image folder")
+    parser.add_argument("output", help="output bag folder (must not exist)")
+    parser.add_argument("--pattern", default="*", help="glob for images inside a folder source (default: *)")
+    parser.add_argument("--depth", help="folder of 16-bit depth images in millimetres, paired by sorted order")
+    parser.add_argument("--depth-pattern", default="*", help="glob for depth files (default: *)")
+    parser.add_argument("--intrinsics", type=parse_intrinsics, help="fx,fy,cx,cy of the source resolution")
+    parser.add_argument("--hfov", type=float, default=60.0, help="horizontal FOV in degrees used without --intrinsics")
+    parser.add_argument("--max-frames", type=int, help="stop after this many frames")
+    parser.add_argument("--stride", type=int, default=1, help="keep every n-th source frame")
+    parser.add_argument("--resize", type=parse_size, help="output size WIDTHxHEIGHT")
+    parser.add_argument("--fps", type=float, help="source frame rate (default: the video's, else 30)")
+    parser.add_argument("--compressed", action="store_true", help="jpeg CompressedImage (+ compressedDepth PNG)")
+    parser.add_argument("--storage", choices=STORAGES, default="mcap")
+    parser.add_argument("--frame-id", default="camera_optical_frame")
+    parser.add_argument("--namespace", default="/camera", help="topic prefix (default: /camera)")
+    args = parser.parse_args(argv)
+    summary = make_bag(args.source, args.output, depth_dir=args.depth, pattern=args.pattern,
+                       depth_pattern=args.depth_pattern, intrinsics=args.intrinsics, hfov_deg=args.hfov,
+                       max_frames=args.max_frames, stride=args.stride, resize=args.resize, fps=args.fps,
+                       compressed=args.compressed, storage=args.storage, frame_id=args.frame_id,
+                       namespace=args.namespace)
+    i = summary.intrinsics
+    print(f"wrote {summary.frames} frames ({summary.width}x{summary.height}, fx={i.fx:.1f} fy={i.fy:.1f} "
+          f"cx={i.cx:.1f} cy={i.cy:.1f}) to {summary.path}")
+    for name, topic in summary.topics.items():
+        print(f"  {name}: {topic}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,153 @@
+"""``nut_ros_train``: two-stage training on generated scenes, weight export, texture pack and scene previews.
+
+Examples (each chunk stops after ``--chunk-minutes`` and the same command resumes it)::
+
+    nut_ros_train stage1 --model tiny --out runs/tiny/stage1 --minutes 3 --batch 16
+    nut_ros_train stage2 --model tiny --out runs/tiny/stage2 --init runs/tiny/stage1 --minutes 3 --batch 8
+    nut_ros_train export runs/tiny/stage2 nut_ros/weights/tiny.safetensors
+    nut_ros_train preview --model tiny --out scenes.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from nut_ros.core.checkpoint import save_checkpoint
+from nut_ros.train.objectives import LossWeights
+from nut_ros.train.trainer import TrainConfig, Trainer, build_for_stage
+
+
+def _stage_parser(sub, name: str, stage: int) -> None:
+    p = sub.add_parser(name, help=f"train stage {stage}" + (" (static encoder)" if stage == 1 else " (dynamic decoder)"))
+    d = TrainConfig(stage=stage, out="", steps=1)
+    p.add_argument("--out", required=True, help="run folder (resumed when it holds last.pt)")
+    p.add_argument("--model", default=d.model, help="model config: tiny | small")
+    if stage == 2:
+        p.add_argument("--init", required=True, help="stage-1 run folder, last.pt or .safetensors weights")
+        p.add_argument("--frames", type=int, default=d.frames, help="clip length; key frames are first and last")
+        p.add_argument("--sample-motion", action="store_true", help="sample velocities (truncated normal)")
+    length = p.add_mutually_exclusive_group(required=True)
+    length.add_argument("--steps", type=int, default=0, help="run length in optimiser steps")
+    length.add_argument("--minutes", type=float, default=0.0, help="run length in minutes of training time")
+    for key in ("chunk_minutes", "batch", "lr", "weight_decay", "warmup", "depth_drop", "val_every", "val_clips",
+                "seed"):
+        p.add_argument("--" + key.replace("_", "-"), type=type(getattr(d, key)), default=getattr(d, key))
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast")
+    p.add_argument("--loss-weights", default="{}", help='JSON overrides, e.g. {"mask": 3.0}')
+
+
+def _train(args, stage: int) -> int:
+    extra = {"init": args.init, "frames": args.frames, "sample_motion": args.sample_motion} if stage == 2 else {}
+    keys = ("model", "steps", "minutes", "chunk_minutes", "batch", "lr", "weight_decay", "warmup", "depth_drop",
+            "val_every", "val_clips", "seed", "device")
+    cfg = TrainConfig(stage=stage, out=args.out, amp=not args.no_amp, **{k: getattr(args, k) for k in keys},
+                      weights=LossWeights(**json.loads(args.loss_weights)), **extra)
+    trainer = Trainer(cfg)
+    done = trainer.run()
+    print(f"stage {stage}: step {trainer.step}, {trainer.train_seconds / 60:.1f} min trained, "
+          + ("finished" if done else "paused (run the same command to continue)"))
+    return 0
+
+
+def _export(args) -> int:
+    cfg = TrainConfig(stage=2, out=str(Path(args.run)), init=args.run, steps=1, device="cpu")
+    save_checkpoint(build_for_stage(cfg), args.dest, dtype=torch.float16)
+    print(f"wrote {args.dest}")
+    return 0
+
+
+def _textures(args) -> int:
+    from nut_ros.train.texture_pack import PACK_DIR, build_pack
+
+    paths = build_pack(Path(args.out or PACK_DIR), Path(args.sam2))
+    print(f"wrote {len(paths)} textures")
+    return 0
+
+
+def _preview(args) -> int:
+    import cv2
+    import numpy as np
+
+    from nut_ros.core.config import get_config
+    from nut_ros.train.scenes import SceneConfig, SceneGenerator
+    from nut_ros.train.texture_pack import load_texture_bank
+
+    h, w = get_config(args.model).image_size
+    gen = SceneGenerator(SceneConfig(h, w, frames=args.frames), load_texture_bank(), seed=args.seed)
+    clip = gen.sample(args.clips, seed=args.seed)
+    rows = []
+    for i in range(args.clips):
+        disp = 1.0 / clip.depth[i, :, 0]
+        disp = (disp - disp.amin()) / (disp.amax() - disp.amin())
+        tiles = [clip.rgb[i, j].permute(1, 2, 0) for j in range(args.frames)]
+        tiles += [disp[0, ..., None].expand(-1, -1, 3), clip.moving[i, 0, 0, ..., None].expand(-1, -1, 3)]
+        rows.append(torch.cat(tiles, dim=1))
+    image = (torch.cat(rows, dim=0).numpy() * 255).astype(np.uint8)
+    cv2.imwrite(args.out, image[..., ::-1])
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _bench(args) -> int:
+    import tempfile
+    import time
+
+    with tempfile.TemporaryDirectory() as tmp:
+        common = dict(model=args.model, steps=10**6, val_clips=1, device=args.device, amp=not args.no_amp)
+        s1 = Trainer(TrainConfig(stage=1, out=f"{tmp}/s1", batch=args.batch1, **common))
+        s1.save()
+        s2 = Trainer(TrainConfig(stage=2, out=f"{tmp}/s2", init=f"{tmp}/s1", batch=args.batch2, **common))
+        for name, trainer in (("stage1", s1), ("stage2", s2)):
+            trainer._train_mode()
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+            times = []
+            for _ in range(args.steps):
+                t0 = time.perf_counter()
+                trainer.train_step()
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+            mem = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
+            steady = sorted(times[1:])[len(times[1:]) // 2] if len(times) > 1 else times[0]
+            print(f"{args.model} {name} batch {trainer.cfg.batch}: first {times[0]:.2f} s, "
+                  f"median {steady * 1000:.0f} ms/step, peak {mem:.1f} GiB")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nut_ros_train", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _stage_parser(sub, "stage1", 1)
+    _stage_parser(sub, "stage2", 2)
+    p = sub.add_parser("export", help="write fp16 safetensors weights of a run")
+    p.add_argument("run", help="run folder or last.pt")
+    p.add_argument("dest", help="output .safetensors")
+    p = sub.add_parser("textures", help="(re)build the texture pack from skimage.data and the SAM 2 clips")
+    p.add_argument("--sam2", default="../shared/data/sam2_gallery")
+    p.add_argument("--out", default=None)
+    p = sub.add_parser("preview", help="render generated clips to a PNG")
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--clips", type=int, default=4)
+    p.add_argument("--frames", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="scenes.png")
+    p = sub.add_parser("bench", help="time training steps of both stages (fresh weights)")
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--batch1", type=int, default=16)
+    p.add_argument("--batch2", type=int, default=8)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--no-amp", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command in ("stage1", "stage2"):
+        return _train(args, int(args.command[-1]))
+    return {"export": _export, "textures": _textures, "preview": _preview, "bench": _bench}[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

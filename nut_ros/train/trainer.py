@@ -1,0 +1,220 @@
+"""Two-stage trainer: resumable chunks (checkpoint + optimiser + data stream state), bf16 autocast on CUDA,
+gradient clipping, warmup + cosine learning rate, JSON-lines training curves and periodic validation images.
+
+Stage 1 trains the static encoder (``gs_predictor``); stage 2 loads a stage-1 checkpoint, freezes it and trains
+the decoder, dynamic upsampler, dynamic heads and ``encoder_proj``. Re-running the same command continues from
+``<out>/last.pt`` until the run's length (``steps`` or ``minutes`` of training) is reached.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from nut_ros.core.checkpoint import load_checkpoint, save_checkpoint
+from nut_ros.core.model import NutModel, build_model
+from nut_ros.train.objectives import LossWeights, stage1_step, stage2_step
+from nut_ros.train.scenes import SceneConfig, SceneGenerator
+from nut_ros.train.texture_pack import PACK_DIR, load_texture_bank
+from nut_ros.train.validation import evaluate, save_images
+
+VAL_SEED = 1_000_003
+
+
+@dataclass
+class TrainConfig:
+    stage: int  # 1: static encoder, 2: dynamic decoder (encoder frozen)
+    out: str  # run folder: last.pt, log.jsonl, val_*.png, weights.safetensors
+    model: str = "tiny"
+    init: str | None = None  # stage 2: stage-1 run folder, trainer checkpoint (.pt) or weights (.safetensors)
+    steps: int = 0  # run length in optimiser steps (0: use ``minutes``)
+    minutes: float = 0.0  # run length in minutes of training time (0: use ``steps``)
+    chunk_minutes: float = 9.0  # stop (and checkpoint) after this much wall time in one invocation
+    batch: int = 8
+    frames: int = 6  # stage 2 clip length (key frames are the first and the last)
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    warmup: int = 200
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    depth_drop: float = 0.3  # probability that a sample is RGB-only
+    sample_motion: bool = False  # stage 2: sample velocities (reference) instead of using their mean
+    static_log_sigma_init: float = -2.0  # stage 1: initial log σ of the sampled static offsets (bias init)
+    raster_impl: str = "torch"  # rasterizer used for training ("torch" | "cuda" | "auto")
+    val_every: int = 250
+    val_clips: int = 2
+    save_every_s: float = 120.0
+    seed: int = 0
+    amp: bool = True
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    textures: str = str(PACK_DIR)
+    weights: LossWeights = field(default_factory=LossWeights)
+
+    def __post_init__(self):
+        if self.stage not in (1, 2):
+            raise ValueError("stage must be 1 or 2")
+        if (self.steps > 0) == (self.minutes > 0):
+            raise ValueError("give exactly one of steps or minutes")
+        if isinstance(self.weights, dict):
+            self.weights = LossWeights(**self.weights)
+
+
+def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Linear warmup over ``cfg.warmup`` steps, then cosine from ``lr`` to ``min_lr_ratio·lr`` over the run."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    floor = cfg.min_lr_ratio * cfg.lr
+    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _resolve_init(init: str) -> Path:
+    path = Path(init)
+    return path / "last.pt" if path.is_dir() else path
+
+
+def _load_weights(model: NutModel, init: str) -> None:
+    path = _resolve_init(init)
+    if path.suffix == ".safetensors":
+        model.load_state_dict(load_checkpoint(path).state_dict(), strict=True)
+    else:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["model"], strict=True)
+
+
+def build_for_stage(cfg: TrainConfig) -> NutModel:
+    """The model ready for its stage: stage 1 fresh, stage 2 from the stage-1 weights with the encoder frozen."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model)
+    if cfg.stage == 1:
+        # start with compact, well-localised splats: scale ≈ one Gaussian cell, offsets with σ = exp(-2)
+        head = model.gs_predictor.predictor
+        cell = 2.0 / model.config.gaussian_grid[1]
+        torch.nn.init.constant_(head.gs_layer["scale"].bias, math.log(math.expm1(cell / 0.1)))
+        if head.sampled:
+            torch.nn.init.constant_(head.mix_layer["xyz_static_scale"].bias, cfg.static_log_sigma_init)
+    else:
+        if cfg.init is None:
+            raise ValueError("stage 2 needs --init (a stage-1 run, checkpoint or weights)")
+        _load_weights(model, cfg.init)
+        model.freeze_static()
+    return model
+
+
+class Trainer:
+    """Runs one chunk of a stage; call :meth:`run` (returns True when the whole run is finished)."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.device = torch.device(cfg.device)
+        self.model = build_for_stage(cfg).to(self.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+        h, w = self.model.config.image_size
+        bank = load_texture_bank(Path(cfg.textures), self.device)
+        frames = 1 if cfg.stage == 1 else cfg.frames
+        self.scenes = SceneGenerator(SceneConfig(h, w, frames=frames), bank, seed=cfg.seed)
+        self.loss_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+        self.val_set = [self.scenes.sample(cfg.batch, seed=VAL_SEED + i) for i in range(cfg.val_clips)]
+        self.step = 0
+        self.train_seconds = 0.0
+        self._resume()
+
+    # -- state ------------------------------------------------------------------------------------------------
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out / "last.pt"
+
+    def _resume(self) -> None:
+        if not self.ckpt_path.exists():
+            return
+        state = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
+        self.model.load_state_dict(state["model"], strict=True)
+        self.opt.load_state_dict(state["optimizer"])
+        self.step, self.train_seconds = state["step"], state["train_seconds"]
+        self.scenes._gen.set_state(state["scene_rng"])
+        self.loss_gen.set_state(state["loss_rng"])
+
+    def save(self) -> None:
+        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
+                 "train_seconds": self.train_seconds, "scene_rng": self.scenes._gen.get_state(),
+                 "loss_rng": self.loss_gen.get_state(), "config": dataclasses.asdict(self.cfg)}
+        tmp = self.ckpt_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.ckpt_path)
+
+    def progress(self) -> float:
+        if self.cfg.steps:
+            return self.step / self.cfg.steps
+        return self.train_seconds / (60.0 * self.cfg.minutes)
+
+    def _log(self, record: dict) -> None:
+        with open(self.out / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # -- loop -------------------------------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        lr = learning_rate(cfg, self.step, self.progress())
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        clip = self.scenes.sample(cfg.batch)
+        background = torch.rand(3, generator=self.loss_gen, device=self.device)
+        step_fn = stage1_step if cfg.stage == 1 else stage2_step
+        out = step_fn(self.model, clip, cfg.weights, cfg.depth_drop, self.loss_gen, background, cfg.amp,
+                      impl=cfg.raster_impl)
+        self.opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        if torch.isfinite(grad_norm):
+            self.opt.step()
+        self.step += 1
+        return {"loss": out.loss.item(), **out.terms, "grad_norm": float(grad_norm), "lr": lr}
+
+    def validate(self) -> dict[str, float]:
+        metrics, shown = evaluate(self.model, self.val_set, self.cfg.stage, self.cfg.amp, self.cfg.raster_impl)
+        save_images(shown, self.out / f"val_{self.step:06d}.png", self.cfg.stage)
+        self._log({"step": self.step, "train_seconds": round(self.train_seconds, 1), "val": metrics})
+        return metrics
+
+    def _train_mode(self) -> None:
+        self.model.train()
+        if self.cfg.stage == 2 and not self.cfg.sample_motion:
+            self.model.gs_dynamic_predictor.eval()  # deterministic velocities: motion is supervised directly
+
+    def run(self) -> bool:
+        """Train until the run is complete or this chunk's wall time is used; checkpoint; True when complete."""
+        cfg = self.cfg
+        self._train_mode()
+        start = time.monotonic()
+        last_save = start
+        if self.step == 0:
+            self.validate()
+        while self.progress() < 1.0 and time.monotonic() - start < 60.0 * cfg.chunk_minutes:
+            t0 = time.monotonic()
+            record = self.train_step()
+            self.train_seconds += time.monotonic() - t0
+            if self.step % 20 == 0 or self.step == 1:
+                self._log({"step": self.step, "train_seconds": round(self.train_seconds, 1), **record})
+            if self.step % cfg.val_every == 0:
+                self.validate()
+                self._train_mode()
+            if time.monotonic() - last_save > cfg.save_every_s:
+                self.save()
+                last_save = time.monotonic()
+        done = self.progress() >= 1.0
+        if done and self.step % cfg.val_every:
+            self.validate()
+        self.save()
+        if done:
+            self.export(self.out / "weights.safetensors")
+        return done
+
+    def export(self, path: Path) -> None:
+        """fp16 safetensors of the whole model (config in the metadata), loadable with ``load_checkpoint``."""
+        save_checkpoint(self.model, path, dtype=torch.float16)

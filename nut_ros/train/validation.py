@@ -1,0 +1,132 @@
+"""Validation on a fixed set of generated clips: PSNR (key / middle frames), depth error, velocity error, images."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from nut_ros.core.model import NutModel
+from nut_ros.train.losses import pixel_of, rendered_disparity, sample_at, trajectory_targets
+from nut_ros.train.objectives import LossWeights, StepOutput, stage1_step, stage2_step
+from nut_ros.train.scenes import Clip
+
+GREY = (0.5, 0.5, 0.5)
+
+
+def psnr(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-image PSNR in dB of ``[N, 3, H, W]`` images in [0, 1]."""
+    mse = ((pred.clamp(0, 1) - target) ** 2).flatten(1).mean(1)
+    return -10 * torch.log10(mse.clamp_min(1e-10))
+
+
+def metric_depth(out_depth: Tensor, alpha: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """Metric depth from a render: ŷ -> disparity ``lo + ŷ (hi - lo)`` -> ``1 / disparity``."""
+    y = rendered_disparity(out_depth, alpha)
+    disp = lo.view(-1, 1, 1, 1) + y * (hi - lo).view(-1, 1, 1, 1)
+    return 1.0 / disp.clamp_min(1e-4)
+
+
+def _abs_rel(pred: Tensor, true: Tensor, mask: Tensor) -> float:
+    return float(((pred - true).abs() / true)[mask].mean())
+
+
+@torch.no_grad()
+def evaluate(model: NutModel, clips: list[Clip], stage: int, amp: bool = True,
+             impl: str = "torch") -> tuple[dict[str, float], list]:
+    """Metrics averaged over ``clips`` with depth input present, plus key-frame PSNR without depth input.
+
+    Returns the metrics and, per clip, the (clip, step output) of the depth-present pass for visualisation.
+    """
+    was_training = model.training
+    model.eval()
+    step = stage1_step if stage == 1 else stage2_step
+    gen = torch.Generator(device=clips[0].rgb.device).manual_seed(0)
+    bg = torch.tensor(GREY, device=clips[0].rgb.device)
+    sums: dict[str, list[float]] = {}
+    shown = []
+    for clip in clips:
+        b, v = clip.rgb.shape[:2]
+        for present in (True, False):
+            flags = torch.full((b,), present, dtype=torch.bool, device=clip.rgb.device)
+            out = step(model, clip, LossWeights(), 0.0, gen, bg, amp, flags, impl)
+            vals = _clip_metrics(clip, out, stage, b, v)
+            suffix = "" if present else "_rgbonly"
+            for name, value in vals.items():
+                if present or name.startswith("psnr"):
+                    sums.setdefault(name + suffix, []).append(value)
+            if present:
+                shown.append((clip, out))
+    model.train(was_training)
+    return {k: float(np.mean(v)) for k, v in sums.items()}, shown
+
+
+def _clip_metrics(clip: Clip, out: StepOutput, stage: int, b: int, v: int) -> dict[str, float]:
+    r = out.renders
+    if stage == 1:
+        covered = r.alpha > 0.5
+        depth = metric_depth(r.depth, r.alpha, out.depth_input[0].lo, out.depth_input[0].hi)
+        return {"psnr": float(psnr(r.color, clip.rgb[:, 0]).mean()),
+                "abs_rel": _abs_rel(depth, clip.depth[:, 0], covered)}
+    k0, k1 = clip.key_indices
+    p = psnr(r.color, clip.rgb.flatten(0, 1)).view(b, v)
+    d0, d1 = out.depth_input
+    t = clip.times.view(1, v)
+    lo = ((1 - t) * d0.lo.view(b, 1) + t * d1.lo.view(b, 1)).flatten()
+    hi = ((1 - t) * d0.hi.view(b, 1) + t * d1.hi.view(b, 1)).flatten()
+    depth = metric_depth(r.depth, r.alpha, lo, hi).view(b, v, 1, *r.depth.shape[-2:])
+    covered = (r.alpha > 0.5).view_as(depth)
+    keys = [k0, k1]
+    metrics = {
+        "psnr_key": float(p[:, keys].mean()),
+        "psnr_mid": float(p[:, 1:-1].mean()) if v > 2 else float("nan"),
+        "abs_rel_key": _abs_rel(depth[:, keys], clip.depth[:, keys], covered[:, keys]),
+        "abs_rel_mid": _abs_rel(depth[:, 1:-1], clip.depth[:, 1:-1], covered[:, 1:-1]) if v > 2 else float("nan"),
+    }
+    # velocity error: displacement over the whole pair interval, in pixels at the model resolution
+    g = out.gaussians
+    h, w = clip.rgb.shape[-2:]
+    disp_range = torch.stack([d.hi - d.lo for d in out.depth_input], dim=1)
+    pred, true = trajectory_targets(g, clip.tracks, clip.times, disp_range)
+    half = g.count // 2
+    ends = torch.cat([pred[:, :half, -1] - true[:, :half, -1], pred[:, half:, 0] - true[:, half:, 0]], dim=1)
+    epe = torch.hypot(ends[..., 0] * w / 2, ends[..., 2] * h / 2)  # [B, N]
+    u, v_ = pixel_of(g.xyz, h, w)
+    moving = torch.cat([sample_at(clip.moving[:, k0], u[:, :half], v_[:, :half]),
+                        sample_at(clip.moving[:, k1], u[:, half:], v_[:, half:])], dim=1)[..., 0] > 0.5
+    metrics["velocity_epe_px"] = float(epe.mean())
+    metrics["velocity_epe_moving_px"] = float(epe[moving].mean()) if moving.any() else float("nan")
+    gt_motion = torch.hypot(true[..., -1, 0] * w / 2, true[..., -1, 2] * h / 2)[:, :half]
+    metrics["gt_motion_px"] = float(gt_motion.mean())
+    return metrics
+
+
+def save_images(shown: list, path: Path, stage: int, rows: int = 4) -> None:
+    """A PNG grid per validation sample: GT / render at key 0, middle and key 1, then rendered and true depth."""
+    import cv2
+
+    def img(x: Tensor) -> np.ndarray:
+        return (x.clamp(0, 1).permute(1, 2, 0).float().cpu().numpy() * 255).astype(np.uint8)
+
+    def disp_img(y: Tensor) -> np.ndarray:
+        return img(y.clamp(0, 1).expand(3, -1, -1))
+
+    lines = []
+    for clip, out in shown:
+        b, v = clip.rgb.shape[:2]
+        r = out.renders
+        pred_disp = rendered_disparity(r.depth, r.alpha)
+        for i in range(min(b, rows - len(lines))):
+            times = [0] if stage == 1 else [0, v // 2, v - 1]
+            tiles = []
+            for j in times:
+                tiles += [img(clip.rgb[i, j]), img(r.color[i * (1 if stage == 1 else v) + j])]
+            row0 = i * (1 if stage == 1 else v)
+            tiles += [disp_img(pred_disp[row0]), disp_img(out.target_disp[row0])]
+            lines.append(np.concatenate(tiles, axis=1))
+        if len(lines) >= rows:
+            break
+    grid = np.concatenate(lines, axis=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), grid[..., ::-1])

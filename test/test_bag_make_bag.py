@@ -1,0 +1,91 @@
+"""nut_ros_make_bag: video and image-folder sources, depth pairing, intrinsics, stride/resize/fps, both storages."""
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from nut_ros.core.geometry import Intrinsics
+from nut_ros.ros.bag_io import bag_topics, read_camera_frames
+from nut_ros.ros.camera_info import camera_info_to_intrinsics
+from nut_ros.ros.images import image_to_depth_m, image_to_rgb
+from nut_ros.tools.make_bag import START_NS, guess_intrinsics, main, make_bag
+
+
+def _colour(i):
+    return np.full((48, 64, 3), (20 * i, 100, 255 - 20 * i), np.uint8)
+
+
+@pytest.fixture
+def rgbd_folder(tmp_path):
+    """7 colour PNGs (named 1..7 so that natural sorting matters: 10-style ordering) and 7 16-bit depth PGMs."""
+    color, depth = tmp_path / "color", tmp_path / "depth"
+    color.mkdir(), depth.mkdir()
+    for i in range(7):
+        cv2.imwrite(str(color / f"{i + 1}.png"), cv2.cvtColor(_colour(i), cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(depth / f"{i + 1}.pgm"), np.full((48, 64), 1000 + 250 * i, np.uint16))
+    cv2.imwrite(str(color / "10.png"), cv2.cvtColor(_colour(7), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(depth / "10.pgm"), np.full((48, 64), 1000 + 250 * 7, np.uint16))
+    return color, depth
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+@pytest.mark.parametrize("compressed", [False, True])
+def test_folder_with_depth(tmp_path, rgbd_folder, storage, compressed):
+    color, depth = rgbd_folder
+    out = tmp_path / "bag"
+    summary = make_bag(color, out, depth_dir=depth, intrinsics=(50.0, 51.0, 31.5, 23.5), stride=2, fps=5.0,
+                       resize=(32, 24), compressed=compressed, storage=storage)
+    assert summary.frames == 4 and (summary.width, summary.height) == (32, 24)
+    assert summary.intrinsics == Intrinsics(50.0, 51.0, 31.5, 23.5, 64, 48).scaled(32, 24)
+    suffix = "/compressed" if compressed else ""
+    assert bag_topics(out)["/camera/image_raw" + suffix].endswith("CompressedImage" if compressed else "/Image")
+    frames = list(read_camera_frames(out, "/camera/image_raw" + suffix, summary.topics["depth"], "/camera/camera_info"))
+    assert [f.stamp_ns for f in frames] == [START_NS + k * 400_000_000 for k in range(4)]  # stride 2 at 5 Hz
+    for k, frame in enumerate(frames):
+        i = 2 * k  # source index after the stride, natural order 1, 3, 5, 7 (not 10 after 1)
+        rgb = image_to_rgb(frame.image)
+        assert rgb.shape == (24, 32, 3) and np.abs(rgb.astype(int) - _colour(i)[:24, :32]).max() <= (3 if compressed else 0)
+        np.testing.assert_array_equal(image_to_depth_m(frame.depth), np.float32((1000 + 250 * i) / 1000))
+        assert camera_info_to_intrinsics(frame.info) == summary.intrinsics
+
+
+def test_video_source_with_guessed_intrinsics(tmp_path):
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    assert writer.isOpened()
+    for i in range(9):
+        writer.write(cv2.cvtColor(_colour(i), cv2.COLOR_RGB2BGR))
+    writer.release()
+    code = main([str(video), str(tmp_path / "bag"), "--max-frames", "3", "--stride", "3", "--hfov", "90"])
+    assert code == 0
+    frames = list(read_camera_frames(tmp_path / "bag", "/camera/image_raw", info_topic="/camera/camera_info"))
+    assert [f.stamp_ns - START_NS for f in frames] == [0, 300_000_000, 600_000_000]  # the video's own 10 fps
+    for k, frame in enumerate(frames):
+        assert np.abs(image_to_rgb(frame.image).astype(int) - _colour(3 * k)).mean() < 6  # MJPG is lossy
+    intr = camera_info_to_intrinsics(frames[0].info)
+    assert intr == guess_intrinsics(64, 48, 90.0) and math.isclose(intr.fx, 32.0)
+
+
+def test_errors(tmp_path, rgbd_folder):
+    color, depth = rgbd_folder
+    with pytest.raises(FileNotFoundError, match="no files"):
+        make_bag(tmp_path / "color", tmp_path / "b1", pattern="*.jpg")
+    with pytest.raises(ValueError, match="cannot open video"):
+        make_bag(tmp_path / "missing.mp4", tmp_path / "b2")
+    with pytest.raises(ValueError, match="stride"):
+        make_bag(color, tmp_path / "b3", stride=0)
+    with pytest.raises(SystemExit):
+        main([str(color), str(tmp_path / "b4"), "--resize", "64by48"])
+
+
+@pytest.mark.shared
+def test_real_rgbd_clip(tmp_path, shared_dir):
+    data = shared_dir / "data" / "slambook2_rgbd5"
+    summary = make_bag(data / "color", tmp_path / "bag", depth_dir=data / "depth",
+                       intrinsics=(518.0, 519.0, 325.5, 253.5), fps=5.0, storage="sqlite3")
+    frames = list(read_camera_frames(tmp_path / "bag", "/camera/image_raw", "/camera/depth"))
+    assert summary.frames == len(frames) == 5
+    depth = image_to_depth_m(frames[0].depth)
+    assert depth.shape == (480, 640) and 0.2 < np.isnan(depth).mean() < 0.45  # ~32 % invalid in this clip
+    assert 0.5 < np.nanmedian(depth) < 6.0

@@ -1,0 +1,78 @@
+"""Image, depth and latency metrics against closed forms and scikit-image."""
+import numpy as np
+import pytest
+
+from nut_ros.pipeline.metrics import depth_errors, percentiles, psnr, resize_square, ssim
+
+
+@pytest.fixture
+def images():
+    rng = np.random.default_rng(3)
+    base = np.clip(rng.normal(0.5, 0.2, (40, 52, 3)), 0, 1)
+    base = (base + np.roll(base, 1, 0) + np.roll(base, 1, 1)) / 3  # some spatial structure
+    noisy = np.clip(base + rng.normal(0, 0.05, base.shape), 0, 1)
+    return base, noisy
+
+
+def test_psnr_closed_form():
+    a = np.zeros((8, 8, 3))
+    b = np.full((8, 8, 3), 0.1)
+    assert psnr(a, b) == pytest.approx(20.0)
+    assert psnr(a, a) == float("inf")
+    assert psnr(np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 255, np.uint8)) == pytest.approx(0.0)
+    with pytest.raises(ValueError):
+        psnr(a, b[:4])
+
+
+def test_ssim_matches_scikit_image(images):
+    metrics = pytest.importorskip("skimage.metrics")
+    a, b = images
+    ref = metrics.structural_similarity(a, b, channel_axis=-1, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                        use_sample_covariance=False)
+    assert ssim(a, b) == pytest.approx(ref, abs=1e-9)
+    ref_gray = metrics.structural_similarity(a[..., 0], b[..., 0], data_range=1.0, gaussian_weights=True,
+                                             sigma=1.5, use_sample_covariance=False)
+    assert ssim(a[..., 0], b[..., 0]) == pytest.approx(ref_gray, abs=1e-9)
+
+
+def test_ssim_properties(images):
+    a, b = images
+    assert ssim(a, a) == pytest.approx(1.0)
+    worse = np.clip(b + np.random.default_rng(1).normal(0, 0.1, b.shape), 0, 1)
+    assert 0 < ssim(a, worse) < ssim(a, b) < 1
+    assert ssim((a * 255).round().astype(np.uint8), (a * 255).round().astype(np.uint8)) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least"):
+        ssim(a[:8, :8], b[:8, :8])
+
+
+def test_resize_square_keeps_mean_and_range(images):
+    a, _ = images
+    r = resize_square(a, 16)
+    assert r.shape == (16, 16, 3) and r.min() >= 0 and r.max() <= 1
+    assert r.mean() == pytest.approx(a.mean(), abs=0.01)
+
+
+def test_depth_errors_known_values_and_alignment():
+    gt = np.array([[1.0, 2.0], [4.0, np.nan]])
+    pred = np.array([[1.1, 1.8], [4.0, 3.0]])
+    e = depth_errors(pred, gt)
+    assert e["pixels"] == 3 and e["scale"] == 1.0
+    assert e["abs_rel"] == pytest.approx((0.1 + 0.1 + 0.0) / 3)
+    assert e["delta1"] == pytest.approx(1.0)
+    far = depth_errors(np.array([2.0, 1.0]), np.array([1.0, 1.0]))
+    assert far["delta1"] == pytest.approx(0.5) and far["abs_rel"] == pytest.approx(0.5)
+    # relative depth off by a factor 7: median alignment recovers it exactly
+    rng = np.random.default_rng(0)
+    g = rng.uniform(1, 5, (10, 10))
+    aligned = depth_errors(g / 7, g, align_median=True)
+    assert aligned["scale"] == pytest.approx(7.0) and aligned["abs_rel"] == pytest.approx(0.0, abs=1e-12)
+    assert depth_errors(g / 7, g)["delta1"] == 0.0
+    empty = depth_errors(np.zeros((2, 2)), np.ones((2, 2)))
+    assert empty["pixels"] == 0 and np.isnan(empty["abs_rel"])
+
+
+def test_percentiles():
+    p = percentiles(range(1, 101))
+    assert p["p50"] == pytest.approx(50.5) and p["max"] == 100 and p["mean"] == pytest.approx(50.5)
+    assert p["p99"] == pytest.approx(99.01)
+    assert np.isnan(percentiles([])["p50"])

@@ -1,0 +1,177 @@
+"""StreamingPipeline with a real (randomly initialised, shrunken) tiny model: pairing, caching, memory, times,
+depth-source flags and bad input."""
+import gc
+import weakref
+
+import numpy as np
+import pytest
+import torch
+
+from nut_ros.core.geometry import Intrinsics
+from nut_ros.core.model import build_model
+from nut_ros.pipeline.backends import TorchBackend
+from nut_ros.pipeline.stream import StreamingPipeline
+from nut_ros.pipeline.types import Frame, PipelineConfig
+
+MS = 1_000_000
+H, W = 60, 80  # input frames; the model runs at 48x96
+
+
+class CountingBackend(TorchBackend):
+    """The torch backend, recording every encode/decode call and the handles it saw."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.encoded, self.decoded = [], []
+
+    def encode(self, rgb, disp):
+        handle = super().encode(rgb, disp)
+        self.encoded.append((tuple(rgb.shape), tuple(disp.shape), disp.clone()))
+        return handle
+
+    def decode(self, prev, cur):
+        self.decoded.append((id(prev), id(cur)))
+        return super().decode(prev, cur)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model("tiny", image_size=(48, 96))
+
+
+@pytest.fixture
+def backend(model):
+    return CountingBackend(model)
+
+
+def frame(i, stamp_ns=None, depth=None, k=None, seed=None):
+    rng = np.random.default_rng(i if seed is None else seed)
+    rgb = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    return Frame(rgb, i * 33 * MS if stamp_ns is None else stamp_ns, depth_m=depth, intrinsics=k)
+
+
+def test_each_frame_encoded_once_and_paired_with_previous(backend):
+    pipe = StreamingPipeline(backend, PipelineConfig(render_times=(1.0,)))
+    handles = []
+    for i in range(4):
+        res = pipe.push(frame(i))
+        handles.append(id(pipe._prev.handle))
+        assert res.paired == (i > 0)
+        assert res.gaussians.count > 0
+    assert len(backend.encoded) == 4
+    assert backend.decoded == [(handles[0], handles[1]), (handles[1], handles[2]), (handles[2], handles[3])]
+    n = backend.model_config.gaussians_per_frame
+    assert pipe.live_gaussians == 2 * n
+    t0 = pipe._live.gaussians.t0[0]
+    assert torch.all(t0[:n] == 0) and torch.all(t0[n:] == 1)
+    assert backend.encoded[0][0] == (1, 3, 48, 96) and backend.encoded[0][1] == (1, 2, 48, 96)
+
+
+def test_first_frame_renders_static_gaussians(backend):
+    res = StreamingPipeline(backend, PipelineConfig(render_times=(0.5, 1.0))).push(frame(0))
+    assert not res.paired and res.pair_interval_s is None
+    assert [v.pair_time for v in res.views] == [1.0]
+    assert res.gaussians.count == backend.model_config.gaussians_per_frame
+    assert np.all(res.gaussians.velocities == 0)
+    assert res.newest.rgb.shape == (48, 96, 3) and res.newest.rgb.dtype == np.uint8
+
+
+def test_only_previous_frame_cache_is_kept(backend):
+    pipe = StreamingPipeline(backend, PipelineConfig(render_times=(1.0,)))
+    refs = []
+    for i in range(12):
+        pipe.push(frame(i))
+        refs.append(weakref.ref(pipe._prev.handle.tokens))
+    backend.encoded.clear()
+    gc.collect()
+    alive = [r() is not None for r in refs]
+    assert alive == [False] * 11 + [True]
+    assert len(pipe.stats.latency_ms["total"]) == 12
+
+
+def test_interpolation_and_prediction_times(backend):
+    pipe = StreamingPipeline(backend, PipelineConfig(render_times=(0.0, 0.5, 1.0, 1.5)))
+    pipe.push(frame(0, stamp_ns=1000 * MS))
+    res = pipe.push(frame(1, stamp_ns=1100 * MS))
+    assert [v.pair_time for v in res.views] == [0.0, 0.5, 1.0, 1.5]
+    assert [v.stamp_ns for v in res.views] == [1000 * MS, 1050 * MS, 1100 * MS, 1150 * MS]
+    assert res.pair_interval_s == pytest.approx(0.1)
+    assert pipe.pair_time(1025 * MS) == pytest.approx(0.25)
+    # the views differ in time: motion and fading make the t=0 and t=1.5 renders different from t=1
+    assert not np.array_equal(res.views[0].rgb, res.views[2].rgb)
+    assert not np.array_equal(res.views[3].rgb, res.views[2].rgb)
+    # an extra render at an arbitrary time uses the same live map
+    [mid] = pipe.render([0.5])
+    np.testing.assert_array_equal(mid.rgb, res.views[1].rgb)
+
+
+def test_depth_source_flags_and_inputs(backend):
+    k = Intrinsics(100.0, 100.0, 39.5, 29.5, W, H)
+    depth = np.full((H, W), 2.0, np.float32)
+    pipe = StreamingPipeline(backend, PipelineConfig(render_times=(1.0,)))
+    rel = pipe.push(frame(0, k=k))
+    assert (rel.metric, rel.depth_source, rel.gaussians.metric) == (False, "none", False)
+    assert torch.all(backend.encoded[-1][2] == 0)  # no depth: disparity and mask all zero
+    met = pipe.push(frame(1, depth=depth, k=k))
+    assert (met.metric, met.depth_source, met.gaussians.metric) == (True, "topic", True)
+    assert pipe.stats.resets["input_changed"] == 1 and not met.paired
+    disp = backend.encoded[-1][2]
+    assert torch.allclose(disp[:, 0], torch.full_like(disp[:, 0], 0.5)) and torch.all(disp[:, 1] == 1)
+    met2 = pipe.push(frame(2, depth=depth, k=k))
+    assert met2.paired and met2.intrinsics == k.scaled(96, 48)
+    # a constant 2 m plane maps all of ŷ in [0, 1] into [1.905, 2.105] m: metric outputs must sit there
+    d = met2.newest.depth[np.isfinite(met2.newest.depth)]
+    assert d.size > 0 and np.all((d > 1.9) & (d < 2.11))
+    z = met2.gaussians.positions[:, 2]
+    assert np.all((z > 1.9) & (z < 2.11))
+    assert np.all(np.isfinite(met2.gaussians.velocities))
+
+
+def test_bad_stamps_are_dropped_or_reset(backend):
+    pipe = StreamingPipeline(backend, PipelineConfig(render_times=(1.0,), max_gap_s=1.0))
+    assert pipe.push(frame(0, stamp_ns=5000 * MS)) is not None
+    assert pipe.push(frame(1, stamp_ns=5000 * MS)) is None
+    assert pipe.push(frame(2, stamp_ns=4900 * MS)) is None
+    assert dict(pipe.stats.drops) == {"stamp_duplicate": 1, "stamp_backwards": 1}
+    assert len(backend.encoded) == 1  # dropped frames are never encoded
+    res = pipe.push(frame(3, stamp_ns=9000 * MS))  # 4 s gap: new stream
+    assert not res.paired and pipe.stats.resets["gap"] == 1
+    res = pipe.push(frame(4, stamp_ns=1000 * MS))  # looped bag: new stream
+    assert not res.paired and pipe.stats.resets["backwards_jump"] == 1
+    assert pipe.push(frame(5, stamp_ns=1033 * MS)).paired
+    assert (pipe.stats.frames_in, pipe.stats.frames_processed, pipe.stats.frames_dropped) == (6, 4, 2)
+
+
+def test_invalid_depth_and_malformed_frames(backend):
+    pipe = StreamingPipeline(backend)
+    bad = np.zeros((H, W), np.float32)
+    bad[: H // 2] = np.nan
+    bad[H // 2:, : W // 2] = np.inf
+    assert pipe.push(frame(0, depth=bad)) is None
+    assert pipe.stats.drops["depth_invalid"] == 1
+    partly = np.full((H, W), 1.5, np.float32)
+    partly[::2] = np.nan
+    res = pipe.push(frame(1, depth=partly))
+    assert res.metric and np.all(np.isfinite(res.gaussians.positions))
+    assert torch.all(backend.encoded[-1][2][:, 1].sum() < 48 * 96)  # the mask marks the invalid rows
+    with pytest.raises(ValueError, match="uint8"):
+        pipe.push(Frame(np.zeros((H, W, 3), np.float32), 0))
+    with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
+        pipe.push(Frame(np.zeros((H, W), np.uint8), 0))
+    with pytest.raises(ValueError, match="aligned"):
+        pipe.push(frame(2, depth=np.ones((H + 1, W), np.float32)))
+    with pytest.raises(ValueError, match="millimetres"):
+        pipe.push(frame(2, depth=np.ones((H, W), np.uint16)))
+    with pytest.raises(ValueError, match="intrinsics"):
+        pipe.push(frame(2, k=Intrinsics(1, 1, 0, 0, W * 2, H * 2)))
+
+
+def test_reset_starts_a_new_stream(backend):
+    pipe = StreamingPipeline(backend, PipelineConfig(render_times=(1.0,)))
+    pipe.push(frame(0))
+    pipe.reset()
+    assert pipe.live_gaussians == 0
+    with pytest.raises(RuntimeError):
+        pipe.render([1.0])
+    assert not pipe.push(frame(1)).paired
