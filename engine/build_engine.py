@@ -4,7 +4,8 @@ Each engine is named by configuration, graph, precision, GPU and TensorRT versio
 ``tiny.decoder.fp16.nvidia-h100-80gb-hbm3-sm90.trt10.13.0.engine``, and has a JSON sidecar (same name, ``.json``)
 recording the ONNX sha256, the TensorRT version and the GPU. :func:`check_engine` refuses an engine whose sidecar
 does not match (re-exported ONNX, other TensorRT, other GPU) with a message that says what differs and how to
-rebuild. ``<config>.engines.json`` lists the engines of one build for :class:`nut_ros.pipeline.trt_backend.TensorRTBackend`.
+rebuild. ``<config>.engines.json`` lists the engines of one build for
+:class:`nut_ros.pipeline.trt_backend.TensorRTBackend`.
 
 The rasterizer node of ``<config>.render.onnx`` is served by the Python plugin (registered here unless
 ``--no-python-plugin``) or by a compiled plugin library (``--plugin-lib``). INT8/FP8 are not offered yet.
@@ -144,8 +145,9 @@ def build_all(manifest_path: str | Path, out_dir: str | Path | None = None, part
         engine = engine_path(out_dir, config, "render" if graph["custom_node"] else part, precision, gpu,
                              trt.__version__)
         meta = build(manifest_path.parent / graph["file"], engine, gpu=gpu, trt=trt, **options)
+        kept = {k: meta[k] for k in ("build_seconds", "engine_bytes", "network_layers", "notes")}
         listing["engines"][part] = {"file": engine.name, "onnx": graph["file"], "custom_node": graph["custom_node"],
-                                    **{k: meta[k] for k in ("build_seconds", "engine_bytes", "network_layers")}}
+                                    **kept}
         print(f"{part}: {engine.name} ({meta['engine_bytes']} bytes, {meta['build_seconds']} s)")
     path = out_dir / f"{config}.engines.json"
     path.write_text(json.dumps(listing, indent=1))

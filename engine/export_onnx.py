@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
@@ -67,7 +68,10 @@ class OrthoRasterizerOp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means, scales, rotations, opacities, colors, attributes: RasterAttributes):
         bg = torch.tensor(attributes.background, dtype=means.dtype)
-        return rasterize_torch(means, scales, rotations, opacities, colors, attributes.height, attributes.width, bg)
+        with warnings.catch_warnings():  # traced for its output shapes only; its internals become the custom node
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            return rasterize_torch(means, scales, rotations, opacities, colors, attributes.height, attributes.width,
+                                   bg)
 
     @staticmethod
     def symbolic(g, means, scales, rotations, opacities, colors, attributes: RasterAttributes):
@@ -123,8 +127,9 @@ def graph_names(part: str, rasterizer: bool) -> tuple[list[str], list[str]]:
 
 
 def export(model: NutModel, out_dir: str | Path, batch: int = 1, rasterizer: bool = True,
-           max_pairs_per_gaussian: int = 16, background=(0.5, 0.5, 0.5)) -> Path:
-    """Export the three graphs of ``model`` into ``out_dir``; returns the manifest path."""
+           max_pairs_per_gaussian: int = 16, background=(0.5, 0.5, 0.5),
+           parts: tuple[str, ...] = ("encoder", "decoder", "state")) -> Path:
+    """Export the graphs ``parts`` of ``model`` into ``out_dir``; returns the manifest path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.float().eval()
@@ -136,7 +141,8 @@ def export(model: NutModel, out_dir: str | Path, batch: int = 1, rasterizer: boo
                "state": StateGraph(attributes if rasterizer else None)}
     manifest = {"config": cfg.to_dict(), "batch": batch, "opset": OPSET, "rasterizer_node": rasterizer,
                 "raster_attributes": {k: v.tolist() for k, v in attributes.fields().items()}, "graphs": {}}
-    for part, module in modules.items():
+    for part in parts:
+        module = modules[part]
         stem = "render" if part == "state" and rasterizer else part
         path = out_dir / f"{cfg.name}.{stem}.onnx"
         in_names, out_names = graph_names(part, rasterizer and part == "state")
@@ -194,10 +200,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--no-rasterizer", action="store_true", help="stop the render graph at the rasterizer inputs")
     p.add_argument("--max-pairs-per-gaussian", type=int, default=16)
+    parts = ["encoder", "decoder", "state"]
+    p.add_argument("--parts", nargs="+", default=parts, choices=parts, help="graphs to export (default all)")
     p.add_argument("--verify", action="store_true", help="compare onnxruntime with PyTorch")
     args = p.parse_args(argv)
     model = load_model(args.config, args.checkpoint, args.random_init)
-    manifest = export(model, args.out, args.batch, not args.no_rasterizer, args.max_pairs_per_gaussian)
+    manifest = export(model, args.out, args.batch, not args.no_rasterizer, args.max_pairs_per_gaussian,
+                      parts=tuple(args.parts))
     print(f"wrote {manifest}")
     if args.verify:
         for part, errs in verify(model, manifest).items():

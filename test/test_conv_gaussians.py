@@ -5,6 +5,7 @@ import pytest
 from nut_ros.pipeline.types import GaussianCloud
 from nut_ros.ros.cdr import deserialize, serialize
 from nut_ros.ros.errors import ConversionError
+from nut_ros.ros.gaussian_cdr import gaussian_set_cdr
 from nut_ros.ros.gaussian_msgs import LAYOUT, gaussian_cloud_to_msg, gaussian_set_times_ns, msg_to_gaussian_cloud
 from nut_ros.ros.msg_types import float32_field
 
@@ -52,3 +53,25 @@ def test_inconsistent_sizes_raise(flavor):
     msg.count = 11
     with pytest.raises(ConversionError, match=r"GaussianSet\.positions"):
         msg_to_gaussian_cloud(msg)
+
+
+@pytest.mark.parametrize("frame_id, depth_source", [("", ""), ("cam", "topic"), ("camera_optical", "none"), ("a" * 13, "xy")])
+@pytest.mark.parametrize("count", [0, 1, 257])
+def test_direct_cdr_is_byte_identical_to_rosbags(frame_id, depth_source, count):
+    """All string-length / padding combinations; rosbags writes zero padding, as gaussian_set_cdr does."""
+    cloud = random_cloud(count, metric=bool(count % 2))
+    fast = gaussian_set_cdr(cloud, 1_234_567_890_123, frame_id, 1_234_600_000_000, depth_source)
+    msg = gaussian_cloud_to_msg(cloud, 1_234_567_890_123, frame_id, 1_234_600_000_000, depth_source, flavor="rosbags")
+    assert fast == serialize(msg)
+
+
+@pytest.mark.ros
+def test_direct_cdr_decodes_in_rclpy():
+    cloud = random_cloud(1000)
+    msg = deserialize(gaussian_set_cdr(cloud, 5, "cam_optical", 9, "topic"), "nut_ros_msgs/msg/GaussianSet", "rclpy")
+    back = msg_to_gaussian_cloud(msg)
+    assert gaussian_set_times_ns(msg) == (5, 9) and msg.depth_source == "topic" and back.metric
+    assert all(np.array_equal(getattr(back, k), getattr(cloud, k)) for k in LAYOUT)
+    with pytest.raises(ConversionError, match=r"GaussianCloud\.colors"):
+        cloud.colors = cloud.colors[:-1]
+        gaussian_set_cdr(cloud, 0, "cam")

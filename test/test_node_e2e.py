@@ -144,7 +144,8 @@ def test_points_and_gaussians_are_finite_metric_and_consistent(session):
         z = cloud.positions[:, 2]
         assert z.min() > 0 and z.max() <= 1.03 * FAR
         u = K.fx * cloud.positions[:, 0] / z + K.cx
-        assert np.percentile(u, 1) > -0.1 * W and np.percentile(u, 99) < 1.1 * W, "points project into the image"
+        lo, hi = np.percentile(u, [5, 95])  # random weights move some Gaussians out of the view
+        assert -0.2 * W < lo < 0.2 * W and 0.8 * W < hi < 1.2 * W, "points are in the camera's optical frame"
 
 
 def test_stats_and_diagnostics(session):

@@ -175,3 +175,11 @@ def test_reset_starts_a_new_stream(backend):
     with pytest.raises(RuntimeError):
         pipe.render([1.0])
     assert not pipe.push(frame(1)).paired
+
+
+def test_gaussians_only_mode_renders_nothing(backend):
+    pipe = StreamingPipeline(backend, PipelineConfig(render_times=()))
+    assert pipe.push(frame(0)).views == []
+    res = pipe.push(frame(1))
+    assert res.views == [] and res.paired and res.gaussians.count > 0
+    assert pipe.render([0.5])[0].rgb.shape == (48, 96, 3)  # the live map still renders on request

@@ -175,8 +175,9 @@ def plugin_classes(trt):
             self.plugin_version = PLUGIN_VERSION
             types = {np.dtype(np.int32): trt.PluginFieldType.INT32, np.dtype(np.float32): trt.PluginFieldType.FLOAT32}
             example = RasterAttributes(1, 1).fields()
-            self.field_names = trt.PluginFieldCollection(
-                [trt.PluginField(name, np.array([], value.dtype), types[value.dtype]) for name, value in example.items()])
+            self.field_names = trt.PluginFieldCollection([trt.PluginField(name, np.array([], value.dtype),
+                                                                          types[value.dtype])
+                                                          for name, value in example.items()])
 
         def create_plugin(self, name, fc, phase):
             return OrthoRasterizerPlugin(RasterAttributes.from_fields({f.name: np.asarray(f.data) for f in fc}), phase)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import safe_open
@@ -16,7 +17,9 @@ from torch import Tensor, nn
 
 from nut_ros.core.condition import read_state_dict
 from nut_ros.core.config import ModelConfig
-from nut_ros.core.model import NutModel
+
+if TYPE_CHECKING:  # the model module re-exports this one's functions
+    from nut_ros.core.model import NutModel
 
 CONFIG_KEY = "nut_ros.config"
 FORMAT_KEY = "nut_ros.format"
@@ -96,6 +99,8 @@ def read_config(path: str | Path) -> ModelConfig:
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", **overrides) -> NutModel:
     """Build the model from the embedded config (fields replaced by ``overrides``), load strictly, eval mode."""
+
+    from nut_ros.core.model import NutModel
 
     config = read_config(path)
     if overrides:

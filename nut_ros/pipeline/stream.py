@@ -107,7 +107,7 @@ class StreamingPipeline:
 
         self._prev, self._intrinsics = cur, intrinsics
         self._live = _LiveMap(g, scale, t0_stamp, interval)
-        times = self.config.render_times if prev is not None else (1.0,)
+        times = self.config.render_times if prev is not None or not self.config.render_times else (1.0,)
         views = self.render(times)
         tick = self._lap(lat, "render", tick)
 

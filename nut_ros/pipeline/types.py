@@ -79,7 +79,8 @@ class StepResult:
 class PipelineConfig:
     """Settings of :class:`nut_ros.pipeline.stream.StreamingPipeline`."""
 
-    render_times: tuple[float, ...] = (1.0,)  # pair times rendered per step (1 = newest; (0,1) interpolate; >1 predict)
+    # pair times rendered per step (1 = newest; (0,1) interpolate; >1 predict); () = Gaussians only, no renders
+    render_times: tuple[float, ...] = (1.0,)
     max_gap_s: float = 1.0  # a forward gap or backwards jump larger than this starts a new stream (reset)
     depth_min_m: float = 0.05  # input depth outside [depth_min_m, depth_max_m] is invalid
     depth_max_m: float = 20.0

@@ -9,7 +9,8 @@ Why the shortcuts below are exact:
   box is widened slightly so that rounding can only add candidates.
 * Per pixel, candidates are visited in (depth, index) order, the order a stable sort by (tile, depth) gives. With
   ``T_i = Π_{j<=i} (1 - α_j)`` the kernel stops at the first ``T_i < 1e-4`` (that Gaussian excluded); ``T`` never
-  increases, so a Gaussian contributes iff ``T_i >= 1e-4``, with weight ``α_i·T_{i-1} = T_{i-1} - T_i``.
+  increases, so a Gaussian contributes iff ``T_i >= 1e-4``, with weight ``α_i·T_{i-1}``; the background gets
+  ``1 - Σ weights`` (the same number as the final T).
 * ``ln(o) + power`` is a quadratic polynomial in the pixel offset inside a block, so it is evaluated for all
   (candidate, pixel) pairs by one matrix product with per-candidate coefficients in block-centred coordinates.
 """
@@ -74,22 +75,24 @@ def _bin(proj: Projection, opacity: Tensor, nbx: int, nby: int) -> tuple[Tensor,
 
     order = torch.sort(proj.depth, dim=-1, stable=True).indices + n * torch.arange(b, device=device)[:, None]
     order = order.reshape(-1)
-    size = (hi - lo).reshape(-1, 2)[order]
+    size = (hi - lo).reshape(-1, 2).index_select(0, order)
     counts = size.prod(-1)
     sel = torch.repeat_interleave(torch.arange(b * n, device=device), counts)  # pairs in (batch, depth) order
-    offset = torch.arange(sel.numel(), device=device) - (torch.cumsum(counts, 0) - counts)[sel]
-    ints = torch.cat([lo.reshape(-1, 2)[order], size[:, :1], order[:, None]], dim=-1)[sel]  # one gather
-    floats = torch.cat([proj.uv, q, r2.unsqueeze(-1)], dim=-1).reshape(-1, 5)[ints[:, 3]]
+    offset = torch.arange(sel.numel(), device=device) - (torch.cumsum(counts, 0) - counts).index_select(0, sel)
+    ints = torch.cat([lo.reshape(-1, 2).index_select(0, order), size[:, :1], order[:, None]], dim=-1)
+    ints = ints.index_select(0, sel)  # (lo_x, lo_y, width, gid) per pair
     gid, width = ints[:, 3], ints[:, 2]
-    bx, by = ints[:, 0] + offset % width, ints[:, 1] + offset // width
+    floats = torch.cat([proj.uv, q, r2.unsqueeze(-1)], dim=-1).reshape(-1, 5).index_select(0, gid)
+    row = torch.div(offset, width, rounding_mode="floor")
+    bx, by = ints[:, 0] + offset - row * width, ints[:, 1] + row
     # drop blocks outside the ellipse: lower bound of dᵀ·conic·d over the block's pixel centres
     uv = floats[:, 0:2]
     first = torch.stack([bx, by], dim=-1).to(uv.dtype) * BLOCK
     d = (first - uv).clamp(min=0) + (uv - first - (BLOCK - 1)).clamp(min=0)
-    near = (floats[:, 2:4] * d * d).sum(-1) <= floats[:, 4]
-    block = (by * nbx + bx + (gid // n) * (nbx * nby))[near]
+    near = torch.nonzero((floats[:, 2:4] * d * d).sum(-1) <= floats[:, 4]).squeeze(1)
+    block = (by * nbx + bx + torch.div(gid, n, rounding_mode="floor") * (nbx * nby)).index_select(0, near)
     block, perm = torch.sort(block.to(torch.int32), stable=True)
-    return block.long(), gid[near][perm]
+    return block.long(), gid.index_select(0, near).index_select(0, perm.long())
 
 
 def _coefficients(params: Tensor, centre: Tensor) -> Tensor:
@@ -118,6 +121,27 @@ def _composite(coeffs: Tensor, feats: Tensor, monomials: Tensor) -> Tensor:
     return torch.bmm(trans * (alpha / keep), feats)
 
 
+def _candidate_table(block: Tensor, gid: Tensor, padding: int, nbx: int, nby: int, dtype: torch.dtype):
+    """Padded candidate lists, one row per non-empty block, rows by decreasing length.
+
+    Returns the flat (batch, block) ids ``[M]``, the row lengths (list), ``idx [M, K]`` (``padding`` past a row's
+    end) and the blocks' centre pixels ``[M, 2]``.
+    """
+    device = block.device
+    blocks, per_block = torch.unique_consecutive(block, return_counts=True)
+    by_size = torch.sort(per_block, descending=True, stable=True).indices
+    rank = torch.empty_like(by_size)
+    rank[by_size] = torch.arange(by_size.numel(), device=device)
+    first = torch.repeat_interleave(torch.cumsum(per_block, 0) - per_block, per_block)
+    sizes = per_block[by_size].tolist()
+    idx = torch.full((len(sizes), sizes[0] if sizes else 0), padding, dtype=torch.long, device=device)
+    idx[torch.repeat_interleave(rank, per_block), torch.arange(gid.numel(), device=device) - first] = gid
+    blocks = blocks[by_size]
+    within = blocks % (nbx * nby)
+    centres = (torch.stack([within % nbx, within // nbx], dim=-1) * BLOCK).to(dtype) + (BLOCK - 1) / 2
+    return blocks, sizes, idx, centres
+
+
 def rasterize_torch(means: Tensor, scales: Tensor, rotations: Tensor, opacities: Tensor, colors: Tensor,
                     height: int, width: int, background: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Render ``[B, N, ·]`` Gaussians; returns colour ``[B,3,H,W]``, depth ``[B,1,H,W]`` and alpha ``[B,1,H,W]``."""
@@ -127,20 +151,11 @@ def rasterize_torch(means: Tensor, scales: Tensor, rotations: Tensor, opacities:
     nbx, nby = math.ceil(width / BLOCK), math.ceil(height / BLOCK)
     with torch.no_grad():
         block, gid = _bin(proj, opacities[..., 0].detach(), nbx, nby)
-        blocks, per_block = torch.unique_consecutive(block, return_counts=True)
-        by_size = torch.sort(per_block, descending=True, stable=True).indices
-        rank = torch.empty_like(by_size)
-        rank[by_size] = torch.arange(by_size.numel(), device=device)
-        first = torch.repeat_interleave(torch.cumsum(per_block, 0) - per_block, per_block)
-        sizes = per_block[by_size].tolist()
-        idx = torch.full((len(sizes), sizes[0] if sizes else 0), b * n, dtype=torch.long, device=device)
-        idx[torch.repeat_interleave(rank, per_block), torch.arange(gid.numel(), device=device) - first] = gid
-        within = blocks[by_size] % (nbx * nby)
-        centres = (torch.stack([within % nbx, within // nbx], dim=-1) * BLOCK).to(dtype) + (BLOCK - 1) / 2
+        blocks, sizes, idx, centres = _candidate_table(block, gid, b * n, nbx, nby, dtype)
 
     log_o = torch.log(opacities.clamp(min=ALPHA_MIN))
     params = torch.cat([proj.uv, proj.conic, log_o, colors, proj.depth.unsqueeze(-1), torch.ones_like(log_o)], -1)
-    pad = params.new_tensor([[0, 0, 0, 0, 0, _PAD_LOG_OPACITY, 0, 0, 0, 0, 0]])  # padding candidate
+    pad = params.new_tensor([[0, 0, 0, 0, 0, _PAD_LOG_OPACITY, 0, 0, 0, 0, 0]])  # the padding candidate
     params = torch.cat([params.reshape(b * n, 11), pad], dim=0)
     local = torch.arange(BLOCK, dtype=dtype, device=device) - (BLOCK - 1) / 2
     ly, lx = torch.meshgrid(local, local, indexing="ij")
@@ -148,15 +163,15 @@ def rasterize_torch(means: Tensor, scales: Tensor, rotations: Tensor, opacities:
     monomials = torch.stack([torch.ones_like(lx), lx, ly, lx * lx, lx * ly, ly * ly], dim=-1)  # [S, 6]
 
     parts, s = [], 0
-    while s < len(sizes):
+    while s < len(sizes):  # chunks of blocks with similar list lengths, bounded in size
         k = sizes[s]
         e = min(len(sizes), s + max(1, CHUNK_ELEMENTS // (BLOCK * BLOCK * k)))
-        g = params[idx[s:e, :k]]
+        g = params.index_select(0, idx[s:e, :k].reshape(-1)).view(e - s, k, 11)
         parts.append(_composite(_coefficients(g[..., :6], centres[s:e, None, :]), g[..., 6:], monomials))
         s = e
     out = means.new_zeros(b * nbx * nby, BLOCK * BLOCK, 5)
     if parts:
-        out = out.index_put((blocks[by_size],), torch.cat(parts, dim=0))
+        out = out.index_put((blocks,), torch.cat(parts, dim=0))
     img = out.reshape(b, nby, nbx, BLOCK, BLOCK, 5).permute(0, 5, 1, 3, 2, 4)
     img = img.reshape(b, 5, nby * BLOCK, nbx * BLOCK)[:, :, :height, :width]
     alpha = img[:, 4:5]

@@ -23,12 +23,14 @@ class RenderOutput(NamedTuple):
 
 
 def _load_cuda():
-    """The CUDA extension's ``rasterize_cuda`` or None when it cannot be loaded."""
+    """The CUDA extension's ``rasterize_cuda`` (built on first use) or None when it cannot be imported or built."""
     try:
-        from nut_ros.render._cuda import rasterize_cuda
+        from nut_ros.render import _cuda
+
+        _cuda.extension()
     except (ImportError, OSError, RuntimeError):
         return None
-    return rasterize_cuda
+    return _cuda.rasterize_cuda
 
 
 def rasterize(inputs: RasterInputs, height: int, width: int,

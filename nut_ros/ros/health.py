@@ -10,6 +10,7 @@ from nut_ros.ros.msg_types import make_header, msg_class, resolve_flavor
 
 OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
 LATENCY_STAGES = ("encode", "decode", "render", "total")
+STALL_S = 30.0  # a frame taking longer than this makes the status WARN
 
 
 @dataclass
@@ -69,20 +70,26 @@ def rate_hz(last: Snapshot, now: Snapshot) -> float:
     return (now.processed - last.processed) / dt if dt > 0 else 0.0
 
 
-def assess(last: Snapshot, now: Snapshot, model_error: str | None) -> tuple[int, str]:
-    """Diagnostic level and message for the period between two snapshots."""
+def assess(last: Snapshot, now: Snapshot, model_error: str | None, busy_s: float | None = None) -> tuple[int, str]:
+    """Diagnostic level and message for the period between two snapshots.
+
+    ``busy_s``: how long the worker has been on its current frame (None when idle), so that a frame slower than
+    the diagnostics period is not mistaken for a stall.
+    """
     if model_error:
         return ERROR, f"model not loaded: {model_error}"
     received = now.received - last.received
     processed = now.processed - last.processed
     invalid = now.dropped_invalid - last.dropped_invalid
+    if invalid and invalid * 2 >= max(received, processed + invalid):
+        return WARN, f"{invalid} of {received} images invalid"
+    if processed:
+        return OK, f"processing at {rate_hz(last, now):.1f} Hz"
+    if busy_s is not None and busy_s < STALL_S:
+        return OK, f"processing a frame ({busy_s:.1f} s so far)"
     if received == 0:
         return WARN, "no input images"
-    if processed == 0:
-        return WARN, f"{received} images received, none processed ({invalid} invalid)"
-    if invalid * 2 > received:
-        return WARN, f"{invalid} of {received} images invalid"
-    return OK, f"processing at {rate_hz(last, now):.1f} Hz"
+    return WARN, f"{received} images received, none processed"
 
 
 def stats_message(health: NodeHealth, last: Snapshot, now: Snapshot, info: dict, gaussians_live: int,

@@ -30,39 +30,42 @@ class StampMatcher:
 
     depth_mode: ``none`` never waits for depth; ``topic`` holds each image until a depth message within
     ``tolerance_ns`` arrives; ``auto`` behaves like ``topic`` while depth messages keep arriving (one seen within
-    ``depth_timeout_s``) and like ``none`` otherwise. CameraInfo is taken at the image's stamp when one is buffered,
-    else the newest one (intrinsics rarely change). Each buffer keeps at most ``capacity`` messages; images that
-    can no longer be matched are counted in ``unmatched``.
+    ``timeout_s``) and like ``none`` otherwise. CameraInfo is taken at the image's stamp when one is buffered,
+    else the newest one (intrinsics rarely change); until a first CameraInfo arrives images are held for at most
+    ``timeout_s`` after the first image, then used without one. Each buffer keeps at most ``capacity`` messages;
+    held images that are superseded or evicted are counted in ``unmatched``.
     """
 
-    def __init__(self, depth_mode: str, tolerance_ns: int, capacity: int, depth_timeout_s: float = 1.0,
+    def __init__(self, depth_mode: str, tolerance_ns: int, capacity: int, timeout_s: float = 1.0,
                  clock: Callable[[], float] = time.monotonic):
         if depth_mode not in ("auto", "topic", "none"):
             raise ValueError(f"depth_mode must be auto, topic or none, got {depth_mode!r}")
-        self.depth_mode, self.tolerance_ns, self.depth_timeout_s = depth_mode, tolerance_ns, depth_timeout_s
+        self.depth_mode, self.tolerance_ns, self.timeout_s = depth_mode, tolerance_ns, timeout_s
         self._clock = clock
         self._images: deque[tuple[int, Any]] = deque()
         self._depths: deque[tuple[int, Any]] = deque(maxlen=capacity)
         self._infos: deque[tuple[int, Any]] = deque(maxlen=capacity)
         self._capacity = capacity
         self._last_depth_arrival: float | None = None
+        self._first_image_arrival: float | None = None
         self.unmatched = 0
 
     @property
     def waits_for_depth(self) -> bool:
         if self.depth_mode == "auto":
             seen = self._last_depth_arrival
-            return seen is not None and self._clock() - seen <= self.depth_timeout_s
+            return seen is not None and self._clock() - seen <= self.timeout_s
         return self.depth_mode == "topic"
 
-    def add_info(self, stamp_ns: int, info: Any) -> None:
-        self._infos.append((stamp_ns, info))
+    @property
+    def pending(self) -> int:
+        """Images held, waiting for their depth or a first CameraInfo."""
+        return len(self._images)
 
     def add_image(self, stamp_ns: int, image: Any) -> Matched | None:
-        """Buffer an image; return it matched right away when possible."""
-        if not self.waits_for_depth:
-            self._drop_pending()
-            return Matched(stamp_ns, image, None, self._info_for(stamp_ns))
+        """Buffer an image; return the newest matched image, if any."""
+        if self._first_image_arrival is None:
+            self._first_image_arrival = self._clock()
         self._images.append((stamp_ns, image))
         if len(self._images) > self._capacity:
             self._images.popleft()
@@ -77,21 +80,28 @@ class StampMatcher:
         self._depths.append((stamp_ns, depth))
         return self._match()
 
+    def add_info(self, stamp_ns: int, info: Any) -> Matched | None:
+        """Buffer a CameraInfo; return an image that was waiting for a first one, if any."""
+        self._infos.append((stamp_ns, info))
+        return self._match()
+
     def _match(self) -> Matched | None:
-        """Match the newest pending image that has a depth; older pending images are superseded."""
+        """The newest held image that is complete; older held images are superseded (the worker takes the newest)."""
+        if not self._images:
+            return None
+        if not self._infos and self._clock() - self._first_image_arrival < self.timeout_s:
+            return None  # wait (briefly) for the first CameraInfo
+        need_depth = self.waits_for_depth
         for i in range(len(self._images) - 1, -1, -1):
             stamp, image = self._images[i]
-            depth = self._nearest(self._depths, stamp)
-            if depth is not None:
-                self.unmatched += i  # older images lost their chance: the worker only takes the newest
-                for _ in range(i + 1):
-                    self._images.popleft()
-                return Matched(stamp, image, depth, self._info_for(stamp))
+            depth = self._nearest(self._depths, stamp) if need_depth else None
+            if need_depth and depth is None:
+                continue
+            self.unmatched += i
+            for _ in range(i + 1):
+                self._images.popleft()
+            return Matched(stamp, image, depth, self._info_for(stamp))
         return None
-
-    def _drop_pending(self) -> None:
-        self.unmatched += len(self._images)
-        self._images.clear()
 
     def _info_for(self, stamp_ns: int) -> Any:
         info = self._nearest(self._infos, stamp_ns)

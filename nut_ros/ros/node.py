@@ -71,6 +71,7 @@ class NutRosNode(Node):
         self.create_timer(p.diagnostics_period, self._publish_health)
 
         self._stop = threading.Event()
+        self._busy_since: float | None = None
         self._worker = threading.Thread(target=self._work, name="nut_ros_worker", daemon=True)
         self._worker.start()
         self.get_logger().info(
@@ -104,16 +105,16 @@ class NutRosNode(Node):
         self._hand_off(self._matcher.add_depth(stamp_to_ns(msg.header.stamp), msg))
 
     def _on_info(self, msg) -> None:
-        self._matcher.add_info(stamp_to_ns(msg.header.stamp), msg)
+        self._hand_off(self._matcher.add_info(stamp_to_ns(msg.header.stamp), msg))
 
     def _hand_off(self, matched: Matched | None) -> None:
         unmatched = self._matcher.unmatched - self._unmatched_seen
         if unmatched:
             self._unmatched_seen = self._matcher.unmatched
             self.health.count(dropped_invalid=unmatched)
-            self.get_logger().warning(f"{self._matcher.unmatched} images dropped so far without a matching depth "
-                                   f"image (sync_tolerance {self.params.sync_tolerance} s)",
-                                   throttle_duration_sec=THROTTLE_S)
+            self.get_logger().warning(f"{self._matcher.unmatched} images dropped so far while waiting for their "
+                                      f"depth image or a first CameraInfo (sync_tolerance "
+                                      f"{self.params.sync_tolerance} s)", throttle_duration_sec=THROTTLE_S)
         if matched is not None and self._slot.put((matched, time.perf_counter())):
             self.health.count(dropped_queue=1)
 
@@ -124,12 +125,13 @@ class NutRosNode(Node):
             item = self._slot.get(timeout=0.2)
             if item is None:
                 continue
-            started = time.perf_counter()
+            started = self._busy_since = time.perf_counter()
             try:
                 self._process(*item)
             except Exception as err:  # noqa: BLE001 - one bad frame must not kill the worker
                 self.health.count(dropped_invalid=1)
                 self.get_logger().error(f"frame failed: {type(err).__name__}: {err}", throttle_duration_sec=THROTTLE_S)
+            self._busy_since = None
             if period:
                 self._stop.wait(max(0.0, period - (time.perf_counter() - started)))
 
@@ -192,7 +194,9 @@ class NutRosNode(Node):
         stats = stats_message(self.health, last, now, info, live, stamp)
         if "stats" in self._pubs:
             self._pubs["stats"].publish(stats)
-        level, message = assess(last, now, self.model_error)
+        busy_since = self._busy_since
+        level, message = assess(last, now, self.model_error,
+                                None if busy_since is None else time.perf_counter() - busy_since)
         self._diag_pub.publish(diagnostics_message(stats, level, message, f"{self.get_name()}: pipeline",
                                                    f"{p.backend}/{p.device}", stamp))
 

@@ -6,6 +6,7 @@ outputs (``TopicRecorder``) into an output bag; the node is stopped with SIGINT 
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -16,9 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nut_ros.ros import topics
+from nut_ros.ros.outputs import STEP_OUTPUTS, VIEW_OUTPUTS
+from nut_ros.ros.params import NodeParams, load_params_file
 
 IDLE_TIMEOUT_S = 30.0  # give up when the node reports no progress for this long
-QUIET_S = 1.0  # after the node reports all frames handled, outputs still in flight arrive within this
+DELIVERY_TIMEOUT_S = 10.0  # longer than Fast DDS's 3 s heartbeat period, after which lost samples are resent
 
 
 @dataclass
@@ -47,6 +50,14 @@ def session_env(domain_id: int) -> dict[str, str]:
 def default_domain_id() -> int:
     """A domain id in [101, 200] derived from the process id (distinct for concurrent sessions on one host)."""
     return 101 + os.getpid() % 100
+
+
+def expected_outputs(params: NodeParams, frames_processed: int) -> dict[str, int]:
+    """Messages the node publishes per output topic for ``frames_processed`` frames."""
+    views = len(params.render_times)
+    counts = {name: frames_processed * (views if name in VIEW_OUTPUTS else 1) for name in VIEW_OUTPUTS + STEP_OUTPUTS
+              if getattr(params, f"publish_{name}")}
+    return {topics.output_topic(name): n for name, n in counts.items()}
 
 
 def node_command(params_file: str | Path | None, overrides: dict[str, object], remap: dict[str, str]) -> list[str]:
@@ -85,6 +96,8 @@ def run_node_on_bag(bag: str | Path, out_bag: str | Path, log_path: str | Path, 
     from nut_ros.ros.player import BagPlayer
     from nut_ros.ros.recorder import TopicRecorder
 
+    node_params = dataclasses.replace(load_params_file(params_file) if params_file else NodeParams(),
+                                      **(overrides or {})).validate()
     domain_id = default_domain_id() if domain_id is None else domain_id
     env = session_env(domain_id)
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
@@ -131,8 +144,9 @@ def run_node_on_bag(bag: str | Path, out_bag: str | Path, log_path: str | Path, 
 
             _wait(settled, 3600.0)
             wall = time.monotonic() - started
-            _wait_quiet(recorder, [t for t in outputs if t not in (topics.output_topic("stats"), topics.DIAGNOSTICS)],
-                        QUIET_S)
+            if last_stats:  # reliable delivery may repair a lost sample only at the writer's next heartbeat
+                expected = expected_outputs(node_params, last_stats[-1].frames_processed)
+                _wait(lambda: all(recorder.counts[t] >= n for t, n in expected.items()), DELIVERY_TIMEOUT_S)
         finally:
             exit_code = _stop(proc, notes)
             executor.shutdown()
@@ -151,18 +165,6 @@ def _wait(condition, timeout_s: float) -> bool:
             return True
         time.sleep(0.05)
     return False
-
-
-def _wait_quiet(recorder, watched: list[str], quiet_s: float, limit_s: float = 10.0) -> None:
-    """Return once no message arrived on ``watched`` topics for ``quiet_s`` (at most ``limit_s``)."""
-    deadline = time.monotonic() + limit_s
-    last = -1
-    while time.monotonic() < deadline:
-        count = sum(recorder.counts[t] for t in watched)
-        if count == last:
-            return
-        last = count
-        time.sleep(quiet_s)
 
 
 def _stop(proc: subprocess.Popen, notes: list[str]) -> int | None:

@@ -53,8 +53,8 @@ class NodeParams:
     sync_tolerance: float = _param(0.02, "Largest stamp difference in seconds for image/depth/CameraInfo matching.",
                                    lo=0.0, hi=1.0)
     sync_buffer: int = _param(10, "Messages kept per input for stamp matching.", lo=1, hi=100)
-    depth_timeout: float = _param(1.0, "In auto mode, seconds without depth after which images are used alone.",
-                                  lo=0.0, hi=60.0)
+    depth_timeout: float = _param(1.0, "Seconds without depth (auto mode), or before a first CameraInfo, after "
+                                  "which images are used without them.", lo=0.0, hi=60.0)
     publish_depth: bool = _param(True, "Publish the rendered depth (`~/depth`, 32FC1).")
     publish_image: bool = _param(True, "Publish the rendered RGB image (`~/image`, rgb8).")
     publish_camera_info: bool = _param(True, "Publish the CameraInfo of the rendered images (`~/camera_info`).")

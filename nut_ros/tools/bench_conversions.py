@@ -17,6 +17,7 @@ import numpy as np
 from nut_ros.pipeline.types import GaussianCloud
 from nut_ros.ros.cdr import deserialize, serialize
 from nut_ros.ros.compressed import compress_depth, compress_image
+from nut_ros.ros.gaussian_cdr import gaussian_set_cdr
 from nut_ros.ros.gaussian_msgs import LAYOUT, gaussian_cloud_to_msg, msg_to_gaussian_cloud
 from nut_ros.ros.images import image_to_depth_m, image_to_rgb, numpy_to_image
 from nut_ros.ros.msg_types import resolve_flavor
@@ -66,6 +67,7 @@ def cases(flavor: str):
         "PointCloud2 150k xyz+rgb: msg -> numpy": lambda: pointcloud2_to_points(pc_wire),
         "GaussianSet 150k: cloud -> msg": lambda: gaussian_cloud_to_msg(cloud, 1, "cam", flavor=flavor),
         "GaussianSet 150k: cloud -> msg -> CDR (build+serialise)": lambda: serialize(gaussian_cloud_to_msg(cloud, 1, "cam", flavor=flavor)),
+        "GaussianSet 150k: cloud -> CDR directly (gaussian_set_cdr)": lambda: gaussian_set_cdr(cloud, 1, "cam"),
         "GaussianSet 150k: CDR -> msg -> cloud": lambda: msg_to_gaussian_cloud(deserialize(gs_bytes, "nut_ros_msgs/msg/GaussianSet", flavor)),
     }
 

@@ -105,7 +105,7 @@ def markdown(r: dict, meta: dict) -> str:
 
 Command: `{meta['command']}`
 Machine: {meta['machine']}. Weights: {meta['weights']}. Input: bundled cups clip ping-pong ({meta['input']}),
-{'with' if meta['with_depth'] else 'without'} metric depth.
+{'with' if meta['with_depth'] else 'without'} metric depth; renders per frame at pair times {meta['render_times'] or 'none'}.
 
 | RSS start (model loaded) | after {meta['warmup']} frames | end | peak (VmHWM) | growth after warm-up |
 |---|---|---|---|---|
@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--with-depth", action="store_true", help="add a synthetic metric depth plane")
-    p.add_argument("--render-times", type=float, nargs="+", default=[1.0])
+    p.add_argument("--render-times", type=float, nargs="*", default=[1.0],
+                   help="pair times rendered per frame (none: Gaussians only)")
     p.add_argument("--sample-every", type=int, default=100)
     p.add_argument("--warmup", type=int, default=200, help="frames before the growth fit starts")
     p.add_argument("--json", default=None, help="write the measurements here")
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                        f"torch {torch.__version__}",
             "weights": "random init" if args.random_init else str(args.checkpoint or "shipped default"),
             "input": f"{len(clip)} frames {clip[0].shape[1]}x{clip[0].shape[0]}", "with_depth": args.with_depth,
-            "warmup": args.warmup}
+            "warmup": args.warmup, "render_times": list(args.render_times)}
     text = markdown(result, meta)
     print(text)
     if args.json:

@@ -1,8 +1,8 @@
 """Depth input of the model during training: simulated sensor depth -> (normalised disparity, validity mask).
 
 Each sample either drops depth entirely (RGB-only mode: both channels 0) or gets a sensor-like depth map (holes,
-a maximum range, multiplicative noise). Disparity ``1/z`` is min-max normalised per frame over the valid pixels
-(1 = near), the convention of the model input (STREAMSPLAT_SPEC §1.2).
+a maximum range, multiplicative noise), normalised exactly as the streaming pipeline does
+(:func:`nut_ros.pipeline.depth.normalize_inverse_depth`: per-frame min-max of ``1/z`` over the valid pixels).
 """
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from nut_ros.pipeline.depth import model_depth_input, normalize_inverse_depth
 
 
 @dataclass
@@ -26,22 +28,6 @@ class DepthInput:
         """``(1/z - lo) / (hi - lo)`` for ``disparity [B, ...]``."""
         shape = (-1,) + (1,) * (disparity.dim() - 1)
         return (disparity - self.lo.view(shape)) / (self.hi - self.lo).view(shape)
-
-
-def normalise_disparity(depth: Tensor, valid: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-frame min-max normalised disparity of ``depth [B, 1, H, W]`` over ``valid``; returns (ŷ, lo, hi).
-
-    Frames without valid pixels get ``lo = 0, hi = 1`` and ŷ = 0.
-    """
-    disp = torch.where(valid, 1.0 / depth.clamp_min(eps), torch.zeros_like(depth))
-    flat, vflat = disp.flatten(1), valid.flatten(1)
-    lo = torch.where(vflat, flat, torch.full_like(flat, float("inf"))).amin(1)
-    hi = torch.where(vflat, flat, torch.full_like(flat, -float("inf"))).amax(1)
-    empty = ~vflat.any(1)
-    lo = torch.where(empty, torch.zeros_like(lo), lo)
-    hi = torch.where(empty, torch.ones_like(hi), torch.maximum(hi, lo + eps))
-    norm = (disp - lo.view(-1, 1, 1, 1)) / (hi - lo).view(-1, 1, 1, 1)
-    return torch.where(valid, norm.clamp(0, 1), torch.zeros_like(norm)), lo, hi
 
 
 def simulate_depth_input(depth: Tensor, drop_prob: float, generator: torch.Generator,
@@ -64,10 +50,12 @@ def simulate_depth_input(depth: Tensor, drop_prob: float, generator: torch.Gener
                           align_corners=False)
     valid = field >= (rand(b, 1, 1, 1) * 0.2)
     max_range = torch.where(rand(b, 1, 1, 1) < 0.5, 4.0 + 8.0 * rand(b, 1, 1, 1), torch.full((b, 1, 1, 1), 1e9, device=dev))
-    valid = valid & (depth < max_range) & present.view(b, 1, 1, 1)
+    valid = valid & (depth < max_range)
+    present = present & (valid.flatten(1).float().mean(1) >= 0.01)  # too few valid pixels: RGB-only
+    valid = valid & present.view(b, 1, 1, 1)
     noisy = depth * (1 + 0.01 * torch.randn(depth.shape, generator=generator, device=dev))
-    norm, lo, hi = normalise_disparity(noisy, valid)
-    # RGB-only samples: the target normalisation still comes from the true depth (used by scale-invariant terms)
-    _, lo_true, hi_true = normalise_disparity(depth, torch.ones_like(valid))
+    norm, lo, hi = normalize_inverse_depth(noisy, valid)
+    # RGB-only samples: the target normalisation comes from the true depth (only scale-invariant terms use it)
+    _, lo_true, hi_true = normalize_inverse_depth(depth, torch.ones_like(valid))
     lo, hi = torch.where(present, lo, lo_true), torch.where(present, hi, hi_true)
-    return DepthInput(torch.cat([norm, valid.to(norm.dtype)], dim=1), lo, hi, present)
+    return DepthInput(model_depth_input(norm, valid, 2), lo, hi, present)

@@ -83,8 +83,8 @@ def trajectory_targets(gaussians: Gaussians, tracks: Tensor, times: Tensor, disp
         at = sample_at(track, u, v).unflatten(-1, (tracks.shape[2], 3))  # [B, half, V, 3]
         key = at[:, :, -1 if k else 0].unsqueeze(2)
         d = at - key
-        targets.append(torch.stack([d[..., 0] / (w / 2), -d[..., 1] / (h / 2),
-                                    d[..., 2] / disp_range[:, k].view(b, 1, 1)], dim=-1))
+        targets.append(torch.stack([d[..., 0] / (w / 2), d[..., 2] / disp_range[:, k].view(b, 1, 1),
+                                    -d[..., 1] / (h / 2)], dim=-1))  # canonical (x, ŷ, z)
     return pred, torch.cat(targets, dim=1)
 
 

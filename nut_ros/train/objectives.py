@@ -88,6 +88,7 @@ def stage2_step(model: NutModel, clip: Clip, weights: LossWeights, drop_prob: fl
     if present is None:
         present = torch.rand(b, generator=gen, device=clip.rgb.device) >= drop_prob
     inputs = [simulate_depth_input(clip.depth[:, k], drop_prob, gen, present) for k in (k0, k1)]
+    present = inputs[0].present & inputs[1].present
     frames = clip.rgb[:, [k0, k1]]
     disps = torch.stack([d.channels for d in inputs], dim=1)
     with _autocast(clip.rgb.device, amp):

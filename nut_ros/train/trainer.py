@@ -29,8 +29,9 @@ VAL_SEED = 1_000_003
 @dataclass
 class TrainConfig:
     stage: int  # 1: static encoder, 2: dynamic decoder (encoder frozen)
-    out: str  # run folder: last.pt, log.jsonl, val_*.png, weights.safetensors
+    out: str  # run folder: last.pt, log.jsonl, val_*.jpg, weights.safetensors
     model: str = "tiny"
+    model_overrides: dict = field(default_factory=dict)  # ModelConfig fields to replace (e.g. in tests)
     init: str | None = None  # stage 2: stage-1 run folder, trainer checkpoint (.pt) or weights (.safetensors)
     steps: int = 0  # run length in optimiser steps (0: use ``minutes``)
     minutes: float = 0.0  # run length in minutes of training time (0: use ``steps``)
@@ -88,7 +89,7 @@ def _load_weights(model: NutModel, init: str) -> None:
 def build_for_stage(cfg: TrainConfig) -> NutModel:
     """The model ready for its stage: stage 1 fresh, stage 2 from the stage-1 weights with the encoder frozen."""
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, **cfg.model_overrides)
     if cfg.stage == 1:
         # start with compact, well-localised splats: scale ≈ one Gaussian cell, offsets with σ = exp(-2)
         head = model.gs_predictor.predictor
@@ -178,7 +179,7 @@ class Trainer:
 
     def validate(self) -> dict[str, float]:
         metrics, shown = evaluate(self.model, self.val_set, self.cfg.stage, self.cfg.amp, self.cfg.raster_impl)
-        save_images(shown, self.out / f"val_{self.step:06d}.png", self.cfg.stage)
+        save_images(shown, self.out / f"val_{self.step:06d}.jpg", self.cfg.stage)
         self._log({"step": self.step, "train_seconds": round(self.train_seconds, 1), "val": metrics})
         return metrics
 

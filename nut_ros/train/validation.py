@@ -103,7 +103,7 @@ def _clip_metrics(clip: Clip, out: StepOutput, stage: int, b: int, v: int) -> di
 
 
 def save_images(shown: list, path: Path, stage: int, rows: int = 4) -> None:
-    """A PNG grid per validation sample: GT / render at key 0, middle and key 1, then rendered and true depth."""
+    """JPEG grid, a row per sample: GT / render at key 0, middle, key 1; rendered and true disparity (ŷ)."""
     import cv2
 
     def img(x: Tensor) -> np.ndarray:
@@ -129,4 +129,4 @@ def save_images(shown: list, path: Path, stage: int, rows: int = 4) -> None:
             break
     grid = np.concatenate(lines, axis=0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), grid[..., ::-1])
+    cv2.imwrite(str(path), grid[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])

@@ -6,8 +6,9 @@ namespace {
 inline int blocks_for(int items, int threads) { return (items + threads - 1) / threads; }
 }  // namespace
 
-cudaError_t ortho_raster_prepare(const float* means, const float* scales, const float* rotations, const float* opacities,
-                                 int batch, int n, int height, int width, void* workspace, cudaStream_t stream) {
+cudaError_t ortho_raster_prepare(const float* means, const float* scales, const float* rotations,
+                                 const float* opacities, int batch, int n, int height, int width, void* workspace,
+                                 cudaStream_t stream) {
   const OrthoRasterLayout l = ortho_raster_layout(batch, n, height, width);
   char* ws = static_cast<char*>(workspace);
   const int tiles = batch * ortho_tiles(height, width);

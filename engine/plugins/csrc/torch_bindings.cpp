@@ -57,7 +57,7 @@ std::vector<at::Tensor> rasterize_forward(const at::Tensor& means, const at::Ten
                                  reinterpret_cast<unsigned long long*>(keys.data_ptr<int64_t>()), total,
                                  color.data_ptr<float>(), depth.data_ptr<float>(), alpha.data_ptr<float>(), stream),
              "ortho_raster_render");
-  return {color, depth, alpha, at::full({1}, total, f32.dtype(at::kLong))};
+  return {color, depth, alpha, at::full({1}, total, at::kLong)};
 }
 
 }  // namespace

@@ -1,0 +1,158 @@
+"""The node in-process (rclpy, private domain) against bad input: every case is a counted drop with a log line,
+the node keeps running and its buffers stay bounded."""
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from nut_ros.core.geometry import Intrinsics
+from nut_ros.ros import topics
+
+pytestmark = pytest.mark.ros
+
+K = Intrinsics(60.0, 60.0, 31.5, 23.5, 64, 48)
+T0 = 1_000 * 10**9
+DEPTH_TIMEOUT = 0.3  # seconds: auto depth mode stops waiting for depth this long after the last depth image
+
+
+def wait_until(condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+class Rig:
+    """A NutRosNode plus a node publishing into it, spun by one executor thread."""
+
+    def __init__(self, domain_offset=0, **params):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from rclpy.parameter import Parameter
+
+        from nut_ros.ros.node import NutRosNode
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=101 + (os.getpid() + domain_offset) % 100)
+        defaults = {"random_init": True, "input_reliability": "reliable", "diagnostics_period": 0.2,
+                    "depth_timeout": DEPTH_TIMEOUT}
+        overrides = [Parameter(k, value=v) for k, v in {**defaults, **params}.items()]
+        self.node = NutRosNode(context=self.context, parameter_overrides=overrides)
+        self.src = Node("bad_input_source", context=self.context)
+        resolve = topics.resolve_type
+        self.image = self.src.create_publisher(resolve("sensor_msgs/msg/Image"), "image_raw", 50)
+        self.depth = self.src.create_publisher(resolve("sensor_msgs/msg/Image"), "depth", 50)
+        self.info = self.src.create_publisher(resolve("sensor_msgs/msg/CameraInfo"), "camera_info", 50)
+        self.outputs, self.diagnostics = [], []
+        self.src.create_subscription(resolve("sensor_msgs/msg/Image"), topics.output_topic("image"),
+                                     self.outputs.append, 50)
+        self.src.create_subscription(resolve(topics.DIAGNOSTICS_TYPE), topics.DIAGNOSTICS, self.diagnostics.append, 50)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.src)
+        self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self.spinner.start()
+        assert wait_until(lambda: self.image.get_subscription_count() > 0 and self.diagnostics)
+
+    def send(self, stamp, rgb=None, encoding="rgb8", depth=None, info=True, mutate=None):
+        from nut_ros.ros.conversions import depth_to_image, intrinsics_to_camera_info, numpy_to_image
+
+        rgb = np.full((K.height, K.width, 3), 120, np.uint8) if rgb is None else rgb
+        if info:
+            self.info.publish(intrinsics_to_camera_info(K.scaled(rgb.shape[1], rgb.shape[0]), stamp, "cam"))
+        if depth is not None:
+            self.depth.publish(depth_to_image(depth, stamp, "cam"))
+        msg = numpy_to_image(rgb, encoding, stamp, "cam")
+        if mutate:
+            mutate(msg)
+        self.image.publish(msg)
+
+    def settle(self, received):
+        """Wait until ``received`` images arrived and each was processed or dropped."""
+        h = self.node.health
+        assert wait_until(lambda: h.received >= received and self.node._slot._item is None
+                          and self.node._busy_since is None and h.processed + h.dropped_queue
+                          + h.dropped_invalid + self.node._matcher.pending >= h.received), vars(h)
+
+    def close(self):
+        import rclpy
+
+        self.node.close()
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.src.destroy_node()
+        rclpy.shutdown(context=self.context)
+        self.spinner.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def rig():
+    r = Rig()
+    yield r
+    r.close()
+
+
+def test_bad_input_is_counted_and_the_node_keeps_working(rig):
+    h = rig.node.health
+    drops = rig.node.pipeline.stats.drops
+    truncate = lambda m: setattr(m, "data", bytes(m.data)[:100])  # noqa: E731
+
+    rig.send(T0, encoding="rgb8", mutate=lambda m: setattr(m, "encoding", "yuv422"))
+    rig.send(T0 + 1, mutate=truncate)
+    rig.settle(2)
+    assert (h.dropped_invalid, h.processed) == (2, 0)
+
+    rig.send(T0 + 10**8)
+    rig.settle(3)
+    assert h.processed == 1 and len(rig.outputs) == 1
+
+    rig.send(T0 + 10**8)  # duplicate stamp
+    rig.settle(4)
+    rig.send(T0 + 5 * 10**7)  # backwards by 50 ms
+    rig.settle(5)
+    assert drops["stamp_duplicate"] == 1 and drops["stamp_backwards"] == 1 and h.dropped_invalid == 4
+
+    bad_depth = np.full((K.height, K.width), np.nan, np.float32)
+    bad_depth[0, :3] = [0.0, np.inf, -1.0]
+    rig.send(T0 + 2 * 10**8, depth=bad_depth)  # depth alive now (auto mode): matched, then rejected
+    rig.settle(6)
+    assert drops["depth_invalid"] == 1 and h.dropped_invalid == 5
+    time.sleep(DEPTH_TIMEOUT + 0.1)  # depth stopped: images go alone again
+
+    rig.send(T0 + 3 * 10**8, rgb=np.full((96, 128, 3), 60, np.uint8), info=False)  # new size: a new stream
+    rig.settle(7)
+    assert h.processed == 2 and len(rig.outputs) == 2
+    assert rig.node.pipeline.stats.resets["input_changed"] == 1
+
+
+def test_burst_faster_than_processing_drops_old_frames_and_stays_bounded(rig):
+    h = rig.node.health
+    processed, received = h.processed, h.received
+    stamp = T0 + 10 * 10**9
+    for i in range(30):
+        rig.send(stamp + i * 10**6, info=False)
+    rig.settle(received + 30)
+    assert h.dropped_queue > 0 and h.processed - processed + h.dropped_queue >= 30 - 1
+    assert rig.node._matcher.pending <= rig.node.params.sync_buffer
+    newest = max(int(m.header.stamp.sec) * 10**9 + m.header.stamp.nanosec for m in rig.outputs)
+    assert newest == stamp + 29 * 10**6, "the newest frame of a burst is always processed"
+
+
+def test_missing_checkpoint_leaves_the_node_up_in_error_state(tmp_path):
+    rig = Rig(domain_offset=50, random_init=False, checkpoint=str(tmp_path / "missing.safetensors"))
+    try:
+        assert rig.node.pipeline is None and "missing.safetensors" in rig.node.model_error
+        rig.send(T0)
+        rig.settle(1)
+        assert rig.node.health.dropped_invalid == 1
+        n = len(rig.diagnostics)
+        assert wait_until(lambda: len(rig.diagnostics) > n + 1)
+        status = rig.diagnostics[-1].status[0]
+        assert status.level == b"\x02" and "model not loaded" in status.message
+    finally:
+        rig.close()
