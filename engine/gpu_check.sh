@@ -4,6 +4,8 @@
 #           extension in parallel, exports ONNX graphs, runs `pytest -m gpu` and nut_ros/tools/bench_gpu.py
 #   stage2  carry .device_carry/trtB, right after stage1 (the machine must still be warm): installs TensorRT-RTX,
 #           builds engines from the exported graphs (engine/rtx_check.py) and runs the plugin's enqueue test
+#   verify  carry .whl: rebuilds pycuda and the extension, reruns `pytest -m gpu` and two kernel tests under
+#           compute-sanitizer memcheck
 # Logs and JSON results go to $OUT.
 set -u
 OUT=${OUT:-/tmp/nut_ros_gpu_out}
@@ -52,6 +54,22 @@ stage2() {
   python3 -m engine.rtx_check "$ONNX/tiny" "$ONNX/small" "$ONNX/tiny_node" \
     --out "$OUT/rtx_check.json" 2>&1 | grep -v -i warn | tail -n 60
   python3 -m pytest -q test/test_cuda_rasterizer.py -p no:cacheprovider 2>&1 | tail -n 15 | tee "$OUT/pytest_plugin.log"
+}
+
+verify() {
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
+  local t0=$SECONDS
+  (python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site .whl/pycuda-*.tar.gz
+   echo "pycuda rc=$? after $((SECONDS - t0)) s") > "$OUT/build.log" 2>&1 &
+  (python3 -c "from nut_ros.render._cuda import extension; extension(); print('extension ok')"
+   echo "extension rc=$? after $((SECONDS - t0)) s") > "$OUT/build_ext.log" 2>&1 &
+  wait
+  tail -n 2 "$OUT"/build*.log
+  python3 -m pytest -q -m gpu test/ -p no:cacheprovider 2>&1 | tail -n 15 | tee "$OUT/pytest_gpu.log"
+  timeout 80 compute-sanitizer --tool memcheck --error-exitcode 3 python3 -m pytest -q -p no:cacheprovider \
+    test/test_cuda_rasterizer.py -k "oracle or launcher" 2>&1 | grep -E "ERROR SUMMARY|passed|failed|rror" |
+    tail -n 8 | tee "$OUT/sanitizer_memcheck.log"
+  echo "memcheck exit ${PIPESTATUS[0]}" | tee -a "$OUT/sanitizer_memcheck.log"
 }
 
 "$@"

@@ -65,8 +65,11 @@ class Rig:
         rgb = np.full((K.height, K.width, 3), 120, np.uint8) if rgb is None else rgb
         if info:
             self.info.publish(intrinsics_to_camera_info(K.scaled(rgb.shape[1], rgb.shape[0]), stamp, "cam"))
-        if depth is not None:
+        if depth is not None:  # first, so that auto depth mode knows depth is alive when the image comes
+            depths = self.node._matcher._depths
+            seen = len(depths)
             self.depth.publish(depth_to_image(depth, stamp, "cam"))
+            assert wait_until(lambda: len(depths) > seen or len(depths) == depths.maxlen)
         msg = numpy_to_image(rgb, encoding, stamp, "cam")
         if mutate:
             mutate(msg)
@@ -109,7 +112,7 @@ def test_bad_input_is_counted_and_the_node_keeps_working(rig):
 
     rig.send(T0 + 10**8)
     rig.settle(3)
-    assert h.processed == 1 and len(rig.outputs) == 1
+    assert h.processed == 1 and wait_until(lambda: len(rig.outputs) == 1)
 
     rig.send(T0 + 10**8)  # duplicate stamp
     rig.settle(4)
@@ -126,21 +129,22 @@ def test_bad_input_is_counted_and_the_node_keeps_working(rig):
 
     rig.send(T0 + 3 * 10**8, rgb=np.full((96, 128, 3), 60, np.uint8), info=False)  # new size: a new stream
     rig.settle(7)
-    assert h.processed == 2 and len(rig.outputs) == 2
+    assert h.processed == 2 and wait_until(lambda: len(rig.outputs) == 2)
     assert rig.node.pipeline.stats.resets["input_changed"] == 1
 
 
 def test_burst_faster_than_processing_drops_old_frames_and_stays_bounded(rig):
     h = rig.node.health
-    processed, received = h.processed, h.received
+    processed, received, queued = h.processed, h.received, h.dropped_queue
     stamp = T0 + 10 * 10**9
-    for i in range(30):
+    for i in range(30):  # the input QoS (KEEP_LAST) may already thin this out before the node sees it
         rig.send(stamp + i * 10**6, info=False)
-    rig.settle(received + 30)
-    assert h.dropped_queue > 0 and h.processed - processed + h.dropped_queue >= 30 - 1
+    last = stamp + 29 * 10**6
+    assert wait_until(lambda: any(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec == last for m in rig.outputs))
+    rig.settle(h.received)
+    assert h.received - received > 2 and h.dropped_queue > queued, "frames arriving while busy replace each other"
+    assert h.processed - processed < h.received - received
     assert rig.node._matcher.pending <= rig.node.params.sync_buffer
-    newest = max(int(m.header.stamp.sec) * 10**9 + m.header.stamp.nanosec for m in rig.outputs)
-    assert newest == stamp + 29 * 10**6, "the newest frame of a burst is always processed"
 
 
 def test_missing_checkpoint_leaves_the_node_up_in_error_state(tmp_path):

@@ -1,5 +1,6 @@
 """StreamingPipeline with a real (randomly initialised, shrunken) tiny model: pairing, caching, memory, times,
 depth-source flags and bad input."""
+import copy
 import gc
 import weakref
 
@@ -183,3 +184,17 @@ def test_gaussians_only_mode_renders_nothing(backend):
     res = pipe.push(frame(1))
     assert res.views == [] and res.paired and res.gaussians.count > 0
     assert pipe.render([0.5])[0].rgb.shape == (48, 96, 3)  # the live map still renders on request
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bf16", [False, True])
+def test_cuda_backend_matches_flags_and_stays_finite(model, bf16):
+    backend = TorchBackend(copy.deepcopy(model), device="cuda", bf16=bf16)
+    pipe = StreamingPipeline(backend, PipelineConfig(render_times=(0.5, 1.0)))
+    depth = np.full((H, W), 3.0, np.float32)
+    for i in range(3):
+        res = pipe.push(frame(i, depth=depth))
+    assert res.metric and res.paired and len(res.views) == 2
+    assert np.all(np.isfinite(res.gaussians.positions)) and np.all(np.isfinite(res.gaussians.velocities))
+    d = res.newest.depth[np.isfinite(res.newest.depth)]
+    assert d.size > 0 and np.all((d > 2.8) & (d < 3.2))

@@ -121,14 +121,17 @@ def make_backend(name: str = "torch", model: str = "tiny", checkpoint: str | Pat
     """
     if name == "torch":
         return TorchBackend(load_torch_model(model, checkpoint, random_init), device, **options)
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose from {BACKENDS}")
     if random_init:
         raise ValueError(f"random_init is only available for the torch backend, not {name!r}")
+    if not checkpoint:
+        raise ValueError(f"the {name} backend needs its exported files: pass checkpoint= (an ONNX manifest or "
+                         f"folder for onnxruntime, an engine folder for tensorrt)")
     if name == "onnxruntime":
         from nut_ros.pipeline.onnx_backend import OnnxBackend
 
         return OnnxBackend(checkpoint, device=device, **options)
-    if name == "tensorrt":
-        from nut_ros.pipeline.trt_backend import TensorRTBackend
+    from nut_ros.pipeline.trt_backend import TensorRTBackend
 
-        return TensorRTBackend(checkpoint, device=device, **options)
-    raise ValueError(f"unknown backend {name!r}; choose from {BACKENDS}")
+    return TensorRTBackend(checkpoint, device=device, **options)

@@ -60,17 +60,17 @@ class StreamingPipeline:
         self.stats = StreamStats()
         self._prev: _Encoded | None = None
         self._live: _LiveMap | None = None
-        self._intrinsics: Intrinsics | None = None
 
     # -- public API ------------------------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget the stream (the next frame starts a new one); counters are kept."""
-        self._prev, self._live, self._intrinsics = None, None, None
+        self._prev, self._live = None, None
 
     def push(self, frame: Frame) -> StepResult | None:
         """Process one frame; ``None`` when it was dropped (see ``stats.drops``)."""
         self.stats.frames_in += 1
         _check_frame(frame)
+        intrinsics = self._model_intrinsics(frame)
         lat: dict[str, float] = {}
         start = tick = time.perf_counter()
 
@@ -83,7 +83,6 @@ class StreamingPipeline:
         if disp is None:
             self.stats.drops["depth_invalid"] += 1
             return None
-        intrinsics = self._model_intrinsics(frame)
         tick = self._lap(lat, "preprocess", tick)
 
         handle = self.backend.encode(rgb, disp)
@@ -105,7 +104,7 @@ class StreamingPipeline:
             g = rebase_inverse_depth(g, norms, scale)
         tick = self._lap(lat, "decode", tick)
 
-        self._prev, self._intrinsics = cur, intrinsics
+        self._prev = cur
         self._live = _LiveMap(g, scale, t0_stamp, interval)
         times = self.config.render_times if prev is not None or not self.config.render_times else (1.0,)
         views = self.render(times)

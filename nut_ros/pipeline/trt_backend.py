@@ -24,30 +24,37 @@ PAIRS_PER_GAUSSIAN = 16  #: initial sort-buffer size of PycudaRenderer; grown wh
 
 
 class _Buffers:
-    """Device allocation + pinned host mirror per named float32 tensor."""
+    """Device allocation per named float32 tensor, with a pinned host mirror allocated on first transfer."""
 
     def __init__(self, shapes: dict[str, tuple[int, ...]]):
         import pycuda.driver as cuda
 
         self.shapes = dict(shapes)
-        self.host = {k: cuda.pagelocked_empty(s, np.float32) for k, s in self.shapes.items()}
-        self.device = {k: cuda.mem_alloc(max(4, self.host[k].nbytes)) for k in self.shapes}
+        self.device = {k: cuda.mem_alloc(max(4, 4 * int(np.prod(s)))) for k, s in self.shapes.items()}
+        self._host: dict[str, np.ndarray] = {}
+
+    def host(self, name: str) -> np.ndarray:
+        import pycuda.driver as cuda
+
+        if name not in self._host:
+            self._host[name] = cuda.pagelocked_empty(self.shapes[name], np.float32)
+        return self._host[name]
 
     def upload(self, name: str, value: torch.Tensor | np.ndarray, stream) -> None:
         import pycuda.driver as cuda
 
         value = value.detach().cpu().float().numpy() if isinstance(value, torch.Tensor) else value
-        np.copyto(self.host[name], value.reshape(self.shapes[name]))
-        cuda.memcpy_htod_async(self.device[name], self.host[name], stream)
+        np.copyto(self.host(name), value.reshape(self.shapes[name]))
+        cuda.memcpy_htod_async(self.device[name], self.host(name), stream)
 
     def download(self, name: str, stream) -> None:
         import pycuda.driver as cuda
 
-        cuda.memcpy_dtoh_async(self.host[name], self.device[name], stream)
+        cuda.memcpy_dtoh_async(self.host(name), self.device[name], stream)
 
     def tensor(self, name: str) -> torch.Tensor:
         """A torch copy of the host mirror (valid after the stream has been synchronised)."""
-        return torch.from_numpy(self.host[name].copy())
+        return torch.from_numpy(self.host(name).copy())
 
 
 class PycudaRenderer:
@@ -128,13 +135,6 @@ class _Engine:
             raise RuntimeError("TensorRT execution failed")
 
 
-class _DeviceFrame:
-    """A frame's encoder outputs, kept on the GPU."""
-
-    def __init__(self, shapes: dict[str, tuple[int, ...]]):
-        self.buffers = _Buffers(shapes)
-
-
 class TensorRTBackend:
     """Encoder / decoder (/ render) engines listed in ``<config>.engines.json`` (see ``engine/build_engine.py``)."""
 
@@ -159,19 +159,19 @@ class TensorRTBackend:
         trt = import_tensorrt()
         gpu = gpu_tag()
         export_dir = Path(listing["manifest"]).parent
-        for part, info in listing["engines"].items():
+        # a state graph without the rasterizer node is not used: Gaussians.at(t) runs on the host before rendering
+        wanted = {part: info for part, info in listing["engines"].items() if part != "state" or info["custom_node"]}
+        for info in wanted.values():
             onnx = export_dir / info["onnx"]
             check_engine(path.parent / info["file"], onnx if onnx.is_file() else None, trt.__version__, gpu)
-        if any(info["custom_node"] for info in listing["engines"].values()):
+        if any(info["custom_node"] for info in wanted.values()):
             register_plugin(trt)
         self.model_config = ModelConfig.from_dict(listing["config"])
         self._device = device
         self.stream = cuda.Stream()
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engines = {part: _Engine(trt, runtime, path.parent / info["file"])
-                        for part, info in listing["engines"].items()}
-        state = listing["engines"].get("state")
-        self._render_engine = self.engines["state"] if state and state["custom_node"] else None
+        self.engines = {part: _Engine(trt, runtime, path.parent / info["file"]) for part, info in wanted.items()}
+        self._render_engine = self.engines.get("state")
         h, w = self.model_config.image_size
         self._renderer = None if self._render_engine else PycudaRenderer(h, w, self.stream)
         self._engine_background = None
@@ -183,30 +183,31 @@ class TensorRTBackend:
     def device(self) -> str:
         return self._device
 
-    def encode(self, rgb: torch.Tensor, disp: torch.Tensor) -> _DeviceFrame:
+    def encode(self, rgb: torch.Tensor, disp: torch.Tensor) -> _Buffers:
+        """The frame's encoder outputs, left on the GPU (its own allocations)."""
         enc = self.engines["encoder"]
         enc.buffers.upload("rgb", rgb, self.stream)
         enc.buffers.upload("disp", disp, self.stream)
-        frame = _DeviceFrame({n: enc.shapes[n] for n in FrameCache._fields})
-        enc.run(self.stream, {n: int(frame.buffers.device[n]) for n in FrameCache._fields})
+        frame = _Buffers({n: enc.shapes[n] for n in FrameCache._fields})
+        enc.run(self.stream, {n: int(frame.device[n]) for n in FrameCache._fields})
         return frame
 
-    def decode(self, prev: _DeviceFrame, cur: _DeviceFrame) -> Gaussians:
+    def decode(self, prev: _Buffers, cur: _Buffers) -> Gaussians:
         dec = self.engines["decoder"]
-        bound = {f"prev_{n}": int(prev.buffers.device[n]) for n in FrameCache._fields}
-        bound.update({f"cur_{n}": int(cur.buffers.device[n]) for n in FrameCache._fields})
+        bound = {f"prev_{n}": int(prev.device[n]) for n in FrameCache._fields}
+        bound.update({f"cur_{n}": int(cur.device[n]) for n in FrameCache._fields})
         dec.run(self.stream, bound)
         for name in dec.outputs:
             dec.buffers.download(name, self.stream)
         self.stream.synchronize()
         return Gaussians(*(dec.buffers.tensor(n) for n in Gaussians.__dataclass_fields__))
 
-    def static(self, handle: _DeviceFrame) -> Gaussians:
+    def static(self, handle: _Buffers) -> Gaussians:
         names = ("xyz", "rgb", "opacity", "scale")
         for name in names:
-            handle.buffers.download(name, self.stream)
+            handle.download(name, self.stream)
         self.stream.synchronize()
-        cache = {n: handle.buffers.tensor(n) if n in names else None for n in FrameCache._fields}
+        cache = {n: handle.tensor(n) if n in names else None for n in FrameCache._fields}
         return static_gaussians(FrameCache(**cache), t0=1.0)
 
     @torch.inference_mode()

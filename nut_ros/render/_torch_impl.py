@@ -3,14 +3,15 @@
 Why the shortcuts below are exact:
 
 * A Gaussian reaches a pixel only if the pixel's 16x16 tile lies in its tile rectangle (as in the CUDA kernel) and
-  ``o·exp(power) >= 1/255``, i.e. ``dᵀ·conic·d <= 2·ln(255·o)``, an ellipse whose bounding box has half-widths
-  ``sqrt(2·ln(255·o)·cov_xx)`` and ``sqrt(2·ln(255·o)·cov_yy)``. Work is binned per small pixel *block* (a sub-tile)
-  with the candidates of the block's tile whose box meets the block; the others would be skipped by the kernel. The
-  box is widened slightly so that rounding can only add candidates.
+  ``o·exp(power) >= 1/255``, i.e. ``dᵀ·conic·d <= 2·ln(255·o)``. Work is binned per 4x4-pixel *block* (a sub-tile):
+  a Gaussian is listed in the blocks of its tile rectangle that meet the ellipse's bounding box and pass a separable
+  lower bound ``q_x·dx² + q_y·dy² <= dᵀ·conic·d`` (exact for axis-aligned ellipses). Blocks it cannot reach would
+  skip it in the kernel. Both tests are widened slightly so that rounding can only add candidates.
 * Per pixel, candidates are visited in (depth, index) order, the order a stable sort by (tile, depth) gives. With
   ``T_i = Π_{j<=i} (1 - α_j)`` the kernel stops at the first ``T_i < 1e-4`` (that Gaussian excluded); ``T`` never
   increases, so a Gaussian contributes iff ``T_i >= 1e-4``, with weight ``α_i·T_{i-1}``; the background gets
-  ``1 - Σ weights`` (the same number as the final T).
+  ``1 - Σ weights`` (the same number as the final T). Blocks whose pixels have all stopped are dropped between
+  slices of their candidate lists, which is where the kernel's early exit pays off for large, overlapping Gaussians.
 * ``ln(o) + power`` is a quadratic polynomial in the pixel offset inside a block, so it is evaluated for all
   (candidate, pixel) pairs by one matrix product with per-candidate coefficients in block-centred coordinates.
 """
@@ -29,6 +30,7 @@ ALPHA_MAX = 0.99
 T_MIN = 1e-4
 BLOCK = 4  #: edge of the pixel blocks work is binned into (divides TILE)
 CHUNK_ELEMENTS = 1 << 18  #: bound on the (pixel, candidate) pairs evaluated at once
+FIRST_SLICE = 32  #: candidates per block in the first slice (then doubling)
 _BOX_SLACK = 1.001  #: relative widening of the alpha >= 1/255 bounding box (float safety)
 _NEVER = -80.0  #: log-value of skipped/stopped terms: exp gives ~1.8e-35 (lower values hit exp's slow underflow path)
 _PAD_LOG_OPACITY = -1e4  #: log-opacity of the padding candidate
@@ -56,11 +58,19 @@ def _reach(proj: Projection, opacity: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return r2, extent, q
 
 
+def _expand(counts: Tensor) -> tuple[Tensor, Tensor]:
+    """For ``counts [R]``: the owner ``[Σ counts]`` of each expanded item and its rank within the owner."""
+    owner = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)
+    rank = torch.arange(owner.numel(), device=counts.device) - (torch.cumsum(counts, 0) - counts).index_select(0, owner)
+    return owner, rank
+
+
 def _bin(proj: Projection, opacity: Tensor, nbx: int, nby: int) -> tuple[Tensor, Tensor]:
     """Candidate lists per pixel block.
 
     Returns ``block [P]`` (flat (batch, block) id, non-decreasing) and ``gid [P]`` (flat Gaussian index), sorted by
-    block, then depth, then index.
+    block, then depth, then index. A Gaussian is listed in the blocks of its tile rectangle whose pixel centres can
+    reach the ellipse ``dᵀ·conic·d <= r2`` by the separable lower bound (per block row, an interval of columns).
     """
     b, n = proj.depth.shape
     device = proj.depth.device
@@ -73,26 +83,29 @@ def _bin(proj: Projection, opacity: Tensor, nbx: int, nby: int) -> tuple[Tensor,
     alive = (proj.visible & (opacity >= ALPHA_MIN)).unsqueeze(-1)
     hi = torch.where(alive, torch.maximum(hi, lo), lo)
 
+    # block rows of every Gaussian, in (batch, depth, index) order
     order = torch.sort(proj.depth, dim=-1, stable=True).indices + n * torch.arange(b, device=device)[:, None]
     order = order.reshape(-1)
-    size = (hi - lo).reshape(-1, 2).index_select(0, order)
-    counts = size.prod(-1)
-    sel = torch.repeat_interleave(torch.arange(b * n, device=device), counts)  # pairs in (batch, depth) order
-    offset = torch.arange(sel.numel(), device=device) - (torch.cumsum(counts, 0) - counts).index_select(0, sel)
-    ints = torch.cat([lo.reshape(-1, 2).index_select(0, order), size[:, :1], order[:, None]], dim=-1)
-    ints = ints.index_select(0, sel)  # (lo_x, lo_y, width, gid) per pair
-    gid, width = ints[:, 3], ints[:, 2]
-    floats = torch.cat([proj.uv, q, r2.unsqueeze(-1)], dim=-1).reshape(-1, 5).index_select(0, gid)
-    row = torch.div(offset, width, rounding_mode="floor")
-    bx, by = ints[:, 0] + offset - row * width, ints[:, 1] + row
-    # drop blocks outside the ellipse: lower bound of dᵀ·conic·d over the block's pixel centres
-    uv = floats[:, 0:2]
-    first = torch.stack([bx, by], dim=-1).to(uv.dtype) * BLOCK
-    d = (first - uv).clamp(min=0) + (uv - first - (BLOCK - 1)).clamp(min=0)
-    near = torch.nonzero((floats[:, 2:4] * d * d).sum(-1) <= floats[:, 4]).squeeze(1)
-    block = (by * nbx + bx + torch.div(gid, n, rounding_mode="floor") * (nbx * nby)).index_select(0, near)
+    ints = torch.cat([lo.reshape(-1, 2), hi.reshape(-1, 2)], dim=-1).index_select(0, order)
+    owner, rank = _expand(ints[:, 3] - ints[:, 1])
+    gid = order.index_select(0, owner)
+    ints = ints.index_select(0, owner)
+    u, v, qx, qy, r2 = torch.cat([proj.uv, q, r2.unsqueeze(-1)], dim=-1).reshape(-1, 5).index_select(0, gid).unbind(-1)
+    by = ints[:, 1] + rank
+    top = (by * BLOCK).to(v.dtype)
+    dy = (top - v).clamp(min=0) + (v - top - (BLOCK - 1)).clamp(min=0)
+    budget = r2 - qy * dy * dy
+    half = torch.where(qx > 0, torch.sqrt(budget.clamp(min=0) / qx), torch.full_like(qx, 1e6)).clamp(max=1e6)
+    x_lo = torch.maximum(ints[:, 0], torch.ceil((u - half - (BLOCK - 1)) / BLOCK).long())
+    x_hi = torch.minimum(ints[:, 2], torch.floor((u + half) / BLOCK).long() + 1)
+    width = torch.where(budget >= 0, (x_hi - x_lo).clamp(min=0), torch.zeros_like(x_hi))
+
+    # blocks of every row: flat id = row base + rank
+    owner, _ = _expand(width)
+    base = by * nbx + x_lo + torch.div(gid, n, rounding_mode="floor") * (nbx * nby) - (torch.cumsum(width, 0) - width)
+    block = base.index_select(0, owner) + torch.arange(owner.numel(), device=device)
     block, perm = torch.sort(block.to(torch.int32), stable=True)
-    return block.long(), gid.index_select(0, near).index_select(0, perm.long())
+    return block.long(), gid.index_select(0, owner).index_select(0, perm.long())
 
 
 def _coefficients(params: Tensor, centre: Tensor) -> Tensor:
@@ -107,18 +120,20 @@ def _coefficients(params: Tensor, centre: Tensor) -> Tensor:
     return torch.stack([c0, bu, bv, -0.5 * a, -b, -0.5 * c], dim=-1)
 
 
-def _composite(coeffs: Tensor, feats: Tensor, monomials: Tensor) -> Tensor:
-    """Front-to-back blend of candidates: ``coeffs [M, K, 6]``, ``feats [M, K, F]`` -> ``[M, S, F]``.
+def _composite(coeffs: Tensor, feats: Tensor, monomials: Tensor, log_trans0: Tensor) -> tuple[Tensor, Tensor]:
+    """Front-to-back blend of the next candidates of some blocks.
 
-    Transmittance is accumulated in log space (a running product underflows into slow denormals); the weight
-    ``α_i·T_{i-1}`` is written as ``T_i·α_i/(1 - α_i)`` with ``T_i`` zeroed once it falls below ``T_MIN``.
+    ``coeffs [M, K, 6]``, ``feats [M, K, F]``, ``log_trans0 [M, S]`` (log transmittance before these candidates)
+    -> contributions ``[M, S, F]`` and the log transmittance after them ``[M, S]``. Transmittance is accumulated in
+    log space (a running product underflows into slow denormals); the weight ``α_i·T_{i-1}`` is written as
+    ``T_i·α_i/(1 - α_i)`` with ``T_i`` zeroed once it falls below ``T_MIN``.
     """
     log_alpha = torch.matmul(monomials, coeffs.transpose(1, 2))  # [M, S, K]
     alpha = torch.exp(F.threshold(log_alpha, _LOG_ALPHA_MIN, _NEVER)).clamp(max=ALPHA_MAX)
     keep = 1.0 - alpha
-    log_trans = torch.cumsum(torch.log(keep), dim=-1)
+    log_trans = torch.cumsum(torch.log(keep), dim=-1) + log_trans0.unsqueeze(-1)
     trans = torch.exp(F.threshold(log_trans, _LOG_T_MIN, _NEVER))
-    return torch.bmm(trans * (alpha / keep), feats)
+    return torch.bmm(trans * (alpha / keep), feats), log_trans[..., -1]
 
 
 def _candidate_table(block: Tensor, gid: Tensor, padding: int, nbx: int, nby: int, dtype: torch.dtype):
@@ -162,16 +177,30 @@ def rasterize_torch(means: Tensor, scales: Tensor, rotations: Tensor, opacities:
     lx, ly = lx.reshape(-1), ly.reshape(-1)
     monomials = torch.stack([torch.ones_like(lx), lx, ly, lx * lx, lx * ly, ly * ly], dim=-1)  # [S, 6]
 
-    parts, s = [], 0
-    while s < len(sizes):  # chunks of blocks with similar list lengths, bounded in size
-        k = sizes[s]
-        e = min(len(sizes), s + max(1, CHUNK_ELEMENTS // (BLOCK * BLOCK * k)))
-        g = params.index_select(0, idx[s:e, :k].reshape(-1)).view(e - s, k, 11)
-        parts.append(_composite(_coefficients(g[..., :6], centres[s:e, None, :]), g[..., 6:], monomials))
-        s = e
-    out = means.new_zeros(b * nbx * nby, BLOCK * BLOCK, 5)
-    if parts:
-        out = out.index_put((blocks,), torch.cat(parts, dim=0))
+    # Blocks advance through their candidate lists in slices of doubling length; a block leaves once its list ends
+    # or all its pixels have stopped. Each slice is evaluated in chunks of at most ~CHUNK_ELEMENTS pairs.
+    out = means.new_zeros(len(sizes), BLOCK * BLOCK, 5)
+    lengths = torch.tensor(sizes, device=device)
+    active = torch.arange(len(sizes), device=device)
+    log_trans = means.new_zeros(len(sizes), BLOCK * BLOCK)
+    start, step = 0, FIRST_SLICE
+    while active.numel():
+        rows = max(1, CHUNK_ELEMENTS // (BLOCK * BLOCK * step))
+        contribs, lasts = [], []
+        for first in range(0, active.numel(), rows):
+            part = active[first:first + rows]
+            cand = idx[:, start:start + step].index_select(0, part)
+            g = params.index_select(0, cand.reshape(-1)).view(*cand.shape, 11)
+            coeffs = _coefficients(g[..., :6], centres.index_select(0, part)[:, None, :])
+            contrib, last = _composite(coeffs, g[..., 6:], monomials, log_trans[first:first + rows])
+            contribs.append(contrib)
+            lasts.append(last)
+        out = out.index_add(0, active, torch.cat(contribs))
+        log_trans = torch.cat(lasts)
+        start, step = start + step, 2 * step
+        going = (lengths.index_select(0, active) > start) & (log_trans.max(-1).values >= _LOG_T_MIN)
+        active, log_trans = active[going], log_trans[going]
+    out = means.new_zeros(b * nbx * nby, BLOCK * BLOCK, 5).index_put((blocks,), out)
     img = out.reshape(b, nby, nbx, BLOCK, BLOCK, 5).permute(0, 5, 1, 3, 2, 4)
     img = img.reshape(b, 5, nby * BLOCK, nbx * BLOCK)[:, :, :height, :width]
     alpha = img[:, 4:5]

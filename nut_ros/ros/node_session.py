@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nut_ros.ros import topics
+from nut_ros.ros.msg_types import stamp_to_ns
 from nut_ros.ros.outputs import STEP_OUTPUTS, VIEW_OUTPUTS
 from nut_ros.ros.params import NodeParams, load_params_file
 
@@ -35,9 +36,17 @@ class SessionResult:
     exit_code: int | None  # None: the node had to be killed
     wall_s: float  # from the first published message until the node's last output
     log_path: Path
-    first_output_ns: int | None = None
-    last_output_ns: int | None = None
+    stats_history: list = field(default_factory=list)  # every PipelineStats received, in order
     notes: list[str] = field(default_factory=list)
+
+    def throughput_fps(self) -> float:
+        """Frames processed per second while the node was busy, from its stats (stamped with its wall clock)."""
+        history = [(stamp_to_ns(s.header.stamp), s.frames_processed) for s in self.stats_history]
+        started = next(((t, n) for t, n in history if n >= 1), None)
+        if started is None or self.stats is None:
+            return 0.0
+        done = next((t, n) for t, n in history if n == self.stats.frames_processed)
+        return (done[1] - started[1]) / ((done[0] - started[0]) * 1e-9) if done[0] > started[0] else 0.0
 
 
 def session_env(domain_id: int) -> dict[str, str]:
@@ -153,9 +162,8 @@ def run_node_on_bag(bag: str | Path, out_bag: str | Path, log_path: str | Path, 
             node.destroy_node()
             rclpy.shutdown(context=context)
             spinner.join(timeout=5.0)
-    times = _output_times(out_bag, topics.output_topic("image"))
     return SessionResult(published, images_in_bag, dict(recorder.counts), last_stats[-1] if last_stats else None,
-                         exit_code, wall, log_path, times[0] if times else None, times[-1] if times else None, notes)
+                         exit_code, wall, log_path, last_stats, notes)
 
 
 def _wait(condition, timeout_s: float) -> bool:
@@ -187,14 +195,3 @@ def _count_topic(bag: str | Path, topic: str) -> int:
 
     with AnyReader([Path(bag)], default_typestore=rosbags_typestore()) as reader:
         return sum(c.msgcount for c in reader.connections if c.topic == topic)
-
-
-def _output_times(bag: str | Path, topic: str) -> list[int]:
-    """Receive times (ns) of ``topic`` in a recorded bag."""
-    from rosbags.highlevel import AnyReader
-
-    from nut_ros.ros.msg_types import rosbags_typestore
-
-    with AnyReader([Path(bag)], default_typestore=rosbags_typestore()) as reader:
-        connections = [c for c in reader.connections if c.topic == topic]
-        return [t for _, t, _ in reader.messages(connections=connections)]

@@ -62,7 +62,7 @@ def count_params(name: str) -> tuple[int, int]:
     return sum(p.numel() for p in model.parameters()) - cond, cond
 
 
-def time_cpu(name: str, threads: int, repeats: int = 10, flush_denormal: bool = True) -> dict[str, float]:
+def time_cpu(name: str, threads: int, repeats: int = 20, flush_denormal: bool = True) -> dict[str, float]:
     """Median and best milliseconds of encode, decode and encode+decode (one new frame) on the CPU, fp32, batch 1."""
     torch.set_num_threads(threads)
     torch.set_flush_denormal(flush_denormal)
@@ -110,7 +110,7 @@ def main(argv=None):
         for flush in (True, False):
             t = time_cpu(name, args.threads, flush_denormal=flush)
             print(f"CPU {name}, {args.threads} threads, fp32, flush_denormal={flush}: encode {t['encode']:.1f} ms, "
-                  f"decode {t['decode']:.1f} ms, encode+decode {t['frame']:.1f} ms per frame (median of 10; best "
+                  f"decode {t['decode']:.1f} ms, encode+decode {t['frame']:.1f} ms per frame (median of 20; best "
                   f"{t['best']:.1f} ms)")
 
 

@@ -16,8 +16,10 @@ from nut_ros.core.gaussians import RasterInputs
 from nut_ros.render import rasterize
 from nut_ros.render.scenes import pixel_aligned_scene
 
-#: (label, Gaussian grid w x h per layer, image H x W): two frames' worth of Gaussians, one per 2x2 pixels
-CASES = (("tiny x2 @ 256x144", 128, 72, 144, 256), ("streamsplat x2 @ 512x288", 256, 144, 288, 512))
+#: (label, Gaussian grid w x h per layer, image H x W, scale factor): two frames' worth of Gaussians, one per 2x2
+#: pixels; the last case has 3x larger footprints (like an untrained model's), where early termination matters
+CASES = (("tiny x2 @ 256x144", 128, 72, 144, 256, 1.0), ("streamsplat x2 @ 512x288", 256, 144, 288, 512, 1.0),
+         ("tiny x2 @ 256x144, scales x3", 128, 72, 144, 256, 3.0))
 
 
 def time_render(inputs: RasterInputs, height: int, width: int, impl: str, runs: int,
@@ -49,8 +51,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
           f"threads {args.threads}, device {args.device}, impl {args.impl}")
-    for label, gw, gh, height, width in CASES:
-        inputs = RasterInputs(*(t.to(args.device) for t in pixel_aligned_scene(gw, gh)))
+    for label, gw, gh, height, width, factor in CASES:
+        scene = pixel_aligned_scene(gw, gh)
+        scene = scene._replace(scales=scene.scales * factor)
+        inputs = RasterInputs(*(t.to(args.device) for t in scene))
         wall, cpu = time_render(inputs, height, width, args.impl, args.runs, args.warmup)
         print(f"{label}: N={inputs.means.shape[1]} wall median {statistics.median(wall):.1f} ms "
               f"(min {min(wall):.1f}, max {max(wall):.1f}), process CPU median {statistics.median(cpu):.1f} ms, "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -34,6 +35,18 @@ def params_file() -> Path:
         if candidate.is_file():
             return candidate
     raise FileNotFoundError("config/nut_ros.yaml not found next to the package or in the installed share folder")
+
+
+def clear_previous_run(folder: Path) -> bool:
+    """Create ``folder``, removing a previous demo run's files; False (nothing removed) if it holds anything else."""
+    artefacts = {"input_bag", "output_bag", "node.log", "report.json"}
+    entries = list(folder.iterdir()) if folder.is_dir() else []
+    if any(e.name not in artefacts and not (e.name.startswith("frame_") and e.suffix == ".png") for e in entries):
+        return False
+    for entry in entries:
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    return True
 
 
 def write_clip_bag(frames_dir: Path, path: Path, fps: float = CLIP_FPS, limit: int | None = None,
@@ -101,8 +114,6 @@ def save_pictures(in_bag: Path, out_bag: Path, folder: Path, count: int = 3) -> 
 def summarise(result, frames: int) -> dict:
     """The report's numbers from a ``SessionResult``."""
     s = result.stats
-    span_s = ((result.last_output_ns - result.first_output_ns) * 1e-9
-              if result.first_output_ns is not None else 0.0)
     processed = s.frames_processed if s else 0
     return {
         "frames_in": frames,
@@ -112,7 +123,7 @@ def summarise(result, frames: int) -> dict:
         "frames_dropped_invalid": s.frames_dropped_invalid if s else 0,
         "latency_ms": {k: round(getattr(s, f"latency_{k}_ms"), 1) for k in ("encode", "decode", "render", "total")}
         if s else {},
-        "throughput_fps": round((processed - 1) / span_s, 2) if processed > 1 and span_s > 0 else 0.0,
+        "throughput_fps": round(result.throughput_fps(), 2),
         "metric": bool(s.metric) if s else False,
         "outputs_recorded": result.recorded,
         "node_exit_code": result.exit_code,
@@ -141,15 +152,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nut_ros_demo: no weights at {weights}. Pass --checkpoint PATH, or --random-init to see the "
               f"pipeline run with a randomly initialised model.", file=sys.stderr)
         return 2
-    if args.out.exists() and any(args.out.iterdir()):
-        print(f"nut_ros_demo: {args.out} is not empty; choose another --out or remove it", file=sys.stderr)
+    if not clear_previous_run(args.out):
+        print(f"nut_ros_demo: {args.out} holds files that are not a previous demo's; choose another --out",
+              file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
     in_bag, out_bag = args.out / "input_bag", args.out / "output_bag"
 
     frames = write_clip_bag(CLIP_DIR, in_bag, limit=args.frames, storage=args.storage)
     print(f"input bag: {in_bag} ({frames} frames of the bundled clip at {CLIP_FPS:.2f} frames/s)")
-    overrides = {"input_reliability": "reliable", "random_init": not weights.is_file(),
+    overrides = {"input_reliability": "reliable", "diagnostics_period": 0.25, "random_init": not weights.is_file(),
                  "checkpoint": str(weights) if weights.is_file() else ""}
     remap = {topics.IMAGE: IMAGE_TOPIC, topics.CAMERA_INFO: INFO_TOPIC}
     print(f"running the node ({'weights ' + str(weights) if weights.is_file() else 'RANDOM weights'}) "

@@ -77,20 +77,26 @@ def soak(pipeline: StreamingPipeline, clip: list[np.ndarray], frames: int, with_
     start_mem = memory_mib()
     totals = []
     t_start = time.perf_counter()
-    for i in tqdm(range(frames), disable=not progress, unit="frame", desc="soak"):
-        rgb = clip[ping_pong(len(clip), i)]
-        result = pipeline.push(Frame(rgb, 10**9 + i * FRAME_NS, depth_m=depth, intrinsics=k))
-        if result is not None:
-            totals.append(result.latency_ms["total"])
-        if (i + 1) % sample_every == 0:
-            samples.append((i + 1, memory_mib()["VmRSS"]))
+    done = 0
+    try:
+        for i in tqdm(range(frames), disable=not progress, unit="frame", desc="soak"):
+            rgb = clip[ping_pong(len(clip), i)]
+            result = pipeline.push(Frame(rgb, 10**9 + i * FRAME_NS, depth_m=depth, intrinsics=k))
+            if result is not None:
+                totals.append(result.latency_ms["total"])
+            done = i + 1
+            if done % sample_every == 0:
+                samples.append((done, memory_mib()["VmRSS"]))
+    except KeyboardInterrupt:  # stop early (Ctrl-C / SIGINT) and still report what was measured
+        pass
     wall = time.perf_counter() - t_start
     end_mem = memory_mib()
     after = [(n, r) for n, r in samples if n >= warmup]
     slope = float(np.polyfit(*zip(*after), 1)[0]) * 1000 if len(after) >= 2 else float("nan")
     warm = min(after, key=lambda s: s[0])[1] if after else float("nan")
-    return {"frames": frames, "processed": pipeline.stats.frames_processed, "drops": dict(pipeline.stats.drops),
-            "wall_s": wall, "fps": frames / wall, "rss_start_mib": start_mem["VmRSS"], "rss_after_warmup_mib": warm,
+    return {"frames": done, "frames_requested": frames, "processed": pipeline.stats.frames_processed,
+            "drops": dict(pipeline.stats.drops), "wall_s": wall, "fps": done / wall,
+            "rss_start_mib": start_mem["VmRSS"], "rss_after_warmup_mib": warm,
             "rss_end_mib": end_mem["VmRSS"], "rss_peak_mib": end_mem["VmHWM"], "rss_growth_mib_per_1000": slope,
             "latency_total_ms": percentiles(totals), "latency_ms": pipeline.stats.latency_summary(),
             "gaussians_live": pipeline.live_gaussians, "rss_samples": samples}
@@ -101,11 +107,12 @@ def markdown(r: dict, meta: dict) -> str:
     stage_rows = "\n".join(f"| {s} | {p['p50']:.1f} | {p['p90']:.1f} | {p['p99']:.1f} | {p['max']:.1f} |"
                            for s, p in lat.items())
     return f"""
-## Soak: {r['frames']} frames, {meta['model']} on {meta['device']} ({meta['date']})
+## Soak: {r['frames']} of {r['frames_requested']} frames, {meta['model']} on {meta['device']} ({meta['date']})
 
 Command: `{meta['command']}`
 Machine: {meta['machine']}. Weights: {meta['weights']}. Input: bundled cups clip ping-pong ({meta['input']}),
-{'with' if meta['with_depth'] else 'without'} metric depth; renders per frame at pair times {meta['render_times'] or 'none'}.
+{'with' if meta['with_depth'] else 'without'} metric depth; renders per frame at pair times \
+{meta['render_times'] or 'none'}.
 
 | RSS start (model loaded) | after {meta['warmup']} frames | end | peak (VmHWM) | growth after warm-up |
 |---|---|---|---|---|

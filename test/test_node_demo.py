@@ -1,0 +1,67 @@
+"""The README's demo (`nut_ros_demo`): bundled clip, clear refusal without weights, a short full run."""
+import json
+from pathlib import Path
+
+import cv2
+import pytest
+import yaml
+
+from nut_ros.tools import demo
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_bundled_clip_is_small_licensed_and_attributed():
+    frames = sorted(demo.CLIP_DIR.glob("*.jpg"))
+    assert len(frames) == 60
+    assert sum(f.stat().st_size for f in frames) < 2 * 1024 * 1024
+    assert cv2.imread(str(frames[0])).shape == (288, 512, 3)
+    data = demo.CLIP_DIR.parent
+    assert "Apache License" in (data / "LICENSE.sam2").read_text()
+    assert "02_cups.mp4" in (data / "README.md").read_text()
+
+
+def test_rviz_fixed_frame_is_the_demo_frame():
+    config = yaml.safe_load((REPO / "config" / "nut_ros.rviz").read_text())
+    assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == demo.FRAME_ID
+
+
+def test_demo_refuses_to_run_without_weights(tmp_path, capsys):
+    assert demo.main(["--out", str(tmp_path / "out"), "--checkpoint", str(tmp_path / "none.safetensors")]) == 2
+    assert "--random-init" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_keeps_foreign_files(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep")
+    assert demo.main(["--out", str(tmp_path), "--random-init"]) == 2
+    assert (tmp_path / "mine.txt").read_text() == "keep"
+
+
+def test_clip_bag_has_images_and_camera_info(tmp_path):
+    from nut_ros.ros.bag_io import bag_topics, read_camera_frames
+
+    assert demo.write_clip_bag(demo.CLIP_DIR, tmp_path / "bag", limit=3) == 3
+    assert bag_topics(tmp_path / "bag") == {demo.IMAGE_TOPIC: "sensor_msgs/msg/Image",
+                                            demo.INFO_TOPIC: "sensor_msgs/msg/CameraInfo"}
+    frames = list(read_camera_frames(tmp_path / "bag", demo.IMAGE_TOPIC, info_topic=demo.INFO_TOPIC))
+    assert [f.stamp_ns - demo.START_NS for f in frames] == [0, 66733333, 133466667]
+    assert all(f.info is not None and f.image.header.frame_id == demo.FRAME_ID for f in frames)
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert demo.main(["--out", str(out), "--random-init", "--frames", "8", "--rate", "2"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["frames_in"] == report["frames_received"] == 8
+    assert report["frames_processed"] >= 2 and report["node_exit_code"] == 0
+    assert report["frames_processed"] + report["frames_dropped_queue"] + report["frames_dropped_invalid"] == 8
+    assert report["outputs_recorded"]["/nut_ros/image"] == report["frames_processed"]
+    assert len(report["pictures"]) >= 2 and all(cv2.imread(p).shape == (144, 3 * 256, 3) for p in report["pictures"])
+    printed = capsys.readouterr().out
+    assert "output bag:" in printed and "throughput" in printed
+    # a second run into the same folder replaces the previous demo's files
+    assert demo.main(["--out", str(out), "--random-init", "--frames", "3", "--rate", "2"]) == 0
+    assert json.loads((out / "report.json").read_text())["frames_in"] == 3

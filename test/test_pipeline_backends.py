@@ -1,0 +1,54 @@
+"""Backend factory and the torch backend's protocol."""
+import pytest
+import torch
+
+from nut_ros.core.checkpoint import save_checkpoint
+from nut_ros.core.model import build_model
+from nut_ros.pipeline import backends
+from nut_ros.pipeline.backends import Backend, TorchBackend, make_backend
+
+
+def test_missing_default_weights_give_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(backends, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"tiny\.safetensors.*random_init"):
+        make_backend("torch", "tiny")
+
+
+def test_factory_choices_and_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown backend"):
+        make_backend("caffe")
+    with pytest.raises(ValueError, match="needs its exported files"):
+        make_backend("onnxruntime", checkpoint=None)
+    with pytest.raises(ValueError, match="only available for the torch"):
+        make_backend("tensorrt", random_init=True)
+    with pytest.raises(ValueError, match="bf16"):
+        TorchBackend(build_model("tiny", image_size=(48, 96)), "cpu", bf16=True)
+
+
+def test_checkpoint_and_random_init_build_the_same_architecture(tmp_path):
+    torch.manual_seed(1)
+    model = build_model("tiny", image_size=(48, 96))
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(model, path)
+    loaded = make_backend("torch", "tiny", checkpoint=path)
+    assert isinstance(loaded, Backend) and loaded.name == "torch" and loaded.device == "cpu"
+    assert loaded.model_config.image_size == (48, 96)
+    for a, b in zip(model.state_dict().values(), loaded.model.state_dict().values()):
+        assert torch.equal(a, b)
+    fresh = make_backend("torch", "tiny", random_init=True)
+    assert fresh.model_config.image_size == (144, 256) and not fresh.model.training
+
+
+def test_static_and_pair_gaussians_from_the_torch_backend():
+    torch.manual_seed(0)
+    be = TorchBackend(build_model("tiny", image_size=(48, 96)))
+    rgb, disp = torch.rand(1, 3, 48, 96), torch.zeros(1, 2, 48, 96)
+    a, b = be.encode(rgb, disp), be.encode(rgb.flip(-1), disp)
+    static = be.static(b)
+    n = be.model_config.gaussians_per_frame
+    assert static.count == n and torch.all(static.t0 == 1) and torch.all(static.velocity == 0)
+    pair = be.decode(a, b)
+    assert pair.count == 2 * n and pair.xyz.dtype == torch.float32
+    torch.testing.assert_close(pair.xyz[:, n:], static.xyz)  # the newer frame's static part is its own
+    out = be.render(pair, 0.5)
+    assert out.color.shape == (1, 3, 48, 96) and torch.isfinite(out.depth).all()

@@ -1,0 +1,51 @@
+"""StreamEvaluator: key/held-out bookkeeping, pair times from stamps and the frame-blending baseline."""
+import numpy as np
+import pytest
+import torch
+
+from nut_ros.core.model import build_model
+from nut_ros.pipeline.backends import TorchBackend
+from nut_ros.pipeline.evaluation import StreamEvaluator
+from nut_ros.pipeline.stream import StreamingPipeline
+from nut_ros.pipeline.types import Frame, PipelineConfig
+
+MS = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    torch.manual_seed(0)
+    return StreamingPipeline(TorchBackend(build_model("tiny", image_size=(48, 96))), PipelineConfig())
+
+
+def test_cross_fade_is_matched_exactly_by_the_blend_baseline(pipeline):
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 255, (48, 96, 3))
+    b = rng.uniform(0, 255, (48, 96, 3))
+    stamps = [0, 25, 100, 130, 200]  # uneven: held-out frames sit at pair times 0.25 and 0.3
+    weights = [0.0, 0.25, 1.0, 0.3, 0.0]  # key frames a, b, a; the held-out frames are exact linear fades
+    ev = StreamEvaluator(pipeline, stride=2)
+    pipeline.reset()
+    for s, w in zip(stamps, weights):
+        src = (1 - w) * a + w * b if s <= 100 else (1 - w) * b + w * a
+        ev.add(Frame(np.rint(src).astype(np.uint8), 10**9 + s * MS))
+    interp = [r for r in ev.records if r["kind"] == "interp"]
+    assert [r["index"] for r in interp] == [1, 3]
+    assert [r["pair_time"] for r in interp] == pytest.approx([0.25, 0.3])
+    assert all(r["blend_psnr"] > 45 for r in interp)  # only uint8 rounding separates blend and truth
+    s = ev.summary()
+    assert (s["key_frames"], s["interp_frames"], s["interp_skipped"]) == (3, 2, 0)
+    assert s["blend"]["psnr"] > s["interp"]["psnr"]  # an untrained model does worse than blending
+    assert list(s["latency_ms"]) == ["preprocess", "encode", "decode", "render", "postprocess", "total"]
+    assert "depth" not in s
+
+
+def test_dropped_key_frame_skips_its_held_out_frames(pipeline):
+    pipeline.reset()
+    ev = StreamEvaluator(pipeline, stride=2)
+    img = np.zeros((48, 96, 3), np.uint8)
+    for s in (0, 10, 0, 30, 40):  # the second key frame repeats stamp 0: dropped as a duplicate
+        ev.add(Frame(img, 10**9 + s * MS))
+    assert ev.summary()["interp_skipped"] == 2 and ev.summary()["interp_frames"] == 0
+    with pytest.raises(ValueError):
+        StreamEvaluator(pipeline, stride=0)
