@@ -45,7 +45,8 @@ class Rig:
         self.node = NutRosNode(context=self.context, parameter_overrides=overrides)
         self.src = Node("bad_input_source", context=self.context)
         resolve = topics.resolve_type
-        self.image = self.src.create_publisher(resolve("sensor_msgs/msg/Image"), "image_raw", 50)
+        image_topic = topics.COMPRESSED_IMAGE if params.get("image_transport") == "compressed" else topics.IMAGE
+        self.image = self.src.create_publisher(resolve(topics.INPUT_TYPES[image_topic]), image_topic, 50)
         self.depth = self.src.create_publisher(resolve("sensor_msgs/msg/Image"), "depth", 50)
         self.info = self.src.create_publisher(resolve("sensor_msgs/msg/CameraInfo"), "camera_info", 50)
         self.outputs, self.diagnostics = [], []
@@ -158,5 +159,24 @@ def test_missing_checkpoint_leaves_the_node_up_in_error_state(tmp_path):
         assert wait_until(lambda: len(rig.diagnostics) > n + 1)
         status = rig.diagnostics[-1].status[0]
         assert status.level == b"\x02" and "model not loaded" in status.message
+    finally:
+        rig.close()
+
+
+def test_compressed_input_and_interpolated_views():
+    from nut_ros.ros.conversions import compress_image, intrinsics_to_camera_info
+
+    rig = Rig(domain_offset=75, image_transport="compressed", render_times=[1.0, 0.5])
+    try:
+        stamps = [T0, T0 + 10**8]
+        for i, stamp in enumerate(stamps):
+            rig.info.publish(intrinsics_to_camera_info(K, stamp, "cam"))
+            rig.image.publish(compress_image(np.full((K.height, K.width, 3), 40 * i, np.uint8), "rgb8", "jpeg",
+                                             stamp_ns=stamp, frame_id="cam"))
+            rig.settle(i + 1)
+        assert rig.node.health.processed == 2
+        assert wait_until(lambda: len(rig.outputs) == 3)
+        got = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in rig.outputs]
+        assert got == [T0, T0 + 5 * 10**7, T0 + 10**8], "first frame: one view; then the pair at t = 0.5 and 1"
     finally:
         rig.close()

@@ -23,7 +23,7 @@ def test_cross_fade_is_matched_exactly_by_the_blend_baseline(pipeline):
     a = rng.uniform(0, 255, (48, 96, 3))
     b = rng.uniform(0, 255, (48, 96, 3))
     stamps = [0, 25, 100, 130, 200]  # uneven: held-out frames sit at pair times 0.25 and 0.3
-    weights = [0.0, 0.25, 1.0, 0.3, 0.0]  # key frames a, b, a; the held-out frames are exact linear fades
+    weights = [0.0, 0.25, 1.0, 0.3, 1.0]  # key frames a, b, a; the held-out frames are exact linear fades
     ev = StreamEvaluator(pipeline, stride=2)
     pipeline.reset()
     for s, w in zip(stamps, weights):
@@ -40,12 +40,14 @@ def test_cross_fade_is_matched_exactly_by_the_blend_baseline(pipeline):
     assert "depth" not in s
 
 
-def test_dropped_key_frame_skips_its_held_out_frames(pipeline):
+def test_held_out_frames_survive_a_dropped_key_frame_but_not_a_reset(pipeline):
     pipeline.reset()
     ev = StreamEvaluator(pipeline, stride=2)
     img = np.zeros((48, 96, 3), np.uint8)
-    for s in (0, 10, 0, 30, 40):  # the second key frame repeats stamp 0: dropped as a duplicate
+    for s in (0, 10, 0, 30, 40, 50, 5000):  # key stamp 0 repeated: dropped; 5000: a gap that resets the stream
         ev.add(Frame(img, 10**9 + s * MS))
-    assert ev.summary()["interp_skipped"] == 2 and ev.summary()["interp_frames"] == 0
+    interp = [r for r in ev.records if r["kind"] == "interp"]
+    assert [r["pair_time"] for r in interp] == pytest.approx([0.25, 0.75])
+    assert ev.summary()["interp_skipped"] == 1 and pipeline.stats.resets["gap"] == 1
     with pytest.raises(ValueError):
         StreamEvaluator(pipeline, stride=0)

@@ -48,7 +48,7 @@ class StreamEvaluator:
     depth_min_m: float = 0.05
     depth_max_m: float = 20.0
     records: list[dict] = field(default_factory=list)
-    skipped_interp: int = 0  # held-out frames that could not be rendered (key frame dropped or stream reset)
+    skipped_interp: int = 0  # held-out frames that could not be rendered (the stream was reset after them)
     _index: int = 0
     _held: list[_Held] = field(default_factory=list)
     _key_rgb: np.ndarray | None = None
@@ -69,10 +69,9 @@ class StreamEvaluator:
             self._held.append(_Held(i, frame.stamp_ns, self._model_rgb(frame.rgb)))
             return None
         result = self.pipeline.push(frame)
-        held, self._held = self._held, []
-        if result is None:
-            self.skipped_interp += len(held)
+        if result is None:  # dropped: its held-out frames wait for the next key frame
             return None
+        held, self._held = self._held, []
         true = self._model_rgb(frame.rgb)
         rec = {"index": i, "stamp_ns": frame.stamp_ns, "kind": "key", "pair_time": 1.0,
                "gaussians": result.gaussians.count, "latency_ms": dict(result.latency_ms),

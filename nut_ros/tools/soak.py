@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import signal
 import sys
 import time
 from datetime import date
@@ -64,9 +65,13 @@ def ping_pong(n: int, i: int) -> int:
     return k if k < n else period - k
 
 
+def _stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
 def soak(pipeline: StreamingPipeline, clip: list[np.ndarray], frames: int, with_depth: bool, sample_every: int,
-         warmup: int, progress: bool = True) -> dict:
-    """Run the soak and return its measurements."""
+         warmup: int, progress: bool = True, max_s: float | None = None) -> dict:
+    """Run the soak and return its measurements; stops early after ``max_s`` seconds, on Ctrl-C or SIGTERM."""
     from tqdm import tqdm
 
     h, w = clip[0].shape[:2]
@@ -78,8 +83,11 @@ def soak(pipeline: StreamingPipeline, clip: list[np.ndarray], frames: int, with_
     totals = []
     t_start = time.perf_counter()
     done = 0
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         for i in tqdm(range(frames), disable=not progress, unit="frame", desc="soak"):
+            if max_s is not None and time.perf_counter() - t_start > max_s:
+                break
             rgb = clip[ping_pong(len(clip), i)]
             result = pipeline.push(Frame(rgb, 10**9 + i * FRAME_NS, depth_m=depth, intrinsics=k))
             if result is not None:
@@ -87,7 +95,7 @@ def soak(pipeline: StreamingPipeline, clip: list[np.ndarray], frames: int, with_
             done = i + 1
             if done % sample_every == 0:
                 samples.append((done, memory_mib()["VmRSS"]))
-    except KeyboardInterrupt:  # stop early (Ctrl-C / SIGINT) and still report what was measured
+    except KeyboardInterrupt:  # stopped early: still report what was measured
         pass
     wall = time.perf_counter() - t_start
     end_mem = memory_mib()
@@ -142,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--with-depth", action="store_true", help="add a synthetic metric depth plane")
     p.add_argument("--render-times", type=float, nargs="*", default=[1.0],
                    help="pair times rendered per frame (none: Gaussians only)")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop (and report) after this long")
     p.add_argument("--sample-every", type=int, default=100)
     p.add_argument("--warmup", type=int, default=200, help="frames before the growth fit starts")
     p.add_argument("--json", default=None, help="write the measurements here")
@@ -157,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     backend = make_backend(args.backend, args.model, args.checkpoint, args.device, random_init=args.random_init)
     pipeline = StreamingPipeline(backend, PipelineConfig(render_times=tuple(args.render_times)))
     clip = load_clip()
-    result = soak(pipeline, clip, args.frames, args.with_depth, args.sample_every, args.warmup, not args.quiet)
+    result = soak(pipeline, clip, args.frames, args.with_depth, args.sample_every, args.warmup, not args.quiet,
+                  args.max_minutes * 60 if args.max_minutes else None)
     meta = {"model": backend.model_config.name, "device": backend.device, "date": date.today().isoformat(),
             "command": "python -m nut_ros.tools.soak " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": f"{cpu_name()}, {torch.get_num_threads()} torch threads, "
