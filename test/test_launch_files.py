@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from nut_ros.ros import topics
+from nut_ros.tools import demo
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch"
@@ -18,27 +19,42 @@ LAUNCH = REPO / "launch"
 class _Action:
     """Records its constructor arguments; every stand-in launch class is one of these."""
 
+    keywords: frozenset = frozenset()
+    max_args = 1
+
     def __init__(self, *args, **kwargs):
+        name = type(self).__name__
+        assert len(args) <= self.max_args, f"{name} takes at most {self.max_args} positional arguments"
+        unknown = set(kwargs) - self.keywords - {"condition"}
+        assert not unknown, f"{name} has no keyword argument(s) {unknown}"
         self.args, self.kwargs = args, kwargs
 
 
+# class -> (positional arguments at most, keyword arguments): the parts of the launch / launch_ros API used here
+_API = {
+    "launch": {"LaunchDescription": (1, ())},
+    "launch.actions": {
+        "DeclareLaunchArgument": (1, ("default_value", "description", "choices")),
+        "SetEnvironmentVariable": (2, ()),
+        "ExecuteProcess": (0, ("cmd", "cwd", "env", "name", "output", "shell")),
+        "IncludeLaunchDescription": (1, ("launch_arguments",)),
+    },
+    "launch.conditions": {"IfCondition": (1, ()), "UnlessCondition": (1, ())},
+    "launch.substitutions": {"LaunchConfiguration": (1, ("default",)), "PathJoinSubstitution": (1, ())},
+    "launch.launch_description_sources": {"PythonLaunchDescriptionSource": (1, ())},
+    "launch_ros": {},
+    "launch_ros.actions": {"Node": (0, ("package", "executable", "name", "namespace", "parameters", "remappings",
+                                        "arguments", "output", "emulate_tty", "ros_arguments"))},
+    "launch_ros.substitutions": {"FindPackageShare": (1, ())},
+}
+
+
 def _fake_launch_modules() -> dict[str, types.ModuleType]:
-    spec = {
-        "launch": ["LaunchDescription"],
-        "launch.actions": ["DeclareLaunchArgument", "SetEnvironmentVariable", "ExecuteProcess",
-                           "IncludeLaunchDescription", "GroupAction"],
-        "launch.conditions": ["IfCondition", "UnlessCondition"],
-        "launch.substitutions": ["LaunchConfiguration", "PathJoinSubstitution", "PythonExpression"],
-        "launch.launch_description_sources": ["PythonLaunchDescriptionSource"],
-        "launch_ros": [],
-        "launch_ros.actions": ["Node"],
-        "launch_ros.substitutions": ["FindPackageShare"],
-    }
     modules = {}
-    for name, classes in spec.items():
+    for name, classes in _API.items():
         module = types.ModuleType(name)
-        for cls in classes:
-            setattr(module, cls, type(cls, (_Action,), {}))
+        for cls, (max_args, keywords) in classes.items():
+            setattr(module, cls, type(cls, (_Action,), {"max_args": max_args, "keywords": frozenset(keywords)}))
         modules[name] = module
     return modules
 
@@ -137,6 +153,8 @@ def test_replay_launch_plays_the_bag_into_the_node_with_rviz(load_launch):
     args = _arguments(entities)
     assert args["bag"] is None, "the bag argument is required"
     values = _defaults(args) | {"bag": "/tmp/some_bag"}
+    assert (values["image_topic"], values["camera_info_topic"]) == (demo.IMAGE_TOPIC, demo.INFO_TOPIC), \
+        "the defaults replay the demo's bag"
 
     (include,) = _of(entities, "IncludeLaunchDescription")
     source = include.args[0]

@@ -58,7 +58,8 @@ class Rig:
         self.executor.add_node(self.src)
         self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
         self.spinner.start()
-        assert wait_until(lambda: self.image.get_subscription_count() > 0 and self.diagnostics)
+        inputs = [self.image, self.info] + ([self.depth] if params.get("depth_source") != "none" else [])
+        assert wait_until(lambda: all(p.get_subscription_count() > 0 for p in inputs) and self.diagnostics)
 
     def send(self, stamp, rgb=None, encoding="rgb8", depth=None, info=True, mutate=None):
         from nut_ros.ros.conversions import depth_to_image, intrinsics_to_camera_info, numpy_to_image
@@ -178,5 +179,26 @@ def test_compressed_input_and_interpolated_views():
         assert wait_until(lambda: len(rig.outputs) == 3)
         got = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in rig.outputs]
         assert got == [T0, T0 + 5 * 10**7, T0 + 10**8], "first frame: one view; then the pair at t = 0.5 and 1"
+    finally:
+        rig.close()
+
+
+@pytest.mark.parametrize("case", ["corrupt", "other_model"])
+def test_unusable_checkpoint_is_reported_not_fatal(tmp_path, case):
+    from nut_ros.core.checkpoint import save_checkpoint
+    from nut_ros.core.model import build_model
+
+    path = tmp_path / "weights.safetensors"
+    if case == "corrupt":
+        path.write_bytes(b"\x00" * 64)
+    else:
+        save_checkpoint(build_model("tiny"), path)
+    rig = Rig(domain_offset=60, random_init=False, checkpoint=str(path), model="small")
+    try:
+        assert rig.node.pipeline is None
+        assert ("holds model 'tiny'" in rig.node.model_error) == (case == "other_model"), rig.node.model_error
+        rig.send(T0)
+        rig.settle(1)
+        assert rig.node.health.dropped_invalid == 1
     finally:
         rig.close()

@@ -38,10 +38,15 @@ def test_demo_keeps_foreign_files(tmp_path):
     assert (tmp_path / "mine.txt").read_text() == "keep"
 
 
+def test_ping_pong_plays_the_clip_back_and_forth():
+    assert demo.ping_pong(9, 4) == [0, 1, 2, 3, 2, 1, 0, 1, 2]
+    assert demo.ping_pong(3, 1) == [0, 0, 0]
+
+
 def test_clip_bag_has_images_and_camera_info(tmp_path):
     from nut_ros.ros.bag_io import bag_topics, read_camera_frames
 
-    assert demo.write_clip_bag(demo.CLIP_DIR, tmp_path / "bag", limit=3) == 3
+    assert demo.write_clip_bag(demo.CLIP_DIR, tmp_path / "bag", frames=3) == 3
     assert bag_topics(tmp_path / "bag") == {demo.IMAGE_TOPIC: "sensor_msgs/msg/Image",
                                             demo.INFO_TOPIC: "sensor_msgs/msg/CameraInfo"}
     frames = list(read_camera_frames(tmp_path / "bag", demo.IMAGE_TOPIC, info_topic=demo.INFO_TOPIC))

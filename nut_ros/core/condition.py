@@ -139,7 +139,7 @@ class DinoV2Condition(nn.Module):
         super().__init__()
         self.input_size = cfg.input_size
         self.model = DinoV2(cfg).requires_grad_(False).eval()
-        self._register_state_dict_hook(_drop_own_keys)
+        self.register_state_dict_post_hook(_drop_own_keys)
         self.register_load_state_dict_pre_hook(_keep_own_weights)
         if cfg.weights:
             self.load_weights(cfg.weights)

@@ -50,7 +50,7 @@ class NutRosNode(Node):
         self._metric = False
         self._depth_source = "none"
 
-        enabled = {name for name in topics.OUTPUT_TYPES if getattr(p, f"publish_{name}", True)}
+        enabled = {name for name in topics.OUTPUT_TYPES if name == "stats" or getattr(p, f"publish_{name}")}
         out_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
         self._pubs = {name: self.create_publisher(topics.resolve_type(topics.OUTPUT_TYPES[name]), f"~/{name}",
                                                   out_qos)
@@ -84,7 +84,11 @@ class NutRosNode(Node):
         p = self.params
         try:
             backend = make_backend(p.backend, p.model, p.checkpoint or None, p.device, random_init=p.random_init)
-            native = backend.model_config.image_size
+            config = backend.model_config
+            if p.checkpoint and config.name != p.model:
+                raise ValueError(f"checkpoint {p.checkpoint} holds model {config.name!r}, but parameter model is "
+                                 f"{p.model!r}")
+            native = config.image_size
             if p.input_width and (p.input_height, p.input_width) != tuple(native):
                 raise ValueError(f"input size {p.input_width}x{p.input_height} differs from the model's "
                                  f"{native[1]}x{native[0]}")
@@ -163,7 +167,7 @@ class NutRosNode(Node):
             reasons = ", ".join((self.pipeline.stats.drops - drops_before).keys())
             self.health.count(dropped_invalid=1)
             log.warning(f"frame at {frame.stamp_ns} ns dropped by the pipeline: {reasons}",
-                     throttle_duration_sec=THROTTLE_S)
+                        throttle_duration_sec=THROTTLE_S)
             return
 
         self._metric, self._depth_source = result.metric, result.depth_source
@@ -192,8 +196,7 @@ class NutRosNode(Node):
         live = self.pipeline.live_gaussians if self.pipeline is not None else 0
         stamp = self.get_clock().now().nanoseconds
         stats = stats_message(self.health, last, now, info, live, stamp)
-        if "stats" in self._pubs:
-            self._pubs["stats"].publish(stats)
+        self._pubs["stats"].publish(stats)
         busy_since = self._busy_since
         level, message = assess(last, now, self.model_error,
                                 None if busy_since is None else time.perf_counter() - busy_since)
@@ -208,7 +211,11 @@ class NutRosNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except Exception as err:  # noqa: BLE001 - malformed --ros-args (e.g. a parameter rcl cannot parse)
+        print(f"nut_ros: cannot start: {err}", file=sys.stderr)
+        return 2
     try:
         node = NutRosNode()
     except Exception as err:  # noqa: BLE001 - invalid parameters: say why and exit non-zero

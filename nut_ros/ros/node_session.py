@@ -140,15 +140,16 @@ def run_node_on_bag(bag: str | Path, out_bag: str | Path, log_path: str | Path, 
             images_in_bag = _count_topic(bag, image_topic)
             started = time.monotonic()
             published = player.play(rate)
-            progress = [0, time.monotonic()]
+            progress = [None, time.monotonic()]  # (the node's counters, when they last changed)
 
             def settled() -> bool:
                 s = last_stats[-1] if last_stats else None
-                done = s is not None and s.frames_received >= images_in_bag and (
-                    s.frames_processed + s.frames_dropped_queue + s.frames_dropped_invalid >= s.frames_received)
-                count = sum(recorder.counts.values())
-                if count != progress[0]:
-                    progress[:] = [count, time.monotonic()]
+                if s is None:
+                    return proc.poll() is not None
+                handled = s.frames_processed + s.frames_dropped_queue + s.frames_dropped_invalid
+                if (s.frames_received, handled) != progress[0]:
+                    progress[:] = [(s.frames_received, handled), time.monotonic()]
+                done = s.frames_received >= images_in_bag and handled >= s.frames_received
                 return done or time.monotonic() - progress[1] > IDLE_TIMEOUT_S or proc.poll() is not None
 
             _wait(settled, 3600.0)

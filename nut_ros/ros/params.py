@@ -40,8 +40,10 @@ class NodeParams:
     checkpoint: str = _param("", "Checkpoint (.safetensors / .onnx / .engine); empty: the packaged weights of `model`.")
     random_init: bool = _param(False, "Run with random weights when no checkpoint exists (tests and demos only).")
     device: str = _param("cpu", "Torch device: cpu, cuda or cuda:N.")
-    input_width: int = _param(0, "Network input width in pixels; 0: the model's native size.", lo=0, hi=4096)
-    input_height: int = _param(0, "Network input height in pixels; 0: the model's native size.", lo=0, hi=4096)
+    input_width: int = _param(0, "Network input width the model (or engine) must have; 0: accept its native size. "
+                              "Camera images of any size are resized to it.", lo=0, hi=4096)
+    input_height: int = _param(0, "Network input height the model (or engine) must have; 0: accept its native size.",
+                               lo=0, hi=4096)
     image_transport: str = _param("raw", "Subscribe to `image_raw` (raw) or `image_raw/compressed`.",
                                   choices=TRANSPORTS)
     input_reliability: str = _param("best_effort", "Reliability QoS of the input subscriptions "

@@ -49,15 +49,25 @@ def clear_previous_run(folder: Path) -> bool:
     return True
 
 
-def write_clip_bag(frames_dir: Path, path: Path, fps: float = CLIP_FPS, limit: int | None = None,
+def ping_pong(count: int, length: int) -> list[int]:
+    """``count`` indices into a clip of ``length`` frames, played forwards, backwards, forwards... (no repeats)."""
+    period = max(2 * length - 2, 1)
+    return [min(i % period, period - i % period) for i in range(count)]
+
+
+def write_clip_bag(frames_dir: Path, path: Path, fps: float = CLIP_FPS, frames: int | None = None,
                    storage: str = "mcap") -> int:
-    """A bag of the JPEG frames in ``frames_dir``: rgb8 Images and CameraInfo (60° horizontal field of view)."""
+    """A bag of the JPEG frames in ``frames_dir``: rgb8 Images and CameraInfo (60° horizontal field of view).
+
+    ``frames`` beyond the clip's length play it back and forth (a longer stream with increasing stamps).
+    """
     from nut_ros.ros.bag_io import BagWriter
     from nut_ros.ros.conversions import intrinsics_to_camera_info, numpy_to_image
 
-    files = sorted(frames_dir.glob("*.jpg"))[:limit]
-    if not files:
+    clip = sorted(frames_dir.glob("*.jpg"))
+    if not clip:
         raise FileNotFoundError(f"no JPEG frames in {frames_dir}")
+    files = [clip[j] for j in ping_pong(frames or len(clip), len(clip))]
     with BagWriter(path, storage) as writer:
         for i, file in enumerate(files):
             rgb = cv2.cvtColor(cv2.imread(str(file)), cv2.COLOR_BGR2RGB)
@@ -134,7 +144,8 @@ def summarise(result, frames: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nut_ros_demo", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default: out/demo)")
-    parser.add_argument("--frames", type=int, default=60, help="frames of the bundled clip to play (max 60)")
+    parser.add_argument("--frames", type=int, default=60,
+                        help="frames to play (the bundled clip has 60; more play it back and forth)")
     parser.add_argument("--rate", type=float, default=1.0, help="replay rate factor (0: as fast as possible)")
     parser.add_argument("--checkpoint", default="", help="weights (.safetensors); default: the packaged tiny weights")
     parser.add_argument("--random-init", action="store_true", help="run with random weights if none are shipped")
@@ -158,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     in_bag, out_bag = args.out / "input_bag", args.out / "output_bag"
 
-    frames = write_clip_bag(CLIP_DIR, in_bag, limit=args.frames, storage=args.storage)
-    print(f"input bag: {in_bag} ({frames} frames of the bundled clip at {CLIP_FPS:.2f} frames/s)")
+    frames = write_clip_bag(CLIP_DIR, in_bag, frames=args.frames, storage=args.storage)
+    print(f"input bag: {in_bag} ({frames} frames from the bundled clip at {CLIP_FPS:.2f} frames/s)")
     overrides = {"input_reliability": "reliable", "diagnostics_period": 0.25, "random_init": not weights.is_file(),
                  "checkpoint": str(weights) if weights.is_file() else ""}
     remap = {topics.IMAGE: IMAGE_TOPIC, topics.CAMERA_INFO: INFO_TOPIC}
