@@ -2,8 +2,8 @@
 
 The model's depth channel is inverse depth min-max normalised *per frame* to [0, 1] (1 = near), as in the
 reference's training (STREAMSPLAT_SPEC §1.2; the reference inference normalises over the whole clip, which is not
-causal). The affine map is kept per frame so that a Gaussian's normalised inverse-depth slot ``ŷ`` converts back
-to metres: ``1/d = inv_far + ŷ · (inv_near - inv_far)``.
+causal). The affine map is kept per frame (as a ``nut_ros.core.geometry.DepthNormalization`` with
+``disp_min = inv_far``, ``disp_max = inv_near``) so that a Gaussian's slot ``ŷ`` converts back to metres.
 """
 from __future__ import annotations
 
@@ -57,8 +57,3 @@ def resize_depth(depth_m: Tensor, height: int, width: int) -> Tensor:
     if depth_m.shape[-2:] == (height, width):
         return depth_m
     return F.interpolate(depth_m, size=(height, width), mode="nearest-exact")
-
-
-def inverse_depth_to_metric(y_hat: Tensor, inv_far: Tensor, inv_near: Tensor) -> Tensor:
-    """Metres of a normalised inverse-depth slot ``ŷ`` under a frame's normalisation (broadcasting)."""
-    return 1.0 / (inv_far + y_hat * (inv_near - inv_far))

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from nut_ros.core.gaussians import Gaussians
-from nut_ros.core.geometry import Intrinsics
+from nut_ros.core.geometry import DepthNormalization, Intrinsics, rendered_depth_to_depth
 from nut_ros.pipeline.backends import Backend
 from nut_ros.pipeline.depth import model_depth_input, normalize_inverse_depth, resize_depth, valid_depth
-from nut_ros.pipeline.optical import default_intrinsics, optical_cloud, rebase_inverse_depth, shared_depth_scale
+from nut_ros.pipeline.optical import optical_cloud, rebase_inverse_depth, shared_normalization
 from nut_ros.pipeline.stats import StreamStats
 from nut_ros.pipeline.types import Frame, PipelineConfig, RenderedView, StepResult
 
@@ -35,7 +35,7 @@ class _Encoded:
 
     handle: object
     stamp_ns: int
-    norm: tuple[float, float] | None  # (inv_far, inv_near) of a metric-depth frame, None when relative
+    norm: DepthNormalization | None  # of a metric-depth frame, None when relative
     signature: tuple[int, int, bool]  # input (H, W, has depth): a change starts a new stream
 
 
@@ -44,7 +44,7 @@ class _LiveMap:
     """The current Gaussian map G(t): the pair's Gaussians in the shared depth frame."""
 
     gaussians: Gaussians
-    depth_scale: float  # output depth units (metres when metric) per canonical depth unit
+    norm: DepthNormalization  # of every Gaussian's slot ŷ: the pair's shared metric frame, or relative
     t0_stamp_ns: int  # stamp of pair time 0
     interval_ns: int  # stamp difference between pair times 0 and 1 (0 for a first frame)
 
@@ -98,20 +98,20 @@ class StreamingPipeline:
             g = self.backend.decode(prev.handle, handle)
             norms = [prev.norm, norm] if metric else []
             t0_stamp, interval = prev.stamp_ns, frame.stamp_ns - prev.stamp_ns
-        scale = 1.0
+        live_norm = DepthNormalization.relative()
         if metric:
-            scale = shared_depth_scale([n[0] for n in norms])
-            g = rebase_inverse_depth(g, norms, scale)
+            live_norm = shared_normalization(norms)
+            g = rebase_inverse_depth(g, norms, live_norm)
         tick = self._lap(lat, "decode", tick)
 
         self._prev = cur
-        self._live = _LiveMap(g, scale, t0_stamp, interval)
+        self._live = _LiveMap(g, live_norm, t0_stamp, interval)
         times = self.config.render_times if prev is not None or not self.config.render_times else (1.0,)
         views = self.render(times)
         tick = self._lap(lat, "render", tick)
 
         interval_s = interval * 1e-9 if interval else None
-        cloud = optical_cloud(g, 1.0, intrinsics, scale, interval_s, metric, self.config.cloud_min_opacity)
+        cloud = optical_cloud(g, 1.0, intrinsics, live_norm, interval_s, self.config.cloud_min_opacity)
         self._lap(lat, "postprocess", tick)
         lat["total"] = (time.perf_counter() - start) * 1e3
         self.stats.frames_processed += 1
@@ -128,7 +128,7 @@ class StreamingPipeline:
         for t in pair_times:
             out = self.backend.render(live.gaussians, float(t), self.config.background)
             alpha = out.alpha[0, 0].float()
-            depth = out.depth_normalized()[0, 0].float() * live.depth_scale
+            depth = rendered_depth_to_depth(out.depth_normalized()[0, 0].float(), live.norm)
             depth = torch.where(alpha >= self.config.depth_min_alpha, depth, torch.full_like(depth, float("nan")))
             rgb = (out.color[0].float().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0)
             stamp = live.t0_stamp_ns + round(float(t) * live.interval_ns) if live.interval_ns else live.t0_stamp_ns
@@ -180,11 +180,12 @@ class StreamingPipeline:
         if valid.float().mean() < max(self.config.min_valid_depth_fraction, 1e-9):
             return rgb, None, None
         disp, inv_far, inv_near = normalize_inverse_depth(depth, valid)
-        return rgb, model_depth_input(disp, valid, self.depth_channels), (float(inv_far), float(inv_near))
+        norm = DepthNormalization(float(inv_far), float(inv_near), metric=True)
+        return rgb, model_depth_input(disp, valid, self.depth_channels), norm
 
     def _model_intrinsics(self, frame: Frame) -> Intrinsics:
         if frame.intrinsics is None:
-            return default_intrinsics(self.width, self.height, self.config.default_hfov_deg)
+            return Intrinsics.from_fov(self.width, self.height, self.config.default_hfov_deg)
         k = frame.intrinsics
         if (k.height, k.width) != frame.rgb.shape[:2]:
             raise ValueError(f"intrinsics are for {k.width}x{k.height}, image is "

@@ -30,11 +30,11 @@ class SessionResult:
     """What happened in one session."""
 
     published: int  # input messages published
-    images_published: int
+    images_published: int  # images in the bag (all published)
     recorded: dict[str, int]  # output topic -> messages recorded
     stats: object | None  # the node's last PipelineStats
     exit_code: int | None  # None: the node had to be killed
-    wall_s: float  # from the first published message until the node's last output
+    wall_s: float  # from the start of playback until the node had handled every image
     log_path: Path
     stats_history: list = field(default_factory=list)  # every PipelineStats received, in order
     notes: list[str] = field(default_factory=list)
@@ -131,9 +131,10 @@ def run_node_on_bag(bag: str | Path, out_bag: str | Path, log_path: str | Path, 
             last_stats: list = []
             node.create_subscription(topics.resolve_type(topics.OUTPUT_TYPES["stats"]), topics.output_topic("stats"),
                                      last_stats.append, 10)
-            # Ready: the node subscribes to the images, and a stats message arrived (so its publishers, which are
+            # Ready: the node subscribes to its inputs, and a stats message arrived (so its publishers, which are
             # announced together, have matched our subscriptions: nothing it publishes from now on is lost).
-            if not _wait(lambda: player.wait_for_subscribers(0.5, [image_topic]) and recorder.matched()
+            inputs = [t for t in player.publishers if t == image_topic or t in (remap or {}).values()]
+            if not _wait(lambda: player.wait_for_subscribers(0.5, inputs) and recorder.matched()
                          and last_stats or proc.poll() is not None, ready_timeout_s) or proc.poll() is not None:
                 raise RuntimeError(f"the node did not come up within {ready_timeout_s:.0f} s "
                                    f"(exit code {proc.poll()}); see {log_path}")

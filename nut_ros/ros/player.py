@@ -26,7 +26,6 @@ class BagPlayer:
         self.path = Path(path)
         with AnyReader([self.path], default_typestore=rosbags_typestore()) as reader:
             types = {c.topic: c.msgtype for c in reader.connections if topics is None or c.topic in topics}
-            self.message_count = sum(c.msgcount for c in reader.connections if c.topic in types)
         missing = set(topics or ()) - set(types)
         if missing:
             raise KeyError(f"topics {sorted(missing)} are not in {self.path} (present: {sorted(types)})")

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 import nut_ros
-from nut_ros.pipeline.optical import default_intrinsics
+from nut_ros.core.geometry import Intrinsics
 from nut_ros.ros import topics
 
 PACKAGE = Path(nut_ros.__file__).resolve().parent
@@ -72,7 +72,7 @@ def write_clip_bag(frames_dir: Path, path: Path, fps: float = CLIP_FPS, frames: 
         for i, file in enumerate(files):
             rgb = cv2.cvtColor(cv2.imread(str(file)), cv2.COLOR_BGR2RGB)
             stamp = START_NS + round(i * 1e9 / fps)
-            k = default_intrinsics(rgb.shape[1], rgb.shape[0], 60.0)
+            k = Intrinsics.from_fov(rgb.shape[1], rgb.shape[0], 60.0)
             writer.write(INFO_TOPIC, stamp, intrinsics_to_camera_info(k, stamp, FRAME_ID, "rosbags"))
             writer.write(IMAGE_TOPIC, stamp, numpy_to_image(rgb, "rgb8", stamp, FRAME_ID, "rosbags"))
     return len(files)
@@ -121,12 +121,14 @@ def save_pictures(in_bag: Path, out_bag: Path, folder: Path, count: int = 3) -> 
     return paths
 
 
-def summarise(result, frames: int) -> dict:
+def summarise(result) -> dict:
     """The report's numbers from a ``SessionResult``."""
     s = result.stats
     processed = s.frames_processed if s else 0
     return {
-        "frames_in": frames,
+        "frames_in": result.images_published,
+        "messages_published": result.published,
+        "wall_s": round(result.wall_s, 2),
         "frames_received": s.frames_received if s else 0,
         "frames_processed": processed,
         "frames_dropped_queue": s.frames_dropped_queue if s else 0,
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
           f"on the replayed bag at rate {args.rate} ...", flush=True)
     result = run_node_on_bag(in_bag, out_bag, args.out / "node.log", IMAGE_TOPIC, config, overrides, remap,
                              rate=args.rate, domain_id=args.domain_id, storage=args.storage)
-    report = summarise(result, frames) | {"weights": str(weights) if weights.is_file() else "random init",
+    report = summarise(result) | {"weights": str(weights) if weights.is_file() else "random init",
                                           "rate": args.rate}
     pictures = save_pictures(in_bag, out_bag, args.out)
     report["pictures"] = [str(p) for p in pictures]
