@@ -2,9 +2,9 @@
 
 Examples (each chunk stops after ``--chunk-minutes`` and the same command resumes it)::
 
-    nut_ros_train stage1 --model tiny --out runs/tiny/stage1 --minutes 3 --batch 16
-    nut_ros_train stage2 --model tiny --out runs/tiny/stage2 --init runs/tiny/stage1 --minutes 3 --batch 8
-    nut_ros_train export runs/tiny/stage2 nut_ros/weights/tiny.safetensors
+    nut_ros_train stage1 --model tiny --out runs/tiny/s1 --minutes 3 --batch 16 --lr 1e-3 --warmup 50
+    nut_ros_train stage2 --model tiny --out runs/tiny/s2 --init runs/tiny/s1 --minutes 3 --batch 8 --lr 1e-3 --warmup 50
+    nut_ros_train export runs/tiny/s2 nut_ros/weights/tiny.safetensors
     nut_ros_train preview --model tiny --out scenes.png
 """
 from __future__ import annotations

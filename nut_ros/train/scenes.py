@@ -81,9 +81,8 @@ class SceneGenerator:
         self.cfg = config
         self.textures = textures  # [T, 3, S, S] in [0, 1]; its device is the render device
         self.device = textures.device
-        self._gen = torch.Generator(device=self.device).manual_seed(seed)
-        grey = (textures - textures.mean(1, keepdim=True)).abs().mean((1, 2, 3)) < 0.01
-        self._grey = grey
+        self.rng = torch.Generator(device=self.device).manual_seed(seed)
+        self._grey = (textures - textures.mean(1, keepdim=True)).abs().mean((1, 2, 3)) < 0.01  # tinted harder
 
     # -- sampling -------------------------------------------------------------------------------------------------
     def _u(self, *shape: int, lo: float = 0.0, hi: float = 1.0, gen: torch.Generator) -> Tensor:
@@ -161,7 +160,13 @@ class SceneGenerator:
         cam_acc = u(B, 3, lo=-s / 2, hi=s / 2) * cam_on
         cam_euler_vel = torch.stack([u(B, lo=-0.07, hi=0.07), u(B, lo=-0.05, hi=0.05), u(B, lo=-0.035, hi=0.035)], -1)
         cam_euler_vel = cam_euler_vel * cam_on
-        return {k: v for k, v in locals().items() if isinstance(v, Tensor) and k not in ("fov", "f", "grey")}
+        return dict(
+            focal=focal, center=center, vel=vel, acc=acc, euler0=euler0, euler_vel=euler_vel, a=a, b=b,
+            active=active, moving=moving, wave_c=wave_c, wave_k=wave_k, wave_phi=wave_phi, pulse=pulse, expo=expo,
+            lobes=lobes, lobe_phase=lobe_phase, tex=tex, tex_rot=tex_rot, tex_scale=tex_scale, tex_off=tex_off,
+            tint=tint, saturation=saturation, shade=shade, gain=gain, global_gain=global_gain,
+            cam_vel=cam_vel, cam_acc=cam_acc, cam_euler_vel=cam_euler_vel,
+        )
 
     # -- geometry -------------------------------------------------------------------------------------------------
     @staticmethod
@@ -269,7 +274,7 @@ class SceneGenerator:
     @torch.no_grad()
     def sample(self, batch: int, seed: int | None = None) -> Clip:
         """Render ``batch`` clips; with ``seed`` the clips depend only on it (validation sets), else on the stream."""
-        gen = self._gen if seed is None else torch.Generator(device=self.device).manual_seed(seed)
+        gen = self.rng if seed is None else torch.Generator(device=self.device).manual_seed(seed)
         cfg = self.cfg
         p = self._sample_params(batch, gen)
         times = torch.linspace(0, 1, cfg.frames, device=self.device)

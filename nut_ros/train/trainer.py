@@ -37,7 +37,7 @@ class TrainConfig:
     minutes: float = 0.0  # run length in minutes of training time (0: use ``steps``)
     chunk_minutes: float = 9.0  # stop (and checkpoint) after this much wall time in one invocation
     batch: int = 8
-    frames: int = 6  # stage 2 clip length (key frames are the first and the last)
+    frames: int = 4  # stage 2 clip length: key frames first and last (t = 0, 1/3, 2/3, 1 as at inference)
     lr: float = 5e-4
     weight_decay: float = 0.05
     warmup: int = 200
@@ -138,12 +138,12 @@ class Trainer:
         self.model.load_state_dict(state["model"], strict=True)
         self.opt.load_state_dict(state["optimizer"])
         self.step, self.train_seconds = state["step"], state["train_seconds"]
-        self.scenes._gen.set_state(state["scene_rng"])
+        self.scenes.rng.set_state(state["scene_rng"])
         self.loss_gen.set_state(state["loss_rng"])
 
     def save(self) -> None:
         state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
-                 "train_seconds": self.train_seconds, "scene_rng": self.scenes._gen.get_state(),
+                 "train_seconds": self.train_seconds, "scene_rng": self.scenes.rng.get_state(),
                  "loss_rng": self.loss_gen.get_state(), "config": dataclasses.asdict(self.cfg)}
         tmp = self.ckpt_path.with_suffix(".tmp")
         torch.save(state, tmp)
