@@ -175,7 +175,8 @@ class NutRosNode(Node):
         for msgs in view_messages(result, frame.frame_id, enabled & set(VIEW_OUTPUTS)):
             for name, msg in msgs.items():
                 self._pubs[name].publish(msg)
-        for name, msg in step_messages(result, frame.frame_id, enabled & set(STEP_OUTPUTS)).items():
+        for name, msg in step_messages(result, frame.frame_id, enabled & set(STEP_OUTPUTS),
+                                       serialized_gaussians=True).items():
             self._pubs[name].publish(msg)
         self.health.count(processed=1)
         self.health.record_latency({**result.latency_ms, "total": (time.perf_counter() - arrived) * 1e3})

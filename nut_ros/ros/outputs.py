@@ -10,6 +10,7 @@ import numpy as np
 from nut_ros.pipeline.types import StepResult
 from nut_ros.ros.conversions import (depth_to_image, gaussian_cloud_to_msg, intrinsics_to_camera_info,
                                      numpy_to_image, points_to_pointcloud2)
+from nut_ros.ros.gaussian_cdr import gaussian_set_cdr
 
 VIEW_OUTPUTS = ("depth", "image", "camera_info")  # one message per rendered view, stamped with the view's time
 STEP_OUTPUTS = ("points", "gaussians")  # one message per step, stamped with the input frame's time
@@ -34,14 +35,21 @@ def view_messages(result: StepResult, frame_id: str, enabled: set[str], flavor: 
     return out
 
 
-def step_messages(result: StepResult, frame_id: str, enabled: set[str], flavor: str = "auto") -> dict:
-    """``{"points": PointCloud2 (x, y, z, rgb), "gaussians": GaussianSet}`` of the step's Gaussians (optical frame)."""
+def step_messages(result: StepResult, frame_id: str, enabled: set[str], flavor: str = "auto",
+                  serialized_gaussians: bool = False) -> dict:
+    """``{"points": PointCloud2 (x, y, z, rgb), "gaussians": GaussianSet}`` of the step's Gaussians (optical frame).
+
+    With ``serialized_gaussians`` the GaussianSet is returned as CDR bytes (``gaussian_set_cdr``), which rclpy
+    publishes as is: ~0.3 ms instead of 10-26 ms for 150k Gaussians through the message class.
+    """
     cloud = result.gaussians
     msgs = {}
     if "points" in enabled:
         rgb = np.clip(np.rint(cloud.colors * 255.0), 0, 255).astype(np.uint8)
         msgs["points"] = points_to_pointcloud2(cloud.positions, rgb, result.stamp_ns, frame_id, flavor)
-    if "gaussians" in enabled:
+    if "gaussians" in enabled and serialized_gaussians:
+        msgs["gaussians"] = gaussian_set_cdr(cloud, result.stamp_ns, frame_id, result.stamp_ns, result.depth_source)
+    elif "gaussians" in enabled:
         msgs["gaussians"] = gaussian_cloud_to_msg(cloud, result.stamp_ns, frame_id, result.stamp_ns,
                                                   result.depth_source, flavor)
     return msgs
