@@ -140,8 +140,10 @@ def test_robot_launch_declares_documented_arguments_and_runs_the_node(load_launc
     remapped = {src: _resolve(dst, values) for src, dst in node.kwargs["remappings"]}
     assert set(remapped) == set(topics.INPUT_TYPES), "every input topic (and only those) is remappable"
 
-    (env,) = _of(entities, "SetEnvironmentVariable")
-    assert env.args[0] == "FASTDDS_DEFAULT_PROFILES_FILE"
+    envs = {e.args[0]: e for e in _of(entities, "SetEnvironmentVariable")}
+    assert envs.keys() == {"FASTDDS_DEFAULT_PROFILES_FILE", "OMP_WAIT_POLICY"}
+    assert envs["OMP_WAIT_POLICY"].args[1] == "PASSIVE"
+    env = envs["FASTDDS_DEFAULT_PROFILES_FILE"]
     assert type(env.kwargs["condition"]).__name__ == "IfCondition"
     profile = Path(_resolve(env.args[1], values))
     assert profile == REPO / "config" / "fastdds_shm_large.xml" and profile.is_file()
