@@ -68,7 +68,7 @@ $(STAMPS)/nut_ros: $(STAMPS)/msgs $(PKG_SRC)
 	$(VPY) -m pip install --quiet --no-deps -e .
 	@touch $@
 
-ROS_TEST_ENV = ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=$$domain ROS_LOG_DIR=$$logdir AMENT_PREFIX_PATH=$(VENV)
+ROS_TEST_ENV = OMP_WAIT_POLICY=PASSIVE ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=$$domain ROS_LOG_DIR=$$logdir AMENT_PREFIX_PATH=$(VENV)
 
 test: setup
 	@domain=$${ROS_DOMAIN_ID:-$$(( ($$$$ + RANDOM) % 100 + 1 ))}; \
@@ -82,7 +82,7 @@ colcon-check: setup
 	$(ROS_TEST_ENV) $(VPY) -m pytest -m slow test/test_ros_colcon.py $(PYTEST_ARGS)
 
 demo: setup
-	AMENT_PREFIX_PATH=$(VENV) $(VENV)/bin/nut_ros_demo
+	OMP_WAIT_POLICY=PASSIVE AMENT_PREFIX_PATH=$(VENV) $(VENV)/bin/nut_ros_demo
 
 clean:
 	rm -rf build/ $(STAMPS)
