@@ -56,6 +56,7 @@ def test_forward_equals_encode_then_decode_and_batches_are_independent(tiny):
         g = tiny(frames, disps)
         single = tiny.decode(tiny.encode(frames[1:, 0], disps[1:, 0]), tiny.encode(frames[1:, 1], disps[1:, 1]))
     for name in ("xyz", "velocity", "rgb", "opacity", "scale", "gamma", "t0"):
+        # float32 kernels may pick batch-size-dependent reduction orders; 1e-5 is that noise, not cross-talk
         torch.testing.assert_close(getattr(g, name)[1:], getattr(single, name), atol=1e-5, rtol=1e-5)
 
 

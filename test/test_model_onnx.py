@@ -46,6 +46,7 @@ def test_tiny_exports(tmp_path):
         prev, cur = model.encode(rgb.roll(4, -1), disp), model.encode(rgb, disp)
         ref = model.decode(prev, cur)
     torch.onnx.export(_Decode(model).eval(), (*prev, *cur), str(dec_path), dynamo=False)
+    # onnxruntime fuses and reorders float32 ops; 1e-4 leaves headroom for that, not for a wrong op
     for got, want in zip(_run(enc_path, (rgb, disp)), cur):
         np.testing.assert_allclose(got, want.numpy(), atol=1e-4, rtol=1e-4)
     for got, field in zip(_run(dec_path, (*prev, *cur)), GAUSSIAN_FIELDS):

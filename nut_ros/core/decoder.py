@@ -18,6 +18,8 @@ VELOCITY_SCALE = (0.5, 0.1, 0.5)
 
 
 class ConditionalTransformer(nn.Module):
+    """A stack of ``ConditionalResAttBlock``: self-attention over ``x``, cross-attention to ``condition``."""
+
     def __init__(self, dim: int, depth: int, heads: int):
         super().__init__()
         self.resblocks = nn.ModuleList(ConditionalResAttBlock(dim, heads) for _ in range(depth))
@@ -46,11 +48,12 @@ class TransformerConditionalDecoder(nn.Module):
         self.layernorm2 = RMSNorm(dim)
 
     def forward(self, e0: Tensor, e1: Tensor, c0: Tensor, c1: Tensor) -> tuple[Tensor, Tensor]:
-        b, n, d = e0.shape
+        """``e0, e1 [B, L, D]`` tokens, ``c0, c1 [B, Nc, Cc]`` conditions -> ``(D0, D1)`` each ``[B, L, D]``."""
+        n = e0.shape[1]
         frame = self.cls_embedding.repeat_interleave(n, dim=1)
         x = torch.cat([e0, e1], dim=1) + self.positional_embedding + frame
         # Rows (b, f): frame f attends to the other frame's condition (reference order: C1 first).
-        cond = torch.stack([c1, c0], dim=1).flatten(0, 1)
+        cond = torch.stack([c1, c0], dim=1).flatten(0, 1)  # [2B, Nc, Cc]
         cond = self.condition_ln(self.positional_encoding(self.condition_proj(cond)))
         x = self.layernorm2(self.transformer(self.layernorm1(x), cond))
         return x[:, :n], x[:, n:]
@@ -83,6 +86,7 @@ class DynamicHead(nn.Module):
         nn.init.xavier_normal_(self.gs_layer["xyz_dynamic_scale"].weight, gain=0.01)
 
     def forward(self, f: Tensor) -> tuple[Tensor, Tensor]:
+        """``f [..., 2·Cf]`` -> ``(velocity [..., 3], gamma [..., 2])``."""
         raw = self.gs_layer["xyz_dynamic"](f)
         if self.training:
             o = truncnorm_sample(raw, self.gs_layer["xyz_dynamic_scale"](f))

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-#: inverse-depth mapping constants: 1/d = DISP_NEAR_FAR[0] + DISP_NEAR_FAR[1] * ŷ  (d in [0.1, 5.0])
+#: inverse-depth map ``1/d = INV_DEPTH_OFFSET + INV_DEPTH_SCALE·ŷ + INV_DEPTH_EPS``: d ~0.1 (ŷ = 1) to 5 (ŷ = 0)
 INV_DEPTH_OFFSET = 0.2
 INV_DEPTH_SCALE = 10.0 - 0.2
 INV_DEPTH_EPS = 1e-6

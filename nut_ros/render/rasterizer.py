@@ -1,7 +1,9 @@
 """Public rasterizer API: ``rasterize(RasterInputs, H, W) -> RenderOutput`` (pure torch or the CUDA extension)."""
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+import functools
+import warnings
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -22,15 +24,28 @@ class RenderOutput(NamedTuple):
         return self.depth / self.alpha.clamp(min=eps)
 
 
-def _load_cuda():
-    """The CUDA extension's ``rasterize_cuda`` (built on first use) or None when it cannot be imported or built."""
-    try:
-        from nut_ros.render import _cuda
+def _import_cuda():
+    """Import the CUDA extension module and build it (raises ImportError/OSError/RuntimeError when unavailable)."""
+    from nut_ros.render import _cuda
 
-        _cuda.extension()
-    except (ImportError, OSError, RuntimeError):
-        return None
+    _cuda.extension()
     return _cuda.rasterize_cuda
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_rasterizer() -> tuple[Callable | None, str]:
+    """``(rasterize_cuda, "")``, or ``(None, why)`` when the extension cannot be imported or built; decided once."""
+    try:
+        return _import_cuda(), ""
+    except (ImportError, OSError, RuntimeError) as err:
+        return None, f"{type(err).__name__}: {err}"
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_fallback(why: str) -> None:
+    """Warn (once per process and cause) that ``impl="auto"`` renders CUDA tensors with the torch implementation."""
+    warnings.warn(f"CUDA rasterizer unavailable, rendering with the torch implementation ({why})", RuntimeWarning,
+                  stacklevel=3)
 
 
 def rasterize(inputs: RasterInputs, height: int, width: int,
@@ -38,7 +53,8 @@ def rasterize(inputs: RasterInputs, height: int, width: int,
     """Render ``inputs`` (``[B, N, ·]`` tensors, reference world frame) with the fixed orthographic camera.
 
     ``impl``: ``"torch"`` (differentiable, any device), ``"cuda"`` (the compiled extension, CUDA tensors) or
-    ``"auto"`` (the extension when the tensors are on a GPU and it loads, otherwise torch).
+    ``"auto"`` (the extension when the tensors are on a GPU and it imports and builds; otherwise torch, with one
+    ``RuntimeWarning`` when GPU tensors fall back).
     """
     if impl not in ("auto", "torch", "cuda"):
         raise ValueError(f"unknown rasterizer impl {impl!r}")
@@ -46,8 +62,14 @@ def rasterize(inputs: RasterInputs, height: int, width: int,
     if means.dim() != 3 or means.shape[-1] != 3:
         raise ValueError(f"means must be [B, N, 3], got {tuple(means.shape)}")
     bg = torch.as_tensor(background, dtype=means.dtype, device=means.device).reshape(3)
-    cuda_fn = _load_cuda() if impl == "cuda" or (impl == "auto" and means.is_cuda) else None
-    if impl == "cuda" and (cuda_fn is None or not means.is_cuda):
-        raise RuntimeError("impl='cuda' needs CUDA tensors and the built nut_ros.render._cuda extension")
-    fn = cuda_fn if cuda_fn is not None else rasterize_torch
+    fn = rasterize_torch
+    if impl == "cuda" or (impl == "auto" and means.is_cuda):
+        cuda_fn, why = _cuda_rasterizer()
+        if impl == "cuda" and (cuda_fn is None or not means.is_cuda):
+            raise RuntimeError("impl='cuda' needs CUDA tensors and the built nut_ros.render._cuda extension: "
+                               + (why or "the tensors are not on a GPU"))
+        if cuda_fn is None:
+            _warn_fallback(why)
+        else:
+            fn = cuda_fn
     return RenderOutput(*fn(*inputs, height, width, bg))
