@@ -56,12 +56,7 @@ def _plots(out: Path, records: list[dict], summary: dict) -> list[Path]:
         ax.plot([r["index"] for r in mid], [r["psnr"] for r in mid], ".", label="interpolated held-out")
         ax.plot([r["index"] for r in mid], [r["blend_psnr"] for r in mid], "x", label="frame blend baseline")
     ax.set(xlabel="frame index", ylabel="PSNR (dB, model resolution)", title="Image quality over the clip")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    paths.append(out / "psnr.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(_save(fig, ax, out / "psnr.png"))
 
     stages = [s for s in summary["latency_ms"] if s != "total"]
     if key and stages:
@@ -73,11 +68,7 @@ def _plots(out: Path, records: list[dict], summary: dict) -> list[Path]:
             ax.bar(x, vals, bottom=bottom, width=max(summary["stride"] * 0.8, 0.8), label=s)
             bottom = [b + v for b, v in zip(bottom, vals)]
         ax.set(xlabel="frame index", ylabel="latency (ms)", title="Per-stage latency per key frame")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        paths.append(out / "latency.png")
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+        paths.append(_save(fig, ax, out / "latency.png", grid=False))
 
     if any("depth_abs_rel_aligned" in r for r in key):
         fig, ax = plt.subplots(figsize=(8, 3.5))
@@ -86,13 +77,21 @@ def _plots(out: Path, records: list[dict], summary: dict) -> list[Path]:
             if pts:
                 ax.plot(*zip(*pts), ".-", label=label)
         ax.set(xlabel="frame index", ylabel="AbsRel", title="Rendered depth vs ground truth")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        paths.append(out / "depth.png")
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+        paths.append(_save(fig, ax, out / "depth.png"))
     return paths
+
+
+def _save(fig, ax, path: Path, grid: bool = True) -> Path:
+    """Legend, optional grid, tight layout; write ``path`` and close the figure."""
+    import matplotlib.pyplot as plt
+
+    if grid:
+        ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _clean(v):
