@@ -47,6 +47,7 @@ class ModelConfig:
     encoder_window: int | None = None  # None: global attention in the encoder
     condition_pool: int = 2  # "encoder" condition: average-pool factor on the token grid
     static_xyz_head: Literal["plain", "sampled"] = "sampled"  # plain: inference head; sampled: truncated normal
+    pixel_skip: bool = False  # input-anchored skip (nut_ros/core/pixel_skip.py); False for the reference
     dino: DinoConfig = field(default_factory=DinoConfig)
 
     def __post_init__(self):
@@ -112,13 +113,13 @@ CONFIGS: dict[str, ModelConfig] = {
     # Real-time on a robot GPU at 512x288 (N = 36,864 per frame), light condition.
     "small": ModelConfig(
         name="small", image_size=(288, 512), depth_channels=2, width=384, encoder_layers=6, decoder_layers=4,
-        upsampler_dims=(192, 96), window=576, condition="encoder",
+        upsampler_dims=(192, 96), window=576, condition="encoder", pixel_skip=True,
     ),
     # Several frames/s on 2 CPU cores: 256x144 input, N = 9,216 per frame; one attention block per upsampler stage
     # over 144-token windows keeps encode + decode near 55 ms on 2 cores (docs/BENCHMARKS.md).
     "tiny": ModelConfig(
         name="tiny", image_size=(144, 256), depth_channels=2, width=128, encoder_layers=4, decoder_layers=2,
-        upsampler_dims=(64, 32), upsampler_layers=1, window=144, condition="encoder",
+        upsampler_dims=(64, 32), upsampler_layers=1, window=144, condition="encoder", pixel_skip=True,
     ),
 }
 

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from nut_ros.core.config import ModelConfig
 from nut_ros.core.layers import PSUpsamplerBlock, RMSNorm, SinusoidalPositionalEncoding, Transformer, num_heads
+from nut_ros.core.pixel_skip import PixelSkip, anchored_rgb
 from nut_ros.core.truncnorm import truncnorm_mean, truncnorm_sample
 
 
@@ -110,11 +111,13 @@ class GaussianHead(nn.Module):
             return truncnorm_sample(raw, self.mix_layer["xyz_static_scale"](f))
         return truncnorm_mean(raw)
 
-    def forward(self, f: Tensor) -> StaticAttributes:
+    def forward(self, f: Tensor, anchor_rgb: Tensor | None = None) -> StaticAttributes:
+        """``f [B, N, dim]``; with ``anchor_rgb [B, N, 3]`` the colour is a residual around it (pixel skip)."""
         gh, gw = self.grid
         o = self.offsets(f)
         xyz = torch.stack([self.x_map + o[..., 0] / gw, 0.5 + 0.5 * o[..., 1], self.z_map + o[..., 2] / gh], dim=-1)
-        rgb = torch.sigmoid(self.gs_layer["rgb"](f))
+        rgb_raw = self.gs_layer["rgb"](f)
+        rgb = torch.sigmoid(rgb_raw) if anchor_rgb is None else anchored_rgb(anchor_rgb, rgb_raw)
         opacity = 0.05 + 0.95 * torch.sigmoid(self.gs_layer["opacity"](f))
         scale = 0.1 * F.softplus(self.gs_layer["scale"](f))
         return StaticAttributes(xyz, rgb, opacity, scale)
@@ -128,8 +131,21 @@ class StaticPredictor(nn.Module):
         self.encoder = GSEncoder(cfg)
         self.gaussian_upsampler = GaussianUpsampler(cfg)
         self.predictor = GaussianHead(cfg.feature_dim, cfg.gaussian_grid, cfg.static_xyz_head)
+        self.pixel_skip = None
+        if cfg.pixel_skip:
+            factor = cfg.image_size[0] // cfg.gaussian_grid[0]
+            self.pixel_skip = PixelSkip(3 + cfg.depth_channels, factor, cfg.feature_dim)
+            # start from the anchor colour and nearly opaque splats
+            nn.init.normal_(self.predictor.gs_layer["rgb"].weight, std=1e-3)
+            nn.init.zeros_(self.predictor.gs_layer["rgb"].bias)
+            nn.init.constant_(self.predictor.gs_layer["opacity"].bias, 4.0)
 
     def forward(self, rgb: Tensor, disp: Tensor) -> tuple[Tensor, Tensor, StaticAttributes]:
-        tokens = self.encoder(torch.cat([rgb, disp], dim=1))
+        x = torch.cat([rgb, disp], dim=1)
+        tokens = self.encoder(x)
         features = self.gaussian_upsampler(tokens)
-        return tokens, features, self.predictor(features)
+        if self.pixel_skip is None:
+            return tokens, features, self.predictor(features)
+        skip, mean_rgb = self.pixel_skip(x)
+        features = features + skip
+        return tokens, features, self.predictor(features, mean_rgb)

@@ -91,9 +91,10 @@ def build_for_stage(cfg: TrainConfig) -> NutModel:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, **cfg.model_overrides)
     if cfg.stage == 1:
-        # start with compact, well-localised splats: scale ≈ one Gaussian cell, offsets with σ = exp(-2)
+        # start with compact, well-localised splats: scale ≈ one Gaussian cell (half a cell with the pixel skip,
+        # whose anchored colours are already right), offsets with σ = exp(-2)
         head = model.gs_predictor.predictor
-        cell = 2.0 / model.config.gaussian_grid[1]
+        cell = (1.0 if model.config.pixel_skip else 2.0) / model.config.gaussian_grid[1]
         torch.nn.init.constant_(head.gs_layer["scale"].bias, math.log(math.expm1(cell / 0.1)))
         if head.sampled:
             torch.nn.init.constant_(head.mix_layer["xyz_static_scale"].bias, cfg.static_log_sigma_init)
