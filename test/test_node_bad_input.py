@@ -9,6 +9,7 @@ import pytest
 
 from nut_ros.core.geometry import Intrinsics
 from nut_ros.ros import topics
+from nut_ros.ros.node_session import wait_until as session_wait_until
 
 pytestmark = pytest.mark.ros
 
@@ -18,12 +19,7 @@ DEPTH_TIMEOUT = 0.3  # seconds: auto depth mode stops waiting for depth this lon
 
 
 def wait_until(condition, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
+    return session_wait_until(condition, timeout, poll_s=0.02)
 
 
 class Rig:

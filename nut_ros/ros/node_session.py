@@ -134,7 +134,7 @@ def run_node_on_bag(bag: str | Path, out_bag: str | Path, log_path: str | Path, 
             # Ready: the node subscribes to its inputs, and a stats message arrived (so its publishers, which are
             # announced together, have matched our subscriptions: nothing it publishes from now on is lost).
             inputs = [t for t in player.publishers if t == image_topic or t in (remap or {}).values()]
-            if not _wait(lambda: player.wait_for_subscribers(0.5, inputs) and recorder.matched()
+            if not wait_until(lambda: player.wait_for_subscribers(0.5, inputs) and recorder.matched()
                          and last_stats or proc.poll() is not None, ready_timeout_s) or proc.poll() is not None:
                 raise RuntimeError(f"the node did not come up within {ready_timeout_s:.0f} s "
                                    f"(exit code {proc.poll()}); see {log_path}")
@@ -153,11 +153,11 @@ def run_node_on_bag(bag: str | Path, out_bag: str | Path, log_path: str | Path, 
                 done = s.frames_received >= images_in_bag and handled >= s.frames_received
                 return done or time.monotonic() - progress[1] > IDLE_TIMEOUT_S or proc.poll() is not None
 
-            _wait(settled, 3600.0)
+            wait_until(settled, 3600.0)
             wall = time.monotonic() - started
             if last_stats:  # reliable delivery may repair a lost sample only at the writer's next heartbeat
                 expected = expected_outputs(node_params, last_stats[-1].frames_processed)
-                _wait(lambda: all(recorder.counts[t] >= n for t, n in expected.items()), DELIVERY_TIMEOUT_S)
+                wait_until(lambda: all(recorder.counts[t] >= n for t, n in expected.items()), DELIVERY_TIMEOUT_S)
         finally:
             exit_code = _stop(proc, notes)
             executor.shutdown()
@@ -168,12 +168,13 @@ def run_node_on_bag(bag: str | Path, out_bag: str | Path, log_path: str | Path, 
                          exit_code, wall, log_path, last_stats, notes)
 
 
-def _wait(condition, timeout_s: float) -> bool:
+def wait_until(condition, timeout_s: float, poll_s: float = 0.05) -> bool:
+    """Poll ``condition()`` until it is true (True) or ``timeout_s`` passes (False)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
             return True
-        time.sleep(0.05)
+        time.sleep(poll_s)
     return False
 
 
