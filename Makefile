@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 MSGS_SRC := nut_ros_msgs/CMakeLists.txt nut_ros_msgs/package.xml $(wildcard nut_ros_msgs/msg/*.msg)
 PKG_SRC := setup.py setup.cfg package.xml $(wildcard resource/* launch/* config/*)
 
-.PHONY: help setup test demo colcon-check check-tools clean
+.PHONY: help setup test demo colcon-check check-tools clean eval
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -86,3 +86,11 @@ demo: setup
 
 clean:
 	rm -rf build/ $(STAMPS)
+
+#   make eval    setup, then the evaluation suite on real clips (SHARED=../shared; bags, runs, summary.md in EVAL_WORK)
+SHARED ?= ../shared
+EVAL_WORK ?= /tmp/nut_eval
+EVAL_ARGS ?=
+eval: setup
+	OMP_WAIT_POLICY=PASSIVE AMENT_PREFIX_PATH=$(VENV) $(VPY) -m nut_ros.tools.eval_suite --shared $(SHARED) \
+	  --work $(EVAL_WORK) $(EVAL_ARGS)

@@ -53,3 +53,16 @@ def test_two_stages_resume_and_export(tmp_path):
     for k, v in model.state_dict().items():
         expected = trainer.model.state_dict()[k].float()
         assert torch.allclose(v, expected, rtol=1e-2, atol=1e-3), k  # fp16 round trip
+
+
+def test_stage1_fine_tunes_from_weights(tmp_path):
+    torch.set_num_threads(2)
+    first = Trainer(_cfg(1, tmp_path / "a", steps=1))
+    first.run()
+    tuned = Trainer(_cfg(1, tmp_path / "b", steps=1, init=str(tmp_path / "a" / "weights.safetensors")))
+    exported = load_checkpoint(tmp_path / "a" / "weights.safetensors").state_dict()
+    for k, v in tuned.model.state_dict().items():
+        assert torch.allclose(v, exported[k].float(), rtol=1e-2, atol=1e-3), k
+    fresh = Trainer(_cfg(1, tmp_path / "c", steps=1, seed=5))
+    assert any(not torch.allclose(v, exported[k].float(), rtol=1e-2, atol=1e-3)
+               for k, v in fresh.model.state_dict().items())

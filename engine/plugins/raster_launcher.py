@@ -150,7 +150,7 @@ class RasterKernels:
             d.launch(self._fn["ortho_render"], (gx, gy, batch), (TILE, TILE, 1), stream,
                      [i32(n), i32(height), i32(width), at["tile_start"], at["tile_count"], at["keys"],
                       i32(ws.capacity), at["xy"], at["conic"], _ptr(colors), *(f32(v) for v in background),
-                      _ptr(out_color), _ptr(out_depth), _ptr(out_alpha)])
+                      _ptr(out_color), _ptr(out_depth), _ptr(out_alpha), _ptr(0), _ptr(0)])  # no backward state
 
     def pairs(self, workspace: int, ws: Workspace, stream: int) -> int:
         """Tile-Gaussian pairs of the last pass (synchronises ``stream``); more than ``ws.capacity`` = truncated."""

@@ -18,7 +18,7 @@ def num_heads(dim: int) -> int:
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square norm with a weight only, computed in float32."""
+    """Root-mean-square norm with a weight only, computed in float32 (``F.rms_norm``: one fused kernel on GPU)."""
 
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
@@ -27,15 +27,18 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (x32 * self.weight.float()).type_as(x)
+        if torch.onnx.is_in_onnx_export():  # aten::rms_norm has no ONNX symbol below opset 23: spell it out
+            x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()
+        else:
+            x32 = F.rms_norm(x32, self.weight.shape, self.weight.float(), self.eps)
+        return x32.type_as(x)
 
 
 class MultiHeadAttention(nn.Module):
     """Multi-head attention with one packed q/k/v projection and SDPA.
 
-    Self-attention projects the input once and splits the result; cross-attention uses the three row-chunks of the
-    packed weight for the query (from ``x``) and the key/value (from ``context``).
+    Self-attention projects the input once and splits the result; cross-attention projects the query from ``x``
+    with the first row-chunk of the packed weight and the key/value from ``context`` with the other two at once.
     """
 
     def __init__(self, dim: int, heads: int):
@@ -53,9 +56,10 @@ class MultiHeadAttention(nn.Module):
         if context is None:
             q, k, v = self.packed_proj(x).chunk(3, dim=-1)
         else:
-            wq, wk, wv = self.packed_proj.weight.chunk(3, dim=0)
-            bq, bk, bv = self.packed_proj.bias.chunk(3, dim=0)
-            q, k, v = F.linear(x, wq, bq), F.linear(context, wk, bk), F.linear(context, wv, bv)
+            c = x.shape[-1]
+            w, bias = self.packed_proj.weight, self.packed_proj.bias
+            q = F.linear(x, w[:c], bias[:c])
+            k, v = F.linear(context, w[c:], bias[c:]).chunk(2, dim=-1)
         out = F.scaled_dot_product_attention(self._split(q), self._split(k), self._split(v))
         b, _, n, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, -1))
@@ -161,7 +165,9 @@ class SinusoidalPositionalEncoding(nn.Module):
         self.register_buffer("pe", sinusoidal_table(length, dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.pe[: x.shape[1]]
+        # contiguous first: a transposed input (patch embeddings) would otherwise make the sum, and so the whole
+        # residual stream after it, channel-major
+        return x.contiguous() + self.pe[: x.shape[1]]
 
 
 class HeadMLP(nn.Module):
@@ -184,7 +190,11 @@ class HeadMLP(nn.Module):
 
 
 class PSUpsamplerBlock(nn.Module):
-    """``Linear(d_in -> 4 d_out)`` then a 2x PixelShuffle on the token grid: ``[B, h*w, d_in] -> [B, 4hw, d_out]``."""
+    """``Linear(d_in -> 4 d_out)`` then a 2x PixelShuffle on the token grid: ``[B, h*w, d_in] -> [B, 4hw, d_out]``.
+
+    The shuffle is done token-major (one permute, contiguous result): channel ``4c + 2i + j`` of token ``(y, x)``
+    becomes channel ``c`` of token ``(2y + i, 2x + j)``, exactly ``F.pixel_shuffle`` on the ``[B, 4 d_out, h, w]`` map.
+    """
 
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
@@ -192,5 +202,5 @@ class PSUpsamplerBlock(nn.Module):
 
     def forward(self, x: Tensor, height: int, width: int) -> Tensor:
         b = x.shape[0]
-        y = self.residual_fc(x).transpose(1, 2).reshape(b, -1, height, width)
-        return F.pixel_shuffle(y, 2).flatten(2).transpose(1, 2)
+        y = self.residual_fc(x).reshape(b, height, width, -1, 2, 2)
+        return y.permute(0, 1, 4, 2, 5, 3).reshape(b, 4 * height * width, -1)

@@ -4,9 +4,11 @@ Importing this module compiles nothing; it raises ``ImportError`` at once when t
 toolkit (``nvcc``). The first ``rasterize_cuda`` call builds the extension with ``torch.utils.cpp_extension.load``
 (cached under ``TORCH_EXTENSIONS_DIR``); a failed build raises ``RuntimeError`` with the compiler's message, once.
 
-The extension is forward-only. Gradients come from the pure-torch implementation: the backward pass re-runs
-``rasterize_torch`` on the saved inputs and back-propagates through it (same function, so the gradients are those
-of the torch rasterizer; memory and time of one torch forward + backward).
+Gradients: the forward saves the per-tile sorted lists, each pixel's final transmittance and the end of its
+contributor list; the backward kernel walks the contributors back to front and yields the gradients of every
+Gaussian's pixel centre, conic, opacity, colour and depth; torch then carries the centre, conic and depth gradients
+through the differentiable projection (``project_gaussians``) to means, scales and rotations. They equal the torch
+rasterizer's gradients up to float32 summation order.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from nut_ros.render._torch_impl import rasterize_torch
+from nut_ros.render.projection import project_gaussians
 
 CSRC = Path(os.environ.get("NUT_ROS_CSRC", Path(__file__).resolve().parents[2] / "engine" / "plugins" / "csrc"))
 SOURCES = ("torch_bindings.cpp", "ortho_raster.cu")
@@ -66,34 +68,50 @@ def rasterize_forward(means: Tensor, scales: Tensor, rotations: Tensor, opacitie
                       height: int, width: int, background: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
     """Forward pass only: ``(color [B,3,H,W], depth [B,1,H,W], alpha [B,1,H,W], tile-Gaussian pairs)``."""
     args = [t.detach().float().contiguous() for t in (means, scales, rotations, opacities, colors)]
-    bg = [float(v) for v in torch.as_tensor(background).reshape(3).tolist()]
-    color, depth, alpha, pairs = extension().rasterize_forward(*args, int(height), int(width), bg)
+    color, depth, alpha, pairs = extension().rasterize_forward(*args, int(height), int(width), _floats(background))
     return color, depth, alpha, int(pairs.item())
 
 
+def _floats(background) -> list[float]:
+    return [float(v) for v in torch.as_tensor(background).reshape(3).tolist()]
+
+
 class _RasterizeCuda(torch.autograd.Function):
-    """CUDA forward; backward through the torch implementation re-run on the saved inputs."""
+    """CUDA forward and backward kernels; the projection's part of the chain rule runs in torch."""
 
     @staticmethod
     def forward(ctx, means, scales, rotations, opacities, colors, height, width, background):
-        ctx.save_for_backward(means, scales, rotations, opacities, colors, background)
-        ctx.size = (height, width)
-        color, depth, alpha, _ = rasterize_forward(means, scales, rotations, opacities, colors, height, width,
-                                                   background)
+        args = [t.detach().float().contiguous() for t in (means, scales, rotations, opacities, colors)]
+        bg = _floats(background)
+        color, depth, alpha, pairs, *state = extension().rasterize_forward(*args, int(height), int(width), bg, True)
+        ctx.save_for_backward(means, scales, rotations, args[4], *state)
+        ctx.pairs, ctx.size, ctx.bg = int(pairs.item()), (height, width), bg
         return color.to(means.dtype), depth.to(means.dtype), alpha.to(means.dtype)
 
     @staticmethod
     def backward(ctx, grad_color, grad_depth, grad_alpha):
-        saved = ctx.saved_tensors
-        needs = ctx.needs_input_grad[:5] + ctx.needs_input_grad[7:8]
-        with torch.enable_grad():
-            leaves = [t.detach().requires_grad_(need) for t, need in zip(saved, needs)]
-            outputs = rasterize_torch(*leaves[:5], *ctx.size, leaves[5])
-            wanted = [t for t in leaves if t.requires_grad]
-            grads = iter(torch.autograd.grad(outputs, wanted, (grad_color, grad_depth, grad_alpha),
-                                             allow_unused=True))
-        g = [next(grads) if need else None for need in needs]
-        return g[0], g[1], g[2], g[3], g[4], None, None, g[5]
+        means, scales, rotations, colors, workspace, keys, final_t, final_last = ctx.saved_tensors
+        grads = [g.float().contiguous() for g in (grad_color, grad_depth, grad_alpha)]
+        d_xy, d_conic, d_opacity, d_color, d_depth = extension().rasterize_backward(
+            colors, workspace, keys, ctx.pairs, final_t, final_last, *grads, ctx.bg)
+        needs = ctx.needs_input_grad
+        d_means = d_scales = d_rotations = None
+        if any(needs[:3]):
+            with torch.enable_grad():
+                leaves = [t.detach().requires_grad_(need) for t, need in zip((means, scales, rotations), needs[:3])]
+                proj = project_gaussians(*leaves, *ctx.size)
+                wanted = [t for t in leaves if t.requires_grad]
+                pairs = [(o, g.to(means.dtype)) for o, g in ((proj.uv, d_xy), (proj.conic, d_conic),
+                                                             (proj.depth, d_depth)) if o.requires_grad]
+                found = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
+                                                 allow_unused=True))
+            d_means, d_scales, d_rotations = [next(found) if need else None for need in needs[:3]]
+        d_opacity = d_opacity.to(means.dtype) if needs[3] else None
+        d_color = d_color.to(means.dtype) if needs[4] else None
+        d_background = None
+        if needs[7]:  # background gets the final transmittance's weight
+            d_background = (grad_color * final_t.unsqueeze(1).to(grad_color.dtype)).sum(dim=(0, 2, 3))
+        return d_means, d_scales, d_rotations, d_opacity, d_color, None, None, d_background
 
 
 def rasterize_cuda(means: Tensor, scales: Tensor, rotations: Tensor, opacities: Tensor, colors: Tensor,

@@ -58,12 +58,13 @@ def guess_intrinsics(width: int, height: int, hfov_deg: float) -> Intrinsics:
     return Intrinsics(f, f, (width - 1) / 2.0, (height - 1) / 2.0, width, height)
 
 
-def iter_source(source: Path, pattern: str, stride: int, max_frames: int | None) -> Iterator[tuple[int, np.ndarray]]:
-    """``(source index, RGB uint8)`` of every ``stride``-th frame of a video file or image folder."""
+def iter_source(source: Path, pattern: str, stride: int, max_frames: int | None,
+                start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+    """``(source index, RGB uint8)`` of every ``stride``-th frame of a video file or image folder from ``start``."""
     emitted = 0
     if source.is_dir():
         for index, path in enumerate(list_files(source, IMAGE_SUFFIXES, pattern)):
-            if index % stride:
+            if index < start or (index - start) % stride:
                 continue
             if max_frames is not None and emitted >= max_frames:
                 return
@@ -82,7 +83,7 @@ def iter_source(source: Path, pattern: str, stride: int, max_frames: int | None)
             ok, bgr = capture.read()
             if not ok:
                 break
-            if index % stride == 0:
+            if index >= start and (index - start) % stride == 0:
                 emitted += 1
                 yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             index += 1
@@ -122,14 +123,17 @@ def parse_intrinsics(text: str) -> tuple[float, float, float, float]:
 
 def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | None = None, pattern: str = "*",
              depth_pattern: str = "*", intrinsics: tuple[float, float, float, float] | None = None,
-             hfov_deg: float = 60.0, max_frames: int | None = None, stride: int = 1,
+             hfov_deg: float = 60.0, max_frames: int | None = None, stride: int = 1, start: int = 0,
              resize: tuple[int, int] | None = None, fps: float | None = None, compressed: bool = False,
              storage: str = "mcap", frame_id: str = "camera_optical_frame", namespace: str = "/camera",
              jpeg_quality: int = 90) -> BagSummary:
-    """Write the bag and return a summary. ``intrinsics`` (fx, fy, cx, cy) are of the source resolution."""
+    """Write the bag and return a summary. ``intrinsics`` (fx, fy, cx, cy) are of the source resolution.
+
+    The bag holds every ``stride``-th source frame from index ``start``; stamps keep the source timing.
+    """
     source, output = Path(source), Path(output)
-    if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
+    if stride < 1 or start < 0:
+        raise ValueError(f"need stride >= 1 and start >= 0, got stride {stride}, start {start}")
     fps = fps or video_fps(source) or 30.0
     depth_files = list_files(Path(depth_dir), DEPTH_SUFFIXES, depth_pattern) if depth_dir else None
     ns = namespace.rstrip("/")
@@ -138,7 +142,7 @@ def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | 
         topics["depth"] = f"{ns}/depth" + ("/compressedDepth" if compressed else "")
     count, cam = 0, None
     with BagWriter(output, storage) as bag:
-        for index, rgb in iter_source(source, pattern, stride, max_frames):
+        for index, rgb in iter_source(source, pattern, stride, max_frames, start):
             src_h, src_w = rgb.shape[:2]
             if cam is None:
                 native = (Intrinsics(*intrinsics, src_w, src_h) if intrinsics else guess_intrinsics(src_w, src_h, hfov_deg))
@@ -180,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hfov", type=float, default=60.0, help="horizontal FOV in degrees used without --intrinsics")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
     parser.add_argument("--stride", type=int, default=1, help="keep every n-th source frame")
+    parser.add_argument("--start", type=int, default=0, help="first source frame (0-based)")
     parser.add_argument("--resize", type=parse_size, help="output size WIDTHxHEIGHT")
     parser.add_argument("--fps", type=float, help="source frame rate (default: the video's, else 30)")
     parser.add_argument("--compressed", action="store_true", help="jpeg CompressedImage (+ compressedDepth PNG)")
@@ -189,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     summary = make_bag(args.source, args.output, depth_dir=args.depth, pattern=args.pattern,
                        depth_pattern=args.depth_pattern, intrinsics=args.intrinsics, hfov_deg=args.hfov,
-                       max_frames=args.max_frames, stride=args.stride, resize=args.resize, fps=args.fps,
-                       compressed=args.compressed, storage=args.storage, frame_id=args.frame_id,
+                       max_frames=args.max_frames, stride=args.stride, start=args.start, resize=args.resize,
+                       fps=args.fps, compressed=args.compressed, storage=args.storage, frame_id=args.frame_id,
                        namespace=args.namespace)
     i = summary.intrinsics
     print(f"wrote {summary.frames} frames ({summary.width}x{summary.height}, fx={i.fx:.1f} fy={i.fy:.1f} "

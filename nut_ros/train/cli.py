@@ -25,15 +25,17 @@ def _stage_parser(sub, name: str, stage: int) -> None:
     d = TrainConfig(stage=stage, out="", steps=1)
     p.add_argument("--out", required=True, help="run folder (resumed when it holds last.pt)")
     p.add_argument("--model", default=d.model, help="model config: tiny | small")
+    p.add_argument("--init", required=stage == 2, default=None,
+                   help="stage-1 run folder, last.pt or .safetensors weights" if stage == 2 else
+                   "fine-tune from these weights (run folder, last.pt or .safetensors) instead of a fresh model")
     if stage == 2:
-        p.add_argument("--init", required=True, help="stage-1 run folder, last.pt or .safetensors weights")
         p.add_argument("--frames", type=int, default=d.frames, help="clip length; key frames are first and last")
         p.add_argument("--sample-motion", action="store_true", help="sample velocities (truncated normal)")
     length = p.add_mutually_exclusive_group(required=True)
     length.add_argument("--steps", type=int, default=0, help="run length in optimiser steps")
     length.add_argument("--minutes", type=float, default=0.0, help="run length in minutes of training time")
     for key in ("chunk_minutes", "batch", "lr", "weight_decay", "warmup", "depth_drop", "val_every", "val_clips",
-                "seed"):
+                "seed", "raster_impl"):
         p.add_argument("--" + key.replace("_", "-"), type=type(getattr(d, key)), default=getattr(d, key))
     p.add_argument("--device", default=d.device)
     p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast")
@@ -41,9 +43,9 @@ def _stage_parser(sub, name: str, stage: int) -> None:
 
 
 def _train(args, stage: int) -> int:
-    extra = {"init": args.init, "frames": args.frames, "sample_motion": args.sample_motion} if stage == 2 else {}
-    keys = ("model", "steps", "minutes", "chunk_minutes", "batch", "lr", "weight_decay", "warmup", "depth_drop",
-            "val_every", "val_clips", "seed", "device")
+    extra = {"frames": args.frames, "sample_motion": args.sample_motion} if stage == 2 else {}
+    keys = ("model", "init", "steps", "minutes", "chunk_minutes", "batch", "lr", "weight_decay", "warmup",
+            "depth_drop", "val_every", "val_clips", "seed", "raster_impl", "device")
     cfg = TrainConfig(stage=stage, out=args.out, amp=not args.no_amp, **{k: getattr(args, k) for k in keys},
                       weights=LossWeights(**json.loads(args.loss_weights)), **extra)
     trainer = Trainer(cfg)
@@ -97,7 +99,8 @@ def _bench(args) -> int:
     import time
 
     with tempfile.TemporaryDirectory() as tmp:
-        common = dict(model=args.model, steps=10**6, val_clips=1, device=args.device, amp=not args.no_amp)
+        common = dict(model=args.model, steps=10**6, val_clips=1, device=args.device, amp=not args.no_amp,
+                      raster_impl=args.raster_impl)
         s1 = Trainer(TrainConfig(stage=1, out=f"{tmp}/s1", batch=args.batch1, **common))
         s1.save()
         s2 = Trainer(TrainConfig(stage=2, out=f"{tmp}/s2", init=f"{tmp}/s1", batch=args.batch2, **common))
@@ -141,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch1", type=int, default=16)
     p.add_argument("--batch2", type=int, default=8)
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--raster-impl", default="auto", help="torch | cuda | auto")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-amp", action="store_true")
     args = parser.parse_args(argv)

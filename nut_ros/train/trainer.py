@@ -32,7 +32,7 @@ class TrainConfig:
     out: str  # run folder: last.pt, log.jsonl, val_*.jpg, weights.safetensors
     model: str = "tiny"
     model_overrides: dict = field(default_factory=dict)  # ModelConfig fields to replace (e.g. in tests)
-    init: str | None = None  # stage 2: stage-1 run folder, trainer checkpoint (.pt) or weights (.safetensors)
+    init: str | None = None  # run folder, trainer checkpoint (.pt) or weights (.safetensors); needed by stage 2
     steps: int = 0  # run length in optimiser steps (0: use ``minutes``)
     minutes: float = 0.0  # run length in minutes of training time (0: use ``steps``)
     chunk_minutes: float = 9.0  # stop (and checkpoint) after this much wall time in one invocation
@@ -46,7 +46,7 @@ class TrainConfig:
     depth_drop: float = 0.3  # probability that a sample is RGB-only
     sample_motion: bool = False  # stage 2: sample velocities (reference) instead of using their mean
     static_log_sigma_init: float = -2.0  # stage 1: initial log σ of the sampled static offsets (bias init)
-    raster_impl: str = "torch"  # rasterizer used for training ("torch" | "cuda" | "auto")
+    raster_impl: str = "auto"  # rasterizer used for training ("torch" | "cuda" | "auto": CUDA kernels on a GPU)
     val_every: int = 250
     val_clips: int = 2
     save_every_s: float = 120.0
@@ -87,10 +87,13 @@ def _load_weights(model: NutModel, init: str) -> None:
 
 
 def build_for_stage(cfg: TrainConfig) -> NutModel:
-    """The model ready for its stage: stage 1 fresh, stage 2 from the stage-1 weights with the encoder frozen."""
+    """The model ready for its stage: stage 1 fresh (or fine-tuned from ``init``), stage 2 from the stage-1 weights
+    with the encoder frozen."""
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, **cfg.model_overrides)
-    if cfg.stage == 1:
+    if cfg.stage == 1 and cfg.init is not None:
+        _load_weights(model, cfg.init)
+    elif cfg.stage == 1:
         # start with compact, well-localised splats: scale ≈ one Gaussian cell (half a cell with the pixel skip,
         # whose anchored colours are already right), offsets with σ = exp(-2)
         head = model.gs_predictor.predictor

@@ -1,4 +1,4 @@
-// Orthographic Gaussian rasterizer (StreamSplat camera), forward pass: shared constants and host API.
+// Orthographic Gaussian rasterizer (StreamSplat camera), forward and backward passes: shared constants and host API.
 //
 // Camera (fixed): p_cam = (x, -z, y); pixel u = ((x p_w + 1) W - 1) / 2, v = ((-z p_w + 1) H - 1) / 2 with
 // p_w = 1 / (1 + 1e-7); constant EWA Jacobian diag(W/2, H/2); +0.3 px^2 low-pass; radius ceil(3 sqrt(lambda_max));
@@ -60,6 +60,16 @@ cudaError_t ortho_raster_prepare(const float* means, const float* scales, const 
 
 // Stage 2: bin into `keys` (uint64 [capacity]: depth bits << 32 | Gaussian index, grouped by tile), depth-sort each
 // tile and composite. Pairs beyond `capacity` are dropped (see docs/DEPLOYMENT.md); `total` says how many there were.
+// `out_T` (float [B,H,W]) and `out_last` (int [B,H,W]) may be null; when given they receive what the backward needs.
 cudaError_t ortho_raster_render(const float* colors, int batch, int n, int height, int width, float bg_r, float bg_g,
                                 float bg_b, void* workspace, unsigned long long* keys, int capacity, float* out_color,
-                                float* out_depth, float* out_alpha, cudaStream_t stream);
+                                float* out_depth, float* out_alpha, float* out_T, int* out_last, cudaStream_t stream);
+
+// Backward of stage 2 after a forward that saved `final_T`/`final_last` (same workspace and keys, unchanged).
+// Accumulates into zeroed buffers: d_xy [B*N,2], d_conic [B*N,3] (a, b, c of the conic), d_opacity [B*N],
+// d_color [B*N,3], d_depth [B*N]; gradients through the projection are left to the caller.
+cudaError_t ortho_raster_backward(const float* colors, int batch, int n, int height, int width, float bg_r, float bg_g,
+                                  float bg_b, const void* workspace, const unsigned long long* keys, int capacity,
+                                  const float* final_T, const int* final_last, const float* grad_color,
+                                  const float* grad_depth, const float* grad_alpha, float* d_xy, float* d_conic,
+                                  float* d_opacity, float* d_color, float* d_depth, cudaStream_t stream);

@@ -7,7 +7,9 @@
 //   ortho_scatter     write one 64-bit key (depth bits << 32 | index) per (tile, Gaussian) into its tile's range
 //   ortho_sort_tiles  depth-sort each tile's keys (bitonic; in shared memory when they fit). The index in the low
 //                     bits breaks depth ties by Gaussian order, as the reference's stable radix sort does.
-//   ortho_render      one 16x16 block per tile, front-to-back alpha compositing
+//   ortho_render      one 16x16 block per tile, front-to-back alpha compositing (optionally saving, per pixel, the
+//                     final transmittance and the end of its contributor list for the backward pass)
+//   ortho_render_backward  one 16x16 block per tile, back-to-front: gradients of the per-Gaussian screen parameters
 // Floating-point steps follow the reference rasterizer (diff-gaussian-rasterization-orth) operation by operation.
 #pragma once
 
@@ -171,7 +173,7 @@ extern "C" __global__ void __launch_bounds__(ORTHO_BLOCK)
                  const int* __restrict__ tile_count, const unsigned long long* __restrict__ keys, int capacity,
                  const float2* __restrict__ xy, const float4* __restrict__ conic, const float* __restrict__ colors,
                  float bg_r, float bg_g, float bg_b, float* __restrict__ out_color, float* __restrict__ out_depth,
-                 float* __restrict__ out_alpha) {
+                 float* __restrict__ out_alpha, float* __restrict__ out_T, int* __restrict__ out_last) {
   __shared__ int s_id[ORTHO_BLOCK];
   __shared__ float2 s_xy[ORTHO_BLOCK];
   __shared__ float4 s_conic[ORTHO_BLOCK];
@@ -187,6 +189,7 @@ extern "C" __global__ void __launch_bounds__(ORTHO_BLOCK)
   const int len = max(0, min(start + tile_count[tile], capacity) - start);
 
   bool done = !inside;
+  int last = 0;  // one past the tile-list position of the last contributor
   float T = 1.0f, cr = 0.0f, cg = 0.0f, cb = 0.0f, d = 0.0f, acc = 0.0f;
   for (int base = 0; base < len; base += ORTHO_BLOCK) {
     if (__syncthreads_count(done) == ORTHO_BLOCK) break;
@@ -221,13 +224,121 @@ extern "C" __global__ void __launch_bounds__(ORTHO_BLOCK)
       d += s_depth[j] * w;
       acc += w;
       T = test_T;
+      last = base + j + 1;
     }
   }
   if (!inside) return;
   const int hw = height * width, pix = py * width + px;
+  if (out_T != nullptr) {
+    out_T[b * hw + pix] = T;
+    out_last[b * hw + pix] = last;
+  }
   out_color[(3 * b + 0) * hw + pix] = cr + T * bg_r;
   out_color[(3 * b + 1) * hw + pix] = cg + T * bg_g;
   out_color[(3 * b + 2) * hw + pix] = cb + T * bg_b;
   out_depth[b * hw + pix] = d;
   out_alpha[b * hw + pix] = acc;
+}
+
+// Backward of ortho_render. Per pixel, walks its contributors back to front, recovering T_{i-1} = T_i / (1 - a_i) from
+// the saved final T, and accumulates (atomics) the gradients of every Gaussian's pixel centre (u, v), conic (a, b, c),
+// opacity, colour and depth. Features are (r, g, b, depth, 1): the alpha image is composited like a channel of ones
+// over a zero background. a = min(0.99, o exp(power)); where the clamp is active a has no gradient (as in torch).
+extern "C" __global__ void __launch_bounds__(ORTHO_BLOCK)
+    ortho_render_backward(int n, int height, int width, const int* __restrict__ tile_start,
+                          const int* __restrict__ tile_count, const unsigned long long* __restrict__ keys,
+                          int capacity, const float2* __restrict__ xy, const float4* __restrict__ conic,
+                          const float* __restrict__ colors, float bg_r, float bg_g, float bg_b,
+                          const float* __restrict__ final_T, const int* __restrict__ final_last,
+                          const float* __restrict__ grad_color, const float* __restrict__ grad_depth,
+                          const float* __restrict__ grad_alpha, float* __restrict__ d_xy, float* __restrict__ d_conic,
+                          float* __restrict__ d_opacity, float* __restrict__ d_color, float* __restrict__ d_depth) {
+  __shared__ int s_id[ORTHO_BLOCK];
+  __shared__ float2 s_xy[ORTHO_BLOCK];
+  __shared__ float4 s_conic[ORTHO_BLOCK];
+  __shared__ float s_feat[ORTHO_BLOCK][4];
+  __shared__ int s_max_last;
+
+  const int b = blockIdx.z;
+  const int tile = (b * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+  const int rank = threadIdx.y * ORTHO_TILE + threadIdx.x;
+  const int px = blockIdx.x * ORTHO_TILE + threadIdx.x, py = blockIdx.y * ORTHO_TILE + threadIdx.y;
+  const bool inside = px < width && py < height;
+  const float pxf = (float)px, pyf = (float)py;
+  const int start = tile_start[tile];
+  const int hw = height * width, pix = py * width + px;
+
+  const float T_final = inside ? final_T[b * hw + pix] : 0.0f;
+  const int last = inside ? final_last[b * hw + pix] : 0;
+  float g[5] = {0.f, 0.f, 0.f, 0.f, 0.f};
+  if (inside) {
+    for (int k = 0; k < 3; ++k) g[k] = grad_color[(3 * b + k) * hw + pix];
+    g[3] = grad_depth[b * hw + pix];
+    g[4] = grad_alpha[b * hw + pix];
+  }
+  const float bg_dot = bg_r * g[0] + bg_g * g[1] + bg_b * g[2];
+
+  if (rank == 0) s_max_last = 0;
+  __syncthreads();
+  atomicMax(&s_max_last, last);
+  __syncthreads();
+  const int max_last = min(s_max_last, capacity - start);
+
+  float T = T_final, last_alpha = 0.f;
+  float accum[5] = {0.f, 0.f, 0.f, 0.f, 0.f}, last_feat[5] = {0.f, 0.f, 0.f, 0.f, 0.f};
+  for (int end = max_last; end > 0; end -= ORTHO_BLOCK) {
+    const int begin = max(0, end - ORTHO_BLOCK);
+    __syncthreads();
+    if (begin + rank < end) {
+      const unsigned long long key = keys[start + begin + rank];
+      const int gi = b * n + (int)(unsigned)(key & 0xffffffffull);
+      s_id[rank] = gi;
+      s_xy[rank] = xy[gi];
+      s_conic[rank] = conic[gi];
+      s_feat[rank][0] = colors[3 * gi];
+      s_feat[rank][1] = colors[3 * gi + 1];
+      s_feat[rank][2] = colors[3 * gi + 2];
+      s_feat[rank][3] = __uint_as_float((unsigned)(key >> 32));
+    }
+    __syncthreads();
+    for (int j = end - begin - 1; j >= 0; --j) {
+      if (begin + j >= last) continue;
+      const float2 p = s_xy[j];
+      const float4 co = s_conic[j];
+      const float dx = p.x - pxf, dy = p.y - pyf;
+      const float power = -0.5f * (co.x * dx * dx + co.z * dy * dy) - co.y * dx * dy;
+      if (power > 0.0f) continue;
+      const float G = expf(power);
+      const float raw = co.w * G;
+      const float alpha = fminf(0.99f, raw);
+      if (alpha < 1.0f / 255.0f) continue;
+      T = T / (1.f - alpha);
+      const float w = alpha * T;
+      const float feat[5] = {s_feat[j][0], s_feat[j][1], s_feat[j][2], s_feat[j][3], 1.f};
+      float dL_dalpha = 0.f;
+#pragma unroll
+      for (int k = 0; k < 5; ++k) {
+        accum[k] = last_alpha * last_feat[k] + (1.f - last_alpha) * accum[k];
+        last_feat[k] = feat[k];
+        dL_dalpha += (feat[k] - accum[k]) * g[k];
+      }
+      dL_dalpha = dL_dalpha * T - T_final / (1.f - alpha) * bg_dot;
+      last_alpha = alpha;
+
+      const int gi = s_id[j];
+      atomicAdd(d_color + 3 * gi, w * g[0]);
+      atomicAdd(d_color + 3 * gi + 1, w * g[1]);
+      atomicAdd(d_color + 3 * gi + 2, w * g[2]);
+      atomicAdd(d_depth + gi, w * g[3]);
+      if (raw < 0.99f) {
+        const float dL_dpower = alpha * dL_dalpha;
+        atomicAdd(d_opacity + gi, G * dL_dalpha);
+        atomicAdd(d_xy + 2 * gi, -dL_dpower * (co.x * dx + co.y * dy));
+        atomicAdd(d_xy + 2 * gi + 1, -dL_dpower * (co.z * dy + co.y * dx));
+        atomicAdd(d_conic + 3 * gi, -0.5f * dL_dpower * dx * dx);
+        atomicAdd(d_conic + 3 * gi + 1, -dL_dpower * dx * dy);
+        atomicAdd(d_conic + 3 * gi + 2, -0.5f * dL_dpower * dy * dy);
+      }
+    }
+  }
 }

@@ -1,0 +1,97 @@
+"""The evaluation suite's machinery on a synthetic RGB-D clip (random-init tiny model, no ../shared)."""
+import dataclasses
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from nut_ros.core.checkpoint import save_checkpoint
+from nut_ros.core.model import build_model
+from nut_ros.tools.eval_suite import CLIPS, PACKAGE_DIR, RUNS, ClipSpec, RunSpec, assess_goals, build_bag, run_suite
+from nut_ros.tools.make_bag import START_NS
+
+H, W, SOURCE_FRAMES, FPS = 60, 80, 10, 10.0
+CLIP = ClipSpec("synth", "data/synth", why="test", start=2, frames=7, resize=None, fps=FPS, pattern="*.color.png",
+                depth_pattern="*.depth.png", intrinsics=(70.0, 70.0, 39.5, 29.5))
+SUITE_RUNS = (RunSpec("synth_depth", "synth", "synthetic, depth in", input_depth=True),
+              RunSpec("synth_rgb", "synth", "synthetic, RGB only"))
+
+
+def write_clip(folder):
+    """A pattern sliding 6 px per frame in front of a 2 m plane."""
+    folder.mkdir(parents=True)
+    v, u = np.mgrid[0:H, 0:W].astype(np.float32)
+    for i in range(SOURCE_FRAMES):
+        x = u - 6 * i
+        rgb = np.stack([0.5 + 0.4 * np.sin(x / 5), 0.5 + 0.4 * np.cos(v / 4), 0.5 + 0.3 * np.sin((x + v) / 7)], -1)
+        cv2.imwrite(str(folder / f"{i:03d}.color.png"), (rgb[..., ::-1] * 255).round().astype(np.uint8))
+        cv2.imwrite(str(folder / f"{i:03d}.depth.png"), np.full((H, W), 2000, np.uint16))
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("suite")
+    write_clip(tmp / "shared" / "data" / "synth")
+    torch.manual_seed(0)
+    ckpt = tmp / "tiny.safetensors"
+    save_checkpoint(build_model("tiny", image_size=(48, 96)), ckpt)
+    summary = run_suite(tmp / "shared", tmp / "work", ["--checkpoint", str(ckpt), "--quiet"], clips=(CLIP,),
+                        runs=SUITE_RUNS, meta={"weights": "random init"}, log=lambda _: None)
+    return tmp, summary
+
+
+def test_summary_rows(suite):
+    tmp, summary = suite
+    assert json.loads((tmp / "work" / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    depth_run, rgb_run = summary["runs"]
+    for row in (depth_run, rgb_run):
+        # bag frames 2..8: keys at bag frames 0, 3, 6; the 4 frames between them are interpolated
+        assert (row["key_frames"], row["interp_frames"], row["stride"]) == (3, 4, 3)
+        assert row["model_resolution"] == [48, 96]
+        assert 0 < row["key_psnr"] < 60 and 0 < row["key_psnr_256"] < 60 and -1 <= row["key_ssim_256"] <= 1
+        assert 0 < row["interp_psnr_256"] < 60 and row["latency_p50_ms"] > 0
+        assert row["real_motion"] == (row["blend_psnr_256"] < 30)
+        assert row["depth_abs_rel_aligned"] is not None
+    assert depth_run["input_depth"] and not rgb_run["input_depth"]
+    assert depth_run["depth_abs_rel"] < 0.06  # metric depth of the plane passes through the pipeline
+    assert rgb_run["depth_abs_rel"] is None  # relative depth: only the median-aligned error exists
+    assert depth_run["blend_psnr_256"] == pytest.approx(rgb_run["blend_psnr_256"])  # same frames, same baseline
+    report = json.loads((tmp / "work" / "runs" / "synth_rgb" / "report.json").read_text())
+    assert report["frames"][0]["stamp_ns"] == START_NS + round(2 * 1e9 / FPS)  # the segment starts at frame 2
+    md = (tmp / "work" / "summary.md").read_text()
+    assert md.count("| synthetic, ") == 2 and "Goals: key PSNR >= 30 dB" in md and "| synth | `data/synth` |" in md
+
+
+def test_bag_cache(suite):
+    tmp, _ = suite
+    bags = tmp / "work" / "bags"
+    files = sorted(p for p in (bags / "synth").rglob("*") if p.is_file())
+    before = [p.stat().st_mtime_ns for p in files]
+    assert build_bag(CLIP, tmp / "shared", bags) == bags / "synth"
+    assert [p.stat().st_mtime_ns for p in files] == before  # same spec: reused
+    shorter = dataclasses.replace(CLIP, frames=4)
+    build_bag(shorter, tmp / "shared", bags)
+    assert json.loads((bags / "synth.spec.json").read_text())["frames"] == 4
+    build_bag(CLIP, tmp / "shared", bags)  # back to the suite's spec for the other tests
+
+
+def test_goals():
+    def row(name, key, interp, blend, abs_rel=None, depth=False):
+        return {"run": name, "key_psnr_256": key, "interp_psnr_256": interp, "blend_psnr_256": blend,
+                "real_motion": blend < 30, "depth_abs_rel": abs_rel, "input_depth": depth}
+
+    goals = assess_goals([row("a", 31.0, 25.0, 24.0), row("b", 29.0, 20.0, 35.0),
+                          row("c", 30.5, 26.0, 27.0, abs_rel=0.03, depth=True)])
+    assert not goals["key_psnr"]["met"] and goals["key_psnr"]["failed"] == ["b"]
+    assert not goals["interp_vs_blend"]["met"] and goals["interp_vs_blend"]["failed"] == ["c"]  # b is near-static
+    assert goals["depth_abs_rel"]["met"] and goals["depth_abs_rel"]["passed"] == ["c"]
+    assert not assess_goals([row("a", 31.0, 25.0, 35.0)])["interp_vs_blend"]["met"]  # no real-motion run: unproven
+
+
+def test_suite_tables():
+    names = {c.name for c in CLIPS}
+    assert all(r.clip in names for r in RUNS) and len({r.name for r in RUNS}) == len(RUNS)
+    assert all((PACKAGE_DIR / c.source).is_dir() for c in CLIPS if c.root == "package")
+    assert all(c.frames is None or c.frames // r.stride <= 50 for r in RUNS for c in CLIPS if c.name == r.clip)
