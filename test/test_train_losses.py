@@ -1,4 +1,5 @@
 """Training losses and the simulated depth input."""
+import pytest
 import torch
 
 from nut_ros.core.gaussians import Gaussians, disparity_to_depth
@@ -87,3 +88,16 @@ def test_depth_input_modes():
     # the normalisation maps the valid input disparities back to the channel values (up to the sensor noise)
     y = d.normalise(1.0 / depth)[:, 0]
     assert float((y - disp).abs()[valid > 0].max()) < 0.05
+
+
+def test_trajectory_loss_norms():
+    from nut_ros.train.losses import trajectory_loss
+
+    pred = torch.zeros(1, 2, 1, 3)
+    target = torch.tensor([[[[0.5, 0.2, 0.0]], [[0.0, 0.0, 0.0]]]])
+    no_depth, depth = torch.zeros(1), torch.ones(1)
+    assert torch.isclose(trajectory_loss(pred, target, no_depth), torch.tensor(0.25))  # (0.5 + 0) / 2
+    assert torch.isclose(trajectory_loss(pred, target, depth), torch.tensor(0.35))
+    assert torch.isclose(trajectory_loss(pred, target, depth, "l2"), torch.tensor((0.25 + 0.04) / 2))
+    with pytest.raises(ValueError):
+        trajectory_loss(pred, target, depth, "huber")

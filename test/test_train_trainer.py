@@ -66,3 +66,29 @@ def test_stage1_fine_tunes_from_weights(tmp_path):
     fresh = Trainer(_cfg(1, tmp_path / "c", steps=1, seed=5))
     assert any(not torch.allclose(v, exported[k].float(), rtol=1e-2, atol=1e-3)
                for k, v in fresh.model.state_dict().items())
+
+
+def test_stage2_takes_only_the_encoder_and_export_keeps_the_run(tmp_path):
+    from nut_ros.train.cli import main
+    from nut_ros.train.trainer import FADE_STEEPNESS_INIT
+
+    torch.set_num_threads(2)
+    Trainer(_cfg(1, tmp_path / "s1", steps=1)).run()
+    first = Trainer(_cfg(2, tmp_path / "s2", steps=1, init=str(tmp_path / "s1")))
+    first.run()
+    fade = first.model.gs_dynamic_predictor.gs_layer["opacity_dynamic"].layers[-1].bias
+    assert fade[0].item() != FADE_STEEPNESS_INIT  # trained
+
+    # a second stage 2 from the first one's weights: same encoder, fresh decoder (fading on)
+    again = Trainer(_cfg(2, tmp_path / "s2b", steps=1, init=str(tmp_path / "s2" / "weights.safetensors")))
+    src = load_checkpoint(tmp_path / "s2" / "weights.safetensors").state_dict()
+    for k, v in again.model.gs_predictor.state_dict().items():
+        assert torch.allclose(v, src["gs_predictor." + k].float(), rtol=1e-2, atol=1e-3), k
+    new_fade = again.model.gs_dynamic_predictor.gs_layer["opacity_dynamic"].layers[-1].bias
+    assert new_fade[0].item() == FADE_STEEPNESS_INIT and new_fade[1].item() == 0.0
+
+    # export reproduces the run as trained (not a fresh decoder)
+    assert main(["export", str(tmp_path / "s2"), str(tmp_path / "out.safetensors")]) == 0
+    exported = load_checkpoint(tmp_path / "out.safetensors").state_dict()
+    for k, v in first.model.state_dict().items():
+        assert torch.allclose(exported[k].float(), v.float(), rtol=1e-2, atol=1e-3), k

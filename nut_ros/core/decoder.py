@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nut_ros.core.config import ModelConfig
-from nut_ros.core.layers import ConditionalResAttBlock, HeadMLP, RMSNorm, SinusoidalPositionalEncoding, num_heads
+from nut_ros.core.layers import (ConditionalResAttBlock, HeadMLP, RMSNorm, SinusoidalPositionalEncoding, num_heads,
+                                 sinusoidal_table_2d)
 from nut_ros.core.truncnorm import truncnorm_mean, truncnorm_sample
 
 #: velocity bound per unit pair time on (x, ŷ, z)
@@ -36,9 +37,10 @@ class TransformerConditionalDecoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         dim, n = cfg.width, cfg.num_tokens
-        self.positional_embedding = nn.Parameter(torch.empty(1, 2 * n, dim))
+        # learned, initialised to a 2-D sine table of the token grid (the same for both frames): where a token sits
+        # is readable from the first step, which is what matching content across the two frames needs
+        self.positional_embedding = nn.Parameter(sinusoidal_table_2d(*cfg.token_grid, dim).repeat(2, 1)[None])
         self.cls_embedding = nn.Parameter(torch.empty(1, 2, dim))
-        nn.init.trunc_normal_(self.positional_embedding, std=0.02)
         nn.init.trunc_normal_(self.cls_embedding, std=0.02)
         self.condition_proj = nn.Linear(cfg.condition_dim, dim, bias=False)
         self.positional_encoding = SinusoidalPositionalEncoding(cfg.condition_tokens, dim)

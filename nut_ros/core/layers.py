@@ -157,6 +157,13 @@ def sinusoidal_table(length: int, dim: int) -> Tensor:
     return table
 
 
+def sinusoidal_table_2d(height: int, width: int, dim: int) -> Tensor:
+    """``[height·width, dim]`` row-major table: half the channels encode the row, half the column (1-D tables)."""
+    rows = sinusoidal_table(height, dim // 2).repeat_interleave(width, dim=0)
+    cols = sinusoidal_table(width, dim - dim // 2).repeat(height, 1)
+    return torch.cat([rows, cols], dim=1)
+
+
 class SinusoidalPositionalEncoding(nn.Module):
     """Adds a fixed 1-D sinusoidal encoding over the token index (persistent buffer ``pe``)."""
 

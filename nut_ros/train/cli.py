@@ -17,7 +17,7 @@ import torch
 
 from nut_ros.core.checkpoint import save_checkpoint
 from nut_ros.train.objectives import LossWeights
-from nut_ros.train.trainer import TrainConfig, Trainer, build_for_stage
+from nut_ros.train.trainer import TrainConfig, Trainer, load_run
 
 
 def _stage_parser(sub, name: str, stage: int) -> None:
@@ -56,8 +56,7 @@ def _train(args, stage: int) -> int:
 
 
 def _export(args) -> int:
-    cfg = TrainConfig(stage=2, out=str(Path(args.run)), init=args.run, steps=1, device="cpu")
-    save_checkpoint(build_for_stage(cfg), args.dest, dtype=torch.float16)
+    save_checkpoint(load_run(args.run), args.dest, dtype=torch.float16)
     print(f"wrote {args.dest}")
     return 0
 

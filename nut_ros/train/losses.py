@@ -88,10 +88,13 @@ def trajectory_targets(gaussians: Gaussians, tracks: Tensor, times: Tensor, disp
     return pred, torch.cat(targets, dim=1)
 
 
-def trajectory_loss(pred: Tensor, target: Tensor, depth_weight: Tensor) -> Tensor:
-    """L1 in canonical units between predicted and true displacements; the ŷ component is weighted per sample by
-    ``depth_weight [B]`` (0 where the input had no depth, so the disparity scale is unknown)."""
-    err = (pred - target).abs()
+def trajectory_loss(pred: Tensor, target: Tensor, depth_weight: Tensor, norm: str = "l1") -> Tensor:
+    """L1 (or squared, ``norm="l2"``) error in canonical units between predicted and true displacements; the ŷ
+    component is weighted per sample by ``depth_weight [B]`` (0 where the input had no depth, so the disparity scale
+    is unknown). L1 pulls ambiguous Gaussians to the median motion (often zero), L2 to the mean."""
+    if norm not in ("l1", "l2"):
+        raise ValueError(f"unknown trajectory norm {norm!r}")
+    err = (pred - target).abs() if norm == "l1" else (pred - target).square()
     planar = err[..., 0:3:2].sum(-1)
     depth = err[..., 1] * depth_weight.view(-1, 1, 1)
     return (planar + depth).mean()

@@ -26,6 +26,7 @@ class LossWeights:
     depth_ssi: float = 0.05  # scale/shift-invariant disparity (reference: 0.05 stage 1, 0.01 stage 2)
     depth: float = 0.5  # direct ŷ vs true normalised disparity (samples with depth input)
     trajectory: float = 1.0  # Gaussian displacement vs true point trajectories (stage 2)
+    trajectory_norm: str = "l1"  # "l1" or "l2" (squared error)
     ssi_tau: float = 0.0  # soft outlier down-weighting of the SSI term (reference stage 2: 0.3)
 
 
@@ -108,7 +109,7 @@ def stage2_step(model: NutModel, clip: Clip, weights: LossWeights, drop_prob: fl
     depth_loss, terms = _depth_terms(out, target, present.repeat_interleave(v), weights)
     disp_range = torch.stack([d.hi - d.lo for d in inputs], dim=1)
     pred, true = trajectory_targets(g, clip.tracks, clip.times, disp_range)
-    traj = trajectory_loss(pred, true, present.float())
+    traj = trajectory_loss(pred, true, present.float(), weights.trajectory_norm)
     loss = mse + weights.mask * mask + depth_loss + weights.trajectory * traj
     terms = {"mse": mse.item(), "mask": mask.item(), **terms, "trajectory": traj.item()}
     return StepOutput(loss, terms, out, g, inputs, target)

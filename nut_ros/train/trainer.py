@@ -24,6 +24,7 @@ from nut_ros.train.texture_pack import PACK_DIR, load_texture_bank
 from nut_ros.train.validation import evaluate, save_images
 
 VAL_SEED = 1_000_003
+FADE_STEEPNESS_INIT = 5.0  #: stage 2: initial γ0 (pre-ReLU bias of the temporal-opacity head)
 
 
 @dataclass
@@ -32,7 +33,8 @@ class TrainConfig:
     out: str  # run folder: last.pt, log.jsonl, val_*.jpg, weights.safetensors
     model: str = "tiny"
     model_overrides: dict = field(default_factory=dict)  # ModelConfig fields to replace (e.g. in tests)
-    init: str | None = None  # run folder, trainer checkpoint (.pt) or weights (.safetensors); needed by stage 2
+    init: str | None = None  # run folder, trainer checkpoint (.pt) or weights (.safetensors); stage 2 (where it is
+    #                          required) takes only the static encoder from it
     steps: int = 0  # run length in optimiser steps (0: use ``minutes``)
     minutes: float = 0.0  # run length in minutes of training time (0: use ``steps``)
     chunk_minutes: float = 9.0  # stop (and checkpoint) after this much wall time in one invocation
@@ -78,12 +80,31 @@ def _resolve_init(init: str) -> Path:
     return path / "last.pt" if path.is_dir() else path
 
 
-def _load_weights(model: NutModel, init: str) -> None:
+def _load_weights(model: NutModel, init: str, prefix: str = "") -> None:
+    """Load ``init`` (weights or a trainer checkpoint) into ``model``: every key, or only those under ``prefix``
+    (then strictly: all of the model's keys under it must be there)."""
     path = _resolve_init(init)
     if path.suffix == ".safetensors":
-        model.load_state_dict(load_checkpoint(path).state_dict(), strict=True)
+        state = load_checkpoint(path).state_dict()
     else:
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["model"], strict=True)
+        state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    if not prefix:
+        model.load_state_dict(state, strict=True)
+        return
+    wanted = {k for k in model.state_dict() if k.startswith(prefix)}
+    missing = sorted(wanted - set(state))
+    if missing:
+        raise KeyError(f"{path} lacks {len(missing)} weights under {prefix!r}, e.g. {missing[0]}")
+    model.load_state_dict({k: state[k] for k in wanted}, strict=False)
+
+
+def load_run(run: str) -> NutModel:
+    """The model of a trainer checkpoint (a run folder or its ``last.pt``), with every weight as trained."""
+    state = torch.load(_resolve_init(run), map_location="cpu", weights_only=False)
+    cfg = state["config"]
+    model = build_model(cfg["model"], **cfg.get("model_overrides", {}))
+    model.load_state_dict(state["model"], strict=True)
+    return model
 
 
 def build_for_stage(cfg: TrainConfig) -> NutModel:
@@ -104,8 +125,13 @@ def build_for_stage(cfg: TrainConfig) -> NutModel:
     else:
         if cfg.init is None:
             raise ValueError("stage 2 needs --init (a stage-1 run, checkpoint or weights)")
-        _load_weights(model, cfg.init)
+        _load_weights(model, cfg.init, prefix="gs_predictor.")  # the decoder side is trained from scratch
         model.freeze_static()
+        # start with fading on (γ0 = 5 before its ReLU, γ1 = σ(0) = 0.5): each frame's Gaussians fade out towards
+        # the other key frame. From γ0 = 0 the ReLU can stay shut and frame 0's splats never leave frame 1's render.
+        fade = model.gs_dynamic_predictor.gs_layer["opacity_dynamic"].layers[-1]
+        torch.nn.init.constant_(fade.bias, 0.0)
+        fade.bias.data[0] = FADE_STEEPNESS_INIT
     return model
 
 
