@@ -1,0 +1,67 @@
+"""Which submodule makes ``torch.compile`` disagree with eager? (GPU diagnostic for docs/BENCHMARKS.md)
+
+    python -m nut_ros.tools.check_compile [--config streamsplat] [--device cuda]
+
+Compiles one submodule of a random-init model at a time (then ``encode``/``decode`` whole), in fp32 and under bf16
+autocast, and prints the largest difference from the eager model in the two frame caches and in the decoded
+positions and velocities. TF32 is off so that fp32 differences mean a miscompile, not rounding.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from nut_ros.core.model import build_model
+
+SUBMODULES = ("gs_predictor.encoder", "gs_predictor.gaussian_upsampler", "gs_predictor.predictor",
+              "condition_encoder", "decoder", "gaussian_upsampler", "gs_dynamic_predictor")
+
+
+def _max_diff(a, b) -> float:
+    return max((x.float() - y.float()).abs().max().item() for x, y in zip(a, b))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default="streamsplat")
+    ap.add_argument("--device", default="cuda")
+    args = ap.parse_args(argv)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    torch.manual_seed(0)
+    model = build_model(args.config).to(args.device).eval()
+    h, w = model.config.image_size
+    rgb = torch.rand(1, 3, h, w, device=args.device)
+    disp = torch.rand(1, model.config.depth_channels, h, w, device=args.device)
+
+    def run(autocast: bool):
+        with torch.inference_mode(), torch.autocast(args.device, torch.bfloat16, enabled=autocast):
+            prev, cur = model.encode(rgb, disp), model.encode(rgb * 0.9, disp)
+            return prev, cur, model.decode(prev, cur)
+
+    for autocast in (False, True):
+        want = run(autocast)
+        for name in (*SUBMODULES, "encode+decode"):
+            torch._dynamo.reset()
+            if name == "encode+decode":
+                model.encode = torch.compile(model.encode, dynamic=False)
+                model.decode = torch.compile(model.decode, dynamic=False)
+            else:
+                module = model.get_submodule(name)
+                module.forward = torch.compile(module.forward, dynamic=False)
+            try:
+                prev, cur, g = run(autocast)
+                print(f"autocast={autocast!s:5} {name:32s} prev {_max_diff(prev, want[0]):.2e} "
+                      f"cur {_max_diff(cur, want[1]):.2e} xyz {(g.xyz - want[2].xyz).abs().max().item():.2e} "
+                      f"velocity {(g.velocity.float() - want[2].velocity.float()).abs().max().item():.2e}", flush=True)
+            except Exception as err:  # report and go on with the next submodule
+                print(f"autocast={autocast!s:5} {name:32s} {type(err).__name__}: {str(err)[:200]}", flush=True)
+            finally:  # back to eager
+                if name == "encode+decode":
+                    del model.encode, model.decode
+                else:
+                    del module.forward
+
+
+if __name__ == "__main__":
+    main()
