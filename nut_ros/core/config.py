@@ -48,6 +48,8 @@ class ModelConfig:
     condition_pool: int = 2  # "encoder" condition: average-pool factor on the token grid
     static_xyz_head: Literal["plain", "sampled"] = "sampled"  # plain: inference head; sampled: truncated normal
     pixel_skip: bool = False  # input-anchored skip (nut_ros/core/pixel_skip.py); False for the reference
+    # "dis": velocities are an optical-flow prior plus the head's residual (nut_ros/core/motion_prior.py); no weights
+    motion_prior: Literal["none", "dis"] = "none"
     dino: DinoConfig = field(default_factory=DinoConfig)
 
     def __post_init__(self):
@@ -113,13 +115,14 @@ CONFIGS: dict[str, ModelConfig] = {
     # Real-time on a robot GPU at 512x288 (N = 36,864 per frame), light condition; 13.1 M parameters (26 MB fp16).
     "small": ModelConfig(
         name="small", image_size=(288, 512), depth_channels=2, width=256, encoder_layers=6, decoder_layers=4,
-        upsampler_dims=(192, 96), window=576, condition="encoder", pixel_skip=True,
+        upsampler_dims=(192, 96), window=576, condition="encoder", pixel_skip=True, motion_prior="dis",
     ),
     # Several frames/s on 2 CPU cores: 256x144 input, N = 9,216 per frame; one attention block per upsampler stage
     # over 144-token windows keeps encode + decode near 55 ms on 2 cores (docs/BENCHMARKS.md).
     "tiny": ModelConfig(
         name="tiny", image_size=(144, 256), depth_channels=2, width=128, encoder_layers=4, decoder_layers=2,
         upsampler_dims=(64, 32), upsampler_layers=1, window=144, condition="encoder", pixel_skip=True,
+        motion_prior="dis",
     ),
 }
 

@@ -15,6 +15,7 @@ from torch import Tensor
 from nut_ros.core.config import ModelConfig
 from nut_ros.core.gaussians import Gaussians
 from nut_ros.core.model import NutModel, build_model, static_gaussians
+from nut_ros.pipeline.compile import compile_network
 from nut_ros.render import RenderOutput, rasterize
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
@@ -43,12 +44,13 @@ class Backend(Protocol):
 
 
 class TorchBackend:
-    """The PyTorch model on CPU or CUDA (optionally under bf16 autocast on CUDA; rendering stays float32)."""
+    """The PyTorch model on CPU or CUDA (optionally under bf16 autocast on CUDA, optionally ``torch.compile``d;
+    rendering stays float32)."""
 
     name = "torch"
 
     def __init__(self, model: NutModel, device: str | torch.device = "cpu", bf16: bool = False,
-                 raster_impl: str = "auto"):
+                 raster_impl: str = "auto", compile: bool = False):
         self._device = torch.device(device)
         if bf16 and self._device.type != "cuda":
             raise ValueError("bf16 autocast is only supported on CUDA")
@@ -58,6 +60,9 @@ class TorchBackend:
         self.model_config = model.config
         self.bf16 = bf16
         self.raster_impl = raster_impl
+        self._encode, self._decode = self.model.encode, self.model.decode
+        if compile:  # the first frames of each shape take tens of seconds to compile
+            self._encode, self._decode = compile_network(self.model)
 
     @property
     def device(self) -> str:
@@ -71,12 +76,12 @@ class TorchBackend:
     @torch.inference_mode()
     def encode(self, rgb: Tensor, disp: Tensor):
         with self._autocast():
-            return self.model.encode(rgb.to(self._device), disp.to(self._device))
+            return self._encode(rgb.to(self._device), disp.to(self._device))
 
     @torch.inference_mode()
     def decode(self, prev, cur) -> Gaussians:
         with self._autocast():
-            g = self.model.decode(prev, cur)
+            g = self._decode(prev, cur)
         return g.map(lambda x: x.float())
 
     @torch.inference_mode()
@@ -118,7 +123,7 @@ def make_backend(name: str = "torch", model: str = "tiny", checkpoint: str | Pat
     """Build a backend by name (``torch``, ``onnxruntime``, ``tensorrt``).
 
     ``torch``: ``checkpoint`` is a .safetensors file (default ``nut_ros/weights/<model>.safetensors``);
-    ``options`` go to :class:`TorchBackend` (``bf16``, ``raster_impl``). The ONNX Runtime and TensorRT backends are
+    ``options`` go to :class:`TorchBackend` (``bf16``, ``raster_impl``, ``compile``). The ONNX Runtime and TensorRT backends are
     imported only when asked for; ``checkpoint`` is then their model/engine file and ``options`` go to them.
     """
     if name == "torch":

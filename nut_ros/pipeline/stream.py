@@ -5,7 +5,9 @@ encoded exactly once. The cached handle of the previous frame pairs with the new
 and temporal opacity for both, and the live map G(t) is the pair's ``2N`` Gaussians (the older pair is dropped), so
 memory is bounded for streams of any length (STREAMSPLAT_SPEC §6.2). The map renders at the newest frame (pair
 time 1), between the two frames (0 < t < 1) or ahead of the newest (t > 1, extrapolated from the velocities). The
-first frame of a stream renders its static Gaussians.
+first frame of a stream renders its static Gaussians. With a motion prior (``PipelineConfig.motion_prior``, by
+default the model's), the pair's velocities get the optical flow between the two model-resolution frames added
+(:mod:`nut_ros.core.motion_prior`), the same on every backend.
 
 Stamps: a duplicate stamp, or one going backwards by up to ``max_gap_s``, drops the frame (counted by reason); a
 backwards jump or forward gap larger than ``max_gap_s`` — a looping bag, a stalled camera — starts a new stream
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 
 from nut_ros.core.gaussians import Gaussians
 from nut_ros.core.geometry import DepthNormalization, Intrinsics, rendered_depth_to_depth
+from nut_ros.core.motion_prior import PRIORS, FlowPrior, grey_u8, with_prior
 from nut_ros.pipeline.backends import Backend
 from nut_ros.pipeline.depth import model_depth_input, normalize_inverse_depth, resize_depth, valid_depth
 from nut_ros.pipeline.optical import optical_cloud, rebase_inverse_depth, shared_normalization
@@ -37,6 +40,7 @@ class _Encoded:
     stamp_ns: int
     norm: DepthNormalization | None  # of a metric-depth frame, None when relative
     signature: tuple[int, int, bool]  # input (H, W, has depth): a change starts a new stream
+    grey: np.ndarray | None  # model-resolution grey image for the motion prior (None without one)
 
 
 @dataclass
@@ -60,6 +64,13 @@ class StreamingPipeline:
         self.stats = StreamStats()
         self._prev: _Encoded | None = None
         self._live: _LiveMap | None = None
+        prior = config.motion_prior if config.motion_prior != "auto" else backend.model_config.motion_prior
+        if prior not in PRIORS:
+            raise ValueError(f"unknown motion prior {prior!r}; choose from auto, {', '.join(PRIORS)}")
+        self.motion_prior = prior
+        self._flow = None
+        if prior == "dis":
+            self._flow = FlowPrior((self.height, self.width), backend.model_config.gaussian_grid, config.flow_preset)
 
     # -- public API ------------------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -87,7 +98,7 @@ class StreamingPipeline:
 
         handle = self.backend.encode(rgb, disp)
         tick = self._lap(lat, "encode", tick)
-        cur = _Encoded(handle, frame.stamp_ns, norm, signature)
+        cur = _Encoded(handle, frame.stamp_ns, norm, signature, grey_u8(rgb[0]) if self._flow else None)
         prev = self._prev
         metric = norm is not None
         if prev is None:
@@ -95,7 +106,12 @@ class StreamingPipeline:
             norms = [norm] if metric else []
             t0_stamp, interval = frame.stamp_ns, 0
         else:
+            if self._flow is not None:
+                prior = self._flow.pair(prev.grey, cur.grey)[None]
+                tick = self._lap(lat, "flow", tick)
             g = self.backend.decode(prev.handle, handle)
+            if self._flow is not None:
+                g = with_prior(g, prior)
             norms = [prev.norm, norm] if metric else []
             t0_stamp, interval = prev.stamp_ns, frame.stamp_ns - prev.stamp_ns
         live_norm = DepthNormalization.relative()

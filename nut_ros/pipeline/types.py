@@ -89,3 +89,5 @@ class PipelineConfig:
     cloud_min_opacity: float = 0.01  # Gaussians fainter than this at the newest time are left out of the cloud
     default_hfov_deg: float = 60.0  # horizontal field of view assumed when a frame has no intrinsics
     background: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    motion_prior: str = "auto"  # optical-flow velocity prior: "auto" (the model's), "dis" or "none"
+    flow_preset: str = "fast"  # DIS preset of the prior: ultrafast | fast | medium

@@ -83,7 +83,9 @@ class NutRosNode(Node):
         """Build backend and pipeline; on failure keep running in the ERROR state (counted, reported)."""
         p = self.params
         try:
-            backend = make_backend(p.backend, p.model, p.checkpoint or None, p.device, random_init=p.random_init)
+            options = {"bf16": p.bf16, "compile": p.compile} if p.backend == "torch" else {}
+            backend = make_backend(p.backend, p.model, p.checkpoint or None, p.device, random_init=p.random_init,
+                                   **options)
             config = backend.model_config
             if p.checkpoint and config.name != p.model:
                 raise ValueError(f"checkpoint {p.checkpoint} holds model {config.name!r}, but parameter model is "
@@ -96,7 +98,9 @@ class NutRosNode(Node):
             self.model_error = f"{type(err).__name__}: {err}"
             self.get_logger().error(f"cannot load the model; every frame will be dropped: {self.model_error}")
             return
-        self.pipeline = StreamingPipeline(backend, PipelineConfig(render_times=tuple(p.render_times)))
+        self.pipeline = StreamingPipeline(backend, PipelineConfig(render_times=tuple(p.render_times),
+                                                                   motion_prior=p.motion_prior,
+                                                                   flow_preset=p.flow_preset))
         if p.random_init:
             self.get_logger().warning("running with a randomly initialised model (random_init: true)")
 

@@ -40,6 +40,9 @@ class NodeParams:
     checkpoint: str = _param("", "Checkpoint (.safetensors / .onnx / .engine); empty: the packaged weights of `model`.")
     random_init: bool = _param(False, "Run with random weights when no checkpoint exists (tests and demos only).")
     device: str = _param("cpu", "Torch device: cpu, cuda or cuda:N.")
+    bf16: bool = _param(False, "bf16 autocast of the network (torch backend on CUDA only).")
+    compile: bool = _param(False, "torch.compile the network (torch backend; the first frames compile for tens of "
+                           "seconds).")
     input_width: int = _param(0, "Network input width the model (or engine) must have; 0: accept its native size. "
                               "Camera images of any size are resized to it.", lo=0, hi=4096)
     input_height: int = _param(0, "Network input height the model (or engine) must have; 0: accept its native size.",
@@ -65,6 +68,10 @@ class NodeParams:
     render_times: list[float] = _param([1.0], "Normalised pair times to render: 1 newest frame, (0, 1) "
                                        "interpolation, (1, 2] prediction. The first drives the published images.",
                                        lo=0.0, hi=MAX_RENDER_TIME)
+    motion_prior: str = _param("auto", "Optical-flow velocity prior added to the decoder's motion: auto (as the "
+                               "model was trained), dis or none.", choices=("auto", "dis", "none"))
+    flow_preset: str = _param("fast", "DIS optical-flow preset of the motion prior.",
+                              choices=("ultrafast", "fast", "medium"))
     max_rate: float = _param(0.0, "Most frames processed per second; 0: as fast as possible.", lo=0.0, hi=1000.0)
     frame_id: str = _param("", "Frame id of the outputs; empty: the input image's frame id.")
     diagnostics_period: float = _param(1.0, "Seconds between /diagnostics and `~/stats` updates.", lo=0.05, hi=60.0)
@@ -90,6 +97,10 @@ class NodeParams:
             errors.append("model must name a model configuration")
         if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
             errors.append(f"device={self.device!r} is not cpu, cuda or cuda:N")
+        if (self.bf16 or self.compile) and self.backend != "torch":
+            errors.append("bf16 and compile apply to the torch backend only")
+        if self.bf16 and not self.device.startswith("cuda"):
+            errors.append("bf16 needs a CUDA device")
         if errors:
             raise ParamError("invalid nut_ros parameters: " + "; ".join(errors))
         return self

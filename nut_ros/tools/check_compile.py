@@ -15,7 +15,7 @@ import torch
 from nut_ros.core.model import build_model
 
 SUBMODULES = ("gs_predictor.encoder", "gs_predictor.gaussian_upsampler", "gs_predictor.predictor",
-              "condition_encoder", "decoder", "gaussian_upsampler", "gs_dynamic_predictor")
+              "condition_encoder", "decoder", "gaussian_upsampler", "gs_dynamic_predictor", "encode+decode")
 
 
 def _max_diff(a, b) -> float:
@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default="streamsplat")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--modules", nargs="+", default=list(SUBMODULES),
+                    help="submodules to compile one at a time (dotted names; 'encode+decode' for the whole model)")
+    ap.add_argument("--autocast-only", action="store_true", help="skip the fp32 pass")
     args = ap.parse_args(argv)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(0)
@@ -39,9 +42,9 @@ def main(argv: list[str] | None = None) -> None:
             prev, cur = model.encode(rgb, disp), model.encode(rgb * 0.9, disp)
             return prev, cur, model.decode(prev, cur)
 
-    for autocast in (False, True):
+    for autocast in (True,) if args.autocast_only else (False, True):
         want = run(autocast)
-        for name in (*SUBMODULES, "encode+decode"):
+        for name in args.modules:
             torch._dynamo.reset()
             if name == "encode+decode":
                 model.encode = torch.compile(model.encode, dynamic=False)

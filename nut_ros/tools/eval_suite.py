@@ -248,6 +248,7 @@ def run_suite(shared: Path, work: Path, replay_options: list[str], clips: tuple[
         meta.setdefault("weights", report["meta"]["weights"])
         meta.setdefault("model", report["meta"]["model"])
         meta.setdefault("backend", f"{report['meta']['backend']} on {report['meta']['device']}")
+        meta.setdefault("motion_prior", report["meta"].get("motion_prior", "none"))
     used = tuple(c for c in clips if any(r.clip == c.name for r in runs))
     summary = {"meta": meta, "runs": rows, "goals": goals, "clips": [asdict(c) for c in used]}
     (work / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -264,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="weights file (default: the shipped weights of --model)")
     p.add_argument("--backend", choices=BACKENDS, default="torch", help="pipeline backend")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--motion-prior", choices=("auto", "dis", "none"), default="auto",
+                   help="optical-flow velocity prior (auto: as the model was trained)")
     p.add_argument("--runs", nargs="+", choices=[r.name for r in RUNS], help="only these runs (default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -271,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    options = ["--model", args.model, "--backend", args.backend, "--device", args.device]
+    options = ["--model", args.model, "--backend", args.backend, "--device", args.device,
+               "--motion-prior", args.motion_prior]
     command = " ".join(["python -m nut_ros.tools.eval_suite", *(sys.argv[1:] if argv is None else argv)])
     meta = {"date": time.strftime("%Y-%m-%d"), "command": command}
     checkpoint = args.checkpoint or (default_checkpoint(args.model) if args.backend == "torch" else None)

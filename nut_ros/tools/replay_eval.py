@@ -72,13 +72,14 @@ def run_replay(args: argparse.Namespace) -> dict:
         raise FileExistsError(f"{bag_out} exists; choose another --out or remove it")
     backend = make_backend(args.backend, args.model, args.checkpoint, args.device, random_init=args.random_init)
     pipeline = StreamingPipeline(backend, PipelineConfig(render_times=tuple(args.render_times),
-                                                         depth_max_m=args.depth_max))
+                                                         depth_max_m=args.depth_max, motion_prior=args.motion_prior))
     evaluator = StreamEvaluator(pipeline, stride=args.stride, depth_max_m=args.depth_max)
     weights = "random init" if args.random_init else str(args.checkpoint or f"default {args.model} weights")
     meta = {"bag": str(args.bag), "image_topic": args.image_topic, "depth_topic": args.depth_topic,
             "input_depth": bool(args.depth_topic and not args.no_input_depth), "backend": backend.name,
             "device": backend.device, "model": backend.model_config.name, "weights": weights,
-            "model_resolution": list(backend.model_config.image_size), "stride": args.stride}
+            "model_resolution": list(backend.model_config.image_size), "stride": args.stride,
+            "motion_prior": pipeline.motion_prior}
     info_topic = args.info_topic if args.info_topic in bag_topics(args.bag) else None
     meta["info_topic"] = info_topic
     frames = read_camera_frames(args.bag, args.image_topic, args.depth_topic, info_topic)
@@ -137,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-init", action="store_true", help="randomly initialised model (testing only)")
     p.add_argument("--seed", type=int, default=0, help="torch seed (used with --random-init)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--motion-prior", choices=("auto", "dis", "none"), default="auto",
+                   help="optical-flow velocity prior (auto: as the model was trained)")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output bag storage")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many input frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -31,6 +31,8 @@ def _stage_parser(sub, name: str, stage: int) -> None:
     if stage == 2:
         p.add_argument("--frames", type=int, default=d.frames, help="clip length; key frames are first and last")
         p.add_argument("--sample-motion", action="store_true", help="sample velocities (truncated normal)")
+        p.add_argument("--init-decoder", action="store_true",
+                       help="fine-tune the decoder side from --init as well (default: decoder from scratch)")
     length = p.add_mutually_exclusive_group(required=True)
     length.add_argument("--steps", type=int, default=0, help="run length in optimiser steps")
     length.add_argument("--minutes", type=float, default=0.0, help="run length in minutes of training time")
@@ -43,7 +45,8 @@ def _stage_parser(sub, name: str, stage: int) -> None:
 
 
 def _train(args, stage: int) -> int:
-    extra = {"frames": args.frames, "sample_motion": args.sample_motion} if stage == 2 else {}
+    extra = ({"frames": args.frames, "sample_motion": args.sample_motion, "init_decoder": args.init_decoder}
+             if stage == 2 else {})
     keys = ("model", "init", "steps", "minutes", "chunk_minutes", "batch", "lr", "weight_decay", "warmup",
             "depth_drop", "val_every", "val_clips", "seed", "raster_impl", "device")
     cfg = TrainConfig(stage=stage, out=args.out, amp=not args.no_amp, **{k: getattr(args, k) for k in keys},

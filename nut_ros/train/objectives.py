@@ -13,6 +13,7 @@ from torch import Tensor
 
 from nut_ros.core.gaussians import Gaussians
 from nut_ros.core.model import NutModel
+from nut_ros.core.motion_prior import batch_priors, with_prior
 from nut_ros.render import RenderOutput, rasterize
 from nut_ros.train.depth_input import DepthInput, simulate_depth_input
 from nut_ros.train.losses import (masked_mse, rendered_disparity, ssi_disparity_loss, trajectory_loss,
@@ -95,6 +96,8 @@ def stage2_step(model: NutModel, clip: Clip, weights: LossWeights, drop_prob: fl
     with _autocast(clip.rgb.device, amp):
         g = model(frames, disps)
     g = g.map(lambda x: x.float())
+    if model.config.motion_prior == "dis":  # the head's velocities are a residual around the optical flow
+        g = with_prior(g, batch_priors(frames[:, 0], frames[:, 1], model.config.gaussian_grid))
     out = render_at(g, clip.times, h, w, background, impl)
 
     rgb = clip.rgb.flatten(0, 1)

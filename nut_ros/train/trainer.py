@@ -34,7 +34,8 @@ class TrainConfig:
     model: str = "tiny"
     model_overrides: dict = field(default_factory=dict)  # ModelConfig fields to replace (e.g. in tests)
     init: str | None = None  # run folder, trainer checkpoint (.pt) or weights (.safetensors); stage 2 (where it is
-    #                          required) takes only the static encoder from it
+    #                          required) takes only the static encoder from it, unless ``init_decoder``
+    init_decoder: bool = False  # stage 2: fine-tune the decoder side from ``init`` too (instead of from scratch)
     steps: int = 0  # run length in optimiser steps (0: use ``minutes``)
     minutes: float = 0.0  # run length in minutes of training time (0: use ``steps``)
     chunk_minutes: float = 9.0  # stop (and checkpoint) after this much wall time in one invocation
@@ -125,6 +126,9 @@ def build_for_stage(cfg: TrainConfig) -> NutModel:
     else:
         if cfg.init is None:
             raise ValueError("stage 2 needs --init (a stage-1 run, checkpoint or weights)")
+        if cfg.init_decoder:  # fine-tune every weight (a trained pair model, e.g. the shipped weights)
+            _load_weights(model, cfg.init)
+            return model.freeze_static()
         _load_weights(model, cfg.init, prefix="gs_predictor.")  # the decoder side is trained from scratch
         model.freeze_static()
         # start with fading on (γ0 = 5 before its ReLU, γ1 = σ(0) = 0.5): each frame's Gaussians fade out towards

@@ -1,0 +1,116 @@
+"""Optical-flow motion prior: flow -> canonical velocities, the pair layout, its use in the pipeline and training."""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from nut_ros.core.model import build_model
+from nut_ros.core.motion_prior import FlowPrior, batch_priors, grey_u8, with_prior
+from nut_ros.pipeline.backends import TorchBackend
+from nut_ros.pipeline.compile import compile_network, uncompile
+from nut_ros.pipeline.stream import StreamingPipeline
+from nut_ros.pipeline.types import Frame, PipelineConfig
+
+CUPS = Path(__file__).resolve().parents[1] / "nut_ros" / "data" / "cups"
+H, W = 144, 256
+
+
+def cups_grey() -> np.ndarray:
+    rgb = cv2.imread(str(CUPS / "000.jpg"))[..., ::-1]
+    return cv2.cvtColor(cv2.resize(rgb, (W, H), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+
+
+def test_constant_flow_becomes_canonical_velocity():
+    prior = FlowPrior((H, W), (72, 128))
+    flow = np.zeros((H, W, 2), np.float32)
+    flow[..., 0], flow[..., 1] = 4.0, -2.0  # 4 px right, 2 px up
+    v = prior.velocities(flow)
+    assert v.shape == (72 * 128, 3)
+    torch.testing.assert_close(v, torch.tensor([4 / (W / 2), 0.0, 2 / (H / 2)]).expand_as(v))
+
+
+def test_pair_of_a_shifted_real_image_moves_both_frames_towards_each_other():
+    grey0 = cups_grey()
+    dx, dy = 5, 3  # frame 1 is frame 0 moved 5 px right and 3 px down
+    grey1 = np.roll(grey0, (dy, dx), axis=(0, 1))
+    v = FlowPrior((H, W), (72, 128)).pair(grey0, grey1).reshape(2, 72, 128, 3)
+    inner = v[:, 8:-8, 8:-8].reshape(2, -1, 3).median(dim=1).values  # away from the wrapped borders
+    want = torch.tensor([dx / (W / 2), 0.0, -dy / (H / 2)])
+    torch.testing.assert_close(inner[0], want, atol=0.1 / (W / 2) * 5, rtol=0)  # frame 0: forward flow
+    torch.testing.assert_close(inner[1], want, atol=0.1 / (W / 2) * 5, rtol=0)  # frame 1: minus backward flow
+
+
+def test_flow_rejects_wrong_sizes():
+    with pytest.raises(ValueError, match="two grey images"):
+        FlowPrior((H, W), (72, 128)).flow(np.zeros((10, 10), np.uint8), np.zeros((10, 10), np.uint8))
+    with pytest.raises(ValueError, match="unknown DIS preset"):
+        FlowPrior((H, W), (72, 128), preset="slowest")
+
+
+def test_batch_priors_equal_per_sample_pairs():
+    torch.manual_seed(0)
+    rgb0 = torch.rand(3, 3, H, W)
+    rgb1 = torch.roll(rgb0, 2, dims=-1)
+    got = batch_priors(rgb0, rgb1, (72, 128), workers=2)
+    assert got.shape == (3, 2 * 72 * 128, 3)
+    prior = FlowPrior((H, W), (72, 128))
+    for i in range(3):
+        torch.testing.assert_close(got[i], prior.pair(grey_u8(rgb0[i]), grey_u8(rgb1[i])))
+
+
+def _frames(n: int):
+    grey = cups_grey()
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    return [Frame(np.ascontiguousarray(np.roll(rgb, 3 * i, axis=1)), i * 33_000_000) for i in range(n)]
+
+
+@pytest.mark.parametrize("setting", ["auto", "none"])
+def test_pipeline_adds_the_prior_to_the_decoded_velocities(setting):
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    assert model.config.motion_prior == "dis"
+    backend = TorchBackend(model)
+    pipe = StreamingPipeline(backend, PipelineConfig(motion_prior=setting))
+    results = [pipe.push(f) for f in _frames(2)]
+    assert pipe.motion_prior == ("dis" if setting == "auto" else "none")
+    assert ("flow" in results[1].latency_ms) == (setting == "auto")
+    # the decoded velocities without the prior, from the backend directly
+    handles = [backend.encode(*pipe._preprocess(f)[:2]) for f in _frames(2)]
+    raw = backend.decode(*handles).velocity[0]
+    live = pipe._live.gaussians.velocity[0]
+    if setting == "none":
+        torch.testing.assert_close(live, raw)
+    else:
+        greys = [grey_u8(pipe._preprocess(f)[0][0]) for f in _frames(2)]
+        prior = FlowPrior(model.config.image_size, model.config.gaussian_grid).pair(*greys)
+        torch.testing.assert_close(live, raw + prior)
+        assert prior[:, 0].median() > 2.0 / (W / 2)  # the 3 px shift to the right is there
+
+
+def test_pipeline_rejects_an_unknown_prior():
+    with pytest.raises(ValueError, match="unknown motion prior"):
+        StreamingPipeline(TorchBackend(build_model("tiny")), PipelineConfig(motion_prior="raft"))
+
+
+def test_with_prior_adds_only_to_velocity():
+    model = build_model("tiny", image_size=(48, 96)).eval()
+    rgb = torch.rand(1, 2, 3, 48, 96)
+    g = model(rgb, torch.zeros(1, 2, 2, 48, 96))
+    prior = torch.randn_like(g.velocity)
+    out = with_prior(g, prior)
+    torch.testing.assert_close(out.velocity, g.velocity + prior)
+    assert out.xyz is g.xyz and out.gamma is g.gamma
+
+
+def test_compile_network_wraps_and_uncompile_restores_the_upsamplers():
+    model = build_model("tiny", image_size=(48, 96))
+    ups = [model.gs_predictor.gaussian_upsampler, model.gaussian_upsampler]
+    encode, decode = compile_network(model, upsampler="split")
+    assert callable(encode) and callable(decode)
+    assert all("forward" in u.__dict__ and all("forward" in c.__dict__ for c in u.children()) for u in ups)
+    uncompile(model)
+    assert not any("forward" in m.__dict__ for u in ups for m in (u, *u.children()))
+    with pytest.raises(ValueError, match="upsampler must be"):
+        compile_network(model, upsampler="whole")
