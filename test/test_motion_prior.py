@@ -114,3 +114,14 @@ def test_compile_network_wraps_and_uncompile_restores_the_upsamplers():
     assert not any("forward" in m.__dict__ for u in ups for m in (u, *u.children()))
     with pytest.raises(ValueError, match="upsampler must be"):
         compile_network(model, upsampler="whole")
+
+
+def test_wide_models_flow_at_half_resolution_in_model_pixels():
+    grey0 = cv2.resize(cups_grey(), (512, 288))
+    grey1 = np.roll(grey0, (4, 6), axis=(0, 1))
+    prior = FlowPrior((288, 512), (144, 256))
+    assert prior.factor == 2
+    flow = prior.flow(grey0, grey1)
+    assert flow.shape == (144, 256, 2)
+    np.testing.assert_allclose(np.median(flow[16:-16, 16:-16].reshape(-1, 2), axis=0), [6, 4], atol=0.5)
+    assert FlowPrior((144, 256), (72, 128)).factor == 1

@@ -16,6 +16,7 @@ with that frame. So do a change of input size or of depth source (metric <-> rel
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,9 +69,10 @@ class StreamingPipeline:
         if prior not in PRIORS:
             raise ValueError(f"unknown motion prior {prior!r}; choose from auto, {', '.join(PRIORS)}")
         self.motion_prior = prior
-        self._flow = None
-        if prior == "dis":
+        self._flow = self._flow_pool = None
+        if prior == "dis":  # one worker: the flow of a pair runs while the backend encodes and decodes
             self._flow = FlowPrior((self.height, self.width), backend.model_config.gaussian_grid, config.flow_preset)
+            self._flow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nut_ros_flow")
 
     # -- public API ------------------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -96,22 +98,23 @@ class StreamingPipeline:
             return None
         tick = self._lap(lat, "preprocess", tick)
 
+        prev = self._prev
+        grey = grey_u8(rgb[0]) if self._flow is not None else None
+        flow = self._flow_pool.submit(self._flow.pair, prev.grey, grey) if prev and self._flow else None
         handle = self.backend.encode(rgb, disp)
         tick = self._lap(lat, "encode", tick)
-        cur = _Encoded(handle, frame.stamp_ns, norm, signature, grey_u8(rgb[0]) if self._flow else None)
-        prev = self._prev
+        cur = _Encoded(handle, frame.stamp_ns, norm, signature, grey)
         metric = norm is not None
         if prev is None:
             g = self.backend.static(handle)
             norms = [norm] if metric else []
             t0_stamp, interval = frame.stamp_ns, 0
         else:
-            if self._flow is not None:
-                prior = self._flow.pair(prev.grey, cur.grey)[None]
-                tick = self._lap(lat, "flow", tick)
             g = self.backend.decode(prev.handle, handle)
-            if self._flow is not None:
-                g = with_prior(g, prior)
+            if flow is not None:
+                tick = self._lap(lat, "decode", tick)
+                g = with_prior(g, flow.result()[None])
+                tick = self._lap(lat, "flow", tick)  # the part of the flow not hidden behind encode + decode
             norms = [prev.norm, norm] if metric else []
             t0_stamp, interval = prev.stamp_ns, frame.stamp_ns - prev.stamp_ns
         live_norm = DepthNormalization.relative()
@@ -213,7 +216,7 @@ class StreamingPipeline:
         if sync is not None:
             sync()
         now = time.perf_counter()
-        lat[stage] = (now - tick) * 1e3
+        lat[stage] = lat.get(stage, 0.0) + (now - tick) * 1e3
         return now
 
 

@@ -1,0 +1,83 @@
+"""Per-stage latency of the ROS-free streaming pipeline on the bundled clip (any machine, no ROS needed).
+
+    python -m nut_ros.tools.bench_pipeline --model small --device cuda --bf16 --compile [--motion-prior none]
+
+Pushes the 60 frames of ``nut_ros/data/cups`` (960x540, 15 fps stamps) through :class:`StreamingPipeline` with the
+torch backend, after ``--warmup`` frames (compilation, cuDNN autotuning) that are not counted, and prints the p50 /
+p90 / max of every stage (preprocess, encode, flow, decode, render, postprocess, total) as JSON. With ``--compile``
+it first checks the compiled network against the eager one on a pair of the clip (max abs difference of the
+decoded Gaussians).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import cv2
+import torch
+
+from nut_ros.pipeline.backends import TorchBackend, load_torch_model
+from nut_ros.pipeline.stream import StreamingPipeline
+from nut_ros.pipeline.types import Frame, PipelineConfig
+
+CLIP = Path(__file__).resolve().parents[1] / "data" / "cups"
+FRAME_NS = 66_733_400  # 15 fps
+
+
+def clip_frames() -> list[Frame]:
+    paths = sorted(CLIP.glob("*.jpg"))
+    return [Frame(cv2.imread(str(p))[..., ::-1].copy(), i * FRAME_NS) for i, p in enumerate(paths)]
+
+
+def compile_error(model, device: str, bf16: bool, frames: list[Frame]) -> float:
+    """Largest |compiled − eager| over the decoded Gaussians of the clip's first pair."""
+    outs = []
+    for compiled in (False, True):
+        backend = TorchBackend(model, device, bf16=bf16, compile=compiled)
+        pipe = StreamingPipeline(backend, PipelineConfig(motion_prior="none"))
+        handles = [backend.encode(*pipe._preprocess(f)[:2]) for f in frames[:2]]
+        outs.append(backend.decode(*handles))
+    from dataclasses import fields
+
+    return max((getattr(outs[1], f.name) - getattr(outs[0], f.name)).abs().max().item() for f in fields(outs[0]))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--checkpoint", default=None, help="weights (default: the shipped weights of --model)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the network")
+    ap.add_argument("--motion-prior", default="auto", choices=("auto", "dis", "none"))
+    ap.add_argument("--flow-preset", default="fast", choices=("ultrafast", "fast", "medium"))
+    ap.add_argument("--render-times", type=float, nargs="+", default=[1.0])
+    ap.add_argument("--warmup", type=int, default=5, help="frames not counted")
+    args = ap.parse_args(argv)
+    model = load_torch_model(args.model, args.checkpoint)
+    frames = clip_frames()
+    report = {"model": args.model, "device": args.device, "bf16": args.bf16, "compile": args.compile,
+              "flow_preset": args.flow_preset}
+    if args.device.startswith("cuda"):
+        report["gpu"] = torch.cuda.get_device_name()
+    if args.compile:
+        report["compile_max_abs_diff"] = compile_error(model, args.device, args.bf16, frames)
+    backend = TorchBackend(model, args.device, bf16=args.bf16, compile=args.compile)
+    pipe = StreamingPipeline(backend, PipelineConfig(render_times=tuple(args.render_times),
+                                                     motion_prior=args.motion_prior, flow_preset=args.flow_preset))
+    report["motion_prior"] = pipe.motion_prior
+    for f in frames[:args.warmup]:
+        pipe.push(f)
+    pipe.stats.latency_ms.clear()
+    for f in frames[args.warmup:]:
+        pipe.push(f)
+    report["frames"] = len(frames) - args.warmup
+    report["latency_ms"] = {stage: {k: round(v, 2) for k, v in p.items() if k in ("p50", "p90", "max")}
+                            for stage, p in pipe.stats.latency_summary().items()}
+    print(json.dumps(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()
