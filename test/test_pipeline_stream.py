@@ -198,3 +198,18 @@ def test_cuda_backend_matches_flags_and_stays_finite(model, bf16):
     assert np.all(np.isfinite(res.gaussians.positions)) and np.all(np.isfinite(res.gaussians.velocities))
     d = res.newest.depth[np.isfinite(res.newest.depth)]
     assert d.size > 0 and np.all((d > 2.8) & (d < 3.2))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bf16, atol", [(False, 1e-4), (True, 3e-2)])
+def test_compiled_cuda_backend_matches_eager(model, bf16, atol):
+    """torch.compile with stage-wise upsampler graphs (nut_ros/pipeline/compile.py) decodes what eager decodes."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    outs = []
+    for compiled in (False, True):
+        backend = TorchBackend(copy.deepcopy(model), device="cuda", bf16=bf16, compile=compiled)
+        pipe = StreamingPipeline(backend)
+        handles = [backend.encode(*pipe._preprocess(frame(i))[:2]) for i in range(2)]
+        outs.append(backend.decode(*handles))
+    for name in ("xyz", "velocity", "rgb", "opacity", "scale"):
+        torch.testing.assert_close(getattr(outs[1], name), getattr(outs[0], name), atol=atol, rtol=0)
