@@ -76,3 +76,14 @@ def test_percentiles():
     assert p["p50"] == pytest.approx(50.5) and p["max"] == 100 and p["mean"] == pytest.approx(50.5)
     assert p["p99"] == pytest.approx(99.01)
     assert np.isnan(percentiles([])["p50"])
+
+
+def test_disparity_affine_alignment_recovers_shifted_inverse_depth():
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(0.5, 8.0, 500)
+    pred = 1.0 / (0.3 / gt + 0.05)  # disparity scaled and shifted: no single depth scale fits it
+    assert depth_errors(pred, gt, align_median=True)["abs_rel"] > 0.1
+    e = depth_errors(pred, gt, align_disparity=True)
+    assert e["abs_rel"] < 1e-9 and e["delta1"] == 1.0
+    # an inverted ordering cannot be fitted: the error stays large
+    assert depth_errors(gt[::-1].copy(), gt, align_disparity=True)["abs_rel"] > 0.3

@@ -109,6 +109,8 @@ class StreamEvaluator:
         e = depth_errors(pred, gt, align_median=True, valid=valid)
         out.update(depth_abs_rel_aligned=e["abs_rel"], depth_delta1_aligned=e["delta1"],
                    depth_coverage=e["pixels"] / max(int(valid.sum()), 1))
+        e = depth_errors(pred, gt, valid=valid, align_disparity=True)
+        out.update(depth_abs_rel_affine=e["abs_rel"], depth_delta1_affine=e["delta1"])
         return out
 
     def summary(self) -> dict:
@@ -133,7 +135,7 @@ class StreamEvaluator:
             "pipeline": self.pipeline.stats.as_dict(),
         }
         depth_keys = ("depth_abs_rel", "depth_delta1", "depth_abs_rel_aligned", "depth_delta1_aligned",
-                      "depth_coverage")
+                      "depth_abs_rel_affine", "depth_delta1_affine", "depth_coverage")
         if any(k in r for r in keys for k in depth_keys):
             out["depth"] = {k: mean("key", k) for k in depth_keys}
         return out

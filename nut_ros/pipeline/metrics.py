@@ -80,12 +80,22 @@ def median_scale(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> float:
     return float(np.median(gt[valid]) / np.median(pred[valid]))
 
 
+def disparity_affine(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+    """Least-squares ``(s, t)`` with ``s / pred + t ≈ 1 / gt`` (MiDaS protocol for affine-invariant disparity)."""
+    a = np.stack([1.0 / pred, np.ones_like(pred)], axis=1)
+    (s, t), *_ = np.linalg.lstsq(a, 1.0 / gt, rcond=None)
+    return float(s), float(t)
+
+
 def depth_errors(pred: np.ndarray, gt: np.ndarray, align_median: bool = False, valid: np.ndarray | None = None,
-                 ) -> dict[str, float]:
+                 align_disparity: bool = False) -> dict[str, float]:
     """AbsRel and δ<1.25 of ``pred`` against ``gt`` over pixels where both are finite and positive.
 
     With ``align_median`` the prediction is first scaled by :func:`median_scale` (for relative depth); the factor
-    is returned as ``scale`` (1.0 otherwise), along with the number of pixels compared.
+    is returned as ``scale`` (1.0 otherwise), along with the number of pixels compared. With ``align_disparity``
+    its inverse is fitted to the ground truth's by scale and shift (:func:`disparity_affine`; for depth that is
+    only known up to an affine map of disparity, as a scale/shift-invariant loss trains it); pixels whose aligned
+    disparity is not positive count as wrong by the largest ratio the ground truth allows.
     """
     pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
     if pred.shape != gt.shape:
@@ -97,6 +107,10 @@ def depth_errors(pred: np.ndarray, gt: np.ndarray, align_median: bool = False, v
         return {"abs_rel": float("nan"), "delta1": float("nan"), "scale": float("nan"), "pixels": 0}
     scale = median_scale(pred, gt, ok) if align_median else 1.0
     p, g = pred[ok] * scale, gt[ok]
+    if align_disparity:
+        s, t = disparity_affine(p, g)
+        disp = s / p + t
+        p = np.where(disp > 0, 1.0 / np.maximum(disp, 1e-12), g.max() * 1e3)
     ratio = np.maximum(p / g, g / p)
     return {"abs_rel": float(np.mean(np.abs(p - g) / g)), "delta1": float(np.mean(ratio < 1.25)),
             "scale": scale, "pixels": int(ok.sum())}

@@ -26,10 +26,12 @@ def _markdown(meta: dict, s: dict) -> str:
     lines.append(f"| blend baseline (held-out) | {_fmt(b['psnr'], 2)} | – | {_fmt(b['psnr_256'], 2)} | – |")
     if "depth" in s:
         d = s["depth"]
-        lines += ["", "| depth | AbsRel | δ<1.25 | AbsRel (median-aligned) | δ<1.25 (aligned) | coverage |",
-                  "|---|---|---|---|---|---|",
+        lines += ["", "| depth | AbsRel | δ<1.25 | AbsRel (median-aligned) | δ<1.25 (aligned) | "
+                  "AbsRel (disparity affine) | δ<1.25 (affine) | coverage |",
+                  "|---|---|---|---|---|---|---|---|",
                   f"| key frames | {_fmt(d['depth_abs_rel'])} | {_fmt(d['depth_delta1'])} | "
                   f"{_fmt(d['depth_abs_rel_aligned'])} | {_fmt(d['depth_delta1_aligned'])} | "
+                  f"{_fmt(d.get('depth_abs_rel_affine'))} | {_fmt(d.get('depth_delta1_affine'))} | "
                   f"{_fmt(d['depth_coverage'])} |"]
     lines += ["", "| stage | p50 ms | p90 ms | p99 ms | mean ms | max ms |", "|---|---|---|---|---|---|"]
     for stage, p in s["latency_ms"].items():
@@ -72,7 +74,8 @@ def _plots(out: Path, records: list[dict], summary: dict) -> list[Path]:
 
     if any("depth_abs_rel_aligned" in r for r in key):
         fig, ax = plt.subplots(figsize=(8, 3.5))
-        for k, label in (("depth_abs_rel", "AbsRel (metric)"), ("depth_abs_rel_aligned", "AbsRel (median-aligned)")):
+        for k, label in (("depth_abs_rel", "AbsRel (metric)"), ("depth_abs_rel_aligned", "AbsRel (median-aligned)"),
+                         ("depth_abs_rel_affine", "AbsRel (disparity affine)")):
             pts = [(r["index"], r[k]) for r in key if k in r]
             if pts:
                 ax.plot(*zip(*pts), ".-", label=label)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from nut_ros.pipeline.metrics import percentiles
 
 #: pipeline stages timed per processed frame, in order
-STAGES = ("preprocess", "encode", "decode", "render", "postprocess", "total")
+STAGES = ("preprocess", "encode", "decode", "flow", "render", "postprocess", "total")
 
 
 @dataclass

@@ -163,6 +163,8 @@ def summary_row(run: RunSpec, report: dict) -> dict:
         "depth_abs_rel": depth.get("depth_abs_rel"), "depth_delta1": depth.get("depth_delta1"),
         "depth_abs_rel_aligned": depth.get("depth_abs_rel_aligned"),
         "depth_delta1_aligned": depth.get("depth_delta1_aligned"),
+        "depth_abs_rel_affine": depth.get("depth_abs_rel_affine"),
+        "depth_delta1_affine": depth.get("depth_delta1_affine"),
         "latency_p50_ms": s["latency_ms"].get("total", {}).get("p50"), "wall_s": s["wall_s"],
     }
 
@@ -206,17 +208,20 @@ def summary_markdown(meta: dict, rows: list[dict], goals: dict, clips: tuple[Cli
               "StreamSplat's protocol (both images resized to 256x256). Interpolated and blend scores are over the "
               f"held-out frames between key frames; real motion: blend 256² < {REAL_MOTION_BLEND_DB:g} dB. "
               "Depth: rendered depth at key frames against the depth topic, metric (no alignment) when the "
-              "pipeline got depth, median-aligned always.", "",
+              "pipeline got depth, median-aligned always, and with scale and shift fitted in disparity (\"affine\", "
+              "the MiDaS protocol for scale/shift-invariant depth).", "",
               "| run | key/interp frames | key PSNR native / 256² | key SSIM 256² | interp PSNR 256² | "
-              "blend PSNR 256² | real motion | AbsRel metric (δ<1.25) | AbsRel aligned (δ<1.25) | latency p50 ms |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "blend PSNR 256² | real motion | AbsRel metric (δ<1.25) | AbsRel aligned (δ<1.25) | "
+              "AbsRel affine (δ<1.25) | latency p50 ms |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         metric = _depth_cell(r["depth_abs_rel"], r["depth_delta1"])
         aligned = _depth_cell(r["depth_abs_rel_aligned"], r["depth_delta1_aligned"])
+        affine = _depth_cell(r.get("depth_abs_rel_affine"), r.get("depth_delta1_affine"))
         lines.append(f"| {r['label']} | {r['key_frames']}/{r['interp_frames']} | {_fmt(r['key_psnr'])} / "
                      f"{_fmt(r['key_psnr_256'])} | {_fmt(r['key_ssim_256'], 3)} | {_fmt(r['interp_psnr_256'])} | "
                      f"{_fmt(r['blend_psnr_256'])} | {'yes' if r['real_motion'] else 'no'} | {metric} | {aligned} | "
-                     f"{_fmt(r['latency_p50_ms'], 0)} |")
+                     f"{affine} | {_fmt(r['latency_p50_ms'], 0)} |")
     verdicts = []
     for g in goals.values():
         state = "**met**" if g["met"] else "**not met**"
