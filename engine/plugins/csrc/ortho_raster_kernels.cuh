@@ -168,6 +168,29 @@ extern "C" __global__ void ortho_sort_tiles(const int* __restrict__ tile_start, 
   for (int i = threadIdx.x; i < len; i += blockDim.x) keys[start + i] = buf[i];
 }
 
+// The pixel a thread of a render / backward block works on: image b (blockIdx.z), the tile's index over all images,
+// the thread's rank in the block, pixel (px, py) and whether it lies inside the image.
+struct OrthoPixel {
+  int b, tile, rank, px, py;
+  bool inside;
+};
+
+__device__ __forceinline__ OrthoPixel ortho_pixel(int height, int width) {
+  OrthoPixel q;
+  q.b = blockIdx.z;
+  q.tile = (q.b * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+  q.rank = threadIdx.y * ORTHO_TILE + threadIdx.x;
+  q.px = blockIdx.x * ORTHO_TILE + threadIdx.x;
+  q.py = blockIdx.y * ORTHO_TILE + threadIdx.y;
+  q.inside = q.px < width && q.py < height;
+  return q;
+}
+
+// Exponent of a 2-D Gaussian with conic (a, b, c) = co.xyz at pixel offset (dx, dy) from its centre (<= 0 inside).
+__device__ __forceinline__ float ortho_power(float4 co, float dx, float dy) {
+  return -0.5f * (co.x * dx * dx + co.z * dy * dy) - co.y * dx * dy;
+}
+
 extern "C" __global__ void __launch_bounds__(ORTHO_BLOCK)
     ortho_render(int n, int height, int width, const int* __restrict__ tile_start,
                  const int* __restrict__ tile_count, const unsigned long long* __restrict__ keys, int capacity,
@@ -179,14 +202,12 @@ extern "C" __global__ void __launch_bounds__(ORTHO_BLOCK)
   __shared__ float4 s_conic[ORTHO_BLOCK];
   __shared__ float s_depth[ORTHO_BLOCK];
 
-  const int b = blockIdx.z;
-  const int tile = (b * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
-  const int rank = threadIdx.y * ORTHO_TILE + threadIdx.x;
-  const int px = blockIdx.x * ORTHO_TILE + threadIdx.x, py = blockIdx.y * ORTHO_TILE + threadIdx.y;
-  const bool inside = px < width && py < height;
+  const OrthoPixel q = ortho_pixel(height, width);
+  const int b = q.b, rank = q.rank, px = q.px, py = q.py;
+  const bool inside = q.inside;
   const float pxf = (float)px, pyf = (float)py;
-  const int start = tile_start[tile];
-  const int len = max(0, min(start + tile_count[tile], capacity) - start);
+  const int start = tile_start[q.tile];
+  const int len = max(0, min(start + tile_count[q.tile], capacity) - start);
 
   bool done = !inside;
   int last = 0;  // one past the tile-list position of the last contributor
@@ -207,7 +228,7 @@ extern "C" __global__ void __launch_bounds__(ORTHO_BLOCK)
       const float2 p = s_xy[j];
       const float4 co = s_conic[j];
       const float dx = p.x - pxf, dy = p.y - pyf;
-      const float power = -0.5f * (co.x * dx * dx + co.z * dy * dy) - co.y * dx * dy;
+      const float power = ortho_power(co, dx, dy);
       if (power > 0.0f) continue;
       const float alpha = fminf(0.99f, co.w * expf(power));
       if (alpha < 1.0f / 255.0f) continue;
@@ -259,13 +280,11 @@ extern "C" __global__ void __launch_bounds__(ORTHO_BLOCK)
   __shared__ float s_feat[ORTHO_BLOCK][4];
   __shared__ int s_max_last;
 
-  const int b = blockIdx.z;
-  const int tile = (b * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
-  const int rank = threadIdx.y * ORTHO_TILE + threadIdx.x;
-  const int px = blockIdx.x * ORTHO_TILE + threadIdx.x, py = blockIdx.y * ORTHO_TILE + threadIdx.y;
-  const bool inside = px < width && py < height;
+  const OrthoPixel q = ortho_pixel(height, width);
+  const int b = q.b, rank = q.rank, px = q.px, py = q.py;
+  const bool inside = q.inside;
   const float pxf = (float)px, pyf = (float)py;
-  const int start = tile_start[tile];
+  const int start = tile_start[q.tile];
   const int hw = height * width, pix = py * width + px;
 
   const float T_final = inside ? final_T[b * hw + pix] : 0.0f;
@@ -306,7 +325,7 @@ extern "C" __global__ void __launch_bounds__(ORTHO_BLOCK)
       const float2 p = s_xy[j];
       const float4 co = s_conic[j];
       const float dx = p.x - pxf, dy = p.y - pyf;
-      const float power = -0.5f * (co.x * dx * dx + co.z * dy * dy) - co.y * dx * dy;
+      const float power = ortho_power(co, dx, dy);
       if (power > 0.0f) continue;
       const float G = expf(power);
       const float raw = co.w * G;
