@@ -74,7 +74,8 @@ class FlowPrior:
         return torch.stack([f[0] / (w / 2), torch.zeros_like(f[0]), -f[1] / (h / 2)], dim=-1)
 
     def pair(self, grey0: np.ndarray, grey1: np.ndarray) -> Tensor:
-        """Velocity prior ``[2N, 3]`` of a pair's Gaussians: frame 0's (forward flow), then frame 1's (minus backward)."""
+        """Velocity prior ``[2N, 3]`` of a pair's Gaussians: frame 0's (forward flow), then frame 1's (minus the
+        backward flow)."""
         return torch.cat([self.velocities(self.flow(grey0, grey1)), -self.velocities(self.flow(grey1, grey0))])
 
 

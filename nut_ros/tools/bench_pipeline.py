@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import cv2
 import torch
 
 from nut_ros.pipeline.backends import TorchBackend, load_torch_model
-from nut_ros.pipeline.stream import StreamingPipeline
+from nut_ros.pipeline.stream import StreamingPipeline, resize_rgb
 from nut_ros.pipeline.types import Frame, PipelineConfig
 
 CLIP = Path(__file__).resolve().parents[1] / "data" / "cups"
@@ -32,14 +33,12 @@ def clip_frames() -> list[Frame]:
 
 def compile_error(model, device: str, bf16: bool, frames: list[Frame]) -> float:
     """Largest |compiled − eager| over the decoded Gaussians of the clip's first pair."""
+    h, w = model.config.image_size
+    inputs = [(resize_rgb(f.rgb, h, w), torch.zeros(1, model.config.depth_channels, h, w)) for f in frames[:2]]
     outs = []
     for compiled in (False, True):
         backend = TorchBackend(model, device, bf16=bf16, compile=compiled)
-        pipe = StreamingPipeline(backend, PipelineConfig(motion_prior="none"))
-        handles = [backend.encode(*pipe._preprocess(f)[:2]) for f in frames[:2]]
-        outs.append(backend.decode(*handles))
-    from dataclasses import fields
-
+        outs.append(backend.decode(*(backend.encode(rgb, disp) for rgb, disp in inputs)))
     return max((getattr(outs[1], f.name) - getattr(outs[0], f.name)).abs().max().item() for f in fields(outs[0]))
 
 
