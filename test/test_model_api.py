@@ -103,7 +103,8 @@ def test_training_samples_positions_and_velocities_with_gradients():
 
 def test_registry():
     assert set(CONFIGS) >= {"streamsplat", "small", "tiny"}
-    assert get_config("small").gaussians_per_frame == 36864
+    assert get_config("small").gaussians_per_frame == 288 * 512  # one per pixel
+    assert get_config("small").stage_layers == (2, 2, 0) and get_config("tiny").stage_layers == (1, 1)
     assert get_config("streamsplat").gaussians_per_frame == 36864
     assert get_config("tiny", width=192).width == 192
     with pytest.raises(KeyError, match="unknown model config"):

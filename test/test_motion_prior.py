@@ -125,3 +125,15 @@ def test_wide_models_flow_at_half_resolution_in_model_pixels():
     assert flow.shape == (144, 256, 2)
     np.testing.assert_allclose(np.median(flow[16:-16, 16:-16].reshape(-1, 2), axis=0), [6, 4], atol=0.5)
     assert FlowPrior((144, 256), (72, 128)).factor == 1
+
+
+def test_a_gaussian_per_pixel_gets_the_flow_interpolated_to_its_pixel():
+    prior = FlowPrior((H, W), (H, W), max_width=128)  # flow on 72x128, a Gaussian per pixel of 144x256
+    flow = np.zeros((H // 2, W // 2, 2), np.float32)
+    flow[..., 0] = np.linspace(0, 8, W // 2, dtype=np.float32)  # a horizontal ramp of 0-8 px
+    v = prior.velocities(flow).reshape(H, W, 3)
+    assert v.shape == (H, W, 3)
+    du = v[..., 0] * (W / 2)
+    assert torch.all(du[:, 1:] >= du[:, :-1] - 1e-6)  # monotone, interpolated rather than repeated in blocks
+    assert len(torch.unique(du[0])) > W // 2
+    torch.testing.assert_close(du[:, 2:-2].mean(), torch.tensor(4.0), atol=0.1, rtol=0)

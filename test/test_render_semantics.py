@@ -83,6 +83,23 @@ def test_culling_and_background():
     assert torch.allclose(out.color[0], torch.tensor([0.1, 0.2, 0.3])[:, None, None].expand(3, 24, 32))
 
 
+def test_normalised_colour_is_the_splats_colour_without_the_background():
+    # a wide faded red splat with a narrow opaque blue one in front: partial cover everywhere but the centre
+    out = rasterize(scene([[0.0, 1.0, 0.0], [0.0, 2.0, 0.0]], [[0.05, 0.1, 0.05], [2.0, 0.1, 2.0]], [0.99, 0.3],
+                          [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]), 16, 16, background=BG)
+    normalised = out.color_normalized(BG)
+    alpha = out.alpha[0, 0]
+    corner = normalised[0, :, 0, 0]
+    assert 0.02 < alpha[0, 0] < 0.35
+    torch.testing.assert_close(corner, torch.tensor([1.0, 0.0, 0.0]), atol=1e-5, rtol=0)  # red, no grey mixed in
+    assert abs(out.color[0, 0, 0, 0].item() - 1.0) > 0.3  # the composite is mostly background there
+    bg = torch.tensor(BG).reshape(1, 3, 1, 1)
+    torch.testing.assert_close(normalised * out.alpha + (1 - out.alpha) * bg, out.color)  # compositing undone exactly
+    assert normalised[0, 2, 7:9, 7:9].min() > out.color[0, 2, 7:9, 7:9].max()  # the blue centre loses its grey
+    empty = rasterize(scene([[0.0, -1.0, 0.0]], [[0.05, 0.1, 0.05]], [0.9], [[1.0, 0.0, 0.0]]), 8, 8, background=BG)
+    torch.testing.assert_close(empty.color_normalized(BG), empty.color)  # nothing visible: the background stays
+
+
 def test_batch_elements_are_independent():
     a, b = pixel_aligned_scene(16, 9, seed=1), pixel_aligned_scene(16, 9, seed=2)
     both = RasterInputs(*(torch.cat([x, y]) for x, y in zip(a, b)))

@@ -43,7 +43,7 @@ class ModelConfig:
     window: int  # upsampler attention window (contiguous tokens)
     condition: Literal["dinov2", "encoder"]
     patch_size: int = 8
-    upsampler_layers: int = 2
+    upsampler_layers: int | tuple[int, ...] = 2  # attention blocks per upsampler stage (an int: the same for all)
     encoder_window: int | None = None  # None: global attention in the encoder
     condition_pool: int = 2  # "encoder" condition: average-pool factor on the token grid
     static_xyz_head: Literal["plain", "sampled"] = "sampled"  # plain: inference head; sampled: truncated normal
@@ -57,9 +57,17 @@ class ModelConfig:
         assert h % self.patch_size == 0 and w % self.patch_size == 0, "image size must be a multiple of the patch"
         sizes = [self.num_tokens * 4**i for i in range(1, len(self.upsampler_dims) + 1)]
         assert all(n % self.window == 0 or n <= self.window for n in sizes), "window must divide the token counts"
+        assert len(self.stage_layers) == len(self.upsampler_dims), "one upsampler_layers entry per stage"
         if self.condition == "encoder":
             gh, gw = self.token_grid
             assert gh % self.condition_pool == 0 and gw % self.condition_pool == 0, "pool must divide the token grid"
+
+    @property
+    def stage_layers(self) -> tuple[int, ...]:
+        """Attention blocks of each upsampler stage (0: a PixelShuffle stage only)."""
+        if isinstance(self.upsampler_layers, int):
+            return (self.upsampler_layers,) * len(self.upsampler_dims)
+        return tuple(self.upsampler_layers)
 
     @property
     def token_grid(self) -> tuple[int, int]:
@@ -103,6 +111,8 @@ class ModelConfig:
         dino["input_size"] = tuple(dino.get("input_size", DinoConfig.input_size))
         for key in ("image_size", "upsampler_dims"):
             d[key] = tuple(d[key])
+        if isinstance(d.get("upsampler_layers"), list):
+            d["upsampler_layers"] = tuple(d["upsampler_layers"])
         return ModelConfig(**d, dino=DinoConfig(**dino))
 
 
@@ -112,10 +122,13 @@ CONFIGS: dict[str, ModelConfig] = {
         name="streamsplat", image_size=(288, 512), depth_channels=1, width=768, encoder_layers=10,
         decoder_layers=10, upsampler_dims=(384, 192), window=2304, condition="dinov2", static_xyz_head="plain",
     ),
-    # Real-time on a robot GPU at 512x288 (N = 36,864 per frame), light condition; 13.1 M parameters (26 MB fp16).
+    # Real-time on a robot GPU at 512x288, light condition, 13.1 M parameters (26 MB fp16). One Gaussian per pixel
+    # (N = 147,456 per frame): the third upsampler stage is a PixelShuffle without attention, and the pixel skip
+    # hands each Gaussian its own pixel (a 2x2 Gaussian grid caps key frames at 21-36 dB on real clips).
     "small": ModelConfig(
         name="small", image_size=(288, 512), depth_channels=2, width=256, encoder_layers=6, decoder_layers=4,
-        upsampler_dims=(192, 96), window=576, condition="encoder", pixel_skip=True, motion_prior="dis",
+        upsampler_dims=(192, 96, 96), upsampler_layers=(2, 2, 0), window=576, condition="encoder", pixel_skip=True,
+        motion_prior="dis",
     ),
     # Several frames/s on 2 CPU cores: 256x144 input, N = 9,216 per frame; one attention block per upsampler stage
     # over 144-token windows keeps encode + decode near 55 ms on 2 cores (docs/BENCHMARKS.md).

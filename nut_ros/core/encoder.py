@@ -46,17 +46,23 @@ class GSEncoder(nn.Module):
 
 
 class GaussianUpsampler(nn.Module):
-    """Token grid -> Gaussian grid: per stage a 2x PixelShuffle then windowed attention blocks; final RMSNorm."""
+    """Token grid -> Gaussian grid: per stage a 2x PixelShuffle then windowed attention blocks; final RMSNorm.
+
+    A stage without attention blocks whose width does not change starts by copying each token's features to its
+    four children (so a model grown by such a stage starts as the model it was grown from).
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.grid = cfg.token_grid
         self.stages = len(cfg.upsampler_dims)
         dims = (cfg.width, *cfg.upsampler_dims)
-        for i in range(self.stages):
-            self.add_module(f"upsampler_{i}", PSUpsamplerBlock(dims[i], dims[i + 1]))
-            self.add_module(f"attention_{i}", Transformer(dims[i + 1], cfg.upsampler_layers, num_heads(dims[i + 1]),
-                                                          cfg.window))
+        for i, layers in enumerate(cfg.stage_layers):
+            shuffle = PSUpsamplerBlock(dims[i], dims[i + 1])
+            if layers == 0 and dims[i] == dims[i + 1]:
+                shuffle.init_copy()
+            self.add_module(f"upsampler_{i}", shuffle)
+            self.add_module(f"attention_{i}", Transformer(dims[i + 1], layers, num_heads(dims[i + 1]), cfg.window))
         self.layernorm2 = RMSNorm(dims[-1])
 
     def forward(self, x: Tensor) -> Tensor:

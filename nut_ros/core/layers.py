@@ -207,6 +207,15 @@ class PSUpsamplerBlock(nn.Module):
         super().__init__()
         self.residual_fc = nn.Linear(in_dim, 4 * out_dim)
 
+    @torch.no_grad()
+    def init_copy(self) -> None:
+        """Every child token starts with its parent's features (needs ``in_dim == out_dim``)."""
+        out_dim, in_dim = self.residual_fc.weight.shape[0] // 4, self.residual_fc.weight.shape[1]
+        if in_dim != out_dim:
+            raise ValueError(f"copy init needs equal widths, got {in_dim} -> {out_dim}")
+        self.residual_fc.weight.copy_(torch.eye(in_dim).repeat_interleave(4, dim=0))
+        self.residual_fc.bias.zero_()
+
     def forward(self, x: Tensor, height: int, width: int) -> Tensor:
         b = x.shape[0]
         y = self.residual_fc(x).reshape(b, height, width, -1, 2, 2)

@@ -67,9 +67,12 @@ class FlowPrior:
 
     def velocities(self, flow: np.ndarray) -> Tensor:
         """``[h, w, 2]`` flow in model pixels -> ``[N, 3]`` canonical velocity over the unit pair time (raster
-        Gaussian order; the flow is averaged over each Gaussian's block)."""
+        Gaussian order; the flow is averaged over each Gaussian's block, or bilinearly interpolated where the
+        Gaussian grid is finer than the flow grid)."""
         h, w = self.image_size
         f = torch.from_numpy(flow).permute(2, 0, 1)[None]
+        if f.shape[-1] < self.gaussian_grid[1]:  # a Gaussian per pixel: interpolate the coarser flow grid
+            f = F.interpolate(f, size=self.gaussian_grid, mode="bilinear", align_corners=False)
         f = F.adaptive_avg_pool2d(f, self.gaussian_grid).flatten(2)[0]  # [2, N]
         return torch.stack([f[0] / (w / 2), torch.zeros_like(f[0]), -f[1] / (h / 2)], dim=-1)
 

@@ -75,9 +75,9 @@ def optical_cloud(g: Gaussians, t: float, k: Intrinsics, norm: DepthNormalizatio
         velocities = torch.zeros_like(positions)
     rotations = torch.zeros(positions.shape[0], 4, dtype=positions.dtype, device=positions.device)
     rotations[:, 0] = 1.0  # the renderer's Gaussians are axis-aligned in the optical frame too
-
-    def np32(x: torch.Tensor) -> np.ndarray:
-        return x.detach().cpu().numpy().astype(np.float32, copy=False)
-
-    return GaussianCloud(np32(positions), np32(scales), np32(rotations), np32(alpha), np32(g.rgb[0][keep].float()),
-                         np32(velocities), metric=norm.metric)
+    fields = (positions, scales, rotations, alpha[:, None], g.rgb[0][keep].float(), velocities)
+    # one device-to-host copy for every field (a GPU host pays a sync per copy; 147k-Gaussian frames are large)
+    table = torch.cat([f.detach().float() for f in fields], dim=1).cpu().numpy()
+    cols = np.cumsum([0] + [f.shape[1] for f in fields])
+    pos, sc, rot, op, rgb, vel = (table[:, a:b] for a, b in zip(cols[:-1], cols[1:]))
+    return GaussianCloud(pos, sc, rot, op[:, 0], rgb, vel, metric=norm.metric)

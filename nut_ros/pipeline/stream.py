@@ -139,7 +139,11 @@ class StreamingPipeline:
                           intrinsics, lat, paired=prev is not None, pair_interval_s=interval_s)
 
     def render(self, pair_times) -> list[RenderedView]:
-        """Render the live map at the given pair times (0 = previous frame, 1 = newest, > 1 = prediction)."""
+        """Render the live map at the given pair times (0 = previous frame, 1 = newest, > 1 = prediction).
+
+        Colour and depth are both expectations over the Gaussians covering a pixel (normalised by the accumulated
+        opacity, :meth:`~nut_ros.render.RenderOutput.color_normalized`); depth is NaN and the colour the background
+        where that opacity is low."""
         if self._live is None:
             raise RuntimeError("nothing to render: no frame has been processed since the last reset")
         live = self._live
@@ -149,7 +153,8 @@ class StreamingPipeline:
             alpha = out.alpha[0, 0].float()
             depth = rendered_depth_to_depth(out.depth_normalized()[0, 0].float(), live.norm)
             depth = torch.where(alpha >= self.config.depth_min_alpha, depth, torch.full_like(depth, float("nan")))
-            rgb = (out.color[0].float().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0)
+            color = out.color_normalized(self.config.background)[0].float()
+            rgb = (color.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0)
             stamp = live.t0_stamp_ns + round(float(t) * live.interval_ns) if live.interval_ns else live.t0_stamp_ns
             views.append(RenderedView(stamp, float(t), rgb.cpu().numpy(), depth.cpu().numpy(), alpha.cpu().numpy()))
         return views

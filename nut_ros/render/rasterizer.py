@@ -23,6 +23,16 @@ class RenderOutput(NamedTuple):
         """Expected depth of the visible Gaussians, ``depth / max(alpha, eps)``."""
         return self.depth / self.alpha.clamp(min=eps)
 
+    def color_normalized(self, background: Sequence[float] | Tensor, min_alpha: float = 0.02) -> Tensor:
+        """Expected colour of the visible Gaussians, ``(color - (1 - alpha)·background) / alpha``, where ``alpha >=
+        min_alpha`` (elsewhere the composited colour, i.e. about the background). Where the splats of a pair
+        only partly cover a pixel between its key frames (one frame's splats faded, the other's moved away), this
+        is the colour of what is there instead of a mix with the background; where alpha is 1 it is ``color``."""
+        bg = torch.as_tensor(background, dtype=self.color.dtype, device=self.color.device).reshape(1, 3, 1, 1)
+        covered = self.alpha >= min_alpha
+        alpha = torch.where(covered, self.alpha, torch.ones_like(self.alpha))
+        return torch.where(covered, (self.color - (1 - alpha) * bg) / alpha, self.color)
+
 
 def _import_cuda():
     """Import the CUDA extension module and build it (raises ImportError/OSError/RuntimeError when unavailable)."""

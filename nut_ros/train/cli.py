@@ -28,6 +28,9 @@ def _stage_parser(sub, name: str, stage: int) -> None:
     p.add_argument("--init", required=stage == 2, default=None,
                    help="stage-1 run folder, last.pt or .safetensors weights" if stage == 2 else
                    "fine-tune from these weights (run folder, last.pt or .safetensors) instead of a fresh model")
+    if stage == 1:
+        p.add_argument("--grow", action="store_true",
+                       help="--init is a model with a coarser Gaussian grid (fewer upsampler stages): copy what fits")
     if stage == 2:
         p.add_argument("--frames", type=int, default=d.frames, help="clip length; key frames are first and last")
         p.add_argument("--sample-motion", action="store_true", help="sample velocities (truncated normal)")
@@ -46,7 +49,7 @@ def _stage_parser(sub, name: str, stage: int) -> None:
 
 def _train(args, stage: int) -> int:
     extra = ({"frames": args.frames, "sample_motion": args.sample_motion, "init_decoder": args.init_decoder}
-             if stage == 2 else {})
+             if stage == 2 else {"grow": args.grow})
     keys = ("model", "init", "steps", "minutes", "chunk_minutes", "batch", "lr", "weight_decay", "warmup",
             "depth_drop", "val_every", "val_clips", "seed", "raster_impl", "device")
     cfg = TrainConfig(stage=stage, out=args.out, amp=not args.no_amp, **{k: getattr(args, k) for k in keys},

@@ -36,6 +36,7 @@ class TrainConfig:
     init: str | None = None  # run folder, trainer checkpoint (.pt) or weights (.safetensors); stage 2 (where it is
     #                          required) takes only the static encoder from it, unless ``init_decoder``
     init_decoder: bool = False  # stage 2: fine-tune the decoder side from ``init`` too (instead of from scratch)
+    grow: bool = False  # stage 1: ``init`` has a coarser Gaussian grid (fewer upsampler stages): see load_grown
     steps: int = 0  # run length in optimiser steps (0: use ``minutes``)
     minutes: float = 0.0  # run length in minutes of training time (0: use ``steps``)
     chunk_minutes: float = 9.0  # stop (and checkpoint) after this much wall time in one invocation
@@ -81,14 +82,18 @@ def _resolve_init(init: str) -> Path:
     return path / "last.pt" if path.is_dir() else path
 
 
-def _load_weights(model: NutModel, init: str, prefix: str = "") -> None:
+def _load_weights(model: NutModel, init: str, prefix: str = "", grow: bool = False) -> None:
     """Load ``init`` (weights or a trainer checkpoint) into ``model``: every key, or only those under ``prefix``
-    (then strictly: all of the model's keys under it must be there)."""
+    (then strictly: all of the model's keys under it must be there); ``grow``: see :func:`load_grown`."""
     path = _resolve_init(init)
     if path.suffix == ".safetensors":
         state = load_checkpoint(path).state_dict()
     else:
         state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    if grow:
+        fresh = load_grown(model, state)
+        print(f"grown from {path}: {len(fresh)} tensors start fresh: {', '.join(fresh)}")
+        return
     if not prefix:
         model.load_state_dict(state, strict=True)
         return
@@ -97,6 +102,30 @@ def _load_weights(model: NutModel, init: str, prefix: str = "") -> None:
     if missing:
         raise KeyError(f"{path} lacks {len(missing)} weights under {prefix!r}, e.g. {missing[0]}")
     model.load_state_dict({k: state[k] for k in wanted}, strict=False)
+
+
+def load_grown(model: NutModel, state: dict[str, torch.Tensor]) -> list[str]:
+    """Warm-start ``model`` from the weights of a model with a coarser Gaussian grid (the same configuration with
+    fewer upsampler stages): every tensor of equal shape is copied, the pixel skip's block projection is folded to
+    the finer blocks (a uniform block gives the same features), the scale head's bias is shifted so that splats keep
+    their size relative to the finer grid, and the new stages keep their copy init (each child starts as its
+    parent). Returns the tensors left at their initialisation (grid buffers included)."""
+    own = model.state_dict()
+    load = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    key = "gs_predictor.pixel_skip.proj.weight"
+    if key in own and key in state and key not in load:
+        new, old = own[key], state[key]
+        channels = new.shape[1]
+        ratio = old.shape[1] // channels  # old blocks hold `ratio` new blocks' pixels per channel
+        if old.shape[1] != channels * ratio or new.shape[0] != old.shape[0]:
+            raise ValueError(f"cannot fold {key} {tuple(old.shape)} into {tuple(new.shape)}")
+        if new.shape[1] == 3 + model.config.depth_channels:  # one Gaussian per pixel: sum the block's taps
+            load[key] = old.reshape(old.shape[0], channels, ratio).sum(-1)
+    grid, scale = "gs_predictor.predictor.x_map", "gs_predictor.predictor.gs_layer.scale.bias"
+    if grid in state and scale in load:  # splats keep their size in cells: softplus ≈ exp for these small scales
+        load[scale] = load[scale] - 0.5 * math.log(own[grid].numel() / state[grid].numel())
+    model.load_state_dict(load, strict=False)
+    return sorted(set(own) - set(load))
 
 
 def load_run(run: str) -> NutModel:
@@ -114,7 +143,7 @@ def build_for_stage(cfg: TrainConfig) -> NutModel:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, **cfg.model_overrides)
     if cfg.stage == 1 and cfg.init is not None:
-        _load_weights(model, cfg.init)
+        _load_weights(model, cfg.init, grow=cfg.grow)
     elif cfg.stage == 1:
         # start with compact, well-localised splats: scale ≈ one Gaussian cell (half a cell with the pixel skip,
         # whose anchored colours are already right), offsets with σ = exp(-2)
