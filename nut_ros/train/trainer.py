@@ -92,7 +92,7 @@ def _load_weights(model: NutModel, init: str, prefix: str = "", grow: bool = Fal
         state = torch.load(path, map_location="cpu", weights_only=False)["model"]
     if grow:
         fresh = load_grown(model, state)
-        print(f"grown from {path}: {len(fresh)} tensors start fresh: {', '.join(fresh)}")
+        print(f"grown from {path}; at their initialisation: {', '.join(fresh)}")
         return
     if not prefix:
         model.load_state_dict(state, strict=True)
@@ -106,21 +106,18 @@ def _load_weights(model: NutModel, init: str, prefix: str = "", grow: bool = Fal
 
 def load_grown(model: NutModel, state: dict[str, torch.Tensor]) -> list[str]:
     """Warm-start ``model`` from the weights of a model with a coarser Gaussian grid (the same configuration with
-    fewer upsampler stages): every tensor of equal shape is copied, the pixel skip's block projection is folded to
-    the finer blocks (a uniform block gives the same features), the scale head's bias is shifted so that splats keep
+    fewer upsampler stages, ending at one Gaussian per pixel): every tensor of equal shape is copied, the pixel
+    skip's block projection is folded to one pixel (a uniform block gives the same features), the scale head's bias is shifted so that splats keep
     their size relative to the finer grid, and the new stages keep their copy init (each child starts as its
     parent). Returns the tensors left at their initialisation (grid buffers included)."""
     own = model.state_dict()
     load = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     key = "gs_predictor.pixel_skip.proj.weight"
     if key in own and key in state and key not in load:
-        new, old = own[key], state[key]
-        channels = new.shape[1]
-        ratio = old.shape[1] // channels  # old blocks hold `ratio` new blocks' pixels per channel
-        if old.shape[1] != channels * ratio or new.shape[0] != old.shape[0]:
-            raise ValueError(f"cannot fold {key} {tuple(old.shape)} into {tuple(new.shape)}")
-        if new.shape[1] == 3 + model.config.depth_channels:  # one Gaussian per pixel: sum the block's taps
-            load[key] = old.reshape(old.shape[0], channels, ratio).sum(-1)
+        old, channels = state[key], 3 + model.config.depth_channels
+        if own[key].shape != (old.shape[0], channels):
+            raise ValueError(f"{key}: growing is for one Gaussian per pixel, got {tuple(own[key].shape)}")
+        load[key] = old.reshape(old.shape[0], channels, -1).sum(-1)  # channel-major taps of the block, summed
     grid, scale = "gs_predictor.predictor.x_map", "gs_predictor.predictor.gs_layer.scale.bias"
     if grid in state and scale in load:  # splats keep their size in cells: softplus ≈ exp for these small scales
         load[scale] = load[scale] - 0.5 * math.log(own[grid].numel() / state[grid].numel())
