@@ -191,6 +191,18 @@ __device__ __forceinline__ float ortho_power(float4 co, float dx, float dy) {
   return -0.5f * (co.x * dx * dx + co.z * dy * dy) - co.y * dx * dy;
 }
 
+// Stages tile-list entry `key` of image b into shared-memory slot `rank` (global index, screen position, conic);
+// returns the global index. The entry's depth is __uint_as_float(key >> 32).
+__device__ __forceinline__ int ortho_stage(unsigned long long key, int b, int n, int rank,
+                                           const float2* __restrict__ xy, const float4* __restrict__ conic,
+                                           int* s_id, float2* s_xy, float4* s_conic) {
+  const int gi = b * n + (int)(unsigned)(key & 0xffffffffull);
+  s_id[rank] = gi;
+  s_xy[rank] = xy[gi];
+  s_conic[rank] = conic[gi];
+  return gi;
+}
+
 extern "C" __global__ void __launch_bounds__(ORTHO_BLOCK)
     ortho_render(int n, int height, int width, const int* __restrict__ tile_start,
                  const int* __restrict__ tile_count, const unsigned long long* __restrict__ keys, int capacity,
@@ -216,10 +228,7 @@ extern "C" __global__ void __launch_bounds__(ORTHO_BLOCK)
     if (__syncthreads_count(done) == ORTHO_BLOCK) break;
     if (base + rank < len) {
       const unsigned long long key = keys[start + base + rank];
-      const int gi = b * n + (int)(unsigned)(key & 0xffffffffull);
-      s_id[rank] = gi;
-      s_xy[rank] = xy[gi];
-      s_conic[rank] = conic[gi];
+      ortho_stage(key, b, n, rank, xy, conic, s_id, s_xy, s_conic);
       s_depth[rank] = __uint_as_float((unsigned)(key >> 32));
     }
     __syncthreads();
@@ -310,10 +319,7 @@ extern "C" __global__ void __launch_bounds__(ORTHO_BLOCK)
     __syncthreads();
     if (begin + rank < end) {
       const unsigned long long key = keys[start + begin + rank];
-      const int gi = b * n + (int)(unsigned)(key & 0xffffffffull);
-      s_id[rank] = gi;
-      s_xy[rank] = xy[gi];
-      s_conic[rank] = conic[gi];
+      const int gi = ortho_stage(key, b, n, rank, xy, conic, s_id, s_xy, s_conic);
       s_feat[rank][0] = colors[3 * gi];
       s_feat[rank][1] = colors[3 * gi + 1];
       s_feat[rank][2] = colors[3 * gi + 2];
