@@ -122,7 +122,7 @@ CONFIGS: dict[str, ModelConfig] = {
         name="streamsplat", image_size=(288, 512), depth_channels=1, width=768, encoder_layers=10,
         decoder_layers=10, upsampler_dims=(384, 192), window=2304, condition="dinov2", static_xyz_head="plain",
     ),
-    # Real-time on a robot GPU at 512x288, light condition, 13.1 M parameters (26 MB fp16). One Gaussian per pixel
+    # Real-time on a robot GPU at 512x288, light condition, 13.2 M parameters (30 MB fp16). One Gaussian per pixel
     # (N = 147,456 per frame): the third upsampler stage is a PixelShuffle without attention, and the pixel skip
     # hands each Gaussian its own pixel (a 2x2 Gaussian grid caps key frames at 21-36 dB on real clips).
     "small": ModelConfig(

@@ -73,7 +73,9 @@ class FlowPrior:
         f = torch.from_numpy(flow).permute(2, 0, 1)[None]
         if f.shape[-1] < self.gaussian_grid[1]:  # a Gaussian per pixel: interpolate the coarser flow grid
             f = F.interpolate(f, size=self.gaussian_grid, mode="bilinear", align_corners=False)
-        f = F.adaptive_avg_pool2d(f, self.gaussian_grid).flatten(2)[0]  # [2, N]
+        else:
+            f = F.adaptive_avg_pool2d(f, self.gaussian_grid)
+        f = f.flatten(2)[0]  # [2, N]
         return torch.stack([f[0] / (w / 2), torch.zeros_like(f[0]), -f[1] / (h / 2)], dim=-1)
 
     def pair(self, grey0: np.ndarray, grey1: np.ndarray) -> Tensor:

@@ -107,9 +107,10 @@ def _load_weights(model: NutModel, init: str, prefix: str = "", grow: bool = Fal
 def load_grown(model: NutModel, state: dict[str, torch.Tensor]) -> list[str]:
     """Warm-start ``model`` from the weights of a model with a coarser Gaussian grid (the same configuration with
     fewer upsampler stages, ending at one Gaussian per pixel): every tensor of equal shape is copied, the pixel
-    skip's block projection is folded to one pixel (a uniform block gives the same features), the scale head's bias is shifted so that splats keep
-    their size relative to the finer grid, and the new stages keep their copy init (each child starts as its
-    parent). Returns the tensors left at their initialisation (grid buffers included)."""
+    skip's block projection is folded to one pixel (a uniform block gives the same features), the scale head's
+    bias is shifted so that splats keep their size relative to the finer grid, and the new stages keep their copy
+    init (each child starts as its parent). Returns the tensors left at their initialisation (grid buffers
+    included)."""
     own = model.state_dict()
     load = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     key = "gs_predictor.pixel_skip.proj.weight"
