@@ -71,15 +71,15 @@ class OrthoRasterizerOp(torch.autograd.Function):
         with warnings.catch_warnings():  # traced for its output shapes only; its internals become the custom node
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             return rasterize_torch(means, scales, rotations, opacities, colors, attributes.height, attributes.width,
-                                   bg)
+                                   bg, attributes.lowpass)
 
     @staticmethod
     def symbolic(g, means, scales, rotations, opacities, colors, attributes: RasterAttributes):
         a = attributes
         outs = g.op(f"{ONNX_DOMAIN}::{PLUGIN_NAME}", means, scales, rotations, opacities, colors,
                     height_i=a.height, width_i=a.width, tile_size_i=a.tile_size, background_f=list(a.background),
-                    max_pairs_per_gaussian_i=a.max_pairs_per_gaussian, plugin_version_s=PLUGIN_VERSION,
-                    plugin_namespace_s=PLUGIN_NAMESPACE, outputs=len(OUTPUTS))
+                    lowpass_f=a.lowpass, max_pairs_per_gaussian_i=a.max_pairs_per_gaussian,
+                    plugin_version_s=PLUGIN_VERSION, plugin_namespace_s=PLUGIN_NAMESPACE, outputs=len(OUTPUTS))
         batch = means.type().sizes()[0]
         for out, channels in zip(outs, (3, 1, 1)):
             out.setType(means.type().with_sizes([batch, channels, a.height, a.width]))
@@ -135,7 +135,8 @@ def export(model: NutModel, out_dir: str | Path, batch: int = 1, rasterizer: boo
     model = model.float().eval()
     cfg = model.config
     h, w = cfg.image_size
-    attributes = RasterAttributes(h, w, tuple(background), max_pairs_per_gaussian=max_pairs_per_gaussian)
+    attributes = RasterAttributes(h, w, tuple(background), lowpass=cfg.raster_lowpass,
+                                  max_pairs_per_gaussian=max_pairs_per_gaussian)
     inputs = example_inputs(model, batch)
     modules = {"encoder": EncoderGraph(model), "decoder": DecoderGraph(model),
                "state": StateGraph(attributes if rasterizer else None)}

@@ -41,15 +41,15 @@ def _batched_scene(batch=2, n=6000, height=72, width=128, random_rotations=True)
     return RasterInputs(*(torch.cat(parts, 0) for parts in zip(*scenes)))
 
 
-@pytest.mark.parametrize("random_rotations", [False, True])
-def test_extension_matches_torch(cuda_ext, random_rotations):
+@pytest.mark.parametrize("random_rotations,lowpass", [(False, 0.3), (True, 0.3), (True, 0.1)])
+def test_extension_matches_torch(cuda_ext, random_rotations, lowpass):
     inputs = _batched_scene(random_rotations=random_rotations)
     inputs = inputs._replace(means=inputs.means.clone())
     inputs.means[0, :50, 1] = -1.0  # culled: behind the camera
     inputs.means[1, :50, 0] = 3.0  # off-screen: zero tiles
     bg = torch.tensor(BG, device="cuda")
-    got = cuda_ext.rasterize_forward(*inputs, 72, 128, bg)
-    want = rasterize_torch(*inputs, 72, 128, bg)
+    got = cuda_ext.rasterize_forward(*inputs, 72, 128, bg, lowpass)
+    want = rasterize_torch(*inputs, 72, 128, bg, lowpass)
     errors = _max_err(got[:3], want)
     assert max(errors.values()) <= TOL, errors
     assert got[3] > 0
@@ -92,8 +92,8 @@ def _gradient_scene(opaque: bool):
     return inputs._replace(means=means, opacities=opacities)
 
 
-@pytest.mark.parametrize("opaque", [False, True])
-def test_backward_kernel_matches_torch_gradients(cuda_ext, opaque):
+@pytest.mark.parametrize("opaque,lowpass", [(False, 0.3), (True, 0.3), (False, 0.1)])
+def test_backward_kernel_matches_torch_gradients(cuda_ext, opaque, lowpass):
     from nut_ros.render import rasterize
 
     inputs = _gradient_scene(opaque)
@@ -104,7 +104,7 @@ def test_backward_kernel_matches_torch_gradients(cuda_ext, opaque):
     def grads(impl):
         leaves = [t.clone().requires_grad_(True) for t in inputs]
         background = bg.clone().requires_grad_(True)
-        out = rasterize(RasterInputs(*leaves), 40, 64, background, impl=impl)
+        out = rasterize(RasterInputs(*leaves), 40, 64, background, impl=impl, lowpass=lowpass)
         loss = sum((o * w).sum() for o, w in zip(out, weights)) + out.color.square().sum()
         return out, torch.autograd.grad(loss, leaves + [background])
 
@@ -139,9 +139,9 @@ def test_pycuda_launcher_on_torch_stream():
     stream.wait_stream(torch.cuda.current_stream())
     kernels = raster_kernels()
     kernels.enqueue(*(t.data_ptr() for t in inputs), *(t.data_ptr() for t in outputs), workspace.data_ptr(), ws,
-                    b, n, 72, 128, BG, stream.cuda_stream)
+                    b, n, 72, 128, BG, stream.cuda_stream, 0.1)
     assert 0 < kernels.pairs(workspace.data_ptr(), ws, stream.cuda_stream) <= ws.capacity
-    want = rasterize_torch(*inputs, 72, 128, torch.tensor(BG, device="cuda"))
+    want = rasterize_torch(*inputs, 72, 128, torch.tensor(BG, device="cuda"), 0.1)
     errors = _max_err(outputs, want)
     assert max(errors.values()) <= TOL, errors
 
@@ -169,7 +169,7 @@ def test_tensorrt_python_plugin_enqueue():
         pytest.skip(str(err))
     pytest.importorskip("pycuda")
     creator = op.register_plugin(trt)
-    attrs = op.RasterAttributes(72, 128, BG)
+    attrs = op.RasterAttributes(72, 128, BG, lowpass=0.15)
     fields = trt.PluginFieldCollection([trt.PluginField(k, v, trt.PluginFieldType.INT32 if v.dtype.kind == "i"
                                                         else trt.PluginFieldType.FLOAT32)
                                         for k, v in attrs.fields().items()])

@@ -53,17 +53,22 @@ def test_missing_sidecar_is_refused(tmp_path):
 
 
 def test_plugin_attributes_round_trip_and_validate():
-    attrs = RasterAttributes(288, 512, (0.1, 0.2, 0.3), max_pairs_per_gaussian=4)
+    attrs = RasterAttributes(288, 512, (0.1, 0.2, 0.3), lowpass=0.1, max_pairs_per_gaussian=4)
     fields = attrs.fields()
     assert {k: v.dtype for k, v in fields.items()} == {
         "height": np.int32, "width": np.int32, "tile_size": np.int32, "background": np.float32,
-        "max_pairs_per_gaussian": np.int32}
+        "lowpass": np.float32, "max_pairs_per_gaussian": np.int32}
     again = RasterAttributes.from_fields(fields)
     assert again.height == 288 and again.width == 512 and again.max_pairs_per_gaussian == 4
+    assert again.lowpass == attrs.lowpass == pytest.approx(0.1)
+    del fields["lowpass"]  # engines exported before the field existed render with the reference's 0.3
+    assert RasterAttributes.from_fields(fields).lowpass == pytest.approx(0.3)
     assert np.allclose(again.background, (0.1, 0.2, 0.3))
     assert attrs.capacity(2, 1000) == 8000 and attrs.capacity(1, 2**30) == 2**31 - 1
     with pytest.raises(ValueError, match="tile_size"):
         RasterAttributes(288, 512, tile_size=32)
+    with pytest.raises(ValueError, match="invalid"):
+        RasterAttributes(288, 512, lowpass=-0.1)
 
 
 def test_workspace_layout_matches_the_kernel_configuration():

@@ -42,6 +42,21 @@ def test_pair_of_a_shifted_real_image_moves_both_frames_towards_each_other():
     torch.testing.assert_close(inner[1], want, atol=0.1 / (W / 2) * 5, rtol=0)  # frame 1: minus backward flow
 
 
+@pytest.mark.parametrize("factor_size", [(H, W), (288, 512)])
+def test_forward_backward_check_keeps_agreeing_flow_and_zeroes_the_rest(factor_size):
+    prior = FlowPrior(factor_size, (72, 128), max_width=256, check=True)
+    h, w = factor_size[0] // prior.factor, factor_size[1] // prior.factor
+    forward = np.zeros((h, w, 2), np.float32)
+    forward[..., 0] = 8.0  # 8 model pixels to the right everywhere
+    backward = -forward.copy()
+    backward[:, w // 2:] = 0.0  # the right half's matches do not come back
+    kept = prior.consistent(forward, backward)
+    # a pixel keeps its flow when the backward flow where it lands brings it back: left of w/2 - 8 model pixels
+    land = w // 2 - 8 // prior.factor
+    np.testing.assert_array_equal(kept[:, : land - 1], forward[:, : land - 1])
+    np.testing.assert_array_equal(kept[:, land + 1:], 0.0)
+
+
 def test_flow_rejects_wrong_sizes():
     with pytest.raises(ValueError, match="two grey images"):
         FlowPrior((H, W), (72, 128)).flow(np.zeros((10, 10), np.uint8), np.zeros((10, 10), np.uint8))
@@ -84,7 +99,9 @@ def test_pipeline_adds_the_prior_to_the_decoded_velocities(setting):
         torch.testing.assert_close(live, raw)
     else:
         greys = [grey_u8(pipe._preprocess(f)[0][0]) for f in _frames(2)]
-        prior = FlowPrior(model.config.image_size, model.config.gaussian_grid).pair(*greys)
+        cfg = pipe.config
+        prior = FlowPrior(model.config.image_size, model.config.gaussian_grid, cfg.flow_preset, cfg.flow_max_width,
+                          cfg.flow_check).pair(*greys)
         torch.testing.assert_close(live, raw + prior)
         assert prior[:, 0].median() > 2.0 / (W / 2)  # the 3 px shift to the right is there
 

@@ -41,7 +41,7 @@ def test_graphs_are_static_opset17_and_match_pytorch(exported):
 
 def test_render_graph_carries_the_rasterizer_node(tmp_path):
     torch.manual_seed(1)
-    model = build_model("tiny", image_size=SIZE).eval()
+    model = build_model("tiny", image_size=SIZE, raster_lowpass=0.1).eval()
     manifest_path = export(model, tmp_path, max_pairs_per_gaussian=8, background=(0.0, 0.25, 1.0), parts=("state",))
     info = json.loads(manifest_path.read_text())["graphs"]["state"]
     assert info["file"] == "tiny.render.onnx" and info["custom_node"]
@@ -53,7 +53,8 @@ def test_render_graph_carries_the_rasterizer_node(tmp_path):
     values = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     assert values["plugin_version"] == b"1" and values["plugin_namespace"] == b"nut_ros"
     attrs = RasterAttributes.from_fields(values)
-    assert attrs == RasterAttributes(*SIZE, (0.0, 0.25, 1.0), max_pairs_per_gaussian=8)
+    assert attrs == RasterAttributes(*SIZE, (0.0, 0.25, 1.0), lowpass=0.1, max_pairs_per_gaussian=8)
+    assert attrs.lowpass == pytest.approx(0.1) and RasterAttributes(*SIZE).lowpass == pytest.approx(0.3)
     assert info["outputs"] == {"rgb": [1, 3, *SIZE], "depth": [1, 1, *SIZE], "alpha": [1, 1, *SIZE]}
 
 

@@ -18,13 +18,15 @@ def scene(means, scales, opacities, colors, rotations=None, dtype=torch.float32)
     return RasterInputs(t(means), t(scales), t(rot), t(opacities).reshape(1, n, 1), t(colors))
 
 
-def test_single_gaussian_matches_analytic_footprint():
+@pytest.mark.parametrize("lowpass", [None, 0.1])  # None: the reference's 0.3 px²
+def test_single_gaussian_matches_analytic_footprint(lowpass):
     h, w = 40, 64
     sx, sz, o, d = 0.05, 0.08, 0.7, 2.0
     x, z = 0.1, -0.2
-    out = rasterize(scene([[x, d, z]], [[sx, 0.1, sz]], [o], [[1.0, 0.0, 0.25]]), h, w)
+    kw = {} if lowpass is None else {"lowpass": lowpass}
+    out = rasterize(scene([[x, d, z]], [[sx, 0.1, sz]], [o], [[1.0, 0.0, 0.25]]), h, w, **kw)
     u, v = (w / 2) * x + (w - 1) / 2, -(h / 2) * z + (h - 1) / 2
-    var_u, var_v = (w / 2 * sx) ** 2 + 0.3, (h / 2 * sz) ** 2 + 0.3
+    var_u, var_v = (w / 2 * sx) ** 2 + (lowpass or 0.3), (h / 2 * sz) ** 2 + (lowpass or 0.3)
     py, px = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
     alpha = o * torch.exp(-0.5 * ((px - u) ** 2 / var_u + (py - v) ** 2 / var_v))
     radius = math.ceil(3 * math.sqrt(max(var_u, var_v)))

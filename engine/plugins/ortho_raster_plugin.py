@@ -6,7 +6,8 @@ Contract (the ONNX node ``nut_ros::OrthoRasterizer`` written by ``engine/export_
   ``opacities [B,N,1]``, ``colors [B,N,3]`` (the reference rasterizer's arguments, ``Gaussians.at(t)``);
 * outputs, float32: ``rgb [B,3,H,W]`` (with ``T·background``), ``depth [B,1,H,W]`` (Σ αT d), ``alpha [B,1,H,W]``;
 * attributes (plugin fields): ``height``, ``width`` (INT32), ``tile_size`` (INT32, must be 16, the compiled tile),
-  ``background`` (FLOAT32 x3), ``max_pairs_per_gaussian`` (INT32, default 16: the sort buffer holds
+  ``background`` (FLOAT32 x3), ``lowpass`` (FLOAT32, px² added to each screen covariance; default 0.3, the
+  reference's), ``max_pairs_per_gaussian`` (INT32, default 16: the sort buffer holds
   ``B·N·max_pairs_per_gaussian`` tile-Gaussian pairs; pairs beyond it are dropped).
 
 ``enqueue`` runs the kernels of ``csrc/`` (compiled by pycuda, :mod:`engine.plugins.raster_launcher`) on
@@ -20,6 +21,8 @@ import importlib
 from dataclasses import dataclass
 
 import numpy as np
+
+from nut_ros.render.projection import LOWPASS
 
 PLUGIN_NAME = "OrthoRasterizer"
 PLUGIN_VERSION = "1"
@@ -40,13 +43,16 @@ class RasterAttributes:
     height: int
     width: int
     background: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    lowpass: float = LOWPASS
     tile_size: int = TILE_SIZE
     max_pairs_per_gaussian: int = DEFAULT_MAX_PAIRS_PER_GAUSSIAN
 
     def __post_init__(self):
+        object.__setattr__(self, "lowpass", float(np.float32(self.lowpass)))  # a FLOAT32 field, as the kernel sees it
         if self.tile_size != TILE_SIZE:
             raise ValueError(f"{PLUGIN_NAME}: tile_size must be {TILE_SIZE} (compiled into the kernels)")
-        if self.height <= 0 or self.width <= 0 or self.max_pairs_per_gaussian <= 0 or len(self.background) != 3:
+        if self.height <= 0 or self.width <= 0 or self.max_pairs_per_gaussian <= 0 or len(self.background) != 3 \
+                or not self.lowpass >= 0:
             raise ValueError(f"{PLUGIN_NAME}: invalid attributes {self}")
 
     def capacity(self, batch: int, n: int) -> int:
@@ -59,6 +65,7 @@ class RasterAttributes:
             "width": np.array([self.width], np.int32),
             "tile_size": np.array([self.tile_size], np.int32),
             "background": np.array(self.background, np.float32),
+            "lowpass": np.array([self.lowpass], np.float32),
             "max_pairs_per_gaussian": np.array([self.max_pairs_per_gaussian], np.int32),
         }
 
@@ -71,6 +78,7 @@ class RasterAttributes:
         return RasterAttributes(
             height=scalar("height"), width=scalar("width"),
             background=tuple(float(v) for v in np.asarray(bg).reshape(3)) if bg is not None else (0.5, 0.5, 0.5),
+            lowpass=float(np.asarray(values["lowpass"]).reshape(-1)[0]) if "lowpass" in values else LOWPASS,
             tile_size=scalar("tile_size", TILE_SIZE),
             max_pairs_per_gaussian=scalar("max_pairs_per_gaussian", DEFAULT_MAX_PAIRS_PER_GAUSSIAN))
 
@@ -160,7 +168,7 @@ def plugin_classes(trt):
             a = self.attributes
             ws = Workspace.layout(batch, n, a.height, a.width, a.capacity(batch, n))
             raster_kernels().enqueue(*(int(p) for p in inputs), *(int(p) for p in outputs), int(workspace), ws,
-                                     batch, n, a.height, a.width, a.background, int(stream))
+                                     batch, n, a.height, a.width, a.background, int(stream), a.lowpass)
 
         def clone(self):
             other = OrthoRasterizerPlugin(self.attributes, self.phase)

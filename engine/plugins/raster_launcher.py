@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from nut_ros.render.projection import LOWPASS
+
 CSRC = Path(__file__).resolve().parent / "csrc"
 KERNELS = ("ortho_preprocess", "ortho_scan_tiles", "ortho_scatter", "ortho_sort_tiles", "ortho_render")
 
@@ -125,8 +127,9 @@ class RasterKernels:
 
     def enqueue(self, means: int, scales: int, rotations: int, opacities: int, colors: int, out_color: int,
                 out_depth: int, out_alpha: int, workspace: int, ws: Workspace, batch: int, n: int, height: int,
-                width: int, background: tuple[float, float, float], stream: int) -> None:
-        """Queue the whole forward pass. Inputs ``[B,N,3|3|4|1|3]`` float32, outputs ``[B,3|1|1,H,W]`` float32."""
+                width: int, background: tuple[float, float, float], stream: int, lowpass: float = LOWPASS) -> None:
+        """Queue the whole forward pass. Inputs ``[B,N,3|3|4|1|3]`` float32, outputs ``[B,3|1|1,H,W]`` float32;
+        ``lowpass``: px² added to each screen covariance."""
         d, i32, f32 = self._driver, ctypes.c_int32, ctypes.c_float
         at = {name: _ptr(workspace + getattr(ws, name)) for name in
               ("xy", "depth", "conic", "rect", "tile_count", "tile_start", "tile_cursor", "total", "keys")}
@@ -136,7 +139,8 @@ class RasterKernels:
         d.memset_d32(workspace + ws.tile_count, 0, ws.tiles, stream)
         if g:
             d.launch(self._fn["ortho_preprocess"], (-(-g // pre), 1, 1), (pre, 1, 1), stream,
-                     [i32(batch), i32(n), i32(height), i32(width), _ptr(means), _ptr(scales), _ptr(rotations),
+                     [i32(batch), i32(n), i32(height), i32(width), f32(lowpass), _ptr(means), _ptr(scales),
+                      _ptr(rotations),
                       _ptr(opacities), at["xy"], at["depth"], at["conic"], at["rect"], at["tile_count"]])
         d.launch(self._fn["ortho_scan_tiles"], (1, 1, 1), (CONFIG["ORTHO_SCAN_THREADS"], 1, 1), stream,
                  [i32(ws.tiles), at["tile_count"], at["tile_start"], at["tile_cursor"], at["total"]])

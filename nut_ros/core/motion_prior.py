@@ -8,6 +8,11 @@ model-resolution grey images (at most 256 px wide): 0.2-0.6 ms per direction on 
 needed, so it sits beside every backend (the ONNX and TensorRT graphs are unchanged); the streaming pipeline runs it
 on a worker thread while the backend encodes.
 
+Where the two directions disagree (forward-backward check of Sundaram et al. 2010: ``|f01 + f10(x + f01)|² <
+0.01 (|f01|² + |f10(x + f01)|²) + 0.5`` px²; occlusions and failed matches of small fast objects) the prior is 0 and
+the head's residual alone moves the Gaussian: a wrong flow drags static background along with a moving object,
+which costs more than not moving it (docs/EVALUATION.md, session 5).
+
 Units: frame 0's Gaussians (``t0 = 0``) move by their forward flow over the unit pair time, ``(du / (W/2), 0,
 -dv / (H/2))`` in canonical ``(x, ŷ, z)``; frame 1's (``t0 = 1``) by minus their backward flow. The ŷ component
 (depth change) is left to the head.
@@ -40,15 +45,15 @@ class FlowPrior:
     """Dense DIS flow between grey frames and its per-Gaussian velocity prior (not thread-safe: one per thread).
 
     The flow runs on the model-resolution images halved until they are at most ``max_width`` wide (``small``'s
-    512x288 -> 256x144: 0.6 instead of 4 ms per direction on one core, endpoint error on generated clips 24.6 instead
-    of 24.0 px against 33.9 px of true motion), and is scaled back to model pixels.
+    512x288 -> 256x144 with ``max_width=256``: 0.6 instead of 4 ms per direction on one core, but worse motion
+    boundaries), and is scaled back to model pixels. ``check``: zero the flow where the forward-backward check fails.
     """
 
     def __init__(self, image_size: tuple[int, int], gaussian_grid: tuple[int, int], preset: str = "fast",
-                 max_width: int = 256):
+                 max_width: int = 256, check: bool = False):
         if preset not in DIS_PRESETS:
             raise ValueError(f"unknown DIS preset {preset!r}; choose from {sorted(DIS_PRESETS)}")
-        self.image_size, self.gaussian_grid = image_size, gaussian_grid
+        self.image_size, self.gaussian_grid, self.check = image_size, gaussian_grid, check
         self.factor = 1
         while image_size[1] // self.factor > max_width and image_size[0] % (2 * self.factor) == 0 \
                 and image_size[1] % (2 * self.factor) == 0:
@@ -81,7 +86,22 @@ class FlowPrior:
     def pair(self, grey0: np.ndarray, grey1: np.ndarray) -> Tensor:
         """Velocity prior ``[2N, 3]`` of a pair's Gaussians: frame 0's (forward flow), then frame 1's (minus the
         backward flow)."""
-        return torch.cat([self.velocities(self.flow(grey0, grey1)), -self.velocities(self.flow(grey1, grey0))])
+        f01, f10 = self.flow(grey0, grey1), self.flow(grey1, grey0)
+        if self.check:
+            f01, f10 = self.consistent(f01, f10), self.consistent(f10, f01)
+        return torch.cat([self.velocities(f01), -self.velocities(f10)])
+
+    def consistent(self, forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
+        """``forward`` with 0 where the backward flow, sampled where ``forward`` points, does not bring the pixel
+        back (both ``[h, w, 2]`` on the flow grid, in model pixels)."""
+        h, w = forward.shape[:2]
+        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        step = forward / self.factor  # in flow-grid pixels
+        back = cv2.remap(backward, gx + step[..., 0], gy + step[..., 1], cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
+        error = ((forward + back) ** 2).sum(-1)
+        ok = error < 0.01 * ((forward ** 2).sum(-1) + (back ** 2).sum(-1)) + 0.5
+        return forward * ok[..., None]
 
 
 def with_prior(gaussians: Gaussians, prior: Tensor) -> Gaussians:

@@ -91,7 +91,8 @@ class TorchBackend:
     @torch.inference_mode()
     def render(self, gaussians: Gaussians, t: float, background: Sequence[float] = (0.5, 0.5, 0.5)) -> RenderOutput:
         h, w = self.model_config.image_size
-        return rasterize(gaussians.at(t), h, w, background=background, impl=self.raster_impl)
+        return rasterize(gaussians.at(t), h, w, background=background, impl=self.raster_impl,
+                         lowpass=self.model_config.raster_lowpass)
 
     def synchronize(self) -> None:
         """Wait for queued GPU work (so stage timings are real)."""

@@ -71,7 +71,8 @@ class StreamingPipeline:
         self.motion_prior = prior
         self._flow = self._flow_pool = None
         if prior == "dis":  # one worker: the flow of a pair runs while the backend encodes and decodes
-            self._flow = FlowPrior((self.height, self.width), backend.model_config.gaussian_grid, config.flow_preset)
+            self._flow = FlowPrior((self.height, self.width), backend.model_config.gaussian_grid, config.flow_preset,
+                                   config.flow_max_width, config.flow_check)
             self._flow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nut_ros_flow")
 
     # -- public API ------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from nut_ros.core.config import ModelConfig
 from nut_ros.core.gaussians import Gaussians, RasterInputs
 from nut_ros.core.model import FrameCache, static_gaussians
 from nut_ros.render import RenderOutput
+from nut_ros.render.projection import LOWPASS
 
 PAIRS_PER_GAUSSIAN = 16  #: initial sort-buffer size of PycudaRenderer; grown when a frame needs more
 
@@ -60,13 +61,13 @@ class _Buffers:
 class PycudaRenderer:
     """The rasterizer kernels of ``engine/plugins/csrc`` driven with pycuda buffers, pinned memory and a stream."""
 
-    def __init__(self, height: int, width: int, stream=None):
+    def __init__(self, height: int, width: int, stream=None, lowpass: float = LOWPASS):
         import pycuda.autoprimaryctx  # noqa: F401
         import pycuda.driver as cuda
 
         from engine.plugins.ortho_raster_plugin import raster_kernels
 
-        self.height, self.width = height, width
+        self.height, self.width, self.lowpass = height, width, lowpass
         self.stream = stream or cuda.Stream()
         self.kernels = raster_kernels()
         self._key = None
@@ -97,7 +98,8 @@ class PycudaRenderer:
             ptr = {k: int(v) for k, v in buf.device.items()}
             self.kernels.enqueue(ptr["means"], ptr["scales"], ptr["rotations"], ptr["opacities"], ptr["colors"],
                                  ptr["color"], ptr["depth"], ptr["alpha"], int(self.workspace_mem), self.workspace,
-                                 batch, n, self.height, self.width, tuple(float(v) for v in background), s.handle)
+                                 batch, n, self.height, self.width, tuple(float(v) for v in background), s.handle,
+                                 self.lowpass)
             self.pairs = self.kernels.pairs(int(self.workspace_mem), self.workspace, s.handle)
             if self.pairs <= self.workspace.capacity:
                 break
@@ -173,7 +175,8 @@ class TensorRTBackend:
         self.engines = {part: _Engine(trt, runtime, path.parent / info["file"]) for part, info in wanted.items()}
         self._render_engine = self.engines.get("state")
         h, w = self.model_config.image_size
-        self._renderer = None if self._render_engine else PycudaRenderer(h, w, self.stream)
+        self._renderer = None if self._render_engine else PycudaRenderer(h, w, self.stream,
+                                                                          self.model_config.raster_lowpass)
         self._engine_background = None
         if self._render_engine is not None:  # the background is an attribute of the plugin node
             export = json.loads(Path(listing["manifest"]).read_text())

@@ -90,4 +90,6 @@ class PipelineConfig:
     default_hfov_deg: float = 60.0  # horizontal field of view assumed when a frame has no intrinsics
     background: tuple[float, float, float] = (0.5, 0.5, 0.5)
     motion_prior: str = "auto"  # optical-flow velocity prior: "auto" (the model's), "dis" or "none"
-    flow_preset: str = "fast"  # DIS preset of the prior: ultrafast | fast | medium
+    flow_preset: str = "medium"  # DIS preset of the prior: ultrafast | fast | medium
+    flow_max_width: int = 512  # the flow runs on the model-resolution frames halved until at most this wide
+    flow_check: bool = True  # no prior where the forward and backward flows disagree

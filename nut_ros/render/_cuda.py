@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from nut_ros.render.projection import project_gaussians
+from nut_ros.render.projection import LOWPASS, project_gaussians
 
 CSRC = Path(os.environ.get("NUT_ROS_CSRC", Path(__file__).resolve().parents[2] / "engine" / "plugins" / "csrc"))
 SOURCES = ("torch_bindings.cpp", "ortho_raster.cu")
@@ -65,10 +65,12 @@ def extension():
 
 
 def rasterize_forward(means: Tensor, scales: Tensor, rotations: Tensor, opacities: Tensor, colors: Tensor,
-                      height: int, width: int, background: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
+                      height: int, width: int, background: Tensor,
+                      lowpass: float = LOWPASS) -> tuple[Tensor, Tensor, Tensor, int]:
     """Forward pass only: ``(color [B,3,H,W], depth [B,1,H,W], alpha [B,1,H,W], tile-Gaussian pairs)``."""
     args = [t.detach().float().contiguous() for t in (means, scales, rotations, opacities, colors)]
-    color, depth, alpha, pairs = extension().rasterize_forward(*args, int(height), int(width), _floats(background))
+    color, depth, alpha, pairs = extension().rasterize_forward(*args, int(height), int(width), _floats(background),
+                                                               False, float(lowpass))
     return color, depth, alpha, int(pairs.item())
 
 
@@ -80,12 +82,13 @@ class _RasterizeCuda(torch.autograd.Function):
     """CUDA forward and backward kernels; the projection's part of the chain rule runs in torch."""
 
     @staticmethod
-    def forward(ctx, means, scales, rotations, opacities, colors, height, width, background):
+    def forward(ctx, means, scales, rotations, opacities, colors, height, width, background, lowpass):
         args = [t.detach().float().contiguous() for t in (means, scales, rotations, opacities, colors)]
         bg = _floats(background)
-        color, depth, alpha, pairs, *state = extension().rasterize_forward(*args, int(height), int(width), bg, True)
+        color, depth, alpha, pairs, *state = extension().rasterize_forward(*args, int(height), int(width), bg, True,
+                                                                           float(lowpass))
         ctx.save_for_backward(means, scales, rotations, args[4], *state)
-        ctx.pairs, ctx.size, ctx.bg = int(pairs.item()), (height, width), bg
+        ctx.pairs, ctx.size, ctx.bg, ctx.lowpass = int(pairs.item()), (height, width), bg, float(lowpass)
         return color.to(means.dtype), depth.to(means.dtype), alpha.to(means.dtype)
 
     @staticmethod
@@ -99,7 +102,7 @@ class _RasterizeCuda(torch.autograd.Function):
         if any(needs[:3]):
             with torch.enable_grad():
                 leaves = [t.detach().requires_grad_(need) for t, need in zip((means, scales, rotations), needs[:3])]
-                proj = project_gaussians(*leaves, *ctx.size)
+                proj = project_gaussians(*leaves, *ctx.size, ctx.lowpass)
                 wanted = [t for t in leaves if t.requires_grad]
                 pairs = [(o, g.to(means.dtype)) for o, g in ((proj.uv, d_xy), (proj.conic, d_conic),
                                                              (proj.depth, d_depth)) if o.requires_grad]
@@ -111,16 +114,18 @@ class _RasterizeCuda(torch.autograd.Function):
         d_background = None
         if needs[7]:  # background gets the final transmittance's weight
             d_background = (grad_color * final_t.unsqueeze(1).to(grad_color.dtype)).sum(dim=(0, 2, 3))
-        return d_means, d_scales, d_rotations, d_opacity, d_color, None, None, d_background
+        return d_means, d_scales, d_rotations, d_opacity, d_color, None, None, d_background, None
 
 
 def rasterize_cuda(means: Tensor, scales: Tensor, rotations: Tensor, opacities: Tensor, colors: Tensor,
-                   height: int, width: int, background: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+                   height: int, width: int, background: Tensor,
+                   lowpass: float = LOWPASS) -> tuple[Tensor, Tensor, Tensor]:
     """Render ``[B, N, ·]`` CUDA tensors like ``rasterize_torch``: colour ``[B,3,H,W]``, depth and alpha ``[B,1,H,W]``.
 
-    ``background`` is a 3-vector. Differentiable (see the module docstring for how gradients are computed).
+    ``background`` is a 3-vector, ``lowpass`` the px² added to the screen covariance. Differentiable (see the module docstring for how gradients are computed).
     """
     if not means.is_cuda:
         raise ValueError("rasterize_cuda needs CUDA tensors")
     background = torch.as_tensor(background, dtype=means.dtype, device=means.device).reshape(3)
-    return _RasterizeCuda.apply(means, scales, rotations, opacities, colors, int(height), int(width), background)
+    return _RasterizeCuda.apply(means, scales, rotations, opacities, colors, int(height), int(width), background,
+                                float(lowpass))

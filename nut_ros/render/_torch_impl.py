@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nut_ros.render.projection import TILE, Projection, project_gaussians
+from nut_ros.render.projection import LOWPASS, TILE, Projection, project_gaussians
 
 ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.99
@@ -158,11 +158,12 @@ def _candidate_table(block: Tensor, gid: Tensor, padding: int, nbx: int, nby: in
 
 
 def rasterize_torch(means: Tensor, scales: Tensor, rotations: Tensor, opacities: Tensor, colors: Tensor,
-                    height: int, width: int, background: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+                    height: int, width: int, background: Tensor,
+                    lowpass: float = LOWPASS) -> tuple[Tensor, Tensor, Tensor]:
     """Render ``[B, N, ·]`` Gaussians; returns colour ``[B,3,H,W]``, depth ``[B,1,H,W]`` and alpha ``[B,1,H,W]``."""
     b, n = means.shape[:2]
     dtype, device = means.dtype, means.device
-    proj = project_gaussians(means, scales, rotations, height, width)
+    proj = project_gaussians(means, scales, rotations, height, width, lowpass)
     nbx, nby = math.ceil(width / BLOCK), math.ceil(height / BLOCK)
     with torch.no_grad():
         block, gid = _bin(proj, opacities[..., 0].detach(), nbx, nby)

@@ -3,7 +3,7 @@
 World ``(x, y, z)`` (``y`` = camera depth after the inverse-depth map) goes to camera ``(x, -z, y)``; with
 tanfov = 1 the focal lengths are ``fx = W/2`` and ``fy = H/2`` and pixel centres sit at integer coordinates:
 ``u = ((x·p_w + 1)·W - 1)/2``, ``v = ((-z·p_w + 1)·H - 1)/2`` with ``p_w = 1/(1 + 1e-7)``.
-The screen covariance is ``J W Σ Wᵀ Jᵀ + 0.3·I`` with ``J = diag(fx, fy)`` and ``Σ = R S² Rᵀ`` built from the
+The screen covariance is ``J W Σ Wᵀ Jᵀ + lowpass·I`` (the reference's low-pass is 0.3 px²) with ``J = diag(fx, fy)`` and ``Σ = R S² Rᵀ`` built from the
 *unnormalised* quaternion. Everything here is differentiable except the integer tile bookkeeping.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 TILE = 16  #: tile edge in pixels (16x16 tiles)
-LOWPASS = 0.3  #: px² added to the screen covariance diagonal
+LOWPASS = 0.3  #: px² added to the screen covariance diagonal by the reference rasterizer (the default)
 EIGEN_FLOOR = 0.1  #: floor of ``mid² - det`` in the eigenvalue used for the radius
 
 
@@ -44,8 +44,10 @@ def tile_grid(height: int, width: int) -> tuple[int, int]:
     return (width + TILE - 1) // TILE, (height + TILE - 1) // TILE
 
 
-def project_gaussians(means: Tensor, scales: Tensor, rotations: Tensor, height: int, width: int) -> Projection:
-    """Project world-frame Gaussians ``means [..., N, 3]``, ``scales [..., N, 3]``, ``rotations [..., N, 4]``."""
+def project_gaussians(means: Tensor, scales: Tensor, rotations: Tensor, height: int, width: int,
+                      lowpass: float = LOWPASS) -> Projection:
+    """Project world-frame Gaussians ``means [..., N, 3]``, ``scales [..., N, 3]``, ``rotations [..., N, 4]``;
+    ``lowpass`` (px²) is added to the screen covariance's diagonal."""
     x, depth, z = means.unbind(-1)
     fx, fy = width / 2.0, height / 2.0
     p_w = 1.0 / (means.new_tensor(1.0) + 1e-7)
@@ -55,9 +57,9 @@ def project_gaussians(means: Tensor, scales: Tensor, rotations: Tensor, height: 
     row0, row2 = quaternion_rows_xz(rotations)
     m0, m2 = row0 * scales, row2 * scales  # rows of R·S
     sxx, sxz, szz = (m0 * m0).sum(-1), (m0 * m2).sum(-1), (m2 * m2).sum(-1)
-    a = fx * fx * sxx + LOWPASS
+    a = fx * fx * sxx + lowpass
     b = -(fx * fy) * sxz  # camera y = -world z
-    c = fy * fy * szz + LOWPASS
+    c = fy * fy * szz + lowpass
     det = a * c - b * b
     nonsingular = det != 0
     det_inv = 1.0 / torch.where(nonsingular, det, torch.ones_like(det))

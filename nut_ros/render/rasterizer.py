@@ -10,6 +10,7 @@ from torch import Tensor
 
 from nut_ros.core.gaussians import RasterInputs
 from nut_ros.render._torch_impl import rasterize_torch
+from nut_ros.render.projection import LOWPASS
 
 
 class RenderOutput(NamedTuple):
@@ -59,12 +60,14 @@ def _warn_fallback(why: str) -> None:
 
 
 def rasterize(inputs: RasterInputs, height: int, width: int,
-              background: Sequence[float] | Tensor = (0.5, 0.5, 0.5), impl: str = "auto") -> RenderOutput:
+              background: Sequence[float] | Tensor = (0.5, 0.5, 0.5), impl: str = "auto",
+              lowpass: float = LOWPASS) -> RenderOutput:
     """Render ``inputs`` (``[B, N, ·]`` tensors, reference world frame) with the fixed orthographic camera.
 
     ``impl``: ``"torch"`` (differentiable, any device), ``"cuda"`` (the compiled extension, CUDA tensors) or
     ``"auto"`` (the extension when the tensors are on a GPU and it imports and builds; otherwise torch, with one
-    ``RuntimeWarning`` when GPU tensors fall back).
+    ``RuntimeWarning`` when GPU tensors fall back). ``lowpass``: px² added to each screen covariance's diagonal
+    (the reference's 0.3 by default; a model's ``ModelConfig.raster_lowpass``).
     """
     if impl not in ("auto", "torch", "cuda"):
         raise ValueError(f"unknown rasterizer impl {impl!r}")
@@ -82,4 +85,4 @@ def rasterize(inputs: RasterInputs, height: int, width: int,
             _warn_fallback(why)
         else:
             fn = cuda_fn
-    return RenderOutput(*fn(*inputs, height, width, bg))
+    return RenderOutput(*fn(*inputs, height, width, bg, lowpass))

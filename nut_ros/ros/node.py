@@ -100,7 +100,9 @@ class NutRosNode(Node):
             return
         self.pipeline = StreamingPipeline(backend, PipelineConfig(render_times=tuple(p.render_times),
                                                                    motion_prior=p.motion_prior,
-                                                                   flow_preset=p.flow_preset))
+                                                                   flow_preset=p.flow_preset,
+                                                                   flow_max_width=p.flow_max_width,
+                                                                   flow_check=p.flow_check))
         if p.random_init:
             self.get_logger().warning("running with a randomly initialised model (random_init: true)")
 

@@ -70,8 +70,13 @@ class NodeParams:
                                        lo=0.0, hi=MAX_RENDER_TIME)
     motion_prior: str = _param("auto", "Optical-flow velocity prior added to the decoder's motion: auto (as the "
                                "model was trained), dis or none.", choices=("auto", "dis", "none"))
-    flow_preset: str = _param("fast", "DIS optical-flow preset of the motion prior.",
+    flow_preset: str = _param("medium", "DIS optical-flow preset of the motion prior.",
                               choices=("ultrafast", "fast", "medium"))
+    flow_max_width: int = _param(512, "The motion prior's flow runs on the model-resolution frames halved until at "
+                                 "most this wide (256: about 7x faster for `small`, blurrier motion boundaries).",
+                                 lo=16, hi=4096)
+    flow_check: bool = _param(True, "No motion prior where the forward and backward flows disagree (occlusions, "
+                              "failed matches).")
     max_rate: float = _param(0.0, "Most frames processed per second; 0: as fast as possible.", lo=0.0, hi=1000.0)
     frame_id: str = _param("", "Frame id of the outputs; empty: the input image's frame id.")
     diagnostics_period: float = _param(1.0, "Seconds between /diagnostics and `~/stats` updates.", lo=0.05, hi=60.0)

@@ -189,7 +189,8 @@ def _graphed(model, rgb, disp, prev, autocast, h, w, iters, encode=None, decode=
 
     def frame():
         graph.replay()
-        return rasterize(out.map(lambda x: x.float()).at(1.0), h, w, impl="cuda")
+        return rasterize(out.map(lambda x: x.float()).at(1.0), h, w, impl="cuda",
+                         lowpass=model.config.raster_lowpass)
 
     return cuda_time(graph.replay, iters=iters), cuda_time(frame, iters=iters)
 
@@ -253,10 +254,11 @@ def bench_end_to_end(config: str, modes=("fp32", "bf16", "fp16"), iters: int = 3
 
             def frame():
                 g = network().map(lambda x: x.float())
-                return rasterize(g.at(1.0), h, w, impl="cuda")
+                return rasterize(g.at(1.0), h, w, impl="cuda", lowpass=cfg.raster_lowpass)
 
             gaussians = network().map(lambda x: x.float())
-            render_only = cuda_time(lambda: rasterize(gaussians.at(1.0), h, w, impl="cuda"), iters=iters)
+            render_only = cuda_time(lambda: rasterize(gaussians.at(1.0), h, w, impl="cuda", lowpass=cfg.raster_lowpass),
+                                    iters=iters)
             eager_net = cuda_time(network, iters=iters)
             eager = cuda_time(frame, iters=iters)
 
@@ -432,7 +434,8 @@ def bench_variant(model, spec: str, inputs, reference, device: str, iters: int) 
                 row["graph_network_ms"], row["graph_frame_ms"] = net_t["median_ms"], frame_t["median_ms"]
             else:  # no CUDA graphs off-GPU: the eager frame
                 row["eager_frame_ms"] = timed(
-                    lambda: rasterize(network().map(lambda x: x.float()).at(1.0), h, w, impl="torch"),
+                    lambda: rasterize(network().map(lambda x: x.float()).at(1.0), h, w, impl="torch",
+                                      lowpass=model.config.raster_lowpass),
                     device, warmup=1, iters=max(1, iters // 5))["median_ms"]
     except Exception as err:  # one failing variant (capture-unsafe op, compile error) must not end the study
         row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"

@@ -50,21 +50,26 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the network")
     ap.add_argument("--motion-prior", default="auto", choices=("auto", "dis", "none"))
-    ap.add_argument("--flow-preset", default="fast", choices=("ultrafast", "fast", "medium"))
+    ap.add_argument("--flow-preset", default=PipelineConfig.flow_preset, choices=("ultrafast", "fast", "medium"))
+    ap.add_argument("--flow-max-width", type=int, default=PipelineConfig.flow_max_width)
+    ap.add_argument("--no-flow-check", dest="flow_check", action="store_false",
+                    help="keep the prior where the forward and backward flows disagree")
     ap.add_argument("--render-times", type=float, nargs="+", default=[1.0])
     ap.add_argument("--warmup", type=int, default=5, help="frames not counted")
     args = ap.parse_args(argv)
     model = load_torch_model(args.model, args.checkpoint)
     frames = clip_frames()
     report = {"model": args.model, "device": args.device, "bf16": args.bf16, "compile": args.compile,
-              "flow_preset": args.flow_preset}
+              "flow_preset": args.flow_preset, "flow_max_width": args.flow_max_width, "flow_check": args.flow_check}
     if args.device.startswith("cuda"):
         report["gpu"] = torch.cuda.get_device_name()
     if args.compile:
         report["compile_max_abs_diff"] = compile_error(model, args.device, args.bf16, frames)
     backend = TorchBackend(model, args.device, bf16=args.bf16, compile=args.compile)
     pipe = StreamingPipeline(backend, PipelineConfig(render_times=tuple(args.render_times),
-                                                     motion_prior=args.motion_prior, flow_preset=args.flow_preset))
+                                                     motion_prior=args.motion_prior, flow_preset=args.flow_preset,
+                                                     flow_max_width=args.flow_max_width,
+                                                     flow_check=args.flow_check))
     report["motion_prior"] = pipe.motion_prior
     for f in frames[:args.warmup]:
         pipe.push(f)

@@ -15,6 +15,7 @@ from nut_ros.core.gaussians import Gaussians
 from nut_ros.core.model import NutModel
 from nut_ros.core.motion_prior import batch_priors, with_prior
 from nut_ros.render import RenderOutput, rasterize
+from nut_ros.render.projection import LOWPASS
 from nut_ros.train.depth_input import DepthInput, simulate_depth_input
 from nut_ros.train.losses import (masked_mse, rendered_disparity, ssi_disparity_loss, trajectory_loss,
                                   trajectory_targets)
@@ -46,12 +47,12 @@ def _autocast(device: torch.device, enabled: bool):
 
 
 def render_at(gaussians: Gaussians, times: Tensor, height: int, width: int, background: Tensor,
-              impl: str = "torch") -> RenderOutput:
+              impl: str = "torch", lowpass: float = LOWPASS) -> RenderOutput:
     """Render every sample at every time: ``[B*V, ...]`` in (sample, time) order (float32)."""
     v = times.numel()
     g = gaussians.map(lambda x: x.float().repeat_interleave(v, dim=0))
     t = times.float().repeat(gaussians.xyz.shape[0]).unsqueeze(-1)
-    return rasterize(g.at(t), height, width, background=background, impl=impl)
+    return rasterize(g.at(t), height, width, background=background, impl=impl, lowpass=lowpass)
 
 
 def _depth_terms(out: RenderOutput, target: Tensor, present: Tensor, weights: LossWeights) -> tuple[Tensor, dict]:
@@ -73,7 +74,7 @@ def stage1_step(model: NutModel, clip: Clip, weights: LossWeights, drop_prob: fl
     with _autocast(rgb.device, amp):
         g = model.encode_static(rgb, dinput.channels)
     g = g.map(lambda x: x.float())
-    out = rasterize(g.at(0.0), h, w, background=background, impl=impl)
+    out = rasterize(g.at(0.0), h, w, background=background, impl=impl, lowpass=model.config.raster_lowpass)
     target = dinput.normalise(1.0 / depth).clamp(0, 1)
     mse = torch.mean((out.color - rgb) ** 2)
     depth_loss, terms = _depth_terms(out, target, dinput.present, weights)
@@ -98,7 +99,7 @@ def stage2_step(model: NutModel, clip: Clip, weights: LossWeights, drop_prob: fl
     g = g.map(lambda x: x.float())
     if model.config.motion_prior == "dis":  # the head's velocities are a residual around the optical flow
         g = with_prior(g, batch_priors(frames[:, 0], frames[:, 1], model.config.gaussian_grid))
-    out = render_at(g, clip.times, h, w, background, impl)
+    out = render_at(g, clip.times, h, w, background, impl, model.config.raster_lowpass)
 
     rgb = clip.rgb.flatten(0, 1)
     mse = torch.mean((out.color - rgb) ** 2)

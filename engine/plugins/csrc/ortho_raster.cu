@@ -7,8 +7,8 @@ inline int blocks_for(int items, int threads) { return (items + threads - 1) / t
 }  // namespace
 
 cudaError_t ortho_raster_prepare(const float* means, const float* scales, const float* rotations,
-                                 const float* opacities, int batch, int n, int height, int width, void* workspace,
-                                 cudaStream_t stream) {
+                                 const float* opacities, int batch, int n, int height, int width, float lowpass,
+                                 void* workspace, cudaStream_t stream) {
   const OrthoRasterLayout l = ortho_raster_layout(batch, n, height, width);
   char* ws = static_cast<char*>(workspace);
   const int tiles = batch * ortho_tiles(height, width);
@@ -16,7 +16,7 @@ cudaError_t ortho_raster_prepare(const float* means, const float* scales, const 
   if (err != cudaSuccess) return err;
   if (batch * n > 0)
     ortho_preprocess<<<blocks_for(batch * n, ORTHO_PRE_THREADS), ORTHO_PRE_THREADS, 0, stream>>>(
-        batch, n, height, width, means, scales, rotations, opacities, reinterpret_cast<float2*>(ws + l.xy),
+        batch, n, height, width, lowpass, means, scales, rotations, opacities, reinterpret_cast<float2*>(ws + l.xy),
         reinterpret_cast<float*>(ws + l.depth), reinterpret_cast<float4*>(ws + l.conic),
         reinterpret_cast<int4*>(ws + l.rect), reinterpret_cast<int*>(ws + l.tile_count));
   ortho_scan_tiles<<<1, ORTHO_SCAN_THREADS, 0, stream>>>(

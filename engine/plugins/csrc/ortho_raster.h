@@ -52,11 +52,12 @@ inline OrthoRasterLayout ortho_raster_layout(int batch, int n, int height, int w
   return l;
 }
 
-// Stage 1: project, count tile overlaps, prefix-sum the counts (writes `total` on the device).
+// Stage 1: project (screen covariance + `lowpass` px^2 on its diagonal), count tile overlaps, prefix-sum the
+// counts (writes `total` on the device).
 // `workspace` must hold ortho_raster_layout(...).bytes bytes and is reused by stage 2.
 cudaError_t ortho_raster_prepare(const float* means, const float* scales, const float* rotations,
-                                 const float* opacities, int batch, int n, int height, int width, void* workspace,
-                                 cudaStream_t stream);
+                                 const float* opacities, int batch, int n, int height, int width, float lowpass,
+                                 void* workspace, cudaStream_t stream);
 
 // Stage 2: bin into `keys` (uint64 [capacity]: depth bits << 32 | Gaussian index, grouped by tile), depth-sort each
 // tile and composite. Pairs beyond `capacity` are dropped (see docs/DEPLOYMENT.md); `total` says how many there were.

@@ -20,7 +20,8 @@ __device__ __forceinline__ float ortho_ndc2pix(float v, int size) {
   return (float)((((double)v + 1.0) * size - 1.0) * 0.5);
 }
 
-extern "C" __global__ void ortho_preprocess(int batch, int n, int height, int width, const float* __restrict__ means,
+extern "C" __global__ void ortho_preprocess(int batch, int n, int height, int width, float lowpass,
+                                            const float* __restrict__ means,
                                             const float* __restrict__ scales, const float* __restrict__ rotations,
                                             const float* __restrict__ opacities, float2* __restrict__ xy,
                                             float* __restrict__ depth, float4* __restrict__ conic,
@@ -43,11 +44,11 @@ extern "C" __global__ void ortho_preprocess(int batch, int n, int height, int wi
   const float sxz = m00 * m02 + m10 * m12 + m20 * m22;
   const float szz = m02 * m02 + m12 * m12 + m22 * m22;
 
-  // EWA with the constant Jacobian diag(fx, fy), tanfov = 1, plus the 0.3 px^2 low-pass
+  // EWA with the constant Jacobian diag(fx, fy), tanfov = 1, plus the low-pass (px^2; the reference's is 0.3)
   const float fx = width / 2.0f, fy = height / 2.0f;
-  const float a = (fx * sxx) * fx + 0.3f;
+  const float a = (fx * sxx) * fx + lowpass;
   const float b = (fx * sxz) * (-fy);
-  const float c = (-fy * szz) * (-fy) + 0.3f;
+  const float c = (-fy * szz) * (-fy) + lowpass;
   const float det = a * c - b * b;
   if (det == 0.0f) return;
   const float det_inv = 1.f / det;

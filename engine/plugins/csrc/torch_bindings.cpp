@@ -26,7 +26,8 @@ void check_cuda(cudaError_t err, const char* what) {
 std::vector<at::Tensor> rasterize_forward(const at::Tensor& means, const at::Tensor& scales,
                                           const at::Tensor& rotations, const at::Tensor& opacities,
                                           const at::Tensor& colors, int64_t height, int64_t width,
-                                          std::vector<double> background, bool save_backward) {
+                                          std::vector<double> background, bool save_backward,
+                                          double lowpass) {
   TORCH_CHECK(means.dim() == 3, "means must be [B, N, 3]");
   TORCH_CHECK(background.size() == 3, "background must have 3 values");
   const int64_t batch = means.size(0), n = means.size(1);
@@ -43,7 +44,8 @@ std::vector<at::Tensor> rasterize_forward(const at::Tensor& means, const at::Ten
   const OrthoRasterLayout l = ortho_raster_layout(batch, n, height, width);
   at::Tensor workspace = at::empty({static_cast<int64_t>(l.bytes)}, bytes);
   check_cuda(ortho_raster_prepare(means.data_ptr<float>(), scales.data_ptr<float>(), rotations.data_ptr<float>(),
-                                  opacities.data_ptr<float>(), batch, n, height, width, workspace.data_ptr(), stream),
+                                  opacities.data_ptr<float>(), batch, n, height, width, static_cast<float>(lowpass),
+                                  workspace.data_ptr(), stream),
              "ortho_raster_prepare");
   // the number of pairs sizes the sort buffer: one device -> host read, as in the reference rasterizer
   const int total = workspace.narrow(0, l.total, sizeof(int)).view(at::kInt).item<int>();
@@ -106,6 +108,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rasterize_forward", &rasterize_forward, "Orthographic Gaussian rasterizer, forward (CUDA)",
         pybind11::arg("means"), pybind11::arg("scales"), pybind11::arg("rotations"), pybind11::arg("opacities"),
         pybind11::arg("colors"), pybind11::arg("height"), pybind11::arg("width"), pybind11::arg("background"),
-        pybind11::arg("save_backward") = false);
+        pybind11::arg("save_backward") = false, pybind11::arg("lowpass") = 0.3);
   m.def("rasterize_backward", &rasterize_backward, "Orthographic Gaussian rasterizer, backward (CUDA)");
 }
