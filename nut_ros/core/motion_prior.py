@@ -42,7 +42,9 @@ def grey_u8(rgb: Tensor) -> np.ndarray:
 
 
 class FlowPrior:
-    """Dense DIS flow between grey frames and its per-Gaussian velocity prior (not thread-safe: one per thread).
+    """Dense DIS flow between grey frames and its per-Gaussian velocity prior (not thread-safe: one per thread;
+    :meth:`pair` runs the backward flow on a helper thread of its own while the calling thread runs the forward one,
+    unless told not to).
 
     The flow runs on the model-resolution images halved until they are at most ``max_width`` wide (``small``'s
     512x288 -> 256x144 with ``max_width=256``: 0.6 instead of 4 ms per direction on one core, but worse motion
@@ -53,14 +55,15 @@ class FlowPrior:
                  max_width: int = 256, check: bool = False):
         if preset not in DIS_PRESETS:
             raise ValueError(f"unknown DIS preset {preset!r}; choose from {sorted(DIS_PRESETS)}")
-        self.image_size, self.gaussian_grid, self.check = image_size, gaussian_grid, check
+        self.image_size, self.gaussian_grid, self.preset, self.check = image_size, gaussian_grid, preset, check
         self.factor = 1
         while image_size[1] // self.factor > max_width and image_size[0] % (2 * self.factor) == 0 \
                 and image_size[1] % (2 * self.factor) == 0:
             self.factor *= 2
         self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+        self._backward = None  # (DIS instance, one-thread pool) of the backward flow, made on first use
 
-    def flow(self, grey0: np.ndarray, grey1: np.ndarray) -> np.ndarray:
+    def flow(self, grey0: np.ndarray, grey1: np.ndarray, dis=None) -> np.ndarray:
         """Displacement ``[h, w, 2]`` (du, dv) in model pixels of ``grey0``'s pixels to ``grey1``, on the flow grid
         (the model resolution divided by ``factor``)."""
         if grey0.shape != tuple(self.image_size) or grey1.shape != grey0.shape:
@@ -68,7 +71,7 @@ class FlowPrior:
         if self.factor > 1:
             size = (self.image_size[1] // self.factor, self.image_size[0] // self.factor)
             grey0, grey1 = (cv2.resize(g, size, interpolation=cv2.INTER_AREA) for g in (grey0, grey1))
-        return self._dis.calc(grey0, grey1, None) * self.factor
+        return (dis or self._dis).calc(grey0, grey1, None) * self.factor
 
     def velocities(self, flow: np.ndarray) -> Tensor:
         """``[h, w, 2]`` flow in model pixels -> ``[N, 3]`` canonical velocity over the unit pair time (raster
@@ -83,10 +86,18 @@ class FlowPrior:
         f = f.flatten(2)[0]  # [2, N]
         return torch.stack([f[0] / (w / 2), torch.zeros_like(f[0]), -f[1] / (h / 2)], dim=-1)
 
-    def pair(self, grey0: np.ndarray, grey1: np.ndarray) -> Tensor:
+    def pair(self, grey0: np.ndarray, grey1: np.ndarray, parallel: bool = True) -> Tensor:
         """Velocity prior ``[2N, 3]`` of a pair's Gaussians: frame 0's (forward flow), then frame 1's (minus the
-        backward flow)."""
-        f01, f10 = self.flow(grey0, grey1), self.flow(grey1, grey0)
+        backward flow). ``parallel``: the two directions on two threads."""
+        if not parallel:
+            f01, f10 = self.flow(grey0, grey1), self.flow(grey1, grey0)
+        else:
+            if self._backward is None:
+                self._backward = (cv2.DISOpticalFlow_create(DIS_PRESETS[self.preset]),
+                                  ThreadPoolExecutor(max_workers=1, thread_name_prefix="nut_ros_flow_back"))
+            dis, pool = self._backward
+            backward = pool.submit(self.flow, grey1, grey0, dis)
+            f01, f10 = self.flow(grey0, grey1), backward.result()
         if self.check:
             f01, f10 = self.consistent(f01, f10), self.consistent(f10, f01)
         return torch.cat([self.velocities(f01), -self.velocities(f10)])
@@ -117,7 +128,7 @@ def batch_priors(rgb0: Tensor, rgb1: Tensor, gaussian_grid: tuple[int, int], pre
     size = tuple(rgb0.shape[-2:])
 
     def one(pair):
-        return FlowPrior(size, gaussian_grid, preset).pair(*pair)
+        return FlowPrior(size, gaussian_grid, preset).pair(*pair, parallel=False)  # the pool is the parallelism
 
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(greys)))) as pool:
         return torch.stack(list(pool.map(one, greys))).to(rgb0.device)
