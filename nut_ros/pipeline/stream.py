@@ -167,6 +167,11 @@ class StreamingPipeline:
         return (stamp_ns - self._live.t0_stamp_ns) / self._live.interval_ns
 
     @property
+    def live_map(self) -> Gaussians | None:
+        """The live pair's Gaussians (``[1, 2N, ·]``, motion prior included), or None before the first frame."""
+        return None if self._live is None else self._live.gaussians
+
+    @property
     def live_gaussians(self) -> int:
         """Number of Gaussians in the live map (0 before the first frame)."""
         return 0 if self._live is None else self._live.gaussians.count

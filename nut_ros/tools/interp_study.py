@@ -1,0 +1,125 @@
+"""Interpolation study: how a held-out frame between two key frames is best rendered, on the evaluation bags.
+
+Replays a clip like ``make eval`` (key frames every ``--stride`` frames through a :class:`StreamingPipeline` without
+a motion prior) and renders every held-out frame from the live pair in each variant ``FLOW/COMPOSITE``, scored in
+StreamSplat's 256² protocol next to the blend of the true key frames:
+
+* ``FLOW``: ``head`` (the decoder's velocities alone), ``zero`` (no motion), or
+  ``dis-PRESET-WIDTH[-check]`` (the pipeline's prior: DIS preset, flow at most WIDTH px wide, forward-backward check)
+  added to the decoder's velocities;
+* ``COMPOSITE``: ``union`` (one render of both frames' Gaussians, normalised by opacity: what the pipeline
+  publishes) or ``separate`` (each frame's Gaussians rendered alone without their temporal fade, normalised, and
+  blended with weights ``1-t`` and ``t``).
+
+``python -m nut_ros.tools.interp_study --bags /tmp/nut_eval/bags --model small --clips blocks juggle
+--variants dis-fast-256/union dis-medium-512-check/union dis-medium-512-check/separate``
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+import numpy as np
+import torch
+
+from nut_ros.core.gaussians import Gaussians
+from nut_ros.core.motion_prior import FlowPrior, grey_u8, with_prior
+from nut_ros.pipeline.backends import make_backend
+from nut_ros.pipeline.evaluation import image_scores
+from nut_ros.pipeline.stream import StreamingPipeline, resize_rgb
+from nut_ros.pipeline.types import PipelineConfig
+from nut_ros.render import rasterize
+from nut_ros.ros.bag_io import read_camera_frames
+from nut_ros.ros.input_sync import Matched
+from nut_ros.ros.inputs import frame_from_messages
+
+BACKGROUND = (0.5, 0.5, 0.5)
+
+
+def parse_flow(spec: str, image_size, grid) -> FlowPrior | str:
+    if spec in ("head", "zero"):
+        return spec
+    name, preset, width, *check = spec.split("-")
+    if name != "dis" or check not in ([], ["check"]):
+        raise ValueError(f"unknown flow {spec!r}: head, zero or dis-PRESET-WIDTH[-check]")
+    return FlowPrior(image_size, grid, preset, int(width), bool(check))
+
+
+def _normalised(g: Gaussians, t: float, size, lowpass: float) -> tuple[torch.Tensor, torch.Tensor]:
+    out = rasterize(g.at(t), *size, background=BACKGROUND, lowpass=lowpass)
+    return out.color_normalized(BACKGROUND)[0].clamp(0, 1), out.alpha[0]
+
+
+def render(g: Gaussians, t: float, composite: str, size, lowpass: float) -> np.ndarray:
+    """The pair ``g`` rendered at pair time ``t`` as an ``[H, W, 3]`` float image."""
+    if composite == "union":
+        color = _normalised(g, t, size, lowpass)[0]
+    elif composite == "separate":
+        g = dataclasses.replace(g, gamma=torch.zeros_like(g.gamma))
+        n = g.count // 2
+        (c0, a0), (c1, a1) = (_normalised(g.map(lambda x, s=s: x[:, s]), t, size, lowpass)
+                              for s in (slice(0, n), slice(n, None)))
+        w0, w1 = (1 - t) * a0, t * a1
+        color = (w0 * c0 + w1 * c1) / (w0 + w1).clamp_min(1e-3)
+    else:
+        raise ValueError(f"unknown composite {composite!r}: union or separate")
+    return color.permute(1, 2, 0).double().numpy()
+
+
+def study_clip(bag: str, pipe: StreamingPipeline, variants: list[str], stride: int) -> dict[str, float]:
+    cfg = pipe.backend.model_config
+    size, lowpass = cfg.image_size, cfg.raster_lowpass
+    flows = {v: parse_flow(v.split("/")[0], size, cfg.gaussian_grid) for v in variants}
+    scores: dict[str, list[float]] = {"blend": []}
+    pipe.reset()
+    held, prev = [], None
+    for i, cam in enumerate(read_camera_frames(bag, "/camera/image_raw", None, None)):
+        frame = frame_from_messages(Matched(cam.stamp_ns, cam.image, None, None), 0.001).frame
+        x = resize_rgb(frame.rgb, *size)[0]
+        if i % stride:
+            held.append((frame.stamp_ns, x.permute(1, 2, 0).double().numpy()))
+            continue
+        result = pipe.push(frame)
+        if result is not None and result.paired and prev is not None:
+            g, greys = pipe.live_map, (grey_u8(prev), grey_u8(x))
+            moved = {}
+            for v, flow in flows.items():
+                if isinstance(flow, FlowPrior):
+                    moved[v] = with_prior(g, flow.pair(*greys)[None])
+                else:
+                    moved[v] = g if flow == "head" else dataclasses.replace(g, velocity=torch.zeros_like(g.velocity))
+            k0, k1 = (a.permute(1, 2, 0).double().numpy() for a in (prev, x))
+            for stamp, true in held:
+                t = pipe.pair_time(stamp)
+                scores["blend"].append(image_scores((1 - t) * k0 + t * k1, true, with_ssim=False)["psnr_256"])
+                for v in variants:
+                    img = render(moved[v], t, v.split("/")[1], size, lowpass)
+                    scores.setdefault(v, []).append(image_scores(img, true, with_ssim=False)["psnr_256"])
+        held, prev = [], x
+    return {k: float(np.mean(v)) for k, v in scores.items() if v}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bags", required=True, help="folder of the evaluation bags (make eval's WORK/bags)")
+    ap.add_argument("--clips", nargs="+", required=True)
+    ap.add_argument("--variants", nargs="+", required=True, help="FLOW/COMPOSITE, see above")
+    ap.add_argument("--model", default="small")
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--stride", type=int, default=3)
+    args = ap.parse_args(argv)
+    torch.set_grad_enabled(False)
+    backend = make_backend("torch", args.model, args.checkpoint, args.device)
+    pipe = StreamingPipeline(backend, PipelineConfig(motion_prior="none"))
+    results = {}
+    for clip in args.clips:
+        results[clip] = study_clip(f"{args.bags}/{clip}", pipe, args.variants, args.stride)
+        print(clip, " ".join(f"{k} {v:.2f}" for k, v in results[clip].items()), flush=True)
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
