@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import torch
 import pytest
 
 from nut_ros.ros.bag_io import BagWriter
@@ -32,6 +33,7 @@ def test_flow_variants_beat_no_motion_on_a_sliding_pattern(tmp_path, capsys):
     assert set(scores) == {"blend", *variants}
     assert scores["dis-medium-512-check/union"] > scores["zero/union"] + 1.0
     assert scores["dis-medium-512-check/separate"] > scores["blend"]
+    assert torch.is_grad_enabled()  # the tool leaves autograd as it found it (later tests train models)
 
 
 def test_unknown_variants_are_refused():

@@ -110,12 +110,12 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--stride", type=int, default=3)
     args = ap.parse_args(argv)
-    torch.set_grad_enabled(False)
     backend = make_backend("torch", args.model, args.checkpoint, args.device)
     pipe = StreamingPipeline(backend, PipelineConfig(motion_prior="none"))
     results = {}
     for clip in args.clips:
-        results[clip] = study_clip(f"{args.bags}/{clip}", pipe, args.variants, args.stride)
+        with torch.no_grad():
+            results[clip] = study_clip(f"{args.bags}/{clip}", pipe, args.variants, args.stride)
         print(clip, " ".join(f"{k} {v:.2f}" for k, v in results[clip].items()), flush=True)
     print(json.dumps(results))
     return 0
