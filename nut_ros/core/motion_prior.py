@@ -4,9 +4,9 @@ The decoder alone learned no motion from the generated scenes in minutes of trai
 true motion, docs/MODEL_CARD.md). With a prior, each Gaussian's velocity is the dense optical flow between the pair's
 two frames, averaged over the Gaussian's pixel block and converted to canonical units, plus the velocity head's
 output as a learned residual. The flow is OpenCV's DIS (dense inverse search, Kroeger et al. 2016) on the
-model-resolution grey images (at most 256 px wide): 0.2-0.6 ms per direction on one CPU core, no GPU or graph
-needed, so it sits beside every backend (the ONNX and TensorRT graphs are unchanged); the streaming pipeline runs it
-on a worker thread while the backend encodes.
+model-resolution grey images: no GPU or graph needed, so it sits beside every backend (the ONNX and TensorRT graphs
+are unchanged); the streaming pipeline runs it on a worker thread while the backend encodes (its defaults, preset
+`medium` at up to 512 px wide with the check below, are in ``PipelineConfig``; training uses `fast` at 256).
 
 Where the two directions disagree (forward-backward check of Sundaram et al. 2010: ``|f01 + f10(x + f01)|² <
 0.01 (|f01|² + |f10(x + f01)|²) + 0.5`` px²; occlusions and failed matches of small fast objects) the prior is 0 and
@@ -47,8 +47,9 @@ class FlowPrior:
     unless told not to).
 
     The flow runs on the model-resolution images halved until they are at most ``max_width`` wide (``small``'s
-    512x288 -> 256x144 with ``max_width=256``: 0.6 instead of 4 ms per direction on one core, but worse motion
-    boundaries), and is scaled back to model pixels. ``check``: zero the flow where the forward-backward check fails.
+    512x288 -> 256x144 with ``max_width=256``; per direction on one dev-VM core, `fast` 0.5 instead of 1.8 ms and
+    `medium` 2.3 instead of 9.4 ms, docs/BENCHMARKS.md, but blurrier motion boundaries), and is scaled back to model
+    pixels. ``check``: zero the flow where the forward-backward check fails.
     """
 
     def __init__(self, image_size: tuple[int, int], gaussian_grid: tuple[int, int], preset: str = "fast",
@@ -60,6 +61,8 @@ class FlowPrior:
         while image_size[1] // self.factor > max_width and image_size[0] % (2 * self.factor) == 0 \
                 and image_size[1] % (2 * self.factor) == 0:
             self.factor *= 2
+        h, w = image_size[0] // self.factor, image_size[1] // self.factor
+        self._grid = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))  # flow-grid pixels
         self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
         self._backward = None  # (DIS instance, one-thread pool) of the backward flow, made on first use
 
@@ -105,8 +108,7 @@ class FlowPrior:
     def consistent(self, forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
         """``forward`` with 0 where the backward flow, sampled where ``forward`` points, does not bring the pixel
         back (both ``[h, w, 2]`` on the flow grid, in model pixels)."""
-        h, w = forward.shape[:2]
-        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        gx, gy = self._grid
         step = forward / self.factor  # in flow-grid pixels
         back = cv2.remap(backward, gx + step[..., 0], gy + step[..., 1], cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_REPLICATE)
