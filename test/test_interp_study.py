@@ -27,13 +27,21 @@ def test_flow_variants_beat_no_motion_on_a_sliding_pattern(tmp_path, capsys):
         for i in range(7):
             stamp = 10**9 + i * 33_333_333
             w.write("/camera/image_raw", stamp, numpy_to_image(frame(i), "rgb8", stamp, "cam", "rosbags"))
-    variants = ["zero/union", "dis-medium-512-check/union", "dis-medium-512-check/separate"]
+    variants = ["zero/union", "dis-medium-512-check/union", "dis-medium-512-check/separate", "s2d-512/union/0.8"]
     assert main(["--bags", str(tmp_path / "bags"), "--clips", "slide", "--model", "tiny", "--variants", *variants]) == 0
     scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["slide"]
     assert set(scores) == {"blend", *variants}
     assert scores["dis-medium-512-check/union"] > scores["zero/union"] + 1.0
     assert scores["dis-medium-512-check/separate"] > scores["blend"]
+    assert scores["s2d-512/union/0.8"] > scores["zero/union"] + 1.0
     assert torch.is_grad_enabled()  # the tool leaves autograd as it found it (later tests train models)
+
+
+def test_flow_specs_name_the_pipeline_prior():
+    prior = parse_flow("s2d-512", (144, 256), (72, 128))
+    assert (prior.preset, prior.factor, prior.check) == ("sparse_to_dense", 1, False)
+    prior = parse_flow("dis-fast-128-check", (144, 256), (72, 128))
+    assert (prior.preset, prior.factor, prior.check) == ("fast", 2, True)
 
 
 def test_unknown_variants_are_refused():

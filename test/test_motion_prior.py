@@ -60,8 +60,24 @@ def test_forward_backward_check_keeps_agreeing_flow_and_zeroes_the_rest(factor_s
 def test_flow_rejects_wrong_sizes():
     with pytest.raises(ValueError, match="two grey images"):
         FlowPrior((H, W), (72, 128)).flow(np.zeros((10, 10), np.uint8), np.zeros((10, 10), np.uint8))
-    with pytest.raises(ValueError, match="unknown DIS preset"):
+    with pytest.raises(ValueError, match="unknown flow preset 'slowest'"):
         FlowPrior((H, W), (72, 128), preset="slowest")
+
+
+def test_sparse_to_dense_preset_follows_a_shift_in_both_directions():
+    grey0 = cups_grey()
+    grey1 = np.roll(grey0, (2, 6), axis=(0, 1))  # 6 px right, 2 px down
+    prior = FlowPrior((H, W), (72, 128), preset="sparse_to_dense", max_width=512)
+    v = prior.pair(grey0, grey1).reshape(2, 72, 128, 3)
+    inner = v[:, 12:-12, 12:-12].reshape(2, -1, 3).median(dim=1).values
+    want = torch.tensor([6 / (W / 2), 0.0, -2 / (H / 2)])
+    torch.testing.assert_close(inner, want.expand(2, 3), atol=0.2 / (W / 2), rtol=0)
+
+
+def test_sparse_to_dense_without_opencv_contrib_says_what_to_install(monkeypatch):
+    monkeypatch.delattr(cv2, "optflow", raising=False)
+    with pytest.raises(ValueError, match="opencv-contrib-python-headless"):
+        FlowPrior((H, W), (72, 128), preset="sparse_to_dense")
 
 
 def test_batch_priors_equal_per_sample_pairs():
@@ -104,6 +120,16 @@ def test_pipeline_adds_the_prior_to_the_decoded_velocities(setting):
                           cfg.flow_check).pair(*greys)
         torch.testing.assert_close(live, raw + prior)
         assert prior[:, 0].median() > 2.0 / (W / 2)  # the 3 px shift to the right is there
+
+
+def test_pipeline_falls_back_to_dis_without_opencv_contrib(monkeypatch, caplog):
+    backend = TorchBackend(build_model("tiny"))
+    assert StreamingPipeline(backend).flow_settings == "sparse_to_dense, 256 px, no check"
+    monkeypatch.delattr(cv2, "optflow", raising=False)
+    with caplog.at_level("WARNING"):
+        pipe = StreamingPipeline(backend)
+    assert pipe.flow_settings == "medium, 256 px, check" and "opencv-contrib-python-headless" in caplog.text
+    assert pipe.push(_frames(2)[0]) is not None and "flow" in pipe.push(_frames(2)[1]).latency_ms
 
 
 def test_pipeline_rejects_an_unknown_prior():

@@ -11,7 +11,7 @@ import torch
 from nut_ros.core.geometry import Intrinsics
 from nut_ros.core.model import build_model
 from nut_ros.pipeline.backends import TorchBackend
-from nut_ros.pipeline.stream import StreamingPipeline
+from nut_ros.pipeline.stream import StreamingPipeline, window_times
 from nut_ros.pipeline.types import Frame, PipelineConfig
 
 MS = 1_000_000
@@ -213,3 +213,27 @@ def test_compiled_cuda_backend_matches_eager(model, bf16, atol):
         outs.append(backend.decode(*handles))
     for name in ("xyz", "velocity", "rgb", "opacity", "scale"):
         torch.testing.assert_close(getattr(outs[1], name), getattr(outs[0], name), atol=atol, rtol=0)
+
+
+def test_window_times_spread_mid_pair_and_close_at_the_key_frames():
+    assert window_times(1.0, 0.8, 5) == [1.0] and window_times(0.0, 0.8, 5) == [0.0]
+    assert window_times(1.5, 0.8, 5) == [1.5]  # predictions are not averaged
+    assert window_times(0.5, 0.0, 5) == [0.5] and window_times(0.5, 0.8, 1) == [0.5]
+    np.testing.assert_allclose(window_times(0.5, 0.8, 5), [0.1, 0.3, 0.5, 0.7, 0.9])
+    got = window_times(0.25, 1.0, 3)  # width 4 * 0.25 * 0.75 = 0.75: the first sample is clamped at 0
+    np.testing.assert_allclose(got, [0.0, 0.25, 0.625])
+
+
+def test_interpolated_colour_is_the_mean_render_over_the_window(model):
+    pipe = StreamingPipeline(TorchBackend(model), PipelineConfig(render_times=(1.0,), interp_window=0.8,
+                                                                  interp_samples=3))
+    single = StreamingPipeline(pipe.backend, PipelineConfig(render_times=(1.0,), interp_window=0.0))
+    for i in range(2):
+        res, ref = pipe.push(frame(i)), single.push(frame(i))
+    np.testing.assert_array_equal(res.newest.rgb, ref.newest.rgb)  # key frames are one render
+    [mid] = pipe.render([0.5])
+    views = single.render(window_times(0.5, 0.8, 3))
+    mean = np.mean([v.rgb.astype(np.float64) for v in views], axis=0)
+    assert np.abs(mid.rgb - mean).max() <= 1.0  # each view is rounded to uint8 before this mean
+    np.testing.assert_array_equal(mid.depth, views[1].depth)  # depth and alpha are those at t
+    assert np.abs(mid.rgb.astype(int) - views[1].rgb).max() > 2  # the Gaussians move: the window changes the colour

@@ -3,15 +3,18 @@
 The decoder alone learned no motion from the generated scenes in minutes of training (velocity error equal to the
 true motion, docs/MODEL_CARD.md). With a prior, each Gaussian's velocity is the dense optical flow between the pair's
 two frames, averaged over the Gaussian's pixel block and converted to canonical units, plus the velocity head's
-output as a learned residual. The flow is OpenCV's DIS (dense inverse search, Kroeger et al. 2016) on the
-model-resolution grey images: no GPU or graph needed, so it sits beside every backend (the ONNX and TensorRT graphs
-are unchanged); the streaming pipeline runs it on a worker thread while the backend encodes (its defaults, preset
-`medium` at up to 512 px wide with the check below, are in ``PipelineConfig``; training uses `fast` at 256).
+output as a learned residual. The flow is classical, on the model-resolution grey images: OpenCV's DIS (dense
+inverse search, Kroeger et al. 2016) or OpenCV-contrib's sparse-to-dense flow (Lucas-Kanade on a grid, interpolated
+edge-aware). No GPU or graph is needed, so it sits beside every backend (the ONNX and TensorRT graphs are
+unchanged); the streaming pipeline runs it on worker threads while the backend encodes. Its defaults are in
+``PipelineConfig``: sparse-to-dense at up to 512 px wide, no check (docs/EVALUATION.md, session 6: it beats DIS
+`medium` with the check on 5 of 7 clips, by up to 0.5 dB on fast hands). Training uses DIS `fast` at 256.
 
-Where the two directions disagree (forward-backward check of Sundaram et al. 2010: ``|f01 + f10(x + f01)|² <
-0.01 (|f01|² + |f10(x + f01)|²) + 0.5`` px²; occlusions and failed matches of small fast objects) the prior is 0 and
-the head's residual alone moves the Gaussian: a wrong flow drags static background along with a moving object,
-which costs more than not moving it (docs/EVALUATION.md, session 5).
+Optionally (``check``), where the two directions disagree (forward-backward check of Sundaram et al. 2010:
+``|f01 + f10(x + f01)|² < 0.01 (|f01|² + |f10(x + f01)|²) + 0.5`` px²; occlusions and failed matches of small fast
+objects) the prior is 0 and the head's residual alone moves the Gaussian. With DIS this helps (a wrong flow drags
+static background along with a moving object); with sparse-to-dense it costs 0.2 to 0.7 dB, as it also zeroes
+correct fast motion (docs/EVALUATION.md, sessions 5 and 6).
 
 Units: frame 0's Gaussians (``t0 = 0``) move by their forward flow over the unit pair time, ``(du / (W/2), 0,
 -dv / (H/2))`` in canonical ``(x, ŷ, z)``; frame 1's (``t0 = 1``) by minus their backward flow. The ŷ component
@@ -33,6 +36,15 @@ from nut_ros.core.gaussians import Gaussians
 PRIORS = ("none", "dis")
 DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+#: flow presets: DIS at each preset, or ``sparse_to_dense`` (pyramidal Lucas-Kanade on an 8 px grid, interpolated
+#: edge-aware and smoothed, OpenCV-contrib ``optflow.calcOpticalFlowSparseToDense``): it follows small fast objects
+#: that DIS's coarse-to-fine search loses (a thrown ball, hands), at about 6x DIS medium's cost
+FLOW_PRESETS = (*DIS_PRESETS, "sparse_to_dense")
+
+
+def sparse_to_dense_available() -> bool:
+    """Whether this OpenCV has the contrib ``optflow`` module (``opencv-contrib-python-headless``)."""
+    return hasattr(getattr(cv2, "optflow", None), "calcOpticalFlowSparseToDense")
 
 
 def grey_u8(rgb: Tensor) -> np.ndarray:
@@ -42,20 +54,23 @@ def grey_u8(rgb: Tensor) -> np.ndarray:
 
 
 class FlowPrior:
-    """Dense DIS flow between grey frames and its per-Gaussian velocity prior (not thread-safe: one per thread;
-    :meth:`pair` runs the backward flow on a helper thread of its own while the calling thread runs the forward one,
-    unless told not to).
+    """Dense flow between grey frames (a ``FLOW_PRESETS`` entry) and its per-Gaussian velocity prior (not
+    thread-safe: one per thread; :meth:`pair` runs the backward flow on a helper thread of its own while the calling
+    thread runs the forward one, unless told not to).
 
     The flow runs on the model-resolution images halved until they are at most ``max_width`` wide (``small``'s
-    512x288 -> 256x144 with ``max_width=256``; per direction on one dev-VM core, `fast` 0.5 instead of 1.8 ms and
-    `medium` 2.3 instead of 9.4 ms, docs/BENCHMARKS.md, but blurrier motion boundaries), and is scaled back to model
-    pixels. ``check``: zero the flow where the forward-backward check fails.
+    512x288 -> 256x144 with ``max_width=256``; per direction on one dev-VM core, `fast` 0.5 instead of 1.8 ms,
+    `medium` 2.3 instead of 9.4 ms, `sparse_to_dense` 9 instead of 51 ms, docs/BENCHMARKS.md, but blurrier motion
+    boundaries), and is scaled back to model pixels. ``check``: zero the flow where the forward-backward check fails.
     """
 
     def __init__(self, image_size: tuple[int, int], gaussian_grid: tuple[int, int], preset: str = "fast",
                  max_width: int = 256, check: bool = False):
-        if preset not in DIS_PRESETS:
-            raise ValueError(f"unknown DIS preset {preset!r}; choose from {sorted(DIS_PRESETS)}")
+        if preset not in FLOW_PRESETS:
+            raise ValueError(f"unknown flow preset {preset!r}; choose from {', '.join(FLOW_PRESETS)}")
+        if preset == "sparse_to_dense" and not sparse_to_dense_available():
+            raise ValueError("flow preset sparse_to_dense needs OpenCV's contrib modules (pip: "
+                             "opencv-contrib-python-headless; Debian/Ubuntu: python3-opencv)")
         self.image_size, self.gaussian_grid, self.preset, self.check = image_size, gaussian_grid, preset, check
         self.factor = 1
         while image_size[1] // self.factor > max_width and image_size[0] % (2 * self.factor) == 0 \
@@ -63,8 +78,14 @@ class FlowPrior:
             self.factor *= 2
         h, w = image_size[0] // self.factor, image_size[1] // self.factor
         self._grid = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))  # flow-grid pixels
-        self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
-        self._backward = None  # (DIS instance, one-thread pool) of the backward flow, made on first use
+        self._dis = self._make()
+        self._backward = None  # (flow instance, one-thread pool) of the backward flow, made on first use
+
+    def _make(self):
+        """A flow instance with ``calc(grey0, grey1, None)``."""
+        if self.preset == "sparse_to_dense":
+            return _SparseToDense()
+        return cv2.DISOpticalFlow_create(DIS_PRESETS[self.preset])
 
     def flow(self, grey0: np.ndarray, grey1: np.ndarray, dis=None) -> np.ndarray:
         """Displacement ``[h, w, 2]`` (du, dv) in model pixels of ``grey0``'s pixels to ``grey1``, on the flow grid
@@ -96,8 +117,8 @@ class FlowPrior:
             f01, f10 = self.flow(grey0, grey1), self.flow(grey1, grey0)
         else:
             if self._backward is None:
-                self._backward = (cv2.DISOpticalFlow_create(DIS_PRESETS[self.preset]),
-                                  ThreadPoolExecutor(max_workers=1, thread_name_prefix="nut_ros_flow_back"))
+                pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nut_ros_flow_back")
+                self._backward = (self._make(), pool)
             dis, pool = self._backward
             backward = pool.submit(self.flow, grey1, grey0, dis)
             f01, f10 = self.flow(grey0, grey1), backward.result()
@@ -115,6 +136,14 @@ class FlowPrior:
         error = ((forward + back) ** 2).sum(-1)
         ok = error < 0.01 * ((forward ** 2).sum(-1) + (back ** 2).sum(-1)) + 0.5
         return forward * ok[..., None]
+
+
+class _SparseToDense:
+    """OpenCV-contrib sparse-to-dense flow behind DIS's ``calc`` signature (stateless, thread-safe)."""
+
+    @staticmethod
+    def calc(grey0: np.ndarray, grey1: np.ndarray, _flow=None) -> np.ndarray:
+        return cv2.optflow.calcOpticalFlowSparseToDense(grey0, grey1)
 
 
 def with_prior(gaussians: Gaussians, prior: Tensor) -> Gaussians:

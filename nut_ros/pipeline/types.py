@@ -90,6 +90,10 @@ class PipelineConfig:
     default_hfov_deg: float = 60.0  # horizontal field of view assumed when a frame has no intrinsics
     background: tuple[float, float, float] = (0.5, 0.5, 0.5)
     motion_prior: str = "auto"  # optical-flow velocity prior: "auto" (the model's), "dis" or "none"
-    flow_preset: str = "medium"  # DIS preset of the prior: ultrafast | fast | medium
+    flow_preset: str = "sparse_to_dense"  # flow of the prior: sparse_to_dense or DIS ultrafast | fast | medium
     flow_max_width: int = 512  # the flow runs on the model-resolution frames halved until at most this wide
-    flow_check: bool = True  # no prior where the forward and backward flows disagree
+    flow_check: bool = False  # no prior where the forward and backward flows disagree (helps DIS, not sparse_to_dense)
+    # colour of a view between the pair's frames (0 < t < 1): the mean of ``interp_samples`` renders spread over
+    # ``interp_window · 4t(1-t)`` pair intervals around t (``stream.window_times``); 0 or 1 sample: one render
+    interp_window: float = 0.8
+    interp_samples: int = 5

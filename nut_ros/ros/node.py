@@ -102,7 +102,9 @@ class NutRosNode(Node):
                                                                    motion_prior=p.motion_prior,
                                                                    flow_preset=p.flow_preset,
                                                                    flow_max_width=p.flow_max_width,
-                                                                   flow_check=p.flow_check))
+                                                                   flow_check=p.flow_check,
+                                                                   interp_window=p.interp_window,
+                                                                   interp_samples=p.interp_samples))
         if p.random_init:
             self.get_logger().warning("running with a randomly initialised model (random_init: true)")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import torch
 
+from nut_ros.core.motion_prior import FLOW_PRESETS
 from nut_ros.pipeline.backends import TorchBackend, load_torch_model
 from nut_ros.pipeline.stream import StreamingPipeline, resize_rgb
 from nut_ros.pipeline.types import Frame, PipelineConfig
@@ -50,17 +51,21 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the network")
     ap.add_argument("--motion-prior", default="auto", choices=("auto", "dis", "none"))
-    ap.add_argument("--flow-preset", default=PipelineConfig.flow_preset, choices=("ultrafast", "fast", "medium"))
+    ap.add_argument("--flow-preset", default=PipelineConfig.flow_preset, choices=FLOW_PRESETS)
     ap.add_argument("--flow-max-width", type=int, default=PipelineConfig.flow_max_width)
-    ap.add_argument("--no-flow-check", dest="flow_check", action="store_false",
-                    help="keep the prior where the forward and backward flows disagree")
+    ap.add_argument("--flow-check", action=argparse.BooleanOptionalAction, default=PipelineConfig.flow_check,
+                    help="no prior where the forward and backward flows disagree")
     ap.add_argument("--render-times", type=float, nargs="+", default=[1.0])
+    ap.add_argument("--interp-window", type=float, default=PipelineConfig.interp_window)
+    ap.add_argument("--interp-samples", type=int, default=PipelineConfig.interp_samples)
     ap.add_argument("--warmup", type=int, default=5, help="frames not counted")
     args = ap.parse_args(argv)
     model = load_torch_model(args.model, args.checkpoint)
     frames = clip_frames()
     report = {"model": args.model, "device": args.device, "bf16": args.bf16, "compile": args.compile,
-              "flow_preset": args.flow_preset, "flow_max_width": args.flow_max_width, "flow_check": args.flow_check}
+              "flow_preset": args.flow_preset, "flow_max_width": args.flow_max_width, "flow_check": args.flow_check,
+              "render_times": args.render_times, "interp_window": args.interp_window,
+              "interp_samples": args.interp_samples}
     if args.device.startswith("cuda"):
         report["gpu"] = torch.cuda.get_device_name()
     if args.compile:
@@ -69,8 +74,9 @@ def main(argv: list[str] | None = None) -> dict:
     pipe = StreamingPipeline(backend, PipelineConfig(render_times=tuple(args.render_times),
                                                      motion_prior=args.motion_prior, flow_preset=args.flow_preset,
                                                      flow_max_width=args.flow_max_width,
-                                                     flow_check=args.flow_check))
-    report["motion_prior"] = pipe.motion_prior
+                                                     flow_check=args.flow_check, interp_window=args.interp_window,
+                                                     interp_samples=args.interp_samples))
+    report["motion_prior"], report["flow"] = pipe.motion_prior, pipe.flow_settings
     for f in frames[:args.warmup]:
         pipe.push(f)
     pipe.stats.latency_ms.clear()

@@ -254,6 +254,9 @@ def run_suite(shared: Path, work: Path, replay_options: list[str], clips: tuple[
         meta.setdefault("model", report["meta"]["model"])
         meta.setdefault("backend", f"{report['meta']['backend']} on {report['meta']['device']}")
         meta.setdefault("motion_prior", report["meta"].get("motion_prior", "none"))
+        for key in ("flow", "interp_window"):
+            if key in report["meta"]:
+                meta.setdefault(key, report["meta"][key])
     used = tuple(c for c in clips if any(r.clip == c.name for r in runs))
     summary = {"meta": meta, "runs": rows, "goals": goals, "clips": [asdict(c) for c in used]}
     (work / "summary.json").write_text(json.dumps(summary, indent=1))

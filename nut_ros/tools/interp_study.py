@@ -4,15 +4,17 @@ Replays a clip like ``make eval`` (key frames every ``--stride`` frames through 
 a motion prior) and renders every held-out frame from the live pair in each variant ``FLOW/COMPOSITE``, scored in
 StreamSplat's 256² protocol next to the blend of the true key frames:
 
-* ``FLOW``: ``head`` (the decoder's velocities alone), ``zero`` (no motion), or
-  ``dis-PRESET-WIDTH[-check]`` (the pipeline's prior: DIS preset, flow at most WIDTH px wide, forward-backward check)
-  added to the decoder's velocities;
+* ``FLOW``: ``head`` (the decoder's velocities alone), ``zero`` (no motion), or the pipeline's prior added to the
+  decoder's velocities: ``dis-PRESET-WIDTH[-check]`` (DIS preset, flow at most WIDTH px wide, forward-backward
+  check) or ``s2d-WIDTH[-check]`` (the ``sparse_to_dense`` flow preset);
 * ``COMPOSITE``: ``union`` (one render of both frames' Gaussians, normalised by opacity: what the pipeline
   publishes) or ``separate`` (each frame's Gaussians rendered alone without their temporal fade, normalised, and
-  blended with weights ``1-t`` and ``t``).
+  blended with weights ``1-t`` and ``t``);
+* ``WINDOW`` (optional, default 0): the colour averaged over ``--samples`` renders in that time window
+  (``stream.window_times``, the pipeline's ``interp_window``).
 
 ``python -m nut_ros.tools.interp_study --bags /tmp/nut_eval/bags --model small --clips blocks juggle
---variants dis-fast-256/union dis-medium-512-check/union dis-medium-512-check/separate``
+--variants dis-medium-512-check/union s2d-512/union s2d-512/union/0.8``
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from nut_ros.core.gaussians import Gaussians
 from nut_ros.core.motion_prior import FlowPrior, grey_u8, with_prior
 from nut_ros.pipeline.backends import make_backend
 from nut_ros.pipeline.evaluation import image_scores
-from nut_ros.pipeline.stream import StreamingPipeline, resize_rgb
+from nut_ros.pipeline.stream import StreamingPipeline, resize_rgb, window_times
 from nut_ros.pipeline.types import PipelineConfig
 from nut_ros.render import rasterize
 from nut_ros.ros.bag_io import read_camera_frames
@@ -40,10 +42,11 @@ BACKGROUND = (0.5, 0.5, 0.5)
 def parse_flow(spec: str, image_size, grid) -> FlowPrior | str:
     if spec in ("head", "zero"):
         return spec
-    name, preset, width, *check = spec.split("-")
-    if name != "dis" or check not in ([], ["check"]):
-        raise ValueError(f"unknown flow {spec!r}: head, zero or dis-PRESET-WIDTH[-check]")
-    return FlowPrior(image_size, grid, preset, int(width), bool(check))
+    name, *rest = spec.split("-")
+    preset = rest.pop(0) if name == "dis" and rest else "sparse_to_dense"
+    if name not in ("dis", "s2d") or len(rest) not in (1, 2) or rest[1:] not in ([], ["check"]):
+        raise ValueError(f"unknown flow {spec!r}: head, zero, dis-PRESET-WIDTH[-check] or s2d-WIDTH[-check]")
+    return FlowPrior(image_size, grid, preset, int(rest[0]), len(rest) == 2)
 
 
 def _normalised(g: Gaussians, t: float, size, lowpass: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,8 +54,15 @@ def _normalised(g: Gaussians, t: float, size, lowpass: float) -> tuple[torch.Ten
     return out.color_normalized(BACKGROUND)[0].clamp(0, 1), out.alpha[0]
 
 
-def render(g: Gaussians, t: float, composite: str, size, lowpass: float) -> np.ndarray:
-    """The pair ``g`` rendered at pair time ``t`` as an ``[H, W, 3]`` float image."""
+def render(g: Gaussians, t: float, composite: str, size, lowpass: float, window: float = 0.0,
+           samples: int = 5) -> np.ndarray:
+    """The pair ``g`` rendered at pair time ``t`` as an ``[H, W, 3]`` float image (the mean over the window's
+    renders)."""
+    times = window_times(t, window, samples)
+    return sum(_render_at(g, s, composite, size, lowpass) for s in times) / len(times)
+
+
+def _render_at(g: Gaussians, t: float, composite: str, size, lowpass: float) -> np.ndarray:
     if composite == "union":
         color = _normalised(g, t, size, lowpass)[0]
     elif composite == "separate":
@@ -67,7 +77,8 @@ def render(g: Gaussians, t: float, composite: str, size, lowpass: float) -> np.n
     return color.permute(1, 2, 0).double().numpy()
 
 
-def study_clip(bag: str, pipe: StreamingPipeline, variants: list[str], stride: int) -> dict[str, float]:
+def study_clip(bag: str, pipe: StreamingPipeline, variants: list[str], stride: int,
+               samples: int = 5) -> dict[str, float]:
     cfg = pipe.backend.model_config
     size, lowpass = cfg.image_size, cfg.raster_lowpass
     flows = {v: parse_flow(v.split("/")[0], size, cfg.gaussian_grid) for v in variants}
@@ -94,7 +105,9 @@ def study_clip(bag: str, pipe: StreamingPipeline, variants: list[str], stride: i
                 t = pipe.pair_time(stamp)
                 scores["blend"].append(image_scores((1 - t) * k0 + t * k1, true, with_ssim=False)["psnr_256"])
                 for v in variants:
-                    img = render(moved[v], t, v.split("/")[1], size, lowpass)
+                    _, composite, *window = v.split("/")
+                    img = render(moved[v], t, composite, size, lowpass, float(window[0]) if window else 0.0,
+                                 samples)
                     scores.setdefault(v, []).append(image_scores(img, true, with_ssim=False)["psnr_256"])
         held, prev = [], x
     return {k: float(np.mean(v)) for k, v in scores.items() if v}
@@ -109,13 +122,14 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--stride", type=int, default=3)
+    ap.add_argument("--samples", type=int, default=5, help="renders averaged over a variant's WINDOW")
     args = ap.parse_args(argv)
     backend = make_backend("torch", args.model, args.checkpoint, args.device)
     pipe = StreamingPipeline(backend, PipelineConfig(motion_prior="none"))
     results = {}
     for clip in args.clips:
         with torch.no_grad():
-            results[clip] = study_clip(f"{args.bags}/{clip}", pipe, args.variants, args.stride)
+            results[clip] = study_clip(f"{args.bags}/{clip}", pipe, args.variants, args.stride, args.samples)
         print(clip, " ".join(f"{k} {v:.2f}" for k, v in results[clip].items()), flush=True)
     print(json.dumps(results))
     return 0

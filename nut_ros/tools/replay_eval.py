@@ -80,6 +80,8 @@ def run_replay(args: argparse.Namespace) -> dict:
             "device": backend.device, "model": backend.model_config.name, "weights": weights,
             "model_resolution": list(backend.model_config.image_size), "stride": args.stride,
             "motion_prior": pipeline.motion_prior}
+    meta["flow"] = pipeline.flow_settings
+    meta["interp_window"] = f"{pipeline.config.interp_window} ({pipeline.config.interp_samples} renders)"
     info_topic = args.info_topic if args.info_topic in bag_topics(args.bag) else None
     meta["info_topic"] = info_topic
     frames = read_camera_frames(args.bag, args.image_topic, args.depth_topic, info_topic)
