@@ -1,8 +1,6 @@
 """The input-anchored pixel skip of our configs: an untrained model already reproduces its input frame."""
 import math
 
-import numpy as np
-import pytest
 import torch
 
 from nut_ros.core.model import build_model, static_gaussians

@@ -36,7 +36,7 @@ class TransformerConditionalDecoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        dim, n = cfg.width, cfg.num_tokens
+        dim = cfg.width
         # learned, initialised to a 2-D sine table of the token grid (the same for both frames): where a token sits
         # is readable from the first step, which is what matching content across the two frames needs
         self.positional_embedding = nn.Parameter(sinusoidal_table_2d(*cfg.token_grid, dim).repeat(2, 1)[None])
