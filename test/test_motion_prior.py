@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nut_ros.core.model import build_model
-from nut_ros.core.motion_prior import FlowPrior, batch_priors, grey_u8, with_prior
+from nut_ros.core.motion_prior import FlowPrior, SparseToDenseFlow, batch_priors, grey_u8, with_prior
 from nut_ros.pipeline.backends import TorchBackend
 from nut_ros.pipeline.compile import compile_network, uncompile
 from nut_ros.pipeline.stream import StreamingPipeline
@@ -74,8 +74,20 @@ def test_sparse_to_dense_preset_follows_a_shift_in_both_directions():
     torch.testing.assert_close(inner, want.expand(2, 3), atol=0.2 / (W / 2), rtol=0)
 
 
+def test_sparse_to_dense_equals_opencv_and_stays_finite_on_small_frames():
+    grey0 = cups_grey()
+    grey1 = cv2.cvtColor(cv2.resize(cv2.imread(str(CUPS / "003.jpg")), (W, H), interpolation=cv2.INTER_AREA),
+                         cv2.COLOR_BGR2GRAY)
+    flow = SparseToDenseFlow().calc(grey0, grey1)
+    np.testing.assert_array_equal(flow, cv2.optflow.calcOpticalFlowSparseToDense(grey0, grey1))
+    assert np.abs(flow).max() > 1.0  # the hands move between these frames
+    noise = np.random.default_rng(0).integers(0, 256, (2, 48, 96), dtype=np.uint8)  # 72 grid points < K = 128
+    assert np.isfinite(SparseToDenseFlow().calc(*noise)).all()  # OpenCV's own call gives NaN here
+    np.testing.assert_array_equal(SparseToDenseFlow().calc(noise[0, :8, :8], noise[1, :8, :8]), 0.0)  # one match
+
+
 def test_sparse_to_dense_without_opencv_contrib_says_what_to_install(monkeypatch):
-    monkeypatch.delattr(cv2, "optflow", raising=False)
+    monkeypatch.delattr(cv2, "ximgproc", raising=False)
     with pytest.raises(ValueError, match="opencv-contrib-python-headless"):
         FlowPrior((H, W), (72, 128), preset="sparse_to_dense")
 
@@ -125,7 +137,7 @@ def test_pipeline_adds_the_prior_to_the_decoded_velocities(setting):
 def test_pipeline_falls_back_to_dis_without_opencv_contrib(monkeypatch, caplog):
     backend = TorchBackend(build_model("tiny"))
     assert StreamingPipeline(backend).flow_settings == "sparse_to_dense, 256 px, no check"
-    monkeypatch.delattr(cv2, "optflow", raising=False)
+    monkeypatch.delattr(cv2, "ximgproc", raising=False)
     with caplog.at_level("WARNING"):
         pipe = StreamingPipeline(backend)
     assert pipe.flow_settings == "medium, 256 px, check" and "opencv-contrib-python-headless" in caplog.text

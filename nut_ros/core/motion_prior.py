@@ -43,8 +43,8 @@ FLOW_PRESETS = (*DIS_PRESETS, "sparse_to_dense")
 
 
 def sparse_to_dense_available() -> bool:
-    """Whether this OpenCV has the contrib ``optflow`` module (``opencv-contrib-python-headless``)."""
-    return hasattr(getattr(cv2, "optflow", None), "calcOpticalFlowSparseToDense")
+    """Whether this OpenCV has the contrib modules (``opencv-contrib-python-headless``)."""
+    return hasattr(getattr(cv2, "ximgproc", None), "createEdgeAwareInterpolator")
 
 
 def grey_u8(rgb: Tensor) -> np.ndarray:
@@ -84,7 +84,7 @@ class FlowPrior:
     def _make(self):
         """A flow instance with ``calc(grey0, grey1, None)``."""
         if self.preset == "sparse_to_dense":
-            return _SparseToDense()
+            return SparseToDenseFlow()
         return cv2.DISOpticalFlow_create(DIS_PRESETS[self.preset])
 
     def flow(self, grey0: np.ndarray, grey1: np.ndarray, dis=None) -> np.ndarray:
@@ -138,12 +138,35 @@ class FlowPrior:
         return forward * ok[..., None]
 
 
-class _SparseToDense:
-    """OpenCV-contrib sparse-to-dense flow behind DIS's ``calc`` signature (stateless, thread-safe)."""
+class SparseToDenseFlow:
+    """OpenCV-contrib's sparse-to-dense flow behind DIS's ``calc`` signature, built from its two steps.
 
-    @staticmethod
-    def calc(grey0: np.ndarray, grey1: np.ndarray, _flow=None) -> np.ndarray:
-        return cv2.optflow.calcOpticalFlowSparseToDense(grey0, grey1)
+    ``optflow.calcOpticalFlowSparseToDense`` is pyramidal Lucas-Kanade (21x21 window) from every ``GRID``-th pixel,
+    then the edge-aware interpolator (K = 128 neighbours, σ 0.05, fast global smoother λ 500, σ 1.5) over the
+    matches. Called whole, it asks for K neighbours even when fewer matches survive (small or textureless frames):
+    the flow is NaN and, under threads, the process can crash. Here K is capped by the matches and with fewer than
+    4 the flow is 0; otherwise the result equals OpenCV's bit for bit (a juggle frame pair at 512x288, session 6).
+    """
+
+    GRID, K = 8, 128
+
+    def __init__(self):
+        self._interpolator = cv2.ximgproc.createEdgeAwareInterpolator()
+        self._interpolator.setSigma(0.05)
+        self._interpolator.setUsePostProcessing(True)
+        self._interpolator.setFGSLambda(500.0)
+        self._interpolator.setFGSSigma(1.5)
+
+    def calc(self, grey0: np.ndarray, grey1: np.ndarray, _flow=None) -> np.ndarray:
+        h, w = grey0.shape
+        ys, xs = np.mgrid[0:h:self.GRID, 0:w:self.GRID]
+        p0 = np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float32)
+        p1, status, _ = cv2.calcOpticalFlowPyrLK(grey0, grey1, p0, None, winSize=(21, 21))
+        ok = (status.ravel() == 1) & np.isfinite(p1).all(axis=1)
+        if ok.sum() < 4:
+            return np.zeros((h, w, 2), np.float32)
+        self._interpolator.setK(int(min(self.K, ok.sum())))
+        return self._interpolator.interpolate(grey0, p0[ok], grey1, p1[ok], None)
 
 
 def with_prior(gaussians: Gaussians, prior: Tensor) -> Gaussians:

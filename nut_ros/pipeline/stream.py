@@ -78,7 +78,7 @@ class StreamingPipeline:
             preset, check = config.flow_preset, config.flow_check
             if preset == "sparse_to_dense" and not sparse_to_dense_available():
                 preset, check = "medium", True
-                log.warning("OpenCV has no contrib optflow module (pip: opencv-contrib-python-headless): the motion "
+                log.warning("OpenCV has no contrib modules (pip: opencv-contrib-python-headless): the motion "
                             "prior uses DIS medium with the forward-backward check instead of sparse_to_dense")
             self._flow = FlowPrior((self.height, self.width), backend.model_config.gaussian_grid, preset,
                                    config.flow_max_width, check)
