@@ -48,7 +48,7 @@ $(VPY): | check-tools
 $(STAMPS)/deps: requirements.txt requirements-ros.txt | $(VPY)
 	@echo "== installing pinned Python and ROS 2 wheels"
 	@# the contrib build replaces opencv-python-headless (both install cv2; older .venvs have the plain one)
-	$(VPY) -m pip uninstall --quiet --yes opencv-python-headless 2>/dev/null || true
+	$(VPY) -m pip uninstall --quiet --yes opencv-python-headless opencv-python 2>/dev/null || true
 	$(VPY) -m pip install --quiet -r requirements.txt -r requirements-ros.txt
 	@mkdir -p $(STAMPS) && touch $@
 

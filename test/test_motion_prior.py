@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from nut_ros.core.model import build_model
-from nut_ros.core.motion_prior import FlowPrior, SparseToDenseFlow, batch_priors, grey_u8, with_prior
+from nut_ros.core.motion_prior import (FlowPrior, SparseToDenseFlow, batch_priors, grey_u8, sparse_to_dense_available,
+                                       with_prior)
 from nut_ros.pipeline.backends import TorchBackend
 from nut_ros.pipeline.compile import compile_network, uncompile
 from nut_ros.pipeline.stream import StreamingPipeline
@@ -64,6 +65,10 @@ def test_flow_rejects_wrong_sizes():
         FlowPrior((H, W), (72, 128), preset="slowest")
 
 
+needs_contrib = pytest.mark.skipif(not sparse_to_dense_available(), reason="OpenCV without contrib modules")
+
+
+@needs_contrib
 def test_sparse_to_dense_preset_follows_a_shift_in_both_directions():
     grey0 = cups_grey()
     grey1 = np.roll(grey0, (2, 6), axis=(0, 1))  # 6 px right, 2 px down
@@ -74,6 +79,7 @@ def test_sparse_to_dense_preset_follows_a_shift_in_both_directions():
     torch.testing.assert_close(inner, want.expand(2, 3), atol=0.2 / (W / 2), rtol=0)
 
 
+@needs_contrib
 def test_sparse_to_dense_equals_opencv_and_stays_finite_on_small_frames():
     grey0 = cups_grey()
     grey1 = cv2.cvtColor(cv2.resize(cv2.imread(str(CUPS / "003.jpg")), (W, H), interpolation=cv2.INTER_AREA),
@@ -128,15 +134,16 @@ def test_pipeline_adds_the_prior_to_the_decoded_velocities(setting):
     else:
         greys = [grey_u8(pipe._preprocess(f)[0][0]) for f in _frames(2)]
         cfg = pipe.config
-        prior = FlowPrior(model.config.image_size, model.config.gaussian_grid, cfg.flow_preset, cfg.flow_max_width,
-                          cfg.flow_check).pair(*greys)
+        prior = FlowPrior(model.config.image_size, model.config.gaussian_grid, pipe._flow.preset, cfg.flow_max_width,
+                          pipe._flow.check).pair(*greys)  # the pipeline's flow (DIS where OpenCV lacks contrib)
         torch.testing.assert_close(live, raw + prior)
         assert prior[:, 0].median() > 2.0 / (W / 2)  # the 3 px shift to the right is there
 
 
 def test_pipeline_falls_back_to_dis_without_opencv_contrib(monkeypatch, caplog):
     backend = TorchBackend(build_model("tiny"))
-    assert StreamingPipeline(backend).flow_settings == "sparse_to_dense, 256 px, no check"
+    if sparse_to_dense_available():
+        assert StreamingPipeline(backend).flow_settings == "sparse_to_dense, 256 px, no check"
     monkeypatch.delattr(cv2, "ximgproc", raising=False)
     with caplog.at_level("WARNING"):
         pipe = StreamingPipeline(backend)

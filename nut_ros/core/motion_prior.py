@@ -38,7 +38,7 @@ DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DI
                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
 #: flow presets: DIS at each preset, or ``sparse_to_dense`` (pyramidal Lucas-Kanade on an 8 px grid, interpolated
 #: edge-aware and smoothed, OpenCV-contrib ``optflow.calcOpticalFlowSparseToDense``): it follows small fast objects
-#: that DIS's coarse-to-fine search loses (a thrown ball, hands), at about 6x DIS medium's cost
+#: that DIS's coarse-to-fine search loses (a thrown ball, hands), at about 5x DIS medium's cost
 FLOW_PRESETS = (*DIS_PRESETS, "sparse_to_dense")
 
 
@@ -177,7 +177,7 @@ def with_prior(gaussians: Gaussians, prior: Tensor) -> Gaussians:
 def batch_priors(rgb0: Tensor, rgb1: Tensor, gaussian_grid: tuple[int, int], preset: str = "fast",
                  workers: int = 8) -> Tensor:
     """Velocity priors ``[B, 2N, 3]`` (on ``rgb0``'s device) of a batch of pairs ``rgb0, rgb1 [B, 3, H, W]``, one
-    DIS instance per sample on a thread pool (OpenCV releases the GIL): training on generated clips."""
+    flow instance per sample on a thread pool (OpenCV releases the GIL): training on generated clips."""
     greys = [(grey_u8(a), grey_u8(b)) for a, b in zip(rgb0, rgb1)]
     size = tuple(rgb0.shape[-2:])
 

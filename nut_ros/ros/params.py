@@ -73,16 +73,16 @@ class NodeParams:
                                "model was trained), dis (the optical-flow prior; its flow is flow_preset) or "
                                "none.", choices=("auto", "dis", "none"))
     flow_preset: str = _param("sparse_to_dense", "Optical flow of the motion prior: sparse_to_dense (follows small "
-                              "fast objects; needs OpenCV contrib) or a DIS preset (medium: about 6x cheaper).",
+                              "fast objects; needs OpenCV contrib) or a DIS preset (medium: about 5x cheaper).",
                               choices=FLOW_PRESETS)
     flow_max_width: int = _param(512, "The motion prior's flow runs on the model-resolution frames halved until at "
-                                 "most this wide (256: about 7x faster for `small`, blurrier motion boundaries).",
+                                 "most this wide (256: about 5x faster for `small`, blurrier motion boundaries).",
                                  lo=16, hi=4096)
     flow_check: bool = _param(False, "No motion prior where the forward and backward flows disagree (occlusions, "
                               "failed matches).")
     interp_window: float = _param(0.8, "Views between the pair's frames (render_times in (0, 1)) average their "
                                   "colour over this many pair intervals times 4t(1-t) around t (the expected image "
-                                  "when the motion is uncertain; 0: one render).", lo=0.0, hi=2.0)
+                                  "when the motion is uncertain; 0: one render).", lo=0.0, hi=1.0)
     interp_samples: int = _param(5, "Renders averaged over interp_window.", lo=1, hi=32)
     max_rate: float = _param(0.0, "Most frames processed per second; 0: as fast as possible.", lo=0.0, hi=1000.0)
     frame_id: str = _param("", "Frame id of the outputs; empty: the input image's frame id.")

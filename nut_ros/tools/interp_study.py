@@ -1,7 +1,8 @@
 """Interpolation study: how a held-out frame between two key frames is best rendered, on the evaluation bags.
 
 Replays a clip like ``make eval`` (key frames every ``--stride`` frames through a :class:`StreamingPipeline` without
-a motion prior) and renders every held-out frame from the live pair in each variant ``FLOW/COMPOSITE``, scored in
+a motion prior) and renders every held-out frame from the live pair in each variant ``FLOW/COMPOSITE[/WINDOW]``,
+scored in
 StreamSplat's 256² protocol next to the blend of the true key frames:
 
 * ``FLOW``: ``head`` (the decoder's velocities alone), ``zero`` (no motion), or the pipeline's prior added to the
@@ -44,9 +45,21 @@ def parse_flow(spec: str, image_size, grid) -> FlowPrior | str:
         return spec
     name, *rest = spec.split("-")
     preset = rest.pop(0) if name == "dis" and rest else "sparse_to_dense"
-    if name not in ("dis", "s2d") or len(rest) not in (1, 2) or rest[1:] not in ([], ["check"]):
+    if name not in ("dis", "s2d") or len(rest) not in (1, 2) or not rest[0].isdigit() \
+            or rest[1:] not in ([], ["check"]):
         raise ValueError(f"unknown flow {spec!r}: head, zero, dis-PRESET-WIDTH[-check] or s2d-WIDTH[-check]")
     return FlowPrior(image_size, grid, preset, int(rest[0]), len(rest) == 2)
+
+
+def parse_variant(variant: str) -> tuple[str, str, float]:
+    """``FLOW/COMPOSITE[/WINDOW]`` -> (flow spec, composite, window)."""
+    flow, composite, *window = variant.split("/")
+    if composite not in ("union", "separate") or len(window) > 1:
+        raise ValueError(f"unknown variant {variant!r}: FLOW/COMPOSITE[/WINDOW], COMPOSITE union or separate")
+    try:
+        return flow, composite, float(window[0]) if window else 0.0
+    except ValueError:
+        raise ValueError(f"variant {variant!r}: WINDOW must be a number") from None
 
 
 def _normalised(g: Gaussians, t: float, size, lowpass: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,7 +94,8 @@ def study_clip(bag: str, pipe: StreamingPipeline, variants: list[str], stride: i
                samples: int = 5) -> dict[str, float]:
     cfg = pipe.backend.model_config
     size, lowpass = cfg.image_size, cfg.raster_lowpass
-    flows = {v: parse_flow(v.split("/")[0], size, cfg.gaussian_grid) for v in variants}
+    parsed = {v: parse_variant(v) for v in variants}
+    flows = {spec: parse_flow(spec, size, cfg.gaussian_grid) for spec, _, _ in parsed.values()}
     scores: dict[str, list[float]] = {"blend": []}
     pipe.reset()
     held, prev = [], None
@@ -95,19 +109,17 @@ def study_clip(bag: str, pipe: StreamingPipeline, variants: list[str], stride: i
         if result is not None and result.paired and prev is not None:
             g, greys = pipe.live_map, (grey_u8(prev), grey_u8(x))
             moved = {}
-            for v, flow in flows.items():
+            for spec, flow in flows.items():
                 if isinstance(flow, FlowPrior):
-                    moved[v] = with_prior(g, flow.pair(*greys)[None])
+                    moved[spec] = with_prior(g, flow.pair(*greys)[None])
                 else:
-                    moved[v] = g if flow == "head" else dataclasses.replace(g, velocity=torch.zeros_like(g.velocity))
+                    moved[spec] = g if flow == "head" else dataclasses.replace(g, velocity=torch.zeros_like(g.velocity))
             k0, k1 = (a.permute(1, 2, 0).double().numpy() for a in (prev, x))
             for stamp, true in held:
                 t = pipe.pair_time(stamp)
                 scores["blend"].append(image_scores((1 - t) * k0 + t * k1, true, with_ssim=False)["psnr_256"])
-                for v in variants:
-                    _, composite, *window = v.split("/")
-                    img = render(moved[v], t, composite, size, lowpass, float(window[0]) if window else 0.0,
-                                 samples)
+                for v, (spec, composite, window) in parsed.items():
+                    img = render(moved[spec], t, composite, size, lowpass, window, samples)
                     scores.setdefault(v, []).append(image_scores(img, true, with_ssim=False)["psnr_256"])
         held, prev = [], x
     return {k: float(np.mean(v)) for k, v in scores.items() if v}
