@@ -261,8 +261,8 @@ def window_times(t: float, window: float, samples: int) -> list[float]:
     bouncing object, a flow that matched the wrong thing); the mean render over the window is the expected image
     when the true time along the predicted path is uncertain, the way a camera's exposure blurs fast motion.
     The window is widest mid-pair and closes at the key frames, which stay sharp. Measured on the evaluation clips
-    (docs/EVALUATION.md, session 6): a window of 0.8 with 5 samples adds 0.4 to 0.5 dB on the fast-motion clips
-    and costs up to 1.2 dB where the motion is right.
+    (docs/EVALUATION.md, session 6): a window of 0.8 with 5 samples adds 0.4 to 0.9 dB on the fast-motion clips
+    (cups, juggle) and costs up to 1.2 dB where the motion is right (coffee), still far above blending there.
     """
     if samples < 2 or window <= 0 or not 0 < t < 1:
         return [t]
