@@ -134,8 +134,9 @@ def test_pipeline_adds_the_prior_to_the_decoded_velocities(setting):
     else:
         greys = [grey_u8(pipe._preprocess(f)[0][0]) for f in _frames(2)]
         cfg = pipe.config
-        prior = FlowPrior(model.config.image_size, model.config.gaussian_grid, pipe._flow.preset, cfg.flow_max_width,
-                          pipe._flow.check).pair(*greys)  # the pipeline's flow (DIS where OpenCV lacks contrib)
+        flow = pipe.flow_prior  # the pipeline's flow (DIS where OpenCV lacks contrib)
+        prior = FlowPrior(model.config.image_size, model.config.gaussian_grid, flow.preset, cfg.flow_max_width,
+                          flow.check).pair(*greys)
         torch.testing.assert_close(live, raw + prior)
         assert prior[:, 0].median() > 2.0 / (W / 2)  # the 3 px shift to the right is there
 

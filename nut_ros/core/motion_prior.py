@@ -78,24 +78,24 @@ class FlowPrior:
             self.factor *= 2
         h, w = image_size[0] // self.factor, image_size[1] // self.factor
         self._grid = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))  # flow-grid pixels
-        self._dis = self._make()
-        self._backward = None  # (flow instance, one-thread pool) of the backward flow, made on first use
+        self._method = self._make()
+        self._backward = None  # (flow method, one-thread pool) of the backward flow, made on first use
 
     def _make(self):
-        """A flow instance with ``calc(grey0, grey1, None)``."""
+        """A flow method instance with ``calc(grey0, grey1, None)``."""
         if self.preset == "sparse_to_dense":
             return SparseToDenseFlow()
         return cv2.DISOpticalFlow_create(DIS_PRESETS[self.preset])
 
-    def flow(self, grey0: np.ndarray, grey1: np.ndarray, dis=None) -> np.ndarray:
+    def flow(self, grey0: np.ndarray, grey1: np.ndarray, method=None) -> np.ndarray:
         """Displacement ``[h, w, 2]`` (du, dv) in model pixels of ``grey0``'s pixels to ``grey1``, on the flow grid
-        (the model resolution divided by ``factor``)."""
+        (the model resolution divided by ``factor``), by ``method`` (default: this prior's own instance)."""
         if grey0.shape != tuple(self.image_size) or grey1.shape != grey0.shape:
             raise ValueError(f"flow needs two grey images of {self.image_size}, got {grey0.shape} and {grey1.shape}")
         if self.factor > 1:
             size = (self.image_size[1] // self.factor, self.image_size[0] // self.factor)
             grey0, grey1 = (cv2.resize(g, size, interpolation=cv2.INTER_AREA) for g in (grey0, grey1))
-        return (dis or self._dis).calc(grey0, grey1, None) * self.factor
+        return (method or self._method).calc(grey0, grey1, None) * self.factor
 
     def velocities(self, flow: np.ndarray) -> Tensor:
         """``[h, w, 2]`` flow in model pixels -> ``[N, 3]`` canonical velocity over the unit pair time (raster
@@ -119,8 +119,8 @@ class FlowPrior:
             if self._backward is None:
                 pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nut_ros_flow_back")
                 self._backward = (self._make(), pool)
-            dis, pool = self._backward
-            backward = pool.submit(self.flow, grey1, grey0, dis)
+            method, pool = self._backward
+            backward = pool.submit(self.flow, grey1, grey0, method)
             f01, f10 = self.flow(grey0, grey1), backward.result()
         if self.check:
             f01, f10 = self.consistent(f01, f10), self.consistent(f10, f01)
@@ -145,7 +145,7 @@ class SparseToDenseFlow:
     then the edge-aware interpolator (K = 128 neighbours, σ 0.05, fast global smoother λ 500, σ 1.5) over the
     matches. Called whole, it asks for K neighbours even when fewer matches survive (small or textureless frames):
     the flow is NaN and, under threads, the process can crash. Here K is capped by the matches and with fewer than
-    4 the flow is 0; otherwise the result equals OpenCV's bit for bit (a juggle frame pair at 512x288, session 6).
+    4 the flow is 0; otherwise the result equals OpenCV's bit for bit (test_motion_prior.py, a cups frame pair).
     """
 
     GRID, K = 8, 128

@@ -165,8 +165,10 @@ class StreamingPipeline:
             depth = rendered_depth_to_depth(out.depth_normalized()[0, 0].float(), live.norm)
             depth = torch.where(alpha >= self.config.depth_min_alpha, depth, torch.full_like(depth, float("nan")))
             window = window_times(float(t), self.config.interp_window, self.config.interp_samples)
-            color = sum((out if s == t else self.backend.render(live.gaussians, s, self.config.background))
-                        .color_normalized(self.config.background)[0].float() for s in window) / len(window)
+            colors = {s: (out if s == t else self.backend.render(live.gaussians, s, self.config.background))
+                      .color_normalized(self.config.background)[0].float()
+                      for s in set(window)}  # each time once: clamped times can repeat
+            color = sum(colors[s] for s in window) / len(window)
             rgb = (color.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0)
             stamp = live.t0_stamp_ns + round(float(t) * live.interval_ns) if live.interval_ns else live.t0_stamp_ns
             views.append(RenderedView(stamp, float(t), rgb.cpu().numpy(), depth.cpu().numpy(), alpha.cpu().numpy()))
@@ -184,8 +186,13 @@ class StreamingPipeline:
         return None if self._live is None else self._live.gaussians
 
     @property
+    def flow_prior(self) -> FlowPrior | None:
+        """The motion prior's flow as it runs (after any fallback), None without a prior."""
+        return self._flow
+
+    @property
     def flow_settings(self) -> str:
-        """The motion prior's flow as it runs (after any fallback), e.g. ``"sparse_to_dense, 512 px, no check"``."""
+        """:attr:`flow_prior` in words, e.g. ``"sparse_to_dense, 512 px, no check"``."""
         if self._flow is None:
             return "none"
         width = self.width // self._flow.factor

@@ -3,8 +3,9 @@
 World ``(x, y, z)`` (``y`` = camera depth after the inverse-depth map) goes to camera ``(x, -z, y)``; with
 tanfov = 1 the focal lengths are ``fx = W/2`` and ``fy = H/2`` and pixel centres sit at integer coordinates:
 ``u = ((x·p_w + 1)·W - 1)/2``, ``v = ((-z·p_w + 1)·H - 1)/2`` with ``p_w = 1/(1 + 1e-7)``.
-The screen covariance is ``J W Σ Wᵀ Jᵀ + lowpass·I`` (the reference's low-pass is 0.3 px²) with ``J = diag(fx, fy)`` and ``Σ = R S² Rᵀ`` built from the
-*unnormalised* quaternion. Everything here is differentiable except the integer tile bookkeeping.
+The screen covariance is ``J W Σ Wᵀ Jᵀ + lowpass·I`` (the reference's low-pass is 0.3 px²) with
+``J = diag(fx, fy)`` and ``Σ = R S² Rᵀ`` built from the *unnormalised* quaternion. Everything here is
+differentiable except the integer tile bookkeeping.
 """
 from __future__ import annotations
 

@@ -105,10 +105,11 @@ class NutRosNode(Node):
                                                                    flow_check=p.flow_check,
                                                                    interp_window=p.interp_window,
                                                                    interp_samples=p.interp_samples))
-        flow = self.pipeline.flow_settings
-        if self.pipeline.motion_prior != "none" and not flow.startswith(p.flow_preset):
+        flow = self.pipeline.flow_prior
+        if flow is not None and flow.preset != p.flow_preset:
             self.get_logger().warning(f"flow_preset {p.flow_preset} needs OpenCV's contrib modules "
-                                      f"(opencv-contrib-python-headless); the motion prior uses {flow}")
+                                      f"(opencv-contrib-python-headless); the motion prior uses "
+                                      f"{self.pipeline.flow_settings}")
         if p.random_init:
             self.get_logger().warning("running with a randomly initialised model (random_init: true)")
 

@@ -257,8 +257,8 @@ def bench_end_to_end(config: str, modes=("fp32", "bf16", "fp16"), iters: int = 3
                 return rasterize(g.at(1.0), h, w, impl="cuda", lowpass=cfg.raster_lowpass)
 
             gaussians = network().map(lambda x: x.float())
-            render_only = cuda_time(lambda: rasterize(gaussians.at(1.0), h, w, impl="cuda", lowpass=cfg.raster_lowpass),
-                                    iters=iters)
+            render_only = cuda_time(lambda: rasterize(gaussians.at(1.0), h, w, impl="cuda",
+                                                      lowpass=cfg.raster_lowpass), iters=iters)
             eager_net = cuda_time(network, iters=iters)
             eager = cuda_time(frame, iters=iters)
 

@@ -28,11 +28,10 @@ import torch
 
 from nut_ros.core.gaussians import Gaussians
 from nut_ros.core.motion_prior import FlowPrior, grey_u8, with_prior
-from nut_ros.pipeline.backends import make_backend
+from nut_ros.pipeline.backends import Backend, make_backend
 from nut_ros.pipeline.evaluation import image_scores
 from nut_ros.pipeline.stream import StreamingPipeline, resize_rgb, window_times
 from nut_ros.pipeline.types import PipelineConfig
-from nut_ros.render import rasterize
 from nut_ros.ros.bag_io import read_camera_frames
 from nut_ros.ros.input_sync import Matched
 from nut_ros.ros.inputs import frame_from_messages
@@ -62,26 +61,26 @@ def parse_variant(variant: str) -> tuple[str, str, float]:
         raise ValueError(f"variant {variant!r}: WINDOW must be a number") from None
 
 
-def _normalised(g: Gaussians, t: float, size, lowpass: float) -> tuple[torch.Tensor, torch.Tensor]:
-    out = rasterize(g.at(t), *size, background=BACKGROUND, lowpass=lowpass)
+def _normalised(backend: Backend, g: Gaussians, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+    out = backend.render(g, t, BACKGROUND)
     return out.color_normalized(BACKGROUND)[0].clamp(0, 1), out.alpha[0]
 
 
-def render(g: Gaussians, t: float, composite: str, size, lowpass: float, window: float = 0.0,
+def render(backend: Backend, g: Gaussians, t: float, composite: str, window: float = 0.0,
            samples: int = 5) -> np.ndarray:
-    """The pair ``g`` rendered at pair time ``t`` as an ``[H, W, 3]`` float image (the mean over the window's
-    renders)."""
+    """The pair ``g`` rendered by ``backend`` at pair time ``t`` as an ``[H, W, 3]`` float image (the mean over the
+    window's renders)."""
     times = window_times(t, window, samples)
-    return sum(_render_at(g, s, composite, size, lowpass) for s in times) / len(times)
+    return sum(_render_at(backend, g, s, composite) for s in times) / len(times)
 
 
-def _render_at(g: Gaussians, t: float, composite: str, size, lowpass: float) -> np.ndarray:
+def _render_at(backend: Backend, g: Gaussians, t: float, composite: str) -> np.ndarray:
     if composite == "union":
-        color = _normalised(g, t, size, lowpass)[0]
+        color = _normalised(backend, g, t)[0]
     elif composite == "separate":
         g = dataclasses.replace(g, gamma=torch.zeros_like(g.gamma))
         n = g.count // 2
-        (c0, a0), (c1, a1) = (_normalised(g.map(lambda x, s=s: x[:, s]), t, size, lowpass)
+        (c0, a0), (c1, a1) = (_normalised(backend, g.map(lambda x, s=s: x[:, s]), t)
                               for s in (slice(0, n), slice(n, None)))
         w0, w1 = (1 - t) * a0, t * a1
         color = (w0 * c0 + w1 * c1) / (w0 + w1).clamp_min(1e-3)
@@ -93,7 +92,7 @@ def _render_at(g: Gaussians, t: float, composite: str, size, lowpass: float) -> 
 def study_clip(bag: str, pipe: StreamingPipeline, variants: list[str], stride: int,
                samples: int = 5) -> dict[str, float]:
     cfg = pipe.backend.model_config
-    size, lowpass = cfg.image_size, cfg.raster_lowpass
+    size = cfg.image_size
     parsed = {v: parse_variant(v) for v in variants}
     flows = {spec: parse_flow(spec, size, cfg.gaussian_grid) for spec, _, _ in parsed.values()}
     scores: dict[str, list[float]] = {"blend": []}
@@ -119,7 +118,7 @@ def study_clip(bag: str, pipe: StreamingPipeline, variants: list[str], stride: i
                 t = pipe.pair_time(stamp)
                 scores["blend"].append(image_scores((1 - t) * k0 + t * k1, true, with_ssim=False)["psnr_256"])
                 for v, (spec, composite, window) in parsed.items():
-                    img = render(moved[spec], t, composite, size, lowpass, window, samples)
+                    img = render(pipe.backend, moved[spec], t, composite, window, samples)
                     scores.setdefault(v, []).append(image_scores(img, true, with_ssim=False)["psnr_256"])
         held, prev = [], x
     return {k: float(np.mean(v)) for k, v in scores.items() if v}

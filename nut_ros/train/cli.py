@@ -30,7 +30,8 @@ def _stage_parser(sub, name: str, stage: int) -> None:
                    "fine-tune from these weights (run folder, last.pt or .safetensors) instead of a fresh model")
     if stage == 1:
         p.add_argument("--grow", action="store_true",
-                       help="--init is a model with a coarser Gaussian grid (fewer upsampler stages): copy what fits")
+                       help="--init is a model with a coarser Gaussian grid (fewer upsampler stages): "
+                            "copy what fits")
     if stage == 2:
         p.add_argument("--frames", type=int, default=d.frames, help="clip length; key frames are first and last")
         p.add_argument("--sample-motion", action="store_true", help="sample velocities (truncated normal)")
