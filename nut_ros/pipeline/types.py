@@ -17,6 +17,9 @@ class Frame:
     frame_id: str = "camera_optical_frame"
     depth_m: np.ndarray | None = None  # [H, W] float32 metres, aligned to rgb; NaN / 0 / inf = invalid
     intrinsics: Intrinsics | None = None  # of ``rgb``
+    # pose of this frame's optical frame in a fixed world frame (odometry / TF), 4x4 float64 T_world<-camera in metres;
+    # None when the robot gives no odometry (then camera motion, if needed, is estimated from the images)
+    camera_pose: np.ndarray | None = None
 
 
 @dataclass
@@ -54,7 +57,9 @@ class StepResult:
     stamp_ns: int
     frame_id: str
     metric: bool
-    depth_source: str  # "topic" (metric input depth) or "none" (relative)
+    # what produced the geometry: "topic" (metric depth camera), "odometry" (depth from motion, metric scale from
+    # odometry poses), "motion" (depth from motion, relative scale), "none" (the network alone, relative)
+    depth_source: str
     views: list[RenderedView]
     gaussians: GaussianCloud
     intrinsics: Intrinsics  # of the rendered views (model resolution)
