@@ -1,6 +1,9 @@
 # nut_ros developer entry points.
 #   make setup   create/reuse .venv, install pinned ROS 2 kilted wheels + deps, build nut_ros_msgs, install nut_ros
-#   make test    setup, then the test suite on a private DDS domain, loopback only
+#   make ros-tools  setup, then the real ROS 2 tools (ros2 CLI, launch, launch_testing, sensor_msgs_py,
+#                message_filters, cv_bridge when its apt packages are there) from ROS_TOOLS into .venv; skipped
+#                silently when ROS_TOOLS does not exist (the tests that need them then skip and say why)
+#   make test    setup + ros-tools, then the test suite on a private DDS domain, loopback only
 #   make demo    setup, then the demo (node on a replayed real clip, CPU, default weights)
 #   make colcon-check  setup + colcon, then build both packages with colcon into a temp dir (slow test)
 # Every step is guarded by a stamp file under .venv/.stamps and only re-runs when its inputs change.
@@ -19,7 +22,7 @@ PYTEST_ARGS ?=
 MSGS_SRC := nut_ros_msgs/CMakeLists.txt nut_ros_msgs/package.xml $(wildcard nut_ros_msgs/msg/*.msg)
 PKG_SRC := setup.py setup.cfg package.xml $(wildcard resource/* launch/* config/*)
 
-.PHONY: help setup test demo colcon-check check-tools clean eval
+.PHONY: help setup ros-tools test demo colcon-check check-tools clean eval
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -70,9 +73,24 @@ $(STAMPS)/nut_ros: $(STAMPS)/msgs $(PKG_SRC)
 	$(VPY) -m pip install --quiet --no-deps -e .
 	@touch $@
 
+# Real ROS 2 tools built from pinned sources (../shared/ros2_tools); `nut_ros` is registered in the venv's ament
+# index so `ros2 launch nut_ros ...` finds the launch files. Re-runs only when the installer or the package changes.
+ROS_TOOLS ?= $(CURDIR)/../shared/ros2_tools
+ROS_TOOLS_CV_BRIDGE ?= auto
+ros-tools: setup
+	@if [ -x "$(ROS_TOOLS)/install_ros_tools.sh" ]; then $(MAKE) --no-print-directory $(STAMPS)/ros-tools; \
+	else echo "== $(ROS_TOOLS) not found: real-tool tests will skip"; fi
+
+$(STAMPS)/ros-tools: $(STAMPS)/nut_ros $(wildcard $(ROS_TOOLS)/install_ros_tools.sh $(ROS_TOOLS)/src/SOURCES.txt)
+	@echo "== installing the ROS 2 tools from $(ROS_TOOLS) (log: $(VENV)/ros-tools.log)"
+	bash $(ROS_TOOLS)/install_ros_tools.sh install $(VENV) $(ROS_TOOLS)/src --register $(CURDIR) --ament-pth \
+	  --bag-shim $(ROS_TOOLS)/ros2bag_rosbags --cv-bridge=$(ROS_TOOLS_CV_BRIDGE) > $(VENV)/ros-tools.log 2>&1 || \
+	  { tail -n 30 $(VENV)/ros-tools.log >&2; echo "error: ROS 2 tools install failed" >&2; exit 1; }
+	@touch $@
+
 ROS_TEST_ENV = OMP_WAIT_POLICY=PASSIVE ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=$$domain ROS_LOG_DIR=$$logdir AMENT_PREFIX_PATH=$(VENV)
 
-test: setup
+test: setup ros-tools
 	@domain=$${ROS_DOMAIN_ID:-$$(( ($$$$ + RANDOM) % 100 + 1 ))}; \
 	logdir=$$(mktemp -d -t nut_ros_log.XXXXXX); \
 	echo "== pytest (ROS_DOMAIN_ID=$$domain, ROS_LOG_DIR=$$logdir)"; \

@@ -31,7 +31,6 @@ setup(
             "nut_ros_node = nut_ros.ros.node:main",
             "nut_ros_make_bag = nut_ros.tools.make_bag:main",
             "nut_ros_replay = nut_ros.tools.replay_eval:main",
-            "nut_ros_soak = nut_ros.tools.soak:main",
             "nut_ros_demo = nut_ros.tools.demo:main",
             "nut_ros_train = nut_ros.train.cli:main",
         ],
