@@ -16,8 +16,7 @@ setup(
     ],
     package_data={
         "nut_ros": ["weights/*.safetensors", "data/README.md", "data/LICENSE.sam2", "data/cups/*.jpg",
-                    "train/textures/*.jpg", "train/textures/*.md"],
-        "engine.plugins": ["csrc/*"],
+                    "train/textures/*.jpg", "train/textures/*.md", "render/csrc/*"],
     },
     install_requires=["setuptools", "numpy", "torch", "safetensors"],
     zip_safe=True,

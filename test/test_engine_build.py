@@ -6,7 +6,8 @@ import pytest
 
 from engine.build_engine import StaleEngineError, check_engine, engine_path, sidecar_path
 from engine.plugins.ortho_raster_plugin import RasterAttributes
-from engine.plugins.raster_launcher import CONFIG, Workspace
+from engine.plugins.raster_launcher import Workspace
+from nut_ros.render.kernel_config import CONFIG
 
 GPU = "nvidia-h100-80gb-hbm3-sm90"
 

@@ -5,12 +5,12 @@ Contract (the ONNX node ``nut_ros::OrthoRasterizer`` written by ``engine/export_
 * inputs, float32, linear: ``means [B,N,3]``, ``scales [B,N,3]``, ``rotations [B,N,4]`` (w,x,y,z),
   ``opacities [B,N,1]``, ``colors [B,N,3]`` (the reference rasterizer's arguments, ``Gaussians.at(t)``);
 * outputs, float32: ``rgb [B,3,H,W]`` (with ``T·background``), ``depth [B,1,H,W]`` (Σ αT d), ``alpha [B,1,H,W]``;
-* attributes (plugin fields): ``height``, ``width`` (INT32), ``tile_size`` (INT32, must be 16, the compiled tile),
+* attributes (plugin fields): ``height``, ``width`` (INT32), ``tile_size`` (INT32, must be ``ORTHO_TILE`` of the kernels' configuration header, 16),
   ``background`` (FLOAT32 x3), ``lowpass`` (FLOAT32, px² added to each screen covariance; default 0.3, the
   reference's), ``max_pairs_per_gaussian`` (INT32, default 16: the sort buffer holds
   ``B·N·max_pairs_per_gaussian`` tile-Gaussian pairs; pairs beyond it are dropped).
 
-``enqueue`` runs the kernels of ``csrc/`` (compiled by pycuda, :mod:`engine.plugins.raster_launcher`) on
+``enqueue`` runs the kernels of ``nut_ros/render/csrc/`` (compiled by pycuda, :mod:`engine.plugins.raster_launcher`) on
 TensorRT's stream with TensorRT's raw device pointers and workspace. Works with the ``tensorrt`` bindings and with
 TensorRT-RTX's (``tensorrt_rtx_bindings``), whichever is importable.
 """
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nut_ros.render.kernel_config import TILE
 from nut_ros.render.projection import LOWPASS
 
 PLUGIN_NAME = "OrthoRasterizer"
@@ -30,7 +31,6 @@ PLUGIN_NAMESPACE = "nut_ros"
 ONNX_DOMAIN = "nut_ros"
 INPUTS = ("means", "scales", "rotations", "opacities", "colors")
 OUTPUTS = ("rgb", "depth", "alpha")
-TILE_SIZE = 16
 DEFAULT_MAX_PAIRS_PER_GAUSSIAN = 16
 INT32_MAX = 2**31 - 1
 _REGISTERED: list = []  # creators handed to TensorRT stay referenced for the life of the process
@@ -44,13 +44,13 @@ class RasterAttributes:
     width: int
     background: tuple[float, float, float] = (0.5, 0.5, 0.5)
     lowpass: float = LOWPASS
-    tile_size: int = TILE_SIZE
+    tile_size: int = TILE
     max_pairs_per_gaussian: int = DEFAULT_MAX_PAIRS_PER_GAUSSIAN
 
     def __post_init__(self):
         object.__setattr__(self, "lowpass", float(np.float32(self.lowpass)))  # a FLOAT32 field, as the kernel sees it
-        if self.tile_size != TILE_SIZE:
-            raise ValueError(f"{PLUGIN_NAME}: tile_size must be {TILE_SIZE} (compiled into the kernels)")
+        if self.tile_size != TILE:
+            raise ValueError(f"{PLUGIN_NAME}: tile_size must be {TILE} (compiled into the kernels)")
         if self.height <= 0 or self.width <= 0 or self.max_pairs_per_gaussian <= 0 or len(self.background) != 3 \
                 or not self.lowpass >= 0:
             raise ValueError(f"{PLUGIN_NAME}: invalid attributes {self}")
@@ -79,7 +79,7 @@ class RasterAttributes:
             height=scalar("height"), width=scalar("width"),
             background=tuple(float(v) for v in np.asarray(bg).reshape(3)) if bg is not None else (0.5, 0.5, 0.5),
             lowpass=float(np.asarray(values["lowpass"]).reshape(-1)[0]) if "lowpass" in values else LOWPASS,
-            tile_size=scalar("tile_size", TILE_SIZE),
+            tile_size=scalar("tile_size", TILE),
             max_pairs_per_gaussian=scalar("max_pairs_per_gaussian", DEFAULT_MAX_PAIRS_PER_GAUSSIAN))
 
 

@@ -1,4 +1,5 @@
-"""The rasterizer kernels (``csrc/ortho_raster_kernels.cuh``) compiled by pycuda and launched on any CUDA stream.
+"""The rasterizer kernels (``nut_ros/render/csrc/ortho_raster_kernels.cuh``, the sources the PyTorch extension
+builds from) compiled by pycuda and launched on any CUDA stream.
 
 pycuda compiles the kernels to a cubin for the current GPU and owns the CUDA context (the device's *primary*
 context, shared with TensorRT and PyTorch, so raw device pointers from either are valid here). pycuda can only
@@ -9,26 +10,12 @@ stream handle given by the caller: TensorRT's ``enqueue`` stream, a pycuda ``Str
 from __future__ import annotations
 
 import ctypes
-import re
 from dataclasses import dataclass
-from pathlib import Path
 
+from nut_ros.render.kernel_config import CONFIG, CSRC, TILE
 from nut_ros.render.projection import LOWPASS
 
-CSRC = Path(__file__).resolve().parent / "csrc"
 KERNELS = ("ortho_preprocess", "ortho_scan_tiles", "ortho_scatter", "ortho_sort_tiles", "ortho_render")
-
-
-def read_config(path: Path = CSRC / "ortho_raster_config.h") -> dict[str, int]:
-    """The integer ``#define ORTHO_*`` constants of the kernels' configuration header."""
-    values: dict[str, int] = {}
-    for name, expr in re.findall(r"#define (ORTHO_\w+) ([^/\n]+)", path.read_text()):
-        values[name] = int(eval(expr.strip(), {"__builtins__": {}}, dict(values)))  # integer arithmetic only
-    return values
-
-
-CONFIG = read_config()
-TILE = CONFIG["ORTHO_TILE"]
 
 
 def _align(nbytes: int) -> int:

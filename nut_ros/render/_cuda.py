@@ -1,4 +1,4 @@
-"""CUDA extension of the orthographic rasterizer (kernels in ``engine/plugins/csrc``), built just in time.
+"""CUDA extension of the orthographic rasterizer (sources in ``nut_ros/render/csrc``), built just in time.
 
 Importing this module compiles nothing; it raises ``ImportError`` at once when there is no CUDA device or no CUDA
 toolkit (``nvcc``). The first ``rasterize_cuda`` call builds the extension with ``torch.utils.cpp_extension.load``
@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from nut_ros.render.kernel_config import CSRC
 from nut_ros.render.projection import LOWPASS, project_gaussians
 
-CSRC = Path(os.environ.get("NUT_ROS_CSRC", Path(__file__).resolve().parents[2] / "engine" / "plugins" / "csrc"))
 SOURCES = ("torch_bindings.cpp", "ortho_raster.cu")
 
 
@@ -40,7 +40,7 @@ if not torch.cuda.is_available():
 if _toolkit() is None:
     raise ImportError("nut_ros.render._cuda needs the CUDA toolkit (nvcc on PATH or CUDA_HOME) to build its kernels")
 if not all((CSRC / s).is_file() for s in SOURCES):
-    raise ImportError(f"rasterizer CUDA sources not found in {CSRC} (set NUT_ROS_CSRC)")
+    raise ImportError(f"rasterizer CUDA sources not found in {CSRC}")
 
 _ext = None
 _build_error: str | None = None

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-TILE = 16  #: tile edge in pixels (16x16 tiles)
+from nut_ros.render.kernel_config import TILE
 LOWPASS = 0.3  #: px² added to the screen covariance diagonal by the reference rasterizer (the default)
 EIGEN_FLOOR = 0.1  #: floor of ``mid² - det`` in the eigenvalue used for the radius
 
