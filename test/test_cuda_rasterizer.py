@@ -1,7 +1,7 @@
 """The CUDA rasterizer (one kernel source, three launch paths) against the torch rasterizer and the reference outputs.
 
 Paths: the PyTorch extension (``nut_ros.render._cuda``), the pycuda-compiled kernels launched on a given stream with
-raw pointers (``engine.plugins.raster_launcher`` / ``PycudaRenderer``) and the TensorRT Python plugin's ``enqueue``.
+raw pointers (``engine.plugins.raster_launcher`` / ``engine.trt_backend.PycudaRenderer``) and the TensorRT Python plugin's ``enqueue``.
 """
 import json
 from pathlib import Path
@@ -148,14 +148,14 @@ def test_pycuda_launcher_on_torch_stream():
 
 def test_pycuda_renderer_buffers_and_regrowth(monkeypatch):
     pytest.importorskip("pycuda")
-    from nut_ros.pipeline import trt_backend
+    from engine import trt_backend
 
     monkeypatch.setattr(trt_backend, "PAIRS_PER_GAUSSIAN", 1)  # too small on purpose: must grow and re-render
-    renderer = trt_backend.PycudaRenderer(72, 128)
+    renderer = trt_backend.PycudaRenderer(72, 128, lowpass=0.1)
     inputs = _batched_scene()
     out = renderer.render(RasterInputs(*(t.cpu() for t in inputs)), BG)
     assert renderer.pairs > inputs.means.shape[0] * inputs.means.shape[1]
-    want = rasterize_torch(*inputs, 72, 128, torch.tensor(BG, device="cuda"))
+    want = rasterize_torch(*inputs, 72, 128, torch.tensor(BG, device="cuda"), 0.1)
     errors = _max_err(out, want)
     assert max(errors.values()) <= TOL, errors
 

@@ -1,4 +1,6 @@
 """Backend factory and the torch backend's protocol."""
+import importlib
+
 import pytest
 import torch
 
@@ -23,6 +25,15 @@ def test_factory_choices_and_errors(tmp_path):
         make_backend("tensorrt", random_init=True)
     with pytest.raises(ValueError, match="bf16"):
         TorchBackend(build_model("tiny", image_size=(48, 96)), "cpu", bf16=True)
+
+
+def test_every_backend_name_resolves_to_its_class():
+    """The exported backends are found by name (the TensorRT runtime in ``engine/``, which imports the pipeline)."""
+    assert backends.BACKENDS == ("torch", "onnxruntime", "tensorrt")
+    for name, target in backends.EXPORTED_BACKENDS.items():
+        module, cls = target.split(":")
+        assert getattr(importlib.import_module(module), cls).name == name
+    assert backends.EXPORTED_BACKENDS["tensorrt"].startswith("engine.")
 
 
 def test_checkpoint_and_random_init_build_the_same_architecture(tmp_path):

@@ -6,6 +6,7 @@ and hands back to ``decode``/``static``; all Gaussians it returns are float32, b
 from __future__ import annotations
 
 import contextlib
+import importlib
 from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
 
@@ -19,7 +20,12 @@ from nut_ros.pipeline.compile import compile_network
 from nut_ros.render import RenderOutput, rasterize
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+#: backend name -> ``module:class`` of the backends other than torch, imported when asked for. The TensorRT runtime
+#: lives in ``engine/`` and imports the pipeline; naming it here keeps that dependency one way (no import of
+#: ``engine`` from the pipeline) while the node can still pick it by name.
+EXPORTED_BACKENDS = {"onnxruntime": "nut_ros.pipeline.onnx_backend:OnnxBackend",
+                     "tensorrt": "engine.trt_backend:TensorRTBackend"}
+BACKENDS = ("torch", *EXPORTED_BACKENDS)
 
 
 @runtime_checkable
@@ -121,12 +127,12 @@ def load_torch_model(model: str, checkpoint: str | Path | None, random_init: boo
 
 def make_backend(name: str = "torch", model: str = "tiny", checkpoint: str | Path | None = None,
                  device: str = "cpu", random_init: bool = False, **options) -> Backend:
-    """Build a backend by name (``torch``, ``onnxruntime``, ``tensorrt``).
+    """Build a backend by name (:data:`BACKENDS`: ``torch``, ``onnxruntime``, ``tensorrt``).
 
     ``torch``: ``checkpoint`` is a .safetensors file (default ``nut_ros/weights/<model>.safetensors``);
     ``options`` go to :class:`TorchBackend` (``bf16``, ``raster_impl``, ``compile``). The ONNX Runtime and TensorRT
-    backends are imported only when asked for; ``checkpoint`` is then their model/engine file and ``options`` go
-    to them.
+    backends (:data:`EXPORTED_BACKENDS`) are imported only when asked for; ``checkpoint`` is then their
+    model/engine file and ``options`` go to them.
     """
     if name == "torch":
         return TorchBackend(load_torch_model(model, checkpoint, random_init), device, **options)
@@ -137,10 +143,5 @@ def make_backend(name: str = "torch", model: str = "tiny", checkpoint: str | Pat
     if not checkpoint:
         raise ValueError(f"the {name} backend needs its exported files: pass checkpoint= (an ONNX manifest or "
                          f"folder for onnxruntime, an engine folder for tensorrt)")
-    if name == "onnxruntime":
-        from nut_ros.pipeline.onnx_backend import OnnxBackend
-
-        return OnnxBackend(checkpoint, device=device, **options)
-    from nut_ros.pipeline.trt_backend import TensorRTBackend
-
-    return TensorRTBackend(checkpoint, device=device, **options)
+    module, cls = EXPORTED_BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), cls)(checkpoint, device=device, **options)

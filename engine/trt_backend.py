@@ -1,6 +1,7 @@
 """TensorRT backend: engines built by ``engine/build_engine.py``, pycuda device buffers, pinned memory and a stream.
 
-Same interface as :class:`nut_ros.pipeline.backends.TorchBackend`. A frame's handle keeps the encoder outputs on
+Same interface as :class:`nut_ros.pipeline.backends.TorchBackend`; ``make_backend("tensorrt", ...)`` imports this
+module by name (the deployment runtime imports the pipeline, never the reverse). A frame's handle keeps the encoder outputs on
 the GPU (one pycuda allocation per tensor); ``decode`` binds two handles directly as the decoder's inputs and copies
 the Gaussians back through pinned memory. ``render`` runs the render engine when it was built with the rasterizer
 plugin, otherwise :class:`PycudaRenderer` (``Gaussians.at(t)`` on the host, then the rasterizer kernels on the
@@ -15,11 +16,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from engine.build_engine import check_engine, gpu_tag
+from engine.plugins.ortho_raster_plugin import import_tensorrt, raster_kernels, register_plugin
+from engine.plugins.raster_launcher import Workspace
 from nut_ros.core.config import ModelConfig
 from nut_ros.core.gaussians import Gaussians, RasterInputs
 from nut_ros.core.model import FrameCache, static_gaussians
 from nut_ros.render import RenderOutput
-from nut_ros.render.projection import LOWPASS
 
 PAIRS_PER_GAUSSIAN = 16  #: initial sort-buffer size of PycudaRenderer; grown when a frame needs more
 
@@ -59,13 +62,12 @@ class _Buffers:
 
 
 class PycudaRenderer:
-    """The rasterizer kernels of ``engine/plugins/csrc`` driven with pycuda buffers, pinned memory and a stream."""
+    """The rasterizer kernels of ``nut_ros/render/csrc`` driven with pycuda buffers, pinned memory and a stream;
+    ``lowpass`` is the model's ``raster_lowpass``."""
 
-    def __init__(self, height: int, width: int, stream=None, lowpass: float = LOWPASS):
+    def __init__(self, height: int, width: int, lowpass: float, stream=None):
         import pycuda.autoprimaryctx  # noqa: F401
         import pycuda.driver as cuda
-
-        from engine.plugins.ortho_raster_plugin import raster_kernels
 
         self.height, self.width, self.lowpass = height, width, lowpass
         self.stream = stream or cuda.Stream()
@@ -75,8 +77,6 @@ class PycudaRenderer:
 
     def _allocate(self, batch: int, n: int, capacity: int) -> None:
         import pycuda.driver as cuda
-
-        from engine.plugins.raster_launcher import Workspace
 
         h, w = self.height, self.width
         self.buffers = _Buffers({"means": (batch, n, 3), "scales": (batch, n, 3), "rotations": (batch, n, 4),
@@ -146,9 +146,6 @@ class TensorRTBackend:
         import pycuda.autoprimaryctx  # noqa: F401
         import pycuda.driver as cuda
 
-        from engine.build_engine import check_engine, gpu_tag
-        from engine.plugins.ortho_raster_plugin import import_tensorrt, register_plugin
-
         path = Path(engines)
         if path.is_dir():
             found = sorted(path.glob("*.engines.json"))
@@ -175,8 +172,8 @@ class TensorRTBackend:
         self.engines = {part: _Engine(trt, runtime, path.parent / info["file"]) for part, info in wanted.items()}
         self._render_engine = self.engines.get("state")
         h, w = self.model_config.image_size
-        self._renderer = None if self._render_engine else PycudaRenderer(h, w, self.stream,
-                                                                          self.model_config.raster_lowpass)
+        self._renderer = None if self._render_engine else PycudaRenderer(h, w, self.model_config.raster_lowpass,
+                                                                          self.stream)
         self._engine_background = None
         if self._render_engine is not None:  # the background is an attribute of the plugin node
             export = json.loads(Path(listing["manifest"]).read_text())
