@@ -4,8 +4,9 @@ import torch
 from safetensors.torch import save_file
 
 from nut_ros.core.checkpoint import (CheckpointMismatch, check_state_dict, load_checkpoint,
-                                     load_reference_state_dict, read_config, save_checkpoint)
-from nut_ros.core.model import build_model
+                                     load_reference_state_dict, read_config, save_checkpoint, strip_reference_prefix)
+from nut_ros.core.config import get_config
+from nut_ros.core.model import NutModel, build_model
 
 
 @pytest.fixture(scope="module")
@@ -68,5 +69,37 @@ def test_reference_prefixes_load_strictly(small_tiny):
 def test_foreign_file_is_rejected(tmp_path):
     path = tmp_path / "plain.safetensors"
     save_file({"x": torch.zeros(1)}, str(path))
-    with pytest.raises(CheckpointMismatch, match="not a nut_ros model checkpoint"):
+    with pytest.raises(CheckpointMismatch, match="not a nut_ros model checkpoint.*reference_config"):
         load_checkpoint(path)
+    torch.save({"x": torch.zeros(1)}, tmp_path / "plain.pth")
+    with pytest.raises(CheckpointMismatch, match="not a nut_ros model checkpoint"):
+        load_checkpoint(tmp_path / "plain.pth")
+    with pytest.raises(CheckpointMismatch, match="1 unexpected keys"):  # imported strictly, not skipped
+        load_checkpoint(path, reference_config="tiny")
+
+
+def test_a_nut_ros_checkpoint_ignores_reference_config(tmp_path, small_tiny):
+    """The pipeline passes its model name as ``reference_config``: our own files still load from their metadata."""
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(small_tiny, path)
+    assert load_checkpoint(path, reference_config="streamsplat").config == small_tiny.config
+
+
+def _authors_keys(path, kind):
+    rows = (line.split("\t") for line in path.read_text().splitlines())
+    return {key: tuple(int(s) for s in shape.strip("[]").split(",")) for k, key, shape in rows if k.startswith(kind)}
+
+
+def test_authors_streamsplat_checkpoint_keys_import_at_full_size(fixtures_dir):
+    """Every key of the authors' inference checkpoint (``model.`` prefix, no DINOv2: the reference never saves it)
+    maps onto the full-size ``streamsplat`` model with its shape, through the import's prefix handling."""
+    keys = _authors_keys(fixtures_dir / "model_streamsplat_keys.tsv", "inference")
+    frozen = _authors_keys(fixtures_dir / "model_streamsplat_keys.tsv", "frozen")
+    assert len(keys) == 320 and all(k.startswith("model.") for k in keys)
+    with torch.device("meta"):
+        model = NutModel(get_config("streamsplat"))
+        state = {k: torch.empty(shape) for k, shape in {**keys, **frozen}.items()}
+    check_state_dict(model, strip_reference_prefix(state))
+    del state[next(iter(keys))]
+    with pytest.raises(CheckpointMismatch, match="1 missing keys"):
+        check_state_dict(model, strip_reference_prefix(state))

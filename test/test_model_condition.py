@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from nut_ros.core.checkpoint import CheckpointMismatch, save_checkpoint, load_checkpoint
+from nut_ros.core.checkpoint import CheckpointMismatch, load_checkpoint, load_dinov2_weights, save_checkpoint
 from nut_ros.core.condition import DinoV2Condition, EncoderTokenCondition
 from nut_ros.core.config import DinoConfig
 from nut_ros.core.model import build_model
@@ -23,7 +23,8 @@ def test_official_keys_load_strictly_and_token_count(tmp_path):
     state = _official_state(cfg)
     path = tmp_path / "dinov2_reg4.pth"
     torch.save(state, path)
-    cond = DinoV2Condition(DinoConfig(**SMALL_DINO, weights=str(path)))
+    cond = DinoV2Condition(cfg)
+    load_dinov2_weights(cond, path)
     assert torch.equal(cond.model.blocks[1].attn.qkv.weight, state["blocks.1.attn.qkv.weight"])
     assert torch.equal(cond.model.register_tokens, state["register_tokens"])
     assert not any(p.requires_grad for p in cond.parameters())
@@ -40,7 +41,7 @@ def test_wrong_shapes_are_reported():
     state = _official_state(cfg)
     state["pos_embed"] = torch.zeros(1, 257, 64)  # a ViT-?/14 at 224
     with pytest.raises(CheckpointMismatch, match=r"'pos_embed': checkpoint \(1, 257, 64\) vs model \(1, 1370, 64\)"):
-        DinoV2Condition(cfg).load_weights(state)
+        load_dinov2_weights(DinoV2Condition(cfg), state)
 
 
 def test_position_embedding_resize():

@@ -63,3 +63,16 @@ def test_static_and_pair_gaussians_from_the_torch_backend():
     torch.testing.assert_close(pair.xyz[:, n:], static.xyz)  # the newer frame's static part is its own
     out = be.render(pair, 0.5)
     assert out.color.shape == (1, 3, 48, 96) and torch.isfinite(out.depth).all()
+
+
+def test_an_authors_checkpoint_is_imported_for_the_named_model(tmp_path):
+    """A file without nut_ros metadata is the authors' checkpoint of the backend's model (strict import)."""
+    torch.manual_seed(2)
+    model = build_model("tiny")
+    torch.save({"state_dict": {"model." + k: v for k, v in model.state_dict().items()}}, tmp_path / "ref.pth")
+    loaded = make_backend("torch", "tiny", checkpoint=tmp_path / "ref.pth")
+    assert loaded.model_config == model.config
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], value), key
+    with pytest.raises(ValueError, match="does not match NutModel"):  # another configuration's weights
+        make_backend("torch", "small", checkpoint=tmp_path / "ref.pth")

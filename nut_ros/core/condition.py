@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -110,29 +109,12 @@ class DinoV2(nn.Module):
         return self.norm(x)[:, 1 + self.num_registers:]
 
 
-def _strip_prefix(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    for prefix in ("model.condition_encoder.model.", "condition_encoder.model.", "model.", "module."):
-        if all(k.startswith(prefix) for k in state):
-            return {k[len(prefix):]: v for k, v in state.items()}
-    return state
-
-
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Tensors of a ``.safetensors`` or torch (``.pth``/``.pt``) state-dict file."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
-
-
 class DinoV2Condition(nn.Module):
     """Frozen DINOv2 on RGB bilinearly resized to ``input_size``, without ImageNet normalisation (as the reference).
 
     The backbone is stored under ``model`` but excluded from :meth:`state_dict` and from strict loading of the
-    surrounding model; load its weights with :meth:`load_weights`.
+    surrounding model; its weights (``DinoConfig.weights``) are loaded by
+    :func:`nut_ros.core.checkpoint.load_dinov2_weights` (``load_checkpoint`` calls it).
     """
 
     def __init__(self, cfg: DinoConfig):
@@ -141,22 +123,11 @@ class DinoV2Condition(nn.Module):
         self.model = DinoV2(cfg).requires_grad_(False).eval()
         self.register_state_dict_post_hook(_drop_own_keys)
         self.register_load_state_dict_pre_hook(_keep_own_weights)
-        if cfg.weights:
-            self.load_weights(cfg.weights)
 
     def train(self, mode: bool = True) -> "DinoV2Condition":
         super().train(mode)
         self.model.eval()  # frozen backbone: always in eval mode
         return self
-
-    def load_weights(self, source: str | Path | dict[str, Tensor]) -> None:
-        """Load official DINOv2 weights strictly (``mask_token``, unused at inference, is accepted and ignored)."""
-        from nut_ros.core.checkpoint import check_state_dict
-
-        state = _strip_prefix(read_state_dict(source) if not isinstance(source, dict) else dict(source))
-        state.pop("mask_token", None)
-        check_state_dict(self.model, state)
-        self.model.load_state_dict(state, strict=True)
 
     def forward(self, rgb: Tensor) -> Tensor:
         x = F.interpolate(rgb, size=self.input_size, mode="bilinear", align_corners=False)

@@ -13,14 +13,13 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from nut_ros.core.checkpoint import load_checkpoint, save_checkpoint
 from nut_ros.core.condition import build_condition
 from nut_ros.core.config import ModelConfig, get_config
 from nut_ros.core.decoder import Decoder, DynamicHead
 from nut_ros.core.encoder import GaussianUpsampler, StaticPredictor
 from nut_ros.core.gaussians import Gaussians
 
-__all__ = ["FrameCache", "NutModel", "build_model", "load_checkpoint", "save_checkpoint", "static_gaussians"]
+__all__ = ["FrameCache", "NutModel", "build_model", "static_gaussians"]
 
 
 class FrameCache(NamedTuple):

@@ -13,6 +13,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import torch
 from torch import Tensor
 
+from nut_ros.core.checkpoint import load_checkpoint
 from nut_ros.core.config import ModelConfig
 from nut_ros.core.gaussians import Gaussians
 from nut_ros.core.model import NutModel, build_model, static_gaussians
@@ -112,7 +113,11 @@ def default_checkpoint(model: str) -> Path:
 
 
 def load_torch_model(model: str, checkpoint: str | Path | None, random_init: bool = False) -> NutModel:
-    """A configured model: random initialisation, an explicit checkpoint, or the shipped default weights."""
+    """A configured model: random initialisation, an explicit checkpoint, or the shipped default weights.
+
+    A nut_ros checkpoint carries its configuration; any other file is imported as the authors' checkpoint of the
+    configuration ``model`` (e.g. the StreamSplat release with ``model="streamsplat"``, strictly).
+    """
     if random_init:
         return build_model(model)
     path = Path(checkpoint) if checkpoint else default_checkpoint(model)
@@ -120,9 +125,7 @@ def load_torch_model(model: str, checkpoint: str | Path | None, random_init: boo
         raise FileNotFoundError(
             f"no weights for model {model!r} at {path}: pass a checkpoint (.safetensors), ship trained weights "
             f"there, or ask for a randomly initialised model (random_init=True / --random-init) for testing")
-    from nut_ros.core.checkpoint import load_checkpoint
-
-    return load_checkpoint(path)
+    return load_checkpoint(path, reference_config=model)
 
 
 def make_backend(name: str = "torch", model: str = "tiny", checkpoint: str | Path | None = None,
