@@ -5,7 +5,7 @@ Each engine is named by configuration, graph, precision, GPU and TensorRT versio
 recording the ONNX sha256, the TensorRT version and the GPU. :func:`check_engine` refuses an engine whose sidecar
 does not match (re-exported ONNX, other TensorRT, other GPU) with a message that says what differs and how to
 rebuild. ``<config>.engines.json`` lists the engines of one build for
-:class:`nut_ros.pipeline.trt_backend.TensorRTBackend`.
+:class:`engine.trt_backend.TensorRTBackend`.
 
 The rasterizer node of ``<config>.render.onnx`` is served by the Python plugin (registered here unless
 ``--no-python-plugin``) or by a compiled plugin library (``--plugin-lib``). INT8/FP8 are not offered yet.

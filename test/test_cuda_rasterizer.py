@@ -1,7 +1,8 @@
 """The CUDA rasterizer (one kernel source, three launch paths) against the torch rasterizer and the reference outputs.
 
 Paths: the PyTorch extension (``nut_ros.render._cuda``), the pycuda-compiled kernels launched on a given stream with
-raw pointers (``engine.plugins.raster_launcher`` / ``engine.trt_backend.PycudaRenderer``) and the TensorRT Python plugin's ``enqueue``.
+raw pointers (``engine.plugins.raster_launcher`` / ``engine.trt_backend.PycudaRenderer``) and the TensorRT Python
+plugin's ``enqueue``.
 """
 import json
 from pathlib import Path
@@ -12,7 +13,8 @@ from safetensors.torch import load_file
 
 from nut_ros.core.gaussians import RasterInputs
 from nut_ros.render._torch_impl import rasterize_torch
-from nut_ros.tools.bench_gpu import grid_scene
+from nut_ros.render.projection import LOWPASS
+from bench.scenes import grid_scene
 
 pytestmark = pytest.mark.gpu
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -62,7 +64,7 @@ def test_extension_matches_reference_oracle(cuda_ext):
     for info in meta["scenes"]:
         key = info["key"]
         inputs = [tensors[f"{key}.in.{f}"][None].contiguous() for f in FIELDS]
-        color, depth, alpha, pairs = cuda_ext.rasterize_forward(*inputs, info["H"], info["W"], bg)
+        color, depth, alpha, pairs = cuda_ext.rasterize_forward(*inputs, info["H"], info["W"], bg, LOWPASS)
         assert pairs == info["num_rendered"], key
         errors = _max_err((color[0], depth[0], alpha[0]),
                           (tensors[f"{key}.out.color"], tensors[f"{key}.out.depth"], tensors[f"{key}.out.alpha"]))
@@ -77,7 +79,7 @@ def test_backward_with_constant_shapes(cuda_ext):
     grads = []
     for impl in ("cuda", "torch"):
         means, colors = inputs.means.clone().requires_grad_(True), inputs.colors.clone().requires_grad_(True)
-        out = rasterize(inputs._replace(means=means, colors=colors), 40, 64, impl=impl)
+        out = rasterize(inputs._replace(means=means, colors=colors), 40, 64, impl=impl, lowpass=LOWPASS)
         grads.append(torch.autograd.grad(out.color.square().sum() + out.depth.sum(), [means, colors]))
     for g, w in zip(*grads):
         assert (g - w).abs().max().item() <= 1e-3 * w.abs().max().item() + 1e-5
@@ -120,7 +122,8 @@ def test_backward_kernel_matches_torch_gradients(cuda_ext, opaque, lowpass):
 def test_everything_culled_gives_background(cuda_ext):
     inputs = _batched_scene(batch=1, n=100)
     inputs = inputs._replace(means=inputs.means * torch.tensor([1.0, -1.0, 1.0], device="cuda"))
-    color, depth, alpha, pairs = cuda_ext.rasterize_forward(*inputs, 72, 128, torch.tensor([0.1, 0.2, 0.3]))
+    color, depth, alpha, pairs = cuda_ext.rasterize_forward(*inputs, 72, 128, torch.tensor([0.1, 0.2, 0.3]),
+                                                            LOWPASS)
     assert pairs == 0 and alpha.abs().max() == 0 and depth.abs().max() == 0
     assert torch.allclose(color[0, :, 0, 0].cpu(), torch.tensor([0.1, 0.2, 0.3]))
 

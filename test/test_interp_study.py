@@ -1,4 +1,4 @@
-"""nut_ros.tools.interp_study on a sliding-pattern bag written here (shipped `tiny` weights)."""
+"""test/bench/interp_study.py on a sliding-pattern bag written here (shipped `tiny` weights)."""
 import json
 
 import numpy as np
@@ -8,7 +8,7 @@ import pytest
 from nut_ros.ros.bag_io import BagWriter
 from nut_ros.ros.images import numpy_to_image
 from nut_ros.core.motion_prior import sparse_to_dense_available
-from nut_ros.tools.interp_study import main, parse_flow, parse_variant
+from bench.interp_study import main, parse_flow, parse_variant
 
 H, W = 72, 128
 

@@ -40,7 +40,7 @@ def test_untrained_tiny_reproduces_its_input():
         # the anchor: colours equal the 2x2 block means (up to the 1e-3-scale random residual)
         block = torch.nn.functional.avg_pool2d(rgb, 2).flatten(2).transpose(1, 2)
         assert (g.rgb - block).abs().max() < 0.02
-        out = rasterize(g.at(1.0), h, w)
+        out = rasterize(g.at(1.0), h, w, lowpass=model.config.raster_lowpass)
     # An untrained reference-style model renders noise (~10 dB); anchored colours with nearly opaque splats give
     # a blurred copy of the input. 20 dB leaves margin for the random scales/offsets of the untrained heads.
     assert _psnr(out.color, rgb) > 20.0

@@ -9,6 +9,7 @@ from nut_ros.core.geometry import DepthNormalization, Intrinsics, rendered_depth
 from nut_ros.pipeline.depth import model_depth_input, normalize_inverse_depth, valid_depth
 from nut_ros.pipeline.optical import FAR_MARGIN, optical_cloud, rebase_inverse_depth, shared_normalization
 from nut_ros.render import rasterize
+from nut_ros.render.projection import LOWPASS
 
 H, W = 24, 32
 K = Intrinsics(40.0, 42.0, 15.0, 11.0, W, H)
@@ -25,7 +26,8 @@ def y_hat_of(depth_m, norm: DepthNormalization):
 
 
 def render_depth(g: Gaussians, t: float, norm: DepthNormalization) -> torch.Tensor:
-    return rendered_depth_to_depth(rasterize(g.at(t), H, W, impl="torch").depth_normalized()[0, 0], norm)
+    out = rasterize(g.at(t), H, W, impl="torch", lowpass=LOWPASS)
+    return rendered_depth_to_depth(out.depth_normalized()[0, 0], norm)
 
 
 def grid_gaussians(y_hat: torch.Tensor, t0: float = 1.0, scale: float = 0.6) -> Gaussians:
@@ -68,7 +70,7 @@ def test_rendered_depth_and_points_of_a_plane_at_two_metres():
     g = grid_gaussians(torch.full((H, W), 0.5))
     shared = shared_normalization([norm])
     g = rebase_inverse_depth(g, [norm], shared)
-    assert rasterize(g.at(1.0), H, W, impl="torch").alpha.min() > 0.9
+    assert rasterize(g.at(1.0), H, W, impl="torch", lowpass=LOWPASS).alpha.min() > 0.9
     depth = render_depth(g, 1.0, shared)
     torch.testing.assert_close(depth, torch.full_like(depth, 2.0), rtol=1e-4, atol=0)
 
@@ -106,7 +108,7 @@ def test_pair_with_different_normalisations_is_ordered_metrically():
     g = rebase_inverse_depth(Gaussians.cat(g0, g1), [norm0, norm1], shared)
     torch.testing.assert_close(shared.yhat_to_depth(g.xyz[0, :1, 1]), torch.tensor([2.1]), rtol=1e-5, atol=0)
     torch.testing.assert_close(shared.yhat_to_depth(g.xyz[0, -1:, 1]), torch.tensor([2.4]), rtol=1e-5, atol=0)
-    out = rasterize(g.at(0.5), H, W, impl="torch")
+    out = rasterize(g.at(0.5), H, W, impl="torch", lowpass=LOWPASS)
     assert out.color[0, 0].mean() > 0.95 and out.color[0, 2].mean() < 0.05  # red (frame 0, nearer) in front
     assert float(render_depth(g, 0.5, shared).mean()) == pytest.approx(2.1, rel=0.01)
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from nut_ros.render import rasterize, rasterizer
+from nut_ros.render.projection import LOWPASS
 from nut_ros.render._torch_impl import rasterize_torch
-from nut_ros.render.scenes import pixel_aligned_scene
+from bench.scenes import pixel_aligned_scene
 
 
 class _OnGpu(torch.Tensor):
@@ -37,10 +38,10 @@ def test_auto_falls_back_to_torch_with_one_warning(broken_loader):
     inputs = pixel_aligned_scene(8, 6, seed=3)
     gpu_like = inputs._replace(means=inputs.means.as_subclass(_OnGpu))
     with pytest.warns(RuntimeWarning, match=broken_loader):
-        first = rasterize(gpu_like, 24, 32)
+        first = rasterize(gpu_like, 24, 32, lowpass=LOWPASS)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a second warning would fail here
-        second = rasterize(gpu_like, 24, 32)
+        second = rasterize(gpu_like, 24, 32, lowpass=LOWPASS)
     want = rasterize_torch(*inputs, 24, 32, torch.full((3,), 0.5))
     for got in (first, second):
         for g, w in zip(got, want):
@@ -52,7 +53,7 @@ def test_cuda_impl_raises_with_the_cause(broken_loader):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "falling back" warning: impl="cuda" does not fall back
         with pytest.raises(RuntimeError, match=broken_loader):
-            rasterize(inputs, 16, 16, impl="cuda")
+            rasterize(inputs, 16, 16, impl="cuda", lowpass=LOWPASS)
 
 
 def test_cpu_tensors_never_touch_the_loader(monkeypatch):
@@ -63,5 +64,5 @@ def test_cpu_tensors_never_touch_the_loader(monkeypatch):
     _clear_caches()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        rasterize(pixel_aligned_scene(4, 4), 16, 16)
+        rasterize(pixel_aligned_scene(4, 4), 16, 16, lowpass=LOWPASS)
     _clear_caches()

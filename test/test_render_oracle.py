@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 
 from nut_ros.core.gaussians import Gaussians, RasterInputs
 from nut_ros.render import project_gaussians, rasterize
+from nut_ros.render.projection import LOWPASS
 
 TOL = 1e-3  # acceptance bound; observed max error is ~2e-5 (depth), ~5e-6 (colour, alpha)
 FIELDS = ("means", "scales", "rotations", "opacities", "colors")
@@ -27,7 +28,7 @@ def test_raster_oracle_scenes(oracle, scene):
     info = meta["scenes"][scene]
     key = info["key"]
     inputs = RasterInputs(*(tensors[f"{key}.in.{f}"][None] for f in FIELDS))
-    out = rasterize(inputs, info["H"], info["W"], impl="torch")
+    out = rasterize(inputs, info["H"], info["W"], impl="torch", lowpass=LOWPASS)
     for name in ("color", "depth", "alpha"):
         err = (getattr(out, name)[0] - tensors[f"{key}.out.{name}"]).abs().max().item()
         assert err <= TOL, (name, err)
@@ -43,7 +44,7 @@ def test_render_chain_end_to_end():
     pred = {k[len("in.pred_gs."):]: v for k, v in d.items() if k.startswith("in.pred_gs.")}
     gaussians = Gaussians.from_reference(pred, tuple(d["in.anchor_time"].tolist()))
     for i, t in enumerate(d["in.timestamps"][0]):
-        out = rasterize(gaussians.at(t), 72, 128, impl="torch")
+        out = rasterize(gaussians.at(t), 72, 128, impl="torch", lowpass=LOWPASS)
         for name in ("color", "depth", "alpha"):
             err = (getattr(out, name) - d[f"chain.out.{name}"][:, i]).abs().max().item()
             assert err <= TOL, (i, name, err)

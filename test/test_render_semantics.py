@@ -6,7 +6,8 @@ import torch
 
 from nut_ros.core.gaussians import RasterInputs
 from nut_ros.render import project_gaussians, rasterize
-from nut_ros.render.scenes import pixel_aligned_scene
+from nut_ros.render.projection import LOWPASS
+from bench.scenes import pixel_aligned_scene
 
 BG = (0.5, 0.5, 0.5)
 
@@ -18,15 +19,14 @@ def scene(means, scales, opacities, colors, rotations=None, dtype=torch.float32)
     return RasterInputs(t(means), t(scales), t(rot), t(opacities).reshape(1, n, 1), t(colors))
 
 
-@pytest.mark.parametrize("lowpass", [None, 0.1])  # None: the reference's 0.3 px²
+@pytest.mark.parametrize("lowpass", [LOWPASS, 0.1])  # the reference's 0.3 px², our configs' 0.1
 def test_single_gaussian_matches_analytic_footprint(lowpass):
     h, w = 40, 64
     sx, sz, o, d = 0.05, 0.08, 0.7, 2.0
     x, z = 0.1, -0.2
-    kw = {} if lowpass is None else {"lowpass": lowpass}
-    out = rasterize(scene([[x, d, z]], [[sx, 0.1, sz]], [o], [[1.0, 0.0, 0.25]]), h, w, **kw)
+    out = rasterize(scene([[x, d, z]], [[sx, 0.1, sz]], [o], [[1.0, 0.0, 0.25]]), h, w, lowpass=lowpass)
     u, v = (w / 2) * x + (w - 1) / 2, -(h / 2) * z + (h - 1) / 2
-    var_u, var_v = (w / 2 * sx) ** 2 + (lowpass or 0.3), (h / 2 * sz) ** 2 + (lowpass or 0.3)
+    var_u, var_v = (w / 2 * sx) ** 2 + lowpass, (h / 2 * sz) ** 2 + lowpass
     py, px = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
     alpha = o * torch.exp(-0.5 * ((px - u) ** 2 / var_u + (py - v) ** 2 / var_v))
     radius = math.ceil(3 * math.sqrt(max(var_u, var_v)))
@@ -44,7 +44,7 @@ def test_depth_order_not_index_order():
     red, blue = [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]
     near_first = scene([[0, 1.0, 0], [0, 3.0, 0]], [[0.3] * 3] * 2, [0.9, 0.9], [red, blue])
     far_first = scene([[0, 3.0, 0], [0, 1.0, 0]], [[0.3] * 3] * 2, [0.9, 0.9], [blue, red])
-    a, b = rasterize(near_first, 16, 16), rasterize(far_first, 16, 16)
+    a, b = rasterize(near_first, 16, 16, lowpass=LOWPASS), rasterize(far_first, 16, 16, lowpass=LOWPASS)
     assert torch.allclose(a.color, b.color) and torch.allclose(a.depth, b.depth)
     centre = a.color[0, :, 7, 7]
     assert centre[0] > 5 * centre[2]  # red (near) in front of blue
@@ -53,7 +53,8 @@ def test_depth_order_not_index_order():
 def test_equal_depth_ties_follow_index_order():
     red, blue = [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]
     for first, second in ((red, blue), (blue, red)):
-        out = rasterize(scene([[0, 2.0, 0], [0, 2.0, 0]], [[0.3] * 3] * 2, [0.9, 0.9], [first, second]), 16, 16)
+        out = rasterize(scene([[0, 2.0, 0], [0, 2.0, 0]], [[0.3] * 3] * 2, [0.9, 0.9], [first, second]), 16, 16,
+                        lowpass=LOWPASS)
         front = 0 if first is red else 2
         assert out.color[0, front, 7, 7] > 5 * out.color[0, 2 - front, 7, 7]
 
@@ -63,7 +64,7 @@ def test_early_stop_excludes_the_gaussian_that_crosses_the_threshold():
     colors = [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 1, 1]]
     depths = [1.0, 1.5, 2.0, 2.5, 3.0]
     inputs = scene([[0, d, 0] for d in depths], [[0.5] * 3] * 5, [0.95] * 5, colors, dtype=torch.float64)
-    out = rasterize(inputs, 1, 1)
+    out = rasterize(inputs, 1, 1, lowpass=LOWPASS)
     t, color, depth = 1.0, torch.zeros(3, dtype=torch.float64), 0.0
     for c, d in zip(colors, depths):
         if t * 0.05 < 1e-4:
@@ -80,7 +81,7 @@ def test_early_stop_excludes_the_gaussian_that_crosses_the_threshold():
 def test_culling_and_background():
     inputs = scene([[0, -0.5, 0], [0, 0.0, 0], [3.0, 1.0, 0], [0, 1.0, 0]], [[0.2] * 3] * 4,
                    [0.9, 0.9, 0.9, 0.001], [[1, 0, 0]] * 4)
-    out = rasterize(inputs, 24, 32, background=(0.1, 0.2, 0.3))
+    out = rasterize(inputs, 24, 32, background=(0.1, 0.2, 0.3), lowpass=LOWPASS)
     assert out.alpha.abs().max() == 0 and out.depth.abs().max() == 0
     assert torch.allclose(out.color[0], torch.tensor([0.1, 0.2, 0.3])[:, None, None].expand(3, 24, 32))
 
@@ -88,7 +89,7 @@ def test_culling_and_background():
 def test_normalised_colour_is_the_splats_colour_without_the_background():
     # a wide faded red splat with a narrow opaque blue one in front: partial cover everywhere but the centre
     out = rasterize(scene([[0.0, 1.0, 0.0], [0.0, 2.0, 0.0]], [[0.05, 0.1, 0.05], [2.0, 0.1, 2.0]], [0.99, 0.3],
-                          [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]), 16, 16, background=BG)
+                          [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]), 16, 16, background=BG, lowpass=LOWPASS)
     normalised = out.color_normalized(BG)
     alpha = out.alpha[0, 0]
     corner = normalised[0, :, 0, 0]
@@ -98,16 +99,17 @@ def test_normalised_colour_is_the_splats_colour_without_the_background():
     bg = torch.tensor(BG).reshape(1, 3, 1, 1)
     torch.testing.assert_close(normalised * out.alpha + (1 - out.alpha) * bg, out.color)  # compositing undone exactly
     assert normalised[0, 2, 7:9, 7:9].min() > out.color[0, 2, 7:9, 7:9].max()  # the blue centre loses its grey
-    empty = rasterize(scene([[0.0, -1.0, 0.0]], [[0.05, 0.1, 0.05]], [0.9], [[1.0, 0.0, 0.0]]), 8, 8, background=BG)
+    empty = rasterize(scene([[0.0, -1.0, 0.0]], [[0.05, 0.1, 0.05]], [0.9], [[1.0, 0.0, 0.0]]), 8, 8, background=BG,
+                      lowpass=LOWPASS)
     torch.testing.assert_close(empty.color_normalized(BG), empty.color)  # nothing visible: the background stays
 
 
 def test_batch_elements_are_independent():
     a, b = pixel_aligned_scene(16, 9, seed=1), pixel_aligned_scene(16, 9, seed=2)
     both = RasterInputs(*(torch.cat([x, y]) for x, y in zip(a, b)))
-    out = rasterize(both, 36, 64)
+    out = rasterize(both, 36, 64, lowpass=LOWPASS)
     for i, single in enumerate((a, b)):
-        ref = rasterize(single, 36, 64)
+        ref = rasterize(single, 36, 64, lowpass=LOWPASS)
         assert torch.equal(out.color[i:i + 1], ref.color) and torch.equal(out.depth[i:i + 1], ref.depth)
 
 
@@ -126,7 +128,7 @@ def test_gradcheck_float64(one_thread):
     args = [t.clone().requires_grad_(True) for t in inputs]
 
     def render(*a):
-        return tuple(rasterize(RasterInputs(*a), 10, 16, background=(0.2, 0.5, 0.7)))
+        return tuple(rasterize(RasterInputs(*a), 10, 16, background=(0.2, 0.5, 0.7), lowpass=LOWPASS))
 
     assert torch.autograd.gradcheck(render, args, eps=1e-6, atol=1e-5, rtol=1e-4)
 
@@ -135,7 +137,7 @@ def test_means_get_no_gradient_through_the_covariance():
     """The Jacobian is constant: colour and alpha do not depend on depth (the reference backward says otherwise)."""
     inputs = pixel_aligned_scene(8, 6, seed=4)
     means = inputs.means.clone().requires_grad_(True)
-    out = rasterize(inputs._replace(means=means), 24, 32)
+    out = rasterize(inputs._replace(means=means), 24, 32, lowpass=LOWPASS)
     (grad,) = torch.autograd.grad(out.color.sum() + out.alpha.sum(), means)
     assert grad[..., 1].abs().max() == 0 and grad[..., 0].abs().max() > 0
 
@@ -143,18 +145,18 @@ def test_means_get_no_gradient_through_the_covariance():
 def test_unknown_or_unavailable_impl():
     inputs = pixel_aligned_scene(4, 3)
     with pytest.raises(ValueError):
-        rasterize(inputs, 8, 8, impl="opengl")
+        rasterize(inputs, 8, 8, impl="opengl", lowpass=LOWPASS)
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError):
-            rasterize(inputs, 8, 8, impl="cuda")
+            rasterize(inputs, 8, 8, impl="cuda", lowpass=LOWPASS)
 
 
 @pytest.mark.gpu
 def test_cuda_matches_cpu():
     inputs = pixel_aligned_scene(128, 72, random_rotations=True, seed=5)
-    cpu = rasterize(inputs, 144, 256, impl="torch")
+    cpu = rasterize(inputs, 144, 256, impl="torch", lowpass=LOWPASS)
     for impl in ("torch", "cuda"):
-        gpu = rasterize(RasterInputs(*(t.cuda() for t in inputs)), 144, 256, impl=impl)
+        gpu = rasterize(RasterInputs(*(t.cuda() for t in inputs)), 144, 256, impl=impl, lowpass=LOWPASS)
         for name in ("color", "depth", "alpha"):
             err = (getattr(gpu, name).cpu() - getattr(cpu, name)).abs().max().item()
             assert err <= 1e-3, (impl, name, err)
@@ -197,7 +199,7 @@ def test_matches_sequential_loop_with_elongated_rotated_gaussians(seed):
     rotations = torch.randn(1, n, 4, generator=g).double()  # unnormalised, as the kernel uses them
     inputs = RasterInputs(means, scales, rotations, torch.rand(1, n, 1, generator=g).double(),
                           torch.rand(1, n, 3, generator=g).double())
-    out = rasterize(inputs, 40, 56)
+    out = rasterize(inputs, 40, 56, lowpass=LOWPASS)
     color, depth, acc = sequential_reference(inputs, 40, 56)
     assert torch.allclose(out.color[0], color, atol=1e-9)
     assert torch.allclose(out.depth[0, 0], depth, atol=1e-9)

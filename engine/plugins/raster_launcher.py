@@ -13,7 +13,6 @@ import ctypes
 from dataclasses import dataclass
 
 from nut_ros.render.kernel_config import CONFIG, CSRC, TILE
-from nut_ros.render.projection import LOWPASS
 
 KERNELS = ("ortho_preprocess", "ortho_scan_tiles", "ortho_scatter", "ortho_sort_tiles", "ortho_render")
 
@@ -114,7 +113,7 @@ class RasterKernels:
 
     def enqueue(self, means: int, scales: int, rotations: int, opacities: int, colors: int, out_color: int,
                 out_depth: int, out_alpha: int, workspace: int, ws: Workspace, batch: int, n: int, height: int,
-                width: int, background: tuple[float, float, float], stream: int, lowpass: float = LOWPASS) -> None:
+                width: int, background: tuple[float, float, float], stream: int, lowpass: float) -> None:
         """Queue the whole forward pass. Inputs ``[B,N,3|3|4|1|3]`` float32, outputs ``[B,3|1|1,H,W]`` float32;
         ``lowpass``: px² added to each screen covariance."""
         d, i32, f32 = self._driver, ctypes.c_int32, ctypes.c_float

@@ -1,7 +1,7 @@
 """``torch.compile`` of the network for inference, with the Gaussian upsamplers compiled stage by stage.
 
 Compiled whole, a Gaussian upsampler (pixel shuffle + windowed attention, twice) gives wrong results under bf16 with
-torch 2.11 (features off by up to 5.7; ``python -m nut_ros.tools.check_compile``), while each of its stages compiled
+torch 2.11 (features off by up to 5.7; ``test/bench/check_compile.py``), while each of its stages compiled
 on its own matches eager. So each upsampler stays an eager call inside the compiled ``encode``/``decode`` and its
 stages are separate graphs: on an H100 this is the fastest correct form (docs/BENCHMARKS.md).
 """

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from nut_ros.render.kernel_config import CSRC
-from nut_ros.render.projection import LOWPASS, project_gaussians
+from nut_ros.render.projection import project_gaussians
 
 SOURCES = ("torch_bindings.cpp", "ortho_raster.cu")
 
@@ -66,7 +66,7 @@ def extension():
 
 def rasterize_forward(means: Tensor, scales: Tensor, rotations: Tensor, opacities: Tensor, colors: Tensor,
                       height: int, width: int, background: Tensor,
-                      lowpass: float = LOWPASS) -> tuple[Tensor, Tensor, Tensor, int]:
+                      lowpass: float) -> tuple[Tensor, Tensor, Tensor, int]:
     """Forward pass only: ``(color [B,3,H,W], depth [B,1,H,W], alpha [B,1,H,W], tile-Gaussian pairs)``."""
     args = [t.detach().float().contiguous() for t in (means, scales, rotations, opacities, colors)]
     color, depth, alpha, pairs = extension().rasterize_forward(*args, int(height), int(width), _floats(background),
@@ -118,8 +118,7 @@ class _RasterizeCuda(torch.autograd.Function):
 
 
 def rasterize_cuda(means: Tensor, scales: Tensor, rotations: Tensor, opacities: Tensor, colors: Tensor,
-                   height: int, width: int, background: Tensor,
-                   lowpass: float = LOWPASS) -> tuple[Tensor, Tensor, Tensor]:
+                   height: int, width: int, background: Tensor, lowpass: float) -> tuple[Tensor, Tensor, Tensor]:
     """Render ``[B, N, ·]`` CUDA tensors like ``rasterize_torch``: colour ``[B,3,H,W]``, depth and alpha ``[B,1,H,W]``.
 
     ``background`` is a 3-vector, ``lowpass`` the px² added to the screen covariance. Differentiable (see the

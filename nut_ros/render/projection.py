@@ -15,7 +15,9 @@ import torch
 from torch import Tensor
 
 from nut_ros.render.kernel_config import TILE
-LOWPASS = 0.3  #: px² added to the screen covariance diagonal by the reference rasterizer (the default)
+#: px² added to the screen covariance diagonal by the reference rasterizer; a model's own value is
+#: ``ModelConfig.raster_lowpass`` (the public ``rasterize`` always takes it explicitly)
+LOWPASS = 0.3
 EIGEN_FLOOR = 0.1  #: floor of ``mid² - det`` in the eigenvalue used for the radius
 
 

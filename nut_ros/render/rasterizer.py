@@ -10,7 +10,6 @@ from torch import Tensor
 
 from nut_ros.core.gaussians import RasterInputs
 from nut_ros.render._torch_impl import rasterize_torch
-from nut_ros.render.projection import LOWPASS
 
 
 class RenderOutput(NamedTuple):
@@ -60,14 +59,15 @@ def _warn_fallback(why: str) -> None:
 
 
 def rasterize(inputs: RasterInputs, height: int, width: int,
-              background: Sequence[float] | Tensor = (0.5, 0.5, 0.5), impl: str = "auto",
-              lowpass: float = LOWPASS) -> RenderOutput:
+              background: Sequence[float] | Tensor = (0.5, 0.5, 0.5), impl: str = "auto", *,
+              lowpass: float) -> RenderOutput:
     """Render ``inputs`` (``[B, N, ·]`` tensors, reference world frame) with the fixed orthographic camera.
 
     ``impl``: ``"torch"`` (differentiable, any device), ``"cuda"`` (the compiled extension, CUDA tensors) or
     ``"auto"`` (the extension when the tensors are on a GPU and it imports and builds; otherwise torch, with one
-    ``RuntimeWarning`` when GPU tensors fall back). ``lowpass``: px² added to each screen covariance's diagonal
-    (the reference's 0.3 by default; a model's ``ModelConfig.raster_lowpass``).
+    ``RuntimeWarning`` when GPU tensors fall back). ``lowpass``: px² added to each screen covariance's diagonal,
+    always given: the model's ``ModelConfig.raster_lowpass`` (0.1 for ``tiny``/``small``) for a model's Gaussians,
+    :data:`~nut_ros.render.projection.LOWPASS` (the reference's 0.3) for the reference's scenes.
     """
     if impl not in ("auto", "torch", "cuda"):
         raise ValueError(f"unknown rasterizer impl {impl!r}")

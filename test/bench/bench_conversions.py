@@ -1,6 +1,6 @@
 """Benchmark the ROS conversion layer (median / p95 wall time per call, after warm-up).
 
-    python -m nut_ros.tools.bench_conversions [--repeats 50] [--flavor rclpy|rosbags]
+    python test/bench/bench_conversions.py [--repeats 50] [--flavor rclpy|rosbags]
 
 Targets (issue 2): 512x288 rgb8 Image to/from message well under 1 ms; 150k-point PointCloud2 under 5 ms;
 150k-Gaussian GaussianSet build + serialise under 20 ms.

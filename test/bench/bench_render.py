@@ -1,6 +1,6 @@
 """Benchmark the pure-torch rasterizer on pixel-aligned scenes (CPU by default).
 
-    python -m nut_ros.tools.bench_render --threads 2
+    python test/bench/bench_render.py --threads 2
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import torch
 
 from nut_ros.core.gaussians import RasterInputs
 from nut_ros.render import rasterize
-from nut_ros.render.scenes import pixel_aligned_scene
+from nut_ros.render.projection import LOWPASS
+from scenes import pixel_aligned_scene
 
 #: (label, Gaussian grid w x h per layer, image H x W, scale factor): two frames' worth of Gaussians, one per 2x2
 #: pixels; the last case has 3x larger footprints (like an untrained model's), where early termination matters
@@ -31,7 +32,7 @@ def time_render(inputs: RasterInputs, height: int, width: int, impl: str, runs: 
             if inputs.means.is_cuda:
                 torch.cuda.synchronize()
             start, start_cpu = time.perf_counter(), time.process_time()
-            rasterize(inputs, height, width, impl=impl)
+            rasterize(inputs, height, width, impl=impl, lowpass=LOWPASS)
             if inputs.means.is_cuda:
                 torch.cuda.synchronize()
             if i >= warmup:

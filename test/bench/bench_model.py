@@ -5,7 +5,7 @@ for one new key frame with caching: ``encode`` of the new frame (condition encod
 pair. Attention-core (SDPA) FLOPs are listed separately because the reference numbers (STREAMSPLAT_SPEC.md §8.3)
 leave them out (except DINOv2's). Usage::
 
-    OMP_WAIT_POLICY=PASSIVE python -m nut_ros.tools.bench_model [--configs streamsplat small tiny] [--time tiny]
+    OMP_WAIT_POLICY=PASSIVE python test/bench/bench_model.py [--configs streamsplat small tiny] [--time tiny]
 
 (``OMP_WAIT_POLICY=PASSIVE`` keeps OpenMP workers from spinning when the cores are shared.)
 """

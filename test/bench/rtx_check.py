@@ -5,7 +5,7 @@ this checks the ONNX parse and the engine build of the encoder / decoder / state
 machine can go without the full TensorRT. A graph with the ``nut_ros::OrthoRasterizer`` node is parsed in a child
 process, because TensorRT-RTX's parser aborts the process on custom-domain nodes.
 
-    python -m engine.rtx_check /root/onnx/tiny /root/onnx/small --out rtx_check.json
+    python test/bench/rtx_check.py build/onnx/tiny build/onnx/small --out rtx_check.json
 """
 from __future__ import annotations
 

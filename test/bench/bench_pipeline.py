@@ -1,6 +1,6 @@
 """Per-stage latency of the ROS-free streaming pipeline on the bundled clip (any machine, no ROS needed).
 
-    python -m nut_ros.tools.bench_pipeline --model small --device cuda --bf16 --compile [--motion-prior none]
+    python test/bench/bench_pipeline.py --model small --device cuda --bf16 --compile [--motion-prior none]
 
 Pushes the 60 frames of ``nut_ros/data/cups`` (960x540, 15 fps stamps) through :class:`StreamingPipeline` with the
 torch backend, after ``--warmup`` frames (compilation, cuDNN autotuning) that are not counted, and prints the p50 /

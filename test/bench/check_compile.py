@@ -1,6 +1,6 @@
 """Which submodule makes ``torch.compile`` disagree with eager? (GPU diagnostic for docs/BENCHMARKS.md)
 
-    python -m nut_ros.tools.check_compile [--config streamsplat] [--device cuda]
+    python test/bench/check_compile.py [--config streamsplat] [--device cuda]
 
 Compiles one submodule of a random-init model at a time (then ``encode``/``decode`` whole), in fp32 and under bf16
 autocast, and prints the largest difference from the eager model in the two frame caches and in the decoded

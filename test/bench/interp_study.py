@@ -1,9 +1,9 @@
 """Interpolation study: how a held-out frame between two key frames is best rendered, on the evaluation bags.
 
-Replays a clip like ``make eval`` (key frames every ``--stride`` frames through a :class:`StreamingPipeline` without
-a motion prior) and renders every held-out frame from the live pair in each variant ``FLOW/COMPOSITE[/WINDOW]``,
-scored in
-StreamSplat's 256² protocol next to the blend of the true key frames:
+Replays a clip like ``make eval`` (RGB only, key frames every ``--stride`` frames, each encoded once by the torch
+backend and decoded with the previous key frame, as the streaming pipeline does for an RGB-only stream) and renders
+every held-out frame from the pair's Gaussians in each variant ``FLOW/COMPOSITE[/WINDOW]``, scored in StreamSplat's
+256² protocol next to the blend of the true key frames:
 
 * ``FLOW``: ``head`` (the decoder's velocities alone), ``zero`` (no motion), or the pipeline's prior added to the
   decoder's velocities: ``dis-PRESET-WIDTH[-check]`` (DIS preset, flow at most WIDTH px wide, forward-backward
@@ -14,7 +14,7 @@ StreamSplat's 256² protocol next to the blend of the true key frames:
 * ``WINDOW`` (optional, default 0): the colour averaged over ``--samples`` renders in that time window
   (``stream.window_times``, the pipeline's ``interp_window``).
 
-``python -m nut_ros.tools.interp_study --bags /tmp/nut_eval/bags --model small --clips blocks juggle
+``python test/bench/interp_study.py --bags /tmp/nut_eval/bags --model small --clips blocks juggle
 --variants dis-medium-512-check/union s2d-512/union s2d-512/union/0.8``
 """
 from __future__ import annotations
@@ -30,8 +30,7 @@ from nut_ros.core.gaussians import Gaussians
 from nut_ros.core.motion_prior import FlowPrior, grey_u8, with_prior
 from nut_ros.pipeline.backends import Backend, make_backend
 from nut_ros.pipeline.evaluation import image_scores
-from nut_ros.pipeline.stream import StreamingPipeline, resize_rgb, window_times
-from nut_ros.pipeline.types import PipelineConfig
+from nut_ros.pipeline.stream import resize_rgb, window_times
 from nut_ros.ros.bag_io import read_camera_frames
 from nut_ros.ros.input_sync import Matched
 from nut_ros.ros.inputs import frame_from_messages
@@ -89,38 +88,39 @@ def _render_at(backend: Backend, g: Gaussians, t: float, composite: str) -> np.n
     return color.permute(1, 2, 0).double().numpy()
 
 
-def study_clip(bag: str, pipe: StreamingPipeline, variants: list[str], stride: int,
+def study_clip(bag: str, backend: Backend, variants: list[str], stride: int,
                samples: int = 5) -> dict[str, float]:
-    cfg = pipe.backend.model_config
+    cfg = backend.model_config
     size = cfg.image_size
+    no_depth = torch.zeros(1, cfg.depth_channels, *size)  # an RGB-only stream
     parsed = {v: parse_variant(v) for v in variants}
     flows = {spec: parse_flow(spec, size, cfg.gaussian_grid) for spec, _, _ in parsed.values()}
     scores: dict[str, list[float]] = {"blend": []}
-    pipe.reset()
-    held, prev = [], None
+    held, prev = [], None  # prev: (stamp, model-resolution image [3,h,w], backend handle) of the last key frame
     for i, cam in enumerate(read_camera_frames(bag, "/camera/image_raw", None, None)):
         frame = frame_from_messages(Matched(cam.stamp_ns, cam.image, None, None), 0.001).frame
-        x = resize_rgb(frame.rgb, *size)[0]
+        x = resize_rgb(frame.rgb, *size)
         if i % stride:
-            held.append((frame.stamp_ns, x.permute(1, 2, 0).double().numpy()))
+            held.append((frame.stamp_ns, x[0].permute(1, 2, 0).double().numpy()))
             continue
-        result = pipe.push(frame)
-        if result is not None and result.paired and prev is not None:
-            g, greys = pipe.live_map, (grey_u8(prev), grey_u8(x))
+        handle = backend.encode(x, no_depth)
+        if prev is not None:
+            t0_stamp, prev_x, prev_handle = prev
+            g, greys = backend.decode(prev_handle, handle), (grey_u8(prev_x), grey_u8(x[0]))
             moved = {}
             for spec, flow in flows.items():
                 if isinstance(flow, FlowPrior):
                     moved[spec] = with_prior(g, flow.pair(*greys)[None])
                 else:
                     moved[spec] = g if flow == "head" else dataclasses.replace(g, velocity=torch.zeros_like(g.velocity))
-            k0, k1 = (a.permute(1, 2, 0).double().numpy() for a in (prev, x))
+            k0, k1 = (a.permute(1, 2, 0).double().numpy() for a in (prev_x, x[0]))
             for stamp, true in held:
-                t = pipe.pair_time(stamp)
+                t = (stamp - t0_stamp) / (frame.stamp_ns - t0_stamp)
                 scores["blend"].append(image_scores((1 - t) * k0 + t * k1, true, with_ssim=False)["psnr_256"])
                 for v, (spec, composite, window) in parsed.items():
-                    img = render(pipe.backend, moved[spec], t, composite, window, samples)
+                    img = render(backend, moved[spec], t, composite, window, samples)
                     scores.setdefault(v, []).append(image_scores(img, true, with_ssim=False)["psnr_256"])
-        held, prev = [], x
+        held, prev = [], (frame.stamp_ns, x[0], handle)
     return {k: float(np.mean(v)) for k, v in scores.items() if v}
 
 
@@ -136,11 +136,10 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=5, help="renders averaged over a variant's WINDOW")
     args = ap.parse_args(argv)
     backend = make_backend("torch", args.model, args.checkpoint, args.device)
-    pipe = StreamingPipeline(backend, PipelineConfig(motion_prior="none"))
     results = {}
     for clip in args.clips:
         with torch.no_grad():
-            results[clip] = study_clip(f"{args.bags}/{clip}", pipe, args.variants, args.stride, args.samples)
+            results[clip] = study_clip(f"{args.bags}/{clip}", backend, args.variants, args.stride, args.samples)
         print(clip, " ".join(f"{k} {v:.2f}" for k, v in results[clip].items()), flush=True)
     print(json.dumps(results))
     return 0
