@@ -1,0 +1,102 @@
+"""Points -> objects: connected components of occupied voxels, and per-object statistics, all vectorised.
+
+Voxel keys pack three signed 21-bit cell indices into one int64 (:func:`voxel_keys`), so occupancy tests are
+sorted-array searches. Two occupied voxels are connected when they touch (26-neighbourhood); the components come
+from ``scipy.sparse.csgraph.connected_components`` over the edges found by searching the 13 "forward" neighbour
+offsets.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+KEY_BITS = 21  # per axis: cells in [-2^20, 2^20): ±1048 km at 1 mm voxels
+_HALF = 1 << (KEY_BITS - 1)
+_MASK = (1 << KEY_BITS) - 1
+# 13 of the 26 neighbour offsets (each undirected edge found once)
+_OFFSETS = np.array([(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)
+                     if (dx, dy, dz) > (0, 0, 0)], dtype=np.int64)
+
+
+def voxel_cells(points: np.ndarray, voxel: float) -> np.ndarray:
+    """Integer cells ``[N, 3]`` of ``points [N, 3]``, clipped to the packable range."""
+    return np.clip(np.floor(points / voxel), -_HALF, _HALF - 1).astype(np.int64)
+
+
+def pack_cells(cells: np.ndarray) -> np.ndarray:
+    """``[N, 3]`` cells -> ``[N]`` int64 keys (order-preserving per axis, x most significant)."""
+    c = cells + _HALF
+    return (c[:, 0] << (2 * KEY_BITS)) | (c[:, 1] << KEY_BITS) | c[:, 2]
+
+
+def voxel_keys(points: np.ndarray, voxel: float) -> np.ndarray:
+    return pack_cells(voxel_cells(points, voxel))
+
+
+def contains(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(found [N] bool, index [N])`` of ``keys`` in the ascending ``sorted_keys`` (index valid where found)."""
+    if sorted_keys.size == 0:
+        return np.zeros(keys.shape, bool), np.zeros(keys.shape, np.int64)
+    idx = np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.size - 1)
+    return sorted_keys[idx] == keys, idx
+
+
+def cluster_points(points: np.ndarray, voxel: float, min_points: int) -> tuple[np.ndarray, int]:
+    """Labels ``[N]`` (0..K-1, or -1 for points of components with fewer than ``min_points``) and K."""
+    if points.shape[0] == 0:
+        return np.zeros(0, np.int64), 0
+    cells = voxel_cells(points, voxel)
+    uniq, inverse = np.unique(pack_cells(cells), return_inverse=True)
+    inverse = inverse.reshape(-1)
+    ucells = np.stack([(uniq >> (2 * KEY_BITS)) & _MASK, (uniq >> KEY_BITS) & _MASK, uniq & _MASK], 1) - _HALF
+    neighbours = pack_cells((ucells[:, None, :] + _OFFSETS[None]).reshape(-1, 3))
+    found, idx = contains(uniq, neighbours)
+    src = np.repeat(np.arange(uniq.size), len(_OFFSETS))[found]
+    graph = coo_matrix((np.ones(src.size, np.int8), (src, idx[found])), shape=(uniq.size, uniq.size))
+    _, comp = connected_components(graph, directed=False)
+    point_comp = comp[inverse]
+    counts = np.bincount(point_comp)
+    big = counts >= min_points
+    relabel = np.full(counts.size, -1, np.int64)
+    relabel[big] = np.arange(int(big.sum()))
+    return relabel[point_comp], int(big.sum())
+
+
+@dataclass
+class Clusters:
+    """Per-object statistics, ``K`` rows each (optical frame of the frame they were measured in)."""
+
+    center: np.ndarray  # [K, 3] box centre (visible extent, pushed back along z, see cluster_stats)
+    velocity: np.ndarray  # [K, 3] weighted mean velocity of the members
+    size: np.ndarray  # [K, 3] box extents
+    weight: np.ndarray  # [K] summed opacity of the members
+    count: np.ndarray  # [K] members
+
+    def __len__(self) -> int:
+        return int(self.weight.shape[0])
+
+
+def cluster_stats(points: np.ndarray, velocities: np.ndarray, weights: np.ndarray, labels: np.ndarray, k: int,
+                  voxel: float) -> Clusters:
+    """Boxes of the labelled points. A camera sees an object's front only, so its depth extent is taken as at
+    least the smaller of its width and height, and the box reaches back from the visible front by that much."""
+    sel = labels >= 0
+    lab, pts, vel, w = labels[sel], points[sel], velocities[sel], weights[sel]
+    order = np.argsort(lab, kind="stable")
+    lab, pts, vel, w = lab[order], pts[order], vel[order], w[order]
+    starts = np.searchsorted(lab, np.arange(k))
+    count = np.bincount(lab, minlength=k)
+    wsum = np.bincount(lab, weights=w, minlength=k)
+    mean_vel = np.stack([np.bincount(lab, weights=w * vel[:, i], minlength=k) for i in range(3)], 1) / wsum[:, None]
+    if k:
+        lo, hi = np.minimum.reduceat(pts, starts, axis=0), np.maximum.reduceat(pts, starts, axis=0)
+    else:
+        lo = hi = np.zeros((0, 3))
+    size = hi - lo + voxel / 2
+    size[:, 2] = np.maximum(size[:, 2], np.minimum(size[:, 0], size[:, 1]))
+    center = (lo + hi) / 2
+    center[:, 2] = lo[:, 2] + size[:, 2] / 2
+    return Clusters(center, mean_vel, size, wsum, count)

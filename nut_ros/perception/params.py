@@ -1,0 +1,70 @@
+"""Settings of the perception stage (moving obstacles and the local map), validated at construction.
+
+Lengths are metres and speeds m/s when the pipeline's output is metric; in relative mode the same numbers apply to
+the pipeline's relative units (canonical depth in [0.1, 5], so indoor scenes land in a similar range).
+Defaults were measured on generated training scenes (``nut_ros.train.object_scenes`` seeds below
+``VALIDATION_SEED0``, ``test/bench/obstacle_tune.py``): see the comments for the measurement behind each.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+def _check(obj, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = (), unit: tuple[str, ...] = ()):
+    """Raise ValueError naming the first field outside its range."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if f.name in positive and not value > 0:
+            raise ValueError(f"{type(obj).__name__}.{f.name} must be > 0, got {value!r}")
+        if f.name in non_negative and not value >= 0:
+            raise ValueError(f"{type(obj).__name__}.{f.name} must be >= 0, got {value!r}")
+        if f.name in unit and not 0 <= value <= 1:
+            raise ValueError(f"{type(obj).__name__}.{f.name} must be in [0, 1], got {value!r}")
+
+
+@dataclass(frozen=True)
+class ObstacleParams:
+    """Moving/static separation, clustering and tracking."""
+
+    max_gaussians: int = 65536  # larger clouds are thinned by a fixed stride first (bounds the cost per frame)
+    min_opacity: float = 0.3  # fainter Gaussians (fading halves of the pair, edges) are ignored
+    max_range: float = 8.0  # Gaussians farther than this (optical z) are ignored
+    ego_samples: int = 4096  # Gaussians the camera-motion fit uses (random subset)
+    ego_iterations: int = 6  # reweighting rounds of the robust fit
+    # a Gaussian moves when its velocity after removing the camera's motion exceeds
+    # moving_speed + moving_speed_per_m · depth (velocity noise grows with depth)
+    moving_speed: float = 0.3
+    moving_speed_per_m: float = 0.08
+    voxel: float = 0.2  # clustering grid; moving voxels touching (26-neighbourhood) form one object
+    min_cluster_gaussians: int = 25  # smaller clusters are noise
+    # tracking: constant-velocity Kalman filter in the fixed frame
+    gate: float = 0.8  # largest distance between a track's prediction and a detection it may take
+    confirm_hits: int = 3  # a track is published after this many detections
+    max_misses: int = 4  # a track is dropped after this many frames without a detection
+    accel_std: float = 2.0  # process noise (m/s²)
+    position_std: float = 0.1  # measurement noise of a cluster's centre
+    velocity_std: float = 0.3  # measurement noise of a cluster's mean velocity
+
+    def __post_init__(self):
+        _check(self, positive=("max_gaussians", "max_range", "ego_samples", "ego_iterations", "voxel",
+                               "min_cluster_gaussians", "gate", "confirm_hits", "accel_std", "position_std",
+                               "velocity_std"),
+               non_negative=("moving_speed", "moving_speed_per_m", "max_misses"), unit=("min_opacity",))
+
+
+@dataclass(frozen=True)
+class MapParams:
+    """The persistent local map of static Gaussians."""
+
+    voxel: float = 0.05  # one Gaussian per occupied voxel
+    budget: int = 200_000  # most Gaussians kept; over it, the farthest from the camera are dropped
+    low_water: float = 0.9  # pruning keeps this fraction of the budget (so it does not prune every frame)
+    candidates: int = 8192  # static Gaussians offered to the map per frame (random subset)
+    min_opacity: float = 0.5
+    max_range: float = 6.0  # depth beyond which Gaussians are not added (depth noise grows with range)
+    merge_rate: float = 0.2  # weight of a new observation in an occupied voxel's running mean
+    snapshot_period_s: float = 1.0  # the map is due for publication at most this often
+
+    def __post_init__(self):
+        _check(self, positive=("voxel", "budget", "candidates", "max_range"), non_negative=("snapshot_period_s",),
+               unit=("low_water", "min_opacity", "merge_rate"))

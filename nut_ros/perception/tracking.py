@@ -1,0 +1,107 @@
+"""Multi-object tracking: constant-velocity Kalman filters (batched) with gated optimal assignment.
+
+Tracks live in a fixed frame (odometry, or the key frame when there is none). Each detection measures a track's
+position and velocity. Association minimises the summed distance between predicted and detected centres
+(``scipy.optimize.linear_sum_assignment``) among pairs closer than the gate. A track is confirmed after
+``confirm_hits`` detections and dropped after ``max_misses`` frames without one; a tentative track is dropped at its
+first miss. Ids are random 128-bit UUIDs (version 4), fixed for a track's life.
+"""
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from nut_ros.perception.params import ObstacleParams
+
+UNMATCHED = 1e9  # cost of a pair outside the gate
+
+
+@dataclass
+class Detection:
+    """Objects measured in one frame, in the fixed frame."""
+
+    center: np.ndarray  # [K, 3]
+    velocity: np.ndarray  # [K, 3]
+    size: np.ndarray  # [K, 3]
+    weight: np.ndarray  # [K] summed opacity
+
+
+@dataclass
+class TrackState:
+    """The tracks after an update (fixed frame), one row each."""
+
+    ids: list[uuid.UUID]
+    mean: np.ndarray  # [T, 6] position, velocity
+    cov: np.ndarray  # [T, 6, 6]
+    size: np.ndarray  # [T, 3]
+    hits: np.ndarray  # [T]
+    misses: np.ndarray  # [T] frames since the last detection (0 = detected this frame)
+    confirmed: np.ndarray  # [T] bool
+
+
+class MultiObjectTracker:
+    """Call :meth:`update` once per frame with that frame's detections and the time since the last call."""
+
+    def __init__(self, params: ObstacleParams, seed: int | None = None):
+        self.p = params
+        self._rng = random.Random(seed)
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = TrackState([], np.zeros((0, 6)), np.zeros((0, 6, 6)), np.zeros((0, 3)), np.zeros(0, np.int64),
+                                np.zeros(0, np.int64), np.zeros(0, bool))
+
+    def _new_id(self) -> uuid.UUID:
+        return uuid.UUID(int=self._rng.getrandbits(128), version=4)
+
+    def predict(self, dt: float) -> None:
+        """Advance every track by ``dt`` seconds (constant velocity, white-acceleration process noise)."""
+        s = self.state
+        f = np.eye(6)
+        f[:3, 3:] = dt * np.eye(3)
+        q = self.p.accel_std ** 2 * np.block([[dt ** 4 / 4 * np.eye(3), dt ** 3 / 2 * np.eye(3)],
+                                              [dt ** 3 / 2 * np.eye(3), dt ** 2 * np.eye(3)]])
+        s.mean = s.mean @ f.T
+        s.cov = f @ s.cov @ f.T + q
+
+    def update(self, det: Detection, dt: float) -> TrackState:
+        """Predict by ``dt``, associate, correct, create and retire tracks; returns the new state."""
+        self.predict(dt)
+        s, p = self.state, self.p
+        n_t, n_d = s.mean.shape[0], det.center.shape[0]
+        cost = np.linalg.norm(s.mean[:, None, :3] - det.center[None], axis=-1) if n_t and n_d else np.zeros((n_t, n_d))
+        cost = np.where(cost <= p.gate, cost, UNMATCHED)
+        rows, cols = linear_sum_assignment(cost) if n_t and n_d else (np.zeros(0, int), np.zeros(0, int))
+        ok = cost[rows, cols] < UNMATCHED
+        rows, cols = rows[ok], cols[ok]
+
+        # Kalman correction of the matched tracks with z = (position, velocity), H = I
+        r = np.diag([p.position_std ** 2] * 3 + [p.velocity_std ** 2] * 3)
+        z = np.concatenate([det.center[cols], det.velocity[cols]], 1)
+        cov = s.cov[rows]
+        gain = cov @ np.linalg.inv(cov + r)
+        s.mean[rows] = s.mean[rows] + np.einsum("nij,nj->ni", gain, z - s.mean[rows])
+        s.cov[rows] = cov - gain @ cov
+        s.size[rows] = 0.7 * s.size[rows] + 0.3 * det.size[cols]
+        matched = np.zeros(n_t, bool)
+        matched[rows] = True
+        s.hits[rows] += 1
+        s.misses = np.where(matched, 0, s.misses + 1)
+        s.confirmed |= s.hits >= p.confirm_hits
+
+        keep = np.where(s.confirmed, s.misses <= p.max_misses, s.misses == 0)
+        fresh = np.setdiff1d(np.arange(n_d), cols)
+        init_cov = np.diag([p.position_std ** 2] * 3 + [p.velocity_std ** 2] * 3)
+        self.state = TrackState(
+            [i for i, k in zip(s.ids, keep) if k] + [self._new_id() for _ in fresh],
+            np.concatenate([s.mean[keep], np.concatenate([det.center[fresh], det.velocity[fresh]], 1)]),
+            np.concatenate([s.cov[keep], np.repeat(init_cov[None], fresh.size, 0)]),
+            np.concatenate([s.size[keep], det.size[fresh]]),
+            np.concatenate([s.hits[keep], np.ones(fresh.size, np.int64)]),
+            np.concatenate([s.misses[keep], np.zeros(fresh.size, np.int64)]),
+            np.concatenate([s.confirmed[keep], np.full(fresh.size, p.confirm_hits <= 1)]))
+        return self.state

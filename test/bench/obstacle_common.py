@@ -1,0 +1,88 @@
+"""Shared by the obstacle benchmarks: generated object scenes through the real pipeline, cached, and ground truth
+per Gaussian.
+
+``pipeline_results(seed, ...)`` renders a scene of :mod:`nut_ros.train.object_scenes`, pushes its frames through
+:class:`~nut_ros.pipeline.stream.StreamingPipeline` (torch backend, shipped weights, no renders: Gaussians only)
+with metric depth (``depth=True``) or RGB only, and caches the frames' ground truth and the results' Gaussian clouds
+under /tmp/nut_ros_obstacle_cache (keyed by model, velocity source, seed and input), so tuning and evaluation can
+replay them cheaply.
+"""
+from __future__ import annotations
+
+import pickle
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from nut_ros.perception.ego_motion import field_from_poses
+from nut_ros.pipeline.backends import make_backend
+from nut_ros.pipeline.stream import StreamingPipeline
+from nut_ros.pipeline.types import Frame, PipelineConfig
+from nut_ros.train.object_scenes import BACKGROUND_ID, ObjectSceneConfig, ObjectSceneGenerator
+
+CACHE = Path("/tmp/nut_ros_obstacle_cache")
+AMBIGUOUS = -2  # a Gaussian off every true surface (edges, mixed depths)
+
+
+class SceneRunner:
+    """One pipeline (model on a device) reused for many scenes."""
+
+    def __init__(self, model: str = "tiny", device: str = "cpu", cache: Path = CACHE,
+                 config: ObjectSceneConfig = ObjectSceneConfig()):
+        self.model, self.device, self.cache = model, device, Path(cache)
+        self.gen = ObjectSceneGenerator(config)
+        self._pipe = None
+
+    def pipe(self) -> StreamingPipeline:
+        if self._pipe is None:
+            self._pipe = StreamingPipeline(make_backend("torch", self.model, device=self.device),
+                                           PipelineConfig(render_times=()))
+        return self._pipe
+
+    def results(self, seed: int, depth: bool = True, moving: bool = True, camera_motion: bool | None = None):
+        """``[(frame without images, StepResult)]`` of one scene (cached on disk)."""
+        pipe = self.pipe()
+        velocity = f"{pipe.motion_prior}-{pipe.flow_settings}".replace(" ", "").replace(",", "-")
+        tag = f"{self.model}_{velocity}_{seed}_{'d' if depth else 'rgb'}_{int(moving)}_{camera_motion}.pkl"
+        path = self.cache / tag
+        if path.is_file():
+            return pickle.loads(path.read_bytes())
+        frames = self.gen.scene(seed, moving=moving, camera_motion=camera_motion)
+        pipe.reset()
+        out = []
+        for f in frames:
+            res = pipe.push(Frame(f.rgb, f.stamp_ns, depth_m=f.depth_m if depth else None, intrinsics=f.intrinsics))
+            if res is not None:
+                out.append((replace(f, rgb=None), replace(res, views=[])))
+        self.cache.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps(out))
+        return out
+
+
+def gaussian_truth(frame, prev_frame, positions: np.ndarray, dt: float):
+    """Per Gaussian (current camera frame): object id (``BACKGROUND_ID``, an object id, or ``AMBIGUOUS`` when off
+    the true surface by more than 5 % of depth or outside the image) and the true velocity over the ground in
+    camera axes (zero for the room); plus the true static field of the camera's motion."""
+    k = frame.intrinsics
+    z = positions[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.rint(k.fx * positions[:, 0] / z + k.cx)
+        v = np.rint(k.fy * positions[:, 1] / z + k.cy)
+    inside = (z > 0) & (u >= 0) & (u < k.width) & (v >= 0) & (v < k.height)
+    ui, vi = np.where(inside, u, 0).astype(int), np.where(inside, v, 0).astype(int)
+    ids = frame.ids[vi, ui].astype(np.int64)
+    on_surface = inside & (np.abs(frame.depth_m[vi, ui] - z) < 0.05 * np.maximum(z, 1e-6))
+    ids = np.where(on_surface, ids, AMBIGUOUS)
+    rot = frame.camera_pose[:3, :3]
+    vel = np.zeros_like(positions)
+    for obj in frame.objects:
+        vel[ids == obj.oid] = rot.T @ obj.velocity
+    return ids, vel, field_from_poses(prev_frame.camera_pose, frame.camera_pose, dt)
+
+
+def moving_ids(frame) -> set[int]:
+    return {o.oid for o in frame.objects if o.moving}
+
+
+__all__ = ["AMBIGUOUS", "BACKGROUND_ID", "CACHE", "SceneRunner", "gaussian_truth", "moving_ids"]

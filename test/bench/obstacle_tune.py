@@ -1,0 +1,99 @@
+"""Measure what the obstacle thresholds must separate, on generated TRAINING scenes (seeds below
+``VALIDATION_SEED0``), with the real pipeline and metric depth input.
+
+Per Gaussian (opacity >= ObstacleParams.min_opacity, on a true surface): the speed left after removing the TRUE
+camera motion (odometry), for the room and static boxes (noise to reject) and for moving objects (signal), by depth
+bin; the error of the robustly fitted camera motion (no odometry) against the true one; and the size (Gaussians) of
+the moving objects' clusters. The defaults in nut_ros/perception/params.py come from this output.
+
+    .venv/bin/python test/bench/obstacle_tune.py --seeds 0-7 --static-seeds 100-103
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from obstacle_common import AMBIGUOUS, BACKGROUND_ID, SceneRunner, gaussian_truth  # noqa: E402
+
+from nut_ros.perception.ego_motion import fit_static_field  # noqa: E402
+from nut_ros.perception.params import ObstacleParams  # noqa: E402
+from nut_ros.train.object_scenes import VALIDATION_SEED0  # noqa: E402
+
+DEPTH_BINS = (0, 2, 3, 4, 5, 6, 8)
+
+
+def seed_range(text: str) -> list[int]:
+    lo, _, hi = text.partition("-")
+    return list(range(int(lo), int(hi or lo) + 1))
+
+
+def collect(runner: SceneRunner, seeds: list[int], moving: bool, p: ObstacleParams):
+    static_speed, static_z, mov_speed, mov_err, mov_z, fit_err, fit_inl = [], [], [], [], [], [], []
+    for seed in seeds:
+        out = runner.results(seed, moving=moving, camera_motion=None if moving else True)
+        for (prev, _), (frame, res) in zip(out[:-1], out[1:]):
+            g = res.gaussians
+            ok = g.opacities >= p.min_opacity
+            pos, vel = g.positions[ok], g.velocities[ok]
+            ids, true_vel, field = gaussian_truth(frame, prev, pos, res.pair_interval_s)
+            residual = vel - field(pos)
+            moving_oids = [o.oid for o in frame.objects if o.moving]
+            is_mov = np.isin(ids, moving_oids)
+            is_static = (ids != AMBIGUOUS) & ~is_mov
+            static_speed.append(np.linalg.norm(residual[is_static], axis=1))
+            static_z.append(pos[is_static, 2])
+            mov_speed.append(np.linalg.norm(residual[is_mov], axis=1))
+            mov_err.append(np.linalg.norm(residual[is_mov] - true_vel[is_mov], axis=1))
+            mov_z.append(pos[is_mov, 2])
+            threshold = p.moving_speed + p.moving_speed_per_m * pos[:, 2]
+            fit = fit_static_field(pos, vel, g.opacities[ok], threshold, p.ego_iterations)
+            if fit is not None:
+                sel = ids == BACKGROUND_ID
+                fit_err.append(np.median(np.linalg.norm(fit(pos[sel]) - field(pos[sel]), axis=1)))
+                fit_inl.append(fit.inliers)
+    cat = np.concatenate
+    return cat(static_speed), cat(static_z), cat(mov_speed), cat(mov_err), cat(mov_z), np.array(fit_err), np.array(fit_inl)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", default="0-7", help="training scenes with moving objects (range a-b)")
+    ap.add_argument("--static-seeds", default="100-103", help="training scenes without moving objects")
+    ap.add_argument("--model", default="tiny")
+    args = ap.parse_args()
+    seeds, static_seeds = seed_range(args.seeds), seed_range(args.static_seeds)
+    if max(seeds + static_seeds) >= VALIDATION_SEED0:
+        sys.exit(f"tuning seeds must be below {VALIDATION_SEED0} (validation set)")
+    p = ObstacleParams()
+    runner = SceneRunner(args.model)
+    print(f"# obstacle_tune {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, model {args.model}, "
+          f"depth input, seeds {args.seeds} + static {args.static_seeds}")
+    s_speed, s_z, m_speed, m_err, m_z, fit_err, fit_inl = collect(runner, seeds, True, p)
+    s2 = collect(runner, static_seeds, False, p)
+    s_speed, s_z = np.concatenate([s_speed, s2[0]]), np.concatenate([s_z, s2[1]])
+    fit_err, fit_inl = np.concatenate([fit_err, s2[5]]), np.concatenate([fit_inl, s2[6]])
+    print(f"static Gaussians: {s_speed.size}, moving: {m_speed.size}")
+    print("depth bin | static residual speed p50 / p99 / p99.9 | moving speed p10 / p50 | moving velocity error p50 "
+          "| threshold | static above | moving above")
+    for lo, hi in zip(DEPTH_BINS[:-1], DEPTH_BINS[1:]):
+        s = s_speed[(s_z >= lo) & (s_z < hi)]
+        m = m_speed[(m_z >= lo) & (m_z < hi)]
+        e = m_err[(m_z >= lo) & (m_z < hi)]
+        thr = p.moving_speed + p.moving_speed_per_m * (lo + hi) / 2
+        if s.size and m.size:
+            print(f"{lo}-{hi} m | {np.percentile(s, 50):.3f} / {np.percentile(s, 99):.3f} / "
+                  f"{np.percentile(s, 99.9):.3f} | {np.percentile(m, 10):.3f} / {np.percentile(m, 50):.3f} | "
+                  f"{np.percentile(e, 50):.3f} | {thr:.2f} | {np.mean(s > thr):.4f} | {np.mean(m > thr):.3f}")
+    print(f"fitted camera motion (no odometry) vs true, median per-Gaussian field error over frames: "
+          f"p50 {np.percentile(fit_err, 50):.3f} m/s, p90 {np.percentile(fit_err, 90):.3f}, "
+          f"max {fit_err.max():.3f}; inlier weight p10 {np.percentile(fit_inl, 10):.2f}")
+
+
+if __name__ == "__main__":
+    main()

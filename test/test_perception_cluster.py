@@ -1,0 +1,44 @@
+"""Voxel keys and connected-component clustering."""
+import numpy as np
+
+from nut_ros.perception.clustering import cluster_points, cluster_stats, contains, voxel_keys
+
+
+def test_keys_are_unique_per_cell_and_searchable():
+    pts = np.array([[0.01, 0.01, 0.01], [0.09, 0.02, 0.03], [-0.01, 0.0, 0.0], [0.0, -0.01, 5.0]])
+    keys = voxel_keys(pts, 0.1)
+    assert keys[0] == keys[1] and len(set(keys.tolist())) == 3
+    found, idx = contains(np.sort(keys[1:]), keys)
+    assert found.all()
+    assert not contains(np.sort(keys[1:]), voxel_keys(np.array([[9.0, 9.0, 9.0]]), 0.1))[0][0]
+    assert not contains(np.zeros(0, np.int64), keys)[0].any()
+
+
+def test_two_blobs_and_sparse_noise():
+    rng = np.random.default_rng(0)
+    a = rng.uniform([0, 0, 2], [0.5, 0.4, 2.3], (200, 3))
+    b = rng.uniform([2, 0, 4], [2.6, 0.5, 4.2], (150, 3))
+    noise = rng.uniform([-5, -5, 1], [5, 5, 9], (10, 3))
+    pts = np.concatenate([a, b, noise])
+    labels, k = cluster_points(pts, 0.2, 20)
+    assert k == 2
+    assert len(set(labels[:200])) == 1 and len(set(labels[200:350])) == 1 and labels[0] != labels[200]
+    assert np.all(labels[350:] == -1)
+    vel = np.zeros_like(pts)
+    vel[:200] = [1.0, 0, 0]
+    c = cluster_stats(pts, vel, np.ones(len(pts)), labels, k, 0.2)
+    ia = labels[0]
+    np.testing.assert_allclose(c.velocity[ia], [1.0, 0, 0])
+    assert c.count[ia] == 200
+    # extents are padded by half a voxel; the visible part is 0.3 deep, so the box reaches back from the front by
+    # min(width, height) = the height (0.4 + 0.1)
+    assert abs(c.size[ia, 1] - 0.5) < 0.02 and c.size[ia, 2] == c.size[ia, 1]
+    assert abs(c.center[ia, 2] - (2.0 + c.size[ia, 2] / 2)) < 0.02
+    assert abs(c.center[ia, 0] - 0.25) < 0.05
+
+
+def test_empty_input():
+    labels, k = cluster_points(np.zeros((0, 3)), 0.2, 5)
+    assert k == 0 and labels.size == 0
+    c = cluster_stats(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), labels, 0, 0.2)
+    assert len(c) == 0
