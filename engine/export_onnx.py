@@ -2,16 +2,22 @@
 
 Three graphs per configuration and batch size (opset 17, the TorchScript exporter):
 
-* ``<config>.encoder.onnx``  ``rgb [B,3,H,W], disp [B,Cd,H,W]`` -> the :class:`FrameCache` fields;
-* ``<config>.decoder.onnx``  ``prev_*`` and ``cur_*`` FrameCache fields -> the 2N :class:`Gaussians` fields;
+* ``<config>.encoder.onnx``  ``input_rgb [B,3,H,W], input_disp [B,Cd,H,W]`` -> the tensors ``NutModel.encode``
+  returns (the fields of its :class:`FrameCache`, named as the fields);
+* ``<config>.decoder.onnx``  ``prev_*`` and ``cur_*`` (the encoder's outputs) -> the tensors ``NutModel.decode``
+  returns (the 2N :class:`Gaussians` fields);
 * ``<config>.render.onnx``   Gaussians fields (``g_xyz``, ...) + pair time ``t [1]`` -> ``Gaussians.at(t)``, then the
   custom node ``nut_ros::OrthoRasterizer`` (-> ``rgb, depth, alpha``), which TensorRT maps onto the plugin of
   :mod:`engine.plugins.ortho_raster_plugin`; with ``--no-rasterizer`` it is ``<config>.state.onnx`` and stops at the
   rasterizer's inputs (``means, scales, rotations, opacities, colors``): TensorRT-RTX's ONNX parser aborts on
   custom-domain nodes, and onnxruntime has no kernel for it.
 
-A ``<config>.manifest.json`` lists the files, their tensors and sha256, and the model configuration; the ONNX
-Runtime backend and the engine builder read it. ``--verify`` runs every graph without custom nodes in onnxruntime
+The graphs' tensors are named from what ``encode`` and ``decode`` return (a NamedTuple, a dataclass or a dict of
+tensors; ``None`` fields are left out), so the export follows the model's outputs without a list of its own. An
+input the graph does not use (e.g. a cache field only another configuration's decoder reads) is dropped by the
+exporter; the manifest lists what each graph really takes. A
+``<config>.manifest.json`` lists the files, their tensors (in order) and sha256, and the model configuration; the
+ONNX Runtime and TensorRT backends and the engine builder read it and address tensors by name. ``--verify`` runs every graph without custom nodes in onnxruntime
 and prints the max abs error of each output against PyTorch.
 
     python -m engine.export_onnx --config tiny --random-init --out build/onnx --verify
@@ -19,11 +25,13 @@ and prints the max abs error of each output against PyTorch.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import warnings
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -33,33 +41,63 @@ from torch import Tensor, nn
 from engine.plugins.ortho_raster_plugin import (ONNX_DOMAIN, OUTPUTS, PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION,
                                                 RasterAttributes)
 from nut_ros.core.gaussians import Gaussians, RasterInputs
-from nut_ros.core.model import FrameCache, NutModel
+from nut_ros.core.model import NutModel
 from nut_ros.render._torch_impl import rasterize_torch
 
 OPSET = 17
-CACHE_FIELDS = FrameCache._fields
 GAUSSIAN_FIELDS = tuple(f.name for f in fields(Gaussians))
 RASTER_FIELDS = RasterInputs._fields
+ENCODER_INPUTS = ("input_rgb", "input_disp")  #: prefixed: the cache has an ``rgb`` output (ONNX names are unique)
+
+
+def named_tensors(value: Any) -> dict[str, Tensor]:
+    """The tensors of a NamedTuple, dataclass or dict by field name, in field order (``None`` fields left out)."""
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        items = zip(value._fields, value)
+    elif dataclasses.is_dataclass(value):
+        items = ((f.name, getattr(value, f.name)) for f in fields(value))
+    elif isinstance(value, dict):
+        items = value.items()
+    else:
+        raise TypeError(f"cannot name the tensors of a {type(value).__name__}: return a NamedTuple, a dataclass or "
+                        f"a dict of tensors")
+    return {name: t for name, t in items if t is not None}
+
+
+def rebuild(template: Any, tensors: dict[str, Tensor]) -> Any:
+    """An object like ``template`` (NamedTuple, dataclass or dict) holding ``tensors`` (missing fields: ``None``)."""
+    if isinstance(template, tuple) and hasattr(template, "_fields"):
+        return type(template)(**{name: tensors.get(name) for name in template._fields})
+    if dataclasses.is_dataclass(template):
+        return dataclasses.replace(template, **{f.name: tensors.get(f.name) for f in fields(template)})
+    return dict(tensors)
 
 
 class EncoderGraph(nn.Module):
+    """``rgb, disp`` -> the tensors of ``model.encode``."""
+
     def __init__(self, model: NutModel):
         super().__init__()
         self.model = model
 
     def forward(self, rgb: Tensor, disp: Tensor) -> tuple[Tensor, ...]:
-        return tuple(self.model.encode(rgb, disp))
+        return tuple(named_tensors(self.model.encode(rgb, disp)).values())
 
 
 class DecoderGraph(nn.Module):
-    def __init__(self, model: NutModel):
+    """The two frames' encoder tensors (``template``: an ``encode`` output giving their structure and names) ->
+    the tensors of ``model.decode``."""
+
+    def __init__(self, model: NutModel, template: Any):
         super().__init__()
         self.model = model
+        self.template = template
+        self.names = list(named_tensors(template))
 
     def forward(self, *caches: Tensor) -> tuple[Tensor, ...]:
-        k = len(CACHE_FIELDS)
-        g = self.model.decode(FrameCache(*caches[:k]), FrameCache(*caches[k:]))
-        return tuple(getattr(g, name) for name in GAUSSIAN_FIELDS)
+        k = len(self.names)
+        prev, cur = (rebuild(self.template, dict(zip(self.names, part))) for part in (caches[:k], caches[k:]))
+        return tuple(named_tensors(self.model.decode(prev, cur)).values())
 
 
 class OrthoRasterizerOp(torch.autograd.Function):
@@ -105,25 +143,32 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def example_inputs(model: NutModel, batch: int, seed: int = 0) -> dict[str, tuple[Tensor, ...]]:
-    """Deterministic inputs of the three graphs (two encoded random frames, their decoded pair, t = 0.5)."""
+@dataclasses.dataclass
+class Examples:
+    """Deterministic inputs of the three graphs (two encoded random frames, their decoded pair, t = 0.5) and the
+    tensor names of each graph."""
+
+    inputs: dict[str, tuple[Tensor, ...]]
+    names: dict[str, tuple[list[str], list[str]]]
+    cache: Any  # an ``encode`` output: the structure the decoder graph rebuilds
+
+
+def examples(model: NutModel, batch: int, rasterizer: bool, seed: int = 0) -> Examples:
     gen = torch.Generator().manual_seed(seed)
     h, w = model.config.image_size
     frames = [(torch.rand(batch, 3, h, w, generator=gen), torch.rand(batch, model.config.depth_channels, h, w,
                                                                       generator=gen)) for _ in range(2)]
     with torch.no_grad():
         prev, cur = (model.encode(*f) for f in frames)
-        gaussians = model.decode(prev, cur)
-    return {"encoder": frames[1], "decoder": (*prev, *cur),
-            "state": (*(getattr(gaussians, n) for n in GAUSSIAN_FIELDS), torch.tensor([0.5]))}
-
-
-def graph_names(part: str, rasterizer: bool) -> tuple[list[str], list[str]]:
-    if part == "encoder":
-        return ["rgb", "disp"], list(CACHE_FIELDS)
-    if part == "decoder":
-        return [f"prev_{n}" for n in CACHE_FIELDS] + [f"cur_{n}" for n in CACHE_FIELDS], list(GAUSSIAN_FIELDS)
-    return [f"g_{n}" for n in GAUSSIAN_FIELDS] + ["t"], list(OUTPUTS if rasterizer else RASTER_FIELDS)
+        decoded = model.decode(prev, cur)
+    prev_t, cur_t, out_t = named_tensors(prev), named_tensors(cur), named_tensors(decoded)
+    gaussians = {n: out_t[n] for n in GAUSSIAN_FIELDS}  # the state graph's input: the pair's Gaussians
+    inputs = {"encoder": frames[1], "decoder": (*prev_t.values(), *cur_t.values()),
+              "state": (*gaussians.values(), torch.tensor([0.5]))}
+    names = {"encoder": (list(ENCODER_INPUTS), list(cur_t)),
+             "decoder": ([f"prev_{n}" for n in prev_t] + [f"cur_{n}" for n in cur_t], list(out_t)),
+             "state": ([f"g_{n}" for n in gaussians] + ["t"], list(OUTPUTS if rasterizer else RASTER_FIELDS))}
+    return Examples(inputs, names, cur)
 
 
 def export(model: NutModel, out_dir: str | Path, batch: int = 1, rasterizer: bool = True,
@@ -137,8 +182,8 @@ def export(model: NutModel, out_dir: str | Path, batch: int = 1, rasterizer: boo
     h, w = cfg.image_size
     attributes = RasterAttributes(h, w, tuple(background), lowpass=cfg.raster_lowpass,
                                   max_pairs_per_gaussian=max_pairs_per_gaussian)
-    inputs = example_inputs(model, batch)
-    modules = {"encoder": EncoderGraph(model), "decoder": DecoderGraph(model),
+    ex = examples(model, batch, rasterizer)
+    modules = {"encoder": EncoderGraph(model), "decoder": DecoderGraph(model, ex.cache),
                "state": StateGraph(attributes if rasterizer else None)}
     manifest = {"config": cfg.to_dict(), "batch": batch, "opset": OPSET, "rasterizer_node": rasterizer,
                 "raster_attributes": {k: v.tolist() for k, v in attributes.fields().items()}, "graphs": {}}
@@ -146,9 +191,9 @@ def export(model: NutModel, out_dir: str | Path, batch: int = 1, rasterizer: boo
         module = modules[part]
         stem = "render" if part == "state" and rasterizer else part
         path = out_dir / f"{cfg.name}.{stem}.onnx"
-        in_names, out_names = graph_names(part, rasterizer and part == "state")
+        in_names, out_names = ex.names[part]
         with torch.no_grad():
-            torch.onnx.export(module.eval(), inputs[part], str(path), opset_version=OPSET, dynamo=False,
+            torch.onnx.export(module.eval(), ex.inputs[part], str(path), opset_version=OPSET, dynamo=False,
                               input_names=in_names, output_names=out_names, do_constant_folding=True,
                               custom_opsets={ONNX_DOMAIN: 1} if part == "state" and rasterizer else None)
         graph = onnx.load(str(path))
@@ -171,17 +216,18 @@ def verify(model: NutModel, manifest_path: str | Path, providers=("CPUExecutionP
     manifest_path = Path(manifest_path)
     manifest = json.loads(manifest_path.read_text())
     model = model.float().eval()
-    inputs = example_inputs(model, manifest["batch"])
-    modules = {"encoder": EncoderGraph(model), "decoder": DecoderGraph(model), "state": StateGraph(None)}
+    ex = examples(model, manifest["batch"], rasterizer=False)
+    modules = {"encoder": EncoderGraph(model), "decoder": DecoderGraph(model, ex.cache), "state": StateGraph(None)}
     errors = {}
     for part, info in manifest["graphs"].items():
         if info["custom_node"]:
             continue
         session = ort.InferenceSession(str(manifest_path.parent / info["file"]), providers=list(providers))
-        feeds = {name: t.numpy() for name, t in zip(info["inputs"], inputs[part])}
+        named = dict(zip(ex.names[part][0], ex.inputs[part]))
+        feeds = {name: named[name].numpy() for name in info["inputs"]}  # the exporter drops inputs a graph ignores
         got = session.run(list(info["outputs"]), feeds)
         with torch.no_grad():
-            want = modules[part].eval()(*inputs[part])
+            want = modules[part].eval()(*ex.inputs[part])
         errors[part] = {name: float(np.abs(g - e.numpy()).max()) for name, g, e in zip(info["outputs"], got, want)}
     return errors
 

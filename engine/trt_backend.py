@@ -184,30 +184,31 @@ class TensorRTBackend:
         return self._device
 
     def encode(self, rgb: torch.Tensor, disp: torch.Tensor) -> _Buffers:
-        """The frame's encoder outputs, left on the GPU (its own allocations)."""
+        """The frame's encoder outputs (named as the encoder engine's outputs), left on the GPU (its own
+        allocations)."""
         enc = self.engines["encoder"]
-        enc.buffers.upload("rgb", rgb, self.stream)
-        enc.buffers.upload("disp", disp, self.stream)
-        frame = _Buffers({n: enc.shapes[n] for n in FrameCache._fields})
-        enc.run(self.stream, {n: int(frame.device[n]) for n in FrameCache._fields})
+        for name, value in zip(enc.inputs, (rgb, disp)):  # the graph's two inputs, image first
+            enc.buffers.upload(name, value, self.stream)
+        frame = _Buffers({n: enc.shapes[n] for n in enc.outputs})
+        enc.run(self.stream, {n: int(frame.device[n]) for n in enc.outputs})
         return frame
 
     def decode(self, prev: _Buffers, cur: _Buffers) -> Gaussians:
         dec = self.engines["decoder"]
-        bound = {f"prev_{n}": int(prev.device[n]) for n in FrameCache._fields}
-        bound.update({f"cur_{n}": int(cur.device[n]) for n in FrameCache._fields})
+        bound = {f"prev_{n}": int(ptr) for n, ptr in prev.device.items()}
+        bound.update({f"cur_{n}": int(ptr) for n, ptr in cur.device.items()})
         dec.run(self.stream, bound)
         for name in dec.outputs:
             dec.buffers.download(name, self.stream)
         self.stream.synchronize()
-        return Gaussians(*(dec.buffers.tensor(n) for n in Gaussians.__dataclass_fields__))
+        return Gaussians(**{n: dec.buffers.tensor(n) for n in Gaussians.__dataclass_fields__})
 
     def static(self, handle: _Buffers) -> Gaussians:
         names = ("xyz", "rgb", "opacity", "scale")
         for name in names:
             handle.download(name, self.stream)
         self.stream.synchronize()
-        cache = {n: handle.tensor(n) if n in names else None for n in FrameCache._fields}
+        cache = {n: handle.tensor(n) if n in names else None for n in FrameCache._fields}  # static() reads these
         return static_gaussians(FrameCache(**cache), t0=1.0)
 
     @torch.inference_mode()

@@ -1,53 +1,61 @@
-"""encode and decode of the tiny config export to ONNX with static shapes and match onnxruntime."""
-import numpy as np
+"""The real ONNX export path (``engine.export_onnx``) on the shipped ``tiny`` weights at full size, and its tensor
+names following what ``encode`` and ``decode`` return (the model may grow outputs: the export has no list of its
+own)."""
+import json
+
 import pytest
 import torch
 
-from nut_ros.core.model import FrameCache, build_model
+from engine.export_onnx import export, named_tensors, verify
+from nut_ros.core.checkpoint import load_checkpoint
+from nut_ros.core.config import get_config
+from nut_ros.core.model import FrameCache, NutModel
+from nut_ros.pipeline.backends import default_checkpoint
 
-ort = pytest.importorskip("onnxruntime")
-GAUSSIAN_FIELDS = ("xyz", "velocity", "rgb", "opacity", "scale", "gamma", "t0")
-
-
-class _Encode(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, image, disparity):
-        return tuple(self.model.encode(image, disparity))
+pytest.importorskip("onnxruntime")
+# onnxruntime fuses and reorders float32 ops; 1e-4 leaves headroom for that, not for a wrong op
+TOL = 1e-4
 
 
-class _Decode(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, *tensors):
-        k = len(FrameCache._fields)
-        g = self.model.decode(FrameCache(*tensors[:k]), FrameCache(*tensors[k:]))
-        return tuple(getattr(g, f) for f in GAUSSIAN_FIELDS)
-
-
-def _run(path, inputs):
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(None, {i.name: x.numpy() for i, x in zip(sess.get_inputs(), inputs)})
-
-
-def test_tiny_exports(tmp_path):
-    torch.manual_seed(0)
-    model = build_model("tiny").eval()
+def test_shipped_tiny_exports_and_matches_onnxruntime(tmp_path):
+    model = load_checkpoint(default_checkpoint("tiny"))
+    manifest_path = export(model, tmp_path, parts=("encoder", "decoder"))
+    graphs = json.loads(manifest_path.read_text())["graphs"]
     h, w = model.config.image_size
-    rgb, disp = torch.rand(1, 3, h, w), torch.rand(1, 2, h, w)
-    enc_path, dec_path = tmp_path / "encode.onnx", tmp_path / "decode.onnx"
-    torch.onnx.export(_Encode(model).eval(), (rgb, disp), str(enc_path), input_names=["image", "disparity"],
-                      output_names=list(FrameCache._fields), dynamo=False)
     with torch.no_grad():
-        prev, cur = model.encode(rgb.roll(4, -1), disp), model.encode(rgb, disp)
-        ref = model.decode(prev, cur)
-    torch.onnx.export(_Decode(model).eval(), (*prev, *cur), str(dec_path), dynamo=False)
-    # onnxruntime fuses and reorders float32 ops; 1e-4 leaves headroom for that, not for a wrong op
-    for got, want in zip(_run(enc_path, (rgb, disp)), cur):
-        np.testing.assert_allclose(got, want.numpy(), atol=1e-4, rtol=1e-4)
-    for got, field in zip(_run(dec_path, (*prev, *cur)), GAUSSIAN_FIELDS):
-        np.testing.assert_allclose(got, getattr(ref, field).numpy(), atol=1e-4, rtol=1e-4, err_msg=field)
+        cache = named_tensors(model.encode(torch.rand(1, 3, h, w), torch.rand(1, model.config.depth_channels, h, w)))
+    assert list(graphs["encoder"]["outputs"]) == list(cache)  # FrameCache's fields, in order
+    inputs = [f"{side}_{n}" for side in ("prev", "cur") for n in cache]
+    # in order; a field this decoder ignores is not an input of its graph (tiny has no learned motion features)
+    assert list(graphs["decoder"]["inputs"]) == [n for n in inputs if n in graphs["decoder"]["inputs"]]
+    assert {"prev_tokens", "cur_tokens", "prev_features", "cur_xyz"} <= set(graphs["decoder"]["inputs"])
+    assert list(graphs["decoder"]["outputs"]) == ["xyz", "velocity", "rgb", "opacity", "scale", "gamma", "t0"]
+    errors = verify(model, manifest_path)
+    assert set(errors) == {"encoder", "decoder"}
+    assert max(max(e.values()) for e in errors.values()) < TOL, errors
+
+
+class _GrownModel(NutModel):
+    """``encode`` returns a dict with an output the model's own cache has not got (as a new head would add);
+    ``decode`` returns the Gaussians' fields plus one more."""
+
+    def encode(self, rgb, disp):
+        cache = super().encode(rgb, disp)
+        return {**named_tensors(cache), "extra": cache.xyz.mean(dim=1, keepdim=True)}
+
+    def decode(self, prev, cur):
+        pick = lambda d: FrameCache(**{n: d.get(n) for n in FrameCache._fields})  # noqa: E731
+        g = super().decode(pick(prev), pick(cur))
+        return {**named_tensors(g), "spread": (prev["extra"] - cur["extra"]).abs()}
+
+
+def test_export_names_follow_what_encode_and_decode_return(tmp_path):
+    torch.manual_seed(0)
+    model = _GrownModel(get_config("tiny", image_size=(48, 96))).eval()
+    manifest_path = export(model, tmp_path, parts=("encoder", "decoder"))
+    graphs = json.loads(manifest_path.read_text())["graphs"]
+    assert list(graphs["encoder"]["outputs"])[-1] == "extra"
+    assert {"prev_extra", "cur_extra"} <= set(graphs["decoder"]["inputs"])
+    assert list(graphs["decoder"]["outputs"])[-1] == "spread" and "xyz" in graphs["decoder"]["outputs"]
+    errors = verify(model, manifest_path)
+    assert max(max(e.values()) for e in errors.values()) < TOL, errors

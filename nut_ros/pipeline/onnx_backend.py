@@ -1,11 +1,13 @@
 """ONNX Runtime backend: the exported encoder and decoder graphs (``engine/export_onnx.py``), torch rasterizer.
 
-Same interface as :class:`nut_ros.pipeline.backends.TorchBackend`. The handle of a frame is its
-:class:`FrameCache` as CPU tensors (views of onnxruntime's output arrays).
+Same interface as :class:`nut_ros.pipeline.backends.TorchBackend`. The handle of a frame is the encoder graph's
+outputs by name (views of onnxruntime's output arrays), fed back to the decoder graph as ``prev_*`` / ``cur_*``;
+the Gaussians are the decoder outputs named as their fields (the manifest lists every name).
 """
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Sequence
 
@@ -62,19 +64,21 @@ class OnnxBackend:
     def device(self) -> str:
         return self._device
 
-    def _run(self, part: str, tensors: Sequence[Tensor]) -> list[Tensor]:
-        feeds = {name: np.ascontiguousarray(t.detach().cpu().float().numpy())
-                 for name, t in zip(self._inputs[part], tensors)}
-        return [torch.from_numpy(x) for x in self._sessions[part].run(self._outputs[part], feeds)]
+    def _run(self, part: str, feeds: dict[str, Tensor]) -> dict[str, Tensor]:
+        arrays = {name: np.ascontiguousarray(feeds[name].detach().cpu().float().numpy()) for name in self._inputs[part]}
+        outputs = self._sessions[part].run(self._outputs[part], arrays)
+        return {name: torch.from_numpy(x) for name, x in zip(self._outputs[part], outputs)}
 
-    def encode(self, rgb: Tensor, disp: Tensor) -> FrameCache:
-        return FrameCache(*self._run("encoder", (rgb, disp)))
+    def encode(self, rgb: Tensor, disp: Tensor) -> dict[str, Tensor]:
+        return self._run("encoder", dict(zip(self._inputs["encoder"], (rgb, disp))))  # the graph's two inputs
 
-    def decode(self, prev: FrameCache, cur: FrameCache) -> Gaussians:
-        return Gaussians(*self._run("decoder", (*prev, *cur)))
+    def decode(self, prev: dict[str, Tensor], cur: dict[str, Tensor]) -> Gaussians:
+        feeds = {f"prev_{name}": t for name, t in prev.items()} | {f"cur_{name}": t for name, t in cur.items()}
+        out = self._run("decoder", feeds)
+        return Gaussians(**{f.name: out[f.name] for f in fields(Gaussians)})
 
-    def static(self, handle: FrameCache) -> Gaussians:
-        return static_gaussians(handle, t0=1.0)
+    def static(self, handle: dict[str, Tensor]) -> Gaussians:
+        return static_gaussians(FrameCache(**{name: handle.get(name) for name in FrameCache._fields}), t0=1.0)
 
     @torch.inference_mode()
     def render(self, gaussians: Gaussians, t: float, background: Sequence[float] = (0.5, 0.5, 0.5)) -> RenderOutput:
