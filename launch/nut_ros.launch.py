@@ -1,13 +1,17 @@
-"""Run the nut_ros node on a live camera.
+"""Run the nut_ros lifecycle node on a live camera; it configures and activates itself (autostart).
 
 Example: ros2 launch nut_ros nut_ros.launch.py image_topic:=/camera/color/image_raw \
     camera_info_topic:=/camera/color/camera_info depth_topic:=/camera/aligned_depth_to_color/image_raw
+
+The node runs with the shared-memory Fast DDS profile (config/fastdds_shm_large.xml) and subscribes reliably to
+reliable cameras, so 1080p images arrive whole; a best-effort camera needs the same profile in its own process.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode
+from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 ARGUMENTS = {
@@ -20,8 +24,11 @@ ARGUMENTS = {
     "depth_topic": ("/camera/aligned_depth_to_color/image_raw",
                     "Optional depth image aligned to the colour image (16UC1 or 32FC1)."),
     "camera_info_topic": ("/camera/color/camera_info", "CameraInfo of the colour image."),
-    "use_fastdds_profile": ("false", "Set FASTDDS_DEFAULT_PROFILES_FILE to the shared-memory profile for large "
-                            "messages (the subscribers need the same profile)."),
+    "odom_topic": ("/odom", "nav_msgs/Odometry input (parameter use_odometry)."),
+    "autostart": ("true", "Configure and activate the node at start-up; false: `ros2 lifecycle set` does it."),
+    "input_reliability": ("auto", "Input QoS reliability: auto (as the camera publishes), reliable or best_effort."),
+    "use_fastdds_profile": ("true", "Set FASTDDS_DEFAULT_PROFILES_FILE to the shared-memory profile for large "
+                            "messages (best-effort publishers and subscribers of the outputs need it too)."),
     "fastdds_profile": (PathJoinSubstitution([FindPackageShare("nut_ros"), "config", "fastdds_shm_large.xml"]),
                         "Fast DDS XML profile used when use_fastdds_profile is true."),
     "log_level": ("info", "Log level of the node (debug, info, warn, error)."),
@@ -36,17 +43,21 @@ def generate_launch_description():
         SetEnvironmentVariable("OMP_WAIT_POLICY", "PASSIVE"),  # no OpenMP spinning on shared CPU cores
         SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", config("fastdds_profile"),
                                condition=IfCondition(config("use_fastdds_profile"))),
-        Node(
+        LifecycleNode(
             package="nut_ros",
             executable="nut_ros_node",
             name="nut_ros",
             namespace=config("namespace"),
-            parameters=[config("params_file")],
+            parameters=[config("params_file"),
+                        {"autostart": ParameterValue(config("autostart"), value_type=bool),
+                         "input_reliability": config("input_reliability")}],
             remappings=[
                 ("image_raw", config("image_topic")),
                 ("image_raw/compressed", config("compressed_image_topic")),
                 ("depth", config("depth_topic")),
+                ("depth/compressedDepth", [config("depth_topic"), "/compressedDepth"]),
                 ("camera_info", config("camera_info_topic")),
+                ("odom", config("odom_topic")),
             ],
             arguments=["--ros-args", "--log-level", config("log_level")],
             output="screen",

@@ -1,6 +1,9 @@
 """Replay a rosbag into the nut_ros node and show its outputs in RViz.
 
 Example: ros2 launch nut_ros replay.launch.py bag:=/tmp/nut_ros_demo/input_bag
+
+The bag starts once the node subscribes to every topic in it (the node subscribes when it is active, a few seconds
+after start-up), so every frame reaches it; the node subscribes reliably, as ``ros2 bag play`` publishes.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription
@@ -20,6 +23,7 @@ ARGUMENTS = {
     "image_topic": ("/camera/image_raw", "Image topic recorded in the bag."),
     "depth_topic": ("/camera/depth/image_raw", "Depth topic recorded in the bag (if any)."),
     "camera_info_topic": ("/camera/camera_info", "CameraInfo topic recorded in the bag."),
+    "wait_for_node": ("120", "Seconds ros2 bag play waits for the node to subscribe before it plays anyway."),
     "rviz": ("true", "Start RViz with config/nut_ros.rviz."),
     "rviz_config": (PathJoinSubstitution([SHARE, "config", "nut_ros.rviz"]), "RViz configuration file."),
 }
@@ -28,20 +32,23 @@ ARGUMENTS = {
 def generate_launch_description():
     config = LaunchConfiguration
     node_args = ("params_file", "namespace", "image_topic", "depth_topic", "camera_info_topic")
+    play = ["ros2", "bag", "play", config("bag"), "--rate", config("rate"), "--wait-for-subscribers",
+            config("wait_for_node")]
     return LaunchDescription([
         *(DeclareLaunchArgument(name, default_value=default, description=text)
           for name, (default, text) in ARGUMENTS.items()),
         IncludeLaunchDescription(
             PythonLaunchDescriptionSource(PathJoinSubstitution([SHARE, "launch", "nut_ros.launch.py"])),
-            launch_arguments={name: config(name) for name in node_args}.items(),
+            launch_arguments=[*((name, config(name)) for name in node_args), ("input_reliability", "reliable")],
         ),
+        # --delay: the node's side of discovery may finish a moment after the player sees the subscription
         ExecuteProcess(
-            cmd=["ros2", "bag", "play", config("bag"), "--rate", config("rate")],
+            cmd=[*play, "--delay", "1.0"],
             output="screen",
             condition=UnlessCondition(config("loop")),
         ),
         ExecuteProcess(
-            cmd=["ros2", "bag", "play", config("bag"), "--rate", config("rate"), "--loop"],
+            cmd=[*play, "--delay", "1.0", "--loop"],
             output="screen",
             condition=IfCondition(config("loop")),
         ),

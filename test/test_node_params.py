@@ -1,5 +1,4 @@
-"""Node parameters: the shipped params file, the declared catalogue and validation errors."""
-import ast
+"""Node parameters: the shipped params file, the declared catalogue, validation errors and run-time changes."""
 import dataclasses
 from pathlib import Path
 
@@ -23,13 +22,6 @@ def test_params_file_loads_into_typed_parameters():
     for f in dataclasses.fields(params):
         assert type(getattr(params, f.name)) is type(f.default if f.default is not dataclasses.MISSING
                                                       else f.default_factory())
-
-
-def test_node_declares_parameters_only_through_the_catalogue():
-    tree = ast.parse((REPO / "nut_ros" / "ros" / "node.py").read_text())
-    calls = [n.func.attr for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)]
-    assert "declare_parameter" not in calls and "declare_parameters" not in calls
-    assert "declare_and_read" in {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
 
 
 @pytest.mark.parametrize("values, fragment", [
@@ -76,18 +68,69 @@ def test_node_parameters_come_from_the_params_file_with_descriptors():
     from nut_ros.ros.params import declare_and_read
 
     context = rclpy.Context()
-    rclpy.init(context=context, args=["--ros-args", "--params-file", str(PARAMS_FILE), "-p", "max_rate:=7.5",
-                                      "-p", "render_times:=[1.0, 1.5]"])
+    rclpy.init(context=context, args=["--ros-args", "--params-file", str(PARAMS_FILE), "-p", "max_rate:=7",
+                                      "-p", "render_times:=[1, 2]"])
     try:
         node = Node("nut_ros", context=context)
         params = declare_and_read(node)
-        assert params.max_rate == 7.5 and params.render_times == [1.0, 1.5] and params.model == "tiny"
+        assert params.max_rate == 7.0 and params.render_times == [1.0, 2.0] and params.model == "tiny"
+        assert type(params.max_rate) is float, "integers are accepted for float parameters, as documented"
         descriptor = node.describe_parameter("input_qos_depth")
-        assert descriptor.read_only and descriptor.integer_range[0].to_value == 100
+        assert descriptor.integer_range[0].to_value == 100 and "only while unconfigured" in descriptor.description
+        assert "only while unconfigured" not in node.describe_parameter("max_rate").description
         assert "best_effort" in node.describe_parameter("input_reliability").additional_constraints
         node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+@pytest.fixture(scope="module")
+def lifecycle_node():
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from nut_ros.ros.lifecycle_node import NutRosNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=150)
+    node = NutRosNode(context=context, parameter_overrides=[Parameter("random_init", value=True)])
+    yield node
+    node.close()
+    node.destroy_node()
+    rclpy.shutdown(context=context)
+
+
+@pytest.mark.ros
+def test_lifecycle_node_declares_exactly_the_catalogue(lifecycle_node):
+    declared = set(lifecycle_node._parameters) - {"use_sim_time", "start_type_description_service"}
+    assert declared == set(catalogue())
+
+
+@pytest.mark.ros
+def test_parameters_change_at_run_time_when_dynamic_and_say_why_not_otherwise(lifecycle_node):
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    node = lifecycle_node
+    assert node.set_parameters([Parameter("model", value="small")])[0].successful, "unconfigured: anything goes"
+    node.set_parameters([Parameter("model", value="tiny")])
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    refused = node.set_parameters([Parameter("model", value="small")])[0]
+    assert not refused.successful and "only while the node is unconfigured" in refused.reason
+    assert "lifecycle set" in refused.reason and "cleanup" in refused.reason
+    bad = node.set_parameters([Parameter("render_times", value=[5.0])])[0]
+    assert not bad.successful and "render_times=[5.0] is outside" in bad.reason
+    wrong = node.set_parameters([Parameter("max_rate", value="fast")])[0]
+    assert not wrong.successful and "max_rate must be of type float" in wrong.reason
+    assert node.set_parameters([Parameter("max_rate", value=5)])[0].successful, "an int for a float"
+    assert node.set_parameters([Parameter("publish_points", value=False),
+                                Parameter("render_times", value=[1.0, 0.5])])[0].successful
+    assert node.params.max_rate == 5.0 and type(node.params.max_rate) is float
+    node._apply_pending()  # what the worker does between frames
+    assert "points" not in node.processor.settings.outputs and "image" in node.processor.settings.outputs
+    assert node.processor.pipeline.config.render_times == (1.0, 0.5)
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS and node.processor is None
+    assert node.set_parameters([Parameter("model", value="tiny")])[0].successful
 
 
 @pytest.mark.ros

@@ -1,8 +1,8 @@
 """rosbag2 I/O (sqlite3 and mcap) with ``rosbags``; needs no ROS installation.
 
-Reading: ``read_camera_frames`` streams camera images (raw or compressed) in bag order, each matched by header stamp
-to the nearest depth image and CameraInfo within a tolerance. Messages are rosbags objects, which every function of
-``nut_ros.ros.conversions`` accepts.
+Reading: ``bag_messages`` streams chosen topics in bag order; ``read_camera_frames`` matches camera images to depth
+and CameraInfo with the node's matcher (``input_sync.StampMatcher``) on a clock that follows the bag's receive times.
+Messages are rosbags objects, which every function of ``nut_ros.ros.conversions`` accepts.
 
 Writing: ``BagWriter`` writes messages of either flavor (rclpy messages are serialised with
 ``rclpy.serialization.serialize_message``, rosbags ones with rosbags' CDR serialiser), or raw CDR bytes. The
@@ -11,16 +11,17 @@ can decode it.
 """
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from nut_ros.ros.cdr import serialize, type_name_of
+from nut_ros.ros.input_sync import StampMatcher
 from nut_ros.ros.msg_types import rosbags_typestore, stamp_to_ns
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+ODOMETRY_TYPE = "nav_msgs/msg/Odometry"
 STORAGES = ("sqlite3", "mcap")
 
 
@@ -34,14 +35,20 @@ class CameraFrame:
     info: Any = None  # sensor_msgs/CameraInfo
 
 
-def _header_stamp(msg: Any, bag_time_ns: int) -> int:
+class BagClock:
+    """A clock (seconds) that follows the receive time of the bag message being replayed."""
+
+    def __init__(self):
+        self.now_ns = 0
+
+    def __call__(self) -> float:
+        return self.now_ns * 1e-9
+
+
+def header_stamp(msg: Any, bag_time_ns: int) -> int:
+    """The header stamp of ``msg``, or the bag receive time when the header stamp is zero."""
     stamp = stamp_to_ns(msg.header.stamp)
     return stamp if stamp > 0 else bag_time_ns
-
-
-def _nearest(buffer: deque, stamp_ns: int, tolerance_ns: int) -> Any:
-    best = min(buffer, key=lambda item: abs(item[0] - stamp_ns), default=None)
-    return best[1] if best is not None and abs(best[0] - stamp_ns) <= tolerance_ns else None
 
 
 def bag_topics(path: str | Path) -> dict[str, str]:
@@ -52,56 +59,40 @@ def bag_topics(path: str | Path) -> dict[str, str]:
         return {c.topic: c.msgtype for c in reader.connections}
 
 
-def read_camera_frames(path: str | Path, image_topic: str, depth_topic: str | None = None,
-                       info_topic: str | None = None, tolerance_ns: int = 20_000_000,
-                       buffer_size: int = 64) -> Iterator[CameraFrame]:
-    """Yield the images of ``image_topic`` in bag order, each with the depth and CameraInfo nearest in stamp.
+def bag_messages(path: str | Path, wanted: dict[str, tuple[str, ...]]) -> Iterator[tuple[str, int, Any]]:
+    """``(topic, bag time ns, message)`` of the ``wanted`` topics (topic -> accepted types) in bag order.
 
-    A depth message matches when its stamp is within ``tolerance_ns`` of the image's; an image is held back until
-    a depth message stamped past that window arrives (or the bag ends), and at most ``buffer_size`` images and depth
-    messages are buffered. CameraInfo matches the same way (an image waits for a CameraInfo stamped at or after it,
-    or for any message stamped past its window), falling back to the newest one seen (intrinsics rarely change). Raises ``KeyError`` naming the topics present when a requested topic is missing or has a wrong type.
+    Raises ``KeyError`` naming the topics present when a wanted topic is missing or has another type.
     """
     from rosbags.highlevel import AnyReader
 
     with AnyReader([Path(path)], default_typestore=rosbags_typestore()) as reader:
         by_topic = {c.topic: c for c in reader.connections}
-        wanted = {image_topic: IMAGE_TYPES, depth_topic: IMAGE_TYPES, info_topic: (INFO_TYPE,)}
         for topic, types in wanted.items():
-            if topic is not None and (topic not in by_topic or by_topic[topic].msgtype not in types):
+            if topic not in by_topic or by_topic[topic].msgtype not in types:
                 present = ", ".join(f"{c.topic} ({c.msgtype})" for c in reader.connections)
                 raise KeyError(f"topic {topic!r} of type {' or '.join(types)} not in {path} (present: {present})")
-        connections = [c for c in reader.connections if c.topic in (image_topic, depth_topic, info_topic)]
-        images, depths, infos = deque(), deque(maxlen=buffer_size), deque(maxlen=buffer_size)
-        newest = {"depth": -1, "info": -1, "any": -1}
-
-        def ready(stamp_ns: int) -> bool:
-            depth_ok = depth_topic is None or newest["depth"] > stamp_ns + tolerance_ns
-            info_ok = info_topic is None or newest["info"] >= stamp_ns or newest["any"] > stamp_ns + tolerance_ns
-            return depth_ok and info_ok
-
-        def emit(stamp_ns: int, image: Any) -> CameraFrame:
-            info = _nearest(infos, stamp_ns, tolerance_ns)
-            if info is None and infos:
-                info = infos[-1][1]
-            return CameraFrame(stamp_ns, image, _nearest(depths, stamp_ns, tolerance_ns), info)
-
+        connections = [c for c in reader.connections if c.topic in wanted]
         for connection, bag_time_ns, raw in reader.messages(connections=connections):
-            msg = reader.deserialize(raw, connection.msgtype)
-            stamp_ns = _header_stamp(msg, bag_time_ns)
-            if connection.topic == image_topic:
-                images.append((stamp_ns, msg))
-            elif connection.topic == depth_topic:
-                depths.append((stamp_ns, msg))
-                newest["depth"] = max(newest["depth"], stamp_ns)
-            else:
-                infos.append((stamp_ns, msg))
-                newest["info"] = max(newest["info"], stamp_ns)
-            newest["any"] = max(newest["any"], stamp_ns)
-            while images and (ready(images[0][0]) or len(images) > buffer_size):
-                yield emit(*images.popleft())
-        while images:
-            yield emit(*images.popleft())
+            yield connection.topic, bag_time_ns, reader.deserialize(raw, connection.msgtype)
+
+
+def read_camera_frames(path: str | Path, image_topic: str, depth_topic: str | None = None,
+                       info_topic: str | None = None, tolerance_ns: int = 20_000_000,
+                       buffer_size: int = 10) -> Iterator[CameraFrame]:
+    """Camera images of a bag in order, each with its depth (``depth_topic``: within ``tolerance_ns``) and
+    CameraInfo, matched as the node matches them: an image waits for its depth (images whose depth never comes
+    are left out) and, for up to 1 s of bag time, for a first CameraInfo."""
+    clock = BagClock()
+    matcher = StampMatcher("topic" if depth_topic else "none", tolerance_ns, buffer_size, 1.0, clock,
+                           1.0 if info_topic else 0.0)
+    adders = {image_topic: matcher.add_image, depth_topic: matcher.add_depth, info_topic: matcher.add_info}
+    wanted = {image_topic: IMAGE_TYPES, depth_topic: IMAGE_TYPES, info_topic: (INFO_TYPE,)}
+    for topic, bag_time_ns, msg in bag_messages(path, {t: k for t, k in wanted.items() if t is not None}):
+        clock.now_ns = bag_time_ns
+        matched = adders[topic](header_stamp(msg, bag_time_ns), msg)
+        if matched is not None:
+            yield CameraFrame(matched.stamp_ns, matched.image, matched.depth, matched.info)
 
 
 class BagWriter:

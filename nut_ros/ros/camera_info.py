@@ -10,8 +10,16 @@ from nut_ros.ros.errors import ConversionError
 from nut_ros.ros.msg_types import make_header, msg_class
 
 
+MIN_FOV_DEG, MAX_FOV_DEG = 1.0, 170.0  # fields of view a camera can have: fx, fy outside these are not calibrations
+PRINCIPAL_MARGIN = 0.5  # the principal point may lie this fraction of the image size outside the image
+
+
 def camera_info_to_intrinsics(msg: Any) -> Intrinsics:
-    """Pinhole intrinsics from ``k`` (row-major 3x3) and the image size; distortion is ignored."""
+    """Pinhole intrinsics from ``k`` (row-major 3x3) and the image size; distortion is ignored.
+
+    Implausible values are rejected like an invalid K (``ConversionError``): a focal length giving a field of view
+    outside [1, 170] degrees, or a principal point more than half the image size outside the image.
+    """
     k = np.asarray(msg.k, dtype=np.float64).reshape(-1)
     if k.size != 9:
         raise ConversionError(f"CameraInfo.k: expected 9 values, got {k.size}")
@@ -21,6 +29,15 @@ def camera_info_to_intrinsics(msg: Any) -> Intrinsics:
     fx, fy, cx, cy = k[0], k[4], k[2], k[5]
     if not (np.isfinite(k).all() and fx > 0 and fy > 0):
         raise ConversionError(f"CameraInfo.k: uncalibrated or invalid camera matrix (fx={fx}, fy={fy})")
+    for name, f, size in (("fx", fx, width), ("fy", fy, height)):
+        fov = 2 * np.degrees(np.arctan(size / (2 * f)))
+        if not MIN_FOV_DEG <= fov <= MAX_FOV_DEG:
+            raise ConversionError(f"CameraInfo.k: implausible {name}={f:g} for a {width}x{height} image (field of "
+                                  f"view {fov:.3g} deg, expected {MIN_FOV_DEG:g} to {MAX_FOV_DEG:g})")
+    for name, c, size in (("cx", cx, width), ("cy", cy, height)):
+        if not -PRINCIPAL_MARGIN * size <= c <= (1 + PRINCIPAL_MARGIN) * size:
+            raise ConversionError(f"CameraInfo.k: principal point {name}={c:g} is far outside the {width}x{height} "
+                                  f"image")
     return Intrinsics(float(fx), float(fy), float(cx), float(cy), width, height)
 
 

@@ -25,6 +25,31 @@ INV_DEPTH = 0  # compressed_depth_image_transport's compressionFormat::INV_DEPTH
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+def encoded_size(buffer: np.ndarray | bytes, field: str = "CompressedImage.data") -> tuple[int, int]:
+    """``(width, height)`` of a PNG or JPEG stream read from its header, without decoding the pixels."""
+    data = bytes(memoryview(buffer)[:65536])
+    if data.startswith(PNG_MAGIC) and len(data) >= 24 and data[12:16] == b"IHDR":
+        return struct.unpack(">II", data[16:24])
+    if data.startswith(b"\xff\xd8"):
+        i = 2
+        while i + 9 <= len(data):
+            if data[i] != 0xFF:
+                break
+            marker = data[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                i += 2
+                continue
+            length = int.from_bytes(data[i + 2:i + 4], "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+                height, width = struct.unpack(">HH", data[i + 5:i + 9])
+                return width, height
+            i += 2 + length
+    raise ConversionError(f"{field}: no PNG or JPEG header with an image size (truncated or corrupt?)")
+
+
 def _decode(buffer: np.ndarray, field: str) -> np.ndarray:
     pixels = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
     if pixels is None:

@@ -22,6 +22,7 @@ class Snapshot:
     processed: int = 0
     dropped_queue: int = 0
     dropped_invalid: int = 0
+    lost: int = 0
 
 
 @dataclass
@@ -33,6 +34,7 @@ class NodeHealth:
     processed: int = 0
     dropped_queue: int = 0
     dropped_invalid: int = 0
+    lost: int = 0  # images that never arrived (transport losses, see input_sync.LossCounter)
     latency_ms: dict[str, deque] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -59,7 +61,8 @@ class NodeHealth:
     def period(self) -> tuple[Snapshot, Snapshot]:
         """(previous snapshot, current snapshot); the current one becomes the next call's previous."""
         with self._lock:
-            now = Snapshot(time.monotonic(), self.received, self.processed, self.dropped_queue, self.dropped_invalid)
+            now = Snapshot(time.monotonic(), self.received, self.processed, self.dropped_queue, self.dropped_invalid,
+                           self.lost)
         last, self._last = self._last, now
         return last, now
 
@@ -83,6 +86,9 @@ def assess(last: Snapshot, now: Snapshot, model_error: str | None, busy_s: float
     invalid = now.dropped_invalid - last.dropped_invalid
     if invalid and invalid * 2 >= max(received, processed + invalid):
         return WARN, f"{invalid} of {received} images invalid"
+    lost = now.lost - last.lost
+    if lost and lost * 100 > received + lost:
+        return WARN, f"{lost} of {received + lost} images lost in transport"
     if processed:
         return OK, f"processing at {rate_hz(last, now):.1f} Hz"
     if busy_s is not None and busy_s < STALL_S:
@@ -99,7 +105,7 @@ def stats_message(health: NodeHealth, last: Snapshot, now: Snapshot, info: dict,
         header=make_header(stamp_ns, "", flavor), backend=info["backend"], model=info["model"],
         depth_source=info["depth_source"], metric=bool(info["metric"]),
         frames_received=now.received, frames_processed=now.processed, frames_dropped_queue=now.dropped_queue,
-        frames_dropped_invalid=now.dropped_invalid, gaussians_live=gaussians_live,
+        frames_dropped_invalid=now.dropped_invalid, frames_lost=now.lost, gaussians_live=gaussians_live,
         latency_encode_ms=health.mean_latency("encode"), latency_decode_ms=health.mean_latency("decode"),
         latency_render_ms=health.mean_latency("render"), latency_total_ms=health.mean_latency("total"),
         rate_hz=rate_hz(last, now))
@@ -110,7 +116,7 @@ def diagnostics_message(stats, level: int, message: str, name: str, hardware_id:
     """``diagnostic_msgs/DiagnosticArray`` with one status whose key values mirror the stats message."""
     key_value = msg_class("diagnostic_msgs/msg/KeyValue", flavor)
     keys = ("backend", "model", "depth_source", "metric", "frames_received", "frames_processed",
-            "frames_dropped_queue", "frames_dropped_invalid", "gaussians_live", "rate_hz", "latency_total_ms")
+            "frames_dropped_queue", "frames_dropped_invalid", "frames_lost", "gaussians_live", "rate_hz", "latency_total_ms")
     values = [key_value(key=k, value=_fmt(getattr(stats, k))) for k in keys]
     status = msg_class("diagnostic_msgs/msg/DiagnosticStatus", flavor)(
         level=bytes([level]) if resolve_flavor(flavor) == "rclpy" else level, name=name, message=message,

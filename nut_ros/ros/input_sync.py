@@ -2,7 +2,8 @@
 
 ``StampMatcher`` pairs each image with the depth image and CameraInfo of the same stamp (within a tolerance).
 ``LatestSlot`` hands the newest matched frame to the worker thread; an unconsumed frame is replaced, never queued.
-Both are bounded whatever the input rate.
+``LossCounter`` counts images lost before they arrived, from publication sequence numbers (or stamp gaps).
+All are bounded whatever the input rate.
 """
 from __future__ import annotations
 
@@ -32,15 +33,16 @@ class StampMatcher:
     ``tolerance_ns`` arrives; ``auto`` behaves like ``topic`` while depth messages keep arriving (one seen within
     ``timeout_s``) and like ``none`` otherwise. CameraInfo is taken at the image's stamp when one is buffered,
     else the newest one (intrinsics rarely change); until a first CameraInfo arrives images are held for at most
-    ``timeout_s`` after the first image, then used without one. Each buffer keeps at most ``capacity`` messages;
+    ``info_timeout_s`` (default ``timeout_s``) after the first image, then used without one. Each buffer keeps at most ``capacity`` messages;
     held images that are superseded or evicted are counted in ``unmatched``.
     """
 
     def __init__(self, depth_mode: str, tolerance_ns: int, capacity: int, timeout_s: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, info_timeout_s: float | None = None):
         if depth_mode not in ("auto", "topic", "none"):
             raise ValueError(f"depth_mode must be auto, topic or none, got {depth_mode!r}")
         self.depth_mode, self.tolerance_ns, self.timeout_s = depth_mode, tolerance_ns, timeout_s
+        self.info_timeout_s = timeout_s if info_timeout_s is None else info_timeout_s
         self._clock = clock
         self._images: deque[tuple[int, Any]] = deque()
         self._depths: deque[tuple[int, Any]] = deque(maxlen=capacity)
@@ -89,7 +91,7 @@ class StampMatcher:
         """The newest held image that is complete; older held images are superseded (the worker takes the newest)."""
         if not self._images:
             return None
-        if not self._infos and self._clock() - self._first_image_arrival < self.timeout_s:
+        if not self._infos and self._clock() - self._first_image_arrival < self.info_timeout_s:
             return None  # wait (briefly) for the first CameraInfo
         need_depth = self.waits_for_depth
         for i in range(len(self._images) - 1, -1, -1):
@@ -146,3 +148,39 @@ class LatestSlot(Generic[T]):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+
+class LossCounter:
+    """Images lost on the way, per publisher: gaps in publication sequence numbers, else in header stamps.
+
+    With sequence numbers (DDS gives them to rclpy callbacks) a gap of ``g`` means ``g - 1`` lost samples. Without
+    them (bags), a stamp interval longer than 1.5 times the median of the recent intervals counts the frames that
+    would fit in it; a backwards or very long jump (> ``max_gap_ns``) is a new stream, not a loss.
+    """
+
+    def __init__(self, window: int = 31, max_gap_ns: int = 1_000_000_000):
+        self.lost = 0
+        self.max_gap_ns = max_gap_ns
+        self._last_seq: dict[Any, int] = {}
+        self._last_stamp: int | None = None
+        self._intervals: deque[int] = deque(maxlen=window)
+
+    def add(self, stamp_ns: int, seq: int | None = None, publisher: Any = None) -> int:
+        """Record one received image; return how many were lost just before it."""
+        lost = 0
+        if seq is not None and seq > 0:
+            last = self._last_seq.get(publisher)
+            if last is not None and seq > last:
+                lost = seq - last - 1
+            self._last_seq[publisher] = seq
+        elif self._last_stamp is not None:
+            dt = stamp_ns - self._last_stamp
+            if 0 < dt <= self.max_gap_ns:
+                if len(self._intervals) >= 3:
+                    period = sorted(self._intervals)[len(self._intervals) // 2]
+                    if dt > 1.5 * period:
+                        lost = round(dt / period) - 1
+                self._intervals.append(dt)
+        self._last_stamp = stamp_ns
+        self.lost += lost
+        return lost

@@ -90,9 +90,27 @@ def stamp_to_ns(stamp: Any) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+MAX_STAMP_NS = (2**31 - 1) * 1_000_000_000 + 999_999_999  # builtin_interfaces/Time: int32 sec, uint32 nanosec
+
+
+def check_stamp(ns: int, what: str = "stamp") -> int:
+    """``ns`` when ``builtin_interfaces/Time`` can hold it (0 to 2**31 s), else ``ConversionError``."""
+    if not 0 <= int(ns) <= MAX_STAMP_NS:
+        raise ConversionError(f"{what}: {ns} ns cannot be represented as a ROS time (0 to 2**31 s)")
+    return int(ns)
+
+
+def check_time(stamp: Any, what: str = "header.stamp") -> int:
+    """Nanoseconds of a received ``builtin_interfaces/Time``; ``ConversionError`` when it is malformed."""
+    if not (0 <= int(stamp.sec) and 0 <= int(stamp.nanosec) < 1_000_000_000):
+        raise ConversionError(f"{what}: sec={stamp.sec}, nanosec={stamp.nanosec} is not a valid ROS time "
+                              f"(negative, or nanosec >= 1e9)")
+    return stamp_to_ns(stamp)
+
+
 def make_time(ns: int, flavor: str = "auto"):
-    """``builtin_interfaces/Time`` for a nanosecond stamp (ROS time: non-negative, sec fits int32)."""
-    sec, nanosec = divmod(int(ns), 1_000_000_000)
+    """``builtin_interfaces/Time`` for a nanosecond stamp; ``ConversionError`` when it cannot be represented."""
+    sec, nanosec = divmod(check_stamp(ns), 1_000_000_000)
     return msg_class("builtin_interfaces/msg/Time", flavor)(sec=sec, nanosec=nanosec)
 
 

@@ -1,8 +1,9 @@
 """Typed, validated parameters of the ``nut_ros`` node.
 
-``NodeParams`` is the single source of truth: each field carries its description and constraint, which are used
-both to declare the ROS parameters (with descriptors and ranges) and to validate the values. The module imports
-rclpy only inside ``declare_and_read`` so the catalogue can be checked without ROS.
+``NodeParams`` is the single source of truth: each field carries its description, constraint and whether it may
+change while the node is configured (``dynamic``); they are used both to declare the ROS parameters (with
+descriptors and ranges) and to validate the values. The module imports rclpy only inside ``declare_and_read`` so
+the catalogue can be checked without ROS.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from typing import Any
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 TRANSPORTS = ("raw", "compressed")
-RELIABILITIES = ("best_effort", "reliable")
+DEPTH_TRANSPORTS = ("raw", "compressedDepth")
+RELIABILITIES = ("auto", "reliable", "best_effort")  # nut_ros.ros.transport.RELIABILITIES
 DEPTH_SOURCES = ("auto", "topic", "none")
 FLOW_PRESETS = ("ultrafast", "fast", "medium", "sparse_to_dense")  # nut_ros.core.motion_prior.FLOW_PRESETS
 MAX_RENDER_TIME = 2.0  # normalised pair time: 0 previous frame, 1 newest frame, (1, 2] prediction
@@ -25,8 +27,9 @@ class ParamError(ValueError):
 
 
 def _param(default, description: str, *, choices: tuple[str, ...] | None = None,
-           lo: float | None = None, hi: float | None = None):
-    meta = {"description": description, "choices": choices, "range": None if lo is None else (lo, hi)}
+           lo: float | None = None, hi: float | None = None, dynamic: bool = False):
+    meta = {"description": description, "choices": choices, "range": None if lo is None else (lo, hi),
+            "dynamic": dynamic}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -34,12 +37,16 @@ def _param(default, description: str, *, choices: tuple[str, ...] | None = None,
 
 @dataclass
 class NodeParams:
-    """All parameters of the node (read-only: a change needs a restart)."""
+    """All parameters of the node. ``dynamic`` ones may change at any time (``ros2 param set``); the others while
+    the node is unconfigured (lifecycle ``cleanup``, set, ``configure``)."""
 
+    autostart: bool = _param(True, "Configure and activate at start-up (nut_ros_node then exits non-zero when "
+                             "configuring fails); false: wait for `ros2 lifecycle set`.")
     backend: str = _param("torch", "Inference backend.", choices=BACKENDS)
     model: str = _param("tiny", "Model configuration name (nut_ros.core.config registry).")
     checkpoint: str = _param("", "Checkpoint (.safetensors / .onnx / .engine); empty: the packaged weights of `model`.")
-    random_init: bool = _param(False, "Run with random weights when no checkpoint exists (tests and demos only).")
+    random_init: bool = _param(False, "Run with random weights when no weights exist (the checkpoint, or the packaged "
+                               "weights of `model`); weights that exist are always used (tests and demos only).")
     device: str = _param("cpu", "Torch device: cpu, cuda or cuda:N.")
     bf16: bool = _param(False, "bf16 autocast of the network (torch backend on CUDA only).")
     compile: bool = _param(False, "torch.compile the network (torch backend; the first frames compile for tens of "
@@ -50,28 +57,42 @@ class NodeParams:
                                lo=0, hi=4096)
     image_transport: str = _param("raw", "Subscribe to `image_raw` (raw) or `image_raw/compressed`.",
                                   choices=TRANSPORTS)
-    input_reliability: str = _param("best_effort", "Reliability QoS of the input subscriptions "
-                                    "(best_effort: sensor-data QoS, matches any publisher).", choices=RELIABILITIES)
+    input_reliability: str = _param("auto", "Reliability QoS of the input subscriptions: auto (reliable when every "
+                                    "publisher is, which delivers large images over UDP; else best effort), reliable "
+                                    "or best_effort.", choices=RELIABILITIES)
     input_qos_depth: int = _param(5, "History depth of the input subscriptions.", lo=1, hi=100)
     depth_source: str = _param("auto", "Metric depth from the `depth` topic (topic), never (none), or when "
                                "depth messages arrive (auto).", choices=DEPTH_SOURCES)
-    depth_scale: float = _param(0.001, "Metres per unit of 16UC1 depth images.", lo=1e-6, hi=1.0)
+    depth_transport: str = _param("raw", "Subscribe to `depth` (raw) or `depth/compressedDepth` (PNG, as "
+                                  "compressed_depth_image_transport publishes it).", choices=DEPTH_TRANSPORTS)
+    depth_scale: float = _param(0.001, "Metres per unit of 16UC1 depth images.", lo=1e-6, hi=1.0, dynamic=True)
+    max_input_pixels: int = _param(3840 * 2160, "Images (and depth images) with more pixels are dropped, checked "
+                                   "from the header before decoding; 0: no cap.", lo=0, hi=1_000_000_000,
+                                   dynamic=True)
     sync_tolerance: float = _param(0.02, "Largest stamp difference in seconds for image/depth/CameraInfo matching.",
-                                   lo=0.0, hi=1.0)
+                                   lo=0.0, hi=1.0, dynamic=True)
     sync_buffer: int = _param(10, "Messages kept per input for stamp matching.", lo=1, hi=100)
     depth_timeout: float = _param(1.0, "Seconds without depth (auto mode), or before a first CameraInfo, after "
                                   "which images are used without them.", lo=0.0, hi=60.0)
-    publish_depth: bool = _param(True, "Publish the rendered depth (`~/depth`, 32FC1).")
-    publish_image: bool = _param(True, "Publish the rendered RGB image (`~/image`, rgb8).")
-    publish_camera_info: bool = _param(True, "Publish the CameraInfo of the rendered images (`~/camera_info`).")
-    publish_points: bool = _param(True, "Publish the Gaussian centres as a coloured PointCloud2 (`~/points`).")
-    publish_gaussians: bool = _param(True, "Publish the Gaussians (`~/gaussians`, nut_ros_msgs/GaussianSet).")
+    use_odometry: bool = _param(False, "Subscribe to `odom` (nav_msgs/Odometry) and give each frame the camera pose "
+                                "interpolated at its stamp.")
+    camera_mount: list[float] = _param([0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "Pose of the camera optical frame in the "
+                                       "odometry's child frame [x, y, z, roll, pitch, yaw] (m, rad; all 0 when the "
+                                       "odometry is the camera's own, as nut_ros_make_bag --poses writes it).",
+                                       lo=-1000.0, hi=1000.0)
+    camera_frame: str = _param("", "TF frame of the camera optical frame; when set, the mount is looked up in TF "
+                               "(odometry child frame -> this frame, needs tf2_ros) instead of camera_mount.")
+    publish_depth: bool = _param(True, "Publish the rendered depth (`~/depth`, 32FC1).", dynamic=True)
+    publish_image: bool = _param(True, "Publish the rendered RGB image (`~/image`, rgb8).", dynamic=True)
+    publish_camera_info: bool = _param(True, "Publish the CameraInfo of the rendered images (`~/camera_info`).", dynamic=True)
+    publish_points: bool = _param(True, "Publish the Gaussian centres as a coloured PointCloud2 (`~/points`).", dynamic=True)
+    publish_gaussians: bool = _param(True, "Publish the Gaussians (`~/gaussians`, nut_ros_msgs/GaussianSet).", dynamic=True)
     render_times: list[float] = _param([1.0], "Normalised pair times to render: 1 newest frame, (0, 1) "
                                        "interpolation, (1, 2] prediction. The first drives the published images.",
-                                       lo=0.0, hi=MAX_RENDER_TIME)
-    motion_prior: str = _param("auto", "Optical-flow velocity prior added to the decoder's motion: auto (as the "
-                               "model was trained), dis (the optical-flow prior; its flow is flow_preset) or "
-                               "none.", choices=("auto", "dis", "none"))
+                                       lo=0.0, hi=MAX_RENDER_TIME, dynamic=True)
+    motion_prior: str = _param("auto", "Where the velocities' motion comes from: auto (as the model was trained), "
+                               "learned (the model's flow head), flow (classical optical flow on the CPU, "
+                               "flow_preset) or none.", choices=("auto", "learned", "flow", "none"))
     flow_preset: str = _param("sparse_to_dense", "Optical flow of the motion prior: sparse_to_dense (follows small "
                               "fast objects; needs OpenCV contrib) or a DIS preset (medium: about 5x cheaper).",
                               choices=FLOW_PRESETS)
@@ -82,11 +103,13 @@ class NodeParams:
                               "failed matches).")
     interp_window: float = _param(0.8, "Views between the pair's frames (render_times in (0, 1)) average their "
                                   "colour over this many pair intervals times 4t(1-t) around t (the expected image "
-                                  "when the motion is uncertain; 0: one render).", lo=0.0, hi=1.0)
-    interp_samples: int = _param(5, "Renders averaged over interp_window.", lo=1, hi=32)
-    max_rate: float = _param(0.0, "Most frames processed per second; 0: as fast as possible.", lo=0.0, hi=1000.0)
-    frame_id: str = _param("", "Frame id of the outputs; empty: the input image's frame id.")
-    diagnostics_period: float = _param(1.0, "Seconds between /diagnostics and `~/stats` updates.", lo=0.05, hi=60.0)
+                                  "when the motion is uncertain; 0: one render).", lo=0.0, hi=1.0, dynamic=True)
+    interp_samples: int = _param(5, "Renders averaged over interp_window.", lo=1, hi=32, dynamic=True)
+    max_rate: float = _param(0.0, "Most frames processed per second; 0: as fast as possible.", lo=0.0, hi=1000.0,
+                             dynamic=True)
+    frame_id: str = _param("", "Frame id of the outputs; empty: the input image's frame id.", dynamic=True)
+    diagnostics_period: float = _param(1.0, "Seconds between /diagnostics and `~/stats` updates.", lo=0.05, hi=60.0,
+                                       dynamic=True)
 
     def validate(self) -> "NodeParams":
         """Check every field against its constraint; raise ``ParamError`` listing all problems."""
@@ -101,6 +124,8 @@ class NodeParams:
                     if not (math.isfinite(v) and lo <= v <= hi):
                         errors.append(f"{f.name}={value!r} is outside [{lo}, {hi}]")
                         break
+        if len(self.camera_mount) != 6:
+            errors.append(f"camera_mount must be [x, y, z, roll, pitch, yaw], got {self.camera_mount!r}")
         if not self.render_times:
             errors.append("render_times must name at least one time")
         if (self.input_width == 0) != (self.input_height == 0):
@@ -162,8 +187,8 @@ def declare_and_read(node) -> NodeParams:
     values = {}
     for f in dataclasses.fields(NodeParams):
         meta, default = f.metadata, _default(f)
-        text = meta["description"]
-        descriptor = ParameterDescriptor(description=text, read_only=True)
+        text = meta["description"] + ("" if meta["dynamic"] else " Changes only while unconfigured.")
+        descriptor = ParameterDescriptor(description=text, dynamic_typing=isinstance(default, (float, list)))
         if meta["choices"]:
             descriptor.additional_constraints = "one of: " + ", ".join(meta["choices"])
         if meta["range"]:

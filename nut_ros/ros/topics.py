@@ -8,13 +8,17 @@ NODE_NAME = "nut_ros"
 IMAGE = "image_raw"
 COMPRESSED_IMAGE = "image_raw/compressed"
 DEPTH = "depth"
+COMPRESSED_DEPTH = "depth/compressedDepth"
 CAMERA_INFO = "camera_info"
+ODOMETRY = "odom"
 
 INPUT_TYPES = {
     IMAGE: "sensor_msgs/msg/Image",
     COMPRESSED_IMAGE: "sensor_msgs/msg/CompressedImage",
     DEPTH: "sensor_msgs/msg/Image",
+    COMPRESSED_DEPTH: "sensor_msgs/msg/CompressedImage",
     CAMERA_INFO: "sensor_msgs/msg/CameraInfo",
+    ODOMETRY: "nav_msgs/msg/Odometry",
 }
 
 # Outputs, private to the node (``~/name`` -> ``/<namespace>/nut_ros/name``), and the global diagnostics topic.

@@ -2,10 +2,16 @@
 
 Writes sensor_msgs/Image (rgb8) or CompressedImage (jpeg), optional 16UC1 depth (or compressedDepth PNG) from a
 folder of 16-bit PNG/PGM files in millimetres paired with the images by sorted order, and CameraInfo for every frame.
+With ``--poses`` it also writes the camera poses as nav_msgs/Odometry on ``<namespace>/odom``: ``header.frame_id``
+is ``--world-frame``, ``child_frame_id`` is the camera optical frame (``--frame-id``), so the node's
+``camera_mount`` stays all zero (``use_odometry: true``). Poses are camera-to-world 4x4 matrices paired with the
+source frames by index (like depth): 7-Scenes ``frame-XXXXXX.pose.txt`` files, a text file of 4x4 matrices, or a
+TUM trajectory (``stamp tx ty tz qx qy qz qw``, one line per source frame; its stamps are not used).
 Header stamps and bag times are ``start + source_index / fps``. Needs no ROS installation (rosbags messages).
 
     nut_ros_make_bag clip.mp4 out_bag --max-frames 60 --stride 2 --resize 512x288 --compressed
     nut_ros_make_bag color/ out_bag --depth depth/ --intrinsics 518,519,325.5,253.5 --fps 5 --storage sqlite3
+    nut_ros_make_bag seq-01/ out_bag --pattern "*.color.png" --poses seq-01/ --depth seq-01/ --depth-pattern "*.depth.png"
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from nut_ros.ros.bag_io import STORAGES, BagWriter
 from nut_ros.ros.camera_info import intrinsics_to_camera_info
 from nut_ros.ros.compressed import compress_depth, compress_image
 from nut_ros.ros.images import numpy_to_image
+from nut_ros.ros.odometry import pose_to_odometry, read_poses
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff"}
 DEPTH_SUFFIXES = {".png", ".pgm", ".tif", ".tiff"}
@@ -126,7 +133,7 @@ def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | 
              hfov_deg: float = 60.0, max_frames: int | None = None, stride: int = 1, start: int = 0,
              resize: tuple[int, int] | None = None, fps: float | None = None, compressed: bool = False,
              storage: str = "mcap", frame_id: str = "camera_optical_frame", namespace: str = "/camera",
-             jpeg_quality: int = 90) -> BagSummary:
+             jpeg_quality: int = 90, poses: str | Path | None = None, world_frame: str = "world") -> BagSummary:
     """Write the bag and return a summary. ``intrinsics`` (fx, fy, cx, cy) are of the source resolution.
 
     The bag holds every ``stride``-th source frame from index ``start``; stamps keep the source timing.
@@ -136,10 +143,13 @@ def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | 
         raise ValueError(f"need stride >= 1 and start >= 0, got stride {stride}, start {start}")
     fps = fps or video_fps(source) or 30.0
     depth_files = list_files(Path(depth_dir), DEPTH_SUFFIXES, depth_pattern) if depth_dir else None
+    camera_poses = read_poses(poses) if poses else None
     ns = namespace.rstrip("/")
     topics = {"image": f"{ns}/image_raw" + ("/compressed" if compressed else ""), "info": f"{ns}/camera_info"}
     if depth_files:
         topics["depth"] = f"{ns}/depth" + ("/compressedDepth" if compressed else "")
+    if camera_poses:
+        topics["odom"] = f"{ns}/odom"
     count, cam = 0, None
     with BagWriter(output, storage) as bag:
         for index, rgb in iter_source(source, pattern, stride, max_frames, start):
@@ -167,6 +177,11 @@ def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | 
                 depth = (compress_depth(mm, "16UC1", stamp_ns=stamp, frame_id=frame_id, flavor="rosbags") if compressed
                          else numpy_to_image(mm, "16UC1", stamp, frame_id, "rosbags"))
                 bag.write(topics["depth"], stamp, depth)
+            if camera_poses:
+                if index >= len(camera_poses):
+                    raise ValueError(f"{poses} has {len(camera_poses)} poses, fewer than the images")
+                bag.write(topics["odom"], stamp, pose_to_odometry(camera_poses[index], stamp, world_frame, frame_id,
+                                                                  "rosbags"))
             count += 1
     if count == 0:
         raise ValueError(f"no frames read from {source}")
@@ -188,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resize", type=parse_size, help="output size WIDTHxHEIGHT")
     parser.add_argument("--fps", type=float, help="source frame rate (default: the video's, else 30)")
     parser.add_argument("--compressed", action="store_true", help="jpeg CompressedImage (+ compressedDepth PNG)")
+    parser.add_argument("--poses", help="camera-to-world poses paired by index: folder of frame-XXXXXX.pose.txt, "
+                        "a text file of 4x4 matrices, or a TUM trajectory; written as nav_msgs/Odometry")
+    parser.add_argument("--world-frame", default="world", help="header.frame_id of the odometry (default: world)")
     parser.add_argument("--storage", choices=STORAGES, default="mcap")
     parser.add_argument("--frame-id", default="camera_optical_frame")
     parser.add_argument("--namespace", default="/camera", help="topic prefix (default: /camera)")
@@ -196,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                        depth_pattern=args.depth_pattern, intrinsics=args.intrinsics, hfov_deg=args.hfov,
                        max_frames=args.max_frames, stride=args.stride, start=args.start, resize=args.resize,
                        fps=args.fps, compressed=args.compressed, storage=args.storage, frame_id=args.frame_id,
-                       namespace=args.namespace)
+                       namespace=args.namespace, poses=args.poses, world_frame=args.world_frame)
     i = summary.intrinsics
     print(f"wrote {summary.frames} frames ({summary.width}x{summary.height}, fx={i.fx:.1f} fy={i.fy:.1f} "
           f"cx={i.cx:.1f} cy={i.cy:.1f}) to {summary.path}")

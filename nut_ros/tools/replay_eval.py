@@ -1,6 +1,8 @@
 """``nut_ros_replay``: run the streaming pipeline over a rosbag offline (no DDS) and evaluate it.
 
-Every frame of the image topic is read in bag order (depth and CameraInfo matched by stamp). With ``--stride k``
+The bag's messages go in bag order through the node's per-frame path (``nut_ros.ros.processor.FrameProcessor``:
+the node's stamp matching of image, depth, CameraInfo and odometry, frame building, pipeline, output messages and
+health counters), on a clock that follows the bag's receive times. With ``--stride k``
 the pipeline sees every k-th frame; the frames in between are rendered by temporal interpolation and scored against
 the true frames (see :mod:`nut_ros.pipeline.evaluation`). Writes into ``--out``:
 
@@ -14,6 +16,7 @@ The run is deterministic: same bag, weights and options give the same outputs (l
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -23,44 +26,50 @@ from nut_ros.pipeline.evaluation import StreamEvaluator
 from nut_ros.pipeline.report import write_report
 from nut_ros.pipeline.stream import StreamingPipeline
 from nut_ros.pipeline.types import PipelineConfig
-from nut_ros.ros.bag_io import BagWriter, bag_topics, read_camera_frames
-from nut_ros.ros.health import NodeHealth, assess, diagnostics_message, stats_message
-from nut_ros.ros.input_sync import Matched
-from nut_ros.ros.inputs import frame_from_messages
-from nut_ros.ros.outputs import STEP_OUTPUTS, VIEW_OUTPUTS, step_messages, view_messages
+from nut_ros.ros.bag_io import IMAGE_TYPES, INFO_TYPE, ODOMETRY_TYPE, BagClock, BagWriter, bag_messages, bag_topics
+from nut_ros.ros.health import assess, diagnostics_message, stats_message
+from nut_ros.ros.processor import FrameProcessor, ProcessorSettings
 from nut_ros.ros.topics import DIAGNOSTICS, NODE_NAME, output_topic
 
 FLAVOR = "rosbags"
 
 
-class OutputRecorder:
-    """Writes what the node publishes for each processed step into a bag, plus stats and diagnostics."""
+def write_outputs(writer: BagWriter, processor: FrameProcessor, outcome, info: dict, namespace: str = "/") -> None:
+    """What the node publishes for one processed step, plus its stats and diagnostics, into ``writer``."""
+    result = outcome.result
+    for name, stamp_ns, msg in outcome.messages:
+        writer.write(output_topic(name, namespace), stamp_ns, msg)
+    last, now = processor.health.period()
+    info = {**info, "depth_source": result.depth_source, "metric": result.metric}
+    stats = stats_message(processor.health, last, now, info, processor.pipeline.live_gaussians, result.stamp_ns,
+                          FLAVOR)
+    writer.write(output_topic("stats", namespace), result.stamp_ns, stats)
+    level, message = assess(last, now, None)
+    writer.write(DIAGNOSTICS, result.stamp_ns, diagnostics_message(
+        stats, level, message, f"{NODE_NAME}: pipeline", info["backend"], result.stamp_ns, FLAVOR))
 
-    def __init__(self, writer: BagWriter, info: dict, namespace: str = "/"):
-        self.writer, self.info = writer, info
-        self.topics = {name: output_topic(name, namespace) for name in (*VIEW_OUTPUTS, *STEP_OUTPUTS, "stats")}
-        self.health = NodeHealth()
 
-    def count(self, processed: bool) -> None:
-        self.health.count(received=1, **({"processed": 1} if processed else {"dropped_invalid": 1}))
+def replay_matches(path, processor: FrameProcessor, clock: BagClock, image_topic: str, depth_topic: str | None,
+                   info_topic: str | None, odom_topic: str | None):
+    """Feed the bag's messages to ``processor`` in bag order, as the node's callbacks do; yield each match."""
+    adders = {image_topic: processor.add_image, depth_topic: processor.add_depth, info_topic: processor.add_info,
+              odom_topic: processor.add_odometry}
+    wanted = {image_topic: IMAGE_TYPES, depth_topic: IMAGE_TYPES, info_topic: (INFO_TYPE,),
+              odom_topic: (ODOMETRY_TYPE,)}
+    for topic, bag_time_ns, msg in bag_messages(path, {t: k for t, k in wanted.items() if t is not None}):
+        clock.now_ns = bag_time_ns
+        matched = adders[topic](msg)
+        if topic != odom_topic and matched is not None:
+            yield matched
 
-    def write(self, result, live_gaussians: int) -> None:
-        frame_id = result.frame_id
-        enabled = set(VIEW_OUTPUTS)
-        for view, msgs in zip(sorted(result.views, key=lambda v: v.pair_time),
-                              view_messages(result, frame_id, enabled, FLAVOR)):
-            for name, msg in msgs.items():
-                self.writer.write(self.topics[name], view.stamp_ns, msg)
-        for name, msg in step_messages(result, frame_id, set(STEP_OUTPUTS), FLAVOR).items():
-            self.writer.write(self.topics[name], result.stamp_ns, msg)
-        self.health.record_latency(result.latency_ms)
-        last, now = self.health.period()
-        info = {**self.info, "depth_source": result.depth_source, "metric": result.metric}
-        stats = stats_message(self.health, last, now, info, live_gaussians, result.stamp_ns, FLAVOR)
-        self.writer.write(self.topics["stats"], result.stamp_ns, stats)
-        level, message = assess(last, now, None)
-        self.writer.write(DIAGNOSTICS, result.stamp_ns, diagnostics_message(
-            stats, level, message, f"{NODE_NAME}: pipeline", info["backend"], result.stamp_ns, FLAVOR))
+
+def replay_processor(pipeline, clock: BagClock, depth_topic: str | None, info_topic: str | None,
+                     odom_topic: str | None, depth_scale: float = 0.001) -> FrameProcessor:
+    """The node's per-frame path set up for a bag: wait for depth when there is a depth topic, for a first
+    CameraInfo only when there is an info topic."""
+    settings = ProcessorSettings(depth_source="topic" if depth_topic else "none", depth_scale=depth_scale,
+                                 info_timeout_s=1.0 if info_topic else 0.0, use_odometry=odom_topic is not None)
+    return FrameProcessor(pipeline, settings, clock, FLAVOR)
 
 
 def run_replay(args: argparse.Namespace) -> dict:
@@ -82,26 +91,33 @@ def run_replay(args: argparse.Namespace) -> dict:
             "motion_prior": pipeline.motion_prior}
     meta["flow"] = pipeline.flow_settings
     meta["interp_window"] = f"{pipeline.config.interp_window} ({pipeline.config.interp_samples} renders)"
-    info_topic = args.info_topic if args.info_topic in bag_topics(args.bag) else None
-    meta["info_topic"] = info_topic
-    frames = read_camera_frames(args.bag, args.image_topic, args.depth_topic, info_topic)
+    present = bag_topics(args.bag)
+    info_topic = args.info_topic if args.info_topic in present else None
+    odom_topic = args.odom_topic if args.odom_topic in present else None
+    meta["info_topic"], meta["odom_topic"] = info_topic, odom_topic
+    clock = BagClock()
+    processor = replay_processor(pipeline, clock, args.depth_topic, info_topic, odom_topic, args.depth_scale)
+    info = {"backend": backend.name, "model": backend.model_config.name}
     start = time.perf_counter()
     with BagWriter(bag_out, storage=args.storage) as writer:
-        recorder = OutputRecorder(writer, {"backend": backend.name, "model": backend.model_config.name})
         progress = _progress(args.max_frames, args.quiet)
-        for i, cam in enumerate(frames):
+        matches = replay_matches(args.bag, processor, clock, args.image_topic, args.depth_topic, info_topic,
+                                 odom_topic)
+        for i, matched in enumerate(matches):
             if args.max_frames and i >= args.max_frames:
                 break
-            built = frame_from_messages(Matched(cam.stamp_ns, cam.image, cam.depth, cam.info), args.depth_scale)
-            frame, gt = built.frame, built.frame.depth_m
-            if args.no_input_depth:
-                frame.depth_m = None
-            result = evaluator.add(frame, gt)
-            if i % args.stride == 0:
-                recorder.count(result is not None)
-                if result is not None:
-                    recorder.write(result, pipeline.live_gaussians)
             progress.update(1)
+            if i % args.stride:  # held out: rendered by interpolation at the next key frame
+                try:
+                    frame, _ = processor.build(matched)
+                except ValueError:
+                    continue
+                evaluator.add(frame, frame.depth_m)
+                continue
+            outcome = processor.process(matched, push=lambda f: evaluator.add(_input(f, args.no_input_depth),
+                                                                              f.depth_m))
+            if outcome.result is not None and outcome.drop is None:
+                write_outputs(writer, processor, outcome, info)
         progress.close()
     elapsed = time.perf_counter() - start
     summary = evaluator.summary()
@@ -110,6 +126,11 @@ def run_replay(args: argparse.Namespace) -> dict:
     meta["output_bag"] = str(bag_out)
     write_report(out, meta, summary, evaluator.records)
     return summary
+
+
+def _input(frame, no_input_depth: bool):
+    """The frame the pipeline sees: without its depth when the depth topic is ground truth only."""
+    return dataclasses.replace(frame, depth_m=None) if no_input_depth else frame
 
 
 def _progress(total: int | None, quiet: bool):
@@ -127,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth-topic", default=None, help="depth Image topic: input depth and ground truth")
     p.add_argument("--info-topic", default="/camera/camera_info",
                    help="CameraInfo topic (ignored when the bag has none: the pipeline then assumes a 60° FOV)")
+    p.add_argument("--odom-topic", default="/camera/odom",
+                   help="nav_msgs/Odometry topic giving the camera pose of each frame (ignored when the bag has none)")
     p.add_argument("--no-input-depth", action="store_true",
                    help="do not feed the depth topic to the pipeline (relative depth); still use it as ground truth")
     p.add_argument("--depth-scale", type=float, default=0.001, help="metres per unit of 16UC1 depth")
@@ -140,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-init", action="store_true", help="randomly initialised model (testing only)")
     p.add_argument("--seed", type=int, default=0, help="torch seed (used with --random-init)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--motion-prior", choices=("auto", "dis", "none"), default="auto",
+    p.add_argument("--motion-prior", choices=("auto", "learned", "flow", "none"), default="auto",
                    help="optical-flow velocity prior (auto: as the model was trained)")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output bag storage")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many input frames")

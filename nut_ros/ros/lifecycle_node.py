@@ -1,0 +1,420 @@
+"""The ``nut_ros`` lifecycle node: camera stream in, dynamic Gaussian map out.
+
+ROS wiring only; the per-frame work is ``processor.FrameProcessor``. Lifecycle (``ros2 lifecycle set /nut_ros``):
+
+* configure: reads and checks the parameters, loads the weights and the backend, builds the pipeline and the
+  output publishers; on failure the node stays unconfigured and says why (log, ``/diagnostics``);
+* activate: subscribes to the inputs and starts the worker thread; deactivate: unsubscribes and stops it;
+* cleanup: frees the pipeline (model, GPU memory, flow threads) and the publishers.
+
+Callbacks hand each matched frame to the worker through a slot of depth one, so they never block and a burst only
+replaces the pending frame (counted as a queue drop). Input subscriptions follow the publishers' reliability
+(``transport.choose_reliability``), re-checked every second. Parameters marked dynamic in ``params`` may change
+at any time; the worker applies them between frames.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import threading
+import time
+from pathlib import Path
+
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rcl_interfaces.msg import SetParametersResult
+
+from nut_ros.ros import topics
+from nut_ros.ros.health import ERROR, WARN, assess, diagnostics_message, stats_message
+from nut_ros.ros.input_sync import LatestSlot, Matched
+from nut_ros.ros.params import NodeParams, ParamError, _coerce, declare_and_read
+from nut_ros.ros.processor import FrameProcessor, ProcessorSettings
+from nut_ros.ros.transport import choose_reliability, loss_advice
+
+THROTTLE_S = 5.0
+QOS_CHECK_S = 1.0
+SETTING_OF = {"depth_scale": "depth_scale", "frame_id": "frame_id", "max_input_pixels": "max_input_pixels",
+              "sync_tolerance": "sync_tolerance_s", "render_times": "render_times",
+              "interp_window": "interp_window", "interp_samples": "interp_samples"}
+
+
+def processor_settings(p: NodeParams) -> ProcessorSettings:
+    """The per-frame path's settings from the node's parameters."""
+    from nut_ros.ros.odometry import mount_matrix
+
+    enabled = frozenset(n for n in topics.OUTPUT_TYPES if n != "stats" and getattr(p, f"publish_{n}"))
+    return ProcessorSettings(depth_source=p.depth_source, depth_scale=p.depth_scale,
+                             sync_tolerance_s=p.sync_tolerance, sync_buffer=p.sync_buffer,
+                             depth_timeout_s=p.depth_timeout, frame_id=p.frame_id,
+                             max_input_pixels=p.max_input_pixels, outputs=enabled, use_odometry=p.use_odometry,
+                             camera_mount=mount_matrix(p.camera_mount))
+
+
+def build_pipeline(p: NodeParams, log=None):
+    """Backend and ``StreamingPipeline`` for the parameters (imports torch); raises with the reason on failure."""
+    from nut_ros.pipeline.backends import default_checkpoint, make_backend
+    from nut_ros.pipeline.stream import StreamingPipeline
+    from nut_ros.pipeline.types import PipelineConfig
+
+    weights = Path(p.checkpoint) if p.checkpoint else default_checkpoint(p.model)
+    random_init = p.random_init and p.backend == "torch" and not weights.exists()
+    if p.random_init and not random_init and log is not None:
+        log.info(f"random_init ignored: weights exist at {weights}")
+    options = {"bf16": p.bf16, "compile": p.compile} if p.backend == "torch" else {}
+    backend = make_backend(p.backend, p.model, p.checkpoint or None, p.device, random_init=random_init, **options)
+    config = backend.model_config
+    if p.checkpoint and config.name != p.model:
+        raise ValueError(f"checkpoint {p.checkpoint} holds model {config.name!r}, but parameter model is {p.model!r}")
+    native = config.image_size
+    if p.input_width and (p.input_height, p.input_width) != tuple(native):
+        raise ValueError(f"input size {p.input_width}x{p.input_height} differs from the model's "
+                         f"{native[1]}x{native[0]}")
+    if random_init and log is not None:
+        log.warning(f"no weights at {weights}: running with a randomly initialised model (random_init: true)")
+    return StreamingPipeline(backend, PipelineConfig(
+        render_times=tuple(p.render_times), motion_prior=p.motion_prior, flow_preset=p.flow_preset,
+        flow_max_width=p.flow_max_width, flow_check=p.flow_check, interp_window=p.interp_window,
+        interp_samples=p.interp_samples))
+
+
+class NutRosNode(LifecycleNode):
+    """Subscribes ``image_raw`` (or ``image_raw/compressed``), ``depth`` (or ``depth/compressedDepth``),
+    ``camera_info`` and optionally ``odom``; publishes ``~/*`` and ``/diagnostics``."""
+
+    def __init__(self, **kwargs):
+        super().__init__(topics.NODE_NAME, **kwargs)
+        self.params: NodeParams = declare_and_read(self)  # raises ParamError: the entry point exits 2
+        unknown = sorted(set(self._parameter_overrides) - set(self._parameters))
+        if unknown:
+            self.get_logger().warning(f"unknown parameters ignored: {', '.join(unknown)} (see `ros2 param list "
+                                      f"/{topics.NODE_NAME}` for the valid names)")
+        self.error: str | None = None  # why the last configure failed
+        self.error_is_param = False  # ... because of a parameter
+        self.processor: FrameProcessor | None = None
+        self._configured = False
+        self._pubs: dict = {}
+        self._subs: dict[str, tuple[object, str]] = {}  # topic -> (subscription, reliability)
+        self._timers: list = []
+        self._slot: LatestSlot[tuple[Matched, float]] = LatestSlot()
+        self._stop = threading.Event()
+        self._stopping = False
+        self._worker: threading.Thread | None = None
+        self._busy_since: float | None = None
+        self._pending: dict = {}
+        self._pending_lock = threading.Lock()
+        self._info_changes = 0
+        self._unmatched_logged = 0
+        self._tf = None  # tf2_ros.Buffer when camera_frame is set
+        self._tf_mount_ready = False
+        self._diag_pub = self.create_publisher(topics.resolve_type(topics.DIAGNOSTICS_TYPE), topics.DIAGNOSTICS, 10)
+        self._diag_timer = self.create_timer(self.params.diagnostics_period, self._publish_health)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        log = self.get_logger()
+        try:
+            self.params = NodeParams.from_dict({n: self.get_parameter(n).value
+                                                for n in dataclasses.asdict(self.params)})
+            settings = processor_settings(self.params)
+            if self.params.camera_frame:
+                self._tf_listener()
+            pipeline = build_pipeline(self.params, log)
+        except Exception as err:  # noqa: BLE001 - any failure leaves the node unconfigured, with the reason
+            self.error_is_param = isinstance(err, ParamError)
+            self.error = str(err) if self.error_is_param else f"{type(err).__name__}: {err}"
+            log.error(f"configure failed, the node stays unconfigured: {self.error}")
+            return TransitionCallbackReturn.FAILURE
+        self.error = None
+        self.processor = FrameProcessor(pipeline, settings, serialized_gaussians=True)
+        flow = pipeline.flow_prior
+        if flow is not None and flow.preset != self.params.flow_preset:
+            log.warning(f"flow_preset {self.params.flow_preset} needs OpenCV's contrib modules "
+                        f"(opencv-contrib-python-headless); the motion prior uses {pipeline.flow_settings}")
+        out_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+        self._pubs = {name: self.create_lifecycle_publisher(topics.resolve_type(kind), f"~/{name}", out_qos)
+                      for name, kind in topics.OUTPUT_TYPES.items()}
+        self._configured = True
+        p = self.params
+        log.info(f"configured: backend {p.backend}, model {p.model} on {p.device}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        p = self.params
+        self._update_subscriptions()
+        self._timers = [self.create_timer(QOS_CHECK_S, self._update_subscriptions)]
+        self._stop.clear()
+        self._slot = LatestSlot()
+        self._worker = threading.Thread(target=self._work, name="nut_ros_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"active: listening on {self.resolve_topic_name(self._image_topic)} (depth: {p.depth_source}"
+            f"{', odometry: ' + self.resolve_topic_name(topics.ODOMETRY) if p.use_odometry else ''}); publishing "
+            f"{', '.join(sorted(n for n in self._pubs if n == 'stats' or n in self.processor.settings.outputs))}")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_inputs(self) -> None:
+        for timer in self._timers:
+            self.destroy_timer(timer)
+        self._timers = []
+        for sub, _ in self._subs.values():
+            self.destroy_subscription(sub)
+        self._subs = {}
+        self._stop.set()
+        self._slot.close()
+        if self._worker is not None:
+            self._worker.join(timeout=60.0)
+            self._worker = None
+
+    def _release(self) -> None:
+        """Drop the pipeline (model, backend, flow threads) and the publishers; free cached GPU memory."""
+        for pub in self._pubs.values():
+            self.destroy_lifecycle_publisher(pub)
+        self._pubs = {}
+        device = self.params.device
+        self.processor = None
+        self._configured = False
+        gc.collect()
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def close(self) -> None:
+        """Stop the worker and release everything (idempotent; used at process exit)."""
+        self._stopping = True
+        self._stop_inputs()
+        self._release()
+
+    @property
+    def _image_topic(self) -> str:
+        return topics.COMPRESSED_IMAGE if self.params.image_transport == "compressed" else topics.IMAGE
+
+    def _inputs(self) -> dict[str, object]:
+        """Input topic -> callback for the current parameters."""
+        p = self.params
+        inputs = {self._image_topic: self._on_image, topics.CAMERA_INFO: self._on_info}
+        if p.depth_source != "none":
+            inputs[topics.COMPRESSED_DEPTH if p.depth_transport == "compressedDepth" else topics.DEPTH] = \
+                self._on_depth
+        if p.use_odometry:
+            inputs[topics.ODOMETRY] = self._on_odometry
+        return inputs
+
+    def _update_subscriptions(self) -> None:
+        """(Re)create each input subscription whose reliability should change for the publishers now present."""
+        for topic, callback in self._inputs().items():
+            offered = [("reliable" if i.qos_profile.reliability == ReliabilityPolicy.RELIABLE else "best_effort")
+                       for i in self.get_publishers_info_by_topic(self.resolve_topic_name(topic))]
+            reliability = choose_reliability(self.params.input_reliability, offered)
+            current = self._subs.get(topic)
+            if current is not None and current[1] == reliability:
+                continue
+            if current is not None:
+                self.destroy_subscription(current[0])
+                self.get_logger().info(f"{topic}: publishers offer {', '.join(sorted(set(offered)))}; "
+                                       f"subscribing {reliability}")
+            qos = QoSProfile(depth=self.params.input_qos_depth, history=HistoryPolicy.KEEP_LAST,
+                             reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable"
+                             else ReliabilityPolicy.BEST_EFFORT)
+            kind = topics.resolve_type(topics.INPUT_TYPES[topic])
+            self._subs[topic] = (self.create_subscription(kind, topic, callback, qos), reliability)
+
+    # -- parameters --------------------------------------------------------------------------------------------------
+    def _on_set_parameters(self, changed) -> SetParametersResult:
+        fields = {f.name: f for f in dataclasses.fields(NodeParams)}
+        values = {}
+        for param in changed:
+            f = fields.get(param.name)
+            if f is None:
+                continue  # use_sim_time and other rclpy parameters
+            if self._configured and not f.metadata["dynamic"]:
+                return SetParametersResult(successful=False, reason=(
+                    f"{param.name} changes only while the node is unconfigured: ros2 lifecycle set "
+                    f"{self.get_fully_qualified_name()} deactivate, then cleanup; set it; then configure and "
+                    f"activate"))
+            default = getattr(self.params, f.name)
+            try:
+                values[f.name] = _coerce(f.name, param.value, default)
+            except ParamError as err:
+                return SetParametersResult(successful=False, reason=str(err))
+        try:
+            dataclasses.replace(self.params, **values).validate()
+        except ParamError as err:
+            return SetParametersResult(successful=False, reason=str(err))
+        if self._configured:
+            self.params = dataclasses.replace(self.params, **values)
+            with self._pending_lock:
+                self._pending.update(values)
+            if "diagnostics_period" in values:
+                self.destroy_timer(self._diag_timer)
+                self._diag_timer = self.create_timer(values["diagnostics_period"], self._publish_health)
+        return SetParametersResult(successful=True)
+
+    def _apply_pending(self) -> None:
+        """Apply dynamic parameter changes to the processor (worker thread, between frames)."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        if not pending or self.processor is None:
+            return
+        changes = {SETTING_OF[k]: (tuple(v) if k == "render_times" else v) for k, v in pending.items()
+                   if k in SETTING_OF}
+        if any(k.startswith("publish_") for k in pending):
+            changes["outputs"] = processor_settings(self.params).outputs
+        if changes:
+            self.processor.update(**changes)
+
+    # -- callbacks (executor thread) -------------------------------------------------------------------------------
+    def _on_image(self, msg, info=None) -> None:
+        processor = self.processor
+        if processor is None:
+            return
+        seq = info.get("publication_sequence_number") if info else None
+        publisher = str(info.get("publisher_gid")) if info else None
+        lost_before = processor.losses.lost
+        matched = processor.add_image(msg, seq, publisher)
+        if processor.losses.lost > lost_before:
+            reliability = self._subs.get(self._image_topic, (None, "best_effort"))[1]
+            self.get_logger().warning(f"{processor.losses.lost} input images lost so far before reaching the node; "
+                                      f"fix: {loss_advice(reliability)}", throttle_duration_sec=THROTTLE_S)
+        self._hand_off(matched)
+
+    def _on_depth(self, msg) -> None:
+        if self.processor is not None:
+            self._hand_off(self.processor.add_depth(msg))
+
+    def _on_info(self, msg) -> None:
+        if self.processor is not None:
+            self._hand_off(self.processor.add_info(msg))
+
+    def _on_odometry(self, msg) -> None:
+        if self.processor is None:
+            return
+        if self._tf is not None and self.params.camera_frame and not self._tf_mount_ready:
+            self._mount_from_tf(msg.child_frame_id)
+        problem = self.processor.add_odometry(msg)
+        if problem:
+            self.get_logger().warning(problem, throttle_duration_sec=THROTTLE_S)
+
+    def _hand_off(self, matched: Matched | None) -> None:
+        processor = self.processor
+        if processor.matcher.unmatched > self._unmatched_logged:
+            self._unmatched_logged = processor.matcher.unmatched
+            self.get_logger().warning(f"{processor.matcher.unmatched} images dropped so far while waiting for "
+                                      f"their depth image or a first CameraInfo (sync_tolerance "
+                                      f"{self.params.sync_tolerance} s)", throttle_duration_sec=THROTTLE_S)
+        if matched is not None and self._slot.put((matched, time.perf_counter())):
+            processor.health.count(dropped_queue=1)
+            self.get_logger().warning(f"{processor.health.dropped_queue} frames dropped so far because the node was "
+                                      f"still busy with the previous one (processing is slower than the camera)",
+                                      throttle_duration_sec=THROTTLE_S)
+
+    # -- TF (optional) ---------------------------------------------------------------------------------------------
+    def _tf_listener(self) -> None:
+        try:
+            import tf2_ros
+        except ImportError:
+            raise RuntimeError(f"camera_frame={self.params.camera_frame!r} needs tf2_ros, which is not installed "
+                               f"(not on PyPI): give the mount as camera_mount instead") from None
+        self._tf = tf2_ros.Buffer()
+        self._tf_node_listener = tf2_ros.TransformListener(self._tf, self)
+
+    def _mount_from_tf(self, child_frame: str) -> None:
+        import numpy as np
+        from rclpy.time import Time
+
+        from nut_ros.ros.odometry import pose_matrix
+
+        try:
+            t = self._tf.lookup_transform(child_frame, self.params.camera_frame, Time())
+        except Exception as err:  # noqa: BLE001 - tf2 raises several lookup exceptions; retried next message
+            self.get_logger().warning(f"camera mount not in TF yet ({child_frame} -> {self.params.camera_frame}): "
+                                      f"{err}", throttle_duration_sec=THROTTLE_S)
+            return
+        tr, q = t.transform.translation, t.transform.rotation
+        self.processor.poses.mount = np.asarray(pose_matrix((tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w)))
+        self._tf_mount_ready = True
+
+    # -- worker thread -----------------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            self._apply_pending()
+            item = self._slot.get(timeout=0.2)
+            if item is None or self._stop.is_set():
+                continue
+            started = self._busy_since = time.perf_counter()
+            try:
+                self._process(*item)
+            except Exception as err:  # noqa: BLE001 - one bad frame must not kill the worker
+                self.processor.health.count(dropped_invalid=1)
+                if not self._stopping:
+                    self.get_logger().error(f"frame failed: {type(err).__name__}: {err}",
+                                            throttle_duration_sec=THROTTLE_S)
+            self._busy_since = None
+            rate = self.params.max_rate
+            if rate > 0:
+                self._stop.wait(max(0.0, 1.0 / rate - (time.perf_counter() - started)))
+
+    def _process(self, matched: Matched, arrived: float) -> None:
+        log = self.get_logger()
+        processor = self.processor
+        outcome = processor.process(matched, arrived=arrived)
+        for note in outcome.notes:
+            log.warning(note, throttle_duration_sec=THROTTLE_S)
+        if outcome.frame is not None:
+            if outcome.frame.intrinsics is None:
+                log.warning("no CameraInfo: assuming a default field of view", throttle_duration_sec=30.0)
+            changed = processor.note_intrinsics(outcome.frame.intrinsics)
+            if changed:
+                self._info_changes += 1
+                log.info(f"{changed} ({self._info_changes} changes so far)", throttle_duration_sec=THROTTLE_S)
+        if outcome.drop is not None:
+            log.warning(f"frame dropped: {outcome.drop}", throttle_duration_sec=THROTTLE_S)
+            return
+        for name, _, msg in outcome.messages:
+            if self._stopping:
+                return
+            self._pubs[name].publish(msg)
+
+    # -- health (executor thread) ----------------------------------------------------------------------------------
+    def _publish_health(self) -> None:
+        p = self.params
+        stamp = self.get_clock().now().nanoseconds
+        name, hardware = f"{self.get_name()}: pipeline", f"{p.backend}/{p.device}"
+        processor = self.processor
+        if processor is None:
+            from nut_ros.ros.health import NodeHealth
+
+            health = NodeHealth()
+            last, now = health.period()
+            stats = stats_message(health, last, now, {"backend": p.backend, "model": p.model, "depth_source": "none",
+                                                      "metric": False}, 0, stamp)
+            level, message = (ERROR, f"unconfigured: configure failed: {self.error}") if self.error else \
+                (WARN, "unconfigured")
+            self._diag_pub.publish(diagnostics_message(stats, level, message, name, hardware, stamp))
+            return
+        last, now = processor.health.period()
+        info = {"backend": p.backend, "model": p.model, "depth_source": processor.depth_source,
+                "metric": processor.metric}
+        stats = stats_message(processor.health, last, now, info, processor.pipeline.live_gaussians, stamp)
+        if "stats" in self._pubs:
+            self._pubs["stats"].publish(stats)
+        busy_since = self._busy_since
+        if self._worker is None:
+            level, message = WARN, "inactive (configured)"
+        else:
+            level, message = assess(last, now, None, None if busy_since is None else time.perf_counter() - busy_since)
+        self._diag_pub.publish(diagnostics_message(stats, level, message, name, hardware, stamp))

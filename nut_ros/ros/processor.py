@@ -1,0 +1,189 @@
+"""The per-frame path shared by the node, the replay evaluation and the demo; ROS-free apart from message types.
+
+``FrameProcessor`` takes input messages as they arrive (image, depth, CameraInfo, odometry), matches them by stamp
+(``input_sync.StampMatcher``), counts images lost on the way (``LossCounter``), builds the pipeline ``Frame``
+(``inputs``, with the camera pose from odometry), pushes it through the ``StreamingPipeline`` and builds the output
+messages (``outputs``), keeping the health counters the node publishes. The node calls ``add_*`` from its callbacks
+and ``process`` from its worker thread; replay calls both in bag order with a clock that follows the bag's stamps.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from nut_ros.pipeline.types import Frame, StepResult
+from nut_ros.ros.conversions import ConversionError
+from nut_ros.ros.health import NodeHealth
+from nut_ros.ros.input_sync import LossCounter, Matched, StampMatcher
+from nut_ros.ros.inputs import frame_from_messages
+from nut_ros.ros.msg_types import check_stamp, check_time
+from nut_ros.ros.odometry import PoseBuffer, odometry_pose
+from nut_ros.ros.outputs import STEP_OUTPUTS, VIEW_OUTPUTS, step_messages, view_messages
+
+
+@dataclass
+class ProcessorSettings:
+    """What the per-frame path needs from the node's parameters (``NodeParams.processor_settings``)."""
+
+    depth_source: str = "auto"  # auto | topic | none
+    depth_scale: float = 0.001
+    sync_tolerance_s: float = 0.02
+    sync_buffer: int = 10
+    depth_timeout_s: float = 1.0
+    info_timeout_s: float | None = None  # None: depth_timeout_s
+    frame_id: str = ""
+    max_input_pixels: int = 0  # 0: no cap
+    outputs: frozenset = frozenset(VIEW_OUTPUTS + STEP_OUTPUTS)
+    use_odometry: bool = False
+    camera_mount: np.ndarray | None = None  # T_child<-camera_optical; None: identity
+
+
+@dataclass
+class Outcome:
+    """What happened to one matched frame: ``result`` and ``messages`` when processed, else ``drop`` says why."""
+
+    frame: Frame | None = None
+    result: StepResult | None = None
+    messages: list[tuple[str, int, Any]] = field(default_factory=list)  # (output name, stamp ns, message)
+    drop: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class FrameProcessor:
+    """Matching, frame building, pipeline, output messages and health counters of one camera stream."""
+
+    def __init__(self, pipeline, settings: ProcessorSettings, clock: Callable[[], float] = time.monotonic,
+                 flavor: str = "auto", serialized_gaussians: bool = False):
+        self.pipeline, self.settings = pipeline, settings
+        self.flavor, self.serialized_gaussians = flavor, serialized_gaussians
+        self.matcher = StampMatcher(settings.depth_source, int(settings.sync_tolerance_s * 1e9), settings.sync_buffer,
+                                    settings.depth_timeout_s, clock, settings.info_timeout_s)
+        self.losses = LossCounter()
+        self.poses = PoseBuffer(settings.camera_mount) if settings.use_odometry else None
+        self.health = NodeHealth()
+        self._unmatched_seen = 0
+        self.last_intrinsics = None
+        self.metric, self.depth_source = False, "none"
+
+    # -- inputs (cheap; the node's executor thread) ----------------------------------------------------------------
+    def add_image(self, msg, seq: int | None = None, publisher: Any = None) -> Matched | None:
+        """Count and buffer an image; the newest complete match (or None). Bad stamps are counted drops."""
+        self.health.count(received=1)
+        try:
+            stamp = check_time(msg.header.stamp, "image header.stamp")
+        except ConversionError:
+            self.health.count(dropped_invalid=1)
+            return None
+        lost = self.losses.add(stamp, seq, publisher)
+        if lost:
+            self.health.count(lost=lost)
+        return self._counted(self.matcher.add_image(stamp, msg))
+
+    def add_depth(self, msg) -> Matched | None:
+        try:
+            return self._counted(self.matcher.add_depth(check_time(msg.header.stamp, "depth header.stamp"), msg))
+        except ConversionError:
+            return None
+
+    def add_info(self, msg) -> Matched | None:
+        try:
+            return self._counted(self.matcher.add_info(check_time(msg.header.stamp, "CameraInfo header.stamp"), msg))
+        except ConversionError:
+            return None
+
+    def add_odometry(self, msg) -> str | None:
+        """Buffer an odometry pose; the reason when the message is unusable (else None)."""
+        if self.poses is None:
+            return None
+        try:
+            self.poses.add(check_time(msg.header.stamp, "odometry header.stamp"), odometry_pose(msg))
+        except (ConversionError, ValueError) as err:
+            return f"odometry ignored: {err}"
+        return None
+
+    def _counted(self, matched: Matched | None) -> Matched | None:
+        new = self.matcher.unmatched - self._unmatched_seen
+        if new:  # images superseded or evicted while waiting for their depth or a first CameraInfo
+            self.health.count(dropped_invalid=new)
+            self._unmatched_seen = self.matcher.unmatched
+        return matched
+
+    # -- processing (the node's worker thread) ---------------------------------------------------------------------
+    def update(self, **changes) -> None:
+        """Change settings between frames (``outputs``, ``depth_scale``, ``frame_id``, ``max_input_pixels``,
+        ``sync_tolerance_s``) or the pipeline's (``render_times``, ``interp_window``, ``interp_samples``)."""
+        pipeline_fields = {f.name for f in dataclasses.fields(self.pipeline.config)}
+        ours = {k: v for k, v in changes.items() if k not in pipeline_fields}
+        theirs = {k: v for k, v in changes.items() if k in pipeline_fields}
+        if ours:
+            self.settings = dataclasses.replace(self.settings, **ours)
+            self.matcher.tolerance_ns = int(self.settings.sync_tolerance_s * 1e9)
+        if theirs:
+            self.pipeline.config = dataclasses.replace(self.pipeline.config, **theirs)
+
+    def build(self, matched: Matched) -> tuple[Frame, list[str]]:
+        """The pipeline frame of a match (raises ``ConversionError``), and notes on what was adapted."""
+        s = self.settings
+        pose = None
+        notes = []
+        if self.poses is not None:
+            pose = self.poses.camera_pose(matched.stamp_ns)
+            if pose is None:
+                notes.append("no odometry at the image stamp: frame used without a camera pose")
+        built = frame_from_messages(matched, s.depth_scale, s.frame_id, s.max_input_pixels, pose)
+        return built.frame, built.notes + notes
+
+    def process(self, matched: Matched, push: Callable[[Frame], StepResult | None] | None = None,
+                arrived: float | None = None) -> Outcome:
+        """Build the frame, push it (``push`` defaults to the pipeline's) and build the output messages."""
+        try:
+            frame, notes = self.build(matched)
+        except ConversionError as err:
+            self.health.count(dropped_invalid=1)
+            return Outcome(drop=str(err))
+        drops_before = Counter(self.pipeline.stats.drops)
+        try:
+            result = (push or self.pipeline.push)(frame)
+        except ValueError as err:
+            self.health.count(dropped_invalid=1)
+            return Outcome(frame, drop=str(err), notes=notes)
+        if result is None:
+            reasons = ", ".join((self.pipeline.stats.drops - drops_before).keys()) or "held out"
+            self.health.count(dropped_invalid=1)
+            return Outcome(frame, drop=f"frame at {frame.stamp_ns} ns dropped by the pipeline: {reasons}",
+                           notes=notes)
+        try:
+            messages = self.messages(result, frame.frame_id)
+        except ConversionError as err:  # e.g. a predicted view stamped past the end of ROS time
+            self.health.count(dropped_invalid=1)
+            return Outcome(frame, result, drop=str(err), notes=notes)
+        self.metric, self.depth_source = result.metric, result.depth_source
+        self.health.count(processed=1)
+        total = {} if arrived is None else {"total": (time.perf_counter() - arrived) * 1e3}
+        self.health.record_latency({**result.latency_ms, **total})
+        return Outcome(frame, result, messages, notes=notes)
+
+    def messages(self, result: StepResult, frame_id: str) -> list[tuple[str, int, Any]]:
+        """``(output name, stamp, message)`` of the enabled outputs, views in time order, then the step's."""
+        enabled = set(self.settings.outputs)
+        for view in result.views:
+            check_stamp(view.stamp_ns, f"view at pair time {view.pair_time}")
+        out = []
+        views = sorted(result.views, key=lambda v: v.pair_time)
+        for view, msgs in zip(views, view_messages(result, frame_id, enabled & set(VIEW_OUTPUTS), self.flavor)):
+            out += [(name, view.stamp_ns, msg) for name, msg in msgs.items()]
+        step = step_messages(result, frame_id, enabled & set(STEP_OUTPUTS), self.flavor, self.serialized_gaussians)
+        out += [(name, result.stamp_ns, msg) for name, msg in step.items()]
+        return out
+
+    def note_intrinsics(self, intrinsics) -> str | None:
+        """A log line when the camera's intrinsics changed (the first ones are not a change)."""
+        changed = intrinsics is not None and self.last_intrinsics is not None and intrinsics != self.last_intrinsics
+        if intrinsics is not None:
+            self.last_intrinsics = intrinsics
+        return f"CameraInfo changed: {intrinsics}" if changed else None
