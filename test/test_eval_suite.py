@@ -38,7 +38,8 @@ def suite(tmp_path_factory):
     ckpt = tmp / "tiny.safetensors"
     save_checkpoint(build_model("tiny", image_size=(48, 96)), ckpt)
     summary = run_suite(tmp / "shared", tmp / "work", ["--checkpoint", str(ckpt), "--quiet"], clips=(CLIP,),
-                        runs=SUITE_RUNS, meta={"weights": "random init"}, log=lambda _: None)
+                        runs=SUITE_RUNS, meta={"weights": "random init"}, log=lambda _: None,
+                        sequence_runs=())
     return tmp, summary
 
 
@@ -54,6 +55,8 @@ def test_summary_rows(suite):
         assert 0 < row["interp_psnr_256"] < 60 and row["latency_p50_ms"] > 0
         assert row["real_motion"] == (row["blend_psnr_256"] < 30)
         assert row["depth_abs_rel_aligned"] is not None
+        for proto in ("_aligned", "_affine"):  # the baselines stand beside every depth figure
+            assert row[f"depth_abs_rel{proto}_constant"] is not None and row[f"depth_abs_rel{proto}_ramp"] is not None
     assert depth_run["input_depth"] and not rgb_run["input_depth"]
     assert depth_run["depth_abs_rel"] < 0.06  # metric depth of the plane passes through the pipeline
     assert rgb_run["depth_abs_rel"] is None  # relative depth: only the median-aligned error exists
@@ -61,7 +64,10 @@ def test_summary_rows(suite):
     report = json.loads((tmp / "work" / "runs" / "synth_rgb" / "report.json").read_text())
     assert report["frames"][0]["stamp_ns"] == START_NS + round(2 * 1e9 / FPS)  # the segment starts at frame 2
     md = (tmp / "work" / "summary.md").read_text()
-    assert md.count("| synthetic, ") == 2 and "Goals: key PSNR >= 30 dB" in md and "| synth | `data/synth` |" in md
+    table, depth_table = md.split("## Depth beside its baselines")
+    assert table.count("| synthetic, ") == 2 and "| synthetic, depth in | metric |" in depth_table
+    assert "| synthetic, RGB only | scale+shift |" in depth_table and "| synthetic, RGB only | metric |" not in depth_table
+    assert "Goals: key PSNR >= 30 dB" in md and "| synth | `data/synth` |" in md
 
 
 def test_bag_cache(suite):

@@ -9,6 +9,7 @@ from nut_ros.core.geometry import (DepthNormalization, Intrinsics, backproject, 
                                    canonical_to_optical, canonical_to_pixels, canonical_velocity_to_optical,
                                    optical_to_canonical, pixels_to_canonical, project, rendered_depth_to_depth,
                                    rendered_depth_to_yhat, world_quaternion_to_optical)
+from nut_ros.pipeline.depth import normalize_inverse_depth, valid_depth
 from nut_ros.render import project_gaussians
 
 CAMERA = Intrinsics(fx=615.0, fy=610.0, cx=321.3, cy=238.7, width=640, height=480)
@@ -55,14 +56,18 @@ def test_canonical_optical_round_trip(norm):
 
 
 def test_depth_normalization_from_metric_depth():
-    depth = torch.tensor([[0.5, 2.0, float("nan")], [0.0, 4.0, float("inf")]])
-    norm = DepthNormalization.from_depth(depth)
-    assert norm.metric and norm.disp_min == pytest.approx(0.25) and norm.disp_max == pytest.approx(2.0)
+    depth = torch.tensor([[0.5, 2.0, float("nan")], [0.0, 4.0, float("inf")]])[None, None]
+    disp, far, near = normalize_inverse_depth(depth, valid_depth(depth, 0.05, 20.0))
+    norm = DepthNormalization(float(far), float(near), metric=True)
+    assert norm.disp_min == pytest.approx(0.25) and norm.disp_max == pytest.approx(2.0)
     y = norm.depth_to_yhat(torch.tensor([0.5, 4.0, 2.0]))
     assert torch.allclose(y, torch.tensor([1.0, 0.0, (0.5 - 0.25) / 1.75]))
+    assert torch.allclose(disp[0, 0], torch.tensor([[1.0, (0.5 - 0.25) / 1.75, 0.0], [0.0, 0.0, 0.0]]))
     assert torch.allclose(norm.yhat_to_depth(y), torch.tensor([0.5, 4.0, 2.0]))
-    with pytest.raises(ValueError):
-        DepthNormalization.from_depth(torch.zeros(2, 2))
+    assert torch.allclose(norm.yhat_to_disparity(norm.disparity_to_yhat(torch.tensor([0.3, 1.9]))),
+                          torch.tensor([0.3, 1.9]))
+    none, far, near = normalize_inverse_depth(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.bool))
+    assert float(far) == float(near) == 0.0 and not none.any()  # no valid pixel: no depth input
 
 
 def test_rendered_depth_maps_back_to_metres():

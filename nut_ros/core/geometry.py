@@ -41,7 +41,9 @@ class Intrinsics:
 
 @dataclass(frozen=True)
 class DepthNormalization:
-    """Affine map between canonical ``ŷ`` and inverse depth: ``disparity = disp_min + ŷ·(disp_max - disp_min)``.
+    """Affine map between canonical ``ŷ`` and inverse depth: ``disparity = disp_min + ŷ·(disp_max - disp_min)``,
+    the one owner of that formula (the fields may also be tensors broadcasting over a batch). A frame's own
+    normalisation comes from :func:`nut_ros.pipeline.depth.normalize_inverse_depth`.
 
     ``metric``: disparities are in 1/m (from a metric depth image), so depths come out in metres. The relative
     mode uses the renderer's own map (``disp_min = 0.2``, ``disp_max = 10``): depth is the canonical depth in
@@ -56,28 +58,25 @@ class DepthNormalization:
     def relative() -> "DepthNormalization":
         return DepthNormalization(INV_DEPTH_OFFSET, INV_DEPTH_OFFSET + INV_DEPTH_SCALE, metric=False)
 
-    @staticmethod
-    def from_depth(depth_m: Tensor) -> "DepthNormalization":
-        """Per-frame normalisation from a metric depth image: min/max disparity of the valid (finite, > 0) pixels."""
-        depth_m = torch.as_tensor(depth_m)
-        valid = torch.isfinite(depth_m) & (depth_m > 0)
-        if not bool(valid.any()):
-            raise ValueError("depth image has no valid pixel")
-        disp = 1.0 / depth_m[valid].double()
-        lo, hi = float(disp.min()), float(disp.max())
-        return DepthNormalization(lo, hi if hi > lo else lo + 1e-6, metric=True)
-
     @property
     def span(self) -> float:
         return self.disp_max - self.disp_min
 
+    def disparity_to_yhat(self, disparity: Tensor) -> Tensor:
+        """``ŷ = (disparity - disp_min) / (disp_max - disp_min)`` (in [0, 1] on the frame it came from)."""
+        return (disparity - self.disp_min) / self.span
+
+    def yhat_to_disparity(self, y_hat: Tensor) -> Tensor:
+        """``disp_min + ŷ·(disp_max - disp_min)``."""
+        return self.disp_min + y_hat * self.span
+
     def depth_to_yhat(self, depth: Tensor) -> Tensor:
-        """Model input ``ŷ = (1/depth - disp_min) / (disp_max - disp_min)`` (in [0, 1] on the frame it came from)."""
-        return (1.0 / depth - self.disp_min) / self.span
+        """Model input ``ŷ`` of a depth: :meth:`disparity_to_yhat` of ``1/depth``."""
+        return self.disparity_to_yhat(1.0 / depth)
 
     def yhat_to_depth(self, y_hat: Tensor) -> Tensor:
         """Depth of a canonical ``ŷ``: ``1 / (disp_min + ŷ·(disp_max - disp_min))``."""
-        return 1.0 / (self.disp_min + y_hat * self.span)
+        return 1.0 / self.yhat_to_disparity(y_hat)
 
     def yhat_to_depth_derivative(self, y_hat: Tensor) -> Tensor:
         """``d depth / d ŷ = -(disp_max - disp_min)·depth²``."""

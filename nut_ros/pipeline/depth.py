@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nut_ros.core.geometry import DepthNormalization
+
 #: a frame whose valid depth spans less than this fraction of its mean inverse depth is widened symmetrically
 MIN_RELATIVE_SPAN = 0.1
 
@@ -38,8 +40,9 @@ def normalize_inverse_depth(depth_m: Tensor, valid: Tensor) -> tuple[Tensor, Ten
     half = MIN_RELATIVE_SPAN * mid / 2
     inv_far = torch.where(narrow, mid - half, inv_far)
     inv_near = torch.where(narrow, mid + half, inv_near)
-    scale = (inv_near - inv_far).clamp(min=1e-12).view(-1, 1, 1, 1)
-    disp = ((inv - inv_far.view(-1, 1, 1, 1)) / scale).clamp(0, 1)
+    top = torch.maximum(inv_near, inv_far + 1e-12)  # a frame without valid pixels: any nonzero span
+    norm = DepthNormalization(inv_far.view(-1, 1, 1, 1), top.view(-1, 1, 1, 1), metric=True)
+    disp = norm.disparity_to_yhat(inv).clamp(0, 1)
     return torch.where(valid, disp, torch.zeros_like(disp)), inv_far, inv_near
 
 

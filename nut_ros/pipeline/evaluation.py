@@ -11,16 +11,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nut_ros.pipeline.metrics import depth_errors, percentiles, psnr, resize_square, ssim
+from nut_ros.pipeline.metrics import constant_depth, depth_errors, percentiles, psnr, ramp_depth, resize_square, ssim
 from nut_ros.pipeline.stats import STAGES
 from nut_ros.pipeline.stream import StreamingPipeline, resize_rgb
 from nut_ros.pipeline.types import Frame, StepResult
 
 REPORT_SIZE = 256
+#: alignments of a depth figure (key suffix): none (metric runs only), median scale, disparity scale+shift
+DEPTH_PROTOCOLS = {"": "metric", "_aligned": "median", "_affine": "scale+shift"}
+#: what is scored (key suffix): the rendered depth, its trivial baselines, and the model's depth input from motion
+#: (dense, as the model got it; semi-dense, before the fill)
+DEPTH_PREDICTORS = {"": "rendered", "_constant": "constant", "_ramp": "vertical ramp", "_input": "motion input",
+                    "_sparse": "motion semi-dense"}
+DEPTH_KEYS = tuple(f"depth_{stat}{proto}{pred}" for proto in DEPTH_PROTOCOLS for pred in DEPTH_PREDICTORS
+                   for stat in ("abs_rel", "delta1")) + ("depth_coverage", "depth_coverage_input",
+                                                         "depth_coverage_sparse")
 
 
 def image_scores(pred: np.ndarray, true: np.ndarray, with_ssim: bool = True) -> dict[str, float]:
@@ -75,6 +85,7 @@ class StreamEvaluator:
         true = self._model_rgb(frame.rgb)
         rec = {"index": i, "stamp_ns": frame.stamp_ns, "kind": "key", "pair_time": 1.0,
                "gaussians": result.gaussians.count, "latency_ms": dict(result.latency_ms),
+               "depth_source": result.depth_source,
                **image_scores(result.newest.rgb, true)}
         if gt_depth_m is not None:
             rec.update(self._depth_scores(result, gt_depth_m))
@@ -97,20 +108,40 @@ class StreamEvaluator:
                                  **scores, "blend_psnr": base["psnr"], "blend_psnr_256": base["psnr_256"]})
 
     def _depth_scores(self, result: StepResult, gt_depth_m: np.ndarray) -> dict[str, float]:
+        """Rendered depth and its baselines against ground truth on the same pixels (ground truth valid and rendered
+        depth present), under each alignment (:data:`DEPTH_PROTOCOLS`). Constant and ramp have no scale of their
+        own: without alignment (metric runs) they are scaled to the rendered depth's median, never the ground
+        truth's. The motion input is scored where it has values (its coverage of those pixels is recorded; 0 on
+        frames where depth from motion gave nothing)."""
         h, w = result.newest.depth.shape
         gt = torch.from_numpy(np.asarray(gt_depth_m, np.float32))[None, None]
         gt = F.interpolate(gt, size=(h, w), mode="nearest-exact")[0, 0].numpy()
-        valid = np.isfinite(gt) & (gt >= self.depth_min_m) & (gt <= self.depth_max_m)
         pred = result.newest.depth
-        out = {}
-        if result.metric:
-            e = depth_errors(pred, gt, valid=valid)
-            out.update(depth_abs_rel=e["abs_rel"], depth_delta1=e["delta1"])
-        e = depth_errors(pred, gt, align_median=True, valid=valid)
-        out.update(depth_abs_rel_aligned=e["abs_rel"], depth_delta1_aligned=e["delta1"],
-                   depth_coverage=e["pixels"] / max(int(valid.sum()), 1))
-        e = depth_errors(pred, gt, valid=valid, align_disparity=True)
-        out.update(depth_abs_rel_affine=e["abs_rel"], depth_delta1_affine=e["delta1"])
+        valid = np.isfinite(gt) & (gt >= self.depth_min_m) & (gt <= self.depth_max_m)
+        same = valid & np.isfinite(pred) & (pred > 0)
+        out = {"depth_coverage": same.sum() / max(int(valid.sum()), 1)}
+        if not same.any():
+            return out
+        scale = float(np.median(pred[same]))
+        predictors = {"": pred, "_constant": scale * constant_depth((h, w)),
+                      "_ramp": ramp_depth((h, w)) * scale / float(np.median(ramp_depth((h, w))[same]))}
+        motion = result.motion_depth
+        out["depth_coverage_input"] = out["depth_coverage_sparse"] = 0.0
+        if motion is not None:
+            sparse = cv2.resize(motion.inv_depth, (w, h), interpolation=cv2.INTER_NEAREST)
+            for key, depth in (("_input", result.input_depth), ("_sparse", 1.0 / sparse)):
+                ok = same & np.isfinite(depth) & (depth > 0)
+                out[f"depth_coverage{key}"] = ok.sum() / same.sum()
+                predictors[key] = np.where(ok, depth, np.nan)
+        for proto in DEPTH_PROTOCOLS:
+            if proto == "" and not result.metric:
+                continue
+            for key, depth in predictors.items():
+                if proto == "" and key in ("_input", "_sparse") and not motion.metric:
+                    continue
+                e = depth_errors(depth, gt, valid=same, align_median=proto == "_aligned",
+                                 align_disparity=proto == "_affine")
+                out[f"depth_abs_rel{proto}{key}"], out[f"depth_delta1{proto}{key}"] = e["abs_rel"], e["delta1"]
         return out
 
     def summary(self) -> dict:
@@ -134,8 +165,9 @@ class StreamEvaluator:
             "gaussians_live": self.pipeline.live_gaussians,
             "pipeline": self.pipeline.stats.as_dict(),
         }
-        depth_keys = ("depth_abs_rel", "depth_delta1", "depth_abs_rel_aligned", "depth_delta1_aligned",
-                      "depth_abs_rel_affine", "depth_delta1_affine", "depth_coverage")
-        if any(k in r for r in keys for k in depth_keys):
-            out["depth"] = {k: mean("key", k) for k in depth_keys}
+        if any("depth_coverage" in r for r in keys):
+            out["depth"] = {k: mean("key", k) for k in DEPTH_KEYS}
+            out["depth"]["frames"] = {k: sum(k in r for r in keys) for k in DEPTH_KEYS if k.startswith("depth_abs")}
+            sources = [r["depth_source"] for r in keys]
+            out["depth"]["sources"] = {s: sources.count(s) for s in sorted(set(sources))}
         return out

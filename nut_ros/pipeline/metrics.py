@@ -116,6 +116,20 @@ def depth_errors(pred: np.ndarray, gt: np.ndarray, align_median: bool = False, v
             "scale": scale, "pixels": int(ok.sum())}
 
 
+def constant_depth(shape: tuple[int, int]) -> np.ndarray:
+    """The trivial depth baseline: the same depth (1) at every pixel."""
+    return np.ones(shape, np.float64)
+
+
+def ramp_depth(shape: tuple[int, int]) -> np.ndarray:
+    """The floor-and-wall depth baseline: disparity rising linearly from 0.5 on the top row to 1.5 on the bottom row
+    (near below, far above, as a camera looking along a floor sees it). Under disparity scale+shift alignment every
+    such ramp scores the same; the 3:1 depth range matters only for median (scale-only) alignment."""
+    h, w = shape
+    disparity = 0.5 + np.linspace(0.0, 1.0, h)[:, None] * np.ones((1, w))
+    return 1.0 / disparity
+
+
 def percentiles(values: Iterable[float], qs: Sequence[float] = (50, 90, 99)) -> dict[str, float]:
     """``{"p50": …, "p90": …, "p99": …, "mean": …, "max": …}`` of ``values`` (NaN when empty)."""
     v = np.asarray(list(values), np.float64)

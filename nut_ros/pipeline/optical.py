@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from nut_ros.core.gaussians import INV_DEPTH_OFFSET, INV_DEPTH_SCALE, Gaussians
+from nut_ros.core.gaussians import Gaussians
 from nut_ros.core.geometry import (DepthNormalization, Intrinsics, canonical_scale_to_optical, canonical_to_optical,
                                    canonical_velocity_to_optical)
 from nut_ros.pipeline.types import GaussianCloud
@@ -32,10 +32,11 @@ def shared_normalization(norms: Sequence[DepthNormalization]) -> DepthNormalizat
     ``1.25 · d_far``. When the frames span more than that (a ratio above ~40), the nearest depth is kept instead
     (at ŷ' = 1 - ``FAR_MARGIN``) and the far end is culled: near structure matters more to a robot.
     """
-    keep_far = (INV_DEPTH_OFFSET + INV_DEPTH_SCALE * FAR_MARGIN) / min(n.disp_min for n in norms)
-    keep_near = (INV_DEPTH_OFFSET + INV_DEPTH_SCALE * (1 - FAR_MARGIN)) / max(n.disp_max for n in norms)
+    renderer = DepthNormalization.relative()  # the renderer's own map ŷ -> 0.2 + 9.8 ŷ
+    keep_far = renderer.yhat_to_disparity(FAR_MARGIN) / min(n.disp_min for n in norms)
+    keep_near = renderer.yhat_to_disparity(1 - FAR_MARGIN) / max(n.disp_max for n in norms)
     s = min(keep_far, keep_near)
-    return DepthNormalization(INV_DEPTH_OFFSET / s, (INV_DEPTH_OFFSET + INV_DEPTH_SCALE) / s, metric=True)
+    return DepthNormalization(renderer.disp_min / s, renderer.disp_max / s, metric=True)
 
 
 def rebase_inverse_depth(g: Gaussians, norms: Sequence[DepthNormalization], shared: DepthNormalization) -> Gaussians:

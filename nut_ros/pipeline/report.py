@@ -5,6 +5,8 @@ import json
 import math
 from pathlib import Path
 
+from nut_ros.pipeline.evaluation import DEPTH_PREDICTORS, DEPTH_PROTOCOLS
+
 
 def _fmt(v, digits: int = 3) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
@@ -26,13 +28,17 @@ def _markdown(meta: dict, s: dict) -> str:
     lines.append(f"| blend baseline (held-out) | {_fmt(b['psnr'], 2)} | – | {_fmt(b['psnr_256'], 2)} | – |")
     if "depth" in s:
         d = s["depth"]
-        lines += ["", "| depth | AbsRel | δ<1.25 | AbsRel (median-aligned) | δ<1.25 (aligned) | "
-                  "AbsRel (disparity affine) | δ<1.25 (affine) | coverage |",
-                  "|---|---|---|---|---|---|---|---|",
-                  f"| key frames | {_fmt(d['depth_abs_rel'])} | {_fmt(d['depth_delta1'])} | "
-                  f"{_fmt(d['depth_abs_rel_aligned'])} | {_fmt(d['depth_delta1_aligned'])} | "
-                  f"{_fmt(d.get('depth_abs_rel_affine'))} | {_fmt(d.get('depth_delta1_affine'))} | "
-                  f"{_fmt(d['depth_coverage'])} |"]
+        lines += ["", "Depth at key frames, AbsRel (δ<1.25) against the ground truth, each row on the same pixels with "
+                  "the same alignment (metric: none, metric runs only; median: scale; scale+shift: in disparity). "
+                  "Constant and ramp without alignment are scaled to the rendered depth's median. The motion input "
+                  "is scored where it has values (coverage: its share of the scored pixels).", "",
+                  "| depth | " + " | ".join(DEPTH_PROTOCOLS.values()) + " | coverage |",
+                  "|---|" + "---|" * (len(DEPTH_PROTOCOLS) + 1)]
+        for key, name in DEPTH_PREDICTORS.items():
+            cells = [f"{_fmt(d.get(f'depth_abs_rel{p}{key}'))} ({_fmt(d.get(f'depth_delta1{p}{key}'))})"
+                     for p in DEPTH_PROTOCOLS]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(d.get(f'depth_coverage{key}'))} |")
+        lines.append(f"\nDepth sources (key frames): {d.get('sources') or 'none'}.")
     lines += ["", "| stage | p50 ms | p90 ms | p99 ms | mean ms | max ms |", "|---|---|---|---|---|---|"]
     for stage, p in s["latency_ms"].items():
         lines.append(f"| {stage} | " + " | ".join(_fmt(p[k], 1) for k in ("p50", "p90", "p99", "mean", "max")) + " |")
@@ -75,7 +81,9 @@ def _plots(out: Path, records: list[dict], summary: dict) -> list[Path]:
     if any("depth_abs_rel_aligned" in r for r in key):
         fig, ax = plt.subplots(figsize=(8, 3.5))
         for k, label in (("depth_abs_rel", "AbsRel (metric)"), ("depth_abs_rel_aligned", "AbsRel (median-aligned)"),
-                         ("depth_abs_rel_affine", "AbsRel (disparity affine)")):
+                         ("depth_abs_rel_affine", "AbsRel (disparity scale+shift)"),
+                         ("depth_abs_rel_affine_constant", "constant (scale+shift)"),
+                         ("depth_abs_rel_affine_input", "motion input (scale+shift)")):
             pts = [(r["index"], r[k]) for r in key if k in r]
             if pts:
                 ax.plot(*zip(*pts), ".-", label=label)

@@ -20,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from nut_ros.core.gaussians import Gaussians
 from nut_ros.core.geometry import DepthNormalization, Intrinsics, rendered_depth_to_depth
 from nut_ros.core.motion_prior import PRIORS, FlowPrior, grey_u8, sparse_to_dense_available, with_prior
+from nut_ros.geometry.depth_from_motion import DepthFromMotion, MotionDepth, MotionDepthConfig
 from nut_ros.pipeline.backends import Backend
 from nut_ros.pipeline.depth import model_depth_input, normalize_inverse_depth, resize_depth, valid_depth
 from nut_ros.pipeline.optical import optical_cloud, rebase_inverse_depth, shared_normalization
@@ -73,8 +75,13 @@ class StreamingPipeline:
         if prior not in PRIORS:
             raise ValueError(f"unknown motion prior {prior!r}; choose from auto, {', '.join(PRIORS)}")
         self.motion_prior = prior
+        if prior == "learned" and backend.model_config.motion_prior != "learned":
+            raise ValueError(f"motion prior 'learned' needs a model with the learned motion head; this one was "
+                             f"trained with {backend.model_config.motion_prior!r}")
+        if backend.model_config.motion_prior == "learned":
+            backend.use_learned_motion(prior == "learned")  # "flow" or "none" replace the learned flow
         self._flow = self._flow_pool = None
-        if prior == "dis":  # one worker: the flow of a pair runs while the backend encodes and decodes
+        if prior == "flow":  # one worker: the flow of a pair runs while the backend encodes and decodes
             preset, check = config.flow_preset, config.flow_check
             if preset == "sparse_to_dense" and not sparse_to_dense_available():
                 preset, check = "medium", True
@@ -83,11 +90,19 @@ class StreamingPipeline:
             self._flow = FlowPrior((self.height, self.width), backend.model_config.gaussian_grid, preset,
                                    config.flow_max_width, check)
             self._flow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nut_ros_flow")
+        if config.depth_from_motion not in DEPTH_FROM_MOTION:
+            raise ValueError(f"unknown depth_from_motion {config.depth_from_motion!r}; choose from "
+                             f"{', '.join(DEPTH_FROM_MOTION)}")
+        self._motion_depth = None
+        if config.depth_from_motion == "auto":
+            self._motion_depth = DepthFromMotion(MotionDepthConfig(max_width=config.motion_depth_width))
 
     # -- public API ------------------------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget the stream (the next frame starts a new one); counters are kept."""
         self._prev, self._live = None, None
+        if self._motion_depth is not None:
+            self._motion_depth.reset()
 
     def push(self, frame: Frame) -> StepResult | None:
         """Process one frame; ``None`` when it was dropped (see ``stats.drops``)."""
@@ -102,7 +117,7 @@ class StreamingPipeline:
         if drop:
             self.stats.drops[drop] += 1
             return None
-        rgb, disp, norm = self._preprocess(frame)
+        rgb, disp, norm, depth_in, source, motion = self._preprocess(frame, intrinsics)
         if disp is None:
             self.stats.drops["depth_invalid"] += 1
             return None
@@ -114,7 +129,8 @@ class StreamingPipeline:
         handle = self.backend.encode(rgb, disp)
         tick = self._lap(lat, "encode", tick)
         cur = _Encoded(handle, frame.stamp_ns, norm, signature, grey)
-        metric = norm is not None
+        # a pair is metric when both frames are (depth from odometry can fail on one frame of a metric stream)
+        metric = norm is not None and (prev is None or prev.norm is not None)
         if prev is None:
             g = self.backend.static(handle)
             norms = [norm] if metric else []
@@ -145,8 +161,9 @@ class StreamingPipeline:
         lat["total"] = (time.perf_counter() - start) * 1e3
         self.stats.frames_processed += 1
         self.stats.record(lat)
-        return StepResult(frame.stamp_ns, frame.frame_id, metric, "topic" if metric else "none", views, cloud,
-                          intrinsics, lat, paired=prev is not None, pair_interval_s=interval_s)
+        return StepResult(frame.stamp_ns, frame.frame_id, metric, source, views, cloud, intrinsics, lat,
+                          paired=prev is not None, pair_interval_s=interval_s, input_depth=depth_in,
+                          motion_depth=motion)
 
     def render(self, pair_times) -> list[RenderedView]:
         """Render the live map at the given pair times (0 = previous frame, 1 = newest, > 1 = prediction).
@@ -179,11 +196,6 @@ class StreamingPipeline:
         if self._live is None or not self._live.interval_ns:
             raise RuntimeError("no live pair to place a stamp in")
         return (stamp_ns - self._live.t0_stamp_ns) / self._live.interval_ns
-
-    @property
-    def live_map(self) -> Gaussians | None:
-        """The live pair's Gaussians (``[1, 2N, ·]``, motion prior included), or None before the first frame."""
-        return None if self._live is None else self._live.gaussians
 
     @property
     def flow_prior(self) -> FlowPrior | None:
@@ -225,20 +237,35 @@ class StreamingPipeline:
             self.reset()
         return None
 
-    def _preprocess(self, frame: Frame):
-        """Model inputs ``rgb [1,3,h,w]``, ``disp [1,Cd,h,w]`` (None: unusable depth) and the depth normalisation."""
+    def _preprocess(self, frame: Frame, intrinsics: Intrinsics):
+        """Model inputs ``rgb [1,3,h,w]`` and ``disp [1,Cd,h,w]`` (None: unusable depth), the depth normalisation
+        (None: relative), the input depth at the model resolution (None without one), its source and the depth
+        from motion (None unless it made the input)."""
         h, w = self.height, self.width
         rgb = resize_rgb(frame.rgb, h, w)
-        if frame.depth_m is None:
-            return rgb, torch.zeros(1, self.depth_channels, h, w), None
-        depth_m = np.require(frame.depth_m, np.float32, ["C", "W"])
-        depth = resize_depth(torch.from_numpy(depth_m)[None, None], h, w)
-        valid = valid_depth(depth, self.config.depth_min_m, self.config.depth_max_m)
-        if valid.float().mean() < max(self.config.min_valid_depth_fraction, 1e-9):
-            return rgb, None, None
+        motion, source = None, "topic"
+        if frame.depth_m is not None:
+            depth_m = np.require(frame.depth_m, np.float32, ["C", "W"])
+            depth = resize_depth(torch.from_numpy(depth_m)[None, None], h, w)
+            valid = valid_depth(depth, self.config.depth_min_m, self.config.depth_max_m)
+            if valid.float().mean() < max(self.config.min_valid_depth_fraction, 1e-9):
+                return rgb, None, None, None, source, None
+        elif self._motion_depth is not None:
+            k = intrinsics.scaled(frame.rgb.shape[1], frame.rgb.shape[0])  # the model's camera, at the input size
+            motion = self._motion_depth.estimate(frame.rgb, frame.stamp_ns, k, frame.camera_pose)
+            if motion is None:
+                return rgb, torch.zeros(1, self.depth_channels, h, w), None, None, "none", None
+            inv = cv2.resize(motion.dense, (w, h), interpolation=cv2.INTER_LINEAR)
+            depth = torch.from_numpy(1.0 / np.maximum(inv, 1e-12))[None, None]
+            valid = torch.ones_like(depth, dtype=torch.bool)
+            source = "odometry" if motion.metric else "motion"
+        else:
+            return rgb, torch.zeros(1, self.depth_channels, h, w), None, None, "none", None
         disp, inv_far, inv_near = normalize_inverse_depth(depth, valid)
-        norm = DepthNormalization(float(inv_far), float(inv_near), metric=True)
-        return rgb, model_depth_input(disp, valid, self.depth_channels), norm
+        metric = source != "motion"
+        norm = DepthNormalization(float(inv_far), float(inv_near), metric=True) if metric else None
+        depth_in = torch.where(valid, depth, torch.full_like(depth, float("nan")))[0, 0].numpy()
+        return rgb, model_depth_input(disp, valid, self.depth_channels), norm, depth_in, source, motion
 
     def _model_intrinsics(self, frame: Frame) -> Intrinsics:
         if frame.intrinsics is None:
@@ -256,6 +283,10 @@ class StreamingPipeline:
         now = time.perf_counter()
         lat[stage] = lat.get(stage, 0.0) + (now - tick) * 1e3
         return now
+
+
+#: values of ``PipelineConfig.depth_from_motion``
+DEPTH_FROM_MOTION = ("auto", "off")
 
 
 def window_times(t: float, window: float, samples: int) -> list[float]:
@@ -300,5 +331,9 @@ def _check_frame(frame: Frame) -> None:
                              f"got {getattr(d, 'shape', type(d).__name__)}")
         if not np.issubdtype(d.dtype, np.floating):
             raise ValueError(f"Frame.depth_m must be float metres, got {d.dtype} (convert 16UC1 millimetres first)")
+    pose = frame.camera_pose
+    if pose is not None and (not isinstance(pose, np.ndarray) or pose.shape != (4, 4) or not np.isfinite(pose).all()):
+        raise ValueError(f"Frame.camera_pose must be a finite 4x4 array (T_world<-camera), got "
+                         f"{getattr(pose, 'shape', type(pose).__name__)}")
     if not isinstance(frame.stamp_ns, (int, np.integer)):
         raise ValueError(f"Frame.stamp_ns must be an integer, got {type(frame.stamp_ns).__name__}")

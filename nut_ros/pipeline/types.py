@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nut_ros.core.geometry import Intrinsics
+from nut_ros.geometry.depth_from_motion import MotionDepth
 
 
 @dataclass
@@ -66,6 +67,10 @@ class StepResult:
     latency_ms: dict[str, float] = field(default_factory=dict)
     paired: bool = True  # False for the first frame of a stream (static Gaussians of that frame only)
     pair_interval_s: float | None = None  # seconds between the pair's two frames (None when not paired)
+    # the depth the model got for the newest frame at the model resolution (metres when it came from a depth topic or
+    # odometry, relative units from motion alone; NaN where invalid), None when it got none
+    input_depth: np.ndarray | None = None
+    motion_depth: MotionDepth | None = None  # depth from motion of the newest frame (semi-dense, dense, confidence)
 
     def view_at(self, pair_time: float) -> RenderedView:
         """The view rendered at ``pair_time`` (KeyError when it was not requested)."""
@@ -94,7 +99,9 @@ class PipelineConfig:
     cloud_min_opacity: float = 0.01  # Gaussians fainter than this at the newest time are left out of the cloud
     default_hfov_deg: float = 60.0  # horizontal field of view assumed when a frame has no intrinsics
     background: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    motion_prior: str = "auto"  # optical-flow velocity prior: "auto" (the model's), "dis" or "none"
+    # where the velocities' motion comes from: "auto" (the model's), "learned" (the model's flow head), "flow"
+    # (classical optical flow on the CPU, flow_preset) or "none" (the velocity head alone)
+    motion_prior: str = "auto"
     flow_preset: str = "sparse_to_dense"  # flow of the prior: sparse_to_dense or DIS ultrafast | fast | medium
     flow_max_width: int = 512  # the flow runs on the model-resolution frames halved until at most this wide
     flow_check: bool = False  # no prior where the forward and backward flows disagree (helps DIS, not sparse_to_dense)
@@ -102,3 +109,7 @@ class PipelineConfig:
     # ``interp_window · 4t(1-t)`` pair intervals around t (``stream.window_times``); 0 or 1 sample: one render
     interp_window: float = 0.8
     interp_samples: int = 5
+    # depth from the camera's own motion (nut_ros.geometry.depth_from_motion) fed to the model's depth input:
+    # "auto": for frames without a depth image (metric with Frame.camera_pose, else relative); "off": never
+    depth_from_motion: str = "auto"
+    motion_depth_width: int = 256  # depth from motion runs on the frame shrunk until at most this wide

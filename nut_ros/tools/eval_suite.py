@@ -8,7 +8,13 @@
 2. replays every run of :data:`RUNS` with ``nut_ros_replay``'s :func:`~nut_ros.tools.replay_eval.run_replay`
    (same protocol as docs/EVALUATION.md: key-frame stride 3, held-out frames interpolated at their pair time and
    compared with the linear blend of the two key frames), each into ``WORK/runs/<run>`` (report and output bag);
-3. writes ``WORK/summary.json`` and ``WORK/summary.md``: one row per run and which goals are met.
+3. runs every sequence of :data:`SEQUENCE_RUNS` (image folders with camera poses: 7-Scenes, TUM) through the
+   streaming pipeline directly with the same evaluator and stride, feeding the poses as ``Frame.camera_pose`` where
+   the run says so (the bags carry no odometry yet);
+4. writes ``WORK/summary.json`` and ``WORK/summary.md``: one row per run and which goals are met.
+
+Every depth figure stands beside a constant depth, a vertical ramp and the depth-from-motion input alone, on the
+same pixels and with the same alignment (:mod:`nut_ros.pipeline.evaluation`).
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from pathlib import Path
 
 import nut_ros
 from nut_ros.pipeline.backends import BACKENDS, default_checkpoint
+from nut_ros.pipeline.evaluation import DEPTH_KEYS, DEPTH_PREDICTORS, DEPTH_PROTOCOLS
 
 PACKAGE_DIR = Path(nut_ros.__file__).resolve().parent
 KEY_STRIDE = 3  # one protocol for every run: the pipeline sees every 3rd bag frame
@@ -49,6 +56,23 @@ class ClipSpec:
     pattern: str = "*"
     depth_pattern: str | None = None  # 16-bit depth images in the same folder as the colour images
     intrinsics: tuple[float, float, float, float] | None = None  # fx, fy, cx, cy (None: 60° horizontal FOV)
+
+
+@dataclass(frozen=True)
+class SequenceRun:
+    """A run fed to the pipeline from an image sequence with poses (no bag): ``reader`` of
+    :mod:`nut_ros.pipeline.sequences`, the share ``[start, stop)`` of its frames, ``poses``: give the pipeline
+    ``Frame.camera_pose`` (odometry; the run is metric), ``depth_from_motion``: ``PipelineConfig`` value."""
+
+    name: str
+    reader: str  # "seven_scenes" | "tum"
+    source: str  # folder relative to --shared
+    label: str
+    start: float = 0.0
+    stop: float = 1.0
+    poses: bool = False
+    depth_from_motion: str = "auto"
+    stride: int = KEY_STRIDE
 
 
 @dataclass(frozen=True)
@@ -100,6 +124,80 @@ RUNS = (
 )
 
 
+SEVEN_SCENES = "data/sevenscenes_redkitchen"
+TUM_RPY = "data/train_rgbd/tum_fr1_rpy"
+TUM_VALIDATION = 0.8  # the last 20 % of TUM fr1_rpy are held out of training
+SEQUENCE_RUNS = (
+    SequenceRun("redkitchen_network", "seven_scenes", SEVEN_SCENES, "7-Scenes redkitchen (150 fr), RGB only, "
+                "network alone", depth_from_motion="off"),
+    SequenceRun("redkitchen_motion", "seven_scenes", SEVEN_SCENES, "7-Scenes redkitchen (150 fr), RGB only, "
+                "depth from motion"),
+    SequenceRun("redkitchen_odometry", "seven_scenes", SEVEN_SCENES, "7-Scenes redkitchen (150 fr), RGB + "
+                "odometry (7-Scenes poses), metric", poses=True),
+    SequenceRun("tum_val_motion", "tum", TUM_RPY, "TUM fr1_rpy validation (last 20 %), RGB only, depth from motion",
+                start=TUM_VALIDATION),
+    SequenceRun("tum_val_odometry", "tum", TUM_RPY, "TUM fr1_rpy validation (last 20 %), RGB + odometry "
+                "(mocap poses), metric", start=TUM_VALIDATION, poses=True),
+)
+
+
+def sequence_frames(run: SequenceRun, shared: Path):
+    """The run's frames (:class:`nut_ros.pipeline.sequences.SequenceFrame`), poses removed unless it uses them."""
+    from nut_ros.pipeline import sequences
+
+    folder = shared / run.source
+    if run.reader == "seven_scenes":
+        count = len(list(folder.glob("frame-*.color.jpg")))
+        reader = sequences.seven_scenes
+    elif run.reader == "tum":
+        count, reader = sequences.tum_frame_count(folder), sequences.tum
+    else:
+        raise ValueError(f"unknown sequence reader {run.reader!r}")
+    for sf in reader(folder, range(int(run.start * count), int(run.stop * count))):
+        if not run.poses:
+            sf.frame.camera_pose = None
+        yield sf
+
+
+def run_sequence(run: SequenceRun, shared: Path, out: Path, options: list[str]) -> dict:
+    """One :class:`SequenceRun` through the pipeline and the evaluator; writes its report into ``out``."""
+    import torch
+
+    from nut_ros.pipeline.backends import make_backend
+    from nut_ros.pipeline.evaluation import StreamEvaluator
+    from nut_ros.pipeline.report import write_report
+    from nut_ros.pipeline.stream import StreamingPipeline
+    from nut_ros.pipeline.types import PipelineConfig
+
+    p = argparse.ArgumentParser()
+    for flag, default in (("--model", "tiny"), ("--backend", "torch"), ("--device", "cpu"), ("--checkpoint", None),
+                          ("--motion-prior", "auto")):
+        p.add_argument(flag, default=default)
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(options)
+    torch.manual_seed(0)
+    backend = make_backend(args.backend, args.model, args.checkpoint, args.device)
+    pipeline = StreamingPipeline(backend, PipelineConfig(motion_prior=args.motion_prior,
+                                                         depth_from_motion=run.depth_from_motion))
+    evaluator = StreamEvaluator(pipeline, stride=run.stride)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for sf in sequence_frames(run, shared):
+            evaluator.add(sf.frame, sf.depth_m)
+    summary = evaluator.summary()
+    summary["wall_s"] = time.perf_counter() - start
+    meta = {"sequence": f"{run.source} [{run.start:g}, {run.stop:g})", "input_depth": False,
+            "odometry": run.poses, "depth_from_motion": run.depth_from_motion, "backend": backend.name,
+            "device": backend.device, "model": backend.model_config.name,
+            "weights": str(args.checkpoint or f"default {args.model} weights"),
+            "model_resolution": list(backend.model_config.image_size), "stride": run.stride,
+            "motion_prior": pipeline.motion_prior, "flow": pipeline.flow_settings}
+    if out.exists():
+        shutil.rmtree(out)
+    write_report(out, meta, summary, evaluator.records)
+    return {"meta": meta, "summary": summary}
+
+
 def build_bag(clip: ClipSpec, shared: Path, bags: Path) -> Path:
     """The clip's bag in ``bags``, built unless a bag of the same spec is already there."""
     from nut_ros.tools.make_bag import make_bag
@@ -148,7 +246,7 @@ def _has_depth(bag: Path) -> bool:
     return DEPTH_TOPIC in bag_topics(bag)
 
 
-def summary_row(run: RunSpec, report: dict) -> dict:
+def summary_row(run: RunSpec | SequenceRun, report: dict) -> dict:
     """The numbers of one run that go into the suite's table."""
     s = report["summary"]
     depth = s.get("depth") or {}
@@ -160,11 +258,7 @@ def summary_row(run: RunSpec, report: dict) -> dict:
         "key_psnr": s["key"]["psnr"], "key_psnr_256": s["key"]["psnr_256"], "key_ssim_256": s["key"]["ssim_256"],
         "interp_psnr_256": s["interp"]["psnr_256"], "blend_psnr_256": blend,
         "real_motion": blend is not None and blend < REAL_MOTION_BLEND_DB,
-        "depth_abs_rel": depth.get("depth_abs_rel"), "depth_delta1": depth.get("depth_delta1"),
-        "depth_abs_rel_aligned": depth.get("depth_abs_rel_aligned"),
-        "depth_delta1_aligned": depth.get("depth_delta1_aligned"),
-        "depth_abs_rel_affine": depth.get("depth_abs_rel_affine"),
-        "depth_delta1_affine": depth.get("depth_delta1_affine"),
+        **{k: depth.get(k) for k in DEPTH_KEYS}, "depth_sources": depth.get("sources"),
         "latency_p50_ms": s["latency_ms"].get("total", {}).get("p50"), "wall_s": s["wall_s"],
     }
 
@@ -217,11 +311,31 @@ def summary_markdown(meta: dict, rows: list[dict], goals: dict, clips: tuple[Cli
     for r in rows:
         metric = _depth_cell(r["depth_abs_rel"], r["depth_delta1"])
         aligned = _depth_cell(r["depth_abs_rel_aligned"], r["depth_delta1_aligned"])
-        affine = _depth_cell(r.get("depth_abs_rel_affine"), r.get("depth_delta1_affine"))
+        affine = _depth_cell(r["depth_abs_rel_affine"], r["depth_delta1_affine"])
         lines.append(f"| {r['label']} | {r['key_frames']}/{r['interp_frames']} | {_fmt(r['key_psnr'])} / "
                      f"{_fmt(r['key_psnr_256'])} | {_fmt(r['key_ssim_256'], 3)} | {_fmt(r['interp_psnr_256'])} | "
                      f"{_fmt(r['blend_psnr_256'])} | {'yes' if r['real_motion'] else 'no'} | {metric} | {aligned} | "
                      f"{affine} | {_fmt(r['latency_p50_ms'], 0)} |")
+    lines += ["", "## Depth beside its baselines", "",
+              "AbsRel (δ<1.25) of the rendered depth at key frames and, on the same pixels with the same alignment, "
+              "of a constant depth, a vertical ramp (disparity 0.5 at the top to 1.5 at the bottom) and the model's "
+              "depth input from motion (dense as the model got it, and semi-dense before the fill; scored where it "
+              "has values: coverage = its share of the scored pixels, 0 on frames without it). Without alignment "
+              "(metric runs only) constant and ramp are scaled to the rendered depth's median. Sources: key frames "
+              "per depth source.", "",
+              "| run | alignment | " + " | ".join(DEPTH_PREDICTORS.values()) + " | input / semi-dense coverage | "
+              "sources |", "|---|---|" + "---|" * (len(DEPTH_PREDICTORS) + 2)]
+    for r in rows:
+        if r.get("depth_coverage") is None:
+            continue
+        for proto, name in DEPTH_PROTOCOLS.items():
+            cells = [_depth_cell(r.get(f"depth_abs_rel{proto}{k}"), r.get(f"depth_delta1{proto}{k}"))
+                     for k in DEPTH_PREDICTORS]
+            if all(c == "–" for c in cells):
+                continue
+            cover = f"{_fmt(r.get('depth_coverage_input'))} / {_fmt(r.get('depth_coverage_sparse'))}"
+            sources = ", ".join(f"{k} {v}" for k, v in (r.get("depth_sources") or {}).items())
+            lines.append(f"| {r['label']} | {name} | " + " | ".join(cells) + f" | {cover} | {sources} |")
     verdicts = []
     for g in goals.values():
         state = "**met**" if g["met"] else "**not met**"
@@ -234,8 +348,9 @@ def summary_markdown(meta: dict, rows: list[dict], goals: dict, clips: tuple[Cli
 
 
 def run_suite(shared: Path, work: Path, replay_options: list[str], clips: tuple[ClipSpec, ...] = CLIPS,
-              runs: tuple[RunSpec, ...] = RUNS, meta: dict | None = None, log=print) -> dict:
-    """Build the bags, replay every run and write ``summary.json`` / ``summary.md`` into ``work``."""
+              runs: tuple[RunSpec, ...] = RUNS, meta: dict | None = None, log=print,
+              sequence_runs: tuple[SequenceRun, ...] = SEQUENCE_RUNS) -> dict:
+    """Build the bags, replay every run, run every sequence and write ``summary.json`` / ``summary.md``."""
     by_name = {c.name: c for c in clips}
     work.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -247,6 +362,14 @@ def run_suite(shared: Path, work: Path, replay_options: list[str], clips: tuple[
         r = rows[-1]
         log(f"{run.name}: key {_fmt(r['key_psnr_256'])} dB, interp {_fmt(r['interp_psnr_256'])} dB, blend "
             f"{_fmt(r['blend_psnr_256'])} dB (256²) in {time.perf_counter() - start:.0f} s")
+    for run in sequence_runs:
+        start = time.perf_counter()
+        report = run_sequence(run, shared, work / "runs" / run.name, replay_options)
+        rows.append(summary_row(run, report))
+        r = rows[-1]
+        log(f"{run.name}: depth AbsRel scale+shift {_fmt(r['depth_abs_rel_affine'], 3)} (constant "
+            f"{_fmt(r['depth_abs_rel_affine_constant'], 3)}), median {_fmt(r['depth_abs_rel_aligned'], 3)}, metric "
+            f"{_fmt(r['depth_abs_rel'], 3)} in {time.perf_counter() - start:.0f} s")
     goals = assess_goals(rows)
     meta = dict(meta or {})
     if rows:
@@ -273,9 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="weights file (default: the shipped weights of --model)")
     p.add_argument("--backend", choices=BACKENDS, default="torch", help="pipeline backend")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--motion-prior", choices=("auto", "dis", "none"), default="auto",
+    p.add_argument("--motion-prior", choices=("auto", "learned", "flow", "none"), default="auto",
                    help="optical-flow velocity prior (auto: as the model was trained)")
-    p.add_argument("--runs", nargs="+", choices=[r.name for r in RUNS], help="only these runs (default: all)")
+    p.add_argument("--runs", nargs="+", choices=[r.name for r in (*RUNS, *SEQUENCE_RUNS)],
+                   help="only these runs (default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -295,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quiet:
         options.append("--quiet")
     runs = tuple(r for r in RUNS if not args.runs or r.name in args.runs)
-    run_suite(Path(args.shared), Path(args.work), options, runs=runs, meta=meta)
+    sequence_runs = tuple(r for r in SEQUENCE_RUNS if not args.runs or r.name in args.runs)
+    run_suite(Path(args.shared), Path(args.work), options, runs=runs, meta=meta, sequence_runs=sequence_runs)
     print((Path(args.work) / "summary.md").read_text())
     return 0
 

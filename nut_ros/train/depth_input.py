@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nut_ros.core.geometry import DepthNormalization
 from nut_ros.pipeline.depth import model_depth_input, normalize_inverse_depth
 
 
@@ -27,7 +28,7 @@ class DepthInput:
     def normalise(self, disparity: Tensor) -> Tensor:
         """``(1/z - lo) / (hi - lo)`` for ``disparity [B, ...]``."""
         shape = (-1,) + (1,) * (disparity.dim() - 1)
-        return (disparity - self.lo.view(shape)) / (self.hi - self.lo).view(shape)
+        return DepthNormalization(self.lo.view(shape), self.hi.view(shape), metric=True).disparity_to_yhat(disparity)
 
 
 def simulate_depth_input(depth: Tensor, drop_prob: float, generator: torch.Generator,

@@ -1,0 +1,115 @@
+"""Readers of RGB-D sequences with camera poses (image folders, no ROS): 7-Scenes, TUM RGB-D, TartanAir.
+
+Each yields :class:`SequenceFrame`: the pipeline's :class:`~nut_ros.pipeline.types.Frame` (RGB, stamp, intrinsics,
+``camera_pose`` = T_world<-camera optical frame in metres) and the ground-truth depth in metres (NaN invalid, at the
+depth image's own size, which may differ from the RGB's). Layouts are those of ``../shared/data/CATALOG.md``.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from nut_ros.core.geometry import Intrinsics
+from nut_ros.pipeline.types import Frame
+
+SEVEN_SCENES_HZ = 30.0
+#: TartanAir's camera body axes are NED (x forward, y right, z down): optical (x right, y down, z forward) -> body
+_NED_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+@dataclass
+class SequenceFrame:
+    frame: Frame
+    depth_m: np.ndarray  # [h, w] float32 ground truth, NaN where invalid
+
+
+def _depth_mm(path: Path) -> np.ndarray:
+    d = cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.float32) / 1000.0
+    d[(d <= 0) | (d >= 65.0)] = np.nan
+    return d
+
+
+def _rgb(path: Path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def quaternion_pose(t: np.ndarray, q_xyzw: np.ndarray) -> np.ndarray:
+    """4x4 pose from a translation and a unit quaternion (x, y, z, w)."""
+    x, y, z, w = np.asarray(q_xyzw, np.float64) / np.linalg.norm(q_xyzw)
+    T = np.eye(4)
+    T[:3, :3] = [[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                 [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                 [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]]
+    T[:3, 3] = t
+    return T
+
+
+def seven_scenes(folder: Path, indices) -> Iterator[SequenceFrame]:
+    """7-Scenes frames ``frame-NNNNNN`` (30 Hz, no stamps; K from ``camera-intrinsics.txt``; depth is not
+    pixel-registered to the colour image, see CATALOG.md)."""
+    folder = Path(folder)
+    K = np.loadtxt(folder / "camera-intrinsics.txt")
+    for i in indices:
+        stem = folder / f"frame-{i:06d}"
+        rgb = _rgb(Path(f"{stem}.color.jpg"))
+        k = Intrinsics(K[0, 0], K[1, 1], K[0, 2], K[1, 2], rgb.shape[1], rgb.shape[0])
+        frame = Frame(rgb, round(i * 1e9 / SEVEN_SCENES_HZ), intrinsics=k,
+                      camera_pose=np.loadtxt(f"{stem}.pose.txt"))
+        yield SequenceFrame(frame, _depth_mm(Path(f"{stem}.depth.png")))
+
+
+#: TUM freiburg1 colour camera (640x480): fx, fy, cx, cy and the distortion d0..d4
+TUM_FR1 = ((517.3, 516.5, 318.6, 255.3), (0.2624, -0.9531, -0.0054, 0.0026, 1.1633))
+
+
+def tum_frame_count(folder: Path) -> int:
+    return sum(1 for line in (Path(folder) / "frames.txt").read_text().splitlines() if not line.startswith("#"))
+
+
+def tum(folder: Path, indices) -> Iterator[SequenceFrame]:
+    """TUM RGB-D fr1 frames, undistorted (colour bilinear, depth nearest) so that the pinhole model holds; poses
+    from ``groundtruth.txt`` interpolated to the colour stamps."""
+    folder = Path(folder)
+    rows = [line.split() for line in (folder / "frames.txt").read_text().splitlines() if not line.startswith("#")]
+    gt = np.array([[float(v) for v in line.split()] for line in (folder / "groundtruth.txt").read_text().splitlines()
+                   if line and not line.startswith("#")])
+    (fx, fy, cx, cy), dist = TUM_FR1
+    K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
+    maps: dict[tuple[int, int], tuple] = {}
+
+    def undistort(img, interpolation):
+        h, w = img.shape[:2]
+        if (h, w) not in maps:
+            s = np.diag([w / 640, h / 480, 1.0])
+            maps[(h, w)] = cv2.initUndistortRectifyMap(s @ K, np.array(dist), None, s @ K, (w, h), cv2.CV_32FC1)
+        return cv2.remap(img, *maps[(h, w)], interpolation, borderValue=0)
+
+    for i in indices:
+        index, stamp = rows[i][0], float(rows[i][1])
+        j = int(np.clip(np.searchsorted(gt[:, 0], stamp), 1, len(gt) - 1))
+        a = (stamp - gt[j - 1, 0]) / max(gt[j, 0] - gt[j - 1, 0], 1e-9)
+        q0, q1 = gt[j - 1, 4:8], gt[j, 4:8] * np.sign(np.dot(gt[j - 1, 4:8], gt[j, 4:8]))
+        pose = quaternion_pose((1 - a) * gt[j - 1, 1:4] + a * gt[j, 1:4], (1 - a) * q0 + a * q1)
+        rgb = undistort(_rgb(folder / "rgb" / f"{index}.jpg"), cv2.INTER_LINEAR)
+        depth = _depth_mm(folder / "depth" / f"{index}.png")
+        depth = undistort(np.nan_to_num(depth), cv2.INTER_NEAREST)
+        depth[depth <= 0] = np.nan
+        k = Intrinsics(fx, fy, cx, cy, rgb.shape[1], rgb.shape[0])
+        yield SequenceFrame(Frame(rgb, round(stamp * 1e9), intrinsics=k, camera_pose=pose), depth)
+
+
+def tartanair(folder: Path, indices, fps: float = 10.0) -> Iterator[SequenceFrame]:
+    """TartanAir frames (``pose_left.txt`` NED camera-to-world; fx = fy = 320 at 640x480)."""
+    folder = Path(folder)
+    poses = np.loadtxt(folder / "pose_left.txt")
+    for i in indices:
+        rgb = _rgb(folder / "rgb" / f"{i:06d}.jpg")
+        T = quaternion_pose(poses[i, :3], poses[i, 3:7])
+        T[:3, :3] = T[:3, :3] @ _NED_FROM_OPTICAL
+        k = Intrinsics(320.0, 320.0, 320.0, 240.0, rgb.shape[1], rgb.shape[0])
+        depth = _depth_mm(folder / "depth" / f"{i:06d}.png")
+        yield SequenceFrame(Frame(rgb, round(i * 1e9 / fps), intrinsics=k, camera_pose=T), depth)

@@ -1,0 +1,82 @@
+"""Depth from motion alone (no network) on an RGB-D sequence with poses: semi-dense and dense inverse depth against
+the ground truth at the working resolution, per frame, with scale+shift (disparity) and median alignment, and metric
+when the poses are used. For tuning ``MotionDepthConfig`` on the training sequences (never on 7-Scenes).
+
+    .venv/bin/python test/bench/depth_from_motion_study.py tum --step 3 [--poses] [--first 0.8]
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from nut_ros.geometry.depth_from_motion import DepthFromMotion, MotionDepthConfig
+from nut_ros.pipeline.metrics import constant_depth, depth_errors, ramp_depth
+from nut_ros.pipeline import sequences
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def frames(name: str, step: int, start: float, stop: float):
+    if name == "tum":
+        folder = SHARED / "train_rgbd" / "tum_fr1_rpy"
+        n = sequences.tum_frame_count(folder)
+        return sequences.tum(folder, range(int(start * n), int(stop * n), step))
+    if name == "tartanair":
+        folder = SHARED / "train_rgbd" / "tartanair_traj"
+        n = len(list((folder / "rgb").glob("*.jpg")))
+        return sequences.tartanair(folder, range(int(start * n), int(stop * n), step))
+    if name == "7scenes":  # measuring only
+        return sequences.seven_scenes(SHARED / "sevenscenes_redkitchen", range(0, 150, step))
+    raise ValueError(name)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("sequence", choices=("tum", "tartanair", "7scenes"))
+    p.add_argument("--step", type=int, default=3)
+    p.add_argument("--start", type=float, default=0.0)
+    p.add_argument("--stop", type=float, default=1.0)
+    p.add_argument("--poses", action="store_true", help="use the ground-truth poses (metric)")
+    p.add_argument("--set", nargs="*", default=[], help="MotionDepthConfig overrides key=value")
+    args = p.parse_args()
+    cfg = MotionDepthConfig()
+    for kv in args.set:
+        k, v = kv.split("=")
+        cfg = dataclasses.replace(cfg, **{k: type(getattr(cfg, k))(v)})
+    dfm = DepthFromMotion(cfg)
+    rows, reasons, ms = [], collections.Counter(), []
+    for sf in frames(args.sequence, args.step, args.start, args.stop):
+        f = sf.frame
+        t0 = time.perf_counter()
+        md = dfm.estimate(f.rgb, f.stamp_ns, f.intrinsics, f.camera_pose if args.poses else None)
+        ms.append((time.perf_counter() - t0) * 1e3)
+        if md is None:
+            reasons[dfm.last_reason] += 1
+            continue
+        h, w = md.dense.shape
+        gt = cv2.resize(np.nan_to_num(sf.depth_m), (w, h), interpolation=cv2.INTER_NEAREST)
+        valid = gt > 0
+        row = {"coverage": md.coverage, "parallax": md.parallax_px}
+        dense = 1.0 / md.dense
+        for name, d in (("sparse", 1.0 / np.where(np.isfinite(md.inv_depth), md.inv_depth, np.nan)),
+                        ("dense", dense), ("constant", constant_depth((h, w))), ("ramp", ramp_depth((h, w)))):
+            row[f"{name}_affine"] = depth_errors(d, gt, valid=valid, align_disparity=True)["abs_rel"]
+            row[f"{name}_median"] = depth_errors(d, gt, valid=valid, align_median=True)["abs_rel"]
+            if md.metric and name in ("sparse", "dense"):
+                row[f"{name}_metric"] = depth_errors(d, gt, valid=valid)["abs_rel"]
+        rows.append(row)
+    print(f"{args.sequence} step {args.step} poses={args.poses}: {len(rows)} frames with depth, refused {dict(reasons)}")
+    print(f"ms per frame: p50 {np.percentile(ms, 50):.1f} p90 {np.percentile(ms, 90):.1f}")
+    for k in rows[0] if rows else []:
+        v = np.array([r[k] for r in rows], float)
+        print(f"  {k:16s} mean {np.nanmean(v):.3f} median {np.nanmedian(v):.3f}")
+
+
+if __name__ == "__main__":
+    main()
