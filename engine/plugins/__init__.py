@@ -1,2 +1,2 @@
-"""The orthographic rasterizer outside PyTorch: CUDA sources (``csrc/``), a driver-API launcher of the kernels
+"""The orthographic rasterizer outside PyTorch: a driver-API launcher of the kernels of ``nut_ros/render/csrc``
 compiled by pycuda, and the TensorRT Python plugin built on it."""
