@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -159,6 +160,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", refere
             config = dataclasses.replace(config, **overrides)
         model = NutModel(config)
         _load_strict(model, read_state_dict(path))
-    if isinstance(model.condition_encoder, DinoV2Condition) and model.config.dino.weights:
-        load_dinov2_weights(model.condition_encoder, model.config.dino.weights)
+    if isinstance(model.condition_encoder, DinoV2Condition):
+        if model.config.dino.weights:
+            load_dinov2_weights(model.condition_encoder, model.config.dino.weights)
+        else:
+            warnings.warn(f"{path.name}: no DINOv2 weights (dino=DinoConfig(weights=...)): the condition encoder of "
+                          f"{model.config.name!r} keeps random weights", RuntimeWarning, stacklevel=2)
     return model.to(device).eval()
