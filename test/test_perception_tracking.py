@@ -9,7 +9,7 @@ DT = 1 / 15
 
 def detections(centres, velocities):
     c, v = np.asarray(centres, float).reshape(-1, 3), np.asarray(velocities, float).reshape(-1, 3)
-    return Detection(c, v, np.full_like(c, 0.5), np.ones(len(c)))
+    return Detection(c, v, np.full_like(c, 0.5), np.ones(len(c)), np.eye(3) * 0.3 ** 2)
 
 
 def test_two_crossing_objects_keep_their_ids_and_velocities():

@@ -67,17 +67,19 @@ def _design(points: np.ndarray) -> np.ndarray:
 
 
 def fit_static_field(points: np.ndarray, velocities: np.ndarray, weights: np.ndarray, threshold: np.ndarray,
-                     iterations: int) -> MotionField | None:
+                     iterations: int, z_weight: float = 1.0) -> MotionField | None:
     """Robust rigid field fitted to Gaussians ``points [N,3]`` moving at ``velocities [N,3]``.
 
     ``weights [N]`` (e.g. opacities) and ``threshold [N]`` (the speed above which each Gaussian counts as moving)
-    scale the residuals. None when too few Gaussians carry weight.
+    scale the residuals; ``z_weight`` scales the optical-z equations (the depth rate is noisier than the image-plane
+    motion). None when too few Gaussians carry weight.
     """
     keep = weights > 0
     if keep.sum() < MIN_FIT_POINTS:
         return None
-    a = _design(points[keep].astype(np.float64))
-    v = velocities[keep].astype(np.float64)
+    axis_weight = np.array([1.0, 1.0, z_weight])
+    a = _design(points[keep].astype(np.float64)) * axis_weight[:, None]
+    v = velocities[keep].astype(np.float64) * axis_weight
     prior = weights[keep] / threshold[keep].astype(np.float64) ** 2
     w = prior.copy()
     params = np.zeros(6)

@@ -31,10 +31,16 @@ class ObstacleParams:
     max_range: float = 8.0  # Gaussians farther than this (optical z) are ignored
     ego_samples: int = 4096  # Gaussians the camera-motion fit uses (random subset)
     ego_iterations: int = 6  # reweighting rounds of the robust fit
-    # a Gaussian moves when its velocity after removing the camera's motion exceeds
+    # weight of the optical-z (depth-rate) velocity component against the image-plane ones, in the camera-motion
+    # fit, the moving test and the tracker's velocity measurement (the ratio of their noise levels; where the depth
+    # rate from geometry is known it replaces the Gaussians' own)
+    depth_rate_weight: float = 0.5
+    # a Gaussian moves when its velocity after removing the camera's motion (z weighted) exceeds
     # moving_speed + moving_speed_per_m · depth (velocity noise grows with depth)
     moving_speed: float = 0.3
     moving_speed_per_m: float = 0.08
+    change_cell_px: int = 4  # depth-rate-from-geometry grid (model-resolution pixels), see depth_change.py
+    change_edge_ratio: float = 0.1  # a cell whose previous depths span more than this fraction is a depth edge
     voxel: float = 0.2  # clustering grid; moving voxels touching (26-neighbourhood) form one object
     min_cluster_gaussians: int = 25  # smaller clusters are noise
     # tracking: constant-velocity Kalman filter in the fixed frame
@@ -46,10 +52,10 @@ class ObstacleParams:
     velocity_std: float = 0.3  # measurement noise of a cluster's mean velocity
 
     def __post_init__(self):
-        _check(self, positive=("max_gaussians", "max_range", "ego_samples", "ego_iterations", "voxel",
+        _check(self, positive=("max_gaussians", "change_cell_px", "change_edge_ratio", "max_range", "ego_samples", "ego_iterations", "voxel",
                                "min_cluster_gaussians", "gate", "confirm_hits", "accel_std", "position_std",
                                "velocity_std"),
-               non_negative=("moving_speed", "moving_speed_per_m", "max_misses"), unit=("min_opacity",))
+               non_negative=("moving_speed", "moving_speed_per_m", "max_misses", "depth_rate_weight"), unit=("min_opacity",))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,10 @@ one). Per frame it
 2. gets the camera's motion over the pair as the apparent velocity field of static points: from the two odometry
    poses, else fitted robustly to the Gaussians' velocities (:mod:`nut_ros.perception.ego_motion`), and integrates
    the pose in the key frame (the stream's first camera frame) when there is no odometry;
-3. marks a Gaussian moving when its velocity minus that field exceeds ``moving_speed + moving_speed_per_m · z``;
+3. takes each Gaussian's velocity over the ground as its velocity minus that field, with the depth rate replaced
+   by the one measured against the previous frame's Gaussians where known (:mod:`nut_ros.perception.depth_change`),
+   and marks it moving when that (optical z weighted by ``depth_rate_weight``) exceeds
+   ``moving_speed + moving_speed_per_m · z``;
 4. clusters the moving Gaussians (voxel connected components) into boxes and tracks them in the fixed frame
    (:mod:`nut_ros.perception.tracking`); confirmed tracks are reported in the current camera optical frame with
    their velocity over the ground;
@@ -24,6 +27,7 @@ import time
 import numpy as np
 
 from nut_ros.perception.clustering import cluster_points, cluster_stats, contains, voxel_keys
+from nut_ros.perception.depth_change import DepthChange
 from nut_ros.perception.ego_motion import MotionField, field_from_poses, fit_static_field, pose_step
 from nut_ros.perception.local_map import LocalMap
 from nut_ros.perception.params import MapParams, ObstacleParams
@@ -32,6 +36,7 @@ from nut_ros.perception.types import Obstacle, ObstacleList, PerceptionOutput
 from nut_ros.pipeline.types import GaussianCloud, StepResult
 
 MIN_INLIERS = 0.3  # a fitted camera motion explaining less of the Gaussians' weight is not trusted (frame skipped)
+MIN_DEPTH_RATE_WEIGHT = 1e-3  # a zero weight: the depth rate is not measured (1000x the image-plane noise)
 
 
 class PerceptionProcessor:
@@ -42,18 +47,24 @@ class PerceptionProcessor:
         self.op, self.mp = obstacles, local_map
         self.tracker = MultiObjectTracker(obstacles, seed)
         self.map = LocalMap(local_map)
+        self.change = DepthChange(obstacles.change_cell_px, obstacles.change_edge_ratio)
         self._rng = np.random.default_rng(seed)
         self._pose = np.eye(4)  # T_fixed<-camera of the last frame
         self._stamp_ns: int | None = None
         self._odometry: bool | None = None
         self._metric: bool | None = None
         self._map_stamp_ns: int | None = None  # stamp of the last map snapshot that was due
+        self._axis_weight = np.array([1.0, 1.0, obstacles.depth_rate_weight], np.float32)
+        # a cluster's mean velocity as a measurement, camera axes: the depth rate is 1/depth_rate_weight noisier
+        z_std = obstacles.velocity_std / max(obstacles.depth_rate_weight, MIN_DEPTH_RATE_WEIGHT)
+        self._velocity_cov = np.diag([obstacles.velocity_std ** 2] * 2 + [z_std ** 2])
         self._map_changed = False
 
     def reset(self) -> None:
         """Forget tracks, map and key frame."""
         self.tracker.reset()
         self.map.reset()
+        self.change.reset()
         self._pose, self._stamp_ns, self._odometry, self._metric = np.eye(4), None, None, None
         self._map_stamp_ns, self._map_changed = None, False
 
@@ -85,15 +96,21 @@ class PerceptionProcessor:
 
         moving = np.zeros(points.shape[0], bool)
         if field is not None:
-            residual = velocities - field(points)
-            moving = np.linalg.norm(residual, axis=1) > threshold
+            depth_rate = self.change.rate(points, result.intrinsics, self._pose, result.pair_interval_s)
+            residual = ground_velocity(points, velocities, field, depth_rate)
+            moving = np.linalg.norm(residual * self._axis_weight, axis=1) > threshold
             labels, k = cluster_points(points[moving], self.op.voxel, self.op.min_cluster_gaussians)
             c = cluster_stats(points[moving], residual[moving], weights[moving], labels, k, self.op.voxel)
-            det = Detection(c.center @ rot.T + trans, c.velocity @ rot.T, c.size @ np.abs(rot).T, c.weight)
+            det = Detection(c.center @ rot.T + trans, c.velocity @ rot.T, c.size @ np.abs(rot).T, c.weight,
+                            rot @ self._velocity_cov @ rot.T)
             self.tracker.update(det, dt if dt else 0.0)
         elif dt:
             self.tracker.predict(dt)
         obstacles = self._report(result, rot, trans)
+        if field is not None or odometry:
+            self.change.remember(points, self._pose)
+        else:
+            self.change.reset()
         tick = time.perf_counter()
 
         if field is not None:
@@ -129,7 +146,7 @@ class PerceptionProcessor:
         n = points.shape[0]
         sample = self._rng.choice(n, self.op.ego_samples, replace=False) if n > self.op.ego_samples else slice(None)
         field = fit_static_field(points[sample], velocities[sample], weights[sample], threshold[sample],
-                                 self.op.ego_iterations)
+                                 self.op.ego_iterations, self.op.depth_rate_weight)
         return field if field is not None and field.inliers >= MIN_INLIERS else None
 
     def _report(self, result: StepResult, rot: np.ndarray, trans: np.ndarray) -> ObstacleList:
@@ -158,3 +175,12 @@ class PerceptionProcessor:
         self.map.insert(points[idx] @ rot.T + trans, cloud.colors[src], cloud.scales[src], cloud.opacities[src],
                         rot, trans)
         self._map_changed |= idx.size > 0
+
+
+def ground_velocity(points: np.ndarray, velocities: np.ndarray, field: MotionField, depth_rate: np.ndarray):
+    """Velocities over the ground ``[N, 3]``: minus the camera's static field, with the optical-z component
+    replaced by the geometric ``depth_rate`` where it is known (finite)."""
+    residual = velocities - field(points)
+    known = np.isfinite(depth_rate)
+    residual[known, 2] = depth_rate[known]
+    return residual

@@ -28,6 +28,7 @@ class Detection:
     velocity: np.ndarray  # [K, 3]
     size: np.ndarray  # [K, 3]
     weight: np.ndarray  # [K] summed opacity
+    velocity_cov: np.ndarray  # [3, 3] measurement covariance of the velocities (fixed-frame axes)
 
 
 @dataclass
@@ -80,7 +81,9 @@ class MultiObjectTracker:
         rows, cols = rows[ok], cols[ok]
 
         # Kalman correction of the matched tracks with z = (position, velocity), H = I
-        r = np.diag([p.position_std ** 2] * 3 + [p.velocity_std ** 2] * 3)
+        r = np.zeros((6, 6))
+        r[:3, :3] = np.eye(3) * p.position_std ** 2
+        r[3:, 3:] = det.velocity_cov
         z = np.concatenate([det.center[cols], det.velocity[cols]], 1)
         cov = s.cov[rows]
         gain = cov @ np.linalg.inv(cov + r)
@@ -95,7 +98,7 @@ class MultiObjectTracker:
 
         keep = np.where(s.confirmed, s.misses <= p.max_misses, s.misses == 0)
         fresh = np.setdiff1d(np.arange(n_d), cols)
-        init_cov = np.diag([p.position_std ** 2] * 3 + [p.velocity_std ** 2] * 3)
+        init_cov = r
         self.state = TrackState(
             [i for i, k in zip(s.ids, keep) if k] + [self._new_id() for _ in fresh],
             np.concatenate([s.mean[keep], np.concatenate([det.center[fresh], det.velocity[fresh]], 1)]),

@@ -1,0 +1,79 @@
+"""Per-frame cost of the perception stage (obstacles + local map) on real pipeline outputs. No ROS imports: runs on
+the GPU machine as it is.
+
+The pipeline (``--model``, ``--device``) runs generated object scenes with metric depth; its clouds (numpy, on the
+host, as the node gets them) then go through :class:`~nut_ros.perception.processor.PerceptionProcessor` with the
+true odometry poses and without (camera motion fitted). Prints the Gaussians per frame and the processor's time
+per frame (obstacles, map, total: p50 / p95 / max over the frames after the first of each scene), beside the
+pipeline's own time per frame. The perception stage is numpy on the CPU whatever the backend's device: this
+measures what it adds to a frame on that machine.
+
+    .venv/bin/python test/bench/perception_cost.py --model tiny --device cpu --scenes 3
+    python test/bench/perception_cost.py --model small --device cuda --scenes 3     # on the H200
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+
+from nut_ros.perception import PerceptionProcessor
+from nut_ros.pipeline.backends import make_backend
+from nut_ros.pipeline.stream import StreamingPipeline
+from nut_ros.pipeline.types import Frame, PipelineConfig
+from nut_ros.train.object_scenes import VALIDATION_SEED0, ObjectSceneGenerator
+
+
+def pct(values, q) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--scenes", type=int, default=3)
+    ap.add_argument("--frames", type=int, default=40)
+    ap.add_argument("--repeat", type=int, default=3, help="times each frame is processed (fresh processors)")
+    args = ap.parse_args()
+    gen = ObjectSceneGenerator()
+    pipe = StreamingPipeline(make_backend("torch", args.model, device=args.device), PipelineConfig(render_times=()))
+    results, pipe_ms = [], []
+    for s in range(args.scenes):
+        pipe.reset()
+        scene = []
+        for f in gen.scene(VALIDATION_SEED0 + s)[:args.frames]:
+            t = time.perf_counter()
+            res = pipe.push(Frame(f.rgb, f.stamp_ns, depth_m=f.depth_m, intrinsics=f.intrinsics))
+            pipe_ms.append((time.perf_counter() - t) * 1e3)
+            scene.append((f.camera_pose, res))
+        results.append(scene)
+    counts = [res.gaussians.count for scene in results for _, res in scene]
+    print(f"# perception_cost {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, model {args.model} on {args.device}, "
+          f"{args.scenes} scenes x {args.frames} frames, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    print(f"Gaussians per frame: p50 {pct(counts, 50):.0f}, max {max(counts)}; pipeline ms per frame p50 "
+          f"{pct(pipe_ms[1:], 50):.1f}")
+    for odometry in (True, False):
+        obst, mapping, total = [], [], []
+        for _ in range(args.repeat):
+            for k, scene in enumerate(results):
+                proc = PerceptionProcessor(seed=k)
+                for j, (pose, res) in enumerate(scene):
+                    t = time.perf_counter()
+                    out = proc.update(res, pose if odometry else None)
+                    if j:
+                        total.append((time.perf_counter() - t) * 1e3)
+                        obst.append(out.latency_ms["obstacles"])
+                        mapping.append(out.latency_ms["map"])
+        name = "odometry" if odometry else "no odometry"
+        for label, v in (("obstacles", obst), ("map", mapping), ("total", total)):
+            print(f"{name:12s} {label:9s} ms p50 {pct(v, 50):6.2f}  p95 {pct(v, 95):6.2f}  max {max(v):6.2f}")
+
+
+if __name__ == "__main__":
+    main()

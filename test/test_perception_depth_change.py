@@ -1,0 +1,41 @@
+"""Depth rate from geometry: a wall approaching, a static wall under camera motion, depth edges unknown."""
+import numpy as np
+
+from nut_ros.perception.depth_change import DepthChange
+from perception_synth import DT, K, yaw_pose
+
+
+def wall(z, n=20000, seed=0):
+    rng = np.random.default_rng(seed)
+    u, v = rng.uniform(0, K.width, n), rng.uniform(0, K.height, n)
+    return np.column_stack([(u - K.cx) * z / K.fx, (v - K.cy) * z / K.fy, np.full(n, z)]).astype(np.float32)
+
+
+def test_approaching_wall_and_static_wall_under_camera_motion():
+    change = DepthChange(4, 0.1)
+    still = np.eye(4)
+    change.remember(wall(3.0), still)
+    rate = change.rate(wall(3.0 - 0.8 * DT, seed=1), K, still, DT)
+    assert abs(np.nanmedian(rate) + 0.8) < 0.05 and np.isfinite(rate).mean() > 0.9
+
+    # camera moves 5 cm forward and turns slightly: a static wall has no depth rate
+    change.reset()
+    world = wall(4.0)
+    change.remember(world, still)
+    pose = yaw_pose(0.01, (0.0, 0.0, 0.05))
+    in_cam = ((world - pose[:3, 3]) @ pose[:3, :3]).astype(np.float32)
+    assert np.all(np.isnan(DepthChange(4, 0.1).rate(in_cam, K, pose, DT)))  # nothing remembered yet
+    rate = change.rate(in_cam, K, pose, DT)
+    assert abs(np.nanmedian(rate)) < 0.05
+
+
+def test_depth_edges_are_unknown():
+    change = DepthChange(4, 0.1)
+    near, far = wall(1.0), wall(5.0, seed=2)
+    u = lambda p: K.fx * p[:, 0] / p[:, 2] + K.cx  # noqa: E731
+    step = K.cx + 2.5  # a step in depth through the middle of a column of cells
+    left = np.concatenate([near[u(near) < step], far[u(far) >= step]])
+    change.remember(left, np.eye(4))
+    rate = change.rate(left, K, np.eye(4), DT)
+    centre_col = np.abs(u(left) - step) < 1
+    assert np.isnan(rate[centre_col]).mean() > 0.5 and np.nanmax(np.abs(rate)) < 1e-3
