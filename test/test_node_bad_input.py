@@ -1,5 +1,6 @@
-"""The node in-process (rclpy, private domain) against bad input: every case is a counted drop with a log line,
-the node keeps running and its buffers stay bounded."""
+"""Fuzz: the lifecycle node in-process (rclpy, private domain, over DDS) against bad images, depth, CameraInfo and
+stamps; every case has its expected outcome (a counted drop, an ignored CameraInfo, a refused stamp), the node keeps
+running and its buffers stay bounded. The per-frame cases without DDS are in test_ros_processor.py."""
 import os
 import threading
 import time
@@ -31,7 +32,9 @@ class Rig:
         from rclpy.node import Node
         from rclpy.parameter import Parameter
 
-        from nut_ros.ros.node import NutRosNode
+        from rclpy.lifecycle import TransitionCallbackReturn
+
+        from nut_ros.ros.lifecycle_node import NutRosNode
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=101 + (os.getpid() + domain_offset) % 100)
@@ -39,11 +42,15 @@ class Rig:
                     "depth_timeout": DEPTH_TIMEOUT}
         overrides = [Parameter(k, value=v) for k, v in {**defaults, **params}.items()]
         self.node = NutRosNode(context=self.context, parameter_overrides=overrides)
+        self.configured = self.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        if self.configured:
+            self.node.trigger_activate()
         self.src = Node("bad_input_source", context=self.context)
         resolve = topics.resolve_type
         image_topic = topics.COMPRESSED_IMAGE if params.get("image_transport") == "compressed" else topics.IMAGE
         self.image = self.src.create_publisher(resolve(topics.INPUT_TYPES[image_topic]), image_topic, 50)
-        self.depth = self.src.create_publisher(resolve("sensor_msgs/msg/Image"), "depth", 50)
+        depth_topic = topics.COMPRESSED_DEPTH if params.get("depth_transport") == "compressedDepth" else topics.DEPTH
+        self.depth = self.src.create_publisher(resolve(topics.INPUT_TYPES[depth_topic]), depth_topic, 50)
         self.info = self.src.create_publisher(resolve("sensor_msgs/msg/CameraInfo"), "camera_info", 50)
         self.outputs, self.diagnostics = [], []
         self.src.create_subscription(resolve("sensor_msgs/msg/Image"), topics.output_topic("image"),
@@ -55,7 +62,12 @@ class Rig:
         self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
         self.spinner.start()
         inputs = [self.image, self.info] + ([self.depth] if params.get("depth_source") != "none" else [])
-        assert wait_until(lambda: all(p.get_subscription_count() > 0 for p in inputs) and self.diagnostics)
+        if self.configured:
+            assert wait_until(lambda: all(p.get_subscription_count() > 0 for p in inputs) and self.diagnostics)
+
+    @property
+    def health(self):
+        return self.node.processor.health
 
     def send(self, stamp, rgb=None, encoding="rgb8", depth=None, info=True, mutate=None):
         from nut_ros.ros.conversions import depth_to_image, intrinsics_to_camera_info, numpy_to_image
@@ -64,9 +76,9 @@ class Rig:
         if info:
             self.info.publish(intrinsics_to_camera_info(K.scaled(rgb.shape[1], rgb.shape[0]), stamp, "cam"))
         if depth is not None:  # first, so that auto depth mode knows depth is alive when the image comes
-            depths = self.node._matcher._depths
+            depths = self.node.processor.matcher._depths
             seen = len(depths)
-            self.depth.publish(depth_to_image(depth, stamp, "cam"))
+            self.depth.publish(depth if not isinstance(depth, np.ndarray) else depth_to_image(depth, stamp, "cam"))
             assert wait_until(lambda: len(depths) > seen or len(depths) == depths.maxlen)
         msg = numpy_to_image(rgb, encoding, stamp, "cam")
         if mutate:
@@ -75,10 +87,10 @@ class Rig:
 
     def settle(self, received):
         """Wait until ``received`` images arrived and each was processed or dropped."""
-        h = self.node.health
+        h = self.health
         assert wait_until(lambda: h.received >= received and self.node._slot._item is None
                           and self.node._busy_since is None and h.processed + h.dropped_queue
-                          + h.dropped_invalid + self.node._matcher.pending >= h.received), vars(h)
+                          + h.dropped_invalid + self.node.processor.matcher.pending >= h.received), vars(h)
 
     def close(self):
         import rclpy
@@ -99,8 +111,8 @@ def rig():
 
 
 def test_bad_input_is_counted_and_the_node_keeps_working(rig):
-    h = rig.node.health
-    drops = rig.node.pipeline.stats.drops
+    h = rig.health
+    drops = rig.node.processor.pipeline.stats.drops
     truncate = lambda m: setattr(m, "data", bytes(m.data)[:100])  # noqa: E731
 
     rig.send(T0, encoding="rgb8", mutate=lambda m: setattr(m, "encoding", "yuv422"))
@@ -129,12 +141,47 @@ def test_bad_input_is_counted_and_the_node_keeps_working(rig):
     rig.send(T0 + 3 * 10**8, rgb=np.full((96, 128, 3), 60, np.uint8), info=False)  # new size: a new stream
     rig.settle(7)
     assert h.processed == 2 and wait_until(lambda: len(rig.outputs) == 2)
-    assert rig.node.pipeline.stats.resets["input_changed"] == 1
+    assert rig.node.processor.pipeline.stats.resets["input_changed"] == 1
+
+
+@pytest.mark.parametrize("name, mutate", [
+    ("raw image over max_input_pixels", lambda m: (setattr(m, "width", 20000), setattr(m, "height", 20000),
+                                                   setattr(m, "step", 60000))),
+    ("invalid nanosec", lambda m: setattr(m.header.stamp, "nanosec", 1_500_000_000)),
+])
+def test_images_refused_before_decoding(rig, name, mutate):
+    h = rig.health
+    before = (h.received, h.dropped_invalid, h.processed)
+    rig.send(T0 + 20 * 10**9 + len(name), mutate=mutate)
+    rig.settle(before[0] + 1)
+    assert (h.dropped_invalid - before[1], h.processed - before[2]) == (1, 0), name
+
+
+@pytest.mark.parametrize("k, why", [
+    ([1e-40, 0, 31.5, 0, 1e-40, 23.5, 0, 0, 1], "fx = 1e-40: every point at infinity"),
+    ([1e-3, 0, 31.5, 0, 1e-3, 23.5, 0, 0, 1], "fx = 1e-3: points 1e4 m away"),
+    ([60, 0, 1e12, 0, 60, 23.5, 0, 0, 1], "cx = 1e12"),
+    ([float("nan"), 0, 31.5, 0, 60, 23.5, 0, 0, 1], "NaN"),
+    ([0.0] * 9, "uncalibrated"),
+])
+def test_implausible_camera_info_is_ignored_and_the_frame_still_processed(rig, k, why):
+    from nut_ros.ros.conversions import intrinsics_to_camera_info, numpy_to_image
+
+    h = rig.health
+    processed = h.processed
+    stamp = T0 + 30 * 10**9 + processed * 10**8
+    info = intrinsics_to_camera_info(K, stamp, "cam")
+    info.k = [float(v) for v in k]
+    rig.info.publish(info)
+    rig.image.publish(numpy_to_image(np.full((K.height, K.width, 3), 90, np.uint8), "rgb8", stamp, "cam"))
+    rig.settle(h.received + 1)
+    assert h.processed == processed + 1, why
+    assert rig.node.processor.last_intrinsics == K, f"{why}: the plausible intrinsics stay in use"
 
 
 def test_burst_faster_than_processing_drops_old_frames_and_stays_bounded(rig):
-    h = rig.node.health
-    processed, received, queued = h.processed, h.received, h.dropped_queue
+    h = rig.health
+    processed, received, queued, lost = h.processed, h.received, h.dropped_queue, h.lost
     stamp = T0 + 10 * 10**9
     for i in range(30):  # the input QoS (KEEP_LAST) may already thin this out before the node sees it
         rig.send(stamp + i * 10**6, info=False)
@@ -143,20 +190,19 @@ def test_burst_faster_than_processing_drops_old_frames_and_stays_bounded(rig):
     rig.settle(h.received)
     assert h.received - received > 2 and h.dropped_queue > queued, "frames arriving while busy replace each other"
     assert h.processed - processed < h.received - received
-    assert rig.node._matcher.pending <= rig.node.params.sync_buffer
+    assert rig.node.processor.matcher.pending <= rig.node.params.sync_buffer
+    assert (h.received - received) + (h.lost - lost) == 30, "what the QoS thinned out is counted as lost"
 
 
-def test_missing_checkpoint_leaves_the_node_up_in_error_state(tmp_path):
+def test_missing_checkpoint_leaves_the_node_unconfigured_with_the_reason(tmp_path):
     rig = Rig(domain_offset=50, random_init=False, checkpoint=str(tmp_path / "missing.safetensors"))
     try:
-        assert rig.node.pipeline is None and "missing.safetensors" in rig.node.model_error
-        rig.send(T0)
-        rig.settle(1)
-        assert rig.node.health.dropped_invalid == 1
-        n = len(rig.diagnostics)
-        assert wait_until(lambda: len(rig.diagnostics) > n + 1)
+        assert not rig.configured and rig.node.processor is None
+        assert "missing.safetensors" in rig.node.error
+        assert rig.image.get_subscription_count() == 0, "unconfigured: nothing subscribed"
+        assert wait_until(lambda: rig.diagnostics)
         status = rig.diagnostics[-1].status[0]
-        assert status.level == b"\x02" and "model not loaded" in status.message
+        assert status.level == b"\x02" and "configure failed" in status.message and "missing" in status.message
     finally:
         rig.close()
 
@@ -172,7 +218,7 @@ def test_compressed_input_and_interpolated_views():
             rig.image.publish(compress_image(np.full((K.height, K.width, 3), 40 * i, np.uint8), "rgb8", "jpeg",
                                              stamp_ns=stamp, frame_id="cam"))
             rig.settle(i + 1)
-        assert rig.node.health.processed == 2
+        assert rig.health.processed == 2
         assert wait_until(lambda: len(rig.outputs) == 3)
         got = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in rig.outputs]
         assert got == [T0, T0 + 5 * 10**7, T0 + 10**8], "first frame: one view; then the pair at t = 0.5 and 1"
@@ -181,7 +227,7 @@ def test_compressed_input_and_interpolated_views():
 
 
 @pytest.mark.parametrize("case", ["corrupt", "other_model"])
-def test_unusable_checkpoint_is_reported_not_fatal(tmp_path, case):
+def test_unusable_checkpoint_leaves_the_node_unconfigured(tmp_path, case):
     from nut_ros.core.checkpoint import save_checkpoint
     from nut_ros.core.model import build_model
 
@@ -192,10 +238,21 @@ def test_unusable_checkpoint_is_reported_not_fatal(tmp_path, case):
         save_checkpoint(build_model("tiny"), path)
     rig = Rig(domain_offset=60, random_init=False, checkpoint=str(path), model="small")
     try:
-        assert rig.node.pipeline is None
-        assert ("holds model 'tiny'" in rig.node.model_error) == (case == "other_model"), rig.node.model_error
-        rig.send(T0)
+        assert not rig.configured and rig.node.processor is None
+        assert ("holds model 'tiny'" in rig.node.error) == (case == "other_model"), rig.node.error
+    finally:
+        rig.close()
+
+
+def test_compressed_depth_is_subscribed_and_makes_the_output_metric():
+    from nut_ros.ros.conversions import compress_depth
+
+    rig = Rig(domain_offset=85, depth_transport="compressedDepth", depth_source="topic")
+    try:
+        depth = np.full((K.height, K.width), 1.5, np.float32)
+        rig.send(T0, depth=compress_depth(depth, "32FC1", stamp_ns=T0, frame_id="cam"))
         rig.settle(1)
-        assert rig.node.health.dropped_invalid == 1
+        assert rig.health.processed == 1 and rig.node.processor.metric
+        assert rig.node.processor.depth_source == "topic"
     finally:
         rig.close()

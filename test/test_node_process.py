@@ -1,48 +1,130 @@
-"""The node as a process: clean exit on SIGINT/SIGTERM, a clear refusal of invalid parameters."""
+"""The node as a process: exit code 0 on SIGINT/SIGTERM/SIGHUP at any moment (start-up and streaming included)
+without ERROR lines, a clear refusal of invalid parameters, a non-zero exit when configuring fails, and a warning
+naming unknown parameters."""
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from nut_ros.ros.node_session import node_command, session_env
+from nut_ros.ros.node_session import node_command, session_env, wait_until
 
 pytestmark = pytest.mark.ros
 REPO = Path(__file__).resolve().parents[1]
+DOMAIN = 101 + (os.getpid() + 25) % 100
 
 
-def start(tmp_path, overrides):
+def start(tmp_path, overrides, params_file=REPO / "config" / "nut_ros.yaml"):
     log = open(tmp_path / "node.log", "w")
-    env = session_env(101 + (os.getpid() + 25) % 100) | {"ROS_LOG_DIR": str(tmp_path / "ros_log")}
-    return subprocess.Popen(node_command(REPO / "config" / "nut_ros.yaml", overrides, {}), env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    env = session_env(DOMAIN) | {"ROS_LOG_DIR": str(tmp_path / "ros_log")}
+    return subprocess.Popen(node_command(params_file, overrides, {}), env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def wait_for_log(path: Path, text: str, timeout=120.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in path.read_text():
-            return True
-        time.sleep(0.1)
-    return False
+def log_has(tmp_path, text: str, timeout=120.0) -> bool:
+    return wait_until(lambda: text in (tmp_path / "node.log").read_text(), timeout, 0.05)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_stops_the_node_with_exit_code_zero(tmp_path, sig):
-    proc = start(tmp_path, {"random_init": True})
+def stop(proc, sig) -> int:
     try:
-        assert wait_for_log(tmp_path / "node.log", "listening on"), (tmp_path / "node.log").read_text()
         proc.send_signal(sig)
-        assert proc.wait(timeout=30) == 0, (tmp_path / "node.log").read_text()
+        return proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
 
 
-def test_invalid_parameters_exit_with_a_message(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("moment", [0.3, 1.5, "active"])
+def test_signal_at_any_moment_exits_zero_without_errors(tmp_path, sig, moment):
+    """0.3 s: importing rclpy; 1.5 s: importing torch / loading weights; active: waiting for frames."""
+    proc = start(tmp_path, {"random_init": True})
+    if moment == "active":
+        assert log_has(tmp_path, "active: listening on"), (tmp_path / "node.log").read_text()
+    else:
+        time.sleep(moment)
+    code = stop(proc, sig)
+    log = (tmp_path / "node.log").read_text()
+    assert code == 0, log
+    assert "Traceback" not in log and "ERROR" not in log, log
+
+
+def test_signal_while_streaming_exits_zero_without_publish_errors(tmp_path):
+    """Frames keep arriving while the node stops: no 'Failed to publish: publisher's context is invalid'."""
+    import rclpy
+    from rclpy.node import Node
+
+    from sensor_msgs.msg import Image
+
+    from nut_ros.ros.conversions import numpy_to_image
+
+    proc = start(tmp_path, {"random_init": True, "publish_gaussians": True})
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=DOMAIN)
+    node = Node("stream_source", context=context)
+    pub = node.create_publisher(Image, "image_raw", 10)
+    stop_flag = threading.Event()
+
+    def stream():
+        i = 0
+        while not stop_flag.is_set():
+            pub.publish(numpy_to_image(np.full((96, 128, 3), i % 255, np.uint8), "rgb8", 10**9 + i * 10**8, "cam"))
+            i += 1
+            time.sleep(0.03)
+
+    try:
+        assert log_has(tmp_path, "active: listening on")
+        assert wait_until(lambda: pub.get_subscription_count() > 0, 30.0)
+        streamer = threading.Thread(target=stream, daemon=True)
+        streamer.start()
+        time.sleep(4.0)
+        code = stop(proc, signal.SIGINT)
+    finally:
+        stop_flag.set()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    log = (tmp_path / "node.log").read_text()
+    assert code == 0 and "ERROR" not in log and "Traceback" not in log, log
+
+
+def test_invalid_parameters_exit_2_with_a_message(tmp_path):
     proc = start(tmp_path, {"backend": "tflite", "render_times": [5.0]})
     assert proc.wait(timeout=60) == 2
     log = (tmp_path / "node.log").read_text()
     assert "backend='tflite' is not one of torch, onnxruntime, tensorrt" in log and "render_times" in log
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt"])
+def test_weights_that_cannot_load_exit_non_zero_with_the_reason(tmp_path, case):
+    path = tmp_path / "weights.safetensors"
+    if case == "corrupt":
+        path.write_bytes(b"\x00" * 64)
+    proc = start(tmp_path, {"checkpoint": str(path)})
+    assert proc.wait(timeout=120) == 1, "a supervisor (launch respawn) must see the failure"
+    log = (tmp_path / "node.log").read_text()
+    assert "configure failed" in log and "weights.safetensors" in log, log
+
+
+def test_unknown_parameters_are_warned_about_by_name(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    max_rte: 5.0\n    random_init: true\n")
+    proc = start(tmp_path, {}, params)
+    try:
+        assert log_has(tmp_path, "active: listening on"), (tmp_path / "node.log").read_text()
+        assert "unknown parameters ignored: max_rte" in (tmp_path / "node.log").read_text()
+    finally:
+        assert stop(proc, signal.SIGINT) == 0
+
+
+def test_random_init_uses_weights_that_exist(tmp_path):
+    """The YAML's promise: random_init only stands in for weights that do not exist."""
+    proc = start(tmp_path, {"random_init": True, "model": "tiny"})
+    try:
+        assert log_has(tmp_path, "active: listening on")
+        log = (tmp_path / "node.log").read_text()
+        assert "random_init ignored: weights exist" in log and "randomly initialised" not in log, log
+    finally:
+        assert stop(proc, signal.SIGINT) == 0

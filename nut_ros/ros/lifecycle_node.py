@@ -61,7 +61,12 @@ def build_pipeline(p: NodeParams, log=None):
     if p.random_init and not random_init and log is not None:
         log.info(f"random_init ignored: weights exist at {weights}")
     options = {"bf16": p.bf16, "compile": p.compile} if p.backend == "torch" else {}
-    backend = make_backend(p.backend, p.model, p.checkpoint or None, p.device, random_init=random_init, **options)
+    try:
+        backend = make_backend(p.backend, p.model, p.checkpoint or None, p.device, random_init=random_init,
+                               **options)
+    except Exception as err:  # noqa: BLE001 - name the weights in whatever the loader raised
+        source = "random weights" if random_init else str(weights if p.backend == "torch" else p.checkpoint)
+        raise RuntimeError(f"cannot load {p.backend} backend from {source}: {type(err).__name__}: {err}") from err
     config = backend.model_config
     if p.checkpoint and config.name != p.model:
         raise ValueError(f"checkpoint {p.checkpoint} holds model {config.name!r}, but parameter model is {p.model!r}")
@@ -94,7 +99,7 @@ class NutRosNode(LifecycleNode):
         self._configured = False
         self._pubs: dict = {}
         self._subs: dict[str, tuple[object, str]] = {}  # topic -> (subscription, reliability)
-        self._timers: list = []
+        self._input_timers: list = []
         self._slot: LatestSlot[tuple[Matched, float]] = LatestSlot()
         self._stop = threading.Event()
         self._stopping = False
@@ -142,7 +147,7 @@ class NutRosNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         p = self.params
         self._update_subscriptions()
-        self._timers = [self.create_timer(QOS_CHECK_S, self._update_subscriptions)]
+        self._input_timers = [self.create_timer(QOS_CHECK_S, self._update_subscriptions)]
         self._stop.clear()
         self._slot = LatestSlot()
         self._worker = threading.Thread(target=self._work, name="nut_ros_worker", daemon=True)
@@ -167,9 +172,9 @@ class NutRosNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _stop_inputs(self) -> None:
-        for timer in self._timers:
+        for timer in self._input_timers:
             self.destroy_timer(timer)
-        self._timers = []
+        self._input_timers = []
         for sub, _ in self._subs.values():
             self.destroy_subscription(sub)
         self._subs = {}
@@ -278,7 +283,7 @@ class NutRosNode(LifecycleNode):
             self.processor.update(**changes)
 
     # -- callbacks (executor thread) -------------------------------------------------------------------------------
-    def _on_image(self, msg, info=None) -> None:
+    def _on_image(self, msg, info) -> None:
         processor = self.processor
         if processor is None:
             return
