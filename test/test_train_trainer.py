@@ -92,3 +92,18 @@ def test_stage2_takes_only_the_encoder_and_export_keeps_the_run(tmp_path):
     exported = load_checkpoint(tmp_path / "out.safetensors").state_dict()
     for k, v in first.model.state_dict().items():
         assert torch.allclose(exported[k].float(), v.float(), rtol=1e-2, atol=1e-3), k
+
+
+def test_stage3_trains_encoder_and_motion_head_only(tmp_path):
+    torch.set_num_threads(2)
+    s1 = tmp_path / "s1"
+    Trainer(_cfg(1, s1, steps=1)).run()
+    s3 = tmp_path / "s3"
+    trainer = Trainer(_cfg(3, s3, steps=2, init=str(s1)))  # stage-1 weights lack the motion head: it starts fresh
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert trainer.run()
+    changed = {k.split(".")[0] for k, v in trainer.model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"gs_predictor", "motion_head"}
+    val = [json.loads(line)["val"] for line in (s3 / "log.jsonl").read_text().splitlines() if "val" in line]
+    assert val[-1]["gen_flow_epe_zero"] > 0 and math.isfinite(val[-1]["gen_flow_epe"])
+    assert load_checkpoint(s3 / "weights.safetensors").motion_head is not None

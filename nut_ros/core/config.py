@@ -48,8 +48,11 @@ class ModelConfig:
     condition_pool: int = 2  # "encoder" condition: average-pool factor on the token grid
     static_xyz_head: Literal["plain", "sampled"] = "sampled"  # plain: inference head; sampled: truncated normal
     pixel_skip: bool = False  # input-anchored skip (nut_ros/core/pixel_skip.py); False for the reference
-    # "dis": velocities are an optical-flow prior plus the head's residual (nut_ros/core/motion_prior.py); no weights
-    motion_prior: Literal["none", "dis"] = "none"
+    # where the velocities' motion comes from, the velocity head adding a residual: "none" (the head alone),
+    # "flow" (classical optical flow, nut_ros/core/motion_prior.py, no weights), "learned" (the correlation flow
+    # head inside the model, nut_ros/core/motion_head.py)
+    motion_prior: Literal["none", "flow", "learned"] = "none"
+    motion_iters: int = 6  # "learned": refinement steps of the flow head
     # px² added to every screen covariance by the rasterizer: the reference's 0.3 blurs a Gaussian per pixel over
     # its neighbours (a 3x3 kernel); our per-pixel model renders with less (docs/EVALUATION.md, session 5)
     raster_lowpass: float = 0.3
@@ -110,6 +113,8 @@ class ModelConfig:
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "ModelConfig":
         d = dict(d)
+        if d.get("motion_prior") == "dis":  # the name of "flow" in checkpoints written before it was renamed
+            d["motion_prior"] = "flow"
         dino = dict(d.pop("dino", {}))
         dino["input_size"] = tuple(dino.get("input_size", DinoConfig.input_size))
         for key in ("image_size", "upsampler_dims"):
@@ -131,14 +136,14 @@ CONFIGS: dict[str, ModelConfig] = {
     "small": ModelConfig(
         name="small", image_size=(288, 512), depth_channels=2, width=256, encoder_layers=6, decoder_layers=4,
         upsampler_dims=(192, 96, 96), upsampler_layers=(2, 2, 0), window=576, condition="encoder", pixel_skip=True,
-        motion_prior="dis", raster_lowpass=0.1,
+        motion_prior="learned", raster_lowpass=0.1,
     ),
     # Several frames/s on 2 CPU cores: 256x144 input, N = 9,216 per frame; one attention block per upsampler stage
     # over 144-token windows keeps encode + decode near 55 ms on 2 cores (docs/BENCHMARKS.md).
     "tiny": ModelConfig(
         name="tiny", image_size=(144, 256), depth_channels=2, width=128, encoder_layers=4, decoder_layers=2,
         upsampler_dims=(64, 32), upsampler_layers=1, window=144, condition="encoder", pixel_skip=True,
-        motion_prior="dis", raster_lowpass=0.1,
+        motion_prior="learned", raster_lowpass=0.1,
     ),
 }
 

@@ -18,6 +18,7 @@ from nut_ros.core.config import ModelConfig, get_config
 from nut_ros.core.decoder import Decoder, DynamicHead
 from nut_ros.core.encoder import GaussianUpsampler, StaticPredictor
 from nut_ros.core.gaussians import Gaussians
+from nut_ros.core.motion_head import MotionHead
 
 __all__ = ["FrameCache", "NutModel", "build_model", "static_gaussians"]
 
@@ -32,6 +33,7 @@ class FrameCache(NamedTuple):
     rgb: Tensor  # [B, N, 3]
     opacity: Tensor  # [B, N, 1]
     scale: Tensor  # [B, N, 2]
+    motion: Tensor  # [B, C, h, w] the learned motion head's per-frame features ([B, 1, 1, 1] zeros without one)
 
 
 def static_gaussians(cache: FrameCache, t0: float = 0.0, velocity: Tensor | None = None,
@@ -56,6 +58,8 @@ class NutModel(nn.Module):
         self.gaussian_upsampler = GaussianUpsampler(config)
         self.gs_dynamic_predictor = DynamicHead(config.feature_dim)
         self.encoder_proj = nn.Linear(config.feature_dim, config.feature_dim, bias=False)
+        self.motion_head = MotionHead(config) if config.motion_prior == "learned" else None
+        self.learned_motion = self.motion_head is not None  # False: decode leaves the head out (classical prior)
         self._static_frozen = False
 
     # -- inference API ------------------------------------------------------------------------------------
@@ -63,7 +67,8 @@ class NutModel(nn.Module):
         """``rgb [B,3,H,W]`` in [0,1], ``disp [B,Cd,H,W]`` -> per-frame cache."""
         tokens, features, attrs = self.gs_predictor(rgb, disp)
         cond_input = rgb if self.config.condition == "dinov2" else tokens
-        return FrameCache(tokens, features, self.condition_encoder(cond_input), *attrs)
+        motion = self.motion_head.features(rgb) if self.motion_head is not None else rgb.new_zeros(rgb.shape[0], 1, 1, 1)
+        return FrameCache(tokens, features, self.condition_encoder(cond_input), *attrs, motion)
 
     def encode_static(self, rgb: Tensor, disp: Tensor) -> Gaussians:
         """Static Gaussians of a single frame (velocity 0, γ 0, t0 0): stage-1 training and a stream's first frame."""
@@ -76,6 +81,9 @@ class NutModel(nn.Module):
         dynamic = self.gaussian_upsampler(torch.cat([d0, d1], dim=0))
         static = self.encoder_proj(torch.cat([prev.features, cur.features], dim=0))
         velocity, gamma = self.gs_dynamic_predictor(torch.cat([static, dynamic], dim=-1))
+        if self.learned_motion:  # the head's velocity is a residual around the learned flow
+            velocity = velocity + torch.cat(self.motion_head(prev.motion, cur.motion, prev.xyz[..., 1],
+                                                             cur.xyz[..., 1]).split(prev.xyz.shape[1], dim=1))
         return Gaussians.cat(
             static_gaussians(prev, 0.0, velocity[:b], gamma[:b]),
             static_gaussians(cur, 1.0, velocity[b:], gamma[b:]),

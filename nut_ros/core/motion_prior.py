@@ -33,7 +33,7 @@ from torch import Tensor
 
 from nut_ros.core.gaussians import Gaussians
 
-PRIORS = ("none", "dis")
+PRIORS = ("none", "flow", "learned")
 DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
 #: flow presets: DIS at each preset, or ``sparse_to_dense`` (pyramidal Lucas-Kanade on an 8 px grid, interpolated

@@ -1,9 +1,12 @@
-"""``nut_ros_train``: two-stage training on generated scenes, weight export, texture pack and scene previews.
+"""``nut_ros_train``: training on generated scenes and real RGB-D, weight export, data packs and scene previews.
 
 Examples (each chunk stops after ``--chunk-minutes`` and the same command resumes it)::
 
     nut_ros_train stage1 --model tiny --out runs/tiny/s1 --minutes 3 --batch 16 --lr 1e-3 --warmup 50
     nut_ros_train stage2 --model tiny --out runs/tiny/s2 --init runs/tiny/s1 --minutes 3 --batch 8 --lr 1e-3 --warmup 50
+    nut_ros_train pack-rgbd ../shared/data/train_rgbd rgbd_288x512.npz
+    nut_ros_train stage3 --model tiny --out runs/tiny/s3 --init nut_ros/weights/tiny.safetensors \
+        --rgbd rgbd_288x512.npz --minutes 8
     nut_ros_train export runs/tiny/s2 nut_ros/weights/tiny.safetensors
     nut_ros_train preview --model tiny --out scenes.png
 """
@@ -17,17 +20,21 @@ import torch
 
 from nut_ros.core.checkpoint import save_checkpoint
 from nut_ros.train.objectives import LossWeights
+from nut_ros.train.rgbd_pairs import pack
 from nut_ros.train.trainer import TrainConfig, Trainer, load_run
 
 
 def _stage_parser(sub, name: str, stage: int) -> None:
-    p = sub.add_parser(name, help=f"train stage {stage}" + (" (static encoder)" if stage == 1 else " (dynamic decoder)"))
+    what = {1: "static encoder", 2: "dynamic decoder", 3: "geometry and learned motion"}[stage]
+    p = sub.add_parser(name, help=f"train stage {stage} ({what})")
     d = TrainConfig(stage=stage, out="", steps=1)
     p.add_argument("--out", required=True, help="run folder (resumed when it holds last.pt)")
     p.add_argument("--model", default=d.model, help="model config: tiny | small")
-    p.add_argument("--init", required=stage == 2, default=None,
-                   help="stage-1 run folder, last.pt or .safetensors weights" if stage == 2 else
-                   "fine-tune from these weights (run folder, last.pt or .safetensors) instead of a fresh model")
+    p.add_argument("--init", required=stage > 1, default=None,
+                   help={1: "fine-tune from these weights (run folder, last.pt or .safetensors) instead of a fresh "
+                            "model", 2: "stage-1 run folder, last.pt or .safetensors weights",
+                         3: "trained pair model (run folder, last.pt or .safetensors); a missing motion head starts "
+                            "fresh"}[stage])
     if stage == 1:
         p.add_argument("--grow", action="store_true",
                        help="--init is a model with a coarser Gaussian grid (fewer upsampler stages): "
@@ -37,6 +44,9 @@ def _stage_parser(sub, name: str, stage: int) -> None:
         p.add_argument("--sample-motion", action="store_true", help="sample velocities (truncated normal)")
         p.add_argument("--init-decoder", action="store_true",
                        help="fine-tune the decoder side from --init as well (default: decoder from scratch)")
+    if stage == 3:
+        p.add_argument("--rgbd", default=None, help="packed real RGB-D pairs (pack-rgbd); default: generated only")
+        p.add_argument("--real-fraction", type=float, default=d.real_fraction, help="share of real pairs per batch")
     length = p.add_mutually_exclusive_group(required=True)
     length.add_argument("--steps", type=int, default=0, help="run length in optimiser steps")
     length.add_argument("--minutes", type=float, default=0.0, help="run length in minutes of training time")
@@ -49,8 +59,9 @@ def _stage_parser(sub, name: str, stage: int) -> None:
 
 
 def _train(args, stage: int) -> int:
-    extra = ({"frames": args.frames, "sample_motion": args.sample_motion, "init_decoder": args.init_decoder}
-             if stage == 2 else {"grow": args.grow})
+    extra = {1: lambda: {"grow": args.grow},
+             2: lambda: {"frames": args.frames, "sample_motion": args.sample_motion, "init_decoder": args.init_decoder},
+             3: lambda: {"rgbd": args.rgbd, "real_fraction": args.real_fraction}}[stage]()
     keys = ("model", "init", "steps", "minutes", "chunk_minutes", "batch", "lr", "weight_decay", "warmup",
             "depth_drop", "val_every", "val_clips", "seed", "raster_impl", "device")
     cfg = TrainConfig(stage=stage, out=args.out, amp=not args.no_amp, **{k: getattr(args, k) for k in keys},
@@ -100,31 +111,9 @@ def _preview(args) -> int:
     return 0
 
 
-def _bench(args) -> int:
-    import tempfile
-    import time
-
-    with tempfile.TemporaryDirectory() as tmp:
-        common = dict(model=args.model, steps=10**6, val_clips=1, device=args.device, amp=not args.no_amp,
-                      raster_impl=args.raster_impl)
-        s1 = Trainer(TrainConfig(stage=1, out=f"{tmp}/s1", batch=args.batch1, **common))
-        s1.save()
-        s2 = Trainer(TrainConfig(stage=2, out=f"{tmp}/s2", init=f"{tmp}/s1", batch=args.batch2, **common))
-        for name, trainer in (("stage1", s1), ("stage2", s2)):
-            trainer._train_mode()
-            if torch.cuda.is_available():
-                torch.cuda.reset_peak_memory_stats()
-            times = []
-            for _ in range(args.steps):
-                t0 = time.perf_counter()
-                trainer.train_step()
-                if torch.cuda.is_available():
-                    torch.cuda.synchronize()
-                times.append(time.perf_counter() - t0)
-            mem = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
-            steady = sorted(times[1:])[len(times[1:]) // 2] if len(times) > 1 else times[0]
-            print(f"{args.model} {name} batch {trainer.cfg.batch}: first {times[0]:.2f} s, "
-                  f"median {steady * 1000:.0f} ms/step, peak {mem:.1f} GiB")
+def _pack(args) -> int:
+    counts = pack(args.source, args.out, (args.height, args.width))
+    print(f"wrote {args.out}: {counts['train']} training and {counts['val']} validation frames")
     return 0
 
 
@@ -133,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _stage_parser(sub, "stage1", 1)
     _stage_parser(sub, "stage2", 2)
+    _stage_parser(sub, "stage3", 3)
     p = sub.add_parser("export", help="write fp16 safetensors weights of a run")
     p.add_argument("run", help="run folder or last.pt")
     p.add_argument("dest", help="output .safetensors")
@@ -145,18 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="scenes.png")
-    p = sub.add_parser("bench", help="time training steps of both stages (fresh weights)")
-    p.add_argument("--model", default="tiny")
-    p.add_argument("--batch1", type=int, default=16)
-    p.add_argument("--batch2", type=int, default=8)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--raster-impl", default="auto", help="torch | cuda | auto")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--no-amp", action="store_true")
+    p = sub.add_parser("pack-rgbd", help="pack real RGB-D sequences with poses for stage 3 (TUM, TartanAir)")
+    p.add_argument("source", help="the train_rgbd folder (tum_fr1_rpy/, tartanair_traj/)")
+    p.add_argument("out", help="output .npz")
+    p.add_argument("--height", type=int, default=288)
+    p.add_argument("--width", type=int, default=512)
     args = parser.parse_args(argv)
-    if args.command in ("stage1", "stage2"):
+    if args.command in ("stage1", "stage2", "stage3"):
         return _train(args, int(args.command[-1]))
-    return {"export": _export, "textures": _textures, "preview": _preview, "bench": _bench}[args.command](args)
+    return {"export": _export, "textures": _textures, "preview": _preview, "pack-rgbd": _pack}[args.command](args)
 
 
 if __name__ == "__main__":

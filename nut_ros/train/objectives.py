@@ -9,16 +9,20 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from nut_ros.core.gaussians import Gaussians
-from nut_ros.core.model import NutModel
+from nut_ros.core.model import NutModel, static_gaussians
+from nut_ros.core.motion_head import GAMMA
 from nut_ros.core.motion_prior import batch_priors, with_prior
 from nut_ros.render import RenderOutput, rasterize
 from nut_ros.render.projection import LOWPASS
+from nut_ros.pipeline.depth import model_depth_input, normalize_inverse_depth
 from nut_ros.train.depth_input import DepthInput, simulate_depth_input
 from nut_ros.train.losses import (masked_mse, rendered_disparity, ssi_disparity_loss, trajectory_loss,
                                   trajectory_targets)
+from nut_ros.train.rgbd_pairs import PairBatch, epe
 from nut_ros.train.scenes import Clip
 
 
@@ -30,6 +34,7 @@ class LossWeights:
     trajectory: float = 1.0  # Gaussian displacement vs true point trajectories (stage 2)
     trajectory_norm: str = "l1"  # "l1" or "l2" (squared error)
     ssi_tau: float = 0.0  # soft outlier down-weighting of the SSI term (reference stage 2: 0.3)
+    flow: float = 0.02  # stage 3: learned flow vs exact flow (sequence L1 in model pixels)
 
 
 @dataclass
@@ -42,7 +47,7 @@ class StepOutput:
     target_disp: Tensor  # [B*V, 1, H, W] true normalised disparity (ŷ target)
 
 
-def _autocast(device: torch.device, enabled: bool):
+def autocast(device: torch.device, enabled: bool):
     return torch.autocast("cuda", dtype=torch.bfloat16) if enabled and device.type == "cuda" else nullcontext()
 
 
@@ -71,7 +76,7 @@ def stage1_step(model: NutModel, clip: Clip, weights: LossWeights, drop_prob: fl
     rgb, depth = clip.rgb[:, 0], clip.depth[:, 0]
     h, w = rgb.shape[-2:]
     dinput = simulate_depth_input(depth, drop_prob, gen, present)
-    with _autocast(rgb.device, amp):
+    with autocast(rgb.device, amp):
         g = model.encode_static(rgb, dinput.channels)
     g = g.map(lambda x: x.float())
     out = rasterize(g.at(0.0), h, w, background=background, impl=impl, lowpass=model.config.raster_lowpass)
@@ -94,10 +99,10 @@ def stage2_step(model: NutModel, clip: Clip, weights: LossWeights, drop_prob: fl
     present = inputs[0].present & inputs[1].present
     frames = clip.rgb[:, [k0, k1]]
     disps = torch.stack([d.channels for d in inputs], dim=1)
-    with _autocast(clip.rgb.device, amp):
+    with autocast(clip.rgb.device, amp):
         g = model(frames, disps)
     g = g.map(lambda x: x.float())
-    if model.config.motion_prior == "dis":  # the head's velocities are a residual around the optical flow
+    if model.config.motion_prior == "flow":  # the head's velocities are a residual around the optical flow
         g = with_prior(g, batch_priors(frames[:, 0], frames[:, 1], model.config.gaussian_grid))
     out = render_at(g, clip.times, h, w, background, impl, model.config.raster_lowpass)
 
@@ -117,3 +122,94 @@ def stage2_step(model: NutModel, clip: Clip, weights: LossWeights, drop_prob: fl
     loss = mse + weights.mask * mask + depth_loss + weights.trajectory * traj
     terms = {"mse": mse.item(), "mask": mask.item(), **terms, "trajectory": traj.item()}
     return StepOutput(loss, terms, out, g, inputs, target)
+
+
+# -- stage 3: geometry and learned motion ------------------------------------------------------------------------
+#: depth-input modes of a stage-3 sample and their probabilities: none (RGB only), semi-dense (as depth from motion
+#: delivers it), sensor-like (a depth camera)
+DEPTH_MODES = {"none": 0.35, "semi_dense": 0.35, "sensor": 0.30}
+
+
+def semi_dense_depth(depth: Tensor, rgb: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """What depth from motion gives for true depth ``[B,1,H,W]`` (0 = unknown) of images ``rgb [B,3,H,W]``:
+    pixels on image texture (gradient above a random threshold) thinned to 5-40 %, 1-5 % multiplicative noise and
+    2 % outliers. Returns ``(noisy depth, valid)``."""
+    b = depth.shape[0]
+    dev = depth.device
+
+    def rand(*shape):
+        return torch.rand(shape, generator=generator, device=dev)
+
+    grey = rgb.mean(1, keepdim=True)
+    grad = (grey[..., :, 1:] - grey[..., :, :-1]).abs()[..., :-1, :] + (grey[..., 1:, :] - grey[..., :-1, :]).abs()[..., :, :-1]
+    grad = F.pad(grad, (0, 1, 0, 1))
+    textured = grad > rand(b, 1, 1, 1) * 0.08
+    valid = textured & (rand(*depth.shape) < 0.05 + 0.35 * rand(b, 1, 1, 1)) & (depth > 0)
+    noise = 1 + (0.01 + 0.04 * rand(b, 1, 1, 1)) * torch.randn(depth.shape, generator=generator, device=dev)
+    outlier = rand(*depth.shape) < 0.02
+    noisy = torch.where(outlier, depth * (0.5 + rand(*depth.shape)), depth * noise)
+    return noisy, valid
+
+
+def mixed_depth_input(depth: Tensor, rgb: Tensor, generator: torch.Generator) -> DepthInput:
+    """Per sample one of :data:`DEPTH_MODES`: the model's depth channels and the normalisation of the ŷ target
+    (from the input's own valid pixels, as the pipeline normalises; from the true depth for RGB-only samples)."""
+    b = depth.shape[0]
+    dev = depth.device
+    mode = torch.multinomial(torch.tensor(list(DEPTH_MODES.values()), device=dev), b, replacement=True,
+                             generator=generator)
+    sensor = simulate_depth_input(depth.clamp_min(1e-3), 0.0, generator)
+    sparse, sparse_valid = semi_dense_depth(depth, rgb, generator)
+    sensor_valid = sensor.channels[:, 1:2] > 0.5
+    valid = torch.where((mode == 1).view(b, 1, 1, 1), sparse_valid, sensor_valid & (depth > 0))
+    valid = valid & (mode > 0).view(b, 1, 1, 1)
+    present = valid.flatten(1).float().mean(1) >= 0.002
+    valid = valid & present.view(b, 1, 1, 1)
+    observed = torch.where((mode == 1).view(b, 1, 1, 1), sparse, depth)
+    norm, lo, hi = normalize_inverse_depth(observed.clamp_min(1e-3), valid)
+    true_valid = depth > 0
+    _, lo_true, hi_true = normalize_inverse_depth(depth.clamp_min(1e-3), true_valid)
+    lo, hi = torch.where(present, lo, lo_true), torch.where(present, hi, hi_true)
+    return DepthInput(model_depth_input(norm, valid, 2), lo, hi, present)
+
+
+def flow_sequence_loss(flows: list[Tensor], true: Tensor, valid: Tensor, gamma: float = GAMMA) -> Tensor:
+    """RAFT's sequence loss: L1 of each refinement step's flow (model pixels), later steps weighted more."""
+    n = len(flows)
+    total = 0.0
+    for i, flow in enumerate(flows):
+        err = ((flow - true).abs().sum(1, keepdim=True) * valid).sum() / valid.sum().clamp_min(1)
+        total = total + gamma ** (n - 1 - i) * err
+    return total
+
+
+def geometry_motion_step(model: NutModel, batch: PairBatch, weights: LossWeights, gen: torch.Generator,
+                         background: Tensor, amp: bool = True, impl: str = "torch") -> StepOutput:
+    """Stage 3: both frames of each pair reconstructed by the static encoder with mixed depth input (photometric
+    and depth terms: scale/shift-invariant always, direct where the input had depth), and the learned flow head
+    supervised by the exact flow between them."""
+    b = batch.rgb.shape[0]
+    h, w = batch.rgb.shape[-2:]
+    rgb, depth = batch.rgb.flatten(0, 1), batch.depth.flatten(0, 1)
+    dinput = mixed_depth_input(depth, rgb, gen)
+    with autocast(rgb.device, amp):
+        cache = model.encode(rgb, dinput.channels)
+    g = static_gaussians(cache).map(lambda x: x.float())
+    out = rasterize(g.at(0.0), h, w, background=background, impl=impl, lowpass=model.config.raster_lowpass)
+    mse = torch.mean((out.color - rgb) ** 2)
+    target = dinput.normalise(1.0 / depth.clamp_min(1e-3)).clamp(0, 1)
+    pred = rendered_disparity(out.depth, out.alpha)
+    mask = (out.alpha.detach() > 0.5) & (depth > 0)
+    ssi = ssi_disparity_loss(pred, target, mask, weights.ssi_tau)
+    direct_mask = mask & dinput.present.view(-1, 1, 1, 1)
+    direct = ((pred - target).abs() * direct_mask).sum() / direct_mask.sum().clamp_min(1)
+    motion = cache.motion.float().unflatten(0, (b, 2))
+    with autocast(rgb.device, amp):
+        flows = model.motion_head.flows(torch.cat([motion[:, 0], motion[:, 1]]), torch.cat([motion[:, 1], motion[:, 0]]))
+    true = torch.cat([batch.flow[:, 0], batch.flow[:, 1]])
+    valid = torch.cat([batch.flow_valid[:, 0], batch.flow_valid[:, 1]])
+    flow = flow_sequence_loss([f.float() for f in flows], true, valid)
+    loss = mse + weights.depth_ssi * ssi + weights.depth * direct + weights.flow * flow
+    terms = {"mse": mse.item(), "depth_ssi": ssi.item(), "depth": direct.item(), "flow": flow.item(),
+             "flow_epe": epe(flows[-1].float(), true, valid).mean().item()}
+    return StepOutput(loss, terms, out, g, [dinput], target)

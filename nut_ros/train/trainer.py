@@ -2,7 +2,9 @@
 gradient clipping, warmup + cosine learning rate, JSON-lines training curves and periodic validation images.
 
 Stage 1 trains the static encoder (``gs_predictor``); stage 2 loads a stage-1 checkpoint, freezes it and trains
-the decoder, dynamic upsampler, dynamic heads and ``encoder_proj``. Re-running the same command continues from
+the decoder, dynamic upsampler, dynamic heads and ``encoder_proj``. Stage 3 fine-tunes a trained pair model's static
+encoder for geometry (mixed RGB-only / semi-dense / sensor depth input, real RGB-D beside the generated scenes) and
+trains the learned motion head on exact flow; the decoder side stays as it was. Re-running the same command continues from
 ``<out>/last.pt`` until the run's length (``steps`` or ``minutes`` of training) is reached.
 """
 from __future__ import annotations
@@ -18,18 +20,20 @@ import torch
 
 from nut_ros.core.checkpoint import load_checkpoint, save_checkpoint
 from nut_ros.core.model import NutModel, build_model
-from nut_ros.train.objectives import LossWeights, stage1_step, stage2_step
+from nut_ros.train.objectives import LossWeights, geometry_motion_step, stage1_step, stage2_step
+from nut_ros.train.rgbd_pairs import RGBDPairs, cat, generated_pairs
 from nut_ros.train.scenes import SceneConfig, SceneGenerator
 from nut_ros.train.texture_pack import PACK_DIR, load_texture_bank
-from nut_ros.train.validation import evaluate, save_images
+from nut_ros.train.validation import evaluate, evaluate_pairs, save_images
 
 VAL_SEED = 1_000_003
+STAGE3_ENCODER_LR = 0.25  #: stage 3: the fine-tuned static encoder's learning rate relative to the motion head's
 FADE_STEEPNESS_INIT = 5.0  #: stage 2: initial γ0 (pre-ReLU bias of the temporal-opacity head)
 
 
 @dataclass
 class TrainConfig:
-    stage: int  # 1: static encoder, 2: dynamic decoder (encoder frozen)
+    stage: int  # 1: static encoder, 2: dynamic decoder (encoder frozen), 3: geometry + learned motion
     out: str  # run folder: last.pt, log.jsonl, val_*.jpg, weights.safetensors
     model: str = "tiny"
     model_overrides: dict = field(default_factory=dict)  # ModelConfig fields to replace (e.g. in tests)
@@ -59,10 +63,12 @@ class TrainConfig:
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     textures: str = str(PACK_DIR)
     weights: LossWeights = field(default_factory=LossWeights)
+    rgbd: str | None = None  # stage 3: packed real RGB-D pairs (nut_ros.train.rgbd_pairs.pack); None: generated only
+    real_fraction: float = 0.5  # stage 3: share of each batch from ``rgbd``
 
     def __post_init__(self):
-        if self.stage not in (1, 2):
-            raise ValueError("stage must be 1 or 2")
+        if self.stage not in (1, 2, 3):
+            raise ValueError("stage must be 1, 2 or 3")
         if (self.steps > 0) == (self.minutes > 0):
             raise ValueError("give exactly one of steps or minutes")
         if isinstance(self.weights, dict):
@@ -82,9 +88,10 @@ def _resolve_init(init: str) -> Path:
     return path / "last.pt" if path.is_dir() else path
 
 
-def _load_weights(model: NutModel, init: str, prefix: str = "", grow: bool = False) -> None:
+def _load_weights(model: NutModel, init: str, prefix: str = "", grow: bool = False, new: str = "") -> None:
     """Load ``init`` (weights or a trainer checkpoint) into ``model``: every key, or only those under ``prefix``
-    (then strictly: all of the model's keys under it must be there); ``grow``: see :func:`load_grown`."""
+    (then strictly: all of the model's keys under it must be there); ``grow``: see :func:`load_grown`; ``new``:
+    the model's keys under this prefix may be missing from ``init`` (a part added since, left at its init)."""
     path = _resolve_init(init)
     if path.suffix == ".safetensors":
         state = load_checkpoint(path).state_dict()
@@ -95,7 +102,10 @@ def _load_weights(model: NutModel, init: str, prefix: str = "", grow: bool = Fal
         print(f"grown from {path}; at their initialisation: {', '.join(fresh)}")
         return
     if not prefix:
-        model.load_state_dict(state, strict=True)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not (new and k.startswith(new))]
+        if missing or unexpected:
+            raise KeyError(f"{path} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
         return
     wanted = {k for k in model.state_dict() if k.startswith(prefix)}
     missing = sorted(wanted - set(state))
@@ -150,6 +160,16 @@ def build_for_stage(cfg: TrainConfig) -> NutModel:
         torch.nn.init.constant_(head.gs_layer["scale"].bias, math.log(math.expm1(cell / 0.1)))
         if head.sampled:
             torch.nn.init.constant_(head.mix_layer["xyz_static_scale"].bias, cfg.static_log_sigma_init)
+    elif cfg.stage == 3:
+        if cfg.init is None:
+            raise ValueError("stage 3 needs --init (a trained pair model: weights or a run)")
+        _load_weights(model, cfg.init, new="motion_head.")
+        if model.motion_head is None:
+            raise ValueError(f"stage 3 trains the learned motion head: {cfg.model} has motion_prior "
+                             f"{model.config.motion_prior!r}")
+        model.requires_grad_(False)
+        model.gs_predictor.requires_grad_(True)
+        model.motion_head.requires_grad_(True)
     else:
         if cfg.init is None:
             raise ValueError("stage 2 needs --init (a stage-1 run, checkpoint or weights)")
@@ -176,13 +196,19 @@ class Trainer:
         self.device = torch.device(cfg.device)
         self.model = build_for_stage(cfg).to(self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+        groups = [{"params": params, "lr_scale": scale} for params, scale in self.param_groups()]
+        self.opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
         h, w = self.model.config.image_size
         bank = load_texture_bank(Path(cfg.textures), self.device)
-        frames = 1 if cfg.stage == 1 else cfg.frames
+        frames = {1: 1, 2: cfg.frames, 3: 2}[cfg.stage]
         self.scenes = SceneGenerator(SceneConfig(h, w, frames=frames), bank, seed=cfg.seed)
         self.loss_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
         self.val_set = [self.scenes.sample(cfg.batch, seed=VAL_SEED + i) for i in range(cfg.val_clips)]
+        self.real = self.real_val = None
+        if cfg.stage == 3 and cfg.rgbd:
+            grid = self.model.config.gaussian_grid
+            self.real = RGBDPairs(cfg.rgbd, (h, w), grid, self.device, "train", seed=cfg.seed)
+            self.real_val = RGBDPairs(cfg.rgbd, (h, w), grid, self.device, "val", seed=cfg.seed)
         self.step = 0
         self.train_seconds = 0.0
         self._resume()
@@ -201,11 +227,15 @@ class Trainer:
         self.step, self.train_seconds = state["step"], state["train_seconds"]
         self.scenes.rng.set_state(state["scene_rng"])
         self.loss_gen.set_state(state["loss_rng"])
+        if self.real is not None:
+            self.real.rng.set_state(state["real_rng"])
 
     def save(self) -> None:
         state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
                  "train_seconds": self.train_seconds, "scene_rng": self.scenes.rng.get_state(),
                  "loss_rng": self.loss_gen.get_state(), "config": dataclasses.asdict(self.cfg)}
+        if self.real is not None:
+            state["real_rng"] = self.real.rng.get_state()
         tmp = self.ckpt_path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(self.ckpt_path)
@@ -224,21 +254,52 @@ class Trainer:
         cfg = self.cfg
         lr = learning_rate(cfg, self.step, self.progress())
         for group in self.opt.param_groups:
-            group["lr"] = lr
-        clip = self.scenes.sample(cfg.batch)
+            group["lr"] = lr * group["lr_scale"]
         background = torch.rand(3, generator=self.loss_gen, device=self.device)
-        step_fn = stage1_step if cfg.stage == 1 else stage2_step
-        out = step_fn(self.model, clip, cfg.weights, cfg.depth_drop, self.loss_gen, background, cfg.amp,
-                      impl=cfg.raster_impl)
+        if cfg.stage == 3:
+            out = geometry_motion_step(self.model, self.pair_batch(), cfg.weights, self.loss_gen, background,
+                                       cfg.amp, impl=cfg.raster_impl)
+        else:
+            step_fn = stage1_step if cfg.stage == 1 else stage2_step
+            out = step_fn(self.model, self.scenes.sample(cfg.batch), cfg.weights, cfg.depth_drop, self.loss_gen,
+                          background, cfg.amp, impl=cfg.raster_impl)
         self.opt.zero_grad(set_to_none=True)
         out.loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        # each trained part clipped on its own (stage 3: encoder and motion head have separate losses)
+        norms = [torch.nn.utils.clip_grad_norm_(group["params"], cfg.grad_clip) for group in self.opt.param_groups]
+        grad_norm = torch.stack(norms).norm()
         if torch.isfinite(grad_norm):
             self.opt.step()
         self.step += 1
         return {"loss": out.loss.item(), **out.terms, "grad_norm": float(grad_norm), "lr": lr}
 
+    def pair_batch(self):
+        """Stage 3: a batch of pairs, ``real_fraction`` of them real RGB-D (when packed), the rest generated."""
+        grid = self.model.config.gaussian_grid
+        n_real = round(self.cfg.batch * self.cfg.real_fraction) if self.real is not None else 0
+        parts = [generated_pairs(self.scenes.sample(self.cfg.batch - n_real), grid)] if n_real < self.cfg.batch else []
+        if n_real:
+            parts.append(self.real.batch(n_real))
+        return cat(parts)
+
+    def param_groups(self) -> list[tuple[list[torch.nn.Parameter], float]]:
+        """The trained parameters, one list per part with its learning-rate factor (stage 3: the pretrained
+        encoder at ``STAGE3_ENCODER_LR`` of the rate, the new motion head at the full rate)."""
+        if self.cfg.stage != 3:
+            return [(self.params, 1.0)]
+        return [(list(self.model.gs_predictor.parameters()), STAGE3_ENCODER_LR),
+                (list(self.model.motion_head.parameters()), 1.0)]
+
     def validate(self) -> dict[str, float]:
+        if self.cfg.stage == 3:
+            sets = {"gen": [generated_pairs(c, self.model.config.gaussian_grid) for c in self.val_set]}
+            if self.real_val is not None:
+                n = len(self.real_val)
+                sets["real"] = [self.real_val.batch(0, torch.arange(i, min(i + self.cfg.batch, n)))
+                                for i in range(0, n, self.cfg.batch)]
+            metrics = evaluate_pairs(self.model, sets, self.cfg.amp, self.cfg.raster_impl)
+            self._log({"step": self.step, "train_seconds": round(self.train_seconds, 1), "val": metrics})
+            return metrics
         metrics, shown = evaluate(self.model, self.val_set, self.cfg.stage, self.cfg.amp, self.cfg.raster_impl)
         save_images(shown, self.out / f"val_{self.step:06d}.jpg", self.cfg.stage)
         self._log({"step": self.step, "train_seconds": round(self.train_seconds, 1), "val": metrics})

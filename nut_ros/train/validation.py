@@ -7,9 +7,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nut_ros.core.model import NutModel
+from nut_ros.core.model import NutModel, static_gaussians
+from nut_ros.render import rasterize
 from nut_ros.train.losses import pixel_of, rendered_disparity, sample_at, trajectory_targets
-from nut_ros.train.objectives import LossWeights, StepOutput, stage1_step, stage2_step
+from nut_ros.train.objectives import LossWeights, StepOutput, autocast, stage1_step, stage2_step
+from nut_ros.train.rgbd_pairs import epe
 from nut_ros.train.scenes import Clip
 
 GREY = (0.5, 0.5, 0.5)
@@ -130,3 +132,56 @@ def save_images(shown: list, path: Path, stage: int, rows: int = 4) -> None:
     grid = np.concatenate(lines, axis=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), grid[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+
+
+def _aligned_abs_rel(pred_disp: Tensor, true_depth: Tensor, mask: Tensor) -> Tensor:
+    """AbsRel ``[B]`` of depth after a least-squares scale and shift of the disparity per image (the protocol of
+    relative depth: MiDaS); ``pred_disp`` any monotone inverse-depth slot."""
+    out = []
+    for p, z, m in zip(pred_disp, true_depth, mask):
+        x, y = p[m].double(), 1.0 / z[m].double()
+        if x.numel() < 10:
+            out.append(torch.tensor(float("nan")))
+            continue
+        a = torch.stack([x, torch.ones_like(x)], 1)
+        sol = torch.linalg.lstsq(a, y[:, None]).solution
+        d = 1.0 / (a @ sol)[:, 0].clamp_min(1e-3)
+        out.append(((d - z[m]).abs() / z[m]).mean().float().cpu())
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def evaluate_pairs(model: NutModel, sets: dict[str, list], amp: bool = True, impl: str = "torch") -> dict[str, float]:
+    """Stage 3 validation per set of :class:`~nut_ros.train.rgbd_pairs.PairBatch`: the learned flow's end-point
+    error beside zero motion's, and RGB-only depth (AbsRel after per-image disparity scale and shift) beside a
+    constant disparity on the same pixels."""
+    was_training = model.training
+    model.eval()
+    metrics: dict[str, float] = {}
+    for name, batches in sets.items():
+        sums: dict[str, list[Tensor]] = {}
+        for batch in batches:
+            b = batch.rgb.shape[0]
+            h, w = batch.rgb.shape[-2:]
+            rgb, depth = batch.rgb.flatten(0, 1), batch.depth.flatten(0, 1)
+            with autocast(rgb.device, amp):
+                cache = model.encode(rgb, rgb.new_zeros(rgb.shape[0], model.config.depth_channels, h, w))
+                motion = cache.motion.unflatten(0, (b, 2))
+                flow = model.motion_head.flows(torch.cat([motion[:, 0], motion[:, 1]]),
+                                               torch.cat([motion[:, 1], motion[:, 0]]))[-1].float()
+            true = torch.cat([batch.flow[:, 0], batch.flow[:, 1]])
+            valid = torch.cat([batch.flow_valid[:, 0], batch.flow_valid[:, 1]])
+            sums.setdefault("flow_epe", []).append(epe(flow, true, valid))
+            sums.setdefault("flow_epe_zero", []).append(epe(torch.zeros_like(true), true, valid))
+            g = static_gaussians(cache).map(lambda x: x.float())
+            out = rasterize(g.at(0.0), h, w, background=torch.full((3,), 0.5, device=rgb.device), impl=impl,
+                            lowpass=model.config.raster_lowpass)
+            mask = (out.alpha[:, 0] > 0.5) & (depth[:, 0] > 0)
+            pred = rendered_disparity(out.depth, out.alpha)[:, 0]
+            sums.setdefault("abs_rel_rgbonly", []).append(_aligned_abs_rel(pred, depth[:, 0], mask))
+            sums.setdefault("abs_rel_constant", []).append(_aligned_abs_rel(torch.ones_like(pred), depth[:, 0], mask))
+            sums.setdefault("psnr_rgbonly", []).append(psnr(out.color, rgb).cpu())
+        for key, values in sums.items():
+            metrics[f"{name}_{key}"] = float(torch.cat([v.cpu() for v in values]).nanmean())
+    model.train(was_training)
+    return metrics

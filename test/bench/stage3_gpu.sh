@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Stage-3 training (geometry + learned motion) of tiny and small side by side on one GPU, detached with setsid so
+# that it outlives one device call. Run from the repo root on the GPU machine (no install needed: PYTHONPATH=.).
+#   test/bench/stage3_gpu.sh start RGBD_NPZ MINUTES   start both runs under /tmp/stage3/<model>
+#   test/bench/stage3_gpu.sh wait                     block until both runs have exited, print their last records
+#   test/bench/stage3_gpu.sh export OUT               fp16 weights + logs of both runs into OUT (small's split in 15 MB parts)
+set -euo pipefail
+RUNS=/tmp/stage3
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+case "$1" in
+  start)
+    mkdir -p $RUNS
+    for model in tiny small; do
+      batch=$([ $model = tiny ] && echo 16 || echo 8)
+      setsid nohup python3 -m nut_ros.train.cli stage3 --model $model --out $RUNS/$model \
+        --init nut_ros/weights/$model.safetensors --rgbd "$2" --minutes "$3" --chunk-minutes 60 --batch $batch \
+        --lr 4e-4 --warmup 100 --val-every 200 --device cuda > $RUNS/$model.out 2>&1 < /dev/null &
+      echo $! > $RUNS/$model.pid
+    done ;;
+  wait)
+    for model in tiny small; do
+      while kill -0 "$(cat $RUNS/$model.pid)" 2>/dev/null; do sleep 5; done
+      tail -n 3 $RUNS/$model.out; grep '"val"' $RUNS/$model/log.jsonl | tail -n 1
+    done ;;
+  export)
+    mkdir -p "$2"
+    for model in tiny small; do
+      python3 -m nut_ros.train.cli export $RUNS/$model "$2/$model.safetensors"
+      cp $RUNS/$model/log.jsonl "$2/${model}_s3.jsonl"
+    done
+    split -b 15M "$2/small.safetensors" "$2/small.safetensors.part" && rm "$2/small.safetensors" ;;
+esac
