@@ -164,6 +164,11 @@ def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | 
                 image = compress_image(rgb, "rgb8", "jpeg", jpeg_quality, stamp, frame_id, "rosbags")
             else:
                 image = numpy_to_image(rgb, "rgb8", stamp, frame_id, "rosbags")
+            if camera_poses:  # before the image, as a robot's odometry arrives before its camera frames
+                if index >= len(camera_poses):
+                    raise ValueError(f"{poses} has {len(camera_poses)} poses, fewer than the images")
+                bag.write(topics["odom"], stamp, pose_to_odometry(camera_poses[index], stamp, world_frame, frame_id,
+                                                                  "rosbags"))
             bag.write(topics["image"], stamp, image)
             bag.write(topics["info"], stamp, intrinsics_to_camera_info(cam, stamp, frame_id, "rosbags"))
             if depth_files:
@@ -177,11 +182,6 @@ def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | 
                 depth = (compress_depth(mm, "16UC1", stamp_ns=stamp, frame_id=frame_id, flavor="rosbags") if compressed
                          else numpy_to_image(mm, "16UC1", stamp, frame_id, "rosbags"))
                 bag.write(topics["depth"], stamp, depth)
-            if camera_poses:
-                if index >= len(camera_poses):
-                    raise ValueError(f"{poses} has {len(camera_poses)} poses, fewer than the images")
-                bag.write(topics["odom"], stamp, pose_to_odometry(camera_poses[index], stamp, world_frame, frame_id,
-                                                                  "rosbags"))
             count += 1
     if count == 0:
         raise ValueError(f"no frames read from {source}")

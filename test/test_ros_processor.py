@@ -1,0 +1,218 @@
+"""The per-frame path without DDS: stamps, the pixel cap, intrinsics plausibility, loss counting, odometry into
+``Frame.camera_pose`` (also from a bag written by ``nut_ros_make_bag --poses``), and prediction past the end of
+ROS time."""
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from nut_ros.core.geometry import Intrinsics
+from nut_ros.ros.camera_info import camera_info_to_intrinsics, intrinsics_to_camera_info
+from nut_ros.ros.compressed import compress_depth, compress_image, encoded_size
+from nut_ros.ros.errors import ConversionError
+from nut_ros.ros.images import numpy_to_image
+from nut_ros.ros.input_sync import LossCounter, Matched
+from nut_ros.ros.inputs import frame_from_messages
+from nut_ros.ros.msg_types import MAX_STAMP_NS, make_time
+from nut_ros.ros.odometry import (PoseBuffer, interpolate_pose, mount_matrix, odometry_pose, pose_matrix,
+                                  pose_to_odometry, read_poses, rpy_matrix)
+
+FLAVOR = "rosbags"  # no rclpy needed
+K = Intrinsics(60.0, 60.0, 31.5, 23.5, 64, 48)
+T0 = 1_000 * 10**9
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG header claiming ``width`` x ``height`` followed by junk: what a decompression bomb looks like."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr
+            + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)) + b"\x00" * 64)
+
+
+def _image(stamp=T0, w=64, h=48):
+    return numpy_to_image(np.full((h, w, 3), 100, np.uint8), "rgb8", stamp, "cam", FLAVOR)
+
+
+@pytest.mark.parametrize("fmt, size", [("png", (640, 480)), ("jpeg", (1280, 720)), ("jpeg", (33, 17))])
+def test_encoded_size_reads_the_header(fmt, size):
+    msg = compress_image(np.zeros((size[1], size[0], 3), np.uint8), "rgb8", fmt, flavor=FLAVOR)
+    assert encoded_size(np.frombuffer(bytes(msg.data), np.uint8)) == size
+    with pytest.raises(ConversionError, match="no PNG or JPEG header"):
+        encoded_size(b"\x00" * 32)
+
+
+@pytest.mark.parametrize("case", ["raw", "png", "compressedDepth"])
+def test_pixel_cap_is_checked_before_decoding(case):
+    image = _image()
+    matched = Matched(T0, image)
+    if case == "raw":  # 20000 x 20000 claimed, 9 KB present
+        image.width, image.height, image.step = 20000, 20000, 60000
+    elif case == "png":  # a 16000 x 16000 PNG would need 768 MB decoded
+        matched.image = compress_image(np.zeros((4, 4, 3), np.uint8), "rgb8", "png", stamp_ns=T0, flavor=FLAVOR)
+        matched.image.data = np.frombuffer(_png_claiming(16000, 16000), np.uint8)
+    else:
+        depth = compress_depth(np.ones((48, 64), np.float32), "32FC1", stamp_ns=T0, flavor=FLAVOR)
+        depth.data = np.concatenate([np.asarray(depth.data)[:12], np.frombuffer(_png_claiming(16000, 16000),
+                                                                                np.uint8)])
+        matched.depth = depth
+    with pytest.raises(ConversionError, match="more than max_input_pixels=8294400"):
+        frame_from_messages(matched, 0.001, max_pixels=3840 * 2160)
+
+
+def test_images_under_the_cap_and_no_cap_decode():
+    assert frame_from_messages(Matched(T0, _image()), 0.001, max_pixels=64 * 48).frame.rgb.shape == (48, 64, 3)
+    assert frame_from_messages(Matched(T0, _image()), 0.001, max_pixels=0).frame.rgb.shape == (48, 64, 3)
+
+
+@pytest.mark.parametrize("k, fragment", [
+    ((1e-40, 60.0, 31.5, 23.5), "implausible fx=1e-40"),
+    ((1e-3, 1e-3, 31.5, 23.5), "implausible fx=0.001"),
+    ((60.0, 1e6, 31.5, 23.5), "implausible fy=1e+06"),
+    ((60.0, 60.0, 1e12, 23.5), "principal point cx=1e+12"),
+    ((60.0, 60.0, 31.5, -100.0), "principal point cy=-100"),
+])
+def test_implausible_intrinsics_are_rejected_like_an_invalid_k(k, fragment):
+    info = intrinsics_to_camera_info(Intrinsics(*k, 64, 48), flavor=FLAVOR)
+    with pytest.raises(ConversionError) as err:
+        camera_info_to_intrinsics(info)
+    assert fragment in str(err.value)
+    built = frame_from_messages(Matched(T0, _image(), info=info), 0.001)
+    assert built.frame.intrinsics is None and any("CameraInfo ignored" in n for n in built.notes)
+
+
+@pytest.mark.parametrize("k", [(60.0, 60.0, 31.5, 23.5), (10.0, 10.0, 31.5, 23.5), (2000.0, 2000.0, -20.0, 60.0)])
+def test_plausible_intrinsics_pass(k):
+    assert camera_info_to_intrinsics(intrinsics_to_camera_info(Intrinsics(*k, 64, 48), flavor=FLAVOR)).fx == k[0]
+
+
+def test_unrepresentable_stamps_are_refused():
+    assert make_time(MAX_STAMP_NS, FLAVOR).sec == 2**31 - 1
+    for ns in (MAX_STAMP_NS + 1, -1):
+        with pytest.raises(ConversionError, match="cannot be represented"):
+            make_time(ns, FLAVOR)
+    image = _image()
+    image.header.stamp.nanosec = 1_500_000_000
+    with pytest.raises(ConversionError, match="not a valid ROS time"):
+        frame_from_messages(Matched(T0, image), 0.001)
+
+
+def test_loss_counter_from_sequence_numbers_per_publisher():
+    losses = LossCounter()
+    assert [losses.add(T0, seq, "a") for seq in (1, 2, 5, 6)] == [0, 0, 2, 0]
+    assert losses.add(T0, 10, "b") == 0, "a new publisher starts its own sequence"
+    assert losses.add(T0, 3, "a") == 0, "an older sample (reordered) is not a loss"
+    assert losses.lost == 2
+
+
+def test_loss_counter_from_stamp_gaps_without_sequence_numbers():
+    losses = LossCounter()
+    period = 33_333_333
+    stamps = [T0 + i * period for i in (0, 1, 2, 3, 4, 7, 8, 9, 10)]
+    assert [losses.add(s) for s in stamps] == [0, 0, 0, 0, 0, 2, 0, 0, 0]
+    assert losses.add(T0 + 100 * 10**9) == 0, "a jump of minutes is a new stream, not a loss"
+
+
+def test_mount_and_interpolation():
+    r = rpy_matrix(0.1, -0.2, 0.3)
+    assert np.allclose(r @ r.T, np.eye(3)) and np.isclose(np.linalg.det(r), 1.0)
+    optical = mount_matrix([0.1, 0.0, 0.5, -np.pi / 2, 0.0, -np.pi / 2])  # the usual base -> optical rotation
+    assert np.allclose(optical[:3, 2], [1, 0, 0]), "the optical z axis looks along the base's x (forward)"
+    t0 = pose_matrix((0, 0, 0), (0, 0, 0, 1))
+    t1 = pose_matrix((2, 0, 0), (0, 0, np.sin(np.pi / 4), np.cos(np.pi / 4)))  # 90 deg about z
+    mid = interpolate_pose(t0, t1, 0.5)
+    assert np.allclose(mid[:3, 3], [1, 0, 0]) and np.isclose(np.degrees(np.arctan2(mid[1, 0], mid[0, 0])), 45.0)
+    with pytest.raises(ValueError, match="camera_mount must be 6"):
+        mount_matrix([0, 0, 0])
+
+
+def test_pose_buffer_interpolates_at_the_image_stamp_and_applies_the_mount():
+    mount = mount_matrix([0.0, 0.0, 1.0, 0.0, 0.0, 0.0])  # camera 1 m above the base
+    poses = PoseBuffer(mount, capacity=4, tolerance_ns=10**7)
+    for i in (0, 2, 1):  # out of order is fine
+        poses.add(T0 + i * 10**8, pose_matrix((i, 0, 0), (0, 0, 0, 1)))
+    at = poses.camera_pose(T0 + 15 * 10**7)
+    assert np.allclose(at[:3, 3], [1.5, 0, 1.0])
+    assert poses.camera_pose(T0 + 3 * 10**8) is None, "beyond the newest odometry: no pose (no extrapolation)"
+    assert poses.camera_pose(T0 - 10**9) is None
+    for i in range(3, 8):
+        poses.add(T0 + i * 10**8, pose_matrix((i, 0, 0), (0, 0, 0, 1)))
+    assert len(poses) == 4 and poses.camera_pose(T0) is None, "bounded: the oldest poses went"
+
+
+def test_odometry_message_roundtrip():
+    pose = pose_matrix((1.0, -2.0, 0.5), (0.1, 0.2, 0.3, 0.9))
+    msg = pose_to_odometry(pose, T0, "world", "cam", FLAVOR)
+    assert msg.child_frame_id == "cam" and msg.header.frame_id == "world"
+    np.testing.assert_allclose(odometry_pose(msg), pose, atol=1e-12)
+
+
+def test_read_poses_in_three_formats(tmp_path):
+    poses = [pose_matrix((i, 0.5 * i, 0), (0, 0, np.sin(i / 10), np.cos(i / 10))) for i in range(3)]
+    scenes = tmp_path / "seq"
+    scenes.mkdir()
+    for i, p in enumerate(poses):
+        np.savetxt(scenes / f"frame-{i:06d}.pose.txt", p)
+    (tmp_path / "m.txt").write_text("\n".join(" ".join(map(str, p.reshape(-1))) for p in poses))
+    tum = []
+    for i, p in enumerate(poses):
+        from nut_ros.ros.odometry import matrix_to_quat
+        tum.append(" ".join(map(str, [i * 0.1, *p[:3, 3], *matrix_to_quat(p[:3, :3])])))
+    (tmp_path / "tum.txt").write_text("# timestamp tx ty tz qx qy qz qw\n" + "\n".join(tum))
+    for source in (scenes, tmp_path / "m.txt", tmp_path / "tum.txt"):
+        got = read_poses(source)
+        assert len(got) == 3 and all(np.allclose(a, b, atol=1e-9) for a, b in zip(got, poses)), source
+    (tmp_path / "bad.txt").write_text("1 2 3\n")
+    with pytest.raises(ValueError, match="expected TUM lines"):
+        read_poses(tmp_path / "bad.txt")
+
+
+def test_make_bag_poses_reach_frame_camera_pose_through_the_replay_path(tmp_path):
+    """nut_ros_make_bag --poses writes nav_msgs/Odometry; the per-frame path puts it into Frame.camera_pose."""
+    from nut_ros.ros.bag_io import BagClock, bag_topics
+    from nut_ros.tools.make_bag import main as make_bag_main
+    from nut_ros.tools.replay_eval import replay_matches, replay_processor
+
+    frames = tmp_path / "rgb"
+    frames.mkdir()
+    poses = []
+    for i in range(4):
+        cv2.imwrite(str(frames / f"frame-{i:06d}.color.png"), np.full((48, 64, 3), 40 * i, np.uint8))
+        poses.append(pose_matrix((0.1 * i, 0, 0), (0, 0, 0, 1)))
+        np.savetxt(frames / f"frame-{i:06d}.pose.txt", poses[-1])
+    assert make_bag_main([str(frames), str(tmp_path / "bag"), "--pattern", "*.color.png", "--poses", str(frames),
+                          "--fps", "10"]) == 0
+    assert bag_topics(tmp_path / "bag")["/camera/odom"] == "nav_msgs/msg/Odometry"
+
+    class NoPipeline:  # only frame building is exercised here
+        config = None
+
+    clock = BagClock()
+    processor = replay_processor(NoPipeline(), clock, None, "/camera/camera_info", "/camera/odom")
+    built = [processor.build(m)[0] for m in replay_matches(tmp_path / "bag", processor, clock, "/camera/image_raw",
+                                                           None, "/camera/camera_info", "/camera/odom")]
+    assert len(built) == 4
+    for frame, pose in zip(built, poses):
+        assert frame.camera_pose is not None and frame.camera_pose.dtype == np.float64
+        np.testing.assert_allclose(frame.camera_pose, pose, atol=1e-9)
+
+
+def test_prediction_past_the_end_of_ros_time_is_refused_not_wrapped():
+    """A view predicted beyond 2**31 s cannot be stamped: the frame is a counted drop with the reason."""
+    from nut_ros.pipeline.backends import make_backend
+    from nut_ros.pipeline.stream import StreamingPipeline
+    from nut_ros.pipeline.types import PipelineConfig
+    from nut_ros.ros.processor import FrameProcessor, ProcessorSettings
+
+    pipeline = StreamingPipeline(make_backend("torch", "tiny", device="cpu"),
+                                 PipelineConfig(render_times=(1.0, 2.0), motion_prior="none"))
+    processor = FrameProcessor(pipeline, ProcessorSettings(depth_source="none", info_timeout_s=0.0), flavor=FLAVOR)
+    last = MAX_STAMP_NS - 5 * 10**8
+    outcomes = []
+    for stamp in (last - 10**9, last):
+        image = numpy_to_image(np.full((48, 64, 3), 90, np.uint8), "rgb8", stamp, "cam", FLAVOR)
+        outcomes.append(processor.process(processor.add_image(image)))
+    assert outcomes[0].drop is None, "the first frame renders only t = 1"
+    assert outcomes[1].drop is not None and "cannot be represented" in outcomes[1].drop
+    assert processor.health.processed == 1 and processor.health.dropped_invalid == 1
