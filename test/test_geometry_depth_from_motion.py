@@ -1,60 +1,14 @@
 """Depth from the camera's own motion on a generated static scene with known depth and poses: a textured room
 (back wall, floor, a box) ray-cast for a moving, a static and a turning camera."""
-import math
-
 import cv2
 import numpy as np
 import pytest
+from generated_room import H, K, W, pose, render, rotation
 
-from nut_ros.core.geometry import Intrinsics
 from nut_ros.geometry.densify import push_pull
 from nut_ros.geometry.depth_from_motion import DepthFromMotion, MotionDepthConfig
 from nut_ros.geometry.two_view import RelativePose, camera_matrix, triangulate_matches
 from nut_ros.pipeline.metrics import depth_errors
-
-W, H = 320, 240
-K = Intrinsics.from_fov(W, H, 60.0)
-_TEXTURE = cv2.GaussianBlur(np.random.default_rng(0).uniform(0, 255, (512, 512)).astype(np.float32), (0, 0), 1.5)
-
-
-def rotation(axis: str, deg: float) -> np.ndarray:
-    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
-    i, j = {"x": (1, 2), "y": (2, 0), "z": (0, 1)}[axis]
-    R = np.eye(3)
-    R[i, i], R[i, j], R[j, i], R[j, j] = c, -s, s, c
-    return R
-
-
-def pose(x: float = 0.0, yaw_deg: float = 0.0, pitch_deg: float = 0.0) -> np.ndarray:
-    """T_world<-camera (optical axes, world = the first camera's frame)."""
-    T = np.eye(4)
-    T[:3, :3] = rotation("y", yaw_deg) @ rotation("x", pitch_deg)
-    T[0, 3] = x
-    return T
-
-
-def render(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """RGB uint8 and true depth (metres along the optical axis) of the room seen from ``T``."""
-    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
-    rays = np.stack([(u - K.cx) / K.fx, (v - K.cy) / K.fy, np.ones_like(u)], -1) @ T[:3, :3].T
-    o = T[:3, 3]
-    best = np.full((H, W), np.inf)
-    tex_u, tex_v = np.zeros((H, W)), np.zeros((H, W))
-    # (normal axis, plane value, texture axes, extent test): back wall z = 4, floor y = 0.8, box front z = 2
-    planes = ((2, 4.0, (0, 1), None), (1, 0.8, (0, 2), None),
-              (2, 2.0, (0, 1), lambda p: (np.abs(p[..., 0] - 0.2) < 0.45) & (np.abs(p[..., 1] - 0.1) < 0.5)))
-    for axis, value, (a, b), inside in planes:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = (value - o[axis]) / rays[..., axis]
-        p = o + t[..., None] * rays
-        ok = (t > 0) & (t < best) & (inside(p) if inside else True)
-        best = np.where(ok, t, best)
-        tex_u, tex_v = np.where(ok, p[..., a] * 90 + 256, tex_u), np.where(ok, p[..., b] * 90 + 256, tex_v)
-    grey = cv2.remap(_TEXTURE, tex_u.astype(np.float32), tex_v.astype(np.float32), cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_WRAP)
-    depth = best * (rays @ T[:3, 2])  # ray length per unit z of the camera -> z
-    rgb = np.repeat(np.clip(grey, 0, 255).astype(np.uint8)[..., None], 3, -1)
-    return rgb, depth.astype(np.float32)
 
 
 def run(poses, with_poses: bool):
@@ -122,3 +76,13 @@ def test_push_pull_fills_holes_between_known_values():
     weights[:, ::9] = 1  # columns 0, 9, ..., 63: every hole lies between known values
     filled = push_pull(np.where(weights > 0, values, 0), weights)
     assert np.abs(filled - values).max() < 0.1 and np.allclose(filled[weights > 0], values[weights > 0], atol=0.03)
+
+
+def test_stopping_holds_the_last_depth_then_gives_up():
+    stop = SIDEWAYS + [SIDEWAYS[-1]] * 4  # frame 4 still has parallax against frame 2, then the window is static
+    dfm = DepthFromMotion(MotionDepthConfig(max_width=W, window=2, max_hold=2))
+    outs = [dfm.estimate(render(T)[0], i, K, T) for i, T in enumerate(stop)]
+    assert [o is not None and o.held_frames for o in outs[-4:]] == [0, 1, 2, False]
+    held, moving = outs[-2], outs[-4]
+    assert dfm.last_reason == "static"
+    np.testing.assert_allclose(held.dense, moving.dense, rtol=0.02)  # the camera stood still: the same depth

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from nut_ros.pipeline.metrics import depth_errors, percentiles, psnr, resize_square, ssim
+from nut_ros.pipeline.metrics import constant_depth, depth_errors, percentiles, psnr, ramp_depth, resize_square, ssim
 
 
 @pytest.fixture
@@ -87,3 +87,13 @@ def test_disparity_affine_alignment_recovers_shifted_inverse_depth():
     assert e["abs_rel"] < 1e-9 and e["delta1"] == 1.0
     # an inverted ordering cannot be fitted: the error stays large
     assert depth_errors(gt[::-1].copy(), gt, align_disparity=True)["abs_rel"] > 0.3
+
+
+def test_depth_baselines():
+    ramp = ramp_depth((30, 8))
+    assert ramp.shape == (30, 8) and ramp[0, 0] == pytest.approx(2.0) and ramp[-1, 0] == pytest.approx(1 / 1.5)
+    truth = 1.0 / (0.3 + 0.004 * np.arange(30))[:, None].repeat(8, 1)  # a disparity ramp of a shallower range
+    assert depth_errors(ramp, truth, align_disparity=True)["abs_rel"] < 1e-9  # scale+shift: every ramp is exact
+    assert depth_errors(ramp, truth, align_median=True)["abs_rel"] > 0.05  # scale alone: only this one's range
+    assert depth_errors(constant_depth((30, 8)), np.full((30, 8), 2.5), align_median=True)["abs_rel"] < 1e-12
+    assert depth_errors(constant_depth((30, 8)), truth, align_disparity=True)["abs_rel"] > 0.05

@@ -18,6 +18,10 @@ Per frame (grey, at most ``max_width`` pixels wide):
    error of ``match_sigma_px`` (no depth near the epipole or where the parallax is short);
 5. the dense fill (:func:`.densify.densify`), clipped to the robust range of the kept values.
 
+A frame that gets no depth of its own (the camera stopped, turned in place, or moved too little) holds the last
+estimate for up to ``max_hold`` frames, warped into it by the homography of the tracks between them (exact for a
+turn in place; the small translation that gave too little parallax is ignored).
+
 Everything is a static-scene assumption: pixels of moving objects fail the epipolar test only when they move off
 their epipolar line.
 """
@@ -30,7 +34,7 @@ import cv2
 import numpy as np
 
 from nut_ros.core.geometry import Intrinsics
-from nut_ros.geometry.densify import densify
+from nut_ros.geometry.densify import densify, push_pull
 from nut_ros.geometry.two_view import (RelativePose, apply_homography, camera_matrix, corners, essential_pose,
                                        is_pure_rotation, pose_from_odometry, rotation_homography, rotation_parallax,
                                        track_points, triangulate_matches)
@@ -40,7 +44,7 @@ from nut_ros.geometry.two_view import (RelativePose, apply_homography, camera_ma
 class MotionDepthConfig:
     """Settings of :class:`DepthFromMotion` (pixels are at the working resolution)."""
 
-    max_width: int = 256  # working resolution: the frame is shrunk (by area) until at most this wide
+    max_width: int = 256  # working resolution: the frame is shrunk (by area) to at most this wide
     window: int = 6  # recent frames kept as reference candidates
     max_attempts: int = 3  # reference candidates whose pose is estimated per frame
     max_points: int = 300  # corners tracked for the reference choice and the pose
@@ -56,6 +60,7 @@ class MotionDepthConfig:
     max_rel_sigma: float = 0.15  # keep pixels whose relative inverse-depth error is below this
     min_coverage: float = 0.05  # fewer kept pixels than this share of the image: no depth
     dis_preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
+    max_hold: int = 6  # frames the last estimate is held (warped) while no new one can be made; 0: never
 
 
 @dataclass
@@ -68,6 +73,7 @@ class MotionDepth:
     metric: bool
     reference_stamp_ns: int
     parallax_px: float  # median parallax of the tracks after removing the rotation
+    held_frames: int = 0  # > 0: the estimate of that many frames ago, warped into this one (no parallax now)
 
     @property
     def coverage(self) -> float:
@@ -89,14 +95,18 @@ class DepthFromMotion:
         self.config = config
         self._window: deque[_Kept] = deque(maxlen=config.window)
         self._dis = cv2.DISOpticalFlow_create(config.dis_preset)
+        self._last: tuple[MotionDepth, np.ndarray] | None = None  # the last estimate and its grey image
         self.last_reason = ""
 
     def reset(self) -> None:
         self._window.clear()
+        self._last = None
 
     def working_size(self, width: int, height: int) -> tuple[int, int]:
-        factor = max(1, -(-width // self.config.max_width))
-        return width // factor, height // factor
+        """``(w, h)`` of the working images: the input shrunk to ``max_width`` wide (never enlarged)."""
+        if width <= self.config.max_width:
+            return width, height
+        return self.config.max_width, max(8, round(height * self.config.max_width / width))
 
     def estimate(self, rgb: np.ndarray, stamp_ns: int, intrinsics: Intrinsics,
                  camera_pose: np.ndarray | None = None) -> MotionDepth | None:
@@ -106,7 +116,11 @@ class DepthFromMotion:
         grey = cv2.cvtColor(cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
         K = camera_matrix(intrinsics.scaled(w, h))
         try:
-            return self._estimate(grey, stamp_ns, K, camera_pose)
+            out = self._estimate(grey, stamp_ns, K, camera_pose)
+            if out is None:
+                out = self._hold(grey)
+            self._last = None if out is None else (out, grey)
+            return out
         finally:
             self._window.append(_Kept(grey, stamp_ns, None if camera_pose is None else np.asarray(camera_pose)))
 
@@ -121,6 +135,9 @@ class DepthFromMotion:
             return None
         p0 = corners(grey, c.max_points, max(grey.shape) / 40)
         attempts, self.last_reason, best = 0, "static", None
+        p_cur, p_ref = track_points(grey, self._window[0].grey, p0)  # the oldest frame moved most, as a rule
+        if len(p_cur) >= c.min_tracks and np.median(np.linalg.norm(p_cur - p_ref, axis=1)) < c.min_motion_px:
+            return None  # a still camera: one tracking instead of one per kept frame
         for ref in reversed(self._window):
             p_cur, p_ref = track_points(grey, ref.grey, p0)
             if len(p_cur) < c.min_tracks:
@@ -144,6 +161,35 @@ class DepthFromMotion:
             if parallax >= c.target_parallax_px:
                 break
         return None if best is None else self._depth(grey, *best, K)
+
+    def _hold(self, grey: np.ndarray) -> MotionDepth | None:
+        """The last estimate warped into ``grey`` by the homography of the tracks between them, or None."""
+        if self._last is None or self._last[0].held_frames >= self.config.max_hold:
+            return None
+        last, last_grey = self._last
+        if last_grey.shape != grey.shape:
+            return None
+        p_cur, p_last = track_points(grey, last_grey, corners(grey, self.config.max_points, max(grey.shape) / 40))
+        if len(p_cur) < self.config.min_tracks:
+            return None
+        H, inliers = cv2.findHomography(p_cur, p_last, cv2.RANSAC, 2 * self.config.ransac_px)
+        if H is None or inliers.mean() < 0.5:
+            return None
+        h, w = grey.shape
+
+        def warp(img, interpolation):
+            return cv2.warpPerspective(img, H, (w, h), flags=interpolation | cv2.WARP_INVERSE_MAP,
+                                       borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+
+        dense = warp(last.dense, cv2.INTER_LINEAR)
+        seen = np.isfinite(dense)
+        if seen.mean() < 0.5:
+            return None
+        dense = np.clip(push_pull(np.nan_to_num(dense), seen.astype(np.float32)), np.nanmin(dense), np.nanmax(dense))
+        confidence = np.nan_to_num(warp(last.confidence, cv2.INTER_NEAREST))
+        inv = np.where(confidence > 0, warp(last.inv_depth, cv2.INTER_NEAREST), np.nan).astype(np.float32)
+        return MotionDepth(inv, confidence, dense.astype(np.float32), last.metric, last.reference_stamp_ns,
+                           last.parallax_px, last.held_frames + 1)
 
     def _relative_pose(self, p_cur, p_ref, K, pose, ref_pose) -> tuple[RelativePose, np.ndarray] | None:
         c = self.config

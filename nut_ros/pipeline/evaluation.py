@@ -28,6 +28,7 @@ DEPTH_PROTOCOLS = {"": "metric", "_aligned": "median", "_affine": "scale+shift"}
 #: (dense, as the model got it; semi-dense, before the fill)
 DEPTH_PREDICTORS = {"": "rendered", "_constant": "constant", "_ramp": "vertical ramp", "_input": "motion input",
                     "_sparse": "motion semi-dense"}
+BY_SOURCE_KEYS = ("depth_abs_rel", "depth_abs_rel_aligned", "depth_abs_rel_affine", "depth_abs_rel_affine_constant")
 DEPTH_KEYS = tuple(f"depth_{stat}{proto}{pred}" for proto in DEPTH_PROTOCOLS for pred in DEPTH_PREDICTORS
                    for stat in ("abs_rel", "delta1")) + ("depth_coverage", "depth_coverage_input",
                                                          "depth_coverage_sparse")
@@ -170,4 +171,9 @@ class StreamEvaluator:
             out["depth"]["frames"] = {k: sum(k in r for r in keys) for k in DEPTH_KEYS if k.startswith("depth_abs")}
             sources = [r["depth_source"] for r in keys]
             out["depth"]["sources"] = {s: sources.count(s) for s in sorted(set(sources))}
+            # the rendered depth per depth source: what geometry a frame had decides its error
+            out["depth"]["by_source"] = {
+                src: {k: float(np.mean(v)) if (v := [r[k] for r in keys if r["depth_source"] == src and k in r
+                                                     and np.isfinite(r[k])]) else None
+                      for k in BY_SOURCE_KEYS} for src in sorted(set(sources))}
         return out

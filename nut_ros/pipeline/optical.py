@@ -25,8 +25,9 @@ FAR_MARGIN = 0.005
 
 
 def shared_normalization(norms: Sequence[DepthNormalization]) -> DepthNormalization:
-    """The shared frame of metric frames ``norms``: ``disparity = (0.2 + 9.8 ŷ') / s`` for a scale ``s`` (metres
-    per canonical depth unit), so a render's canonical depth times ``s`` is metres.
+    """The shared frame of frames ``norms``: ``disparity = (0.2 + 9.8 ŷ') / s`` for a scale ``s`` (metres per
+    canonical depth unit), so a render's canonical depth times ``s`` is metres (metric when every frame is; relative
+    depth from motion keeps its own unit, the frame's median depth).
 
     The farthest far plane lands at ŷ' = ``FAR_MARGIN``, so the frame covers about ``d_far / 40`` to
     ``1.25 · d_far``. When the frames span more than that (a ratio above ~40), the nearest depth is kept instead
@@ -36,7 +37,7 @@ def shared_normalization(norms: Sequence[DepthNormalization]) -> DepthNormalizat
     keep_far = renderer.yhat_to_disparity(FAR_MARGIN) / min(n.disp_min for n in norms)
     keep_near = renderer.yhat_to_disparity(1 - FAR_MARGIN) / max(n.disp_max for n in norms)
     s = min(keep_far, keep_near)
-    return DepthNormalization(renderer.disp_min / s, renderer.disp_max / s, metric=True)
+    return DepthNormalization(renderer.disp_min / s, renderer.disp_max / s, metric=all(n.metric for n in norms))
 
 
 def rebase_inverse_depth(g: Gaussians, norms: Sequence[DepthNormalization], shared: DepthNormalization) -> Gaussians:

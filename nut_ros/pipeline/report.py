@@ -5,7 +5,7 @@ import json
 import math
 from pathlib import Path
 
-from nut_ros.pipeline.evaluation import DEPTH_PREDICTORS, DEPTH_PROTOCOLS
+from nut_ros.pipeline.evaluation import BY_SOURCE_KEYS, DEPTH_PREDICTORS, DEPTH_PROTOCOLS
 
 
 def _fmt(v, digits: int = 3) -> str:
@@ -38,7 +38,11 @@ def _markdown(meta: dict, s: dict) -> str:
             cells = [f"{_fmt(d.get(f'depth_abs_rel{p}{key}'))} ({_fmt(d.get(f'depth_delta1{p}{key}'))})"
                      for p in DEPTH_PROTOCOLS]
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(d.get(f'depth_coverage{key}'))} |")
-        lines.append(f"\nDepth sources (key frames): {d.get('sources') or 'none'}.")
+        lines.append(f"\nDepth sources (key frames): {d.get('sources') or 'none'}. Rendered depth AbsRel per source "
+                     "(metric / median / scale+shift; constant, scale+shift):")
+        for src, v in (d.get("by_source") or {}).items():
+            lines.append(f"- {src}: " + " / ".join(_fmt(v[k]) for k in BY_SOURCE_KEYS[:3])
+                         + f"; constant {_fmt(v[BY_SOURCE_KEYS[3]])}")
     lines += ["", "| stage | p50 ms | p90 ms | p99 ms | mean ms | max ms |", "|---|---|---|---|---|---|"]
     for stage, p in s["latency_ms"].items():
         lines.append(f"| {stage} | " + " | ".join(_fmt(p[k], 1) for k in ("p50", "p90", "p99", "mean", "max")) + " |")

@@ -9,9 +9,17 @@ first frame of a stream renders its static Gaussians. With a motion prior (``Pip
 default the model's), the pair's velocities get the optical flow between the two model-resolution frames added
 (:mod:`nut_ros.core.motion_prior`), the same on every backend.
 
+Depth input (``StepResult.depth_source``): a frame's depth image ("topic", metric); else, with
+``PipelineConfig.depth_from_motion = "auto"``, depth from the camera's own motion
+(:mod:`nut_ros.geometry.depth_from_motion`, dense fill) through the same two channels: "odometry" (metric) when the
+frames carry ``camera_pose``, "motion" (relative, unit = the frame's median depth) when they do not; "none" when
+motion gives no depth (first frame, a camera that has not moved) and the network sees RGB alone. A pair whose frames
+both have a depth input shares one depth frame (:mod:`nut_ros.pipeline.optical`), metric when both are.
+
 Stamps: a duplicate stamp, or one going backwards by up to ``max_gap_s``, drops the frame (counted by reason); a
 backwards jump or forward gap larger than ``max_gap_s`` — a looping bag, a stalled camera — starts a new stream
-with that frame. So do a change of input size or of depth source (metric <-> relative).
+with that frame. So do a change of input size or of the depth image's presence (its absence switches to depth
+from motion).
 """
 from __future__ import annotations
 
@@ -45,7 +53,7 @@ class _Encoded:
 
     handle: object
     stamp_ns: int
-    norm: DepthNormalization | None  # of a metric-depth frame, None when relative
+    norm: DepthNormalization | None  # of a frame with a depth input (metric, or relative from motion), else None
     signature: tuple[int, int, bool]  # input (H, W, has depth): a change starts a new stream
     grey: np.ndarray | None  # model-resolution grey image for the motion prior (None without one)
 
@@ -129,11 +137,12 @@ class StreamingPipeline:
         handle = self.backend.encode(rgb, disp)
         tick = self._lap(lat, "encode", tick)
         cur = _Encoded(handle, frame.stamp_ns, norm, signature, grey)
-        # a pair is metric when both frames are (depth from odometry can fail on one frame of a metric stream)
-        metric = norm is not None and (prev is None or prev.norm is not None)
+        # the pair shares one depth frame when both frames have a depth normalisation (depth from motion can fail
+        # on one frame of a stream); it is metric when both are
+        shared = norm is not None and (prev is None or prev.norm is not None)
         if prev is None:
             g = self.backend.static(handle)
-            norms = [norm] if metric else []
+            norms = [norm] if shared else []
             t0_stamp, interval = frame.stamp_ns, 0
         else:
             g = self.backend.decode(prev.handle, handle)
@@ -141,10 +150,10 @@ class StreamingPipeline:
                 tick = self._lap(lat, "decode", tick)
                 g = with_prior(g, flow.result()[None])
                 tick = self._lap(lat, "flow", tick)  # the part of the flow not hidden behind encode + decode
-            norms = [prev.norm, norm] if metric else []
+            norms = [prev.norm, norm] if shared else []
             t0_stamp, interval = prev.stamp_ns, frame.stamp_ns - prev.stamp_ns
         live_norm = DepthNormalization.relative()
-        if metric:
+        if shared:
             live_norm = shared_normalization(norms)
             g = rebase_inverse_depth(g, norms, live_norm)
         tick = self._lap(lat, "decode", tick)
@@ -161,7 +170,7 @@ class StreamingPipeline:
         lat["total"] = (time.perf_counter() - start) * 1e3
         self.stats.frames_processed += 1
         self.stats.record(lat)
-        return StepResult(frame.stamp_ns, frame.frame_id, metric, source, views, cloud, intrinsics, lat,
+        return StepResult(frame.stamp_ns, frame.frame_id, live_norm.metric, source, views, cloud, intrinsics, lat,
                           paired=prev is not None, pair_interval_s=interval_s, input_depth=depth_in,
                           motion_depth=motion)
 
@@ -256,14 +265,15 @@ class StreamingPipeline:
             if motion is None:
                 return rgb, torch.zeros(1, self.depth_channels, h, w), None, None, "none", None
             inv = cv2.resize(motion.dense, (w, h), interpolation=cv2.INTER_LINEAR)
+            if not motion.metric:  # the unit: the median depth (each estimate has a translation of its own length)
+                inv = inv / float(np.median(inv))
             depth = torch.from_numpy(1.0 / np.maximum(inv, 1e-12))[None, None]
             valid = torch.ones_like(depth, dtype=torch.bool)
             source = "odometry" if motion.metric else "motion"
         else:
             return rgb, torch.zeros(1, self.depth_channels, h, w), None, None, "none", None
         disp, inv_far, inv_near = normalize_inverse_depth(depth, valid)
-        metric = source != "motion"
-        norm = DepthNormalization(float(inv_far), float(inv_near), metric=True) if metric else None
+        norm = DepthNormalization(float(inv_far), float(inv_near), metric=source != "motion")
         depth_in = torch.where(valid, depth, torch.full_like(depth, float("nan")))[0, 0].numpy()
         return rgb, model_depth_input(disp, valid, self.depth_channels), norm, depth_in, source, motion
 

@@ -112,4 +112,4 @@ class PipelineConfig:
     # depth from the camera's own motion (nut_ros.geometry.depth_from_motion) fed to the model's depth input:
     # "auto": for frames without a depth image (metric with Frame.camera_pose, else relative); "off": never
     depth_from_motion: str = "auto"
-    motion_depth_width: int = 256  # depth from motion runs on the frame shrunk until at most this wide
+    motion_depth_width: int = 256  # depth from motion runs on the frame shrunk to at most this wide

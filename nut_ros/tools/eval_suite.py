@@ -62,7 +62,9 @@ class ClipSpec:
 class SequenceRun:
     """A run fed to the pipeline from an image sequence with poses (no bag): ``reader`` of
     :mod:`nut_ros.pipeline.sequences`, the share ``[start, stop)`` of its frames, ``poses``: give the pipeline
-    ``Frame.camera_pose`` (odometry; the run is metric), ``depth_from_motion``: ``PipelineConfig`` value."""
+    ``Frame.camera_pose`` (odometry; the run is metric), ``depth_from_motion``: ``PipelineConfig`` value. The
+    pipeline sees every ``stride``-th frame, as in the bag runs; the frames between are not read (these runs score
+    depth, the bag runs score interpolation)."""
 
     name: str
     reader: str  # "seven_scenes" | "tum"
@@ -153,7 +155,7 @@ def sequence_frames(run: SequenceRun, shared: Path):
         count, reader = sequences.tum_frame_count(folder), sequences.tum
     else:
         raise ValueError(f"unknown sequence reader {run.reader!r}")
-    for sf in reader(folder, range(int(run.start * count), int(run.stop * count))):
+    for sf in reader(folder, range(int(run.start * count), int(run.stop * count), run.stride)):
         if not run.poses:
             sf.frame.camera_pose = None
         yield sf
@@ -179,13 +181,14 @@ def run_sequence(run: SequenceRun, shared: Path, out: Path, options: list[str]) 
     backend = make_backend(args.backend, args.model, args.checkpoint, args.device)
     pipeline = StreamingPipeline(backend, PipelineConfig(motion_prior=args.motion_prior,
                                                          depth_from_motion=run.depth_from_motion))
-    evaluator = StreamEvaluator(pipeline, stride=run.stride)
+    evaluator = StreamEvaluator(pipeline, stride=1)  # sequence_frames already keeps every stride-th frame
     start = time.perf_counter()
     with torch.no_grad():
         for sf in sequence_frames(run, shared):
             evaluator.add(sf.frame, sf.depth_m)
     summary = evaluator.summary()
     summary["wall_s"] = time.perf_counter() - start
+    summary["stride"] = run.stride
     meta = {"sequence": f"{run.source} [{run.start:g}, {run.stop:g})", "input_depth": False,
             "odometry": run.poses, "depth_from_motion": run.depth_from_motion, "backend": backend.name,
             "device": backend.device, "model": backend.model_config.name,
@@ -259,6 +262,7 @@ def summary_row(run: RunSpec | SequenceRun, report: dict) -> dict:
         "interp_psnr_256": s["interp"]["psnr_256"], "blend_psnr_256": blend,
         "real_motion": blend is not None and blend < REAL_MOTION_BLEND_DB,
         **{k: depth.get(k) for k in DEPTH_KEYS}, "depth_sources": depth.get("sources"),
+        "depth_by_source": depth.get("by_source"),
         "latency_p50_ms": s["latency_ms"].get("total", {}).get("p50"), "wall_s": s["wall_s"],
     }
 
@@ -322,7 +326,7 @@ def summary_markdown(meta: dict, rows: list[dict], goals: dict, clips: tuple[Cli
               "depth input from motion (dense as the model got it, and semi-dense before the fill; scored where it "
               "has values: coverage = its share of the scored pixels, 0 on frames without it). Without alignment "
               "(metric runs only) constant and ramp are scaled to the rendered depth's median. Sources: key frames "
-              "per depth source.", "",
+              "per depth source, with the rendered depth's AbsRel on those frames in brackets.", "",
               "| run | alignment | " + " | ".join(DEPTH_PREDICTORS.values()) + " | input / semi-dense coverage | "
               "sources |", "|---|---|" + "---|" * (len(DEPTH_PREDICTORS) + 2)]
     for r in rows:
@@ -334,7 +338,10 @@ def summary_markdown(meta: dict, rows: list[dict], goals: dict, clips: tuple[Cli
             if all(c == "–" for c in cells):
                 continue
             cover = f"{_fmt(r.get('depth_coverage_input'))} / {_fmt(r.get('depth_coverage_sparse'))}"
-            sources = ", ".join(f"{k} {v}" for k, v in (r.get("depth_sources") or {}).items())
+            by_source = r.get("depth_by_source") or {}
+            key = f"depth_abs_rel{proto}"
+            sources = ", ".join(f"{k} {v} ({_fmt(by_source.get(k, {}).get(key), 3)})"
+                                for k, v in (r.get("depth_sources") or {}).items())
             lines.append(f"| {r['label']} | {name} | " + " | ".join(cells) + f" | {cover} | {sources} |")
     verdicts = []
     for g in goals.values():

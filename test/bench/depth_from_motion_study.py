@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from nut_ros.core.geometry import Intrinsics
 from nut_ros.geometry.depth_from_motion import DepthFromMotion, MotionDepthConfig
 from nut_ros.pipeline.metrics import constant_depth, depth_errors, ramp_depth
 from nut_ros.pipeline import sequences
@@ -31,6 +32,13 @@ def frames(name: str, step: int, start: float, stop: float):
         folder = SHARED / "train_rgbd" / "tartanair_traj"
         n = len(list((folder / "rgb").glob("*.jpg")))
         return sequences.tartanair(folder, range(int(start * n), int(stop * n), step))
+    if name == "cups":  # bundled, a mostly still camera, no depth: cost only
+        import nut_ros
+        from nut_ros.pipeline.types import Frame
+        paths = sorted((Path(nut_ros.__file__).parent / "data" / "cups").glob("*.jpg"))
+        return (sequences.SequenceFrame(Frame(cv2.cvtColor(cv2.imread(str(q)), cv2.COLOR_BGR2RGB), i,
+                                              intrinsics=Intrinsics.from_fov(512, 288)), np.full((288, 512), np.nan))
+                for i, q in enumerate(paths))
     if name == "7scenes":  # measuring only
         return sequences.seven_scenes(SHARED / "sevenscenes_redkitchen", range(0, 150, step))
     raise ValueError(name)
@@ -38,7 +46,7 @@ def frames(name: str, step: int, start: float, stop: float):
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("sequence", choices=("tum", "tartanair", "7scenes"))
+    p.add_argument("sequence", choices=("tum", "tartanair", "7scenes", "cups"))
     p.add_argument("--step", type=int, default=3)
     p.add_argument("--start", type=float, default=0.0)
     p.add_argument("--stop", type=float, default=1.0)
@@ -50,12 +58,14 @@ def main() -> None:
         k, v = kv.split("=")
         cfg = dataclasses.replace(cfg, **{k: type(getattr(cfg, k))(v)})
     dfm = DepthFromMotion(cfg)
-    rows, reasons, ms = [], collections.Counter(), []
+    cv2.setNumThreads(1)  # the CPU time below is then this thread's
+    rows, reasons, ms, cpu_ms = [], collections.Counter(), [], []
     for sf in frames(args.sequence, args.step, args.start, args.stop):
         f = sf.frame
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         md = dfm.estimate(f.rgb, f.stamp_ns, f.intrinsics, f.camera_pose if args.poses else None)
         ms.append((time.perf_counter() - t0) * 1e3)
+        cpu_ms.append((time.thread_time() - c0) * 1e3)
         if md is None:
             reasons[dfm.last_reason] += 1
             continue
@@ -72,7 +82,9 @@ def main() -> None:
                 row[f"{name}_metric"] = depth_errors(d, gt, valid=valid)["abs_rel"]
         rows.append(row)
     print(f"{args.sequence} step {args.step} poses={args.poses}: {len(rows)} frames with depth, refused {dict(reasons)}")
-    print(f"ms per frame: p50 {np.percentile(ms, 50):.1f} p90 {np.percentile(ms, 90):.1f}")
+    print(f"ms per frame: wall p50 {np.percentile(ms, 50):.1f} p90 {np.percentile(ms, 90):.1f}; "
+          f"CPU (one thread) p50 {np.percentile(cpu_ms, 50):.1f} p90 {np.percentile(cpu_ms, 90):.1f} "
+          f"mean {np.mean(cpu_ms):.1f}")
     for k in rows[0] if rows else []:
         v = np.array([r[k] for r in rows], float)
         print(f"  {k:16s} mean {np.nanmean(v):.3f} median {np.nanmedian(v):.3f}")

@@ -1,0 +1,100 @@
+"""The pipeline's depth input from the camera's own motion: which source made it, metric with odometry, relative
+without, none on a static camera or when switched off (random-init tiny model at a small size)."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from generated_room import K, pose, render
+
+from nut_ros.core.model import build_model
+from nut_ros.pipeline.backends import TorchBackend
+from nut_ros.pipeline.metrics import depth_errors
+from nut_ros.pipeline.stream import StreamingPipeline
+from nut_ros.pipeline.types import Frame, PipelineConfig
+
+MOVING = [pose(x=0.04 * i, yaw_deg=0.4 * i) for i in range(4)]
+
+
+@pytest.fixture(scope="module")
+def backend():
+    torch.manual_seed(0)
+    return TorchBackend(build_model("tiny", image_size=(48, 96)), "cpu")
+
+
+def stream(backend, poses, odometry: bool, **config):
+    pipe = StreamingPipeline(backend, PipelineConfig(**config))
+    results, truths = [], []
+    for i, T in enumerate(poses):
+        rgb, depth = render(T)
+        results.append(pipe.push(Frame(rgb, 10**9 + i * 10**8, intrinsics=K, camera_pose=T if odometry else None)))
+        truths.append(depth)
+    return results, truths
+
+
+def model_size(depth, like):
+    return torch.nn.functional.interpolate(torch.from_numpy(depth)[None, None], size=like.shape,
+                                           mode="nearest-exact")[0, 0].numpy()
+
+
+def test_odometry_gives_a_metric_depth_input(backend):
+    results, truths = stream(backend, MOVING, odometry=True)
+    assert [r.depth_source for r in results] == ["none", "odometry", "odometry", "odometry"]  # 1st: no reference
+    assert [r.metric for r in results] == [False, False, True, True]  # a pair is metric once both frames are
+    last = results[-1]
+    e = depth_errors(last.input_depth, model_size(truths[-1], last.input_depth))
+    assert e["abs_rel"] < 0.08 and e["pixels"] == last.input_depth.size, e  # metres, no alignment
+    assert last.motion_depth.metric and last.motion_depth.coverage > 0.3
+    assert np.isfinite(last.newest.depth).any()
+
+
+def test_motion_alone_gives_a_relative_depth_input(backend):
+    results, truths = stream(backend, MOVING, odometry=False)
+    assert [r.depth_source for r in results][2:] == ["motion"] * 2 and not any(r.metric for r in results)
+    last = results[-1]
+    assert np.median(last.input_depth) == pytest.approx(1.0, rel=0.02)  # relative unit: the median depth
+    truth = model_size(truths[-1], last.input_depth)
+    e = depth_errors(last.input_depth, truth, align_median=True)
+    assert e["abs_rel"] < 0.1, e
+    rendered = depth_errors(last.newest.depth, truth, align_median=True)  # scale-only alignment works on the render
+    assert rendered["abs_rel"] < 0.5 and rendered["pixels"] > 0.5 * truth.size, rendered
+
+
+@pytest.mark.parametrize("odometry", [True, False])
+def test_static_camera_gives_no_depth_input(backend, odometry):
+    results, _ = stream(backend, [pose()] * 3, odometry)
+    assert [r.depth_source for r in results] == ["none"] * 3 and all(r.input_depth is None for r in results)
+
+
+def test_switched_off_and_depth_topic(backend):
+    results, _ = stream(backend, MOVING, odometry=True, depth_from_motion="off")
+    assert {r.depth_source for r in results} == {"none"}
+    rgb, depth = render(MOVING[0])
+    pipe = StreamingPipeline(backend)
+    r = pipe.push(Frame(rgb, 10**9, depth_m=depth, intrinsics=K, camera_pose=MOVING[0]))
+    assert r.depth_source == "topic" and r.metric  # a depth camera wins over odometry
+    with pytest.raises(ValueError, match="depth_from_motion"):
+        StreamingPipeline(backend, dataclasses.replace(PipelineConfig(), depth_from_motion="on"))
+    with pytest.raises(ValueError, match="camera_pose"):
+        pipe.push(Frame(rgb, 2 * 10**9, intrinsics=K, camera_pose=np.eye(3)))
+
+
+def test_evaluation_scores_the_baselines_on_the_same_pixels(backend):
+    from nut_ros.pipeline.evaluation import StreamEvaluator
+    from nut_ros.pipeline.metrics import constant_depth
+
+    pipe = StreamingPipeline(backend)
+    ev = StreamEvaluator(pipe, stride=1)
+    for i, T in enumerate(MOVING):
+        rgb, depth = render(T)
+        result = ev.add(Frame(rgb, 10**9 + i * 10**8, intrinsics=K, camera_pose=T), depth)
+    rec = ev.records[-1]
+    truth = model_size(depth, result.newest.depth)
+    same = np.isfinite(result.newest.depth)
+    constant = depth_errors(constant_depth(truth.shape), truth, valid=same, align_disparity=True)
+    assert rec["depth_abs_rel_affine_constant"] == pytest.approx(constant["abs_rel"])
+    assert rec["depth_abs_rel_input"] < 0.08 < rec["depth_abs_rel_constant"]  # metric: odometry beats a constant
+    assert rec["depth_coverage_input"] == 1.0 and 0.3 < rec["depth_coverage_sparse"] < 1.0
+    s = ev.summary()["depth"]
+    assert s["sources"] == {"none": 1, "odometry": 3} and s["frames"]["depth_abs_rel"] == 2  # metric pairs only
+    assert s["by_source"]["odometry"]["depth_abs_rel_affine"] is not None
