@@ -1,206 +1,168 @@
-"""Launch files and RViz config: load the launch files against a minimal stand-in of the `launch`/`launch_ros` API
-(neither installs from PyPI) and check what they declare against the node's parameters and topics."""
-import ast
-import importlib.util
+"""``ros2 launch nut_ros nut_ros.launch.py`` for real (launch_testing), with a camera process publishing 320x180
+rgb8 at 10 Hz: the node comes up active, every output topic has its declared type, the camera's stamps and frame
+id, plausible values and a rate; ``ros2 lifecycle``, ``ros2 param`` and ``ros2 topic`` work against it; it stops
+with exit code 0 and no ERROR lines."""
+import os
+import subprocess
 import sys
-import types
+import threading
+import time
+import unittest
 from pathlib import Path
 
+import numpy as np
 import pytest
-import yaml
 
-from nut_ros.ros import topics
-from nut_ros.tools import demo
+pytest.importorskip("launch_testing", reason="needs the real ROS 2 tools: `make ros-tools` (../shared/ros2_tools)")
+
+import launch  # noqa: E402
+import launch_testing.actions  # noqa: E402
+from launch.actions import ExecuteProcess, IncludeLaunchDescription, SetEnvironmentVariable  # noqa: E402
+from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
+
+from nut_ros.ros import topics  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-LAUNCH = REPO / "launch"
+BIN = Path(sys.executable).parent
+CAMERA_FRAME = "camera_optical_frame"
+OUTPUTS = ("depth", "image", "camera_info", "points", "gaussians", "stats")
 
 
-class _Action:
-    """Records its constructor arguments; every stand-in launch class is one of these."""
-
-    keywords: frozenset = frozenset()
-    max_args = 1
-
-    def __init__(self, *args, **kwargs):
-        name = type(self).__name__
-        assert len(args) <= self.max_args, f"{name} takes at most {self.max_args} positional arguments"
-        unknown = set(kwargs) - self.keywords - {"condition"}
-        assert not unknown, f"{name} has no keyword argument(s) {unknown}"
-        self.args, self.kwargs = args, kwargs
-
-
-# class -> (positional arguments at most, keyword arguments): the parts of the launch / launch_ros API used here
-_API = {
-    "launch": {"LaunchDescription": (1, ())},
-    "launch.actions": {
-        "DeclareLaunchArgument": (1, ("default_value", "description", "choices")),
-        "SetEnvironmentVariable": (2, ()),
-        "ExecuteProcess": (0, ("cmd", "cwd", "env", "name", "output", "shell")),
-        "IncludeLaunchDescription": (1, ("launch_arguments",)),
-    },
-    "launch.conditions": {"IfCondition": (1, ()), "UnlessCondition": (1, ())},
-    "launch.substitutions": {"LaunchConfiguration": (1, ("default",)), "PathJoinSubstitution": (1, ())},
-    "launch.launch_description_sources": {"PythonLaunchDescriptionSource": (1, ())},
-    "launch_ros": {},
-    "launch_ros.actions": {"Node": (0, ("package", "executable", "name", "namespace", "parameters", "remappings",
-                                        "arguments", "output", "emulate_tty", "ros_arguments"))},
-    "launch_ros.substitutions": {"FindPackageShare": (1, ())},
-}
+@pytest.mark.launch_test
+@pytest.mark.ros_tools
+def generate_test_description():
+    camera = ExecuteProcess(cmd=[sys.executable, str(REPO / "test" / "fixtures" / "ros_camera.py"), "--width", "320",
+                                 "--height", "180", "--rate", "10"], name="camera", output="screen")
+    return launch.LaunchDescription([
+        SetEnvironmentVariable("PATH", f"{BIN}:{os.environ.get('PATH', '')}"),
+        SetEnvironmentVariable("OMP_NUM_THREADS", "1"),
+        IncludeLaunchDescription(PythonLaunchDescriptionSource(str(REPO / "launch" / "nut_ros.launch.py"))),
+        camera,
+        launch_testing.actions.ReadyToTest(),
+    ]), {"camera": camera}
 
 
-def _fake_launch_modules() -> dict[str, types.ModuleType]:
-    modules = {}
-    for name, classes in _API.items():
-        module = types.ModuleType(name)
-        for cls, (max_args, keywords) in classes.items():
-            setattr(module, cls, type(cls, (_Action,), {"max_args": max_args, "keywords": frozenset(keywords)}))
-        modules[name] = module
-    return modules
+def ros2(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    """Run the real ``ros2`` CLI of this venv."""
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+    return subprocess.run([str(BIN / "ros2"), *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
-@pytest.fixture
-def load_launch(monkeypatch):
-    for name, module in _fake_launch_modules().items():
-        monkeypatch.setitem(sys.modules, name, module)
+class TestNodeAsUsersRunIt(unittest.TestCase):
 
-    def load(filename: str):
-        spec = importlib.util.spec_from_file_location(filename.replace(".", "_"), LAUNCH / filename)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module.generate_launch_description().args[0]
+    @classmethod
+    def setUpClass(cls):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
 
-    return load
+        cls.context = rclpy.Context()
+        rclpy.init(context=cls.context)
+        cls.node = rclpy.create_node("launch_test_listener", context=cls.context)
+        cls.received = {name: [] for name in OUTPUTS}
+        cls.camera_stamps = set()
+        for name in OUTPUTS:
+            cls.node.create_subscription(topics.resolve_type(topics.OUTPUT_TYPES[name]), topics.output_topic(name),
+                                         lambda m, n=name: cls.received[n].append((time.monotonic(), m)), 50)
+        cls.node.create_subscription(topics.resolve_type("sensor_msgs/msg/Image"), "/camera/color/image_raw",
+                                     lambda m: cls.camera_stamps.add((m.header.stamp.sec, m.header.stamp.nanosec)),
+                                     10)
+        cls.executor = SingleThreadedExecutor(context=cls.context)
+        cls.executor.add_node(cls.node)
+        cls.spinner = threading.Thread(target=cls.executor.spin, daemon=True)
+        cls.spinner.start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (len(cls.received["image"]) < 8 or not cls.received["stats"]):
+            time.sleep(0.2)
 
+    @classmethod
+    def tearDownClass(cls):
+        cls.executor.shutdown()
+        cls.node.destroy_node()
+        cls.context.shutdown()
 
-def _resolve(sub, values: dict[str, str]) -> str:
-    """Evaluate a stand-in substitution: the package share is the source tree (same config/ and launch/ layout)."""
-    kind = type(sub).__name__
-    if isinstance(sub, str):
-        return sub
-    if isinstance(sub, list):
-        return "".join(_resolve(s, values) for s in sub)
-    if kind == "FindPackageShare":
-        assert sub.args == ("nut_ros",)
-        return str(REPO)
-    if kind == "PathJoinSubstitution":
-        return str(Path(*[_resolve(s, values) for s in sub.args[0]]))
-    if kind == "LaunchConfiguration":
-        return values[sub.args[0]]
-    raise AssertionError(f"unexpected substitution {kind}")
+    def test_a_lifecycle_state_is_active(self):
+        out = ros2("lifecycle", "get", "/nut_ros")
+        self.assertEqual(out.stdout.strip(), "active [3]", out.stderr)
 
+    def test_b_every_output_has_its_type(self):
+        out = ros2("topic", "list", "-t", "--spin-time", "3")
+        for name, kind in topics.OUTPUT_TYPES.items():
+            self.assertIn(f"{topics.output_topic(name)} [{kind}]", out.stdout)
+        self.assertIn(f"/diagnostics [{topics.DIAGNOSTICS_TYPE}]", out.stdout)
+        for name in OUTPUTS:
+            self.assertTrue(self.received[name], f"nothing received on ~/{name}")
 
-def _of(entities, kind: str):
-    return [e for e in entities if type(e).__name__ == kind]
+    def test_c_stamps_and_frame_ids_are_the_camera_s(self):
+        first_seen = min(self.camera_stamps)  # this listener may have joined after the node's first frames
+        checked = 0
+        for name in ("depth", "image", "camera_info", "points", "gaussians"):
+            for _, msg in self.received[name]:
+                self.assertEqual(msg.header.frame_id, CAMERA_FRAME, name)
+                stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+                if stamp >= first_seen:
+                    self.assertIn(stamp, self.camera_stamps, f"~/{name} stamp {stamp} is not a camera stamp")
+                    checked += 1
+        self.assertGreater(checked, 10)
 
+    def test_d_values(self):
+        from nut_ros.ros.conversions import image_to_depth_m, image_to_rgb, msg_to_gaussian_cloud, \
+            pointcloud2_to_points
 
-def _arguments(entities) -> dict:
-    args = {}
-    for a in _of(entities, "DeclareLaunchArgument"):
-        assert a.kwargs.get("description"), f"launch argument {a.args[0]} has no description"
-        args[a.args[0]] = a.kwargs.get("default_value")
-    return args
+        _, image = self.received["image"][-1]
+        self.assertEqual((image.encoding, image.width, image.height), ("rgb8", 256, 144))
+        self.assertGreater(image_to_rgb(image).std(), 5.0, "a rendered picture, not a flat colour")
+        depth = image_to_depth_m(self.received["depth"][-1][1])
+        self.assertGreater(np.isfinite(depth).mean(), 0.5)
+        xyz, rgb = pointcloud2_to_points(self.received["points"][-1][1])
+        self.assertTrue(xyz.shape[0] > 1000 and np.isfinite(xyz).all() and (xyz[:, 2] > 0).all())
+        cloud = msg_to_gaussian_cloud(self.received["gaussians"][-1][1])
+        self.assertEqual(cloud.count, xyz.shape[0])
+        stats = self.received["stats"][-1][1]
+        self.assertEqual((stats.backend, stats.model, stats.frames_dropped_invalid), ("torch", "tiny", 0))
+        self.assertGreater(stats.frames_processed, 0)
 
+    def test_e_rates(self):
+        times = [t for t, _ in self.received["image"]]
+        rate = (len(times) - 1) / (times[-1] - times[0])
+        stats = self.received["stats"][-1][1]
+        self.assertGreater(rate, 1.0, "outputs keep coming")
+        self.assertLessEqual(rate, 10.5, "never faster than the camera")
+        self.assertGreater(stats.rate_hz, 0.5)
+        self.assertEqual(stats.frames_lost, 0, "a reliable camera on one host loses nothing")
+        hz = subprocess.run(f"timeout -s INT 6 {BIN / 'ros2'} topic hz /nut_ros/image", shell=True,
+                            capture_output=True, text=True, env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"})
+        self.assertIn("average rate:", hz.stdout, hz.stderr)
 
-def _used_configurations(obj, found: set) -> set:
-    if type(obj).__name__ == "LaunchConfiguration":
-        found.add(obj.args[0])
-    elif isinstance(obj, _Action):
-        for value in (*obj.args, *obj.kwargs.values()):
-            _used_configurations(value, found)
-    elif isinstance(obj, (list, tuple)):
-        for value in obj:
-            _used_configurations(value, found)
-    elif type(obj).__name__ == "dict_items":
-        _used_configurations(list(obj), found)
-    return found
+    def test_f_parameters(self):
+        self.assertIn("String value is: tiny", ros2("param", "get", "/nut_ros", "model").stdout)
+        self.assertIn("Set parameter successful", ros2("param", "set", "/nut_ros", "max_rate", "4.0").stdout)
+        refused = ros2("param", "set", "/nut_ros", "model", "small")
+        self.assertIn("changes only while the node is unconfigured", refused.stdout + refused.stderr)
+        invalid = ros2("param", "set", "/nut_ros", "render_times", "[5.0]")
+        self.assertIn("outside", invalid.stdout + invalid.stderr)
+        self.assertIn("Set parameter successful", ros2("param", "set", "/nut_ros", "max_rate", "0.0").stdout)
 
-
-def _defaults(args: dict) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for name, default in args.items():  # declaration order: later defaults may refer to earlier arguments
-        if default is not None:
-            values[name] = _resolve(default, values)
-    return values
-
-
-def test_robot_launch_declares_documented_arguments_and_runs_the_node(load_launch):
-    entities = load_launch("nut_ros.launch.py")
-    args = _arguments(entities)
-    values = _defaults(args)
-    assert {"params_file", "namespace", "image_topic", "depth_topic", "camera_info_topic",
-            "use_fastdds_profile"} <= set(args)
-    assert Path(values["params_file"]) == REPO / "config" / "nut_ros.yaml"
-    assert values["compressed_image_topic"] == values["image_topic"] + "/compressed"
-
-    (node,) = _of(entities, "Node")
-    assert node.kwargs["package"] == "nut_ros" and node.kwargs["name"] == topics.NODE_NAME
-    assert f"{node.kwargs['executable']} = nut_ros.ros.node:main" in (REPO / "setup.py").read_text()
-    assert [_resolve(p, values) for p in node.kwargs["parameters"]] == [values["params_file"]]
-    remapped = {src: _resolve(dst, values) for src, dst in node.kwargs["remappings"]}
-    assert set(remapped) == set(topics.INPUT_TYPES), "every input topic (and only those) is remappable"
-
-    envs = {e.args[0]: e for e in _of(entities, "SetEnvironmentVariable")}
-    assert envs.keys() == {"FASTDDS_DEFAULT_PROFILES_FILE", "OMP_WAIT_POLICY"}
-    assert envs["OMP_WAIT_POLICY"].args[1] == "PASSIVE"
-    env = envs["FASTDDS_DEFAULT_PROFILES_FILE"]
-    assert type(env.kwargs["condition"]).__name__ == "IfCondition"
-    profile = Path(_resolve(env.args[1], values))
-    assert profile == REPO / "config" / "fastdds_shm_large.xml" and profile.is_file()
-    assert _used_configurations(entities, set()) <= set(args), "a LaunchConfiguration names no declared argument"
-
-
-def test_replay_launch_plays_the_bag_into_the_node_with_rviz(load_launch):
-    entities = load_launch("replay.launch.py")
-    args = _arguments(entities)
-    assert args["bag"] is None, "the bag argument is required"
-    values = _defaults(args) | {"bag": "/tmp/some_bag"}
-    assert (values["image_topic"], values["camera_info_topic"]) == (demo.IMAGE_TOPIC, demo.INFO_TOPIC), \
-        "the defaults replay the demo's bag"
-
-    (include,) = _of(entities, "IncludeLaunchDescription")
-    source = include.args[0]
-    assert Path(_resolve(source.args[0], values)) == LAUNCH / "nut_ros.launch.py"
-    robot_args = _arguments(load_launch("nut_ros.launch.py"))
-    passed = dict(include.kwargs["launch_arguments"])
-    assert set(passed) <= set(robot_args), "replay passes arguments the robot launch does not declare"
-
-    plays = _of(entities, "ExecuteProcess")
-    assert plays, "no ros2 bag play"
-    for play in plays:
-        cmd = [_resolve(c, values) for c in play.kwargs["cmd"]]
-        assert cmd[:4] == ["ros2", "bag", "play", "/tmp/some_bag"]
-    conditions = sorted(type(p.kwargs["condition"]).__name__ for p in plays)
-    assert conditions == ["IfCondition", "UnlessCondition"], "exactly one bag player runs for either loop value"
-
-    (rviz,) = _of(entities, "Node")
-    assert rviz.kwargs["package"] == "rviz2"
-    assert Path(_resolve(rviz.kwargs["arguments"][1], values)) == REPO / "config" / "nut_ros.rviz"
-    assert _used_configurations(entities, set()) <= set(args)
+    def test_g_lifecycle_transitions(self):
+        self.assertIn("Transitioning successful", ros2("lifecycle", "set", "/nut_ros", "deactivate").stdout)
+        self.assertEqual(ros2("lifecycle", "get", "/nut_ros").stdout.strip(), "inactive [2]")
+        time.sleep(1.0)
+        count = len(self.received["image"])
+        time.sleep(2.0)
+        self.assertEqual(len(self.received["image"]), count, "inactive: nothing published")
+        self.assertIn("Transitioning successful", ros2("lifecycle", "set", "/nut_ros", "activate").stdout)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(self.received["image"]) == count:
+            time.sleep(0.2)
+        self.assertGreater(len(self.received["image"]), count, "active again: outputs again")
 
 
-def test_launch_files_are_plain_launch_api_modules():
-    for path in LAUNCH.glob("*.launch.py"):
-        tree = ast.parse(path.read_text())
-        imported = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-        assert imported <= {"launch", "launch_ros"}, f"{path.name} imports {imported}"
-        assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
+@launch_testing.post_shutdown_test()
+class TestShutdown(unittest.TestCase):
 
-
-RVIZ_TYPES = {
-    "rviz_default_plugins/PointCloud2": "sensor_msgs/msg/PointCloud2",
-    "rviz_default_plugins/Image": "sensor_msgs/msg/Image",
-}
-
-
-def test_rviz_config_shows_node_outputs():
-    config = yaml.safe_load((REPO / "config" / "nut_ros.rviz").read_text())
-    published = {topics.output_topic(name): kind for name, kind in topics.OUTPUT_TYPES.items()}
-    shown = {}
-    for display in config["Visualization Manager"]["Displays"]:
-        if "Topic" not in display:
-            continue
-        topic, kind = display["Topic"]["Value"], RVIZ_TYPES[display["Class"]]
-        assert published.get(topic) == kind, f"RViz shows {topic} as {kind}, which the node does not publish"
-        shown[topic] = kind
-    assert set(shown) == {topics.output_topic(n) for n in ("points", "depth", "image")}
+    def test_node_exits_zero_without_errors(self, proc_info, proc_output):
+        names = [n for n in proc_info.process_names() if n.startswith("nut_ros_node")]
+        self.assertEqual(len(names), 1, proc_info.process_names())
+        self.assertEqual(proc_info[names[0]].returncode, 0)
+        text = "".join(o.text.decode() for o in proc_output[names[0]])
+        self.assertNotIn("ERROR", text)
+        self.assertNotIn("Traceback", text)

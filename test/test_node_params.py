@@ -150,3 +150,9 @@ def test_out_of_range_override_is_refused_by_ros():
         node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+def test_array_values_as_ros_gives_them_are_accepted():
+    import array
+
+    assert NodeParams.from_dict({"render_times": array.array("d", [1.0, 0.5])}).render_times == [1.0, 0.5]

@@ -7,6 +7,7 @@ the catalogue can be checked without ROS.
 """
 from __future__ import annotations
 
+import array
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -163,6 +164,8 @@ def _default(f: dataclasses.Field):
 def _coerce(name: str, value, default):
     """Enforce the declared type the way ROS does (ints are accepted for floats, nothing else is converted)."""
     kind = type(default)
+    if isinstance(value, array.array):  # rclpy gives array parameters set at run time as array.array
+        value = value.tolist()
     if kind is list:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                          for v in value):
