@@ -26,6 +26,27 @@ def test_rviz_fixed_frame_is_the_demo_frame():
     assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == demo.FRAME_ID
 
 
+RVIZ_TYPES = {
+    "rviz_default_plugins/PointCloud2": "sensor_msgs/msg/PointCloud2",
+    "rviz_default_plugins/Image": "sensor_msgs/msg/Image",
+}
+
+
+def test_rviz_config_shows_node_outputs():
+    from nut_ros.ros import topics
+
+    config = yaml.safe_load((REPO / "config" / "nut_ros.rviz").read_text())
+    published = {topics.output_topic(name): kind for name, kind in topics.OUTPUT_TYPES.items()}
+    shown = {}
+    for display in config["Visualization Manager"]["Displays"]:
+        if "Topic" not in display:
+            continue
+        topic, kind = display["Topic"]["Value"], RVIZ_TYPES[display["Class"]]
+        assert published.get(topic) == kind, f"RViz shows {topic} as {kind}, which the node does not publish"
+        shown[topic] = kind
+    assert set(shown) == {topics.output_topic(n) for n in ("points", "depth", "image")}
+
+
 def test_demo_refuses_to_run_without_weights(tmp_path, capsys):
     assert demo.main(["--out", str(tmp_path / "out"), "--checkpoint", str(tmp_path / "none.safetensors")]) == 2
     assert "--random-init" in capsys.readouterr().err
