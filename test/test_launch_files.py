@@ -66,6 +66,14 @@ class TestNodeAsUsersRunIt(unittest.TestCase):
         cls.node.create_subscription(topics.resolve_type("sensor_msgs/msg/Image"), "/camera/color/image_raw",
                                      lambda m: cls.camera_stamps.add((m.header.stamp.sec, m.header.stamp.nanosec)),
                                      10)
+        # message_filters as users wire the node's outputs: rendered image, depth and CameraInfo by exact stamp
+        import message_filters
+
+        cls.synced = []
+        subs = [message_filters.Subscriber(cls.node, topics.resolve_type(topics.OUTPUT_TYPES[n]),
+                                           topics.output_topic(n)) for n in ("image", "depth", "camera_info")]
+        cls.sync = message_filters.TimeSynchronizer(subs, 10)
+        cls.sync.registerCallback(lambda *msgs: cls.synced.append(msgs))
         cls.executor = SingleThreadedExecutor(context=cls.context)
         cls.executor.add_node(cls.node)
         cls.spinner = threading.Thread(target=cls.executor.spin, daemon=True)
@@ -103,6 +111,14 @@ class TestNodeAsUsersRunIt(unittest.TestCase):
                     self.assertIn(stamp, self.camera_stamps, f"~/{name} stamp {stamp} is not a camera stamp")
                     checked += 1
         self.assertGreater(checked, 10)
+
+    def test_c_message_filters_synchronise_image_depth_and_info(self):
+        self.assertGreater(len(self.synced), 5)
+        for image, depth, info in self.synced:
+            self.assertEqual(image.header.stamp, depth.header.stamp)
+            self.assertEqual(image.header.stamp, info.header.stamp)
+            self.assertEqual((info.width, info.height), (image.width, image.height))
+        self.assertGreaterEqual(len(self.synced), len(self.received["image"]) - 2, "every view completes a triple")
 
     def test_d_values(self):
         from nut_ros.ros.conversions import image_to_depth_m, image_to_rgb, msg_to_gaussian_cloud, \
