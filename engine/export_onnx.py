@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import warnings
 from dataclasses import fields
@@ -38,10 +37,12 @@ import onnx
 import torch
 from torch import Tensor, nn
 
+from engine.build_engine import sha256
 from engine.plugins.ortho_raster_plugin import (ONNX_DOMAIN, OUTPUTS, PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION,
                                                 RasterAttributes)
 from nut_ros.core.gaussians import Gaussians, RasterInputs
 from nut_ros.core.model import NutModel
+from nut_ros.pipeline.backends import load_torch_model
 from nut_ros.render._torch_impl import rasterize_torch
 
 OPSET = 17
@@ -139,10 +140,6 @@ class StateGraph(nn.Module):
         return OrthoRasterizerOp.apply(*inputs, self.attributes)
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @dataclasses.dataclass
 class Examples:
     """Deterministic inputs of the three graphs (two encoded random frames, their decoded pair, t = 0.5) and the
@@ -232,12 +229,6 @@ def verify(model: NutModel, manifest_path: str | Path, providers=("CPUExecutionP
     return errors
 
 
-def load_model(config: str, checkpoint: str | None, random_init: bool) -> NutModel:
-    from nut_ros.pipeline.backends import load_torch_model
-
-    return load_torch_model(config, checkpoint, random_init)
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="tiny", help="model configuration (streamsplat, small, tiny)")
@@ -251,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--parts", nargs="+", default=parts, choices=parts, help="graphs to export (default all)")
     p.add_argument("--verify", action="store_true", help="compare onnxruntime with PyTorch")
     args = p.parse_args(argv)
-    model = load_model(args.config, args.checkpoint, args.random_init)
+    model = load_torch_model(args.config, args.checkpoint, args.random_init)
     manifest = export(model, args.out, args.batch, not args.no_rasterizer, args.max_pairs_per_gaussian,
                       parts=tuple(args.parts))
     print(f"wrote {manifest}")
