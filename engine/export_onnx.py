@@ -38,8 +38,8 @@ import torch
 from torch import Tensor, nn
 
 from engine.build_engine import sha256
-from engine.plugins.ortho_raster_plugin import (ONNX_DOMAIN, OUTPUTS, PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION,
-                                                RasterAttributes)
+from engine.plugins.ortho_raster_plugin import (DEFAULT_MAX_PAIRS_PER_GAUSSIAN, ONNX_DOMAIN, OUTPUTS, PLUGIN_NAME,
+                                                PLUGIN_NAMESPACE, PLUGIN_VERSION, RasterAttributes)
 from nut_ros.core.gaussians import Gaussians, RasterInputs
 from nut_ros.core.model import NutModel
 from nut_ros.pipeline.backends import load_torch_model
@@ -169,7 +169,7 @@ def examples(model: NutModel, batch: int, rasterizer: bool, seed: int = 0) -> Ex
 
 
 def export(model: NutModel, out_dir: str | Path, batch: int = 1, rasterizer: bool = True,
-           max_pairs_per_gaussian: int = 16, background=(0.5, 0.5, 0.5),
+           max_pairs_per_gaussian: int = DEFAULT_MAX_PAIRS_PER_GAUSSIAN, background=(0.5, 0.5, 0.5),
            parts: tuple[str, ...] = ("encoder", "decoder", "state")) -> Path:
     """Export the graphs ``parts`` of ``model`` into ``out_dir``; returns the manifest path."""
     out_dir = Path(out_dir)
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="build/onnx")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--no-rasterizer", action="store_true", help="stop the render graph at the rasterizer inputs")
-    p.add_argument("--max-pairs-per-gaussian", type=int, default=16)
+    p.add_argument("--max-pairs-per-gaussian", type=int, default=DEFAULT_MAX_PAIRS_PER_GAUSSIAN)
     parts = ["encoder", "decoder", "state"]
     p.add_argument("--parts", nargs="+", default=parts, choices=parts, help="graphs to export (default all)")
     p.add_argument("--verify", action="store_true", help="compare onnxruntime with PyTorch")

@@ -17,14 +17,15 @@ import numpy as np
 import torch
 
 from engine.build_engine import check_engine, gpu_tag
-from engine.plugins.ortho_raster_plugin import import_tensorrt, raster_kernels, register_plugin
+from engine.plugins.ortho_raster_plugin import (DEFAULT_MAX_PAIRS_PER_GAUSSIAN, import_tensorrt, raster_kernels,
+                                                register_plugin)
 from engine.plugins.raster_launcher import Workspace
 from nut_ros.core.config import ModelConfig
 from nut_ros.core.gaussians import Gaussians, RasterInputs
 from nut_ros.core.model import FrameCache, static_gaussians
 from nut_ros.render import RenderOutput
 
-PAIRS_PER_GAUSSIAN = 16  #: initial sort-buffer size of PycudaRenderer; grown when a frame needs more
+PAIRS_PER_GAUSSIAN = DEFAULT_MAX_PAIRS_PER_GAUSSIAN  #: initial sort buffer of PycudaRenderer; grown when too small
 
 
 class _Buffers:

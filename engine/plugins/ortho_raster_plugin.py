@@ -5,13 +5,14 @@ Contract (the ONNX node ``nut_ros::OrthoRasterizer`` written by ``engine/export_
 * inputs, float32, linear: ``means [B,N,3]``, ``scales [B,N,3]``, ``rotations [B,N,4]`` (w,x,y,z),
   ``opacities [B,N,1]``, ``colors [B,N,3]`` (the reference rasterizer's arguments, ``Gaussians.at(t)``);
 * outputs, float32: ``rgb [B,3,H,W]`` (with ``T·background``), ``depth [B,1,H,W]`` (Σ αT d), ``alpha [B,1,H,W]``;
-* attributes (plugin fields): ``height``, ``width`` (INT32), ``tile_size`` (INT32, must be ``ORTHO_TILE`` of the kernels' configuration header, 16),
-  ``background`` (FLOAT32 x3), ``lowpass`` (FLOAT32, px² added to each screen covariance; default 0.3, the
-  reference's), ``max_pairs_per_gaussian`` (INT32, default 16: the sort buffer holds
+* attributes (plugin fields): ``height``, ``width`` (INT32), ``tile_size`` (INT32, must be ``ORTHO_TILE`` of the
+  kernels' configuration header, 16), ``background`` (FLOAT32 x3), ``lowpass`` (FLOAT32, px² added to each screen
+  covariance: the exported model's ``raster_lowpass``; 0.3, the reference's, when a graph exported before the field
+  existed lacks it), ``max_pairs_per_gaussian`` (INT32, default 16: the sort buffer holds
   ``B·N·max_pairs_per_gaussian`` tile-Gaussian pairs; pairs beyond it are dropped).
 
-``enqueue`` runs the kernels of ``nut_ros/render/csrc/`` (compiled by pycuda, :mod:`engine.plugins.raster_launcher`) on
-TensorRT's stream with TensorRT's raw device pointers and workspace. Works with the ``tensorrt`` bindings and with
+``enqueue`` runs the kernels of ``nut_ros/render/csrc/`` (compiled by pycuda, :mod:`engine.plugins.raster_launcher`)
+on TensorRT's stream with TensorRT's raw device pointers and workspace. Works with the ``tensorrt`` bindings and with
 TensorRT-RTX's (``tensorrt_rtx_bindings``), whichever is importable.
 """
 from __future__ import annotations
