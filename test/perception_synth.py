@@ -35,7 +35,9 @@ def room_points(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def blob(rng: np.random.Generator, center, n: int, radius: float = 0.25) -> np.ndarray:
+    """The front (camera-facing, -z) hemisphere of a sphere: a camera's Gaussians cover what it sees."""
     d = rng.normal(size=(n, 3))
+    d[:, 2] = -np.abs(d[:, 2])
     return np.asarray(center) + radius * d / np.linalg.norm(d, axis=1, keepdims=True)
 
 

@@ -21,7 +21,7 @@ def test_two_crossing_objects_keep_their_ids_and_velocities():
     for j in range(45):
         true = start + v * j * DT
         s = tracker.update(detections(true + rng.normal(0, 0.04, true.shape), v + rng.normal(0, 0.2, v.shape)), DT)
-        if j >= 3:
+        if j >= 4:  # 4 detections and 0.27 m travelled (confirm_hits 3, min_travel 0.2)
             assert s.confirmed.sum() == 2
             order = [int(np.argmin(np.linalg.norm(s.mean[:, :3] - t, axis=1))) for t in true]
             ids_seen.append(tuple(s.ids[i] for i in order))
@@ -33,7 +33,7 @@ def test_two_crossing_objects_keep_their_ids_and_velocities():
 
 
 def test_life_cycle_confirm_coast_and_drop():
-    p = ObstacleParams(confirm_hits=3, max_misses=2)
+    p = ObstacleParams(confirm_hits=3, max_misses=2, min_travel=0.0)
     tracker = MultiObjectTracker(p, seed=1)
     det = detections([[0, 0, 2]], [[0, 0, 0]])
     empty = detections(np.zeros((0, 3)), np.zeros((0, 3)))
@@ -45,13 +45,21 @@ def test_life_cycle_confirm_coast_and_drop():
     assert tracker.update(empty, DT).ids == [first]  # coasting
     assert tracker.update(empty, DT).ids == [first]
     assert tracker.update(empty, DT).ids == []  # dropped after max_misses
-    # a tentative track dies at its first miss
-    tracker.update(det, DT)
-    assert tracker.update(empty, DT).ids == []
+
+
+def test_a_cluster_that_stays_put_is_never_confirmed():
+    rng = np.random.default_rng(3)
+    tracker = MultiObjectTracker(ObstacleParams(min_travel=0.2, travel_window=10), seed=3)
+    for _ in range(30):  # static structure whose noisy velocity looks like motion
+        s = tracker.update(detections(np.array([1.0, 0, 4]) + rng.normal(0, 0.03, 3), [0.8, 0, 0]), DT)
+    assert len(s.ids) == 1 and not s.confirmed.any()
+    for j in range(6):  # it starts moving at 0.8 m/s: confirmed once it has travelled 0.2 m
+        s = tracker.update(detections([1.0 + 0.8 * DT * (j + 1), 0, 4], [0.8, 0, 0]), DT)
+    assert s.confirmed.all()
 
 
 def test_far_detection_starts_a_new_track():
-    tracker = MultiObjectTracker(ObstacleParams(gate=0.5), seed=2)
+    tracker = MultiObjectTracker(ObstacleParams(gate=0.5, max_misses=0), seed=2)
     tracker.update(detections([[0, 0, 2]], [[0, 0, 0]]), DT)
     s = tracker.update(detections([[2, 0, 2]], [[0, 0, 0]]), DT)
-    assert len(s.ids) == 1 and s.mean[0, 0] == 2  # the old tentative track was dropped, a new one made
+    assert len(s.ids) == 1 and s.mean[0, 0] == 2  # the old track was dropped at its miss, a new one made

@@ -78,6 +78,9 @@ class Clusters:
     def __len__(self) -> int:
         return int(self.weight.shape[0])
 
+    def select(self, keep: np.ndarray) -> "Clusters":
+        return Clusters(self.center[keep], self.velocity[keep], self.size[keep], self.weight[keep], self.count[keep])
+
 
 def cluster_stats(points: np.ndarray, velocities: np.ndarray, weights: np.ndarray, labels: np.ndarray, k: int,
                   voxel: float) -> Clusters:

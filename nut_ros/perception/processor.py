@@ -11,8 +11,10 @@ one). Per frame it
 3. takes each Gaussian's velocity over the ground as its velocity minus that field, with the depth rate replaced
    by the one measured against the previous frame's Gaussians where known (:mod:`nut_ros.perception.depth_change`),
    and marks it moving when that (optical z weighted by ``depth_rate_weight``) exceeds
-   ``moving_speed + moving_speed_per_m · z``;
-4. clusters the moving Gaussians (voxel connected components) into boxes and tracks them in the fixed frame
+   ``moving_speed + moving_speed_per_m · z`` where the depth rate is known (not at depth edges, on grazing
+   surfaces or in space the previous frame did not see: the flow is unreliable there);
+4. clusters the moving Gaussians (voxel connected components) into boxes (none larger than ``max_size``: that is
+   structure whose flow is wrong, not a mover) and tracks them in the fixed frame
    (:mod:`nut_ros.perception.tracking`); confirmed tracks are reported in the current camera optical frame with
    their velocity over the ground;
 5. offers a subset of the static Gaussians, moved into the fixed frame, to the :class:`LocalMap`.
@@ -98,9 +100,12 @@ class PerceptionProcessor:
         if field is not None:
             depth_rate = self.change.rate(points, result.intrinsics, self._pose, result.pair_interval_s)
             residual = ground_velocity(points, velocities, field, depth_rate)
-            moving = np.linalg.norm(residual * self._axis_weight, axis=1) > threshold
+            # only where the geometry is known on both frames: depth edges, grazing surfaces and newly seen space
+            # (image borders) have unreliable flow and no depth rate
+            moving = (np.linalg.norm(residual * self._axis_weight, axis=1) > threshold) & np.isfinite(depth_rate)
             labels, k = cluster_points(points[moving], self.op.voxel, self.op.min_cluster_gaussians)
             c = cluster_stats(points[moving], residual[moving], weights[moving], labels, k, self.op.voxel)
+            c = c.select(c.size.max(axis=1) <= self.op.max_size)
             det = Detection(c.center @ rot.T + trans, c.velocity @ rot.T, c.size @ np.abs(rot).T, c.weight,
                             rot @ self._velocity_cov @ rot.T)
             self.tracker.update(det, dt if dt else 0.0)
@@ -150,11 +155,14 @@ class PerceptionProcessor:
         return field if field is not None and field.inliers >= MIN_INLIERS else None
 
     def _report(self, result: StepResult, rot: np.ndarray, trans: np.ndarray) -> ObstacleList:
-        """Confirmed tracks in the current camera optical frame."""
+        """Confirmed tracks detected recently (``report_misses``) and moving (``min_speed``), in the current camera
+        optical frame."""
         s = self.tracker.state
         out = ObstacleList(result.stamp_ns, result.frame_id, bool(result.gaussians.metric))
         rt = rot.T
-        for i in np.flatnonzero(s.confirmed):  # a handful of tracks, not Gaussians
+        report = s.confirmed & (s.misses <= self.op.report_misses)
+        report &= np.linalg.norm(s.mean[:, 3:], axis=1) >= self.op.min_speed
+        for i in np.flatnonzero(report):  # a handful of tracks, not Gaussians
             out.obstacles.append(Obstacle(
                 s.ids[i], rt @ (s.mean[i, :3] - trans), rt @ s.mean[i, 3:], np.abs(rt) @ s.size[i],
                 rt @ s.cov[i, :3, :3] @ rot, rt @ s.cov[i, 3:, 3:] @ rot,

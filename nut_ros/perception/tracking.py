@@ -2,9 +2,11 @@
 
 Tracks live in a fixed frame (odometry, or the key frame when there is none). Each detection measures a track's
 position and velocity. Association minimises the summed distance between predicted and detected centres
-(``scipy.optimize.linear_sum_assignment``) among pairs closer than the gate. A track is confirmed after
-``confirm_hits`` detections and dropped after ``max_misses`` frames without one; a tentative track is dropped at its
-first miss. Ids are random 128-bit UUIDs (version 4), fixed for a track's life.
+(``scipy.optimize.linear_sum_assignment``) among pairs closer than the gate. A track is confirmed once it has
+``confirm_hits`` detections AND its detected centre travelled at least ``min_travel`` over its last
+``travel_window`` detections (in the fixed frame): noise in the Gaussians' velocities makes clusters on static
+structure (depth edges, grazing walls) look moving, but they stay where they are. A track is dropped after
+``max_misses`` frames without a detection. Ids are random 128-bit UUIDs (version 4), fixed for a track's life.
 """
 from __future__ import annotations
 
@@ -42,6 +44,8 @@ class TrackState:
     hits: np.ndarray  # [T]
     misses: np.ndarray  # [T] frames since the last detection (0 = detected this frame)
     confirmed: np.ndarray  # [T] bool
+    history: np.ndarray  # [T, travel_window, 3] last detected centres, oldest first
+    filled: np.ndarray  # [T] detections in history (capped at travel_window)
 
 
 class MultiObjectTracker:
@@ -53,8 +57,9 @@ class MultiObjectTracker:
         self.reset()
 
     def reset(self) -> None:
+        w = self.p.travel_window
         self.state = TrackState([], np.zeros((0, 6)), np.zeros((0, 6, 6)), np.zeros((0, 3)), np.zeros(0, np.int64),
-                                np.zeros(0, np.int64), np.zeros(0, bool))
+                                np.zeros(0, np.int64), np.zeros(0, bool), np.zeros((0, w, 3)), np.zeros(0, np.int64))
 
     def _new_id(self) -> uuid.UUID:
         return uuid.UUID(int=self._rng.getrandbits(128), version=4)
@@ -94,10 +99,17 @@ class MultiObjectTracker:
         matched[rows] = True
         s.hits[rows] += 1
         s.misses = np.where(matched, 0, s.misses + 1)
-        s.confirmed |= s.hits >= p.confirm_hits
+        s.history[rows] = np.roll(s.history[rows], -1, axis=1)
+        s.history[rows, -1] = det.center[cols]
+        s.filled[rows] = np.minimum(s.filled[rows] + 1, p.travel_window)
+        oldest = s.history[np.arange(n_t), p.travel_window - np.maximum(s.filled, 1)]
+        travel = np.linalg.norm(s.history[:, -1] - oldest, axis=1)
+        s.confirmed |= (s.hits >= p.confirm_hits) & (travel >= p.min_travel)
 
-        keep = np.where(s.confirmed, s.misses <= p.max_misses, s.misses == 0)
+        keep = s.misses <= p.max_misses
         fresh = np.setdiff1d(np.arange(n_d), cols)
+        history = np.zeros((fresh.size, p.travel_window, 3))
+        history[:, -1] = det.center[fresh]
         init_cov = r
         self.state = TrackState(
             [i for i, k in zip(s.ids, keep) if k] + [self._new_id() for _ in fresh],
@@ -106,5 +118,6 @@ class MultiObjectTracker:
             np.concatenate([s.size[keep], det.size[fresh]]),
             np.concatenate([s.hits[keep], np.ones(fresh.size, np.int64)]),
             np.concatenate([s.misses[keep], np.zeros(fresh.size, np.int64)]),
-            np.concatenate([s.confirmed[keep], np.full(fresh.size, p.confirm_hits <= 1)]))
+            np.concatenate([s.confirmed[keep], np.full(fresh.size, p.confirm_hits <= 1 and p.min_travel <= 0)]),
+            np.concatenate([s.history[keep], history]), np.concatenate([s.filled[keep], np.ones(fresh.size, np.int64)]))
         return self.state

@@ -33,6 +33,7 @@ class SceneRunner:
         self.model, self.device, self.cache = model, device, Path(cache)
         self.gen = ObjectSceneGenerator(config)
         self._pipe = None
+        self._memo: dict[str, list] = {}  # scenes already loaded in this process
 
     def pipe(self) -> StreamingPipeline:
         if self._pipe is None:
@@ -46,8 +47,11 @@ class SceneRunner:
         velocity = f"{pipe.motion_prior}-{pipe.flow_settings}".replace(" ", "").replace(",", "-")
         tag = f"{self.model}_{velocity}_{seed}_{'d' if depth else 'rgb'}_{int(moving)}_{camera_motion}.pkl"
         path = self.cache / tag
+        if tag in self._memo:
+            return self._memo[tag]
         if path.is_file():
-            return pickle.loads(path.read_bytes())
+            self._memo[tag] = pickle.loads(path.read_bytes())
+            return self._memo[tag]
         frames = self.gen.scene(seed, moving=moving, camera_motion=camera_motion)
         pipe.reset()
         out = []

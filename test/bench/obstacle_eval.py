@@ -10,8 +10,9 @@ Each scene (``nut_ros.train.object_scenes``, seeds from ``VALIDATION_SEED0``) go
 * ``no-tracking`` (baseline): metric depth + odometry, every frame's clusters reported as they are (new ids);
 * ``rgb`` (with ``--rgb``): RGB only, camera motion fitted; relative units, so scored in the image only.
 
-Scoring per frame, against the moving objects with at least ``--min-visible`` visible pixels (moving objects
-seen less are "don't care": a detection on them is neither a hit nor a false alarm): Hungarian matching on centre
+Scoring per frame, against the moving objects with at least ``--min-visible`` visible pixels whose centre is within
+the detector's range (``ObstacleParams.max_range``, camera z); other moving objects are "don't care" (a detection
+on them is neither a hit nor a false alarm): Hungarian matching on centre
 distance; a match needs 3-D IoU >= 0.3 or centre within 0.3 m (``3d``), or 2-D box IoU >= 0.3 of the projected
 obstacle box and the object's visible pixels (``2d``, scale-free, used for RGB only). Reported: precision, recall,
 median position and velocity error of the matches (m, m/s, ground velocity in camera axes), identity switches
@@ -45,7 +46,7 @@ MODES = {  # name: (depth input, pose source, obstacle params)
     "odometry": (True, "true", {}),
     "no-odometry": (True, None, {}),
     "static-camera": (True, "identity", {}),
-    "no-tracking": (True, "true", {"confirm_hits": 1, "max_misses": 0, "gate": 1e-9}),
+    "no-tracking": (True, "true", {"confirm_hits": 1, "max_misses": 0, "gate": 1e-9, "min_travel": 0.0}),
     "rgb": (False, None, {}),
 }
 
@@ -96,7 +97,8 @@ def iou_2d(a, b) -> float:
     return inter / (area(a) + area(b) - inter)
 
 
-def score_frame(score: Score, frame, obstacles, criterion: str, min_visible: int, last_match: dict) -> None:
+def score_frame(score: Score, frame, obstacles, criterion: str, min_visible: int, last_match: dict,
+                max_range: float) -> None:
     rot, trans = frame.camera_pose[:3, :3], frame.camera_pose[:3, 3]
     k = frame.intrinsics
     gts, dont_care = [], []
@@ -106,7 +108,8 @@ def score_frame(score: Score, frame, obstacles, criterion: str, min_visible: int
         vs, us = np.nonzero(frame.ids == o.oid)
         truth = (o, rot.T @ (o.center - trans), np.abs(rot.T) @ o.size, rot.T @ o.velocity,
                  np.array([us.min() - 0.5, vs.min() - 0.5, us.max() + 0.5, vs.max() + 0.5]))
-        (gts if o.visible_px >= min_visible else dont_care).append(truth)
+        counts = o.visible_px >= min_visible and truth[1][2] <= max_range
+        (gts if counts else dont_care).append(truth)
     dets = obstacles.obstacles
     score.frames += 1
     score.empty_frames += len(dets) == 0
@@ -153,7 +156,7 @@ def run_mode(runner: SceneRunner, mode: str, seeds: list[int], moving: bool, min
             pose = {"true": frame.camera_pose, "identity": np.eye(4), None: None}[pose_source]
             out = proc.update(res, pose)
             score.cost_ms.append(sum(out.latency_ms.values()))
-            score_frame(score, frame, out.obstacles, criterion, min_visible, last_match)
+            score_frame(score, frame, out.obstacles, criterion, min_visible, last_match, proc.op.max_range)
     return score
 
 
