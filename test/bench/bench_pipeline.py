@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import fields
-from pathlib import Path
 
 import cv2
 import torch
@@ -22,13 +21,13 @@ from nut_ros.core.motion_prior import FLOW_PRESETS
 from nut_ros.pipeline.backends import TorchBackend, load_torch_model
 from nut_ros.pipeline.stream import StreamingPipeline, resize_rgb
 from nut_ros.pipeline.types import Frame, PipelineConfig
+from nut_ros.tools.demo import CLIP_DIR
 
-CLIP = Path(__file__).resolve().parents[1] / "data" / "cups"
 FRAME_NS = 66_733_400  # 15 fps
 
 
 def clip_frames() -> list[Frame]:
-    paths = sorted(CLIP.glob("*.jpg"))
+    paths = sorted(CLIP_DIR.glob("*.jpg"))
     return [Frame(cv2.imread(str(p))[..., ::-1].copy(), i * FRAME_NS) for i, p in enumerate(paths)]
 
 
@@ -50,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the network")
-    ap.add_argument("--motion-prior", default="auto", choices=("auto", "dis", "none"))
+    ap.add_argument("--motion-prior", default="auto", choices=("auto", "learned", "flow", "none"))
     ap.add_argument("--flow-preset", default=PipelineConfig.flow_preset, choices=FLOW_PRESETS)
     ap.add_argument("--flow-max-width", type=int, default=PipelineConfig.flow_max_width)
     ap.add_argument("--flow-check", action=argparse.BooleanOptionalAction, default=PipelineConfig.flow_check,
