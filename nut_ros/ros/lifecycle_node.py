@@ -9,13 +9,15 @@ ROS wiring only; the per-frame work is ``processor.FrameProcessor``. Lifecycle (
 
 Callbacks hand each matched frame to the worker through a slot of depth one, so they never block and a burst only
 replaces the pending frame (counted as a queue drop). Input subscriptions follow the publishers' reliability
-(``transport.choose_reliability``), re-checked every second. Parameters marked dynamic in ``params`` may change
-at any time; the worker applies them between frames.
+(``transport.choose_reliability``): with ``input_reliability: auto`` an input is subscribed once its first
+publisher appears (checked every second) and re-subscribed only when the publishers' reliability changes.
+Parameters marked dynamic in ``params`` may change at any time; the worker applies them between frames.
 """
 from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 import threading
 import time
 from pathlib import Path
@@ -32,6 +34,7 @@ from nut_ros.ros.processor import FrameProcessor, ProcessorSettings
 from nut_ros.ros.transport import choose_reliability, loss_advice
 
 THROTTLE_S = 5.0
+WORKER_NICENESS = 10  # the worker thread (and the torch threads it starts) yields the CPU to message reception
 QOS_CHECK_S = 1.0
 SETTING_OF = {"depth_scale": "depth_scale", "frame_id": "frame_id", "max_input_pixels": "max_input_pixels",
               "sync_tolerance": "sync_tolerance_s", "render_times": "render_times",
@@ -224,8 +227,10 @@ class NutRosNode(LifecycleNode):
         for topic, callback in self._inputs().items():
             offered = [("reliable" if i.qos_profile.reliability == ReliabilityPolicy.RELIABLE else "best_effort")
                        for i in self.get_publishers_info_by_topic(self.resolve_topic_name(topic))]
-            reliability = choose_reliability(self.params.input_reliability, offered)
             current = self._subs.get(topic)
+            if self.params.input_reliability == "auto" and not offered:
+                continue  # nobody publishes yet: subscribe once a publisher shows its QoS (no re-subscription)
+            reliability = choose_reliability(self.params.input_reliability, offered)
             if current is not None and current[1] == reliability:
                 continue
             if current is not None:
@@ -355,6 +360,10 @@ class NutRosNode(LifecycleNode):
 
     # -- worker thread -----------------------------------------------------------------------------------------------
     def _work(self) -> None:
+        try:  # below the DDS and executor threads, so input keeps flowing while a frame is processed (Linux)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+        except (AttributeError, OSError):
+            pass
         while not self._stop.is_set():
             self._apply_pending()
             item = self._slot.get(timeout=0.2)
