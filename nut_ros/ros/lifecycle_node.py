@@ -34,6 +34,7 @@ from nut_ros.ros.processor import FrameProcessor, ProcessorSettings
 from nut_ros.ros.transport import choose_reliability, loss_advice
 
 THROTTLE_S = 5.0
+QUEUE_DROP_THROTTLE_S = 30.0  # dropping to the newest frame is normal operation: remind, do not flood
 WORKER_NICENESS = 10  # the worker thread (and the torch threads it starts) yields the CPU to message reception
 QOS_CHECK_S = 1.0
 SETTING_OF = {"depth_scale": "depth_scale", "frame_id": "frame_id", "max_input_pixels": "max_input_pixels",
@@ -329,8 +330,9 @@ class NutRosNode(LifecycleNode):
         if matched is not None and self._slot.put((matched, time.perf_counter())):
             processor.health.count(dropped_queue=1)
             self.get_logger().warning(f"{processor.health.dropped_queue} frames dropped so far because the node was "
-                                      f"still busy with the previous one (processing is slower than the camera)",
-                                      throttle_duration_sec=THROTTLE_S)
+                                      f"still busy with the previous one (processing is slower than the camera; "
+                                      f"expected, the newest frame is always taken)",
+                                      throttle_duration_sec=QUEUE_DROP_THROTTLE_S)
 
     # -- TF (optional) ---------------------------------------------------------------------------------------------
     def _tf_listener(self) -> None:
