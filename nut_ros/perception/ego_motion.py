@@ -80,12 +80,13 @@ def fit_static_field(points: np.ndarray, velocities: np.ndarray, weights: np.nda
     axis_weight = np.array([1.0, 1.0, z_weight])
     a = _design(points[keep].astype(np.float64)) * axis_weight[:, None]
     v = velocities[keep].astype(np.float64) * axis_weight
+    rows, flat_v = a.reshape(-1, 6), v.reshape(-1)  # one row per equation (3 per Gaussian), for BLAS products
     prior = weights[keep] / threshold[keep].astype(np.float64) ** 2
     w = prior.copy()
     params = np.zeros(6)
     for k in range(iterations + 1):
-        lhs = np.einsum("n,nij,nik->jk", w, a, a)
-        rhs = np.einsum("n,nij,ni->j", w, a, v)
+        weighted = rows * np.repeat(w, 3)[:, None]
+        lhs, rhs = weighted.T @ rows, weighted.T @ flat_v
         try:
             params = np.linalg.solve(lhs + 1e-9 * np.eye(6) * np.trace(lhs), rhs)
         except np.linalg.LinAlgError:

@@ -4,8 +4,9 @@ Each frame offers static Gaussians (already moved into the fixed frame). A Gauss
 view revealed new space. One in an occupied voxel is merged into that voxel's Gaussian (running mean of position
 and colour, so repeated views refine rather than duplicate). When the count exceeds the budget, the Gaussians
 farthest from the camera are dropped until ``low_water · budget`` remain: the map is local to the robot, and its
-memory is bounded by the budget however long it runs (structure-of-arrays, about 80 bytes per Gaussian).
-The arrays are kept sorted by voxel key, so the occupancy test is a binary search.
+memory is bounded by the budget however long it runs (one float32 table of 15 columns plus an int64 key: 68 bytes
+per Gaussian). The table is kept sorted by voxel key, so the occupancy test is a binary search and an insertion is
+one ``np.insert``.
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from nut_ros.perception.clustering import contains, voxel_keys
 from nut_ros.perception.params import MapParams
 from nut_ros.pipeline.types import GaussianCloud
 
-_FIELDS = {"positions": (3, np.float32), "scales": (3, np.float32), "rotations": (4, np.float32),
-           "opacities": (1, np.float32), "colors": (3, np.float32), "hits": (1, np.int32)}
+_WIDTHS = {"positions": 3, "scales": 3, "rotations": 4, "opacities": 1, "colors": 3, "hits": 1}
+_EDGES = np.cumsum([0, *_WIDTHS.values()])
+_COLUMNS = {name: slice(int(a), int(b)) for name, a, b in zip(_WIDTHS, _EDGES[:-1], _EDGES[1:])}  # of the table
 
 
 def rotation_to_quaternion(r: np.ndarray) -> np.ndarray:
@@ -51,7 +53,11 @@ class LocalMap:
     def reset(self, metric: bool | None = None) -> None:
         self.metric = self.metric if metric is None else metric
         self.keys = np.zeros(0, np.int64)
-        self.arrays = {name: np.zeros((0, width), dtype) for name, (width, dtype) in _FIELDS.items()}
+        self.table = np.zeros((0, int(_EDGES[-1])), np.float32)
+
+    def field(self, name: str) -> np.ndarray:
+        """A view of one field (``positions``, ``scales``, ``rotations``, ``opacities``, ``colors``, ``hits``)."""
+        return self.table[:, _COLUMNS[name]]
 
     @property
     def count(self) -> int:
@@ -59,7 +65,7 @@ class LocalMap:
 
     @property
     def nbytes(self) -> int:
-        return self.keys.nbytes + sum(a.nbytes for a in self.arrays.values())
+        return self.keys.nbytes + self.table.nbytes
 
     def insert(self, positions: np.ndarray, colors: np.ndarray, scales: np.ndarray, opacities: np.ndarray,
                rotation: np.ndarray, camera_position: np.ndarray) -> int:
@@ -71,19 +77,20 @@ class LocalMap:
         uniq, first = np.unique(keys, return_index=True)
         found, idx = contains(self.keys, uniq)
         a = self.p.merge_rate
-        old, new = first[found], first[~found]
+        old, new, at_old = first[found], first[~found], idx[found]
         for name, values in (("positions", positions), ("colors", colors)):
-            arr = self.arrays[name]
-            arr[idx[found]] = (1 - a) * arr[idx[found]] + a * values[old]
-        self.arrays["hits"][idx[found]] += 1
+            cols = _COLUMNS[name]
+            self.table[at_old, cols] = (1 - a) * self.table[at_old, cols] + a * values[old]
+        self.table[at_old, _COLUMNS["hits"]] += 1
 
-        quat = rotation_to_quaternion(rotation).astype(np.float32)
-        added = {"positions": positions[new], "scales": scales[new], "rotations": np.tile(quat, (new.size, 1)),
-                 "opacities": opacities[new, None], "colors": colors[new], "hits": np.ones((new.size, 1))}
+        rows = np.empty((new.size, self.table.shape[1]), np.float32)
+        rows[:, _COLUMNS["positions"]], rows[:, _COLUMNS["scales"]] = positions[new], scales[new]
+        rows[:, _COLUMNS["rotations"]] = rotation_to_quaternion(rotation)
+        rows[:, _COLUMNS["opacities"]], rows[:, _COLUMNS["colors"]] = opacities[new, None], colors[new]
+        rows[:, _COLUMNS["hits"]] = 1
         at = np.searchsorted(self.keys, uniq[~found])
         self.keys = np.insert(self.keys, at, uniq[~found])
-        for name, values in added.items():
-            self.arrays[name] = np.insert(self.arrays[name], at, values.astype(self.arrays[name].dtype), axis=0)
+        self.table = np.insert(self.table, at, rows, axis=0)
         if self.count > self.p.budget:
             self._prune(camera_position)
         return int(new.size)
@@ -91,16 +98,14 @@ class LocalMap:
     def _prune(self, camera_position: np.ndarray) -> None:
         """Keep the ``low_water · budget`` Gaussians nearest the camera (order by key is kept)."""
         target = int(self.p.low_water * self.p.budget)
-        dist = np.linalg.norm(self.arrays["positions"] - camera_position.astype(np.float32), axis=1)
+        dist = np.linalg.norm(self.field("positions") - camera_position.astype(np.float32), axis=1)
         keep = np.zeros(self.count, bool)
         keep[np.argpartition(dist, target - 1)[:target]] = True
         self.dropped += self.count - target
-        self.keys = self.keys[keep]
-        self.arrays = {name: arr[keep] for name, arr in self.arrays.items()}
+        self.keys, self.table = self.keys[keep], self.table[keep]
 
     def snapshot(self) -> GaussianCloud:
         """The map as a static GaussianCloud in the fixed frame (copies: safe to publish from another thread)."""
-        a = self.arrays
-        return GaussianCloud(a["positions"].copy(), a["scales"].copy(), a["rotations"].copy(),
-                             a["opacities"][:, 0].copy(), a["colors"].copy(), np.zeros_like(a["positions"]),
-                             metric=self.metric)
+        f = self.field
+        return GaussianCloud(f("positions").copy(), f("scales").copy(), f("rotations").copy(), f("opacities")[:, 0].copy(),
+                             f("colors").copy(), np.zeros_like(f("positions")), metric=self.metric)
