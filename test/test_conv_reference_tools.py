@@ -7,15 +7,9 @@ from nut_ros.ros.compressed import compress_image, decompress_image
 from nut_ros.ros.images import ENCODINGS, image_to_depth_m, image_to_numpy, image_to_rgb, numpy_to_image
 from nut_ros.ros.pointcloud import pack_rgb, pointcloud2_to_points, points_to_pointcloud2
 
+from test_conv_images import _pixels  # noqa: E402  random pixels of every encoding
+
 RNG = np.random.default_rng(7)
-
-
-def _pixels(encoding, h=7, w=5):
-    dtype, channels = ENCODINGS[encoding]
-    shape = (h, w) if channels == 1 else (h, w, channels)
-    if dtype == np.float32:
-        return RNG.uniform(0.1, 20.0, shape).astype(np.float32)
-    return RNG.integers(0, np.iinfo(dtype).max, shape, endpoint=True).astype(dtype)
 
 
 def _same_message(a, b):

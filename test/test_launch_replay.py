@@ -4,7 +4,6 @@ and ``ros2 bag play`` exit with code 0."""
 import os
 import sys
 import tempfile
-import threading
 import time
 import unittest
 from pathlib import Path
@@ -44,18 +43,10 @@ def generate_test_description():
 class TestReplayDeliversEveryFrame(unittest.TestCase):
 
     def test_all_frames_reach_the_node(self):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
+        from ros_listener import Listener
 
-        context = rclpy.Context()
-        rclpy.init(context=context)
-        node = rclpy.create_node("replay_listener", context=context)
-        stats = []
-        node.create_subscription(topics.resolve_type(topics.OUTPUT_TYPES["stats"]), topics.output_topic("stats"),
-                                 stats.append, 10)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        threading.Thread(target=executor.spin, daemon=True).start()
+        listener = Listener("replay_listener")
+        stats = listener.subscribe(topics.OUTPUT_TYPES["stats"], topics.output_topic("stats"))
         try:
             def done():
                 s = stats[-1] if stats else None
@@ -73,9 +64,7 @@ class TestReplayDeliversEveryFrame(unittest.TestCase):
             self.assertEqual(last.frames_dropped_invalid, 0)
             self.assertEqual(last.frames_processed + last.frames_dropped_queue, FRAMES)
         finally:
-            executor.shutdown()
-            node.destroy_node()
-            context.shutdown()
+            listener.close()
 
 
 @launch_testing.post_shutdown_test()

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -28,23 +27,15 @@ FRAMES = 300  # 10 s at 30 Hz
 
 def run_camera_into_launch(tmp_path, launch_args: list[str]) -> tuple[int, object]:
     """Start the launch file, stream the camera into it, return (frames published, the node's last stats)."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
+    from ros_listener import Listener
 
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
     env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)  # the camera runs with Fast DDS's defaults, as drivers do
     log = open(tmp_path / "launch.log", "w")
     launch = subprocess.Popen([str(BIN / "ros2"), "launch", "nut_ros", "nut_ros.launch.py", *launch_args], env=env,
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("transport_listener", context=context)
-    stats = []
-    node.create_subscription(topics.resolve_type(topics.OUTPUT_TYPES["stats"]), topics.output_topic("stats"),
-                             stats.append, 10)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    listener = Listener("transport_listener")
+    stats = listener.subscribe(topics.OUTPUT_TYPES["stats"], topics.output_topic("stats"))
     try:
         assert wait_until(lambda: stats, 120.0), (tmp_path / "launch.log").read_text()
         camera = subprocess.run([sys.executable, str(REPO / "test" / "fixtures" / "ros_camera.py"), "--width",
@@ -67,9 +58,7 @@ def run_camera_into_launch(tmp_path, launch_args: list[str]) -> tuple[int, objec
             launch.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(launch.pid, signal.SIGKILL)
-        executor.shutdown()
-        node.destroy_node()
-        context.shutdown()
+        listener.close()
 
 
 def test_720p_camera_reaches_the_node_with_launch_defaults(tmp_path):
