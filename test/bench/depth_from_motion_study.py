@@ -56,7 +56,8 @@ def main() -> None:
     cfg = MotionDepthConfig()
     for kv in args.set:
         k, v = kv.split("=")
-        cfg = dataclasses.replace(cfg, **{k: type(getattr(cfg, k))(v)})
+        kind = type(getattr(cfg, k))
+        cfg = dataclasses.replace(cfg, **{k: v in ("1", "true", "True") if kind is bool else kind(v)})
     dfm = DepthFromMotion(cfg)
     cv2.setNumThreads(1)  # the CPU time below is then this thread's
     rows, reasons, ms, cpu_ms = [], collections.Counter(), [], []
