@@ -256,3 +256,18 @@ def test_compressed_depth_is_subscribed_and_makes_the_output_metric():
         assert rig.node.processor.depth_source == "topic"
     finally:
         rig.close()
+
+
+def test_camera_info_changing_every_frame_is_logged_throttled(rig, capfd):
+    from nut_ros.ros.conversions import intrinsics_to_camera_info, numpy_to_image
+
+    h = rig.health
+    start = T0 + 40 * 10**9
+    for i in range(8):
+        stamp = start + i * 10**8
+        k = Intrinsics(60.0 + i, 60.0 + i, 31.5, 23.5, 64, 48)
+        rig.info.publish(intrinsics_to_camera_info(k, stamp, "cam"))
+        rig.image.publish(numpy_to_image(np.full((48, 64, 3), 70, np.uint8), "rgb8", stamp, "cam"))
+        rig.settle(h.received + 1)
+    changes = capfd.readouterr().err.count("CameraInfo changed")
+    assert 1 <= changes <= 2, f"{changes} log lines for 8 changes within a few seconds"
