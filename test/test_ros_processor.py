@@ -216,3 +216,13 @@ def test_prediction_past_the_end_of_ros_time_is_refused_not_wrapped():
     assert outcomes[0].drop is None, "the first frame renders only t = 1"
     assert outcomes[1].drop is not None and "cannot be represented" in outcomes[1].drop
     assert processor.health.processed == 1 and processor.health.dropped_invalid == 1
+
+
+def test_loss_warning_names_the_fix():
+    from nut_ros.ros.transport import PROFILE_ENV, choose_reliability, fastdds_profile_path, loss_advice
+
+    assert PROFILE_ENV in loss_advice("best_effort") and str(fastdds_profile_path()) in loss_advice("best_effort")
+    assert "queue depth" in loss_advice("reliable")
+    assert choose_reliability("auto", ["reliable", "reliable"]) == "reliable"
+    assert choose_reliability("auto", ["reliable", "best_effort"]) == "best_effort"
+    assert choose_reliability("auto", []) == "best_effort" and choose_reliability("reliable", []) == "reliable"

@@ -60,7 +60,8 @@ class NodeParams:
                                   choices=TRANSPORTS)
     input_reliability: str = _param("auto", "Reliability QoS of the input subscriptions: auto (reliable when every "
                                     "publisher is, which delivers large images over UDP; else best effort), reliable "
-                                    "or best_effort.", choices=RELIABILITIES)
+                                    "or best_effort (applied within a second when changed).", choices=RELIABILITIES,
+                                    dynamic=True)
     input_qos_depth: int = _param(10, "History depth of the input subscriptions (frames buffered while the node is "
                                   "busy; the processing takes only the newest).", lo=1, hi=100)
     depth_source: str = _param("auto", "Metric depth from the `depth` topic (topic), never (none), or when "
