@@ -15,6 +15,10 @@ import numpy as np
 from nut_ros.core.geometry import Intrinsics
 
 
+#: triangulated points farther than this many baselines count as at infinity in the cheirality test
+FAR_BASELINES = 1e4
+
+
 @dataclass(frozen=True)
 class RelativePose:
     """``X_ref = R X_cur + t`` (``t`` in metres when ``metric``, else a unit direction)."""
@@ -93,7 +97,9 @@ def essential_pose(p_cur: np.ndarray, p_ref: np.ndarray, K: np.ndarray, threshol
     E, inl = cv2.findEssentialMat(p_cur, p_ref, K, cv2.USAC_ACCURATE, 0.999, threshold_px)
     if E is None or E.shape != (3, 3):  # several solutions are stacked when the 5-point problem is ambiguous
         return None
-    n, R, t, inl = cv2.recoverPose(E, p_cur, p_ref, K, mask=inl.copy())
+    # points in front of both cameras at any distance pick the decomposition (OpenCV's default also drops those
+    # beyond 50 baselines, which rejects every short-baseline pair; the parallax test judges those instead)
+    n, R, t, inl, _ = cv2.recoverPose(E, p_cur, p_ref, K, distanceThresh=FAR_BASELINES, mask=inl.copy())
     if n < min_inliers:
         return None
     return RelativePose(R, t[:, 0] / max(np.linalg.norm(t), 1e-12), metric=False), inl[:, 0] > 0
