@@ -83,3 +83,16 @@ def test_params_are_validated():
         ObstacleParams(min_opacity=2)
     with pytest.raises(ValueError, match="moving_speed"):
         ObstacleParams(moving_speed=-1)
+
+
+def test_a_frame_where_everything_moves_is_skipped_not_mapped():
+    proc = PerceptionProcessor(seed=5)
+    stream = list(scene_stream(8, movers=()))
+    for res, pose, _ in stream[:6]:
+        proc.update(res, pose)
+    before = proc.map.count
+    res, pose, _ = stream[6]
+    res.gaussians.velocities[:] += np.float32([2.0, 0.0, 0.0])  # a wrong camera motion: the whole view "moves"
+    out = proc.update(res, pose)
+    assert proc.frames_skipped == 1 and out.moving_gaussians == 0 and len(out.obstacles) == 0
+    assert proc.map.count == before

@@ -107,5 +107,6 @@ class LocalMap:
     def snapshot(self) -> GaussianCloud:
         """The map as a static GaussianCloud in the fixed frame (copies: safe to publish from another thread)."""
         f = self.field
-        return GaussianCloud(f("positions").copy(), f("scales").copy(), f("rotations").copy(), f("opacities")[:, 0].copy(),
-                             f("colors").copy(), np.zeros_like(f("positions")), metric=self.metric)
+        return GaussianCloud(f("positions").copy(), f("scales").copy(), f("rotations").copy(),
+                             f("opacities")[:, 0].copy(), f("colors").copy(), np.zeros_like(f("positions")),
+                             metric=self.metric)

@@ -38,6 +38,7 @@ from nut_ros.perception.types import Obstacle, ObstacleList, PerceptionOutput
 from nut_ros.pipeline.types import GaussianCloud, StepResult
 
 MIN_INLIERS = 0.3  # a fitted camera motion explaining less of the Gaussians' weight is not trusted (frame skipped)
+MAX_MOVING_FRACTION = 0.5  # more Gaussians moving than this: the camera-motion estimate failed (frame skipped)
 MIN_DEPTH_RATE_WEIGHT = 1e-3  # a zero weight: the depth rate is not measured (1000x the image-plane noise)
 
 
@@ -61,6 +62,7 @@ class PerceptionProcessor:
         z_std = obstacles.velocity_std / max(obstacles.depth_rate_weight, MIN_DEPTH_RATE_WEIGHT)
         self._velocity_cov = np.diag([obstacles.velocity_std ** 2] * 2 + [z_std ** 2])
         self._map_changed = False
+        self.frames_skipped = 0  # frames without detections because the camera motion was not trusted
 
     def reset(self) -> None:
         """Forget tracks, map and key frame."""
@@ -97,20 +99,26 @@ class PerceptionProcessor:
         rot, trans = self._pose[:3, :3], self._pose[:3, 3]
 
         moving = np.zeros(points.shape[0], bool)
+        trusted = field is not None
         if field is not None:
             depth_rate = self.change.rate(points, result.intrinsics, self._pose, result.pair_interval_s)
             residual = ground_velocity(points, velocities, field, depth_rate)
             # only where the geometry is known on both frames: depth edges, grazing surfaces and newly seen space
             # (image borders) have unreliable flow and no depth rate
             moving = (np.linalg.norm(residual * self._axis_weight, axis=1) > threshold) & np.isfinite(depth_rate)
+            trusted = not moving.size or moving.mean() <= MAX_MOVING_FRACTION  # else the camera motion is wrong
+            self.frames_skipped += not trusted
+        if trusted:
             labels, k = cluster_points(points[moving], self.op.voxel, self.op.min_cluster_gaussians)
             c = cluster_stats(points[moving], residual[moving], weights[moving], labels, k, self.op.voxel)
             c = c.select(c.size.max(axis=1) <= self.op.max_size)
             det = Detection(c.center @ rot.T + trans, c.velocity @ rot.T, c.size @ np.abs(rot).T, c.weight,
                             rot @ self._velocity_cov @ rot.T)
             self.tracker.update(det, dt if dt else 0.0)
-        elif dt:
-            self.tracker.predict(dt)
+        else:  # no trusted camera motion: the tracks coast without counting a miss, the map waits
+            moving[:] = False
+            if dt:
+                self.tracker.predict(dt)
         obstacles = self._report(result, rot, trans)
         if field is not None or odometry:
             self.change.remember(points, self._pose)
@@ -118,7 +126,7 @@ class PerceptionProcessor:
             self.change.reset()
         tick = time.perf_counter()
 
-        if field is not None:
+        if trusted:
             self._add_to_map(points, cloud, keep, moving, rot, trans)
         map_due = self._map_changed and (self._map_stamp_ns is None or
                                          result.stamp_ns - self._map_stamp_ns >= self.mp.snapshot_period_s * 1e9)
@@ -152,7 +160,10 @@ class PerceptionProcessor:
         sample = self._rng.choice(n, self.op.ego_samples, replace=False) if n > self.op.ego_samples else slice(None)
         field = fit_static_field(points[sample], velocities[sample], weights[sample], threshold[sample],
                                  self.op.ego_iterations, self.op.depth_rate_weight)
-        return field if field is not None and field.inliers >= MIN_INLIERS else None
+        if field is None or field.inliers < MIN_INLIERS:
+            self.frames_skipped += 1
+            return None
+        return field
 
     def _report(self, result: StepResult, rot: np.ndarray, trans: np.ndarray) -> ObstacleList:
         """Confirmed tracks detected recently (``report_misses``) and moving (``min_speed``), in the current camera

@@ -13,17 +13,21 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from nut_ros.core.geometry import Intrinsics
-from nut_ros.perception import PerceptionProcessor
-from nut_ros.pipeline.backends import make_backend
-from nut_ros.pipeline.stream import StreamingPipeline
-from nut_ros.pipeline.types import Frame, PipelineConfig
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from obstacle_eval import box_2d  # noqa: E402
+
+from nut_ros.core.geometry import Intrinsics  # noqa: E402
+from nut_ros.perception import PerceptionProcessor  # noqa: E402
+from nut_ros.pipeline.backends import make_backend  # noqa: E402
+from nut_ros.pipeline.stream import StreamingPipeline  # noqa: E402
+from nut_ros.pipeline.types import Frame, PipelineConfig  # noqa: E402
 
 SHARED = Path(os.environ.get("NUT_ROS_SHARED", Path(__file__).resolve().parents[3] / "shared"))
 KITCHEN = SHARED / "data" / "sevenscenes_redkitchen"
@@ -84,14 +88,13 @@ def sam2_tracks(pipe: StreamingPipeline, clip: Path, out_dir: Path, max_frames: 
         canvas = bgr.copy()
         for ob in out.obstacles.obstacles:
             ids.add(ob.id)
-            corners = ob.position + ob.size / 2 * np.array([[a, b, c] for a in (-1, 1) for b in (-1, 1) for c in (-1, 1)])
-            if np.any(corners[:, 2] <= 0):
+            box = box_2d(ob.position, ob.size, k)
+            if box is None:
                 continue
-            u, v = k.fx * corners[:, 0] / corners[:, 2] + k.cx, k.fy * corners[:, 1] / corners[:, 2] + k.cy
+            u0, v0, u1, v1 = box.astype(int)
             colour = tuple(int(c) for c in np.random.default_rng(ob.id.int % 2**32).integers(64, 256, 3))
-            cv2.rectangle(canvas, (int(u.min()), int(v.min())), (int(u.max()), int(v.max())), colour, 2)
-            cv2.putText(canvas, str(ob.id)[:4], (int(u.min()), max(int(v.min()) - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX,
-                        0.5, colour, 1)
+            cv2.rectangle(canvas, (u0, v0), (u1, v1), colour, 2)
+            cv2.putText(canvas, str(ob.id)[:4], (u0, max(v0 - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1)
         cv2.putText(canvas, f"frame {i - 1}", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
         frames.append(canvas)
     picks = [frames[j] for j in np.linspace(0, len(frames) - 1, panels).round().astype(int)]

@@ -2,9 +2,11 @@
 ``VALIDATION_SEED0``), with the real pipeline and metric depth input.
 
 Per Gaussian (opacity >= ObstacleParams.min_opacity, on a true surface): the speed left after removing the TRUE
-camera motion (odometry; depth rate from geometry where known, as the processor does), for the room and static boxes (noise to reject) and for moving objects (signal), by depth
-bin; the error of the robustly fitted camera motion (no odometry) against the true one; and the size (Gaussians) of
-the moving objects' clusters. The defaults in nut_ros/perception/params.py come from this output.
+camera motion (odometry; depth rate from geometry where known, as the processor does), for the room and static
+boxes (noise to reject) and for moving objects (signal), by depth bin; the error of the robustly fitted camera
+motion (no odometry) against the true one. With ``--grid``: the whole stage end to end (precision, recall, static
+frames without obstacles) over a grid of thresholds. The defaults in nut_ros/perception/params.py come from this
+output and from end-to-end runs on the same training scenes (obstacle_eval.run_mode with seeds below 10000).
 
     .venv/bin/python test/bench/obstacle_tune.py --seeds 0-7 --static-seeds 100-103 [--grid]
 """
