@@ -20,7 +20,6 @@ import gc
 import os
 import threading
 import time
-from pathlib import Path
 
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -30,7 +29,7 @@ from nut_ros.ros import topics
 from nut_ros.ros.health import ERROR, WARN, assess, diagnostics_message, stats_message
 from nut_ros.ros.input_sync import LatestSlot, Matched
 from nut_ros.ros.params import NodeParams, ParamError, _coerce, declare_and_read
-from nut_ros.ros.processor import FrameProcessor, ProcessorSettings
+from nut_ros.ros.processor import FrameProcessor, build_pipeline, processor_settings
 from nut_ros.ros.transport import choose_reliability, loss_advice
 
 THROTTLE_S = 5.0
@@ -40,50 +39,6 @@ QOS_CHECK_S = 1.0
 SETTING_OF = {"depth_scale": "depth_scale", "frame_id": "frame_id", "max_input_pixels": "max_input_pixels",
               "sync_tolerance": "sync_tolerance_s", "render_times": "render_times",
               "interp_window": "interp_window", "interp_samples": "interp_samples"}
-
-
-def processor_settings(p: NodeParams) -> ProcessorSettings:
-    """The per-frame path's settings from the node's parameters."""
-    from nut_ros.ros.odometry import mount_matrix
-
-    enabled = frozenset(n for n in topics.OUTPUT_TYPES if n != "stats" and getattr(p, f"publish_{n}"))
-    return ProcessorSettings(depth_source=p.depth_source, depth_scale=p.depth_scale,
-                             sync_tolerance_s=p.sync_tolerance, sync_buffer=p.sync_buffer,
-                             depth_timeout_s=p.depth_timeout, frame_id=p.frame_id,
-                             max_input_pixels=p.max_input_pixels, outputs=enabled, use_odometry=p.use_odometry,
-                             camera_mount=mount_matrix(p.camera_mount))
-
-
-def build_pipeline(p: NodeParams, log=None):
-    """Backend and ``StreamingPipeline`` for the parameters (imports torch); raises with the reason on failure."""
-    from nut_ros.pipeline.backends import default_checkpoint, make_backend
-    from nut_ros.pipeline.stream import StreamingPipeline
-    from nut_ros.pipeline.types import PipelineConfig
-
-    weights = Path(p.checkpoint) if p.checkpoint else default_checkpoint(p.model)
-    random_init = p.random_init and p.backend == "torch" and not weights.exists()
-    if p.random_init and not random_init and log is not None:
-        log.info(f"random_init ignored: weights exist at {weights}")
-    options = {"bf16": p.bf16, "compile": p.compile} if p.backend == "torch" else {}
-    try:
-        backend = make_backend(p.backend, p.model, p.checkpoint or None, p.device, random_init=random_init,
-                               **options)
-    except Exception as err:  # noqa: BLE001 - name the weights in whatever the loader raised
-        source = "random weights" if random_init else str(weights if p.backend == "torch" else p.checkpoint)
-        raise RuntimeError(f"cannot load {p.backend} backend from {source}: {type(err).__name__}: {err}") from err
-    config = backend.model_config
-    if p.checkpoint and config.name != p.model:
-        raise ValueError(f"checkpoint {p.checkpoint} holds model {config.name!r}, but parameter model is {p.model!r}")
-    native = config.image_size
-    if p.input_width and (p.input_height, p.input_width) != tuple(native):
-        raise ValueError(f"input size {p.input_width}x{p.input_height} differs from the model's "
-                         f"{native[1]}x{native[0]}")
-    if random_init and log is not None:
-        log.warning(f"no weights at {weights}: running with a randomly initialised model (random_init: true)")
-    return StreamingPipeline(backend, PipelineConfig(
-        render_times=tuple(p.render_times), motion_prior=p.motion_prior, flow_preset=p.flow_preset,
-        flow_max_width=p.flow_max_width, flow_check=p.flow_check, interp_window=p.interp_window,
-        interp_samples=p.interp_samples))
 
 
 class NutRosNode(LifecycleNode):

@@ -3,7 +3,8 @@
 ``FrameProcessor`` takes input messages as they arrive (image, depth, CameraInfo, odometry), matches them by stamp
 (``input_sync.StampMatcher``), counts images lost on the way (``LossCounter``), builds the pipeline ``Frame``
 (``inputs``, with the camera pose from odometry), pushes it through the ``StreamingPipeline`` and builds the output
-messages (``outputs``), keeping the health counters the node publishes. The node calls ``add_*`` from its callbacks
+messages (``outputs``), keeping the health counters the node publishes. ``build_pipeline`` and
+``processor_settings`` turn the node's parameters into the pipeline and the processor, for the node and replay alike. The node calls ``add_*`` from its callbacks
 and ``process`` from its worker thread; replay calls both in bag order with a clock that follows the bag's stamps.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ import dataclasses
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -24,6 +26,8 @@ from nut_ros.ros.inputs import frame_from_messages
 from nut_ros.ros.msg_types import check_stamp, check_time
 from nut_ros.ros.odometry import PoseBuffer, odometry_pose
 from nut_ros.ros.outputs import STEP_OUTPUTS, VIEW_OUTPUTS, step_messages, view_messages
+from nut_ros.ros.params import NodeParams
+from nut_ros.ros.topics import OUTPUT_TYPES
 
 
 @dataclass
@@ -187,3 +191,47 @@ class FrameProcessor:
         if intrinsics is not None:
             self.last_intrinsics = intrinsics
         return f"CameraInfo changed: {intrinsics}" if changed else None
+
+
+def processor_settings(p: NodeParams) -> ProcessorSettings:
+    """The per-frame path's settings from the node's parameters."""
+    from nut_ros.ros.odometry import mount_matrix
+
+    enabled = frozenset(n for n in OUTPUT_TYPES if n != "stats" and getattr(p, f"publish_{n}"))
+    return ProcessorSettings(depth_source=p.depth_source, depth_scale=p.depth_scale,
+                             sync_tolerance_s=p.sync_tolerance, sync_buffer=p.sync_buffer,
+                             depth_timeout_s=p.depth_timeout, frame_id=p.frame_id,
+                             max_input_pixels=p.max_input_pixels, outputs=enabled, use_odometry=p.use_odometry,
+                             camera_mount=mount_matrix(p.camera_mount))
+
+
+def build_pipeline(p: NodeParams, log=None):
+    """Backend and ``StreamingPipeline`` for the parameters (imports torch); raises with the reason on failure."""
+    from nut_ros.pipeline.backends import default_checkpoint, make_backend
+    from nut_ros.pipeline.stream import StreamingPipeline
+    from nut_ros.pipeline.types import PipelineConfig
+
+    weights = Path(p.checkpoint) if p.checkpoint else default_checkpoint(p.model)
+    random_init = p.random_init and p.backend == "torch" and not weights.exists()
+    if p.random_init and not random_init and log is not None:
+        log.info(f"random_init ignored: weights exist at {weights}")
+    options = {"bf16": p.bf16, "compile": p.compile} if p.backend == "torch" else {}
+    try:
+        backend = make_backend(p.backend, p.model, p.checkpoint or None, p.device, random_init=random_init,
+                               **options)
+    except Exception as err:  # noqa: BLE001 - name the weights in whatever the loader raised
+        source = "random weights" if random_init else str(weights if p.backend == "torch" else p.checkpoint)
+        raise RuntimeError(f"cannot load {p.backend} backend from {source}: {type(err).__name__}: {err}") from err
+    config = backend.model_config
+    if p.checkpoint and config.name != p.model:
+        raise ValueError(f"checkpoint {p.checkpoint} holds model {config.name!r}, but parameter model is {p.model!r}")
+    native = config.image_size
+    if p.input_width and (p.input_height, p.input_width) != tuple(native):
+        raise ValueError(f"input size {p.input_width}x{p.input_height} differs from the model's "
+                         f"{native[1]}x{native[0]}")
+    if random_init and log is not None:
+        log.warning(f"no weights at {weights}: running with a randomly initialised model (random_init: true)")
+    return StreamingPipeline(backend, PipelineConfig(
+        render_times=tuple(p.render_times), motion_prior=p.motion_prior, flow_preset=p.flow_preset,
+        flow_max_width=p.flow_max_width, flow_check=p.flow_check, interp_window=p.interp_window,
+        interp_samples=p.interp_samples))

@@ -21,14 +21,14 @@ import sys
 import time
 from pathlib import Path
 
-from nut_ros.pipeline.backends import BACKENDS, make_backend
+from nut_ros.pipeline.backends import BACKENDS
 from nut_ros.pipeline.evaluation import StreamEvaluator
 from nut_ros.pipeline.report import write_report
-from nut_ros.pipeline.stream import StreamingPipeline
-from nut_ros.pipeline.types import PipelineConfig
 from nut_ros.ros.bag_io import IMAGE_TYPES, INFO_TYPE, ODOMETRY_TYPE, BagClock, BagWriter, bag_messages, bag_topics
 from nut_ros.ros.health import assess, diagnostics_message, stats_message
-from nut_ros.ros.processor import FrameProcessor, ProcessorSettings
+from nut_ros.ros.params import NodeParams, load_params_file
+from nut_ros.ros.processor import FrameProcessor, build_pipeline, processor_settings
+from nut_ros.tools.demo import params_file
 from nut_ros.ros.topics import DIAGNOSTICS, NODE_NAME, output_topic
 
 FLAVOR = "rosbags"
@@ -63,12 +63,24 @@ def replay_matches(path, processor: FrameProcessor, clock: BagClock, image_topic
             yield matched
 
 
+def replay_params(args: argparse.Namespace) -> NodeParams:
+    """The node's parameters (``--params``, default the package's config/nut_ros.yaml) with the options given."""
+    params = load_params_file(args.params or params_file())
+    given = {"backend": args.backend, "model": args.model, "checkpoint": args.checkpoint, "device": args.device,
+             "motion_prior": args.motion_prior, "depth_scale": args.depth_scale,
+             "render_times": None if args.render_times is None else list(args.render_times),
+             "random_init": True if args.random_init else None}
+    return dataclasses.replace(params, **{k: v for k, v in given.items() if v is not None}).validate()
+
+
 def replay_processor(pipeline, clock: BagClock, depth_topic: str | None, info_topic: str | None,
-                     odom_topic: str | None, depth_scale: float = 0.001) -> FrameProcessor:
-    """The node's per-frame path set up for a bag: wait for depth when there is a depth topic, for a first
-    CameraInfo only when there is an info topic."""
-    settings = ProcessorSettings(depth_source="topic" if depth_topic else "none", depth_scale=depth_scale,
-                                 info_timeout_s=1.0 if info_topic else 0.0, use_odometry=odom_topic is not None)
+                     odom_topic: str | None, params: NodeParams | None = None) -> FrameProcessor:
+    """The node's per-frame path (settings from ``params``, default the node's defaults) set up for a bag: wait
+    for depth when there is a depth topic, for a first CameraInfo only when there is an info topic, use the
+    odometry when there is an odometry topic."""
+    settings = dataclasses.replace(processor_settings(params or NodeParams()),
+                                   depth_source="topic" if depth_topic else "none",
+                                   info_timeout_s=1.0 if info_topic else 0.0, use_odometry=odom_topic is not None)
     return FrameProcessor(pipeline, settings, clock, FLAVOR)
 
 
@@ -79,11 +91,13 @@ def run_replay(args: argparse.Namespace) -> dict:
     bag_out = out / "outputs"
     if bag_out.exists():
         raise FileExistsError(f"{bag_out} exists; choose another --out or remove it")
-    backend = make_backend(args.backend, args.model, args.checkpoint, args.device, random_init=args.random_init)
-    pipeline = StreamingPipeline(backend, PipelineConfig(render_times=tuple(args.render_times),
-                                                         depth_max_m=args.depth_max, motion_prior=args.motion_prior))
+    params = replay_params(args)
+    pipeline = build_pipeline(params)
+    pipeline.config = dataclasses.replace(pipeline.config, depth_max_m=args.depth_max)
+    backend = pipeline.backend
     evaluator = StreamEvaluator(pipeline, stride=args.stride, depth_max_m=args.depth_max)
-    weights = "random init" if args.random_init else str(args.checkpoint or f"default {args.model} weights")
+    weights = str(params.checkpoint or f"default {params.model} weights") + (" (random if missing)"
+                                                                             if params.random_init else "")
     meta = {"bag": str(args.bag), "image_topic": args.image_topic, "depth_topic": args.depth_topic,
             "input_depth": bool(args.depth_topic and not args.no_input_depth), "backend": backend.name,
             "device": backend.device, "model": backend.model_config.name, "weights": weights,
@@ -96,7 +110,7 @@ def run_replay(args: argparse.Namespace) -> dict:
     odom_topic = args.odom_topic if args.odom_topic in present else None
     meta["info_topic"], meta["odom_topic"] = info_topic, odom_topic
     clock = BagClock()
-    processor = replay_processor(pipeline, clock, args.depth_topic, info_topic, odom_topic, args.depth_scale)
+    processor = replay_processor(pipeline, clock, args.depth_topic, info_topic, odom_topic, params)
     info = {"backend": backend.name, "model": backend.model_config.name}
     start = time.perf_counter()
     with BagWriter(bag_out, storage=args.storage) as writer:
@@ -152,18 +166,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nav_msgs/Odometry topic giving the camera pose of each frame (ignored when the bag has none)")
     p.add_argument("--no-input-depth", action="store_true",
                    help="do not feed the depth topic to the pipeline (relative depth); still use it as ground truth")
-    p.add_argument("--depth-scale", type=float, default=0.001, help="metres per unit of 16UC1 depth")
+    p.add_argument("--params", default=None,
+                   help="the node's parameters file (default: the package's config/nut_ros.yaml); the options "
+                        "below override it")
+    p.add_argument("--depth-scale", type=float, default=None, help="metres per unit of 16UC1 depth")
     p.add_argument("--depth-max", type=float, default=20.0, help="depth beyond this many metres is invalid")
     p.add_argument("--stride", type=int, default=2, help="key-frame stride k: the pipeline sees every k-th frame")
-    p.add_argument("--render-times", type=float, nargs="+", default=[1.0],
+    p.add_argument("--render-times", type=float, nargs="+", default=None,
                    help="pair times rendered and published per key frame")
-    p.add_argument("--backend", choices=BACKENDS, default="torch")
-    p.add_argument("--model", default="tiny", help="model configuration (tiny, small, streamsplat)")
+    p.add_argument("--backend", choices=BACKENDS, default=None)
+    p.add_argument("--model", default=None, help="model configuration (tiny, small, streamsplat)")
     p.add_argument("--checkpoint", default=None, help="weights file (default: the shipped weights of --model)")
-    p.add_argument("--random-init", action="store_true", help="randomly initialised model (testing only)")
+    p.add_argument("--random-init", action="store_true",
+                   help="randomly initialised model when no weights exist (testing only)")
     p.add_argument("--seed", type=int, default=0, help="torch seed (used with --random-init)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--motion-prior", choices=("auto", "learned", "flow", "none"), default="auto",
+    p.add_argument("--device", default=None)
+    p.add_argument("--motion-prior", choices=("auto", "learned", "flow", "none"), default=None,
                    help="optical-flow velocity prior (auto: as the model was trained)")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output bag storage")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many input frames")
