@@ -6,6 +6,10 @@ compared with that frame ("key"); once the next key frame has arrived, every fra
 pair time from the stamps and compared with the true frame ("interp"), next to the linear blend of the two key
 frames at the same time ("blend", the baseline). Images are compared at the model resolution (the ground truth
 resized the way the pipeline resizes its input) and, as StreamSplat reports them, both resized to 256x256.
+
+Depth (key frames with ground truth): the rendered depth, a constant, a vertical ramp and the depth-from-motion input
+(dense and semi-dense) are scored on the same pixels under each alignment of :data:`DEPTH_PROTOCOLS`, and the
+summary splits the rendered depth's error by the frame's depth source.
 """
 from __future__ import annotations
 
