@@ -48,6 +48,10 @@ class ObstacleParams:
     voxel: float = 0.2  # clustering grid; moving voxels touching (26-neighbourhood) form one object
     min_cluster_gaussians: int = 25  # smaller clusters are noise
     max_size: float = 2.0  # clusters with a larger extent are structure (walls, floor-to-ceiling edges), not movers
+    # clusters narrower than this across the view (x or y, half a voxel of padding included) are slivers along depth
+    # edges, where the flow bleeds across the occlusion (training scenes: precision 0.72 -> 0.84, recall 0.31 ->
+    # 0.28, static-scene frames without obstacles 0.97 -> 1.0)
+    min_width: float = 0.25
     # tracking: constant-velocity Kalman filter in the fixed frame
     gate: float = 0.8  # largest distance between a track's prediction and a detection it may take
     # a track is published after this many detections ... (5: static-scene frames without obstacles 0.97 on the
@@ -66,7 +70,7 @@ class ObstacleParams:
         _check(self, positive=("max_gaussians", "max_range", "ego_samples", "ego_iterations", "change_cell_px",
                                "change_edge_ratio", "voxel", "min_cluster_gaussians", "max_size", "gate",
                                "confirm_hits", "travel_window", "accel_std", "position_std", "velocity_std"),
-               non_negative=("depth_rate_weight", "moving_speed", "moving_speed_per_m", "min_travel", "max_misses",
+               non_negative=("min_width", "depth_rate_weight", "moving_speed", "moving_speed_per_m", "min_travel", "max_misses",
                              "report_misses", "min_speed"),
                unit=("min_opacity",))
 

@@ -111,7 +111,7 @@ class PerceptionProcessor:
         if trusted:
             labels, k = cluster_points(points[moving], self.op.voxel, self.op.min_cluster_gaussians)
             c = cluster_stats(points[moving], residual[moving], weights[moving], labels, k, self.op.voxel)
-            c = c.select(c.size.max(axis=1) <= self.op.max_size)
+            c = c.select((c.size.max(axis=1) <= self.op.max_size) & (c.size[:, :2].min(axis=1) >= self.op.min_width))
             det = Detection(c.center @ rot.T + trans, c.velocity @ rot.T, c.size @ np.abs(rot).T, c.weight,
                             rot @ self._velocity_cov @ rot.T)
             self.tracker.update(det, dt if dt else 0.0)
