@@ -34,7 +34,6 @@ from nut_ros.ros.transport import choose_reliability, loss_advice
 
 THROTTLE_S = 5.0
 QUEUE_DROP_THROTTLE_S = 30.0  # dropping to the newest frame is normal operation: remind, do not flood
-WORKER_NICENESS = 10  # the worker thread (and the torch threads it starts) yields the CPU to message reception
 QOS_CHECK_S = 1.0
 SETTING_OF = {"depth_scale": "depth_scale", "frame_id": "frame_id", "max_input_pixels": "max_input_pixels",
               "sync_tolerance": "sync_tolerance_s", "render_times": "render_times",
@@ -317,10 +316,11 @@ class NutRosNode(LifecycleNode):
 
     # -- worker thread -----------------------------------------------------------------------------------------------
     def _work(self) -> None:
-        try:  # below the DDS and executor threads, so input keeps flowing while a frame is processed (Linux)
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
-        except (AttributeError, OSError):
-            pass
+        if self.params.worker_nice:  # below the DDS and executor threads (and the torch threads it starts; Linux)
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.params.worker_nice)
+            except (AttributeError, OSError) as err:
+                self.get_logger().warning(f"worker_nice {self.params.worker_nice} not applied: {err}")
         while not self._stop.is_set():
             self._apply_pending()
             item = self._slot.get(timeout=0.2)

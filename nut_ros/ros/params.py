@@ -110,6 +110,9 @@ class NodeParams:
     interp_samples: int = _param(5, "Renders averaged over interp_window.", lo=1, hi=32, dynamic=True)
     max_rate: float = _param(0.0, "Most frames processed per second; 0: as fast as possible.", lo=0.0, hi=1000.0,
                              dynamic=True)
+    worker_nice: int = _param(0, "Niceness of the processing thread: 5-10 lets message reception pre-empt it when a "
+                              "fast camera outpaces the node on few cores (fewer frames lost, fewer processed when "
+                              "other processes compete for the CPU).", lo=0, hi=19)
     frame_id: str = _param("", "Frame id of the outputs; empty: the input image's frame id.", dynamic=True)
     diagnostics_period: float = _param(1.0, "Seconds between /diagnostics and `~/stats` updates.", lo=0.05, hi=60.0,
                                        dynamic=True)
