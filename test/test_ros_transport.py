@@ -3,9 +3,10 @@ with its defaults: the frames reach the node (reliable input, as the camera publ
 ``~/stats``. The same camera into the previous defaults (best-effort input, no shared-memory profile) loses most
 frames, and the loss is counted (frames_lost) instead of silent.
 
-Measured on the 2-core CI machine under a load average of about 7 (2026-12-03): defaults 247 of 300 received (46
-counted lost: the node's executor falls behind while its worker holds the interpreter), previous defaults 44 of 300
-(250 counted lost); a bare subscriber process gets 298 of 300. The thresholds below leave room for that load."""
+Measured on the 2-core CI machine under a load average of about 7 from other jobs (2026-12-03, four runs):
+defaults 182 to 271 of 300 received, the rest counted lost (the node's executor falls behind while its worker
+holds the interpreter); previous defaults 27 and 44 of 300 (250-265 counted lost); a bare subscriber process got 298
+of 300 at the same time. The thresholds below leave room for that load."""
 import json
 import os
 import signal
