@@ -1,4 +1,4 @@
-"""Readers of RGB-D sequences with camera poses (image folders, no ROS): 7-Scenes, TUM RGB-D, TartanAir.
+"""Readers of RGB-D sequences with camera poses (image folders, no ROS) for the evaluation suite: 7-Scenes, TUM RGB-D.
 
 Each yields :class:`SequenceFrame`: the pipeline's :class:`~nut_ros.pipeline.types.Frame` (RGB, stamp, intrinsics,
 ``camera_pose`` = T_world<-camera optical frame in metres) and the ground-truth depth in metres (NaN invalid, at the
@@ -17,8 +17,6 @@ from nut_ros.core.geometry import Intrinsics
 from nut_ros.pipeline.types import Frame
 
 SEVEN_SCENES_HZ = 30.0
-#: TartanAir's camera body axes are NED (x forward, y right, z down): optical (x right, y down, z forward) -> body
-_NED_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
 @dataclass
@@ -27,13 +25,13 @@ class SequenceFrame:
     depth_m: np.ndarray  # [h, w] float32 ground truth, NaN where invalid
 
 
-def _depth_mm(path: Path) -> np.ndarray:
+def depth_mm(path: Path) -> np.ndarray:
     d = cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.float32) / 1000.0
     d[(d <= 0) | (d >= 65.0)] = np.nan
     return d
 
 
-def _rgb(path: Path) -> np.ndarray:
+def read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
@@ -55,11 +53,11 @@ def seven_scenes(folder: Path, indices) -> Iterator[SequenceFrame]:
     K = np.loadtxt(folder / "camera-intrinsics.txt")
     for i in indices:
         stem = folder / f"frame-{i:06d}"
-        rgb = _rgb(Path(f"{stem}.color.jpg"))
+        rgb = read_rgb(Path(f"{stem}.color.jpg"))
         k = Intrinsics(K[0, 0], K[1, 1], K[0, 2], K[1, 2], rgb.shape[1], rgb.shape[0])
         frame = Frame(rgb, round(i * 1e9 / SEVEN_SCENES_HZ), intrinsics=k,
                       camera_pose=np.loadtxt(f"{stem}.pose.txt"))
-        yield SequenceFrame(frame, _depth_mm(Path(f"{stem}.depth.png")))
+        yield SequenceFrame(frame, depth_mm(Path(f"{stem}.depth.png")))
 
 
 #: TUM freiburg1 colour camera (640x480): fx, fy, cx, cy and the distortion d0..d4
@@ -94,22 +92,9 @@ def tum(folder: Path, indices) -> Iterator[SequenceFrame]:
         a = (stamp - gt[j - 1, 0]) / max(gt[j, 0] - gt[j - 1, 0], 1e-9)
         q0, q1 = gt[j - 1, 4:8], gt[j, 4:8] * np.sign(np.dot(gt[j - 1, 4:8], gt[j, 4:8]))
         pose = quaternion_pose((1 - a) * gt[j - 1, 1:4] + a * gt[j, 1:4], (1 - a) * q0 + a * q1)
-        rgb = undistort(_rgb(folder / "rgb" / f"{index}.jpg"), cv2.INTER_LINEAR)
-        depth = _depth_mm(folder / "depth" / f"{index}.png")
+        rgb = undistort(read_rgb(folder / "rgb" / f"{index}.jpg"), cv2.INTER_LINEAR)
+        depth = depth_mm(folder / "depth" / f"{index}.png")
         depth = undistort(np.nan_to_num(depth), cv2.INTER_NEAREST)
         depth[depth <= 0] = np.nan
         k = Intrinsics(fx, fy, cx, cy, rgb.shape[1], rgb.shape[0])
         yield SequenceFrame(Frame(rgb, round(stamp * 1e9), intrinsics=k, camera_pose=pose), depth)
-
-
-def tartanair(folder: Path, indices, fps: float = 10.0) -> Iterator[SequenceFrame]:
-    """TartanAir frames (``pose_left.txt`` NED camera-to-world; fx = fy = 320 at 640x480)."""
-    folder = Path(folder)
-    poses = np.loadtxt(folder / "pose_left.txt")
-    for i in indices:
-        rgb = _rgb(folder / "rgb" / f"{i:06d}.jpg")
-        T = quaternion_pose(poses[i, :3], poses[i, 3:7])
-        T[:3, :3] = T[:3, :3] @ _NED_FROM_OPTICAL
-        k = Intrinsics(320.0, 320.0, 320.0, 240.0, rgb.shape[1], rgb.shape[0])
-        depth = _depth_mm(folder / "depth" / f"{i:06d}.png")
-        yield SequenceFrame(Frame(rgb, round(i * 1e9 / fps), intrinsics=k, camera_pose=T), depth)

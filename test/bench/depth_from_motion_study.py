@@ -16,11 +16,29 @@ import cv2
 import numpy as np
 
 from nut_ros.core.geometry import Intrinsics
+from nut_ros.pipeline.types import Frame
 from nut_ros.geometry.depth_from_motion import DepthFromMotion, MotionDepthConfig
 from nut_ros.pipeline.metrics import constant_depth, depth_errors, ramp_depth
 from nut_ros.pipeline import sequences
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+#: TartanAir's camera body axes are NED (x forward, y right, z down): optical (x right, y down, z forward) -> body
+NED_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+def tartanair(folder: Path, indices, fps: float = 10.0):
+    """TartanAir frames (``pose_left.txt`` NED camera-to-world; fx = fy = 320 at 640x480)."""
+    folder = Path(folder)
+    poses = np.loadtxt(folder / "pose_left.txt")
+    for i in indices:
+        rgb = sequences.read_rgb(folder / "rgb" / f"{i:06d}.jpg")
+        T = sequences.quaternion_pose(poses[i, :3], poses[i, 3:7])
+        T[:3, :3] = T[:3, :3] @ NED_FROM_OPTICAL
+        k = Intrinsics(320.0, 320.0, 320.0, 240.0, rgb.shape[1], rgb.shape[0])
+        depth = sequences.depth_mm(folder / "depth" / f"{i:06d}.png")
+        yield sequences.SequenceFrame(Frame(rgb, round(i * 1e9 / fps), intrinsics=k, camera_pose=T), depth)
 
 
 def frames(name: str, step: int, start: float, stop: float):
@@ -31,10 +49,9 @@ def frames(name: str, step: int, start: float, stop: float):
     if name == "tartanair":
         folder = SHARED / "train_rgbd" / "tartanair_traj"
         n = len(list((folder / "rgb").glob("*.jpg")))
-        return sequences.tartanair(folder, range(int(start * n), int(stop * n), step))
+        return tartanair(folder, range(int(start * n), int(stop * n), step))
     if name == "cups":  # bundled, a mostly still camera, no depth: cost only
         import nut_ros
-        from nut_ros.pipeline.types import Frame
         paths = sorted((Path(nut_ros.__file__).parent / "data" / "cups").glob("*.jpg"))
         return (sequences.SequenceFrame(Frame(cv2.cvtColor(cv2.imread(str(q)), cv2.COLOR_BGR2RGB), i,
                                               intrinsics=Intrinsics.from_fov(512, 288)), np.full((288, 512), np.nan))

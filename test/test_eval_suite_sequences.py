@@ -1,0 +1,58 @@
+"""The eval suite's sequence runs (image folders with poses, fed to the pipeline directly): a generated room written in
+the 7-Scenes layout, with and without odometry; and the readers on the shared data."""
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import SHARED
+from generated_room import K, pose, render
+
+from nut_ros.core.checkpoint import save_checkpoint
+from nut_ros.core.model import build_model
+from nut_ros.pipeline import sequences
+from nut_ros.tools.eval_suite import SequenceRun, run_sequence, summary_row
+
+
+@pytest.fixture(scope="module")
+def room(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("room")
+    folder = tmp / "data" / "room"
+    folder.mkdir(parents=True)
+    np.savetxt(folder / "camera-intrinsics.txt", [[K.fx, 0, K.cx], [0, K.fy, K.cy], [0, 0, 1]])
+    for i in range(12):  # the suite keeps every 3rd: 4 frames, 12 cm apart
+        T = pose(x=0.04 * i, yaw_deg=0.3 * i)
+        rgb, depth = render(T)
+        stem = folder / f"frame-{i:06d}"
+        cv2.imwrite(f"{stem}.color.jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        cv2.imwrite(f"{stem}.depth.png", np.round(depth * 1000).astype(np.uint16))
+        np.savetxt(f"{stem}.pose.txt", T)
+    torch.manual_seed(0)
+    ckpt = tmp / "tiny.safetensors"
+    save_checkpoint(build_model("tiny", image_size=(48, 96)), ckpt)
+    return tmp, ["--checkpoint", str(ckpt), "--quiet"]
+
+
+@pytest.mark.parametrize("odometry", [True, False])
+def test_sequence_run(room, odometry):
+    tmp, options = room
+    run = SequenceRun("room", "seven_scenes", "data/room", "room", poses=odometry)
+    report = run_sequence(run, tmp, tmp / "runs" / "room", options)
+    row = summary_row(run, report)
+    assert row["key_frames"] == 4 and row["stride"] == 3 and not row["input_depth"]
+    assert row["depth_sources"] == {"none": 1, "odometry" if odometry else "motion": 3}
+    assert (row["depth_abs_rel"] is not None) == odometry  # metric without alignment only with odometry
+    assert row["depth_abs_rel_affine_input"] < 0.1 < row["depth_abs_rel_affine_constant"]
+    assert (tmp / "runs" / "room" / "report.md").is_file()
+
+
+@pytest.mark.shared
+def test_readers_on_the_shared_sequences():
+    tum = SHARED / "data" / "train_rgbd" / "tum_fr1_rpy"
+    [a, b] = sequences.tum(tum, [0, 30])
+    for sf in (a, b):
+        R = sf.frame.camera_pose[:3, :3]
+        assert np.allclose(R @ R.T, np.eye(3), atol=1e-6) and sf.frame.rgb.shape == (480, 640, 3)
+        assert sf.depth_m.shape == (240, 320) and 0.3 < np.nanmedian(sf.depth_m) < 5
+    assert 0.0 < b.frame.stamp_ns - a.frame.stamp_ns < 2e9
+    [s] = sequences.seven_scenes(SHARED / "data" / "sevenscenes_redkitchen", [0])
+    assert s.frame.intrinsics.fx == 585.0 and s.depth_m.shape == (480, 640) and 0.5 < np.nanmedian(s.depth_m) < 4
