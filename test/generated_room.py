@@ -28,25 +28,28 @@ def pose(x: float = 0.0, yaw_deg: float = 0.0, pitch_deg: float = 0.0) -> np.nda
     return T
 
 
-def render(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """RGB uint8 and true depth (metres along the optical axis) of the room seen from ``T``."""
+def render(T: np.ndarray, box_drop: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """RGB uint8, true depth (metres along the optical axis) and the box's mask of the room seen from ``T``; the box
+    (texture and all) moved down by ``box_drop`` metres (a moving object)."""
     v, u = np.mgrid[0:H, 0:W].astype(np.float64)
     rays = np.stack([(u - K.cx) / K.fx, (v - K.cy) / K.fy, np.ones_like(u)], -1) @ T[:3, :3].T
     o = T[:3, 3]
     best = np.full((H, W), np.inf)
     tex_u, tex_v = np.zeros((H, W)), np.zeros((H, W))
-    # (normal axis, plane value, texture axes, extent test): back wall z = 4, floor y = 0.8, box front z = 2
-    planes = ((2, 4.0, (0, 1), None), (1, 0.8, (0, 2), None),
-              (2, 2.0, (0, 1), lambda p: (np.abs(p[..., 0] - 0.2) < 0.45) & (np.abs(p[..., 1] - 0.1) < 0.5)))
-    for axis, value, (a, b), inside in planes:
+    # (normal axis, plane value, texture axes, extent test, texture drop): back wall z = 4, floor y = 0.8, box front z = 2
+    ids = np.full((H, W), -1)
+    planes = ((2, 4.0, (0, 1), None, 0.0), (1, 0.8, (0, 2), None, 0.0),
+              (2, 2.0, (0, 1), lambda p: (np.abs(p[..., 0] - 0.2) < 0.45) & (np.abs(p[..., 1] - 0.1 - box_drop) < 0.5),
+               box_drop))
+    for k, (axis, value, (a, b), inside, drop) in enumerate(planes):
         with np.errstate(divide="ignore", invalid="ignore"):
             t = (value - o[axis]) / rays[..., axis]
         p = o + t[..., None] * rays
         ok = (t > 0) & (t < best) & (inside(p) if inside else True)
-        best = np.where(ok, t, best)
-        tex_u, tex_v = np.where(ok, p[..., a] * 90 + 256, tex_u), np.where(ok, p[..., b] * 90 + 256, tex_v)
+        best, ids = np.where(ok, t, best), np.where(ok, k, ids)
+        tex_u, tex_v = np.where(ok, p[..., a] * 90 + 256, tex_u), np.where(ok, (p[..., b] - drop) * 90 + 256, tex_v)
     grey = cv2.remap(_TEXTURE, tex_u.astype(np.float32), tex_v.astype(np.float32), cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_WRAP)
     depth = best * (rays @ T[:3, 2])  # ray length per unit z of the camera -> z
     rgb = np.repeat(np.clip(grey, 0, 255).astype(np.uint8)[..., None], 3, -1)
-    return rgb, depth.astype(np.float32)
+    return rgb, depth.astype(np.float32), ids == 2

@@ -21,7 +21,7 @@ def room(tmp_path_factory):
     np.savetxt(folder / "camera-intrinsics.txt", [[K.fx, 0, K.cx], [0, K.fy, K.cy], [0, 0, 1]])
     for i in range(12):  # the suite keeps every 3rd: 4 frames, 12 cm apart
         T = pose(x=0.04 * i, yaw_deg=0.3 * i)
-        rgb, depth = render(T)
+        rgb, depth, _ = render(T)
         stem = folder / f"frame-{i:06d}"
         cv2.imwrite(f"{stem}.color.jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
         cv2.imwrite(f"{stem}.depth.png", np.round(depth * 1000).astype(np.uint16))

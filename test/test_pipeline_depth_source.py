@@ -26,7 +26,7 @@ def stream(backend, poses, odometry: bool, **config):
     pipe = StreamingPipeline(backend, PipelineConfig(**config))
     results, truths = [], []
     for i, T in enumerate(poses):
-        rgb, depth = render(T)
+        rgb, depth, _ = render(T)
         results.append(pipe.push(Frame(rgb, 10**9 + i * 10**8, intrinsics=K, camera_pose=T if odometry else None)))
         truths.append(depth)
     return results, truths
@@ -69,7 +69,7 @@ def test_static_camera_gives_no_depth_input(backend, odometry):
 def test_switched_off_and_depth_topic(backend):
     results, _ = stream(backend, MOVING, odometry=True, depth_from_motion="off")
     assert {r.depth_source for r in results} == {"none"}
-    rgb, depth = render(MOVING[0])
+    rgb, depth, _ = render(MOVING[0])
     pipe = StreamingPipeline(backend)
     r = pipe.push(Frame(rgb, 10**9, depth_m=depth, intrinsics=K, camera_pose=MOVING[0]))
     assert r.depth_source == "topic" and r.metric  # a depth camera wins over odometry
@@ -86,7 +86,7 @@ def test_evaluation_scores_the_baselines_on_the_same_pixels(backend):
     pipe = StreamingPipeline(backend)
     ev = StreamEvaluator(pipe, stride=1)
     for i, T in enumerate(MOVING):
-        rgb, depth = render(T)
+        rgb, depth, _ = render(T)
         result = ev.add(Frame(rgb, 10**9 + i * 10**8, intrinsics=K, camera_pose=T), depth)
     rec = ev.records[-1]
     truth = model_size(depth, result.newest.depth)
