@@ -42,10 +42,16 @@ def generate_test_description():
     ]), {"camera": camera}
 
 
-def ros2(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
-    """Run the real ``ros2`` CLI of this venv."""
+def ros2(*args: str, expect: str = "", timeout: float = 30.0) -> subprocess.CompletedProcess:
+    """Run the real ``ros2`` CLI of this venv; with ``expect``, retry for up to ``timeout`` seconds until its output
+    holds that text (a fresh CLI process may not have discovered the node yet)."""
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
-    return subprocess.run([str(BIN / "ros2"), *args], capture_output=True, text=True, timeout=timeout, env=env)
+    deadline = time.monotonic() + timeout
+    while True:
+        out = subprocess.run([str(BIN / "ros2"), *args], capture_output=True, text=True, timeout=timeout, env=env)
+        if expect in out.stdout + out.stderr or time.monotonic() > deadline:
+            return out
+        time.sleep(0.5)
 
 
 class TestNodeAsUsersRunIt(unittest.TestCase):
@@ -89,11 +95,11 @@ class TestNodeAsUsersRunIt(unittest.TestCase):
         cls.context.shutdown()
 
     def test_a_lifecycle_state_is_active(self):
-        out = ros2("lifecycle", "get", "/nut_ros")
+        out = ros2("lifecycle", "get", "/nut_ros", expect="active [3]")
         self.assertEqual(out.stdout.strip(), "active [3]", out.stderr)
 
     def test_b_every_output_has_its_type(self):
-        out = ros2("topic", "list", "-t", "--spin-time", "3")
+        out = ros2("topic", "list", "-t", "--spin-time", "3", expect=topics.output_topic("stats"))
         for name, kind in topics.OUTPUT_TYPES.items():
             self.assertIn(f"{topics.output_topic(name)} [{kind}]", out.stdout)
         self.assertIn(f"/diagnostics [{topics.DIAGNOSTICS_TYPE}]", out.stdout)
@@ -152,22 +158,26 @@ class TestNodeAsUsersRunIt(unittest.TestCase):
         self.assertIn("average rate:", hz.stdout, hz.stderr)
 
     def test_f_parameters(self):
-        self.assertIn("String value is: tiny", ros2("param", "get", "/nut_ros", "model").stdout)
-        self.assertIn("Set parameter successful", ros2("param", "set", "/nut_ros", "max_rate", "4.0").stdout)
-        refused = ros2("param", "set", "/nut_ros", "model", "small")
+        self.assertIn("String value is: tiny", ros2("param", "get", "/nut_ros", "model", expect="value is").stdout)
+        self.assertIn("Set parameter successful", ros2("param", "set", "/nut_ros", "max_rate", "4.0",
+                                                       expect="parameter").stdout)
+        refused = ros2("param", "set", "/nut_ros", "model", "small", expect="parameter")
         self.assertIn("changes only while the node is unconfigured", refused.stdout + refused.stderr)
-        invalid = ros2("param", "set", "/nut_ros", "render_times", "[5.0]")
+        invalid = ros2("param", "set", "/nut_ros", "render_times", "[5.0]", expect="parameter")
         self.assertIn("outside", invalid.stdout + invalid.stderr)
-        self.assertIn("Set parameter successful", ros2("param", "set", "/nut_ros", "max_rate", "0.0").stdout)
+        self.assertIn("Set parameter successful", ros2("param", "set", "/nut_ros", "max_rate", "0.0",
+                                                       expect="parameter").stdout)
 
     def test_g_lifecycle_transitions(self):
-        self.assertIn("Transitioning successful", ros2("lifecycle", "set", "/nut_ros", "deactivate").stdout)
-        self.assertEqual(ros2("lifecycle", "get", "/nut_ros").stdout.strip(), "inactive [2]")
+        self.assertIn("Transitioning successful", ros2("lifecycle", "set", "/nut_ros", "deactivate",
+                                                       expect="Transitioning").stdout)
+        self.assertEqual(ros2("lifecycle", "get", "/nut_ros", expect="[").stdout.strip(), "inactive [2]")
         time.sleep(1.0)
         count = len(self.received["image"])
         time.sleep(2.0)
         self.assertEqual(len(self.received["image"]), count, "inactive: nothing published")
-        self.assertIn("Transitioning successful", ros2("lifecycle", "set", "/nut_ros", "activate").stdout)
+        self.assertIn("Transitioning successful", ros2("lifecycle", "set", "/nut_ros", "activate",
+                                                       expect="Transitioning").stdout)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and len(self.received["image"]) == count:
             time.sleep(0.2)
