@@ -29,8 +29,8 @@ class SceneRunner:
     """One pipeline (model on a device) reused for many scenes."""
 
     def __init__(self, model: str = "tiny", device: str = "cpu", cache: Path = CACHE,
-                 config: ObjectSceneConfig = ObjectSceneConfig()):
-        self.model, self.device, self.cache = model, device, Path(cache)
+                 config: ObjectSceneConfig = ObjectSceneConfig(), motion_prior: str = "auto"):
+        self.model, self.device, self.cache, self.motion_prior = model, device, Path(cache), motion_prior
         self.gen = ObjectSceneGenerator(config)
         self._pipe = None
         self._memo: dict[str, list] = {}  # scenes already loaded in this process
@@ -38,7 +38,7 @@ class SceneRunner:
     def pipe(self) -> StreamingPipeline:
         if self._pipe is None:
             self._pipe = StreamingPipeline(make_backend("torch", self.model, device=self.device),
-                                           PipelineConfig(render_times=()))
+                                           PipelineConfig(render_times=(), motion_prior=self.motion_prior))
         return self._pipe
 
     def results(self, seed: int, depth: bool = True, moving: bool = True, camera_motion: bool | None = None):

@@ -168,15 +168,18 @@ def main() -> None:
     ap.add_argument("--rgb", action="store_true", help="also evaluate RGB-only input (image-plane criterion)")
     ap.add_argument("--min-visible", type=int, default=300, help="pixels of 320x180 a moving object needs to count")
     ap.add_argument("--model", default="tiny")
+    ap.add_argument("--motion-prior", default="auto", help="PipelineConfig.motion_prior (auto: the model's)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     seeds, static_seeds = seed_range(args.seeds), seed_range(args.static_seeds)
     if min(seeds + static_seeds) < VALIDATION_SEED0:
         sys.exit(f"evaluation seeds must be >= {VALIDATION_SEED0} (below are for tuning)")
     modes = args.modes.split(",") + (["rgb"] if args.rgb else [])
-    runner = SceneRunner(args.model)
+    runner = SceneRunner(args.model, motion_prior=args.motion_prior)
+    pipe = runner.pipe()
     print(f"# obstacle_eval {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()} "
-          f"({platform.processor() or platform.machine()}), model {args.model} on CPU, seeds {args.seeds}, "
+          f"({platform.processor() or platform.machine()}), model {args.model} on CPU, velocities: "
+          f"{pipe.motion_prior} prior, flow {pipe.flow_settings}; seeds {args.seeds}, "
           f"static {args.static_seeds}, min visible {args.min_visible} px")
     report = {}
     print("| mode | precision | recall | pos err m | vel err m/s | id switches | static scenes: frames with 0 "
