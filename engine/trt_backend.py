@@ -212,6 +212,12 @@ class TensorRTBackend:
         cache = {n: handle.tensor(n) if n in names else None for n in FrameCache._fields}  # static() reads these
         return static_gaussians(FrameCache(**cache), t0=1.0)
 
+    def use_learned_motion(self, enabled: bool) -> None:
+        """The decoder engine has the learned flow of a ``"learned"`` model built in: it cannot be left out."""
+        if not enabled and self.model_config.motion_prior == "learned":
+            raise ValueError("the decoder engine includes the learned flow; use motion_prior 'auto' or 'learned' "
+                             "with this model, or export a model without the motion head")
+
     @torch.inference_mode()
     def render(self, gaussians: Gaussians, t: float, background: Sequence[float] = (0.5, 0.5, 0.5)) -> RenderOutput:
         if self._render_engine is None:

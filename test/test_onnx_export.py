@@ -84,3 +84,13 @@ def test_onnx_backend_refuses_missing_manifest(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="manifest"):
         OnnxBackend(tmp_path)
+
+
+def test_onnx_backend_cannot_leave_out_an_exported_learned_flow(tmp_path):
+    from nut_ros.pipeline.onnx_backend import OnnxBackend
+
+    model = build_model("tiny", image_size=SIZE, motion_prior="learned").eval()
+    backend = OnnxBackend(export(model, tmp_path, parts=("encoder", "decoder")))
+    backend.use_learned_motion(True)
+    with pytest.raises(ValueError, match="includes the learned flow"):
+        backend.use_learned_motion(False)

@@ -76,3 +76,18 @@ def test_an_authors_checkpoint_is_imported_for_the_named_model(tmp_path):
         assert torch.equal(loaded.model.state_dict()[key], value), key
     with pytest.raises(ValueError, match="does not match NutModel"):  # another configuration's weights
         make_backend("torch", "small", checkpoint=tmp_path / "ref.pth")
+
+
+def test_the_learned_flow_can_be_left_out_of_decode():
+    """A pipeline with another motion prior turns the learned flow off; the rest of decode is unchanged."""
+    torch.manual_seed(3)
+    be = TorchBackend(build_model("tiny", image_size=(48, 96), motion_prior="learned"))
+    rgb, disp = torch.rand(1, 3, 48, 96), torch.zeros(1, 2, 48, 96)
+    a, b = be.encode(rgb, disp), be.encode(rgb.roll(6, -1), disp)
+    with_flow = be.decode(a, b)
+    be.use_learned_motion(False)
+    without = be.decode(a, b)
+    assert not torch.equal(with_flow.velocity, without.velocity)
+    torch.testing.assert_close(with_flow.xyz, without.xyz)
+    be.use_learned_motion(True)
+    torch.testing.assert_close(be.decode(a, b).velocity, with_flow.velocity)

@@ -49,6 +49,10 @@ class Backend(Protocol):
     def render(self, gaussians: Gaussians, t: float, background: Sequence[float] = (0.5, 0.5, 0.5)) -> RenderOutput:
         """Render at pair time ``t`` at the model resolution."""
 
+    def use_learned_motion(self, enabled: bool) -> None:
+        """Whether ``decode`` adds the model's learned flow (models with ``motion_prior = "learned"``); a backend
+        that cannot leave it out raises ``ValueError`` for ``False``."""
+
 
 class TorchBackend:
     """The PyTorch model on CPU or CUDA (optionally under bf16 autocast on CUDA, optionally ``torch.compile``d;
@@ -100,6 +104,11 @@ class TorchBackend:
         h, w = self.model_config.image_size
         return rasterize(gaussians.at(t), h, w, background=background, impl=self.raster_impl,
                          lowpass=self.model_config.raster_lowpass)
+
+    def use_learned_motion(self, enabled: bool) -> None:
+        """Whether ``decode`` adds the model's learned flow (a model with the motion head; the pipeline turns it off
+        when another motion prior replaces it)."""
+        self.model.learned_motion = enabled and self.model.motion_head is not None
 
     def synchronize(self) -> None:
         """Wait for queued GPU work (so stage timings are real)."""

@@ -80,6 +80,12 @@ class OnnxBackend:
     def static(self, handle: dict[str, Tensor]) -> Gaussians:
         return static_gaussians(FrameCache(**{name: handle.get(name) for name in FrameCache._fields}), t0=1.0)
 
+    def use_learned_motion(self, enabled: bool) -> None:
+        """The exported decoder graph has the learned flow of a ``"learned"`` model built in: it cannot be left out."""
+        if not enabled and self.model_config.motion_prior == "learned":
+            raise ValueError("the exported decoder includes the learned flow; use motion_prior 'auto' or 'learned' "
+                             "with this model, or export a model without the motion head")
+
     @torch.inference_mode()
     def render(self, gaussians: Gaussians, t: float, background: Sequence[float] = (0.5, 0.5, 0.5)) -> RenderOutput:
         h, w = self.model_config.image_size
