@@ -173,6 +173,8 @@ def test_implausible_camera_info_is_ignored_and_the_frame_still_processed(rig, k
     info = intrinsics_to_camera_info(K, stamp, "cam")
     info.k = [float(v) for v in k]
     rig.info.publish(info)
+    infos = rig.node.processor.matcher._infos  # the image must meet its own CameraInfo, not an older one
+    assert wait_until(lambda: any(s == stamp for s, _ in list(infos)))
     rig.image.publish(numpy_to_image(np.full((K.height, K.width, 3), 90, np.uint8), "rgb8", stamp, "cam"))
     rig.settle(h.received + 1)
     assert h.processed == processed + 1, why
