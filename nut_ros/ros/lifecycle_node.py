@@ -28,7 +28,7 @@ from rcl_interfaces.msg import SetParametersResult
 from nut_ros.ros import topics
 from nut_ros.ros.health import ERROR, WARN, assess, diagnostics_message, stats_message
 from nut_ros.ros.input_sync import LatestSlot, Matched
-from nut_ros.ros.params import NodeParams, ParamError, _coerce, declare_and_read
+from nut_ros.ros.params import NodeParams, ParamError, coerce_value, declare_and_read
 from nut_ros.ros.processor import FrameProcessor, build_pipeline, processor_settings
 from nut_ros.ros.transport import choose_reliability, loss_advice
 
@@ -213,7 +213,7 @@ class NutRosNode(LifecycleNode):
                     f"activate"))
             default = getattr(self.params, f.name)
             try:
-                values[f.name] = _coerce(f.name, param.value, default)
+                values[f.name] = coerce_value(f.name, param.value, default)
             except ParamError as err:
                 return SetParametersResult(successful=False, reason=str(err))
         try:

@@ -158,7 +158,7 @@ class NodeParams:
         typed = {}
         for f in dataclasses.fields(cls):
             if f.name in values:
-                typed[f.name] = _coerce(f.name, values[f.name], _default(f))
+                typed[f.name] = coerce_value(f.name, values[f.name], _default(f))
         return cls(**typed).validate()
 
 
@@ -166,7 +166,7 @@ def _default(f: dataclasses.Field):
     return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
-def _coerce(name: str, value, default):
+def coerce_value(name: str, value, default):
     """Enforce the declared type the way ROS does (ints are accepted for floats, nothing else is converted)."""
     kind = type(default)
     if isinstance(value, array.array):  # rclpy gives array parameters set at run time as array.array
