@@ -5,9 +5,10 @@ backend and decoded with the previous key frame, as the streaming pipeline does 
 every held-out frame from the pair's Gaussians in each variant ``FLOW/COMPOSITE[/WINDOW]``, scored in StreamSplat's
 256² protocol next to the blend of the true key frames:
 
-* ``FLOW``: ``head`` (the decoder's velocities alone), ``zero`` (no motion), or the pipeline's prior added to the
-  decoder's velocities: ``dis-PRESET-WIDTH[-check]`` (DIS preset, flow at most WIDTH px wide, forward-backward
-  check) or ``s2d-WIDTH[-check]`` (the ``sparse_to_dense`` flow preset);
+* ``FLOW``: ``head`` (the model's own velocities: the velocity head, plus the learned flow of a model with
+  ``motion_prior = "learned"``), ``zero`` (no motion), or the pipeline's classical prior added to the velocity head
+  (replacing a learned flow, as the pipeline does): ``dis-PRESET-WIDTH[-check]`` (DIS preset, flow at most WIDTH px
+  wide, forward-backward check) or ``s2d-WIDTH[-check]`` (the ``sparse_to_dense`` flow preset);
 * ``COMPOSITE``: ``union`` (one render of both frames' Gaussians, normalised by opacity: what the pipeline
   publishes) or ``separate`` (each frame's Gaussians rendered alone without their temporal fade, normalised, and
   blended with weights ``1-t`` and ``t``);
@@ -107,12 +108,19 @@ def study_clip(bag: str, backend: Backend, variants: list[str], stride: int,
         if prev is not None:
             t0_stamp, prev_x, prev_handle = prev
             g, greys = backend.decode(prev_handle, handle), (grey_u8(prev_x), grey_u8(x[0]))
+            g_head = g
+            if cfg.motion_prior == "learned":  # a classical prior replaces the learned flow
+                backend.use_learned_motion(False)
+                g = backend.decode(prev_handle, handle)
+                backend.use_learned_motion(True)
             moved = {}
             for spec, flow in flows.items():
                 if isinstance(flow, FlowPrior):
                     moved[spec] = with_prior(g, flow.pair(*greys)[None])
+                elif flow == "head":
+                    moved[spec] = g_head
                 else:
-                    moved[spec] = g if flow == "head" else dataclasses.replace(g, velocity=torch.zeros_like(g.velocity))
+                    moved[spec] = dataclasses.replace(g, velocity=torch.zeros_like(g.velocity))
             k0, k1 = (a.permute(1, 2, 0).double().numpy() for a in (prev_x, x[0]))
             for stamp, true in held:
                 t = (stamp - t0_stamp) / (frame.stamp_ns - t0_stamp)
