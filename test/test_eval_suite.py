@@ -84,14 +84,15 @@ def test_bag_cache(suite):
 
 
 def test_goals():
-    def row(name, key, interp, blend, abs_rel=None, depth=False):
+    def row(name, key, interp, blend, abs_rel=None, depth=False, warp=None):
         return {"run": name, "key_psnr_256": key, "interp_psnr_256": interp, "blend_psnr_256": blend,
-                "real_motion": blend < 30, "depth_abs_rel": abs_rel, "input_depth": depth}
+                "flow_warp_psnr_256": warp, "real_motion": blend < 30, "depth_abs_rel": abs_rel, "input_depth": depth}
 
-    goals = assess_goals([row("a", 31.0, 25.0, 24.0), row("b", 29.0, 20.0, 35.0),
-                          row("c", 30.5, 26.0, 27.0, abs_rel=0.03, depth=True)])
+    goals = assess_goals([row("a", 31.0, 25.0, 24.0, warp=24.5), row("b", 29.0, 20.0, 35.0),
+                          row("c", 30.5, 26.0, 27.0, abs_rel=0.03, depth=True, warp=25.0)])
     assert not goals["key_psnr"]["met"] and goals["key_psnr"]["failed"] == ["b"]
     assert not goals["interp_vs_blend"]["met"] and goals["interp_vs_blend"]["failed"] == ["c"]  # b is near-static
+    assert goals["interp_vs_flow_warp"]["passed"] == ["a", "c"] and goals["interp_vs_flow_warp"]["met"]
     assert goals["depth_abs_rel"]["met"] and goals["depth_abs_rel"]["passed"] == ["c"]
     assert not assess_goals([row("a", 31.0, 25.0, 35.0)])["interp_vs_blend"]["met"]  # no real-motion run: unproven
 

@@ -17,12 +17,20 @@ def blend(key0: np.ndarray, key1: np.ndarray, t: float) -> np.ndarray:
     return (1 - t) * key0.astype(np.float32) + t * key1.astype(np.float32)
 
 
+def _grey_u8(rgb: np.ndarray) -> np.ndarray:
+    """Grey uint8 of an RGB image that is uint8 or float in [0, 1]."""
+    if rgb.dtype != np.uint8:
+        rgb = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+
+
 class FlowWarp:
-    """Flow-warp interpolation of one key-frame pair; the two flows are computed once for all times."""
+    """Flow-warp interpolation of one key-frame pair (``[H, W, 3]`` RGB, uint8 or float in [0, 1]); the two flows
+    are computed once for all times."""
 
     def __init__(self, key0: np.ndarray, key1: np.ndarray):
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        grey0, grey1 = (cv2.cvtColor(np.ascontiguousarray(k), cv2.COLOR_RGB2GRAY) for k in (key0, key1))
+        grey0, grey1 = (_grey_u8(k) for k in (key0, key1))
         self.keys = key0.astype(np.float32), key1.astype(np.float32)
         self.f01 = dis.calc(grey0, grey1, None)
         self.f10 = dis.calc(grey1, grey0, None)

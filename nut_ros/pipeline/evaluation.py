@@ -1,10 +1,11 @@
-"""Quality of a stream run: re-rendered key frames, interpolated held-out frames against a frame-blending
-baseline, and rendered depth against ground truth.
+"""Quality of a stream run: re-rendered key frames, interpolated held-out frames against frame blending and flow
+warping of the key frames, and rendered depth against ground truth.
 
 With key-frame stride ``k`` the pipeline sees frames ``0, k, 2k, …``. Each key frame's render at pair time 1 is
 compared with that frame ("key"); once the next key frame has arrived, every frame in between is rendered at its
 pair time from the stamps and compared with the true frame ("interp"), next to the linear blend of the two key
-frames at the same time ("blend", the baseline). Images are compared at the model resolution (the ground truth
+frames at the same time ("blend") and the key frames warped to that time with DIS flow both ways ("flow_warp",
+:mod:`nut_ros.pipeline.baselines`). Images are compared at the model resolution (the ground truth
 resized the way the pipeline resizes its input) and, as StreamSplat reports them, both resized to 256x256.
 
 Depth (key frames with ground truth): the rendered depth, a constant, a vertical ramp and the depth-from-motion input
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nut_ros.pipeline.baselines import FlowWarp, blend
 from nut_ros.pipeline.metrics import constant_depth, depth_errors, percentiles, psnr, ramp_depth, resize_square, ssim
 from nut_ros.pipeline.stats import STAGES
 from nut_ros.pipeline.stream import StreamingPipeline, resize_rgb
@@ -103,14 +105,16 @@ class StreamEvaluator:
         return result
 
     def _score_held(self, held: list[_Held], key0: np.ndarray, key1: np.ndarray) -> None:
+        warp = FlowWarp(key0, key1) if held else None
         for h in held:
             t = self.pipeline.pair_time(h.stamp_ns)
             [view] = self.pipeline.render([t])
-            blend = (1 - t) * key0 + t * key1
             scores = image_scores(view.rgb, h.rgb)
-            base = image_scores(blend, h.rgb, with_ssim=False)
+            base = image_scores(blend(key0, key1, t), h.rgb, with_ssim=False)
+            warped = image_scores(warp.at(min(max(t, 0.0), 1.0)), h.rgb, with_ssim=False)
             self.records.append({"index": h.index, "stamp_ns": h.stamp_ns, "kind": "interp", "pair_time": t,
-                                 **scores, "blend_psnr": base["psnr"], "blend_psnr_256": base["psnr_256"]})
+                                 **scores, "blend_psnr": base["psnr"], "blend_psnr_256": base["psnr_256"],
+                                 "flow_warp_psnr": warped["psnr"], "flow_warp_psnr_256": warped["psnr_256"]})
 
     def _depth_scores(self, result: StepResult, gt_depth_m: np.ndarray) -> dict[str, float]:
         """Rendered depth and its baselines against ground truth on the same pixels (ground truth valid and rendered
@@ -165,6 +169,7 @@ class StreamEvaluator:
             "key": {k: mean("key", k) for k in ("psnr", "ssim", "psnr_256", "ssim_256")},
             "interp": {k: mean("interp", k) for k in ("psnr", "ssim", "psnr_256", "ssim_256")},
             "blend": {"psnr": mean("interp", "blend_psnr"), "psnr_256": mean("interp", "blend_psnr_256")},
+            "flow_warp": {"psnr": mean("interp", "flow_warp_psnr"), "psnr_256": mean("interp", "flow_warp_psnr_256")},
             "latency_ms": {s: percentiles(r["latency_ms"][s] for r in keys if s in r["latency_ms"]) for s in stages},
             "gaussians_mean": float(np.mean([r["gaussians"] for r in keys])) if keys else None,
             "gaussians_live": self.pipeline.live_gaussians,

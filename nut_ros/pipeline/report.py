@@ -26,6 +26,8 @@ def _markdown(meta: dict, s: dict) -> str:
                      f"{_fmt(m['ssim_256'])} |")
     b = s["blend"]
     lines.append(f"| blend baseline (held-out) | {_fmt(b['psnr'], 2)} | – | {_fmt(b['psnr_256'], 2)} | – |")
+    fw = s.get("flow_warp") or {"psnr": None, "psnr_256": None}
+    lines.append(f"| flow-warp baseline (held-out) | {_fmt(fw['psnr'], 2)} | – | {_fmt(fw['psnr_256'], 2)} | – |")
     if "depth" in s:
         d = s["depth"]
         lines += ["", "Depth at key frames, AbsRel (δ<1.25) against the ground truth, each row on the same pixels with "

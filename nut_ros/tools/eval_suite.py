@@ -260,6 +260,7 @@ def summary_row(run: RunSpec | SequenceRun, report: dict) -> dict:
         "key_frames": s["key_frames"], "interp_frames": s["interp_frames"],
         "key_psnr": s["key"]["psnr"], "key_psnr_256": s["key"]["psnr_256"], "key_ssim_256": s["key"]["ssim_256"],
         "interp_psnr_256": s["interp"]["psnr_256"], "blend_psnr_256": blend,
+        "flow_warp_psnr_256": (s.get("flow_warp") or {}).get("psnr_256"),
         "real_motion": blend is not None and blend < REAL_MOTION_BLEND_DB,
         **{k: depth.get(k) for k in DEPTH_KEYS}, "depth_sources": depth.get("sources"),
         "depth_by_source": depth.get("by_source"),
@@ -282,6 +283,10 @@ def assess_goals(rows: list[dict]) -> dict:
         "interp_vs_blend": check("interpolated > blend (256²) on real-motion runs",
                                  [r for r in rows if r["real_motion"]],
                                  lambda r: (r["interp_psnr_256"] or -math.inf) > r["blend_psnr_256"]),
+        "interp_vs_flow_warp": check("interpolated > flow warp (256²) on real-motion runs",
+                                     [r for r in rows if r["real_motion"]],
+                                     lambda r: (r["interp_psnr_256"] or -math.inf) > (r["flow_warp_psnr_256"] or
+                                                                                      math.inf)),
         "depth_abs_rel": check(f"rendered-depth AbsRel <= {ABS_REL_GOAL:g} with depth input", depth_runs,
                                lambda r: r["depth_abs_rel"] is not None and r["depth_abs_rel"] <= ABS_REL_GOAL),
     }
@@ -309,16 +314,17 @@ def summary_markdown(meta: dict, rows: list[dict], goals: dict, clips: tuple[Cli
               "pipeline got depth, median-aligned always, and with scale and shift fitted in disparity (\"affine\", "
               "the MiDaS protocol for scale/shift-invariant depth).", "",
               "| run | key/interp frames | key PSNR native / 256² | key SSIM 256² | interp PSNR 256² | "
-              "blend PSNR 256² | real motion | AbsRel metric (δ<1.25) | AbsRel aligned (δ<1.25) | "
-              "AbsRel affine (δ<1.25) | latency p50 ms |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "blend PSNR 256² | flow-warp PSNR 256² | real motion | AbsRel metric (δ<1.25) | "
+              "AbsRel aligned (δ<1.25) | AbsRel affine (δ<1.25) | latency p50 ms |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         metric = _depth_cell(r["depth_abs_rel"], r["depth_delta1"])
         aligned = _depth_cell(r["depth_abs_rel_aligned"], r["depth_delta1_aligned"])
         affine = _depth_cell(r["depth_abs_rel_affine"], r["depth_delta1_affine"])
         lines.append(f"| {r['label']} | {r['key_frames']}/{r['interp_frames']} | {_fmt(r['key_psnr'])} / "
                      f"{_fmt(r['key_psnr_256'])} | {_fmt(r['key_ssim_256'], 3)} | {_fmt(r['interp_psnr_256'])} | "
-                     f"{_fmt(r['blend_psnr_256'])} | {'yes' if r['real_motion'] else 'no'} | {metric} | {aligned} | "
+                     f"{_fmt(r['blend_psnr_256'])} | {_fmt(r['flow_warp_psnr_256'])} | "
+                     f"{'yes' if r['real_motion'] else 'no'} | {metric} | {aligned} | "
                      f"{affine} | {_fmt(r['latency_p50_ms'], 0)} |")
     lines += ["", "## Depth beside its baselines", "",
               "AbsRel (δ<1.25) of the rendered depth at key frames and, on the same pixels with the same alignment, "
@@ -368,7 +374,8 @@ def run_suite(shared: Path, work: Path, replay_options: list[str], clips: tuple[
         rows.append(summary_row(run, report))
         r = rows[-1]
         log(f"{run.name}: key {_fmt(r['key_psnr_256'])} dB, interp {_fmt(r['interp_psnr_256'])} dB, blend "
-            f"{_fmt(r['blend_psnr_256'])} dB (256²) in {time.perf_counter() - start:.0f} s")
+            f"{_fmt(r['blend_psnr_256'])} dB, flow warp {_fmt(r['flow_warp_psnr_256'])} dB (256²) in "
+            f"{time.perf_counter() - start:.0f} s")
     for run in sequence_runs:
         start = time.perf_counter()
         report = run_sequence(run, shared, work / "runs" / run.name, replay_options)

@@ -195,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(args.seed)
     summary = run_replay(args)
-    k, m, b = summary["key"], summary["interp"], summary["blend"]
-    print(f"key PSNR {k['psnr']}, interp PSNR {m['psnr']} (blend {b['psnr']}); report in {args.out}")
+    k, m, b, fw = summary["key"], summary["interp"], summary["blend"], summary["flow_warp"]
+    print(f"key PSNR {k['psnr']}, interp PSNR {m['psnr']} (blend {b['psnr']}, flow warp {fw['psnr']}); report in "
+          f"{args.out}")
     return 0
 
 
