@@ -1,5 +1,7 @@
 """Node parameters: the shipped params file, the declared catalogue, validation errors and run-time changes."""
 import dataclasses
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -113,7 +115,7 @@ def test_parameters_change_at_run_time_when_dynamic_and_say_why_not_otherwise(li
 
     node = lifecycle_node
     assert node.set_parameters([Parameter("model", value="small")])[0].successful, "unconfigured: anything goes"
-    node.set_parameters([Parameter("model", value="tiny")])
+    node.set_parameters([Parameter("model", value="tiny"), Parameter("motion_prior", value="flow")])
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     refused = node.set_parameters([Parameter("model", value="small")])[0]
     assert not refused.successful and "only while the node is unconfigured" in refused.reason
@@ -129,7 +131,19 @@ def test_parameters_change_at_run_time_when_dynamic_and_say_why_not_otherwise(li
     node._apply_pending()  # what the worker does between frames
     assert "points" not in node.processor.settings.outputs and "image" in node.processor.settings.outputs
     assert node.processor.pipeline.config.render_times == (1.0, 0.5)
+    import numpy as np
+
+    from nut_ros.pipeline.types import Frame
+
+    for i in range(2):  # a pair: the flow prior's thread runs
+        node.processor.pipeline.push(Frame(np.full((48, 64, 3), 50 * i, np.uint8), 10**9 + i * 10**8))
+    assert any(t.name.startswith("nut_ros_flow") for t in threading.enumerate()), "the flow prior's thread runs"
     assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS and node.processor is None
+
+    deadline = time.monotonic() + 5
+    while any(t.name.startswith("nut_ros_flow") for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name.startswith("nut_ros_flow") for t in threading.enumerate()), "cleanup frees it"
     assert node.set_parameters([Parameter("model", value="tiny")])[0].successful
 
 
