@@ -46,12 +46,6 @@ def test_invalid_values_name_the_parameter(values, fragment):
     assert fragment in str(err.value)
 
 
-def test_flow_preset_choices_are_the_motion_priors():
-    from nut_ros.core import motion_prior
-    from nut_ros.ros import params
-    assert params.FLOW_PRESETS == motion_prior.FLOW_PRESETS
-
-
 def test_all_errors_are_reported_at_once():
     with pytest.raises(ParamError) as err:
         NodeParams.from_dict({"backend": "x", "depth_source": "lidar", "max_rate": -1.0})

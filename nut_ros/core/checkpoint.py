@@ -39,13 +39,31 @@ class CheckpointMismatch(ValueError):
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Tensors of a ``.safetensors`` or torch (``.pth``/``.pt``/``.ckpt``, ``weights_only``) state-dict file; a
-    ``state_dict`` entry (a training checkpoint) is unwrapped."""
+    """Tensors of a ``.safetensors`` or torch (``.pth``/``.pt``/``.ckpt``, ``weights_only``) state-dict file; the
+    model of a training checkpoint (its ``state_dict`` entry, or ``model`` in a nut_ros trainer's ``last.pt``) is
+    unwrapped."""
     path = Path(path)
     if path.suffix == ".safetensors":
         return load_file(str(path))
     state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                return state[key]
+    return state
+
+
+def read_training_state(path: str | Path) -> dict:
+    """A nut_ros trainer checkpoint (``last.pt``): model and optimiser state, step, RNG states and run config."""
+    return torch.load(Path(path), map_location="cpu", weights_only=True)
+
+
+def save_training_state(state: dict, path: str | Path) -> None:
+    """Write a trainer checkpoint atomically (a temporary file renamed over ``path``)."""
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
 
 
 def check_state_dict(module: nn.Module, state: dict[str, Tensor]) -> None:

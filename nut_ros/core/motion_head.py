@@ -149,11 +149,13 @@ class MotionHead(nn.Module):
         cell = self.image_size[1] / w, self.image_size[0] / h  # model pixels per token cell (x, y)
         scale = torch.tensor(cell, device=f0.device, dtype=f0.dtype).view(1, 2, 1, 1)
         out = []
+        dtype = self.update.delta[-1].weight.dtype  # the update block runs in its weights' dtype (bf16 models)
+        hidden, ctx = hidden.to(dtype), ctx.to(dtype)
         for _ in range(self.iters if iters is None else iters):
             corr = lookup(pyramid, base + flow)
-            hidden, delta, mask = self.update(hidden, ctx, corr, flow)
-            flow = flow + delta
-            out.append(convex_upsample(flow, mask, self.up) * scale)
+            hidden, delta, mask = self.update(hidden, ctx, corr.to(dtype), flow.to(dtype))
+            flow = flow + delta.float()
+            out.append(convex_upsample(flow, mask.float(), self.up) * scale)
         return out
 
     def velocities(self, flow: Tensor, y_own: Tensor, y_other: Tensor) -> Tensor:

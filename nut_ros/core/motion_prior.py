@@ -31,15 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nut_ros.core.choices import DIS_PRESET_NAMES, FLOW_PRESETS
 from nut_ros.core.gaussians import Gaussians
 
-PRIORS = ("none", "flow", "learned")
-DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
-#: flow presets: DIS at each preset, or ``sparse_to_dense`` (pyramidal Lucas-Kanade on an 8 px grid, interpolated
-#: edge-aware and smoothed, OpenCV-contrib ``optflow.calcOpticalFlowSparseToDense``): it follows small fast objects
-#: that DIS's coarse-to-fine search loses (a thrown ball, hands), at about 5x DIS medium's cost
-FLOW_PRESETS = (*DIS_PRESETS, "sparse_to_dense")
+DIS_PRESETS = dict(zip(DIS_PRESET_NAMES, (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, cv2.DISOPTICAL_FLOW_PRESET_FAST,
+                                           cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)))
+# flow presets (FLOW_PRESETS): DIS at each preset, or ``sparse_to_dense`` (pyramidal Lucas-Kanade on an 8 px grid,
+# interpolated edge-aware and smoothed, OpenCV-contrib ``optflow.calcOpticalFlowSparseToDense``): it follows small
+# fast objects that DIS's coarse-to-fine search loses (a thrown ball, hands), at about 5x DIS medium's cost
 
 
 def sparse_to_dense_available() -> bool:

@@ -13,6 +13,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import torch
 from torch import Tensor
 
+from nut_ros.core.choices import BACKENDS
 from nut_ros.core.checkpoint import load_checkpoint
 from nut_ros.core.config import ModelConfig
 from nut_ros.core.gaussians import Gaussians
@@ -26,7 +27,6 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 #: ``engine`` from the pipeline) while the node can still pick it by name.
 EXPORTED_BACKENDS = {"onnxruntime": "nut_ros.pipeline.onnx_backend:OnnxBackend",
                      "tensorrt": "engine.trt_backend:TensorRTBackend"}
-BACKENDS = ("torch", *EXPORTED_BACKENDS)
 
 
 @runtime_checkable

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 
 from nut_ros.core.gaussians import Gaussians
 from nut_ros.core.geometry import DepthNormalization, Intrinsics, rendered_depth_to_depth
-from nut_ros.core.motion_prior import PRIORS, FlowPrior, grey_u8, sparse_to_dense_available, with_prior
+from nut_ros.core.choices import MOTION_PRIORS
+from nut_ros.core.motion_prior import FlowPrior, grey_u8, sparse_to_dense_available, with_prior
 from nut_ros.geometry.depth_from_motion import DepthFromMotion, MotionDepth, MotionDepthConfig
 from nut_ros.pipeline.backends import Backend
 from nut_ros.pipeline.depth import model_depth_input, normalize_inverse_depth, resize_depth, valid_depth
@@ -80,14 +81,23 @@ class StreamingPipeline:
         self._prev: _Encoded | None = None
         self._live: _LiveMap | None = None
         prior = config.motion_prior if config.motion_prior != "auto" else backend.model_config.motion_prior
-        if prior not in PRIORS:
-            raise ValueError(f"unknown motion prior {prior!r}; choose from auto, {', '.join(PRIORS)}")
-        self.motion_prior = prior
+        if prior not in MOTION_PRIORS:
+            raise ValueError(f"unknown motion prior {prior!r}; choose from auto, {', '.join(MOTION_PRIORS)}")
         if prior == "learned" and backend.model_config.motion_prior != "learned":
             raise ValueError(f"motion prior 'learned' needs a model with the learned motion head; this one was "
                              f"trained with {backend.model_config.motion_prior!r}")
         if backend.model_config.motion_prior == "learned":
-            backend.use_learned_motion(prior == "learned")  # "flow" or "none" replace the learned flow
+            if config.motion_prior == "auto":
+                # classical flow measures better than the shipped learned head (docs/EVALUATION.md, learned motion)
+                # and costs less on a CPU; exported graphs carry the head inside and keep it
+                try:
+                    backend.use_learned_motion(False)
+                    prior = "flow"
+                except ValueError:
+                    prior = "learned"
+            else:
+                backend.use_learned_motion(prior == "learned")  # "flow" or "none" replace the learned flow
+        self.motion_prior = prior
         self._flow = self._flow_pool = None
         if prior == "flow":  # one worker: the flow of a pair runs while the backend encodes and decodes
             preset, check = config.flow_preset, config.flow_check

@@ -99,8 +99,9 @@ class PipelineConfig:
     cloud_min_opacity: float = 0.01  # Gaussians fainter than this at the newest time are left out of the cloud
     default_hfov_deg: float = 60.0  # horizontal field of view assumed when a frame has no intrinsics
     background: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    # where the velocities' motion comes from: "auto" (the model's), "learned" (the model's flow head), "flow"
-    # (classical optical flow on the CPU, flow_preset) or "none" (the velocity head alone)
+    # where the velocities' motion comes from: "learned" (the model's flow head), "flow" (classical optical flow on
+    # the CPU, flow_preset) or "none" (the velocity head alone); "auto": "flow" for a model with the learned head on
+    # a backend that can leave it out (classical flow measures better today), else the model's own
     motion_prior: str = "auto"
     flow_preset: str = "sparse_to_dense"  # flow of the prior: sparse_to_dense or DIS ultrafast | fast | medium
     flow_max_width: int = 512  # the flow runs on the model-resolution frames halved until at most this wide

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+from nut_ros.core.choices import BACKENDS, FLOW_PRESETS, MOTION_PRIORS
+
 TRANSPORTS = ("raw", "compressed")
 DEPTH_TRANSPORTS = ("raw", "compressedDepth")
 RELIABILITIES = ("auto", "reliable", "best_effort")  # nut_ros.ros.transport.RELIABILITIES
 DEPTH_SOURCES = ("auto", "topic", "none")
-FLOW_PRESETS = ("ultrafast", "fast", "medium", "sparse_to_dense")  # nut_ros.core.motion_prior.FLOW_PRESETS
 MAX_RENDER_TIME = 2.0  # normalised pair time: 0 previous frame, 1 newest frame, (1, 2] prediction
 
 
@@ -93,9 +93,11 @@ class NodeParams:
     render_times: list[float] = _param([1.0], "Normalised pair times to render: 1 newest frame, (0, 1) "
                                        "interpolation, (1, 2] prediction. The first drives the published images.",
                                        lo=0.0, hi=MAX_RENDER_TIME, dynamic=True)
-    motion_prior: str = _param("auto", "Where the velocities' motion comes from: auto (as the model was trained), "
-                               "learned (the model's flow head), flow (classical optical flow on the CPU, "
-                               "flow_preset) or none.", choices=("auto", "learned", "flow", "none"))
+    motion_prior: str = _param("auto", "Where the velocities' motion comes from: learned (the model's flow head), "
+                               "flow (classical optical flow on the CPU, flow_preset) or none; auto: flow for a "
+                               "model with the learned head on the torch backend (it measures better today, "
+                               "docs/EVALUATION.md), learned in exported graphs, else as the model was trained.",
+                               choices=("auto", *MOTION_PRIORS))
     flow_preset: str = _param("sparse_to_dense", "Optical flow of the motion prior: sparse_to_dense (follows small "
                               "fast objects; needs OpenCV contrib) or a DIS preset (medium: about 5x cheaper).",
                               choices=FLOW_PRESETS)

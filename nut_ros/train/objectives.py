@@ -17,7 +17,6 @@ from nut_ros.core.model import NutModel, static_gaussians
 from nut_ros.core.motion_head import GAMMA
 from nut_ros.core.motion_prior import batch_priors, with_prior
 from nut_ros.render import RenderOutput, rasterize
-from nut_ros.render.projection import LOWPASS
 from nut_ros.pipeline.depth import model_depth_input, normalize_inverse_depth
 from nut_ros.train.depth_input import DepthInput, simulate_depth_input
 from nut_ros.train.losses import (masked_mse, rendered_disparity, ssi_disparity_loss, trajectory_loss,
@@ -52,7 +51,7 @@ def autocast(device: torch.device, enabled: bool):
 
 
 def render_at(gaussians: Gaussians, times: Tensor, height: int, width: int, background: Tensor,
-              impl: str = "torch", lowpass: float = LOWPASS) -> RenderOutput:
+              impl: str = "torch", *, lowpass: float) -> RenderOutput:
     """Render every sample at every time: ``[B*V, ...]`` in (sample, time) order (float32)."""
     v = times.numel()
     g = gaussians.map(lambda x: x.float().repeat_interleave(v, dim=0))
@@ -104,7 +103,7 @@ def stage2_step(model: NutModel, clip: Clip, weights: LossWeights, drop_prob: fl
     g = g.map(lambda x: x.float())
     if model.config.motion_prior == "flow":  # the head's velocities are a residual around the optical flow
         g = with_prior(g, batch_priors(frames[:, 0], frames[:, 1], model.config.gaussian_grid))
-    out = render_at(g, clip.times, h, w, background, impl, model.config.raster_lowpass)
+    out = render_at(g, clip.times, h, w, background, impl, lowpass=model.config.raster_lowpass)
 
     rgb = clip.rgb.flatten(0, 1)
     mse = torch.mean((out.color - rgb) ** 2)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from nut_ros.core.checkpoint import load_checkpoint, save_checkpoint
+from nut_ros.core.checkpoint import read_state_dict, read_training_state, save_checkpoint, save_training_state
 from nut_ros.core.model import NutModel, build_model
 from nut_ros.train.objectives import LossWeights, geometry_motion_step, stage1_step, stage2_step
 from nut_ros.train.rgbd_pairs import RGBDPairs, cat, generated_pairs
@@ -93,10 +93,7 @@ def _load_weights(model: NutModel, init: str, prefix: str = "", grow: bool = Fal
     (then strictly: all of the model's keys under it must be there); ``grow``: see :func:`load_grown`; ``new``:
     the model's keys under this prefix may be missing from ``init`` (a part added since, left at its init)."""
     path = _resolve_init(init)
-    if path.suffix == ".safetensors":
-        state = load_checkpoint(path).state_dict()
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    state = read_state_dict(path)
     if grow:
         fresh = load_grown(model, state)
         print(f"grown from {path}; at their initialisation: {', '.join(fresh)}")
@@ -138,7 +135,7 @@ def load_grown(model: NutModel, state: dict[str, torch.Tensor]) -> list[str]:
 
 def load_run(run: str) -> NutModel:
     """The model of a trainer checkpoint (a run folder or its ``last.pt``), with every weight as trained."""
-    state = torch.load(_resolve_init(run), map_location="cpu", weights_only=False)
+    state = read_training_state(_resolve_init(run))
     cfg = state["config"]
     model = build_model(cfg["model"], **cfg.get("model_overrides", {}))
     model.load_state_dict(state["model"], strict=True)
@@ -221,7 +218,7 @@ class Trainer:
     def _resume(self) -> None:
         if not self.ckpt_path.exists():
             return
-        state = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
+        state = read_training_state(self.ckpt_path)
         self.model.load_state_dict(state["model"], strict=True)
         self.opt.load_state_dict(state["optimizer"])
         self.step, self.train_seconds = state["step"], state["train_seconds"]
@@ -236,9 +233,7 @@ class Trainer:
                  "loss_rng": self.loss_gen.get_state(), "config": dataclasses.asdict(self.cfg)}
         if self.real is not None:
             state["real_rng"] = self.real.rng.get_state()
-        tmp = self.ckpt_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(self.ckpt_path)
+        save_training_state(state, self.ckpt_path)
 
     def progress(self) -> float:
         if self.cfg.steps:

@@ -1,0 +1,10 @@
+"""The names that parameters and command lines choose from, in a module without heavy imports: the node checks its
+parameters before it imports torch or OpenCV, and the modules that act on a choice import its names from here."""
+
+#: inference backends (``nut_ros.pipeline.backends.make_backend``)
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+#: where the velocities' motion comes from (``ModelConfig.motion_prior``; the pipeline also takes "auto")
+MOTION_PRIORS = ("none", "flow", "learned")
+#: OpenCV DIS presets, then OpenCV-contrib's sparse-to-dense flow (``nut_ros.core.motion_prior``)
+DIS_PRESET_NAMES = ("ultrafast", "fast", "medium")
+FLOW_PRESETS = (*DIS_PRESET_NAMES, "sparse_to_dense")
