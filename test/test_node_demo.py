@@ -29,6 +29,7 @@ def test_rviz_fixed_frame_is_the_demo_frame():
 RVIZ_TYPES = {
     "rviz_default_plugins/PointCloud2": "sensor_msgs/msg/PointCloud2",
     "rviz_default_plugins/Image": "sensor_msgs/msg/Image",
+    "rviz_default_plugins/MarkerArray": "visualization_msgs/msg/MarkerArray",
 }
 
 
@@ -44,7 +45,10 @@ def test_rviz_config_shows_node_outputs():
         topic, kind = display["Topic"]["Value"], RVIZ_TYPES[display["Class"]]
         assert published.get(topic) == kind, f"RViz shows {topic} as {kind}, which the node does not publish"
         shown[topic] = kind
-    assert set(shown) == {topics.output_topic(n) for n in ("points", "depth", "image")}
+        if topic in (topics.output_topic(n) for n in topics.MAP_OUTPUTS):  # late RViz gets the last map
+            assert display["Topic"]["Durability Policy"] == "Transient Local", topic
+    assert set(shown) == {topics.output_topic(n) for n in ("points", "depth", "image", "obstacle_markers",
+                                                           "map_points")}
 
 
 def test_demo_refuses_to_run_without_weights(tmp_path, capsys):

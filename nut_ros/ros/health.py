@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from nut_ros.ros.msg_types import make_header, msg_class, resolve_flavor
 
 OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
-LATENCY_STAGES = ("encode", "decode", "render", "total")
+LATENCY_STAGES = ("encode", "decode", "render", "total", "obstacles", "map")  # the last two: perception
 STALL_S = 30.0  # a frame taking longer than this makes the status WARN
 
 
@@ -112,12 +112,14 @@ def stats_message(health: NodeHealth, last: Snapshot, now: Snapshot, info: dict,
 
 
 def diagnostics_message(stats, level: int, message: str, name: str, hardware_id: str, stamp_ns: int,
-                        flavor: str = "auto"):
-    """``diagnostic_msgs/DiagnosticArray`` with one status whose key values mirror the stats message."""
+                        flavor: str = "auto", extra: dict | None = None):
+    """``diagnostic_msgs/DiagnosticArray`` with one status whose key values mirror the stats message, then
+    ``extra`` (values the stats message has no field for: ``FrameProcessor.perception_values``)."""
     key_value = msg_class("diagnostic_msgs/msg/KeyValue", flavor)
     keys = ("backend", "model", "depth_source", "metric", "frames_received", "frames_processed",
             "frames_dropped_queue", "frames_dropped_invalid", "frames_lost", "gaussians_live", "rate_hz", "latency_total_ms")
     values = [key_value(key=k, value=_fmt(getattr(stats, k))) for k in keys]
+    values += [key_value(key=k, value=_fmt(v)) for k, v in (extra or {}).items()]
     status = msg_class("diagnostic_msgs/msg/DiagnosticStatus", flavor)(
         level=bytes([level]) if resolve_flavor(flavor) == "rclpy" else level, name=name, message=message,
         hardware_id=hardware_id, values=values)

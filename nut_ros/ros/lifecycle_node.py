@@ -5,7 +5,11 @@ ROS wiring only; the per-frame work is ``processor.FrameProcessor``. Lifecycle (
 * configure: reads and checks the parameters, loads the weights and the backend, builds the pipeline and the
   output publishers; on failure the node stays unconfigured and says why (log, ``/diagnostics``);
 * activate: subscribes to the inputs and starts the worker thread; deactivate: unsubscribes and stops it;
-* cleanup: frees the pipeline (model, GPU memory, flow threads) and the publishers.
+* cleanup: frees the pipeline (model, GPU memory, flow threads), the perception state (tracks, local map, key
+  frame) and the publishers.
+
+Every output of ``topics.OUTPUT_TYPES`` has a publisher once configured; the perception outputs carry messages only
+with ``perception: true`` (the local map's with transient-local durability, ``output_qos``).
 
 Callbacks hand each matched frame to the worker through a slot of depth one, so they never block and a burst only
 replaces the pending frame (counted as a queue drop). Input subscriptions follow the publishers' reliability
@@ -22,7 +26,7 @@ import threading
 import time
 
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rcl_interfaces.msg import SetParametersResult
 
 from nut_ros.ros import topics
@@ -37,7 +41,8 @@ QUEUE_DROP_THROTTLE_S = 30.0  # dropping to the newest frame is normal operation
 QOS_CHECK_S = 1.0
 SETTING_OF = {"depth_scale": "depth_scale", "frame_id": "frame_id", "max_input_pixels": "max_input_pixels",
               "sync_tolerance": "sync_tolerance_s", "render_times": "render_times",
-              "interp_window": "interp_window", "interp_samples": "interp_samples"}
+              "interp_window": "interp_window", "interp_samples": "interp_samples",
+              "marker_lifetime": "marker_lifetime_s"}
 
 
 class NutRosNode(LifecycleNode):
@@ -94,12 +99,18 @@ class NutRosNode(LifecycleNode):
         if flow is not None and flow.preset != self.params.flow_preset:
             log.warning(f"flow_preset {self.params.flow_preset} needs OpenCV's contrib modules "
                         f"(opencv-contrib-python-headless); the motion prior uses {pipeline.flow_settings}")
-        out_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-        self._pubs = {name: self.create_lifecycle_publisher(topics.resolve_type(kind), f"~/{name}", out_qos)
+        self._pubs = {name: self.create_lifecycle_publisher(topics.resolve_type(kind), f"~/{name}", output_qos(name))
                       for name, kind in topics.OUTPUT_TYPES.items()}
         self._configured = True
         p = self.params
         log.info(f"configured: backend {p.backend}, model {p.model} on {p.device}")
+        if p.perception and pipeline.motion_prior != "flow":
+            log.warning(f"perception with motion prior {pipeline.motion_prior!r}: the obstacles' velocities come from "
+                        f"the Gaussians' motion, and motion_prior flow gives much better ones (docs/ROS_SETUP.md)")
+        if p.perception and not p.use_odometry:
+            log.info(f"perception without odometry: the local map is in {p.keyframe_frame!r} (the stream's first "
+                     f"camera frame), which no transform connects to the camera frame: view ~/map_points with RViz's "
+                     f"fixed frame {p.keyframe_frame!r}, the obstacles with the camera frame")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -388,4 +399,14 @@ class NutRosNode(LifecycleNode):
             level, message = WARN, "inactive (configured)"
         else:
             level, message = assess(last, now, None, None if busy_since is None else time.perf_counter() - busy_since)
-        self._diag_pub.publish(diagnostics_message(stats, level, message, name, hardware, stamp))
+        self._diag_pub.publish(diagnostics_message(stats, level, message, name, hardware, stamp,
+                                                   extra=processor.perception_values()))
+
+
+def output_qos(name: str) -> QoSProfile:
+    """Reliable, keep last 5, volatile; the local map (``topics.MAP_OUTPUTS``): keep last 1, transient local, so a
+    subscriber that joins late (RViz) gets the last map at once instead of waiting up to ``map_period``."""
+    if name in topics.MAP_OUTPUTS:
+        return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    return QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)

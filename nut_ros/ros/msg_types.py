@@ -18,7 +18,8 @@ import numpy as np
 
 from nut_ros.ros.errors import ConversionError
 
-NUT_MSG_TYPES = ("nut_ros_msgs/msg/GaussianSet", "nut_ros_msgs/msg/PipelineStats")
+NUT_MSG_TYPES = ("nut_ros_msgs/msg/GaussianSet", "nut_ros_msgs/msg/PipelineStats", "nut_ros_msgs/msg/Obstacle",
+                 "nut_ros_msgs/msg/ObstacleArray")
 _REPO_MSG_DIR = Path(__file__).resolve().parents[2] / "nut_ros_msgs" / "msg"
 
 

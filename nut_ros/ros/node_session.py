@@ -64,7 +64,8 @@ def default_domain_id() -> int:
 def expected_outputs(params: NodeParams, frames_processed: int) -> dict[str, int]:
     """Messages the node publishes per output topic for ``frames_processed`` frames."""
     views = len(params.render_times)
-    counts = {name: frames_processed * (views if name in VIEW_OUTPUTS else 1) for name in VIEW_OUTPUTS + STEP_OUTPUTS
+    every_frame = VIEW_OUTPUTS + STEP_OUTPUTS + (("obstacles", "obstacle_markers") if params.perception else ())
+    counts = {name: frames_processed * (views if name in VIEW_OUTPUTS else 1) for name in every_frame
               if getattr(params, f"publish_{name}")}
     return {topics.output_topic(name): n for name, n in counts.items()}
 

@@ -1,8 +1,7 @@
 """Perception outputs -> messages: ``nut_ros_msgs/ObstacleArray``, an RViz ``visualization_msgs/MarkerArray``
 (a box and a velocity arrow per obstacle), and the local map as ``PointCloud2`` + ``nut_ros_msgs/GaussianSet``.
 
-Works in both flavors of :mod:`nut_ros.ros.msg_types` (rclpy, or rosbags without ROS); the obstacle message types
-are registered in the rosbags typestore here when it lacks them.
+Works in both flavors of :mod:`nut_ros.ros.msg_types` (rclpy, or rosbags without ROS).
 """
 from __future__ import annotations
 
@@ -14,27 +13,12 @@ import numpy as np
 from nut_ros.perception.types import Obstacle, ObstacleList
 from nut_ros.pipeline.types import GaussianCloud
 from nut_ros.ros.gaussian_msgs import gaussian_cloud_to_msg
-from nut_ros.ros.msg_types import make_header, msg_class, msg_definition_dir, resolve_flavor, rosbags_typestore
+from nut_ros.ros.msg_types import make_header, msg_class, resolve_flavor
 from nut_ros.ros.pointcloud import points_to_pointcloud2
 
-OBSTACLE_TYPES = ("nut_ros_msgs/msg/Obstacle", "nut_ros_msgs/msg/ObstacleArray")
 MARKER_NAMESPACE = "nut_ros_obstacles"
 ARROW_SHAFT = 0.05  # arrow shaft diameter (m); head twice as wide
 BOX_ALPHA = 0.35
-
-
-def _cls(type_name: str, flavor: str) -> type:
-    if resolve_flavor(flavor) == "rosbags" and type_name in OBSTACLE_TYPES:
-        store = rosbags_typestore()
-        if type_name not in store.types:
-            from rosbags.typesys import get_types_from_msg
-
-            types: dict = {}
-            for name in OBSTACLE_TYPES:
-                text = (msg_definition_dir() / (name.rsplit("/", 1)[1] + ".msg")).read_text()
-                types.update(get_types_from_msg(text, name))
-            store.register(types)
-    return msg_class(type_name, flavor)
 
 
 def _vec(cls: type, v) -> Any:
@@ -43,7 +27,7 @@ def _vec(cls: type, v) -> Any:
 
 def _uuid_field(ob: Obstacle, flavor: str):
     data = np.frombuffer(ob.id.bytes, np.uint8).copy()
-    return _cls("unique_identifier_msgs/msg/UUID", flavor)(uuid=data if resolve_flavor(flavor) == "rosbags"
+    return msg_class("unique_identifier_msgs/msg/UUID", flavor)(uuid=data if resolve_flavor(flavor) == "rosbags"
                                                           else data.tolist())
 
 
@@ -54,8 +38,8 @@ def _f64(values: np.ndarray, flavor: str):
 
 def obstacles_to_msg(obstacles: ObstacleList, flavor: str = "auto"):
     """An ObstacleArray with every obstacle's header equal to the array's."""
-    point, vector = _cls("geometry_msgs/msg/Point", flavor), _cls("geometry_msgs/msg/Vector3", flavor)
-    ob_cls = _cls("nut_ros_msgs/msg/Obstacle", flavor)
+    point, vector = msg_class("geometry_msgs/msg/Point", flavor), msg_class("geometry_msgs/msg/Vector3", flavor)
+    ob_cls = msg_class("nut_ros_msgs/msg/Obstacle", flavor)
     header = make_header(obstacles.stamp_ns, obstacles.frame_id, flavor)
     items = [ob_cls(header=make_header(obstacles.stamp_ns, obstacles.frame_id, flavor), id=_uuid_field(ob, flavor),
                     position=_vec(point, ob.position), velocity=_vec(vector, ob.velocity), size=_vec(vector, ob.size),
@@ -63,7 +47,7 @@ def obstacles_to_msg(obstacles: ObstacleList, flavor: str = "auto"):
                     velocity_covariance=_f64(ob.velocity_covariance, flavor), confidence=float(ob.confidence),
                     age=int(ob.age), metric=bool(obstacles.metric))
              for ob in obstacles.obstacles]
-    return _cls("nut_ros_msgs/msg/ObstacleArray", flavor)(header=header, metric=bool(obstacles.metric),
+    return msg_class("nut_ros_msgs/msg/ObstacleArray", flavor)(header=header, metric=bool(obstacles.metric),
                                                           obstacles=items)
 
 
@@ -76,19 +60,19 @@ def marker_id(ob: Obstacle) -> int:
 def obstacle_markers(obstacles: ObstacleList, lifetime_s: float = 0.5, flavor: str = "auto"):
     """A MarkerArray: DELETEALL for the namespace, then per obstacle a translucent CUBE (its box) and an ARROW from
     its centre along its velocity (length = metres travelled in one second), coloured by track id."""
-    marker = _cls("visualization_msgs/msg/Marker", flavor)
-    point, vector = _cls("geometry_msgs/msg/Point", flavor), _cls("geometry_msgs/msg/Vector3", flavor)
-    pose, quat = _cls("geometry_msgs/msg/Pose", flavor), _cls("geometry_msgs/msg/Quaternion", flavor)
-    colour = _cls("std_msgs/msg/ColorRGBA", flavor)
-    duration = _cls("builtin_interfaces/msg/Duration", flavor)
+    marker = msg_class("visualization_msgs/msg/Marker", flavor)
+    point, vector = msg_class("geometry_msgs/msg/Point", flavor), msg_class("geometry_msgs/msg/Vector3", flavor)
+    pose, quat = msg_class("geometry_msgs/msg/Pose", flavor), msg_class("geometry_msgs/msg/Quaternion", flavor)
+    colour = msg_class("std_msgs/msg/ColorRGBA", flavor)
+    duration = msg_class("builtin_interfaces/msg/Duration", flavor)
     life = duration(sec=int(lifetime_s), nanosec=int(round((lifetime_s % 1) * 1e9)))
     common = dict(ns=MARKER_NAMESPACE, frame_locked=False, text="", mesh_resource="", mesh_use_embedded_materials=False,
                   lifetime=life)
     if resolve_flavor(flavor) == "rosbags":
         common.update(points=[], colors=[], texture_resource="",
-                      texture=_cls("sensor_msgs/msg/CompressedImage", flavor)(
+                      texture=msg_class("sensor_msgs/msg/CompressedImage", flavor)(
                           header=make_header(0, "", flavor), format="", data=np.zeros(0, np.uint8)),
-                      uv_coordinates=[], mesh_file=_cls("visualization_msgs/msg/MeshFile", flavor)(
+                      uv_coordinates=[], mesh_file=msg_class("visualization_msgs/msg/MeshFile", flavor)(
                           filename="", data=np.zeros(0, np.uint8)))
     header = lambda: make_header(obstacles.stamp_ns, obstacles.frame_id, flavor)  # noqa: E731
     identity = lambda p: pose(position=_vec(point, p), orientation=quat(x=0.0, y=0.0, z=0.0, w=1.0))  # noqa: E731
@@ -105,7 +89,7 @@ def obstacle_markers(obstacles: ObstacleList, lifetime_s: float = 0.5, flavor: s
                           action=marker.ADD, pose=identity((0, 0, 0)),
                           scale=_vec(vector, (ARROW_SHAFT, 2 * ARROW_SHAFT, 2 * ARROW_SHAFT)),
                           color=colour(r=r, g=g, b=b, a=1.0)))
-    return _cls("visualization_msgs/msg/MarkerArray", flavor)(markers=out)
+    return msg_class("visualization_msgs/msg/MarkerArray", flavor)(markers=out)
 
 
 def map_messages(cloud: GaussianCloud, stamp_ns: int, frame_id: str, depth_source: str, flavor: str = "auto"):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nut_ros.core.choices import BACKENDS, FLOW_PRESETS, MOTION_PRIORS
+from nut_ros.perception.params import MapParams, ObstacleParams
 
 TRANSPORTS = ("raw", "compressed")
 DEPTH_TRANSPORTS = ("raw", "compressedDepth")
@@ -118,6 +119,58 @@ class NodeParams:
     frame_id: str = _param("", "Frame id of the outputs; empty: the input image's frame id.", dynamic=True)
     diagnostics_period: float = _param(1.0, "Seconds between /diagnostics and `~/stats` updates.", lo=0.05, hi=60.0,
                                        dynamic=True)
+    perception: bool = _param(False, "Moving obstacles (`~/obstacles`, `~/obstacle_markers`) and a persistent local "
+                              "map (`~/map_points`, `~/map`) from the live Gaussians (6-12 ms per frame on a CPU "
+                              "with `tiny`). Obstacle velocities come from the Gaussians' motion: motion_prior flow "
+                              "gives much better ones than the learned head today (docs/ROS_SETUP.md).")
+    publish_obstacles: bool = _param(True, "Publish the tracked moving obstacles every processed frame "
+                                     "(`~/obstacles`, nut_ros_msgs/ObstacleArray, empty arrays too; perception).",
+                                     dynamic=True)
+    publish_obstacle_markers: bool = _param(True, "Publish the obstacles' boxes and velocity arrows for RViz "
+                                            "(`~/obstacle_markers`, visualization_msgs/MarkerArray; perception).",
+                                            dynamic=True)
+    publish_map_points: bool = _param(True, "Publish the local map's centres every map_period (`~/map_points`, "
+                                      "PointCloud2, transient local; perception).", dynamic=True)
+    publish_map: bool = _param(True, "Publish the local map's Gaussians every map_period (`~/map`, "
+                               "nut_ros_msgs/GaussianSet, transient local; perception).", dynamic=True)
+    obstacle_moving_speed: float = _param(ObstacleParams.moving_speed, "A Gaussian moves when its speed over the "
+                                          "ground exceeds this (m/s, or relative units per second without metric "
+                                          "depth) ...", lo=0.0, hi=100.0)
+    obstacle_moving_speed_per_m: float = _param(ObstacleParams.moving_speed_per_m, "... plus this much per metre "
+                                                "of depth (velocity noise grows with depth).", lo=0.0, hi=100.0)
+    obstacle_voxel: float = _param(ObstacleParams.voxel, "Clustering grid of the moving Gaussians (m); touching "
+                                   "moving voxels form one obstacle.", lo=0.001, hi=10.0)
+    obstacle_min_cluster: int = _param(ObstacleParams.min_cluster_gaussians, "Fewest moving Gaussians of an "
+                                       "obstacle (smaller clusters are noise).", lo=1, hi=1_000_000)
+    obstacle_min_width: float = _param(ObstacleParams.min_width, "Narrowest obstacle across the view (m); "
+                                       "narrower clusters are slivers along depth edges.", lo=0.0, hi=100.0)
+    obstacle_max_size: float = _param(ObstacleParams.max_size, "Largest obstacle extent (m); larger clusters are "
+                                      "structure whose flow is wrong.", lo=0.001, hi=1000.0)
+    obstacle_max_range: float = _param(ObstacleParams.max_range, "Gaussians farther than this (optical z, m) are "
+                                       "ignored by the obstacle detection.", lo=0.001, hi=1000.0)
+    obstacle_confirm_hits: int = _param(ObstacleParams.confirm_hits, "Detections before a track is reported.",
+                                        lo=1, hi=1000)
+    obstacle_max_misses: int = _param(ObstacleParams.max_misses, "Frames without a detection after which a track "
+                                      "is dropped.", lo=0, hi=1000)
+    obstacle_gate: float = _param(ObstacleParams.gate, "Largest distance (m) between a track's prediction and a "
+                                  "detection it may take.", lo=0.001, hi=100.0)
+    obstacle_min_travel: float = _param(ObstacleParams.min_travel, "A track is confirmed once its centre moved "
+                                        "this far (m) over its last detections.", lo=0.0, hi=100.0)
+    obstacle_min_speed: float = _param(ObstacleParams.min_speed, "Confirmed tracks slower than this (m/s) are not "
+                                       "reported.", lo=0.0, hi=100.0)
+    map_voxel: float = _param(MapParams.voxel, "Local map resolution: one Gaussian per occupied voxel (m).",
+                              lo=0.001, hi=10.0)
+    map_budget: int = _param(MapParams.budget, "Most Gaussians in the local map; over it, the farthest from the "
+                             "camera are dropped (68 bytes each).", lo=1, hi=100_000_000)
+    map_max_range: float = _param(MapParams.max_range, "Gaussians deeper than this (m) are not added to the map.",
+                                  lo=0.001, hi=1000.0)
+    map_period: float = _param(MapParams.snapshot_period_s, "Seconds (of frame stamps) between local map "
+                               "publications; the map is published only when it changed.", lo=0.0, hi=3600.0)
+    map_frame: str = _param("", "Frame id of the map with odometry; empty: the odometry's header.frame_id.")
+    keyframe_frame: str = _param("nut_ros_keyframe", "Frame id of the map without odometry: the camera optical "
+                                 "frame of the stream's first frame (key frame).")
+    marker_lifetime: float = _param(0.5, "Lifetime of the obstacle markers in RViz (s).", lo=0.0, hi=3600.0,
+                                    dynamic=True)
 
     def validate(self) -> "NodeParams":
         """Check every field against its constraint; raise ``ParamError`` listing all problems."""
@@ -146,9 +199,28 @@ class NodeParams:
             errors.append("bf16 and compile apply to the torch backend only")
         if self.bf16 and not self.device.startswith("cuda"):
             errors.append("bf16 needs a CUDA device")
+        if not self.keyframe_frame:
+            errors.append("keyframe_frame must name a frame")
+        if not errors:
+            try:
+                self.perception_params()
+            except ValueError as err:
+                errors.append(str(err))
         if errors:
             raise ParamError("invalid nut_ros parameters: " + "; ".join(errors))
         return self
+
+    def perception_params(self) -> tuple[ObstacleParams, MapParams]:
+        """The perception stage's settings (``ValueError`` naming the field when the core refuses a value)."""
+        return (ObstacleParams(moving_speed=self.obstacle_moving_speed,
+                               moving_speed_per_m=self.obstacle_moving_speed_per_m, voxel=self.obstacle_voxel,
+                               min_cluster_gaussians=self.obstacle_min_cluster, min_width=self.obstacle_min_width,
+                               max_size=self.obstacle_max_size, max_range=self.obstacle_max_range,
+                               confirm_hits=self.obstacle_confirm_hits, max_misses=self.obstacle_max_misses,
+                               gate=self.obstacle_gate, min_travel=self.obstacle_min_travel,
+                               min_speed=self.obstacle_min_speed),
+                MapParams(voxel=self.map_voxel, budget=self.map_budget, max_range=self.map_max_range,
+                          snapshot_period_s=self.map_period))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "NodeParams":

@@ -2,8 +2,9 @@
 
 ``FrameProcessor`` takes input messages as they arrive (image, depth, CameraInfo, odometry), matches them by stamp
 (``input_sync.StampMatcher``), counts images lost on the way (``LossCounter``), builds the pipeline ``Frame``
-(``inputs``, with the camera pose from odometry), pushes it through the ``StreamingPipeline`` and builds the output
-messages (``outputs``), keeping the health counters the node publishes. ``build_pipeline`` and
+(``inputs``, with the camera pose from odometry), pushes it through the ``StreamingPipeline``, runs the perception
+stage on the result when it is on (``nut_ros.perception``: obstacles every frame, the local map when due) and builds
+the output messages (``outputs``, ``obstacle_msgs``), keeping the health counters the node publishes. ``build_pipeline`` and
 ``processor_settings`` turn the node's parameters into the pipeline and the processor, for the node and replay alike. The node calls ``add_*`` from its callbacks
 and ``process`` from its worker thread; replay calls both in bag order with a clock that follows the bag's stamps.
 """
@@ -24,10 +25,11 @@ from nut_ros.ros.health import NodeHealth
 from nut_ros.ros.input_sync import LossCounter, Matched, StampMatcher
 from nut_ros.ros.inputs import frame_from_messages
 from nut_ros.ros.msg_types import check_stamp, check_time
+from nut_ros.ros.obstacle_msgs import map_messages, obstacle_markers, obstacles_to_msg
 from nut_ros.ros.odometry import PoseBuffer, odometry_pose
 from nut_ros.ros.outputs import STEP_OUTPUTS, VIEW_OUTPUTS, step_messages, view_messages
 from nut_ros.ros.params import NodeParams
-from nut_ros.ros.topics import OUTPUT_TYPES
+from nut_ros.ros.topics import MAP_OUTPUTS, OUTPUT_TYPES
 
 
 @dataclass
@@ -45,6 +47,10 @@ class ProcessorSettings:
     outputs: frozenset = frozenset(VIEW_OUTPUTS + STEP_OUTPUTS)
     use_odometry: bool = False
     camera_mount: np.ndarray | None = None  # T_child<-camera_optical; None: identity
+    perception: tuple | None = None  # (ObstacleParams, MapParams): the perception stage runs; None: it does not
+    map_frame: str = ""  # frame of the map with odometry; empty: the odometry's header.frame_id
+    keyframe_frame: str = "nut_ros_keyframe"  # frame of the map without odometry (the stream's first camera frame)
+    marker_lifetime_s: float = 0.5
 
 
 @dataclass
@@ -73,6 +79,12 @@ class FrameProcessor:
         self._unmatched_seen = 0
         self.last_intrinsics = None
         self.metric, self.depth_source = False, "none"
+        self.perception = None
+        if settings.perception is not None:
+            from nut_ros.perception import PerceptionProcessor
+
+            self.perception = PerceptionProcessor(*settings.perception)
+        self.odometry_frame = ""  # header.frame_id of the last usable odometry message
 
     # -- inputs (cheap; the node's executor thread) ----------------------------------------------------------------
     def add_image(self, msg, seq: int | None = None, publisher: Any = None) -> Matched | None:
@@ -108,6 +120,7 @@ class FrameProcessor:
             self.poses.add(check_time(msg.header.stamp, "odometry header.stamp"), odometry_pose(msg))
         except (ConversionError, ValueError) as err:
             return f"odometry ignored: {err}"
+        self.odometry_frame = msg.header.frame_id
         return None
 
     def _counted(self, matched: Matched | None) -> Matched | None:
@@ -120,7 +133,7 @@ class FrameProcessor:
     # -- processing (the node's worker thread) ---------------------------------------------------------------------
     def update(self, **changes) -> None:
         """Change settings between frames (``outputs``, ``depth_scale``, ``frame_id``, ``max_input_pixels``,
-        ``sync_tolerance_s``) or the pipeline's (``render_times``, ``interp_window``, ``interp_samples``)."""
+        ``sync_tolerance_s``, ``marker_lifetime_s``) or the pipeline's (``render_times``, ``interp_window``, ``interp_samples``)."""
         pipeline_fields = {f.name for f in dataclasses.fields(self.pipeline.config)}
         ours = {k: v for k, v in changes.items() if k not in pipeline_fields}
         theirs = {k: v for k, v in changes.items() if k in pipeline_fields}
@@ -166,6 +179,8 @@ class FrameProcessor:
         except ConversionError as err:  # e.g. a predicted view stamped past the end of ROS time
             self.health.count(dropped_invalid=1)
             return Outcome(frame, result, drop=str(err), notes=notes)
+        if self.perception is not None:
+            messages += self.perception_messages(result, frame)
         self.metric, self.depth_source = result.metric, result.depth_source
         self.health.count(processed=1)
         total = {} if arrived is None else {"total": (time.perf_counter() - arrived) * 1e3}
@@ -185,6 +200,35 @@ class FrameProcessor:
         out += [(name, result.stamp_ns, msg) for name, msg in step.items()]
         return out
 
+    def perception_messages(self, result: StepResult, frame: Frame) -> list[tuple[str, int, Any]]:
+        """Run the perception stage on ``result``: the obstacles (camera optical frame, every frame, empty too) and,
+        when due, the local map (odometry frame with odometry, else ``keyframe_frame``), for the enabled outputs."""
+        s, enabled = self.settings, self.settings.outputs
+        out = self.perception.update(result, frame.camera_pose)
+        out.obstacles.frame_id = s.frame_id or frame.frame_id
+        messages = []
+        if "obstacles" in enabled:
+            messages.append(("obstacles", result.stamp_ns, obstacles_to_msg(out.obstacles, self.flavor)))
+        if "obstacle_markers" in enabled:
+            messages.append(("obstacle_markers", result.stamp_ns,
+                             obstacle_markers(out.obstacles, s.marker_lifetime_s, self.flavor)))
+        if out.map_due and enabled & set(MAP_OUTPUTS):
+            fixed = (s.map_frame or self.odometry_frame) if out.fixed_frame == "odometry" else s.keyframe_frame
+            points, gaussians = map_messages(self.perception.map_snapshot(), result.stamp_ns, fixed,
+                                             result.depth_source, self.flavor)
+            messages += [(name, result.stamp_ns, msg) for name, msg in zip(MAP_OUTPUTS, (points, gaussians))
+                         if name in enabled]
+        self.health.record_latency(out.latency_ms)
+        return messages
+
+    def perception_values(self) -> dict[str, float | int]:
+        """Diagnostics of the perception stage (mean latencies, frames skipped); empty when it is off."""
+        if self.perception is None:
+            return {}
+        return {"latency_obstacles_ms": self.health.mean_latency("obstacles"),
+                "latency_map_ms": self.health.mean_latency("map"),
+                "perception_frames_skipped": self.perception.frames_skipped}
+
     def note_intrinsics(self, intrinsics) -> str | None:
         """A log line when the camera's intrinsics changed (the first ones are not a change)."""
         changed = intrinsics is not None and self.last_intrinsics is not None and intrinsics != self.last_intrinsics
@@ -202,7 +246,9 @@ def processor_settings(p: NodeParams) -> ProcessorSettings:
                              sync_tolerance_s=p.sync_tolerance, sync_buffer=p.sync_buffer,
                              depth_timeout_s=p.depth_timeout, frame_id=p.frame_id,
                              max_input_pixels=p.max_input_pixels, outputs=enabled, use_odometry=p.use_odometry,
-                             camera_mount=mount_matrix(p.camera_mount))
+                             camera_mount=mount_matrix(p.camera_mount),
+                             perception=p.perception_params() if p.perception else None, map_frame=p.map_frame,
+                             keyframe_frame=p.keyframe_frame, marker_lifetime_s=p.marker_lifetime)
 
 
 def build_pipeline(p: NodeParams, log=None):

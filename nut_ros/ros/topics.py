@@ -29,7 +29,15 @@ OUTPUT_TYPES = {
     "points": "sensor_msgs/msg/PointCloud2",
     "gaussians": "nut_ros_msgs/msg/GaussianSet",
     "stats": "nut_ros_msgs/msg/PipelineStats",
+    # the perception stage (parameter ``perception``): every processed frame ...
+    "obstacles": "nut_ros_msgs/msg/ObstacleArray",
+    "obstacle_markers": "visualization_msgs/msg/MarkerArray",
+    # ... and the local map every ``map_period``, transient local (a late subscriber gets the last map)
+    "map_points": "sensor_msgs/msg/PointCloud2",
+    "map": "nut_ros_msgs/msg/GaussianSet",
 }
+PERCEPTION_OUTPUTS = ("obstacles", "obstacle_markers", "map_points", "map")
+MAP_OUTPUTS = ("map_points", "map")
 DIAGNOSTICS = "/diagnostics"
 DIAGNOSTICS_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
 

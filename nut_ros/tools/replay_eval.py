@@ -46,7 +46,8 @@ def write_outputs(writer: BagWriter, processor: FrameProcessor, outcome, info: d
     writer.write(output_topic("stats", namespace), result.stamp_ns, stats)
     level, message = assess(last, now, None)
     writer.write(DIAGNOSTICS, result.stamp_ns, diagnostics_message(
-        stats, level, message, f"{NODE_NAME}: pipeline", info["backend"], result.stamp_ns, FLAVOR))
+        stats, level, message, f"{NODE_NAME}: pipeline", info["backend"], result.stamp_ns, FLAVOR,
+        processor.perception_values()))
 
 
 def replay_matches(path, processor: FrameProcessor, clock: BagClock, image_topic: str, depth_topic: str | None,
