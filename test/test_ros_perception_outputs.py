@@ -1,0 +1,192 @@
+"""The perception stage in the per-frame path (``FrameProcessor``, shared by the node and replay) and in the node:
+a generated RGB-D stream (a static room, the camera creeping sideways, with or without odometry) through the tiny
+model gives an ObstacleArray and a MarkerArray every frame (empty ones too) in the camera frame, the local map at
+``map_period`` in the fixed frame, the publish toggles and ``frame_id`` applied between frames, the perception
+diagnostics; in the node, the map is transient local (a subscriber that joins late gets the last map) and
+lifecycle cleanup forgets the perception state."""
+import os
+import time
+
+import numpy as np
+import pytest
+
+import generated_room as room
+from nut_ros.ros.conversions import depth_to_image, intrinsics_to_camera_info, numpy_to_image, stamp_to_ns
+from nut_ros.ros.odometry import pose_to_odometry
+from nut_ros.ros.params import NodeParams, ParamError
+
+FLAVOR = "rosbags"  # no rclpy needed for the per-frame path
+T0 = 1_700_000_000 * 10**9
+PERIOD_NS = 100_000_000  # 10 Hz
+CAMERA, ODOM = "test_camera_optical_frame", "test_odom"
+MAP_PERIOD = 0.15  # s: with frames 0.1 s apart and the first frame unpaired, the map is due at frames 1, 3, 5
+DELETEALL = 3  # visualization_msgs/Marker.DELETEALL
+
+
+def stream_messages(i: int, odometry: bool):
+    """Frame ``i`` of the generated stream: (odometry or None, CameraInfo, 32FC1 depth, rgb8 image), all stamped
+    alike; the camera moves 1 cm per frame (0.1 m/s: the static room stays static for the moving test)."""
+    stamp = T0 + i * PERIOD_NS
+    pose = room.pose(x=0.01 * i)
+    rgb, depth, _ = room.render(pose)
+    return (pose_to_odometry(pose, stamp, ODOM, "base", FLAVOR) if odometry else None,
+            intrinsics_to_camera_info(room.K, stamp, CAMERA, FLAVOR),
+            depth_to_image(depth.astype(np.float32), stamp, CAMERA, "32FC1", FLAVOR),
+            numpy_to_image(rgb, "rgb8", stamp, CAMERA, FLAVOR))
+
+
+def feed(processor, i: int, odometry: bool):
+    """Hand frame ``i`` to the processor's inputs as the node's callbacks do; the completed match."""
+    odom, info, depth, image = stream_messages(i, odometry)
+    if odom is not None:
+        assert processor.add_odometry(odom) is None
+    matched = [processor.add_info(info), processor.add_depth(depth), processor.add_image(image)]
+    assert matched[-1] is not None and matched[-1].depth is not None
+    return matched[-1]
+
+
+def params(**values) -> NodeParams:
+    # motion_prior none: the cheapest velocities (the test is about the messages, not their accuracy)
+    base = dict(perception=True, depth_source="topic", motion_prior="none", map_period=MAP_PERIOD)
+    return NodeParams(**{**base, **values}).validate()
+
+
+def processor_for(p: NodeParams):
+    from nut_ros.ros.processor import FrameProcessor, build_pipeline, processor_settings
+
+    return FrameProcessor(build_pipeline(p), processor_settings(p), flavor=FLAVOR)
+
+
+@pytest.mark.parametrize("odometry, map_frame, fixed", [(True, "", ODOM), (True, "map", "map"),
+                                                        (False, "", "nut_ros_keyframe")])
+def test_obstacles_every_frame_and_the_map_at_its_period(odometry, map_frame, fixed):
+    from nut_ros.ros.conversions import msg_to_gaussian_cloud, pointcloud2_to_points
+    from nut_ros.ros.health import diagnostics_message, stats_message
+
+    processor = processor_for(params(use_odometry=odometry, map_frame=map_frame))
+    per_frame = []
+    for i in range(6):
+        if i == 4:  # dynamic changes, applied between frames
+            processor.update(outputs=processor.settings.outputs - {"obstacle_markers", "map"}, frame_id="override")
+        outcome = processor.process(feed(processor, i, odometry))
+        assert outcome.drop is None, outcome.drop
+        names = [name for name, _, _ in outcome.messages]
+        assert len(names) == len(set(names)), f"one message per output and frame: {names}"
+        per_frame.append({name: (stamp, msg) for name, stamp, msg in outcome.messages})
+    for i, msgs in enumerate(per_frame):
+        stamp, frame_id = T0 + i * PERIOD_NS, CAMERA if i < 4 else "override"
+        obstacles = msgs["obstacles"][1]
+        assert msgs["obstacles"][0] == stamp == stamp_to_ns(obstacles.header.stamp)
+        assert obstacles.header.frame_id == frame_id and obstacles.metric, "camera optical frame, metres"
+        assert all(o.header.frame_id == frame_id and stamp_to_ns(o.header.stamp) == stamp for o in obstacles.obstacles)
+        if i < 4:
+            markers = msgs["obstacle_markers"][1].markers
+            assert markers[0].action == DELETEALL and len(markers) == 1 + 2 * len(obstacles.obstacles)
+            assert {(m.header.frame_id, stamp_to_ns(m.header.stamp)) for m in markers} == {(frame_id, stamp)}
+        else:
+            assert "obstacle_markers" not in msgs, "publish_obstacle_markers false"
+    map_frames = [i for i, msgs in enumerate(per_frame) if "map_points" in msgs]
+    assert map_frames == [1, 3, 5], "the map is due at map_period, from the first frame with a camera motion"
+    for i in map_frames:
+        stamp, points = per_frame[i]["map_points"]
+        assert stamp == T0 + i * PERIOD_NS == stamp_to_ns(points.header.stamp)
+        assert points.header.frame_id == fixed, "the map is in the fixed frame, not the camera's"
+        xyz, rgb = pointcloud2_to_points(points)
+        assert xyz.shape[0] > 100 and rgb is not None and np.isfinite(xyz).all()
+        if i < 4:
+            gaussians = per_frame[i]["map"][1]
+            assert gaussians.header.frame_id == fixed and gaussians.metric
+            np.testing.assert_array_equal(msg_to_gaussian_cloud(gaussians).positions, xyz)
+        else:
+            assert "map" not in per_frame[i], "publish_map false"
+
+    values = processor.perception_values()
+    assert set(values) == {"latency_obstacles_ms", "latency_map_ms", "perception_frames_skipped"}
+    assert values["latency_obstacles_ms"] > 0 and values["latency_map_ms"] > 0
+    assert values["perception_frames_skipped"] == 0, "every paired frame had a trusted camera motion"
+    last, now = processor.health.period()
+    stats = stats_message(processor.health, last, now, {"backend": "torch", "model": "tiny", "depth_source": "topic",
+                                                        "metric": True}, 0, T0, FLAVOR)
+    keys = {kv.key: kv.value for kv in diagnostics_message(stats, 0, "ok", "n", "h", T0, FLAVOR,
+                                                           values).status[0].values}
+    assert keys["perception_frames_skipped"] == "0" and float(keys["latency_obstacles_ms"]) > 0
+
+
+def test_perception_off_adds_nothing():
+    processor = processor_for(params(perception=False))
+    for i in range(2):
+        outcome = processor.process(feed(processor, i, False))
+        assert outcome.drop is None and {n for n, _, _ in outcome.messages} == {"depth", "image", "camera_info",
+                                                                                 "points", "gaussians"}
+    assert processor.perception is None and processor.perception_values() == {}
+
+
+def test_perception_parameters_reach_the_stage_and_bad_ones_are_named():
+    p = NodeParams(obstacle_voxel=0.3, obstacle_confirm_hits=2, map_budget=1000, map_period=2.5).validate()
+    obstacles, local_map = p.perception_params()
+    assert (obstacles.voxel, obstacles.confirm_hits, local_map.budget, local_map.snapshot_period_s) == \
+        (0.3, 2, 1000, 2.5)
+    with pytest.raises(ParamError, match=r"obstacle_voxel=0.0 is outside.*map_budget=0 is outside"):
+        NodeParams.from_dict({"obstacle_voxel": 0.0, "map_budget": 0})
+    with pytest.raises(ParamError, match="keyframe_frame must name a frame"):
+        NodeParams.from_dict({"keyframe_frame": ""})
+
+
+@pytest.mark.ros
+def test_node_map_is_transient_local_and_obstacles_volatile():
+    """The node's own publishers, over DDS: a subscriber joining after the map was published gets the last map;
+    one joining the obstacles late gets nothing old (volatile, every frame)."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    from nut_ros.ros import topics
+    from nut_ros.ros.lifecycle_node import NutRosNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=101 + (os.getpid() + 61) % 100)
+    overrides = [Parameter(k, value=v) for k, v in dict(perception=True, depth_source="topic", motion_prior="none",
+                                                          map_period=MAP_PERIOD, autostart=False).items()]
+    node = NutRosNode(context=context, parameter_overrides=overrides)
+    listener = rclpy.create_node("perception_listener", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS, node.error
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        durability = {name: {i.qos_profile.durability for i in
+                             listener.get_publishers_info_by_topic(topics.output_topic(name))}
+                      for name in topics.PERCEPTION_OUTPUTS}
+        assert durability == {"obstacles": {DurabilityPolicy.VOLATILE},
+                              "obstacle_markers": {DurabilityPolicy.VOLATILE},
+                              "map_points": {DurabilityPolicy.TRANSIENT_LOCAL},
+                              "map": {DurabilityPolicy.TRANSIENT_LOCAL}}
+        for i in range(2):  # the worker's path: frame 1 makes the map due
+            node._process(feed(node.processor, i, False), time.perf_counter())
+        received = {name: [] for name in ("map_points", "map", "obstacles")}
+        for name, durability in (("map_points", DurabilityPolicy.TRANSIENT_LOCAL),
+                                 ("map", DurabilityPolicy.TRANSIENT_LOCAL), ("obstacles", DurabilityPolicy.VOLATILE)):
+            qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=durability)
+            listener.create_subscription(topics.resolve_type(topics.OUTPUT_TYPES[name]), topics.output_topic(name),
+                                         received[name].append, qos)
+        executor.add_node(listener)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (received["map_points"] and received["map"]):
+            executor.spin_once(timeout_sec=0.1)
+        for name in ("map_points", "map"):
+            assert [stamp_to_ns(m.header.stamp) for m in received[name]] == [T0 + PERIOD_NS], name
+            assert received[name][0].header.frame_id == "nut_ros_keyframe"
+        assert not received["obstacles"], "obstacles are volatile: a late subscriber gets only new ones"
+        assert node.processor.perception.map_snapshot().count > 0
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS and node.processor is None
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.processor.perception.map_snapshot().count == 0, "cleanup forgets the map and the tracks"
+        assert len(node.processor.perception.tracker.state.ids) == 0
+    finally:
+        executor.shutdown()
+        listener.destroy_node()
+        node.close()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
