@@ -1,6 +1,6 @@
-"""End to end: the node as its own process, fed an RGB-D bag over DDS (loopback, private domain), every output
-topic checked from the recorded bag; the replay path (``FrameProcessor`` over the same bag) gives the same frames
-and output arrays."""
+"""End to end: the node as its own process (perception on), fed an RGB-D bag over DDS (loopback, private domain),
+every output topic checked from the recorded bag; the replay path (``FrameProcessor`` over the same bag) gives the
+same frames, output arrays and perception messages."""
 from pathlib import Path
 
 import cv2
@@ -66,7 +66,7 @@ def session(tmp_path_factory):
     result = run_node_on_bag(
         folder / "in", folder / "out", folder / "node.log", IMAGE, REPO / "config" / "nut_ros.yaml",
         overrides={"random_init": not SHIPPED_WEIGHTS.is_file(), "input_reliability": "reliable",
-                   "depth_source": "topic",
+                   "depth_source": "topic", "perception": True,
                    "diagnostics_period": 0.5},
         remap={topics.IMAGE: IMAGE, topics.DEPTH: DEPTH, topics.CAMERA_INFO: INFO}, rate=PLAY_RATE)
     return result, stamps, _read(folder / "out")
@@ -101,7 +101,8 @@ def test_outputs_carry_input_stamps_and_frame_ids(session):
     result, stamps, out = session
     from nut_ros.ros.conversions import stamp_to_ns
 
-    per_frame = [topics.output_topic(n) for n in ("depth", "image", "camera_info", "points", "gaussians")]
+    per_frame = [topics.output_topic(n) for n in ("depth", "image", "camera_info", "points", "gaussians",
+                                                  "obstacles")]
     seen = None
     for topic in per_frame:
         msgs = out[topic]
@@ -114,6 +115,13 @@ def test_outputs_carry_input_stamps_and_frame_ids(session):
         assert got == seen, "all outputs of a frame share its stamp"
     for g in out[topics.output_topic("gaussians")]:
         assert stamp_to_ns(g.valid_time) == stamp_to_ns(g.header.stamp)
+    markers = out[topics.output_topic("obstacle_markers")]
+    assert [stamp_to_ns(m.markers[0].header.stamp) for m in markers] == seen, "markers every processed frame"
+    assert {m.header.frame_id for a in markers for m in a.markers} == {FRAME_ID}
+    for name in topics.MAP_OUTPUTS:  # without odometry the map is in the key frame, at most once per map_period
+        maps = out[topics.output_topic(name)]
+        assert {m.header.frame_id for m in maps} == {"nut_ros_keyframe"}
+        assert {stamp_to_ns(m.header.stamp) for m in maps} <= set(seen)
 
 
 def test_rendered_images_sizes_and_values(session):
@@ -165,6 +173,7 @@ def test_stats_and_diagnostics(session):
     assert 0 in {s.level for s in statuses}, "OK while frames were being processed"
     keys = {kv.key: kv.value for kv in statuses[-1].values}
     assert keys["backend"] == "torch" and keys["metric"] == "true" and int(keys["frames_received"]) == FRAMES
+    assert float(keys["latency_obstacles_ms"]) > 0 and int(keys["perception_frames_skipped"]) >= 0
 
 
 def test_replay_through_the_processor_equals_the_node(session, tmp_path):
@@ -184,7 +193,7 @@ def test_replay_through_the_processor_equals_the_node(session, tmp_path):
     node_stamps = sorted(stamp_to_ns(m.header.stamp) for m in out[topics.output_topic("image")])
     assert len(node_stamps) == result.stats.frames_processed >= FRAMES - 1, "the node (nearly) kept up"
     params = dataclasses.replace(load_params_file(REPO / "config" / "nut_ros.yaml"), depth_source="topic",
-                                 random_init=not SHIPPED_WEIGHTS.is_file())
+                                 perception=True, random_init=not SHIPPED_WEIGHTS.is_file())
     torch.manual_seed(0)
     clock = BagClock()
     processor = FrameProcessor(build_pipeline(params), processor_settings(params), clock, "rosbags")
@@ -197,6 +206,9 @@ def test_replay_through_the_processor_equals_the_node(session, tmp_path):
         for name, stamp, msg in outcome.messages:
             outputs.setdefault(name, {})[stamp] = msg
     assert sorted(outputs["image"]) == node_stamps
+    for name in ("obstacles", "map_points"):  # the perception stage saw the same frames: same messages, same stamps
+        assert sorted(outputs.get(name, {})) == sorted(stamp_to_ns(m.header.stamp)
+                                                       for m in out[topics.output_topic(name)]), name
     node = {name: {stamp_to_ns(m.header.stamp): m for m in out[topics.output_topic(name)]}
             for name in ("image", "depth", "points")}
     for stamp in node_stamps:
