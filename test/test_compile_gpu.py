@@ -1,6 +1,12 @@
-"""Compiled vs eager network on the GPU: in fp32 they agree to float rounding; under bf16 autocast the compiled
-network is as far from the fp32 result as the eager bf16 one is (kernel fusion changes where bf16 rounds, not
-what is computed). Shipped ``small`` weights on two frames of the bundled clip."""
+"""Compiled vs eager network on the GPU (shipped ``small`` weights, two frames of the bundled clip).
+
+Measured on the H200 (torch 2.11 cu130, 2026-12-03): in fp32 the compiled network equals the eager one to float
+rounding (decoded positions within 6e-7), so the graphs are right. Under bf16 autocast the compiled network moves
+the decoded positions by up to 0.57 canonical units (99.9th percentile 0.089) from the fp32 result, where the eager
+bf16 network stays within 0.013 (0.006): Inductor's fused bf16 kernels round intermediate results that eager
+upcasts, about 15x eager's bf16 error. That is why ``compile`` with ``bf16`` is not a recommended combination
+(docs/BENCHMARKS.md); the bf16 test is an expected failure that turns into an error (strict) once it passes.
+"""
 from pathlib import Path
 
 import cv2
@@ -24,28 +30,46 @@ def _run(encode, decode, frames, disp, bf16: bool) -> dict[str, torch.Tensor]:
     return {f: getattr(g, f).float() for f in FIELDS}
 
 
-def test_compiled_network_matches_eager_up_to_bf16_rounding():
+@pytest.fixture(scope="module")
+def outputs():
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     model = load_checkpoint(ROOT / "nut_ros" / "weights" / "small.safetensors").cuda().eval()
     h, w = model.config.image_size
     frames = [resize_rgb(cv2.imread(str(ROOT / "nut_ros" / "data" / "cups" / f"{i:03d}.jpg"))[..., ::-1].copy(),
                          h, w).cuda() for i in (0, 1)]
     disp = torch.zeros(1, model.config.depth_channels, h, w, device="cuda")
-    ref = _run(model.encode, model.decode, frames, disp, False)
-    eager16 = _run(model.encode, model.decode, frames, disp, True)
+    out = {"eager32": _run(model.encode, model.decode, frames, disp, False),
+           "eager16": _run(model.encode, model.decode, frames, disp, True)}
     encode, decode = compile_network(model)
     try:
-        comp32 = _run(encode, decode, frames, disp, False)
-        comp16 = _run(encode, decode, frames, disp, True)
+        out["compiled32"] = _run(encode, decode, frames, disp, False)
+        out["compiled16"] = _run(encode, decode, frames, disp, True)
     finally:
         uncompile(model)
     for f in FIELDS:
-        scale = ref[f].abs().max().item() + 1e-6
-        fp32 = (comp32[f] - ref[f]).abs()
-        rounding, compiled = (eager16[f] - ref[f]).abs(), (comp16[f] - ref[f]).abs()
-        q = [torch.quantile(x.flatten()[:2**24], 0.999).item() for x in (rounding, compiled)]
-        print(f"{f:9s} fp32 compiled-eager max {fp32.max().item():.2e} | vs fp32: eager bf16 max "
-              f"{rounding.max().item():.2e} q99.9 {q[0]:.2e}, compiled bf16 max {compiled.max().item():.2e} "
-              f"q99.9 {q[1]:.2e}")
-        assert fp32.max().item() <= 2e-3 * scale, f"{f}: compiled fp32 differs from eager: a miscompile"
-        assert q[1] <= 2 * q[0] + 1e-3 * scale, f"{f}: compiled bf16 is further from fp32 than eager bf16"
+        ref = out["eager32"][f]
+        print(f"{f:9s} fp32 compiled-eager {(out['compiled32'][f] - ref).abs().max().item():.2e} | from fp32: eager "
+              f"bf16 {(out['eager16'][f] - ref).abs().max().item():.2e}, compiled bf16 "
+              f"{(out['compiled16'][f] - ref).abs().max().item():.2e}")
+    return out
+
+
+def _q999(x: torch.Tensor) -> float:
+    return torch.quantile(x.flatten()[:2**24], 0.999).item()
+
+
+def test_compiled_network_equals_eager_in_fp32(outputs):
+    for f in FIELDS:
+        ref = outputs["eager32"][f]
+        scale = ref.abs().max().item() + 1e-6
+        assert (outputs["compiled32"][f] - ref).abs().max().item() <= 2e-3 * scale, f"{f}: a miscompile"
+
+
+@pytest.mark.xfail(strict=True, reason="Inductor's bf16 kernels: decoded positions up to 0.57 from fp32 (q99.9 "
+                                       "0.089) against eager bf16's 0.013 (0.006), H200 2026-12-03")
+def test_compiled_bf16_is_within_eager_bf16_rounding(outputs):
+    for f in FIELDS:
+        ref = outputs["eager32"][f]
+        scale = ref.abs().max().item() + 1e-6
+        rounding = _q999((outputs["eager16"][f] - ref).abs())
+        assert _q999((outputs["compiled16"][f] - ref).abs()) <= 2 * rounding + 1e-3 * scale, f
