@@ -119,6 +119,8 @@ def test_perception_off_adds_nothing():
         assert outcome.drop is None and {n for n, _, _ in outcome.messages} == {"depth", "image", "camera_info",
                                                                                  "points", "gaussians"}
     assert processor.perception is None and processor.perception_values() == {}
+    assert not processor.settings.outputs & {"obstacles", "obstacle_markers", "map_points", "map"}, \
+        "the node's start-up log lists what it publishes"
 
 
 def test_perception_parameters_reach_the_stage_and_bad_ones_are_named():

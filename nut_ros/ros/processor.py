@@ -29,7 +29,7 @@ from nut_ros.ros.obstacle_msgs import map_messages, obstacle_markers, obstacles_
 from nut_ros.ros.odometry import PoseBuffer, odometry_pose
 from nut_ros.ros.outputs import STEP_OUTPUTS, VIEW_OUTPUTS, step_messages, view_messages
 from nut_ros.ros.params import NodeParams
-from nut_ros.ros.topics import MAP_OUTPUTS, OUTPUT_TYPES
+from nut_ros.ros.topics import MAP_OUTPUTS, OUTPUT_TYPES, PERCEPTION_OUTPUTS
 
 
 @dataclass
@@ -241,7 +241,8 @@ def processor_settings(p: NodeParams) -> ProcessorSettings:
     """The per-frame path's settings from the node's parameters."""
     from nut_ros.ros.odometry import mount_matrix
 
-    enabled = frozenset(n for n in OUTPUT_TYPES if n != "stats" and getattr(p, f"publish_{n}"))
+    stage_off = ("stats",) + (() if p.perception else PERCEPTION_OUTPUTS)
+    enabled = frozenset(n for n in OUTPUT_TYPES if n not in stage_off and getattr(p, f"publish_{n}"))
     return ProcessorSettings(depth_source=p.depth_source, depth_scale=p.depth_scale,
                              sync_tolerance_s=p.sync_tolerance, sync_buffer=p.sync_buffer,
                              depth_timeout_s=p.depth_timeout, frame_id=p.frame_id,
