@@ -38,11 +38,13 @@ def test_decode_adds_the_learned_flow_and_can_leave_it_out():
     disp = torch.zeros(1, 2, 2, 64, 128)
     with torch.no_grad():
         learned = model(rgb, disp).velocity
-        model.learned_motion = False
-        residual = model(rgb, disp).velocity
         cache = [model.encode(rgb[:, i], disp[:, i]) for i in (0, 1)]
         head = model.motion_head(cache[0].motion, cache[1].motion, cache[0].xyz[..., 1], cache[1].xyz[..., 1])
+        model.learned_motion = False
+        residual = model(rgb, disp).velocity
+        skipped = model.encode(rgb[:, 0], disp[:, 0]).motion  # the head's features are not computed either
     torch.testing.assert_close(learned, residual + head)
+    assert skipped.numel() == 1
 
 
 def test_velocities_of_a_flow_in_canonical_units():

@@ -67,7 +67,8 @@ class NutModel(nn.Module):
         """``rgb [B,3,H,W]`` in [0,1], ``disp [B,Cd,H,W]`` -> per-frame cache."""
         tokens, features, attrs = self.gs_predictor(rgb, disp)
         cond_input = rgb if self.config.condition == "dinov2" else tokens
-        motion = self.motion_head.features(rgb) if self.motion_head is not None else rgb.new_zeros(rgb.shape[0], 1, 1, 1)
+        # the learned flow's per-frame features, when decode uses them (zeros of one element otherwise)
+        motion = self.motion_head.features(rgb) if self.learned_motion else rgb.new_zeros(rgb.shape[0], 1, 1, 1)
         return FrameCache(tokens, features, self.condition_encoder(cond_input), *attrs, motion)
 
     def encode_static(self, rgb: Tensor, disp: Tensor) -> Gaussians:
