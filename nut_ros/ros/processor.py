@@ -4,9 +4,10 @@
 (``input_sync.StampMatcher``), counts images lost on the way (``LossCounter``), builds the pipeline ``Frame``
 (``inputs``, with the camera pose from odometry), pushes it through the ``StreamingPipeline``, runs the perception
 stage on the result when it is on (``nut_ros.perception``: obstacles every frame, the local map when due) and builds
-the output messages (``outputs``, ``obstacle_msgs``), keeping the health counters the node publishes. ``build_pipeline`` and
-``processor_settings`` turn the node's parameters into the pipeline and the processor, for the node and replay alike. The node calls ``add_*`` from its callbacks
-and ``process`` from its worker thread; replay calls both in bag order with a clock that follows the bag's stamps.
+the output messages (``outputs``, ``obstacle_msgs``), keeping the health counters the node publishes.
+``build_pipeline`` and ``processor_settings`` turn the node's parameters into the pipeline and the processor, for
+the node and replay alike. The node calls ``add_*`` from its callbacks and ``process`` from its worker thread; replay
+calls both in bag order with a clock that follows the bag's stamps.
 """
 from __future__ import annotations
 
@@ -133,7 +134,8 @@ class FrameProcessor:
     # -- processing (the node's worker thread) ---------------------------------------------------------------------
     def update(self, **changes) -> None:
         """Change settings between frames (``outputs``, ``depth_scale``, ``frame_id``, ``max_input_pixels``,
-        ``sync_tolerance_s``, ``marker_lifetime_s``) or the pipeline's (``render_times``, ``interp_window``, ``interp_samples``)."""
+        ``sync_tolerance_s``, ``marker_lifetime_s``) or the pipeline's (``render_times``, ``interp_window``,
+        ``interp_samples``)."""
         pipeline_fields = {f.name for f in dataclasses.fields(self.pipeline.config)}
         ours = {k: v for k, v in changes.items() if k not in pipeline_fields}
         theirs = {k: v for k, v in changes.items() if k in pipeline_fields}
