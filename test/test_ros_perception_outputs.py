@@ -181,6 +181,14 @@ def test_node_map_is_transient_local_and_obstacles_volatile():
             assert received[name][0].header.frame_id == "nut_ros_keyframe"
         assert not received["obstacles"], "obstacles are volatile: a late subscriber gets only new ones"
         assert node.processor.perception.map_snapshot().count > 0
+        assert node.set_parameters([Parameter("publish_map", value=False),
+                                    Parameter("marker_lifetime", value=2.0)])[0].successful, "dynamic"
+        refused = node.set_parameters([Parameter("map_period", value=5.0)])[0]
+        assert not refused.successful and "only while the node is unconfigured" in refused.reason
+        node._apply_pending()  # what the worker does between frames
+        settings = node.processor.settings
+        assert "map" not in settings.outputs and "map_points" in settings.outputs
+        assert settings.marker_lifetime_s == 2.0
         assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS and node.processor is None
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
