@@ -23,6 +23,7 @@ from engine.plugins.raster_launcher import Workspace
 from nut_ros.core.config import ModelConfig
 from nut_ros.core.gaussians import Gaussians, RasterInputs
 from nut_ros.core.model import FrameCache, static_gaussians
+from nut_ros.pipeline.onnx_backend import keep_exported_learned_motion
 from nut_ros.render import RenderOutput
 
 PAIRS_PER_GAUSSIAN = DEFAULT_MAX_PAIRS_PER_GAUSSIAN  #: initial sort buffer of PycudaRenderer; grown when too small
@@ -213,10 +214,7 @@ class TensorRTBackend:
         return static_gaussians(FrameCache(**cache), t0=1.0)
 
     def use_learned_motion(self, enabled: bool) -> None:
-        """The decoder engine has the learned flow of a ``"learned"`` model built in: it cannot be left out."""
-        if not enabled and self.model_config.motion_prior == "learned":
-            raise ValueError("the decoder engine includes the learned flow; use motion_prior 'auto' or 'learned' "
-                             "with this model, or export a model without the motion head")
+        keep_exported_learned_motion(self.model_config, enabled)
 
     @torch.inference_mode()
     def render(self, gaussians: Gaussians, t: float, background: Sequence[float] = (0.5, 0.5, 0.5)) -> RenderOutput:

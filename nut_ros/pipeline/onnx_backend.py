@@ -33,6 +33,14 @@ def find_manifest(path: str | Path) -> Path:
     return found[0]
 
 
+
+def keep_exported_learned_motion(config: ModelConfig, enabled: bool) -> None:
+    """An exported decoder (ONNX graph, TensorRT engine) has a ``"learned"`` model's flow built in: refuse to leave
+    it out (``ValueError``)."""
+    if not enabled and config.motion_prior == "learned":
+        raise ValueError("the exported decoder includes the learned flow; use motion_prior 'auto' or 'learned' "
+                         "with this model, or export a model without the motion head")
+
 class OnnxBackend:
     """Encoder and decoder in onnxruntime (CPU, or CUDA where onnxruntime-gpu is installed); torch rendering."""
 
@@ -81,10 +89,7 @@ class OnnxBackend:
         return static_gaussians(FrameCache(**{name: handle.get(name) for name in FrameCache._fields}), t0=1.0)
 
     def use_learned_motion(self, enabled: bool) -> None:
-        """The exported decoder graph has the learned flow of a ``"learned"`` model built in: it cannot be left out."""
-        if not enabled and self.model_config.motion_prior == "learned":
-            raise ValueError("the exported decoder includes the learned flow; use motion_prior 'auto' or 'learned' "
-                             "with this model, or export a model without the motion head")
+        keep_exported_learned_motion(self.model_config, enabled)
 
     @torch.inference_mode()
     def render(self, gaussians: Gaussians, t: float, background: Sequence[float] = (0.5, 0.5, 0.5)) -> RenderOutput:
