@@ -4,8 +4,8 @@ import pytest
 
 from nut_ros.ros.cdr import deserialize, serialize
 from nut_ros.ros.errors import ConversionError
-from nut_ros.ros.images import (ENCODINGS, depth_to_image, image_to_depth_m, image_to_numpy, image_to_rgb,
-                                numpy_to_image)
+from nut_ros.ros.encodings import ENCODINGS
+from nut_ros.ros.images import depth_to_image, image_to_depth_m, image_to_numpy, image_to_rgb, numpy_to_image
 from nut_ros.ros.msg_types import stamp_to_ns, uint8_field
 
 FLAVORS = ["rosbags", pytest.param("rclpy", marks=pytest.mark.ros)]

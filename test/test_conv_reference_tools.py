@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from nut_ros.ros.compressed import compress_image, decompress_image
-from nut_ros.ros.images import ENCODINGS, image_to_depth_m, image_to_numpy, image_to_rgb, numpy_to_image
+from nut_ros.ros.encodings import ENCODINGS
+from nut_ros.ros.images import image_to_depth_m, image_to_numpy, image_to_rgb, numpy_to_image
 from nut_ros.ros.pointcloud import pack_rgb, pointcloud2_to_points, points_to_pointcloud2
 
 from test_conv_images import _pixels  # noqa: E402  random pixels of every encoding

@@ -18,9 +18,7 @@ ROS_FREE = ("nut_ros.core", "nut_ros.geometry", "nut_ros.perception", "nut_ros.r
             "nut_ros.train")
 ABOVE_THE_CORE = ("nut_ros.ros", "nut_ros.tools", "engine", "rclpy", "bench")
 #: cycles still in the code, with the layer that owns them (a new cycle fails; remove an entry once it is gone)
-KNOWN_CYCLES = {
-    frozenset({"nut_ros.ros.compressed", "nut_ros.ros.images"}),  # ROS layer: image <-> compressed conversions
-}
+KNOWN_CYCLES: set[frozenset] = set()
 
 
 def _modules() -> dict[str, Path]:

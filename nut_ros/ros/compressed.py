@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from nut_ros.ros.errors import ConversionError
-from nut_ros.ros.images import encoding_info
+from nut_ros.ros.encodings import encoding_info
 from nut_ros.ros.msg_types import as_uint8, make_header, msg_class, uint8_field
 
 DEPTH_HEADER = struct.Struct("<iff")  # compression format enum, depthQuantA, depthQuantB

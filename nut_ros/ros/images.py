@@ -9,31 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from nut_ros.ros.compressed import decompress_depth, decompress_image
+from nut_ros.ros.encodings import encoding_info
 from nut_ros.ros.errors import ConversionError
 from nut_ros.ros.msg_types import as_uint8, make_header, msg_class, uint8_field
-
-# encoding -> (numpy dtype, channels)
-ENCODINGS: dict[str, tuple[np.dtype, int]] = {
-    "rgb8": (np.dtype(np.uint8), 3),
-    "bgr8": (np.dtype(np.uint8), 3),
-    "rgba8": (np.dtype(np.uint8), 4),
-    "bgra8": (np.dtype(np.uint8), 4),
-    "mono8": (np.dtype(np.uint8), 1),
-    "8UC1": (np.dtype(np.uint8), 1),
-    "8UC3": (np.dtype(np.uint8), 3),
-    "mono16": (np.dtype(np.uint16), 1),
-    "16UC1": (np.dtype(np.uint16), 1),
-    "32FC1": (np.dtype(np.float32), 1),
-}
-DEPTH_ENCODINGS = ("16UC1", "32FC1")
-
-
-def encoding_info(encoding: str, field: str = "Image.encoding") -> tuple[np.dtype, int]:
-    """(dtype, channels) of an encoding; raises ``ConversionError`` for an unsupported one."""
-    try:
-        return ENCODINGS[encoding]
-    except KeyError:
-        raise ConversionError(f"{field}: unsupported encoding {encoding!r} (supported: {', '.join(ENCODINGS)})") from None
 
 
 def image_to_numpy(msg: Any) -> np.ndarray:
@@ -103,8 +82,6 @@ def to_depth_m(pixels: np.ndarray, encoding: str) -> np.ndarray:
 def image_to_rgb(msg: Any) -> np.ndarray:
     """RGB uint8 ``[H, W, 3]`` from an Image (rgb8, bgr8, rgba8, bgra8, mono8, 8UC1, 8UC3 as bgr) or CompressedImage."""
     if hasattr(msg, "format"):
-        from nut_ros.ros.compressed import decompress_image
-
         pixels, encoding = decompress_image(msg)
         return to_rgb(pixels, encoding)
     return to_rgb(image_to_numpy(msg), msg.encoding)
@@ -113,8 +90,6 @@ def image_to_rgb(msg: Any) -> np.ndarray:
 def image_to_depth_m(msg: Any) -> np.ndarray:
     """Depth in metres, float32 ``[H, W]``, NaN where invalid, from a 16UC1/32FC1 Image or a compressedDepth image."""
     if hasattr(msg, "format"):
-        from nut_ros.ros.compressed import decompress_depth
-
         pixels, encoding = decompress_depth(msg)
         return to_depth_m(pixels, encoding)
     return to_depth_m(image_to_numpy(msg), msg.encoding)

@@ -1,0 +1,28 @@
+"""Image encodings the conversions understand: numpy dtype and channel count per ``sensor_msgs`` encoding."""
+from __future__ import annotations
+
+import numpy as np
+
+from nut_ros.ros.errors import ConversionError
+
+# encoding -> (numpy dtype, channels)
+ENCODINGS: dict[str, tuple[np.dtype, int]] = {
+    "rgb8": (np.dtype(np.uint8), 3),
+    "bgr8": (np.dtype(np.uint8), 3),
+    "rgba8": (np.dtype(np.uint8), 4),
+    "bgra8": (np.dtype(np.uint8), 4),
+    "mono8": (np.dtype(np.uint8), 1),
+    "8UC1": (np.dtype(np.uint8), 1),
+    "8UC3": (np.dtype(np.uint8), 3),
+    "mono16": (np.dtype(np.uint16), 1),
+    "16UC1": (np.dtype(np.uint16), 1),
+    "32FC1": (np.dtype(np.float32), 1),
+}
+
+
+def encoding_info(encoding: str, field: str = "Image.encoding") -> tuple[np.dtype, int]:
+    """(dtype, channels) of an encoding; raises ``ConversionError`` for an unsupported one."""
+    try:
+        return ENCODINGS[encoding]
+    except KeyError:
+        raise ConversionError(f"{field}: unsupported encoding {encoding!r} (supported: {', '.join(ENCODINGS)})") from None
