@@ -107,3 +107,17 @@ def test_stage3_trains_encoder_and_motion_head_only(tmp_path):
     val = [json.loads(line)["val"] for line in (s3 / "log.jsonl").read_text().splitlines() if "val" in line]
     assert val[-1]["gen_flow_epe_zero"] > 0 and math.isfinite(val[-1]["gen_flow_epe"])
     assert load_checkpoint(s3 / "weights.safetensors").motion_head is not None
+
+
+def test_stage3_motion_only_changes_the_motion_head_alone(tmp_path):
+    torch.set_num_threads(2)
+    s1 = tmp_path / "s1"
+    Trainer(_cfg(1, s1, steps=1)).run()
+    trainer = Trainer(_cfg(3, tmp_path / "m", steps=2, init=str(s1), motion_only=True))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert trainer.run()
+    changed = {k.split(".")[0] for k, v in trainer.model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"motion_head"}
+    log = [json.loads(line) for line in (tmp_path / "m" / "log.jsonl").read_text().splitlines()]
+    epes = [r["flow_epe"] for r in log if "flow_epe" in r]
+    assert epes and all(math.isfinite(e) for e in epes)

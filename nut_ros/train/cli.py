@@ -47,6 +47,8 @@ def _stage_parser(sub, name: str, stage: int) -> None:
     if stage == 3:
         p.add_argument("--rgbd", default=None, help="packed real RGB-D pairs (pack-rgbd); default: generated only")
         p.add_argument("--real-fraction", type=float, default=d.real_fraction, help="share of real pairs per batch")
+        p.add_argument("--motion-only", action="store_true",
+                       help="train the learned motion head alone; the pair model of --init stays as it is")
     length = p.add_mutually_exclusive_group(required=True)
     length.add_argument("--steps", type=int, default=0, help="run length in optimiser steps")
     length.add_argument("--minutes", type=float, default=0.0, help="run length in minutes of training time")
@@ -61,7 +63,8 @@ def _stage_parser(sub, name: str, stage: int) -> None:
 def _train(args, stage: int) -> int:
     extra = {1: lambda: {"grow": args.grow},
              2: lambda: {"frames": args.frames, "sample_motion": args.sample_motion, "init_decoder": args.init_decoder},
-             3: lambda: {"rgbd": args.rgbd, "real_fraction": args.real_fraction}}[stage]()
+             3: lambda: {"rgbd": args.rgbd, "real_fraction": args.real_fraction,
+                        "motion_only": args.motion_only}}[stage]()
     keys = ("model", "init", "steps", "minutes", "chunk_minutes", "batch", "lr", "weight_decay", "warmup",
             "depth_drop", "val_every", "val_clips", "seed", "raster_impl", "device")
     cfg = TrainConfig(stage=stage, out=args.out, amp=not args.no_amp, **{k: getattr(args, k) for k in keys},

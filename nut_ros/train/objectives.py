@@ -202,13 +202,29 @@ def geometry_motion_step(model: NutModel, batch: PairBatch, weights: LossWeights
     ssi = ssi_disparity_loss(pred, target, mask, weights.ssi_tau)
     direct_mask = mask & dinput.present.view(-1, 1, 1, 1)
     direct = ((pred - target).abs() * direct_mask).sum() / direct_mask.sum().clamp_min(1)
-    motion = cache.motion.float().unflatten(0, (b, 2))
+    flow, flow_terms = _flow_terms(model, cache.motion, batch, amp)
+    loss = mse + weights.depth_ssi * ssi + weights.depth * direct + weights.flow * flow
+    terms = {"mse": mse.item(), "depth_ssi": ssi.item(), "depth": direct.item(), **flow_terms}
+    return StepOutput(loss, terms, out, g, [dinput], target)
+
+
+def motion_step(model: NutModel, batch: PairBatch, weights: LossWeights, amp: bool = True) -> StepOutput:
+    """Stage 3 with the pair model frozen: only the learned flow head (its match encoder included), supervised by
+    the exact flow between the pair's frames; no render (``renders``, ``gaussians`` and ``target_disp`` are None)."""
+    rgb = batch.rgb.flatten(0, 1)
     with autocast(rgb.device, amp):
+        features = model.motion_head.features(rgb)
+    flow, terms = _flow_terms(model, features, batch, amp)
+    return StepOutput(weights.flow * flow, terms, None, None, [], None)
+
+
+def _flow_terms(model: NutModel, features: Tensor, batch: PairBatch, amp: bool) -> tuple[Tensor, dict[str, float]]:
+    """Sequence loss of the head's flows both ways between each pair's frames (``features [B*2, C, h, w]`` in
+    (pair, frame) order), and its terms for the log."""
+    motion = features.float().unflatten(0, (batch.rgb.shape[0], 2))
+    with autocast(features.device, amp):
         flows = model.motion_head.flows(torch.cat([motion[:, 0], motion[:, 1]]), torch.cat([motion[:, 1], motion[:, 0]]))
     true = torch.cat([batch.flow[:, 0], batch.flow[:, 1]])
     valid = torch.cat([batch.flow_valid[:, 0], batch.flow_valid[:, 1]])
     flow = flow_sequence_loss([f.float() for f in flows], true, valid)
-    loss = mse + weights.depth_ssi * ssi + weights.depth * direct + weights.flow * flow
-    terms = {"mse": mse.item(), "depth_ssi": ssi.item(), "depth": direct.item(), "flow": flow.item(),
-             "flow_epe": epe(flows[-1].float(), true, valid).mean().item()}
-    return StepOutput(loss, terms, out, g, [dinput], target)
+    return flow, {"flow": flow.item(), "flow_epe": epe(flows[-1].float(), true, valid).mean().item()}

@@ -4,7 +4,7 @@ gradient clipping, warmup + cosine learning rate, JSON-lines training curves and
 Stage 1 trains the static encoder (``gs_predictor``); stage 2 loads a stage-1 checkpoint, freezes it and trains
 the decoder, dynamic upsampler, dynamic heads and ``encoder_proj``. Stage 3 fine-tunes a trained pair model's static
 encoder for geometry (mixed RGB-only / semi-dense / sensor depth input, real RGB-D beside the generated scenes) and
-trains the learned motion head on exact flow; the decoder side stays as it was. Re-running the same command continues from
+trains the learned motion head on exact flow (with ``motion_only``, the head alone: the pair model stays as loaded); the decoder side stays as it was. Re-running the same command continues from
 ``<out>/last.pt`` until the run's length (``steps`` or ``minutes`` of training) is reached.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 
 from nut_ros.core.checkpoint import read_state_dict, read_training_state, save_checkpoint, save_training_state
 from nut_ros.core.model import NutModel, build_model
-from nut_ros.train.objectives import LossWeights, geometry_motion_step, stage1_step, stage2_step
+from nut_ros.train.objectives import LossWeights, geometry_motion_step, motion_step, stage1_step, stage2_step
 from nut_ros.train.rgbd_pairs import RGBDPairs, cat, generated_pairs
 from nut_ros.train.scenes import SceneConfig, SceneGenerator
 from nut_ros.train.texture_pack import PACK_DIR, load_texture_bank
@@ -65,6 +65,7 @@ class TrainConfig:
     weights: LossWeights = field(default_factory=LossWeights)
     rgbd: str | None = None  # stage 3: packed real RGB-D pairs (nut_ros.train.rgbd_pairs.pack); None: generated only
     real_fraction: float = 0.5  # stage 3: share of each batch from ``rgbd``
+    motion_only: bool = False  # stage 3: train the learned motion head alone (the pair model stays as loaded)
 
     def __post_init__(self):
         if self.stage not in (1, 2, 3):
@@ -165,7 +166,7 @@ def build_for_stage(cfg: TrainConfig) -> NutModel:
             raise ValueError(f"stage 3 trains the learned motion head: {cfg.model} has motion_prior "
                              f"{model.config.motion_prior!r}")
         model.requires_grad_(False)
-        model.gs_predictor.requires_grad_(True)
+        model.gs_predictor.requires_grad_(not cfg.motion_only)
         model.motion_head.requires_grad_(True)
     else:
         if cfg.init is None:
@@ -251,7 +252,9 @@ class Trainer:
         for group in self.opt.param_groups:
             group["lr"] = lr * group["lr_scale"]
         background = torch.rand(3, generator=self.loss_gen, device=self.device)
-        if cfg.stage == 3:
+        if cfg.stage == 3 and cfg.motion_only:
+            out = motion_step(self.model, self.pair_batch(), cfg.weights, cfg.amp)
+        elif cfg.stage == 3:
             out = geometry_motion_step(self.model, self.pair_batch(), cfg.weights, self.loss_gen, background,
                                        cfg.amp, impl=cfg.raster_impl)
         else:
@@ -282,6 +285,8 @@ class Trainer:
         encoder at ``STAGE3_ENCODER_LR`` of the rate, the new motion head at the full rate)."""
         if self.cfg.stage != 3:
             return [(self.params, 1.0)]
+        if self.cfg.motion_only:
+            return [(list(self.model.motion_head.parameters()), 1.0)]
         return [(list(self.model.gs_predictor.parameters()), STAGE3_ENCODER_LR),
                 (list(self.model.motion_head.parameters()), 1.0)]
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stage-3 training (geometry + learned motion) of tiny and small side by side on one GPU, detached with setsid so
 # that it outlives one device call. Run from the repo root on the GPU machine (no install needed: PYTHONPATH=.).
-#   test/bench/stage3_gpu.sh start RGBD_NPZ MINUTES   start both runs under /tmp/stage3/<model>
+#   test/bench/stage3_gpu.sh start RGBD_NPZ MINUTES [ARGS]   start both runs under /tmp/stage3/<model>; ARGS go to
+#                                                          both (e.g. --motion-only --lr 3e-4 --batch 32)
 #   test/bench/stage3_gpu.sh wait                     block until both runs have exited, print their last records
 #   test/bench/stage3_gpu.sh export OUT               fp16 weights + logs of both runs into OUT (small's split in 15 MB parts)
 set -euo pipefail
@@ -10,11 +11,13 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 case "$1" in
   start)
     mkdir -p $RUNS
+    rgbd=$2 minutes=$3
+    shift 3
     for model in tiny small; do
       batch=$([ $model = tiny ] && echo 16 || echo 8)
       setsid nohup python3 -m nut_ros.train.cli stage3 --model $model --out $RUNS/$model \
-        --init nut_ros/weights/$model.safetensors --rgbd "$2" --minutes "$3" --chunk-minutes 60 --batch $batch \
-        --lr 4e-4 --warmup 100 --val-every 200 --device cuda > $RUNS/$model.out 2>&1 < /dev/null &
+        --init nut_ros/weights/$model.safetensors --rgbd "$rgbd" --minutes "$minutes" --chunk-minutes 60 \
+        --batch $batch --lr 4e-4 --warmup 100 --val-every 200 --device cuda "$@" > $RUNS/$model.out 2>&1 < /dev/null &
       echo $! > $RUNS/$model.pid
     done ;;
   wait)
