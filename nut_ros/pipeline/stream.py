@@ -5,9 +5,10 @@ encoded exactly once. The cached handle of the previous frame pairs with the new
 and temporal opacity for both, and the live map G(t) is the pair's ``2N`` Gaussians (the older pair is dropped), so
 memory is bounded for streams of any length (STREAMSPLAT_SPEC §6.2). The map renders at the newest frame (pair
 time 1), between the two frames (0 < t < 1) or ahead of the newest (t > 1, extrapolated from the velocities). The
-first frame of a stream renders its static Gaussians. With a motion prior (``PipelineConfig.motion_prior``, by
-default the model's), the pair's velocities get the optical flow between the two model-resolution frames added
-(:mod:`nut_ros.core.motion_prior`), the same on every backend.
+first frame of a stream renders its static Gaussians. The pair's velocities carry the optical flow between the
+two frames: the model's learned flow head, or classical flow on the CPU (:mod:`nut_ros.core.motion_prior`), as
+``PipelineConfig.motion_prior`` says; ``auto`` is the learned head wherever the network runs on a GPU or in an
+exported graph, classical flow on a CPU torch backend (the head measures better but costs more there).
 
 Depth input (``StepResult.depth_source``): a frame's depth image ("topic", metric); else, with
 ``PipelineConfig.depth_from_motion = "auto"``, depth from the camera's own motion
@@ -87,9 +88,9 @@ class StreamingPipeline:
             raise ValueError(f"motion prior 'learned' needs a model with the learned motion head; this one was "
                              f"trained with {backend.model_config.motion_prior!r}")
         if backend.model_config.motion_prior == "learned":
-            if config.motion_prior == "auto":
-                # classical flow measures better than the shipped learned head (docs/EVALUATION.md, learned motion)
-                # and costs less on a CPU; exported graphs carry the head inside and keep it
+            if config.motion_prior == "auto" and _on_cpu(backend):
+                # the learned head measures better than classical flow (docs/EVALUATION.md, learned motion) but
+                # costs 2.5x the rest of tiny on a CPU (docs/BENCHMARKS.md); exported graphs keep it inside
                 try:
                     backend.use_learned_motion(False)
                     prior = "flow"
@@ -307,6 +308,11 @@ class StreamingPipeline:
 
 #: values of ``PipelineConfig.depth_from_motion``
 DEPTH_FROM_MOTION = ("auto", "off")
+
+
+def _on_cpu(backend: Backend) -> bool:
+    """Whether the backend runs the network on the CPU (where ``motion_prior: auto`` picks classical flow)."""
+    return str(getattr(backend, "device", "cpu")).startswith("cpu")
 
 
 def window_times(t: float, window: float, samples: int) -> list[float]:
