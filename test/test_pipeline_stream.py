@@ -237,3 +237,17 @@ def test_interpolated_colour_is_the_mean_render_over_the_window(model):
     assert np.abs(mid.rgb - mean).max() <= 1.0  # each view is rounded to uint8 before this mean
     np.testing.assert_array_equal(mid.depth, views[1].depth)  # depth and alpha are those at t
     assert np.abs(mid.rgb.astype(int) - views[1].rgb).max() > 2  # the Gaussians move: the window changes the colour
+
+
+@pytest.mark.parametrize("network_depth", [False, True])
+def test_frames_without_depth_input_render_no_depth_unless_asked(backend, network_depth):
+    """RGB only without depth from motion: the depth is the network's guess, NaN unless ``network_depth``; a depth
+    image makes it finite again."""
+    pipe = StreamingPipeline(backend, PipelineConfig(render_times=(1.0,), depth_from_motion="off",
+                                                     network_depth=network_depth))
+    results = [pipe.push(frame(i)) for i in range(2)]
+    assert all(r.depth_source == "none" for r in results)
+    assert all(np.isfinite(r.newest.depth).any() == network_depth for r in results)
+    assert all((r.newest.rgb > 0).any() for r in results)  # the colour is rendered either way
+    res = pipe.push(frame(2, depth=np.full((H, W), 2.0, np.float32)))
+    assert res.depth_source == "topic" and np.isfinite(res.newest.depth).any()

@@ -14,8 +14,10 @@ Depth input (``StepResult.depth_source``): a frame's depth image ("topic", metri
 ``PipelineConfig.depth_from_motion = "auto"``, depth from the camera's own motion
 (:mod:`nut_ros.geometry.depth_from_motion`, dense fill) through the same two channels: "odometry" (metric) when the
 frames carry ``camera_pose``, "motion" (relative, unit = the frame's median depth) when they do not; "none" when
-motion gives no depth (first frame, a camera that has not moved) and the network sees RGB alone. A pair whose frames
-both have a depth input shares one depth frame (:mod:`nut_ros.pipeline.optical`), metric when both are.
+motion gives no depth (first frame, a camera that has not moved) and the network sees RGB alone; the rendered depth
+of such a frame is then NaN (its network-only guess measures worse than a constant depth on real footage,
+docs/EVALUATION.md), unless ``PipelineConfig.network_depth``. A pair whose frames both have a depth input shares one
+depth frame (:mod:`nut_ros.pipeline.optical`), metric when both are.
 
 Stamps: a duplicate stamp, or one going backwards by up to ``max_gap_s``, drops the frame (counted by reason); a
 backwards jump or forward gap larger than ``max_gap_s`` — a looping bag, a stalled camera — starts a new stream
@@ -68,6 +70,7 @@ class _LiveMap:
     norm: DepthNormalization  # of every Gaussian's slot ŷ: the pair's shared metric frame, or relative
     t0_stamp_ns: int  # stamp of pair time 0
     interval_ns: int  # stamp difference between pair times 0 and 1 (0 for a first frame)
+    geometry: bool  # the newest frame had a depth input (else its depth is the network's guess from RGB alone)
 
 
 class StreamingPipeline:
@@ -170,7 +173,7 @@ class StreamingPipeline:
         tick = self._lap(lat, "decode", tick)
 
         self._prev = cur
-        self._live = _LiveMap(g, live_norm, t0_stamp, interval)
+        self._live = _LiveMap(g, live_norm, t0_stamp, interval, geometry=source != "none")
         times = self.config.render_times if prev is not None or not self.config.render_times else (1.0,)
         views = self.render(times)
         tick = self._lap(lat, "render", tick)
@@ -190,7 +193,8 @@ class StreamingPipeline:
 
         Colour and depth are both expectations over the Gaussians covering a pixel (normalised by the accumulated
         opacity, :meth:`~nut_ros.render.RenderOutput.color_normalized`); depth is NaN and the colour the background
-        where that opacity is low. Between the pair's frames the colour is also averaged over a time window
+        where that opacity is low, and depth is NaN everywhere when the newest frame had no depth input (unless
+        ``PipelineConfig.network_depth``). Between the pair's frames the colour is also averaged over a time window
         (:func:`window_times`); depth and alpha are those at ``t``."""
         if self._live is None:
             raise RuntimeError("nothing to render: no frame has been processed since the last reset")
@@ -200,7 +204,10 @@ class StreamingPipeline:
             out = self.backend.render(live.gaussians, float(t), self.config.background)
             alpha = out.alpha[0, 0].float()
             depth = rendered_depth_to_depth(out.depth_normalized()[0, 0].float(), live.norm)
-            depth = torch.where(alpha >= self.config.depth_min_alpha, depth, torch.full_like(depth, float("nan")))
+            shown = alpha >= self.config.depth_min_alpha
+            if not (live.geometry or self.config.network_depth):
+                shown = torch.zeros_like(shown)
+            depth = torch.where(shown, depth, torch.full_like(depth, float("nan")))
             window = window_times(float(t), self.config.interp_window, self.config.interp_samples)
             colors = {s: (out if s == t else self.backend.render(live.gaussians, s, self.config.background))
                       .color_normalized(self.config.background)[0].float()

@@ -96,12 +96,15 @@ class PipelineConfig:
     depth_max_m: float = 20.0
     min_valid_depth_fraction: float = 0.01  # a depth image with fewer valid pixels drops the frame
     depth_min_alpha: float = 0.5  # rendered depth is NaN where accumulated alpha is below this
+    # rendered depth of a frame without any depth input (no depth image, no depth from motion yet): the network's
+    # guess from RGB alone, worse than a constant depth on real footage (docs/EVALUATION.md); False: NaN
+    network_depth: bool = False
     cloud_min_opacity: float = 0.01  # Gaussians fainter than this at the newest time are left out of the cloud
     default_hfov_deg: float = 60.0  # horizontal field of view assumed when a frame has no intrinsics
     background: tuple[float, float, float] = (0.5, 0.5, 0.5)
     # where the velocities' motion comes from: "learned" (the model's flow head), "flow" (classical optical flow on
     # the CPU, flow_preset) or "none" (the velocity head alone); "auto": "flow" for a model with the learned head on
-    # a backend that can leave it out (classical flow measures better today), else the model's own
+    # a CPU torch backend (the head measures better but costs 2.5x the rest of tiny there), else the model's own
     motion_prior: str = "auto"
     flow_preset: str = "sparse_to_dense"  # flow of the prior: sparse_to_dense or DIS ultrafast | fast | medium
     flow_max_width: int = 512  # the flow runs on the model-resolution frames halved until at most this wide
