@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from nut_ros.core.gaussians import Gaussians
 from nut_ros.core.geometry import DepthNormalization, Intrinsics, rendered_depth_to_depth
-from nut_ros.core.choices import MOTION_PRIORS
+from nut_ros.core.choices import DEPTH_FROM_MOTION, MOTION_PRIORS
 from nut_ros.core.motion_prior import FlowPrior, grey_u8, sparse_to_dense_available, with_prior
 from nut_ros.geometry.depth_from_motion import DepthFromMotion, MotionDepth, MotionDepthConfig
 from nut_ros.pipeline.backends import Backend
@@ -314,9 +314,6 @@ class StreamingPipeline:
 
 
 #: values of ``PipelineConfig.depth_from_motion``
-DEPTH_FROM_MOTION = ("auto", "off")
-
-
 def _on_cpu(backend: Backend) -> bool:
     """Whether the backend runs the network on the CPU (where ``motion_prior: auto`` picks classical flow)."""
     return str(getattr(backend, "device", "cpu")).startswith("cpu")

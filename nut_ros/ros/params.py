@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nut_ros.core.choices import BACKENDS, FLOW_PRESETS, MOTION_PRIORS
+from nut_ros.core.choices import BACKENDS, DEPTH_FROM_MOTION, FLOW_PRESETS, MOTION_PRIORS
 from nut_ros.perception.params import MapParams, ObstacleParams
 
 TRANSPORTS = ("raw", "compressed")
@@ -96,8 +96,9 @@ class NodeParams:
                                        lo=0.0, hi=MAX_RENDER_TIME, dynamic=True)
     motion_prior: str = _param("auto", "Where the velocities' motion comes from: learned (the model's flow head), "
                                "flow (classical optical flow on the CPU, flow_preset) or none; auto: flow for a "
-                               "model with the learned head on the torch backend (it measures better today, "
-                               "docs/EVALUATION.md), learned in exported graphs, else as the model was trained.",
+                               "model with the learned head on a CPU torch backend (the head measures better, "
+                               "docs/EVALUATION.md, but costs 2.5x the rest of tiny there), else as the model was "
+                               "trained (learned on a GPU and in exported graphs).",
                                choices=("auto", *MOTION_PRIORS))
     flow_preset: str = _param("sparse_to_dense", "Optical flow of the motion prior: sparse_to_dense (follows small "
                               "fast objects; needs OpenCV contrib) or a DIS preset (medium: about 5x cheaper).",
@@ -111,6 +112,14 @@ class NodeParams:
                                   "colour over this many pair intervals times 4t(1-t) around t (the expected image "
                                   "when the motion is uncertain; 0: one render).", lo=0.0, hi=1.0, dynamic=True)
     interp_samples: int = _param(5, "Renders averaged over interp_window.", lo=1, hi=32, dynamic=True)
+    depth_from_motion: str = _param("auto", "Depth from the camera's own motion fed to the network for frames "
+                                     "without a depth image (metric with use_odometry, else relative): auto, or "
+                                     "off.", choices=DEPTH_FROM_MOTION)
+    motion_depth_width: int = _param(256, "Depth from motion runs on the image shrunk to at most this wide.",
+                                     lo=32, hi=4096)
+    network_depth: bool = _param(False, "Publish the rendered depth of frames without any depth input (no depth "
+                                 "image, no depth from motion yet): the network's guess from RGB alone, worse than "
+                                 "a constant depth on real footage (docs/EVALUATION.md); false: NaN there.")
     max_rate: float = _param(0.0, "Most frames processed per second; 0: as fast as possible.", lo=0.0, hi=1000.0,
                              dynamic=True)
     worker_nice: int = _param(0, "Niceness of the processing thread: 5-10 lets message reception pre-empt it when a "
