@@ -61,7 +61,7 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, model: NutModel, device: str | torch.device = "cpu", bf16: bool = False,
-                 raster_impl: str = "auto", compile: bool = False):
+                 raster_impl: str = "auto", compile: bool = False, compile_mode: str = "default"):
         self._device = torch.device(device)
         if bf16 and self._device.type != "cuda":
             raise ValueError("bf16 autocast is only supported on CUDA")
@@ -73,7 +73,7 @@ class TorchBackend:
         self.raster_impl = raster_impl
         self._encode, self._decode = self.model.encode, self.model.decode
         if compile:  # the first frames of each shape take tens of seconds to compile
-            self._encode, self._decode = compile_network(self.model)
+            self._encode, self._decode = compile_network(self.model, compile_mode)
 
     @property
     def device(self) -> str:

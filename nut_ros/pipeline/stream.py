@@ -313,7 +313,6 @@ class StreamingPipeline:
         return now
 
 
-#: values of ``PipelineConfig.depth_from_motion``
 def _on_cpu(backend: Backend) -> bool:
     """Whether the backend runs the network on the CPU (where ``motion_prior: auto`` picks classical flow)."""
     return str(getattr(backend, "device", "cpu")).startswith("cpu")
