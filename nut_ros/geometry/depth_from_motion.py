@@ -1,29 +1,44 @@
-"""Depth from the camera's own motion: semi-dense inverse depth of the newest frame from a recent frame of the
-stream, with a confidence, and its dense fill for the model's depth input.
+"""Depth from the camera's own motion: semi-dense inverse depth of the newest frame, fused over the stream (a depth
+filter), with a confidence, and its dense fill for the model's depth input.
 
 Per frame (grey, at most ``max_width`` pixels wide):
 
-1. reference: among the last ``window`` frames whose tracked corners (Lucas-Kanade, forward-backward checked) moved
+1. propagation: the fused map of the previous frame (:mod:`.depth_filter`, per pixel a Gaussian inverse depth) is
+   carried into this one by the relative pose: from the frames' ``Frame.camera_pose`` when both have one (odometry:
+   exact and metric), else from the tracks of this frame's corners into the previous one against the fused inverse
+   depth there (PnP in RANSAC, then Levenberg-Marquardt: the pose in the map's own unit); every pixel's variance
+   grows by ``process_noise``. No pose (too few tracks, or a map that switches between metric and relative) drops
+   the map;
+2. reference: among the last ``window`` frames whose tracked corners (Lucas-Kanade, forward-backward checked) moved
    by at least ``min_motion_px`` (median), newest first, the first with ``target_parallax_px`` of parallax, else the
    one with the most (at most ``max_attempts`` pose estimates);
-2. motion: the frames' ``Frame.camera_pose`` when both have one (metric translation, so metric inverse depth),
-   else the essential matrix of the tracks (5-point, RANSAC, cheirality; unit translation, relative depth). A
-   homography of the form ``K R K⁻¹`` that explains the tracks (the camera turned in place) or a median parallax
-   after removing the rotation below ``min_parallax_px`` gives no output;
-3. dense matches: the reference warped by the rotation (``K R K⁻¹``), then DIS flow from the current frame, so the
+3. motion: the odometry poses when both frames have one (metric), else the essential matrix of the tracks (5-point,
+   RANSAC, cheirality; unit translation, relative depth). A homography of the form ``K R K⁻¹`` that explains the
+   tracks (the camera turned in place) or a median parallax after removing the rotation below ``min_parallax_px``
+   gives no measurement;
+4. dense matches: the reference warped by the rotation (``K R K⁻¹``), then DIS flow from the current frame, so the
    flow is the translation's parallax alone;
-4. inverse depth per pixel by least squares along both image axes (:func:`.two_view.triangulate_matches`), kept
-   where it is in front of both cameras, within ``max_epipolar_px`` of its epipolar line (a moving object or a
-   wrong match is off it), photometrically consistent, and precise: ``σ_ρ/ρ`` below ``max_rel_sigma`` for a match
-   error of ``match_sigma_px`` (no depth near the epipole or where the parallax is short);
-5. the dense fill (:func:`.densify.densify`), clipped to the robust range of the kept values.
+5. measurement: inverse depth per pixel by least squares along both image axes
+   (:func:`.two_view.triangulate_matches`), kept where it is in front of both cameras, within ``max_epipolar_px`` of
+   its epipolar line (a moving object or a wrong match is off it), photometrically consistent, on texture, and
+   precise: ``σ_ρ = match_sigma_px / (pixels per unit ρ)``, ``σ_ρ/ρ`` below ``max_rel_sigma`` (no depth near the
+   epipole or where the parallax is short); values beyond its 1st/99th percentiles are clipped;
+6. fusion: without odometry the measurement (unit translation) is first brought to the map's unit by the median
+   ratio of the two on their overlap (less than ``min_scale_pixels``: the measurement starts a new map); then
+   :func:`.depth_filter.fuse`: inverse-variance weighting; a pixel more than ``max_sigmas`` off is forgotten; one the
+   measurement does not confirm gains ``unconfirmed_noise``. Pixels whose ``σ_ρ/ρ`` exceeds ``forget_rel_sigma`` are
+   forgotten. A new map needs ``min_coverage``;
+7. output: the semi-dense map is the pixels with ``σ_ρ/ρ`` below ``max_rel_sigma`` fused from at least
+   ``min_confirmations`` measurements (all precise pixels while those cover less than ``min_coverage``); the dense
+   fill (:func:`.densify.densify`) weighs every precise pixel by ``1 - (σ_ρ/ρ)/max_rel_sigma`` times its share of
+   ``2 min_confirmations`` measurements (while the precise pixels cover less than ``min_coverage``, all the map's
+   pixels against ``forget_rel_sigma`` instead: a weak depth rather than none); the confidence is that weight.
 
-A frame that gets no depth of its own (the camera stopped, turned in place, or moved too little) holds the last
-estimate for up to ``max_hold`` frames, warped into it by the homography of the tracks between them (exact for a
-turn in place; the small translation that gave too little parallax is ignored).
+A frame without a measurement of its own (the camera stopped, turned in place, or moved too little) gets the
+propagated map alone, for up to ``max_hold`` frames in a row (then the map is dropped).
 
 Everything is a static-scene assumption: pixels of moving objects fail the epipolar test only when they move off
-their epipolar line.
+their epipolar line, and the fusion's consistency test only when they move by more than the spread.
 """
 from __future__ import annotations
 
@@ -34,7 +49,8 @@ import cv2
 import numpy as np
 
 from nut_ros.core.geometry import Intrinsics
-from nut_ros.geometry.densify import densify, push_pull
+from nut_ros.geometry.densify import densify
+from nut_ros.geometry.depth_filter import InverseDepthMap, fuse, median_scale, propagate
 from nut_ros.geometry.two_view import (RelativePose, apply_homography, camera_matrix, corners, essential_pose,
                                        is_pure_rotation, pose_from_odometry, rotation_homography, rotation_parallax,
                                        track_points, triangulate_matches)
@@ -57,10 +73,17 @@ class MotionDepthConfig:
     max_photometric: float = 20.0  # grey levels between a pixel and its match
     min_gradient: float = 6.0  # grey levels per pixel (3x3 Sobel / 4, smoothed): flat regions' matches are guesses
     match_sigma_px: float = 0.5  # assumed error of a dense match, for the depth's precision
-    max_rel_sigma: float = 0.15  # keep pixels whose relative inverse-depth error is below this
-    min_coverage: float = 0.05  # fewer kept pixels than this share of the image: no depth
+    max_rel_sigma: float = 0.15  # measured and output pixels: relative inverse-depth error below this
+    min_coverage: float = 0.05  # fewer such pixels (or, failing that, fused ones) than this share: no depth
     dis_preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
-    max_hold: int = 6  # frames the last estimate is held (warped) while no new one can be made; 0: never
+    process_noise: float = 0.02  # relative σ_ρ a fused pixel gains per frame it is carried
+    unconfirmed_noise: float = 0.1  # relative σ_ρ a fused pixel gains from a measurement that has no value there
+    max_sigmas: float = 3.0  # a measurement farther from the fused value than this many joint σ forgets the pixel
+    forget_rel_sigma: float = 0.3  # fused pixels less certain than this are forgotten
+    min_confirmations: int = 2  # semi-dense output: pixels fused from this many measurements (if they cover enough)
+    min_scale_pixels: int = 200  # overlap of map and relative measurement needed to bring it to the map's unit
+    pnp_px: float = 2.0  # reprojection threshold of the map's pose without odometry
+    max_hold: int = 6  # frames in a row the fused map is carried without a measurement; 0: never
 
 
 @dataclass
@@ -71,9 +94,10 @@ class MotionDepth:
     confidence: np.ndarray  # in [0, 1], 0 where none
     dense: np.ndarray  # inverse depth filled everywhere (:func:`nut_ros.geometry.densify.densify`)
     metric: bool
-    reference_stamp_ns: int
-    parallax_px: float  # median parallax of the tracks after removing the rotation
-    held_frames: int = 0  # > 0: the estimate of that many frames ago, warped into this one (no parallax now)
+    reference_stamp_ns: int  # of the reference frame of the last measurement fused
+    parallax_px: float  # median parallax of that measurement's tracks after removing the rotation
+    held_frames: int = 0  # > 0: this many frames since the last measurement (the fused map carried alone)
+    fused_count: np.ndarray | None = None  # uint16 per pixel: measurements fused into it (0 where none)
 
     @property
     def coverage(self) -> float:
@@ -88,19 +112,40 @@ class _Kept:
     pose: np.ndarray | None
 
 
+@dataclass
+class _Fused:
+    """The fused map of the newest kept frame and where it came from."""
+
+    map: InverseDepthMap
+    dense: np.ndarray | None  # its dense fill (the next frame's pose reads it where the map has none), None: no output
+    metric: bool
+    reference_stamp_ns: int
+    parallax_px: float
+    held_frames: int
+
+
+@dataclass
+class _Measurement:
+    map: InverseDepthMap
+    metric: bool
+    reference_stamp_ns: int
+    parallax_px: float
+
+
 class DepthFromMotion:
-    """Feed every frame of a stream with :meth:`estimate`; ``last_reason`` says why the last one gave no depth."""
+    """Feed every frame of a stream with :meth:`estimate`; ``last_reason`` says why the last one had no measurement
+    of its own ("" when it had one)."""
 
     def __init__(self, config: MotionDepthConfig = MotionDepthConfig()):
         self.config = config
         self._window: deque[_Kept] = deque(maxlen=config.window)
         self._dis = cv2.DISOpticalFlow_create(config.dis_preset)
-        self._last: tuple[MotionDepth, np.ndarray] | None = None  # the last estimate and its grey image
+        self._fused: _Fused | None = None
         self.last_reason = ""
 
     def reset(self) -> None:
         self._window.clear()
-        self._last = None
+        self._fused = None
 
     def working_size(self, width: int, height: int) -> tuple[int, int]:
         """``(w, h)`` of the working images: the input shrunk to ``max_width`` wide (never enlarged)."""
@@ -111,35 +156,102 @@ class DepthFromMotion:
     def estimate(self, rgb: np.ndarray, stamp_ns: int, intrinsics: Intrinsics,
                  camera_pose: np.ndarray | None = None) -> MotionDepth | None:
         """Depth of ``rgb [H, W, 3]`` uint8 (``intrinsics`` of that size; ``camera_pose`` 4x4 T_world<-camera in
-        metres, or None) from the kept frames; the frame is kept for the next ones either way."""
+        metres, or None) from the kept frames and the fused map; the frame is kept for the next ones either way."""
         w, h = self.working_size(rgb.shape[1], rgb.shape[0])
         grey = cv2.cvtColor(cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
         K = camera_matrix(intrinsics.scaled(w, h))
+        pose = None if camera_pose is None else np.asarray(camera_pose, np.float64)
         try:
-            out = self._estimate(grey, stamp_ns, K, camera_pose)
-            if out is None:
-                out = self._hold(grey)
-            self._last = None if out is None else (out, grey)
-            return out
+            return self._estimate(grey, K, pose)
         finally:
-            self._window.append(_Kept(grey, stamp_ns, None if camera_pose is None else np.asarray(camera_pose)))
+            self._window.append(_Kept(grey, stamp_ns, pose))
 
-    def _estimate(self, grey, stamp_ns, K, pose) -> MotionDepth | None:
+    def _estimate(self, grey, K, pose) -> MotionDepth | None:
         c = self.config
-        if not self._window:
-            self.last_reason = "no_reference"
-            return None
-        if self._window[-1].grey.shape != grey.shape:
-            self._window.clear()
+        if not self._window or self._window[-1].grey.shape != grey.shape:
+            self.reset()
             self.last_reason = "no_reference"
             return None
         p0 = corners(grey, c.max_points, max(grey.shape) / 40)
+        tracks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+        def tracked(ref: _Kept):
+            if id(ref) not in tracks:
+                tracks[id(ref)] = track_points(grey, ref.grey, p0)
+            return tracks[id(ref)]
+
+        prior = self._propagate(K, pose, tracked)
+        measured = self._measure(grey, K, pose, tracked)
+        fused = self._fuse(prior, measured)
+        self._fused = fused
+        if fused is None:
+            return None
+        rel_sigma, count = fused.map.rel_sigma(), fused.map.count
+        with np.errstate(invalid="ignore"):
+            precise = rel_sigma < c.max_rel_sigma
+            bound = c.max_rel_sigma if precise.mean() >= c.min_coverage else c.forget_rel_sigma
+            full = 2 * c.min_confirmations
+            weight = np.where(rel_sigma < bound, (1 - rel_sigma / bound) * np.minimum(count, full) / full, 0)
+        if (weight > 0).mean() < c.min_coverage:
+            self.last_reason = self.last_reason or "low_coverage"
+            return None
+        keep = precise & (count >= c.min_confirmations)
+        if keep.mean() < c.min_coverage:
+            keep = precise
+        confidence = np.where(keep, weight, 0).astype(np.float32)
+        inv = np.where(keep, fused.map.rho, np.nan).astype(np.float32)
+        fused.dense = densify(np.where(weight > 0, fused.map.rho, 0), weight.astype(np.float32), grey)
+        return MotionDepth(inv, confidence, fused.dense, fused.metric, fused.reference_stamp_ns, fused.parallax_px,
+                           fused.held_frames, np.where(keep, fused.map.count, 0).astype(np.uint16))
+
+    def _propagate(self, K, pose, tracked) -> InverseDepthMap | None:
+        """The fused map of the previous frame carried into this one, or None."""
+        c, last, prev = self.config, self._fused, self._window[-1]
+        if last is None or last.metric != (pose is not None and prev.pose is not None):
+            return None
+        if last.metric:
+            rel = pose_from_odometry(prev.pose, pose)  # X_cur = R X_prev + t
+            R, t = rel.R, rel.t
+        else:
+            found = self._map_pose(K, *tracked(prev), last)
+            if found is None:
+                return None
+            R, t = found
+        return propagate(last.map, R, t, K, c.process_noise).pruned(c.forget_rel_sigma)
+
+    def _map_pose(self, K, p_cur, p_prev, last: _Fused) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(R, t)`` with ``X_cur = R X_prev + t`` in the map's unit: PnP of the tracks against the fused inverse
+        depth of the previous frame (its dense fill where the map has no value)."""
+        if len(p_cur) < self.config.min_tracks:
+            return None
+        h, w = last.map.rho.shape
+        u = np.clip(np.rint(p_prev[:, 0]).astype(int), 0, w - 1)
+        v = np.clip(np.rint(p_prev[:, 1]).astype(int), 0, h - 1)
+        rho = last.map.rho[v, u] if last.dense is None else np.where(last.map.known[v, u], last.map.rho[v, u],
+                                                                      last.dense[v, u])
+        ok = rho > 0
+        if ok.sum() < self.config.min_tracks:
+            return None
+        p_cur, p_prev = p_cur[ok], p_prev[ok]
+        X = np.concatenate([p_prev, np.ones_like(p_prev[:, :1])], 1) @ np.linalg.inv(K).T / rho[ok, None]
+        ok, rvec, tvec, inliers = cv2.solvePnPRansac(X, p_cur, K, None, iterationsCount=100,
+                                                     reprojectionError=self.config.pnp_px, confidence=0.999,
+                                                     flags=cv2.SOLVEPNP_EPNP)
+        if not ok or inliers is None or len(inliers) < self.config.min_tracks // 2:
+            return None
+        rvec, tvec = cv2.solvePnPRefineLM(X[inliers[:, 0]], p_cur[inliers[:, 0]], K, None, rvec, tvec)
+        return cv2.Rodrigues(rvec)[0], tvec[:, 0]
+
+    def _measure(self, grey, K, pose, tracked) -> _Measurement | None:
+        """Inverse depth of this frame from one reference of the window (its own unit without odometry), or None."""
+        c = self.config
+        if len(tracked(self._window[0])[0]) >= c.min_tracks and np.median(
+                np.linalg.norm(np.subtract(*tracked(self._window[0])), axis=1)) < c.min_motion_px:
+            self.last_reason = "static"  # the oldest frame moved most, as a rule: a still camera tracks once more
+            return None
         attempts, self.last_reason, best = 0, "static", None
-        p_cur, p_ref = track_points(grey, self._window[0].grey, p0)  # the oldest frame moved most, as a rule
-        if len(p_cur) >= c.min_tracks and np.median(np.linalg.norm(p_cur - p_ref, axis=1)) < c.min_motion_px:
-            return None  # a still camera: one tracking instead of one per kept frame
         for ref in reversed(self._window):
-            p_cur, p_ref = track_points(grey, ref.grey, p0)
+            p_cur, p_ref = tracked(ref)
             if len(p_cur) < c.min_tracks:
                 self.last_reason = "lost_tracks"
                 break  # older frames share even less with this one
@@ -162,35 +274,6 @@ class DepthFromMotion:
                 break
         return None if best is None else self._depth(grey, *best, K)
 
-    def _hold(self, grey: np.ndarray) -> MotionDepth | None:
-        """The last estimate warped into ``grey`` by the homography of the tracks between them, or None."""
-        if self._last is None or self._last[0].held_frames >= self.config.max_hold:
-            return None
-        last, last_grey = self._last
-        if last_grey.shape != grey.shape:
-            return None
-        p_cur, p_last = track_points(grey, last_grey, corners(grey, self.config.max_points, max(grey.shape) / 40))
-        if len(p_cur) < self.config.min_tracks:
-            return None
-        H, inliers = cv2.findHomography(p_cur, p_last, cv2.RANSAC, 2 * self.config.ransac_px)
-        if H is None or inliers.mean() < 0.5:
-            return None
-        h, w = grey.shape
-
-        def warp(img, interpolation):
-            return cv2.warpPerspective(img, H, (w, h), flags=interpolation | cv2.WARP_INVERSE_MAP,
-                                       borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
-
-        dense = warp(last.dense, cv2.INTER_LINEAR)
-        seen = np.isfinite(dense)
-        if seen.mean() < 0.5:
-            return None
-        dense = np.clip(push_pull(np.nan_to_num(dense), seen.astype(np.float32)), np.nanmin(dense), np.nanmax(dense))
-        confidence = np.nan_to_num(warp(last.confidence, cv2.INTER_NEAREST))
-        inv = np.where(confidence > 0, warp(last.inv_depth, cv2.INTER_NEAREST), np.nan).astype(np.float32)
-        return MotionDepth(inv, confidence, dense.astype(np.float32), last.metric, last.reference_stamp_ns,
-                           last.parallax_px, last.held_frames + 1)
-
     def _relative_pose(self, p_cur, p_ref, K, pose, ref_pose) -> tuple[RelativePose, np.ndarray] | None:
         c = self.config
         if pose is not None and ref_pose is not None:
@@ -207,7 +290,7 @@ class DepthFromMotion:
             self.last_reason = "pose_failed"
         return found
 
-    def _depth(self, grey, ref: _Kept, rel: RelativePose, parallax: float, K) -> MotionDepth | None:
+    def _depth(self, grey, ref: _Kept, rel: RelativePose, parallax: float, K) -> _Measurement | None:
         c = self.config
         h, w = grey.shape
         H = rotation_homography(rel.R, K)
@@ -221,19 +304,39 @@ class DepthFromMotion:
         matched = cv2.remap(warped, target[..., 0], target[..., 1], cv2.INTER_LINEAR, borderValue=0)
         inside = (x_ref[..., 0] >= 0) & (x_ref[..., 0] <= w - 1) & (x_ref[..., 1] >= 0) & (x_ref[..., 1] <= h - 1)
         photometric = np.abs(matched.astype(np.float32) - grey.astype(np.float32))
-        rel_sigma = c.match_sigma_px / np.maximum(tri.px_per_rho * tri.inv_depth, 1e-12)
+        sigma = c.match_sigma_px / np.maximum(tri.px_per_rho, 1e-12)
+        rel_sigma = sigma / np.maximum(tri.inv_depth, 1e-12)
         gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
         gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
         texture = cv2.blur(np.sqrt(gx * gx + gy * gy) / 4, (3, 3))
         keep = (np.isfinite(tri.inv_depth) & inside & (texture >= c.min_gradient) & (tri.epipolar_px < c.max_epipolar_px)
                 & (photometric < c.max_photometric) & (rel_sigma < c.max_rel_sigma))
-        if keep.mean() < c.min_coverage:
+        if not keep.any():
             self.last_reason = "low_coverage"
             return None
-        confidence = np.where(keep, 1.0 - rel_sigma / c.max_rel_sigma, 0.0).astype(np.float32)
-        inv = np.where(keep, tri.inv_depth, np.nan).astype(np.float32)
-        lo, hi = np.percentile(inv[keep], [1, 99])
-        inv = np.where(keep, np.clip(inv, lo, hi), np.nan).astype(np.float32)
-        dense = densify(np.nan_to_num(inv), confidence, grey)
+        lo, hi = np.percentile(tri.inv_depth[keep], [1, 99])
+        inv = np.where(keep, np.clip(tri.inv_depth, lo, hi), np.nan)
         self.last_reason = ""
-        return MotionDepth(inv, confidence, dense, rel.metric, ref.stamp_ns, parallax)
+        return _Measurement(InverseDepthMap.measured(inv, sigma), rel.metric, ref.stamp_ns, parallax)
+
+    def _fuse(self, prior: InverseDepthMap | None, measured: _Measurement | None) -> _Fused | None:
+        """The new fused state from the propagated map and the measurement (either may be None)."""
+        c, last = self.config, self._fused
+        if measured is None:
+            if prior is None or last.held_frames >= c.max_hold:
+                return None
+            return _Fused(prior, None, last.metric, last.reference_stamp_ns, last.parallax_px,
+                          last.held_frames + 1)
+        m = measured.map
+        if prior is not None and not measured.metric:
+            s = median_scale(prior, m, c.min_scale_pixels)
+            prior, m = (None, m) if s is None else (prior, m.scaled(s))
+        if prior is None:
+            if m.known.mean() < c.min_coverage:
+                self.last_reason = "low_coverage"
+                return None
+            fused = m
+        else:
+            fused = fuse(prior, m, c.max_sigmas, c.unconfirmed_noise)
+        return _Fused(fused.pruned(c.forget_rel_sigma), None, measured.metric,
+                      measured.reference_stamp_ns, measured.parallax_px, 0)

@@ -2,13 +2,17 @@
 the ground truth at the working resolution, per frame, with scale+shift (disparity) and median alignment, and metric
 when the poses are used. For tuning ``MotionDepthConfig`` on the training sequences (never on 7-Scenes).
 
-    .venv/bin/python test/bench/depth_from_motion_study.py tum --step 3 [--poses] [--first 0.8]
+    .venv/bin/python test/bench/depth_from_motion_study.py tum --step 3 [--poses] [--stop 0.8] [--json rows.json]
+
+Frames with depth count those whose depth is the fused map carried without a measurement of its own ("held") too;
+the errors are over the frames with depth, each beside a constant and a vertical ramp on the same pixels.
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -69,6 +73,7 @@ def main() -> None:
     p.add_argument("--stop", type=float, default=1.0)
     p.add_argument("--poses", action="store_true", help="use the ground-truth poses (metric)")
     p.add_argument("--set", nargs="*", default=[], help="MotionDepthConfig overrides key=value")
+    p.add_argument("--json", type=Path, help="write the per-frame rows (with their stamps) to this file")
     args = p.parse_args()
     cfg = MotionDepthConfig()
     for kv in args.set:
@@ -77,9 +82,10 @@ def main() -> None:
         cfg = dataclasses.replace(cfg, **{k: v in ("1", "true", "True") if kind is bool else kind(v)})
     dfm = DepthFromMotion(cfg)
     cv2.setNumThreads(1)  # the CPU time below is then this thread's
-    rows, reasons, ms, cpu_ms = [], collections.Counter(), [], []
+    rows, reasons, ms, cpu_ms, total = [], collections.Counter(), [], [], 0
     for sf in frames(args.sequence, args.step, args.start, args.stop):
         f = sf.frame
+        total += 1
         t0, c0 = time.perf_counter(), time.thread_time()
         md = dfm.estimate(f.rgb, f.stamp_ns, f.intrinsics, f.camera_pose if args.poses else None)
         ms.append((time.perf_counter() - t0) * 1e3)
@@ -90,7 +96,7 @@ def main() -> None:
         h, w = md.dense.shape
         gt = cv2.resize(np.nan_to_num(sf.depth_m), (w, h), interpolation=cv2.INTER_NEAREST)
         valid = gt > 0
-        row = {"coverage": md.coverage, "parallax": md.parallax_px}
+        row = {"stamp_ns": f.stamp_ns, "held": md.held_frames, "coverage": md.coverage, "parallax": md.parallax_px}
         dense = 1.0 / md.dense
         for name, d in (("sparse", 1.0 / np.where(np.isfinite(md.inv_depth), md.inv_depth, np.nan)),
                         ("dense", dense), ("constant", constant_depth((h, w))), ("ramp", ramp_depth((h, w)))):
@@ -99,11 +105,15 @@ def main() -> None:
             if md.metric and name in ("sparse", "dense"):
                 row[f"{name}_metric"] = depth_errors(d, gt, valid=valid)["abs_rel"]
         rows.append(row)
-    print(f"{args.sequence} step {args.step} poses={args.poses}: {len(rows)} frames with depth, refused {dict(reasons)}")
+    held = sum(r["held"] > 0 for r in rows)
+    print(f"{args.sequence} step {args.step} poses={args.poses}: {len(rows)} of {total} frames with depth ({held} held), "
+          f"no depth {dict(reasons)}")
     print(f"ms per frame: wall p50 {np.percentile(ms, 50):.1f} p90 {np.percentile(ms, 90):.1f}; "
           f"CPU (one thread) p50 {np.percentile(cpu_ms, 50):.1f} p90 {np.percentile(cpu_ms, 90):.1f} "
           f"mean {np.mean(cpu_ms):.1f}")
-    for k in rows[0] if rows else []:
+    if args.json:
+        args.json.write_text(json.dumps(rows))
+    for k in list(rows[0])[1:] if rows else []:
         v = np.array([r[k] for r in rows], float)
         print(f"  {k:16s} mean {np.nanmean(v):.3f} median {np.nanmedian(v):.3f}")
 
