@@ -1,7 +1,7 @@
 """Voxel keys and connected-component clustering."""
 import numpy as np
 
-from nut_ros.perception.clustering import cluster_points, cluster_stats, contains, voxel_keys
+from nut_ros.perception.clustering import cluster_points, cluster_stats, contains, group_median, voxel_keys
 
 
 def test_keys_are_unique_per_cell_and_searchable():
@@ -42,3 +42,11 @@ def test_empty_input():
     assert k == 0 and labels.size == 0
     c = cluster_stats(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), labels, 0, 0.2)
     assert len(c) == 0
+
+
+def test_group_median_per_label():
+    values = np.array([5.0, 1.0, 3.0, 10.0, 20.0, 7.0])
+    labels = np.array([0, 0, 0, 2, 2, 2])
+    med = group_median(values, labels, 3)
+    assert med[0] == 3.0 and med[2] == 10.0 and np.isnan(med[1])
+    assert group_median(np.zeros(0), np.zeros(0, np.int64), 0).shape == (0,)

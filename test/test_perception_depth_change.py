@@ -1,7 +1,7 @@
 """Depth rate from geometry: a wall approaching, a static wall under camera motion, depth edges unknown."""
 import numpy as np
 
-from nut_ros.perception.depth_change import DepthChange
+from nut_ros.perception.depth_change import DepthChange, cell_mean, image_cells
 from perception_synth import DT, K, yaw_pose
 
 
@@ -39,3 +39,32 @@ def test_depth_edges_are_unknown():
     rate = change.rate(left, K, np.eye(4), DT)
     centre_col = np.abs(u(left) - step) < 1
     assert np.isnan(rate[centre_col]).mean() > 0.5 and np.nanmax(np.abs(rate)) < 1e-3
+
+
+def test_a_longer_baseline_measures_over_the_older_frame_and_revealed_background_is_unknown():
+    change = DepthChange(4, 0.1, baseline=3, max_speed=3.0)
+    still = np.eye(4)
+    for j in range(4):  # a wall approaching at 0.6 m/s; the rate compares against the frame 3 back
+        pts = wall(3.0 - 0.6 * DT * j, seed=j)
+        if j == 3:
+            rate = change.rate(pts, K, still, DT)
+        change.remember(pts, still, DT)
+    assert abs(np.nanmedian(rate) + 0.6) < 0.05 and np.isfinite(rate).mean() > 0.9
+    # a near surface gone, the far wall behind it seen now: receding faster than max_speed is not a motion
+    change.reset()
+    change.remember(wall(1.0), still)
+    assert np.all(np.isnan(change.rate(wall(5.0, seed=3), K, still, DT)))
+    # something now in front of where the wall was: approaching, clipped to -max_speed
+    change.reset()
+    change.remember(wall(5.0), still)
+    assert np.nanmin(change.rate(wall(1.0, seed=4), K, still, DT)) == -3.0
+
+
+def test_cell_mean_averages_values_within_image_cells():
+    pts = wall(3.0, n=2000)
+    values = np.random.default_rng(1).normal(size=(2000, 3))
+    out = cell_mean(pts, values, K, 8)
+    cells, inside, _ = image_cells(pts, K, 8)
+    first = cells == cells[0]
+    np.testing.assert_allclose(out[first], np.broadcast_to(values[first].mean(0), (first.sum(), 3)), atol=1e-12)
+    assert out[:, 0].std() < values[:, 0].std()

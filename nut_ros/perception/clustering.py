@@ -82,6 +82,14 @@ class Clusters:
         return Clusters(self.center[keep], self.velocity[keep], self.size[keep], self.weight[keep], self.count[keep])
 
 
+def group_median(values: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Median ``[k]`` of ``values [N]`` per label ``0..k-1`` (labels all >= 0; the upper median; NaN where empty)."""
+    count = np.bincount(labels, minlength=k)
+    ordered = values[np.lexsort((values, labels))]  # by label, then by value
+    starts = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
+    return np.where(count > 0, ordered[np.minimum(starts + count // 2, max(values.size - 1, 0))], np.nan)
+
+
 def cluster_stats(points: np.ndarray, velocities: np.ndarray, weights: np.ndarray, labels: np.ndarray, k: int,
                   voxel: float) -> Clusters:
     """Boxes of the labelled points. A camera sees an object's front only, so its depth extent is taken as at

@@ -1,45 +1,71 @@
-"""Depth rate from geometry: how far each Gaussian's depth moved since the previous frame, along its pixel ray.
+"""Depth rate from geometry: how far each Gaussian's depth moved over the last few frames, along its pixel ray.
 
-The Gaussians' own velocities carry the image-plane motion well (optical flow) but their depth rate poorly, so an
-object moving straight towards or away from the camera barely shows in them. Here the previous frame's Gaussians,
-kept in the fixed frame, are projected into the current camera (odometry pose, or the integrated camera motion)
-and binned into a coarse grid (``cell_px`` pixels), as are the current Gaussians: mean, nearest and farthest depth
-per cell. A cell's depth rate is its current mean depth minus its previous one, divided by the frame interval: the
-depth rate of whatever surface is seen there, with the camera's motion removed by the projection (comparing means
-of the same cell cancels the slope of a slanted surface). Every current Gaussian gets its cell's rate. It is
-unknown (NaN) where the cell is empty in either frame or spans a depth edge in either (farthest/nearest above
-``1 + edge_ratio``: parallax reveals or hides background there).
+The Gaussians' own velocities carry the image-plane motion (optical flow, attenuated on small movers) but their
+depth rate poorly, so an object moving straight towards or away from the camera barely shows in them. Here the
+Gaussians of the frame ``baseline`` frames back (or the oldest remembered, after a restart), kept in the fixed
+frame, are projected into the current camera (odometry pose, or the integrated camera motion) and binned into a
+coarse grid (``cell_px`` pixels), as are the current Gaussians: mean, nearest and farthest depth per cell. A cell's
+depth rate is its current mean depth minus the old one, divided by the time between the two frames: the depth rate
+of whatever surface is seen there, with the camera's motion removed by the projection (comparing means of the same
+cell cancels the slope of a slanted surface). A longer baseline divides the depth noise by its length while a
+mover's displacement grows with it. Every current Gaussian gets its cell's rate. It is unknown (NaN) where the
+cell is empty in either frame, spans a depth edge in either (farthest/nearest above ``1 + edge_ratio``: parallax
+reveals or hides background there), or moved away faster than ``max_speed`` (background revealed behind a mover:
+the surface seen now is not the one seen before). Rates towards the camera beyond ``max_speed`` (a mover now in
+front of what was seen there) are clipped to ``-max_speed``.
 """
 from __future__ import annotations
+
+from collections import deque
 
 import numpy as np
 
 from nut_ros.core.geometry import Intrinsics
 
 
-class DepthChange:
-    """Remembers one frame of Gaussians in the fixed frame; :meth:`rate` compares the next frame against it."""
+def image_cells(points: np.ndarray, k: Intrinsics, cell_px: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per point (camera frame): its cell of a ``cell_px`` grid over the image (flat index), whether it projects
+    inside the image, and the number of cells."""
+    gw, gh = -(-k.width // cell_px), -(-k.height // cell_px)
+    z = points[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.floor((k.fx * points[:, 0] / z + k.cx + 0.5) / cell_px)
+        v = np.floor((k.fy * points[:, 1] / z + k.cy + 0.5) / cell_px)
+    inside = (z > 0) & (u >= 0) & (u < gw) & (v >= 0) & (v < gh)
+    flat = np.where(inside, v * gw + u, 0).astype(np.int64)
+    return flat, inside, gw * gh
 
-    def __init__(self, cell_px: int, edge_ratio: float):
-        self.cell_px, self.edge_ratio = cell_px, edge_ratio
-        self._prev: np.ndarray | None = None
+
+def cell_mean(points: np.ndarray, values: np.ndarray, k: Intrinsics, cell_px: int) -> np.ndarray:
+    """``values [N, C]`` replaced by their mean over the points of the same image cell (``cell_px`` grid); points
+    outside the image keep theirs."""
+    cells, inside, n = image_cells(points, k, cell_px)
+    c = cells[inside]
+    count = np.maximum(np.bincount(c, minlength=n), 1)
+    out = values.copy()
+    for i in range(values.shape[1]):
+        out[inside, i] = (np.bincount(c, weights=values[inside, i], minlength=n) / count)[c]
+    return out
+
+
+class DepthChange:
+    """Remembers the last ``baseline`` frames of Gaussians in the fixed frame; :meth:`rate` compares the next frame
+    against the oldest of them."""
+
+    def __init__(self, cell_px: int, edge_ratio: float, baseline: int = 1, max_speed: float = np.inf):
+        self.cell_px, self.edge_ratio, self.max_speed = cell_px, edge_ratio, max_speed
+        self._frames: deque[tuple[np.ndarray, float]] = deque(maxlen=baseline)  # (points, interval before it)
 
     def reset(self) -> None:
-        self._prev = None
+        self._frames.clear()
 
-    def remember(self, points: np.ndarray, pose: np.ndarray) -> None:
-        """Keep ``points`` (camera frame of ``pose``, 4x4 T_fixed<-camera) for the next frame."""
-        self._prev = points @ pose[:3, :3].T.astype(points.dtype) + pose[:3, 3].astype(points.dtype)
+    def remember(self, points: np.ndarray, pose: np.ndarray, dt: float = 0.0) -> None:
+        """Keep ``points`` (camera frame of ``pose``, 4x4 T_fixed<-camera), taken ``dt`` s after the last ones."""
+        world = points @ pose[:3, :3].T.astype(points.dtype) + pose[:3, 3].astype(points.dtype)
+        self._frames.append((world, float(dt or 0.0)))
 
     def _cells(self, points: np.ndarray, k: Intrinsics) -> tuple[np.ndarray, np.ndarray, int]:
-        gw, gh = -(-k.width // self.cell_px), -(-k.height // self.cell_px)
-        z = points[:, 2]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = np.floor((k.fx * points[:, 0] / z + k.cx + 0.5) / self.cell_px)
-            v = np.floor((k.fy * points[:, 1] / z + k.cy + 0.5) / self.cell_px)
-        inside = (z > 0) & (u >= 0) & (u < gw) & (v >= 0) & (v < gh)
-        flat = np.where(inside, v * gw + u, 0).astype(np.int64)
-        return flat, inside, gw * gh
+        return image_cells(points, k, self.cell_px)
 
     def _cell_depth(self, points: np.ndarray, k: Intrinsics) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per cell: mean depth (NaN where empty or a depth edge); per point: its cell and whether it is inside."""
@@ -54,12 +80,17 @@ class DepthChange:
         return np.where((count > 0) & (far <= near * (1 + self.edge_ratio)), mean, np.nan), cells, inside
 
     def rate(self, points: np.ndarray, k: Intrinsics, pose: np.ndarray, dt: float) -> np.ndarray:
-        """Depth rate ``[N]`` (per second) of the current ``points`` (camera frame, pose T_fixed<-camera)."""
+        """Depth rate ``[N]`` (per second) of the current ``points`` (camera frame, pose T_fixed<-camera), taken
+        ``dt`` s after the last remembered frame."""
         out = np.full(points.shape[0], np.nan, np.float32)
-        if self._prev is None or not dt:
+        if not self._frames or not dt:
             return out
+        interval = dt + sum(gap for _, gap in list(self._frames)[1:])
         rot, trans = pose[:3, :3].astype(np.float32), pose[:3, 3].astype(np.float32)
-        before, _, _ = self._cell_depth((self._prev - trans) @ rot, k)
+        before, _, _ = self._cell_depth((self._frames[0][0] - trans) @ rot, k)
         now, cells, inside = self._cell_depth(points, k)
-        out[inside] = ((now - before) / dt)[cells[inside]]
+        with np.errstate(invalid="ignore"):
+            cell_rate = (now - before) / interval
+            cell_rate = np.where(cell_rate > self.max_speed, np.nan, np.maximum(cell_rate, -self.max_speed))
+        out[inside] = cell_rate[cells[inside]]
         return out

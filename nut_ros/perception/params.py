@@ -35,43 +35,61 @@ class ObstacleParams:
     ego_iterations: int = 6  # reweighting rounds of the robust fit
     # weight of the optical-z (depth-rate) velocity component against the image-plane ones, in the camera-motion
     # fit, the moving test and the tracker's velocity measurement (the ratio of their noise levels; where the depth
-    # rate from geometry is known it replaces the Gaussians' own)
+    # rate from geometry is known it replaces the Gaussians' own; 1.0: precision 0.86 -> 0.73 on the training scenes)
     depth_rate_weight: float = 0.5
-    # a Gaussian moves when its velocity after removing the camera's motion (z weighted) exceeds
-    # moving_speed + moving_speed_per_m · depth (velocity noise grows with depth)
-    # (training scenes, true odometry: static Gaussians' residual p99 0.44 m/s at 0-2 m, 1.0 at 3-5 m; movers' p50
-    # 0.4-0.7 m/s: the per-Gaussian test alone cannot separate them, the clustering and tracking do the rest)
-    moving_speed: float = 0.3
-    moving_speed_per_m: float = 0.08
+    # a Gaussian moves when its velocity after removing the camera's motion (z weighted), averaged over its image
+    # cell of score_cell_px pixels, exceeds moving_speed + moving_speed_per_m · depth (noise grows with depth).
+    # Training scenes, true odometry: static Gaussians' residual p99 0.44 m/s at 0-2 m, 1.0 at 3-5 m; movers' p50
+    # 0.4-0.7 m/s (their flow reads about half their true image motion): the per-Gaussian test alone cannot
+    # separate them; the cell average, the clustering, the depth band and the tracking do the rest. End to end
+    # (obstacle_tune.py --grid-style runs, seeds 0-19 + static 100-109, odometry, the other defaults as below):
+    # 0.2 + 0.04/m with 8-px cells: precision 0.86, recall 0.49; 0.3 + 0.08/m: recall 0.37; per Gaussian
+    # (score_cell_px 1) at 0.2 + 0.04/m: see ablation in test/bench/obstacle_tune.py --ablate
+    moving_speed: float = 0.2
+    moving_speed_per_m: float = 0.04
+    score_cell_px: int = 8
     change_cell_px: int = 4  # depth-rate-from-geometry grid (model-resolution pixels), see depth_change.py
     change_edge_ratio: float = 0.1  # a cell whose previous depths span more than this fraction is a depth edge
+    # frames back the depth rate is measured against: 3 halves the static depth-rate noise of 1 (training scenes,
+    # static Gaussians' z error p90 0.93 -> 0.48 m/s; 5: 0.41 m/s but fewer known cells and recall 0.49 -> 0.46)
+    change_baseline: int = 3
+    change_max_speed: float = 3.0  # m/s: faster recession is revealed background (unknown), approach is clipped
     voxel: float = 0.2  # clustering grid; moving voxels touching (26-neighbourhood) form one object
     min_cluster_gaussians: int = 25  # smaller clusters are noise
+    # members farther than this (optical z) from their object's median depth are dropped: the flow of a mover bleeds
+    # onto the floor and wall around it, which the voxel grid connects to it, stretching its box (training scenes:
+    # precision 0.79 -> 0.86, recall 0.45 -> 0.49 against no band; 0.3 m: 0.81 / 0.49)
+    depth_band: float = 0.2
     max_size: float = 2.0  # clusters with a larger extent are structure (walls, floor-to-ceiling edges), not movers
     # clusters narrower than this across the view (x or y, half a voxel of padding included) are slivers along depth
-    # edges, where the flow bleeds across the occlusion (training scenes: precision 0.72 -> 0.84, recall 0.31 ->
-    # 0.28, static-scene frames without obstacles 0.97 -> 1.0)
+    # edges, where the flow bleeds across the occlusion (training scenes: 0.15 m: precision 0.72, static-scene frames
+    # without obstacles 0.90)
     min_width: float = 0.25
     # tracking: constant-velocity Kalman filter in the fixed frame
     gate: float = 0.8  # largest distance between a track's prediction and a detection it may take
-    # a track is published after this many detections ... (5: static-scene frames without obstacles 0.97 on the
-    # training scenes with odometry, 0.86 with 3; recall 0.31 vs 0.30)
-    confirm_hits: int = 5
+    # a track is published after this many detections ... (training scenes: 3 vs 5 recall 0.49 vs ~0.40, static
+    # frames without obstacles 0.98; 2 with 0.1 m of travel: recall 0.55 but precision 0.78, static 0.93)
+    confirm_hits: int = 3
     min_travel: float = 0.2  # ... and once its detected centre moved this far over its last travel_window detections
     travel_window: int = 10
-    max_misses: int = 4  # a track is dropped after this many frames without a detection
-    report_misses: int = 1  # confirmed tracks are reported while they missed at most this many frames in a row
+    max_misses: int = 6  # a track is dropped after this many frames without a detection
+    # confirmed tracks are reported while they missed at most this many frames in a row (they coast on their
+    # velocity; 2: precision 0.86, recall 0.49; 3: 0.84 / 0.50)
+    report_misses: int = 2
     min_speed: float = 0.25  # confirmed tracks slower than this are not reported (not a moving obstacle now)
     accel_std: float = 2.0  # process noise (m/s²)
     position_std: float = 0.1  # measurement noise of a cluster's centre
-    velocity_std: float = 0.3  # measurement noise of a cluster's mean velocity
+    # measurement noise of a cluster's mean velocity: the flow reads about half a mover's motion, so the velocity
+    # comes mostly from the track's positions (training scenes: 0.3 -> 1.5 m/s: velocity error 0.34 -> 0.23 m/s)
+    velocity_std: float = 1.5
 
     def __post_init__(self):
-        _check(self, positive=("max_gaussians", "max_range", "ego_samples", "ego_iterations", "change_cell_px",
-                               "change_edge_ratio", "voxel", "min_cluster_gaussians", "max_size", "gate",
-                               "confirm_hits", "travel_window", "accel_std", "position_std", "velocity_std"),
-               non_negative=("min_width", "depth_rate_weight", "moving_speed", "moving_speed_per_m", "min_travel", "max_misses",
-                             "report_misses", "min_speed"),
+        _check(self, positive=("max_gaussians", "max_range", "ego_samples", "ego_iterations", "score_cell_px",
+                               "change_cell_px", "change_edge_ratio", "change_baseline", "change_max_speed", "voxel",
+                               "min_cluster_gaussians", "max_size", "gate", "confirm_hits", "travel_window",
+                               "accel_std", "position_std", "velocity_std"),
+               non_negative=("depth_band", "min_width", "depth_rate_weight", "moving_speed", "moving_speed_per_m",
+                             "min_travel", "max_misses", "report_misses", "min_speed"),
                unit=("min_opacity",))
 
 

@@ -28,8 +28,8 @@ import time
 
 import numpy as np
 
-from nut_ros.perception.clustering import cluster_points, cluster_stats, contains, voxel_keys
-from nut_ros.perception.depth_change import DepthChange
+from nut_ros.perception.clustering import cluster_points, cluster_stats, group_median, contains, voxel_keys
+from nut_ros.perception.depth_change import DepthChange, cell_mean
 from nut_ros.perception.ego_motion import MotionField, field_from_poses, fit_static_field, pose_step
 from nut_ros.perception.local_map import LocalMap
 from nut_ros.perception.params import MapParams, ObstacleParams
@@ -50,7 +50,8 @@ class PerceptionProcessor:
         self.op, self.mp = obstacles, local_map
         self.tracker = MultiObjectTracker(obstacles, seed)
         self.map = LocalMap(local_map)
-        self.change = DepthChange(obstacles.change_cell_px, obstacles.change_edge_ratio)
+        self.change = DepthChange(obstacles.change_cell_px, obstacles.change_edge_ratio, obstacles.change_baseline,
+                                  obstacles.change_max_speed)
         self._rng = np.random.default_rng(seed)
         self._pose = np.eye(4)  # T_fixed<-camera of the last frame
         self._stamp_ns: int | None = None
@@ -101,16 +102,21 @@ class PerceptionProcessor:
         moving = np.zeros(points.shape[0], bool)
         trusted = field is not None
         if field is not None:
-            depth_rate = self.change.rate(points, result.intrinsics, self._pose, result.pair_interval_s)
+            depth_rate = self.change.rate(points, result.intrinsics, self._pose, dt)
             residual = ground_velocity(points, velocities, field, depth_rate)
-            # only where the geometry is known on both frames: depth edges, grazing surfaces and newly seen space
-            # (image borders) have unreliable flow and no depth rate
-            moving = (np.linalg.norm(residual * self._axis_weight, axis=1) > threshold) & np.isfinite(depth_rate)
-            trusted = not moving.size or moving.mean() <= MAX_MOVING_FRACTION  # else the camera motion is wrong
+            score = self._score(points, residual, depth_rate, threshold, result.intrinsics)
+            trusted = not score.size or np.mean(score > 1.0) <= MAX_MOVING_FRACTION  # else the camera motion is wrong
             self.frames_skipped += not trusted
         if trusted:
-            labels, k = cluster_points(points[moving], self.op.voxel, self.op.min_cluster_gaussians)
-            c = cluster_stats(points[moving], residual[moving], weights[moving], labels, k, self.op.voxel)
+            moving = score > 1.0
+            member = np.flatnonzero(moving)
+            labels, k = cluster_points(points[member], self.op.voxel, self.op.min_cluster_gaussians)
+            member, labels = member[labels >= 0], labels[labels >= 0]
+            if self.op.depth_band > 0 and k:  # the object's own depth layer, not the floor or wall its flow bled onto
+                near = np.abs(points[member, 2] - group_median(points[member, 2], labels, k)[labels]) <= self.op.depth_band
+                kept, labels = np.unique(labels[near], return_inverse=True)
+                member, k = member[near], kept.size
+            c = cluster_stats(points[member], residual[member], weights[member], labels, k, self.op.voxel)
             c = c.select((c.size.max(axis=1) <= self.op.max_size) & (c.size[:, :2].min(axis=1) >= self.op.min_width))
             det = Detection(c.center @ rot.T + trans, c.velocity @ rot.T, c.size @ np.abs(rot).T, c.weight,
                             rot @ self._velocity_cov @ rot.T)
@@ -121,7 +127,7 @@ class PerceptionProcessor:
                 self.tracker.predict(dt)
         obstacles = self._report(result, rot, trans)
         if field is not None or odometry:
-            self.change.remember(points, self._pose)
+            self.change.remember(points, self._pose, dt)
         else:
             self.change.reset()
         tick = time.perf_counter()
@@ -146,6 +152,19 @@ class PerceptionProcessor:
         ok = (o >= self.op.min_opacity) & (p[:, 2] > 0) & (p[:, 2] <= self.op.max_range)
         ok &= np.isfinite(p).all(1) & np.isfinite(v).all(1)
         return p[ok], v[ok], o[ok], idx[ok]
+
+    def _score(self, points, residual, depth_rate, threshold, intrinsics) -> np.ndarray:
+        """Each Gaussian's ground speed (optical z weighted; averaged over its image cell when ``score_cell_px``)
+        in units of its moving threshold; 0 where the depth rate is unknown (depth edges, grazing surfaces and newly
+        seen space: the flow is unreliable there)."""
+        known = np.isfinite(depth_rate)
+        if self.op.score_cell_px > 1:
+            residual = cell_mean(points[known], residual[known], intrinsics, self.op.score_cell_px)
+            score = np.zeros(points.shape[0])
+            score[known] = np.linalg.norm(residual * self._axis_weight, axis=1) / threshold[known]
+            return score
+        score = np.linalg.norm(residual * self._axis_weight, axis=1) / threshold
+        return np.where(np.isfinite(depth_rate), score, 0.0)
 
     def _camera_motion(self, result: StepResult, pose, points, velocities, weights, threshold) -> MotionField | None:
         """The static field of this pair, or None (first frame of a stream, or an untrustworthy fit)."""

@@ -143,8 +143,8 @@ class NodeParams:
     publish_map: bool = _param(True, "Publish the local map's Gaussians every map_period (`~/map`, "
                                "nut_ros_msgs/GaussianSet, transient local; perception).", dynamic=True)
     obstacle_moving_speed: float = _param(ObstacleParams.moving_speed, "A Gaussian moves when its speed over the "
-                                          "ground exceeds this (m/s, or relative units per second without metric "
-                                          "depth) ...", lo=0.0, hi=100.0)
+                                          "ground, averaged over its image cell, exceeds this (m/s, or relative units "
+                                          "per second without metric depth) ...", lo=0.0, hi=100.0)
     obstacle_moving_speed_per_m: float = _param(ObstacleParams.moving_speed_per_m, "... plus this much per metre "
                                                 "of depth (velocity noise grows with depth).", lo=0.0, hi=100.0)
     obstacle_voxel: float = _param(ObstacleParams.voxel, "Clustering grid of the moving Gaussians (m); touching "

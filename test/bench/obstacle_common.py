@@ -4,11 +4,12 @@ per Gaussian.
 ``pipeline_results(seed, ...)`` renders a scene of :mod:`nut_ros.train.object_scenes`, pushes its frames through
 :class:`~nut_ros.pipeline.stream.StreamingPipeline` (torch backend, shipped weights, no renders: Gaussians only)
 with metric depth (``depth=True``) or RGB only, and caches the frames' ground truth and the results' Gaussian clouds
-under /tmp/nut_ros_obstacle_cache (keyed by model, velocity source, seed and input), so tuning and evaluation can
-replay them cheaply.
+under /tmp/nut_ros_obstacle_cache (keyed by model, a hash of its weights, velocity source, seed and input), so tuning
+and evaluation can replay them cheaply.
 """
 from __future__ import annotations
 
+import hashlib
 import pickle
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from nut_ros.perception.ego_motion import field_from_poses
-from nut_ros.pipeline.backends import make_backend
+from nut_ros.pipeline.backends import default_checkpoint, make_backend
 from nut_ros.pipeline.stream import StreamingPipeline
 from nut_ros.pipeline.types import Frame, PipelineConfig
 from nut_ros.train.object_scenes import BACKGROUND_ID, ObjectSceneConfig, ObjectSceneGenerator
@@ -34,6 +35,7 @@ class SceneRunner:
         self.gen = ObjectSceneGenerator(config)
         self._pipe = None
         self._memo: dict[str, list] = {}  # scenes already loaded in this process
+        self.weights = hashlib.sha256(default_checkpoint(model).read_bytes()).hexdigest()[:8]
 
     def pipe(self) -> StreamingPipeline:
         if self._pipe is None:
@@ -45,7 +47,7 @@ class SceneRunner:
         """``[(frame without images, StepResult)]`` of one scene (cached on disk)."""
         pipe = self.pipe()
         velocity = f"{pipe.motion_prior}-{pipe.flow_settings}".replace(" ", "").replace(",", "-")
-        tag = f"{self.model}_{velocity}_{seed}_{'d' if depth else 'rgb'}_{int(moving)}_{camera_motion}.pkl"
+        tag = f"{self.model}-{self.weights}_{velocity}_{seed}_{'d' if depth else 'rgb'}_{int(moving)}_{camera_motion}.pkl"
         path = self.cache / tag
         if tag in self._memo:
             return self._memo[tag]

@@ -39,13 +39,23 @@ def seed_range(text: str) -> list[int]:
     return list(range(int(lo), int(hi or lo) + 1))
 
 
+def param_overrides(items: list[str]) -> ObstacleParams:
+    """ObstacleParams with ``FIELD=VALUE`` overrides (values parsed as the default's type)."""
+    base = ObstacleParams()
+    values = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        values[name] = type(getattr(base, name))(value)
+    return replace(base, **values)
+
+
 def collect(runner: SceneRunner, seeds: list[int], moving: bool, p: ObstacleParams):
     static_speed, static_z, mov_speed, mov_err, mov_z, fit_err, fit_inl = [], [], [], [], [], [], []
     axis_err, rate_known = [], []
     w = np.array([1.0, 1.0, p.depth_rate_weight])
     for seed in seeds:
         out = runner.results(seed, moving=moving, camera_motion=None if moving else True)
-        change = DepthChange(p.change_cell_px, p.change_edge_ratio)
+        change = DepthChange(p.change_cell_px, p.change_edge_ratio, p.change_baseline, p.change_max_speed)
         first = out[0][1].gaussians
         change.remember(first.positions[first.opacities >= p.min_opacity], out[0][0].camera_pose)
         for (prev, _), (frame, res) in zip(out[:-1], out[1:]):
@@ -54,7 +64,7 @@ def collect(runner: SceneRunner, seeds: list[int], moving: bool, p: ObstaclePara
             pos, vel = g.positions[ok], g.velocities[ok]
             ids, true_vel, field = gaussian_truth(frame, prev, pos, res.pair_interval_s)
             rate = change.rate(pos, res.intrinsics, frame.camera_pose, res.pair_interval_s)
-            change.remember(pos, frame.camera_pose)
+            change.remember(pos, frame.camera_pose, res.pair_interval_s)
             residual = ground_velocity(pos, vel, field, rate)
             rate_known.append(np.isfinite(rate).mean())
             moving_oids = [o.oid for o in frame.objects if o.moving]
@@ -84,11 +94,14 @@ def main() -> None:
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--grid", action="store_true", help="also score the whole stage end to end over a grid of "
                     "thresholds (odometry mode) on the same training scenes")
+    ap.add_argument("--ablate", action="store_true", help="also score the whole stage end to end at the settings "
+                    "and with one setting changed at a time (ABLATIONS; odometry and without)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="ObstacleParams overrides")
     args = ap.parse_args()
     seeds, static_seeds = seed_range(args.seeds), seed_range(args.static_seeds)
     if max(seeds + static_seeds) >= VALIDATION_SEED0:
         sys.exit(f"tuning seeds must be below {VALIDATION_SEED0} (validation set)")
-    p = ObstacleParams()
+    p = param_overrides(args.set)
     runner = SceneRunner(args.model)
     print(f"# obstacle_tune {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, model {args.model}, "
           f"depth input, seeds {args.seeds} + static {args.static_seeds}")
@@ -120,9 +133,43 @@ def main() -> None:
           f"max {fit_err.max():.3f}; inlier weight p10 {np.percentile(fit_inl, 10):.2f}")
     if args.grid:
         grid(runner, seeds, static_seeds, p)
+    if args.ablate:
+        ablate(runner, seeds, static_seeds, p)
 
 
 GRID = {"moving_speed": (0.3, 0.5, 0.7), "moving_speed_per_m": (0.05, 0.1, 0.15), "min_cluster_gaussians": (25, 50)}
+
+
+ABLATIONS = {  # one change at a time against the settings
+    "before (per-Gaussian test, 1-frame depth rate, no band, velocity from flow, 5 hits)": dict(
+        moving_speed=0.3, moving_speed_per_m=0.08, score_cell_px=1, change_baseline=1, depth_band=0.0,
+        confirm_hits=5, max_misses=4, report_misses=1, velocity_std=0.3),
+    "score_cell_px 1": dict(score_cell_px=1),
+    "moving 0.3 + 0.08/m": dict(moving_speed=0.3, moving_speed_per_m=0.08),
+    "change_baseline 1": dict(change_baseline=1),
+    "change_baseline 5": dict(change_baseline=5),
+    "depth_band 0 (off)": dict(depth_band=0.0),
+    "depth_band 0.3": dict(depth_band=0.3),
+    "confirm_hits 5": dict(confirm_hits=5),
+    "report_misses 3": dict(report_misses=3),
+    "velocity_std 0.3": dict(velocity_std=0.3),
+}
+
+
+def ablate(runner: SceneRunner, seeds: list[int], static_seeds: list[int], base: ObstacleParams) -> None:
+    """End-to-end scores at ``base`` and with each of ABLATIONS applied (training scenes)."""
+    from obstacle_eval import run_mode  # noqa: E402 (imports this module's seed_range)
+
+    print("| change | mode | precision | recall | pos err | vel err | static 0-obstacle frames | cost ms p50 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, change in [("(settings)", {})] + list(ABLATIONS.items()):
+        p = replace(base, **change)
+        for mode in ("odometry", "no-odometry"):
+            m = run_mode(runner, mode, seeds, True, 300, p).summary()
+            s = run_mode(runner, mode, static_seeds, False, 300, p).summary()
+            print(f"| {name} | {mode} | {m['precision']:.3f} | {m['recall']:.3f} | {m['position_error_m']:.3f} | "
+                  f"{m['velocity_error_mps']:.3f} | {s['zero_obstacle_frames']:.3f} | {m['cost_ms_p50']:.1f} |",
+                  flush=True)
 
 
 def grid(runner: SceneRunner, seeds: list[int], static_seeds: list[int], base: ObstacleParams) -> None:
