@@ -149,7 +149,7 @@ def sequence_frames(run: SequenceRun, shared: Path):
 
     folder = shared / run.source
     if run.reader == "seven_scenes":
-        count = len(list(folder.glob("frame-*.color.jpg")))
+        count = len(list(folder.glob("frame-*.pose.txt")))  # every frame has its pose
         reader = sequences.seven_scenes
     elif run.reader == "tum":
         count, reader = sequences.tum_frame_count(folder), sequences.tum

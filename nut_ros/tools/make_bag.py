@@ -98,6 +98,34 @@ def iter_source(source: Path, pattern: str, stride: int, max_frames: int | None,
         capture.release()
 
 
+@dataclass
+class SourceFrame:
+    """One frame as a bag holds it: source index, header stamp, RGB at the bag's size and that size's camera."""
+
+    index: int
+    stamp_ns: int
+    rgb: np.ndarray
+    camera: Intrinsics
+    source_shape: tuple[int, int]  # (h, w) before the resize
+
+
+def source_frames(source: Path, *, pattern: str = "*", intrinsics: tuple[float, float, float, float] | None = None,
+                  hfov_deg: float = 60.0, max_frames: int | None = None, stride: int = 1, start: int = 0,
+                  resize: tuple[int, int] | None = None, fps: float | None = None) -> Iterator[SourceFrame]:
+    """The frames :func:`make_bag` writes (``intrinsics`` of the source resolution; stamps
+    ``START_NS + index / fps``, the video's rate or 30 Hz by default), without writing a bag."""
+    fps = fps or video_fps(source) or 30.0
+    cam = None
+    for index, rgb in iter_source(source, pattern, stride, max_frames, start):
+        src_h, src_w = rgb.shape[:2]
+        if cam is None:
+            native = Intrinsics(*intrinsics, src_w, src_h) if intrinsics else guess_intrinsics(src_w, src_h, hfov_deg)
+            cam = native.scaled(*resize) if resize else native
+        if resize:
+            rgb = cv2.resize(rgb, resize, interpolation=cv2.INTER_AREA)
+        yield SourceFrame(index, START_NS + round(index * 1e9 / fps), rgb, cam, (src_h, src_w))
+
+
 def video_fps(source: Path) -> float | None:
     if source.is_dir():
         return None
@@ -112,6 +140,15 @@ def read_depth_mm(path: Path) -> np.ndarray:
     if depth is None or depth.dtype != np.uint16 or depth.ndim != 2:
         raise ValueError(f"depth {path}: expected a 1-channel 16-bit image in millimetres")
     return depth
+
+
+def bag_depth(path: Path, source_shape: tuple[int, int], resize: tuple[int, int] | None) -> np.ndarray:
+    """The depth image (mm) of ``path``, paired with a source image of ``source_shape`` (h, w), as :func:`make_bag`
+    writes it: resized by nearest neighbour when the image was resized."""
+    mm = read_depth_mm(path)
+    if mm.shape != tuple(source_shape):
+        raise ValueError(f"depth {path} is {mm.shape[1]}x{mm.shape[0]}, image {source_shape[1]}x{source_shape[0]}")
+    return cv2.resize(mm, resize, interpolation=cv2.INTER_NEAREST) if resize else mm
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -141,7 +178,6 @@ def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | 
     source, output = Path(source), Path(output)
     if stride < 1 or start < 0:
         raise ValueError(f"need stride >= 1 and start >= 0, got stride {stride}, start {start}")
-    fps = fps or video_fps(source) or 30.0
     depth_files = list_files(Path(depth_dir), DEPTH_SUFFIXES, depth_pattern) if depth_dir else None
     camera_poses = read_poses(poses) if poses else None
     ns = namespace.rstrip("/")
@@ -151,15 +187,11 @@ def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | 
     if camera_poses:
         topics["odom"] = f"{ns}/odom"
     count, cam = 0, None
+    frames = source_frames(source, pattern=pattern, intrinsics=intrinsics, hfov_deg=hfov_deg, max_frames=max_frames,
+                           stride=stride, start=start, resize=resize, fps=fps)
     with BagWriter(output, storage) as bag:
-        for index, rgb in iter_source(source, pattern, stride, max_frames, start):
-            src_h, src_w = rgb.shape[:2]
-            if cam is None:
-                native = (Intrinsics(*intrinsics, src_w, src_h) if intrinsics else guess_intrinsics(src_w, src_h, hfov_deg))
-                cam = native.scaled(*resize) if resize else native
-            if resize:
-                rgb = cv2.resize(rgb, resize, interpolation=cv2.INTER_AREA)
-            stamp = START_NS + round(index * 1e9 / fps)
+        for frame in frames:
+            index, stamp, rgb, cam = frame.index, frame.stamp_ns, frame.rgb, frame.camera
             if compressed:
                 image = compress_image(rgb, "rgb8", "jpeg", jpeg_quality, stamp, frame_id, "rosbags")
             else:
@@ -174,11 +206,7 @@ def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | 
             if depth_files:
                 if index >= len(depth_files):
                     raise ValueError(f"depth folder has {len(depth_files)} files, fewer than the images")
-                mm = read_depth_mm(depth_files[index])
-                if mm.shape != (src_h, src_w):
-                    raise ValueError(f"depth {depth_files[index]} is {mm.shape[1]}x{mm.shape[0]}, image {src_w}x{src_h}")
-                if resize:
-                    mm = cv2.resize(mm, resize, interpolation=cv2.INTER_NEAREST)
+                mm = bag_depth(depth_files[index], frame.source_shape, resize)
                 depth = (compress_depth(mm, "16UC1", stamp_ns=stamp, frame_id=frame_id, flavor="rosbags") if compressed
                          else numpy_to_image(mm, "16UC1", stamp, frame_id, "rosbags"))
                 bag.write(topics["depth"], stamp, depth)
