@@ -17,7 +17,7 @@ def test_one_mover_is_tracked_with_a_stable_id_and_its_ground_velocity(odometry)
         out = proc.update(res, pose if odometry else None)
         assert out.fixed_frame == ("odometry" if odometry else "keyframe")
         assert out.obstacles.frame_id == "cam" and out.obstacles.metric
-        if j >= 7:  # confirmed after 3 detections and 0.2 m of travel
+        if j >= 7:  # confirmed after 3 detections and 0.1 m of travel (and the 3-frame depth baseline)
             assert len(out.obstacles) == 1, j
             ob = out.obstacles.obstacles[0]
             ids.add(ob.id)

@@ -21,7 +21,7 @@ def test_two_crossing_objects_keep_their_ids_and_velocities():
     for j in range(45):
         true = start + v * j * DT
         s = tracker.update(detections(true + rng.normal(0, 0.04, true.shape), v + rng.normal(0, 0.2, v.shape)), DT)
-        if j >= 4:  # 4 detections and 0.27 m travelled (confirm_hits 3, min_travel 0.2)
+        if j >= 4:  # 5 detections and 0.27 m travelled (confirm_hits 3, min_travel 0.1)
             assert s.confirmed.sum() == 2
             order = [int(np.argmin(np.linalg.norm(s.mean[:, :3] - t, axis=1))) for t in true]
             ids_seen.append(tuple(s.ids[i] for i in order))

@@ -9,14 +9,17 @@ one). Per frame it
    poses, else fitted robustly to the Gaussians' velocities (:mod:`nut_ros.perception.ego_motion`), and integrates
    the pose in the key frame (the stream's first camera frame) when there is no odometry;
 3. takes each Gaussian's velocity over the ground as its velocity minus that field, with the depth rate replaced
-   by the one measured against the previous frame's Gaussians where known (:mod:`nut_ros.perception.depth_change`),
-   and marks it moving when that (optical z weighted by ``depth_rate_weight``) exceeds
-   ``moving_speed + moving_speed_per_m · z`` where the depth rate is known (not at depth edges, on grazing
-   surfaces or in space the previous frame did not see: the flow is unreliable there);
-4. clusters the moving Gaussians (voxel connected components) into boxes (none larger than ``max_size``: that is
-   structure whose flow is wrong, not a mover) and tracks them in the fixed frame
-   (:mod:`nut_ros.perception.tracking`); confirmed tracks are reported in the current camera optical frame with
-   their velocity over the ground;
+   by the one measured against the Gaussians of ``change_baseline`` frames back where known
+   (:mod:`nut_ros.perception.depth_change`), averages it over the Gaussian's image cell (``score_cell_px``: a
+   mover's flow is coherent, much of the static noise is not) and marks it moving when that (optical z weighted by
+   ``depth_rate_weight``) exceeds ``moving_speed + moving_speed_per_m · z`` where the depth rate is known (not at
+   depth edges, on grazing surfaces or in space the earlier frame did not see: the flow is unreliable there);
+4. clusters the moving Gaussians (voxel connected components) into objects, cuts each to its depth layer
+   (``depth_band`` around its median depth: a mover's flow bleeds onto the floor and wall the voxels connect it
+   to), keeps boxes neither larger than ``max_size`` (structure whose flow is wrong) nor narrower than
+   ``min_width`` (slivers along depth edges), and tracks them in the fixed frame
+   (:mod:`nut_ros.perception.tracking`; velocities mostly from the tracks' positions, ``velocity_std``);
+   confirmed tracks are reported in the current camera optical frame with their velocity over the ground;
 5. offers a subset of the static Gaussians, moved into the fixed frame, to the :class:`LocalMap`.
 
 Without odometry a stream restart (``result.paired`` false) or a change of the depth source restarts the key frame,
@@ -28,7 +31,7 @@ import time
 
 import numpy as np
 
-from nut_ros.perception.clustering import cluster_points, cluster_stats, group_median, contains, voxel_keys
+from nut_ros.perception.clustering import Clusters, cluster_points, cluster_stats, contains, group_median, voxel_keys
 from nut_ros.perception.depth_change import DepthChange, cell_mean
 from nut_ros.perception.ego_motion import MotionField, field_from_poses, fit_static_field, pose_step
 from nut_ros.perception.local_map import LocalMap
@@ -109,15 +112,7 @@ class PerceptionProcessor:
             self.frames_skipped += not trusted
         if trusted:
             moving = score > 1.0
-            member = np.flatnonzero(moving)
-            labels, k = cluster_points(points[member], self.op.voxel, self.op.min_cluster_gaussians)
-            member, labels = member[labels >= 0], labels[labels >= 0]
-            if self.op.depth_band > 0 and k:  # the object's own depth layer, not the floor or wall its flow bled onto
-                near = np.abs(points[member, 2] - group_median(points[member, 2], labels, k)[labels]) <= self.op.depth_band
-                kept, labels = np.unique(labels[near], return_inverse=True)
-                member, k = member[near], kept.size
-            c = cluster_stats(points[member], residual[member], weights[member], labels, k, self.op.voxel)
-            c = c.select((c.size.max(axis=1) <= self.op.max_size) & (c.size[:, :2].min(axis=1) >= self.op.min_width))
+            c = self._objects(points, residual, weights, moving)
             det = Detection(c.center @ rot.T + trans, c.velocity @ rot.T, c.size @ np.abs(rot).T, c.weight,
                             rot @ self._velocity_cov @ rot.T)
             self.tracker.update(det, dt if dt else 0.0)
@@ -153,18 +148,33 @@ class PerceptionProcessor:
         ok &= np.isfinite(p).all(1) & np.isfinite(v).all(1)
         return p[ok], v[ok], o[ok], idx[ok]
 
+    def _objects(self, points, residual, weights, moving) -> Clusters:
+        """The moving Gaussians' objects: voxel clusters, each cut to its depth layer (``depth_band`` around its
+        median depth: the flow of a mover bleeds onto the floor and wall around it, which the voxels connect to it),
+        then dropped when larger than ``max_size`` (structure) or narrower than ``min_width`` across the view
+        (slivers along depth edges)."""
+        op = self.op
+        member = np.flatnonzero(moving)
+        labels, k = cluster_points(points[member], op.voxel, op.min_cluster_gaussians)
+        member, labels = member[labels >= 0], labels[labels >= 0]
+        if op.depth_band > 0 and k:
+            keep = np.abs(points[member, 2] - group_median(points[member, 2], labels, k)[labels]) <= op.depth_band
+            kept, labels = np.unique(labels[keep], return_inverse=True)
+            member, k = member[keep], kept.size
+        c = cluster_stats(points[member], residual[member], weights[member], labels.reshape(-1), k, op.voxel)
+        return c.select((c.size.max(axis=1) <= op.max_size) & (c.size[:, :2].min(axis=1) >= op.min_width))
+
     def _score(self, points, residual, depth_rate, threshold, intrinsics) -> np.ndarray:
-        """Each Gaussian's ground speed (optical z weighted; averaged over its image cell when ``score_cell_px``)
-        in units of its moving threshold; 0 where the depth rate is unknown (depth edges, grazing surfaces and newly
-        seen space: the flow is unreliable there)."""
+        """Each Gaussian's ground speed (optical z weighted; averaged over its image cell of ``score_cell_px``
+        pixels) in units of its moving threshold; 0 where the depth rate is unknown (depth edges, grazing surfaces
+        and newly seen space: the flow is unreliable there)."""
         known = np.isfinite(depth_rate)
+        ground = residual[known]
         if self.op.score_cell_px > 1:
-            residual = cell_mean(points[known], residual[known], intrinsics, self.op.score_cell_px)
-            score = np.zeros(points.shape[0])
-            score[known] = np.linalg.norm(residual * self._axis_weight, axis=1) / threshold[known]
-            return score
-        score = np.linalg.norm(residual * self._axis_weight, axis=1) / threshold
-        return np.where(np.isfinite(depth_rate), score, 0.0)
+            ground = cell_mean(points[known], ground, intrinsics, self.op.score_cell_px)
+        score = np.zeros(points.shape[0])
+        score[known] = np.linalg.norm(ground * self._axis_weight, axis=1) / threshold[known]
+        return score
 
     def _camera_motion(self, result: StepResult, pose, points, velocities, weights, threshold) -> MotionField | None:
         """The static field of this pair, or None (first frame of a stream, or an untrustworthy fit)."""

@@ -47,7 +47,8 @@ class SceneRunner:
         """``[(frame without images, StepResult)]`` of one scene (cached on disk)."""
         pipe = self.pipe()
         velocity = f"{pipe.motion_prior}-{pipe.flow_settings}".replace(" ", "").replace(",", "-")
-        tag = f"{self.model}-{self.weights}_{velocity}_{seed}_{'d' if depth else 'rgb'}_{int(moving)}_{camera_motion}.pkl"
+        tag = (f"{self.model}-{self.weights}_{velocity}_{seed}_{'d' if depth else 'rgb'}_{int(moving)}_"
+               f"{camera_motion}.pkl")
         path = self.cache / tag
         if tag in self._memo:
             return self._memo[tag]
