@@ -33,7 +33,8 @@ def test_flow_variants_beat_no_motion_on_a_sliding_pattern(tmp_path, capsys):
         variants.append("s2d-512/union/0.8")
     assert main(["--bags", str(tmp_path / "bags"), "--clips", "slide", "--model", "tiny", "--variants", *variants]) == 0
     scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["slide"]
-    assert set(scores) == {"blend", *variants}
+    assert set(scores) == {"blend", "flow_warp", *variants}
+    assert scores["flow_warp"] > scores["blend"] + 1.0  # a sliding pattern: the DIS warp follows it, blending cannot
     assert scores["dis-medium-512-check/union"] > scores["zero/union"] + 1.0
     assert scores["head/union"] > scores["zero/union"] + 1.0  # the shipped model's own (learned) motion
     assert scores["dis-medium-512-check/separate"] > scores["blend"]

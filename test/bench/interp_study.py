@@ -1,9 +1,11 @@
-"""Interpolation study: how a held-out frame between two key frames is best rendered, on the evaluation bags.
+"""Interpolation study: how a held-out frame between two key frames is best rendered, on camera bags: bags of the
+training sequences choose settings (``nut_ros_make_bag`` of ``train_rgbd``), the evaluation bags only measure.
 
 Replays a clip like ``make eval`` (RGB only, key frames every ``--stride`` frames, each encoded once by the torch
 backend and decoded with the previous key frame, as the streaming pipeline does for an RGB-only stream) and renders
 every held-out frame from the pair's Gaussians in each variant ``FLOW/COMPOSITE[/WINDOW]``, scored in StreamSplat's
-256² protocol next to the blend of the true key frames:
+256² protocol next to the blend of the true key frames and their bidirectional DIS flow warp
+(:mod:`nut_ros.pipeline.baselines`):
 
 * ``FLOW``: ``head`` (the model's own velocities: the velocity head, plus the learned flow of a model with
   ``motion_prior = "learned"``), ``zero`` (no motion), or the pipeline's classical prior added to the velocity head
@@ -15,8 +17,9 @@ every held-out frame from the pair's Gaussians in each variant ``FLOW/COMPOSITE[
 * ``WINDOW`` (optional, default 0): the colour averaged over ``--samples`` renders in that time window
   (``stream.window_times``, the pipeline's ``interp_window``).
 
-``python test/bench/interp_study.py --bags /tmp/nut_eval/bags --model small --clips blocks juggle
---variants dis-medium-512-check/union s2d-512/union s2d-512/union/0.8``
+``nut_ros_make_bag ../shared/data/train_rgbd/tartanair_traj/rgb BAGS/tartanair --fps 10 --intrinsics 320,320,320,240
+--resize 512x384`` then ``python test/bench/interp_study.py --bags BAGS --model tiny --clips tartanair
+--variants head/union/0 head/union/0.8 s2d-256/union/0.8``
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ import torch
 from nut_ros.core.gaussians import Gaussians
 from nut_ros.core.motion_prior import FlowPrior, grey_u8, with_prior
 from nut_ros.pipeline.backends import Backend, make_backend
+from nut_ros.pipeline.baselines import FlowWarp, blend
 from nut_ros.pipeline.evaluation import image_scores
 from nut_ros.pipeline.stream import resize_rgb, window_times
 from nut_ros.ros.bag_io import read_camera_frames
@@ -96,7 +100,7 @@ def study_clip(bag: str, backend: Backend, variants: list[str], stride: int,
     no_depth = torch.zeros(1, cfg.depth_channels, *size)  # an RGB-only stream
     parsed = {v: parse_variant(v) for v in variants}
     flows = {spec: parse_flow(spec, size, cfg.gaussian_grid) for spec, _, _ in parsed.values()}
-    scores: dict[str, list[float]] = {"blend": []}
+    scores: dict[str, list[float]] = {"blend": [], "flow_warp": []}
     held, prev = [], None  # prev: (stamp, model-resolution image [3,h,w], backend handle) of the last key frame
     for i, cam in enumerate(read_camera_frames(bag, "/camera/image_raw", None, None)):
         frame = frame_from_messages(Matched(cam.stamp_ns, cam.image, None, None), 0.001).frame
@@ -122,9 +126,11 @@ def study_clip(bag: str, backend: Backend, variants: list[str], stride: int,
                 else:
                     moved[spec] = dataclasses.replace(g, velocity=torch.zeros_like(g.velocity))
             k0, k1 = (a.permute(1, 2, 0).double().numpy() for a in (prev_x, x[0]))
+            warp = FlowWarp(k0, k1)
             for stamp, true in held:
                 t = (stamp - t0_stamp) / (frame.stamp_ns - t0_stamp)
-                scores["blend"].append(image_scores((1 - t) * k0 + t * k1, true, with_ssim=False)["psnr_256"])
+                scores["blend"].append(image_scores(blend(k0, k1, t), true, with_ssim=False)["psnr_256"])
+                scores["flow_warp"].append(image_scores(warp.at(t), true, with_ssim=False)["psnr_256"])
                 for v, (spec, composite, window) in parsed.items():
                     img = render(backend, moved[spec], t, composite, window, samples)
                     scores.setdefault(v, []).append(image_scores(img, true, with_ssim=False)["psnr_256"])
