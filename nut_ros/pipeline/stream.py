@@ -213,9 +213,12 @@ class StreamingPipeline:
                       .color_normalized(self.config.background)[0].float()
                       for s in set(window)}  # each time once: clamped times can repeat
             color = sum(colors[s] for s in window) / len(window)
-            rgb = (color.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0)
+            rgb = (color.clamp(0, 1) * 255 + 0.5).floor().permute(1, 2, 0)
+            # one device-to-host copy per view: colour (whole numbers, exact in float32), depth and alpha together
+            host = torch.cat([depth[..., None], alpha[..., None], rgb], dim=-1).cpu().numpy()
             stamp = live.t0_stamp_ns + round(float(t) * live.interval_ns) if live.interval_ns else live.t0_stamp_ns
-            views.append(RenderedView(stamp, float(t), rgb.cpu().numpy(), depth.cpu().numpy(), alpha.cpu().numpy()))
+            views.append(RenderedView(stamp, float(t), host[..., 2:].astype(np.uint8), host[..., 0].copy(),
+                                      host[..., 1].copy()))
         return views
 
     def pair_time(self, stamp_ns: int) -> float:
@@ -306,7 +309,7 @@ class StreamingPipeline:
 
     def _lap(self, lat: dict[str, float], stage: str, tick: float) -> float:
         sync = getattr(self.backend, "synchronize", None)
-        if sync is not None:
+        if sync is not None and self.config.stage_sync:
             sync()
         now = time.perf_counter()
         lat[stage] = lat.get(stage, 0.0) + (now - tick) * 1e3

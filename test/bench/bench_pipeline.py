@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--compile-mode", default="default",
                     help="torch.compile mode (reduce-overhead: CUDA graphs around each compiled part)")
     ap.add_argument("--repeat", type=int, default=1, help="play the clip this many times (stamps run on)")
+    ap.add_argument("--no-stage-sync", action="store_true",
+                    help="no device synchronisation between stages (only the total latency is exact)")
     ap.add_argument("--motion-prior", default="auto", choices=("auto", "learned", "flow", "none"))
     ap.add_argument("--flow-preset", default=PipelineConfig.flow_preset, choices=FLOW_PRESETS)
     ap.add_argument("--flow-max-width", type=int, default=PipelineConfig.flow_max_width)
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     frames = clip_frames()
     frames = [Frame(f.rgb, (k * len(frames) + i) * FRAME_NS) for k in range(args.repeat)
               for i, f in enumerate(frames)]
-    report = {"model": args.model, "device": args.device, "bf16": args.bf16,
+    report = {"model": args.model, "device": args.device, "bf16": args.bf16, "stage_sync": not args.no_stage_sync,
               "compile": args.compile and args.compile_mode,
               "flow_preset": args.flow_preset, "flow_max_width": args.flow_max_width, "flow_check": args.flow_check,
               "render_times": args.render_times, "interp_window": args.interp_window,
@@ -80,7 +82,8 @@ def main(argv: list[str] | None = None) -> dict:
                                                      motion_prior=args.motion_prior, flow_preset=args.flow_preset,
                                                      flow_max_width=args.flow_max_width,
                                                      flow_check=args.flow_check, interp_window=args.interp_window,
-                                                     interp_samples=args.interp_samples))
+                                                     interp_samples=args.interp_samples,
+                                                     stage_sync=not args.no_stage_sync))
     report["motion_prior"], report["flow"] = pipe.motion_prior, pipe.flow_settings
     for f in frames[:args.warmup]:
         pipe.push(f)
