@@ -35,33 +35,35 @@ class ObstacleParams:
     ego_iterations: int = 6  # reweighting rounds of the robust fit
     # weight of the optical-z (depth-rate) velocity component against the image-plane ones, in the camera-motion
     # fit, the moving test and the tracker's velocity measurement (the ratio of their noise levels; where the depth
-    # rate from geometry is known it replaces the Gaussians' own; 1.0: precision 0.86 -> 0.73 on the training scenes)
+    # rate from geometry is known it replaces the Gaussians' own; training scenes, at an intermediate setting of the
+    # rest: 1.0 gave precision 0.73 where 0.5 gave 0.81 at equal recall)
     depth_rate_weight: float = 0.5
     # a Gaussian moves when its velocity after removing the camera's motion (z weighted), averaged over its image
     # cell of score_cell_px pixels, exceeds moving_speed + moving_speed_per_m · depth (noise grows with depth).
     # Training scenes, true odometry: static Gaussians' residual p99 0.44 m/s at 0-2 m, 1.0 at 3-5 m; movers' p50
     # 0.4-0.7 m/s (their flow reads about half their true image motion): the per-Gaussian test alone cannot
-    # separate them; the cell average, the clustering, the depth band and the tracking do the rest. End to end
-    # (obstacle_tune.py --grid-style runs, seeds 0-19 + static 100-109, odometry, the other defaults as below):
-    # 0.2 + 0.04/m with 8-px cells: precision 0.86, recall 0.49; 0.3 + 0.08/m: recall 0.37; per Gaussian
-    # (score_cell_px 1) at 0.2 + 0.04/m: see ablation in test/bench/obstacle_tune.py --ablate
+    # separate them; the cell average, the clustering, the depth band and the tracking do the rest.
+    # End to end, `test/bench/obstacle_tune.py --seeds 0-19 --static-seeds 100-109 --ablate` (odometry; the other
+    # settings as here): precision 0.866, recall 0.511; 0.3 + 0.08/m: 0.902 / 0.307; per Gaussian (score_cell_px
+    # 1): 0.846 / 0.499 and without odometry static-scene frames without obstacles 0.905 -> 0.855
     moving_speed: float = 0.2
     moving_speed_per_m: float = 0.04
     score_cell_px: int = 8
     change_cell_px: int = 4  # depth-rate-from-geometry grid (model-resolution pixels), see depth_change.py
     change_edge_ratio: float = 0.1  # a cell whose previous depths span more than this fraction is a depth edge
     # frames back the depth rate is measured against: 3 halves the static depth-rate noise of 1 (training scenes,
-    # static Gaussians' z error p90 0.93 -> 0.48 m/s; 5: 0.41 m/s but fewer known cells and recall 0.49 -> 0.46)
+    # static Gaussians' z error p90 0.93 -> 0.47 m/s; end to end precision 0.783 -> 0.866, static-scene frames
+    # without obstacles 0.953 -> 0.983; 5: z error 0.41 m/s but fewer known cells, precision 0.840, recall 0.486)
     change_baseline: int = 3
     # m/s: a depth rate receding faster is background revealed behind a mover (unknown), one approaching faster is
-    # clipped (walking speed; the generated movers' top speed. Training scenes: no limit: precision 0.88 -> 0.79 at
-    # the previous settings; 3.0 / 2.0 / 1.5 m/s: precision 0.854 / 0.856 / 0.866, velocity error 0.23 / 0.22 / 0.19)
+    # clipped (walking speed; the generated movers' top speed. Training scenes: no limit / 3.0 / 2.0 / 1.5 m/s:
+    # precision 0.771 / 0.854 / 0.856 / 0.866, velocity error 0.23 / 0.23 / 0.22 / 0.19 m/s)
     change_max_speed: float = 1.5
     voxel: float = 0.2  # clustering grid; moving voxels touching (26-neighbourhood) form one object
     min_cluster_gaussians: int = 25  # smaller clusters are noise
     # members farther than this (optical z) from their object's median depth are dropped: the flow of a mover bleeds
     # onto the floor and wall around it, which the voxel grid connects to it, stretching its box (training scenes:
-    # precision 0.79 -> 0.86, recall 0.45 -> 0.49 against no band; 0.3 m: 0.81 / 0.49)
+    # no band: precision 0.835, recall 0.473; 0.3 m: 0.846 / 0.510; 0.2 m: 0.866 / 0.511)
     depth_band: float = 0.2
     max_size: float = 2.0  # clusters with a larger extent are structure (walls, floor-to-ceiling edges), not movers
     # clusters narrower than this across the view (x or y, half a voxel of padding included) are slivers along depth
@@ -70,22 +72,24 @@ class ObstacleParams:
     min_width: float = 0.25
     # tracking: constant-velocity Kalman filter in the fixed frame
     gate: float = 0.8  # largest distance between a track's prediction and a detection it may take
-    # a track is published after this many detections ... (training scenes: 3 vs 5 recall 0.49 vs ~0.40, static
-    # frames without obstacles 0.98; 2 with 0.1 m of travel: recall 0.55 but precision 0.78, static 0.93)
+    # a track is published after this many detections ... (training scenes: 3 vs 5: recall 0.511 vs 0.443,
+    # precision 0.866 vs 0.872, static-scene frames without obstacles 0.983 vs 0.988; 2 hits with 0.15 m of
+    # travel: recall 0.52, precision 0.83, static 0.95)
     confirm_hits: int = 3
     # ... and once its detected centre moved this far over its last travel_window detections (training scenes:
-    # 0.2 -> 0.1 m: recall 0.49 -> 0.53 at equal precision and static frames without obstacles, 0.05: no better)
+    # 0.2 -> 0.1 m: recall 0.479 -> 0.511 at equal precision and static frames without obstacles; 0.05: no better)
     min_travel: float = 0.1
     travel_window: int = 10
     max_misses: int = 6  # a track is dropped after this many frames without a detection
     # confirmed tracks are reported while they missed at most this many frames in a row (they coast on their
-    # velocity; 2: precision 0.86, recall 0.49; 3: 0.84 / 0.50)
+    # velocity; 2: precision 0.866, recall 0.511; 3: 0.852 / 0.528)
     report_misses: int = 2
     min_speed: float = 0.25  # confirmed tracks slower than this are not reported (not a moving obstacle now)
     accel_std: float = 2.0  # process noise (m/s²)
     position_std: float = 0.1  # measurement noise of a cluster's centre
     # measurement noise of a cluster's mean velocity: the flow reads about half a mover's motion, so the velocity
-    # comes mostly from the track's positions (training scenes: 0.3 -> 1.5 m/s: velocity error 0.34 -> 0.23 m/s)
+    # comes mostly from the track's positions (training scenes: 0.3 -> 1.5 m/s: velocity error 0.268 -> 0.191 m/s,
+    # position error 0.166 -> 0.129 m)
     velocity_std: float = 1.5
 
     def __post_init__(self):

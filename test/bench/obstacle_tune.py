@@ -2,13 +2,15 @@
 ``VALIDATION_SEED0``), with the real pipeline and metric depth input.
 
 Per Gaussian (opacity >= ObstacleParams.min_opacity, on a true surface): the speed left after removing the TRUE
-camera motion (odometry; depth rate from geometry where known, as the processor does), for the room and static
-boxes (noise to reject) and for moving objects (signal), by depth bin; the error of the robustly fitted camera
-motion (no odometry) against the true one. With ``--grid``: the whole stage end to end (precision, recall, static
-frames without obstacles) over a grid of thresholds. The defaults in nut_ros/perception/params.py come from this
-output and from end-to-end runs on the same training scenes (obstacle_eval.run_mode with seeds below 10000).
+camera motion (odometry; depth rate from geometry where known, as the processor does, but before its image-cell
+average), for the room and static boxes (noise to reject) and for moving objects (signal), by depth bin; the error
+of the robustly fitted camera motion (no odometry) against the true one. With ``--grid``: the whole stage end to
+end (precision, recall, static frames without obstacles) over a grid of thresholds; with ``--ablate``: end to end
+at the settings and with one setting changed at a time (ABLATIONS), with and without odometry. ``--set
+FIELD=VALUE`` overrides ObstacleParams. The defaults in nut_ros/perception/params.py come from this output on the
+training scenes.
 
-    .venv/bin/python test/bench/obstacle_tune.py --seeds 0-7 --static-seeds 100-103 [--grid]
+    .venv/bin/python test/bench/obstacle_tune.py --seeds 0-19 --static-seeds 100-109 [--grid] [--ablate]
 """
 from __future__ import annotations
 
