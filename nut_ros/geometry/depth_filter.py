@@ -116,7 +116,8 @@ def fuse(prior: InverseDepthMap, measured: InverseDepthMap, max_sigmas: float,
     once and never again is the least accurate kind)."""
     both = prior.known & measured.known
     with np.errstate(invalid="ignore"):
-        agree = both & ((measured.rho - prior.rho) ** 2 <= max_sigmas * max_sigmas * (prior.var + measured.var))
+        spread = max_sigmas * max_sigmas * (prior.var + measured.var)
+        agree = both & ((measured.rho - prior.rho) ** 2 <= spread)
     drop = both & ~agree
     take = measured.known & ~prior.known
     alone = prior.known & ~measured.known

@@ -22,7 +22,10 @@ Per frame (grey, at most ``max_width`` pixels wide):
    (:func:`.two_view.triangulate_matches`), kept where it is in front of both cameras, within ``max_epipolar_px`` of
    its epipolar line (a moving object or a wrong match is off it), photometrically consistent, on texture, and
    precise: ``σ_ρ = match_sigma_px / (pixels per unit ρ)``, ``σ_ρ/ρ`` below ``max_rel_sigma`` (no depth near the
-   epipole or where the parallax is short); values beyond its 1st/99th percentiles are clipped;
+   epipole or where the parallax is short; with odometry below ``odometry_rel_sigma``: the poses are exact, so the
+   match error is all the error, and the fusion confirms such rough pixels before they are output; without odometry
+   the essential matrix's own error grows where the parallax is short, and rough pixels made things worse on the
+   training sequences); values beyond its 1st/99th percentiles are clipped;
 6. fusion: without odometry the measurement (unit translation) is first brought to the map's unit by the median
    ratio of the two on their overlap (less than ``min_scale_pixels``: the measurement starts a new map); then
    :func:`.depth_filter.fuse`: inverse-variance weighting; a pixel more than ``max_sigmas`` off is forgotten; one the
@@ -74,6 +77,7 @@ class MotionDepthConfig:
     min_gradient: float = 6.0  # grey levels per pixel (3x3 Sobel / 4, smoothed): flat regions' matches are guesses
     match_sigma_px: float = 0.5  # assumed error of a dense match, for the depth's precision
     max_rel_sigma: float = 0.15  # measured and output pixels: relative inverse-depth error below this
+    odometry_rel_sigma: float = 0.3  # measured pixels with odometry (exact poses: the match error is all there is)
     min_coverage: float = 0.05  # fewer such pixels (or, failing that, fused ones) than this share: no depth
     dis_preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
     process_noise: float = 0.02  # relative σ_ρ a fused pixel gains per frame it is carried
@@ -83,7 +87,7 @@ class MotionDepthConfig:
     min_confirmations: int = 2  # semi-dense output: pixels fused from this many measurements (if they cover enough)
     min_scale_pixels: int = 200  # overlap of map and relative measurement needed to bring it to the map's unit
     pnp_px: float = 2.0  # reprojection threshold of the map's pose without odometry
-    max_hold: int = 6  # frames in a row the fused map is carried without a measurement; 0: never
+    max_hold: int = 12  # frames in a row the fused map is carried without a measurement; 0: never
 
 
 @dataclass
@@ -309,8 +313,9 @@ class DepthFromMotion:
         gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
         gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
         texture = cv2.blur(np.sqrt(gx * gx + gy * gy) / 4, (3, 3))
-        keep = (np.isfinite(tri.inv_depth) & inside & (texture >= c.min_gradient) & (tri.epipolar_px < c.max_epipolar_px)
-                & (photometric < c.max_photometric) & (rel_sigma < c.max_rel_sigma))
+        max_rel_sigma = c.odometry_rel_sigma if rel.metric else c.max_rel_sigma
+        keep = (np.isfinite(tri.inv_depth) & inside & (texture >= c.min_gradient)
+                & (tri.epipolar_px < c.max_epipolar_px) & (photometric < c.max_photometric) & (rel_sigma < max_rel_sigma))
         if not keep.any():
             self.last_reason = "low_coverage"
             return None
