@@ -27,7 +27,8 @@ Per frame (grey, at most ``max_width`` pixels wide):
    the essential matrix's own error grows where the parallax is short, and rough pixels made things worse on the
    training sequences); values beyond its 1st/99th percentiles are clipped;
 6. fusion: without odometry the measurement (unit translation) is first brought to the map's unit by the median
-   ratio of the two on their overlap (less than ``min_scale_pixels``: the measurement starts a new map); then
+   ratio of the two on their overlap (less than ``min_scale_pixels``: the measurement starts a new map if it covers
+   ``min_coverage``, else it is left out); then
    :func:`.depth_filter.fuse`: inverse-variance weighting; a pixel more than ``max_sigmas`` off is forgotten; one the
    measurement does not confirm gains ``unconfirmed_noise``. Pixels whose ``σ_ρ/ρ`` exceeds ``forget_rel_sigma`` are
    forgotten. A new map needs ``min_coverage``;
@@ -327,15 +328,20 @@ class DepthFromMotion:
     def _fuse(self, prior: InverseDepthMap | None, measured: _Measurement | None) -> _Fused | None:
         """The new fused state from the propagated map and the measurement (either may be None)."""
         c, last = self.config, self._fused
-        if measured is None:
+        m = None if measured is None else measured.map
+        if m is not None and prior is not None and not measured.metric:
+            s = median_scale(prior, m, c.min_scale_pixels)
+            if s is not None:
+                m = m.scaled(s)
+            elif m.known.mean() >= c.min_coverage:
+                prior = None  # a measurement that cannot be brought to the map's unit starts a new map
+            else:
+                m = None  # or, too small to start one, is left out
+        if m is None:
             if prior is None or last.held_frames >= c.max_hold:
                 return None
             return _Fused(prior, None, last.metric, last.reference_stamp_ns, last.parallax_px,
                           last.held_frames + 1)
-        m = measured.map
-        if prior is not None and not measured.metric:
-            s = median_scale(prior, m, c.min_scale_pixels)
-            prior, m = (None, m) if s is None else (prior, m.scaled(s))
         if prior is None:
             if m.known.mean() < c.min_coverage:
                 self.last_reason = "low_coverage"
