@@ -108,7 +108,7 @@ class NodeParams:
                                  lo=16, hi=4096)
     flow_check: bool = _param(False, "No motion prior where the forward and backward flows disagree (occlusions, "
                               "failed matches).")
-    interp_window: float = _param(0.8, "Views between the pair's frames (render_times in (0, 1)) average their "
+    interp_window: float = _param(0.0, "Views between the pair's frames (render_times in (0, 1)) average their "
                                   "colour over this many pair intervals times 4t(1-t) around t (the expected image "
                                   "when the motion is uncertain; 0: one render).", lo=0.0, hi=1.0, dynamic=True)
     interp_samples: int = _param(5, "Renders averaged over interp_window.", lo=1, hi=32, dynamic=True)
