@@ -11,9 +11,8 @@ An :class:`InverseDepthMap` holds, per pixel of one frame, the mean inverse dept
   behind a foreground edge gets the background; then ``σ² += (process_noise · ρ)²``, for the error the pose and the
   splat add per frame.
 - :func:`fuse`: where the prior and the measurement agree within ``max_sigmas`` of their joint spread they are
-  averaged by inverse variance; where they disagree (something moved, or either is a wrong match) the pixel is
-  forgotten and the next measurement there starts it anew (on the training sequences this beats taking the new
-  measurement at once: a measurement that disagrees is as often the wrong one); a pixel that only the measurement
+  averaged by inverse variance; where they disagree (something moved, or either is a wrong match: which one is not
+  known) the pixel is forgotten and the next measurement there starts it anew; a pixel that only the measurement
   has is started from it; one that only the prior has grows less certain (it was not confirmed).
 """
 from __future__ import annotations
