@@ -73,8 +73,9 @@ class ObstacleParams:
     # tracking: constant-velocity Kalman filter in the fixed frame
     gate: float = 0.8  # largest distance between a track's prediction and a detection it may take
     # a track is published after this many detections ... (training scenes: 3 vs 5: recall 0.511 vs 0.443,
-    # precision 0.866 vs 0.872, static-scene frames without obstacles 0.983 vs 0.988; 2 hits with 0.15 m of
-    # travel: recall 0.52, precision 0.83, static 0.95)
+    # precision 0.866 vs 0.872, static-scene frames without obstacles 0.983 vs 0.988 (40 static scenes 100-139:
+    # 0.953 vs 0.975; 4 hits: 0.967 at recall 0.473); 2 hits with 0.15 m of travel: recall 0.52, precision 0.83,
+    # static 0.95)
     confirm_hits: int = 3
     # ... and once its detected centre moved this far over its last travel_window detections (training scenes:
     # 0.2 -> 0.1 m: recall 0.479 -> 0.511 at equal precision and static frames without obstacles; 0.05: no better)
