@@ -239,12 +239,15 @@ class DepthFromMotion:
             return None
         p_cur, p_prev = p_cur[ok], p_prev[ok]
         X = np.concatenate([p_prev, np.ones_like(p_prev[:, :1])], 1) @ np.linalg.inv(K).T / rho[ok, None]
-        ok, rvec, tvec, inliers = cv2.solvePnPRansac(X, p_cur, K, None, iterationsCount=100,
-                                                     reprojectionError=self.config.pnp_px, confidence=0.999,
-                                                     flags=cv2.SOLVEPNP_EPNP)
-        if not ok or inliers is None or len(inliers) < self.config.min_tracks // 2:
+        try:
+            ok, rvec, tvec, inliers = cv2.solvePnPRansac(X, p_cur, K, None, iterationsCount=100,
+                                                         reprojectionError=self.config.pnp_px, confidence=0.999,
+                                                         flags=cv2.SOLVEPNP_EPNP)
+            if not ok or inliers is None or len(inliers) < self.config.min_tracks // 2:
+                return None
+            rvec, tvec = cv2.solvePnPRefineLM(X[inliers[:, 0]], p_cur[inliers[:, 0]], K, None, rvec, tvec)
+        except cv2.error:  # degenerate points (all on one line): no pose, the map is dropped
             return None
-        rvec, tvec = cv2.solvePnPRefineLM(X[inliers[:, 0]], p_cur[inliers[:, 0]], K, None, rvec, tvec)
         return cv2.Rodrigues(rvec)[0], tvec[:, 0]
 
     def _measure(self, grey, K, pose, tracked) -> _Measurement | None:
