@@ -129,7 +129,7 @@ class NodeParams:
     diagnostics_period: float = _param(1.0, "Seconds between /diagnostics and `~/stats` updates.", lo=0.05, hi=60.0,
                                        dynamic=True)
     perception: bool = _param(False, "Moving obstacles (`~/obstacles`, `~/obstacle_markers`) and a persistent local "
-                              "map (`~/map_points`, `~/map`) from the live Gaussians (6-12 ms per frame on a CPU "
+                              "map (`~/map_points`, `~/map`) from the live Gaussians (3.6-7 ms per frame on a CPU "
                               "with `tiny`). Obstacle velocities come from the Gaussians' motion: motion_prior flow "
                               "gives much better ones than the learned head today (docs/ROS_SETUP.md).")
     publish_obstacles: bool = _param(True, "Publish the tracked moving obstacles every processed frame "
