@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Measurements of the shipped weights on the lent GPU (no ROS there), written into $OUT. Run from the repo root.
 #   test/bench/gpu_measure.sh bench            bench_pipeline of small and tiny (node defaults, bf16), stage waits on
-#                                              and off, and torch.compile with CUDA graphs; the GPU tests
+#                                              and off; the GPU tests
+#   test/bench/gpu_measure.sh cudagraphs       the same with torch.compile in reduce-overhead mode (CUDA graphs)
 #   test/bench/gpu_measure.sh clips  DATA      eval_direct clip runs of small (DATA: `eval_direct.py pack` of them)
 #   test/bench/gpu_measure.sh depth  DATA      eval_direct 7-Scenes sequence runs of small
 set -euo pipefail
@@ -13,7 +14,8 @@ case "$1" in
       bench 120 --model $model > "$OUT/bench_$model.json"
       bench 120 --model $model --no-stage-sync > "$OUT/bench_${model}_nosync.json"
     done
-    timeout 150 python3 -m pytest -q -m gpu test/test_motion_prior.py test/test_compile_gpu.py > "$OUT/pytest_gpu.txt" 2>&1 || true
+    timeout 150 python3 -m pytest -q -m gpu test/test_motion_prior.py test/test_compile_gpu.py > "$OUT/pytest_gpu.txt" 2>&1 || true ;;
+  cudagraphs)
     for model in tiny small; do
       bench 200 --model $model --compile --compile-mode reduce-overhead --warmup 10 --no-stage-sync \
         > "$OUT/bench_${model}_cudagraphs.json" || true
