@@ -74,6 +74,7 @@ class SequenceRun:
     stop: float = 1.0
     poses: bool = False
     depth_from_motion: str = "auto"
+    network_depth: bool = False  # ``PipelineConfig.network_depth``: score the network's RGB-only depth
     stride: int = KEY_STRIDE
 
 
@@ -131,7 +132,7 @@ TUM_RPY = "data/train_rgbd/tum_fr1_rpy"
 TUM_VALIDATION = 0.8  # the last 20 % of TUM fr1_rpy are held out of training
 SEQUENCE_RUNS = (
     SequenceRun("redkitchen_network", "seven_scenes", SEVEN_SCENES, "7-Scenes redkitchen (150 fr), RGB only, "
-                "network alone", depth_from_motion="off"),
+                "network alone (its depth is not published by default)", depth_from_motion="off", network_depth=True),
     SequenceRun("redkitchen_motion", "seven_scenes", SEVEN_SCENES, "7-Scenes redkitchen (150 fr), RGB only, "
                 "depth from motion"),
     SequenceRun("redkitchen_odometry", "seven_scenes", SEVEN_SCENES, "7-Scenes redkitchen (150 fr), RGB + "
@@ -180,7 +181,8 @@ def run_sequence(run: SequenceRun, shared: Path, out: Path, options: list[str]) 
     torch.manual_seed(0)
     backend = make_backend(args.backend, args.model, args.checkpoint, args.device)
     pipeline = StreamingPipeline(backend, PipelineConfig(motion_prior=args.motion_prior,
-                                                         depth_from_motion=run.depth_from_motion))
+                                                         depth_from_motion=run.depth_from_motion,
+                                                         network_depth=run.network_depth))
     evaluator = StreamEvaluator(pipeline, stride=1)  # sequence_frames already keeps every stride-th frame
     start = time.perf_counter()
     with torch.no_grad():
@@ -190,7 +192,7 @@ def run_sequence(run: SequenceRun, shared: Path, out: Path, options: list[str]) 
     summary["wall_s"] = time.perf_counter() - start
     summary["stride"] = run.stride
     meta = {"sequence": f"{run.source} [{run.start:g}, {run.stop:g})", "input_depth": False,
-            "odometry": run.poses, "depth_from_motion": run.depth_from_motion, "backend": backend.name,
+            "odometry": run.poses, "depth_from_motion": run.depth_from_motion, "network_depth": run.network_depth, "backend": backend.name,
             "device": backend.device, "model": backend.model_config.name,
             "weights": str(args.checkpoint or f"default {args.model} weights"),
             "model_resolution": list(backend.model_config.image_size), "stride": run.stride,
