@@ -94,6 +94,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0-7", help="training scenes with moving objects (range a-b)")
     ap.add_argument("--static-seeds", default="100-103", help="training scenes without moving objects")
     ap.add_argument("--model", default="tiny")
+    ap.add_argument("--motion-prior", default="auto", help="PipelineConfig.motion_prior (auto: the model's)")
     ap.add_argument("--grid", action="store_true", help="also score the whole stage end to end over a grid of "
                     "thresholds (odometry mode) on the same training scenes")
     ap.add_argument("--ablate", action="store_true", help="also score the whole stage end to end at the settings "
@@ -104,7 +105,7 @@ def main() -> None:
     if max(seeds + static_seeds) >= VALIDATION_SEED0:
         sys.exit(f"tuning seeds must be below {VALIDATION_SEED0} (validation set)")
     p = param_overrides(args.set)
-    runner = SceneRunner(args.model)
+    runner = SceneRunner(args.model, motion_prior=args.motion_prior)
     print(f"# obstacle_tune {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, model {args.model}, "
           f"depth input, seeds {args.seeds} + static {args.static_seeds}")
     s_speed, s_z, m_speed, m_err, m_z, fit_err, fit_inl, axis_err, known = collect(runner, seeds, True, p)
