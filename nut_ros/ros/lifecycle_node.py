@@ -106,7 +106,7 @@ class NutRosNode(LifecycleNode):
         log.info(f"configured: backend {p.backend}, model {p.model} on {p.device}")
         if p.perception and pipeline.motion_prior != "flow":
             log.warning(f"perception with motion prior {pipeline.motion_prior!r}: the obstacles' velocities come from "
-                        f"the Gaussians' motion, and motion_prior flow gives much better ones (docs/ROS_SETUP.md)")
+                        f"the Gaussians' motion, and motion_prior flow gives better ones (docs/ROS_SETUP.md)")
         if p.perception and not p.use_odometry:
             log.info(f"perception without odometry: the local map is in {p.keyframe_frame!r} (the stream's first "
                      f"camera frame), which no transform connects to the camera frame: view ~/map_points with RViz's "

@@ -131,7 +131,7 @@ class NodeParams:
     perception: bool = _param(False, "Moving obstacles (`~/obstacles`, `~/obstacle_markers`) and a persistent local "
                               "map (`~/map_points`, `~/map`) from the live Gaussians (3.6-7 ms per frame on a CPU "
                               "with `tiny`). Obstacle velocities come from the Gaussians' motion: motion_prior flow "
-                              "gives much better ones than the learned head today (docs/ROS_SETUP.md).")
+                              "gives better ones than the learned head (docs/ROS_SETUP.md).")
     publish_obstacles: bool = _param(True, "Publish the tracked moving obstacles every processed frame "
                                      "(`~/obstacles`, nut_ros_msgs/ObstacleArray, empty arrays too; perception).",
                                      dynamic=True)
