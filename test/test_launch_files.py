@@ -133,8 +133,12 @@ class TestNodeAsUsersRunIt(unittest.TestCase):
         _, image = self.received["image"][-1]
         self.assertEqual((image.encoding, image.width, image.height), ("rgb8", 256, 144))
         self.assertGreater(image_to_rgb(image).std(), 5.0, "a rendered picture, not a flat colour")
+        # the fixture camera repeats 8 nearly still frames and publishes no depth: depth from motion finds no
+        # parallax, so the node publishes NaN depth (the network's RGB-only guess measures worse than a constant)
+        # and says so in ~/stats
         depth = image_to_depth_m(self.received["depth"][-1][1])
-        self.assertGreater(np.isfinite(depth).mean(), 0.5)
+        self.assertTrue(np.isnan(depth).all(), "no depth input: no depth values")
+        self.assertEqual(self.received["stats"][-1][1].depth_source, "none")
         xyz, rgb = pointcloud2_to_points(self.received["points"][-1][1])
         self.assertTrue(xyz.shape[0] > 1000 and np.isfinite(xyz).all() and (xyz[:, 2] > 0).all())
         cloud = msg_to_gaussian_cloud(self.received["gaussians"][-1][1])
