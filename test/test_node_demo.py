@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import yaml
 
@@ -95,3 +96,15 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     # a second run into the same folder replaces the previous demo's files
     assert demo.main(["--out", str(out), "--random-init", "--frames", "3", "--rate", "2"]) == 0
     assert json.loads((out / "report.json").read_text())["frames_in"] == 3
+
+
+def test_depth_pictures_colour_values_and_say_when_there_is_no_depth():
+    from nut_ros.tools.demo import colorize_depth
+
+    ramp = np.tile(np.linspace(1.0, 5.0, 64), (36, 1))
+    ramp[:, :4] = np.nan
+    picture = colorize_depth(ramp)
+    assert (picture[:, :4] == 0).all() and picture[:, 8:].any(axis=-1).all()  # NaN black, values coloured
+    assert (picture[:, 8] != picture[:, 60]).any()  # near and far differ
+    empty = colorize_depth(np.full((144, 256), np.nan))
+    assert 0 < (empty.max(axis=-1) > 0).mean() < 0.2  # a few lines of text on black, not a colour map

@@ -79,7 +79,8 @@ def write_clip_bag(frames_dir: Path, path: Path, fps: float = CLIP_FPS, frames: 
 
 
 def colorize_depth(depth: np.ndarray) -> np.ndarray:
-    """BGR uint8 picture of a depth map (near = bright, turbo colour map); NaN is black."""
+    """BGR uint8 picture of a depth map (near = bright, turbo colour map); NaN is black, and a map without any
+    value says so (the frame had no depth input: no depth topic, and the camera has not moved enough yet)."""
     valid = np.isfinite(depth)
     out = np.zeros((*depth.shape, 3), np.uint8)
     if valid.any():
@@ -87,6 +88,11 @@ def colorize_depth(depth: np.ndarray) -> np.ndarray:
         norm = np.clip((hi - depth) / max(hi - lo, 1e-6), 0, 1)
         out = cv2.applyColorMap(np.nan_to_num(norm * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
         out[~valid] = 0
+    else:
+        scale = depth.shape[1] / 640
+        for row, text in enumerate(("no depth input:", "no depth topic, camera", "not moving enough")):
+            cv2.putText(out, text, (int(20 * scale), int((40 + 40 * row) * scale)), cv2.FONT_HERSHEY_SIMPLEX,
+                        scale, (255, 255, 255), max(1, round(2 * scale)), cv2.LINE_AA)
     return out
 
 
