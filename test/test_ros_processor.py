@@ -226,3 +226,18 @@ def test_loss_warning_names_the_fix():
     assert choose_reliability("auto", ["reliable", "reliable"]) == "reliable"
     assert choose_reliability("auto", ["reliable", "best_effort"]) == "best_effort"
     assert choose_reliability("auto", []) == "best_effort" and choose_reliability("reliable", []) == "reliable"
+
+
+def test_node_parameters_reach_the_pipeline():
+    """The geometry and motion parameters of the node are the pipeline's settings (params file -> PipelineConfig)."""
+    import dataclasses
+
+    from nut_ros.ros.params import NodeParams
+    from nut_ros.ros.processor import build_pipeline
+
+    p = dataclasses.replace(NodeParams(), random_init=True, checkpoint="/nonexistent/tiny.safetensors",
+                            depth_from_motion="off", motion_depth_width=128, network_depth=True, interp_window=0.5,
+                            motion_prior="none")
+    cfg = build_pipeline(p).config
+    assert (cfg.depth_from_motion, cfg.motion_depth_width, cfg.network_depth, cfg.interp_window, cfg.motion_prior) \
+        == ("off", 128, True, 0.5, "none")
