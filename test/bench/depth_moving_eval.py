@@ -18,20 +18,23 @@ import json
 import platform
 from datetime import datetime, timezone
 
+import sys
+from pathlib import Path
+
 import numpy as np
+import torch
 
 from nut_ros.pipeline.backends import make_backend
+from nut_ros.pipeline.depth import resize_depth
 from nut_ros.pipeline.metrics import depth_errors, disparity_affine, median_scale
 from nut_ros.pipeline.stream import StreamingPipeline
 from nut_ros.pipeline.types import Frame, PipelineConfig
 from nut_ros.train.object_scenes import ObjectSceneConfig, ObjectSceneGenerator
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from obstacle_tune import seed_range  # noqa: E402
+
 MODES = {"rgb": False, "odometry": True}  # mode -> frames carry their camera pose
-
-
-def seed_list(text: str) -> list[int]:
-    a, _, b = text.partition("-")
-    return list(range(int(a), int(b or a) + 1))
 
 
 def aligned(pred: np.ndarray, gt: np.ndarray, ok: np.ndarray, protocol: str) -> np.ndarray:
@@ -93,9 +96,8 @@ def run(seeds: list[int], model: str, camera_speed: float) -> dict:
 
 
 def _resize_nearest(a: np.ndarray, h: int, w: int) -> np.ndarray:
-    rows = (np.arange(h) * a.shape[0] / h + a.shape[0] / (2 * h)).astype(int)
-    cols = (np.arange(w) * a.shape[1] / w + a.shape[1] / (2 * w)).astype(int)
-    return a[np.ix_(np.minimum(rows, a.shape[0] - 1), np.minimum(cols, a.shape[1] - 1))]
+    """``a`` at the rendered size, by the nearest-neighbour resize the pipeline and its evaluator use."""
+    return resize_depth(torch.from_numpy(a.astype(np.float32))[None, None], h, w)[0, 0].numpy()
 
 
 def main() -> None:
@@ -108,7 +110,7 @@ def main() -> None:
     args = p.parse_args()
     out = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
            "model": args.model, "seeds": args.seeds, "camera_speed": args.camera_speed,
-           "results": run(seed_list(args.seeds), args.model, args.camera_speed)}
+           "results": run(seed_range(args.seeds), args.model, args.camera_speed)}
     print(json.dumps(out, indent=1))
 
 
