@@ -196,7 +196,7 @@ def test_a_gaussian_per_pixel_gets_the_flow_interpolated_to_its_pixel():
 
 
 def test_auto_runs_classical_flow_for_a_learned_model_on_a_cpu_torch_backend():
-    """The learned head costs 2.5x the rest of tiny on a CPU (docs/BENCHMARKS.md): there "auto" leaves it out, and
+    """The learned head makes a tiny frame 1.8x slower on a CPU (docs/BENCHMARKS.md): there "auto" leaves it out, and
     "learned" asks for it explicitly."""
     model = build_model("tiny", image_size=(48, 96))
     auto = StreamingPipeline(TorchBackend(model), PipelineConfig())
