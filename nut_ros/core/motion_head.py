@@ -147,7 +147,8 @@ class MotionHead(nn.Module):
         base = torch.stack([xs, ys])[None].expand(b, 2, h, w)
         flow = torch.zeros_like(base)  # in token cells
         cell = self.image_size[1] / w, self.image_size[0] / h  # model pixels per token cell (x, y)
-        scale = torch.tensor(cell, device=f0.device, dtype=f0.dtype).view(1, 2, 1, 1)
+        # built on the device (no host-to-device copy: the head can be captured in a CUDA graph)
+        scale = torch.stack([f0.new_full((), cell[0]), f0.new_full((), cell[1])]).view(1, 2, 1, 1)
         out = []
         dtype = self.update.delta[-1].weight.dtype  # the update block runs in its weights' dtype (bf16 models)
         hidden, ctx = hidden.to(dtype), ctx.to(dtype)

@@ -19,6 +19,7 @@ from nut_ros.core.config import ModelConfig
 from nut_ros.core.gaussians import Gaussians
 from nut_ros.core.model import NutModel, build_model, static_gaussians
 from nut_ros.pipeline.compile import compile_network
+from nut_ros.pipeline.cuda_graphs import GraphedCall
 from nut_ros.render import RenderOutput, rasterize
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
@@ -55,16 +56,19 @@ class Backend(Protocol):
 
 
 class TorchBackend:
-    """The PyTorch model on CPU or CUDA (optionally under bf16 autocast on CUDA, optionally ``torch.compile``d;
-    rendering stays float32)."""
+    """The PyTorch model on CPU or CUDA (optionally under bf16 autocast on CUDA, optionally ``torch.compile``d or
+    replayed as CUDA graphs (:mod:`nut_ros.pipeline.cuda_graphs`, CUDA only); rendering stays float32)."""
 
     name = "torch"
 
     def __init__(self, model: NutModel, device: str | torch.device = "cpu", bf16: bool = False,
-                 raster_impl: str = "auto", compile: bool = False, compile_mode: str = "default"):
+                 raster_impl: str = "auto", compile: bool = False, compile_mode: str = "default",
+                 cuda_graphs: bool = False):
         self._device = torch.device(device)
         if bf16 and self._device.type != "cuda":
             raise ValueError("bf16 autocast is only supported on CUDA")
+        if cuda_graphs and (self._device.type != "cuda" or compile):
+            raise ValueError("cuda_graphs needs a CUDA device and replaces compile (use one of the two)")
         if self._device.type == "cpu":
             torch.set_flush_denormal(True)  # denormal activations made CPU decoding up to ~9x slower
         self.model = model.to(self._device).eval()
@@ -72,16 +76,20 @@ class TorchBackend:
         self.bf16 = bf16
         self.raster_impl = raster_impl
         self._encode, self._decode = self.model.encode, self.model.decode
+        self.cuda_graphs = cuda_graphs
         if compile:  # the first frames of each shape take tens of seconds to compile
             self._encode, self._decode = compile_network(self.model, compile_mode)
+        if cuda_graphs:  # the first frame of each input shape is captured (a few eager calls); decode also per head
+            self._encode = GraphedCall(self.model.encode)
+            self._decode = GraphedCall(self.model.decode, key=lambda: (self.model.learned_motion,))
 
     @property
     def device(self) -> str:
         return str(self._device)
 
     def _autocast(self):
-        if self.bf16:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.bf16:  # a captured graph cannot keep autocast's cached weight casts (they die with the region)
+            return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not self.cuda_graphs)
         return contextlib.nullcontext()
 
     @torch.inference_mode()
@@ -142,7 +150,7 @@ def make_backend(name: str = "torch", model: str = "tiny", checkpoint: str | Pat
     """Build a backend by name (:data:`BACKENDS`: ``torch``, ``onnxruntime``, ``tensorrt``).
 
     ``torch``: ``checkpoint`` is a .safetensors file (default ``nut_ros/weights/<model>.safetensors``);
-    ``options`` go to :class:`TorchBackend` (``bf16``, ``raster_impl``, ``compile``). The ONNX Runtime and TensorRT
+    ``options`` go to :class:`TorchBackend` (``bf16``, ``raster_impl``, ``compile``, ``cuda_graphs``). The ONNX Runtime and TensorRT
     backends (:data:`EXPORTED_BACKENDS`) are imported only when asked for; ``checkpoint`` is then their
     model/engine file and ``options`` go to them.
     """

@@ -18,6 +18,7 @@ import torch
 from nut_ros.core.gaussians import Gaussians
 from nut_ros.core.geometry import (DepthNormalization, Intrinsics, canonical_scale_to_optical, canonical_to_optical,
                                    canonical_velocity_to_optical)
+from nut_ros.pipeline.transfer import to_host
 from nut_ros.pipeline.types import GaussianCloud
 
 #: margin of the shared frame's slots: the farthest input depth lands at ŷ' = FAR_MARGIN, never on the cull edge
@@ -79,7 +80,7 @@ def optical_cloud(g: Gaussians, t: float, k: Intrinsics, norm: DepthNormalizatio
     rotations[:, 0] = 1.0  # the renderer's Gaussians are axis-aligned in the optical frame too
     fields = (positions, scales, rotations, alpha[:, None], g.rgb[0][keep].float(), velocities)
     # one device-to-host copy for every field (a GPU host pays a sync per copy; 147k-Gaussian frames are large)
-    table = torch.cat([f.detach().float() for f in fields], dim=1).cpu().numpy()
+    table = to_host(torch.cat([f.detach().float() for f in fields], dim=1))
     cols = np.cumsum([0] + [f.shape[1] for f in fields])
     pos, sc, rot, op, rgb, vel = (table[:, a:b] for a, b in zip(cols[:-1], cols[1:]))
     return GaussianCloud(pos, sc, rot, op[:, 0], rgb, vel, metric=norm.metric)

@@ -45,6 +45,7 @@ from nut_ros.pipeline.backends import Backend
 from nut_ros.pipeline.depth import model_depth_input, normalize_inverse_depth, resize_depth, valid_depth
 from nut_ros.pipeline.optical import optical_cloud, rebase_inverse_depth, shared_normalization
 from nut_ros.pipeline.stats import StreamStats
+from nut_ros.pipeline.transfer import to_host
 from nut_ros.pipeline.types import Frame, PipelineConfig, RenderedView, StepResult
 
 
@@ -81,6 +82,9 @@ class StreamingPipeline:
         self.config = config
         self.height, self.width = backend.model_config.image_size
         self.depth_channels = backend.model_config.depth_channels
+        # where the model inputs are prepared: the torch backend's device (on a GPU host small CPU tensor operations
+        # pay the thread pool's wake-up each; on the GPU they are queued), the host for exported backends
+        self._prep_device = torch.device(backend.device if backend.name == "torch" else "cpu")
         self.stats = StreamStats()
         self._prev: _Encoded | None = None
         self._live: _LiveMap | None = None
@@ -271,12 +275,13 @@ class StreamingPipeline:
         """Model inputs ``rgb [1,3,h,w]`` and ``disp [1,Cd,h,w]`` (None: unusable depth), the depth normalisation
         (None: relative), the input depth at the model resolution (None without one), its source and the depth
         from motion (None unless it made the input)."""
-        h, w = self.height, self.width
-        rgb = resize_rgb(frame.rgb, h, w)
+        h, w, dev = self.height, self.width, self._prep_device
+        rgb = resize_rgb(frame.rgb, h, w, dev)
+        zeros = torch.zeros(1, self.depth_channels, h, w, device=dev)
         motion, source = None, "topic"
         if frame.depth_m is not None:
             depth_m = np.require(frame.depth_m, np.float32, ["C", "W"])
-            depth = resize_depth(torch.from_numpy(depth_m)[None, None], h, w)
+            depth = resize_depth(torch.from_numpy(depth_m)[None, None].to(dev), h, w)
             valid = valid_depth(depth, self.config.depth_min_m, self.config.depth_max_m)
             if valid.float().mean() < max(self.config.min_valid_depth_fraction, 1e-9):
                 return rgb, None, None, None, source, None
@@ -284,18 +289,19 @@ class StreamingPipeline:
             k = intrinsics.scaled(frame.rgb.shape[1], frame.rgb.shape[0])  # the model's camera, at the input size
             motion = self._motion_depth.estimate(frame.rgb, frame.stamp_ns, k, frame.camera_pose)
             if motion is None:
-                return rgb, torch.zeros(1, self.depth_channels, h, w), None, None, "none", None
+                return rgb, zeros, None, None, "none", None
             inv = cv2.resize(motion.dense, (w, h), interpolation=cv2.INTER_LINEAR)
             if not motion.metric:  # the unit: the median depth (each estimate has a translation of its own length)
                 inv = inv / float(np.median(inv))
-            depth = torch.from_numpy(1.0 / np.maximum(inv, 1e-12))[None, None]
+            depth = torch.from_numpy(1.0 / np.maximum(inv, 1e-12))[None, None].to(dev)
             valid = torch.ones_like(depth, dtype=torch.bool)
             source = "odometry" if motion.metric else "motion"
         else:
-            return rgb, torch.zeros(1, self.depth_channels, h, w), None, None, "none", None
+            return rgb, zeros, None, None, "none", None
         disp, inv_far, inv_near = normalize_inverse_depth(depth, valid)
-        norm = DepthNormalization(float(inv_far), float(inv_near), metric=source != "motion")
-        depth_in = torch.where(valid, depth, torch.full_like(depth, float("nan")))[0, 0].numpy()
+        inv_far, inv_near = torch.cat([inv_far, inv_near]).tolist()  # one wait for the device
+        norm = DepthNormalization(inv_far, inv_near, metric=source != "motion")
+        depth_in = to_host(torch.where(valid, depth, torch.full_like(depth, float("nan")))[0, 0])
         return rgb, model_depth_input(disp, valid, self.depth_channels), norm, depth_in, source, motion
 
     def _model_intrinsics(self, frame: Frame) -> Intrinsics:
@@ -340,9 +346,10 @@ def window_times(t: float, window: float, samples: int) -> list[float]:
     return [min(max(t + width * (i / (samples - 1) - 0.5), 0.0), 1.0) for i in range(samples)]
 
 
-def resize_rgb(rgb: np.ndarray, height: int, width: int) -> torch.Tensor:
-    """``rgb [H,W,3]`` uint8 -> ``[1,3,height,width]`` float in [0,1] (bilinear, antialiased when shrinking)."""
-    x = torch.from_numpy(np.require(rgb, requirements=["C", "W"])).permute(2, 0, 1)[None].float() / 255.0
+def resize_rgb(rgb: np.ndarray, height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``rgb [H,W,3]`` uint8 -> ``[1,3,height,width]`` float in [0,1] on ``device`` (bilinear, antialiased when
+    shrinking; the bytes are uploaded before any arithmetic)."""
+    x = torch.from_numpy(np.require(rgb, requirements=["C", "W"])).to(device).permute(2, 0, 1)[None].float() / 255.0
     if x.shape[-2:] != (height, width):
         x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
     return x

@@ -264,7 +264,8 @@ def build_pipeline(p: NodeParams, log=None):
     random_init = p.random_init and p.backend == "torch" and not weights.exists()
     if p.random_init and not random_init and log is not None:
         log.info(f"random_init ignored: weights exist at {weights}")
-    options = {"bf16": p.bf16, "compile": p.compile} if p.backend == "torch" else {}
+    options = ({"bf16": p.bf16, "compile": p.compile, "cuda_graphs": p.cuda_graphs and p.device.startswith("cuda")}
+               if p.backend == "torch" else {})
     try:
         backend = make_backend(p.backend, p.model, p.checkpoint or None, p.device, random_init=random_init,
                                **options)

@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import fields
+from pathlib import Path
 
 import cv2
 import torch
 
+from nut_ros.core.choices import DEPTH_FROM_MOTION
 from nut_ros.core.motion_prior import FLOW_PRESETS
 from nut_ros.pipeline.backends import TorchBackend, load_torch_model
 from nut_ros.pipeline.stream import StreamingPipeline, resize_rgb
@@ -51,6 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--compile", action="store_true", help="torch.compile the network")
     ap.add_argument("--compile-mode", default="default",
                     help="torch.compile mode (reduce-overhead: CUDA graphs around each compiled part)")
+    ap.add_argument("--cuda-graphs", action="store_true", help="replay the network as CUDA graphs (no compile)")
     ap.add_argument("--repeat", type=int, default=1, help="play the clip this many times (stamps run on)")
     ap.add_argument("--no-stage-sync", action="store_true",
                     help="no device synchronisation between stages (only the total latency is exact)")
@@ -62,6 +65,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--render-times", type=float, nargs="+", default=[1.0])
     ap.add_argument("--interp-window", type=float, default=PipelineConfig.interp_window)
     ap.add_argument("--interp-samples", type=int, default=PipelineConfig.interp_samples)
+    ap.add_argument("--depth-from-motion", default=PipelineConfig.depth_from_motion, choices=DEPTH_FROM_MOTION)
+    ap.add_argument("--profile", default=None, help="after timing, write a torch.profiler table of 10 more frames here")
     ap.add_argument("--warmup", type=int, default=5, help="frames not counted")
     args = ap.parse_args(argv)
     model = load_torch_model(args.model, args.checkpoint)
@@ -69,21 +74,23 @@ def main(argv: list[str] | None = None) -> dict:
     frames = [Frame(f.rgb, (k * len(frames) + i) * FRAME_NS) for k in range(args.repeat)
               for i, f in enumerate(frames)]
     report = {"model": args.model, "device": args.device, "bf16": args.bf16, "stage_sync": not args.no_stage_sync,
-              "compile": args.compile and args.compile_mode,
+              "compile": args.compile and args.compile_mode, "cuda_graphs": args.cuda_graphs,
               "flow_preset": args.flow_preset, "flow_max_width": args.flow_max_width, "flow_check": args.flow_check,
               "render_times": args.render_times, "interp_window": args.interp_window,
-              "interp_samples": args.interp_samples}
+              "interp_samples": args.interp_samples, "depth_from_motion": args.depth_from_motion}
     if args.device.startswith("cuda"):
         report["gpu"] = torch.cuda.get_device_name()
     if args.compile:
         report["compile_max_abs_diff"] = compile_error(model, args.device, args.bf16, frames)
-    backend = TorchBackend(model, args.device, bf16=args.bf16, compile=args.compile, compile_mode=args.compile_mode)
+    backend = TorchBackend(model, args.device, bf16=args.bf16, compile=args.compile, compile_mode=args.compile_mode,
+                           cuda_graphs=args.cuda_graphs)
     pipe = StreamingPipeline(backend, PipelineConfig(render_times=tuple(args.render_times),
                                                      motion_prior=args.motion_prior, flow_preset=args.flow_preset,
                                                      flow_max_width=args.flow_max_width,
                                                      flow_check=args.flow_check, interp_window=args.interp_window,
                                                      interp_samples=args.interp_samples,
-                                                     stage_sync=not args.no_stage_sync))
+                                                     stage_sync=not args.no_stage_sync,
+                                                     depth_from_motion=args.depth_from_motion))
     report["motion_prior"], report["flow"] = pipe.motion_prior, pipe.flow_settings
     for f in frames[:args.warmup]:
         pipe.push(f)
@@ -93,6 +100,12 @@ def main(argv: list[str] | None = None) -> dict:
     report["frames"] = len(frames) - args.warmup
     report["latency_ms"] = {stage: {k: round(v, 2) for k, v in p.items() if k in ("p50", "p90", "p99", "max")}
                             for stage, p in pipe.stats.latency_summary().items()}
+    if args.profile:
+        with torch.profiler.profile() as prof:
+            for f in frames[args.warmup:args.warmup + 10]:
+                pipe.push(Frame(f.rgb, f.stamp_ns + len(frames) * FRAME_NS))
+        sorts = ["self_cpu_time_total"] + (["self_device_time_total"] if args.device.startswith("cuda") else [])
+        Path(args.profile).write_text("\n".join(prof.key_averages().table(sort_by=k, row_limit=40) for k in sorts))
     print(json.dumps(report))
     return report
 

@@ -2,6 +2,8 @@
 # Measurements of the shipped weights on the lent GPU (no ROS there), written into $OUT. Run from the repo root.
 #   test/bench/gpu_measure.sh bench            bench_pipeline of small and tiny (node defaults, bf16), stage waits on
 #                                              and off; the GPU tests
+#   test/bench/gpu_measure.sh graphs           the CUDA-graph test; bench_pipeline with the network as CUDA graphs (no
+#                                              compile), with and without depth from motion, and a profile
 #   test/bench/gpu_measure.sh cudagraphs       the same with torch.compile in reduce-overhead mode (CUDA graphs)
 #   test/bench/gpu_measure.sh clips  DATA      eval_direct clip runs of small (DATA: `eval_direct.py pack` of them)
 #   test/bench/gpu_measure.sh depth  DATA      eval_direct 7-Scenes sequence runs of small
@@ -15,6 +17,12 @@ case "$1" in
       bench 120 --model $model --no-stage-sync > "$OUT/bench_${model}_nosync.json"
     done
     timeout 150 python3 -m pytest -q -m gpu test/test_motion_prior.py test/test_compile_gpu.py > "$OUT/pytest_gpu.txt" 2>&1 || true ;;
+  graphs)
+    timeout 200 python3 -m pytest -q -s -m gpu test/test_cuda_graphs_gpu.py > "$OUT/pytest_graphs.txt" 2>&1 || true
+    for model in small tiny; do
+      bench 100 --model $model --cuda-graphs --profile "$OUT/profile_$model.txt" > "$OUT/bench_${model}_graphs.json"
+      bench 100 --model $model --cuda-graphs --depth-from-motion off > "$OUT/bench_${model}_graphs_nodfm.json"
+    done ;;
   cudagraphs)
     for model in tiny small; do
       bench 200 --model $model --compile --compile-mode reduce-overhead --warmup 10 --no-stage-sync \

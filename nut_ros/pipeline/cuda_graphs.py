@@ -1,0 +1,75 @@
+"""CUDA graphs of the eager network: each call replays one captured graph instead of launching every kernel.
+
+The network's per-frame work is hundreds of small kernels (the learned flow head alone runs six refinement steps of
+small convolutions), so on a fast GPU the eager ``encode``/``decode`` are bound by kernel launches, not by the
+arithmetic. :class:`GraphedCall` captures a function once per input signature (shapes, dtypes and a caller's key,
+e.g. whether the learned motion is on) and then copies the inputs into the graph's static buffers, replays it and
+returns clones of its outputs (the next replay overwrites the static ones). No compiler is involved: the graph runs
+the same kernels as eager, so its outputs equal eager's (``test/test_cuda_graphs_gpu.py``).
+
+Requirements the network meets: fixed shapes per stream, no host synchronisation and no host-to-device copies
+inside ``encode``/``decode``, and bf16 autocast without its weight-cast cache (``cache_enabled=False``: cached casts
+would be freed when the autocast region ends while the graph still reads them).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
+
+from nut_ros.core.gaussians import Gaussians
+
+#: eager calls on a side stream before capture (lets lazy initialisation, e.g. cuBLAS workspaces, happen outside it)
+WARMUP_CALLS = 2
+
+
+def clone_outputs(out: Any) -> Any:
+    """Fresh copies of a call's tensors (a :class:`Gaussians`, a NamedTuple or any pytree of tensors)."""
+    if isinstance(out, Gaussians):
+        return out.map(torch.clone)
+    return tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, out)
+
+
+class GraphedCall:
+    """``fn(*args)`` through a CUDA graph per input signature; ``key()`` adds state the graph depends on."""
+
+    def __init__(self, fn: Callable, key: Callable[[], tuple] = tuple):
+        self._fn, self._key = fn, key
+        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], Any]] = {}
+        self._pool = None  # one memory pool shared by this call's graphs
+
+    @property
+    def captured(self) -> int:
+        """How many graphs have been captured (one per input signature seen)."""
+        return len(self._graphs)
+
+    def __call__(self, *args):
+        flat, spec = tree_flatten(args)
+        if not all(isinstance(t, torch.Tensor) and t.is_cuda for t in flat):
+            raise TypeError("a graphed call takes CUDA tensors only (in tuples / NamedTuples)")
+        signature = (str(spec), *((tuple(t.shape), t.dtype, t.device) for t in flat), *self._key())
+        entry = self._graphs.get(signature)
+        if entry is None:
+            entry = self._graphs[signature] = self._capture(flat, spec)
+        graph, inputs, out = entry
+        for dst, src in zip(inputs, flat):
+            dst.copy_(src)
+        graph.replay()
+        return clone_outputs(out)
+
+    def _capture(self, flat: list[torch.Tensor], spec) -> tuple[torch.cuda.CUDAGraph, list[torch.Tensor], Any]:
+        inputs = [t.clone() for t in flat]
+        args = tree_unflatten(inputs, spec)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(WARMUP_CALLS):
+                self._fn(*args)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        with torch.cuda.graph(graph, pool=self._pool):
+            out = self._fn(*args)
+        return graph, inputs, out
