@@ -22,6 +22,7 @@ case "$1" in
     for model in small tiny; do
       bench 100 --model $model --cuda-graphs --profile "$OUT/profile_$model.txt" > "$OUT/bench_${model}_graphs.json"
       bench 100 --model $model --cuda-graphs --depth-from-motion off > "$OUT/bench_${model}_graphs_nodfm.json"
+      bench 100 --model $model --cuda-graphs --no-stage-sync > "$OUT/bench_${model}_graphs_nosync.json"
     done ;;
   cudagraphs)
     for model in tiny small; do
