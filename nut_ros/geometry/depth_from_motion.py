@@ -3,6 +3,9 @@ filter), with a confidence, and its dense fill for the model's depth input.
 
 Per frame (grey, at most ``max_width`` pixels wide):
 
+0. focal length: with odometry on this frame and the previous one, the tracks between them calibrate the camera's
+   focal length (:mod:`.focal`; ``calibrate_focal``): a camera model whose focal length is off scales metric depth
+   by as much. When the focal length applied changes, the fused map's inverse depths follow (``ρ ∝ 1/f``);
 1. propagation: the fused map of the previous frame (:mod:`.depth_filter`, per pixel a Gaussian inverse depth) is
    carried into this one by the relative pose: from the frames' ``Frame.camera_pose`` when both have one (odometry:
    exact and metric), else from the tracks of this frame's corners into the previous one against the fused inverse
@@ -55,6 +58,7 @@ import numpy as np
 from nut_ros.core.geometry import Intrinsics
 from nut_ros.geometry.densify import densify
 from nut_ros.geometry.depth_filter import InverseDepthMap, fuse, median_scale, propagate
+from nut_ros.geometry.focal import FocalCalibration, with_focal_scale
 from nut_ros.geometry.two_view import (RelativePose, apply_homography, camera_matrix, corners, essential_pose,
                                        is_pure_rotation, pose_from_odometry, rotation_homography, rotation_parallax,
                                        track_points, triangulate_matches)
@@ -89,6 +93,7 @@ class MotionDepthConfig:
     min_scale_pixels: int = 200  # overlap of map and relative measurement needed to bring it to the map's unit
     pnp_px: float = 2.0  # reprojection threshold of the map's pose without odometry
     max_hold: int = 12  # frames in a row the fused map is carried without a measurement; 0: never
+    calibrate_focal: bool = True  # with odometry: fit the focal length to the tracks (:mod:`.focal`)
 
 
 @dataclass
@@ -103,6 +108,7 @@ class MotionDepth:
     parallax_px: float  # median parallax of that measurement's tracks after removing the rotation
     held_frames: int = 0  # > 0: this many frames since the last measurement (the fused map carried alone)
     fused_count: np.ndarray | None = None  # uint16 per pixel: measurements fused into it (0 where none)
+    focal_scale: float = 1.0  # the focal length used, relative to the given intrinsics' (:mod:`.focal`)
 
     @property
     def coverage(self) -> float:
@@ -128,6 +134,12 @@ class _Fused:
     parallax_px: float
     held_frames: int
 
+    def rescale(self, s: float) -> None:
+        """Every inverse depth times ``s`` (the focal length used changed by ``1/s``)."""
+        self.map = self.map.scaled(s)
+        if self.dense is not None:
+            self.dense = self.dense * np.float32(s)
+
 
 @dataclass
 class _Measurement:
@@ -146,11 +158,13 @@ class DepthFromMotion:
         self._window: deque[_Kept] = deque(maxlen=config.window)
         self._dis = cv2.DISOpticalFlow_create(config.dis_preset)
         self._fused: _Fused | None = None
+        self._focal = FocalCalibration()
         self.last_reason = ""
 
     def reset(self) -> None:
         self._window.clear()
         self._fused = None
+        self._focal.reset()
 
     def working_size(self, width: int, height: int) -> tuple[int, int]:
         """``(w, h)`` of the working images: the input shrunk to ``max_width`` wide (never enlarged)."""
@@ -185,6 +199,12 @@ class DepthFromMotion:
                 tracks[id(ref)] = track_points(grey, ref.grey, p0)
             return tracks[id(ref)]
 
+        prev = self._window[-1]
+        if c.calibrate_focal and pose is not None and prev.pose is not None:
+            before = self._focal.scale
+            if self._focal.add(*tracked(prev), K, pose_from_odometry(pose, prev.pose)) and self._fused is not None:
+                self._fused.rescale(before / self._focal.scale)
+        K = with_focal_scale(K, self._focal.scale)
         prior = self._propagate(K, pose, tracked)
         measured = self._measure(grey, K, pose, tracked)
         fused = self._fuse(prior, measured)
@@ -207,7 +227,8 @@ class DepthFromMotion:
         inv = np.where(keep, fused.map.rho, np.nan).astype(np.float32)
         fused.dense = densify(np.where(weight > 0, fused.map.rho, 0), weight.astype(np.float32), grey)
         return MotionDepth(inv, confidence, fused.dense, fused.metric, fused.reference_stamp_ns, fused.parallax_px,
-                           fused.held_frames, np.where(keep, fused.map.count, 0).astype(np.uint16))
+                           fused.held_frames, np.where(keep, fused.map.count, 0).astype(np.uint16),
+                           self._focal.scale)
 
     def _propagate(self, K, pose, tracked) -> InverseDepthMap | None:
         """The fused map of the previous frame carried into this one, or None."""

@@ -73,6 +73,19 @@ def rotation_parallax(p_cur: np.ndarray, p_ref: np.ndarray, R: np.ndarray, K: np
     return np.linalg.norm(apply_homography(rotation_homography(R, K), p_cur) - p_ref, axis=1)
 
 
+def sampson_px(p_cur: np.ndarray, p_ref: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Per track, the Sampson distance (first-order distance to the epipolar geometry, in pixels of focal length
+    ``K[0, 0]``) of ``p_cur [N, 2]`` and ``p_ref [N, 2]`` under ``X_ref = R X_cur + t`` (any length of ``t``)."""
+    Kinv = np.linalg.inv(K)
+    xc = np.concatenate([p_cur, np.ones_like(p_cur[:, :1])], 1) @ Kinv.T
+    xr = np.concatenate([p_ref, np.ones_like(p_ref[:, :1])], 1) @ Kinv.T
+    tx = np.array([[0.0, -t[2], t[1]], [t[2], 0.0, -t[0]], [-t[1], t[0], 0.0]])
+    E = tx @ R / max(np.linalg.norm(t), 1e-12)
+    ex, etx = xc @ E.T, xr @ E
+    den = np.sqrt(ex[:, 0] ** 2 + ex[:, 1] ** 2 + etx[:, 0] ** 2 + etx[:, 1] ** 2)
+    return np.abs((xr * ex).sum(1)) / np.maximum(den, 1e-15) * K[0, 0]
+
+
 def is_pure_rotation(p_cur: np.ndarray, p_ref: np.ndarray, K: np.ndarray, threshold_px: float,
                      min_share: float = 0.9, max_spread: float = 0.01) -> bool:
     """Whether one homography of the form ``K R K⁻¹`` explains ``min_share`` of the tracks: the camera turned in place

@@ -3,6 +3,7 @@ the ground truth at the working resolution, per frame, with scale+shift (dispari
 when the poses are used. For tuning ``MotionDepthConfig`` on the training sequences (never on 7-Scenes).
 
     .venv/bin/python test/bench/depth_from_motion_study.py tum --step 3 [--poses] [--stop 0.8] [--json rows.json]
+        [--focal-scale 1.13]  # a camera model whose focal length is 13 % too long (as a depth camera's K on RGB)
 
 Frames with depth count those whose depth is the fused map carried without a measurement of its own ("held") too;
 the errors are over the frames with depth, each beside a constant and a vertical ramp on the same pixels.
@@ -74,6 +75,8 @@ def main() -> None:
     p.add_argument("--poses", action="store_true", help="use the ground-truth poses (metric)")
     p.add_argument("--set", nargs="*", default=[], help="MotionDepthConfig overrides key=value")
     p.add_argument("--json", type=Path, help="write the per-frame rows (with their stamps) to this file")
+    p.add_argument("--focal-scale", type=float, default=1.0,
+                   help="give the estimator intrinsics with fx, fy times this (a wrong camera model)")
     args = p.parse_args()
     cfg = MotionDepthConfig()
     for kv in args.set:
@@ -87,7 +90,9 @@ def main() -> None:
         f = sf.frame
         total += 1
         t0, c0 = time.perf_counter(), time.thread_time()
-        md = dfm.estimate(f.rgb, f.stamp_ns, f.intrinsics, f.camera_pose if args.poses else None)
+        k = dataclasses.replace(f.intrinsics, fx=f.intrinsics.fx * args.focal_scale,
+                                fy=f.intrinsics.fy * args.focal_scale)
+        md = dfm.estimate(f.rgb, f.stamp_ns, k, f.camera_pose if args.poses else None)
         ms.append((time.perf_counter() - t0) * 1e3)
         cpu_ms.append((time.thread_time() - c0) * 1e3)
         if md is None:
@@ -96,7 +101,8 @@ def main() -> None:
         h, w = md.dense.shape
         gt = cv2.resize(np.nan_to_num(sf.depth_m), (w, h), interpolation=cv2.INTER_NEAREST)
         valid = gt > 0
-        row = {"stamp_ns": f.stamp_ns, "held": md.held_frames, "coverage": md.coverage, "parallax": md.parallax_px}
+        row = {"stamp_ns": f.stamp_ns, "held": md.held_frames, "coverage": md.coverage, "parallax": md.parallax_px,
+               "focal_scale": md.focal_scale}
         dense = 1.0 / md.dense
         for name, d in (("sparse", 1.0 / np.where(np.isfinite(md.inv_depth), md.inv_depth, np.nan)),
                         ("dense", dense), ("constant", constant_depth((h, w))), ("ramp", ramp_depth((h, w)))):
