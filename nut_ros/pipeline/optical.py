@@ -69,18 +69,18 @@ def optical_cloud(g: Gaussians, t: float, k: Intrinsics, norm: DepthNormalizatio
     p = g.premap_position(t)[0].float()
     alpha = g.temporal_opacity(t)[0, :, 0].float()
     keep = (p[:, 1] >= 0) & (p[:, 1] <= 1) & (alpha >= min_opacity)
-    p, alpha = p[keep], alpha[keep]
+    # every field of every Gaussian, then one selection and one device-to-host copy (on a GPU each boolean
+    # selection waits for the device, and each copy too; the culled ones' values are computed and dropped)
     positions = canonical_to_optical(p, norm, k)
-    scales = canonical_scale_to_optical(g.scale[0][keep].float(), positions[:, 2], k)
+    scales = canonical_scale_to_optical(g.scale[0].float(), positions[:, 2], k)
     if pair_interval_s:
-        velocities = canonical_velocity_to_optical(p, g.velocity[0][keep].float(), norm, k, pair_interval_s)
+        velocities = canonical_velocity_to_optical(p, g.velocity[0].float(), norm, k, pair_interval_s)
     else:
         velocities = torch.zeros_like(positions)
     rotations = torch.zeros(positions.shape[0], 4, dtype=positions.dtype, device=positions.device)
     rotations[:, 0] = 1.0  # the renderer's Gaussians are axis-aligned in the optical frame too
-    fields = (positions, scales, rotations, alpha[:, None], g.rgb[0][keep].float(), velocities)
-    # one device-to-host copy for every field (a GPU host pays a sync per copy; 147k-Gaussian frames are large)
-    table = to_host(torch.cat([f.detach().float() for f in fields], dim=1))
+    fields = (positions, scales, rotations, alpha[:, None], g.rgb[0].float(), velocities)
+    table = to_host(torch.cat([f.detach().float() for f in fields], dim=1)[keep])
     cols = np.cumsum([0] + [f.shape[1] for f in fields])
     pos, sc, rot, op, rgb, vel = (table[:, a:b] for a, b in zip(cols[:-1], cols[1:]))
     return GaussianCloud(pos, sc, rot, op[:, 0], rgb, vel, metric=norm.metric)

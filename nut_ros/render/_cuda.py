@@ -66,16 +66,18 @@ def extension():
 
 def rasterize_forward(means: Tensor, scales: Tensor, rotations: Tensor, opacities: Tensor, colors: Tensor,
                       height: int, width: int, background: Tensor,
-                      lowpass: float) -> tuple[Tensor, Tensor, Tensor, int]:
-    """Forward pass only: ``(color [B,3,H,W], depth [B,1,H,W], alpha [B,1,H,W], tile-Gaussian pairs)``."""
+                      lowpass: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Forward pass only: ``(color [B,3,H,W], depth [B,1,H,W], alpha [B,1,H,W], tile-Gaussian pairs [1])`` (the
+    count stays on the device: reading it would wait for the kernels)."""
     args = [t.detach().float().contiguous() for t in (means, scales, rotations, opacities, colors)]
-    color, depth, alpha, pairs = extension().rasterize_forward(*args, int(height), int(width), _floats(background),
-                                                               False, float(lowpass))
-    return color, depth, alpha, int(pairs.item())
+    return tuple(extension().rasterize_forward(*args, int(height), int(width), _floats(background), False,
+                                               float(lowpass)))
 
 
 def _floats(background) -> list[float]:
-    return [float(v) for v in torch.as_tensor(background).reshape(3).tolist()]
+    if isinstance(background, Tensor):
+        background = background.detach().reshape(3).tolist()
+    return [float(v) for v in background]
 
 
 class _RasterizeCuda(torch.autograd.Function):
@@ -121,11 +123,16 @@ def rasterize_cuda(means: Tensor, scales: Tensor, rotations: Tensor, opacities: 
                    height: int, width: int, background: Tensor, lowpass: float) -> tuple[Tensor, Tensor, Tensor]:
     """Render ``[B, N, ·]`` CUDA tensors like ``rasterize_torch``: colour ``[B,3,H,W]``, depth and alpha ``[B,1,H,W]``.
 
-    ``background`` is a 3-vector, ``lowpass`` the px² added to the screen covariance. Differentiable (see the
+    ``background`` is a 3-vector (a tensor when its gradient is wanted, else numbers), ``lowpass`` the px² added to the screen covariance. Differentiable (see the
     module docstring for how gradients are computed).
     """
     if not means.is_cuda:
         raise ValueError("rasterize_cuda needs CUDA tensors")
-    background = torch.as_tensor(background, dtype=means.dtype, device=means.device).reshape(3)
+    inputs = (means, scales, rotations, opacities, colors)
+    if not (torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad
+                                            for t in (*inputs, background))):
+        # inference: no state for a backward pass and no wait for the pair count
+        color, depth, alpha, _ = rasterize_forward(*inputs, height, width, background, lowpass)
+        return color.to(means.dtype), depth.to(means.dtype), alpha.to(means.dtype)
     return _RasterizeCuda.apply(means, scales, rotations, opacities, colors, int(height), int(width), background,
                                 float(lowpass))

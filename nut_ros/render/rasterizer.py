@@ -28,7 +28,7 @@ class RenderOutput(NamedTuple):
         min_alpha`` (elsewhere the composited colour, i.e. about the background). Where the splats of a pair
         only partly cover a pixel between its key frames (one frame's splats faded, the other's moved away), this
         is the colour of what is there instead of a mix with the background; where alpha is 1 it is ``color``."""
-        bg = torch.as_tensor(background, dtype=self.color.dtype, device=self.color.device).reshape(1, 3, 1, 1)
+        bg = background_vector(background, self.color).reshape(1, 3, 1, 1)
         covered = self.alpha >= min_alpha
         alpha = torch.where(covered, self.alpha, torch.ones_like(self.alpha))
         return torch.where(covered, (self.color - (1 - alpha) * bg) / alpha, self.color)
@@ -49,6 +49,19 @@ def _cuda_rasterizer() -> tuple[Callable | None, str]:
         return _import_cuda(), ""
     except (ImportError, OSError, RuntimeError) as err:
         return None, f"{type(err).__name__}: {err}"
+
+
+def background_vector(background: Sequence[float] | Tensor, like: Tensor) -> Tensor:
+    """``background`` as a 3-vector of ``like``'s dtype and device. Numbers are turned into a device tensor once
+    per value, device and dtype and reused: each upload from pageable host memory would wait for the GPU queue."""
+    if isinstance(background, Tensor):
+        return background.to(dtype=like.dtype, device=like.device).reshape(3)
+    return _constant_vector(tuple(float(v) for v in background), like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=16)
+def _constant_vector(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.tensor(values, dtype=dtype, device=device).reshape(3)
 
 
 @functools.lru_cache(maxsize=None)
@@ -74,7 +87,7 @@ def rasterize(inputs: RasterInputs, height: int, width: int,
     means = inputs.means
     if means.dim() != 3 or means.shape[-1] != 3:
         raise ValueError(f"means must be [B, N, 3], got {tuple(means.shape)}")
-    bg = torch.as_tensor(background, dtype=means.dtype, device=means.device).reshape(3)
+    bg = background_vector(background, means)
     fn = rasterize_torch
     if impl == "cuda" or (impl == "auto" and means.is_cuda):
         cuda_fn, why = _cuda_rasterizer()
@@ -83,6 +96,8 @@ def rasterize(inputs: RasterInputs, height: int, width: int,
                                + (why or "the tensors are not on a GPU"))
         if cuda_fn is None:
             _warn_fallback(why)
-        else:
+        else:  # the kernel takes the background as numbers: a tensor only when it needs a gradient
             fn = cuda_fn
+            if not (isinstance(background, Tensor) and background.requires_grad):
+                bg = tuple(float(v) for v in (background.tolist() if isinstance(background, Tensor) else background))
     return RenderOutput(*fn(*inputs, height, width, bg, lowpass))

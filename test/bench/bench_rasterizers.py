@@ -57,7 +57,7 @@ def bench_rasterizers(sizes=SIZES, with_gsplat: bool = True, torch_max: int = 30
         inputs = grid_scene(n)
         row = {"gaussians": n, "height": HEIGHT, "width": WIDTH}
         ours = rasterize_forward(*inputs, HEIGHT, WIDTH, bg, LOWPASS)
-        row["pairs"] = ours[3]
+        row["pairs"] = int(ours[3])
         row["ours"] = cuda_time(lambda: rasterize_forward(*inputs, HEIGHT, WIDTH, bg, LOWPASS), iters=50)
         if n <= torch_max:
             with torch.no_grad():

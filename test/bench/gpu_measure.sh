@@ -18,7 +18,8 @@ case "$1" in
     done
     timeout 150 python3 -m pytest -q -m gpu test/test_motion_prior.py test/test_compile_gpu.py > "$OUT/pytest_gpu.txt" 2>&1 || true ;;
   graphs)
-    timeout 200 python3 -m pytest -q -s -m gpu test/test_cuda_graphs_gpu.py > "$OUT/pytest_graphs.txt" 2>&1 || true
+    timeout 200 python3 -m pytest -q -m gpu test/test_cuda_graphs_gpu.py test/test_cuda_rasterizer.py \
+      > "$OUT/pytest_graphs.txt" 2>&1 || true
     for model in small tiny; do
       bench 100 --model $model --cuda-graphs --profile "$OUT/profile_$model.txt" > "$OUT/bench_${model}_graphs.json"
       bench 100 --model $model --cuda-graphs --depth-from-motion off > "$OUT/bench_${model}_graphs_nodfm.json"
