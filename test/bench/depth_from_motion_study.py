@@ -4,6 +4,8 @@ when the poses are used. For tuning ``MotionDepthConfig`` on the training sequen
 
     .venv/bin/python test/bench/depth_from_motion_study.py tum --step 3 [--poses] [--stop 0.8] [--json rows.json]
         [--focal-scale 1.13]  # a camera model whose focal length is 13 % too long (as a depth camera's K on RGB)
+        [--pipeline tiny]     # through the streaming pipeline and the evaluator instead: rendered depth, the
+                              # motion input (dense) and its semi-dense part, every alignment, on the same pixels
 
 Frames with depth count those whose depth is the fused map carried without a measurement of its own ("held") too;
 the errors are over the frames with depth, each beside a constant and a vertical ramp on the same pixels.
@@ -66,6 +68,37 @@ def frames(name: str, step: int, start: float, stop: float):
     raise ValueError(name)
 
 
+def given_intrinsics(frame: Frame, args) -> Intrinsics:
+    k = frame.intrinsics
+    return dataclasses.replace(k, fx=k.fx * args.focal_scale, fy=k.fy * args.focal_scale)
+
+
+def through_pipeline(args) -> None:
+    """The frames through ``StreamingPipeline`` (depth from motion, the chosen model) and ``StreamEvaluator``."""
+    import torch
+
+    from nut_ros.pipeline.backends import make_backend
+    from nut_ros.pipeline.evaluation import DEPTH_PREDICTORS, DEPTH_PROTOCOLS, StreamEvaluator
+    from nut_ros.pipeline.stream import StreamingPipeline
+    from nut_ros.pipeline.types import PipelineConfig
+
+    torch.manual_seed(0)
+    pipeline = StreamingPipeline(make_backend("torch", args.pipeline), PipelineConfig())
+    evaluator = StreamEvaluator(pipeline, stride=1)
+    total = 0
+    with torch.no_grad():
+        for sf in frames(args.sequence, args.step, args.start, args.stop):
+            f, total = sf.frame, total + 1
+            evaluator.add(Frame(f.rgb, f.stamp_ns, intrinsics=given_intrinsics(f, args),
+                                camera_pose=f.camera_pose if args.poses else None), sf.depth_m)
+    d = evaluator.summary()["depth"]
+    print(f"{args.sequence} step {args.step} poses={args.poses} {args.pipeline}: sources {d['sources']} of {total}")
+    for proto, proto_name in DEPTH_PROTOCOLS.items():
+        cells = [f"{name} {d.get(f'depth_abs_rel{proto}{key}', float('nan')):.3f}"
+                 for key, name in DEPTH_PREDICTORS.items()]
+        print(f"  {proto_name:12s} " + " | ".join(cells))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("sequence", choices=("tum", "tartanair", "7scenes", "cups"))
@@ -77,7 +110,10 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="write the per-frame rows (with their stamps) to this file")
     p.add_argument("--focal-scale", type=float, default=1.0,
                    help="give the estimator intrinsics with fx, fy times this (a wrong camera model)")
+    p.add_argument("--pipeline", metavar="MODEL", help="run the streaming pipeline with this model (torch, CPU)")
     args = p.parse_args()
+    if args.pipeline:
+        return through_pipeline(args)
     cfg = MotionDepthConfig()
     for kv in args.set:
         k, v = kv.split("=")
@@ -90,9 +126,7 @@ def main() -> None:
         f = sf.frame
         total += 1
         t0, c0 = time.perf_counter(), time.thread_time()
-        k = dataclasses.replace(f.intrinsics, fx=f.intrinsics.fx * args.focal_scale,
-                                fy=f.intrinsics.fy * args.focal_scale)
-        md = dfm.estimate(f.rgb, f.stamp_ns, k, f.camera_pose if args.poses else None)
+        md = dfm.estimate(f.rgb, f.stamp_ns, given_intrinsics(f, args), f.camera_pose if args.poses else None)
         ms.append((time.perf_counter() - t0) * 1e3)
         cpu_ms.append((time.thread_time() - c0) * 1e3)
         if md is None:
