@@ -61,7 +61,8 @@ def background_vector(background: Sequence[float] | Tensor, like: Tensor) -> Ten
 
 @functools.lru_cache(maxsize=16)
 def _constant_vector(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
-    return torch.tensor(values, dtype=dtype, device=device).reshape(3)
+    with torch.inference_mode(False):  # a normal tensor even when first asked for under inference mode
+        return torch.tensor(values, dtype=dtype, device=device).reshape(3)
 
 
 @functools.lru_cache(maxsize=None)
