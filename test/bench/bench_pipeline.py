@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--compile", action="store_true", help="torch.compile the network")
     ap.add_argument("--compile-mode", default="default",
                     help="torch.compile mode (reduce-overhead: CUDA graphs around each compiled part)")
-    ap.add_argument("--cuda-graphs", action="store_true", help="replay the network as CUDA graphs (no compile)")
+    ap.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
+                    help="replay the network as CUDA graphs (default: on CUDA without --compile, as the node does)")
     ap.add_argument("--repeat", type=int, default=1, help="play the clip this many times (stamps run on)")
     ap.add_argument("--no-stage-sync", action="store_true",
                     help="no device synchronisation between stages (only the total latency is exact)")
@@ -69,6 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--profile", default=None, help="after timing, write a torch.profiler table of 10 more frames here")
     ap.add_argument("--warmup", type=int, default=5, help="frames not counted")
     args = ap.parse_args(argv)
+    if args.cuda_graphs is None:
+        args.cuda_graphs = args.device.startswith("cuda") and not args.compile
     model = load_torch_model(args.model, args.checkpoint)
     frames = clip_frames()
     frames = [Frame(f.rgb, (k * len(frames) + i) * FRAME_NS) for k in range(args.repeat)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Measurements of the shipped weights on the lent GPU (no ROS there), written into $OUT. Run from the repo root.
-#   test/bench/gpu_measure.sh bench            bench_pipeline of small and tiny (node defaults, bf16), stage waits on
-#                                              and off; the GPU tests
-#   test/bench/gpu_measure.sh graphs           the CUDA-graph test; bench_pipeline with the network as CUDA graphs (no
-#                                              compile), with and without depth from motion, and a profile
+#   test/bench/gpu_measure.sh bench            bench_pipeline of small and tiny with the eager network (no CUDA
+#                                              graphs, bf16); the motion-prior and compile GPU tests
+#   test/bench/gpu_measure.sh graphs           the CUDA-graph and rasterizer GPU tests; bench_pipeline of small and
+#                                              tiny as the node runs them on CUDA (bf16, CUDA graphs): with and
+#                                              without depth from motion, without stage waits, and a profile
 #   test/bench/gpu_measure.sh cudagraphs       the same with torch.compile in reduce-overhead mode (CUDA graphs)
 #   test/bench/gpu_measure.sh clips  DATA      eval_direct clip runs of small (DATA: `eval_direct.py pack` of them)
 #   test/bench/gpu_measure.sh depth  DATA      eval_direct 7-Scenes sequence runs of small
@@ -13,17 +14,16 @@ bench() { timeout "$1" python3 test/bench/bench_pipeline.py --device cuda --bf16
 case "$1" in
   bench)
     for model in small tiny; do
-      bench 120 --model $model > "$OUT/bench_$model.json"
-      bench 120 --model $model --no-stage-sync > "$OUT/bench_${model}_nosync.json"
+      bench 120 --model $model --no-cuda-graphs > "$OUT/bench_${model}_eager.json"
     done
     timeout 150 python3 -m pytest -q -m gpu test/test_motion_prior.py test/test_compile_gpu.py > "$OUT/pytest_gpu.txt" 2>&1 || true ;;
   graphs)
     timeout 200 python3 -m pytest -q -m gpu test/test_cuda_graphs_gpu.py test/test_cuda_rasterizer.py \
       > "$OUT/pytest_graphs.txt" 2>&1 || true
     for model in small tiny; do
-      bench 100 --model $model --cuda-graphs --profile "$OUT/profile_$model.txt" > "$OUT/bench_${model}_graphs.json"
-      bench 100 --model $model --cuda-graphs --depth-from-motion off > "$OUT/bench_${model}_graphs_nodfm.json"
-      bench 100 --model $model --cuda-graphs --no-stage-sync > "$OUT/bench_${model}_graphs_nosync.json"
+      bench 100 --model $model --profile "$OUT/profile_$model.txt" > "$OUT/bench_${model}_graphs.json"
+      bench 100 --model $model --depth-from-motion off > "$OUT/bench_${model}_graphs_nodfm.json"
+      bench 100 --model $model --no-stage-sync > "$OUT/bench_${model}_graphs_nosync.json"
     done ;;
   cudagraphs)
     for model in tiny small; do
