@@ -91,3 +91,11 @@ def test_the_learned_flow_can_be_left_out_of_decode():
     torch.testing.assert_close(with_flow.xyz, without.xyz)
     be.use_learned_motion(True)
     torch.testing.assert_close(be.decode(a, b).velocity, with_flow.velocity)
+
+
+def test_cuda_graphs_need_cuda_and_exclude_compile():
+    model = build_model("tiny")
+    with pytest.raises(ValueError, match="cuda_graphs needs a CUDA device"):
+        TorchBackend(model, "cpu", cuda_graphs=True)
+    with pytest.raises(ValueError, match="replaces compile"):
+        TorchBackend(model, "cuda", compile=True, cuda_graphs=True)
