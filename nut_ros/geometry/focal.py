@@ -64,10 +64,8 @@ class FocalCalibration:
             changed = False
         if len(p_cur) < 8 or np.linalg.norm(rel.t) < 1e-9:
             return changed
-        cap = self.truncate_px ** 2
-        for i, s in enumerate(self.grid):
-            self._cost[i] += np.minimum(sampson_px(p_cur, p_ref, with_focal_scale(K, s), rel.R, rel.t) ** 2,
-                                        cap).mean()
+        distance = sampson_px(p_cur, p_ref, K, rel.R, rel.t, focal_scales=self.grid)
+        self._cost += np.minimum(distance ** 2, self.truncate_px ** 2).mean(1)
         angle = math.acos(float(np.clip((np.trace(rel.R) - 1) / 2, -1, 1)))
         self._pairs += angle >= self.min_rotation
         if self._pairs < self.min_pairs:

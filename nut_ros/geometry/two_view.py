@@ -73,17 +73,25 @@ def rotation_parallax(p_cur: np.ndarray, p_ref: np.ndarray, R: np.ndarray, K: np
     return np.linalg.norm(apply_homography(rotation_homography(R, K), p_cur) - p_ref, axis=1)
 
 
-def sampson_px(p_cur: np.ndarray, p_ref: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+def sampson_px(p_cur: np.ndarray, p_ref: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray,
+               focal_scales: np.ndarray | None = None) -> np.ndarray:
     """Per track, the Sampson distance (first-order distance to the epipolar geometry, in pixels of focal length
-    ``K[0, 0]``) of ``p_cur [N, 2]`` and ``p_ref [N, 2]`` under ``X_ref = R X_cur + t`` (any length of ``t``)."""
+    ``K[0, 0]``) of ``p_cur [N, 2]`` and ``p_ref [N, 2]`` under ``X_ref = R X_cur + t`` (any length of ``t``);
+    ``[S, N]`` for each of ``focal_scales [S]`` (``K`` with ``fx``, ``fy`` times the scale) when given."""
+    s = np.ones(1) if focal_scales is None else np.asarray(focal_scales, np.float64)
     Kinv = np.linalg.inv(K)
-    xc = np.concatenate([p_cur, np.ones_like(p_cur[:, :1])], 1) @ Kinv.T
-    xr = np.concatenate([p_ref, np.ones_like(p_ref[:, :1])], 1) @ Kinv.T
+
+    def normalised(p):  # [S, N, 3]: a focal length s times longer divides the centred coordinates by s
+        x = np.concatenate([p, np.ones_like(p[:, :1])], 1) @ Kinv.T
+        return np.concatenate([x[None, :, :2] / s[:, None, None], np.ones((len(s), len(p), 1))], 2)
+
+    xc, xr = normalised(p_cur), normalised(p_ref)
     tx = np.array([[0.0, -t[2], t[1]], [t[2], 0.0, -t[0]], [-t[1], t[0], 0.0]])
     E = tx @ R / max(np.linalg.norm(t), 1e-12)
     ex, etx = xc @ E.T, xr @ E
-    den = np.sqrt(ex[:, 0] ** 2 + ex[:, 1] ** 2 + etx[:, 0] ** 2 + etx[:, 1] ** 2)
-    return np.abs((xr * ex).sum(1)) / np.maximum(den, 1e-15) * K[0, 0]
+    den = np.sqrt(ex[..., 0] ** 2 + ex[..., 1] ** 2 + etx[..., 0] ** 2 + etx[..., 1] ** 2)
+    out = np.abs((xr * ex).sum(-1)) / np.maximum(den, 1e-15) * (K[0, 0] * s[:, None])
+    return out[0] if focal_scales is None else out
 
 
 def is_pure_rotation(p_cur: np.ndarray, p_ref: np.ndarray, K: np.ndarray, threshold_px: float,
