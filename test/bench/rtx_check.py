@@ -6,6 +6,7 @@ machine can go without the full TensorRT. A graph with the ``nut_ros::OrthoRaste
 process, because TensorRT-RTX's parser aborts the process on custom-domain nodes.
 
     python test/bench/rtx_check.py build/onnx/tiny build/onnx/small --out rtx_check.json
+    python test/bench/rtx_check.py build/onnx/tiny build/onnx/small --gpu rtx-aot   # CPU-only host (AOT build)
 """
 from __future__ import annotations
 
@@ -52,11 +53,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("exports", nargs="+", help="folders written by engine.export_onnx")
     p.add_argument("--engines", default="/tmp/nut_ros_engines")
     p.add_argument("--out", default="rtx_check.json")
+    p.add_argument("--gpu", default=None, help="target name in the engine file names (default: this machine's GPU; "
+                                               "TensorRT-RTX builds without one, e.g. --gpu rtx-aot on a CPU host)")
     args = p.parse_args(argv)
     from engine.plugins.ortho_raster_plugin import import_tensorrt
 
     trt = import_tensorrt()
-    report = {"trt_module": trt.__name__, "trt_version": trt.__version__, "gpu": gpu_tag(), "exports": {}}
+    gpu = args.gpu or gpu_tag()
+    report = {"trt_module": trt.__name__, "trt_version": trt.__version__, "gpu": gpu, "exports": {}}
     for folder in map(Path, args.exports):
         (manifest,) = folder.glob("*.manifest.json")
         graphs = json.loads(manifest.read_text())["graphs"]
@@ -64,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         plain = tuple(part for part, g in graphs.items() if not g["custom_node"])
         if plain:
             listing = json.loads(build_all(manifest, args.engines, plain, precision="fp16", workspace_gb=8,
-                                           timing_cache=Path(args.engines) / "timing.cache").read_text())
+                                           timing_cache=Path(args.engines) / "timing.cache", gpu=gpu).read_text())
             entry["engines"] = listing["engines"]
             first = next(iter(listing["engines"].values()))["file"]
             entry["deserialize_here"] = try_deserialize(Path(args.engines) / first)
