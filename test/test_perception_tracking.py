@@ -33,7 +33,7 @@ def test_two_crossing_objects_keep_their_ids_and_velocities():
 
 
 def test_life_cycle_confirm_coast_and_drop():
-    p = ObstacleParams(confirm_hits=3, max_misses=2, min_travel=0.0)
+    p = ObstacleParams(confirm_hits=3, max_misses=2, min_travel=0.0, min_agreement=-1.0)
     tracker = MultiObjectTracker(p, seed=1)
     det = detections([[0, 0, 2]], [[0, 0, 0]])
     empty = detections(np.zeros((0, 3)), np.zeros((0, 3)))
@@ -55,6 +55,18 @@ def test_a_cluster_that_stays_put_is_never_confirmed():
     assert len(s.ids) == 1 and not s.confirmed.any()
     for j in range(6):  # it starts moving at 0.8 m/s: confirmed once it has travelled 0.2 m
         s = tracker.update(detections([1.0 + 0.8 * DT * (j + 1), 0, 4], [0.8, 0, 0]), DT)
+    assert s.confirmed.all()
+
+
+def test_a_cluster_wandering_against_its_measured_velocity_is_never_confirmed():
+    rng = np.random.default_rng(5)
+    p = ObstacleParams(confirm_hits=2, min_travel=0.05, min_agreement=0.5, gate=2.0)
+    wander, mover = MultiObjectTracker(p, seed=5), MultiObjectTracker(p, seed=6)
+    for j in range(20):  # drifts along -z by 0.05 m per frame while its flow says +x (noise on static structure)
+        s = wander.update(detections([1.0 + rng.normal(0, 0.01), 0, 4 - 0.05 * j], [0.8, 0, 0]), DT)
+    assert len(s.ids) == 1 and not s.confirmed.any()
+    for j in range(3):  # the same drift with a velocity that points along it: confirmed after 2 detections
+        s = mover.update(detections([1.0, 0, 4 - 0.05 * j], [0, 0, -0.5]), DT)
     assert s.confirmed.all()
 
 

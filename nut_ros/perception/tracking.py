@@ -4,8 +4,10 @@ Tracks live in a fixed frame (odometry, or the key frame when there is none). Ea
 position and velocity. Association minimises the summed distance between predicted and detected centres
 (``scipy.optimize.linear_sum_assignment``) among pairs closer than the gate. A track is confirmed once it has
 ``confirm_hits`` detections AND its detected centre travelled at least ``min_travel`` over its last
-``travel_window`` detections (in the fixed frame): noise in the Gaussians' velocities makes clusters on static
-structure (depth edges, grazing walls) look moving, but they stay where they are. A track is dropped after
+``travel_window`` detections (in the fixed frame) in a direction within ``min_agreement`` (cosine) of the mean of
+its detections' measured velocities: noise in the Gaussians' velocities makes clusters on static structure (depth
+edges, grazing walls) look moving, but they stay where they are or wander in directions their velocity does not
+point to. A track is dropped after
 ``max_misses`` frames without a detection. Ids are random 128-bit UUIDs (version 4), fixed for a track's life.
 """
 from __future__ import annotations
@@ -46,6 +48,7 @@ class TrackState:
     confirmed: np.ndarray  # [T] bool
     history: np.ndarray  # [T, travel_window, 3] last detected centres, oldest first
     filled: np.ndarray  # [T] detections in history (capped at travel_window)
+    measured: np.ndarray  # [T, 3] sum of the detections' measured velocities
 
 
 class MultiObjectTracker:
@@ -59,7 +62,8 @@ class MultiObjectTracker:
     def reset(self) -> None:
         w = self.p.travel_window
         self.state = TrackState([], np.zeros((0, 6)), np.zeros((0, 6, 6)), np.zeros((0, 3)), np.zeros(0, np.int64),
-                                np.zeros(0, np.int64), np.zeros(0, bool), np.zeros((0, w, 3)), np.zeros(0, np.int64))
+                                np.zeros(0, np.int64), np.zeros(0, bool), np.zeros((0, w, 3)), np.zeros(0, np.int64),
+                                np.zeros((0, 3)))
 
     def _new_id(self) -> uuid.UUID:
         return uuid.UUID(int=self._rng.getrandbits(128), version=4)
@@ -102,15 +106,21 @@ class MultiObjectTracker:
         s.history[rows] = np.roll(s.history[rows], -1, axis=1)
         s.history[rows, -1] = det.center[cols]
         s.filled[rows] = np.minimum(s.filled[rows] + 1, p.travel_window)
+        s.measured[rows] += det.velocity[cols]
         oldest = s.history[np.arange(n_t), p.travel_window - np.maximum(s.filled, 1)]
-        travel = np.linalg.norm(s.history[:, -1] - oldest, axis=1)
-        s.confirmed |= (s.hits >= p.confirm_hits) & (travel >= p.min_travel)
+        step = s.history[:, -1] - oldest
+        travel = np.linalg.norm(step, axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):  # cosine of travel and measured velocity (-1: none)
+            agreement = np.nan_to_num(np.einsum("ij,ij->i", step, s.measured)
+                                      / (travel * np.linalg.norm(s.measured, axis=1)), nan=-1.0)
+        s.confirmed |= (s.hits >= p.confirm_hits) & (travel >= p.min_travel) & (agreement >= p.min_agreement)
 
         keep = s.misses <= p.max_misses
         fresh = np.setdiff1d(np.arange(n_d), cols)
         history = np.zeros((fresh.size, p.travel_window, 3))
         history[:, -1] = det.center[fresh]
         init_cov = r
+        confirmed_at_birth = p.confirm_hits <= 1 and p.min_travel <= 0 and p.min_agreement <= -1
         self.state = TrackState(
             [i for i, k in zip(s.ids, keep) if k] + [self._new_id() for _ in fresh],
             np.concatenate([s.mean[keep], np.concatenate([det.center[fresh], det.velocity[fresh]], 1)]),
@@ -118,6 +128,7 @@ class MultiObjectTracker:
             np.concatenate([s.size[keep], det.size[fresh]]),
             np.concatenate([s.hits[keep], np.ones(fresh.size, np.int64)]),
             np.concatenate([s.misses[keep], np.zeros(fresh.size, np.int64)]),
-            np.concatenate([s.confirmed[keep], np.full(fresh.size, p.confirm_hits <= 1 and p.min_travel <= 0)]),
-            np.concatenate([s.history[keep], history]), np.concatenate([s.filled[keep], np.ones(fresh.size, np.int64)]))
+            np.concatenate([s.confirmed[keep], np.full(fresh.size, confirmed_at_birth)]),
+            np.concatenate([s.history[keep], history]), np.concatenate([s.filled[keep], np.ones(fresh.size, np.int64)]),
+            np.concatenate([s.measured[keep], det.velocity[fresh]]))
         return self.state

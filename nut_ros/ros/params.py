@@ -167,6 +167,9 @@ class NodeParams:
                                   "detection it may take.", lo=0.001, hi=100.0)
     obstacle_min_travel: float = _param(ObstacleParams.min_travel, "A track is confirmed once its centre moved "
                                         "this far (m) over its last detections.", lo=0.0, hi=100.0)
+    obstacle_min_agreement: float = _param(ObstacleParams.min_agreement, "A track is confirmed only when that "
+                                           "travel points within this cosine of its mean measured velocity (-1: "
+                                           "any direction).", lo=-1.0, hi=1.0)
     obstacle_min_speed: float = _param(ObstacleParams.min_speed, "Confirmed tracks slower than this (m/s) are not "
                                        "reported.", lo=0.0, hi=100.0)
     map_voxel: float = _param(MapParams.voxel, "Local map resolution: one Gaussian per occupied voxel (m).",
@@ -231,7 +234,7 @@ class NodeParams:
                                max_size=self.obstacle_max_size, max_range=self.obstacle_max_range,
                                confirm_hits=self.obstacle_confirm_hits, max_misses=self.obstacle_max_misses,
                                gate=self.obstacle_gate, min_travel=self.obstacle_min_travel,
-                               min_speed=self.obstacle_min_speed),
+                               min_agreement=self.obstacle_min_agreement, min_speed=self.obstacle_min_speed),
                 MapParams(voxel=self.map_voxel, budget=self.map_budget, max_range=self.map_max_range,
                           snapshot_period_s=self.map_period))
 

@@ -46,7 +46,8 @@ MODES = {  # name: (depth input, pose source, obstacle params)
     "odometry": (True, "true", {}),
     "no-odometry": (True, None, {}),
     "static-camera": (True, "identity", {}),
-    "no-tracking": (True, "true", {"confirm_hits": 1, "max_misses": 0, "gate": 1e-9, "min_travel": 0.0}),
+    "no-tracking": (True, "true", {"confirm_hits": 1, "max_misses": 0, "gate": 1e-9, "min_travel": 0.0,
+                                   "min_agreement": -1.0}),
     "rgb": (False, None, {}),
 }
 
@@ -97,10 +98,11 @@ def iou_2d(a, b) -> float:
     return inter / (area(a) + area(b) - inter)
 
 
-def score_frame(score: Score, frame, obstacles, criterion: str, min_visible: int, last_match: dict,
-                max_range: float) -> None:
+def counted_truth(frame, min_visible: int, max_range: float) -> tuple[list, list]:
+    """The frame's moving objects that count (at least ``min_visible`` visible pixels, centre within
+    ``max_range``) and the "don't care" ones (visible, but not enough): each (truth, centre, size, velocity, pixel
+    box), camera frame."""
     rot, trans = frame.camera_pose[:3, :3], frame.camera_pose[:3, 3]
-    k = frame.intrinsics
     gts, dont_care = [], []
     for o in frame.objects:
         if not o.moving or o.visible_px == 0:
@@ -110,6 +112,13 @@ def score_frame(score: Score, frame, obstacles, criterion: str, min_visible: int
                  np.array([us.min() - 0.5, vs.min() - 0.5, us.max() + 0.5, vs.max() + 0.5]))
         counts = o.visible_px >= min_visible and truth[1][2] <= max_range
         (gts if counts else dont_care).append(truth)
+    return gts, dont_care
+
+
+def score_frame(score: Score, frame, obstacles, criterion: str, min_visible: int, last_match: dict,
+                max_range: float) -> None:
+    k = frame.intrinsics
+    gts, dont_care = counted_truth(frame, min_visible, max_range)
     dets = obstacles.obstacles
     score.frames += 1
     score.empty_frames += len(dets) == 0

@@ -146,7 +146,8 @@ GRID = {"moving_speed": (0.3, 0.5, 0.7), "moving_speed_per_m": (0.05, 0.1, 0.15)
 ABLATIONS = {  # one change at a time against the settings
     "before (per-Gaussian test, 1-frame depth rate, no band, velocity from flow, 5 hits)": dict(
         moving_speed=0.3, moving_speed_per_m=0.08, score_cell_px=1, change_baseline=1, change_max_speed=np.inf,
-        depth_band=0.0, confirm_hits=5, min_travel=0.2, max_misses=4, report_misses=1, velocity_std=0.3),
+        depth_band=0.0, confirm_hits=5, min_travel=0.2, max_misses=4, report_misses=1, velocity_std=0.3,
+        min_agreement=-1.0, min_width=0.25),
     "score_cell_px 1": dict(score_cell_px=1),
     "moving 0.3 + 0.08/m": dict(moving_speed=0.3, moving_speed_per_m=0.08),
     "change_baseline 1": dict(change_baseline=1),
@@ -154,8 +155,12 @@ ABLATIONS = {  # one change at a time against the settings
     "change_max_speed inf": dict(change_max_speed=np.inf),
     "depth_band 0 (off)": dict(depth_band=0.0),
     "depth_band 0.3": dict(depth_band=0.3),
-    "confirm_hits 5": dict(confirm_hits=5),
-    "min_travel 0.2": dict(min_travel=0.2),
+    "min_width 0.25": dict(min_width=0.25),
+    "confirm_hits 2": dict(confirm_hits=2),
+    "confirm_hits 4": dict(confirm_hits=4),
+    "min_travel 0.1": dict(min_travel=0.1),
+    "min_agreement -1 (off)": dict(min_agreement=-1.0),
+    "min_agreement 0.3": dict(min_agreement=0.3),
     "report_misses 3": dict(report_misses=3),
     "velocity_std 0.3": dict(velocity_std=0.3),
 }
