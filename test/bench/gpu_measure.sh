@@ -8,6 +8,7 @@
 #   test/bench/gpu_measure.sh cudagraphs       the same with torch.compile in reduce-overhead mode (CUDA graphs)
 #   test/bench/gpu_measure.sh clips  DATA      eval_direct clip runs of small (DATA: `eval_direct.py pack` of them)
 #   test/bench/gpu_measure.sh depth  DATA      eval_direct 7-Scenes sequence runs of small
+#   test/bench/gpu_measure.sh perception       perception_cost of tiny and small (obstacles + map on the GPU host)
 set -euo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 bench() { timeout "$1" python3 test/bench/bench_pipeline.py --device cuda --bf16 --repeat 3 "${@:2}"; }
@@ -36,4 +37,9 @@ case "$1" in
   depth)
     python3 test/bench/eval_direct.py run --shared "$2" --model small --device cuda \
       --runs redkitchen_network redkitchen_motion redkitchen_odometry --out "$OUT/small_depth.json" ;;
+  perception)
+    for model in tiny small; do
+      timeout 200 python3 test/bench/perception_cost.py --model $model --device cuda --scenes 3 \
+        > "$OUT/perception_$model.txt" 2>&1 || true
+    done ;;
 esac
