@@ -206,14 +206,21 @@ def _pairs_of_a_turning_camera(count: int, seed: int = 2):
         yield (pts / pts[:, 2:]) @ Kc.T, (ref / ref[:, 2:]) @ Kc.T, RelativePose(R, t, True)
 
 
+@pytest.mark.parametrize("movers", [False, True])
 @pytest.mark.parametrize("focal_error", [1.0, 1.15, 0.8])
-def test_focal_calibration_finds_the_true_focal_length(focal_error):
+def test_focal_calibration_finds_the_true_focal_length(focal_error, movers):
     """Tracks of the true camera, a camera model whose focal length is ``focal_error`` times the true one: the scale
-    it finds brings it back within 1 %; with the true one it keeps 1 exactly; before ``min_pairs`` it keeps 1."""
+    it finds brings it back within 1 % (measured 0.02 %); with the true one it keeps 1 exactly; before ``min_pairs``
+    it keeps 1. A moving object (a fifth of the tracks shifted by 3-8 px together) changes none of that (the cost
+    leaves out the worst fifth of the tracks: untrimmed, movers pulled the scale to 1.2-1.7 on generated rooms)."""
     given = with_focal_scale(camera_matrix(K), focal_error)
     cal = FocalCalibration()
-    for i, (p_cur, p_ref, rel) in enumerate(_pairs_of_a_turning_camera(12)):
-        cal.add(p_cur[:, :2], p_ref[:, :2], given, rel)
+    rng = np.random.default_rng(3)
+    for i, (p_cur, p_ref, rel) in enumerate(_pairs_of_a_turning_camera(24)):
+        p_ref = p_ref[:, :2].copy()
+        if movers:
+            p_ref[: len(p_ref) // 5] += rng.uniform(3, 8) * np.array([math.cos(i), math.sin(i)])
+        cal.add(p_cur[:, :2], p_ref, given, rel)
         if i < cal.min_pairs - 1:
             assert cal.scale == 1.0
     if focal_error == 1.0:
@@ -224,11 +231,11 @@ def test_focal_calibration_finds_the_true_focal_length(focal_error):
 
 def test_odometry_depth_calibrates_a_wrong_focal_length():
     """Odometry and a camera model whose focal length is 15 % too long (as a depth camera's intrinsics given for the
-    colour image): its rotation compensation is off, so triangulated depth is wrong (measured AbsRel 0.18-0.56 on the
-    last frames); calibrated against the odometry's rotation it is metric again (0.027 on the 16th frame, 0.022 with
-    the true intrinsics). The camera slides 3 cm and turns ±1-2° per frame."""
+    colour image): its rotation compensation is off, so triangulated depth is wrong (measured AbsRel 0.07-0.72 on the
+    last six frames, 0.72 on the 28th); calibrated against the odometry's rotation (from the 21st frame) it is metric
+    again (0.021 on the 28th, as with the true intrinsics). The camera slides 3 cm and turns ±1-2° per frame."""
     wrong = dataclasses.replace(K, fx=K.fx * 1.15, fy=K.fy * 1.15)
-    poses = [pose(x=0.03 * i, yaw_deg=2.0 * math.sin(i), pitch_deg=1.0 * math.cos(1.3 * i)) for i in range(16)]
+    poses = [pose(x=0.03 * i, yaw_deg=2.0 * math.sin(i), pitch_deg=1.0 * math.cos(1.3 * i)) for i in range(28)]
     errors = {}
     for calibrate in (False, True):
         dfm = DepthFromMotion(MotionDepthConfig(max_width=W, calibrate_focal=calibrate))
