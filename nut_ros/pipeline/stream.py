@@ -26,6 +26,7 @@ from motion).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -47,9 +48,12 @@ from nut_ros.pipeline.optical import optical_cloud, rebase_inverse_depth, shared
 from nut_ros.pipeline.stats import StreamStats
 from nut_ros.pipeline.transfer import to_host
 from nut_ros.pipeline.types import Frame, PipelineConfig, RenderedView, StepResult
+from nut_ros.render import RenderOutput
 
 
 log = logging.getLogger(__name__)
+
+INTERP_BLENDS = ("joint", "per_frame")  # PipelineConfig.interp_blend
 
 
 @dataclass
@@ -116,6 +120,8 @@ class StreamingPipeline:
             self._flow = FlowPrior((self.height, self.width), backend.model_config.gaussian_grid, preset,
                                    config.flow_max_width, check)
             self._flow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nut_ros_flow")
+        if config.interp_blend not in INTERP_BLENDS:
+            raise ValueError(f"unknown interp_blend {config.interp_blend!r}; choose from {', '.join(INTERP_BLENDS)}")
         if config.depth_from_motion not in DEPTH_FROM_MOTION:
             raise ValueError(f"unknown depth_from_motion {config.depth_from_motion!r}; choose from "
                              f"{', '.join(DEPTH_FROM_MOTION)}")
@@ -198,24 +204,22 @@ class StreamingPipeline:
         Colour and depth are both expectations over the Gaussians covering a pixel (normalised by the accumulated
         opacity, :meth:`~nut_ros.render.RenderOutput.color_normalized`); depth is NaN and the colour the background
         where that opacity is low, and depth is NaN everywhere when the newest frame had no depth input (unless
-        ``PipelineConfig.network_depth``). Between the pair's frames the colour is also averaged over a time window
-        (:func:`window_times`); depth and alpha are those at ``t``."""
+        ``PipelineConfig.network_depth``). Between the pair's frames each frame's Gaussians are rendered alone and
+        blended (:func:`per_frame_blend`) unless ``PipelineConfig.interp_blend`` is ``"joint"``, and the colour is
+        also averaged over a time window (:func:`window_times`); depth and alpha are those at ``t``."""
         if self._live is None:
             raise RuntimeError("nothing to render: no frame has been processed since the last reset")
         live = self._live
         views = []
         for t in pair_times:
-            out = self.backend.render(live.gaussians, float(t), self.config.background)
-            alpha = out.alpha[0, 0].float()
-            depth = rendered_depth_to_depth(out.depth_normalized()[0, 0].float(), live.norm)
+            color, depth, alpha = self._view(float(t))
+            depth = rendered_depth_to_depth(depth, live.norm)
             shown = alpha >= self.config.depth_min_alpha
             if not (live.geometry or self.config.network_depth):
                 shown = torch.zeros_like(shown)
             depth = torch.where(shown, depth, torch.full_like(depth, float("nan")))
             window = window_times(float(t), self.config.interp_window, self.config.interp_samples)
-            colors = {s: (out if s == t else self.backend.render(live.gaussians, s, self.config.background))
-                      .color_normalized(self.config.background)[0].float()
-                      for s in set(window)}  # each time once: clamped times can repeat
+            colors = {s: color if s == t else self._view(s)[0] for s in set(window)}  # clamped times can repeat
             color = sum(colors[s] for s in window) / len(window)
             rgb = (color.clamp(0, 1) * 255 + 0.5).floor().permute(1, 2, 0)
             # one device-to-host copy per view: colour (whole numbers, exact in float32), depth and alpha together
@@ -224,6 +228,17 @@ class StreamingPipeline:
             views.append(RenderedView(stamp, float(t), host[..., 2:].astype(np.uint8), host[..., 0].copy(),
                                       host[..., 1].copy()))
         return views
+
+    def _view(self, t: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normalised colour ``[3,H,W]``, normalised canonical depth ``[H,W]`` and alpha ``[H,W]`` at pair time
+        ``t``: one render of the live map, or :func:`per_frame_blend` between a pair's frames."""
+        live, background = self._live, self.config.background
+        if self.config.interp_blend == "per_frame" and live.interval_ns and 0 < t < 1:
+            out = per_frame_blend(self.backend, live.gaussians, t, background)
+        else:
+            out = self.backend.render(live.gaussians, t, background)
+        return (out.color_normalized(background)[0].float(), out.depth_normalized()[0, 0].float(),
+                out.alpha[0, 0].float())
 
     def pair_time(self, stamp_ns: int) -> float:
         """The pair time of ``stamp_ns`` in the live map (for rendering frames between or after the pair)."""
@@ -325,6 +340,26 @@ class StreamingPipeline:
 def _on_cpu(backend: Backend) -> bool:
     """Whether the backend runs the network on the CPU (where ``motion_prior: auto`` picks classical flow)."""
     return str(getattr(backend, "device", "cpu")).startswith("cpu")
+
+
+def per_frame_blend(backend: Backend, pair: Gaussians, t: float, background) -> RenderOutput:
+    """A pair's view at pair time ``0 < t < 1`` from each frame's Gaussians rendered alone (``pair``: the older
+    frame's ``N`` first, the newer's ``N`` second, as ``Backend.decode`` gives them), moved to ``t`` without their
+    temporal fades, then blended as the flow-warp baseline blends its two warped key frames: colour and depth are
+    each set's normalised ones weighted by ``(1 - t)·A0`` and ``t·A1`` (``A``: a set's accumulated alpha, so a set
+    with a hole leaves the pixel to the other). Returned as one render would be: alpha is the coverage of either
+    set, ``1 - (1 - A0)(1 - A1)``, composited over the background like the colour, and depth is ``alpha ·`` the
+    blended depth."""
+    unfaded = dataclasses.replace(pair, gamma=torch.zeros_like(pair.gamma))
+    n = pair.count // 2
+    outs = [backend.render(unfaded.map(lambda x, s=s: x[:, s]), t, background) for s in (slice(0, n), slice(n, None))]
+    weights = ((1 - t) * outs[0].alpha, t * outs[1].alpha)
+    total = (weights[0] + weights[1]).clamp_min(1e-6)
+    color = sum(w * o.color_normalized(background) for w, o in zip(weights, outs)) / total
+    depth = sum(w * o.depth_normalized() for w, o in zip(weights, outs)) / total
+    alpha = 1 - (1 - outs[0].alpha) * (1 - outs[1].alpha)
+    bg = torch.as_tensor(background, dtype=color.dtype, device=color.device).reshape(1, 3, 1, 1)
+    return RenderOutput(alpha * color + (1 - alpha) * bg, alpha * depth, alpha)
 
 
 def window_times(t: float, window: float, samples: int) -> list[float]:

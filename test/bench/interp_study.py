@@ -11,9 +11,10 @@ every held-out frame from the pair's Gaussians in each variant ``FLOW/COMPOSITE[
   ``motion_prior = "learned"``), ``zero`` (no motion), or the pipeline's classical prior added to the velocity head
   (replacing a learned flow, as the pipeline does): ``dis-PRESET-WIDTH[-check]`` (DIS preset, flow at most WIDTH px
   wide, forward-backward check) or ``s2d-WIDTH[-check]`` (the ``sparse_to_dense`` flow preset);
-* ``COMPOSITE``: ``union`` (one render of both frames' Gaussians, normalised by opacity: what the pipeline
-  publishes) or ``separate`` (each frame's Gaussians rendered alone without their temporal fade, normalised, and
-  blended with weights ``1-t`` and ``t``);
+* ``COMPOSITE``: ``union`` (one render of both frames' Gaussians, normalised by opacity: the pipeline's
+  ``interp_blend = "joint"``) or ``separate`` (each frame's Gaussians rendered alone without their temporal fade and
+  blended with weights ``(1-t)·alpha0`` and ``t·alpha1``: ``"per_frame"``, ``stream.per_frame_blend``; key frames are
+  one render in both);
 * ``WINDOW`` (optional, default 0): the colour averaged over ``--samples`` renders in that time window
   (``stream.window_times``, the pipeline's ``interp_window``).
 
@@ -35,12 +36,13 @@ from nut_ros.core.motion_prior import FlowPrior, grey_u8, with_prior
 from nut_ros.pipeline.backends import Backend, make_backend
 from nut_ros.pipeline.baselines import FlowWarp, blend
 from nut_ros.pipeline.evaluation import image_scores
-from nut_ros.pipeline.stream import resize_rgb, window_times
+from nut_ros.pipeline.stream import per_frame_blend, resize_rgb, window_times
 from nut_ros.ros.bag_io import read_camera_frames
 from nut_ros.ros.input_sync import Matched
 from nut_ros.ros.inputs import frame_from_messages
 
 BACKGROUND = (0.5, 0.5, 0.5)
+COMPOSITES = ("union", "separate")
 
 
 def parse_flow(spec: str, image_size, grid) -> FlowPrior | str:
@@ -57,17 +59,12 @@ def parse_flow(spec: str, image_size, grid) -> FlowPrior | str:
 def parse_variant(variant: str) -> tuple[str, str, float]:
     """``FLOW/COMPOSITE[/WINDOW]`` -> (flow spec, composite, window)."""
     flow, composite, *window = variant.split("/")
-    if composite not in ("union", "separate") or len(window) > 1:
-        raise ValueError(f"unknown variant {variant!r}: FLOW/COMPOSITE[/WINDOW], COMPOSITE union or separate")
+    if composite not in COMPOSITES or len(window) > 1:
+        raise ValueError(f"unknown variant {variant!r}: FLOW/COMPOSITE[/WINDOW], COMPOSITE one of {COMPOSITES}")
     try:
         return flow, composite, float(window[0]) if window else 0.0
     except ValueError:
         raise ValueError(f"variant {variant!r}: WINDOW must be a number") from None
-
-
-def _normalised(backend: Backend, g: Gaussians, t: float) -> tuple[torch.Tensor, torch.Tensor]:
-    out = backend.render(g, t, BACKGROUND)
-    return out.color_normalized(BACKGROUND)[0].clamp(0, 1), out.alpha[0]
 
 
 def render(backend: Backend, g: Gaussians, t: float, composite: str, window: float = 0.0,
@@ -79,22 +76,17 @@ def render(backend: Backend, g: Gaussians, t: float, composite: str, window: flo
 
 
 def _render_at(backend: Backend, g: Gaussians, t: float, composite: str) -> np.ndarray:
-    if composite == "union":
-        color = _normalised(backend, g, t)[0]
-    elif composite == "separate":
-        g = dataclasses.replace(g, gamma=torch.zeros_like(g.gamma))
-        n = g.count // 2
-        (c0, a0), (c1, a1) = (_normalised(backend, g.map(lambda x, s=s: x[:, s]), t)
-                              for s in (slice(0, n), slice(n, None)))
-        w0, w1 = (1 - t) * a0, t * a1
-        color = (w0 * c0 + w1 * c1) / (w0 + w1).clamp_min(1e-3)
+    if composite == "separate" and 0 < t < 1:
+        out = per_frame_blend(backend, g, t, BACKGROUND)
+    elif composite in COMPOSITES:
+        out = backend.render(g, t, BACKGROUND)
     else:
-        raise ValueError(f"unknown composite {composite!r}: union or separate")
-    return color.permute(1, 2, 0).double().numpy()
+        raise ValueError(f"unknown composite {composite!r}: one of {COMPOSITES}")
+    return out.color_normalized(BACKGROUND)[0].clamp(0, 1).permute(1, 2, 0).double().numpy()
 
 
 def study_clip(bag: str, backend: Backend, variants: list[str], stride: int,
-               samples: int = 5) -> dict[str, float]:
+               samples: int = 5, max_frames: int | None = None) -> dict[str, float]:
     cfg = backend.model_config
     size = cfg.image_size
     no_depth = torch.zeros(1, cfg.depth_channels, *size)  # an RGB-only stream
@@ -103,6 +95,8 @@ def study_clip(bag: str, backend: Backend, variants: list[str], stride: int,
     scores: dict[str, list[float]] = {"blend": [], "flow_warp": []}
     held, prev = [], None  # prev: (stamp, model-resolution image [3,h,w], backend handle) of the last key frame
     for i, cam in enumerate(read_camera_frames(bag, "/camera/image_raw", None, None)):
+        if max_frames is not None and i >= max_frames:
+            break
         frame = frame_from_messages(Matched(cam.stamp_ns, cam.image, None, None), 0.001).frame
         x = resize_rgb(frame.rgb, *size)
         if i % stride:
@@ -148,12 +142,14 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--stride", type=int, default=3)
     ap.add_argument("--samples", type=int, default=5, help="renders averaged over a variant's WINDOW")
+    ap.add_argument("--max-frames", type=int, default=None, help="read at most this many frames of each clip")
     args = ap.parse_args(argv)
     backend = make_backend("torch", args.model, args.checkpoint, args.device)
     results = {}
     for clip in args.clips:
         with torch.no_grad():
-            results[clip] = study_clip(f"{args.bags}/{clip}", backend, args.variants, args.stride, args.samples)
+            results[clip] = study_clip(f"{args.bags}/{clip}", backend, args.variants, args.stride, args.samples,
+                                       args.max_frames)
         print(clip, " ".join(f"{k} {v:.2f}" for k, v in results[clip].items()), flush=True)
     print(json.dumps(results))
     return 0
