@@ -68,3 +68,33 @@ def test_cell_mean_averages_values_within_image_cells():
     first = cells == cells[0]
     np.testing.assert_allclose(out[first], np.broadcast_to(values[first].mean(0), (first.sum(), 3)), atol=1e-12)
     assert out[:, 0].std() < values[:, 0].std()
+
+
+def box_in_front_of_wall(x0, seed):
+    """A 0.5 m wide box face at 3 m in front of a wall at 5 m (camera frame points, 2 px spacing like tiny)."""
+    v, u = np.mgrid[0:K.height:2, 0:K.width:2].astype(np.float64) + 0.5
+    x_at = lambda z: (u - K.cx) * z / K.fx  # noqa: E731
+    on_box = (x_at(3.0) >= x0) & (x_at(3.0) < x0 + 0.5) & (np.abs((v - K.cy) * 3.0 / K.fy) < 0.4)
+    z = np.where(on_box, 3.0, 5.0) + np.random.default_rng(seed).normal(0, 0.005, u.shape)
+    pts = np.stack([(u - K.cx) * z / K.fx, (v - K.cy) * z / K.fy, z], -1).reshape(-1, 3).astype(np.float32)
+    return pts, on_box.reshape(-1)
+
+
+def test_shift_velocity_reads_a_sideways_mover_from_its_depth_silhouette():
+    still = np.eye(4)
+    change = DepthChange(4, 0.1, baseline=3)
+    for j in range(4):  # the box moves right at 1.2 m/s: 3 frames = 0.24 m = 14.6 px = 3.7 cells of 4 px
+        pts, on_box = box_in_front_of_wall(-0.3 + 1.2 * DT * j, seed=j)
+        if j < 3:
+            change.remember(pts, still, DT if j else 0.0)
+    vel = change.shift_velocity(pts, K, still, DT, 4, 0.05)
+    moved = np.isfinite(vel[on_box, 0])
+    assert moved.mean() > 0.5
+    assert abs(np.median(vel[on_box][moved, 0]) - 1.2) < 0.3 and np.abs(np.median(vel[on_box][moved, 1])) < 0.1
+    # the static wall around it: no shift found (NaN) or none
+    wall_far = ~on_box & (np.abs(pts[:, 0] - pts[on_box, 0].mean()) > 1.5)
+    assert np.all(np.nan_to_num(vel[wall_far]) == 0)
+    # nothing moved: NaN everywhere (no shift beats standing still)
+    change.reset()
+    change.remember(pts, still)
+    assert np.all(np.isnan(change.shift_velocity(pts, K, still, DT, 2, 0.05)))

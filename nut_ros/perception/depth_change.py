@@ -13,6 +13,10 @@ cell is empty in either frame, spans a depth edge in either (farthest/nearest ab
 reveals or hides background there), or moved away faster than ``max_speed`` (background revealed behind a mover:
 the surface seen now is not the one seen before). Rates towards the camera beyond ``max_speed`` (a mover now in
 front of what was seen there) are clipped to ``-max_speed``.
+
+:meth:`DepthChange.shift_velocity` reads the image-plane motion from the same two frames: the whole-cell shift of
+the older nearest-depth grid that best matches the current one around each cell (a mover's depth silhouette moves
+with it, where optical flow of a small far object can read almost nothing).
 """
 from __future__ import annotations
 
@@ -78,6 +82,52 @@ class DepthChange:
         with np.errstate(divide="ignore", invalid="ignore"):
             mean = np.bincount(c, weights=z, minlength=n) / count
         return np.where((count > 0) & (far <= near * (1 + self.edge_ratio)), mean, np.nan), cells, inside
+
+    def _near_grid(self, points: np.ndarray, k: Intrinsics):
+        """Nearest depth per cell as a ``[gh, gw]`` grid (NaN where empty), each point's cell and inside flag."""
+        cells, inside, n = self._cells(points, k)
+        near = np.full(n, np.inf, np.float32)
+        np.minimum.at(near, cells[inside], points[inside, 2])
+        gw = -(-k.width // self.cell_px)
+        return np.where(np.isfinite(near), near, np.nan).reshape(-1, gw), cells, inside
+
+    def shift_velocity(self, points: np.ndarray, k: Intrinsics, pose: np.ndarray, dt: float, max_shift: int,
+                       min_gain: float) -> np.ndarray:
+        """Image-plane velocity ``[N, 2]`` (optical x, y, per second) of the current ``points`` from geometry: the
+        shift (whole cells, up to ``max_shift``) that best maps the remembered frame's nearest-depth grid onto the
+        current one over a 3x3-cell window, where it beats no shift by ``min_gain`` (mean relative depth
+        difference); NaN elsewhere (no depth structure, or nothing moved)."""
+        out = np.full((points.shape[0], 2), np.nan, np.float32)
+        if not self._frames or not dt:
+            return out
+        interval = dt + sum(gap for _, gap in list(self._frames)[1:])
+        rot, trans = pose[:3, :3].astype(np.float32), pose[:3, 3].astype(np.float32)
+        before, _, _ = self._near_grid((self._frames[0][0] - trans) @ rot, k)
+        now, cells, inside = self._near_grid(points, k)
+        gh, gw = now.shape
+        pad = max_shift
+        padded = np.pad(before, pad, constant_values=np.nan)
+        shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in range(-max_shift, max_shift + 1)]
+        costs = []
+        for dy, dx in shifts:  # the cell that was at (y - dy, x - dx) is at (y, x) now
+            moved = padded[pad - dy:pad - dy + gh, pad - dx:pad - dx + gw]
+            with np.errstate(invalid="ignore"):
+                diff = np.minimum(np.abs(now - moved) / now, 0.3)
+            diff = np.where(np.isfinite(diff), diff, 0.3)
+            box = np.pad(diff, 1, mode="edge")
+            costs.append(sum(box[i:i + gh, j:j + gw] for i in range(3) for j in range(3)) / 9)
+        costs = np.stack(costs)
+        best = np.argmin(costs, axis=0)
+        still = costs[shifts.index((0, 0))]
+        gain = still - np.take_along_axis(costs, best[None], 0)[0]
+        dy = np.array([s[0] for s in shifts])[best] * self.cell_px
+        dx = np.array([s[1] for s in shifts])[best] * self.cell_px
+        ok = (gain >= min_gain) & np.isfinite(now)
+        c = cells[inside]
+        z = points[inside, 2]
+        vel = np.stack([dx.reshape(-1)[c] * z / k.fx, dy.reshape(-1)[c] * z / k.fy], 1) / interval
+        out[inside] = np.where(ok.reshape(-1)[c, None], vel, np.nan)
+        return out
 
     def rate(self, points: np.ndarray, k: Intrinsics, pose: np.ndarray, dt: float) -> np.ndarray:
         """Depth rate ``[N]`` (per second) of the current ``points`` (camera frame, pose T_fixed<-camera), taken

@@ -10,7 +10,8 @@ one). Per frame it
    the pose in the key frame (the stream's first camera frame) when there is no odometry;
 3. takes each Gaussian's velocity over the ground as its velocity minus that field, with the depth rate replaced
    by the one measured against the Gaussians of ``change_baseline`` frames back where known
-   (:mod:`nut_ros.perception.depth_change`), averages it over the Gaussian's image cell (``score_cell_px``: a
+   (:mod:`nut_ros.perception.depth_change`) and, with odometry, the image-plane velocity by the shift of the depth
+   pattern since that frame where it is clear (``shift_max``, ``shift_min_gain``), averages it over the Gaussian's image cell (``score_cell_px``: a
    mover's flow is coherent, much of the static noise is not) and marks it moving when that (optical z weighted by
    ``depth_rate_weight``) exceeds ``moving_speed + moving_speed_per_m · z`` where the depth rate is known (not at
    depth edges, on grazing surfaces or in space the earlier frame did not see: the flow is unreliable there);
@@ -107,6 +108,11 @@ class PerceptionProcessor:
         if field is not None:
             depth_rate = self.change.rate(points, result.intrinsics, self._pose, dt)
             residual = ground_velocity(points, velocities, field, depth_rate)
+            if odometry and self.op.shift_max > 0:  # the fitted camera motion misplaces the older depths too much
+                shift = self.change.shift_velocity(points, result.intrinsics, self._pose, dt, self.op.shift_max,
+                                                   self.op.shift_min_gain)
+                known = np.isfinite(shift[:, 0])
+                residual[known, :2] = shift[known]
             score = self._score(points, residual, depth_rate, threshold, result.intrinsics)
             trusted = not score.size or np.mean(score > 1.0) <= MAX_MOVING_FRACTION  # else the camera motion is wrong
             self.frames_skipped += not trusted

@@ -147,7 +147,7 @@ ABLATIONS = {  # one change at a time against the settings
     "before (per-Gaussian test, 1-frame depth rate, no band, velocity from flow, 5 hits)": dict(
         moving_speed=0.3, moving_speed_per_m=0.08, score_cell_px=1, change_baseline=1, change_max_speed=np.inf,
         depth_band=0.0, confirm_hits=5, min_travel=0.2, max_misses=4, report_misses=1, velocity_std=0.3,
-        min_agreement=-1.0, min_width=0.25),
+        min_agreement=-1.0, min_width=0.25, shift_max=0),
     "score_cell_px 1": dict(score_cell_px=1),
     "moving 0.3 + 0.08/m": dict(moving_speed=0.3, moving_speed_per_m=0.08),
     "change_baseline 1": dict(change_baseline=1),
@@ -159,6 +159,8 @@ ABLATIONS = {  # one change at a time against the settings
     "confirm_hits 2": dict(confirm_hits=2),
     "confirm_hits 4": dict(confirm_hits=4),
     "min_travel 0.1": dict(min_travel=0.1),
+    "shift_max 0 (off)": dict(shift_max=0),
+    "shift_max 2": dict(shift_max=2),
     "min_agreement -1 (off)": dict(min_agreement=-1.0),
     "min_agreement 0.3": dict(min_agreement=0.3),
     "report_misses 3": dict(report_misses=3),
