@@ -13,8 +13,9 @@ one). Per frame it
    (:mod:`nut_ros.perception.depth_change`) and, with odometry, the image-plane velocity by the shift of the depth
    pattern since that frame where it is clear (``shift_max``, ``shift_min_gain``), averages it over the Gaussian's
    image cell (``score_cell_px``: a mover's flow is coherent, much of the static noise is not) and marks it moving
-   when that (optical z weighted by ``depth_rate_weight``) exceeds ``moving_speed + moving_speed_per_m · z`` where the depth rate is known (not at
-   depth edges, on grazing surfaces or in space the earlier frame did not see: the flow is unreliable there);
+   when that (optical z weighted by ``depth_rate_weight``) exceeds ``moving_speed + moving_speed_per_m · z``
+   where the depth rate is known (not at depth edges, on grazing surfaces or in space the earlier frame did not
+   see: the flow is unreliable there);
 4. clusters the moving Gaussians (voxel connected components) into objects, cuts each to its depth layer
    (``depth_band`` around its median depth: a mover's flow bleeds onto the floor and wall the voxels connect it
    to), keeps boxes neither larger than ``max_size`` (structure whose flow is wrong) nor narrower than
