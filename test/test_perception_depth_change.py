@@ -87,7 +87,9 @@ def test_shift_velocity_reads_a_sideways_mover_from_its_depth_silhouette():
         pts, on_box = box_in_front_of_wall(-0.3 + 1.2 * DT * j, seed=j)
         if j < 3:
             change.remember(pts, still, DT if j else 0.0)
-    vel = change.shift_velocity(pts, K, still, DT, 4, 0.05)
+    assert np.all(np.isnan(change.shift_velocity(pts, K, 4, 0.05)))  # before rate() has compared the frames
+    change.rate(pts, K, still, DT)
+    vel = change.shift_velocity(pts, K, 4, 0.05)
     moved = np.isfinite(vel[on_box, 0])
     assert moved.mean() > 0.5
     assert abs(np.median(vel[on_box][moved, 0]) - 1.2) < 0.3 and np.abs(np.median(vel[on_box][moved, 1])) < 0.1
@@ -97,4 +99,5 @@ def test_shift_velocity_reads_a_sideways_mover_from_its_depth_silhouette():
     # nothing moved: NaN everywhere (no shift beats standing still)
     change.reset()
     change.remember(pts, still)
-    assert np.all(np.isnan(change.shift_velocity(pts, K, still, DT, 2, 0.05)))
+    change.rate(pts, K, still, DT)
+    assert np.all(np.isnan(change.shift_velocity(pts, K, 2, 0.05)))

@@ -14,9 +14,9 @@ reveals or hides background there), or moved away faster than ``max_speed`` (bac
 the surface seen now is not the one seen before). Rates towards the camera beyond ``max_speed`` (a mover now in
 front of what was seen there) are clipped to ``-max_speed``.
 
-:meth:`DepthChange.shift_velocity` reads the image-plane motion from the same two frames: the whole-cell shift of
-the older nearest-depth grid that best matches the current one around each cell (a mover's depth silhouette moves
-with it, where optical flow of a small far object can read almost nothing).
+:meth:`DepthChange.shift_velocity` reads the image-plane motion from the same two frames (after :meth:`rate`):
+the whole-cell shift of the older nearest-depth grid that best matches the current one around each cell (a mover's
+depth silhouette moves with it, where optical flow of a small far object can read almost nothing).
 """
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ from collections import deque
 import numpy as np
 
 from nut_ros.core.geometry import Intrinsics
+
+SHIFT_DIFF_CAP = 0.3  # relative depth difference a cell contributes to a shift's cost at most (empty cells too)
 
 
 def image_cells(points: np.ndarray, k: Intrinsics, cell_px: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -59,9 +61,11 @@ class DepthChange:
     def __init__(self, cell_px: int, edge_ratio: float, baseline: int = 1, max_speed: float = np.inf):
         self.cell_px, self.edge_ratio, self.max_speed = cell_px, edge_ratio, max_speed
         self._frames: deque[tuple[np.ndarray, float]] = deque(maxlen=baseline)  # (points, interval before it)
+        self._last = None  # the last rate()'s grids (nearest depth before and now, cells, inside, interval)
 
     def reset(self) -> None:
         self._frames.clear()
+        self._last = None
 
     def remember(self, points: np.ndarray, pose: np.ndarray, dt: float = 0.0) -> None:
         """Keep ``points`` (camera frame of ``pose``, 4x4 T_fixed<-camera), taken ``dt`` s after the last ones."""
@@ -71,8 +75,9 @@ class DepthChange:
     def _cells(self, points: np.ndarray, k: Intrinsics) -> tuple[np.ndarray, np.ndarray, int]:
         return image_cells(points, k, self.cell_px)
 
-    def _cell_depth(self, points: np.ndarray, k: Intrinsics) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per cell: mean depth (NaN where empty or a depth edge); per point: its cell and whether it is inside."""
+    def _cell_depth(self, points: np.ndarray, k: Intrinsics):
+        """Per cell: mean depth (NaN where empty or a depth edge) and nearest depth (NaN where empty); per point:
+        its cell and whether it is inside."""
         cells, inside, n = self._cells(points, k)
         c, z = cells[inside], points[inside, 2]
         count = np.bincount(c, minlength=n)
@@ -81,64 +86,51 @@ class DepthChange:
         np.maximum.at(far, c, z)
         with np.errstate(divide="ignore", invalid="ignore"):
             mean = np.bincount(c, weights=z, minlength=n) / count
-        return np.where((count > 0) & (far <= near * (1 + self.edge_ratio)), mean, np.nan), cells, inside
+        return (np.where((count > 0) & (far <= near * (1 + self.edge_ratio)), mean, np.nan),
+                np.where(count > 0, near, np.nan), cells, inside)
 
-    def _near_grid(self, points: np.ndarray, k: Intrinsics):
-        """Nearest depth per cell as a ``[gh, gw]`` grid (NaN where empty), each point's cell and inside flag."""
-        cells, inside, n = self._cells(points, k)
-        near = np.full(n, np.inf, np.float32)
-        np.minimum.at(near, cells[inside], points[inside, 2])
-        gw = -(-k.width // self.cell_px)
-        return np.where(np.isfinite(near), near, np.nan).reshape(-1, gw), cells, inside
-
-    def shift_velocity(self, points: np.ndarray, k: Intrinsics, pose: np.ndarray, dt: float, max_shift: int,
-                       min_gain: float) -> np.ndarray:
-        """Image-plane velocity ``[N, 2]`` (optical x, y, per second) of the current ``points`` from geometry: the
-        shift (whole cells, up to ``max_shift``) that best maps the remembered frame's nearest-depth grid onto the
-        current one over a 3x3-cell window, where it beats no shift by ``min_gain`` (mean relative depth
-        difference); NaN elsewhere (no depth structure, or nothing moved)."""
+    def shift_velocity(self, points: np.ndarray, k: Intrinsics, max_shift: int, min_gain: float) -> np.ndarray:
+        """Image-plane velocity ``[N, 2]`` (optical x, y, per second) of the ``points`` last given to :meth:`rate`,
+        from geometry: the shift (whole cells, up to ``max_shift`` in x and 1 in y) that best maps the compared
+        frame's nearest-depth grid onto the current one over a 3x3-cell window, where it beats no shift by
+        ``min_gain`` (mean relative depth difference); NaN elsewhere (no depth structure, or nothing moved)."""
         out = np.full((points.shape[0], 2), np.nan, np.float32)
-        if not self._frames or not dt:
+        if self._last is None or self._last[2].shape[0] != points.shape[0]:
             return out
-        interval = dt + sum(gap for _, gap in list(self._frames)[1:])
-        rot, trans = pose[:3, :3].astype(np.float32), pose[:3, 3].astype(np.float32)
-        before, _, _ = self._near_grid((self._frames[0][0] - trans) @ rot, k)
-        now, cells, inside = self._near_grid(points, k)
-        gh, gw = now.shape
-        pad = max_shift
-        padded = np.pad(before, pad, constant_values=np.nan)
-        shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in range(-max_shift, max_shift + 1)]
-        costs = []
-        for dy, dx in shifts:  # the cell that was at (y - dy, x - dx) is at (y, x) now
-            moved = padded[pad - dy:pad - dy + gh, pad - dx:pad - dx + gw]
-            with np.errstate(invalid="ignore"):
-                diff = np.minimum(np.abs(now - moved) / now, 0.3)
-            diff = np.where(np.isfinite(diff), diff, 0.3)
-            box = np.pad(diff, 1, mode="edge")
-            costs.append(sum(box[i:i + gh, j:j + gw] for i in range(3) for j in range(3)) / 9)
-        costs = np.stack(costs)
+        before, now, cells, inside, interval = self._last
+        gw = -(-k.width // self.cell_px)
+        before, now = before.reshape(-1, gw), now.reshape(-1, gw)
+        gh = now.shape[0]
+        padded = np.pad(before, max_shift, constant_values=np.nan)
+        shifts = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in range(-max_shift, max_shift + 1)])
+        # the cell that was at (y - dy, x - dx) is at (y, x) now; relative depth difference capped at 0.3
+        moved = np.stack([padded[max_shift - dy:max_shift - dy + gh, max_shift - dx:max_shift - dx + gw]
+                          for dy, dx in shifts])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            diff = np.minimum(np.abs(now - moved) / now, SHIFT_DIFF_CAP)
+        box = np.pad(np.where(np.isfinite(diff), diff, SHIFT_DIFF_CAP), ((0, 0), (1, 1), (1, 1)), mode="edge")
+        costs = sum(box[:, i:i + gh, j:j + gw] for i in range(3) for j in range(3)) / 9
         best = np.argmin(costs, axis=0)
-        still = costs[shifts.index((0, 0))]
-        gain = still - np.take_along_axis(costs, best[None], 0)[0]
-        dy = np.array([s[0] for s in shifts])[best] * self.cell_px
-        dx = np.array([s[1] for s in shifts])[best] * self.cell_px
-        ok = (gain >= min_gain) & np.isfinite(now)
-        c = cells[inside]
-        z = points[inside, 2]
-        vel = np.stack([dx.reshape(-1)[c] * z / k.fx, dy.reshape(-1)[c] * z / k.fy], 1) / interval
-        out[inside] = np.where(ok.reshape(-1)[c, None], vel, np.nan)
+        gain = costs[len(shifts) // 2] - np.take_along_axis(costs, best[None], 0)[0]  # middle: no shift
+        ok = ((gain >= min_gain) & np.isfinite(now)).reshape(-1)
+        c, z = cells[inside], points[inside, 2]
+        step = shifts[best.reshape(-1)[c]] * self.cell_px  # (dy, dx) pixels
+        vel = np.stack([step[:, 1] * z / k.fx, step[:, 0] * z / k.fy], 1) / interval
+        out[inside] = np.where(ok[c, None], vel, np.nan)
         return out
 
     def rate(self, points: np.ndarray, k: Intrinsics, pose: np.ndarray, dt: float) -> np.ndarray:
         """Depth rate ``[N]`` (per second) of the current ``points`` (camera frame, pose T_fixed<-camera), taken
         ``dt`` s after the last remembered frame."""
         out = np.full(points.shape[0], np.nan, np.float32)
+        self._last = None
         if not self._frames or not dt:
             return out
         interval = dt + sum(gap for _, gap in list(self._frames)[1:])
         rot, trans = pose[:3, :3].astype(np.float32), pose[:3, 3].astype(np.float32)
-        before, _, _ = self._cell_depth((self._frames[0][0] - trans) @ rot, k)
-        now, cells, inside = self._cell_depth(points, k)
+        before, before_near, _, _ = self._cell_depth((self._frames[0][0] - trans) @ rot, k)
+        now, now_near, cells, inside = self._cell_depth(points, k)
+        self._last = (before_near, now_near, cells, inside, interval)
         with np.errstate(invalid="ignore"):
             cell_rate = (now - before) / interval
             cell_rate = np.where(cell_rate > self.max_speed, np.nan, np.maximum(cell_rate, -self.max_speed))

@@ -110,7 +110,7 @@ class PerceptionProcessor:
             depth_rate = self.change.rate(points, result.intrinsics, self._pose, dt)
             residual = ground_velocity(points, velocities, field, depth_rate)
             if odometry and self.op.shift_max > 0:  # the fitted camera motion misplaces the older depths too much
-                shift = self.change.shift_velocity(points, result.intrinsics, self._pose, dt, self.op.shift_max,
+                shift = self.change.shift_velocity(points, result.intrinsics, self.op.shift_max,
                                                    self.op.shift_min_gain)
                 known = np.isfinite(shift[:, 0])
                 residual[known, :2] = shift[known]
