@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from nut_ros.core.gaussians import Gaussians
 from nut_ros.core.geometry import DepthNormalization, Intrinsics, rendered_depth_to_depth
-from nut_ros.core.choices import DEPTH_FROM_MOTION, MOTION_PRIORS
+from nut_ros.core.choices import DEPTH_FROM_MOTION, INTERP_BLENDS, MOTION_PRIORS
 from nut_ros.core.motion_prior import FlowPrior, grey_u8, sparse_to_dense_available, with_prior
 from nut_ros.geometry.depth_from_motion import DepthFromMotion, MotionDepth, MotionDepthConfig
 from nut_ros.pipeline.backends import Backend
@@ -53,7 +53,6 @@ from nut_ros.render import RenderOutput
 
 log = logging.getLogger(__name__)
 
-INTERP_BLENDS = ("joint", "per_frame")  # PipelineConfig.interp_blend
 
 
 @dataclass
@@ -204,9 +203,9 @@ class StreamingPipeline:
         Colour and depth are both expectations over the Gaussians covering a pixel (normalised by the accumulated
         opacity, :meth:`~nut_ros.render.RenderOutput.color_normalized`); depth is NaN and the colour the background
         where that opacity is low, and depth is NaN everywhere when the newest frame had no depth input (unless
-        ``PipelineConfig.network_depth``). Between the pair's frames each frame's Gaussians are rendered alone and
-        blended (:func:`per_frame_blend`) unless ``PipelineConfig.interp_blend`` is ``"joint"``, and the colour is
-        also averaged over a time window (:func:`window_times`); depth and alpha are those at ``t``."""
+        ``PipelineConfig.network_depth``). Between the pair's frames both frames' Gaussians are rendered at once, or,
+        with ``PipelineConfig.interp_blend = "per_frame"``, each alone and blended (:func:`per_frame_blend`); the
+        colour can also be averaged over a time window (:func:`window_times`); depth and alpha are those at ``t``."""
         if self._live is None:
             raise RuntimeError("nothing to render: no frame has been processed since the last reset")
         live = self._live
@@ -223,7 +222,7 @@ class StreamingPipeline:
             color = sum(colors[s] for s in window) / len(window)
             rgb = (color.clamp(0, 1) * 255 + 0.5).floor().permute(1, 2, 0)
             # one device-to-host copy per view: colour (whole numbers, exact in float32), depth and alpha together
-            host = torch.cat([depth[..., None], alpha[..., None], rgb], dim=-1).cpu().numpy()
+            host = to_host(torch.cat([depth[..., None], alpha[..., None], rgb], dim=-1))
             stamp = live.t0_stamp_ns + round(float(t) * live.interval_ns) if live.interval_ns else live.t0_stamp_ns
             views.append(RenderedView(stamp, float(t), host[..., 2:].astype(np.uint8), host[..., 0].copy(),
                                       host[..., 1].copy()))

@@ -121,10 +121,11 @@ class PipelineConfig:
     # a view between the pair's frames (0 < t < 1): "joint" renders both frames' Gaussians at once (each faded by
     # its temporal opacity, composited by depth); "per_frame" renders each frame's set alone, unfaded, and blends them
     # with weights (1-t)·alpha0 and t·alpha1 like the flow-warp baseline (stream.per_frame_blend); key frames (t = 0,
-    # 1) and predictions are always joint. per_frame: on the training sequences (test/bench/interp_study.py, tiny,
-    # first 91 frames, stride 3) TartanAir 28.63 vs joint 28.54 dB with learned motion, 28.24 vs 28.15 with
-    # classical; TUM fr1_rpy train 19.71 vs 19.71 and 17.04 vs 17.02
-    interp_blend: str = "per_frame"
+    # 1) and predictions are always joint. On the training sequences (test/bench/interp_study.py, tiny, first 91
+    # frames, stride 3) per_frame scored TartanAir 28.63 vs joint 28.54 dB with learned motion, 28.24 vs 28.15 with
+    # classical, TUM fr1_rpy train 19.71 vs 19.71 and 17.04 vs 17.02: equal within 0.1 dB, at 15-25 % more time per
+    # in-between view (two renders), so the default is the cheaper "joint"
+    interp_blend: str = "joint"
     # depth from the camera's own motion (nut_ros.geometry.depth_from_motion) fed to the model's depth input:
     # "auto": for frames without a depth image (metric with Frame.camera_pose, else relative); "off": never
     depth_from_motion: str = "auto"

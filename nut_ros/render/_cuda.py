@@ -123,8 +123,8 @@ def rasterize_cuda(means: Tensor, scales: Tensor, rotations: Tensor, opacities: 
                    height: int, width: int, background: Tensor, lowpass: float) -> tuple[Tensor, Tensor, Tensor]:
     """Render ``[B, N, ·]`` CUDA tensors like ``rasterize_torch``: colour ``[B,3,H,W]``, depth and alpha ``[B,1,H,W]``.
 
-    ``background`` is a 3-vector (a tensor when its gradient is wanted, else numbers), ``lowpass`` the px² added to the screen covariance. Differentiable (see the
-    module docstring for how gradients are computed).
+    ``background`` is a 3-vector (a tensor when its gradient is wanted, else numbers), ``lowpass`` the px² added to
+    the screen covariance. Differentiable (see the module docstring for how gradients are computed).
     """
     if not means.is_cuda:
         raise ValueError("rasterize_cuda needs CUDA tensors")

@@ -41,7 +41,7 @@ QUEUE_DROP_THROTTLE_S = 30.0  # dropping to the newest frame is normal operation
 QOS_CHECK_S = 1.0
 SETTING_OF = {"depth_scale": "depth_scale", "frame_id": "frame_id", "max_input_pixels": "max_input_pixels",
               "sync_tolerance": "sync_tolerance_s", "render_times": "render_times",
-              "interp_window": "interp_window", "interp_samples": "interp_samples",
+              "interp_window": "interp_window", "interp_samples": "interp_samples", "interp_blend": "interp_blend",
               "marker_lifetime": "marker_lifetime_s"}
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nut_ros.core.choices import BACKENDS, DEPTH_FROM_MOTION, FLOW_PRESETS, MOTION_PRIORS
+from nut_ros.core.choices import BACKENDS, DEPTH_FROM_MOTION, FLOW_PRESETS, INTERP_BLENDS, MOTION_PRIORS
 from nut_ros.perception.params import MapParams, ObstacleParams
 
 TRANSPORTS = ("raw", "compressed")
@@ -114,6 +114,10 @@ class NodeParams:
                                   "colour over this many pair intervals times 4t(1-t) around t (the expected image "
                                   "when the motion is uncertain; 0: one render).", lo=0.0, hi=1.0, dynamic=True)
     interp_samples: int = _param(5, "Renders averaged over interp_window.", lo=1, hi=32, dynamic=True)
+    interp_blend: str = _param("joint", "Views between the pair's frames: one render of both frames' Gaussians "
+                               "(joint), or each frame's rendered alone and blended by time and coverage "
+                               "(per_frame: equal quality on the training sequences, two renders).",
+                               choices=INTERP_BLENDS, dynamic=True)
     depth_from_motion: str = _param("auto", "Depth from the camera's own motion fed to the network for frames "
                                      "without a depth image (metric with use_odometry, else relative): auto, or "
                                      "off.", choices=DEPTH_FROM_MOTION)

@@ -135,7 +135,7 @@ class FrameProcessor:
     def update(self, **changes) -> None:
         """Change settings between frames (``outputs``, ``depth_scale``, ``frame_id``, ``max_input_pixels``,
         ``sync_tolerance_s``, ``marker_lifetime_s``) or the pipeline's (``render_times``, ``interp_window``,
-        ``interp_samples``)."""
+        ``interp_samples``, ``interp_blend``)."""
         pipeline_fields = {f.name for f in dataclasses.fields(self.pipeline.config)}
         ours = {k: v for k, v in changes.items() if k not in pipeline_fields}
         theirs = {k: v for k, v in changes.items() if k in pipeline_fields}
@@ -284,5 +284,5 @@ def build_pipeline(p: NodeParams, log=None):
     return StreamingPipeline(backend, PipelineConfig(
         render_times=tuple(p.render_times), motion_prior=p.motion_prior, flow_preset=p.flow_preset,
         flow_max_width=p.flow_max_width, flow_check=p.flow_check, interp_window=p.interp_window,
-        interp_samples=p.interp_samples, depth_from_motion=p.depth_from_motion,
+        interp_samples=p.interp_samples, interp_blend=p.interp_blend, depth_from_motion=p.depth_from_motion,
         motion_depth_width=p.motion_depth_width, network_depth=p.network_depth))
