@@ -40,7 +40,9 @@ def model_size(depth, like):
 def test_odometry_gives_a_metric_depth_input(backend):
     results, truths = stream(backend, MOVING, odometry=True)
     assert [r.depth_source for r in results] == ["none", "odometry", "odometry", "odometry"]  # 1st: no reference
-    assert [r.metric for r in results] == [False, False, True, True]  # a pair is metric once both frames are
+    # the first frame with depth starts the live map on its own (metric at once, unpaired); then pairs are metric
+    assert [r.metric for r in results] == [False, True, True, True]
+    assert [r.paired for r in results] == [False, False, True, True]
     last = results[-1]
     e = depth_errors(last.input_depth, model_size(truths[-1], last.input_depth))
     assert e["abs_rel"] < 0.08 and e["pixels"] == last.input_depth.size, e  # metres, no alignment
@@ -96,5 +98,5 @@ def test_evaluation_scores_the_baselines_on_the_same_pixels(backend):
     assert rec["depth_abs_rel_input"] < 0.08 < rec["depth_abs_rel_constant"]  # metric: odometry beats a constant
     assert rec["depth_coverage_input"] == 1.0 and 0.3 < rec["depth_coverage_sparse"] < 1.0
     s = ev.summary()["depth"]
-    assert s["sources"] == {"none": 1, "odometry": 3} and s["frames"]["depth_abs_rel"] == 2  # metric pairs only
+    assert s["sources"] == {"none": 1, "odometry": 3} and s["frames"]["depth_abs_rel"] == 3  # every metric frame
     assert s["by_source"]["odometry"]["depth_abs_rel_affine"] is not None

@@ -155,6 +155,10 @@ class StreamingPipeline:
         tick = self._lap(lat, "preprocess", tick)
 
         prev = self._prev
+        if prev is not None and norm is not None and prev.norm is None:
+            # depth begins (or returns) on this frame: its Gaussians alone start the live map, so that the map is in
+            # one depth frame (a pair with one normalised and one unnormalised frame has none)
+            prev = None
         grey = grey_u8(rgb[0]) if self._flow is not None else None
         flow = self._flow_pool.submit(self._flow.pair, prev.grey, grey) if prev and self._flow else None
         handle = self.backend.encode(rgb, disp)
