@@ -49,10 +49,10 @@ from nut_ros.pipeline.stats import StreamStats
 from nut_ros.pipeline.transfer import to_host
 from nut_ros.pipeline.types import Frame, PipelineConfig, RenderedView, StepResult
 from nut_ros.render import RenderOutput
+from nut_ros.render.rasterizer import background_vector
 
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -164,9 +164,9 @@ class StreamingPipeline:
         handle = self.backend.encode(rgb, disp)
         tick = self._lap(lat, "encode", tick)
         cur = _Encoded(handle, frame.stamp_ns, norm, signature, grey)
-        # the pair shares one depth frame when both frames have a depth normalisation (depth from motion can fail
-        # on one frame of a stream); it is metric when both are
-        shared = norm is not None and (prev is None or prev.norm is not None)
+        # the pair shares one depth frame when both frames have a depth normalisation (a frame whose predecessor has
+        # none starts the map above; depth from motion can fail on one frame of a stream); metric when both are
+        shared = norm is not None
         if prev is None:
             g = self.backend.static(handle)
             norms = [norm] if shared else []
@@ -295,7 +295,6 @@ class StreamingPipeline:
         from motion (None unless it made the input)."""
         h, w, dev = self.height, self.width, self._prep_device
         rgb = resize_rgb(frame.rgb, h, w, dev)
-        zeros = torch.zeros(1, self.depth_channels, h, w, device=dev)
         motion, source = None, "topic"
         if frame.depth_m is not None:
             depth_m = np.require(frame.depth_m, np.float32, ["C", "W"])
@@ -307,7 +306,7 @@ class StreamingPipeline:
             k = intrinsics.scaled(frame.rgb.shape[1], frame.rgb.shape[0])  # the model's camera, at the input size
             motion = self._motion_depth.estimate(frame.rgb, frame.stamp_ns, k, frame.camera_pose)
             if motion is None:
-                return rgb, zeros, None, None, "none", None
+                return rgb, torch.zeros(1, self.depth_channels, h, w, device=dev), None, None, "none", None
             inv = cv2.resize(motion.dense, (w, h), interpolation=cv2.INTER_LINEAR)
             if not motion.metric:  # the unit: the median depth (each estimate has a translation of its own length)
                 inv = inv / float(np.median(inv))
@@ -315,7 +314,7 @@ class StreamingPipeline:
             valid = torch.ones_like(depth, dtype=torch.bool)
             source = "odometry" if motion.metric else "motion"
         else:
-            return rgb, zeros, None, None, "none", None
+            return rgb, torch.zeros(1, self.depth_channels, h, w, device=dev), None, None, "none", None
         disp, inv_far, inv_near = normalize_inverse_depth(depth, valid)
         inv_far, inv_near = torch.cat([inv_far, inv_near]).tolist()  # one wait for the device
         norm = DepthNormalization(inv_far, inv_near, metric=source != "motion")
@@ -361,7 +360,7 @@ def per_frame_blend(backend: Backend, pair: Gaussians, t: float, background) -> 
     color = sum(w * o.color_normalized(background) for w, o in zip(weights, outs)) / total
     depth = sum(w * o.depth_normalized() for w, o in zip(weights, outs)) / total
     alpha = 1 - (1 - outs[0].alpha) * (1 - outs[1].alpha)
-    bg = torch.as_tensor(background, dtype=color.dtype, device=color.device).reshape(1, 3, 1, 1)
+    bg = background_vector(background, color).reshape(1, 3, 1, 1)
     return RenderOutput(alpha * color + (1 - alpha) * bg, alpha * depth, alpha)
 
 

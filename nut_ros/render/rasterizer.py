@@ -97,8 +97,6 @@ def rasterize(inputs: RasterInputs, height: int, width: int,
                                + (why or "the tensors are not on a GPU"))
         if cuda_fn is None:
             _warn_fallback(why)
-        else:  # the kernel takes the background as numbers: a tensor only when it needs a gradient
-            fn = cuda_fn
-            if not (isinstance(background, Tensor) and background.requires_grad):
-                bg = tuple(float(v) for v in (background.tolist() if isinstance(background, Tensor) else background))
+        else:  # the kernel reads the background as numbers (a tensor only when its gradient is wanted)
+            fn, bg = cuda_fn, background
     return RenderOutput(*fn(*inputs, height, width, bg, lowpass))
