@@ -72,13 +72,10 @@ class DepthChange:
         world = points @ pose[:3, :3].T.astype(points.dtype) + pose[:3, 3].astype(points.dtype)
         self._frames.append((world, float(dt or 0.0)))
 
-    def _cells(self, points: np.ndarray, k: Intrinsics) -> tuple[np.ndarray, np.ndarray, int]:
-        return image_cells(points, k, self.cell_px)
-
     def _cell_depth(self, points: np.ndarray, k: Intrinsics):
         """Per cell: mean depth (NaN where empty or a depth edge) and nearest depth (NaN where empty); per point:
         its cell and whether it is inside."""
-        cells, inside, n = self._cells(points, k)
+        cells, inside, n = image_cells(points, k, self.cell_px)
         c, z = cells[inside], points[inside, 2]
         count = np.bincount(c, minlength=n)
         near, far = np.full(n, np.inf, np.float32), np.full(n, -np.inf, np.float32)

@@ -114,11 +114,10 @@ class PerceptionProcessor:
                                                    self.op.shift_min_gain)
                 known = np.isfinite(shift[:, 0])
                 residual[known, :2] = shift[known]
-            score = self._score(points, residual, depth_rate, threshold, result.intrinsics)
-            trusted = not score.size or np.mean(score > 1.0) <= MAX_MOVING_FRACTION  # else the camera motion is wrong
+            moving = self._score(points, residual, depth_rate, threshold, result.intrinsics) > 1.0
+            trusted = not moving.size or moving.mean() <= MAX_MOVING_FRACTION  # else the camera motion is wrong
             self.frames_skipped += not trusted
         if trusted:
-            moving = score > 1.0
             c = self._objects(points, residual, weights, moving)
             det = Detection(c.center @ rot.T + trans, c.velocity @ rot.T, c.size @ np.abs(rot).T, c.weight,
                             rot @ self._velocity_cov @ rot.T)
