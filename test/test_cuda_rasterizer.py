@@ -128,6 +128,53 @@ def test_everything_culled_gives_background(cuda_ext):
     assert torch.allclose(color[0, :, 0, 0].cpu(), torch.tensor([0.1, 0.2, 0.3]))
 
 
+def test_pair_budget_renders_without_reading_the_count_and_flags_a_short_buffer(cuda_ext):
+    from nut_ros.render import PairBudget, rasterize
+
+    inputs = _batched_scene(batch=1)
+    exact = rasterize(inputs, 72, 128, BG, impl="cuda", lowpass=LOWPASS)  # buffer sized from the count
+    budget = PairBudget()
+    first = rasterize(inputs, 72, 128, BG, impl="cuda", lowpass=LOWPASS, pair_budget=budget)  # exact: no budget yet
+    assert not budget.overflowed() and budget.capacity > 0
+    ahead = rasterize(inputs, 72, 128, BG, impl="cuda", lowpass=LOWPASS, pair_budget=budget)  # sized ahead
+    assert not budget.overflowed()
+    for out in (first, ahead):
+        assert all(torch.equal(g, w) for g, w in zip(out, exact))
+    budget.capacity = 64  # far too small: pairs are dropped, and the check says so and grows the budget
+    short = rasterize(inputs, 72, 128, BG, impl="cuda", lowpass=LOWPASS, pair_budget=budget)
+    assert not torch.equal(short.alpha, exact.alpha)
+    assert budget.overflowed() and budget.capacity > 64
+    again = rasterize(inputs, 72, 128, BG, impl="cuda", lowpass=LOWPASS, pair_budget=budget)
+    assert not budget.overflowed() and all(torch.equal(g, w) for g, w in zip(again, exact))
+
+
+def test_pipeline_renders_a_frame_again_when_its_pair_budget_was_short(cuda_ext):
+    import numpy as np
+
+    from nut_ros.core.checkpoint import load_checkpoint
+    from nut_ros.pipeline.backends import TorchBackend
+    from nut_ros.pipeline.stream import StreamingPipeline
+    from nut_ros.pipeline.types import Frame, PipelineConfig
+    import cv2
+
+    root = Path(__file__).resolve().parents[1]
+    model = load_checkpoint(root / "nut_ros" / "weights" / "tiny.safetensors")
+    frames = [Frame(cv2.imread(str(root / "nut_ros" / "data" / "cups" / f"{i:03d}.jpg"))[..., ::-1].copy(),
+                    i * 66_000_000) for i in range(3)]
+    views = []
+    for short in (False, True):
+        pipe = StreamingPipeline(TorchBackend(model, "cuda"), PipelineConfig(render_times=(0.5, 1.0)))
+        got = [pipe.push(frames[0]), pipe.push(frames[1])]
+        if short:
+            pipe.backend._pairs.capacity = 16
+        got.append(pipe.push(frames[2]))
+        views.append(got[-1].views)
+        assert pipe.stats.rerenders == int(short)
+    for a, b in zip(*views):
+        assert np.array_equal(a.rgb, b.rgb) and np.array_equal(a.alpha, b.alpha)
+        assert np.array_equal(np.nan_to_num(a.depth, nan=-1), np.nan_to_num(b.depth, nan=-1))
+
+
 def test_pycuda_launcher_on_torch_stream():
     pytest.importorskip("pycuda")
     from engine.plugins.ortho_raster_plugin import raster_kernels

@@ -1,12 +1,13 @@
-"""Host copies and the CUDA-graph wrapper's contract on a machine without a GPU (the GPU behaviour is in
-``test_cuda_graphs_gpu.py``)."""
+"""Host copies, the CUDA-graph wrapper's contract and the rasterizer's pair budget on a machine without a GPU (the
+GPU behaviour is in ``test_cuda_graphs_gpu.py`` and ``test_cuda_rasterizer.py``)."""
 import numpy as np
 import pytest
 import torch
 
 from nut_ros.core.gaussians import Gaussians
 from nut_ros.pipeline.cuda_graphs import GraphedCall, clone_outputs
-from nut_ros.pipeline.transfer import to_host
+from nut_ros.pipeline.transfer import to_host, to_host_async, wait_for_copies
+from nut_ros.render import PairBudget
 
 
 def test_to_host_of_a_cpu_tensor_is_a_view_that_keeps_it_alive():
@@ -27,3 +28,26 @@ def test_clone_outputs_copies_every_tensor_of_gaussians_and_named_tuples():
     assert all(getattr(copy, f).data_ptr() != getattr(g, f).data_ptr() for f in ("xyz", "velocity", "t0"))
     pair = clone_outputs((torch.ones(2), [torch.zeros(1)]))
     assert torch.equal(pair[0], torch.ones(2)) and torch.equal(pair[1][0], torch.zeros(1))
+
+
+def test_to_host_async_of_a_cpu_tensor_needs_no_wait():
+    t = torch.arange(4, dtype=torch.float32)
+    host = to_host_async(t)
+    wait_for_copies()  # nothing queued on a GPU: returns at once
+    assert np.array_equal(host, np.arange(4, dtype=np.float32))
+
+
+def test_pair_budget_grows_from_the_largest_count_and_reports_overflow():
+    budget = PairBudget(headroom=1.5)
+    assert budget.capacity == 0 and not budget.overflowed()  # nothing recorded
+    budget.record(torch.tensor([100]), 0)  # sized exactly from its count: cannot overflow
+    assert not budget.overflowed() and budget.capacity == 150
+    budget.record(torch.tensor([120]), 150)
+    budget.record(torch.tensor([90]), 150)
+    assert not budget.overflowed() and budget.capacity == 180  # grows with the largest count, never shrinks
+    budget.record(torch.tensor([200]), 180)  # one render dropped pairs
+    budget.record(torch.tensor([10]), 180)
+    assert budget.overflowed() and budget.capacity == 300
+    assert not budget.overflowed()  # the check starts afresh
+    with pytest.raises(ValueError, match="headroom"):
+        PairBudget(headroom=0.5)

@@ -20,7 +20,7 @@ from nut_ros.core.gaussians import Gaussians
 from nut_ros.core.model import NutModel, build_model, static_gaussians
 from nut_ros.pipeline.compile import compile_network
 from nut_ros.pipeline.cuda_graphs import GraphedCall
-from nut_ros.render import RenderOutput, rasterize
+from nut_ros.render import PairBudget, RenderOutput, rasterize
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 #: backend name -> ``module:class`` of the backends other than torch, imported when asked for. The TensorRT runtime
@@ -77,6 +77,7 @@ class TorchBackend:
         self.raster_impl = raster_impl
         self._encode, self._decode = self.model.encode, self.model.decode
         self.cuda_graphs = cuda_graphs
+        self._pairs = PairBudget()  # the CUDA rasterizer's sort buffer, sized ahead (no wait for the GPU per render)
         if compile:  # the first frames of each shape take tens of seconds to compile
             self._encode, self._decode = compile_network(self.model, compile_mode)
         if cuda_graphs:  # the first frame of each input shape is captured (a few eager calls); decode also per head
@@ -111,7 +112,13 @@ class TorchBackend:
     def render(self, gaussians: Gaussians, t: float, background: Sequence[float] = (0.5, 0.5, 0.5)) -> RenderOutput:
         h, w = self.model_config.image_size
         return rasterize(gaussians.at(t), h, w, background=background, impl=self.raster_impl,
-                         lowpass=self.model_config.raster_lowpass)
+                         lowpass=self.model_config.raster_lowpass, pair_budget=self._pairs)
+
+    def render_overflowed(self) -> bool:
+        """Whether a render since the last call dropped tile-Gaussian pairs (CUDA rasterizer: its sort buffer is
+        sized ahead, :mod:`nut_ros.render.pair_budget`) and must be repeated; the budget has grown so a repeat fits.
+        Reads the GPU: call it once the renders' outputs are on the host."""
+        return self._pairs.overflowed()
 
     def use_learned_motion(self, enabled: bool) -> None:
         """Whether ``decode`` adds the model's learned flow (a model with the motion head; the pipeline turns it off

@@ -19,6 +19,7 @@ class StreamStats:
     frames_processed: int = 0
     drops: Counter = field(default_factory=Counter)  # reason -> count
     resets: Counter = field(default_factory=Counter)  # reason -> count (streams restarted)
+    rerenders: int = 0  # frames rendered twice: the CUDA rasterizer's sort buffer was too small (render/pair_budget)
     latency_ms: dict[str, deque] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -38,4 +39,5 @@ class StreamStats:
 
     def as_dict(self) -> dict:
         return {"frames_in": self.frames_in, "frames_processed": self.frames_processed,
-                "drops": dict(self.drops), "resets": dict(self.resets), "latency_ms": self.latency_summary()}
+                "drops": dict(self.drops), "resets": dict(self.resets), "rerenders": self.rerenders,
+                "latency_ms": self.latency_summary()}

@@ -46,7 +46,7 @@ from nut_ros.pipeline.backends import Backend
 from nut_ros.pipeline.depth import model_depth_input, normalize_inverse_depth, resize_depth, valid_depth
 from nut_ros.pipeline.optical import optical_cloud, rebase_inverse_depth, shared_normalization
 from nut_ros.pipeline.stats import StreamStats
-from nut_ros.pipeline.transfer import to_host
+from nut_ros.pipeline.transfer import to_host, to_host_async, wait_for_copies
 from nut_ros.pipeline.types import Frame, PipelineConfig, RenderedView, StepResult
 from nut_ros.render import RenderOutput
 from nut_ros.render.rasterizer import background_vector
@@ -188,11 +188,12 @@ class StreamingPipeline:
         self._prev = cur
         self._live = _LiveMap(g, live_norm, t0_stamp, interval, geometry=source != "none")
         times = self.config.render_times if prev is not None or not self.config.render_times else (1.0,)
-        views = self.render(times)
+        queued = self._queue_views(times)  # on a GPU: queued with their copies, read after the cloud's wait
         tick = self._lap(lat, "render", tick)
 
         interval_s = interval * 1e-9 if interval else None
         cloud = optical_cloud(g, 1.0, intrinsics, live_norm, interval_s, self.config.cloud_min_opacity)
+        views = self._finish_views(queued, times)
         self._lap(lat, "postprocess", tick)
         lat["total"] = (time.perf_counter() - start) * 1e3
         self.stats.frames_processed += 1
@@ -212,6 +213,22 @@ class StreamingPipeline:
         colour can also be averaged over a time window (:func:`window_times`); depth and alpha are those at ``t``."""
         if self._live is None:
             raise RuntimeError("nothing to render: no frame has been processed since the last reset")
+        return self._finish_views(self._queue_views(pair_times), pair_times)
+
+    def _finish_views(self, queued: list[tuple[int, float, np.ndarray]], pair_times) -> list[RenderedView]:
+        """The views of :meth:`_queue_views` once their copies are done; rendered again when the CUDA rasterizer's
+        sort buffer was too small for one of them (its budget has grown, so the second renders are complete)."""
+        wait_for_copies()
+        overflowed = getattr(self.backend, "render_overflowed", None)
+        if overflowed is not None and overflowed():
+            self.stats.rerenders += 1
+            queued = self._queue_views(pair_times)
+            wait_for_copies()
+        return [RenderedView(stamp, t, host[..., 2:].astype(np.uint8), host[..., 0].copy(), host[..., 1].copy())
+                for stamp, t, host in queued]
+
+    def _queue_views(self, pair_times) -> list[tuple[int, float, np.ndarray]]:
+        """Per pair time: the view's stamp, time and its host array (depth, alpha, RGB), copied without waiting."""
         live = self._live
         views = []
         for t in pair_times:
@@ -226,10 +243,9 @@ class StreamingPipeline:
             color = sum(colors[s] for s in window) / len(window)
             rgb = (color.clamp(0, 1) * 255 + 0.5).floor().permute(1, 2, 0)
             # one device-to-host copy per view: colour (whole numbers, exact in float32), depth and alpha together
-            host = to_host(torch.cat([depth[..., None], alpha[..., None], rgb], dim=-1))
+            host = to_host_async(torch.cat([depth[..., None], alpha[..., None], rgb], dim=-1))
             stamp = live.t0_stamp_ns + round(float(t) * live.interval_ns) if live.interval_ns else live.t0_stamp_ns
-            views.append(RenderedView(stamp, float(t), host[..., 2:].astype(np.uint8), host[..., 0].copy(),
-                                      host[..., 1].copy()))
+            views.append((stamp, float(t), host))
         return views
 
     def _view(self, t: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

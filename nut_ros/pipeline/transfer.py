@@ -3,7 +3,8 @@
 A copy from the GPU into ordinary (pageable) host memory is staged by the driver through a pinned buffer, at a
 fraction of the link's speed; copying straight into page-locked memory avoids that (PyTorch's caching host
 allocator reuses the pinned blocks of earlier frames, so the allocation is not paid per frame). The returned array
-shares the pinned tensor's memory and keeps it alive.
+shares the pinned tensor's memory and keeps it alive. :func:`to_host_async` only queues the copy, so the host can go
+on queueing work; its array is valid after :func:`wait_for_copies`.
 """
 from __future__ import annotations
 
@@ -18,3 +19,20 @@ def to_host(t: torch.Tensor) -> np.ndarray:
     host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
     host.copy_(t.detach())  # blocking: the data is on the host when this returns
     return host.numpy()
+
+
+def to_host_async(t: torch.Tensor) -> np.ndarray:
+    """Like :func:`to_host`, but a CUDA tensor's copy is only queued: read the array after :func:`wait_for_copies`
+    (or any later blocking copy from the same stream)."""
+    if not t.is_cuda:
+        return t.detach().numpy()
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    host.copy_(t.detach(), non_blocking=True)
+    return host.numpy()
+
+
+def wait_for_copies() -> None:
+    """Block until the GPU's queued work (the copies of :func:`to_host_async` included) is done; nothing to wait for
+    when CUDA was never used."""
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()

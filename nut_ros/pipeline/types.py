@@ -96,9 +96,10 @@ class PipelineConfig:
     depth_max_m: float = 20.0
     min_valid_depth_fraction: float = 0.01  # a depth image with fewer valid pixels drops the frame
     depth_min_alpha: float = 0.5  # rendered depth is NaN where accumulated alpha is below this
-    # wait for the device at every stage boundary, so that per-stage latencies are exact; False lets the host queue
-    # the next stage while the device works (the total stays exact: the frame's outputs reach the host at its end)
-    stage_sync: bool = True
+    # False: the host queues each stage while the device still works on the earlier ones, and waits once, for the
+    # outputs (the total is exact; on a GPU a stage's time is then the host's, and the wait shows in postprocess);
+    # True: wait for the device at every stage boundary, so that per-stage times are the device's (profiling)
+    stage_sync: bool = False
     # rendered depth of a frame without any depth input (no depth image, no depth from motion yet): the network's
     # guess from RGB alone, worse than a constant depth on real footage (docs/EVALUATION.md); False: NaN
     network_depth: bool = False

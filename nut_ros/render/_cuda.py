@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from nut_ros.render.kernel_config import CSRC
+from nut_ros.render.pair_budget import PairBudget
 from nut_ros.render.projection import project_gaussians
 
 SOURCES = ("torch_bindings.cpp", "ortho_raster.cu")
@@ -65,13 +66,14 @@ def extension():
 
 
 def rasterize_forward(means: Tensor, scales: Tensor, rotations: Tensor, opacities: Tensor, colors: Tensor,
-                      height: int, width: int, background: Tensor,
-                      lowpass: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                      height: int, width: int, background: Tensor, lowpass: float,
+                      capacity: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Forward pass only: ``(color [B,3,H,W], depth [B,1,H,W], alpha [B,1,H,W], tile-Gaussian pairs [1])`` (the
-    count stays on the device: reading it would wait for the kernels)."""
+    count stays on the device). ``capacity`` > 0: the sort buffer holds that many pairs (more are dropped; compare
+    the count) and the host does not wait for the GPU; 0: sized from the count, which waits for the queued kernels."""
     args = [t.detach().float().contiguous() for t in (means, scales, rotations, opacities, colors)]
     return tuple(extension().rasterize_forward(*args, int(height), int(width), _floats(background), False,
-                                               float(lowpass)))
+                                               float(lowpass), int(capacity)))
 
 
 def _floats(background) -> list[float]:
@@ -120,19 +122,24 @@ class _RasterizeCuda(torch.autograd.Function):
 
 
 def rasterize_cuda(means: Tensor, scales: Tensor, rotations: Tensor, opacities: Tensor, colors: Tensor,
-                   height: int, width: int, background: Tensor, lowpass: float) -> tuple[Tensor, Tensor, Tensor]:
+                   height: int, width: int, background: Tensor, lowpass: float,
+                   pair_budget: PairBudget | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Render ``[B, N, ·]`` CUDA tensors like ``rasterize_torch``: colour ``[B,3,H,W]``, depth and alpha ``[B,1,H,W]``.
 
     ``background`` is a 3-vector (a tensor when its gradient is wanted, else numbers), ``lowpass`` the px² added to
-    the screen covariance. Differentiable (see the module docstring for how gradients are computed).
+    the screen covariance. Differentiable (see the module docstring for how gradients are computed). Without
+    gradients, a ``pair_budget`` sizes the sort buffer (no wait for the GPU) and records the render's pair count.
     """
     if not means.is_cuda:
         raise ValueError("rasterize_cuda needs CUDA tensors")
     inputs = (means, scales, rotations, opacities, colors)
     if not (torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad
                                             for t in (*inputs, background))):
-        # inference: no state for a backward pass and no wait for the pair count
-        color, depth, alpha, _ = rasterize_forward(*inputs, height, width, background, lowpass)
+        # inference: no state for a backward pass, and with a budget no wait for the pair count
+        capacity = pair_budget.capacity if pair_budget is not None else 0
+        color, depth, alpha, pairs = rasterize_forward(*inputs, height, width, background, lowpass, capacity)
+        if pair_budget is not None:
+            pair_budget.record(pairs, capacity)
         return color.to(means.dtype), depth.to(means.dtype), alpha.to(means.dtype)
     return _RasterizeCuda.apply(means, scales, rotations, opacities, colors, int(height), int(width), background,
                                 float(lowpass))

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from nut_ros.core.gaussians import RasterInputs
 from nut_ros.render._torch_impl import rasterize_torch
+from nut_ros.render.pair_budget import PairBudget
 
 
 class RenderOutput(NamedTuple):
@@ -74,22 +75,23 @@ def _warn_fallback(why: str) -> None:
 
 def rasterize(inputs: RasterInputs, height: int, width: int,
               background: Sequence[float] | Tensor = (0.5, 0.5, 0.5), impl: str = "auto", *,
-              lowpass: float) -> RenderOutput:
+              lowpass: float, pair_budget: PairBudget | None = None) -> RenderOutput:
     """Render ``inputs`` (``[B, N, ·]`` tensors, reference world frame) with the fixed orthographic camera.
 
     ``impl``: ``"torch"`` (differentiable, any device), ``"cuda"`` (the compiled extension, CUDA tensors) or
     ``"auto"`` (the extension when the tensors are on a GPU and it imports and builds; otherwise torch, with one
     ``RuntimeWarning`` when GPU tensors fall back). ``lowpass``: px² added to each screen covariance's diagonal,
     always given: the model's ``ModelConfig.raster_lowpass`` (0.1 for ``tiny``/``small``) for a model's Gaussians,
-    :data:`~nut_ros.render.projection.LOWPASS` (the reference's 0.3) for the reference's scenes.
+    :data:`~nut_ros.render.projection.LOWPASS` (the reference's 0.3) for the reference's scenes. ``pair_budget``:
+    the CUDA extension's sort buffer for renders without gradients (:mod:`nut_ros.render.pair_budget`: no wait for
+    the GPU; the caller checks :meth:`~nut_ros.render.pair_budget.PairBudget.overflowed` once the outputs are on the
+    host); other renders ignore it.
     """
     if impl not in ("auto", "torch", "cuda"):
         raise ValueError(f"unknown rasterizer impl {impl!r}")
     means = inputs.means
     if means.dim() != 3 or means.shape[-1] != 3:
         raise ValueError(f"means must be [B, N, 3], got {tuple(means.shape)}")
-    bg = background_vector(background, means)
-    fn = rasterize_torch
     if impl == "cuda" or (impl == "auto" and means.is_cuda):
         cuda_fn, why = _cuda_rasterizer()
         if impl == "cuda" and (cuda_fn is None or not means.is_cuda):
@@ -98,5 +100,5 @@ def rasterize(inputs: RasterInputs, height: int, width: int,
         if cuda_fn is None:
             _warn_fallback(why)
         else:  # the kernel reads the background as numbers (a tensor only when its gradient is wanted)
-            fn, bg = cuda_fn, background
-    return RenderOutput(*fn(*inputs, height, width, bg, lowpass))
+            return RenderOutput(*cuda_fn(*inputs, height, width, background, lowpass, pair_budget))
+    return RenderOutput(*rasterize_torch(*inputs, height, width, background_vector(background, means), lowpass))

@@ -3,8 +3,9 @@
 #   test/bench/gpu_measure.sh bench            bench_pipeline of small and tiny with the eager network (no CUDA
 #                                              graphs, bf16); the motion-prior and compile GPU tests
 #   test/bench/gpu_measure.sh graphs           the CUDA-graph and rasterizer GPU tests; bench_pipeline of small and
-#                                              tiny as the node runs them on CUDA (bf16, CUDA graphs): with and
-#                                              without depth from motion, without stage waits, and a profile
+#                                              tiny as the node runs them on CUDA (bf16, CUDA graphs, no stage
+#                                              waits): as is, without depth from motion, with stage waits (per-stage
+#                                              device times), and a profile
 #   test/bench/gpu_measure.sh cudagraphs       the same with torch.compile in reduce-overhead mode (CUDA graphs)
 #   test/bench/gpu_measure.sh clips  DATA      eval_direct clip runs of small (DATA: `eval_direct.py pack` of them)
 #   test/bench/gpu_measure.sh depth  DATA      eval_direct 7-Scenes sequence runs of small
@@ -24,11 +25,11 @@ case "$1" in
     for model in small tiny; do
       bench 100 --model $model --profile "$OUT/profile_$model.txt" > "$OUT/bench_${model}_graphs.json"
       bench 100 --model $model --depth-from-motion off > "$OUT/bench_${model}_graphs_nodfm.json"
-      bench 100 --model $model --no-stage-sync > "$OUT/bench_${model}_graphs_nosync.json"
+      bench 100 --model $model --stage-sync > "$OUT/bench_${model}_graphs_sync.json"
     done ;;
   cudagraphs)
     for model in tiny small; do
-      bench 200 --model $model --compile --compile-mode reduce-overhead --warmup 10 --no-stage-sync \
+      bench 200 --model $model --compile --compile-mode reduce-overhead --warmup 10 \
         > "$OUT/bench_${model}_cudagraphs.json" || true
     done ;;
   clips)

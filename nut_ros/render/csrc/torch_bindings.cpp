@@ -21,13 +21,16 @@ void check_cuda(cudaError_t err, const char* what) {
   TORCH_CHECK(err == cudaSuccess, what, ": ", cudaGetErrorString(err));
 }
 
-// (color [B,3,H,W], depth [B,1,H,W], alpha [B,1,H,W], pairs [1] int64 (tile-Gaussian pairs rendered)); with
+// (color [B,3,H,W], depth [B,1,H,W], alpha [B,1,H,W], pairs [1] int64 (tile-Gaussian pairs)); with
 // `save_backward` also (workspace, keys, final T [B,H,W], last contributor [B,H,W] int32) for rasterize_backward.
+// `capacity` > 0 (forward only): the sort buffer holds that many pairs and the count is not read on the host (no
+// wait for the queued kernels); pairs beyond it are dropped, and the returned count (on the device) says whether any
+// were. `capacity` <= 0: the buffer is sized from the count (one device -> host read, as in the reference).
 std::vector<at::Tensor> rasterize_forward(const at::Tensor& means, const at::Tensor& scales,
                                           const at::Tensor& rotations, const at::Tensor& opacities,
                                           const at::Tensor& colors, int64_t height, int64_t width,
                                           std::vector<double> background, bool save_backward,
-                                          double lowpass) {
+                                          double lowpass, int64_t capacity) {
   TORCH_CHECK(means.dim() == 3, "means must be [B, N, 3]");
   TORCH_CHECK(background.size() == 3, "background must have 3 values");
   const int64_t batch = means.size(0), n = means.size(1);
@@ -37,6 +40,8 @@ std::vector<at::Tensor> rasterize_forward(const at::Tensor& means, const at::Ten
   check_input(opacities, "opacities", batch, n, 1);
   check_input(colors, "colors", batch, n, 3);
   TORCH_CHECK(batch * n < (int64_t(1) << 31), "too many Gaussians");
+  TORCH_CHECK(capacity < (int64_t(1) << 31), "capacity must fit in an int");
+  TORCH_CHECK(!(save_backward && capacity > 0), "a forward for the backward pass sizes its buffer from the count");
 
   const c10::cuda::CUDAGuard guard(means.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -47,8 +52,8 @@ std::vector<at::Tensor> rasterize_forward(const at::Tensor& means, const at::Ten
                                   opacities.data_ptr<float>(), batch, n, height, width, static_cast<float>(lowpass),
                                   workspace.data_ptr(), stream),
              "ortho_raster_prepare");
-  // the number of pairs sizes the sort buffer: one device -> host read, as in the reference rasterizer
-  const int total = workspace.narrow(0, l.total, sizeof(int)).view(at::kInt).item<int>();
+  const at::Tensor count = workspace.narrow(0, l.total, sizeof(int)).view(at::kInt);
+  const int total = capacity > 0 ? static_cast<int>(capacity) : count.item<int>();
   at::Tensor keys = at::empty({std::max(total, 1)}, bytes.dtype(at::kLong));
 
   const auto f32 = means.options();
@@ -67,8 +72,8 @@ std::vector<at::Tensor> rasterize_forward(const at::Tensor& means, const at::Ten
                                  save_backward ? final_T.data_ptr<float>() : nullptr,
                                  save_backward ? final_last.data_ptr<int>() : nullptr, stream),
              "ortho_raster_render");
-  if (!save_backward) return {color, depth, alpha, at::full({1}, total, at::kLong)};
-  return {color, depth, alpha, at::full({1}, total, at::kLong), workspace, keys, final_T, final_last};
+  if (!save_backward) return {color, depth, alpha, count.to(at::kLong)};
+  return {color, depth, alpha, count.to(at::kLong), workspace, keys, final_T, final_last};
 }
 
 // Gradients of the screen-space parameters: (d_xy [B,N,2], d_conic [B,N,3], d_opacity [B,N,1], d_color [B,N,3],
@@ -108,6 +113,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rasterize_forward", &rasterize_forward, "Orthographic Gaussian rasterizer, forward (CUDA)",
         pybind11::arg("means"), pybind11::arg("scales"), pybind11::arg("rotations"), pybind11::arg("opacities"),
         pybind11::arg("colors"), pybind11::arg("height"), pybind11::arg("width"), pybind11::arg("background"),
-        pybind11::arg("save_backward") = false, pybind11::arg("lowpass") = 0.3);
+        pybind11::arg("save_backward") = false, pybind11::arg("lowpass") = 0.3,
+        pybind11::arg("capacity") = 0);
   m.def("rasterize_backward", &rasterize_backward, "Orthographic Gaussian rasterizer, backward (CUDA)");
 }
