@@ -135,15 +135,15 @@ def test_pair_budget_renders_without_reading_the_count_and_flags_a_short_buffer(
     exact = rasterize(inputs, 72, 128, BG, impl="cuda", lowpass=LOWPASS)  # buffer sized from the count
     budget = PairBudget()
     first = rasterize(inputs, 72, 128, BG, impl="cuda", lowpass=LOWPASS, pair_budget=budget)  # exact: no budget yet
-    assert not budget.overflowed() and budget.capacity > 0
+    assert not budget.overflowed() and budget.capacity(inputs.means.shape[1]) > 0
     ahead = rasterize(inputs, 72, 128, BG, impl="cuda", lowpass=LOWPASS, pair_budget=budget)  # sized ahead
     assert not budget.overflowed()
     for out in (first, ahead):
         assert all(torch.equal(g, w) for g, w in zip(out, exact))
-    budget.capacity = 64  # far too small: pairs are dropped, and the check says so and grows the budget
+    budget.pairs_per_gaussian = 0.01  # far too small: pairs are dropped, and the check says so and raises it
     short = rasterize(inputs, 72, 128, BG, impl="cuda", lowpass=LOWPASS, pair_budget=budget)
     assert not torch.equal(short.alpha, exact.alpha)
-    assert budget.overflowed() and budget.capacity > 64
+    assert budget.overflowed() and budget.pairs_per_gaussian > 0.01
     again = rasterize(inputs, 72, 128, BG, impl="cuda", lowpass=LOWPASS, pair_budget=budget)
     assert not budget.overflowed() and all(torch.equal(g, w) for g, w in zip(again, exact))
 
@@ -166,7 +166,7 @@ def test_pipeline_renders_a_frame_again_when_its_pair_budget_was_short(cuda_ext)
         pipe = StreamingPipeline(TorchBackend(model, "cuda"), PipelineConfig(render_times=(0.5, 1.0)))
         got = [pipe.push(frames[0]), pipe.push(frames[1])]
         if short:
-            pipe.backend._pairs.capacity = 16
+            pipe.backend._pairs.pairs_per_gaussian = 1e-3
         got.append(pipe.push(frames[2]))
         views.append(got[-1].views)
         assert pipe.stats.rerenders == int(short)

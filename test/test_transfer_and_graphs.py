@@ -37,17 +37,18 @@ def test_to_host_async_of_a_cpu_tensor_needs_no_wait():
     assert np.array_equal(host, np.arange(4, dtype=np.float32))
 
 
-def test_pair_budget_grows_from_the_largest_count_and_reports_overflow():
+def test_pair_budget_sizes_renders_per_gaussian_and_reports_overflow():
     budget = PairBudget(headroom=1.5)
-    assert budget.capacity == 0 and not budget.overflowed()  # nothing recorded
-    budget.record(torch.tensor([100]), 0)  # sized exactly from its count: cannot overflow
-    assert not budget.overflowed() and budget.capacity == 150
-    budget.record(torch.tensor([120]), 150)
-    budget.record(torch.tensor([90]), 150)
-    assert not budget.overflowed() and budget.capacity == 180  # grows with the largest count, never shrinks
-    budget.record(torch.tensor([200]), 180)  # one render dropped pairs
-    budget.record(torch.tensor([10]), 180)
-    assert budget.overflowed() and budget.capacity == 300
+    assert budget.capacity(1000) == 0 and not budget.overflowed()  # nothing seen: sized from the count
+    budget.record(torch.tensor([2000]), 0, 1000)  # sized exactly from its count: cannot overflow
+    assert not budget.overflowed() and budget.pairs_per_gaussian == 2.0
+    assert budget.capacity(1000) == 3000 and budget.capacity(2000) == 6000  # a pair has twice the Gaussians
+    budget.record(torch.tensor([5000]), 6000, 2000)
+    budget.record(torch.tensor([100]), 6000, 2000)
+    assert not budget.overflowed() and budget.capacity(2000) == 7500  # the most per Gaussian, never less
+    budget.record(torch.tensor([9000]), 7500, 2000)  # one render dropped pairs
+    budget.record(torch.tensor([10]), 7500, 2000)
+    assert budget.overflowed() and budget.capacity(2000) == 13500
     assert not budget.overflowed()  # the check starts afresh
     with pytest.raises(ValueError, match="headroom"):
         PairBudget(headroom=0.5)

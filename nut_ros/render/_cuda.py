@@ -136,10 +136,11 @@ def rasterize_cuda(means: Tensor, scales: Tensor, rotations: Tensor, opacities: 
     if not (torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad
                                             for t in (*inputs, background))):
         # inference: no state for a backward pass, and with a budget no wait for the pair count
-        capacity = pair_budget.capacity if pair_budget is not None else 0
+        gaussians = means.shape[0] * means.shape[1]
+        capacity = pair_budget.capacity(gaussians) if pair_budget is not None else 0
         color, depth, alpha, pairs = rasterize_forward(*inputs, height, width, background, lowpass, capacity)
         if pair_budget is not None:
-            pair_budget.record(pairs, capacity)
+            pair_budget.record(pairs, capacity, gaussians)
         return color.to(means.dtype), depth.to(means.dtype), alpha.to(means.dtype)
     return _RasterizeCuda.apply(means, scales, rotations, opacities, colors, int(height), int(width), background,
                                 float(lowpass))
