@@ -8,6 +8,7 @@ earlier frame's results).
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -74,3 +75,25 @@ def test_pipeline_with_graphs_publishes_what_eager_publishes(model):
     diff = abs(eager.views[0].rgb.astype(int) - graphed.views[0].rgb.astype(int))
     assert diff.mean() < 0.05 and diff.max() <= 8, (diff.mean(), diff.max())
     assert eager.gaussians.positions.shape == graphed.gaussians.positions.shape
+
+
+def test_queued_optical_cloud_on_the_gpu_equals_the_cpu_one():
+    from nut_ros.core.gaussians import Gaussians
+    from nut_ros.core.geometry import DepthNormalization, Intrinsics
+    from nut_ros.pipeline.optical import queue_optical_cloud
+    from nut_ros.pipeline.transfer import wait_for_copies
+
+    gen = torch.Generator().manual_seed(0)
+    n = 50_000
+    g = Gaussians(torch.rand(1, n, 3, generator=gen) * 1.2 - 0.1, torch.randn(1, n, 3, generator=gen) * 0.1,
+                  torch.rand(1, n, 3, generator=gen), torch.rand(1, n, 1, generator=gen),
+                  torch.rand(1, n, 2, generator=gen) * 0.01, torch.rand(1, n, 2, generator=gen),
+                  (torch.rand(1, n, generator=gen) > 0.5).float())
+    k, norm = Intrinsics.from_fov(256, 144, 60.0), DepthNormalization(0.2, 2.0, metric=True)
+    want = queue_optical_cloud(g, 0.7, k, norm, 0.05, min_opacity=0.3).result()
+    queued = queue_optical_cloud(g.map(lambda x: x.cuda()), 0.7, k, norm, 0.05, min_opacity=0.3)
+    wait_for_copies()
+    got = queued.result()
+    assert 0 < got.count == want.count < n  # some culled (ŷ outside [0, 1]) and some too faint
+    for f in ("positions", "scales", "rotations", "opacities", "colors", "velocities"):
+        np.testing.assert_allclose(getattr(got, f), getattr(want, f), rtol=1e-5, atol=1e-6, err_msg=f)

@@ -7,7 +7,7 @@ import torch
 from nut_ros.core.gaussians import Gaussians
 from nut_ros.core.geometry import DepthNormalization, Intrinsics, rendered_depth_to_depth
 from nut_ros.pipeline.depth import model_depth_input, normalize_inverse_depth, valid_depth
-from nut_ros.pipeline.optical import FAR_MARGIN, optical_cloud, rebase_inverse_depth, shared_normalization
+from nut_ros.pipeline.optical import FAR_MARGIN, queue_optical_cloud, rebase_inverse_depth, shared_normalization
 from nut_ros.render import rasterize
 from nut_ros.render.projection import LOWPASS
 
@@ -74,7 +74,7 @@ def test_rendered_depth_and_points_of_a_plane_at_two_metres():
     depth = render_depth(g, 1.0, shared)
     torch.testing.assert_close(depth, torch.full_like(depth, 2.0), rtol=1e-4, atol=0)
 
-    cloud = optical_cloud(g, 1.0, K, shared, None)
+    cloud = queue_optical_cloud(g, 1.0, K, shared, None).result()
     assert cloud.count == H * W and cloud.metric
     np.testing.assert_allclose(cloud.positions[:, 2], 2.0, rtol=1e-5)
     v, u = np.mgrid[0:H, 0:W]
@@ -122,9 +122,9 @@ def test_velocities_in_metres_per_second():
     shared = shared_normalization([norm])
     g = rebase_inverse_depth(g, [norm], shared)
     dt = 0.1
-    cloud = optical_cloud(g, 1.0, K, shared, dt)
+    cloud = queue_optical_cloud(g, 1.0, K, shared, dt).result()
     eps = 1e-3
-    ahead = optical_cloud(g, 1.0 + eps, K, shared, dt)
+    ahead = queue_optical_cloud(g, 1.0 + eps, K, shared, dt).result()
     numeric = (ahead.positions - cloud.positions) / (eps * dt)
     np.testing.assert_allclose(cloud.velocities, numeric, rtol=2e-2, atol=2e-3)
     assert np.all(cloud.velocities[:, 2] < 0)  # moving nearer
@@ -138,7 +138,7 @@ def test_culled_and_faded_gaussians_leave_the_cloud():
     y[0] = 1.5  # outside [0, 1]: culled
     g = grid_gaussians(y)
     g.gamma[:, : 2 * W] = torch.tensor([50.0, 0.1])  # rows 0-1 fade out quickly away from t0
-    cloud = optical_cloud(g, 0.5, K, DepthNormalization.relative(), None, min_opacity=0.01)
+    cloud = queue_optical_cloud(g, 0.5, K, DepthNormalization.relative(), None, min_opacity=0.01).result()
     assert cloud.count == (H - 2) * W and not cloud.metric
 
 

@@ -6,7 +6,8 @@ normalisation chosen so that the renderer's fixed map ``d = 1/(0.2 + 9.8 ŷ)`` i
 rasterizer's footprint does not depend on depth (orthographic, constant Jacobian), so rendering the rebased set
 gives exact per-Gaussian metric depth compositing and metric front-to-back order, at no extra cost. The shared
 frame covers a 50:1 depth range (see :func:`shared_normalization`); Gaussians leaving it are culled, as the
-reference culls ŷ outside [0, 1]. :func:`optical_cloud` then uses the geometry helpers of ``nut_ros.core.geometry``.
+reference culls ŷ outside [0, 1]. :func:`queue_optical_cloud` then uses the geometry helpers of
+``nut_ros.core.geometry``.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 from nut_ros.core.gaussians import Gaussians
 from nut_ros.core.geometry import (DepthNormalization, Intrinsics, canonical_scale_to_optical, canonical_to_optical,
                                    canonical_velocity_to_optical)
-from nut_ros.pipeline.transfer import to_host
+from nut_ros.pipeline.transfer import copy_on_side_stream
 from nut_ros.pipeline.types import GaussianCloud
 
 #: margin of the shared frame's slots: the farthest input depth lands at ŷ' = FAR_MARGIN, never on the cull edge
@@ -58,19 +59,36 @@ def rebase_inverse_depth(g: Gaussians, norms: Sequence[DepthNormalization], shar
     return Gaussians(xyz, vel, g.rgb, g.opacity, g.scale, g.gamma, g.t0)
 
 
-def optical_cloud(g: Gaussians, t: float, k: Intrinsics, norm: DepthNormalization, pair_interval_s: float | None,
-                  min_opacity: float = 0.0) -> GaussianCloud:
-    """Gaussians of batch element 0 at pair time ``t`` in the optical frame of the image described by ``k``.
+class QueuedCloud:
+    """An optical cloud whose copy to the host was queued (:func:`queue_optical_cloud`); :meth:`result` once the
+    device's work is done (:func:`~nut_ros.pipeline.transfer.wait_for_copies`)."""
+
+    def __init__(self, table: np.ndarray, count: np.ndarray, widths: Sequence[int], metric: bool):
+        self._table, self._count, self._widths, self._metric = table, count, widths, metric
+
+    def result(self) -> GaussianCloud:
+        table = self._table[:int(self._count[0])]
+        cols = np.cumsum([0, *self._widths])
+        pos, sc, rot, op, rgb, vel = (table[:, a:b] for a, b in zip(cols[:-1], cols[1:]))
+        return GaussianCloud(pos, sc, rot, op[:, 0], rgb, vel, metric=self._metric)
+
+
+def queue_optical_cloud(g: Gaussians, t: float, k: Intrinsics, norm: DepthNormalization,
+                        pair_interval_s: float | None, min_opacity: float = 0.0) -> QueuedCloud:
+    """Gaussians of batch element 0 at pair time ``t`` in the optical frame of the image described by ``k``, queued.
 
     ``norm`` maps their slots ``ŷ`` to depth (metres when ``norm.metric``). Culled Gaussians (ŷ(t) outside [0, 1])
     and those with ``α(t) < min_opacity`` are left out. Velocities are the instantaneous derivative at ``t`` per
-    second (zero without ``pair_interval_s``: a single frame does not move).
+    second (zero without ``pair_interval_s``: a single frame does not move). Nothing waits for the device: on a GPU
+    the kept Gaussians are moved to the front of one table, and the whole table is copied to pinned host memory on
+    a side stream, so that the copy overlaps the work queued after it (the render) and the host never waits for
+    the count of kept Gaussians.
     """
     p = g.premap_position(t)[0].float()
     alpha = g.temporal_opacity(t)[0, :, 0].float()
     keep = (p[:, 1] >= 0) & (p[:, 1] <= 1) & (alpha >= min_opacity)
-    # every field of every Gaussian, then one selection and one device-to-host copy (on a GPU each boolean
-    # selection waits for the device, and each copy too; the culled ones' values are computed and dropped)
+    # every field of every Gaussian in one table, then one selection and one copy (the culled ones' values are
+    # computed and dropped)
     positions = canonical_to_optical(p, norm, k)
     scales = canonical_scale_to_optical(g.scale[0].float(), positions[:, 2], k)
     if pair_interval_s:
@@ -80,7 +98,11 @@ def optical_cloud(g: Gaussians, t: float, k: Intrinsics, norm: DepthNormalizatio
     rotations = torch.zeros(positions.shape[0], 4, dtype=positions.dtype, device=positions.device)
     rotations[:, 0] = 1.0  # the renderer's Gaussians are axis-aligned in the optical frame too
     fields = (positions, scales, rotations, alpha[:, None], g.rgb[0].float(), velocities)
-    table = to_host(torch.cat([f.detach().float() for f in fields], dim=1)[keep])
-    cols = np.cumsum([0] + [f.shape[1] for f in fields])
-    pos, sc, rot, op, rgb, vel = (table[:, a:b] for a, b in zip(cols[:-1], cols[1:]))
-    return GaussianCloud(pos, sc, rot, op[:, 0], rgb, vel, metric=norm.metric)
+    table = torch.cat([f.detach().float() for f in fields], dim=1)
+    widths = [f.shape[1] for f in fields]
+    if not table.is_cuda:
+        kept = table[keep].numpy()
+        return QueuedCloud(kept, np.array([kept.shape[0]]), widths, norm.metric)
+    kept_first = torch.argsort(keep.logical_not().to(torch.uint8), stable=True)  # kept rows first, in order
+    packed, count = table[kept_first], keep.sum(dtype=torch.int64).reshape(1)
+    return QueuedCloud(*copy_on_side_stream(packed, count), widths, norm.metric)

@@ -44,7 +44,7 @@ from nut_ros.core.motion_prior import FlowPrior, grey_u8, sparse_to_dense_availa
 from nut_ros.geometry.depth_from_motion import DepthFromMotion, MotionDepth, MotionDepthConfig
 from nut_ros.pipeline.backends import Backend
 from nut_ros.pipeline.depth import model_depth_input, normalize_inverse_depth, resize_depth, valid_depth
-from nut_ros.pipeline.optical import optical_cloud, rebase_inverse_depth, shared_normalization
+from nut_ros.pipeline.optical import queue_optical_cloud, rebase_inverse_depth, shared_normalization
 from nut_ros.pipeline.stats import StreamStats
 from nut_ros.pipeline.transfer import to_host, to_host_async, wait_for_copies
 from nut_ros.pipeline.types import Frame, PipelineConfig, RenderedView, StepResult
@@ -187,13 +187,15 @@ class StreamingPipeline:
 
         self._prev = cur
         self._live = _LiveMap(g, live_norm, t0_stamp, interval, geometry=source != "none")
-        times = self.config.render_times if prev is not None or not self.config.render_times else (1.0,)
-        queued = self._queue_views(times)  # on a GPU: queued with their copies, read after the cloud's wait
-        tick = self._lap(lat, "render", tick)
-
+        # on a GPU everything is queued first (the cloud's copy runs beside the render), then waited for once
         interval_s = interval * 1e-9 if interval else None
-        cloud = optical_cloud(g, 1.0, intrinsics, live_norm, interval_s, self.config.cloud_min_opacity)
+        cloud = queue_optical_cloud(g, 1.0, intrinsics, live_norm, interval_s, self.config.cloud_min_opacity)
+        tick = self._lap(lat, "postprocess", tick)
+        times = self.config.render_times if prev is not None or not self.config.render_times else (1.0,)
+        queued = self._queue_views(times)
+        tick = self._lap(lat, "render", tick)
         views = self._finish_views(queued, times)
+        cloud = cloud.result()
         self._lap(lat, "postprocess", tick)
         lat["total"] = (time.perf_counter() - start) * 1e3
         self.stats.frames_processed += 1

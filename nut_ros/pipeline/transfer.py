@@ -4,9 +4,12 @@ A copy from the GPU into ordinary (pageable) host memory is staged by the driver
 fraction of the link's speed; copying straight into page-locked memory avoids that (PyTorch's caching host
 allocator reuses the pinned blocks of earlier frames, so the allocation is not paid per frame). The returned array
 shares the pinned tensor's memory and keeps it alive. :func:`to_host_async` only queues the copy, so the host can go
-on queueing work; its array is valid after :func:`wait_for_copies`.
+on queueing work, and :func:`copy_on_side_stream` queues it on a second stream so that it runs while the GPU works on
+what is queued after it; their arrays are valid after :func:`wait_for_copies`.
 """
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import torch
@@ -29,6 +32,28 @@ def to_host_async(t: torch.Tensor) -> np.ndarray:
     host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
     host.copy_(t.detach(), non_blocking=True)
     return host.numpy()
+
+
+def copy_on_side_stream(*tensors: torch.Tensor) -> list[np.ndarray]:
+    """Queue copies of CUDA ``tensors`` (made by the work queued so far) into pinned host memory on a side stream of
+    their device: the copy engine moves them while the current stream's later kernels run. Read the arrays after
+    :func:`wait_for_copies`."""
+    device = tensors[0].device
+    main, side = torch.cuda.current_stream(device), _side_stream(device)
+    side.wait_stream(main)  # the tensors are complete before their copy starts
+    hosts = []
+    with torch.cuda.stream(side):
+        for t in tensors:
+            host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            host.copy_(t.detach(), non_blocking=True)
+            t.record_stream(side)  # their memory is not reused by the main stream before the copy has read it
+            hosts.append(host.numpy())
+    return hosts
+
+
+@functools.lru_cache(maxsize=None)
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    return torch.cuda.Stream(device)
 
 
 def wait_for_copies() -> None:
