@@ -1,8 +1,23 @@
-"""Depth rate from geometry: a wall approaching, a static wall under camera motion, depth edges unknown."""
+"""Depth rate from geometry: a wall approaching, a static wall under camera motion, depth edges unknown (torch
+on the CPU, points made with numpy)."""
 import numpy as np
+import torch
 
 from nut_ros.perception.depth_change import DepthChange, cell_mean, image_cells
 from perception_synth import DT, K, yaw_pose
+
+
+class Change(DepthChange):
+    """DepthChange taking and giving numpy arrays."""
+
+    def remember(self, points, pose, dt=0.0):
+        super().remember(torch.from_numpy(points), pose, dt)
+
+    def rate(self, points, k, pose, dt):
+        return super().rate(torch.from_numpy(points), k, pose, dt).numpy()
+
+    def shift_velocity(self, points, k, max_shift, min_gain):
+        return super().shift_velocity(torch.from_numpy(points), k, max_shift, min_gain).numpy()
 
 
 def wall(z, n=20000, seed=0):
@@ -12,7 +27,7 @@ def wall(z, n=20000, seed=0):
 
 
 def test_approaching_wall_and_static_wall_under_camera_motion():
-    change = DepthChange(4, 0.1)
+    change = Change(4, 0.1)
     still = np.eye(4)
     change.remember(wall(3.0), still)
     rate = change.rate(wall(3.0 - 0.8 * DT, seed=1), K, still, DT)
@@ -24,13 +39,13 @@ def test_approaching_wall_and_static_wall_under_camera_motion():
     change.remember(world, still)
     pose = yaw_pose(0.01, (0.0, 0.0, 0.05))
     in_cam = ((world - pose[:3, 3]) @ pose[:3, :3]).astype(np.float32)
-    assert np.all(np.isnan(DepthChange(4, 0.1).rate(in_cam, K, pose, DT)))  # nothing remembered yet
+    assert np.all(np.isnan(Change(4, 0.1).rate(in_cam, K, pose, DT)))  # nothing remembered yet
     rate = change.rate(in_cam, K, pose, DT)
     assert abs(np.nanmedian(rate)) < 0.05
 
 
 def test_depth_edges_are_unknown():
-    change = DepthChange(4, 0.1)
+    change = Change(4, 0.1)
     near, far = wall(1.0), wall(5.0, seed=2)
     u = lambda p: K.fx * p[:, 0] / p[:, 2] + K.cx  # noqa: E731
     step = K.cx + 2.5  # a step in depth through the middle of a column of cells
@@ -42,7 +57,7 @@ def test_depth_edges_are_unknown():
 
 
 def test_a_longer_baseline_measures_over_the_older_frame_and_revealed_background_is_unknown():
-    change = DepthChange(4, 0.1, baseline=3, max_speed=3.0)
+    change = Change(4, 0.1, baseline=3, max_speed=3.0)
     still = np.eye(4)
     for j in range(4):  # a wall approaching at 0.6 m/s; the rate compares against the frame 3 back
         pts = wall(3.0 - 0.6 * DT * j, seed=j)
@@ -63,8 +78,8 @@ def test_a_longer_baseline_measures_over_the_older_frame_and_revealed_background
 def test_cell_mean_averages_values_within_image_cells():
     pts = wall(3.0, n=2000)
     values = np.random.default_rng(1).normal(size=(2000, 3))
-    out = cell_mean(pts, values, K, 8)
-    cells, inside, _ = image_cells(pts, K, 8)
+    out = cell_mean(torch.from_numpy(pts), torch.from_numpy(values), K, 8).numpy()
+    cells = image_cells(torch.from_numpy(pts), K, 8)[0].numpy()
     first = cells == cells[0]
     np.testing.assert_allclose(out[first], np.broadcast_to(values[first].mean(0), (first.sum(), 3)), atol=1e-12)
     assert out[:, 0].std() < values[:, 0].std()
@@ -82,7 +97,7 @@ def box_in_front_of_wall(x0, seed):
 
 def test_shift_velocity_reads_a_sideways_mover_from_its_depth_silhouette():
     still = np.eye(4)
-    change = DepthChange(4, 0.1, baseline=3)
+    change = Change(4, 0.1, baseline=3)
     for j in range(4):  # the box moves right at 1.2 m/s: 3 frames = 0.24 m = 14.6 px = 3.7 cells of 4 px
         pts, on_box = box_in_front_of_wall(-0.3 + 1.2 * DT * j, seed=j)
         if j < 3:

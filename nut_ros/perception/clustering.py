@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -21,18 +22,21 @@ _OFFSETS = np.array([(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for 
                      if (dx, dy, dz) > (0, 0, 0)], dtype=np.int64)
 
 
-def voxel_cells(points: np.ndarray, voxel: float) -> np.ndarray:
-    """Integer cells ``[N, 3]`` of ``points [N, 3]``, clipped to the packable range."""
+def voxel_cells(points, voxel: float):
+    """Integer cells ``[N, 3]`` of ``points [N, 3]`` (numpy or torch), clipped to the packable range."""
+    if isinstance(points, torch.Tensor):
+        return torch.floor(points / voxel).clamp(-_HALF, _HALF - 1).long()
     return np.clip(np.floor(points / voxel), -_HALF, _HALF - 1).astype(np.int64)
 
 
-def pack_cells(cells: np.ndarray) -> np.ndarray:
+def pack_cells(cells):
     """``[N, 3]`` cells -> ``[N]`` int64 keys (order-preserving per axis, x most significant)."""
     c = cells + _HALF
     return (c[:, 0] << (2 * KEY_BITS)) | (c[:, 1] << KEY_BITS) | c[:, 2]
 
 
-def voxel_keys(points: np.ndarray, voxel: float) -> np.ndarray:
+def voxel_keys(points, voxel: float):
+    """``[N]`` int64 voxel keys of ``points [N, 3]`` (numpy or torch, as given)."""
     return pack_cells(voxel_cells(points, voxel))
 
 

@@ -17,41 +17,49 @@ front of what was seen there) are clipped to ``-max_speed``.
 :meth:`DepthChange.shift_velocity` reads the image-plane motion from the same two frames (after :meth:`rate`):
 the whole-cell shift of the older nearest-depth grid that best matches the current one around each cell (a mover's
 depth silhouette moves with it, where optical flow of a small far object can read almost nothing).
+
+Everything here is torch on the points' device (per-cell sums, minima and maxima by scatter, no compaction, no
+wait for the device); a point outside the image falls in an extra last cell that is never read.
 """
 from __future__ import annotations
 
 from collections import deque
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from nut_ros.core.geometry import Intrinsics
+from nut_ros.perception.tensors import upload
 
 SHIFT_DIFF_CAP = 0.3  # relative depth difference a cell contributes to a shift's cost at most (empty cells too)
 
 
-def image_cells(points: np.ndarray, k: Intrinsics, cell_px: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Per point (camera frame): its cell of a ``cell_px`` grid over the image (flat index), whether it projects
-    inside the image, and the number of cells."""
+def image_cells(points: torch.Tensor, k: Intrinsics, cell_px: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Per point (camera frame): its cell of a ``cell_px`` grid over the image (flat index; the number of cells
+    ``n`` for a point outside the image or not finite), whether it projects inside the image, and ``n``."""
     gw, gh = -(-k.width // cell_px), -(-k.height // cell_px)
     z = points[:, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = np.floor((k.fx * points[:, 0] / z + k.cx + 0.5) / cell_px)
-        v = np.floor((k.fy * points[:, 1] / z + k.cy + 0.5) / cell_px)
+    u = torch.floor((k.fx * points[:, 0] / z + k.cx + 0.5) / cell_px)
+    v = torch.floor((k.fy * points[:, 1] / z + k.cy + 0.5) / cell_px)
     inside = (z > 0) & (u >= 0) & (u < gw) & (v >= 0) & (v < gh)
-    flat = np.where(inside, v * gw + u, 0).astype(np.int64)
+    flat = torch.where(inside, v * gw + u, gw * gh).long()
     return flat, inside, gw * gh
 
 
-def cell_mean(points: np.ndarray, values: np.ndarray, k: Intrinsics, cell_px: int) -> np.ndarray:
+def _cell_sum(cells: torch.Tensor, n: int, values: torch.Tensor) -> torch.Tensor:
+    """Per-cell float64 sums ``[n + 1, ...]`` of ``values`` (the last cell: the points outside the image)."""
+    out = torch.zeros((n + 1, *values.shape[1:]), dtype=torch.float64, device=values.device)
+    return out.index_add_(0, cells, values.double())
+
+
+def cell_mean(points: torch.Tensor, values: torch.Tensor, k: Intrinsics, cell_px: int) -> torch.Tensor:
     """``values [N, C]`` replaced by their mean over the points of the same image cell (``cell_px`` grid); points
-    outside the image keep theirs."""
+    outside the image (or not finite: a NaN point leaves the average) keep theirs."""
     cells, inside, n = image_cells(points, k, cell_px)
-    c = cells[inside]
-    count = np.maximum(np.bincount(c, minlength=n), 1)
-    out = values.copy()
-    for i in range(values.shape[1]):
-        out[inside, i] = (np.bincount(c, weights=values[inside, i], minlength=n) / count)[c]
-    return out
+    count = _cell_sum(cells, n, torch.ones_like(cells, dtype=torch.float64)).clamp_min(1)
+    mean = (_cell_sum(cells, n, values) / count[:, None]).to(values.dtype)
+    return torch.where(inside[:, None], mean[cells], values)
 
 
 class DepthChange:
@@ -60,76 +68,73 @@ class DepthChange:
 
     def __init__(self, cell_px: int, edge_ratio: float, baseline: int = 1, max_speed: float = np.inf):
         self.cell_px, self.edge_ratio, self.max_speed = cell_px, edge_ratio, max_speed
-        self._frames: deque[tuple[np.ndarray, float]] = deque(maxlen=baseline)  # (points, interval before it)
+        self._frames: deque[tuple[torch.Tensor, float]] = deque(maxlen=baseline)  # (points, interval before it)
         self._last = None  # the last rate()'s grids (nearest depth before and now, cells, inside, interval)
 
     def reset(self) -> None:
         self._frames.clear()
         self._last = None
 
-    def remember(self, points: np.ndarray, pose: np.ndarray, dt: float = 0.0) -> None:
+    def remember(self, points: torch.Tensor, pose: np.ndarray, dt: float = 0.0) -> None:
         """Keep ``points`` (camera frame of ``pose``, 4x4 T_fixed<-camera), taken ``dt`` s after the last ones."""
-        world = points @ pose[:3, :3].T.astype(points.dtype) + pose[:3, 3].astype(points.dtype)
+        world = points @ upload(pose[:3, :3].T, points) + upload(pose[:3, 3], points)
         self._frames.append((world, float(dt or 0.0)))
 
-    def _cell_depth(self, points: np.ndarray, k: Intrinsics):
+    def _cell_depth(self, points: torch.Tensor, k: Intrinsics):
         """Per cell: mean depth (NaN where empty or a depth edge) and nearest depth (NaN where empty); per point:
         its cell and whether it is inside."""
         cells, inside, n = image_cells(points, k, self.cell_px)
-        c, z = cells[inside], points[inside, 2]
-        count = np.bincount(c, minlength=n)
-        near, far = np.full(n, np.inf, np.float32), np.full(n, -np.inf, np.float32)
-        np.minimum.at(near, c, z)
-        np.maximum.at(far, c, z)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mean = np.bincount(c, weights=z, minlength=n) / count
-        return (np.where((count > 0) & (far <= near * (1 + self.edge_ratio)), mean, np.nan),
-                np.where(count > 0, near, np.nan), cells, inside)
+        z = points[:, 2]
+        count = _cell_sum(cells, n, torch.ones_like(z))[:n]
+        near = torch.full((n + 1,), torch.inf, device=z.device).scatter_reduce_(0, cells, z, "amin")[:n]
+        far = torch.full((n + 1,), -torch.inf, device=z.device).scatter_reduce_(0, cells, z, "amax")[:n]
+        mean = _cell_sum(cells, n, z)[:n] / count
+        nan = torch.tensor(torch.nan, device=z.device)
+        return (torch.where((count > 0) & (far <= near * (1 + self.edge_ratio)), mean, nan),
+                torch.where(count > 0, near, nan), cells, inside)
 
-    def shift_velocity(self, points: np.ndarray, k: Intrinsics, max_shift: int, min_gain: float) -> np.ndarray:
+    def shift_velocity(self, points: torch.Tensor, k: Intrinsics, max_shift: int, min_gain: float) -> torch.Tensor:
         """Image-plane velocity ``[N, 2]`` (optical x, y, per second) of the ``points`` last given to :meth:`rate`,
         from geometry: the shift (whole cells, up to ``max_shift`` in x and 1 in y) that best maps the compared
         frame's nearest-depth grid onto the current one over a 3x3-cell window, where it beats no shift by
         ``min_gain`` (mean relative depth difference); NaN elsewhere (no depth structure, or nothing moved)."""
-        out = np.full((points.shape[0], 2), np.nan, np.float32)
         if self._last is None or self._last[2].shape[0] != points.shape[0]:
-            return out
+            return torch.full((points.shape[0], 2), torch.nan, device=points.device)
         before, now, cells, inside, interval = self._last
         gw = -(-k.width // self.cell_px)
         before, now = before.reshape(-1, gw), now.reshape(-1, gw)
         gh = now.shape[0]
-        padded = np.pad(before, max_shift, constant_values=np.nan)
-        shifts = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in range(-max_shift, max_shift + 1)])
-        # the cell that was at (y - dy, x - dx) is at (y, x) now; relative depth difference capped at 0.3
-        moved = np.stack([padded[max_shift - dy:max_shift - dy + gh, max_shift - dx:max_shift - dx + gw]
-                          for dy, dx in shifts])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            diff = np.minimum(np.abs(now - moved) / now, SHIFT_DIFF_CAP)
-        box = np.pad(np.where(np.isfinite(diff), diff, SHIFT_DIFF_CAP), ((0, 0), (1, 1), (1, 1)), mode="edge")
-        costs = sum(box[:, i:i + gh, j:j + gw] for i in range(3) for j in range(3)) / 9
-        best = np.argmin(costs, axis=0)
-        gain = costs[len(shifts) // 2] - np.take_along_axis(costs, best[None], 0)[0]  # middle: no shift
-        ok = ((gain >= min_gain) & np.isfinite(now)).reshape(-1)
-        c, z = cells[inside], points[inside, 2]
-        step = shifts[best.reshape(-1)[c]] * self.cell_px  # (dy, dx) pixels
-        vel = np.stack([step[:, 1] * z / k.fx, step[:, 0] * z / k.fy], 1) / interval
-        out[inside] = np.where(ok[c, None], vel, np.nan)
-        return out
+        padded = F.pad(before, (max_shift,) * 4, value=torch.nan)
+        shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in range(-max_shift, max_shift + 1)]
+        # the cell that was at (y - dy, x - dx) is at (y, x) now; relative depth difference capped
+        moved = torch.stack([padded[max_shift - dy:max_shift - dy + gh, max_shift - dx:max_shift - dx + gw]
+                             for dy, dx in shifts])
+        diff = torch.clamp((now - moved).abs() / now, max=SHIFT_DIFF_CAP)
+        box = F.pad(torch.where(diff.isfinite(), diff, SHIFT_DIFF_CAP), (1, 1, 1, 1), mode="replicate")
+        costs = box[:, 0:gh, 0:gw]
+        for i, j in [(i, j) for i in range(3) for j in range(3)][1:]:
+            costs = costs + box[:, i:i + gh, j:j + gw]
+        costs = costs / 9
+        best = torch.argmin(costs, dim=0)
+        gain = costs[len(shifts) // 2] - torch.gather(costs, 0, best[None])[0]  # middle: no shift
+        ok = ((gain >= min_gain) & now.isfinite()).reshape(-1)
+        step = upload(np.array(shifts) * self.cell_px, points, torch.float64)[best.reshape(-1)]  # (dy, dx) pixels
+        ok, step = F.pad(ok, (0, 1)), F.pad(step, (0, 0, 0, 1))  # the outside cell: not ok
+        z = points[:, 2].double()
+        vel = torch.stack([step[cells, 1] * z / k.fx, step[cells, 0] * z / k.fy], 1) / interval
+        return torch.where((inside & ok[cells])[:, None], vel, torch.nan).float()
 
-    def rate(self, points: np.ndarray, k: Intrinsics, pose: np.ndarray, dt: float) -> np.ndarray:
+    def rate(self, points: torch.Tensor, k: Intrinsics, pose: np.ndarray, dt: float) -> torch.Tensor:
         """Depth rate ``[N]`` (per second) of the current ``points`` (camera frame, pose T_fixed<-camera), taken
         ``dt`` s after the last remembered frame."""
-        out = np.full(points.shape[0], np.nan, np.float32)
         self._last = None
         if not self._frames or not dt:
-            return out
+            return torch.full((points.shape[0],), torch.nan, device=points.device)
         interval = dt + sum(gap for _, gap in list(self._frames)[1:])
-        rot, trans = pose[:3, :3].astype(np.float32), pose[:3, 3].astype(np.float32)
-        before, before_near, _, _ = self._cell_depth((self._frames[0][0] - trans) @ rot, k)
+        rot, trans = upload(pose[:3, :3], points), upload(pose[:3, 3], points)
+        before, before_near, _, _ = self._cell_depth((self._frames[0][0].to(points.device) - trans) @ rot, k)
         now, now_near, cells, inside = self._cell_depth(points, k)
         self._last = (before_near, now_near, cells, inside, interval)
-        with np.errstate(invalid="ignore"):
-            cell_rate = (now - before) / interval
-            cell_rate = np.where(cell_rate > self.max_speed, np.nan, np.maximum(cell_rate, -self.max_speed))
-        out[inside] = cell_rate[cells[inside]]
-        return out
+        cell_rate = (now - before) / interval
+        cell_rate = torch.where(cell_rate > self.max_speed, torch.nan, cell_rate.clamp_min(-self.max_speed))
+        return F.pad(cell_rate, (0, 1), value=torch.nan).float()[cells]

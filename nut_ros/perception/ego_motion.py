@@ -11,12 +11,18 @@ cross-product matrix ``[ω]ₓ`` (6 unknowns: ``ω`` and ``c``), solved by itera
 scores each Gaussian's residual against the moving threshold (Huber rounds, then Tukey's biweight), so the static
 background dominates and moving objects drop out of the fit. :func:`pose_step` turns a field back into the camera's
 pose change, which integrates into a pose in the key frame when there is no odometry.
+
+The fit runs in torch (float64) on the Gaussians' device; its six numbers come back to the host in one download.
+A field applies to numpy points and to tensors alike.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+
+from nut_ros.perception.tensors import download, upload
 
 MIN_FIT_POINTS = 12  # fewer Gaussians give no field (6 unknowns, 3 equations per Gaussian, margin for outliers)
 HUBER_ROUNDS = 2  # first reweighting rounds use Huber weights (convex: robust start), the rest Tukey's
@@ -31,7 +37,10 @@ class MotionField:
     offset: np.ndarray  # [3]
     inliers: float = 1.0  # fraction of the fitted Gaussians' weight the field explains (1 for odometry)
 
-    def __call__(self, points: np.ndarray) -> np.ndarray:
+    def __call__(self, points):
+        """The field at ``points [N, 3]`` (numpy, or a tensor on any device), in their dtype."""
+        if isinstance(points, torch.Tensor):
+            return points @ upload(self.matrix.T, points) + upload(self.offset, points)
         return points @ self.matrix.T.astype(points.dtype) + self.offset.astype(points.dtype)
 
     @staticmethod
@@ -58,45 +67,50 @@ def pose_step(field: MotionField, dt: float) -> np.ndarray:
     return rel
 
 
-def _design(points: np.ndarray) -> np.ndarray:
+def _design(points: torch.Tensor) -> torch.Tensor:
     """``[N, 3, 6]`` rows of ``v = c + ω × X`` in the unknowns ``(c, ω)``."""
     x, y, z = points[:, 0], points[:, 1], points[:, 2]
-    zero, one = np.zeros_like(x), np.ones_like(x)
+    zero, one = torch.zeros_like(x), torch.ones_like(x)
     rows = [[one, zero, zero, zero, z, -y], [zero, one, zero, -z, zero, x], [zero, zero, one, y, -x, zero]]
-    return np.stack([np.stack(r, -1) for r in rows], 1)
+    return torch.stack([torch.stack(r, -1) for r in rows], 1)
 
 
-def fit_static_field(points: np.ndarray, velocities: np.ndarray, weights: np.ndarray, threshold: np.ndarray,
-                     iterations: int, z_weight: float = 1.0) -> MotionField | None:
-    """Robust rigid field fitted to Gaussians ``points [N,3]`` moving at ``velocities [N,3]``.
+def fit_static_field(points, velocities, weights, threshold, iterations: int,
+                     z_weight: float = 1.0) -> MotionField | None:
+    """Robust rigid field fitted to Gaussians ``points [N,3]`` moving at ``velocities [N,3]`` (tensors on one
+    device, or numpy).
 
-    ``weights [N]`` (e.g. opacities) and ``threshold [N]`` (the speed above which each Gaussian counts as moving)
-    scale the residuals; ``z_weight`` scales the optical-z equations (the depth rate is noisier than the image-plane
-    motion). None when too few Gaussians carry weight.
+    ``weights [N]`` (e.g. opacities; 0 leaves a Gaussian out) and ``threshold [N]`` (the speed above which each
+    Gaussian counts as moving) scale the residuals; ``z_weight`` scales the optical-z equations (the depth rate is
+    noisier than the image-plane motion). None when fewer than ``MIN_FIT_POINTS`` Gaussians carry weight or the
+    solve fails.
     """
+    points, velocities, weights, threshold = (torch.as_tensor(a) for a in (points, velocities, weights, threshold))
+    f64 = torch.float64
     keep = weights > 0
-    if keep.sum() < MIN_FIT_POINTS:
-        return None
-    axis_weight = np.array([1.0, 1.0, z_weight])
-    a = _design(points[keep].astype(np.float64)) * axis_weight[:, None]
-    v = velocities[keep].astype(np.float64) * axis_weight
-    rows, flat_v = a.reshape(-1, 6), v.reshape(-1)  # one row per equation (3 per Gaussian), for BLAS products
-    prior = weights[keep] / threshold[keep].astype(np.float64) ** 2
-    w = prior.copy()
-    params = np.zeros(6)
+    axis_weight = upload(np.array([1.0, 1.0, z_weight]), points, f64)
+    a = _design(torch.where(keep[:, None], points.double(), 0.0)) * axis_weight[:, None]
+    v = torch.where(keep[:, None], velocities.double(), 0.0) * axis_weight
+    thresh = torch.where(keep, threshold.double(), 1.0)
+    rows, flat_v = a.reshape(-1, 6), v.reshape(-1)  # one row per equation (3 per Gaussian)
+    prior = torch.where(keep, weights.double() / thresh ** 2, 0.0)
+    w = prior
+    failed = torch.zeros((), dtype=torch.int32, device=points.device)
+    ridge = 1e-9 * torch.eye(6, dtype=f64, device=points.device)
     for k in range(iterations + 1):
-        weighted = rows * np.repeat(w, 3)[:, None]
+        weighted = rows * w.repeat_interleave(3)[:, None]
         lhs, rhs = weighted.T @ rows, weighted.T @ flat_v
-        try:
-            params = np.linalg.solve(lhs + 1e-9 * np.eye(6) * np.trace(lhs), rhs)
-        except np.linalg.LinAlgError:
-            return None
-        r = np.linalg.norm(v - a @ params, axis=1) / threshold[keep]
+        params, info = torch.linalg.solve_ex(lhs + ridge * torch.trace(lhs), rhs)
+        failed = torch.maximum(failed, info)
+        r = torch.linalg.vector_norm(v - a @ params, dim=1) / thresh
         if k < HUBER_ROUNDS:
-            w = prior / np.maximum(r, 1.0)
+            w = prior / r.clamp_min(1.0)
         else:
-            w = prior * np.clip(1 - (r / TUKEY_C) ** 2, 0, None) ** 2
-    c, om = params[:3], params[3:]
+            w = prior * (1 - (r / TUKEY_C) ** 2).clamp_min(0) ** 2
+    inliers = (prior * (r < 1)).sum() / prior.sum()
+    host = download(torch.cat([params, inliers[None], keep.sum()[None].to(f64), failed[None].to(f64)]))
+    if host[7] < MIN_FIT_POINTS or host[8] != 0 or not np.isfinite(host[:7]).all():
+        return None
+    c, om = host[:3], host[3:6]
     skew = np.array([[0, -om[2], om[1]], [om[2], 0, -om[0]], [-om[1], om[0], 0]])
-    inliers = float(prior[r < 1].sum() / prior.sum())
-    return MotionField(skew, c, inliers)
+    return MotionField(skew, c, float(host[6]))

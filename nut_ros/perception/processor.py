@@ -24,27 +24,66 @@ one). Per frame it
    confirmed tracks are reported in the current camera optical frame with their velocity over the ground;
 5. offers a subset of the static Gaussians, moved into the fixed frame, to the :class:`LocalMap`.
 
+Steps 1-3 and the choice of the map's candidates run in torch on the device that holds the Gaussians
+(``StepResult.device_cloud``, the pipeline's cloud table where it left it, e.g. on the GPU; else the numpy cloud on
+the CPU), without compacting on the device. The host gets, in one download, the moving Gaussians (clustering and
+tracking are numpy and scipy on the host: hundreds of points) and the map's candidates; the fitted camera motion
+(no odometry) costs one more, and drawing its random subset of a cloud larger than ``ego_samples`` a third.
+
 Without odometry a stream restart (``result.paired`` false) or a change of the depth source restarts the key frame,
 the tracks and the map; with odometry only a change of units does.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from nut_ros.perception.clustering import Clusters, cluster_points, cluster_stats, contains, group_median, voxel_keys
+from nut_ros.perception.clustering import Clusters, cluster_points, cluster_stats, group_median, voxel_keys
 from nut_ros.perception.depth_change import DepthChange, cell_mean
 from nut_ros.perception.ego_motion import MotionField, field_from_poses, fit_static_field, pose_step
 from nut_ros.perception.local_map import LocalMap
 from nut_ros.perception.params import MapParams, ObstacleParams
+from nut_ros.perception.tensors import download, pick, upload
 from nut_ros.perception.tracking import Detection, MultiObjectTracker
 from nut_ros.perception.types import Obstacle, ObstacleList, PerceptionOutput
-from nut_ros.pipeline.types import GaussianCloud, StepResult
+from nut_ros.pipeline.types import CLOUD_COLUMNS, GaussianCloud, StepResult
 
 MIN_INLIERS = 0.3  # a fitted camera motion explaining less of the Gaussians' weight is not trusted (frame skipped)
 MAX_MOVING_FRACTION = 0.5  # more Gaussians moving than this: the camera-motion estimate failed (frame skipped)
 MIN_DEPTH_RATE_WEIGHT = 1e-3  # a zero weight: the depth rate is not measured (1000x the image-plane noise)
+_MOVER_SPLIT = (3, 6)  # columns of a downloaded moving Gaussian: point, velocity over the ground, weight
+_CANDIDATE_SPLIT = (3, 6, 9)  # columns of a downloaded map candidate: point, colour, scales, opacity
+
+
+@dataclass
+class Rows:
+    """The thinned cloud on the stage's device, one row per kept Gaussian. Rows that fail the selection (faint,
+    out of range, not finite) have NaN points, zero velocities and zero weights, so every later step skips them."""
+
+    points: torch.Tensor  # [M, 3] optical frame
+    velocities: torch.Tensor  # [M, 3]
+    weights: torch.Tensor  # [M] opacity (0: not selected)
+    valid: torch.Tensor  # [M] bool
+    opacities: torch.Tensor  # [M] as in the cloud
+    colors: torch.Tensor  # [M, 3]
+    scales: torch.Tensor  # [M, 3]
+
+
+@dataclass
+class Found:
+    """What the host gets back from the device for one frame (numpy)."""
+
+    valid: int  # Gaussians selected
+    movers: tuple[np.ndarray, np.ndarray, np.ndarray]  # the moving ones: points, velocity over the ground, weight
+    candidates: np.ndarray  # [C, 10] the map's candidates (point, colour, scales, opacity)
+    eligible: int  # static Gaussians the candidates were picked from
+
+    @property
+    def moving(self) -> int:
+        return int(self.movers[0].shape[0])
 
 
 class PerceptionProcessor:
@@ -94,9 +133,9 @@ class PerceptionProcessor:
             self._odometry, self._metric = odometry, cloud.metric
             self.map.reset(metric=cloud.metric)
         dt = None if self._stamp_ns is None else (result.stamp_ns - self._stamp_ns) * 1e-9
-        points, velocities, weights, keep = self._select(cloud)
-        threshold = self.op.moving_speed + self.op.moving_speed_per_m * points[:, 2]
-        field = self._camera_motion(result, camera_pose, points, velocities, weights, threshold)
+        rows = self._select(result)
+        threshold = self.op.moving_speed + self.op.moving_speed_per_m * rows.points[:, 2]
+        field = self._camera_motion(result, camera_pose, rows, threshold)
         if field is not None and not odometry:
             self._pose = self._pose @ np.linalg.inv(pose_step(field, result.pair_interval_s))
         elif odometry:
@@ -104,37 +143,33 @@ class PerceptionProcessor:
         self._stamp_ns = result.stamp_ns
         rot, trans = self._pose[:3, :3], self._pose[:3, 3]
 
-        moving = np.zeros(points.shape[0], bool)
-        trusted = field is not None
+        found = None
         if field is not None:
-            depth_rate = self.change.rate(points, result.intrinsics, self._pose, dt)
-            residual = ground_velocity(points, velocities, field, depth_rate)
-            if odometry and self.op.shift_max > 0:  # the fitted camera motion misplaces the older depths too much
-                shift = self.change.shift_velocity(points, result.intrinsics, self.op.shift_max,
-                                                   self.op.shift_min_gain)
-                known = np.isfinite(shift[:, 0])
-                residual[known, :2] = shift[known]
-            moving = self._score(points, residual, depth_rate, threshold, result.intrinsics) > 1.0
-            trusted = not moving.size or moving.mean() <= MAX_MOVING_FRACTION  # else the camera motion is wrong
-            self.frames_skipped += not trusted
+            moving, residual = self._moving(result, rows, field, threshold, dt, odometry)
+        if field is not None or odometry:
+            self.change.remember(rows.points, self._pose, dt)
+        else:
+            self.change.reset()
+        if field is not None:
+            rng_state = self._rng.bit_generator.state
+            found = self._download(rows, moving, residual, self._rng.uniform())
+        # more moving than MAX_MOVING_FRACTION: the camera motion is wrong
+        trusted = found is not None and found.moving <= MAX_MOVING_FRACTION * found.valid
+        self.frames_skipped += found is not None and not trusted
         if trusted:
-            c = self._objects(points, residual, weights, moving)
+            c = self._objects(*found.movers)
             det = Detection(c.center @ rot.T + trans, c.velocity @ rot.T, c.size @ np.abs(rot).T, c.weight,
                             rot @ self._velocity_cov @ rot.T)
             self.tracker.update(det, dt if dt else 0.0)
-        else:  # no trusted camera motion: the tracks coast without counting a miss, the map waits
-            moving[:] = False
-            if dt:
-                self.tracker.predict(dt)
+        elif dt:  # no trusted camera motion: the tracks coast without counting a miss, the map waits
+            self.tracker.predict(dt)
         obstacles = self._report(result, rot, trans)
-        if field is not None or odometry:
-            self.change.remember(points, self._pose, dt)
-        else:
-            self.change.reset()
         tick = time.perf_counter()
 
         if trusted:
-            self._add_to_map(points, cloud, keep, moving, rot, trans)
+            self._add_to_map(found, rot, trans)
+        if found is not None and not (trusted and found.eligible > self.mp.candidates):
+            self._rng.bit_generator.state = rng_state  # the candidates' random offset was not used: not drawn
         map_due = self._map_changed and (self._map_stamp_ns is None or
                                          result.stamp_ns - self._map_stamp_ns >= self.mp.snapshot_period_s * 1e9)
         if map_due:
@@ -142,27 +177,73 @@ class PerceptionProcessor:
         end = time.perf_counter()
         latency = {"obstacles": (tick - start) * 1e3, "map": (end - tick) * 1e3}
         return PerceptionOutput(obstacles, self._pose.copy(), "odometry" if odometry else "keyframe", map_due,
-                                int(moving.sum()), latency)
+                                found.moving if trusted else 0, latency)
 
     # -- steps -----------------------------------------------------------------------------------------------
-    def _select(self, cloud: GaussianCloud):
-        """Opaque, in-range Gaussians of the thinned cloud: points, velocities, opacities, their cloud indices."""
-        stride = max(1, -(-cloud.count // self.op.max_gaussians))
-        idx = np.arange(0, cloud.count, stride)
-        p, v, o = cloud.positions[idx], cloud.velocities[idx], cloud.opacities[idx]
+    def _select(self, result: StepResult) -> Rows:
+        """The thinned cloud (fixed stride, at most ``max_gaussians`` rows) and which rows are opaque, in range and
+        finite; from the pipeline's device table when it has one, else from the numpy cloud."""
+        table = result.device_cloud
+        if table is not None:
+            cols = {name: table[:, c] for name, c in CLOUD_COLUMNS.items()}
+        else:
+            cols = {name: torch.as_tensor(getattr(result.gaussians, name), dtype=torch.float32)
+                    for name in CLOUD_COLUMNS}
+        cols["opacities"] = cols["opacities"].reshape(-1)
+        stride = max(1, -(-cols["positions"].shape[0] // self.op.max_gaussians))
+        p, v, o, rgb, sc = (cols[n][::stride] for n in ("positions", "velocities", "opacities", "colors", "scales"))
         ok = (o >= self.op.min_opacity) & (p[:, 2] > 0) & (p[:, 2] <= self.op.max_range)
-        ok &= np.isfinite(p).all(1) & np.isfinite(v).all(1)
-        return p[ok], v[ok], o[ok], idx[ok]
+        ok &= p.isfinite().all(1) & v.isfinite().all(1)
+        return Rows(torch.where(ok[:, None], p, torch.nan), torch.where(ok[:, None], v, 0.0), torch.where(ok, o, 0.0),
+                    ok, o, rgb, sc)
 
-    def _objects(self, points, residual, weights, moving) -> Clusters:
-        """The moving Gaussians' objects: voxel clusters, each cut to its depth layer (``depth_band`` around its
-        median depth: the flow of a mover bleeds onto the floor and wall around it, which the voxels connect to it),
-        then dropped when larger than ``max_size`` (structure) or narrower than ``min_width`` across the view
-        (slivers along depth edges)."""
+    def _moving(self, result: StepResult, rows: Rows, field: MotionField, threshold, dt, odometry):
+        """Which rows move (``[M]`` bool) and their velocities over the ground ``[M, 3]`` (device tensors)."""
+        depth_rate = self.change.rate(rows.points, result.intrinsics, self._pose, dt)
+        residual = ground_velocity(rows.points, rows.velocities, field, depth_rate)
+        if odometry and self.op.shift_max > 0:  # the fitted camera motion misplaces the older depths too much
+            shift = self.change.shift_velocity(rows.points, result.intrinsics, self.op.shift_max,
+                                               self.op.shift_min_gain)
+            residual = torch.cat([torch.where(shift[:, :1].isfinite(), shift, residual[:, :2]), residual[:, 2:]], 1)
+        return self._score(rows.points, residual, depth_rate, threshold, result.intrinsics) > 1.0, residual
+
+    def _download(self, rows: Rows, moving: torch.Tensor, residual: torch.Tensor, offset: float) -> Found:
+        """The moving rows and the map's candidates, in one download: up to ``candidates`` static, opaque, near
+        Gaussians away from moving voxels, spread evenly (at random ``offset`` in [0, 1) of a stride) over those
+        eligible when there are more."""
+        mp, m = self.mp, rows.points.shape[0]
+        keys = voxel_keys(rows.points, self.op.voxel)
+        n_moving = moving.sum()
+        moving_keys = torch.sort(torch.where(moving, keys, torch.iinfo(torch.int64).max)).values
+        at = torch.searchsorted(moving_keys, keys).clamp_max(max(m - 1, 0))
+        near_moving = (moving_keys[at] == keys) & (at < n_moving)
+        ok = ~moving & ~near_moving & (rows.opacities >= mp.min_opacity) & (rows.points[:, 2] <= mp.max_range)
+        eligible = ok.sum()
+        slot = torch.arange(mp.candidates, device=keys.device)
+        step = eligible.double() / mp.candidates
+        ranks = torch.where(eligible > mp.candidates, (offset * step + slot.double() * step).long(), slot)
+        pad = lambda t: torch.nn.functional.pad(t, (0, 0, 0, 1))  # noqa: E731  one row for pick's past-the-end
+        candidates = pad(torch.cat([rows.points, rows.colors, rows.scales, rows.opacities[:, None]], 1))
+        movers = pad(torch.cat([rows.points, residual, rows.weights[:, None]], 1))
+        cap = m // 2  # a trusted frame has at most MAX_MOVING_FRACTION of its rows moving
+        picked = (movers[pick(moving, torch.arange(cap, device=keys.device))],
+                  candidates[pick(ok, ranks)])
+        header = torch.stack([rows.valid.sum(), n_moving, eligible]).float()
+        host = download(torch.cat([header] + [t.reshape(-1) for t in picked]))
+        valid, n_moving, eligible = (int(x) for x in host[:3])
+        mover_rows = host[3:3 + cap * movers.shape[1]].reshape(cap, -1)[:n_moving]
+        candidate_rows = host[3 + cap * movers.shape[1]:].reshape(mp.candidates, -1)[:min(eligible, mp.candidates)]
+        points, velocities, weights = np.split(mover_rows, _MOVER_SPLIT, axis=1)
+        return Found(valid, (points, velocities, weights[:, 0]), candidate_rows, eligible)
+
+    def _objects(self, points, residual, weights) -> Clusters:
+        """The objects of the moving Gaussians (host arrays): voxel clusters, each cut to its depth layer
+        (``depth_band`` around its median depth: the flow of a mover bleeds onto the floor and wall around it, which
+        the voxels connect to it), then dropped when larger than ``max_size`` (structure) or narrower than
+        ``min_width`` across the view (slivers along depth edges)."""
         op = self.op
-        member = np.flatnonzero(moving)
-        labels, k = cluster_points(points[member], op.voxel, op.min_cluster_gaussians)
-        member, labels = member[labels >= 0], labels[labels >= 0]
+        labels, k = cluster_points(points, op.voxel, op.min_cluster_gaussians)
+        member, labels = np.flatnonzero(labels >= 0), labels[labels >= 0]
         if op.depth_band > 0 and k:
             keep = np.abs(points[member, 2] - group_median(points[member, 2], labels, k)[labels]) <= op.depth_band
             kept, labels = np.unique(labels[keep], return_inverse=True)
@@ -170,19 +251,19 @@ class PerceptionProcessor:
         c = cluster_stats(points[member], residual[member], weights[member], labels.reshape(-1), k, op.voxel)
         return c.select((c.size.max(axis=1) <= op.max_size) & (c.size[:, :2].min(axis=1) >= op.min_width))
 
-    def _score(self, points, residual, depth_rate, threshold, intrinsics) -> np.ndarray:
+    def _score(self, points, residual, depth_rate, threshold, intrinsics) -> torch.Tensor:
         """Each Gaussian's ground speed (optical z weighted; averaged over its image cell of ``score_cell_px``
         pixels) in units of its moving threshold; 0 where the depth rate is unknown (depth edges, grazing surfaces
         and newly seen space: the flow is unreliable there)."""
-        known = np.isfinite(depth_rate)
-        ground = residual[known]
+        known = depth_rate.isfinite()
+        ground = residual
         if self.op.score_cell_px > 1:
-            ground = cell_mean(points[known], ground, intrinsics, self.op.score_cell_px)
-        score = np.zeros(points.shape[0])
-        score[known] = np.linalg.norm(ground * self._axis_weight, axis=1) / threshold[known]
-        return score
+            ground = cell_mean(torch.where(known[:, None], points, torch.nan), residual, intrinsics,
+                               self.op.score_cell_px)
+        weighted = ground * upload(self._axis_weight, ground)
+        return torch.where(known, (weighted * weighted).sum(1).sqrt() / threshold, 0.0)
 
-    def _camera_motion(self, result: StepResult, pose, points, velocities, weights, threshold) -> MotionField | None:
+    def _camera_motion(self, result: StepResult, pose, rows: Rows, threshold) -> MotionField | None:
         """The static field of this pair, or None (first frame of a stream, or an untrustworthy fit)."""
         dt = result.pair_interval_s
         if not result.paired or not dt:
@@ -191,14 +272,23 @@ class PerceptionProcessor:
             prev_stamp = result.stamp_ns - round(dt * 1e9)
             if self._stamp_ns is not None and abs(self._stamp_ns - prev_stamp) < 1e6:
                 return field_from_poses(self._pose, np.asarray(pose, np.float64), dt)
-        n = points.shape[0]
-        sample = self._rng.choice(n, self.op.ego_samples, replace=False) if n > self.op.ego_samples else slice(None)
-        field = fit_static_field(points[sample], velocities[sample], weights[sample], threshold[sample],
-                                 self.op.ego_iterations, self.op.depth_rate_weight)
+        sample = self._ego_sample(rows.valid)
+        field = fit_static_field(rows.points[sample], rows.velocities[sample], rows.weights[sample],
+                                 threshold[sample], self.op.ego_iterations, self.op.depth_rate_weight)
         if field is None or field.inliers < MIN_INLIERS:
             self.frames_skipped += 1
             return None
         return field
+
+    def _ego_sample(self, valid: torch.Tensor):
+        """The rows the camera-motion fit uses: ``ego_samples`` of the valid ones at random, or all rows when there
+        are no more valid ones than that (the fit skips the others by their zero weight)."""
+        n = valid.shape[0]
+        if n > self.op.ego_samples:
+            n = int(download(valid.sum()))  # the subset is drawn from the valid rows
+        if n <= self.op.ego_samples:
+            return slice(None)
+        return pick(valid, upload(self._rng.choice(n, self.op.ego_samples, replace=False), valid, torch.int64))
 
     def _report(self, result: StepResult, rot: np.ndarray, trans: np.ndarray) -> ObstacleList:
         """Confirmed tracks detected recently (``report_misses``) and moving (``min_speed``), in the current camera
@@ -215,26 +305,16 @@ class PerceptionProcessor:
                 float(s.hits[i] / (s.hits[i] + s.misses[i])), int(s.hits[i] + s.misses[i])))
         return out
 
-    def _add_to_map(self, points, cloud: GaussianCloud, keep, moving, rot, trans) -> None:
-        """Offer up to ``candidates`` static, opaque, near Gaussians (away from moving voxels) to the map."""
-        mp = self.mp
-        moving_keys = np.unique(voxel_keys(points[moving], self.op.voxel))
-        near_moving, _ = contains(moving_keys, voxel_keys(points, self.op.voxel))
-        ok = ~moving & ~near_moving & (cloud.opacities[keep] >= mp.min_opacity) & (points[:, 2] <= mp.max_range)
-        idx = np.flatnonzero(ok)
-        if idx.size > mp.candidates:
-            step = idx.size / mp.candidates
-            idx = idx[(self._rng.uniform() * step + np.arange(mp.candidates) * step).astype(np.int64)]
-        src = keep[idx]
-        self.map.insert(points[idx] @ rot.T + trans, cloud.colors[src], cloud.scales[src], cloud.opacities[src],
-                        rot, trans)
-        self._map_changed |= idx.size > 0
+    def _add_to_map(self, found: Found, rot: np.ndarray, trans: np.ndarray) -> None:
+        """Offer the frame's candidates (static, opaque, near Gaussians away from moving voxels) to the map."""
+        points, colors, scales, opacities = np.split(found.candidates, _CANDIDATE_SPLIT, axis=1)
+        self.map.insert(points @ rot.T + trans, colors, scales, opacities[:, 0], rot, trans)
+        self._map_changed |= points.shape[0] > 0
 
 
-def ground_velocity(points: np.ndarray, velocities: np.ndarray, field: MotionField, depth_rate: np.ndarray):
+def ground_velocity(points: torch.Tensor, velocities: torch.Tensor, field: MotionField, depth_rate: torch.Tensor):
     """Velocities over the ground ``[N, 3]``: minus the camera's static field, with the optical-z component
     replaced by the geometric ``depth_rate`` where it is known (finite)."""
     residual = velocities - field(points)
-    known = np.isfinite(depth_rate)
-    residual[known, 2] = depth_rate[known]
-    return residual
+    z = torch.where(depth_rate.isfinite(), depth_rate, residual[:, 2])
+    return torch.cat([residual[:, :2], z[:, None]], 1)

@@ -20,7 +20,7 @@ from nut_ros.core.gaussians import Gaussians
 from nut_ros.core.geometry import (DepthNormalization, Intrinsics, canonical_scale_to_optical, canonical_to_optical,
                                    canonical_velocity_to_optical)
 from nut_ros.pipeline.transfer import copy_on_side_stream
-from nut_ros.pipeline.types import GaussianCloud
+from nut_ros.pipeline.types import CLOUD_COLUMNS, GaussianCloud
 
 #: margin of the shared frame's slots: the farthest input depth lands at ŷ' = FAR_MARGIN, never on the cull edge
 FAR_MARGIN = 0.005
@@ -61,16 +61,20 @@ def rebase_inverse_depth(g: Gaussians, norms: Sequence[DepthNormalization], shar
 
 class QueuedCloud:
     """An optical cloud whose copy to the host was queued (:func:`queue_optical_cloud`); :meth:`result` once the
-    device's work is done (:func:`~nut_ros.pipeline.transfer.wait_for_copies`)."""
+    device's work is done (:func:`~nut_ros.pipeline.transfer.wait_for_copies`). Its rows stay on the device too
+    (:meth:`device_table`, for the perception stage)."""
 
-    def __init__(self, table: np.ndarray, count: np.ndarray, widths: Sequence[int], metric: bool):
-        self._table, self._count, self._widths, self._metric = table, count, widths, metric
+    def __init__(self, table: np.ndarray, count: np.ndarray, metric: bool, device: torch.Tensor):
+        self._table, self._count, self._metric, self._device = table, count, metric, device
 
     def result(self) -> GaussianCloud:
         table = self._table[:int(self._count[0])]
-        cols = np.cumsum([0, *self._widths])
-        pos, sc, rot, op, rgb, vel = (table[:, a:b] for a, b in zip(cols[:-1], cols[1:]))
+        pos, sc, rot, op, rgb, vel = (table[:, c] for c in CLOUD_COLUMNS.values())
         return GaussianCloud(pos, sc, rot, op[:, 0], rgb, vel, metric=self._metric)
+
+    def device_table(self) -> torch.Tensor:
+        """The rows of :meth:`result` on the device (``[N, 17]``, ``CLOUD_COLUMNS``; read the count as it does)."""
+        return self._device[:int(self._count[0])]
 
 
 def queue_optical_cloud(g: Gaussians, t: float, k: Intrinsics, norm: DepthNormalization,
@@ -97,12 +101,11 @@ def queue_optical_cloud(g: Gaussians, t: float, k: Intrinsics, norm: DepthNormal
         velocities = torch.zeros_like(positions)
     rotations = torch.zeros(positions.shape[0], 4, dtype=positions.dtype, device=positions.device)
     rotations[:, 0] = 1.0  # the renderer's Gaussians are axis-aligned in the optical frame too
-    fields = (positions, scales, rotations, alpha[:, None], g.rgb[0].float(), velocities)
+    fields = (positions, scales, rotations, alpha[:, None], g.rgb[0].float(), velocities)  # CLOUD_COLUMNS
     table = torch.cat([f.detach().float() for f in fields], dim=1)
-    widths = [f.shape[1] for f in fields]
     if not table.is_cuda:
-        kept = table[keep].numpy()
-        return QueuedCloud(kept, np.array([kept.shape[0]]), widths, norm.metric)
+        kept = table[keep]
+        return QueuedCloud(kept.numpy(), np.array([kept.shape[0]]), norm.metric, kept)
     kept_first = torch.argsort(keep.logical_not().to(torch.uint8), stable=True)  # kept rows first, in order
     packed, count = table[kept_first], keep.sum(dtype=torch.int64).reshape(1)
-    return QueuedCloud(*copy_on_side_stream(packed, count), widths, norm.metric)
+    return QueuedCloud(*copy_on_side_stream(packed, count), norm.metric, packed)

@@ -195,14 +195,14 @@ class StreamingPipeline:
         queued = self._queue_views(times)
         tick = self._lap(lat, "render", tick)
         views = self._finish_views(queued, times)
-        cloud = cloud.result()
+        cloud, device_cloud = cloud.result(), cloud.device_table()
         self._lap(lat, "postprocess", tick)
         lat["total"] = (time.perf_counter() - start) * 1e3
         self.stats.frames_processed += 1
         self.stats.record(lat)
         return StepResult(frame.stamp_ns, frame.frame_id, live_norm.metric, source, views, cloud, intrinsics, lat,
                           paired=prev is not None, pair_interval_s=interval_s, input_depth=depth_in,
-                          motion_depth=motion)
+                          motion_depth=motion, device_cloud=device_cloud)
 
     def render(self, pair_times) -> list[RenderedView]:
         """Render the live map at the given pair times (0 = previous frame, 1 = newest, > 1 = prediction).

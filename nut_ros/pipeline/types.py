@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from nut_ros.core.geometry import Intrinsics
 from nut_ros.geometry.depth_from_motion import MotionDepth
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -40,6 +44,11 @@ class GaussianCloud:
         return int(self.positions.shape[0])
 
 
+#: columns of a cloud table (``StepResult.device_cloud``): the GaussianCloud's fields side by side, float32
+CLOUD_COLUMNS = {"positions": slice(0, 3), "scales": slice(3, 6), "rotations": slice(6, 10), "opacities": slice(10, 11),
+                 "colors": slice(11, 14), "velocities": slice(14, 17)}
+
+
 @dataclass
 class RenderedView:
     """The Gaussian map rendered at one time, at the model resolution."""
@@ -71,6 +80,9 @@ class StepResult:
     # odometry, relative units from motion alone; NaN where invalid), None when it got none
     input_depth: np.ndarray | None = None
     motion_depth: MotionDepth | None = None  # depth from motion of the newest frame (semi-dense, dense, confidence)
+    # the rows of ``gaussians`` as the pipeline built them on its device ([N, 17] float32 torch tensor, columns
+    # CLOUD_COLUMNS; on a GPU the perception stage works on it there), None when the backend gives numpy only
+    device_cloud: torch.Tensor | None = None
 
     def view_at(self, pair_time: float) -> RenderedView:
         """The view rendered at ``pair_time`` (KeyError when it was not requested)."""

@@ -1,0 +1,33 @@
+"""Moving the perception stage's data between the host and the device that holds the Gaussians.
+
+The stage runs its per-Gaussian work in torch on the tensors it is given (CUDA when the pipeline left its cloud on
+the GPU, CPU otherwise). Small host arrays (poses, sample indices) go up through page-locked memory without
+waiting for the device; a download waits for it, so the stage gathers what the host needs into one tensor and
+downloads that once (:func:`download`). :func:`pick` selects rows by a mask without compacting on the device (a
+boolean selection waits for the device to learn its size).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from nut_ros.pipeline.transfer import to_host
+
+
+def upload(array, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``array`` (numpy or a number) as a tensor on ``like``'s device, in ``dtype`` (default: ``like``'s)."""
+    t = torch.as_tensor(np.ascontiguousarray(array), dtype=dtype or like.dtype)
+    if like.device.type == "cpu":
+        return t
+    return t.pin_memory().to(like.device, non_blocking=True)
+
+
+def download(t: torch.Tensor) -> np.ndarray:
+    """``t`` on the host (on a GPU: one synchronisation)."""
+    return to_host(t)
+
+
+def pick(mask: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
+    """Indices of the elements of ``mask`` (1-D bool) whose rank among the true ones is ``ranks`` (0-based); a rank
+    at or past the number of true elements gives ``len(mask)`` (index a table with one padding row at its end)."""
+    return torch.searchsorted(torch.cumsum(mask, 0), ranks + 1)

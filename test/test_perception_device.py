@@ -1,0 +1,116 @@
+"""The perception stage in torch: the same outputs as the numpy stage it replaced (test/fixtures/
+perception_expected.json, recorded by the numpy stage at commit 55163bd on the scenes of ``record``), the pieces
+against their formulas written out, and CUDA against CPU."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nut_ros.perception import MapParams, ObstacleParams, PerceptionProcessor
+from nut_ros.perception.depth_change import cell_mean, image_cells
+from nut_ros.perception.tensors import pick
+from perception_synth import K, scene_stream
+
+FIXTURE = Path(__file__).parent / "fixtures" / "perception_expected.json"
+MOVERS = ((-1.0, 0.5, 3.0, 0.8, 0.0, 0.3), (1.5, 0.3, 4.0, -0.6, 0.0, -0.2))
+
+
+class Recorder(PerceptionProcessor):
+    """The processor, keeping the moving Gaussians it clustered in the last frame."""
+
+    def _objects(self, points, residual, weights):
+        self.seen = np.asarray(points, np.float64)
+        return super()._objects(points, residual, weights)
+
+
+def record(odometry: bool, to_device=None) -> list[dict]:
+    """Per frame of a 24-frame scene with two movers (thinned to 8000 rows, 2000 map candidates: the random
+    subsets are drawn): the moving Gaussians, pose, obstacles and map."""
+    proc = Recorder(ObstacleParams(max_gaussians=8000, ego_samples=1500), MapParams(candidates=2000), seed=11)
+    frames = []
+    for res, pose, _ in scene_stream(24, movers=MOVERS, n_room=24000, n_blob=500, seed=7):
+        if to_device is not None:
+            res.device_cloud = to_device(res.gaussians)
+        proc.seen = np.zeros((0, 3))
+        out = proc.update(res, pose if odometry else None)
+        frames.append({"moving": out.moving_gaussians, "moving_sum": proc.seen.sum(0).tolist(),
+                       "pose": out.camera_pose.tolist(), "map_count": proc.map.count,
+                       "map_sum": proc.map.field("positions").astype(np.float64).sum(0).tolist(),
+                       "obstacles": [[*o.position.tolist(), *o.velocity.tolist(), *o.size.tolist()]
+                                     for o in out.obstacles.obstacles],
+                       "skipped": proc.frames_skipped})
+    return frames
+
+
+def assert_same(got: list[dict], want: list[dict], tol: float):
+    for j, (a, b) in enumerate(zip(got, want, strict=True)):
+        assert a["moving"] == b["moving"] and a["map_count"] == b["map_count"], j
+        assert a["skipped"] == b["skipped"] and len(a["obstacles"]) == len(b["obstacles"]), j
+        for key in ("moving_sum", "pose", "map_sum", "obstacles"):
+            np.testing.assert_allclose(np.array(a[key], float), np.array(b[key], float), rtol=tol, atol=tol,
+                                       err_msg=f"frame {j} {key}")
+
+
+@pytest.mark.parametrize("mode", ["odometry", "keyframe"])
+def test_torch_stage_on_the_cpu_reproduces_the_numpy_stage(mode):
+    want = json.loads(FIXTURE.read_text())[mode]
+    assert sum(f["moving"] for f in want) > 4000 and sum(len(f["obstacles"]) for f in want) > 30  # not trivial
+    assert_same(record(mode == "odometry"), want, 1e-5)
+
+
+def cloud_table(cloud, device):
+    fields = (cloud.positions, cloud.scales, cloud.rotations, cloud.opacities[:, None], cloud.colors,
+              cloud.velocities)
+    return torch.as_tensor(np.concatenate(fields, 1), device=device)
+
+
+def test_the_device_table_gives_what_the_numpy_cloud_gives():
+    want = record(True)
+    assert_same(record(True, lambda cloud: cloud_table(cloud, "cpu")), want, 0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("odometry", [True, False])
+def test_cuda_and_cpu_agree(odometry):
+    """Same inputs on the GPU (the cloud table there, as the pipeline leaves it) and on the CPU: the moving tests
+    differ only where a score sits on its threshold within rounding (sums in another order)."""
+    cpu = record(odometry)
+    gpu = record(odometry, lambda cloud: cloud_table(cloud, "cuda"))
+    moving_cpu, moving_gpu = np.array([f["moving"] for f in cpu]), np.array([f["moving"] for f in gpu])
+    assert np.abs(moving_cpu - moving_gpu).sum() <= 0.002 * moving_cpu.sum()
+    assert [len(f["obstacles"]) for f in cpu] == [len(f["obstacles"]) for f in gpu]
+    for a, b in zip(cpu, gpu):
+        np.testing.assert_allclose(np.array(a["obstacles"]).reshape(-1, 9), np.array(b["obstacles"]).reshape(-1, 9),
+                                   atol=0.02)
+        np.testing.assert_allclose(a["pose"], b["pose"], atol=1e-4)
+        assert abs(a["map_count"] - b["map_count"]) <= 0.01 * max(a["map_count"], 1)
+
+
+def test_image_cells_and_cell_mean_follow_their_formulas():
+    rng = np.random.default_rng(0)
+    pts = np.column_stack([rng.uniform(-3, 3, 3000), rng.uniform(-2, 2, 3000), rng.uniform(-1, 6, 3000)])
+    pts[:5] = np.nan
+    pts = pts.astype(np.float32)
+    values = rng.normal(size=(3000, 3)).astype(np.float32)
+    cells, inside, n = (x.numpy() if torch.is_tensor(x) else x for x in image_cells(torch.from_numpy(pts), K, 8))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        u = np.floor((K.fx * pts[:, 0] / pts[:, 2] + K.cx + 0.5) / 8)
+        v = np.floor((K.fy * pts[:, 1] / pts[:, 2] + K.cy + 0.5) / 8)
+    gw, gh = -(-K.width // 8), -(-K.height // 8)
+    want_inside = (pts[:, 2] > 0) & (u >= 0) & (u < gw) & (v >= 0) & (v < gh)
+    assert n == gw * gh and np.array_equal(inside, want_inside) and not inside[:5].any()
+    assert np.array_equal(cells[inside], (v * gw + u)[inside].astype(np.int64)) and np.all(cells[~inside] == n)
+    out = cell_mean(torch.from_numpy(pts), torch.from_numpy(values), K, 8).numpy()
+    for c in np.unique(cells[inside])[:20]:
+        same = cells == c
+        np.testing.assert_allclose(out[same], np.broadcast_to(values[same].mean(0), (same.sum(), 3)), atol=1e-6)
+    assert np.array_equal(out[~inside], values[~inside])
+
+
+def test_pick_finds_the_rows_of_given_ranks_without_compacting():
+    mask = torch.tensor([False, True, True, False, True, False])
+    assert pick(mask, torch.tensor([0, 1, 2, 3, 7])).tolist() == [1, 2, 4, 6, 6]  # past the end: len(mask)
+    assert pick(torch.zeros(0, dtype=torch.bool), torch.tensor([0, 1])).tolist() == [0, 0]
