@@ -85,8 +85,9 @@ def test_params_are_validated():
         ObstacleParams(moving_speed=-1)
 
 
-def test_a_frame_where_everything_moves_is_skipped_not_mapped():
-    proc = PerceptionProcessor(seed=5)
+@pytest.mark.parametrize("max_range", [5.0, 100.0])  # 100: every Gaussian selected
+def test_a_frame_where_everything_moves_is_skipped_not_mapped(max_range):
+    proc = PerceptionProcessor(ObstacleParams(max_range=max_range), seed=5)
     stream = list(scene_stream(8, movers=()))
     for res, pose, _ in stream[:6]:
         proc.update(res, pose)

@@ -89,9 +89,8 @@ class DepthChange:
         near = torch.full((n + 1,), torch.inf, device=z.device).scatter_reduce_(0, cells, z, "amin")[:n]
         far = torch.full((n + 1,), -torch.inf, device=z.device).scatter_reduce_(0, cells, z, "amax")[:n]
         mean = _cell_sum(cells, n, z)[:n] / count
-        nan = torch.tensor(torch.nan, device=z.device)
-        return (torch.where((count > 0) & (far <= near * (1 + self.edge_ratio)), mean, nan),
-                torch.where(count > 0, near, nan), cells, inside)
+        return (torch.where((count > 0) & (far <= near * (1 + self.edge_ratio)), mean, torch.nan),
+                torch.where(count > 0, near, torch.nan), cells, inside)
 
     def shift_velocity(self, points: torch.Tensor, k: Intrinsics, max_shift: int, min_gain: float) -> torch.Tensor:
         """Image-plane velocity ``[N, 2]`` (optical x, y, per second) of the ``points`` last given to :meth:`rate`,

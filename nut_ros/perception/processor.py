@@ -77,13 +77,11 @@ class Found:
     """What the host gets back from the device for one frame (numpy)."""
 
     valid: int  # Gaussians selected
-    movers: tuple[np.ndarray, np.ndarray, np.ndarray]  # the moving ones: points, velocity over the ground, weight
+    moving: int  # of them moving
+    # the moving ones (points, velocity over the ground, weight), when at most half the rows move (else none)
+    movers: tuple[np.ndarray, np.ndarray, np.ndarray]
     candidates: np.ndarray  # [C, 10] the map's candidates (point, colour, scales, opacity)
     eligible: int  # static Gaussians the candidates were picked from
-
-    @property
-    def moving(self) -> int:
-        return int(self.movers[0].shape[0])
 
 
 class PerceptionProcessor:
@@ -234,7 +232,7 @@ class PerceptionProcessor:
         mover_rows = host[3:3 + cap * movers.shape[1]].reshape(cap, -1)[:n_moving]
         candidate_rows = host[3 + cap * movers.shape[1]:].reshape(mp.candidates, -1)[:min(eligible, mp.candidates)]
         points, velocities, weights = np.split(mover_rows, _MOVER_SPLIT, axis=1)
-        return Found(valid, (points, velocities, weights[:, 0]), candidate_rows, eligible)
+        return Found(valid, n_moving, (points, velocities, weights[:, 0]), candidate_rows, eligible)
 
     def _objects(self, points, residual, weights) -> Clusters:
         """The objects of the moving Gaussians (host arrays): voxel clusters, each cut to its depth layer

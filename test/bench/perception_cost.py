@@ -1,15 +1,17 @@
 """Per-frame cost of the perception stage (obstacles + local map) on real pipeline outputs. No ROS imports: runs on
 the GPU machine as it is.
 
-The pipeline (``--model``, ``--device``) runs generated object scenes with metric depth; its clouds (numpy, on the
-host, as the node gets them) then go through :class:`~nut_ros.perception.processor.PerceptionProcessor` with the
-true odometry poses and without (camera motion fitted). Prints the Gaussians per frame and the processor's time
-per frame (obstacles, map, total: p50 / p95 / max over the frames after the first of each scene), beside the
-pipeline's own time per frame. The perception stage is numpy on the CPU whatever the backend's device: this
-measures what it adds to a frame on that machine.
+The pipeline (``--model``, ``--device``) runs generated object scenes with metric depth; its results then go through
+:class:`~nut_ros.perception.processor.PerceptionProcessor` as the node gives them, with the true odometry poses and
+without (camera motion fitted). With ``--cloud device`` (default) the stage works on the cloud table the pipeline
+left on its device (``StepResult.device_cloud``: on the GPU with ``--device cuda``); ``--cloud host`` drops it, so
+the stage runs on the numpy cloud on the CPU (what an onnx/TensorRT backend gives it). Prints the Gaussians per
+frame and the processor's time per frame (obstacles, map, total: p50 / p95 / max over the frames after the first of
+each scene), beside the pipeline's own time per frame, and on CUDA the device-to-host synchronisations per frame
+(counted by torch's sync debug mode in a separate pass, as it slows what it watches).
 
     .venv/bin/python test/bench/perception_cost.py --model tiny --device cpu --scenes 3
-    python test/bench/perception_cost.py --model small --device cuda --scenes 3     # on the H200
+    PYTHONPATH=. python test/bench/perception_cost.py --model small --device cuda --scenes 3     # on the H200
 """
 from __future__ import annotations
 
@@ -17,9 +19,11 @@ import argparse
 import os
 import platform
 import time
+import warnings
 from datetime import datetime, timezone
 
 import numpy as np
+import torch
 
 from nut_ros.perception import PerceptionProcessor
 from nut_ros.pipeline.backends import make_backend
@@ -32,10 +36,46 @@ def pct(values, q) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
+def run(results, odometry: bool, repeat: int):
+    """Per-frame latencies (obstacles, map, total) of fresh processors over the scenes, ``repeat`` times."""
+    obst, mapping, total = [], [], []
+    for _ in range(repeat):
+        for k, scene in enumerate(results):
+            proc = PerceptionProcessor(seed=k)
+            for j, (pose, res) in enumerate(scene):
+                t = time.perf_counter()
+                out = proc.update(res, pose if odometry else None)
+                if j:
+                    total.append((time.perf_counter() - t) * 1e3)
+                    obst.append(out.latency_ms["obstacles"])
+                    mapping.append(out.latency_ms["map"])
+    return obst, mapping, total
+
+
+def syncs_per_frame(results, odometry: bool) -> list[int]:
+    """Synchronising CUDA calls in each frame's update (the first of each scene left out)."""
+    counts = []
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        for k, scene in enumerate(results):
+            proc = PerceptionProcessor(seed=k)
+            for j, (pose, res) in enumerate(scene):
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    proc.update(res, pose if odometry else None)
+                if j:
+                    counts.append(sum("synchroniz" in str(w.message) for w in caught))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return counts
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--cloud", choices=("device", "host"), default="device",
+                    help="the stage's input: the pipeline's device table, or the numpy cloud only")
     ap.add_argument("--scenes", type=int, default=3)
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--repeat", type=int, default=3, help="times each frame is processed (fresh processors)")
@@ -50,29 +90,25 @@ def main() -> None:
             t = time.perf_counter()
             res = pipe.push(Frame(f.rgb, f.stamp_ns, depth_m=f.depth_m, intrinsics=f.intrinsics))
             pipe_ms.append((time.perf_counter() - t) * 1e3)
+            if args.cloud == "host":
+                res.device_cloud = None
             scene.append((f.camera_pose, res))
         results.append(scene)
     counts = [res.gaussians.count for scene in results for _, res in scene]
+    where = "none" if results[0][0][1].device_cloud is None else str(results[0][0][1].device_cloud.device)
     print(f"# perception_cost {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, model {args.model} on {args.device}, "
-          f"{args.scenes} scenes x {args.frames} frames, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+          f"{args.scenes} scenes x {args.frames} frames, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+          f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
     print(f"Gaussians per frame: p50 {pct(counts, 50):.0f}, max {max(counts)}; pipeline ms per frame p50 "
-          f"{pct(pipe_ms[1:], 50):.1f}")
+          f"{pct(pipe_ms[1:], 50):.1f}; the stage's input: {args.cloud} cloud (device table on {where})")
     for odometry in (True, False):
-        obst, mapping, total = [], [], []
-        for _ in range(args.repeat):
-            for k, scene in enumerate(results):
-                proc = PerceptionProcessor(seed=k)
-                for j, (pose, res) in enumerate(scene):
-                    t = time.perf_counter()
-                    out = proc.update(res, pose if odometry else None)
-                    if j:
-                        total.append((time.perf_counter() - t) * 1e3)
-                        obst.append(out.latency_ms["obstacles"])
-                        mapping.append(out.latency_ms["map"])
         name = "odometry" if odometry else "no odometry"
-        for label, v in (("obstacles", obst), ("map", mapping), ("total", total)):
+        for label, v in zip(("obstacles", "map", "total"), run(results, odometry, args.repeat)):
             print(f"{name:12s} {label:9s} ms p50 {pct(v, 50):6.2f}  p95 {pct(v, 95):6.2f}  max {max(v):6.2f}")
+        if args.device.startswith("cuda"):
+            syncs = syncs_per_frame(results, odometry)
+            print(f"{name:12s} host syncs per frame: p50 {pct(syncs, 50):.0f}, max {max(syncs)}")
 
 
 if __name__ == "__main__":
