@@ -46,7 +46,7 @@ from nut_ros.perception.depth_change import DepthChange, cell_mean
 from nut_ros.perception.ego_motion import MotionField, field_from_poses, fit_static_field, pose_step
 from nut_ros.perception.local_map import LocalMap
 from nut_ros.perception.params import MapParams, ObstacleParams
-from nut_ros.perception.tensors import download, pick, upload
+from nut_ros.perception.tensors import download, one_thread, pick, upload
 from nut_ros.perception.tracking import Detection, MultiObjectTracker
 from nut_ros.perception.types import Obstacle, ObstacleList, PerceptionOutput
 from nut_ros.pipeline.types import CLOUD_COLUMNS, GaussianCloud, StepResult
@@ -121,6 +121,11 @@ class PerceptionProcessor:
 
     def update(self, result: StepResult, camera_pose: np.ndarray | None = None) -> PerceptionOutput:
         """Process one pipeline result; ``camera_pose`` is the frame's 4x4 T_world<-camera_optical (odometry)."""
+        table = result.device_cloud
+        with one_thread(torch.device("cpu") if table is None else table.device):
+            return self._update(result, camera_pose)
+
+    def _update(self, result: StepResult, camera_pose: np.ndarray | None) -> PerceptionOutput:
         start = time.perf_counter()
         cloud = result.gaussians
         odometry = camera_pose is not None
@@ -210,27 +215,30 @@ class PerceptionProcessor:
         Gaussians away from moving voxels, spread evenly (at random ``offset`` in [0, 1) of a stride) over those
         eligible when there are more."""
         mp, m = self.mp, rows.points.shape[0]
+        if not m:
+            nothing = np.zeros((0, 3), np.float32)
+            return Found(0, 0, (nothing, nothing, nothing[:, 0]), np.zeros((0, 10), np.float32), 0)
         keys = voxel_keys(rows.points, self.op.voxel)
         n_moving = moving.sum()
         moving_keys = torch.sort(torch.where(moving, keys, torch.iinfo(torch.int64).max)).values
-        at = torch.searchsorted(moving_keys, keys).clamp_max(max(m - 1, 0))
+        at = torch.searchsorted(moving_keys, keys).clamp_max(m - 1)
         near_moving = (moving_keys[at] == keys) & (at < n_moving)
         ok = ~moving & ~near_moving & (rows.opacities >= mp.min_opacity) & (rows.points[:, 2] <= mp.max_range)
         eligible = ok.sum()
         slot = torch.arange(mp.candidates, device=keys.device)
         step = eligible.double() / mp.candidates
         ranks = torch.where(eligible > mp.candidates, (offset * step + slot.double() * step).long(), slot)
-        pad = lambda t: torch.nn.functional.pad(t, (0, 0, 0, 1))  # noqa: E731  one row for pick's past-the-end
-        candidates = pad(torch.cat([rows.points, rows.colors, rows.scales, rows.opacities[:, None]], 1))
-        movers = pad(torch.cat([rows.points, residual, rows.weights[:, None]], 1))
         cap = m // 2  # a trusted frame has at most MAX_MOVING_FRACTION of its rows moving
-        picked = (movers[pick(moving, torch.arange(cap, device=keys.device))],
-                  candidates[pick(ok, ranks)])
+        # slots past the count pick the last row; the host reads only the counted ones
+        at = pick(moving, torch.arange(cap, device=keys.device)).clamp_max(m - 1)
+        movers = torch.cat([rows.points[at], residual[at], rows.weights[at, None]], 1)
+        at = pick(ok, ranks).clamp_max(m - 1)
+        candidates = torch.cat([rows.points[at], rows.colors[at], rows.scales[at], rows.opacities[at, None]], 1)
         header = torch.stack([rows.valid.sum(), n_moving, eligible]).float()
-        host = download(torch.cat([header] + [t.reshape(-1) for t in picked]))
+        host = download(torch.cat([header, movers.reshape(-1), candidates.reshape(-1)]))
         valid, n_moving, eligible = (int(x) for x in host[:3])
-        mover_rows = host[3:3 + cap * movers.shape[1]].reshape(cap, -1)[:n_moving]
-        candidate_rows = host[3 + cap * movers.shape[1]:].reshape(mp.candidates, -1)[:min(eligible, mp.candidates)]
+        mover_rows = host[3:3 + movers.numel()].reshape(cap, -1)[:n_moving]
+        candidate_rows = host[3 + movers.numel():].reshape(mp.candidates, -1)[:min(eligible, mp.candidates)]
         points, velocities, weights = np.split(mover_rows, _MOVER_SPLIT, axis=1)
         return Found(valid, n_moving, (points, velocities, weights[:, 0]), candidate_rows, eligible)
 
