@@ -98,7 +98,7 @@ def fit_static_field(points, velocities, weights, threshold, iterations: int,
     failed = torch.zeros((), dtype=torch.int32, device=points.device)
     ridge = 1e-9 * torch.eye(6, dtype=f64, device=points.device)
     for k in range(iterations + 1):
-        weighted = rows * w.repeat_interleave(3)[:, None]
+        weighted = rows * w[:, None].expand(-1, 3).reshape(-1, 1)
         lhs, rhs = weighted.T @ rows, weighted.T @ flat_v
         params, info = torch.linalg.solve_ex(lhs + ridge * torch.trace(lhs), rhs)
         failed = torch.maximum(failed, info)
