@@ -114,3 +114,23 @@ def test_pick_finds_the_rows_of_given_ranks_without_compacting():
     mask = torch.tensor([False, True, True, False, True, False])
     assert pick(mask, torch.tensor([0, 1, 2, 3, 7])).tolist() == [1, 2, 4, 6, 6]  # past the end: len(mask)
     assert pick(torch.zeros(0, dtype=torch.bool), torch.tensor([0, 1])).tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("odometry, most", [(True, 1), (False, 3)])
+def test_downloads_per_frame(odometry, most, monkeypatch):
+    """Every device-to-host copy of the stage goes through ``download``: one per frame with odometry; without, the
+    fit's result and the count its random subset is drawn from (clouds over ``ego_samples``) add one each."""
+    import nut_ros.perception.ego_motion as ego
+    import nut_ros.perception.processor as processor
+
+    calls = []
+    for module in (processor, ego):
+        real = module.download
+        monkeypatch.setattr(module, "download", lambda t, real=real: calls.append(1) or real(t))
+    proc = PerceptionProcessor(ObstacleParams(ego_samples=1000), seed=0)
+    per_frame = []
+    for res, pose, _ in scene_stream(8, movers=MOVERS[:1]):
+        calls.clear()
+        proc.update(res, pose if odometry else None)
+        per_frame.append(len(calls))
+    assert max(per_frame[1:]) == most and per_frame[0] == 0  # the first frame of a stream has no motion
