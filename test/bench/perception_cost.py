@@ -70,6 +70,27 @@ def syncs_per_frame(results, odometry: bool) -> list[int]:
     return counts
 
 
+def profile(results, odometry: bool, frames: int = 10) -> None:
+    """Torch's profiler over ``frames`` updates of the first scene: operator calls per frame (and CUDA kernels on a
+    GPU), the top operators by self time."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    scene = results[0]
+    proc = PerceptionProcessor(seed=0)
+    for pose, res in scene[:len(scene) - frames]:
+        proc.update(res, pose if odometry else None)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with torch_profile(activities=activities) as prof:
+        for pose, res in scene[len(scene) - frames:]:
+            proc.update(res, pose if odometry else None)
+    events = prof.key_averages()
+    ops = sum(e.count for e in events if e.key.startswith("aten::"))
+    kernels = sum(e.count for e in events if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA)
+    print(f"{'odometry' if odometry else 'no odometry'}: per frame {ops / frames:.0f} aten calls (nested included), "
+          f"{kernels / frames:.0f} CUDA kernels and copies")
+    print(events.table(sort_by="self_cpu_time_total", row_limit=15))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny")
@@ -79,6 +100,7 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=3)
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--repeat", type=int, default=3, help="times each frame is processed (fresh processors)")
+    ap.add_argument("--profile", action="store_true", help="also print torch's profiler table of 10 frames per mode")
     args = ap.parse_args()
     gen = ObjectSceneGenerator()
     pipe = StreamingPipeline(make_backend("torch", args.model, device=args.device), PipelineConfig(render_times=()))
@@ -109,6 +131,8 @@ def main() -> None:
         if args.device.startswith("cuda"):
             syncs = syncs_per_frame(results, odometry)
             print(f"{name:12s} host syncs per frame: p50 {pct(syncs, 50):.0f}, max {max(syncs)}")
+        if args.profile:
+            profile(results, odometry)
 
 
 if __name__ == "__main__":
