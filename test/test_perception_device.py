@@ -134,3 +134,19 @@ def test_downloads_per_frame(odometry, most, monkeypatch):
         proc.update(res, pose if odometry else None)
         per_frame.append(len(calls))
     assert max(per_frame[1:]) == most and per_frame[0] == 0  # the first frame of a stream has no motion
+
+
+def test_the_cpu_stage_runs_on_one_thread_and_gives_the_others_back(monkeypatch):
+    seen = []
+    real = PerceptionProcessor._update
+    monkeypatch.setattr(PerceptionProcessor, "_update", lambda self, *a: seen.append(torch.get_num_threads())
+                        or real(self, *a))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        proc = PerceptionProcessor(seed=0)
+        for res, pose, _ in scene_stream(3, movers=()):
+            proc.update(res, pose)
+        assert seen == [1, 1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
