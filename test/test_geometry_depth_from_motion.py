@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from generated_room import H, K, W, pose, render, rotation
 
-from nut_ros.geometry.densify import push_pull
 from nut_ros.geometry.depth_filter import InverseDepthMap, fuse, propagate
 from nut_ros.geometry.depth_from_motion import DepthFromMotion, MotionDepthConfig
 from nut_ros.geometry.focal import FocalCalibration, with_focal_scale
@@ -74,14 +73,6 @@ def test_triangulation_is_exact_for_exact_matches():
     tri = triangulate_matches(x_cur[None, :, :2], x_ref[None, :, :2], RelativePose(R, t, True), Kc)
     np.testing.assert_allclose(tri.inv_depth[0], 1 / pts[:, 2], rtol=1e-4)
     assert tri.epipolar_px.max() < 1e-3 and (tri.px_per_rho > 0).all()
-
-
-def test_push_pull_fills_holes_between_known_values():
-    values = np.tile(np.linspace(1, 2, 64, dtype=np.float32), (32, 1))
-    weights = np.zeros_like(values)
-    weights[:, ::9] = 1  # columns 0, 9, ..., 63: every hole lies between known values
-    filled = push_pull(np.where(weights > 0, values, 0), weights)
-    assert np.abs(filled - values).max() < 0.1 and np.allclose(filled[weights > 0], values[weights > 0], atol=0.03)
 
 
 @pytest.mark.parametrize("with_poses", [True, False])

@@ -8,7 +8,9 @@ when the poses are used. For tuning ``MotionDepthConfig`` on the training sequen
                               # motion input (dense) and its semi-dense part, every alignment, on the same pixels
 
 Frames with depth count those whose depth is the fused map carried without a measurement of its own ("held") too;
-the errors are over the frames with depth, each beside a constant and a vertical ramp on the same pixels.
+the errors are over the frames with depth, each beside a constant and a vertical ramp on the same pixels. The dense
+fill's own cost (:func:`nut_ros.geometry.densify.densify`, one call per frame with depth) is printed apart, with the
+load average: the machine may be shared.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import argparse
 import collections
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -24,6 +27,7 @@ import numpy as np
 
 from nut_ros.core.geometry import Intrinsics
 from nut_ros.pipeline.types import Frame
+from nut_ros.geometry import depth_from_motion
 from nut_ros.geometry.depth_from_motion import DepthFromMotion, MotionDepthConfig
 from nut_ros.pipeline.metrics import constant_depth, depth_errors, ramp_depth
 from nut_ros.pipeline import sequences
@@ -99,6 +103,19 @@ def through_pipeline(args) -> None:
         print(f"  {proto_name:12s} " + " | ".join(cells))
 
 
+def timing_fill(cpu_ms: list, wall_ms: list):
+    """Depth from motion's dense fill, timed: each call's CPU (this thread) and wall milliseconds appended."""
+    fill = depth_from_motion.densify
+
+    def timed(*args, **kwargs):
+        t0, c0 = time.perf_counter(), time.thread_time()
+        out = fill(*args, **kwargs)
+        cpu_ms.append((time.thread_time() - c0) * 1e3)
+        wall_ms.append((time.perf_counter() - t0) * 1e3)
+        return out
+    return timed
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("sequence", choices=("tum", "tartanair", "7scenes", "cups"))
@@ -121,6 +138,8 @@ def main() -> None:
         cfg = dataclasses.replace(cfg, **{k: v in ("1", "true", "True") if kind is bool else kind(v)})
     dfm = DepthFromMotion(cfg)
     cv2.setNumThreads(1)  # the CPU time below is then this thread's
+    fill_cpu_ms, fill_ms = [], []
+    depth_from_motion.densify = timing_fill(fill_cpu_ms, fill_ms)
     rows, reasons, ms, cpu_ms, total = [], collections.Counter(), [], [], 0
     for sf in frames(args.sequence, args.step, args.start, args.stop):
         f = sf.frame
@@ -151,6 +170,10 @@ def main() -> None:
     print(f"ms per frame: wall p50 {np.percentile(ms, 50):.1f} p90 {np.percentile(ms, 90):.1f}; "
           f"CPU (one thread) p50 {np.percentile(cpu_ms, 50):.1f} p90 {np.percentile(cpu_ms, 90):.1f} "
           f"mean {np.mean(cpu_ms):.1f}")
+    if fill_ms:
+        print(f"dense fill ms per call ({len(fill_ms)} calls): CPU p50 {np.percentile(fill_cpu_ms, 50):.2f} "
+              f"p90 {np.percentile(fill_cpu_ms, 90):.2f}, wall p50 {np.percentile(fill_ms, 50):.2f}; "
+              f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     if args.json:
         args.json.write_text(json.dumps(rows))
     for k in list(rows[0])[1:] if rows else []:
