@@ -19,6 +19,9 @@ class Change(DepthChange):
     def shift_velocity(self, points, k, max_shift, min_gain):
         return super().shift_velocity(torch.from_numpy(points), k, max_shift, min_gain).numpy()
 
+    def slope(self, points, k):
+        return super().slope(torch.from_numpy(points), k).numpy()
+
 
 def wall(z, n=20000, seed=0):
     rng = np.random.default_rng(seed)
@@ -116,3 +119,23 @@ def test_shift_velocity_reads_a_sideways_mover_from_its_depth_silhouette():
     change.remember(pts, still)
     change.rate(pts, K, still, DT)
     assert np.all(np.isnan(change.shift_velocity(pts, K, 2, 0.05)))
+
+
+def test_slope_reads_a_slanted_wall_and_ignores_a_one_sided_depth_edge():
+    change = Change(4, 0.1)
+    assert np.all(change.slope(wall(2.0), K) == 0)  # before rate() has binned the frame: unknown
+    rng = np.random.default_rng(3)
+    u, v = rng.uniform(0, K.width, 40000), rng.uniform(0, K.height, 40000)
+    # a wall whose depth grows by 0.5 m per metre across the view: z = 2 + 0.5 x, with x = (u - cx) z / fx
+    z = 2.0 / (1 - 0.5 * (u - K.cx) / K.fx)
+    slanted = np.column_stack([(u - K.cx) * z / K.fx, (v - K.cy) * z / K.fy, z]).astype(np.float32)
+    change.remember(slanted, np.eye(4))
+    change.rate(slanted, K, np.eye(4), DT)
+    assert abs(np.median(change.slope(slanted, K)) - 0.5) < 0.1
+    # a frontal wall beside a far one: the cells along the step keep the flat side's slope (about 0)
+    front, back = wall(1.0), wall(5.0, seed=4)
+    scene = np.concatenate([front[front[:, 0] < 0], back[back[:, 0] >= 0]])
+    change.reset()
+    change.remember(scene, np.eye(4))
+    change.rate(scene, K, np.eye(4), DT)
+    assert np.percentile(change.slope(scene, K), 99) < 0.2

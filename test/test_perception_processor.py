@@ -2,6 +2,7 @@
 odometry."""
 import numpy as np
 import pytest
+import torch
 
 from nut_ros.perception import MapParams, ObstacleParams, PerceptionProcessor
 from perception_synth import scene_stream
@@ -97,3 +98,63 @@ def test_a_frame_where_everything_moves_is_skipped_not_mapped(max_range):
     out = proc.update(res, pose)
     assert proc.frames_skipped == 1 and out.moving_gaussians == 0 and len(out.obstacles) == 0
     assert proc.map.count == before
+
+
+def test_gaussians_off_the_input_depth_or_near_its_holes_are_not_on_it():
+    from nut_ros.perception.processor import on_input_depth
+    from perception_synth import K
+
+    depth = np.full((K.height, K.width), 2.0, np.float32)
+    depth[:, :40] = np.nan  # a border without depth
+    v, u = np.mgrid[0:K.height:4, 0:K.width:4].reshape(2, -1).astype(float)  # pixel centres
+    z = np.full(u.shape, 2.0)
+    points = torch.from_numpy(np.column_stack([(u - K.cx) * z / K.fx, (v - K.cy) * z / K.fy, z]).astype(np.float32))
+    on = on_input_depth(points, depth, K, 0.1).numpy()
+    assert not on[u < 40].any() and on[u >= 40].all()
+    near_hole = on_input_depth(points, depth, K, 0.1, margin_px=4).numpy()
+    assert not near_hole[u < 44].any() and near_hole[u >= 44].all()  # the image's own border does not count
+    off = points * torch.tensor([1.0, 1.0, 1.3])  # 30 % farther than the depth image says
+    assert not on_input_depth(off, depth, K, 0.1).any()
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA")])])
+@pytest.mark.parametrize("margin", [0, 1, 4])
+def test_the_hole_margin_is_a_binary_erosion_with_the_border_kept(device, margin):
+    from scipy.ndimage import binary_erosion
+
+    from nut_ros.core.geometry import Intrinsics
+    from nut_ros.perception.processor import on_input_depth
+
+    k = Intrinsics(50.0, 50.0, 30.0, 20.0, 61, 41)
+    rng = np.random.default_rng(margin)
+    depth = rng.uniform(1, 3, (k.height, k.width)).astype(np.float32)
+    depth[rng.uniform(size=depth.shape) < 0.01] = np.nan  # scattered holes
+    depth[:3, 10:14] = np.nan  # a hole at the image's edge
+    v, u = np.mgrid[0:k.height, 0:k.width].reshape(2, -1)
+    z = depth.reshape(-1)  # one point on every pixel centre, at that pixel's depth (NaN on holes: not on it)
+    points = torch.tensor(np.column_stack([(u - k.cx) * z / k.fx, (v - k.cy) * z / k.fy, z]), dtype=torch.float32)
+    on = on_input_depth(points.to(device), depth, k, 0.01, margin).cpu().numpy().reshape(depth.shape)
+    want = binary_erosion(np.isfinite(depth), np.ones((2 * margin + 1,) * 2, bool), border_value=1)
+    assert 0.2 < want.mean() < 0.99 and np.array_equal(on, want)
+
+
+def test_a_metric_stage_sees_nothing_where_the_input_depth_has_none():
+    proc, plain = PerceptionProcessor(seed=6), PerceptionProcessor(seed=6)
+    moving = []
+    for res, pose, _ in scene_stream(12, movers=(MOVER,)):
+        moving.append(plain.update(res, pose).moving_gaussians)
+        res.input_depth = np.full((res.intrinsics.height, res.intrinsics.width), np.nan, np.float32)
+        out = proc.update(res, pose)
+        assert out.moving_gaussians == 0 and len(out.obstacles) == 0
+    assert sum(moving) > 0 and proc.map.count == 0 < plain.map.count
+
+
+def test_noise_floors_are_per_pair_displacement():
+    from types import SimpleNamespace
+
+    proc = PerceptionProcessor(ObstacleParams(floor_interval_s=1 / 15))
+    assert proc._floor_scale(SimpleNamespace(paired=True, pair_interval_s=1 / 30)) == pytest.approx(2.0)
+    assert proc._floor_scale(SimpleNamespace(paired=True, pair_interval_s=1 / 15)) == pytest.approx(1.0)
+    assert proc._floor_scale(SimpleNamespace(paired=True, pair_interval_s=1 / 5)) == 1.0
+    assert proc._floor_scale(SimpleNamespace(paired=False, pair_interval_s=None)) == 1.0

@@ -17,6 +17,7 @@ front of what was seen there) are clipped to ``-max_speed``.
 :meth:`DepthChange.shift_velocity` reads the image-plane motion from the same two frames (after :meth:`rate`):
 the whole-cell shift of the older nearest-depth grid that best matches the current one around each cell (a mover's
 depth silhouette moves with it, where optical flow of a small far object can read almost nothing).
+:meth:`DepthChange.slope` gives the surface slope there (how much a registration error reads as a depth change).
 
 Everything here is torch on the points' device (per-cell sums, minima and maxima by scatter, no compaction, no
 wait for the device); a point outside the image falls in an extra last cell that is never read.
@@ -122,6 +123,23 @@ class DepthChange:
         z = points[:, 2].double()
         vel = torch.stack([step[cells, 1] * z / k.fx, step[cells, 0] * z / k.fy], 1) / interval
         return torch.where((inside & ok[cells])[:, None], vel, torch.nan).float()
+
+    def slope(self, points: torch.Tensor, k: Intrinsics) -> torch.Tensor:
+        """Surface slope ``[N]`` at the ``points`` last given to :meth:`rate`: per image axis the smaller of the
+        nearest-depth steps to the two neighbouring cells (a depth edge on one side does not count), per metre
+        across the view; the larger of the two axes (0 where unknown). An older frame registered ``d`` metres off
+        across the view reads as a depth change of about ``slope · d`` there."""
+        if self._last is None or self._last[2].shape[0] != points.shape[0]:
+            return torch.zeros(points.shape[0], device=points.device)
+        _, now, cells, _, _ = self._last
+        near = now.reshape(-1, -(-k.width // self.cell_px))
+        grid = torch.zeros_like(near)
+        for axis, focal, before, after in ((1, k.fx, (1, 0), (0, 1)), (0, k.fy, (0, 0, 1, 0), (0, 0, 0, 1))):
+            step = torch.diff(near, dim=axis).abs() * (focal / self.cell_px)  # per cell width at unit depth
+            smaller = torch.fmin(F.pad(step, before, value=torch.nan), F.pad(step, after, value=torch.nan))
+            grid = torch.fmax(grid, torch.nan_to_num(smaller))
+        per_m = F.pad(torch.nan_to_num(grid.reshape(-1) / near.reshape(-1)), (0, 1))  # the outside cell: 0
+        return per_m[cells]
 
     def rate(self, points: torch.Tensor, k: Intrinsics, pose: np.ndarray, dt: float) -> torch.Tensor:
         """Depth rate ``[N]`` (per second) of the current ``points`` (camera frame, pose T_fixed<-camera), taken

@@ -4,7 +4,10 @@ One :class:`PerceptionProcessor` per camera stream; call :meth:`PerceptionProces
 :class:`~nut_ros.pipeline.types.StepResult` the pipeline returns (and the frame's odometry pose when the robot has
 one). Per frame it
 
-1. thins the live Gaussians to at most ``max_gaussians`` (fixed stride) and keeps the opaque ones in range;
+1. thins the live Gaussians to at most ``max_gaussians`` (fixed stride) and keeps the opaque ones in range and,
+   with a metric depth input, those on it (:func:`on_input_depth`: the network invents a depth where the sensor
+   gave none, such as an undistorted image's border and the holes of a real depth camera, and the flow near
+   those borders clings to them);
 2. gets the camera's motion over the pair as the apparent velocity field of static points: from the two odometry
    poses, else fitted robustly to the Gaussians' velocities (:mod:`nut_ros.perception.ego_motion`), and integrates
    the pose in the key frame (the stream's first camera frame) when there is no odometry;
@@ -13,9 +16,13 @@ one). Per frame it
    (:mod:`nut_ros.perception.depth_change`) and, with odometry, the image-plane velocity by the shift of the depth
    pattern since that frame where it is clear (``shift_max``, ``shift_min_gain``), averages it over the Gaussian's
    image cell (``score_cell_px``: a mover's flow is coherent, much of the static noise is not) and marks it moving
-   when that (optical z weighted by ``depth_rate_weight``) exceeds ``moving_speed + moving_speed_per_m · z``
-   where the depth rate is known (not at depth edges, on grazing surfaces or in space the earlier frame did not
-   see: the flow is unreliable there);
+   when that (optical z weighted by ``depth_rate_weight``) exceeds its threshold where the depth rate is known
+   (not at depth edges, on grazing surfaces or in space the earlier frame did not see: the flow is unreliable
+   there). The threshold is ``moving_speed + moving_speed_per_m · z`` (for pairs of ``floor_interval_s``; ×2 at
+   twice that frame rate) plus, per component, the error that grows with the camera's own motion:
+   ``flow_error_ratio · |static field_xy|`` for the image plane (flow and odometry stamps err by a share of the
+   apparent motion) and that times the surface slope for the depth rate (the older depths, registered with that
+   error, read as a depth change ``slope ·`` displacement on a slanted surface);
 4. clusters the moving Gaussians (voxel connected components) into objects, cuts each to its depth layer
    (``depth_band`` around its median depth: a mover's flow bleeds onto the floor and wall the voxels connect it
    to), keeps boxes neither larger than ``max_size`` (structure whose flow is wrong) nor narrower than
@@ -26,7 +33,7 @@ one). Per frame it
 
 Steps 1-3 and the choice of the map's candidates run in torch on the device that holds the Gaussians
 (``StepResult.device_cloud``, the pipeline's cloud table where it left it, e.g. on the GPU; else the numpy cloud on
-the CPU), without compacting on the device. The host gets, in one download, the moving Gaussians (clustering and
+the CPU), without compacting on the device; the input depth goes up once per frame. The host gets, in one download, the moving Gaussians (clustering and
 tracking are numpy and scipy on the host: hundreds of points) and the map's candidates; the fitted camera motion
 (no odometry) costs one more, and drawing its random subset of a cloud larger than ``ego_samples`` a third.
 
@@ -36,13 +43,15 @@ the tracks and the map; with odometry only a change of units does.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from nut_ros.core.geometry import Intrinsics
 from nut_ros.perception.clustering import Clusters, cluster_points, cluster_stats, group_median, voxel_keys
-from nut_ros.perception.depth_change import DepthChange, cell_mean
+from nut_ros.perception.depth_change import DepthChange, cell_mean, image_cells
 from nut_ros.perception.ego_motion import MotionField, field_from_poses, fit_static_field, pose_step
 from nut_ros.perception.local_map import LocalMap
 from nut_ros.perception.params import MapParams, ObstacleParams
@@ -137,7 +146,7 @@ class PerceptionProcessor:
             self.map.reset(metric=cloud.metric)
         dt = None if self._stamp_ns is None else (result.stamp_ns - self._stamp_ns) * 1e-9
         rows = self._select(result)
-        threshold = self.op.moving_speed + self.op.moving_speed_per_m * rows.points[:, 2]
+        threshold = (self.op.moving_speed + self.op.moving_speed_per_m * rows.points[:, 2]) * self._floor_scale(result)
         field = self._camera_motion(result, camera_pose, rows, threshold)
         if field is not None and not odometry:
             self._pose = self._pose @ np.linalg.inv(pose_step(field, result.pair_interval_s))
@@ -184,8 +193,9 @@ class PerceptionProcessor:
 
     # -- steps -----------------------------------------------------------------------------------------------
     def _select(self, result: StepResult) -> Rows:
-        """The thinned cloud (fixed stride, at most ``max_gaussians`` rows) and which rows are opaque, in range and
-        finite; from the pipeline's device table when it has one, else from the numpy cloud."""
+        """The thinned cloud (fixed stride, at most ``max_gaussians`` rows) and which rows are opaque, in range,
+        finite and (with a metric depth input) on the input depth; from the pipeline's device table when it has one,
+        else from the numpy cloud."""
         table = result.device_cloud
         if table is not None:
             cols = {name: table[:, c] for name, c in CLOUD_COLUMNS.items()}
@@ -197,18 +207,23 @@ class PerceptionProcessor:
         p, v, o, rgb, sc = (cols[n][::stride] for n in ("positions", "velocities", "opacities", "colors", "scales"))
         ok = (o >= self.op.min_opacity) & (p[:, 2] > 0) & (p[:, 2] <= self.op.max_range)
         ok &= p.isfinite().all(1) & v.isfinite().all(1)
+        if self.op.depth_tolerance > 0 and result.input_depth is not None and result.gaussians.metric:
+            ok &= on_input_depth(p, result.input_depth, result.intrinsics, self.op.depth_tolerance,
+                                 self.op.depth_margin_px)
         return Rows(torch.where(ok[:, None], p, torch.nan), torch.where(ok[:, None], v, 0.0), torch.where(ok, o, 0.0),
                     ok, o, rgb, sc)
 
     def _moving(self, result: StepResult, rows: Rows, field: MotionField, threshold, dt, odometry):
         """Which rows move (``[M]`` bool) and their velocities over the ground ``[M, 3]`` (device tensors)."""
         depth_rate = self.change.rate(rows.points, result.intrinsics, self._pose, dt)
+        threshold_xy, threshold_z = self._thresholds(rows.points, threshold, field, result.intrinsics)
         residual = ground_velocity(rows.points, rows.velocities, field, depth_rate)
         if odometry and self.op.shift_max > 0:  # the fitted camera motion misplaces the older depths too much
             shift = self.change.shift_velocity(rows.points, result.intrinsics, self.op.shift_max,
                                                self.op.shift_min_gain)
             residual = torch.cat([torch.where(shift[:, :1].isfinite(), shift, residual[:, :2]), residual[:, 2:]], 1)
-        return self._score(rows.points, residual, depth_rate, threshold, result.intrinsics) > 1.0, residual
+        moving = self._score(rows.points, residual, depth_rate, threshold_xy, threshold_z, result.intrinsics) > 1.0
+        return moving, residual
 
     def _download(self, rows: Rows, moving: torch.Tensor, residual: torch.Tensor, offset: float) -> Found:
         """The moving rows and the map's candidates, in one download: up to ``candidates`` static, opaque, near
@@ -257,17 +272,33 @@ class PerceptionProcessor:
         c = cluster_stats(points[member], residual[member], weights[member], labels.reshape(-1), k, op.voxel)
         return c.select((c.size.max(axis=1) <= op.max_size) & (c.size[:, :2].min(axis=1) >= op.min_width))
 
-    def _score(self, points, residual, depth_rate, threshold, intrinsics) -> torch.Tensor:
-        """Each Gaussian's ground speed (optical z weighted; averaged over its image cell of ``score_cell_px``
-        pixels) in units of its moving threshold; 0 where the depth rate is unknown (depth edges, grazing surfaces
-        and newly seen space: the flow is unreliable there)."""
+    def _floor_scale(self, result: StepResult) -> float:
+        """``floor_interval_s`` over the pair's interval, at least 1: the noise floors are errors of a pair's
+        displacement (pixels of flow, millimetres of depth), so in speed they grow as the interval shrinks; they are
+        not lowered for longer intervals (the larger motion per pair makes the flow worse)."""
+        dt = result.pair_interval_s
+        return max(1.0, self.op.floor_interval_s / dt) if result.paired and dt else 1.0
+
+    def _thresholds(self, points, threshold, field: MotionField, intrinsics) -> tuple[torch.Tensor, torch.Tensor]:
+        """The moving thresholds ``[N]`` of the image-plane and of the depth-rate components: ``threshold`` plus
+        ``flow_error_ratio`` times the camera's own apparent (static-field) speed across the view there, times
+        the surface slope for the depth rate (call after ``self.change.rate``)."""
+        sweep = self.op.flow_error_ratio * torch.linalg.vector_norm(field(points)[:, :2], dim=1)
+        return threshold + sweep, threshold + sweep * self.change.slope(points, intrinsics)
+
+    def _score(self, points, residual, depth_rate, threshold_xy, threshold_z, intrinsics) -> torch.Tensor:
+        """Each Gaussian's ground velocity (averaged over its image cell of ``score_cell_px`` pixels), its
+        image-plane components over ``threshold_xy`` and its optical z (weighted) over ``threshold_z``: the norm,
+        in units of the moving threshold; 0 where the depth rate is unknown (depth edges, grazing surfaces and newly
+        seen space: the flow is unreliable there)."""
         known = depth_rate.isfinite()
         ground = residual
         if self.op.score_cell_px > 1:
             ground = cell_mean(torch.where(known[:, None], points, torch.nan), residual, intrinsics,
                                self.op.score_cell_px)
-        weighted = ground * upload(self._axis_weight, ground)
-        return torch.where(known, (weighted * weighted).sum(1).sqrt() / threshold, 0.0)
+        scale = torch.stack([threshold_xy, threshold_xy, threshold_z], 1)
+        weighted = ground * upload(self._axis_weight, ground) / scale
+        return torch.where(known, (weighted * weighted).sum(1).sqrt(), 0.0)
 
     def _camera_motion(self, result: StepResult, pose, rows: Rows, threshold) -> MotionField | None:
         """The static field of this pair, or None (first frame of a stream, or an untrustworthy fit)."""
@@ -324,3 +355,21 @@ def ground_velocity(points: torch.Tensor, velocities: torch.Tensor, field: Motio
     residual = velocities - field(points)
     z = torch.where(depth_rate.isfinite(), depth_rate, residual[:, 2])
     return torch.cat([residual[:, :2], z[:, None]], 1)
+
+
+def on_input_depth(points: torch.Tensor, depth: np.ndarray, k: Intrinsics, tolerance: float, margin_px: int = 0):
+    """Whether each point ``[N, 3]`` (camera frame, a tensor) lies on the input depth image ``depth [h, w]`` (numpy,
+    the model's camera ``k``, NaN where the sensor gave none; uploaded to the points' device): its pixel holds a
+    depth within ``tolerance`` (relative) of its own, and no pixel without depth lies within ``margin_px`` of it
+    (a max-pool of the holes over a square window; the image's own border does not count)."""
+    depth = upload(depth, points)
+    h, w = depth.shape
+    hole = (~depth.isfinite()).float()[None, None]
+    if margin_px > 0:
+        size = 2 * margin_px + 1  # a box maximum is separable; the pools pad with -inf: the border is no hole
+        hole = F.max_pool2d(hole, (1, size), 1, (0, margin_px))
+        hole = F.max_pool2d(hole, (size, 1), 1, (margin_px, 0))
+    held = F.pad(torch.where(hole[0, 0] == 0, depth, torch.nan).reshape(-1), (0, 1), value=torch.nan)
+    cells, _, _ = image_cells(points, replace(k, width=w, height=h), 1)  # pixel centres at whole coordinates
+    d = held[cells]
+    return (points[:, 2] - d).abs() <= tolerance * d
