@@ -45,16 +45,19 @@ def test_two_planes_meet_at_the_image_edge():
     assert (filled[:, edge - 1] - filled[:, edge] > 0.4 * true_step).all()
 
 
-def test_values_stay_in_the_known_range_and_unknown_pixels_are_filled():
+def test_values_stay_in_the_known_values_range_and_unknown_pixels_are_filled():
+    """Clipped to the known values' 5th-95th percentile, so the fill never reaches an extreme (an outlier, as a
+    rule) of the semi-dense map."""
     rng = np.random.default_rng(1)
     grey = rng.integers(0, 255, (H, W), dtype=np.uint8)
     inv = rng.uniform(0.2, 3.0, (H, W)).astype(np.float32)
     confidence = np.zeros((H, W), np.float32)
     confidence[40:50, 60:70] = rng.uniform(0.1, 1.0, (10, 10))  # a small known patch, everything else unknown
     filled = densify(np.where(confidence > 0, inv, 0), confidence, grey)
-    known = inv[confidence > 0]
+    lo, hi = np.quantile(inv[confidence > 0], [0.05, 0.95])
     assert np.isfinite(filled).all()
-    assert filled.min() >= known.min() and filled.max() <= known.max()
+    assert filled.min() >= lo - 1e-6 and filled.max() <= hi + 1e-6
+    assert filled.min() < lo + 0.1 and filled.max() > hi - 0.1  # the clip is not the whole story: values spread
 
 
 def test_a_low_confidence_outlier_barely_moves_the_fill():

@@ -16,6 +16,11 @@ a plane); across an image edge the coupling is nearly cut, so a depth step can s
 0.05-0.07 (``λ = 2``) to 0.15-0.20 (``λ = 30``, median-aligned): a strong ``λ`` blurs depth steps where the image
 has texture but no edge. ``σ`` of 25 or less cuts texture into islands that keep their own outliers.
 
+The result is clipped to the 5th-95th percentile of the known values: the extremes of a semi-dense map are mostly
+outliers, and a fill that reaches beyond them in a few pixels (one far pixel aligned to a negative disparity counts
+as wrong by the largest ratio) cost TUM with odometry 0.09 of its mean scale+shift AbsRel (0.302 unclipped, 0.214
+clipped; TartanAir unchanged, 0.307).
+
 The solve is a pyramid: the confidence-weighted values and the grey image are shrunk by 2 down to a few pixels; the
 coarsest level starts from the weighted mean, every level starts from the one below it (bilinear) and takes a few
 Jacobi sweeps (many where the level is small, few at full size), so large holes get their values from far away at
@@ -61,10 +66,11 @@ def _sweeps(x: np.ndarray, data: np.ndarray, weight: np.ndarray, grey: np.ndarra
 
 
 def densify(inv_depth: np.ndarray, confidence: np.ndarray, grey: np.ndarray, smoothness: float = 2.0,
-            edge_sigma: float = 40.0) -> np.ndarray:
+            edge_sigma: float = 40.0, range_cut: float = 0.05) -> np.ndarray:
     """Dense inverse depth ``[h, w]`` float32 from a semi-dense one (``confidence`` ≥ 0, 0 where unknown) and the
     grey image (uint8) it belongs to: the membrane fill of the module docstring with ``λ = smoothness`` and
-    ``σ = edge_sigma`` grey levels; values stay within the range of the known ones. No known value: ValueError."""
+    ``σ = edge_sigma`` grey levels, clipped to the ``range_cut`` and ``1 - range_cut`` quantiles of the known values.
+    No known value: ValueError."""
     known = confidence > 0
     if not known.any():
         raise ValueError("densify needs at least one pixel with confidence > 0")
@@ -81,5 +87,5 @@ def densify(inv_depth: np.ndarray, confidence: np.ndarray, grey: np.ndarray, smo
             x = cv2.resize(x, weights[level].shape[::-1], interpolation=cv2.INTER_LINEAR)
         x = _sweeps(x, datas[level], weights[level], greys[level], smoothness, edge_sigma,
                     SWEEPS[min(level, len(SWEEPS) - 1)])
-    values = inv_depth[known]
-    return np.clip(x, values.min(), values.max()).astype(np.float32)
+    lo, hi = np.quantile(inv_depth[known], [range_cut, 1 - range_cut])
+    return np.clip(x, lo, hi).astype(np.float32)
