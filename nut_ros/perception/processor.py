@@ -33,9 +33,10 @@ one). Per frame it
 
 Steps 1-3 and the choice of the map's candidates run in torch on the device that holds the Gaussians
 (``StepResult.device_cloud``, the pipeline's cloud table where it left it, e.g. on the GPU; else the numpy cloud on
-the CPU), without compacting on the device; the input depth goes up once per frame. The host gets, in one download, the moving Gaussians (clustering and
-tracking are numpy and scipy on the host: hundreds of points) and the map's candidates; the fitted camera motion
-(no odometry) costs one more, and drawing its random subset of a cloud larger than ``ego_samples`` a third.
+the CPU), without compacting on the device; the input depth goes up once per frame, without waiting. The host
+gets, in one download, the moving Gaussians (clustering and tracking are numpy and scipy on the host: hundreds of
+points) and the map's candidates; the fitted camera motion (no odometry) costs one more, and drawing its random
+subset of a cloud larger than ``ego_samples`` a third.
 
 Without odometry a stream restart (``result.paired`` false) or a change of the depth source restarts the key frame,
 the tracks and the map; with odometry only a change of units does.

@@ -44,19 +44,22 @@ STAGES = ("matched", "first frame", "few Gaussians", "depth rate unknown", "belo
 
 
 class WatchedProcessor(PerceptionProcessor):
-    """The processor, keeping what its moving test and clustering produced in the last frame."""
+    """The processor, keeping what its moving test and clustering produced in the last frame (host copies of the
+    stage's rows: those it did not select have NaN points, an unknown depth rate and score 0)."""
 
     def update(self, result, camera_pose=None):
         self.seen = {"points": None, "score": None, "clusters": None, "known": None}
         return super().update(result, camera_pose)
 
-    def _score(self, points, residual, depth_rate, threshold, intrinsics):
-        score = super()._score(points, residual, depth_rate, threshold, intrinsics)
-        self.seen.update(points=points, score=score, known=np.isfinite(depth_rate), residual=residual)
+    def _score(self, points, residual, depth_rate, threshold_xy, threshold_z, intrinsics):
+        score = super()._score(points, residual, depth_rate, threshold_xy, threshold_z, intrinsics)
+        host = lambda t: t.cpu().numpy()  # noqa: E731
+        self.seen.update(points=host(points), score=host(score), known=host(depth_rate.isfinite()),
+                         residual=host(residual))
         return score
 
-    def _objects(self, points, residual, weights, moving):
-        c = super()._objects(points, residual, weights, moving)
+    def _objects(self, points, residual, weights):
+        c = super()._objects(points, residual, weights)
         self.seen["clusters"] = c
         return c
 

@@ -1,54 +1,135 @@
 """False obstacles on real training footage: TUM fr1_rpy's training part (the first 80 %) is a static desk filmed by
 a handheld Kinect, with depth registered to the colour camera and motion-capture poses. Every reported obstacle is a
 false alarm, so the fraction of frames with none is the static-scene figure on real data (the generated static
-scenes are the other half of that goal). Training data: thresholds may be tuned here.
+scenes are the other half of that goal). Training data: thresholds may be tuned here; ``--validation`` scores the
+last 20 % instead (report it, do not tune on it). ``--clip tartanair`` scores the TartanAir trajectory of the same
+folder instead (synthetic, photo-realistic, static, complete depth; its frame rate is not given: ``--fps``).
 
-    .venv/bin/python test/bench/obstacle_static_tum.py --frames 100 --step 2
+The pipeline's results are cached under /tmp/nut_ros_obstacle_cache (keyed by model, weights, flow settings and
+frame indices) with each frame's colour and depth stamps and motion-capture poses, so the perception stage can be
+replayed cheaply (``tum_results``).
+
+    .venv/bin/python test/bench/obstacle_static_tum.py --frames 100 --step 2 [--set FIELD=VALUE ...]
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import pickle
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from nut_ros.perception import PerceptionProcessor
-from nut_ros.pipeline import sequences
-from nut_ros.pipeline.backends import make_backend
-from nut_ros.pipeline.stream import StreamingPipeline
-from nut_ros.pipeline.types import Frame, PipelineConfig
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from obstacle_common import CACHE  # noqa: E402
+from obstacle_tune import param_overrides  # noqa: E402
 
-TUM = Path(__file__).resolve().parents[3] / "shared" / "data" / "train_rgbd" / "tum_fr1_rpy"
+from nut_ros.core.geometry import Intrinsics  # noqa: E402
+from nut_ros.perception import PerceptionProcessor  # noqa: E402
+from nut_ros.pipeline import sequences  # noqa: E402
+from nut_ros.pipeline.backends import default_checkpoint, make_backend  # noqa: E402
+from nut_ros.pipeline.stream import StreamingPipeline  # noqa: E402
+from nut_ros.pipeline.types import Frame, PipelineConfig  # noqa: E402
+
+TRAIN_RGBD = Path(__file__).resolve().parents[3] / "shared" / "data" / "train_rgbd"
+TUM = TRAIN_RGBD / "tum_fr1_rpy"
+TARTANAIR = TRAIN_RGBD / "tartanair_traj"
+NED_FROM_OPTICAL = np.array([[0.0, 0, 1], [1, 0, 0], [0, 1, 0]])  # optical x right, y down, z forward -> NED
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tum", type=Path, default=TUM)
-    ap.add_argument("--model", default="tiny")
-    ap.add_argument("--frames", type=int, default=100)
-    ap.add_argument("--step", type=int, default=2, help="every n-th frame (30 Hz / n)")
-    args = ap.parse_args(argv)
-    train = int(0.8 * sequences.tum_frame_count(args.tum))  # the validation part (last 20 %) is never read
-    pipe = StreamingPipeline(make_backend("torch", args.model, None, "cpu"), PipelineConfig())
-    results = []
-    for sf in sequences.tum(args.tum, list(range(0, train, args.step))[:args.frames]):
+def tum_indices(folder: Path, frames: int, step: int, validation: bool = False) -> list[int]:
+    """Frame indices of the training part (first 80 %) or the validation part (the rest), every ``step``-th."""
+    count = sequences.tum_frame_count(folder)
+    train = int(0.8 * count)
+    return list(range(train, count, step) if validation else range(0, train, step))[:frames]
+
+
+def tum_results(folder: Path, indices: list[int], model: str = "tiny") -> list[tuple]:
+    """``[(StepResult without views, T_world<-camera at the colour stamp, colour stamp s, depth stamp s)]`` of the
+    given TUM frames through the pipeline (metric depth input), cached on disk."""
+    pipe = StreamingPipeline(make_backend("torch", model, None, "cpu"), PipelineConfig(render_times=()))
+    weights = hashlib.sha256(default_checkpoint(model).read_bytes()).hexdigest()[:8]
+    key = hashlib.sha256(repr((weights, pipe.motion_prior, pipe.flow_settings, indices)).encode()).hexdigest()
+    path = CACHE / f"tum_{model}_{key[:16]}.pkl"
+    if path.is_file():
+        return pickle.loads(path.read_bytes())
+    rows = [line.split() for line in (folder / "frames.txt").read_text().splitlines() if not line.startswith("#")]
+    out = []
+    for i, sf in zip(indices, sequences.tum(folder, indices)):
         f = sf.frame
         depth = cv2.resize(sf.depth_m.astype(np.float32), (f.rgb.shape[1], f.rgb.shape[0]),
                            interpolation=cv2.INTER_NEAREST)
         result = pipe.push(Frame(f.rgb, f.stamp_ns, depth_m=depth, intrinsics=f.intrinsics))
         if result is not None:
-            results.append((result, f.camera_pose))
-    for odometry in (True, False):
-        proc = PerceptionProcessor(seed=0)
-        empty, moving = 0, []
-        for result, pose in results:
-            out = proc.update(result, pose if odometry else None)
-            empty += len(out.obstacles) == 0
-            moving.append(out.moving_gaussians)
-        print(f"TUM fr1_rpy train (static), {'odometry' if odometry else 'no odometry'}: frames with no obstacle "
-              f"{empty}/{len(results)} = {empty / len(results):.3f}; moving Gaussians per frame p50 "
-              f"{np.median(moving):.0f}")
+            out.append((replace(result, views=[]), f.camera_pose, float(rows[i][1]), float(rows[i][2])))
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(out))
+    return out
+
+
+def tartanair_results(folder: Path, fps: float, model: str = "tiny") -> list[tuple]:
+    """``[(StepResult without views, T_world<-camera optical, stamp s, stamp s)]`` of the TartanAir trajectory
+    (fx = fy = 320, cx = 320, cy = 240 at 640x480; depth in mm at 320x240, 65.535 m = sky), cached on disk."""
+    pipe = StreamingPipeline(make_backend("torch", model, None, "cpu"), PipelineConfig(render_times=()))
+    weights = hashlib.sha256(default_checkpoint(model).read_bytes()).hexdigest()[:8]
+    key = hashlib.sha256(repr((weights, pipe.motion_prior, pipe.flow_settings, "tartanair", fps)).encode()).hexdigest()
+    path = CACHE / f"tartanair_{model}_{key[:16]}.pkl"
+    if path.is_file():
+        return pickle.loads(path.read_bytes())
+    poses = np.loadtxt(folder / "pose_left.txt")
+    out = []
+    for i, row in enumerate(poses):
+        rgb = sequences.read_rgb(folder / "rgb" / f"{i:06d}.jpg")
+        depth = cv2.resize(sequences.depth_mm(folder / "depth" / f"{i:06d}.png"), (rgb.shape[1], rgb.shape[0]),
+                           interpolation=cv2.INTER_NEAREST)
+        pose = sequences.quaternion_pose(row[:3], row[3:])
+        pose[:3, :3] = pose[:3, :3] @ NED_FROM_OPTICAL
+        stamp = i / fps
+        k = Intrinsics(320.0, 320.0, 320.0, 240.0, rgb.shape[1], rgb.shape[0])
+        result = pipe.push(Frame(rgb, round(stamp * 1e9), depth_m=depth, intrinsics=k))
+        if result is not None:
+            out.append((replace(result, views=[]), pose, stamp, stamp))
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(out))
+    return out
+
+
+def static_score(results, params, odometry: bool = True) -> tuple[int, list[int]]:
+    """Frames with no obstacle, and the moving Gaussians per frame, of the processor over ``results``."""
+    proc = PerceptionProcessor(params, seed=0)
+    empty, moving = 0, []
+    for result, pose, *_ in results:
+        out = proc.update(result, pose if odometry else None)
+        empty += len(out.obstacles) == 0
+        moving.append(out.moving_gaussians)
+    return empty, moving
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clip", default="tum", choices=("tum", "tartanair"))
+    ap.add_argument("--fps", type=float, default=10.0, help="TartanAir frame rate (not given by the data; assumed)")
+    ap.add_argument("--tum", type=Path, default=TUM)
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--frames", type=int, default=100)
+    ap.add_argument("--step", type=int, default=2, help="every n-th frame (30 Hz / n)")
+    ap.add_argument("--validation", action="store_true", help="score the validation part (last 20 %%) instead")
+    ap.add_argument("--modes", default="odometry,no-odometry")
+    ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="ObstacleParams overrides")
+    args = ap.parse_args(argv)
+    if args.clip == "tartanair":
+        results, name = tartanair_results(TARTANAIR, args.fps, args.model), f"TartanAir ({args.fps:g} fps)"
+    else:
+        results = tum_results(args.tum, tum_indices(args.tum, args.frames, args.step, args.validation), args.model)
+        name = f"TUM fr1_rpy {'validation' if args.validation else 'train'}"
+    params = param_overrides(args.set)
+    for mode in args.modes.split(","):
+        empty, moving = static_score(results, params, mode == "odometry")
+        print(f"{name} (static), {mode}: frames with no obstacle {empty}/{len(results)} = "
+              f"{empty / len(results):.3f}; moving Gaussians per frame p50 {np.median(moving):.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -5,12 +5,13 @@ Per Gaussian (opacity >= ObstacleParams.min_opacity, on a true surface): the spe
 camera motion (odometry; depth rate from geometry where known, as the processor does, but before its image-cell
 average), for the room and static boxes (noise to reject) and for moving objects (signal), by depth bin; the error
 of the robustly fitted camera motion (no odometry) against the true one. With ``--grid``: the whole stage end to
-end (precision, recall, static frames without obstacles) over a grid of thresholds; with ``--ablate``: end to end
-at the settings and with one setting changed at a time (ABLATIONS), with and without odometry. ``--set
-FIELD=VALUE`` overrides ObstacleParams. The defaults in nut_ros/perception/params.py come from this output on the
-training scenes.
+end (precision, recall, static frames without obstacles) over a grid of thresholds; with ``--score``: end to end at
+the settings, with and without odometry; with ``--ablate``: that and with one setting changed at a time
+(ABLATIONS). ``--set FIELD=VALUE`` overrides ObstacleParams. The defaults in nut_ros/perception/params.py come from
+this output on the training scenes. The per-Gaussian table uses the base thresholds (``moving_speed +
+moving_speed_per_m · z``; the generated scenes' pairs are ``floor_interval_s`` long).
 
-    .venv/bin/python test/bench/obstacle_tune.py --seeds 0-19 --static-seeds 100-109 [--grid] [--ablate]
+    .venv/bin/python test/bench/obstacle_tune.py --seeds 0-19 --static-seeds 100-139 [--grid] [--score | --ablate]
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from obstacle_common import AMBIGUOUS, BACKGROUND_ID, SceneRunner, gaussian_truth  # noqa: E402
@@ -59,15 +61,16 @@ def collect(runner: SceneRunner, seeds: list[int], moving: bool, p: ObstaclePara
         out = runner.results(seed, moving=moving, camera_motion=None if moving else True)
         change = DepthChange(p.change_cell_px, p.change_edge_ratio, p.change_baseline, p.change_max_speed)
         first = out[0][1].gaussians
-        change.remember(first.positions[first.opacities >= p.min_opacity], out[0][0].camera_pose)
+        change.remember(torch.from_numpy(first.positions[first.opacities >= p.min_opacity]), out[0][0].camera_pose)
         for (prev, _), (frame, res) in zip(out[:-1], out[1:]):
             g = res.gaussians
             ok = g.opacities >= p.min_opacity
             pos, vel = g.positions[ok], g.velocities[ok]
             ids, true_vel, field = gaussian_truth(frame, prev, pos, res.pair_interval_s)
-            rate = change.rate(pos, res.intrinsics, frame.camera_pose, res.pair_interval_s)
-            change.remember(pos, frame.camera_pose, res.pair_interval_s)
-            residual = ground_velocity(pos, vel, field, rate)
+            rate = change.rate(torch.from_numpy(pos), res.intrinsics, frame.camera_pose, res.pair_interval_s)
+            change.remember(torch.from_numpy(pos), frame.camera_pose, res.pair_interval_s)
+            residual = ground_velocity(torch.from_numpy(pos), torch.from_numpy(vel), field, rate).numpy()
+            rate = rate.numpy()
             rate_known.append(np.isfinite(rate).mean())
             moving_oids = [o.oid for o in frame.objects if o.moving]
             is_mov = np.isin(ids, moving_oids)
@@ -97,6 +100,8 @@ def main() -> None:
     ap.add_argument("--motion-prior", default="auto", help="PipelineConfig.motion_prior (auto: the model's)")
     ap.add_argument("--grid", action="store_true", help="also score the whole stage end to end over a grid of "
                     "thresholds (odometry mode) on the same training scenes")
+    ap.add_argument("--score", action="store_true", help="also score the whole stage end to end at the settings "
+                    "(odometry and without)")
     ap.add_argument("--ablate", action="store_true", help="also score the whole stage end to end at the settings "
                     "and with one setting changed at a time (ABLATIONS; odometry and without)")
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="ObstacleParams overrides")
@@ -136,8 +141,8 @@ def main() -> None:
           f"max {fit_err.max():.3f}; inlier weight p10 {np.percentile(fit_inl, 10):.2f}")
     if args.grid:
         grid(runner, seeds, static_seeds, p)
-    if args.ablate:
-        ablate(runner, seeds, static_seeds, p)
+    if args.score or args.ablate:
+        ablate(runner, seeds, static_seeds, p, ABLATIONS if args.ablate else {})
 
 
 GRID = {"moving_speed": (0.3, 0.5, 0.7), "moving_speed_per_m": (0.05, 0.1, 0.15), "min_cluster_gaussians": (25, 50)}
@@ -147,7 +152,13 @@ ABLATIONS = {  # one change at a time against the settings
     "before (per-Gaussian test, 1-frame depth rate, no band, velocity from flow, 5 hits)": dict(
         moving_speed=0.3, moving_speed_per_m=0.08, score_cell_px=1, change_baseline=1, change_max_speed=np.inf,
         depth_band=0.0, confirm_hits=5, min_travel=0.2, max_misses=4, report_misses=1, velocity_std=0.3,
-        min_agreement=-1.0, min_width=0.25, shift_max=0),
+        min_agreement=-1.0, min_width=0.25, shift_max=0, depth_tolerance=0.0, flow_error_ratio=0.0),
+    "before the real-footage noise model (0.04/m, no flow_error_ratio, no input-depth filter)": dict(
+        moving_speed_per_m=0.04, flow_error_ratio=0.0, depth_tolerance=0.0),
+    "flow_error_ratio 0 (off)": dict(flow_error_ratio=0.0),
+    "flow_error_ratio 0.15": dict(flow_error_ratio=0.15),
+    "moving_speed_per_m 0.03": dict(moving_speed_per_m=0.03),
+    "moving_speed_per_m 0.04": dict(moving_speed_per_m=0.04),
     "score_cell_px 1": dict(score_cell_px=1),
     "moving 0.3 + 0.08/m": dict(moving_speed=0.3, moving_speed_per_m=0.08),
     "change_baseline 1": dict(change_baseline=1),
@@ -168,13 +179,14 @@ ABLATIONS = {  # one change at a time against the settings
 }
 
 
-def ablate(runner: SceneRunner, seeds: list[int], static_seeds: list[int], base: ObstacleParams) -> None:
-    """End-to-end scores at ``base`` and with each of ABLATIONS applied (training scenes)."""
+def ablate(runner: SceneRunner, seeds: list[int], static_seeds: list[int], base: ObstacleParams,
+           changes: dict) -> None:
+    """End-to-end scores at ``base`` and with each of ``changes`` applied (training scenes)."""
     from obstacle_eval import run_mode  # noqa: E402 (imports this module's seed_range)
 
     print("| change | mode | precision | recall | pos err | vel err | static 0-obstacle frames | cost ms p50 |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, change in [("(settings)", {})] + list(ABLATIONS.items()):
+    for name, change in [("(settings)", {})] + list(changes.items()):
         p = replace(base, **change)
         for mode in ("odometry", "no-odometry"):
             m = run_mode(runner, mode, seeds, True, 300, p).summary()
