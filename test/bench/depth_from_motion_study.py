@@ -98,8 +98,8 @@ def through_pipeline(args) -> None:
     d = evaluator.summary()["depth"]
     print(f"{args.sequence} step {args.step} poses={args.poses} {args.pipeline}: sources {d['sources']} of {total}")
     for proto, proto_name in DEPTH_PROTOCOLS.items():
-        cells = [f"{name} {d.get(f'depth_abs_rel{proto}{key}', float('nan')):.3f}"
-                 for key, name in DEPTH_PREDICTORS.items()]
+        values = {name: d.get(f"depth_abs_rel{proto}{key}") for key, name in DEPTH_PREDICTORS.items()}
+        cells = [f"{name} {np.nan if v is None else v:.3f}" for name, v in values.items()]  # None: not scored
         print(f"  {proto_name:12s} " + " | ".join(cells))
 
 
