@@ -362,15 +362,15 @@ def on_input_depth(points: torch.Tensor, depth: np.ndarray, k: Intrinsics, toler
     """Whether each point ``[N, 3]`` (camera frame, a tensor) lies on the input depth image ``depth [h, w]`` (numpy,
     the model's camera ``k``, NaN where the sensor gave none; uploaded to the points' device): its pixel holds a
     depth within ``tolerance`` (relative) of its own, and no pixel without depth lies within ``margin_px`` of it
-    (a max-pool of the holes over a square window; the image's own border does not count)."""
+    (the holes counted over a square window by an integral image; the image's own border does not count)."""
     depth = upload(depth, points)
     h, w = depth.shape
-    hole = (~depth.isfinite()).float()[None, None]
+    hole = (~depth.isfinite()).int()
     if margin_px > 0:
-        size = 2 * margin_px + 1  # a box maximum is separable; the pools pad with -inf: the border is no hole
-        hole = F.max_pool2d(hole, (1, size), 1, (0, margin_px))
-        hole = F.max_pool2d(hole, (size, 1), 1, (margin_px, 0))
-    held = F.pad(torch.where(hole[0, 0] == 0, depth, torch.nan).reshape(-1), (0, 1), value=torch.nan)
+        n = 2 * margin_px + 1  # the padding outside the image holds no hole
+        total = F.pad(hole, (margin_px + 1, margin_px, margin_px + 1, margin_px)).cumsum(0).cumsum(1)
+        hole = total[n:, n:] - total[:-n, n:] - total[n:, :-n] + total[:-n, :-n]
+    held = F.pad(torch.where(hole == 0, depth, torch.nan).reshape(-1), (0, 1), value=torch.nan)
     cells, _, _ = image_cells(points, replace(k, width=w, height=h), 1)  # pixel centres at whole coordinates
     d = held[cells]
     return (points[:, 2] - d).abs() <= tolerance * d
