@@ -153,6 +153,17 @@ class NodeParams:
                                           "per second without metric depth) ...", lo=0.0, hi=100.0)
     obstacle_moving_speed_per_m: float = _param(ObstacleParams.moving_speed_per_m, "... plus this much per metre "
                                                 "of depth (velocity noise grows with depth).", lo=0.0, hi=100.0)
+    obstacle_flow_error_ratio: float = _param(ObstacleParams.flow_error_ratio, "... plus this share of the camera's "
+                                              "own apparent speed at the Gaussian (flow and odometry err by a share "
+                                              "of it; times the surface slope for the depth rate).", lo=0.0, hi=10.0)
+    obstacle_floor_interval_s: float = _param(ObstacleParams.floor_interval_s, "Pair interval (s) the noise floors "
+                                              "above are for; shorter pairs scale them up (same pixel noise, "
+                                              "higher speed).", lo=0.0, hi=10.0)
+    obstacle_depth_tolerance: float = _param(ObstacleParams.depth_tolerance, "With a metric depth input, Gaussians "
+                                             "farther than this (relative) from their pixel's input depth are "
+                                             "ignored (0: off).", lo=0.0, hi=10.0)
+    obstacle_depth_margin_px: int = _param(ObstacleParams.depth_margin_px, "... and those within this many model "
+                                           "pixels of a pixel without input depth.", lo=0, hi=1000)
     obstacle_voxel: float = _param(ObstacleParams.voxel, "Clustering grid of the moving Gaussians (m); touching "
                                    "moving voxels form one obstacle.", lo=0.001, hi=10.0)
     obstacle_min_cluster: int = _param(ObstacleParams.min_cluster_gaussians, "Fewest moving Gaussians of an "
@@ -233,7 +244,11 @@ class NodeParams:
     def perception_params(self) -> tuple[ObstacleParams, MapParams]:
         """The perception stage's settings (``ValueError`` naming the field when the core refuses a value)."""
         return (ObstacleParams(moving_speed=self.obstacle_moving_speed,
-                               moving_speed_per_m=self.obstacle_moving_speed_per_m, voxel=self.obstacle_voxel,
+                               moving_speed_per_m=self.obstacle_moving_speed_per_m,
+                               flow_error_ratio=self.obstacle_flow_error_ratio,
+                               floor_interval_s=self.obstacle_floor_interval_s,
+                               depth_tolerance=self.obstacle_depth_tolerance,
+                               depth_margin_px=self.obstacle_depth_margin_px, voxel=self.obstacle_voxel,
                                min_cluster_gaussians=self.obstacle_min_cluster, min_width=self.obstacle_min_width,
                                max_size=self.obstacle_max_size, max_range=self.obstacle_max_range,
                                confirm_hits=self.obstacle_confirm_hits, max_misses=self.obstacle_max_misses,
