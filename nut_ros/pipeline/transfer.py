@@ -44,10 +44,8 @@ def copy_on_side_stream(*tensors: torch.Tensor) -> list[np.ndarray]:
     hosts = []
     with torch.cuda.stream(side):
         for t in tensors:
-            host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-            host.copy_(t.detach(), non_blocking=True)
+            hosts.append(to_host_async(t))
             t.record_stream(side)  # their memory is not reused by the main stream before the copy has read it
-            hosts.append(host.numpy())
     return hosts
 
 
