@@ -8,19 +8,37 @@ from perception_synth import DT, K, yaw_pose
 
 
 class Change(DepthChange):
-    """DepthChange taking and giving numpy arrays."""
+    """DepthChange taking and giving numpy arrays, with the processor's bookkeeping: points are remembered in the
+    camera frame of a pose, and ``rate`` compares against the remembered frame and keeps its grids."""
+
+    grids = None
 
     def remember(self, points, pose, dt=0.0):
-        super().remember(torch.from_numpy(points), pose, dt)
+        super().remember(torch.from_numpy(points @ pose[:3, :3].T.astype(np.float32) + pose[:3, 3].astype(np.float32)),
+                         dt)
 
     def rate(self, points, k, pose, dt):
-        return super().rate(torch.from_numpy(points), k, pose, dt).numpy()
+        compared = self.compared(dt)
+        if compared is None:
+            self.grids = None
+            return np.full(len(points), np.nan, np.float32)
+        rot, trans = (torch.from_numpy(a.astype(np.float32)) for a in (pose[:3, :3], pose[:3, 3]))
+        rate, self.grids = super().rate(torch.from_numpy(points), compared[0], rot, trans, compared[1], k)
+        return rate.numpy()
 
     def shift_velocity(self, points, k, max_shift, min_gain):
-        return super().shift_velocity(torch.from_numpy(points), k, max_shift, min_gain).numpy()
+        if self.grids is None:
+            return np.full((len(points), 2), np.nan, np.float32)
+        return super().shift_velocity(torch.from_numpy(points), self.grids, k, max_shift, min_gain).numpy()
 
     def slope(self, points, k):
-        return super().slope(torch.from_numpy(points), k).numpy()
+        if self.grids is None:
+            return np.zeros(len(points), np.float32)
+        return super().slope(torch.from_numpy(points), self.grids, k).numpy()
+
+    def reset(self):
+        super().reset()
+        self.grids = None
 
 
 def wall(z, n=20000, seed=0):

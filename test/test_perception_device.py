@@ -29,15 +29,19 @@ class Recorder(PerceptionProcessor):
         return super()._objects(points, residual, weights)
 
 
-def record(odometry: bool, to_device=None, **settings) -> list[dict]:
+def record(odometry: bool, to_device=None, cuda_graphs: bool = True, with_depth: bool = False,
+           **settings) -> list[dict]:
     """Per frame of a 24-frame scene with two movers (thinned to 8000 rows, 2000 map candidates: the random
-    subsets are drawn; ObstacleParams ``settings``): the moving Gaussians, pose, obstacles and map."""
+    subsets are drawn; ObstacleParams ``settings``): the moving Gaussians, pose, obstacles and map. ``with_depth``:
+    each frame carries a metric input depth image (:func:`depth_image`)."""
     params = ObstacleParams(max_gaussians=8000, ego_samples=1500, **settings)
-    proc = Recorder(params, MapParams(candidates=2000), seed=11)
+    proc = Recorder(params, MapParams(candidates=2000), seed=11, cuda_graphs=cuda_graphs)
     frames = []
     for res, pose, _ in scene_stream(24, movers=MOVERS, n_room=24000, n_blob=500, seed=7):
         if to_device is not None:
             res.device_cloud = to_device(res.gaussians)
+        if with_depth:
+            res.input_depth = depth_image(res.gaussians.positions)
         proc.seen = np.zeros((0, 3))
         out = proc.update(res, pose if odometry else None)
         frames.append({"moving": out.moving_gaussians, "moving_sum": proc.seen.sum(0).tolist(),
@@ -47,6 +51,23 @@ def record(odometry: bool, to_device=None, **settings) -> list[dict]:
                                      for o in out.obstacles.obstacles],
                        "skipped": proc.frames_skipped})
     return frames
+
+
+def depth_image(points: np.ndarray) -> np.ndarray:
+    """The nearest depth of ``points`` per pixel of ``K`` (pixels where none falls take their nearest pixel's), with
+    a hole of 12x12 pixels (NaN) in the middle."""
+    from scipy.ndimage import distance_transform_edt
+
+    z = points[:, 2]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        u, v = np.rint(K.fx * points[:, 0] / z + K.cx), np.rint(K.fy * points[:, 1] / z + K.cy)
+    ok = (z > 0) & (u >= 0) & (u < K.width) & (v >= 0) & (v < K.height)
+    depth = np.full((K.height, K.width), np.inf, np.float32)
+    np.minimum.at(depth, (v[ok].astype(int), u[ok].astype(int)), z[ok])
+    nearest = distance_transform_edt(~np.isfinite(depth), return_distances=False, return_indices=True)
+    depth = depth[tuple(nearest)]
+    depth[K.height // 2 - 6:K.height // 2 + 6, K.width // 2 - 6:K.width // 2 + 6] = np.nan
+    return depth
 
 
 def assert_same(got: list[dict], want: list[dict], tol: float):
@@ -92,6 +113,22 @@ def test_cuda_and_cpu_agree(odometry):
                                    atol=0.02)
         np.testing.assert_allclose(a["pose"], b["pose"], atol=1e-4)
         assert abs(a["map_count"] - b["map_count"]) <= 0.01 * max(a["map_count"], 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("odometry, with_depth", [(True, False), (True, True), (False, True)])
+def test_cuda_graphs_replay_what_the_eager_stage_computes(odometry, with_depth):
+    """The dense stage replayed as CUDA graphs (NaN-padded to ``max_gaussians`` rows) against the same stage
+    launched op by op on the GPU, with a cloud whose size changes every frame."""
+    def shrinking():
+        frames = iter(range(1000))
+        return lambda cloud: cloud_table(cloud, "cuda")[:len(cloud.positions) - 700 * (next(frames) % 5)]
+
+    eager = record(odometry, shrinking(), cuda_graphs=False, with_depth=with_depth)
+    graphed = record(odometry, shrinking(), cuda_graphs=True, with_depth=with_depth)
+    assert sum(f["moving"] for f in eager) > 1000 and sum(len(f["obstacles"]) for f in eager) > 10
+    assert_same(graphed, eager, 1e-6)
 
 
 def test_image_cells_and_cell_mean_follow_their_formulas():

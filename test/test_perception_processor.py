@@ -101,7 +101,7 @@ def test_a_frame_where_everything_moves_is_skipped_not_mapped(max_range):
 
 
 def test_gaussians_off_the_input_depth_or_near_its_holes_are_not_on_it():
-    from nut_ros.perception.processor import on_input_depth
+    from nut_ros.perception.dense import on_input_depth
     from perception_synth import K
 
     depth = np.full((K.height, K.width), 2.0, np.float32)
@@ -109,6 +109,7 @@ def test_gaussians_off_the_input_depth_or_near_its_holes_are_not_on_it():
     v, u = np.mgrid[0:K.height:4, 0:K.width:4].reshape(2, -1).astype(float)  # pixel centres
     z = np.full(u.shape, 2.0)
     points = torch.from_numpy(np.column_stack([(u - K.cx) * z / K.fx, (v - K.cy) * z / K.fy, z]).astype(np.float32))
+    depth = torch.from_numpy(depth)
     on = on_input_depth(points, depth, K, 0.1).numpy()
     assert not on[u < 40].any() and on[u >= 40].all()
     near_hole = on_input_depth(points, depth, K, 0.1, margin_px=4).numpy()
@@ -124,7 +125,7 @@ def test_the_hole_margin_is_a_binary_erosion_with_the_border_kept(device, margin
     from scipy.ndimage import binary_erosion
 
     from nut_ros.core.geometry import Intrinsics
-    from nut_ros.perception.processor import on_input_depth
+    from nut_ros.perception.dense import on_input_depth
 
     k = Intrinsics(50.0, 50.0, 30.0, 20.0, 61, 41)
     rng = np.random.default_rng(margin)
@@ -134,7 +135,7 @@ def test_the_hole_margin_is_a_binary_erosion_with_the_border_kept(device, margin
     v, u = np.mgrid[0:k.height, 0:k.width].reshape(2, -1)
     z = depth.reshape(-1)  # one point on every pixel centre, at that pixel's depth (NaN on holes: not on it)
     points = torch.tensor(np.column_stack([(u - k.cx) * z / k.fx, (v - k.cy) * z / k.fy, z]), dtype=torch.float32)
-    on = on_input_depth(points.to(device), depth, k, 0.01, margin).cpu().numpy().reshape(depth.shape)
+    on = on_input_depth(points.to(device), torch.from_numpy(depth).to(device), k, 0.01, margin).cpu().numpy().reshape(depth.shape)
     want = binary_erosion(np.isfinite(depth), np.ones((2 * margin + 1,) * 2, bool), border_value=1)
     assert 0.2 < want.mean() < 0.99 and np.array_equal(on, want)
 

@@ -25,13 +25,13 @@ wait for the device); a point outside the image falls in an extra last cell that
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from nut_ros.core.geometry import Intrinsics
-from nut_ros.perception.tensors import upload
 
 SHIFT_DIFF_CAP = 0.3  # relative depth difference a cell contributes to a shift's cost at most (empty cells too)
 
@@ -63,23 +63,41 @@ def cell_mean(points: torch.Tensor, values: torch.Tensor, k: Intrinsics, cell_px
     return torch.where(inside[:, None], mean[cells], values)
 
 
+@dataclass
+class CellGrids:
+    """The binned frames of one depth-rate comparison, for :meth:`DepthChange.shift_velocity` and
+    :meth:`DepthChange.slope`: nearest depth per cell of the compared (older) frame and of the current one, each
+    current point's cell and whether it is inside the image, and the time between the two frames."""
+
+    before_near: torch.Tensor
+    now_near: torch.Tensor
+    cells: torch.Tensor
+    inside: torch.Tensor
+    interval: torch.Tensor | float
+
+
 class DepthChange:
-    """Remembers the last ``baseline`` frames of Gaussians in the fixed frame; :meth:`rate` compares the next frame
-    against the oldest of them."""
+    """Remembers the last ``baseline`` frames of Gaussians in the fixed frame (:meth:`remember`,
+    :meth:`compared`); :meth:`rate`, :meth:`shift_velocity` and :meth:`slope` are functions of the tensors they are
+    given and the settings (no state: they can be captured in a CUDA graph)."""
 
     def __init__(self, cell_px: int, edge_ratio: float, baseline: int = 1, max_speed: float = np.inf):
         self.cell_px, self.edge_ratio, self.max_speed = cell_px, edge_ratio, max_speed
         self._frames: deque[tuple[torch.Tensor, float]] = deque(maxlen=baseline)  # (points, interval before it)
-        self._last = None  # the last rate()'s grids (nearest depth before and now, cells, inside, interval)
 
     def reset(self) -> None:
         self._frames.clear()
-        self._last = None
 
-    def remember(self, points: torch.Tensor, pose: np.ndarray, dt: float = 0.0) -> None:
-        """Keep ``points`` (camera frame of ``pose``, 4x4 T_fixed<-camera), taken ``dt`` s after the last ones."""
-        world = points @ upload(pose[:3, :3].T, points) + upload(pose[:3, 3], points)
+    def remember(self, world: torch.Tensor, dt: float = 0.0) -> None:
+        """Keep a frame's points ``world`` (fixed frame), taken ``dt`` s after the last ones."""
         self._frames.append((world, float(dt or 0.0)))
+
+    def compared(self, dt: float) -> tuple[torch.Tensor, float] | None:
+        """The frame the next one (``dt`` s after the last remembered) is compared against, in the fixed frame, and
+        the time between the two; None when nothing is remembered or ``dt`` is unknown."""
+        if not self._frames or not dt:
+            return None
+        return self._frames[0][0], dt + sum(gap for _, gap in list(self._frames)[1:])
 
     def _cell_depth(self, points: torch.Tensor, k: Intrinsics):
         """Per cell: mean depth (NaN where empty or a depth edge) and nearest depth (NaN where empty); per point:
@@ -93,16 +111,26 @@ class DepthChange:
         return (torch.where((count > 0) & (far <= near * (1 + self.edge_ratio)), mean, torch.nan),
                 torch.where(count > 0, near, torch.nan), cells, inside)
 
-    def shift_velocity(self, points: torch.Tensor, k: Intrinsics, max_shift: int, min_gain: float) -> torch.Tensor:
-        """Image-plane velocity ``[N, 2]`` (optical x, y, per second) of the ``points`` last given to :meth:`rate`,
-        from geometry: the shift (whole cells, up to ``max_shift`` in x and 1 in y) that best maps the compared
-        frame's nearest-depth grid onto the current one over a 3x3-cell window, where it beats no shift by
+    def rate(self, points: torch.Tensor, old: torch.Tensor, rot: torch.Tensor, trans: torch.Tensor,
+             interval, k: Intrinsics) -> tuple[torch.Tensor, CellGrids]:
+        """Depth rate ``[N]`` (per second) of the current ``points`` (camera frame; the camera's pose in the fixed
+        frame is ``rot`` [3, 3], ``trans`` [3]) against the compared frame's points ``old`` (fixed frame), taken
+        ``interval`` s (a number or a 0-d tensor) earlier; and the binned frames."""
+        before, before_near, _, _ = self._cell_depth((old - trans) @ rot, k)
+        now, now_near, cells, inside = self._cell_depth(points, k)
+        cell_rate = (now - before) / interval
+        cell_rate = torch.where(cell_rate > self.max_speed, torch.nan, cell_rate.clamp_min(-self.max_speed))
+        rate = F.pad(cell_rate, (0, 1), value=torch.nan).float()[cells]
+        return rate, CellGrids(before_near, now_near, cells, inside, interval)
+
+    def shift_velocity(self, points: torch.Tensor, grids: CellGrids, k: Intrinsics, max_shift: int,
+                       min_gain: float) -> torch.Tensor:
+        """Image-plane velocity ``[N, 2]`` (optical x, y, per second) of the ``points`` :meth:`rate` binned into
+        ``grids``, from geometry: the shift (whole cells, up to ``max_shift`` in x and 1 in y) that best maps the
+        compared frame's nearest-depth grid onto the current one over a 3x3-cell window, where it beats no shift by
         ``min_gain`` (mean relative depth difference); NaN elsewhere (no depth structure, or nothing moved)."""
-        if self._last is None or self._last[2].shape[0] != points.shape[0]:
-            return torch.full((points.shape[0], 2), torch.nan, device=points.device)
-        before, now, cells, inside, interval = self._last
         gw = -(-k.width // self.cell_px)
-        before, now = before.reshape(-1, gw), now.reshape(-1, gw)
+        before, now = grids.before_near.reshape(-1, gw), grids.now_near.reshape(-1, gw)
         gh = now.shape[0]
         padded = F.pad(before, (max_shift,) * 4, value=torch.nan)
         shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in range(-max_shift, max_shift + 1)]
@@ -115,43 +143,28 @@ class DepthChange:
         for i, j in [(i, j) for i in range(3) for j in range(3)][1:]:
             costs = costs + box[:, i:i + gh, j:j + gw]
         costs = costs / 9
-        best = torch.argmin(costs, dim=0)
-        gain = costs[len(shifts) // 2] - torch.gather(costs, 0, best[None])[0]  # middle: no shift
-        ok = ((gain >= min_gain) & now.isfinite()).reshape(-1)
-        step = upload(np.array(shifts) * self.cell_px, points, torch.float64)[best.reshape(-1)]  # (dy, dx) pixels
-        ok, step = F.pad(ok, (0, 1)), F.pad(step, (0, 0, 0, 1))  # the outside cell: not ok
+        best = torch.argmin(costs, dim=0).reshape(-1)
+        gain = costs[len(shifts) // 2].reshape(-1) - torch.gather(costs.reshape(len(shifts), -1), 0, best[None])[0]
+        ok = (gain >= min_gain) & now.reshape(-1).isfinite()
+        # the shift (dy, dx) in pixels of each cell's best index (dy outer, dx inner, as in ``shifts``)
+        dy = (best.div(2 * max_shift + 1, rounding_mode="floor") - 1).double()
+        dx = (best.remainder(2 * max_shift + 1) - max_shift).double()
+        ok, dy, dx = F.pad(ok, (0, 1)), F.pad(dy, (0, 1)), F.pad(dx, (0, 1))  # the outside cell: not ok
         z = points[:, 2].double()
-        vel = torch.stack([step[cells, 1] * z / k.fx, step[cells, 0] * z / k.fy], 1) / interval
-        return torch.where((inside & ok[cells])[:, None], vel, torch.nan).float()
+        vel = torch.stack([dx[grids.cells] * (self.cell_px / k.fx) * z,
+                           dy[grids.cells] * (self.cell_px / k.fy) * z], 1) / grids.interval
+        return torch.where((grids.inside & ok[grids.cells])[:, None], vel, torch.nan).float()
 
-    def slope(self, points: torch.Tensor, k: Intrinsics) -> torch.Tensor:
-        """Surface slope ``[N]`` at the ``points`` last given to :meth:`rate`: per image axis the smaller of the
-        nearest-depth steps to the two neighbouring cells (a depth edge on one side does not count), per metre
+    def slope(self, points: torch.Tensor, grids: CellGrids, k: Intrinsics) -> torch.Tensor:
+        """Surface slope ``[N]`` at the ``points`` :meth:`rate` binned into ``grids``: per image axis the smaller of
+        the nearest-depth steps to the two neighbouring cells (a depth edge on one side does not count), per metre
         across the view; the larger of the two axes (0 where unknown). An older frame registered ``d`` metres off
         across the view reads as a depth change of about ``slope · d`` there."""
-        if self._last is None or self._last[2].shape[0] != points.shape[0]:
-            return torch.zeros(points.shape[0], device=points.device)
-        _, now, cells, _, _ = self._last
-        near = now.reshape(-1, -(-k.width // self.cell_px))
+        near = grids.now_near.reshape(-1, -(-k.width // self.cell_px))
         grid = torch.zeros_like(near)
         for axis, focal, before, after in ((1, k.fx, (1, 0), (0, 1)), (0, k.fy, (0, 0, 1, 0), (0, 0, 0, 1))):
             step = torch.diff(near, dim=axis).abs() * (focal / self.cell_px)  # per cell width at unit depth
             smaller = torch.fmin(F.pad(step, before, value=torch.nan), F.pad(step, after, value=torch.nan))
             grid = torch.fmax(grid, torch.nan_to_num(smaller))
         per_m = F.pad(torch.nan_to_num(grid.reshape(-1) / near.reshape(-1)), (0, 1))  # the outside cell: 0
-        return per_m[cells]
-
-    def rate(self, points: torch.Tensor, k: Intrinsics, pose: np.ndarray, dt: float) -> torch.Tensor:
-        """Depth rate ``[N]`` (per second) of the current ``points`` (camera frame, pose T_fixed<-camera), taken
-        ``dt`` s after the last remembered frame."""
-        self._last = None
-        if not self._frames or not dt:
-            return torch.full((points.shape[0],), torch.nan, device=points.device)
-        interval = dt + sum(gap for _, gap in list(self._frames)[1:])
-        rot, trans = upload(pose[:3, :3], points), upload(pose[:3, 3], points)
-        before, before_near, _, _ = self._cell_depth((self._frames[0][0].to(points.device) - trans) @ rot, k)
-        now, now_near, cells, inside = self._cell_depth(points, k)
-        self._last = (before_near, now_near, cells, inside, interval)
-        cell_rate = (now - before) / interval
-        cell_rate = torch.where(cell_rate > self.max_speed, torch.nan, cell_rate.clamp_min(-self.max_speed))
-        return F.pad(cell_rate, (0, 1), value=torch.nan).float()[cells]
+        return per_m[grids.cells]

@@ -13,7 +13,7 @@ background dominates and moving objects drop out of the fit. :func:`pose_step` t
 pose change, which integrates into a pose in the key frame when there is no odometry.
 
 The fit runs in torch (float64) on the Gaussians' device; its six numbers come back to the host in one download.
-A field applies to numpy points and to tensors alike.
+
 """
 from __future__ import annotations
 
@@ -37,10 +37,9 @@ class MotionField:
     offset: np.ndarray  # [3]
     inliers: float = 1.0  # fraction of the fitted Gaussians' weight the field explains (1 for odometry)
 
-    def __call__(self, points):
-        """The field at ``points [N, 3]`` (numpy, or a tensor on any device), in their dtype."""
-        if isinstance(points, torch.Tensor):
-            return points @ upload(self.matrix.T, points) + upload(self.offset, points)
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        """The field at ``points [N, 3]``, in their dtype (the perception stage applies it on the device as
+        :func:`nut_ros.perception.dense.affine_rows`)."""
         return points @ self.matrix.T.astype(points.dtype) + self.offset.astype(points.dtype)
 
     @staticmethod

@@ -33,10 +33,11 @@ one). Per frame it
 
 Steps 1-3 and the choice of the map's candidates run in torch on the device that holds the Gaussians
 (``StepResult.device_cloud``, the pipeline's cloud table where it left it, e.g. on the GPU; else the numpy cloud on
-the CPU), without compacting on the device; the input depth goes up once per frame, without waiting. The host
-gets, in one download, the moving Gaussians (clustering and tracking are numpy and scipy on the host: hundreds of
-points) and the map's candidates; the fitted camera motion (no odometry) costs one more, and drawing its random
-subset of a cloud larger than ``ego_samples`` a third.
+the CPU), as functions of tensors only (:mod:`nut_ros.perception.dense`): on a GPU they are captured once per stream
+settings as a CUDA graph and replayed per frame (``cuda_graphs``), with the per-frame numbers (camera motion, pose,
+intervals) uploaded into it without waiting. The host gets, in one download, the moving Gaussians (clustering and
+tracking are numpy and scipy on the host: hundreds of points) and the map's candidates; the fitted camera motion
+(no odometry) costs two more (the selection's count and the fit's six numbers).
 
 Without odometry a stream restart (``result.paired`` false) or a change of the depth source restarts the key frame,
 the tracks and the map; with odometry only a change of units does.
@@ -44,78 +45,52 @@ the tracks and the map; with odometry only a change of units does.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from nut_ros.core.geometry import Intrinsics
-from nut_ros.perception.clustering import Clusters, cluster_points, cluster_stats, group_median, voxel_keys
-from nut_ros.perception.depth_change import DepthChange, cell_mean, image_cells
+from nut_ros.perception.clustering import Clusters, cluster_points, cluster_stats, group_median
+from nut_ros.perception.dense import (Found, StageInputs, StagePlan, affine_rows, depth_change,
+                                      find_moving, frame_tensor, select_rows, unpack)
 from nut_ros.perception.ego_motion import MotionField, field_from_poses, fit_static_field, pose_step
 from nut_ros.perception.local_map import LocalMap
 from nut_ros.perception.params import MapParams, ObstacleParams
 from nut_ros.perception.tensors import download, one_thread, pick, upload
 from nut_ros.perception.tracking import Detection, MultiObjectTracker
 from nut_ros.perception.types import Obstacle, ObstacleList, PerceptionOutput
+from nut_ros.pipeline.cuda_graphs import GraphedCall
 from nut_ros.pipeline.types import CLOUD_COLUMNS, GaussianCloud, StepResult
 
 MIN_INLIERS = 0.3  # a fitted camera motion explaining less of the Gaussians' weight is not trusted (frame skipped)
 MAX_MOVING_FRACTION = 0.5  # more Gaussians moving than this: the camera-motion estimate failed (frame skipped)
 MIN_DEPTH_RATE_WEIGHT = 1e-3  # a zero weight: the depth rate is not measured (1000x the image-plane noise)
-_MOVER_SPLIT = (3, 6)  # columns of a downloaded moving Gaussian: point, velocity over the ground, weight
 _CANDIDATE_SPLIT = (3, 6, 9)  # columns of a downloaded map candidate: point, colour, scales, opacity
-
-
-@dataclass
-class Rows:
-    """The thinned cloud on the stage's device, one row per kept Gaussian. Rows that fail the selection (faint,
-    out of range, not finite) have NaN points, zero velocities and zero weights, so every later step skips them."""
-
-    points: torch.Tensor  # [M, 3] optical frame
-    velocities: torch.Tensor  # [M, 3]
-    weights: torch.Tensor  # [M] opacity (0: not selected)
-    valid: torch.Tensor  # [M] bool
-    opacities: torch.Tensor  # [M] as in the cloud
-    colors: torch.Tensor  # [M, 3]
-    scales: torch.Tensor  # [M, 3]
-
-
-@dataclass
-class Found:
-    """What the host gets back from the device for one frame (numpy)."""
-
-    valid: int  # Gaussians selected
-    moving: int  # of them moving
-    # the moving ones (points, velocity over the ground, weight), when at most half the rows move (else none)
-    movers: tuple[np.ndarray, np.ndarray, np.ndarray]
-    candidates: np.ndarray  # [C, 10] the map's candidates (point, colour, scales, opacity)
-    eligible: int  # static Gaussians the candidates were picked from
 
 
 class PerceptionProcessor:
     """Obstacles and local map from a stream of pipeline results (see the module docstring)."""
 
     def __init__(self, obstacles: ObstacleParams = ObstacleParams(), local_map: MapParams = MapParams(),
-                 seed: int | None = None):
+                 seed: int | None = None, cuda_graphs: bool = True):
         self.op, self.mp = obstacles, local_map
         self.tracker = MultiObjectTracker(obstacles, seed)
         self.map = LocalMap(local_map)
-        self.change = DepthChange(obstacles.change_cell_px, obstacles.change_edge_ratio, obstacles.change_baseline,
-                                  obstacles.change_max_speed)
+        self.change = depth_change(obstacles)
         self._rng = np.random.default_rng(seed)
         self._pose = np.eye(4)  # T_fixed<-camera of the last frame
         self._stamp_ns: int | None = None
         self._odometry: bool | None = None
         self._metric: bool | None = None
         self._map_stamp_ns: int | None = None  # stamp of the last map snapshot that was due
-        self._axis_weight = np.array([1.0, 1.0, obstacles.depth_rate_weight], np.float32)
         # a cluster's mean velocity as a measurement, camera axes: the depth rate is 1/depth_rate_weight noisier
         z_std = obstacles.velocity_std / max(obstacles.depth_rate_weight, MIN_DEPTH_RATE_WEIGHT)
         self._velocity_cov = np.diag([obstacles.velocity_std ** 2] * 2 + [z_std ** 2])
         self._map_changed = False
         self.frames_skipped = 0  # frames without detections because the camera motion was not trusted
+        self.cuda_graphs = cuda_graphs  # on a GPU, replay the dense stage as CUDA graphs (else launch it eagerly)
+        self._plan: StagePlan | None = None  # the plan of the graphed call running now
+        self._graphed = {fn: GraphedCall(lambda *inputs, fn=fn: fn(StageInputs(*inputs), self._plan),
+                                         key=lambda: (self._plan,)) for fn in (select_rows, find_moving)}
 
     def reset(self) -> None:
         """Forget tracks, map and key frame."""
@@ -146,9 +121,8 @@ class PerceptionProcessor:
             self._odometry, self._metric = odometry, cloud.metric
             self.map.reset(metric=cloud.metric)
         dt = None if self._stamp_ns is None else (result.stamp_ns - self._stamp_ns) * 1e-9
-        rows = self._select(result)
-        threshold = (self.op.moving_speed + self.op.moving_speed_per_m * rows.points[:, 2]) * self._floor_scale(result)
-        field = self._camera_motion(result, camera_pose, rows, threshold)
+        inputs = self._inputs(result)
+        field = self._camera_motion(result, camera_pose, inputs)
         if field is not None and not odometry:
             self._pose = self._pose @ np.linalg.inv(pose_step(field, result.pair_interval_s))
         elif odometry:
@@ -157,15 +131,11 @@ class PerceptionProcessor:
         rot, trans = self._pose[:3, :3], self._pose[:3, 3]
 
         found = None
-        if field is not None:
-            moving, residual = self._moving(result, rows, field, threshold, dt, odometry)
-        if field is not None or odometry:
-            self.change.remember(rows.points, self._pose, dt)
+        if field is not None or odometry:  # odometry without a field (a stream's first frame): remembered only
+            rng_state = self._rng.bit_generator.state
+            found = self._find(result, inputs, field, dt)
         else:
             self.change.reset()
-        if field is not None:
-            rng_state = self._rng.bit_generator.state
-            found = self._download(rows, moving, residual, self._rng.uniform())
         # more moving than MAX_MOVING_FRACTION: the camera motion is wrong
         trusted = found is not None and found.moving <= MAX_MOVING_FRACTION * found.valid
         self.frames_skipped += found is not None and not trusted
@@ -181,7 +151,7 @@ class PerceptionProcessor:
 
         if trusted:
             self._add_to_map(found, rot, trans)
-        if found is not None and not (trusted and found.eligible > self.mp.candidates):
+        if (field is not None or odometry) and not (trusted and found.eligible > self.mp.candidates):
             self._rng.bit_generator.state = rng_state  # the candidates' random offset was not used: not drawn
         map_due = self._map_changed and (self._map_stamp_ns is None or
                                          result.stamp_ns - self._map_stamp_ns >= self.mp.snapshot_period_s * 1e9)
@@ -193,70 +163,69 @@ class PerceptionProcessor:
                                 found.moving if trusted else 0, latency)
 
     # -- steps -----------------------------------------------------------------------------------------------
-    def _select(self, result: StepResult) -> Rows:
-        """The thinned cloud (fixed stride, at most ``max_gaussians`` rows) and which rows are opaque, in range,
-        finite and (with a metric depth input) on the input depth; from the pipeline's device table when it has one,
-        else from the numpy cloud."""
+    def _graphs(self, like: torch.Tensor) -> bool:
+        return self.cuda_graphs and like.is_cuda
+
+    def _inputs(self, result: StepResult) -> StageInputs:
+        """The frame's thinned cloud (fixed stride, at most ``max_gaussians`` rows; padded with NaN rows to that
+        many for a CUDA graph) and its input depth, on the stage's device; ``frame`` and ``old`` are placeholders
+        (views of the rows, never read) until :meth:`_with_frame` sets them."""
         table = result.device_cloud
-        if table is not None:
-            cols = {name: table[:, c] for name, c in CLOUD_COLUMNS.items()}
+        n = len(result.gaussians.positions) if table is None else table.shape[0]
+        stride = max(1, -(-n // self.op.max_gaussians))
+        if table is None:
+            g = result.gaussians
+            rows = torch.as_tensor(np.concatenate(
+                [np.asarray(getattr(g, name), np.float32)[::stride].reshape(-(-n // stride), -1)
+                 for name in CLOUD_COLUMNS], 1))
         else:
-            cols = {name: torch.as_tensor(getattr(result.gaussians, name), dtype=torch.float32)
-                    for name in CLOUD_COLUMNS}
-        cols["opacities"] = cols["opacities"].reshape(-1)
-        stride = max(1, -(-cols["positions"].shape[0] // self.op.max_gaussians))
-        p, v, o, rgb, sc = (cols[n][::stride] for n in ("positions", "velocities", "opacities", "colors", "scales"))
-        ok = (o >= self.op.min_opacity) & (p[:, 2] > 0) & (p[:, 2] <= self.op.max_range)
-        ok &= p.isfinite().all(1) & v.isfinite().all(1)
+            rows = table[::stride]
+        if self._graphs(rows) and rows.shape[0] < self.op.max_gaussians:
+            padded = torch.full((self.op.max_gaussians, rows.shape[1]), torch.nan, device=rows.device)
+            padded[:rows.shape[0]] = rows
+            rows = padded
+        depth = self._depth(result)
+        unread = rows[:1, :3]
+        return StageInputs(rows, unread[:, :1] if depth is None else upload(depth, rows), unread, unread)
+
+    def _with_frame(self, inputs: StageInputs, field: MotionField, floor: float, interval: float = 0.0,
+                    offset: float = 0.0, old: torch.Tensor | None = None) -> StageInputs:
+        """``inputs`` with the frame's numbers: the static ``field``, the current pose, the noise floors' scale, the
+        time since the compared frame ``old`` (fixed frame; None: nothing compared) and the candidates' offset."""
+        pose = affine_rows(self._pose[:3, :3], self._pose[:3, 3])
+        frame = frame_tensor(affine_rows(field.matrix, field.offset), pose, floor, interval, offset)
+        return inputs._replace(frame=upload(frame, inputs.rows, torch.float64), old=inputs.old if old is None else old)
+
+    def _depth(self, result: StepResult) -> np.ndarray | None:
+        """The metric input depth that filters the Gaussians (``depth_tolerance``), or None."""
         if self.op.depth_tolerance > 0 and result.input_depth is not None and result.gaussians.metric:
-            ok &= on_input_depth(p, result.input_depth, result.intrinsics, self.op.depth_tolerance,
-                                 self.op.depth_margin_px)
-        return Rows(torch.where(ok[:, None], p, torch.nan), torch.where(ok[:, None], v, 0.0), torch.where(ok, o, 0.0),
-                    ok, o, rgb, sc)
+            return result.input_depth
+        return None
 
-    def _moving(self, result: StepResult, rows: Rows, field: MotionField, threshold, dt, odometry):
-        """Which rows move (``[M]`` bool) and their velocities over the ground ``[M, 3]`` (device tensors)."""
-        depth_rate = self.change.rate(rows.points, result.intrinsics, self._pose, dt)
-        threshold_xy, threshold_z = self._thresholds(rows.points, threshold, field, result.intrinsics)
-        residual = ground_velocity(rows.points, rows.velocities, field, depth_rate)
-        if odometry and self.op.shift_max > 0:  # the fitted camera motion misplaces the older depths too much
-            shift = self.change.shift_velocity(rows.points, result.intrinsics, self.op.shift_max,
-                                               self.op.shift_min_gain)
-            residual = torch.cat([torch.where(shift[:, :1].isfinite(), shift, residual[:, :2]), residual[:, 2:]], 1)
-        moving = self._score(rows.points, residual, depth_rate, threshold_xy, threshold_z, result.intrinsics) > 1.0
-        return moving, residual
+    def _plan_for(self, result: StepResult, compare: bool, odometry: bool) -> StagePlan:
+        return StagePlan(self.op, self.mp, result.intrinsics, self._depth(result) is not None, compare, odometry)
 
-    def _download(self, rows: Rows, moving: torch.Tensor, residual: torch.Tensor, offset: float) -> Found:
-        """The moving rows and the map's candidates, in one download: up to ``candidates`` static, opaque, near
-        Gaussians away from moving voxels, spread evenly (at random ``offset`` in [0, 1) of a stride) over those
-        eligible when there are more."""
-        mp, m = self.mp, rows.points.shape[0]
-        if not m:
-            nothing = np.zeros((0, 3), np.float32)
-            return Found(0, 0, (nothing, nothing, nothing[:, 0]), np.zeros((0, 10), np.float32), 0)
-        keys = voxel_keys(rows.points, self.op.voxel)
-        n_moving = moving.sum()
-        moving_keys = torch.sort(torch.where(moving, keys, torch.iinfo(torch.int64).max)).values
-        at = torch.searchsorted(moving_keys, keys).clamp_max(m - 1)
-        near_moving = (moving_keys[at] == keys) & (at < n_moving)
-        ok = ~moving & ~near_moving & (rows.opacities >= mp.min_opacity) & (rows.points[:, 2] <= mp.max_range)
-        eligible = ok.sum()
-        slot = torch.arange(mp.candidates, device=keys.device)
-        step = eligible.double() / mp.candidates
-        ranks = torch.where(eligible > mp.candidates, (offset * step + slot.double() * step).long(), slot)
-        cap = m // 2  # a trusted frame has at most MAX_MOVING_FRACTION of its rows moving
-        # slots past the count pick the last row; the host reads only the counted ones
-        at = pick(moving, torch.arange(cap, device=keys.device)).clamp_max(m - 1)
-        movers = torch.cat([rows.points[at], residual[at], rows.weights[at, None]], 1)
-        at = pick(ok, ranks).clamp_max(m - 1)
-        candidates = torch.cat([rows.points[at], rows.colors[at], rows.scales[at], rows.opacities[at, None]], 1)
-        header = torch.stack([rows.valid.sum(), n_moving, eligible]).float()
-        host = download(torch.cat([header, movers.reshape(-1), candidates.reshape(-1)]))
-        valid, n_moving, eligible = (int(x) for x in host[:3])
-        mover_rows = host[3:3 + movers.numel()].reshape(cap, -1)[:n_moving]
-        candidate_rows = host[3 + movers.numel():].reshape(mp.candidates, -1)[:min(eligible, mp.candidates)]
-        points, velocities, weights = np.split(mover_rows, _MOVER_SPLIT, axis=1)
-        return Found(valid, n_moving, (points, velocities, weights[:, 0]), candidate_rows, eligible)
+    def _run(self, fn, inputs: StageInputs, plan: StagePlan):
+        """``fn(inputs, plan)``: through its CUDA graph on a GPU (with ``cuda_graphs``), else called."""
+        if not self._graphs(inputs.rows):
+            return fn(inputs, plan)
+        self._plan = plan
+        return self._graphed[fn](*inputs)
+
+    def _find(self, result: StepResult, inputs: StageInputs, field: MotionField | None,
+              dt: float | None) -> Found | None:
+        """The frame's moving Gaussians and map candidates (one download; None without a camera motion ``field``);
+        remembers its points for the depth rate of later frames."""
+        compared = self.change.compared(dt)
+        old, interval = compared if compared is not None else (None, 0.0)
+        inputs = self._with_frame(inputs, MotionField.zero() if field is None else field, self._floor_scale(result),
+                                  interval, self._rng.uniform(), old)
+        plan = self._plan_for(result, compared is not None, self._odometry)
+        packed, world = self._run(find_moving, inputs, plan)
+        self.change.remember(world, dt)
+        if field is None:
+            return None
+        return unpack(download(packed), inputs.rows.shape[0], self.mp.candidates)
 
     def _objects(self, points, residual, weights) -> Clusters:
         """The objects of the moving Gaussians (host arrays): voxel clusters, each cut to its depth layer
@@ -280,28 +249,7 @@ class PerceptionProcessor:
         dt = result.pair_interval_s
         return max(1.0, self.op.floor_interval_s / dt) if result.paired and dt else 1.0
 
-    def _thresholds(self, points, threshold, field: MotionField, intrinsics) -> tuple[torch.Tensor, torch.Tensor]:
-        """The moving thresholds ``[N]`` of the image-plane and of the depth-rate components: ``threshold`` plus
-        ``flow_error_ratio`` times the camera's own apparent (static-field) speed across the view there, times
-        the surface slope for the depth rate (call after ``self.change.rate``)."""
-        sweep = self.op.flow_error_ratio * torch.linalg.vector_norm(field(points)[:, :2], dim=1)
-        return threshold + sweep, threshold + sweep * self.change.slope(points, intrinsics)
-
-    def _score(self, points, residual, depth_rate, threshold_xy, threshold_z, intrinsics) -> torch.Tensor:
-        """Each Gaussian's ground velocity (averaged over its image cell of ``score_cell_px`` pixels), its
-        image-plane components over ``threshold_xy`` and its optical z (weighted) over ``threshold_z``: the norm,
-        in units of the moving threshold; 0 where the depth rate is unknown (depth edges, grazing surfaces and newly
-        seen space: the flow is unreliable there)."""
-        known = depth_rate.isfinite()
-        ground = residual
-        if self.op.score_cell_px > 1:
-            ground = cell_mean(torch.where(known[:, None], points, torch.nan), residual, intrinsics,
-                               self.op.score_cell_px)
-        scale = torch.stack([threshold_xy, threshold_xy, threshold_z], 1)
-        weighted = ground * upload(self._axis_weight, ground) / scale
-        return torch.where(known, (weighted * weighted).sum(1).sqrt(), 0.0)
-
-    def _camera_motion(self, result: StepResult, pose, rows: Rows, threshold) -> MotionField | None:
+    def _camera_motion(self, result: StepResult, pose, inputs: StageInputs) -> MotionField | None:
         """The static field of this pair, or None (first frame of a stream, or an untrustworthy fit)."""
         dt = result.pair_interval_s
         if not result.paired or not dt:
@@ -310,9 +258,11 @@ class PerceptionProcessor:
             prev_stamp = result.stamp_ns - round(dt * 1e9)
             if self._stamp_ns is not None and abs(self._stamp_ns - prev_stamp) < 1e6:
                 return field_from_poses(self._pose, np.asarray(pose, np.float64), dt)
+        rows = self._run(select_rows, self._with_frame(inputs, MotionField.zero(), self._floor_scale(result)),
+                         self._plan_for(result, False, False))
         sample = self._ego_sample(rows.valid)
         field = fit_static_field(rows.points[sample], rows.velocities[sample], rows.weights[sample],
-                                 threshold[sample], self.op.ego_iterations, self.op.depth_rate_weight)
+                                 rows.threshold[sample], self.op.ego_iterations, self.op.depth_rate_weight)
         if field is None or field.inliers < MIN_INLIERS:
             self.frames_skipped += 1
             return None
@@ -349,28 +299,3 @@ class PerceptionProcessor:
         self.map.insert(points @ rot.T + trans, colors, scales, opacities[:, 0], rot, trans)
         self._map_changed |= points.shape[0] > 0
 
-
-def ground_velocity(points: torch.Tensor, velocities: torch.Tensor, field: MotionField, depth_rate: torch.Tensor):
-    """Velocities over the ground ``[N, 3]``: minus the camera's static field, with the optical-z component
-    replaced by the geometric ``depth_rate`` where it is known (finite)."""
-    residual = velocities - field(points)
-    z = torch.where(depth_rate.isfinite(), depth_rate, residual[:, 2])
-    return torch.cat([residual[:, :2], z[:, None]], 1)
-
-
-def on_input_depth(points: torch.Tensor, depth: np.ndarray, k: Intrinsics, tolerance: float, margin_px: int = 0):
-    """Whether each point ``[N, 3]`` (camera frame, a tensor) lies on the input depth image ``depth [h, w]`` (numpy,
-    the model's camera ``k``, NaN where the sensor gave none; uploaded to the points' device): its pixel holds a
-    depth within ``tolerance`` (relative) of its own, and no pixel without depth lies within ``margin_px`` of it
-    (the holes counted over a square window by an integral image; the image's own border does not count)."""
-    depth = upload(depth, points)
-    h, w = depth.shape
-    hole = (~depth.isfinite()).int()
-    if margin_px > 0:
-        n = 2 * margin_px + 1  # the padding outside the image holds no hole
-        total = F.pad(hole, (margin_px + 1, margin_px, margin_px + 1, margin_px)).cumsum(0).cumsum(1)
-        hole = total[n:, n:] - total[:-n, n:] - total[n:, :-n] + total[:-n, :-n]
-    held = F.pad(torch.where(hole == 0, depth, torch.nan).reshape(-1), (0, 1), value=torch.nan)
-    cells, _, _ = image_cells(points, replace(k, width=w, height=h), 1)  # pixel centres at whole coordinates
-    d = held[cells]
-    return (points[:, 2] - d).abs() <= tolerance * d

@@ -29,9 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from obstacle_common import AMBIGUOUS, BACKGROUND_ID, SceneRunner, gaussian_truth  # noqa: E402
 
-from nut_ros.perception.depth_change import DepthChange  # noqa: E402
+from nut_ros.perception.dense import depth_change  # noqa: E402
 from nut_ros.perception.ego_motion import fit_static_field  # noqa: E402
-from nut_ros.perception.processor import ground_velocity  # noqa: E402
 from nut_ros.perception.params import ObstacleParams  # noqa: E402
 from nut_ros.train.object_scenes import VALIDATION_SEED0  # noqa: E402
 
@@ -53,24 +52,38 @@ def param_overrides(items: list[str]) -> ObstacleParams:
     return replace(base, **values)
 
 
+def remember(change, points: np.ndarray, pose: np.ndarray, dt: float = 0.0) -> None:
+    """``change`` remembers camera-frame ``points`` of the camera at ``pose`` (T_fixed<-camera)."""
+    change.remember(torch.from_numpy((points @ pose[:3, :3].T + pose[:3, 3]).astype(np.float32)), dt)
+
+
+def depth_rate(change, points: np.ndarray, pose: np.ndarray, dt: float, k) -> np.ndarray:
+    """The geometric depth rate of camera-frame ``points`` (NaN where unknown or nothing is remembered)."""
+    compared = change.compared(dt)
+    if compared is None:
+        return np.full(len(points), np.nan, np.float32)
+    rot, trans = (torch.from_numpy(a.astype(np.float32)) for a in (pose[:3, :3], pose[:3, 3]))
+    return change.rate(torch.from_numpy(points), compared[0], rot, trans, compared[1], k)[0].numpy()
+
+
 def collect(runner: SceneRunner, seeds: list[int], moving: bool, p: ObstacleParams):
     static_speed, static_z, mov_speed, mov_err, mov_z, fit_err, fit_inl = [], [], [], [], [], [], []
     axis_err, rate_known = [], []
     w = np.array([1.0, 1.0, p.depth_rate_weight])
     for seed in seeds:
         out = runner.results(seed, moving=moving, camera_motion=None if moving else True)
-        change = DepthChange(p.change_cell_px, p.change_edge_ratio, p.change_baseline, p.change_max_speed)
+        change = depth_change(p)
         first = out[0][1].gaussians
-        change.remember(torch.from_numpy(first.positions[first.opacities >= p.min_opacity]), out[0][0].camera_pose)
+        remember(change, first.positions[first.opacities >= p.min_opacity], out[0][0].camera_pose)
         for (prev, _), (frame, res) in zip(out[:-1], out[1:]):
             g = res.gaussians
             ok = g.opacities >= p.min_opacity
             pos, vel = g.positions[ok], g.velocities[ok]
             ids, true_vel, field = gaussian_truth(frame, prev, pos, res.pair_interval_s)
-            rate = change.rate(torch.from_numpy(pos), res.intrinsics, frame.camera_pose, res.pair_interval_s)
-            change.remember(torch.from_numpy(pos), frame.camera_pose, res.pair_interval_s)
-            residual = ground_velocity(torch.from_numpy(pos), torch.from_numpy(vel), field, rate).numpy()
-            rate = rate.numpy()
+            rate = depth_rate(change, pos, frame.camera_pose, res.pair_interval_s, res.intrinsics)
+            remember(change, pos, frame.camera_pose, res.pair_interval_s)
+            residual = vel - field(pos)  # over the ground, the geometric depth rate where known (as the processor)
+            residual[:, 2] = np.where(np.isfinite(rate), rate, residual[:, 2])
             rate_known.append(np.isfinite(rate).mean())
             moving_oids = [o.oid for o in frame.objects if o.moving]
             is_mov = np.isin(ids, moving_oids)

@@ -1,0 +1,222 @@
+"""The per-Gaussian part of the perception stage, as functions of tensors and fixed settings only.
+
+:func:`select_rows` and :func:`find_moving` read nothing but their :class:`StageInputs` (tensors) and their
+:class:`StagePlan` (settings and the flags that pick a code path, fixed for a stream), write nothing outside their
+results, and never wait for the device or copy from the host: on a GPU the processor captures each once per plan
+as a CUDA graph (:class:`nut_ros.pipeline.cuda_graphs.GraphedCall`) and replays it per frame, which replaces
+launching its few hundred small torch operations from Python one by one. On the CPU the processor calls them as
+they are. Row counts are fixed per stream on the GPU: the thinned cloud is padded with NaN rows to
+``max_gaussians`` (a NaN row fails every selection, so the padding changes nothing but the shapes).
+
+Steps (see :mod:`nut_ros.perception.processor` for what each threshold means):
+
+1. :func:`select_rows`: the opaque, finite Gaussians in range and, with a metric depth input, on it;
+2. :func:`find_moving`: the depth rate against the compared frame (:class:`DepthChange`), the thresholds, each
+   Gaussian's velocity over the ground, the cell-averaged score and the moving test; then the moving rows and the
+   map's candidates gathered into one flat tensor for one download (:func:`unpack` reads it on the host), and the
+   frame's points in the fixed frame (what :class:`DepthChange` remembers).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nut_ros.core.geometry import Intrinsics
+from nut_ros.perception.clustering import voxel_keys
+from nut_ros.perception.depth_change import DepthChange, cell_mean, image_cells
+from nut_ros.perception.params import MapParams, ObstacleParams
+from nut_ros.perception.tensors import pick
+from nut_ros.pipeline.types import CLOUD_COLUMNS
+
+MOVER_COLUMNS = 7  # a downloaded moving Gaussian: point, velocity over the ground, weight
+CANDIDATE_COLUMNS = 10  # a downloaded map candidate: point, colour, scales, opacity
+HEADER = 3  # the download starts with: Gaussians selected, of them moving, static ones eligible for the map
+FRAME_ROWS = 9  # StageInputs.frame: the static field (4 rows), the camera pose (4 rows), the scalars (1 row)
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """What the stage's functions depend on besides their tensors (hashable: one CUDA graph per plan)."""
+
+    obstacles: ObstacleParams
+    local_map: MapParams
+    k: Intrinsics  # the model's camera
+    depth: bool  # the metric input depth filters the Gaussians (on_input_depth)
+    compare: bool  # a compared frame is remembered: the depth rate is measured (else unknown everywhere)
+    shift: bool  # the image-plane velocity from the depth silhouette's shift (with odometry)
+
+
+class StageInputs(NamedTuple):
+    """The stage's per-frame tensors, all on the Gaussians' device."""
+
+    rows: torch.Tensor  # [M, C] the thinned cloud table (CLOUD_COLUMNS), NaN rows where padded
+    depth: torch.Tensor  # [h, w] metric input depth, NaN where none ([1, 1], unread, when the plan has no depth)
+    # [FRAME_ROWS, 3] float64: rows 0-3 the static field (apparent velocity of a static point X: X @ f[:3] + f[3]),
+    # rows 4-7 the camera's pose in the fixed frame (X_fixed = X @ p[:3] + p[3]), row 8: the noise floors' scale,
+    # the time since the compared frame (s), the map candidates' random offset in [0, 1)
+    frame: torch.Tensor
+    old: torch.Tensor  # [M', 3] the compared frame's points, fixed frame ([1, 3], unread, when the plan has none)
+
+
+def frame_tensor(field: np.ndarray, pose: np.ndarray, floor: float, interval: float, offset: float) -> np.ndarray:
+    """The host side of :attr:`StageInputs.frame`: ``field`` and ``pose`` as ``[4, 3]`` (:func:`affine_rows`)."""
+    return np.concatenate([field, pose, [[floor, interval, offset]]]).astype(np.float64)
+
+
+def affine_rows(matrix: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """``X -> matrix @ X + offset`` as the ``[4, 3]`` rows ``f`` with ``X @ f[:3] + f[3]`` (row vectors)."""
+    return np.concatenate([np.asarray(matrix).T, np.asarray(offset)[None]])
+
+
+def _affine(points: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    rows = rows.to(points.dtype)
+    return points @ rows[:3] + rows[3]
+
+
+class Rows(NamedTuple):
+    """The thinned cloud, one row per Gaussian. Rows that fail the selection (faint, out of range, not finite, off
+    the input depth, padding) have NaN points, zero velocities and zero weights, so every later step skips them."""
+
+    points: torch.Tensor  # [M, 3] optical frame
+    velocities: torch.Tensor  # [M, 3]
+    weights: torch.Tensor  # [M] opacity (0: not selected)
+    valid: torch.Tensor  # [M] bool
+    opacities: torch.Tensor  # [M] as in the cloud
+    colors: torch.Tensor  # [M, 3]
+    scales: torch.Tensor  # [M, 3]
+    threshold: torch.Tensor  # [M] the moving threshold before the camera-motion terms
+
+
+def select_rows(inputs: StageInputs, plan: StagePlan) -> Rows:
+    """The rows the stage uses (see :class:`Rows`) and their base moving threshold ``(moving_speed +
+    moving_speed_per_m · z) · floor scale``."""
+    op, table = plan.obstacles, inputs.rows
+    p, v, rgb, sc = (table[:, CLOUD_COLUMNS[n]] for n in ("positions", "velocities", "colors", "scales"))
+    o = table[:, CLOUD_COLUMNS["opacities"]].reshape(-1)
+    ok = (o >= op.min_opacity) & (p[:, 2] > 0) & (p[:, 2] <= op.max_range)
+    ok &= p.isfinite().all(1) & v.isfinite().all(1)
+    if plan.depth:
+        ok &= on_input_depth(p, inputs.depth, plan.k, op.depth_tolerance, op.depth_margin_px)
+    floor = inputs.frame[8, 0].float()
+    threshold = (op.moving_speed + op.moving_speed_per_m * p[:, 2]) * floor
+    return Rows(torch.where(ok[:, None], p, torch.nan), torch.where(ok[:, None], v, 0.0), torch.where(ok, o, 0.0),
+                ok, o, rgb, sc, threshold)
+
+
+def find_moving(inputs: StageInputs, plan: StagePlan) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frame's download (:func:`unpack`) and its selected points in the fixed frame ``[M, 3]``."""
+    op = plan.obstacles
+    rows = select_rows(inputs, plan)
+    field, pose = inputs.frame[:4], inputs.frame[4:8]
+    change = depth_change(op)
+    static = _affine(rows.points, field)
+    sweep = op.flow_error_ratio * torch.linalg.vector_norm(static[:, :2], dim=1)
+    residual = rows.velocities - static  # over the ground: minus the camera's static field
+    if plan.compare:
+        rot = pose[:3].T.float()
+        depth_rate, grids = change.rate(rows.points, inputs.old, rot, pose[3].float(), inputs.frame[8, 1], plan.k)
+        threshold_z = rows.threshold + sweep * change.slope(rows.points, grids, plan.k)
+        # the geometric depth rate replaces the optical z where it is known
+        residual = torch.cat([residual[:, :2], torch.where(depth_rate.isfinite(), depth_rate, residual[:, 2])[:, None]],
+                             1)
+        if plan.shift and op.shift_max > 0:  # the fitted camera motion misplaces the older depths too much
+            shift = change.shift_velocity(rows.points, grids, plan.k, op.shift_max, op.shift_min_gain)
+            residual = torch.cat([torch.where(shift[:, :1].isfinite(), shift, residual[:, :2]), residual[:, 2:]], 1)
+        known = depth_rate.isfinite()
+    else:  # the depth rate is unknown everywhere: nothing is scored as moving
+        threshold_z = rows.threshold
+        known = torch.zeros_like(rows.valid)
+    moving = _score(rows.points, residual, known, rows.threshold + sweep, threshold_z, plan) > 1.0
+    world = _affine(rows.points, pose)
+    return _gather(rows, moving, residual, inputs.frame[8, 2], plan), world
+
+
+def depth_change(op: ObstacleParams) -> DepthChange:
+    """The depth-rate measurement of these settings (its memory starts empty)."""
+    return DepthChange(op.change_cell_px, op.change_edge_ratio, op.change_baseline, op.change_max_speed)
+
+
+def _score(points, residual, known, threshold_xy, threshold_z, plan: StagePlan) -> torch.Tensor:
+    """Each Gaussian's ground velocity (averaged over its image cell of ``score_cell_px`` pixels), its image-plane
+    components over ``threshold_xy`` and its optical z (weighted by ``depth_rate_weight``) over ``threshold_z``: the
+    norm, in units of the moving threshold; 0 where the depth rate is unknown (depth edges, grazing surfaces and
+    newly seen space: the flow is unreliable there)."""
+    op = plan.obstacles
+    ground = residual
+    if op.score_cell_px > 1:
+        ground = cell_mean(torch.where(known[:, None], points, torch.nan), residual, plan.k, op.score_cell_px)
+    weighted = ground / torch.stack([threshold_xy, threshold_xy, threshold_z / op.depth_rate_weight], 1)
+    return torch.where(known, (weighted * weighted).sum(1).sqrt(), 0.0)
+
+
+def _gather(rows: Rows, moving: torch.Tensor, residual: torch.Tensor, offset: torch.Tensor,
+            plan: StagePlan) -> torch.Tensor:
+    """The moving rows and the map's candidates as one flat tensor: up to ``candidates`` static, opaque, near
+    Gaussians away from moving voxels, spread evenly (at the random ``offset`` in [0, 1) of a stride) over those
+    eligible when there are more. Slots past a count repeat the last row; :func:`unpack` reads the counted ones."""
+    mp, m = plan.local_map, rows.points.shape[0]
+    keys = voxel_keys(rows.points, plan.obstacles.voxel)
+    n_moving = moving.sum()
+    moving_keys = torch.sort(torch.where(moving, keys, torch.iinfo(torch.int64).max)).values
+    at = torch.searchsorted(moving_keys, keys).clamp_max(m - 1)
+    near_moving = (moving_keys[at] == keys) & (at < n_moving)
+    ok = ~moving & ~near_moving & (rows.opacities >= mp.min_opacity) & (rows.points[:, 2] <= mp.max_range)
+    eligible = ok.sum()
+    slot = torch.arange(mp.candidates, device=keys.device)
+    step = eligible.double() / mp.candidates
+    ranks = torch.where(eligible > mp.candidates, (offset.double() * step + slot.double() * step).long(), slot)
+    at = pick(moving, torch.arange(mover_capacity(m), device=keys.device)).clamp_max(m - 1)
+    movers = torch.cat([rows.points[at], residual[at], rows.weights[at, None]], 1)
+    at = pick(ok, ranks).clamp_max(m - 1)
+    candidates = torch.cat([rows.points[at], rows.colors[at], rows.scales[at], rows.opacities[at, None]], 1)
+    header = torch.stack([rows.valid.sum(), n_moving, eligible]).float()
+    return torch.cat([header, movers.reshape(-1), candidates.reshape(-1)])
+
+
+def mover_capacity(rows: int) -> int:
+    """Moving rows a download holds: half the rows (a frame with more moving is not trusted, see the processor)."""
+    return rows // 2
+
+
+@dataclass
+class Found:
+    """What the host gets back from the device for one frame (numpy)."""
+
+    valid: int  # Gaussians selected
+    moving: int  # of them moving
+    # the moving ones (points, velocity over the ground, weight), at most mover_capacity of the rows
+    movers: tuple[np.ndarray, np.ndarray, np.ndarray]
+    candidates: np.ndarray  # [C, CANDIDATE_COLUMNS] the map's candidates (point, colour, scales, opacity)
+    eligible: int  # static Gaussians the candidates were picked from
+
+
+def unpack(host: np.ndarray, rows: int, candidates: int) -> Found:
+    """The :class:`Found` of a frame's download ``host`` (from a table of ``rows`` rows)."""
+    valid, moving, eligible = (int(x) for x in host[:HEADER])
+    cap = mover_capacity(rows)
+    mover_rows = host[HEADER:HEADER + cap * MOVER_COLUMNS].reshape(cap, MOVER_COLUMNS)[:min(moving, cap)]
+    candidate_rows = host[HEADER + cap * MOVER_COLUMNS:].reshape(candidates, CANDIDATE_COLUMNS)
+    points, velocities, weights = np.split(mover_rows, (3, 6), axis=1)
+    return Found(valid, moving, (points, velocities, weights[:, 0]), candidate_rows[:min(eligible, candidates)],
+                 eligible)
+
+
+def on_input_depth(points: torch.Tensor, depth: torch.Tensor, k: Intrinsics, tolerance: float, margin_px: int = 0):
+    """Whether each point ``[N, 3]`` (camera frame) lies on the input depth image ``depth [h, w]`` (the model's
+    camera ``k``, NaN where the sensor gave none; on the points' device): its pixel holds a depth within
+    ``tolerance`` (relative) of its own, and no pixel without depth lies within ``margin_px`` of it (the holes
+    counted over a square window by an integral image; the image's own border does not count)."""
+    h, w = depth.shape
+    hole = (~depth.isfinite()).int()
+    if margin_px > 0:
+        n = 2 * margin_px + 1  # the padding outside the image holds no hole
+        total = F.pad(hole, (margin_px + 1, margin_px, margin_px + 1, margin_px)).cumsum(0).cumsum(1)
+        hole = total[n:, n:] - total[:-n, n:] - total[n:, :-n] + total[:-n, :-n]
+    held = F.pad(torch.where(hole == 0, depth, torch.nan).reshape(-1), (0, 1), value=torch.nan)
+    cells, _, _ = image_cells(points, replace(k, width=w, height=h), 1)  # pixel centres at whole coordinates
+    d = held[cells]
+    return (points[:, 2] - d).abs() <= tolerance * d
