@@ -103,12 +103,16 @@ def test_the_device_table_gives_what_the_numpy_cloud_gives():
 def test_cuda_and_cpu_agree(odometry):
     """Same inputs on the GPU (the cloud table there, as the pipeline leaves it) and on the CPU: the moving tests
     differ only where a score sits on its threshold within rounding (sums in another order)."""
-    cpu = record(odometry)
-    gpu = record(odometry, lambda cloud: cloud_table(cloud, "cuda"))
-    moving_cpu, moving_gpu = np.array([f["moving"] for f in cpu]), np.array([f["moving"] for f in gpu])
-    assert np.abs(moving_cpu - moving_gpu).sum() <= 0.002 * moving_cpu.sum()
-    assert [len(f["obstacles"]) for f in cpu] == [len(f["obstacles"]) for f in gpu]
-    for a, b in zip(cpu, gpu):
+    assert_close(record(odometry, lambda cloud: cloud_table(cloud, "cuda")), record(odometry))
+
+
+def assert_close(got: list[dict], want: list[dict], moving_share: float = 0.002):
+    """Two runs whose per-cell sums were added in another order: moving counts within ``moving_share`` in all,
+    the same obstacles within 2 cm, poses within 1e-4, map counts within 1 %."""
+    moving_want, moving_got = np.array([f["moving"] for f in want]), np.array([f["moving"] for f in got])
+    assert np.abs(moving_want - moving_got).sum() <= moving_share * moving_want.sum()
+    assert [len(f["obstacles"]) for f in want] == [len(f["obstacles"]) for f in got]
+    for a, b in zip(want, got):
         np.testing.assert_allclose(np.array(a["obstacles"]).reshape(-1, 9), np.array(b["obstacles"]).reshape(-1, 9),
                                    atol=0.02)
         np.testing.assert_allclose(a["pose"], b["pose"], atol=1e-4)
@@ -120,7 +124,8 @@ def test_cuda_and_cpu_agree(odometry):
 @pytest.mark.parametrize("odometry, with_depth", [(True, False), (True, True), (False, True)])
 def test_cuda_graphs_replay_what_the_eager_stage_computes(odometry, with_depth):
     """The dense stage replayed as CUDA graphs (NaN-padded to ``max_gaussians`` rows) against the same stage
-    launched op by op on the GPU, with a cloud whose size changes every frame."""
+    launched op by op on the GPU, with a cloud whose size changes every frame: the same kernels, but the per-cell
+    sums use atomic adds (their order, so the last bits, differ between runs)."""
     def shrinking():
         frames = iter(range(1000))
         return lambda cloud: cloud_table(cloud, "cuda")[:len(cloud.positions) - 700 * (next(frames) % 5)]
@@ -128,7 +133,7 @@ def test_cuda_graphs_replay_what_the_eager_stage_computes(odometry, with_depth):
     eager = record(odometry, shrinking(), cuda_graphs=False, with_depth=with_depth)
     graphed = record(odometry, shrinking(), cuda_graphs=True, with_depth=with_depth)
     assert sum(f["moving"] for f in eager) > 1000 and sum(len(f["obstacles"]) for f in eager) > 10
-    assert_same(graphed, eager, 1e-6)
+    assert_close(graphed, eager, 0.0005)
 
 
 def test_image_cells_and_cell_mean_follow_their_formulas():
