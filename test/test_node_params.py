@@ -39,7 +39,7 @@ def test_params_file_loads_into_typed_parameters():
     ({"max_rate": True}, "max_rate must be of type float"),
     ({"render_times": [1, "x"]}, "render_times must be a list of numbers"),
     ({"no_such_param": 1}, "unknown nut_ros parameters: no_such_param"),
-    ({"device": "cuda", "compile": True}, "compile and cuda_graphs are alternatives"),
+    ({"device": "cuda", "backend": "onnxruntime", "compile": True}, "bf16 and compile apply to the torch backend"),
 ])
 def test_invalid_values_name_the_parameter(values, fragment):
     with pytest.raises(ParamError) as err:

@@ -93,9 +93,9 @@ def test_the_learned_flow_can_be_left_out_of_decode():
     torch.testing.assert_close(be.decode(a, b).velocity, with_flow.velocity)
 
 
-def test_cuda_graphs_need_cuda_and_exclude_compile():
+def test_cuda_graphs_need_cuda_and_a_compile_mode_without_graphs_of_its_own():
     model = build_model("tiny")
     with pytest.raises(ValueError, match="cuda_graphs needs a CUDA device"):
         TorchBackend(model, "cpu", cuda_graphs=True)
-    with pytest.raises(ValueError, match="replaces compile"):
-        TorchBackend(model, "cuda", compile=True, cuda_graphs=True)
+    with pytest.raises(ValueError, match="brings its own CUDA graphs"):
+        TorchBackend(model, "cuda", compile=True, compile_mode="reduce-overhead", cuda_graphs=True)

@@ -56,8 +56,9 @@ class Backend(Protocol):
 
 
 class TorchBackend:
-    """The PyTorch model on CPU or CUDA (optionally under bf16 autocast on CUDA, optionally ``torch.compile``d or
-    replayed as CUDA graphs (:mod:`nut_ros.pipeline.cuda_graphs`, CUDA only); rendering stays float32)."""
+    """The PyTorch model on CPU or CUDA (optionally under bf16 autocast on CUDA, optionally ``torch.compile``d and/or
+    replayed as CUDA graphs (:mod:`nut_ros.pipeline.cuda_graphs`, CUDA only: the compiled network's fused kernels
+    inside the graphs); rendering stays float32)."""
 
     name = "torch"
 
@@ -67,8 +68,11 @@ class TorchBackend:
         self._device = torch.device(device)
         if bf16 and self._device.type != "cuda":
             raise ValueError("bf16 autocast is only supported on CUDA")
-        if cuda_graphs and (self._device.type != "cuda" or compile):
-            raise ValueError("cuda_graphs needs a CUDA device and replaces compile (use one of the two)")
+        if cuda_graphs and self._device.type != "cuda":
+            raise ValueError("cuda_graphs needs a CUDA device")
+        if cuda_graphs and compile and compile_mode != "default":
+            raise ValueError(f"compile_mode {compile_mode!r} brings its own CUDA graphs: use 'default' with "
+                             f"cuda_graphs")
         if self._device.type == "cpu":
             torch.set_flush_denormal(True)  # denormal activations made CPU decoding up to ~9x slower
         self.model = model.to(self._device).eval()
@@ -81,8 +85,8 @@ class TorchBackend:
         if compile:  # the first frames of each shape take tens of seconds to compile
             self._encode, self._decode = compile_network(self.model, compile_mode)
         if cuda_graphs:  # the first frame of each input shape is captured (a few eager calls); decode also per head
-            self._encode = GraphedCall(self.model.encode)
-            self._decode = GraphedCall(self.model.decode, key=lambda: (self.model.learned_motion,))
+            self._encode = GraphedCall(self._encode)
+            self._decode = GraphedCall(self._decode, key=lambda: (self.model.learned_motion,))
 
     @property
     def device(self) -> str:

@@ -4,6 +4,12 @@ Compiled whole, a Gaussian upsampler (pixel shuffle + windowed attention, twice)
 torch 2.11 (features off by up to 5.7; ``test/bench/check_compile.py``), while each of its stages compiled
 on its own matches eager. So each upsampler stays an eager call inside the compiled ``encode``/``decode`` and its
 stages are separate graphs: on an H100 this is the fastest correct form (docs/BENCHMARKS.md).
+
+Inductor's fused kernels keep a chain of elementwise operations in float32 where eager rounds each intermediate
+result to bf16; in bf16 that moved the shipped ``small``'s decoded positions by up to 0.57 from the fp32 result
+(eager bf16: 0.013). With ``emulate_precision_casts`` the fused kernels round where eager rounds, and the compiled
+bf16 network is as close to fp32 as the eager one (H200, ``test/test_compile_gpu.py``). The compiled network can
+be replayed as CUDA graphs (:class:`nut_ros.pipeline.cuda_graphs.GraphedCall`, the backend's ``cuda_graphs``).
 """
 from __future__ import annotations
 
@@ -15,6 +21,8 @@ from nut_ros.core.encoder import GaussianUpsampler
 from nut_ros.core.model import NutModel
 
 UPSAMPLER_MODES = ("split", "eager")
+#: Inductor settings of every compiled part (see the module docstring)
+INDUCTOR_OPTIONS = {"emulate_precision_casts": True}
 
 
 def compile_network(model: NutModel, mode: str = "default", upsampler: str = "split") -> tuple[Callable, Callable]:
@@ -28,9 +36,14 @@ def compile_network(model: NutModel, mode: str = "default", upsampler: str = "sp
         up.forward = torch.compiler.disable(up.forward)
         if upsampler == "split":
             for stage in up.children():
-                stage.forward = torch.compile(stage.forward, mode=mode, dynamic=False)
-    return (torch.compile(model.encode, mode=mode, dynamic=False),
-            torch.compile(model.decode, mode=mode, dynamic=False))
+                stage.forward = _compile(stage.forward, mode)
+    return _compile(model.encode, mode), _compile(model.decode, mode)
+
+
+def _compile(fn: Callable, mode: str) -> Callable:
+    """``fn`` compiled in ``mode`` with :data:`INDUCTOR_OPTIONS` (torch.compile takes a mode or options: the
+    mode's own options are merged in)."""
+    return torch.compile(fn, dynamic=False, options={**torch._inductor.list_mode_options(mode), **INDUCTOR_OPTIONS})
 
 
 def uncompile(model: NutModel) -> None:

@@ -52,9 +52,9 @@ class NodeParams:
     device: str = _param("cpu", "Torch device: cpu, cuda or cuda:N.")
     bf16: bool = _param(False, "bf16 autocast of the network (torch backend on CUDA only).")
     compile: bool = _param(False, "torch.compile the network (torch backend; the first frames compile for tens of "
-                           "seconds).")
+                           "seconds; fused kernels, replayed inside the CUDA graphs when cuda_graphs is on).")
     cuda_graphs: bool = _param(True, "Replay the network as CUDA graphs (torch backend on a CUDA device; no effect "
-                               "elsewhere; not with compile). Same kernels as eager, without the launch overhead.")
+                               "elsewhere). Same kernels as eager (or as compiled), without the launch overhead.")
     input_width: int = _param(0, "Network input width the model (or engine) must have; 0: accept its native size. "
                               "Camera images of any size are resized to it.", lo=0, hi=4096)
     input_height: int = _param(0, "Network input height the model (or engine) must have; 0: accept its native size.",
@@ -228,8 +228,6 @@ class NodeParams:
             errors.append("bf16 and compile apply to the torch backend only")
         if self.bf16 and not self.device.startswith("cuda"):
             errors.append("bf16 needs a CUDA device")
-        if self.compile and self.cuda_graphs and self.device.startswith("cuda"):
-            errors.append("compile and cuda_graphs are alternatives: set cuda_graphs false to compile")
         if not self.keyframe_frame:
             errors.append("keyframe_frame must name a frame")
         if not errors:

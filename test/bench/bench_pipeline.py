@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--compile-mode", default="default",
                     help="torch.compile mode (reduce-overhead: CUDA graphs around each compiled part)")
     ap.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
-                    help="replay the network as CUDA graphs (default: on CUDA without --compile, as the node does)")
+                    help="replay the network as CUDA graphs (default: on CUDA, as the node does; with --compile the "
+                         "compiled kernels inside them, except in a compile mode with its own graphs)")
     ap.add_argument("--repeat", type=int, default=1, help="play the clip this many times (stamps run on)")
     ap.add_argument("--stage-sync", action=argparse.BooleanOptionalAction, default=PipelineConfig.stage_sync,
                     help="wait for the device between stages, so per-stage times are the device's (the default, "
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--warmup", type=int, default=5, help="frames not counted")
     args = ap.parse_args(argv)
     if args.cuda_graphs is None:
-        args.cuda_graphs = args.device.startswith("cuda") and not args.compile
+        args.cuda_graphs = args.device.startswith("cuda") and not (args.compile and args.compile_mode != "default")
     model = load_torch_model(args.model, args.checkpoint)
     frames = clip_frames()
     frames = [Frame(f.rgb, (k * len(frames) + i) * FRAME_NS) for k in range(args.repeat)
