@@ -30,12 +30,12 @@ class Recorder(PerceptionProcessor):
 
 
 def record(odometry: bool, to_device=None, cuda_graphs: bool = True, with_depth: bool = False,
-           compile: bool = False, **settings) -> list[dict]:
+           **settings) -> list[dict]:
     """Per frame of a 24-frame scene with two movers (thinned to 8000 rows, 2000 map candidates: the random
     subsets are drawn; ObstacleParams ``settings``): the moving Gaussians, pose, obstacles and map. ``with_depth``:
     each frame carries a metric input depth image (:func:`depth_image`)."""
     params = ObstacleParams(max_gaussians=8000, ego_samples=1500, **settings)
-    proc = Recorder(params, MapParams(candidates=2000), seed=11, cuda_graphs=cuda_graphs, compile=compile)
+    proc = Recorder(params, MapParams(candidates=2000), seed=11, cuda_graphs=cuda_graphs)
     frames = []
     for res, pose, _ in scene_stream(24, movers=MOVERS, n_room=24000, n_blob=500, seed=7):
         if to_device is not None:
@@ -121,18 +121,16 @@ def assert_close(got: list[dict], want: list[dict], moving_share: float = 0.002)
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("odometry, with_depth, compile", [(True, False, False), (True, True, False),
-                                                         (False, True, False), (True, True, True)])
-def test_cuda_graphs_replay_what_the_eager_stage_computes(odometry, with_depth, compile):
-    """The dense stage replayed as CUDA graphs (NaN-padded to ``max_gaussians`` rows; ``compile``: Inductor's
-    fused kernels) against the same stage launched op by op on the GPU, with a cloud whose size changes every frame
+@pytest.mark.parametrize("odometry, with_depth", [(True, False), (True, True), (False, True)])
+def test_cuda_graphs_replay_what_the_eager_stage_computes(odometry, with_depth):
+    """The dense stage replayed as CUDA graphs (NaN-padded to ``max_gaussians`` rows) against the same stage launched op by op on the GPU, with a cloud whose size changes every frame
     (room points dropped): the per-cell sums use atomic adds (their order, so the last bits, differ between runs)."""
     def shrinking():
         frames = iter(range(1000))
         return lambda cloud: cloud_table(cloud, "cuda")[700 * (next(frames) % 5):]
 
     eager = record(odometry, shrinking(), cuda_graphs=False, with_depth=with_depth)
-    graphed = record(odometry, shrinking(), cuda_graphs=True, with_depth=with_depth, compile=compile)
+    graphed = record(odometry, shrinking(), cuda_graphs=True, with_depth=with_depth)
     assert sum(f["moving"] for f in eager) > 1000 and sum(len(f["obstacles"]) for f in eager) > 10
     assert_close(graphed, eager, 0.0005)
 

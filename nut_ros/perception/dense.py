@@ -18,9 +18,8 @@ Steps (see :mod:`nut_ros.perception.processor` for what each threshold means):
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, replace
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -61,17 +60,6 @@ class StageInputs(NamedTuple):
     # the time since the compared frame (s), the map candidates' random offset in [0, 1)
     frame: torch.Tensor
     old: torch.Tensor  # [M', 3] the compared frame's points, fixed frame ([1, 3], unread, when the plan has none)
-
-
-@functools.lru_cache(maxsize=None)
-def stage_call(fn: Callable, plan: StagePlan, compiled: bool) -> Callable:
-    """``fn`` (:func:`select_rows` or :func:`find_moving`) of ``plan`` as a function of the inputs' tensors, for
-    :class:`~nut_ros.pipeline.cuda_graphs.GraphedCall`; ``compiled``: through ``torch.compile`` (Inductor fuses the
-    stage's elementwise chains: fewer, larger kernels). One per plan and process, so a compiled plan compiles once."""
-    def call(*inputs: torch.Tensor):
-        return fn(StageInputs(*inputs), plan)
-
-    return torch.compile(call, dynamic=False) if compiled else call
 
 
 def frame_tensor(field: np.ndarray, pose: np.ndarray, floor: float, interval: float, offset: float) -> np.ndarray:

@@ -51,7 +51,7 @@ import torch
 
 from nut_ros.perception.clustering import Clusters, cluster_points, cluster_stats, group_median
 from nut_ros.perception.dense import (Found, StageInputs, StagePlan, affine_rows, depth_change,
-                                      find_moving, frame_tensor, select_rows, stage_call, unpack)
+                                      find_moving, frame_tensor, select_rows, unpack)
 from nut_ros.perception.ego_motion import MotionField, field_from_poses, fit_static_field, pose_step
 from nut_ros.perception.local_map import LocalMap
 from nut_ros.perception.params import MapParams, ObstacleParams
@@ -71,7 +71,7 @@ class PerceptionProcessor:
     """Obstacles and local map from a stream of pipeline results (see the module docstring)."""
 
     def __init__(self, obstacles: ObstacleParams = ObstacleParams(), local_map: MapParams = MapParams(),
-                 seed: int | None = None, cuda_graphs: bool = True, compile: bool = False):
+                 seed: int | None = None, cuda_graphs: bool = True):
         self.op, self.mp = obstacles, local_map
         self.tracker = MultiObjectTracker(obstacles, seed)
         self.map = LocalMap(local_map)
@@ -87,11 +87,9 @@ class PerceptionProcessor:
         self._velocity_cov = np.diag([obstacles.velocity_std ** 2] * 2 + [z_std ** 2])
         self._map_changed = False
         self.frames_skipped = 0  # frames without detections because the camera motion was not trusted
-        # on a GPU, replay the dense stage as CUDA graphs (else launch it op by op), compiled by Inductor first
-        # (``compile``: the first frame of each plan compiles for tens of seconds)
-        self.cuda_graphs, self.compile = cuda_graphs, compile
+        self.cuda_graphs = cuda_graphs  # on a GPU, replay the dense stage as CUDA graphs (else launch it op by op)
         self._plan: StagePlan | None = None  # the plan of the graphed call running now
-        self._graphed = {fn: GraphedCall(lambda *inputs, fn=fn: stage_call(fn, self._plan, self.compile)(*inputs),
+        self._graphed = {fn: GraphedCall(lambda *inputs, fn=fn: fn(StageInputs(*inputs), self._plan),
                                          key=lambda: (self._plan,)) for fn in (select_rows, find_moving)}
 
     def reset(self) -> None:

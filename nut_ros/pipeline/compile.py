@@ -21,6 +21,9 @@ from nut_ros.core.encoder import GaussianUpsampler
 from nut_ros.core.model import NutModel
 
 UPSAMPLER_MODES = ("split", "eager")
+#: compiled variants one function may have before Dynamo runs it eagerly: every upsampler stage shares its class's
+#: ``forward`` (six stages in ``small``'s two upsamplers, each per autocast setting); the default (8) left some eager
+RECOMPILE_LIMIT = 64
 #: Inductor settings of every compiled part (see the module docstring)
 INDUCTOR_OPTIONS = {"emulate_precision_casts": True}
 
@@ -32,6 +35,7 @@ def compile_network(model: NutModel, mode: str = "default", upsampler: str = "sp
     """
     if upsampler not in UPSAMPLER_MODES:
         raise ValueError(f"upsampler must be one of {UPSAMPLER_MODES}, not {upsampler!r}")
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     for up in (m for m in model.modules() if isinstance(m, GaussianUpsampler)):
         up.forward = torch.compiler.disable(up.forward)
         if upsampler == "split":

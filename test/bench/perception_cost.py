@@ -36,12 +36,12 @@ def pct(values, q) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
-def run(results, odometry: bool, repeat: int, cuda_graphs: bool, compile: bool):
+def run(results, odometry: bool, repeat: int, cuda_graphs: bool):
     """Per-frame latencies (obstacles, map, total) of fresh processors over the scenes, ``repeat`` times."""
     obst, mapping, total = [], [], []
     for _ in range(repeat):
         for k, scene in enumerate(results):
-            proc = PerceptionProcessor(seed=k, cuda_graphs=cuda_graphs, compile=compile)
+            proc = PerceptionProcessor(seed=k, cuda_graphs=cuda_graphs)
             for j, (pose, res) in enumerate(scene):
                 t = time.perf_counter()
                 out = proc.update(res, pose if odometry else None)
@@ -52,13 +52,13 @@ def run(results, odometry: bool, repeat: int, cuda_graphs: bool, compile: bool):
     return obst, mapping, total
 
 
-def syncs_per_frame(results, odometry: bool, cuda_graphs: bool, compile: bool) -> list[int]:
+def syncs_per_frame(results, odometry: bool, cuda_graphs: bool) -> list[int]:
     """Synchronising CUDA calls in each frame's update (the first of each scene left out)."""
     counts = []
     torch.cuda.set_sync_debug_mode("warn")
     try:
         for k, scene in enumerate(results):
-            proc = PerceptionProcessor(seed=k, cuda_graphs=cuda_graphs, compile=compile)
+            proc = PerceptionProcessor(seed=k, cuda_graphs=cuda_graphs)
             for j, (pose, res) in enumerate(scene):
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
@@ -70,13 +70,13 @@ def syncs_per_frame(results, odometry: bool, cuda_graphs: bool, compile: bool) -
     return counts
 
 
-def profile(results, odometry: bool, cuda_graphs: bool, compile: bool, frames: int = 10) -> None:
+def profile(results, odometry: bool, cuda_graphs: bool, frames: int = 10) -> None:
     """Torch's profiler over ``frames`` updates of the first scene: operator calls per frame (and CUDA kernels on a
     GPU), the top operators by self time."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     scene = results[0]
-    proc = PerceptionProcessor(seed=0, cuda_graphs=cuda_graphs, compile=compile)
+    proc = PerceptionProcessor(seed=0, cuda_graphs=cuda_graphs)
     for pose, res in scene[:len(scene) - frames]:
         proc.update(res, pose if odometry else None)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
@@ -102,7 +102,6 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="times each frame is processed (fresh processors)")
     ap.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True,
                     help="on a GPU, replay the stage's dense part as CUDA graphs (the default) or launch it op by op")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the dense part first (CUDA)")
     ap.add_argument("--profile", action="store_true", help="also print torch's profiler table of 10 frames per mode")
     args = ap.parse_args()
     gen = ObjectSceneGenerator()
@@ -124,21 +123,21 @@ def main() -> None:
     print(f"# perception_cost {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, model {args.model} on {args.device}, "
           f"{args.scenes} scenes x {args.frames} frames, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
-          f"torch threads {torch.get_num_threads()}, CUDA graphs {args.cuda_graphs}, compile {args.compile}, "
+          f"torch threads {torch.get_num_threads()}, CUDA graphs {args.cuda_graphs}, "
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"Gaussians per frame: p50 {pct(counts, 50):.0f}, max {max(counts)}; pipeline ms per frame p50 "
           f"{pct(pipe_ms[1:], 50):.1f}; the stage's input: {args.cloud} cloud (device table on {where})")
     for odometry in (True, False):
         name = "odometry" if odometry else "no odometry"
-        times = run(results, odometry, args.repeat, args.cuda_graphs, args.compile)
+        times = run(results, odometry, args.repeat, args.cuda_graphs)
         for label, v in zip(("obstacles", "map", "total"), times):
             print(f"{name:12s} {label:9s} ms p50 {pct(v, 50):6.2f}  p95 {pct(v, 95):6.2f}  mean {np.mean(v):6.2f}  "
                   f"max {max(v):6.2f}")
         if args.device.startswith("cuda"):
-            syncs = syncs_per_frame(results, odometry, args.cuda_graphs, args.compile)
+            syncs = syncs_per_frame(results, odometry, args.cuda_graphs)
             print(f"{name:12s} host syncs per frame: p50 {pct(syncs, 50):.0f}, max {max(syncs)}")
         if args.profile:
-            profile(results, odometry, args.cuda_graphs, args.compile)
+            profile(results, odometry, args.cuda_graphs)
 
 
 if __name__ == "__main__":
