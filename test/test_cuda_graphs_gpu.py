@@ -97,3 +97,13 @@ def test_queued_optical_cloud_on_the_gpu_equals_the_cpu_one():
     assert 0 < got.count == want.count < n  # some culled (ŷ outside [0, 1]) and some too faint
     for f in ("positions", "scales", "rotations", "opacities", "colors", "velocities"):
         np.testing.assert_allclose(getattr(got, f), getattr(want, f), rtol=1e-5, atol=1e-6, err_msg=f)
+
+
+def test_a_graphed_call_keeps_only_its_most_recent_signatures():
+    from nut_ros.pipeline.cuda_graphs import GraphedCall
+
+    call = GraphedCall(lambda x: x * 2 + 1, max_graphs=2)
+    for n in (3, 4, 3, 5, 4):  # 5 evicts 4 (3 was used more recently), then 4 evicts 3
+        x = torch.arange(n, dtype=torch.float32, device="cuda")
+        assert torch.equal(call(x), x * 2 + 1)
+    assert call.captured == 2 and call.dropped == 2

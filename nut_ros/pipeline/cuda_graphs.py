@@ -4,8 +4,10 @@ The network's per-frame work is hundreds of small kernels (the learned flow head
 small convolutions), so on a fast GPU the eager ``encode``/``decode`` are bound by kernel launches, not by the
 arithmetic. :class:`GraphedCall` captures a function once per input signature (shapes, dtypes and a caller's key,
 e.g. whether the learned motion is on) and then copies the inputs into the graph's static buffers, replays it and
-returns clones of its outputs (the next replay overwrites the static ones). No compiler is involved: the graph runs
-the same kernels as eager, so its outputs equal eager's (``test/test_cuda_graphs_gpu.py``).
+returns clones of its outputs (the next replay overwrites the static ones). It keeps the ``max_graphs`` signatures
+used last (a graph holds its buffers: a stream whose shapes or settings keep changing must not grow memory without
+bound). Nothing else changes the computation: the graph runs the kernels of the function it captured (eager or
+compiled), so its outputs equal that function's (``test/test_cuda_graphs_gpu.py``, ``test/test_compile_gpu.py``).
 
 Requirements the network meets: fixed shapes per stream, no host synchronisation and no host-to-device copies
 inside ``encode``/``decode``, and bf16 autocast without its weight-cast cache (``cache_enabled=False``: cached casts
@@ -13,6 +15,7 @@ would be freed when the autocast region ends while the graph still reads them).
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any, Callable
 
 import torch
@@ -22,6 +25,9 @@ from nut_ros.core.gaussians import Gaussians
 
 #: eager calls on a side stream before capture (lets lazy initialisation, e.g. cuBLAS workspaces, happen outside it)
 WARMUP_CALLS = 2
+#: signatures a GraphedCall keeps by default: a stream uses one to a few (shape, learned motion on/off, the
+#: perception stage's plans), so more means its settings keep changing
+MAX_GRAPHS = 8
 
 
 def clone_outputs(out: Any) -> Any:
@@ -34,14 +40,15 @@ def clone_outputs(out: Any) -> Any:
 class GraphedCall:
     """``fn(*args)`` through a CUDA graph per input signature; ``key()`` adds state the graph depends on."""
 
-    def __init__(self, fn: Callable, key: Callable[[], tuple] = tuple):
-        self._fn, self._key = fn, key
-        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], Any]] = {}
+    def __init__(self, fn: Callable, key: Callable[[], tuple] = tuple, max_graphs: int = MAX_GRAPHS):
+        self._fn, self._key, self.max_graphs = fn, key, max_graphs
+        self._graphs: OrderedDict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], Any]] = OrderedDict()
+        self.dropped = 0  # graphs dropped to keep max_graphs
         self._pool = None  # one memory pool shared by this call's graphs
 
     @property
     def captured(self) -> int:
-        """How many graphs have been captured (one per input signature seen)."""
+        """How many graphs are held (one per input signature seen, at most ``max_graphs``)."""
         return len(self._graphs)
 
     def __call__(self, *args):
@@ -51,7 +58,11 @@ class GraphedCall:
         signature = (str(spec), *((tuple(t.shape), t.dtype, t.device) for t in flat), *self._key())
         entry = self._graphs.get(signature)
         if entry is None:
+            if len(self._graphs) >= self.max_graphs:  # the least recently used goes (its memory with it)
+                self._graphs.popitem(last=False)
+                self.dropped += 1
             entry = self._graphs[signature] = self._capture(flat, spec)
+        self._graphs.move_to_end(signature)
         graph, inputs, out = entry
         for dst, src in zip(inputs, flat):
             dst.copy_(src)
