@@ -178,6 +178,17 @@ def test_reset_starts_a_new_stream(backend):
     assert not pipe.push(frame(1)).paired
 
 
+def test_warm_up_decodes_pairs_then_leaves_a_fresh_stream_and_the_counters_as_they_were(backend):
+    pipe = StreamingPipeline(backend, PipelineConfig(render_times=(1.0,)))
+    pipe.push(frame(0))
+    before = (pipe.stats.frames_in, pipe.stats.frames_processed, dict(pipe.stats.drops))
+    assert pipe.warm_up() > 0
+    assert len(backend.encoded) == 5 and len(backend.decoded) >= 1  # the warm-up's pairs, not with frame 0
+    assert (pipe.stats.frames_in, pipe.stats.frames_processed, dict(pipe.stats.drops)) == before
+    assert pipe.live_gaussians == 0
+    assert not pipe.push(frame(1, stamp_ns=1)).paired  # a new stream: an early stamp is not "backwards"
+
+
 def test_gaussians_only_mode_renders_nothing(backend):
     pipe = StreamingPipeline(backend, PipelineConfig(render_times=()))
     assert pipe.push(frame(0)).views == []

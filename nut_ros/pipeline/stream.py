@@ -51,6 +51,9 @@ from nut_ros.pipeline.types import Frame, PipelineConfig, RenderedView, StepResu
 from nut_ros.render import RenderOutput
 from nut_ros.render.rasterizer import background_vector
 
+#: StreamingPipeline.warm_up: a stream start, the frame whose depth from motion starts the map again, two pairs
+WARM_UP_FRAMES = 4
+
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +132,24 @@ class StreamingPipeline:
             self._motion_depth = DepthFromMotion(MotionDepthConfig(max_width=config.motion_depth_width))
 
     # -- public API ------------------------------------------------------------------------------------------
+    def warm_up(self, frames: int = WARM_UP_FRAMES) -> float:
+        """Push ``frames`` synthetic frames (a textured image drifting sideways, RGB only, at the model's size) as a
+        stream of their own, so that one-time work (CUDA graph capture, ``compile``, the CUDA rasterizer's build,
+        lazy initialisation) happens now rather than on a camera's first frames; then forget them (the next frame
+        starts a stream; counters as before). Returns the seconds it took."""
+        start, stats = time.perf_counter(), self.stats
+        self.stats = StreamStats(stats.window)
+        self.reset()
+        texture = np.random.default_rng(0).integers(0, 256, (self.height, self.width + frames * 4, 3), np.uint8)
+        texture = cv2.GaussianBlur(texture, (0, 0), 2.0)
+        try:
+            for k in range(frames):
+                self.push(Frame(np.ascontiguousarray(texture[:, 4 * k:4 * k + self.width]), (k + 1) * 33_000_000))
+        finally:
+            self.reset()
+            self.stats = stats
+        return time.perf_counter() - start
+
     def reset(self) -> None:
         """Forget the stream (the next frame starts a new one); counters are kept."""
         self._prev, self._live = None, None

@@ -88,6 +88,7 @@ class NutRosNode(LifecycleNode):
             if self.params.camera_frame:
                 self._tf_listener()
             pipeline = build_pipeline(self.params, log)
+            log.info(f"warmed up in {pipeline.warm_up():.1f} s (graph capture, compile, kernel builds)")
         except Exception as err:  # noqa: BLE001 - any failure leaves the node unconfigured, with the reason
             self.error_is_param = isinstance(err, ParamError)
             self.error = str(err) if self.error_is_param else f"{type(err).__name__}: {err}"
