@@ -208,14 +208,15 @@ def unpack(host: np.ndarray, rows: int, candidates: int) -> Found:
 def on_input_depth(points: torch.Tensor, depth: torch.Tensor, k: Intrinsics, tolerance: float, margin_px: int = 0):
     """Whether each point ``[N, 3]`` (camera frame) lies on the input depth image ``depth [h, w]`` (the model's
     camera ``k``, NaN where the sensor gave none; on the points' device): its pixel holds a depth within
-    ``tolerance`` (relative) of its own, and no pixel without depth lies within ``margin_px`` of it (a max filter
-    of the holes over a square window; outside the image counts as no hole)."""
+    ``tolerance`` (relative) of its own, and no pixel without depth lies within ``margin_px`` of it (the holes
+    counted over a square window by an integral image; the image's own border does not count)."""
     h, w = depth.shape
-    hole = ~depth.isfinite()
-    if margin_px > 0:  # max_pool2d pads with -inf: the image's own border is not a hole
-        n = 2 * margin_px + 1
-        hole = F.max_pool2d(hole[None, None].float(), n, stride=1, padding=margin_px)[0, 0] > 0
-    held = F.pad(torch.where(hole, torch.nan, depth).reshape(-1), (0, 1), value=torch.nan)
+    hole = (~depth.isfinite()).int()
+    if margin_px > 0:
+        n = 2 * margin_px + 1  # the padding outside the image holds no hole
+        total = F.pad(hole, (margin_px + 1, margin_px, margin_px + 1, margin_px)).cumsum(0).cumsum(1)
+        hole = total[n:, n:] - total[:-n, n:] - total[n:, :-n] + total[:-n, :-n]
+    held = F.pad(torch.where(hole == 0, depth, torch.nan).reshape(-1), (0, 1), value=torch.nan)
     cells, _, _ = image_cells(points, replace(k, width=w, height=h), 1)  # pixel centres at whole coordinates
     d = held[cells]
     return (points[:, 2] - d).abs() <= tolerance * d
