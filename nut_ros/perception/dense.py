@@ -107,10 +107,11 @@ def select_rows(inputs: StageInputs, plan: StagePlan) -> Rows:
                 ok, o, rgb, sc, threshold)
 
 
-def find_moving(inputs: StageInputs, plan: StagePlan) -> tuple[torch.Tensor, torch.Tensor]:
-    """The frame's download (:func:`unpack`) and its selected points in the fixed frame ``[M, 3]``."""
+def find_moving(inputs: StageInputs, plan: StagePlan, rows: Rows | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frame's download (:func:`unpack`) and its selected points in the fixed frame ``[M, 3]``; ``rows``: the
+    frame's :func:`select_rows` when already known (else selected here)."""
     op = plan.obstacles
-    rows = select_rows(inputs, plan)
+    rows = select_rows(inputs, plan) if rows is None else rows
     field, pose = inputs.frame[:4], inputs.frame[4:8]
     change = depth_change(op)
     static = _affine(rows.points, field)

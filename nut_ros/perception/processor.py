@@ -89,6 +89,7 @@ class PerceptionProcessor:
         self.frames_skipped = 0  # frames without detections because the camera motion was not trusted
         self.cuda_graphs = cuda_graphs  # on a GPU, replay the dense stage as CUDA graphs (else launch it op by op)
         self._plan: StagePlan | None = None  # the plan of the graphed call running now
+        self._selected = None
         self._graphed = {fn: GraphedCall(lambda *inputs, fn=fn: fn(StageInputs(*inputs), self._plan),
                                          key=lambda: (self._plan,)) for fn in (select_rows, find_moving)}
 
@@ -122,6 +123,7 @@ class PerceptionProcessor:
             self.map.reset(metric=cloud.metric)
         dt = None if self._stamp_ns is None else (result.stamp_ns - self._stamp_ns) * 1e-9
         inputs = self._inputs(result)
+        self._selected = None  # this frame's select_rows, once the camera-motion fit has needed them
         field = self._camera_motion(result, camera_pose, inputs)
         if field is not None and not odometry:
             self._pose = self._pose @ np.linalg.inv(pose_step(field, result.pair_interval_s))
@@ -205,10 +207,11 @@ class PerceptionProcessor:
     def _plan_for(self, result: StepResult, compare: bool, odometry: bool) -> StagePlan:
         return StagePlan(self.op, self.mp, result.intrinsics, self._depth(result) is not None, compare, odometry)
 
-    def _run(self, fn, inputs: StageInputs, plan: StagePlan):
-        """``fn(inputs, plan)``: through its CUDA graph on a GPU (with ``cuda_graphs``), else called."""
+    def _run(self, fn, inputs: StageInputs, plan: StagePlan, *known):
+        """``fn(inputs, plan, *known)``: through its CUDA graph on a GPU (with ``cuda_graphs``; there ``known``
+        results are computed again inside the graph, which costs less than giving them as inputs), else called."""
         if not self._graphs(inputs.rows):
-            return fn(inputs, plan)
+            return fn(inputs, plan, *known)
         self._plan = plan
         return self._graphed[fn](*inputs)
 
@@ -221,7 +224,7 @@ class PerceptionProcessor:
         inputs = self._with_frame(inputs, MotionField.zero() if field is None else field, self._floor_scale(result),
                                   interval, self._rng.uniform(), old)
         plan = self._plan_for(result, compared is not None, self._odometry)
-        packed, world = self._run(find_moving, inputs, plan)
+        packed, world = self._run(find_moving, inputs, plan, self._selected)
         self.change.remember(world, dt)
         if field is None:
             return None
@@ -258,8 +261,9 @@ class PerceptionProcessor:
             prev_stamp = result.stamp_ns - round(dt * 1e9)
             if self._stamp_ns is not None and abs(self._stamp_ns - prev_stamp) < 1e6:
                 return field_from_poses(self._pose, np.asarray(pose, np.float64), dt)
-        rows = self._run(select_rows, self._with_frame(inputs, MotionField.zero(), self._floor_scale(result)),
-                         self._plan_for(result, False, False))
+        rows = self._selected = self._run(select_rows, self._with_frame(inputs, MotionField.zero(),
+                                                                          self._floor_scale(result)),
+                                          self._plan_for(result, False, False))
         sample = self._ego_sample(rows.valid)
         field = fit_static_field(rows.points[sample], rows.velocities[sample], rows.weights[sample],
                                  rows.threshold[sample], self.op.ego_iterations, self.op.depth_rate_weight)
