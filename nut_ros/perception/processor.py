@@ -270,8 +270,9 @@ class PerceptionProcessor:
             keep = np.abs(points[member, 2] - group_median(points[member, 2], labels, k)[labels]) <= op.depth_band
             kept, labels = np.unique(labels[keep], return_inverse=True)
             member, k = member[keep], kept.size
-        c = cluster_stats(points[member], residual[member], weights[member], labels.reshape(-1), k, op.voxel)
-        return c.select((c.size.max(axis=1) <= op.max_size) & (c.size[:, :2].min(axis=1) >= op.min_width))
+        c = cluster_stats(points[member], residual[member], weights[member], labels.reshape(-1), k, op.voxel,
+                          op.box_trim)
+        return c.select((c.span.max(axis=1) <= op.max_size) & (c.span[:, :2].min(axis=1) >= op.min_width))
 
     def _floor_scale(self, result: StepResult) -> float:
         """``floor_interval_s`` over the pair's interval, at least 1: the noise floors are errors of a pair's

@@ -113,7 +113,8 @@ class MultiObjectTracker:
         with np.errstate(invalid="ignore", divide="ignore"):  # cosine of travel and measured velocity (-1: none)
             agreement = np.nan_to_num(np.einsum("ij,ij->i", step, s.measured)
                                       / (travel * np.linalg.norm(s.measured, axis=1)), nan=-1.0)
-        s.confirmed |= (s.hits >= p.confirm_hits) & (travel >= p.min_travel) & (agreement >= p.min_agreement)
+        s.confirmed |= (travel >= p.min_travel) & (((s.hits >= p.confirm_hits) & (agreement >= p.min_agreement))
+                                                   | ((s.hits >= p.early_hits) & (agreement >= p.early_agreement)))
 
         keep = s.misses <= p.max_misses
         fresh = np.setdiff1d(np.arange(n_d), cols)
