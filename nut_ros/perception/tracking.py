@@ -7,8 +7,8 @@ position and velocity. Association minimises the summed distance between predict
 ``travel_window`` detections (in the fixed frame) in a direction within ``min_agreement`` (cosine) of the mean of
 its detections' measured velocities: noise in the Gaussians' velocities makes clusters on static structure (depth
 edges, grazing walls) look moving, but they stay where they are or wander in directions their velocity does not
-point to. A track is dropped after
-``max_misses`` frames without a detection. Ids are random 128-bit UUIDs (version 4), fixed for a track's life.
+point to. Where the travel agrees more closely (``early_agreement``), ``early_hits`` detections suffice. A track is
+dropped after ``max_misses`` frames without a detection. Ids are random 128-bit UUIDs (version 4), fixed for a track's life.
 """
 from __future__ import annotations
 
