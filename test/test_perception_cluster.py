@@ -1,7 +1,8 @@
 """Voxel keys and connected-component clustering."""
 import numpy as np
 
-from nut_ros.perception.clustering import cluster_points, cluster_stats, contains, group_median, voxel_keys
+from nut_ros.perception.clustering import (cluster_points, cluster_stats, contains, group_median, group_quantile,
+                                          voxel_keys)
 
 
 def test_keys_are_unique_per_cell_and_searchable():
@@ -50,3 +51,29 @@ def test_group_median_per_label():
     med = group_median(values, labels, 3)
     assert med[0] == 3.0 and med[2] == 10.0 and np.isnan(med[1])
     assert group_median(np.zeros(0), np.zeros(0, np.int64), 0).shape == (0,)
+
+
+def test_group_quantile_per_label():
+    values = np.array([4.0, 0.0, 2.0, 1.0, 3.0, 9.0])
+    labels = np.array([0, 0, 0, 0, 0, 2])
+    assert group_quantile(values, labels, 3, 0.0)[0] == 0.0 and group_quantile(values, labels, 3, 1.0)[0] == 4.0
+    assert group_quantile(values, labels, 3, 0.2)[0] == 1.0  # rank floor(0.2 * 5) = 1
+    low = group_quantile(values, labels, 3, 0.1)
+    assert low[2] == 9.0 and np.isnan(low[1])
+
+
+def test_trimmed_box_ignores_a_few_stray_members():
+    rng = np.random.default_rng(1)
+    body = rng.uniform([0, 0, 2], [0.5, 0.4, 2.3], (300, 3))
+    stray = np.array([[0.7, 0.3, 2.1], [0.78, 0.35, 2.2], [0.75, 0.3, 2.15]])  # flow bled onto the floor beside it
+    pts = np.concatenate([body, stray])
+    labels, k = cluster_points(pts, 0.2, 20)
+    assert k == 1
+    vel = np.zeros_like(pts)
+    full = cluster_stats(pts, vel, np.ones(len(pts)), labels, k, 0.2)
+    trimmed = cluster_stats(pts, vel, np.ones(len(pts)), labels, k, 0.2, trim=0.1)
+    assert abs(full.size[0, 0] - (0.78 + 0.1)) < 0.02  # min-max reaches the strays
+    assert abs(trimmed.size[0, 0] - (0.5 + 0.1)) < 0.05 and abs(trimmed.center[0, 0] - 0.25) < 0.03
+    assert abs(trimmed.size[0, 1] - (0.4 + 0.1)) < 0.05  # evenly spread members: the full extent back
+    np.testing.assert_allclose(trimmed.span, full.span)  # the full span is kept for the size filters
+    np.testing.assert_allclose(full.span[:, :2], full.size[:, :2])  # untrimmed: the box across the view is the span

@@ -84,6 +84,12 @@ def test_params_are_validated():
         ObstacleParams(min_opacity=2)
     with pytest.raises(ValueError, match="moving_speed"):
         ObstacleParams(moving_speed=-1)
+    with pytest.raises(ValueError, match="box_trim"):
+        ObstacleParams(box_trim=0.5)
+    with pytest.raises(ValueError, match="early_agreement"):
+        ObstacleParams(early_agreement=1.5)
+    with pytest.raises(ValueError, match="early_hits"):
+        ObstacleParams(early_hits=0)
 
 
 @pytest.mark.parametrize("max_range", [5.0, 100.0])  # 100: every Gaussian selected

@@ -1,4 +1,6 @@
 """Constant-velocity tracking: stable ids through crossings, velocity estimates, track life cycle."""
+from dataclasses import replace
+
 import numpy as np
 
 from nut_ros.perception.params import ObstacleParams
@@ -75,3 +77,17 @@ def test_far_detection_starts_a_new_track():
     tracker.update(detections([[0, 0, 2]], [[0, 0, 0]]), DT)
     s = tracker.update(detections([[2, 0, 2]], [[0, 0, 0]]), DT)
     assert len(s.ids) == 1 and s.mean[0, 0] == 2  # the old track was dropped at its miss, a new one made
+
+
+def test_agreeing_travel_confirms_after_early_hits():
+    p = ObstacleParams(confirm_hits=3, early_hits=2, early_agreement=0.9, min_travel=0.05, min_agreement=0.3)
+    along, across = MultiObjectTracker(p, seed=7), MultiObjectTracker(p, seed=8)
+    for j in range(2):  # 0.07 m per frame along +x; measured velocity along it, or 60 degrees off (cosine 0.5)
+        s_along = along.update(detections([1.0 + 0.07 * j, 0, 3], [1.0, 0, 0]), DT)
+        s_across = across.update(detections([1.0 + 0.07 * j, 0, 3], [0.5, 0, 0.87]), DT)
+    assert s_along.confirmed.all() and not s_across.confirmed.any()
+    assert across.update(detections([1.14, 0, 3], [0.5, 0, 0.87]), DT).confirmed.all()  # at confirm_hits
+    late = MultiObjectTracker(replace(p, early_hits=3), seed=9)  # early_hits = confirm_hits: no early path
+    for j in range(2):
+        s = late.update(detections([1.0 + 0.07 * j, 0, 3], [1.0, 0, 0]), DT)
+    assert not s.confirmed.any()

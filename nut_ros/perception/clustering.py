@@ -78,26 +78,37 @@ class Clusters:
     size: np.ndarray  # [K, 3] box extents
     weight: np.ndarray  # [K] summed opacity of the members
     count: np.ndarray  # [K] members
+    span: np.ndarray  # [K, 3] the members' full extents (min to max, half a voxel of padding; size when untrimmed)
 
     def __len__(self) -> int:
         return int(self.weight.shape[0])
 
     def select(self, keep: np.ndarray) -> "Clusters":
-        return Clusters(self.center[keep], self.velocity[keep], self.size[keep], self.weight[keep], self.count[keep])
+        return Clusters(self.center[keep], self.velocity[keep], self.size[keep], self.weight[keep], self.count[keep],
+                        self.span[keep])
+
+
+def group_quantile(values: np.ndarray, labels: np.ndarray, k: int, q: float) -> np.ndarray:
+    """The ``q`` quantile ``[k]`` of ``values [N]`` per label ``0..k-1`` (labels all >= 0; the member at rank
+    ``floor(q · count)``, the last for q = 1; NaN where empty)."""
+    count = np.bincount(labels, minlength=k)
+    ordered = values[np.lexsort((values, labels))]  # by label, then by value
+    starts = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
+    rank = np.minimum(np.floor(q * count).astype(np.int64), np.maximum(count - 1, 0))
+    return np.where(count > 0, ordered[np.minimum(starts + rank, max(values.size - 1, 0))], np.nan)
 
 
 def group_median(values: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """Median ``[k]`` of ``values [N]`` per label ``0..k-1`` (labels all >= 0; the upper median; NaN where empty)."""
-    count = np.bincount(labels, minlength=k)
-    ordered = values[np.lexsort((values, labels))]  # by label, then by value
-    starts = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
-    return np.where(count > 0, ordered[np.minimum(starts + count // 2, max(values.size - 1, 0))], np.nan)
+    return group_quantile(values, labels, k, 0.5)
 
 
 def cluster_stats(points: np.ndarray, velocities: np.ndarray, weights: np.ndarray, labels: np.ndarray, k: int,
-                  voxel: float) -> Clusters:
+                  voxel: float, trim: float = 0.0) -> Clusters:
     """Boxes of the labelled points. A camera sees an object's front only, so its depth extent is taken as at
-    least the smaller of its width and height, and the box reaches back from the visible front by that much."""
+    least the smaller of its width and height, and the box reaches back from the visible front by that much.
+    With ``trim`` > 0 each axis spans the members' ``trim`` to ``1 - trim`` quantiles, widened by ``1 / (1 - 2 ·
+    trim)`` (the full extent of evenly spread members), so a few stray members do not stretch the box."""
     sel = labels >= 0
     lab, pts, vel, w = labels[sel], points[sel], velocities[sel], weights[sel]
     order = np.argsort(lab, kind="stable")
@@ -110,8 +121,13 @@ def cluster_stats(points: np.ndarray, velocities: np.ndarray, weights: np.ndarra
         lo, hi = np.minimum.reduceat(pts, starts, axis=0), np.maximum.reduceat(pts, starts, axis=0)
     else:
         lo = hi = np.zeros((0, 3))
+    span = hi - lo + voxel / 2
+    if k and trim > 0:
+        lo, hi = (np.stack([group_quantile(pts[:, i], lab, k, q) for i in range(3)], 1) for q in (trim, 1 - trim))
+        widen = (hi - lo) * trim / (1 - 2 * trim)
+        lo, hi = lo - widen, hi + widen
     size = hi - lo + voxel / 2
     size[:, 2] = np.maximum(size[:, 2], np.minimum(size[:, 0], size[:, 1]))
     center = (lo + hi) / 2
     center[:, 2] = lo[:, 2] + size[:, 2] / 2
-    return Clusters(center, mean_vel, size, wsum, count)
+    return Clusters(center, mean_vel, size, wsum, count, span)

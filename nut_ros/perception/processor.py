@@ -25,8 +25,9 @@ one). Per frame it
    error, read as a depth change ``slope ·`` displacement on a slanted surface);
 4. clusters the moving Gaussians (voxel connected components) into objects, cuts each to its depth layer
    (``depth_band`` around its median depth: a mover's flow bleeds onto the floor and wall the voxels connect it
-   to), keeps boxes neither larger than ``max_size`` (structure whose flow is wrong) nor narrower than
-   ``min_width`` (slivers along depth edges), and tracks them in the fixed frame
+   to), keeps those whose members span neither more than ``max_size`` (structure whose flow is wrong) nor less
+   than ``min_width`` across the view (slivers along depth edges), boxes each between its members' ``box_trim``
+   quantiles (a few stray members do not stretch it), and tracks them in the fixed frame
    (:mod:`nut_ros.perception.tracking`; velocities mostly from the tracks' positions, ``velocity_std``);
    confirmed tracks are reported in the current camera optical frame with their velocity over the ground;
 5. offers a subset of the static Gaussians, moved into the fixed frame, to the :class:`LocalMap`.
@@ -233,8 +234,8 @@ class PerceptionProcessor:
     def _objects(self, points, residual, weights) -> Clusters:
         """The objects of the moving Gaussians (host arrays): voxel clusters, each cut to its depth layer
         (``depth_band`` around its median depth: the flow of a mover bleeds onto the floor and wall around it, which
-        the voxels connect to it), then dropped when larger than ``max_size`` (structure) or narrower than
-        ``min_width`` across the view (slivers along depth edges)."""
+        the voxels connect to it), then dropped when their members span more than ``max_size`` (structure) or less
+        than ``min_width`` across the view (slivers along depth edges); boxed between the ``box_trim`` quantiles."""
         op = self.op
         labels, k = cluster_points(points, op.voxel, op.min_cluster_gaussians)
         member, labels = np.flatnonzero(labels >= 0), labels[labels >= 0]
@@ -242,8 +243,9 @@ class PerceptionProcessor:
             keep = np.abs(points[member, 2] - group_median(points[member, 2], labels, k)[labels]) <= op.depth_band
             kept, labels = np.unique(labels[keep], return_inverse=True)
             member, k = member[keep], kept.size
-        c = cluster_stats(points[member], residual[member], weights[member], labels.reshape(-1), k, op.voxel)
-        return c.select((c.size.max(axis=1) <= op.max_size) & (c.size[:, :2].min(axis=1) >= op.min_width))
+        c = cluster_stats(points[member], residual[member], weights[member], labels.reshape(-1), k, op.voxel,
+                          op.box_trim)
+        return c.select((c.span.max(axis=1) <= op.max_size) & (c.span[:, :2].min(axis=1) >= op.min_width))
 
     def _floor_scale(self, result: StepResult) -> float:
         """``floor_interval_s`` over the pair's interval, at least 1: the noise floors are errors of a pair's

@@ -7,8 +7,8 @@ position and velocity. Association minimises the summed distance between predict
 ``travel_window`` detections (in the fixed frame) in a direction within ``min_agreement`` (cosine) of the mean of
 its detections' measured velocities: noise in the Gaussians' velocities makes clusters on static structure (depth
 edges, grazing walls) look moving, but they stay where they are or wander in directions their velocity does not
-point to. A track is dropped after
-``max_misses`` frames without a detection. Ids are random 128-bit UUIDs (version 4), fixed for a track's life.
+point to. Where the travel agrees more closely (``early_agreement``), ``early_hits`` detections suffice. A track is
+dropped after ``max_misses`` frames without a detection. Ids are random 128-bit UUIDs (version 4), fixed for a track's life.
 """
 from __future__ import annotations
 
@@ -113,7 +113,8 @@ class MultiObjectTracker:
         with np.errstate(invalid="ignore", divide="ignore"):  # cosine of travel and measured velocity (-1: none)
             agreement = np.nan_to_num(np.einsum("ij,ij->i", step, s.measured)
                                       / (travel * np.linalg.norm(s.measured, axis=1)), nan=-1.0)
-        s.confirmed |= (s.hits >= p.confirm_hits) & (travel >= p.min_travel) & (agreement >= p.min_agreement)
+        s.confirmed |= (travel >= p.min_travel) & (((s.hits >= p.confirm_hits) & (agreement >= p.min_agreement))
+                                                   | ((s.hits >= p.early_hits) & (agreement >= p.early_agreement)))
 
         keep = s.misses <= p.max_misses
         fresh = np.setdiff1d(np.arange(n_d), cols)

@@ -165,9 +165,17 @@ ABLATIONS = {  # one change at a time against the settings
     "before (per-Gaussian test, 1-frame depth rate, no band, velocity from flow, 5 hits)": dict(
         moving_speed=0.3, moving_speed_per_m=0.08, score_cell_px=1, change_baseline=1, change_max_speed=np.inf,
         depth_band=0.0, confirm_hits=5, min_travel=0.2, max_misses=4, report_misses=1, velocity_std=0.3,
-        min_agreement=-1.0, min_width=0.25, shift_max=0, depth_tolerance=0.0, flow_error_ratio=0.0),
+        min_agreement=-1.0, min_width=0.25, shift_max=0, depth_tolerance=0.0, flow_error_ratio=0.0, box_trim=0.0,
+        early_hits=5),
     "before the real-footage noise model (0.04/m, no flow_error_ratio, no input-depth filter)": dict(
         moving_speed_per_m=0.04, flow_error_ratio=0.0, depth_tolerance=0.0),
+    "before the trimmed boxes and early confirmation (min-max boxes, 3 hits, shift gain 0.065)": dict(
+        box_trim=0.0, early_hits=3, shift_min_gain=0.065),
+    "box_trim 0 (min-max boxes)": dict(box_trim=0.0),
+    "early_hits 3 (off)": dict(early_hits=3),
+    "early_agreement 0.7": dict(early_agreement=0.7),
+    "shift_min_gain 0.065": dict(shift_min_gain=0.065),
+    "shift_min_gain 0.1": dict(shift_min_gain=0.1),
     "flow_error_ratio 0 (off)": dict(flow_error_ratio=0.0),
     "flow_error_ratio 0.15": dict(flow_error_ratio=0.15),
     "moving_speed_per_m 0.03": dict(moving_speed_per_m=0.03),
