@@ -43,6 +43,14 @@ Per frame (grey, at most ``max_width`` pixels wide):
    fill (:func:`.densify.densify`) weighs every precise pixel by ``1 - (σ_ρ/ρ)/max_rel_sigma`` times its share of
    ``2 min_confirmations`` measurements (while the precise pixels cover less than ``min_coverage``, all the map's
    pixels against ``forget_rel_sigma`` instead: a weak depth rather than none); the confidence is that weight.
+   With odometry the fill also pulls every pixel weakly (``plane_prior``) towards the plane of the known values, so
+   the large holes (walls, floors) follow the scene's slant instead of flattening: on the training sequences with
+   their poses (TartanAir; TUM fr1_rpy's first 80 %, every 3rd frame) ``ε = 0.003`` took the dense fill's
+   scale+shift AbsRel from 0.307 to 0.284 and 0.214 to 0.208, median-scaled 0.376 to 0.342 and 0.253 to 0.259,
+   metric 0.711 to 0.593 and 0.344 to 0.348. Without odometry the map's slant is as much the essential matrix's
+   error as the scene's (on TUM fr1_rpy train its translation direction is off by 38° in the median: the camera
+   mostly turns), and the prior extended it: two of TUM's frames then aligned to negative disparities (scale+shift
+   AbsRel 0.219 to 0.298) while TartanAir's went from 0.366 to 0.340.
 
 A frame without a measurement of its own (the camera stopped, turned in place, or moved too little) gets the
 propagated map alone, for up to ``max_hold`` frames in a row (then the map is dropped).
@@ -98,6 +106,8 @@ class MotionDepthConfig:
     max_hold: int = 12  # frames in a row the fused map is carried without a measurement; 0: never
     odometry_noise_m: float = 0.003  # error of the odometry's relative translation (metres; see step 5)
     calibrate_focal: bool = True  # with odometry: fit the focal length to the tracks (:mod:`.focal`)
+    # with odometry: weight of the dense fill's plane prior (:func:`.densify.densify`; see step 7); 0: none
+    plane_prior: float = 0.003
 
 
 @dataclass
@@ -229,7 +239,8 @@ class DepthFromMotion:
             keep = precise
         confidence = np.where(keep, weight, 0).astype(np.float32)
         inv = np.where(keep, fused.map.rho, np.nan).astype(np.float32)
-        fused.dense = densify(np.where(weight > 0, fused.map.rho, 0), weight.astype(np.float32), grey)
+        fused.dense = densify(np.where(weight > 0, fused.map.rho, 0), weight.astype(np.float32), grey,
+                              plane_weight=c.plane_prior if fused.metric else 0.0)
         return MotionDepth(inv, confidence, fused.dense, fused.metric, fused.reference_stamp_ns, fused.parallax_px,
                            fused.held_frames, np.where(keep, fused.map.count, 0).astype(np.uint16),
                            self._focal.scale)
