@@ -16,6 +16,13 @@ a plane); across an image edge the coupling is nearly cut, so a depth step can s
 0.05-0.07 (``λ = 2``) to 0.15-0.20 (``λ = 30``, median-aligned): a strong ``λ`` blurs depth steps where the image
 has texture but no edge. ``σ`` of 25 or less cuts texture into islands that keep their own outliers.
 
+With a plane prior of weight ``ε`` (``plane_weight``) the energy gains ``ε Σ_p (x_p - P_p)²``, where ``P`` is the
+plane of the known values (inverse depth affine in the image, a weighted least-squares fit, clipped to their
+10th-90th percentile): where values are known ``ε`` (0.003 in depth from motion) is nothing against their
+confidence, but in a large hole the membrane alone relaxes towards the average of the hole's rim (towards the image
+border it flattens), and the prior makes it follow the scene's overall slant (a floor, a wall seen at an angle).
+It is solved as the membrane fill of the residual to ``P`` with every pixel known at least with weight ``ε``.
+
 The result is clipped to the 5th-95th percentile of the known values: the extremes of a semi-dense map are mostly
 outliers, and a fill that reaches beyond them in a few pixels (one far pixel aligned to a negative disparity counts
 as wrong by the largest ratio) cost TUM with odometry 0.09 of its mean scale+shift AbsRel (0.302 unclipped, 0.214
