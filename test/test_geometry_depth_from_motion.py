@@ -44,6 +44,21 @@ def test_motion_alone_gives_relative_depth():
     assert depth_errors(1 / out.dense, depth, align_median=True)["abs_rel"] < 0.08
 
 
+@pytest.mark.parametrize("poses, applied", [(SIDEWAYS, True),  # rotation's flow 0.8x the parallax (measured)
+                                            ([pose(x=0.02 * i, yaw_deg=2.0 * i) for i in range(4)], False)])  # 9.5x
+def test_without_odometry_the_plane_prior_needs_a_translation_that_outweighs_the_turn(poses, applied):
+    """The dense fill's plane prior (``plane_prior``) applies without odometry only while the rotation's flow is below
+    ``plane_max_turn`` times the parallax (where the camera mostly turns, the map's slant is the pose's error)."""
+    dense = []
+    for prior in (MotionDepthConfig.plane_prior, 0.0):
+        dfm = DepthFromMotion(MotionDepthConfig(max_width=W, plane_prior=prior))
+        for i, T in enumerate(poses):
+            out = dfm.estimate(render(T)[0], i * 100_000_000, K)
+        assert out is not None and not out.metric
+        dense.append(out.dense)
+    assert (np.abs(dense[0] - dense[1]).max() > 1e-3 * dense[1].max()) == applied
+
+
 @pytest.mark.parametrize("with_poses", [True, False])
 @pytest.mark.parametrize("poses, reason", [([pose()] * 4, "static"),
                                            ([pose(yaw_deg=1.5 * i, pitch_deg=0.5 * i) for i in range(4)], None)])
