@@ -33,7 +33,8 @@ from nut_ros.perception.tensors import pick
 from nut_ros.pipeline.types import CLOUD_COLUMNS
 
 MOVER_COLUMNS = 7  # a downloaded moving Gaussian: point, velocity over the ground, weight
-CANDIDATE_COLUMNS = 10  # a downloaded map candidate: point, colour, scales, opacity
+CANDIDATE_COLUMNS = 10  # a downloaded map candidate: point, colour, scales, opacity ...
+CANDIDATE_SPLIT = (3, 6, 9)  # ... split at these columns
 HEADER = 3  # the download starts with: Gaussians selected, of them moving, static ones eligible for the map
 FRAME_ROWS = 9  # StageInputs.frame: the static field (4 rows), the camera pose (4 rows), the scalars (1 row)
 

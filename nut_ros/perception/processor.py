@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from nut_ros.perception.clustering import Clusters, cluster_points, cluster_stats, group_median
-from nut_ros.perception.dense import (Found, StageInputs, StagePlan, affine_rows, depth_change,
+from nut_ros.perception.dense import (CANDIDATE_SPLIT, Found, Rows, StageInputs, StagePlan, affine_rows, depth_change,
                                       find_moving, frame_tensor, select_rows, unpack)
 from nut_ros.perception.ego_motion import MotionField, field_from_poses, fit_static_field, pose_step
 from nut_ros.perception.local_map import LocalMap
@@ -65,7 +65,6 @@ from nut_ros.pipeline.types import CLOUD_COLUMNS, GaussianCloud, StepResult
 MIN_INLIERS = 0.3  # a fitted camera motion explaining less of the Gaussians' weight is not trusted (frame skipped)
 MAX_MOVING_FRACTION = 0.5  # more Gaussians moving than this: the camera-motion estimate failed (frame skipped)
 MIN_DEPTH_RATE_WEIGHT = 1e-3  # a zero weight: the depth rate is not measured (1000x the image-plane noise)
-_CANDIDATE_SPLIT = (3, 6, 9)  # columns of a downloaded map candidate: point, colour, scales, opacity
 
 
 class PerceptionProcessor:
@@ -90,7 +89,6 @@ class PerceptionProcessor:
         self.frames_skipped = 0  # frames without detections because the camera motion was not trusted
         self.cuda_graphs = cuda_graphs  # on a GPU, replay the dense stage as CUDA graphs (else launch it op by op)
         self._plan: StagePlan | None = None  # the plan of the graphed call running now
-        self._selected = None
         self._graphed = {fn: GraphedCall(lambda *inputs, fn=fn: fn(StageInputs(*inputs), self._plan),
                                          key=lambda: (self._plan,)) for fn in (select_rows, find_moving)}
 
@@ -124,8 +122,7 @@ class PerceptionProcessor:
             self.map.reset(metric=cloud.metric)
         dt = None if self._stamp_ns is None else (result.stamp_ns - self._stamp_ns) * 1e-9
         inputs = self._inputs(result)
-        self._selected = None  # this frame's select_rows, once the camera-motion fit has needed them
-        field = self._camera_motion(result, camera_pose, inputs)
+        field, selected = self._camera_motion(result, camera_pose, inputs)
         if field is not None and not odometry:
             self._pose = self._pose @ np.linalg.inv(pose_step(field, result.pair_interval_s))
         elif odometry:
@@ -136,7 +133,7 @@ class PerceptionProcessor:
         found = None
         if field is not None or odometry:  # odometry without a field (a stream's first frame): remembered only
             rng_state = self._rng.bit_generator.state
-            found = self._find(result, inputs, field, dt)
+            found = self._find(result, inputs, field, dt, selected)
         else:
             self.change.reset()
         # more moving than MAX_MOVING_FRACTION: the camera motion is wrong
@@ -216,16 +213,17 @@ class PerceptionProcessor:
         self._plan = plan
         return self._graphed[fn](*inputs)
 
-    def _find(self, result: StepResult, inputs: StageInputs, field: MotionField | None,
-              dt: float | None) -> Found | None:
+    def _find(self, result: StepResult, inputs: StageInputs, field: MotionField | None, dt: float | None,
+              selected: Rows | None = None) -> Found | None:
         """The frame's moving Gaussians and map candidates (one download; None without a camera motion ``field``);
-        remembers its points for the depth rate of later frames."""
+        remembers its points for the depth rate of later frames. ``selected``: the frame's rows when the
+        camera-motion fit has already selected them."""
         compared = self.change.compared(dt)
         old, interval = compared if compared is not None else (None, 0.0)
         inputs = self._with_frame(inputs, MotionField.zero() if field is None else field, self._floor_scale(result),
                                   interval, self._rng.uniform(), old)
         plan = self._plan_for(result, compared is not None, self._odometry)
-        packed, world = self._run(find_moving, inputs, plan, self._selected)
+        packed, world = self._run(find_moving, inputs, plan, selected)
         self.change.remember(world, dt)
         if field is None:
             return None
@@ -254,25 +252,26 @@ class PerceptionProcessor:
         dt = result.pair_interval_s
         return max(1.0, self.op.floor_interval_s / dt) if result.paired and dt else 1.0
 
-    def _camera_motion(self, result: StepResult, pose, inputs: StageInputs) -> MotionField | None:
-        """The static field of this pair, or None (first frame of a stream, or an untrustworthy fit)."""
+    def _camera_motion(self, result: StepResult, pose, inputs: StageInputs) -> tuple[MotionField | None,
+                                                                                     Rows | None]:
+        """The static field of this pair, or None (first frame of a stream, or an untrustworthy fit); and the rows
+        the fit selected (None when there was no fit)."""
         dt = result.pair_interval_s
         if not result.paired or not dt:
-            return None
+            return None, None
         if pose is not None:
             prev_stamp = result.stamp_ns - round(dt * 1e9)
             if self._stamp_ns is not None and abs(self._stamp_ns - prev_stamp) < 1e6:
-                return field_from_poses(self._pose, np.asarray(pose, np.float64), dt)
-        rows = self._selected = self._run(select_rows, self._with_frame(inputs, MotionField.zero(),
-                                                                          self._floor_scale(result)),
-                                          self._plan_for(result, False, False))
+                return field_from_poses(self._pose, np.asarray(pose, np.float64), dt), None
+        rows = self._run(select_rows, self._with_frame(inputs, MotionField.zero(), self._floor_scale(result)),
+                         self._plan_for(result, False, False))
         sample = self._ego_sample(rows.valid)
         field = fit_static_field(rows.points[sample], rows.velocities[sample], rows.weights[sample],
                                  rows.threshold[sample], self.op.ego_iterations, self.op.depth_rate_weight)
         if field is None or field.inliers < MIN_INLIERS:
             self.frames_skipped += 1
-            return None
-        return field
+            return None, rows
+        return field, rows
 
     def _ego_sample(self, valid: torch.Tensor):
         """The rows the camera-motion fit uses: ``ego_samples`` of the valid ones at random, or all rows when there
@@ -301,7 +300,7 @@ class PerceptionProcessor:
 
     def _add_to_map(self, found: Found, rot: np.ndarray, trans: np.ndarray) -> None:
         """Offer the frame's candidates (static, opaque, near Gaussians away from moving voxels) to the map."""
-        points, colors, scales, opacities = np.split(found.candidates, _CANDIDATE_SPLIT, axis=1)
+        points, colors, scales, opacities = np.split(found.candidates, CANDIDATE_SPLIT, axis=1)
         self.map.insert(points @ rot.T + trans, colors, scales, opacities[:, 0], rot, trans)
         self._map_changed |= points.shape[0] > 0
 
