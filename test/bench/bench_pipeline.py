@@ -11,7 +11,9 @@ decoded Gaussians).
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import pstats
 from dataclasses import fields
 from pathlib import Path
 
@@ -33,15 +35,24 @@ def clip_frames() -> list[Frame]:
     return [Frame(cv2.imread(str(p))[..., ::-1].copy(), i * FRAME_NS) for i, p in enumerate(paths)]
 
 
-def compile_error(model, device: str, bf16: bool, frames: list[Frame]) -> float:
-    """Largest |compiled − eager| over the decoded Gaussians of the clip's first pair."""
+def compile_error(model, device: str, bf16: bool, frames: list[Frame]) -> dict:
+    """Per field of the decoded Gaussians of the clip's first pair: the largest |compiled − eager|, beside the
+    field's largest magnitude and (under bf16) the eager network's own largest distance from fp32 on that field, so
+    a difference can be read against the rounding it comes from."""
     h, w = model.config.image_size
     inputs = [(resize_rgb(f.rgb, h, w), torch.zeros(1, model.config.depth_channels, h, w)) for f in frames[:2]]
-    outs = []
-    for compiled in (False, True):
-        backend = TorchBackend(model, device, bf16=bf16, compile=compiled)
-        outs.append(backend.decode(*(backend.encode(rgb, disp) for rgb, disp in inputs)))
-    return max((getattr(outs[1], f.name) - getattr(outs[0], f.name)).abs().max().item() for f in fields(outs[0]))
+    runs = {}
+    for name, compiled, half in (("eager", False, bf16), ("compiled", True, bf16), ("eager_fp32", False, False)):
+        backend = TorchBackend(model, device, bf16=half, compile=compiled)
+        runs[name] = backend.decode(*(backend.encode(rgb, disp) for rgb, disp in inputs))
+    report = {}
+    for f in fields(runs["eager"]):
+        eager, compiled, fp32 = (getattr(runs[k], f.name).float() for k in ("eager", "compiled", "eager_fp32"))
+        diff = (compiled - eager).abs()
+        report[f.name] = {"max_abs": round(diff.max().item(), 5), "field_max_abs": round(eager.abs().max().item(), 4),
+                          "eager_vs_fp32": round((eager - fp32).abs().max().item(), 5),
+                          "q999": round(torch.quantile(diff.flatten()[:2**24], 0.999).item(), 5)}
+    return report
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -70,7 +81,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--interp-samples", type=int, default=PipelineConfig.interp_samples)
     ap.add_argument("--depth-from-motion", default=PipelineConfig.depth_from_motion, choices=DEPTH_FROM_MOTION)
     ap.add_argument("--profile", default=None, help="after timing, write a torch.profiler table of 10 more frames here")
+    ap.add_argument("--cprofile", default=None, help="after timing, write the host's cProfile of 20 more frames here")
     ap.add_argument("--warmup", type=int, default=5, help="frames not counted")
+    ap.add_argument("--warm-up-first", action="store_true",
+                    help="call StreamingPipeline.warm_up() first, as the lifecycle node does at configure (its "
+                         "seconds are reported; with --warmup 0 the first frames' latency then shows what is left)")
     args = ap.parse_args(argv)
     if args.cuda_graphs is None:
         args.cuda_graphs = args.device.startswith("cuda") and not (args.compile and args.compile_mode != "default")
@@ -86,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.device.startswith("cuda"):
         report["gpu"] = torch.cuda.get_device_name()
     if args.compile:
-        report["compile_max_abs_diff"] = compile_error(model, args.device, args.bf16, frames)
+        report["compiled_vs_eager"] = compile_error(model, args.device, args.bf16, frames)
     backend = TorchBackend(model, args.device, bf16=args.bf16, compile=args.compile, compile_mode=args.compile_mode,
                            cuda_graphs=args.cuda_graphs)
     pipe = StreamingPipeline(backend, PipelineConfig(render_times=tuple(args.render_times),
@@ -97,12 +112,15 @@ def main(argv: list[str] | None = None) -> dict:
                                                      stage_sync=args.stage_sync,
                                                      depth_from_motion=args.depth_from_motion))
     report["motion_prior"], report["flow"] = pipe.motion_prior, pipe.flow_settings
+    if args.warm_up_first:
+        report["warm_up_s"] = round(pipe.warm_up(), 2)
     for f in frames[:args.warmup]:
         pipe.push(f)
     pipe.stats.latency_ms.clear()
     for f in frames[args.warmup:]:
         pipe.push(f)
     report["frames"] = len(frames) - args.warmup
+    report["first_frames_ms"] = [round(v, 2) for v in list(pipe.stats.latency_ms["total"])[:3]]
     report["rerenders"] = pipe.stats.rerenders  # frames rendered twice (the rasterizer's pair budget grew)
     report["latency_ms"] = {stage: {k: round(v, 2) for k, v in p.items() if k in ("p50", "p90", "p99", "max")}
                             for stage, p in pipe.stats.latency_summary().items()}
@@ -112,6 +130,14 @@ def main(argv: list[str] | None = None) -> dict:
                 pipe.push(Frame(f.rgb, f.stamp_ns + len(frames) * FRAME_NS))
         sorts = ["self_cpu_time_total"] + (["self_device_time_total"] if args.device.startswith("cuda") else [])
         Path(args.profile).write_text("\n".join(prof.key_averages().table(sort_by=k, row_limit=40) for k in sorts))
+    if args.cprofile:
+        profiler = cProfile.Profile()
+        with profiler:
+            for f in frames[args.warmup:args.warmup + 20]:
+                pipe.push(Frame(f.rgb, f.stamp_ns + 2 * len(frames) * FRAME_NS))
+        with open(args.cprofile, "w") as out:
+            pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(40)
+            pstats.Stats(profiler, stream=out).sort_stats("cumtime").print_stats(60)
     print(json.dumps(report))
     return report
 

@@ -9,6 +9,9 @@
 #   test/bench/gpu_measure.sh cudagraphs       the same with torch.compile in reduce-overhead mode (CUDA graphs)
 #   test/bench/gpu_measure.sh clips  DATA      eval_direct clip runs of small (DATA: `eval_direct.py pack` of them)
 #   test/bench/gpu_measure.sh depth  DATA      eval_direct 7-Scenes sequence runs of small
+#   test/bench/gpu_measure.sh latency          the graph-cache and perception GPU tests; tiny compiled (after the
+#                                              node's warm-up) and eager with torch.profiler and host cProfile
+#                                              tables; small compiled (compiled vs eager per decoded field)
 #   test/bench/gpu_measure.sh perception       perception_cost of tiny and small (obstacles + map on the GPU host)
 set -euo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
@@ -38,6 +41,14 @@ case "$1" in
   depth)
     python3 test/bench/eval_direct.py run --shared "$2" --model small --device cuda \
       --runs redkitchen_network redkitchen_motion redkitchen_odometry --out "$OUT/small_depth.json" ;;
+  latency)
+    timeout 240 python3 -m pytest -q -m gpu test/test_cuda_graphs_gpu.py test/test_perception_device.py \
+      > "$OUT/pytest_latency.txt" 2>&1 || true
+    bench 150 --model tiny --compile --warm-up-first --warmup 0 --profile "$OUT/profile_tiny_compiled.txt" \
+      --cprofile "$OUT/cprofile_tiny_compiled.txt" > "$OUT/bench_tiny_compiled.json" || true
+    bench 80 --model tiny --profile "$OUT/profile_tiny.txt" --cprofile "$OUT/cprofile_tiny.txt" \
+      > "$OUT/bench_tiny.json" || true
+    bench 200 --model small --compile > "$OUT/bench_small_compiled.json" || true ;;
   perception)
     for model in tiny small; do
       timeout 200 python3 test/bench/perception_cost.py --model $model --device cuda --scenes 3 \
