@@ -12,6 +12,10 @@
 #   test/bench/gpu_measure.sh latency          the graph-cache and perception GPU tests; tiny compiled (after the
 #                                              node's warm-up) and eager with torch.profiler and host cProfile
 #                                              tables; small compiled (compiled vs eager per decoded field)
+#   test/bench/gpu_measure.sh ab BASE          the CUDA-graph GPU tests; bench_pipeline of tiny and small as the node
+#                                              runs them (CUDA graphs, then also compile) with this tree and with
+#                                              BASE (an older nut_ros/ exported beside it, weights from this tree),
+#                                              interleaved on one machine
 #   test/bench/gpu_measure.sh perception       perception_cost of tiny and small (obstacles + map on the GPU host)
 set -euo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
@@ -49,6 +53,17 @@ case "$1" in
     bench 80 --model tiny --profile "$OUT/profile_tiny.txt" --cprofile "$OUT/cprofile_tiny.txt" \
       > "$OUT/bench_tiny.json" || true
     bench 200 --model small --compile > "$OUT/bench_small_compiled.json" || true ;;
+  ab)
+    timeout 120 python3 -m pytest -q -m gpu test/test_cuda_graphs_gpu.py > "$OUT/pytest_graphs.txt" 2>&1 || true
+    for extra in "" "--compile --no-compile-check"; do
+      for model in tiny small; do
+        for tree in new base; do
+          path=$PWD; [ $tree = base ] && path=$PWD/$2
+          PYTHONPATH=$path bench 150 --model $model --checkpoint nut_ros/weights/$model.safetensors $extra \
+            > "$OUT/ab_${model}_${tree}${extra:+_compiled}.json" || true
+        done
+      done
+    done ;;
   perception)
     for model in tiny small; do
       timeout 200 python3 test/bench/perception_cost.py --model $model --device cuda --scenes 3 \
