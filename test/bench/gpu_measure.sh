@@ -54,15 +54,14 @@ case "$1" in
       > "$OUT/bench_tiny.json" || true
     bench 200 --model small --compile > "$OUT/bench_small_compiled.json" || true ;;
   ab)
+    BASE=$2
     timeout 120 python3 -m pytest -q -m gpu test/test_cuda_graphs_gpu.py > "$OUT/pytest_graphs.txt" 2>&1 || true
-    for extra in "" "--compile --no-compile-check"; do
-      for model in tiny small; do
-        for tree in new base; do
-          path=$PWD; [ $tree = base ] && path=$PWD/$2
-          PYTHONPATH=$path bench 150 --model $model --checkpoint nut_ros/weights/$model.safetensors $extra \
-            > "$OUT/ab_${model}_${tree}${extra:+_compiled}.json" || true
-        done
-      done
+    for run in "tiny new" "tiny base" "small new" "small base" "small new -c" "small base -c" "tiny new -c" \
+               "tiny base -c"; do
+      set -- $run; model=$1 tree=$2 extra=""; [ "${3:-}" = -c ] && extra="--compile --no-compile-check"
+      path=$PWD; [ "$tree" = base ] && path=$PWD/$BASE
+      PYTHONPATH=$path bench 150 --model "$model" --checkpoint "nut_ros/weights/$model.safetensors" $extra \
+        > "$OUT/ab_${model}_${tree}${extra:+_compiled}.json" || true
     done ;;
   perception)
     for model in tiny small; do
