@@ -152,23 +152,3 @@ def test_shared_frame_keeps_the_near_end_of_very_deep_scenes():
     shared = shared_normalization([frame(20.0, 0.3)])  # a 67:1 range cannot fit the 50:1 frame
     assert float(shared.yhat_to_depth(torch.tensor(1 - FAR_MARGIN))) == pytest.approx(0.3, rel=1e-6)
     assert float(shared.yhat_to_depth(torch.tensor(0.0))) < 20.0
-
-
-def test_the_published_cloud_from_the_frame_scalars_equals_the_one_from_numbers():
-    from nut_ros.pipeline.publish import CloudPlan, frame_scalars, publish_cloud
-    from nut_ros.pipeline.transfer import upload
-
-    rng = np.random.default_rng(3)
-    norms = [norm_of(rng.uniform(0.8, 3.0, (H, W))), norm_of(rng.uniform(0.6, 4.0, (H, W)))]
-    shared = shared_normalization(norms)
-    g0, g1 = (grid_gaussians(torch.as_tensor(rng.uniform(0.05, 0.95, (H, W))), t0=t0) for t0 in (0.0, 1.0))
-    g = Gaussians.cat(g0, g1)
-    g.velocity = torch.as_tensor(rng.normal(0, 0.05, g.xyz.shape), dtype=torch.float32)
-    scalars = upload(frame_scalars(shared, K, 0.1, norms), torch.device("cpu"))
-    rebased, rows, count = publish_cloud(g, scalars, CloudPlan(2, True, W, H, 0.0))
-    want_g = rebase_inverse_depth(g, norms, shared)
-    want = queue_optical_cloud(want_g, 1.0, K, shared, 0.1).result()
-    torch.testing.assert_close(rebased.xyz, want_g.xyz, rtol=1e-5, atol=1e-6)
-    assert int(count) == want.count > 0
-    np.testing.assert_allclose(rows[:int(count), :3].numpy(), want.positions, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(rows[:int(count), -3:].numpy(), want.velocities, rtol=1e-4, atol=1e-5)

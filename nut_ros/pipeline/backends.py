@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
 
@@ -21,7 +20,6 @@ from nut_ros.core.gaussians import Gaussians
 from nut_ros.core.model import NutModel, build_model, static_gaussians
 from nut_ros.pipeline.compile import compile_network
 from nut_ros.pipeline.cuda_graphs import GraphedCall
-from nut_ros.pipeline.transfer import upload
 from nut_ros.render import PairBudget, RenderOutput, rasterize
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
@@ -86,11 +84,9 @@ class TorchBackend:
         self._pairs = PairBudget()  # the CUDA rasterizer's sort buffer, sized ahead (no wait for the GPU per render)
         if compile:  # the first frames of each shape take tens of seconds to compile
             self._encode, self._decode = compile_network(self.model, compile_mode)
-        self._raster_inputs = None  # Gaussians.at as a CUDA graph (its time an input): ~20 small kernels per render
         if cuda_graphs:  # the first frame of each input shape is captured (a few eager calls); decode also per head
             self._encode = GraphedCall(self._encode)
             self._decode = GraphedCall(self._decode, key=lambda: (self.model.learned_motion,))
-            self._raster_inputs = GraphedCall(lambda t, *tensors: Gaussians(*tensors).at(t))
 
     @property
     def device(self) -> str:
@@ -119,12 +115,7 @@ class TorchBackend:
     @torch.inference_mode()
     def render(self, gaussians: Gaussians, t: float, background: Sequence[float] = (0.5, 0.5, 0.5)) -> RenderOutput:
         h, w = self.model_config.image_size
-        if self._raster_inputs is not None and gaussians.xyz.is_cuda:
-            inputs = self._raster_inputs(upload([t], self._device)[0], *(getattr(gaussians, f.name)
-                                                                          for f in fields(Gaussians)))
-        else:
-            inputs = gaussians.at(t)
-        return rasterize(inputs, h, w, background=background, impl=self.raster_impl,
+        return rasterize(gaussians.at(t), h, w, background=background, impl=self.raster_impl,
                          lowpass=self.model_config.raster_lowpass, pair_budget=self._pairs)
 
     def render_overflowed(self) -> bool:

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from nut_ros.core.gaussians import Gaussians
 from nut_ros.core.geometry import (DepthNormalization, Intrinsics, canonical_scale_to_optical, canonical_to_optical,
@@ -48,14 +47,13 @@ def rebase_inverse_depth(g: Gaussians, norms: Sequence[DepthNormalization], shar
 
     ``norms[k]`` is the normalisation of the frame whose Gaussians have anchor time ``t0 == k`` (a pair: 0 and 1;
     a single frame: ``norms[0]`` applies to all). Disparity is kept: ``ŷ' = (min_k + span_k ŷ - min') / span'``.
-    The normalisations' fields may be numbers or 0-d tensors (:mod:`nut_ros.pipeline.publish` passes tensors).
     """
     t0 = g.t0
-    gain = torch.zeros_like(t0) + norms[0].span / shared.span
-    offset = torch.zeros_like(t0) + (norms[0].disp_min - shared.disp_min) / shared.span
+    gain = torch.full_like(t0, norms[0].span / shared.span)
+    offset = torch.full_like(t0, (norms[0].disp_min - shared.disp_min) / shared.span)
     for k, n in enumerate(norms[1:], start=1):
-        gain = torch.where(t0 == k, n.span / shared.span, gain)
-        offset = torch.where(t0 == k, (n.disp_min - shared.disp_min) / shared.span, offset)
+        gain = torch.where(t0 == k, torch.full_like(t0, n.span / shared.span), gain)
+        offset = torch.where(t0 == k, torch.full_like(t0, (n.disp_min - shared.disp_min) / shared.span), offset)
     xyz = torch.stack([g.xyz[..., 0], offset + gain * g.xyz[..., 1], g.xyz[..., 2]], dim=-1)
     vel = torch.stack([g.velocity[..., 0], gain * g.velocity[..., 1], g.velocity[..., 2]], dim=-1)
     return Gaussians(xyz, vel, g.rgb, g.opacity, g.scale, g.gamma, g.t0)
@@ -81,30 +79,23 @@ class QueuedCloud:
 
 def queue_optical_cloud(g: Gaussians, t: float, k: Intrinsics, norm: DepthNormalization,
                         pair_interval_s: float | None, min_opacity: float = 0.0) -> QueuedCloud:
-    """Gaussians of batch element 0 at pair time ``t`` in the optical frame of the image described by ``k``, queued:
-    :func:`optical_table`, then :func:`queue_table`."""
-    return queue_table(*optical_table(g, t, k, norm, pair_interval_s, min_opacity), norm.metric)
-
-
-def optical_table(g: Gaussians, t: float, k: Intrinsics, norm: DepthNormalization,
-                  pair_interval_s: float | Tensor | None, min_opacity: float = 0.0) -> tuple[Tensor, Tensor]:
-    """``(rows [N, 17], count [1])``: the Gaussians of batch element 0 at pair time ``t`` in the optical frame of the
-    image described by ``k`` (``CLOUD_COLUMNS``), the ``count`` kept ones first, in order; the rows after them are
-    the rest. Fixed shapes and no wait for the device (a CUDA graph can replay it; ``k``'s and ``norm``'s numbers and
-    ``pair_interval_s`` may be 0-d tensors).
+    """Gaussians of batch element 0 at pair time ``t`` in the optical frame of the image described by ``k``, queued.
 
     ``norm`` maps their slots ``ŷ`` to depth (metres when ``norm.metric``). Culled Gaussians (ŷ(t) outside [0, 1])
     and those with ``α(t) < min_opacity`` are left out. Velocities are the instantaneous derivative at ``t`` per
-    second (zero without ``pair_interval_s``: a single frame does not move).
+    second (zero without ``pair_interval_s``: a single frame does not move). Nothing waits for the device: on a GPU
+    the kept Gaussians are moved to the front of one table, and the whole table is copied to pinned host memory on
+    a side stream, so that the copy overlaps the work queued after it (the render) and the host never waits for
+    the count of kept Gaussians.
     """
     p = g.premap_position(t)[0].float()
     alpha = g.temporal_opacity(t)[0, :, 0].float()
     keep = (p[:, 1] >= 0) & (p[:, 1] <= 1) & (alpha >= min_opacity)
-    # every field of every Gaussian in one table, then one reordering (the culled ones' values are computed and
-    # moved behind the kept ones)
+    # every field of every Gaussian in one table, then one selection and one copy (the culled ones' values are
+    # computed and dropped)
     positions = canonical_to_optical(p, norm, k)
     scales = canonical_scale_to_optical(g.scale[0].float(), positions[:, 2], k)
-    if pair_interval_s is not None:
+    if pair_interval_s:
         velocities = canonical_velocity_to_optical(p, g.velocity[0].float(), norm, k, pair_interval_s)
     else:
         velocities = torch.zeros_like(positions)
@@ -112,14 +103,9 @@ def optical_table(g: Gaussians, t: float, k: Intrinsics, norm: DepthNormalizatio
     rotations[:, 0] = 1.0  # the renderer's Gaussians are axis-aligned in the optical frame too
     fields = (positions, scales, rotations, alpha[:, None], g.rgb[0].float(), velocities)  # CLOUD_COLUMNS
     table = torch.cat([f.detach().float() for f in fields], dim=1)
+    if not table.is_cuda:
+        kept = table[keep]
+        return QueuedCloud(kept.numpy(), np.array([kept.shape[0]]), norm.metric, kept)
     kept_first = torch.argsort(keep.logical_not().to(torch.uint8), stable=True)  # kept rows first, in order
-    return table[kept_first], keep.sum(dtype=torch.int64).reshape(1)
-
-
-def queue_table(rows: Tensor, count: Tensor, metric: bool) -> QueuedCloud:
-    """The :func:`optical_table` as a :class:`QueuedCloud`: on a GPU the whole table is copied to pinned host
-    memory on a side stream, so that the copy overlaps the work queued after it (the render) and the host never
-    waits for the count of kept Gaussians."""
-    if not rows.is_cuda:
-        return QueuedCloud(rows.numpy(), count.numpy(), metric, rows)
-    return QueuedCloud(*copy_on_side_stream(rows, count), metric, rows)
+    packed, count = table[kept_first], keep.sum(dtype=torch.int64).reshape(1)
+    return QueuedCloud(*copy_on_side_stream(packed, count), norm.metric, packed)

@@ -38,16 +38,15 @@ import torch
 import torch.nn.functional as F
 
 from nut_ros.core.gaussians import Gaussians
-from nut_ros.core.geometry import DepthNormalization, Intrinsics
+from nut_ros.core.geometry import DepthNormalization, Intrinsics, rendered_depth_to_depth
 from nut_ros.core.choices import DEPTH_FROM_MOTION, INTERP_BLENDS, MOTION_PRIORS
 from nut_ros.core.motion_prior import FlowPrior, grey_u8, sparse_to_dense_available, with_prior
 from nut_ros.geometry.depth_from_motion import DepthFromMotion, MotionDepth, MotionDepthConfig
 from nut_ros.pipeline.backends import Backend
 from nut_ros.pipeline.depth import model_depth_input, normalize_inverse_depth, resize_depth, valid_depth
-from nut_ros.pipeline.optical import queue_table, shared_normalization
-from nut_ros.pipeline.publish import CloudPlan, Publisher, ViewPlan, frame_scalars
+from nut_ros.pipeline.optical import queue_optical_cloud, rebase_inverse_depth, shared_normalization
 from nut_ros.pipeline.stats import StreamStats
-from nut_ros.pipeline.transfer import to_host, to_host_async, upload, wait_for_copies
+from nut_ros.pipeline.transfer import to_host, to_host_async, wait_for_copies
 from nut_ros.pipeline.types import Frame, PipelineConfig, RenderedView, StepResult
 from nut_ros.render import RenderOutput
 from nut_ros.render.rasterizer import background_vector
@@ -79,7 +78,6 @@ class _LiveMap:
     t0_stamp_ns: int  # stamp of pair time 0
     interval_ns: int  # stamp difference between pair times 0 and 1 (0 for a first frame)
     geometry: bool  # the newest frame had a depth input (else its depth is the network's guess from RGB alone)
-    scalars: torch.Tensor  # the frame's numbers on the Gaussians' device (nut_ros.pipeline.publish.frame_scalars)
 
 
 class StreamingPipeline:
@@ -94,8 +92,6 @@ class StreamingPipeline:
         # pay the thread pool's wake-up each; on the GPU they are queued), the host for exported backends
         self._prep_device = torch.device(backend.device if backend.name == "torch" else "cpu")
         self.stats = StreamStats()
-        # the fixed-shape work around the render as CUDA graphs where the network runs as graphs
-        self._publisher = Publisher(graphs=bool(getattr(backend, "cuda_graphs", False)))
         self._prev: _Encoded | None = None
         self._live: _LiveMap | None = None
         prior = config.motion_prior if config.motion_prior != "auto" else backend.model_config.motion_prior
@@ -204,18 +200,17 @@ class StreamingPipeline:
                 tick = self._lap(lat, "flow", tick)  # the part of the flow not hidden behind encode + decode
             norms = [prev.norm, norm] if shared else []
             t0_stamp, interval = prev.stamp_ns, frame.stamp_ns - prev.stamp_ns
-        live_norm = shared_normalization(norms) if shared else DepthNormalization.relative()
+        live_norm = DepthNormalization.relative()
+        if shared:
+            live_norm = shared_normalization(norms)
+            g = rebase_inverse_depth(g, norms, live_norm)
         tick = self._lap(lat, "decode", tick)
 
+        self._prev = cur
+        self._live = _LiveMap(g, live_norm, t0_stamp, interval, geometry=source != "none")
         # on a GPU everything is queued first (the cloud's copy runs beside the render), then waited for once
         interval_s = interval * 1e-9 if interval else None
-        scalars = upload(frame_scalars(live_norm, intrinsics, interval_s, norms), g.xyz.device)
-        plan = CloudPlan(len(norms), interval_s is not None, intrinsics.width, intrinsics.height,
-                         self.config.cloud_min_opacity)
-        g, rows, count = self._publisher.cloud(g, scalars, plan)  # g in the live map's one depth frame
-        self._prev = cur
-        self._live = _LiveMap(g, live_norm, t0_stamp, interval, source != "none", scalars)
-        cloud = queue_table(rows, count, live_norm.metric)
+        cloud = queue_optical_cloud(g, 1.0, intrinsics, live_norm, interval_s, self.config.cloud_min_opacity)
         tick = self._lap(lat, "postprocess", tick)
         times = self.config.render_times if prev is not None or not self.config.render_times else (1.0,)
         queued = self._queue_views(times)
@@ -258,16 +253,20 @@ class StreamingPipeline:
     def _queue_views(self, pair_times) -> list[tuple[int, float, np.ndarray]]:
         """Per pair time: the view's stamp, time and its host array (depth, alpha, RGB), copied without waiting."""
         live = self._live
-        plan = ViewPlan(live.geometry or self.config.network_depth, self.config.depth_min_alpha)
         views = []
         for t in pair_times:
             color, depth, alpha = self._view(float(t))
+            depth = rendered_depth_to_depth(depth, live.norm)
+            shown = alpha >= self.config.depth_min_alpha
+            if not (live.geometry or self.config.network_depth):
+                shown = torch.zeros_like(shown)
+            depth = torch.where(shown, depth, torch.full_like(depth, float("nan")))
             window = window_times(float(t), self.config.interp_window, self.config.interp_samples)
-            if len(window) > 1:
-                colors = {s: color if s == t else self._view(s)[0] for s in set(window)}  # clamped times can repeat
-                color = sum(colors[s] for s in window) / len(window)
-            # one device-to-host copy per view: depth, alpha and colour together
-            host = to_host_async(self._publisher.view(color, depth, alpha, live.scalars, plan))
+            colors = {s: color if s == t else self._view(s)[0] for s in set(window)}  # clamped times can repeat
+            color = sum(colors[s] for s in window) / len(window)
+            rgb = (color.clamp(0, 1) * 255 + 0.5).floor().permute(1, 2, 0)
+            # one device-to-host copy per view: colour (whole numbers, exact in float32), depth and alpha together
+            host = to_host_async(torch.cat([depth[..., None], alpha[..., None], rgb], dim=-1))
             stamp = live.t0_stamp_ns + round(float(t) * live.interval_ns) if live.interval_ns else live.t0_stamp_ns
             views.append((stamp, float(t), host))
         return views

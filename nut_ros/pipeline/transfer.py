@@ -34,15 +34,6 @@ def to_host_async(t: torch.Tensor) -> np.ndarray:
     return host.numpy()
 
 
-def upload(values: list[float], device: torch.device | str) -> torch.Tensor:
-    """Numbers as a float32 tensor on ``device``; to a GPU from page-locked memory, so that the upload is queued
-    behind the work already there instead of waiting for it (as one from pageable memory may)."""
-    host = torch.tensor(values, dtype=torch.float32)
-    if torch.device(device).type != "cuda":
-        return host
-    return host.pin_memory().to(device, non_blocking=True)
-
-
 def copy_on_side_stream(*tensors: torch.Tensor) -> list[np.ndarray]:
     """Queue copies of CUDA ``tensors`` (made by the work queued so far) into pinned host memory on a side stream of
     their device: the copy engine moves them while the current stream's later kernels run. Read the arrays after
