@@ -14,7 +14,10 @@ Per frame (grey, at most ``max_width`` pixels wide):
    the map;
 2. reference: among the last ``window`` frames whose tracked corners (Lucas-Kanade, forward-backward checked) moved
    by at least ``min_motion_px`` (median), newest first, the first with ``target_parallax_px`` of parallax, else the
-   one with the most (at most ``max_attempts`` pose estimates);
+   one with the most (at most ``max_attempts`` pose estimates). First, the camera counts as still (no measurement)
+   when the strongest ``static_points`` corners moved by less than ``min_motion_px`` into the oldest frame: a still
+   camera costs their tracks alone (each corner is tracked into each frame at most once, so a moving one loses
+   nothing);
 3. motion: the odometry poses when both frames have one (metric), else the essential matrix of the tracks (5-point,
    RANSAC, cheirality; unit translation, relative depth). A homography of the form ``K R K⁻¹`` that explains the
    tracks (the camera turned in place) or a median parallax after removing the rotation below ``min_parallax_px``
@@ -87,6 +90,7 @@ class MotionDepthConfig:
     window: int = 6  # recent frames kept as reference candidates
     max_attempts: int = 3  # reference candidates whose pose is estimated per frame
     max_points: int = 300  # corners tracked for the reference choice and the pose
+    static_points: int = 100  # the strongest corners tracked into the oldest frame first: is the camera still?
     min_tracks: int = 30  # fewer surviving tracks: the reference is too far (or the image is blank)
     min_motion_px: float = 4.0  # median track motion that makes a frame a reference candidate
     min_parallax_px: float = 2.0  # median parallax (rotation removed) below this: no depth
@@ -139,6 +143,27 @@ class _Kept:
     grey: np.ndarray
     stamp_ns: int
     pose: np.ndarray | None
+
+
+class _Tracks:
+    """The corners ``p0 [N, 1, 2]`` of the current frame ``grey`` tracked into kept frames
+    (:func:`.two_view.track_points`), each corner into each frame at most once: ``tracks(ref, n)`` gives
+    ``(p_cur [M, 2], p_ref [M, 2])`` float64, the checked tracks of the first (strongest) ``n`` corners, of all without
+    ``n``."""
+
+    def __init__(self, grey: np.ndarray, p0: np.ndarray):
+        self.grey, self.p0 = grey, p0
+        self._done: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(ref): p_ref, ok of the first corners
+
+    def __call__(self, ref: _Kept, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        n = len(self.p0) if n is None else min(n, len(self.p0))
+        p_ref, ok = self._done.get(id(ref), (np.zeros((0, 2)), np.zeros(0, bool)))
+        if len(ok) < n:
+            more = track_points(self.grey, ref.grey, self.p0[len(ok):n])
+            p_ref, ok = np.concatenate([p_ref, more[0]]), np.concatenate([ok, more[1]])
+            self._done[id(ref)] = p_ref, ok
+        ok = ok[:n]
+        return self.p0[:n][ok, 0].astype(np.float64), p_ref[:n][ok]
 
 
 @dataclass
@@ -211,14 +236,7 @@ class DepthFromMotion:
             self.reset()
             self.last_reason = "no_reference"
             return None
-        p0 = corners(grey, c.max_points, max(grey.shape) / 40)
-        tracks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-        def tracked(ref: _Kept):
-            if id(ref) not in tracks:
-                tracks[id(ref)] = track_points(grey, ref.grey, p0)
-            return tracks[id(ref)]
-
+        tracked = _Tracks(grey, corners(grey, c.max_points, max(grey.shape) / 40))
         prev = self._window[-1]
         if c.calibrate_focal and pose is not None and prev.pose is not None:
             before = self._focal.scale
@@ -293,11 +311,11 @@ class DepthFromMotion:
             return None
         return cv2.Rodrigues(rvec)[0], tvec[:, 0]
 
-    def _measure(self, grey, K, pose, tracked) -> _Measurement | None:
+    def _measure(self, grey, K, pose, tracked: _Tracks) -> _Measurement | None:
         """Inverse depth of this frame from one reference of the window (its own unit without odometry), or None."""
         c = self.config
-        if len(tracked(self._window[0])[0]) >= c.min_tracks and np.median(
-                np.linalg.norm(np.subtract(*tracked(self._window[0])), axis=1)) < c.min_motion_px:
+        p_cur, p_ref = tracked(self._window[0], c.static_points)
+        if len(p_cur) >= c.min_tracks and np.median(np.linalg.norm(p_cur - p_ref, axis=1)) < c.min_motion_px:
             self.last_reason = "static"  # the oldest frame moved most, as a rule: a still camera tracks once more
             return None
         attempts, self.last_reason, best = 0, "static", None

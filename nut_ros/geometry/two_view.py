@@ -44,18 +44,21 @@ def corners(grey: np.ndarray, max_points: int, min_distance: float) -> np.ndarra
     return np.zeros((0, 1, 2), np.float32) if found is None else found.astype(np.float32)
 
 
+#: pyramidal Lucas-Kanade of every track (``cv2.calcOpticalFlowPyrLK``)
+LK = {"winSize": (15, 15), "maxLevel": 3, "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)}
+
+
 def track_points(cur: np.ndarray, ref: np.ndarray, p0: np.ndarray,
                  fb_max_px: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Points ``p0`` (:func:`corners` of grey ``cur``) tracked into grey ``ref`` (pyramidal Lucas-Kanade, kept where
-    tracking back into ``cur`` returns within ``fb_max_px``): ``(p_cur [N, 2], p_ref [N, 2])`` float64 pixels."""
-    if len(p0) < 8:
-        return np.zeros((0, 2)), np.zeros((0, 2))
-    lk = {"winSize": (15, 15), "maxLevel": 3,
-          "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)}
-    p1, st1, _ = cv2.calcOpticalFlowPyrLK(cur, ref, p0, None, **lk)
-    back, st2, _ = cv2.calcOpticalFlowPyrLK(ref, cur, p1, None, **lk)
+    """Points ``p0 [N, 1, 2]`` (:func:`corners` of grey ``cur``) tracked into grey ``ref`` by pyramidal Lucas-Kanade:
+    ``(p_ref [N, 2] float64 pixels, ok [N])``, ``ok`` where tracking back into ``cur`` returns within ``fb_max_px``.
+    Every point is tracked on its own: the tracks of a split ``p0`` are those of the whole."""
+    if len(p0) == 0:
+        return np.zeros((0, 2)), np.zeros(0, bool)
+    p1, st1, _ = cv2.calcOpticalFlowPyrLK(cur, ref, p0, None, **LK)
+    back, st2, _ = cv2.calcOpticalFlowPyrLK(ref, cur, p1, None, **LK)
     ok = (st1[:, 0] == 1) & (st2[:, 0] == 1) & (np.linalg.norm((back - p0)[:, 0], axis=1) < fb_max_px)
-    return p0[ok, 0].astype(np.float64), p1[ok, 0].astype(np.float64)
+    return p1[:, 0].astype(np.float64), ok
 
 
 def rotation_homography(R: np.ndarray, K: np.ndarray) -> np.ndarray:
