@@ -67,8 +67,11 @@ def rotation_homography(R: np.ndarray, K: np.ndarray) -> np.ndarray:
 
 
 def apply_homography(H: np.ndarray, p: np.ndarray) -> np.ndarray:
-    q = np.concatenate([p, np.ones_like(p[:, :1])], axis=1) @ H.T
-    return q[:, :2] / q[:, 2:3]
+    """Pixels ``p [..., 2]`` mapped by ``H``, in the dtype of ``p``."""
+    H = H.astype(p.dtype)
+    x, y = p[..., 0], p[..., 1]
+    w = H[2, 0] * x + H[2, 1] * y + H[2, 2]
+    return np.stack([(H[0, 0] * x + H[0, 1] * y + H[0, 2]) / w, (H[1, 0] * x + H[1, 1] * y + H[1, 2]) / w], -1)
 
 
 def rotation_parallax(p_cur: np.ndarray, p_ref: np.ndarray, R: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -139,26 +142,28 @@ class Triangulation:
 
 
 def triangulate_matches(x_cur: np.ndarray, x_ref: np.ndarray, pose: RelativePose, K: np.ndarray) -> Triangulation:
-    """Inverse depth of current pixels ``x_cur [h, w, 2]`` matched to reference pixels ``x_ref [h, w, 2]``."""
+    """Inverse depth of current pixels ``x_cur [h, w, 2]`` matched to reference pixels ``x_ref [h, w, 2]``, computed
+    in float32 (relative error about 1e-6 of ρ where the parallax is a hundredth of the focal length)."""
     Kinv = np.linalg.inv(K)
-    f = 0.5 * (K[0, 0] + K[1, 1])
-    rays = np.concatenate([x_cur, np.ones_like(x_cur[..., :1])], axis=-1) @ (pose.R @ Kinv).T  # m = R K⁻¹ x
-    n = np.concatenate([x_ref, np.ones_like(x_ref[..., :1])], axis=-1) @ Kinv.T  # normalised reference point
-    a, b = n[..., 0], n[..., 1]
-    t = pose.t
+    f = np.float32(0.5 * (K[0, 0] + K[1, 1]))
+    M = (pose.R @ Kinv).astype(np.float32)
+    Ki = Kinv.astype(np.float32)
+    t0, t1, t2 = pose.t.astype(np.float32)
+    u, v = x_cur[..., 0].astype(np.float32), x_cur[..., 1].astype(np.float32)
+    m0, m1, m2 = (M[r, 0] * u + M[r, 1] * v + M[r, 2] for r in range(3))  # m = R K⁻¹ x
+    ur, vr = x_ref[..., 0].astype(np.float32), x_ref[..., 1].astype(np.float32)
+    a = Ki[0, 0] * ur + Ki[0, 1] * vr + Ki[0, 2]  # the normalised reference point (a, b, 1)
+    b = Ki[1, 0] * ur + Ki[1, 1] * vr + Ki[1, 2]
     # m + ρ t ∥ (a, b, 1):  (m_x - a m_z) = ρ (a t_z - t_x),  (m_y - b m_z) = ρ (b t_z - t_y)
-    A = np.stack([rays[..., 0] - a * rays[..., 2], rays[..., 1] - b * rays[..., 2]], -1)
-    B = np.stack([a * t[2] - t[0], b * t[2] - t[1]], -1)
-    bb = (B * B).sum(-1)
-    rho = (A * B).sum(-1) / np.maximum(bb, 1e-18)
-    # epipolar line through π(m) (ρ = 0) along the direction the match moves with ρ
-    inf_pt = rays[..., :2] / rays[..., 2:3]
-    direction = t[:2] - inf_pt * t[2]
-    dn = np.linalg.norm(direction, axis=-1)
-    unit = direction / np.maximum(dn, 1e-12)[..., None]
-    off = n[..., :2] - inf_pt
-    epi = np.abs(unit[..., 0] * off[..., 1] - unit[..., 1] * off[..., 0]) * f
-    zr = rays[..., 2] + rho * t[2]  # depth in the reference camera (per unit current depth): > 0 in front
-    sens = f * dn * np.abs(rays[..., 2]) / np.maximum(zr * zr, 1e-18)  # |dπ(m + ρt)/dρ| in pixels
-    rho = np.where((zr > 0) & (rho > 0) & np.isfinite(rho), rho, np.nan)  # in front of both cameras
-    return Triangulation(rho.astype(np.float32), epi.astype(np.float32), sens.astype(np.float32))
+    B0, B1 = a * t2 - t0, b * t2 - t1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = ((m0 - a * m2) * B0 + (m1 - b * m2) * B1) / np.maximum(B0 * B0 + B1 * B1, np.float32(1e-18))
+        # epipolar line through π(m) (ρ = 0) along the direction the match moves with ρ
+        ix, iy = m0 / m2, m1 / m2
+    d0, d1 = t0 - ix * t2, t1 - iy * t2
+    dn = np.hypot(d0, d1)
+    epi = np.abs(d0 * (b - iy) - d1 * (a - ix)) * (f / np.maximum(dn, np.float32(1e-12)))
+    zr = m2 + rho * t2  # depth in the reference camera (per unit current depth): > 0 in front
+    sens = f * dn * np.abs(m2) / np.maximum(zr * zr, np.float32(1e-18))  # |dπ(m + ρt)/dρ| in pixels
+    rho = np.where((zr > 0) & (rho > 0) & np.isfinite(rho), rho, np.float32(np.nan))  # in front of both cameras
+    return Triangulation(rho, epi, sens)
