@@ -320,14 +320,14 @@ class DepthFromMotion:
             return None
         attempts, self.last_reason, best = 0, "static", None
         for ref in reversed(self._window):
+            if attempts == c.max_attempts:
+                break
             p_cur, p_ref = tracked(ref)
             if len(p_cur) < c.min_tracks:
                 self.last_reason = "lost_tracks"
                 break  # older frames share even less with this one
             if np.median(np.linalg.norm(p_cur - p_ref, axis=1)) < c.min_motion_px:
                 continue
-            if attempts == c.max_attempts:
-                break
             attempts += 1
             found = self._relative_pose(p_cur, p_ref, K, pose, ref.pose)
             if found is None:
