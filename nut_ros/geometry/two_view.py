@@ -44,6 +44,12 @@ def corners(grey: np.ndarray, max_points: int, min_distance: float) -> np.ndarra
     return np.zeros((0, 1, 2), np.float32) if found is None else found.astype(np.float32)
 
 
+#: samples of the homography RANSAC of :func:`is_pure_rotation`: a homography that explains 90 % of the tracks is
+#: drawn in 5 samples at 99.5 % confidence, and all 100 miss it with probability 0.34^100 (OpenCV's default of 2000
+#: only spends more where no homography explains that many: 3.5 ms per frame on TUM fr1_rpy, 1.3 ms with 100, every
+#: decision and homography of its training part the same)
+ROTATION_RANSAC_ITERATIONS = 100
+
 #: pyramidal Lucas-Kanade of every track (``cv2.calcOpticalFlowPyrLK``)
 LK = {"winSize": (15, 15), "maxLevel": 3, "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)}
 
@@ -103,10 +109,11 @@ def sampson_px(p_cur: np.ndarray, p_ref: np.ndarray, K: np.ndarray, R: np.ndarra
 def is_pure_rotation(p_cur: np.ndarray, p_ref: np.ndarray, K: np.ndarray, threshold_px: float,
                      min_share: float = 0.9, max_spread: float = 0.01) -> bool:
     """Whether one homography of the form ``K R K⁻¹`` explains ``min_share`` of the tracks: the camera turned in place
-    (or the tracks say too little to tell), so the essential matrix is degenerate and no depth can be had."""
+    (or the tracks say too little to tell), so the essential matrix is degenerate and no depth can be had. RANSAC
+    stops after ``ROTATION_RANSAC_ITERATIONS`` samples."""
     if len(p_cur) < 8:
         return True
-    H, inl = cv2.findHomography(p_cur, p_ref, cv2.RANSAC, threshold_px)
+    H, inl = cv2.findHomography(p_cur, p_ref, cv2.RANSAC, threshold_px, maxIters=ROTATION_RANSAC_ITERATIONS)
     if H is None or inl.mean() < min_share:
         return False
     sv = np.linalg.svd(np.linalg.inv(K) @ H @ K, compute_uv=False)
