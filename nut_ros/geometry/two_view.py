@@ -61,9 +61,11 @@ def track_points(cur: np.ndarray, ref: np.ndarray, p0: np.ndarray,
     Every point is tracked on its own: the tracks of a split ``p0`` are those of the whole."""
     if len(p0) == 0:
         return np.zeros((0, 2)), np.zeros(0, bool)
-    p1, st1, _ = cv2.calcOpticalFlowPyrLK(cur, ref, p0, None, **LK)
-    back, st2, _ = cv2.calcOpticalFlowPyrLK(ref, cur, p1, None, **LK)
-    ok = (st1[:, 0] == 1) & (st2[:, 0] == 1) & (np.linalg.norm((back - p0)[:, 0], axis=1) < fb_max_px)
+    p1, status, _ = cv2.calcOpticalFlowPyrLK(cur, ref, p0, None, **LK)
+    ok = status[:, 0] == 1
+    if ok.any():  # back only where found: the points are independent, and a lost one costs the most iterations
+        back, status, _ = cv2.calcOpticalFlowPyrLK(ref, cur, p1[ok], None, **LK)
+        ok[ok] = (status[:, 0] == 1) & (np.linalg.norm((back - p0[ok])[:, 0], axis=1) < fb_max_px)
     return p1[:, 0].astype(np.float64), ok
 
 
