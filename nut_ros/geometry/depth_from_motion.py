@@ -247,7 +247,8 @@ class DepthFromMotion:
         prev = self._window[-1]
         if c.calibrate_focal and pose is not None and prev.pose is not None:
             before = self._focal.scale
-            if self._focal.add(*tracked(prev), K, pose_from_odometry(pose, prev.pose)) and self._fused is not None:
+            changed = self._focal.add(K, pose_from_odometry(pose, prev.pose), lambda: tracked(prev))
+            if changed and self._fused is not None:
                 self._fused.rescale(before / self._focal.scale)
         K = with_focal_scale(K, self._focal.scale)
         prior = self._propagate(K, pose, tracked)

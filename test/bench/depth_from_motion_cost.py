@@ -7,7 +7,8 @@
     OMP_NUM_THREADS=1 .venv/bin/python test/bench/depth_from_motion_cost.py --estimate-only [--repeats 5]
         [--cv-threads 1] [--profile 25]  # cProfile of estimate: the 25 costliest functions by own time
 
-Frames: the bundled cups clip (a mostly still camera: the cheap path, tracks only) and TUM fr1_rpy's first frames
+Frames: the bundled cups clip (a mostly still camera: the cheap path, tracks only; also with odometry that says
+the camera stands still, a robot at rest) and TUM fr1_rpy's first frames
 every 3rd (a moving camera: the full estimate) with their motion-capture poses as odometry and without, all with
 their intrinsics or the assumed FOV.
 """
@@ -35,8 +36,10 @@ SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 def clips(n: int):
     cups = sorted((Path(nut_ros.__file__).parent / "data" / "cups").glob("*.jpg"))[:n]
-    yield "cups (bundled, 512x288)", [Frame(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB), 10**9 + i * 66_666_667)
-                                      for i, p in enumerate(cups)]
+    still = [Frame(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB), 10**9 + i * 66_666_667)
+             for i, p in enumerate(cups)]
+    yield "cups (bundled, 512x288)", still
+    yield "cups with still odometry (identity poses)", [dataclasses.replace(f, camera_pose=np.eye(4)) for f in still]
     tum = SHARED / "train_rgbd" / "tum_fr1_rpy"
     if tum.is_dir():
         frames = [sf.frame for sf in sequences.tum(tum, range(0, 3 * n, 3))]
