@@ -15,12 +15,12 @@ Per frame (grey, at most ``max_width`` pixels wide):
 2. reference: among the last ``window`` frames whose tracked corners (Lucas-Kanade, forward-backward checked) moved
    by at least ``min_motion_px`` (median), newest first, the first with ``target_parallax_px`` of parallax, else the
    one with the most (at most ``max_attempts`` pose estimates). First, the camera counts as still (no measurement)
-   when the strongest ``static_points`` corners moved by less than ``min_motion_px`` into the oldest frame: a still
-   camera costs their tracks alone (each corner is tracked into each frame at most once, so a moving one loses
-   nothing). Where the tracks into the newest frame are made already (odometry's focal calibration, the map's pose)
-   and moved by ``min_motion_px``, the camera moves and the oldest frame is not asked (tracks into a frame a whole
-   window back cost the most: 2.4 ms of 27 per frame on TUM fr1_rpy; on its training part 9 frames of 185 changed
-   without odometry, the AbsRel by at most -0.002, none with; TartanAir none);
+   when the strongest ``static_points`` corners moved by less than ``min_motion_px`` into the oldest frame (tracked
+   with the cheaper :data:`.two_view.STILL_LK`): a still camera costs their tracks alone. Where the tracks into the
+   newest frame are made already (odometry's focal calibration, the map's pose) and moved by ``min_motion_px``, the
+   camera moves and the oldest frame is not asked (tracks into a frame a whole window back cost the most: 2.4 ms of
+   27 per frame on TUM fr1_rpy; on its training part 9 frames of 185 changed without odometry, the AbsRel by at most
+   -0.002, none with; TartanAir none);
 3. motion: the odometry poses when both frames have one (metric), else the essential matrix of the tracks (5-point,
    RANSAC, cheirality; unit translation, relative depth). A homography of the form ``K R K⁻¹`` that explains the
    tracks (the camera turned in place) or a median parallax after removing the rotation below ``min_parallax_px``
@@ -82,7 +82,7 @@ from nut_ros.geometry.depth_filter import InverseDepthMap, fuse, median_scale, p
 from nut_ros.geometry.focal import FocalCalibration, with_focal_scale
 from nut_ros.geometry.two_view import (RelativePose, apply_homography, camera_matrix, corners, essential_pose,
                                        is_pure_rotation, pose_from_odometry, rotation_homography, rotation_parallax,
-                                       track_points, triangulate_matches)
+                                       STILL_LK, track_points, triangulate_matches)
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class MotionDepthConfig:
     window: int = 6  # recent frames kept as reference candidates
     max_attempts: int = 3  # reference candidates whose pose is estimated per frame
     max_points: int = 300  # corners tracked for the reference choice and the pose
-    static_points: int = 100  # the strongest corners tracked into the oldest frame first: is the camera still?
+    static_points: int = 100  # the strongest corners tracked into the oldest frame: is the camera still?
     min_tracks: int = 30  # fewer surviving tracks: the reference is too far (or the image is blank)
     min_motion_px: float = 4.0  # median track motion that makes a frame a reference candidate
     min_parallax_px: float = 2.0  # median parallax (rotation removed) below this: no depth
@@ -150,27 +150,20 @@ class _Kept:
 
 class _Tracks:
     """The corners ``p0 [N, 1, 2]`` of the current frame ``grey`` tracked into kept frames
-    (:func:`.two_view.track_points`), each corner into each frame at most once: ``tracks(ref, n)`` gives
-    ``(p_cur [M, 2], p_ref [M, 2])`` float64, the checked tracks of the first (strongest) ``n`` corners, of all without
-    ``n``."""
+    (:func:`.two_view.track_points`), into each at most once: ``tracks(ref)`` gives ``(p_cur [M, 2], p_ref [M, 2])``."""
 
     def __init__(self, grey: np.ndarray, p0: np.ndarray):
         self.grey, self.p0 = grey, p0
-        self._done: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(ref): p_ref, ok of the first corners
+        self._done: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def made(self, ref: _Kept) -> bool:
-        """Whether all corners are tracked into ``ref`` already."""
-        return id(ref) in self._done and len(self._done[id(ref)][1]) == len(self.p0)
+        """Whether the tracks into ``ref`` are made already."""
+        return id(ref) in self._done
 
-    def __call__(self, ref: _Kept, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        n = len(self.p0) if n is None else min(n, len(self.p0))
-        p_ref, ok = self._done.get(id(ref), (np.zeros((0, 2)), np.zeros(0, bool)))
-        if len(ok) < n:
-            more = track_points(self.grey, ref.grey, self.p0[len(ok):n])
-            p_ref, ok = np.concatenate([p_ref, more[0]]), np.concatenate([ok, more[1]])
-            self._done[id(ref)] = p_ref, ok
-        ok = ok[:n]
-        return self.p0[:n][ok, 0].astype(np.float64), p_ref[:n][ok]
+    def __call__(self, ref: _Kept) -> tuple[np.ndarray, np.ndarray]:
+        if id(ref) not in self._done:
+            self._done[id(ref)] = track_points(self.grey, ref.grey, self.p0)
+        return self._done[id(ref)]
 
 
 @dataclass
@@ -323,13 +316,13 @@ class DepthFromMotion:
         """Inverse depth of this frame from one reference of the window (its own unit without odometry), or None."""
         c = self.config
 
-        def motion(ref: _Kept, n: int | None = None) -> float:  # median track motion, NaN when too few tracks
-            p_cur, p_ref = tracked(ref, n)
+        def motion(p_cur, p_ref) -> float:  # median track motion, NaN when too few tracks
             return float(np.median(np.linalg.norm(p_cur - p_ref, axis=1))) if len(p_cur) >= c.min_tracks else np.nan
 
         newest = self._window[-1]
-        moved = tracked.made(newest) and motion(newest) >= c.min_motion_px  # tracks made already: a free answer
-        if not moved and motion(self._window[0], c.static_points) < c.min_motion_px:
+        moved = tracked.made(newest) and motion(*tracked(newest)) >= c.min_motion_px  # made already: a free answer
+        if not moved and motion(*track_points(grey, self._window[0].grey, tracked.p0[:c.static_points],
+                                              lk=STILL_LK)) < c.min_motion_px:
             self.last_reason = "static"  # the oldest frame moved most, as a rule: a still camera tracks once more
             return None
         attempts, self.last_reason, best = 0, "static", None
