@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from nut_ros.geometry import densify as densify_module
 from nut_ros.geometry.densify import densify
 
 H, W = 96, 128
@@ -91,3 +92,20 @@ def test_a_low_confidence_outlier_barely_moves_the_fill():
 def test_no_known_value_is_an_error():
     with pytest.raises(ValueError, match="confidence"):
         densify(np.zeros((H, W), np.float32), np.zeros((H, W), np.float32), np.zeros((H, W), np.uint8))
+
+
+def test_small_levels_sweep_as_a_matrix_like_the_rest():
+    """A level of at most ``MATRIX_PIXELS`` sweeps as one dense matrix (cheaper there): the same sweeps as on the
+    larger levels, up to float32 rounding."""
+    rng = np.random.default_rng(2)
+    h, w = 12, 16
+    assert h * w <= densify_module.MATRIX_PIXELS
+    x, data = rng.uniform(0, 2, (2, h, w)).astype(np.float32)
+    weight = (rng.uniform(0, 1, (h, w)) * (rng.uniform(0, 1, (h, w)) < 0.3)).astype(np.float32)
+    grey = rng.uniform(0, 255, (h, w)).astype(np.float32)
+    as_matrix = densify_module._sweeps(x, data * weight, weight, grey, 2.0, 40.0, 40)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(densify_module, "MATRIX_PIXELS", 0)
+        as_slices = densify_module._sweeps(x, data * weight, weight, grey, 2.0, 40.0, 40)
+    assert np.abs(as_slices - x).max() > 0.1  # the sweeps did move the values
+    np.testing.assert_allclose(as_matrix, as_slices, rtol=1e-5, atol=1e-6)

@@ -227,7 +227,7 @@ def test_focal_calibration_finds_the_true_focal_length(focal_error, movers):
         p_ref = p_ref[:, :2].copy()
         if movers:
             p_ref[: int(0.15 * len(p_ref))] += rng.uniform(5, 15) * np.array([math.cos(i), math.sin(i)])
-        cal.add(p_cur[:, :2], p_ref, given, rel)
+        cal.add(given, rel, lambda: (p_cur[:, :2], p_ref))
         if i < cal.min_pairs - 1:
             assert cal.scale == 1.0
     if focal_error == 1.0:

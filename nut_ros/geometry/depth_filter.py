@@ -63,21 +63,22 @@ def propagate(prior: InverseDepthMap, R: np.ndarray, t: np.ndarray, K: np.ndarra
               process_noise: float) -> InverseDepthMap:
     """``prior`` moved into a camera with ``X_new = R X_old + t`` (same intrinsics ``K``, same size)."""
     h, w = prior.rho.shape
-    v, u = np.nonzero(prior.known)
-    rho = prior.rho[v, u].astype(np.float64)
-    rays = np.stack([u, v, np.ones_like(u)], -1).astype(np.float64) @ (R @ np.linalg.inv(K)).T  # R K⁻¹ x
-    X = rays / rho[:, None] + t  # the point in the new camera
-    z = X[:, 2]
-    front = z > 1e-9
-    x = X[front] @ K.T
-    un, vn = np.rint(x[:, 0] / x[:, 2]).astype(np.int64), np.rint(x[:, 1] / x[:, 2]).astype(np.int64)
-    inside = (un >= 0) & (un < w) & (vn >= 0) & (vn < h)
-    rho_new = 1.0 / z[front][inside]
+    flat = np.flatnonzero(prior.known)
+    v, u = np.divmod(flat, w)
+    rho = prior.rho.ravel()[flat].astype(np.float64)
+    M = R @ np.linalg.inv(K)
+    m0, m1, m2 = (M[r, 0] * u + M[r, 1] * v + M[r, 2] for r in range(3))  # R K⁻¹ x
+    x0, x1, z = m0 / rho + t[0], m1 / rho + t[1], m2 / rho + t[2]  # the point in the new camera
+    with np.errstate(divide="ignore", invalid="ignore"):  # behind the camera (z ≤ 0): dropped below
+        un = np.rint((K[0, 0] * x0 + K[0, 1] * x1) / z + K[0, 2])
+        vn = np.rint((K[1, 0] * x0 + K[1, 1] * x1) / z + K[1, 2])
+    keep = np.flatnonzero((z > 1e-9) & (un >= 0) & (un < w) & (vn >= 0) & (vn < h))
+    rho_new = 1.0 / z[keep]
     # ρ_new = 1 / (r₃·m / ρ + t_z): ∂ρ_new/∂ρ = r₃·m ρ_new² / ρ²
-    gain = rays[front, 2][inside] * (rho_new / rho[front][inside]) ** 2
-    var_new = prior.var[v, u][front][inside] * gain * gain
-    count = prior.count[v, u][front][inside]
-    idx = vn[inside] * w + un[inside]
+    gain = m2[keep] * (rho_new / rho[keep]) ** 2
+    var_new = prior.var.ravel()[flat[keep]] * gain * gain
+    count = prior.count.ravel()[flat[keep]]
+    idx = vn[keep].astype(np.int64) * w + un[keep].astype(np.int64)
     nearest = np.full(h * w, -np.inf)
     np.maximum.at(nearest, idx, rho_new)
     win = rho_new >= nearest[idx]  # the nearest surface of each pixel (ties hold equal values)

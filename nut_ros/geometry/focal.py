@@ -23,6 +23,7 @@ with moving objects (seeds 0-3): scale 1.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -57,9 +58,10 @@ class FocalCalibration:
         self._K: np.ndarray | None = None
         self.scale = 1.0
 
-    def add(self, p_cur: np.ndarray, p_ref: np.ndarray, K: np.ndarray, rel: RelativePose) -> bool:
-        """Tracks ``p_cur``, ``p_ref`` (pixels of intrinsics ``K`` as given) of a pair whose odometry is ``rel``;
-        returns whether :attr:`scale` changed. Other intrinsics than the last ones start over."""
+    def add(self, K: np.ndarray, rel: RelativePose, tracks: Callable[[], tuple[np.ndarray, np.ndarray]]) -> bool:
+        """A pair whose odometry is ``rel`` and whose tracks ``p_cur``, ``p_ref`` (pixels of intrinsics ``K`` as given)
+        ``tracks()`` makes, called only for a pair that turned enough (a still camera needs none); returns whether
+        :attr:`scale` changed. Other intrinsics than the last ones start over."""
         if self._K is None or not np.allclose(K, self._K):
             changed = self.scale != 1.0
             self.reset()
@@ -67,7 +69,10 @@ class FocalCalibration:
         else:
             changed = False
         angle = math.acos(float(np.clip((np.trace(rel.R) - 1) / 2, -1, 1)))
-        if len(p_cur) < 8 or np.linalg.norm(rel.t) < 1e-9 or angle < self.min_rotation:
+        if np.linalg.norm(rel.t) < 1e-9 or angle < self.min_rotation:
+            return changed
+        p_cur, p_ref = tracks()
+        if len(p_cur) < 8:
             return changed
         squared = sampson_px(p_cur, p_ref, K, rel.R, rel.t, focal_scales=self.grid) ** 2
         kept = max(1, int(self.trim * squared.shape[1]))
