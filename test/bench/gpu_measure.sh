@@ -16,6 +16,9 @@
 #                                              runs them (CUDA graphs, then also compile) with this tree and with
 #                                              BASE (an older nut_ros/ exported beside it, weights from this tree),
 #                                              interleaved on one machine
+#   test/bench/gpu_measure.sh frame            bench_pipeline of tiny and small as the node runs them (CUDA graphs),
+#                                              compiled and not, with OpenCV's default threads and one; then the
+#                                              compile GPU tests
 #   test/bench/gpu_measure.sh perception       perception_cost of tiny and small (obstacles + map on the GPU host)
 set -euo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
@@ -63,6 +66,13 @@ case "$1" in
       PYTHONPATH=$path bench 150 --model "$model" --checkpoint "nut_ros/weights/$model.safetensors" $extra \
         > "$OUT/ab_${model}_${tree}${extra:+_compiled}.json" || true
     done ;;
+  frame)
+    for run in "tiny --compile --no-compile-check" "tiny --compile --no-compile-check --cv-threads 1" "tiny" \
+               "tiny --cv-threads 1" "small --compile --no-compile-check" "small"; do
+      name=$(echo "$run" | tr -d ' -' | sed 's/nocompilecheck//')
+      bench 150 --model $run > "$OUT/frame_$name.json" || true
+    done
+    timeout 200 python3 -m pytest -q -m gpu test/test_compile_gpu.py > "$OUT/pytest_compile.txt" 2>&1 || true ;;
   perception)
     for model in tiny small; do
       timeout 200 python3 test/bench/perception_cost.py --model $model --device cuda --scenes 3 \
