@@ -16,9 +16,9 @@
 #                                              runs them (CUDA graphs, then also compile) with this tree and with
 #                                              BASE (an older nut_ros/ exported beside it, weights from this tree),
 #                                              interleaved on one machine
-#   test/bench/gpu_measure.sh frame            bench_pipeline of tiny and small as the node runs them (CUDA graphs),
-#                                              compiled and not, with OpenCV's default threads and one; then the
-#                                              compile GPU tests
+#   test/bench/gpu_measure.sh frame            bench_pipeline as the node runs them (CUDA graphs): tiny compiled and
+#                                              not, small compiled; the compile GPU tests; tiny compiled with one
+#                                              OpenCV thread
 #   test/bench/gpu_measure.sh perception       perception_cost of tiny and small (obstacles + map on the GPU host)
 set -euo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
@@ -67,12 +67,12 @@ case "$1" in
         > "$OUT/ab_${model}_${tree}${extra:+_compiled}.json" || true
     done ;;
   frame)
-    for run in "tiny --compile --no-compile-check" "tiny --compile --no-compile-check --cv-threads 1" "tiny" \
-               "tiny --cv-threads 1" "small --compile --no-compile-check" "small"; do
+    for run in "tiny --compile --no-compile-check" "tiny" "small --compile --no-compile-check"; do
       name=$(echo "$run" | tr -d ' -' | sed 's/nocompilecheck//')
       bench 150 --model $run > "$OUT/frame_$name.json" || true
     done
-    timeout 200 python3 -m pytest -q -m gpu test/test_compile_gpu.py > "$OUT/pytest_compile.txt" 2>&1 || true ;;
+    timeout 200 python3 -m pytest -q -m gpu test/test_compile_gpu.py > "$OUT/pytest_compile.txt" 2>&1 || true
+    bench 100 --model tiny --compile --no-compile-check --cv-threads 1 > "$OUT/frame_tinycompilecv1.json" || true ;;
   perception)
     for model in tiny small; do
       timeout 200 python3 test/bench/perception_cost.py --model $model --device cuda --scenes 3 \
