@@ -171,6 +171,8 @@ ABLATIONS = {  # one change at a time against the settings
         moving_speed_per_m=0.04, flow_error_ratio=0.0, depth_tolerance=0.0),
     "before the trimmed boxes and early confirmation (min-max boxes, 3 hits, shift gain 0.065)": dict(
         box_trim=0.0, early_hits=3, shift_min_gain=0.065),
+    "min_cluster_depth inf (min_cluster_gaussians at every depth)": dict(min_cluster_depth=np.inf),
+    "min_cluster_depth 3.0": dict(min_cluster_depth=3.0),
     "box_trim 0 (min-max boxes)": dict(box_trim=0.0),
     "early_hits 3 (off)": dict(early_hits=3),
     "early_agreement 0.7": dict(early_agreement=0.7),
