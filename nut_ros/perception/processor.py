@@ -243,8 +243,9 @@ class PerceptionProcessor:
         their median depth, each cut to its depth layer (``depth_band`` around that depth: the flow of a mover bleeds
         onto the floor and wall around it, which the voxels connect to it), then dropped when their members span
         more than ``max_size`` (structure) or less than ``min_width`` across the view (slivers along depth edges);
-        boxed between the ``box_trim`` quantiles. Also whether each may start a track (``min_cluster_gaussians``
-        members: the fewer a far object needs only keep one going)."""
+        boxed between the ``box_trim`` quantiles; the depth rate the mean of the members' not clipped at
+        ``-change_max_speed`` (NaN in the download: a leading edge's, see ``change_max_speed``). Also whether each
+        may start a track (``min_cluster_gaussians`` members: the fewer a far object needs only keep one going)."""
         op = self.op
         labels, k = cluster_points(points, op.voxel, int(np.ceil(fewest_members(op, op.max_range))))
         member, labels = np.flatnonzero(labels >= 0), labels[labels >= 0]
@@ -257,6 +258,7 @@ class PerceptionProcessor:
         member, k = member[keep], kept.size
         c = cluster_stats(points[member], residual[member], weights[member], labels.reshape(-1), k, op.voxel,
                           op.box_trim)
+        c.velocity[:, 2] = np.nan_to_num(c.velocity[:, 2], nan=-op.change_max_speed)  # all clipped: leading edges
         sound = (c.span.max(axis=1) <= op.max_size) & (c.span[:, :2].min(axis=1) >= op.min_width)
         return c.select(sound), (count[kept] >= op.min_cluster_gaussians)[sound]
 
