@@ -77,3 +77,14 @@ def test_trimmed_box_ignores_a_few_stray_members():
     assert abs(trimmed.size[0, 1] - (0.4 + 0.1)) < 0.05  # evenly spread members: the full extent back
     np.testing.assert_allclose(trimmed.span, full.span)  # the full span is kept for the size filters
     np.testing.assert_allclose(full.span[:, :2], full.size[:, :2])  # untrimmed: the box across the view is the span
+
+
+def test_a_velocity_component_not_measured_leaves_the_mean():
+    pts = np.random.default_rng(2).uniform([0, 0, 2], [0.4, 0.4, 2.1], (40, 3))
+    vel = np.tile([0.5, 0.0, 0.2], (40, 1))
+    vel[:10, 2] = np.nan  # e.g. depth rates clipped at a leading edge
+    c = cluster_stats(pts, vel, np.ones(40), np.zeros(40, np.int64), 1, 0.2)
+    np.testing.assert_allclose(c.velocity[0], [0.5, 0.0, 0.2])
+    vel[:, 2] = np.nan
+    c = cluster_stats(pts, vel, np.ones(40), np.zeros(40, np.int64), 1, 0.2)
+    assert np.isfinite(c.velocity[0, :2]).all() and np.isnan(c.velocity[0, 2])

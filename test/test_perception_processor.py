@@ -165,3 +165,17 @@ def test_noise_floors_are_per_pair_displacement():
     assert proc._floor_scale(SimpleNamespace(paired=True, pair_interval_s=1 / 15)) == pytest.approx(1.0)
     assert proc._floor_scale(SimpleNamespace(paired=True, pair_interval_s=1 / 5)) == 1.0
     assert proc._floor_scale(SimpleNamespace(paired=False, pair_interval_s=None)) == 1.0
+
+
+def test_far_objects_need_fewer_moving_gaussians_but_only_near_ones_found_tracks():
+    p = ObstacleParams()  # min_cluster_gaussians 25 up to min_cluster_depth 3.5 m: 16 at 4.5 m
+    rng = np.random.default_rng(5)
+
+    def blob(n, x, z):
+        return np.column_stack([x + rng.uniform(0, 0.3, n), rng.uniform(0, 0.3, n), np.full(n, z)])
+
+    points = np.concatenate([blob(18, -2.0, 4.5), blob(18, 0.0, 2.0), blob(30, 2.0, 2.0), blob(14, 4.0, 4.5)])
+    velocity = np.tile([0.5, 0.0, 0.0], (len(points), 1))
+    clusters, founding = PerceptionProcessor(p)._objects(points, velocity, np.ones(len(points)))
+    assert np.round(clusters.center[:, [0, 2]]).tolist() == [[-2, 5], [2, 2]]  # box centres pushed back in z
+    assert founding.tolist() == [False, True]

@@ -91,3 +91,12 @@ def test_agreeing_travel_confirms_after_early_hits():
     for j in range(2):
         s = late.update(detections([1.0 + 0.07 * j, 0, 3], [1.0, 0, 0]), DT)
     assert not s.confirmed.any()
+
+
+def test_a_detection_that_may_not_found_a_track_only_keeps_one_going():
+    tracker = MultiObjectTracker(ObstacleParams(), seed=4)
+    small = replace(detections([[0, 0, 4]], [[0, 0, 0]]), founding=np.array([False]))
+    assert tracker.update(small, DT).ids == []  # unmatched and not founding: no track
+    tracker.update(detections([[0, 0, 4]], [[0, 0, 0]]), DT)
+    s = tracker.update(replace(small, center=np.array([[0.05, 0, 4]])), DT)
+    assert len(s.ids) == 1 and s.hits.tolist() == [2] and s.misses.tolist() == [0]  # matched: it counts

@@ -108,7 +108,8 @@ def cluster_stats(points: np.ndarray, velocities: np.ndarray, weights: np.ndarra
     """Boxes of the labelled points. A camera sees an object's front only, so its depth extent is taken as at
     least the smaller of its width and height, and the box reaches back from the visible front by that much.
     With ``trim`` > 0 each axis spans the members' ``trim`` to ``1 - trim`` quantiles, widened by ``1 / (1 - 2 ·
-    trim)`` (the full extent of evenly spread members), so a few stray members do not stretch the box."""
+    trim)`` (the full extent of evenly spread members), so a few stray members do not stretch the box. A velocity
+    component that is NaN (not measured) leaves that member out of that component's mean (NaN where none has it)."""
     sel = labels >= 0
     lab, pts, vel, w = labels[sel], points[sel], velocities[sel], weights[sel]
     order = np.argsort(lab, kind="stable")
@@ -116,7 +117,10 @@ def cluster_stats(points: np.ndarray, velocities: np.ndarray, weights: np.ndarra
     starts = np.searchsorted(lab, np.arange(k))
     count = np.bincount(lab, minlength=k)
     wsum = np.bincount(lab, weights=w, minlength=k)
-    mean_vel = np.stack([np.bincount(lab, weights=w * vel[:, i], minlength=k) for i in range(3)], 1) / wsum[:, None]
+    finite = np.isfinite(vel)
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN where no member has that component
+        mean_vel = np.stack([np.bincount(lab, weights=np.where(finite[:, i], w * vel[:, i], 0.0), minlength=k)
+                             / np.bincount(lab, weights=w * finite[:, i], minlength=k) for i in range(3)], 1)
     if k:
         lo, hi = np.minimum.reduceat(pts, starts, axis=0), np.maximum.reduceat(pts, starts, axis=0)
     else:

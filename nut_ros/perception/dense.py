@@ -12,8 +12,9 @@ Steps (see :mod:`nut_ros.perception.processor` for what each threshold means):
 
 1. :func:`select_rows`: the opaque, finite Gaussians in range and, with a metric depth input, on it;
 2. :func:`find_moving`: the depth rate against the compared frame (:class:`DepthChange`), the thresholds, each
-   Gaussian's velocity over the ground, the cell-averaged score and the moving test; then the moving rows and the
-   map's candidates gathered into one flat tensor for one download (:func:`unpack` reads it on the host), and the
+   Gaussian's velocity over the ground, the cell-averaged score and the moving test; then the moving rows (their
+   depth rate NaN where it was clipped at ``-change_max_speed``: a leading edge's) and the map's candidates
+   gathered into one flat tensor for one download (:func:`unpack` reads it on the host), and the
    frame's points in the fixed frame (what :class:`DepthChange` remembers).
 """
 from __future__ import annotations
@@ -129,12 +130,17 @@ def find_moving(inputs: StageInputs, plan: StagePlan, rows: Rows | None = None) 
             shift = change.shift_velocity(rows.points, grids, plan.k, op.shift_max, op.shift_min_gain)
             residual = torch.cat([torch.where(shift[:, :1].isfinite(), shift, residual[:, :2]), residual[:, 2:]], 1)
         known = depth_rate.isfinite()
+        # a rate clipped at -change_max_speed is a surface now in front of what was seen there (a mover's leading
+        # edge): it marks the edge as moving but is not the mover's own depth rate, so the download leaves it out
+        measured = residual if op.edge_rates_measured else torch.cat(
+            [residual[:, :2], torch.where(depth_rate <= -op.change_max_speed, torch.nan, residual[:, 2])[:, None]], 1)
     else:  # the depth rate is unknown everywhere: nothing is scored as moving
         threshold_z = rows.threshold
         known = torch.zeros_like(rows.valid)
+        measured = residual
     moving = _score(rows.points, residual, known, rows.threshold + sweep, threshold_z, plan) > 1.0
     world = _affine(rows.points, pose)
-    return _gather(rows, moving, residual, inputs.frame[8, 2], plan), world
+    return _gather(rows, moving, measured, inputs.frame[8, 2], plan), world
 
 
 def depth_change(op: ObstacleParams) -> DepthChange:

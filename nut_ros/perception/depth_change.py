@@ -12,7 +12,8 @@ mover's displacement grows with it. Every current Gaussian gets its cell's rate.
 cell is empty in either frame, spans a depth edge in either (farthest/nearest above ``1 + edge_ratio``: parallax
 reveals or hides background there), or moved away faster than ``max_speed`` (background revealed behind a mover:
 the surface seen now is not the one seen before). Rates towards the camera beyond ``max_speed`` (a mover now in
-front of what was seen there) are clipped to ``-max_speed``.
+front of what was seen there) are clipped to ``-max_speed``: they mark the mover's leading edge as moving, but are not
+its own depth rate (the perception stage leaves them out of the velocity it measures for an object).
 
 :meth:`DepthChange.shift_velocity` reads the image-plane motion from the same two frames (after :meth:`rate`):
 the whole-cell shift of the older nearest-depth grid that best matches the current one around each cell (a mover's

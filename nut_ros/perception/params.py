@@ -105,8 +105,25 @@ class ObstacleParams:
     # clipped (walking speed; the generated movers' top speed. Training scenes: no limit / 3.0 / 2.0 / 1.5 m/s:
     # precision 0.771 / 0.854 / 0.856 / 0.866, velocity error 0.23 / 0.23 / 0.22 / 0.19 m/s)
     change_max_speed: float = 1.5
+    # The clipped rates mark a mover's leading edge as moving but are not its own depth rate: an object's depth
+    # rate (what the tracker measures) is the mean of its other members' (-change_max_speed where all are clipped),
+    # unless edge_rates_measured. Counted in it (True), a lateral mover at 4 m in front of the far wall read
+    # approaching at 0.8 m/s and its track stayed unconfirmed (its travel disagreed with that velocity); left out,
+    # training scenes, odometry: precision / recall / velocity error / static 0.906 / 0.606 / 0.179 / 0.988 ->
+    # 0.906 / 0.628 / 0.182 / 0.988; TUM train static frames 0.975 / 0.942 both (odometry / without)
+    edge_rates_measured: bool = False
     voxel: float = 0.2  # clustering grid; moving voxels touching (26-neighbourhood) form one object
-    min_cluster_gaussians: int = 25  # smaller clusters are noise
+    min_cluster_gaussians: int = 25  # smaller clusters are noise ...
+    # ... up to this depth (m, the cluster's median); beyond it the fewest falls as 1/depth² (the object's image
+    # area), but only clusters of min_cluster_gaussians start a track (the fewer keep one going). Far movers were
+    # the largest share of the misses (test/bench/obstacle_diagnose.py, training seeds 0-19, odometry: 154 of 1,262
+    # object-frames below the moving test, 99 of them at 4-5 m: a 0.35 m object there covers ~200 model pixels).
+    # Training scenes, odometry, precision / recall / static 0-obstacle frames; TUM train static frames (278,
+    # odometry / without): off (25 everywhere): 0.904 / 0.595 / 0.988, 0.975 / 0.942; 3.5: 0.906 / 0.606 / 0.988,
+    # 0.975 / 0.942; 3.0: 0.897 / 0.616 / 0.986, 0.975 / 0.932; 4.0: 0.906 / 0.601 / 0.988. With far small
+    # clusters founding tracks too: 3.5: 0.910 / 0.611 / 0.989 but TUM 0.946 (a track started by 16 members at
+    # 4.5 m); 3.0: 0.899 / 0.631 / 0.986, TUM 0.946 / 0.906; 15 everywhere: 0.906 / 0.627 / 0.986, TUM 0.942 / 0.906
+    min_cluster_depth: float = 3.5
     # members farther than this (optical z) from their object's median depth are dropped: the flow of a mover bleeds
     # onto the floor and wall around it, which the voxel grid connects to it, stretching its box (training scenes:
     # no band: precision 0.835, recall 0.473; 0.3 m: 0.846 / 0.510; 0.2 m: 0.866 / 0.511)
@@ -169,8 +186,9 @@ class ObstacleParams:
     def __post_init__(self):
         _check(self, positive=("max_gaussians", "max_range", "floor_interval_s", "ego_samples", "ego_iterations",
                                "score_cell_px", "change_cell_px", "change_edge_ratio", "change_baseline",
-                               "change_max_speed", "voxel", "min_cluster_gaussians", "max_size", "gate", "confirm_hits",
-                               "early_hits", "travel_window", "accel_std", "position_std", "velocity_std"),
+                               "change_max_speed", "voxel", "min_cluster_gaussians", "min_cluster_depth", "max_size",
+                               "gate", "confirm_hits", "early_hits", "travel_window", "accel_std", "position_std",
+                               "velocity_std"),
                non_negative=("depth_tolerance", "depth_margin_px", "flow_error_ratio", "shift_max", "shift_min_gain",
                              "depth_band", "box_trim", "min_width", "depth_rate_weight",
                              "moving_speed", "moving_speed_per_m", "min_travel", "max_misses", "report_misses",

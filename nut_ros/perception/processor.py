@@ -23,7 +23,9 @@ one). Per frame it
    ``flow_error_ratio · |static field_xy|`` for the image plane (flow and odometry stamps err by a share of the
    apparent motion) and that times the surface slope for the depth rate (the older depths, registered with that
    error, read as a depth change ``slope ·`` displacement on a slanted surface);
-4. clusters the moving Gaussians (voxel connected components) into objects, cuts each to its depth layer
+4. clusters the moving Gaussians (voxel connected components) into objects of at least ``min_cluster_gaussians``
+   (fewer beyond ``min_cluster_depth``, as the image area of an object falls, though only full-sized clusters
+   start a track), cuts each to its depth layer
    (``depth_band`` around its median depth: a mover's flow bleeds onto the floor and wall the voxels connect it
    to), keeps those whose members span neither more than ``max_size`` (structure whose flow is wrong) nor less
    than ``min_width`` across the view (slivers along depth edges), boxes each between its members' ``box_trim``
@@ -65,6 +67,13 @@ from nut_ros.pipeline.types import CLOUD_COLUMNS, GaussianCloud, StepResult
 MIN_INLIERS = 0.3  # a fitted camera motion explaining less of the Gaussians' weight is not trusted (frame skipped)
 MAX_MOVING_FRACTION = 0.5  # more Gaussians moving than this: the camera-motion estimate failed (frame skipped)
 MIN_DEPTH_RATE_WEIGHT = 1e-3  # a zero weight: the depth rate is not measured (1000x the image-plane noise)
+
+
+def fewest_members(op: ObstacleParams, depth):
+    """The fewest moving Gaussians a cluster at ``depth`` (its members' median, optical z) needs before its depth
+    band: ``min_cluster_gaussians`` up to ``min_cluster_depth``, beyond it falling as the object's image area
+    (``(min_cluster_depth / depth)²``)."""
+    return op.min_cluster_gaussians * np.minimum(1.0, (op.min_cluster_depth / np.maximum(depth, 1e-6)) ** 2)
 
 
 class PerceptionProcessor:
@@ -140,9 +149,9 @@ class PerceptionProcessor:
         trusted = found is not None and found.moving <= MAX_MOVING_FRACTION * found.valid
         self.frames_skipped += found is not None and not trusted
         if trusted:
-            c = self._objects(*found.movers)
+            c, founding = self._objects(*found.movers)
             det = Detection(c.center @ rot.T + trans, c.velocity @ rot.T, c.size @ np.abs(rot).T, c.weight,
-                            rot @ self._velocity_cov @ rot.T)
+                            rot @ self._velocity_cov @ rot.T, founding)
             self.tracker.update(det, dt if dt else 0.0)
         elif dt:  # no trusted camera motion: the tracks coast without counting a miss, the map waits
             self.tracker.predict(dt)
@@ -229,21 +238,29 @@ class PerceptionProcessor:
             return None
         return unpack(download(packed), inputs.rows.shape[0], self.mp.candidates)
 
-    def _objects(self, points, residual, weights) -> Clusters:
-        """The objects of the moving Gaussians (host arrays): voxel clusters, each cut to its depth layer
-        (``depth_band`` around its median depth: the flow of a mover bleeds onto the floor and wall around it, which
-        the voxels connect to it), then dropped when their members span more than ``max_size`` (structure) or less
-        than ``min_width`` across the view (slivers along depth edges); boxed between the ``box_trim`` quantiles."""
+    def _objects(self, points, residual, weights) -> tuple[Clusters, np.ndarray]:
+        """The objects of the moving Gaussians (host arrays): voxel clusters of at least :func:`fewest_members` at
+        their median depth, each cut to its depth layer (``depth_band`` around that depth: the flow of a mover bleeds
+        onto the floor and wall around it, which the voxels connect to it), then dropped when their members span
+        more than ``max_size`` (structure) or less than ``min_width`` across the view (slivers along depth edges);
+        boxed between the ``box_trim`` quantiles; the depth rate the mean of the members' not clipped at
+        ``-change_max_speed`` (NaN in the download: a leading edge's, see ``change_max_speed``). Also whether each
+        may start a track (``min_cluster_gaussians`` members: the fewer a far object needs only keep one going)."""
         op = self.op
-        labels, k = cluster_points(points, op.voxel, op.min_cluster_gaussians)
+        labels, k = cluster_points(points, op.voxel, int(np.ceil(fewest_members(op, op.max_range))))
         member, labels = np.flatnonzero(labels >= 0), labels[labels >= 0]
-        if op.depth_band > 0 and k:
-            keep = np.abs(points[member, 2] - group_median(points[member, 2], labels, k)[labels]) <= op.depth_band
-            kept, labels = np.unique(labels[keep], return_inverse=True)
-            member, k = member[keep], kept.size
+        count = np.bincount(labels, minlength=k)
+        depth = group_median(points[member, 2], labels, k)
+        keep = (count >= fewest_members(op, depth))[labels]
+        if op.depth_band > 0:
+            keep &= np.abs(points[member, 2] - depth[labels]) <= op.depth_band
+        kept, labels = np.unique(labels[keep], return_inverse=True)
+        member, k = member[keep], kept.size
         c = cluster_stats(points[member], residual[member], weights[member], labels.reshape(-1), k, op.voxel,
                           op.box_trim)
-        return c.select((c.span.max(axis=1) <= op.max_size) & (c.span[:, :2].min(axis=1) >= op.min_width))
+        c.velocity[:, 2] = np.nan_to_num(c.velocity[:, 2], nan=-op.change_max_speed)  # all clipped: leading edges
+        sound = (c.span.max(axis=1) <= op.max_size) & (c.span[:, :2].min(axis=1) >= op.min_width)
+        return c.select(sound), (count[kept] >= op.min_cluster_gaussians)[sound]
 
     def _floor_scale(self, result: StepResult) -> float:
         """``floor_interval_s`` over the pair's interval, at least 1: the noise floors are errors of a pair's

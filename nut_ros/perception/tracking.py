@@ -8,7 +8,9 @@ position and velocity. Association minimises the summed distance between predict
 its detections' measured velocities: noise in the Gaussians' velocities makes clusters on static structure (depth
 edges, grazing walls) look moving, but they stay where they are or wander in directions their velocity does not
 point to. Where the travel agrees more closely (``early_agreement``), ``early_hits`` detections suffice. A track is
-dropped after ``max_misses`` frames without a detection. Ids are random 128-bit UUIDs (version 4), fixed for a track's life.
+dropped after ``max_misses`` frames without a detection. An unmatched detection starts a track unless it is marked
+as not founding (``Detection.founding``: a cluster too small to be trusted alone). Ids are random 128-bit UUIDs
+(version 4), fixed for a track's life.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ class Detection:
     size: np.ndarray  # [K, 3]
     weight: np.ndarray  # [K] summed opacity
     velocity_cov: np.ndarray  # [3, 3] measurement covariance of the velocities (fixed-frame axes)
+    founding: np.ndarray | None = None  # [K] bool: may start a track when unmatched (None: all may)
 
 
 @dataclass
@@ -118,6 +121,8 @@ class MultiObjectTracker:
 
         keep = s.misses <= p.max_misses
         fresh = np.setdiff1d(np.arange(n_d), cols)
+        if det.founding is not None:
+            fresh = fresh[det.founding[fresh]]
         history = np.zeros((fresh.size, p.travel_window, 3))
         history[:, -1] = det.center[fresh]
         init_cov = r

@@ -5,9 +5,10 @@ The processor runs as in obstacle_eval (odometry mode by default); this tool onl
 each frame's moving test and detections). Stages, in order, for an object the reported obstacles do not match:
 
 * ``first frame``: no pair yet (the stream's first frame), so no velocities;
-* ``few Gaussians``: fewer than ``min_cluster_gaussians`` opaque in-range Gaussians lie on the object's surface;
+* ``few Gaussians``: fewer opaque in-range Gaussians lie on the object's surface than a cluster at its depth needs
+  (``fewest_members``: ``min_cluster_gaussians``, fewer beyond ``min_cluster_depth``);
 * ``depth rate unknown``: most of its Gaussians have no depth rate from geometry (the moving test skips them);
-* ``below moving test``: fewer than ``min_cluster_gaussians`` of them pass the moving test;
+* ``below moving test``: fewer than that pass the moving test;
 * ``cluster dropped``: they pass, but no detection survives the clustering's filters near the object (too small
   after the depth band, merged with structure into a box over ``max_size``, a sliver under ``min_width``);
 * ``detection box off``: a detection holds the object's moving Gaussians but fails the match criterion (box cut or
@@ -35,8 +36,9 @@ from obstacle_common import SceneRunner, gaussian_truth  # noqa: E402
 from obstacle_eval import MATCH_DIST, MATCH_IOU, MODES, counted_truth, iou_3d  # noqa: E402
 from obstacle_tune import param_overrides, seed_range  # noqa: E402
 
-from nut_ros.perception import PerceptionProcessor  # noqa: E402
+from nut_ros.perception import PerceptionProcessor, dense  # noqa: E402
 from nut_ros.perception.clustering import cluster_points  # noqa: E402
+from nut_ros.perception.processor import fewest_members  # noqa: E402
 from nut_ros.train.object_scenes import VALIDATION_SEED0  # noqa: E402
 
 STAGES = ("matched", "first frame", "few Gaussians", "depth rate unknown", "below moving test", "cluster dropped",
@@ -45,23 +47,29 @@ STAGES = ("matched", "first frame", "few Gaussians", "depth rate unknown", "belo
 
 class WatchedProcessor(PerceptionProcessor):
     """The processor, keeping what its moving test and clustering produced in the last frame (host copies of the
-    stage's rows: those it did not select have NaN points, an unknown depth rate and score 0)."""
+    stage's rows: those it did not select have NaN points, an unknown depth rate and score 0). The moving test is
+    watched through ``dense._score`` (CPU: the dense stage runs as called, not as a CUDA graph)."""
 
     def update(self, result, camera_pose=None):
         self.seen = {"points": None, "score": None, "clusters": None, "known": None}
-        return super().update(result, camera_pose)
+        score_fn = dense._score
 
-    def _score(self, points, residual, depth_rate, threshold_xy, threshold_z, intrinsics):
-        score = super()._score(points, residual, depth_rate, threshold_xy, threshold_z, intrinsics)
-        host = lambda t: t.cpu().numpy()  # noqa: E731
-        self.seen.update(points=host(points), score=host(score), known=host(depth_rate.isfinite()),
-                         residual=host(residual))
-        return score
+        def watched(points, residual, known, threshold_xy, threshold_z, plan):
+            score = score_fn(points, residual, known, threshold_xy, threshold_z, plan)
+            host = lambda t: t.cpu().numpy()  # noqa: E731
+            self.seen.update(points=host(points), score=host(score), known=host(known), residual=host(residual))
+            return score
+
+        dense._score = watched
+        try:
+            return super().update(result, camera_pose)
+        finally:
+            dense._score = score_fn
 
     def _objects(self, points, residual, weights):
-        c = super()._objects(points, residual, weights)
+        c, founding = super()._objects(points, residual, weights)
         self.seen["clusters"] = c
-        return c
+        return c, founding
 
 
 def matches(center, size, truth) -> bool:
@@ -77,12 +85,12 @@ def dropped_why(proc: WatchedProcessor, on: np.ndarray) -> str:
     mine = labels[on[moving]]
     comp = np.bincount(mine).argmax()
     member = labels == comp
-    if member.sum() < p.min_cluster_gaussians:
-        return "too few"
     z = pts[member, 2]
+    if member.sum() < fewest_members(p, np.median(z)):
+        return "too few"
     band = np.abs(z - np.median(z)) <= p.depth_band if p.depth_band > 0 else np.ones(z.size, bool)
-    if band.sum() < p.min_cluster_gaussians:
-        return "too few in band"
+    if band.sum() < 1:
+        return "none in band"
     kept = pts[member][band]
     size = kept.max(0) - kept.min(0) + p.voxel / 2
     purity = np.mean(on[moving][member])
@@ -104,12 +112,13 @@ def diagnose(proc: WatchedProcessor, frame, prev, res, out, truth, extra: dict) 
     ids, _, _ = gaussian_truth(frame, prev, seen["points"], res.pair_interval_s)
     on = ids == o.oid
     extra["gaussians"].append(int(on.sum()))
-    if on.sum() < p.min_cluster_gaussians:
+    fewest = fewest_members(p, truth[1][2])
+    if on.sum() < fewest:
         return "few Gaussians"
     extra["moving_fraction"].append(float(np.mean(seen["score"][on] > 1)))
     if np.mean(seen["known"][on]) < 0.5:
         return "depth rate unknown"
-    if np.sum(seen["score"][on] > 1) < p.min_cluster_gaussians:
+    if np.sum(seen["score"][on] > 1) < fewest:
         return "below moving test"
     c = seen["clusters"]
     rot, trans = proc._pose[:3, :3], proc._pose[:3, 3]

@@ -43,12 +43,13 @@ def seed_range(text: str) -> list[int]:
 
 
 def param_overrides(items: list[str]) -> ObstacleParams:
-    """ObstacleParams with ``FIELD=VALUE`` overrides (values parsed as the default's type)."""
+    """ObstacleParams with ``FIELD=VALUE`` overrides (values parsed as the default's type; booleans: true / 1)."""
     base = ObstacleParams()
     values = {}
     for item in items:
         name, _, value = item.partition("=")
-        values[name] = type(getattr(base, name))(value)
+        kind = type(getattr(base, name))
+        values[name] = value.lower() in ("1", "true") if kind is bool else kind(value)
     return replace(base, **values)
 
 
@@ -166,11 +167,14 @@ ABLATIONS = {  # one change at a time against the settings
         moving_speed=0.3, moving_speed_per_m=0.08, score_cell_px=1, change_baseline=1, change_max_speed=np.inf,
         depth_band=0.0, confirm_hits=5, min_travel=0.2, max_misses=4, report_misses=1, velocity_std=0.3,
         min_agreement=-1.0, min_width=0.25, shift_max=0, depth_tolerance=0.0, flow_error_ratio=0.0, box_trim=0.0,
-        early_hits=5),
+        early_hits=5, min_cluster_depth=np.inf, edge_rates_measured=True),
     "before the real-footage noise model (0.04/m, no flow_error_ratio, no input-depth filter)": dict(
         moving_speed_per_m=0.04, flow_error_ratio=0.0, depth_tolerance=0.0),
     "before the trimmed boxes and early confirmation (min-max boxes, 3 hits, shift gain 0.065)": dict(
         box_trim=0.0, early_hits=3, shift_min_gain=0.065),
+    "min_cluster_depth inf (min_cluster_gaussians at every depth)": dict(min_cluster_depth=np.inf),
+    "min_cluster_depth 3.0": dict(min_cluster_depth=3.0),
+    "edge_rates_measured (clipped depth rates in the objects' velocities)": dict(edge_rates_measured=True),
     "box_trim 0 (min-max boxes)": dict(box_trim=0.0),
     "early_hits 3 (off)": dict(early_hits=3),
     "early_agreement 0.7": dict(early_agreement=0.7),
