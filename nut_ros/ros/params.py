@@ -168,6 +168,10 @@ class NodeParams:
                                    "moving voxels form one obstacle.", lo=0.001, hi=10.0)
     obstacle_min_cluster: int = _param(ObstacleParams.min_cluster_gaussians, "Fewest moving Gaussians of an "
                                        "obstacle (smaller clusters are noise).", lo=1, hi=1_000_000)
+    obstacle_min_cluster_depth: float = _param(ObstacleParams.min_cluster_depth, "... up to this depth (m); beyond "
+                                               "it the fewest falls as 1/depth^2 (a far object covers fewer "
+                                               "pixels), but only full-sized clusters start a track.",
+                                               lo=0.001, hi=1000.0)
     obstacle_min_width: float = _param(ObstacleParams.min_width, "Narrowest obstacle across the view (m); "
                                        "narrower clusters are slivers along depth edges.", lo=0.0, hi=100.0)
     obstacle_max_size: float = _param(ObstacleParams.max_size, "Largest obstacle extent (m); larger clusters are "
@@ -247,7 +251,8 @@ class NodeParams:
                                floor_interval_s=self.obstacle_floor_interval_s,
                                depth_tolerance=self.obstacle_depth_tolerance,
                                depth_margin_px=self.obstacle_depth_margin_px, voxel=self.obstacle_voxel,
-                               min_cluster_gaussians=self.obstacle_min_cluster, min_width=self.obstacle_min_width,
+                               min_cluster_gaussians=self.obstacle_min_cluster,
+                               min_cluster_depth=self.obstacle_min_cluster_depth, min_width=self.obstacle_min_width,
                                max_size=self.obstacle_max_size, max_range=self.obstacle_max_range,
                                confirm_hits=self.obstacle_confirm_hits, max_misses=self.obstacle_max_misses,
                                gate=self.obstacle_gate, min_travel=self.obstacle_min_travel,
