@@ -253,3 +253,17 @@ def test_odometry_depth_calibrates_a_wrong_focal_length():
         errors[calibrate] = (depth_errors(1 / out.inv_depth, depth)["abs_rel"], out.focal_scale)
     assert errors[False][1] == 1.0 and errors[False][0] > 0.1, errors
     assert abs(errors[True][1] * 1.15 - 1) < 0.02 and errors[True][0] < 0.04, errors
+
+
+def test_tracks_of_the_strongest_corners_are_the_first_rows_of_all():
+    """Every corner is tracked on its own (the reference search with odometry tracks only the strongest corners and
+    reuses all corners' tracks where they are made)."""
+    from nut_ros.geometry.two_view import corners, track
+    cur, ref = (cv2.cvtColor(render(T)[0], cv2.COLOR_RGB2GRAY) for T in (SIDEWAYS[3], SIDEWAYS[1]))
+    p0 = corners(cur, 300, max(cur.shape) / 40)
+    n = len(p0) // 3
+    p1, ok = track(cur, ref, p0)
+    p1_few, ok_few = track(cur, ref, p0[:n])
+    assert n >= 30 and ok_few.sum() >= 20
+    np.testing.assert_array_equal(ok_few, ok[:n])
+    np.testing.assert_array_equal(p1_few[ok_few], p1[:n][ok[:n]])

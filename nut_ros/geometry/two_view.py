@@ -67,14 +67,22 @@ def track_points(cur: np.ndarray, ref: np.ndarray, p0: np.ndarray, fb_max_px: fl
     """Points ``p0 [N, 1, 2]`` (:func:`corners` of grey ``cur``) tracked into grey ``ref`` by pyramidal Lucas-Kanade
     (settings ``lk``), kept where tracking back into ``cur`` returns within ``fb_max_px``: ``(p_cur [M, 2],
     p_ref [M, 2])`` float64 pixels."""
+    p1, ok = track(cur, ref, p0, fb_max_px, lk)
+    return p0[ok, 0].astype(np.float64), p1[ok, 0].astype(np.float64)
+
+
+def track(cur: np.ndarray, ref: np.ndarray, p0: np.ndarray, fb_max_px: float = 1.0,
+          lk: dict = LK) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`track_points` per point: ``(p1 [N, 1, 2] float32, ok [N] bool)``. Every point is tracked on its own:
+    tracking the first ``n`` of ``p0`` gives the first ``n`` rows."""
     if len(p0) == 0:
-        return np.zeros((0, 2)), np.zeros((0, 2))
+        return np.zeros((0, 1, 2), np.float32), np.zeros(0, bool)
     p1, status, _ = cv2.calcOpticalFlowPyrLK(cur, ref, p0, None, **lk)
     ok = status[:, 0] == 1
     if ok.any():  # back only where found: the points are independent, and a lost one costs the most iterations
         back, status, _ = cv2.calcOpticalFlowPyrLK(ref, cur, p1[ok], None, **lk)
         ok[ok] = (status[:, 0] == 1) & (np.linalg.norm((back - p0[ok])[:, 0], axis=1) < fb_max_px)
-    return p0[ok, 0].astype(np.float64), p1[ok, 0].astype(np.float64)
+    return p1, ok
 
 
 def rotation_homography(R: np.ndarray, K: np.ndarray) -> np.ndarray:
