@@ -25,13 +25,13 @@ from nut_ros.train.texture_pack import PACK_DIR, load_texture_bank
 SEED = 7_000_003  # generated evaluation pairs: far from the training stream (seed 0) and its validation seeds
 
 
-def _learned(model, rgb0: torch.Tensor, rgb1: torch.Tensor, amp: bool) -> torch.Tensor:
+def _learned(model, rgb0: torch.Tensor, rgb1: torch.Tensor, amp: bool, iters: int | None = None) -> torch.Tensor:
     h, w = rgb0.shape[-2:]
     zeros = rgb0.new_zeros(rgb0.shape[0], model.config.depth_channels, h, w)
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else torch.autocast("cpu", enabled=False)
     with ctx:
         f0, f1 = model.encode(rgb0, zeros).motion, model.encode(rgb1, zeros).motion
-        return model.motion_head.flows(torch.cat([f0, f1]), torch.cat([f1, f0]))[-1].float()
+        return model.motion_head.flows(torch.cat([f0, f1]), torch.cat([f1, f0]), iters)[-1].float()
 
 
 def _classical(prior: FlowPrior, rgb0: torch.Tensor, rgb1: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -86,6 +86,12 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=64, help="generated pairs")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--iters", type=int, nargs="+", default=None,
+                    help="refinement steps of the learned head to score (default: the model's motion_iters); "
+                         "several give one row each, learned_<n>")
+    ap.add_argument("--seed", type=int, default=SEED,
+                    help="first seed of the generated pairs (the default is the acceptance set; choose settings "
+                         "on another, e.g. 1000)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_grad_enabled(False)
@@ -96,18 +102,22 @@ def main() -> int:
     cfg = model.config
     amp = device.type == "cuda"
     grid = cfg.gaussian_grid
-    methods = {"learned": lambda a, b: _learned(model, a, b, amp)}
+    if args.iters is None:
+        methods = {"learned": lambda a, b: _learned(model, a, b, amp)}
+    else:
+        methods = {f"learned_{n}": (lambda n: lambda a, b: _learned(model, a, b, amp, n))(n) for n in args.iters}
     presets = ["fast", "medium"] + (["sparse_to_dense"] if sparse_to_dense_available() else [])
     for preset in presets:
         prior = FlowPrior(cfg.image_size, grid, preset, max_width=cfg.image_size[1])
         methods[preset if preset in DIS_PRESETS else "s2d"] = (lambda p: lambda a, b: _classical(p, a, b, grid))(prior)
     h, w = cfg.image_size
-    scenes = SceneGenerator(SceneConfig(h, w, frames=2), load_texture_bank(PACK_DIR, device), seed=SEED)
-    clips = [scenes.sample(args.batch, seed=SEED + i) for i in range(max(1, args.pairs // args.batch))]
+    scenes = SceneGenerator(SceneConfig(h, w, frames=2), load_texture_bank(PACK_DIR, device), seed=args.seed)
+    clips = [scenes.sample(args.batch, seed=args.seed + i) for i in range(max(1, args.pairs // args.batch))]
     gen = [generated_pairs(c, grid) for c in clips]
     moving = [torch.nn.functional.adaptive_max_pool2d(torch.cat([c.moving[:, 0], c.moving[:, -1]]), grid)
               for c in clips]
-    report = {"model": args.model, "weights": args.weights, "device": str(device), "pairs": len(gen) * args.batch,
+    report = {"model": args.model, "weights": args.weights, "device": str(device), "seed": args.seed,
+              "pairs": len(gen) * args.batch,
               "generated": evaluate(model, gen, methods, grid, amp, moving)}
     if args.rgbd:
         real = RGBDPairs(args.rgbd, cfg.image_size, grid, device, split="val")

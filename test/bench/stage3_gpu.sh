@@ -5,6 +5,8 @@
 #                                                          both (e.g. --motion-only --lr 3e-4 --batch 32)
 #   test/bench/stage3_gpu.sh wait                     block until both runs have exited, print their last records
 #   test/bench/stage3_gpu.sh export OUT               fp16 weights + logs of both runs into OUT (small's split in 15 MB parts)
+#   test/bench/stage3_gpu.sh heads OUT RGBD_NPZ       after --motion-only runs: the motion heads alone (fp16, a few MB),
+#                                                     logs, and motion_eval of each model's trained weights into OUT
 set -euo pipefail
 RUNS=/tmp/stage3
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
@@ -32,4 +34,15 @@ case "$1" in
       cp $RUNS/$model/log.jsonl "$2/${model}_s3.jsonl"
     done
     split -b 15M "$2/small.safetensors" "$2/small.safetensors.part" && rm "$2/small.safetensors" ;;
+  heads)
+    mkdir -p "$2"
+    for model in tiny small; do
+      python3 -m nut_ros.train.cli export $RUNS/$model $RUNS/$model.safetensors
+      python3 -c "import sys; from safetensors.torch import load_file, save_file
+t = load_file(sys.argv[1]); save_file({k: v for k, v in t.items() if k.startswith('motion_head.')}, sys.argv[2])" \
+        $RUNS/$model.safetensors "$2/${model}_motion_head.safetensors"
+      cp $RUNS/$model/log.jsonl "$2/${model}_s3_motion.jsonl"
+      timeout 300 python3 test/bench/motion_eval.py --model $model --weights $RUNS/$model.safetensors --rgbd "$3" \
+        --device cuda --out "$2/motion_eval_$model.json" > /dev/null || true
+    done ;;
 esac
