@@ -197,6 +197,23 @@ def test_gaussians_only_mode_renders_nothing(backend):
     assert pipe.render([0.5])[0].rgb.shape == (48, 96, 3)  # the live map still renders on request
 
 
+@pytest.mark.parametrize("threads, device, expected", [(0, "cpu", 3), (2, "cpu", 2),
+                                                       pytest.param(0, "cuda", 1, marks=pytest.mark.gpu)])
+def test_opencv_threads_auto_is_one_thread_beside_a_gpu_and_opencvs_default_on_a_cpu(model, threads, device,
+                                                                                       expected):
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(3)  # stands for OpenCV's default, which auto leaves alone on a CPU
+    try:
+        StreamingPipeline(TorchBackend(copy.deepcopy(model), device=device), PipelineConfig(opencv_threads=threads))
+        assert cv2.getNumThreads() == expected
+    finally:
+        cv2.setNumThreads(before)
+    with pytest.raises(ValueError, match="opencv_threads"):
+        StreamingPipeline(TorchBackend(copy.deepcopy(model)), PipelineConfig(opencv_threads=-1))
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("bf16", [False, True])
 def test_cuda_backend_matches_flags_and_stays_finite(model, bf16):

@@ -91,6 +91,10 @@ class StreamingPipeline:
         # where the model inputs are prepared: the torch backend's device (on a GPU host small CPU tensor operations
         # pay the thread pool's wake-up each; on the GPU they are queued), the host for exported backends
         self._prep_device = torch.device(backend.device if backend.name == "torch" else "cpu")
+        if config.opencv_threads < 0:
+            raise ValueError(f"opencv_threads must be >= 0 (0: auto), not {config.opencv_threads}")
+        if config.opencv_threads or not _on_cpu(backend):
+            cv2.setNumThreads(config.opencv_threads or 1)
         self.stats = StreamStats()
         self._prev: _Encoded | None = None
         self._live: _LiveMap | None = None

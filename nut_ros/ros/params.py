@@ -123,6 +123,10 @@ class NodeParams:
                                      "off.", choices=DEPTH_FROM_MOTION)
     motion_depth_width: int = _param(256, "Depth from motion runs on the image shrunk to at most this wide.",
                                      lo=32, hi=4096)
+    opencv_threads: int = _param(0, "OpenCV's threads (process-wide) for depth from motion and classical flow; 0: "
+                                 "auto (one when the network runs on a GPU, where a thread pool per small call "
+                                 "cost more than it saved, docs/BENCHMARKS.md; OpenCV's default on a CPU).",
+                                 lo=0, hi=256)
     network_depth: bool = _param(False, "Publish the rendered depth of frames without any depth input (no depth "
                                  "image, no depth from motion yet): the network's guess from RGB alone, worse than "
                                  "a constant depth on real footage (docs/EVALUATION.md); false: NaN there.")

@@ -85,9 +85,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--depth-from-motion", default=PipelineConfig.depth_from_motion, choices=DEPTH_FROM_MOTION)
     ap.add_argument("--profile", default=None, help="after timing, write a torch.profiler table of 10 more frames here")
     ap.add_argument("--cprofile", default=None, help="after timing, write the host's cProfile of 20 more frames here")
-    ap.add_argument("--cv-threads", type=int, default=None,
-                    help="cv2.setNumThreads for this run (OpenCV's default: one per core; depth from motion's "
-                         "tracking runs in OpenCV)")
+    ap.add_argument("--cv-threads", type=int, default=PipelineConfig.opencv_threads,
+                    help="PipelineConfig.opencv_threads (0: auto, one thread when the network runs on a GPU; "
+                         "depth from motion's tracking runs in OpenCV)")
     ap.add_argument("--warmup", type=int, default=5, help="frames not counted")
     ap.add_argument("--warm-up-first", action="store_true",
                     help="call StreamingPipeline.warm_up() first, as the lifecycle node does at configure (its "
@@ -95,8 +95,6 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     if args.cuda_graphs is None:
         args.cuda_graphs = args.device.startswith("cuda") and not (args.compile and args.compile_mode != "default")
-    if args.cv_threads is not None:
-        cv2.setNumThreads(args.cv_threads)
     model = load_torch_model(args.model, args.checkpoint)
     frames = clip_frames()
     frames = [Frame(f.rgb, (k * len(frames) + i) * FRAME_NS) for k in range(args.repeat)
@@ -105,8 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
               "compile": args.compile and args.compile_mode, "cuda_graphs": args.cuda_graphs,
               "flow_preset": args.flow_preset, "flow_max_width": args.flow_max_width, "flow_check": args.flow_check,
               "render_times": args.render_times, "interp_window": args.interp_window,
-              "interp_samples": args.interp_samples, "depth_from_motion": args.depth_from_motion,
-              "cv_threads": cv2.getNumThreads()}
+              "interp_samples": args.interp_samples, "depth_from_motion": args.depth_from_motion}
     if args.device.startswith("cuda"):
         report["gpu"] = torch.cuda.get_device_name()
     if args.compile and args.compile_check:
@@ -119,8 +116,10 @@ def main(argv: list[str] | None = None) -> dict:
                                                      flow_check=args.flow_check, interp_window=args.interp_window,
                                                      interp_samples=args.interp_samples,
                                                      stage_sync=args.stage_sync,
-                                                     depth_from_motion=args.depth_from_motion))
+                                                     depth_from_motion=args.depth_from_motion,
+                                                     opencv_threads=args.cv_threads))
     report["motion_prior"], report["flow"] = pipe.motion_prior, pipe.flow_settings
+    report["cv_threads"] = cv2.getNumThreads()
     if args.warm_up_first:
         report["warm_up_s"] = round(pipe.warm_up(), 2)
     for f in frames[:args.warmup]:
