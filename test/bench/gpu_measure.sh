@@ -20,6 +20,10 @@
 #                                              not, small compiled; the compile GPU tests; tiny compiled with one
 #                                              OpenCV thread
 #   test/bench/gpu_measure.sh perception       perception_cost of tiny and small (obstacles + map on the GPU host)
+#   test/bench/gpu_measure.sh release DATA     one call for a release's numbers: the perception and pipeline GPU
+#                                              tests, perception_cost of small, bench_pipeline as the node runs on
+#                                              CUDA (tiny compiled with auto and with 16 OpenCV threads, tiny, small
+#                                              compiled), then the small clip runs (DATA as for clips)
 set -euo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 bench() { timeout "$1" python3 test/bench/bench_pipeline.py --device cuda --bf16 --repeat 3 "${@:2}"; }
@@ -73,6 +77,18 @@ case "$1" in
     done
     timeout 200 python3 -m pytest -q -m gpu test/test_compile_gpu.py > "$OUT/pytest_compile.txt" 2>&1 || true
     bench 100 --model tiny --compile --no-compile-check --cv-threads 1 > "$OUT/frame_tinycompilecv1.json" || true ;;
+  release)
+    timeout 150 python3 -m pytest -q -m gpu test/test_perception_device.py test/test_pipeline_stream.py \
+      > "$OUT/pytest_release.txt" 2>&1 || true
+    timeout 120 python3 test/bench/perception_cost.py --model small --device cuda --scenes 3 \
+      > "$OUT/perception_small.txt" 2>&1 || true
+    for run in "tiny --compile --no-compile-check" "tiny --compile --no-compile-check --cv-threads 16" "tiny" \
+               "small --compile --no-compile-check"; do
+      name=$(echo "$run" | tr -d ' -' | sed 's/nocompilecheck//')
+      bench 110 --model $run > "$OUT/frame_$name.json" || true
+    done
+    timeout 200 python3 test/bench/eval_direct.py run --shared "$2" --model small --device cuda \
+      --runs cups dog blocks coffee juggle apple --out "$OUT/small_clips.json" > /dev/null 2>&1 || true ;;
   perception)
     for model in tiny small; do
       timeout 200 python3 test/bench/perception_cost.py --model $model --device cuda --scenes 3 \
