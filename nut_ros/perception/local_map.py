@@ -176,10 +176,13 @@ class LocalMap:
         return added
 
     def _storage(self, device: torch.device) -> None:
-        """Allocate the table on ``device`` (first insertion), or move the map there."""
+        """Allocate the empty map on ``device`` (first insertion), or move the map there."""
         if self._table is None:
             self._table = torch.zeros((self.capacity + 1, int(_EDGES[-1])), dtype=torch.float32, device=device)
-        elif self._table.device == device:
+            self._count, self._dropped = (torch.zeros((), dtype=torch.int64, device=device) for _ in range(2))
+            self._main = self._tail = self._empty()
+            return
+        if self._table.device == device:
             return
         self._table = self._table.to(device)
         self._count, self._dropped = self._count.to(device), self._dropped.to(device)
