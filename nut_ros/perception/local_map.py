@@ -10,21 +10,23 @@ it runs.
 The map is torch tensors on the device of the Gaussians it is offered (CUDA when the pipeline runs there, else the
 CPU), so a frame's Gaussians never leave that device, and an insertion waits for nothing: its count and sizes stay
 on the device, every tensor it makes has a size the host knows (the frame's candidates, or an upper bound of the
-map's), and rows are selected by ranks (:func:`~nut_ros.perception.tensors.pick`), never by a boolean mask. What the
-host needs to size its work (how many Gaussians, how many index entries) it learns from a small copy queued after
-each insertion and read at the next one if it has arrived (on the CPU at once), else it goes on with upper bounds
-(what was known plus the candidates offered since); a bound only makes an insertion do more work, never changes
-the map. Reading :attr:`LocalMap.count`, :meth:`LocalMap.field` or :meth:`LocalMap.snapshot` (the publisher's lower
-rate) waits for the device.
+map's), and rows are selected by ranks (:func:`~nut_ros.perception.tensors.pick`), never by a boolean mask. The
+sizes the host needs to size that work (the Gaussians added, the index's entries) it reads at once on the CPU
+(reading a CPU tensor waits for nothing); on a GPU it learns them from a small copy queued after each insertion and
+read at the next one if it has arrived, else it goes on with upper bounds (what was known plus the candidates
+offered since). A bound only makes an insertion do more work, never changes the map. Reading
+:attr:`LocalMap.count`, :attr:`LocalMap.dropped`, :meth:`LocalMap.field` or :meth:`LocalMap.snapshot` (the
+publisher's lower rate) waits for the device.
 
 Storage: one float32 table of 15 columns, ``budget + candidates`` rows allocated at the first insertion plus a
 scratch row that takes the writes of rows not stored; rows in the order they were added (a new Gaussian is
 appended at the count); and an index from voxel key to row: a sorted main part and a small sorted tail that takes
-the new keys (both padded with :data:`EMPTY` keys up to the host's bound), the tail merged into the main part once
-it holds more than ``TAIL_FRACTION`` of it. A frame's occupancy test is two binary searches and its insertion
-touches the tail only, so it costs the same in a full map as in an empty one; a tail merge or a prune (rare, and
-while the host only has a bound that says the map may be over its budget, a prune that keeps everything) costs a
-pass over the map. Memory: 60 bytes of table per row and 12 of index per Gaussian (plus its padding on a GPU).
+the new keys (on a GPU both padded with :data:`EMPTY` keys up to the host's bound), the tail merged into the main
+part once it holds more than ``TAIL_FRACTION`` of it. A frame's occupancy test is two binary searches and its
+insertion touches the tail only, so it costs the same in a full map as in an empty one; a tail merge or a prune
+costs a pass over the map (rare on the CPU; on a GPU a tail merge every few frames, and a prune, which keeps
+everything where the map is not over its budget, whenever the bound says it may be). Memory: 60 bytes of table
+per row and 12 of index per Gaussian (plus the padding on a GPU).
 """
 from __future__ import annotations
 
@@ -81,8 +83,9 @@ class LocalMap:
         self._table: torch.Tensor | None = None  # [capacity + 1, 15]: rows [0, count) in use, the last one scratch
         self._count = self._dropped = torch.zeros((), dtype=torch.int64)  # on the table's device
         self._main = self._tail = _index(torch.device("cpu"))  # (sorted keys, their rows), EMPTY-padded
-        self._sizes: torch.Tensor | None = None  # [count, tail entries] after the last insertion (host copy) ...
-        self._sizes_ready: torch.cuda.Event | None = None  # ... complete when this has (None: at once)
+        # on a GPU: [count, tail entries] after the last insertion (pinned host copy), valid once the event has run
+        self._sizes: torch.Tensor | None = None
+        self._sizes_ready: torch.cuda.Event | None = None
 
     @property
     def capacity(self) -> int:
@@ -152,7 +155,7 @@ class LocalMap:
         offered = torch.cat([positions.float(), colors.float(), scales.float(), opacities.float()[:, None]],
                             1).index_select(0, order)
         merged = self._table.index_select(0, row)  # running mean of position and colour, one more hit
-        merged[:, _MERGED].mul_(1 - self.p.merge_rate).add_(offered[:, _MERGED], alpha=self.p.merge_rate)
+        merged[:, _MERGED].mul_(1 - self.p.merge_rate).add_(offered[:, _MERGED] * self.p.merge_rate)
         merged[:, _COLUMNS["hits"]] += 1
         self._table.index_copy_(0, torch.where(found, row, pad), merged)
         at = torch.where(new, self._count + rank, pad)
@@ -229,10 +232,11 @@ class LocalMap:
         pad, target = self.capacity, int(self.p.low_water * self.p.budget)
         row = torch.arange(pad, device=self._table.device)
         alive = row < self._count
-        d2 = ((self._table[:pad, _COLUMNS["positions"]] - camera_position) ** 2).sum(1)
-        nearest = torch.topk(torch.where(alive, d2, torch.inf), target, largest=False, sorted=False).indices
-        keep = torch.zeros_like(alive).index_fill_(0, nearest, True) & alive
-        keep = torch.where(self._count > self.p.budget, keep, alive)
+        d = self._table[:pad, _COLUMNS["positions"]] - camera_position
+        d2 = d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2]  # in this order on every device
+        # the rows past the count (infinitely far) and the farthest Gaussians: all but the target nearest
+        farthest = torch.topk(torch.where(alive, d2, torch.inf), pad - target, sorted=False).indices
+        keep = torch.where(self._count > self.p.budget, alive.clone().index_fill_(0, farthest, False), alive)
         kept = keep.sum()
         self._dropped = self._dropped + self._count - kept
         self._table[:pad] = self._table.index_select(0, pick(keep, row))  # past the kept ones: the scratch row
@@ -247,8 +251,10 @@ class LocalMap:
         self._tail = self._empty()
 
     def _rows(self) -> np.ndarray:
-        return download(self._table[:self.count]) if self._table is not None else np.zeros((0, int(_EDGES[-1])),
-                                                                                              np.float32)
+        """The table's rows in use, on the host."""
+        if self._table is None:
+            return np.zeros((0, int(_EDGES[-1])), np.float32)
+        return download(self._table[:self.count])
 
     def snapshot(self) -> GaussianCloud:
         """The map as a static GaussianCloud in the fixed frame (host copies: safe to publish from another
