@@ -239,15 +239,12 @@ class LocalMap:
         keep = torch.where(self._count > self.p.budget, alive.clone().index_fill_(0, farthest, False), alive)
         kept = keep.sum()
         self._dropped = self._dropped + self._count - kept
-        self._table[:pad] = self._table.index_select(0, pick(keep, row))  # past the kept ones: the scratch row
+        moved = torch.where(keep, torch.cumsum(keep, 0) - 1, pad)  # old row -> new row (the scratch row: dropped)
+        self._table.index_copy_(0, moved, self._table[:pad].clone())
         self._count = kept
-        moved = torch.cat([torch.cumsum(keep, 0) - 1, row.new_full((1,), pad)])  # old row -> new row
         keys, rows = _merged(self._main, self._tail, min(self._main[0].shape[0] + self._tail[0].shape[0], pad))
-        stored = (keys != EMPTY) & keep[rows.clamp_max(pad - 1)]
-        at = pick(stored, torch.arange(self._known(kept, keys.shape[0]), device=keys.device))
-        stored = at < keys.shape[0]
-        at = at.clamp_max(keys.shape[0] - 1)
-        self._main = (torch.where(stored, keys[at], EMPTY), torch.where(stored, moved[rows[at].long()], pad).int())
+        rows = rows.long().clamp_max(pad - 1)  # (an EMPTY entry's row: not stored either way)
+        self._main = _compacted(keys, moved[rows], (keys != EMPTY) & keep[rows], self._known(kept, keys.shape[0]))
         self._tail = self._empty()
 
     def _rows(self) -> np.ndarray:
@@ -282,3 +279,13 @@ def _merged(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.T
     keys.index_copy_(0, at_a, ka).index_copy_(0, at_b, kb)
     rows.index_copy_(0, at_a, ra.int()).index_copy_(0, at_b, rb.int())
     return keys[:size], rows[:size]
+
+
+def _compacted(keys: torch.Tensor, rows: torch.Tensor, stored: torch.Tensor, size: int) -> tuple[torch.Tensor,
+                                                                                                   torch.Tensor]:
+    """The entries of a sorted index part where ``stored``, in order, as one of ``size`` entries (at least as many
+    as are stored; the rest EMPTY padding)."""
+    at = torch.where(stored, torch.cumsum(stored, 0) - 1, size)  # the unstored ones to one slot past the end
+    out_keys = torch.full((size + 1,), EMPTY, dtype=torch.int64, device=keys.device).index_copy_(0, at, keys)
+    out_rows = torch.zeros(size + 1, dtype=torch.int32, device=keys.device).index_copy_(0, at, rows.int())
+    return out_keys[:size], out_rows[:size]
