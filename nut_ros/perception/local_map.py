@@ -181,7 +181,9 @@ class LocalMap:
     def _storage(self, device: torch.device) -> None:
         """Allocate the empty map on ``device`` (first insertion), or move the map there."""
         if self._table is None:
-            self._table = torch.zeros((self.capacity + 1, int(_EDGES[-1])), dtype=torch.float32, device=device)
+            # not cleared: rows are read only below the count (on the CPU a page is mapped when first written)
+            self._table = torch.empty((self.capacity + 1, int(_EDGES[-1])), dtype=torch.float32, device=device)
+            self._table[-1] = 0  # the scratch row: read (its values unused) by every insertion
             self._count, self._dropped = (torch.zeros((), dtype=torch.int64, device=device) for _ in range(2))
             self._main = self._tail = self._empty()
             return
@@ -223,7 +225,7 @@ class LocalMap:
         for sorted_keys, rows in (self._main, self._tail):
             if sorted_keys.shape[0]:
                 idx = torch.searchsorted(sorted_keys, keys).clamp_max(sorted_keys.shape[0] - 1)
-                row = torch.where(sorted_keys[idx] == keys, rows[idx].long(), row)
+                row = torch.where(sorted_keys[idx] == keys, rows[idx], row)
         return row
 
     def _prune(self, camera_position: torch.Tensor) -> None:
@@ -270,10 +272,15 @@ def _index(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
 def _merged(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor],
             size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Two sorted (keys, rows) index parts with no stored key in common, as one of its first ``size`` entries
-    (``size`` at least the stored keys of both: the rest is EMPTY padding)."""
+    (``size`` at least the stored keys of both: the rest is EMPTY padding). ``b`` is searched in ``a`` (make it the
+    smaller): an entry of ``b`` goes before the entries of ``a`` not below it, one of ``a`` after the entries of
+    ``b`` not above it."""
     (ka, ra), (kb, rb) = a, b
-    at_a = torch.arange(ka.shape[0], device=ka.device) + torch.searchsorted(kb, ka)
-    at_b = torch.arange(kb.shape[0], device=kb.device) + torch.searchsorted(ka, kb, right=True)
+    before = torch.searchsorted(ka, kb)  # entries of a below each of b
+    at_b = torch.arange(kb.shape[0], device=kb.device) + before
+    passed = torch.zeros(ka.shape[0] + 1, dtype=torch.int64, device=ka.device).index_add_(
+        0, before, torch.ones_like(before)).cumsum(0)[:-1]  # entries of b not above each of a
+    at_a = torch.arange(ka.shape[0], device=ka.device) + passed
     keys = torch.empty(ka.shape[0] + kb.shape[0], dtype=torch.int64, device=ka.device)
     rows = torch.empty(keys.shape[0], dtype=torch.int32, device=ka.device)
     keys.index_copy_(0, at_a, ka).index_copy_(0, at_b, kb)
