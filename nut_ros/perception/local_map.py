@@ -145,7 +145,7 @@ class LocalMap:
         keys, order = torch.sort(voxel_keys(positions, self.p.voxel).clamp_max(EMPTY - 1), stable=True)
         first = torch.ones(n, dtype=torch.bool, device=keys.device)  # the first offered of its voxel
         first[1:] = keys[1:] != keys[:-1]
-        row = self._rows_of(keys)
+        row, into_tail = self._lookup(keys)
         found, new = first & (row < pad), first & (row == pad)
         added = new.sum()
         rank = torch.cumsum(new, 0) - 1
@@ -163,13 +163,7 @@ class LocalMap:
         self._table[:, _OFFERED:].index_copy_(0, at, camera[:5].expand(n, 5))
         self._count = self._count + added
 
-        k = self._known(added, n)  # the new keys, still sorted, to the front
-        at = pick(new, torch.arange(k, device=keys.device))
-        stored = at < n
-        at = at.clamp_max(n - 1)
-        self._tail = _merged(self._tail, (torch.where(stored, keys[at], EMPTY),
-                                          torch.where(stored, self._count - added + rank[at], pad)),
-                             self._tail[0].shape[0] + k)
+        self._tail = self._with_new(keys, at, new, rank, into_tail, self._known(added, n))
         main_size, tail_size = self._main[0].shape[0], self._tail[0].shape[0]
         if tail_size > max(MIN_TAIL, TAIL_FRACTION * main_size):
             self._main, self._tail = _merged(self._main, self._tail, min(main_size + tail_size, pad)), self._empty()
@@ -219,14 +213,33 @@ class LocalMap:
         self._main = tuple(t[:count - tail] for t in self._main)
         self._tail = tuple(t[:tail] for t in self._tail)
 
-    def _rows_of(self, keys: torch.Tensor) -> torch.Tensor:
-        """The table rows of the voxels ``keys`` (the scratch row where empty)."""
+    def _lookup(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The table rows of the voxels ``keys`` (the scratch row where empty), and how many of the tail's entries
+        are below each key."""
         row = torch.full_like(keys, self.capacity)
         for sorted_keys, rows in (self._main, self._tail):
+            below = torch.searchsorted(sorted_keys, keys)
             if sorted_keys.shape[0]:
-                idx = torch.searchsorted(sorted_keys, keys).clamp_max(sorted_keys.shape[0] - 1)
+                idx = below.clamp_max(sorted_keys.shape[0] - 1)
                 row = torch.where(sorted_keys[idx] == keys, rows[idx], row)
-        return row
+        return row, below
+
+    def _with_new(self, keys: torch.Tensor, rows: torch.Tensor, new: torch.Tensor, rank: torch.Tensor,
+                  below: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tail with the sorted ``keys`` where ``new`` (``size`` at least their number; ``rank``: their rank
+        among them) and their ``rows``; ``below``: the tail's entries below each key. A new key goes after the tail's entries below it and the new
+        keys before it; an entry of the tail after the new keys not above it (EMPTY padding stays last)."""
+        tail_keys, tail_rows = self._tail
+        t = tail_keys.shape[0]
+        at_new = torch.where(new, rank + below, t + size)  # the others: to one slot past the end
+        passed = torch.zeros(t + 1, dtype=torch.int64, device=keys.device).index_add_(
+            0, below, new.long()).cumsum(0)[:-1]
+        at_tail = torch.arange(t, device=keys.device) + passed
+        out_keys = torch.full((t + size + 1,), EMPTY, dtype=torch.int64, device=keys.device)
+        out_rows = torch.zeros(t + size + 1, dtype=torch.int32, device=keys.device)
+        out_keys.index_copy_(0, at_tail, tail_keys).index_copy_(0, at_new, keys)
+        out_rows.index_copy_(0, at_tail, tail_rows).index_copy_(0, at_new, rows.int())
+        return out_keys[:t + size], out_rows[:t + size]
 
     def _prune(self, camera_position: torch.Tensor) -> None:
         """If over the budget, keep the ``low_water · budget`` Gaussians nearest the camera (their order in the table
