@@ -125,7 +125,8 @@ def run_stream(m, frames: int = 30) -> dict:
     for offer_args in fixed_stream(frames):
         per_frame.append([int(m.insert(*offer_args)), m.count, m.dropped])
     keys = np.sort(m.keys)
-    return {"per_frame": per_frame, "key_sum": int(keys.astype(object).sum()), "key_xor": int(np.bitwise_xor.reduce(keys)),
+    return {"per_frame": per_frame, "key_sum": int(keys.astype(object).sum()),
+            "key_xor": int(np.bitwise_xor.reduce(keys)),
             **{name: m.field(name).astype(np.float64).sum(0).tolist()
                for name in ("positions", "scales", "rotations", "opacities", "colors", "hits")}}
 

@@ -10,13 +10,13 @@ it runs.
 The map is torch tensors on the device of the Gaussians it is offered (CUDA when the pipeline runs there, else the
 CPU), so a frame's Gaussians never leave that device, and an insertion waits for nothing: its count and sizes stay
 on the device, every tensor it makes has a size the host knows (the frame's candidates, or an upper bound of the
-map's), and rows are selected by ranks (:func:`~nut_ros.perception.tensors.pick`), never by a boolean mask. The
-sizes the host needs to size that work (the Gaussians added, the index's entries) it reads at once on the CPU
-(reading a CPU tensor waits for nothing); on a GPU it learns them from a small copy queued after each insertion and
-read at the next one if it has arrived, else it goes on with upper bounds (what was known plus the candidates
-offered since). A bound only makes an insertion do more work, never changes the map. Reading
-:attr:`LocalMap.count`, :attr:`LocalMap.dropped`, :meth:`LocalMap.field` or :meth:`LocalMap.snapshot` (the
-publisher's lower rate) waits for the device.
+map's), and rows and index entries are placed by counts (cumulative sums, binary searches) and scattered, never
+selected by a boolean mask. The sizes the host needs to size that work (the Gaussians added, the index's entries)
+it reads at once on the CPU (reading a CPU tensor waits for nothing); on a GPU it learns them from a small copy
+queued after each insertion and read at the next one if it has arrived, else it goes on with upper bounds (what
+was known plus the candidates offered since). A bound only makes an insertion do more work, never changes the map.
+Reading :attr:`LocalMap.count`, :attr:`LocalMap.dropped`, :meth:`LocalMap.field` or :meth:`LocalMap.snapshot`
+(the publisher's lower rate) waits for the device.
 
 Storage: one float32 table of 15 columns, ``budget + candidates`` rows allocated at the first insertion plus a
 scratch row that takes the writes of rows not stored; rows in the order they were added (a new Gaussian is
@@ -24,9 +24,10 @@ appended at the count); and an index from voxel key to row: a sorted main part a
 the new keys (on a GPU both padded with :data:`EMPTY` keys up to the host's bound), the tail merged into the main
 part once it holds more than ``TAIL_FRACTION`` of it. A frame's occupancy test is two binary searches and its
 insertion touches the tail only, so it costs the same in a full map as in an empty one; a tail merge or a prune
-costs a pass over the map (rare on the CPU; on a GPU a tail merge every few frames, and a prune, which keeps
-everything where the map is not over its budget, whenever the bound says it may be). Memory: 60 bytes of table
-per row and 12 of index per Gaussian (plus the padding on a GPU).
+costs a pass over the map (rare; on a GPU a tail merge somewhat more often, as its bound counts every candidate
+offered as new, and a prune, one that keeps everything where the map is not over its budget, whenever the bound
+says the map may be over it). Memory: 60 bytes of table per row and 12 of index per Gaussian (plus the padding on
+a GPU).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ import torch
 
 from nut_ros.perception.clustering import voxel_keys
 from nut_ros.perception.params import MapParams
-from nut_ros.perception.tensors import download, one_thread, pick, upload
+from nut_ros.perception.tensors import download, one_thread, upload
 from nut_ros.pipeline.types import GaussianCloud
 
 # a frame's Gaussians are offered as the first 4 fields (the map's quaternion and hits follow)
@@ -227,8 +228,9 @@ class LocalMap:
     def _with_new(self, keys: torch.Tensor, rows: torch.Tensor, new: torch.Tensor, rank: torch.Tensor,
                   below: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The tail with the sorted ``keys`` where ``new`` (``size`` at least their number; ``rank``: their rank
-        among them) and their ``rows``; ``below``: the tail's entries below each key. A new key goes after the tail's entries below it and the new
-        keys before it; an entry of the tail after the new keys not above it (EMPTY padding stays last)."""
+        among them) and their ``rows``; ``below``: the tail's entries below each key. A new key goes after the
+        tail's entries below it and the new keys before it; an entry of the tail after the new keys not above it
+        (EMPTY padding stays last)."""
         tail_keys, tail_rows = self._tail
         t = tail_keys.shape[0]
         at_new = torch.where(new, rank + below, t + size)  # the others: to one slot past the end

@@ -3,7 +3,8 @@
 For maps of N Gaussians (filled through :meth:`LocalMap.insert`, ``candidates`` at a time, one per voxel): the map's
 memory, the time of ``snapshot()``, of converting it to ``PointCloud2`` + ``GaussianSet``
 (:func:`nut_ros.ros.obstacle_msgs.map_messages`) and of serialising both to CDR (what a publisher does), and the
-serialised size. Then ObstacleArray + MarkerArray for 10 obstacles. Uses rclpy messages when available (as the node), else rosbags'.
+serialised size. Then ObstacleArray + MarkerArray for 10 obstacles. Uses rclpy messages when available (as the
+node), else rosbags'.
 
     .venv/bin/python test/bench/map_publish_cost.py --sizes 10000,50000,100000,200000
 """
