@@ -105,7 +105,7 @@ class LocalMap:
 
     def field(self, name: str) -> np.ndarray:
         """A host copy of one field (``positions``, ``scales``, ``rotations``, ``opacities``, ``colors``, ``hits``)."""
-        return self._rows()[:, _COLUMNS[name]]
+        return self._rows()[:, _COLUMNS[name]].copy()
 
     @property
     def keys(self) -> np.ndarray:
@@ -265,7 +265,7 @@ class LocalMap:
         self._tail = self._empty()
 
     def _rows(self) -> np.ndarray:
-        """The table's rows in use, on the host."""
+        """The table's rows in use, on the host (on the CPU a view of the table)."""
         if self._table is None:
             return np.zeros((0, int(_EDGES[-1])), np.float32)
         return download(self._table[:self.count])
