@@ -170,11 +170,13 @@ def test_pick_finds_the_rows_of_given_ranks_without_compacting():
 def test_downloads_per_frame(odometry, most, monkeypatch):
     """Every device-to-host copy of the stage goes through ``download``: one per frame with odometry; without, the
     fit's result and the count its random subset is drawn from (clouds over ``ego_samples``) add one each."""
+    import nut_ros.perception.dense as dense
     import nut_ros.perception.ego_motion as ego
+    import nut_ros.perception.local_map as local_map
     import nut_ros.perception.processor as processor
 
     calls = []
-    for module in (processor, ego):
+    for module in (processor, ego, dense, local_map):
         real = module.download
         monkeypatch.setattr(module, "download", lambda t, real=real: calls.append(1) or real(t))
     proc = PerceptionProcessor(ObstacleParams(ego_samples=1000), seed=0)

@@ -1,6 +1,12 @@
-"""The local map: voxel occupancy, merging, budget over a 5,000-frame soak."""
+"""The local map: voxel occupancy, merging, budget over a 5,000-frame soak; the torch map against the numpy map it
+replaced, sized as on a GPU, and without operations that wait for the device."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from nut_ros.perception.clustering import voxel_keys
 from nut_ros.perception import local_map
@@ -95,3 +101,154 @@ def test_matches_a_dictionary_of_voxels_through_merges_and_prunes(min_tail, monk
         np.testing.assert_allclose(m.field("positions")[order], want, atol=1e-5)
         np.testing.assert_allclose(m.field("hits")[order, 0], [ref[k][2] for k in sorted(ref)])
     assert m.dropped > 0
+
+
+# -- the torch map: the numpy map it replaced, the GPU path's padded index and bounds, no waiting -----------------
+FIXTURE = Path(__file__).parent / "fixtures" / "local_map_expected.json"
+STREAM_PARAMS = MapParams(voxel=0.1, budget=3000, low_water=0.8, candidates=1500, merge_rate=0.25)
+
+
+def fixed_stream(frames: int = 30):
+    """A camera yawing as it drives along x, offering float64 points (several per voxel) in front of it."""
+    rng = np.random.default_rng(12)
+    n = STREAM_PARAMS.candidates
+    for j in range(frames):
+        pose = yaw_pose(0.02 * j, (0.1 * j, 0.0, 0.0))
+        pts = pose[:3, 3] + rng.uniform([-1.5, -0.5, 0.5], [1.5, 0.5, 2.5], (n, 3)) @ pose[:3, :3].T
+        yield (pts, rng.uniform(0, 1, (n, 3)).astype(np.float32), rng.uniform(0.01, 0.05, (n, 3)).astype(np.float32),
+               rng.uniform(0.5, 1, n).astype(np.float32), pose[:3, :3], pose[:3, 3])
+
+
+def run_stream(m, frames: int = 30) -> dict:
+    """Per frame: added, count, dropped; at the end the map's key sum and column sums."""
+    per_frame = []
+    for offer_args in fixed_stream(frames):
+        per_frame.append([int(m.insert(*offer_args)), m.count, m.dropped])
+    keys = np.sort(m.keys)
+    return {"per_frame": per_frame, "key_sum": int(keys.astype(object).sum()),
+            "key_xor": int(np.bitwise_xor.reduce(keys)),
+            **{name: m.field(name).astype(np.float64).sum(0).tolist()
+               for name in ("positions", "scales", "rotations", "opacities", "colors", "hits")}}
+
+
+def test_reproduces_the_numpy_map_it_replaced():
+    """The torch map on the CPU against the numpy LocalMap at commit f780f09 on :func:`fixed_stream` (recorded by
+    ``run_stream`` with that class into test/fixtures/local_map_expected.json): the same Gaussians added, merged and
+    pruned each frame, the same voxels, the same fields (float32 sums within rounding)."""
+    want, got = json.loads(FIXTURE.read_text()), run_stream(LocalMap(STREAM_PARAMS))
+    assert want["per_frame"][-1][2] > 0 and sum(f[0] for f in want["per_frame"]) > 5000  # pruned, merged, added
+    assert got["per_frame"] == want["per_frame"]
+    assert (got["key_sum"], got["key_xor"]) == (want["key_sum"], want["key_xor"])
+    for name in ("positions", "scales", "rotations", "opacities", "colors", "hits"):
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, err_msg=name)
+
+
+class LateSizes:
+    """A GPU's event for the sizes copy, on the CPU: arrived at the given insertions only."""
+
+    def __init__(self, arrived: bool):
+        self.arrived = arrived
+
+    def query(self) -> bool:
+        return self.arrived
+
+
+def gpu_bounds(monkeypatch, arrivals):
+    """Make the CPU map size its work as on a GPU: only upper bounds of its sizes, the exact ones arriving late
+    (``arrivals``: whether each insertion's sizes have arrived by the next one)."""
+    arrivals = iter(arrivals)
+
+    def queue(self):
+        self._sizes = torch.stack([self._count, (self._tail[0] != local_map.EMPTY).sum()])
+        self._sizes_ready = LateSizes(next(arrivals))
+
+    monkeypatch.setattr(LocalMap, "_known", staticmethod(lambda value, bound: bound))
+    monkeypatch.setattr(LocalMap, "_queue_sizes", queue)
+
+
+@pytest.mark.parametrize("every", [1, 3, 10 ** 9])
+def test_the_gpus_bounds_and_padded_index_give_the_same_map(every, monkeypatch):
+    """Sized by upper bounds (EMPTY-padded index, prunes that may keep all), with the exact sizes arriving after
+    every insertion, every third, or never: the same map as sized exactly, and the index padding stays bounded."""
+    want = run_stream(LocalMap(STREAM_PARAMS))
+    gpu_bounds(monkeypatch, (j % every == 0 for j in range(1000)))
+    m = LocalMap(STREAM_PARAMS)
+    got = run_stream(m)
+    assert got["per_frame"] == want["per_frame"] and got["key_sum"] == want["key_sum"]
+    for name in ("positions", "colors", "hits"):
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-6, err_msg=name)
+    assert m._main[0].shape[0] + m._tail[0].shape[0] <= m.capacity + STREAM_PARAMS.candidates
+
+
+class Recorder(TorchDispatchMode):
+    """The aten operations run inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append((str(func.overloadpacket.__name__), args))
+        return func(*args, **(kwargs or {}))
+
+
+WAITING_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "_unique", "_unique2", "unique_dim",
+               "unique_consecutive", "masked_scatter"}  # each makes a GPU wait for its data to reach the host
+
+
+def test_insertion_runs_no_operation_that_waits_for_the_device(monkeypatch):
+    """As sized on a GPU (bounds only, sizes never arriving), every insertion (adds, merges, tail merges, prunes)
+    runs none of the operations that read a tensor's data on the host: no ``.item()``/``int()``/``bool()``, no
+    ``nonzero``/``unique``/masked selection, no indexing by a boolean mask."""
+    gpu_bounds(monkeypatch, iter(lambda: False, True))
+    monkeypatch.setattr(local_map, "MIN_TAIL", 200)
+    m = LocalMap(STREAM_PARAMS)
+    recorder = Recorder()
+    with recorder:
+        for offer_args in fixed_stream(30):
+            m.insert(*offer_args)
+    names = {name for name, _ in recorder.ops}
+    assert {"topk", "searchsorted", "index_copy_"} <= names  # pruned, looked up, wrote (the recorder sees the ops)
+    assert not names & WAITING_OPS
+    for name, args in recorder.ops:
+        if name in ("index", "index_put_", "index_put"):
+            assert all(i is None or i.dtype != torch.bool for i in args[1]), name
+    assert m.dropped > 0
+
+
+def wide_stream(frames: int = 40):
+    """:func:`fixed_stream` for the default settings: ``candidates`` points a frame, mostly in new voxels, so the
+    default budget is exceeded after some 25 frames."""
+    rng = np.random.default_rng(13)
+    n = MapParams().candidates
+    for j in range(frames):
+        pose = yaw_pose(0.01 * j, (0.5 * j, 0.0, 0.0))
+        pts = pose[:3, 3] + rng.uniform([-5, -1.5, 0.5], [5, 1.5, 6], (n, 3)) @ pose[:3, :3].T
+        yield (pts, rng.uniform(0, 1, (n, 3)).astype(np.float32), rng.uniform(0.01, 0.05, (n, 3)).astype(np.float32),
+               rng.uniform(0.5, 1, n).astype(np.float32), pose[:3, :3], pose[:3, 3])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("params, stream", [(STREAM_PARAMS, fixed_stream), (MapParams(), wide_stream)])
+def test_cuda_map_matches_the_cpu_map_and_never_synchronises(params, stream):
+    """A stream on the GPU (inputs there): the same map as on the CPU, and no insertion synchronises (torch's sync
+    debug mode raises on any synchronising call): small settings that prune every frame, and the defaults (a
+    200,000-Gaussian budget, pruned after some 25 frames)."""
+    cpu, m = LocalMap(params), LocalMap(params)
+    want, got = [], []
+    for pts, colors, scales, opacities, rot, cam in stream():
+        want.append([int(cpu.insert(pts, colors, scales, opacities, rot, cam)), cpu.count, cpu.dropped])
+        tensors = [torch.as_tensor(a, device="cuda") for a in (pts, colors, scales, opacities)]
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            added = m.insert(*tensors, rot, cam)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        got.append([int(added), m.count, m.dropped])
+    assert got == want and want[-1][2] > 0
+    assert np.array_equal(np.sort(m.keys), np.sort(cpu.keys))
+    for name in ("positions", "colors", "hits"):
+        np.testing.assert_allclose(m.field(name).astype(np.float64).sum(0), cpu.field(name).astype(np.float64).sum(0),
+                                   rtol=1e-5, err_msg=name)

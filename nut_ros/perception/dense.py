@@ -14,8 +14,9 @@ Steps (see :mod:`nut_ros.perception.processor` for what each threshold means):
 2. :func:`find_moving`: the depth rate against the compared frame (:class:`DepthChange`), the thresholds, each
    Gaussian's velocity over the ground, the cell-averaged score and the moving test; then the moving rows (their
    depth rate NaN where it was clipped at ``-change_max_speed``: a leading edge's) and the map's candidates
-   gathered into one flat tensor for one download (:func:`unpack` reads it on the host), and the
-   frame's points in the fixed frame (what :class:`DepthChange` remembers).
+   gathered into one flat tensor (:func:`unpack` downloads its counts and moving rows in one copy; the candidates
+   stay on the device for the map), and the frame's points in the fixed frame (what :class:`DepthChange`
+   remembers).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from nut_ros.core.geometry import Intrinsics
 from nut_ros.perception.clustering import voxel_keys
 from nut_ros.perception.depth_change import DepthChange, cell_mean, image_cells
 from nut_ros.perception.params import MapParams, ObstacleParams
-from nut_ros.perception.tensors import pick
+from nut_ros.perception.tensors import download, pick
 from nut_ros.pipeline.types import CLOUD_COLUMNS
 
 MOVER_COLUMNS = 7  # a downloaded moving Gaussian: point, velocity over the ground, weight
@@ -192,22 +193,27 @@ def mover_capacity(rows: int) -> int:
 
 @dataclass
 class Found:
-    """What the host gets back from the device for one frame (numpy)."""
+    """What the host gets back from the device for one frame (numpy, but the candidates)."""
 
     valid: int  # Gaussians selected
     moving: int  # of them moving
     # the moving ones (points, velocity over the ground, weight), at most mover_capacity of the rows
     movers: tuple[np.ndarray, np.ndarray, np.ndarray]
-    candidates: np.ndarray  # [C, CANDIDATE_COLUMNS] the map's candidates (point, colour, scales, opacity)
+    # [C, CANDIDATE_COLUMNS] the map's candidates (point, colour, scales, opacity): a view of the packed tensor, on
+    # its device
+    candidates: torch.Tensor
     eligible: int  # static Gaussians the candidates were picked from
 
 
-def unpack(host: np.ndarray, rows: int, candidates: int) -> Found:
-    """The :class:`Found` of a frame's download ``host`` (from a table of ``rows`` rows)."""
-    valid, moving, eligible = (int(x) for x in host[:HEADER])
+def unpack(packed: torch.Tensor, rows: int, candidates: int) -> Found:
+    """The :class:`Found` of a frame's packed tensor (:func:`find_moving`, from a table of ``rows`` rows): its
+    counts and moving rows downloaded (one copy: on a GPU, one synchronisation), its candidates left where they are."""
     cap = mover_capacity(rows)
-    mover_rows = host[HEADER:HEADER + cap * MOVER_COLUMNS].reshape(cap, MOVER_COLUMNS)[:min(moving, cap)]
-    candidate_rows = host[HEADER + cap * MOVER_COLUMNS:].reshape(candidates, CANDIDATE_COLUMNS)
+    end = HEADER + cap * MOVER_COLUMNS
+    host = download(packed[:end])
+    valid, moving, eligible = (int(x) for x in host[:HEADER])
+    mover_rows = host[HEADER:].reshape(cap, MOVER_COLUMNS)[:min(moving, cap)]
+    candidate_rows = packed[end:].reshape(candidates, CANDIDATE_COLUMNS)
     points, velocities, weights = np.split(mover_rows, (3, 6), axis=1)
     return Found(valid, moving, (points, velocities, weights[:, 0]), candidate_rows[:min(eligible, candidates)],
                  eligible)

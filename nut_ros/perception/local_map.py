@@ -2,28 +2,50 @@
 
 Each frame offers static Gaussians (already moved into the fixed frame). A Gaussian in an empty voxel is added: the
 view revealed new space. One in an occupied voxel is merged into that voxel's Gaussian (running mean of position
-and colour, so repeated views refine rather than duplicate). When the count exceeds the budget, the Gaussians
-farthest from the camera are dropped until ``low_water · budget`` remain: the map is local to the robot, and its
-memory is bounded by the budget however long it runs.
+and colour, so repeated views refine rather than duplicate); of a frame's Gaussians in one voxel the first offered
+counts. When the count exceeds the budget, the Gaussians farthest from the camera are dropped until
+``low_water · budget`` remain: the map is local to the robot, and its memory is bounded by the budget however long
+it runs.
 
-Storage: one float32 table of 15 columns, rows in the order they were added (a new Gaussian is appended; the
-table's capacity doubles when full, up to the budget plus one frame's candidates), and an index from voxel key to
-row: a sorted main part and a small sorted tail that takes the new keys, merged into the main part once it holds
-more than ``TAIL_FRACTION`` of it. A frame's occupancy test is two binary searches and its insertion touches the
-tail only, so it costs the same in a full map as in an empty one; a merge or a prune (rare) costs one pass over the
-map. Memory: 60 bytes of table and 12 of index per Gaussian, plus the table's spare capacity.
+The map is torch tensors on the device of the Gaussians it is offered (CUDA when the pipeline runs there, else the
+CPU), so a frame's Gaussians never leave that device, and an insertion waits for nothing: its count and sizes stay
+on the device, every tensor it makes has a size the host knows (the frame's candidates, or an upper bound of the
+map's), and rows and index entries are placed by counts (cumulative sums, binary searches) and scattered, never
+selected by a boolean mask. The sizes the host needs to size that work (the Gaussians added, the index's entries)
+it reads at once on the CPU (reading a CPU tensor waits for nothing); on a GPU it learns them from a small copy
+queued after each insertion and read at the next one if it has arrived, else it goes on with upper bounds (what
+was known plus the candidates offered since). A bound only makes an insertion do more work, never changes the map.
+Reading :attr:`LocalMap.count`, :attr:`LocalMap.dropped`, :meth:`LocalMap.field` or :meth:`LocalMap.snapshot`
+(the publisher's lower rate) waits for the device.
+
+Storage: one float32 table of 15 columns, ``budget + candidates`` rows allocated at the first insertion plus a
+scratch row that takes the writes of rows not stored; rows in the order they were added (a new Gaussian is
+appended at the count); and an index from voxel key to row: a sorted main part and a small sorted tail that takes
+the new keys (on a GPU both padded with :data:`EMPTY` keys up to the host's bound), the tail merged into the main
+part once it holds more than ``TAIL_FRACTION`` of it. A frame's occupancy test is two binary searches and its
+insertion touches the tail only, so it costs the same in a full map as in an empty one; a tail merge or a prune
+costs a pass over the map (rare; on a GPU a tail merge somewhat more often, as its bound counts every candidate
+offered as new, and a prune, one that keeps everything where the map is not over its budget, whenever the bound
+says the map may be over it). Memory: 60 bytes of table per row and 12 of index per Gaussian (plus the padding on
+a GPU).
 """
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from nut_ros.perception.clustering import contains, voxel_keys
+from nut_ros.perception.clustering import voxel_keys
 from nut_ros.perception.params import MapParams
+from nut_ros.perception.tensors import download, one_thread, upload
 from nut_ros.pipeline.types import GaussianCloud
 
-_WIDTHS = {"positions": 3, "scales": 3, "rotations": 4, "opacities": 1, "colors": 3, "hits": 1}
+# a frame's Gaussians are offered as the first 4 fields (the map's quaternion and hits follow)
+_WIDTHS = {"positions": 3, "colors": 3, "scales": 3, "opacities": 1, "rotations": 4, "hits": 1}
 _EDGES = np.cumsum([0, *_WIDTHS.values()])
 _COLUMNS = {name: slice(int(a), int(b)) for name, a, b in zip(_WIDTHS, _EDGES[:-1], _EDGES[1:])}  # of the table
+_MERGED = slice(0, 6)  # the columns of a running mean: position and colour
+_OFFERED = 10  # the columns of a frame's Gaussian
+EMPTY = torch.iinfo(torch.int64).max  # the index's padding key (a voxel's key is clamped below it)
 TAIL_FRACTION = 0.125  # the index's tail is merged into its main part when larger than this fraction of it ...
 MIN_TAIL = 16384  # ... and than this
 
@@ -49,113 +71,243 @@ def rotation_to_quaternion(r: np.ndarray) -> np.ndarray:
 
 
 class LocalMap:
-    """Static Gaussians in the fixed frame; see the module docstring for the rules."""
+    """Static Gaussians in the fixed frame; see the module docstring for the rules and the storage."""
 
     def __init__(self, params: MapParams = MapParams(), metric: bool = True):
         self.p = params
         self.metric = metric
-        self.dropped = 0  # Gaussians pruned over the budget since the last reset
         self.reset()
 
     def reset(self, metric: bool | None = None) -> None:
+        """Empty the map (its storage is allocated again at the next insertion, on that insertion's device)."""
         self.metric = self.metric if metric is None else metric
-        self._table = np.zeros((0, int(_EDGES[-1])), np.float32)  # rows [0, count) in use
-        self._count = 0
-        self._main, self._tail = _EMPTY, _EMPTY  # (sorted voxel keys, their rows)
+        self._table: torch.Tensor | None = None  # [capacity + 1, 15]: rows [0, count) in use, the last one scratch
+        self._count = self._dropped = torch.zeros((), dtype=torch.int64)  # on the table's device
+        self._main = self._tail = _index(torch.device("cpu"))  # (sorted keys, their rows), EMPTY-padded
+        # on a GPU: [count, tail entries] after the last insertion (pinned host copy), valid once the event has run
+        self._sizes: torch.Tensor | None = None
+        self._sizes_ready: torch.cuda.Event | None = None
 
-    def field(self, name: str) -> np.ndarray:
-        """A view of one field (``positions``, ``scales``, ``rotations``, ``opacities``, ``colors``, ``hits``)."""
-        return self._table[:self._count, _COLUMNS[name]]
+    @property
+    def capacity(self) -> int:
+        """Rows of the table: the budget and one frame's candidates."""
+        return self.p.budget + self.p.candidates
 
     @property
     def count(self) -> int:
-        return self._count
+        """Gaussians in the map (waits for the device)."""
+        return int(self._count)
+
+    @property
+    def dropped(self) -> int:
+        """Gaussians pruned over the budget since the last reset (waits for the device)."""
+        return int(self._dropped)
+
+    def field(self, name: str) -> np.ndarray:
+        """A host copy of one field (``positions``, ``scales``, ``rotations``, ``opacities``, ``colors``, ``hits``)."""
+        return self._rows()[:, _COLUMNS[name]].copy()
 
     @property
     def keys(self) -> np.ndarray:
-        """The voxel keys of the Gaussians, in table order."""
-        keys = np.empty(self._count, np.int64)
+        """The voxel keys of the Gaussians, in table order (host)."""
+        keys = np.empty(self.count, np.int64)
         for k, rows in (self._main, self._tail):
-            keys[rows] = k
+            k, rows = download(k), download(rows)
+            stored = k != EMPTY
+            keys[rows[stored]] = k[stored]
         return keys
 
     @property
     def nbytes(self) -> int:
-        return self._table.nbytes + sum(a.nbytes for part in (self._main, self._tail) for a in part)
+        """Bytes of the table and the index."""
+        tensors = [t for part in (self._main, self._tail) for t in part]
+        tensors += [] if self._table is None else [self._table]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
-    def insert(self, positions: np.ndarray, colors: np.ndarray, scales: np.ndarray, opacities: np.ndarray,
-               rotation: np.ndarray, camera_position: np.ndarray) -> int:
-        """Offer Gaussians in the fixed frame (``scales`` along the camera axes, ``rotation`` = the camera's 3x3
-        orientation in the fixed frame); returns how many were added."""
-        if positions.shape[0] == 0:
-            return 0
-        keys = voxel_keys(positions, self.p.voxel)
-        uniq, first = np.unique(keys, return_index=True)
-        row = self._rows_of(uniq)
-        found = row >= 0
-        a = self.p.merge_rate
-        old, new, at_old = first[found], first[~found], row[found]
-        for name, values in (("positions", positions), ("colors", colors)):
-            cols = _COLUMNS[name]
-            self._table[at_old, cols] = (1 - a) * self._table[at_old, cols] + a * values[old]
-        self._table[at_old, _COLUMNS["hits"]] += 1
+    def insert(self, positions, colors, scales, opacities, rotation: np.ndarray,
+               camera_position: np.ndarray) -> torch.Tensor:
+        """Offer at most ``candidates`` Gaussians in the fixed frame (``positions``, ``colors``, ``scales`` ``[N, 3]``
+        along the camera axes, ``opacities`` ``[N]``: tensors on one device, or numpy for the CPU; ``rotation`` = the
+        camera's 3x3 orientation in the fixed frame, ``camera_position`` its position: host arrays); returns how
+        many were added (a 0-dim tensor on the map's device: reading it waits for the device)."""
+        positions, colors, scales, opacities = (torch.as_tensor(a) for a in (positions, colors, scales, opacities))
+        n = positions.shape[0]
+        if n > self.p.candidates:
+            raise ValueError(f"{n} Gaussians offered at once, more than candidates={self.p.candidates}")
+        self._storage(positions.device)
+        if n == 0:
+            return torch.zeros((), dtype=torch.int64, device=positions.device)
+        with one_thread(positions.device):
+            return self._insert(positions, colors, scales, opacities, rotation, camera_position)
 
-        rows = np.empty((new.size, self._table.shape[1]), np.float32)
-        rows[:, _COLUMNS["positions"]], rows[:, _COLUMNS["scales"]] = positions[new], scales[new]
-        rows[:, _COLUMNS["rotations"]] = rotation_to_quaternion(rotation)
-        rows[:, _COLUMNS["opacities"]], rows[:, _COLUMNS["colors"]] = opacities[new, None], colors[new]
-        rows[:, _COLUMNS["hits"]] = 1
-        self._tail = _merged(self._tail, (uniq[~found], np.arange(self._count, self._count + new.size, dtype=np.int32)))
-        self._append(rows)
-        if self._tail[0].size > max(MIN_TAIL, TAIL_FRACTION * self._main[0].size):
-            self._main, self._tail = _merged(self._main, self._tail), _EMPTY
-        if self.count > self.p.budget:
-            self._prune(camera_position)
-        return int(new.size)
+    def _insert(self, positions, colors, scales, opacities, rotation, camera_position) -> torch.Tensor:
+        self._learn_sizes()
+        n, pad = positions.shape[0], self.capacity  # pad: the scratch row
+        keys, order = torch.sort(voxel_keys(positions, self.p.voxel).clamp_max(EMPTY - 1), stable=True)
+        first = torch.ones(n, dtype=torch.bool, device=keys.device)  # the first offered of its voxel
+        first[1:] = keys[1:] != keys[:-1]
+        row, into_tail = self._lookup(keys)
+        found, new = first & (row < pad), first & (row == pad)
+        added = new.sum()
+        rank = torch.cumsum(new, 0) - 1
+        # the new rows' quaternion and hit count, then the camera's position
+        camera = upload(np.concatenate([rotation_to_quaternion(rotation), [1.0], camera_position]), self._table,
+                        torch.float32)
+        offered = torch.cat([positions.float(), colors.float(), scales.float(), opacities.float()[:, None]],
+                            1).index_select(0, order)
+        merged = self._table.index_select(0, row)  # running mean of position and colour, one more hit
+        merged[:, _MERGED].mul_(1 - self.p.merge_rate).add_(offered[:, _MERGED] * self.p.merge_rate)
+        merged[:, _COLUMNS["hits"]] += 1
+        self._table.index_copy_(0, torch.where(found, row, pad), merged)
+        at = torch.where(new, self._count + rank, pad)
+        self._table[:, :_OFFERED].index_copy_(0, at, offered)
+        self._table[:, _OFFERED:].index_copy_(0, at, camera[:5].expand(n, 5))
+        self._count = self._count + added
 
-    def _rows_of(self, keys: np.ndarray) -> np.ndarray:
-        """The table rows of the voxels ``keys`` (-1 where empty)."""
-        row = np.full(keys.size, -1, np.int32)
+        self._tail = self._with_new(keys, at, new, rank, into_tail, self._known(added, n))
+        main_size, tail_size = self._main[0].shape[0], self._tail[0].shape[0]
+        if tail_size > max(MIN_TAIL, TAIL_FRACTION * main_size):
+            self._main, self._tail = _merged(self._main, self._tail, min(main_size + tail_size, pad)), self._empty()
+        if main_size + tail_size > self.p.budget:  # the map may be over its budget
+            self._prune(camera[5:])
+        self._queue_sizes()
+        return added
+
+    def _storage(self, device: torch.device) -> None:
+        """Allocate the empty map on ``device`` (first insertion), or move the map there."""
+        if self._table is None:
+            # not cleared: rows are read only below the count (on the CPU a page is mapped when first written)
+            self._table = torch.empty((self.capacity + 1, int(_EDGES[-1])), dtype=torch.float32, device=device)
+            self._table[-1] = 0  # the scratch row: read (its values unused) by every insertion
+            self._count, self._dropped = (torch.zeros((), dtype=torch.int64, device=device) for _ in range(2))
+            self._main = self._tail = self._empty()
+            return
+        if self._table.device == device:
+            return
+        self._table = self._table.to(device)
+        self._count, self._dropped = self._count.to(device), self._dropped.to(device)
+        self._main, self._tail = (tuple(t.to(device) for t in part) for part in (self._main, self._tail))
+        self._sizes, self._sizes_ready = None, None
+
+    def _empty(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return _index(self._table.device)
+
+    @staticmethod
+    def _known(value: torch.Tensor, bound: int) -> int:
+        """``value`` where reading it waits for nothing (on the CPU), else its upper ``bound``."""
+        return bound if value.is_cuda else int(value)
+
+    def _queue_sizes(self) -> None:
+        """On a GPU, start copying the count and the tail's entries to the host (:meth:`_learn_sizes` reads them)."""
+        if not self._table.is_cuda:
+            return
+        if self._sizes is None:
+            self._sizes, self._sizes_ready = torch.empty(2, dtype=torch.int64, pin_memory=True), torch.cuda.Event()
+        self._sizes.copy_(torch.stack([self._count, (self._tail[0] != EMPTY).sum()]), non_blocking=True)
+        self._sizes_ready.record()
+
+    def _learn_sizes(self) -> None:
+        """Cut the index's padding where the sizes of :meth:`_queue_sizes` have arrived (without waiting)."""
+        if self._sizes_ready is None or not self._sizes_ready.query():
+            return
+        count, tail = self._sizes.tolist()
+        self._main = tuple(t[:count - tail] for t in self._main)
+        self._tail = tuple(t[:tail] for t in self._tail)
+
+    def _lookup(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The table rows of the voxels ``keys`` (the scratch row where empty), and how many of the tail's entries
+        are below each key."""
+        row = torch.full_like(keys, self.capacity)
         for sorted_keys, rows in (self._main, self._tail):
-            found, idx = contains(sorted_keys, keys)
-            row[found] = rows[idx[found]]
-        return row
+            below = torch.searchsorted(sorted_keys, keys)
+            if sorted_keys.shape[0]:
+                idx = below.clamp_max(sorted_keys.shape[0] - 1)
+                row = torch.where(sorted_keys[idx] == keys, rows[idx], row)
+        return row, below
 
-    def _append(self, rows: np.ndarray) -> None:
-        need = self._count + rows.shape[0]
-        if need > self._table.shape[0]:  # grow by doubling (amortised: a row is copied a bounded number of times)
-            grown = np.empty((max(need, min(2 * self._table.shape[0], self.p.budget + self.p.candidates)),
-                              self._table.shape[1]), np.float32)
-            grown[:self._count] = self._table[:self._count]
-            self._table = grown
-        self._table[self._count:need] = rows
-        self._count = need
+    def _with_new(self, keys: torch.Tensor, rows: torch.Tensor, new: torch.Tensor, rank: torch.Tensor,
+                  below: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tail with the sorted ``keys`` where ``new`` (``size`` at least their number; ``rank``: their rank
+        among them) and their ``rows``; ``below``: the tail's entries below each key. A new key goes after the
+        tail's entries below it and the new keys before it; an entry of the tail after the new keys not above it
+        (EMPTY padding stays last)."""
+        tail_keys, tail_rows = self._tail
+        t = tail_keys.shape[0]
+        at_new = torch.where(new, rank + below, t + size)  # the others: to one slot past the end
+        passed = torch.zeros(t + 1, dtype=torch.int64, device=keys.device).index_add_(
+            0, below, new.long()).cumsum(0)[:-1]
+        at_tail = torch.arange(t, device=keys.device) + passed
+        out_keys = torch.full((t + size + 1,), EMPTY, dtype=torch.int64, device=keys.device)
+        out_rows = torch.zeros(t + size + 1, dtype=torch.int32, device=keys.device)
+        out_keys.index_copy_(0, at_tail, tail_keys).index_copy_(0, at_new, keys)
+        out_rows.index_copy_(0, at_tail, tail_rows).index_copy_(0, at_new, rows.int())
+        return out_keys[:t + size], out_rows[:t + size]
 
-    def _prune(self, camera_position: np.ndarray) -> None:
-        """Keep the ``low_water · budget`` Gaussians nearest the camera (their order in the table is kept)."""
-        target = int(self.p.low_water * self.p.budget)
-        dist = np.linalg.norm(self.field("positions") - camera_position.astype(np.float32), axis=1)
-        keep = np.zeros(self.count, bool)
-        keep[np.argpartition(dist, target - 1)[:target]] = True
-        self.dropped += self.count - target
-        keys, rows = _merged(self._main, self._tail)
-        alive = keep[rows]
-        self._main, self._tail = (keys[alive], (np.cumsum(keep, dtype=np.int32) - 1)[rows[alive]]), _EMPTY
-        self._table[:target] = self._table[:self._count][keep]
-        self._count = target
+    def _prune(self, camera_position: torch.Tensor) -> None:
+        """If over the budget, keep the ``low_water · budget`` Gaussians nearest the camera (their order in the table
+        is kept); else keep all. Either way the index's tail is merged into its main part."""
+        pad, target = self.capacity, int(self.p.low_water * self.p.budget)
+        row = torch.arange(pad, device=self._table.device)
+        alive = row < self._count
+        d = self._table[:pad, _COLUMNS["positions"]] - camera_position
+        d2 = d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2]  # in this order on every device
+        # the rows past the count (infinitely far) and the farthest Gaussians: all but the target nearest
+        farthest = torch.topk(torch.where(alive, d2, torch.inf), pad - target, sorted=False).indices
+        keep = torch.where(self._count > self.p.budget, alive.clone().index_fill_(0, farthest, False), alive)
+        kept = keep.sum()
+        self._dropped = self._dropped + self._count - kept
+        moved = torch.where(keep, torch.cumsum(keep, 0) - 1, pad)  # old row -> new row (the scratch row: dropped)
+        self._table.index_copy_(0, moved, self._table[:pad].clone())
+        self._count = kept
+        keys, rows = _merged(self._main, self._tail, min(self._main[0].shape[0] + self._tail[0].shape[0], pad))
+        rows = rows.long().clamp_max(pad - 1)  # (an EMPTY entry's row: not stored either way)
+        self._main = _compacted(keys, moved[rows], (keys != EMPTY) & keep[rows], self._known(kept, keys.shape[0]))
+        self._tail = self._empty()
+
+    def _rows(self) -> np.ndarray:
+        """The table's rows in use, on the host (on the CPU a view of the table)."""
+        if self._table is None:
+            return np.zeros((0, int(_EDGES[-1])), np.float32)
+        return download(self._table[:self.count])
 
     def snapshot(self) -> GaussianCloud:
-        """The map as a static GaussianCloud in the fixed frame (copies: safe to publish from another thread)."""
-        f = self.field
-        return GaussianCloud(f("positions").copy(), f("scales").copy(), f("rotations").copy(),
-                             f("opacities")[:, 0].copy(), f("colors").copy(), np.zeros_like(f("positions")),
-                             metric=self.metric)
+        """The map as a static GaussianCloud in the fixed frame (host copies: safe to publish from another
+        thread)."""
+        t = self._rows().copy()
+        f = {name: t[:, cols] for name, cols in _COLUMNS.items()}
+        return GaussianCloud(f["positions"], f["scales"], f["rotations"], f["opacities"][:, 0], f["colors"],
+                             np.zeros_like(f["positions"]), metric=self.metric)
 
 
-_EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.int32))
+def _index(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """An empty index part: (int64 keys, int32 rows)."""
+    return torch.zeros(0, dtype=torch.int64, device=device), torch.zeros(0, dtype=torch.int32, device=device)
 
 
-def _merged(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Two sorted (int64 keys, int32 rows) indexes with no key in common, as one."""
-    at = np.searchsorted(a[0], b[0])
-    return np.insert(a[0], at, b[0]), np.insert(a[1], at, b[1])
+def _merged(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor],
+            size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two sorted (keys, rows) index parts with no stored key in common, as one of its first ``size`` entries
+    (``size`` at least the stored keys of both: the rest is EMPTY padding). ``b`` is searched in ``a`` (make it the
+    smaller): an entry of ``b`` goes before the entries of ``a`` not below it, one of ``a`` after the entries of
+    ``b`` not above it."""
+    (ka, ra), (kb, rb) = a, b
+    before = torch.searchsorted(ka, kb)  # entries of a below each of b
+    at_b = torch.arange(kb.shape[0], device=kb.device) + before
+    passed = torch.zeros(ka.shape[0] + 1, dtype=torch.int64, device=ka.device).index_add_(
+        0, before, torch.ones_like(before)).cumsum(0)[:-1]  # entries of b not above each of a
+    at_a = torch.arange(ka.shape[0], device=ka.device) + passed
+    keys = torch.empty(ka.shape[0] + kb.shape[0], dtype=torch.int64, device=ka.device)
+    rows = torch.empty(keys.shape[0], dtype=torch.int32, device=ka.device)
+    keys.index_copy_(0, at_a, ka).index_copy_(0, at_b, kb)
+    rows.index_copy_(0, at_a, ra.int()).index_copy_(0, at_b, rb.int())
+    return keys[:size], rows[:size]
+
+
+def _compacted(keys: torch.Tensor, rows: torch.Tensor, stored: torch.Tensor, size: int) -> tuple[torch.Tensor,
+                                                                                                   torch.Tensor]:
+    """The entries of a sorted index part where ``stored``, in order, as one of ``size`` entries (at least as many
+    as are stored; the rest EMPTY padding)."""
+    at = torch.where(stored, torch.cumsum(stored, 0) - 1, size)  # the unstored ones to one slot past the end
+    out_keys = torch.full((size + 1,), EMPTY, dtype=torch.int64, device=keys.device).index_copy_(0, at, keys)
+    out_rows = torch.zeros(size + 1, dtype=torch.int32, device=keys.device).index_copy_(0, at, rows.int())
+    return out_keys[:size], out_rows[:size]

@@ -39,8 +39,9 @@ Steps 1-3 and the choice of the map's candidates run in torch on the device that
 the CPU), as functions of tensors only (:mod:`nut_ros.perception.dense`): on a GPU they are captured once per stream
 settings as a CUDA graph and replayed per frame (``cuda_graphs``), with the per-frame numbers (camera motion, pose,
 intervals) uploaded into it without waiting. The host gets, in one download, the moving Gaussians (clustering and
-tracking are numpy and scipy on the host: hundreds of points) and the map's candidates; the fitted camera motion
-(no odometry) costs two more (the selection's count and the fit's six numbers).
+tracking are numpy and scipy on the host: hundreds of points) and the counts; the map's candidates stay on the
+device, where the map is (:mod:`nut_ros.perception.local_map`, inserting waits for nothing); the fitted camera
+motion (no odometry) costs two more downloads (the selection's count and the fit's six numbers).
 
 Without odometry a stream restart (``result.paired`` false) or a change of the depth source restarts the key frame,
 the tracks and the map; with odometry only a change of units does.
@@ -236,7 +237,7 @@ class PerceptionProcessor:
         self.change.remember(world, dt)
         if field is None:
             return None
-        return unpack(download(packed), inputs.rows.shape[0], self.mp.candidates)
+        return unpack(packed, inputs.rows.shape[0], self.mp.candidates)
 
     def _objects(self, points, residual, weights) -> tuple[Clusters, np.ndarray]:
         """The objects of the moving Gaussians (host arrays): voxel clusters of at least :func:`fewest_members` at
@@ -316,8 +317,10 @@ class PerceptionProcessor:
         return out
 
     def _add_to_map(self, found: Found, rot: np.ndarray, trans: np.ndarray) -> None:
-        """Offer the frame's candidates (static, opaque, near Gaussians away from moving voxels) to the map."""
-        points, colors, scales, opacities = np.split(found.candidates, CANDIDATE_SPLIT, axis=1)
-        self.map.insert(points @ rot.T + trans, colors, scales, opacities[:, 0], rot, trans)
+        """Offer the frame's candidates (static, opaque, near Gaussians away from moving voxels) to the map, on
+        their device (moved into the fixed frame in float64)."""
+        points, colors, scales, opacities = torch.tensor_split(found.candidates, CANDIDATE_SPLIT, dim=1)
+        pose = upload(affine_rows(rot, trans), points, torch.float64)
+        self.map.insert(points.double() @ pose[:3] + pose[3], colors, scales, opacities[:, 0], rot, trans)
         self._map_changed |= points.shape[0] > 0
 

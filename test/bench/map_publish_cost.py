@@ -1,9 +1,10 @@
 """Local-map memory and publish cost versus its size, and the obstacle messages' cost.
 
-For maps of N Gaussians (filled through :meth:`LocalMap.insert`, one per voxel): the map's memory, the time of
-``snapshot()``, of converting it to ``PointCloud2`` + ``GaussianSet`` (:func:`nut_ros.ros.obstacle_msgs.map_messages`)
-and of serialising both to CDR (what a publisher does), and the serialised size. Then ObstacleArray + MarkerArray
-for 10 obstacles. Uses rclpy messages when available (as the node), else rosbags'.
+For maps of N Gaussians (filled through :meth:`LocalMap.insert`, ``candidates`` at a time, one per voxel): the map's
+memory, the time of ``snapshot()``, of converting it to ``PointCloud2`` + ``GaussianSet``
+(:func:`nut_ros.ros.obstacle_msgs.map_messages`) and of serialising both to CDR (what a publisher does), and the
+serialised size. Then ObstacleArray + MarkerArray for 10 obstacles. Uses rclpy messages when available (as the
+node), else rosbags'.
 
     .venv/bin/python test/bench/map_publish_cost.py --sizes 10000,50000,100000,200000
 """
@@ -40,8 +41,12 @@ def filled_map(n: int) -> LocalMap:
     side = int(np.ceil(n ** (1 / 3))) + 1
     cells = np.stack(np.unravel_index(rng.permutation(side ** 3)[:n], (side,) * 3), 1)
     pts = ((cells + 0.5) * 0.05).astype(np.float32)
-    m.insert(pts, rng.uniform(0, 1, (n, 3)).astype(np.float32), np.full((n, 3), 0.01, np.float32),
-             np.ones(n, np.float32), np.eye(3), np.zeros(3))
+    colors = rng.uniform(0, 1, (n, 3)).astype(np.float32)
+    for at in range(0, n, m.p.candidates):  # a frame offers at most ``candidates``
+        part = slice(at, at + m.p.candidates)
+        k = len(pts[part])
+        m.insert(pts[part], colors[part], np.full((k, 3), 0.01, np.float32), np.ones(k, np.float32), np.eye(3),
+                 np.zeros(3))
     assert m.count == n
     return m
 
