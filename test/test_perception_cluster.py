@@ -88,3 +88,18 @@ def test_a_velocity_component_not_measured_leaves_the_mean():
     vel[:, 2] = np.nan
     c = cluster_stats(pts, vel, np.ones(40), np.zeros(40, np.int64), 1, 0.2)
     assert np.isfinite(c.velocity[0, :2]).all() and np.isnan(c.velocity[0, 2])
+
+
+def test_a_box_cut_by_the_image_edge_reaches_out_past_it():
+    pts = np.random.default_rng(3).uniform([0, 0, 2], [0.2, 0.5, 2.05], (200, 3))  # the visible part: 0.2 x 0.5 m
+    labels = np.zeros(200, np.int64)
+    whole = cluster_stats(pts, np.zeros_like(pts), np.ones(200), labels, 1, 0.1)
+    left = cluster_stats(pts, np.zeros_like(pts), np.ones(200), labels, 1, 0.1, cut=np.array([[-1, 0]]))
+    right = cluster_stats(pts, np.zeros_like(pts), np.ones(200), labels, 1, 0.1, cut=np.array([[1, 0]]))
+    both = cluster_stats(pts, np.zeros_like(pts), np.ones(200), labels, 1, 0.1, cut=np.array([[-1, 1]]))
+    assert abs(left.size[0, 0] - whole.size[0, 1]) < 1e-9  # as long across x as along y
+    assert abs((left.center[0, 0] + left.size[0, 0] / 2) - (whole.center[0, 0] + whole.size[0, 0] / 2)) < 1e-9
+    assert abs((right.center[0, 0] - right.size[0, 0] / 2) - (whole.center[0, 0] - whole.size[0, 0] / 2)) < 1e-9
+    assert left.size[0, 2] > whole.size[0, 2]  # the depth extent follows the wider box
+    np.testing.assert_allclose(both.size, whole.size)  # cut along both axes: nothing to go by
+    np.testing.assert_allclose(left.span, whole.span)  # the members' own span is kept for the size filters

@@ -28,9 +28,9 @@ BEFORE_NOISE_MODEL = dict(depth_tolerance=0.0, flow_error_ratio=0.0, moving_spee
 class Recorder(PerceptionProcessor):
     """The processor, keeping the moving Gaussians it clustered in the last frame."""
 
-    def _objects(self, points, residual, weights):
+    def _objects(self, points, residual, weights, k):
         self.seen = np.asarray(points, np.float64)
-        return super()._objects(points, residual, weights)
+        return super()._objects(points, residual, weights, k)
 
 
 def record(odometry: bool, to_device=None, cuda_graphs: bool = True, with_depth: bool = False,

@@ -1,12 +1,17 @@
 """PerceptionProcessor on synthetic pipeline results: moving camera, static room, moving blobs; with and without
 odometry."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
+from nut_ros.core.geometry import Intrinsics
 from nut_ros.perception import MapParams, ObstacleParams, PerceptionProcessor
+from nut_ros.perception.processor import cut_by_border
 from perception_synth import scene_stream
 
+WIDE = Intrinsics(100.0, 100.0, 320.0, 240.0, 640, 480)  # every test point far from the image's edges
 MOVER = (-1.0, 0.5, 3.0, 0.8, 0.0, 0.3)  # starts left, 3 m ahead; 0.8 m/s right, 0.3 m/s away
 
 
@@ -176,6 +181,37 @@ def test_far_objects_need_fewer_moving_gaussians_but_only_near_ones_found_tracks
 
     points = np.concatenate([blob(18, -2.0, 4.5), blob(18, 0.0, 2.0), blob(30, 2.0, 2.0), blob(14, 4.0, 4.5)])
     velocity = np.tile([0.5, 0.0, 0.0], (len(points), 1))
-    clusters, founding = PerceptionProcessor(p)._objects(points, velocity, np.ones(len(points)))
+    clusters, founding = PerceptionProcessor(p)._objects(points, velocity, np.ones(len(points)), WIDE)
     assert np.round(clusters.center[:, [0, 2]]).tolist() == [[-2, 5], [2, 2]]  # box centres pushed back in z
     assert founding.tolist() == [False, True]
+
+
+def test_a_sliver_cut_by_the_image_edge_keeps_a_track_going_but_founds_none():
+    p = ObstacleParams(min_width=0.2, border_px=8)
+    k = Intrinsics(100.0, 100.0, 99.5, 49.5, 200, 100)  # x = ±2 m at the left / right edge at z = 2 m
+    rng = np.random.default_rng(6)
+
+    def sliver(x0):  # 0.06 m wide (0.16 with the padding of half a voxel), 0.5 m tall, at 2 m
+        return np.column_stack([rng.uniform(x0, x0 + 0.06, 60), rng.uniform(-0.25, 0.25, 60), np.full(60, 2.0)])
+
+    points = np.concatenate([sliver(-2.0), sliver(0.0)])  # at the left edge, and mid-image (a depth edge's sliver)
+
+    def objects(params, odometry=True):
+        proc = PerceptionProcessor(params)
+        proc._odometry = odometry  # as after a frame with (or without) an odometry pose
+        return proc._objects(points, np.tile([0.5, 0, 0], (120, 1)), np.ones(120), k)
+
+    clusters, founding = objects(p)
+    assert len(clusters) == 1 and clusters.center[0, 0] < -1.8 and founding.tolist() == [False]
+    assert clusters.size[0, 0] > 0.45  # its box reaches out past the edge, as wide as it is tall
+    assert len(objects(replace(p, border_px=0))[0]) == 0  # without the edge test both are slivers
+    assert len(objects(p, odometry=False)[0]) == 0  # and without odometry
+
+
+def test_the_image_edge_cuts_clusters_reaching_it():
+    k = Intrinsics(100.0, 100.0, 99.5, 49.5, 200, 100)
+    points = np.array([[-1.99, 0, 2], [-1.5, 0, 2], [0, 0, 2], [0.1, 0.97, 2], [1.97, -0.98, 2], [1.5, 0, 2],
+                       [-2.0, 0, 2], [1.98, 0, 2]])
+    labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])  # left; bottom; right and top; both sides of x
+    np.testing.assert_array_equal(cut_by_border(points, labels, 4, k, 2), [[-1, 0], [0, 1], [1, -1], [0, 0]])
+    assert not cut_by_border(points, labels, 4, k, 0).any()

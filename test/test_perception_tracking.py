@@ -100,3 +100,14 @@ def test_a_detection_that_may_not_found_a_track_only_keeps_one_going():
     tracker.update(detections([[0, 0, 4]], [[0, 0, 0]]), DT)
     s = tracker.update(replace(small, center=np.array([[0.05, 0, 4]])), DT)
     assert len(s.ids) == 1 and s.hits.tolist() == [2] and s.misses.tolist() == [0]  # matched: it counts
+
+
+def test_a_decisive_detection_starts_a_confirmed_track():
+    tracker = MultiObjectTracker(ObstacleParams(), seed=10)
+    det = replace(detections([[0, 0, 3], [1, 0, 3]], [[0, 0, -0.8], [0, 0, 0]]), decisive=np.array([True, False]))
+    s = tracker.update(det, DT)
+    assert s.confirmed.tolist() == [False, True] or s.confirmed.tolist() == [True, False]
+    assert s.confirmed[int(np.argmin(np.abs(s.mean[:, 0])))]  # the decisive one
+    matched = replace(det, center=det.center + [0.05, 0, 0], decisive=np.array([False, True]))
+    s = tracker.update(matched, DT)  # decisive only counts for a detection that starts a track
+    assert s.confirmed.sum() == 1 and len(s.ids) == 2

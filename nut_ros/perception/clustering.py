@@ -104,12 +104,15 @@ def group_median(values: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
 
 
 def cluster_stats(points: np.ndarray, velocities: np.ndarray, weights: np.ndarray, labels: np.ndarray, k: int,
-                  voxel: float, trim: float = 0.0) -> Clusters:
+                  voxel: float, trim: float = 0.0, cut: np.ndarray | None = None) -> Clusters:
     """Boxes of the labelled points. A camera sees an object's front only, so its depth extent is taken as at
     least the smaller of its width and height, and the box reaches back from the visible front by that much.
     With ``trim`` > 0 each axis spans the members' ``trim`` to ``1 - trim`` quantiles, widened by ``1 / (1 - 2 ·
-    trim)`` (the full extent of evenly spread members), so a few stray members do not stretch the box. A velocity
-    component that is NaN (not measured) leaves that member out of that component's mean (NaN where none has it)."""
+    trim)`` (the full extent of evenly spread members), so a few stray members do not stretch the box. ``cut``
+    ``[K, 2]`` (-1, 0 or +1 per image axis x, y): the image's low or high edge cuts the object there, so only part
+    of it is seen; its box reaches out past that edge until it is at least as long along that axis as across it
+    (the other image axis, when that one is not cut). A velocity component that is NaN (not measured) leaves that
+    member out of that component's mean (NaN where none has it)."""
     sel = labels >= 0
     lab, pts, vel, w = labels[sel], points[sel], velocities[sel], weights[sel]
     order = np.argsort(lab, kind="stable")
@@ -130,6 +133,11 @@ def cluster_stats(points: np.ndarray, velocities: np.ndarray, weights: np.ndarra
         lo, hi = (np.stack([group_quantile(pts[:, i], lab, k, q) for i in range(3)], 1) for q in (trim, 1 - trim))
         widen = (hi - lo) * trim / (1 - 2 * trim)
         lo, hi = lo - widen, hi + widen
+    if k and cut is not None:
+        extent = hi[:, :2] - lo[:, :2]
+        longer = np.maximum(extent, np.where(cut[:, ::-1] == 0, extent[:, ::-1], 0.0)) - extent
+        lo[:, :2] -= np.where(cut < 0, longer, 0.0)
+        hi[:, :2] += np.where(cut > 0, longer, 0.0)
     size = hi - lo + voxel / 2
     size[:, 2] = np.maximum(size[:, 2], np.minimum(size[:, 0], size[:, 1]))
     center = (lo + hi) / 2

@@ -28,9 +28,12 @@ one). Per frame it
    start a track), cuts each to its depth layer
    (``depth_band`` around its median depth: a mover's flow bleeds onto the floor and wall the voxels connect it
    to), keeps those whose members span neither more than ``max_size`` (structure whose flow is wrong) nor less
-   than ``min_width`` across the view (slivers along depth edges), boxes each between its members' ``box_trim``
-   quantiles (a few stray members do not stretch it), and tracks them in the fixed frame
-   (:mod:`nut_ros.perception.tracking`; velocities mostly from the tracks' positions, ``velocity_std``);
+   than ``min_width`` across the view (slivers along depth edges; with odometry, along an image axis where the
+   image's edge cuts the object, ``border_px``, such a sliver is kept but starts no track), boxes each between its
+   members' ``box_trim`` quantiles (a few stray members do not stretch it; a cut box reaches out past the edge), and
+   tracks them in the fixed frame (:mod:`nut_ros.perception.tracking`; velocities mostly from the tracks'
+   positions, ``velocity_std``; a track starts confirmed from a cluster of ``birth_members`` whose depth rate
+   reaches ``birth_depth_rate``);
    confirmed tracks are reported in the current camera optical frame with their velocity over the ground;
 5. offers a subset of the static Gaussians, moved into the fixed frame, to the :class:`LocalMap`.
 
@@ -53,6 +56,7 @@ import time
 import numpy as np
 import torch
 
+from nut_ros.core.geometry import Intrinsics
 from nut_ros.perception.clustering import Clusters, cluster_points, cluster_stats, group_median
 from nut_ros.perception.dense import (CANDIDATE_SPLIT, Found, Rows, StageInputs, StagePlan, affine_rows, depth_change,
                                       find_moving, frame_tensor, select_rows, unpack)
@@ -75,6 +79,23 @@ def fewest_members(op: ObstacleParams, depth):
     band: ``min_cluster_gaussians`` up to ``min_cluster_depth``, beyond it falling as the object's image area
     (``(min_cluster_depth / depth)²``)."""
     return op.min_cluster_gaussians * np.minimum(1.0, (op.min_cluster_depth / np.maximum(depth, 1e-6)) ** 2)
+
+
+def cut_by_border(points: np.ndarray, labels: np.ndarray, n: int, k: Intrinsics, border_px: float) -> np.ndarray:
+    """Per cluster (``labels`` 0..n-1 of camera-frame ``points``) and image axis (x, y): -1 where a member lies
+    within ``border_px`` pixels of the image's low edge (left, top) of camera ``k``, +1 of its high edge, 0 neither
+    or both (the image's edge cuts the object there: only part of it is seen); ``[n, 2]`` int, all 0 when
+    ``border_px`` is 0."""
+    cut = np.zeros((n, 2), np.int64)
+    if border_px <= 0 or n == 0:
+        return cut
+    z = points[:, 2]
+    for axis, pixel, size in ((0, k.fx * points[:, 0] / z + k.cx, k.width), (1, k.fy * points[:, 1] / z + k.cy,
+                                                                            k.height)):
+        low = np.bincount(labels, weights=pixel < border_px - 0.5, minlength=n) > 0
+        high = np.bincount(labels, weights=pixel > size - 0.5 - border_px, minlength=n) > 0
+        cut[:, axis] = high.astype(np.int64) - low
+    return cut
 
 
 class PerceptionProcessor:
@@ -150,9 +171,10 @@ class PerceptionProcessor:
         trusted = found is not None and found.moving <= MAX_MOVING_FRACTION * found.valid
         self.frames_skipped += found is not None and not trusted
         if trusted:
-            c, founding = self._objects(*found.movers)
+            c, founding = self._objects(*found.movers, result.intrinsics)
             det = Detection(c.center @ rot.T + trans, c.velocity @ rot.T, c.size @ np.abs(rot).T, c.weight,
-                            rot @ self._velocity_cov @ rot.T, founding)
+                            rot @ self._velocity_cov @ rot.T, founding,
+                            (np.abs(c.velocity[:, 2]) >= self.op.birth_depth_rate) & (c.count >= self.op.birth_members))
             self.tracker.update(det, dt if dt else 0.0)
         elif dt:  # no trusted camera motion: the tracks coast without counting a miss, the map waits
             self.tracker.predict(dt)
@@ -239,29 +261,35 @@ class PerceptionProcessor:
             return None
         return unpack(packed, inputs.rows.shape[0], self.mp.candidates)
 
-    def _objects(self, points, residual, weights) -> tuple[Clusters, np.ndarray]:
+    def _objects(self, points, residual, weights, k: Intrinsics) -> tuple[Clusters, np.ndarray]:
         """The objects of the moving Gaussians (host arrays): voxel clusters of at least :func:`fewest_members` at
         their median depth, each cut to its depth layer (``depth_band`` around that depth: the flow of a mover bleeds
         onto the floor and wall around it, which the voxels connect to it), then dropped when their members span
-        more than ``max_size`` (structure) or less than ``min_width`` across the view (slivers along depth edges);
-        boxed between the ``box_trim`` quantiles; the depth rate the mean of the members' not clipped at
+        more than ``max_size`` (structure) or less than ``min_width`` across the view (slivers along depth edges;
+        with odometry not along an image axis where the image's edge cuts the object, :func:`cut_by_border`, though
+        such a sliver founds no track); boxed between the ``box_trim`` quantiles and, with odometry, out past a
+        cutting edge (:func:`cluster_stats`); the depth rate the mean of the members' not clipped at
         ``-change_max_speed`` (NaN in the download: a leading edge's, see ``change_max_speed``). Also whether each
-        may start a track (``min_cluster_gaussians`` members: the fewer a far object needs only keep one going)."""
+        may start a track (``min_cluster_gaussians`` members: the fewer a far object needs only keep one going);
+        ``k``: the model's camera."""
         op = self.op
-        labels, k = cluster_points(points, op.voxel, int(np.ceil(fewest_members(op, op.max_range))))
+        labels, n = cluster_points(points, op.voxel, int(np.ceil(fewest_members(op, op.max_range))))
         member, labels = np.flatnonzero(labels >= 0), labels[labels >= 0]
-        count = np.bincount(labels, minlength=k)
-        depth = group_median(points[member, 2], labels, k)
+        count = np.bincount(labels, minlength=n)
+        depth = group_median(points[member, 2], labels, n)
         keep = (count >= fewest_members(op, depth))[labels]
         if op.depth_band > 0:
             keep &= np.abs(points[member, 2] - depth[labels]) <= op.depth_band
         kept, labels = np.unique(labels[keep], return_inverse=True)
-        member, k = member[keep], kept.size
-        c = cluster_stats(points[member], residual[member], weights[member], labels.reshape(-1), k, op.voxel,
-                          op.box_trim)
+        member, n, labels = member[keep], kept.size, labels.reshape(-1)
+        # without odometry the fitted camera motion errs most where the view's edge brings in new surfaces
+        cut = cut_by_border(points[member], labels, n, k, op.border_px if self._odometry else 0)
+        c = cluster_stats(points[member], residual[member], weights[member], labels, n, op.voxel, op.box_trim, cut)
         c.velocity[:, 2] = np.nan_to_num(c.velocity[:, 2], nan=-op.change_max_speed)  # all clipped: leading edges
-        sound = (c.span.max(axis=1) <= op.max_size) & (c.span[:, :2].min(axis=1) >= op.min_width)
-        return c.select(sound), (count[kept] >= op.min_cluster_gaussians)[sound]
+        across = np.where(cut != 0, np.inf, c.span[:, :2]).min(axis=1)  # a cut axis' span is not the object's
+        sound = (c.span.max(axis=1) <= op.max_size) & (across >= op.min_width)
+        founding = (count[kept] >= op.min_cluster_gaussians) & (c.span[:, :2].min(axis=1) >= op.min_width)
+        return c.select(sound), founding[sound]
 
     def _floor_scale(self, result: StepResult) -> float:
         """``floor_interval_s`` over the pair's interval, at least 1: the noise floors are errors of a pair's

@@ -7,7 +7,8 @@ position and velocity. Association minimises the summed distance between predict
 ``travel_window`` detections (in the fixed frame) in a direction within ``min_agreement`` (cosine) of the mean of
 its detections' measured velocities: noise in the Gaussians' velocities makes clusters on static structure (depth
 edges, grazing walls) look moving, but they stay where they are or wander in directions their velocity does not
-point to. Where the travel agrees more closely (``early_agreement``), ``early_hits`` detections suffice. A track is
+point to. Where the travel agrees more closely (``early_agreement``), ``early_hits`` detections suffice, and a
+detection marked decisive (``Detection.decisive``: evidence strong enough alone) starts a confirmed track. A track is
 dropped after ``max_misses`` frames without a detection. An unmatched detection starts a track unless it is marked
 as not founding (``Detection.founding``: a cluster too small to be trusted alone). Ids are random 128-bit UUIDs
 (version 4), fixed for a track's life.
@@ -36,6 +37,7 @@ class Detection:
     weight: np.ndarray  # [K] summed opacity
     velocity_cov: np.ndarray  # [3, 3] measurement covariance of the velocities (fixed-frame axes)
     founding: np.ndarray | None = None  # [K] bool: may start a track when unmatched (None: all may)
+    decisive: np.ndarray | None = None  # [K] bool: a track it starts is confirmed at once (None: none)
 
 
 @dataclass
@@ -126,7 +128,9 @@ class MultiObjectTracker:
         history = np.zeros((fresh.size, p.travel_window, 3))
         history[:, -1] = det.center[fresh]
         init_cov = r
-        confirmed_at_birth = p.confirm_hits <= 1 and p.min_travel <= 0 and p.min_agreement <= -1
+        confirmed_at_birth = np.full(fresh.size, p.confirm_hits <= 1 and p.min_travel <= 0 and p.min_agreement <= -1)
+        if det.decisive is not None:
+            confirmed_at_birth |= det.decisive[fresh]
         self.state = TrackState(
             [i for i, k in zip(s.ids, keep) if k] + [self._new_id() for _ in fresh],
             np.concatenate([s.mean[keep], np.concatenate([det.center[fresh], det.velocity[fresh]], 1)]),
@@ -134,7 +138,7 @@ class MultiObjectTracker:
             np.concatenate([s.size[keep], det.size[fresh]]),
             np.concatenate([s.hits[keep], np.ones(fresh.size, np.int64)]),
             np.concatenate([s.misses[keep], np.zeros(fresh.size, np.int64)]),
-            np.concatenate([s.confirmed[keep], np.full(fresh.size, confirmed_at_birth)]),
+            np.concatenate([s.confirmed[keep], confirmed_at_birth]),
             np.concatenate([s.history[keep], history]), np.concatenate([s.filled[keep], np.ones(fresh.size, np.int64)]),
             np.concatenate([s.measured[keep], det.velocity[fresh]]))
         return self.state

@@ -66,8 +66,8 @@ class WatchedProcessor(PerceptionProcessor):
         finally:
             dense._score = score_fn
 
-    def _objects(self, points, residual, weights):
-        c, founding = super()._objects(points, residual, weights)
+    def _objects(self, points, residual, weights, k):
+        c, founding = super()._objects(points, residual, weights, k)
         self.seen["clusters"] = c
         return c, founding
 

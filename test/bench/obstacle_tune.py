@@ -167,11 +167,14 @@ ABLATIONS = {  # one change at a time against the settings
         moving_speed=0.3, moving_speed_per_m=0.08, score_cell_px=1, change_baseline=1, change_max_speed=np.inf,
         depth_band=0.0, confirm_hits=5, min_travel=0.2, max_misses=4, report_misses=1, velocity_std=0.3,
         min_agreement=-1.0, min_width=0.25, shift_max=0, depth_tolerance=0.0, flow_error_ratio=0.0, box_trim=0.0,
-        early_hits=5, min_cluster_depth=np.inf, edge_rates_measured=True),
+        early_hits=5, min_cluster_depth=np.inf, edge_rates_measured=True, border_px=0.0, birth_depth_rate=np.inf),
     "before the real-footage noise model (0.04/m, no flow_error_ratio, no input-depth filter)": dict(
         moving_speed_per_m=0.04, flow_error_ratio=0.0, depth_tolerance=0.0),
     "before the trimmed boxes and early confirmation (min-max boxes, 3 hits, shift gain 0.065)": dict(
         box_trim=0.0, early_hits=3, shift_min_gain=0.065),
+    "border_px 0 (image edge ignored)": dict(border_px=0.0),
+    "birth_depth_rate inf (no track starts confirmed)": dict(birth_depth_rate=np.inf),
+    "birth_depth_rate 0.5": dict(birth_depth_rate=0.5),
     "min_cluster_depth inf (min_cluster_gaussians at every depth)": dict(min_cluster_depth=np.inf),
     "min_cluster_depth 3.0": dict(min_cluster_depth=3.0),
     "edge_rates_measured (clipped depth rates in the objects' velocities)": dict(edge_rates_measured=True),
