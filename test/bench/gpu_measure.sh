@@ -20,10 +20,10 @@
 #                                              not, small compiled; the compile GPU tests; tiny compiled with one
 #                                              OpenCV thread
 #   test/bench/gpu_measure.sh perception       perception_cost of tiny and small (obstacles + map on the GPU host)
-#   test/bench/gpu_measure.sh release DATA     one call for a release's numbers: the perception and pipeline GPU
-#                                              tests, perception_cost of small, bench_pipeline as the node runs on
-#                                              CUDA (tiny compiled with auto and with 16 OpenCV threads, tiny, small
-#                                              compiled), then the small clip runs (DATA as for clips)
+#   test/bench/gpu_measure.sh release          one call for a release's speed numbers: the perception and pipeline
+#                                              GPU tests, perception_cost of small and tiny, bench_pipeline as the
+#                                              node runs on CUDA (tiny compiled with auto and with 16 OpenCV threads,
+#                                              tiny, small compiled); quality runs separately (clips, depth)
 set -euo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 bench() { timeout "$1" python3 test/bench/bench_pipeline.py --device cuda --bf16 --repeat 3 "${@:2}"; }
@@ -80,15 +80,15 @@ case "$1" in
   release)
     timeout 150 python3 -m pytest -q -m gpu test/test_perception_device.py test/test_pipeline_stream.py \
       > "$OUT/pytest_release.txt" 2>&1 || true
-    timeout 120 python3 test/bench/perception_cost.py --model small --device cuda --scenes 3 \
-      > "$OUT/perception_small.txt" 2>&1 || true
+    for model in small tiny; do
+      timeout 90 python3 test/bench/perception_cost.py --model $model --device cuda --scenes 3 \
+        > "$OUT/perception_$model.txt" 2>&1 || true
+    done
     for run in "tiny --compile --no-compile-check" "tiny --compile --no-compile-check --cv-threads 16" "tiny" \
                "small --compile --no-compile-check"; do
       name=$(echo "$run" | tr -d ' -' | sed 's/nocompilecheck//')
-      bench 110 --model $run > "$OUT/frame_$name.json" || true
-    done
-    timeout 200 python3 test/bench/eval_direct.py run --shared "$2" --model small --device cuda \
-      --runs cups dog blocks coffee juggle apple --out "$OUT/small_clips.json" > /dev/null 2>&1 || true ;;
+      bench 100 --model $run > "$OUT/frame_$name.json" || true
+    done ;;
   perception)
     for model in tiny small; do
       timeout 200 python3 test/bench/perception_cost.py --model $model --device cuda --scenes 3 \
