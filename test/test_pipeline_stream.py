@@ -237,7 +237,8 @@ def test_compiled_cuda_backend_matches_eager(model, bf16, atol):
     for compiled in (False, True):
         backend = TorchBackend(copy.deepcopy(model), device="cuda", bf16=bf16, compile=compiled)
         pipe = StreamingPipeline(backend)
-        handles = [backend.encode(*pipe._preprocess(frame(i))[:2]) for i in range(2)]
+        frames = [frame(i) for i in range(2)]
+        handles = [backend.encode(*pipe._preprocess(f, pipe._model_intrinsics(f))[:2]) for f in frames]
         outs.append(backend.decode(*handles))
     for name in ("xyz", "velocity", "rgb", "opacity", "scale"):
         torch.testing.assert_close(getattr(outs[1], name), getattr(outs[0], name), atol=atol, rtol=0)

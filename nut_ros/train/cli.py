@@ -115,7 +115,7 @@ def _preview(args) -> int:
 
 
 def _pack(args) -> int:
-    counts = pack(args.source, args.out, (args.height, args.width))
+    counts = pack(args.source, args.out, (args.height, args.width), jpeg_quality=args.jpeg_quality)
     print(f"wrote {args.out}: {counts['train']} training and {counts['val']} validation frames")
     return 0
 
@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", help="output .npz")
     p.add_argument("--height", type=int, default=288)
     p.add_argument("--width", type=int, default=512)
+    p.add_argument("--jpeg-quality", type=int, default=88, help="of the packed colour (82 fits a 64 MiB device call)")
     args = parser.parse_args(argv)
     if args.command in ("stage1", "stage2", "stage3"):
         return _train(args, int(args.command[-1]))

@@ -71,7 +71,8 @@ def _crop_169(image: np.ndarray) -> tuple[np.ndarray, int]:
     return image[top:top + keep], top
 
 
-def _frame(rgb_path: Path, depth_path: Path, k: tuple, size: tuple[int, int]) -> tuple[bytes, np.ndarray, np.ndarray]:
+def _frame(rgb_path: Path, depth_path: Path, k: tuple, size: tuple[int, int],
+           jpeg_quality: int) -> tuple[bytes, np.ndarray, np.ndarray]:
     """One frame: JPEG of the cropped, resized RGB; depth (mm, uint16) at 1/DEPTH_DOWN; K at ``size`` (H, W)."""
     rgb = cv2.imread(str(rgb_path), cv2.IMREAD_COLOR)
     depth = cv2.imread(str(depth_path), cv2.IMREAD_UNCHANGED)
@@ -84,7 +85,7 @@ def _frame(rgb_path: Path, depth_path: Path, k: tuple, size: tuple[int, int]) ->
     fx, fy, cx, cy = k
     # pixel centres at integer coordinates: u' = s (u + 0.5) - 0.5
     kk = np.array([[fx * s, 0, s * (cx + 0.5) - 0.5], [0, fy * s, s * (cy - top + 0.5) - 0.5], [0, 0, 1]])
-    ok, jpg = cv2.imencode(".jpg", rgb, [cv2.IMWRITE_JPEG_QUALITY, 88])
+    ok, jpg = cv2.imencode(".jpg", rgb, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
     assert ok
     return jpg.tobytes(), depth.astype(np.uint16), kk
 
@@ -107,8 +108,9 @@ def _tartanair(root: Path):
 
 
 def pack(train_rgbd: str | Path, out: str | Path, size: tuple[int, int] = (288, 512), tum_stride: int = 3,
-         tartan_stride: int = 2, val_fraction: float = 0.2, val_stride: int = 6) -> dict[str, int]:
-    """Write the packed training set; returns the frame counts per split."""
+         tartan_stride: int = 2, val_fraction: float = 0.2, val_stride: int = 6,
+         jpeg_quality: int = 88) -> dict[str, int]:
+    """Write the packed training set (colour as JPEG at ``jpeg_quality``); returns the frame counts per split."""
     root = Path(train_rgbd)
     records = {"rgb": [], "depth": [], "pose": [], "K": [], "seq": [], "val": []}
     tum = list(_tum(root / "tum_fr1_rpy"))
@@ -116,7 +118,7 @@ def pack(train_rgbd: str | Path, out: str | Path, size: tuple[int, int] = (288, 
     chosen = [(f, 0, False) for f in tum[:n_train:tum_stride]] + [(f, 0, True) for f in tum[n_train::val_stride]]
     chosen += [(f, 1, False) for f in list(_tartanair(root / "tartanair_traj"))[::tartan_stride]]
     for (rgb_path, depth_path, pose, k), seq, val in chosen:
-        jpg, depth, kk = _frame(rgb_path, depth_path, k, size)
+        jpg, depth, kk = _frame(rgb_path, depth_path, k, size, jpeg_quality)
         for key, value in zip(records, (jpg, depth, pose, kk, seq + 2 * val, val)):
             records[key].append(value)
     np.savez_compressed(out, rgb=np.array(records["rgb"], dtype=object), depth=np.stack(records["depth"]),
