@@ -139,9 +139,10 @@ class NodeParams:
     diagnostics_period: float = _param(1.0, "Seconds between /diagnostics and `~/stats` updates.", lo=0.05, hi=60.0,
                                        dynamic=True)
     perception: bool = _param(False, "Moving obstacles (`~/obstacles`, `~/obstacle_markers`) and a persistent local "
-                              "map (`~/map_points`, `~/map`) from the live Gaussians (3.6-7 ms per frame on a CPU "
-                              "with `tiny`). Obstacle velocities come from the Gaussians' motion: motion_prior flow "
-                              "gives better ones than the learned head (docs/ROS_SETUP.md).")
+                              "map (`~/map_points`, `~/map`) from the live Gaussians (per frame with odometry: "
+                              "11.6 ms p50 with `tiny` on a 2-core CPU, 16.6 ms without odometry; 5.3-5.5 ms on an "
+                              "H200; docs/BENCHMARKS.md). Obstacle velocities come from the Gaussians' motion: "
+                              "motion_prior flow gives better ones than the learned head (docs/ROS_SETUP.md).")
     publish_obstacles: bool = _param(True, "Publish the tracked moving obstacles every processed frame "
                                      "(`~/obstacles`, nut_ros_msgs/ObstacleArray, empty arrays too; perception).",
                                      dynamic=True)
