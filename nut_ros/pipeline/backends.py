@@ -163,7 +163,8 @@ def make_backend(name: str = "torch", model: str = "tiny", checkpoint: str | Pat
     ``torch``: ``checkpoint`` is a .safetensors file (default ``nut_ros/weights/<model>.safetensors``);
     ``options`` go to :class:`TorchBackend` (``bf16``, ``raster_impl``, ``compile``, ``cuda_graphs``). The ONNX
     Runtime and TensorRT backends (:data:`EXPORTED_BACKENDS`) are imported only when asked for; ``checkpoint`` is
-    then their model/engine file and ``options`` go to them.
+    then required: an export folder or its ``*.manifest.json`` (onnxruntime), an engine folder or its
+    ``*.engines.json`` (tensorrt); ``options`` go to them.
     """
     if name == "torch":
         return TorchBackend(load_torch_model(model, checkpoint, random_init), device, **options)

@@ -46,7 +46,9 @@ class NodeParams:
                              "configuring fails); false: wait for `ros2 lifecycle set`.")
     backend: str = _param("torch", "Inference backend.", choices=BACKENDS)
     model: str = _param("tiny", "Model configuration name (nut_ros.core.config registry).")
-    checkpoint: str = _param("", "Checkpoint (.safetensors / .onnx / .engine); empty: the packaged weights of `model`.")
+    checkpoint: str = _param("", "Weights: a .safetensors file for torch (empty: the packaged weights of `model`); "
+                             "for onnxruntime an export folder or its `*.manifest.json`; for tensorrt an engine "
+                             "folder or its `*.engines.json` (both required).")
     random_init: bool = _param(False, "Run with random weights when no weights exist (the checkpoint, or the packaged "
                                "weights of `model`); weights that exist are always used (tests and demos only).")
     device: str = _param("cpu", "Torch device: cpu, cuda or cuda:N.")
