@@ -201,7 +201,8 @@ class NodeParams:
     map_voxel: float = _param(MapParams.voxel, "Local map resolution: one Gaussian per occupied voxel (m).",
                               lo=0.001, hi=10.0)
     map_budget: int = _param(MapParams.budget, "Most Gaussians in the local map; over it, the farthest from the "
-                             "camera are dropped (68 bytes each).", lo=1, hi=100_000_000)
+                             "camera are dropped (72 bytes each: 60 of table, 12 of index; plus padding on a GPU).",
+                             lo=1, hi=100_000_000)
     map_max_range: float = _param(MapParams.max_range, "Gaussians deeper than this (m) are not added to the map.",
                                   lo=0.001, hi=1000.0)
     map_period: float = _param(MapParams.snapshot_period_s, "Seconds (of frame stamps) between local map "
