@@ -1,9 +1,12 @@
 """Replay a rosbag into the nut_ros node and show its outputs in RViz.
 
-Example: ros2 launch nut_ros replay.launch.py bag:=/tmp/nut_ros_demo/input_bag
+Example (the bag ``nut_ros_demo`` writes): ros2 launch nut_ros replay.launch.py bag:=out/demo/input_bag
 
 The bag starts once the node subscribes to every topic in it (the node subscribes when it is active, a few seconds
-after start-up), so every frame reaches it; the node subscribes reliably, as ``ros2 bag play`` publishes.
+after start-up), so every frame reaches it; the node subscribes reliably, as ``ros2 bag play`` publishes. The topic
+defaults are those ``nut_ros_make_bag`` writes (namespace ``/camera``). The node subscribes to odometry only with
+``use_odometry: true`` in ``params_file``: without it a bag holding odometry (``nut_ros_make_bag --poses``) starts
+after ``wait_for_node`` seconds.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription
@@ -21,8 +24,9 @@ ARGUMENTS = {
     "params_file": (PathJoinSubstitution([SHARE, "config", "nut_ros.yaml"]), "ROS parameters file of the node."),
     "namespace": ("", "Namespace of the node."),
     "image_topic": ("/camera/image_raw", "Image topic recorded in the bag."),
-    "depth_topic": ("/camera/depth/image_raw", "Depth topic recorded in the bag (if any)."),
+    "depth_topic": ("/camera/depth", "Depth topic recorded in the bag (if any)."),
     "camera_info_topic": ("/camera/camera_info", "CameraInfo topic recorded in the bag."),
+    "odom_topic": ("/camera/odom", "nav_msgs/Odometry topic recorded in the bag (if any; parameter use_odometry)."),
     "wait_for_node": ("120", "Seconds ros2 bag play waits for the node to subscribe before it plays anyway."),
     "rviz": ("true", "Start RViz with config/nut_ros.rviz."),
     "rviz_config": (PathJoinSubstitution([SHARE, "config", "nut_ros.rviz"]), "RViz configuration file."),
@@ -31,7 +35,7 @@ ARGUMENTS = {
 
 def generate_launch_description():
     config = LaunchConfiguration
-    node_args = ("params_file", "namespace", "image_topic", "depth_topic", "camera_info_topic")
+    node_args = ("params_file", "namespace", "image_topic", "depth_topic", "camera_info_topic", "odom_topic")
     play = ["ros2", "bag", "play", config("bag"), "--rate", config("rate"), "--wait-for-subscribers",
             config("wait_for_node")]
     return LaunchDescription([
