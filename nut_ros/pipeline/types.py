@@ -145,6 +145,6 @@ class PipelineConfig:
     motion_depth_width: int = 256  # depth from motion runs on the frame shrunk to at most this wide
     # OpenCV's threads (process-wide) for the host's image work: depth from motion and classical flow. 0 = auto: one
     # when the network runs on a GPU (the host's OpenCV calls are small and serial there, and waking a thread pool
-    # per call cost more than it saved: tiny compiled on an H200, 7.00 ms p50 with OpenCV's default of one thread
-    # per core against 5.61 ms with one, docs/BENCHMARKS.md), OpenCV's default otherwise; n > 0: n threads
+    # per call cost more than it saved: tiny compiled on the H200, 5.53 ms p50 with one OpenCV thread against 6.83 ms
+    # with 16, OpenCV's default there, 2026-12-04, docs/BENCHMARKS.md), OpenCV's default otherwise; n > 0: n threads
     opencv_threads: int = 0
