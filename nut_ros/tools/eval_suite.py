@@ -413,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=BACKENDS, default="torch", help="pipeline backend")
     p.add_argument("--device", default="cpu")
     p.add_argument("--motion-prior", choices=("auto", "learned", "flow", "none"), default="auto",
-                   help="optical-flow velocity prior (auto: as the model was trained)")
+                   help="velocity prior (auto: the model's own, learned for tiny and small, except classical "
+                        "flow on a CPU torch backend)")
     p.add_argument("--runs", nargs="+", choices=[r.name for r in (*RUNS, *SEQUENCE_RUNS)],
                    help="only these runs (default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

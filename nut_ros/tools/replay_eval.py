@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="torch seed (used with --random-init)")
     p.add_argument("--device", default=None)
     p.add_argument("--motion-prior", choices=("auto", "learned", "flow", "none"), default=None,
-                   help="optical-flow velocity prior (auto: as the model was trained)")
+                   help="velocity prior (default: the params file's; auto: the model's own, learned for tiny "
+                        "and small, except classical flow on a CPU torch backend)")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output bag storage")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many input frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
