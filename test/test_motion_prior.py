@@ -126,6 +126,7 @@ def test_pipeline_adds_the_flow_prior_to_the_decoded_velocities():
         torch.nn.init.zeros_(last.bias)
         pipe = StreamingPipeline(TorchBackend(model), PipelineConfig(motion_prior=setting))
         result = [pipe.push(f) for f in _frames(2)][1]
+        assert result.motion_prior == pipe.motion_prior  # what made the velocities, for the perception stage
         return float((result.gaussians.velocities[:, 0] > 0).mean()), set(result.latency_ms)
 
     with_flow, stages = right_share("auto")

@@ -215,3 +215,22 @@ def test_the_image_edge_cuts_clusters_reaching_it():
     labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])  # left; bottom; right and top; both sides of x
     np.testing.assert_array_equal(cut_by_border(points, labels, 4, k, 2), [[-1, 0], [0, 1], [1, -1], [0, 0]])
     assert not cut_by_border(points, labels, 4, k, 0).any()
+
+
+def test_learned_flow_gets_its_own_share_of_the_camera_motion():
+    """Velocities from the learned flow head are judged with ``learned_flow_error_ratio``, classical flow's with
+    ``flow_error_ratio``: a ratio that swamps the mover hides it only from the stream the learned head made."""
+    params = ObstacleParams(flow_error_ratio=0.2, learned_flow_error_ratio=10.0)
+    assert params.for_motion("flow") is params and params.for_motion("none") is params
+    assert params.for_motion("learned").flow_error_ratio == 10.0
+
+    def reported(prior, settings):
+        proc = PerceptionProcessor(settings, seed=0)
+        return sum(len(proc.update(replace(res, motion_prior=prior), pose).obstacles)
+                   for res, pose, _ in scene_stream(30, movers=(MOVER,)))
+
+    flow = reported("flow", params)
+    assert flow >= 20 and reported("learned", params) < flow / 5  # found only where the camera barely turns
+    assert reported("learned", replace(params, learned_flow_error_ratio=0.2)) == flow
+    with pytest.raises(ValueError, match="learned_flow_error_ratio"):
+        ObstacleParams(learned_flow_error_ratio=-0.1)

@@ -108,8 +108,9 @@ def test_obstacles_every_frame_and_the_map_at_its_period(odometry, map_frame, fi
     stats = stats_message(processor.health, last, now, {"backend": "torch", "model": "tiny", "depth_source": "topic",
                                                         "metric": True}, 0, T0, FLAVOR)
     keys = {kv.key: kv.value for kv in diagnostics_message(stats, 0, "ok", "n", "h", T0, FLAVOR,
-                                                           values).status[0].values}
+                                                           processor.diagnostic_values()).status[0].values}
     assert keys["perception_frames_skipped"] == "0" and float(keys["latency_obstacles_ms"]) > 0
+    assert keys["motion_prior"] == processor.pipeline.motion_prior
 
 
 def test_perception_off_adds_nothing():
@@ -119,6 +120,7 @@ def test_perception_off_adds_nothing():
         assert outcome.drop is None and {n for n, _, _ in outcome.messages} == {"depth", "image", "camera_info",
                                                                                  "points", "gaussians"}
     assert processor.perception is None and processor.perception_values() == {}
+    assert processor.diagnostic_values() == {"motion_prior": processor.pipeline.motion_prior}
     assert not processor.settings.outputs & {"obstacles", "obstacle_markers", "map_points", "map"}, \
         "the node's start-up log lists what it publishes"
 

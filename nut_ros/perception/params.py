@@ -7,7 +7,7 @@ Defaults were measured on generated training scenes (``nut_ros.train.object_scen
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 
 def _check(obj, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = (), unit: tuple[str, ...] = ()):
@@ -70,6 +70,14 @@ class ObstacleParams:
     moving_speed: float = 0.2
     moving_speed_per_m: float = 0.02
     flow_error_ratio: float = 0.2
+    # ... that share when the velocities come from the network's learned flow head (StepResult.motion_prior
+    # "learned", the GPU default), whose error grows faster with the camera's motion. Training scenes with the
+    # learned head, odometry (test/bench/obstacle_tune.py --motion-prior learned --score, 2026-12-04), precision /
+    # recall / static frames without obstacles: 0.2 (classical flow's) 0.690 / 0.494 / 0.779; 0.4: 0.738 / 0.498 /
+    # 0.910; 0.6: 0.768 / 0.481 / 0.950; 0.8: 0.784 / 0.472 / 0.974; 1.2: 0.828 / 0.431 / 0.993 (without odometry
+    # 0.605 / 0.441 / 0.746 at 0.2, 0.661 / 0.399 / 0.898 at 0.8). Raising moving_speed instead (0.3 with ratio
+    # 0.3: 0.756 / 0.431 / 0.929; 0.35 + 0.04/m: 0.751 / 0.384 / 0.955) costs more recall
+    learned_flow_error_ratio: float = 0.8
     # the pair interval (s) at which moving_speed and moving_speed_per_m hold (the generated scenes' 15 Hz): they
     # are noise floors of a pair's displacement (flow pixels, depth millimetres), so they scale with
     # floor_interval_s / interval, never below 1 (TUM train static frames without obstacles at 30 Hz, odometry /
@@ -212,7 +220,8 @@ class ObstacleParams:
                                "change_max_speed", "voxel", "min_cluster_gaussians", "min_cluster_depth", "max_size",
                                "gate", "confirm_hits", "early_hits", "travel_window", "accel_std", "position_std",
                                "velocity_std"),
-               non_negative=("border_px", "depth_tolerance", "depth_margin_px", "flow_error_ratio", "shift_max",
+               non_negative=("border_px", "depth_tolerance", "depth_margin_px", "flow_error_ratio",
+                             "learned_flow_error_ratio", "shift_max",
                              "shift_min_gain", "birth_depth_rate", "birth_members",
                              "depth_band", "box_trim", "min_width", "depth_rate_weight",
                              "moving_speed", "moving_speed_per_m", "min_travel", "max_misses", "report_misses",
@@ -223,6 +232,12 @@ class ObstacleParams:
                 raise ValueError(f"ObstacleParams.{name} must be in [-1, 1], got {getattr(self, name)!r}")
         if not self.box_trim < 0.5:
             raise ValueError(f"ObstacleParams.box_trim must be < 0.5, got {self.box_trim!r}")
+
+    def for_motion(self, motion_prior: str) -> ObstacleParams:
+        """The settings for Gaussians whose velocities came from ``motion_prior`` (StepResult.motion_prior)."""
+        if motion_prior == "learned":
+            return replace(self, flow_error_ratio=self.learned_flow_error_ratio)
+        return self
 
 
 @dataclass(frozen=True)

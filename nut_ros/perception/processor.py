@@ -19,10 +19,11 @@ one). Per frame it
    when that (optical z weighted by ``depth_rate_weight``) exceeds its threshold where the depth rate is known
    (not at depth edges, on grazing surfaces or in space the earlier frame did not see: the flow is unreliable
    there). The threshold is ``moving_speed + moving_speed_per_m · z`` (for pairs of ``floor_interval_s``; ×2 at
-   twice that frame rate) plus, per component, the error that grows with the camera's own motion:
-   ``flow_error_ratio · |static field_xy|`` for the image plane (flow and odometry stamps err by a share of the
-   apparent motion) and that times the surface slope for the depth rate (the older depths, registered with that
-   error, read as a depth change ``slope ·`` displacement on a slanted surface);
+   twice that frame rate) plus, per component, the error that grows with the camera's own motion: ``flow_error_ratio
+   · |static field_xy|`` for the image plane (flow and odometry stamps err by a share of the apparent motion;
+   ``learned_flow_error_ratio`` when the learned flow head made the velocities) and that times the surface slope for
+   the depth rate (the older depths, registered with that error, read as a depth change ``slope ·`` displacement on a
+   slanted surface);
 4. clusters the moving Gaussians (voxel connected components) into objects of at least ``min_cluster_gaussians``
    (fewer beyond ``min_cluster_depth``, as the image area of an object falls, though only full-sized clusters
    start a track), cuts each to its depth layer
@@ -235,7 +236,8 @@ class PerceptionProcessor:
         return None
 
     def _plan_for(self, result: StepResult, compare: bool, odometry: bool) -> StagePlan:
-        return StagePlan(self.op, self.mp, result.intrinsics, self._depth(result) is not None, compare, odometry)
+        return StagePlan(self.op.for_motion(result.motion_prior), self.mp, result.intrinsics,
+                         self._depth(result) is not None, compare, odometry)
 
     def _run(self, fn, inputs: StageInputs, plan: StagePlan, *known):
         """``fn(inputs, plan, *known)``: through its CUDA graph on a GPU (with ``cuda_graphs``; there ``known``

@@ -227,7 +227,7 @@ class StreamingPipeline:
         self.stats.record(lat)
         return StepResult(frame.stamp_ns, frame.frame_id, live_norm.metric, source, views, cloud, intrinsics, lat,
                           paired=prev is not None, pair_interval_s=interval_s, input_depth=depth_in,
-                          motion_depth=motion, device_cloud=device_cloud)
+                          motion_depth=motion, device_cloud=device_cloud, motion_prior=self.motion_prior)
 
     def render(self, pair_times) -> list[RenderedView]:
         """Render the live map at the given pair times (0 = previous frame, 1 = newest, > 1 = prediction).

@@ -401,7 +401,7 @@ class NutRosNode(LifecycleNode):
         else:
             level, message = assess(last, now, None, None if busy_since is None else time.perf_counter() - busy_since)
         self._diag_pub.publish(diagnostics_message(stats, level, message, name, hardware, stamp,
-                                                   extra=processor.perception_values()))
+                                                   extra=processor.diagnostic_values()))
 
 
 def output_qos(name: str) -> QoSProfile:

@@ -163,6 +163,9 @@ class NodeParams:
     obstacle_flow_error_ratio: float = _param(ObstacleParams.flow_error_ratio, "... plus this share of the camera's "
                                               "own apparent speed at the Gaussian (flow and odometry err by a share "
                                               "of it; times the surface slope for the depth rate).", lo=0.0, hi=10.0)
+    obstacle_learned_flow_error_ratio: float = _param(ObstacleParams.learned_flow_error_ratio, "That share when the "
+                                                      "velocities come from the learned flow head (motion_prior "
+                                                      "learned, the GPU default).", lo=0.0, hi=10.0)
     obstacle_floor_interval_s: float = _param(ObstacleParams.floor_interval_s, "Pair interval (s) the noise floors "
                                               "above are for; shorter pairs scale them up (same pixel noise, "
                                               "higher speed).", lo=0.0, hi=10.0)
@@ -256,6 +259,7 @@ class NodeParams:
         return (ObstacleParams(moving_speed=self.obstacle_moving_speed,
                                moving_speed_per_m=self.obstacle_moving_speed_per_m,
                                flow_error_ratio=self.obstacle_flow_error_ratio,
+                               learned_flow_error_ratio=self.obstacle_learned_flow_error_ratio,
                                floor_interval_s=self.obstacle_floor_interval_s,
                                depth_tolerance=self.obstacle_depth_tolerance,
                                depth_margin_px=self.obstacle_depth_margin_px, voxel=self.obstacle_voxel,

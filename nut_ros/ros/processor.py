@@ -223,6 +223,11 @@ class FrameProcessor:
         self.health.record_latency(out.latency_ms)
         return messages
 
+    def diagnostic_values(self) -> dict[str, str | float | int]:
+        """What /diagnostics adds to the stats message's numbers: the motion prior the velocities come from
+        (learned, flow or none) and the perception stage's values."""
+        return {"motion_prior": self.pipeline.motion_prior, **self.perception_values()}
+
     def perception_values(self) -> dict[str, float | int]:
         """Diagnostics of the perception stage (mean latencies, frames skipped); empty when it is off."""
         if self.perception is None:

@@ -52,8 +52,9 @@ class SceneRunner:
         path = self.cache / tag
         if tag in self._memo:
             return self._memo[tag]
-        if path.is_file():
-            self._memo[tag] = pickle.loads(path.read_bytes())
+        if path.is_file():  # the tag names the velocity source (results cached before StepResult.motion_prior)
+            cached = pickle.loads(path.read_bytes())
+            self._memo[tag] = [(f, replace(r, motion_prior=pipe.motion_prior)) for f, r in cached]
             return self._memo[tag]
         frames = self.gen.scene(seed, moving=moving, camera_motion=camera_motion)
         pipe.reset()
