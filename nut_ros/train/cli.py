@@ -20,7 +20,7 @@ import torch
 
 from nut_ros.core.checkpoint import save_checkpoint
 from nut_ros.train.objectives import LossWeights
-from nut_ros.train.rgbd_pairs import pack
+from nut_ros.train.rgbd_pairs import JPEG_QUALITY, pack
 from nut_ros.train.trainer import TrainConfig, Trainer, load_run
 
 
@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", help="output .npz")
     p.add_argument("--height", type=int, default=288)
     p.add_argument("--width", type=int, default=512)
-    p.add_argument("--jpeg-quality", type=int, default=88, help="of the packed colour (82 fits a 64 MiB device call)")
+    p.add_argument("--jpeg-quality", type=int, default=JPEG_QUALITY,
+                   help="of the packed colour (82 fits a 64 MiB device call)")
     args = parser.parse_args(argv)
     if args.command in ("stage1", "stage2", "stage3"):
         return _train(args, int(args.command[-1]))

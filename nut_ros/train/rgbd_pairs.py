@@ -25,6 +25,7 @@ NED_FROM_OPTICAL = np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]], dtype=np.float64)
 TUM_K = (517.3, 516.5, 318.6, 255.3)  # fx, fy, cx, cy at 640x480 (freiburg1)
 TARTAN_K = (320.0, 320.0, 320.0, 240.0)
 DEPTH_DOWN = 4  # depth is packed at 1/4 of the RGB size
+JPEG_QUALITY = 88  # of the packed colour
 
 
 @dataclass
@@ -109,7 +110,7 @@ def _tartanair(root: Path):
 
 def pack(train_rgbd: str | Path, out: str | Path, size: tuple[int, int] = (288, 512), tum_stride: int = 3,
          tartan_stride: int = 2, val_fraction: float = 0.2, val_stride: int = 6,
-         jpeg_quality: int = 88) -> dict[str, int]:
+         jpeg_quality: int = JPEG_QUALITY) -> dict[str, int]:
     """Write the packed training set (colour as JPEG at ``jpeg_quality``); returns the frame counts per split."""
     root = Path(train_rgbd)
     records = {"rgb": [], "depth": [], "pose": [], "K": [], "seq": [], "val": []}
