@@ -109,8 +109,8 @@ def backproject(u: Tensor, v: Tensor, depth: Tensor, k: Intrinsics) -> Tensor:
 
 
 def project(points: Tensor, k: Intrinsics) -> tuple[Tensor, Tensor]:
-    """Pixel coordinates ``(u, v)`` of optical-frame points ``[..., 3]``."""
-    x, y, z = points.unbind(-1)
+    """Pixel coordinates ``(u, v)`` of optical-frame points ``[..., 3]`` (a tensor or a numpy array)."""
+    x, y, z = points[..., 0], points[..., 1], points[..., 2]
     return k.fx * x / z + k.cx, k.fy * y / z + k.cy
 
 

@@ -7,6 +7,7 @@ Defaults were measured on generated training scenes (``nut_ros.train.object_scen
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields, replace
 
 
@@ -233,6 +234,7 @@ class ObstacleParams:
         if not self.box_trim < 0.5:
             raise ValueError(f"ObstacleParams.box_trim must be < 0.5, got {self.box_trim!r}")
 
+    @functools.lru_cache(maxsize=8)  # asked every frame: one validated copy per motion prior, not one per frame
     def for_motion(self, motion_prior: str) -> ObstacleParams:
         """The settings for Gaussians whose velocities came from ``motion_prior`` (StepResult.motion_prior)."""
         if motion_prior == "learned":

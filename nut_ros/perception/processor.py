@@ -57,7 +57,7 @@ import time
 import numpy as np
 import torch
 
-from nut_ros.core.geometry import Intrinsics
+from nut_ros.core.geometry import Intrinsics, project
 from nut_ros.perception.clustering import Clusters, cluster_points, cluster_stats, group_median
 from nut_ros.perception.dense import (CANDIDATE_SPLIT, Found, Rows, StageInputs, StagePlan, affine_rows, depth_change,
                                       find_moving, frame_tensor, select_rows, unpack)
@@ -90,9 +90,7 @@ def cut_by_border(points: np.ndarray, labels: np.ndarray, n: int, k: Intrinsics,
     cut = np.zeros((n, 2), np.int64)
     if border_px <= 0 or n == 0:
         return cut
-    z = points[:, 2]
-    for axis, pixel, size in ((0, k.fx * points[:, 0] / z + k.cx, k.width), (1, k.fy * points[:, 1] / z + k.cy,
-                                                                            k.height)):
+    for axis, (pixel, size) in enumerate(zip(project(points, k), (k.width, k.height))):
         low = np.bincount(labels, weights=pixel < border_px - 0.5, minlength=n) > 0
         high = np.bincount(labels, weights=pixel > size - 0.5 - border_px, minlength=n) > 0
         cut[:, axis] = high.astype(np.int64) - low
