@@ -432,9 +432,9 @@ def resize_rgb(rgb: np.ndarray, height: int, width: int, device: torch.device | 
     """``rgb [H,W,3]`` uint8 -> ``[1,3,height,width]`` float in [0,1] on ``device`` (bilinear, antialiased when
     shrinking; the bytes are uploaded before any arithmetic, by ``upload``: an :class:`Upload` to ``device`` kept
     across frames, so that its page-locked buffer is reused; a new one by default)."""
-    x = (upload or Upload(device))(rgb).permute(2, 0, 1)[None].float() / 255.0
+    x = (upload or Upload(device))(rgb).permute(2, 0, 1)[None].float().div_(255.0)  # in place: no second copy
     if x.shape[-2:] != (height, width):
-        x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+        x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
     return x
 
 
