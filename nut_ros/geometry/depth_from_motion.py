@@ -15,20 +15,21 @@ Per frame (grey, at most ``max_width`` pixels wide):
 2. reference: among the last ``window`` frames whose tracked corners (Lucas-Kanade, forward-backward checked) moved
    by at least ``min_motion_px`` (median), newest first, the first with ``target_parallax_px`` of parallax, else the
    one with the most (at most ``max_attempts`` pose estimates). First, the camera counts as still (no measurement)
-   when the strongest ``static_points`` corners moved by less than ``min_motion_px`` into the oldest frame (tracked
-   with the cheaper :data:`.two_view.STILL_LK`; within the factor ``still_margin`` of it, the tracks of every corner
-   decide: on the generated room of the tests a camera moving 4 cm per frame moves 4.03 px in the median of all
-   corners, 3.96 px in that of the strongest 100): a still camera costs their tracks alone. Where the tracks into the
-   newest frame are made already (odometry's focal calibration, the map's pose) and moved by ``min_motion_px``, the
-   camera moves and the oldest frame is not asked (tracks into a frame a whole window back cost the most: 2.4 ms of
-   27 per frame on TUM fr1_rpy; on its training part 9 frames of 185 changed without odometry, the AbsRel by at most
-   -0.002, none with; TartanAir none). With odometry the tracks into a candidate other than the newest frame only
-   measure its motion and parallax (medians) and whether enough survive: the strongest ``odometry_points`` corners
-   are tracked, and as large a share of them must survive as of all corners (TUM fr1_rpy train with poses, some
-   150 corners a frame: 21.5 -> 19.3 ms per frame on the VM, the dense fill's median-scaled AbsRel 0.259 -> 0.255,
-   metric 0.348 -> 0.342, the same 183 frames with depth, one held frame's scale+shift fit off (0.40 -> 19.1);
-   TartanAir, mostly with fewer corners: 7 of 157 frames changed, every mean within 0.001; without the lost-tracks
-   share 6 of those TUM frames had no depth);
+   when the strongest ``static_points`` corners of the frame halved moved by less than ``min_motion_px`` into the
+   oldest frame halved (counted in pixels of the whole frame; tracked with the cheaper :data:`.two_view.STILL_LK`;
+   within the factor ``still_margin`` of it, the tracks of every corner decide: on the generated room of the tests a
+   camera moving 4 cm per frame moves 4.03 px in the median of all corners, 4.29 px in that of the strongest 100 at
+   half size): a still camera costs their tracks alone (the frame's own corners are detected only when it moves).
+   Where the tracks into the newest frame are made already (odometry's focal calibration, the map's pose) and moved
+   by ``min_motion_px``, the camera moves and the oldest frame is not asked (tracks into a frame a whole window back
+   cost the most: 2.4 ms of 27 per frame on TUM fr1_rpy; on its training part 9 frames of 185 changed without
+   odometry, the AbsRel by at most -0.002, none with; TartanAir none). With odometry the tracks into a candidate
+   other than the newest frame only measure its motion and parallax (medians) and whether enough survive: the
+   strongest ``odometry_points`` corners are tracked, and as large a share of them must survive as of all corners
+   (TUM fr1_rpy train with poses, some 150 corners a frame: 21.5 -> 19.3 ms per frame on the VM, the dense fill's
+   median-scaled AbsRel 0.259 -> 0.255, metric 0.348 -> 0.342, the same 183 frames with depth, one held frame's
+   scale+shift fit off (0.40 -> 19.1); TartanAir, mostly with fewer corners: 7 of 157 frames changed, every mean
+   within 0.001; without the lost-tracks share 6 of those TUM frames had no depth);
 3. motion: the odometry poses when both frames have one (metric), else the essential matrix of the tracks (5-point,
    RANSAC, cheirality; unit translation, relative depth). A homography of the form ``K R K⁻¹`` that explains the
    tracks (the camera turned in place) or a median parallax after removing the rotation below ``min_parallax_px``
@@ -102,7 +103,7 @@ class MotionDepthConfig:
     max_attempts: int = 3  # reference candidates whose pose is estimated per frame
     max_points: int = 300  # corners tracked for the reference choice and the pose
     odometry_points: int = 100  # with odometry: the strongest corners tracked into reference candidates but the newest
-    static_points: int = 100  # the strongest corners tracked into the oldest frame: is the camera still?
+    static_points: int = 100  # the strongest corners of the frame halved tracked into the oldest: is it still?
     still_margin: float = 0.75  # their median motion within this factor of min_motion_px: every corner's decides
     min_tracks: int = 30  # fewer surviving tracks: the reference is too far (or the image is blank)
     min_motion_px: float = 4.0  # median track motion that makes a frame a reference candidate
@@ -154,19 +155,26 @@ class MotionDepth:
 @dataclass
 class _Kept:
     grey: np.ndarray
+    half: np.ndarray  # grey halved (``cv2.pyrDown``): the still-camera test's image
     stamp_ns: int
     pose: np.ndarray | None
 
 
 class _Tracks:
-    """The corners ``p0 [N, 1, 2]`` of the current frame ``grey`` (strongest first) tracked into kept frames
-    (:func:`.two_view.track`): ``tracks(ref, n)`` gives ``(p_cur [M, 2], p_ref [M, 2])`` of the first ``n`` (None:
-    all), each point tracked into each frame at most once (points are tracked on their own: a subset of tracks made
-    already is theirs)."""
+    """The corners ``p0 [N, 1, 2]`` of the current frame ``grey`` (strongest first, at most ``max_points``; detected
+    when first asked for: a still camera needs none) tracked into kept frames (:func:`.two_view.track`):
+    ``tracks(ref, n)`` gives ``(p_cur [M, 2], p_ref [M, 2])`` of the first ``n`` (None: all), each point tracked into
+    each frame at most once (points are tracked on their own: a subset of tracks made already is theirs)."""
 
-    def __init__(self, grey: np.ndarray, p0: np.ndarray):
-        self.grey, self.p0 = grey, p0
+    def __init__(self, grey: np.ndarray, max_points: int):
+        self.grey, self._max_points, self._p0 = grey, max_points, None
         self._done: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def p0(self) -> np.ndarray:
+        if self._p0 is None:
+            self._p0 = _corners(self.grey, self._max_points)
+        return self._p0
 
     def made(self, ref: _Kept) -> bool:
         """Whether the tracks of every corner into ``ref`` are made already."""
@@ -178,6 +186,11 @@ class _Tracks:
             self._done[id(ref)] = track(self.grey, ref.grey, self.p0[:n])
         p1, ok = (a[:n] for a in self._done[id(ref)])
         return self.p0[:n][ok, 0].astype(np.float64), p1[ok, 0].astype(np.float64)
+
+
+def _corners(grey: np.ndarray, n: int) -> np.ndarray:
+    """The strongest ``n`` corners of ``grey`` (:func:`.two_view.corners`), a 40th of its longer side apart."""
+    return corners(grey, n, max(grey.shape) / 40)
 
 
 @dataclass
@@ -238,19 +251,20 @@ class DepthFromMotion:
         w, h = self.working_size(rgb.shape[1], rgb.shape[0])
         grey = cv2.cvtColor(cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
         K = camera_matrix(intrinsics.scaled(w, h))
+        half = cv2.pyrDown(grey)
         pose = None if camera_pose is None else np.asarray(camera_pose, np.float64)
         try:
-            return self._estimate(grey, K, pose)
+            return self._estimate(grey, half, K, pose)
         finally:
-            self._window.append(_Kept(grey, stamp_ns, pose))
+            self._window.append(_Kept(grey, half, stamp_ns, pose))
 
-    def _estimate(self, grey, K, pose) -> MotionDepth | None:
+    def _estimate(self, grey, half, K, pose) -> MotionDepth | None:
         c = self.config
         if not self._window or self._window[-1].grey.shape != grey.shape:
             self.reset()
             self.last_reason = "no_reference"
             return None
-        tracked = _Tracks(grey, corners(grey, c.max_points, max(grey.shape) / 40))
+        tracked = _Tracks(grey, c.max_points)
         prev = self._window[-1]
         if c.calibrate_focal and pose is not None and prev.pose is not None:
             before = self._focal.scale
@@ -259,7 +273,7 @@ class DepthFromMotion:
                 self._fused.rescale(before / self._focal.scale)
         K = with_focal_scale(K, self._focal.scale)
         prior = self._propagate(K, pose, tracked)
-        measured = self._measure(grey, K, pose, tracked)
+        measured = self._measure(grey, half, K, pose, tracked)
         fused = self._fuse(prior, measured)
         self._fused = fused
         if fused is None:
@@ -326,7 +340,7 @@ class DepthFromMotion:
             return None
         return cv2.Rodrigues(rvec)[0], tvec[:, 0]
 
-    def _measure(self, grey, K, pose, tracked: _Tracks) -> _Measurement | None:
+    def _measure(self, grey, half, K, pose, tracked: _Tracks) -> _Measurement | None:
         """Inverse depth of this frame from one reference of the window (its own unit without odometry), or None."""
         c = self.config
 
@@ -337,7 +351,9 @@ class DepthFromMotion:
         moved = tracked.made(newest) and motion(*tracked(newest)) >= c.min_motion_px  # made already: a free answer
         if not moved:
             # the oldest frame moved most, as a rule: a still camera tracks once more
-            still = motion(*track_points(grey, oldest.grey, tracked.p0[:c.static_points], lk=STILL_LK))
+            # at half size (pixels count twice), the strongest corners of its own
+            p_cur, p_old = track_points(half, oldest.half, _corners(half, c.static_points), fb_max_px=0.5, lk=STILL_LK)
+            still = 2 * motion(p_cur, p_old)
             if c.still_margin * c.min_motion_px <= still < c.min_motion_px / c.still_margin:
                 still = motion(*tracked(oldest))  # near the threshold the tracks of every corner decide
             if still < c.min_motion_px:

@@ -46,7 +46,7 @@ from nut_ros.pipeline.backends import Backend
 from nut_ros.pipeline.depth import model_depth_input, normalize_inverse_depth, resize_depth, valid_depth
 from nut_ros.pipeline.optical import queue_optical_cloud, rebase_inverse_depth, shared_normalization
 from nut_ros.pipeline.stats import StreamStats
-from nut_ros.pipeline.transfer import to_host, to_host_async, wait_for_copies
+from nut_ros.pipeline.transfer import Upload, to_host, to_host_async, wait_for_copies
 from nut_ros.pipeline.types import Frame, PipelineConfig, RenderedView, StepResult
 from nut_ros.render import RenderOutput
 from nut_ros.render.rasterizer import background_vector
@@ -91,6 +91,7 @@ class StreamingPipeline:
         # where the model inputs are prepared: the torch backend's device (on a GPU host small CPU tensor operations
         # pay the thread pool's wake-up each; on the GPU they are queued), the host for exported backends
         self._prep_device = torch.device(backend.device if backend.name == "torch" else "cpu")
+        self._upload_rgb, self._upload_depth = Upload(self._prep_device), Upload(self._prep_device)
         if config.opencv_threads < 0:
             raise ValueError(f"opencv_threads must be >= 0 (0: auto), not {config.opencv_threads}")
         if config.opencv_threads or not _on_cpu(backend):
@@ -337,11 +338,11 @@ class StreamingPipeline:
         (None: relative), the input depth at the model resolution (None without one), its source and the depth
         from motion (None unless it made the input)."""
         h, w, dev = self.height, self.width, self._prep_device
-        rgb = resize_rgb(frame.rgb, h, w, dev)
+        rgb = resize_rgb(frame.rgb, h, w, dev, self._upload_rgb)
         motion, source = None, "topic"
         if frame.depth_m is not None:
             depth_m = np.require(frame.depth_m, np.float32, ["C", "W"])
-            depth = resize_depth(torch.from_numpy(depth_m)[None, None].to(dev), h, w)
+            depth = resize_depth(self._upload_depth(depth_m)[None, None], h, w)
             valid = valid_depth(depth, self.config.depth_min_m, self.config.depth_max_m)
             if valid.float().mean() < max(self.config.min_valid_depth_fraction, 1e-9):
                 return rgb, None, None, None, source, None
@@ -353,7 +354,7 @@ class StreamingPipeline:
             inv = cv2.resize(motion.dense, (w, h), interpolation=cv2.INTER_LINEAR)
             if not motion.metric:  # the unit: the median depth (each estimate has a translation of its own length)
                 inv = inv / float(np.median(inv))
-            depth = torch.from_numpy(1.0 / np.maximum(inv, 1e-12))[None, None].to(dev)
+            depth = self._upload_depth(1.0 / np.maximum(inv, 1e-12))[None, None]
             valid = torch.ones_like(depth, dtype=torch.bool)
             source = "odometry" if motion.metric else "motion"
         else:
@@ -426,12 +427,14 @@ def window_times(t: float, window: float, samples: int) -> list[float]:
     return [min(max(t + width * (i / (samples - 1) - 0.5), 0.0), 1.0) for i in range(samples)]
 
 
-def resize_rgb(rgb: np.ndarray, height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
+def resize_rgb(rgb: np.ndarray, height: int, width: int, device: torch.device | str = "cpu",
+               upload: Upload | None = None) -> torch.Tensor:
     """``rgb [H,W,3]`` uint8 -> ``[1,3,height,width]`` float in [0,1] on ``device`` (bilinear, antialiased when
-    shrinking; the bytes are uploaded before any arithmetic)."""
-    x = torch.from_numpy(np.require(rgb, requirements=["C", "W"])).to(device).permute(2, 0, 1)[None].float() / 255.0
+    shrinking; the bytes are uploaded before any arithmetic, by ``upload``: an :class:`Upload` to ``device`` kept
+    across frames, so that its page-locked buffer is reused; a new one by default)."""
+    x = (upload or Upload(device))(rgb).permute(2, 0, 1)[None].float().div_(255.0)  # in place: no second copy
     if x.shape[-2:] != (height, width):
-        x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+        x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
     return x
 
 
