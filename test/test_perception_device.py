@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from nut_ros.perception import MapParams, ObstacleParams, PerceptionProcessor
+from nut_ros.perception.dense import StageInputs
 from nut_ros.perception.depth_change import cell_mean, image_cells
 from nut_ros.perception.tensors import pick
 from perception_synth import K, scene_stream
@@ -34,12 +35,12 @@ class Recorder(PerceptionProcessor):
 
 
 def record(odometry: bool, to_device=None, cuda_graphs: bool = True, with_depth: bool = False,
-           **settings) -> list[dict]:
+           processor: type = Recorder, **settings) -> list[dict]:
     """Per frame of a 24-frame scene with two movers (thinned to 8000 rows, 2000 map candidates: the random
     subsets are drawn; ObstacleParams ``settings``): the moving Gaussians, pose, obstacles and map. ``with_depth``:
-    each frame carries a metric input depth image (:func:`depth_image`)."""
+    each frame carries a metric input depth image (:func:`depth_image`); ``processor``: the class run."""
     params = ObstacleParams(max_gaussians=8000, ego_samples=1500, **settings)
-    proc = Recorder(params, MapParams(candidates=2000), seed=11, cuda_graphs=cuda_graphs)
+    proc = processor(params, MapParams(candidates=2000), seed=11, cuda_graphs=cuda_graphs)
     frames = []
     for res, pose, _ in scene_stream(24, movers=MOVERS, n_room=24000, n_blob=500, seed=7):
         if to_device is not None:
@@ -137,6 +138,29 @@ def test_cuda_graphs_replay_what_the_eager_stage_computes(odometry, with_depth):
     graphed = record(odometry, shrinking(), cuda_graphs=True, with_depth=with_depth)
     assert sum(f["moving"] for f in eager) > 1000 and sum(len(f["obstacles"]) for f in eager) > 10
     assert_close(graphed, eager, 0.0005)
+
+
+class GraphPath(Recorder):
+    """The processor taking its GPU code path on the CPU: rows NaN-padded to ``max_gaussians``, the dense functions
+    called as its CUDA graphs call them (known results computed again), the camera-motion fit's inputs downloaded
+    and fitted on the host."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._graphed = {fn: lambda *inputs, fn=fn: fn(StageInputs(*inputs), self._plan) for fn in self._graphed}
+
+    def _graphs(self, like):
+        return True
+
+
+@pytest.mark.parametrize("odometry", [True, False])
+def test_the_graphed_code_path_gives_what_the_cpu_path_gives(odometry):
+    """The host side of the GPU path (padding, the fit's download and host fit, the graphed functions' inputs) run
+    on the CPU against the CPU path: the same up to rounding (the fit sums over the selected rows only)."""
+    want = record(odometry, with_depth=True)
+    got = record(odometry, with_depth=True, processor=GraphPath)
+    assert sum(f["moving"] for f in want) > 1000 and sum(len(f["obstacles"]) for f in want) > 10
+    assert_close(got, want, 0.0005)
 
 
 def test_image_cells_and_cell_mean_follow_their_formulas():

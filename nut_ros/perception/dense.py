@@ -37,6 +37,7 @@ from nut_ros.pipeline.types import CLOUD_COLUMNS
 MOVER_COLUMNS = 7  # a downloaded moving Gaussian: point, velocity over the ground, weight
 CANDIDATE_COLUMNS = 10  # a downloaded map candidate: point, colour, scales, opacity ...
 CANDIDATE_SPLIT = (3, 6, 9)  # ... split at these columns
+FIT_COLUMNS = 8  # a downloaded row of the camera-motion fit: point, velocity, weight, base threshold
 HEADER = 3  # the download starts with: Gaussians selected, of them moving, static ones eligible for the map
 FRAME_ROWS = 9  # StageInputs.frame: the static field (4 rows), the camera pose (4 rows), the scalars (1 row)
 
@@ -108,6 +109,13 @@ def select_rows(inputs: StageInputs, plan: StagePlan) -> Rows:
     threshold = (op.moving_speed + op.moving_speed_per_m * p[:, 2]) * floor
     return Rows(torch.where(ok[:, None], p, torch.nan), torch.where(ok[:, None], v, 0.0), torch.where(ok, o, 0.0),
                 ok, o, rgb, sc, threshold)
+
+
+def fit_rows(inputs: StageInputs, plan: StagePlan) -> torch.Tensor:
+    """The camera-motion fit's inputs of every row as one ``[M, FIT_COLUMNS]`` tensor (one download): point,
+    velocity, weight (0: not selected) and base moving threshold of :func:`select_rows`."""
+    rows = select_rows(inputs, plan)
+    return torch.cat([rows.points, rows.velocities, rows.weights[:, None], rows.threshold[:, None]], 1)
 
 
 def find_moving(inputs: StageInputs, plan: StagePlan, rows: Rows | None = None) -> tuple[torch.Tensor, torch.Tensor]:

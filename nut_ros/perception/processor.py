@@ -60,7 +60,7 @@ import torch
 from nut_ros.core.geometry import Intrinsics, project
 from nut_ros.perception.clustering import Clusters, cluster_points, cluster_stats, group_median
 from nut_ros.perception.dense import (CANDIDATE_SPLIT, Found, Rows, StageInputs, StagePlan, affine_rows, depth_change,
-                                      find_moving, frame_tensor, select_rows, unpack)
+                                      find_moving, fit_rows, frame_tensor, select_rows, unpack)
 from nut_ros.perception.ego_motion import MotionField, field_from_poses, fit_static_field, pose_step
 from nut_ros.perception.local_map import LocalMap
 from nut_ros.perception.params import MapParams, ObstacleParams
@@ -120,7 +120,7 @@ class PerceptionProcessor:
         self.cuda_graphs = cuda_graphs  # on a GPU, replay the dense stage as CUDA graphs (else launch it op by op)
         self._plan: StagePlan | None = None  # the plan of the graphed call running now
         self._graphed = {fn: GraphedCall(lambda *inputs, fn=fn: fn(StageInputs(*inputs), self._plan),
-                                         key=lambda: (self._plan,)) for fn in (select_rows, find_moving)}
+                                         key=lambda: (self._plan,)) for fn in (select_rows, fit_rows, find_moving)}
 
     def reset(self) -> None:
         """Forget tracks, map and key frame."""
@@ -309,15 +309,32 @@ class PerceptionProcessor:
             prev_stamp = result.stamp_ns - round(dt * 1e9)
             if self._stamp_ns is not None and abs(self._stamp_ns - prev_stamp) < 1e6:
                 return field_from_poses(self._pose, np.asarray(pose, np.float64), dt), None
-        rows = self._run(select_rows, self._with_frame(inputs, MotionField.zero(), self._floor_scale(result)),
-                         self._plan_for(result, False, False))
-        sample = self._ego_sample(rows.valid)
-        field = fit_static_field(rows.points[sample], rows.velocities[sample], rows.weights[sample],
-                                 rows.threshold[sample], self.op.ego_iterations, self.op.depth_rate_weight)
+        framed, plan = self._with_frame(inputs, MotionField.zero(), self._floor_scale(result)), self._plan_for(
+            result, False, False)
+        if self._graphs(inputs.rows):
+            # on a GPU the fit's inputs come to the host in one download and the fit runs there, on the selected
+            # rows: its few hundred small operations and seven 6x6 solves cost far more launched one by one on the
+            # device (find_moving selects the rows again inside its graph)
+            rows, fit = None, self._host_fit(download(self._run(fit_rows, framed, plan)))
+        else:
+            rows = self._run(select_rows, framed, plan)
+            sample = self._ego_sample(rows.valid)
+            fit = (rows.points[sample], rows.velocities[sample], rows.weights[sample], rows.threshold[sample])
+        with one_thread(fit[0].device):
+            field = fit_static_field(*fit, self.op.ego_iterations, self.op.depth_rate_weight)
         if field is None or field.inliers < MIN_INLIERS:
             self.frames_skipped += 1
             return None, rows
         return field, rows
+
+    def _host_fit(self, table: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """The fit's sample (points, velocities, weights, thresholds: CPU tensors) from the downloaded
+        :func:`fit_rows` of every row: the selected rows (weight above 0), of them ``ego_samples`` drawn as
+        :meth:`_ego_sample` draws them."""
+        selected = torch.from_numpy(table[table[:, 6] > 0])
+        sample = self._ego_sample(torch.ones(selected.shape[0], dtype=torch.bool))
+        points, velocities, weights, threshold = torch.split(selected, (3, 3, 1, 1), 1)
+        return points[sample], velocities[sample], weights[:, 0][sample], threshold[:, 0][sample]
 
     def _ego_sample(self, valid: torch.Tensor):
         """The rows the camera-motion fit uses: ``ego_samples`` of the valid ones at random, or all rows when there
