@@ -155,11 +155,15 @@ class GraphPath(Recorder):
 
 @pytest.mark.parametrize("odometry", [True, False])
 def test_the_graphed_code_path_gives_what_the_cpu_path_gives(odometry):
-    """The host side of the GPU path (padding, the fit's download and host fit, the graphed functions' inputs) run
-    on the CPU against the CPU path: the same up to rounding (the fit sums over the selected rows only)."""
+    """The host side of the GPU path (padding, the fit's download and host fit, the graphed functions' inputs, the
+    map offered every candidate slot before the download) run on the CPU against the CPU path: the same (without
+    odometry up to rounding: the fit sums over the selected rows only)."""
     want = record(odometry, with_depth=True)
     got = record(odometry, with_depth=True, processor=GraphPath)
     assert sum(f["moving"] for f in want) > 1000 and sum(len(f["obstacles"]) for f in want) > 10
+    assert sum(f["skipped"] for f in want) == 0 and want[-1]["map_count"] > 1000
+    if odometry:
+        assert got == want
     assert_close(got, want, 0.0005)
 
 

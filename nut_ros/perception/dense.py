@@ -217,14 +217,19 @@ def unpack(packed: torch.Tensor, rows: int, candidates: int) -> Found:
     """The :class:`Found` of a frame's packed tensor (:func:`find_moving`, from a table of ``rows`` rows): its
     counts and moving rows downloaded (one copy: on a GPU, one synchronisation), its candidates left where they are."""
     cap = mover_capacity(rows)
-    end = HEADER + cap * MOVER_COLUMNS
-    host = download(packed[:end])
+    host = download(packed[:HEADER + cap * MOVER_COLUMNS])
     valid, moving, eligible = (int(x) for x in host[:HEADER])
     mover_rows = host[HEADER:].reshape(cap, MOVER_COLUMNS)[:min(moving, cap)]
-    candidate_rows = packed[end:].reshape(candidates, CANDIDATE_COLUMNS)
+    candidate_rows = candidate_slots(packed, rows, candidates)
     points, velocities, weights = np.split(mover_rows, (3, 6), axis=1)
     return Found(valid, moving, (points, velocities, weights[:, 0]), candidate_rows[:min(eligible, candidates)],
                  eligible)
+
+
+def candidate_slots(packed: torch.Tensor, rows: int, candidates: int) -> torch.Tensor:
+    """``[candidates, CANDIDATE_COLUMNS]`` every map candidate slot of a frame's packed tensor (:func:`find_moving`,
+    from a table of ``rows`` rows), a view on its device; the first ``min(eligible, candidates)`` are counted."""
+    return packed[HEADER + mover_capacity(rows) * MOVER_COLUMNS:].reshape(candidates, CANDIDATE_COLUMNS)
 
 
 def on_input_depth(points: torch.Tensor, depth: torch.Tensor, k: Intrinsics, tolerance: float, margin_px: int = 0):
