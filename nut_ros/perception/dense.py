@@ -213,11 +213,18 @@ class Found:
     eligible: int  # static Gaussians the candidates were picked from
 
 
-def unpack(packed: torch.Tensor, rows: int, candidates: int) -> Found:
+def downloaded_part(packed: torch.Tensor, rows: int) -> torch.Tensor:
+    """The part of a frame's packed tensor (:func:`find_moving`, from a table of ``rows`` rows) the host reads: its
+    counts and moving rows."""
+    return packed[:HEADER + mover_capacity(rows) * MOVER_COLUMNS]
+
+
+def unpack(packed: torch.Tensor, rows: int, candidates: int, host: np.ndarray | None = None) -> Found:
     """The :class:`Found` of a frame's packed tensor (:func:`find_moving`, from a table of ``rows`` rows): its
-    counts and moving rows downloaded (one copy: on a GPU, one synchronisation), its candidates left where they are."""
+    counts and moving rows downloaded (one copy: on a GPU, one synchronisation; ``host``: that copy, already made,
+    of :func:`downloaded_part`), its candidates left where they are."""
     cap = mover_capacity(rows)
-    host = download(packed[:HEADER + cap * MOVER_COLUMNS])
+    host = download(downloaded_part(packed, rows)) if host is None else host
     valid, moving, eligible = (int(x) for x in host[:HEADER])
     mover_rows = host[HEADER:].reshape(cap, MOVER_COLUMNS)[:min(moving, cap)]
     candidate_rows = candidate_slots(packed, rows, candidates)

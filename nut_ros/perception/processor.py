@@ -45,8 +45,9 @@ settings as a CUDA graph and replayed per frame (``cuda_graphs``), with the per-
 intervals) uploaded into it without waiting. The host gets, in one download, the moving Gaussians (clustering and
 tracking are numpy and scipy on the host: hundreds of points) and the counts; the map's candidates stay on the
 device, where the map is (:mod:`nut_ros.perception.local_map`, inserting waits for nothing; on a GPU every
-candidate slot is offered before the download, the counted ones of a trusted frame picked on the device, so the
-insertion's launches overlap the graph's run). The fitted camera motion (no odometry) costs one more download: on
+candidate slot is offered between queueing the download and waiting for it, the counted ones of a trusted frame
+picked on the device, so the host launches the insertion while the device runs the graph, and clusters and tracks
+while the device runs the insertion). The fitted camera motion (no odometry) costs one more download: on
 a GPU the selected rows' fit inputs (the fit, a few hundred small operations and seven 6x6 solves, runs on the
 host: launched one by one on the device it cost more than the rest of the stage), on the CPU the selection's
 count.
@@ -64,12 +65,12 @@ import torch
 from nut_ros.core.geometry import Intrinsics, project
 from nut_ros.perception.clustering import Clusters, cluster_points, cluster_stats, group_median
 from nut_ros.perception.dense import (CANDIDATE_SPLIT, HEADER, Found, Rows, StageInputs, StagePlan, affine_rows,
-                                      candidate_slots, depth_change, find_moving, fit_rows, frame_tensor,
-                                      select_rows, unpack)
+                                      candidate_slots, depth_change, downloaded_part, find_moving, fit_rows,
+                                      frame_tensor, select_rows, unpack)
 from nut_ros.perception.ego_motion import MotionField, field_from_poses, fit_static_field, pose_step
 from nut_ros.perception.local_map import LocalMap
 from nut_ros.perception.params import MapParams, ObstacleParams
-from nut_ros.perception.tensors import download, one_thread, pick, upload
+from nut_ros.perception.tensors import download, download_queued, one_thread, pick, upload
 from nut_ros.perception.tracking import Detection, MultiObjectTracker
 from nut_ros.perception.types import Obstacle, ObstacleList, PerceptionOutput
 from nut_ros.pipeline.cuda_graphs import GraphedCall
@@ -268,9 +269,17 @@ class PerceptionProcessor:
         self.change.remember(world, dt)
         if field is None:
             return None
-        if self._graphs(inputs.rows):
-            self._offer_queued(packed, inputs)
-        return unpack(packed, inputs.rows.shape[0], self.mp.candidates)
+        m = inputs.rows.shape[0]
+        if not self._graphs(inputs.rows):
+            return unpack(packed, m, self.mp.candidates)
+        # on a GPU the host's part is copied first, the map's insertion queued behind it and only the copy waited
+        # for: the host launches the insertion while the device runs the graph, and clusters and tracks while it
+        # runs the insertion
+        host, ready = download_queued(downloaded_part(packed, m))
+        self._offer_queued(packed, inputs)
+        if ready is not None:
+            ready.synchronize()
+        return unpack(packed, m, self.mp.candidates, host)
 
     def _offer_queued(self, packed: torch.Tensor, inputs: StageInputs) -> None:
         """On a GPU: offer the map every candidate slot of the frame's ``packed`` tensor before its download, the
