@@ -49,8 +49,7 @@ candidate slot is offered between queueing the download and waiting for it, the 
 picked on the device, so the host launches the insertion while the device runs the graph, and clusters and tracks
 while the device runs the insertion). The fitted camera motion (no odometry) costs one more download: on
 a GPU the selected rows' fit inputs (the fit, a few hundred small operations and seven 6x6 solves, runs on the
-host: launched one by one on the device it cost more than the rest of the stage), on the CPU the selection's
-count.
+host: launched one by one on the device it cost more than the rest of the stage), on the CPU the fit's result.
 
 Without odometry a stream restart (``result.paired`` false) or a change of the depth source restarts the key frame,
 the tracks and the map; with odometry only a change of units does.
@@ -70,7 +69,7 @@ from nut_ros.perception.dense import (CANDIDATE_SPLIT, HEADER, Found, Rows, Stag
 from nut_ros.perception.ego_motion import MotionField, field_from_poses, fit_static_field, pose_step
 from nut_ros.perception.local_map import LocalMap
 from nut_ros.perception.params import MapParams, ObstacleParams
-from nut_ros.perception.tensors import download, download_queued, one_thread, pick, upload
+from nut_ros.perception.tensors import download, download_queued, one_thread, upload
 from nut_ros.perception.tracking import Detection, MultiObjectTracker
 from nut_ros.perception.types import Obstacle, ObstacleList, PerceptionOutput
 from nut_ros.pipeline.cuda_graphs import GraphedCall
@@ -344,14 +343,15 @@ class PerceptionProcessor:
         framed, plan = self._with_frame(inputs, MotionField.zero(), self._floor_scale(result)), self._plan_for(
             result, False, False)
         if self._graphs(inputs.rows):
-            # on a GPU the fit's inputs come to the host in one download and the fit runs there, on the selected
-            # rows: its few hundred small operations and seven 6x6 solves cost far more launched one by one on the
-            # device (find_moving selects the rows again inside its graph)
-            rows, fit = None, self._host_fit(download(self._run(fit_rows, framed, plan)))
+            # on a GPU the fit's inputs come to the host in one download and the fit runs there: its few hundred
+            # small operations and seven 6x6 solves cost far more launched one by one on the device (find_moving
+            # selects the rows again inside its graph)
+            rows, table = None, torch.from_numpy(download(self._run(fit_rows, framed, plan)))
+            points, velocities, weights, threshold = torch.split(table, (3, 3, 1, 1), 1)
+            fit = self._fit_sample(points, velocities, weights[:, 0], threshold[:, 0])
         else:
             rows = self._run(select_rows, framed, plan)
-            sample = self._ego_sample(rows.valid)
-            fit = (rows.points[sample], rows.velocities[sample], rows.weights[sample], rows.threshold[sample])
+            fit = self._fit_sample(rows.points, rows.velocities, rows.weights, rows.threshold)
         with one_thread(fit[0].device):
             field = fit_static_field(*fit, self.op.ego_iterations, self.op.depth_rate_weight)
         if field is None or field.inliers < MIN_INLIERS:
@@ -359,24 +359,16 @@ class PerceptionProcessor:
             return None, rows
         return field, rows
 
-    def _host_fit(self, table: np.ndarray) -> tuple[torch.Tensor, ...]:
-        """The fit's sample (points, velocities, weights, thresholds: CPU tensors) from the downloaded
-        :func:`fit_rows` of every row: the selected rows (weight above 0), of them ``ego_samples`` drawn as
-        :meth:`_ego_sample` draws them."""
-        selected = torch.from_numpy(table[table[:, 6] > 0])
-        sample = self._ego_sample(torch.ones(selected.shape[0], dtype=torch.bool))
-        points, velocities, weights, threshold = torch.split(selected, (3, 3, 1, 1), 1)
-        return points[sample], velocities[sample], weights[:, 0][sample], threshold[:, 0][sample]
-
-    def _ego_sample(self, valid: torch.Tensor):
-        """The rows the camera-motion fit uses: ``ego_samples`` of the valid ones at random, or all rows when there
-        are no more valid ones than that (the fit skips the others by their zero weight)."""
-        n = valid.shape[0]
-        if n > self.op.ego_samples:
-            n = int(download(valid.sum()))  # the subset is drawn from the valid rows
+    def _fit_sample(self, *columns: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The rows the camera-motion fit uses, of the ``columns`` (points, velocities, weights, thresholds: host
+        tensors) of every row: the selected ones (weight above 0), of them ``ego_samples`` at random when there are
+        more."""
+        columns = tuple(c[columns[2] > 0] for c in columns)
+        n = columns[2].shape[0]
         if n <= self.op.ego_samples:
-            return slice(None)
-        return pick(valid, upload(self._rng.choice(n, self.op.ego_samples, replace=False), valid, torch.int64))
+            return columns
+        sample = torch.as_tensor(self._rng.choice(n, self.op.ego_samples, replace=False))
+        return tuple(c[sample] for c in columns)
 
     def _report(self, result: StepResult, rot: np.ndarray, trans: np.ndarray) -> ObstacleList:
         """Confirmed tracks detected recently (``report_misses``) and moving (``min_speed``), in the current camera
