@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from nut_ros.core.geometry import Intrinsics
 from nut_ros.perception.clustering import voxel_keys
-from nut_ros.perception.depth_change import DepthChange, cell_mean, image_cells
+from nut_ros.perception.depth_change import DepthChange, cell_mean, image_cells, pixel_coords
 from nut_ros.perception.params import MapParams, ObstacleParams
 from nut_ros.perception.tensors import download, pick
 from nut_ros.pipeline.types import CLOUD_COLUMNS
@@ -93,6 +93,7 @@ class Rows(NamedTuple):
     colors: torch.Tensor  # [M, 3]
     scales: torch.Tensor  # [M, 3]
     threshold: torch.Tensor  # [M] the moving threshold before the camera-motion terms
+    pixels: tuple[torch.Tensor, torch.Tensor]  # [M] each: the rows' pixel_coords in the model's camera (all rows)
 
 
 def select_rows(inputs: StageInputs, plan: StagePlan) -> Rows:
@@ -103,12 +104,13 @@ def select_rows(inputs: StageInputs, plan: StagePlan) -> Rows:
     o = table[:, CLOUD_COLUMNS["opacities"]].reshape(-1)
     ok = (o >= op.min_opacity) & (p[:, 2] > 0) & (p[:, 2] <= op.max_range)
     ok &= p.isfinite().all(1) & v.isfinite().all(1)
+    pixels = pixel_coords(p, plan.k)  # (the points not selected get a NaN depth: outside every grid)
     if plan.depth:
-        ok &= on_input_depth(p, inputs.depth, plan.k, op.depth_tolerance, op.depth_margin_px)
+        ok &= on_input_depth(p, inputs.depth, plan.k, op.depth_tolerance, op.depth_margin_px, pixels)
     floor = inputs.frame[8, 0].float()
     threshold = (op.moving_speed + op.moving_speed_per_m * p[:, 2]) * floor
     return Rows(torch.where(ok[:, None], p, torch.nan), torch.where(ok[:, None], v, 0.0), torch.where(ok, o, 0.0),
-                ok, o, rgb, sc, threshold)
+                ok, o, rgb, sc, threshold, pixels)
 
 
 def fit_rows(inputs: StageInputs, plan: StagePlan) -> torch.Tensor:
@@ -130,7 +132,8 @@ def find_moving(inputs: StageInputs, plan: StagePlan, rows: Rows | None = None) 
     residual = rows.velocities - static  # over the ground: minus the camera's static field
     if plan.compare:
         rot = pose[:3].T.float()
-        depth_rate, grids = change.rate(rows.points, inputs.old, rot, pose[3].float(), inputs.frame[8, 1], plan.k)
+        depth_rate, grids = change.rate(rows.points, inputs.old, rot, pose[3].float(), inputs.frame[8, 1], plan.k,
+                                        rows.pixels)
         threshold_z = rows.threshold + sweep * change.slope(rows.points, grids, plan.k)
         # the geometric depth rate replaces the optical z where it is known
         residual = torch.cat([residual[:, :2], torch.where(depth_rate.isfinite(), depth_rate, residual[:, 2])[:, None]],
@@ -147,7 +150,7 @@ def find_moving(inputs: StageInputs, plan: StagePlan, rows: Rows | None = None) 
         threshold_z = rows.threshold
         known = torch.zeros_like(rows.valid)
         measured = residual
-    moving = _score(rows.points, residual, known, rows.threshold + sweep, threshold_z, plan) > 1.0
+    moving = _score(rows.points, residual, known, rows.threshold + sweep, threshold_z, plan, rows.pixels) > 1.0
     world = _affine(rows.points, pose)
     return _gather(rows, moving, measured, inputs.frame[8, 2], plan), world
 
@@ -157,7 +160,7 @@ def depth_change(op: ObstacleParams) -> DepthChange:
     return DepthChange(op.change_cell_px, op.change_edge_ratio, op.change_baseline, op.change_max_speed)
 
 
-def _score(points, residual, known, threshold_xy, threshold_z, plan: StagePlan) -> torch.Tensor:
+def _score(points, residual, known, threshold_xy, threshold_z, plan: StagePlan, pixels=None) -> torch.Tensor:
     """Each Gaussian's ground velocity (averaged over its image cell of ``score_cell_px`` pixels), its image-plane
     components over ``threshold_xy`` and its optical z (weighted by ``depth_rate_weight``) over ``threshold_z``: the
     norm, in units of the moving threshold; 0 where the depth rate is unknown (depth edges, grazing surfaces and
@@ -165,7 +168,8 @@ def _score(points, residual, known, threshold_xy, threshold_z, plan: StagePlan) 
     op = plan.obstacles
     ground = residual
     if op.score_cell_px > 1:
-        ground = cell_mean(torch.where(known[:, None], points, torch.nan), residual, plan.k, op.score_cell_px)
+        ground = cell_mean(torch.where(known[:, None], points, torch.nan), residual, plan.k, op.score_cell_px,
+                           pixels)
     weighted = ground / torch.stack([threshold_xy, threshold_xy, threshold_z / op.depth_rate_weight], 1)
     return torch.where(known, (weighted * weighted).sum(1).sqrt(), 0.0)
 
@@ -239,7 +243,8 @@ def candidate_slots(packed: torch.Tensor, rows: int, candidates: int) -> torch.T
     return packed[HEADER + mover_capacity(rows) * MOVER_COLUMNS:].reshape(candidates, CANDIDATE_COLUMNS)
 
 
-def on_input_depth(points: torch.Tensor, depth: torch.Tensor, k: Intrinsics, tolerance: float, margin_px: int = 0):
+def on_input_depth(points: torch.Tensor, depth: torch.Tensor, k: Intrinsics, tolerance: float, margin_px: int = 0,
+                   pixels: tuple[torch.Tensor, torch.Tensor] | None = None):
     """Whether each point ``[N, 3]`` (camera frame) lies on the input depth image ``depth [h, w]`` (the model's
     camera ``k``, NaN where the sensor gave none; on the points' device): its pixel holds a depth within
     ``tolerance`` (relative) of its own, and no pixel without depth lies within ``margin_px`` of it (the holes
@@ -251,6 +256,7 @@ def on_input_depth(points: torch.Tensor, depth: torch.Tensor, k: Intrinsics, tol
         total = F.pad(hole, (margin_px + 1, margin_px, margin_px + 1, margin_px)).cumsum(0).cumsum(1)
         hole = total[n:, n:] - total[:-n, n:] - total[n:, :-n] + total[:-n, :-n]
     held = F.pad(torch.where(hole == 0, depth, torch.nan).reshape(-1), (0, 1), value=torch.nan)
-    cells, _, _ = image_cells(points, replace(k, width=w, height=h), 1)  # pixel centres at whole coordinates
+    # pixel centres at whole coordinates (``pixels``: the points' pixel_coords when known)
+    cells, _, _ = image_cells(points, replace(k, width=w, height=h), 1, pixels)
     d = held[cells]
     return (points[:, 2] - d).abs() <= tolerance * d
