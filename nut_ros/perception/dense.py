@@ -134,14 +134,13 @@ def find_moving(inputs: StageInputs, plan: StagePlan, rows: Rows | None = None) 
         rot = pose[:3].T.float()
         depth_rate, grids = change.rate(rows.points, inputs.old, rot, pose[3].float(), inputs.frame[8, 1], plan.k,
                                         rows.pixels)
+        known = depth_rate.isfinite()
         threshold_z = rows.threshold + sweep * change.slope(rows.points, grids, plan.k)
         # the geometric depth rate replaces the optical z where it is known
-        residual = torch.cat([residual[:, :2], torch.where(depth_rate.isfinite(), depth_rate, residual[:, 2])[:, None]],
-                             1)
+        residual = torch.cat([residual[:, :2], torch.where(known, depth_rate, residual[:, 2])[:, None]], 1)
         if plan.shift and op.shift_max > 0:  # the fitted camera motion misplaces the older depths too much
             shift = change.shift_velocity(rows.points, grids, plan.k, op.shift_max, op.shift_min_gain)
             residual = torch.cat([torch.where(shift[:, :1].isfinite(), shift, residual[:, :2]), residual[:, 2:]], 1)
-        known = depth_rate.isfinite()
         # a rate clipped at -change_max_speed is a surface now in front of what was seen there (a mover's leading
         # edge): it marks the edge as moving but is not the mover's own depth rate, so the download leaves it out
         measured = residual if op.edge_rates_measured else torch.cat(
@@ -191,9 +190,9 @@ def _gather(rows: Rows, moving: torch.Tensor, residual: torch.Tensor, offset: to
     step = eligible.double() / mp.candidates
     ranks = torch.where(eligible > mp.candidates, (offset.double() * step + slot.double() * step).long(), slot)
     at = pick(moving, torch.arange(mover_capacity(m), device=keys.device)).clamp_max(m - 1)
-    movers = torch.cat([rows.points[at], residual[at], rows.weights[at, None]], 1)
+    movers = torch.cat([rows.points, residual, rows.weights[:, None]], 1)[at]  # (one gather of all the columns)
     at = pick(ok, ranks).clamp_max(m - 1)
-    candidates = torch.cat([rows.points[at], rows.colors[at], rows.scales[at], rows.opacities[at, None]], 1)
+    candidates = torch.cat([rows.points, rows.colors, rows.scales, rows.opacities[:, None]], 1)[at]
     header = torch.stack([rows.valid.sum(), n_moving, eligible]).float()
     return torch.cat([header, movers.reshape(-1), candidates.reshape(-1)])
 
