@@ -3,6 +3,7 @@ perception_expected.json, recorded by the numpy stage at commit 55163bd on the s
 the settings that turn the later noise model off: ``BEFORE_NOISE_MODEL``), the pieces against their formulas written
 out, and CUDA against CPU."""
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +166,32 @@ def test_the_graphed_code_path_gives_what_the_cpu_path_gives(odometry):
     if odometry:
         assert got == want
     assert_close(got, want, 0.0005)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("odometry, waits", [(True, 0), (False, 1)])
+def test_the_graphed_stage_waits_for_the_device_once_per_frame(odometry, waits, monkeypatch):
+    """On a GPU with CUDA graphs: one wait per frame, on the event behind the host's download (the map's insertion
+    queued after it is not waited for); without odometry one synchronising download more (the fit's inputs)."""
+    events = []
+    real = torch.cuda.Event.synchronize
+    monkeypatch.setattr(torch.cuda.Event, "synchronize", lambda self: events.append(1) or real(self))
+    proc = PerceptionProcessor(ObstacleParams(max_gaussians=8000), MapParams(candidates=2000), seed=0)
+    for j, (res, pose, _) in enumerate(scene_stream(8, movers=MOVERS)):
+        res.device_cloud = cloud_table(res.gaussians, "cuda")
+        events.clear()
+        if j:
+            torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                out = proc.update(res, pose if odometry else None)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        if j > 2:  # (the frames before capture the stream's graphs: a capture synchronises)
+            assert sum("synchroniz" in str(w.message) for w in caught) == waits, j
+            assert len(events) == 1 and out.moving_gaussians >= 0, j
 
 
 def test_image_cells_and_cell_mean_follow_their_formulas():
