@@ -1,6 +1,6 @@
 """The per-Gaussian part of the perception stage, as functions of tensors and fixed settings only.
 
-:func:`select_rows` and :func:`find_moving` read nothing but their :class:`StageInputs` (tensors) and their
+:func:`select_rows`, :func:`fit_rows` and :func:`find_moving` read nothing but their :class:`StageInputs` (tensors) and their
 :class:`StagePlan` (settings and the flags that pick a code path, fixed for a stream), write nothing outside their
 results, and never wait for the device or copy from the host: on a GPU the processor captures each once per plan
 as a CUDA graph (:class:`nut_ros.pipeline.cuda_graphs.GraphedCall`) and replays it per frame, which replaces
@@ -10,13 +10,15 @@ they are. Row counts are fixed per stream on the GPU: the thinned cloud is padde
 
 Steps (see :mod:`nut_ros.perception.processor` for what each threshold means):
 
-1. :func:`select_rows`: the opaque, finite Gaussians in range and, with a metric depth input, on it;
+1. :func:`select_rows`: the opaque, finite Gaussians in range and, with a metric depth input, on it (and their
+   pixel coordinates, projected once for every image grid of the later steps); :func:`fit_rows`: what the
+   camera-motion fit needs of them, as one tensor to download (no odometry);
 2. :func:`find_moving`: the depth rate against the compared frame (:class:`DepthChange`), the thresholds, each
    Gaussian's velocity over the ground, the cell-averaged score and the moving test; then the moving rows (their
    depth rate NaN where it was clipped at ``-change_max_speed``: a leading edge's) and the map's candidates
-   gathered into one flat tensor (:func:`unpack` downloads its counts and moving rows in one copy; the candidates
-   stay on the device for the map), and the frame's points in the fixed frame (what :class:`DepthChange`
-   remembers).
+   gathered into one flat tensor (:func:`unpack` reads its counts and moving rows, :func:`downloaded_part`, in one
+   copy; the candidates, :func:`candidate_slots`, stay on the device for the map), and the frame's points in the
+   fixed frame (what :class:`DepthChange` remembers).
 """
 from __future__ import annotations
 
