@@ -103,3 +103,23 @@ def test_a_box_cut_by_the_image_edge_reaches_out_past_it():
     assert left.size[0, 2] > whole.size[0, 2]  # the depth extent follows the wider box
     np.testing.assert_allclose(both.size, whole.size)  # cut along both axes: nothing to go by
     np.testing.assert_allclose(left.span, whole.span)  # the members' own span is kept for the size filters
+
+
+def test_components_are_scipys_connected_components():
+    """Label propagation gives scipy's components, numbered as scipy numbers them (by their smallest node), on
+    random graphs and long chains."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from nut_ros.perception.clustering import components
+
+    rng = np.random.default_rng(0)
+    for t in range(300):
+        n = int(rng.integers(1, 300))
+        if t % 3:
+            src, dst = rng.integers(0, n, 2 * n), rng.integers(0, n, 2 * n)
+        else:
+            perm = rng.permutation(n)
+            src, dst = perm[:-1], perm[1:]
+        want = connected_components(coo_matrix((np.ones(src.size), (src, dst)), shape=(n, n)), directed=False)[1]
+        assert np.array_equal(components(n, src, dst), want), t

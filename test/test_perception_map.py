@@ -180,6 +180,59 @@ def test_the_gpus_bounds_and_padded_index_give_the_same_map(every, monkeypatch):
     assert m._main[0].shape[0] + m._tail[0].shape[0] <= m.capacity + STREAM_PARAMS.candidates
 
 
+class Masked(LocalMap):
+    """Offered each frame's rows with as many more not offered (copies of them, a NaN row, a row far away),
+    masked out by ``offered``, in shuffled order (the offered ones keep theirs); every fifth frame none offered."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rng = np.random.default_rng(3)
+        self.frame = 0
+
+    def insert(self, positions, colors, scales, opacities, rotation, camera_position, offered=None):
+        n = len(positions)
+        self.frame += 1
+        # the rows offered: the first half of the frame's (so at most candidates in all)
+        half = 0 if self.frame % 5 == 0 else n // 2
+        extra = self.rng.integers(0, n, n - half)
+        positions = np.concatenate([positions[:half], positions[extra]])
+        positions[half] = np.nan
+        positions[half + 1] = 1e9
+        fields = [np.concatenate([f[:half], f[extra]]) for f in (colors, scales, opacities)]
+        mask = np.arange(n) < half
+        order = np.sort(self.rng.choice(n, half, replace=False))  # where the offered rows go, in their order
+        rest = np.setdiff1d(np.arange(n), order)
+        perm = np.empty(n, np.int64)
+        perm[order], perm[rest] = np.arange(half), np.arange(half, n)
+        return super().insert(positions[perm], *(f[perm] for f in fields), rotation, camera_position,
+                              torch.from_numpy(mask[perm]))
+
+
+class Halves(LocalMap):
+    """Offered the first half of each frame's rows only; every fifth frame none."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.frame = 0
+
+    def insert(self, positions, colors, scales, opacities, rotation, camera_position, offered=None):
+        self.frame += 1
+        half = 0 if self.frame % 5 == 0 else len(positions) // 2
+        return super().insert(positions[:half], colors[:half], scales[:half], opacities[:half], rotation,
+                              camera_position)
+
+
+@pytest.mark.parametrize("bounds", [False, True])
+def test_rows_not_offered_change_nothing(bounds, monkeypatch):
+    """Rows left out by ``offered`` (copies of offered ones, NaN, far away, anywhere in the order; all of a frame's)
+    give the map that offering only the others gives, also as sized on a GPU."""
+    if bounds:
+        gpu_bounds(monkeypatch, (j % 3 == 0 for j in range(1000)))
+    want, got = run_stream(Halves(STREAM_PARAMS)), run_stream(Masked(STREAM_PARAMS))
+    assert sum(f[0] for f in want["per_frame"]) > 1000 and want["per_frame"][-1][2] > 0  # added, pruned
+    assert got == want
+
+
 class Recorder(TorchDispatchMode):
     """The aten operations run inside it."""
 

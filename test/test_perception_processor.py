@@ -97,9 +97,12 @@ def test_params_are_validated():
         ObstacleParams(early_hits=0)
 
 
+@pytest.mark.parametrize("graph_path", [False, True])  # True: the GPU's code path, on the CPU
 @pytest.mark.parametrize("max_range", [5.0, 100.0])  # 100: every Gaussian selected
-def test_a_frame_where_everything_moves_is_skipped_not_mapped(max_range):
-    proc = PerceptionProcessor(ObstacleParams(max_range=max_range), seed=5)
+def test_a_frame_where_everything_moves_is_skipped_not_mapped(max_range, graph_path):
+    from test_perception_device import GraphPath
+
+    proc = (GraphPath if graph_path else PerceptionProcessor)(ObstacleParams(max_range=max_range), seed=5)
     stream = list(scene_stream(8, movers=()))
     for res, pose, _ in stream[:6]:
         proc.update(res, pose)

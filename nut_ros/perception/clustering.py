@@ -2,8 +2,7 @@
 
 Voxel keys pack three signed 21-bit cell indices into one int64 (:func:`voxel_keys`), so occupancy tests are
 sorted-array searches. Two occupied voxels are connected when they touch (26-neighbourhood); the components come
-from ``scipy.sparse.csgraph.connected_components`` over the edges found by searching the 13 "forward" neighbour
-offsets.
+from label propagation (:func:`components`) over the edges found by searching the 13 "forward" neighbour offsets.
 """
 from __future__ import annotations
 
@@ -11,8 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 KEY_BITS = 21  # per axis: cells in [-2^20, 2^20): ±1048 km at 1 mm voxels
 _HALF = 1 << (KEY_BITS - 1)
@@ -48,6 +45,27 @@ def contains(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.
     return sorted_keys[idx] == keys, idx
 
 
+def components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Connected component ``[n]`` of each node of the undirected graph with edges ``src[i] -- dst[i]``, numbered
+    in the order of their smallest node (as ``scipy.sparse.csgraph.connected_components`` numbers them): every
+    node's label falls to the smallest it meets over an edge, jumping along labels, until no edge joins two labels
+    (a few numpy passes over a few hundred voxels, without scipy's graph construction and checks)."""
+    label = np.arange(n)
+    while src.size:
+        at_src, at_dst = label[src], label[dst]
+        if np.array_equal(at_src, at_dst):
+            break
+        low = np.minimum(at_src, at_dst)
+        np.minimum.at(label, src, low)
+        np.minimum.at(label, dst, low)
+        while True:  # each label is a node of the component that holds a label not above it: follow it
+            jumped = label[label]
+            if np.array_equal(jumped, label):
+                break
+            label = jumped
+    return np.unique(label, return_inverse=True)[1].reshape(-1)
+
+
 def cluster_points(points: np.ndarray, voxel: float, min_points: int) -> tuple[np.ndarray, int]:
     """Labels ``[N]`` (0..K-1, or -1 for points of components with fewer than ``min_points``) and K."""
     if points.shape[0] == 0:
@@ -59,9 +77,7 @@ def cluster_points(points: np.ndarray, voxel: float, min_points: int) -> tuple[n
     neighbours = pack_cells((ucells[:, None, :] + _OFFSETS[None]).reshape(-1, 3))
     found, idx = contains(uniq, neighbours)
     src = np.repeat(np.arange(uniq.size), len(_OFFSETS))[found]
-    graph = coo_matrix((np.ones(src.size, np.int8), (src, idx[found])), shape=(uniq.size, uniq.size))
-    _, comp = connected_components(graph, directed=False)
-    point_comp = comp[inverse]
+    point_comp = components(uniq.size, src, idx[found])[inverse]
     counts = np.bincount(point_comp)
     big = counts >= min_points
     relabel = np.full(counts.size, -1, np.int64)
@@ -91,11 +107,19 @@ class Clusters:
 def group_quantile(values: np.ndarray, labels: np.ndarray, k: int, q: float) -> np.ndarray:
     """The ``q`` quantile ``[k]`` of ``values [N]`` per label ``0..k-1`` (labels all >= 0; the member at rank
     ``floor(q · count)``, the last for q = 1; NaN where empty)."""
+    return group_quantiles(values, labels, k, (q,))[0]
+
+
+def group_quantiles(values: np.ndarray, labels: np.ndarray, k: int, qs: tuple[float, ...]) -> list[np.ndarray]:
+    """:func:`group_quantile` at each of ``qs`` (one sort)."""
     count = np.bincount(labels, minlength=k)
     ordered = values[np.lexsort((values, labels))]  # by label, then by value
     starts = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
-    rank = np.minimum(np.floor(q * count).astype(np.int64), np.maximum(count - 1, 0))
-    return np.where(count > 0, ordered[np.minimum(starts + rank, max(values.size - 1, 0))], np.nan)
+    out = []
+    for q in qs:
+        rank = np.minimum(np.floor(q * count).astype(np.int64), np.maximum(count - 1, 0))
+        out.append(np.where(count > 0, ordered[np.minimum(starts + rank, max(values.size - 1, 0))], np.nan))
+    return out
 
 
 def group_median(values: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -130,7 +154,8 @@ def cluster_stats(points: np.ndarray, velocities: np.ndarray, weights: np.ndarra
         lo = hi = np.zeros((0, 3))
     span = hi - lo + voxel / 2
     if k and trim > 0:
-        lo, hi = (np.stack([group_quantile(pts[:, i], lab, k, q) for i in range(3)], 1) for q in (trim, 1 - trim))
+        lo, hi = (np.stack(axes, 1) for axes in zip(*(group_quantiles(pts[:, i], lab, k, (trim, 1 - trim))
+                                                       for i in range(3))))
         widen = (hi - lo) * trim / (1 - 2 * trim)
         lo, hi = lo - widen, hi + widen
     if k and cut is not None:

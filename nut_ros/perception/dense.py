@@ -1,22 +1,24 @@
 """The per-Gaussian part of the perception stage, as functions of tensors and fixed settings only.
 
-:func:`select_rows` and :func:`find_moving` read nothing but their :class:`StageInputs` (tensors) and their
-:class:`StagePlan` (settings and the flags that pick a code path, fixed for a stream), write nothing outside their
-results, and never wait for the device or copy from the host: on a GPU the processor captures each once per plan
-as a CUDA graph (:class:`nut_ros.pipeline.cuda_graphs.GraphedCall`) and replays it per frame, which replaces
-launching its few hundred small torch operations from Python one by one. On the CPU the processor calls them as
-they are. Row counts are fixed per stream on the GPU: the thinned cloud is padded with NaN rows to
-``max_gaussians`` (a NaN row fails every selection, so the padding changes nothing but the shapes).
+:func:`select_rows`, :func:`fit_rows` and :func:`find_moving` read nothing but their :class:`StageInputs`
+(tensors) and their :class:`StagePlan` (settings and the flags that pick a code path, fixed for a stream), write
+nothing outside their results, and never wait for the device or copy from the host: on a GPU the processor
+captures each once per plan as a CUDA graph (:class:`nut_ros.pipeline.cuda_graphs.GraphedCall`) and replays it per
+frame, which replaces launching its few hundred small torch operations from Python one by one. On the CPU the
+processor calls them as they are. Row counts are fixed per stream on the GPU: the thinned cloud is padded with NaN
+rows to ``max_gaussians`` (a NaN row fails every selection, so the padding changes nothing but the shapes).
 
 Steps (see :mod:`nut_ros.perception.processor` for what each threshold means):
 
-1. :func:`select_rows`: the opaque, finite Gaussians in range and, with a metric depth input, on it;
+1. :func:`select_rows`: the opaque, finite Gaussians in range and, with a metric depth input, on it (and their
+   pixel coordinates, projected once for every image grid of the later steps); :func:`fit_rows`: what the
+   camera-motion fit needs of them, as one tensor to download (no odometry);
 2. :func:`find_moving`: the depth rate against the compared frame (:class:`DepthChange`), the thresholds, each
    Gaussian's velocity over the ground, the cell-averaged score and the moving test; then the moving rows (their
    depth rate NaN where it was clipped at ``-change_max_speed``: a leading edge's) and the map's candidates
-   gathered into one flat tensor (:func:`unpack` downloads its counts and moving rows in one copy; the candidates
-   stay on the device for the map), and the frame's points in the fixed frame (what :class:`DepthChange`
-   remembers).
+   gathered into one flat tensor (:func:`unpack` reads its counts and moving rows, :func:`downloaded_part`, in one
+   copy; the candidates, :func:`candidate_slots`, stay on the device for the map), and the frame's points in the
+   fixed frame (what :class:`DepthChange` remembers).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ import torch.nn.functional as F
 
 from nut_ros.core.geometry import Intrinsics
 from nut_ros.perception.clustering import voxel_keys
-from nut_ros.perception.depth_change import DepthChange, cell_mean, image_cells
+from nut_ros.perception.depth_change import DepthChange, cell_mean, image_cells, pixel_coords
 from nut_ros.perception.params import MapParams, ObstacleParams
 from nut_ros.perception.tensors import download, pick
 from nut_ros.pipeline.types import CLOUD_COLUMNS
@@ -37,6 +39,7 @@ from nut_ros.pipeline.types import CLOUD_COLUMNS
 MOVER_COLUMNS = 7  # a downloaded moving Gaussian: point, velocity over the ground, weight
 CANDIDATE_COLUMNS = 10  # a downloaded map candidate: point, colour, scales, opacity ...
 CANDIDATE_SPLIT = (3, 6, 9)  # ... split at these columns
+FIT_COLUMNS = 8  # a downloaded row of the camera-motion fit: point, velocity, weight, base threshold
 HEADER = 3  # the download starts with: Gaussians selected, of them moving, static ones eligible for the map
 FRAME_ROWS = 9  # StageInputs.frame: the static field (4 rows), the camera pose (4 rows), the scalars (1 row)
 
@@ -92,6 +95,7 @@ class Rows(NamedTuple):
     colors: torch.Tensor  # [M, 3]
     scales: torch.Tensor  # [M, 3]
     threshold: torch.Tensor  # [M] the moving threshold before the camera-motion terms
+    pixels: tuple[torch.Tensor, torch.Tensor]  # [M] each: the rows' pixel_coords in the model's camera (all rows)
 
 
 def select_rows(inputs: StageInputs, plan: StagePlan) -> Rows:
@@ -102,12 +106,20 @@ def select_rows(inputs: StageInputs, plan: StagePlan) -> Rows:
     o = table[:, CLOUD_COLUMNS["opacities"]].reshape(-1)
     ok = (o >= op.min_opacity) & (p[:, 2] > 0) & (p[:, 2] <= op.max_range)
     ok &= p.isfinite().all(1) & v.isfinite().all(1)
+    pixels = pixel_coords(p, plan.k)  # (the points not selected get a NaN depth: outside every grid)
     if plan.depth:
-        ok &= on_input_depth(p, inputs.depth, plan.k, op.depth_tolerance, op.depth_margin_px)
+        ok &= on_input_depth(p, inputs.depth, plan.k, op.depth_tolerance, op.depth_margin_px, pixels)
     floor = inputs.frame[8, 0].float()
     threshold = (op.moving_speed + op.moving_speed_per_m * p[:, 2]) * floor
     return Rows(torch.where(ok[:, None], p, torch.nan), torch.where(ok[:, None], v, 0.0), torch.where(ok, o, 0.0),
-                ok, o, rgb, sc, threshold)
+                ok, o, rgb, sc, threshold, pixels)
+
+
+def fit_rows(inputs: StageInputs, plan: StagePlan) -> torch.Tensor:
+    """The camera-motion fit's inputs of every row as one ``[M, FIT_COLUMNS]`` tensor (one download): point,
+    velocity, weight (0: not selected) and base moving threshold of :func:`select_rows`."""
+    rows = select_rows(inputs, plan)
+    return torch.cat([rows.points, rows.velocities, rows.weights[:, None], rows.threshold[:, None]], 1)
 
 
 def find_moving(inputs: StageInputs, plan: StagePlan, rows: Rows | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,15 +134,15 @@ def find_moving(inputs: StageInputs, plan: StagePlan, rows: Rows | None = None) 
     residual = rows.velocities - static  # over the ground: minus the camera's static field
     if plan.compare:
         rot = pose[:3].T.float()
-        depth_rate, grids = change.rate(rows.points, inputs.old, rot, pose[3].float(), inputs.frame[8, 1], plan.k)
+        depth_rate, grids = change.rate(rows.points, inputs.old, rot, pose[3].float(), inputs.frame[8, 1], plan.k,
+                                        rows.pixels)
+        known = depth_rate.isfinite()
         threshold_z = rows.threshold + sweep * change.slope(rows.points, grids, plan.k)
         # the geometric depth rate replaces the optical z where it is known
-        residual = torch.cat([residual[:, :2], torch.where(depth_rate.isfinite(), depth_rate, residual[:, 2])[:, None]],
-                             1)
+        residual = torch.cat([residual[:, :2], torch.where(known, depth_rate, residual[:, 2])[:, None]], 1)
         if plan.shift and op.shift_max > 0:  # the fitted camera motion misplaces the older depths too much
             shift = change.shift_velocity(rows.points, grids, plan.k, op.shift_max, op.shift_min_gain)
             residual = torch.cat([torch.where(shift[:, :1].isfinite(), shift, residual[:, :2]), residual[:, 2:]], 1)
-        known = depth_rate.isfinite()
         # a rate clipped at -change_max_speed is a surface now in front of what was seen there (a mover's leading
         # edge): it marks the edge as moving but is not the mover's own depth rate, so the download leaves it out
         measured = residual if op.edge_rates_measured else torch.cat(
@@ -139,7 +151,7 @@ def find_moving(inputs: StageInputs, plan: StagePlan, rows: Rows | None = None) 
         threshold_z = rows.threshold
         known = torch.zeros_like(rows.valid)
         measured = residual
-    moving = _score(rows.points, residual, known, rows.threshold + sweep, threshold_z, plan) > 1.0
+    moving = _score(rows.points, residual, known, rows.threshold + sweep, threshold_z, plan, rows.pixels) > 1.0
     world = _affine(rows.points, pose)
     return _gather(rows, moving, measured, inputs.frame[8, 2], plan), world
 
@@ -149,7 +161,7 @@ def depth_change(op: ObstacleParams) -> DepthChange:
     return DepthChange(op.change_cell_px, op.change_edge_ratio, op.change_baseline, op.change_max_speed)
 
 
-def _score(points, residual, known, threshold_xy, threshold_z, plan: StagePlan) -> torch.Tensor:
+def _score(points, residual, known, threshold_xy, threshold_z, plan: StagePlan, pixels=None) -> torch.Tensor:
     """Each Gaussian's ground velocity (averaged over its image cell of ``score_cell_px`` pixels), its image-plane
     components over ``threshold_xy`` and its optical z (weighted by ``depth_rate_weight``) over ``threshold_z``: the
     norm, in units of the moving threshold; 0 where the depth rate is unknown (depth edges, grazing surfaces and
@@ -157,7 +169,8 @@ def _score(points, residual, known, threshold_xy, threshold_z, plan: StagePlan) 
     op = plan.obstacles
     ground = residual
     if op.score_cell_px > 1:
-        ground = cell_mean(torch.where(known[:, None], points, torch.nan), residual, plan.k, op.score_cell_px)
+        ground = cell_mean(torch.where(known[:, None], points, torch.nan), residual, plan.k, op.score_cell_px,
+                           pixels)
     weighted = ground / torch.stack([threshold_xy, threshold_xy, threshold_z / op.depth_rate_weight], 1)
     return torch.where(known, (weighted * weighted).sum(1).sqrt(), 0.0)
 
@@ -179,9 +192,9 @@ def _gather(rows: Rows, moving: torch.Tensor, residual: torch.Tensor, offset: to
     step = eligible.double() / mp.candidates
     ranks = torch.where(eligible > mp.candidates, (offset.double() * step + slot.double() * step).long(), slot)
     at = pick(moving, torch.arange(mover_capacity(m), device=keys.device)).clamp_max(m - 1)
-    movers = torch.cat([rows.points[at], residual[at], rows.weights[at, None]], 1)
+    movers = torch.cat([rows.points, residual, rows.weights[:, None]], 1)[at]  # (one gather of all the columns)
     at = pick(ok, ranks).clamp_max(m - 1)
-    candidates = torch.cat([rows.points[at], rows.colors[at], rows.scales[at], rows.opacities[at, None]], 1)
+    candidates = torch.cat([rows.points, rows.colors, rows.scales, rows.opacities[:, None]], 1)[at]
     header = torch.stack([rows.valid.sum(), n_moving, eligible]).float()
     return torch.cat([header, movers.reshape(-1), candidates.reshape(-1)])
 
@@ -205,21 +218,34 @@ class Found:
     eligible: int  # static Gaussians the candidates were picked from
 
 
-def unpack(packed: torch.Tensor, rows: int, candidates: int) -> Found:
+def downloaded_part(packed: torch.Tensor, rows: int) -> torch.Tensor:
+    """The part of a frame's packed tensor (:func:`find_moving`, from a table of ``rows`` rows) the host reads: its
+    counts and moving rows."""
+    return packed[:HEADER + mover_capacity(rows) * MOVER_COLUMNS]
+
+
+def unpack(packed: torch.Tensor, rows: int, candidates: int, host: np.ndarray | None = None) -> Found:
     """The :class:`Found` of a frame's packed tensor (:func:`find_moving`, from a table of ``rows`` rows): its
-    counts and moving rows downloaded (one copy: on a GPU, one synchronisation), its candidates left where they are."""
+    counts and moving rows downloaded (one copy: on a GPU, one synchronisation; ``host``: that copy, already made,
+    of :func:`downloaded_part`), its candidates left where they are."""
     cap = mover_capacity(rows)
-    end = HEADER + cap * MOVER_COLUMNS
-    host = download(packed[:end])
+    host = download(downloaded_part(packed, rows)) if host is None else host
     valid, moving, eligible = (int(x) for x in host[:HEADER])
     mover_rows = host[HEADER:].reshape(cap, MOVER_COLUMNS)[:min(moving, cap)]
-    candidate_rows = packed[end:].reshape(candidates, CANDIDATE_COLUMNS)
+    candidate_rows = candidate_slots(packed, rows, candidates)
     points, velocities, weights = np.split(mover_rows, (3, 6), axis=1)
     return Found(valid, moving, (points, velocities, weights[:, 0]), candidate_rows[:min(eligible, candidates)],
                  eligible)
 
 
-def on_input_depth(points: torch.Tensor, depth: torch.Tensor, k: Intrinsics, tolerance: float, margin_px: int = 0):
+def candidate_slots(packed: torch.Tensor, rows: int, candidates: int) -> torch.Tensor:
+    """``[candidates, CANDIDATE_COLUMNS]`` every map candidate slot of a frame's packed tensor (:func:`find_moving`,
+    from a table of ``rows`` rows), a view on its device; the first ``min(eligible, candidates)`` are counted."""
+    return packed[HEADER + mover_capacity(rows) * MOVER_COLUMNS:].reshape(candidates, CANDIDATE_COLUMNS)
+
+
+def on_input_depth(points: torch.Tensor, depth: torch.Tensor, k: Intrinsics, tolerance: float, margin_px: int = 0,
+                   pixels: tuple[torch.Tensor, torch.Tensor] | None = None):
     """Whether each point ``[N, 3]`` (camera frame) lies on the input depth image ``depth [h, w]`` (the model's
     camera ``k``, NaN where the sensor gave none; on the points' device): its pixel holds a depth within
     ``tolerance`` (relative) of its own, and no pixel without depth lies within ``margin_px`` of it (the holes
@@ -231,6 +257,7 @@ def on_input_depth(points: torch.Tensor, depth: torch.Tensor, k: Intrinsics, tol
         total = F.pad(hole, (margin_px + 1, margin_px, margin_px + 1, margin_px)).cumsum(0).cumsum(1)
         hole = total[n:, n:] - total[:-n, n:] - total[n:, :-n] + total[:-n, :-n]
     held = F.pad(torch.where(hole == 0, depth, torch.nan).reshape(-1), (0, 1), value=torch.nan)
-    cells, _, _ = image_cells(points, replace(k, width=w, height=h), 1)  # pixel centres at whole coordinates
+    # pixel centres at whole coordinates (``pixels``: the points' pixel_coords when known)
+    cells, _, _ = image_cells(points, replace(k, width=w, height=h), 1, pixels)
     d = held[cells]
     return (points[:, 2] - d).abs() <= tolerance * d

@@ -37,13 +37,25 @@ from nut_ros.core.geometry import Intrinsics
 SHIFT_DIFF_CAP = 0.3  # relative depth difference a cell contributes to a shift's cost at most (empty cells too)
 
 
-def image_cells(points: torch.Tensor, k: Intrinsics, cell_px: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+def pixel_coords(points: torch.Tensor, k: Intrinsics) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per point (camera frame) its image coordinates ``(u, v)`` plus half a pixel (a point's cell of a ``c``-pixel
+    grid is ``floor(coordinate / c)``): computed once, shared by :func:`image_cells` of several grids."""
+    z = points[:, 2]
+    return k.fx * points[:, 0] / z + k.cx + 0.5, k.fy * points[:, 1] / z + k.cy + 0.5
+
+
+def image_cells(points: torch.Tensor, k: Intrinsics, cell_px: int,
+                pixels: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Per point (camera frame): its cell of a ``cell_px`` grid over the image (flat index; the number of cells
-    ``n`` for a point outside the image or not finite), whether it projects inside the image, and ``n``."""
+    ``n`` for a point outside the image or not finite), whether it projects inside the image, and ``n``.
+    ``pixels``: the points' :func:`pixel_coords` when known (of the same points, or of points that differ only
+    where these have a NaN depth: those are outside either way)."""
     gw, gh = -(-k.width // cell_px), -(-k.height // cell_px)
     z = points[:, 2]
-    u = torch.floor((k.fx * points[:, 0] / z + k.cx + 0.5) / cell_px)
-    v = torch.floor((k.fy * points[:, 1] / z + k.cy + 0.5) / cell_px)
+    u, v = pixel_coords(points, k) if pixels is None else pixels
+    if cell_px != 1:  # (x / 1 is x)
+        u, v = u / cell_px, v / cell_px
+    u, v = torch.floor(u), torch.floor(v)
     inside = (z > 0) & (u >= 0) & (u < gw) & (v >= 0) & (v < gh)
     flat = torch.where(inside, v * gw + u, gw * gh).long()
     return flat, inside, gw * gh
@@ -55,10 +67,12 @@ def _cell_sum(cells: torch.Tensor, n: int, values: torch.Tensor) -> torch.Tensor
     return out.index_add_(0, cells, values.double())
 
 
-def cell_mean(points: torch.Tensor, values: torch.Tensor, k: Intrinsics, cell_px: int) -> torch.Tensor:
+def cell_mean(points: torch.Tensor, values: torch.Tensor, k: Intrinsics, cell_px: int,
+              pixels: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """``values [N, C]`` replaced by their mean over the points of the same image cell (``cell_px`` grid); points
-    outside the image (or not finite: a NaN point leaves the average) keep theirs."""
-    cells, inside, n = image_cells(points, k, cell_px)
+    outside the image (or not finite: a NaN point leaves the average) keep theirs (``pixels``: see
+    :func:`image_cells`)."""
+    cells, inside, n = image_cells(points, k, cell_px, pixels)
     count = _cell_sum(cells, n, torch.ones_like(cells, dtype=torch.float64)).clamp_min(1)
     mean = (_cell_sum(cells, n, values) / count[:, None]).to(values.dtype)
     return torch.where(inside[:, None], mean[cells], values)
@@ -100,10 +114,10 @@ class DepthChange:
             return None
         return self._frames[0][0], dt + sum(gap for _, gap in list(self._frames)[1:])
 
-    def _cell_depth(self, points: torch.Tensor, k: Intrinsics):
+    def _cell_depth(self, points: torch.Tensor, k: Intrinsics, pixels=None):
         """Per cell: mean depth (NaN where empty or a depth edge) and nearest depth (NaN where empty); per point:
         its cell and whether it is inside."""
-        cells, inside, n = image_cells(points, k, self.cell_px)
+        cells, inside, n = image_cells(points, k, self.cell_px, pixels)
         z = points[:, 2]
         count = _cell_sum(cells, n, torch.ones_like(z))[:n]
         near = torch.full((n + 1,), torch.inf, device=z.device).scatter_reduce_(0, cells, z, "amin")[:n]
@@ -113,12 +127,13 @@ class DepthChange:
                 torch.where(count > 0, near, torch.nan), cells, inside)
 
     def rate(self, points: torch.Tensor, old: torch.Tensor, rot: torch.Tensor, trans: torch.Tensor,
-             interval, k: Intrinsics) -> tuple[torch.Tensor, CellGrids]:
+             interval, k: Intrinsics, pixels=None) -> tuple[torch.Tensor, CellGrids]:
         """Depth rate ``[N]`` (per second) of the current ``points`` (camera frame; the camera's pose in the fixed
         frame is ``rot`` [3, 3], ``trans`` [3]) against the compared frame's points ``old`` (fixed frame), taken
-        ``interval`` s (a number or a 0-d tensor) earlier; and the binned frames."""
+        ``interval`` s (a number or a 0-d tensor) earlier; and the binned frames (``pixels``: the current points'
+        :func:`pixel_coords` when known)."""
         before, before_near, _, _ = self._cell_depth((old - trans) @ rot, k)
-        now, now_near, cells, inside = self._cell_depth(points, k)
+        now, now_near, cells, inside = self._cell_depth(points, k, pixels)
         cell_rate = (now - before) / interval
         cell_rate = torch.where(cell_rate > self.max_speed, torch.nan, cell_rate.clamp_min(-self.max_speed))
         rate = F.pad(cell_rate, (0, 1), value=torch.nan).float()[cells]

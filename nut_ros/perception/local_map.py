@@ -125,11 +125,13 @@ class LocalMap:
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def insert(self, positions, colors, scales, opacities, rotation: np.ndarray,
-               camera_position: np.ndarray) -> torch.Tensor:
+               camera_position: np.ndarray, offered: torch.Tensor | None = None) -> torch.Tensor:
         """Offer at most ``candidates`` Gaussians in the fixed frame (``positions``, ``colors``, ``scales`` ``[N, 3]``
         along the camera axes, ``opacities`` ``[N]``: tensors on one device, or numpy for the CPU; ``rotation`` = the
         camera's 3x3 orientation in the fixed frame, ``camera_position`` its position: host arrays); returns how
-        many were added (a 0-dim tensor on the map's device: reading it waits for the device)."""
+        many were added (a 0-dim tensor on the map's device: reading it waits for the device). ``offered`` ``[N]``
+        bool (on their device): only those rows are offered, the others are left out as if not given (their values
+        are never stored), so a caller can offer a fixed number of rows of which the device knows the valid ones."""
         positions, colors, scales, opacities = (torch.as_tensor(a) for a in (positions, colors, scales, opacities))
         n = positions.shape[0]
         if n > self.p.candidates:
@@ -138,14 +140,20 @@ class LocalMap:
         if n == 0:
             return torch.zeros((), dtype=torch.int64, device=positions.device)
         with one_thread(positions.device):
-            return self._insert(positions, colors, scales, opacities, rotation, camera_position)
+            return self._insert(positions, colors, scales, opacities, rotation, camera_position, offered)
 
-    def _insert(self, positions, colors, scales, opacities, rotation, camera_position) -> torch.Tensor:
+    def _insert(self, positions, colors, scales, opacities, rotation, camera_position,
+                offered: torch.Tensor | None = None) -> torch.Tensor:
         self._learn_sizes()
         n, pad = positions.shape[0], self.capacity  # pad: the scratch row
-        keys, order = torch.sort(voxel_keys(positions, self.p.voxel).clamp_max(EMPTY - 1), stable=True)
+        keys = voxel_keys(positions, self.p.voxel).clamp_max(EMPTY - 1)
+        if offered is not None:  # the rows not offered: after every offered one (the sort is stable), never first
+            keys = torch.where(offered, keys, EMPTY)
+        keys, order = torch.sort(keys, stable=True)
         first = torch.ones(n, dtype=torch.bool, device=keys.device)  # the first offered of its voxel
         first[1:] = keys[1:] != keys[:-1]
+        if offered is not None:
+            first &= offered.index_select(0, order)
         row, into_tail = self._lookup(keys)
         found, new = first & (row < pad), first & (row == pad)
         added = new.sum()

@@ -44,8 +44,12 @@ the CPU), as functions of tensors only (:mod:`nut_ros.perception.dense`): on a G
 settings as a CUDA graph and replayed per frame (``cuda_graphs``), with the per-frame numbers (camera motion, pose,
 intervals) uploaded into it without waiting. The host gets, in one download, the moving Gaussians (clustering and
 tracking are numpy and scipy on the host: hundreds of points) and the counts; the map's candidates stay on the
-device, where the map is (:mod:`nut_ros.perception.local_map`, inserting waits for nothing); the fitted camera
-motion (no odometry) costs two more downloads (the selection's count and the fit's six numbers).
+device, where the map is (:mod:`nut_ros.perception.local_map`, inserting waits for nothing; on a GPU every
+candidate slot is offered between queueing the download and waiting for it, the counted ones of a trusted frame
+picked on the device, so the host launches the insertion while the device runs the graph, and clusters and tracks
+while the device runs the insertion). The fitted camera motion (no odometry) costs one more download: on
+a GPU the selected rows' fit inputs (the fit, a few hundred small operations and seven 6x6 solves, runs on the
+host: launched one by one on the device it cost more than the rest of the stage), on the CPU the fit's result.
 
 Without odometry a stream restart (``result.paired`` false) or a change of the depth source restarts the key frame,
 the tracks and the map; with odometry only a change of units does.
@@ -59,12 +63,13 @@ import torch
 
 from nut_ros.core.geometry import Intrinsics, project
 from nut_ros.perception.clustering import Clusters, cluster_points, cluster_stats, group_median
-from nut_ros.perception.dense import (CANDIDATE_SPLIT, Found, Rows, StageInputs, StagePlan, affine_rows, depth_change,
-                                      find_moving, frame_tensor, select_rows, unpack)
+from nut_ros.perception.dense import (CANDIDATE_SPLIT, HEADER, Found, Rows, StageInputs, StagePlan, affine_rows,
+                                      candidate_slots, depth_change, downloaded_part, find_moving, fit_rows,
+                                      frame_tensor, select_rows, unpack)
 from nut_ros.perception.ego_motion import MotionField, field_from_poses, fit_static_field, pose_step
 from nut_ros.perception.local_map import LocalMap
 from nut_ros.perception.params import MapParams, ObstacleParams
-from nut_ros.perception.tensors import download, one_thread, pick, upload
+from nut_ros.perception.tensors import download, download_queued, one_thread, upload
 from nut_ros.perception.tracking import Detection, MultiObjectTracker
 from nut_ros.perception.types import Obstacle, ObstacleList, PerceptionOutput
 from nut_ros.pipeline.cuda_graphs import GraphedCall
@@ -116,11 +121,12 @@ class PerceptionProcessor:
         z_std = obstacles.velocity_std / max(obstacles.depth_rate_weight, MIN_DEPTH_RATE_WEIGHT)
         self._velocity_cov = np.diag([obstacles.velocity_std ** 2] * 2 + [z_std ** 2])
         self._map_changed = False
+        self._map_s = 0.0
         self.frames_skipped = 0  # frames without detections because the camera motion was not trusted
         self.cuda_graphs = cuda_graphs  # on a GPU, replay the dense stage as CUDA graphs (else launch it op by op)
         self._plan: StagePlan | None = None  # the plan of the graphed call running now
         self._graphed = {fn: GraphedCall(lambda *inputs, fn=fn: fn(StageInputs(*inputs), self._plan),
-                                         key=lambda: (self._plan,)) for fn in (select_rows, find_moving)}
+                                         key=lambda: (self._plan,)) for fn in (select_rows, fit_rows, find_moving)}
 
     def reset(self) -> None:
         """Forget tracks, map and key frame."""
@@ -151,6 +157,7 @@ class PerceptionProcessor:
             self._odometry, self._metric = odometry, cloud.metric
             self.map.reset(metric=cloud.metric)
         dt = None if self._stamp_ns is None else (result.stamp_ns - self._stamp_ns) * 1e-9
+        self._map_s = 0.0  # seconds spent offering to the map before the obstacles were done (on a GPU)
         inputs = self._inputs(result)
         field, selected = self._camera_motion(result, camera_pose, inputs)
         if field is not None and not odometry:
@@ -181,7 +188,9 @@ class PerceptionProcessor:
         tick = time.perf_counter()
 
         if trusted:
-            self._add_to_map(found, rot, trans)
+            if not self._graphs(inputs.rows):  # (on a GPU offered before the download: _offer_queued)
+                self._add_to_map(found.candidates)
+            self._map_changed |= found.candidates.shape[0] > 0
         if (field is not None or odometry) and not (trusted and found.eligible > self.mp.candidates):
             self._rng.bit_generator.state = rng_state  # the candidates' random offset was not used: not drawn
         map_due = self._map_changed and (self._map_stamp_ns is None or
@@ -189,7 +198,7 @@ class PerceptionProcessor:
         if map_due:
             self._map_stamp_ns, self._map_changed = result.stamp_ns, False
         end = time.perf_counter()
-        latency = {"obstacles": (tick - start) * 1e3, "map": (end - tick) * 1e3}
+        latency = {"obstacles": (tick - start - self._map_s) * 1e3, "map": (end - tick + self._map_s) * 1e3}
         return PerceptionOutput(obstacles, self._pose.copy(), "odometry" if odometry else "keyframe", map_due,
                                 found.moving if trusted else 0, latency)
 
@@ -259,7 +268,29 @@ class PerceptionProcessor:
         self.change.remember(world, dt)
         if field is None:
             return None
-        return unpack(packed, inputs.rows.shape[0], self.mp.candidates)
+        m = inputs.rows.shape[0]
+        if not self._graphs(inputs.rows):
+            return unpack(packed, m, self.mp.candidates)
+        # on a GPU the host's part is copied first, the map's insertion queued behind it and only the copy waited
+        # for: the host launches the insertion while the device runs the graph, and clusters and tracks while it
+        # runs the insertion
+        host, ready = download_queued(downloaded_part(packed, m))
+        self._offer_queued(packed, inputs)
+        if ready is not None:
+            ready.synchronize()
+        return unpack(packed, m, self.mp.candidates, host)
+
+    def _offer_queued(self, packed: torch.Tensor, inputs: StageInputs) -> None:
+        """On a GPU: offer the map every candidate slot of the frame's ``packed`` tensor before its download, the
+        ones :meth:`_add_to_map` would offer (the counted ones, where the frame is trusted) picked on the device, so
+        the insertion's few dozen launches overlap the dense graph's run instead of following the wait."""
+        start = time.perf_counter()
+        slots = candidate_slots(packed, inputs.rows.shape[0], self.mp.candidates)
+        header = packed[:HEADER]  # selected, moving, eligible (as in unpack)
+        trusted = header[1] <= MAX_MOVING_FRACTION * header[0]
+        offered = (torch.arange(slots.shape[0], device=slots.device) < header[2]) & trusted
+        self._add_to_map(slots, inputs.frame[4:8], offered)
+        self._map_s += time.perf_counter() - start
 
     def _objects(self, points, residual, weights, k: Intrinsics) -> tuple[Clusters, np.ndarray]:
         """The objects of the moving Gaussians (host arrays): voxel clusters of at least :func:`fewest_members` at
@@ -309,25 +340,35 @@ class PerceptionProcessor:
             prev_stamp = result.stamp_ns - round(dt * 1e9)
             if self._stamp_ns is not None and abs(self._stamp_ns - prev_stamp) < 1e6:
                 return field_from_poses(self._pose, np.asarray(pose, np.float64), dt), None
-        rows = self._run(select_rows, self._with_frame(inputs, MotionField.zero(), self._floor_scale(result)),
-                         self._plan_for(result, False, False))
-        sample = self._ego_sample(rows.valid)
-        field = fit_static_field(rows.points[sample], rows.velocities[sample], rows.weights[sample],
-                                 rows.threshold[sample], self.op.ego_iterations, self.op.depth_rate_weight)
+        framed, plan = self._with_frame(inputs, MotionField.zero(), self._floor_scale(result)), self._plan_for(
+            result, False, False)
+        if self._graphs(inputs.rows):
+            # on a GPU the fit's inputs come to the host in one download and the fit runs there: its few hundred
+            # small operations and seven 6x6 solves cost far more launched one by one on the device (find_moving
+            # selects the rows again inside its graph)
+            rows, table = None, torch.from_numpy(download(self._run(fit_rows, framed, plan)))
+            points, velocities, weights, threshold = torch.split(table, (3, 3, 1, 1), 1)
+            fit = self._fit_sample(points, velocities, weights[:, 0], threshold[:, 0])
+        else:
+            rows = self._run(select_rows, framed, plan)
+            fit = self._fit_sample(rows.points, rows.velocities, rows.weights, rows.threshold)
+        with one_thread(fit[0].device):
+            field = fit_static_field(*fit, self.op.ego_iterations, self.op.depth_rate_weight)
         if field is None or field.inliers < MIN_INLIERS:
             self.frames_skipped += 1
             return None, rows
         return field, rows
 
-    def _ego_sample(self, valid: torch.Tensor):
-        """The rows the camera-motion fit uses: ``ego_samples`` of the valid ones at random, or all rows when there
-        are no more valid ones than that (the fit skips the others by their zero weight)."""
-        n = valid.shape[0]
-        if n > self.op.ego_samples:
-            n = int(download(valid.sum()))  # the subset is drawn from the valid rows
+    def _fit_sample(self, *columns: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The rows the camera-motion fit uses, of the ``columns`` (points, velocities, weights, thresholds: host
+        tensors) of every row: the selected ones (weight above 0), of them ``ego_samples`` at random when there are
+        more."""
+        columns = tuple(c[columns[2] > 0] for c in columns)
+        n = columns[2].shape[0]
         if n <= self.op.ego_samples:
-            return slice(None)
-        return pick(valid, upload(self._rng.choice(n, self.op.ego_samples, replace=False), valid, torch.int64))
+            return columns
+        sample = torch.as_tensor(self._rng.choice(n, self.op.ego_samples, replace=False))
+        return tuple(c[sample] for c in columns)
 
     def _report(self, result: StepResult, rot: np.ndarray, trans: np.ndarray) -> ObstacleList:
         """Confirmed tracks detected recently (``report_misses``) and moving (``min_speed``), in the current camera
@@ -344,11 +385,13 @@ class PerceptionProcessor:
                 float(s.hits[i] / (s.hits[i] + s.misses[i])), int(s.hits[i] + s.misses[i])))
         return out
 
-    def _add_to_map(self, found: Found, rot: np.ndarray, trans: np.ndarray) -> None:
-        """Offer the frame's candidates (static, opaque, near Gaussians away from moving voxels) to the map, on
-        their device (moved into the fixed frame in float64)."""
-        points, colors, scales, opacities = torch.tensor_split(found.candidates, CANDIDATE_SPLIT, dim=1)
-        pose = upload(affine_rows(rot, trans), points, torch.float64)
-        self.map.insert(points.double() @ pose[:3] + pose[3], colors, scales, opacities[:, 0], rot, trans)
-        self._map_changed |= points.shape[0] > 0
+    def _add_to_map(self, candidates: torch.Tensor, pose: torch.Tensor | None = None,
+                    offered: torch.Tensor | None = None) -> None:
+        """Offer the frame's ``candidates`` (static, opaque, near Gaussians away from moving voxels; ``offered``:
+        which rows, all when None) to the map, on their device, moved into the fixed frame in float64 (``pose``:
+        the current pose as :func:`affine_rows` on their device, uploaded here when None)."""
+        rot, trans = self._pose[:3, :3], self._pose[:3, 3]
+        points, colors, scales, opacities = torch.tensor_split(candidates, CANDIDATE_SPLIT, dim=1)
+        pose = upload(affine_rows(rot, trans), points, torch.float64) if pose is None else pose
+        self.map.insert(points.double() @ pose[:3] + pose[3], colors, scales, opacities[:, 0], rot, trans, offered)
 

@@ -3,9 +3,9 @@
 The stage runs its per-Gaussian work in torch on the tensors it is given (CUDA when the pipeline left its cloud on
 the GPU, CPU otherwise). Small host arrays (poses, sample indices) go up through page-locked memory without
 waiting for the device; a download waits for it, so the stage gathers what the host needs into one tensor and
-downloads that once (:func:`download`). :func:`pick` selects rows by a mask without compacting on the device (a
-boolean selection waits for the device to learn its size). On the CPU the stage runs on one thread
-(:func:`one_thread`).
+downloads that once (:func:`download`, or :func:`download_queued`, which waits only for the work queued before
+it). :func:`pick` selects rows by a mask without compacting on the device (a boolean selection waits for the device
+to learn its size). On the CPU the stage runs on one thread (:func:`one_thread`).
 """
 from __future__ import annotations
 
@@ -28,6 +28,19 @@ def upload(array, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch
 def download(t: torch.Tensor) -> np.ndarray:
     """``t`` on the host (on a GPU: one synchronisation)."""
     return to_host(t)
+
+
+def download_queued(t: torch.Tensor) -> tuple[np.ndarray, torch.cuda.Event | None]:
+    """``t`` on the host without waiting: on a GPU a copy into page-locked memory queued behind the work queued so
+    far, readable once the returned event's ``synchronize()`` returns (work queued later need not be done); on the
+    CPU a view and no event."""
+    if not t.is_cuda:
+        return t.detach().numpy(), None
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    host.copy_(t.detach(), non_blocking=True)
+    ready = torch.cuda.Event()
+    ready.record()
+    return host.numpy(), ready
 
 
 def pick(mask: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:

@@ -62,6 +62,7 @@ class MultiObjectTracker:
     def __init__(self, params: ObstacleParams, seed: int | None = None):
         self.p = params
         self._rng = random.Random(seed)
+        self._motion: tuple[float, np.ndarray, np.ndarray] | None = None  # (dt, F, Q) of the last predict
         self.reset()
 
     def reset(self) -> None:
@@ -76,10 +77,13 @@ class MultiObjectTracker:
     def predict(self, dt: float) -> None:
         """Advance every track by ``dt`` seconds (constant velocity, white-acceleration process noise)."""
         s = self.state
-        f = np.eye(6)
-        f[:3, 3:] = dt * np.eye(3)
-        q = self.p.accel_std ** 2 * np.block([[dt ** 4 / 4 * np.eye(3), dt ** 3 / 2 * np.eye(3)],
-                                              [dt ** 3 / 2 * np.eye(3), dt ** 2 * np.eye(3)]])
+        if self._motion is None or self._motion[0] != dt:  # (the same interval frame after frame: built once)
+            f = np.eye(6)
+            f[:3, 3:] = dt * np.eye(3)
+            q = self.p.accel_std ** 2 * np.block([[dt ** 4 / 4 * np.eye(3), dt ** 3 / 2 * np.eye(3)],
+                                                  [dt ** 3 / 2 * np.eye(3), dt ** 2 * np.eye(3)]])
+            self._motion = (dt, f, q)
+        _, f, q = self._motion
         s.mean = s.mean @ f.T
         s.cov = f @ s.cov @ f.T + q
 

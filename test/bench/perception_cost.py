@@ -7,8 +7,9 @@ without (camera motion fitted). With ``--cloud device`` (default) the stage work
 left on its device (``StepResult.device_cloud``: on the GPU with ``--device cuda``); ``--cloud host`` drops it, so
 the stage runs on the numpy cloud on the CPU (what an onnx/TensorRT backend gives it). Prints the Gaussians per
 frame and the processor's time per frame (obstacles, map, total: p50 / p95 / max over the frames after the first of
-each scene), beside the pipeline's own time per frame, and on CUDA the device-to-host synchronisations per frame
-(counted by torch's sync debug mode in a separate pass, as it slows what it watches).
+each scene), beside the pipeline's own time per frame, and on CUDA the host's waits for the device per frame
+(synchronisations counted by torch's sync debug mode, and CUDA event waits, in a separate pass, as it slows what it
+watches).
 
     .venv/bin/python test/bench/perception_cost.py --model tiny --device cpu --scenes 3
     PYTHONPATH=. python test/bench/perception_cost.py --model small --device cuda --scenes 3     # on the H200
@@ -53,20 +54,26 @@ def run(results, odometry: bool, repeat: int, cuda_graphs: bool):
 
 
 def syncs_per_frame(results, odometry: bool, cuda_graphs: bool) -> list[int]:
-    """Synchronising CUDA calls in each frame's update (the first of each scene left out)."""
+    """Host waits for the GPU in each frame's update (the first of each scene left out): synchronising CUDA calls
+    (torch's sync debug mode) and waits on CUDA events (which that mode does not see)."""
     counts = []
+    events = []
+    real = torch.cuda.Event.synchronize
+    torch.cuda.Event.synchronize = lambda self: events.append(1) or real(self)
     torch.cuda.set_sync_debug_mode("warn")
     try:
         for k, scene in enumerate(results):
             proc = PerceptionProcessor(seed=k, cuda_graphs=cuda_graphs)
             for j, (pose, res) in enumerate(scene):
+                events.clear()
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     proc.update(res, pose if odometry else None)
                 if j:
-                    counts.append(sum("synchroniz" in str(w.message) for w in caught))
+                    counts.append(sum("synchroniz" in str(w.message) for w in caught) + len(events))
     finally:
         torch.cuda.set_sync_debug_mode("default")
+        torch.cuda.Event.synchronize = real
     return counts
 
 
@@ -135,7 +142,8 @@ def main() -> None:
                   f"max {max(v):6.2f}")
         if args.device.startswith("cuda"):
             syncs = syncs_per_frame(results, odometry, args.cuda_graphs)
-            print(f"{name:12s} host syncs per frame: p50 {pct(syncs, 50):.0f}, max {max(syncs)}")
+            print(f"{name:12s} host waits (syncs + event waits) per frame: p50 {pct(syncs, 50):.0f}, "
+                  f"max {max(syncs)}")
         if args.profile:
             profile(results, odometry, args.cuda_graphs)
 
