@@ -123,3 +123,6 @@ def test_components_are_scipys_connected_components():
             src, dst = perm[:-1], perm[1:]
         want = connected_components(coo_matrix((np.ones(src.size), (src, dst)), shape=(n, n)), directed=False)[1]
         assert np.array_equal(components(n, src, dst), want), t
+    # a chain of 20,000 nodes in random order (a long thin cluster) is one component
+    perm = rng.permutation(20_000)
+    assert not components(20_000, perm[:-1], perm[1:]).any()

@@ -89,3 +89,11 @@ def test_pair_budget_sizes_renders_per_gaussian_and_reports_overflow():
     assert not budget.overflowed()  # the check starts afresh
     with pytest.raises(ValueError, match="headroom"):
         PairBudget(headroom=0.5)
+
+
+def test_resize_rgb_refuses_other_dtypes_and_leaves_the_input_alone():
+    rgb = np.full((8, 12, 3), 100, np.uint8)
+    out = resize_rgb(rgb, 4, 6)
+    assert out.dtype == torch.float32 and np.all(rgb == 100)
+    with pytest.raises(ValueError, match="uint8"):
+        resize_rgb(rgb.astype(np.float32), 4, 6)

@@ -19,7 +19,8 @@ Per frame (grey, at most ``max_width`` pixels wide):
    oldest frame halved (counted in pixels of the whole frame; tracked with the cheaper :data:`.two_view.STILL_LK`;
    within the factor ``still_margin`` of it, the tracks of every corner decide: on the generated room of the tests a
    camera moving 4 cm per frame moves 4.03 px in the median of all corners, 4.29 px in that of the strongest 100 at
-   half size): a still camera costs their tracks alone (the frame's own corners are detected only when it moves).
+   half size): a still camera costs their tracks alone (the frame's own corners are detected only when it moves,
+   or when odometry's focal calibration or the held map's pose tracks it).
    Where the tracks into the newest frame are made already (odometry's focal calibration, the map's pose) and moved
    by ``min_motion_px``, the camera moves and the oldest frame is not asked (tracks into a frame a whole window back
    cost the most: 2.4 ms of 27 per frame on TUM fr1_rpy; on its training part 9 frames of 185 changed without
@@ -91,7 +92,7 @@ from nut_ros.geometry.depth_filter import InverseDepthMap, fuse, median_scale, p
 from nut_ros.geometry.focal import FocalCalibration, with_focal_scale
 from nut_ros.geometry.two_view import (RelativePose, apply_homography, camera_matrix, corners, essential_pose,
                                        is_pure_rotation, pose_from_odometry, rotation_homography, rotation_parallax,
-                                       STILL_LK, track, track_points, triangulate_matches)
+                                       STILL_LK, STILL_SCALE, track, track_points, triangulate_matches)
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,7 @@ class _Kept:
 
 class _Tracks:
     """The corners ``p0 [N, 1, 2]`` of the current frame ``grey`` (strongest first, at most ``max_points``; detected
-    when first asked for: a still camera needs none) tracked into kept frames (:func:`.two_view.track`):
+    when first asked for: the still-camera test needs none) tracked into kept frames (:func:`.two_view.track`):
     ``tracks(ref, n)`` gives ``(p_cur [M, 2], p_ref [M, 2])`` of the first ``n`` (None: all), each point tracked into
     each frame at most once (points are tracked on their own: a subset of tracks made already is theirs)."""
 
@@ -351,9 +352,10 @@ class DepthFromMotion:
         moved = tracked.made(newest) and motion(*tracked(newest)) >= c.min_motion_px  # made already: a free answer
         if not moved:
             # the oldest frame moved most, as a rule: a still camera tracks once more
-            # at half size (pixels count twice), the strongest corners of its own
-            p_cur, p_old = track_points(half, oldest.half, _corners(half, c.static_points), fb_max_px=0.5, lk=STILL_LK)
-            still = 2 * motion(p_cur, p_old)
+            # at half size (pixels count STILL_SCALE times), the strongest corners of its own
+            p_cur, p_old = track_points(half, oldest.half, _corners(half, c.static_points),
+                                        fb_max_px=1.0 / STILL_SCALE, lk=STILL_LK)
+            still = STILL_SCALE * motion(p_cur, p_old)
             if c.still_margin * c.min_motion_px <= still < c.min_motion_px / c.still_margin:
                 still = motion(*tracked(oldest))  # near the threshold the tracks of every corner decide
             if still < c.min_motion_px:

@@ -52,15 +52,16 @@ ROTATION_RANSAC_ITERATIONS = 100
 
 #: pyramidal Lucas-Kanade of the tracks (``cv2.calcOpticalFlowPyrLK``)
 LK = {"winSize": (15, 15), "maxLevel": 3, "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)}
+#: the still-camera test's image is the frame shrunk by this factor (``cv2.pyrDown``: the first level above the image
+#: of :data:`LK`'s pyramid); its pixels count this many of the frame's
+STILL_SCALE = 2
 #: Lucas-Kanade of the still-camera test, which asks only whether the median track moved less than a few pixels: on
-#: the image halved (``cv2.pyrDown``, the first level above the image of :data:`LK`'s pyramid) with corners of its
-#: own, an 11 px window, one level above it (at quarter size it follows some 22 px of the whole image) and 10
-#: iterations; a camera that moved more loses its tracks or shows their motion. Against the whole image with two
-#: levels above it, the same answer for every frame of the bundled cups clip, TUM fr1_rpy (every frame and every 3rd,
-#: with and without poses), TartanAir and the generated room of the tests; depth from motion on the still cups clip
-#: 0.67 instead of 1.22 ms per frame (dev VM, one OpenCV thread; the whole image with one level above it: on the room
-#: a camera moving 2 cm per frame seemed still: the tracks that move most are lost first, and the median of the rest
-#: is low)
+#: the halved image with corners of its own, an 11 px window, one level above it (at quarter size it follows some
+#: 22 px of the whole image) and 10 iterations; a camera that moved more loses its tracks or shows their motion. It
+#: gives the same answer as the whole image with two levels above it on every frame of the bundled cups clip, TUM
+#: fr1_rpy (every frame and every 3rd, with and without poses), TartanAir and the generated room of the tests, at
+#: about half the cost (docs/BENCHMARKS.md); with the whole image and one level, a camera moving 2 cm per frame on
+#: the room seemed still (the tracks that move most are lost first, and the median of the rest is low)
 STILL_LK = {"winSize": (11, 11), "maxLevel": 1, "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 10, 0.03)}
 
 

@@ -47,15 +47,18 @@ def contains(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.
 
 def components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Connected component ``[n]`` of each node of the undirected graph with edges ``src[i] -- dst[i]``, numbered
-    in the order of their smallest node (as ``scipy.sparse.csgraph.connected_components`` numbers them): every
-    node's label falls to the smallest it meets over an edge, jumping along labels, until no edge joins two labels
-    (a few numpy passes over a few hundred voxels, without scipy's graph construction and checks)."""
+    in the order of their smallest node (as ``scipy.sparse.csgraph.connected_components`` numbers them): over each
+    edge the smaller of its ends' labels goes to both ends and to the nodes those labels name (their roots), then
+    labels jump along labels to their roots, until no edge joins two labels (pointer jumping: the passes grow with
+    the logarithm of a component's size, not with its length; no scipy graph construction and checks)."""
     label = np.arange(n)
     while src.size:
         at_src, at_dst = label[src], label[dst]
         if np.array_equal(at_src, at_dst):
             break
         low = np.minimum(at_src, at_dst)
+        np.minimum.at(label, at_src, low)  # the roots too: a long chain merges in few passes
+        np.minimum.at(label, at_dst, low)
         np.minimum.at(label, src, low)
         np.minimum.at(label, dst, low)
         while True:  # each label is a node of the component that holds a label not above it: follow it

@@ -39,7 +39,8 @@ from nut_ros.pipeline.types import CLOUD_COLUMNS
 MOVER_COLUMNS = 7  # a downloaded moving Gaussian: point, velocity over the ground, weight
 CANDIDATE_COLUMNS = 10  # a downloaded map candidate: point, colour, scales, opacity ...
 CANDIDATE_SPLIT = (3, 6, 9)  # ... split at these columns
-FIT_COLUMNS = 8  # a downloaded row of the camera-motion fit: point, velocity, weight, base threshold
+FIT_SPLIT = (3, 3, 1, 1)  # a downloaded row of the camera-motion fit: point, velocity, weight, base threshold
+MAX_MOVING_FRACTION = 0.5  # more Gaussians moving than this: the camera-motion estimate failed (frame skipped)
 HEADER = 3  # the download starts with: Gaussians selected, of them moving, static ones eligible for the map
 FRAME_ROWS = 9  # StageInputs.frame: the static field (4 rows), the camera pose (4 rows), the scalars (1 row)
 
@@ -116,7 +117,7 @@ def select_rows(inputs: StageInputs, plan: StagePlan) -> Rows:
 
 
 def fit_rows(inputs: StageInputs, plan: StagePlan) -> torch.Tensor:
-    """The camera-motion fit's inputs of every row as one ``[M, FIT_COLUMNS]`` tensor (one download): point,
+    """The camera-motion fit's inputs of every row as one ``[M, sum(FIT_SPLIT)]`` tensor (one download): point,
     velocity, weight (0: not selected) and base moving threshold of :func:`select_rows`."""
     rows = select_rows(inputs, plan)
     return torch.cat([rows.points, rows.velocities, rows.weights[:, None], rows.threshold[:, None]], 1)
@@ -236,6 +237,12 @@ def unpack(packed: torch.Tensor, rows: int, candidates: int, host: np.ndarray | 
     points, velocities, weights = np.split(mover_rows, (3, 6), axis=1)
     return Found(valid, moving, (points, velocities, weights[:, 0]), candidate_rows[:min(eligible, candidates)],
                  eligible)
+
+
+def frame_trusted(moving, selected):
+    """Whether a frame's camera motion is trusted: at most :data:`MAX_MOVING_FRACTION` of its ``selected``
+    Gaussians are ``moving`` (host numbers, or the download's header on the device, which gives a bool tensor)."""
+    return moving <= MAX_MOVING_FRACTION * selected
 
 
 def candidate_slots(packed: torch.Tensor, rows: int, candidates: int) -> torch.Tensor:

@@ -25,7 +25,8 @@ the new keys (on a GPU both padded with :data:`EMPTY` keys up to the host's boun
 part once it holds more than ``TAIL_FRACTION`` of it. A frame's occupancy test is two binary searches and its
 insertion touches the tail only, so it costs the same in a full map as in an empty one; a tail merge or a prune
 costs a pass over the map (rare; on a GPU a tail merge somewhat more often, as its bound counts every candidate
-offered as new, and a prune, one that keeps everything where the map is not over its budget, whenever the bound
+offered as new, and the perception stage there offers every candidate slot of each frame with a camera motion,
+masked on the device to the counted ones of a trusted frame, and a prune, one that keeps everything where the map is not over its budget, whenever the bound
 says the map may be over it). Memory: 60 bytes of table per row and 12 of index per Gaussian (plus the padding on
 a GPU).
 """
@@ -161,14 +162,14 @@ class LocalMap:
         # the new rows' quaternion and hit count, then the camera's position
         camera = upload(np.concatenate([rotation_to_quaternion(rotation), [1.0], camera_position]), self._table,
                         torch.float32)
-        offered = torch.cat([positions.float(), colors.float(), scales.float(), opacities.float()[:, None]],
+        rows_in = torch.cat([positions.float(), colors.float(), scales.float(), opacities.float()[:, None]],
                             1).index_select(0, order)
         merged = self._table.index_select(0, row)  # running mean of position and colour, one more hit
-        merged[:, _MERGED].mul_(1 - self.p.merge_rate).add_(offered[:, _MERGED] * self.p.merge_rate)
+        merged[:, _MERGED].mul_(1 - self.p.merge_rate).add_(rows_in[:, _MERGED] * self.p.merge_rate)
         merged[:, _COLUMNS["hits"]] += 1
         self._table.index_copy_(0, torch.where(found, row, pad), merged)
         at = torch.where(new, self._count + rank, pad)
-        self._table[:, :_OFFERED].index_copy_(0, at, offered)
+        self._table[:, :_OFFERED].index_copy_(0, at, rows_in)
         self._table[:, _OFFERED:].index_copy_(0, at, camera[:5].expand(n, 5))
         self._count = self._count + added
 

@@ -47,9 +47,10 @@ tracking are numpy and scipy on the host: hundreds of points) and the counts; th
 device, where the map is (:mod:`nut_ros.perception.local_map`, inserting waits for nothing; on a GPU every
 candidate slot is offered between queueing the download and waiting for it, the counted ones of a trusted frame
 picked on the device, so the host launches the insertion while the device runs the graph, and clusters and tracks
-while the device runs the insertion). The fitted camera motion (no odometry) costs one more download: on
-a GPU the selected rows' fit inputs (the fit, a few hundred small operations and seven 6x6 solves, runs on the
-host: launched one by one on the device it cost more than the rest of the stage), on the CPU the fit's result.
+while the device runs the insertion). The fitted camera motion (no odometry) costs one more download on a GPU
+with CUDA graphs: the fit's inputs of every row, the selected ones picked on the host, where the fit (a few hundred
+small operations and seven 6x6 solves) runs: launched one by one on the device it cost more than the rest of the
+stage. On the CPU it costs none.
 
 Without odometry a stream restart (``result.paired`` false) or a change of the depth source restarts the key frame,
 the tracks and the map; with odometry only a change of units does.
@@ -63,9 +64,9 @@ import torch
 
 from nut_ros.core.geometry import Intrinsics, project
 from nut_ros.perception.clustering import Clusters, cluster_points, cluster_stats, group_median
-from nut_ros.perception.dense import (CANDIDATE_SPLIT, HEADER, Found, Rows, StageInputs, StagePlan, affine_rows,
+from nut_ros.perception.dense import (CANDIDATE_SPLIT, FIT_SPLIT, HEADER, Found, Rows, StageInputs, StagePlan, affine_rows,
                                       candidate_slots, depth_change, downloaded_part, find_moving, fit_rows,
-                                      frame_tensor, select_rows, unpack)
+                                      frame_tensor, frame_trusted, select_rows, unpack)
 from nut_ros.perception.ego_motion import MotionField, field_from_poses, fit_static_field, pose_step
 from nut_ros.perception.local_map import LocalMap
 from nut_ros.perception.params import MapParams, ObstacleParams
@@ -76,7 +77,6 @@ from nut_ros.pipeline.cuda_graphs import GraphedCall
 from nut_ros.pipeline.types import CLOUD_COLUMNS, GaussianCloud, StepResult
 
 MIN_INLIERS = 0.3  # a fitted camera motion explaining less of the Gaussians' weight is not trusted (frame skipped)
-MAX_MOVING_FRACTION = 0.5  # more Gaussians moving than this: the camera-motion estimate failed (frame skipped)
 MIN_DEPTH_RATE_WEIGHT = 1e-3  # a zero weight: the depth rate is not measured (1000x the image-plane noise)
 
 
@@ -126,7 +126,7 @@ class PerceptionProcessor:
         self.cuda_graphs = cuda_graphs  # on a GPU, replay the dense stage as CUDA graphs (else launch it op by op)
         self._plan: StagePlan | None = None  # the plan of the graphed call running now
         self._graphed = {fn: GraphedCall(lambda *inputs, fn=fn: fn(StageInputs(*inputs), self._plan),
-                                         key=lambda: (self._plan,)) for fn in (select_rows, fit_rows, find_moving)}
+                                         key=lambda: (self._plan,)) for fn in (fit_rows, find_moving)}
 
     def reset(self) -> None:
         """Forget tracks, map and key frame."""
@@ -173,8 +173,7 @@ class PerceptionProcessor:
             found = self._find(result, inputs, field, dt, selected)
         else:
             self.change.reset()
-        # more moving than MAX_MOVING_FRACTION: the camera motion is wrong
-        trusted = found is not None and found.moving <= MAX_MOVING_FRACTION * found.valid
+        trusted = found is not None and frame_trusted(found.moving, found.valid)
         self.frames_skipped += found is not None and not trusted
         if trusted:
             c, founding = self._objects(*found.movers, result.intrinsics)
@@ -286,9 +285,8 @@ class PerceptionProcessor:
         the insertion's few dozen launches overlap the dense graph's run instead of following the wait."""
         start = time.perf_counter()
         slots = candidate_slots(packed, inputs.rows.shape[0], self.mp.candidates)
-        header = packed[:HEADER]  # selected, moving, eligible (as in unpack)
-        trusted = header[1] <= MAX_MOVING_FRACTION * header[0]
-        offered = (torch.arange(slots.shape[0], device=slots.device) < header[2]) & trusted
+        selected, moving, eligible = packed[:HEADER]  # as in unpack
+        offered = (torch.arange(slots.shape[0], device=slots.device) < eligible) & frame_trusted(moving, selected)
         self._add_to_map(slots, inputs.frame[4:8], offered)
         self._map_s += time.perf_counter() - start
 
@@ -332,7 +330,8 @@ class PerceptionProcessor:
     def _camera_motion(self, result: StepResult, pose, inputs: StageInputs) -> tuple[MotionField | None,
                                                                                      Rows | None]:
         """The static field of this pair, or None (first frame of a stream, or an untrustworthy fit); and the rows
-        the fit selected (None when there was no fit)."""
+        the fit selected (None when there was no fit, and on a GPU with CUDA graphs, where :func:`find_moving`
+        selects them again inside its graph)."""
         dt = result.pair_interval_s
         if not result.paired or not dt:
             return None, None
@@ -347,10 +346,10 @@ class PerceptionProcessor:
             # small operations and seven 6x6 solves cost far more launched one by one on the device (find_moving
             # selects the rows again inside its graph)
             rows, table = None, torch.from_numpy(download(self._run(fit_rows, framed, plan)))
-            points, velocities, weights, threshold = torch.split(table, (3, 3, 1, 1), 1)
+            points, velocities, weights, threshold = torch.split(table, FIT_SPLIT, 1)
             fit = self._fit_sample(points, velocities, weights[:, 0], threshold[:, 0])
         else:
-            rows = self._run(select_rows, framed, plan)
+            rows = select_rows(framed, plan)
             fit = self._fit_sample(rows.points, rows.velocities, rows.weights, rows.threshold)
         with one_thread(fit[0].device):
             field = fit_static_field(*fit, self.op.ego_iterations, self.op.depth_rate_weight)
@@ -360,9 +359,9 @@ class PerceptionProcessor:
         return field, rows
 
     def _fit_sample(self, *columns: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The rows the camera-motion fit uses, of the ``columns`` (points, velocities, weights, thresholds: host
-        tensors) of every row: the selected ones (weight above 0), of them ``ego_samples`` at random when there are
-        more."""
+        """The rows the camera-motion fit uses, of the ``columns`` (points, velocities, weights, thresholds of
+        every row; host tensors on a GPU with CUDA graphs, else on the cloud's device): the selected ones (weight
+        above 0), of them ``ego_samples`` at random when there are more."""
         columns = tuple(c[columns[2] > 0] for c in columns)
         n = columns[2].shape[0]
         if n <= self.op.ego_samples:

@@ -1,7 +1,7 @@
 """Moving the perception stage's data between the host and the device that holds the Gaussians.
 
 The stage runs its per-Gaussian work in torch on the tensors it is given (CUDA when the pipeline left its cloud on
-the GPU, CPU otherwise). Small host arrays (poses, sample indices) go up through page-locked memory without
+the GPU, CPU otherwise). Small host arrays (poses, the frame's numbers, the input depth) go up through page-locked memory without
 waiting for the device; a download waits for it, so the stage gathers what the host needs into one tensor and
 downloads that once (:func:`download`, or :func:`download_queued`, which waits only for the work queued before
 it). :func:`pick` selects rows by a mask without compacting on the device (a boolean selection waits for the device
@@ -14,7 +14,7 @@ import contextlib
 import numpy as np
 import torch
 
-from nut_ros.pipeline.transfer import to_host
+from nut_ros.pipeline.transfer import to_host, to_host_async
 
 
 def upload(array, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -34,13 +34,12 @@ def download_queued(t: torch.Tensor) -> tuple[np.ndarray, torch.cuda.Event | Non
     """``t`` on the host without waiting: on a GPU a copy into page-locked memory queued behind the work queued so
     far, readable once the returned event's ``synchronize()`` returns (work queued later need not be done); on the
     CPU a view and no event."""
+    host = to_host_async(t)
     if not t.is_cuda:
-        return t.detach().numpy(), None
-    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-    host.copy_(t.detach(), non_blocking=True)
+        return host, None
     ready = torch.cuda.Event()
-    ready.record()
-    return host.numpy(), ready
+    ready.record(torch.cuda.current_stream(t.device))  # the copy's stream: that of t's device
+    return host, ready
 
 
 def pick(mask: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,7 @@ from nut_ros.core.gaussians import Gaussians
 from nut_ros.core.geometry import DepthNormalization, Intrinsics, rendered_depth_to_depth
 from nut_ros.core.choices import DEPTH_FROM_MOTION, INTERP_BLENDS, MOTION_PRIORS
 from nut_ros.core.motion_prior import FlowPrior, grey_u8, sparse_to_dense_available, with_prior
-from nut_ros.geometry.depth_from_motion import DepthFromMotion, MotionDepth, MotionDepthConfig
+from nut_ros.geometry.depth_from_motion import DepthFromMotion, MotionDepthConfig
 from nut_ros.pipeline.backends import Backend
 from nut_ros.pipeline.depth import model_depth_input, normalize_inverse_depth, resize_depth, valid_depth
 from nut_ros.pipeline.optical import queue_optical_cloud, rebase_inverse_depth, shared_normalization
@@ -91,7 +91,8 @@ class StreamingPipeline:
         # where the model inputs are prepared: the torch backend's device (on a GPU host small CPU tensor operations
         # pay the thread pool's wake-up each; on the GPU they are queued), the host for exported backends
         self._prep_device = torch.device(backend.device if backend.name == "torch" else "cpu")
-        self._upload_rgb, self._upload_depth = Upload(self._prep_device), Upload(self._prep_device)
+        # one kept buffer per input: the frame, the depth topic's image (input size), depth from motion (model size)
+        self._upload_rgb, self._upload_depth, self._upload_motion = (Upload(self._prep_device) for _ in range(3))
         if config.opencv_threads < 0:
             raise ValueError(f"opencv_threads must be >= 0 (0: auto), not {config.opencv_threads}")
         if config.opencv_threads or not _on_cpu(backend):
@@ -354,7 +355,7 @@ class StreamingPipeline:
             inv = cv2.resize(motion.dense, (w, h), interpolation=cv2.INTER_LINEAR)
             if not motion.metric:  # the unit: the median depth (each estimate has a translation of its own length)
                 inv = inv / float(np.median(inv))
-            depth = self._upload_depth(1.0 / np.maximum(inv, 1e-12))[None, None]
+            depth = self._upload_motion(1.0 / np.maximum(inv, 1e-12))[None, None]
             valid = torch.ones_like(depth, dtype=torch.bool)
             source = "odometry" if motion.metric else "motion"
         else:
@@ -431,7 +432,10 @@ def resize_rgb(rgb: np.ndarray, height: int, width: int, device: torch.device | 
                upload: Upload | None = None) -> torch.Tensor:
     """``rgb [H,W,3]`` uint8 -> ``[1,3,height,width]`` float in [0,1] on ``device`` (bilinear, antialiased when
     shrinking; the bytes are uploaded before any arithmetic, by ``upload``: an :class:`Upload` to ``device`` kept
-    across frames, so that its page-locked buffer is reused; a new one by default)."""
+    across frames, so that its page-locked buffer is reused; a new one by default). Raises ValueError for another
+    dtype (the scaling below works in place on the converted copy, which a float input would not get)."""
+    if rgb.dtype != np.uint8:
+        raise ValueError(f"resize_rgb takes uint8 RGB, not {rgb.dtype}")
     x = (upload or Upload(device))(rgb).permute(2, 0, 1)[None].float().div_(255.0)  # in place: no second copy
     if x.shape[-2:] != (height, width):
         x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
