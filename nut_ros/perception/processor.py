@@ -43,7 +43,7 @@ Steps 1-3 and the choice of the map's candidates run in torch on the device that
 the CPU), as functions of tensors only (:mod:`nut_ros.perception.dense`): on a GPU they are captured once per stream
 settings as a CUDA graph and replayed per frame (``cuda_graphs``), with the per-frame numbers (camera motion, pose,
 intervals) uploaded into it without waiting. The host gets, in one download, the moving Gaussians (clustering and
-tracking are numpy and scipy on the host: hundreds of points) and the counts; the map's candidates stay on the
+tracking are numpy, and scipy's assignment, on the host: hundreds of points) and the counts; the map's candidates stay on the
 device, where the map is (:mod:`nut_ros.perception.local_map`, inserting waits for nothing; on a GPU every
 candidate slot is offered between queueing the download and waiting for it, the counted ones of a trusted frame
 picked on the device, so the host launches the insertion while the device runs the graph, and clusters and tracks
