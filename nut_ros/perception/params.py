@@ -74,10 +74,11 @@ class ObstacleParams:
     # ... that share when the velocities come from the network's learned flow head (StepResult.motion_prior
     # "learned", the GPU default), whose error grows faster with the camera's motion. Training scenes with the
     # learned head, odometry (test/bench/obstacle_tune.py --motion-prior learned --score, 2026-12-04, the motion
-    # heads after 34.5 min), precision / recall / static frames without obstacles: 0.2 (classical flow's) 0.690 / 0.494 / 0.779; 0.4: 0.738 / 0.498 /
-    # 0.910; 0.6: 0.768 / 0.481 / 0.950; 0.8: 0.784 / 0.472 / 0.974; 1.2: 0.828 / 0.431 / 0.993 (without odometry
-    # 0.605 / 0.441 / 0.746 at 0.2, 0.661 / 0.399 / 0.898 at 0.8). Raising moving_speed instead (0.3 with ratio
-    # 0.3: 0.756 / 0.431 / 0.929; 0.35 + 0.04/m: 0.751 / 0.384 / 0.955) costs more recall. Again with the motion
+    # heads after 34.5 min), precision / recall / static frames without obstacles: 0.2 (classical flow's) 0.690 /
+    # 0.494 / 0.779; 0.4: 0.738 / 0.498 / 0.910; 0.6: 0.768 / 0.481 / 0.950; 0.8: 0.784 / 0.472 / 0.974; 1.2: 0.828 /
+    # 0.431 / 0.993 (without odometry 0.605 / 0.441 / 0.746 at 0.2, 0.661 / 0.399 / 0.898 at 0.8). Raising
+    # moving_speed instead (0.3 with ratio 0.3: 0.756 / 0.431 / 0.929; 0.35 + 0.04/m: 0.751 / 0.384 / 0.955) costs
+    # more recall. Again with the motion
     # heads after 45 min (2026-12-04 17:20-17:45 UTC): 0.6: 0.740 / 0.475 / 0.951; 0.8: 0.770 / 0.471 / 0.971;
     # 1.0: 0.773 / 0.454 / 0.988 (without odometry 0.672 / 0.407 / 0.911 at 0.8): 0.8 kept
     learned_flow_error_ratio: float = 0.8
