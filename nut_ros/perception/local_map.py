@@ -19,16 +19,16 @@ Reading :attr:`LocalMap.count`, :attr:`LocalMap.dropped`, :meth:`LocalMap.field`
 (the publisher's lower rate) waits for the device.
 
 Storage: one float32 table of 15 columns, ``budget + candidates`` rows allocated at the first insertion plus a
-scratch row that takes the writes of rows not stored; rows in the order they were added (a new Gaussian is
-appended at the count); and an index from voxel key to row: a sorted main part and a small sorted tail that takes
-the new keys (on a GPU both padded with :data:`EMPTY` keys up to the host's bound), the tail merged into the main
-part once it holds more than ``TAIL_FRACTION`` of it. A frame's occupancy test is two binary searches and its
-insertion touches the tail only, so it costs the same in a full map as in an empty one; a tail merge or a prune
-costs a pass over the map (rare; on a GPU a tail merge somewhat more often, as its bound counts every candidate
-offered as new, and the perception stage there offers every candidate slot of each frame with a camera motion,
-masked on the device to the counted ones of a trusted frame, and a prune, one that keeps everything where the map is not over its budget, whenever the bound
-says the map may be over it). Memory: 60 bytes of table per row and 12 of index per Gaussian (plus the padding on
-a GPU).
+scratch row that takes the writes of rows not stored; rows in the order they were added (a new Gaussian is appended
+at the count); and an index from voxel key to row: a sorted main part and a small sorted tail that takes the new
+keys (on a GPU both padded with :data:`EMPTY` keys up to the host's bound), the tail merged into the main part once
+it holds more than ``TAIL_FRACTION`` of it. A frame's occupancy test is two binary searches and its insertion
+touches the tail only, so it costs the same in a full map as in an empty one; a tail merge or a prune costs a pass
+over the map (rare; on a GPU a tail merge somewhat more often, as its bound counts every candidate offered as new,
+and the perception stage there offers every candidate slot of each frame with a camera motion, masked on the device
+to the counted ones of a trusted frame; and a prune, one that keeps everything where the map is not over its budget,
+whenever the bound says the map may be over it). Memory: 60 bytes of table per row and 12 of index per Gaussian
+(plus the padding on a GPU).
 """
 from __future__ import annotations
 

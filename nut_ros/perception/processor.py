@@ -43,11 +43,11 @@ Steps 1-3 and the choice of the map's candidates run in torch on the device that
 the CPU), as functions of tensors only (:mod:`nut_ros.perception.dense`): on a GPU they are captured once per stream
 settings as a CUDA graph and replayed per frame (``cuda_graphs``), with the per-frame numbers (camera motion, pose,
 intervals) uploaded into it without waiting. The host gets, in one download, the moving Gaussians (clustering and
-tracking are numpy, and scipy's assignment, on the host: hundreds of points) and the counts; the map's candidates stay on the
-device, where the map is (:mod:`nut_ros.perception.local_map`, inserting waits for nothing; on a GPU every
-candidate slot is offered between queueing the download and waiting for it, the counted ones of a trusted frame
-picked on the device, so the host launches the insertion while the device runs the graph, and clusters and tracks
-while the device runs the insertion). The fitted camera motion (no odometry) costs one more download on a GPU
+tracking are numpy, and scipy's assignment, on the host: hundreds of points) and the counts; the map's candidates
+stay on the device, where the map is (:mod:`nut_ros.perception.local_map`, inserting waits for nothing; on a GPU
+every candidate slot is offered between queueing the download and waiting for it, the counted ones of a trusted
+frame picked on the device, so the host launches the insertion while the device runs the graph, and clusters and
+tracks while the device runs the insertion). The fitted camera motion (no odometry) costs one more download on a GPU
 with CUDA graphs: the fit's inputs of every row, the selected ones picked on the host, where the fit (a few hundred
 small operations and seven 6x6 solves) runs: launched one by one on the device it cost more than the rest of the
 stage. On the CPU it costs none.
@@ -64,9 +64,9 @@ import torch
 
 from nut_ros.core.geometry import Intrinsics, project
 from nut_ros.perception.clustering import Clusters, cluster_points, cluster_stats, group_median
-from nut_ros.perception.dense import (CANDIDATE_SPLIT, FIT_SPLIT, HEADER, Found, Rows, StageInputs, StagePlan, affine_rows,
-                                      candidate_slots, depth_change, downloaded_part, find_moving, fit_rows,
-                                      frame_tensor, frame_trusted, select_rows, unpack)
+from nut_ros.perception.dense import (CANDIDATE_SPLIT, FIT_SPLIT, HEADER, Found, Rows, StageInputs, StagePlan,
+                                      affine_rows, candidate_slots, depth_change, downloaded_part, find_moving,
+                                      fit_rows, frame_tensor, frame_trusted, select_rows, unpack)
 from nut_ros.perception.ego_motion import MotionField, field_from_poses, fit_static_field, pose_step
 from nut_ros.perception.local_map import LocalMap
 from nut_ros.perception.params import MapParams, ObstacleParams

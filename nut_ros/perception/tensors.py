@@ -1,11 +1,11 @@
 """Moving the perception stage's data between the host and the device that holds the Gaussians.
 
 The stage runs its per-Gaussian work in torch on the tensors it is given (CUDA when the pipeline left its cloud on
-the GPU, CPU otherwise). Small host arrays (poses, the frame's numbers, the input depth) go up through page-locked memory without
-waiting for the device; a download waits for it, so the stage gathers what the host needs into one tensor and
-downloads that once (:func:`download`, or :func:`download_queued`, which waits only for the work queued before
-it). :func:`pick` selects rows by a mask without compacting on the device (a boolean selection waits for the device
-to learn its size). On the CPU the stage runs on one thread (:func:`one_thread`).
+the GPU, CPU otherwise). Small host arrays (poses, the frame's numbers, the input depth) go up through page-locked
+memory without waiting for the device; a download waits for it, so the stage gathers what the host needs into one
+tensor and downloads that once (:func:`download`, or :func:`download_queued`, which waits only for the work queued
+before it). :func:`pick` selects rows by a mask without compacting on the device (a boolean selection waits for the
+device to learn its size). On the CPU the stage runs on one thread (:func:`one_thread`).
 """
 from __future__ import annotations
 

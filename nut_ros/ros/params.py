@@ -142,7 +142,7 @@ class NodeParams:
                                        dynamic=True)
     perception: bool = _param(False, "Moving obstacles (`~/obstacles`, `~/obstacle_markers`) and a persistent local "
                               "map (`~/map_points`, `~/map`) from the live Gaussians (per frame with odometry: "
-                              "11.6 ms p50 with `tiny` on a 2-core CPU, 16.6 ms without odometry; 5.3-5.5 ms on an "
+                              "10.7 ms p50 with `tiny` on a 2-core CPU, 12.7 ms without odometry; 3.8-5.8 ms on an "
                               "H200; docs/BENCHMARKS.md). Obstacle velocities come from the Gaussians' motion: "
                               "motion_prior flow gives better ones than the learned head (docs/ROS_SETUP.md).")
     publish_obstacles: bool = _param(True, "Publish the tracked moving obstacles every processed frame "
