@@ -3,7 +3,7 @@
 A graph replays the kernels eager launched at capture, so the decoded Gaussians must match eager's to float
 rounding (cuBLAS may pick another algorithm inside a capture) in fp32 and in bf16, with the learned motion head on and
 off, and across frames (inputs are copied into the graph, outputs copied out: a later replay must not change an
-earlier frame's results).
+earlier frame's results); a graphed call that updates tensors in place updates them once per call.
 """
 from pathlib import Path
 
@@ -107,3 +107,16 @@ def test_a_graphed_call_keeps_only_its_most_recent_signatures():
         x = torch.arange(n, dtype=torch.float32, device="cuda")
         assert torch.equal(call(x), x * 2 + 1)
     assert call.captured == 2 and call.dropped == 2
+
+
+def test_a_graphed_call_updates_its_state_once_per_call():
+    """A function that updates a tensor in place (``state``): the capture's warm-up calls leave it as it was, so
+    each call, the capturing one included, updates it once, as the function called directly would."""
+    from nut_ros.pipeline.cuda_graphs import GraphedCall
+
+    total = torch.zeros(3, device="cuda")
+    call = GraphedCall(lambda x: total.add_(x).sum(), state=lambda: [total])
+    for k in range(1, 4):
+        out = call(torch.full((3,), float(k), device="cuda"))
+        assert torch.equal(total, torch.full((3,), k * (k + 1) / 2, device="cuda")) and out == 3 * k * (k + 1) / 2
+    assert call.captured == 1

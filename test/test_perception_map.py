@@ -1,6 +1,7 @@
 """The local map: voxel occupancy, merging, budget over a 5,000-frame soak; the torch map against the numpy map it
 replaced, sized as on a GPU, and without operations that wait for the device."""
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -166,18 +167,29 @@ def gpu_bounds(monkeypatch, arrivals):
     monkeypatch.setattr(LocalMap, "_queue_sizes", queue)
 
 
+def fixed_index(monkeypatch):
+    """Make the CPU map keep the GPU's fixed index (one part of ``capacity`` entries, updated in place)."""
+    monkeypatch.setattr(LocalMap, "_fixed_for", lambda self, device: True)
+
+
+@pytest.mark.parametrize("fixed", [False, True])
 @pytest.mark.parametrize("every", [1, 3, 10 ** 9])
-def test_the_gpus_bounds_and_padded_index_give_the_same_map(every, monkeypatch):
+def test_the_gpus_bounds_and_padded_index_give_the_same_map(every, fixed, monkeypatch):
     """Sized by upper bounds (EMPTY-padded index, prunes that may keep all), with the exact sizes arriving after
-    every insertion, every third, or never: the same map as sized exactly, and the index padding stays bounded."""
+    every insertion, every third, or never: the same map as sized exactly, and the index padding stays bounded; with
+    the fixed index (CUDA graphs) its one part keeps its size and no tail."""
     want = run_stream(LocalMap(STREAM_PARAMS))
     gpu_bounds(monkeypatch, (j % every == 0 for j in range(1000)))
+    if fixed:
+        fixed_index(monkeypatch)
     m = LocalMap(STREAM_PARAMS)
     got = run_stream(m)
     assert got["per_frame"] == want["per_frame"] and got["key_sum"] == want["key_sum"]
     for name in ("positions", "colors", "hits"):
         np.testing.assert_allclose(got[name], want[name], rtol=1e-6, err_msg=name)
     assert m._main[0].shape[0] + m._tail[0].shape[0] <= m.capacity + STREAM_PARAMS.candidates
+    if fixed:
+        assert m._main[0].shape[0] == m.capacity and m._tail[0].shape[0] == 0
 
 
 class Masked(LocalMap):
@@ -222,12 +234,14 @@ class Halves(LocalMap):
                               camera_position)
 
 
-@pytest.mark.parametrize("bounds", [False, True])
+@pytest.mark.parametrize("bounds", [False, True, "fixed"])
 def test_rows_not_offered_change_nothing(bounds, monkeypatch):
     """Rows left out by ``offered`` (copies of offered ones, NaN, far away, anywhere in the order; all of a frame's)
-    give the map that offering only the others gives, also as sized on a GPU."""
+    give the map that offering only the others gives, also as sized on a GPU, and with its fixed index."""
     if bounds:
         gpu_bounds(monkeypatch, (j % 3 == 0 for j in range(1000)))
+    if bounds == "fixed":
+        fixed_index(monkeypatch)
     want, got = run_stream(Halves(STREAM_PARAMS)), run_stream(Masked(STREAM_PARAMS))
     assert sum(f[0] for f in want["per_frame"]) > 1000 and want["per_frame"][-1][2] > 0  # added, pruned
     assert got == want
@@ -249,11 +263,14 @@ WAITING_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "_unique", "_u
                "unique_consecutive", "masked_scatter"}  # each makes a GPU wait for its data to reach the host
 
 
-def test_insertion_runs_no_operation_that_waits_for_the_device(monkeypatch):
-    """As sized on a GPU (bounds only, sizes never arriving), every insertion (adds, merges, tail merges, prunes)
-    runs none of the operations that read a tensor's data on the host: no ``.item()``/``int()``/``bool()``, no
-    ``nonzero``/``unique``/masked selection, no indexing by a boolean mask."""
+@pytest.mark.parametrize("fixed", [False, True])
+def test_insertion_runs_no_operation_that_waits_for_the_device(fixed, monkeypatch):
+    """As sized on a GPU (bounds only, sizes never arriving), every insertion (adds, merges, tail merges, prunes;
+    also with the fixed index) runs none of the operations that read a tensor's data on the host: no
+    ``.item()``/``int()``/``bool()``, no ``nonzero``/``unique``/masked selection, no indexing by a boolean mask."""
     gpu_bounds(monkeypatch, iter(lambda: False, True))
+    if fixed:
+        fixed_index(monkeypatch)
     monkeypatch.setattr(local_map, "MIN_TAIL", 200)
     m = LocalMap(STREAM_PARAMS)
     recorder = Recorder()
@@ -283,24 +300,36 @@ def wide_stream(frames: int = 40):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("cuda_graphs", [False, True])
 @pytest.mark.parametrize("params, stream", [(STREAM_PARAMS, fixed_stream), (MapParams(), wide_stream)])
-def test_cuda_map_matches_the_cpu_map_and_never_synchronises(params, stream):
-    """A stream on the GPU (inputs there): the same map as on the CPU, and no insertion synchronises (torch's sync
-    debug mode raises on any synchronising call): small settings that prune every frame, and the defaults (a
+def test_cuda_map_matches_the_cpu_map_and_never_synchronises(params, stream, cuda_graphs):
+    """A stream on the GPU (inputs there), its insertions launched one by one or replayed as CUDA graphs: the same
+    map as on the CPU, and no insertion synchronises (torch's sync debug mode reports any synchronising call; with
+    graphs, but in the insertions that capture one): small settings that prune every frame, and the defaults (a
     200,000-Gaussian budget, pruned after some 25 frames)."""
-    cpu, m = LocalMap(params), LocalMap(params)
-    want, got = [], []
+    cpu, m = LocalMap(params), LocalMap(params, cuda_graphs=cuda_graphs)
+    # the process's first CUDA sort and page-locked copy initialise lazily (and wait): in a throwaway map
+    first = next(stream())
+    LocalMap(params, cuda_graphs=False).insert(*(torch.as_tensor(a, device="cuda") for a in first[:4]), *first[4:])
+    want, got, replayed = [], [], 0
     for pts, colors, scales, opacities, rot, cam in stream():
         want.append([int(cpu.insert(pts, colors, scales, opacities, rot, cam)), cpu.count, cpu.dropped])
         tensors = [torch.as_tensor(a, device="cuda") for a in (pts, colors, scales, opacities)]
         torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            added = m.insert(*tensors, rot, cam)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
+        before = 0 if m._graphed is None else m._graphed.captured
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                added = m.insert(*tensors, rot, cam)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        if (0 if m._graphed is None else m._graphed.captured) == before:  # no capture in this insertion
+            assert not [w for w in caught if "synchroniz" in str(w.message)]
+            replayed += m._graphed is not None
         got.append([int(added), m.count, m.dropped])
     assert got == want and want[-1][2] > 0
+    assert (m._graphed is not None and m._graphed.captured == 2 and replayed >= len(want) - 3) == cuda_graphs
     assert np.array_equal(np.sort(m.keys), np.sort(cpu.keys))
     for name in ("positions", "colors", "hits"):
         np.testing.assert_allclose(m.field(name).astype(np.float64).sum(0), cpu.field(name).astype(np.float64).sum(0),

@@ -13,7 +13,6 @@ import torch
 
 KEY_BITS = 21  # per axis: cells in [-2^20, 2^20): ±1048 km at 1 mm voxels
 _HALF = 1 << (KEY_BITS - 1)
-_MASK = (1 << KEY_BITS) - 1
 # 13 of the 26 neighbour offsets (each undirected edge found once)
 _OFFSETS = np.array([(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)
                      if (dx, dy, dz) > (0, 0, 0)], dtype=np.int64)
@@ -54,7 +53,7 @@ def components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     label = np.arange(n)
     while src.size:
         at_src, at_dst = label[src], label[dst]
-        if np.array_equal(at_src, at_dst):
+        if (at_src == at_dst).all():
             break
         low = np.minimum(at_src, at_dst)
         np.minimum.at(label, at_src, low)  # the roots too: a long chain merges in few passes
@@ -63,10 +62,10 @@ def components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         np.minimum.at(label, dst, low)
         while True:  # each label is a node of the component that holds a label not above it: follow it
             jumped = label[label]
-            if np.array_equal(jumped, label):
+            if (jumped == label).all():
                 break
             label = jumped
-    return np.unique(label, return_inverse=True)[1].reshape(-1)
+    return (np.cumsum(label == np.arange(n)) - 1)[label]  # each label is now its component's smallest node: ranked
 
 
 def cluster_points(points: np.ndarray, voxel: float, min_points: int) -> tuple[np.ndarray, int]:
@@ -74,18 +73,22 @@ def cluster_points(points: np.ndarray, voxel: float, min_points: int) -> tuple[n
     if points.shape[0] == 0:
         return np.zeros(0, np.int64), 0
     cells = voxel_cells(points, voxel)
-    uniq, inverse = np.unique(pack_cells(cells), return_inverse=True)
-    inverse = inverse.reshape(-1)
-    ucells = np.stack([(uniq >> (2 * KEY_BITS)) & _MASK, (uniq >> KEY_BITS) & _MASK, uniq & _MASK], 1) - _HALF
-    neighbours = pack_cells((ucells[:, None, :] + _OFFSETS[None]).reshape(-1, 3))
+    keys = pack_cells(cells)
+    order = np.argsort(keys)  # the points by voxel
+    keys = keys[order]
+    first = np.empty(keys.size, bool)  # the first point of each occupied voxel
+    first[0] = True
+    np.not_equal(keys[1:], keys[:-1], out=first[1:])
+    uniq = keys[first]
+    neighbours = pack_cells((cells[order[first], None, :] + _OFFSETS[None]).reshape(-1, 3))
     found, idx = contains(uniq, neighbours)
-    src = np.repeat(np.arange(uniq.size), len(_OFFSETS))[found]
-    point_comp = components(uniq.size, src, idx[found])[inverse]
-    counts = np.bincount(point_comp)
-    big = counts >= min_points
-    relabel = np.full(counts.size, -1, np.int64)
-    relabel[big] = np.arange(int(big.sum()))
-    return relabel[point_comp], int(big.sum())
+    src = np.flatnonzero(found) // len(_OFFSETS)  # the voxel whose neighbour was found
+    comp = components(uniq.size, src, idx[found])[np.cumsum(first) - 1]  # of each point, in key order
+    big = np.bincount(comp) >= min_points
+    ranked = np.cumsum(big)
+    labels = np.empty_like(comp)
+    labels[order] = np.where(big, ranked - 1, -1)[comp]
+    return labels, int(ranked[-1])
 
 
 @dataclass
@@ -113,16 +116,15 @@ def group_quantile(values: np.ndarray, labels: np.ndarray, k: int, q: float) -> 
     return group_quantiles(values, labels, k, (q,))[0]
 
 
-def group_quantiles(values: np.ndarray, labels: np.ndarray, k: int, qs: tuple[float, ...]) -> list[np.ndarray]:
-    """:func:`group_quantile` at each of ``qs`` (one sort)."""
+def group_quantiles(values: np.ndarray, labels: np.ndarray, k: int, qs: tuple[float, ...]) -> np.ndarray:
+    """:func:`group_quantile` at each of ``qs``: ``[len(qs), k]``, or ``[len(qs), k, C]`` for ``values [N, C]``
+    (each column on its own; one sort per column)."""
     count = np.bincount(labels, minlength=k)
-    ordered = values[np.lexsort((values, labels))]  # by label, then by value
-    starts = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
-    out = []
-    for q in qs:
-        rank = np.minimum(np.floor(q * count).astype(np.int64), np.maximum(count - 1, 0))
-        out.append(np.where(count > 0, ordered[np.minimum(starts + rank, max(values.size - 1, 0))], np.nan))
-    return out
+    ordered = (values[np.lexsort((values, labels))] if values.ndim == 1  # by label, then by value
+               else np.stack([column[np.lexsort((column, labels))] for column in values.T], 1))
+    rank = np.minimum(np.floor(np.multiply.outer(qs, count)).astype(np.int64), count - 1)  # -1 where empty
+    picked = ordered[np.cumsum(count) - count + rank]  # (an empty label's rank -1 picks another's member: NaN)
+    return np.where(count[:, None] > 0, picked.T, np.nan).T  # (transposed: the labels next to the last axis)
 
 
 def group_median(values: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -140,25 +142,23 @@ def cluster_stats(points: np.ndarray, velocities: np.ndarray, weights: np.ndarra
     of it is seen; its box reaches out past that edge until it is at least as long along that axis as across it
     (the other image axis, when that one is not cut). A velocity component that is NaN (not measured) leaves that
     member out of that component's mean (NaN where none has it)."""
-    sel = labels >= 0
-    lab, pts, vel, w = labels[sel], points[sel], velocities[sel], weights[sel]
-    order = np.argsort(lab, kind="stable")
-    lab, pts, vel, w = lab[order], pts[order], vel[order], w[order]
-    starts = np.searchsorted(lab, np.arange(k))
+    order = np.argsort(labels, kind="stable")[np.count_nonzero(labels < 0):]  # the members by label
+    lab, pts, vel, w = labels[order], points[order], velocities[order], weights[order]
     count = np.bincount(lab, minlength=k)
+    starts = np.cumsum(count) - count
     wsum = np.bincount(lab, weights=w, minlength=k)
     finite = np.isfinite(vel)
+    slot = (3 * lab[:, None] + np.arange(3)).reshape(-1)  # (member, axis) -> label, axis
     with np.errstate(invalid="ignore", divide="ignore"):  # NaN where no member has that component
-        mean_vel = np.stack([np.bincount(lab, weights=np.where(finite[:, i], w * vel[:, i], 0.0), minlength=k)
-                             / np.bincount(lab, weights=w * finite[:, i], minlength=k) for i in range(3)], 1)
+        mean_vel = (np.bincount(slot, weights=np.where(finite, w[:, None] * vel, 0.0).reshape(-1), minlength=3 * k)
+                    / np.bincount(slot, weights=(w[:, None] * finite).reshape(-1), minlength=3 * k)).reshape(k, 3)
     if k:
         lo, hi = np.minimum.reduceat(pts, starts, axis=0), np.maximum.reduceat(pts, starts, axis=0)
     else:
         lo = hi = np.zeros((0, 3))
     span = hi - lo + voxel / 2
     if k and trim > 0:
-        lo, hi = (np.stack(axes, 1) for axes in zip(*(group_quantiles(pts[:, i], lab, k, (trim, 1 - trim))
-                                                       for i in range(3))))
+        lo, hi = group_quantiles(pts, lab, k, (trim, 1 - trim))
         widen = (hi - lo) * trim / (1 - 2 * trim)
         lo, hi = lo - widen, hi + widen
     if k and cut is not None:

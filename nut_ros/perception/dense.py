@@ -17,8 +17,9 @@ Steps (see :mod:`nut_ros.perception.processor` for what each threshold means):
    Gaussian's velocity over the ground, the cell-averaged score and the moving test; then the moving rows (their
    depth rate NaN where it was clipped at ``-change_max_speed``: a leading edge's) and the map's candidates
    gathered into one flat tensor (:func:`unpack` reads its counts and moving rows, :func:`downloaded_part`, in one
-   copy; the candidates, :func:`candidate_slots`, stay on the device for the map), and the frame's points in the
-   fixed frame (what :class:`DepthChange` remembers).
+   copy; the candidates, :func:`candidate_slots`, stay on the device for the map), the frame's points in the
+   fixed frame (what :class:`DepthChange` remembers), and the map's :class:`Offer`: every candidate slot's point
+   moved into the fixed frame, and which slots count (those below the eligible count, of a trusted frame).
 """
 from __future__ import annotations
 
@@ -84,6 +85,13 @@ def _affine(points: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return points @ rows[:3] + rows[3]
 
 
+class Offer(NamedTuple):
+    """What a frame offers the map besides its candidate slots' columns, on the device."""
+
+    points: torch.Tensor  # [candidates, 3] float64: each slot's point in the fixed frame
+    offered: torch.Tensor  # [candidates] bool: the slots counted (below the eligible count), where frame_trusted
+
+
 class Rows(NamedTuple):
     """The thinned cloud, one row per Gaussian. Rows that fail the selection (faint, out of range, not finite, off
     the input depth, padding) have NaN points, zero velocities and zero weights, so every later step skips them."""
@@ -123,9 +131,10 @@ def fit_rows(inputs: StageInputs, plan: StagePlan) -> torch.Tensor:
     return torch.cat([rows.points, rows.velocities, rows.weights[:, None], rows.threshold[:, None]], 1)
 
 
-def find_moving(inputs: StageInputs, plan: StagePlan, rows: Rows | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The frame's download (:func:`unpack`) and its selected points in the fixed frame ``[M, 3]``; ``rows``: the
-    frame's :func:`select_rows` when already known (else selected here)."""
+def find_moving(inputs: StageInputs, plan: StagePlan,
+                rows: Rows | None = None) -> tuple[torch.Tensor, torch.Tensor, Offer]:
+    """The frame's download (:func:`unpack`), its selected points in the fixed frame ``[M, 3]`` and its
+    :class:`Offer` to the map; ``rows``: the frame's :func:`select_rows` when already known (else selected here)."""
     op = plan.obstacles
     rows = select_rows(inputs, plan) if rows is None else rows
     field, pose = inputs.frame[:4], inputs.frame[4:8]
@@ -154,7 +163,11 @@ def find_moving(inputs: StageInputs, plan: StagePlan, rows: Rows | None = None) 
         measured = residual
     moving = _score(rows.points, residual, known, rows.threshold + sweep, threshold_z, plan, rows.pixels) > 1.0
     world = _affine(rows.points, pose)
-    return _gather(rows, moving, measured, inputs.frame[8, 2], plan), world
+    packed = _gather(rows, moving, measured, inputs.frame[8, 2], plan)
+    selected, n_moving, eligible = packed[:HEADER]  # as unpack reads them
+    slots = candidate_slots(packed, rows.points.shape[0], plan.local_map.candidates)
+    offered = (torch.arange(slots.shape[0], device=slots.device) < eligible) & frame_trusted(n_moving, selected)
+    return packed, world, Offer(_affine(slots[:, :3].double(), pose), offered)
 
 
 def depth_change(op: ObstacleParams) -> DepthChange:
@@ -217,6 +230,7 @@ class Found:
     # its device
     candidates: torch.Tensor
     eligible: int  # static Gaussians the candidates were picked from
+    candidate_points: torch.Tensor  # [C, 3] float64 the candidates' points in the fixed frame (Offer.points)
 
 
 def downloaded_part(packed: torch.Tensor, rows: int) -> torch.Tensor:
@@ -225,18 +239,19 @@ def downloaded_part(packed: torch.Tensor, rows: int) -> torch.Tensor:
     return packed[:HEADER + mover_capacity(rows) * MOVER_COLUMNS]
 
 
-def unpack(packed: torch.Tensor, rows: int, candidates: int, host: np.ndarray | None = None) -> Found:
-    """The :class:`Found` of a frame's packed tensor (:func:`find_moving`, from a table of ``rows`` rows): its
-    counts and moving rows downloaded (one copy: on a GPU, one synchronisation; ``host``: that copy, already made,
-    of :func:`downloaded_part`), its candidates left where they are."""
+def unpack(packed: torch.Tensor, rows: int, candidates: int, offer: Offer, host: np.ndarray | None = None) -> Found:
+    """The :class:`Found` of a frame's packed tensor and :class:`Offer` (:func:`find_moving`, from a table of
+    ``rows`` rows): its counts and moving rows downloaded (one copy: on a GPU, one synchronisation; ``host``: that
+    copy, already made, of :func:`downloaded_part`), its candidates left where they are."""
     cap = mover_capacity(rows)
     host = download(downloaded_part(packed, rows)) if host is None else host
     valid, moving, eligible = (int(x) for x in host[:HEADER])
     mover_rows = host[HEADER:].reshape(cap, MOVER_COLUMNS)[:min(moving, cap)]
     candidate_rows = candidate_slots(packed, rows, candidates)
     points, velocities, weights = np.split(mover_rows, (3, 6), axis=1)
-    return Found(valid, moving, (points, velocities, weights[:, 0]), candidate_rows[:min(eligible, candidates)],
-                 eligible)
+    counted = min(eligible, candidates)
+    return Found(valid, moving, (points, velocities, weights[:, 0]), candidate_rows[:counted], eligible,
+                 offer.points[:counted])
 
 
 def frame_trusted(moving, selected):

@@ -20,15 +20,19 @@ Reading :attr:`LocalMap.count`, :attr:`LocalMap.dropped`, :meth:`LocalMap.field`
 
 Storage: one float32 table of 15 columns, ``budget + candidates`` rows allocated at the first insertion plus a
 scratch row that takes the writes of rows not stored; rows in the order they were added (a new Gaussian is appended
-at the count); and an index from voxel key to row: a sorted main part and a small sorted tail that takes the new
-keys (on a GPU both padded with :data:`EMPTY` keys up to the host's bound), the tail merged into the main part once
-it holds more than ``TAIL_FRACTION`` of it. A frame's occupancy test is two binary searches and its insertion
-touches the tail only, so it costs the same in a full map as in an empty one; a tail merge or a prune costs a pass
-over the map (rare; on a GPU a tail merge somewhat more often, as its bound counts every candidate offered as new,
-and the perception stage there offers every candidate slot of each frame with a camera motion, masked on the device
-to the counted ones of a trusted frame; and a prune, one that keeps everything where the map is not over its budget,
-whenever the bound says the map may be over it). Memory: 60 bytes of table per row and 12 of index per Gaussian
-(plus the padding on a GPU).
+at the count); and an index from voxel key to row. On the CPU (and on a GPU without ``cuda_graphs``) the index is a
+sorted main part and a small sorted tail that takes the new keys (on a GPU both padded with :data:`EMPTY` keys up to
+the host's bound), the tail merged into the main part once it holds more than ``TAIL_FRACTION`` of it: a frame's
+occupancy test is two binary searches and its insertion touches the tail only, so it costs the same in a full map
+as in an empty one; a tail merge or a prune costs a pass over the map (rare; on a GPU a prune, one that keeps
+everything where the map is not over its budget, runs whenever the bound says the map may be over it). On a GPU
+with ``cuda_graphs`` the index is one sorted part of ``capacity`` entries, EMPTY-padded, into which every insertion
+merges its new keys (a pass over it that costs the GPU microseconds), so every tensor an insertion makes has a fixed
+size and it updates the map's tensors in place: it is captured as a CUDA graph (one with a prune, as above, and one
+without) and replayed per frame, one launch instead of a few dozen (the perception stage there offers every
+candidate slot of each frame with a camera motion, masked on the device to the counted ones of a trusted frame).
+Memory: 60 bytes of table per row and 12 of index per Gaussian (plus the padding on a GPU: with the fixed index 12
+bytes per row of the table).
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ import torch
 from nut_ros.perception.clustering import voxel_keys
 from nut_ros.perception.params import MapParams
 from nut_ros.perception.tensors import download, one_thread, upload
+from nut_ros.pipeline.cuda_graphs import GraphedCall
 from nut_ros.pipeline.types import GaussianCloud
 
 # a frame's Gaussians are offered as the first 4 fields (the map's quaternion and hits follow)
@@ -74,9 +79,10 @@ def rotation_to_quaternion(r: np.ndarray) -> np.ndarray:
 class LocalMap:
     """Static Gaussians in the fixed frame; see the module docstring for the rules and the storage."""
 
-    def __init__(self, params: MapParams = MapParams(), metric: bool = True):
+    def __init__(self, params: MapParams = MapParams(), metric: bool = True, cuda_graphs: bool = True):
         self.p = params
         self.metric = metric
+        self.cuda_graphs = cuda_graphs  # on a GPU: a fixed-size index, each insertion one CUDA graph replay
         self.reset()
 
     def reset(self, metric: bool | None = None) -> None:
@@ -88,6 +94,10 @@ class LocalMap:
         # on a GPU: [count, tail entries] after the last insertion (pinned host copy), valid once the event has run
         self._sizes: torch.Tensor | None = None
         self._sizes_ready: torch.cuda.Event | None = None
+        self._fixed = False  # the index is one part of `capacity` entries, updated in place (see _fixed_for)
+        self._bound = 0  # with the fixed index: an upper bound of the count the host knows without waiting
+        self._graphed: GraphedCall | None = None  # with the fixed index on a GPU: the insertion as CUDA graphs
+        self._prune_now = False  # the flag the graphed insertion runs with (its graphs are keyed by it)
 
     @property
     def capacity(self) -> int:
@@ -140,12 +150,28 @@ class LocalMap:
         self._storage(positions.device)
         if n == 0:
             return torch.zeros((), dtype=torch.int64, device=positions.device)
-        with one_thread(positions.device):
-            return self._insert(positions, colors, scales, opacities, rotation, camera_position, offered)
-
-    def _insert(self, positions, colors, scales, opacities, rotation, camera_position,
-                offered: torch.Tensor | None = None) -> torch.Tensor:
         self._learn_sizes()
+        # the new rows' quaternion and hit count, then the camera's position
+        camera = upload(np.concatenate([rotation_to_quaternion(rotation), [1.0], camera_position]), self._table,
+                        torch.float32)
+        with one_thread(positions.device):
+            if not self._fixed:
+                added = self._insert(positions, colors, scales, opacities, offered, camera)
+            else:
+                self._prune_now = self._bound + n > self.p.budget  # the map may be over its budget after it
+                if offered is None:
+                    offered = torch.ones(n, dtype=torch.bool, device=positions.device)
+                args = (positions, colors, scales, opacities, offered, camera)
+                added = self._insert(*args) if self._graphed is None else self._graphed(*args)
+                self._bound = min(self._bound + n, self.p.budget) if self._prune_now else self._bound + n
+        self._queue_sizes()
+        return added
+
+    def _insert(self, positions, colors, scales, opacities, offered: torch.Tensor | None,
+                camera: torch.Tensor) -> torch.Tensor:
+        """One insertion (``camera``: the new rows' quaternion and hit count, then the camera's position); with the
+        fixed index every tensor it makes has a fixed size and the map's tensors are updated in place (a CUDA graph
+        replays it), the prune decided by the host's bound (``_prune_now``)."""
         n, pad = positions.shape[0], self.capacity  # pad: the scratch row
         keys = voxel_keys(positions, self.p.voxel).clamp_max(EMPTY - 1)
         if offered is not None:  # the rows not offered: after every offered one (the sort is stable), never first
@@ -159,9 +185,6 @@ class LocalMap:
         found, new = first & (row < pad), first & (row == pad)
         added = new.sum()
         rank = torch.cumsum(new, 0) - 1
-        # the new rows' quaternion and hit count, then the camera's position
-        camera = upload(np.concatenate([rotation_to_quaternion(rotation), [1.0], camera_position]), self._table,
-                        torch.float32)
         rows_in = torch.cat([positions.float(), colors.float(), scales.float(), opacities.float()[:, None]],
                             1).index_select(0, order)
         merged = self._table.index_select(0, row)  # running mean of position and colour, one more hit
@@ -171,15 +194,19 @@ class LocalMap:
         at = torch.where(new, self._count + rank, pad)
         self._table[:, :_OFFERED].index_copy_(0, at, rows_in)
         self._table[:, _OFFERED:].index_copy_(0, at, camera[:5].expand(n, 5))
-        self._count = self._count + added
+        self._count.add_(added)
 
-        self._tail = self._with_new(keys, at, new, rank, into_tail, self._known(added, n))
+        if self._fixed:  # the new keys go straight into the one part (the padding past `capacity` is cut)
+            self._set_main(*(t[:pad] for t in self._with_new(self._main, keys, at, new, rank, into_tail, n)))
+            if self._prune_now:
+                self._prune(camera[5:])
+            return added
+        self._tail = self._with_new(self._tail, keys, at, new, rank, into_tail, self._known(added, n))
         main_size, tail_size = self._main[0].shape[0], self._tail[0].shape[0]
         if tail_size > max(MIN_TAIL, TAIL_FRACTION * main_size):
             self._main, self._tail = _merged(self._main, self._tail, min(main_size + tail_size, pad)), self._empty()
         if main_size + tail_size > self.p.budget:  # the map may be over its budget
             self._prune(camera[5:])
-        self._queue_sizes()
         return added
 
     def _storage(self, device: torch.device) -> None:
@@ -190,6 +217,7 @@ class LocalMap:
             self._table[-1] = 0  # the scratch row: read (its values unused) by every insertion
             self._count, self._dropped = (torch.zeros((), dtype=torch.int64, device=device) for _ in range(2))
             self._main = self._tail = self._empty()
+            self._use_index(device)
             return
         if self._table.device == device:
             return
@@ -197,6 +225,34 @@ class LocalMap:
         self._count, self._dropped = self._count.to(device), self._dropped.to(device)
         self._main, self._tail = (tuple(t.to(device) for t in part) for part in (self._main, self._tail))
         self._sizes, self._sizes_ready = None, None
+        self._bound = self.count
+        self._use_index(device)
+
+    def _fixed_for(self, device: torch.device) -> bool:
+        """Whether the index on ``device`` is the fixed one: on a GPU with ``cuda_graphs``, where an insertion's
+        few dozen small operations cost more to launch one by one than to run."""
+        return self.cuda_graphs and device.type == "cuda"
+
+    def _use_index(self, device: torch.device) -> None:
+        """Set up the index the map keeps on ``device``: the fixed one (its tail merged into one part of
+        ``capacity`` entries, EMPTY-padded; the insertion graphed on a GPU), or the sorted main part and tail."""
+        self._fixed, self._graphed = self._fixed_for(device), None
+        if not self._fixed:
+            return
+        keys, rows = _merged(self._main, self._tail, self._main[0].shape[0] + self._tail[0].shape[0])
+        self._main, self._tail = _compacted(keys, rows, keys != EMPTY, self.capacity), self._empty()
+        if device.type == "cuda":
+            self._graphed = GraphedCall(lambda *args: self._insert(*args), key=lambda: (self._prune_now,),
+                                        state=lambda: [self._table, self._count, self._dropped, *self._main])
+
+    def _set_main(self, keys: torch.Tensor, rows: torch.Tensor) -> None:
+        """The index's main part: with the fixed index written into its tensors (a graph reads and writes those),
+        else replaced."""
+        if self._fixed:
+            self._main[0].copy_(keys)
+            self._main[1].copy_(rows)
+        else:
+            self._main = keys, rows
 
     def _empty(self) -> tuple[torch.Tensor, torch.Tensor]:
         return _index(self._table.device)
@@ -220,27 +276,31 @@ class LocalMap:
         if self._sizes_ready is None or not self._sizes_ready.query():
             return
         count, tail = self._sizes.tolist()
+        if self._fixed:
+            self._bound = count
+            return
         self._main = tuple(t[:count - tail] for t in self._main)
         self._tail = tuple(t[:tail] for t in self._tail)
 
     def _lookup(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The table rows of the voxels ``keys`` (the scratch row where empty), and how many of the tail's entries
-        are below each key."""
+        (with the fixed index: of its one part) are below each key."""
         row = torch.full_like(keys, self.capacity)
-        for sorted_keys, rows in (self._main, self._tail):
+        for sorted_keys, rows in (self._main,) if self._fixed else (self._main, self._tail):
             below = torch.searchsorted(sorted_keys, keys)
             if sorted_keys.shape[0]:
                 idx = below.clamp_max(sorted_keys.shape[0] - 1)
                 row = torch.where(sorted_keys[idx] == keys, rows[idx], row)
         return row, below
 
-    def _with_new(self, keys: torch.Tensor, rows: torch.Tensor, new: torch.Tensor, rank: torch.Tensor,
-                  below: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The tail with the sorted ``keys`` where ``new`` (``size`` at least their number; ``rank``: their rank
-        among them) and their ``rows``; ``below``: the tail's entries below each key. A new key goes after the
-        tail's entries below it and the new keys before it; an entry of the tail after the new keys not above it
+    @staticmethod
+    def _with_new(part: tuple[torch.Tensor, torch.Tensor], keys: torch.Tensor, rows: torch.Tensor, new: torch.Tensor,
+                  rank: torch.Tensor, below: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The index ``part`` with the sorted ``keys`` where ``new`` (``size`` at least their number; ``rank``: their
+        rank among them) and their ``rows``; ``below``: the part's entries below each key. A new key goes after the
+        part's entries below it and the new keys before it; an entry of the part after the new keys not above it
         (EMPTY padding stays last)."""
-        tail_keys, tail_rows = self._tail
+        tail_keys, tail_rows = part
         t = tail_keys.shape[0]
         at_new = torch.where(new, rank + below, t + size)  # the others: to one slot past the end
         passed = torch.zeros(t + 1, dtype=torch.int64, device=keys.device).index_add_(
@@ -264,13 +324,14 @@ class LocalMap:
         farthest = torch.topk(torch.where(alive, d2, torch.inf), pad - target, sorted=False).indices
         keep = torch.where(self._count > self.p.budget, alive.clone().index_fill_(0, farthest, False), alive)
         kept = keep.sum()
-        self._dropped = self._dropped + self._count - kept
+        self._dropped.add_(self._count - kept)
         moved = torch.where(keep, torch.cumsum(keep, 0) - 1, pad)  # old row -> new row (the scratch row: dropped)
         self._table.index_copy_(0, moved, self._table[:pad].clone())
-        self._count = kept
+        self._count.copy_(kept)
         keys, rows = _merged(self._main, self._tail, min(self._main[0].shape[0] + self._tail[0].shape[0], pad))
         rows = rows.long().clamp_max(pad - 1)  # (an EMPTY entry's row: not stored either way)
-        self._main = _compacted(keys, moved[rows], (keys != EMPTY) & keep[rows], self._known(kept, keys.shape[0]))
+        size = pad if self._fixed else self._known(kept, keys.shape[0])
+        self._set_main(*_compacted(keys, moved[rows], (keys != EMPTY) & keep[rows], size))
         self._tail = self._empty()
 
     def _rows(self) -> np.ndarray:

@@ -45,12 +45,12 @@ settings as a CUDA graph and replayed per frame (``cuda_graphs``), with the per-
 intervals) uploaded into it without waiting. The host gets, in one download, the moving Gaussians (clustering and
 tracking are numpy, and scipy's assignment, on the host: hundreds of points) and the counts; the map's candidates
 stay on the device, where the map is (:mod:`nut_ros.perception.local_map`, inserting waits for nothing; on a GPU
-every candidate slot is offered between queueing the download and waiting for it, the counted ones of a trusted
-frame picked on the device, so the host launches the insertion while the device runs the graph, and clusters and
-tracks while the device runs the insertion). The fitted camera motion (no odometry) costs one more download on a GPU
-with CUDA graphs: the fit's inputs of every row, the selected ones picked on the host, where the fit (a few hundred
-small operations and seven 6x6 solves) runs: launched one by one on the device it cost more than the rest of the
-stage. On the CPU it costs none.
+every candidate slot is offered between queueing the download and waiting for it, moved into the fixed frame and
+the counted ones of a trusted frame marked inside the dense graph (:class:`~nut_ros.perception.dense.Offer`), and
+the insertion is one graph replay too, so the host clusters and tracks while the device runs the insertion). The
+fitted camera motion (no odometry) costs one more download on a GPU with CUDA graphs: the fit's inputs of every
+row, the selected ones picked on the host, where the fit (a few hundred small operations and seven 6x6 solves)
+runs: launched one by one on the device it cost more than the rest of the stage. On the CPU it costs none.
 
 Without odometry a stream restart (``result.paired`` false) or a change of the depth source restarts the key frame,
 the tracks and the map; with odometry only a change of units does.
@@ -64,7 +64,7 @@ import torch
 
 from nut_ros.core.geometry import Intrinsics, project
 from nut_ros.perception.clustering import Clusters, cluster_points, cluster_stats, group_median
-from nut_ros.perception.dense import (CANDIDATE_SPLIT, FIT_SPLIT, HEADER, Found, Rows, StageInputs, StagePlan,
+from nut_ros.perception.dense import (CANDIDATE_SPLIT, FIT_SPLIT, Found, Offer, Rows, StageInputs, StagePlan,
                                       affine_rows, candidate_slots, depth_change, downloaded_part, find_moving,
                                       fit_rows, frame_tensor, frame_trusted, select_rows, unpack)
 from nut_ros.perception.ego_motion import MotionField, field_from_poses, fit_static_field, pose_step
@@ -109,7 +109,7 @@ class PerceptionProcessor:
                  seed: int | None = None, cuda_graphs: bool = True):
         self.op, self.mp = obstacles, local_map
         self.tracker = MultiObjectTracker(obstacles, seed)
-        self.map = LocalMap(local_map)
+        self.map = LocalMap(local_map, cuda_graphs=cuda_graphs)
         self.change = depth_change(obstacles)
         self._rng = np.random.default_rng(seed)
         self._pose = np.eye(4)  # T_fixed<-camera of the last frame
@@ -188,7 +188,7 @@ class PerceptionProcessor:
 
         if trusted:
             if not self._graphs(inputs.rows):  # (on a GPU offered before the download: _offer_queued)
-                self._add_to_map(found.candidates)
+                self._add_to_map(found.candidates, found.candidate_points)
             self._map_changed |= found.candidates.shape[0] > 0
         if (field is not None or odometry) and not (trusted and found.eligible > self.mp.candidates):
             self._rng.bit_generator.state = rng_state  # the candidates' random offset was not used: not drawn
@@ -263,31 +263,29 @@ class PerceptionProcessor:
         inputs = self._with_frame(inputs, MotionField.zero() if field is None else field, self._floor_scale(result),
                                   interval, self._rng.uniform(), old)
         plan = self._plan_for(result, compared is not None, self._odometry)
-        packed, world = self._run(find_moving, inputs, plan, selected)
+        packed, world, offer = self._run(find_moving, inputs, plan, selected)
         self.change.remember(world, dt)
         if field is None:
             return None
         m = inputs.rows.shape[0]
         if not self._graphs(inputs.rows):
-            return unpack(packed, m, self.mp.candidates)
+            return unpack(packed, m, self.mp.candidates, offer)
         # on a GPU the host's part is copied first, the map's insertion queued behind it and only the copy waited
         # for: the host launches the insertion while the device runs the graph, and clusters and tracks while it
         # runs the insertion
         host, ready = download_queued(downloaded_part(packed, m))
-        self._offer_queued(packed, inputs)
+        self._offer_queued(packed, m, offer)
         if ready is not None:
             ready.synchronize()
-        return unpack(packed, m, self.mp.candidates, host)
+        return unpack(packed, m, self.mp.candidates, offer, host)
 
-    def _offer_queued(self, packed: torch.Tensor, inputs: StageInputs) -> None:
-        """On a GPU: offer the map every candidate slot of the frame's ``packed`` tensor before its download, the
-        ones :meth:`_add_to_map` would offer (the counted ones, where the frame is trusted) picked on the device, so
-        the insertion's few dozen launches overlap the dense graph's run instead of following the wait."""
+    def _offer_queued(self, packed: torch.Tensor, rows: int, offer: Offer) -> None:
+        """On a GPU: offer the map every candidate slot of the frame's ``packed`` tensor (from ``rows`` rows) before
+        its download, the ones :meth:`_add_to_map` would offer (the counted ones, where the frame is trusted)
+        marked on the device (``offer``), so the insertion (a graph replay) runs right after the dense graph instead
+        of following the wait."""
         start = time.perf_counter()
-        slots = candidate_slots(packed, inputs.rows.shape[0], self.mp.candidates)
-        selected, moving, eligible = packed[:HEADER]  # as in unpack
-        offered = (torch.arange(slots.shape[0], device=slots.device) < eligible) & frame_trusted(moving, selected)
-        self._add_to_map(slots, inputs.frame[4:8], offered)
+        self._add_to_map(candidate_slots(packed, rows, self.mp.candidates), offer.points, offer.offered)
         self._map_s += time.perf_counter() - start
 
     def _objects(self, points, residual, weights, k: Intrinsics) -> tuple[Clusters, np.ndarray]:
@@ -384,13 +382,9 @@ class PerceptionProcessor:
                 float(s.hits[i] / (s.hits[i] + s.misses[i])), int(s.hits[i] + s.misses[i])))
         return out
 
-    def _add_to_map(self, candidates: torch.Tensor, pose: torch.Tensor | None = None,
-                    offered: torch.Tensor | None = None) -> None:
-        """Offer the frame's ``candidates`` (static, opaque, near Gaussians away from moving voxels; ``offered``:
-        which rows, all when None) to the map, on their device, moved into the fixed frame in float64 (``pose``:
-        the current pose as :func:`affine_rows` on their device, uploaded here when None)."""
-        rot, trans = self._pose[:3, :3], self._pose[:3, 3]
-        points, colors, scales, opacities = torch.tensor_split(candidates, CANDIDATE_SPLIT, dim=1)
-        pose = upload(affine_rows(rot, trans), points, torch.float64) if pose is None else pose
-        self.map.insert(points.double() @ pose[:3] + pose[3], colors, scales, opacities[:, 0], rot, trans, offered)
+    def _add_to_map(self, candidates: torch.Tensor, points: torch.Tensor, offered: torch.Tensor | None = None) -> None:
+        """Offer the frame's ``candidates`` (static, opaque, near Gaussians away from moving voxels; their ``points``
+        in the fixed frame, float64; ``offered``: which rows, all when None) to the map, on their device."""
+        _, colors, scales, opacities = torch.tensor_split(candidates, CANDIDATE_SPLIT, dim=1)
+        self.map.insert(points, colors, scales, opacities[:, 0], self._pose[:3, :3], self._pose[:3, 3], offered)
 

@@ -80,8 +80,8 @@ class MultiObjectTracker:
         if self._motion is None or self._motion[0] != dt:  # (the same interval frame after frame: built once)
             f = np.eye(6)
             f[:3, 3:] = dt * np.eye(3)
-            q = self.p.accel_std ** 2 * np.block([[dt ** 4 / 4 * np.eye(3), dt ** 3 / 2 * np.eye(3)],
-                                                  [dt ** 3 / 2 * np.eye(3), dt ** 2 * np.eye(3)]])
+            blocks = np.multiply.outer([[dt ** 4 / 4, dt ** 3 / 2], [dt ** 3 / 2, dt ** 2]], np.eye(3))  # [2, 2, 3, 3]
+            q = self.p.accel_std ** 2 * blocks.swapaxes(1, 2).reshape(6, 6)
             self._motion = (dt, f, q)
         _, f, q = self._motion
         s.mean = s.mean @ f.T
@@ -92,43 +92,49 @@ class MultiObjectTracker:
         self.predict(dt)
         s, p = self.state, self.p
         n_t, n_d = s.mean.shape[0], det.center.shape[0]
-        cost = np.linalg.norm(s.mean[:, None, :3] - det.center[None], axis=-1) if n_t and n_d else np.zeros((n_t, n_d))
-        cost = np.where(cost <= p.gate, cost, UNMATCHED)
-        rows, cols = linear_sum_assignment(cost) if n_t and n_d else (np.zeros(0, int), np.zeros(0, int))
-        ok = cost[rows, cols] < UNMATCHED
-        rows, cols = rows[ok], cols[ok]
+        rows = cols = np.zeros(0, int)
+        if n_t and n_d:
+            cost = np.linalg.norm(s.mean[:, None, :3] - det.center[None], axis=-1)
+            cost = np.where(cost <= p.gate, cost, UNMATCHED)
+            rows, cols = linear_sum_assignment(cost)
+            ok = cost[rows, cols] < UNMATCHED
+            rows, cols = rows[ok], cols[ok]
 
         # Kalman correction of the matched tracks with z = (position, velocity), H = I
         r = np.zeros((6, 6))
         r[:3, :3] = np.eye(3) * p.position_std ** 2
         r[3:, 3:] = det.velocity_cov
-        z = np.concatenate([det.center[cols], det.velocity[cols]], 1)
-        cov = s.cov[rows]
-        gain = cov @ np.linalg.inv(cov + r)
-        s.mean[rows] = s.mean[rows] + np.einsum("nij,nj->ni", gain, z - s.mean[rows])
-        s.cov[rows] = cov - gain @ cov
-        s.size[rows] = 0.7 * s.size[rows] + 0.3 * det.size[cols]
-        matched = np.zeros(n_t, bool)
-        matched[rows] = True
-        s.hits[rows] += 1
-        s.misses = np.where(matched, 0, s.misses + 1)
-        s.history[rows] = np.roll(s.history[rows], -1, axis=1)
-        s.history[rows, -1] = det.center[cols]
-        s.filled[rows] = np.minimum(s.filled[rows] + 1, p.travel_window)
-        s.measured[rows] += det.velocity[cols]
-        oldest = s.history[np.arange(n_t), p.travel_window - np.maximum(s.filled, 1)]
-        step = s.history[:, -1] - oldest
-        travel = np.linalg.norm(step, axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):  # cosine of travel and measured velocity (-1: none)
-            agreement = np.nan_to_num(np.einsum("ij,ij->i", step, s.measured)
-                                      / (travel * np.linalg.norm(s.measured, axis=1)), nan=-1.0)
-        s.confirmed |= (travel >= p.min_travel) & (((s.hits >= p.confirm_hits) & (agreement >= p.min_agreement))
-                                                   | ((s.hits >= p.early_hits) & (agreement >= p.early_agreement)))
+        if rows.size:
+            mean, cov = s.mean[rows], s.cov[rows]
+            z = np.concatenate([det.center[cols], det.velocity[cols]], 1)
+            gain = cov @ np.linalg.inv(cov + r)
+            s.mean[rows] = mean + np.einsum("nij,nj->ni", gain, z - mean)
+            s.cov[rows] = cov - gain @ cov
+            s.size[rows] = 0.7 * s.size[rows] + 0.3 * det.size[cols]
+            s.hits[rows] += 1
+            s.history[rows] = np.concatenate([s.history[rows, 1:], det.center[cols, None]], 1)
+            s.filled[rows] = np.minimum(s.filled[rows] + 1, p.travel_window)
+            s.measured[rows] += det.velocity[cols]
+        s.misses += 1
+        s.misses[rows] = 0
+        if n_t:
+            oldest = s.history[np.arange(n_t), p.travel_window - np.maximum(s.filled, 1)]
+            step = s.history[:, -1] - oldest
+            travel = np.linalg.norm(step, axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):  # cosine of travel and measured velocity (-1: none)
+                agreement = np.nan_to_num(np.einsum("ij,ij->i", step, s.measured)
+                                          / (travel * np.linalg.norm(s.measured, axis=1)), nan=-1.0)
+            s.confirmed |= (travel >= p.min_travel) & (((s.hits >= p.confirm_hits) & (agreement >= p.min_agreement))
+                                                       | ((s.hits >= p.early_hits) & (agreement >= p.early_agreement)))
 
         keep = s.misses <= p.max_misses
-        fresh = np.setdiff1d(np.arange(n_d), cols)
+        fresh = np.ones(n_d, bool)  # the unmatched detections that may start a track
+        fresh[cols] = False
         if det.founding is not None:
-            fresh = fresh[det.founding[fresh]]
+            fresh &= det.founding
+        fresh = np.flatnonzero(fresh)
+        if not fresh.size and keep.all():  # the same tracks
+            return s
         history = np.zeros((fresh.size, p.travel_window, 3))
         history[:, -1] = det.center[fresh]
         init_cov = r

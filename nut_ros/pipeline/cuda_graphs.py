@@ -8,6 +8,8 @@ returns clones of its outputs (the next replay overwrites the static ones). It k
 used last (a graph holds its buffers: a stream whose shapes or settings keep changing must not grow memory without
 bound). Nothing else changes the computation: the graph runs the kernels of the function it captured (eager or
 compiled), so its outputs equal that function's (``test/test_cuda_graphs_gpu.py``, ``test/test_compile_gpu.py``).
+A function may also update tensors it keeps across calls in place (``state``, e.g. the local map's table): the
+calls that warm it up before a capture run on copies of those, so each call updates them once.
 
 Requirements the network meets: fixed shapes per stream, no host synchronisation and no host-to-device copies
 inside ``encode``/``decode``, and bf16 autocast without its weight-cast cache (``cache_enabled=False``: cached casts
@@ -38,10 +40,12 @@ def clone_outputs(out: Any) -> Any:
 
 
 class GraphedCall:
-    """``fn(*args)`` through a CUDA graph per input signature; ``key()`` adds state the graph depends on."""
+    """``fn(*args)`` through a CUDA graph per input signature; ``key()`` adds state the graph depends on;
+    ``state()``: the tensors ``fn`` updates in place (restored after the warm-up calls of a capture)."""
 
-    def __init__(self, fn: Callable, key: Callable[[], tuple] = tuple, max_graphs: int = MAX_GRAPHS):
-        self._fn, self._key, self.max_graphs = fn, key, max_graphs
+    def __init__(self, fn: Callable, key: Callable[[], tuple] = tuple, max_graphs: int = MAX_GRAPHS,
+                 state: Callable[[], list[torch.Tensor]] = list):
+        self._fn, self._key, self._state, self.max_graphs = fn, key, state, max_graphs
         self._graphs: OrderedDict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], Any]] = OrderedDict()
         self.dropped = 0  # graphs dropped to keep max_graphs
         self._pool = None  # one memory pool shared by this call's graphs
@@ -72,12 +76,15 @@ class GraphedCall:
     def _capture(self, flat: list[torch.Tensor], spec) -> tuple[torch.cuda.CUDAGraph, list[torch.Tensor], Any]:
         inputs = [t.clone() for t in flat]
         args = tree_unflatten(inputs, spec)
+        saved = [t.clone() for t in self._state()]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(WARMUP_CALLS):
                 self._fn(*args)
         torch.cuda.current_stream().wait_stream(side)
+        for t, kept in zip(self._state(), saved):  # (capturing runs nothing: the caller's replay is the call)
+            t.copy_(kept)
         graph = torch.cuda.CUDAGraph()
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()

@@ -19,7 +19,10 @@
 #   test/bench/gpu_measure.sh frame            bench_pipeline as the node runs them (CUDA graphs): tiny compiled and
 #                                              not, small compiled; the compile GPU tests; tiny compiled with one
 #                                              OpenCV thread
-#   test/bench/gpu_measure.sh perception       perception_cost of tiny and small (obstacles + map on the GPU host)
+#   test/bench/gpu_measure.sh perception [BASE]  perception_cost of tiny and small (obstacles + map on the GPU
+#                                              host, with each step's host time); with BASE (an older nut_ros/
+#                                              exported beside it, weights copied from this tree) also that tree's,
+#                                              interleaved on one machine
 #   test/bench/gpu_measure.sh release          one call for a release's speed numbers: the perception and pipeline
 #                                              GPU tests, perception_cost of small and tiny, bench_pipeline as the
 #                                              node runs on CUDA (tiny compiled with auto and with 16 OpenCV threads,
@@ -90,8 +93,12 @@ case "$1" in
       bench 100 --model $run > "$OUT/frame_$name.json" || true
     done ;;
   perception)
+    [ -n "${2:-}" ] && cp nut_ros/weights/*.safetensors "$2/nut_ros/weights/"
     for model in tiny small; do
-      timeout 200 python3 test/bench/perception_cost.py --model $model --device cuda --scenes 3 \
-        > "$OUT/perception_$model.txt" 2>&1 || true
+      for tree in new ${2:+base}; do
+        path=$PWD; [ "$tree" = base ] && path=$PWD/$2
+        PYTHONPATH=$path timeout 200 python3 test/bench/perception_cost.py --model $model --device cuda --scenes 3 \
+          --sections > "$OUT/perception_${model}_$tree.txt" 2>&1 || true
+      done
     done ;;
 esac

@@ -96,6 +96,74 @@ def profile(results, odometry: bool, cuda_graphs: bool, frames: int = 10) -> Non
     print(f"{'odometry' if odometry else 'no odometry'}: per frame {ops / frames:.0f} aten calls (nested included), "
           f"{kernels / frames:.0f} CUDA kernels and copies")
     print(events.table(sort_by="self_cpu_time_total", row_limit=15))
+    if kernels:
+        print(events.table(sort_by="self_cuda_time_total", row_limit=15))
+
+
+def sections(results, odometry: bool, cuda_graphs: bool) -> None:
+    """p50 host milliseconds per frame of the processor's steps (its methods wrapped with timers; nested steps are
+    inside their callers' times), over the frames after each scene's first 5."""
+    from nut_ros.perception import processor as module
+    from nut_ros.perception.tracking import MultiObjectTracker
+
+    spent: dict[str, list[float]] = {}
+    wrapped = [(module.PerceptionProcessor, name) for name in
+               ("_inputs", "_camera_motion", "_find", "_run", "_offer_queued", "_objects", "_report")]
+    wrapped += [(MultiObjectTracker, "update"), (module, "unpack"), (module, "download_queued")]
+    originals = [(owner, name, getattr(owner, name)) for owner, name in wrapped]
+
+    def timed(fn, label):
+        def call(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent.setdefault(label, [0.0])[-1] += (time.perf_counter() - t) * 1e3
+        return call
+
+    for owner, name, fn in originals:
+        setattr(owner, name, timed(fn, "track" if owner is MultiObjectTracker else name))
+    try:
+        for k, scene in enumerate(results):
+            proc = PerceptionProcessor(seed=k, cuda_graphs=cuda_graphs)
+            for j, (pose, res) in enumerate(scene):
+                for v in spent.values():
+                    v.append(0.0)
+                t = time.perf_counter()
+                proc.update(res, pose if odometry else None)
+                spent.setdefault("total", [0.0])[-1] += (time.perf_counter() - t) * 1e3
+                if j < 5:
+                    for v in spent.values():
+                        v.pop()
+    finally:
+        for owner, name, fn in originals:
+            setattr(owner, name, fn)
+    print(f"{'odometry' if odometry else 'no odometry'} steps, host ms p50: " +
+          ", ".join(f"{name} {pct(v, 50):.2f}" for name, v in spent.items()))
+
+
+def host_profile(results, odometry: bool, cuda_graphs: bool, path: str) -> None:
+    """cProfile of the updates of every scene after its first 5 frames (Python-level host time: what launches,
+    waits and computes on the host), appended to ``path`` sorted by own and by cumulative time."""
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()
+    for k, scene in enumerate(results):
+        proc = PerceptionProcessor(seed=k, cuda_graphs=cuda_graphs)
+        for j, (pose, res) in enumerate(scene):
+            if j >= 5:
+                prof.enable()
+            proc.update(res, pose if odometry else None)
+            prof.disable()
+    out = io.StringIO()
+    frames = sum(max(0, len(scene) - 5) for scene in results)
+    out.write(f"# {'odometry' if odometry else 'no odometry'}: {frames} frames\n")
+    for key in ("tottime", "cumulative"):
+        pstats.Stats(prof, stream=out).sort_stats(key).print_stats(40)
+    with open(path, "a") as f:
+        f.write(out.getvalue())
 
 
 def main() -> None:
@@ -110,6 +178,8 @@ def main() -> None:
     ap.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True,
                     help="on a GPU, replay the stage's dense part as CUDA graphs (the default) or launch it op by op")
     ap.add_argument("--profile", action="store_true", help="also print torch's profiler table of 10 frames per mode")
+    ap.add_argument("--cprofile", metavar="FILE", help="also write the host's cProfile tables per mode to FILE")
+    ap.add_argument("--sections", action="store_true", help="also print the p50 host time of each step")
     args = ap.parse_args()
     gen = ObjectSceneGenerator()
     pipe = StreamingPipeline(make_backend("torch", args.model, device=args.device), PipelineConfig(render_times=()))
@@ -146,6 +216,10 @@ def main() -> None:
                   f"max {max(syncs)}")
         if args.profile:
             profile(results, odometry, args.cuda_graphs)
+        if args.cprofile:
+            host_profile(results, odometry, args.cuda_graphs, args.cprofile)
+        if args.sections:
+            sections(results, odometry, args.cuda_graphs)
 
 
 if __name__ == "__main__":
