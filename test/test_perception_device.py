@@ -12,7 +12,7 @@ import torch
 
 from nut_ros.perception import MapParams, ObstacleParams, PerceptionProcessor
 from nut_ros.perception.dense import StageInputs
-from nut_ros.perception.depth_change import SPREAD_STEP, cell_mean, image_cells, spread
+from nut_ros.perception.depth_change import cell_mean, image_cells
 from nut_ros.perception.tensors import pick
 from perception_synth import K, scene_stream
 
@@ -213,24 +213,6 @@ def test_image_cells_and_cell_mean_follow_their_formulas():
         same = cells == c
         np.testing.assert_allclose(out[same], np.broadcast_to(values[same].mean(0), (same.sum(), 3)), atol=1e-6)
     assert np.array_equal(out[~inside], values[~inside])
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("n", [1, 5, 3000, 65536, 2 * SPREAD_STEP])
-def test_spread_permutes_rows_on_a_gpu_and_keeps_per_cell_means(n):
-    """On a GPU :func:`spread` reorders the rows (a permutation, also where the step divides their number), on the
-    CPU it keeps them; :func:`cell_mean` on the GPU (spread scatters) equals the CPU's within float rounding."""
-    rows = torch.arange(n, dtype=torch.float64)
-    assert spread(rows)[0] is rows
-    got = spread(rows.cuda())[0].cpu()
-    assert torch.equal(got.sort().values, rows) and (n < 3 or not torch.equal(got, rows))
-    rng = np.random.default_rng(1)
-    pts = torch.from_numpy(np.column_stack([rng.uniform(-3, 3, n), rng.uniform(-2, 2, n),
-                                            rng.uniform(0.5, 6, n)]).astype(np.float32))
-    values = torch.from_numpy(rng.normal(size=(n, 3)).astype(np.float32))
-    np.testing.assert_allclose(cell_mean(pts.cuda(), values.cuda(), K, 8).cpu(), cell_mean(pts, values, K, 8),
-                               atol=1e-6)
 
 
 def test_pick_finds_the_rows_of_given_ranks_without_compacting():

@@ -21,9 +21,7 @@ depth silhouette moves with it, where optical flow of a small far object can rea
 :meth:`DepthChange.slope` gives the surface slope there (how much a registration error reads as a depth change).
 
 Everything here is torch on the points' device (per-cell sums, minima and maxima by scatter, no compaction, no
-wait for the device); a point outside the image falls in an extra last cell that is never read. On a GPU the
-scatters visit the points in a spread order (:func:`spread`): the points come in pixel order, so in that order the
-threads of a warp add into the same cell at once and wait for each other.
+wait for the device); a point outside the image falls in an extra last cell that is never read.
 """
 from __future__ import annotations
 
@@ -37,20 +35,6 @@ import torch.nn.functional as F
 from nut_ros.core.geometry import Intrinsics
 
 SHIFT_DIFF_CAP = 0.3  # relative depth difference a cell contributes to a shift's cost at most (empty cells too)
-SPREAD_STEP = 7919  # a prime: on a GPU the scatters visit point i·SPREAD_STEP mod n as the i-th (see spread)
-
-
-def spread(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The rows of ``tensors`` (all of one length ``n``) on a GPU in the order ``i · SPREAD_STEP mod n`` (a
-    permutation: the step is prime, the next prime when it divides ``n``), so neighbouring threads of a scatter
-    handle points about ``SPREAD_STEP`` rows apart, in different image cells; on the CPU as they are. A sum over a
-    cell changes only by its floating-point order, which a GPU's scatter does not fix anyway."""
-    n = tensors[0].shape[0]
-    if not tensors[0].is_cuda or n <= 1:
-        return tensors
-    step = SPREAD_STEP if n % SPREAD_STEP else SPREAD_STEP + 8  # (7927: the next prime)
-    order = torch.arange(n, device=tensors[0].device) * step % n
-    return tuple(t[order] for t in tensors)
 
 
 def pixel_coords(points: torch.Tensor, k: Intrinsics) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,9 +73,8 @@ def cell_mean(points: torch.Tensor, values: torch.Tensor, k: Intrinsics, cell_px
     outside the image (or not finite: a NaN point leaves the average) keep theirs (``pixels``: see
     :func:`image_cells`)."""
     cells, inside, n = image_cells(points, k, cell_px, pixels)
-    spread_cells, spread_values = spread(cells, values)
-    count = _cell_sum(spread_cells, n, torch.ones_like(spread_cells, dtype=torch.float64)).clamp_min(1)
-    mean = (_cell_sum(spread_cells, n, spread_values) / count[:, None]).to(values.dtype)
+    count = _cell_sum(cells, n, torch.ones_like(cells, dtype=torch.float64)).clamp_min(1)
+    mean = (_cell_sum(cells, n, values) / count[:, None]).to(values.dtype)
     return torch.where(inside[:, None], mean[cells], values)
 
 
@@ -135,11 +118,11 @@ class DepthChange:
         """Per cell: mean depth (NaN where empty or a depth edge) and nearest depth (NaN where empty); per point:
         its cell and whether it is inside."""
         cells, inside, n = image_cells(points, k, self.cell_px, pixels)
-        spread_cells, z = spread(cells, points[:, 2])
-        count = _cell_sum(spread_cells, n, torch.ones_like(z))[:n]
-        near = torch.full((n + 1,), torch.inf, device=z.device).scatter_reduce_(0, spread_cells, z, "amin")[:n]
-        far = torch.full((n + 1,), -torch.inf, device=z.device).scatter_reduce_(0, spread_cells, z, "amax")[:n]
-        mean = _cell_sum(spread_cells, n, z)[:n] / count
+        z = points[:, 2]
+        count = _cell_sum(cells, n, torch.ones_like(z))[:n]
+        near = torch.full((n + 1,), torch.inf, device=z.device).scatter_reduce_(0, cells, z, "amin")[:n]
+        far = torch.full((n + 1,), -torch.inf, device=z.device).scatter_reduce_(0, cells, z, "amax")[:n]
+        mean = _cell_sum(cells, n, z)[:n] / count
         return (torch.where((count > 0) & (far <= near * (1 + self.edge_ratio)), mean, torch.nan),
                 torch.where(count > 0, near, torch.nan), cells, inside)
 
