@@ -70,7 +70,7 @@ def syncs_per_frame(results, odometry: bool, cuda_graphs: bool) -> list[int]:
                     warnings.simplefilter("always")
                     proc.update(res, pose if odometry else None)
                 if j:
-                    counts.append(sum("synchroniz" in str(w.message) for w in caught) + len(events))
+                    counts.append(sum("synchronizing CUDA operation" in str(w.message) for w in caught) + len(events))
     finally:
         torch.cuda.set_sync_debug_mode("default")
         torch.cuda.Event.synchronize = real
