@@ -129,8 +129,9 @@ def assert_close(got: list[dict], want: list[dict], moving_share: float = 0.002)
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("odometry, with_depth", [(True, False), (True, True), (False, True)])
 def test_cuda_graphs_replay_what_the_eager_stage_computes(odometry, with_depth):
-    """The dense stage replayed as CUDA graphs (NaN-padded to ``max_gaussians`` rows) against the same stage launched op by op on the GPU, with a cloud whose size changes every frame
-    (room points dropped): the per-cell sums use atomic adds (their order, so the last bits, differ between runs)."""
+    """The dense stage replayed as CUDA graphs (NaN-padded to ``max_gaussians`` rows) against the same stage
+    launched op by op on the GPU, with a cloud whose size changes every frame (room points dropped): the per-cell
+    sums use atomic adds (their order, so the last bits, differ between runs)."""
     def shrinking():
         frames = iter(range(1000))
         return lambda cloud: cloud_table(cloud, "cuda")[700 * (next(frames) % 5):]
