@@ -345,12 +345,12 @@ class PerceptionProcessor:
             # selects the rows again inside its graph)
             rows, table = None, torch.from_numpy(download(self._run(fit_rows, framed, plan)))
             points, velocities, weights, threshold = torch.split(table, FIT_SPLIT, 1)
-            fit = self._fit_sample(points, velocities, weights[:, 0], threshold[:, 0])
+            columns = points, velocities, weights[:, 0], threshold[:, 0]
         else:
             rows = select_rows(framed, plan)
-            fit = self._fit_sample(rows.points, rows.velocities, rows.weights, rows.threshold)
-        with one_thread(fit[0].device):
-            field = fit_static_field(*fit, self.op.ego_iterations, self.op.depth_rate_weight)
+            columns = rows.points, rows.velocities, rows.weights, rows.threshold
+        with one_thread(columns[0].device):  # (with graphs host tensors: over all the host's cores they mostly wait)
+            field = fit_static_field(*self._fit_sample(*columns), self.op.ego_iterations, self.op.depth_rate_weight)
         if field is None or field.inliers < MIN_INLIERS:
             self.frames_skipped += 1
             return None, rows
@@ -360,12 +360,11 @@ class PerceptionProcessor:
         """The rows the camera-motion fit uses, of the ``columns`` (points, velocities, weights, thresholds of
         every row; host tensors on a GPU with CUDA graphs, else on the cloud's device): the selected ones (weight
         above 0), of them ``ego_samples`` at random when there are more."""
-        columns = tuple(c[columns[2] > 0] for c in columns)
-        n = columns[2].shape[0]
-        if n <= self.op.ego_samples:
-            return columns
-        sample = torch.as_tensor(self._rng.choice(n, self.op.ego_samples, replace=False))
-        return tuple(c[sample] for c in columns)
+        rows = torch.nonzero(columns[2] > 0)[:, 0]
+        n = rows.shape[0]
+        if n > self.op.ego_samples:
+            rows = rows[torch.as_tensor(self._rng.choice(n, self.op.ego_samples, replace=False), device=rows.device)]
+        return tuple(c.index_select(0, rows) for c in columns)
 
     def _report(self, result: StepResult, rot: np.ndarray, trans: np.ndarray) -> ObstacleList:
         """Confirmed tracks detected recently (``report_misses``) and moving (``min_speed``), in the current camera
