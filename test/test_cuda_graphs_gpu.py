@@ -111,11 +111,14 @@ def test_a_graphed_call_keeps_only_its_most_recent_signatures():
 
 def test_a_graphed_call_updates_its_state_once_per_call():
     """A function that updates a tensor in place (``state``): the capture's warm-up calls leave it as it was, so
-    each call, the capturing one included, updates it once, as the function called directly would."""
+    each call, the capturing one included, updates it once, as the function called directly would; ``prepare``
+    captures without running."""
     from nut_ros.pipeline.cuda_graphs import GraphedCall
 
     total = torch.zeros(3, device="cuda")
     call = GraphedCall(lambda x: total.add_(x).sum(), state=lambda: [total])
+    call.prepare(torch.zeros(3, device="cuda"))  # captured ahead, not run
+    assert call.captured == 1 and not total.any()
     for k in range(1, 4):
         out = call(torch.full((3,), float(k), device="cuda"))
         assert torch.equal(total, torch.full((3,), k * (k + 1) / 2, device="cuda")) and out == 3 * k * (k + 1) / 2

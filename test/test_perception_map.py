@@ -192,6 +192,23 @@ def test_the_gpus_bounds_and_padded_index_give_the_same_map(every, fixed, monkey
         assert m._main[0].shape[0] == m.capacity and m._tail[0].shape[0] == 0
 
 
+@pytest.mark.parametrize("fixed", [False, True])
+def test_a_reset_map_is_a_new_map(fixed, monkeypatch):
+    """After a reset mid-stream (with the fixed index: emptied in place, its storage kept) the map grows as a new
+    one does, however full it was."""
+    if fixed:
+        fixed_index(monkeypatch)
+    m = LocalMap(STREAM_PARAMS)
+    table = None
+    for offer_args in fixed_stream(12):
+        m.insert(*offer_args)
+        table = m._table
+    assert m.dropped > 0
+    m.reset()
+    assert m.count == m.dropped == 0 and (m._table is table) == fixed
+    assert run_stream(m) == run_stream(LocalMap(STREAM_PARAMS))
+
+
 class Masked(LocalMap):
     """Offered each frame's rows with as many more not offered (copies of them, a NaN row, a row far away),
     masked out by ``offered``, in shuffled order (the offered ones keep theirs); every fifth frame none offered."""
@@ -331,6 +348,12 @@ def test_cuda_map_matches_the_cpu_map_and_never_synchronises(params, stream, cud
         got.append([int(added), m.count, m.dropped])
     assert got == want and want[-1][2] > 0
     assert (m._graphed is not None and m._graphed.captured == 2 and replayed >= len(want) - 3) == cuda_graphs
+    if cuda_graphs:  # emptied in place, the map's next stream replays the same graphs
+        m.reset()
+        again = next(stream())
+        fresh = LocalMap(params)
+        added = m.insert(*(torch.as_tensor(a, device="cuda") for a in again[:4]), *again[4:])
+        assert [int(added), m.count, m._graphed.captured] == [int(fresh.insert(*again)), fresh.count, 2]
     assert np.array_equal(np.sort(m.keys), np.sort(cpu.keys))
     for name in ("positions", "colors", "hits"):
         np.testing.assert_allclose(m.field(name).astype(np.float64).sum(0), cpu.field(name).astype(np.float64).sum(0),

@@ -32,7 +32,8 @@ size and it updates the map's tensors in place: it is captured as a CUDA graph (
 without) and replayed per frame, one launch instead of a few dozen (the perception stage there offers every
 candidate slot of each frame with a camera motion, masked on the device to the counted ones of a trusted frame).
 Memory: 60 bytes of table per row and 12 of index per Gaussian (plus the padding on a GPU: with the fixed index 12
-bytes per row of the table).
+bytes per row of the table, and its graphs' memory pool, which keeps the prune's working tensors, a copy of the
+table among them: about 110 bytes per row).
 """
 from __future__ import annotations
 
@@ -83,13 +84,24 @@ class LocalMap:
         self.p = params
         self.metric = metric
         self.cuda_graphs = cuda_graphs  # on a GPU: a fixed-size index, each insertion one CUDA graph replay
-        self.reset()
+        self._clear()
 
     def reset(self, metric: bool | None = None) -> None:
-        """Empty the map (its storage is allocated again at the next insertion, on that insertion's device)."""
+        """Empty the map: its storage is allocated again at the next insertion, on that insertion's device; the
+        fixed index (:meth:`_fixed_for`) is emptied in place instead, so its graphs stay valid."""
         self.metric = self.metric if metric is None else metric
+        if not (self._fixed and self._table is not None):
+            self._clear()
+            return
+        self._count.zero_()
+        self._dropped.zero_()
+        self._main[0].fill_(EMPTY)
+        self._bound = 0  # (sizes of an insertion before this that arrive later are still upper bounds)
+
+    def _clear(self) -> None:
+        """No storage, an empty index, no graphs."""
         self._table: torch.Tensor | None = None  # [capacity + 1, 15]: rows [0, count) in use, the last one scratch
-        self._count = self._dropped = torch.zeros((), dtype=torch.int64)  # on the table's device
+        self._count, self._dropped = (torch.zeros((), dtype=torch.int64) for _ in range(2))  # on the table's device
         self._main = self._tail = _index(torch.device("cpu"))  # (sorted keys, their rows), EMPTY-padded
         # on a GPU: [count, tail entries] after the last insertion (pinned host copy), valid once the event has run
         self._sizes: torch.Tensor | None = None
@@ -158,12 +170,15 @@ class LocalMap:
             if not self._fixed:
                 added = self._insert(positions, colors, scales, opacities, offered, camera)
             else:
-                self._prune_now = self._bound + n > self.p.budget  # the map may be over its budget after it
-                if offered is None:
-                    offered = torch.ones(n, dtype=torch.bool, device=positions.device)
-                args = (positions, colors, scales, opacities, offered, camera)
-                added = self._insert(*args) if self._graphed is None else self._graphed(*args)
-                self._bound = min(self._bound + n, self.p.budget) if self._prune_now else self._bound + n
+                prune = self._bound + n > self.p.budget  # the map may be over its budget after it
+                args = _padded(positions, colors, scales, opacities, offered, self.p.candidates)
+                if self._graphed is not None and not self._graphed.captured:  # both graphs at once: a capture waits
+                    for flag in (True, False):
+                        self._prune_now = flag
+                        self._graphed.prepare(*args, camera)
+                self._prune_now = prune
+                added = self._insert(*args, camera) if self._graphed is None else self._graphed(*args, camera)
+                self._bound = min(self._bound + n, self.p.budget) if prune else self._bound + n
         self._queue_sizes()
         return added
 
@@ -181,7 +196,7 @@ class LocalMap:
         first[1:] = keys[1:] != keys[:-1]
         if offered is not None:
             first &= offered.index_select(0, order)
-        row, into_tail = self._lookup(keys)
+        row, below = self._lookup(keys)
         found, new = first & (row < pad), first & (row == pad)
         added = new.sum()
         rank = torch.cumsum(new, 0) - 1
@@ -197,11 +212,11 @@ class LocalMap:
         self._count.add_(added)
 
         if self._fixed:  # the new keys go straight into the one part (the padding past `capacity` is cut)
-            self._set_main(*(t[:pad] for t in self._with_new(self._main, keys, at, new, rank, into_tail, n)))
+            self._set_main(*(t[:pad] for t in self._with_new(self._main, keys, at, new, rank, below, n)))
             if self._prune_now:
                 self._prune(camera[5:])
             return added
-        self._tail = self._with_new(self._tail, keys, at, new, rank, into_tail, self._known(added, n))
+        self._tail = self._with_new(self._tail, keys, at, new, rank, below, self._known(added, n))
         main_size, tail_size = self._main[0].shape[0], self._tail[0].shape[0]
         if tail_size > max(MIN_TAIL, TAIL_FRACTION * main_size):
             self._main, self._tail = _merged(self._main, self._tail, min(main_size + tail_size, pad)), self._empty()
@@ -242,7 +257,7 @@ class LocalMap:
         keys, rows = _merged(self._main, self._tail, self._main[0].shape[0] + self._tail[0].shape[0])
         self._main, self._tail = _compacted(keys, rows, keys != EMPTY, self.capacity), self._empty()
         if device.type == "cuda":
-            self._graphed = GraphedCall(lambda *args: self._insert(*args), key=lambda: (self._prune_now,),
+            self._graphed = GraphedCall(self._insert, key=lambda: (self._prune_now,),
                                         state=lambda: [self._table, self._count, self._dropped, *self._main])
 
     def _set_main(self, keys: torch.Tensor, rows: torch.Tensor) -> None:
@@ -263,16 +278,21 @@ class LocalMap:
         return bound if value.is_cuda else int(value)
 
     def _queue_sizes(self) -> None:
-        """On a GPU, start copying the count and the tail's entries to the host (:meth:`_learn_sizes` reads them)."""
+        """On a GPU, start copying the count and the tail's entries (with the fixed index the count only) to the
+        host (:meth:`_learn_sizes` reads them)."""
         if not self._table.is_cuda:
             return
         if self._sizes is None:
             self._sizes, self._sizes_ready = torch.empty(2, dtype=torch.int64, pin_memory=True), torch.cuda.Event()
-        self._sizes.copy_(torch.stack([self._count, (self._tail[0] != EMPTY).sum()]), non_blocking=True)
+        if self._fixed:
+            self._sizes[:1].copy_(self._count[None], non_blocking=True)
+        else:
+            self._sizes.copy_(torch.stack([self._count, (self._tail[0] != EMPTY).sum()]), non_blocking=True)
         self._sizes_ready.record()
 
     def _learn_sizes(self) -> None:
-        """Cut the index's padding where the sizes of :meth:`_queue_sizes` have arrived (without waiting)."""
+        """Where the sizes of :meth:`_queue_sizes` have arrived (without waiting): cut the index's padding, or with
+        the fixed index take the count as the host's bound."""
         if self._sizes_ready is None or not self._sizes_ready.query():
             return
         count, tail = self._sizes.tolist()
@@ -300,16 +320,16 @@ class LocalMap:
         rank among them) and their ``rows``; ``below``: the part's entries below each key. A new key goes after the
         part's entries below it and the new keys before it; an entry of the part after the new keys not above it
         (EMPTY padding stays last)."""
-        tail_keys, tail_rows = part
-        t = tail_keys.shape[0]
+        part_keys, part_rows = part
+        t = part_keys.shape[0]
         at_new = torch.where(new, rank + below, t + size)  # the others: to one slot past the end
         passed = torch.zeros(t + 1, dtype=torch.int64, device=keys.device).index_add_(
             0, below, new.long()).cumsum(0)[:-1]
-        at_tail = torch.arange(t, device=keys.device) + passed
+        at_part = torch.arange(t, device=keys.device) + passed
         out_keys = torch.full((t + size + 1,), EMPTY, dtype=torch.int64, device=keys.device)
         out_rows = torch.zeros(t + size + 1, dtype=torch.int32, device=keys.device)
-        out_keys.index_copy_(0, at_tail, tail_keys).index_copy_(0, at_new, keys)
-        out_rows.index_copy_(0, at_tail, tail_rows).index_copy_(0, at_new, rows.int())
+        out_keys.index_copy_(0, at_part, part_keys).index_copy_(0, at_new, keys)
+        out_rows.index_copy_(0, at_part, part_rows).index_copy_(0, at_new, rows.int())
         return out_keys[:t + size], out_rows[:t + size]
 
     def _prune(self, camera_position: torch.Tensor) -> None:
@@ -347,6 +367,17 @@ class LocalMap:
         f = {name: t[:, cols] for name, cols in _COLUMNS.items()}
         return GaussianCloud(f["positions"], f["scales"], f["rotations"], f["opacities"][:, 0], f["colors"],
                              np.zeros_like(f["positions"]), metric=self.metric)
+
+
+def _padded(positions, colors, scales, opacities, offered, rows: int) -> tuple[torch.Tensor, ...]:
+    """A frame's offer as ``rows`` rows (one signature for the fixed index's graphs): those past the given ones are
+    zeros and not offered (``offered`` None: all the given ones are)."""
+    n, device = positions.shape[0], positions.device
+    offered = torch.ones(n, dtype=torch.bool, device=device) if offered is None else offered
+    if n == rows:
+        return positions, colors, scales, opacities, offered
+    return tuple(torch.cat([t, t.new_zeros((rows - n, *t.shape[1:]))])
+                 for t in (positions, colors, scales, opacities, offered))
 
 
 def _index(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,8 +8,8 @@ returns clones of its outputs (the next replay overwrites the static ones). It k
 used last (a graph holds its buffers: a stream whose shapes or settings keep changing must not grow memory without
 bound). Nothing else changes the computation: the graph runs the kernels of the function it captured (eager or
 compiled), so its outputs equal that function's (``test/test_cuda_graphs_gpu.py``, ``test/test_compile_gpu.py``).
-A function may also update tensors it keeps across calls in place (``state``, e.g. the local map's table): the
-calls that warm it up before a capture run on copies of those, so each call updates them once.
+A function may also update tensors it keeps across calls in place (``state``, e.g. the local map's table): those
+are copied before the calls that warm a capture up and restored after it, so each call updates them once.
 
 Requirements the network meets: fixed shapes per stream, no host synchronisation and no host-to-device copies
 inside ``encode``/``decode``, and bf16 autocast without its weight-cast cache (``cache_enabled=False``: cached casts
@@ -57,6 +57,20 @@ class GraphedCall:
 
     def __call__(self, *args):
         flat, spec = tree_flatten(args)
+        graph, inputs, out = self._entry(flat, spec)
+        for dst, src in zip(inputs, flat):
+            dst.copy_(src)
+        graph.replay()
+        return clone_outputs(out)
+
+    def prepare(self, *args) -> None:
+        """Capture the graph of ``args``' signature (and the current key) now if it is not held, without running
+        it: a capture synchronises the device, so a caller that knows the signatures it will use can take that wait
+        before its latency matters."""
+        self._entry(*tree_flatten(args))
+
+    def _entry(self, flat: list[torch.Tensor], spec) -> tuple[torch.cuda.CUDAGraph, list[torch.Tensor], Any]:
+        """The graph of this signature, captured if it is not held."""
         if not all(isinstance(t, torch.Tensor) and t.is_cuda for t in flat):
             raise TypeError("a graphed call takes CUDA tensors only (in tuples / NamedTuples)")
         signature = (str(spec), *((tuple(t.shape), t.dtype, t.device) for t in flat), *self._key())
@@ -67,11 +81,7 @@ class GraphedCall:
                 self.dropped += 1
             entry = self._graphs[signature] = self._capture(flat, spec)
         self._graphs.move_to_end(signature)
-        graph, inputs, out = entry
-        for dst, src in zip(inputs, flat):
-            dst.copy_(src)
-        graph.replay()
-        return clone_outputs(out)
+        return entry
 
     def _capture(self, flat: list[torch.Tensor], spec) -> tuple[torch.cuda.CUDAGraph, list[torch.Tensor], Any]:
         inputs = [t.clone() for t in flat]
