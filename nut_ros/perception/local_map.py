@@ -295,10 +295,10 @@ class LocalMap:
         the fixed index take the count as the host's bound."""
         if self._sizes_ready is None or not self._sizes_ready.query():
             return
-        count, tail = self._sizes.tolist()
-        if self._fixed:
-            self._bound = count
+        if self._fixed:  # (only the count was copied)
+            self._bound = int(self._sizes[0])
             return
+        count, tail = self._sizes.tolist()
         self._main = tuple(t[:count - tail] for t in self._main)
         self._tail = tuple(t[:tail] for t in self._tail)
 

@@ -281,9 +281,8 @@ class PerceptionProcessor:
 
     def _offer_queued(self, packed: torch.Tensor, rows: int, offer: Offer) -> None:
         """On a GPU: offer the map every candidate slot of the frame's ``packed`` tensor (from ``rows`` rows) before
-        its download, the ones :meth:`_add_to_map` would offer (the counted ones, where the frame is trusted)
-        marked on the device (``offer``), so the insertion (a graph replay) runs right after the dense graph instead
-        of following the wait."""
+        its download, the counted ones of a trusted frame marked on the device (``offer``), so the insertion (a graph
+        replay) runs right after the dense graph instead of following the wait."""
         start = time.perf_counter()
         self._add_to_map(candidate_slots(packed, rows, self.mp.candidates), offer.points, offer.offered)
         self._map_s += time.perf_counter() - start
