@@ -123,3 +123,34 @@ def test_a_graphed_call_updates_its_state_once_per_call():
         out = call(torch.full((3,), float(k), device="cuda"))
         assert torch.equal(total, torch.full((3,), k * (k + 1) / 2, device="cuda")) and out == 3 * k * (k + 1) / 2
     assert call.captured == 1
+
+
+def test_a_capture_survives_a_dropped_owner_being_collected():
+    """An owner whose graphed call closes over it (a reference cycle, as the perception processor's and the map's
+    are) and is dropped is freed by the garbage collector; with collections as frequent as they can be, none runs
+    inside another call's capture (it would destroy the dropped graph there and fail that capture)."""
+    import gc
+
+    from nut_ros.pipeline.cuda_graphs import GraphedCall
+
+    class Owner:
+        def __init__(self):
+            self.scale = 2.0
+            self.call = GraphedCall(lambda x: x * self.scale)
+
+    def busy(x):  # a capture that allocates many Python objects, as the perception stage's does
+        for _ in range(200):
+            x = x + torch.zeros((), device="cuda") * len([[] for _ in range(5)])
+        return x
+
+    x = torch.arange(4, dtype=torch.float32, device="cuda")
+    thresholds = gc.get_threshold()
+    gc.set_threshold(1, 1, 1)
+    try:
+        for _ in range(3):
+            owner = Owner()
+            assert torch.equal(owner.call(x), 2 * x)
+            del owner  # its graph waits for a collection
+            assert torch.equal(GraphedCall(busy)(x), x)
+    finally:
+        gc.set_threshold(*thresholds)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from nut_ros.core.geometry import Intrinsics
 from nut_ros.perception.clustering import voxel_keys
-from nut_ros.perception.depth_change import DepthChange, cell_mean, image_cells, pixel_coords
+from nut_ros.perception.depth_change import DepthChange, cell_mean, image_cells, pixel_coords, times3
 from nut_ros.perception.params import MapParams, ObstacleParams
 from nut_ros.perception.tensors import download, pick
 from nut_ros.pipeline.types import CLOUD_COLUMNS
@@ -82,7 +82,7 @@ def affine_rows(matrix: np.ndarray, offset: np.ndarray) -> np.ndarray:
 
 def _affine(points: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     rows = rows.to(points.dtype)
-    return points @ rows[:3] + rows[3]
+    return times3(points, rows[:3]) + rows[3]
 
 
 class Offer(NamedTuple):
@@ -270,16 +270,25 @@ def on_input_depth(points: torch.Tensor, depth: torch.Tensor, k: Intrinsics, tol
                    pixels: tuple[torch.Tensor, torch.Tensor] | None = None):
     """Whether each point ``[N, 3]`` (camera frame) lies on the input depth image ``depth [h, w]`` (the model's
     camera ``k``, NaN where the sensor gave none; on the points' device): its pixel holds a depth within
-    ``tolerance`` (relative) of its own, and no pixel without depth lies within ``margin_px`` of it (the holes
-    counted over a square window by an integral image; the image's own border does not count)."""
+    ``tolerance`` (relative) of its own, and no pixel without depth lies within ``margin_px`` of it (a square
+    window; the image's own border does not count)."""
     h, w = depth.shape
-    hole = (~depth.isfinite()).int()
+    hole = ~depth.isfinite()
     if margin_px > 0:
-        n = 2 * margin_px + 1  # the padding outside the image holds no hole
-        total = F.pad(hole, (margin_px + 1, margin_px, margin_px + 1, margin_px)).cumsum(0).cumsum(1)
-        hole = total[n:, n:] - total[:-n, n:] - total[n:, :-n] + total[:-n, :-n]
-    held = F.pad(torch.where(hole == 0, depth, torch.nan).reshape(-1), (0, 1), value=torch.nan)
+        hole = _near(hole, margin_px)
+    held = F.pad(torch.where(hole, torch.nan, depth).reshape(-1), (0, 1), value=torch.nan)
     # pixel centres at whole coordinates (``pixels``: the points' pixel_coords when known)
     cells, _, _ = image_cells(points, replace(k, width=w, height=h), 1, pixels)
     d = held[cells]
     return (points[:, 2] - d).abs() <= tolerance * d
+
+
+def _near(mask: torch.Tensor, margin: int) -> torch.Tensor:
+    """``[h, w]`` whether a true pixel of ``mask`` lies within ``margin`` pixels along both axes (outside the image
+    none does): counts over the window along rows, then along the columns of the transposed counts, each a running
+    sum along the inner axis (on a GPU a running sum along the outer one cost about 60 µs for 288x512)."""
+    n, counts = 2 * margin + 1, mask.int()
+    for _ in range(2):
+        total = F.pad(counts, (margin + 1, margin)).cumsum(1, dtype=torch.int32)
+        counts = (total[:, n:] - total[:, :-n]).t().contiguous()
+    return counts > 0
