@@ -125,32 +125,41 @@ def test_a_graphed_call_updates_its_state_once_per_call():
     assert call.captured == 1
 
 
-def test_a_capture_survives_a_dropped_owner_being_collected():
+def test_a_capture_survives_an_owner_dropped_inside_it():
     """An owner whose graphed call closes over it (a reference cycle, as the perception processor's and the map's
-    are) and is dropped is freed by the garbage collector; with collections as frequent as they can be, none runs
-    inside another call's capture (it would destroy the dropped graph there and fail that capture)."""
+    are) is freed only by the garbage collector. Dropped while another call captures, with collections as frequent
+    as they can be, it is not collected inside the capture (that would destroy its graph there, which fails the
+    capture), but after it."""
     import gc
+    import weakref
 
-    from nut_ros.pipeline.cuda_graphs import GraphedCall
+    from nut_ros.pipeline.cuda_graphs import WARMUP_CALLS, GraphedCall
 
     class Owner:
         def __init__(self):
             self.scale = 2.0
             self.call = GraphedCall(lambda x: x * self.scale)
 
-    def busy(x):  # a capture that allocates many Python objects, as the perception stage's does
-        for _ in range(200):
-            x = x + torch.zeros((), device="cuda") * len([[] for _ in range(5)])
-        return x
+    x, held, calls = torch.arange(4, dtype=torch.float32, device="cuda"), [], []
 
-    x = torch.arange(4, dtype=torch.float32, device="cuda")
+    def dropping(t):  # drops the owner in the capturing call, then allocates many Python objects
+        calls.append(1)
+        if len(calls) == WARMUP_CALLS + 1:
+            held.clear()
+        for _ in range(100):
+            t = t + torch.zeros((), device="cuda") * len([[] for _ in range(5)])
+        return t
+
     thresholds = gc.get_threshold()
+    gc.freeze()  # (the objects made so far leave the collections: the owner's are the young ones)
     gc.set_threshold(1, 1, 1)
     try:
-        for _ in range(3):
-            owner = Owner()
-            assert torch.equal(owner.call(x), 2 * x)
-            del owner  # its graph waits for a collection
-            assert torch.equal(GraphedCall(busy)(x), x)
+        held.append(Owner())
+        assert torch.equal(held[0].call(x), 2 * x)  # its graph is captured
+        gone = weakref.ref(held[0])
+        assert torch.equal(GraphedCall(dropping)(x), x) and not held
     finally:
         gc.set_threshold(*thresholds)
+        gc.unfreeze()
+    gc.collect()
+    assert gone() is None

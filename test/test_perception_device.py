@@ -144,8 +144,8 @@ def test_cuda_graphs_replay_what_the_eager_stage_computes(odometry, with_depth):
 
 class GraphPath(Recorder):
     """The processor taking its GPU code path on the CPU: rows NaN-padded to ``max_gaussians``, the dense functions
-    called as its CUDA graphs call them (known results computed again), the camera-motion fit's inputs downloaded
-    and fitted on the host."""
+    called as its CUDA graphs call them (known results computed again), the camera-motion fit's sample drawn on the
+    host among the downloaded count of selected rows and fitted as its graph fits it."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -157,9 +157,9 @@ class GraphPath(Recorder):
 
 @pytest.mark.parametrize("odometry", [True, False])
 def test_the_graphed_code_path_gives_what_the_cpu_path_gives(odometry):
-    """The host side of the GPU path (padding, the fit's download and host fit, the graphed functions' inputs, the
-    map offered every candidate slot before the download) run on the CPU against the CPU path: the same (without
-    odometry up to rounding: the fit sums over the selected rows only)."""
+    """The host side of the GPU path (padding, the fit's draw and fixed-size sample, the graphed functions' inputs,
+    the map offered every candidate slot before the download) run on the CPU against the CPU path: the same (without
+    odometry up to rounding: the fit's sums hold zero-weight rows where fewer rows than its sample are selected)."""
     want = record(odometry, with_depth=True)
     got = record(odometry, with_depth=True, processor=GraphPath)
     assert sum(f["moving"] for f in want) > 1000 and sum(len(f["obstacles"]) for f in want) > 10
@@ -171,10 +171,11 @@ def test_the_graphed_code_path_gives_what_the_cpu_path_gives(odometry):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("odometry, waits", [(True, 0), (False, 1)])
+@pytest.mark.parametrize("odometry, waits", [(True, 0), (False, 2)])
 def test_the_graphed_stage_waits_for_the_device_once_per_frame(odometry, waits, monkeypatch):
     """On a GPU with CUDA graphs: one wait per frame, on the event behind the host's download (the map's insertion
-    queued after it is not waited for); without odometry one synchronising download more (the fit's inputs)."""
+    queued after it is not waited for); without odometry two synchronising downloads more (the count of selected
+    rows, among which the host draws the camera-motion fit's sample, and the fit's result)."""
     events = []
     real = torch.cuda.Event.synchronize
     monkeypatch.setattr(torch.cuda.Event, "synchronize", lambda self: events.append(1) or real(self))
@@ -225,7 +226,7 @@ def test_pick_finds_the_rows_of_given_ranks_without_compacting():
 @pytest.mark.parametrize("odometry, most", [(True, 1), (False, 2)])
 def test_downloads_per_frame(odometry, most, monkeypatch):
     """Every device-to-host copy of the stage goes through ``download``: one per frame with odometry; without, the
-    fit's result adds one (on a GPU its inputs instead: the fit runs on the host)."""
+    fit's result adds one (on a GPU also the count of selected rows, among which the host draws the fit's sample)."""
     import nut_ros.perception.dense as dense
     import nut_ros.perception.ego_motion as ego
     import nut_ros.perception.local_map as local_map

@@ -1,18 +1,19 @@
 """The per-Gaussian part of the perception stage, as functions of tensors and fixed settings only.
 
-:func:`select_rows`, :func:`fit_rows` and :func:`find_moving` read nothing but their :class:`StageInputs`
-(tensors) and their :class:`StagePlan` (settings and the flags that pick a code path, fixed for a stream), write
-nothing outside their results, and never wait for the device or copy from the host: on a GPU the processor
-captures each once per plan as a CUDA graph (:class:`nut_ros.pipeline.cuda_graphs.GraphedCall`) and replays it per
-frame, which replaces launching its few hundred small torch operations from Python one by one. On the CPU the
-processor calls them as they are. Row counts are fixed per stream on the GPU: the thinned cloud is padded with NaN
+:func:`select_rows`, :func:`count_rows`, :func:`fit_sample` and :func:`find_moving` read nothing but their
+:class:`StageInputs` (tensors) and their :class:`StagePlan` (settings and the flags that pick a code path, fixed for
+a stream), write nothing outside their results, and never wait for the device or copy from the host: on a GPU the
+processor captures each once per plan as a CUDA graph (:class:`nut_ros.pipeline.cuda_graphs.GraphedCall`) and
+replays it per frame, which replaces launching its few hundred small torch operations from Python one by one. On
+the CPU the processor calls them as they are. Row counts are fixed per stream on the GPU: the thinned cloud is padded with NaN
 rows to ``max_gaussians`` (a NaN row fails every selection, so the padding changes nothing but the shapes).
 
 Steps (see :mod:`nut_ros.perception.processor` for what each threshold means):
 
 1. :func:`select_rows`: the opaque, finite Gaussians in range and, with a metric depth input, on it (and their
-   pixel coordinates, projected once for every image grid of the later steps); :func:`fit_rows`: what the
-   camera-motion fit needs of them, as one tensor to download (no odometry);
+   pixel coordinates, projected once for every image grid of the later steps); without odometry
+   :func:`count_rows`, how many there are (one number to download: the host draws the camera-motion fit's sample
+   among them), and :func:`fit_sample`, the robust fit on that draw (nine numbers to download);
 2. :func:`find_moving`: the depth rate against the compared frame (:class:`DepthChange`), the thresholds, each
    Gaussian's velocity over the ground, the cell-averaged score and the moving test; then the moving rows (their
    depth rate NaN where it was clipped at ``-change_max_speed``: a leading edge's) and the map's candidates
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 from nut_ros.core.geometry import Intrinsics
 from nut_ros.perception.clustering import voxel_keys
 from nut_ros.perception.depth_change import DepthChange, cell_mean, image_cells, pixel_coords, times3
+from nut_ros.perception.ego_motion import solve_static_field
 from nut_ros.perception.params import MapParams, ObstacleParams
 from nut_ros.perception.tensors import download, pick
 from nut_ros.pipeline.types import CLOUD_COLUMNS
@@ -40,7 +42,6 @@ from nut_ros.pipeline.types import CLOUD_COLUMNS
 MOVER_COLUMNS = 7  # a downloaded moving Gaussian: point, velocity over the ground, weight
 CANDIDATE_COLUMNS = 10  # a downloaded map candidate: point, colour, scales, opacity ...
 CANDIDATE_SPLIT = (3, 6, 9)  # ... split at these columns
-FIT_SPLIT = (3, 3, 1, 1)  # a downloaded row of the camera-motion fit: point, velocity, weight, base threshold
 MAX_MOVING_FRACTION = 0.5  # more Gaussians moving than this: the camera-motion estimate failed (frame skipped)
 HEADER = 3  # the download starts with: Gaussians selected, of them moving, static ones eligible for the map
 FRAME_ROWS = 9  # StageInputs.frame: the static field (4 rows), the camera pose (4 rows), the scalars (1 row)
@@ -68,6 +69,7 @@ class StageInputs(NamedTuple):
     # the time since the compared frame (s), the map candidates' random offset in [0, 1)
     frame: torch.Tensor
     old: torch.Tensor  # [M', 3] the compared frame's points, fixed frame ([1, 3], unread, when the plan has none)
+    ranks: torch.Tensor  # [ego_samples] int64 the camera-motion fit's draw (fit_sample; else unread, any tensor)
 
 
 def frame_tensor(field: np.ndarray, pose: np.ndarray, floor: float, interval: float, offset: float) -> np.ndarray:
@@ -124,11 +126,22 @@ def select_rows(inputs: StageInputs, plan: StagePlan) -> Rows:
                 ok, o, rgb, sc, threshold, pixels)
 
 
-def fit_rows(inputs: StageInputs, plan: StagePlan) -> torch.Tensor:
-    """The camera-motion fit's inputs of every row as one ``[M, sum(FIT_SPLIT)]`` tensor (one download): point,
-    velocity, weight (0: not selected) and base moving threshold of :func:`select_rows`."""
-    rows = select_rows(inputs, plan)
-    return torch.cat([rows.points, rows.velocities, rows.weights[:, None], rows.threshold[:, None]], 1)
+def count_rows(inputs: StageInputs, plan: StagePlan) -> torch.Tensor:
+    """How many rows :func:`select_rows` selects (0-d): the host draws the camera-motion fit's sample among them."""
+    return select_rows(inputs, plan).valid.sum()
+
+
+def fit_sample(inputs: StageInputs, plan: StagePlan) -> torch.Tensor:
+    """The camera-motion fit (:func:`~nut_ros.perception.ego_motion.solve_static_field`, a result for
+    :func:`~nut_ros.perception.ego_motion.field_of`) on the selected rows at ``inputs.ranks`` among them (the
+    host's draw; a rank at or past their count adds nothing)."""
+    op, rows = plan.obstacles, select_rows(inputs, plan)
+    m = rows.valid.shape[0]
+    at = pick(rows.valid, inputs.ranks)
+    take = at.clamp_max(m - 1)
+    weights = torch.where(at < m, rows.weights[take], 0.0)
+    return solve_static_field(rows.points[take], rows.velocities[take], weights, rows.threshold[take],
+                              op.ego_iterations, op.depth_rate_weight)
 
 
 def find_moving(inputs: StageInputs, plan: StagePlan,

@@ -12,7 +12,8 @@ scores each Gaussian's residual against the moving threshold (Huber rounds, then
 background dominates and moving objects drop out of the fit. :func:`pose_step` turns a field back into the camera's
 pose change, which integrates into a pose in the key frame when there is no odometry.
 
-The fit runs in torch (float64) on the Gaussians' device; its six numbers come back to the host in one download.
+The fit runs in torch (float64) on the Gaussians' device (:func:`solve_static_field`, which a CUDA graph can hold);
+its six numbers come back to the host in one download (:func:`field_of` reads them).
 
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nut_ros.perception.tensors import download, upload
+from nut_ros.perception.tensors import download
 
 MIN_FIT_POINTS = 12  # fewer Gaussians give no field (6 unknowns, 3 equations per Gaussian, margin for outliers)
 HUBER_ROUNDS = 2  # first reweighting rounds use Huber weights (convex: robust start), the rest Tukey's
@@ -84,10 +85,18 @@ def fit_static_field(points, velocities, weights, threshold, iterations: int,
     noisier than the image-plane motion). None when fewer than ``MIN_FIT_POINTS`` Gaussians carry weight or the
     solve fails.
     """
+    return field_of(download(solve_static_field(points, velocities, weights, threshold, iterations, z_weight)))
+
+
+def solve_static_field(points, velocities, weights, threshold, iterations: int,
+                       z_weight: float = 1.0) -> torch.Tensor:
+    """The solve of :func:`fit_static_field` on the inputs' device, without waiting for it (a CUDA graph can hold
+    it): one float64 tensor ``[9]`` for :func:`field_of`."""
     points, velocities, weights, threshold = (torch.as_tensor(a) for a in (points, velocities, weights, threshold))
     f64 = torch.float64
     keep = weights > 0
-    axis_weight = upload(np.array([1.0, 1.0, z_weight]), points, f64)
+    axis_weight = torch.ones(3, dtype=f64, device=points.device)
+    axis_weight[2] = z_weight
     a = _design(torch.where(keep[:, None], points.double(), 0.0)) * axis_weight[:, None]
     v = torch.where(keep[:, None], velocities.double(), 0.0) * axis_weight
     thresh = torch.where(keep, threshold.double(), 1.0)
@@ -107,9 +116,14 @@ def fit_static_field(points, velocities, weights, threshold, iterations: int,
         else:
             w = prior * (1 - (r / TUKEY_C) ** 2).clamp_min(0) ** 2
     inliers = (prior * (r < 1)).sum() / prior.sum()
-    host = download(torch.cat([params, inliers[None], keep.sum()[None].to(f64), failed[None].to(f64)]))
-    if host[7] < MIN_FIT_POINTS or host[8] != 0 or not np.isfinite(host[:7]).all():
+    return torch.cat([params, inliers[None], keep.sum()[None].to(f64), failed[None].to(f64)])
+
+
+def field_of(result: np.ndarray) -> MotionField | None:
+    """The :class:`MotionField` of a :func:`solve_static_field` result on the host (c, ω, the inlier share, the
+    Gaussians with weight, solve failures), or None (too few Gaussians, a failed solve, not finite)."""
+    if result[7] < MIN_FIT_POINTS or result[8] != 0 or not np.isfinite(result[:7]).all():
         return None
-    c, om = host[:3], host[3:6]
+    c, om = result[:3], result[3:6]
     skew = np.array([[0, -om[2], om[1]], [om[2], 0, -om[0]], [-om[1], om[0], 0]])
-    return MotionField(skew, c, float(host[6]))
+    return MotionField(skew, c, float(result[6]))

@@ -48,9 +48,9 @@ stay on the device, where the map is (:mod:`nut_ros.perception.local_map`, inser
 every candidate slot is offered between queueing the download and waiting for it, moved into the fixed frame and
 the counted ones of a trusted frame marked inside the dense graph (:class:`~nut_ros.perception.dense.Offer`), and
 the insertion is one graph replay too, so the host clusters and tracks while the device runs the insertion). The
-fitted camera motion (no odometry) costs one more download on a GPU with CUDA graphs: the fit's inputs of every
-row, the selected ones picked on the host, where the fit (a few hundred small operations and seven 6x6 solves)
-runs: launched one by one on the device it cost more than the rest of the stage. On the CPU it costs none.
+fitted camera motion (no odometry) costs two more downloads on a GPU with CUDA graphs: the number of selected rows,
+among which the host draws the fit's sample (the same draw as on the CPU), and the fit's nine numbers; the fit (a
+few hundred small operations and seven 6x6 solves) runs as a graph of its own. On the CPU it costs none.
 
 Without odometry a stream restart (``result.paired`` false) or a change of the depth source restarts the key frame,
 the tracks and the map; with odometry only a change of units does.
@@ -64,10 +64,10 @@ import torch
 
 from nut_ros.core.geometry import Intrinsics, project
 from nut_ros.perception.clustering import Clusters, cluster_points, cluster_stats, group_median
-from nut_ros.perception.dense import (CANDIDATE_SPLIT, FIT_SPLIT, Found, Offer, Rows, StageInputs, StagePlan,
-                                      affine_rows, candidate_slots, depth_change, downloaded_part, find_moving,
-                                      fit_rows, frame_tensor, frame_trusted, select_rows, unpack)
-from nut_ros.perception.ego_motion import MotionField, field_from_poses, fit_static_field, pose_step
+from nut_ros.perception.dense import (CANDIDATE_SPLIT, Found, Offer, Rows, StageInputs, StagePlan, affine_rows,
+                                      candidate_slots, count_rows, depth_change, downloaded_part, find_moving,
+                                      fit_sample, frame_tensor, frame_trusted, select_rows, unpack)
+from nut_ros.perception.ego_motion import MotionField, field_from_poses, field_of, fit_static_field, pose_step
 from nut_ros.perception.local_map import LocalMap
 from nut_ros.perception.params import MapParams, ObstacleParams
 from nut_ros.perception.tensors import download, download_queued, one_thread, upload
@@ -126,7 +126,7 @@ class PerceptionProcessor:
         self.cuda_graphs = cuda_graphs  # on a GPU, replay the dense stage as CUDA graphs (else launch it op by op)
         self._plan: StagePlan | None = None  # the plan of the graphed call running now
         self._graphed = {fn: GraphedCall(lambda *inputs, fn=fn: fn(StageInputs(*inputs), self._plan),
-                                         key=lambda: (self._plan,)) for fn in (fit_rows, find_moving)}
+                                         key=lambda: (self._plan,)) for fn in (count_rows, fit_sample, find_moving)}
 
     def reset(self) -> None:
         """Forget tracks, map and key frame."""
@@ -207,8 +207,8 @@ class PerceptionProcessor:
 
     def _inputs(self, result: StepResult) -> StageInputs:
         """The frame's thinned cloud (fixed stride, at most ``max_gaussians`` rows; padded with NaN rows to that
-        many for a CUDA graph) and its input depth, on the stage's device; ``frame`` and ``old`` are placeholders
-        (views of the rows, never read) until :meth:`_with_frame` sets them."""
+        many for a CUDA graph) and its input depth, on the stage's device; ``frame``, ``old`` and ``ranks`` are
+        placeholders (views of the rows, never read) until :meth:`_with_frame` and the camera-motion fit set them."""
         table = result.device_cloud
         n = len(result.gaussians.positions) if table is None else table.shape[0]
         stride = max(1, -(-n // self.op.max_gaussians))
@@ -225,7 +225,7 @@ class PerceptionProcessor:
             rows = padded
         depth = self._depth(result)
         unread = rows[:1, :3]
-        return StageInputs(rows, unread[:, :1] if depth is None else upload(depth, rows), unread, unread)
+        return StageInputs(rows, unread[:, :1] if depth is None else upload(depth, rows), unread, unread, unread)
 
     def _with_frame(self, inputs: StageInputs, field: MotionField, floor: float, interval: float = 0.0,
                     offset: float = 0.0, old: torch.Tensor | None = None) -> StageInputs:
@@ -339,31 +339,35 @@ class PerceptionProcessor:
         framed, plan = self._with_frame(inputs, MotionField.zero(), self._floor_scale(result)), self._plan_for(
             result, False, False)
         if self._graphs(inputs.rows):
-            # on a GPU the fit's inputs come to the host in one download and the fit runs there: its few hundred
-            # small operations and seven 6x6 solves cost far more launched one by one on the device (find_moving
-            # selects the rows again inside its graph)
-            rows, table = None, torch.from_numpy(download(self._run(fit_rows, framed, plan)))
-            points, velocities, weights, threshold = torch.split(table, FIT_SPLIT, 1)
-            columns = points, velocities, weights[:, 0], threshold[:, 0]
+            # on a GPU the host draws the fit's sample among the selected rows (their count: one number downloaded)
+            # and the fit runs as a graph of its own (nine numbers downloaded); find_moving selects the rows again
+            # inside its graph
+            rows, n = None, int(download(self._run(count_rows, framed, plan)))
+            ranks = np.full(self.op.ego_samples, n, np.int64)  # (a rank past the count adds nothing)
+            drawn = self._draw(n)
+            ranks[:drawn.size] = drawn
+            framed = framed._replace(ranks=upload(ranks, inputs.rows, torch.int64))
+            field = field_of(download(self._run(fit_sample, framed, plan)))
         else:
             rows = select_rows(framed, plan)
-            columns = rows.points, rows.velocities, rows.weights, rows.threshold
-        with one_thread(columns[0].device):  # (with graphs host tensors: over all the host's cores they mostly wait)
-            field = fit_static_field(*self._fit_sample(*columns), self.op.ego_iterations, self.op.depth_rate_weight)
+            with one_thread(rows.points.device):
+                field = fit_static_field(*self._fit_sample(rows), self.op.ego_iterations, self.op.depth_rate_weight)
         if field is None or field.inliers < MIN_INLIERS:
             self.frames_skipped += 1
             return None, rows
         return field, rows
 
-    def _fit_sample(self, *columns: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The rows the camera-motion fit uses, of the ``columns`` (points, velocities, weights, thresholds of
-        every row; host tensors on a GPU with CUDA graphs, else on the cloud's device): the selected ones (weight
-        above 0), of them ``ego_samples`` at random when there are more."""
-        rows = torch.nonzero(columns[2] > 0)[:, 0]
-        n = rows.shape[0]
-        if n > self.op.ego_samples:
-            rows = rows[torch.as_tensor(self._rng.choice(n, self.op.ego_samples, replace=False), device=rows.device)]
-        return tuple(c.index_select(0, rows) for c in columns)
+    def _fit_sample(self, rows: Rows) -> tuple[torch.Tensor, ...]:
+        """Points, velocities, weights and thresholds of the selected ``rows`` the camera-motion fit uses
+        (:meth:`_draw`)."""
+        selected = torch.nonzero(rows.valid)[:, 0]
+        selected = selected[torch.as_tensor(self._draw(selected.shape[0]), device=selected.device)]
+        return tuple(c.index_select(0, selected) for c in (rows.points, rows.velocities, rows.weights, rows.threshold))
+
+    def _draw(self, n: int) -> np.ndarray:
+        """Ranks among ``n`` selected rows the camera-motion fit uses: ``ego_samples`` of them at random when there
+        are more, else all."""
+        return self._rng.choice(n, self.op.ego_samples, replace=False) if n > self.op.ego_samples else np.arange(n)
 
     def _report(self, result: StepResult, rot: np.ndarray, trans: np.ndarray) -> ObstacleList:
         """Confirmed tracks detected recently (``report_misses``) and moving (``min_speed``), in the current camera
