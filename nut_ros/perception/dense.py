@@ -5,8 +5,9 @@
 a stream), write nothing outside their results, and never wait for the device or copy from the host: on a GPU the
 processor captures each once per plan as a CUDA graph (:class:`nut_ros.pipeline.cuda_graphs.GraphedCall`) and
 replays it per frame, which replaces launching its few hundred small torch operations from Python one by one. On
-the CPU the processor calls them as they are. Row counts are fixed per stream on the GPU: the thinned cloud is padded with NaN
-rows to ``max_gaussians`` (a NaN row fails every selection, so the padding changes nothing but the shapes).
+the CPU the processor calls them as they are. Row counts are fixed per stream on the GPU: the thinned cloud is
+padded with NaN rows to ``max_gaussians`` (a NaN row fails every selection, so the padding changes nothing but the
+shapes).
 
 Steps (see :mod:`nut_ros.perception.processor` for what each threshold means):
 
