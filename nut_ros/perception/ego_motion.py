@@ -95,8 +95,8 @@ def solve_static_field(points, velocities, weights, threshold, iterations: int,
     points, velocities, weights, threshold = (torch.as_tensor(a) for a in (points, velocities, weights, threshold))
     f64 = torch.float64
     keep = weights > 0
-    axis_weight = torch.ones(3, dtype=f64, device=points.device)
-    axis_weight[2] = z_weight
+    axis_weight = torch.full((3,), z_weight, dtype=f64, device=points.device)
+    axis_weight[:2].fill_(1.0)  # (an item assigned a number copies it from the host: not inside a CUDA graph)
     a = _design(torch.where(keep[:, None], points.double(), 0.0)) * axis_weight[:, None]
     v = torch.where(keep[:, None], velocities.double(), 0.0) * axis_weight
     thresh = torch.where(keep, threshold.double(), 1.0)
