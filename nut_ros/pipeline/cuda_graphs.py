@@ -11,10 +11,9 @@ compiled), so its outputs equal that function's (``test/test_cuda_graphs_gpu.py`
 A function may also update tensors it keeps across calls in place (``state``, e.g. the local map's table): those
 are copied before the calls that warm a capture up and restored after it, so each call updates them once.
 
-Python's garbage collector is off while a graph is captured (``torch.cuda.graph`` collects just before): a
-``GraphedCall`` of a bound method or a closure over its owner sits in a reference cycle, so a dropped owner's graphs
-are freed by a collection, and a collection that ran inside another capture would destroy a graph there, which CUDA
-does not permit while a stream captures (the capture fails).
+Python's garbage collector is off while a graph is captured: a ``GraphedCall`` of a bound method or a closure over
+its owner sits in a reference cycle, so a dropped owner's graphs are freed by a collection, and one that ran inside
+another capture would destroy a graph there, which CUDA does not permit while a stream captures.
 
 Requirements the network meets: fixed shapes per stream, no host synchronisation and no host-to-device copies
 inside ``encode``/``decode``, and bf16 autocast without its weight-cast cache (``cache_enabled=False``: cached casts

@@ -142,8 +142,8 @@ class NodeParams:
                                        dynamic=True)
     perception: bool = _param(False, "Moving obstacles (`~/obstacles`, `~/obstacle_markers`) and a persistent local "
                               "map (`~/map_points`, `~/map`) from the live Gaussians (per frame with odometry: "
-                              "10.9 ms p50 with `tiny` on a 2-core CPU, 13.6 ms without odometry; 3.3-4.4 ms on an "
-                              "H200; docs/BENCHMARKS.md). Obstacle velocities come from the Gaussians' motion: "
+                              "10.1-10.4 ms p50 with `tiny` on a 2-core CPU, 12.3-13.1 ms without odometry; 2.6 ms "
+                              "on an H200; docs/BENCHMARKS.md). Obstacle velocities come from the Gaussians' motion: "
                               "motion_prior flow gives better ones than the learned head (docs/ROS_SETUP.md).")
     publish_obstacles: bool = _param(True, "Publish the tracked moving obstacles every processed frame "
                                      "(`~/obstacles`, nut_ros_msgs/ObstacleArray, empty arrays too; perception).",
