@@ -40,7 +40,7 @@ def record(odometry: bool, to_device=None, cuda_graphs: bool = True, with_depth:
     """Per frame of a 24-frame scene with two movers (thinned to 8000 rows, 2000 map candidates: the random
     subsets are drawn; ObstacleParams ``settings``): the moving Gaussians, pose, obstacles and map. ``with_depth``:
     each frame carries a metric input depth image (:func:`depth_image`); ``processor``: the class run."""
-    params = ObstacleParams(max_gaussians=8000, ego_samples=1500, **settings)
+    params = ObstacleParams(**{"max_gaussians": 8000, "ego_samples": 1500, **settings})
     proc = processor(params, MapParams(candidates=2000), seed=11, cuda_graphs=cuda_graphs)
     frames = []
     for res, pose, _ in scene_stream(24, movers=MOVERS, n_room=24000, n_blob=500, seed=7):
@@ -155,13 +155,14 @@ class GraphPath(Recorder):
         return True
 
 
-@pytest.mark.parametrize("odometry", [True, False])
-def test_the_graphed_code_path_gives_what_the_cpu_path_gives(odometry):
+@pytest.mark.parametrize("odometry, samples", [(True, 1500), (False, 1500), (False, 9000)])
+def test_the_graphed_code_path_gives_what_the_cpu_path_gives(odometry, samples):
     """The host side of the GPU path (padding, the fit's draw and fixed-size sample, the graphed functions' inputs,
     the map offered every candidate slot before the download) run on the CPU against the CPU path: the same (without
-    odometry up to rounding: the fit's sums hold zero-weight rows where fewer rows than its sample are selected)."""
-    want = record(odometry, with_depth=True)
-    got = record(odometry, with_depth=True, processor=GraphPath)
+    odometry up to rounding: the fit's sums hold zero-weight rows where fewer rows than its sample are selected, as
+    with a sample of 9000 of 8000 rows)."""
+    want = record(odometry, with_depth=True, ego_samples=samples)
+    got = record(odometry, with_depth=True, processor=GraphPath, ego_samples=samples)
     assert sum(f["moving"] for f in want) > 1000 and sum(len(f["obstacles"]) for f in want) > 10
     assert sum(f["skipped"] for f in want) == 0 and want[-1]["map_count"] > 1000
     if odometry:
@@ -259,3 +260,36 @@ def test_the_cpu_stage_runs_on_one_thread_and_gives_the_others_back(monkeypatch)
         assert seen == [1, 1, 1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_fit_sample_counts_each_drawn_row_once():
+    """``fit_sample`` (the camera-motion fit as its CUDA graph runs it) on a draw padded with ranks past the selected
+    count: the same fit as on exactly the drawn rows, though the padding reads the last row, which is selected."""
+    from nut_ros.perception.dense import StagePlan, affine_rows, fit_sample, frame_tensor, select_rows
+    from nut_ros.perception.ego_motion import solve_static_field
+    from nut_ros.perception.params import MapParams
+    from nut_ros.pipeline.types import CLOUD_COLUMNS
+
+    rng = np.random.default_rng(3)
+    table = np.zeros((60, 17), np.float32)
+    table[:, CLOUD_COLUMNS["positions"]] = np.column_stack([rng.uniform(-2, 2, 60), rng.uniform(-1, 1, 60),
+                                                            rng.uniform(1, 5, 60)])
+    table[:, CLOUD_COLUMNS["velocities"]] = rng.normal(0, 0.3, (60, 3))
+    table[:, CLOUD_COLUMNS["opacities"]] = 1.0
+    table[:7, CLOUD_COLUMNS["opacities"]] = 0.0  # not selected
+    rows = torch.from_numpy(table)
+    still, at_origin = affine_rows(np.zeros((3, 3)), np.zeros(3)), affine_rows(np.eye(3), np.zeros(3))
+    frame = torch.from_numpy(frame_tensor(still, at_origin, 1.0, 0.0, 0.0))
+    op = ObstacleParams()
+    plan = StagePlan(op, MapParams(), K, False, False, False)
+    drawn = np.array([40, 3, 52, 0, 17, 8, 51, 29, 33, 12, 45, 21, 6, 38, 25, 49])  # ranks among the 53 selected
+    ranks = torch.from_numpy(np.concatenate([drawn, np.full(9, 53)]))  # padded: past the count
+    unread = rows[:1, :3]
+    got = fit_sample(StageInputs(rows, unread[:, :1], frame, unread, ranks), plan)
+    sel = select_rows(StageInputs(rows, unread[:, :1], frame, unread, unread), plan)
+    at = torch.nonzero(sel.valid)[:, 0][torch.from_numpy(drawn)]
+    assert sel.valid[-1] and at.shape[0] == drawn.size
+    want = solve_static_field(sel.points[at], sel.velocities[at], sel.weights[at], sel.threshold[at],
+                              op.ego_iterations, op.depth_rate_weight)
+    assert got[7] == drawn.size
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
