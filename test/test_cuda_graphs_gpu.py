@@ -3,7 +3,8 @@
 A graph replays the kernels eager launched at capture, so the decoded Gaussians must match eager's to float
 rounding (cuBLAS may pick another algorithm inside a capture) in fp32 and in bf16, with the learned motion head on and
 off, and across frames (inputs are copied into the graph, outputs copied out: a later replay must not change an
-earlier frame's results); a graphed call that updates tensors in place updates them once per call.
+earlier frame's results); a graphed call that updates tensors in place updates them once per call, and captures
+with Python's garbage collector off.
 """
 from pathlib import Path
 
