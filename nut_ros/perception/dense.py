@@ -132,11 +132,13 @@ def count_rows(inputs: StageInputs, plan: StagePlan) -> torch.Tensor:
     return select_rows(inputs, plan).valid.sum()
 
 
-def fit_sample(inputs: StageInputs, plan: StagePlan) -> torch.Tensor:
+def fit_sample(inputs: StageInputs, plan: StagePlan, rows: Rows | None = None) -> torch.Tensor:
     """The camera-motion fit (:func:`~nut_ros.perception.ego_motion.solve_static_field`, a result for
     :func:`~nut_ros.perception.ego_motion.field_of`) on the selected rows at ``inputs.ranks`` among them (the
-    host's draw; a rank at or past their count adds nothing)."""
-    op, rows = plan.obstacles, select_rows(inputs, plan)
+    host's draw; a rank at or past their count adds nothing); ``rows``: the frame's :func:`select_rows` when already
+    known (else selected here)."""
+    op = plan.obstacles
+    rows = select_rows(inputs, plan) if rows is None else rows
     m = rows.valid.shape[0]
     at = pick(rows.valid, inputs.ranks)
     take = at.clamp_max(m - 1)

@@ -67,7 +67,7 @@ from nut_ros.perception.clustering import Clusters, cluster_points, cluster_stat
 from nut_ros.perception.dense import (CANDIDATE_SPLIT, Found, Offer, Rows, StageInputs, StagePlan, affine_rows,
                                       candidate_slots, count_rows, depth_change, downloaded_part, find_moving,
                                       fit_sample, frame_tensor, frame_trusted, select_rows, unpack)
-from nut_ros.perception.ego_motion import MotionField, field_from_poses, field_of, fit_static_field, pose_step
+from nut_ros.perception.ego_motion import MotionField, field_from_poses, field_of, pose_step
 from nut_ros.perception.local_map import LocalMap
 from nut_ros.perception.params import MapParams, ObstacleParams
 from nut_ros.perception.tensors import download, download_queued, one_thread, upload
@@ -338,36 +338,22 @@ class PerceptionProcessor:
                 return field_from_poses(self._pose, np.asarray(pose, np.float64), dt), None
         framed, plan = self._with_frame(inputs, MotionField.zero(), self._floor_scale(result)), self._plan_for(
             result, False, False)
+        # the host draws the fit's sample among the selected rows: on a GPU their count is one number downloaded, and
+        # count_rows and fit_sample select the rows again inside their graphs, as find_moving does
         if self._graphs(inputs.rows):
-            # on a GPU the host draws the fit's sample among the selected rows (their count: one number downloaded)
-            # and the fit runs as a graph of its own (nine numbers downloaded); find_moving selects the rows again
-            # inside its graph
             rows, n = None, int(download(self._run(count_rows, framed, plan)))
-            ranks = np.full(self.op.ego_samples, n, np.int64)  # (a rank past the count adds nothing)
-            drawn = self._draw(n)
-            ranks[:drawn.size] = drawn
-            framed = framed._replace(ranks=upload(ranks, inputs.rows, torch.int64))
-            field = field_of(download(self._run(fit_sample, framed, plan)))
         else:
             rows = select_rows(framed, plan)
-            with one_thread(rows.points.device):
-                field = fit_static_field(*self._fit_sample(rows), self.op.ego_iterations, self.op.depth_rate_weight)
+            n = int(rows.valid.sum())
+        k = self.op.ego_samples
+        # ego_samples of them at random when there are more, else all (ranks past the count add nothing)
+        ranks = self._rng.choice(n, k, replace=False) if n > k else np.arange(k)
+        framed = framed._replace(ranks=upload(ranks, inputs.rows, torch.int64))
+        field = field_of(download(self._run(fit_sample, framed, plan, rows)))
         if field is None or field.inliers < MIN_INLIERS:
             self.frames_skipped += 1
             return None, rows
         return field, rows
-
-    def _fit_sample(self, rows: Rows) -> tuple[torch.Tensor, ...]:
-        """Points, velocities, weights and thresholds of the selected ``rows`` the camera-motion fit uses
-        (:meth:`_draw`)."""
-        selected = torch.nonzero(rows.valid)[:, 0]
-        selected = selected[torch.as_tensor(self._draw(selected.shape[0]), device=selected.device)]
-        return tuple(c.index_select(0, selected) for c in (rows.points, rows.velocities, rows.weights, rows.threshold))
-
-    def _draw(self, n: int) -> np.ndarray:
-        """Ranks among ``n`` selected rows the camera-motion fit uses: ``ego_samples`` of them at random when there
-        are more, else all."""
-        return self._rng.choice(n, self.op.ego_samples, replace=False) if n > self.op.ego_samples else np.arange(n)
 
     def _report(self, result: StepResult, rot: np.ndarray, trans: np.ndarray) -> ObstacleList:
         """Confirmed tracks detected recently (``report_misses``) and moving (``min_speed``), in the current camera
