@@ -78,9 +78,8 @@ class ObstacleParams:
     # 0.494 / 0.779; 0.4: 0.738 / 0.498 / 0.910; 0.6: 0.768 / 0.481 / 0.950; 0.8: 0.784 / 0.472 / 0.974; 1.2: 0.828 /
     # 0.431 / 0.993 (without odometry 0.605 / 0.441 / 0.746 at 0.2, 0.661 / 0.399 / 0.898 at 0.8). Raising
     # moving_speed instead (0.3 with ratio 0.3: 0.756 / 0.431 / 0.929; 0.35 + 0.04/m: 0.751 / 0.384 / 0.955) costs
-    # more recall. Again with the motion
-    # heads after 45 min (2026-12-04 17:20-17:45 UTC): 0.6: 0.740 / 0.475 / 0.951; 0.8: 0.770 / 0.471 / 0.971;
-    # 1.0: 0.773 / 0.454 / 0.988 (without odometry 0.672 / 0.407 / 0.911 at 0.8): 0.8 kept
+    # more recall. With the shipped heads (after 45 min; 2026-12-04 17:20-17:45 UTC): 0.6: 0.740 / 0.475 / 0.951;
+    # 0.8: 0.770 / 0.471 / 0.971; 1.0: 0.773 / 0.454 / 0.988 (without odometry 0.672 / 0.407 / 0.911 at 0.8)
     learned_flow_error_ratio: float = 0.8
     # the pair interval (s) at which moving_speed and moving_speed_per_m hold (the generated scenes' 15 Hz): they
     # are noise floors of a pair's displacement (flow pixels, depth millimetres), so they scale with
