@@ -94,7 +94,7 @@ class OnnxBackend:
     @torch.inference_mode()
     def render(self, gaussians: Gaussians, t: float, background: Sequence[float] = (0.5, 0.5, 0.5)) -> RenderOutput:
         h, w = self.model_config.image_size
-        return rasterize(gaussians.at(t), h, w, background=background, impl="torch",
+        return rasterize(gaussians.at(t), h, w, background=background,
                          lowpass=self.model_config.raster_lowpass)
 
     def synchronize(self) -> None:

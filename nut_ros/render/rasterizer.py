@@ -1,4 +1,5 @@
-"""Public rasterizer API: ``rasterize(RasterInputs, H, W) -> RenderOutput`` (pure torch or the CUDA extension)."""
+"""Public rasterizer API: ``rasterize(RasterInputs, H, W) -> RenderOutput`` (pure torch, the compiled CPU kernel or
+the CUDA extension)."""
 from __future__ import annotations
 
 import functools
@@ -52,6 +53,18 @@ def _cuda_rasterizer() -> tuple[Callable | None, str]:
         return None, f"{type(err).__name__}: {err}"
 
 
+@functools.lru_cache(maxsize=None)
+def _cpu_rasterizer() -> tuple[Callable | None, str]:
+    """``(rasterize_cpu, "")``, or ``(None, why)`` when the CPU kernel cannot be built or loaded; decided once."""
+    from nut_ros.render import _cpu
+
+    try:
+        _cpu.library()
+        return _cpu.rasterize_cpu, ""
+    except (OSError, RuntimeError) as err:
+        return None, f"{type(err).__name__}: {err}"
+
+
 def background_vector(background: Sequence[float] | Tensor, like: Tensor) -> Tensor:
     """``background`` as a 3-vector of ``like``'s dtype and device. Numbers are turned into a device tensor once
     per value, device and dtype and reused: each upload from pageable host memory would wait for the GPU queue."""
@@ -67,10 +80,14 @@ def _constant_vector(values: tuple[float, ...], dtype: torch.dtype, device: torc
 
 
 @functools.lru_cache(maxsize=None)
-def _warn_fallback(why: str) -> None:
-    """Warn (once per process and cause) that ``impl="auto"`` renders CUDA tensors with the torch implementation."""
-    warnings.warn(f"CUDA rasterizer unavailable, rendering with the torch implementation ({why})", RuntimeWarning,
+def _warn_fallback(kernel: str, why: str) -> None:
+    """Warn (once per process and cause) that ``impl="auto"`` renders with the torch implementation instead."""
+    warnings.warn(f"{kernel} rasterizer unavailable, rendering with the torch implementation ({why})", RuntimeWarning,
                   stacklevel=3)
+
+
+def _wants_grad(inputs: RasterInputs, background) -> bool:
+    return torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in (*inputs, background))
 
 
 def rasterize(inputs: RasterInputs, height: int, width: int,
@@ -78,16 +95,17 @@ def rasterize(inputs: RasterInputs, height: int, width: int,
               lowpass: float, pair_budget: PairBudget | None = None) -> RenderOutput:
     """Render ``inputs`` (``[B, N, ·]`` tensors, reference world frame) with the fixed orthographic camera.
 
-    ``impl``: ``"torch"`` (differentiable, any device), ``"cuda"`` (the compiled extension, CUDA tensors) or
-    ``"auto"`` (the extension when the tensors are on a GPU and it imports and builds; otherwise torch, with one
-    ``RuntimeWarning`` when GPU tensors fall back). ``lowpass``: px² added to each screen covariance's diagonal,
-    always given: the model's ``ModelConfig.raster_lowpass`` (0.1 for ``tiny``/``small``) for a model's Gaussians,
+    ``impl``: ``"torch"`` (differentiable, any device), ``"cuda"`` (the compiled extension, CUDA tensors),
+    ``"cpu"`` (the compiled CPU kernel, :mod:`nut_ros.render._cpu`: CPU tensors, no gradients; several times faster
+    than torch there; float32 arithmetic like the CUDA kernels) or ``"auto"``: the extension for GPU tensors and the
+    CPU kernel for float32 CPU tensors that need no gradient, when they build; otherwise torch, with one ``RuntimeWarning`` per cause when a kernel is missing.
+    ``lowpass``: px² added to each screen covariance's diagonal, always given: the model's ``ModelConfig.raster_lowpass`` (0.1 for ``tiny``/``small``) for a model's Gaussians,
     :data:`~nut_ros.render.projection.LOWPASS` (the reference's 0.3) for the reference's scenes. ``pair_budget``:
     the CUDA extension's sort buffer for renders without gradients (:mod:`nut_ros.render.pair_budget`: no wait for
     the GPU; the caller checks :meth:`~nut_ros.render.pair_budget.PairBudget.overflowed` once the outputs are on the
     host); other renders ignore it.
     """
-    if impl not in ("auto", "torch", "cuda"):
+    if impl not in ("auto", "torch", "cuda", "cpu"):
         raise ValueError(f"unknown rasterizer impl {impl!r}")
     means = inputs.means
     if means.dim() != 3 or means.shape[-1] != 3:
@@ -98,7 +116,16 @@ def rasterize(inputs: RasterInputs, height: int, width: int,
             raise RuntimeError("impl='cuda' needs CUDA tensors and the built nut_ros.render._cuda extension: "
                                + (why or "the tensors are not on a GPU"))
         if cuda_fn is None:
-            _warn_fallback(why)
+            _warn_fallback("CUDA", why)
         else:  # the kernel reads the background as numbers (a tensor only when its gradient is wanted)
             return RenderOutput(*cuda_fn(*inputs, height, width, background, lowpass, pair_budget))
+    elif impl == "cpu" or (impl == "auto" and means.dtype == torch.float32 and not _wants_grad(inputs, background)):
+        cpu_fn, why = _cpu_rasterizer()
+        if impl == "cpu" and (cpu_fn is None or _wants_grad(inputs, background)):
+            raise RuntimeError("impl='cpu' renders without gradients with the built CPU kernel: "
+                               + (why or "gradients are wanted (use impl='torch')"))
+        if cpu_fn is None:
+            _warn_fallback("CPU", why)
+        else:
+            return RenderOutput(*cpu_fn(*inputs, height, width, background_vector(background, means), lowpass))
     return RenderOutput(*rasterize_torch(*inputs, height, width, background_vector(background, means), lowpass))

@@ -1,0 +1,104 @@
+"""Compiled CPU forward pass of the orthographic rasterizer (``csrc/ortho_raster_cpu.cpp``), built just in time.
+
+The kernel is plain C++17 with no torch headers: the first :func:`rasterize_cpu` call compiles it with the system
+C++ compiler (``$CXX``, else ``c++``) for the CPU it runs on, in about two seconds, into ``$NUT_ROS_CACHE`` (default
+``~/.cache/nut_ros``) under a name that hashes the sources, the flags, the compiler and the CPU, and loads it
+through ctypes. A failed build raises ``RuntimeError`` with the compiler's message; :func:`nut_ros.render.rasterize` then
+renders with the torch implementation (and does not try again in that process). Forward only: renders that need gradients use the torch implementation.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from nut_ros.render.kernel_config import CSRC
+from nut_ros.render.projection import project_gaussians
+
+SOURCE = CSRC / "ortho_raster_cpu.cpp"
+HEADERS = (CSRC / "ortho_raster_config.h",)
+# -march=native: the kernel is built on the machine that runs it (the cache key names the CPU); its vector code uses the
+# widest SIMD there
+FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread")
+
+
+def cache_dir() -> Path:
+    """Where built kernels are kept: ``$NUT_ROS_CACHE``, else ``$XDG_CACHE_HOME/nut_ros`` or ``~/.cache/nut_ros``."""
+    if os.environ.get("NUT_ROS_CACHE"):
+        return Path(os.environ["NUT_ROS_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nut_ros"
+
+
+def cpu_identity() -> str:
+    """What the built code depends on besides its sources and flags: the machine type and, on Linux, the CPU's
+    model and feature flags (a cache shared by different CPUs keeps one build per CPU)."""
+    lines = []
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [line for line in f if line.startswith(("model name", "flags", "Features", "CPU part"))]
+    except OSError:
+        pass
+    return platform.machine() + "".join(sorted(set(lines)))
+
+
+def compiler() -> str | None:
+    """The C++ compiler to build with (``$CXX``, else ``c++`` or ``g++`` on PATH), or None."""
+    return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+
+
+@functools.lru_cache(maxsize=None)
+def library() -> ctypes.CDLL:
+    """The built kernel library (built on first use; ``RuntimeError`` when that fails)."""
+    cxx = compiler()
+    if cxx is None:
+        raise RuntimeError("no C++ compiler found (set CXX or install g++)")
+    digest = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), *(h.read_bytes() for h in HEADERS), " ".join(FLAGS).encode(), cxx.encode(),
+                 cpu_identity().encode()):
+        digest.update(part)
+    target = cache_dir() / f"ortho_raster_cpu_{digest.hexdigest()[:16]}.so"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # built aside, then moved in whole
+            built = Path(tmp) / target.name
+            run = subprocess.run([cxx, *FLAGS, f"-I{CSRC}", str(SOURCE), "-o", str(built)], capture_output=True,
+                                 text=True)
+            if run.returncode != 0:
+                raise RuntimeError(f"building the nut_ros CPU rasterizer failed ({cxx}):\n{run.stderr.strip()}")
+            os.replace(built, target)
+    lib = ctypes.CDLL(str(target))
+    lib.ortho_render_cpu.restype = ctypes.c_int
+    lib.ortho_render_cpu.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 13 + [ctypes.c_int]
+    return lib
+
+
+def rasterize_cpu(means: Tensor, scales: Tensor, rotations: Tensor, opacities: Tensor, colors: Tensor,
+                  height: int, width: int, background: Tensor, lowpass: float,
+                  threads: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Render ``[B, N, ·]`` CPU tensors like ``rasterize_torch`` (no gradients): colour ``[B,3,H,W]``, depth and alpha
+    ``[B,1,H,W]``, in the inputs' dtype. ``threads``: worker threads (default ``torch.get_num_threads()``)."""
+    if means.is_cuda:
+        raise ValueError("rasterize_cpu needs CPU tensors")
+    lib = library()
+    b, n = means.shape[:2]
+    with torch.no_grad():
+        proj = project_gaussians(means.float(), scales.float(), rotations.float(), height, width, lowpass)
+        arrays = [t.contiguous() for t in (proj.uv, proj.depth, proj.cov2d, proj.conic, opacities.float()[..., 0],
+                                           colors.float(), proj.rect_min, proj.rect_max, proj.visible,
+                                           background.float().reshape(3))]
+        color = torch.empty(b, 3, height, width)
+        depth = torch.empty(b, 1, height, width)
+        alpha = torch.empty(b, 1, height, width)
+        lib.ortho_render_cpu(b, n, height, width, *(t.data_ptr() for t in arrays), color.data_ptr(),
+                             depth.data_ptr(), alpha.data_ptr(), int(threads or torch.get_num_threads()))
+    dtype = means.dtype
+    return color.to(dtype), depth.to(dtype), alpha.to(dtype)

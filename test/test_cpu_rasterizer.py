@@ -1,0 +1,117 @@
+"""The compiled CPU rasterizer (``nut_ros.render._cpu``, ``impl="cpu"``) against the torch rasterizer, the
+kernel's per-pixel loop and the reference rasterizer's outputs; when ``impl="auto"`` uses it; what happens without
+a compiler."""
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from nut_ros.core.gaussians import RasterInputs
+from nut_ros.render import _cpu, rasterize, rasterizer
+from nut_ros.render.projection import LOWPASS
+from bench.scenes import pixel_aligned_scene
+from test_render_oracle import FIELDS, oracle  # noqa: F401  (the fixture)
+from test_render_semantics import sequential_reference
+
+pytestmark = pytest.mark.skipif(_cpu.compiler() is None, reason="no C++ compiler")
+
+
+def test_matches_the_torch_rasterizer_on_batches_of_odd_sizes():
+    inputs = pixel_aligned_scene(64, 36, batch=2, random_rotations=True, seed=3)
+    for height, width in ((72, 128), (70, 125), (1, 1)):
+        torch_out = rasterize(inputs, height, width, impl="torch", lowpass=LOWPASS)
+        cpu_out = rasterize(inputs, height, width, impl="cpu", lowpass=LOWPASS)
+        for name in ("color", "depth", "alpha"):
+            got, want = getattr(cpu_out, name), getattr(torch_out, name)
+            assert got.shape == want.shape and got.dtype == want.dtype
+            assert (got - want).abs().max().item() <= 1e-5, (height, width, name)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_the_kernel_loop_with_needles_off_screen_and_behind(seed):
+    g = torch.Generator().manual_seed(seed)
+    n = 80
+    means = torch.cat([torch.rand(1, n, 1, generator=g) * 2.4 - 1.2, 4 * torch.rand(1, n, 1, generator=g) - 0.3,
+                       torch.rand(1, n, 1, generator=g) * 2.4 - 1.2], -1)
+    scales = 0.003 + 0.2 * torch.rand(1, n, 3, generator=g) ** 2  # from sub-pixel to long needles
+    inputs = RasterInputs(means, scales, torch.randn(1, n, 4, generator=g), torch.rand(1, n, 1, generator=g),
+                          torch.rand(1, n, 3, generator=g))
+    out = rasterize(inputs, 40, 56, impl="cpu", lowpass=LOWPASS)
+    color, depth, acc = sequential_reference(RasterInputs(*(t.double() for t in inputs)), 40, 56)
+    assert torch.allclose(out.color[0].double(), color, atol=2e-5)
+    assert torch.allclose(out.depth[0, 0].double(), depth, atol=1e-4)
+    assert torch.allclose(out.alpha[0, 0].double(), acc, atol=2e-5)
+
+
+@pytest.mark.parametrize("scene", range(5))
+def test_reference_rasterizer_scenes(oracle, scene):  # noqa: F811
+    tensors, meta = oracle
+    info = meta["scenes"][scene]
+    inputs = RasterInputs(*(tensors[f"{info['key']}.in.{f}"][None] for f in FIELDS))
+    out = rasterize(inputs, info["H"], info["W"], impl="cpu", lowpass=LOWPASS)
+    for name in ("color", "depth", "alpha"):
+        assert (getattr(out, name)[0] - tensors[f"{info['key']}.out.{name}"]).abs().max().item() <= 1e-3, name
+
+
+def test_an_empty_scene_is_the_background():
+    none = RasterInputs(torch.zeros(1, 0, 3), torch.zeros(1, 0, 3), torch.zeros(1, 0, 4), torch.zeros(1, 0, 1),
+                        torch.zeros(1, 0, 3))
+    out = rasterize(none, 9, 14, background=(0.1, 0.2, 0.3), impl="cpu", lowpass=LOWPASS)
+    assert out.alpha.abs().max() == 0 and out.depth.abs().max() == 0
+    assert torch.equal(out.color[0], torch.tensor([0.1, 0.2, 0.3])[:, None, None].expand(3, 9, 14))
+
+
+def test_auto_renders_float32_without_gradients_with_it_and_the_rest_with_torch():
+    inputs = pixel_aligned_scene(32, 18, seed=1)
+    cpu_out = rasterize(inputs, 36, 64, impl="cpu", lowpass=LOWPASS)
+    torch_out = rasterize(inputs, 36, 64, impl="torch", lowpass=LOWPASS)
+    assert not torch.equal(cpu_out.color, torch_out.color), "the two differ in rounding: the test can tell them apart"
+    assert torch.equal(rasterize(inputs, 36, 64, lowpass=LOWPASS).color, cpu_out.color)
+    with torch.inference_mode():
+        assert torch.equal(rasterize(inputs, 36, 64, lowpass=LOWPASS).color, cpu_out.color)
+    wanting = inputs._replace(colors=inputs.colors.clone().requires_grad_())
+    auto = rasterize(wanting, 36, 64, lowpass=LOWPASS)
+    assert auto.color.requires_grad and torch.equal(auto.color.detach(), torch_out.color)
+    with pytest.raises(RuntimeError, match="gradients"):
+        rasterize(wanting, 36, 64, impl="cpu", lowpass=LOWPASS)
+    float64 = RasterInputs(*(t.double() for t in inputs))
+    assert torch.equal(rasterize(float64, 36, 64, lowpass=LOWPASS).color,
+                       rasterize(float64, 36, 64, impl="torch", lowpass=LOWPASS).color)
+
+
+def test_the_build_is_kept_per_source_and_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("NUT_ROS_CACHE", str(tmp_path))
+    _cpu.library.cache_clear()
+    try:
+        _cpu.library()
+        built = list(tmp_path.glob("ortho_raster_cpu_*.so"))
+        assert len(built) == 1
+        _cpu.library.cache_clear()
+        _cpu.library()  # loaded from the cache, not built again
+        assert list(tmp_path.glob("ortho_raster_cpu_*.so")) == built
+        assert not [p for p in tmp_path.iterdir() if p.is_dir()], "no build folder left behind"
+    finally:
+        _cpu.library.cache_clear()
+
+
+def test_without_a_compiler_auto_falls_back_to_torch_with_one_warning(tmp_path, monkeypatch):
+    monkeypatch.setenv("NUT_ROS_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    _cpu.library.cache_clear()
+    rasterizer._cpu_rasterizer.cache_clear()
+    rasterizer._warn_fallback.cache_clear()
+    inputs = pixel_aligned_scene(16, 9, seed=2)
+    try:
+        with pytest.raises(RuntimeError, match="no-such-compiler"):
+            rasterize(inputs, 18, 32, impl="cpu", lowpass=LOWPASS)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = rasterize(inputs, 18, 32, lowpass=LOWPASS)
+            rasterize(inputs, 18, 32, lowpass=LOWPASS)
+        assert [str(w.message)[:38] for w in caught] == ["CPU rasterizer unavailable, rendering "]
+        assert torch.equal(out.color, rasterize(inputs, 18, 32, impl="torch", lowpass=LOWPASS).color)
+    finally:
+        _cpu.library.cache_clear()
+        rasterizer._cpu_rasterizer.cache_clear()
+        rasterizer._warn_fallback.cache_clear()
