@@ -109,7 +109,7 @@ class StreamingPipeline:
         if backend.model_config.motion_prior == "learned":
             if config.motion_prior == "auto" and _on_cpu(backend):
                 # the learned head measures better than classical flow (docs/EVALUATION.md, learned motion) but
-                # makes a tiny frame 1.8x slower on a CPU (docs/BENCHMARKS.md); exported graphs keep it inside
+                # makes a tiny frame 2x slower on a CPU (docs/BENCHMARKS.md); exported graphs keep it inside
                 try:
                     backend.use_learned_motion(False)
                     prior = "flow"

@@ -123,7 +123,7 @@ class PipelineConfig:
     background: tuple[float, float, float] = (0.5, 0.5, 0.5)
     # where the velocities' motion comes from: "learned" (the model's flow head), "flow" (classical optical flow on
     # the CPU, flow_preset) or "none" (the velocity head alone); "auto": "flow" for a model with the learned head on
-    # a CPU torch backend (the head measures better but makes a tiny frame 1.8x slower there), else the model's own
+    # a CPU torch backend (the head measures better but makes a tiny frame 2x slower there), else the model's own
     motion_prior: str = "auto"
     flow_preset: str = "sparse_to_dense"  # flow of the prior: sparse_to_dense or DIS ultrafast | fast | medium
     flow_max_width: int = 512  # the flow runs on the model-resolution frames halved until at most this wide

@@ -101,7 +101,7 @@ class NodeParams:
     motion_prior: str = _param("auto", "Where the velocities' motion comes from: learned (the model's flow head), "
                                "flow (classical optical flow on the CPU, flow_preset) or none; auto: flow for a "
                                "model with the learned head on a CPU torch backend (the head measures better, "
-                               "docs/EVALUATION.md, but makes a tiny frame 1.8x slower there), else as the model was "
+                               "docs/EVALUATION.md, but makes a tiny frame 2x slower there), else as the model was "
                                "trained (learned on a GPU and in exported graphs).",
                                choices=("auto", *MOTION_PRIORS))
     flow_preset: str = _param("sparse_to_dense", "Optical flow of the motion prior: sparse_to_dense (follows small "

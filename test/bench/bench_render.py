@@ -1,6 +1,8 @@
-"""Benchmark the pure-torch rasterizer on pixel-aligned scenes (CPU by default).
+"""Benchmark a rasterizer on pixel-aligned scenes.
 
-    python test/bench/bench_render.py --threads 2
+The pure-torch rasterizer on the CPU by default; ``--impl cpu``: the compiled CPU kernel.
+
+    python test/bench/bench_render.py --threads 2 [--impl cpu]
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--impl", default="torch", choices=("auto", "torch", "cuda"))
+    parser.add_argument("--impl", default="torch", choices=("auto", "torch", "cpu", "cuda"))
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
