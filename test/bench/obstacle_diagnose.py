@@ -54,8 +54,8 @@ class WatchedProcessor(PerceptionProcessor):
         self.seen = {"points": None, "score": None, "clusters": None, "known": None}
         score_fn = dense._score
 
-        def watched(points, residual, known, threshold_xy, threshold_z, plan):
-            score = score_fn(points, residual, known, threshold_xy, threshold_z, plan)
+        def watched(points, residual, known, threshold_xy, threshold_z, plan, pixels=None):
+            score = score_fn(points, residual, known, threshold_xy, threshold_z, plan, pixels)
             host = lambda t: t.cpu().numpy()  # noqa: E731
             self.seen.update(points=host(points), score=host(score), known=host(known), residual=host(residual))
             return score
