@@ -115,3 +115,12 @@ def test_without_a_compiler_auto_falls_back_to_torch_with_one_warning(tmp_path, 
         _cpu.library.cache_clear()
         rasterizer._cpu_rasterizer.cache_clear()
         rasterizer._warn_fallback.cache_clear()
+
+
+def test_chunked_lists_give_the_same_image_and_one_thread_too():
+    inputs = pixel_aligned_scene(64, 36, batch=2, random_rotations=True, seed=4)
+    bg = torch.tensor([0.5, 0.5, 0.5])
+    whole = _cpu.rasterize_cpu(*inputs, 72, 128, bg, LOWPASS, threads=2)
+    for threads, max_entries in ((2, 1000), (1, 1), (1, _cpu.MAX_ENTRIES)):
+        part = _cpu.rasterize_cpu(*inputs, 72, 128, bg, LOWPASS, threads=threads, max_entries=max_entries)
+        assert all(torch.equal(a, b) for a, b in zip(whole, part)), (threads, max_entries)

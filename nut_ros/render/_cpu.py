@@ -29,6 +29,9 @@ HEADERS = (CSRC / "ortho_raster_config.h",)
 # -march=native: the kernel is built on the machine that runs it (the cache key names the CPU); its vector code uses the
 # widest SIMD there
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread")
+#: bound on the (block, Gaussian) list entries the kernel holds at once (4 bytes each: 64 MiB); past it the Gaussians
+#: are binned and composited in depth-ordered chunks, so wide splats (an untrained model's) cost time, not memory
+MAX_ENTRIES = 1 << 24
 
 
 def cache_dir() -> Path:
@@ -77,15 +80,16 @@ def library() -> ctypes.CDLL:
             os.replace(built, target)
     lib = ctypes.CDLL(str(target))
     lib.ortho_render_cpu.restype = ctypes.c_int
-    lib.ortho_render_cpu.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 13 + [ctypes.c_int]
+    lib.ortho_render_cpu.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 13 + [ctypes.c_int, ctypes.c_int64]
     return lib
 
 
 def rasterize_cpu(means: Tensor, scales: Tensor, rotations: Tensor, opacities: Tensor, colors: Tensor,
                   height: int, width: int, background: Tensor, lowpass: float,
-                  threads: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                  threads: int | None = None, max_entries: int = MAX_ENTRIES) -> tuple[Tensor, Tensor, Tensor]:
     """Render ``[B, N, ·]`` CPU tensors like ``rasterize_torch`` (no gradients): colour ``[B,3,H,W]``, depth and alpha
-    ``[B,1,H,W]``, in the inputs' dtype. ``threads``: worker threads (default ``torch.get_num_threads()``)."""
+    ``[B,1,H,W]``, in the inputs' dtype. ``threads``: worker threads (default ``torch.get_num_threads()``);
+    ``max_entries``: see :data:`MAX_ENTRIES`."""
     if means.is_cuda:
         raise ValueError("rasterize_cpu needs CPU tensors")
     lib = library()
@@ -99,6 +103,7 @@ def rasterize_cpu(means: Tensor, scales: Tensor, rotations: Tensor, opacities: T
         depth = torch.empty(b, 1, height, width)
         alpha = torch.empty(b, 1, height, width)
         lib.ortho_render_cpu(b, n, height, width, *(t.data_ptr() for t in arrays), color.data_ptr(),
-                             depth.data_ptr(), alpha.data_ptr(), int(threads or torch.get_num_threads()))
+                             depth.data_ptr(), alpha.data_ptr(), int(threads or torch.get_num_threads()),
+                             int(max_entries))
     dtype = means.dtype
     return color.to(dtype), depth.to(dtype), alpha.to(dtype)

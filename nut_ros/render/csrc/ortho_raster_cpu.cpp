@@ -11,7 +11,8 @@
 // Work is binned per 4x4-pixel block (4 divides the tile, so a block lies in one tile) instead of per tile: a
 // Gaussian is listed in the blocks of its tile rectangle that meet the bounding box of its alpha >= 1/255 ellipse,
 // widened so that rounding can only add candidates. A block's list is its pixels' tile list without Gaussians that
-// the per-pixel tests would skip anyway, so the result is the tile kernel's.
+// the per-pixel tests would skip anyway, so the result is the tile kernel's. The lists are built and composited in
+// depth-ordered chunks of bounded size, each block keeping its pixels' state between chunks.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -47,8 +48,9 @@ struct Image {
   float *out_color, *out_depth, *out_alpha;
 };
 
-// Candidate lists per block: the Gaussians of block k are splats[start[k] .. start[k + 1]), in (depth, index) order.
-void bin(const Image& im, int nbx, int nby, std::vector<Splat>& splats, std::vector<int>& start) {
+// The listed Gaussians (visible, alpha can reach 1/255) in (depth, index) order, and each one's block rectangle
+// [x0, x1) x [y0, y1) (4 ints).
+void list_splats(const Image& im, int nbx, int nby, std::vector<Splat>& splats, std::vector<int>& box) {
   std::vector<uint64_t> keys;  // (depth bits, index): a visible Gaussian's depth is > 0, so its bits order like it
   keys.reserve(im.n);
   for (int g = 0; g < im.n; ++g)
@@ -58,14 +60,12 @@ void bin(const Image& im, int nbx, int nby, std::vector<Splat>& splats, std::vec
       keys.push_back(static_cast<uint64_t>(bits) << 32 | static_cast<uint32_t>(g));
     }
   std::sort(keys.begin(), keys.end());
-  std::vector<int> order(keys.size());
-  for (size_t i = 0; i < keys.size(); ++i) order[i] = static_cast<int>(keys[i] & 0xffffffffu);
-
-  // block rectangle [x0, x1) x [y0, y1) of each listed Gaussian
-  std::vector<int> box(4 * order.size());
-  std::vector<int> count(static_cast<size_t>(nbx) * nby + 1, 0);
-  for (size_t i = 0; i < order.size(); ++i) {
-    const int g = order[i];
+  splats.resize(keys.size());
+  box.resize(4 * keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const int g = static_cast<int>(keys[i] & 0xffffffffu);
+    const float u = im.uv[2 * g], v = im.uv[2 * g + 1];
+    splats[i] = Splat{u, v, im.conic[3 * g], im.conic[3 * g + 1], im.conic[3 * g + 2], im.opacity[g], im.depth[g], g};
     int x0 = static_cast<int>(im.rect_min[2 * g]) * kPerTile, y0 = static_cast<int>(im.rect_min[2 * g + 1]) * kPerTile;
     int x1 = std::min(nbx, static_cast<int>(im.rect_max[2 * g]) * kPerTile);
     int y1 = std::min(nby, static_cast<int>(im.rect_max[2 * g + 1]) * kPerTile);
@@ -73,7 +73,6 @@ void bin(const Image& im, int nbx, int nby, std::vector<Splat>& splats, std::vec
     if (a * c > b * b) {  // definite: alpha >= 1/255 only inside d^T conic d <= r2, within sqrt(r2 a), sqrt(r2 c)
       const float r2 = 2.0f * std::log(std::max(im.opacity[g] * 255.0f, 1.0f)) * kSlack + 1e-4f;
       const float ex = std::sqrt(r2 * std::max(a, 0.0f)) + 1e-3f, ey = std::sqrt(r2 * std::max(c, 0.0f)) + 1e-3f;
-      const float u = im.uv[2 * g], v = im.uv[2 * g + 1];
       x0 = std::max(x0, static_cast<int>(std::floor((u - ex) / kBlock)));
       y0 = std::max(y0, static_cast<int>(std::floor((v - ey) / kBlock)));
       x1 = std::min(x1, static_cast<int>(std::floor((u + ex) / kBlock)) + 1);
@@ -81,23 +80,7 @@ void bin(const Image& im, int nbx, int nby, std::vector<Splat>& splats, std::vec
     }
     x0 = std::max(x0, 0);
     y0 = std::max(y0, 0);
-    x1 = std::max(x1, x0);
-    y1 = std::max(y1, y0);
-    box[4 * i] = x0, box[4 * i + 1] = y0, box[4 * i + 2] = x1, box[4 * i + 3] = y1;
-    for (int by = y0; by < y1; ++by)
-      for (int bx = x0; bx < x1; ++bx) ++count[static_cast<size_t>(by) * nbx + bx + 1];
-  }
-  start.assign(count.size(), 0);
-  std::partial_sum(count.begin(), count.end(), start.begin());
-  splats.resize(start.back());
-  std::vector<int> cursor(start.begin(), start.end() - 1);
-  for (size_t i = 0; i < order.size(); ++i) {
-    const int g = order[i];
-    const float o = im.opacity[g];
-    const Splat s{im.uv[2 * g], im.uv[2 * g + 1], im.conic[3 * g], im.conic[3 * g + 1], im.conic[3 * g + 2], o,
-                  im.depth[g], g};
-    for (int by = box[4 * i + 1]; by < box[4 * i + 3]; ++by)
-      for (int bx = box[4 * i]; bx < box[4 * i + 2]; ++bx) splats[cursor[static_cast<size_t>(by) * nbx + bx]++] = s;
+    box[4 * i] = x0, box[4 * i + 1] = y0, box[4 * i + 2] = std::max(x1, x0), box[4 * i + 3] = std::max(y1, y0);
   }
 }
 
@@ -106,6 +89,8 @@ constexpr int kLanes = 8;  // a block's pixels are worked on as 2 rows of 8 lane
 constexpr int kRows = kPixels / kLanes;
 typedef float Floats __attribute__((vector_size(4 * kLanes)));
 typedef int32_t Ints __attribute__((vector_size(4 * kLanes)));
+static_assert(kLanes == 2 * kBlock, "a row of lanes is two pixel rows of the block");
+const Floats kLaneX = {0, 1, 2, 3, 0, 1, 2, 3}, kLaneY = {0, 0, 0, 0, 1, 1, 1, 1};  // a lane's pixel in its row
 
 // exp(x) for x <= 0 in float32, lane by lane (Cephes' expf: range reduction by ln 2, a degree-6 polynomial; within
 // 2 ulp of libm's expf; exp(-87), about 1.6e-38, for x below -87).
@@ -124,97 +109,149 @@ inline Floats exp_nonpositive(Floats x) {
   return (p * r * r + r + 1.0f) * reinterpret_cast<Floats>((n + 127) << 23);  // times 2^n (n >= -126 here)
 }
 
-// Front-to-back compositing of one pixel block: each candidate is applied to the block's 16 pixels at once; the
-// block stops once all its pixels have.
-void render_block(const Image& im, int bx, int by, const Splat* first, const Splat* last) {
-  Floats pxf[kRows], pyf[kRows], T[kRows], r[kRows], g[kRows], b[kRows], d[kRows], acc[kRows];
+// A block's 16 pixels between chunks: transmittance, accumulated colour, depth and alpha, and which still composite.
+struct Block {
+  Floats T[kRows], r[kRows], g[kRows], b[kRows], d[kRows], acc[kRows];
   Ints live[kRows];
-  for (int i = 0; i < kPixels; ++i) {
-    const int px = bx * kBlock + i % kBlock, py = by * kBlock + i / kBlock, row = i / kLanes, lane = i % kLanes;
-    pxf[row][lane] = static_cast<float>(px), pyf[row][lane] = static_cast<float>(py);
-    live[row][lane] = px < im.width && py < im.height ? -1 : 0;
+  bool done;
+
+  void start(int bx, int by, int width, int height) {
+    for (int i = 0; i < kPixels; ++i) {
+      const int px = bx * kBlock + i % kBlock, py = by * kBlock + i / kBlock;
+      live[i / kLanes][i % kLanes] = px < width && py < height ? -1 : 0;
+    }
+    for (int k = 0; k < kRows; ++k) T[k] = Floats{} + 1.0f, r[k] = g[k] = b[k] = d[k] = acc[k] = Floats{};
+    done = false;
   }
-  const Floats zero{}, one = zero + 1.0f;
-  for (int k = 0; k < kRows; ++k) T[k] = one, r[k] = g[k] = b[k] = d[k] = acc[k] = zero;
-  int checked = 0;
-  for (const Splat* s = first; s != last; ++s) {
-    const float* col = im.colors + 3 * s->id;
+};
+
+// Front-to-back compositing of the candidates splats[list[0..count)] over one block: each is applied to the block's
+// 16 pixels at once; the block is done once all its pixels have stopped.
+void composite(Block& s, const Image& im, int bx, int by, const Splat* splats, const int* list, int count) {
+  Floats pxf[kRows], pyf[kRows];
+  for (int k = 0; k < kRows; ++k) {
+    pxf[k] = kLaneX + static_cast<float>(bx * kBlock);
+    pyf[k] = kLaneY + static_cast<float>(by * kBlock + k * kLanes / kBlock);
+  }
+  const Floats zero{};
+  for (int j = 0; j < count; ++j) {
+    const Splat& q = splats[list[j]];
+    const float* col = im.colors + 3 * q.id;
     for (int k = 0; k < kRows; ++k) {
-      const Floats dx = s->u - pxf[k], dy = s->v - pyf[k];
-      const Floats power = -0.5f * (s->ca * dx * dx + s->cc * dy * dy) - s->cb * dx * dy;
-      Floats alpha = s->opacity * exp_nonpositive(power > 0.0f ? zero : power);
+      const Floats dx = q.u - pxf[k], dy = q.v - pyf[k];
+      const Floats power = -0.5f * (q.ca * dx * dx + q.cc * dy * dy) - q.cb * dx * dy;
+      Floats alpha = q.opacity * exp_nonpositive(power > 0.0f ? zero : power);
       alpha = alpha > kAlphaMax ? zero + kAlphaMax : alpha;
-      const Floats test_T = T[k] * (1.0f - alpha);
-      const Ints valid = live[k] & (power <= 0.0f) & (alpha >= kAlphaMin);
+      const Floats test_T = s.T[k] * (1.0f - alpha);
+      const Ints valid = s.live[k] & (power <= 0.0f) & (alpha >= kAlphaMin);
       const Ints stop = valid & (test_T < kTMin);
       const Ints use = valid & ~stop;
-      const Floats w = use ? alpha * T[k] : zero;
-      r[k] += col[0] * w;
-      g[k] += col[1] * w;
-      b[k] += col[2] * w;
-      d[k] += s->depth * w;
-      acc[k] += w;
-      T[k] = use ? test_T : T[k];
-      live[k] &= ~stop;
+      const Floats w = use ? alpha * s.T[k] : zero;
+      s.r[k] += col[0] * w;
+      s.g[k] += col[1] * w;
+      s.b[k] += col[2] * w;
+      s.d[k] += q.depth * w;
+      s.acc[k] += w;
+      s.T[k] = use ? test_T : s.T[k];
+      s.live[k] &= ~stop;
     }
-    if (++checked == 8) {  // every few candidates: has every pixel stopped?
-      checked = 0;
-      Ints any = live[0];
-      for (int k = 1; k < kRows; ++k) any |= live[k];
+    if (j % 8 == 7 || j == count - 1) {  // every few candidates: has every pixel stopped?
+      Ints any = s.live[0];
+      for (int k = 1; k < kRows; ++k) any |= s.live[k];
       int32_t found = 0;
       for (int lane = 0; lane < kLanes; ++lane) found |= any[lane];
-      if (!found) break;
+      if (!found) {
+        s.done = true;
+        return;
+      }
     }
-  }
-  const int hw = im.height * im.width;
-  for (int i = 0; i < kPixels; ++i) {
-    const int px = bx * kBlock + i % kBlock, py = by * kBlock + i / kBlock, row = i / kLanes, lane = i % kLanes;
-    if (px >= im.width || py >= im.height) continue;
-    const int pix = py * im.width + px;
-    const float t = T[row][lane];
-    im.out_color[pix] = r[row][lane] + t * im.bg[0];
-    im.out_color[hw + pix] = g[row][lane] + t * im.bg[1];
-    im.out_color[2 * hw + pix] = b[row][lane] + t * im.bg[2];
-    im.out_depth[pix] = d[row][lane];
-    im.out_alpha[pix] = acc[row][lane];
   }
 }
 
-void render_image(const Image& im, int threads) {
+// `max_entries` bounds the (block, Gaussian) list entries held at once (4 bytes each): the Gaussians are binned and
+// composited in depth-ordered chunks of at most that many entries (a chunk holds at least one Gaussian, whose entries
+// are at most the image's blocks), so memory does not grow with the splats' footprint.
+void render_image(const Image& im, int threads, size_t max_entries) {
   const int nbx = (im.width + kBlock - 1) / kBlock, nby = (im.height + kBlock - 1) / kBlock;
+  const size_t blocks = static_cast<size_t>(nbx) * nby;
   std::vector<Splat> splats;
-  std::vector<int> start;
-  bin(im, nbx, nby, splats, start);
-  std::atomic<int> next{0};
-  auto work = [&]() {  // block rows, taken one at a time (their costs differ widely)
-    for (int by = next++; by < nby; by = next++)
-      for (int bx = 0; bx < nbx; ++bx) {
-        const size_t k = static_cast<size_t>(by) * nbx + bx;
-        render_block(im, bx, by, splats.data() + start[k], splats.data() + start[k + 1]);
-      }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 1; t < std::min(threads, nby); ++t) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
+  std::vector<int> box;
+  list_splats(im, nbx, nby, splats, box);
+  std::vector<Block> state(blocks);
+  for (int by = 0; by < nby; ++by)
+    for (int bx = 0; bx < nbx; ++bx) state[static_cast<size_t>(by) * nbx + bx].start(bx, by, im.width, im.height);
+
+  std::vector<int> start(blocks + 1), cursor(blocks), list;
+  const size_t listed = splats.size();
+  for (size_t first = 0; first < listed;) {
+    // the next chunk: Gaussians [first, last) with at most max_entries entries (at least one Gaussian)
+    size_t last = first, entries = 0;
+    while (last < listed) {
+      const int* q = &box[4 * last];
+      const size_t area = static_cast<size_t>(q[2] - q[0]) * (q[3] - q[1]);
+      if (last > first && entries + area > max_entries) break;
+      entries += area;
+      ++last;
+    }
+    std::fill(start.begin(), start.end(), 0);
+    for (size_t i = first; i < last; ++i)
+      for (int by = box[4 * i + 1]; by < box[4 * i + 3]; ++by)
+        for (int bx = box[4 * i]; bx < box[4 * i + 2]; ++bx) ++start[static_cast<size_t>(by) * nbx + bx + 1];
+    std::partial_sum(start.begin(), start.end(), start.begin());
+    std::copy(start.begin(), start.end() - 1, cursor.begin());
+    list.resize(entries);
+    for (size_t i = first; i < last; ++i)
+      for (int by = box[4 * i + 1]; by < box[4 * i + 3]; ++by)
+        for (int bx = box[4 * i]; bx < box[4 * i + 2]; ++bx)
+          list[cursor[static_cast<size_t>(by) * nbx + bx]++] = static_cast<int>(i);
+
+    std::atomic<int> next{0};
+    auto work = [&]() {  // block rows, taken one at a time (their costs differ widely)
+      for (int by = next++; by < nby; by = next++)
+        for (int bx = 0; bx < nbx; ++bx) {
+          const size_t k = static_cast<size_t>(by) * nbx + bx;
+          if (!state[k].done && start[k + 1] > start[k])
+            composite(state[k], im, bx, by, splats.data(), list.data() + start[k], start[k + 1] - start[k]);
+        }
+    };
+    std::vector<std::thread> pool;
+    for (int t = 1; t < std::min(threads, nby); ++t) pool.emplace_back(work);
+    work();
+    for (auto& t : pool) t.join();
+    first = last;
+  }
+
+  const int hw = im.height * im.width;
+  for (int py = 0; py < im.height; ++py)
+    for (int px = 0; px < im.width; ++px) {
+      const Block& s = state[static_cast<size_t>(py / kBlock) * nbx + px / kBlock];
+      const int i = (py % kBlock) * kBlock + px % kBlock, row = i / kLanes, lane = i % kLanes, pix = py * im.width + px;
+      const float t = s.T[row][lane];
+      im.out_color[pix] = s.r[row][lane] + t * im.bg[0];
+      im.out_color[hw + pix] = s.g[row][lane] + t * im.bg[1];
+      im.out_color[2 * hw + pix] = s.b[row][lane] + t * im.bg[2];
+      im.out_depth[pix] = s.d[row][lane];
+      im.out_alpha[pix] = s.acc[row][lane];
+    }
 }
 
 }  // namespace
 
 // Renders `batch` images of `n` Gaussians each (arrays batch-major, as torch lays out [B, N, .] tensors); outputs are
-// planar: color [B, 3, H, W], depth and alpha [B, 1, H, W]. Returns 0.
+// planar: color [B, 3, H, W], depth and alpha [B, 1, H, W]; `threads` workers, at most `max_entries` list entries at
+// once (see render_image). Returns 0.
 extern "C" int ortho_render_cpu(int batch, int n, int height, int width, const float* uv, const float* depth,
                                 const float* cov, const float* conic, const float* opacity, const float* colors,
                                 const int64_t* rect_min, const int64_t* rect_max, const uint8_t* visible,
                                 const float* background, float* out_color, float* out_depth, float* out_alpha,
-                                int threads) {
+                                int threads, int64_t max_entries) {
   const size_t hw = static_cast<size_t>(height) * width;
   for (int b = 0; b < batch; ++b) {
     const size_t g = static_cast<size_t>(b) * n;
     const Image im{n, height, width, uv + 2 * g, depth + g, cov + 3 * g, conic + 3 * g, opacity + g, colors + 3 * g,
                    rect_min + 2 * g, rect_max + 2 * g, visible + g, {background[0], background[1], background[2]},
                    out_color + 3 * hw * b, out_depth + hw * b, out_alpha + hw * b};
-    render_image(im, std::max(threads, 1));
+    render_image(im, std::max(threads, 1), static_cast<size_t>(std::max<int64_t>(max_entries, 1)));
   }
   return 0;
 }
