@@ -140,7 +140,7 @@ class StreamingPipeline:
     # -- public API ------------------------------------------------------------------------------------------
     def warm_up(self, frames: int = WARM_UP_FRAMES) -> float:
         """Push ``frames`` synthetic frames (a textured image drifting sideways, RGB only, at the model's size) as a
-        stream of their own, so that one-time work (CUDA graph capture, ``compile``, the CUDA rasterizer's build,
+        stream of their own, so that one-time work (CUDA graph capture, ``compile``, the rasterizers' builds,
         lazy initialisation) happens now rather than on a camera's first frames; then forget them (the next frame
         starts a stream; counters as before). Returns the seconds it took."""
         start, stats = time.perf_counter(), self.stats
