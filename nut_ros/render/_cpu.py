@@ -3,8 +3,9 @@
 The kernel is plain C++17 with no torch headers: the first :func:`rasterize_cpu` call compiles it with the system
 C++ compiler (``$CXX``, else ``c++``) for the CPU it runs on, in about two seconds, into ``$NUT_ROS_CACHE`` (default
 ``~/.cache/nut_ros``) under a name that hashes the sources, the flags, the compiler and the CPU, and loads it
-through ctypes. A failed build raises ``RuntimeError`` with the compiler's message; :func:`nut_ros.render.rasterize` then
-renders with the torch implementation (and does not try again in that process). Forward only: renders that need gradients use the torch implementation.
+through ctypes. A failed build raises ``RuntimeError`` with the compiler's message; :func:`nut_ros.render.rasterize`
+then renders with the torch implementation (and does not try again in that process). Forward only: renders that
+need gradients use the torch implementation.
 """
 from __future__ import annotations
 
