@@ -128,3 +128,35 @@ def test_random_init_uses_weights_that_exist(tmp_path):
         assert "random_init ignored: weights exist" in log and "randomly initialised" not in log, log
     finally:
         assert stop(proc, signal.SIGINT) == 0
+
+
+@pytest.mark.parametrize("stopping", [True, False])
+def test_a_stop_signal_turned_into_another_error_while_configuring_still_stops(monkeypatch, stopping):
+    """A signal's Stop raised inside torch while it loads weights comes out as a ValueError: configure stops the
+    process instead of reporting a failure. Without a signal the same error is a failure with its reason."""
+    import rclpy
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from nut_ros.ros import lifecycle_node, node as node_main
+
+    def interrupted(params, log):
+        if stopping:
+            monkeypatch.setattr(node_main, "_stop_signals", [signal.SIGTERM])
+        raise ValueError("could not determine the shape of object type 'torch.storage.UntypedStorage'")
+
+    monkeypatch.setattr(lifecycle_node, "build_pipeline", interrupted)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=DOMAIN)
+    node = lifecycle_node.NutRosNode(context=context)
+    try:
+        if stopping:
+            with pytest.raises(node_main.Stop):
+                node.trigger_configure()
+            assert node.error is None
+        else:
+            assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+            assert "could not determine the shape" in node.error
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.shutdown(context=context)

@@ -32,6 +32,7 @@ from rcl_interfaces.msg import SetParametersResult
 from nut_ros.ros import topics
 from nut_ros.ros.health import ERROR, WARN, assess, diagnostics_message, stats_message
 from nut_ros.ros.input_sync import LatestSlot, Matched
+from nut_ros.ros.node import Stop, signal_received, stop_requested
 from nut_ros.ros.params import NodeParams, ParamError, coerce_value, declare_and_read
 from nut_ros.ros.processor import FrameProcessor, build_pipeline, processor_settings
 from nut_ros.ros.transport import choose_reliability, loss_advice
@@ -90,6 +91,8 @@ class NutRosNode(LifecycleNode):
             pipeline = build_pipeline(self.params, log)
             log.info(f"warmed up in {pipeline.warm_up():.1f} s (graph capture, compile, kernel builds)")
         except Exception as err:  # noqa: BLE001 - any failure leaves the node unconfigured, with the reason
+            if stop_requested():  # a stop signal interrupted configuring: stop, this is no failure to report
+                raise Stop(signal_received()) from err
             self.error_is_param = isinstance(err, ParamError)
             self.error = str(err) if self.error_is_param else f"{type(err).__name__}: {err}"
             log.error(f"configure failed, the node stays unconfigured: {self.error}")

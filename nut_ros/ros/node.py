@@ -18,9 +18,25 @@ class Stop(BaseException):
     """Raised in the main thread by a stop signal (a BaseException, so no ``except Exception`` swallows it)."""
 
 
+_stop_signals: list[int] = []  # the stop signal received, once one has arrived
+
+
+def stop_requested() -> bool:
+    """Whether a stop signal has arrived. Code that catches every ``Exception`` asks before reporting a failure:
+    the ``Stop`` a signal raises inside a C extension can come out as another error (torch turns one raised while
+    it builds a tensor from loaded weights into "ValueError: could not determine the shape of object type")."""
+    return bool(_stop_signals)
+
+
+def signal_received() -> int | None:
+    """The stop signal that arrived, or None."""
+    return _stop_signals[0] if _stop_signals else None
+
+
 def _on_signal(signum, frame):
     for sig in STOP_SIGNALS:  # a second signal during the clean-up must not interrupt it
         signal.signal(sig, signal.SIG_IGN)
+    _stop_signals.append(signum)
     raise Stop(signum)
 
 
@@ -53,6 +69,8 @@ def _run(args) -> int:
         try:
             node = NutRosNode()
         except Exception as err:  # noqa: BLE001 - invalid parameters: say why and exit non-zero
+            if stop_requested():
+                raise Stop(signal_received()) from err
             rclpy.logging.get_logger(topics.NODE_NAME).fatal(str(err))
             return 2
         if node.params.autostart:
