@@ -137,11 +137,11 @@ def test_a_stop_signal_turned_into_another_error_while_configuring_still_stops(m
     import rclpy
     from rclpy.lifecycle import TransitionCallbackReturn
 
-    from nut_ros.ros import lifecycle_node, node as node_main
+    from nut_ros.ros import lifecycle_node, stop_signals
 
     def interrupted(params, log):
         if stopping:
-            monkeypatch.setattr(node_main, "_stop_signals", [signal.SIGTERM])
+            monkeypatch.setattr(stop_signals, "_stop_signals", [signal.SIGTERM])
         raise ValueError("could not determine the shape of object type 'torch.storage.UntypedStorage'")
 
     monkeypatch.setattr(lifecycle_node, "build_pipeline", interrupted)
@@ -150,7 +150,7 @@ def test_a_stop_signal_turned_into_another_error_while_configuring_still_stops(m
     node = lifecycle_node.NutRosNode(context=context)
     try:
         if stopping:
-            with pytest.raises(node_main.Stop):
+            with pytest.raises(stop_signals.Stop):
                 node.trigger_configure()
             assert node.error is None
         else:

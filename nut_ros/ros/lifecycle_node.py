@@ -32,7 +32,7 @@ from rcl_interfaces.msg import SetParametersResult
 from nut_ros.ros import topics
 from nut_ros.ros.health import ERROR, WARN, assess, diagnostics_message, stats_message
 from nut_ros.ros.input_sync import LatestSlot, Matched
-from nut_ros.ros.node import Stop, signal_received, stop_requested
+from nut_ros.ros.stop_signals import Stop, signal_received, stop_requested
 from nut_ros.ros.params import NodeParams, ParamError, coerce_value, declare_and_read
 from nut_ros.ros.processor import FrameProcessor, build_pipeline, processor_settings
 from nut_ros.ros.transport import choose_reliability, loss_advice

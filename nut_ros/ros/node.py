@@ -11,38 +11,12 @@ from __future__ import annotations
 import signal
 import sys
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class Stop(BaseException):
-    """Raised in the main thread by a stop signal (a BaseException, so no ``except Exception`` swallows it)."""
-
-
-_stop_signals: list[int] = []  # the stop signal received, once one has arrived
-
-
-def stop_requested() -> bool:
-    """Whether a stop signal has arrived. Code that catches every ``Exception`` asks before reporting a failure:
-    the ``Stop`` a signal raises inside a C extension can come out as another error (torch turns one raised while
-    it builds a tensor from loaded weights into "ValueError: could not determine the shape of object type")."""
-    return bool(_stop_signals)
-
-
-def signal_received() -> int | None:
-    """The stop signal that arrived, or None."""
-    return _stop_signals[0] if _stop_signals else None
-
-
-def _on_signal(signum, frame):
-    for sig in STOP_SIGNALS:  # a second signal during the clean-up must not interrupt it
-        signal.signal(sig, signal.SIG_IGN)
-    _stop_signals.append(signum)
-    raise Stop(signum)
+from nut_ros.ros.stop_signals import STOP_SIGNALS, Stop, on_signal, signal_received, stop_requested
 
 
 def main(args=None) -> int:
     for sig in STOP_SIGNALS:
-        signal.signal(sig, _on_signal)
+        signal.signal(sig, on_signal)
     try:
         return _run(args)
     except Stop:
