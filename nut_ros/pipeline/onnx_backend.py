@@ -1,4 +1,5 @@
-"""ONNX Runtime backend: the exported encoder and decoder graphs (``engine/export_onnx.py``), torch rasterizer.
+"""ONNX Runtime backend: the exported encoder and decoder graphs (``engine/export_onnx.py``); renders with
+:func:`nut_ros.render.rasterize` (``impl="auto"``: the compiled CPU kernel for its CPU tensors).
 
 Same interface as :class:`nut_ros.pipeline.backends.TorchBackend`. The handle of a frame is the encoder graph's
 outputs by name (views of onnxruntime's output arrays), fed back to the decoder graph as ``prev_*`` / ``cur_*``;
