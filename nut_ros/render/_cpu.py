@@ -103,8 +103,10 @@ def rasterize_cpu(means: Tensor, scales: Tensor, rotations: Tensor, opacities: T
         color = torch.empty(b, 3, height, width)
         depth = torch.empty(b, 1, height, width)
         alpha = torch.empty(b, 1, height, width)
-        lib.ortho_render_cpu(b, n, height, width, *(t.data_ptr() for t in arrays), color.data_ptr(),
-                             depth.data_ptr(), alpha.data_ptr(), int(threads or torch.get_num_threads()),
-                             int(max_entries))
+        failed = lib.ortho_render_cpu(b, n, height, width, *(t.data_ptr() for t in arrays), color.data_ptr(),
+                                      depth.data_ptr(), alpha.data_ptr(), int(threads or torch.get_num_threads()),
+                                      int(max_entries))
+    if failed:
+        raise MemoryError(f"the CPU rasterizer ran out of memory rendering {b} x {n} Gaussians at {width}x{height}")
     dtype = means.dtype
     return color.to(dtype), depth.to(dtype), alpha.to(dtype)

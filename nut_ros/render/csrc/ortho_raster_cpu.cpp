@@ -18,7 +18,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <new>
 #include <numeric>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -215,7 +217,10 @@ void render_image(const Image& im, int threads, size_t max_entries) {
         }
     };
     std::vector<std::thread> pool;
-    for (int t = 1; t < std::min(threads, nby); ++t) pool.emplace_back(work);
+    try {
+      for (int t = 1; t < std::min(threads, nby); ++t) pool.emplace_back(work);
+    } catch (const std::system_error&) {  // no more threads to be had: the ones started and this one do the work
+    }
     work();
     for (auto& t : pool) t.join();
     first = last;
@@ -239,19 +244,25 @@ void render_image(const Image& im, int threads, size_t max_entries) {
 
 // Renders `batch` images of `n` Gaussians each (arrays batch-major, as torch lays out [B, N, .] tensors); outputs are
 // planar: color [B, 3, H, W], depth and alpha [B, 1, H, W]; `threads` workers, at most `max_entries` list entries at
-// once (see render_image). Returns 0.
+// once (see render_image). Returns 0, or 1 when memory ran out (no exception crosses into the caller).
 extern "C" int ortho_render_cpu(int batch, int n, int height, int width, const float* uv, const float* depth,
                                 const float* cov, const float* conic, const float* opacity, const float* colors,
                                 const int64_t* rect_min, const int64_t* rect_max, const uint8_t* visible,
                                 const float* background, float* out_color, float* out_depth, float* out_alpha,
                                 int threads, int64_t max_entries) {
   const size_t hw = static_cast<size_t>(height) * width;
-  for (int b = 0; b < batch; ++b) {
-    const size_t g = static_cast<size_t>(b) * n;
-    const Image im{n, height, width, uv + 2 * g, depth + g, cov + 3 * g, conic + 3 * g, opacity + g, colors + 3 * g,
-                   rect_min + 2 * g, rect_max + 2 * g, visible + g, {background[0], background[1], background[2]},
-                   out_color + 3 * hw * b, out_depth + hw * b, out_alpha + hw * b};
-    render_image(im, std::max(threads, 1), static_cast<size_t>(std::max<int64_t>(max_entries, 1)));
+  try {
+    for (int b = 0; b < batch; ++b) {
+      const size_t g = static_cast<size_t>(b) * n;
+      const Image im{n, height, width, uv + 2 * g, depth + g, cov + 3 * g, conic + 3 * g, opacity + g,
+                     colors + 3 * g, rect_min + 2 * g, rect_max + 2 * g, visible + g,
+                     {background[0], background[1], background[2]}, out_color + 3 * hw * b, out_depth + hw * b,
+                     out_alpha + hw * b};
+      render_image(im, std::max(threads, 1),  // list offsets are ints: at most 2^30 entries at once
+                   static_cast<size_t>(std::clamp<int64_t>(max_entries, 1, int64_t{1} << 30)));
+    }
+  } catch (const std::bad_alloc&) {
+    return 1;
   }
   return 0;
 }
