@@ -124,3 +124,19 @@ def test_chunked_lists_give_the_same_image_and_one_thread_too():
     for threads, max_entries in ((2, 1000), (1, 1), (1, _cpu.MAX_ENTRIES)):
         part = _cpu.rasterize_cpu(*inputs, 72, 128, bg, LOWPASS, threads=threads, max_entries=max_entries)
         assert all(torch.equal(a, b) for a, b in zip(whole, part)), (threads, max_entries)
+
+
+def test_an_unwritable_cache_folder_falls_back_to_the_temporary_directory(tmp_path, monkeypatch):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("NUT_ROS_CACHE", str(blocked / "nut_ros"))
+    monkeypatch.setattr(_cpu.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    assert _cpu.cache_dir().parent == tmp_path / "tmp"
+    _cpu.library.cache_clear()
+    try:
+        out = _cpu.rasterize_cpu(*pixel_aligned_scene(8, 6, seed=1), 12, 16, torch.full((3,), 0.5), LOWPASS)
+        assert out[0].shape == (1, 3, 12, 16)
+        assert list((tmp_path / "tmp").glob("nut_ros-*/ortho_raster_cpu_*.so"))
+    finally:
+        _cpu.library.cache_clear()

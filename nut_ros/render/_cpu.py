@@ -1,7 +1,7 @@
 """Compiled CPU forward pass of the orthographic rasterizer (``csrc/ortho_raster_cpu.cpp``), built just in time.
 
 The kernel is plain C++17 with no torch headers: the first :func:`rasterize_cpu` call compiles it with the system
-C++ compiler (``$CXX``, else ``c++``) for the CPU it runs on, in about two seconds, into ``$NUT_ROS_CACHE`` (default
+C++ compiler (``$CXX``, else ``c++``) for the CPU it runs on, in about two seconds, into :func:`cache_dir` (default
 ``~/.cache/nut_ros``) under a name that hashes the sources, the flags, the compiler and the CPU, and loads it
 through ctypes. A failed build raises ``RuntimeError`` with the compiler's message; :func:`nut_ros.render.rasterize`
 then renders with the torch implementation (and does not try again in that process). Forward only: renders that
@@ -36,10 +36,26 @@ MAX_ENTRIES = 1 << 24
 
 
 def cache_dir() -> Path:
-    """Where built kernels are kept: ``$NUT_ROS_CACHE``, else ``$XDG_CACHE_HOME/nut_ros`` or ``~/.cache/nut_ros``."""
+    """Where built kernels are kept: ``$NUT_ROS_CACHE``, else ``$XDG_CACHE_HOME/nut_ros`` or ``~/.cache/nut_ros``;
+    where that cannot be created or written (a service user's read-only home), a folder of this user's in the
+    system's temporary directory."""
     if os.environ.get("NUT_ROS_CACHE"):
-        return Path(os.environ["NUT_ROS_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nut_ros"
+        wanted = Path(os.environ["NUT_ROS_CACHE"])
+    else:
+        try:
+            wanted = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nut_ros"
+        except RuntimeError:  # no home directory known
+            wanted = None
+    if wanted is not None:
+        try:
+            wanted.mkdir(parents=True, exist_ok=True)
+            if os.access(wanted, os.W_OK):
+                return wanted
+        except OSError:
+            pass
+    fallback = Path(tempfile.gettempdir()) / f"nut_ros-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    fallback.mkdir(parents=True, exist_ok=True)
+    return fallback
 
 
 def cpu_identity() -> str:
@@ -71,7 +87,6 @@ def library() -> ctypes.CDLL:
         digest.update(part)
     target = cache_dir() / f"ortho_raster_cpu_{digest.hexdigest()[:16]}.so"
     if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # built aside, then moved in whole
             built = Path(tmp) / target.name
             run = subprocess.run([cxx, *FLAGS, f"-I{CSRC}", str(SOURCE), "-o", str(built)], capture_output=True,
