@@ -102,9 +102,10 @@ def rasterize(inputs: RasterInputs, height: int, width: int,
     ``RuntimeWarning`` per cause when a kernel is missing. ``lowpass``: px² added to each screen covariance's
     diagonal, always given: the model's ``ModelConfig.raster_lowpass`` (0.1 for ``tiny``/``small``) for a model's
     Gaussians, :data:`~nut_ros.render.projection.LOWPASS` (the reference's 0.3) for the reference's scenes.
-    ``pair_budget``: the CUDA extension's sort buffer for renders without gradients (:mod:`nut_ros.render.pair_budget`:
-    no wait for the GPU; the caller checks :meth:`~nut_ros.render.pair_budget.PairBudget.overflowed` once the outputs are on the
-    host); other renders ignore it.
+    ``pair_budget``: the CUDA extension's sort buffer for renders without gradients
+    (:mod:`nut_ros.render.pair_budget`: no wait for the GPU; the caller checks
+    :meth:`~nut_ros.render.pair_budget.PairBudget.overflowed` once the outputs are on the host); other renders ignore
+    it.
     """
     if impl not in ("auto", "torch", "cuda", "cpu"):
         raise ValueError(f"unknown rasterizer impl {impl!r}")
