@@ -99,7 +99,7 @@ def test_without_a_compiler_auto_falls_back_to_torch_with_one_warning(tmp_path, 
     monkeypatch.setenv("NUT_ROS_CACHE", str(tmp_path))
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     _cpu.library.cache_clear()
-    rasterizer._cpu_rasterizer.cache_clear()
+    rasterizer._kernel.cache_clear()
     rasterizer._warn_fallback.cache_clear()
     inputs = pixel_aligned_scene(16, 9, seed=2)
     try:
@@ -113,7 +113,7 @@ def test_without_a_compiler_auto_falls_back_to_torch_with_one_warning(tmp_path, 
         assert torch.equal(out.color, rasterize(inputs, 18, 32, impl="torch", lowpass=LOWPASS).color)
     finally:
         _cpu.library.cache_clear()
-        rasterizer._cpu_rasterizer.cache_clear()
+        rasterizer._kernel.cache_clear()
         rasterizer._warn_fallback.cache_clear()
 
 

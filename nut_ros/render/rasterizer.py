@@ -44,24 +44,24 @@ def _import_cuda():
     return _cuda.rasterize_cuda
 
 
-@functools.lru_cache(maxsize=None)
-def _cuda_rasterizer() -> tuple[Callable | None, str]:
-    """``(rasterize_cuda, "")``, or ``(None, why)`` when the extension cannot be imported or built; decided once."""
-    try:
-        return _import_cuda(), ""
-    except (ImportError, OSError, RuntimeError) as err:
-        return None, f"{type(err).__name__}: {err}"
-
-
-@functools.lru_cache(maxsize=None)
-def _cpu_rasterizer() -> tuple[Callable | None, str]:
-    """``(rasterize_cpu, "")``, or ``(None, why)`` when the CPU kernel cannot be built or loaded; decided once."""
+def _import_cpu():
+    """Build or load the compiled CPU kernel (raises OSError/RuntimeError when unavailable)."""
     from nut_ros.render import _cpu
 
+    _cpu.library()
+    return _cpu.rasterize_cpu
+
+
+_KERNELS = {"CUDA": _import_cuda, "CPU": _import_cpu}
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel(kind: str) -> tuple[Callable | None, str]:
+    """``(rasterize function, "")`` of the compiled rasterizer ``kind`` ("CUDA": the extension, "CPU": the CPU
+    kernel), or ``(None, why)`` when it cannot be imported, built or loaded; decided once per process."""
     try:
-        _cpu.library()
-        return _cpu.rasterize_cpu, ""
-    except (OSError, RuntimeError) as err:
+        return _KERNELS[kind](), ""
+    except (ImportError, OSError, RuntimeError) as err:
         return None, f"{type(err).__name__}: {err}"
 
 
@@ -113,7 +113,7 @@ def rasterize(inputs: RasterInputs, height: int, width: int,
     if means.dim() != 3 or means.shape[-1] != 3:
         raise ValueError(f"means must be [B, N, 3], got {tuple(means.shape)}")
     if impl == "cuda" or (impl == "auto" and means.is_cuda):
-        cuda_fn, why = _cuda_rasterizer()
+        cuda_fn, why = _kernel("CUDA")
         if impl == "cuda" and (cuda_fn is None or not means.is_cuda):
             raise RuntimeError("impl='cuda' needs CUDA tensors and the built nut_ros.render._cuda extension: "
                                + (why or "the tensors are not on a GPU"))
@@ -122,7 +122,7 @@ def rasterize(inputs: RasterInputs, height: int, width: int,
         else:  # the kernel reads the background as numbers (a tensor only when its gradient is wanted)
             return RenderOutput(*cuda_fn(*inputs, height, width, background, lowpass, pair_budget))
     elif impl == "cpu" or (impl == "auto" and means.dtype == torch.float32 and not _wants_grad(inputs, background)):
-        cpu_fn, why = _cpu_rasterizer()
+        cpu_fn, why = _kernel("CPU")
         if impl == "cpu" and (cpu_fn is None or _wants_grad(inputs, background)):
             raise RuntimeError("impl='cpu' renders without gradients with the built CPU kernel: "
                                + (why or "gradients are wanted (use impl='torch')"))
