@@ -35,6 +35,11 @@ class RasterInputs(NamedTuple):
     opacities: Tensor  # [B, N, 1] α(t)
     colors: Tensor  # [B, N, 3]
 
+    def wants_grad(self, background) -> bool:
+        """Whether autograd records a render of these inputs over ``background`` (a tensor or numbers): a
+        gradient is enabled and any of them requires one (the compiled kernels render without it otherwise)."""
+        return torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in (*self, background))
+
 
 @dataclass
 class Gaussians:

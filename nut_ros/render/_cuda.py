@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from nut_ros.core.gaussians import RasterInputs
 from nut_ros.render.kernel_config import CSRC
 from nut_ros.render.pair_budget import PairBudget
 from nut_ros.render.projection import project_gaussians
@@ -132,9 +133,8 @@ def rasterize_cuda(means: Tensor, scales: Tensor, rotations: Tensor, opacities: 
     """
     if not means.is_cuda:
         raise ValueError("rasterize_cuda needs CUDA tensors")
-    inputs = (means, scales, rotations, opacities, colors)
-    if not (torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad
-                                            for t in (*inputs, background))):
+    inputs = RasterInputs(means, scales, rotations, opacities, colors)
+    if not inputs.wants_grad(background):
         # inference: no state for a backward pass, and with a budget no wait for the pair count
         gaussians = means.shape[0] * means.shape[1]
         capacity = pair_budget.capacity(gaussians) if pair_budget is not None else 0

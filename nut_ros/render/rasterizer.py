@@ -86,10 +86,6 @@ def _warn_fallback(kernel: str, why: str) -> None:
                   stacklevel=3)
 
 
-def _wants_grad(inputs: RasterInputs, background) -> bool:
-    return torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in (*inputs, background))
-
-
 def rasterize(inputs: RasterInputs, height: int, width: int,
               background: Sequence[float] | Tensor = (0.5, 0.5, 0.5), impl: str = "auto", *,
               lowpass: float, pair_budget: PairBudget | None = None) -> RenderOutput:
@@ -121,9 +117,9 @@ def rasterize(inputs: RasterInputs, height: int, width: int,
             _warn_fallback("CUDA", why)
         else:  # the kernel reads the background as numbers (a tensor only when its gradient is wanted)
             return RenderOutput(*cuda_fn(*inputs, height, width, background, lowpass, pair_budget))
-    elif impl == "cpu" or (impl == "auto" and means.dtype == torch.float32 and not _wants_grad(inputs, background)):
+    elif impl == "cpu" or (impl == "auto" and means.dtype == torch.float32 and not inputs.wants_grad(background)):
         cpu_fn, why = _kernel("CPU")
-        if impl == "cpu" and (cpu_fn is None or _wants_grad(inputs, background)):
+        if impl == "cpu" and (cpu_fn is None or inputs.wants_grad(background)):
             raise RuntimeError("impl='cpu' renders without gradients with the built CPU kernel: "
                                + (why or "gradients are wanted (use impl='torch')"))
         if cpu_fn is None:
