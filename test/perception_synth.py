@@ -42,36 +42,40 @@ def blob(rng: np.random.Generator, center, n: int, radius: float = 0.25) -> np.n
 
 
 def step(world_points: np.ndarray, world_velocities: np.ndarray, prev_pose, pose, stamp_ns: int, rng,
-         noise: float = 0.03, paired: bool = True, metric: bool = True, frame_id: str = "cam") -> StepResult:
-    """The result a perfect pipeline would give (plus velocity noise) for points seen from ``pose``."""
+         noise: float = 0.03, paired: bool = True, metric: bool = True, frame_id: str = "cam",
+         dt: float = DT) -> StepResult:
+    """The result a perfect pipeline would give (plus velocity noise) for points seen from ``pose``, ``dt`` after
+    ``prev_pose``. ``noise`` is the velocity noise's standard deviation at :data:`DT`: a pipeline's error is one of
+    the pair's displacement, so over a shorter interval the same error is a larger one in speed."""
     rot, trans = pose[:3, :3], pose[:3, 3]
     cam = (world_points - trans) @ rot
     visible = (cam[:, 2] > 0.3) & (np.abs(K.fx * cam[:, 0] / np.maximum(cam[:, 2], 1e-6)) < K.width / 2)
     cam = cam[visible]
     vel = np.zeros_like(cam)
     if paired:
-        vel = field_from_poses(prev_pose, pose, DT)(cam) + world_velocities[visible] @ rot
-        vel += rng.normal(0, noise, vel.shape)
+        vel = field_from_poses(prev_pose, pose, dt)(cam) + world_velocities[visible] @ rot
+        vel += rng.normal(0, noise * DT / dt, vel.shape)
     n = cam.shape[0]
     cloud = GaussianCloud(cam.astype(np.float32), np.full((n, 3), 0.01, np.float32),
                           np.tile(np.float32([1, 0, 0, 0]), (n, 1)), np.ones(n, np.float32),
                           np.full((n, 3), 0.5, np.float32), vel.astype(np.float32), metric=metric)
     return StepResult(stamp_ns, frame_id, metric, "topic" if metric else "none", [], cloud, K, paired=paired,
-                      pair_interval_s=DT if paired else None)
+                      pair_interval_s=dt if paired else None)
 
 
 def scene_stream(frames: int, movers=((-1.0, 0.5, 3.0, 0.8, 0.0, 0.0),), camera_speed=0.4, yaw_rate=0.2, seed=0,
-                 n_room: int = 6000, n_blob: int = 300, noise: float = 0.03):
-    """Yields ``(result, pose, truths)``; ``movers`` rows are (x, y, z, vx, vy, vz) in the world frame at t = 0."""
+                 n_room: int = 6000, n_blob: int = 300, noise: float = 0.03, dt: float = DT):
+    """Yields ``(result, pose, truths)``, a frame every ``dt`` seconds; ``movers`` rows are (x, y, z, vx, vy, vz) in
+    the world frame at t = 0."""
     rng = np.random.default_rng(seed)
     room = room_points(rng, n_room)
     offsets = [blob(rng, (0, 0, 0), n_blob) for _ in movers]
     prev = yaw_pose(0, (0, 0, 0))
     for j in range(frames):
-        t = j * DT
+        t = j * dt
         pose = yaw_pose(yaw_rate * math.sin(t), (camera_speed * math.sin(0.5 * t), 0, 0))
         truths = [(np.array(m[:3]) + np.array(m[3:]) * t, np.array(m[3:])) for m in movers]
         pts = np.concatenate([room] + [c + o for (c, _), o in zip(truths, offsets)])
         vel = np.concatenate([np.zeros_like(room)] + [np.tile(v, (n_blob, 1)) for _, v in truths])
-        yield step(pts, vel, prev, pose, round(t * 1e9), rng, noise, paired=j > 0), pose, truths
+        yield step(pts, vel, prev, pose, round(t * 1e9), rng, noise, paired=j > 0, dt=dt), pose, truths
         prev = pose

@@ -91,6 +91,17 @@ def test_the_build_is_kept_per_source_and_cpu(tmp_path, monkeypatch):
         _cpu.library()  # loaded from the cache, not built again
         assert list(tmp_path.glob("ortho_raster_cpu_*.so")) == built
         assert not [p for p in tmp_path.iterdir() if p.is_dir()], "no build folder left behind"
+        # another CPU (a cache shared over NFS) and an edited source each get a build of their own
+        monkeypatch.setattr(_cpu, "cpu_identity", lambda: "another-cpu")
+        _cpu.library.cache_clear()
+        _cpu.library()
+        edited = tmp_path / "src" / _cpu.SOURCE.name
+        edited.parent.mkdir()
+        edited.write_text(_cpu.SOURCE.read_text() + "\n// edited\n")
+        monkeypatch.setattr(_cpu, "SOURCE", edited)
+        _cpu.library.cache_clear()
+        _cpu.library()
+        assert len(set(tmp_path.glob("ortho_raster_cpu_*.so"))) == 3
     finally:
         _cpu.library.cache_clear()
 

@@ -52,6 +52,24 @@ def test_resize_square_keeps_mean_and_range(images):
     assert r.mean() == pytest.approx(a.mean(), abs=0.01)
 
 
+def test_resize_square_samples_the_image_at_the_output_pixel_centres():
+    """A linear image stays linear under a symmetric resampling filter: away from the borders each output pixel
+    is the input's value at its centre, ``(j + 0.5)·scale - 0.5`` in input pixels, per axis (a flip, a blur to the
+    mean or a transposition fails)."""
+    h, w, size = 48, 80, 16
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    img = np.stack([u / (w - 1), v / (h - 1), np.full((h, w), 0.25)], axis=-1)
+    r = resize_square(img, size)
+    centres = np.arange(size) + 0.5
+    inner = slice(2, size - 2)
+    expect_u = (centres * w / size - 0.5) / (w - 1)
+    expect_v = (centres * h / size - 0.5) / (h - 1)
+    np.testing.assert_allclose(r[inner, inner, 0], np.broadcast_to(expect_u[inner], (size - 4, size - 4)), atol=1e-5)
+    np.testing.assert_allclose(r[inner, inner, 1], np.broadcast_to(expect_v[inner, None], (size - 4, size - 4)),
+                               atol=1e-5)
+    np.testing.assert_allclose(r[..., 2], 0.25, atol=1e-6)
+
+
 def test_depth_errors_known_values_and_alignment():
     gt = np.array([[1.0, 2.0], [4.0, np.nan]])
     pred = np.array([[1.1, 1.8], [4.0, 3.0]])

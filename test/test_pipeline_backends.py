@@ -44,8 +44,9 @@ def test_checkpoint_and_random_init_build_the_same_architecture(tmp_path):
     loaded = make_backend("torch", "tiny", checkpoint=path)
     assert isinstance(loaded, Backend) and loaded.name == "torch" and loaded.device == "cpu"
     assert loaded.model_config.image_size == (48, 96)
-    for a, b in zip(model.state_dict().values(), loaded.model.state_dict().values()):
-        assert torch.equal(a, b)
+    saved, restored = model.state_dict(), loaded.model.state_dict()
+    assert saved.keys() == restored.keys()
+    assert all(torch.equal(saved[k], restored[k]) for k in saved)
     fresh = make_backend("torch", "tiny", random_init=True)
     assert fresh.model_config.image_size == (144, 256) and not fresh.model.training
 

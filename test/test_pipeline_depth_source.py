@@ -58,8 +58,11 @@ def test_motion_alone_gives_a_relative_depth_input(backend):
     truth = model_size(truths[-1], last.input_depth)
     e = depth_errors(last.input_depth, truth, align_median=True)
     assert e["abs_rel"] < 0.1, e
-    rendered = depth_errors(last.newest.depth, truth, align_median=True)  # scale-only alignment works on the render
-    assert rendered["abs_rel"] < 0.5 and rendered["pixels"] > 0.5 * truth.size, rendered
+    # the render is published in the input's relative unit: the canonical depth slot maps back into the input's
+    # range (an untrained network's depth is no better than a constant, so its error is not tested here)
+    shown = last.newest.depth[np.isfinite(last.newest.depth)]
+    assert shown.size > 0.5 * truth.size
+    assert 0.95 * last.input_depth.min() <= shown.min() and shown.max() <= 1.05 * last.input_depth.max()
 
 
 @pytest.mark.parametrize("odometry", [True, False])
