@@ -89,3 +89,26 @@ def test_output_bag(replay):
     assert np.nanmedian(depth) == pytest.approx(2.0, abs=0.11)
     stats = msgs["/nut_ros/stats"]
     assert stats.frames_processed == 3 and stats.metric and stats.model == "tiny"
+
+
+def test_a_bag_nothing_can_be_made_of_fails_and_says_why(tmp_path, capsys):
+    """A bag of 16-bit images (a depth stream given as the camera) is refused frame by frame before the pipeline:
+    the report counts every refusal with its reason and the command fails instead of writing an empty report."""
+    bag = tmp_path / "input"
+    with BagWriter(bag, storage="sqlite3") as w:
+        for i in range(4):
+            stamp = 10**9 + i * 33_333_333
+            w.write("/cam/image", stamp, numpy_to_image(np.full((H, W), 1000, np.uint16), "mono16", stamp, "cam",
+                                                        "rosbags"))
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny.safetensors"
+    save_checkpoint(build_model("tiny", image_size=(48, 96)), ckpt)
+    out = tmp_path / "out"
+    rc = main([str(bag), "--out", str(out), "--image-topic", "/cam/image", "--checkpoint", str(ckpt), "--quiet"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "no frame" in err and "mono16" in err
+    s = json.loads((out / "report.json").read_text())["summary"]
+    assert s["key_frames"] == 0 and sum(s["input_drops"].values()) == 4
+    assert all("mono16" in reason for reason in s["input_drops"])
+    assert "Frames refused before the pipeline" in (out / "report.md").read_text()

@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from nut_ros.pipeline.backends import BACKENDS
@@ -114,6 +115,7 @@ def run_replay(args: argparse.Namespace) -> dict:
     processor = replay_processor(pipeline, clock, args.depth_topic, info_topic, odom_topic, params)
     info = {"backend": backend.name, "model": backend.model_config.name}
     start = time.perf_counter()
+    input_drops = Counter()  # frames the node's path refused before the pipeline (encoding, size, bad values)
     with BagWriter(bag_out, storage=args.storage) as writer:
         progress = _progress(args.max_frames, args.quiet)
         matches = replay_matches(args.bag, processor, clock, args.image_topic, args.depth_topic, info_topic,
@@ -125,17 +127,22 @@ def run_replay(args: argparse.Namespace) -> dict:
             if i % args.stride:  # held out: rendered by interpolation at the next key frame
                 try:
                     frame, _ = processor.build(matched)
-                except ValueError:
+                except ValueError as err:
+                    input_drops[str(err)] += 1
                     continue
                 evaluator.add(frame, frame.depth_m)
                 continue
+            dropped_before = pipeline.stats.frames_dropped
             outcome = processor.process(matched, push=lambda f: evaluator.add(_input(f, args.no_input_depth),
                                                                               f.depth_m))
+            if outcome.drop is not None and pipeline.stats.frames_dropped == dropped_before:
+                input_drops[outcome.drop] += 1  # the pipeline's own drops are in its stats
             if outcome.result is not None and outcome.drop is None:
                 write_outputs(writer, processor, outcome, info)
         progress.close()
     elapsed = time.perf_counter() - start
     summary = evaluator.summary()
+    summary["input_drops"] = dict(input_drops.most_common())
     summary["wall_s"] = elapsed
     summary["throughput_fps"] = summary["key_frames"] / elapsed if elapsed > 0 else None
     meta["output_bag"] = str(bag_out)
@@ -197,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(args.seed)
     summary = run_replay(args)
+    if not summary["key_frames"]:  # nothing the pipeline could use: say why instead of an empty report
+        why = "; ".join(f"{n}x {reason}" for reason, n in list(summary["input_drops"].items())[:3])
+        drops = summary["pipeline"]["drops"]
+        print(f"nut_ros_replay: no frame of {args.bag} was processed ({why or 'no input drops'}; pipeline drops: "
+              f"{drops or 'none'}); report in {args.out}", file=sys.stderr)
+        return 1
     k, m, b, fw = summary["key"], summary["interp"], summary["blend"], summary["flow_warp"]
     print(f"key PSNR {k['psnr']}, interp PSNR {m['psnr']} (blend {b['psnr']}, flow warp {fw['psnr']}); report in "
           f"{args.out}")
