@@ -79,6 +79,46 @@ def test_errors(tmp_path, rgbd_folder):
         main([str(color), str(tmp_path / "b4"), "--resize", "64by48"])
 
 
+@pytest.mark.parametrize("option", [["--hfov", "0"], ["--hfov", "180"], ["--fps", "0"], ["--fps", "-5"],
+                                    ["--fps", "nan"], ["--fps", "inf"], ["--resize", "0x0"], ["--max-frames", "0"],
+                                    ["--intrinsics", "0,50,32,24"], ["--intrinsics", "50,50,nan,24"]])
+def test_bad_options_are_refused_before_anything_is_written(tmp_path, rgbd_folder, option, capsys):
+    color, _ = rgbd_folder
+    with pytest.raises(SystemExit) as exit_:
+        main([str(color), str(tmp_path / "bag"), *option])
+    assert exit_.value.code == 2 and option[0] in capsys.readouterr().err
+    assert not (tmp_path / "bag").exists()
+
+
+def test_a_failed_bag_is_removed_and_the_reason_printed(tmp_path, rgbd_folder, capsys):
+    """Too few poses fail half way: no partial bag is left to block (or pass for) the next attempt; an existing
+    folder is never removed."""
+    color, _ = rgbd_folder
+    poses = tmp_path / "poses.txt"
+    poses.write_text("\n".join(" ".join(map(str, np.eye(4).ravel())) for _ in range(3)) + "\n")
+    assert main([str(color), str(tmp_path / "bag"), "--poses", str(poses)]) == 1
+    assert "fewer than the images" in capsys.readouterr().err and not (tmp_path / "bag").exists()
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "mine.txt").write_text("x")
+    assert main([str(color), str(tmp_path / "kept")]) == 1
+    assert (tmp_path / "kept" / "mine.txt").read_text() == "x"
+
+
+def test_depth_maps_among_the_frames_and_a_second_camera_are_refused(tmp_path, rgbd_folder, capsys):
+    color, depth = rgbd_folder
+    mixed = tmp_path / "mixed"  # 7-Scenes' layout: frame-N.color.png beside frame-N.depth.png
+    mixed.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(mixed / f"frame-{i}.color.png"), _colour(i))
+        cv2.imwrite(str(mixed / f"frame-{i}.depth.png"), np.full((48, 64), 1000, np.uint16))
+    assert main([str(mixed), str(tmp_path / "b1")]) == 1
+    assert "depth?" in capsys.readouterr().err
+    assert main([str(mixed), str(tmp_path / "b2"), "--pattern", "*.color.png"]) == 0
+    cv2.imwrite(str(color / "11.png"), np.zeros((24, 32, 3), np.uint8))
+    assert main([str(color), str(tmp_path / "b3")]) == 1
+    assert "one camera" in capsys.readouterr().err
+
+
 @pytest.mark.shared
 def test_real_rgbd_clip(tmp_path, shared_dir):
     data = shared_dir / "data" / "slambook2_rgbd5"

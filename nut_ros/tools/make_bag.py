@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -75,10 +77,15 @@ def iter_source(source: Path, pattern: str, stride: int, max_frames: int | None,
                 continue
             if max_frames is not None and emitted >= max_frames:
                 return
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if bgr is None:
+            raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if raw is None:
                 raise ValueError(f"cannot read image {path}")
-            emitted += 1
+            if raw.dtype != np.uint8 and raw.ndim == 2:  # a depth map among the colour frames (7-Scenes' layout)
+                raise ValueError(f"{path} is a one-channel {raw.dtype} image (depth?), not a camera frame: choose "
+                                 "the colour images with --pattern")
+            emitted += 1  # 8-bit BGR as read; grey, alpha or 16-bit colour converted by OpenCV's own rules
+            bgr = raw if raw.dtype == np.uint8 and raw.ndim == 3 and raw.shape[2] == 3 else cv2.imread(
+                str(path), cv2.IMREAD_COLOR)
             yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         return
     capture = cv2.VideoCapture(str(source))
@@ -118,6 +125,9 @@ def source_frames(source: Path, *, pattern: str = "*", intrinsics: tuple[float, 
     cam = None
     for index, rgb in iter_source(source, pattern, stride, max_frames, start):
         src_h, src_w = rgb.shape[:2]
+        if cam is not None and (src_w, src_h) != (native.width, native.height):  # one camera per bag
+            raise ValueError(f"frame {index} is {src_w}x{src_h}, the first was {native.width}x{native.height}: a "
+                             "bag holds one camera")
         if cam is None:
             native = Intrinsics(*intrinsics, src_w, src_h) if intrinsics else guess_intrinsics(src_w, src_h, hfov_deg)
             cam = native.scaled(*resize) if resize else native
@@ -153,16 +163,39 @@ def bag_depth(path: Path, source_shape: tuple[int, int], resize: tuple[int, int]
 
 def parse_size(text: str) -> tuple[int, int]:
     match = re.fullmatch(r"(\d+)x(\d+)", text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}")
+    if not match or int(match[1]) < 1 or int(match[2]) < 1:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT of at least 1x1, got {text!r}")
     return int(match[1]), int(match[2])
 
 
 def parse_intrinsics(text: str) -> tuple[float, float, float, float]:
-    values = [float(v) for v in text.split(",")]
-    if len(values) != 4:
-        raise argparse.ArgumentTypeError(f"intrinsics must be fx,fy,cx,cy, got {text!r}")
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4 or not all(map(math.isfinite, values)) or min(values[:2]) <= 0:
+        raise argparse.ArgumentTypeError(f"intrinsics must be fx,fy,cx,cy (finite, fx and fy > 0), got {text!r}")
     return values[0], values[1], values[2], values[3]
+
+
+def positive(kind: type):
+    """An argparse type: a finite number of ``kind`` above 0."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text!r}")
+        return value
+    return parse
+
+
+def field_of_view(text: str) -> float:
+    value = positive(float)(text)
+    if value >= 180:
+        raise argparse.ArgumentTypeError(f"a pinhole's field of view is below 180 degrees, got {text!r}")
+    return value
 
 
 def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | None = None, pattern: str = "*",
@@ -176,6 +209,8 @@ def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | 
     The bag holds every ``stride``-th source frame from index ``start``; stamps keep the source timing.
     """
     source, output = Path(source), Path(output)
+    if output.exists():
+        raise FileExistsError(f"{output} exists: a bag is written to a new folder")
     if stride < 1 or start < 0:
         raise ValueError(f"need stride >= 1 and start >= 0, got stride {stride}, start {start}")
     depth_files = list_files(Path(depth_dir), DEPTH_SUFFIXES, depth_pattern) if depth_dir else None
@@ -186,9 +221,24 @@ def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | 
         topics["depth"] = f"{ns}/depth" + ("/compressedDepth" if compressed else "")
     if camera_poses:
         topics["odom"] = f"{ns}/odom"
-    count, cam = 0, None
     frames = source_frames(source, pattern=pattern, intrinsics=intrinsics, hfov_deg=hfov_deg, max_frames=max_frames,
                            stride=stride, start=start, resize=resize, fps=fps)
+    try:
+        count, cam = _write(output, storage, frames, topics, camera_poses, poses, depth_files, resize, compressed,
+                            jpeg_quality, frame_id, world_frame)
+        if count == 0:
+            raise ValueError(f"no frames read from {source}")
+    except BaseException:
+        if output.exists():  # no partial bag left behind to block the next attempt (it did not exist before)
+            shutil.rmtree(output, ignore_errors=True)
+        raise
+    return BagSummary(output, count, cam.width, cam.height, cam, topics)
+
+
+def _write(output: Path, storage: str, frames, topics: dict, camera_poses, poses, depth_files, resize, compressed: bool,
+           jpeg_quality: int, frame_id: str, world_frame: str) -> tuple[int, Intrinsics | None]:
+    """Write the bag of :func:`make_bag`; returns the frame count and the bag's camera."""
+    count, cam = 0, None
     with BagWriter(output, storage) as bag:
         for frame in frames:
             index, stamp, rgb, cam = frame.index, frame.stamp_ns, frame.rgb, frame.camera
@@ -211,9 +261,7 @@ def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | 
                          else numpy_to_image(mm, "16UC1", stamp, frame_id, "rosbags"))
                 bag.write(topics["depth"], stamp, depth)
             count += 1
-    if count == 0:
-        raise ValueError(f"no frames read from {source}")
-    return BagSummary(output, count, cam.width, cam.height, cam, topics)
+    return count, cam
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,12 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depth", help="folder of 16-bit depth images in millimetres, paired by sorted order")
     parser.add_argument("--depth-pattern", default="*", help="glob for depth files (default: *)")
     parser.add_argument("--intrinsics", type=parse_intrinsics, help="fx,fy,cx,cy of the source resolution")
-    parser.add_argument("--hfov", type=float, default=60.0, help="horizontal FOV in degrees used without --intrinsics")
-    parser.add_argument("--max-frames", type=int, help="stop after this many frames")
-    parser.add_argument("--stride", type=int, default=1, help="keep every n-th source frame")
+    parser.add_argument("--hfov", type=field_of_view, default=60.0, help="horizontal FOV in degrees used without --intrinsics")
+    parser.add_argument("--max-frames", type=positive(int), help="stop after this many frames")
+    parser.add_argument("--stride", type=positive(int), default=1, help="keep every n-th source frame")
     parser.add_argument("--start", type=int, default=0, help="first source frame (0-based)")
     parser.add_argument("--resize", type=parse_size, help="output size WIDTHxHEIGHT")
-    parser.add_argument("--fps", type=float, help="source frame rate (default: the video's, else 30)")
+    parser.add_argument("--fps", type=positive(float), help="source frame rate (default: the video's, else 30)")
     parser.add_argument("--compressed", action="store_true", help="jpeg CompressedImage (+ compressedDepth PNG)")
     parser.add_argument("--poses", help="camera-to-world poses paired by index: folder of frame-XXXXXX.pose.txt, "
                         "a text file of 4x4 matrices, or a TUM trajectory; written as nav_msgs/Odometry")
@@ -238,11 +286,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frame-id", default="camera_optical_frame")
     parser.add_argument("--namespace", default="/camera", help="topic prefix (default: /camera)")
     args = parser.parse_args(argv)
-    summary = make_bag(args.source, args.output, depth_dir=args.depth, pattern=args.pattern,
-                       depth_pattern=args.depth_pattern, intrinsics=args.intrinsics, hfov_deg=args.hfov,
-                       max_frames=args.max_frames, stride=args.stride, start=args.start, resize=args.resize,
-                       fps=args.fps, compressed=args.compressed, storage=args.storage, frame_id=args.frame_id,
-                       namespace=args.namespace, poses=args.poses, world_frame=args.world_frame)
+    try:
+        summary = make_bag(args.source, args.output, depth_dir=args.depth, pattern=args.pattern,
+                           depth_pattern=args.depth_pattern, intrinsics=args.intrinsics, hfov_deg=args.hfov,
+                           max_frames=args.max_frames, stride=args.stride, start=args.start, resize=args.resize,
+                           fps=args.fps, compressed=args.compressed, storage=args.storage, frame_id=args.frame_id,
+                           namespace=args.namespace, poses=args.poses, world_frame=args.world_frame)
+    except (ValueError, OSError) as err:  # the input's fault: its reason, without a traceback
+        print(f"nut_ros_make_bag: {err}", file=sys.stderr)
+        return 1
     i = summary.intrinsics
     print(f"wrote {summary.frames} frames ({summary.width}x{summary.height}, fx={i.fx:.1f} fy={i.fy:.1f} "
           f"cx={i.cx:.1f} cy={i.cy:.1f}) to {summary.path}")
