@@ -112,3 +112,10 @@ def test_a_bag_nothing_can_be_made_of_fails_and_says_why(tmp_path, capsys):
     assert s["key_frames"] == 0 and sum(s["input_drops"].values()) == 4
     assert all("mono16" in reason for reason in s["input_drops"])
     assert "Frames refused before the pipeline" in (out / "report.md").read_text()
+
+
+def test_a_wrong_image_topic_names_the_bag_s_topics_and_writes_nothing(replay, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main([str(replay.parent / "input"), "--out", str(out), "--image-topic", "/camera/image_raw", "--quiet"])
+    assert rc == 1 and "'/camera/image_raw'" in (err := capsys.readouterr().err) and "/cam/depth, /cam/image" in err
+    assert not out.exists()

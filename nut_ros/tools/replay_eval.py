@@ -89,10 +89,14 @@ def replay_processor(pipeline, clock: BagClock, depth_topic: str | None, info_to
 def run_replay(args: argparse.Namespace) -> dict:
     """Run the replay described by parsed command-line ``args``; returns the report's summary."""
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     bag_out = out / "outputs"
     if bag_out.exists():
         raise FileExistsError(f"{bag_out} exists; choose another --out or remove it")
+    present = bag_topics(args.bag)
+    for topic in filter(None, (args.image_topic, args.depth_topic)):  # before anything is written
+        if present.get(topic) not in IMAGE_TYPES:
+            images = sorted(t for t, kind in present.items() if kind in IMAGE_TYPES)
+            raise ValueError(f"{args.bag} has no image topic {topic!r} (image topics: {', '.join(images) or 'none'})")
     params = replay_params(args)
     pipeline = build_pipeline(params)
     pipeline.config = dataclasses.replace(pipeline.config, depth_max_m=args.depth_max)
@@ -107,10 +111,10 @@ def run_replay(args: argparse.Namespace) -> dict:
             "motion_prior": pipeline.motion_prior}
     meta["flow"] = pipeline.flow_settings
     meta["interp_window"] = f"{pipeline.config.interp_window} ({pipeline.config.interp_samples} renders)"
-    present = bag_topics(args.bag)
     info_topic = args.info_topic if args.info_topic in present else None
     odom_topic = args.odom_topic if args.odom_topic in present else None
     meta["info_topic"], meta["odom_topic"] = info_topic, odom_topic
+    out.mkdir(parents=True, exist_ok=True)
     clock = BagClock()
     processor = replay_processor(pipeline, clock, args.depth_topic, info_topic, odom_topic, params)
     info = {"backend": backend.name, "model": backend.model_config.name}
@@ -203,7 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.manual_seed(args.seed)
-    summary = run_replay(args)
+    try:
+        summary = run_replay(args)
+    except (ValueError, OSError) as err:  # the bag's, the options' or the output folder's fault: the reason alone
+        print(f"nut_ros_replay: {err}", file=sys.stderr)
+        return 1
     if not summary["key_frames"]:  # nothing the pipeline could use: say why instead of an empty report
         why = "; ".join(f"{n}x {reason}" for reason, n in list(summary["input_drops"].items())[:3])
         drops = summary["pipeline"]["drops"]
