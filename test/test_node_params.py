@@ -40,6 +40,7 @@ def test_params_file_loads_into_typed_parameters():
     ({"render_times": [1, "x"]}, "render_times must be a list of numbers"),
     ({"no_such_param": 1}, "unknown nut_ros parameters: no_such_param"),
     ({"device": "cuda", "backend": "onnxruntime", "compile": True}, "bf16 and compile apply to the torch backend"),
+    ({"max_rate": 0.5}, "every frame would start a new stream (raise max_gap_s)"),
 ])
 def test_invalid_values_name_the_parameter(values, fragment):
     with pytest.raises(ParamError) as err:
@@ -51,6 +52,10 @@ def test_all_errors_are_reported_at_once():
     with pytest.raises(ParamError) as err:
         NodeParams.from_dict({"backend": "x", "depth_source": "lidar", "max_rate": -1.0})
     assert all(name in str(err.value) for name in ("backend", "depth_source", "max_rate"))
+
+
+def test_a_slow_rate_needs_a_longer_gap():
+    assert NodeParams.from_dict({"max_rate": 0.5, "max_gap_s": 3.0}).max_gap_s == 3.0
 
 
 def test_integers_are_accepted_for_floats():

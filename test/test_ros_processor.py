@@ -237,7 +237,7 @@ def test_node_parameters_reach_the_pipeline():
 
     p = dataclasses.replace(NodeParams(), random_init=True, checkpoint="/nonexistent/tiny.safetensors",
                             depth_from_motion="off", motion_depth_width=128, network_depth=True, interp_window=0.5,
-                            motion_prior="none", opencv_threads=2)
+                            motion_prior="none", opencv_threads=2, max_gap_s=5.0)
     import cv2
 
     before = cv2.getNumThreads()
@@ -247,4 +247,4 @@ def test_node_parameters_reach_the_pipeline():
     finally:
         cv2.setNumThreads(before)
     assert (cfg.depth_from_motion, cfg.motion_depth_width, cfg.network_depth, cfg.interp_window, cfg.motion_prior,
-            cfg.opencv_threads) == ("off", 128, True, 0.5, "none", 2)
+            cfg.opencv_threads, cfg.max_gap_s) == ("off", 128, True, 0.5, "none", 2, 5.0)

@@ -132,8 +132,11 @@ class NodeParams:
     network_depth: bool = _param(False, "Publish the rendered depth of frames without any depth input (no depth "
                                  "image, no depth from motion yet): the network's guess from RGB alone, worse than "
                                  "a constant depth on real footage (docs/EVALUATION.md); false: NaN there.")
-    max_rate: float = _param(0.0, "Most frames processed per second; 0: as fast as possible.", lo=0.0, hi=1000.0,
-                             dynamic=True)
+    max_rate: float = _param(0.0, "Most frames processed per second; 0: as fast as possible (at least 1/max_gap_s).",
+                             lo=0.0, hi=1000.0, dynamic=True)
+    max_gap_s: float = _param(1.0, "A gap between image stamps (forward, or a jump backwards) longer than this starts "
+                              "a new stream: no pair, motion or depth from motion across it. Raise it for a camera "
+                              "slower than 1 Hz.", lo=0.01, hi=3600.0)
     worker_nice: int = _param(0, "Niceness of the processing thread: 5-10 lets message reception pre-empt it when a "
                               "fast camera outpaces the node on few cores (fewer frames lost, fewer processed when "
                               "other processes compete for the CPU).", lo=0, hi=19)
@@ -229,6 +232,9 @@ class NodeParams:
                     if not (math.isfinite(v) and lo <= v <= hi):
                         errors.append(f"{f.name}={value!r} is outside [{lo}, {hi}]")
                         break
+        if 0 < self.max_rate < 1 / self.max_gap_s:
+            errors.append(f"max_rate={self.max_rate!r} leaves more than max_gap_s={self.max_gap_s!r} s between frames: "
+                          "every frame would start a new stream (raise max_gap_s)")
         if len(self.camera_mount) != 6:
             errors.append(f"camera_mount must be [x, y, z, roll, pitch, yaw], got {self.camera_mount!r}")
         if not self.render_times:

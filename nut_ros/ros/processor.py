@@ -290,4 +290,5 @@ def build_pipeline(p: NodeParams, log=None):
         render_times=tuple(p.render_times), motion_prior=p.motion_prior, flow_preset=p.flow_preset,
         flow_max_width=p.flow_max_width, flow_check=p.flow_check, interp_window=p.interp_window,
         interp_samples=p.interp_samples, interp_blend=p.interp_blend, depth_from_motion=p.depth_from_motion,
-        motion_depth_width=p.motion_depth_width, opencv_threads=p.opencv_threads, network_depth=p.network_depth))
+        motion_depth_width=p.motion_depth_width, opencv_threads=p.opencv_threads, network_depth=p.network_depth,
+        max_gap_s=p.max_gap_s))
