@@ -186,6 +186,26 @@ def test_noise_floors_are_per_pair_displacement(odometry):
     assert np.linalg.norm(ob.velocity - pose[:3, :3].T @ velocity) < 0.15
 
 
+@pytest.mark.parametrize("source", ["odometry", "motion"])
+def test_no_obstacles_from_depth_from_motion_but_the_map_grows(source):
+    """Depth from the camera's own motion assumes a static scene: those frames detect no obstacles (counted), drop
+    the tracks and still feed the map; with depth_image_only off the same frames track the mover."""
+    def run(params):
+        proc = PerceptionProcessor(params, seed=0)
+        counts = []
+        for res, pose, _ in scene_stream(20, movers=(MOVER,)):
+            res.depth_source = source if len(counts) >= 10 else "topic"  # the depth camera stops after 10 frames
+            counts.append(len(proc.update(res, pose).obstacles))
+        return proc, counts
+
+    proc, counts = run(ObstacleParams())
+    assert sum(counts[:10]) > 0 and sum(counts[10:]) == 0
+    assert proc.frames_without_depth_image == 10 and len(proc.tracker.state.ids) == 0
+    assert proc.map.count > 1000
+    _, counts = run(ObstacleParams(depth_image_only=False))
+    assert all(c == 1 for c in counts[10:])
+
+
 def test_noise_floors_are_not_lowered_for_longer_pairs():
     from types import SimpleNamespace
 

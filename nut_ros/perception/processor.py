@@ -38,6 +38,10 @@ one). Per frame it
    confirmed tracks are reported in the current camera optical frame with their velocity over the ground;
 5. offers a subset of the static Gaussians, moved into the fixed frame, to the :class:`LocalMap`.
 
+Obstacles come only from frames whose depth came from a depth image (``depth_image_only``): depth from the camera's
+own motion assumes a static scene, and the obstacles found on it were nearly all false (the parameter's comment has
+the figures); such frames still feed the local map, and the tracks are dropped.
+
 Steps 1-3 and the choice of the map's candidates run in torch on the device that holds the Gaussians
 (``StepResult.device_cloud``, the pipeline's cloud table where it left it, e.g. on the GPU; else the numpy cloud on
 the CPU), as functions of tensors only (:mod:`nut_ros.perception.dense`): on a GPU they are captured once per stream
@@ -123,6 +127,7 @@ class PerceptionProcessor:
         self._map_changed = False
         self._map_s = 0.0
         self.frames_skipped = 0  # frames without detections because the camera motion was not trusted
+        self.frames_without_depth_image = 0  # frames without detections because no depth image gave their depth
         self.cuda_graphs = cuda_graphs  # on a GPU, replay the dense stage as CUDA graphs (else launch it op by op)
         self._plan: StagePlan | None = None  # the plan of the graphed call running now
         self._graphed = {fn: GraphedCall(lambda *inputs, fn=fn: fn(StageInputs(*inputs), self._plan),
@@ -175,7 +180,11 @@ class PerceptionProcessor:
             self.change.reset()
         trusted = found is not None and frame_trusted(found.moving, found.valid)
         self.frames_skipped += found is not None and not trusted
-        if trusted:
+        detect = result.depth_source == "topic" or not self.op.depth_image_only
+        if not detect:  # depth from motion (or none): the obstacles it gives are false alarms (depth_image_only)
+            self.frames_without_depth_image += 1
+            self.tracker.reset()
+        elif trusted:
             c, founding = self._objects(*found.movers, result.intrinsics)
             det = Detection(c.center @ rot.T + trans, c.velocity @ rot.T, c.size @ np.abs(rot).T, c.weight,
                             rot @ self._velocity_cov @ rot.T, founding,

@@ -204,6 +204,10 @@ class NodeParams:
                                            "any direction).", lo=-1.0, hi=1.0)
     obstacle_min_speed: float = _param(ObstacleParams.min_speed, "Confirmed tracks slower than this (m/s) are not "
                                        "reported.", lo=0.0, hi=100.0)
+    obstacle_depth_image_only: bool = _param(ObstacleParams.depth_image_only, "Detect obstacles only on frames "
+                                             "whose depth came from a depth image: on depth from the camera's own "
+                                             "motion (RGB only, or RGB + odometry) they were nearly all false "
+                                             "(docs/EVALUATION.md); those frames still feed the local map.")
     map_voxel: float = _param(MapParams.voxel, "Local map resolution: one Gaussian per occupied voxel (m).",
                               lo=0.001, hi=10.0)
     map_budget: int = _param(MapParams.budget, "Most Gaussians in the local map; over it, the farthest from the "
@@ -274,7 +278,8 @@ class NodeParams:
                                max_size=self.obstacle_max_size, max_range=self.obstacle_max_range,
                                confirm_hits=self.obstacle_confirm_hits, max_misses=self.obstacle_max_misses,
                                gate=self.obstacle_gate, min_travel=self.obstacle_min_travel,
-                               min_agreement=self.obstacle_min_agreement, min_speed=self.obstacle_min_speed),
+                               min_agreement=self.obstacle_min_agreement, min_speed=self.obstacle_min_speed,
+                               depth_image_only=self.obstacle_depth_image_only),
                 MapParams(voxel=self.map_voxel, budget=self.map_budget, max_range=self.map_max_range,
                           snapshot_period_s=self.map_period))
 

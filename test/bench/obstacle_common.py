@@ -3,7 +3,8 @@ per Gaussian.
 
 ``pipeline_results(seed, ...)`` renders a scene of :mod:`nut_ros.train.object_scenes`, pushes its frames through
 :class:`~nut_ros.pipeline.stream.StreamingPipeline` (torch backend, shipped weights, no renders: Gaussians only)
-with metric depth (``depth=True``) or RGB only, and caches the frames' ground truth and the results' Gaussian clouds
+with metric depth (``source="topic"``), RGB only (``"motion"``: depth from motion, relative) or RGB with the
+scene's camera poses as odometry (``"odometry"``: depth from motion, metric), and caches the frames' ground truth and the results' Gaussian clouds
 under /tmp/nut_ros_obstacle_cache (keyed by model, a hash of its weights, velocity source, seed and input), so tuning
 and evaluation can replay them cheaply.
 """
@@ -24,6 +25,7 @@ from nut_ros.train.object_scenes import BACKGROUND_ID, ObjectSceneConfig, Object
 
 CACHE = Path("/tmp/nut_ros_obstacle_cache")
 AMBIGUOUS = -2  # a Gaussian off every true surface (edges, mixed depths)
+SOURCE_TAGS = {"topic": "d", "motion": "rgb", "odometry": "rgbodo"}  # depth input -> its part of a cache file's name
 
 
 class SceneRunner:
@@ -43,11 +45,12 @@ class SceneRunner:
                                            PipelineConfig(render_times=(), motion_prior=self.motion_prior))
         return self._pipe
 
-    def results(self, seed: int, depth: bool = True, moving: bool = True, camera_motion: bool | None = None):
-        """``[(frame without images, StepResult)]`` of one scene (cached on disk)."""
+    def results(self, seed: int, source: str = "topic", moving: bool = True, camera_motion: bool | None = None):
+        """``[(frame without images, StepResult)]`` of one scene (cached on disk); ``source``: the depth input
+        (``topic``, ``motion`` or ``odometry``, see the module docstring)."""
         pipe = self.pipe()
         velocity = f"{pipe.motion_prior}-{pipe.flow_settings}".replace(" ", "").replace(",", "-")
-        tag = (f"{self.model}-{self.weights}_{velocity}_{seed}_{'d' if depth else 'rgb'}_{int(moving)}_"
+        tag = (f"{self.model}-{self.weights}_{velocity}_{seed}_{SOURCE_TAGS[source]}_{int(moving)}_"
                f"{camera_motion}.pkl")
         path = self.cache / tag
         if tag in self._memo:
@@ -60,7 +63,8 @@ class SceneRunner:
         pipe.reset()
         out = []
         for f in frames:
-            res = pipe.push(Frame(f.rgb, f.stamp_ns, depth_m=f.depth_m if depth else None, intrinsics=f.intrinsics))
+            res = pipe.push(Frame(f.rgb, f.stamp_ns, depth_m=f.depth_m if source == "topic" else None,
+                                  intrinsics=f.intrinsics, camera_pose=f.camera_pose if source == "odometry" else None))
             if res is not None:
                 out.append((replace(f, rgb=None), replace(res, views=[])))
         self.cache.mkdir(parents=True, exist_ok=True)

@@ -171,7 +171,7 @@ def main() -> None:
     for seed in seeds:
         proc = WatchedProcessor(params, seed=seed)
         prev = None
-        for frame, res in runner.results(seed, depth=True, moving=True):
+        for frame, res in runner.results(seed, moving=True):
             pose = {"true": frame.camera_pose, "identity": np.eye(4), None: None}[pose_source]
             out = proc.update(res, pose)
             gts, _ = counted_truth(frame, args.min_visible, proc.op.max_range)

@@ -8,7 +8,8 @@ Each scene (``nut_ros.train.object_scenes``, seeds from ``VALIDATION_SEED0``) go
 * ``no-odometry``: metric depth input, camera motion fitted from the Gaussians;
 * ``static-camera`` (baseline): metric depth, the camera assumed still (identity poses): no motion compensation;
 * ``no-tracking`` (baseline): metric depth + odometry, every frame's clusters reported as they are (new ids);
-* ``rgb`` (with ``--rgb``): RGB only, camera motion fitted; relative units, so scored in the image only.
+* ``rgb`` (with ``--rgb``): RGB only, camera motion fitted; relative units, so scored in the image only;
+* ``rgb-odometry`` (with ``--rgb``): RGB + the true camera poses as odometry: metric depth from motion.
 
 Scoring per frame, against the moving objects with at least ``--min-visible`` visible pixels whose centre is within
 the detector's range (``ObstacleParams.max_range``, camera z); other moving objects are "don't care" (a detection
@@ -43,12 +44,13 @@ from nut_ros.train.object_scenes import VALIDATION_SEED0  # noqa: E402
 
 MATCH_IOU, MATCH_DIST = 0.3, 0.3
 MODES = {  # name: (depth input, pose source, obstacle params)
-    "odometry": (True, "true", {}),
-    "no-odometry": (True, None, {}),
-    "static-camera": (True, "identity", {}),
-    "no-tracking": (True, "true", {"confirm_hits": 1, "max_misses": 0, "gate": 1e-9, "min_travel": 0.0,
-                                   "min_agreement": -1.0}),
-    "rgb": (False, None, {}),
+    "odometry": ("topic", "true", {}),
+    "no-odometry": ("topic", None, {}),
+    "static-camera": ("topic", "identity", {}),
+    "no-tracking": ("topic", "true", {"confirm_hits": 1, "max_misses": 0, "gate": 1e-9, "min_travel": 0.0,
+                                      "min_agreement": -1.0}),
+    "rgb": ("motion", None, {}),
+    "rgb-odometry": ("odometry", "true", {}),
 }
 
 
@@ -156,12 +158,12 @@ def score_frame(score: Score, frame, obstacles, criterion: str, min_visible: int
 def run_mode(runner: SceneRunner, mode: str, seeds: list[int], moving: bool, min_visible: int,
              params: ObstacleParams = ObstacleParams()) -> Score:
     depth, pose_source, overrides = MODES[mode]
-    criterion = "3d" if depth else "2d"
+    criterion = "2d" if depth == "motion" else "3d"  # relative depth: scored in the image
     score = Score()
     for seed in seeds:
         proc = PerceptionProcessor(replace(params, **overrides), seed=seed)
         last_match: dict = {}
-        for frame, res in runner.results(seed, depth=depth, moving=moving, camera_motion=None if moving else True):
+        for frame, res in runner.results(seed, depth, moving=moving, camera_motion=None if moving else True):
             pose = {"true": frame.camera_pose, "identity": np.eye(4), None: None}[pose_source]
             out = proc.update(res, pose)
             score.cost_ms.append(sum(out.latency_ms.values()))
@@ -183,7 +185,7 @@ def main() -> None:
     seeds, static_seeds = seed_range(args.seeds), seed_range(args.static_seeds)
     if min(seeds + static_seeds) < VALIDATION_SEED0:
         sys.exit(f"evaluation seeds must be >= {VALIDATION_SEED0} (below are for tuning)")
-    modes = args.modes.split(",") + (["rgb"] if args.rgb else [])
+    modes = args.modes.split(",") + (["rgb", "rgb-odometry"] if args.rgb else [])
     runner = SceneRunner(args.model, motion_prior=args.motion_prior)
     pipe = runner.pipe()
     print(f"# obstacle_eval {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()} "

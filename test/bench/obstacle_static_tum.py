@@ -47,12 +47,14 @@ def tum_indices(folder: Path, frames: int, step: int, validation: bool = False) 
     return list(range(train, count, step) if validation else range(0, train, step))[:frames]
 
 
-def tum_results(folder: Path, indices: list[int], model: str = "tiny") -> list[tuple]:
+def tum_results(folder: Path, indices: list[int], model: str = "tiny", source: str = "topic") -> list[tuple]:
     """``[(StepResult without views, T_world<-camera at the colour stamp, colour stamp s, depth stamp s)]`` of the
-    given TUM frames through the pipeline (metric depth input), cached on disk."""
+    given TUM frames through the pipeline, cached on disk. ``source``: the depth input, the registered Kinect depth
+    (``topic``) or depth from motion with the motion-capture poses as odometry (``odometry``: RGB + odometry)."""
     pipe = StreamingPipeline(make_backend("torch", model, None, "cpu"), PipelineConfig(render_times=()))
     weights = hashlib.sha256(default_checkpoint(model).read_bytes()).hexdigest()[:8]
-    key = hashlib.sha256(repr((weights, pipe.motion_prior, pipe.flow_settings, indices)).encode()).hexdigest()
+    signature = (weights, pipe.motion_prior, pipe.flow_settings, indices) + ((source,) if source != "topic" else ())
+    key = hashlib.sha256(repr(signature).encode()).hexdigest()
     path = CACHE / f"tum_{model}_{key[:16]}.pkl"
     if path.is_file():
         return pickle.loads(path.read_bytes())
@@ -62,7 +64,8 @@ def tum_results(folder: Path, indices: list[int], model: str = "tiny") -> list[t
         f = sf.frame
         depth = cv2.resize(sf.depth_m.astype(np.float32), (f.rgb.shape[1], f.rgb.shape[0]),
                            interpolation=cv2.INTER_NEAREST)
-        result = pipe.push(Frame(f.rgb, f.stamp_ns, depth_m=depth, intrinsics=f.intrinsics))
+        result = pipe.push(Frame(f.rgb, f.stamp_ns, depth_m=depth, intrinsics=f.intrinsics) if source == "topic"
+                           else Frame(f.rgb, f.stamp_ns, intrinsics=f.intrinsics, camera_pose=f.camera_pose))
         if result is not None:
             out.append((replace(result, views=[]), f.camera_pose, float(rows[i][1]), float(rows[i][2])))
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -70,12 +73,14 @@ def tum_results(folder: Path, indices: list[int], model: str = "tiny") -> list[t
     return out
 
 
-def tartanair_results(folder: Path, fps: float, model: str = "tiny") -> list[tuple]:
+def tartanair_results(folder: Path, fps: float, model: str = "tiny", source: str = "topic") -> list[tuple]:
     """``[(StepResult without views, T_world<-camera optical, stamp s, stamp s)]`` of the TartanAir trajectory
-    (fx = fy = 320, cx = 320, cy = 240 at 640x480; depth in mm at 320x240, 65.535 m = sky), cached on disk."""
+    (fx = fy = 320, cx = 320, cy = 240 at 640x480; depth in mm at 320x240, 65.535 m = sky), cached on disk;
+    ``source`` as for :func:`tum_results`."""
     pipe = StreamingPipeline(make_backend("torch", model, None, "cpu"), PipelineConfig(render_times=()))
     weights = hashlib.sha256(default_checkpoint(model).read_bytes()).hexdigest()[:8]
-    key = hashlib.sha256(repr((weights, pipe.motion_prior, pipe.flow_settings, "tartanair", fps)).encode()).hexdigest()
+    signature = (weights, pipe.motion_prior, pipe.flow_settings, "tartanair", fps)
+    key = hashlib.sha256(repr(signature + ((source,) if source != "topic" else ())).encode()).hexdigest()
     path = CACHE / f"tartanair_{model}_{key[:16]}.pkl"
     if path.is_file():
         return pickle.loads(path.read_bytes())
@@ -89,7 +94,8 @@ def tartanair_results(folder: Path, fps: float, model: str = "tiny") -> list[tup
         pose[:3, :3] = pose[:3, :3] @ NED_FROM_OPTICAL
         stamp = i / fps
         k = Intrinsics(320.0, 320.0, 320.0, 240.0, rgb.shape[1], rgb.shape[0])
-        result = pipe.push(Frame(rgb, round(stamp * 1e9), depth_m=depth, intrinsics=k))
+        result = pipe.push(Frame(rgb, round(stamp * 1e9), depth_m=depth, intrinsics=k) if source == "topic"
+                           else Frame(rgb, round(stamp * 1e9), intrinsics=k, camera_pose=pose))
         if result is not None:
             out.append((replace(result, views=[]), pose, stamp, stamp))
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -119,12 +125,17 @@ def main(argv=None) -> None:
     ap.add_argument("--validation", action="store_true", help="score the validation part (last 20 %%) instead")
     ap.add_argument("--modes", default="odometry,no-odometry")
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="ObstacleParams overrides")
+    ap.add_argument("--depth", default="topic", choices=("topic", "odometry"),
+                    help="depth input: the depth images, or depth from motion with the poses as odometry (RGB only)")
     args = ap.parse_args(argv)
     if args.clip == "tartanair":
-        results, name = tartanair_results(TARTANAIR, args.fps, args.model), f"TartanAir ({args.fps:g} fps)"
+        results = tartanair_results(TARTANAIR, args.fps, args.model, args.depth)
+        name = f"TartanAir ({args.fps:g} fps)"
     else:
-        results = tum_results(args.tum, tum_indices(args.tum, args.frames, args.step, args.validation), args.model)
+        indices = tum_indices(args.tum, args.frames, args.step, args.validation)
+        results = tum_results(args.tum, indices, args.model, args.depth)
         name = f"TUM fr1_rpy {'validation' if args.validation else 'train'}"
+    name += ", depth from motion + odometry" if args.depth == "odometry" else ""
     params = param_overrides(args.set)
     for mode in args.modes.split(","):
         empty, moving = static_score(results, params, mode == "odometry")

@@ -119,6 +119,8 @@ def main() -> None:
     ap.add_argument("--ablate", action="store_true", help="also score the whole stage end to end at the settings "
                     "and with one setting changed at a time (ABLATIONS; odometry and without)")
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="ObstacleParams overrides")
+    ap.add_argument("--modes", default="odometry,no-odometry",
+                    help="obstacle_eval modes of --score and --ablate (e.g. rgb-odometry: depth from motion)")
     args = ap.parse_args()
     seeds, static_seeds = seed_range(args.seeds), seed_range(args.static_seeds)
     if max(seeds + static_seeds) >= VALIDATION_SEED0:
@@ -156,7 +158,7 @@ def main() -> None:
     if args.grid:
         grid(runner, seeds, static_seeds, p)
     if args.score or args.ablate:
-        ablate(runner, seeds, static_seeds, p, ABLATIONS if args.ablate else {})
+        ablate(runner, seeds, static_seeds, p, ABLATIONS if args.ablate else {}, args.modes.split(","))
 
 
 GRID = {"moving_speed": (0.3, 0.5, 0.7), "moving_speed_per_m": (0.05, 0.1, 0.15), "min_cluster_gaussians": (25, 50)}
@@ -208,7 +210,7 @@ ABLATIONS = {  # one change at a time against the settings
 
 
 def ablate(runner: SceneRunner, seeds: list[int], static_seeds: list[int], base: ObstacleParams,
-           changes: dict) -> None:
+           changes: dict, modes=("odometry", "no-odometry")) -> None:
     """End-to-end scores at ``base`` and with each of ``changes`` applied (training scenes)."""
     from obstacle_eval import run_mode  # noqa: E402 (imports this module's seed_range)
 
@@ -216,7 +218,7 @@ def ablate(runner: SceneRunner, seeds: list[int], static_seeds: list[int], base:
     print("|---|---|---|---|---|---|---|---|")
     for name, change in [("(settings)", {})] + list(changes.items()):
         p = replace(base, **change)
-        for mode in ("odometry", "no-odometry"):
+        for mode in modes:
             m = run_mode(runner, mode, seeds, True, 300, p).summary()
             s = run_mode(runner, mode, static_seeds, False, 300, p).summary()
             print(f"| {name} | {mode} | {m['precision']:.3f} | {m['recall']:.3f} | {m['position_error_m']:.3f} | "
