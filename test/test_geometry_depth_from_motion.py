@@ -271,3 +271,17 @@ def test_tracks_of_the_strongest_corners_are_the_first_rows_of_all():
     assert n >= 30 and ok_few.sum() >= 20
     np.testing.assert_array_equal(ok_few, ok[:n])
     np.testing.assert_array_equal(p1_few[ok_few], p1[:n][ok[:n]])
+
+
+@pytest.mark.parametrize("with_poses", [True, False])
+def test_a_frame_without_corners_gives_no_depth_quietly(with_poses):
+    """A flat image has no corners to track: no depth ('lost_tracks'), and no numpy warning of empty medians."""
+    import warnings
+
+    dfm = DepthFromMotion(MotionDepthConfig(max_width=W))
+    flat = np.full((H, W, 3), 128, np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for i in range(4):
+            out = dfm.estimate(flat, i * 100_000_000, K, pose(x=0.04 * i) if with_poses else None)
+    assert out is None and dfm.last_reason == "lost_tracks"
