@@ -248,3 +248,17 @@ def test_node_parameters_reach_the_pipeline():
         cv2.setNumThreads(before)
     assert (cfg.depth_from_motion, cfg.motion_depth_width, cfg.network_depth, cfg.interp_window, cfg.motion_prior,
             cfg.opencv_threads, cfg.max_gap_s) == ("off", 128, True, 0.5, "none", 2, 5.0)
+
+
+def test_a_cuda_device_without_cuda_says_so():
+    import dataclasses
+
+    import torch
+
+    from nut_ros.ros.params import NodeParams
+    from nut_ros.ros.processor import build_pipeline
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    with pytest.raises(RuntimeError, match="sees no CUDA device"):
+        build_pipeline(dataclasses.replace(NodeParams(), device="cuda"))

@@ -273,6 +273,12 @@ def build_pipeline(p: NodeParams, log=None):
         log.info(f"random_init ignored: weights exist at {weights}")
     options = ({"bf16": p.bf16, "compile": p.compile, "cuda_graphs": p.cuda_graphs and p.device.startswith("cuda")}
                if p.backend == "torch" else {})
+    if p.backend == "torch" and p.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():  # say so, instead of a loader error that seems to blame the weights
+            raise RuntimeError(f"device {p.device}: torch {torch.__version__} sees no CUDA device (built for CUDA "
+                               f"{torch.version.cuda or 'none'}); set device: cpu")
     try:
         backend = make_backend(p.backend, p.model, p.checkpoint or None, p.device, random_init=random_init,
                                **options)
