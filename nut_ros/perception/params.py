@@ -223,11 +223,12 @@ class ObstacleParams:
     # obstacles only on frames whose depth came from a depth image (StepResult.depth_source "topic"): depth from the
     # camera's own motion assumes a static scene, so a mover gets the depth of what surrounds it, and its frame-to-
     # frame changes read as motion everywhere. Generated training scenes with the true poses as odometry and depth
-    # from motion (test/bench/obstacle_eval.py --seeds 0-19 --static-seeds 100-139 --modes rgb-odometry, 2026-12-05):
-    # precision 0.007, recall 0.006, static scenes' frames without obstacles 0.41; TUM fr1_rpy train (static desk,
-    # test/bench/obstacle_static_tum.py --depth odometry) 0.20 (1.00 with its Kinect depth). Without the depth rate,
-    # the instant births and the silhouette shift, and with flow_error_ratio 0.5: recall 0.006 still, precision 0.03,
-    # static 0.96. False: detect on every frame (the other frames still feed the local map).
+    # from motion (test/bench/obstacle_tune.py --seeds 0-19 --static-seeds 100-139 --score --modes rgb-odometry,rgb
+    # --set depth_image_only=false, 2026-12-05): precision 0.007, recall 0.006, static scenes' frames without
+    # obstacles 0.412; TUM fr1_rpy train (static desk, test/bench/obstacle_static_tum.py --depth odometry --set
+    # depth_image_only=false) 0.20 (1.00 with its Kinect depth). Without the depth rate, the instant births and the
+    # silhouette shift, and with flow_error_ratio 0.5: recall 0.006 still, precision 0.03, static 0.96. False: detect
+    # on every frame (the frames without a depth image still feed the local map either way).
     depth_image_only: bool = True
 
     def __post_init__(self):
