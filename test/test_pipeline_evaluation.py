@@ -52,3 +52,18 @@ def test_held_out_frames_survive_a_dropped_key_frame_but_not_a_reset(pipeline):
     assert ev.summary()["interp_skipped"] == 1 and pipeline.stats.resets["gap"] == 1
     with pytest.raises(ValueError):
         StreamEvaluator(pipeline, stride=0)
+
+
+def test_an_exact_match_scores_the_8_bit_rounding_limit_not_infinity():
+    """A frame equal to its truth (a frozen camera's blend) counts in the means at the PSNR of 8-bit rounding noise
+    (10·log10(12·255²) = 58.9 dB) instead of being left out of them as ∞."""
+    from nut_ros.pipeline.evaluation import EXACT_PSNR_DB, image_scores
+
+    frame = np.random.default_rng(0).integers(0, 256, (36, 64, 3), dtype=np.uint8)
+    exact = image_scores(frame, frame, with_ssim=False)
+    assert exact["psnr"] == exact["psnr_256"] == EXACT_PSNR_DB == pytest.approx(58.92, abs=0.01)
+    off = frame.copy()
+    off[0, 0, 0] ^= 1  # one grey level in one value: less error than rounding every value, so the limit too
+    assert image_scores(frame, off, with_ssim=False)["psnr"] == EXACT_PSNR_DB
+    noisy = np.clip(frame.astype(int) + 3, 0, 255).astype(np.uint8)
+    assert 30 < image_scores(frame, noisy, with_ssim=False)["psnr"] < EXACT_PSNR_DB

@@ -40,10 +40,17 @@ DEPTH_KEYS = tuple(f"depth_{stat}{proto}{pred}" for proto in DEPTH_PROTOCOLS for
                                                          "depth_coverage_sparse")
 
 
+#: dB: the PSNR of 8-bit rounding noise (uniform, variance 1/12 of a grey level²), what a frame scores that matches
+#: its truth exactly (PSNR ∞): a repeated frame's blend, say; kept in the means instead of left out of them, which
+#: would average a baseline over fewer frames than the model it stands beside
+EXACT_PSNR_DB = 10 * np.log10(12 * 255**2)
+
+
 def image_scores(pred: np.ndarray, true: np.ndarray, with_ssim: bool = True) -> dict[str, float]:
-    """PSNR (and SSIM) at the given resolution and after resizing both to 256x256."""
+    """PSNR (and SSIM) at the given resolution and after resizing both to 256x256; an exact match scores
+    :data:`EXACT_PSNR_DB`."""
     a, b = resize_square(pred, REPORT_SIZE), resize_square(true, REPORT_SIZE)
-    out = {"psnr": psnr(pred, true), "psnr_256": psnr(a, b)}
+    out = {"psnr": min(psnr(pred, true), EXACT_PSNR_DB), "psnr_256": min(psnr(a, b), EXACT_PSNR_DB)}
     if with_ssim:
         out.update(ssim=ssim(pred, true), ssim_256=ssim(a, b))
     return out
