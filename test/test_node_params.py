@@ -40,7 +40,9 @@ def test_params_file_loads_into_typed_parameters():
     ({"render_times": [1, "x"]}, "render_times must be a list of numbers"),
     ({"no_such_param": 1}, "unknown nut_ros parameters: no_such_param"),
     ({"device": "cuda", "backend": "onnxruntime", "compile": True}, "bf16 and compile apply to the torch backend"),
-    ({"max_rate": 0.5}, "every frame would start a new stream (raise max_gap_s)"),
+    ({"max_rate": 0.5}, "max_gap_s at least 4 s"),
+    ({"max_rate": 1.0}, "max_gap_s at least 2 s"),
+    ({"max_rate": 5.0, "max_gap_s": 0.0}, "max_gap_s=0.0 is outside"),
 ])
 def test_invalid_values_name_the_parameter(values, fragment):
     with pytest.raises(ParamError) as err:
@@ -55,7 +57,8 @@ def test_all_errors_are_reported_at_once():
 
 
 def test_a_slow_rate_needs_a_longer_gap():
-    assert NodeParams.from_dict({"max_rate": 0.5, "max_gap_s": 3.0}).max_gap_s == 3.0
+    assert NodeParams.from_dict({"max_rate": 0.5, "max_gap_s": 4.0}).max_gap_s == 4.0
+    assert NodeParams.from_dict({"max_rate": 2.0}).max_rate == 2.0
 
 
 def test_integers_are_accepted_for_floats():
@@ -145,6 +148,12 @@ def test_parameters_change_at_run_time_when_dynamic_and_say_why_not_otherwise(li
         time.sleep(0.05)
     assert not any(t.name.startswith("nut_ros_flow") for t in threading.enumerate()), "cleanup frees it"
     assert node.set_parameters([Parameter("model", value="tiny")])[0].successful
+    # unconfigured, one change after another: each is checked against the ones set before it
+    assert node.set_parameters([Parameter("max_gap_s", value=4.0)])[0].successful
+    assert node.set_parameters([Parameter("max_rate", value=0.5)])[0].successful
+    too_slow = node.set_parameters([Parameter("max_rate", value=0.25)])[0]
+    assert not too_slow.successful and "max_gap_s at least 8 s" in too_slow.reason
+    assert node.set_parameters([Parameter("max_rate", value=5.0), Parameter("max_gap_s", value=1.0)])[0].successful
 
 
 @pytest.mark.ros

@@ -211,6 +211,7 @@ def test_noise_floors_are_not_lowered_for_longer_pairs():
 
     proc = PerceptionProcessor(ObstacleParams(floor_interval_s=1 / 15))
     assert proc._floor_scale(SimpleNamespace(paired=True, pair_interval_s=1 / 30)) == pytest.approx(2.0)
+    assert proc._floor_scale(SimpleNamespace(paired=True, pair_interval_s=1 / 15)) == pytest.approx(1.0)
     assert proc._floor_scale(SimpleNamespace(paired=True, pair_interval_s=1 / 5)) == 1.0
     assert proc._floor_scale(SimpleNamespace(paired=False, pair_interval_s=None)) == 1.0
 

@@ -119,3 +119,12 @@ def test_a_wrong_image_topic_names_the_bag_s_topics_and_writes_nothing(replay, t
     rc = main([str(replay.parent / "input"), "--out", str(out), "--image-topic", "/camera/image_raw", "--quiet"])
     assert rc == 1 and "'/camera/image_raw'" in (err := capsys.readouterr().err) and "/cam/depth, /cam/image" in err
     assert not out.exists()
+
+
+def test_an_odometry_topic_of_another_type_is_left_out_like_a_missing_one(replay, tmp_path):
+    out = tmp_path / "out"
+    ckpt = replay.parent / "tiny_small_res.safetensors"
+    rc = main([str(replay.parent / "input"), "--out", str(out), "--image-topic", "/cam/image", "--info-topic",
+               "/cam/info", "--odom-topic", "/cam/info", "--checkpoint", str(ckpt), "--quiet"])
+    report = json.loads((out / "report.json").read_text())
+    assert rc == 0 and report["meta"]["odom_topic"] is None and report["summary"]["key_frames"] == 3

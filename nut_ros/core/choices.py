@@ -1,5 +1,6 @@
-"""The names that parameters and command lines choose from, in a module without heavy imports: the node checks its
-parameters before it imports torch or OpenCV, and the modules that act on a choice import its names from here."""
+"""The names that parameters and command lines choose from, and the defaults the node's parameters share with the
+pipeline, in a module without heavy imports: the node checks its parameters before it imports torch or OpenCV, and
+the modules that act on a choice import its names from here."""
 
 #: inference backends (``nut_ros.pipeline.backends.make_backend``)
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
@@ -12,3 +13,5 @@ FLOW_PRESETS = (*DIS_PRESET_NAMES, "sparse_to_dense")
 DEPTH_FROM_MOTION = ("auto", "off")
 #: how a view between a pair's frames is rendered (``PipelineConfig.interp_blend``)
 INTERP_BLENDS = ("joint", "per_frame")
+#: seconds: a longer gap between processed frames' stamps starts a new stream (``PipelineConfig.max_gap_s``)
+MAX_GAP_S = 1.0

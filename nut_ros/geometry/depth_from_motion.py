@@ -369,7 +369,7 @@ class DepthFromMotion:
             few = pose is not None and ref.pose is not None and ref is not newest and not tracked.made(ref)
             n = min(c.odometry_points, len(tracked.p0)) if few else len(tracked.p0)
             p_cur, p_ref = tracked(ref, n)
-            if not len(p_cur) or len(p_cur) < c.min_tracks * n / max(len(tracked.p0), 1):  # as many lost as of all
+            if not len(p_cur) or len(p_cur) < c.min_tracks * n / len(tracked.p0):  # as many lost as of every corner
                 self.last_reason = "lost_tracks"
                 break  # older frames share even less with this one
             if np.median(np.linalg.norm(p_cur - p_ref, axis=1)) < c.min_motion_px:

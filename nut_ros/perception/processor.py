@@ -179,8 +179,8 @@ class PerceptionProcessor:
         else:
             self.change.reset()
         trusted = found is not None and frame_trusted(found.moving, found.valid)
-        self.frames_skipped += found is not None and not trusted
         detect = result.depth_source == "topic" or not self.op.depth_image_only
+        self.frames_skipped += found is not None and not trusted and detect
         if not detect:  # depth from motion (or none): the obstacles it gives are false alarms (depth_image_only)
             self.frames_without_depth_image += 1
             self.tracker.reset()

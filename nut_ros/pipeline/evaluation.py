@@ -40,14 +40,14 @@ DEPTH_KEYS = tuple(f"depth_{stat}{proto}{pred}" for proto in DEPTH_PROTOCOLS for
                                                          "depth_coverage_sparse")
 
 
-#: dB: the PSNR of 8-bit rounding noise (uniform, variance 1/12 of a grey level²), what a frame scores that matches
-#: its truth exactly (PSNR ∞): a repeated frame's blend, say; kept in the means instead of left out of them, which
-#: would average a baseline over fewer frames than the model it stands beside
+#: dB: the PSNR of 8-bit rounding noise (uniform, variance 1/12 of a grey level²), the most a frame scores: one
+#: closer to its truth than that (an exact match, PSNR ∞, such as a repeated frame's blend) counts as this, kept in
+#: the means instead of left out of them, which would average a baseline over fewer frames than the model beside it
 EXACT_PSNR_DB = 10 * np.log10(12 * 255**2)
 
 
 def image_scores(pred: np.ndarray, true: np.ndarray, with_ssim: bool = True) -> dict[str, float]:
-    """PSNR (and SSIM) at the given resolution and after resizing both to 256x256; an exact match scores
+    """PSNR (and SSIM) at the given resolution and after resizing both to 256x256; PSNR at most
     :data:`EXACT_PSNR_DB`."""
     a, b = resize_square(pred, REPORT_SIZE), resize_square(true, REPORT_SIZE)
     out = {"psnr": min(psnr(pred, true), EXACT_PSNR_DB), "psnr_256": min(psnr(a, b), EXACT_PSNR_DB)}

@@ -51,7 +51,8 @@ def _markdown(meta: dict, s: dict) -> str:
     lines += ["", f"Throughput: {_fmt(s.get('throughput_fps'), 2)} key frames/s (wall clock, including I/O). "
               f"Gaussians: {_fmt(s['gaussians_mean'], 0)} per published map on average, "
               f"{s['gaussians_live']} live at the end.",
-              f"Frames refused before the pipeline: {s.get('input_drops') or 'none'}.",
+              f"Frames refused before the pipeline: {s.get('input_drops') or 'none'}; processed without output "
+              f"messages: {s.get('output_drops') or 'none'}.",
               f"Pipeline drops: {s['pipeline']['drops'] or 'none'}; resets: {s['pipeline']['resets'] or 'none'}.", ""]
     return "\n".join(lines)
 

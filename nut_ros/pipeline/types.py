@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from nut_ros.core.choices import MAX_GAP_S
 from nut_ros.core.geometry import Intrinsics
 from nut_ros.geometry.depth_from_motion import MotionDepth
 
@@ -106,7 +107,7 @@ class PipelineConfig:
 
     # pair times rendered per step (1 = newest; (0,1) interpolate; >1 predict); () = Gaussians only, no renders
     render_times: tuple[float, ...] = (1.0,)
-    max_gap_s: float = 1.0  # a forward gap or backwards jump larger than this starts a new stream (reset)
+    max_gap_s: float = MAX_GAP_S  # a forward gap or backwards jump larger than this starts a new stream (reset)
     depth_min_m: float = 0.05  # input depth outside [depth_min_m, depth_max_m] is invalid
     depth_max_m: float = 20.0
     min_valid_depth_fraction: float = 0.01  # a depth image with fewer valid pixels drops the frame

@@ -231,8 +231,15 @@ class NutRosNode(LifecycleNode):
                 values[f.name] = coerce_value(f.name, param.value, default)
             except ParamError as err:
                 return SetParametersResult(successful=False, reason=str(err))
+        base = self.params
+        if not self._configured:  # checked against the values set since the last configure, not those it read
+            try:
+                base = dataclasses.replace(self.params, **{
+                    n: coerce_value(n, self.get_parameter(n).value, v) for n, v in dataclasses.asdict(base).items()})
+            except ParamError:
+                pass  # an earlier value the next configure refuses: this change is checked against the last read
         try:
-            dataclasses.replace(self.params, **values).validate()
+            dataclasses.replace(base, **values).validate()
         except ParamError as err:
             return SetParametersResult(successful=False, reason=str(err))
         if self._configured:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nut_ros.core.choices import BACKENDS, DEPTH_FROM_MOTION, FLOW_PRESETS, INTERP_BLENDS, MOTION_PRIORS
+from nut_ros.core.choices import BACKENDS, DEPTH_FROM_MOTION, FLOW_PRESETS, INTERP_BLENDS, MAX_GAP_S, MOTION_PRIORS
 from nut_ros.perception.params import MapParams, ObstacleParams
 
 TRANSPORTS = ("raw", "compressed")
@@ -22,6 +22,9 @@ DEPTH_TRANSPORTS = ("raw", "compressedDepth")
 RELIABILITIES = ("auto", "reliable", "best_effort")  # nut_ros.ros.transport.RELIABILITIES
 DEPTH_SOURCES = ("auto", "topic", "none")
 MAX_RENDER_TIME = 2.0  # normalised pair time: 0 previous frame, 1 newest frame, (1, 2] prediction
+#: max_rate must leave at least this many frames per max_gap_s: frames processed at 1/max_rate come that far apart
+#: give or take a camera period and the stamps' jitter, and a gap over max_gap_s restarts the stream
+MIN_GAPS_PER_FRAME = 2.0
 
 
 class ParamError(ValueError):
@@ -132,11 +135,12 @@ class NodeParams:
     network_depth: bool = _param(False, "Publish the rendered depth of frames without any depth input (no depth "
                                  "image, no depth from motion yet): the network's guess from RGB alone, worse than "
                                  "a constant depth on real footage (docs/EVALUATION.md); false: NaN there.")
-    max_rate: float = _param(0.0, "Most frames processed per second; 0: as fast as possible (at least 1/max_gap_s).",
-                             lo=0.0, hi=1000.0, dynamic=True)
-    max_gap_s: float = _param(1.0, "A gap between image stamps (forward, or a jump backwards) longer than this starts "
-                              "a new stream: no pair, motion or depth from motion across it. Raise it for a camera "
-                              "slower than 1 Hz.", lo=0.01, hi=3600.0)
+    max_rate: float = _param(0.0, "Most frames processed per second; 0: as fast as possible. A rate set here must "
+                             "be at least 2/max_gap_s.", lo=0.0, hi=1000.0, dynamic=True)
+    max_gap_s: float = _param(MAX_GAP_S, "A gap between processed frames' stamps (forward, or a jump "
+                              "backwards) longer than this starts a new stream: no pair, motion or depth from motion "
+                              "across it. Raise it for a camera, a max_rate or a processing rate below 1 Hz.",
+                              lo=0.01, hi=3600.0)
     worker_nice: int = _param(0, "Niceness of the processing thread: 5-10 lets message reception pre-empt it when a "
                               "fast camera outpaces the node on few cores (fewer frames lost, fewer processed when "
                               "other processes compete for the CPU).", lo=0, hi=19)
@@ -236,9 +240,10 @@ class NodeParams:
                     if not (math.isfinite(v) and lo <= v <= hi):
                         errors.append(f"{f.name}={value!r} is outside [{lo}, {hi}]")
                         break
-        if 0 < self.max_rate < 1 / self.max_gap_s:
-            errors.append(f"max_rate={self.max_rate!r} leaves more than max_gap_s={self.max_gap_s!r} s between frames: "
-                          "every frame would start a new stream (raise max_gap_s)")
+        if self.max_gap_s > 0 and 0 < self.max_rate < MIN_GAPS_PER_FRAME / self.max_gap_s:
+            errors.append(f"max_rate={self.max_rate!r} spaces frames by up to max_gap_s={self.max_gap_s!r} s: frames "
+                          f"would start new streams (max_gap_s at least {MIN_GAPS_PER_FRAME / self.max_rate:g} s; it "
+                          "changes while the node is unconfigured)")
         if len(self.camera_mount) != 6:
             errors.append(f"camera_mount must be [x, y, z, roll, pitch, yaw], got {self.camera_mount!r}")
         if not self.render_times:

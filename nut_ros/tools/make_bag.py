@@ -77,7 +77,7 @@ def iter_source(source: Path, pattern: str, stride: int, max_frames: int | None,
                 continue
             if max_frames is not None and emitted >= max_frames:
                 return
-            raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            raw = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)  # EXIF orientation applied
             if raw is None:
                 raise ValueError(f"cannot read image {path}")
             if raw.dtype != np.uint8 and raw.ndim == 2:  # a depth map among the colour frames (7-Scenes' layout)
@@ -223,23 +223,27 @@ def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | 
         topics["odom"] = f"{ns}/odom"
     frames = source_frames(source, pattern=pattern, intrinsics=intrinsics, hfov_deg=hfov_deg, max_frames=max_frames,
                            stride=stride, start=start, resize=resize, fps=fps)
+    created = []  # the folder, once the writer has made it: only that is removed on failure
     try:
         count, cam = _write(output, storage, frames, topics, camera_poses, poses, depth_files, resize, compressed,
-                            jpeg_quality, frame_id, world_frame)
+                            jpeg_quality, frame_id, world_frame, created)
         if count == 0:
             raise ValueError(f"no frames read from {source}")
     except BaseException:
-        if output.exists():  # no partial bag left behind to block the next attempt (it did not exist before)
+        if created:  # no partial bag left behind to block the next attempt
             shutil.rmtree(output, ignore_errors=True)
         raise
     return BagSummary(output, count, cam.width, cam.height, cam, topics)
 
 
-def _write(output: Path, storage: str, frames, topics: dict, camera_poses, poses, depth_files, resize, compressed: bool,
-           jpeg_quality: int, frame_id: str, world_frame: str) -> tuple[int, Intrinsics | None]:
-    """Write the bag of :func:`make_bag`; returns the frame count and the bag's camera."""
+def _write(output: Path, storage: str, frames, topics: dict, camera_poses, poses, depth_files, resize,
+           compressed: bool, jpeg_quality: int, frame_id: str, world_frame: str,
+           created: list) -> tuple[int, Intrinsics | None]:
+    """Write the bag of :func:`make_bag` (``created`` gets the folder once the writer has made it); returns the
+    frame count and the bag's camera."""
     count, cam = 0, None
     with BagWriter(output, storage) as bag:
+        created.append(output)
         for frame in frames:
             index, stamp, rgb, cam = frame.index, frame.stamp_ns, frame.rgb, frame.camera
             if compressed:
@@ -272,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depth", help="folder of 16-bit depth images in millimetres, paired by sorted order")
     parser.add_argument("--depth-pattern", default="*", help="glob for depth files (default: *)")
     parser.add_argument("--intrinsics", type=parse_intrinsics, help="fx,fy,cx,cy of the source resolution")
-    parser.add_argument("--hfov", type=field_of_view, default=60.0, help="horizontal FOV in degrees used without --intrinsics")
+    parser.add_argument("--hfov", type=field_of_view, default=60.0,
+                        help="horizontal FOV in degrees used without --intrinsics")
     parser.add_argument("--max-frames", type=positive(int), help="stop after this many frames")
     parser.add_argument("--stride", type=positive(int), default=1, help="keep every n-th source frame")
     parser.add_argument("--start", type=int, default=0, help="first source frame (0-based)")

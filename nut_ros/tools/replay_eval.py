@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
+import shutil
 import sys
 import time
 from collections import Counter
@@ -86,19 +88,36 @@ def replay_processor(pipeline, clock: BagClock, depth_topic: str | None, info_to
     return FrameProcessor(pipeline, settings, clock, FLAVOR)
 
 
+class SetupError(Exception):
+    """The replay cannot start: the bag, the options or the output folder (the message says which)."""
+
+
+def _drop_key(reason: str) -> str:
+    """A refusal's reason with its numbers (not those inside names, such as ``mono16``) as ``#``: one count per kind
+    of refusal, not per frame."""
+    return re.sub(r"(?<![\w.])\d+(\.\d+)?(?![\w.-])", "#", reason)
+
+
 def run_replay(args: argparse.Namespace) -> dict:
-    """Run the replay described by parsed command-line ``args``; returns the report's summary."""
+    """Run the replay described by parsed command-line ``args``; returns the report's summary. ``SetupError``
+    when it cannot start (nothing is written then); a replay that fails half way leaves no output bag."""
     out = Path(args.out)
     bag_out = out / "outputs"
     if bag_out.exists():
-        raise FileExistsError(f"{bag_out} exists; choose another --out or remove it")
-    present = bag_topics(args.bag)
+        raise SetupError(f"{bag_out} exists; choose another --out or remove it")
+    try:
+        present = bag_topics(args.bag)
+    except Exception as err:  # noqa: BLE001 - rosbags' reader raises its own kinds for a missing or bad bag
+        raise SetupError(f"cannot read the bag {args.bag}: {err}") from err
     for topic in filter(None, (args.image_topic, args.depth_topic)):  # before anything is written
         if present.get(topic) not in IMAGE_TYPES:
             images = sorted(t for t, kind in present.items() if kind in IMAGE_TYPES)
-            raise ValueError(f"{args.bag} has no image topic {topic!r} (image topics: {', '.join(images) or 'none'})")
-    params = replay_params(args)
-    pipeline = build_pipeline(params)
+            raise SetupError(f"{args.bag} has no image topic {topic!r} (image topics: {', '.join(images) or 'none'})")
+    try:
+        params = replay_params(args)
+        pipeline = build_pipeline(params)
+    except (ValueError, RuntimeError, OSError) as err:
+        raise SetupError(str(err)) from err
     pipeline.config = dataclasses.replace(pipeline.config, depth_max_m=args.depth_max)
     backend = pipeline.backend
     evaluator = StreamEvaluator(pipeline, stride=args.stride, depth_max_m=args.depth_max)
@@ -111,15 +130,39 @@ def run_replay(args: argparse.Namespace) -> dict:
             "motion_prior": pipeline.motion_prior}
     meta["flow"] = pipeline.flow_settings
     meta["interp_window"] = f"{pipeline.config.interp_window} ({pipeline.config.interp_samples} renders)"
-    info_topic = args.info_topic if args.info_topic in present else None
-    odom_topic = args.odom_topic if args.odom_topic in present else None
+    # a CameraInfo / Odometry topic of another type (a PoseStamped "odom", say) is left out like a missing one
+    info_topic = args.info_topic if present.get(args.info_topic) == INFO_TYPE else None
+    odom_topic = args.odom_topic if present.get(args.odom_topic) == ODOMETRY_TYPE else None
     meta["info_topic"], meta["odom_topic"] = info_topic, odom_topic
     out.mkdir(parents=True, exist_ok=True)
     clock = BagClock()
     processor = replay_processor(pipeline, clock, args.depth_topic, info_topic, odom_topic, params)
     info = {"backend": backend.name, "model": backend.model_config.name}
     start = time.perf_counter()
-    input_drops = Counter()  # frames the node's path refused before the pipeline (encoding, size, bad values)
+    try:
+        input_drops, output_drops = _replay(args, processor, evaluator, clock, (info_topic, odom_topic), info, bag_out)
+    except BaseException:
+        shutil.rmtree(bag_out, ignore_errors=True)  # a partial bag would pass for a whole one
+        raise
+    elapsed = time.perf_counter() - start
+    summary = evaluator.summary()
+    summary["input_drops"] = dict(input_drops.most_common())
+    summary["output_drops"] = dict(output_drops.most_common())
+    summary["wall_s"] = elapsed
+    summary["throughput_fps"] = summary["key_frames"] / elapsed if elapsed > 0 else None
+    meta["output_bag"] = str(bag_out)
+    write_report(out, meta, summary, evaluator.records)
+    return summary
+
+
+def _replay(args, processor: FrameProcessor, evaluator: StreamEvaluator, clock: BagClock, topics: tuple,
+            info: dict, bag_out: Path) -> tuple[Counter, Counter]:
+    """The bag's frames through the node's per-frame path into the evaluator and the output bag (``topics``: the
+    CameraInfo and Odometry topics or None). Returns the counts of the frames refused before the pipeline
+    (encoding, size, bad values) and of those processed whose output messages could not be made, by reason."""
+    info_topic, odom_topic = topics
+    pipeline = processor.pipeline
+    input_drops, output_drops = Counter(), Counter()
     with BagWriter(bag_out, storage=args.storage) as writer:
         progress = _progress(args.max_frames, args.quiet)
         matches = replay_matches(args.bag, processor, clock, args.image_topic, args.depth_topic, info_topic,
@@ -132,26 +175,21 @@ def run_replay(args: argparse.Namespace) -> dict:
                 try:
                     frame, _ = processor.build(matched)
                 except ValueError as err:
-                    input_drops[str(err)] += 1
+                    input_drops[_drop_key(str(err))] += 1
                     continue
                 evaluator.add(frame, frame.depth_m)
                 continue
             dropped_before = pipeline.stats.frames_dropped
             outcome = processor.process(matched, push=lambda f: evaluator.add(_input(f, args.no_input_depth),
                                                                               f.depth_m))
-            if outcome.drop is not None and pipeline.stats.frames_dropped == dropped_before:
-                input_drops[outcome.drop] += 1  # the pipeline's own drops are in its stats
+            if outcome.drop is not None and outcome.result is not None:
+                output_drops[_drop_key(outcome.drop)] += 1
+            elif outcome.drop is not None and pipeline.stats.frames_dropped == dropped_before:
+                input_drops[_drop_key(outcome.drop)] += 1  # the pipeline's own drops are in its stats
             if outcome.result is not None and outcome.drop is None:
                 write_outputs(writer, processor, outcome, info)
         progress.close()
-    elapsed = time.perf_counter() - start
-    summary = evaluator.summary()
-    summary["input_drops"] = dict(input_drops.most_common())
-    summary["wall_s"] = elapsed
-    summary["throughput_fps"] = summary["key_frames"] / elapsed if elapsed > 0 else None
-    meta["output_bag"] = str(bag_out)
-    write_report(out, meta, summary, evaluator.records)
-    return summary
+    return input_drops, output_drops
 
 
 def _input(frame, no_input_depth: bool):
@@ -209,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     try:
         summary = run_replay(args)
-    except (ValueError, OSError) as err:  # the bag's, the options' or the output folder's fault: the reason alone
+    except SetupError as err:  # the bag's, the options' or the output folder's fault: the reason alone
         print(f"nut_ros_replay: {err}", file=sys.stderr)
         return 1
     if not summary["key_frames"]:  # nothing the pipeline could use: say why instead of an empty report

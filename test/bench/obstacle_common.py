@@ -4,9 +4,9 @@ per Gaussian.
 ``pipeline_results(seed, ...)`` renders a scene of :mod:`nut_ros.train.object_scenes`, pushes its frames through
 :class:`~nut_ros.pipeline.stream.StreamingPipeline` (torch backend, shipped weights, no renders: Gaussians only)
 with metric depth (``source="topic"``), RGB only (``"motion"``: depth from motion, relative) or RGB with the
-scene's camera poses as odometry (``"odometry"``: depth from motion, metric), and caches the frames' ground truth and the results' Gaussian clouds
-under /tmp/nut_ros_obstacle_cache (keyed by model, a hash of its weights, velocity source, seed and input), so tuning
-and evaluation can replay them cheaply.
+scene's camera poses as odometry (``"odometry"``: depth from motion, metric), and caches the frames' ground truth
+and the results' Gaussian clouds under /tmp/nut_ros_obstacle_cache (keyed by model, a hash of its weights, velocity
+source, seed and input), so tuning and evaluation can replay them cheaply.
 """
 from __future__ import annotations
 
