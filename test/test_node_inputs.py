@@ -61,11 +61,14 @@ def test_depth_32fc1_nan_inf_zero_negative_become_nan():
     assert np.isnan(out[:2]).all() and out[2].tolist() == [1.5, 2.0]
 
 
-def test_depth_of_another_size_is_resized_onto_the_image():
+def test_depth_of_another_size_is_resized_onto_the_image_unless_its_aspect_differs():
     depth = depth_to_image(np.full((12, 16), 2.0, np.float32), STAMP, "cam", "32FC1", F)
     built = frame_from_messages(Matched(STAMP, image(), depth), 0.001)
     assert built.frame.depth_m.shape == (24, 32) and np.all(built.frame.depth_m == 2.0)
     assert "resized" in built.notes[0]
+    other_aspect = depth_to_image(np.full((24, 24), 2.0, np.float32), STAMP, "cam", "32FC1", F)
+    built = frame_from_messages(Matched(STAMP, image(), other_aspect), 0.001)  # not aligned: the frame goes RGB only
+    assert built.frame.depth_m is None and "another aspect ratio" in built.notes[0] and "ignored" in built.notes[0]
 
 
 def test_camera_info_of_another_size_is_scaled_or_ignored():

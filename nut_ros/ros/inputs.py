@@ -60,8 +60,9 @@ def frame_from_messages(matched: Matched, depth_scale: float, frame_id: str = ""
 
     Raises ``ConversionError`` when the image itself is unusable: bad encoding or stamp, or (checked from the
     header, before decoding) more than ``max_pixels`` pixels (0: no cap); the same for its depth image. Depth of
-    another size is resized (nearest) onto the image; a CameraInfo of another size is scaled when the aspect ratio agrees, else ignored; a broken
-    CameraInfo is ignored. Each adaptation is reported in ``notes``.
+    another size is resized (nearest) onto the image when the aspect ratio agrees, else ignored (it is not aligned to
+    the image: the frame goes on as RGB only); a CameraInfo of another size is scaled when the aspect ratio agrees,
+    else ignored; a broken CameraInfo is ignored. Each adaptation is reported in ``notes``.
     """
     stamp_ns = check_time(matched.image.header.stamp, "image header.stamp")
     check_size(matched.image, max_pixels, "image")
@@ -72,7 +73,11 @@ def frame_from_messages(matched: Matched, depth_scale: float, frame_id: str = ""
     if matched.depth is not None:
         check_size(matched.depth, max_pixels, "depth")
         depth = depth_metres(matched.depth, depth_scale)
-        if depth.shape != (h, w):
+        if depth.shape != (h, w) and not _same_aspect(depth.shape[1], depth.shape[0], w, h):
+            notes.append(f"depth is {depth.shape[1]}x{depth.shape[0]}, image {w}x{h}: another aspect ratio, not "
+                         "aligned to the image: ignored (register the depth to the colour camera)")
+            depth = None
+        elif depth.shape != (h, w):
             notes.append(f"depth is {depth.shape[1]}x{depth.shape[0]}, image {w}x{h}: resized (nearest)")
             depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST)
     intrinsics = None
@@ -85,10 +90,15 @@ def frame_from_messages(matched: Matched, depth_scale: float, frame_id: str = ""
                             depth_m=depth, intrinsics=intrinsics, camera_pose=camera_pose), notes)
 
 
+def _same_aspect(w0: int, h0: int, w1: int, h1: int) -> bool:
+    """Whether two image sizes have the same aspect ratio, within 1 %."""
+    return abs(w0 * h1 - h0 * w1) <= 0.01 * w0 * h1
+
+
 def _intrinsics_for(k: Intrinsics, width: int, height: int, notes: list[str]) -> Intrinsics | None:
     if (k.width, k.height) == (width, height):
         return k
-    if abs(k.width * height - k.height * width) <= 0.01 * k.width * height:
+    if _same_aspect(k.width, k.height, width, height):
         notes.append(f"CameraInfo is for {k.width}x{k.height}, image is {width}x{height}: intrinsics scaled")
         return k.scaled(width, height)
     notes.append(f"CameraInfo is for {k.width}x{k.height}, image is {width}x{height}: ignored")
