@@ -129,3 +129,20 @@ def test_real_rgbd_clip(tmp_path, shared_dir):
     depth = image_to_depth_m(frames[0].depth)
     assert depth.shape == (480, 640) and 0.2 < np.isnan(depth).mean() < 0.45  # ~32 % invalid in this clip
     assert 0.5 < np.nanmedian(depth) < 6.0
+
+
+def test_depth_of_half_the_size_is_kept_and_of_another_aspect_refused(tmp_path, rgbd_folder):
+    """TUM's layout (320x240 depth beside 640x480 colour): the depth is written at its size, the node resizes it
+    onto the image; a depth image of another aspect ratio is not aligned to the image."""
+    color, _ = rgbd_folder
+    half, other = tmp_path / "half", tmp_path / "other"
+    half.mkdir(), other.mkdir()
+    for i in range(8):
+        cv2.imwrite(str(half / f"{i}.png"), np.full((24, 32), 1500, np.uint16))
+        cv2.imwrite(str(other / f"{i}.png"), np.full((48, 48), 1500, np.uint16))
+    summary = make_bag(color, tmp_path / "b1", depth_dir=half, max_frames=2)
+    frames = list(read_camera_frames(tmp_path / "b1", "/camera/image_raw", summary.topics["depth"]))
+    assert image_to_depth_m(frames[0].depth).shape == (24, 32) and image_to_rgb(frames[0].image).shape == (48, 64, 3)
+    with pytest.raises(ValueError, match="another aspect ratio"):
+        make_bag(color, tmp_path / "b2", depth_dir=other, max_frames=2)
+    assert not (tmp_path / "b2").exists()

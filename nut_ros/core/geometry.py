@@ -39,6 +39,12 @@ class Intrinsics:
         return Intrinsics(f, f, (width - 1) / 2, (height - 1) / 2, width, height)
 
 
+def same_aspect(w0: int, h0: int, w1: int, h1: int) -> bool:
+    """Whether images of ``w0`` x ``h0`` and ``w1`` x ``h1`` pixels have the same aspect ratio, within 1 % (a
+    resize maps one onto the other without distortion: a CameraInfo to scale, a depth image to align)."""
+    return abs(w0 * h1 - h0 * w1) <= 0.01 * w0 * h1
+
+
 @dataclass(frozen=True)
 class DepthNormalization:
     """Affine map between canonical ``ŷ`` and inverse depth: ``disparity = disp_min + ŷ·(disp_max - disp_min)``,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from nut_ros.core.geometry import Intrinsics
+from nut_ros.core.geometry import Intrinsics, same_aspect
 from nut_ros.pipeline.types import Frame
 from nut_ros.ros.compressed import DEPTH_HEADER, encoded_size
 from nut_ros.ros.conversions import (ConversionError, camera_info_to_intrinsics, decompress_depth, image_to_numpy,
@@ -73,7 +73,7 @@ def frame_from_messages(matched: Matched, depth_scale: float, frame_id: str = ""
     if matched.depth is not None:
         check_size(matched.depth, max_pixels, "depth")
         depth = depth_metres(matched.depth, depth_scale)
-        if depth.shape != (h, w) and not _same_aspect(depth.shape[1], depth.shape[0], w, h):
+        if depth.shape != (h, w) and not same_aspect(depth.shape[1], depth.shape[0], w, h):
             notes.append(f"depth is {depth.shape[1]}x{depth.shape[0]}, image {w}x{h}: another aspect ratio, not "
                          "aligned to the image: ignored (register the depth to the colour camera)")
             depth = None
@@ -90,15 +90,10 @@ def frame_from_messages(matched: Matched, depth_scale: float, frame_id: str = ""
                             depth_m=depth, intrinsics=intrinsics, camera_pose=camera_pose), notes)
 
 
-def _same_aspect(w0: int, h0: int, w1: int, h1: int) -> bool:
-    """Whether two image sizes have the same aspect ratio, within 1 %."""
-    return abs(w0 * h1 - h0 * w1) <= 0.01 * w0 * h1
-
-
 def _intrinsics_for(k: Intrinsics, width: int, height: int, notes: list[str]) -> Intrinsics | None:
     if (k.width, k.height) == (width, height):
         return k
-    if _same_aspect(k.width, k.height, width, height):
+    if same_aspect(k.width, k.height, width, height):
         notes.append(f"CameraInfo is for {k.width}x{k.height}, image is {width}x{height}: intrinsics scaled")
         return k.scaled(width, height)
     notes.append(f"CameraInfo is for {k.width}x{k.height}, image is {width}x{height}: ignored")

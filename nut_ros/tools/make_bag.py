@@ -27,7 +27,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from nut_ros.core.geometry import Intrinsics
+from nut_ros.core.geometry import Intrinsics, same_aspect
 from nut_ros.ros.bag_io import STORAGES, BagWriter
 from nut_ros.ros.camera_info import intrinsics_to_camera_info
 from nut_ros.ros.compressed import compress_depth, compress_image
@@ -154,10 +154,13 @@ def read_depth_mm(path: Path) -> np.ndarray:
 
 def bag_depth(path: Path, source_shape: tuple[int, int], resize: tuple[int, int] | None) -> np.ndarray:
     """The depth image (mm) of ``path``, paired with a source image of ``source_shape`` (h, w), as :func:`make_bag`
-    writes it: resized by nearest neighbour when the image was resized."""
+    writes it: resized by nearest neighbour when the image was resized. A depth image of another size with the
+    image's aspect ratio (TUM's 320x240 beside 640x480 colour, say) is kept at its size otherwise: the node resizes
+    it onto the image; another aspect ratio is not aligned to the image (ValueError)."""
     mm = read_depth_mm(path)
-    if mm.shape != tuple(source_shape):
-        raise ValueError(f"depth {path} is {mm.shape[1]}x{mm.shape[0]}, image {source_shape[1]}x{source_shape[0]}")
+    (h, w), (dh, dw) = source_shape, mm.shape
+    if not same_aspect(dw, dh, w, h):
+        raise ValueError(f"depth {path} is {dw}x{dh}, image {w}x{h}: another aspect ratio, not aligned to the image")
     return cv2.resize(mm, resize, interpolation=cv2.INTER_NEAREST) if resize else mm
 
 
