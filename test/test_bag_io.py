@@ -122,3 +122,16 @@ def test_writer_rejects_type_change_and_undeclared_raw(tmp_path):
             bag.add_topic("/x", "sensor_msgs/msg/CameraInfo")
         with pytest.raises(KeyError, match="add_topic"):
             bag.write_raw("/y", T0, b"")
+
+
+@pytest.mark.parametrize("discard", [True, False])
+def test_an_error_while_writing_discards_the_bag_only_when_asked(tmp_path, discard):
+    """make_bag and the replay discard a bag cut short by an error; a recording cut short keeps what it has."""
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    with pytest.raises(RuntimeError, match="cut short"):
+        with BagWriter(tmp_path / "bag", "sqlite3", discard_on_error=discard) as w:
+            w.write("/cam/image", 1, numpy_to_image(rgb, "rgb8", 1, "cam", "rosbags"))
+            raise RuntimeError("cut short")
+    assert (tmp_path / "bag").exists() != discard
+    if not discard:
+        assert "/cam/image" in bag_topics(tmp_path / "bag")

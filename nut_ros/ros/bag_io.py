@@ -11,6 +11,7 @@ can decode it.
 """
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -99,16 +100,19 @@ class BagWriter:
     """Write a rosbag2 (storage ``"sqlite3"`` or ``"mcap"``); use as a context manager.
 
     ``path`` must not exist yet. Topics are added on first write from the message type, or explicitly with
-    ``add_topic`` (needed for ``write_raw``).
+    ``add_topic`` (needed for ``write_raw``). With ``discard_on_error``, an exception inside the ``with`` block
+    removes the bag it began (a partial bag would pass for a whole one and block the next attempt); without it
+    (a recording cut short) what was written is kept.
     """
 
-    def __init__(self, path: str | Path, storage: str = "mcap"):
+    def __init__(self, path: str | Path, storage: str = "mcap", discard_on_error: bool = False):
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-        self._writer = Writer(Path(path), version=9, storage_plugin=plugin)
+        self._path, self._discard = Path(path), discard_on_error
+        self._writer = Writer(self._path, version=9, storage_plugin=plugin)
         self._connections: dict[str, Any] = {}
         self._store = rosbags_typestore()
 
@@ -116,8 +120,10 @@ class BagWriter:
         self._writer.open()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         self._writer.close()
+        if exc_type is not None and self._discard:  # the folder is the writer's own: open() refuses an existing one
+            shutil.rmtree(self._path, ignore_errors=True)
 
     def add_topic(self, topic: str, type_name: str) -> None:
         """Declare ``topic`` with message type ``pkg/msg/Name`` (its definition is stored in the bag)."""

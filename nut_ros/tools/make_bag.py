@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import math
 import re
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,27 +225,8 @@ def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | 
         topics["odom"] = f"{ns}/odom"
     frames = source_frames(source, pattern=pattern, intrinsics=intrinsics, hfov_deg=hfov_deg, max_frames=max_frames,
                            stride=stride, start=start, resize=resize, fps=fps)
-    created = []  # the folder, once the writer has made it: only that is removed on failure
-    try:
-        count, cam = _write(output, storage, frames, topics, camera_poses, poses, depth_files, resize, compressed,
-                            jpeg_quality, frame_id, world_frame, created)
-        if count == 0:
-            raise ValueError(f"no frames read from {source}")
-    except BaseException:
-        if created:  # no partial bag left behind to block the next attempt
-            shutil.rmtree(output, ignore_errors=True)
-        raise
-    return BagSummary(output, count, cam.width, cam.height, cam, topics)
-
-
-def _write(output: Path, storage: str, frames, topics: dict, camera_poses, poses, depth_files, resize,
-           compressed: bool, jpeg_quality: int, frame_id: str, world_frame: str,
-           created: list) -> tuple[int, Intrinsics | None]:
-    """Write the bag of :func:`make_bag` (``created`` gets the folder once the writer has made it); returns the
-    frame count and the bag's camera."""
     count, cam = 0, None
-    with BagWriter(output, storage) as bag:
-        created.append(output)
+    with BagWriter(output, storage, discard_on_error=True) as bag:  # no partial bag left to block the next attempt
         for frame in frames:
             index, stamp, rgb, cam = frame.index, frame.stamp_ns, frame.rgb, frame.camera
             if compressed:
@@ -268,7 +248,9 @@ def _write(output: Path, storage: str, frames, topics: dict, camera_poses, poses
                          else numpy_to_image(mm, "16UC1", stamp, frame_id, "rosbags"))
                 bag.write(topics["depth"], stamp, depth)
             count += 1
-    return count, cam
+        if count == 0:
+            raise ValueError(f"no frames read from {source}")
+    return BagSummary(output, count, cam.width, cam.height, cam, topics)
 
 
 def main(argv: list[str] | None = None) -> int:
