@@ -2,6 +2,7 @@
 without, none on a static camera or when switched off (random-init tiny model at a small size)."""
 import dataclasses
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -103,3 +104,26 @@ def test_evaluation_scores_the_baselines_on_the_same_pixels(backend):
     s = ev.summary()["depth"]
     assert s["sources"] == {"none": 1, "odometry": 3} and s["frames"]["depth_abs_rel"] == 3  # every metric frame
     assert s["by_source"]["odometry"]["depth_abs_rel_affine"] is not None
+
+
+def test_a_model_trained_on_known_pixels_gets_the_fills_measured_pixels(backend):
+    """``fill_validity: known``: the validity channel marks where depth from motion measured (nearest-resized from
+    its working resolution); the disparity channel stays the dense fill. ``ones`` (default): validity 1 everywhere."""
+    fed = {}
+    for validity in ("ones", "known"):
+        torch.manual_seed(0)
+        model = build_model("tiny", image_size=(48, 96), fill_validity=validity)
+        probe = TorchBackend(model, "cpu")
+        inputs = []
+        encode = probe.encode
+        probe.encode = lambda rgb, disp: (inputs.append(disp.clone()), encode(rgb, disp))[1]
+        results, _ = stream(probe, MOVING, odometry=True)
+        fed[validity] = (inputs[-1][0], results[-1].motion_depth)
+    disp, motion = fed["ones"]
+    assert torch.all(disp[1] == 1) and (disp[0] > 0).float().mean() > 0.9  # min-max normalised: the far end is 0
+    disp, motion = fed["known"]
+    known = cv2.resize((motion.confidence > 0).astype(np.uint8), (96, 48), interpolation=cv2.INTER_NEAREST)
+    assert 0.05 < known.mean() < 0.95
+    assert np.array_equal(disp[1].numpy(), known.astype(np.float32))
+    assert torch.equal(disp[0], fed["ones"][0][0])  # the fill itself, dense where nothing was measured too
+    assert (disp[0][disp[1] == 0] > 0).float().mean() > 0.5

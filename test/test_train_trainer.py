@@ -121,3 +121,24 @@ def test_stage3_motion_only_changes_the_motion_head_alone(tmp_path):
     log = [json.loads(line) for line in (tmp_path / "m" / "log.jsonl").read_text().splitlines()]
     epes = [r["flow_epe"] for r in log if "flow_epe" in r]
     assert epes and all(math.isfinite(e) for e in epes)
+
+
+def test_stage3_geometry_only_on_fills_changes_the_encoder_alone(tmp_path):
+    torch.set_num_threads(2)
+    s1 = tmp_path / "s1"
+    Trainer(_cfg(1, s1, steps=1)).run()
+    out = tmp_path / "g"
+    cfg = _cfg(3, out, steps=2, init=str(s1), geometry_only=True, depth_modes={"none": 0.5, "fill": 0.5})
+    cfg.model_overrides = {**SMALL_INPUT, "fill_validity": "known"}
+    trainer = Trainer(cfg)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert trainer.run()
+    changed = {k.split(".")[0] for k, v in trainer.model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"gs_predictor"}
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert not any("flow" in r for r in log if "val" not in r)  # no flow loss trained
+    val = [r["val"] for r in log if "val" in r][-1]
+    assert math.isfinite(val["gen_abs_rel_fill"]) and math.isfinite(val["gen_abs_rel_fill_input"])
+    assert load_checkpoint(out / "weights.safetensors").config.fill_validity == "known"
+    with pytest.raises(ValueError, match="exclude each other"):
+        _cfg(3, out, steps=2, init=str(s1), geometry_only=True, motion_only=True)

@@ -132,6 +132,12 @@ class MotionDepthConfig:
     plane_prior: float = 0.003  # weight of the dense fill's plane prior (:func:`.densify.densify`; step 7); 0: none
     plane_max_turn: float = 2.0  # without odometry: the prior only while the rotation's flow < this × the parallax
 
+    def working_size(self, width: int, height: int) -> tuple[int, int]:
+        """``(w, h)`` of the working images: the input shrunk to ``max_width`` wide (never enlarged)."""
+        if width <= self.max_width:
+            return width, height
+        return self.max_width, max(8, round(height * self.max_width / width))
+
 
 @dataclass
 class MotionDepth:
@@ -239,17 +245,11 @@ class DepthFromMotion:
         self._fused = None
         self._focal.reset()
 
-    def working_size(self, width: int, height: int) -> tuple[int, int]:
-        """``(w, h)`` of the working images: the input shrunk to ``max_width`` wide (never enlarged)."""
-        if width <= self.config.max_width:
-            return width, height
-        return self.config.max_width, max(8, round(height * self.config.max_width / width))
-
     def estimate(self, rgb: np.ndarray, stamp_ns: int, intrinsics: Intrinsics,
                  camera_pose: np.ndarray | None = None) -> MotionDepth | None:
         """Depth of ``rgb [H, W, 3]`` uint8 (``intrinsics`` of that size; ``camera_pose`` 4x4 T_world<-camera in
         metres, or None) from the kept frames and the fused map; the frame is kept for the next ones either way."""
-        w, h = self.working_size(rgb.shape[1], rgb.shape[0])
+        w, h = self.config.working_size(rgb.shape[1], rgb.shape[0])
         grey = cv2.cvtColor(cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
         K = camera_matrix(intrinsics.scaled(w, h))
         half = cv2.pyrDown(grey)

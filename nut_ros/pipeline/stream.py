@@ -88,11 +88,14 @@ class StreamingPipeline:
         self.config = config
         self.height, self.width = backend.model_config.image_size
         self.depth_channels = backend.model_config.depth_channels
+        self.fill_validity = backend.model_config.fill_validity
         # where the model inputs are prepared: the torch backend's device (on a GPU host small CPU tensor operations
         # pay the thread pool's wake-up each; on the GPU they are queued), the host for exported backends
         self._prep_device = torch.device(backend.device if backend.name == "torch" else "cpu")
-        # one kept buffer per input: the frame, the depth topic's image (input size), depth from motion (model size)
-        self._upload_rgb, self._upload_depth, self._upload_motion = (Upload(self._prep_device) for _ in range(3))
+        # one kept buffer per input: the frame, the depth topic's image (input size), depth from motion and its
+        # measured pixels (model size)
+        self._upload_rgb, self._upload_depth, self._upload_motion, self._upload_known = (
+            Upload(self._prep_device) for _ in range(4))
         if config.opencv_threads < 0:
             raise ValueError(f"opencv_threads must be >= 0 (0: auto), not {config.opencv_threads}")
         if config.opencv_threads or not _on_cpu(backend):
@@ -364,7 +367,11 @@ class StreamingPipeline:
         inv_far, inv_near = torch.cat([inv_far, inv_near]).tolist()  # one wait for the device
         norm = DepthNormalization(inv_far, inv_near, metric=source != "motion")
         depth_in = to_host(torch.where(valid, depth, torch.full_like(depth, float("nan")))[0, 0])
-        return rgb, model_depth_input(disp, valid, self.depth_channels), norm, depth_in, source, motion
+        channel_valid = valid
+        if motion is not None and self.fill_validity == "known":  # the fill's measured pixels, as the model trained
+            known = cv2.resize((motion.confidence > 0).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+            channel_valid = self._upload_known(known)[None, None] > 0
+        return rgb, model_depth_input(disp, channel_valid, self.depth_channels), norm, depth_in, source, motion
 
     def _model_intrinsics(self, frame: Frame) -> Intrinsics:
         if frame.intrinsics is None:

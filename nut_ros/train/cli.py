@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from nut_ros.core.checkpoint import save_checkpoint
+from nut_ros.train.depth_input import DEPTH_MODES
 from nut_ros.train.objectives import LossWeights
 from nut_ros.train.rgbd_pairs import JPEG_QUALITY, pack
 from nut_ros.train.trainer import TrainConfig, Trainer, load_run
@@ -47,8 +48,18 @@ def _stage_parser(sub, name: str, stage: int) -> None:
     if stage == 3:
         p.add_argument("--rgbd", default=None, help="packed real RGB-D pairs (pack-rgbd); default: generated only")
         p.add_argument("--real-fraction", type=float, default=d.real_fraction, help="share of real pairs per batch")
-        p.add_argument("--motion-only", action="store_true",
-                       help="train the learned motion head alone; the pair model of --init stays as it is")
+        alone = p.add_mutually_exclusive_group()
+        alone.add_argument("--motion-only", action="store_true",
+                           help="train the learned motion head alone; the pair model of --init stays as it is")
+        alone.add_argument("--geometry-only", action="store_true",
+                           help="train the static encoder alone; the motion head of --init stays as it is")
+        p.add_argument("--depth-modes", default=None,
+                       help='JSON depth-input modes -> probabilities, e.g. {"none": 0.3, "fill": 0.4, "sensor": 0.3} '
+                            "(modes: none, semi_dense, sensor, fill; default: "
+                            + json.dumps(DEPTH_MODES).replace("%", "%%") + ")")
+        p.add_argument("--fill-validity", choices=("ones", "known"), default=None,
+                       help="the trained model's validity channel beside a dense depth-from-motion fill "
+                            "(ModelConfig.fill_validity; default: the model config's)")
     length = p.add_mutually_exclusive_group(required=True)
     length.add_argument("--steps", type=int, default=0, help="run length in optimiser steps")
     length.add_argument("--minutes", type=float, default=0.0, help="run length in minutes of training time")
@@ -63,8 +74,10 @@ def _stage_parser(sub, name: str, stage: int) -> None:
 def _train(args, stage: int) -> int:
     extra = {1: lambda: {"grow": args.grow},
              2: lambda: {"frames": args.frames, "sample_motion": args.sample_motion, "init_decoder": args.init_decoder},
-             3: lambda: {"rgbd": args.rgbd, "real_fraction": args.real_fraction,
-                        "motion_only": args.motion_only}}[stage]()
+             3: lambda: {"rgbd": args.rgbd, "real_fraction": args.real_fraction, "motion_only": args.motion_only,
+                        "geometry_only": args.geometry_only,
+                        "depth_modes": json.loads(args.depth_modes) if args.depth_modes else None,
+                        "model_overrides": {"fill_validity": args.fill_validity} if args.fill_validity else {}}}[stage]()
     keys = ("model", "init", "steps", "minutes", "chunk_minutes", "batch", "lr", "weight_decay", "warmup",
             "depth_drop", "val_every", "val_clips", "seed", "raster_impl", "device")
     cfg = TrainConfig(stage=stage, out=args.out, amp=not args.no_amp, **{k: getattr(args, k) for k in keys},

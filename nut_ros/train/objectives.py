@@ -9,7 +9,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from nut_ros.core.gaussians import Gaussians
@@ -17,8 +16,7 @@ from nut_ros.core.model import NutModel, static_gaussians
 from nut_ros.core.motion_head import GAMMA
 from nut_ros.core.motion_prior import batch_priors, with_prior
 from nut_ros.render import RenderOutput, rasterize
-from nut_ros.pipeline.depth import model_depth_input, normalize_inverse_depth
-from nut_ros.train.depth_input import DepthInput, simulate_depth_input
+from nut_ros.train.depth_input import DepthInput, mixed_depth_input, simulate_depth_input
 from nut_ros.train.losses import (masked_mse, rendered_disparity, ssi_disparity_loss, trajectory_loss,
                                   trajectory_targets)
 from nut_ros.train.rgbd_pairs import PairBatch, epe
@@ -124,54 +122,6 @@ def stage2_step(model: NutModel, clip: Clip, weights: LossWeights, drop_prob: fl
 
 
 # -- stage 3: geometry and learned motion ------------------------------------------------------------------------
-#: depth-input modes of a stage-3 sample and their probabilities: none (RGB only), semi-dense (as depth from motion
-#: delivers it), sensor-like (a depth camera)
-DEPTH_MODES = {"none": 0.35, "semi_dense": 0.35, "sensor": 0.30}
-
-
-def semi_dense_depth(depth: Tensor, rgb: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """What depth from motion gives for true depth ``[B,1,H,W]`` (0 = unknown) of images ``rgb [B,3,H,W]``:
-    pixels on image texture (gradient above a random threshold) thinned to 5-40 %, 1-5 % multiplicative noise and
-    2 % outliers. Returns ``(noisy depth, valid)``."""
-    b = depth.shape[0]
-    dev = depth.device
-
-    def rand(*shape):
-        return torch.rand(shape, generator=generator, device=dev)
-
-    grey = rgb.mean(1, keepdim=True)
-    grad = (grey[..., :, 1:] - grey[..., :, :-1]).abs()[..., :-1, :] + (grey[..., 1:, :] - grey[..., :-1, :]).abs()[..., :, :-1]
-    grad = F.pad(grad, (0, 1, 0, 1))
-    textured = grad > rand(b, 1, 1, 1) * 0.08
-    valid = textured & (rand(*depth.shape) < 0.05 + 0.35 * rand(b, 1, 1, 1)) & (depth > 0)
-    noise = 1 + (0.01 + 0.04 * rand(b, 1, 1, 1)) * torch.randn(depth.shape, generator=generator, device=dev)
-    outlier = rand(*depth.shape) < 0.02
-    noisy = torch.where(outlier, depth * (0.5 + rand(*depth.shape)), depth * noise)
-    return noisy, valid
-
-
-def mixed_depth_input(depth: Tensor, rgb: Tensor, generator: torch.Generator) -> DepthInput:
-    """Per sample one of :data:`DEPTH_MODES`: the model's depth channels and the normalisation of the ŷ target
-    (from the input's own valid pixels, as the pipeline normalises; from the true depth for RGB-only samples)."""
-    b = depth.shape[0]
-    dev = depth.device
-    mode = torch.multinomial(torch.tensor(list(DEPTH_MODES.values()), device=dev), b, replacement=True,
-                             generator=generator)
-    sensor = simulate_depth_input(depth.clamp_min(1e-3), 0.0, generator)
-    sparse, sparse_valid = semi_dense_depth(depth, rgb, generator)
-    sensor_valid = sensor.channels[:, 1:2] > 0.5
-    valid = torch.where((mode == 1).view(b, 1, 1, 1), sparse_valid, sensor_valid & (depth > 0))
-    valid = valid & (mode > 0).view(b, 1, 1, 1)
-    present = valid.flatten(1).float().mean(1) >= 0.002
-    valid = valid & present.view(b, 1, 1, 1)
-    observed = torch.where((mode == 1).view(b, 1, 1, 1), sparse, depth)
-    norm, lo, hi = normalize_inverse_depth(observed.clamp_min(1e-3), valid)
-    true_valid = depth > 0
-    _, lo_true, hi_true = normalize_inverse_depth(depth.clamp_min(1e-3), true_valid)
-    lo, hi = torch.where(present, lo, lo_true), torch.where(present, hi, hi_true)
-    return DepthInput(model_depth_input(norm, valid, 2), lo, hi, present)
-
-
 def flow_sequence_loss(flows: list[Tensor], true: Tensor, valid: Tensor, gamma: float = GAMMA) -> Tensor:
     """RAFT's sequence loss: L1 of each refinement step's flow (model pixels), later steps weighted more."""
     n = len(flows)
@@ -183,14 +133,16 @@ def flow_sequence_loss(flows: list[Tensor], true: Tensor, valid: Tensor, gamma: 
 
 
 def geometry_motion_step(model: NutModel, batch: PairBatch, weights: LossWeights, gen: torch.Generator,
-                         background: Tensor, amp: bool = True, impl: str = "torch") -> StepOutput:
-    """Stage 3: both frames of each pair reconstructed by the static encoder with mixed depth input (photometric
-    and depth terms: scale/shift-invariant always, direct where the input had depth), and the learned flow head
-    supervised by the exact flow between them."""
-    b = batch.rgb.shape[0]
+                         background: Tensor, amp: bool = True, impl: str = "torch",
+                         depth_modes: dict[str, float] | None = None, motion: bool = True) -> StepOutput:
+    """Stage 3: both frames of each pair reconstructed by the static encoder with mixed depth input (``depth_modes``,
+    see :func:`~nut_ros.train.depth_input.mixed_depth_input`; photometric and depth terms: scale/shift-invariant
+    always, direct where the input had depth), and (``motion``) the learned flow head supervised by the exact flow
+    between them."""
     h, w = batch.rgb.shape[-2:]
     rgb, depth = batch.rgb.flatten(0, 1), batch.depth.flatten(0, 1)
-    dinput = mixed_depth_input(depth, rgb, gen)
+    fill, known = (None, None) if batch.fill is None else (batch.fill.flatten(0, 1), batch.fill_known.flatten(0, 1))
+    dinput = mixed_depth_input(depth, rgb, gen, depth_modes, model.config.fill_validity, fill, known)
     with autocast(rgb.device, amp):
         cache = model.encode(rgb, dinput.channels)
     g = static_gaussians(cache).map(lambda x: x.float())
@@ -202,8 +154,11 @@ def geometry_motion_step(model: NutModel, batch: PairBatch, weights: LossWeights
     ssi = ssi_disparity_loss(pred, target, mask, weights.ssi_tau)
     direct_mask = mask & dinput.present.view(-1, 1, 1, 1)
     direct = ((pred - target).abs() * direct_mask).sum() / direct_mask.sum().clamp_min(1)
-    flow, flow_terms = _flow_terms(model, cache.motion, batch, amp)
-    loss = mse + weights.depth_ssi * ssi + weights.depth * direct + weights.flow * flow
+    loss = mse + weights.depth_ssi * ssi + weights.depth * direct
+    flow_terms = {}
+    if motion:
+        flow, flow_terms = _flow_terms(model, cache.motion, batch, amp)
+        loss = loss + weights.flow * flow
     terms = {"mse": mse.item(), "depth_ssi": ssi.item(), "depth": direct.item(), **flow_terms}
     return StepOutput(loss, terms, out, g, [dinput], target)
 

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nut_ros.train.motion_fills import packed_fills
+
 #: TartanAir's camera body frame is NED (x forward, y right, z down): its pose times this is the optical frame's
 NED_FROM_OPTICAL = np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]], dtype=np.float64)
 TUM_K = (517.3, 516.5, 318.6, 255.3)  # fx, fy, cx, cy at 640x480 (freiburg1)
@@ -36,6 +38,8 @@ class PairBatch:
     depth: Tensor  # [B, 2, 1, H, W] metres, 0 where unknown
     flow: Tensor  # [B, 2, 2, gh, gw] frame k's flow to the other frame, model pixels, on the Gaussian grid
     flow_valid: Tensor  # [B, 2, 1, gh, gw] 1 where the flow is known
+    fill: Tensor | None = None  # [B, 2, 1, H, W] depth from motion's dense inverse depth (NaN: none; None: no sample has one)
+    fill_known: Tensor | None = None  # [B, 2, 1, H, W] bool: its measured pixels
 
 
 def _quat_to_matrix(q: np.ndarray) -> np.ndarray:
@@ -154,7 +158,9 @@ class RGBDPairs:
     """Samples :class:`PairBatch` es from a packed file on ``device`` (frames decoded once, kept on the device)."""
 
     def __init__(self, path: str | Path, image_size: tuple[int, int], gaussian_grid: tuple[int, int],
-                 device: torch.device, split: str = "train", max_gap: int = 2, seed: int = 0):
+                 device: torch.device, split: str = "train", max_gap: int = 2, seed: int = 0, fills: bool = False):
+        """``fills``: also run depth from motion over the frames (:mod:`nut_ros.train.motion_fills`), so that each
+        pair carries the dense fill the pipeline would feed for its frames."""
         data = np.load(path, allow_pickle=True)
         keep = data["val"] == (split == "val")
         h, w = image_size
@@ -172,12 +178,31 @@ class RGBDPairs:
         self.pose = torch.from_numpy(data["pose"][keep]).to(device)
         self.k = k.to(device)
         seq = data["seq"][keep]
+        self.fill = self.fill_known = None
+        if fills:
+            self._motion_fills(np.stack(rgbs), data["K"][keep], data["pose"][keep], seq)
         gaps = [(i, j) for i in range(len(seq)) for j in range(i + 1, min(i + max_gap + 1, len(seq)))
                 if seq[i] == seq[j]]
         self.image_size, self.gaussian_grid, self.device = image_size, gaussian_grid, device
         self.pairs = torch.tensor(gaps, device=device)
         self.pairs = self.pairs[self._consistent(self.pairs)]
         self.rng = torch.Generator(device="cpu").manual_seed(seed)
+
+    def _motion_fills(self, rgb: np.ndarray, k: np.ndarray, poses: np.ndarray, seq: np.ndarray) -> None:
+        """Per frame and source (:data:`~nut_ros.train.motion_fills.SOURCES`) depth from motion's dense fill at
+        its working resolution. A fill without odometry is relative: it is brought to the true depth's unit by
+        the median ratio (the model sees it min-max normalised, the same either way; the ŷ target then is the true
+        disparity in the fill's normalisation, as for a metric fill)."""
+        fills, known = packed_fills(rgb, k, poses, seq)
+        fill = torch.from_numpy(fills).to(self.depth.device)
+        h, w = fill.shape[-2:]
+        true_inv = 1.0 / F.interpolate(self.depth, size=(h, w), mode="nearest").clamp_min(1e-3)
+        has_depth = F.interpolate(self.depth, size=(h, w), mode="nearest") > 0
+        for source in range(fill.shape[1]):
+            ratio = torch.where(has_depth[:, 0] & torch.isfinite(fill[:, source]), true_inv[:, 0] / fill[:, source],
+                                torch.nan).flatten(1).nanmedian(1).values
+            fill[:, source] *= torch.nan_to_num(ratio, nan=1.0).view(-1, 1, 1)
+        self.fill, self.fill_known = fill, torch.from_numpy(known).to(self.depth.device)
 
     def _consistent(self, pairs: Tensor, chunk: int = 16) -> Tensor:
         """Pairs whose rigid flow explains the images: warping the second frame by it brings it closer to the first
@@ -197,13 +222,18 @@ class RGBDPairs:
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def batch(self, size: int, indices: Tensor | None = None) -> PairBatch:
-        """``size`` random pairs (each in a random order), or the pairs at ``indices``."""
+    def batch(self, size: int, indices: Tensor | None = None, source: int | None = None) -> PairBatch:
+        """``size`` random pairs (each in a random order), or the pairs at ``indices``. With fills, each sample's
+        frames carry those of one source: ``source``, or a random one per sample."""
         if indices is None:
             indices = torch.randint(len(self.pairs), (size,), generator=self.rng)
             flip = torch.rand(size, generator=self.rng) < 0.5
         else:
             flip = torch.zeros(len(indices), dtype=torch.bool)
+        if self.fill is not None and source is None:
+            sources = torch.randint(self.fill.shape[1], (len(indices),), generator=self.rng).to(self.device)
+        else:
+            sources = torch.full((len(indices),), source or 0, device=self.device)
         pairs = self.pairs[indices.to(self.device)]
         pairs = torch.where(flip.to(self.device)[:, None], pairs.flip(1), pairs)
         i, j = pairs[:, 0], pairs[:, 1]
@@ -216,8 +246,16 @@ class RGBDPairs:
             valids.append(v)
         depth = torch.stack([self.depth[i], self.depth[j]], 1)
         depth = F.interpolate(depth.flatten(0, 1), size=self.image_size, mode="nearest").unflatten(0, (-1, 2))
+        fill = known = None
+        if self.fill is not None:  # resized as the pipeline resizes them: the fill bilinear, its measured pixels nearest
+            fill = torch.stack([self.fill[i, sources], self.fill[j, sources]], 1)
+            fill = F.interpolate(fill[:, :, None].flatten(0, 1), size=self.image_size, mode="bilinear",
+                                 align_corners=False).unflatten(0, (-1, 2))
+            known = torch.stack([self.fill_known[i, sources], self.fill_known[j, sources]], 1)
+            known = F.interpolate(known[:, :, None].flatten(0, 1).float(), size=self.image_size,
+                                  mode="nearest").unflatten(0, (-1, 2)) > 0.5
         return PairBatch(torch.stack([self.rgb[i], self.rgb[j]], 1), depth, torch.stack(flows, 1),
-                         torch.stack(valids, 1))
+                         torch.stack(valids, 1), fill, known)
 
 
 def warp(image: Tensor, flow: Tensor) -> Tensor:
@@ -243,8 +281,13 @@ def generated_pairs(clip, gaussian_grid: tuple[int, int]) -> PairBatch:
 
 
 def cat(batches: list[PairBatch]) -> PairBatch:
-    """Batches joined along the batch axis."""
-    return PairBatch(*(torch.cat([getattr(b, f) for b in batches]) for f in ("rgb", "depth", "flow", "flow_valid")))
+    """Batches joined along the batch axis (fills NaN for the samples of a batch without them)."""
+    joined = [torch.cat([getattr(b, f) for b in batches]) for f in ("rgb", "depth", "flow", "flow_valid")]
+    if all(b.fill is None for b in batches):
+        return PairBatch(*joined)
+    fills = [b.fill if b.fill is not None else torch.full_like(b.depth, torch.nan) for b in batches]
+    known = [b.fill_known if b.fill is not None else torch.zeros_like(b.depth, dtype=torch.bool) for b in batches]
+    return PairBatch(*joined, torch.cat(fills), torch.cat(known))
 
 
 def epe(pred: Tensor, true: Tensor, valid: Tensor) -> Tensor:

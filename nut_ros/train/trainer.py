@@ -66,6 +66,8 @@ class TrainConfig:
     rgbd: str | None = None  # stage 3: packed real RGB-D pairs (nut_ros.train.rgbd_pairs.pack); None: generated only
     real_fraction: float = 0.5  # stage 3: share of each batch from ``rgbd``
     motion_only: bool = False  # stage 3: train the learned motion head alone (the pair model stays as loaded)
+    geometry_only: bool = False  # stage 3: train the static encoder alone (the motion head stays as loaded)
+    depth_modes: dict | None = None  # stage 3: depth-input modes -> probabilities (None: depth_input.DEPTH_MODES)
 
     def __post_init__(self):
         if self.stage not in (1, 2, 3):
@@ -74,6 +76,8 @@ class TrainConfig:
             raise ValueError("give exactly one of steps or minutes")
         if isinstance(self.weights, dict):
             self.weights = LossWeights(**self.weights)
+        if self.motion_only and self.geometry_only:
+            raise ValueError("motion_only and geometry_only exclude each other")
 
 
 def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -167,7 +171,7 @@ def build_for_stage(cfg: TrainConfig) -> NutModel:
                              f"{model.config.motion_prior!r}")
         model.requires_grad_(False)
         model.gs_predictor.requires_grad_(not cfg.motion_only)
-        model.motion_head.requires_grad_(True)
+        model.motion_head.requires_grad_(not cfg.geometry_only)
     else:
         if cfg.init is None:
             raise ValueError("stage 2 needs --init (a stage-1 run, checkpoint or weights)")
@@ -205,8 +209,9 @@ class Trainer:
         self.real = self.real_val = None
         if cfg.stage == 3 and cfg.rgbd:
             grid = self.model.config.gaussian_grid
-            self.real = RGBDPairs(cfg.rgbd, (h, w), grid, self.device, "train", seed=cfg.seed)
-            self.real_val = RGBDPairs(cfg.rgbd, (h, w), grid, self.device, "val", seed=cfg.seed)
+            fills = "fill" in (cfg.depth_modes or {})  # depth from motion's own fills of the real frames
+            self.real = RGBDPairs(cfg.rgbd, (h, w), grid, self.device, "train", seed=cfg.seed, fills=fills)
+            self.real_val = RGBDPairs(cfg.rgbd, (h, w), grid, self.device, "val", seed=cfg.seed, fills=fills)
         self.step = 0
         self.train_seconds = 0.0
         self._resume()
@@ -256,7 +261,8 @@ class Trainer:
             out = motion_step(self.model, self.pair_batch(), cfg.weights, cfg.amp)
         elif cfg.stage == 3:
             out = geometry_motion_step(self.model, self.pair_batch(), cfg.weights, self.loss_gen, background,
-                                       cfg.amp, impl=cfg.raster_impl)
+                                       cfg.amp, impl=cfg.raster_impl, depth_modes=cfg.depth_modes,
+                                       motion=not cfg.geometry_only)
         else:
             step_fn = stage1_step if cfg.stage == 1 else stage2_step
             out = step_fn(self.model, self.scenes.sample(cfg.batch), cfg.weights, cfg.depth_drop, self.loss_gen,
@@ -287,6 +293,8 @@ class Trainer:
             return [(self.params, 1.0)]
         if self.cfg.motion_only:
             return [(list(self.model.motion_head.parameters()), 1.0)]
+        if self.cfg.geometry_only:
+            return [(list(self.model.gs_predictor.parameters()), STAGE3_ENCODER_LR)]
         return [(list(self.model.gs_predictor.parameters()), STAGE3_ENCODER_LR),
                 (list(self.model.motion_head.parameters()), 1.0)]
 
@@ -295,8 +303,11 @@ class Trainer:
             sets = {"gen": [generated_pairs(c, self.model.config.gaussian_grid) for c in self.val_set]}
             if self.real_val is not None:
                 n = len(self.real_val)
-                sets["real"] = [self.real_val.batch(0, torch.arange(i, min(i + self.cfg.batch, n)))
-                                for i in range(0, n, self.cfg.batch)]
+                # with fills: "real" has those made with odometry, "real_motion" those from the images alone
+                names = ["real"] + (["real_motion"] if self.real_val.fill is not None else [])
+                for source, name in enumerate(names):
+                    sets[name] = [self.real_val.batch(0, torch.arange(i, min(i + self.cfg.batch, n)), source)
+                                  for i in range(0, n, self.cfg.batch)]
             metrics = evaluate_pairs(self.model, sets, self.cfg.amp, self.cfg.raster_impl)
             self._log({"step": self.step, "train_seconds": round(self.train_seconds, 1), "val": metrics})
             return metrics

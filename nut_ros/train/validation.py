@@ -9,10 +9,14 @@ from torch import Tensor
 
 from nut_ros.core.model import NutModel, static_gaussians
 from nut_ros.render import rasterize
+from nut_ros.train.depth_input import mixed_depth_input
 from nut_ros.train.losses import pixel_of, rendered_disparity, sample_at, trajectory_targets
 from nut_ros.train.objectives import LossWeights, StepOutput, autocast, stage1_step, stage2_step
 from nut_ros.train.rgbd_pairs import epe
 from nut_ros.train.scenes import Clip
+
+#: seed of the simulated depth-from-motion fills of stage-3 validation (per batch: plus its index)
+FILL_SEED = 7000
 
 GREY = (0.5, 0.5, 0.5)
 
@@ -153,14 +157,15 @@ def _aligned_abs_rel(pred_disp: Tensor, true_depth: Tensor, mask: Tensor) -> Ten
 @torch.no_grad()
 def evaluate_pairs(model: NutModel, sets: dict[str, list], amp: bool = True, impl: str = "torch") -> dict[str, float]:
     """Stage 3 validation per set of :class:`~nut_ros.train.rgbd_pairs.PairBatch`: the learned flow's end-point
-    error beside zero motion's, and RGB-only depth (AbsRel after per-image disparity scale and shift) beside a
-    constant disparity on the same pixels."""
+    error beside zero motion's; RGB-only depth (AbsRel after per-image disparity scale and shift) beside a constant
+    disparity on the same pixels; depth with the dense fill of depth from motion in (the batch's, else a simulated
+    one), beside that fill itself."""
     was_training = model.training
     model.eval()
     metrics: dict[str, float] = {}
     for name, batches in sets.items():
         sums: dict[str, list[Tensor]] = {}
-        for batch in batches:
+        for index, batch in enumerate(batches):
             b = batch.rgb.shape[0]
             h, w = batch.rgb.shape[-2:]
             rgb, depth = batch.rgb.flatten(0, 1), batch.depth.flatten(0, 1)
@@ -181,6 +186,20 @@ def evaluate_pairs(model: NutModel, sets: dict[str, list], amp: bool = True, imp
             sums.setdefault("abs_rel_rgbonly", []).append(_aligned_abs_rel(pred, depth[:, 0], mask))
             sums.setdefault("abs_rel_constant", []).append(_aligned_abs_rel(torch.ones_like(pred), depth[:, 0], mask))
             sums.setdefault("psnr_rgbonly", []).append(psnr(out.color, rgb).cpu())
+            # the dense fill of depth from motion in: the batch's own, else simulated (the same draw every time)
+            gen = torch.Generator(device=rgb.device).manual_seed(FILL_SEED + index)
+            real = (None, None) if batch.fill is None else (batch.fill.flatten(0, 1), batch.fill_known.flatten(0, 1))
+            fill = mixed_depth_input(depth, rgb, gen, {"fill": 1.0}, model.config.fill_validity, *real)
+            with autocast(rgb.device, amp):
+                cache = model.encode(rgb, fill.channels)
+            g = static_gaussians(cache).map(lambda x: x.float())
+            out = rasterize(g.at(0.0), h, w, background=torch.full((3,), 0.5, device=rgb.device), impl=impl,
+                            lowpass=model.config.raster_lowpass)
+            fill_mask = mask & (out.alpha[:, 0] > 0.5) & fill.present.view(-1, 1, 1)
+            pred = rendered_disparity(out.depth, out.alpha)[:, 0]
+            sums.setdefault("abs_rel_fill", []).append(_aligned_abs_rel(pred, depth[:, 0], fill_mask))
+            sums.setdefault("abs_rel_fill_input", []).append(
+                _aligned_abs_rel(fill.channels[:, 0], depth[:, 0], fill_mask))
         for key, values in sums.items():
             metrics[f"{name}_{key}"] = float(torch.cat([v.cpu() for v in values]).nanmean())
     model.train(was_training)

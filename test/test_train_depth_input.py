@@ -1,0 +1,80 @@
+"""Simulated depth inputs of stage-3 training: the pipeline's dense fill of a depth-from-motion map, and the mix of
+input modes per sample."""
+import numpy as np
+import pytest
+import torch
+
+from nut_ros.train import depth_input
+from nut_ros.train.depth_input import mixed_depth_input, motion_fill
+
+H, W = 144, 512  # wider than depth from motion's working width (256): the fill is made at half size
+
+
+def _scene(batch: int = 4):
+    """A textured image of a floor-like plane: inverse depth affine in the image rows (1-4 m)."""
+    gen = torch.Generator().manual_seed(0)
+    rgb = torch.rand(batch, 3, H // 4, W // 4, generator=gen).repeat_interleave(4, 2).repeat_interleave(4, 3)
+    rows = torch.linspace(0, 1, H).view(1, 1, H, 1)
+    depth = (1.0 / (0.25 + 0.75 * rows)).expand(batch, 1, H, W).clone()
+    return rgb, depth
+
+
+def _aligned_abs_rel(inv: torch.Tensor, depth: torch.Tensor) -> float:
+    x, y = inv.flatten().double(), (1.0 / depth).flatten().double()
+    a = torch.stack([x, torch.ones_like(x)], 1)
+    fit = 1.0 / (a @ torch.linalg.lstsq(a, y[:, None]).solution)[:, 0]
+    return float(((fit - depth.flatten()).abs() / depth.flatten()).mean())
+
+
+def test_fill_is_dense_close_to_the_truth_and_marks_its_measured_pixels(monkeypatch):
+    rgb, depth = _scene()
+    constant = _aligned_abs_rel(torch.ones(H, W) + 1e-3 * torch.rand(H, W), depth[0, 0])
+    assert constant > 0.25  # a constant on this floor
+    inv, known, ok = motion_fill(depth, rgb, torch.Generator().manual_seed(1))
+    assert inv.shape == known.shape == depth.shape and ok.all()
+    assert torch.isfinite(inv).all() and (inv > 0).all()
+    # the measured pixels are a share of the textured ones, made at half the width: 2x2 blocks when resized up
+    share = known.float().mean().item()
+    assert 0.02 < share < 0.5
+    assert torch.equal(known[..., ::2, ::2], known[..., 1::2, 1::2])
+    # with the simulated errors (noise, a tilt, a smooth field) the fill is off, but nearer than a constant
+    errors = [_aligned_abs_rel(inv[i, 0], depth[i, 0]) for i in range(len(inv))]
+    assert 0.05 < np.mean(errors) < 0.8 * constant, errors
+    # without them (only the semi-dense map's own few % of noise and outliers) the fill follows the plane
+    for name in ("FILL_NOISE", "FILL_TILT", "FILL_FIELD"):
+        monkeypatch.setattr(depth_input, name, 0.0)
+    inv, _, _ = motion_fill(depth, rgb, torch.Generator().manual_seed(1))
+    errors = [_aligned_abs_rel(inv[i, 0], depth[i, 0]) for i in range(len(inv))]
+    assert max(errors) < 0.08, errors
+
+
+def test_a_frame_without_texture_has_no_fill():
+    rgb, depth = _scene(2)
+    rgb[1] = 0.5  # blank: nothing to measure
+    _, _, ok = motion_fill(depth, rgb, torch.Generator().manual_seed(1))
+    assert ok.tolist() == [True, False]
+
+
+@pytest.mark.parametrize("validity", ["ones", "known"])
+def test_fill_mode_channels(validity):
+    rgb, depth = _scene()
+    d = mixed_depth_input(depth, rgb, torch.Generator().manual_seed(2), {"fill": 1.0}, validity)
+    assert d.present.all()
+    disp, valid = d.channels[:, 0], d.channels[:, 1]
+    assert disp.amin() == 0 and disp.amax() == 1  # normalised over every pixel of the fill, as the pipeline does
+    share = valid.mean().item()
+    assert share == 1.0 if validity == "ones" else 0.02 < share < 0.5
+    # the ŷ target's normalisation is the fill's: the true disparity lands near [0, 1]
+    target = d.normalise(1.0 / depth)
+    assert -0.2 < target.amin() < 0.2 and 0.8 < target.amax() < 1.2
+
+
+def test_modes_mix_per_sample_and_unknown_modes_are_refused():
+    rgb, depth = _scene(64)
+    d = mixed_depth_input(depth, rgb, torch.Generator().manual_seed(3), {"none": 0.5, "fill": 0.5}, "known")
+    none = ~d.present
+    assert 15 < none.sum() < 49  # about half of 64
+    assert torch.all(d.channels[none] == 0)
+    assert torch.all(d.channels[~none][:, 0].flatten(1).amax(1) == 1)
+    with pytest.raises(ValueError, match="unknown depth-input modes"):
+        mixed_depth_input(depth, rgb, torch.Generator(), {"lidar": 1.0})
