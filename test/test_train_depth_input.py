@@ -78,3 +78,38 @@ def test_modes_mix_per_sample_and_unknown_modes_are_refused():
     assert torch.all(d.channels[~none][:, 0].flatten(1).amax(1) == 1)
     with pytest.raises(ValueError, match="unknown depth-input modes"):
         mixed_depth_input(depth, rgb, torch.Generator(), {"lidar": 1.0})
+
+
+def test_default_modes_draw_as_before_the_fill_mode():
+    """The shipped weights' stage 3 (default modes) stays reproducible: the same draws as the code it ran with
+    (commit 7d84ab7, whose figures these are)."""
+    rgb, depth = _scene(8)
+    d = mixed_depth_input(depth, rgb, torch.Generator().manual_seed(0))
+    assert d.present.tolist() == [True] * 6 + [False, True]
+    assert d.channels.double().sum().item() == pytest.approx(460959.8493, rel=1e-6)
+    assert d.lo.double().sum().item() == pytest.approx(1.81504, rel=1e-5)
+    assert d.hi.double().sum().item() == pytest.approx(10.25756, rel=1e-5)
+
+
+def test_own_fills_are_used_missing_ones_go_without_depth_and_nan_is_simulated():
+    rgb, depth = _scene(3)
+    own = 1.0 / depth * (1 + 0.1 * torch.linspace(0, 1, W))  # a known, slanted fill
+    fill = torch.stack([own[0], torch.zeros_like(own[1]), torch.full_like(own[2], torch.nan)])
+    known = torch.zeros_like(depth, dtype=torch.bool)
+    known[0, :, :10] = True
+    d = mixed_depth_input(depth, rgb, torch.Generator().manual_seed(4), {"fill": 1.0}, "known", fill, known)
+    assert d.present.tolist() == [True, False, True]
+    assert torch.equal(d.channels[0, 1], known[0, 0].float())  # its own measured pixels
+    expected = (own[0, 0] - own[0, 0].amin()) / (own[0, 0].amax() - own[0, 0].amin())
+    assert torch.allclose(d.channels[0, 0], expected, atol=1e-5)
+    assert torch.all(d.channels[1] == 0)  # depth from motion gave none: RGB only, as in the pipeline
+    assert 0.02 < d.channels[2, 1].mean() < 0.5  # simulated
+
+
+def test_bad_modes_and_validity_are_refused():
+    rgb, depth = _scene(2)
+    for modes in ({"fill": -1.0, "none": 1.0}, {"fill": 0.0}):
+        with pytest.raises(ValueError, match="probabilities"):
+            mixed_depth_input(depth, rgb, torch.Generator(), modes)
+    with pytest.raises(ValueError, match="fill_validity"):
+        mixed_depth_input(depth, rgb, torch.Generator(), {"fill": 1.0}, "sometimes")

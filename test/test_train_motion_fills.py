@@ -32,7 +32,7 @@ def test_pairs_carry_depth_from_motions_fill_in_the_true_unit(tmp_path):
     assert pairs.fill.shape[:2] == (len(POSES), len(SOURCES))
     has = torch.isfinite(pairs.fill).flatten(2).all(2)
     assert not has[0].any() and has[2:].all()  # the first frame has no reference yet
-    for source in range(len(SOURCES)):  # odometry: metric; images alone: brought to the true unit by the median
+    for source in range(len(SOURCES)):  # odometry: metric as it comes; images alone: scaled by the median ratio
         for i in range(2, len(POSES)):
             truth = cv2.resize(truths[i], pairs.fill.shape[-1:-3:-1], interpolation=cv2.INTER_NEAREST)
             ratio = pairs.fill[i, source].numpy() * truth
@@ -40,7 +40,11 @@ def test_pairs_carry_depth_from_motions_fill_in_the_true_unit(tmp_path):
     assert 0.05 < pairs.fill_known[2:].float().mean() < 0.95
     batch = pairs.batch(0, torch.tensor([len(pairs) - 1]), source=1)
     assert batch.fill.shape == batch.depth.shape and batch.fill_known.dtype == torch.bool
-    assert torch.isfinite(batch.fill).all()
+    assert torch.isfinite(batch.fill).all() and (batch.fill > 0).all()
+    first = int(torch.nonzero((pairs.pairs == 0).any(1))[0])  # a pair with the first frame, which has no fill
+    batch = pairs.batch(0, torch.tensor([first]))
+    frame = int((pairs.pairs[first] != 0).nonzero()[0])
+    assert torch.all(batch.fill[0, 1 - frame] == 0) and (batch.fill[0, frame] > 0).all()  # 0: none, as the pipeline
 
 
 def test_joined_batches_mark_the_samples_without_a_fill(tmp_path):

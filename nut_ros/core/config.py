@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 
+#: values of ModelConfig.fill_validity
+FILL_VALIDITY = ("ones", "known")
+
 @dataclass(frozen=True)
 class DinoConfig:
     """DINOv2 ViT with register tokens (defaults: ViT-B/14 with 4 registers, input resized to 252x448)."""
@@ -67,6 +70,8 @@ class ModelConfig:
         sizes = [self.num_tokens * 4**i for i in range(1, len(self.upsampler_dims) + 1)]
         assert all(n % self.window == 0 or n <= self.window for n in sizes), "window must divide the token counts"
         assert len(self.stage_layers) == len(self.upsampler_dims), "one upsampler_layers entry per stage"
+        if self.fill_validity not in FILL_VALIDITY:
+            raise ValueError(f"fill_validity must be one of {FILL_VALIDITY}, not {self.fill_validity!r}")
         if self.condition == "encoder":
             gh, gw = self.token_grid
             assert gh % self.condition_pool == 0 and gw % self.condition_pool == 0, "pool must divide the token grid"

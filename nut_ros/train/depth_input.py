@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nut_ros.core.config import FILL_VALIDITY
 from nut_ros.core.geometry import DepthNormalization
 from nut_ros.geometry.densify import densify
 from nut_ros.geometry.depth_from_motion import MotionDepthConfig
@@ -153,19 +154,30 @@ def motion_fill(depth: Tensor, rgb: Tensor, generator: torch.Generator) -> tuple
     return dense, known, torch.tensor(ok, device=dev)
 
 
+def check_modes(modes: dict[str, float]) -> dict[str, float]:
+    """``modes`` (name -> probability) if its names are :data:`MODE_NAMES` and its weights non-negative with a
+    positive sum; else ValueError."""
+    unknown = set(modes) - set(MODE_NAMES)
+    if unknown:
+        raise ValueError(f"unknown depth-input modes {sorted(unknown)}; known: {', '.join(MODE_NAMES)}")
+    if any(not p >= 0 for p in modes.values()) or sum(modes.values()) <= 0:
+        raise ValueError(f"depth-input mode probabilities must be >= 0 with a positive sum, not {modes}")
+    return modes
+
+
 def mixed_depth_input(depth: Tensor, rgb: Tensor, generator: torch.Generator, modes: dict[str, float] | None = None,
                       fill_validity: str = "ones", fill: Tensor | None = None,
                       fill_known: Tensor | None = None) -> DepthInput:
     """Per sample one of ``modes`` (name -> probability, :data:`MODE_NAMES`; default :data:`DEPTH_MODES`): the
     model's depth channels and the normalisation of the ŷ target (from the input's own valid pixels, as the pipeline
-    normalises; from the true depth for RGB-only samples). A fill is depth from motion's own where ``fill``
-    (``[B,1,H,W]`` inverse depth, NaN for samples without one) has one (with its measured pixels ``fill_known``),
-    else simulated (:func:`motion_fill`); its validity channel is ``fill_validity``
+    normalises; from the true depth for RGB-only samples). A fill is the sample's own where ``fill``
+    (``[B,1,H,W]`` inverse depth) is finite, with its measured pixels ``fill_known`` (all 0: depth from motion gave
+    none, so the sample goes without depth, as in the pipeline); NaN (or no ``fill``): simulated
+    (:func:`motion_fill`). Its validity channel is ``fill_validity``
     (:class:`nut_ros.core.config.ModelConfig`): 1 everywhere ("ones") or its measured pixels ("known")."""
-    modes = DEPTH_MODES if modes is None else modes
-    unknown = set(modes) - set(MODE_NAMES)
-    if unknown:
-        raise ValueError(f"unknown depth-input modes {sorted(unknown)}; known: {', '.join(MODE_NAMES)}")
+    modes = DEPTH_MODES if modes is None else check_modes(modes)
+    if fill_validity not in FILL_VALIDITY:
+        raise ValueError(f"fill_validity must be one of {FILL_VALIDITY}, not {fill_validity!r}")
     b = depth.shape[0]
     dev = depth.device
     names = list(modes)
@@ -180,11 +192,14 @@ def mixed_depth_input(depth: Tensor, rgb: Tensor, generator: torch.Generator, mo
     observed = torch.where(chosen("semi_dense"), sparse, depth)
     channel_valid = valid
     if chosen("fill").any():
-        fill_inv, known, ok = motion_fill(depth, rgb, generator)
-        if fill is not None:
-            real = torch.isfinite(fill).flatten(1).all(1)
-            fill_inv = torch.where(real.view(b, 1, 1, 1), fill, fill_inv)
-            known, ok = torch.where(real.view(b, 1, 1, 1), fill_known, known), ok | real
+        # a sample's own fill (finite; all 0: depth from motion gave none), else a simulated one
+        own = torch.zeros(b, dtype=torch.bool, device=dev) if fill is None else torch.isfinite(fill).flatten(1).all(1)
+        fill_inv = torch.ones_like(depth) if fill is None else torch.where(own.view(b, 1, 1, 1), fill, 1.0)
+        known = torch.zeros_like(depth, dtype=torch.bool) if fill is None else fill_known.clone()
+        ok = own & (fill_inv > 0).flatten(1).all(1)
+        simulate = chosen("fill").view(b) & ~own
+        if simulate.any():
+            fill_inv[simulate], known[simulate], ok[simulate] = motion_fill(depth[simulate], rgb[simulate], generator)
         use = chosen("fill") & ok.view(b, 1, 1, 1)
         observed = torch.where(use, 1.0 / fill_inv.clamp_min(1e-6), observed)
         valid = torch.where(use, True, valid & ~chosen("fill"))

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nut_ros.train.motion_fills import packed_fills
+from nut_ros.train.motion_fills import SOURCES, packed_fills
 
 #: TartanAir's camera body frame is NED (x forward, y right, z down): its pose times this is the optical frame's
 NED_FROM_OPTICAL = np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]], dtype=np.float64)
@@ -38,7 +38,9 @@ class PairBatch:
     depth: Tensor  # [B, 2, 1, H, W] metres, 0 where unknown
     flow: Tensor  # [B, 2, 2, gh, gw] frame k's flow to the other frame, model pixels, on the Gaussian grid
     flow_valid: Tensor  # [B, 2, 1, gh, gw] 1 where the flow is known
-    fill: Tensor | None = None  # [B, 2, 1, H, W] depth from motion's dense inverse depth (NaN: none; None: no sample has one)
+    # [B, 2, 1, H, W] depth from motion's dense inverse depth of each frame: all 0 where it gave none, NaN where the
+    # sample has no fills (generated pairs: training simulates one); None: no sample has any
+    fill: Tensor | None = None
     fill_known: Tensor | None = None  # [B, 2, 1, H, W] bool: its measured pixels
 
 
@@ -198,10 +200,10 @@ class RGBDPairs:
         h, w = fill.shape[-2:]
         true_inv = 1.0 / F.interpolate(self.depth, size=(h, w), mode="nearest").clamp_min(1e-3)
         has_depth = F.interpolate(self.depth, size=(h, w), mode="nearest") > 0
-        for source in range(fill.shape[1]):
-            ratio = torch.where(has_depth[:, 0] & torch.isfinite(fill[:, source]), true_inv[:, 0] / fill[:, source],
-                                torch.nan).flatten(1).nanmedian(1).values
-            fill[:, source] *= torch.nan_to_num(ratio, nan=1.0).view(-1, 1, 1)
+        relative = SOURCES.index("motion")
+        ratio = torch.where(has_depth[:, 0] & torch.isfinite(fill[:, relative]), true_inv[:, 0] / fill[:, relative],
+                            torch.nan).flatten(1).nanmedian(1).values
+        fill[:, relative] *= torch.nan_to_num(ratio, nan=1.0).view(-1, 1, 1)
         self.fill, self.fill_known = fill, torch.from_numpy(known).to(self.depth.device)
 
     def _consistent(self, pairs: Tensor, chunk: int = 16) -> Tensor:
@@ -249,8 +251,8 @@ class RGBDPairs:
         fill = known = None
         if self.fill is not None:  # resized as the pipeline resizes them: the fill bilinear, its measured pixels nearest
             fill = torch.stack([self.fill[i, sources], self.fill[j, sources]], 1)
-            fill = F.interpolate(fill[:, :, None].flatten(0, 1), size=self.image_size, mode="bilinear",
-                                 align_corners=False).unflatten(0, (-1, 2))
+            fill = F.interpolate(torch.nan_to_num(fill, nan=0.0)[:, :, None].flatten(0, 1), size=self.image_size,
+                                 mode="bilinear", align_corners=False).unflatten(0, (-1, 2))
             known = torch.stack([self.fill_known[i, sources], self.fill_known[j, sources]], 1)
             known = F.interpolate(known[:, :, None].flatten(0, 1).float(), size=self.image_size,
                                   mode="nearest").unflatten(0, (-1, 2)) > 0.5

@@ -20,6 +20,7 @@ import torch
 
 from nut_ros.core.checkpoint import read_state_dict, read_training_state, save_checkpoint, save_training_state
 from nut_ros.core.model import NutModel, build_model
+from nut_ros.train.depth_input import check_modes
 from nut_ros.train.objectives import LossWeights, geometry_motion_step, motion_step, stage1_step, stage2_step
 from nut_ros.train.rgbd_pairs import RGBDPairs, cat, generated_pairs
 from nut_ros.train.scenes import SceneConfig, SceneGenerator
@@ -78,6 +79,8 @@ class TrainConfig:
             self.weights = LossWeights(**self.weights)
         if self.motion_only and self.geometry_only:
             raise ValueError("motion_only and geometry_only exclude each other")
+        if self.depth_modes is not None:
+            check_modes(self.depth_modes)
 
 
 def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:

@@ -155,11 +155,12 @@ def _aligned_abs_rel(pred_disp: Tensor, true_depth: Tensor, mask: Tensor) -> Ten
 
 
 @torch.no_grad()
-def evaluate_pairs(model: NutModel, sets: dict[str, list], amp: bool = True, impl: str = "torch") -> dict[str, float]:
+def evaluate_pairs(model: NutModel, sets: dict[str, list], amp: bool = True, impl: str = "torch",
+                   simulated_fill: tuple[str, ...] = ("gen",)) -> dict[str, float]:
     """Stage 3 validation per set of :class:`~nut_ros.train.rgbd_pairs.PairBatch`: the learned flow's end-point
     error beside zero motion's; RGB-only depth (AbsRel after per-image disparity scale and shift) beside a constant
-    disparity on the same pixels; depth with the dense fill of depth from motion in (the batch's, else a simulated
-    one), beside that fill itself."""
+    disparity on the same pixels; depth with the dense fill of depth from motion in (the batch's own; a simulated
+    one in the sets named in ``simulated_fill``), beside that fill itself."""
     was_training = model.training
     model.eval()
     metrics: dict[str, float] = {}
@@ -186,7 +187,10 @@ def evaluate_pairs(model: NutModel, sets: dict[str, list], amp: bool = True, imp
             sums.setdefault("abs_rel_rgbonly", []).append(_aligned_abs_rel(pred, depth[:, 0], mask))
             sums.setdefault("abs_rel_constant", []).append(_aligned_abs_rel(torch.ones_like(pred), depth[:, 0], mask))
             sums.setdefault("psnr_rgbonly", []).append(psnr(out.color, rgb).cpu())
-            # the dense fill of depth from motion in: the batch's own, else simulated (the same draw every time)
+            # the dense fill of depth from motion in: the batch's own, else (generated sets) a simulated one, the same
+            # draw every time
+            if batch.fill is None and name not in simulated_fill:
+                continue
             gen = torch.Generator(device=rgb.device).manual_seed(FILL_SEED + index)
             real = (None, None) if batch.fill is None else (batch.fill.flatten(0, 1), batch.fill_known.flatten(0, 1))
             fill = mixed_depth_input(depth, rgb, gen, {"fill": 1.0}, model.config.fill_validity, *real)
