@@ -159,8 +159,8 @@ def evaluate_pairs(model: NutModel, sets: dict[str, list], amp: bool = True, imp
                    simulated_fill: tuple[str, ...] = ("gen",)) -> dict[str, float]:
     """Stage 3 validation per set of :class:`~nut_ros.train.rgbd_pairs.PairBatch`: the learned flow's end-point
     error beside zero motion's; RGB-only depth (AbsRel after per-image disparity scale and shift) beside a constant
-    disparity on the same pixels; depth with the dense fill of depth from motion in (the batch's own; a simulated
-    one in the sets named in ``simulated_fill``), beside that fill itself."""
+    disparity on the same pixels; depth (beside that fill itself) and key-frame PSNR with the dense fill of depth
+    from motion in (the batch's own; a simulated one in the sets named in ``simulated_fill``)."""
     was_training = model.training
     model.eval()
     metrics: dict[str, float] = {}
@@ -204,6 +204,7 @@ def evaluate_pairs(model: NutModel, sets: dict[str, list], amp: bool = True, imp
             sums.setdefault("abs_rel_fill", []).append(_aligned_abs_rel(pred, depth[:, 0], fill_mask))
             sums.setdefault("abs_rel_fill_input", []).append(
                 _aligned_abs_rel(fill.channels[:, 0], depth[:, 0], fill_mask))
+            sums.setdefault("psnr_fill", []).append(torch.where(fill.present, psnr(out.color, rgb), torch.nan).cpu())
         for key, values in sums.items():
             metrics[f"{name}_{key}"] = float(torch.cat([v.cpu() for v in values]).nanmean())
     model.train(was_training)
