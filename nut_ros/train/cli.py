@@ -77,7 +77,8 @@ def _train(args, stage: int) -> int:
              3: lambda: {"rgbd": args.rgbd, "real_fraction": args.real_fraction, "motion_only": args.motion_only,
                         "geometry_only": args.geometry_only,
                         "depth_modes": json.loads(args.depth_modes) if args.depth_modes else None,
-                        "model_overrides": {"fill_validity": args.fill_validity} if args.fill_validity else {}}}[stage]()
+                        "model_overrides": {"fill_validity": args.fill_validity} if args.fill_validity else {}},
+             }[stage]()
     keys = ("model", "init", "steps", "minutes", "chunk_minutes", "batch", "lr", "weight_decay", "warmup",
             "depth_drop", "val_every", "val_clips", "seed", "raster_impl", "device")
     cfg = TrainConfig(stage=stage, out=args.out, amp=not args.no_amp, **{k: getattr(args, k) for k in keys},

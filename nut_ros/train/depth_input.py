@@ -98,7 +98,8 @@ def semi_dense_depth(depth: Tensor, rgb: Tensor, generator: torch.Generator,
         return torch.rand(shape, generator=generator, device=dev)
 
     grey = rgb.mean(1, keepdim=True)
-    grad = (grey[..., :, 1:] - grey[..., :, :-1]).abs()[..., :-1, :] + (grey[..., 1:, :] - grey[..., :-1, :]).abs()[..., :, :-1]
+    dx = (grey[..., :, 1:] - grey[..., :, :-1]).abs()[..., :-1, :]
+    grad = dx + (grey[..., 1:, :] - grey[..., :-1, :]).abs()[..., :, :-1]
     grad = F.pad(grad, (0, 1, 0, 1))
     textured = grad > rand(b, 1, 1, 1) * 0.08
     valid = textured & (rand(*depth.shape) < keep[0] + (keep[1] - keep[0]) * rand(b, 1, 1, 1)) & (depth > 0)
@@ -134,7 +135,8 @@ def motion_fill(depth: Tensor, rgb: Tensor, generator: torch.Generator) -> tuple
     coarse = torch.randn((b, 1) + FILL_FIELD_GRID, generator=generator, device=dev)
     tilt = tilt * torch.exp(FILL_FIELD * rand(b, 1, 1, 1) * F.interpolate(coarse, size=(wh, ww), mode="bicubic",
                                                                           align_corners=False))
-    noise = (1 + FILL_NOISE * rand(b, 1, 1, 1) * torch.randn(noisy.shape, generator=generator, device=dev)).clamp_min(0.2)
+    noise = 1 + FILL_NOISE * rand(b, 1, 1, 1) * torch.randn(noisy.shape, generator=generator, device=dev)
+    noise = noise.clamp_min(0.2)
     inv = tilt * noise / noisy.clamp_min(1e-3)
     confidence = valid * (0.2 + 0.8 * rand(*noisy.shape))
     ok = (valid.flatten(1).float().mean(1) >= cfg.min_coverage).tolist()
@@ -184,7 +186,9 @@ def mixed_depth_input(depth: Tensor, rgb: Tensor, generator: torch.Generator, mo
     pick = torch.multinomial(torch.tensor(list(modes.values()), device=dev), b, replacement=True, generator=generator)
 
     def chosen(name: str) -> Tensor:
-        return (pick == names.index(name)).view(b, 1, 1, 1) if name in names else torch.zeros(b, 1, 1, 1, dtype=torch.bool, device=dev)
+        if name not in names:
+            return torch.zeros(b, 1, 1, 1, dtype=torch.bool, device=dev)
+        return (pick == names.index(name)).view(b, 1, 1, 1)
 
     sensor = simulate_depth_input(depth.clamp_min(1e-3), 0.0, generator)
     sparse, sparse_valid = semi_dense_depth(depth, rgb, generator)
