@@ -1,5 +1,8 @@
 """Depth from motion's own dense fills of packed real sequences, carried by the training pairs (a generated room
 packed as the real sequences are)."""
+import json
+import math
+
 import cv2
 import numpy as np
 import torch
@@ -7,22 +10,28 @@ from generated_room import H, K, W, pose, render
 
 from nut_ros.train.rgbd_pairs import DEPTH_DOWN, RGBDPairs, cat
 from nut_ros.train.motion_fills import SOURCES
+from nut_ros.train.trainer import TrainConfig, Trainer
+
+SMALL_INPUT = {"image_size": (64, 128), "window": 128}  # the tiny architecture on a 4x smaller input
 
 POSES = [pose(x=0.04 * i, yaw_deg=0.4 * i) for i in range(6)]
 
 
-def _pack(path) -> np.ndarray:
+def _pack(path, top: int = 0) -> np.ndarray:
+    """The room's frames packed as ``pack-rgbd`` packs (``top``: rows cropped off the top and the bottom)."""
     rgbs, depths, truths = [], [], []
     for T in POSES:
         rgb, depth, _ = render(T)
+        rgb, depth = rgb[top:H - top], depth[top:H - top]
         rgbs.append(cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes())
-        depths.append((cv2.resize(depth, (W // DEPTH_DOWN, H // DEPTH_DOWN), interpolation=cv2.INTER_NEAREST)
+        h = depth.shape[0]
+        depths.append((cv2.resize(depth, (W // DEPTH_DOWN, h // DEPTH_DOWN), interpolation=cv2.INTER_NEAREST)
                        * 1000).astype(np.uint16))
         truths.append(depth)
-    k = np.array([[K.fx, 0, K.cx], [0, K.fy, K.cy], [0, 0, 1]])
+    k = np.array([[K.fx, 0, K.cx], [0, K.fy, K.cy - top], [0, 0, 1]])
     np.savez_compressed(path, rgb=np.array(rgbs, dtype=object), depth=np.stack(depths), pose=np.stack(POSES),
                         K=np.stack([k] * len(POSES)), seq=np.zeros(len(POSES), int), val=np.zeros(len(POSES), bool),
-                        size=np.array([H, W]))
+                        size=np.array([H - 2 * top, W]))
     return np.stack(truths)
 
 
@@ -57,3 +66,31 @@ def test_joined_batches_mark_the_samples_without_a_fill(tmp_path):
     assert torch.isnan(joined.fill[0]).all() and torch.isfinite(joined.fill[1]).all()
     assert not joined.fill_known[0].any()
     assert cat([other, other]).fill is None
+
+
+def test_stage3_on_fills_validates_both_sources(tmp_path):
+    """The trainer with fills: real pairs carry depth from motion's own, validation scores both sources."""
+    torch.set_num_threads(2)
+    _pack(tmp_path / "room.npz", top=40)  # 160x320: the aspect of the test model's 64x128
+    data = np.load(tmp_path / "room.npz", allow_pickle=True)
+    both = {k: np.concatenate([data[k], data[k]]) for k in ("rgb", "depth", "pose", "K")}  # the frames twice:
+    n = len(POSES)  # once for training, once (a sequence of its own) for validation
+    np.savez_compressed(tmp_path / "both.npz", **both, seq=np.repeat([0, 1], n), val=np.repeat([False, True], n),
+                        size=data["size"])
+    cfg = TrainConfig(stage=3, out=str(tmp_path / "run"), model="tiny", steps=1, batch=2, val_every=1, val_clips=1,
+                      warmup=1, device="cpu", amp=False, init=str(_stage1(tmp_path)), geometry_only=True,
+                      rgbd=str(tmp_path / "both.npz"), depth_modes={"fill": 1.0},
+                      model_overrides={**SMALL_INPUT, "fill_validity": "known"})
+    assert Trainer(cfg).run()
+    val = [json.loads(line)["val"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+           if "val" in line][-1]
+    for source in ("real", "real_motion"):
+        assert 0 < val[f"{source}_abs_rel_fill_input"] < 0.2, val  # depth from motion's own fill of the room
+        assert math.isfinite(val[f"{source}_abs_rel_fill"]) and math.isfinite(val[f"{source}_psnr_fill"])
+
+
+def _stage1(tmp_path):
+    out = tmp_path / "s1"
+    Trainer(TrainConfig(stage=1, out=str(out), model="tiny", model_overrides=SMALL_INPUT, steps=1, batch=1,
+                        val_every=2, val_clips=1, warmup=1, device="cpu", amp=False)).run()
+    return out
