@@ -10,9 +10,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-
 #: values of ModelConfig.fill_validity
 FILL_VALIDITY = ("ones", "known")
+
 
 @dataclass(frozen=True)
 class DinoConfig:
