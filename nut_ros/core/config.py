@@ -14,6 +14,13 @@ from typing import Any, Literal
 FILL_VALIDITY = ("ones", "known")
 
 
+def check_fill_validity(value: str) -> str:
+    """``value`` if it is one of :data:`FILL_VALIDITY`, else ValueError."""
+    if value not in FILL_VALIDITY:
+        raise ValueError(f"fill_validity must be one of {FILL_VALIDITY}, not {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class DinoConfig:
     """DINOv2 ViT with register tokens (defaults: ViT-B/14 with 4 registers, input resized to 252x448)."""
@@ -70,8 +77,7 @@ class ModelConfig:
         sizes = [self.num_tokens * 4**i for i in range(1, len(self.upsampler_dims) + 1)]
         assert all(n % self.window == 0 or n <= self.window for n in sizes), "window must divide the token counts"
         assert len(self.stage_layers) == len(self.upsampler_dims), "one upsampler_layers entry per stage"
-        if self.fill_validity not in FILL_VALIDITY:
-            raise ValueError(f"fill_validity must be one of {FILL_VALIDITY}, not {self.fill_validity!r}")
+        check_fill_validity(self.fill_validity)
         if self.condition == "encoder":
             gh, gw = self.token_grid
             assert gh % self.condition_pool == 0 and gw % self.condition_pool == 0, "pool must divide the token grid"

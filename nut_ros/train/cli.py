@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from nut_ros.core.checkpoint import save_checkpoint
+from nut_ros.core.config import FILL_VALIDITY
 from nut_ros.train.depth_input import DEPTH_MODES
 from nut_ros.train.objectives import LossWeights
 from nut_ros.train.rgbd_pairs import JPEG_QUALITY, pack
@@ -57,7 +58,7 @@ def _stage_parser(sub, name: str, stage: int) -> None:
                        help='JSON depth-input modes -> probabilities, e.g. {"none": 0.3, "fill": 0.4, "sensor": 0.3} '
                             "(modes: none, semi_dense, sensor, fill; default: "
                             + json.dumps(DEPTH_MODES).replace("%", "%%") + ")")
-        p.add_argument("--fill-validity", choices=("ones", "known"), default=None,
+        p.add_argument("--fill-validity", choices=FILL_VALIDITY, default=None,
                        help="the trained model's validity channel beside a dense depth-from-motion fill "
                             "(ModelConfig.fill_validity; default: the model config's)")
     length = p.add_mutually_exclusive_group(required=True)

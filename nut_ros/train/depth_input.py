@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nut_ros.core.config import FILL_VALIDITY
+from nut_ros.core.config import check_fill_validity
 from nut_ros.core.geometry import DepthNormalization
+from nut_ros.core.motion_prior import grey_u8
 from nut_ros.geometry.densify import densify
 from nut_ros.geometry.depth_from_motion import MotionDepthConfig
 from nut_ros.pipeline.depth import model_depth_input, normalize_inverse_depth
@@ -111,10 +112,10 @@ def semi_dense_depth(depth: Tensor, rgb: Tensor, generator: torch.Generator,
 
 def motion_fill(depth: Tensor, rgb: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
     """The dense fill the pipeline feeds for true depth ``[B,1,H,W]`` of images ``rgb [B,3,H,W]``: a semi-dense
-    map (:func:`semi_dense_depth` of :data:`FILL_KEEP`, :data:`FILL_NOISE` and :data:`FILL_TILT` on top,
-    confidences 0.2-1) made at
-    depth from motion's working resolution, filled by :func:`~nut_ros.geometry.densify.densify` with the pipeline's
-    plane prior (on the host) and resized to the model's size as the pipeline resizes it (bilinear).
+    map (:func:`semi_dense_depth` of :data:`FILL_KEEP`, with :data:`FILL_NOISE`, :data:`FILL_TILT` and
+    :data:`FILL_FIELD` on top, confidences 0.2-1) made at depth from motion's working resolution, filled by
+    :func:`~nut_ros.geometry.densify.densify` with the pipeline's plane prior (on the host) and brought to the
+    model's size by :func:`fill_at`.
 
     Returns ``(inverse depth [B,1,H,W], known [B,1,H,W]`` (nearest-resized measured pixels), ``ok [B])``; a sample
     whose map covers less than depth from motion's ``min_coverage`` has no fill (the pipeline then feeds none)."""
@@ -140,20 +141,25 @@ def motion_fill(depth: Tensor, rgb: Tensor, generator: torch.Generator) -> tuple
     inv = tilt * noise / noisy.clamp_min(1e-3)
     confidence = valid * (0.2 + 0.8 * rand(*noisy.shape))
     ok = (valid.flatten(1).float().mean(1) >= cfg.min_coverage).tolist()
-    grey = (255 * (small_rgb * torch.tensor([0.299, 0.587, 0.114], device=dev).view(1, 3, 1, 1)).sum(1)).round()
     inv_np, conf_np = inv[:, 0].float().cpu().numpy(), confidence[:, 0].float().cpu().numpy()
-    grey_np = grey.clamp(0, 255).to(torch.uint8).cpu().numpy()
 
     def fill(i: int) -> np.ndarray:
         if not ok[i]:
             return np.ones((wh, ww), np.float32)
-        return densify(inv_np[i], conf_np[i], grey_np[i], plane_weight=cfg.plane_prior)
+        return densify(inv_np[i], conf_np[i], grey_u8(small_rgb[i]), plane_weight=cfg.plane_prior)
 
     with ThreadPoolExecutor(max_workers=min(b, 8)) as pool:
         dense = torch.from_numpy(np.stack(list(pool.map(fill, range(b)))))[:, None].to(dev)
-    dense = F.interpolate(dense, size=(h, w), mode="bilinear", align_corners=False)
-    known = F.interpolate(valid.float(), size=(h, w), mode="nearest") > 0.5
+    dense, known = fill_at(dense, valid, (h, w))
     return dense, known, torch.tensor(ok, device=dev)
+
+
+def fill_at(inv: Tensor, known: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """A fill ``inv [B,1,h,w]`` and its measured pixels ``known [B,1,h,w]`` (bool) at the model's ``size``
+    ``(H, W)``, resized as the pipeline resizes them (:meth:`nut_ros.pipeline.stream.StreamingPipeline._preprocess`:
+    the fill bilinear, its measured pixels nearest)."""
+    return (F.interpolate(inv, size=size, mode="bilinear", align_corners=False),
+            F.interpolate(known.float(), size=size, mode="nearest") > 0.5)
 
 
 def check_modes(modes: dict[str, float]) -> dict[str, float]:
@@ -178,8 +184,7 @@ def mixed_depth_input(depth: Tensor, rgb: Tensor, generator: torch.Generator, mo
     (:func:`motion_fill`). Its validity channel is ``fill_validity``
     (:class:`nut_ros.core.config.ModelConfig`): 1 everywhere ("ones") or its measured pixels ("known")."""
     modes = DEPTH_MODES if modes is None else check_modes(modes)
-    if fill_validity not in FILL_VALIDITY:
-        raise ValueError(f"fill_validity must be one of {FILL_VALIDITY}, not {fill_validity!r}")
+    check_fill_validity(fill_validity)
     b = depth.shape[0]
     dev = depth.device
     names = list(modes)

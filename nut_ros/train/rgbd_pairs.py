@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nut_ros.train.depth_input import fill_at
 from nut_ros.train.motion_fills import SOURCES, packed_fills
 
 #: TartanAir's camera body frame is NED (x forward, y right, z down): its pose times this is the optical frame's
@@ -249,13 +250,12 @@ class RGBDPairs:
         depth = torch.stack([self.depth[i], self.depth[j]], 1)
         depth = F.interpolate(depth.flatten(0, 1), size=self.image_size, mode="nearest").unflatten(0, (-1, 2))
         fill = known = None
-        if self.fill is not None:  # resized as the pipeline resizes them: the fill bilinear, its measured pixels nearest
+        if self.fill is not None:
             fill = torch.stack([self.fill[i, sources], self.fill[j, sources]], 1)
-            fill = F.interpolate(torch.nan_to_num(fill, nan=0.0)[:, :, None].flatten(0, 1), size=self.image_size,
-                                 mode="bilinear", align_corners=False).unflatten(0, (-1, 2))
             known = torch.stack([self.fill_known[i, sources], self.fill_known[j, sources]], 1)
-            known = F.interpolate(known[:, :, None].flatten(0, 1).float(), size=self.image_size,
-                                  mode="nearest").unflatten(0, (-1, 2)) > 0.5
+            fill, known = fill_at(torch.nan_to_num(fill, nan=0.0)[:, :, None].flatten(0, 1),
+                                  known[:, :, None].flatten(0, 1), self.image_size)
+            fill, known = fill.unflatten(0, (-1, 2)), known.unflatten(0, (-1, 2))
         return PairBatch(torch.stack([self.rgb[i], self.rgb[j]], 1), depth, torch.stack(flows, 1),
                          torch.stack(valids, 1), fill, known)
 
