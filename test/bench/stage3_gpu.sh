@@ -2,7 +2,8 @@
 # Stage-3 training (geometry + learned motion) of tiny and small side by side on one GPU, detached with setsid so
 # that it outlives one device call. Run from the repo root on the GPU machine (no install needed: PYTHONPATH=.).
 #   test/bench/stage3_gpu.sh start RGBD_NPZ MINUTES [ARGS]   start both runs under /tmp/stage3/<model>; ARGS go to
-#                                                          both (e.g. --motion-only --lr 3e-4 --batch 32)
+#                                                          both (e.g. --motion-only --lr 3e-4 --batch 32); with
+#                                                          MODELS=small (or tiny) set, that run alone
 #   test/bench/stage3_gpu.sh wait                     block until both runs have exited, print their last records
 #   test/bench/stage3_gpu.sh export OUT               fp16 weights + logs of both runs into OUT (small's split in 15 MB parts)
 #   test/bench/stage3_gpu.sh heads OUT RGBD_NPZ       after --motion-only runs: the motion heads alone (fp16, a few MB),
@@ -15,7 +16,7 @@ case "$1" in
     mkdir -p $RUNS
     rgbd=$2 minutes=$3
     shift 3
-    for model in tiny small; do
+    for model in ${MODELS:-tiny small}; do
       batch=$([ $model = tiny ] && echo 16 || echo 8)
       setsid nohup python3 -m nut_ros.train.cli stage3 --model $model --out $RUNS/$model \
         --init nut_ros/weights/$model.safetensors --rgbd "$rgbd" --minutes "$minutes" --chunk-minutes 60 \
@@ -23,17 +24,19 @@ case "$1" in
       echo $! > $RUNS/$model.pid
     done ;;
   wait)
-    for model in tiny small; do
+    for model in ${MODELS:-tiny small}; do
       while kill -0 "$(cat $RUNS/$model.pid)" 2>/dev/null; do sleep 5; done
       tail -n 3 $RUNS/$model.out; grep '"val"' $RUNS/$model/log.jsonl | tail -n 1
     done ;;
   export)
     mkdir -p "$2"
-    for model in tiny small; do
+    for model in ${MODELS:-tiny small}; do
       python3 -m nut_ros.train.cli export $RUNS/$model "$2/$model.safetensors"
       cp $RUNS/$model/log.jsonl "$2/${model}_s3.jsonl"
     done
-    split -b 15M "$2/small.safetensors" "$2/small.safetensors.part" && rm "$2/small.safetensors" ;;
+    if [ -f "$2/small.safetensors" ]; then
+      split -b 15M "$2/small.safetensors" "$2/small.safetensors.part" && rm "$2/small.safetensors"
+    fi ;;
   heads)
     mkdir -p "$2"
     for model in tiny small; do
