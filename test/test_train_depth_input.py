@@ -67,6 +67,10 @@ def test_fill_mode_channels(validity):
     # the ŷ target's normalisation is the fill's: the true disparity lands near [0, 1]
     target = d.normalise(1.0 / depth)
     assert -0.2 < target.amin() < 0.2 and 0.8 < target.amax() < 1.2
+    assert torch.allclose(d.to_depth(target), depth, rtol=1e-4)  # back to metres: to_depth inverts normalise
+    # the fill's own depth, in the input's scale (the simulated fill is metric up to its errors)
+    rel = ((d.to_depth(disp[:, None]) - depth).abs() / depth).mean()
+    assert 0 < rel < 0.3
 
 
 def test_modes_mix_per_sample_and_unknown_modes_are_refused():

@@ -87,6 +87,8 @@ def test_stage3_on_fills_validates_both_sources(tmp_path):
     for source in ("real", "real_motion"):
         assert 0 < val[f"{source}_abs_rel_fill_input"] < 0.2, val  # depth from motion's own fill of the room
         assert math.isfinite(val[f"{source}_abs_rel_fill"]) and math.isfinite(val[f"{source}_psnr_fill"])
+        assert math.isfinite(val[f"{source}_abs_rel_fill_unaligned"])
+    assert 0 < val["real_abs_rel_fill_input_unaligned"] < 0.2, val  # with odometry the fill is metric
 
 
 def _stage1(tmp_path):

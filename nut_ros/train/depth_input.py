@@ -52,8 +52,16 @@ class DepthInput:
 
     def normalise(self, disparity: Tensor) -> Tensor:
         """``(1/z - lo) / (hi - lo)`` for ``disparity [B, ...]``."""
-        shape = (-1,) + (1,) * (disparity.dim() - 1)
-        return DepthNormalization(self.lo.view(shape), self.hi.view(shape), metric=True).disparity_to_yhat(disparity)
+        return self._normalization(disparity.dim()).disparity_to_yhat(disparity)
+
+    def to_depth(self, y_hat: Tensor) -> Tensor:
+        """Depth (the input's units: metres for sensor depth and metric fills) of ``y_hat [B, ...]``, the inverse of
+        :meth:`normalise` on ``1/z``."""
+        return self._normalization(y_hat.dim()).yhat_to_depth(y_hat)
+
+    def _normalization(self, dims: int) -> DepthNormalization:
+        shape = (-1,) + (1,) * (dims - 1)
+        return DepthNormalization(self.lo.view(shape), self.hi.view(shape), metric=True)
 
 
 def simulate_depth_input(depth: Tensor, drop_prob: float, generator: torch.Generator,

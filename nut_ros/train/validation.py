@@ -138,6 +138,13 @@ def save_images(shown: list, path: Path, stage: int, rows: int = 4) -> None:
     cv2.imwrite(str(path), grid[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
 
 
+def _abs_rel(pred_depth: Tensor, true_depth: Tensor, mask: Tensor) -> Tensor:
+    """AbsRel ``[B]`` of depth as it is (no alignment) over ``mask`` (NaN where it has fewer than 10 pixels)."""
+    count = mask.flatten(1).sum(1)
+    err = torch.where(mask, (pred_depth - true_depth).abs() / true_depth.clamp_min(1e-6), 0.0).flatten(1).sum(1)
+    return torch.where(count >= 10, err / count.clamp_min(1), torch.nan).float().cpu()
+
+
 def _aligned_abs_rel(pred_disp: Tensor, true_depth: Tensor, mask: Tensor) -> Tensor:
     """AbsRel ``[B]`` of depth after a least-squares scale and shift of the disparity per image (the protocol of
     relative depth: MiDaS); ``pred_disp`` any monotone inverse-depth slot."""
@@ -160,7 +167,8 @@ def evaluate_pairs(model: NutModel, sets: dict[str, list], amp: bool = True, imp
     """Stage 3 validation per set of :class:`~nut_ros.train.rgbd_pairs.PairBatch`: the learned flow's end-point
     error beside zero motion's; RGB-only depth (AbsRel after per-image disparity scale and shift) beside a constant
     disparity on the same pixels; depth (beside that fill itself) and key-frame PSNR with the dense fill of depth
-    from motion in (the batch's own; a simulated one in the sets named in ``simulated_fill``)."""
+    from motion in (the batch's own; a simulated one in the sets named in ``simulated_fill``), aligned and as it is
+    (in the fill's scale: metres for a fill made with odometry)."""
     was_training = model.training
     model.eval()
     metrics: dict[str, float] = {}
@@ -204,6 +212,10 @@ def evaluate_pairs(model: NutModel, sets: dict[str, list], amp: bool = True, imp
             sums.setdefault("abs_rel_fill", []).append(_aligned_abs_rel(pred, depth[:, 0], fill_mask))
             sums.setdefault("abs_rel_fill_input", []).append(
                 _aligned_abs_rel(fill.channels[:, 0], depth[:, 0], fill_mask))
+            # unaligned, in the fill's own scale: metric for odometry fills and the scaled ones of the other sets
+            sums.setdefault("abs_rel_fill_unaligned", []).append(_abs_rel(fill.to_depth(pred), depth[:, 0], fill_mask))
+            sums.setdefault("abs_rel_fill_input_unaligned", []).append(
+                _abs_rel(fill.to_depth(fill.channels[:, 0]), depth[:, 0], fill_mask))
             sums.setdefault("psnr_fill", []).append(torch.where(fill.present, psnr(out.color, rgb), torch.nan).cpu())
         for key, values in sums.items():
             metrics[f"{name}_{key}"] = float(torch.cat([v.cpu() for v in values]).nanmean())
