@@ -117,3 +117,20 @@ def test_bad_modes_and_validity_are_refused():
             mixed_depth_input(depth, rgb, torch.Generator(), modes)
     with pytest.raises(ValueError, match="fill_validity"):
         mixed_depth_input(depth, rgb, torch.Generator(), {"fill": 1.0}, "sometimes")
+
+
+@pytest.mark.parametrize("size", [(288, 512), (64, 128), (100, 200)])
+def test_fill_at_resizes_as_the_pipeline_does(size):
+    """Training brings a fill to the model's size as ``StreamingPipeline._preprocess`` does with OpenCV: the fill
+    bilinear, its measured pixels nearest (up and down, at depth from motion's working size 256x144)."""
+    cv2 = pytest.importorskip("cv2")
+    gen = np.random.default_rng(4)
+    inv = gen.uniform(0.2, 2.0, (144, 256)).astype(np.float32)
+    known = gen.random((144, 256)) < 0.3
+    got_inv, got_known = depth_input.fill_at(torch.from_numpy(inv)[None, None], torch.from_numpy(known)[None, None],
+                                             size)
+    h, w = size
+    want_inv = cv2.resize(inv, (w, h), interpolation=cv2.INTER_LINEAR)
+    want_known = cv2.resize(known.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    assert np.abs(got_inv[0, 0].numpy() - want_inv).max() < 1e-4
+    assert np.array_equal(got_known[0, 0].numpy(), want_known)

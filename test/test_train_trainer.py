@@ -140,5 +140,13 @@ def test_stage3_geometry_only_on_fills_changes_the_encoder_alone(tmp_path):
     val = [r["val"] for r in log if "val" in r][-1]
     assert all(math.isfinite(val[k]) for k in ("gen_abs_rel_fill", "gen_abs_rel_fill_input", "gen_psnr_fill"))
     assert load_checkpoint(out / "weights.safetensors").config.fill_validity == "known"
+    # continued from those weights, or from the run, without saying: still "known" (the shapes would not tell)
+    for init in (out / "weights.safetensors", out):
+        again = _cfg(3, tmp_path / f"again_{init.suffix or 'run'}", steps=1, init=str(init), geometry_only=True)
+        assert Trainer(again).model.config.fill_validity == "known"
+        assert again.model_overrides["fill_validity"] == "known"  # saved with the run: its export keeps it
+    said = _cfg(3, tmp_path / "ones", steps=1, init=str(out / "weights.safetensors"), geometry_only=True)
+    said.model_overrides = {**SMALL_INPUT, "fill_validity": "ones"}
+    assert Trainer(said).model.config.fill_validity == "ones"
     with pytest.raises(ValueError, match="exclude each other"):
         _cfg(3, out, steps=2, init=str(s1), geometry_only=True, motion_only=True)

@@ -64,7 +64,7 @@ class ModelConfig:
     motion_prior: Literal["none", "flow", "learned"] = "none"
     motion_iters: int = 6  # "learned": refinement steps of the flow head
     # validity channel beside a dense depth-from-motion fill: "ones" everywhere (the fill as if measured), "known":
-    # 1 where depth from motion measured a value, 0 where the fill interpolated (a model trained on such inputs)
+    # 1 where depth from motion's map holds a confirmed value (confidence > 0), 0 elsewhere (a model trained so)
     fill_validity: Literal["ones", "known"] = "ones"
     # px² added to every screen covariance by the rasterizer: the reference's 0.3 blurs a Gaussian per pixel over
     # its neighbours (a 3x3 kernel); our per-pixel model renders with less (docs/EVALUATION.md, session 5)

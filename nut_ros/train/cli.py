@@ -60,7 +60,7 @@ def _stage_parser(sub, name: str, stage: int) -> None:
                             + json.dumps(DEPTH_MODES).replace("%", "%%") + ")")
         p.add_argument("--fill-validity", choices=FILL_VALIDITY, default=None,
                        help="the trained model's validity channel beside a dense depth-from-motion fill "
-                            "(ModelConfig.fill_validity; default: the model config's)")
+                            "(ModelConfig.fill_validity; default: that of the --init model)")
     length = p.add_mutually_exclusive_group(required=True)
     length.add_argument("--steps", type=int, default=0, help="run length in optimiser steps")
     length.add_argument("--minutes", type=float, default=0.0, help="run length in minutes of training time")

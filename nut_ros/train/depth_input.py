@@ -27,13 +27,14 @@ from nut_ros.pipeline.depth import model_depth_input, normalize_inverse_depth
 #: measures it), sensor-like (a depth camera); "fill" (the pipeline's dense fill of a semi-dense map) is the fourth
 DEPTH_MODES = {"none": 0.35, "semi_dense": 0.35, "sensor": 0.30}
 MODE_NAMES = ("none", "semi_dense", "sensor", "fill")
-#: simulated errors of a semi-dense map beyond :func:`semi_dense_depth`'s before it is filled (per sample, uniform up
-#: to): multiplicative noise, and a smooth tilt of the inverse depth across the image (exp(a·x + b·y), x and y in
-#: [-0.5, 0.5]) as a wrong relative pose bends a triangulated map
-FILL_NOISE = 0.1
 #: share of the textured pixels a filled map measured (depth from motion's maps cover 5 % of a frame or more; on
 #: 7-Scenes and TUM about a third)
 FILL_KEEP = (0.15, 0.6)
+#: simulated errors of a semi-dense map beyond :func:`semi_dense_depth`'s before it is filled (per sample, uniform up
+#: to): multiplicative noise,
+FILL_NOISE = 0.1
+#: and a smooth tilt of the inverse depth across the image (exp(a·x + b·y), x and y in [-0.5, 0.5]) as a wrong
+#: relative pose bends a triangulated map,
 FILL_TILT = 0.4
 #: and errors that vary smoothly over the image (log-normal, up to this σ, on a grid of this many cells resized up):
 #: depth from motion's errors come in regions (a wrong match spread by the fusion, a surface seen at a grazing angle)
@@ -125,8 +126,10 @@ def motion_fill(depth: Tensor, rgb: Tensor, generator: torch.Generator) -> tuple
     :func:`~nut_ros.geometry.densify.densify` with the pipeline's plane prior (on the host) and brought to the
     model's size by :func:`fill_at`.
 
-    Returns ``(inverse depth [B,1,H,W], known [B,1,H,W]`` (nearest-resized measured pixels), ``ok [B])``; a sample
-    whose map covers less than depth from motion's ``min_coverage`` has no fill (the pipeline then feeds none)."""
+    Returns ``(inverse depth [B,1,H,W], known [B,1,H,W]`` (nearest-resized measured pixels: every pixel of the
+    simulated map, where depth from motion's own are only its confirmed ones, a subset of those it fills from),
+    ``ok [B])``; a sample whose map covers less than depth from motion's ``min_coverage`` has no fill (the pipeline
+    then feeds none)."""
     b, _, h, w = depth.shape
     dev = depth.device
     cfg = MotionDepthConfig()

@@ -18,6 +18,8 @@ from nut_ros.geometry.depth_from_motion import DepthFromMotion, MotionDepthConfi
 
 #: the two ways a camera without a depth image gets depth: with odometry (index 0) and from the images alone (1)
 SOURCES = ("odometry", "motion")
+#: the stage-3 validation sets of real pairs with each source's fill (in :data:`SOURCES` order)
+VALIDATION_SETS = ("real", "real_motion")
 #: frame period given to depth from motion for packed frames (TUM every 3rd frame of 30 Hz; TartanAir about so)
 FRAME_PERIOD_NS = 100_000_000
 

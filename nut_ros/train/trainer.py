@@ -18,9 +18,11 @@ from pathlib import Path
 
 import torch
 
-from nut_ros.core.checkpoint import read_state_dict, read_training_state, save_checkpoint, save_training_state
+from nut_ros.core.checkpoint import (read_config, read_state_dict, read_training_state, save_checkpoint,
+                                    save_training_state)
 from nut_ros.core.model import NutModel, build_model
 from nut_ros.train.depth_input import check_modes
+from nut_ros.train.motion_fills import VALIDATION_SETS
 from nut_ros.train.objectives import LossWeights, geometry_motion_step, motion_step, stage1_step, stage2_step
 from nut_ros.train.rgbd_pairs import RGBDPairs, cat, generated_pairs
 from nut_ros.train.scenes import SceneConfig, SceneGenerator
@@ -150,6 +152,20 @@ def load_run(run: str) -> NutModel:
     return model
 
 
+def inherit_fill_validity(cfg: TrainConfig) -> None:
+    """Stage 3 from ``init`` without a ``fill_validity`` override keeps the init model's: a model trained with
+    ``known`` validity continues as one (weights of either kind have the same shapes, so nothing else would tell)."""
+    if cfg.stage != 3 or cfg.init is None or "fill_validity" in cfg.model_overrides:
+        return
+    path = _resolve_init(cfg.init)
+    if path.suffix == ".safetensors":
+        value = read_config(path).fill_validity
+    else:
+        value = read_training_state(path)["config"].get("model_overrides", {}).get("fill_validity")
+    if value is not None:
+        cfg.model_overrides = {**cfg.model_overrides, "fill_validity": value}
+
+
 def build_for_stage(cfg: TrainConfig) -> NutModel:
     """The model ready for its stage: stage 1 fresh (or fine-tuned from ``init``), stage 2 from the stage-1 weights
     with the encoder frozen."""
@@ -199,6 +215,7 @@ class Trainer:
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = torch.device(cfg.device)
+        inherit_fill_validity(cfg)
         self.model = build_for_stage(cfg).to(self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         groups = [{"params": params, "lr_scale": scale} for params, scale in self.param_groups()]
@@ -307,7 +324,7 @@ class Trainer:
             if self.real_val is not None:
                 n = len(self.real_val)
                 # with fills: "real" has those made with odometry, "real_motion" those from the images alone
-                names = ["real"] + (["real_motion"] if self.real_val.fill is not None else [])
+                names = VALIDATION_SETS[:1 if self.real_val.fill is None else len(VALIDATION_SETS)]
                 for source, name in enumerate(names):
                     sets[name] = [self.real_val.batch(0, torch.arange(i, min(i + self.cfg.batch, n)), source)
                                   for i in range(0, n, self.cfg.batch)]

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nut_ros.core.geometry import DepthNormalization
 from nut_ros.core.model import NutModel, static_gaussians
 from nut_ros.render import rasterize
 from nut_ros.train.depth_input import mixed_depth_input
@@ -30,8 +31,8 @@ def psnr(pred: Tensor, target: Tensor) -> Tensor:
 def metric_depth(out_depth: Tensor, alpha: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     """Metric depth from a render: ŷ -> disparity ``lo + ŷ (hi - lo)`` -> ``1 / disparity``."""
     y = rendered_disparity(out_depth, alpha)
-    disp = lo.view(-1, 1, 1, 1) + y * (hi - lo).view(-1, 1, 1, 1)
-    return 1.0 / disp.clamp_min(1e-4)
+    norm = DepthNormalization(lo.view(-1, 1, 1, 1), hi.view(-1, 1, 1, 1), metric=True)
+    return 1.0 / norm.yhat_to_disparity(y).clamp_min(1e-4)
 
 
 def _abs_rel(pred: Tensor, true: Tensor, mask: Tensor) -> float:
@@ -138,7 +139,7 @@ def save_images(shown: list, path: Path, stage: int, rows: int = 4) -> None:
     cv2.imwrite(str(path), grid[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
 
 
-def _abs_rel(pred_depth: Tensor, true_depth: Tensor, mask: Tensor) -> Tensor:
+def _abs_rel_per_image(pred_depth: Tensor, true_depth: Tensor, mask: Tensor) -> Tensor:
     """AbsRel ``[B]`` of depth as it is (no alignment) over ``mask`` (NaN where it has fewer than 10 pixels)."""
     count = mask.flatten(1).sum(1)
     err = torch.where(mask, (pred_depth - true_depth).abs() / true_depth.clamp_min(1e-6), 0.0).flatten(1).sum(1)
@@ -213,9 +214,10 @@ def evaluate_pairs(model: NutModel, sets: dict[str, list], amp: bool = True, imp
             sums.setdefault("abs_rel_fill_input", []).append(
                 _aligned_abs_rel(fill.channels[:, 0], depth[:, 0], fill_mask))
             # unaligned, in the fill's own scale: metric for odometry fills and the scaled ones of the other sets
-            sums.setdefault("abs_rel_fill_unaligned", []).append(_abs_rel(fill.to_depth(pred), depth[:, 0], fill_mask))
+            sums.setdefault("abs_rel_fill_unaligned", []).append(
+                _abs_rel_per_image(fill.to_depth(pred), depth[:, 0], fill_mask))
             sums.setdefault("abs_rel_fill_input_unaligned", []).append(
-                _abs_rel(fill.to_depth(fill.channels[:, 0]), depth[:, 0], fill_mask))
+                _abs_rel_per_image(fill.to_depth(fill.channels[:, 0]), depth[:, 0], fill_mask))
             sums.setdefault("psnr_fill", []).append(torch.where(fill.present, psnr(out.color, rgb), torch.nan).cpu())
         for key, values in sums.items():
             metrics[f"{name}_{key}"] = float(torch.cat([v.cpu() for v in values]).nanmean())

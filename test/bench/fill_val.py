@@ -14,7 +14,7 @@ import json
 import torch
 
 from nut_ros.core.checkpoint import load_checkpoint
-from nut_ros.train.motion_fills import SOURCES
+from nut_ros.train.motion_fills import VALIDATION_SETS
 from nut_ros.train.rgbd_pairs import RGBDPairs, generated_pairs
 from nut_ros.train.scenes import SceneConfig, SceneGenerator
 from nut_ros.train.texture_pack import load_texture_bank
@@ -43,8 +43,8 @@ def main() -> None:
             grid_of = (h, w, grid)
         n = len(real_val)
         sets = {"gen": gen}
-        for source, name in enumerate(SOURCES):
-            sets[f"real_{name}"] = [real_val.batch(0, torch.arange(i, min(i + args.batch, n)), source)
+        for source, name in enumerate(VALIDATION_SETS):
+            sets[name] = [real_val.batch(0, torch.arange(i, min(i + args.batch, n)), source)
                                     for i in range(0, n, args.batch)]
         metrics = evaluate_pairs(model, sets, amp=device.type == "cuda")
         print(json.dumps({"weights": path, "fill_validity": model.config.fill_validity,
