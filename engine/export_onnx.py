@@ -17,8 +17,8 @@ tensors; ``None`` fields are left out), so the export follows the model's output
 input the graph does not use (e.g. a cache field only another configuration's decoder reads) is dropped by the
 exporter; the manifest lists what each graph really takes. A
 ``<config>.manifest.json`` lists the files, their tensors (in order) and sha256, and the model configuration; the
-ONNX Runtime and TensorRT backends and the engine builder read it and address tensors by name. ``--verify`` runs every graph without custom nodes in onnxruntime
-and prints the max abs error of each output against PyTorch.
+ONNX Runtime and TensorRT backends and the engine builder read it and address tensors by name. ``--verify`` runs every
+graph without custom nodes in onnxruntime and prints the max abs error of each output against PyTorch.
 
     python -m engine.export_onnx --config tiny --random-init --out build/onnx --verify
 """

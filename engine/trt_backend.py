@@ -3,9 +3,9 @@
 Same interface as :class:`nut_ros.pipeline.backends.TorchBackend`; ``make_backend("tensorrt", ...)`` imports this
 module by name (the deployment runtime imports the pipeline, never the reverse). A frame's handle keeps the encoder
 outputs on the GPU (one pycuda allocation per tensor); ``decode`` binds two handles directly as the decoder's inputs
-and copies the Gaussians back through pinned memory. ``render`` runs the render engine when it was built with the rasterizer
-plugin, otherwise :class:`PycudaRenderer` (``Gaussians.at(t)`` on the host, then the rasterizer kernels on the
-backend's stream). Stale engines (other ONNX, TensorRT version or GPU) are refused when the backend is created.
+and copies the Gaussians back through pinned memory. ``render`` runs the render engine when it was built with the
+rasterizer plugin, otherwise :class:`PycudaRenderer` (``Gaussians.at(t)`` on the host, then the rasterizer kernels on
+the backend's stream). Stale engines (other ONNX, TensorRT version or GPU) are refused when the backend is created.
 """
 from __future__ import annotations
 

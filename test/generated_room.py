@@ -36,7 +36,8 @@ def render(T: np.ndarray, box_drop: float = 0.0) -> tuple[np.ndarray, np.ndarray
     o = T[:3, 3]
     best = np.full((H, W), np.inf)
     tex_u, tex_v = np.zeros((H, W)), np.zeros((H, W))
-    # (normal axis, plane value, texture axes, extent test, texture drop): back wall z = 4, floor y = 0.8, box front z = 2
+    # (normal axis, plane value, texture axes, extent test, texture drop): back wall z = 4, floor y = 0.8,
+    # box front z = 2
     ids = np.full((H, W), -1)
     planes = ((2, 4.0, (0, 1), None, 0.0), (1, 0.8, (0, 2), None, 0.0),
               (2, 2.0, (0, 1), lambda p: (np.abs(p[..., 0] - 0.2) < 0.45) & (np.abs(p[..., 1] - 0.1 - box_drop) < 0.5),

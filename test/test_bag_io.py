@@ -33,7 +33,8 @@ def _random_cloud(n):
     from nut_ros.ros.gaussian_msgs import LAYOUT
 
     rng = np.random.default_rng(n)
-    return GaussianCloud(metric=True, **{k: rng.random((n, w) if w > 1 else n, dtype=np.float32) for k, w in LAYOUT.items()})
+    return GaussianCloud(metric=True, **{k: rng.random((n, w) if w > 1 else n, dtype=np.float32)
+                                         for k, w in LAYOUT.items()})
 
 
 @pytest.mark.parametrize("storage", STORAGES)

@@ -45,7 +45,8 @@ def test_folder_with_depth(tmp_path, rgbd_folder, storage, compressed):
     for k, frame in enumerate(frames):
         i = 2 * k  # source index after the stride, natural order 1, 3, 5, 7 (not 10 after 1)
         rgb = image_to_rgb(frame.image)
-        assert rgb.shape == (24, 32, 3) and np.abs(rgb.astype(int) - _colour(i)[:24, :32]).max() <= (3 if compressed else 0)
+        assert (rgb.shape == (24, 32, 3)
+                and np.abs(rgb.astype(int) - _colour(i)[:24, :32]).max() <= (3 if compressed else 0))
         np.testing.assert_array_equal(image_to_depth_m(frame.depth), np.float32((1000 + 250 * i) / 1000))
         assert camera_info_to_intrinsics(frame.info) == summary.intrinsics
 

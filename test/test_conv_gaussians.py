@@ -14,7 +14,8 @@ FLAVORS = ["rosbags", pytest.param("rclpy", marks=pytest.mark.ros)]
 
 def random_cloud(n, metric=True, seed=0):
     rng = np.random.default_rng(seed)
-    arrays = {name: rng.normal(size=(n, width) if width > 1 else n).astype(np.float32) for name, width in LAYOUT.items()}
+    arrays = {name: rng.normal(size=(n, width) if width > 1 else n).astype(np.float32)
+              for name, width in LAYOUT.items()}
     return GaussianCloud(metric=metric, **arrays)
 
 
@@ -25,7 +26,8 @@ def test_gaussian_set_roundtrip(flavor, count):
     msg = gaussian_cloud_to_msg(cloud, 1_000_000_123, "cam_optical", valid_time_ns=1_050_000_000,
                                 depth_source="topic", flavor=flavor)
     msg = deserialize(serialize(msg), "nut_ros_msgs/msg/GaussianSet", flavor)
-    assert (msg.count, msg.metric, msg.depth_source, msg.header.frame_id) == (count, cloud.metric, "topic", "cam_optical")
+    assert ((msg.count, msg.metric, msg.depth_source, msg.header.frame_id)
+            == (count, cloud.metric, "topic", "cam_optical"))
     assert gaussian_set_times_ns(msg) == (1_000_000_123, 1_050_000_000)
     back = msg_to_gaussian_cloud(msg)
     assert back.metric == cloud.metric and back.count == count
@@ -55,7 +57,8 @@ def test_inconsistent_sizes_raise(flavor):
         msg_to_gaussian_cloud(msg)
 
 
-@pytest.mark.parametrize("frame_id, depth_source", [("", ""), ("cam", "topic"), ("camera_optical", "none"), ("a" * 13, "xy")])
+@pytest.mark.parametrize("frame_id, depth_source",
+                         [("", ""), ("cam", "topic"), ("camera_optical", "none"), ("a" * 13, "xy")])
 @pytest.mark.parametrize("count", [0, 1, 257])
 def test_direct_cdr_is_byte_identical_to_rosbags(frame_id, depth_source, count):
     """All string-length / padding combinations; rosbags writes zero padding, as gaussian_set_cdr does."""

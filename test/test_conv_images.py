@@ -39,7 +39,8 @@ def _padded(pixels, encoding, pad, bigendian, flavor):
     """A message with ``pad`` bytes at the end of each row and the given byte order."""
     dtype = ENCODINGS[encoding][0]
     h, w = pixels.shape[:2]
-    rows = np.ascontiguousarray(pixels, dtype=dtype.newbyteorder(">" if bigendian else "<")).view(np.uint8).reshape(h, -1)
+    rows = (np.ascontiguousarray(pixels, dtype=dtype.newbyteorder(">" if bigendian else "<"))
+            .view(np.uint8).reshape(h, -1))
     buf = np.full((h, rows.shape[1] + pad), 0xAB, np.uint8)
     buf[:, : rows.shape[1]] = rows
     msg = numpy_to_image(pixels, encoding, flavor=flavor)

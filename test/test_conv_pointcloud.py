@@ -90,7 +90,8 @@ def test_malformed_pointclouds(flavor):
 @pytest.mark.parametrize("flavor", FLAVORS)
 def test_camera_info_roundtrip_and_errors(flavor):
     intr = Intrinsics(fx=525.0, fy=524.5, cx=319.5, cy=239.25, width=640, height=480)
-    msg = deserialize(serialize(intrinsics_to_camera_info(intr, 7, "cam", flavor)), "sensor_msgs/msg/CameraInfo", flavor)
+    msg = deserialize(serialize(intrinsics_to_camera_info(intr, 7, "cam", flavor)), "sensor_msgs/msg/CameraInfo",
+                      flavor)
     assert camera_info_to_intrinsics(msg) == intr
     assert list(msg.p[:4]) == [525.0, 0.0, 319.5, 0.0] and msg.distortion_model == "plumb_bob"
     msg.k = np.zeros(9)

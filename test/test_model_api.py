@@ -132,5 +132,6 @@ def test_streamsplat_state_dict_matches_reference_keys(fixtures_dir):
     params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("condition_encoder."))
     assert params == 181_689_998
     dino = _reference_rows(fixtures_dir / "model_streamsplat_keys.tsv", "frozen")
-    ours = {"model.condition_encoder.model." + k: tuple(v.shape) for k, v in model.condition_encoder.model.state_dict().items()}
+    ours = {"model.condition_encoder.model." + k: tuple(v.shape)
+            for k, v in model.condition_encoder.model.state_dict().items()}
     assert ours == dino

@@ -62,7 +62,8 @@ def run_static(data, prefix=""):
         module.register_forward_hook(lambda m, i, o, key=key: acts.__setitem__(key, o))
     with torch.no_grad():
         g = model.encode_static(data["in.frames"][:, 0], data["in.depths"][:, 0])
-        acts["act.encoder_tokens"] = sp.encoder(torch.cat([data["in.frames"][:, 0], data["in.depths"][:, 0]], 1))[:, None]
+        acts["act.encoder_tokens"] = sp.encoder(
+            torch.cat([data["in.frames"][:, 0], data["in.depths"][:, 0]], 1))[:, None]
     errors = {k: _max_err(v, data[k]) for k, v in acts.items() if k in data}
     for key, got in [("xyz", g.xyz), ("rgb", g.rgb), ("opacity", g.opacity), ("scale", g.scale)]:
         ref = data[f"out.pred_gs.{key}"]
@@ -111,12 +112,15 @@ def run_splat(data, model):
     }
     if "act.dyn_upsampler_out_frame0" in data:
         with torch.no_grad():
-            ref["act.dyn_upsampler_out_frame0"] = (model.gaussian_upsampler(d0), data["act.dyn_upsampler_out_frame0"][:, 0])
-            ref["act.dyn_upsampler_out_frame1"] = (model.gaussian_upsampler(d1), data["act.dyn_upsampler_out_frame1"][:, 0])
+            ref["act.dyn_upsampler_out_frame0"] = (model.gaussian_upsampler(d0),
+                                                   data["act.dyn_upsampler_out_frame0"][:, 0])
+            ref["act.dyn_upsampler_out_frame1"] = (model.gaussian_upsampler(d1),
+                                                   data["act.dyn_upsampler_out_frame1"][:, 0])
     for key, (got, want) in ref.items():
         torch.testing.assert_close(got, want, **TOL, msg=key)
     n = g.count // 2
-    assert torch.equal(g.t0[:, :n], torch.zeros_like(g.t0[:, :n])) and torch.equal(g.t0[:, n:], torch.ones_like(g.t0[:, n:]))
+    assert (torch.equal(g.t0[:, :n], torch.zeros_like(g.t0[:, :n]))
+            and torch.equal(g.t0[:, n:], torch.ones_like(g.t0[:, n:])))
     return {k: _max_err(a, b) for k, (a, b) in ref.items()}
 
 
@@ -144,7 +148,8 @@ def test_condition_order_is_checked(fixtures_dir, tmp_path):
     """Swapping the two frames' condition tokens must break the match (the reference's swapped concat order)."""
     data = load_file(fixtures_dir / SPLAT_FILE)
     model = imported_splat_model(data, tmp_path)
-    data["in.dino_tokens_frame0"], data["in.dino_tokens_frame1"] = data["in.dino_tokens_frame1"], data["in.dino_tokens_frame0"]
+    data["in.dino_tokens_frame0"], data["in.dino_tokens_frame1"] = (data["in.dino_tokens_frame1"],
+                                                                    data["in.dino_tokens_frame0"])
     with pytest.raises(AssertionError):
         run_splat(data, model)
 

@@ -89,5 +89,5 @@ def test_rigid_flow_leaves_unknown_depth_out_and_warp_follows_the_flow():
     image = torch.arange(32.0).view(1, 1, 1, 32).expand(1, 1, 8, 32)
     shifted = warp(image, torch.tensor([2.0, 0.0]).view(1, 2, 1, 1).expand(1, 2, 8, 32))
     torch.testing.assert_close(shifted[..., :30], image[..., 2:])
-    assert math.isclose(epe(torch.zeros(1, 2, 2, 2), torch.ones(1, 2, 2, 2), torch.ones(1, 1, 2, 2)).item(), math.sqrt(2),
-                        rel_tol=1e-6)
+    assert math.isclose(epe(torch.zeros(1, 2, 2, 2), torch.ones(1, 2, 2, 2), torch.ones(1, 1, 2, 2)).item(),
+                        math.sqrt(2), rel_tol=1e-6)

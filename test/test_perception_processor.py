@@ -149,7 +149,8 @@ def test_the_hole_margin_is_a_binary_erosion_with_the_border_kept(device, margin
     v, u = np.mgrid[0:k.height, 0:k.width].reshape(2, -1)
     z = depth.reshape(-1)  # one point on every pixel centre, at that pixel's depth (NaN on holes: not on it)
     points = torch.tensor(np.column_stack([(u - k.cx) * z / k.fx, (v - k.cy) * z / k.fy, z]), dtype=torch.float32)
-    on = on_input_depth(points.to(device), torch.from_numpy(depth).to(device), k, 0.01, margin).cpu().numpy().reshape(depth.shape)
+    on = (on_input_depth(points.to(device), torch.from_numpy(depth).to(device), k, 0.01, margin)
+          .cpu().numpy().reshape(depth.shape))
     want = binary_erosion(np.isfinite(depth), np.ones((2 * margin + 1,) * 2, bool), border_value=1)
     assert 0.2 < want.mean() < 0.99 and np.array_equal(on, want)
 

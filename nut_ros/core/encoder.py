@@ -96,9 +96,11 @@ class GaussianHead(nn.Module):
         gh, gw = grid
         self.grid = grid
         self.sampled = xyz_head == "sampled"
-        self.gs_layer = nn.ModuleDict({"rgb": nn.Linear(dim, 3), "opacity": nn.Linear(dim, 1), "scale": nn.Linear(dim, 2)})
+        self.gs_layer = nn.ModuleDict({"rgb": nn.Linear(dim, 3), "opacity": nn.Linear(dim, 1),
+                                       "scale": nn.Linear(dim, 2)})
         if self.sampled:
-            self.mix_layer = nn.ModuleDict({"xyz_static_mean": nn.Linear(dim, 3), "xyz_static_scale": nn.Linear(dim, 3)})
+            self.mix_layer = nn.ModuleDict({"xyz_static_mean": nn.Linear(dim, 3),
+                                            "xyz_static_scale": nn.Linear(dim, 3)})
             for layer in self.mix_layer.values():
                 nn.init.xavier_normal_(layer.weight, gain=0.01)
         else:

@@ -30,7 +30,8 @@ class Intrinsics:
     def scaled(self, width: int, height: int) -> "Intrinsics":
         """Intrinsics of the same camera after resizing the image to ``width`` x ``height`` (pixel-centre exact)."""
         sx, sy = width / self.width, height / self.height
-        return Intrinsics(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5, width, height)
+        return Intrinsics(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5,
+                          width, height)
 
     @staticmethod
     def from_fov(width: int, height: int, hfov_deg: float = 60.0) -> "Intrinsics":

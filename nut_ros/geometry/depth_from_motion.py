@@ -430,7 +430,8 @@ class DepthFromMotion:
         texture = cv2.blur(np.sqrt(gx * gx + gy * gy) / 4, (3, 3))
         max_rel_sigma = c.odometry_rel_sigma if rel.metric else c.max_rel_sigma
         keep = (np.isfinite(tri.inv_depth) & inside & (texture >= c.min_gradient)
-                & (tri.epipolar_px < c.max_epipolar_px) & (photometric < c.max_photometric) & (rel_sigma < max_rel_sigma))
+                & (tri.epipolar_px < c.max_epipolar_px) & (photometric < c.max_photometric)
+                & (rel_sigma < max_rel_sigma))
         if not keep.any():
             self.last_reason = "low_coverage"
             return None

@@ -144,9 +144,9 @@ def is_pure_rotation(p_cur: np.ndarray, p_ref: np.ndarray, K: np.ndarray, thresh
 def essential_pose(p_cur: np.ndarray, p_ref: np.ndarray, K: np.ndarray, threshold_px: float,
                    min_inliers: int) -> tuple[RelativePose, np.ndarray] | None:
     """Relative pose (unit translation) from tracks: 5-point essential matrix in USAC (RANSAC with local
-    optimisation: on a generated room 2 % instead of 8 % median-aligned AbsRel than plain RANSAC), then the cheirality test
-    (``recoverPose``: the one of four decompositions that puts the points in front of both cameras). Returns the pose
-    and the inlier mask, or None when fewer than ``min_inliers`` tracks agree."""
+    optimisation: on a generated room 2 % instead of 8 % median-aligned AbsRel than plain RANSAC), then the cheirality
+    test (``recoverPose``: the one of four decompositions that puts the points in front of both cameras). Returns the
+    pose and the inlier mask, or None when fewer than ``min_inliers`` tracks agree."""
     if len(p_cur) < max(min_inliers, 5):
         return None
     E, inl = cv2.findEssentialMat(p_cur, p_ref, K, cv2.USAC_ACCURATE, 0.999, threshold_px)

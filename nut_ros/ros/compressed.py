@@ -100,7 +100,8 @@ def compress_image(array: np.ndarray, encoding: str, fmt: str = "jpeg", quality:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR if channels == 3 else cv2.COLOR_RGBA2BGRA)
     if channels == 4 and fmt == "jpeg":
         array = cv2.cvtColor(array, cv2.COLOR_BGRA2BGR)
-    stored = {1: "mono16" if dtype == np.uint16 else "mono8", 3: "bgr8", 4: "bgra8"}[array.shape[2] if array.ndim == 3 else 1]
+    stored = {1: "mono16" if dtype == np.uint16 else "mono8", 3: "bgr8",
+              4: "bgra8"}[array.shape[2] if array.ndim == 3 else 1]
     params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if fmt == "jpeg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
     ok, buffer = cv2.imencode("." + ("jpg" if fmt == "jpeg" else "png"), array, params)
     if not ok:
@@ -120,16 +121,19 @@ def decompress_depth(msg: Any) -> tuple[np.ndarray, str]:
     if "rvl" in fmt.split(";", 1)[1]:
         raise ConversionError(f"CompressedImage.format: RVL-coded compressedDepth is not supported ({fmt!r})")
     if encoding not in ("16UC1", "32FC1"):
-        raise ConversionError(f"CompressedImage.format: compressedDepth encoding must be 16UC1 or 32FC1, got {encoding!r}")
+        raise ConversionError(f"CompressedImage.format: compressedDepth encoding must be 16UC1 or 32FC1, "
+                              f"got {encoding!r}")
     data = as_uint8(msg.data, "CompressedImage.data")
     if data.size < DEPTH_HEADER.size + len(PNG_MAGIC):
-        raise ConversionError(f"CompressedImage.data: {data.size} bytes, too short for the compressedDepth header + PNG")
+        raise ConversionError(f"CompressedImage.data: {data.size} bytes, "
+                              "too short for the compressedDepth header + PNG")
     _, quant_a, quant_b = DEPTH_HEADER.unpack(data[: DEPTH_HEADER.size].tobytes())
     if data[DEPTH_HEADER.size: DEPTH_HEADER.size + len(PNG_MAGIC)].tobytes() != PNG_MAGIC:
         raise ConversionError("CompressedImage.data: no PNG stream after the 12-byte compressedDepth header")
     pixels = _decode(data[DEPTH_HEADER.size:], "CompressedImage.data")
     if pixels.dtype != np.uint16 or pixels.ndim != 2:
-        raise ConversionError(f"CompressedImage.data: expected a 1-channel 16-bit PNG, got {pixels.dtype} {pixels.shape}")
+        raise ConversionError(f"CompressedImage.data: expected a 1-channel 16-bit PNG, "
+                              f"got {pixels.dtype} {pixels.shape}")
     if encoding == "16UC1":
         return pixels, encoding
     q = pixels.astype(np.float32)
@@ -139,8 +143,8 @@ def decompress_depth(msg: Any) -> tuple[np.ndarray, str]:
     return depth, encoding
 
 
-def compress_depth(depth: np.ndarray, encoding: str = "32FC1", depth_max: float = 10.0, depth_quantization: float = 100.0,
-                   stamp_ns: int = 0, frame_id: str = "", flavor: str = "auto"):
+def compress_depth(depth: np.ndarray, encoding: str = "32FC1", depth_max: float = 10.0,
+                   depth_quantization: float = 100.0, stamp_ns: int = 0, frame_id: str = "", flavor: str = "auto"):
     """A ``compressedDepth`` CompressedImage (PNG) of uint16 mm (16UC1) or float32 m (32FC1) depth.
 
     ``depth_max`` and ``depth_quantization`` (z0) are the plugin's parameters of the same name (defaults 10, 100).

@@ -25,4 +25,5 @@ def encoding_info(encoding: str, field: str = "Image.encoding") -> tuple[np.dtyp
     try:
         return ENCODINGS[encoding]
     except KeyError:
-        raise ConversionError(f"{field}: unsupported encoding {encoding!r} (supported: {', '.join(ENCODINGS)})") from None
+        raise ConversionError(f"{field}: unsupported encoding {encoding!r} "
+                              f"(supported: {', '.join(ENCODINGS)})") from None

@@ -32,7 +32,8 @@ def gaussian_cloud_to_msg(cloud: GaussianCloud, stamp_ns: int, frame_id: str, va
 def msg_to_gaussian_cloud(msg: Any) -> GaussianCloud:
     """A GaussianCloud of float32 arrays (views of the message buffers where possible) from a GaussianSet."""
     count = int(msg.count)
-    arrays = {name: as_float32(getattr(msg, name), f"GaussianSet.{name}", count, width) for name, width in LAYOUT.items()}
+    arrays = {name: as_float32(getattr(msg, name), f"GaussianSet.{name}", count, width)
+              for name, width in LAYOUT.items()}
     arrays["opacities"] = arrays["opacities"].reshape(count)
     return GaussianCloud(metric=bool(msg.metric), **arrays)
 

@@ -117,7 +117,8 @@ def diagnostics_message(stats, level: int, message: str, name: str, hardware_id:
     ``extra`` (values the stats message has no field for: ``FrameProcessor.perception_values``)."""
     key_value = msg_class("diagnostic_msgs/msg/KeyValue", flavor)
     keys = ("backend", "model", "depth_source", "metric", "frames_received", "frames_processed",
-            "frames_dropped_queue", "frames_dropped_invalid", "frames_lost", "gaussians_live", "rate_hz", "latency_total_ms")
+            "frames_dropped_queue", "frames_dropped_invalid", "frames_lost", "gaussians_live", "rate_hz",
+            "latency_total_ms")
     values = [key_value(key=k, value=_fmt(getattr(stats, k))) for k in keys]
     values += [key_value(key=k, value=_fmt(v)) for k, v in (extra or {}).items()]
     status = msg_class("diagnostic_msgs/msg/DiagnosticStatus", flavor)(

@@ -31,7 +31,8 @@ def image_to_numpy(msg: Any) -> np.ndarray:
         raise ConversionError(f"Image.step: {step} is not a multiple of the {dtype.itemsize}-byte channel size")
     data = as_uint8(msg.data, "Image.data")
     if data.size < height * step:
-        raise ConversionError(f"Image.data: {data.size} bytes, expected height * step = {height} * {step} = {height * step}")
+        raise ConversionError(f"Image.data: {data.size} bytes, "
+                              f"expected height * step = {height} * {step} = {height * step}")
     rows = data[: height * step].reshape(height, step)[:, :row_bytes]
     wire = dtype.newbyteorder(">" if msg.is_bigendian else "<")
     pixels = rows.view(wire)  # rows are contiguous along the last axis, so the view is zero-copy

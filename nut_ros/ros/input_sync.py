@@ -33,8 +33,8 @@ class StampMatcher:
     ``tolerance_ns`` arrives; ``auto`` behaves like ``topic`` while depth messages keep arriving (one seen within
     ``timeout_s``) and like ``none`` otherwise. CameraInfo is taken at the image's stamp when one is buffered,
     else the newest one (intrinsics rarely change); until a first CameraInfo arrives images are held for at most
-    ``info_timeout_s`` (default ``timeout_s``) after the first image, then used without one. Each buffer keeps at most ``capacity`` messages;
-    held images that are superseded or evicted are counted in ``unmatched``.
+    ``info_timeout_s`` (default ``timeout_s``) after the first image, then used without one. Each buffer keeps at most
+    ``capacity`` messages; held images that are superseded or evicted are counted in ``unmatched``.
     """
 
     def __init__(self, depth_mode: str, tolerance_ns: int, capacity: int, timeout_s: float = 1.0,

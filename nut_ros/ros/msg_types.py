@@ -124,7 +124,8 @@ def uint8_field(data: np.ndarray | bytes, flavor: str) -> bytes | np.ndarray:
     """Value for a ``uint8[]`` field: ``bytes`` for rclpy, a uint8 array for rosbags (both zero-copy-ish)."""
     if resolve_flavor(flavor) == "rclpy":
         return data if isinstance(data, bytes) else np.ascontiguousarray(data).tobytes()
-    return np.frombuffer(data, np.uint8) if isinstance(data, bytes) else np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    return (np.frombuffer(data, np.uint8) if isinstance(data, bytes)
+            else np.ascontiguousarray(data).reshape(-1).view(np.uint8))
 
 
 def float32_field(values: np.ndarray, flavor: str) -> array.array | np.ndarray:

@@ -95,9 +95,12 @@ class NodeParams:
                                "(odometry child frame -> this frame, needs tf2_ros) instead of camera_mount.")
     publish_depth: bool = _param(True, "Publish the rendered depth (`~/depth`, 32FC1).", dynamic=True)
     publish_image: bool = _param(True, "Publish the rendered RGB image (`~/image`, rgb8).", dynamic=True)
-    publish_camera_info: bool = _param(True, "Publish the CameraInfo of the rendered images (`~/camera_info`).", dynamic=True)
-    publish_points: bool = _param(True, "Publish the Gaussian centres as a coloured PointCloud2 (`~/points`).", dynamic=True)
-    publish_gaussians: bool = _param(True, "Publish the Gaussians (`~/gaussians`, nut_ros_msgs/GaussianSet).", dynamic=True)
+    publish_camera_info: bool = _param(True, "Publish the CameraInfo of the rendered images (`~/camera_info`).",
+                                       dynamic=True)
+    publish_points: bool = _param(True, "Publish the Gaussian centres as a coloured PointCloud2 (`~/points`).",
+                                  dynamic=True)
+    publish_gaussians: bool = _param(True, "Publish the Gaussians (`~/gaussians`, nut_ros_msgs/GaussianSet).",
+                                     dynamic=True)
     render_times: list[float] = _param([1.0], "Normalised pair times to render: 1 newest frame, (0, 1) "
                                        "interpolation, (1, 2] prediction. The first drives the published images.",
                                        lo=0.0, hi=MAX_RENDER_TIME, dynamic=True)

@@ -61,7 +61,8 @@ def _field_dtype(msg: Any) -> dict[str, tuple[np.dtype, int]]:
         if int(field.datatype) not in POINTFIELD_DTYPES:
             raise ConversionError(f"PointCloud2.fields[{field.name}].datatype: unknown datatype {field.datatype}")
         if int(field.offset) + np.dtype(POINTFIELD_DTYPES[int(field.datatype)]).itemsize > int(msg.point_step):
-            raise ConversionError(f"PointCloud2.fields[{field.name}].offset: {field.offset} beyond point_step {msg.point_step}")
+            raise ConversionError(f"PointCloud2.fields[{field.name}].offset: {field.offset} "
+                                  f"beyond point_step {msg.point_step}")
         out[field.name] = (np.dtype(order + POINTFIELD_DTYPES[int(field.datatype)]), int(field.offset))
     return out
 
@@ -74,7 +75,8 @@ def pointcloud2_to_points(msg: Any) -> tuple[np.ndarray, np.ndarray | None]:
             raise ConversionError(f"PointCloud2.fields: needs float fields x, y, z (got {sorted(fields)})")
     height, width, point_step, row_step = int(msg.height), int(msg.width), int(msg.point_step), int(msg.row_step)
     if row_step < width * point_step:
-        raise ConversionError(f"PointCloud2.row_step: {row_step} is smaller than width * point_step = {width * point_step}")
+        raise ConversionError(f"PointCloud2.row_step: {row_step} is smaller than "
+                              f"width * point_step = {width * point_step}")
     data = as_uint8(msg.data, "PointCloud2.data")
     if data.size < height * row_step:
         raise ConversionError(f"PointCloud2.data: {data.size} bytes, expected height * row_step = {height * row_step}")

@@ -192,8 +192,8 @@ def run_sequence(run: SequenceRun, shared: Path, out: Path, options: list[str]) 
     summary["wall_s"] = time.perf_counter() - start
     summary["stride"] = run.stride
     meta = {"sequence": f"{run.source} [{run.start:g}, {run.stop:g})", "input_depth": False,
-            "odometry": run.poses, "depth_from_motion": run.depth_from_motion, "network_depth": run.network_depth, "backend": backend.name,
-            "device": backend.device, "model": backend.model_config.name,
+            "odometry": run.poses, "depth_from_motion": run.depth_from_motion, "network_depth": run.network_depth,
+            "backend": backend.name, "device": backend.device, "model": backend.model_config.name,
             "weights": str(args.checkpoint or f"default {args.model} weights"),
             "model_resolution": list(backend.model_config.image_size), "stride": run.stride,
             "motion_prior": pipeline.motion_prior, "flow": pipeline.flow_settings}

@@ -11,7 +11,8 @@ Header stamps and bag times are ``start + source_index / fps``. Needs no ROS ins
 
     nut_ros_make_bag clip.mp4 out_bag --max-frames 60 --stride 2 --resize 512x288 --compressed
     nut_ros_make_bag color/ out_bag --depth depth/ --intrinsics 518,519,325.5,253.5 --fps 5 --storage sqlite3
-    nut_ros_make_bag seq-01/ out_bag --pattern "*.color.png" --poses seq-01/ --depth seq-01/ --depth-pattern "*.depth.png"
+    nut_ros_make_bag seq-01/ out_bag --pattern "*.color.png" --poses seq-01/ --depth seq-01/ \
+--depth-pattern "*.depth.png"
 """
 from __future__ import annotations
 

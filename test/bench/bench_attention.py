@@ -57,7 +57,8 @@ def bench_sdpa(cfg, device: str, iters: int = 20) -> list[dict]:
 
 def markdown_table(rows: list[dict]) -> str:
     """The rows as one Markdown table: milliseconds (TFLOP/s) per backend."""
-    lines = ["| attention | B,H,Lq,Lk,D | GFLOP | " + " | ".join(f"{b} ms (TFLOP/s)" for b in ("default", *SDPA_BACKENDS))
+    lines = ["| attention | B,H,Lq,Lk,D | GFLOP | "
+             + " | ".join(f"{b} ms (TFLOP/s)" for b in ("default", *SDPA_BACKENDS))
              + " |", "|---|---|---|" + "---|" * (1 + len(SDPA_BACKENDS))]
     for a in rows:
         cells = [f"{a[f'{b}_ms']:.2f} ({a[f'{b}_tflops']:.0f})" if a.get(f"{b}_ms") else "n/a"

@@ -56,19 +56,24 @@ def cases(flavor: str):
     return {
         "Image 512x288 rgb8: numpy -> msg": lambda: numpy_to_image(rgb, "rgb8", 1, "cam", flavor),
         "Image 512x288 rgb8: msg -> RGB array": lambda: image_to_rgb(image_wire),
-        "Image 512x288 rgb8: numpy -> msg -> CDR bytes": lambda: serialize(numpy_to_image(rgb, "rgb8", 1, "cam", flavor)),
-        "Image 512x288 32FC1: msg -> depth metres": lambda: image_to_depth_m(numpy_to_image(depth, "32FC1", 1, "", flavor)),
+        "Image 512x288 rgb8: numpy -> msg -> CDR bytes":
+            lambda: serialize(numpy_to_image(rgb, "rgb8", 1, "cam", flavor)),
+        "Image 512x288 32FC1: msg -> depth metres":
+            lambda: image_to_depth_m(numpy_to_image(depth, "32FC1", 1, "", flavor)),
         "CompressedImage 512x288 jpeg q90: encode": lambda: compress_image(rgb, "rgb8", "jpeg", 90, flavor=flavor),
         "CompressedImage 512x288 jpeg q90: decode to RGB": lambda: image_to_rgb(jpeg),
         "compressedDepth 512x288 32FC1: encode": lambda: compress_depth(depth, "32FC1", flavor=flavor),
         "compressedDepth 512x288 32FC1: decode": lambda: image_to_depth_m(cdepth),
         "PointCloud2 150k xyz+rgb: numpy -> msg": lambda: points_to_pointcloud2(xyz, colors, 1, "cam", flavor),
-        "PointCloud2 150k xyz+rgb: numpy -> msg -> CDR": lambda: serialize(points_to_pointcloud2(xyz, colors, 1, "cam", flavor)),
+        "PointCloud2 150k xyz+rgb: numpy -> msg -> CDR":
+            lambda: serialize(points_to_pointcloud2(xyz, colors, 1, "cam", flavor)),
         "PointCloud2 150k xyz+rgb: msg -> numpy": lambda: pointcloud2_to_points(pc_wire),
         "GaussianSet 150k: cloud -> msg": lambda: gaussian_cloud_to_msg(cloud, 1, "cam", flavor=flavor),
-        "GaussianSet 150k: cloud -> msg -> CDR (build+serialise)": lambda: serialize(gaussian_cloud_to_msg(cloud, 1, "cam", flavor=flavor)),
+        "GaussianSet 150k: cloud -> msg -> CDR (build+serialise)":
+            lambda: serialize(gaussian_cloud_to_msg(cloud, 1, "cam", flavor=flavor)),
         "GaussianSet 150k: cloud -> CDR directly (gaussian_set_cdr)": lambda: gaussian_set_cdr(cloud, 1, "cam"),
-        "GaussianSet 150k: CDR -> msg -> cloud": lambda: msg_to_gaussian_cloud(deserialize(gs_bytes, "nut_ros_msgs/msg/GaussianSet", flavor)),
+        "GaussianSet 150k: CDR -> msg -> cloud":
+            lambda: msg_to_gaussian_cloud(deserialize(gs_bytes, "nut_ros_msgs/msg/GaussianSet", flavor)),
     }
 
 

@@ -109,7 +109,8 @@ def main(argv=None):
         p, pc = count_params(name)
         f = count_flops(name)
         n = get_config(name).gaussians_per_frame
-        print(f"| {name} | {p:,} | {pc:,} | {n:,} | {f['total']:.1f} | {f['sdpa']:.1f} | {f['total'] - f['sdpa']:.1f} | "
+        print(f"| {name} | {p:,} | {pc:,} | {n:,} | {f['total']:.1f} | {f['sdpa']:.1f} | "
+              f"{f['total'] - f['sdpa']:.1f} | "
               + " | ".join(f"{f[c]:.2f}" for c in cols) + " |")
         if name == "streamsplat":
             notes.append(f"streamsplat vs spec §8: params {p:,} (spec {SPEC_PARAMS:,}); GFLOPs/frame without SDPA "

@@ -145,12 +145,15 @@ def markdown_report(study: dict) -> str:
              f"{study['device_name']}, torch {study['torch']}, {study['date']} (study {study.get('study_s', 0):.0f} s)",
              "",
              "| render scene | ms | tile-Gaussian pairs |", "|---|---|---|",
-             f"| random-init model output (t = 1) | {fmt(r['model_output']['ms'])} | {fmt(r['model_output'].get('pairs'))} |",
-             f"| realistic (pixel_aligned_scene) | {fmt(r['realistic']['ms'])} | {fmt(r['realistic'].get('pairs'))} |", ""]
+             f"| random-init model output (t = 1) | {fmt(r['model_output']['ms'])} | "
+             f"{fmt(r['model_output'].get('pairs'))} |",
+             f"| realistic (pixel_aligned_scene) | {fmt(r['realistic']['ms'])} | "
+             f"{fmt(r['realistic'].get('pairs'))} |", ""]
     realistic = r["realistic"]["ms"]
     gflop = study.get("network_gflop") or 0.0
     lines += [f"Network: {gflop:,.0f} GFLOP per frame (encode + decode).", "",
-              "| variant | first call s (compile) | net ms, no graph | graph net ms | graph net TFLOP/s | graph frame ms "
+              "| variant | first call s (compile) | net ms, no graph | graph net ms | graph net TFLOP/s "
+              "| graph frame ms "
               "| graph net + realistic render ms | max err xyz / rgb / vel / opacity | graphs / breaks | error |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for v in study["variants"]:

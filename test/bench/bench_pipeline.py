@@ -4,10 +4,11 @@
 
 Pushes the 60 frames of ``nut_ros/data/cups`` (960x540, 15 fps stamps; ``--repeat`` times) through
 :class:`StreamingPipeline` with the torch backend, after ``--warmup`` frames (compilation, cuDNN autotuning) that are
-not counted, and prints the p50 / p90 / p99 / max of every stage (preprocess, encode, flow, decode, render, postprocess, total) as JSON. With ``--compile``
-it first compares the compiled network with the eager one on a pair of the clip (per decoded field: the largest
-difference beside eager bf16's own distance from fp32; ``--no-compile-check`` skips it). ``--warm-up-first``,
-``--cprofile`` and ``--cv-threads`` add the node's warm-up, a host profile and OpenCV's thread count.
+not counted, and prints the p50 / p90 / p99 / max of every stage (preprocess, encode, flow, decode, render, postprocess,
+total) as JSON. With ``--compile`` it first compares the compiled network with the eager one on a pair of the clip (per
+decoded field: the largest difference beside eager bf16's own distance from fp32; ``--no-compile-check`` skips it).
+``--warm-up-first``, ``--cprofile`` and ``--cv-threads`` add the node's warm-up, a host profile and OpenCV's thread
+count.
 """
 from __future__ import annotations
 

@@ -165,8 +165,8 @@ def main() -> None:
                 row[f"{name}_metric"] = depth_errors(d, gt, valid=valid)["abs_rel"]
         rows.append(row)
     held = sum(r["held"] > 0 for r in rows)
-    print(f"{args.sequence} step {args.step} poses={args.poses}: {len(rows)} of {total} frames with depth ({held} held), "
-          f"no depth {dict(reasons)}")
+    print(f"{args.sequence} step {args.step} poses={args.poses}: {len(rows)} of {total} frames with depth "
+          f"({held} held), no depth {dict(reasons)}")
     print(f"ms per frame: wall p50 {np.percentile(ms, 50):.1f} p90 {np.percentile(ms, 90):.1f}; "
           f"CPU (one thread) p50 {np.percentile(cpu_ms, 50):.1f} p90 {np.percentile(cpu_ms, 90):.1f} "
           f"mean {np.mean(cpu_ms):.1f}")

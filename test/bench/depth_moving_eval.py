@@ -108,7 +108,8 @@ def main() -> None:
                    help="largest camera speed, m/s (the obstacle scenes' default moves too little for depth from "
                         "motion in many scenes)")
     args = p.parse_args()
-    out = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
+    out = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+           "machine": platform.processor() or platform.machine(),
            "model": args.model, "seeds": args.seeds, "camera_speed": args.camera_speed,
            "results": run(seed_range(args.seeds), args.model, args.camera_speed)}
     print(json.dumps(out, indent=1))

@@ -6,10 +6,10 @@ DDS profile) on a private ROS_DOMAIN_ID; this process publishes the frames (resi
 CameraInfo) at ``--rate`` Hz and samples the node's ``VmRSS``/``VmHWM`` from /proc once a second; the node's
 ``~/stats`` give frames received, processed and dropped. The node is stopped with SIGINT and must exit 0.
 
-Through the pipeline: frames are the bundled ``nut_ros/data/cups`` clip played forwards and backwards (ping-pong, so motion never jumps)
-at 15 frames/s of stream time, optionally with a synthetic metric depth plane. Resident memory (``VmRSS``) is
-sampled every ``--sample-every`` frames; the report gives it at the start (model loaded, nothing pushed), after
-warm-up, at the end, the peak (``VmHWM``) and the growth rate fitted over the post-warm-up samples.
+Through the pipeline: frames are the bundled ``nut_ros/data/cups`` clip played forwards and backwards (ping-pong, so
+motion never jumps) at 15 frames/s of stream time, optionally with a synthetic metric depth plane. Resident memory
+(``VmRSS``) is sampled every ``--sample-every`` frames; the report gives it at the start (model loaded, nothing pushed),
+after warm-up, at the end, the peak (``VmHWM``) and the growth rate fitted over the post-warm-up samples.
 
     .venv/bin/python test/bench/soak.py --via node --frames 5000 --width 160 --rate 8 --json /tmp/soak_node.json
     .venv/bin/python test/bench/soak.py --via pipeline --frames 5000 --model tiny

@@ -37,7 +37,8 @@ def parse_variant(spec: str) -> dict:
     unknown = set(options) - {"compile", "compile-max", "eager-upsampler", "split-upsampler", *SDPA_BACKENDS}
     if unknown or sum(o in SDPA_BACKENDS for o in options) > 1 or {"compile", "compile-max"} <= set(options):
         raise ValueError(f"variant {spec!r}: bad options {options}")
-    compile_mode = "default" if "compile" in options else "max-autotune-no-cudagraphs" if "compile-max" in options else None
+    compile_mode = ("default" if "compile" in options
+                    else "max-autotune-no-cudagraphs" if "compile-max" in options else None)
     backend = next((o for o in options if o in SDPA_BACKENDS), None)
     upsampler = [o for o in options if o.endswith("-upsampler")]
     if upsampler and (not compile_mode or len(upsampler) > 1):
