@@ -84,7 +84,8 @@ def simulate_depth_input(depth: Tensor, drop_prob: float, generator: torch.Gener
     field = F.interpolate(rand(b, 1, max(h // 16, 1), max(w // 16, 1)), size=(h, w), mode="bilinear",
                           align_corners=False)
     valid = field >= (rand(b, 1, 1, 1) * 0.2)
-    max_range = torch.where(rand(b, 1, 1, 1) < 0.5, 4.0 + 8.0 * rand(b, 1, 1, 1), torch.full((b, 1, 1, 1), 1e9, device=dev))
+    max_range = torch.where(rand(b, 1, 1, 1) < 0.5, 4.0 + 8.0 * rand(b, 1, 1, 1),
+                            torch.full((b, 1, 1, 1), 1e9, device=dev))
     valid = valid & (depth < max_range)
     present = present & (valid.flatten(1).float().mean(1) >= 0.01)  # too few valid pixels: RGB-only
     valid = valid & present.view(b, 1, 1, 1)

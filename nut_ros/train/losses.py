@@ -62,7 +62,8 @@ def sample_at(image: Tensor, u: Tensor, v: Tensor) -> Tensor:
     return out.squeeze(2).transpose(1, 2)
 
 
-def trajectory_targets(gaussians: Gaussians, tracks: Tensor, times: Tensor, disp_range: Tensor) -> tuple[Tensor, Tensor]:
+def trajectory_targets(gaussians: Gaussians, tracks: Tensor, times: Tensor,
+                       disp_range: Tensor) -> tuple[Tensor, Tensor]:
     """Predicted and true canonical displacements of every Gaussian at every clip time, ``[B, N, V, 3]`` each.
 
     ``tracks [B, 2, V, 3, H, W]``: for key frames 0 and 1 (pair times 0 and 1), the (u, v, 1/z) of each pixel's

@@ -178,7 +178,8 @@ def _flow_terms(model: NutModel, features: Tensor, batch: PairBatch, amp: bool) 
     (pair, frame) order), and its terms for the log."""
     motion = features.float().unflatten(0, (batch.rgb.shape[0], 2))
     with autocast(features.device, amp):
-        flows = model.motion_head.flows(torch.cat([motion[:, 0], motion[:, 1]]), torch.cat([motion[:, 1], motion[:, 0]]))
+        flows = model.motion_head.flows(torch.cat([motion[:, 0], motion[:, 1]]),
+                                        torch.cat([motion[:, 1], motion[:, 0]]))
     true = torch.cat([batch.flow[:, 0], batch.flow[:, 1]])
     valid = torch.cat([batch.flow_valid[:, 0], batch.flow_valid[:, 1]])
     flow = flow_sequence_loss([f.float() for f in flows], true, valid)

@@ -112,7 +112,8 @@ def _tartanair(root: Path):
     poses = np.loadtxt(root / "pose_left.txt")
     for i, row in enumerate(poses):
         name = f"{i:06d}"
-        yield root / "rgb" / f"{name}.jpg", root / "depth" / f"{name}.png", _pose(row[:3], row[3:], NED_FROM_OPTICAL), TARTAN_K
+        yield (root / "rgb" / f"{name}.jpg", root / "depth" / f"{name}.png", _pose(row[:3], row[3:], NED_FROM_OPTICAL),
+               TARTAN_K)
 
 
 def pack(train_rgbd: str | Path, out: str | Path, size: tuple[int, int] = (288, 512), tum_stride: int = 3,

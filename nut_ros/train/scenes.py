@@ -213,7 +213,8 @@ class SceneGenerator:
         a, b = p["a"][..., None, None], p["b"][..., None, None]
         q1 = (s * torch.einsum("blc,bchw->blhw", e1, dirs) - (rel * e1).sum(-1)[..., None, None]) / a
         q2 = (s * torch.einsum("blc,bchw->blhw", e2, dirs) - (rel * e2).sum(-1)[..., None, None]) / b
-        d1, d2 = self._deformation(q1, q2, *(p[k][:, :, None, None] for k in ("wave_c", "wave_k", "wave_phi", "pulse")), t)
+        d1, d2 = self._deformation(q1, q2, *(p[k][:, :, None, None] for k in ("wave_c", "wave_k", "wave_phi", "pulse")),
+                                   t)
         m1, m2 = q1 - d1, q2 - d2
         # outline test in material coordinates (the background always covers the view)
         expo = p["expo"][..., None, None]
@@ -221,7 +222,8 @@ class SceneGenerator:
         theta = torch.atan2(m2, m1)
         radius = 0.95 * torch.ones_like(rho)
         for j in range(N_LOBES):
-            radius = radius + p["lobes"][..., j, None, None] * torch.cos((j + 2) * theta + p["lobe_phase"][..., j, None, None])
+            radius = radius + p["lobes"][..., j, None, None] * torch.cos(
+                (j + 2) * theta + p["lobe_phase"][..., j, None, None])
         inside = (rho < radius) & p["active"][..., None, None] & (s > 1e-3)
         inside[:, 0] = s[:, 0] > 1e-3
         return torch.where(inside, s, torch.full_like(s, math.inf)), m1, m2
@@ -256,8 +258,10 @@ class SceneGenerator:
         # sample every layer's texture at the pixel's material coords, then keep the visible layer
         cos, sin, sc = p["tex_rot"].cos(), p["tex_rot"].sin(), p["tex_scale"]
         gm1, gm2 = _take_all(m1, L), _take_all(m2, L)
-        gx = sc[..., None, None] * (cos[..., None, None] * gm1 - sin[..., None, None] * gm2) + p["tex_off"][..., 0, None, None]
-        gy = sc[..., None, None] * (sin[..., None, None] * gm1 + cos[..., None, None] * gm2) + p["tex_off"][..., 1, None, None]
+        gx = (sc[..., None, None] * (cos[..., None, None] * gm1 - sin[..., None, None] * gm2)
+              + p["tex_off"][..., 0, None, None])
+        gy = (sc[..., None, None] * (sin[..., None, None] * gm1 + cos[..., None, None] * gm2)
+              + p["tex_off"][..., 1, None, None])
         grid = torch.stack([gx, gy], -1).flatten(0, 1)  # [B*L, H, W, 2]
         tex = self.textures[p["tex"].flatten()]
         sampled = F.grid_sample(tex, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
@@ -266,7 +270,8 @@ class SceneGenerator:
         grey = rgb.mean(1, keepdim=True)
         sat, tint = _take(p["saturation"], layer)[:, None], _take(p["tint"], layer).permute(0, 3, 1, 2)
         shade = _take(p["shade"], layer)
-        light = 1 + shade[..., 0] * m1.clamp(-1.5, 1.5) + shade[..., 1] * m2.clamp(-1.5, 1.5) + _take(p["gain"], layer) * t
+        light = (1 + shade[..., 0] * m1.clamp(-1.5, 1.5) + shade[..., 1] * m2.clamp(-1.5, 1.5)
+                 + _take(p["gain"], layer) * t)
         rgb = (grey + sat * (rgb - grey)) * tint * light[:, None]
         return rgb * (1 + p["global_gain"][..., None, None] * t)
 

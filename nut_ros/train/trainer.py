@@ -3,9 +3,10 @@ gradient clipping, warmup + cosine learning rate, JSON-lines training curves and
 
 Stage 1 trains the static encoder (``gs_predictor``); stage 2 loads a stage-1 checkpoint, freezes it and trains
 the decoder, dynamic upsampler, dynamic heads and ``encoder_proj``. Stage 3 fine-tunes a trained pair model's static
-encoder for geometry (mixed RGB-only / semi-dense / sensor depth input, real RGB-D beside the generated scenes) and
-trains the learned motion head on exact flow (with ``motion_only``, the head alone: the pair model stays as loaded); the decoder side stays as it was. Re-running the same command continues from
-``<out>/last.pt`` until the run's length (``steps`` or ``minutes`` of training) is reached.
+encoder for geometry (mixed RGB-only / semi-dense / sensor / fill depth input, real RGB-D beside the generated
+scenes) and trains the learned motion head on exact flow (with ``motion_only``, the head alone: the pair model stays
+as loaded; with ``geometry_only``, the encoder alone); the decoder side stays as it was. Re-running the same command
+continues from ``<out>/last.pt`` until the run's length (``steps`` or ``minutes`` of training) is reached.
 """
 from __future__ import annotations
 
