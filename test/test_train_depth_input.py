@@ -134,3 +134,16 @@ def test_fill_at_resizes_as_the_pipeline_does(size):
     want_known = cv2.resize(known.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
     assert np.abs(got_inv[0, 0].numpy() - want_inv).max() < 1e-4
     assert np.array_equal(got_known[0, 0].numpy(), want_known)
+
+
+def test_log_depth_error_is_zero_at_the_truth_and_relative_elsewhere():
+    from nut_ros.train.objectives import log_depth_error
+    rgb, depth = _scene()
+    d = mixed_depth_input(depth, rgb, torch.Generator().manual_seed(2), {"fill": 1.0})
+    exact = d.normalise(1.0 / depth)
+    assert log_depth_error(d, exact, depth).max() < 1e-4
+    # 10 % too far everywhere: log(1.1) at every pixel, near or far (the ŷ error of the same depth ratio is not)
+    far = d.normalise(1.0 / (1.1 * depth))
+    assert torch.allclose(log_depth_error(d, far, depth), torch.full_like(depth, np.log(1.1)), atol=1e-4)
+    assert (exact - far).abs().amax() > 3 * (exact - far).abs().amin()
+    assert torch.isfinite(log_depth_error(d, torch.full_like(exact, -5.0), depth)).all()  # below ŷ's range

@@ -55,6 +55,10 @@ class DepthInput:
         """``(1/z - lo) / (hi - lo)`` for ``disparity [B, ...]``."""
         return self._normalization(disparity.dim()).disparity_to_yhat(disparity)
 
+    def to_disparity(self, y_hat: Tensor) -> Tensor:
+        """Disparity (1/depth, in the input's units) of ``y_hat [B, ...]``: ``lo + ŷ (hi - lo)``."""
+        return self._normalization(y_hat.dim()).yhat_to_disparity(y_hat)
+
     def to_depth(self, y_hat: Tensor) -> Tensor:
         """Depth (the input's units: metres for sensor depth and metric fills) of ``y_hat [B, ...]``, the inverse of
         :meth:`normalise` on ``1/z``."""

@@ -32,6 +32,9 @@ class LossWeights:
     trajectory_norm: str = "l1"  # "l1" or "l2" (squared error)
     ssi_tau: float = 0.0  # soft outlier down-weighting of the SSI term (reference stage 2: 0.3)
     flow: float = 0.02  # stage 3: learned flow vs exact flow (sequence L1 in model pixels)
+    # stage 3: |log depth - log true depth| where the input had depth, in the input's own scale (metres with a
+    # metric input): a relative error like AbsRel, which the direct ŷ term counts little at far pixels
+    depth_log: float = 0.0
 
 
 @dataclass
@@ -132,6 +135,15 @@ def flow_sequence_loss(flows: list[Tensor], true: Tensor, valid: Tensor, gamma: 
     return total
 
 
+def log_depth_error(dinput: DepthInput, pred: Tensor, depth: Tensor) -> Tensor:
+    """``|log z_pred - log z|`` per pixel: the rendered ŷ ``pred`` in the depth input's scale against the true depth
+    ``depth`` (both ``[B,1,H,W]``); the predicted disparity is kept above 1 % of the input's nearest (a render
+    below ŷ's range would have none)."""
+    disp = dinput.to_disparity(pred)
+    floor = (0.01 * dinput.hi).view(-1, 1, 1, 1)
+    return (torch.log(torch.maximum(disp, floor)) + torch.log(depth.clamp_min(1e-3))).abs()
+
+
 def geometry_motion_step(model: NutModel, batch: PairBatch, weights: LossWeights, gen: torch.Generator,
                          background: Tensor, amp: bool = True, impl: str = "torch",
                          depth_modes: dict[str, float] | None = None, motion: bool = True) -> StepOutput:
@@ -155,11 +167,16 @@ def geometry_motion_step(model: NutModel, batch: PairBatch, weights: LossWeights
     direct_mask = mask & dinput.present.view(-1, 1, 1, 1)
     direct = ((pred - target).abs() * direct_mask).sum() / direct_mask.sum().clamp_min(1)
     loss = mse + weights.depth_ssi * ssi + weights.depth * direct
+    depth_terms = {}
+    if weights.depth_log > 0:
+        log_err = (log_depth_error(dinput, pred, depth) * direct_mask).sum() / direct_mask.sum().clamp_min(1)
+        loss = loss + weights.depth_log * log_err
+        depth_terms["depth_log"] = log_err.item()
     flow_terms = {}
     if motion:
         flow, flow_terms = _flow_terms(model, cache.motion, batch, amp)
         loss = loss + weights.flow * flow
-    terms = {"mse": mse.item(), "depth_ssi": ssi.item(), "depth": direct.item(), **flow_terms}
+    terms = {"mse": mse.item(), "depth_ssi": ssi.item(), "depth": direct.item(), **depth_terms, **flow_terms}
     return StepOutput(loss, terms, out, g, [dinput], target)
 
 
