@@ -90,6 +90,9 @@ def test_stage3_on_fills_validates_both_sources(tmp_path):
         assert math.isfinite(val[f"{source}_abs_rel_fill"]) and math.isfinite(val[f"{source}_psnr_fill"])
         assert math.isfinite(val[f"{source}_abs_rel_fill_unaligned"])
     assert 0 < val["real_abs_rel_fill_input_unaligned"] < 0.2, val  # with odometry the fill is metric
+    # the second source repeats the first one's frames: their RGB-only depth and flow are scored once
+    assert "real_abs_rel_rgbonly" in val and "real_flow_epe" in val
+    assert not [k for k in val if k.startswith("real_motion_") and "fill" not in k], val
 
 
 def _stage1(tmp_path):

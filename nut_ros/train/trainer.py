@@ -329,7 +329,8 @@ class Trainer:
                 for source, name in enumerate(names):
                     sets[name] = [self.real_val.batch(0, torch.arange(i, min(i + self.cfg.batch, n)), source)
                                   for i in range(0, n, self.cfg.batch)]
-            metrics = evaluate_pairs(self.model, sets, self.cfg.amp, self.cfg.raster_impl)
+            metrics = evaluate_pairs(self.model, sets, self.cfg.amp, self.cfg.raster_impl,
+                                     fill_only=VALIDATION_SETS[1:])
             self._log({"step": self.step, "train_seconds": round(self.train_seconds, 1), "val": metrics})
             return metrics
         metrics, shown = evaluate(self.model, self.val_set, self.cfg.stage, self.cfg.amp, self.cfg.raster_impl)

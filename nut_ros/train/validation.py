@@ -162,14 +162,22 @@ def _aligned_abs_rel(pred_disp: Tensor, true_depth: Tensor, mask: Tensor) -> Ten
     return torch.stack(out)
 
 
+def _render_static(model: NutModel, cache, h: int, w: int, impl: str):
+    """The encoded frames' Gaussians rendered as they are (time 0, fp32) on a grey background."""
+    g = static_gaussians(cache).map(lambda x: x.float())
+    return rasterize(g.at(0.0), h, w, background=torch.full((3,), 0.5, device=g.xyz.device), impl=impl,
+                     lowpass=model.config.raster_lowpass)
+
+
 @torch.no_grad()
 def evaluate_pairs(model: NutModel, sets: dict[str, list], amp: bool = True, impl: str = "torch",
-                   simulated_fill: tuple[str, ...] = ("gen",)) -> dict[str, float]:
+                   simulated_fill: tuple[str, ...] = ("gen",), fill_only: tuple[str, ...] = ()) -> dict[str, float]:
     """Stage 3 validation per set of :class:`~nut_ros.train.rgbd_pairs.PairBatch`: the learned flow's end-point
     error beside zero motion's; RGB-only depth (AbsRel after per-image disparity scale and shift) beside a constant
     disparity on the same pixels; depth (beside that fill itself) and key-frame PSNR with the dense fill of depth
     from motion in (the batch's own; a simulated one in the sets named in ``simulated_fill``), aligned and as it is
-    (in the fill's scale: metres for a fill made with odometry)."""
+    (in the fill's scale: metres for a fill made with odometry). The sets named in ``fill_only`` repeat another set's
+    frames with another fill: only their fill-fed figures are scored (the rest would repeat that set's)."""
     was_training = model.training
     model.eval()
     metrics: dict[str, float] = {}
@@ -179,23 +187,23 @@ def evaluate_pairs(model: NutModel, sets: dict[str, list], amp: bool = True, imp
             b = batch.rgb.shape[0]
             h, w = batch.rgb.shape[-2:]
             rgb, depth = batch.rgb.flatten(0, 1), batch.depth.flatten(0, 1)
-            with autocast(rgb.device, amp):
-                cache = model.encode(rgb, rgb.new_zeros(rgb.shape[0], model.config.depth_channels, h, w))
-                motion = cache.motion.unflatten(0, (b, 2))
-                flow = model.motion_head.flows(torch.cat([motion[:, 0], motion[:, 1]]),
-                                               torch.cat([motion[:, 1], motion[:, 0]]))[-1].float()
-            true = torch.cat([batch.flow[:, 0], batch.flow[:, 1]])
-            valid = torch.cat([batch.flow_valid[:, 0], batch.flow_valid[:, 1]])
-            sums.setdefault("flow_epe", []).append(epe(flow, true, valid))
-            sums.setdefault("flow_epe_zero", []).append(epe(torch.zeros_like(true), true, valid))
-            g = static_gaussians(cache).map(lambda x: x.float())
-            out = rasterize(g.at(0.0), h, w, background=torch.full((3,), 0.5, device=rgb.device), impl=impl,
-                            lowpass=model.config.raster_lowpass)
-            mask = (out.alpha[:, 0] > 0.5) & (depth[:, 0] > 0)
-            pred = rendered_disparity(out.depth, out.alpha)[:, 0]
-            sums.setdefault("abs_rel_rgbonly", []).append(_aligned_abs_rel(pred, depth[:, 0], mask))
-            sums.setdefault("abs_rel_constant", []).append(_aligned_abs_rel(torch.ones_like(pred), depth[:, 0], mask))
-            sums.setdefault("psnr_rgbonly", []).append(psnr(out.color, rgb).cpu())
+            if name not in fill_only:
+                with autocast(rgb.device, amp):
+                    cache = model.encode(rgb, rgb.new_zeros(rgb.shape[0], model.config.depth_channels, h, w))
+                    motion = cache.motion.unflatten(0, (b, 2))
+                    flow = model.motion_head.flows(torch.cat([motion[:, 0], motion[:, 1]]),
+                                                   torch.cat([motion[:, 1], motion[:, 0]]))[-1].float()
+                true = torch.cat([batch.flow[:, 0], batch.flow[:, 1]])
+                valid = torch.cat([batch.flow_valid[:, 0], batch.flow_valid[:, 1]])
+                sums.setdefault("flow_epe", []).append(epe(flow, true, valid))
+                sums.setdefault("flow_epe_zero", []).append(epe(torch.zeros_like(true), true, valid))
+                out = _render_static(model, cache, h, w, impl)
+                pred = rendered_disparity(out.depth, out.alpha)[:, 0]
+                mask = (out.alpha[:, 0] > 0.5) & (depth[:, 0] > 0)
+                sums.setdefault("abs_rel_rgbonly", []).append(_aligned_abs_rel(pred, depth[:, 0], mask))
+                sums.setdefault("abs_rel_constant", []).append(
+                    _aligned_abs_rel(torch.ones_like(pred), depth[:, 0], mask))
+                sums.setdefault("psnr_rgbonly", []).append(psnr(out.color, rgb).cpu())
             # the dense fill of depth from motion in: the batch's own, else (generated sets) a simulated one, the same
             # draw every time
             if batch.fill is None and name not in simulated_fill:
@@ -205,10 +213,8 @@ def evaluate_pairs(model: NutModel, sets: dict[str, list], amp: bool = True, imp
             fill = mixed_depth_input(depth, rgb, gen, {"fill": 1.0}, model.config.fill_validity, *real)
             with autocast(rgb.device, amp):
                 cache = model.encode(rgb, fill.channels)
-            g = static_gaussians(cache).map(lambda x: x.float())
-            out = rasterize(g.at(0.0), h, w, background=torch.full((3,), 0.5, device=rgb.device), impl=impl,
-                            lowpass=model.config.raster_lowpass)
-            fill_mask = mask & (out.alpha[:, 0] > 0.5) & fill.present.view(-1, 1, 1)
+            out = _render_static(model, cache, h, w, impl)
+            fill_mask = (out.alpha[:, 0] > 0.5) & (depth[:, 0] > 0) & fill.present.view(-1, 1, 1)
             pred = rendered_disparity(out.depth, out.alpha)[:, 0]
             sums.setdefault("abs_rel_fill", []).append(_aligned_abs_rel(pred, depth[:, 0], fill_mask))
             sums.setdefault("abs_rel_fill_input", []).append(

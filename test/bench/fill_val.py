@@ -46,7 +46,7 @@ def main() -> None:
         for source, name in enumerate(VALIDATION_SETS):
             sets[name] = [real_val.batch(0, torch.arange(i, min(i + args.batch, n)), source)
                           for i in range(0, n, args.batch)]
-        metrics = evaluate_pairs(model, sets, amp=device.type == "cuda")
+        metrics = evaluate_pairs(model, sets, amp=device.type == "cuda", fill_only=VALIDATION_SETS[1:])
         print(json.dumps({"weights": path, "fill_validity": model.config.fill_validity,
                           **{k: round(v, 4) for k, v in metrics.items() if "flow" not in k or "fill" in k}}))
 
