@@ -56,7 +56,7 @@ class NodeParams:
                                "weights of `model`); weights that exist are always used (tests and demos only).")
     device: str = _param("cpu", "Torch device: cpu, cuda or cuda:N.")
     bf16: bool = _param(False, "bf16 autocast of the network (torch backend on CUDA only).")
-    compile: bool = _param(False, "torch.compile the network (torch backend; the first frames compile for tens of "
+    compile: bool = _param(False, "torch.compile the network (torch backend; it compiles at configure, for tens of "
                            "seconds; fused kernels, replayed inside the CUDA graphs when cuda_graphs is on).")
     cuda_graphs: bool = _param(True, "Replay the network as CUDA graphs (torch backend on a CUDA device; no effect "
                                "elsewhere). Same kernels as eager (or as compiled), without the launch overhead.")
