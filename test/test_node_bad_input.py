@@ -133,15 +133,18 @@ def test_bad_input_is_counted_and_the_node_keeps_working(rig):
 
     bad_depth = np.full((K.height, K.width), np.nan, np.float32)
     bad_depth[0, :3] = [0.0, np.inf, -1.0]
-    rig.send(T0 + 2 * 10**8, depth=bad_depth)  # depth alive now (auto mode): matched, then rejected
+    rig.send(T0 + 2 * 10**8, depth=bad_depth)  # depth alive now (auto mode): matched, unusable, used without it
     rig.settle(6)
-    assert drops["depth_invalid"] == 1 and h.dropped_invalid == 5
+    assert rig.node.processor.pipeline.stats.depth_unusable == 1 and h.dropped_invalid == 4
+    assert h.processed == 2 and wait_until(lambda: len(rig.outputs) == 2)
+    assert rig.node.processor.depth_source == "none"
     time.sleep(DEPTH_TIMEOUT + 0.1)  # depth stopped: images go alone again
 
     rig.send(T0 + 3 * 10**8, rgb=np.full((96, 128, 3), 60, np.uint8), info=False)  # new size: a new stream
     rig.settle(7)
-    assert h.processed == 2 and wait_until(lambda: len(rig.outputs) == 2)
-    assert rig.node.processor.pipeline.stats.resets["input_changed"] == 1
+    assert h.processed == 3 and wait_until(lambda: len(rig.outputs) == 3)
+    # two new streams: depth's arrival (the frame with the unusable depth image) and the new size
+    assert rig.node.processor.pipeline.stats.resets["input_changed"] == 2
 
 
 @pytest.mark.parametrize("name, mutate", [

@@ -149,8 +149,10 @@ def test_invalid_depth_and_malformed_frames(backend):
     bad = np.zeros((H, W), np.float32)
     bad[: H // 2] = np.nan
     bad[H // 2:, : W // 2] = np.inf
-    assert pipe.push(frame(0, depth=bad)) is None
-    assert pipe.stats.drops["depth_invalid"] == 1
+    res = pipe.push(frame(0, depth=bad))  # a blinded depth camera: the frame goes on RGB only, counted
+    assert res.depth_source == "none" and not res.metric and res.input_depth is None
+    assert pipe.stats.depth_unusable == 1 and pipe.stats.frames_dropped == 0
+    assert not backend.encoded[-1][2].any()  # no depth channels
     partly = np.full((H, W), 1.5, np.float32)
     partly[::2] = np.nan
     res = pipe.push(frame(1, depth=partly))

@@ -43,6 +43,17 @@ def test_encoded_size_reads_the_header(fmt, size):
         encoded_size(b"\x00" * 32)
 
 
+def test_encoded_size_walks_past_large_jpeg_metadata():
+    """Camera JPEGs can carry over 64 KiB of EXIF, ICC or comments before the frame header."""
+    jpeg = bytes(compress_image(np.zeros((240, 320, 3), np.uint8), "rgb8", "jpeg", flavor=FLAVOR).data)
+    comment = b"\xff\xfe" + struct.pack(">H", 65535) + b"x" * 65533  # two full-size COM segments after SOI
+    big = jpeg[:2] + comment * 2 + jpeg[2:]
+    assert cv2.imdecode(np.frombuffer(big, np.uint8), cv2.IMREAD_COLOR).shape == (240, 320, 3)
+    assert encoded_size(np.frombuffer(big, np.uint8)) == (320, 240) == encoded_size(big)
+    with pytest.raises(ConversionError, match="no PNG or JPEG header"):
+        encoded_size(big[:70000])  # cut inside the metadata
+
+
 @pytest.mark.parametrize("case", ["raw", "png", "compressedDepth"])
 def test_pixel_cap_is_checked_before_decoding(case):
     image = _image()

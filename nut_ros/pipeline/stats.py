@@ -19,6 +19,9 @@ class StreamStats:
     frames_processed: int = 0
     drops: Counter = field(default_factory=Counter)  # reason -> count
     resets: Counter = field(default_factory=Counter)  # reason -> count (streams restarted)
+    # frames whose depth image had too few valid pixels (a blinded or covered sensor, a scene beyond its range): they
+    # went on RGB only
+    depth_unusable: int = 0
     rerenders: int = 0  # frames rendered twice: the CUDA rasterizer's sort buffer was too small (render/pair_budget)
     latency_ms: dict[str, deque] = field(default_factory=dict)
 
@@ -39,5 +42,6 @@ class StreamStats:
 
     def as_dict(self) -> dict:
         return {"frames_in": self.frames_in, "frames_processed": self.frames_processed,
-                "drops": dict(self.drops), "resets": dict(self.resets), "rerenders": self.rerenders,
+                "drops": dict(self.drops), "resets": dict(self.resets), "depth_unusable": self.depth_unusable,
+                "rerenders": self.rerenders,
                 "latency_ms": self.latency_summary()}

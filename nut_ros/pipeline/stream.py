@@ -179,9 +179,6 @@ class StreamingPipeline:
             self.stats.drops[drop] += 1
             return None
         rgb, disp, norm, depth_in, source, motion = self._preprocess(frame, intrinsics)
-        if disp is None:
-            self.stats.drops["depth_invalid"] += 1
-            return None
         tick = self._lap(lat, "preprocess", tick)
 
         prev = self._prev
@@ -338,9 +335,10 @@ class StreamingPipeline:
         return None
 
     def _preprocess(self, frame: Frame, intrinsics: Intrinsics):
-        """Model inputs ``rgb [1,3,h,w]`` and ``disp [1,Cd,h,w]`` (None: unusable depth), the depth normalisation
-        (None: relative), the input depth at the model resolution (None without one), its source and the depth
-        from motion (None unless it made the input)."""
+        """Model inputs ``rgb [1,3,h,w]`` and ``disp [1,Cd,h,w]``, the depth normalisation (None: relative), the
+        input depth at the model resolution (None without one), its source and the depth from motion (None unless it
+        made the input). A depth image with too few valid pixels is not used: the frame goes on RGB only (counted in
+        ``stats.depth_unusable``; depth from motion is not asked for a frame of an RGB-D stream)."""
         h, w, dev = self.height, self.width, self._prep_device
         rgb = resize_rgb(frame.rgb, h, w, dev, self._upload_rgb)
         motion, source = None, "topic"
@@ -349,7 +347,8 @@ class StreamingPipeline:
             depth = resize_depth(self._upload_depth(depth_m)[None, None], h, w)
             valid = valid_depth(depth, self.config.depth_min_m, self.config.depth_max_m)
             if valid.float().mean() < max(self.config.min_valid_depth_fraction, 1e-9):
-                return rgb, None, None, None, source, None
+                self.stats.depth_unusable += 1
+                return rgb, torch.zeros(1, self.depth_channels, h, w, device=dev), None, None, "none", None
         elif self._motion_depth is not None:
             k = intrinsics.scaled(frame.rgb.shape[1], frame.rgb.shape[0])  # the model's camera, at the input size
             motion = self._motion_depth.estimate(frame.rgb, frame.stamp_ns, k, frame.camera_pose)

@@ -26,11 +26,13 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def encoded_size(buffer: np.ndarray | bytes, field: str = "CompressedImage.data") -> tuple[int, int]:
-    """``(width, height)`` of a PNG or JPEG stream read from its header, without decoding the pixels."""
-    data = bytes(memoryview(buffer)[:65536])
-    if data.startswith(PNG_MAGIC) and len(data) >= 24 and data[12:16] == b"IHDR":
+    """``(width, height)`` of a PNG or JPEG stream read from its header, without decoding the pixels. A JPEG's
+    segments are walked from one length field to the next up to its frame header, however much metadata (EXIF, ICC,
+    comments) comes first; nothing is copied."""
+    data = memoryview(buffer).cast("B")
+    if bytes(data[:8]) == PNG_MAGIC and len(data) >= 24 and bytes(data[12:16]) == b"IHDR":
         return struct.unpack(">II", data[16:24])
-    if data.startswith(b"\xff\xd8"):
+    if bytes(data[:2]) == b"\xff\xd8":
         i = 2
         while i + 9 <= len(data):
             if data[i] != 0xFF:

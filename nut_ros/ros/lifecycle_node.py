@@ -32,6 +32,7 @@ from rcl_interfaces.msg import SetParametersResult
 from nut_ros.ros import topics
 from nut_ros.ros.health import ERROR, WARN, assess, diagnostics_message, stats_message
 from nut_ros.ros.input_sync import LatestSlot, Matched
+from nut_ros.ros.log_throttle import KindThrottle
 from nut_ros.ros.stop_signals import Stop, signal_received, stop_requested
 from nut_ros.ros.params import NodeParams, ParamError, coerce_value, declare_and_read
 from nut_ros.ros.processor import FrameProcessor, build_pipeline, processor_settings
@@ -72,6 +73,7 @@ class NutRosNode(LifecycleNode):
         self._pending: dict = {}
         self._pending_lock = threading.Lock()
         self._info_changes = 0
+        self._throttle = KindThrottle(THROTTLE_S)  # the warnings of call sites that log many kinds of problem
         self._unmatched_logged = 0
         self._tf = None  # tf2_ros.Buffer when camera_frame is set
         self._tf_mount_ready = False
@@ -294,7 +296,7 @@ class NutRosNode(LifecycleNode):
             self._mount_from_tf(msg.child_frame_id)
         problem = self.processor.add_odometry(msg)
         if problem:
-            self.get_logger().warning(problem, throttle_duration_sec=THROTTLE_S)
+            self._warn(problem)
 
     def _hand_off(self, matched: Matched | None) -> None:
         processor = self.processor
@@ -353,20 +355,25 @@ class NutRosNode(LifecycleNode):
                 self._process(*item)
             except Exception as err:  # noqa: BLE001 - one bad frame must not kill the worker
                 self.processor.health.count(dropped_invalid=1)
-                if not self._stopping:
-                    self.get_logger().error(f"frame failed: {type(err).__name__}: {err}",
-                                            throttle_duration_sec=THROTTLE_S)
+                message = f"frame failed: {type(err).__name__}: {err}"
+                if not self._stopping and self._throttle.ready(message):
+                    self.get_logger().error(message)
             self._busy_since = None
             rate = self.params.max_rate
             if rate > 0:
                 self._stop.wait(max(0.0, 1.0 / rate - (time.perf_counter() - started)))
+
+    def _warn(self, message: str) -> None:
+        """A warning of a call site that logs many kinds of problem, throttled per kind (:mod:`.log_throttle`)."""
+        if self._throttle.ready(message):
+            self.get_logger().warning(message)
 
     def _process(self, matched: Matched, arrived: float) -> None:
         log = self.get_logger()
         processor = self.processor
         outcome = processor.process(matched, arrived=arrived)
         for note in outcome.notes:
-            log.warning(note, throttle_duration_sec=THROTTLE_S)
+            self._warn(note)
         if outcome.frame is not None:
             if outcome.frame.intrinsics is None:
                 log.warning("no CameraInfo: assuming a default field of view", throttle_duration_sec=30.0)
@@ -375,7 +382,7 @@ class NutRosNode(LifecycleNode):
                 self._info_changes += 1
                 log.info(f"{changed} ({self._info_changes} changes so far)", throttle_duration_sec=THROTTLE_S)
         if outcome.drop is not None:
-            log.warning(f"frame dropped: {outcome.drop}", throttle_duration_sec=THROTTLE_S)
+            self._warn(f"frame dropped: {outcome.drop}")
             return
         for name, _, msg in outcome.messages:
             if self._stopping:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nut_ros.core.choices import BACKENDS, DEPTH_FROM_MOTION, FLOW_PRESETS, INTERP_BLENDS, MAX_GAP_S, MOTION_PRIORS
+from nut_ros.core.config import CONFIGS
 from nut_ros.perception.params import MapParams, ObstacleParams
 
 TRANSPORTS = ("raw", "compressed")
@@ -253,8 +254,8 @@ class NodeParams:
             errors.append("render_times must name at least one time")
         if (self.input_width == 0) != (self.input_height == 0):
             errors.append("input_width and input_height must both be 0 (native) or both be set")
-        if not self.model:
-            errors.append("model must name a model configuration")
+        if self.model not in CONFIGS:
+            errors.append(f"model={self.model!r} is not a model configuration ({', '.join(sorted(CONFIGS))})")
         if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
             errors.append(f"device={self.device!r} is not cpu, cuda or cuda:N")
         if (self.bf16 or self.compile) and self.backend != "torch":

@@ -166,6 +166,7 @@ class FrameProcessor:
             self.health.count(dropped_invalid=1)
             return Outcome(drop=str(err))
         drops_before = Counter(self.pipeline.stats.drops)
+        unusable_before = self.pipeline.stats.depth_unusable
         try:
             result = (push or self.pipeline.push)(frame)
         except ValueError as err:
@@ -183,6 +184,11 @@ class FrameProcessor:
             return Outcome(frame, result, drop=str(err), notes=notes)
         if self.perception is not None:
             messages += self.perception_messages(result, frame)
+        if self.pipeline.stats.depth_unusable > unusable_before:
+            config = self.pipeline.config
+            notes.append(f"depth image unusable (under {config.min_valid_depth_fraction:.0%} of its pixels within "
+                         f"{config.depth_min_m}-{config.depth_max_m} m): frame used without depth "
+                         f"({self.pipeline.stats.depth_unusable} so far)")
         self.metric, self.depth_source = result.metric, result.depth_source
         self.health.count(processed=1)
         total = {} if arrived is None else {"total": (time.perf_counter() - arrived) * 1e3}
