@@ -135,7 +135,7 @@ def test_bad_input_is_counted_and_the_node_keeps_working(rig):
     bad_depth[0, :3] = [0.0, np.inf, -1.0]
     rig.send(T0 + 2 * 10**8, depth=bad_depth)  # depth alive now (auto mode): matched, unusable, used without it
     rig.settle(6)
-    assert rig.node.processor.pipeline.stats.depth_unusable == 1 and h.dropped_invalid == 4
+    assert rig.node.processor.pipeline.stats.depth_unusable == 1 == h.depth_unusable and h.dropped_invalid == 4
     assert h.processed == 2 and wait_until(lambda: len(rig.outputs) == 2)
     assert rig.node.processor.depth_source == "none"
     time.sleep(DEPTH_TIMEOUT + 0.1)  # depth stopped: images go alone again

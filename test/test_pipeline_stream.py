@@ -163,6 +163,14 @@ def test_invalid_depth_and_malformed_frames(backend):
     rows = np.floor((np.arange(48) + 0.5) * H / 48).astype(int)
     np.testing.assert_array_equal(mask.astype(bool), np.broadcast_to((rows % 2 == 1)[:, None], (48, 96)))
     assert np.all(disp[mask == 0] == 0) and np.allclose(disp[mask == 1], 0.5)
+    # within a stream with depth a blinded frame is dropped, so the stream keeps its metric depth frame
+    assert pipe.push(frame(2, depth=bad)) is None and pipe.stats.drops["depth_invalid"] == 1
+    res = pipe.push(frame(3, depth=partly))
+    assert res.paired and res.metric and pipe.stats.depth_unusable == 1
+    # blinded for longer than max_gap_s: the stream ends and the new one goes on RGB only
+    res = pipe.push(frame(4, stamp_ns=res.stamp_ns + int(1.5e9), depth=bad))
+    assert res.depth_source == "none" and not res.paired and pipe.stats.resets["gap"] == 1
+    assert pipe.stats.depth_unusable == 2 and pipe.stats.drops["depth_invalid"] == 1
     with pytest.raises(ValueError, match="uint8"):
         pipe.push(Frame(np.zeros((H, W, 3), np.float32), 0))
     with pytest.raises(ValueError, match=r"\[H, W, 3\]"):

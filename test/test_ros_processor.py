@@ -10,7 +10,7 @@ import pytest
 
 from nut_ros.core.geometry import Intrinsics
 from nut_ros.ros.camera_info import camera_info_to_intrinsics, intrinsics_to_camera_info
-from nut_ros.ros.compressed import compress_depth, compress_image, encoded_size
+from nut_ros.ros.compressed import MAX_JPEG_SEGMENTS, compress_depth, compress_image, encoded_size
 from nut_ros.ros.errors import ConversionError
 from nut_ros.ros.images import numpy_to_image
 from nut_ros.ros.input_sync import LossCounter, Matched
@@ -52,6 +52,24 @@ def test_encoded_size_walks_past_large_jpeg_metadata():
     assert encoded_size(np.frombuffer(big, np.uint8)) == (320, 240) == encoded_size(big)
     with pytest.raises(ConversionError, match="no PNG or JPEG header"):
         encoded_size(big[:70000])  # cut inside the metadata
+    strided = np.zeros(2 * len(big), np.uint8)
+    strided[::2] = np.frombuffer(big, np.uint8)
+    assert encoded_size(strided[::2]) == (320, 240)  # a view that is not contiguous
+
+
+def test_encoded_size_walks_a_bounded_number_of_segments():
+    """Crafted data (millions of empty segments or fill bytes) must not hold the worker thread for seconds."""
+    jpeg = bytes(compress_image(np.zeros((24, 32, 3), np.uint8), "rgb8", "jpeg", flavor=FLAVOR).data)
+    empty_comment = b"\xff\xfe\x00\x02"
+    for count, found in ((MAX_JPEG_SEGMENTS - 64, True), (MAX_JPEG_SEGMENTS, False), (1_000_000, False)):
+        crafted = jpeg[:2] + empty_comment * count + jpeg[2:]
+        if found:
+            assert encoded_size(crafted) == (32, 24)
+        else:
+            with pytest.raises(ConversionError, match="no PNG or JPEG header"):
+                encoded_size(crafted)
+    with pytest.raises(ConversionError, match="no PNG or JPEG header"):
+        encoded_size(b"\xff\xd8\xff\xda\x00\x02" + b"\xff\xc0\x00\x11\x08" * 100)  # into scan data: stop
 
 
 @pytest.mark.parametrize("case", ["raw", "png", "compressedDepth"])

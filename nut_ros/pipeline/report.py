@@ -53,7 +53,9 @@ def _markdown(meta: dict, s: dict) -> str:
               f"{s['gaussians_live']} live at the end.",
               f"Frames refused before the pipeline: {s.get('input_drops') or 'none'}; processed without output "
               f"messages: {s.get('output_drops') or 'none'}.",
-              f"Pipeline drops: {s['pipeline']['drops'] or 'none'}; resets: {s['pipeline']['resets'] or 'none'}.", ""]
+              f"Pipeline drops: {s['pipeline']['drops'] or 'none'}; resets: {s['pipeline']['resets'] or 'none'}; "
+              f"frames without depth because their depth image was unusable: {s['pipeline']['depth_unusable']}.",
+              ""]
     return "\n".join(lines)
 
 

@@ -14,9 +14,13 @@ Depth input (``StepResult.depth_source``): a frame's depth image ("topic", metri
 ``PipelineConfig.depth_from_motion = "auto"``, depth from the camera's own motion
 (:mod:`nut_ros.geometry.depth_from_motion`, dense fill) through the same two channels: "odometry" (metric) when the
 frames carry ``camera_pose``, "motion" (relative, unit = the frame's median depth) when they do not; "none" when
-motion gives no depth (first frame, a camera that has not moved) and the network sees RGB alone; the rendered depth
-of such a frame is then NaN (its network-only guess measures worse than a constant depth on real footage,
-docs/EVALUATION.md), unless ``PipelineConfig.network_depth``. A pair whose frames both have a depth input shares one
+motion gives no depth (first frame, a camera that has not moved) and the network sees RGB alone; so does a frame
+whose depth image has under ``min_valid_depth_fraction`` valid pixels (a blinded or covered sensor, a scene beyond
+its range) when the stream has no depth frame to keep: within a stream with depth such a frame is dropped (a short
+blink), and one longer than ``max_gap_s`` ends the stream, whose new one goes on RGB only
+(``stats.depth_unusable`` counts those frames); the rendered depth of such a frame is then NaN (its network-only
+guess measures worse than a constant depth on real footage, docs/EVALUATION.md), unless
+``PipelineConfig.network_depth``. A pair whose frames both have a depth input shares one
 depth frame (:mod:`nut_ros.pipeline.optical`), metric when both are.
 
 Stamps: a duplicate stamp, or one going backwards by up to ``max_gap_s``, drops the frame (counted by reason); a
@@ -179,6 +183,14 @@ class StreamingPipeline:
             self.stats.drops[drop] += 1
             return None
         rgb, disp, norm, depth_in, source, motion = self._preprocess(frame, intrinsics)
+        if disp is None:  # a depth image with too few valid pixels
+            if self._prev is not None and self._prev.norm is not None:
+                # a stream with depth keeps its depth frame: a short blink of the sensor is dropped; one longer than
+                # max_gap_s ends the stream (gap), and its frames then go on RGB only
+                self.stats.drops["depth_invalid"] += 1
+                return None
+            self.stats.depth_unusable += 1
+            disp = torch.zeros(1, self.depth_channels, self.height, self.width, device=self._prep_device)
         tick = self._lap(lat, "preprocess", tick)
 
         prev = self._prev
@@ -337,8 +349,7 @@ class StreamingPipeline:
     def _preprocess(self, frame: Frame, intrinsics: Intrinsics):
         """Model inputs ``rgb [1,3,h,w]`` and ``disp [1,Cd,h,w]``, the depth normalisation (None: relative), the
         input depth at the model resolution (None without one), its source and the depth from motion (None unless it
-        made the input). A depth image with too few valid pixels is not used: the frame goes on RGB only (counted in
-        ``stats.depth_unusable``; depth from motion is not asked for a frame of an RGB-D stream)."""
+        made the input); ``disp`` None for a depth image with too few valid pixels (:meth:`push` decides)."""
         h, w, dev = self.height, self.width, self._prep_device
         rgb = resize_rgb(frame.rgb, h, w, dev, self._upload_rgb)
         motion, source = None, "topic"
@@ -347,8 +358,7 @@ class StreamingPipeline:
             depth = resize_depth(self._upload_depth(depth_m)[None, None], h, w)
             valid = valid_depth(depth, self.config.depth_min_m, self.config.depth_max_m)
             if valid.float().mean() < max(self.config.min_valid_depth_fraction, 1e-9):
-                self.stats.depth_unusable += 1
-                return rgb, torch.zeros(1, self.depth_channels, h, w, device=dev), None, None, "none", None
+                return rgb, None, None, None, "none", None
         elif self._motion_depth is not None:
             k = intrinsics.scaled(frame.rgb.shape[1], frame.rgb.shape[0])  # the model's camera, at the input size
             motion = self._motion_depth.estimate(frame.rgb, frame.stamp_ns, k, frame.camera_pose)

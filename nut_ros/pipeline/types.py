@@ -110,7 +110,8 @@ class PipelineConfig:
     max_gap_s: float = MAX_GAP_S  # a forward gap or backwards jump larger than this starts a new stream (reset)
     depth_min_m: float = 0.05  # input depth outside [depth_min_m, depth_max_m] is invalid
     depth_max_m: float = 20.0
-    min_valid_depth_fraction: float = 0.01  # a depth image with fewer valid pixels is not used (the frame: RGB only)
+    # a depth image with fewer valid pixels is not used: dropped within a stream with depth, else RGB only (stream.py)
+    min_valid_depth_fraction: float = 0.01
     depth_min_alpha: float = 0.5  # rendered depth is NaN where accumulated alpha is below this
     # False: the host queues each stage while the device still works on the earlier ones, and waits once, for the
     # outputs (the total is exact; on a GPU a stage's time is then the host's, and the wait shows in postprocess);

@@ -23,24 +23,33 @@ from nut_ros.ros.msg_types import as_uint8, make_header, msg_class, uint8_field
 DEPTH_HEADER = struct.Struct("<iff")  # compression format enum, depthQuantA, depthQuantB
 INV_DEPTH = 0  # compressed_depth_image_transport's compressionFormat::INV_DEPTH
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+#: segments (fill bytes included) :func:`encoded_size` walks before giving up: camera JPEGs carry a few dozen
+#: before the frame header, crafted data millions (seconds of walking on the node's worker thread)
+MAX_JPEG_SEGMENTS = 4096
 
 
 def encoded_size(buffer: np.ndarray | bytes, field: str = "CompressedImage.data") -> tuple[int, int]:
     """``(width, height)`` of a PNG or JPEG stream read from its header, without decoding the pixels. A JPEG's
     segments are walked from one length field to the next up to its frame header, however much metadata (EXIF, ICC,
-    comments) comes first; nothing is copied."""
-    data = memoryview(buffer).cast("B")
+    comments) comes first, for at most :data:`MAX_JPEG_SEGMENTS` segments and not into the entropy-coded data."""
+    if isinstance(buffer, (bytes, bytearray)):
+        data = memoryview(buffer)
+    else:  # a numpy or array.array field or a view (a copy only when it is not contiguous)
+        data = memoryview(np.ascontiguousarray(buffer, np.uint8).reshape(-1))
     if bytes(data[:8]) == PNG_MAGIC and len(data) >= 24 and bytes(data[12:16]) == b"IHDR":
         return struct.unpack(">II", data[16:24])
     if bytes(data[:2]) == b"\xff\xd8":
-        i = 2
-        while i + 9 <= len(data):
+        i, segments = 2, 0
+        while i + 9 <= len(data) and segments < MAX_JPEG_SEGMENTS:
             if data[i] != 0xFF:
                 break
             marker = data[i + 1]
+            segments += 1
             if marker == 0xFF:  # fill byte
                 i += 1
                 continue
+            if marker in (0xD9, 0xDA):  # end of image, start of scan: no frame header came first
+                break
             if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
                 i += 2
                 continue

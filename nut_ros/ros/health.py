@@ -23,6 +23,7 @@ class Snapshot:
     dropped_queue: int = 0
     dropped_invalid: int = 0
     lost: int = 0
+    depth_unusable: int = 0
 
 
 @dataclass
@@ -35,6 +36,7 @@ class NodeHealth:
     dropped_queue: int = 0
     dropped_invalid: int = 0
     lost: int = 0  # images that never arrived (transport losses, see input_sync.LossCounter)
+    depth_unusable: int = 0  # frames processed RGB only because their depth image had too few valid pixels
     latency_ms: dict[str, deque] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -62,7 +64,7 @@ class NodeHealth:
         """(previous snapshot, current snapshot); the current one becomes the next call's previous."""
         with self._lock:
             now = Snapshot(time.monotonic(), self.received, self.processed, self.dropped_queue, self.dropped_invalid,
-                           self.lost)
+                           self.lost, self.depth_unusable)
         last, self._last = self._last, now
         return last, now
 
@@ -89,6 +91,9 @@ def assess(last: Snapshot, now: Snapshot, model_error: str | None, busy_s: float
     lost = now.lost - last.lost
     if lost and lost * 100 > received + lost:
         return WARN, f"{lost} of {received + lost} images lost in transport"
+    unusable = now.depth_unusable - last.depth_unusable
+    if unusable and unusable * 2 >= processed:
+        return WARN, f"{unusable} of {processed} frames without depth: their depth images were unusable"
     if processed:
         return OK, f"processing at {rate_hz(last, now):.1f} Hz"
     if busy_s is not None and busy_s < STALL_S:

@@ -172,6 +172,11 @@ class FrameProcessor:
         except ValueError as err:
             self.health.count(dropped_invalid=1)
             return Outcome(frame, drop=str(err), notes=notes)
+        unusable = self.pipeline.stats.depth_unusable - unusable_before
+        if unusable or "depth_invalid" in self.pipeline.stats.drops - drops_before:
+            notes.append(self._unusable_depth_note(used=bool(unusable)))
+        if unusable:
+            self.health.count(depth_unusable=unusable)
         if result is None:
             reasons = ", ".join((self.pipeline.stats.drops - drops_before).keys()) or "held out"
             self.health.count(dropped_invalid=1)
@@ -184,16 +189,20 @@ class FrameProcessor:
             return Outcome(frame, result, drop=str(err), notes=notes)
         if self.perception is not None:
             messages += self.perception_messages(result, frame)
-        if self.pipeline.stats.depth_unusable > unusable_before:
-            config = self.pipeline.config
-            notes.append(f"depth image unusable (under {config.min_valid_depth_fraction:.0%} of its pixels within "
-                         f"{config.depth_min_m}-{config.depth_max_m} m): frame used without depth "
-                         f"({self.pipeline.stats.depth_unusable} so far)")
         self.metric, self.depth_source = result.metric, result.depth_source
         self.health.count(processed=1)
         total = {} if arrived is None else {"total": (time.perf_counter() - arrived) * 1e3}
         self.health.record_latency({**result.latency_ms, **total})
         return Outcome(frame, result, messages, notes=notes)
+
+    def _unusable_depth_note(self, used: bool) -> str:
+        config = self.pipeline.config
+        what = (f"under {config.min_valid_depth_fraction:.0%} of its pixels within {config.depth_min_m:g}-"
+                f"{config.depth_max_m:g} m")
+        if used:
+            return f"depth image unusable ({what}): frame used without depth (RGB only)"
+        return (f"depth image unusable ({what}): frame dropped to keep the stream's depth; after "
+                f"{config.max_gap_s:g} s of such images a new stream starts without depth")
 
     def messages(self, result: StepResult, frame_id: str) -> list[tuple[str, int, Any]]:
         """``(output name, stamp, message)`` of the enabled outputs, views in time order, then the step's."""
@@ -232,7 +241,8 @@ class FrameProcessor:
     def diagnostic_values(self) -> dict[str, str | float | int]:
         """What /diagnostics adds to the stats message's numbers: the motion prior the velocities come from
         (learned, flow or none) and the perception stage's values."""
-        return {"motion_prior": self.pipeline.motion_prior, **self.perception_values()}
+        return {"motion_prior": self.pipeline.motion_prior, "frames_depth_unusable": self.health.depth_unusable,
+                **self.perception_values()}
 
     def perception_values(self) -> dict[str, float | int]:
         """Diagnostics of the perception stage (mean latencies, frames skipped, frames without obstacle detection

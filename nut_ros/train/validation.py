@@ -176,8 +176,9 @@ def evaluate_pairs(model: NutModel, sets: dict[str, list], amp: bool = True, imp
     error beside zero motion's; RGB-only depth (AbsRel after per-image disparity scale and shift) beside a constant
     disparity on the same pixels; depth (beside that fill itself) and key-frame PSNR with the dense fill of depth
     from motion in (the batch's own; a simulated one in the sets named in ``simulated_fill``), aligned and as it is
-    (in the fill's scale: metres for a fill made with odometry). The sets named in ``fill_only`` repeat another set's
-    frames with another fill: only their fill-fed figures are scored (the rest would repeat that set's)."""
+    (in the fill's scale: metres for a fill made with odometry), over the pixels with true depth that the fill-fed
+    render covers (alpha > 0.5). The sets named in ``fill_only`` repeat another set's frames with another fill: only
+    their fill-fed figures are scored (the rest would repeat that set's)."""
     was_training = model.training
     model.eval()
     metrics: dict[str, float] = {}
