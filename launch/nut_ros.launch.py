@@ -6,9 +6,12 @@ Example: ros2 launch nut_ros nut_ros.launch.py image_topic:=/camera/color/image_
 The node runs with the shared-memory Fast DDS profile (config/fastdds_shm_large.xml) and subscribes reliably to
 reliable cameras, so 1080p images arrive whole; a best-effort camera needs the same profile in its own process.
 """
+import os
+
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler, SetEnvironmentVariable
 from launch.conditions import IfCondition
+from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import LifecycleNode
 from launch_ros.parameter_descriptions import ParameterValue
@@ -35,32 +38,53 @@ ARGUMENTS = {
 }
 
 
+def check_params_file(context):
+    """A params file that is not there fails the launch (launch_ros would warn and run on the defaults)."""
+    path = LaunchConfiguration("params_file").perform(context)
+    if not os.path.isfile(path):
+        raise RuntimeError(f"params_file {path!r} is not a file")
+    return []
+
+
+def failed(process: str):
+    """An exit handler: a non-zero exit of ``process`` fails the launch (its exit code then is not 0), unless the
+    launch was shutting down (Ctrl-C)."""
+    def on_exit(event, context):
+        if event.returncode and not context.is_shutdown:
+            raise RuntimeError(f"{process} exited with code {event.returncode} (its log above says why)")
+        return []
+    return on_exit
+
+
 def generate_launch_description():
     config = LaunchConfiguration
+    node = LifecycleNode(
+        package="nut_ros",
+        executable="nut_ros_node",
+        name="nut_ros",
+        namespace=config("namespace"),
+        parameters=[config("params_file"),
+                    {"autostart": ParameterValue(config("autostart"), value_type=bool),
+                     "input_reliability": config("input_reliability")}],
+        remappings=[
+            ("image_raw", config("image_topic")),
+            ("image_raw/compressed", config("compressed_image_topic")),
+            ("depth", config("depth_topic")),
+            ("depth/compressedDepth", [config("depth_topic"), "/compressedDepth"]),
+            ("camera_info", config("camera_info_topic")),
+            ("odom", config("odom_topic")),
+        ],
+        arguments=["--ros-args", "--log-level", config("log_level")],
+        output="screen",
+        emulate_tty=True,
+    )
     return LaunchDescription([
         *(DeclareLaunchArgument(name, default_value=default, description=text)
           for name, (default, text) in ARGUMENTS.items()),
+        OpaqueFunction(function=check_params_file),
         SetEnvironmentVariable("OMP_WAIT_POLICY", "PASSIVE"),  # no OpenMP spinning on shared CPU cores
         SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", config("fastdds_profile"),
                                condition=IfCondition(config("use_fastdds_profile"))),
-        LifecycleNode(
-            package="nut_ros",
-            executable="nut_ros_node",
-            name="nut_ros",
-            namespace=config("namespace"),
-            parameters=[config("params_file"),
-                        {"autostart": ParameterValue(config("autostart"), value_type=bool),
-                         "input_reliability": config("input_reliability")}],
-            remappings=[
-                ("image_raw", config("image_topic")),
-                ("image_raw/compressed", config("compressed_image_topic")),
-                ("depth", config("depth_topic")),
-                ("depth/compressedDepth", [config("depth_topic"), "/compressedDepth"]),
-                ("camera_info", config("camera_info_topic")),
-                ("odom", config("odom_topic")),
-            ],
-            arguments=["--ros-args", "--log-level", config("log_level")],
-            output="screen",
-            emulate_tty=True,
-        ),
+        node,
+        RegisterEventHandler(OnProcessExit(target_action=node, on_exit=failed("nut_ros_node"))),
     ])

@@ -9,8 +9,9 @@ defaults are those ``nut_ros_make_bag`` writes (namespace ``/camera``). The node
 after ``wait_for_node`` seconds.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription, RegisterEventHandler
 from launch.conditions import IfCondition, UnlessCondition
+from launch.event_handlers import OnProcessExit
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
@@ -38,6 +39,17 @@ def generate_launch_description():
     node_args = ("params_file", "namespace", "image_topic", "depth_topic", "camera_info_topic", "odom_topic")
     play = ["ros2", "bag", "play", config("bag"), "--rate", config("rate"), "--wait-for-subscribers",
             config("wait_for_node")]
+    # --delay: the node's side of discovery may finish a moment after the player sees the subscription
+    players = [ExecuteProcess(cmd=[*play, "--delay", "1.0"], output="screen",
+                              condition=UnlessCondition(config("loop"))),
+               ExecuteProcess(cmd=[*play, "--delay", "1.0", "--loop"], output="screen",
+                              condition=IfCondition(config("loop")))]
+
+    def player_failed(event, context):  # a bag that cannot be played fails the launch instead of leaving it idle
+        if event.returncode and not context.is_shutdown:  # (not a player stopped by Ctrl-C)
+            raise RuntimeError(f"ros2 bag play exited with code {event.returncode} (its log above says why)")
+        return []
+
     return LaunchDescription([
         *(DeclareLaunchArgument(name, default_value=default, description=text)
           for name, (default, text) in ARGUMENTS.items()),
@@ -45,17 +57,8 @@ def generate_launch_description():
             PythonLaunchDescriptionSource(PathJoinSubstitution([SHARE, "launch", "nut_ros.launch.py"])),
             launch_arguments=[*((name, config(name)) for name in node_args), ("input_reliability", "reliable")],
         ),
-        # --delay: the node's side of discovery may finish a moment after the player sees the subscription
-        ExecuteProcess(
-            cmd=[*play, "--delay", "1.0"],
-            output="screen",
-            condition=UnlessCondition(config("loop")),
-        ),
-        ExecuteProcess(
-            cmd=[*play, "--delay", "1.0", "--loop"],
-            output="screen",
-            condition=IfCondition(config("loop")),
-        ),
+        *players,
+        *(RegisterEventHandler(OnProcessExit(target_action=player, on_exit=player_failed)) for player in players),
         Node(package="rviz2", executable="rviz2", name="rviz2", arguments=["-d", config("rviz_config")],
              condition=IfCondition(config("rviz")), output="screen"),
     ])

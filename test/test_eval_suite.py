@@ -9,7 +9,8 @@ import torch
 
 from nut_ros.core.checkpoint import save_checkpoint
 from nut_ros.core.model import build_model
-from nut_ros.tools.eval_suite import CLIPS, PACKAGE_DIR, RUNS, ClipSpec, RunSpec, assess_goals, build_bag, run_suite
+from nut_ros.tools.eval_suite import (CLIPS, PACKAGE_DIR, RUNS, ClipSpec, RunSpec, assess_goals, build_bag, main,
+                                     run_suite)
 from nut_ros.tools.make_bag import START_NS
 
 H, W, SOURCE_FRAMES, FPS = 60, 80, 10, 10.0
@@ -106,3 +107,11 @@ def test_suite_tables():
     assert all(r.clip in names for r in RUNS) and len({r.name for r in RUNS}) == len(RUNS)
     assert all((PACKAGE_DIR / c.source).is_dir() for c in CLIPS if c.root == "package")
     assert all(c.frames is None or c.frames // r.stride <= 50 for r in RUNS for c in CLIPS if c.name == r.clip)
+
+
+@pytest.mark.parametrize("argv, says", [(["--shared", "{tmp}"], "has no data/ folder"),
+                                        (["--model", "huge"], "'huge' is not a model configuration")])
+def test_setup_faults_get_one_line_reasons(tmp_path, capsys, argv, says):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main([*argv, "--work", str(tmp_path / "work"), "--runs", "apple", "--quiet"]) == 1
+    assert says in capsys.readouterr().err

@@ -180,3 +180,13 @@ def test_array_values_as_ros_gives_them_are_accepted():
     import array
 
     assert NodeParams.from_dict({"render_times": array.array("d", [1.0, 0.5])}).render_times == [1.0, 0.5]
+
+
+@pytest.mark.parametrize("text, says", [("model: [tiny\n", "is not valid YAML"), ("", "is not a ROS params file"),
+                                        ("just a string\n", "is not a ROS params file"),
+                                        ("/**:\n  ros__parameters: [1, 2]\n", "must be a mapping")])
+def test_a_params_file_that_is_not_one_is_named(tmp_path, text, says):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamError, match=says):
+        load_params_file(path)

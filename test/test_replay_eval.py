@@ -121,6 +121,26 @@ def test_a_wrong_image_topic_names_the_bag_s_topics_and_writes_nothing(replay, t
     assert not out.exists()
 
 
+@pytest.mark.parametrize("options, says", [
+    (["--image-topic", "/cam/image", "--depth-topic", "/cam/image"], "must have a topic of their own"),
+    (["--image-topic", "/cam/image", "--params", "{params}"], "is not valid YAML"),
+    (["--image-topic", "/cam/image", "--out", "{file}/out"], "cannot create the output folder"),
+])
+def test_setup_faults_get_one_line_reasons(replay, tmp_path, capsys, options, says):
+    (tmp_path / "params.yaml").write_text("model: [tiny\n")
+    (tmp_path / "file").write_text("")
+    options = [o.format(params=tmp_path / "params.yaml", file=tmp_path / "file") for o in options]
+    rc = main([str(replay.parent / "input"), "--out", str(tmp_path / "out"), *options, "--quiet"])
+    assert rc == 1 and says in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("option", ["--stride", "--max-frames"])
+def test_counts_below_one_are_refused(replay, tmp_path, option):
+    with pytest.raises(SystemExit) as exit_:
+        main([str(replay.parent / "input"), "--out", str(tmp_path / "out"), option, "0"])
+    assert exit_.value.code == 2
+
+
 def test_an_odometry_topic_of_another_type_is_left_out_like_a_missing_one(replay, tmp_path):
     out = tmp_path / "out"
     ckpt = replay.parent / "tiny_small_res.safetensors"

@@ -150,3 +150,26 @@ def test_stage3_geometry_only_on_fills_changes_the_encoder_alone(tmp_path):
     assert Trainer(said).model.config.fill_validity == "ones"
     with pytest.raises(ValueError, match="exclude each other"):
         _cfg(3, out, steps=2, init=str(s1), geometry_only=True, motion_only=True)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["stage1", "--model", "huge", "--steps", "1"], "unknown model config 'huge'"),
+    (["stage3", "--init", "{tmp}/none.safetensors", "--steps", "1"], "No such file"),
+    (["stage3", "--init", "{tmp}/none.safetensors", "--loss-weights", '{"nonexistent": 1}', "--steps", "1"],
+     "unexpected keyword argument"),
+])
+def test_option_faults_end_before_training_with_exit_code_2(tmp_path, capsys, argv, says):
+    from nut_ros.train.cli import main
+
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv] + ["--out", str(tmp_path / "run"), "--device", "cpu"]
+    assert main(argv) == 2 and says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["stage1", "--minutes", "-5"], ["stage3", "--steps", "1", "--loss-weights", "{bad"],
+                                  ["stage3", "--steps", "1", "--depth-modes", "[1, 2]"]])
+def test_malformed_options_are_argparse_errors(tmp_path, argv):
+    from nut_ros.train.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv + ["--out", str(tmp_path / "run")])
+    assert exit_.value.code == 2

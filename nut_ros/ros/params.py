@@ -357,11 +357,20 @@ def declare_and_read(node) -> NodeParams:
 
 
 def load_params_file(path: str | Path, node_name: str = "nut_ros") -> NodeParams:
-    """Read the node's section of a ROS params file (``/**`` or the node name) into validated ``NodeParams``."""
+    """Read the node's section of a ROS params file (``/**`` or the node name) into validated ``NodeParams``;
+    ``ParamError`` naming the file when it is not YAML or not a params file's mapping."""
     import yaml
 
-    doc = yaml.safe_load(Path(path).read_text())
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as err:
+        raise ParamError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(doc, dict):
+        raise ParamError(f"{path} is not a ROS params file (a mapping of node names to ros__parameters)")
     values: dict[str, Any] = {}
     for key in ("/**", node_name, "/" + node_name):
-        values.update((doc.get(key) or {}).get("ros__parameters", {}))
+        section = doc.get(key) or {}
+        if not isinstance(section, dict) or not isinstance(section.get("ros__parameters", {}), dict):
+            raise ParamError(f"{path}: {key}.ros__parameters must be a mapping of parameter names to values")
+        values.update(section.get("ros__parameters", {}))
     return NodeParams.from_dict(values)

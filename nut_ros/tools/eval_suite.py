@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import nut_ros
+from nut_ros.core.config import CONFIGS
 from nut_ros.pipeline.backends import BACKENDS, default_checkpoint
 from nut_ros.pipeline.evaluation import DEPTH_KEYS, DEPTH_PREDICTORS, DEPTH_PROTOCOLS
 
@@ -423,6 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.model not in CONFIGS:
+        return _fail(f"--model {args.model!r} is not a model configuration ({', '.join(sorted(CONFIGS))})")
+    if not (Path(args.shared) / "data").is_dir():
+        return _fail(f"{args.shared} has no data/ folder: give the shared folder with --shared")
     options = ["--model", args.model, "--backend", args.backend, "--device", args.device,
                "--motion-prior", args.motion_prior]
     command = " ".join(["python -m nut_ros.tools.eval_suite", *(sys.argv[1:] if argv is None else argv)])
@@ -437,9 +442,17 @@ def main(argv: list[str] | None = None) -> int:
         options.append("--quiet")
     runs = tuple(r for r in RUNS if not args.runs or r.name in args.runs)
     sequence_runs = tuple(r for r in SEQUENCE_RUNS if not args.runs or r.name in args.runs)
-    run_suite(Path(args.shared), Path(args.work), options, runs=runs, meta=meta, sequence_runs=sequence_runs)
+    try:
+        run_suite(Path(args.shared), Path(args.work), options, runs=runs, meta=meta, sequence_runs=sequence_runs)
+    except (OSError, ValueError) as err:  # a clip missing or unreadable, the work folder not writable
+        return _fail(str(err))
     print((Path(args.work) / "summary.md").read_text())
     return 0
+
+
+def _fail(reason: str) -> int:
+    print(f"nut_ros.tools.eval_suite: {reason}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from nut_ros.ros.health import assess, diagnostics_message, stats_message
 from nut_ros.ros.params import NodeParams, load_params_file
 from nut_ros.ros.processor import FrameProcessor, build_pipeline, processor_settings
 from nut_ros.tools.demo import params_file
+from nut_ros.tools.make_bag import positive
 from nut_ros.ros.topics import DIAGNOSTICS, NODE_NAME, output_topic
 
 FLAVOR = "rosbags"
@@ -104,6 +105,9 @@ def run_replay(args: argparse.Namespace) -> dict:
     bag_out = out / "outputs"
     if bag_out.exists():
         raise SetupError(f"{bag_out} exists; choose another --out or remove it")
+    if args.depth_topic is not None and args.depth_topic == args.image_topic:
+        raise SetupError(f"--depth-topic and --image-topic are both {args.image_topic!r}: the depth images must have "
+                         f"a topic of their own")
     try:
         present = bag_topics(args.bag)
     except Exception as err:  # noqa: BLE001 - rosbags' reader raises its own kinds for a missing or bad bag
@@ -133,7 +137,10 @@ def run_replay(args: argparse.Namespace) -> dict:
     info_topic = args.info_topic if present.get(args.info_topic) == INFO_TYPE else None
     odom_topic = args.odom_topic if present.get(args.odom_topic) == ODOMETRY_TYPE else None
     meta["info_topic"], meta["odom_topic"] = info_topic, odom_topic
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SetupError(f"cannot create the output folder {out}: {err}") from err
     clock = BagClock()
     processor = replay_processor(pipeline, clock, args.depth_topic, info_topic, odom_topic, params)
     info = {"backend": backend.name, "model": backend.model_config.name}
@@ -216,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "below override it")
     p.add_argument("--depth-scale", type=float, default=None, help="metres per unit of 16UC1 depth")
     p.add_argument("--depth-max", type=float, default=20.0, help="depth beyond this many metres is invalid")
-    p.add_argument("--stride", type=int, default=2, help="key-frame stride k: the pipeline sees every k-th frame")
+    p.add_argument("--stride", type=positive(int), default=2,
+                   help="key-frame stride k: the pipeline sees every k-th frame")
     p.add_argument("--render-times", type=float, nargs="+", default=None,
                    help="pair times rendered and published per key frame")
     p.add_argument("--backend", choices=BACKENDS, default=None)
@@ -230,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="velocity prior (default: the params file's; auto: the model's own, learned for tiny "
                         "and small, except classical flow on a CPU torch backend)")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output bag storage")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after this many input frames")
+    p.add_argument("--max-frames", type=positive(int), default=None, help="stop after this many input frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -251,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nut_ros_replay: no frame of {args.bag} was processed ({why or 'no input drops'}; pipeline drops: "
               f"{drops or 'none'}); report in {args.out}", file=sys.stderr)
         return 1
+    drops = summary["pipeline"]["drops"]
+    if sum(drops.values()) > summary["key_frames"]:  # e.g. a camera driver that stamps every image 0
+        print(f"nut_ros_replay: warning: the pipeline dropped more frames than it used ({drops}; "
+              f"{summary['key_frames']} key frames): check the images' header stamps", file=sys.stderr)
     k, m, b, fw = summary["key"], summary["interp"], summary["blend"], summary["flow_warp"]
     print(f"key PSNR {k['psnr']}, interp PSNR {m['psnr']} (blend {b['psnr']}, flow warp {fw['psnr']}); report in "
           f"{args.out}")

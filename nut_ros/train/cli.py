@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -54,7 +55,7 @@ def _stage_parser(sub, name: str, stage: int) -> None:
                            help="train the learned motion head alone; the pair model of --init stays as it is")
         alone.add_argument("--geometry-only", action="store_true",
                            help="train the static encoder alone; the motion head of --init stays as it is")
-        p.add_argument("--depth-modes", default=None,
+        p.add_argument("--depth-modes", type=json_object, default=None,
                        help='JSON depth-input modes -> probabilities, e.g. {"none": 0.3, "fill": 0.4, "sensor": 0.3} '
                             "(modes: none, semi_dense, sensor, fill; default: "
                             + json.dumps(DEPTH_MODES).replace("%", "%%") + ")")
@@ -62,14 +63,38 @@ def _stage_parser(sub, name: str, stage: int) -> None:
                        help="the trained model's validity channel beside a dense depth-from-motion fill "
                             "(ModelConfig.fill_validity; default: that of the --init model)")
     length = p.add_mutually_exclusive_group(required=True)
-    length.add_argument("--steps", type=int, default=0, help="run length in optimiser steps")
-    length.add_argument("--minutes", type=float, default=0.0, help="run length in minutes of training time")
+    length.add_argument("--steps", type=above_zero(int), default=0, help="run length in optimiser steps")
+    length.add_argument("--minutes", type=above_zero(float), default=0.0, help="run length in minutes of training time")
     for key in ("chunk_minutes", "batch", "lr", "weight_decay", "warmup", "depth_drop", "val_every", "val_clips",
                 "seed", "raster_impl"):
         p.add_argument("--" + key.replace("_", "-"), type=type(getattr(d, key)), default=getattr(d, key))
     p.add_argument("--device", default=d.device)
     p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast")
-    p.add_argument("--loss-weights", default="{}", help='JSON overrides, e.g. {"mask": 3.0}')
+    p.add_argument("--loss-weights", type=json_object, default={}, help='JSON overrides, e.g. {"mask": 3.0}')
+
+
+def json_object(text: str) -> dict:
+    """An argparse type: a JSON object."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object {{...}}, got {text!r}")
+    return value
+
+
+def above_zero(kind: type):
+    """An argparse type: a number of ``kind`` above 0."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0:
+            raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
+        return value
+    return parse
 
 
 def _train(args, stage: int) -> int:
@@ -77,14 +102,18 @@ def _train(args, stage: int) -> int:
              2: lambda: {"frames": args.frames, "sample_motion": args.sample_motion, "init_decoder": args.init_decoder},
              3: lambda: {"rgbd": args.rgbd, "real_fraction": args.real_fraction, "motion_only": args.motion_only,
                         "geometry_only": args.geometry_only,
-                        "depth_modes": json.loads(args.depth_modes) if args.depth_modes else None,
+                        "depth_modes": args.depth_modes,
                         "model_overrides": {"fill_validity": args.fill_validity} if args.fill_validity else {}},
              }[stage]()
     keys = ("model", "init", "steps", "minutes", "chunk_minutes", "batch", "lr", "weight_decay", "warmup",
             "depth_drop", "val_every", "val_clips", "seed", "raster_impl", "device")
-    cfg = TrainConfig(stage=stage, out=args.out, amp=not args.no_amp, **{k: getattr(args, k) for k in keys},
-                      weights=LossWeights(**json.loads(args.loss_weights)), **extra)
-    trainer = Trainer(cfg)
+    try:
+        cfg = TrainConfig(stage=stage, out=args.out, amp=not args.no_amp, **{k: getattr(args, k) for k in keys},
+                          weights=LossWeights(**args.loss_weights), **extra)
+        trainer = Trainer(cfg)
+    except (KeyError, ValueError, TypeError, FileNotFoundError) as err:  # the options' fault: before any step
+        print(f"nut_ros_train {args.command}: error: {err}", file=sys.stderr)
+        return 2
     done = trainer.run()
     print(f"stage {stage}: step {trainer.step}, {trainer.train_seconds / 60:.1f} min trained, "
           + ("finished" if done else "paused (run the same command to continue)"))
@@ -124,7 +153,9 @@ def _preview(args) -> int:
         tiles += [disp[0, ..., None].expand(-1, -1, 3), clip.moving[i, 0, 0, ..., None].expand(-1, -1, 3)]
         rows.append(torch.cat(tiles, dim=1))
     image = (torch.cat(rows, dim=0).numpy() * 255).astype(np.uint8)
-    cv2.imwrite(args.out, image[..., ::-1])
+    if not cv2.imwrite(args.out, image[..., ::-1]):
+        print(f"nut_ros_train preview: error: cannot write {args.out}", file=sys.stderr)
+        return 1
     print(f"wrote {args.out}")
     return 0
 

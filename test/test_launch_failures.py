@@ -1,0 +1,39 @@
+"""``ros2 launch`` of the package's launch files fails (exit code not 0, the reason in one line) where a user's
+setup is wrong, instead of running on defaults or staying up idle."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _launch(tmp_path, *args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1",
+           "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    return subprocess.run([str(BIN / "ros2"), "launch", "nut_ros", *args], env=env, capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+
+
+@pytest.mark.ros_tools
+def test_a_missing_params_file_fails_the_launch(tmp_path):
+    done = _launch(tmp_path, "nut_ros.launch.py", f"params_file:={tmp_path / 'missing.yaml'}")
+    assert done.returncode != 0 and "missing.yaml' is not a file" in done.stdout + done.stderr
+
+
+@pytest.mark.ros_tools
+def test_a_node_refusing_its_parameters_fails_the_launch(tmp_path):
+    (tmp_path / "params.yaml").write_text("nut_ros:\n  ros__parameters:\n    model: huge\n")
+    done = _launch(tmp_path, "nut_ros.launch.py", f"params_file:={tmp_path / 'params.yaml'}")
+    out = done.stdout + done.stderr
+    assert done.returncode != 0 and "model='huge' is not a model configuration" in out
+    assert "nut_ros_node exited with code 2" in out
+
+
+@pytest.mark.ros_tools
+def test_a_bag_that_cannot_be_played_ends_the_replay_launch(tmp_path):
+    done = _launch(tmp_path, "replay.launch.py", "rviz:=false", f"bag:={tmp_path / 'no_bag'}")
+    assert done.returncode != 0 and "ros2 bag play exited with code" in done.stdout + done.stderr
