@@ -1,6 +1,8 @@
 """The names that parameters and command lines choose from, and the defaults the node's parameters share with the
 pipeline, in a module without heavy imports: the node checks its parameters before it imports torch or OpenCV, and
-the modules that act on a choice import its names from here."""
+the modules that act on a choice import its names from here; with the argparse types the command lines share."""
+import argparse
+import math
 
 #: inference backends (``nut_ros.pipeline.backends.make_backend``)
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
@@ -15,3 +17,16 @@ DEPTH_FROM_MOTION = ("auto", "off")
 INTERP_BLENDS = ("joint", "per_frame")
 #: seconds: a longer gap between processed frames' stamps starts a new stream (``PipelineConfig.max_gap_s``)
 MAX_GAP_S = 1.0
+
+
+def positive(kind: type):
+    """An argparse type: a finite number of ``kind`` above 0."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text!r}")
+        return value
+    return parse

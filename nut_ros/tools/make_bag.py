@@ -27,6 +27,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from nut_ros.core.choices import positive
 from nut_ros.core.geometry import Intrinsics, same_aspect
 from nut_ros.ros.bag_io import STORAGES, BagWriter
 from nut_ros.ros.camera_info import intrinsics_to_camera_info
@@ -179,19 +180,6 @@ def parse_intrinsics(text: str) -> tuple[float, float, float, float]:
     if len(values) != 4 or not all(map(math.isfinite, values)) or min(values[:2]) <= 0:
         raise argparse.ArgumentTypeError(f"intrinsics must be fx,fy,cx,cy (finite, fx and fy > 0), got {text!r}")
     return values[0], values[1], values[2], values[3]
-
-
-def positive(kind: type):
-    """An argparse type: a finite number of ``kind`` above 0."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not math.isfinite(value) or value <= 0:
-            raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text!r}")
-        return value
-    return parse
 
 
 def field_of_view(text: str) -> float:

@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from nut_ros.core.choices import positive
 from nut_ros.pipeline.backends import BACKENDS
 from nut_ros.pipeline.evaluation import StreamEvaluator
 from nut_ros.pipeline.report import write_report
@@ -31,7 +32,6 @@ from nut_ros.ros.health import assess, diagnostics_message, stats_message
 from nut_ros.ros.params import NodeParams, load_params_file
 from nut_ros.ros.processor import FrameProcessor, build_pipeline, processor_settings
 from nut_ros.tools.demo import params_file
-from nut_ros.tools.make_bag import positive
 from nut_ros.ros.topics import DIAGNOSTICS, NODE_NAME, output_topic
 
 FLAVOR = "rosbags"

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from nut_ros.core.checkpoint import save_checkpoint
+from nut_ros.core.choices import positive
 from nut_ros.core.config import FILL_VALIDITY
 from nut_ros.train.depth_input import DEPTH_MODES
 from nut_ros.train.objectives import LossWeights
@@ -63,8 +64,8 @@ def _stage_parser(sub, name: str, stage: int) -> None:
                        help="the trained model's validity channel beside a dense depth-from-motion fill "
                             "(ModelConfig.fill_validity; default: that of the --init model)")
     length = p.add_mutually_exclusive_group(required=True)
-    length.add_argument("--steps", type=above_zero(int), default=0, help="run length in optimiser steps")
-    length.add_argument("--minutes", type=above_zero(float), default=0.0, help="run length in minutes of training time")
+    length.add_argument("--steps", type=positive(int), default=0, help="run length in optimiser steps")
+    length.add_argument("--minutes", type=positive(float), default=0.0, help="run length in minutes of training time")
     for key in ("chunk_minutes", "batch", "lr", "weight_decay", "warmup", "depth_drop", "val_every", "val_clips",
                 "seed", "raster_impl"):
         p.add_argument("--" + key.replace("_", "-"), type=type(getattr(d, key)), default=getattr(d, key))
@@ -83,18 +84,6 @@ def json_object(text: str) -> dict:
         raise argparse.ArgumentTypeError(f"must be a JSON object {{...}}, got {text!r}")
     return value
 
-
-def above_zero(kind: type):
-    """An argparse type: a number of ``kind`` above 0."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not value > 0:
-            raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
-        return value
-    return parse
 
 
 def _train(args, stage: int) -> int:
