@@ -148,3 +148,23 @@ def test_an_odometry_topic_of_another_type_is_left_out_like_a_missing_one(replay
                "/cam/info", "--odom-topic", "/cam/info", "--checkpoint", str(ckpt), "--quiet"])
     report = json.loads((out / "report.json").read_text())
     assert rc == 0 and report["meta"]["odom_topic"] is None and report["summary"]["key_frames"] == 3
+
+
+def test_a_bag_damaged_half_way_ends_the_replay_with_a_reason(replay, tmp_path, capsys, monkeypatch):
+    import nut_ros.tools.replay_eval as replay_eval
+
+    read = replay_eval.bag_messages
+
+    def damaged(path, wanted):  # the storage fails after three messages, as a corrupted sqlite3 page makes it
+        for i, message in enumerate(read(path, wanted)):
+            if i == 3:
+                raise RuntimeError("database disk image is malformed")
+            yield message
+
+    monkeypatch.setattr(replay_eval, "bag_messages", damaged)
+    out = tmp_path / "out"
+    rc = main([str(replay.parent / "input"), "--out", str(out), "--image-topic", "/cam/image", "--checkpoint",
+               str(replay.parent / "tiny_small_res.safetensors"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "after 3 messages: RuntimeError: database disk image is malformed" in err, err
+    assert not (out / "outputs").exists()  # the output bag of a failed replay is discarded

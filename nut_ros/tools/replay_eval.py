@@ -55,12 +55,22 @@ def write_outputs(writer: BagWriter, processor: FrameProcessor, outcome, info: d
 
 def replay_matches(path, processor: FrameProcessor, clock: BagClock, image_topic: str, depth_topic: str | None,
                    info_topic: str | None, odom_topic: str | None):
-    """Feed the bag's messages to ``processor`` in bag order, as the node's callbacks do; yield each match."""
+    """Feed the bag's messages to ``processor`` in bag order, as the node's callbacks do; yield each match.
+    ``DamagedBag`` when the bag cannot be read on."""
     adders = {image_topic: processor.add_image, depth_topic: processor.add_depth, info_topic: processor.add_info,
               odom_topic: processor.add_odometry}
     wanted = {image_topic: IMAGE_TYPES, depth_topic: IMAGE_TYPES, info_topic: (INFO_TYPE,),
               odom_topic: (ODOMETRY_TYPE,)}
-    for topic, bag_time_ns, msg in bag_messages(path, {t: k for t, k in wanted.items() if t is not None}):
+    messages = iter(bag_messages(path, {t: k for t, k in wanted.items() if t is not None}))
+    read = 0
+    while True:
+        try:
+            topic, bag_time_ns, msg = next(messages)
+        except StopIteration:
+            return
+        except Exception as err:  # noqa: BLE001 - rosbags and its storage (sqlite, mcap) raise their own kinds
+            raise DamagedBag(f"cannot read {path} after {read} messages: {type(err).__name__}: {err}") from err
+        read += 1
         clock.now_ns = bag_time_ns
         matched = adders[topic](msg)
         if topic != odom_topic and matched is not None:
@@ -90,6 +100,10 @@ def replay_processor(pipeline, clock: BagClock, depth_topic: str | None, info_to
 
 class SetupError(Exception):
     """The replay cannot start: the bag, the options or the output folder (the message says which)."""
+
+
+class DamagedBag(Exception):
+    """The bag cannot be read on, part of the way through (the output bag is discarded)."""
 
 
 def _drop_key(reason: str) -> str:
@@ -250,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     try:
         summary = run_replay(args)
-    except SetupError as err:  # the bag's, the options' or the output folder's fault: the reason alone
+    except (SetupError, DamagedBag) as err:  # the bag's, the options' or the output folder's fault: the reason alone
         print(f"nut_ros_replay: {err}", file=sys.stderr)
         return 1
     if not summary["key_frames"]:  # nothing the pipeline could use: say why instead of an empty report
