@@ -110,8 +110,10 @@ def test_suite_tables():
 
 
 @pytest.mark.parametrize("argv, says", [(["--shared", "{tmp}"], "has no data/ folder"),
+                                        (["--shared", "{tmp}/shared"], "run apple: clip apple: cannot open video"),
                                         (["--model", "huge"], "'huge' is not a model configuration")])
 def test_setup_faults_get_one_line_reasons(tmp_path, capsys, argv, says):
+    (tmp_path / "shared" / "data").mkdir(parents=True)  # a shared folder without the clips
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert main([*argv, "--work", str(tmp_path / "work"), "--runs", "apple", "--quiet"]) == 1
     assert says in capsys.readouterr().err

@@ -363,6 +363,10 @@ def summary_markdown(meta: dict, rows: list[dict], goals: dict, clips: tuple[Cli
     return "\n".join(lines) + "\n"
 
 
+class ClipError(Exception):
+    """A run's clip cannot be made into a bag (missing or unreadable under ``--shared``)."""
+
+
 def run_suite(shared: Path, work: Path, replay_options: list[str], clips: tuple[ClipSpec, ...] = CLIPS,
               runs: tuple[RunSpec, ...] = RUNS, meta: dict | None = None, log=print,
               sequence_runs: tuple[SequenceRun, ...] = SEQUENCE_RUNS) -> dict:
@@ -372,7 +376,10 @@ def run_suite(shared: Path, work: Path, replay_options: list[str], clips: tuple[
     rows = []
     for run in runs:
         start = time.perf_counter()
-        bag = build_bag(by_name[run.clip], shared, work / "bags")
+        try:
+            bag = build_bag(by_name[run.clip], shared, work / "bags")
+        except (OSError, ValueError) as err:  # the clip is missing or unreadable
+            raise ClipError(f"run {run.name}: clip {run.clip}: {err}") from err
         report = replay(run, bag, work / "runs" / run.name, replay_options)
         rows.append(summary_row(run, report))
         r = rows[-1]
@@ -444,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     sequence_runs = tuple(r for r in SEQUENCE_RUNS if not args.runs or r.name in args.runs)
     try:
         run_suite(Path(args.shared), Path(args.work), options, runs=runs, meta=meta, sequence_runs=sequence_runs)
-    except (OSError, ValueError) as err:  # a clip missing or unreadable, the work folder not writable
+    except (ClipError, OSError) as err:  # a clip missing or unreadable, the work folder not writable
         return _fail(str(err))
     print((Path(args.work) / "summary.md").read_text())
     return 0
