@@ -154,7 +154,7 @@ def test_stage3_geometry_only_on_fills_changes_the_encoder_alone(tmp_path):
 
 @pytest.mark.parametrize("argv, says", [
     (["stage1", "--model", "huge", "--steps", "1"], "unknown model config 'huge'"),
-    (["stage3", "--init", "{tmp}/none.safetensors", "--steps", "1"], "No such file"),
+    (["stage3", "--init", "{tmp}/none.safetensors", "--steps", "1"], "none.safetensors: no such file"),
     (["stage3", "--init", "{tmp}/none.safetensors", "--loss-weights", '{"nonexistent": 1}', "--steps", "1"],
      "unexpected keyword argument"),
 ])
@@ -163,6 +163,7 @@ def test_option_faults_end_before_training_with_exit_code_2(tmp_path, capsys, ar
 
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv] + ["--out", str(tmp_path / "run"), "--device", "cpu"]
     assert main(argv) == 2 and says in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # nothing written
 
 
 @pytest.mark.parametrize("argv", [["stage1", "--minutes", "-5"], ["stage3", "--steps", "1", "--loss-weights", "{bad"],

@@ -21,7 +21,7 @@ import torch
 
 from nut_ros.core.checkpoint import save_checkpoint
 from nut_ros.core.choices import positive
-from nut_ros.core.config import FILL_VALIDITY
+from nut_ros.core.config import FILL_VALIDITY, get_config
 from nut_ros.train.depth_input import DEPTH_MODES
 from nut_ros.train.objectives import LossWeights
 from nut_ros.train.rgbd_pairs import JPEG_QUALITY, pack
@@ -96,13 +96,17 @@ def _train(args, stage: int) -> int:
              }[stage]()
     keys = ("model", "init", "steps", "minutes", "chunk_minutes", "batch", "lr", "weight_decay", "warmup",
             "depth_drop", "val_every", "val_clips", "seed", "raster_impl", "device")
-    try:
+    try:  # the options' faults, before anything is written
         cfg = TrainConfig(stage=stage, out=args.out, amp=not args.no_amp, **{k: getattr(args, k) for k in keys},
                           weights=LossWeights(**args.loss_weights), **extra)
-        trainer = Trainer(cfg)
-    except (KeyError, ValueError, TypeError, FileNotFoundError) as err:  # the options' fault: before any step
+        get_config(cfg.model)
+        for option, path in (("--init", cfg.init), ("--rgbd", getattr(cfg, "rgbd", None))):
+            if path is not None and not Path(path).exists():
+                raise FileNotFoundError(f"{option} {path}: no such file or folder")
+    except (KeyError, ValueError, TypeError, FileNotFoundError) as err:
         print(f"nut_ros_train {args.command}: error: {err}", file=sys.stderr)
         return 2
+    trainer = Trainer(cfg)
     done = trainer.run()
     print(f"stage {stage}: step {trainer.step}, {trainer.train_seconds / 60:.1f} min trained, "
           + ("finished" if done else "paused (run the same command to continue)"))
