@@ -190,7 +190,7 @@ class StreamingPipeline:
                 self.stats.drops["depth_invalid"] += 1
                 return None
             self.stats.depth_unusable += 1
-            disp = torch.zeros(1, self.depth_channels, self.height, self.width, device=self._prep_device)
+            disp = self._no_depth_input()
         tick = self._lap(lat, "preprocess", tick)
 
         prev = self._prev
@@ -363,7 +363,7 @@ class StreamingPipeline:
             k = intrinsics.scaled(frame.rgb.shape[1], frame.rgb.shape[0])  # the model's camera, at the input size
             motion = self._motion_depth.estimate(frame.rgb, frame.stamp_ns, k, frame.camera_pose)
             if motion is None:
-                return rgb, torch.zeros(1, self.depth_channels, h, w, device=dev), None, None, "none", None
+                return rgb, self._no_depth_input(), None, None, "none", None
             inv = cv2.resize(motion.dense, (w, h), interpolation=cv2.INTER_LINEAR)
             if not motion.metric:  # the unit: the median depth (each estimate has a translation of its own length)
                 inv = inv / float(np.median(inv))
@@ -371,7 +371,7 @@ class StreamingPipeline:
             valid = torch.ones_like(depth, dtype=torch.bool)
             source = "odometry" if motion.metric else "motion"
         else:
-            return rgb, torch.zeros(1, self.depth_channels, h, w, device=dev), None, None, "none", None
+            return rgb, self._no_depth_input(), None, None, "none", None
         disp, inv_far, inv_near = normalize_inverse_depth(depth, valid)
         inv_far, inv_near = torch.cat([inv_far, inv_near]).tolist()  # one wait for the device
         norm = DepthNormalization(inv_far, inv_near, metric=source != "motion")
@@ -381,6 +381,10 @@ class StreamingPipeline:
             known = cv2.resize((motion.confidence > 0).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
             channel_valid = self._upload_known(known)[None, None] > 0
         return rgb, model_depth_input(disp, channel_valid, self.depth_channels), norm, depth_in, source, motion
+
+    def _no_depth_input(self) -> torch.Tensor:
+        """The model's depth channels of a frame without depth input: all 0 (RGB only)."""
+        return torch.zeros(1, self.depth_channels, self.height, self.width, device=self._prep_device)
 
     def _model_intrinsics(self, frame: Frame) -> Intrinsics:
         if frame.intrinsics is None:

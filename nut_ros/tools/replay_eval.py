@@ -267,13 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     except (SetupError, DamagedBag) as err:  # the bag's, the options' or the output folder's fault: the reason alone
         print(f"nut_ros_replay: {err}", file=sys.stderr)
         return 1
+    drops = summary["pipeline"]["drops"]
     if not summary["key_frames"]:  # nothing the pipeline could use: say why instead of an empty report
         why = "; ".join(f"{n}x {reason}" for reason, n in list(summary["input_drops"].items())[:3])
-        drops = summary["pipeline"]["drops"]
         print(f"nut_ros_replay: no frame of {args.bag} was processed ({why or 'no input drops'}; pipeline drops: "
               f"{drops or 'none'}); report in {args.out}", file=sys.stderr)
         return 1
-    drops = summary["pipeline"]["drops"]
     if sum(drops.values()) > summary["key_frames"]:  # e.g. a camera driver that stamps every image 0
         print(f"nut_ros_replay: warning: the pipeline dropped more frames than it used ({drops}; "
               f"{summary['key_frames']} key frames): check the images' header stamps", file=sys.stderr)

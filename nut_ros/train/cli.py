@@ -85,7 +85,6 @@ def json_object(text: str) -> dict:
     return value
 
 
-
 def _train(args, stage: int) -> int:
     extra = {1: lambda: {"grow": args.grow},
              2: lambda: {"frames": args.frames, "sample_motion": args.sample_motion, "init_decoder": args.init_decoder},
@@ -100,7 +99,7 @@ def _train(args, stage: int) -> int:
         cfg = TrainConfig(stage=stage, out=args.out, amp=not args.no_amp, **{k: getattr(args, k) for k in keys},
                           weights=LossWeights(**args.loss_weights), **extra)
         get_config(cfg.model)
-        for option, path in (("--init", cfg.init), ("--rgbd", getattr(cfg, "rgbd", None))):
+        for option, path in (("--init", cfg.init), ("--rgbd", cfg.rgbd)):
             if path is not None and not Path(path).exists():
                 raise FileNotFoundError(f"{option} {path}: no such file or folder")
     except (KeyError, ValueError, TypeError, FileNotFoundError) as err:

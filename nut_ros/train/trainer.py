@@ -23,12 +23,11 @@ from nut_ros.core.checkpoint import (read_config, read_state_dict, read_training
                                     save_training_state)
 from nut_ros.core.model import NutModel, build_model
 from nut_ros.train.depth_input import check_modes
-from nut_ros.train.motion_fills import VALIDATION_SETS
 from nut_ros.train.objectives import LossWeights, geometry_motion_step, motion_step, stage1_step, stage2_step
 from nut_ros.train.rgbd_pairs import RGBDPairs, cat, generated_pairs
 from nut_ros.train.scenes import SceneConfig, SceneGenerator
 from nut_ros.train.texture_pack import PACK_DIR, load_texture_bank
-from nut_ros.train.validation import evaluate, evaluate_pairs, save_images
+from nut_ros.train.validation import evaluate, evaluate_pairs, real_pair_sets, save_images
 
 VAL_SEED = 1_000_003
 STAGE3_ENCODER_LR = 0.25  #: stage 3: the fine-tuned static encoder's learning rate relative to the motion head's
@@ -323,14 +322,8 @@ class Trainer:
         if self.cfg.stage == 3:
             sets = {"gen": [generated_pairs(c, self.model.config.gaussian_grid) for c in self.val_set]}
             if self.real_val is not None:
-                n = len(self.real_val)
-                # with fills: "real" has those made with odometry, "real_motion" those from the images alone
-                names = VALIDATION_SETS[:1 if self.real_val.fill is None else len(VALIDATION_SETS)]
-                for source, name in enumerate(names):
-                    sets[name] = [self.real_val.batch(0, torch.arange(i, min(i + self.cfg.batch, n)), source)
-                                  for i in range(0, n, self.cfg.batch)]
-            metrics = evaluate_pairs(self.model, sets, self.cfg.amp, self.cfg.raster_impl,
-                                     fill_only=VALIDATION_SETS[1:])
+                sets.update(real_pair_sets(self.real_val, self.cfg.batch))
+            metrics = evaluate_pairs(self.model, sets, self.cfg.amp, self.cfg.raster_impl)
             self._log({"step": self.step, "train_seconds": round(self.train_seconds, 1), "val": metrics})
             return metrics
         metrics, shown = evaluate(self.model, self.val_set, self.cfg.stage, self.cfg.amp, self.cfg.raster_impl)

@@ -11,9 +11,10 @@ from nut_ros.core.geometry import DepthNormalization
 from nut_ros.core.model import NutModel, static_gaussians
 from nut_ros.render import rasterize
 from nut_ros.train.depth_input import mixed_depth_input
+from nut_ros.train.motion_fills import VALIDATION_SETS
 from nut_ros.train.losses import pixel_of, rendered_disparity, sample_at, trajectory_targets
 from nut_ros.train.objectives import LossWeights, StepOutput, autocast, stage1_step, stage2_step
-from nut_ros.train.rgbd_pairs import epe
+from nut_ros.train.rgbd_pairs import RGBDPairs, epe
 from nut_ros.train.scenes import Clip
 
 #: seed of the simulated depth-from-motion fills of stage-3 validation (per batch: plus its index)
@@ -162,6 +163,15 @@ def _aligned_abs_rel(pred_disp: Tensor, true_depth: Tensor, mask: Tensor) -> Ten
     return torch.stack(out)
 
 
+def real_pair_sets(pairs: RGBDPairs, batch: int) -> dict[str, list]:
+    """The real pairs as :func:`evaluate_pairs` sets of ``batch`` pairs: with fills, "real" has those made with
+    odometry and "real_motion" those from the images alone (:data:`~nut_ros.train.motion_fills.VALIDATION_SETS`)."""
+    n = len(pairs)
+    names = VALIDATION_SETS[:1 if pairs.fill is None else len(VALIDATION_SETS)]
+    return {name: [pairs.batch(0, torch.arange(i, min(i + batch, n)), source) for i in range(0, n, batch)]
+            for source, name in enumerate(names)}
+
+
 def _render_static(model: NutModel, cache, h: int, w: int, impl: str):
     """The encoded frames' Gaussians rendered as they are (time 0, fp32) on a grey background."""
     g = static_gaussians(cache).map(lambda x: x.float())
@@ -171,7 +181,8 @@ def _render_static(model: NutModel, cache, h: int, w: int, impl: str):
 
 @torch.no_grad()
 def evaluate_pairs(model: NutModel, sets: dict[str, list], amp: bool = True, impl: str = "torch",
-                   simulated_fill: tuple[str, ...] = ("gen",), fill_only: tuple[str, ...] = ()) -> dict[str, float]:
+                   simulated_fill: tuple[str, ...] = ("gen",),
+                   fill_only: tuple[str, ...] = VALIDATION_SETS[1:]) -> dict[str, float]:
     """Stage 3 validation per set of :class:`~nut_ros.train.rgbd_pairs.PairBatch`: the learned flow's end-point
     error beside zero motion's; RGB-only depth (AbsRel after per-image disparity scale and shift) beside a constant
     disparity on the same pixels; depth (beside that fill itself) and key-frame PSNR with the dense fill of depth

@@ -14,12 +14,11 @@ import json
 import torch
 
 from nut_ros.core.checkpoint import load_checkpoint
-from nut_ros.train.motion_fills import VALIDATION_SETS
 from nut_ros.train.rgbd_pairs import RGBDPairs, generated_pairs
 from nut_ros.train.scenes import SceneConfig, SceneGenerator
 from nut_ros.train.texture_pack import load_texture_bank
 from nut_ros.train.trainer import VAL_SEED
-from nut_ros.train.validation import evaluate_pairs
+from nut_ros.train.validation import evaluate_pairs, real_pair_sets
 
 
 def main() -> None:
@@ -41,12 +40,8 @@ def main() -> None:
             gen = [generated_pairs(scenes.sample(args.batch, seed=VAL_SEED + i), grid) for i in range(args.clips)]
             real_val = RGBDPairs(args.rgbd, (h, w), grid, device, "val", fills=True)
             grid_of = (h, w, grid)
-        n = len(real_val)
-        sets = {"gen": gen}
-        for source, name in enumerate(VALIDATION_SETS):
-            sets[name] = [real_val.batch(0, torch.arange(i, min(i + args.batch, n)), source)
-                          for i in range(0, n, args.batch)]
-        metrics = evaluate_pairs(model, sets, amp=device.type == "cuda", fill_only=VALIDATION_SETS[1:])
+        sets = {"gen": gen, **real_pair_sets(real_val, args.batch)}
+        metrics = evaluate_pairs(model, sets, amp=device.type == "cuda")
         print(json.dumps({"weights": path, "fill_validity": model.config.fill_validity,
                           **{k: round(v, 4) for k, v in metrics.items() if "flow" not in k or "fill" in k}}))
 
