@@ -36,12 +36,13 @@ class Recorder(PerceptionProcessor):
 
 
 def record(odometry: bool, to_device=None, cuda_graphs: bool = True, with_depth: bool = False,
-           processor: type = Recorder, **settings) -> list[dict]:
+           processor: type = Recorder, compile: bool = False, **settings) -> list[dict]:
     """Per frame of a 24-frame scene with two movers (thinned to 8000 rows, 2000 map candidates: the random
     subsets are drawn; ObstacleParams ``settings``): the moving Gaussians, pose, obstacles and map. ``with_depth``:
-    each frame carries a metric input depth image (:func:`depth_image`); ``processor``: the class run."""
+    each frame carries a metric input depth image (:func:`depth_image`); ``processor``: the class run (``compile``
+    passed to it)."""
     params = ObstacleParams(**{"max_gaussians": 8000, "ego_samples": 1500, **settings})
-    proc = processor(params, MapParams(candidates=2000), seed=11, cuda_graphs=cuda_graphs)
+    proc = processor(params, MapParams(candidates=2000), seed=11, cuda_graphs=cuda_graphs, compile=compile)
     frames = []
     for res, pose, _ in scene_stream(24, movers=MOVERS, n_room=24000, n_blob=500, seed=7):
         if to_device is not None:
@@ -142,6 +143,18 @@ def test_cuda_graphs_replay_what_the_eager_stage_computes(odometry, with_depth):
     assert_close(graphed, eager, 0.0005)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("odometry", [True, False])
+def test_compiled_cuda_graphs_replay_what_the_eager_stage_computes(odometry):
+    """``compile`` on the GPU: the graphs replay the compiled (fused) dense functions; against the stage launched op by
+    op, the same bounds as the eager graphs (sums in another order)."""
+    eager = record(odometry, lambda cloud: cloud_table(cloud, "cuda"), cuda_graphs=False, with_depth=True)
+    compiled = record(odometry, lambda cloud: cloud_table(cloud, "cuda"), with_depth=True, compile=True)
+    assert sum(f["moving"] for f in eager) > 1000 and sum(len(f["obstacles"]) for f in eager) > 10
+    assert_close(compiled, eager, 0.0005)
+
+
 class GraphPath(Recorder):
     """The processor taking its GPU code path on the CPU: rows NaN-padded to ``max_gaussians``, the dense functions
     called as its CUDA graphs call them (known results computed again), the camera-motion fit's sample drawn on the
@@ -149,7 +162,8 @@ class GraphPath(Recorder):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._graphed = {fn: lambda *inputs, fn=fn: fn(StageInputs(*inputs), self._plan) for fn in self._graphed}
+        self._graphed = {fn: lambda *inputs, fn=dense: fn(StageInputs(*inputs), self._plan)
+                         for fn, dense in self._dense.items()}
 
     def _graphs(self, like):
         return True
@@ -165,6 +179,21 @@ def test_the_graphed_code_path_gives_what_the_cpu_path_gives(odometry, samples):
     assert sum(f["moving"] for f in want) > 1000 and sum(len(f["obstacles"]) for f in want) > 10
     assert sum(f["skipped"] for f in want) == 0 and want[-1]["map_count"] > 1000
     assert got == want
+
+
+def test_the_compiled_dense_stage_gives_what_the_eager_one_gives():
+    """``compile``: the dense functions through torch.compile, on the GPU's code path (fixed shapes), here on the CPU:
+    one graph each, no graph break, and the stage's outputs as the eager functions' (fused sums round differently)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    want = record(True, with_depth=True, processor=GraphPath)
+    got = record(True, with_depth=True, processor=GraphPath, compile=True)
+    assert not counters["graph_break"]
+    assert counters["stats"]["unique_graphs"] == 2  # find_moving's two plans: nothing compared yet, compared
+    assert sum(f["moving"] for f in want) > 1000 and sum(len(f["obstacles"]) for f in want) > 10
+    assert_close(got, want, 0.0005)
 
 
 @pytest.mark.gpu

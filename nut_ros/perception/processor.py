@@ -56,6 +56,11 @@ fitted camera motion (no odometry) costs two more downloads on a GPU with CUDA g
 among which the host draws the fit's sample (the same draw as on the CPU), and the fit's nine numbers; the fit (a
 few hundred small operations and seven 6x6 solves) runs as a graph of its own. On the CPU it costs none.
 
+With ``compile`` (a GPU with ``cuda_graphs`` only) the dense functions go through ``torch.compile`` before their graphs
+are captured: the graphs then replay fused kernels (tens instead of hundreds per frame). Each plan compiles once per
+process, on the first frame that uses it (tens of seconds; torch's on-disk cache shortens later starts); on the CPU
+the rows are not padded to a fixed count, so every frame's shapes would compile anew, and ``compile`` is ignored.
+
 Without odometry a stream restart (``result.paired`` false) or a change of the depth source restarts the key frame,
 the tracks and the map; with odometry only a change of units does.
 """
@@ -110,7 +115,7 @@ class PerceptionProcessor:
     """Obstacles and local map from a stream of pipeline results (see the module docstring)."""
 
     def __init__(self, obstacles: ObstacleParams = ObstacleParams(), local_map: MapParams = MapParams(),
-                 seed: int | None = None, cuda_graphs: bool = True):
+                 seed: int | None = None, cuda_graphs: bool = True, compile: bool = False):
         self.op, self.mp = obstacles, local_map
         self.tracker = MultiObjectTracker(obstacles, seed)
         self.map = LocalMap(local_map, cuda_graphs=cuda_graphs)
@@ -130,8 +135,12 @@ class PerceptionProcessor:
         self.frames_without_depth_image = 0  # frames without detections because no depth image gave their depth
         self.cuda_graphs = cuda_graphs  # on a GPU, replay the dense stage as CUDA graphs (else launch it op by op)
         self._plan: StagePlan | None = None  # the plan of the graphed call running now
-        self._graphed = {fn: GraphedCall(lambda *inputs, fn=fn: fn(StageInputs(*inputs), self._plan),
-                                         key=lambda: (self._plan,)) for fn in (count_rows, fit_sample, find_moving)}
+        # what the graphs capture: the dense functions as they are, or compiled (no fullgraph: past torch's
+        # recompile limit, many plans in one process, a function runs eager instead of failing)
+        self._dense = {fn: torch.compile(fn, dynamic=False) if compile else fn
+                       for fn in (count_rows, fit_sample, find_moving)}
+        self._graphed = {fn: GraphedCall(lambda *inputs, fn=dense: fn(StageInputs(*inputs), self._plan),
+                                         key=lambda: (self._plan,)) for fn, dense in self._dense.items()}
 
     def reset(self) -> None:
         """Forget tracks, map and key frame."""

@@ -23,6 +23,9 @@
 #                                              host, with each step's host time); with BASE (an older nut_ros/
 #                                              exported beside it, weights copied from this tree) also that tree's,
 #                                              interleaved on one machine
+#   test/bench/gpu_measure.sh perception-compile  perception_cost of small and tiny with the dense part eager and
+#                                              compiled (inside the CUDA graphs), one after the other on one
+#                                              machine; the perception GPU tests; a profile of small compiled
 #   test/bench/gpu_measure.sh release          one call for a release's speed numbers: the perception and pipeline
 #                                              GPU tests, perception_cost of small and tiny, bench_pipeline as the
 #                                              node runs on CUDA (tiny compiled with auto and with 16 OpenCV threads,
@@ -92,6 +95,17 @@ case "$1" in
       name=$(echo "$run" | tr -d ' -' | sed 's/nocompilecheck//')
       bench 100 --model $run > "$OUT/frame_$name.json" || true
     done ;;
+  perception-compile)
+    for model in small tiny; do
+      for run in eager compile; do
+        timeout 200 python3 test/bench/perception_cost.py --model $model --device cuda --scenes 3 --sections \
+          $([ $run = compile ] && echo --compile) > "$OUT/perception_${model}_$run.txt" 2>&1 || true
+      done
+      [ $model = small ] && { timeout 200 python3 -m pytest -q -m gpu test/test_perception_device.py \
+        > "$OUT/pytest_perception.txt" 2>&1 || true; }
+    done
+    timeout 120 python3 test/bench/perception_cost.py --model small --device cuda --scenes 1 --repeat 1 --compile \
+      --profile > "$OUT/perception_small_compile_profile.txt" 2>&1 || true ;;
   perception)
     [ -n "${2:-}" ] && cp nut_ros/weights/*.safetensors "$2/nut_ros/weights/"
     for model in tiny small; do

@@ -17,11 +17,13 @@ watches).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import time
 import warnings
 from datetime import datetime, timezone
+from typing import Callable
 
 import numpy as np
 import torch
@@ -37,12 +39,12 @@ def pct(values, q) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
-def run(results, odometry: bool, repeat: int, cuda_graphs: bool):
+def run(results, odometry: bool, repeat: int, new: Callable[..., PerceptionProcessor]):
     """Per-frame latencies (obstacles, map, total) of fresh processors over the scenes, ``repeat`` times."""
     obst, mapping, total = [], [], []
     for _ in range(repeat):
         for k, scene in enumerate(results):
-            proc = PerceptionProcessor(seed=k, cuda_graphs=cuda_graphs)
+            proc = new(seed=k)
             for j, (pose, res) in enumerate(scene):
                 t = time.perf_counter()
                 out = proc.update(res, pose if odometry else None)
@@ -53,7 +55,7 @@ def run(results, odometry: bool, repeat: int, cuda_graphs: bool):
     return obst, mapping, total
 
 
-def syncs_per_frame(results, odometry: bool, cuda_graphs: bool) -> list[int]:
+def syncs_per_frame(results, odometry: bool, new: Callable[..., PerceptionProcessor]) -> list[int]:
     """Host waits for the GPU in each frame's update (the first of each scene left out): synchronising CUDA calls
     (torch's sync debug mode) and waits on CUDA events (which that mode does not see)."""
     counts = []
@@ -63,7 +65,7 @@ def syncs_per_frame(results, odometry: bool, cuda_graphs: bool) -> list[int]:
     torch.cuda.set_sync_debug_mode("warn")
     try:
         for k, scene in enumerate(results):
-            proc = PerceptionProcessor(seed=k, cuda_graphs=cuda_graphs)
+            proc = new(seed=k)
             for j, (pose, res) in enumerate(scene):
                 events.clear()
                 with warnings.catch_warnings(record=True) as caught:
@@ -77,13 +79,13 @@ def syncs_per_frame(results, odometry: bool, cuda_graphs: bool) -> list[int]:
     return counts
 
 
-def profile(results, odometry: bool, cuda_graphs: bool, frames: int = 10) -> None:
+def profile(results, odometry: bool, new: Callable[..., PerceptionProcessor], frames: int = 10) -> None:
     """Torch's profiler over ``frames`` updates of the first scene: operator calls per frame (and CUDA kernels on a
     GPU), the top operators by self time."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     scene = results[0]
-    proc = PerceptionProcessor(seed=0, cuda_graphs=cuda_graphs)
+    proc = new(seed=0)
     for pose, res in scene[:len(scene) - frames]:
         proc.update(res, pose if odometry else None)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
@@ -100,7 +102,7 @@ def profile(results, odometry: bool, cuda_graphs: bool, frames: int = 10) -> Non
         print(events.table(sort_by="self_cuda_time_total", row_limit=15))
 
 
-def sections(results, odometry: bool, cuda_graphs: bool) -> None:
+def sections(results, odometry: bool, new: Callable[..., PerceptionProcessor]) -> None:
     """p50 host milliseconds per frame of the processor's steps (its methods wrapped with timers; nested steps are
     inside their callers' times), over the frames after each scene's first 5."""
     from nut_ros.perception import processor as module
@@ -125,7 +127,7 @@ def sections(results, odometry: bool, cuda_graphs: bool) -> None:
         setattr(owner, name, timed(fn, "track" if owner is MultiObjectTracker else name))
     try:
         for k, scene in enumerate(results):
-            proc = PerceptionProcessor(seed=k, cuda_graphs=cuda_graphs)
+            proc = new(seed=k)
             for j, (pose, res) in enumerate(scene):
                 for v in spent.values():
                     v.append(0.0)
@@ -142,7 +144,7 @@ def sections(results, odometry: bool, cuda_graphs: bool) -> None:
           ", ".join(f"{name} {pct(v, 50):.2f}" for name, v in spent.items()))
 
 
-def host_profile(results, odometry: bool, cuda_graphs: bool, path: str) -> None:
+def host_profile(results, odometry: bool, new: Callable[..., PerceptionProcessor], path: str) -> None:
     """cProfile of the updates of every scene after its first 5 frames (Python-level host time: what launches,
     waits and computes on the host), appended to ``path`` sorted by own and by cumulative time."""
     import cProfile
@@ -151,7 +153,7 @@ def host_profile(results, odometry: bool, cuda_graphs: bool, path: str) -> None:
 
     prof = cProfile.Profile()
     for k, scene in enumerate(results):
-        proc = PerceptionProcessor(seed=k, cuda_graphs=cuda_graphs)
+        proc = new(seed=k)
         for j, (pose, res) in enumerate(scene):
             if j >= 5:
                 prof.enable()
@@ -177,6 +179,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="times each frame is processed (fresh processors)")
     ap.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True,
                     help="on a GPU, replay the stage's dense part as CUDA graphs (the default) or launch it op by op")
+    ap.add_argument("--compile", action="store_true",
+                    help="on a GPU with CUDA graphs, torch.compile the stage's dense part (compiled in a pass over "
+                         "the first scene before the timed ones; that pass's seconds are printed)")
     ap.add_argument("--profile", action="store_true", help="also print torch's profiler table of 10 frames per mode")
     ap.add_argument("--cprofile", metavar="FILE", help="also write the host's cProfile tables per mode to FILE")
     ap.add_argument("--sections", action="store_true", help="also print the p50 host time of each step")
@@ -200,26 +205,31 @@ def main() -> None:
     print(f"# perception_cost {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, model {args.model} on {args.device}, "
           f"{args.scenes} scenes x {args.frames} frames, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
-          f"torch threads {torch.get_num_threads()}, CUDA graphs {args.cuda_graphs}, "
+          f"torch threads {torch.get_num_threads()}, CUDA graphs {args.cuda_graphs}, compile {args.compile}, "
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"Gaussians per frame: p50 {pct(counts, 50):.0f}, max {max(counts)}; pipeline ms per frame p50 "
           f"{pct(pipe_ms[1:], 50):.1f}; the stage's input: {args.cloud} cloud (device table on {where})")
+    new = functools.partial(PerceptionProcessor, cuda_graphs=args.cuda_graphs, compile=args.compile)
     for odometry in (True, False):
         name = "odometry" if odometry else "no odometry"
-        times = run(results, odometry, args.repeat, args.cuda_graphs)
+        if args.compile:
+            t = time.perf_counter()
+            run(results[:1], odometry, 1, new)
+            print(f"{name:12s} compile pass over the first scene: {time.perf_counter() - t:.1f} s")
+        times = run(results, odometry, args.repeat, new)
         for label, v in zip(("obstacles", "map", "total"), times):
             print(f"{name:12s} {label:9s} ms p50 {pct(v, 50):6.2f}  p95 {pct(v, 95):6.2f}  mean {np.mean(v):6.2f}  "
                   f"max {max(v):6.2f}")
         if args.device.startswith("cuda"):
-            syncs = syncs_per_frame(results, odometry, args.cuda_graphs)
+            syncs = syncs_per_frame(results, odometry, new)
             print(f"{name:12s} host waits (syncs + event waits) per frame: p50 {pct(syncs, 50):.0f}, "
                   f"max {max(syncs)}")
         if args.profile:
-            profile(results, odometry, args.cuda_graphs)
+            profile(results, odometry, new)
         if args.cprofile:
             host_profile(results, odometry, args.cuda_graphs, args.cprofile)
         if args.sections:
-            sections(results, odometry, args.cuda_graphs)
+            sections(results, odometry, new)
 
 
 if __name__ == "__main__":
