@@ -109,6 +109,21 @@ def test_suite_tables():
     assert all(c.frames is None or c.frames // r.stride <= 50 for r in RUNS for c in CLIPS if c.name == r.clip)
 
 
+def test_a_failing_run_is_listed_and_the_others_go_on(tmp_path):
+    write_clip(tmp_path / "shared" / "data" / "synth")
+    missing = dataclasses.replace(CLIP, name="gone", source="data/gone")
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny.safetensors"
+    save_checkpoint(build_model("tiny", image_size=(48, 96)), ckpt)
+    runs = (RunSpec("gone_rgb", "gone", "missing clip"), SUITE_RUNS[1])
+    summary = run_suite(tmp_path / "shared", tmp_path / "work", ["--checkpoint", str(ckpt), "--quiet"],
+                        clips=(CLIP, missing), runs=runs, log=lambda _: None, sequence_runs=())
+    assert [r["run"] for r in summary["runs"]] == ["synth_rgb"]
+    assert [f["run"] for f in summary["failed"]] == ["gone_rgb"]
+    assert summary["failed"][0]["reason"].startswith("run gone_rgb: clip gone: ")
+    assert "- gone_rgb: run gone_rgb: clip gone: " in (tmp_path / "work" / "summary.md").read_text()
+
+
 @pytest.mark.parametrize("argv, says", [(["--shared", "{tmp}"], "has no data/ folder"),
                                         (["--shared", "{tmp}/shared"], "run apple: clip apple: cannot open video"),
                                         (["--model", "huge"], "'huge' is not a model configuration")])

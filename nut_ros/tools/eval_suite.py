@@ -305,8 +305,9 @@ def _depth_cell(abs_rel, delta1) -> str:
     return "–" if abs_rel is None else f"{_fmt(abs_rel, 3)} ({_fmt(delta1, 3)})"
 
 
-def summary_markdown(meta: dict, rows: list[dict], goals: dict, clips: tuple[ClipSpec, ...]) -> str:
-    """``summary.md``: the table of runs, the goals line and the clip table."""
+def summary_markdown(meta: dict, rows: list[dict], goals: dict, clips: tuple[ClipSpec, ...],
+                     failed: list[dict] = ()) -> str:
+    """``summary.md``: the table of runs, the runs that failed, the goals line and the clip table."""
     res = "x".join(str(v) for v in reversed(rows[0]["model_resolution"])) if rows else "model"
     lines = ["# nut_ros evaluation suite", ""]
     lines += [f"- {k}: `{v}`" for k, v in meta.items()]
@@ -357,6 +358,9 @@ def summary_markdown(meta: dict, rows: list[dict], goals: dict, clips: tuple[Cli
         state = "**met**" if g["met"] else "**not met**"
         detail = f" (failed: {', '.join(g['failed'])})" if g["failed"] else ""
         verdicts.append(f"{g['goal']}: {state}{detail}" if g["passed"] or g["failed"] else f"{g['goal']}: no runs")
+    if failed:
+        lines += ["", "## Failed runs (not in the tables or the goals)", ""]
+        lines += [f"- {f['run']}: {f['reason']}" for f in failed]
     lines += ["", "Goals: " + "; ".join(verdicts) + ".", "", "## Clips", "", "| clip | source | segment |",
               "|---|---|---|"]
     lines += [f"| {c.name} | `{c.source}` | {c.why} |" for c in clips]
@@ -364,36 +368,56 @@ def summary_markdown(meta: dict, rows: list[dict], goals: dict, clips: tuple[Cli
 
 
 class ClipError(Exception):
-    """A run's clip cannot be made into a bag (missing or unreadable under ``--shared``)."""
+    """A run cannot be done: its clip or sequence is missing or unreadable under ``--shared``, or its bag cannot
+    be replayed."""
+
+
+def _run_clip(run: RunSpec, clip: ClipSpec, shared: Path, work: Path, options: list[str]) -> dict:
+    """One replay run: its bag (built or reused), then ``nut_ros_replay``; its report."""
+    from nut_ros.tools.replay_eval import DamagedBag, SetupError
+
+    try:
+        bag = build_bag(clip, shared, work / "bags")
+    except (OSError, ValueError) as err:  # the clip is missing or unreadable
+        raise ClipError(f"run {run.name}: clip {run.clip}: {err}") from err
+    try:
+        return replay(run, bag, work / "runs" / run.name, options)
+    except (SetupError, DamagedBag) as err:
+        raise ClipError(f"run {run.name}: {err}") from err
 
 
 def run_suite(shared: Path, work: Path, replay_options: list[str], clips: tuple[ClipSpec, ...] = CLIPS,
               runs: tuple[RunSpec, ...] = RUNS, meta: dict | None = None, log=print,
               sequence_runs: tuple[SequenceRun, ...] = SEQUENCE_RUNS) -> dict:
-    """Build the bags, replay every run, run every sequence and write ``summary.json`` / ``summary.md``."""
+    """Build the bags, replay every run, run every sequence and write ``summary.json`` / ``summary.md``. A run whose
+    clip or sequence is missing or unreadable is listed under ``failed`` with the reason, and the others go on."""
     by_name = {c.name: c for c in clips}
     work.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for run in runs:
+    rows, failed = [], []
+    for run in (*runs, *sequence_runs):
         start = time.perf_counter()
         try:
-            bag = build_bag(by_name[run.clip], shared, work / "bags")
-        except (OSError, ValueError) as err:  # the clip is missing or unreadable
-            raise ClipError(f"run {run.name}: clip {run.clip}: {err}") from err
-        report = replay(run, bag, work / "runs" / run.name, replay_options)
+            if isinstance(run, SequenceRun):
+                try:
+                    report = run_sequence(run, shared, work / "runs" / run.name, replay_options)
+                except (OSError, ValueError) as err:  # the sequence's files are missing or unreadable
+                    raise ClipError(f"run {run.name}: sequence {run.source}: {err}") from err
+            else:
+                report = _run_clip(run, by_name[run.clip], shared, work, replay_options)
+        except ClipError as err:
+            failed.append({"run": run.name, "reason": str(err)})
+            log(f"{run.name}: failed: {err}")
+            continue
         rows.append(summary_row(run, report))
         r = rows[-1]
-        log(f"{run.name}: key {_fmt(r['key_psnr_256'])} dB, interp {_fmt(r['interp_psnr_256'])} dB, blend "
-            f"{_fmt(r['blend_psnr_256'])} dB, flow warp {_fmt(r['flow_warp_psnr_256'])} dB (256²) in "
-            f"{time.perf_counter() - start:.0f} s")
-    for run in sequence_runs:
-        start = time.perf_counter()
-        report = run_sequence(run, shared, work / "runs" / run.name, replay_options)
-        rows.append(summary_row(run, report))
-        r = rows[-1]
-        log(f"{run.name}: depth AbsRel scale+shift {_fmt(r['depth_abs_rel_affine'], 3)} (constant "
-            f"{_fmt(r['depth_abs_rel_affine_constant'], 3)}), median {_fmt(r['depth_abs_rel_aligned'], 3)}, metric "
-            f"{_fmt(r['depth_abs_rel'], 3)} in {time.perf_counter() - start:.0f} s")
+        if isinstance(run, SequenceRun):
+            log(f"{run.name}: depth AbsRel scale+shift {_fmt(r['depth_abs_rel_affine'], 3)} (constant "
+                f"{_fmt(r['depth_abs_rel_affine_constant'], 3)}), median {_fmt(r['depth_abs_rel_aligned'], 3)}, "
+                f"metric {_fmt(r['depth_abs_rel'], 3)} in {time.perf_counter() - start:.0f} s")
+        else:
+            log(f"{run.name}: key {_fmt(r['key_psnr_256'])} dB, interp {_fmt(r['interp_psnr_256'])} dB, blend "
+                f"{_fmt(r['blend_psnr_256'])} dB, flow warp {_fmt(r['flow_warp_psnr_256'])} dB (256²) in "
+                f"{time.perf_counter() - start:.0f} s")
     goals = assess_goals(rows)
     meta = dict(meta or {})
     if rows:
@@ -405,9 +429,9 @@ def run_suite(shared: Path, work: Path, replay_options: list[str], clips: tuple[
             if key in report["meta"]:
                 meta.setdefault(key, report["meta"][key])
     used = tuple(c for c in clips if any(r.clip == c.name for r in runs))
-    summary = {"meta": meta, "runs": rows, "goals": goals, "clips": [asdict(c) for c in used]}
+    summary = {"meta": meta, "runs": rows, "failed": failed, "goals": goals, "clips": [asdict(c) for c in used]}
     (work / "summary.json").write_text(json.dumps(summary, indent=1))
-    (work / "summary.md").write_text(summary_markdown(meta, rows, goals, used))
+    (work / "summary.md").write_text(summary_markdown(meta, rows, goals, used, failed))
     return summary
 
 
@@ -450,11 +474,14 @@ def main(argv: list[str] | None = None) -> int:
     runs = tuple(r for r in RUNS if not args.runs or r.name in args.runs)
     sequence_runs = tuple(r for r in SEQUENCE_RUNS if not args.runs or r.name in args.runs)
     try:
-        run_suite(Path(args.shared), Path(args.work), options, runs=runs, meta=meta, sequence_runs=sequence_runs)
-    except (ClipError, OSError) as err:  # a clip missing or unreadable, the work folder not writable
+        summary = run_suite(Path(args.shared), Path(args.work), options, runs=runs, meta=meta,
+                            sequence_runs=sequence_runs)
+    except OSError as err:  # the work folder not writable
         return _fail(str(err))
     print((Path(args.work) / "summary.md").read_text())
-    return 0
+    for failure in summary["failed"]:
+        _fail(failure["reason"])
+    return 1 if summary["failed"] else 0
 
 
 def _fail(reason: str) -> int:
