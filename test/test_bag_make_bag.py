@@ -68,6 +68,21 @@ def test_video_source_with_guessed_intrinsics(tmp_path):
     assert intr == guess_intrinsics(64, 48, 90.0) and math.isclose(intr.fx, 32.0)
 
 
+def test_a_truncated_video_is_written_as_far_as_it_decodes_with_a_warning(tmp_path, capsys):
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    for i in range(40):
+        writer.write(np.random.default_rng(i).integers(0, 256, (48, 64, 3), np.uint8))
+    writer.release()
+    whole = make_bag(video, tmp_path / "whole")
+    assert whole.frames == 40 and whole.notes == []
+    video.write_bytes(video.read_bytes()[:video.stat().st_size // 2])  # a copy cut short
+    assert main([str(video), str(tmp_path / "cut")]) == 0
+    written = len(list(read_camera_frames(tmp_path / "cut", "/camera/image_raw")))
+    assert 0 < written < 40
+    assert f"declares 40 frames but only {written} could be decoded" in capsys.readouterr().err
+
+
 def test_errors(tmp_path, rgbd_folder):
     color, depth = rgbd_folder
     with pytest.raises(FileNotFoundError, match="no files"):

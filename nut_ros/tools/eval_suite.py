@@ -204,8 +204,9 @@ def run_sequence(run: SequenceRun, shared: Path, out: Path, options: list[str]) 
     return {"meta": meta, "summary": summary}
 
 
-def build_bag(clip: ClipSpec, shared: Path, bags: Path) -> Path:
-    """The clip's bag in ``bags``, built unless a bag of the same spec is already there."""
+def build_bag(clip: ClipSpec, shared: Path, bags: Path, log=print) -> Path:
+    """The clip's bag in ``bags``, built unless a bag of the same spec is already there (``log``: what the source's
+    reading noted, e.g. a video that ended early)."""
     from nut_ros.tools.make_bag import make_bag
 
     path, stamp = bags / clip.name, bags / f"{clip.name}.spec.json"
@@ -220,9 +221,11 @@ def build_bag(clip: ClipSpec, shared: Path, bags: Path) -> Path:
             shutil.rmtree(old)
     stamp.unlink(missing_ok=True)
     bags.mkdir(parents=True, exist_ok=True)
-    make_bag(source, partial, depth_dir=source if clip.depth_pattern else None, pattern=clip.pattern,
-             depth_pattern=clip.depth_pattern or "*", intrinsics=clip.intrinsics, max_frames=clip.frames,
-             stride=clip.step, start=clip.start, resize=clip.resize, fps=clip.fps)
+    made = make_bag(source, partial, depth_dir=source if clip.depth_pattern else None, pattern=clip.pattern,
+                    depth_pattern=clip.depth_pattern or "*", intrinsics=clip.intrinsics, max_frames=clip.frames,
+                    stride=clip.step, start=clip.start, resize=clip.resize, fps=clip.fps)
+    for note in made.notes:
+        log(f"clip {clip.name}: warning: {note}")
     partial.rename(path)
     stamp.write_text(spec)
     return path
@@ -372,12 +375,12 @@ class ClipError(Exception):
     be replayed."""
 
 
-def _run_clip(run: RunSpec, clip: ClipSpec, shared: Path, work: Path, options: list[str]) -> dict:
+def _run_clip(run: RunSpec, clip: ClipSpec, shared: Path, work: Path, options: list[str], log=print) -> dict:
     """One replay run: its bag (built or reused), then ``nut_ros_replay``; its report."""
     from nut_ros.tools.replay_eval import DamagedBag, SetupError
 
     try:
-        bag = build_bag(clip, shared, work / "bags")
+        bag = build_bag(clip, shared, work / "bags", log)
     except (OSError, ValueError) as err:  # the clip is missing or unreadable
         raise ClipError(f"run {run.name}: clip {run.clip}: {err}") from err
     try:
@@ -403,7 +406,7 @@ def run_suite(shared: Path, work: Path, replay_options: list[str], clips: tuple[
                 except (OSError, ValueError) as err:  # the sequence's files are missing or unreadable
                     raise ClipError(f"run {run.name}: sequence {run.source}: {err}") from err
             else:
-                report = _run_clip(run, by_name[run.clip], shared, work, replay_options)
+                report = _run_clip(run, by_name[run.clip], shared, work, replay_options, log)
         except ClipError as err:
             failed.append({"run": run.name, "reason": str(err)})
             log(f"{run.name}: failed: {err}")

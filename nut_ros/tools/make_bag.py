@@ -48,6 +48,7 @@ class BagSummary:
     height: int
     intrinsics: Intrinsics
     topics: dict[str, str]
+    notes: list[str]  # what the user should know about the source (e.g. a video that ended early)
 
 
 def natural_key(path: Path) -> list:
@@ -68,9 +69,11 @@ def guess_intrinsics(width: int, height: int, hfov_deg: float) -> Intrinsics:
     return Intrinsics(f, f, (width - 1) / 2.0, (height - 1) / 2.0, width, height)
 
 
-def iter_source(source: Path, pattern: str, stride: int, max_frames: int | None,
-                start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
-    """``(source index, RGB uint8)`` of every ``stride``-th frame of a video file or image folder from ``start``."""
+def iter_source(source: Path, pattern: str, stride: int, max_frames: int | None, start: int = 0,
+                notes: list[str] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """``(source index, RGB uint8)`` of every ``stride``-th frame of a video file or image folder from ``start``.
+    A video that stops decoding before the frame count its container declares (truncated or damaged) adds a line
+    to ``notes``."""
     emitted = 0
     if source.is_dir():
         for index, path in enumerate(list_files(source, IMAGE_SUFFIXES, pattern)):
@@ -97,6 +100,10 @@ def iter_source(source: Path, pattern: str, stride: int, max_frames: int | None,
         while max_frames is None or emitted < max_frames:
             ok, bgr = capture.read()
             if not ok:
+                declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+                if declared > index and notes is not None:
+                    notes.append(f"{source} declares {declared} frames but only {index} could be decoded "
+                                 "(truncated or damaged file?)")
                 break
             if index >= start and (index - start) % stride == 0:
                 emitted += 1
@@ -119,12 +126,14 @@ class SourceFrame:
 
 def source_frames(source: Path, *, pattern: str = "*", intrinsics: tuple[float, float, float, float] | None = None,
                   hfov_deg: float = 60.0, max_frames: int | None = None, stride: int = 1, start: int = 0,
-                  resize: tuple[int, int] | None = None, fps: float | None = None) -> Iterator[SourceFrame]:
+                  resize: tuple[int, int] | None = None, fps: float | None = None,
+                  notes: list[str] | None = None) -> Iterator[SourceFrame]:
     """The frames :func:`make_bag` writes (``intrinsics`` of the source resolution; stamps
-    ``START_NS + index / fps``, the video's rate or 30 Hz by default), without writing a bag."""
+    ``START_NS + index / fps``, the video's rate or 30 Hz by default), without writing a bag; ``notes`` as
+    :func:`iter_source`."""
     fps = fps or video_fps(source) or 30.0
     cam = None
-    for index, rgb in iter_source(source, pattern, stride, max_frames, start):
+    for index, rgb in iter_source(source, pattern, stride, max_frames, start, notes):
         src_h, src_w = rgb.shape[:2]
         if cam is not None and (src_w, src_h) != (native.width, native.height):  # one camera per bag
             raise ValueError(f"frame {index} is {src_w}x{src_h}, the first was {native.width}x{native.height}: a "
@@ -212,8 +221,9 @@ def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | 
         topics["depth"] = f"{ns}/depth" + ("/compressedDepth" if compressed else "")
     if camera_poses:
         topics["odom"] = f"{ns}/odom"
+    notes: list[str] = []
     frames = source_frames(source, pattern=pattern, intrinsics=intrinsics, hfov_deg=hfov_deg, max_frames=max_frames,
-                           stride=stride, start=start, resize=resize, fps=fps)
+                           stride=stride, start=start, resize=resize, fps=fps, notes=notes)
     count, cam = 0, None
     with BagWriter(output, storage, discard_on_error=True) as bag:  # no partial bag left to block the next attempt
         for frame in frames:
@@ -239,7 +249,7 @@ def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | 
             count += 1
         if count == 0:
             raise ValueError(f"no frames read from {source}")
-    return BagSummary(output, count, cam.width, cam.height, cam, topics)
+    return BagSummary(output, count, cam.width, cam.height, cam, topics, notes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
           f"cx={i.cx:.1f} cy={i.cy:.1f}) to {summary.path}")
     for name, topic in summary.topics.items():
         print(f"  {name}: {topic}")
+    for note in summary.notes:
+        print(f"nut_ros_make_bag: warning: {note}", file=sys.stderr)
     return 0
 
 
