@@ -38,7 +38,8 @@ case "$1" in
     for model in small tiny; do
       bench 120 --model $model --no-cuda-graphs > "$OUT/bench_${model}_eager.json"
     done
-    timeout 150 python3 -m pytest -q -m gpu test/test_motion_prior.py test/test_compile_gpu.py > "$OUT/pytest_gpu.txt" 2>&1 || true ;;
+    timeout 150 python3 -m pytest -q -m gpu test/test_motion_prior.py test/test_compile_gpu.py \
+      > "$OUT/pytest_gpu.txt" 2>&1 || true ;;
   graphs)
     timeout 200 python3 -m pytest -q -m gpu test/test_cuda_graphs_gpu.py test/test_cuda_rasterizer.py \
       > "$OUT/pytest_graphs.txt" 2>&1 || true
