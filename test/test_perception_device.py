@@ -36,13 +36,15 @@ class Recorder(PerceptionProcessor):
 
 
 def record(odometry: bool, to_device=None, cuda_graphs: bool = True, with_depth: bool = False,
-           processor: type = Recorder, compile: bool = False, **settings) -> list[dict]:
+           processor: type = Recorder, compile: bool = False, made: list | None = None, **settings) -> list[dict]:
     """Per frame of a 24-frame scene with two movers (thinned to 8000 rows, 2000 map candidates: the random
     subsets are drawn; ObstacleParams ``settings``): the moving Gaussians, pose, obstacles and map. ``with_depth``:
     each frame carries a metric input depth image (:func:`depth_image`); ``processor``: the class run (``compile``
-    passed to it)."""
+    passed to it; ``made`` gets the processor)."""
     params = ObstacleParams(**{"max_gaussians": 8000, "ego_samples": 1500, **settings})
     proc = processor(params, MapParams(candidates=2000), seed=11, cuda_graphs=cuda_graphs, compile=compile)
+    if made is not None:
+        made.append(proc)
     frames = []
     for res, pose, _ in scene_stream(24, movers=MOVERS, n_room=24000, n_blob=500, seed=7):
         if to_device is not None:
@@ -160,8 +162,7 @@ class GraphPath(Recorder):
     called as its CUDA graphs call them (known results computed again), the camera-motion fit's sample drawn on the
     host among the downloaded count of selected rows and fitted as its graph fits it."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def _graph_dense(self):
         self._graphed = {fn: lambda *inputs, fn=dense: fn(StageInputs(*inputs), self._plan)
                          for fn, dense in self._dense.items()}
 
@@ -194,6 +195,18 @@ def test_the_compiled_dense_stage_gives_what_the_eager_one_gives():
     assert counters["stats"]["unique_graphs"] == 2  # find_moving's two plans: nothing compared yet, compared
     assert sum(f["moving"] for f in want) > 1000 and sum(len(f["obstacles"]) for f in want) > 10
     assert_close(got, want, 0.0005)
+
+
+def test_a_failing_compiler_leaves_the_stage_eager_with_the_reason(monkeypatch):
+    def broken(fn, **_):
+        def call(*args):
+            raise torch._dynamo.exc.TorchDynamoException("no working compiler here")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    want, made = record(True, with_depth=True, processor=GraphPath), []
+    assert record(True, with_depth=True, processor=GraphPath, compile=True, made=made) == want
+    assert made[0].compile_error == "TorchDynamoException: no working compiler here"
 
 
 @pytest.mark.gpu

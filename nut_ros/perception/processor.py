@@ -60,6 +60,7 @@ With ``compile`` (a GPU with ``cuda_graphs`` only) the dense functions go throug
 are captured: the graphs then replay fused kernels (tens instead of hundreds per frame). Each plan compiles once per
 process, on the first frame that uses it (tens of seconds; torch's on-disk cache shortens later starts); on the CPU
 the rows are not padded to a fixed count, so every frame's shapes would compile anew, and ``compile`` is ignored.
+Where compiling fails the stage goes on eager and says why in ``compile_error``.
 
 Without odometry a stream restart (``result.paired`` false) or a change of the depth source restarts the key frame,
 the tracks and the map; with odometry only a change of units does.
@@ -139,6 +140,11 @@ class PerceptionProcessor:
         # recompile limit, many plans in one process, a function runs eager instead of failing)
         self._dense = {fn: torch.compile(fn, dynamic=False) if compile else fn
                        for fn in (count_rows, fit_sample, find_moving)}
+        self.compile_error: str | None = None  # why compiling failed (the stage then runs eager)
+        self._graph_dense()
+
+    def _graph_dense(self) -> None:
+        """One :class:`GraphedCall` per dense function (as :attr:`_dense` holds it: compiled or not)."""
         self._graphed = {fn: GraphedCall(lambda *inputs, fn=dense: fn(StageInputs(*inputs), self._plan),
                                          key=lambda: (self._plan,)) for fn, dense in self._dense.items()}
 
@@ -269,7 +275,15 @@ class PerceptionProcessor:
         if not self._graphs(inputs.rows):
             return fn(inputs, plan, *known)
         self._plan = plan
-        return self._graphed[fn](*inputs)
+        try:
+            return self._graphed[fn](*inputs)
+        except torch._dynamo.exc.TorchDynamoException as err:  # compiling failed (e.g. no working Triton)
+            if self._dense[fn] is fn:
+                raise
+            self.compile_error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            self._dense = {f: f for f in self._dense}
+            self._graph_dense()
+            return self._graphed[fn](*inputs)
 
     def _find(self, result: StepResult, inputs: StageInputs, field: MotionField | None, dt: float | None,
               selected: Rows | None = None) -> Found | None:
