@@ -127,6 +127,18 @@ def test_perception_off_adds_nothing():
         "the node's start-up log lists what it publishes"
 
 
+def test_perception_compile_reaches_the_stage_and_its_failure_is_said_once():
+    from nut_ros.perception.dense import find_moving
+
+    assert processor_for(params()).perception._dense[find_moving] is find_moving
+    processor = processor_for(params(perception_compile=True))
+    assert processor.perception._dense[find_moving] is not find_moving  # (compiled on a GPU's first frame)
+    processor.perception.compile_error = "BackendCompilerFailed: no Triton"  # as the stage records it
+    notes = [processor.process(feed(processor, i, False)).notes for i in range(2)]
+    assert notes == [["perception_compile failed, the perception stage runs without it: BackendCompilerFailed: "
+                      "no Triton"], []]
+
+
 def test_perception_parameters_reach_the_stage_and_bad_ones_are_named():
     p = NodeParams(obstacle_voxel=0.3, obstacle_confirm_hits=2, map_budget=1000, map_period=2.5).validate()
     obstacles, local_map = p.perception_params()

@@ -156,6 +156,12 @@ class NodeParams:
                               "10.1-10.4 ms p50 with `tiny` on a 2-core CPU, 12.3-13.1 ms without odometry; 2.6 ms "
                               "on an H200; docs/BENCHMARKS.md). Obstacle velocities come from the Gaussians' motion: "
                               "motion_prior flow gives better ones than the learned head (docs/ROS_SETUP.md).")
+    perception_compile: bool = _param(False, "torch.compile the perception stage's per-Gaussian part inside its CUDA "
+                                      "graphs (perception with the torch backend on a CUDA device; no effect "
+                                      "elsewhere). It compiles on the first frames of each stream setting (depth "
+                                      "image or not, odometry or not): tens of seconds each, while newer frames "
+                                      "are dropped (counted); docs/BENCHMARKS.md has the gain. A failure to compile "
+                                      "is logged and the stage goes on without.")
     publish_obstacles: bool = _param(True, "Publish the tracked moving obstacles every processed frame "
                                      "(`~/obstacles`, nut_ros_msgs/ObstacleArray, empty arrays too; perception).",
                                      dynamic=True)

@@ -49,6 +49,7 @@ class ProcessorSettings:
     use_odometry: bool = False
     camera_mount: np.ndarray | None = None  # T_child<-camera_optical; None: identity
     perception: tuple | None = None  # (ObstacleParams, MapParams): the perception stage runs; None: it does not
+    perception_compile: bool = False  # torch.compile the stage's dense part (on a GPU, inside its CUDA graphs)
     map_frame: str = ""  # frame of the map with odometry; empty: the odometry's header.frame_id
     keyframe_frame: str = "nut_ros_keyframe"  # frame of the map without odometry (the stream's first camera frame)
     marker_lifetime_s: float = 0.5
@@ -84,7 +85,8 @@ class FrameProcessor:
         if settings.perception is not None:
             from nut_ros.perception import PerceptionProcessor
 
-            self.perception = PerceptionProcessor(*settings.perception)
+            self.perception = PerceptionProcessor(*settings.perception, compile=settings.perception_compile)
+        self._compile_error_noted = False
         self.odometry_frame = ""  # header.frame_id of the last usable odometry message
 
     # -- inputs (cheap; the node's executor thread) ----------------------------------------------------------------
@@ -189,6 +191,10 @@ class FrameProcessor:
             return Outcome(frame, result, drop=str(err), notes=notes)
         if self.perception is not None:
             messages += self.perception_messages(result, frame)
+            if self.perception.compile_error and not self._compile_error_noted:
+                self._compile_error_noted = True
+                notes.append(f"perception_compile failed, the perception stage runs without it: "
+                             f"{self.perception.compile_error}")
         self.metric, self.depth_source = result.metric, result.depth_source
         self.health.count(processed=1)
         total = {} if arrived is None else {"total": (time.perf_counter() - arrived) * 1e3}
@@ -273,7 +279,8 @@ def processor_settings(p: NodeParams) -> ProcessorSettings:
                              depth_timeout_s=p.depth_timeout, frame_id=p.frame_id,
                              max_input_pixels=p.max_input_pixels, outputs=enabled, use_odometry=p.use_odometry,
                              camera_mount=mount_matrix(p.camera_mount),
-                             perception=p.perception_params() if p.perception else None, map_frame=p.map_frame,
+                             perception=p.perception_params() if p.perception else None,
+                             perception_compile=p.perception_compile, map_frame=p.map_frame,
                              keyframe_frame=p.keyframe_frame, marker_lifetime_s=p.marker_lifetime)
 
 
