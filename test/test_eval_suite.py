@@ -9,8 +9,8 @@ import torch
 
 from nut_ros.core.checkpoint import save_checkpoint
 from nut_ros.core.model import build_model
-from nut_ros.tools.eval_suite import (CLIPS, PACKAGE_DIR, RUNS, ClipSpec, RunSpec, assess_goals, build_bag, main,
-                                     run_suite)
+from nut_ros.tools.eval_suite import (CLIPS, PACKAGE_DIR, RUNS, SEQUENCE_RUNS, ClipSpec, RunSpec, assess_goals,
+                                     build_bag, main, run_suite)
 from nut_ros.tools.make_bag import START_NS
 
 H, W, SOURCE_FRAMES, FPS = 60, 80, 10, 10.0
@@ -117,11 +117,13 @@ def test_a_failing_run_is_listed_and_the_others_go_on(tmp_path):
     save_checkpoint(build_model("tiny", image_size=(48, 96)), ckpt)
     runs = (RunSpec("gone_rgb", "gone", "missing clip"), SUITE_RUNS[1])
     summary = run_suite(tmp_path / "shared", tmp_path / "work", ["--checkpoint", str(ckpt), "--quiet"],
-                        clips=(CLIP, missing), runs=runs, log=lambda _: None, sequence_runs=())
+                        clips=(CLIP, missing), runs=runs, log=lambda _: None, sequence_runs=SEQUENCE_RUNS[:1])
     assert [r["run"] for r in summary["runs"]] == ["synth_rgb"]
-    assert [f["run"] for f in summary["failed"]] == ["gone_rgb"]
+    assert [f["run"] for f in summary["failed"]] == ["gone_rgb", SEQUENCE_RUNS[0].name]
     assert summary["failed"][0]["reason"].startswith("run gone_rgb: clip gone: ")
-    assert "- gone_rgb: run gone_rgb: clip gone: " in (tmp_path / "work" / "summary.md").read_text()
+    assert f"sequence {SEQUENCE_RUNS[0].source}: no frames in " in summary["failed"][1]["reason"]
+    md = (tmp_path / "work" / "summary.md").read_text()
+    assert "- gone_rgb: run gone_rgb: clip gone: " in md and "Goals (over the runs that completed):" in md
 
 
 @pytest.mark.parametrize("argv, says", [(["--shared", "{tmp}"], "has no data/ folder"),

@@ -56,10 +56,11 @@ fitted camera motion (no odometry) costs two more downloads on a GPU with CUDA g
 among which the host draws the fit's sample (the same draw as on the CPU), and the fit's nine numbers; the fit (a
 few hundred small operations and seven 6x6 solves) runs as a graph of its own. On the CPU it costs none.
 
-With ``compile`` (a GPU with ``cuda_graphs`` only) the dense functions go through ``torch.compile`` before their graphs
-are captured: the graphs then replay fused kernels (tens instead of hundreds per frame). Each plan compiles once per
-process, on the first frame that uses it (tens of seconds; torch's on-disk cache shortens later starts); on the CPU
-the rows are not padded to a fixed count, so every frame's shapes would compile anew, and ``compile`` is ignored.
+With ``compile`` (a GPU with ``cuda_graphs`` only) the dense functions go through ``torch.compile`` before their
+graphs are captured: the graphs then replay Inductor's fused kernels instead of the eager operations. Each plan
+compiles once per process, on the first frame that uses it (tens of seconds; torch's on-disk cache shortens later
+starts); on the CPU the rows are not padded to a fixed count, so every frame's shapes would compile anew, and
+``compile`` is ignored.
 Where compiling fails the stage goes on eager and says why in ``compile_error``.
 
 Without odometry a stream restart (``result.paired`` false) or a change of the depth source restarts the key frame,
@@ -280,7 +281,8 @@ class PerceptionProcessor:
         except torch._dynamo.exc.TorchDynamoException as err:  # compiling failed (e.g. no working Triton)
             if self._dense[fn] is fn:
                 raise
-            self.compile_error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            cause = getattr(err, "inner_exception", None) or err  # (a backend's failure: what it raised)
+            self.compile_error = f"{type(cause).__name__}: {' '.join(str(cause).split())}"
             self._dense = {f: f for f in self._dense}
             self._graph_dense()
             return self._graphed[fn](*inputs)

@@ -145,6 +145,11 @@ SEQUENCE_RUNS = (
 )
 
 
+class ClipError(Exception):
+    """A run cannot be done: its clip or sequence is missing or unreadable under ``--shared``, or its bag cannot
+    be replayed."""
+
+
 def sequence_frames(run: SequenceRun, shared: Path):
     """The run's frames (:class:`nut_ros.pipeline.sequences.SequenceFrame`), poses removed unless it uses them."""
     from nut_ros.pipeline import sequences
@@ -157,10 +162,25 @@ def sequence_frames(run: SequenceRun, shared: Path):
         count, reader = sequences.tum_frame_count(folder), sequences.tum
     else:
         raise ValueError(f"unknown sequence reader {run.reader!r}")
+    if not count:
+        raise FileNotFoundError(f"no frames in {folder}")
     for sf in reader(folder, range(int(run.start * count), int(run.stop * count), run.stride)):
         if not run.poses:
             sf.frame.camera_pose = None
         yield sf
+
+
+def _read(frames, what: str):
+    """``frames`` as they come; their files missing or unreadable raise :class:`ClipError` naming ``what``."""
+    frames = iter(frames)
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        except (OSError, ValueError) as err:
+            raise ClipError(f"{what}: {err}") from err
+        yield frame
 
 
 def run_sequence(run: SequenceRun, shared: Path, out: Path, options: list[str]) -> dict:
@@ -187,7 +207,7 @@ def run_sequence(run: SequenceRun, shared: Path, out: Path, options: list[str]) 
     evaluator = StreamEvaluator(pipeline, stride=1)  # sequence_frames already keeps every stride-th frame
     start = time.perf_counter()
     with torch.no_grad():
-        for sf in sequence_frames(run, shared):
+        for sf in _read(sequence_frames(run, shared), f"run {run.name}: sequence {run.source}"):
             evaluator.add(sf.frame, sf.depth_m)
     summary = evaluator.summary()
     summary["wall_s"] = time.perf_counter() - start
@@ -364,15 +384,11 @@ def summary_markdown(meta: dict, rows: list[dict], goals: dict, clips: tuple[Cli
     if failed:
         lines += ["", "## Failed runs (not in the tables or the goals)", ""]
         lines += [f"- {f['run']}: {f['reason']}" for f in failed]
-    lines += ["", "Goals: " + "; ".join(verdicts) + ".", "", "## Clips", "", "| clip | source | segment |",
+    over = " (over the runs that completed)" if failed else ""
+    lines += ["", f"Goals{over}: " + "; ".join(verdicts) + ".", "", "## Clips", "", "| clip | source | segment |",
               "|---|---|---|"]
     lines += [f"| {c.name} | `{c.source}` | {c.why} |" for c in clips]
     return "\n".join(lines) + "\n"
-
-
-class ClipError(Exception):
-    """A run cannot be done: its clip or sequence is missing or unreadable under ``--shared``, or its bag cannot
-    be replayed."""
 
 
 def _run_clip(run: RunSpec, clip: ClipSpec, shared: Path, work: Path, options: list[str], log=print) -> dict:
@@ -401,15 +417,12 @@ def run_suite(shared: Path, work: Path, replay_options: list[str], clips: tuple[
         start = time.perf_counter()
         try:
             if isinstance(run, SequenceRun):
-                try:
-                    report = run_sequence(run, shared, work / "runs" / run.name, replay_options)
-                except (OSError, ValueError) as err:  # the sequence's files are missing or unreadable
-                    raise ClipError(f"run {run.name}: sequence {run.source}: {err}") from err
+                report = run_sequence(run, shared, work / "runs" / run.name, replay_options)
             else:
                 report = _run_clip(run, by_name[run.clip], shared, work, replay_options, log)
         except ClipError as err:
             failed.append({"run": run.name, "reason": str(err)})
-            log(f"{run.name}: failed: {err}")
+            log(f"failed: {err}")
             continue
         rows.append(summary_row(run, report))
         r = rows[-1]

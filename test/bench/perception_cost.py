@@ -227,7 +227,7 @@ def main() -> None:
         if args.profile:
             profile(results, odometry, new)
         if args.cprofile:
-            host_profile(results, odometry, args.cuda_graphs, args.cprofile)
+            host_profile(results, odometry, new, args.cprofile)
         if args.sections:
             sections(results, odometry, new)
 
