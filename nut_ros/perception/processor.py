@@ -340,12 +340,16 @@ class PerceptionProcessor:
         keep = (count >= fewest_members(op, depth))[labels]
         if op.depth_band > 0:
             keep &= np.abs(points[member, 2] - depth[labels]) <= op.depth_band
-        kept, labels = np.unique(labels[keep], return_inverse=True)
-        member, n, labels = member[keep], kept.size, labels.reshape(-1)
+        labels, member = labels[keep], member[keep]
+        kept = np.flatnonzero(np.bincount(labels, minlength=n))  # the clusters with members left, renumbered
+        rank = np.zeros(n, np.int64)
+        rank[kept] = np.arange(kept.size)
+        n, labels = kept.size, rank[labels]
         # without odometry the fitted camera motion errs most where the view's edge brings in new surfaces
         cut = cut_by_border(points[member], labels, n, k, op.border_px if self._odometry else 0)
         c = cluster_stats(points[member], residual[member], weights[member], labels, n, op.voxel, op.box_trim, cut)
-        c.velocity[:, 2] = np.nan_to_num(c.velocity[:, 2], nan=-op.change_max_speed)  # all clipped: leading edges
+        vz = c.velocity[:, 2]
+        vz[np.isnan(vz)] = -op.change_max_speed  # all clipped: leading edges
         across = np.where(cut != 0, np.inf, c.span[:, :2]).min(axis=1)  # a cut axis' span is not the object's
         sound = (c.span.max(axis=1) <= op.max_size) & (across >= op.min_width)
         founding = (count[kept] >= op.min_cluster_gaussians) & (c.span[:, :2].min(axis=1) >= op.min_width)
