@@ -160,8 +160,9 @@ class NodeParams:
                                       "graphs (perception with the torch backend on a CUDA device; no effect "
                                       "elsewhere). It compiles on the first frames of each stream setting (depth "
                                       "image or not, odometry or not): tens of seconds each, while newer frames "
-                                      "are dropped (counted); docs/BENCHMARKS.md has the gain. A failure to compile "
-                                      "is logged and the stage goes on without.")
+                                      "are dropped (counted). Its outputs match the eager stage's within rounding "
+                                      "(tested); its speed on a GPU is not measured yet (docs/ROS_SETUP.md). A "
+                                      "failure to compile is logged and the stage goes on without.")
     publish_obstacles: bool = _param(True, "Publish the tracked moving obstacles every processed frame "
                                      "(`~/obstacles`, nut_ros_msgs/ObstacleArray, empty arrays too; perception).",
                                      dynamic=True)
