@@ -170,19 +170,6 @@ def sequence_frames(run: SequenceRun, shared: Path):
         yield sf
 
 
-def _read(frames, what: str):
-    """``frames`` as they come; their files missing or unreadable raise :class:`ClipError` naming ``what``."""
-    frames = iter(frames)
-    while True:
-        try:
-            frame = next(frames)
-        except StopIteration:
-            return
-        except (OSError, ValueError) as err:
-            raise ClipError(f"{what}: {err}") from err
-        yield frame
-
-
 def run_sequence(run: SequenceRun, shared: Path, out: Path, options: list[str]) -> dict:
     """One :class:`SequenceRun` through the pipeline and the evaluator; writes its report into ``out``."""
     import torch
@@ -192,6 +179,7 @@ def run_sequence(run: SequenceRun, shared: Path, out: Path, options: list[str]) 
     from nut_ros.pipeline.report import write_report
     from nut_ros.pipeline.stream import StreamingPipeline
     from nut_ros.pipeline.types import PipelineConfig
+    from nut_ros.tools.replay_eval import read_guarded
 
     p = argparse.ArgumentParser()
     for flag, default in (("--model", "tiny"), ("--backend", "torch"), ("--device", "cpu"), ("--checkpoint", None),
@@ -207,7 +195,9 @@ def run_sequence(run: SequenceRun, shared: Path, out: Path, options: list[str]) 
     evaluator = StreamEvaluator(pipeline, stride=1)  # sequence_frames already keeps every stride-th frame
     start = time.perf_counter()
     with torch.no_grad():
-        for sf in _read(sequence_frames(run, shared), f"run {run.name}: sequence {run.source}"):
+        # the sequence's files missing or unreadable: the run's fault, not the suite's
+        for sf in read_guarded(sequence_frames(run, shared), (OSError, ValueError),
+                               lambda err, _: ClipError(f"run {run.name}: sequence {run.source}: {err}")):
             evaluator.add(sf.frame, sf.depth_m)
     summary = evaluator.summary()
     summary["wall_s"] = time.perf_counter() - start

@@ -53,6 +53,21 @@ def write_outputs(writer: BagWriter, processor: FrameProcessor, outcome, info: d
         processor.perception_values()))
 
 
+def read_guarded(items, kinds, failure):
+    """``items`` as they come; an exception of ``kinds`` while reading the next one raises ``failure(error, items
+    read before it)`` instead (the reader's fault told as the input's, with its cause chained)."""
+    items, read = iter(items), 0
+    while True:
+        try:
+            item = next(items)
+        except StopIteration:
+            return
+        except kinds as err:
+            raise failure(err, read) from err
+        read += 1
+        yield item
+
+
 def replay_matches(path, processor: FrameProcessor, clock: BagClock, image_topic: str, depth_topic: str | None,
                    info_topic: str | None, odom_topic: str | None):
     """Feed the bag's messages to ``processor`` in bag order, as the node's callbacks do; yield each match.
@@ -61,16 +76,11 @@ def replay_matches(path, processor: FrameProcessor, clock: BagClock, image_topic
               odom_topic: processor.add_odometry}
     wanted = {image_topic: IMAGE_TYPES, depth_topic: IMAGE_TYPES, info_topic: (INFO_TYPE,),
               odom_topic: (ODOMETRY_TYPE,)}
-    messages = iter(bag_messages(path, {t: k for t, k in wanted.items() if t is not None}))
-    read = 0
-    while True:
-        try:
-            topic, bag_time_ns, msg = next(messages)
-        except StopIteration:
-            return
-        except Exception as err:  # noqa: BLE001 - rosbags and its storage (sqlite, mcap) raise their own kinds
-            raise DamagedBag(f"cannot read {path} after {read} messages: {type(err).__name__}: {err}") from err
-        read += 1
+    messages = bag_messages(path, {t: k for t, k in wanted.items() if t is not None})
+    def damaged(err: Exception, read: int) -> DamagedBag:  # (rosbags and its storages raise their own kinds)
+        return DamagedBag(f"cannot read {path} after {read} messages: {type(err).__name__}: {err}")
+
+    for topic, bag_time_ns, msg in read_guarded(messages, Exception, damaged):
         clock.now_ns = bag_time_ns
         matched = adders[topic](msg)
         if topic != odom_topic and matched is not None:
