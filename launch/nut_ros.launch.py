@@ -17,6 +17,8 @@ from launch_ros.actions import LifecycleNode
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
+from nut_ros.ros.launch_exit import fail_on_error_exit
+
 ARGUMENTS = {
     "params_file": (PathJoinSubstitution([FindPackageShare("nut_ros"), "config", "nut_ros.yaml"]),
                     "ROS parameters file of the node (defaults to the package's config/nut_ros.yaml)."),
@@ -44,16 +46,6 @@ def check_params_file(context):
     if not os.path.isfile(path):
         raise RuntimeError(f"params_file {path!r} is not a file")
     return []
-
-
-def failed(process: str):
-    """An exit handler: a non-zero exit of ``process`` fails the launch (its exit code then is not 0), unless the
-    launch was shutting down (Ctrl-C)."""
-    def on_exit(event, context):
-        if event.returncode and not context.is_shutdown:
-            raise RuntimeError(f"{process} exited with code {event.returncode} (its log above says why)")
-        return []
-    return on_exit
 
 
 def generate_launch_description():
@@ -86,5 +78,5 @@ def generate_launch_description():
         SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", config("fastdds_profile"),
                                condition=IfCondition(config("use_fastdds_profile"))),
         node,
-        RegisterEventHandler(OnProcessExit(target_action=node, on_exit=failed("nut_ros_node"))),
+        RegisterEventHandler(OnProcessExit(target_action=node, on_exit=fail_on_error_exit("nut_ros_node"))),
     ])

@@ -17,6 +17,8 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from nut_ros.ros.launch_exit import fail_on_error_exit
+
 SHARE = FindPackageShare("nut_ros")
 ARGUMENTS = {
     "bag": (None, "Path of the rosbag2 folder to play (required)."),
@@ -45,11 +47,6 @@ def generate_launch_description():
                ExecuteProcess(cmd=[*play, "--delay", "1.0", "--loop"], output="screen",
                               condition=IfCondition(config("loop")))]
 
-    def player_failed(event, context):  # a bag that cannot be played fails the launch instead of leaving it idle
-        if event.returncode and not context.is_shutdown:  # (not a player stopped by Ctrl-C)
-            raise RuntimeError(f"ros2 bag play exited with code {event.returncode} (its log above says why)")
-        return []
-
     return LaunchDescription([
         *(DeclareLaunchArgument(name, default_value=default, description=text)
           for name, (default, text) in ARGUMENTS.items()),
@@ -58,7 +55,9 @@ def generate_launch_description():
             launch_arguments=[*((name, config(name)) for name in node_args), ("input_reliability", "reliable")],
         ),
         *players,
-        *(RegisterEventHandler(OnProcessExit(target_action=player, on_exit=player_failed)) for player in players),
+        # a bag that cannot be played fails the launch instead of leaving it idle
+        *(RegisterEventHandler(OnProcessExit(target_action=player, on_exit=fail_on_error_exit("ros2 bag play")))
+          for player in players),
         Node(package="rviz2", executable="rviz2", name="rviz2", arguments=["-d", config("rviz_config")],
              condition=IfCondition(config("rviz")), output="screen"),
     ])
