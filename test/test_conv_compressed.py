@@ -120,6 +120,9 @@ def test_malformed_compressed_messages(flavor):
         decompress_depth(make("16UC1; compressedDepth rvl", header + good_png))
     with pytest.raises(ConversionError, match="16UC1 or 32FC1"):
         decompress_depth(make("mono8; compressedDepth png", header + good_png))
+    for no_encoding in ("compressedDepth", "compressedDepth png", "16UC1 compressedDepth png"):
+        with pytest.raises(ConversionError, match="names no encoding"):
+            decompress_depth(make(no_encoding, header + good_png))
     with pytest.raises(ConversionError, match="not a compressedDepth"):
         decompress_depth(make("rgb8; png compressed bgr8", good_png))
     with pytest.raises(ConversionError, match="1-channel 16-bit"):

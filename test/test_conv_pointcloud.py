@@ -101,3 +101,40 @@ def test_camera_info_roundtrip_and_errors(flavor):
     msg.width = 0
     with pytest.raises(ConversionError, match=r"CameraInfo\.width"):
         camera_info_to_intrinsics(msg)
+
+
+def _project(k: Intrinsics, point) -> np.ndarray:
+    return np.array([k.fx * point[0] / point[2] + k.cx, k.fy * point[1] / point[2] + k.cy])
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_camera_info_roi_and_binning_give_the_published_images_intrinsics(flavor):
+    """A point lands on the same sensor pixel through the calibrated intrinsics and through the ROI's and the
+    binned image's: cropping shifts it by the ROI's offset, binning b puts full pixel u at (u + 0.5) / b - 0.5."""
+    full = Intrinsics(fx=500.0, fy=502.0, cx=319.5, cy=241.0, width=640, height=480)
+    point = np.array([0.3, -0.2, 2.0])
+    u, v = _project(full, point)
+    msg = intrinsics_to_camera_info(full, flavor=flavor)
+    msg.roi.x_offset, msg.roi.y_offset, msg.roi.width, msg.roi.height = 160, 120, 320, 240
+    crop = camera_info_to_intrinsics(msg)
+    assert (crop.width, crop.height, crop.fx, crop.fy) == (320, 240, 500.0, 502.0)
+    assert np.allclose(_project(crop, point), (u - 160, v - 120))
+    msg.binning_x = msg.binning_y = 2
+    binned = camera_info_to_intrinsics(msg)
+    assert (binned.width, binned.height, binned.fx) == (160, 120, 250.0)
+    assert np.allclose(_project(binned, point), ((u - 160 + 0.5) / 2 - 0.5, (v - 120 + 0.5) / 2 - 0.5))
+    msg.roi.width = msg.roi.height = 0  # the default ROI: the whole image, binned
+    assert camera_info_to_intrinsics(msg) == full.scaled(320, 240)
+    msg.roi.x_offset, msg.roi.width, msg.roi.height = 400, 320, 240
+    with pytest.raises(ConversionError, match=r"CameraInfo\.roi: .* outside"):
+        camera_info_to_intrinsics(msg)
+
+
+@pytest.mark.parametrize("last_row", [(0, 0, 0), (0, 0, 2), (0.01, 0, 1)])
+def test_camera_info_with_a_non_pinhole_last_row_is_refused(last_row):
+    msg = intrinsics_to_camera_info(Intrinsics(500.0, 500.0, 319.5, 239.5, 640, 480), flavor="rosbags")
+    k = np.array(msg.k, np.float64)
+    k[6:] = last_row
+    msg.k = k
+    with pytest.raises(ConversionError, match="last row"):
+        camera_info_to_intrinsics(msg)

@@ -143,6 +143,15 @@ def test_loss_counter_from_stamp_gaps_without_sequence_numbers():
     assert losses.add(T0 + 100 * 10**9) == 0, "a jump of minutes is a new stream, not a loss"
 
 
+def test_loss_counter_takes_a_burst_of_near_equal_stamps_for_no_frame_rate():
+    losses = LossCounter()
+    burst = [T0 + i * 1_000 for i in range(5)]  # a driver flushing buffered frames, 1 us apart
+    assert [losses.add(s) for s in burst] == [0] * 5
+    period = 33_333_333
+    assert [losses.add(burst[-1] + i * period) for i in range(1, 6)] == [0] * 5, "ordinary frames lose nothing"
+    assert losses.add(burst[-1] + 8 * period) == 2 and losses.lost == 2
+
+
 def test_mount_and_interpolation():
     r = rpy_matrix(0.1, -0.2, 0.3)
     assert np.allclose(r @ r.T, np.eye(3)) and np.isclose(np.linalg.det(r), 1.0)

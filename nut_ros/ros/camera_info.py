@@ -15,10 +15,17 @@ PRINCIPAL_MARGIN = 0.5  # the principal point may lie this fraction of the image
 
 
 def camera_info_to_intrinsics(msg: Any) -> Intrinsics:
-    """Pinhole intrinsics from ``k`` (row-major 3x3) and the image size; distortion is ignored.
+    """Pinhole intrinsics of the images the camera publishes, from ``k`` (row-major 3x3, for the calibrated
+    ``width`` x ``height``), its ``roi`` and ``binning``; distortion is ignored.
 
-    Implausible values are rejected like an invalid K (``ConversionError``): a focal length giving a field of view
-    outside [1, 170] degrees, or a principal point more than half the image size outside the image.
+    As sensor_msgs/CameraInfo defines them, the ROI is a window of the calibrated image (all zeros: the whole image)
+    and binning then merges ``binning_x`` x ``binning_y`` pixels (0 counts as 1): the images are ``roi.width //
+    binning_x`` x ``roi.height // binning_y``, the principal point moves by the ROI's offset and the intrinsics
+    shrink by the binning, pixel-centre exact (as :meth:`Intrinsics.scaled`).
+
+    Implausible values are rejected like an invalid K (``ConversionError``): a last row other than (0, 0, 1), a focal
+    length giving a field of view outside [1, 170] degrees, a principal point more than half the image size outside
+    the calibrated image, or an ROI outside it.
     """
     k = np.asarray(msg.k, dtype=np.float64).reshape(-1)
     if k.size != 9:
@@ -29,6 +36,8 @@ def camera_info_to_intrinsics(msg: Any) -> Intrinsics:
     fx, fy, cx, cy = k[0], k[4], k[2], k[5]
     if not (np.isfinite(k).all() and fx > 0 and fy > 0):
         raise ConversionError(f"CameraInfo.k: uncalibrated or invalid camera matrix (fx={fx}, fy={fy})")
+    if k[6] != 0 or k[7] != 0 or k[8] != 1:
+        raise ConversionError(f"CameraInfo.k: the last row must be (0, 0, 1), got ({k[6]:g}, {k[7]:g}, {k[8]:g})")
     for name, f, size in (("fx", fx, width), ("fy", fy, height)):
         fov = 2 * np.degrees(np.arctan(size / (2 * f)))
         if not MIN_FOV_DEG <= fov <= MAX_FOV_DEG:
@@ -38,7 +47,23 @@ def camera_info_to_intrinsics(msg: Any) -> Intrinsics:
         if not -PRINCIPAL_MARGIN * size <= c <= (1 + PRINCIPAL_MARGIN) * size:
             raise ConversionError(f"CameraInfo.k: principal point {name}={c:g} is far outside the {width}x{height} "
                                   f"image")
-    return Intrinsics(float(fx), float(fy), float(cx), float(cy), width, height)
+    return _published(Intrinsics(float(fx), float(fy), float(cx), float(cy), width, height), msg)
+
+
+def _published(k: Intrinsics, msg: Any) -> Intrinsics:
+    """``k`` (the calibrated image) cropped to ``msg.roi`` and binned by ``msg.binning_x/y``."""
+    roi = msg.roi
+    x0, y0, w, h = int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)
+    if w == 0 or h == 0:  # the default ROI: the whole image
+        x0, y0, w, h = 0, 0, k.width, k.height
+    if x0 + w > k.width or y0 + h > k.height:
+        raise ConversionError(f"CameraInfo.roi: {w}x{h} at ({x0}, {y0}) reaches outside the calibrated "
+                              f"{k.width}x{k.height} image")
+    bx, by = max(1, int(msg.binning_x)), max(1, int(msg.binning_y))
+    if w // bx == 0 or h // by == 0:
+        raise ConversionError(f"CameraInfo.binning: {bx}x{by} leaves no pixel of the {w}x{h} region")
+    return Intrinsics(k.fx / bx, k.fy / by, (k.cx - x0 + 0.5) / bx - 0.5, (k.cy - y0 + 0.5) / by - 0.5,
+                      w // bx, h // by)
 
 
 def intrinsics_to_camera_info(intrinsics: Intrinsics, stamp_ns: int = 0, frame_id: str = "", flavor: str = "auto"):

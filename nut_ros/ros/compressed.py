@@ -126,10 +126,13 @@ def decompress_depth(msg: Any) -> tuple[np.ndarray, str]:
     32FC1 pixels with ``q = 0`` decode to NaN.
     """
     fmt = str(msg.format)
-    encoding = fmt.split(";")[0].strip()
     if "compressedDepth" not in fmt:
         raise ConversionError(f"CompressedImage.format: {fmt!r} is not a compressedDepth format")
-    if "rvl" in fmt.split(";", 1)[1]:
+    if ";" not in fmt:  # compressed_depth_image_transport writes "<encoding>; compressedDepth <codec>"
+        raise ConversionError(f"CompressedImage.format: {fmt!r} names no encoding "
+                              f"(expected '16UC1; compressedDepth png' or '32FC1; compressedDepth png')")
+    encoding, codec = (part.strip() for part in fmt.split(";", 1))
+    if "rvl" in codec:
         raise ConversionError(f"CompressedImage.format: RVL-coded compressedDepth is not supported ({fmt!r})")
     if encoding not in ("16UC1", "32FC1"):
         raise ConversionError(f"CompressedImage.format: compressedDepth encoding must be 16UC1 or 32FC1, "

@@ -155,12 +155,16 @@ class LossCounter:
 
     With sequence numbers (DDS gives them to rclpy callbacks) a gap of ``g`` means ``g - 1`` lost samples. Without
     them (bags), a stamp interval longer than 1.5 times the median of the recent intervals counts the frames that
-    would fit in it; a backwards or very long jump (> ``max_gap_ns``) is a new stream, not a loss.
+    would fit in it; a backwards or very long jump (> ``max_gap_ns``) is a new stream, not a loss. Intervals under
+    ``min_period_ns`` (a driver flushing buffered frames, stamps repeated) are a burst, not a frame rate: left out
+    of the median, so they cannot turn the next ordinary interval into thousands of losses. (A camera that lowers
+    its frame rate reads as losses until the median has followed, about half a window.)
     """
 
-    def __init__(self, window: int = 31, max_gap_ns: int = 1_000_000_000):
+    def __init__(self, window: int = 31, max_gap_ns: int = 1_000_000_000, min_period_ns: int = 1_000_000):
         self.lost = 0
         self.max_gap_ns = max_gap_ns
+        self.min_period_ns = min_period_ns
         self._last_seq: dict[Any, int] = {}
         self._last_stamp: int | None = None
         self._intervals: deque[int] = deque(maxlen=window)
@@ -175,7 +179,7 @@ class LossCounter:
             self._last_seq[publisher] = seq
         elif self._last_stamp is not None:
             dt = stamp_ns - self._last_stamp
-            if 0 < dt <= self.max_gap_ns:
+            if self.min_period_ns <= dt <= self.max_gap_ns:
                 if len(self._intervals) >= 3:
                     period = sorted(self._intervals)[len(self._intervals) // 2]
                     if dt > 1.5 * period:
