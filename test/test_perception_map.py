@@ -11,7 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from nut_ros.perception.clustering import voxel_keys
 from nut_ros.perception import local_map
-from nut_ros.perception.local_map import LocalMap, rotation_to_quaternion
+from nut_ros.perception.local_map import LocalMap
 from nut_ros.perception.params import MapParams
 from perception_synth import yaw_pose
 
@@ -50,16 +50,6 @@ def test_budget_keeps_the_nearest_and_stays_bounded_over_a_5000_frame_soak():
     assert peak_bytes <= (p.budget + p.candidates) * 72
     far = np.linalg.norm(m.field("positions") - cam, axis=1).max()
     assert far < 20  # what is left is near the camera's last position (it travelled 100 m)
-
-
-@pytest.mark.parametrize("yaw", [0.0, 0.5, 2.0, 3.1, -2.5])
-def test_rotation_to_quaternion(yaw):
-    r = yaw_pose(yaw, (0, 0, 0))[:3, :3]
-    w, x, y, z = rotation_to_quaternion(r)
-    back = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
-    np.testing.assert_allclose(back, r, atol=1e-9)
 
 
 def test_params_are_validated():

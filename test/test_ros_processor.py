@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from nut_ros.core.geometry import Intrinsics
+from nut_ros.core.rotations import matrix_to_quaternion
 from nut_ros.ros.camera_info import camera_info_to_intrinsics, intrinsics_to_camera_info
 from nut_ros.ros.compressed import MAX_JPEG_SEGMENTS, compress_depth, compress_image, encoded_size
 from nut_ros.ros.errors import ConversionError
@@ -165,6 +166,17 @@ def test_mount_and_interpolation():
         mount_matrix([0, 0, 0])
 
 
+def test_half_turn_poses_interpolate_and_round_trip_through_odometry():
+    """A camera looking straight down with its x along -y of the world (a half turn about (1, -1, 0)): the
+    off-diagonal differences of its rotation vanish, so only the diagonal tells the quaternion's signs."""
+    down = np.eye(4)
+    down[:3, :3] = [[0, -1, 0], [-1, 0, 0], [0, 0, -1]]
+    down[:3, 3] = (1.0, 2.0, 3.0)
+    np.testing.assert_allclose(interpolate_pose(down, down, 0.3), down, atol=1e-12)
+    back = odometry_pose(pose_to_odometry(down, T0, "odom", "camera", "rosbags"))
+    np.testing.assert_allclose(back, down, atol=1e-12)
+
+
 def test_pose_buffer_interpolates_at_the_image_stamp_and_applies_the_mount():
     mount = mount_matrix([0.0, 0.0, 1.0, 0.0, 0.0, 0.0])  # camera 1 m above the base
     poses = PoseBuffer(mount, capacity=4, tolerance_ns=10**7)
@@ -195,8 +207,7 @@ def test_read_poses_in_three_formats(tmp_path):
     (tmp_path / "m.txt").write_text("\n".join(" ".join(map(str, p.reshape(-1))) for p in poses))
     tum = []
     for i, p in enumerate(poses):
-        from nut_ros.ros.odometry import matrix_to_quat
-        tum.append(" ".join(map(str, [i * 0.1, *p[:3, 3], *matrix_to_quat(p[:3, :3])])))
+        tum.append(" ".join(map(str, [i * 0.1, *p[:3, 3], *matrix_to_quaternion(p[:3, :3])])))
     (tmp_path / "tum.txt").write_text("# timestamp tx ty tz qx qy qz qw\n" + "\n".join(tum))
     for source in (scenes, tmp_path / "m.txt", tmp_path / "tum.txt"):
         got = read_poses(source)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from nut_ros.core.rotations import matrix_to_quaternion
 from nut_ros.perception.clustering import voxel_keys
 from nut_ros.perception.params import MapParams
 from nut_ros.perception.tensors import download, one_thread, upload
@@ -55,26 +56,6 @@ _OFFERED = 10  # the columns of a frame's Gaussian
 EMPTY = torch.iinfo(torch.int64).max  # the index's padding key (a voxel's key is clamped below it)
 TAIL_FRACTION = 0.125  # the index's tail is merged into its main part when larger than this fraction of it ...
 MIN_TAIL = 16384  # ... and than this
-
-
-def rotation_to_quaternion(r: np.ndarray) -> np.ndarray:
-    """(w, x, y, z) of a 3x3 rotation matrix (Shepperd's method, stable near every angle)."""
-    m = r
-    trace = np.trace(m)
-    if trace > 0:
-        s = 2 * np.sqrt(trace + 1)
-        q = [s / 4, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
-    else:
-        i = int(np.argmax(np.diag(m)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = 2 * np.sqrt(1 + m[i, i] - m[j, j] - m[k, k])
-        q = [0.0] * 4
-        q[0] = (m[k, j] - m[j, k]) / s
-        q[1 + i] = s / 4
-        q[1 + j] = (m[j, i] + m[i, j]) / s
-        q[1 + k] = (m[k, i] + m[i, k]) / s
-    q = np.asarray(q)
-    return q / np.linalg.norm(q) * (1 if q[0] >= 0 else -1)
 
 
 class LocalMap:
@@ -164,7 +145,7 @@ class LocalMap:
             return torch.zeros((), dtype=torch.int64, device=positions.device)
         self._learn_sizes()
         # the new rows' quaternion and hit count, then the camera's position
-        camera = upload(np.concatenate([rotation_to_quaternion(rotation), [1.0], camera_position]), self._table,
+        camera = upload(np.concatenate([np.roll(matrix_to_quaternion(rotation), 1), [1.0], camera_position]), self._table,
                         torch.float32)
         with one_thread(positions.device):
             if not self._fixed:

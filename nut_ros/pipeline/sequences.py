@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from nut_ros.core.geometry import Intrinsics
+from nut_ros.core.rotations import quaternion_to_matrix
 from nut_ros.pipeline.types import Frame
 
 SEVEN_SCENES_HZ = 30.0
@@ -36,12 +37,9 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 def quaternion_pose(t: np.ndarray, q_xyzw: np.ndarray) -> np.ndarray:
-    """4x4 pose from a translation and a unit quaternion (x, y, z, w)."""
-    x, y, z, w = np.asarray(q_xyzw, np.float64) / np.linalg.norm(q_xyzw)
+    """4x4 pose from a translation and a quaternion (x, y, z, w)."""
     T = np.eye(4)
-    T[:3, :3] = [[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                 [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                 [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]]
+    T[:3, :3] = quaternion_to_matrix(q_xyzw)
     T[:3, 3] = t
     return T
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from nut_ros.core.rotations import matrix_to_quaternion, quaternion_to_matrix
+
 
 def rpy_matrix(roll: float, pitch: float, yaw: float) -> np.ndarray:
     """3x3 rotation ``Rz(yaw) @ Ry(pitch) @ Rx(roll)``."""
@@ -34,33 +36,10 @@ def mount_matrix(mount: list[float]) -> np.ndarray:
     return t
 
 
-def quat_to_matrix(qx: float, qy: float, qz: float, qw: float) -> np.ndarray:
-    """3x3 rotation of a quaternion (normalised here); raises ``ValueError`` for a zero or non-finite one."""
-    q = np.array([qw, qx, qy, qz], dtype=np.float64)
-    n = np.linalg.norm(q)
-    if not np.isfinite(n) or n < 1e-9:
-        raise ValueError(f"invalid orientation quaternion (x, y, z, w) = ({qx}, {qy}, {qz}, {qw})")
-    w, x, y, z = q / n
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
-
-
-def matrix_to_quat(r: np.ndarray) -> np.ndarray:
-    """Unit quaternion ``(x, y, z, w)`` with ``w >= 0`` of a 3x3 rotation."""
-    m = np.asarray(r, dtype=np.float64)
-    w = np.sqrt(max(0.0, 1.0 + m[0, 0] + m[1, 1] + m[2, 2])) / 2
-    x = np.copysign(np.sqrt(max(0.0, 1.0 + m[0, 0] - m[1, 1] - m[2, 2])) / 2, m[2, 1] - m[1, 2])
-    y = np.copysign(np.sqrt(max(0.0, 1.0 - m[0, 0] + m[1, 1] - m[2, 2])) / 2, m[0, 2] - m[2, 0])
-    z = np.copysign(np.sqrt(max(0.0, 1.0 - m[0, 0] - m[1, 1] + m[2, 2])) / 2, m[1, 0] - m[0, 1])
-    q = np.array([x, y, z, w])
-    return q / np.linalg.norm(q)
-
-
 def pose_matrix(position, orientation) -> np.ndarray:
     """4x4 from a position ``(x, y, z)`` and a quaternion ``(x, y, z, w)``."""
     t = np.eye(4)
-    t[:3, :3] = quat_to_matrix(*orientation)
+    t[:3, :3] = quaternion_to_matrix(orientation)
     t[:3, 3] = position
     if not np.all(np.isfinite(t)):
         raise ValueError(f"invalid position {tuple(position)}")
@@ -87,9 +66,9 @@ def _slerp(q0: np.ndarray, q1: np.ndarray, s: float) -> np.ndarray:
 
 def interpolate_pose(t0: np.ndarray, t1: np.ndarray, s: float) -> np.ndarray:
     """Pose a fraction ``s`` of the way from ``t0`` to ``t1``."""
-    q = _slerp(matrix_to_quat(t0[:3, :3]), matrix_to_quat(t1[:3, :3]), s)
+    q = _slerp(matrix_to_quaternion(t0[:3, :3]), matrix_to_quaternion(t1[:3, :3]), s)
     out = np.eye(4)
-    out[:3, :3] = quat_to_matrix(*q)
+    out[:3, :3] = quaternion_to_matrix(q)
     out[:3, 3] = (1 - s) * t0[:3, 3] + s * t1[:3, 3]
     return out
 
@@ -147,7 +126,7 @@ def pose_to_odometry(pose: np.ndarray, stamp_ns: int, frame_id: str, child_frame
     from nut_ros.ros.msg_types import make_header, msg_class
 
     m = lambda name: msg_class(f"geometry_msgs/msg/{name}", flavor)  # noqa: E731
-    x, y, z, w = matrix_to_quat(pose[:3, :3])
+    x, y, z, w = matrix_to_quaternion(pose[:3, :3])
     tx, ty, tz = (float(v) for v in pose[:3, 3])
     zero = m("Vector3")(x=0.0, y=0.0, z=0.0)
     return msg_class("nav_msgs/msg/Odometry", flavor)(

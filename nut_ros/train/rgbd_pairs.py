@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nut_ros.core.rotations import quaternion_to_matrix
 from nut_ros.train.depth_input import fill_at
 from nut_ros.train.motion_fills import SOURCES, packed_fills
 
@@ -45,16 +46,9 @@ class PairBatch:
     fill_known: Tensor | None = None  # [B, 2, 1, H, W] bool: its measured pixels
 
 
-def _quat_to_matrix(q: np.ndarray) -> np.ndarray:
-    x, y, z, w = q / np.linalg.norm(q)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
-
-
 def _pose(t: np.ndarray, q: np.ndarray, body_from_optical: np.ndarray | None = None) -> np.ndarray:
     pose = np.eye(4)
-    pose[:3, :3] = _quat_to_matrix(q) if body_from_optical is None else _quat_to_matrix(q) @ body_from_optical
+    pose[:3, :3] = quaternion_to_matrix(q) if body_from_optical is None else quaternion_to_matrix(q) @ body_from_optical
     pose[:3, 3] = t
     return pose
 
