@@ -9,7 +9,7 @@ from nut_ros.core.geometry import Intrinsics
 from nut_ros.ros.bag_io import bag_topics, read_camera_frames
 from nut_ros.ros.camera_info import camera_info_to_intrinsics
 from nut_ros.ros.images import image_to_depth_m, image_to_rgb
-from nut_ros.tools.make_bag import START_NS, guess_intrinsics, main, make_bag
+from nut_ros.tools.make_bag import START_NS, main, make_bag
 
 
 def _colour(i):
@@ -65,7 +65,7 @@ def test_video_source_with_guessed_intrinsics(tmp_path):
     for k, frame in enumerate(frames):
         assert np.abs(image_to_rgb(frame.image).astype(int) - _colour(3 * k)).mean() < 6  # MJPG is lossy
     intr = camera_info_to_intrinsics(frames[0].info)
-    assert intr == guess_intrinsics(64, 48, 90.0) and math.isclose(intr.fx, 32.0)
+    assert intr == Intrinsics.from_fov(64, 48, 90.0) and math.isclose(intr.fx, 32.0)
 
 
 def test_a_truncated_video_is_written_as_far_as_it_decodes_with_a_warning(tmp_path, capsys):

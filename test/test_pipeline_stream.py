@@ -107,6 +107,14 @@ def test_interpolation_and_prediction_times(backend):
     np.testing.assert_array_equal(mid.rgb, res.views[1].rgb)
 
 
+def test_a_frame_without_intrinsics_gets_square_pixels_of_its_own_image(backend):
+    """The default camera (``default_hfov_deg``) has square pixels in the input image (4:3 here), whatever the
+    model's aspect (2:1): in the model's image the focal lengths differ as the resize stretches it."""
+    res = StreamingPipeline(backend, PipelineConfig(render_times=())).push(frame(0))
+    assert res.intrinsics == Intrinsics.from_fov(W, H, 60.0).scaled(96, 48)
+    assert res.intrinsics.fy / res.intrinsics.fx == pytest.approx((48 / H) / (96 / W))
+
+
 def test_depth_source_flags_and_inputs(backend):
     k = Intrinsics(100.0, 100.0, 39.5, 29.5, W, H)
     depth = np.full((H, W), 2.0, np.float32)

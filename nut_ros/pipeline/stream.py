@@ -387,8 +387,9 @@ class StreamingPipeline:
         return torch.zeros(1, self.depth_channels, self.height, self.width, device=self._prep_device)
 
     def _model_intrinsics(self, frame: Frame) -> Intrinsics:
-        if frame.intrinsics is None:
-            return Intrinsics.from_fov(self.width, self.height, self.config.default_hfov_deg)
+        h, w = frame.rgb.shape[:2]
+        if frame.intrinsics is None:  # square pixels of the input image, whatever its aspect against the model's
+            return Intrinsics.from_fov(w, h, self.config.default_hfov_deg).scaled(self.width, self.height)
         k = frame.intrinsics
         if (k.height, k.width) != frame.rgb.shape[:2]:
             raise ValueError(f"intrinsics are for {k.width}x{k.height}, image is "

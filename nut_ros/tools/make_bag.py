@@ -63,12 +63,6 @@ def list_files(folder: Path, suffixes: set[str], pattern: str = "*") -> list[Pat
     return files
 
 
-def guess_intrinsics(width: int, height: int, hfov_deg: float) -> Intrinsics:
-    """Square-pixel pinhole with the given horizontal field of view, principal point at the image centre."""
-    f = (width / 2.0) / math.tan(math.radians(hfov_deg) / 2.0)
-    return Intrinsics(f, f, (width - 1) / 2.0, (height - 1) / 2.0, width, height)
-
-
 def iter_source(source: Path, pattern: str, stride: int, max_frames: int | None, start: int = 0,
                 notes: list[str] | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """``(source index, RGB uint8)`` of every ``stride``-th frame of a video file or image folder from ``start``.
@@ -139,7 +133,7 @@ def source_frames(source: Path, *, pattern: str = "*", intrinsics: tuple[float, 
             raise ValueError(f"frame {index} is {src_w}x{src_h}, the first was {native.width}x{native.height}: a "
                              "bag holds one camera")
         if cam is None:
-            native = Intrinsics(*intrinsics, src_w, src_h) if intrinsics else guess_intrinsics(src_w, src_h, hfov_deg)
+            native = Intrinsics(*intrinsics, src_w, src_h) if intrinsics else Intrinsics.from_fov(src_w, src_h, hfov_deg)
             cam = native.scaled(*resize) if resize else native
         if resize:
             rgb = cv2.resize(rgb, resize, interpolation=cv2.INTER_AREA)
