@@ -51,6 +51,22 @@ def test_odometry_gives_a_metric_depth_input(backend):
     assert np.isfinite(last.newest.depth).any()
 
 
+def test_a_frame_without_odometry_does_not_pair_relative_with_metric_depth(backend):
+    """RGB + odometry with a gap: the frame without a pose gets relative depth from motion; its pair with the metric
+    frame before it would put metres and relative units in one cloud, so it starts the live map alone, and so does
+    the metric frame after it."""
+    poses = MOVING + [pose(x=0.04 * i, yaw_deg=0.4 * i) for i in range(4, 9)]
+    pipe = StreamingPipeline(backend, PipelineConfig())
+    results = []
+    for i, T in enumerate(poses):
+        rgb, _, _ = render(T)
+        results.append(pipe.push(Frame(rgb, 10**9 + i * 10**8, intrinsics=K, camera_pose=None if i == 5 else T)))
+    assert [(r.depth_source, r.metric, r.paired) for r in results[4:6]] == [("odometry", True, True),
+                                                                           ("motion", False, False)]
+    back = next(i for i in range(6, len(results)) if results[i].depth_source == "odometry")
+    assert results[back].metric and not results[back].paired
+
+
 def test_motion_alone_gives_a_relative_depth_input(backend):
     results, truths = stream(backend, MOVING, odometry=False)
     assert [r.depth_source for r in results][2:] == ["motion"] * 2 and not any(r.metric for r in results)

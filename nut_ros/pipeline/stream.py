@@ -194,9 +194,11 @@ class StreamingPipeline:
         tick = self._lap(lat, "preprocess", tick)
 
         prev = self._prev
-        if prev is not None and norm is not None and prev.norm is None:
-            # depth begins (or returns) on this frame: its Gaussians alone start the live map, so that the map is in
-            # one depth frame (a pair with one normalised and one unnormalised frame has none)
+        if prev is not None and norm is not None and (prev.norm is None or prev.norm.metric != norm.metric):
+            # depth begins (or returns) on this frame, or changes units (depth from motion is metric with odometry,
+            # relative on a frame without a pose): its Gaussians alone start the live map, so that the map is in one
+            # depth frame (a pair with one normalised and one unnormalised frame has none, metres and relative units
+            # do not mix)
             prev = None
         grey = grey_u8(rgb[0]) if self._flow is not None else None
         flow = self._flow_pool.submit(self._flow.pair, prev.grey, grey) if prev and self._flow else None
