@@ -67,6 +67,21 @@ def test_a_frame_without_odometry_does_not_pair_relative_with_metric_depth(backe
     assert results[back].metric and not results[back].paired
 
 
+def test_the_focal_length_fitted_against_odometry_is_the_published_cameras(backend):
+    """A camera model whose focal length is 15 % too long (the geometry test's case): depth from motion fits the
+    focal length against the odometry's rotation; the frame's geometry (unprojection, the published intrinsics) then
+    uses the fitted one, so metric depths and lateral positions agree."""
+    wrong = dataclasses.replace(K, fx=K.fx * 1.15, fy=K.fy * 1.15)
+    poses = [pose(x=0.03 * i, yaw_deg=2.0 * np.sin(i), pitch_deg=1.0 * np.cos(1.3 * i)) for i in range(28)]
+    pipe = StreamingPipeline(backend, PipelineConfig(render_times=()))
+    for i, T in enumerate(poses):
+        res = pipe.push(Frame(render(T)[0], 10**9 + i * 10**8, intrinsics=wrong, camera_pose=T))
+    s = res.motion_depth.focal_scale
+    assert res.metric and abs(s * 1.15 - 1) < 0.03, s
+    model = wrong.scaled(96, 48)
+    assert res.intrinsics == dataclasses.replace(model, fx=model.fx * s, fy=model.fy * s)
+
+
 def test_motion_alone_gives_a_relative_depth_input(backend):
     results, truths = stream(backend, MOVING, odometry=False)
     assert [r.depth_source for r in results][2:] == ["motion"] * 2 and not any(r.metric for r in results)

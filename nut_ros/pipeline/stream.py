@@ -183,6 +183,9 @@ class StreamingPipeline:
             self.stats.drops[drop] += 1
             return None
         rgb, disp, norm, depth_in, source, motion = self._preprocess(frame, intrinsics)
+        if motion is not None and motion.focal_scale != 1.0:  # the focal length fitted against the odometry
+            s = motion.focal_scale  # (nut_ros.geometry.focal): the metric depth holds with it, so the geometry does
+            intrinsics = dataclasses.replace(intrinsics, fx=intrinsics.fx * s, fy=intrinsics.fy * s)
         if disp is None:  # a depth image with too few valid pixels
             if self._prev is not None and self._prev.norm is not None:
                 # a stream with depth keeps its depth frame: a short blink of the sensor is dropped; one longer than
