@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from nut_ros.core.geometry import Intrinsics
+from nut_ros.core.rotations import quaternion_to_matrix
 from nut_ros.perception import MapParams, ObstacleParams, PerceptionProcessor
 from nut_ros.perception.processor import cut_by_border
 from perception_synth import scene_stream
@@ -36,6 +37,26 @@ def test_one_mover_is_tracked_with_a_stable_id_and_its_ground_velocity(odometry)
             assert np.all(np.linalg.eigvalsh(ob.position_covariance) > 0) and 0 < ob.confidence <= 1
     assert len(ids) == 1
     assert np.median(vel_err) < 0.15 and np.median(pos_err) < 0.15
+
+
+def test_obstacles_do_not_depend_on_how_the_odometry_frame_is_turned():
+    """The same camera motion with the odometry's world frame turned and moved: the obstacles in the camera frame
+    (positions, velocities, box sizes) are the same, and the box is the blob's (a sphere of radius 0.25)."""
+    turned = np.eye(4)
+    turned[:3, :3] = quaternion_to_matrix([0.3, -0.5, 0.6, 0.55])
+    turned[:3, 3] = (12.0, -4.0, 3.5)
+    seen = {}
+    for name, world in (("camera", np.eye(4)), ("turned", turned)):
+        proc = PerceptionProcessor(seed=0)
+        seen[name] = [[(ob.position, ob.velocity, ob.size) for ob in proc.update(res, world @ pose).obstacles.obstacles]
+                      for res, pose, _ in scene_stream(20, movers=(MOVER,))]
+    assert sum(map(len, seen["camera"])) >= 10
+    for a, b in zip(seen["camera"], seen["turned"]):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            for u, v in zip(x, y):
+                np.testing.assert_allclose(u, v, atol=1e-6)
+            assert np.all(x[2] < 0.8), x[2]
 
 
 @pytest.mark.parametrize("odometry", [True, False])

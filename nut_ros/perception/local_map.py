@@ -144,9 +144,9 @@ class LocalMap:
         if n == 0:
             return torch.zeros((), dtype=torch.int64, device=positions.device)
         self._learn_sizes()
-        # the new rows' quaternion and hit count, then the camera's position
-        camera = upload(np.concatenate([np.roll(matrix_to_quaternion(rotation), 1), [1.0], camera_position]), self._table,
-                        torch.float32)
+        # the new rows' quaternion (w, x, y, z) and hit count, then the camera's position
+        wxyz = np.roll(matrix_to_quaternion(rotation), 1)
+        camera = upload(np.concatenate([wxyz, [1.0], camera_position]), self._table, torch.float32)
         with one_thread(positions.device):
             if not self._fixed:
                 added = self._insert(positions, colors, scales, opacities, offered, camera)

@@ -202,7 +202,7 @@ class PerceptionProcessor:
             self.tracker.reset()
         elif trusted:
             c, founding = self._objects(*found.movers, result.intrinsics)
-            det = Detection(c.center @ rot.T + trans, c.velocity @ rot.T, c.size @ np.abs(rot).T, c.weight,
+            det = Detection(c.center @ rot.T + trans, c.velocity @ rot.T, c.size, c.weight,
                             rot @ self._velocity_cov @ rot.T, founding,
                             (np.abs(c.velocity[:, 2]) >= self.op.birth_depth_rate) & (c.count >= self.op.birth_members))
             self.tracker.update(det, dt if dt else 0.0)
@@ -403,7 +403,7 @@ class PerceptionProcessor:
         report &= np.linalg.norm(s.mean[:, 3:], axis=1) >= self.op.min_speed
         for i in np.flatnonzero(report):  # a handful of tracks, not Gaussians
             out.obstacles.append(Obstacle(
-                s.ids[i], rt @ (s.mean[i, :3] - trans), rt @ s.mean[i, 3:], np.abs(rt) @ s.size[i],
+                s.ids[i], rt @ (s.mean[i, :3] - trans), rt @ s.mean[i, 3:], s.size[i].copy(),
                 rt @ s.cov[i, :3, :3] @ rot, rt @ s.cov[i, 3:, 3:] @ rot,
                 float(s.hits[i] / (s.hits[i] + s.misses[i])), int(s.hits[i] + s.misses[i])))
         return out

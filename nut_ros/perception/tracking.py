@@ -29,11 +29,11 @@ UNMATCHED = 1e9  # cost of a pair outside the gate
 
 @dataclass
 class Detection:
-    """Objects measured in one frame, in the fixed frame."""
+    """Objects measured in one frame, in the fixed frame (their box extents along the camera's axes)."""
 
     center: np.ndarray  # [K, 3]
     velocity: np.ndarray  # [K, 3]
-    size: np.ndarray  # [K, 3]
+    size: np.ndarray  # [K, 3] extents along the camera optical frame's axes (the boxes are axis-aligned there)
     weight: np.ndarray  # [K] summed opacity
     velocity_cov: np.ndarray  # [3, 3] measurement covariance of the velocities (fixed-frame axes)
     founding: np.ndarray | None = None  # [K] bool: may start a track when unmatched (None: all may)
@@ -47,7 +47,7 @@ class TrackState:
     ids: list[uuid.UUID]
     mean: np.ndarray  # [T, 6] position, velocity
     cov: np.ndarray  # [T, 6, 6]
-    size: np.ndarray  # [T, 3]
+    size: np.ndarray  # [T, 3] along the camera optical frame's axes (smoothed over the frames that detected it)
     hits: np.ndarray  # [T]
     misses: np.ndarray  # [T] frames since the last detection (0 = detected this frame)
     confirmed: np.ndarray  # [T] bool
