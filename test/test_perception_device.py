@@ -1,7 +1,8 @@
 """The perception stage in torch: the same outputs as the numpy stage it replaced (test/fixtures/
 perception_expected.json, recorded by the numpy stage at commit 55163bd on the scenes of ``record``, run here with
-the settings that turn the later noise model off: ``BEFORE_NOISE_MODEL``), the pieces against their formulas written
-out, and CUDA against CPU."""
+the settings that turn the later noise model off: ``BEFORE_NOISE_MODEL``; the obstacles' box sizes recorded again
+when boxes kept their extents along the camera's axes instead of passing through the fixed frame's), the pieces
+against their formulas written out, and CUDA against CPU."""
 import json
 import warnings
 from pathlib import Path
