@@ -90,4 +90,6 @@ def test_the_largest_compiled_vs_eager_bf16_difference_is_bf16_rounding(outputs)
 
 def test_the_compiled_network_replays_as_cuda_graphs(outputs):
     for f in FIELDS:
-        assert torch.equal(outputs["graphed16"][f], outputs["direct16"][f]), f
+        assert torch.equal(outputs["graphed16"][f], outputs["direct16"][f]), \
+            (f, (outputs["graphed16"][f] - outputs["direct16"][f]).abs().max().item(),
+             (outputs["eager16"][f] - outputs["eager32"][f]).abs().max().item())
