@@ -2,16 +2,18 @@
 
 Example (the bag ``nut_ros_demo`` writes): ros2 launch nut_ros replay.launch.py bag:=out/demo/input_bag
 
-The bag starts once the node subscribes to every topic in it (the node subscribes when it is active, a few seconds
-after start-up), so every frame reaches it; the node subscribes reliably, as ``ros2 bag play`` publishes. The topic
-defaults are those ``nut_ros_make_bag`` writes (namespace ``/camera``). The node subscribes to odometry only with
-``use_odometry: true`` in ``params_file``: without it a bag holding odometry (``nut_ros_make_bag --poses``) starts
-after ``wait_for_node`` seconds.
+``ros2 bag play`` starts once the node reports that it is active (its log line "active: listening on ...": it has
+subscribed, a few seconds after start-up, or when ``ros2 lifecycle set`` activates a node started with ``autostart:
+false``) and plays after ``play_delay`` seconds more, for discovery to match the bag's publishers with the node's
+subscriptions, so every frame reaches it; the node subscribes reliably, as ``ros2 bag play`` publishes. The topic
+defaults are those ``nut_ros_make_bag`` writes (namespace ``/camera``).
 """
+from typing import Callable
+
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription, RegisterEventHandler
 from launch.conditions import IfCondition, UnlessCondition
-from launch.event_handlers import OnProcessExit
+from launch.event_handlers import OnProcessExit, OnProcessIO
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
@@ -30,22 +32,34 @@ ARGUMENTS = {
     "depth_topic": ("/camera/depth", "Depth topic recorded in the bag (if any)."),
     "camera_info_topic": ("/camera/camera_info", "CameraInfo topic recorded in the bag."),
     "odom_topic": ("/camera/odom", "nav_msgs/Odometry topic recorded in the bag (if any; parameter use_odometry)."),
-    "wait_for_node": ("120", "Seconds ros2 bag play waits for the node to subscribe before it plays anyway."),
+    "play_delay": ("5.0", "Seconds (> 0) ros2 bag play waits, once started, before it plays (discovery)."),
     "rviz": ("true", "Start RViz with config/nut_ros.rviz."),
     "rviz_config": (PathJoinSubstitution([SHARE, "config", "nut_ros.rviz"]), "RViz configuration file."),
 }
+
+ACTIVE = b"active: listening on"  # the node's log line once it has subscribed (LifecycleNode.on_activate)
+
+
+def start_once_active(players: list) -> Callable:
+    """An output handler (of every process's stdout and stderr) that starts ``players`` the first time a line holds
+    :data:`ACTIVE`; later activations (``ros2 lifecycle``) start nothing more."""
+    started = []
+
+    def handle(event):
+        if started or ACTIVE not in event.text:
+            return None
+        started.append(True)
+        return players
+    return handle
 
 
 def generate_launch_description():
     config = LaunchConfiguration
     node_args = ("params_file", "namespace", "image_topic", "depth_topic", "camera_info_topic", "odom_topic")
-    play = ["ros2", "bag", "play", config("bag"), "--rate", config("rate"), "--wait-for-subscribers",
-            config("wait_for_node")]
-    # --delay: the node's side of discovery may finish a moment after the player sees the subscription
-    players = [ExecuteProcess(cmd=[*play, "--delay", "1.0"], output="screen",
-                              condition=UnlessCondition(config("loop"))),
-               ExecuteProcess(cmd=[*play, "--delay", "1.0", "--loop"], output="screen",
-                              condition=IfCondition(config("loop")))]
+    play = ["ros2", "bag", "play", config("bag"), "--rate", config("rate"), "--delay", config("play_delay")]
+    players = [ExecuteProcess(cmd=play, output="screen", condition=UnlessCondition(config("loop"))),
+               ExecuteProcess(cmd=[*play, "--loop"], output="screen", condition=IfCondition(config("loop")))]
+    start = start_once_active(players)
 
     return LaunchDescription([
         *(DeclareLaunchArgument(name, default_value=default, description=text)
@@ -54,7 +68,7 @@ def generate_launch_description():
             PythonLaunchDescriptionSource(PathJoinSubstitution([SHARE, "launch", "nut_ros.launch.py"])),
             launch_arguments=[*((name, config(name)) for name in node_args), ("input_reliability", "reliable")],
         ),
-        *players,
+        RegisterEventHandler(OnProcessIO(on_stdout=start, on_stderr=start)),
         # a bag that cannot be played fails the launch instead of leaving it idle
         *(RegisterEventHandler(OnProcessExit(target_action=player, on_exit=fail_on_error_exit("ros2 bag play")))
           for player in players),
