@@ -103,6 +103,34 @@ def test_large_clouds_are_thinned_and_bad_values_ignored():
     assert proc.map.count <= 5 * 100
 
 
+def test_map_keeps_no_gaussian_with_a_nan_colour_or_scale():
+    proc = PerceptionProcessor(seed=4)
+    for res, pose, _ in scene_stream(6):
+        res.gaussians.colors[::10] = np.nan
+        res.gaussians.scales[5::10] = np.nan
+        proc.update(res, pose)
+    snapshot = proc.map_snapshot()
+    assert proc.map.count > 0
+    assert np.isfinite(snapshot.colors).all() and np.isfinite(snapshot.scales).all()
+
+
+@pytest.mark.parametrize("table", [False, True])
+@pytest.mark.parametrize("odometry", [True, False])
+def test_a_frame_without_gaussians_is_processed(odometry, table):
+    """A frame whose cloud is empty (numpy cloud, or the pipeline's device table): no obstacles from it, no crash,
+    and the stream goes on."""
+    proc = PerceptionProcessor(seed=0)
+    for j, (res, pose, _) in enumerate(scene_stream(5, movers=(MOVER,))):
+        if j == 2:
+            g = res.gaussians
+            res = replace(res, gaussians=replace(g, **{name: getattr(g, name)[:0] for name in (
+                "positions", "scales", "rotations", "opacities", "colors", "velocities")}),
+                device_cloud=torch.zeros((0, 17)) if table else None)
+        out = proc.update(res, pose if odometry else None)
+        assert np.isfinite(out.camera_pose).all()
+    assert proc.map.count > 0
+
+
 def test_params_are_validated():
     with pytest.raises(ValueError, match="voxel"):
         ObstacleParams(voxel=0)

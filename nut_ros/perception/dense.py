@@ -117,7 +117,7 @@ def select_rows(inputs: StageInputs, plan: StagePlan) -> Rows:
     p, v, rgb, sc = (table[:, CLOUD_COLUMNS[n]] for n in ("positions", "velocities", "colors", "scales"))
     o = table[:, CLOUD_COLUMNS["opacities"]].reshape(-1)
     ok = (o >= op.min_opacity) & (p[:, 2] > 0) & (p[:, 2] <= op.max_range)
-    ok &= p.isfinite().all(1) & v.isfinite().all(1)
+    ok &= p.isfinite().all(1) & v.isfinite().all(1) & rgb.isfinite().all(1) & sc.isfinite().all(1)
     pixels = pixel_coords(p, plan.k)  # (the points not selected get a NaN depth: outside every grid)
     if plan.depth:
         ok &= on_input_depth(p, inputs.depth, plan.k, op.depth_tolerance, op.depth_margin_px, pixels)

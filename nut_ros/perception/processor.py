@@ -240,10 +240,12 @@ class PerceptionProcessor:
         if table is None:
             g = result.gaussians
             rows = torch.as_tensor(np.concatenate(
-                [np.asarray(getattr(g, name), np.float32)[::stride].reshape(-(-n // stride), -1)
-                 for name in CLOUD_COLUMNS], 1))
+                [np.asarray(getattr(g, name), np.float32)[::stride].reshape(-(-n // stride), cols.stop - cols.start)
+                 for name, cols in CLOUD_COLUMNS.items()], 1))
         else:
             rows = table[::stride]
+        if rows.shape[0] == 0:  # no Gaussians: one unselected row keeps every step's shapes non-empty
+            rows = torch.full((1, rows.shape[1]), torch.nan, device=rows.device)
         if self._graphs(rows) and rows.shape[0] < self.op.max_gaussians:
             padded = torch.full((self.op.max_gaussians, rows.shape[1]), torch.nan, device=rows.device)
             padded[:rows.shape[0]] = rows
