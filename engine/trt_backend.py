@@ -29,6 +29,26 @@ from nut_ros.render import RenderOutput
 PAIRS_PER_GAUSSIAN = DEFAULT_MAX_PAIRS_PER_GAUSSIAN  #: initial sort buffer of PycudaRenderer; grown when too small
 
 
+class CurrentContext:
+    """The device's primary CUDA context (retained by ``pycuda.autoprimaryctx``), made current on the calling
+    thread for a ``with`` block: a context is current only on the thread that made it so, and the node calls the
+    backend from its worker thread, not the thread that created it (pycuda calls there fail with "invalid device
+    context" otherwise). Pushing a context that is already current is allowed; the pop restores the thread's."""
+
+    def __init__(self):
+        import pycuda.autoprimaryctx as primary
+
+        self.context = primary.context
+
+    def __enter__(self):
+        self.context.push()
+
+    def __exit__(self, *exc):
+        import pycuda.driver as cuda
+
+        cuda.Context.pop()
+
+
 class _Buffers:
     """Device allocation per named float32 tensor, with a pinned host mirror allocated on first transfer."""
 
@@ -68,9 +88,9 @@ class PycudaRenderer:
     ``lowpass`` is the model's ``raster_lowpass``."""
 
     def __init__(self, height: int, width: int, lowpass: float, stream=None):
-        import pycuda.autoprimaryctx  # noqa: F401
         import pycuda.driver as cuda
 
+        self.current = CurrentContext()
         self.height, self.width, self.lowpass = height, width, lowpass
         self.stream = stream or cuda.Stream()
         self.kernels = raster_kernels()
@@ -89,6 +109,10 @@ class PycudaRenderer:
         self._key = (batch, n, capacity)
 
     def render(self, inputs: RasterInputs, background: Sequence[float] = (0.5, 0.5, 0.5)) -> RenderOutput:
+        with self.current:
+            return self._render(inputs, background)
+
+    def _render(self, inputs: RasterInputs, background: Sequence[float]) -> RenderOutput:
         batch, n = inputs.means.shape[:2]
         if self._key is None or self._key[:2] != (batch, n):
             self._allocate(batch, n, max(1, batch * n * PAIRS_PER_GAUSSIAN))
@@ -145,8 +169,9 @@ class TensorRTBackend:
     name = "tensorrt"
 
     def __init__(self, engines: str | Path, device: str = "cuda"):
-        import pycuda.autoprimaryctx  # noqa: F401
         import pycuda.driver as cuda
+
+        self.current = CurrentContext()  # every per-frame method runs inside it (the node's worker thread)
 
         path = Path(engines)
         if path.is_dir():
@@ -188,49 +213,54 @@ class TensorRTBackend:
     def encode(self, rgb: torch.Tensor, disp: torch.Tensor) -> _Buffers:
         """The frame's encoder outputs (named as the encoder engine's outputs), left on the GPU (its own
         allocations)."""
-        enc = self.engines["encoder"]
-        for name, value in zip(enc.inputs, (rgb, disp)):  # the graph's two inputs, image first
-            enc.buffers.upload(name, value, self.stream)
-        frame = _Buffers({n: enc.shapes[n] for n in enc.outputs})
-        enc.run(self.stream, {n: int(frame.device[n]) for n in enc.outputs})
-        return frame
+        with self.current:
+            enc = self.engines["encoder"]
+            for name, value in zip(enc.inputs, (rgb, disp)):  # the graph's two inputs, image first
+                enc.buffers.upload(name, value, self.stream)
+            frame = _Buffers({n: enc.shapes[n] for n in enc.outputs})
+            enc.run(self.stream, {n: int(frame.device[n]) for n in enc.outputs})
+            return frame
 
     def decode(self, prev: _Buffers, cur: _Buffers) -> Gaussians:
-        dec = self.engines["decoder"]
-        bound = {f"prev_{n}": int(ptr) for n, ptr in prev.device.items()}
-        bound.update({f"cur_{n}": int(ptr) for n, ptr in cur.device.items()})
-        dec.run(self.stream, bound)
-        for name in dec.outputs:
-            dec.buffers.download(name, self.stream)
-        self.stream.synchronize()
-        return Gaussians(**{n: dec.buffers.tensor(n) for n in Gaussians.__dataclass_fields__})
+        with self.current:
+            dec = self.engines["decoder"]
+            bound = {f"prev_{n}": int(ptr) for n, ptr in prev.device.items()}
+            bound.update({f"cur_{n}": int(ptr) for n, ptr in cur.device.items()})
+            dec.run(self.stream, bound)
+            for name in dec.outputs:
+                dec.buffers.download(name, self.stream)
+            self.stream.synchronize()
+            return Gaussians(**{n: dec.buffers.tensor(n) for n in Gaussians.__dataclass_fields__})
 
     def static(self, handle: _Buffers) -> Gaussians:
-        names = ("xyz", "rgb", "opacity", "scale")
-        for name in names:
-            handle.download(name, self.stream)
-        self.stream.synchronize()
-        cache = {n: handle.tensor(n) if n in names else None for n in FrameCache._fields}  # static() reads these
-        return static_gaussians(FrameCache(**cache), t0=1.0)
+        with self.current:
+            names = ("xyz", "rgb", "opacity", "scale")
+            for name in names:
+                handle.download(name, self.stream)
+            self.stream.synchronize()
+            cache = {n: handle.tensor(n) if n in names else None for n in FrameCache._fields}  # static() reads these
+            return static_gaussians(FrameCache(**cache), t0=1.0)
 
     def use_learned_motion(self, enabled: bool) -> None:
         keep_exported_learned_motion(self.model_config, enabled)
 
     @torch.inference_mode()
     def render(self, gaussians: Gaussians, t: float, background: Sequence[float] = (0.5, 0.5, 0.5)) -> RenderOutput:
-        if self._render_engine is None:
-            return self._renderer.render(gaussians.at(t), background)
-        eng = self._render_engine
-        if tuple(float(v) for v in background) != self._engine_background:
-            raise ValueError(f"the render engine was built with background {self._engine_background}")
-        for name in Gaussians.__dataclass_fields__:
-            eng.buffers.upload(f"g_{name}", getattr(gaussians, name), self.stream)
-        eng.buffers.upload("t", np.array([t], np.float32), self.stream)
-        eng.run(self.stream)
-        for name in eng.outputs:
-            eng.buffers.download(name, self.stream)
-        self.stream.synchronize()
-        return RenderOutput(*(eng.buffers.tensor(n) for n in ("rgb", "depth", "alpha")))
+        with self.current:
+            if self._render_engine is None:
+                return self._renderer.render(gaussians.at(t), background)
+            eng = self._render_engine
+            if tuple(float(v) for v in background) != self._engine_background:
+                raise ValueError(f"the render engine was built with background {self._engine_background}")
+            for name in Gaussians.__dataclass_fields__:
+                eng.buffers.upload(f"g_{name}", getattr(gaussians, name), self.stream)
+            eng.buffers.upload("t", np.array([t], np.float32), self.stream)
+            eng.run(self.stream)
+            for name in eng.outputs:
+                eng.buffers.download(name, self.stream)
+            self.stream.synchronize()
+            return RenderOutput(*(eng.buffers.tensor(n) for n in ("rgb", "depth", "alpha")))
 
     def synchronize(self) -> None:
-        self.stream.synchronize()
+        with self.current:
+            self.stream.synchronize()
