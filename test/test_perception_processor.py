@@ -131,6 +131,28 @@ def test_a_frame_without_gaussians_is_processed(odometry, table):
     assert proc.map.count > 0
 
 
+@pytest.mark.parametrize("odometry", [True, False])
+def test_an_obstacle_is_not_reported_through_frames_that_cannot_detect(odometry):
+    """Frames without a trusted camera motion (here: flow that is noise everywhere) detect nothing; the tracks coast
+    through them, and a confirmed obstacle is reported only for ``report_misses`` of them, not for as long as they
+    last (its coasted position drifts off)."""
+    proc = PerceptionProcessor(seed=0)
+    stream = list(scene_stream(30, movers=(MOVER,)))
+    for res, pose, _ in stream[:15]:
+        out = proc.update(res, pose if odometry else None)
+    assert len(out.obstacles) == 1
+    rng = np.random.default_rng(1)
+    reported = []
+    for res, pose, _ in stream[15:]:
+        res.gaussians.velocities[:] = rng.normal(0, 3.0, res.gaussians.velocities.shape)
+        out = proc.update(res, pose if odometry else None)
+        reported.append(len(out.obstacles))
+    assert proc.frames_skipped >= 15
+    assert reported[:ObstacleParams().report_misses] == [1] * ObstacleParams().report_misses
+    assert not any(reported[ObstacleParams().report_misses:]), reported
+    assert len(proc.tracker.state.ids) > 0, "the tracks live on (no miss counted)"
+
+
 def test_params_are_validated():
     with pytest.raises(ValueError, match="voxel"):
         ObstacleParams(voxel=0)

@@ -111,3 +111,20 @@ def test_a_decisive_detection_starts_a_confirmed_track():
     matched = replace(det, center=det.center + [0.05, 0, 0], decisive=np.array([False, True]))
     s = tracker.update(matched, DT)  # decisive only counts for a detection that starts a track
     assert s.confirmed.sum() == 1 and len(s.ids) == 2
+
+
+def test_age_counts_every_frame_since_creation_and_coasting_is_counted_apart():
+    """Age: frames since the track was created (frames that only coast included); hits over age is the share of
+    frames with a detection; a coasted frame is no miss (the track lives on) but is counted in ``coasted``."""
+    tracker = MultiObjectTracker(ObstacleParams(confirm_hits=1, min_travel=0.0, min_agreement=-1.0, max_misses=6),
+                                 seed=0)
+    empty = detections(np.zeros((0, 3)), np.zeros((0, 3)))
+    seen = []
+    for frame in ("det", "miss", "miss", "coast", "det", "miss"):
+        if frame == "coast":
+            tracker.coast(DT)
+        else:
+            tracker.update(detections([[0, 0, 3]], [[0, 0, 0]]) if frame == "det" else empty, DT)
+        s = tracker.state
+        seen.append((int(s.age[0]), int(s.hits[0]), int(s.misses[0]), tracker.coasted))
+    assert seen == [(1, 1, 0, 0), (2, 1, 1, 0), (3, 1, 2, 0), (4, 1, 2, 1), (5, 2, 0, 0), (6, 2, 1, 0)]

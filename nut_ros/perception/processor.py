@@ -207,7 +207,7 @@ class PerceptionProcessor:
                             (np.abs(c.velocity[:, 2]) >= self.op.birth_depth_rate) & (c.count >= self.op.birth_members))
             self.tracker.update(det, dt if dt else 0.0)
         elif dt:  # no trusted camera motion: the tracks coast without counting a miss, the map waits
-            self.tracker.predict(dt)
+            self.tracker.coast(dt)
         obstacles = self._report(result, rot, trans)
         tick = time.perf_counter()
 
@@ -396,18 +396,18 @@ class PerceptionProcessor:
         return field, rows
 
     def _report(self, result: StepResult, rot: np.ndarray, trans: np.ndarray) -> ObstacleList:
-        """Confirmed tracks detected recently (``report_misses``) and moving (``min_speed``), in the current camera
-        optical frame."""
+        """Confirmed tracks detected recently (within ``report_misses`` frames, counting the frames that could not
+        detect) and moving (``min_speed``), in the current camera optical frame."""
         s = self.tracker.state
         out = ObstacleList(result.stamp_ns, result.frame_id, bool(result.gaussians.metric))
         rt = rot.T
-        report = s.confirmed & (s.misses <= self.op.report_misses)
+        report = s.confirmed & (s.misses + self.tracker.coasted <= self.op.report_misses)
         report &= np.linalg.norm(s.mean[:, 3:], axis=1) >= self.op.min_speed
         for i in np.flatnonzero(report):  # a handful of tracks, not Gaussians
             out.obstacles.append(Obstacle(
                 s.ids[i], rt @ (s.mean[i, :3] - trans), rt @ s.mean[i, 3:], s.size[i].copy(),
                 rt @ s.cov[i, :3, :3] @ rot, rt @ s.cov[i, 3:, 3:] @ rot,
-                float(s.hits[i] / (s.hits[i] + s.misses[i])), int(s.hits[i] + s.misses[i])))
+                float(s.hits[i] / s.age[i]), int(s.age[i])))
         return out
 
     def _add_to_map(self, candidates: torch.Tensor, points: torch.Tensor, offered: torch.Tensor | None = None) -> None:

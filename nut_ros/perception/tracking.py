@@ -50,6 +50,7 @@ class TrackState:
     size: np.ndarray  # [T, 3] along the camera optical frame's axes (smoothed over the frames that detected it)
     hits: np.ndarray  # [T]
     misses: np.ndarray  # [T] frames since the last detection (0 = detected this frame)
+    age: np.ndarray  # [T] frames since the track was created, coasted ones included (1 = created this frame)
     confirmed: np.ndarray  # [T] bool
     history: np.ndarray  # [T, travel_window, 3] last detected centres, oldest first
     filled: np.ndarray  # [T] detections in history (capped at travel_window)
@@ -68,15 +69,25 @@ class MultiObjectTracker:
     def reset(self) -> None:
         w = self.p.travel_window
         self.state = TrackState([], np.zeros((0, 6)), np.zeros((0, 6, 6)), np.zeros((0, 3)), np.zeros(0, np.int64),
-                                np.zeros(0, np.int64), np.zeros(0, bool), np.zeros((0, w, 3)), np.zeros(0, np.int64),
-                                np.zeros((0, 3)))
+                                np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool), np.zeros((0, w, 3)),
+                                np.zeros(0, np.int64), np.zeros((0, 3)))
+        self.coasted = 0  # frames predicted without detections (predict alone) since the last update
 
     def _new_id(self) -> uuid.UUID:
         return uuid.UUID(int=self._rng.getrandbits(128), version=4)
 
+    def coast(self, dt: float) -> None:
+        """Advance every track by ``dt`` seconds on a frame that could not detect (no trusted camera motion): no
+        track counts a miss, but :attr:`coasted` counts the frame (a track is reported only while its misses plus the
+        coasted frames stay within ``report_misses``)."""
+        self.predict(dt)
+        self.coasted += 1
+
     def predict(self, dt: float) -> None:
-        """Advance every track by ``dt`` seconds (constant velocity, white-acceleration process noise)."""
+        """Advance every track by ``dt`` seconds (constant velocity, white-acceleration process noise); each track
+        ages by a frame."""
         s = self.state
+        s.age += 1
         if self._motion is None or self._motion[0] != dt:  # (the same interval frame after frame: built once)
             f = np.eye(6)
             f[:3, 3:] = dt * np.eye(3)
@@ -90,6 +101,7 @@ class MultiObjectTracker:
     def update(self, det: Detection, dt: float) -> TrackState:
         """Predict by ``dt``, associate, correct, create and retire tracks; returns the new state."""
         self.predict(dt)
+        self.coasted = 0
         s, p = self.state, self.p
         n_t, n_d = s.mean.shape[0], det.center.shape[0]
         rows = cols = np.zeros(0, int)
@@ -148,6 +160,7 @@ class MultiObjectTracker:
             np.concatenate([s.size[keep], det.size[fresh]]),
             np.concatenate([s.hits[keep], np.ones(fresh.size, np.int64)]),
             np.concatenate([s.misses[keep], np.zeros(fresh.size, np.int64)]),
+            np.concatenate([s.age[keep], np.ones(fresh.size, np.int64)]),
             np.concatenate([s.confirmed[keep], confirmed_at_birth]),
             np.concatenate([s.history[keep], history]), np.concatenate([s.filled[keep], np.ones(fresh.size, np.int64)]),
             np.concatenate([s.measured[keep], det.velocity[fresh]]))
