@@ -153,6 +153,19 @@ def test_an_obstacle_is_not_reported_through_frames_that_cannot_detect(odometry)
     assert len(proc.tracker.state.ids) > 0, "the tracks live on (no miss counted)"
 
 
+def test_time_going_back_with_odometry_restarts_what_is_timed_and_keeps_the_map():
+    """A looping bag with odometry: the stamps restart. The odometry-frame map stays, tracks and the depth-rate
+    memory restart, and the map is published again at its period (it waited for the old stamps to come back)."""
+    proc = PerceptionProcessor(seed=0)
+    stream = list(scene_stream(45, movers=(MOVER,)))
+    first = [proc.update(res, pose) for res, pose, _ in stream]
+    count = proc.map.count
+    again = [proc.update(res, pose) for res, pose, _ in stream]
+    assert sum(o.map_due for o in first) == sum(o.map_due for o in again) >= 2
+    assert proc.map.count >= count
+    assert [len(o.obstacles) for o in again] == [len(o.obstacles) for o in first]
+
+
 def test_params_are_validated():
     with pytest.raises(ValueError, match="voxel"):
         ObstacleParams(voxel=0)

@@ -178,6 +178,10 @@ class PerceptionProcessor:
             self._odometry, self._metric = odometry, cloud.metric
             self.map.reset(metric=cloud.metric)
         dt = None if self._stamp_ns is None else (result.stamp_ns - self._stamp_ns) * 1e-9
+        if dt is not None and dt <= 0:  # time went back (a looping bag, a reset clock): the odometry-frame map
+            self.tracker.reset()  # stays; what is timed restarts
+            self.change.reset()
+            self._map_stamp_ns, dt = None, None
         self._map_s = 0.0  # seconds spent offering to the map before the obstacles were done (on a GPU)
         inputs = self._inputs(result)
         field, selected = self._camera_motion(result, camera_pose, inputs)
