@@ -155,6 +155,7 @@ class PerceptionProcessor:
         self.map.reset()
         self.change.reset()
         self._pose, self._stamp_ns, self._odometry, self._metric = np.eye(4), None, None, None
+        self._trusted_field: MotionField | None = None  # without odometry: the last trusted camera motion
         self._map_stamp_ns, self._map_changed = None, False
 
     def map_snapshot(self) -> GaussianCloud:
@@ -185,8 +186,13 @@ class PerceptionProcessor:
         self._map_s = 0.0  # seconds spent offering to the map before the obstacles were done (on a GPU)
         inputs = self._inputs(result)
         field, selected = self._camera_motion(result, camera_pose, inputs)
-        if field is not None and not odometry:
+        if not odometry and field is not None:
             self._pose = self._pose @ np.linalg.inv(pose_step(field, result.pair_interval_s))
+            self._trusted_field = field
+        elif not odometry and self._trusted_field is not None and result.paired and result.pair_interval_s:
+            # a pair whose fit is not trusted: the camera is taken to keep the last trusted motion, so the key
+            # frame's pose does not lose the interval (it would offset every later pose, map point and track)
+            self._pose = self._pose @ np.linalg.inv(pose_step(self._trusted_field, result.pair_interval_s))
         elif odometry:
             self._pose = np.asarray(camera_pose, np.float64)
         self._stamp_ns = result.stamp_ns
