@@ -133,7 +133,8 @@ def source_frames(source: Path, *, pattern: str = "*", intrinsics: tuple[float, 
             raise ValueError(f"frame {index} is {src_w}x{src_h}, the first was {native.width}x{native.height}: a "
                              "bag holds one camera")
         if cam is None:
-            native = Intrinsics(*intrinsics, src_w, src_h) if intrinsics else Intrinsics.from_fov(src_w, src_h, hfov_deg)
+            native = (Intrinsics(*intrinsics, src_w, src_h) if intrinsics
+                      else Intrinsics.from_fov(src_w, src_h, hfov_deg))
             cam = native.scaled(*resize) if resize else native
         if resize:
             rgb = cv2.resize(rgb, resize, interpolation=cv2.INTER_AREA)
