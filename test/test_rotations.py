@@ -4,7 +4,7 @@ import itertools
 import numpy as np
 import pytest
 
-from nut_ros.core.rotations import matrix_to_quaternion, quaternion_to_matrix
+from nut_ros.core.rotations import matrix_to_quaternion, quaternion_pose, quaternion_to_matrix
 
 
 def _axis_angle(axis, angle) -> np.ndarray:
@@ -43,5 +43,8 @@ def test_quaternion_convention_is_ros_xyzw():
     yaw90 = quaternion_to_matrix([0, 0, np.sin(np.pi / 4), np.cos(np.pi / 4)])  # 90 degrees about z
     np.testing.assert_allclose(yaw90 @ [1, 0, 0], [0, 1, 0], atol=1e-12)
     np.testing.assert_allclose(matrix_to_quaternion(yaw90), [0, 0, np.sin(np.pi / 4), np.cos(np.pi / 4)])
+    pose = quaternion_pose([1.0, 2.0, 3.0], [0, 0, 2 * np.sin(np.pi / 4), 2 * np.cos(np.pi / 4)])  # not unit
+    np.testing.assert_allclose(pose[:3, :3], yaw90, atol=1e-12)
+    np.testing.assert_allclose(pose[:, 3], [1, 2, 3, 1])
     with pytest.raises(ValueError, match="invalid orientation quaternion"):
         quaternion_to_matrix([0, 0, 0, 0])

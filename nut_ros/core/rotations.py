@@ -17,6 +17,14 @@ def quaternion_to_matrix(q_xyzw) -> np.ndarray:
                      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
 
 
+def quaternion_pose(t, q_xyzw) -> np.ndarray:
+    """4x4 pose from a translation and a quaternion (x, y, z, w; normalised here)."""
+    pose = np.eye(4)
+    pose[:3, :3] = quaternion_to_matrix(q_xyzw)
+    pose[:3, 3] = t
+    return pose
+
+
 def matrix_to_quaternion(r) -> np.ndarray:
     """Unit quaternion ``(x, y, z, w)`` with ``w >= 0`` of a 3x3 rotation, by Shepperd's method: the component
     with the largest magnitude is taken from the diagonal and the others from sums and differences over it, so

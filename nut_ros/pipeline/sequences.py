@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from nut_ros.core.geometry import Intrinsics
-from nut_ros.core.rotations import quaternion_to_matrix
+from nut_ros.core.rotations import quaternion_pose
 from nut_ros.pipeline.types import Frame
 
 SEVEN_SCENES_HZ = 30.0
@@ -34,14 +34,6 @@ def depth_mm(path: Path) -> np.ndarray:
 
 def read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-
-
-def quaternion_pose(t: np.ndarray, q_xyzw: np.ndarray) -> np.ndarray:
-    """4x4 pose from a translation and a quaternion (x, y, z, w)."""
-    T = np.eye(4)
-    T[:3, :3] = quaternion_to_matrix(q_xyzw)
-    T[:3, 3] = t
-    return T
 
 
 def seven_scenes(folder: Path, indices) -> Iterator[SequenceFrame]:

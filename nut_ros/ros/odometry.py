@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from nut_ros.core.rotations import matrix_to_quaternion, quaternion_to_matrix
+from nut_ros.core.rotations import matrix_to_quaternion, quaternion_pose, quaternion_to_matrix
 
 
 def rpy_matrix(roll: float, pitch: float, yaw: float) -> np.ndarray:
@@ -38,9 +38,7 @@ def mount_matrix(mount: list[float]) -> np.ndarray:
 
 def pose_matrix(position, orientation) -> np.ndarray:
     """4x4 from a position ``(x, y, z)`` and a quaternion ``(x, y, z, w)``."""
-    t = np.eye(4)
-    t[:3, :3] = quaternion_to_matrix(orientation)
-    t[:3, 3] = position
+    t = quaternion_pose(position, orientation)
     if not np.all(np.isfinite(t)):
         raise ValueError(f"invalid position {tuple(position)}")
     return t

@@ -77,6 +77,7 @@ def replay_matches(path, processor: FrameProcessor, clock: BagClock, image_topic
     wanted = {image_topic: IMAGE_TYPES, depth_topic: IMAGE_TYPES, info_topic: (INFO_TYPE,),
               odom_topic: (ODOMETRY_TYPE,)}
     messages = bag_messages(path, {t: k for t, k in wanted.items() if t is not None})
+
     def damaged(err: Exception, read: int) -> DamagedBag:  # (rosbags and its storages raise their own kinds)
         return DamagedBag(f"cannot read {path} after {read} messages: {type(err).__name__}: {err}")
 

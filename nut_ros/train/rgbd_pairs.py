@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nut_ros.core.rotations import quaternion_to_matrix
+from nut_ros.core.rotations import quaternion_pose
 from nut_ros.train.depth_input import fill_at
 from nut_ros.train.motion_fills import SOURCES, packed_fills
 
@@ -47,9 +47,9 @@ class PairBatch:
 
 
 def _pose(t: np.ndarray, q: np.ndarray, body_from_optical: np.ndarray | None = None) -> np.ndarray:
-    pose = np.eye(4)
-    pose[:3, :3] = quaternion_to_matrix(q) if body_from_optical is None else quaternion_to_matrix(q) @ body_from_optical
-    pose[:3, 3] = t
+    pose = quaternion_pose(t, q)
+    if body_from_optical is not None:
+        pose[:3, :3] = pose[:3, :3] @ body_from_optical
     return pose
 
 

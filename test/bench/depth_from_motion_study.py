@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from nut_ros.core.geometry import Intrinsics
+from nut_ros.core.rotations import quaternion_pose
 from nut_ros.pipeline.types import Frame
 from nut_ros.geometry import depth_from_motion
 from nut_ros.geometry.depth_from_motion import DepthFromMotion, MotionDepthConfig
@@ -45,7 +46,7 @@ def tartanair(folder: Path, indices, fps: float = 10.0):
     poses = np.loadtxt(folder / "pose_left.txt")
     for i in indices:
         rgb = sequences.read_rgb(folder / "rgb" / f"{i:06d}.jpg")
-        T = sequences.quaternion_pose(poses[i, :3], poses[i, 3:7])
+        T = quaternion_pose(poses[i, :3], poses[i, 3:7])
         T[:3, :3] = T[:3, :3] @ NED_FROM_OPTICAL
         k = Intrinsics(320.0, 320.0, 320.0, 240.0, rgb.shape[1], rgb.shape[0])
         depth = sequences.depth_mm(folder / "depth" / f"{i:06d}.png")

@@ -28,6 +28,7 @@ from obstacle_common import CACHE  # noqa: E402
 from obstacle_tune import param_overrides  # noqa: E402
 
 from nut_ros.core.geometry import Intrinsics  # noqa: E402
+from nut_ros.core.rotations import quaternion_pose  # noqa: E402
 from nut_ros.perception import PerceptionProcessor  # noqa: E402
 from nut_ros.pipeline import sequences  # noqa: E402
 from nut_ros.pipeline.backends import default_checkpoint, make_backend  # noqa: E402
@@ -90,7 +91,7 @@ def tartanair_results(folder: Path, fps: float, model: str = "tiny", source: str
         rgb = sequences.read_rgb(folder / "rgb" / f"{i:06d}.jpg")
         depth = cv2.resize(sequences.depth_mm(folder / "depth" / f"{i:06d}.png"), (rgb.shape[1], rgb.shape[0]),
                            interpolation=cv2.INTER_NEAREST)
-        pose = sequences.quaternion_pose(row[:3], row[3:])
+        pose = quaternion_pose(row[:3], row[3:])
         pose[:3, :3] = pose[:3, :3] @ NED_FROM_OPTICAL
         stamp = i / fps
         k = Intrinsics(320.0, 320.0, 320.0, 240.0, rgb.shape[1], rgb.shape[0])
