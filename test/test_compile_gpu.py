@@ -7,7 +7,8 @@ without ``emulate_precision_casts`` moved the decoded positions by up to 0.57 ca
 results in float32 where eager rounds them to bf16, and the network's later layers amplify the difference. With it
 (:data:`nut_ros.pipeline.compile.INDUCTOR_OPTIONS`), the compiled bf16 network is as far from fp32 as eager bf16:
 positions 0.0127 against 0.0127, velocities 0.013 against 0.027. The compiled network replayed as CUDA graphs (as
-the backend runs it with ``compile`` and ``cuda_graphs``) gives what it gives called directly.
+the backend runs it with ``compile`` and ``cuda_graphs``) gives what it gives called directly, to that rounding:
+unlike eager, the compiled network is not bitwise deterministic from one call to the next.
 """
 from pathlib import Path
 
@@ -78,18 +79,22 @@ def test_compiled_bf16_is_within_eager_bf16_rounding(outputs):
         assert _q999((outputs["compiled16"][f] - ref).abs()) <= 2 * rounding + 1e-3 * scale, f
 
 
-def test_the_largest_compiled_vs_eager_bf16_difference_is_bf16_rounding(outputs):
-    # measured (H200, 2026-12-04): largest 0.0625 on gamma (one bf16 step at 8-16; eager's own error 0.089), velocity
-    # 0.030 against eager's 0.027; every other field well inside eager's own error
+def _largest_differences_within_eager_bf16_rounding(outputs, a: str, b: str) -> None:
     for f in FIELDS:
         ref = outputs["eager32"][f]
         own = (outputs["eager16"][f] - ref).abs().max().item()
-        diff = (outputs["compiled16"][f] - outputs["eager16"][f]).abs().max().item()
+        diff = (outputs[a][f] - outputs[b][f]).abs().max().item()
         assert diff <= 2 * own + 1e-3 * (ref.abs().max().item() + 1e-6), (f, diff, own)
 
 
+def test_the_largest_compiled_vs_eager_bf16_difference_is_bf16_rounding(outputs):
+    # measured (H200, 2026-12-04): largest 0.0625 on gamma (one bf16 step at 8-16; eager's own error 0.089), velocity
+    # 0.030 against eager's 0.027; every other field well inside eager's own error
+    _largest_differences_within_eager_bf16_rounding(outputs, "compiled16", "eager16")
+
+
 def test_the_compiled_network_replays_as_cuda_graphs(outputs):
-    for f in FIELDS:
-        assert torch.equal(outputs["graphed16"][f], outputs["direct16"][f]), \
-            (f, (outputs["graphed16"][f] - outputs["direct16"][f]).abs().max().item(),
-             (outputs["eager16"][f] - outputs["eager32"][f]).abs().max().item())
+    # the compiled network is not bitwise deterministic (eager is): repeats of it called directly differed by up to
+    # 2.7e-4 on velocities and one bf16 step on gamma, replays of its graphs by one bf16 step on positions (H100,
+    # 2026-12-05, `test/bench/compile_repeat.py`); so the graphs are held to the bf16 rounding, not to equality
+    _largest_differences_within_eager_bf16_rounding(outputs, "graphed16", "direct16")

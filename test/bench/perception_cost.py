@@ -105,13 +105,19 @@ def profile(results, odometry: bool, new: Callable[..., PerceptionProcessor], fr
 def sections(results, odometry: bool, new: Callable[..., PerceptionProcessor]) -> None:
     """p50 host milliseconds per frame of the processor's steps (its methods wrapped with timers; nested steps are
     inside their callers' times), over the frames after each scene's first 5."""
+    from nut_ros.perception import local_map
     from nut_ros.perception import processor as module
     from nut_ros.perception.tracking import MultiObjectTracker
+    from nut_ros.pipeline.cuda_graphs import GraphedCall
 
     spent: dict[str, list[float]] = {}
     wrapped = [(module.PerceptionProcessor, name) for name in
                ("_inputs", "_camera_motion", "_find", "_run", "_offer_queued", "_objects", "_report")]
-    wrapped += [(MultiObjectTracker, "update"), (module, "unpack"), (module, "download_queued")]
+    wrapped += [(MultiObjectTracker, "update"), (module, "unpack"), (module, "download_queued"),
+                (local_map.LocalMap, "insert"), (local_map.LocalMap, "_learn_sizes"),
+                (local_map.LocalMap, "_queue_sizes"), (GraphedCall, "__call__"), (module, "upload"),
+                (local_map, "upload")]
+    labels = {MultiObjectTracker: "track", GraphedCall: "graph_call", local_map: "upload"}
     originals = [(owner, name, getattr(owner, name)) for owner, name in wrapped]
 
     def timed(fn, label):
@@ -124,7 +130,7 @@ def sections(results, odometry: bool, new: Callable[..., PerceptionProcessor]) -
         return call
 
     for owner, name, fn in originals:
-        setattr(owner, name, timed(fn, "track" if owner is MultiObjectTracker else name))
+        setattr(owner, name, timed(fn, labels.get(owner, name)))
     try:
         for k, scene in enumerate(results):
             proc = new(seed=k)
