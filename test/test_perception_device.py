@@ -14,7 +14,7 @@ import torch
 from nut_ros.perception import MapParams, ObstacleParams, PerceptionProcessor
 from nut_ros.perception.dense import StageInputs
 from nut_ros.perception.depth_change import cell_mean, image_cells
-from nut_ros.perception.tensors import UPLOAD_KINDS, UPLOAD_RING, Uploads, pick
+from nut_ros.perception.tensors import pick
 from perception_synth import K, scene_stream
 
 FIXTURE = Path(__file__).parent / "fixtures" / "perception_expected.json"
@@ -337,31 +337,3 @@ def test_the_fit_sample_counts_each_drawn_row_once():
                               op.ego_iterations, op.depth_rate_weight)
     assert got[7] == drawn.size
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
-
-
-def test_uploads_on_the_cpu_are_the_arrays_as_tensors():
-    uploads = Uploads()
-    like = torch.zeros(2, dtype=torch.float32)
-    depth = np.arange(6, dtype=np.float32).reshape(2, 3)
-    assert torch.equal(uploads(depth, like), torch.from_numpy(depth))
-    got = uploads(np.array([1, 2]), like, torch.int64)
-    assert got.dtype == torch.int64 and got.tolist() == [1, 2]
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_uploads_reuse_their_buffers_without_overwriting_a_queued_copy():
-    uploads = Uploads()
-    like = torch.zeros(1, device="cuda")
-    arrays = [np.full((64, 64), i, np.float32) for i in range(3 * UPLOAD_RING)]
-    got = []
-    for a in arrays:
-        torch.cuda._sleep(5_000_000)  # each copy waits behind this: a buffer written again must wait for its copy
-        got.append(uploads(a, like))
-        got.append(uploads(np.array([len(got)]), like, torch.int64))  # another kind: a ring of its own
-    assert all(torch.equal(g.cpu(), torch.from_numpy(a)) for g, a in zip(got[::2], arrays))
-    assert [g.item() for g in got[1::2]] == list(range(1, 2 * len(arrays), 2))
-    assert len(uploads._rings) == 2
-    for n in range(UPLOAD_KINDS + 3):  # shapes that keep changing: only the kinds used last are kept
-        uploads(np.zeros(n + 1, np.float32), like)
-    assert len(uploads._rings) == UPLOAD_KINDS

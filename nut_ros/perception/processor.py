@@ -81,7 +81,7 @@ from nut_ros.perception.dense import (CANDIDATE_SPLIT, Found, Offer, Rows, Stage
 from nut_ros.perception.ego_motion import MotionField, field_from_poses, field_of, pose_step
 from nut_ros.perception.local_map import LocalMap
 from nut_ros.perception.params import MapParams, ObstacleParams
-from nut_ros.perception.tensors import Uploads, download, download_queued, one_thread
+from nut_ros.perception.tensors import download, download_queued, one_thread, upload
 from nut_ros.perception.tracking import Detection, MultiObjectTracker
 from nut_ros.perception.types import Obstacle, ObstacleList, PerceptionOutput
 from nut_ros.pipeline.cuda_graphs import GraphedCall
@@ -133,7 +133,6 @@ class PerceptionProcessor:
         self._velocity_cov = np.diag([obstacles.velocity_std ** 2] * 2 + [z_std ** 2])
         self._map_changed = False
         self._map_s = 0.0
-        self._upload = Uploads()  # the frame's depth, numbers and the fit's draw, through kept page-locked buffers
         self.frames_skipped = 0  # frames without detections because the camera motion was not trusted
         self.frames_without_depth_image = 0  # frames without detections because no depth image gave their depth
         self.cuda_graphs = cuda_graphs  # on a GPU, replay the dense stage as CUDA graphs (else launch it op by op)
@@ -263,8 +262,7 @@ class PerceptionProcessor:
             rows = padded
         depth = self._depth(result)
         unread = rows[:1, :3]
-        depth = unread[:, :1] if depth is None else self._upload(depth, rows)
-        return StageInputs(rows, depth, unread, unread, unread)
+        return StageInputs(rows, unread[:, :1] if depth is None else upload(depth, rows), unread, unread, unread)
 
     def _with_frame(self, inputs: StageInputs, field: MotionField, floor: float, interval: float = 0.0,
                     offset: float = 0.0, old: torch.Tensor | None = None) -> StageInputs:
@@ -272,8 +270,7 @@ class PerceptionProcessor:
         time since the compared frame ``old`` (fixed frame; None: nothing compared) and the candidates' offset."""
         pose = affine_rows(self._pose[:3, :3], self._pose[:3, 3])
         frame = frame_tensor(affine_rows(field.matrix, field.offset), pose, floor, interval, offset)
-        return inputs._replace(frame=self._upload(frame, inputs.rows, torch.float64),
-                               old=inputs.old if old is None else old)
+        return inputs._replace(frame=upload(frame, inputs.rows, torch.float64), old=inputs.old if old is None else old)
 
     def _depth(self, result: StepResult) -> np.ndarray | None:
         """The metric input depth that filters the Gaussians (``depth_tolerance``), or None."""
@@ -401,7 +398,7 @@ class PerceptionProcessor:
         k = self.op.ego_samples
         # ego_samples of them at random when there are more, else all (ranks past the count add nothing)
         ranks = self._rng.choice(n, k, replace=False) if n > k else np.arange(k)
-        framed = framed._replace(ranks=self._upload(ranks, inputs.rows, torch.int64))
+        framed = framed._replace(ranks=upload(ranks, inputs.rows, torch.int64))
         field = field_of(download(self._run(fit_sample, framed, plan, rows)))
         if field is None or field.inliers < MIN_INLIERS:
             self.frames_skipped += 1

@@ -2,8 +2,7 @@
 
 The stage runs its per-Gaussian work in torch on the tensors it is given (CUDA when the pipeline left its cloud on
 the GPU, CPU otherwise). Small host arrays (poses, the frame's numbers, the input depth) go up through page-locked
-memory without waiting for the device (:class:`Uploads`: through page-locked buffers kept per kind of array, for
-an owner that uploads the same few every frame); a download waits for it, so the stage gathers what the host needs into one
+memory without waiting for the device; a download waits for it, so the stage gathers what the host needs into one
 tensor and downloads that once (:func:`download`, or :func:`download_queued`, which waits only for the work queued
 before it). :func:`pick` selects rows by a mask without compacting on the device (a boolean selection waits for the
 device to learn its size). On the CPU the stage runs on one thread (:func:`one_thread`).
@@ -11,16 +10,11 @@ device to learn its size). On the CPU the stage runs on one thread (:func:`one_t
 from __future__ import annotations
 
 import contextlib
-import functools
-from collections import OrderedDict, deque
 
 import numpy as np
 import torch
 
-from nut_ros.pipeline.transfer import Upload, to_host, to_host_async
-
-UPLOAD_RING = 4  # page-locked buffers per kind of array (Uploads): one is written again 3 uploads of its kind later
-UPLOAD_KINDS = 8  # kinds (shape, dtype, device) an Uploads keeps (the stage uploads 3-4 kinds per frame)
+from nut_ros.pipeline.transfer import to_host, to_host_async
 
 
 def upload(array, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -29,38 +23,6 @@ def upload(array, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch
     if like.device.type == "cpu":
         return t
     return t.pin_memory().to(like.device, non_blocking=True)
-
-
-class Uploads:
-    """:func:`upload` for an owner that uploads the same few kinds of array (shape and dtype) every frame: on a GPU
-    each goes through a page-locked buffer kept for its kind (:class:`~nut_ros.pipeline.transfer.Upload`, which
-    waits, before writing a buffer again, for the copy out of it), ``UPLOAD_RING`` of them in turn, so the copy
-    waited for is that of three uploads earlier, long done (the stage waits for the device once a frame); this
-    saves page-locking a fresh copy per upload (tens of microseconds of host time each). Keeps the
-    ``UPLOAD_KINDS`` kinds used last (memory stays bounded when shapes change). On the CPU: :func:`upload`."""
-
-    def __init__(self):
-        self._rings: OrderedDict[tuple, deque[Upload]] = OrderedDict()
-
-    def __call__(self, array, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-        dtype = dtype or like.dtype
-        if like.device.type != "cuda":
-            return upload(array, like, dtype)
-        a = np.ascontiguousarray(array, dtype=_numpy_dtype(dtype))
-        key = (a.shape, a.dtype, like.device)
-        ring = self._rings.get(key)
-        if ring is None:
-            if len(self._rings) >= UPLOAD_KINDS:
-                self._rings.popitem(last=False)
-            ring = self._rings[key] = deque(Upload(like.device) for _ in range(UPLOAD_RING))
-        self._rings.move_to_end(key)
-        ring.rotate(-1)
-        return ring[-1](a)
-
-
-@functools.lru_cache(maxsize=None)
-def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
-    return torch.empty(0, dtype=dtype).numpy().dtype
 
 
 def download(t: torch.Tensor) -> np.ndarray:
