@@ -30,14 +30,17 @@ ARGUMENTS = {
                     "Optional depth image aligned to the colour image (16UC1 or 32FC1)."),
     "camera_info_topic": ("/camera/color/camera_info", "CameraInfo of the colour image."),
     "odom_topic": ("/odom", "nav_msgs/Odometry input (parameter use_odometry)."),
-    "autostart": ("true", "Configure and activate the node at start-up; false: `ros2 lifecycle set` does it."),
-    "input_reliability": ("auto", "Input QoS reliability: auto (as the camera publishes), reliable or best_effort."),
+    "autostart": ("", "Configure and activate the node at start-up (true); false: `ros2 lifecycle set` does it. "
+                  "Empty: as params_file says (config/nut_ros.yaml: true)."),
+    "input_reliability": ("", "Input QoS reliability: auto (as the camera publishes), reliable or best_effort. Empty: "
+                          "as params_file says (config/nut_ros.yaml: auto)."),
     "use_fastdds_profile": ("true", "Set FASTDDS_DEFAULT_PROFILES_FILE to the shared-memory profile for large "
                             "messages (best-effort publishers and subscribers of the outputs need it too)."),
     "fastdds_profile": (PathJoinSubstitution([FindPackageShare("nut_ros"), "config", "fastdds_shm_large.xml"]),
                         "Fast DDS XML profile used when use_fastdds_profile is true."),
     "log_level": ("info", "Log level of the node (debug, info, warn, error)."),
 }
+OVERRIDES = {"autostart": bool, "input_reliability": str}  # launch arguments that set node parameters when given
 
 
 def check_params_file(context):
@@ -48,16 +51,21 @@ def check_params_file(context):
     return []
 
 
-def generate_launch_description():
+def overrides(context) -> dict:
+    """The parameters given as launch arguments (OVERRIDES): they override params_file; those left empty do not."""
+    given = {name: LaunchConfiguration(name).perform(context) for name in OVERRIDES}
+    return {name: ParameterValue(value, value_type=OVERRIDES[name]) for name, value in given.items() if value}
+
+
+def launch_node(context):
+    """The node (its parameters: params_file, then the launch arguments given) and its exit handler."""
     config = LaunchConfiguration
     node = LifecycleNode(
         package="nut_ros",
         executable="nut_ros_node",
         name="nut_ros",
         namespace=config("namespace"),
-        parameters=[config("params_file"),
-                    {"autostart": ParameterValue(config("autostart"), value_type=bool),
-                     "input_reliability": config("input_reliability")}],
+        parameters=[config("params_file"), *filter(None, [overrides(context)])],
         remappings=[
             ("image_raw", config("image_topic")),
             ("image_raw/compressed", config("compressed_image_topic")),
@@ -70,6 +78,11 @@ def generate_launch_description():
         output="screen",
         emulate_tty=True,
     )
+    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=fail_on_error_exit("nut_ros_node")))]
+
+
+def generate_launch_description():
+    config = LaunchConfiguration
     return LaunchDescription([
         *(DeclareLaunchArgument(name, default_value=default, description=text)
           for name, (default, text) in ARGUMENTS.items()),
@@ -77,6 +90,5 @@ def generate_launch_description():
         SetEnvironmentVariable("OMP_WAIT_POLICY", "PASSIVE"),  # no OpenMP spinning on shared CPU cores
         SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", config("fastdds_profile"),
                                condition=IfCondition(config("use_fastdds_profile"))),
-        node,
-        RegisterEventHandler(OnProcessExit(target_action=node, on_exit=fail_on_error_exit("nut_ros_node"))),
+        OpaqueFunction(function=launch_node),
     ])

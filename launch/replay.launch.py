@@ -4,19 +4,22 @@ Example (the bag ``nut_ros_demo`` writes): ros2 launch nut_ros replay.launch.py 
 
 ``ros2 bag play`` starts once the node reports that it is active (its log line "active: listening on ...": it has
 subscribed, a few seconds after start-up, or when ``ros2 lifecycle set`` activates a node started with ``autostart:
-false``) and plays after ``play_delay`` seconds more, for discovery to match the bag's publishers with the node's
+false``; at a log level above info, its lifecycle transition event, which launch may miss while discovery is under
+way) and plays after ``play_delay`` seconds more, for discovery to match the bag's publishers with the node's
 subscriptions, so every frame reaches it; the node subscribes reliably, as ``ros2 bag play`` publishes. The topic
 defaults are those ``nut_ros_make_bag`` writes (namespace ``/camera``).
 """
 from typing import Callable
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription, RegisterEventHandler
+from launch.actions import (DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription, OpaqueFunction,
+                            RegisterEventHandler)
 from launch.conditions import IfCondition, UnlessCondition
 from launch.event_handlers import OnProcessExit, OnProcessIO
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
+from launch_ros.event_handlers import OnStateTransition
 from launch_ros.substitutions import FindPackageShare
 
 from nut_ros.ros.launch_exit import fail_on_error_exit
@@ -40,17 +43,19 @@ ARGUMENTS = {
 ACTIVE = b"active: listening on"  # the node's log line once it has subscribed (LifecycleNode.on_activate)
 
 
-def start_once_active(players: list) -> Callable:
-    """An output handler (of every process's stdout and stderr) that starts ``players`` the first time a line holds
-    :data:`ACTIVE`; later activations (``ros2 lifecycle``) start nothing more."""
+def start_once_active(players: list) -> tuple[Callable, Callable]:
+    """Handlers that start ``players`` the first time the node is seen active: of the processes' output (a line
+    holding :data:`ACTIVE`) and of its lifecycle transition to active (an OpaqueFunction's function); later
+    activations (``ros2 lifecycle``) start nothing more."""
     started = []
 
-    def handle(event):
-        if started or ACTIVE not in event.text:
+    def start(*_):
+        if started:
             return None
         started.append(True)
         return players
-    return handle
+
+    return (lambda event: start() if ACTIVE in event.text else None), start
 
 
 def generate_launch_description():
@@ -59,7 +64,7 @@ def generate_launch_description():
     play = ["ros2", "bag", "play", config("bag"), "--rate", config("rate"), "--delay", config("play_delay")]
     players = [ExecuteProcess(cmd=play, output="screen", condition=UnlessCondition(config("loop"))),
                ExecuteProcess(cmd=[*play, "--loop"], output="screen", condition=IfCondition(config("loop")))]
-    start = start_once_active(players)
+    on_output, on_active = start_once_active(players)
 
     return LaunchDescription([
         *(DeclareLaunchArgument(name, default_value=default, description=text)
@@ -68,7 +73,8 @@ def generate_launch_description():
             PythonLaunchDescriptionSource(PathJoinSubstitution([SHARE, "launch", "nut_ros.launch.py"])),
             launch_arguments=[*((name, config(name)) for name in node_args), ("input_reliability", "reliable")],
         ),
-        RegisterEventHandler(OnProcessIO(on_stdout=start, on_stderr=start)),
+        RegisterEventHandler(OnProcessIO(on_stdout=on_output, on_stderr=on_output)),
+        RegisterEventHandler(OnStateTransition(goal_state="active", entities=[OpaqueFunction(function=on_active)])),
         # a bag that cannot be played fails the launch instead of leaving it idle
         *(RegisterEventHandler(OnProcessExit(target_action=player, on_exit=fail_on_error_exit("ros2 bag play")))
           for player in players),

@@ -1,8 +1,10 @@
 """``ros2 launch`` of the package's launch files fails (exit code not 0, the reason in one line) where a user's
 setup is wrong, instead of running on defaults or staying up idle."""
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,29 @@ def test_a_node_refusing_its_parameters_fails_the_launch(tmp_path):
 def test_a_bag_that_cannot_be_played_ends_the_replay_launch(tmp_path):
     done = _launch(tmp_path, "replay.launch.py", "rviz:=false", f"bag:={tmp_path / 'no_bag'}")
     assert done.returncode != 0 and "ros2 bag play exited with code" in done.stdout + done.stderr
+
+
+@pytest.mark.ros_tools
+def test_the_params_file_decides_what_launch_arguments_leave_unset(tmp_path):
+    """autostart and input_reliability are launch arguments too; left unset, the params file's values hold."""
+    (tmp_path / "params.yaml").write_text("/**:\n  ros__parameters:\n    autostart: false\n"
+                                          "    input_reliability: best_effort\n")
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1",
+           "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": "163"}
+    launch = subprocess.Popen([str(BIN / "ros2"), "launch", "nut_ros", "nut_ros.launch.py",
+                               f"params_file:={tmp_path / 'params.yaml'}"], env=env, cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def ros2(*args):
+        return subprocess.run([str(BIN / "ros2"), *args], env=env, capture_output=True, text=True, timeout=30).stdout
+
+    try:
+        deadline, state = time.monotonic() + 60, ""
+        while "[" not in state and time.monotonic() < deadline:  # "unconfigured [1]" once the node answers
+            state = ros2("lifecycle", "get", "/nut_ros")
+            time.sleep(0.5)
+        assert state.startswith("unconfigured"), state
+        assert "best_effort" in ros2("param", "get", "/nut_ros", "input_reliability")
+    finally:
+        launch.send_signal(signal.SIGINT)
+        launch.wait(timeout=30)

@@ -190,3 +190,97 @@ def test_a_params_file_that_is_not_one_is_named(tmp_path, text, says):
     path.write_text(text)
     with pytest.raises(ParamError, match=says):
         load_params_file(path)
+
+
+@pytest.fixture
+def fresh_node():
+    """A node of its own (lifecycle transitions change it), unconfigured; with its executor spinning."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from nut_ros.ros.lifecycle_node import NutRosNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=151)
+    made = []
+
+    def make(**params):
+        overrides = {"random_init": True, "autostart": False, "motion_prior": "flow", **params}
+        node = NutRosNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        threading.Thread(target=executor.spin, daemon=True).start()
+        made.append((node, executor))
+        return node
+    yield make
+    for node, executor in made:
+        node.close()
+        executor.shutdown()
+        node.destroy_node()
+    rclpy.shutdown(context=context)
+
+
+@pytest.mark.ros
+def test_a_diagnostics_period_set_while_unconfigured_applies_at_configure(fresh_node):
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    node = fresh_node(diagnostics_period=1.0)
+    assert node.set_parameters([Parameter("diagnostics_period", value=0.25)])[0].successful
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node._diag_timer.timer_period_ns == 250_000_000
+    assert node.set_parameters([Parameter("diagnostics_period", value=0.5)])[0].successful  # configured: at once
+    assert node._diag_timer.timer_period_ns == 500_000_000
+
+
+class FakeTf2:
+    """tf2_ros as the node uses it (not installable from PyPI): a Buffer whose lookup gives a fixed mount, and a
+    TransformListener that subscribes to /tf and /tf_static on the node and whose unregister() destroys them."""
+
+    MOUNT = (0.1, 0.2, 0.3)
+
+    class Buffer:
+        def lookup_transform(self, target, source, time):
+            from geometry_msgs.msg import TransformStamped
+
+            t = TransformStamped()
+            t.header.frame_id, t.child_frame_id = target, source
+            t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = FakeTf2.MOUNT
+            t.transform.rotation.w = 1.0
+            return t
+
+    class TransformListener:
+        def __init__(self, buffer, node):
+            from geometry_msgs.msg import TransformStamped
+
+            self.node = node
+            self.subs = [node.create_subscription(TransformStamped, topic, lambda m: None, 10)
+                         for topic in ("/tf", "/tf_static")]
+
+        def unregister(self):
+            for sub in self.subs:
+                self.node.destroy_subscription(sub)
+
+
+@pytest.mark.ros
+def test_the_tf_mount_is_looked_up_again_after_cleanup_and_its_listener_goes(fresh_node, monkeypatch):
+    import sys
+
+    import numpy as np
+
+    from nut_ros.ros.odometry import pose_to_odometry
+
+    monkeypatch.setitem(sys.modules, "tf2_ros", FakeTf2)
+    node = fresh_node(use_odometry=True, camera_frame="camera_optical")
+
+    def tf_subscriptions():
+        return sum(sub.topic_name in ("/tf", "/tf_static") for sub in node.subscriptions)
+
+    for cycle in range(2):
+        node.trigger_configure()
+        node._on_odometry(pose_to_odometry(np.eye(4), 10**12 + cycle, "odom", "base_link", "rclpy"))
+        np.testing.assert_allclose(node.processor.poses.mount[:3, 3], FakeTf2.MOUNT, err_msg=f"cycle {cycle}")
+        assert tf_subscriptions() == 2, cycle
+        node.trigger_cleanup()
+        assert tf_subscriptions() == 0, cycle

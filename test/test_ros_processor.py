@@ -191,6 +191,62 @@ def test_pose_buffer_interpolates_at_the_image_stamp_and_applies_the_mount():
     assert len(poses) == 4 and poses.camera_pose(T0) is None, "bounded: the oldest poses went"
 
 
+def test_the_mount_is_applied_in_the_odometry_childs_frame():
+    """camera = base @ mount: a base turned 90 degrees about z puts a mount 0.5 m forward (its x) at +y of the
+    world, and turns the camera with it."""
+    mount = mount_matrix([0.5, 0.0, 0.0, 0.0, 0.0, 0.3])  # 0.5 m along the base's x, 0.3 rad of yaw
+    poses = PoseBuffer(mount)
+    poses.add(T0, pose_matrix((1.0, 2.0, 0.0), (0, 0, np.sin(np.pi / 4), np.cos(np.pi / 4))))
+    at = poses.camera_pose(T0)
+    np.testing.assert_allclose(at[:3, 3], [1.0, 2.5, 0.0], atol=1e-12)
+    assert np.isclose(np.arctan2(at[1, 0], at[0, 0]), np.pi / 2 + 0.3)
+
+
+def test_poses_interpolate_along_the_shorter_arc_at_a_constant_rate():
+    def yaw(degrees):
+        half = np.radians(degrees) / 2
+        return pose_matrix((0, 0, 0), (0, 0, np.sin(half), np.cos(half)))
+
+    def heading(t):
+        return np.degrees(np.arctan2(t[1, 0], t[0, 0]))
+
+    assert np.isclose(heading(interpolate_pose(yaw(0), yaw(90), 0.25)), 22.5)  # slerp (a linear blend: 21.6)
+    assert np.isclose(abs(heading(interpolate_pose(yaw(170), yaw(-170), 0.5))), 180.0)  # across +-180, not via 0
+
+
+def test_the_pose_buffer_pairs_stamps_and_poses_while_another_thread_adds():
+    """The node adds odometry on its executor thread and reads poses on its worker thread."""
+    import sys
+    import threading
+    import time
+
+    poses, stop, newest = PoseBuffer(capacity=50), threading.Event(), [0]
+
+    def add():
+        i = 0
+        while not stop.is_set():
+            stamp = T0 + i * 5 * 10**6
+            poses.add(stamp, pose_matrix(((stamp - T0) * 1e-9, 0, 0), (0, 0, 0, 1)))
+            newest[0], i = stamp, i + 1
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # threads switch often: an unguarded read would see half an addition
+    writer = threading.Thread(target=add)
+    writer.start()
+    wrong = 0
+    try:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            query = newest[0] - 10**8 + 2_500_000  # between two poses, well inside the buffer
+            at = poses.camera_pose(query)
+            wrong += at is not None and not np.isclose(at[0, 3], (query - T0) * 1e-9, atol=1e-9)
+    finally:
+        stop.set()
+        writer.join()
+        sys.setswitchinterval(interval)
+    assert wrong == 0
+
+
 def test_odometry_message_roundtrip():
     pose = pose_matrix((1.0, -2.0, 0.5), (0.1, 0.2, 0.3, 0.9))
     msg = pose_to_odometry(pose, T0, "world", "cam", FLAVOR)

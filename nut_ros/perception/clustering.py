@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-KEY_BITS = 21  # per axis: cells in [-2^20, 2^20): ±1048 km at 1 mm voxels
+KEY_BITS = 21  # per axis: cells in [-2^20, 2^20): ±1.05 km at 1 mm voxels, ±52 km at the map's 5 cm
 _HALF = 1 << (KEY_BITS - 1)
 # 13 of the 26 neighbour offsets (each undirected edge found once)
 _OFFSETS = np.array([(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)

@@ -56,11 +56,23 @@ def field_from_poses(prev_pose: np.ndarray, cur_pose: np.ndarray, dt: float) -> 
 
 
 def pose_step(field: MotionField, dt: float) -> np.ndarray:
-    """``T_cur<-prev`` (4x4) of the camera motion that produces ``field`` over ``dt`` (inverse of the above)."""
-    u, _, vt = np.linalg.svd(np.eye(3) - field.matrix * dt)  # R^T, projected onto the rotations
-    rt = u @ vt
-    if np.linalg.det(rt) < 0:
-        rt = u @ np.diag([1.0, 1.0, -1.0]) @ vt
+    """``T_cur<-prev`` (4x4) of the camera motion that produces ``field`` over ``dt`` (inverse of the above). A fitted
+    field's matrix is the cross-product matrix ``[ω]ₓ``: for a rotation ``R`` by ``θ`` about ``n`` the skew part of
+    ``(I - R^T) / dt`` is ``sin θ [n]ₓ / dt``, so ``θ = arcsin(|ω| dt)`` (projecting ``I - [ω]ₓ dt`` onto the
+    rotations instead would turn by ``atan(sin θ)``, short by about ``θ³ / 2`` per pair). Any other matrix (a field
+    from poses) is ``I - R^T`` over ``dt`` up to noise: ``R^T`` is its nearest rotation."""
+    m = field.matrix * dt
+    if np.array_equal(m, -m.T):
+        axis = np.array([m[2, 1], m[0, 2], m[1, 0]])
+        sin = np.linalg.norm(axis)
+        k = m / sin if sin > 0 else m  # [n]ₓ
+        angle = np.arcsin(min(sin, 1.0))
+        rt = (np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k).T  # R (Rodrigues), transposed
+    else:
+        u, _, vt = np.linalg.svd(np.eye(3) - m)  # R^T, projected onto the rotations
+        rt = u @ vt
+        if np.linalg.det(rt) < 0:
+            rt = u @ np.diag([1.0, 1.0, -1.0]) @ vt
     rel = np.eye(4)
     rel[:3, :3] = rt.T
     rel[:3, 3] = rt.T @ field.offset * dt

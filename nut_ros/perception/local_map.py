@@ -1,11 +1,13 @@
 """A bounded persistent map of static Gaussians in a fixed frame: one Gaussian per occupied voxel.
 
 Each frame offers static Gaussians (already moved into the fixed frame). A Gaussian in an empty voxel is added: the
-view revealed new space. One in an occupied voxel is merged into that voxel's Gaussian (running mean of position
-and colour, so repeated views refine rather than duplicate); of a frame's Gaussians in one voxel the first offered
-counts. When the count exceeds the budget, the Gaussians farthest from the camera are dropped until
-``low_water · budget`` remain: the map is local to the robot, and its memory is bounded by the budget however long
-it runs.
+view revealed new space. One in an occupied voxel is merged into that voxel's Gaussian (an exponential moving
+average of position and colour, the new view weighted ``merge_rate``, so repeated views refine rather than
+duplicate); of a frame's Gaussians in one voxel the first offered counts. Voxel keys hold 2^20 voxels either way of
+the fixed frame's origin per axis (:data:`~nut_ros.perception.clustering.KEY_BITS`; ±52 km at 5 cm voxels): farther
+points share the edge voxels, so a fixed frame whose origin is far away (e.g. UTM) needs a local one. When the count
+exceeds the budget, the Gaussians farthest from the camera are dropped until ``low_water · budget`` remain: the map
+is local to the robot, and its memory is bounded by the budget however long it runs.
 
 The map is torch tensors on the device of the Gaussians it is offered (CUDA when the pipeline runs there, else the
 CPU), so a frame's Gaussians never leave that device, and an insertion waits for nothing: its count and sizes stay
@@ -19,21 +21,21 @@ Reading :attr:`LocalMap.count`, :attr:`LocalMap.dropped`, :meth:`LocalMap.field`
 (the publisher's lower rate) waits for the device.
 
 Storage: one float32 table of 15 columns, ``budget + candidates`` rows allocated at the first insertion plus a
-scratch row that takes the writes of rows not stored; rows in the order they were added (a new Gaussian is appended
-at the count); and an index from voxel key to row. On the CPU (and on a GPU without ``cuda_graphs``) the index is a
-sorted main part and a small sorted tail that takes the new keys (on a GPU both padded with :data:`EMPTY` keys up to
-the host's bound), the tail merged into the main part once it holds more than ``TAIL_FRACTION`` of it: a frame's
-occupancy test is two binary searches and its insertion touches the tail only, so it costs the same in a full map
-as in an empty one; a tail merge or a prune costs a pass over the map (rare; on a GPU a prune, one that keeps
-everything where the map is not over its budget, runs whenever the bound says the map may be over it). On a GPU
-with ``cuda_graphs`` the index is one sorted part of ``capacity`` entries, EMPTY-padded, into which every insertion
-merges its new keys (a pass over it that costs the GPU microseconds), so every tensor an insertion makes has a fixed
-size and it updates the map's tensors in place: it is captured as a CUDA graph (one with a prune, as above, and one
-without) and replayed per frame, one launch instead of a few dozen (the perception stage there offers every
-candidate slot of each frame with a camera motion, masked on the device to the counted ones of a trusted frame).
-Memory: 60 bytes of table per row and 12 of index per Gaussian (plus the padding on a GPU: with the fixed index 12
-bytes per row of the table, and its graphs' memory pool, which keeps the prune's working tensors, a copy of the
-table among them: about 110 bytes per row).
+scratch row that takes the writes of rows not stored; rows in the order they were added (a frame's new Gaussians are
+appended at the count, in voxel-key order); and an index from voxel key to row. On the CPU (and on a GPU without
+``cuda_graphs``) the index is a sorted main part and a small sorted tail that takes the new keys (on a GPU both
+padded with :data:`EMPTY` keys up to the host's bound), the tail merged into the main part once it holds more than
+``TAIL_FRACTION`` of it: a frame's occupancy test is two binary searches and its insertion touches the tail only, so
+it costs the same in a full map as in an empty one; a tail merge or a prune costs a pass over the map (rare; on a
+GPU a prune, one that keeps everything where the map is not over its budget, runs whenever the bound says the map
+may be over it). On a GPU with ``cuda_graphs`` the index is one sorted part of ``capacity`` entries, EMPTY-padded,
+into which every insertion merges its new keys (a pass over it that costs the GPU microseconds), so every tensor an
+insertion makes has a fixed size and it updates the map's tensors in place: it is captured as a CUDA graph (one with
+a prune, as above, and one without) and replayed per frame, one launch instead of a few dozen (the perception stage
+there offers every candidate slot of each frame with a camera motion, masked on the device to the counted ones of a
+trusted frame). Memory: 60 bytes of table per row and 12 of index per Gaussian (plus the padding on a GPU: with the
+fixed index 12 bytes per row of the table, and its graphs' memory pool, which keeps the prune's working tensors, a
+copy of the table among them: about 110 bytes per row).
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ from nut_ros.pipeline.types import GaussianCloud
 _WIDTHS = {"positions": 3, "colors": 3, "scales": 3, "opacities": 1, "rotations": 4, "hits": 1}
 _EDGES = np.cumsum([0, *_WIDTHS.values()])
 _COLUMNS = {name: slice(int(a), int(b)) for name, a, b in zip(_WIDTHS, _EDGES[:-1], _EDGES[1:])}  # of the table
-_MERGED = slice(0, 6)  # the columns of a running mean: position and colour
+_MERGED = slice(0, 6)  # the columns merged as a moving average: position and colour
 _OFFERED = 10  # the columns of a frame's Gaussian
 EMPTY = torch.iinfo(torch.int64).max  # the index's padding key (a voxel's key is clamped below it)
 TAIL_FRACTION = 0.125  # the index's tail is merged into its main part when larger than this fraction of it ...
@@ -183,7 +185,7 @@ class LocalMap:
         rank = torch.cumsum(new, 0) - 1
         rows_in = torch.cat([positions.float(), colors.float(), scales.float(), opacities.float()[:, None]],
                             1).index_select(0, order)
-        merged = self._table.index_select(0, row)  # running mean of position and colour, one more hit
+        merged = self._table.index_select(0, row)  # moving average of position and colour, one more hit
         merged[:, _MERGED].mul_(1 - self.p.merge_rate).add_(rows_in[:, _MERGED] * self.p.merge_rate)
         merged[:, _COLUMNS["hits"]] += 1
         self._table.index_copy_(0, torch.where(found, row, pad), merged)

@@ -209,7 +209,7 @@ class ObstacleParams:
     # 1.00 at 0.9 and 1.0 (without odometry 0.86 at 0.5-0.7, 0.97 at 1.0): 1.0 keeps TUM's margin
     birth_depth_rate: float = 1.0
     birth_members: int = 60
-    max_misses: int = 6  # a track is dropped after this many frames without a detection
+    max_misses: int = 6  # a track is dropped when more frames than this pass without a detection
     # confirmed tracks are reported while they missed at most this many frames in a row (they coast on their
     # velocity; 2: precision 0.866, recall 0.511; 3: 0.852 / 0.528)
     report_misses: int = 2
@@ -268,7 +268,7 @@ class MapParams:
     candidates: int = 8192  # static Gaussians offered to the map per frame (random subset)
     min_opacity: float = 0.5
     max_range: float = 6.0  # depth beyond which Gaussians are not added (depth noise grows with range)
-    merge_rate: float = 0.2  # weight of a new observation in an occupied voxel's running mean
+    merge_rate: float = 0.2  # weight of a new observation in an occupied voxel's moving average
     snapshot_period_s: float = 1.0  # the map is due for publication at most this often
 
     def __post_init__(self):

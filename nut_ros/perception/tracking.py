@@ -9,9 +9,9 @@ its detections' measured velocities: noise in the Gaussians' velocities makes cl
 edges, grazing walls) look moving, but they stay where they are or wander in directions their velocity does not
 point to. Where the travel agrees more closely (``early_agreement``), ``early_hits`` detections suffice, and a
 detection marked decisive (``Detection.decisive``: evidence strong enough alone) starts a confirmed track. A track is
-dropped after ``max_misses`` frames without a detection. An unmatched detection starts a track unless it is marked
-as not founding (``Detection.founding``: a cluster too small to be trusted alone). Ids are random 128-bit UUIDs
-(version 4), fixed for a track's life.
+dropped once more than ``max_misses`` frames pass without a detection. An unmatched detection starts a track unless
+it is marked as not founding (``Detection.founding``: a cluster too small to be trusted alone). Ids are random
+128-bit UUIDs (version 4), fixed for a track's life.
 """
 from __future__ import annotations
 

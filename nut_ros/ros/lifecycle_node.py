@@ -75,11 +75,17 @@ class NutRosNode(LifecycleNode):
         self._info_changes = 0
         self._throttle = KindThrottle(THROTTLE_S)  # the warnings of call sites that log many kinds of problem
         self._unmatched_logged = 0
-        self._tf = None  # tf2_ros.Buffer when camera_frame is set
+        self._tf = self._tf_node_listener = None  # tf2_ros Buffer and TransformListener (configured, camera_frame)
         self._tf_mount_ready = False
         self._diag_pub = self.create_publisher(topics.resolve_type(topics.DIAGNOSTICS_TYPE), topics.DIAGNOSTICS, 10)
         self._diag_timer = self.create_timer(self.params.diagnostics_period, self._publish_health)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def _diagnostics_every(self, period: float) -> None:
+        """Publish the health (``/diagnostics``, ``~/stats``) every ``period`` seconds from now on."""
+        if self._diag_timer.timer_period_ns != round(period * 1e9):
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = self.create_timer(period, self._publish_health)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -88,6 +94,7 @@ class NutRosNode(LifecycleNode):
             self.params = NodeParams.from_dict({n: self.get_parameter(n).value
                                                 for n in dataclasses.asdict(self.params)})
             settings = processor_settings(self.params)
+            self._diagnostics_every(self.params.diagnostics_period)  # (a change while unconfigured applies now)
             if self.params.camera_frame:
                 self._tf_listener()
             pipeline = build_pipeline(self.params, log)
@@ -160,13 +167,19 @@ class NutRosNode(LifecycleNode):
             self._worker = None
 
     def _release(self) -> None:
-        """Drop the pipeline (model, backend, flow threads) and the publishers; free cached GPU memory."""
+        """Drop the pipeline (model, backend, flow threads), the publishers and the TF listener; free cached GPU
+        memory."""
         for pub in self._pubs.values():
             self.destroy_lifecycle_publisher(pub)
         self._pubs = {}
         device = self.params.device
         self.processor = None
         self._configured = False
+        if self._tf_node_listener is not None:  # its subscriptions go; the next configure looks the mount up again
+            self._tf_node_listener.unregister()
+        self._tf = self._tf_node_listener = None
+        self._tf_mount_ready = False
+        self._unmatched_logged = 0  # (counted by the processor just dropped)
         gc.collect()
         if device.startswith("cuda"):
             import torch
@@ -249,8 +262,7 @@ class NutRosNode(LifecycleNode):
             with self._pending_lock:
                 self._pending.update(values)
             if "diagnostics_period" in values:
-                self.destroy_timer(self._diag_timer)
-                self._diag_timer = self.create_timer(values["diagnostics_period"], self._publish_health)
+                self._diagnostics_every(values["diagnostics_period"])
         return SetParametersResult(successful=True)
 
     def _apply_pending(self) -> None:

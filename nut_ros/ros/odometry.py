@@ -9,6 +9,7 @@ interpolated between the two odometry messages around it (linear in translation,
 from __future__ import annotations
 
 import bisect
+import threading
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,8 @@ class PoseBuffer:
     """Recent stamped poses ``T_world<-child``; ``camera_pose(stamp)`` interpolates and applies the mount.
 
     A stamp before the first or after the last buffered pose by more than ``tolerance_ns`` has no pose (the
-    odometry is late or missing): ``None``. Out-of-order messages are inserted in stamp order.
+    odometry is late or missing): ``None``. Out-of-order messages are inserted in stamp order. Thread-safe: the node
+    adds poses on its executor thread and reads them on its worker thread.
     """
 
     def __init__(self, mount: np.ndarray | None = None, capacity: int = 200, tolerance_ns: int = 50_000_000):
@@ -83,11 +85,16 @@ class PoseBuffer:
         self.tolerance_ns = tolerance_ns
         self._stamps: deque[int] = deque(maxlen=capacity)
         self._poses: deque[np.ndarray] = deque(maxlen=capacity)
+        self._lock = threading.Lock()  # a stamp and its pose are added and read together
 
     def __len__(self) -> int:
         return len(self._stamps)
 
     def add(self, stamp_ns: int, pose: np.ndarray) -> None:
+        with self._lock:
+            self._add(stamp_ns, pose)
+
+    def _add(self, stamp_ns: int, pose: np.ndarray) -> None:
         i = bisect.bisect_right(self._stamps, stamp_ns)
         if i == len(self._stamps):
             self._stamps.append(stamp_ns)
@@ -104,19 +111,23 @@ class PoseBuffer:
 
     def camera_pose(self, stamp_ns: int) -> np.ndarray | None:
         """``T_world<-camera_optical`` at ``stamp_ns``, or None when the odometry does not cover it."""
+        with self._lock:
+            base = self._base(stamp_ns)
+        return None if base is None else base @ self.mount
+
+    def _base(self, stamp_ns: int) -> np.ndarray | None:
+        """``T_world<-child`` at ``stamp_ns`` (interpolated), or None."""
         if not self._stamps:
             return None
         i = bisect.bisect_left(self._stamps, stamp_ns)
         if i < len(self._stamps) and self._stamps[i] == stamp_ns:
-            base = self._poses[i]
-        elif i == 0:
-            base = self._poses[0] if self._stamps[0] - stamp_ns <= self.tolerance_ns else None
-        elif i == len(self._stamps):
-            base = self._poses[-1] if stamp_ns - self._stamps[-1] <= self.tolerance_ns else None
-        else:
-            s0, s1 = self._stamps[i - 1], self._stamps[i]
-            base = interpolate_pose(self._poses[i - 1], self._poses[i], (stamp_ns - s0) / (s1 - s0))
-        return None if base is None else base @ self.mount
+            return self._poses[i]
+        if i == 0:
+            return self._poses[0] if self._stamps[0] - stamp_ns <= self.tolerance_ns else None
+        if i == len(self._stamps):
+            return self._poses[-1] if stamp_ns - self._stamps[-1] <= self.tolerance_ns else None
+        s0, s1 = self._stamps[i - 1], self._stamps[i]
+        return interpolate_pose(self._poses[i - 1], self._poses[i], (stamp_ns - s0) / (s1 - s0))
 
 
 def pose_to_odometry(pose: np.ndarray, stamp_ns: int, frame_id: str, child_frame_id: str, flavor: str = "auto"):

@@ -163,8 +163,8 @@ class NodeParams:
                                       "are dropped (counted). Its outputs match the eager stage's within rounding "
                                       "(tested); on an H100 it saved 0.5-0.9 ms per frame where the stage's GPU part "
                                       "is long (no odometry, tiny), nothing for small with odometry; on an H200 "
-                                      "tiny compiled takes 1.8 ms with odometry (docs/ROS_SETUP.md). A failure to compile is logged and the stage goes on "
-                                      "without.")
+                                      "tiny compiled takes 1.8 ms with odometry (docs/ROS_SETUP.md). A failure to "
+                                      "compile is logged and the stage goes on without.")
     publish_obstacles: bool = _param(True, "Publish the tracked moving obstacles every processed frame "
                                      "(`~/obstacles`, nut_ros_msgs/ObstacleArray, empty arrays too; perception).",
                                      dynamic=True)
@@ -210,8 +210,8 @@ class NodeParams:
                                        "ignored by the obstacle detection.", lo=0.001, hi=1000.0)
     obstacle_confirm_hits: int = _param(ObstacleParams.confirm_hits, "Detections before a track is reported.",
                                         lo=1, hi=1000)
-    obstacle_max_misses: int = _param(ObstacleParams.max_misses, "Frames without a detection after which a track "
-                                      "is dropped.", lo=0, hi=1000)
+    obstacle_max_misses: int = _param(ObstacleParams.max_misses, "A track is dropped when more frames than this "
+                                      "pass without a detection.", lo=0, hi=1000)
     obstacle_gate: float = _param(ObstacleParams.gate, "Largest distance (m) between a track's prediction and a "
                                   "detection it may take.", lo=0.001, hi=100.0)
     obstacle_min_travel: float = _param(ObstacleParams.min_travel, "A track is confirmed once its centre moved "
