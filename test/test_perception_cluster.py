@@ -126,3 +126,11 @@ def test_components_are_scipys_connected_components():
     # a chain of 20,000 nodes in random order (a long thin cluster) is one component
     perm = rng.permutation(20_000)
     assert not components(20_000, perm[:-1], perm[1:]).any()
+
+
+def test_a_clusters_velocity_is_its_members_opacity_weighted_mean():
+    pts = np.array([[0.0, 0, 2], [0.05, 0, 2]])
+    vel = np.array([[1.0, 0, 0], [0.0, 0, np.nan]])  # the second's depth rate not measured
+    c = cluster_stats(pts, vel, np.array([3.0, 1.0]), np.zeros(2, np.int64), 1, 0.2)
+    np.testing.assert_allclose(c.velocity[0], [0.75, 0.0, 0.0])  # z: the first member's alone
+    assert c.weight[0] == 4.0 and c.count[0] == 2

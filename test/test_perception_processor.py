@@ -378,3 +378,32 @@ def test_learned_flow_gets_its_own_share_of_the_camera_motion():
     assert reported("learned", replace(params, learned_flow_error_ratio=0.2)) == flow
     with pytest.raises(ValueError, match="learned_flow_error_ratio"):
         ObstacleParams(learned_flow_error_ratio=-0.1)
+
+
+def test_reported_obstacles_are_the_confirmed_moving_tracks_in_the_camera_frame():
+    """Tracks live in the fixed frame; a report turns position, velocity and both covariances into the current
+    camera optical frame, gives confidence = detections / frames tracked, and leaves out tracks slower than
+    ``min_speed``."""
+    from types import SimpleNamespace
+
+    from nut_ros.perception.tracking import Detection
+
+    op = ObstacleParams(confirm_hits=1, min_travel=0.0, min_agreement=-1.0, min_speed=0.25)
+    proc = PerceptionProcessor(op, seed=0)
+    det = Detection(np.array([[1.0, 0.0, 3.0], [0.0, 1.0, 3.0]]), np.array([[0.5, 0.2, 0.0], [0.1, 0.0, 0.0]]),
+                    np.full((2, 3), 0.4), np.ones(2), np.diag([0.04, 0.09, 0.25]))
+    proc.tracker.update(det, 0.1)
+    proc.tracker.update(Detection(*(np.zeros((0, 3)),) * 3, np.zeros(0), np.eye(3)), 0.1)  # a miss: age 2, 1 hit
+    rot = quaternion_to_matrix(np.array([0.0, 0.0, np.sin(0.6), np.cos(0.6)]))  # camera turned 1.2 rad about z
+    trans = np.array([2.0, -1.0, 0.5])
+    frame = SimpleNamespace(stamp_ns=7, frame_id="cam", gaussians=SimpleNamespace(metric=True))
+    out = proc._report(frame, rot, trans)
+    s = proc.tracker.state
+    assert len(out.obstacles) == 1 and out.frame_id == "cam" and out.metric  # the 0.1 m/s track is not reported
+    o, i = out.obstacles[0], int(np.argmax(np.linalg.norm(s.mean[:, 3:], axis=1)))
+    np.testing.assert_allclose(o.position, rot.T @ (s.mean[i, :3] - trans))
+    np.testing.assert_allclose(o.velocity, rot.T @ s.mean[i, 3:])
+    np.testing.assert_allclose(o.position_covariance, rot.T @ s.cov[i, :3, :3] @ rot)
+    np.testing.assert_allclose(o.velocity_covariance, rot.T @ s.cov[i, 3:, 3:] @ rot)
+    assert o.confidence == 0.5 and o.age == 2 and o.id == s.ids[i]
+    assert not np.allclose(o.velocity_covariance, s.cov[i, 3:, 3:])  # (the turn changes it: the test can tell)

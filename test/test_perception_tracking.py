@@ -128,3 +128,25 @@ def test_age_counts_every_frame_since_creation_and_coasting_is_counted_apart():
         s = tracker.state
         seen.append((int(s.age[0]), int(s.hits[0]), int(s.misses[0]), tracker.coasted))
     assert seen == [(1, 1, 0, 0), (2, 1, 1, 0), (3, 1, 2, 0), (4, 1, 2, 1), (5, 2, 0, 0), (6, 2, 1, 0)]
+
+
+def test_predict_adds_white_acceleration_noise_to_the_propagated_covariance():
+    p = ObstacleParams(accel_std=2.0)
+    tracker = MultiObjectTracker(p, seed=0)
+    tracker.update(detections([[0, 0, 3]], [[1, 0, 0]]), DT)
+    before = tracker.state.cov[0].copy()
+    tracker.predict(0.1)
+    f = np.eye(6)
+    f[:3, 3:] = 0.1 * np.eye(3)
+    q = np.zeros((6, 6))  # per axis: [[dt^4/4, dt^3/2], [dt^3/2, dt^2]] times accel_std^2
+    for a in range(3):
+        q[np.ix_([a, a + 3], [a, a + 3])] = 4.0 * np.array([[0.1 ** 4 / 4, 0.1 ** 3 / 2], [0.1 ** 3 / 2, 0.1 ** 2]])
+    np.testing.assert_allclose(tracker.state.cov[0], f @ before @ f.T + q, atol=1e-15)
+
+
+def test_a_tracks_size_is_smoothed_over_its_detections():
+    tracker = MultiObjectTracker(ObstacleParams(), seed=0)
+    for size, want in ((1.0, 1.0), (2.0, 1.3), (2.0, 1.51)):  # 0.7 of the old, 0.3 of the new
+        det = detections([[0, 0, 3]], [[0, 0, 0]])
+        s = tracker.update(replace(det, size=np.full((1, 3), size)), DT)
+        np.testing.assert_allclose(s.size, [[want] * 3])
