@@ -168,3 +168,28 @@ def test_a_bag_damaged_half_way_ends_the_replay_with_a_reason(replay, tmp_path, 
     err = capsys.readouterr().err
     assert rc == 1 and "after 3 messages: RuntimeError: database disk image is malformed" in err, err
     assert not (out / "outputs").exists()  # the output bag of a failed replay is discarded
+
+
+@pytest.mark.parametrize("bad", [1, 2])  # a held-out frame, a key frame (stride 2)
+def test_a_refused_frame_keeps_the_key_frames_those_of_the_bag(replay, tmp_path, bad):
+    """A frame the node refuses (here an encoding it cannot use) is counted, and the key frames stay every
+    ``stride``-th frame of the bag, so the frames the pipeline gets keep their roles (ground-truth depth never
+    reaches it with ``--no-input-depth``)."""
+    bag = tmp_path / "input"
+    with BagWriter(bag, storage="sqlite3") as w:
+        for i in range(7):
+            stamp = 10**9 + i * 33_333_333
+            image = (numpy_to_image(scene(i)[..., 0].astype(np.uint16), "mono16", stamp, "cam", "rosbags") if i == bad
+                     else numpy_to_image(scene(i), "rgb8", stamp, "cam", "rosbags"))
+            w.write("/cam/image", stamp, image)
+            w.write("/cam/depth", stamp, numpy_to_image(np.full((H, W), 2000, np.uint16), "16UC1", stamp, "cam",
+                                                        "rosbags"))
+            w.write("/cam/info", stamp, intrinsics_to_camera_info(K, stamp, "cam", "rosbags"))
+    out = tmp_path / "out"
+    assert main([str(bag), "--out", str(out), "--image-topic", "/cam/image", "--depth-topic", "/cam/depth",
+                 "--info-topic", "/cam/info", "--checkpoint", str(replay.parent / "tiny_small_res.safetensors"),
+                 "--stride", "2", "--no-input-depth", "--quiet"]) == 0
+    frames = json.loads((out / "report.json").read_text())["frames"]
+    keys = [f["index"] for f in frames if f["kind"] == "key"]
+    assert keys == [i for i in (0, 2, 4, 6) if i != bad]
+    assert all(f["depth_source"] == "none" for f in frames if f["kind"] == "key")

@@ -85,6 +85,11 @@ class StreamEvaluator:
         p = self.pipeline
         return resize_rgb(rgb, p.height, p.width)[0].permute(1, 2, 0).numpy().astype(np.float64)
 
+    def skip(self) -> None:
+        """A frame of the clip that never became a :class:`Frame` (refused before the pipeline): counted, so the
+        key / held-out split stays that of the clip's frames (its held-out frames wait for the next key frame)."""
+        self._index += 1
+
     def add(self, frame: Frame, gt_depth_m: np.ndarray | None = None) -> StepResult | None:
         """One frame of the clip (every frame, in order); returns the step result for key frames."""
         i = self._index

@@ -203,12 +203,16 @@ def _replay(args, processor: FrameProcessor, evaluator: StreamEvaluator, clock: 
                     frame, _ = processor.build(matched)
                 except ValueError as err:
                     input_drops[_drop_key(str(err))] += 1
+                    evaluator.skip()
                     continue
-                evaluator.add(frame, frame.depth_m)
+                evaluator.add(_input(frame, args.no_input_depth), frame.depth_m)
                 continue
             dropped_before = pipeline.stats.frames_dropped
-            outcome = processor.process(matched, push=lambda f: evaluator.add(_input(f, args.no_input_depth),
-                                                                              f.depth_m))
+            pushed = []
+            outcome = processor.process(matched, push=lambda f: pushed.append(f) or evaluator.add(
+                _input(f, args.no_input_depth), f.depth_m))
+            if not pushed:  # refused before the pipeline: the evaluator counts it, its split stays the bag's
+                evaluator.skip()
             if outcome.drop is not None and outcome.result is not None:
                 output_drops[_drop_key(outcome.drop)] += 1
             elif outcome.drop is not None and pipeline.stats.frames_dropped == dropped_before:
