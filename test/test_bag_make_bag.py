@@ -162,3 +162,21 @@ def test_depth_of_half_the_size_is_kept_and_of_another_aspect_refused(tmp_path, 
     with pytest.raises(ValueError, match="another aspect ratio"):
         make_bag(color, tmp_path / "b2", depth_dir=other, max_frames=2)
     assert not (tmp_path / "b2").exists()
+
+
+def test_poses_outnumbering_the_images_are_refused(tmp_path, rgbd_folder, capsys):
+    """Poses pair with the images by index: a trajectory at its own rate (TUM's 100 Hz groundtruth.txt) would give
+    each frame the wrong pose; one pose per image passes, with a stride or a frame limit too."""
+    color, _ = rgbd_folder
+
+    def tum(n):
+        path = tmp_path / f"poses_{n}.txt"
+        path.write_text("# timestamp tx ty tz qx qy qz qw\n" + "".join(f"{i / 100:.2f} {i} 0 0 0 0 0 1\n"
+                                                                        for i in range(n)))
+        return str(path)
+
+    assert main([str(color), str(tmp_path / "bag"), "--poses", tum(24)]) == 1
+    assert "24 poses for 8 images" in capsys.readouterr().err and not (tmp_path / "bag").exists()
+    assert main([str(color), str(tmp_path / "ok"), "--poses", tum(8)]) == 0
+    assert main([str(color), str(tmp_path / "strided"), "--poses", tum(8), "--stride", "2"]) == 0
+    assert main([str(color), str(tmp_path / "limited"), "--poses", tum(24), "--max-frames", "3"]) == 0

@@ -244,6 +244,10 @@ def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | 
             count += 1
         if count == 0:
             raise ValueError(f"no frames read from {source}")
+        if camera_poses and count != max_frames and len(camera_poses) > index + stride:  # every image read
+            raise ValueError(f"{poses} has {len(camera_poses)} poses for {index + 1} images: poses pair with the "
+                             f"images by index, one each (a trajectory at its own rate, such as TUM's 100 Hz "
+                             f"groundtruth.txt, must be associated with the image stamps first)")
     return BagSummary(output, count, cam.width, cam.height, cam, topics, notes)
 
 
