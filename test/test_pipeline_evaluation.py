@@ -36,6 +36,8 @@ def test_cross_fade_is_matched_exactly_by_the_blend_baseline(pipeline):
     s = ev.summary()
     assert (s["key_frames"], s["interp_frames"], s["interp_skipped"]) == (3, 2, 0)
     assert s["blend"]["psnr"] > s["interp"]["psnr"]  # an untrained model does worse than blending
+    assert s["blend"]["ssim"] > s["interp"]["ssim"] and 0 < s["flow_warp"]["ssim_256"] <= 1  # baselines: SSIM too
+    assert s["copy"]["ssim"] == pytest.approx(1.0) and s["copy"]["psnr"] > s["key"]["psnr"]  # the input, copied
     flow = ["flow"] if pipeline.motion_prior == "flow" else []  # the classical flow's own stage
     assert list(s["latency_ms"]) == ["preprocess", "encode", "decode", *flow, "render", "postprocess", "total"]
     assert "depth" not in s

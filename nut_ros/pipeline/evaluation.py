@@ -2,7 +2,8 @@
 warping of the key frames, and rendered depth against ground truth.
 
 With key-frame stride ``k`` the pipeline sees frames ``0, k, 2k, …``. Each key frame's render at pair time 1 is
-compared with that frame ("key"); once the next key frame has arrived, every frame in between is rendered at its
+compared with that frame ("key"), beside copying the input, the frame the model was given ("copy": an exact match,
+PSNR capped at :data:`EXACT_PSNR_DB`); once the next key frame has arrived, every frame in between is rendered at its
 pair time from the stamps and compared with the true frame ("interp"), next to the linear blend of the two key
 frames at the same time ("blend") and the key frames warped to that time with DIS flow both ways ("flow_warp",
 :mod:`nut_ros.pipeline.baselines`). Images are compared at the model resolution (the ground truth
@@ -44,6 +45,13 @@ DEPTH_KEYS = tuple(f"depth_{stat}{proto}{pred}" for proto in DEPTH_PROTOCOLS for
 #: closer to its truth than that (an exact match, PSNR ∞, such as a repeated frame's blend) counts as this, kept in
 #: the means instead of left out of them, which would average a baseline over fewer frames than the model beside it
 EXACT_PSNR_DB = 10 * np.log10(12 * 255**2)
+
+
+IMAGE_SCORES = ("psnr", "ssim", "psnr_256", "ssim_256")  # image_scores' keys
+
+
+def _prefixed(prefix: str, scores: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}_{k}": v for k, v in scores.items()}
 
 
 def image_scores(pred: np.ndarray, true: np.ndarray, with_ssim: bool = True) -> dict[str, float]:
@@ -105,7 +113,8 @@ class StreamEvaluator:
         rec = {"index": i, "stamp_ns": frame.stamp_ns, "kind": "key", "pair_time": 1.0,
                "gaussians": result.gaussians.count, "latency_ms": dict(result.latency_ms),
                "depth_source": result.depth_source,
-               **image_scores(result.newest.rgb, true)}
+               **image_scores(result.newest.rgb, true),
+               **_prefixed("copy", image_scores(true, true))}  # copying the input: the frame the model was given
         if gt_depth_m is not None:
             rec.update(self._depth_scores(result, gt_depth_m))
         self.records.append(rec)
@@ -122,11 +131,10 @@ class StreamEvaluator:
             t = self.pipeline.pair_time(h.stamp_ns)
             [view] = self.pipeline.render([t])
             scores = image_scores(view.rgb, h.rgb)
-            base = image_scores(blend(key0, key1, t), h.rgb, with_ssim=False)
-            warped = image_scores(warp.at(min(max(t, 0.0), 1.0)), h.rgb, with_ssim=False)
+            base = image_scores(blend(key0, key1, t), h.rgb)
+            warped = image_scores(warp.at(min(max(t, 0.0), 1.0)), h.rgb)
             self.records.append({"index": h.index, "stamp_ns": h.stamp_ns, "kind": "interp", "pair_time": t,
-                                 **scores, "blend_psnr": base["psnr"], "blend_psnr_256": base["psnr_256"],
-                                 "flow_warp_psnr": warped["psnr"], "flow_warp_psnr_256": warped["psnr_256"]})
+                                 **scores, **_prefixed("blend", base), **_prefixed("flow_warp", warped)})
 
     def _depth_scores(self, result: StepResult, gt_depth_m: np.ndarray) -> dict[str, float]:
         """Rendered depth and its baselines against ground truth on the same pixels (ground truth valid and rendered
@@ -178,10 +186,11 @@ class StreamEvaluator:
             "frames_total": self._index, "stride": self.stride,
             "key_frames": len(keys), "interp_frames": sum(r["kind"] == "interp" for r in self.records),
             "interp_skipped": self.skipped_interp + len(self._held),  # trailing frames have no next key frame
-            "key": {k: mean("key", k) for k in ("psnr", "ssim", "psnr_256", "ssim_256")},
-            "interp": {k: mean("interp", k) for k in ("psnr", "ssim", "psnr_256", "ssim_256")},
-            "blend": {"psnr": mean("interp", "blend_psnr"), "psnr_256": mean("interp", "blend_psnr_256")},
-            "flow_warp": {"psnr": mean("interp", "flow_warp_psnr"), "psnr_256": mean("interp", "flow_warp_psnr_256")},
+            "key": {k: mean("key", k) for k in IMAGE_SCORES},
+            "copy": {k: mean("key", f"copy_{k}") for k in IMAGE_SCORES},
+            "interp": {k: mean("interp", k) for k in IMAGE_SCORES},
+            "blend": {k: mean("interp", f"blend_{k}") for k in IMAGE_SCORES},
+            "flow_warp": {k: mean("interp", f"flow_warp_{k}") for k in IMAGE_SCORES},
             "latency_ms": {s: percentiles(r["latency_ms"][s] for r in keys if s in r["latency_ms"]) for s in stages},
             "gaussians_mean": float(np.mean([r["gaussians"] for r in keys])) if keys else None,
             "gaussians_live": self.pipeline.live_gaussians,

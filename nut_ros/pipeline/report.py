@@ -20,14 +20,12 @@ def _markdown(meta: dict, s: dict) -> str:
     lines += ["", f"Frames: {s['frames_total']} total, stride {s['stride']}: {s['key_frames']} key frames "
               f"re-rendered, {s['interp_frames']} held-out frames interpolated ({s['interp_skipped']} skipped).", "",
               "| frames | PSNR (model res) | SSIM (model res) | PSNR 256² | SSIM 256² |", "|---|---|---|---|---|"]
-    for name, key in (("key (pair time 1)", "key"), ("interpolated", "interp")):
-        m = s[key]
-        lines.append(f"| {name} | {_fmt(m['psnr'], 2)} | {_fmt(m['ssim'])} | {_fmt(m['psnr_256'], 2)} | "
-                     f"{_fmt(m['ssim_256'])} |")
-    b = s["blend"]
-    lines.append(f"| blend baseline (held-out) | {_fmt(b['psnr'], 2)} | – | {_fmt(b['psnr_256'], 2)} | – |")
-    fw = s.get("flow_warp") or {"psnr": None, "psnr_256": None}
-    lines.append(f"| flow-warp baseline (held-out) | {_fmt(fw['psnr'], 2)} | – | {_fmt(fw['psnr_256'], 2)} | – |")
+    for name, key in (("key (pair time 1)", "key"), ("copy-the-input baseline (key)", "copy"),
+                      ("interpolated", "interp"), ("blend baseline (held-out)", "blend"),
+                      ("flow-warp baseline (held-out)", "flow_warp")):
+        m = s.get(key) or {}
+        lines.append(f"| {name} | {_fmt(m.get('psnr'), 2)} | {_fmt(m.get('ssim'))} | {_fmt(m.get('psnr_256'), 2)} | "
+                     f"{_fmt(m.get('ssim_256'))} |")
     if "depth" in s:
         d = s["depth"]
         lines += ["", "Depth at key frames, AbsRel (δ<1.25) against the ground truth, each row on the same pixels with "

@@ -291,9 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     if sum(drops.values()) > summary["key_frames"]:  # e.g. a camera driver that stamps every image 0
         print(f"nut_ros_replay: warning: the pipeline dropped more frames than it used ({drops}; "
               f"{summary['key_frames']} key frames): check the images' header stamps", file=sys.stderr)
-    k, m, b, fw = summary["key"], summary["interp"], summary["blend"], summary["flow_warp"]
-    print(f"key PSNR {k['psnr']}, interp PSNR {m['psnr']} (blend {b['psnr']}, flow warp {fw['psnr']}); report in "
-          f"{args.out}")
+    k, c, m, b, fw = (summary[key] for key in ("key", "copy", "interp", "blend", "flow_warp"))
+    print(f"key PSNR {k['psnr']} (copying the input {c['psnr']}), interp PSNR {m['psnr']} (blend {b['psnr']}, flow "
+          f"warp {fw['psnr']}); report in {args.out}")
     return 0
 
 
