@@ -1,6 +1,7 @@
 """StreamingPipeline with a real (randomly initialised, shrunken) tiny model: pairing, caching, memory, times,
 depth-source flags and bad input."""
 import copy
+import dataclasses
 import gc
 import weakref
 
@@ -303,3 +304,25 @@ def test_frames_without_depth_input_render_no_depth_unless_asked(backend, networ
     assert all((r.newest.rgb > 0).any() for r in results)  # the colour is rendered either way
     res = pipe.push(frame(2, depth=np.full((H, W), 2.0, np.float32)))
     assert res.depth_source == "topic" and np.isfinite(res.newest.depth).any()
+
+
+def test_a_new_camera_starts_a_new_stream(backend):
+    """Same image size, other intrinsics (a zoom, a new calibration, a first CameraInfo after the default FOV): the
+    older frame was seen through another camera, so it is not paired with the new one."""
+    pipe = StreamingPipeline(backend, PipelineConfig(render_times=(1.0,)))
+    k = Intrinsics(100.0, 100.0, 39.5, 29.5, W, H)
+    assert not pipe.push(frame(0)).paired  # the default FOV
+    res = pipe.push(frame(1, k=k))
+    assert not res.paired and pipe.stats.resets["input_changed"] == 1
+    assert pipe.push(frame(2, k=k)).paired
+    zoomed = pipe.push(frame(3, k=dataclasses.replace(k, fx=150.0, fy=150.0)))
+    assert not zoomed.paired and pipe.stats.resets["input_changed"] == 2
+
+
+def test_a_frame_within_a_millisecond_of_the_last_is_a_duplicate(backend):
+    """Velocities divide by the pair's interval: a frame re-stamped 1 µs after the last one would make them huge."""
+    pipe = StreamingPipeline(backend, PipelineConfig(render_times=(1.0,)))
+    assert pipe.push(frame(0, stamp_ns=5000 * MS)) is not None
+    assert pipe.push(frame(1, stamp_ns=5000 * MS + 1000)) is None and pipe.stats.drops["stamp_duplicate"] == 1
+    res = pipe.push(frame(2, stamp_ns=5000 * MS + 2 * MS))  # 2 ms: a fast camera, paired
+    assert res.paired and res.pair_interval_s == pytest.approx(2e-3)

@@ -57,6 +57,7 @@ from nut_ros.render.rasterizer import background_vector
 
 #: StreamingPipeline.warm_up: a stream start, the frame whose depth from motion starts the map again, two pairs
 WARM_UP_FRAMES = 4
+MIN_INTERVAL_S = 1e-3  # a frame closer than this to the previous one is a duplicate (a re-stamping driver)
 
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,10 @@ class StreamingPipeline:
         lat: dict[str, float] = {}
         start = tick = time.perf_counter()
 
-        signature = (*frame.rgb.shape[:2], frame.depth_m is not None)
+        # a new size, depth image or camera (zoom, calibration, a first CameraInfo) starts a new stream: a pair's
+        # older frame must have been seen through the same camera
+        signature = (*frame.rgb.shape[:2], frame.depth_m is not None,
+                     *(round(v, 6) for v in (intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy)))
         drop = self._check_stamp(frame.stamp_ns, signature)
         if drop:
             self.stats.drops[drop] += 1
@@ -342,7 +346,7 @@ class StreamingPipeline:
             reset = "gap"
         elif dt < -self.config.max_gap_s:
             reset = "backwards_jump"
-        elif dt == 0:
+        elif 0 <= dt < MIN_INTERVAL_S:
             return "stamp_duplicate"
         elif dt < 0:
             return "stamp_backwards"
