@@ -199,8 +199,9 @@ class TensorRTBackend:
         self.engines = {part: _Engine(trt, runtime, path.parent / info["file"]) for part, info in wanted.items()}
         self._render_engine = self.engines.get("state")
         h, w = self.model_config.image_size
-        self._renderer = None if self._render_engine else PycudaRenderer(h, w, self.model_config.raster_lowpass,
-                                                                          self.stream)
+        # the rasterizer's kernels launched directly: every render without a render engine, and with one those of
+        # another Gaussian count than its fixed one (a pair's), such as a stream's first frame alone
+        self._renderer = PycudaRenderer(h, w, self.model_config.raster_lowpass, self.stream)
         self._engine_background = None
         if self._render_engine is not None:  # the background is an attribute of the plugin node
             export = json.loads(Path(listing["manifest"]).read_text())
@@ -247,9 +248,9 @@ class TensorRTBackend:
     @torch.inference_mode()
     def render(self, gaussians: Gaussians, t: float, background: Sequence[float] = (0.5, 0.5, 0.5)) -> RenderOutput:
         with self.current:
-            if self._render_engine is None:
-                return self._renderer.render(gaussians.at(t), background)
             eng = self._render_engine
+            if eng is None or gaussians.count != eng.buffers.shapes["g_xyz"][1]:
+                return self._renderer.render(gaussians.at(t), background)
             if tuple(float(v) for v in background) != self._engine_background:
                 raise ValueError(f"the render engine was built with background {self._engine_background}")
             for name in Gaussians.__dataclass_fields__:
