@@ -214,37 +214,30 @@ def test_poses_interpolate_along_the_shorter_arc_at_a_constant_rate():
     assert np.isclose(abs(heading(interpolate_pose(yaw(170), yaw(-170), 0.5))), 180.0)  # across +-180, not via 0
 
 
-def test_the_pose_buffer_pairs_stamps_and_poses_while_another_thread_adds():
-    """The node adds odometry on its executor thread and reads poses on its worker thread."""
-    import sys
+def test_a_pose_read_while_another_thread_adds_pairs_each_stamp_with_its_pose():
+    """The node adds odometry on its executor thread and reads poses on its worker thread. A full buffer drops its
+    oldest stamp as it appends a new one, then its oldest pose: a read from another thread between the two must wait,
+    not pair each stamp with the next one's pose."""
     import threading
-    import time
+    from collections import deque
 
-    poses, stop, newest = PoseBuffer(capacity=50), threading.Event(), [0]
+    poses = PoseBuffer(capacity=4, tolerance_ns=0)
+    for i in range(4):
+        poses.add(T0 + i * 10**8, pose_matrix((i, 0, 0), (0, 0, 0, 1)))
+    read = []
 
-    def add():
-        i = 0
-        while not stop.is_set():
-            stamp = T0 + i * 5 * 10**6
-            poses.add(stamp, pose_matrix(((stamp - T0) * 1e-9, 0, 0), (0, 0, 0, 1)))
-            newest[0], i = stamp, i + 1
+    class ReadMidway(deque):
+        def append(self, pose):  # the new stamp is in and the oldest gone, the poses not yet: another thread reads
+            reader = threading.Thread(target=lambda: read.append(poses.camera_pose(T0 + 25 * 10**7)))
+            reader.start()
+            reader.join(timeout=0.2)  # (with the buffer guarded it waits for this addition to finish)
+            self.reader = reader
+            super().append(pose)
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)  # threads switch often: an unguarded read would see half an addition
-    writer = threading.Thread(target=add)
-    writer.start()
-    wrong = 0
-    try:
-        deadline = time.monotonic() + 1.5
-        while time.monotonic() < deadline:
-            query = newest[0] - 10**8 + 2_500_000  # between two poses, well inside the buffer
-            at = poses.camera_pose(query)
-            wrong += at is not None and not np.isclose(at[0, 3], (query - T0) * 1e-9, atol=1e-9)
-    finally:
-        stop.set()
-        writer.join()
-        sys.setswitchinterval(interval)
-    assert wrong == 0
+    poses._poses = ReadMidway(poses._poses, maxlen=4)
+    poses.add(T0 + 4 * 10**8, pose_matrix((4, 0, 0), (0, 0, 0, 1)))
+    poses._poses.reader.join()
+    assert len(read) == 1 and np.isclose(read[0][0, 3], 2.5)  # halfway between the poses at 2 and 3
 
 
 def test_odometry_message_roundtrip():
