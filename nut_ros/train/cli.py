@@ -121,7 +121,7 @@ def _export(args) -> int:
 def _textures(args) -> int:
     from nut_ros.train.texture_pack import PACK_DIR, build_pack
 
-    paths = build_pack(Path(args.out or PACK_DIR), Path(args.sam2))
+    paths = build_pack(Path(args.out or PACK_DIR))
     print(f"wrote {len(paths)} textures")
     return 0
 
@@ -167,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("export", help="write fp16 safetensors weights of a run")
     p.add_argument("run", help="run folder or last.pt")
     p.add_argument("dest", help="output .safetensors")
-    p = sub.add_parser("textures", help="(re)build the texture pack from skimage.data and the SAM 2 clips")
-    p.add_argument("--sam2", default="../shared/data/sam2_gallery")
+    p = sub.add_parser("textures", help="(re)build the texture pack from skimage.data")
     p.add_argument("--out", default=None)
     p = sub.add_parser("preview", help="render generated clips to a PNG")
     p.add_argument("--model", default="tiny")

@@ -1,8 +1,9 @@
 """Texture pack for the synthetic scenes: 256x256 JPEG crops of real photographs.
 
-Sources (all permissively licensed, see ``textures/ATTRIBUTION.md``): the images bundled with scikit-image
-(``skimage.data``) and frames of the Apache-2.0 SAM 2 gallery clips. ``build_pack`` writes the pack once (it is
-committed); ``load_texture_bank`` reads it into one ``[T, 3, S, S]`` float tensor for on-device sampling.
+Source (permissively licensed, see ``textures/ATTRIBUTION.md``): the images bundled with scikit-image
+(``skimage.data``); no frame of the evaluation footage (the SAM 2 gallery clips among it: they only measure).
+``build_pack`` writes the pack once (it is committed); ``load_texture_bank`` reads it into one ``[T, 3, S, S]`` float
+tensor for on-device sampling.
 """
 from __future__ import annotations
 
@@ -20,8 +21,6 @@ SKIMAGE_SOURCES = {
     "rocket": 2, "colorwheel": 1, "brick": 1, "grass": 1, "gravel": 1, "moon": 1, "camera": 1, "coins": 1,
     "text": 1, "page": 1, "clock": 1, "cell": 1,
 }
-SAM2_CLIPS = ("01_dog", "02_cups", "03_blocks", "04_coffee", "05_default_juggle")
-SAM2_CROPS_PER_CLIP = 5
 
 
 def _random_crop(image: np.ndarray, rng: np.random.Generator, size: int = TEXTURE_SIZE) -> np.ndarray:
@@ -37,7 +36,7 @@ def _random_crop(image: np.ndarray, rng: np.random.Generator, size: int = TEXTUR
     return cv2.resize(image[y:y + side, x:x + side], (size, size), interpolation=cv2.INTER_AREA)
 
 
-def build_pack(out_dir: Path, sam2_dir: Path, seed: int = 0, quality: int = 88) -> list[Path]:
+def build_pack(out_dir: Path, seed: int = 0, quality: int = 88) -> list[Path]:
     """Write the texture pack (deterministic for a seed); returns the written JPEG paths."""
     import cv2
     import skimage.data
@@ -48,16 +47,8 @@ def build_pack(out_dir: Path, sam2_dir: Path, seed: int = 0, quality: int = 88) 
     for name, count in SKIMAGE_SOURCES.items():
         image = getattr(skimage.data, name)()
         crops += [(f"skimage_{name}_{i}", _random_crop(image, rng)) for i in range(count)]
-    for clip in SAM2_CLIPS:
-        cap = cv2.VideoCapture(str(sam2_dir / f"{clip}.mp4"))
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        for i, idx in enumerate(sorted(rng.choice(n, SAM2_CROPS_PER_CLIP, replace=False))):
-            cap.set(cv2.CAP_PROP_POS_FRAMES, int(idx))
-            ok, bgr = cap.read()
-            if not ok:
-                raise RuntimeError(f"cannot read frame {idx} of {clip}")
-            crops.append((f"sam2_{clip}_{i}", _random_crop(bgr[..., ::-1], rng)))
-        cap.release()
+    for name, count in SKIMAGE_SOURCES.items():  # one more crop of each (after the first ones: those stay as they are)
+        crops.append((f"skimage_{name}_{count}", _random_crop(getattr(skimage.data, name)(), rng)))
     paths = []
     for name, rgb in crops:
         path = out_dir / f"{name}.jpg"
