@@ -101,3 +101,14 @@ def test_trajectory_loss_norms():
     assert torch.isclose(trajectory_loss(pred, target, depth, "l2"), torch.tensor((0.25 + 0.04) / 2))
     with pytest.raises(ValueError):
         trajectory_loss(pred, target, depth, "huber")
+
+
+def test_a_sample_without_valid_pixels_adds_nothing_not_even_a_nan_gradient():
+    g = torch.rand(2, 1, 8, 8)
+    mask = torch.ones_like(g, dtype=torch.bool)
+    mask[1] = False  # (stage 3's mask, alpha > 0.5 and a depth, can be empty for a sample)
+    pred = torch.rand_like(g, requires_grad=True)
+    loss = ssi_disparity_loss(pred, g, mask)
+    loss.backward()
+    assert torch.isfinite(pred.grad).all() and (pred.grad[1] == 0).all()
+    assert torch.isclose(loss, ssi_disparity_loss(pred[:1].detach(), g[:1], mask[:1]))

@@ -55,6 +55,31 @@ def test_two_stages_resume_and_export(tmp_path):
         assert torch.allclose(v, expected, rtol=1e-2, atol=1e-3), k  # fp16 round trip
 
 
+def test_a_resumed_run_continues_as_the_uninterrupted_one(tmp_path):
+    """Resuming restores every random generator the steps draw from (the sampled heads use torch's global one)."""
+    torch.set_num_threads(2)
+    whole = Trainer(_cfg(1, tmp_path / "whole", steps=4))
+    for _ in range(4):
+        whole.train_step()
+    parts = Trainer(_cfg(1, tmp_path / "parts", steps=4))
+    for _ in range(2):
+        parts.train_step()
+    parts.save()  # (as a chunk ends)
+    resumed = Trainer(_cfg(1, tmp_path / "parts", steps=4))
+    assert resumed.step == 2
+    for _ in range(2):
+        resumed.train_step()
+    for k, v in resumed.model.state_dict().items():
+        assert torch.equal(v, whole.model.state_dict()[k]), k
+
+
+def test_the_training_seed_may_not_draw_the_validation_clips():
+    from nut_ros.train.trainer import VAL_SEED
+
+    with pytest.raises(ValueError, match="validation clips"):
+        TrainConfig(stage=1, out="", steps=1, seed=VAL_SEED + 1)
+
+
 def test_stage1_fine_tunes_from_weights(tmp_path):
     torch.set_num_threads(2)
     first = Trainer(_cfg(1, tmp_path / "a", steps=1))

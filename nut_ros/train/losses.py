@@ -35,13 +35,14 @@ def ssi_disparity_loss(pred: Tensor, target: Tensor, mask: Tensor, tau: float = 
     p, g, m = pred.flatten(1).float(), target.flatten(1).float(), mask.flatten(1).bool()
     nan = torch.full_like(p, float("nan"))
 
+    ok = m.sum(1, keepdim=True) >= 2
+
     def align(x: Tensor) -> Tensor:
-        xm = torch.where(m, x, nan)
-        shift = torch.nanmedian(xm, dim=1, keepdim=True).values
-        scale = torch.nanmean((xm - shift).abs(), dim=1, keepdim=True) + 1e-6
+        xm = torch.where(m, x, nan)  # a sample without valid pixels: shift 0 and scale 1, not NaN (its gradient too)
+        shift = torch.where(ok, torch.nanmedian(xm, dim=1, keepdim=True).values, 0.0)
+        scale = torch.where(ok, torch.nanmean((xm - shift).abs(), dim=1, keepdim=True), 1.0) + 1e-6
         return (x - shift) / scale
 
-    ok = m.sum(1, keepdim=True) >= 2
     delta = torch.where(m & ok, align(p) - align(g), torch.zeros_like(p))
     if tau > 0:
         w = torch.sigmoid(-(delta.detach() ** 2 - tau) / (0.2 * tau)).clamp_min(0.1)

@@ -83,6 +83,9 @@ class TrainConfig:
             raise ValueError("motion_only and geometry_only exclude each other")
         if self.depth_modes is not None:
             check_modes(self.depth_modes)
+        if VAL_SEED <= self.seed < VAL_SEED + self.val_clips:
+            raise ValueError(f"seed {self.seed} draws the validation clips (seeds {VAL_SEED}-"
+                             f"{VAL_SEED + self.val_clips - 1})")
 
 
 def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -250,13 +253,19 @@ class Trainer:
         self.step, self.train_seconds = state["step"], state["train_seconds"]
         self.scenes.rng.set_state(state["scene_rng"])
         self.loss_gen.set_state(state["loss_rng"])
+        if "torch_rng" in state:  # (the sampled heads draw from torch's global generators)
+            torch.set_rng_state(state["torch_rng"])
+        if torch.cuda.is_available() and state.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         if self.real is not None:
             self.real.rng.set_state(state["real_rng"])
 
     def save(self) -> None:
         state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
                  "train_seconds": self.train_seconds, "scene_rng": self.scenes.rng.get_state(),
-                 "loss_rng": self.loss_gen.get_state(), "config": dataclasses.asdict(self.cfg)}
+                 "loss_rng": self.loss_gen.get_state(), "torch_rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                 "config": dataclasses.asdict(self.cfg)}
         if self.real is not None:
             state["real_rng"] = self.real.rng.get_state()
         save_training_state(state, self.ckpt_path)
