@@ -57,7 +57,7 @@ def marker_id(ob: Obstacle) -> int:
     return ob.id.int & 0x3FFFFFFF
 
 
-def obstacle_markers(obstacles: ObstacleList, lifetime_s: float = 0.5, flavor: str = "auto"):
+def obstacle_markers(obstacles: ObstacleList, lifetime_s: float, flavor: str = "auto"):
     """A MarkerArray: DELETEALL for the namespace, then per obstacle a translucent CUBE (its box) and an ARROW from
     its centre along its velocity (length = metres travelled in one second), coloured by track id."""
     marker = msg_class("visualization_msgs/msg/Marker", flavor)

@@ -237,8 +237,9 @@ class NodeParams:
     map_frame: str = _param("", "Frame id of the map with odometry; empty: the odometry's header.frame_id.")
     keyframe_frame: str = _param("nut_ros_keyframe", "Frame id of the map without odometry: the camera optical "
                                  "frame of the stream's first frame (key frame).")
-    marker_lifetime: float = _param(0.5, "Lifetime of the obstacle markers in RViz (s).", lo=0.0, hi=3600.0,
-                                    dynamic=True)
+    marker_lifetime: float = _param(2.0, "Lifetime of the obstacle markers in RViz (s): every frame's markers replace "
+                                    "the last (DELETEALL first), so this only clears them once the node stops; "
+                                    "shorter than the frame period, they blink.", lo=0.0, hi=3600.0, dynamic=True)
 
     def validate(self) -> "NodeParams":
         """Check every field against its constraint; raise ``ParamError`` listing all problems."""

@@ -52,7 +52,7 @@ class ProcessorSettings:
     perception_compile: bool = False  # torch.compile the stage's dense part (on a GPU, inside its CUDA graphs)
     map_frame: str = ""  # frame of the map with odometry; empty: the odometry's header.frame_id
     keyframe_frame: str = "nut_ros_keyframe"  # frame of the map without odometry (the stream's first camera frame)
-    marker_lifetime_s: float = 0.5
+    marker_lifetime_s: float = NodeParams.marker_lifetime
 
 
 @dataclass

@@ -73,7 +73,7 @@ def main() -> None:
         Obstacle(uuid.uuid4(), rng.normal(size=3), rng.normal(size=3), np.ones(3), np.eye(3) * 0.01,
                  np.eye(3) * 0.04, 1.0, 10) for _ in range(10)])
     t_obs, _ = best_ms(lambda: serialize(obstacles_to_msg(obs, flavor)))
-    t_mark, _ = best_ms(lambda: serialize(obstacle_markers(obs, flavor=flavor)))
+    t_mark, _ = best_ms(lambda: serialize(obstacle_markers(obs, 2.0, flavor=flavor)))
     print(f"10 obstacles: ObstacleArray {t_obs:.2f} ms, MarkerArray {t_mark:.2f} ms (build + serialise)")
 
 
