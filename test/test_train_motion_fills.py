@@ -100,3 +100,21 @@ def _stage1(tmp_path):
     Trainer(TrainConfig(stage=1, out=str(out), model="tiny", model_overrides=SMALL_INPUT, steps=1, batch=1,
                         val_every=2, val_clips=1, warmup=1, device="cpu", amp=False)).run()
     return out
+
+
+def test_the_rigid_flow_beside_a_depth_hole_is_that_of_the_known_pixels():
+    """A sideways camera step over a wall at 2 m: the same flow at every pixel with depth; on a finer Gaussian grid
+    the cells beside a hole keep it (not a blend with the hole's zeros)."""
+    from nut_ros.train.rgbd_pairs import flow_at_grid, rigid_flow
+
+    h, w = 72, 128
+    depth = torch.full((1, 1, h // 4, w // 4), 2.0)
+    depth[..., 6:9, 12:16] = 0  # a hole
+    k = torch.tensor([[[100.0, 0, w / 2], [0, 100.0, h / 2], [0, 0, 1]]])
+    moved = torch.eye(4)[None].clone()
+    moved[0, 0, 3] = 0.1
+    flow, valid = rigid_flow(depth, torch.eye(4)[None], moved, k, (h, w))
+    grid_flow, grid_valid = flow_at_grid(flow, valid, (h, w))
+    known = grid_valid[0, 0] > 0
+    assert 0 < known.float().mean() < 1
+    torch.testing.assert_close(grid_flow[0, 0][known], torch.full_like(grid_flow[0, 0][known], -5.0))

@@ -152,6 +152,15 @@ def rigid_flow(depth0: Tensor, pose0: Tensor, pose1: Tensor, k: Tensor, size: tu
     return flow.float() * valid, valid.float()
 
 
+def flow_at_grid(flow: Tensor, valid: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """:func:`rigid_flow`'s ``flow [B,2,h,w]`` and ``valid [B,1,h,w]`` resized to the Gaussian ``grid``: valid where
+    the nearest depth pixel is, the flow blended bilinearly from the valid depth pixels alone (blending in a hole's
+    zeros would pull the flow beside it towards 0)."""
+    weight = F.interpolate(valid, size=grid, mode="bilinear", align_corners=False)
+    flow = F.interpolate(flow * valid, size=grid, mode="bilinear", align_corners=False) / weight.clamp_min(1e-6)
+    return flow, F.interpolate(valid, size=grid, mode="nearest")
+
+
 class RGBDPairs:
     """Samples :class:`PairBatch` es from a packed file on ``device`` (frames decoded once, kept on the device)."""
 
@@ -237,9 +246,8 @@ class RGBDPairs:
         i, j = pairs[:, 0], pairs[:, 1]
         flows, valids = [], []
         for a, c in ((i, j), (j, i)):
-            f, v = rigid_flow(self.depth[a], self.pose[a], self.pose[c], self.k[a], self.image_size)
-            f = F.interpolate(f, size=self.gaussian_grid, mode="bilinear", align_corners=False)
-            v = F.interpolate(v, size=self.gaussian_grid, mode="nearest")
+            f, v = flow_at_grid(*rigid_flow(self.depth[a], self.pose[a], self.pose[c], self.k[a], self.image_size),
+                                self.gaussian_grid)
             flows.append(f)
             valids.append(v)
         depth = torch.stack([self.depth[i], self.depth[j]], 1)
