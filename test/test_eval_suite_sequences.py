@@ -56,3 +56,25 @@ def test_readers_on_the_shared_sequences():
     assert 0.0 < b.frame.stamp_ns - a.frame.stamp_ns < 2e9
     [s] = sequences.seven_scenes(SHARED / "data" / "sevenscenes_redkitchen", [0])
     assert s.frame.intrinsics.fx == 585.0 and s.depth_m.shape == (480, 640) and 0.5 < np.nanmedian(s.depth_m) < 4
+
+
+@pytest.mark.shared
+def test_training_packs_tum_frames_as_the_evaluation_reads_them():
+    """The packed training frames of TUM are undistorted like the evaluation's (the rigid flow of a pinhole K holds
+    on them): the packed colour is the evaluation's frame cropped to 16:9 and resized, within JPEG's error."""
+    from nut_ros.train.rgbd_pairs import _crop_169, _frame
+
+    tum = SHARED / "data" / "train_rgbd" / "tum_fr1_rpy"
+    [sf] = sequences.tum(tum, [100])
+    index = (tum / "frames.txt").read_text().splitlines()
+    name = [line.split()[0] for line in index if not line.startswith("#")][100]
+    rgb_path, depth_path = tum / "rgb" / f"{name}.jpg", tum / "depth" / f"{name}.png"
+    size = (288, 512)
+
+    def packed(undistort):
+        jpg, _, _ = _frame(rgb_path, depth_path, sequences.TUM_FR1[0], size, 95, tum=undistort)
+        return cv2.cvtColor(cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+    want = cv2.resize(_crop_169(sf.frame.rgb)[0], size[::-1], interpolation=cv2.INTER_AREA).astype(float)
+    assert np.abs(packed(True) - want).mean() < 2.0  # JPEG at quality 95
+    assert np.abs(packed(False) - want).mean() > 2 * np.abs(packed(True) - want).mean()  # distortion shows

@@ -6,6 +6,7 @@ depth image's own size, which may differ from the RGB's). Layouts are those of `
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,20 @@ def seven_scenes(folder: Path, indices) -> Iterator[SequenceFrame]:
 TUM_FR1 = ((517.3, 516.5, 318.6, 255.3), (0.2624, -0.9531, -0.0054, 0.0026, 1.1633))
 
 
+def undistort_tum(image: np.ndarray, interpolation: int) -> np.ndarray:
+    """A TUM fr1 image (any size of the 640x480 view: colour, or depth with ``INTER_NEAREST``) undistorted onto the
+    pinhole camera of the same intrinsics (:data:`TUM_FR1`), 0 outside the distorted view."""
+    h, w = image.shape[:2]
+    return cv2.remap(image, *_tum_maps(h, w), interpolation, borderValue=0)
+
+
+@functools.lru_cache(maxsize=4)
+def _tum_maps(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    (fx, fy, cx, cy), dist = TUM_FR1
+    k = np.diag([w / 640, h / 480, 1.0]) @ np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
+    return cv2.initUndistortRectifyMap(k, np.array(dist), None, k, (w, h), cv2.CV_32FC1)
+
+
 def tum_frame_count(folder: Path) -> int:
     return sum(1 for line in (Path(folder) / "frames.txt").read_text().splitlines() if not line.startswith("#"))
 
@@ -65,26 +80,16 @@ def tum(folder: Path, indices) -> Iterator[SequenceFrame]:
     rows = [line.split() for line in (folder / "frames.txt").read_text().splitlines() if not line.startswith("#")]
     gt = np.array([[float(v) for v in line.split()] for line in (folder / "groundtruth.txt").read_text().splitlines()
                    if line and not line.startswith("#")])
-    (fx, fy, cx, cy), dist = TUM_FR1
-    K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
-    maps: dict[tuple[int, int], tuple] = {}
-
-    def undistort(img, interpolation):
-        h, w = img.shape[:2]
-        if (h, w) not in maps:
-            s = np.diag([w / 640, h / 480, 1.0])
-            maps[(h, w)] = cv2.initUndistortRectifyMap(s @ K, np.array(dist), None, s @ K, (w, h), cv2.CV_32FC1)
-        return cv2.remap(img, *maps[(h, w)], interpolation, borderValue=0)
-
+    fx, fy, cx, cy = TUM_FR1[0]
     for i in indices:
         index, stamp = rows[i][0], float(rows[i][1])
         j = int(np.clip(np.searchsorted(gt[:, 0], stamp), 1, len(gt) - 1))
         a = (stamp - gt[j - 1, 0]) / max(gt[j, 0] - gt[j - 1, 0], 1e-9)
         q0, q1 = gt[j - 1, 4:8], gt[j, 4:8] * np.sign(np.dot(gt[j - 1, 4:8], gt[j, 4:8]))
         pose = quaternion_pose((1 - a) * gt[j - 1, 1:4] + a * gt[j, 1:4], (1 - a) * q0 + a * q1)
-        rgb = undistort(read_rgb(folder / "rgb" / f"{index}.jpg"), cv2.INTER_LINEAR)
+        rgb = undistort_tum(read_rgb(folder / "rgb" / f"{index}.jpg"), cv2.INTER_LINEAR)
         depth = depth_mm(folder / "depth" / f"{index}.png")
-        depth = undistort(np.nan_to_num(depth), cv2.INTER_NEAREST)
+        depth = undistort_tum(np.nan_to_num(depth), cv2.INTER_NEAREST)
         depth[depth <= 0] = np.nan
         k = Intrinsics(fx, fy, cx, cy, rgb.shape[1], rgb.shape[0])
         yield SequenceFrame(Frame(rgb, round(stamp * 1e9), intrinsics=k, camera_pose=pose), depth)

@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nut_ros.core.rotations import quaternion_pose
+from nut_ros.pipeline.sequences import TUM_FR1, undistort_tum
 from nut_ros.train.depth_input import fill_at
 from nut_ros.train.motion_fills import SOURCES, packed_fills
 
 #: TartanAir's camera body frame is NED (x forward, y right, z down): its pose times this is the optical frame's
 NED_FROM_OPTICAL = np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]], dtype=np.float64)
-TUM_K = (517.3, 516.5, 318.6, 255.3)  # fx, fy, cx, cy at 640x480 (freiburg1)
 TARTAN_K = (320.0, 320.0, 320.0, 240.0)
 DEPTH_DOWN = 4  # depth is packed at 1/4 of the RGB size
 JPEG_QUALITY = 88  # of the packed colour
@@ -73,11 +73,15 @@ def _crop_169(image: np.ndarray) -> tuple[np.ndarray, int]:
     return image[top:top + keep], top
 
 
-def _frame(rgb_path: Path, depth_path: Path, k: tuple, size: tuple[int, int],
-           jpeg_quality: int) -> tuple[bytes, np.ndarray, np.ndarray]:
-    """One frame: JPEG of the cropped, resized RGB; depth (mm, uint16) at 1/DEPTH_DOWN; K at ``size`` (H, W)."""
+def _frame(rgb_path: Path, depth_path: Path, k: tuple, size: tuple[int, int], jpeg_quality: int,
+           tum: bool = False) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """One frame: JPEG of the cropped, resized RGB; depth (mm, uint16) at 1/DEPTH_DOWN; K at ``size`` (H, W). TUM's
+    frames (``tum``) are undistorted first, as the evaluation reads them (:func:`nut_ros.pipeline.sequences.undistort_tum`):
+    the rigid flow of the pinhole ``K`` holds on them."""
     rgb = cv2.imread(str(rgb_path), cv2.IMREAD_COLOR)
     depth = cv2.imread(str(depth_path), cv2.IMREAD_UNCHANGED)
+    if tum:
+        rgb, depth = undistort_tum(rgb, cv2.INTER_LINEAR), undistort_tum(depth, cv2.INTER_NEAREST)
     rgb, top = _crop_169(rgb)
     depth, _ = _crop_169(depth)
     h, w = size
@@ -99,7 +103,7 @@ def _tum(root: Path):
         pose = _interpolate_pose(gt[:, 0], gt[:, 1:], stamp)
         if pose is not None:
             name = f"{int(index):06d}"
-            yield root / "rgb" / f"{name}.jpg", root / "depth" / f"{name}.png", pose, TUM_K
+            yield root / "rgb" / f"{name}.jpg", root / "depth" / f"{name}.png", pose, TUM_FR1[0]
 
 
 def _tartanair(root: Path):
@@ -121,7 +125,7 @@ def pack(train_rgbd: str | Path, out: str | Path, size: tuple[int, int] = (288, 
     chosen = [(f, 0, False) for f in tum[:n_train:tum_stride]] + [(f, 0, True) for f in tum[n_train::val_stride]]
     chosen += [(f, 1, False) for f in list(_tartanair(root / "tartanair_traj"))[::tartan_stride]]
     for (rgb_path, depth_path, pose, k), seq, val in chosen:
-        jpg, depth, kk = _frame(rgb_path, depth_path, k, size, jpeg_quality)
+        jpg, depth, kk = _frame(rgb_path, depth_path, k, size, jpeg_quality, tum=seq == 0)
         for key, value in zip(records, (jpg, depth, pose, kk, seq + 2 * val, val)):
             records[key].append(value)
     np.savez_compressed(out, rgb=np.array(records["rgb"], dtype=object), depth=np.stack(records["depth"]),
