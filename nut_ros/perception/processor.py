@@ -186,15 +186,16 @@ class PerceptionProcessor:
         self._map_s = 0.0  # seconds spent offering to the map before the obstacles were done (on a GPU)
         inputs = self._inputs(result)
         field, selected = self._camera_motion(result, camera_pose, inputs)
-        if not odometry and field is not None:
-            self._pose = self._pose @ np.linalg.inv(pose_step(field, result.pair_interval_s))
-            self._trusted_field = field
-        elif not odometry and self._trusted_field is not None and result.paired and result.pair_interval_s:
-            # a pair whose fit is not trusted: the camera is taken to keep the last trusted motion, so the key
-            # frame's pose does not lose the interval (it would offset every later pose, map point and track)
-            self._pose = self._pose @ np.linalg.inv(pose_step(self._trusted_field, result.pair_interval_s))
-        elif odometry:
+        if odometry:
             self._pose = np.asarray(camera_pose, np.float64)
+        else:
+            # the pose in the key frame integrates the fitted motion; a pair whose fit is not trusted keeps the last
+            # trusted motion, so the pose does not lose the interval (it would offset every later pose, map point and
+            # track)
+            if field is not None:
+                self._trusted_field = field
+            if self._trusted_field is not None and result.paired and result.pair_interval_s:
+                self._pose = self._pose @ np.linalg.inv(pose_step(self._trusted_field, result.pair_interval_s))
         self._stamp_ns = result.stamp_ns
         rot, trans = self._pose[:3, :3], self._pose[:3, 3]
 
