@@ -9,6 +9,7 @@ the backend's stream). Stale engines (other ONNX, TensorRT version or GPU) are r
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Sequence
@@ -47,6 +48,15 @@ class CurrentContext:
         import pycuda.driver as cuda
 
         cuda.Context.pop()
+
+
+def in_current_context(method):
+    """``method`` run with its object's :class:`CurrentContext` (``self.current``) current on the calling thread."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        with self.current:
+            return method(self, *args, **kwargs)
+    return call
 
 
 class _Buffers:
@@ -108,11 +118,8 @@ class PycudaRenderer:
         self.workspace_mem = cuda.mem_alloc(self.workspace.nbytes)
         self._key = (batch, n, capacity)
 
+    @in_current_context
     def render(self, inputs: RasterInputs, background: Sequence[float] = (0.5, 0.5, 0.5)) -> RenderOutput:
-        with self.current:
-            return self._render(inputs, background)
-
-    def _render(self, inputs: RasterInputs, background: Sequence[float]) -> RenderOutput:
         batch, n = inputs.means.shape[:2]
         if self._key is None or self._key[:2] != (batch, n):
             self._allocate(batch, n, max(1, batch * n * PAIRS_PER_GAUSSIAN))
@@ -211,57 +218,57 @@ class TensorRTBackend:
     def device(self) -> str:
         return self._device
 
+    @in_current_context
     def encode(self, rgb: torch.Tensor, disp: torch.Tensor) -> _Buffers:
         """The frame's encoder outputs (named as the encoder engine's outputs), left on the GPU (its own
         allocations)."""
-        with self.current:
-            enc = self.engines["encoder"]
-            for name, value in zip(enc.inputs, (rgb, disp)):  # the graph's two inputs, image first
-                enc.buffers.upload(name, value, self.stream)
-            frame = _Buffers({n: enc.shapes[n] for n in enc.outputs})
-            enc.run(self.stream, {n: int(frame.device[n]) for n in enc.outputs})
-            return frame
+        enc = self.engines["encoder"]
+        for name, value in zip(enc.inputs, (rgb, disp)):  # the graph's two inputs, image first
+            enc.buffers.upload(name, value, self.stream)
+        frame = _Buffers({n: enc.shapes[n] for n in enc.outputs})
+        enc.run(self.stream, {n: int(frame.device[n]) for n in enc.outputs})
+        return frame
 
+    @in_current_context
     def decode(self, prev: _Buffers, cur: _Buffers) -> Gaussians:
-        with self.current:
-            dec = self.engines["decoder"]
-            bound = {f"prev_{n}": int(ptr) for n, ptr in prev.device.items()}
-            bound.update({f"cur_{n}": int(ptr) for n, ptr in cur.device.items()})
-            dec.run(self.stream, bound)
-            for name in dec.outputs:
-                dec.buffers.download(name, self.stream)
-            self.stream.synchronize()
-            return Gaussians(**{n: dec.buffers.tensor(n) for n in Gaussians.__dataclass_fields__})
+        dec = self.engines["decoder"]
+        bound = {f"prev_{n}": int(ptr) for n, ptr in prev.device.items()}
+        bound.update({f"cur_{n}": int(ptr) for n, ptr in cur.device.items()})
+        dec.run(self.stream, bound)
+        for name in dec.outputs:
+            dec.buffers.download(name, self.stream)
+        self.stream.synchronize()
+        return Gaussians(**{n: dec.buffers.tensor(n) for n in Gaussians.__dataclass_fields__})
 
+    @in_current_context
     def static(self, handle: _Buffers) -> Gaussians:
-        with self.current:
-            names = ("xyz", "rgb", "opacity", "scale")
-            for name in names:
-                handle.download(name, self.stream)
-            self.stream.synchronize()
-            cache = {n: handle.tensor(n) if n in names else None for n in FrameCache._fields}  # static() reads these
-            return static_gaussians(FrameCache(**cache), t0=1.0)
+        names = ("xyz", "rgb", "opacity", "scale")
+        for name in names:
+            handle.download(name, self.stream)
+        self.stream.synchronize()
+        cache = {n: handle.tensor(n) if n in names else None for n in FrameCache._fields}  # static() reads these
+        return static_gaussians(FrameCache(**cache), t0=1.0)
 
     def use_learned_motion(self, enabled: bool) -> None:
         keep_exported_learned_motion(self.model_config, enabled)
 
+    @in_current_context
     @torch.inference_mode()
     def render(self, gaussians: Gaussians, t: float, background: Sequence[float] = (0.5, 0.5, 0.5)) -> RenderOutput:
-        with self.current:
-            eng = self._render_engine
-            if eng is None or gaussians.count != eng.buffers.shapes["g_xyz"][1]:
-                return self._renderer.render(gaussians.at(t), background)
-            if tuple(float(v) for v in background) != self._engine_background:
-                raise ValueError(f"the render engine was built with background {self._engine_background}")
-            for name in Gaussians.__dataclass_fields__:
-                eng.buffers.upload(f"g_{name}", getattr(gaussians, name), self.stream)
-            eng.buffers.upload("t", np.array([t], np.float32), self.stream)
-            eng.run(self.stream)
-            for name in eng.outputs:
-                eng.buffers.download(name, self.stream)
-            self.stream.synchronize()
-            return RenderOutput(*(eng.buffers.tensor(n) for n in ("rgb", "depth", "alpha")))
+        eng = self._render_engine
+        if eng is None or gaussians.count != eng.buffers.shapes["g_xyz"][1]:
+            return self._renderer.render(gaussians.at(t), background)
+        if tuple(float(v) for v in background) != self._engine_background:
+            raise ValueError(f"the render engine was built with background {self._engine_background}")
+        for name in Gaussians.__dataclass_fields__:
+            eng.buffers.upload(f"g_{name}", getattr(gaussians, name), self.stream)
+        eng.buffers.upload("t", np.array([t], np.float32), self.stream)
+        eng.run(self.stream)
+        for name in eng.outputs:
+            eng.buffers.download(name, self.stream)
+        self.stream.synchronize()
+        return RenderOutput(*(eng.buffers.tensor(n) for n in ("rgb", "depth", "alpha")))
 
+    @in_current_context
     def synchronize(self) -> None:
-        with self.current:
-            self.stream.synchronize()
+        self.stream.synchronize()
