@@ -25,7 +25,10 @@ from nut_ros.ros import topics  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 CAMERA_FRAME = "camera_optical_frame"
-OUTPUTS = ("depth", "image", "camera_info", "points", "gaussians", "stats")
+# the fixture camera publishes no depth and no odometry: its depth and points have no metric scale
+DEPTH, POINTS = "relative/depth", "relative/points"
+OUTPUTS = (DEPTH, "image", "camera_info", POINTS, "gaussians", "stats")
+METRIC_ONLY = ("depth", "points")  # REP-118 / REP-103 readers take metres: nothing for them here
 
 
 @pytest.mark.launch_test
@@ -66,9 +69,9 @@ class TestNodeAsUsersRunIt(unittest.TestCase):
         cls.context = rclpy.Context()
         rclpy.init(context=cls.context)
         cls.node = rclpy.create_node("launch_test_listener", context=cls.context)
-        cls.received = {name: [] for name in OUTPUTS}
+        cls.received = {name: [] for name in OUTPUTS + METRIC_ONLY}
         cls.camera_stamps = set()
-        for name in OUTPUTS:
+        for name in OUTPUTS + METRIC_ONLY:
             cls.node.create_subscription(topics.resolve_type(topics.OUTPUT_TYPES[name]), topics.output_topic(name),
                                          lambda m, n=name: cls.received[n].append((time.monotonic(), m)), 50)
         cls.node.create_subscription(topics.resolve_type("sensor_msgs/msg/Image"), "/camera/color/image_raw",
@@ -79,7 +82,7 @@ class TestNodeAsUsersRunIt(unittest.TestCase):
 
         cls.synced = []
         subs = [message_filters.Subscriber(cls.node, topics.resolve_type(topics.OUTPUT_TYPES[n]),
-                                           topics.output_topic(n)) for n in ("image", "depth", "camera_info")]
+                                           topics.output_topic(n)) for n in ("image", DEPTH, "camera_info")]
         cls.sync = message_filters.TimeSynchronizer(subs, 10)
         cls.sync.registerCallback(lambda *msgs: cls.synced.append(msgs))
         cls.executor = SingleThreadedExecutor(context=cls.context)
@@ -108,11 +111,13 @@ class TestNodeAsUsersRunIt(unittest.TestCase):
             self.assertIn(line, out.stdout)
         for name in OUTPUTS:
             self.assertTrue(self.received[name], f"nothing received on ~/{name}")
+        for name in METRIC_ONLY:
+            self.assertFalse(self.received[name], f"relative lengths published on ~/{name}")
 
     def test_c_stamps_and_frame_ids_are_the_camera_s(self):
         first_seen = min(self.camera_stamps)  # this listener may have joined after the node's first frames
         checked = 0
-        for name in ("depth", "image", "camera_info", "points", "gaussians"):
+        for name in (DEPTH, "image", "camera_info", POINTS, "gaussians"):
             for _, msg in self.received[name]:
                 self.assertEqual(msg.header.frame_id, CAMERA_FRAME, name)
                 stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
@@ -139,10 +144,10 @@ class TestNodeAsUsersRunIt(unittest.TestCase):
         # the fixture camera repeats 8 nearly still frames and publishes no depth: depth from motion finds no
         # parallax, so the node publishes NaN depth (the network's RGB-only guess measures worse than a constant)
         # and says so in ~/stats
-        depth = image_to_depth_m(self.received["depth"][-1][1])
+        depth = image_to_depth_m(self.received[DEPTH][-1][1])
         self.assertTrue(np.isnan(depth).all(), "no depth input: no depth values")
         self.assertEqual(self.received["stats"][-1][1].depth_source, "none")
-        xyz, rgb = pointcloud2_to_points(self.received["points"][-1][1])
+        xyz, rgb = pointcloud2_to_points(self.received[POINTS][-1][1])
         self.assertTrue(xyz.shape[0] > 1000 and np.isfinite(xyz).all() and (xyz[:, 2] > 0).all())
         cloud = msg_to_gaussian_cloud(self.received["gaussians"][-1][1])
         self.assertEqual(cloud.count, xyz.shape[0])

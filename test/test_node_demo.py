@@ -48,8 +48,8 @@ def test_rviz_config_shows_node_outputs():
         shown[topic] = kind
         if topic in (topics.output_topic(n) for n in topics.MAP_OUTPUTS):  # late RViz gets the last map
             assert display["Topic"]["Durability Policy"] == "Transient Local", topic
-    assert set(shown) == {topics.output_topic(n) for n in ("points", "depth", "image", "obstacle_markers",
-                                                           "map_points")}
+    metric = ("points", "depth", "image", "obstacle_markers", "map_points")
+    assert set(shown) == {topics.output_topic(n) for n in metric + tuple(topics.RELATIVE.values())}
 
 
 def test_demo_refuses_to_run_without_weights(tmp_path, capsys):

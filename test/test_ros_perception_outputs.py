@@ -179,7 +179,8 @@ def test_node_map_is_transient_local_and_obstacles_volatile():
         assert durability == {"obstacles": {DurabilityPolicy.VOLATILE},
                               "obstacle_markers": {DurabilityPolicy.VOLATILE},
                               "map_points": {DurabilityPolicy.TRANSIENT_LOCAL},
-                              "map": {DurabilityPolicy.TRANSIENT_LOCAL}}
+                              "map": {DurabilityPolicy.TRANSIENT_LOCAL},
+                              "relative/map_points": {DurabilityPolicy.TRANSIENT_LOCAL}}
         for i in range(2):  # the worker's path: frame 1 makes the map due
             node._process(feed(node.processor, i, False), time.perf_counter())
         received = {name: [] for name in ("map_points", "map", "obstacles")}

@@ -122,8 +122,9 @@ class NutRosNode(LifecycleNode):
                         f"the Gaussians' motion, and motion_prior flow gives better ones (docs/ROS_SETUP.md)")
         if p.perception and not p.use_odometry:
             log.info(f"perception without odometry: the local map is in {p.keyframe_frame!r} (the stream's first "
-                     f"camera frame), which no transform connects to the camera frame: view ~/map_points with RViz's "
-                     f"fixed frame {p.keyframe_frame!r}, the obstacles with the camera frame")
+                     f"camera frame), which no transform connects to the camera frame: view ~/map_points (or "
+                     f"~/relative/map_points) with RViz's fixed frame {p.keyframe_frame!r}, the obstacles with the "
+                     f"camera frame")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:

@@ -61,13 +61,16 @@ def default_domain_id() -> int:
     return 101 + os.getpid() % 100
 
 
-def expected_outputs(params: NodeParams, frames_processed: int) -> dict[str, int]:
-    """Messages the node publishes per output topic for ``frames_processed`` frames."""
+def expected_outputs(params: NodeParams, frames_processed: int) -> dict[tuple[str, ...], int]:
+    """Messages the node publishes for ``frames_processed`` frames, per group of output topics: an output and its
+    relative twin (``topics.RELATIVE``) share one count, each frame going to one of them."""
     views = len(params.render_times)
     every_frame = VIEW_OUTPUTS + STEP_OUTPUTS + (("obstacles", "obstacle_markers") if params.perception else ())
-    counts = {name: frames_processed * (views if name in VIEW_OUTPUTS else 1) for name in every_frame
-              if getattr(params, f"publish_{name}")}
-    return {topics.output_topic(name): n for name, n in counts.items()}
+    groups = {}
+    for name in every_frame:
+        if getattr(params, f"publish_{topics.switch_of(name)}"):
+            groups.setdefault(topics.switch_of(name), []).append(topics.output_topic(name))
+    return {tuple(group): frames_processed * (views if name in VIEW_OUTPUTS else 1) for name, group in groups.items()}
 
 
 def node_command(params_file: str | Path | None, overrides: dict[str, object], remap: dict[str, str]) -> list[str]:
@@ -158,7 +161,8 @@ def run_node_on_bag(bag: str | Path, out_bag: str | Path, log_path: str | Path, 
             wall = time.monotonic() - started
             if last_stats:  # reliable delivery may repair a lost sample only at the writer's next heartbeat
                 expected = expected_outputs(node_params, last_stats[-1].frames_processed)
-                wait_until(lambda: all(recorder.counts[t] >= n for t, n in expected.items()), DELIVERY_TIMEOUT_S)
+                wait_until(lambda: all(sum(recorder.counts[t] for t in group) >= n for group, n in expected.items()),
+                           DELIVERY_TIMEOUT_S)
         finally:
             exit_code = _stop(proc, notes)
             executor.shutdown()

@@ -94,12 +94,13 @@ class NodeParams:
                                        lo=-1000.0, hi=1000.0)
     camera_frame: str = _param("", "TF frame of the camera optical frame; when set, the mount is looked up in TF "
                                "(odometry child frame -> this frame, needs tf2_ros) instead of camera_mount.")
-    publish_depth: bool = _param(True, "Publish the rendered depth (`~/depth`, 32FC1).", dynamic=True)
+    publish_depth: bool = _param(True, "Publish the rendered depth (32FC1): `~/depth` in metres when metric, "
+                                "else `~/relative/depth` in relative units.", dynamic=True)
     publish_image: bool = _param(True, "Publish the rendered RGB image (`~/image`, rgb8).", dynamic=True)
     publish_camera_info: bool = _param(True, "Publish the CameraInfo of the rendered images (`~/camera_info`).",
                                        dynamic=True)
-    publish_points: bool = _param(True, "Publish the Gaussian centres as a coloured PointCloud2 (`~/points`).",
-                                  dynamic=True)
+    publish_points: bool = _param(True, "Publish the Gaussian centres as a coloured PointCloud2: `~/points` "
+                                  "when metric, else `~/relative/points`.", dynamic=True)
     publish_gaussians: bool = _param(True, "Publish the Gaussians (`~/gaussians`, nut_ros_msgs/GaussianSet).",
                                      dynamic=True)
     render_times: list[float] = _param([1.0], "Normalised pair times to render: 1 newest frame, (0, 1) "
@@ -172,7 +173,8 @@ class NodeParams:
                                             "(`~/obstacle_markers`, visualization_msgs/MarkerArray; perception).",
                                             dynamic=True)
     publish_map_points: bool = _param(True, "Publish the local map's centres every map_period (`~/map_points`, "
-                                      "PointCloud2, transient local; perception).", dynamic=True)
+                                      "`~/relative/map_points` without metric scale; PointCloud2, transient local; "
+                                      "perception).", dynamic=True)
     publish_map: bool = _param(True, "Publish the local map's Gaussians every map_period (`~/map`, "
                                "nut_ros_msgs/GaussianSet, transient local; perception).", dynamic=True)
     obstacle_moving_speed: float = _param(ObstacleParams.moving_speed, "A Gaussian moves when its speed over the "

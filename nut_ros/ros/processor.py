@@ -30,7 +30,7 @@ from nut_ros.ros.obstacle_msgs import map_messages, obstacle_markers, obstacles_
 from nut_ros.ros.odometry import PoseBuffer, odometry_pose
 from nut_ros.ros.outputs import STEP_OUTPUTS, VIEW_OUTPUTS, step_messages, view_messages
 from nut_ros.ros.params import NodeParams
-from nut_ros.ros.topics import MAP_OUTPUTS, OUTPUT_TYPES, PERCEPTION_OUTPUTS
+from nut_ros.ros.topics import MAP_OUTPUTS, OUTPUT_TYPES, PERCEPTION_OUTPUTS, length_output, switch_of
 
 
 @dataclass
@@ -237,9 +237,10 @@ class FrameProcessor:
                              obstacle_markers(out.obstacles, s.marker_lifetime_s, self.flavor)))
         if out.map_due and enabled & set(MAP_OUTPUTS):
             fixed = (s.map_frame or self.odometry_frame) if out.fixed_frame == "odometry" else s.keyframe_frame
-            points, gaussians = map_messages(self.perception.map_snapshot(), result.stamp_ns, fixed,
-                                             result.depth_source, self.flavor)
-            messages += [(name, result.stamp_ns, msg) for name, msg in zip(MAP_OUTPUTS, (points, gaussians))
+            snapshot = self.perception.map_snapshot()
+            points, gaussians = map_messages(snapshot, result.stamp_ns, fixed, result.depth_source, self.flavor)
+            names = (length_output("map_points", snapshot.metric), "map")
+            messages += [(name, result.stamp_ns, msg) for name, msg in zip(names, (points, gaussians))
                          if name in enabled]
         self.health.record_latency(out.latency_ms)
         return messages
@@ -273,7 +274,7 @@ def processor_settings(p: NodeParams) -> ProcessorSettings:
     from nut_ros.ros.odometry import mount_matrix
 
     stage_off = ("stats",) + (() if p.perception else PERCEPTION_OUTPUTS)
-    enabled = frozenset(n for n in OUTPUT_TYPES if n not in stage_off and getattr(p, f"publish_{n}"))
+    enabled = frozenset(n for n in OUTPUT_TYPES if n not in stage_off and getattr(p, f"publish_{switch_of(n)}"))
     return ProcessorSettings(depth_source=p.depth_source, depth_scale=p.depth_scale,
                              sync_tolerance_s=p.sync_tolerance, sync_buffer=p.sync_buffer,
                              depth_timeout_s=p.depth_timeout, frame_id=p.frame_id,

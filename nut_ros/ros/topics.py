@@ -36,10 +36,25 @@ OUTPUT_TYPES = {
     "map_points": "sensor_msgs/msg/PointCloud2",
     "map": "nut_ros_msgs/msg/GaussianSet",
 }
-PERCEPTION_OUTPUTS = ("obstacles", "obstacle_markers", "map_points", "map")
-MAP_OUTPUTS = ("map_points", "map")
+# Lengths without metric scale (depth from motion without odometry) are not published where REP-118 / REP-103 readers
+# take metres: such a frame's depth and points, and such a map's points, go to ``~/relative/<name>`` instead, in the
+# run's relative unit (GaussianSet and ObstacleArray carry a ``metric`` flag and keep one topic).
+RELATIVE = {name: f"relative/{name}" for name in ("depth", "points", "map_points")}
+OUTPUT_TYPES.update({relative: OUTPUT_TYPES[name] for name, relative in RELATIVE.items()})
+PERCEPTION_OUTPUTS = ("obstacles", "obstacle_markers", "map_points", "map", RELATIVE["map_points"])
+MAP_OUTPUTS = ("map_points", "map", RELATIVE["map_points"])
 DIAGNOSTICS = "/diagnostics"
 DIAGNOSTICS_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
+
+
+def switch_of(name: str) -> str:
+    """The output whose ``publish_<output>`` parameter governs ``name`` (a relative output's metric twin)."""
+    return next((metric for metric, relative in RELATIVE.items() if relative == name), name)
+
+
+def length_output(name: str, metric: bool) -> str:
+    """Where output ``name`` goes for data with (``metric``) or without metric scale."""
+    return name if metric else RELATIVE.get(name, name)
 
 
 def output_topic(name: str, namespace: str = "/", node_name: str = NODE_NAME) -> str:

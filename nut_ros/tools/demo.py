@@ -97,13 +97,15 @@ def colorize_depth(depth: np.ndarray) -> np.ndarray:
 
 
 def save_pictures(in_bag: Path, out_bag: Path, folder: Path, count: int = 3) -> list[Path]:
-    """PNG panels (input | rendered RGB | rendered depth) of ``count`` evenly spaced output frames."""
+    """PNG panels (input | rendered RGB | rendered depth, metric or relative) of ``count`` evenly spaced output
+    frames."""
     from rosbags.highlevel import AnyReader
 
     from nut_ros.ros.conversions import image_to_depth_m, image_to_rgb, stamp_to_ns
     from nut_ros.ros.msg_types import rosbags_typestore
 
-    wanted = {IMAGE_TOPIC, topics.output_topic("image"), topics.output_topic("depth")}
+    depth_topics = (topics.output_topic("depth"), topics.output_topic(topics.RELATIVE["depth"]))
+    wanted = {IMAGE_TOPIC, topics.output_topic("image"), *depth_topics}
     by_stamp: dict[str, dict[int, object]] = {t: {} for t in wanted}
     for bag in (in_bag, out_bag):
         with AnyReader([bag], default_typestore=rosbags_typestore()) as reader:
@@ -111,13 +113,13 @@ def save_pictures(in_bag: Path, out_bag: Path, folder: Path, count: int = 3) -> 
             for c, _, raw in reader.messages(connections=connections):
                 msg = reader.deserialize(raw, c.msgtype)
                 by_stamp[c.topic][stamp_to_ns(msg.header.stamp)] = msg
-    stamps = sorted(set(by_stamp[topics.output_topic("image")]) & set(by_stamp[topics.output_topic("depth")])
-                    & set(by_stamp[IMAGE_TOPIC]))
+    depths = {**by_stamp[depth_topics[1]], **by_stamp[depth_topics[0]]}
+    stamps = sorted(set(by_stamp[topics.output_topic("image")]) & set(depths) & set(by_stamp[IMAGE_TOPIC]))
     picks = [stamps[round(i)] for i in np.linspace(0, len(stamps) - 1, min(count, len(stamps)))]
     paths = []
     for n, stamp in enumerate(picks):
         render = cv2.cvtColor(image_to_rgb(by_stamp[topics.output_topic("image")][stamp]), cv2.COLOR_RGB2BGR)
-        depth = colorize_depth(image_to_depth_m(by_stamp[topics.output_topic("depth")][stamp]))
+        depth = colorize_depth(image_to_depth_m(depths[stamp]))
         h, w = render.shape[:2]
         source = cv2.resize(cv2.cvtColor(image_to_rgb(by_stamp[IMAGE_TOPIC][stamp]), cv2.COLOR_RGB2BGR), (w, h),
                             interpolation=cv2.INTER_AREA)
