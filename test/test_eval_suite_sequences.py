@@ -78,3 +78,17 @@ def test_training_packs_tum_frames_as_the_evaluation_reads_them():
     want = cv2.resize(_crop_169(sf.frame.rgb)[0], size[::-1], interpolation=cv2.INTER_AREA).astype(float)
     assert np.abs(packed(True) - want).mean() < 2.0  # JPEG at quality 95
     assert np.abs(packed(False) - want).mean() > 2 * np.abs(packed(True) - want).mean()  # distortion shows
+
+
+def test_tum_pose_at_interpolates_between_samples_and_refuses_outside_them():
+    from nut_ros.core.rotations import quaternion_pose
+
+    half = np.sqrt(0.5)  # a quarter turn about z, stored with the opposite sign: the shorter arc must be taken
+    gt = np.array([[10.0, 0, 0, 0, 0, 0, 0, 1], [10.01, 1, 2, 3, 0, 0, -half, -half]])
+    np.testing.assert_allclose(sequences.tum_pose_at(gt, 10.0), np.eye(4), atol=1e-12)
+    np.testing.assert_allclose(sequences.tum_pose_at(gt, 10.01), quaternion_pose([1, 2, 3], [0, 0, half, half]),
+                               atol=1e-12)
+    middle = sequences.tum_pose_at(gt, 10.005)
+    np.testing.assert_allclose(middle[:3, 3], [0.5, 1, 1.5], atol=1e-9)
+    np.testing.assert_allclose(np.degrees(np.arctan2(middle[1, 0], middle[0, 0])), 45.0, atol=1e-6)
+    assert sequences.tum_pose_at(gt, 9.999) is None and sequences.tum_pose_at(gt, 10.011) is None

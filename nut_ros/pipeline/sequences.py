@@ -69,13 +69,26 @@ def _tum_maps(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return cv2.initUndistortRectifyMap(k, np.array(dist), None, k, (w, h), cv2.CV_32FC1)
 
 
+def tum_pose_at(groundtruth: np.ndarray, stamp: float) -> np.ndarray | None:
+    """The 4x4 pose at ``stamp`` from TUM ``groundtruth.txt`` rows (time tx ty tz qx qy qz qw, 100 Hz): position
+    interpolated linearly, rotation by normalised lerp along the shorter arc; None outside the rows' times."""
+    times = groundtruth[:, 0]
+    if not times[0] <= stamp <= times[-1]:
+        return None
+    j = int(np.clip(np.searchsorted(times, stamp), 1, len(times) - 1))
+    a = (stamp - times[j - 1]) / max(times[j] - times[j - 1], 1e-9)
+    q0, q1 = groundtruth[j - 1, 4:8], groundtruth[j, 4:8]
+    q1 = q1 if np.dot(q0, q1) >= 0 else -q1
+    return quaternion_pose((1 - a) * groundtruth[j - 1, 1:4] + a * groundtruth[j, 1:4], (1 - a) * q0 + a * q1)
+
+
 def tum_frame_count(folder: Path) -> int:
     return sum(1 for line in (Path(folder) / "frames.txt").read_text().splitlines() if not line.startswith("#"))
 
 
 def tum(folder: Path, indices) -> Iterator[SequenceFrame]:
     """TUM RGB-D fr1 frames, undistorted (colour bilinear, depth nearest) so that the pinhole model holds; poses
-    from ``groundtruth.txt`` interpolated to the colour stamps."""
+    from ``groundtruth.txt`` interpolated to the colour stamps (:func:`tum_pose_at`)."""
     folder = Path(folder)
     rows = [line.split() for line in (folder / "frames.txt").read_text().splitlines() if not line.startswith("#")]
     gt = np.array([[float(v) for v in line.split()] for line in (folder / "groundtruth.txt").read_text().splitlines()
@@ -83,10 +96,7 @@ def tum(folder: Path, indices) -> Iterator[SequenceFrame]:
     fx, fy, cx, cy = TUM_FR1[0]
     for i in indices:
         index, stamp = rows[i][0], float(rows[i][1])
-        j = int(np.clip(np.searchsorted(gt[:, 0], stamp), 1, len(gt) - 1))
-        a = (stamp - gt[j - 1, 0]) / max(gt[j, 0] - gt[j - 1, 0], 1e-9)
-        q0, q1 = gt[j - 1, 4:8], gt[j, 4:8] * np.sign(np.dot(gt[j - 1, 4:8], gt[j, 4:8]))
-        pose = quaternion_pose((1 - a) * gt[j - 1, 1:4] + a * gt[j, 1:4], (1 - a) * q0 + a * q1)
+        pose = tum_pose_at(gt, stamp)
         rgb = undistort_tum(read_rgb(folder / "rgb" / f"{index}.jpg"), cv2.INTER_LINEAR)
         depth = depth_mm(folder / "depth" / f"{index}.png")
         depth = undistort_tum(np.nan_to_num(depth), cv2.INTER_NEAREST)

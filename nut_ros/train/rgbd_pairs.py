@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nut_ros.core.rotations import quaternion_pose
-from nut_ros.pipeline.sequences import TUM_FR1, undistort_tum
+from nut_ros.pipeline.sequences import TUM_FR1, tum_pose_at, undistort_tum
 from nut_ros.train.depth_input import fill_at
 from nut_ros.train.motion_fills import SOURCES, packed_fills
 
@@ -51,18 +51,6 @@ def _pose(t: np.ndarray, q: np.ndarray, body_from_optical: np.ndarray | None = N
     if body_from_optical is not None:
         pose[:3, :3] = pose[:3, :3] @ body_from_optical
     return pose
-
-
-def _interpolate_pose(stamps: np.ndarray, poses: np.ndarray, at: float) -> np.ndarray | None:
-    """Pose at ``at`` from ``[N, 7]`` (tx ty tz qx qy qz qw) samples: linear position, normalised-lerp rotation
-    (samples 10 ms apart); None outside the samples."""
-    i = int(np.searchsorted(stamps, at))
-    if i == 0 or i >= len(stamps):
-        return None
-    a = (at - stamps[i - 1]) / (stamps[i] - stamps[i - 1])
-    q0, q1 = poses[i - 1, 3:], poses[i, 3:]
-    q1 = q1 if np.dot(q0, q1) >= 0 else -q1
-    return _pose((1 - a) * poses[i - 1, :3] + a * poses[i, :3], (1 - a) * q0 + a * q1)
 
 
 def _crop_169(image: np.ndarray) -> tuple[np.ndarray, int]:
@@ -100,7 +88,7 @@ def _tum(root: Path):
     frames = np.loadtxt(root / "frames.txt", comments="#")
     gt = np.loadtxt(root / "groundtruth.txt", comments="#")
     for index, stamp, _ in frames:
-        pose = _interpolate_pose(gt[:, 0], gt[:, 1:], stamp)
+        pose = tum_pose_at(gt, stamp)
         if pose is not None:
             name = f"{int(index):06d}"
             yield root / "rgb" / f"{name}.jpg", root / "depth" / f"{name}.png", pose, TUM_FR1[0]
