@@ -217,3 +217,31 @@ def test_node_map_is_transient_local_and_obstacles_volatile():
         node.close()
         node.destroy_node()
         rclpy.shutdown(context=context)
+
+
+def test_the_map_moves_to_the_metric_topic_and_empties_the_relative_one():
+    """RGB + odometry: the stream's first frames have no depth yet (relative), depth from motion then gives metric
+    frames; a map published on ~/relative/map_points is emptied when the map goes to ~/map_points (both latched)."""
+    from nut_ros.ros.conversions import pointcloud2_to_points
+
+    processor = processor_for(params(use_odometry=True, depth_source="none"))
+    published = []
+    for i in range(10):
+        stamp = T0 + i * PERIOD_NS
+        pose = room.pose(x=0.02 * i)
+        rgb, _, _ = room.render(pose)
+        assert processor.add_odometry(pose_to_odometry(pose, stamp, ODOM, "base", FLAVOR)) is None
+        processor.add_info(intrinsics_to_camera_info(room.K, stamp, CAMERA, FLAVOR))
+        outcome = processor.process(processor.add_image(numpy_to_image(rgb, "rgb8", stamp, CAMERA, FLAVOR)))
+        assert outcome.drop is None, outcome.drop
+        published += [(i, name, msg) for name, _, msg in outcome.messages]
+    depth_frames = {name: [i for i, n, _ in published if n == name] for name in ("depth", "relative/depth")}
+    assert depth_frames["relative/depth"] and depth_frames["depth"], depth_frames
+    assert max(depth_frames["relative/depth"]) < min(depth_frames["depth"]), "relative first, then metric"
+    maps = [(i, name, pointcloud2_to_points(msg)[0].shape[0]) for i, name, msg in published
+            if name in ("map_points", "relative/map_points")]
+    first_metric = next(k for k, (_, name, _) in enumerate(maps) if name == "map_points")
+    assert any(name == "relative/map_points" and n > 0 for _, name, n in maps[:first_metric]), maps
+    i_metric = maps[first_metric][0]
+    assert ("relative/map_points", 0) in [(name, n) for i, name, n in maps if i == i_metric], "emptied at the switch"
+    assert all(name == "map_points" and n > 0 for i, name, n in maps if i > i_metric), maps

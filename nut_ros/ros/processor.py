@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from nut_ros.pipeline.types import Frame, StepResult
-from nut_ros.ros.conversions import ConversionError
+from nut_ros.ros.conversions import ConversionError, points_to_pointcloud2
 from nut_ros.ros.health import NodeHealth
 from nut_ros.ros.input_sync import LossCounter, Matched, StampMatcher
 from nut_ros.ros.inputs import frame_from_messages
@@ -88,6 +88,7 @@ class FrameProcessor:
             self.perception = PerceptionProcessor(*settings.perception, compile=settings.perception_compile)
         self._compile_error_noted = False
         self.odometry_frame = ""  # header.frame_id of the last usable odometry message
+        self._map_points_output: str | None = None  # where the last map's points went (map_points or its twin)
 
     # -- inputs (cheap; the node's executor thread) ----------------------------------------------------------------
     def add_image(self, msg, seq: int | None = None, publisher: Any = None) -> Matched | None:
@@ -225,7 +226,9 @@ class FrameProcessor:
 
     def perception_messages(self, result: StepResult, frame: Frame) -> list[tuple[str, int, Any]]:
         """Run the perception stage on ``result``: the obstacles (camera optical frame, every frame, empty too) and,
-        when due, the local map (odometry frame with odometry, else ``keyframe_frame``), for the enabled outputs."""
+        when due, the local map (odometry frame with odometry, else ``keyframe_frame``), for the enabled outputs. When
+        the map's points move between ``map_points`` and ``relative/map_points`` (its scale changed: the map started
+        again), the one left gets an empty cloud, so neither latched topic keeps a map that no longer holds."""
         s, enabled = self.settings, self.settings.outputs
         out = self.perception.update(result, frame.camera_pose)
         out.obstacles.frame_id = s.frame_id or frame.frame_id
@@ -242,6 +245,11 @@ class FrameProcessor:
             names = (length_output("map_points", snapshot.metric), "map")
             messages += [(name, result.stamp_ns, msg) for name, msg in zip(names, (points, gaussians))
                          if name in enabled]
+            stale, self._map_points_output = self._map_points_output, names[0]
+            if stale not in (None, names[0]) and stale in enabled:  # latched: empty it, or late RViz gets it
+                empty = points_to_pointcloud2(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8),
+                                              result.stamp_ns, fixed, self.flavor)
+                messages.append((stale, result.stamp_ns, empty))
         self.health.record_latency(out.latency_ms)
         return messages
 

@@ -8,7 +8,8 @@ the true frames (see :mod:`nut_ros.pipeline.evaluation`). Writes into ``--out``:
 
 * ``outputs/``: a rosbag2 with what the ``nut_ros`` node would publish for the processed frames — ``~/depth``
   (32FC1), ``~/image`` (rgb8), ``~/camera_info``, ``~/points`` (PointCloud2 of the Gaussians, coloured),
-  ``~/gaussians`` (GaussianSet), ``~/stats`` (PipelineStats) and ``/diagnostics``;
+  ``~/gaussians`` (GaussianSet), ``~/stats`` (PipelineStats) and ``/diagnostics``; frames without metric scale
+  put their depth and points on ``~/relative/depth`` and ``~/relative/points`` (``nut_ros.ros.topics.RELATIVE``);
 * ``report.json``, ``report.md`` and PNG plots.
 
 The run is deterministic: same bag, weights and options give the same outputs (latencies aside).
