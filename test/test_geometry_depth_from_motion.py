@@ -285,3 +285,19 @@ def test_a_frame_without_corners_gives_no_depth_quietly(with_poses):
         for i in range(4):
             out = dfm.estimate(flat, i * 100_000_000, K, pose(x=0.04 * i) if with_poses else None)
     assert out is None and dfm.last_reason == "lost_tracks"
+
+
+@pytest.mark.parametrize("missing", [{6}, {3, 7}])
+def test_a_frame_without_odometry_keeps_the_metric_map_metric(missing):
+    """Odometry late for a frame (no pose): the metric map goes on in metres through the map's own pose, and no
+    output mixes relative and metric values (before, frame 7 came out labelled metric 16x too far)."""
+    dfm = DepthFromMotion(MotionDepthConfig(max_width=W))
+    for i in range(12):
+        T = pose(x=0.015 * i, yaw_deg=0.3 * i)
+        rgb, depth, _ = render(T)
+        out = dfm.estimate(rgb, i * 100_000_000, K, None if i in missing else T)
+        if i < 3 or out is None:
+            continue
+        assert out.metric, f"frame {i}: a metric map held over a missing pose"
+        errors = depth_errors(1 / out.inv_depth, depth)  # no alignment
+        assert errors["abs_rel"] < 0.05 and errors["delta1"] > 0.95, (i, errors)

@@ -51,20 +51,23 @@ def test_odometry_gives_a_metric_depth_input(backend):
     assert np.isfinite(last.newest.depth).any()
 
 
-def test_a_frame_without_odometry_does_not_pair_relative_with_metric_depth(backend):
-    """RGB + odometry with a gap: the frame without a pose gets relative depth from motion; its pair with the metric
-    frame before it would put metres and relative units in one cloud, so it starts the live map alone, and so does
-    the metric frame after it."""
+def test_a_frame_without_odometry_keeps_the_stream_metric(backend):
+    """RGB + odometry with a gap (a late odometry message): the frame without a pose gets its depth from the metric
+    map held over the gap (the map's own pose, in metres), so the stream stays metric and paired; no pair ever puts
+    metres and relative units in one cloud."""
     poses = MOVING + [pose(x=0.04 * i, yaw_deg=0.4 * i) for i in range(4, 9)]
     pipe = StreamingPipeline(backend, PipelineConfig())
-    results = []
+    results, truths = [], []
     for i, T in enumerate(poses):
-        rgb, _, _ = render(T)
+        rgb, depth, _ = render(T)
+        truths.append(depth)
         results.append(pipe.push(Frame(rgb, 10**9 + i * 10**8, intrinsics=K, camera_pose=None if i == 5 else T)))
-    assert [(r.depth_source, r.metric, r.paired) for r in results[4:6]] == [("odometry", True, True),
-                                                                           ("motion", False, False)]
-    back = next(i for i in range(6, len(results)) if results[i].depth_source == "odometry")
-    assert results[back].metric and not results[back].paired
+    assert [(r.depth_source, r.metric, r.paired) for r in results[4:]] == [("odometry", True, True)] * 5
+    gap = results[5]
+    e = depth_errors(gap.input_depth, model_size(truths[5], gap.input_depth))
+    assert e["abs_rel"] < 0.08, e  # metres, no alignment
+    for a, b in zip(results, results[1:]):
+        assert not b.paired or a.metric == b.metric
 
 
 def test_the_focal_length_fitted_against_odometry_is_the_published_cameras(backend):

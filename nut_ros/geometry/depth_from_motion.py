@@ -10,8 +10,8 @@ Per frame (grey, at most ``max_width`` pixels wide):
    carried into this one by the relative pose: from the frames' ``Frame.camera_pose`` when both have one (odometry:
    exact and metric), else from the tracks of this frame's corners into the previous one against the fused inverse
    depth there (PnP in RANSAC, then Levenberg-Marquardt: the pose in the map's own unit); every pixel's variance
-   grows by ``process_noise``. No pose (too few tracks, or a map that switches between metric and relative) drops
-   the map;
+   grows by ``process_noise``. A metric map keeps its unit over a frame without odometry (the PnP pose is in
+   metres); no pose (too few tracks, or odometry back under a relative map) drops the map;
 2. reference: among the last ``window`` frames whose tracked corners (Lucas-Kanade, forward-backward checked) moved
    by at least ``min_motion_px`` (median), newest first, the first with ``target_parallax_px`` of parallax, else the
    one with the most (at most ``max_attempts`` pose estimates). First, the camera counts as still (no measurement)
@@ -303,12 +303,15 @@ class DepthFromMotion:
     def _propagate(self, K, pose, tracked) -> InverseDepthMap | None:
         """The fused map of the previous frame carried into this one, or None."""
         c, last, prev = self.config, self._fused, self._window[-1]
-        if last is None or last.metric != (pose is not None and prev.pose is not None):
+        if last is None:
             return None
-        if last.metric:
+        odometry = pose is not None and prev.pose is not None
+        if odometry and last.metric:
             rel = pose_from_odometry(prev.pose, pose)  # X_cur = R X_prev + t
             R, t = rel.R, rel.t
-        else:
+        elif odometry:  # odometry back under a relative map: a metric map starts from the next metric measurement
+            return None
+        else:  # no odometry for the pair: the map's own unit, metres for a metric map held over a missing pose
             found = self._map_pose(K, *tracked(prev), last)
             if found is None:
                 return None
@@ -444,7 +447,9 @@ class DepthFromMotion:
         """The new fused state from the propagated map and the measurement (either may be None)."""
         c, last = self.config, self._fused
         m = None if measured is None else measured.map
-        if m is not None and prior is not None and not measured.metric:
+        if m is not None and prior is not None and measured.metric and not last.metric:
+            prior = None  # a metric measurement replaces a relative map
+        if m is not None and prior is not None and not measured.metric:  # into the map's unit, metric or not
             s = median_scale(prior, m, c.min_scale_pixels)
             if s is not None:
                 m = m.scaled(s)
@@ -464,5 +469,5 @@ class DepthFromMotion:
             fused = m
         else:
             fused = fuse(prior, m, c.max_sigmas, c.unconfirmed_noise)
-        return _Fused(fused.pruned(c.forget_rel_sigma), None, measured.metric,
+        return _Fused(fused.pruned(c.forget_rel_sigma), None, measured.metric if prior is None else last.metric,
                       measured.reference_stamp_ns, measured.parallax_px, 0, measured.turn_px)
