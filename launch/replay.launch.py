@@ -12,8 +12,8 @@ defaults are those ``nut_ros_make_bag`` writes (namespace ``/camera``).
 from typing import Callable
 
 from launch import LaunchDescription
-from launch.actions import (DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription, OpaqueFunction,
-                            RegisterEventHandler)
+from launch.actions import (DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription, LogInfo,
+                            OpaqueFunction, RegisterEventHandler)
 from launch.conditions import IfCondition, UnlessCondition
 from launch.event_handlers import OnProcessExit, OnProcessIO
 from launch.launch_description_sources import PythonLaunchDescriptionSource
@@ -36,7 +36,7 @@ ARGUMENTS = {
     "camera_info_topic": ("/camera/camera_info", "CameraInfo topic recorded in the bag."),
     "odom_topic": ("/camera/odom", "nav_msgs/Odometry topic recorded in the bag (if any; parameter use_odometry)."),
     "play_delay": ("5.0", "Seconds (> 0) ros2 bag play waits, once started, before it plays (discovery)."),
-    "rviz": ("true", "Start RViz with config/nut_ros.rviz."),
+    "rviz": ("auto", "Start RViz with rviz_config: true, false, or auto (when the rviz2 package is installed)."),
     "rviz_config": (PathJoinSubstitution([SHARE, "config", "nut_ros.rviz"]), "RViz configuration file."),
 }
 
@@ -58,6 +58,33 @@ def start_once_active(players: list) -> tuple[Callable, Callable]:
     return (lambda event: start() if ACTIVE in event.text else None), start
 
 
+def rviz_installed() -> bool:
+    from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+    try:
+        get_package_share_directory("rviz2")
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+def rviz(context) -> list:
+    """RViz on ``rviz_config`` as the ``rviz`` argument says; ``true`` without rviz2 installed fails the launch
+    before the node starts (``auto`` then replays without it)."""
+    wanted = LaunchConfiguration("rviz").perform(context).strip().lower()
+    if wanted not in ("true", "false", "auto"):
+        raise ValueError(f"rviz:={wanted!r}: use true, false or auto")
+    if wanted == "false":
+        return []
+    if not rviz_installed():
+        if wanted == "true":
+            raise RuntimeError("rviz:=true but the rviz2 package is not installed (rviz:=auto or false replays "
+                               "without it)")
+        return [LogInfo(msg="rviz2 is not installed: replaying without RViz")]
+    return [Node(package="rviz2", executable="rviz2", name="rviz2",
+                 arguments=["-d", LaunchConfiguration("rviz_config")], output="screen")]
+
+
 def generate_launch_description():
     config = LaunchConfiguration
     node_args = ("params_file", "namespace", "image_topic", "depth_topic", "camera_info_topic", "odom_topic")
@@ -69,6 +96,7 @@ def generate_launch_description():
     return LaunchDescription([
         *(DeclareLaunchArgument(name, default_value=default, description=text)
           for name, (default, text) in ARGUMENTS.items()),
+        OpaqueFunction(function=rviz),  # first: a wrong rviz argument fails before the node starts
         IncludeLaunchDescription(
             PythonLaunchDescriptionSource(PathJoinSubstitution([SHARE, "launch", "nut_ros.launch.py"])),
             launch_arguments=[*((name, config(name)) for name in node_args), ("input_reliability", "reliable")],
@@ -78,6 +106,4 @@ def generate_launch_description():
         # a bag that cannot be played fails the launch instead of leaving it idle
         *(RegisterEventHandler(OnProcessExit(target_action=player, on_exit=fail_on_error_exit("ros2 bag play")))
           for player in players),
-        Node(package="rviz2", executable="rviz2", name="rviz2", arguments=["-d", config("rviz_config")],
-             condition=IfCondition(config("rviz")), output="screen"),
     ])

@@ -65,3 +65,43 @@ def test_the_params_file_decides_what_launch_arguments_leave_unset(tmp_path):
     finally:
         launch.send_signal(signal.SIGINT)
         launch.wait(timeout=30)
+
+
+@pytest.mark.ros_tools
+def test_rviz_true_without_rviz2_fails_before_the_node_starts(tmp_path):
+    pytest.importorskip("ament_index_python")
+    replay = _replay_launch_module()
+    if replay.rviz_installed():
+        pytest.skip("rviz2 is installed here")
+    done = _launch(tmp_path, "replay.launch.py", "rviz:=true", f"bag:={tmp_path / 'no_bag'}")
+    out = done.stdout + done.stderr
+    assert done.returncode != 0 and "rviz:=true but the rviz2 package is not installed" in out
+    assert "nut_ros_node" not in out, "no node left running after the failed launch"
+
+
+@pytest.mark.ros_tools
+@pytest.mark.parametrize("value", ["false", "auto", "yes"])
+def test_the_rviz_argument(value):
+    """false: no RViz; auto: RViz where rviz2 is installed, else a log line; a value but true/false/auto: refused."""
+    from launch import LaunchContext
+    from launch.actions import LogInfo
+    from launch_ros.actions import Node
+
+    replay = _replay_launch_module()
+    context = LaunchContext()
+    context.launch_configurations.update(rviz=value, rviz_config="nut_ros.rviz")
+    if value == "yes":
+        with pytest.raises(ValueError, match="use true, false or auto"):
+            replay.rviz(context)
+        return
+    expected = [] if value == "false" else [Node if replay.rviz_installed() else LogInfo]
+    assert [type(a) for a in replay.rviz(context)] == expected
+
+
+def _replay_launch_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("replay_launch", REPO / "launch" / "replay.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
