@@ -374,7 +374,10 @@ class StreamingPipeline:
             if motion is None:
                 return rgb, self._no_depth_input(), None, None, "none", None
             inv = cv2.resize(motion.dense, (w, h), interpolation=cv2.INTER_LINEAR)
-            if not motion.metric:  # the unit: the median depth (each estimate has a translation of its own length)
+            # relative: the unit is the frame's median depth. The fused map keeps one unit while it lives but a new map
+            # starts at its own; the price is that a pair's relative depths do not show how the median depth changed
+            # between its frames (relative z-velocities are biased towards 0 for a camera moving along its axis)
+            if not motion.metric:
                 inv = inv / float(np.median(inv))
             depth = self._upload_motion(1.0 / np.maximum(inv, 1e-12))[None, None]
             valid = torch.ones_like(depth, dtype=torch.bool)
