@@ -107,13 +107,12 @@ def test_bad_options_are_refused_before_anything_is_written(tmp_path, rgbd_folde
 
 
 def test_a_failed_bag_is_removed_and_the_reason_printed(tmp_path, rgbd_folder, capsys):
-    """Too few poses fail half way: no partial bag is left to block (or pass for) the next attempt; an existing
-    folder is never removed."""
+    """An unreadable image fails half way: no partial bag is left to block (or pass for) the next attempt; an
+    existing folder is never removed."""
     color, _ = rgbd_folder
-    poses = tmp_path / "poses.txt"
-    poses.write_text("\n".join(" ".join(map(str, np.eye(4).ravel())) for _ in range(3)) + "\n")
-    assert main([str(color), str(tmp_path / "bag"), "--poses", str(poses)]) == 1
-    assert "fewer than the images" in capsys.readouterr().err and not (tmp_path / "bag").exists()
+    (color / "5.png").write_bytes(b"not a png")
+    assert main([str(color), str(tmp_path / "bag")]) == 1
+    assert "cannot read image" in capsys.readouterr().err and not (tmp_path / "bag").exists()
     (tmp_path / "kept").mkdir()
     (tmp_path / "kept" / "mine.txt").write_text("x")
     assert main([str(color), str(tmp_path / "kept")]) == 1
@@ -179,4 +178,42 @@ def test_poses_outnumbering_the_images_are_refused(tmp_path, rgbd_folder, capsys
     assert "24 poses for 8 images" in capsys.readouterr().err and not (tmp_path / "bag").exists()
     assert main([str(color), str(tmp_path / "ok"), "--poses", tum(8)]) == 0
     assert main([str(color), str(tmp_path / "strided"), "--poses", tum(8), "--stride", "2"]) == 0
-    assert main([str(color), str(tmp_path / "limited"), "--poses", tum(24), "--max-frames", "3"]) == 0
+    assert main([str(color), str(tmp_path / "limited"), "--poses", tum(8), "--max-frames", "3"]) == 0
+    assert main([str(color), str(tmp_path / "few"), "--poses", tum(3)]) == 1
+    assert "3 poses for 8 images" in capsys.readouterr().err and not (tmp_path / "few").exists()
+
+
+@pytest.mark.parametrize("option", [["--max-frames", "3"], ["--start", "2"], ["--max-frames", "2", "--stride", "3"]])
+def test_poses_and_depth_are_counted_over_the_whole_folder(tmp_path, rgbd_folder, capsys, option):
+    """Pairing by index needs one pose and one depth file per image of the folder: picking some frames with
+    --max-frames, --start or --stride does not let a 100 Hz trajectory or a longer depth folder through."""
+    color, depth = rgbd_folder
+    poses = tmp_path / "poses.txt"
+    poses.write_text("".join(f"{i / 100:.2f} {i} 0 0 0 0 0 1\n" for i in range(24)))
+    assert main([str(color), str(tmp_path / "bag"), "--depth", str(depth), "--poses", str(poses), *option]) == 1
+    assert "24 poses for 8 images" in capsys.readouterr().err and not (tmp_path / "bag").exists()
+    cv2.imwrite(str(depth / "11.pgm"), np.full((48, 64), 1000, np.uint16))
+    assert main([str(color), str(tmp_path / "bag"), "--depth", str(depth), *option]) == 1
+    err = capsys.readouterr().err
+    assert f"{depth} has 9 depth files for 8 images" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bag").exists()
+
+
+def test_depth_files_must_number_the_images(tmp_path, rgbd_folder, capsys):
+    """More depth files than images are refused like fewer, before anything is written; so are those of a video
+    read to its end."""
+    color, depth = rgbd_folder
+    (depth / "10.pgm").unlink()
+    assert main([str(color), str(tmp_path / "few"), "--depth", str(depth)]) == 1
+    assert "has 7 depth files for 8 images" in capsys.readouterr().err and not (tmp_path / "few").exists()
+    for i in range(7, 9):
+        cv2.imwrite(str(depth / f"{i + 1}.pgm"), np.full((48, 64), 1000, np.uint16))
+    assert main([str(color), str(tmp_path / "many"), "--depth", str(depth)]) == 1
+    assert "has 9 depth files for 8 images" in capsys.readouterr().err and not (tmp_path / "many").exists()
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    for i in range(6):
+        writer.write(cv2.cvtColor(_colour(i), cv2.COLOR_RGB2BGR))
+    writer.release()
+    assert main([str(video), str(tmp_path / "video"), "--depth", str(depth)]) == 1
+    assert "has 9 depth files for 6 images" in capsys.readouterr().err and not (tmp_path / "video").exists()

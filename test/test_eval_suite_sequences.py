@@ -10,7 +10,7 @@ from generated_room import K, pose, render
 from nut_ros.core.checkpoint import save_checkpoint
 from nut_ros.core.model import build_model
 from nut_ros.pipeline import sequences
-from nut_ros.tools.eval_suite import SequenceRun, run_sequence, summary_row
+from nut_ros.tools.eval_suite import SequenceRun, run_sequence, run_suite, summary_row
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +43,23 @@ def test_sequence_run(room, odometry):
     assert (row["depth_abs_rel"] is not None) == odometry  # metric without alignment only with odometry
     assert row["depth_abs_rel_affine_input"] < 0.1 < row["depth_abs_rel_affine_constant"]
     assert (tmp / "runs" / "room" / "report.md").is_file()
+
+
+@pytest.mark.parametrize("options, says", [(["--checkpoint", "{bad}"], "cannot load the torch backend from {bad}: "),
+                                           (["--backend", "onnxruntime"], "needs its exported files")])
+def test_a_sequence_run_that_cannot_start_is_listed_and_the_others_go_on(room, tmp_path, options, says):
+    """Bad weights, or a backend without its exported files: each sequence run fails with the reason, as a bag run
+    does, and the suite still writes its summaries."""
+    tmp, _ = room
+    bad = tmp_path / "bad.safetensors"
+    bad.write_text("not weights")
+    runs = (SequenceRun("a", "seven_scenes", "data/room", "a"), SequenceRun("b", "seven_scenes", "data/room", "b"))
+    work = tmp_path / "work"
+    summary = run_suite(tmp, work, [o.format(bad=bad) for o in options] + ["--quiet"], runs=(), log=lambda _: None,
+                        sequence_runs=runs)
+    assert summary["runs"] == [] and [f["run"] for f in summary["failed"]] == ["a", "b"]
+    assert all(f["reason"].startswith("run ") and says.format(bad=bad) in f["reason"] for f in summary["failed"])
+    assert (work / "summary.json").is_file() and "- b: run b: cannot load the " in (work / "summary.md").read_text()
 
 
 @pytest.mark.shared

@@ -64,6 +64,57 @@ def test_demo_keeps_foreign_files(tmp_path):
     assert (tmp_path / "mine.txt").read_text() == "keep"
 
 
+def test_demo_refuses_an_out_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "out").write_text("mine")
+    assert demo.main(["--out", str(tmp_path / "out"), "--random-init"]) == 2
+    assert f"cannot create the output folder {tmp_path / 'out'}" in capsys.readouterr().err
+    assert (tmp_path / "out").read_text() == "mine"
+
+
+@pytest.fixture
+def installed(tmp_path, monkeypatch):
+    """The package as a colcon install sees it: no config/ beside it, nothing under sys.prefix, the ament index
+    without nut_ros; returns a function that installs config/nut_ros.yaml into a share folder."""
+    import ament_index_python.packages as ament
+
+    def not_indexed(name):
+        raise ament.PackageNotFoundError(name)
+
+    monkeypatch.setattr(demo, "PACKAGE", tmp_path / "site-packages" / "nut_ros")
+    monkeypatch.setattr("sys.prefix", str(tmp_path / "venv"))
+    monkeypatch.setattr(ament, "get_package_share_directory", not_indexed)
+    monkeypatch.delenv("AMENT_PREFIX_PATH", raising=False)
+
+    def install(share: Path) -> Path:
+        (share / "config").mkdir(parents=True)
+        path = share / "config" / "nut_ros.yaml"
+        path.write_text((REPO / "config" / "nut_ros.yaml").read_text())
+        return path
+
+    return install
+
+
+def test_params_file_is_found_on_the_ament_prefix_path(tmp_path, monkeypatch, installed):
+    path = installed(tmp_path / "install" / "share" / "nut_ros")
+    monkeypatch.setenv("AMENT_PREFIX_PATH", f"{tmp_path / 'other'}:{tmp_path / 'install'}")
+    assert demo.params_file() == path
+
+
+def test_params_file_is_found_through_the_ament_index(tmp_path, monkeypatch, installed):
+    import ament_index_python.packages as ament
+
+    path = installed(tmp_path / "indexed" / "share" / "nut_ros")
+    monkeypatch.setattr(ament, "get_package_share_directory", lambda name: str(tmp_path / "indexed" / "share" / name))
+    assert demo.params_file() == path
+
+
+def test_a_missing_params_file_is_a_clear_error(tmp_path, installed, capsys):
+    with pytest.raises(FileNotFoundError, match="config/nut_ros.yaml not found: looked for .*AMENT_PREFIX_PATH"):
+        demo.params_file()
+    assert demo.main(["--out", str(tmp_path / "out"), "--random-init"]) == 2
+    assert "nut_ros_demo: config/nut_ros.yaml not found" in capsys.readouterr().err
+
+
 def test_ping_pong_plays_the_clip_back_and_forth():
     assert demo.ping_pong(9, 4) == [0, 1, 2, 3, 2, 1, 0, 1, 2]
     assert demo.ping_pong(3, 1) == [0, 0, 0]

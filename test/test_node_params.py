@@ -185,12 +185,42 @@ def test_array_values_as_ros_gives_them_are_accepted():
 
 @pytest.mark.parametrize("text, says", [("model: [tiny\n", "is not valid YAML"), ("", "is not a ROS params file"),
                                         ("just a string\n", "is not a ROS params file"),
-                                        ("/**:\n  ros__parameters: [1, 2]\n", "must be a mapping")])
+                                        ("/**:\n  ros__parameters: [1, 2]\n", "must be a mapping"),
+                                        ("model: tiny\n", "/model is 'tiny', not a node's section")])
 def test_a_params_file_that_is_not_one_is_named(tmp_path, text, says):
     path = tmp_path / "params.yaml"
     path.write_text(text)
     with pytest.raises(ParamError, match=says):
         load_params_file(path)
+
+
+NS_SECTION = "/robot/nut_ros:\n  ros__parameters:\n    interp_window: 0.5\n"
+NESTED_NS_SECTION = "/robot:\n  nut_ros:\n    ros__parameters:\n      interp_window: 0.5\n"
+WILDCARD_NS_SECTION = "/**:\n  nut_ros:\n    ros__parameters:\n      interp_window: 0.5\n"
+
+
+@pytest.mark.parametrize("text", [NS_SECTION, NESTED_NS_SECTION, WILDCARD_NS_SECTION,
+                                  "/**:\n  ros__parameters:\n    interp_window: 0.25\n" + NS_SECTION,
+                                  "/*:\n  ros__parameters:\n    interp_window: 0.5\n",
+                                  "nut_ros:\n  ros__parameters:\n    interp_window: 0.5\n"])
+def test_every_section_for_the_node_name_applies_whatever_its_namespace(tmp_path, text):
+    """As ROS reads a params file for a node named nut_ros (launched in a namespace, namespaced sections apply to
+    it): the later of two sections wins."""
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    warnings = []
+    assert load_params_file(path, warn=warnings.append).interp_window == 0.5 and warnings == []
+
+
+def test_other_nodes_sections_and_unknown_names_are_warned_about_not_refused(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("/robot/camera:\n  ros__parameters:\n    interp_window: 0.5\n"
+                    "/**:\n  ros__parameters:\n    max_rte: 2.0\n    interp_samples: 7\n    flow:\n      size: 3\n")
+    warnings = []
+    params = load_params_file(path, warn=warnings.append)
+    assert params.interp_window == 0.0 and params.interp_samples == 7
+    assert warnings == [f"{path}: section /robot/camera is not for a node named nut_ros: ignored",
+                        f"{path}: unknown parameters ignored: flow.size, max_rte"]
 
 
 @pytest.fixture

@@ -141,6 +141,49 @@ def test_counts_below_one_are_refused(replay, tmp_path, option):
     assert exit_.value.code == 2
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_a_depth_max_that_leaves_no_depth_usable_is_refused(replay, tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as exit_:
+        main([str(replay.parent / "input"), "--out", str(tmp_path / "out"), "--depth-max", value])
+    assert exit_.value.code == 2 and "--depth-max" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_params_are_read_as_the_node_reads_them(replay, tmp_path, capsys):
+    """A namespaced section applies (the node launched in that namespace reads it) and an unknown name is warned
+    about, as by the node, instead of ending the replay."""
+    params = tmp_path / "params.yaml"
+    params.write_text("/robot:\n  nut_ros:\n    ros__parameters:\n      interp_window: 0.5\n      max_rte: 2.0\n")
+    out = tmp_path / "out"
+    rc = main([str(replay.parent / "input"), "--out", str(out), "--image-topic", "/cam/image", "--info-topic",
+               "/cam/info", "--params", str(params), "--checkpoint", str(replay.parent / "tiny_small_res.safetensors"),
+               "--max-frames", "3", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 0 and f"nut_ros_replay: warning: {params}: unknown parameters ignored: max_rte" in err, err
+    assert json.loads((out / "report.json").read_text())["meta"]["interp_window"].startswith("0.5 ")
+
+
+def test_the_installed_params_file_is_found_on_the_ament_prefix_path(replay, tmp_path, monkeypatch):
+    """After a colcon build the package's config lies under <install prefix>/share/nut_ros, not beside it."""
+    import ament_index_python.packages as ament
+
+    import nut_ros.tools.demo as demo
+    from nut_ros.tools.replay_eval import build_parser, replay_params
+
+    def not_indexed(name):
+        raise ament.PackageNotFoundError(name)
+
+    share = tmp_path / "install" / "share" / "nut_ros" / "config"
+    share.mkdir(parents=True)
+    (share / "nut_ros.yaml").write_text("/**:\n  ros__parameters:\n    interp_samples: 7\n")
+    monkeypatch.setattr(demo, "PACKAGE", tmp_path / "site-packages" / "nut_ros")
+    monkeypatch.setattr("sys.prefix", str(tmp_path / "venv"))
+    monkeypatch.setattr(ament, "get_package_share_directory", not_indexed)
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path / "install"))
+    args = build_parser().parse_args([str(replay.parent / "input"), "--out", str(tmp_path / "out")])
+    assert replay_params(args).interp_samples == 7
+
+
 def test_an_odometry_topic_of_another_type_is_left_out_like_a_missing_one(replay, tmp_path):
     out = tmp_path / "out"
     ckpt = replay.parent / "tiny_small_res.safetensors"

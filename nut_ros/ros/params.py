@@ -10,9 +10,10 @@ from __future__ import annotations
 import array
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from nut_ros.core.choices import BACKENDS, DEPTH_FROM_MOTION, FLOW_PRESETS, INTERP_BLENDS, MAX_GAP_S, MOTION_PRIORS
 from nut_ros.core.config import CONFIGS
@@ -368,11 +369,19 @@ def declare_and_read(node) -> NodeParams:
     return NodeParams.from_dict(values)
 
 
-def load_params_file(path: str | Path, node_name: str = "nut_ros") -> NodeParams:
-    """Read the node's section of a ROS params file (``/**`` or the node name) into validated ``NodeParams``;
-    ``ParamError`` naming the file when it is not YAML or not a params file's mapping."""
+def load_params_file(path: str | Path, node_name: str = "nut_ros",
+                     warn: Callable[[str], None] | None = None) -> NodeParams:
+    """Read a ROS params file as a node named ``node_name`` reads it, into validated ``NodeParams``.
+
+    Every section for that name applies, in file order (a later one overrides an earlier): ``/**``, ``/*``,
+    ``node_name``, ``/node_name`` and namespaced keys (``/<ns>/node_name``, ``/**/node_name``, or the node nested
+    under namespace keys), whatever their namespace, as for the node launched in it. Nested parameter names are
+    joined with ``.``. Sections of other nodes and unknown parameter names are left out with a warning (``warn``,
+    default: printed on stderr), as the node warns of unknown names. ``ParamError`` naming the file when it is not
+    YAML or not a params file (node names, optionally under namespaces, mapping to ``ros__parameters``)."""
     import yaml
 
+    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
     try:
         doc = yaml.safe_load(Path(path).read_text())
     except yaml.YAMLError as err:
@@ -380,9 +389,40 @@ def load_params_file(path: str | Path, node_name: str = "nut_ros") -> NodeParams
     if not isinstance(doc, dict):
         raise ParamError(f"{path} is not a ROS params file (a mapping of node names to ros__parameters)")
     values: dict[str, Any] = {}
-    for key in ("/**", node_name, "/" + node_name):
-        section = doc.get(key) or {}
-        if not isinstance(section, dict) or not isinstance(section.get("ros__parameters", {}), dict):
-            raise ParamError(f"{path}: {key}.ros__parameters must be a mapping of parameter names to values")
-        values.update(section.get("ros__parameters", {}))
-    return NodeParams.from_dict(values)
+    for name, section in _sections(path, doc):
+        if name.rsplit("/", 1)[-1] in (node_name, "*", "**"):
+            values.update(_flatten(section))
+        else:
+            warn(f"{path}: section {name} is not for a node named {node_name}: ignored")
+    names = {f.name for f in dataclasses.fields(NodeParams)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        warn(f"{path}: unknown parameters ignored: {', '.join(unknown)}")
+    return NodeParams.from_dict({k: v for k, v in values.items() if k in names})
+
+
+def _sections(path: str | Path, doc: dict, namespace: str = "") -> Iterator[tuple[str, dict]]:
+    """``(fully qualified node key, ros__parameters)`` of every node section of a params file's mapping ``doc``
+    (keys without ros__parameters are namespaces holding more); ``ParamError`` for anything else."""
+    for key, value in doc.items():
+        name = f"{namespace}/{str(key).strip('/')}"
+        if not isinstance(value, dict):
+            raise ParamError(f"{path}: {name} is {value!r}, not a node's section (a mapping with ros__parameters) "
+                             "or a namespace of them")
+        if "ros__parameters" not in value:
+            yield from _sections(path, value, name)
+        elif not isinstance(value["ros__parameters"], dict):
+            raise ParamError(f"{path}: {name}.ros__parameters must be a mapping of parameter names to values")
+        else:
+            yield name, value["ros__parameters"]
+
+
+def _flatten(values: dict, prefix: str = "") -> dict[str, Any]:
+    """Parameter names and values of a ros__parameters mapping, nested names joined with ``.`` as ROS does."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -28,13 +29,31 @@ FRAME_ID = "camera_optical_frame"  # the Fixed Frame of config/nut_ros.rviz
 IMAGE_TOPIC, INFO_TOPIC = "/camera/image_raw", "/camera/camera_info"
 
 
+def share_folders() -> list[Path]:
+    """Where an installed nut_ros keeps its share files, in search order: the ament index's share folder of nut_ros
+    (when ament_index_python is importable and indexes it), ``<prefix>/share/nut_ros`` of every prefix on
+    AMENT_PREFIX_PATH (a colcon install/ prefix), then of ``sys.prefix`` (a pip install)."""
+    folders = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        folders.append(Path(get_package_share_directory("nut_ros")))
+    except (ImportError, LookupError, OSError):  # not installed, not indexed, or AMENT_PREFIX_PATH unset
+        pass
+    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    return folders + [Path(prefix) / "share" / "nut_ros" for prefix in (*prefixes, sys.prefix)]
+
+
 def params_file() -> Path:
-    """The package's config/nut_ros.yaml (source tree or installed share folder)."""
-    for candidate in (PACKAGE.parent / "config" / "nut_ros.yaml",
-                      Path(sys.prefix) / "share" / "nut_ros" / "config" / "nut_ros.yaml"):
+    """The package's config/nut_ros.yaml: beside the package (source tree), else in the first of
+    :func:`share_folders` that has it; ``FileNotFoundError`` naming the places looked in."""
+    candidates = list(dict.fromkeys([PACKAGE.parent / "config" / "nut_ros.yaml",
+                                     *(folder / "config" / "nut_ros.yaml" for folder in share_folders())]))
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError("config/nut_ros.yaml not found next to the package or in the installed share folder")
+    raise FileNotFoundError(f"config/nut_ros.yaml not found: looked for {', '.join(map(str, candidates))} (source "
+                            "tree, ament index, AMENT_PREFIX_PATH, sys.prefix); source the workspace's setup file")
 
 
 def clear_previous_run(folder: Path) -> bool:
@@ -167,13 +186,23 @@ def main(argv: list[str] | None = None) -> int:
     from nut_ros.ros.node_session import run_node_on_bag
     from nut_ros.ros.params import load_params_file
 
-    config = params_file()
+    try:
+        config = params_file()
+    except FileNotFoundError as err:
+        print(f"nut_ros_demo: {err}", file=sys.stderr)
+        return 2
     weights = Path(args.checkpoint) if args.checkpoint else default_checkpoint(load_params_file(config).model)
     if not weights.is_file() and not args.random_init:
         print(f"nut_ros_demo: no weights at {weights}. Pass --checkpoint PATH, or --random-init to see the "
               f"pipeline run with a randomly initialised model.", file=sys.stderr)
         return 2
-    if not clear_previous_run(args.out):
+    try:
+        cleared = clear_previous_run(args.out)
+    except OSError as err:  # --out is a file, or inside one, or not writable
+        print(f"nut_ros_demo: cannot create the output folder {args.out}: {err.strerror or err}; choose another "
+              f"--out", file=sys.stderr)
+        return 2
+    if not cleared:
         print(f"nut_ros_demo: {args.out} holds files that are not a previous demo's; choose another --out",
               file=sys.stderr)
         return 2

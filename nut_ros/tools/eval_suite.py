@@ -146,8 +146,8 @@ SEQUENCE_RUNS = (
 
 
 class ClipError(Exception):
-    """A run cannot be done: its clip or sequence is missing or unreadable under ``--shared``, or its bag cannot
-    be replayed."""
+    """A run cannot be done: its clip or sequence is missing or unreadable under ``--shared``, its bag cannot be
+    replayed, or its backend cannot be made from the options."""
 
 
 def sequence_frames(run: SequenceRun, shared: Path):
@@ -171,7 +171,9 @@ def sequence_frames(run: SequenceRun, shared: Path):
 
 
 def run_sequence(run: SequenceRun, shared: Path, out: Path, options: list[str]) -> dict:
-    """One :class:`SequenceRun` through the pipeline and the evaluator; writes its report into ``out``."""
+    """One :class:`SequenceRun` through the pipeline and the evaluator; writes its report into ``out``.
+    ``ClipError`` when its backend cannot be made (bad weights, a backend without its exported files) or its
+    sequence cannot be read."""
     import torch
 
     from nut_ros.pipeline.backends import make_backend
@@ -188,10 +190,15 @@ def run_sequence(run: SequenceRun, shared: Path, out: Path, options: list[str]) 
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(options)
     torch.manual_seed(0)
-    backend = make_backend(args.backend, args.model, args.checkpoint, args.device)
-    pipeline = StreamingPipeline(backend, PipelineConfig(motion_prior=args.motion_prior,
-                                                         depth_from_motion=run.depth_from_motion,
-                                                         network_depth=run.network_depth))
+    try:
+        backend = make_backend(args.backend, args.model, args.checkpoint, args.device)
+        pipeline = StreamingPipeline(backend, PipelineConfig(motion_prior=args.motion_prior,
+                                                             depth_from_motion=run.depth_from_motion,
+                                                             network_depth=run.network_depth))
+    except Exception as err:  # noqa: BLE001 - the loaders raise their own kinds; the run fails, as a replay does
+        weights = args.checkpoint or f"default {args.model} weights"
+        raise ClipError(f"run {run.name}: cannot load the {args.backend} backend from {weights}: "
+                        f"{type(err).__name__}: {err}") from err
     evaluator = StreamEvaluator(pipeline, stride=1)  # sequence_frames already keeps every stride-th frame
     start = time.perf_counter()
     with torch.no_grad():
@@ -399,7 +406,8 @@ def run_suite(shared: Path, work: Path, replay_options: list[str], clips: tuple[
               runs: tuple[RunSpec, ...] = RUNS, meta: dict | None = None, log=print,
               sequence_runs: tuple[SequenceRun, ...] = SEQUENCE_RUNS) -> dict:
     """Build the bags, replay every run, run every sequence and write ``summary.json`` / ``summary.md``. A run whose
-    clip or sequence is missing or unreadable is listed under ``failed`` with the reason, and the others go on."""
+    clip or sequence is missing or unreadable, or whose backend cannot be made (``ClipError``), is listed under
+    ``failed`` with the reason, and the others go on."""
     by_name = {c.name: c for c in clips}
     work.mkdir(parents=True, exist_ok=True)
     rows, failed = [], []

@@ -6,7 +6,9 @@ With ``--poses`` it also writes the camera poses as nav_msgs/Odometry on ``<name
 is ``--world-frame``, ``child_frame_id`` is the camera optical frame (``--frame-id``), so the node's
 ``camera_mount`` stays all zero (``use_odometry: true``). Poses are camera-to-world 4x4 matrices paired with the
 source frames by index (like depth): 7-Scenes ``frame-XXXXXX.pose.txt`` files, a text file of 4x4 matrices, or a
-TUM trajectory (``stamp tx ty tz qx qy qz qw``, one line per source frame; its stamps are not used).
+TUM trajectory (``stamp tx ty tz qx qy qz qw``, one line per source frame; its stamps are not used). Depth files and
+poses must number the source's images, one each (counted over the whole folder, before ``--start``, ``--stride`` and
+``--max-frames`` pick frames); other counts are refused.
 Header stamps and bag times are ``start + source_index / fps``. Needs no ROS installation (rosbags messages).
 
     nut_ros_make_bag clip.mp4 out_bag --max-frames 60 --stride 2 --resize 512x288 --compressed
@@ -193,6 +195,20 @@ def field_of_view(text: str) -> float:
     return value
 
 
+PAIRING = {"poses": "poses pair with the images by index, one each (a trajectory at its own rate, such as TUM's "
+                    "100 Hz groundtruth.txt, must be associated with the image stamps first)",
+           "depth files": "depth files pair with the images by sorted order, one each (choose them with "
+                          "--depth-pattern, or associate them with the image stamps first)"}
+
+
+def check_paired(kind: str, path: str | Path, count: int, images: int, spare: int = 0) -> None:
+    """Refuse ``count`` poses or depth files (``kind``, a key of :data:`PAIRING`) at ``path`` unless they pair one
+    each with ``images`` source images; up to ``spare`` more pass (a video's last frames, skipped by the stride, are
+    not counted)."""
+    if not images <= count <= images + spare:
+        raise ValueError(f"{path} has {count} {kind} for {images} images: {PAIRING[kind]}")
+
+
 def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | None = None, pattern: str = "*",
              depth_pattern: str = "*", intrinsics: tuple[float, float, float, float] | None = None,
              hfov_deg: float = 60.0, max_frames: int | None = None, stride: int = 1, start: int = 0,
@@ -201,7 +217,9 @@ def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | 
              jpeg_quality: int = 90, poses: str | Path | None = None, world_frame: str = "world") -> BagSummary:
     """Write the bag and return a summary. ``intrinsics`` (fx, fy, cx, cy) are of the source resolution.
 
-    The bag holds every ``stride``-th source frame from index ``start``; stamps keep the source timing.
+    The bag holds every ``stride``-th source frame from index ``start``; stamps keep the source timing. Depth files
+    and poses must number the source's images (ValueError): a folder's are counted before anything is written, a
+    video's as it is read to its end (not when ``max_frames`` stops it first).
     """
     source, output = Path(source), Path(output)
     if output.exists():
@@ -210,6 +228,12 @@ def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | 
         raise ValueError(f"need stride >= 1 and start >= 0, got stride {stride}, start {start}")
     depth_files = list_files(Path(depth_dir), DEPTH_SUFFIXES, depth_pattern) if depth_dir else None
     camera_poses = read_poses(poses) if poses else None
+    if source.is_dir():  # pairing by index: every image of the folder counts, whatever the options pick
+        images = len(list_files(source, IMAGE_SUFFIXES, pattern))
+        if depth_files:
+            check_paired("depth files", depth_dir, len(depth_files), images)
+        if camera_poses:
+            check_paired("poses", poses, len(camera_poses), images)
     ns = namespace.rstrip("/")
     topics = {"image": f"{ns}/image_raw" + ("/compressed" if compressed else ""), "info": f"{ns}/camera_info"}
     if depth_files:
@@ -244,10 +268,10 @@ def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | 
             count += 1
         if count == 0:
             raise ValueError(f"no frames read from {source}")
-        if camera_poses and count != max_frames and len(camera_poses) > index + stride:  # every image read
-            raise ValueError(f"{poses} has {len(camera_poses)} poses for {index + 1} images: poses pair with the "
-                             f"images by index, one each (a trajectory at its own rate, such as TUM's 100 Hz "
-                             f"groundtruth.txt, must be associated with the image stamps first)")
+        if not source.is_dir() and count != max_frames:  # a video read to its end: its images are counted
+            for kind, path, paired in (("depth files", depth_dir, depth_files), ("poses", poses, camera_poses)):
+                if paired:
+                    check_paired(kind, path, len(paired), index + 1, stride - 1)
     return BagSummary(output, count, cam.width, cam.height, cam, topics, notes)
 
 

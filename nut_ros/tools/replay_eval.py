@@ -90,8 +90,10 @@ def replay_matches(path, processor: FrameProcessor, clock: BagClock, image_topic
 
 
 def replay_params(args: argparse.Namespace) -> NodeParams:
-    """The node's parameters (``--params``, default the package's config/nut_ros.yaml) with the options given."""
-    params = load_params_file(args.params or params_file())
+    """The node's parameters (``--params``, default the package's config/nut_ros.yaml, read as the node reads it:
+    unknown names and other nodes' sections are warned about on stderr) with the options given."""
+    params = load_params_file(args.params or params_file(), NODE_NAME,
+                              lambda message: print(f"nut_ros_replay: warning: {message}", file=sys.stderr))
     given = {"backend": args.backend, "model": args.model, "checkpoint": args.checkpoint, "device": args.device,
              "motion_prior": args.motion_prior, "depth_scale": args.depth_scale,
              "render_times": None if args.render_times is None else list(args.render_times),
@@ -252,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the node's parameters file (default: the package's config/nut_ros.yaml); the options "
                         "below override it")
     p.add_argument("--depth-scale", type=float, default=None, help="metres per unit of 16UC1 depth")
-    p.add_argument("--depth-max", type=float, default=20.0, help="depth beyond this many metres is invalid")
+    p.add_argument("--depth-max", type=positive(float), default=20.0,
+                   help="depth beyond this many metres is invalid")
     p.add_argument("--stride", type=positive(int), default=2,
                    help="key-frame stride k: the pipeline sees every k-th frame")
     p.add_argument("--render-times", type=float, nargs="+", default=None,
