@@ -2,10 +2,13 @@
 
 Each engine is named by configuration, graph, precision, GPU and TensorRT version, e.g.
 ``tiny.decoder.fp16.nvidia-h100-80gb-hbm3-sm90.trt10.13.0.engine``, and has a JSON sidecar (same name, ``.json``)
-recording the ONNX sha256, the TensorRT version and the GPU. :func:`check_engine` refuses an engine whose sidecar
-does not match (re-exported ONNX, other TensorRT, other GPU) with a message that says what differs and how to
-rebuild. ``<config>.engines.json`` lists the engines of one build for
-:class:`engine.trt_backend.TensorRTBackend`.
+recording the ONNX sha256, the TensorRT version, the GPU and the precision the engine was built at: ``fp16`` asked of
+bindings without an FP16 builder flag (TensorRT-RTX is strongly typed) builds at the exported graphs' ``fp32``, and
+the name and sidecar say ``fp32``. :func:`check_engine` refuses an engine whose sidecar does not match (re-exported
+ONNX, other TensorRT, other GPU) with a message that says what differs and how to rebuild.
+``<config>.engines.json`` lists the engines for :class:`engine.trt_backend.TensorRTBackend`, with the export
+manifest's path relative to the listing's folder; a build of some ``parts`` keeps the engines the listing has of the
+other graphs when it is of the same manifest and model configuration.
 
 The rasterizer node of ``<config>.render.onnx`` is served by the Python plugin (registered here unless
 ``--no-python-plugin``) or by a compiled plugin library (``--plugin-lib``). INT8/FP8 are not offered yet.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -71,10 +75,17 @@ def check_engine(engine: str | Path, onnx_path: str | Path | None, trt_version: 
     return meta
 
 
+def precision_used(trt, precision: str) -> str:
+    """The precision an engine asked for at ``precision`` is built at with the bindings ``trt``: ``fp32`` (the
+    exported graphs' type) for ``fp16`` where they have no FP16 builder flag, else ``precision``."""
+    return "fp32" if precision == "fp16" and not hasattr(trt.BuilderFlag, "FP16") else precision
+
+
 def build(onnx_path: str | Path, engine: str | Path, precision: str = "fp16", workspace_gb: float = 4.0,
           timing_cache: str | Path | None = None, plugin_libs: tuple[str, ...] = (), python_plugin: bool = True,
           gpu: str | None = None, trt=None) -> dict:
-    """Parse ``onnx_path``, build a serialized engine into ``engine`` and write its sidecar; returns the sidecar."""
+    """Parse ``onnx_path``, build a serialized engine into ``engine`` and write its sidecar; returns the sidecar,
+    whose ``precision`` is :func:`precision_used` (name ``engine`` after it)."""
     from engine.plugins.ortho_raster_plugin import import_tensorrt, register_plugin
 
     if precision not in PRECISIONS:
@@ -96,11 +107,12 @@ def build(onnx_path: str | Path, engine: str | Path, precision: str = "fp16", wo
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     notes = []
-    if precision == "fp16":
-        if hasattr(trt.BuilderFlag, "FP16"):
-            config.set_flag(trt.BuilderFlag.FP16)
-        else:  # TensorRT-RTX: strongly typed, precision follows the ONNX tensor types
-            notes.append("no FP16 builder flag in these bindings (strongly typed): built at the ONNX precision")
+    used = precision_used(trt, precision)
+    if used == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    elif precision == "fp16":  # TensorRT-RTX: strongly typed, precision follows the ONNX tensor types
+        notes.append("fp16 asked; no FP16 builder flag in these bindings (strongly typed): built at the ONNX "
+                     "precision, fp32")
     cache = None
     if timing_cache is not None and hasattr(config, "create_timing_cache"):
         blob = Path(timing_cache).read_bytes() if Path(timing_cache).is_file() else b""
@@ -118,16 +130,37 @@ def build(onnx_path: str | Path, engine: str | Path, precision: str = "fp16", wo
     if cache is not None:
         Path(timing_cache).write_bytes(bytes(cache.serialize()))
     meta = {"onnx": Path(onnx_path).name, "onnx_sha256": sha256(onnx_path), "trt_version": trt.__version__,
-            "trt_module": trt.__name__, "gpu": gpu or gpu_tag(), "precision": precision,
+            "trt_module": trt.__name__, "gpu": gpu or gpu_tag(), "precision": used,
             "workspace_gb": workspace_gb, "build_seconds": round(seconds, 3), "engine_bytes": engine.stat().st_size,
             "network_layers": network.num_layers, "notes": notes}
     sidecar_path(engine).write_text(json.dumps(meta, indent=1))
     return meta
 
 
+def listing_manifest(listing_path: str | Path, listing: dict) -> Path:
+    """The export manifest an engine listing names: its ``manifest`` entry resolved against the listing's folder
+    (an absolute path, as older listings store, is taken as it is)."""
+    return Path(listing_path).parent / listing["manifest"]
+
+
+def previous_engines(listing_path: Path, manifest_path: Path, manifest: dict) -> dict:
+    """The engines listed at ``listing_path`` when that listing is of ``manifest_path`` and its model configuration,
+    those of graphs the manifest still lists under the same file; otherwise (or without a listing) none."""
+    if not listing_path.is_file():
+        return {}
+    listing = json.loads(listing_path.read_text())
+    if (listing["config"] != manifest["config"]
+            or listing_manifest(listing_path, listing).resolve() != manifest_path.resolve()):
+        return {}
+    graphs = manifest["graphs"]
+    return {part: info for part, info in listing["engines"].items()
+            if graphs.get(part, {}).get("file") == info["onnx"]}
+
+
 def build_all(manifest_path: str | Path, out_dir: str | Path | None = None, parts: tuple[str, ...] | None = None,
               **options) -> Path:
-    """Build the engines of every graph in an export manifest; writes and returns ``<config>.engines.json``."""
+    """Build the engines of the graphs ``parts`` (default all) of an export manifest; writes and returns
+    ``<config>.engines.json``, which keeps the engines it lists of other parts (:func:`previous_engines`)."""
     from engine.plugins.ortho_raster_plugin import import_tensorrt
 
     manifest_path = Path(manifest_path)
@@ -135,21 +168,22 @@ def build_all(manifest_path: str | Path, out_dir: str | Path | None = None, part
     out_dir = Path(out_dir or manifest_path.parent)
     trt = options.pop("trt", None) or import_tensorrt()
     gpu = options.pop("gpu", None) or gpu_tag()
-    precision = options.get("precision", "fp16")
+    precision = precision_used(trt, options.get("precision", "fp16"))
     config = manifest["config"]["name"]
-    listing = {"manifest": str(manifest_path.resolve()), "config": manifest["config"], "gpu": gpu,
-               "trt_version": trt.__version__, "engines": {}}
+    path = out_dir / f"{config}.engines.json"
+    relative = Path(os.path.relpath(manifest_path.resolve(), out_dir.resolve())).as_posix()
+    listing = {"manifest": relative, "config": manifest["config"], "gpu": gpu, "trt_version": trt.__version__,
+               "engines": previous_engines(path, manifest_path, manifest)}
     for part, graph in manifest["graphs"].items():
         if parts and part not in parts:
             continue
         engine = engine_path(out_dir, config, "render" if graph["custom_node"] else part, precision, gpu,
                              trt.__version__)
         meta = build(manifest_path.parent / graph["file"], engine, gpu=gpu, trt=trt, **options)
-        kept = {k: meta[k] for k in ("build_seconds", "engine_bytes", "network_layers", "notes")}
+        kept = {k: meta[k] for k in ("precision", "build_seconds", "engine_bytes", "network_layers", "notes")}
         listing["engines"][part] = {"file": engine.name, "onnx": graph["file"], "custom_node": graph["custom_node"],
                                     **kept}
         print(f"{part}: {engine.name} ({meta['engine_bytes']} bytes, {meta['build_seconds']} s)")
-    path = out_dir / f"{config}.engines.json"
     path.write_text(json.dumps(listing, indent=1))
     return path
 
@@ -158,7 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("manifest", help="<config>.manifest.json written by engine.export_onnx")
     p.add_argument("--out", help="engine folder (default: next to the manifest)")
-    p.add_argument("--parts", nargs="*", help="graphs to build (encoder decoder state); default all")
+    p.add_argument("--parts", nargs="*", help="graphs to build (encoder decoder state; the listing keeps the others "
+                                              "it has of this manifest); default all")
     p.add_argument("--precision", choices=PRECISIONS, default="fp16")
     p.add_argument("--workspace-gb", type=float, default=4.0)
     p.add_argument("--timing-cache", help="timing cache file (read if present, written after the build)")

@@ -17,8 +17,10 @@ tensors; ``None`` fields are left out), so the export follows the model's output
 input the graph does not use (e.g. a cache field only another configuration's decoder reads) is dropped by the
 exporter; the manifest lists what each graph really takes. A
 ``<config>.manifest.json`` lists the files, their tensors (in order) and sha256, and the model configuration; the
-ONNX Runtime and TensorRT backends and the engine builder read it and address tensors by name. ``--verify`` runs every
-graph without custom nodes in onnxruntime and prints the max abs error of each output against PyTorch.
+ONNX Runtime and TensorRT backends and the engine builder read it and address tensors by name. An export of some
+``--parts`` keeps the graphs the folder's manifest lists of the others when that manifest is of the same export
+(model configuration, weights, batch, rasterizer node and attributes); otherwise the manifest starts anew. ``--verify``
+runs every graph without custom nodes in onnxruntime and prints the max abs error of each output against PyTorch.
 
     python -m engine.export_onnx --config tiny --random-init --out build/onnx --verify
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import warnings
 from dataclasses import fields
@@ -168,10 +171,30 @@ def examples(model: NutModel, batch: int, rasterizer: bool, seed: int = 0) -> Ex
     return Examples(inputs, names, cur)
 
 
+def weights_sha256(model: nn.Module) -> str:
+    """sha256 of a model's state (names and values), which tells exports of other weights apart."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def previous_graphs(manifest_path: Path, header: dict) -> dict:
+    """The graphs listed in the manifest at ``manifest_path`` when everything else in it equals ``header`` (the
+    same export); otherwise (or without a manifest) none."""
+    if not manifest_path.is_file():
+        return {}
+    old = json.loads(manifest_path.read_text())
+    graphs = old.pop("graphs")
+    return graphs if old == json.loads(json.dumps(header)) else {}
+
+
 def export(model: NutModel, out_dir: str | Path, batch: int = 1, rasterizer: bool = True,
            max_pairs_per_gaussian: int = DEFAULT_MAX_PAIRS_PER_GAUSSIAN, background=(0.5, 0.5, 0.5),
            parts: tuple[str, ...] = ("encoder", "decoder", "state")) -> Path:
-    """Export the graphs ``parts`` of ``model`` into ``out_dir``; returns the manifest path."""
+    """Export the graphs ``parts`` of ``model`` into ``out_dir``; returns the manifest path (which keeps the graphs
+    of other parts it listed of the same export: :func:`previous_graphs`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.float().eval()
@@ -182,8 +205,11 @@ def export(model: NutModel, out_dir: str | Path, batch: int = 1, rasterizer: boo
     ex = examples(model, batch, rasterizer)
     modules = {"encoder": EncoderGraph(model), "decoder": DecoderGraph(model, ex.cache),
                "state": StateGraph(attributes if rasterizer else None)}
-    manifest = {"config": cfg.to_dict(), "batch": batch, "opset": OPSET, "rasterizer_node": rasterizer,
-                "raster_attributes": {k: v.tolist() for k, v in attributes.fields().items()}, "graphs": {}}
+    header = {"config": cfg.to_dict(), "weights_sha256": weights_sha256(model), "batch": batch, "opset": OPSET,
+              "rasterizer_node": rasterizer,
+              "raster_attributes": {k: v.tolist() for k, v in attributes.fields().items()}}
+    manifest_path = out_dir / f"{cfg.name}.manifest.json"
+    manifest = {**header, "graphs": previous_graphs(manifest_path, header)}
     for part in parts:
         module = modules[part]
         stem = "render" if part == "state" and rasterizer else part
@@ -201,7 +227,6 @@ def export(model: NutModel, out_dir: str | Path, batch: int = 1, rasterizer: boo
             "outputs": {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in graph.graph.output},
             "custom_node": part == "state" and rasterizer,
         }
-    manifest_path = out_dir / f"{cfg.name}.manifest.json"
     manifest_path.write_text(json.dumps(manifest, indent=1))
     return manifest_path
 

@@ -5,26 +5,31 @@ module by name (the deployment runtime imports the pipeline, never the reverse).
 outputs on the GPU (one pycuda allocation per tensor); ``decode`` binds two handles directly as the decoder's inputs
 and copies the Gaussians back through pinned memory. ``render`` runs the render engine when it was built with the
 rasterizer plugin, otherwise :class:`PycudaRenderer` (``Gaussians.at(t)`` on the host, then the rasterizer kernels on
-the backend's stream). Stale engines (other ONNX, TensorRT version or GPU) are refused when the backend is created.
+the backend's stream). When the backend is created it refuses stale engines (other ONNX, TensorRT version or GPU; an
+ONNX file absent beside the manifest is not compared), a listing without an encoder or decoder engine, a manifest
+missing where the listing says (a path relative to the listing's folder) or exported with a batch other than 1, and a
+CUDA device other than 0: pycuda's primary context and the engines' GPU tag are the default device's. Device memory
+and pinned host memory are freed explicitly, inside that context, whichever thread drops them (:class:`_Buffers`).
 """
 from __future__ import annotations
 
 import functools
 import json
+import weakref
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from engine.build_engine import check_engine, gpu_tag
+from engine.build_engine import check_engine, gpu_tag, listing_manifest
 from engine.plugins.ortho_raster_plugin import (DEFAULT_MAX_PAIRS_PER_GAUSSIAN, import_tensorrt, raster_kernels,
                                                 register_plugin)
 from engine.plugins.raster_launcher import Workspace
 from nut_ros.core.config import ModelConfig
 from nut_ros.core.gaussians import Gaussians, RasterInputs
 from nut_ros.core.model import FrameCache, static_gaussians
-from nut_ros.pipeline.onnx_backend import keep_exported_learned_motion
+from nut_ros.pipeline.onnx_backend import keep_exported_learned_motion, require_encoder_decoder
 from nut_ros.render import RenderOutput
 
 PAIRS_PER_GAUSSIAN = DEFAULT_MAX_PAIRS_PER_GAUSSIAN  #: initial sort buffer of PycudaRenderer; grown when too small
@@ -59,15 +64,28 @@ def in_current_context(method):
     return call
 
 
-class _Buffers:
-    """Device allocation per named float32 tensor, with a pinned host mirror allocated on first transfer."""
+def _free(current: CurrentContext, device: dict, host: dict[str, np.ndarray]) -> None:
+    """Free the ``device`` allocations and the page-locked memory under the ``host`` arrays with ``current`` pushed:
+    pycuda's own clean-up of an object dropped where its context is not current (another thread) frees nothing."""
+    with current:
+        for allocation in device.values():
+            allocation.free()
+        for array in host.values():
+            array.base.free()  # pagelocked_empty's PagelockedHostAllocation
 
-    def __init__(self, shapes: dict[str, tuple[int, ...]]):
+
+class _Buffers:
+    """Device allocation per named float32 tensor, with a pinned host mirror allocated on first transfer. Both are
+    freed in ``current`` (:func:`_free`) once the object is unreachable, whichever thread drops it; at interpreter
+    exit they are left to the process's teardown (the context may be gone by then)."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], current: CurrentContext):
         import pycuda.driver as cuda
 
         self.shapes = dict(shapes)
         self.device = {k: cuda.mem_alloc(max(4, 4 * int(np.prod(s)))) for k, s in self.shapes.items()}
         self._host: dict[str, np.ndarray] = {}
+        weakref.finalize(self, _free, current, self.device, self._host).atexit = False  # holds the dicts, not self
 
     def host(self, name: str) -> np.ndarray:
         import pycuda.driver as cuda
@@ -113,7 +131,7 @@ class PycudaRenderer:
         h, w = self.height, self.width
         self.buffers = _Buffers({"means": (batch, n, 3), "scales": (batch, n, 3), "rotations": (batch, n, 4),
                                  "opacities": (batch, n, 1), "colors": (batch, n, 3), "color": (batch, 3, h, w),
-                                 "depth": (batch, 1, h, w), "alpha": (batch, 1, h, w)})
+                                 "depth": (batch, 1, h, w), "alpha": (batch, 1, h, w)}, self.current)
         self.workspace = Workspace.layout(batch, n, h, w, capacity)
         self.workspace_mem = cuda.mem_alloc(self.workspace.nbytes)
         self._key = (batch, n, capacity)
@@ -146,7 +164,7 @@ class PycudaRenderer:
 class _Engine:
     """A deserialized engine, its execution context and float32 I/O buffers."""
 
-    def __init__(self, trt, runtime, path: Path):
+    def __init__(self, trt, runtime, path: Path, current: CurrentContext):
         self.trt = trt
         self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
@@ -159,7 +177,7 @@ class _Engine:
             if self.engine.get_tensor_dtype(n) != trt.DataType.FLOAT:
                 raise TypeError(f"{path.name}: tensor {n} is not float32")
         self.shapes = {n: tuple(self.engine.get_tensor_shape(n)) for n in names}
-        self.buffers = _Buffers(self.shapes)
+        self.buffers = _Buffers(self.shapes, current)
 
     def run(self, stream, bound: dict[str, int] | None = None) -> None:
         """Execute on ``stream``; ``bound`` overrides tensor addresses (e.g. another engine's outputs)."""
@@ -170,28 +188,59 @@ class _Engine:
             raise RuntimeError("TensorRT execution failed")
 
 
+def read_listing(engines: str | Path) -> tuple[Path, dict]:
+    """The path and contents of an engine listing: ``engines`` itself, or the single ``*.engines.json`` in the
+    folder ``engines``."""
+    path = Path(engines)
+    if path.is_dir():
+        found = sorted(path.glob("*.engines.json"))
+        if len(found) != 1:
+            raise FileNotFoundError(f"expected one *.engines.json in {path}, found {len(found)}")
+        path = found[0]
+    return path, json.loads(path.read_text())
+
+
+def check_device(device: str) -> None:
+    """Refuse (``ValueError``) any device but the default CUDA device (``cuda``, ``cuda:0``)."""
+    parsed = torch.device(device)
+    if parsed.type != "cuda":
+        raise ValueError("the TensorRT backend runs on CUDA devices only")
+    if parsed.index not in (None, 0):
+        raise ValueError(f"the TensorRT backend drives the default CUDA device only (cuda:0), not {device!r}: "
+                         f"choose the GPU with CUDA_VISIBLE_DEVICES instead")
+
+
+def read_manifest(path: Path, listing: dict) -> dict:
+    """The export manifest the listing at ``path`` names (:func:`engine.build_engine.listing_manifest`), which must
+    exist and be of batch 1."""
+    manifest = listing_manifest(path, listing)
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{path.name} names the export manifest {manifest}, which is missing: keep the export "
+                                f"folder where the listing says (relative to {path.parent}) or rebuild the engines "
+                                f"with python -m engine.build_engine <manifest> --out {path.parent}")
+    export = json.loads(manifest.read_text())
+    if export["batch"] != 1:
+        raise ValueError(f"the pipeline needs graphs exported with batch 1, got {export['batch']} ({manifest})")
+    return export
+
+
 class TensorRTBackend:
     """Encoder / decoder (/ render) engines listed in ``<config>.engines.json`` (see ``engine/build_engine.py``)."""
 
     name = "tensorrt"
 
     def __init__(self, engines: str | Path, device: str = "cuda"):
+        check_device(device)  # what cannot run is refused before pycuda and the GPU are touched
+        path, listing = read_listing(engines)
+        export = read_manifest(path, listing)
+        require_encoder_decoder(listing["engines"], path, f"python -m engine.build_engine <manifest> --out "
+                                f"{path.parent} --parts encoder decoder")
         import pycuda.driver as cuda
 
         self.current = CurrentContext()  # every per-frame method runs inside it (the node's worker thread)
-
-        path = Path(engines)
-        if path.is_dir():
-            found = sorted(path.glob("*.engines.json"))
-            if len(found) != 1:
-                raise FileNotFoundError(f"expected one *.engines.json in {path}, found {len(found)}")
-            path = found[0]
-        listing = json.loads(path.read_text())
-        if torch.device(device).type != "cuda":
-            raise ValueError("the TensorRT backend runs on CUDA devices only")
         trt = import_tensorrt()
         gpu = gpu_tag()
-        export_dir = Path(listing["manifest"]).parent
+        export_dir = listing_manifest(path, listing).parent
         # a state graph without the rasterizer node is not used: Gaussians.at(t) runs on the host before rendering
         wanted = {part: info for part, info in listing["engines"].items() if part != "state" or info["custom_node"]}
         for info in wanted.values():
@@ -203,7 +252,8 @@ class TensorRTBackend:
         self._device = device
         self.stream = cuda.Stream()
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engines = {part: _Engine(trt, runtime, path.parent / info["file"]) for part, info in wanted.items()}
+        self.engines = {part: _Engine(trt, runtime, path.parent / info["file"], self.current)
+                        for part, info in wanted.items()}
         self._render_engine = self.engines.get("state")
         h, w = self.model_config.image_size
         # the rasterizer's kernels launched directly: every render without a render engine, and with one those of
@@ -211,7 +261,6 @@ class TensorRTBackend:
         self._renderer = PycudaRenderer(h, w, self.model_config.raster_lowpass, self.stream)
         self._engine_background = None
         if self._render_engine is not None:  # the background is an attribute of the plugin node
-            export = json.loads(Path(listing["manifest"]).read_text())
             self._engine_background = tuple(float(v) for v in export["raster_attributes"]["background"])
 
     @property
@@ -225,7 +274,7 @@ class TensorRTBackend:
         enc = self.engines["encoder"]
         for name, value in zip(enc.inputs, (rgb, disp)):  # the graph's two inputs, image first
             enc.buffers.upload(name, value, self.stream)
-        frame = _Buffers({n: enc.shapes[n] for n in enc.outputs})
+        frame = _Buffers({n: enc.shapes[n] for n in enc.outputs}, self.current)
         enc.run(self.stream, {n: int(frame.device[n]) for n in enc.outputs})
         return frame
 

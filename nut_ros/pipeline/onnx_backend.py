@@ -34,6 +34,14 @@ def find_manifest(path: str | Path) -> Path:
     return found[0]
 
 
+def require_encoder_decoder(listed, source: Path, command: str) -> None:
+    """Refuse (``ValueError``) a manifest or engine listing ``source`` whose ``listed`` graphs lack the encoder or
+    the decoder, naming the missing ones and ``command``, which makes them."""
+    missing = [part for part in ("encoder", "decoder") if part not in listed]
+    if missing:
+        raise ValueError(f"{source} has no {' and no '.join(missing)}; the backend needs the encoder and the decoder "
+                         f"({command})")
+
 
 def keep_exported_learned_motion(config: ModelConfig, enabled: bool) -> None:
     """An exported decoder (ONNX graph, TensorRT engine) has a ``"learned"`` model's flow built in: refuse to leave
@@ -41,6 +49,7 @@ def keep_exported_learned_motion(config: ModelConfig, enabled: bool) -> None:
     if not enabled and config.motion_prior == "learned":
         raise ValueError("the exported decoder includes the learned flow; use motion_prior 'auto' or 'learned' "
                          "with this model, or export a model without the motion head")
+
 
 class OnnxBackend:
     """Encoder and decoder in onnxruntime (CPU, or CUDA where onnxruntime-gpu is installed); torch rendering."""
@@ -54,6 +63,9 @@ class OnnxBackend:
         self.manifest = json.loads(self.manifest_path.read_text())
         if self.manifest["batch"] != 1:
             raise ValueError(f"the pipeline needs graphs exported with batch 1, got {self.manifest['batch']}")
+        graphs, folder = self.manifest["graphs"], self.manifest_path.parent
+        require_encoder_decoder(graphs, self.manifest_path, f"python -m engine.export_onnx --config "
+                                f"{self.manifest['config']['name']} --parts encoder decoder --out {folder}")
         self.model_config = ModelConfig.from_dict(self.manifest["config"])
         provider = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}[torch.device(device).type]
         if provider not in ort.get_available_providers():
@@ -62,8 +74,7 @@ class OnnxBackend:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        graphs = self.manifest["graphs"]
-        self._sessions = {part: ort.InferenceSession(str(self.manifest_path.parent / graphs[part]["file"]),
+        self._sessions = {part: ort.InferenceSession(str(folder / graphs[part]["file"]),
                                                      options, providers=[provider])
                           for part in ("encoder", "decoder")}
         self._outputs = {part: list(graphs[part]["outputs"]) for part in self._sessions}
