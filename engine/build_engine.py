@@ -143,13 +143,15 @@ def listing_manifest(listing_path: str | Path, listing: dict) -> Path:
     return Path(listing_path).parent / listing["manifest"]
 
 
-def previous_engines(listing_path: Path, manifest_path: Path, manifest: dict) -> dict:
-    """The engines listed at ``listing_path`` when that listing is of ``manifest_path`` and its model configuration,
-    those of graphs the manifest still lists under the same file; otherwise (or without a listing) none."""
+def previous_engines(listing_path: Path, manifest_path: Path, manifest: dict, gpu: str, trt_version: str) -> dict:
+    """The engines listed at ``listing_path`` when that listing is of ``manifest_path``, its model configuration,
+    ``gpu`` and ``trt_version``, those of graphs the manifest still lists under the same file; otherwise (or without
+    a listing) none: one listing never mixes engines of two GPUs or TensorRT versions."""
     if not listing_path.is_file():
         return {}
     listing = json.loads(listing_path.read_text())
-    if (listing["config"] != manifest["config"]
+    same_build = (listing.get("gpu"), listing.get("trt_version")) == (gpu, trt_version)
+    if (listing["config"] != manifest["config"] or not same_build
             or listing_manifest(listing_path, listing).resolve() != manifest_path.resolve()):
         return {}
     graphs = manifest["graphs"]
@@ -173,7 +175,7 @@ def build_all(manifest_path: str | Path, out_dir: str | Path | None = None, part
     path = out_dir / f"{config}.engines.json"
     relative = Path(os.path.relpath(manifest_path.resolve(), out_dir.resolve())).as_posix()
     listing = {"manifest": relative, "config": manifest["config"], "gpu": gpu, "trt_version": trt.__version__,
-               "engines": previous_engines(path, manifest_path, manifest)}
+               "engines": previous_engines(path, manifest_path, manifest, gpu, trt.__version__)}
     for part, graph in manifest["graphs"].items():
         if parts and part not in parts:
             continue

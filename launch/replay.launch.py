@@ -36,7 +36,7 @@ ARGUMENTS = {
     "camera_info_topic": ("/camera/camera_info", "CameraInfo topic recorded in the bag."),
     "odom_topic": ("/camera/odom", "nav_msgs/Odometry topic recorded in the bag (if any; parameter use_odometry)."),
     "play_delay": ("5.0", "Seconds (> 0) ros2 bag play waits, once started, before it plays (discovery)."),
-    "rviz": ("auto", "Start RViz with rviz_config: true, false, or auto (when the rviz2 package is installed)."),
+    "rviz": ("auto", "Start RViz with rviz_config: true (1), false (0), or auto (when rviz2 is installed)."),
     "rviz_config": (PathJoinSubstitution([SHARE, "config", "nut_ros.rviz"]), "RViz configuration file."),
 }
 
@@ -72,8 +72,9 @@ def rviz(context) -> list:
     """RViz on ``rviz_config`` as the ``rviz`` argument says; ``true`` without rviz2 installed fails the launch
     before the node starts (``auto`` then replays without it)."""
     wanted = LaunchConfiguration("rviz").perform(context).strip().lower()
+    wanted = {"1": "true", "0": "false"}.get(wanted, wanted)
     if wanted not in ("true", "false", "auto"):
-        raise ValueError(f"rviz:={wanted!r}: use true, false or auto")
+        raise ValueError(f"rviz:={wanted!r}: use true, false (1, 0, as launch conditions read them) or auto")
     if wanted == "false":
         return []
     if not rviz_installed():

@@ -48,9 +48,9 @@ def write_export(folder, config=CONFIG, batch=1, parts=("encoder", "decoder", "s
     return manifest
 
 
-def build(manifest, out, parts=None, fp16=True):
+def build(manifest, out, parts=None, fp16=True, gpu=GPU):
     trt = fake_tensorrt(fp16)
-    path = build_all(manifest, out, parts, trt=trt, gpu=GPU, python_plugin=False, precision="fp16")
+    path = build_all(manifest, out, parts, trt=trt, gpu=gpu, python_plugin=False, precision="fp16")
     return json.loads(path.read_text()), trt
 
 
@@ -63,6 +63,8 @@ def test_a_partial_build_keeps_the_engines_of_the_other_parts(tmp_path):
     write_export(tmp_path / "onnx", config={**CONFIG, "image_size": [96, 192]})  # another model: a new listing
     listing, _ = build(manifest, tmp_path / "engines", ("state",))
     assert set(listing["engines"]) == {"state"}
+    listing, _ = build(manifest, tmp_path / "engines", ("decoder",), gpu="nvidia-h200-sm90")  # another GPU
+    assert set(listing["engines"]) == {"decoder"} and listing["gpu"] == "nvidia-h200-sm90", "no engines of two GPUs"
 
 
 def test_the_listing_names_the_manifest_relative_to_its_folder(tmp_path):
