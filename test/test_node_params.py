@@ -194,22 +194,35 @@ def test_a_params_file_that_is_not_one_is_named(tmp_path, text, says):
         load_params_file(path)
 
 
-NS_SECTION = "/robot/nut_ros:\n  ros__parameters:\n    interp_window: 0.5\n"
 NESTED_NS_SECTION = "/robot:\n  nut_ros:\n    ros__parameters:\n      interp_window: 0.5\n"
 WILDCARD_NS_SECTION = "/**:\n  nut_ros:\n    ros__parameters:\n      interp_window: 0.5\n"
 
 
-@pytest.mark.parametrize("text", [NS_SECTION, NESTED_NS_SECTION, WILDCARD_NS_SECTION,
-                                  "/**:\n  ros__parameters:\n    interp_window: 0.25\n" + NS_SECTION,
+@pytest.mark.parametrize("text", [WILDCARD_NS_SECTION,
+                                  "/*:\n  ros__parameters:\n    interp_window: 0.25\n" + WILDCARD_NS_SECTION,
                                   "/*:\n  ros__parameters:\n    interp_window: 0.5\n",
+                                  "/nut_ros:\n  ros__parameters:\n    interp_window: 0.5\n",
                                   "nut_ros:\n  ros__parameters:\n    interp_window: 0.5\n"])
-def test_every_section_for_the_node_name_applies_whatever_its_namespace(tmp_path, text):
-    """As ROS reads a params file for a node named nut_ros (launched in a namespace, namespaced sections apply to
-    it): the later of two sections wins."""
+def test_the_sections_rcl_applies_to_the_root_node_apply(tmp_path, text):
+    """As rcl reads a params file for the node /nut_ros (the tools run it in the root namespace): the later of two
+    sections wins."""
     path = tmp_path / "params.yaml"
     path.write_text(text)
     warnings = []
     assert load_params_file(path, warn=warnings.append).interp_window == 0.5 and warnings == []
+
+
+@pytest.mark.parametrize("key", ["/robot/nut_ros", "/robot/*", "/robot/**", "/*/nut_ros", "/nut_ros/*"])
+def test_sections_of_other_namespaces_do_not_apply(tmp_path, key):
+    """rcl matches the whole name (``/*`` one name, ``/**`` any namespaces): a node /nut_ros gets none of these."""
+    path = tmp_path / "params.yaml"
+    path.write_text(f"/**:\n  ros__parameters:\n    interp_window: 0.25\n"
+                    f"{key}:\n  ros__parameters:\n    interp_window: 0.5\n")
+    warnings = []
+    assert load_params_file(path, warn=warnings.append).interp_window == 0.25
+    assert warnings == [f"{path}: section {key} does not apply to the node /nut_ros: ignored"]
+    path.write_text(NESTED_NS_SECTION)
+    assert load_params_file(path, warn=warnings.append).interp_window == 0.0
 
 
 def test_other_nodes_sections_and_unknown_names_are_warned_about_not_refused(tmp_path):
@@ -219,7 +232,7 @@ def test_other_nodes_sections_and_unknown_names_are_warned_about_not_refused(tmp
     warnings = []
     params = load_params_file(path, warn=warnings.append)
     assert params.interp_window == 0.0 and params.interp_samples == 7
-    assert warnings == [f"{path}: section /robot/camera is not for a node named nut_ros: ignored",
+    assert warnings == [f"{path}: section /robot/camera does not apply to the node /nut_ros: ignored",
                         f"{path}: unknown parameters ignored: flow.size, max_rte"]
 
 

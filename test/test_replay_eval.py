@@ -150,10 +150,10 @@ def test_a_depth_max_that_leaves_no_depth_usable_is_refused(replay, tmp_path, ca
 
 
 def test_params_are_read_as_the_node_reads_them(replay, tmp_path, capsys):
-    """A namespaced section applies (the node launched in that namespace reads it) and an unknown name is warned
-    about, as by the node, instead of ending the replay."""
+    """A wildcard-namespace section applies (rcl applies ``/**/nut_ros`` to the node /nut_ros) and an unknown name
+    is warned about, as by the node, instead of ending the replay."""
     params = tmp_path / "params.yaml"
-    params.write_text("/robot:\n  nut_ros:\n    ros__parameters:\n      interp_window: 0.5\n      max_rte: 2.0\n")
+    params.write_text("/**:\n  nut_ros:\n    ros__parameters:\n      interp_window: 0.5\n      max_rte: 2.0\n")
     out = tmp_path / "out"
     rc = main([str(replay.parent / "input"), "--out", str(out), "--image-topic", "/cam/image", "--info-topic",
                "/cam/info", "--params", str(params), "--checkpoint", str(replay.parent / "tiny_small_res.safetensors"),

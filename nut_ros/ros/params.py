@@ -10,6 +10,7 @@ from __future__ import annotations
 import array
 import dataclasses
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -371,14 +372,17 @@ def declare_and_read(node) -> NodeParams:
 
 def load_params_file(path: str | Path, node_name: str = "nut_ros",
                      warn: Callable[[str], None] | None = None) -> NodeParams:
-    """Read a ROS params file as a node named ``node_name`` reads it, into validated ``NodeParams``.
+    """Read a ROS params file as the node ``/<node_name>`` (root namespace, as the tools run it) reads it, into
+    validated ``NodeParams``.
 
-    Every section for that name applies, in file order (a later one overrides an earlier): ``/**``, ``/*``,
-    ``node_name``, ``/node_name`` and namespaced keys (``/<ns>/node_name``, ``/**/node_name``, or the node nested
-    under namespace keys), whatever their namespace, as for the node launched in it. Nested parameter names are
-    joined with ``.``. Sections of other nodes and unknown parameter names are left out with a warning (``warn``,
-    default: printed on stderr), as the node warns of unknown names. ``ParamError`` naming the file when it is not
-    YAML or not a params file (node names, optionally under namespaces, mapping to ``ros__parameters``)."""
+    A section applies when its fully qualified key matches the node's whole name as rcl matches it: ``/**`` stands
+    for any namespaces (none too), ``/*`` for one name, a key without a leading ``/`` is taken from the root, and
+    namespace keys holding node keys are joined with ``/``. So ``/**``, ``/*``, ``nut_ros``, ``/nut_ros`` and
+    ``/**/nut_ros`` apply, ``/robot/nut_ros`` does not. Matching sections apply in file order (a later one
+    overrides). Nested parameter names are joined with ``.``. Sections that do not apply and unknown parameter names
+    are left out with a warning (``warn``, default: printed on stderr), as the node warns of unknown names.
+    ``ParamError`` naming the file when it is not YAML or not a params file (node names, optionally under
+    namespaces, mapping to ``ros__parameters``)."""
     import yaml
 
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
@@ -389,16 +393,24 @@ def load_params_file(path: str | Path, node_name: str = "nut_ros",
     if not isinstance(doc, dict):
         raise ParamError(f"{path} is not a ROS params file (a mapping of node names to ros__parameters)")
     values: dict[str, Any] = {}
+    node = "/" + node_name.strip("/")
     for name, section in _sections(path, doc):
-        if name.rsplit("/", 1)[-1] in (node_name, "*", "**"):
+        if _applies(name, node):
             values.update(_flatten(section))
         else:
-            warn(f"{path}: section {name} is not for a node named {node_name}: ignored")
+            warn(f"{path}: section {name} does not apply to the node {node}: ignored")
     names = {f.name for f in dataclasses.fields(NodeParams)}
     unknown = sorted(set(values) - names)
     if unknown:
         warn(f"{path}: unknown parameters ignored: {', '.join(unknown)}")
     return NodeParams.from_dict({k: v for k, v in values.items() if k in names})
+
+
+def _applies(key: str, node: str) -> bool:
+    """Whether the params-file section ``key`` (fully qualified) names the node ``node`` (rcl's rule: ``/**`` any
+    namespaces, ``/*`` one name, the whole name matched)."""
+    pattern = re.escape(key).replace(r"/\*\*", r"(/\w+)*").replace(r"/\*", r"(/\w+)")
+    return re.fullmatch(pattern, node) is not None
 
 
 def _sections(path: str | Path, doc: dict, namespace: str = "") -> Iterator[tuple[str, dict]]:
