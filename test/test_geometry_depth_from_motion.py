@@ -301,3 +301,16 @@ def test_a_frame_without_odometry_keeps_the_metric_map_metric(missing):
         assert out.metric, f"frame {i}: a metric map held over a missing pose"
         errors = depth_errors(1 / out.inv_depth, depth)  # no alignment
         assert errors["abs_rel"] < 0.05 and errors["delta1"] > 0.95, (i, errors)
+
+
+def test_without_odometry_a_metric_map_stays_metric_for_max_hold_frames_only():
+    """Odometry lost for good: the map's own pose keeps metres for ``max_hold`` frames, then the map is dropped and
+    depth from motion goes on relative (metres are never claimed for ever on the map's own drift)."""
+    dfm = DepthFromMotion(MotionDepthConfig(max_width=W, max_hold=3))
+    metric = []
+    for i in range(14):
+        T = pose(x=0.015 * i, yaw_deg=0.3 * i)
+        out = dfm.estimate(render(T)[0], i * 100_000_000, K, T if i < 5 else None)
+        metric.append(None if out is None else out.metric)
+    assert metric[3:5] == [True, True] and all(m in (True, None) for m in metric[5:8]), metric
+    assert not any(metric[9:]) and False in metric[9:], metric

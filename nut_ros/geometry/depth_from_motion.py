@@ -10,8 +10,9 @@ Per frame (grey, at most ``max_width`` pixels wide):
    carried into this one by the relative pose: from the frames' ``Frame.camera_pose`` when both have one (odometry:
    exact and metric), else from the tracks of this frame's corners into the previous one against the fused inverse
    depth there (PnP in RANSAC, then Levenberg-Marquardt: the pose in the map's own unit); every pixel's variance
-   grows by ``process_noise``. A metric map keeps its unit over a frame without odometry (the PnP pose is in
-   metres); no pose (too few tracks, or odometry back under a relative map) drops the map;
+   grows by ``process_noise``. A metric map keeps its unit over frames without odometry (the PnP pose is in
+   metres), ``max_hold`` of them in a row at most; no pose (too few tracks, or odometry back under a relative map)
+   drops the map;
 2. reference: among the last ``window`` frames whose tracked corners (Lucas-Kanade, forward-backward checked) moved
    by at least ``min_motion_px`` (median), newest first, the first with ``target_parallax_px`` of parallax, else the
    one with the most (at most ``max_attempts`` pose estimates). First, the camera counts as still (no measurement)
@@ -126,7 +127,8 @@ class MotionDepthConfig:
     min_confirmations: int = 2  # semi-dense output: pixels fused from this many measurements (if they cover enough)
     min_scale_pixels: int = 200  # overlap of map and relative measurement needed to bring it to the map's unit
     pnp_px: float = 2.0  # reprojection threshold of the map's pose without odometry
-    max_hold: int = 12  # frames in a row the fused map is carried without a measurement; 0: never
+    max_hold: int = 12  # frames in a row the fused map is carried without a measurement (or, metric, without
+    # odometry); 0: never
     odometry_noise_m: float = 0.003  # error of the odometry's relative translation (metres; see step 5)
     calibrate_focal: bool = True  # with odometry: fit the focal length to the tracks (:mod:`.focal`)
     plane_prior: float = 0.003  # weight of the dense fill's plane prior (:func:`.densify.densify`; step 7); 0: none
@@ -211,6 +213,7 @@ class _Fused:
     parallax_px: float
     held_frames: int
     turn_px: float  # median track motion the rotation alone explains, of the last measurement
+    unposed_frames: int = 0  # a metric map: frames in a row it went on without odometry (nor a metric measurement)
 
     def rescale(self, s: float) -> None:
         """Every inverse depth times ``s`` (the focal length used changed by ``1/s``)."""
@@ -275,7 +278,10 @@ class DepthFromMotion:
         K = with_focal_scale(K, self._focal.scale)
         prior = self._propagate(K, pose, tracked)
         measured = self._measure(grey, half, K, pose, tracked)
-        fused = self._fuse(prior, measured)
+        fused, last = self._fuse(prior, measured), self._fused
+        if fused is not None and fused.metric and last is not None:  # (a metric map without odometry: counted)
+            fresh = (pose is not None and prev.pose is not None) or (measured is not None and measured.metric)
+            fused.unposed_frames = 0 if fresh else last.unposed_frames + 1
         self._fused = fused
         if fused is None:
             return None
@@ -310,6 +316,8 @@ class DepthFromMotion:
             rel = pose_from_odometry(prev.pose, pose)  # X_cur = R X_prev + t
             R, t = rel.R, rel.t
         elif odometry:  # odometry back under a relative map: a metric map starts from the next metric measurement
+            return None
+        elif last.metric and last.unposed_frames >= c.max_hold:  # metres without odometry: for max_hold frames only
             return None
         else:  # no odometry for the pair: the map's own unit, metres for a metric map held over a missing pose
             found = self._map_pose(K, *tracked(prev), last)
