@@ -219,14 +219,14 @@ def test_node_map_is_transient_local_and_obstacles_volatile():
         rclpy.shutdown(context=context)
 
 
-def test_the_map_moves_to_the_metric_topic_and_empties_the_relative_one():
-    """RGB + odometry: the stream's first frames have no depth yet (relative), depth from motion then gives metric
-    frames; a map published on ~/relative/map_points is emptied when the map goes to ~/map_points (both latched)."""
-    from nut_ros.ros.conversions import pointcloud2_to_points
-
-    processor = processor_for(params(use_odometry=True, depth_source="none"))
+def _rgb_odometry_stream(processor, frames: int, before=None):
+    """RGB + odometry (no depth image), the camera moving 2 cm per frame: the stream's first frames have no depth
+    yet (relative), then depth from motion gives metric frames; ``before(i)`` runs ahead of frame ``i``. The
+    ``(frame, output, message)`` published."""
     published = []
-    for i in range(10):
+    for i in range(frames):
+        if before is not None:
+            before(i)
         stamp = T0 + i * PERIOD_NS
         pose = room.pose(x=0.02 * i)
         rgb, _, _ = room.render(pose)
@@ -235,13 +235,42 @@ def test_the_map_moves_to_the_metric_topic_and_empties_the_relative_one():
         outcome = processor.process(processor.add_image(numpy_to_image(rgb, "rgb8", stamp, CAMERA, FLAVOR)))
         assert outcome.drop is None, outcome.drop
         published += [(i, name, msg) for name, _, msg in outcome.messages]
+    return published
+
+
+def _map_points(published):
+    from nut_ros.ros.conversions import pointcloud2_to_points
+
+    return [(i, name, pointcloud2_to_points(msg)[0].shape[0]) for i, name, msg in published
+            if name in ("map_points", "relative/map_points")]
+
+
+def test_the_map_moves_to_the_metric_topic_and_empties_the_relative_one():
+    """A map published on ~/relative/map_points is emptied when the map turns metric (both topics are latched), and
+    only metric maps follow, on ~/map_points."""
+    published = _rgb_odometry_stream(processor_for(params(use_odometry=True, depth_source="none")), 10)
     depth_frames = {name: [i for i, n, _ in published if n == name] for name in ("depth", "relative/depth")}
     assert depth_frames["relative/depth"] and depth_frames["depth"], depth_frames
     assert max(depth_frames["relative/depth"]) < min(depth_frames["depth"]), "relative first, then metric"
-    maps = [(i, name, pointcloud2_to_points(msg)[0].shape[0]) for i, name, msg in published
-            if name in ("map_points", "relative/map_points")]
-    first_metric = next(k for k, (_, name, _) in enumerate(maps) if name == "map_points")
-    assert any(name == "relative/map_points" and n > 0 for _, name, n in maps[:first_metric]), maps
-    i_metric = maps[first_metric][0]
-    assert ("relative/map_points", 0) in [(name, n) for i, name, n in maps if i == i_metric], "emptied at the switch"
-    assert all(name == "map_points" and n > 0 for i, name, n in maps if i > i_metric), maps
+    maps = _map_points(published)
+    emptied = [i for i, name, n in maps if name == "relative/map_points" and n == 0]
+    assert len(emptied) == 1, maps
+    assert any(name == "relative/map_points" and n > 0 and i < emptied[0] for i, name, n in maps), maps
+    assert all(name == "map_points" and n > 0 for i, name, n in maps if i > emptied[0]), maps
+    assert any(name == "map_points" for i, name, n in maps if i > emptied[0]), maps
+
+
+def test_a_relative_map_left_latched_while_its_switch_was_off_is_emptied_once_it_is_on():
+    processor = processor_for(params(use_odometry=True, depth_source="none"))
+    points = {"map_points", "relative/map_points"}
+    everything = processor.settings.outputs
+
+    def toggle(i):
+        if i == 2:  # after the first relative map (frame 1): publish_map_points off ...
+            processor.update(outputs=everything - points)
+        if i == 8:  # ... on again once the map is metric
+            processor.update(outputs=everything)
+
+    maps = _map_points(_rgb_odometry_stream(processor, 10, toggle))
+    assert [(i, name) for i, name, n in maps if i < 8] == [(1, "relative/map_points")], maps
+    assert (8, "relative/map_points", 0) in maps, "the stale relative map is emptied when the switch is back on"

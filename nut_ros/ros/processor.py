@@ -226,9 +226,10 @@ class FrameProcessor:
 
     def perception_messages(self, result: StepResult, frame: Frame) -> list[tuple[str, int, Any]]:
         """Run the perception stage on ``result``: the obstacles (camera optical frame, every frame, empty too) and,
-        when due, the local map (odometry frame with odometry, else ``keyframe_frame``), for the enabled outputs. When
-        the map's points move between ``map_points`` and ``relative/map_points`` (its scale changed: the map started
-        again), the one left gets an empty cloud, so neither latched topic keeps a map that no longer holds."""
+        when due, the local map (odometry frame with odometry, else ``keyframe_frame``), for the enabled outputs. The
+        map's points go to ``map_points`` or ``relative/map_points`` by its scale; when the scale changes (the map
+        starts again), the latched topic holding the old map gets an empty cloud at once (once enabled, if its
+        switch is off), so neither keeps a map that no longer holds."""
         s, enabled = self.settings, self.settings.outputs
         out = self.perception.update(result, frame.camera_pose)
         out.obstacles.frame_id = s.frame_id or frame.frame_id
@@ -238,18 +239,21 @@ class FrameProcessor:
         if "obstacle_markers" in enabled:
             messages.append(("obstacle_markers", result.stamp_ns,
                              obstacle_markers(out.obstacles, s.marker_lifetime_s, self.flavor)))
+        fixed = (s.map_frame or self.odometry_frame) if out.fixed_frame == "odometry" else s.keyframe_frame
+        points_output = length_output("map_points", self.perception.map.metric)
+        stale = self._map_points_output
+        if stale not in (None, points_output) and stale in enabled:
+            empty = points_to_pointcloud2(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8),
+                                          result.stamp_ns, fixed, self.flavor)
+            messages.append((stale, result.stamp_ns, empty))
+            self._map_points_output = None
         if out.map_due and enabled & set(MAP_OUTPUTS):
-            fixed = (s.map_frame or self.odometry_frame) if out.fixed_frame == "odometry" else s.keyframe_frame
             snapshot = self.perception.map_snapshot()
             points, gaussians = map_messages(snapshot, result.stamp_ns, fixed, result.depth_source, self.flavor)
-            names = (length_output("map_points", snapshot.metric), "map")
-            messages += [(name, result.stamp_ns, msg) for name, msg in zip(names, (points, gaussians))
+            messages += [(name, result.stamp_ns, msg) for name, msg in zip((points_output, "map"), (points, gaussians))
                          if name in enabled]
-            stale, self._map_points_output = self._map_points_output, names[0]
-            if stale not in (None, names[0]) and stale in enabled:  # latched: empty it, or late RViz gets it
-                empty = points_to_pointcloud2(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8),
-                                              result.stamp_ns, fixed, self.flavor)
-                messages.append((stale, result.stamp_ns, empty))
+            if points_output in enabled:
+                self._map_points_output = points_output
         self.health.record_latency(out.latency_ms)
         return messages
 
