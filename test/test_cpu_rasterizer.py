@@ -1,6 +1,8 @@
 """The compiled CPU rasterizer (``nut_ros.render._cpu``, ``impl="cpu"``) against the torch rasterizer, the
 kernel's per-pixel loop and the reference rasterizer's outputs; when ``impl="auto"`` uses it; what happens without
 a compiler."""
+import math
+import os
 import warnings
 
 import pytest
@@ -151,3 +153,39 @@ def test_an_unwritable_cache_folder_falls_back_to_the_temporary_directory(tmp_pa
         assert list((tmp_path / "tmp").glob("nut_ros-*/ortho_raster_cpu_*.so"))
     finally:
         _cpu.library.cache_clear()
+
+
+def test_a_fallback_folder_another_user_could_write_to_is_refused(tmp_path, monkeypatch):
+    """A library is loaded from the temporary directory only out of a folder of this user's alone."""
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("NUT_ROS_CACHE", str(blocked / "nut_ros"))
+    monkeypatch.setattr(_cpu.tempfile, "tempdir", str(tmp_path / "tmp"))
+    planted = tmp_path / "tmp" / f"nut_ros-{os.getuid()}"
+    planted.mkdir(parents=True)
+    planted.chmod(0o777)
+    with pytest.raises(PermissionError, match="NUT_ROS_CACHE"):
+        _cpu.cache_dir()
+
+
+@pytest.mark.parametrize("bad, says", [(dict(colors=torch.ones(1, 4, 3)), "colors"),
+                                       (dict(opacities=torch.ones(2, 4)), "opacities"),
+                                       (dict(means=torch.zeros(2, 4, 3, device="meta")), "means")])
+def test_the_cpu_kernel_refuses_inputs_it_would_read_past(bad, says):
+    """The compiled kernel checks nothing itself: shapes and devices are checked before it runs."""
+    good = dict(means=torch.zeros(2, 4, 3), scales=torch.ones(2, 4, 3), rotations=torch.tensor([1.0, 0, 0, 0]).repeat(
+        2, 4, 1), opacities=torch.ones(2, 4, 1), colors=torch.ones(2, 4, 3))
+    inputs = {**good, **bad}
+    with pytest.raises(ValueError, match=says):
+        _cpu.rasterize_cpu(*inputs.values(), 12, 16, torch.full((3,), 0.5), LOWPASS)
+
+
+def test_a_gaussian_whose_float32_conic_is_indefinite_is_culled_by_the_torch_and_cpu_paths():
+    """A needle (16.7 x 1e-3 x 1e-3) turned 46 degrees, alone, rounds to a negative determinant at 256x144: the
+    torch path drew it over the whole image (alpha > 0.9 on 36,736 of 36,864 pixels), the CPU kernel as a band."""
+    th = math.radians(46.0) / 2
+    inputs = RasterInputs(torch.tensor([[[0.0, 1.0, 0.0]]]), torch.tensor([[[16.713125, 1e-3, 1e-3]]]),
+                          torch.tensor([[[math.cos(th), 0.0, math.sin(th), 0.0]]]), torch.tensor([[[0.5]]]),
+                          torch.tensor([[[1.0, 0.0, 0.0]]]))
+    for impl in ("torch", "cpu"):
+        assert rasterize(inputs, 144, 256, impl=impl, lowpass=0.1).alpha.max() == 0, impl

@@ -128,6 +128,21 @@ def test_everything_culled_gives_background(cuda_ext):
     assert torch.allclose(color[0, :, 0, 0].cpu(), torch.tensor([0.1, 0.2, 0.3]))
 
 
+def test_non_finite_gaussians_are_culled_as_by_the_torch_path(cuda_ext):
+    """NaN position (x or depth), opacity or scale: culled, as the torch path culls them (before, the kernel drew
+    such a Gaussian as an opaque 16x16 tile, or wrote NaN depth)."""
+    inputs = _batched_scene(batch=1, n=400, height=144, width=256)
+    means, scales, opacities = inputs.means.clone(), inputs.scales.clone(), inputs.opacities.clone()
+    means[0, 0, 0], means[0, 1, 1], opacities[0, 2, 0], scales[0, 3, 0] = (float("nan"),) * 4
+    inputs = inputs._replace(means=means, scales=scales, opacities=opacities)
+    bg = torch.tensor(BG, device="cuda")
+    got = cuda_ext.rasterize_forward(*inputs, 144, 256, bg, LOWPASS)
+    want = rasterize_torch(*RasterInputs(*(t[:, 4:] for t in inputs)), 144, 256, bg, LOWPASS)  # without the four
+    assert all(torch.isfinite(t).all() for t in got[:3])
+    errors = _max_err(got[:3], want)
+    assert max(errors.values()) <= TOL, errors
+
+
 def test_pair_budget_renders_without_reading_the_count_and_flags_a_short_buffer(cuda_ext):
     from nut_ros.render import PairBudget, rasterize
 

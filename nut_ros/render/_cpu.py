@@ -54,7 +54,11 @@ def cache_dir() -> Path:
         except OSError:
             pass
     fallback = Path(tempfile.gettempdir()) / f"nut_ros-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
-    fallback.mkdir(parents=True, exist_ok=True)
+    fallback.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if hasattr(os, "getuid"):  # a shared temporary directory: load libraries only from a folder that is ours alone
+        info = fallback.lstat()
+        if fallback.is_symlink() or info.st_uid != os.getuid() or info.st_mode & 0o022:
+            raise PermissionError(f"{fallback} is not a folder of this user's alone: set NUT_ROS_CACHE to one")
     return fallback
 
 
@@ -100,14 +104,32 @@ def library() -> ctypes.CDLL:
     return lib
 
 
+def check_inputs(means: Tensor, scales: Tensor, rotations: Tensor, opacities: Tensor, colors: Tensor,
+                 background: Tensor) -> None:
+    """``ValueError`` unless every input is a CPU tensor of the shape the kernel reads (it checks none itself):
+    means, scales and colours ``[B, N, 3]``, rotations ``[B, N, 4]``, opacities ``[B, N, 1]``, background 3 values."""
+    tensors = {"means": means, "scales": scales, "rotations": rotations, "opacities": opacities, "colors": colors,
+               "background": background}
+    elsewhere = [name for name, t in tensors.items() if t.device.type != "cpu"]
+    if elsewhere:
+        raise ValueError(f"rasterize_cpu needs CPU tensors; not on the CPU: {', '.join(elsewhere)}")
+    if means.dim() != 3:
+        raise ValueError(f"means must be [B, N, 3], got {list(means.shape)}")
+    b, n = means.shape[:2]
+    wanted = {"means": 3, "scales": 3, "rotations": 4, "opacities": 1, "colors": 3}
+    wrong = [f"{name} {list(tensors[name].shape)}" for name, k in wanted.items() if tensors[name].shape != (b, n, k)]
+    if wrong or background.numel() != 3:
+        wrong += [] if background.numel() == 3 else [f"background of {background.numel()} values"]
+        raise ValueError(f"rasterize_cpu inputs for B={b}, N={n} do not fit: {', '.join(wrong)}")
+
+
 def rasterize_cpu(means: Tensor, scales: Tensor, rotations: Tensor, opacities: Tensor, colors: Tensor,
                   height: int, width: int, background: Tensor, lowpass: float,
                   threads: int | None = None, max_entries: int = MAX_ENTRIES) -> tuple[Tensor, Tensor, Tensor]:
     """Render ``[B, N, ·]`` CPU tensors like ``rasterize_torch`` (no gradients): colour ``[B,3,H,W]``, depth and alpha
     ``[B,1,H,W]``, in the inputs' dtype. ``threads``: worker threads (default ``torch.get_num_threads()``);
     ``max_entries``: see :data:`MAX_ENTRIES`."""
-    if means.is_cuda:
-        raise ValueError("rasterize_cpu needs CPU tensors")
+    check_inputs(means, scales, rotations, opacities, colors, background)
     lib = library()
     b, n = means.shape[:2]
     with torch.no_grad():

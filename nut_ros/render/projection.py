@@ -64,8 +64,8 @@ def project_gaussians(means: Tensor, scales: Tensor, rotations: Tensor, height: 
     b = -(fx * fy) * sxz  # camera y = -world z
     c = fy * fy * szz + lowpass
     det = a * c - b * b
-    nonsingular = det != 0
-    det_inv = 1.0 / torch.where(nonsingular, det, torch.ones_like(det))
+    definite = (det > 0) & torch.isfinite(det)  # a thin Gaussian's float32 conic may come out indefinite: culled
+    det_inv = 1.0 / torch.where(definite, det, torch.ones_like(det))
     conic = torch.stack([c * det_inv, -b * det_inv, a * det_inv], dim=-1)
 
     with torch.no_grad():
@@ -80,7 +80,7 @@ def project_gaussians(means: Tensor, scales: Tensor, rotations: Tensor, height: 
         rect_min = torch.minimum(torch.nan_to_num(lo.floor(), 0.0).clamp(min=0).long(), grid)
         rect_max = torch.minimum(torch.nan_to_num(hi.floor(), 0.0).clamp(min=0).long(), grid)
         area = (rect_max - rect_min).prod(-1)
-        visible = (depth > 0) & nonsingular & (area > 0)
+        visible = (depth > 0) & definite & (area > 0)
         radius = torch.where(visible, radius, torch.zeros_like(radius)).to(torch.int32)
     return Projection(torch.stack([u, v], dim=-1), depth, torch.stack([a, b, c], dim=-1), conic, radius,
                       rect_min, rect_max, visible)

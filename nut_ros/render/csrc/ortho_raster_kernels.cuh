@@ -30,8 +30,9 @@ extern "C" __global__ void ortho_preprocess(int batch, int n, int height, int wi
   if (g >= batch * n) return;
   rect[g] = make_int4(0, 0, 0, 0);
   const float mx = means[3 * g], my = means[3 * g + 1], mz = means[3 * g + 2];
-  // camera = (x, -z, y): depth is world y; only z_cam <= 0 is culled
-  if (my <= 0.0f) return;
+  // camera = (x, -z, y): depth is world y; z_cam <= 0 is culled, and so is a Gaussian with a non-finite position or
+  // opacity (as in the torch and CPU paths: NaN fails every comparison, so each test is written to fail on it)
+  if (!(my > 0.0f) || !isfinite(my) || !isfinite(mx) || !isfinite(mz) || !(opacities[g] > 0.0f)) return;
 
   // 3D covariance R S^2 R^T from an unnormalised quaternion (w, x, y, z); only the x/z block is seen by the camera
   const float s0 = scales[3 * g], s1 = scales[3 * g + 1], s2 = scales[3 * g + 2];
@@ -50,7 +51,7 @@ extern "C" __global__ void ortho_preprocess(int batch, int n, int height, int wi
   const float b = (fx * sxz) * (-fy);
   const float c = (-fy * szz) * (-fy) + lowpass;
   const float det = a * c - b * b;
-  if (det == 0.0f) return;
+  if (!(det > 0.0f) || !isfinite(det)) return;  // not positive definite (float32 rounding of a thin one) or NaN
   const float det_inv = 1.f / det;
   const float mid = 0.5f * (a + c);
   const float disc = sqrtf(fmaxf(0.1f, mid * mid - det));
