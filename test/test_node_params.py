@@ -29,7 +29,8 @@ def test_params_file_loads_into_typed_parameters():
 @pytest.mark.parametrize("values, fragment", [
     ({"backend": "tflite"}, "backend='tflite' is not one of torch, onnxruntime, tensorrt"),
     ({"render_times": [1.0, 2.5]}, "render_times=[1.0, 2.5] is outside [0.0, 2.0]"),
-    ({"render_times": []}, "render_times must name at least one time"),
+    ({"render_times": []}, "render_times must name 1 to 8 times, got 0"),
+    ({"render_times": [1.0] * 9}, "render_times must name 1 to 8 times, got 9"),  # each a render per frame
     ({"input_width": 256}, "input_width and input_height must both be 0"),
     ({"depth_scale": 0.0}, "depth_scale=0.0 is outside"),
     ({"device": "gpu"}, "device='gpu' is not cpu, cuda or cuda:N"),

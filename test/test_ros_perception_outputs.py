@@ -274,3 +274,17 @@ def test_a_relative_map_left_latched_while_its_switch_was_off_is_emptied_once_it
     maps = _map_points(_rgb_odometry_stream(processor, 10, toggle))
     assert [(i, name) for i, name, n in maps if i < 8] == [(1, "relative/map_points")], maps
     assert (8, "relative/map_points", 0) in maps, "the stale relative map is emptied when the switch is back on"
+
+
+@pytest.mark.parametrize("change", [dict(render_times=(float("inf"),)), dict(render_times=(1.0,) * 9),
+                                    dict(interp_samples=2.5), dict(outputs=None), dict(marker_lifetime_s=float("nan")),
+                                    dict(sync_tolerance_s=float("nan"), render_times=(0.5, 1.0))])
+def test_a_change_the_per_frame_path_cannot_use_is_refused_whole(change):
+    """FrameProcessor.update (the node's dynamic parameters; replay's API) refuses values that would fail a later
+    frame, before anything applies."""
+    processor = processor_for(params())
+    settings, config = processor.settings, processor.pipeline.config
+    with pytest.raises(ValueError):
+        processor.update(**change)
+    assert processor.settings is settings and processor.pipeline.config is config
+    assert processor.process(feed(processor, 0, False)).drop is None

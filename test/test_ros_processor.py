@@ -136,6 +136,15 @@ def test_loss_counter_from_sequence_numbers_per_publisher():
     assert losses.lost == 2
 
 
+def test_loss_counter_keeps_a_bounded_number_of_publishers():
+    """A driver restarted again and again is a new publisher each time: only the most recent ones are kept."""
+    losses = LossCounter()
+    for p in range(10_000):
+        losses.add(T0, 1, p)
+    assert len(losses._last_seq) == LossCounter.MAX_PUBLISHERS
+    assert losses.add(T0, 4, 9_999) == 2, "the newest publisher's sequence is still followed"
+
+
 def test_loss_counter_from_stamp_gaps_without_sequence_numbers():
     losses = LossCounter()
     period = 33_333_333

@@ -17,6 +17,10 @@ DEPTH_FROM_MOTION = ("auto", "off")
 INTERP_BLENDS = ("joint", "per_frame")
 #: seconds: a longer gap between processed frames' stamps starts a new stream (``PipelineConfig.max_gap_s``)
 MAX_GAP_S = 1.0
+#: most views rendered per frame (``render_times``): each is a render and its messages, so the list is bounded
+MAX_VIEWS = 8
+#: the pair times a view may show: 0 the previous frame, 1 the newest, up to 2 a prediction one interval ahead
+RENDER_TIME_RANGE = (0.0, 2.0)
 
 
 def positive(kind: type):

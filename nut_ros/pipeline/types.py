@@ -1,12 +1,13 @@
 """Plain data types that flow through the streaming pipeline (numpy on the outside, no ROS)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nut_ros.core.choices import MAX_GAP_S
+from nut_ros.core.choices import MAX_GAP_S, MAX_VIEWS, RENDER_TIME_RANGE
 from nut_ros.core.geometry import Intrinsics
 from nut_ros.geometry.depth_from_motion import MotionDepth
 
@@ -148,6 +149,19 @@ class PipelineConfig:
     # "auto": for frames without a depth image (metric with Frame.camera_pose, else relative); "off": never
     depth_from_motion: str = "auto"
     motion_depth_width: int = 256  # depth from motion runs on the frame shrunk to at most this wide
+
+    def __post_init__(self):
+        """``ValueError`` for views the pipeline cannot render (also on ``dataclasses.replace``, so a change between
+        frames is refused whole, before it applies)."""
+        lo, hi = RENDER_TIME_RANGE
+        times = self.render_times
+        if len(times) > MAX_VIEWS or not all(isinstance(t, (int, float)) and math.isfinite(t) and lo <= t <= hi
+                                              for t in times):
+            raise ValueError(f"render_times must be at most {MAX_VIEWS} pair times in [{lo:g}, {hi:g}], got {times!r}")
+        if not (isinstance(self.interp_samples, int) and self.interp_samples >= 1
+                and math.isfinite(self.interp_window) and self.interp_window >= 0):
+            raise ValueError(f"interp_samples must be an integer >= 1 and interp_window finite and >= 0, got "
+                             f"{self.interp_samples!r} and {self.interp_window!r}")
     # OpenCV's threads (process-wide) for the host's image work: depth from motion and classical flow. 0 = auto: one
     # when the network runs on a GPU (the host's OpenCV calls are small and serial there, and waking a thread pool
     # per call cost more than it saved: tiny compiled on the H200, 5.53 ms p50 with one OpenCV thread against 6.83 ms

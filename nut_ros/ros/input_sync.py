@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, TypeVar
 
@@ -161,11 +161,15 @@ class LossCounter:
     its frame rate reads as losses until the median has followed, about half a window.)
     """
 
+    #: publishers whose last sequence number is kept (the most recent ones; a camera driver restarted again and again
+    #: is a new publisher each time)
+    MAX_PUBLISHERS = 16
+
     def __init__(self, window: int = 31, max_gap_ns: int = 1_000_000_000, min_period_ns: int = 1_000_000):
         self.lost = 0
         self.max_gap_ns = max_gap_ns
         self.min_period_ns = min_period_ns
-        self._last_seq: dict[Any, int] = {}
+        self._last_seq: OrderedDict[Any, int] = OrderedDict()
         self._last_stamp: int | None = None
         self._intervals: deque[int] = deque(maxlen=window)
 
@@ -173,10 +177,12 @@ class LossCounter:
         """Record one received image; return how many were lost just before it."""
         lost = 0
         if seq is not None and seq > 0:
-            last = self._last_seq.get(publisher)
+            last = self._last_seq.pop(publisher, None)
             if last is not None and seq > last:
                 lost = seq - last - 1
-            self._last_seq[publisher] = seq
+            self._last_seq[publisher] = seq  # (now the most recent)
+            if len(self._last_seq) > self.MAX_PUBLISHERS:
+                self._last_seq.popitem(last=False)
         elif self._last_stamp is not None:
             dt = stamp_ns - self._last_stamp
             if self.min_period_ns <= dt <= self.max_gap_ns:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from nut_ros.core.choices import BACKENDS, DEPTH_FROM_MOTION, FLOW_PRESETS, INTERP_BLENDS, MAX_GAP_S, MOTION_PRIORS
+from nut_ros.core.choices import (BACKENDS, DEPTH_FROM_MOTION, FLOW_PRESETS, INTERP_BLENDS, MAX_GAP_S, MAX_VIEWS,
+                                  MOTION_PRIORS, RENDER_TIME_RANGE)
 from nut_ros.core.config import CONFIGS
 from nut_ros.perception.params import MapParams, ObstacleParams
 
@@ -24,7 +25,6 @@ TRANSPORTS = ("raw", "compressed")
 DEPTH_TRANSPORTS = ("raw", "compressedDepth")
 RELIABILITIES = ("auto", "reliable", "best_effort")  # nut_ros.ros.transport.RELIABILITIES
 DEPTH_SOURCES = ("auto", "topic", "none")
-MAX_RENDER_TIME = 2.0  # normalised pair time: 0 previous frame, 1 newest frame, (1, 2] prediction
 #: max_rate must leave at least this many frames per max_gap_s: frames processed at 1/max_rate come that far apart
 #: give or take a camera period and the stamps' jitter, and a gap over max_gap_s restarts the stream
 MIN_GAPS_PER_FRAME = 2.0
@@ -107,7 +107,7 @@ class NodeParams:
                                      dynamic=True)
     render_times: list[float] = _param([1.0], "Normalised pair times to render: 1 newest frame, (0, 1) "
                                        "interpolation, (1, 2] prediction. The first drives the published images.",
-                                       lo=0.0, hi=MAX_RENDER_TIME, dynamic=True)
+                                       lo=RENDER_TIME_RANGE[0], hi=RENDER_TIME_RANGE[1], dynamic=True)
     motion_prior: str = _param("auto", "Where the velocities' motion comes from: learned (the model's flow head), "
                                "flow (classical optical flow on the CPU, flow_preset) or none; auto: flow for a "
                                "model with the learned head on a CPU torch backend (the head measures better, "
@@ -264,8 +264,8 @@ class NodeParams:
                           "changes while the node is unconfigured)")
         if len(self.camera_mount) != 6:
             errors.append(f"camera_mount must be [x, y, z, roll, pitch, yaw], got {self.camera_mount!r}")
-        if not self.render_times:
-            errors.append("render_times must name at least one time")
+        if not 1 <= len(self.render_times) <= MAX_VIEWS:
+            errors.append(f"render_times must name 1 to {MAX_VIEWS} times, got {len(self.render_times)}")
         if (self.input_width == 0) != (self.input_height == 0):
             errors.append("input_width and input_height must both be 0 (native) or both be set")
         if self.model not in CONFIGS:

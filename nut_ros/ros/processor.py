@@ -12,6 +12,7 @@ calls both in bag order with a clock that follows the bag's stamps.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -53,6 +54,16 @@ class ProcessorSettings:
     map_frame: str = ""  # frame of the map with odometry; empty: the odometry's header.frame_id
     keyframe_frame: str = "nut_ros_keyframe"  # frame of the map without odometry (the stream's first camera frame)
     marker_lifetime_s: float = NodeParams.marker_lifetime
+
+    def __post_init__(self):
+        """``ValueError`` for values the per-frame path cannot use (also on ``dataclasses.replace``)."""
+        for name in ("depth_scale", "sync_tolerance_s", "marker_lifetime_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not isinstance(self.outputs, (set, frozenset)) or not self.outputs <= set(OUTPUT_TYPES):
+            raise ValueError(f"outputs must be a set of output names ({', '.join(OUTPUT_TYPES)}), got "
+                             f"{self.outputs!r}")
 
 
 @dataclass
@@ -142,11 +153,11 @@ class FrameProcessor:
         pipeline_fields = {f.name for f in dataclasses.fields(self.pipeline.config)}
         ours = {k: v for k, v in changes.items() if k not in pipeline_fields}
         theirs = {k: v for k, v in changes.items() if k in pipeline_fields}
-        if ours:
-            self.settings = dataclasses.replace(self.settings, **ours)
-            self.matcher.tolerance_ns = int(self.settings.sync_tolerance_s * 1e9)
-        if theirs:
-            self.pipeline.config = dataclasses.replace(self.pipeline.config, **theirs)
+        # both checked before either applies (ValueError): a refused change leaves everything as it was
+        settings = dataclasses.replace(self.settings, **ours)
+        config = dataclasses.replace(self.pipeline.config, **theirs)
+        self.settings, self.pipeline.config = settings, config
+        self.matcher.tolerance_ns = int(settings.sync_tolerance_s * 1e9)
 
     def build(self, matched: Matched) -> tuple[Frame, list[str]]:
         """The pipeline frame of a match (raises ``ConversionError``), and notes on what was adapted."""
