@@ -149,6 +149,11 @@ class PipelineConfig:
     # "auto": for frames without a depth image (metric with Frame.camera_pose, else relative); "off": never
     depth_from_motion: str = "auto"
     motion_depth_width: int = 256  # depth from motion runs on the frame shrunk to at most this wide
+    # OpenCV's threads (process-wide) for the host's image work: depth from motion and classical flow. 0 = auto: one
+    # when the network runs on a GPU (the host's OpenCV calls are small and serial there, and waking a thread pool
+    # per call cost more than it saved: tiny compiled on the H200, 5.53 ms p50 with one OpenCV thread against 6.83 ms
+    # with 16, OpenCV's default there, 2026-12-04, docs/BENCHMARKS.md), OpenCV's default otherwise; n > 0: n threads
+    opencv_threads: int = 0
 
     def __post_init__(self):
         """``ValueError`` for views the pipeline cannot render (also on ``dataclasses.replace``, so a change between
@@ -162,8 +167,3 @@ class PipelineConfig:
                 and math.isfinite(self.interp_window) and self.interp_window >= 0):
             raise ValueError(f"interp_samples must be an integer >= 1 and interp_window finite and >= 0, got "
                              f"{self.interp_samples!r} and {self.interp_window!r}")
-    # OpenCV's threads (process-wide) for the host's image work: depth from motion and classical flow. 0 = auto: one
-    # when the network runs on a GPU (the host's OpenCV calls are small and serial there, and waking a thread pool
-    # per call cost more than it saved: tiny compiled on the H200, 5.53 ms p50 with one OpenCV thread against 6.83 ms
-    # with 16, OpenCV's default there, 2026-12-04, docs/BENCHMARKS.md), OpenCV's default otherwise; n > 0: n threads
-    opencv_threads: int = 0
