@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import array
 import importlib
-import os
-import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from nut_ros.ros.errors import ConversionError
+from nut_ros.ros.installed import share_folders
 
 NUT_MSG_TYPES = ("nut_ros_msgs/msg/GaussianSet", "nut_ros_msgs/msg/PipelineStats", "nut_ros_msgs/msg/Obstacle",
                  "nut_ros_msgs/msg/ObstacleArray")
@@ -43,12 +42,13 @@ def resolve_flavor(flavor: str = "auto") -> str:
 
 
 def msg_definition_dir() -> Path:
-    """Folder with the ``nut_ros_msgs`` ``.msg`` files: the source tree, else an installed ament prefix."""
-    prefixes = [Path(sys.prefix)] + [Path(p) for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    for candidate in [_REPO_MSG_DIR] + [p / "share" / "nut_ros_msgs" / "msg" for p in prefixes]:
+    """Folder with the ``nut_ros_msgs`` ``.msg`` files: the source tree, else an installed share folder
+    (:func:`nut_ros.ros.installed.share_folders`)."""
+    for candidate in [_REPO_MSG_DIR] + [folder / "msg" for folder in share_folders("nut_ros_msgs")]:
         if (candidate / "GaussianSet.msg").is_file():
             return candidate
-    raise FileNotFoundError("nut_ros_msgs .msg files not found in the source tree, sys.prefix or AMENT_PREFIX_PATH")
+    raise FileNotFoundError("nut_ros_msgs .msg files not found in the source tree, the ament index, "
+                            "AMENT_PREFIX_PATH or sys.prefix")
 
 
 def nut_msg_definitions() -> dict[str, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import nut_ros
 from nut_ros.core.geometry import Intrinsics
 from nut_ros.ros import topics
+from nut_ros.ros.installed import share_folders
 
 PACKAGE = Path(nut_ros.__file__).resolve().parent
 CLIP_DIR = PACKAGE / "data" / "cups"
@@ -29,26 +29,12 @@ FRAME_ID = "camera_optical_frame"  # the Fixed Frame of config/nut_ros.rviz
 IMAGE_TOPIC, INFO_TOPIC = "/camera/image_raw", "/camera/camera_info"
 
 
-def share_folders() -> list[Path]:
-    """Where an installed nut_ros keeps its share files, in search order: the ament index's share folder of nut_ros
-    (when ament_index_python is importable and indexes it), ``<prefix>/share/nut_ros`` of every prefix on
-    AMENT_PREFIX_PATH (a colcon install/ prefix), then of ``sys.prefix`` (a pip install)."""
-    folders = []
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        folders.append(Path(get_package_share_directory("nut_ros")))
-    except (ImportError, LookupError, OSError):  # not installed, not indexed, or AMENT_PREFIX_PATH unset
-        pass
-    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    return folders + [Path(prefix) / "share" / "nut_ros" for prefix in (*prefixes, sys.prefix)]
-
-
 def params_file() -> Path:
-    """The package's config/nut_ros.yaml: beside the package (source tree), else in the first of
-    :func:`share_folders` that has it; ``FileNotFoundError`` naming the places looked in."""
+    """The package's config/nut_ros.yaml: beside the package (source tree), else in the first installed share
+    folder that has it (:func:`nut_ros.ros.installed.share_folders`); ``FileNotFoundError`` naming the places looked
+    in."""
     candidates = list(dict.fromkeys([PACKAGE.parent / "config" / "nut_ros.yaml",
-                                     *(folder / "config" / "nut_ros.yaml" for folder in share_folders())]))
+                                     *(folder / "config" / "nut_ros.yaml" for folder in share_folders("nut_ros"))]))
     for candidate in candidates:
         if candidate.is_file():
             return candidate
