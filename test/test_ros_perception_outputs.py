@@ -288,3 +288,22 @@ def test_a_change_the_per_frame_path_cannot_use_is_refused_whole(change):
         processor.update(**change)
     assert processor.settings is settings and processor.pipeline.config is config
     assert processor.process(feed(processor, 0, False)).drop is None
+
+
+def test_odometry_beyond_the_local_maps_reach_is_ignored_with_the_reason():
+    """Odometry in a far frame (UTM-like) would put every map Gaussian into the keys' edge voxels: it is refused
+    with a reason naming the limit and the fix, and the pose buffer stays as it was; without perception (depth from
+    motion needs relative poses only) the same message is used."""
+    processor = processor_for(params(use_odometry=True, map_voxel=0.05))
+    reach = processor.perception.map.reach
+    assert reach == pytest.approx(2**20 * 0.05 - processor.perception.map.p.max_range)
+    near, far = room.pose(x=0.0), room.pose(x=0.0)
+    near[:3, 3] += [reach - 1.0, 0.0, 0.0]
+    far[:3, 3] += [0.0, -(reach + 1.0), 0.0]
+    assert processor.add_odometry(pose_to_odometry(near, T0, ODOM, "base", FLAVOR)) is None
+    problem = processor.add_odometry(pose_to_odometry(far, T0 + PERIOD_NS, ODOM, "base", FLAVOR))
+    assert problem is not None and "local map reaches" in problem and "local frame" in problem
+    assert processor.poses.camera_pose(T0 + PERIOD_NS) is None or np.allclose(
+        processor.poses.camera_pose(T0 + PERIOD_NS)[:3, 3], processor.poses.camera_pose(T0)[:3, 3])
+    plain = processor_for(params(use_odometry=True, perception=False))
+    assert plain.add_odometry(pose_to_odometry(far, T0, ODOM, "base", FLAVOR)) is None

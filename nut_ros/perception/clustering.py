@@ -18,6 +18,12 @@ _OFFSETS = np.array([(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for 
                      if (dx, dy, dz) > (0, 0, 0)], dtype=np.int64)
 
 
+def key_reach(voxel: float) -> float:
+    """How far from the origin, per axis, the voxel keys of ``voxel``-sized cells reach (farther points share the
+    edge cells)."""
+    return _HALF * voxel
+
+
 def voxel_cells(points, voxel: float):
     """Integer cells ``[N, 3]`` of ``points [N, 3]`` (numpy or torch), clipped to the packable range."""
     if isinstance(points, torch.Tensor):

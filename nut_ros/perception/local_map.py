@@ -5,7 +5,8 @@ view revealed new space. One in an occupied voxel is merged into that voxel's Ga
 average of position and colour, the new view weighted ``merge_rate``, so repeated views refine rather than
 duplicate); of a frame's Gaussians in one voxel the first offered counts. Voxel keys hold 2^20 voxels either way of
 the fixed frame's origin per axis (:data:`~nut_ros.perception.clustering.KEY_BITS`; ±52 km at 5 cm voxels): farther
-points share the edge voxels, so a fixed frame whose origin is far away (e.g. UTM) needs a local one. When the count
+points share the edge voxels, so a fixed frame whose origin is far away (e.g. UTM) needs a local one (the node
+ignores odometry farther than :attr:`LocalMap.reach`, with a warning). When the count
 exceeds the budget, the Gaussians farthest from the camera are dropped until ``low_water · budget`` remain: the map
 is local to the robot, and its memory is bounded by the budget however long it runs.
 
@@ -43,7 +44,7 @@ import numpy as np
 import torch
 
 from nut_ros.core.rotations import matrix_to_quaternion
-from nut_ros.perception.clustering import voxel_keys
+from nut_ros.perception.clustering import key_reach, voxel_keys
 from nut_ros.perception.params import MapParams
 from nut_ros.perception.tensors import download, one_thread, upload
 from nut_ros.pipeline.cuda_graphs import GraphedCall
@@ -68,6 +69,12 @@ class LocalMap:
         self.metric = metric
         self.cuda_graphs = cuda_graphs  # on a GPU: a fixed-size index, each insertion one CUDA graph replay
         self._clear()
+
+    @property
+    def reach(self) -> float:
+        """How far from the fixed frame's origin (per axis) a camera may be for every Gaussian it adds to get a voxel
+        of its own: the keys' reach less ``max_range``."""
+        return key_reach(self.p.voxel) - self.p.max_range
 
     def reset(self, metric: bool | None = None) -> None:
         """Empty the map: its storage is allocated again at the next insertion, on that insertion's device; the

@@ -132,9 +132,15 @@ class FrameProcessor:
         if self.poses is None:
             return None
         try:
-            self.poses.add(check_time(msg.header.stamp, "odometry header.stamp"), odometry_pose(msg))
+            stamp, pose = check_time(msg.header.stamp, "odometry header.stamp"), odometry_pose(msg)
         except (ConversionError, ValueError) as err:
             return f"odometry ignored: {err}"
+        far = float(np.abs(pose[:3, 3]).max())
+        if self.perception is not None and far > self.perception.map.reach:
+            return (f"odometry ignored: its position lies {far:.0f} m from the origin of {msg.header.frame_id!r}, "
+                    f"beyond the {self.perception.map.reach:.0f} m the local map reaches at map_voxel "
+                    f"{self.perception.map.p.voxel} m: publish the odometry in a local frame")
+        self.poses.add(stamp, pose)
         self.odometry_frame = msg.header.frame_id
         return None
 
