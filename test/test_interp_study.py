@@ -28,7 +28,8 @@ def test_flow_variants_beat_no_motion_on_a_sliding_pattern(tmp_path, capsys):
         for i in range(7):
             stamp = 10**9 + i * 33_333_333
             w.write("/camera/image_raw", stamp, numpy_to_image(frame(i), "rgb8", stamp, "cam", "rosbags"))
-    variants = ["zero/union", "head/union", "dis-medium-512-check/union", "dis-medium-512-check/separate"]
+    variants = ["zero/union", "head/union", "dis-medium-512-check/union", "dis-medium-512-check/separate", "zero/warp",
+                "head/warp"]
     if sparse_to_dense_available():
         variants.append("s2d-512/union/0.8")
     assert main(["--bags", str(tmp_path / "bags"), "--clips", "slide", "--model", "tiny", "--variants", *variants]) == 0
@@ -38,6 +39,9 @@ def test_flow_variants_beat_no_motion_on_a_sliding_pattern(tmp_path, capsys):
     assert scores["dis-medium-512-check/union"] > scores["zero/union"] + 1.0
     assert scores["head/union"] > scores["zero/union"] + 1.0  # the shipped model's own (learned) motion
     assert scores["dis-medium-512-check/separate"] > scores["blend"]
+    # the key frames warped by the variant's flow: no motion is blending, the model's flow follows the slide
+    assert scores["zero/warp"] == pytest.approx(scores["blend"], abs=1e-3)
+    assert scores["head/warp"] > scores["blend"] + 1.0
     if sparse_to_dense_available():
         assert scores["s2d-512/union/0.8"] > scores["zero/union"] + 1.0
     assert torch.is_grad_enabled()  # the tool leaves autograd as it found it (later tests train models)

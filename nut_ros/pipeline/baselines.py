@@ -26,15 +26,17 @@ def _grey_u8(rgb: np.ndarray) -> np.ndarray:
 
 class FlowWarp:
     """Flow-warp interpolation of one key-frame pair (``[H, W, 3]`` RGB, uint8 or float in [0, 1]); the two flows
-    are computed once for all times."""
+    are computed once for all times, or given (``flows``: forward and backward ``[H, W, 2]`` pixels, to score
+    another flow's warp the same way)."""
 
-    def __init__(self, key0: np.ndarray, key1: np.ndarray):
-        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        grey0, grey1 = (_grey_u8(k) for k in (key0, key1))
+    def __init__(self, key0: np.ndarray, key1: np.ndarray, flows: tuple[np.ndarray, np.ndarray] | None = None):
         self.keys = key0.astype(np.float32), key1.astype(np.float32)
-        self.f01 = dis.calc(grey0, grey1, None)
-        self.f10 = dis.calc(grey1, grey0, None)
-        h, w = grey0.shape
+        if flows is None:
+            dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+            grey0, grey1 = (_grey_u8(k) for k in (key0, key1))
+            flows = dis.calc(grey0, grey1, None), dis.calc(grey1, grey0, None)
+        self.f01, self.f10 = (np.asarray(f, np.float32) for f in flows)
+        h, w = key0.shape[:2]
         self._grid = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
 
     def at(self, t: float) -> np.ndarray:

@@ -12,9 +12,11 @@ every held-out frame from the pair's Gaussians in each variant ``FLOW/COMPOSITE[
   (replacing a learned flow, as the pipeline does): ``dis-PRESET-WIDTH[-check]`` (DIS preset, flow at most WIDTH px
   wide, forward-backward check) or ``s2d-WIDTH[-check]`` (the ``sparse_to_dense`` flow preset);
 * ``COMPOSITE``: ``union`` (one render of both frames' Gaussians, normalised by opacity: the pipeline's
-  ``interp_blend = "joint"``) or ``separate`` (each frame's Gaussians rendered alone without their temporal fade and
+  ``interp_blend = "joint"``), ``separate`` (each frame's Gaussians rendered alone without their temporal fade and
   blended with weights ``(1-t)·alpha0`` and ``t·alpha1``: ``"per_frame"``, ``stream.per_frame_blend``; key frames are
-  one render in both);
+  one render in both) or ``warp`` (no render: the true key frames warped by the FLOW's image-plane motion the way
+  the flow-warp baseline warps them by DIS, :class:`~nut_ros.pipeline.baselines.FlowWarp`; it tells the flow's
+  share of a variant's score from the render's);
 * ``WINDOW`` (optional, default 0): the colour averaged over ``--samples`` renders in that time window
   (``stream.window_times``, the pipeline's ``interp_window``).
 
@@ -42,7 +44,7 @@ from nut_ros.ros.input_sync import Matched
 from nut_ros.ros.inputs import frame_from_messages
 
 BACKGROUND = (0.5, 0.5, 0.5)
-COMPOSITES = ("union", "separate")
+COMPOSITES = ("union", "separate", "warp")
 
 
 def parse_flow(spec: str, image_size, grid) -> FlowPrior | str:
@@ -83,6 +85,22 @@ def _render_at(backend: Backend, g: Gaussians, t: float, composite: str) -> np.n
     else:
         raise ValueError(f"unknown composite {composite!r}: one of {COMPOSITES}")
     return out.color_normalized(BACKGROUND)[0].clamp(0, 1).permute(1, 2, 0).double().numpy()
+
+
+def image_flows(g: Gaussians, image_size: tuple[int, int], grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The pair's forward and backward flow ``[H, W, 2]`` (model pixels) from its Gaussians' image-plane velocities
+    (:mod:`nut_ros.core.motion_prior`'s units; frame 1's velocities are minus its backward flow), bilinearly resized
+    from the Gaussian grid to the image."""
+    h, w = image_size
+    v = g.velocity[0].float()
+    n = v.shape[0] // 2
+    flows = []
+    for part, sign in ((v[:n], 1.0), (v[n:], -1.0)):
+        f = sign * torch.stack([part[:, 0] * (w / 2), -part[:, 2] * (h / 2)]).reshape(1, 2, *grid)
+        if tuple(grid) != (h, w):
+            f = torch.nn.functional.interpolate(f, size=(h, w), mode="bilinear", align_corners=False)
+        flows.append(f[0].permute(1, 2, 0).numpy())
+    return flows[0], flows[1]
 
 
 def study_clip(bag: str, backend: Backend, variants: list[str], stride: int,
@@ -126,7 +144,10 @@ def study_clip(bag: str, backend: Backend, variants: list[str], stride: int,
                 scores["blend"].append(image_scores(blend(k0, k1, t), true, with_ssim=False)["psnr_256"])
                 scores["flow_warp"].append(image_scores(warp.at(t), true, with_ssim=False)["psnr_256"])
                 for v, (spec, composite, window) in parsed.items():
-                    img = render(backend, moved[spec], t, composite, window, samples)
+                    if composite == "warp":
+                        img = FlowWarp(k0, k1, image_flows(moved[spec], size, cfg.gaussian_grid)).at(t)
+                    else:
+                        img = render(backend, moved[spec], t, composite, window, samples)
                     scores.setdefault(v, []).append(image_scores(img, true, with_ssim=False)["psnr_256"])
         held, prev = [], (frame.stamp_ns, x[0], handle)
     return {k: float(np.mean(v)) for k, v in scores.items() if v}
