@@ -19,17 +19,24 @@ each frame's moving test and detections). Stages, in order, for an object the re
 * ``track off``: reported, but the track's box or centre fails the criterion (smoothed size, lag);
 * ``other``.
 
+Then the false alarms: each reported obstacle that matches no counted object (and no "don't care" one), sorted
+into ``duplicate`` (within ``--near`` metres of a counted object another obstacle matched: one mover split in two,
+or a stale track beside the live one), ``box off`` (near a counted object no obstacle matched: the box or centre
+misses it), ``beside don't care`` (near a moving object too small or far to count) and ``static`` (near no moving
+object: structure or noise read as motion), with each kind's median speed, size and frames since first report.
+
     .venv/bin/python test/bench/obstacle_diagnose.py --seeds 0-19 [--mode odometry] [--set FIELD=VALUE ...]
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from obstacle_common import SceneRunner, gaussian_truth  # noqa: E402
@@ -74,6 +81,32 @@ class WatchedProcessor(PerceptionProcessor):
 
 def matches(center, size, truth) -> bool:
     return (np.linalg.norm(center - truth[1]) <= MATCH_DIST or iou_3d(center, size, truth[1], truth[2]) >= MATCH_IOU)
+
+
+def false_alarms(dets, gts, dont_care, near: float) -> list[tuple[int, str]]:
+    """(index, kind) of each obstacle of ``dets`` that matches no counted object (``gts``, obstacle_eval's optimal
+    assignment) and no "don't care" one; kinds as the module docstring says."""
+    cost = np.full((len(dets), len(gts)), 1e9)
+    for i, d in enumerate(dets):
+        for j, g in enumerate(gts):
+            if matches(d.position, d.size, g):
+                cost[i, j] = float(np.linalg.norm(d.position - g[1]))
+    rows, cols = linear_sum_assignment(cost) if cost.size else ([], [])
+    hits = [(i, j) for i, j in zip(rows, cols) if cost[i, j] < 1e9]
+    matched_d, matched_g = {i for i, _ in hits}, {j for _, j in hits}
+    out = []
+    for i, d in enumerate(dets):
+        if i in matched_d or any(matches(d.position, d.size, g) for g in dont_care):
+            continue
+        dist = [float(np.linalg.norm(d.position - g[1])) for g in gts]
+        j = int(np.argmin(dist)) if dist else -1
+        if j >= 0 and dist[j] <= near:
+            out.append((i, "duplicate" if j in matched_g else "box off"))
+        elif any(float(np.linalg.norm(d.position - g[1])) <= near for g in dont_care):
+            out.append((i, "beside don't care"))
+        else:
+            out.append((i, "static"))
+    return out
 
 
 def dropped_why(proc: WatchedProcessor, on: np.ndarray) -> str:
@@ -152,6 +185,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0-19", help="training scenes with moving objects (range a-b)")
     ap.add_argument("--mode", default="odometry", choices=[m for m in MODES if m != "rgb"])
     ap.add_argument("--min-visible", type=int, default=300)
+    ap.add_argument("--near", type=float, default=1.0,
+                    help="false alarms: metres from a moving object's centre that count as beside it")
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--motion-prior", default="auto")
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="ObstacleParams overrides")
@@ -168,13 +203,25 @@ def main() -> None:
     at_border: Counter = Counter()  # object-frames whose visible pixels touch the image border (box partly out)
     extra = {k: [] for k in ("gaussians", "moving_fraction", "box_ratio", "box_offset", "unconfirmed_hits",
                              "dropped_why")}
+    alarms: Counter = Counter()
+    alarm_traits: dict[str, list] = defaultdict(list)
+    reported = 0
     for seed in seeds:
         proc = WatchedProcessor(params, seed=seed)
         prev = None
+        first_report: dict = {}
         for frame, res in runner.results(seed, moving=True):
             pose = {"true": frame.camera_pose, "identity": np.eye(4), None: None}[pose_source]
             out = proc.update(res, pose)
-            gts, _ = counted_truth(frame, args.min_visible, proc.op.max_range)
+            gts, dont_care = counted_truth(frame, args.min_visible, proc.op.max_range)
+            dets = out.obstacles.obstacles
+            reported += len(dets)
+            for d in dets:
+                first_report.setdefault(d.id, frame.index)
+            for i, kind in false_alarms(dets, gts, dont_care, args.near):
+                alarms[kind] += 1
+                alarm_traits[kind].append((float(np.linalg.norm(dets[i].velocity)), float(np.max(dets[i].size)),
+                                           frame.index - first_report[dets[i].id]))
             for truth in gts:
                 stage = diagnose(proc, frame, prev, res, out, truth, extra)
                 stages[stage] += 1
@@ -201,6 +248,11 @@ def main() -> None:
             v = np.asarray(values, float)
             print(f"{key}: n {len(v)}, p10 / p50 / p90 {np.percentile(v, 10, 0).round(2)} / "
                   f"{np.percentile(v, 50, 0).round(2)} / {np.percentile(v, 90, 0).round(2)}")
+    print(f"false alarms: {sum(alarms.values())} of {reported} reported obstacles")
+    for kind, count in alarms.most_common():
+        speed, size, age = np.median(np.array(alarm_traits[kind]), axis=0)
+        print(f"  {kind:18s} {count:4d}   median speed {speed:.2f} m/s, largest side {size:.2f} m, "
+              f"frames since first report {age:.0f}")
 
 
 if __name__ == "__main__":
