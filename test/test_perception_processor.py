@@ -181,6 +181,52 @@ def test_time_going_back_with_odometry_restarts_what_is_timed_and_keeps_the_map(
     assert [len(o.obstacles) for o in again] == [len(o.obstacles) for o in first]
 
 
+def test_an_odometry_stream_goes_on_through_frames_without_a_pose():
+    """Odometry late or lost for a frame (the node then has no pose at the image's stamp): the stream stays in the
+    odometry frame, the map is kept and the mover keeps its id; the frame's camera motion is fitted, and its pose
+    is the last one moved by that fit."""
+    proc = PerceptionProcessor(seed=0)
+    ids, counts = [], []
+    for j, (res, pose, truths) in enumerate(scene_stream(30, movers=(MOVER,))):
+        out = proc.update(res, None if j in (15, 22) else pose)
+        assert out.fixed_frame == "odometry", j
+        counts.append(proc.map.count)
+        if j >= 7:
+            assert len(out.obstacles) == 1, j
+            ids.append(out.obstacles.obstacles[0].id)
+        if j in (15, 22):  # the fitted pose is within a few centimetres of the odometry's
+            assert np.linalg.norm(out.camera_pose[:3, 3] - pose[:3, 3]) < 0.05
+    assert len(set(ids)) == 1
+    assert all(b >= a for a, b in zip(counts, counts[1:]))  # the map was never emptied
+    assert proc.frames_without_pose == 2
+
+
+def test_a_gap_in_an_odometry_stream_restarts_the_tracks_not_the_map():
+    """After a gap past the pipeline's max gap (the next frame is unpaired) a track would be coasted over the whole
+    gap and reported far from its object: the tracks and the depth-rate memory restart, the map stays."""
+    proc = PerceptionProcessor(seed=0)
+    stream = list(scene_stream(30, movers=(MOVER,)))
+    for res, pose, _ in stream[:15]:
+        proc.update(res, pose)
+    assert len(proc.tracker.state.ids) > 0
+    count = proc.map.count
+    gap = 5 * 10**9
+    res, pose, _ = stream[15]
+    out = proc.update(replace(res, stamp_ns=res.stamp_ns + gap, paired=False), pose)
+    assert len(out.obstacles) == 0 and len(proc.tracker.state.ids) == 0 and proc.map.count >= count
+
+
+def test_a_restarted_map_is_due_at_once():
+    """The map published last no longer holds after a restart (new key frame, new units): the new one is due in the
+    same frame, so the latched topic does not keep the old one until the next period."""
+    proc = PerceptionProcessor(local_map=MapParams(snapshot_period_s=100.0), seed=3)
+    stream = list(scene_stream(6, movers=(MOVER,)))
+    due = [proc.update(res).map_due for res, _, _ in stream]
+    assert sum(due) == 1  # the first map, then none for 100 s
+    first, _, _ = stream[0]  # unpaired: a stream restart without odometry
+    assert proc.update(replace(first, stamp_ns=stream[-1][0].stamp_ns + 10**8)).map_due
+
+
 def test_params_are_validated():
     with pytest.raises(ValueError, match="voxel"):
         ObstacleParams(voxel=0)
@@ -342,7 +388,7 @@ def test_a_sliver_cut_by_the_image_edge_keeps_a_track_going_but_founds_none():
 
     def objects(params, odometry=True):
         proc = PerceptionProcessor(params)
-        proc._odometry = odometry  # as after a frame with (or without) an odometry pose
+        proc._posed = odometry  # as after a frame with (or without) an odometry pose
         return proc._objects(points, np.tile([0.5, 0, 0], (120, 1)), np.ones(120), k)
 
     clusters, founding = objects(p)

@@ -102,7 +102,8 @@ def test_obstacles_every_frame_and_the_map_at_its_period(odometry, map_frame, fi
 
     values = processor.perception_values()
     assert set(values) == {"latency_obstacles_ms", "latency_map_ms", "perception_frames_skipped",
-                           "perception_frames_without_depth_image"}
+                           "perception_frames_without_depth_image", "perception_frames_without_pose"}
+    assert values["perception_frames_without_pose"] == 0, "with odometry every frame had its pose"
     assert values["perception_frames_without_depth_image"] == 0, "every frame had its depth image"
     assert values["latency_obstacles_ms"] > 0 and values["latency_map_ms"] > 0
     assert values["perception_frames_skipped"] == 0, "every paired frame had a trusted camera motion"

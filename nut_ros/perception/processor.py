@@ -63,8 +63,13 @@ starts); on the CPU the rows are not padded to a fixed count, so every frame's s
 ``compile`` is ignored.
 Where compiling fails the stage goes on eager and says why in ``compile_error``.
 
-Without odometry a stream restart (``result.paired`` false) or a change of the depth source restarts the key frame,
-the tracks and the map; with odometry only a change of units does.
+Without odometry a stream restart (``result.paired`` false) or a change of units restarts the key frame, the tracks
+and the map; with odometry only a change of units does, and a stream restart (a gap past the pipeline's
+``max_gap_s``) or time going back restarts the tracks and the depth-rate memory (a track coasted over the gap would
+be reported where its object is not). A frame of an odometry stream without a pose (the odometry late or lost) keeps
+the stream: its camera motion is fitted as without odometry and moves the last pose (``frames_without_pose``), and
+the next pose from odometry is not compared with that estimate. When the map restarts, it is due at once, so the
+published map never outlives the one it showed.
 """
 from __future__ import annotations
 
@@ -126,6 +131,7 @@ class PerceptionProcessor:
         self._pose = np.eye(4)  # T_fixed<-camera of the last frame
         self._stamp_ns: int | None = None
         self._odometry: bool | None = None
+        self._posed = False  # the last frame's pose (after an update, this frame's) came from odometry
         self._metric: bool | None = None
         self._map_stamp_ns: int | None = None  # stamp of the last map snapshot that was due
         # a cluster's mean velocity as a measurement, camera axes: the depth rate is 1/depth_rate_weight noisier
@@ -135,6 +141,7 @@ class PerceptionProcessor:
         self._map_s = 0.0
         self.frames_skipped = 0  # frames without detections because the camera motion was not trusted
         self.frames_without_depth_image = 0  # frames without detections because no depth image gave their depth
+        self.frames_without_pose = 0  # frames of an odometry stream without a pose (camera motion fitted instead)
         self.cuda_graphs = cuda_graphs  # on a GPU, replay the dense stage as CUDA graphs (else launch it op by op)
         self._plan: StagePlan | None = None  # the plan of the graphed call running now
         # what the graphs capture: the dense functions as they are, or compiled (no fullgraph: past torch's
@@ -155,6 +162,7 @@ class PerceptionProcessor:
         self.map.reset()
         self.change.reset()
         self._pose, self._stamp_ns, self._odometry, self._metric = np.eye(4), None, None, None
+        self._posed = False  # the last frame's pose (after an update, this frame's) came from odometry
         self._trusted_field: MotionField | None = None  # without odometry: the last trusted camera motion
         self._map_stamp_ns, self._map_changed = None, False
 
@@ -171,23 +179,33 @@ class PerceptionProcessor:
     def _update(self, result: StepResult, camera_pose: np.ndarray | None) -> PerceptionOutput:
         start = time.perf_counter()
         cloud = result.gaussians
-        odometry = camera_pose is not None
+        posed = camera_pose is not None
+        # a frame of an odometry stream without a pose (the odometry late or lost): the stream goes on in the
+        # odometry frame, its camera motion fitted as without odometry, from the last pose
+        held = bool(self._odometry) and not posed
+        odometry = posed or held
         restart = (self._stamp_ns is None or cloud.metric != self._metric or odometry != self._odometry
                    or (not odometry and not result.paired))
         if restart:
+            started = self._stamp_ns is not None
             self.reset()
             self._odometry, self._metric = odometry, cloud.metric
             self.map.reset(metric=cloud.metric)
+            self._map_changed = started  # the map that was published no longer holds: publish the new one at once
         dt = None if self._stamp_ns is None else (result.stamp_ns - self._stamp_ns) * 1e-9
-        if dt is not None and dt <= 0:  # time went back (a looping bag, a reset clock): the odometry-frame map
-            self.tracker.reset()  # stays; what is timed restarts
-            self.change.reset()
+        if dt is not None and (dt <= 0 or not result.paired):  # time went back (a looping bag, a reset clock) or
+            self.tracker.reset()  # jumped past the pipeline's max gap: the odometry-frame map stays; what is timed
+            self.change.reset()  # restarts (a track would be extrapolated over the gap)
             self._map_stamp_ns, dt = None, None
         self._map_s = 0.0  # seconds spent offering to the map before the obstacles were done (on a GPU)
         inputs = self._inputs(result)
         field, selected = self._camera_motion(result, camera_pose, inputs)
-        if odometry:
+        self.frames_without_pose += held
+        if posed:
             self._pose = np.asarray(camera_pose, np.float64)
+        elif held:
+            if field is not None and result.pair_interval_s:
+                self._pose = self._pose @ np.linalg.inv(pose_step(field, result.pair_interval_s))
         else:
             # the pose in the key frame integrates the fitted motion; a pair whose fit is not trusted keeps the last
             # trusted motion, so the pose does not lose the interval (it would offset every later pose, map point and
@@ -196,7 +214,7 @@ class PerceptionProcessor:
                 self._trusted_field = field
             if self._trusted_field is not None and result.paired and result.pair_interval_s:
                 self._pose = self._pose @ np.linalg.inv(pose_step(self._trusted_field, result.pair_interval_s))
-        self._stamp_ns = result.stamp_ns
+        self._stamp_ns, self._posed = result.stamp_ns, posed
         rot, trans = self._pose[:3, :3], self._pose[:3, 3]
 
         found = None
@@ -309,7 +327,7 @@ class PerceptionProcessor:
         old, interval = compared if compared is not None else (None, 0.0)
         inputs = self._with_frame(inputs, MotionField.zero() if field is None else field, self._floor_scale(result),
                                   interval, self._rng.uniform(), old)
-        plan = self._plan_for(result, compared is not None, self._odometry)
+        plan = self._plan_for(result, compared is not None, self._posed)
         packed, world, offer = self._run(find_moving, inputs, plan, selected)
         self.change.remember(world, dt)
         if field is None:
@@ -359,7 +377,7 @@ class PerceptionProcessor:
         rank[kept] = np.arange(kept.size)
         n, labels = kept.size, rank[labels]
         # without odometry the fitted camera motion errs most where the view's edge brings in new surfaces
-        cut = cut_by_border(points[member], labels, n, k, op.border_px if self._odometry else 0)
+        cut = cut_by_border(points[member], labels, n, k, op.border_px if self._posed else 0)
         c = cluster_stats(points[member], residual[member], weights[member], labels, n, op.voxel, op.box_trim, cut)
         vz = c.velocity[:, 2]
         vz[np.isnan(vz)] = -op.change_max_speed  # all clipped: leading edges
@@ -383,7 +401,7 @@ class PerceptionProcessor:
         dt = result.pair_interval_s
         if not result.paired or not dt:
             return None, None
-        if pose is not None:
+        if pose is not None and self._posed:  # (after a frame without a pose its fitted pose is not compared)
             prev_stamp = result.stamp_ns - round(dt * 1e9)
             if self._stamp_ns is not None and abs(self._stamp_ns - prev_stamp) < 1e6:
                 return field_from_poses(self._pose, np.asarray(pose, np.float64), dt), None

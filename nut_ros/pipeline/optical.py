@@ -78,11 +78,13 @@ class QueuedCloud:
 
 
 def queue_optical_cloud(g: Gaussians, t: float, k: Intrinsics, norm: DepthNormalization,
-                        pair_interval_s: float | None, min_opacity: float = 0.0) -> QueuedCloud:
+                        pair_interval_s: float | None, min_opacity: float = 0.0,
+                        on_depth: torch.Tensor | None = None) -> QueuedCloud:
     """Gaussians of batch element 0 at pair time ``t`` in the optical frame of the image described by ``k``, queued.
 
     ``norm`` maps their slots ``ŷ`` to depth (metres when ``norm.metric``). Culled Gaussians (ŷ(t) outside [0, 1])
-    and those with ``α(t) < min_opacity`` are left out. Velocities are the instantaneous derivative at ``t`` per
+    and those with ``α(t) < min_opacity`` are left out, and so are those ``on_depth`` (``[N]`` bool) marks False
+    (their depth is the network's guess where the depth image had none). Velocities are the instantaneous derivative at ``t`` per
     second (zero without ``pair_interval_s``: a single frame does not move). Nothing waits for the device: on a GPU
     the kept Gaussians are moved to the front of one table, and the whole table is copied to pinned host memory on
     a side stream, so that the copy overlaps the work queued after it (the render) and the host never waits for
@@ -91,6 +93,8 @@ def queue_optical_cloud(g: Gaussians, t: float, k: Intrinsics, norm: DepthNormal
     p = g.premap_position(t)[0].float()
     alpha = g.temporal_opacity(t)[0, :, 0].float()
     keep = (p[:, 1] >= 0) & (p[:, 1] <= 1) & (alpha >= min_opacity)
+    if on_depth is not None:
+        keep = keep & on_depth
     # every field of every Gaussian in one table, then one selection and one copy (the culled ones' values are
     # computed and dropped)
     positions = canonical_to_optical(p, norm, k)

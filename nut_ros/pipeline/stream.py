@@ -20,8 +20,11 @@ its range) when the stream has no depth frame to keep: within a stream with dept
 blink), and one longer than ``max_gap_s`` ends the stream, whose new one goes on RGB only
 (``stats.depth_unusable`` counts those frames); the rendered depth of such a frame is then NaN (its network-only
 guess measures worse than a constant depth on real footage, docs/EVALUATION.md), unless
-``PipelineConfig.network_depth``. A pair whose frames both have a depth input shares one
-depth frame (:mod:`nut_ros.pipeline.optical`), metric when both are.
+``PipelineConfig.network_depth``. Likewise where a depth image has no valid depth (its holes: no return, out
+of range, NaN): the network invents a depth there (as far as the farthest valid one, the input's "unknown"), so
+the view at the newest frame has NaN depth on those pixels and the cloud leaves out the Gaussians of the pair's
+frames whose cell of the Gaussian grid is mostly hole (unless ``network_depth``). A pair whose frames both have a
+depth input shares one depth frame (:mod:`nut_ros.pipeline.optical`), metric when both are.
 
 Stamps: a duplicate stamp, or one going backwards by up to ``max_gap_s``, drops the frame (counted by reason); a
 backwards jump or forward gap larger than ``max_gap_s`` — a looping bag, a stalled camera — starts a new stream
@@ -72,6 +75,7 @@ class _Encoded:
     norm: DepthNormalization | None  # of a frame with a depth input (metric, or relative from motion), else None
     signature: tuple[int, int, bool]  # input (H, W, has depth): a change starts a new stream
     grey: np.ndarray | None  # model-resolution grey image for the motion prior (None without one)
+    on_depth: torch.Tensor | None  # [N] bool: its Gaussians whose grid cell is mostly valid input depth (None: all)
 
 
 @dataclass
@@ -83,6 +87,7 @@ class _LiveMap:
     t0_stamp_ns: int  # stamp of pair time 0
     interval_ns: int  # stamp difference between pair times 0 and 1 (0 for a first frame)
     geometry: bool  # the newest frame had a depth input (else its depth is the network's guess from RGB alone)
+    depth_valid: torch.Tensor | None = None  # [h, w] bool: the newest frame's input depth is valid (None: all)
 
 
 class StreamingPipeline:
@@ -186,7 +191,7 @@ class StreamingPipeline:
         if drop:
             self.stats.drops[drop] += 1
             return None
-        rgb, disp, norm, depth_in, source, motion = self._preprocess(frame, intrinsics)
+        rgb, disp, norm, depth_in, source, motion, valid = self._preprocess(frame, intrinsics)
         if motion is not None and motion.focal_scale != 1.0:  # the focal length fitted against the odometry
             s = motion.focal_scale  # (nut_ros.geometry.focal): the metric depth holds with it, so the geometry does
             intrinsics = dataclasses.replace(intrinsics, fx=intrinsics.fx * s, fy=intrinsics.fy * s)
@@ -211,7 +216,8 @@ class StreamingPipeline:
         flow = self._flow_pool.submit(self._flow.pair, prev.grey, grey) if prev and self._flow else None
         handle = self.backend.encode(rgb, disp)
         tick = self._lap(lat, "encode", tick)
-        cur = _Encoded(handle, frame.stamp_ns, norm, signature, grey)
+        holes = valid is not None and not self.config.network_depth  # (a mask without holes keeps every pixel)
+        cur = _Encoded(handle, frame.stamp_ns, norm, signature, grey, self._on_depth(valid) if holes else None)
         # the pair shares one depth frame when both frames have a depth normalisation (a frame whose predecessor has
         # none starts the map above; depth from motion can fail on one frame of a stream); metric when both are
         shared = norm is not None
@@ -234,10 +240,17 @@ class StreamingPipeline:
         tick = self._lap(lat, "decode", tick)
 
         self._prev = cur
-        self._live = _LiveMap(g, live_norm, t0_stamp, interval, geometry=source != "none")
+        self._live = _LiveMap(g, live_norm, t0_stamp, interval, geometry=source != "none",
+                              depth_valid=valid[0, 0] if holes else None)
         # on a GPU everything is queued first (the cloud's copy runs beside the render), then waited for once
         interval_s = interval * 1e-9 if interval else None
-        cloud = queue_optical_cloud(g, 1.0, intrinsics, live_norm, interval_s, self.config.cloud_min_opacity)
+        frames = (prev, cur) if prev is not None else (cur,)  # the live map's Gaussians: N per frame, in this order
+        on_depth = None
+        if any(e.on_depth is not None for e in frames):
+            every = torch.ones(g.count // len(frames), dtype=torch.bool, device=g.xyz.device)
+            on_depth = torch.cat([every if e.on_depth is None else e.on_depth for e in frames])
+        cloud = queue_optical_cloud(g, 1.0, intrinsics, live_norm, interval_s, self.config.cloud_min_opacity,
+                                    on_depth)
         tick = self._lap(lat, "postprocess", tick)
         times = self.config.render_times if prev is not None or not self.config.render_times else (1.0,)
         queued = self._queue_views(times)
@@ -287,6 +300,8 @@ class StreamingPipeline:
             shown = alpha >= self.config.depth_min_alpha
             if not (live.geometry or self.config.network_depth):
                 shown = torch.zeros_like(shown)
+            elif live.depth_valid is not None and t == 1.0:  # the depth image's holes: the newest frame's own view
+                shown = shown & live.depth_valid
             depth = torch.where(shown, depth, torch.full_like(depth, float("nan")))
             window = window_times(float(t), self.config.interp_window, self.config.interp_samples)
             colors = {s: color if s == t else self._view(s)[0] for s in set(window)}  # clamped times can repeat
@@ -357,8 +372,9 @@ class StreamingPipeline:
 
     def _preprocess(self, frame: Frame, intrinsics: Intrinsics):
         """Model inputs ``rgb [1,3,h,w]`` and ``disp [1,Cd,h,w]``, the depth normalisation (None: relative), the
-        input depth at the model resolution (None without one), its source and the depth from motion (None unless it
-        made the input); ``disp`` None for a depth image with too few valid pixels (:meth:`push` decides)."""
+        input depth at the model resolution (None without one), its source, the depth from motion (None unless it
+        made the input) and a depth image's valid pixels ``[1,1,h,w]`` (None without a depth image); ``disp`` None
+        for a depth image with too few valid pixels (:meth:`push` decides)."""
         h, w, dev = self.height, self.width, self._prep_device
         rgb = resize_rgb(frame.rgb, h, w, dev, self._upload_rgb)
         motion, source = None, "topic"
@@ -367,12 +383,12 @@ class StreamingPipeline:
             depth = resize_depth(self._upload_depth(depth_m)[None, None], h, w)
             valid = valid_depth(depth, self.config.depth_min_m, self.config.depth_max_m)
             if valid.float().mean() < max(self.config.min_valid_depth_fraction, 1e-9):
-                return rgb, None, None, None, "none", None
+                return rgb, None, None, None, "none", None, None
         elif self._motion_depth is not None:
             k = intrinsics.scaled(frame.rgb.shape[1], frame.rgb.shape[0])  # the model's camera, at the input size
             motion = self._motion_depth.estimate(frame.rgb, frame.stamp_ns, k, frame.camera_pose)
             if motion is None:
-                return rgb, self._no_depth_input(), None, None, "none", None
+                return rgb, self._no_depth_input(), None, None, "none", None, None
             inv = cv2.resize(motion.dense, (w, h), interpolation=cv2.INTER_LINEAR)
             # relative: the unit is the frame's median depth. The fused map keeps one unit while it lives but a new map
             # starts at its own; the price is that a pair's relative depths do not show how the median depth changed
@@ -383,7 +399,7 @@ class StreamingPipeline:
             valid = torch.ones_like(depth, dtype=torch.bool)
             source = "odometry" if motion.metric else "motion"
         else:
-            return rgb, self._no_depth_input(), None, None, "none", None
+            return rgb, self._no_depth_input(), None, None, "none", None, None
         disp, inv_far, inv_near = normalize_inverse_depth(depth, valid)
         inv_far, inv_near = torch.cat([inv_far, inv_near]).tolist()  # one wait for the device
         norm = DepthNormalization(inv_far, inv_near, metric=source != "motion")
@@ -392,7 +408,14 @@ class StreamingPipeline:
         if motion is not None and self.fill_validity == "known":  # the fill's measured pixels, as the model trained
             known = cv2.resize((motion.confidence > 0).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
             channel_valid = self._upload_known(known)[None, None] > 0
-        return rgb, model_depth_input(disp, channel_valid, self.depth_channels), norm, depth_in, source, motion
+        return (rgb, model_depth_input(disp, channel_valid, self.depth_channels), norm, depth_in, source, motion,
+                valid if source == "topic" else None)
+
+    def _on_depth(self, valid: torch.Tensor) -> torch.Tensor:
+        """``[N]`` bool per Gaussian of a frame: at least half of its grid cell's pixels have valid input depth
+        (``valid [1,1,h,w]``, the model resolution)."""
+        share = F.adaptive_avg_pool2d(valid.float(), self.backend.model_config.gaussian_grid)
+        return (share >= 0.5).flatten()
 
     def _no_depth_input(self) -> torch.Tensor:
         """The model's depth channels of a frame without depth input: all 0 (RGB only)."""

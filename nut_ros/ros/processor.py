@@ -282,13 +282,15 @@ class FrameProcessor:
 
     def perception_values(self) -> dict[str, float | int]:
         """Diagnostics of the perception stage (mean latencies, frames skipped, frames without obstacle detection
-        because no depth image gave their depth); empty when it is off."""
+        because no depth image gave their depth, frames of an odometry stream without a pose); empty when it is
+        off."""
         if self.perception is None:
             return {}
         return {"latency_obstacles_ms": self.health.mean_latency("obstacles"),
                 "latency_map_ms": self.health.mean_latency("map"),
                 "perception_frames_skipped": self.perception.frames_skipped,
-                "perception_frames_without_depth_image": self.perception.frames_without_depth_image}
+                "perception_frames_without_depth_image": self.perception.frames_without_depth_image,
+                "perception_frames_without_pose": self.perception.frames_without_pose}
 
     def note_intrinsics(self, intrinsics) -> str | None:
         """A log line when the camera's intrinsics changed (the first ones are not a change)."""
