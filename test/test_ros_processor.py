@@ -117,6 +117,17 @@ def test_plausible_intrinsics_pass(k):
     assert camera_info_to_intrinsics(intrinsics_to_camera_info(Intrinsics(*k, 64, 48), flavor=FLAVOR)).fx == k[0]
 
 
+def test_lens_distortion_is_named_in_a_note_not_silently_ignored():
+    """nut_ros treats the images as pinhole images with K: a CameraInfo with distortion gets a note saying so and
+    what to feed instead; one without distortion gets none."""
+    info = intrinsics_to_camera_info(Intrinsics(60.0, 60.0, 31.5, 23.5, 64, 48), flavor=FLAVOR)
+    assert not any("distortion" in n for n in frame_from_messages(Matched(T0, _image(), info=info), 0.001).notes)
+    info.d = np.array([-0.3, 0.1, 0.0, 0.0, 0.0])
+    built = frame_from_messages(Matched(T0, _image(), info=info), 0.001)
+    assert built.frame.intrinsics is not None and built.frame.intrinsics.fx == 60.0
+    assert any("lens distortion" in n and "image_rect" in n for n in built.notes)
+
+
 def test_unrepresentable_stamps_are_refused():
     assert make_time(MAX_STAMP_NS, FLAVOR).sec == 2**31 - 1
     for ns in (MAX_STAMP_NS + 1, -1):

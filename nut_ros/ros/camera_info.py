@@ -50,6 +50,12 @@ def camera_info_to_intrinsics(msg: Any) -> Intrinsics:
     return _published(Intrinsics(float(fx), float(fy), float(cx), float(cy), width, height), msg)
 
 
+def distorted(msg: Any) -> bool:
+    """Whether a ``sensor_msgs/CameraInfo`` has non-zero distortion coefficients ``d`` (which nut_ros ignores)."""
+    d = np.asarray(msg.d, dtype=np.float64).reshape(-1)
+    return bool(d.size) and bool(np.any(np.abs(d) > 1e-12))
+
+
 def _published(k: Intrinsics, msg: Any) -> Intrinsics:
     """``k`` (the calibrated image) cropped to ``msg.roi`` and binned by ``msg.binning_x/y``."""
     roi = msg.roi

@@ -8,6 +8,7 @@ import numpy as np
 
 from nut_ros.core.geometry import Intrinsics, same_aspect
 from nut_ros.pipeline.types import Frame
+from nut_ros.ros.camera_info import distorted
 from nut_ros.ros.compressed import DEPTH_HEADER, encoded_size
 from nut_ros.ros.conversions import (ConversionError, camera_info_to_intrinsics, decompress_depth, image_to_numpy,
                                      image_to_rgb)
@@ -86,6 +87,10 @@ def frame_from_messages(matched: Matched, depth_scale: float, frame_id: str = ""
             intrinsics = _intrinsics_for(camera_info_to_intrinsics(matched.info), w, h, notes)
         except ConversionError as err:
             notes.append(f"CameraInfo ignored: {err}")
+        if intrinsics is not None and distorted(matched.info):
+            notes.append("CameraInfo has lens distortion (d), which nut_ros does not correct: the images are used as "
+                         "pinhole images with K, so depth and points bend towards the image's edges. Feed rectified "
+                         "images (image_proc's image_rect) with a CameraInfo whose K is their P[:3, :3] and d zero")
     return BuiltFrame(Frame(rgb=rgb, stamp_ns=stamp_ns, frame_id=frame_id or matched.image.header.frame_id,
                             depth_m=depth, intrinsics=intrinsics, camera_pose=camera_pose), notes)
 
