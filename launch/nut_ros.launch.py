@@ -54,7 +54,9 @@ def check_params_file(context):
 def overrides(context) -> dict:
     """The parameters given as launch arguments (OVERRIDES): they override params_file; those left empty do not."""
     given = {name: LaunchConfiguration(name).perform(context) for name in OVERRIDES}
-    return {name: ParameterValue(value, value_type=OVERRIDES[name]) for name, value in given.items() if value}
+    # the substitution, not its text: launch_ros parses a substitution into the type (a str would be refused as one)
+    return {name: ParameterValue(LaunchConfiguration(name), value_type=OVERRIDES[name])
+            for name, value in given.items() if value}
 
 
 def launch_node(context):

@@ -41,15 +41,14 @@ def test_a_bag_that_cannot_be_played_ends_the_replay_launch(tmp_path):
     assert done.returncode != 0 and "ros2 bag play exited with code" in done.stdout + done.stderr
 
 
-@pytest.mark.ros_tools
-def test_the_params_file_decides_what_launch_arguments_leave_unset(tmp_path):
-    """autostart and input_reliability are launch arguments too; left unset, the params file's values hold."""
-    (tmp_path / "params.yaml").write_text("/**:\n  ros__parameters:\n    autostart: false\n"
-                                          "    input_reliability: best_effort\n")
+def _state_and_reliability(tmp_path, params: str, *args: str, domain: int) -> tuple[str, str]:
+    """Launch nut_ros.launch.py with ``params`` as its params file and launch ``args``: the node's lifecycle state
+    once it answers, and its input_reliability."""
+    (tmp_path / "params.yaml").write_text(params)
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1",
-           "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": "163"}
+           "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain)}
     launch = subprocess.Popen([str(BIN / "ros2"), "launch", "nut_ros", "nut_ros.launch.py",
-                               f"params_file:={tmp_path / 'params.yaml'}"], env=env, cwd=tmp_path,
+                               f"params_file:={tmp_path / 'params.yaml'}", *args], env=env, cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def ros2(*args):
@@ -60,11 +59,30 @@ def test_the_params_file_decides_what_launch_arguments_leave_unset(tmp_path):
         while "[" not in state and time.monotonic() < deadline:  # "unconfigured [1]" once the node answers
             state = ros2("lifecycle", "get", "/nut_ros")
             time.sleep(0.5)
-        assert state.startswith("unconfigured"), state
-        assert "best_effort" in ros2("param", "get", "/nut_ros", "input_reliability")
+        return state, ros2("param", "get", "/nut_ros", "input_reliability")
     finally:
         launch.send_signal(signal.SIGINT)
         launch.wait(timeout=30)
+
+
+@pytest.mark.ros_tools
+def test_the_params_file_decides_what_launch_arguments_leave_unset(tmp_path):
+    """autostart and input_reliability are launch arguments too; left unset, the params file's values hold."""
+    state, reliability = _state_and_reliability(
+        tmp_path, "/**:\n  ros__parameters:\n    autostart: false\n    input_reliability: best_effort\n", domain=163)
+    assert state.startswith("unconfigured"), state
+    assert "best_effort" in reliability
+
+
+@pytest.mark.ros_tools
+def test_launch_arguments_given_override_the_params_file(tmp_path):
+    """``autostart:=false`` (a bool parameter from a launch argument's text) waits for ``ros2 lifecycle set``;
+    ``input_reliability:=best_effort`` applies."""
+    state, reliability = _state_and_reliability(
+        tmp_path, "/**:\n  ros__parameters:\n    autostart: true\n    input_reliability: auto\n",
+        "autostart:=false", "input_reliability:=best_effort", domain=164)
+    assert state.startswith("unconfigured"), state
+    assert "best_effort" in reliability
 
 
 @pytest.mark.ros_tools
