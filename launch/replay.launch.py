@@ -23,6 +23,7 @@ from launch_ros.event_handlers import OnStateTransition
 from launch_ros.substitutions import FindPackageShare
 
 from nut_ros.ros.launch_exit import fail_on_error_exit
+from nut_ros.ros.topics import OUTPUT_TYPES, output_topic
 
 SHARE = FindPackageShare("nut_ros")
 ARGUMENTS = {
@@ -82,7 +83,11 @@ def rviz(context) -> list:
             raise RuntimeError("rviz:=true but the rviz2 package is not installed (rviz:=auto or false replays "
                                "without it)")
         return [LogInfo(msg="rviz2 is not installed: replaying without RViz")]
-    return [Node(package="rviz2", executable="rviz2", name="rviz2",
+    # the shipped config shows the node's outputs at /nut_ros/...: a namespaced node's are remapped onto them
+    namespace = LaunchConfiguration("namespace").perform(context)
+    remaps = [(output_topic(name), output_topic(name, namespace)) for name in OUTPUT_TYPES] if namespace.strip("/") \
+        else []
+    return [Node(package="rviz2", executable="rviz2", name="rviz2", remappings=remaps,
                  arguments=["-d", LaunchConfiguration("rviz_config")], output="screen")]
 
 

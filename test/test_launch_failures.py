@@ -123,3 +123,24 @@ def _replay_launch_module():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.mark.ros_tools
+@pytest.mark.parametrize("namespace", ["", "robot"])
+def test_rviz_shows_a_namespaced_nodes_outputs(namespace):
+    """The shipped RViz config names /nut_ros/...; with namespace:=robot RViz's subscriptions are remapped onto
+    /robot/nut_ros/... (rviz2 itself stood in for: not installable here)."""
+    from launch import LaunchContext
+
+    replay = _replay_launch_module()
+    replay.rviz_installed = lambda: True
+    context = LaunchContext()
+    context.launch_configurations.update(rviz="true", rviz_config="nut_ros.rviz", namespace=namespace)
+    node, = replay.rviz(context)
+    remaps = {"".join(x.perform(context) for x in a): "".join(x.perform(context) for x in b)
+              for a, b in node._Node__remappings or []}  # (launch_ros keeps them as substitutions)
+    if namespace:
+        assert remaps["/nut_ros/depth"] == "/robot/nut_ros/depth"
+        assert remaps["/nut_ros/relative/map_points"] == "/robot/nut_ros/relative/map_points"
+    else:
+        assert remaps == {}

@@ -170,7 +170,7 @@ def test_stats_and_diagnostics(session):
     counts = [s.frames_received for s in stats]
     assert counts == sorted(counts), "counters never go down"
     statuses = [a.status[0] for a in out[topics.DIAGNOSTICS]]
-    assert {s.name for s in statuses} == {"nut_ros: pipeline"}
+    assert {s.name for s in statuses} == {"/nut_ros: pipeline"}  # the fully qualified node name
     assert 0 in {s.level for s in statuses}, "OK while frames were being processed"
     keys = {kv.key: kv.value for kv in statuses[-1].values}
     assert keys["backend"] == "torch" and keys["metric"] == "true" and int(keys["frames_received"]) == FRAMES

@@ -341,6 +341,9 @@ def test_loss_warning_names_the_fix():
 
     assert PROFILE_ENV in loss_advice("best_effort") and str(fastdds_profile_path()) in loss_advice("best_effort")
     assert "queue depth" in loss_advice("reliable")
+    chosen = loss_advice("best_effort", "best_effort")  # the user chose best effort: the setting is the fix
+    assert "input_reliability is best_effort" in chosen and "auto or reliable" in chosen
+    assert "a publisher offers only best effort" in loss_advice("best_effort", "auto")
     assert choose_reliability("auto", ["reliable", "reliable"]) == "reliable"
     assert choose_reliability("auto", ["reliable", "best_effort"]) == "best_effort"
     assert choose_reliability("auto", []) == "best_effort" and choose_reliability("reliable", []) == "reliable"

@@ -291,7 +291,8 @@ class NutRosNode(LifecycleNode):
         if processor.losses.lost > lost_before:
             reliability = self._subs.get(self._image_topic, (None, "best_effort"))[1]
             self.get_logger().warning(f"{processor.losses.lost} input images lost so far before reaching the node; "
-                                      f"fix: {loss_advice(reliability)}", throttle_duration_sec=THROTTLE_S)
+                                      f"fix: {loss_advice(reliability, self.params.input_reliability)}",
+                                      throttle_duration_sec=THROTTLE_S)
         self._hand_off(matched)
 
     def _on_depth(self, msg) -> None:
@@ -389,7 +390,8 @@ class NutRosNode(LifecycleNode):
             self._warn(note)
         if outcome.frame is not None:
             if outcome.frame.intrinsics is None:
-                log.warning("no CameraInfo: assuming a default field of view", throttle_duration_sec=30.0)
+                log.warning(f"no CameraInfo on {self.resolve_topic_name(topics.CAMERA_INFO)}: assuming a default "
+                            "field of view (remap camera_info to the camera's)", throttle_duration_sec=30.0)
             changed = processor.note_intrinsics(outcome.frame.intrinsics)
             if changed:
                 self._info_changes += 1
@@ -406,7 +408,8 @@ class NutRosNode(LifecycleNode):
     def _publish_health(self) -> None:
         p = self.params
         stamp = self.get_clock().now().nanoseconds
-        name, hardware = f"{self.get_name()}: pipeline", f"{p.backend}/{p.device}"
+        # the fully qualified name: /diagnostics is one topic for every camera's node (/front/nut_ros, /rear/nut_ros)
+        name, hardware = f"{self.get_fully_qualified_name()}: pipeline", f"{p.backend}/{p.device}"
         processor = self.processor
         if processor is None:
             from nut_ros.ros.health import NodeHealth

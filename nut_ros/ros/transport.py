@@ -47,8 +47,13 @@ def choose_reliability(setting: str, offered: list[str]) -> str:
     return "reliable" if offered and all(r == "reliable" for r in offered) else "best_effort"
 
 
-def loss_advice(reliability: str) -> str:
-    """How to stop losing input frames, for the loss warning."""
+def loss_advice(reliability: str, setting: str = "auto") -> str:
+    """How to stop losing input frames, for the loss warning: ``reliability`` is the subscription's, ``setting`` the
+    ``input_reliability`` parameter that chose it."""
+    if reliability == "best_effort" and setting == "best_effort":
+        return ("input_reliability is best_effort, so images the network drops are lost: set it to auto or reliable "
+                "(with a reliable publisher), or give large images the shared-memory profile "
+                f"({PROFILE_ENV}={fastdds_profile_path()}) in the camera's process too")
     if reliability == "best_effort":
         return (f"the subscription is best effort (a publisher offers only best effort): large images need the "
                 f"shared-memory profile in the camera's process too ({PROFILE_ENV}={fastdds_profile_path()}), "
