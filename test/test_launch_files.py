@@ -195,6 +195,11 @@ class TestNodeAsUsersRunIt(unittest.TestCase):
             time.sleep(0.2)
         self.assertGreater(len(self.received["image"]), count, "active again: outputs again")
 
+    def test_h_the_shutdown_transition_ends_the_process(self, proc_info):
+        self.assertIn("Transitioning successful", ros2("lifecycle", "set", "/nut_ros", "shutdown",
+                                                       expect="Transitioning").stdout)
+        proc_info.assertWaitForShutdown(process="nut_ros_node", timeout=30)  # exit code 0: TestShutdown
+
 
 @launch_testing.post_shutdown_test()
 class TestShutdown(unittest.TestCase):

@@ -60,6 +60,7 @@ class NutRosNode(LifecycleNode):
                                       f"/{topics.NODE_NAME}` for the valid names)")
         self.error: str | None = None  # why the last configure failed
         self.error_is_param = False  # ... because of a parameter
+        self.finalized = False  # the shutdown transition has run
         self.processor: FrameProcessor | None = None
         self._configured = False
         self._pubs: dict = {}
@@ -152,6 +153,7 @@ class NutRosNode(LifecycleNode):
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_inputs()
         self._release()
+        self.finalized = True  # nut_ros_node then ends the process (a finalized node can never configure again)
         return TransitionCallbackReturn.SUCCESS
 
     def _stop_inputs(self) -> None:

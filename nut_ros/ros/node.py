@@ -4,7 +4,7 @@ With ``autostart`` (the default) the node configures and activates itself; when 
 exits non-zero (2 for invalid parameters, 1 otherwise) so that a supervisor (``respawn``) sees it. SIGINT, SIGTERM
 and SIGHUP end the process with exit code 0 at any moment, start-up (importing torch, loading weights) included:
 the handlers are installed before anything heavy is imported, and the worker is joined before ROS shuts down so
-nothing is published on a dead context.
+nothing is published on a dead context. The lifecycle's shutdown transition ends it with exit code 0 too.
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def _run(args) -> int:
             node.trigger_activate()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        while rclpy.ok():
+        while rclpy.ok() and not node.finalized:  # (after `ros2 lifecycle set ... shutdown` the process ends)
             executor.spin_once(timeout_sec=0.1)  # returns to Python often, so signal handlers run promptly
         return 0
     finally:
