@@ -201,6 +201,36 @@ def test_an_odometry_stream_goes_on_through_frames_without_a_pose():
     assert proc.frames_without_pose == 2
 
 
+def test_frames_without_a_pose_that_cannot_go_on_in_the_odometry_frame_restart_in_the_key_frame():
+    """Without a pose a frame that changes units or follows a gap has nothing to place it in the odometry frame:
+    the stream restarts in the key frame (a held pose from before the gap, or a relative map, would be mislabelled
+    odometry); a held frame whose fit fails moves the pose by the last trusted (odometry's) motion."""
+    stream = list(scene_stream(20, movers=(MOVER,)))
+    proc = PerceptionProcessor(seed=0)
+    for res, pose, _ in stream[:15]:
+        proc.update(res, pose)
+    res, pose, _ = stream[15]
+    relative = replace(res, gaussians=replace(res.gaussians, metric=False))
+    assert proc.update(relative).fixed_frame == "keyframe"
+
+    proc = PerceptionProcessor(seed=0)
+    for res, pose, _ in stream[:15]:
+        proc.update(res, pose)
+    res, _, _ = stream[15]
+    out = proc.update(replace(res, stamp_ns=res.stamp_ns + 5 * 10**9, paired=False))
+    assert out.fixed_frame == "keyframe" and np.allclose(out.camera_pose, np.eye(4))
+
+    proc = PerceptionProcessor(seed=0)
+    for res, pose, _ in stream[:15]:
+        proc.update(res, pose)
+    res, pose, _ = stream[15]
+    g = res.gaussians
+    scrambled = np.random.default_rng(1).normal(0, 3.0, g.velocities.shape).astype(np.float32)
+    out = proc.update(replace(res, gaussians=replace(g, velocities=scrambled), device_cloud=None))
+    assert proc.frames_skipped == 1 and out.fixed_frame == "odometry"
+    assert np.linalg.norm(out.camera_pose[:3, 3] - pose[:3, 3]) < 0.01  # moved by odometry's last motion
+
+
 def test_a_gap_in_an_odometry_stream_restarts_the_tracks_not_the_map():
     """After a gap past the pipeline's max gap (the next frame is unpaired) a track would be coasted over the whole
     gap and reported far from its object: the tracks and the depth-rate memory restart, the map stays."""
@@ -388,7 +418,7 @@ def test_a_sliver_cut_by_the_image_edge_keeps_a_track_going_but_founds_none():
 
     def objects(params, odometry=True):
         proc = PerceptionProcessor(params)
-        proc._posed = odometry  # as after a frame with (or without) an odometry pose
+        proc._registered = odometry  # as after frames with (or without) odometry poses
         return proc._objects(points, np.tile([0.5, 0, 0], (120, 1)), np.ones(120), k)
 
     clusters, founding = objects(p)

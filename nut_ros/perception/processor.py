@@ -128,16 +128,10 @@ class PerceptionProcessor:
         self.map = LocalMap(local_map, cuda_graphs=cuda_graphs)
         self.change = depth_change(obstacles)
         self._rng = np.random.default_rng(seed)
-        self._pose = np.eye(4)  # T_fixed<-camera of the last frame
-        self._stamp_ns: int | None = None
-        self._odometry: bool | None = None
-        self._posed = False  # the last frame's pose (after an update, this frame's) came from odometry
-        self._metric: bool | None = None
-        self._map_stamp_ns: int | None = None  # stamp of the last map snapshot that was due
+        self.reset()  # the stream's state
         # a cluster's mean velocity as a measurement, camera axes: the depth rate is 1/depth_rate_weight noisier
         z_std = obstacles.velocity_std / max(obstacles.depth_rate_weight, MIN_DEPTH_RATE_WEIGHT)
         self._velocity_cov = np.diag([obstacles.velocity_std ** 2] * 2 + [z_std ** 2])
-        self._map_changed = False
         self._map_s = 0.0
         self.frames_skipped = 0  # frames without detections because the camera motion was not trusted
         self.frames_without_depth_image = 0  # frames without detections because no depth image gave their depth
@@ -161,10 +155,16 @@ class PerceptionProcessor:
         self.tracker.reset()
         self.map.reset()
         self.change.reset()
-        self._pose, self._stamp_ns, self._odometry, self._metric = np.eye(4), None, None, None
-        self._posed = False  # the last frame's pose (after an update, this frame's) came from odometry
-        self._trusted_field: MotionField | None = None  # without odometry: the last trusted camera motion
-        self._map_stamp_ns, self._map_changed = None, False
+        self._pose = np.eye(4)  # T_fixed<-camera of the last frame
+        self._stamp_ns: int | None = None
+        self._odometry: bool | None = None  # the stream has odometry (held frames included)
+        self._metric: bool | None = None
+        self._posed = False  # the last frame's pose came from odometry
+        self._held = False  # the last frame was a frame of an odometry stream without a pose
+        self._registered = False  # this frame and the last have odometry poses (their depths are placed by them)
+        self._trusted_field: MotionField | None = None  # the last trusted camera motion (fitted, or odometry's)
+        self._map_stamp_ns: int | None = None  # stamp of the last map snapshot that was due
+        self._map_changed = False
 
     def map_snapshot(self) -> GaussianCloud:
         """The local map in the fixed frame (a copy)."""
@@ -181,8 +181,10 @@ class PerceptionProcessor:
         cloud = result.gaussians
         posed = camera_pose is not None
         # a frame of an odometry stream without a pose (the odometry late or lost): the stream goes on in the
-        # odometry frame, its camera motion fitted as without odometry, from the last pose
-        held = bool(self._odometry) and not posed
+        # odometry frame, its camera motion fitted as without odometry, from the last pose; unless it is unpaired
+        # (a gap: nothing to fit from) or changes units, which restart the stream in the key frame
+        held = (bool(self._odometry) and not posed and result.paired and self._stamp_ns is not None
+                and cloud.metric == self._metric)
         odometry = posed or held
         restart = (self._stamp_ns is None or cloud.metric != self._metric or odometry != self._odometry
                    or (not odometry and not result.paired))
@@ -201,17 +203,17 @@ class PerceptionProcessor:
         inputs = self._inputs(result)
         field, selected = self._camera_motion(result, camera_pose, inputs)
         self.frames_without_pose += held
+        # the older depths were placed by odometry poses on both frames (not by a fit): the plan's odometry steps
+        self._registered = posed and not self._held
+        self._held = held
+        if field is not None:
+            self._trusted_field = field
         if posed:
             self._pose = np.asarray(camera_pose, np.float64)
-        elif held:
-            if field is not None and result.pair_interval_s:
-                self._pose = self._pose @ np.linalg.inv(pose_step(field, result.pair_interval_s))
         else:
-            # the pose in the key frame integrates the fitted motion; a pair whose fit is not trusted keeps the last
-            # trusted motion, so the pose does not lose the interval (it would offset every later pose, map point and
-            # track)
-            if field is not None:
-                self._trusted_field = field
+            # the pose (in the key frame, or held in the odometry frame) integrates the fitted motion; a pair whose
+            # fit is not trusted keeps the last trusted motion (odometry's, for a held frame), so the pose does not
+            # lose the interval (it would offset every later pose, map point and track)
             if self._trusted_field is not None and result.paired and result.pair_interval_s:
                 self._pose = self._pose @ np.linalg.inv(pose_step(self._trusted_field, result.pair_interval_s))
         self._stamp_ns, self._posed = result.stamp_ns, posed
@@ -327,7 +329,7 @@ class PerceptionProcessor:
         old, interval = compared if compared is not None else (None, 0.0)
         inputs = self._with_frame(inputs, MotionField.zero() if field is None else field, self._floor_scale(result),
                                   interval, self._rng.uniform(), old)
-        plan = self._plan_for(result, compared is not None, self._posed)
+        plan = self._plan_for(result, compared is not None, self._registered)
         packed, world, offer = self._run(find_moving, inputs, plan, selected)
         self.change.remember(world, dt)
         if field is None:
@@ -377,7 +379,7 @@ class PerceptionProcessor:
         rank[kept] = np.arange(kept.size)
         n, labels = kept.size, rank[labels]
         # without odometry the fitted camera motion errs most where the view's edge brings in new surfaces
-        cut = cut_by_border(points[member], labels, n, k, op.border_px if self._posed else 0)
+        cut = cut_by_border(points[member], labels, n, k, op.border_px if self._registered else 0)
         c = cluster_stats(points[member], residual[member], weights[member], labels, n, op.voxel, op.box_trim, cut)
         vz = c.velocity[:, 2]
         vz[np.isnan(vz)] = -op.change_max_speed  # all clipped: leading edges
