@@ -107,6 +107,23 @@ def test_disparity_affine_alignment_recovers_shifted_inverse_depth():
     assert depth_errors(gt[::-1].copy(), gt, align_disparity=True)["abs_rel"] > 0.3
 
 
+def test_disparity_aligned_outliers_are_capped_at_the_ground_truths_range():
+    """One pixel aligned to a disparity at or below 0, or to a tiny positive one, counts as the farthest ground
+    truth (as MiDaS caps aligned depth): bounded, and the same either way (it was 1000x the farthest depth for a
+    negative disparity and unbounded for a tiny positive one, so one pixel of 36,864 could triple a frame's AbsRel)."""
+    rng = np.random.default_rng(0)
+    gt = 1.0 / rng.uniform(0.2, 1.0, 36864)
+    pred = 1.0 / (1.0 / gt + 0.5 + rng.normal(0, 0.02, gt.size))  # disparity shifted by 0.5: the fit's t is -0.5
+    clean = depth_errors(pred, gt, align_disparity=True)["abs_rel"]
+    scores = []
+    for aligned in (-0.1, 1.5e-4):  # the pixel's disparity after the fit
+        bad = pred.copy()
+        bad[0] = 1.0 / (aligned + 0.5)
+        scores.append(depth_errors(bad, gt, align_disparity=True)["abs_rel"])
+    assert scores[0] == pytest.approx(scores[1], abs=1e-6)
+    assert scores[0] - clean < (gt.max() / gt[0]) / gt.size + 1e-6  # at most the farthest depth's ratio, once
+
+
 def test_depth_baselines():
     ramp = ramp_depth((30, 8))
     assert ramp.shape == (30, 8) and ramp[0, 0] == pytest.approx(2.0) and ramp[-1, 0] == pytest.approx(1 / 1.5)

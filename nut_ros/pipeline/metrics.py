@@ -94,8 +94,10 @@ def depth_errors(pred: np.ndarray, gt: np.ndarray, align_median: bool = False, v
     With ``align_median`` the prediction is first scaled by :func:`median_scale` (for relative depth); the factor
     is returned as ``scale`` (1.0 otherwise), along with the number of pixels compared. With ``align_disparity``
     its inverse is fitted to the ground truth's by scale and shift (:func:`disparity_affine`; for depth that is
-    only known up to an affine map of disparity, as a scale/shift-invariant loss trains it); pixels whose aligned
-    disparity is not positive count as wrong by the largest ratio the ground truth allows.
+    only known up to an affine map of disparity, as a scale/shift-invariant loss trains it), and the aligned
+    disparity is clipped to the ground truth's range over the compared pixels, as MiDaS caps it: a pixel aligned
+    beyond the farthest (a disparity near or below 0) counts as the farthest, one before the nearest as the nearest,
+    so no single pixel's error exceeds what the ground truth allows.
     """
     pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
     if pred.shape != gt.shape:
@@ -109,8 +111,7 @@ def depth_errors(pred: np.ndarray, gt: np.ndarray, align_median: bool = False, v
     p, g = pred[ok] * scale, gt[ok]
     if align_disparity:
         s, t = disparity_affine(p, g)
-        disp = s / p + t
-        p = np.where(disp > 0, 1.0 / np.maximum(disp, 1e-12), g.max() * 1e3)
+        p = 1.0 / np.clip(s / p + t, 1.0 / g.max(), 1.0 / g.min())
     ratio = np.maximum(p / g, g / p)
     return {"abs_rel": float(np.mean(np.abs(p - g) / g)), "delta1": float(np.mean(ratio < 1.25)),
             "scale": scale, "pixels": int(ok.sum())}
