@@ -135,6 +135,12 @@ def test_evaluation_scores_the_baselines_on_the_same_pixels(backend):
     assert rec["depth_abs_rel_affine_constant"] == pytest.approx(constant["abs_rel"])
     assert rec["depth_abs_rel_input"] < 0.08 < rec["depth_abs_rel_constant"]  # metric: odometry beats a constant
     assert rec["depth_coverage_input"] == 1.0 and 0.3 < rec["depth_coverage_sparse"] < 1.0
+    # the rendered depth is also scored on the semi-dense pixels alone, the pixels of the semi-dense figure
+    sparse = 1.0 / cv2.resize(result.motion_depth.inv_depth, truth.shape[::-1], interpolation=cv2.INTER_NEAREST)
+    on = same & np.isfinite(truth) & (truth >= 0.05) & (truth <= 20.0) & np.isfinite(sparse) & (sparse > 0)
+    rendered_on = depth_errors(result.newest.depth, truth, valid=on, align_disparity=True)
+    assert rec["depth_abs_rel_affine_on_sparse"] == pytest.approx(rendered_on["abs_rel"])
+    assert rendered_on["pixels"] == round(rec["depth_coverage_sparse"] * (same & np.isfinite(truth)).sum())
     s = ev.summary()["depth"]
     assert s["sources"] == {"none": 1, "odometry": 3} and s["frames"]["depth_abs_rel"] == 3  # every metric frame
     assert s["by_source"]["odometry"]["depth_abs_rel_affine"] is not None

@@ -32,9 +32,10 @@ REPORT_SIZE = 256
 #: alignments of a depth figure (key suffix): none (metric runs only), median scale, disparity scale+shift
 DEPTH_PROTOCOLS = {"": "metric", "_aligned": "median", "_affine": "scale+shift"}
 #: what is scored (key suffix): the rendered depth, its trivial baselines, and the model's depth input from motion
-#: (dense, as the model got it; semi-dense, before the fill)
+#: (dense, as the model got it; semi-dense, before the fill), and the rendered depth on the semi-dense pixels alone
+#: (the same pixels as the semi-dense figure)
 DEPTH_PREDICTORS = {"": "rendered", "_constant": "constant", "_ramp": "vertical ramp", "_input": "motion input",
-                    "_sparse": "motion semi-dense"}
+                    "_sparse": "motion semi-dense", "_on_sparse": "rendered on the semi-dense pixels"}
 BY_SOURCE_KEYS = ("depth_abs_rel", "depth_abs_rel_aligned", "depth_abs_rel_affine", "depth_abs_rel_affine_constant")
 DEPTH_KEYS = tuple(f"depth_{stat}{proto}{pred}" for proto in DEPTH_PROTOCOLS for pred in DEPTH_PREDICTORS
                    for stat in ("abs_rel", "delta1")) + ("depth_coverage", "depth_coverage_input",
@@ -141,7 +142,7 @@ class StreamEvaluator:
         depth present), under each alignment (:data:`DEPTH_PROTOCOLS`). Constant and ramp have no scale of their
         own: without alignment (metric runs) they are scaled to the rendered depth's median, never the ground
         truth's. The motion input is scored where it has values (its coverage of those pixels is recorded; 0 on
-        frames where depth from motion gave nothing)."""
+        frames where depth from motion gave nothing), and so is the rendered depth on the semi-dense pixels."""
         h, w = result.newest.depth.shape
         gt = torch.from_numpy(np.asarray(gt_depth_m, np.float32))[None, None]
         gt = F.interpolate(gt, size=(h, w), mode="nearest-exact")[0, 0].numpy()
@@ -162,11 +163,12 @@ class StreamEvaluator:
                 ok = same & np.isfinite(depth) & (depth > 0)
                 out[f"depth_coverage{key}"] = ok.sum() / same.sum()
                 predictors[key] = np.where(ok, depth, np.nan)
+            predictors["_on_sparse"] = np.where(np.isfinite(predictors["_sparse"]), pred, np.nan)
         for proto in DEPTH_PROTOCOLS:
             if proto == "" and not result.metric:
                 continue
             for key, depth in predictors.items():
-                if proto == "" and key in ("_input", "_sparse") and not motion.metric:
+                if proto == "" and key in ("_input", "_sparse", "_on_sparse") and not motion.metric:
                     continue
                 e = depth_errors(depth, gt, valid=same, align_median=proto == "_aligned",
                                  align_disparity=proto == "_affine")
