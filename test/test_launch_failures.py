@@ -47,9 +47,12 @@ def _state_and_reliability(tmp_path, params: str, *args: str, domain: int) -> tu
     (tmp_path / "params.yaml").write_text(params)
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1",
            "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain)}
+    # SIGINT at its default in the launch, which it is stopped with: a shell's background job (CI run with `&`)
+    # hands its children SIGINT ignored, and the launch then never ends
     launch = subprocess.Popen([str(BIN / "ros2"), "launch", "nut_ros", "nut_ros.launch.py",
                                f"params_file:={tmp_path / 'params.yaml'}", *args], env=env, cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def ros2(*args):
         return subprocess.run([str(BIN / "ros2"), *args], env=env, capture_output=True, text=True, timeout=30).stdout
