@@ -160,7 +160,6 @@ class PerceptionProcessor:
         self._odometry: bool | None = None  # the stream has odometry (held frames included)
         self._metric: bool | None = None
         self._posed = False  # the last frame's pose came from odometry
-        self._held = False  # the last frame was a frame of an odometry stream without a pose
         self._registered = False  # this frame and the last have odometry poses (their depths are placed by them)
         self._trusted_field: MotionField | None = None  # the last trusted camera motion (fitted, or odometry's)
         self._map_stamp_ns: int | None = None  # stamp of the last map snapshot that was due
@@ -203,9 +202,10 @@ class PerceptionProcessor:
         inputs = self._inputs(result)
         field, selected = self._camera_motion(result, camera_pose, inputs)
         self.frames_without_pose += held
-        # the older depths were placed by odometry poses on both frames (not by a fit): the plan's odometry steps
-        self._registered = posed and not self._held
-        self._held = held
+        # the older depths were placed by odometry poses on both frames (not by a fit): the plan's odometry steps;
+        # the last frame was held when the stream has odometry and that frame had no pose of its own
+        after_held = bool(self._odometry) and not self._posed and self._stamp_ns is not None
+        self._registered = posed and not after_held
         if field is not None:
             self._trusted_field = field
         if posed:
