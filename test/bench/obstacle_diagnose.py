@@ -36,11 +36,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from obstacle_common import SceneRunner, gaussian_truth  # noqa: E402
-from obstacle_eval import MATCH_DIST, MATCH_IOU, MODES, counted_truth, iou_3d  # noqa: E402
+from obstacle_eval import MATCH_DIST, MATCH_IOU, MODES, assign, counted_truth, iou_3d  # noqa: E402
 from obstacle_tune import param_overrides, seed_range  # noqa: E402
 
 from nut_ros.perception import PerceptionProcessor, dense  # noqa: E402
@@ -86,13 +85,7 @@ def matches(center, size, truth) -> bool:
 def false_alarms(dets, gts, dont_care, near: float) -> list[tuple[int, str]]:
     """(index, kind) of each obstacle of ``dets`` that matches no counted object (``gts``, obstacle_eval's optimal
     assignment) and no "don't care" one; kinds as the module docstring says."""
-    cost = np.full((len(dets), len(gts)), 1e9)
-    for i, d in enumerate(dets):
-        for j, g in enumerate(gts):
-            if matches(d.position, d.size, g):
-                cost[i, j] = float(np.linalg.norm(d.position - g[1]))
-    rows, cols = linear_sum_assignment(cost) if cost.size else ([], [])
-    hits = [(i, j) for i, j in zip(rows, cols) if cost[i, j] < 1e9]
+    hits = assign(dets, gts, lambda d, g: (matches(d.position, d.size, g), float(np.linalg.norm(d.position - g[1]))))
     matched_d, matched_g = {i for i, _ in hits}, {j for _, j in hits}
     out = []
     for i, d in enumerate(dets):

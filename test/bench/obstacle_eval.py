@@ -117,6 +117,19 @@ def counted_truth(frame, min_visible: int, max_range: float) -> tuple[list, list
     return gts, dont_care
 
 
+def assign(dets, gts, match) -> list[tuple[int, int]]:
+    """``(detection, truth)`` index pairs of the optimal one-to-one assignment on centre distance among the pairs
+    ``match(d, g) -> (ok, distance)`` accepts."""
+    cost = np.full((len(dets), len(gts)), 1e9)
+    for i, d in enumerate(dets):
+        for j, g in enumerate(gts):
+            ok, dist = match(d, g)
+            if ok:
+                cost[i, j] = dist
+    rows, cols = linear_sum_assignment(cost) if cost.size else (np.zeros(0, int), np.zeros(0, int))
+    return [(i, j) for i, j in zip(rows, cols) if cost[i, j] < 1e9]
+
+
 def score_frame(score: Score, frame, obstacles, criterion: str, min_visible: int, last_match: dict,
                 max_range: float) -> None:
     k = frame.intrinsics
@@ -131,14 +144,7 @@ def score_frame(score: Score, frame, obstacles, criterion: str, min_visible: int
             return iou_2d(box_2d(d.position, d.size, k), g[4]) >= MATCH_IOU, dist
         return dist <= MATCH_DIST or iou_3d(d.position, d.size, g[1], g[2]) >= MATCH_IOU, dist
 
-    cost = np.full((len(dets), len(gts)), 1e9)
-    for i, d in enumerate(dets):
-        for j, g in enumerate(gts):
-            ok, dist = match(d, g)
-            if ok:
-                cost[i, j] = dist
-    rows, cols = linear_sum_assignment(cost) if cost.size else (np.zeros(0, int), np.zeros(0, int))
-    hits = [(i, j) for i, j in zip(rows, cols) if cost[i, j] < 1e9]
+    hits = assign(dets, gts, match)
     matched_d = {i for i, _ in hits}
     for i, j in hits:
         d, g = dets[i], gts[j]
