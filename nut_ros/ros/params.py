@@ -106,8 +106,8 @@ class NodeParams:
     publish_gaussians: bool = _param(True, "Publish the Gaussians (`~/gaussians`, nut_ros_msgs/GaussianSet).",
                                      dynamic=True)
     render_times: list[float] = _param([1.0], "Normalised pair times to render: 1 newest frame, (0, 1) "
-                                       "interpolation, (1, 2] prediction; 1 to 8 of them. The first drives the "
-                                       "published images.",
+                                       "interpolation, (1, 2] prediction; 1 to 8 of them, each view published "
+                                       "in time order with the stamp of the time it shows.",
                                        lo=RENDER_TIME_RANGE[0], hi=RENDER_TIME_RANGE[1], dynamic=True)
     motion_prior: str = _param("auto", "Where the velocities' motion comes from: learned (the model's flow head), "
                                "flow (classical optical flow on the CPU, flow_preset) or none; auto: flow for a "
