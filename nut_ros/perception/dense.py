@@ -13,8 +13,8 @@ Steps (see :mod:`nut_ros.perception.processor` for what each threshold means):
 
 1. :func:`select_rows`: the opaque, finite Gaussians in range and, with a metric depth input, on it (and their
    pixel coordinates, projected once for every image grid of the later steps); without odometry
-   :func:`count_rows`, how many there are (one number to download: the host draws the camera-motion fit's sample
-   among them), and :func:`fit_sample`, the robust fit on that draw (nine numbers to download);
+   :func:`fit_sample`, the robust camera-motion fit on ``ego_samples`` of them spread evenly over the selected rows
+   at the host's random offset (:func:`spread`; nine numbers to download);
 2. :func:`find_moving`: the depth rate against the compared frame (:class:`DepthChange`), the thresholds, each
    Gaussian's velocity over the ground, the cell-averaged score and the moving test; then the moving rows (their
    depth rate NaN where it was clipped at ``-change_max_speed``: a leading edge's) and the map's candidates
@@ -67,10 +67,10 @@ class StageInputs(NamedTuple):
     depth: torch.Tensor  # [h, w] metric input depth, NaN where none ([1, 1], unread, when the plan has no depth)
     # [FRAME_ROWS, 3] float64: rows 0-3 the static field (apparent velocity of a static point X: X @ f[:3] + f[3]),
     # rows 4-7 the camera's pose in the fixed frame (X_fixed = X @ p[:3] + p[3]), row 8: the noise floors' scale,
-    # the time since the compared frame (s), the map candidates' random offset in [0, 1)
+    # the time since the compared frame (s), the random offset in [0, 1) of the rows drawn (spread): the map's
+    # candidates (find_moving) or the camera-motion fit's sample (fit_sample)
     frame: torch.Tensor
     old: torch.Tensor  # [M', 3] the compared frame's points, fixed frame ([1, 3], unread, when the plan has none)
-    ranks: torch.Tensor  # [ego_samples] int64 the camera-motion fit's draw (fit_sample; else unread, any tensor)
 
 
 def frame_tensor(field: np.ndarray, pose: np.ndarray, floor: float, interval: float, offset: float) -> np.ndarray:
@@ -127,20 +127,23 @@ def select_rows(inputs: StageInputs, plan: StagePlan) -> Rows:
                 ok, o, rgb, sc, threshold, pixels)
 
 
-def count_rows(inputs: StageInputs, plan: StagePlan) -> torch.Tensor:
-    """How many rows :func:`select_rows` selects (0-d): the host draws the camera-motion fit's sample among them."""
-    return select_rows(inputs, plan).valid.sum()
+def spread(count: torch.Tensor, slots: int, offset: torch.Tensor) -> torch.Tensor:
+    """``[slots]`` int64 ranks spread evenly over ``count`` (0-d) items at ``offset`` in [0, 1) of a stride when
+    there are more items than slots (each item at most once), else ``0..slots-1`` (ranks past the count: none)."""
+    slot = torch.arange(slots, device=count.device)
+    step = count.double() / slots
+    return torch.where(count > slots, (offset.double() * step + slot.double() * step).long(), slot)
 
 
 def fit_sample(inputs: StageInputs, plan: StagePlan, rows: Rows | None = None) -> torch.Tensor:
     """The camera-motion fit (:func:`~nut_ros.perception.ego_motion.solve_static_field`, a result for
-    :func:`~nut_ros.perception.ego_motion.field_of`) on the selected rows at ``inputs.ranks`` among them (the
-    host's draw; a rank at or past their count adds nothing); ``rows``: the frame's :func:`select_rows` when already
-    known (else selected here)."""
+    :func:`~nut_ros.perception.ego_motion.field_of`) on ``ego_samples`` of the selected rows, :func:`spread` over
+    them at the frame's random offset (all of them when there are fewer; a rank past their count adds nothing);
+    ``rows``: the frame's :func:`select_rows` when already known (else selected here)."""
     op = plan.obstacles
     rows = select_rows(inputs, plan) if rows is None else rows
     m = rows.valid.shape[0]
-    at = pick(rows.valid, inputs.ranks)
+    at = pick(rows.valid, spread(rows.valid.sum(), op.ego_samples, inputs.frame[8, 2]))
     take = at.clamp_max(m - 1)
     weights = torch.where(at < m, rows.weights[take], 0.0)
     return solve_static_field(rows.points[take], rows.velocities[take], weights, rows.threshold[take],
@@ -218,9 +221,7 @@ def _gather(rows: Rows, moving: torch.Tensor, residual: torch.Tensor, offset: to
     near_moving = (moving_keys[at] == keys) & (at < n_moving)
     ok = ~moving & ~near_moving & (rows.opacities >= mp.min_opacity) & (rows.points[:, 2] <= mp.max_range)
     eligible = ok.sum()
-    slot = torch.arange(mp.candidates, device=keys.device)
-    step = eligible.double() / mp.candidates
-    ranks = torch.where(eligible > mp.candidates, (offset.double() * step + slot.double() * step).long(), slot)
+    ranks = spread(eligible, mp.candidates, offset)
     at = pick(moving, torch.arange(mover_capacity(m), device=keys.device)).clamp_max(m - 1)
     movers = torch.cat([rows.points, residual, rows.weights[:, None]], 1)[at]  # (one gather of all the columns)
     at = pick(ok, ranks).clamp_max(m - 1)

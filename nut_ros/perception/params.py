@@ -41,7 +41,7 @@ class ObstacleParams:
     # 0.129 (generated training scenes: precision 0.890, recall 0.577); margin 0 / 3 / 4: 0.856 / 0.975 / 0.986
     depth_tolerance: float = 0.1
     depth_margin_px: int = 4
-    ego_samples: int = 4096  # Gaussians the camera-motion fit uses (random subset)
+    ego_samples: int = 4096  # Gaussians the camera-motion fit uses (spread evenly at a random offset)
     ego_iterations: int = 6  # reweighting rounds of the robust fit
     # weight of the optical-z (depth-rate) velocity component against the image-plane ones, in the camera-motion
     # fit, the moving test and the tracker's velocity measurement (the ratio of their noise levels; where the depth

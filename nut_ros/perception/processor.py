@@ -52,8 +52,8 @@ stay on the device, where the map is (:mod:`nut_ros.perception.local_map`, inser
 every candidate slot is offered between queueing the download and waiting for it, moved into the fixed frame and
 the counted ones of a trusted frame marked inside the dense graph (:class:`~nut_ros.perception.dense.Offer`), and
 the insertion is one graph replay too, so the host clusters and tracks while the device runs the insertion). The
-fitted camera motion (no odometry) costs two more downloads on a GPU with CUDA graphs: the number of selected rows,
-among which the host draws the fit's sample (the same draw as on the CPU), and the fit's nine numbers; the fit (a
+fitted camera motion (no odometry) costs one more download on a GPU with CUDA graphs, the fit's nine numbers: the
+fit (its sample of ``ego_samples`` selected rows spread at a random offset the host draws, the same on the CPU; a
 few hundred small operations and seven 6x6 solves) runs as a graph of its own. On the CPU it costs none.
 
 With ``compile`` (a GPU with ``cuda_graphs`` only) the dense functions go through ``torch.compile`` before their
@@ -81,7 +81,7 @@ import torch
 from nut_ros.core.geometry import Intrinsics, project
 from nut_ros.perception.clustering import Clusters, cluster_points, cluster_stats, group_median
 from nut_ros.perception.dense import (CANDIDATE_SPLIT, Found, Offer, Rows, StageInputs, StagePlan, affine_rows,
-                                      candidate_slots, count_rows, depth_change, downloaded_part, find_moving,
+                                      candidate_slots, depth_change, downloaded_part, find_moving,
                                       fit_sample, frame_tensor, frame_trusted, select_rows, unpack)
 from nut_ros.perception.ego_motion import MotionField, field_from_poses, field_of, pose_step
 from nut_ros.perception.local_map import LocalMap
@@ -141,7 +141,7 @@ class PerceptionProcessor:
         # what the graphs capture: the dense functions as they are, or compiled (no fullgraph: past torch's
         # recompile limit, many plans in one process, a function runs eager instead of failing)
         self._dense = {fn: torch.compile(fn, dynamic=False) if compile else fn
-                       for fn in (count_rows, fit_sample, find_moving)}
+                       for fn in (fit_sample, find_moving)}
         self.compile_error: str | None = None  # why compiling failed (the stage then runs eager)
         self._graph_dense()
 
@@ -263,8 +263,8 @@ class PerceptionProcessor:
 
     def _inputs(self, result: StepResult) -> StageInputs:
         """The frame's thinned cloud (fixed stride, at most ``max_gaussians`` rows; padded with NaN rows to that
-        many for a CUDA graph) and its input depth, on the stage's device; ``frame``, ``old`` and ``ranks`` are
-        placeholders (views of the rows, never read) until :meth:`_with_frame` and the camera-motion fit set them."""
+        many for a CUDA graph) and its input depth, on the stage's device; ``frame`` and ``old`` are
+        placeholders (views of the rows, never read) until :meth:`_with_frame` sets them."""
         table = result.device_cloud
         n = len(result.gaussians.positions) if table is None else table.shape[0]
         stride = max(1, -(-n // self.op.max_gaussians))
@@ -283,7 +283,7 @@ class PerceptionProcessor:
             rows = padded
         depth = self._depth(result)
         unread = rows[:1, :3]
-        return StageInputs(rows, unread[:, :1] if depth is None else upload(depth, rows), unread, unread, unread)
+        return StageInputs(rows, unread[:, :1] if depth is None else upload(depth, rows), unread, unread)
 
     def _with_frame(self, inputs: StageInputs, field: MotionField, floor: float, interval: float = 0.0,
                     offset: float = 0.0, old: torch.Tensor | None = None) -> StageInputs:
@@ -407,19 +407,12 @@ class PerceptionProcessor:
             prev_stamp = result.stamp_ns - round(dt * 1e9)
             if self._stamp_ns is not None and abs(self._stamp_ns - prev_stamp) < 1e6:
                 return field_from_poses(self._pose, np.asarray(pose, np.float64), dt), None
-        framed, plan = self._with_frame(inputs, MotionField.zero(), self._floor_scale(result)), self._plan_for(
-            result, False, False)
-        # the host draws the fit's sample among the selected rows: on a GPU their count is one number downloaded, and
-        # count_rows and fit_sample select the rows again inside their graphs, as find_moving does
-        if self._graphs(inputs.rows):
-            rows, n = None, int(download(self._run(count_rows, framed, plan)))
-        else:
-            rows = select_rows(framed, plan)
-            n = int(rows.valid.sum())
-        k = self.op.ego_samples
-        # ego_samples of them at random when there are more, else all (ranks past the count add nothing)
-        ranks = self._rng.choice(n, k, replace=False) if n > k else np.arange(k)
-        framed = framed._replace(ranks=upload(ranks, inputs.rows, torch.int64))
+        # the fit's sample: ego_samples of the selected rows spread at a random offset (dense.spread), drawn on
+        # the device, so on a GPU the fit is one graph and one download (it selects the rows again inside its graph,
+        # as find_moving does)
+        framed = self._with_frame(inputs, MotionField.zero(), self._floor_scale(result), offset=self._rng.uniform())
+        plan = self._plan_for(result, False, False)
+        rows = None if self._graphs(inputs.rows) else select_rows(framed, plan)
         field = field_of(download(self._run(fit_sample, framed, plan, rows)))
         if field is None or field.inliers < MIN_INLIERS:
             self.frames_skipped += 1

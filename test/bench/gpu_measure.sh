@@ -19,10 +19,10 @@
 #   test/bench/gpu_measure.sh frame            bench_pipeline as the node runs them (CUDA graphs): tiny compiled and
 #                                              not, small compiled; the compile GPU tests; tiny compiled with one
 #                                              OpenCV thread
-#   test/bench/gpu_measure.sh perception [BASE]  perception_cost of tiny and small (obstacles + map on the GPU
-#                                              host, with each step's host time); with BASE (an older nut_ros/
-#                                              exported beside it, weights copied from this tree) also that tree's,
-#                                              interleaved on one machine
+#   test/bench/gpu_measure.sh perception [BASE [ARGS]]  perception_cost of tiny and small (obstacles + map on
+#                                              the GPU host; ARGS, default `--scenes 3 --sections`: each step's host
+#                                              time); with BASE (an older nut_ros/ exported beside it, weights
+#                                              copied from this tree) also that tree's, interleaved on one machine
 #   test/bench/gpu_measure.sh perception-compile  perception_cost of small and tiny with the dense part eager and
 #                                              compiled (inside the CUDA graphs), one after the other on one
 #                                              machine; the perception GPU tests; a profile of small compiled
@@ -108,12 +108,13 @@ case "$1" in
     timeout 120 python3 test/bench/perception_cost.py --model small --device cuda --scenes 1 --repeat 1 --compile \
       --profile > "$OUT/perception_small_compile_profile.txt" 2>&1 || true ;;
   perception)
-    [ -n "${2:-}" ] && cp nut_ros/weights/*.safetensors "$2/nut_ros/weights/"
+    base=${2:-}; extra=("${@:3}"); [ ${#extra[@]} -eq 0 ] && extra=(--scenes 3 --sections)
+    [ -n "$base" ] && cp nut_ros/weights/*.safetensors "$base/nut_ros/weights/"
     for model in tiny small; do
-      for tree in new ${2:+base}; do
-        path=$PWD; [ "$tree" = base ] && path=$PWD/$2
-        PYTHONPATH=$path timeout 200 python3 test/bench/perception_cost.py --model $model --device cuda --scenes 3 \
-          --sections > "$OUT/perception_${model}_$tree.txt" 2>&1 || true
+      for tree in new ${base:+base}; do
+        path=$PWD; [ "$tree" = base ] && path=$PWD/$base
+        PYTHONPATH=$path timeout 280 python3 test/bench/perception_cost.py --model $model --device cuda \
+          "${extra[@]}" > "$OUT/perception_${model}_$tree.txt" 2>&1 || true
       done
     done ;;
 esac
