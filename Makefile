@@ -40,12 +40,14 @@ check-tools:
 	fi; \
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), sys.version' 2>/dev/null || \
 	  { echo "error: $(PYTHON) must be Python >= 3.10 (ROS 2 kilted wheels: cp310-cp313)" >&2; exit 1; }; \
-	$(PYTHON) -c 'import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' 2>/dev/null || \
+	$(PYTHON) -c 'import os, sysconfig; \
+	  assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' 2>/dev/null || \
 	  { echo "error: Python headers (Python.h) not found for $(PYTHON): sudo apt-get install python3-dev" >&2; exit 1; }
 
 $(VPY): | check-tools
 	@echo "== creating virtualenv $(VENV)"
-	$(PYTHON) -m venv $(VENV) || { echo "error: '$(PYTHON) -m venv' failed: sudo apt-get install python3-venv" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV) || \
+	  { echo "error: '$(PYTHON) -m venv' failed: sudo apt-get install python3-venv" >&2; exit 1; }
 	$(VPY) -m pip install --quiet --upgrade pip
 
 $(STAMPS)/deps: requirements.txt requirements-ros.txt | $(VPY)
@@ -88,7 +90,8 @@ $(STAMPS)/ros-tools: $(STAMPS)/nut_ros $(wildcard $(ROS_TOOLS)/install_ros_tools
 	  { tail -n 30 $(VENV)/ros-tools.log >&2; echo "error: ROS 2 tools install failed" >&2; exit 1; }
 	@touch $@
 
-ROS_TEST_ENV = OMP_WAIT_POLICY=PASSIVE ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=$$domain ROS_LOG_DIR=$$logdir AMENT_PREFIX_PATH=$(VENV)
+ROS_TEST_ENV = OMP_WAIT_POLICY=PASSIVE ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=$$domain \
+	ROS_LOG_DIR=$$logdir AMENT_PREFIX_PATH=$(VENV)
 
 test: setup ros-tools
 	@domain=$${ROS_DOMAIN_ID:-$$(( ($$$$ + RANDOM) % 100 + 1 ))}; \

@@ -53,7 +53,8 @@ def test_obstacle_array_roundtrip(flavor, n):
 @pytest.mark.parametrize("flavor", FLAVORS)
 def test_markers_box_and_arrow_per_obstacle_after_a_delete_all(flavor):
     obs = obstacle_list(2)
-    msg = deserialize(serialize(obstacle_markers(obs, 2.0, flavor=flavor)), "visualization_msgs/msg/MarkerArray", flavor)
+    msg = deserialize(serialize(obstacle_markers(obs, 2.0, flavor=flavor)), "visualization_msgs/msg/MarkerArray",
+                      flavor)
     m = msg.markers
     assert len(m) == 5 and m[0].action == 3  # DELETEALL
     for k, ob in enumerate(obs.obstacles):

@@ -123,7 +123,8 @@ def test_perception_off_adds_nothing():
         assert outcome.drop is None and {n for n, _, _ in outcome.messages} == {"depth", "image", "camera_info",
                                                                                  "points", "gaussians"}
     assert processor.perception is None and processor.perception_values() == {}
-    assert processor.diagnostic_values() == {"motion_prior": processor.pipeline.motion_prior, "frames_depth_unusable": 0}
+    assert processor.diagnostic_values() == {"motion_prior": processor.pipeline.motion_prior,
+                                             "frames_depth_unusable": 0}
     assert not processor.settings.outputs & {"obstacles", "obstacle_markers", "map_points", "map"}, \
         "the node's start-up log lists what it publishes"
 

@@ -85,10 +85,10 @@ def queue_optical_cloud(g: Gaussians, t: float, k: Intrinsics, norm: DepthNormal
     ``norm`` maps their slots ``ŷ`` to depth (metres when ``norm.metric``). Culled Gaussians (ŷ(t) outside [0, 1])
     and those with ``α(t) < min_opacity`` are left out, and so are those ``on_depth`` (``[N]`` bool) marks False
     (their depth is the network's guess where the depth image had none). Velocities are the instantaneous derivative
-    at ``t`` per second (zero without ``pair_interval_s``: a single frame does not move). Nothing waits for the device: on a GPU
-    the kept Gaussians are moved to the front of one table, and the whole table is copied to pinned host memory on
-    a side stream, so that the copy overlaps the work queued after it (the render) and the host never waits for
-    the count of kept Gaussians.
+    at ``t`` per second (zero without ``pair_interval_s``: a single frame does not move). Nothing waits for the
+    device: on a GPU the kept Gaussians are moved to the front of one table, and the whole table is copied to pinned
+    host memory on a side stream, so that the copy overlaps the work queued after it (the render) and the host never
+    waits for the count of kept Gaussians.
     """
     p = g.premap_position(t)[0].float()
     alpha = g.temporal_opacity(t)[0, :, 0].float()

@@ -64,8 +64,8 @@ def _crop_169(image: np.ndarray) -> tuple[np.ndarray, int]:
 def _frame(rgb_path: Path, depth_path: Path, k: tuple, size: tuple[int, int], jpeg_quality: int,
            tum: bool = False) -> tuple[bytes, np.ndarray, np.ndarray]:
     """One frame: JPEG of the cropped, resized RGB; depth (mm, uint16) at 1/DEPTH_DOWN; K at ``size`` (H, W). TUM's
-    frames (``tum``) are undistorted first, as the evaluation reads them (:func:`nut_ros.pipeline.sequences.undistort_tum`):
-    the rigid flow of the pinhole ``K`` holds on them."""
+    frames (``tum``) are undistorted first, as the evaluation reads them
+    (:func:`nut_ros.pipeline.sequences.undistort_tum`): the rigid flow of the pinhole ``K`` holds on them."""
     rgb = cv2.imread(str(rgb_path), cv2.IMREAD_COLOR)
     depth = cv2.imread(str(depth_path), cv2.IMREAD_UNCHANGED)
     if tum:

@@ -37,7 +37,8 @@ print('gsplat ok')"; echo "gsplat rc=$? after $((SECONDS - t0)) s") > "$OUT/buil
      python3 -m engine.export_onnx --config "$cfg" --random-init --no-rasterizer --out "$ONNX/$cfg" \
        $([ "$cfg" = tiny ] && echo --verify) 2>&1 | grep -v -i warn
    done
-   python3 -m engine.export_onnx --config tiny --random-init --out "$ONNX/tiny_node" --parts state 2>&1 | grep -v -i warn
+   python3 -m engine.export_onnx --config tiny --random-init --out "$ONNX/tiny_node" --parts state 2>&1 |
+     grep -v -i warn
    echo "export done after $((SECONDS - t0)) s") > "$OUT/export.log" 2>&1 &
   wait
   tail -n 3 "$OUT"/build*.log
@@ -71,8 +72,8 @@ verify() {
   tail -n 2 "$OUT"/build*.log
   python3 -m pytest -q -m gpu test/ -p no:cacheprovider 2>&1 | tail -n 15 | tee "$OUT/pytest_gpu.log"
   timeout 150 compute-sanitizer --tool memcheck --error-exitcode 3 python3 -m pytest -q -p no:cacheprovider \
-    test/test_cuda_rasterizer.py -k "oracle or launcher or constant_shapes" 2>&1 | grep -E "ERROR SUMMARY|passed|failed|rror" |
-    tail -n 8 | tee "$OUT/sanitizer_memcheck.log"
+    test/test_cuda_rasterizer.py -k "oracle or launcher or constant_shapes" 2>&1 |
+    grep -E "ERROR SUMMARY|passed|failed|rror" | tail -n 8 | tee "$OUT/sanitizer_memcheck.log"
   echo "memcheck exit ${PIPESTATUS[0]}" | tee -a "$OUT/sanitizer_memcheck.log"
 }
 

@@ -5,7 +5,8 @@
 #                                                          both (e.g. --motion-only --lr 3e-4 --batch 32); with
 #                                                          MODELS=small (or tiny) set, that run alone
 #   test/bench/stage3_gpu.sh wait                     block until both runs have exited, print their last records
-#   test/bench/stage3_gpu.sh export OUT               fp16 weights + logs of both runs into OUT (small's split in 15 MB parts)
+#   test/bench/stage3_gpu.sh export OUT               fp16 weights + logs of both runs into OUT (small's split in
+#                                                     15 MB parts)
 #   test/bench/stage3_gpu.sh heads OUT RGBD_NPZ       after --motion-only runs: the motion heads alone (fp16, a few MB),
 #                                                     logs, and motion_eval of each model's trained weights into OUT
 set -euo pipefail
