@@ -10,6 +10,9 @@ ONNX, other TensorRT, other GPU) with a message that says what differs and how t
 manifest's path relative to the listing's folder; a build of some ``parts`` keeps the engines the listing has of the
 other graphs when it is of the same manifest and model configuration.
 
+``--precision`` is that of the encoder and decoder engines; the state/render graph (``Gaussians.at(t)``, whose
+position and time arithmetic half precision would spoil, then the rasterizer node) is always built at fp32. The GPU
+in the names is :func:`gpu_tag` of device 0, as the backend reads it, unless ``--gpu`` names the target GPU.
 The rasterizer node of ``<config>.render.onnx`` is served by the Python plugin (registered here unless
 ``--no-python-plugin``) or by a compiled plugin library (``--plugin-lib``). INT8/FP8 are not offered yet.
 
@@ -26,6 +29,9 @@ import time
 from pathlib import Path
 
 PRECISIONS = ("fp32", "fp16")
+#: the state/render graph's precision whatever is asked: ``Gaussians.at(t)`` moves positions by velocity x time and
+#: fades opacities with time, arithmetic that half precision rounds visibly
+STATE_PRECISION = "fp32"
 
 
 class StaleEngineError(RuntimeError):
@@ -37,14 +43,38 @@ def sha256(path: str | Path) -> str:
 
 
 def gpu_tag(device: int = 0) -> str:
-    """``<name>-sm<major><minor>`` of a CUDA device, lower case, e.g. ``nvidia-h100-80gb-hbm3-sm90``."""
-    import torch
+    """``<name>-sm<major><minor>`` of a CUDA device, lower case, e.g. ``nvidia-h100-80gb-hbm3-sm90``: the name and
+    compute capability pycuda's driver reports (what :class:`engine.trt_backend.TensorRTBackend` compares), torch's
+    where pycuda is not installed (a build machine without it). ``RuntimeError`` when no CUDA device is seen."""
+    try:
+        import pycuda.driver as cuda
+    except ImportError:
+        import torch
 
-    if not torch.cuda.is_available():
-        raise RuntimeError("no CUDA device: pass --gpu to name the target GPU explicitly")
-    name = torch.cuda.get_device_name(device)
-    major, minor = torch.cuda.get_device_capability(device)
+        if not torch.cuda.is_available():
+            raise RuntimeError("no CUDA device (pycuda is not installed and torch sees none)") from None
+        name, (major, minor) = torch.cuda.get_device_name(device), torch.cuda.get_device_capability(device)
+    else:
+        try:
+            cuda.init()
+            gpu = cuda.Device(device)
+            name, (major, minor) = gpu.name(), gpu.compute_capability()
+        except cuda.Error as error:
+            raise RuntimeError(f"no CUDA device {device}: {error}") from error
     return f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}-sm{major}{minor}"
+
+
+def target_gpu(gpu: str | None) -> str:
+    """The GPU tag engines are built for: ``gpu`` if given, else :func:`gpu_tag` of device 0 (``RuntimeError``
+    naming ``--gpu`` without a CUDA device)."""
+    if gpu:
+        return gpu
+    try:
+        return gpu_tag()
+    except RuntimeError as error:
+        raise RuntimeError(f"{error}: name the GPU the engines are for with --gpu <tag> (python -m "
+                           f"engine.build_engine; gpu=<tag> in Python), the tag gpu_tag() reads on that GPU, e.g. "
+                           f"nvidia-h100-80gb-hbm3-sm90") from error
 
 
 def engine_path(out_dir: str | Path, config: str, part: str, precision: str, gpu: str, trt_version: str) -> Path:
@@ -69,8 +99,10 @@ def check_engine(engine: str | Path, onnx_path: str | Path | None, trt_version: 
     problems = [f"{key}: engine built for {meta.get(key)!r}, now {value!r}"
                 for key, value in wanted.items() if meta.get(key) != value]
     if problems:
+        hint = (" on this GPU, or with --gpu set to this GPU's tag (engine.build_engine.gpu_tag(), "
+                "<name>-sm<major><minor>)" if meta.get("gpu") != gpu else "")
         raise StaleEngineError(f"{engine.name} is stale ({'; '.join(problems)}). Rebuild it: "
-                               f"python -m engine.build_engine <manifest> (engines are not portable across "
+                               f"python -m engine.build_engine <manifest>{hint} (engines are not portable across "
                                f"TensorRT versions or GPUs)")
     return meta
 
@@ -130,7 +162,7 @@ def build(onnx_path: str | Path, engine: str | Path, precision: str = "fp16", wo
     if cache is not None:
         Path(timing_cache).write_bytes(bytes(cache.serialize()))
     meta = {"onnx": Path(onnx_path).name, "onnx_sha256": sha256(onnx_path), "trt_version": trt.__version__,
-            "trt_module": trt.__name__, "gpu": gpu or gpu_tag(), "precision": used,
+            "trt_module": trt.__name__, "gpu": target_gpu(gpu), "precision": used,
             "workspace_gb": workspace_gb, "build_seconds": round(seconds, 3), "engine_bytes": engine.stat().st_size,
             "network_layers": network.num_layers, "notes": notes}
     sidecar_path(engine).write_text(json.dumps(meta, indent=1))
@@ -161,7 +193,8 @@ def previous_engines(listing_path: Path, manifest_path: Path, manifest: dict, gp
 
 def build_all(manifest_path: str | Path, out_dir: str | Path | None = None, parts: tuple[str, ...] | None = None,
               **options) -> Path:
-    """Build the engines of the graphs ``parts`` (default all) of an export manifest; writes and returns
+    """Build the engines of the graphs ``parts`` (default all) of an export manifest, the encoder and decoder at
+    ``precision`` (default fp16), the state/render graph at fp32 (:data:`STATE_PRECISION`); writes and returns
     ``<config>.engines.json``, which keeps the engines it lists of other parts (:func:`previous_engines`)."""
     from engine.plugins.ortho_raster_plugin import import_tensorrt
 
@@ -169,8 +202,8 @@ def build_all(manifest_path: str | Path, out_dir: str | Path | None = None, part
     manifest = json.loads(manifest_path.read_text())
     out_dir = Path(out_dir or manifest_path.parent)
     trt = options.pop("trt", None) or import_tensorrt()
-    gpu = options.pop("gpu", None) or gpu_tag()
-    precision = precision_used(trt, options.get("precision", "fp16"))
+    gpu = target_gpu(options.pop("gpu", None))
+    asked = options.pop("precision", "fp16")
     config = manifest["config"]["name"]
     path = out_dir / f"{config}.engines.json"
     relative = Path(os.path.relpath(manifest_path.resolve(), out_dir.resolve())).as_posix()
@@ -179,9 +212,10 @@ def build_all(manifest_path: str | Path, out_dir: str | Path | None = None, part
     for part, graph in manifest["graphs"].items():
         if parts and part not in parts:
             continue
-        engine = engine_path(out_dir, config, "render" if graph["custom_node"] else part, precision, gpu,
-                             trt.__version__)
-        meta = build(manifest_path.parent / graph["file"], engine, gpu=gpu, trt=trt, **options)
+        precision = STATE_PRECISION if part == "state" else asked
+        engine = engine_path(out_dir, config, "render" if graph["custom_node"] else part,
+                             precision_used(trt, precision), gpu, trt.__version__)
+        meta = build(manifest_path.parent / graph["file"], engine, precision, gpu=gpu, trt=trt, **options)
         kept = {k: meta[k] for k in ("precision", "build_seconds", "engine_bytes", "network_layers", "notes")}
         listing["engines"][part] = {"file": engine.name, "onnx": graph["file"], "custom_node": graph["custom_node"],
                                     **kept}
@@ -196,12 +230,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", help="engine folder (default: next to the manifest)")
     p.add_argument("--parts", nargs="*", help="graphs to build (encoder decoder state; the listing keeps the others "
                                               "it has of this manifest); default all")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp16")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp16",
+                   help="encoder and decoder precision (default fp16); the state/render graph is always built at "
+                        "fp32 (Gaussians.at(t)'s position and time arithmetic)")
     p.add_argument("--workspace-gb", type=float, default=4.0)
     p.add_argument("--timing-cache", help="timing cache file (read if present, written after the build)")
     p.add_argument("--plugin-lib", action="append", default=[], help="compiled plugin library to load")
     p.add_argument("--no-python-plugin", action="store_true", help="do not register the Python rasterizer plugin")
-    p.add_argument("--gpu", help="GPU tag for the engine names (default: the current device)")
+    p.add_argument("--gpu", help="tag of the GPU the engines are for, <name>-sm<major><minor> as "
+                                 "engine.build_engine.gpu_tag() reads it there, e.g. nvidia-h100-80gb-hbm3-sm90 "
+                                 "(default: this machine's device 0); the backend refuses engines of another tag")
     args = p.parse_args(argv)
     path = build_all(args.manifest, args.out, tuple(args.parts) if args.parts else None, precision=args.precision,
                      workspace_gb=args.workspace_gb, timing_cache=args.timing_cache,

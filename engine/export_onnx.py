@@ -46,12 +46,12 @@ from engine.plugins.ortho_raster_plugin import (DEFAULT_MAX_PAIRS_PER_GAUSSIAN, 
 from nut_ros.core.gaussians import Gaussians, RasterInputs
 from nut_ros.core.model import NutModel
 from nut_ros.pipeline.backends import load_torch_model
+from nut_ros.pipeline.onnx_backend import ENCODER_INPUTS
 from nut_ros.render._torch_impl import rasterize_torch
 
 OPSET = 17
 GAUSSIAN_FIELDS = tuple(f.name for f in fields(Gaussians))
 RASTER_FIELDS = RasterInputs._fields
-ENCODER_INPUTS = ("input_rgb", "input_disp")  #: prefixed: the cache has an ``rgb`` output (ONNX names are unique)
 
 
 def named_tensors(value: Any) -> dict[str, Tensor]:
@@ -259,7 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--config", default="tiny", help="model configuration (streamsplat, small, tiny)")
     p.add_argument("--checkpoint", help="weights (.safetensors); default: the shipped weights of --config")
     p.add_argument("--random-init", action="store_true", help="export a randomly initialised model (testing)")
-    p.add_argument("--out", default="build/onnx")
+    p.add_argument("--out", default="build/onnx", help="export folder (default build/onnx), which configurations "
+                                                       "may share: every file is named by its configuration")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--no-rasterizer", action="store_true", help="stop the render graph at the rasterizer inputs")
     p.add_argument("--max-pairs-per-gaussian", type=int, default=DEFAULT_MAX_PAIRS_PER_GAUSSIAN)

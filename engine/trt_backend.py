@@ -5,16 +5,21 @@ module by name (the deployment runtime imports the pipeline, never the reverse).
 outputs on the GPU (one pycuda allocation per tensor); ``decode`` binds two handles directly as the decoder's inputs
 and copies the Gaussians back through pinned memory. ``render`` runs the render engine when it was built with the
 rasterizer plugin, otherwise :class:`PycudaRenderer` (``Gaussians.at(t)`` on the host, then the rasterizer kernels on
-the backend's stream). When the backend is created it refuses stale engines (other ONNX, TensorRT version or GPU; an
-ONNX file absent beside the manifest is not compared), a listing without an encoder or decoder engine, a manifest
-missing where the listing says (a path relative to the listing's folder) or exported with a batch other than 1, and a
-CUDA device other than 0: pycuda's primary context and the engines' GPU tag are the default device's. Device memory
-and pinned host memory are freed explicitly, inside that context, whichever thread drops them (:class:`_Buffers`).
+the backend's stream; also where the caller's background is not the one the render engine was built with). When the
+backend is created it refuses stale engines (other ONNX, TensorRT version or GPU, the GPU tag read with pycuda as
+:func:`engine.build_engine.gpu_tag`; an ONNX file absent beside the manifest is not compared), a listing without an
+encoder or decoder engine, an encoder engine whose inputs are not named as the export names them, a manifest missing
+where the listing says (a path relative to the listing's folder) or exported with a batch other than 1, and a CUDA
+device other than 0: pycuda's primary context and the engines' GPU tag are the default device's. pycuda's device
+memory (the renderer's workspace included), pinned host memory and streams are created inside that context and freed
+there, whichever thread drops them (:class:`_Buffers`, :class:`_Stream`); TensorRT's engines and execution contexts
+free their own memory.
 """
 from __future__ import annotations
 
 import functools
 import json
+import warnings
 import weakref
 from pathlib import Path
 from typing import Sequence
@@ -29,7 +34,8 @@ from engine.plugins.raster_launcher import Workspace
 from nut_ros.core.config import ModelConfig
 from nut_ros.core.gaussians import Gaussians, RasterInputs
 from nut_ros.core.model import FrameCache, static_gaussians
-from nut_ros.pipeline.onnx_backend import keep_exported_learned_motion, require_encoder_decoder
+from nut_ros.pipeline.onnx_backend import (ENCODER_INPUTS, find_listed, keep_exported_learned_motion,
+                                           require_encoder_decoder, require_encoder_inputs)
 from nut_ros.render import RenderOutput
 
 PAIRS_PER_GAUSSIAN = DEFAULT_MAX_PAIRS_PER_GAUSSIAN  #: initial sort buffer of PycudaRenderer; grown when too small
@@ -75,9 +81,10 @@ def _free(current: CurrentContext, device: dict, host: dict[str, np.ndarray]) ->
 
 
 class _Buffers:
-    """Device allocation per named float32 tensor, with a pinned host mirror allocated on first transfer. Both are
-    freed in ``current`` (:func:`_free`) once the object is unreachable, whichever thread drops it; at interpreter
-    exit they are left to the process's teardown (the context may be gone by then)."""
+    """Device allocation per named float32 tensor (or scratch space, sized in float32 words), with a pinned host
+    mirror allocated on first transfer. Both are freed in ``current`` (:func:`_free`) once the object is unreachable,
+    whichever thread drops it; at interpreter exit they are left to the process's teardown (the context may be gone
+    by then)."""
 
     def __init__(self, shapes: dict[str, tuple[int, ...]], current: CurrentContext):
         import pycuda.driver as cuda
@@ -111,29 +118,50 @@ class _Buffers:
         return torch.from_numpy(self.host(name).copy())
 
 
-class PycudaRenderer:
-    """The rasterizer kernels of ``nut_ros/render/csrc`` driven with pycuda buffers, pinned memory and a stream;
-    ``lowpass`` is the model's ``raster_lowpass``."""
+def _release(current: CurrentContext, held: list) -> None:
+    """Drop the references in ``held`` with ``current`` pushed: an object pycuda frees only in its destructor (a
+    ``Stream``) is then destroyed inside its context."""
+    with current:
+        held.clear()
 
-    def __init__(self, height: int, width: int, lowpass: float, stream=None):
+
+class _Stream:
+    """A pycuda stream (:attr:`stream`), created in ``current`` and destroyed there once this owner is unreachable,
+    whichever thread drops it: pycuda's ``Stream`` has no explicit destroy, so the one lasting reference to it is the
+    list that :func:`_release` empties inside the context. Keep the owner, not the stream."""
+
+    def __init__(self, current: CurrentContext):
         import pycuda.driver as cuda
 
+        with current:
+            self._held = [cuda.Stream()]
+        weakref.finalize(self, _release, current, self._held).atexit = False  # holds the list, not self
+
+    @property
+    def stream(self):
+        return self._held[0]
+
+
+class PycudaRenderer:
+    """The rasterizer kernels of ``nut_ros/render/csrc`` driven with pycuda buffers, pinned memory and a stream (its
+    own, or the :class:`_Stream` ``stream``); ``lowpass`` is the model's ``raster_lowpass``."""
+
+    def __init__(self, height: int, width: int, lowpass: float, stream: _Stream | None = None):
         self.current = CurrentContext()
         self.height, self.width, self.lowpass = height, width, lowpass
-        self.stream = stream or cuda.Stream()
-        self.kernels = raster_kernels()
+        self._stream = stream or _Stream(self.current)
+        with self.current:
+            self.kernels = raster_kernels()
         self._key = None
         self.pairs = 0  # tile-Gaussian pairs of the last render
 
     def _allocate(self, batch: int, n: int, capacity: int) -> None:
-        import pycuda.driver as cuda
-
         h, w = self.height, self.width
+        self.workspace = Workspace.layout(batch, n, h, w, capacity)  # nbytes: a multiple of ORTHO_ALIGN (256)
         self.buffers = _Buffers({"means": (batch, n, 3), "scales": (batch, n, 3), "rotations": (batch, n, 4),
                                  "opacities": (batch, n, 1), "colors": (batch, n, 3), "color": (batch, 3, h, w),
-                                 "depth": (batch, 1, h, w), "alpha": (batch, 1, h, w)}, self.current)
-        self.workspace = Workspace.layout(batch, n, h, w, capacity)
-        self.workspace_mem = cuda.mem_alloc(self.workspace.nbytes)
+                                 "depth": (batch, 1, h, w), "alpha": (batch, 1, h, w),
+                                 "workspace": (self.workspace.nbytes // 4,)}, self.current)
         self._key = (batch, n, capacity)
 
     @in_current_context
@@ -141,17 +169,17 @@ class PycudaRenderer:
         batch, n = inputs.means.shape[:2]
         if self._key is None or self._key[:2] != (batch, n):
             self._allocate(batch, n, max(1, batch * n * PAIRS_PER_GAUSSIAN))
-        s = self.stream
+        s = self._stream.stream
         for _ in range(2):  # a second pass only when the sort buffer was too small; it then fits exactly
             buf = self.buffers
             for name, value in zip(RasterInputs._fields, inputs):
                 buf.upload(name, value, s)
             ptr = {k: int(v) for k, v in buf.device.items()}
             self.kernels.enqueue(ptr["means"], ptr["scales"], ptr["rotations"], ptr["opacities"], ptr["colors"],
-                                 ptr["color"], ptr["depth"], ptr["alpha"], int(self.workspace_mem), self.workspace,
+                                 ptr["color"], ptr["depth"], ptr["alpha"], ptr["workspace"], self.workspace,
                                  batch, n, self.height, self.width, tuple(float(v) for v in background), s.handle,
                                  self.lowpass)
-            self.pairs = self.kernels.pairs(int(self.workspace_mem), self.workspace, s.handle)
+            self.pairs = self.kernels.pairs(ptr["workspace"], self.workspace, s.handle)
             if self.pairs <= self.workspace.capacity:
                 break
             self._allocate(batch, n, self.pairs)
@@ -170,6 +198,9 @@ class _Engine:
         if self.engine is None:
             raise RuntimeError(f"TensorRT could not deserialize {path}")
         self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise RuntimeError(f"TensorRT could not create an execution context for {path.name} (TensorRT's log "
+                               f"above says why, such as too little free GPU memory)")
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if n not in self.inputs]
@@ -188,15 +219,10 @@ class _Engine:
             raise RuntimeError("TensorRT execution failed")
 
 
-def read_listing(engines: str | Path) -> tuple[Path, dict]:
-    """The path and contents of an engine listing: ``engines`` itself, or the single ``*.engines.json`` in the
-    folder ``engines``."""
-    path = Path(engines)
-    if path.is_dir():
-        found = sorted(path.glob("*.engines.json"))
-        if len(found) != 1:
-            raise FileNotFoundError(f"expected one *.engines.json in {path}, found {len(found)}")
-        path = found[0]
+def read_listing(engines: str | Path, model: str | None = None) -> tuple[Path, dict]:
+    """The path and contents of an engine listing: ``engines`` itself, or found in the folder ``engines`` (its only
+    ``*.engines.json``, else ``<model>.engines.json``: :func:`nut_ros.pipeline.onnx_backend.find_listed`)."""
+    path = find_listed(engines, ".engines.json", model, "python -m engine.build_engine <manifest>")
     return path, json.loads(path.read_text())
 
 
@@ -229,14 +255,13 @@ class TensorRTBackend:
 
     name = "tensorrt"
 
-    def __init__(self, engines: str | Path, device: str = "cuda"):
+    def __init__(self, engines: str | Path, device: str = "cuda", model: str | None = None):
+        """``engines``: an engine folder (its only listing, else ``<model>.engines.json``) or a listing."""
         check_device(device)  # what cannot run is refused before pycuda and the GPU are touched
-        path, listing = read_listing(engines)
+        path, listing = read_listing(engines, model)
         export = read_manifest(path, listing)
         require_encoder_decoder(listing["engines"], path, f"python -m engine.build_engine <manifest> --out "
                                 f"{path.parent} --parts encoder decoder")
-        import pycuda.driver as cuda
-
         self.current = CurrentContext()  # every per-frame method runs inside it (the node's worker thread)
         trt = import_tensorrt()
         gpu = gpu_tag()
@@ -250,18 +275,29 @@ class TensorRTBackend:
             register_plugin(trt)
         self.model_config = ModelConfig.from_dict(listing["config"])
         self._device = device
-        self.stream = cuda.Stream()
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engines = {part: _Engine(trt, runtime, path.parent / info["file"], self.current)
-                        for part, info in wanted.items()}
+        self._stream = _Stream(self.current)
+        with self.current:  # the constructing thread need not have the context current (as the node's worker)
+            runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            self.engines = {part: _Engine(trt, runtime, path.parent / info["file"], self.current)
+                            for part, info in wanted.items()}
+        require_encoder_inputs(self.engines["encoder"].inputs, path.parent / wanted["encoder"]["file"],
+                               f"python -m engine.export_onnx --config {self.model_config.name} --parts encoder, "
+                               f"then python -m engine.build_engine <manifest> --parts encoder")
         self._render_engine = self.engines.get("state")
         h, w = self.model_config.image_size
         # the rasterizer's kernels launched directly: every render without a render engine, and with one those of
-        # another Gaussian count than its fixed one (a pair's), such as a stream's first frame alone
-        self._renderer = PycudaRenderer(h, w, self.model_config.raster_lowpass, self.stream)
+        # another Gaussian count than its fixed one (a pair's), such as a stream's first frame alone, or of another
+        # background than its own
+        self._renderer = PycudaRenderer(h, w, self.model_config.raster_lowpass, self._stream)
         self._engine_background = None
-        if self._render_engine is not None:  # the background is an attribute of the plugin node
-            self._engine_background = tuple(float(v) for v in export["raster_attributes"]["background"])
+        if self._render_engine is not None:  # the background is an attribute of the plugin node, float32
+            self._engine_background = np.asarray(export["raster_attributes"]["background"], np.float32)
+        self._background_warned = False
+
+    @property
+    def stream(self):
+        """The backend's pycuda stream (owned by a :class:`_Stream`)."""
+        return self._stream.stream
 
     @property
     def device(self) -> str:
@@ -272,8 +308,9 @@ class TensorRTBackend:
         """The frame's encoder outputs (named as the encoder engine's outputs), left on the GPU (its own
         allocations)."""
         enc = self.engines["encoder"]
-        for name, value in zip(enc.inputs, (rgb, disp)):  # the graph's two inputs, image first
-            enc.buffers.upload(name, value, self.stream)
+        feeds = dict(zip(ENCODER_INPUTS, (rgb, disp)))
+        for name in enc.inputs:  # by name (checked when the backend was created): the engine orders them its way
+            enc.buffers.upload(name, feeds[name], self.stream)
         frame = _Buffers({n: enc.shapes[n] for n in enc.outputs}, self.current)
         enc.run(self.stream, {n: int(frame.device[n]) for n in enc.outputs})
         return frame
@@ -307,8 +344,13 @@ class TensorRTBackend:
         eng = self._render_engine
         if eng is None or gaussians.count != eng.buffers.shapes["g_xyz"][1]:
             return self._renderer.render(gaussians.at(t), background)
-        if tuple(float(v) for v in background) != self._engine_background:
-            raise ValueError(f"the render engine was built with background {self._engine_background}")
+        if not np.array_equal(np.asarray(background, np.float32), self._engine_background):  # float32, as built
+            if not self._background_warned:
+                warnings.warn(f"the render engine was built with background {self._engine_background}; "
+                              f"renders with another background ({list(background)} here) run the rasterizer "
+                              f"kernels directly (warned once)", RuntimeWarning)
+                self._background_warned = True
+            return self._renderer.render(gaussians.at(t), background)
         for name in Gaussians.__dataclass_fields__:
             eng.buffers.upload(f"g_{name}", getattr(gaussians, name), self.stream)
         eng.buffers.upload("t", np.array([t], np.float32), self.stream)

@@ -104,7 +104,7 @@ def test_the_tensorrt_render_engine_takes_only_its_own_gaussian_count():
         engine_render.append(name)
         raise RuntimeError("stop after the engine's first upload")  # the routing is what this test checks
     engine.buffers.upload = upload
-    backend.stream = None
+    backend._stream = SimpleNamespace(stream=None)
 
     def gaussians(n):
         return Gaussians(**{name: torch.zeros(1, n, width) for name, width in
@@ -115,3 +115,31 @@ def test_the_tensorrt_render_engine_takes_only_its_own_gaussian_count():
     with pytest.raises(RuntimeError, match="first upload"):
         backend.render(gaussians(8), 1.0)  # a pair: the engine
     assert engine_render and calls == ["direct"]
+
+
+def test_the_gpu_tag_is_pycudas_reading_and_only_the_builder_asks_for_gpu(monkeypatch, tmp_path):
+    """The tag comes from pycuda's driver (what the TensorRT backend has; torch here is a CPU build); without any
+    CUDA device the builder's error names its --gpu option, the tag's own error (the backend's) no option."""
+    import sys
+    from types import ModuleType, SimpleNamespace
+
+    import torch
+
+    from engine.build_engine import build_all, gpu_tag
+
+    driver = ModuleType("pycuda.driver")
+    driver.init, driver.Error = lambda: None, RuntimeError
+    driver.Device = lambda index: SimpleNamespace(name=lambda: "NVIDIA H100 80GB HBM3",
+                                                  compute_capability=lambda: (9, 0))
+    monkeypatch.setitem(sys.modules, "pycuda", SimpleNamespace(driver=driver))
+    monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
+    assert gpu_tag() == GPU
+    monkeypatch.setitem(sys.modules, "pycuda.driver", None)  # pycuda not installed: torch's reading, here none
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="no CUDA device") as error:
+        gpu_tag()
+    assert "--gpu" not in str(error.value)
+    manifest = tmp_path / "tiny.manifest.json"
+    manifest.write_text(json.dumps({"config": {"name": "tiny"}, "graphs": {}}))
+    with pytest.raises(RuntimeError, match="no CUDA device.*--gpu <tag>"):
+        build_all(manifest, trt=SimpleNamespace(__version__="10.13.0"))

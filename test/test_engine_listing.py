@@ -90,6 +90,20 @@ def test_the_engine_is_named_and_recorded_at_the_precision_it_was_built_at(tmp_p
     assert trt.flags == (["FP16"] if fp16 else [])
 
 
+def test_the_state_graph_is_built_at_fp32_whatever_the_precision_asked(tmp_path, capsys):
+    """``Gaussians.at(t)`` (positions moved by velocity x time, opacities faded with time) stays fp32."""
+    from engine.build_engine import main
+
+    listing, trt = build(write_export(tmp_path / "onnx"), tmp_path / "engines")
+    assert {part: entry["precision"] for part, entry in listing["engines"].items()} == {
+        "encoder": "fp16", "decoder": "fp16", "state": "fp32"}
+    assert listing["engines"]["state"]["file"] == f"tiny.state.fp32.{GPU}.trt10.13.0.engine"
+    assert trt.flags == ["FP16", "FP16"]  # the encoder's and the decoder's builds only
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "always built at fp32" in " ".join(capsys.readouterr().out.split())
+
+
 def test_the_tensorrt_backend_refuses_what_it_cannot_run_before_touching_the_gpu(tmp_path):
     from engine.trt_backend import TensorRTBackend
 

@@ -164,7 +164,8 @@ def make_backend(name: str = "torch", model: str = "tiny", checkpoint: str | Pat
     ``options`` go to :class:`TorchBackend` (``bf16``, ``raster_impl``, ``compile``, ``cuda_graphs``). The ONNX
     Runtime and TensorRT backends (:data:`EXPORTED_BACKENDS`) are imported only when asked for; ``checkpoint`` is
     then required: an export folder or its ``*.manifest.json`` (onnxruntime), an engine folder or its
-    ``*.engines.json`` (tensorrt); ``options`` go to them.
+    ``*.engines.json`` (tensorrt), a folder of several configurations' files giving ``<model>.manifest.json`` /
+    ``<model>.engines.json``; ``options`` go to them.
     """
     if name == "torch":
         return TorchBackend(load_torch_model(model, checkpoint, random_init), device, **options)
@@ -176,4 +177,4 @@ def make_backend(name: str = "torch", model: str = "tiny", checkpoint: str | Pat
         raise ValueError(f"the {name} backend needs its exported files: pass checkpoint= (an ONNX manifest or "
                          f"folder for onnxruntime, an engine folder for tensorrt)")
     module, cls = EXPORTED_BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(checkpoint, device=device, **options)
+    return getattr(importlib.import_module(module), cls)(checkpoint, device=device, model=model, **options)

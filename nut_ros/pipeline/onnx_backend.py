@@ -21,17 +21,48 @@ from nut_ros.core.gaussians import Gaussians
 from nut_ros.core.model import FrameCache, static_gaussians
 from nut_ros.render import RenderOutput, rasterize
 
+#: the encoder graph's inputs, image first (named by ``engine/export_onnx.py``; prefixed: the cache has an ``rgb``
+#: output and ONNX names are unique); both exported backends feed them by these names
+ENCODER_INPUTS = ("input_rgb", "input_disp")
 
-def find_manifest(path: str | Path) -> Path:
-    """``path`` itself if it is a file, else the single ``*.manifest.json`` in the folder ``path``."""
+
+def find_listed(path: str | Path, suffix: str, model: str | None, writer: str) -> Path:
+    """``path`` itself if it is a file; else, in the folder ``path``, its only ``*<suffix>`` file or, where it holds
+    several (one per model configuration: the writers' default folders are shared by configurations),
+    ``<model><suffix>``. ``writer`` names the command that writes these files (for the errors)."""
     path = Path(path)
     if path.is_file():
         return path
-    found = sorted(path.glob("*.manifest.json")) if path.is_dir() else []
-    if len(found) != 1:
-        raise FileNotFoundError(f"expected one *.manifest.json written by engine/export_onnx.py in {path}, "
-                                f"found {len(found)}")
-    return found[0]
+    found = sorted(path.glob(f"*{suffix}")) if path.is_dir() else []
+    if not found:
+        raise FileNotFoundError(f"no *{suffix} in {path}: write it with {writer}")
+    if len(found) == 1:
+        return found[0]
+    if model and path / f"{model}{suffix}" in found:
+        return path / f"{model}{suffix}"
+    which = f"none is {model}{suffix}" if model else "no model configuration was named"
+    raise FileNotFoundError(f"{path} holds {', '.join(f.name for f in found)} and {which}: pass the model "
+                            f"configuration (make_backend's model, the node's model parameter) or the file itself")
+
+
+def find_manifest(path: str | Path, model: str | None = None) -> Path:
+    """The export manifest at ``path``: a ``*.manifest.json`` file, or found in the folder ``path`` (its only one,
+    else ``<model>.manifest.json``: :func:`find_listed`)."""
+    return find_listed(path, ".manifest.json", model, "python -m engine.export_onnx")
+
+
+def onnx_provider(device: str) -> tuple[str, dict]:
+    """onnxruntime's execution provider and its options for a torch-style device string: ``cpu``, ``cuda`` or
+    ``cuda:N`` (the CUDA provider on GPU ``N``); any other device is refused (``ValueError``)."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"the onnxruntime backend runs on cpu, cuda or cuda:N, not {device!r}") from error
+    if parsed.type == "cpu":
+        return "CPUExecutionProvider", {}
+    if parsed.type == "cuda":
+        return "CUDAExecutionProvider", {"device_id": parsed.index or 0}
+    raise ValueError(f"the onnxruntime backend runs on cpu, cuda or cuda:N, not {device!r}")
 
 
 def require_encoder_decoder(listed, source: Path, command: str) -> None:
@@ -41,6 +72,16 @@ def require_encoder_decoder(listed, source: Path, command: str) -> None:
     if missing:
         raise ValueError(f"{source} has no {' and no '.join(missing)}; the backend needs the encoder and the decoder "
                          f"({command})")
+
+
+def require_encoder_inputs(names, source: Path | str, command: str) -> None:
+    """Refuse (``ValueError``) an encoder graph or engine ``source`` whose input ``names`` are not among
+    :data:`ENCODER_INPUTS` with the image's among them: the backends feed the inputs by these names (``command``
+    exports the encoder again)."""
+    if ENCODER_INPUTS[0] not in names or not set(names) <= set(ENCODER_INPUTS):
+        raise ValueError(f"{source}: the encoder's inputs are {list(names)}, but the backend feeds "
+                         f"{list(ENCODER_INPUTS)} (image, disparity) by name, as engine/export_onnx.py names them; "
+                         f"export the encoder again ({command})")
 
 
 def keep_exported_learned_motion(config: ModelConfig, enabled: bool) -> None:
@@ -56,18 +97,20 @@ class OnnxBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, manifest: str | Path, device: str = "cpu", threads: int | None = None):
+    def __init__(self, manifest: str | Path, device: str = "cpu", threads: int | None = None,
+                 model: str | None = None):
         import onnxruntime as ort
 
-        self.manifest_path = find_manifest(manifest)
+        provider, provider_options = onnx_provider(device)
+        self.manifest_path = find_manifest(manifest, model)
         self.manifest = json.loads(self.manifest_path.read_text())
         if self.manifest["batch"] != 1:
             raise ValueError(f"the pipeline needs graphs exported with batch 1, got {self.manifest['batch']}")
         graphs, folder = self.manifest["graphs"], self.manifest_path.parent
-        require_encoder_decoder(graphs, self.manifest_path, f"python -m engine.export_onnx --config "
-                                f"{self.manifest['config']['name']} --parts encoder decoder --out {folder}")
+        export = f"python -m engine.export_onnx --config {self.manifest['config']['name']} --out {folder}"
+        require_encoder_decoder(graphs, self.manifest_path, f"{export} --parts encoder decoder")
+        require_encoder_inputs(graphs["encoder"]["inputs"], self.manifest_path, f"{export} --parts encoder")
         self.model_config = ModelConfig.from_dict(self.manifest["config"])
-        provider = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}[torch.device(device).type]
         if provider not in ort.get_available_providers():
             raise RuntimeError(f"onnxruntime here has no {provider} (available: {ort.get_available_providers()})")
         self._device = device
@@ -75,7 +118,7 @@ class OnnxBackend:
         if threads:
             options.intra_op_num_threads = threads
         self._sessions = {part: ort.InferenceSession(str(folder / graphs[part]["file"]),
-                                                     options, providers=[provider])
+                                                     options, providers=[(provider, provider_options)])
                           for part in ("encoder", "decoder")}
         self._outputs = {part: list(graphs[part]["outputs"]) for part in self._sessions}
         self._inputs = {part: list(graphs[part]["inputs"]) for part in self._sessions}
@@ -90,7 +133,7 @@ class OnnxBackend:
         return {name: torch.from_numpy(x) for name, x in zip(self._outputs[part], outputs)}
 
     def encode(self, rgb: Tensor, disp: Tensor) -> dict[str, Tensor]:
-        return self._run("encoder", dict(zip(self._inputs["encoder"], (rgb, disp))))  # the graph's two inputs
+        return self._run("encoder", dict(zip(ENCODER_INPUTS, (rgb, disp))))  # those the graph has
 
     def decode(self, prev: dict[str, Tensor], cur: dict[str, Tensor]) -> Gaussians:
         feeds = {f"prev_{name}": t for name, t in prev.items()} | {f"cur_{name}": t for name, t in cur.items()}
