@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.build_engine import build_all, gpu_tag
+from engine.build_engine import build_all, target_gpu
 
 
 def parse_custom_node_graph(onnx_path: Path) -> dict:
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     from engine.plugins.ortho_raster_plugin import import_tensorrt
 
     trt = import_tensorrt()
-    gpu = args.gpu or gpu_tag()
+    gpu = target_gpu(args.gpu)
     report = {"trt_module": trt.__name__, "trt_version": trt.__version__, "gpu": gpu, "exports": {}}
     for folder in map(Path, args.exports):
         (manifest,) = folder.glob("*.manifest.json")
