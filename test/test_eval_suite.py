@@ -134,3 +134,22 @@ def test_setup_faults_get_one_line_reasons(tmp_path, capsys, argv, says):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert main([*argv, "--work", str(tmp_path / "work"), "--runs", "apple", "--quiet"]) == 1
     assert says in capsys.readouterr().err
+
+
+def test_a_run_that_processed_no_key_frame_is_a_failed_run_with_the_reasons(tmp_path):
+    """A replay whose every frame was refused before the pipeline (here larger than max_input_pixels) has nothing to
+    score: it is listed under the failed runs with the reasons, not as a row of dashes beside the others."""
+    write_clip(tmp_path / "shared" / "data" / "synth")
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny.safetensors"
+    save_checkpoint(build_model("tiny", image_size=(48, 96)), ckpt)
+    params = tmp_path / "params.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    max_input_pixels: 100\n")
+    summary = run_suite(tmp_path / "shared", tmp_path / "work", ["--checkpoint", str(ckpt), "--params", str(params),
+                                                                 "--quiet"],
+                        clips=(CLIP,), runs=SUITE_RUNS[1:], log=lambda _: None, sequence_runs=())
+    assert summary["runs"] == [] and [f["run"] for f in summary["failed"]] == ["synth_rgb"]
+    reason = summary["failed"][0]["reason"]
+    assert reason.startswith("run synth_rgb: no key frame was processed (7x image: 80x60 is more than "
+                             "max_input_pixels="), reason
+    assert "- synth_rgb: run synth_rgb: no key frame was processed" in (tmp_path / "work" / "summary.md").read_text()

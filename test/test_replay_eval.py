@@ -184,13 +184,105 @@ def test_the_installed_params_file_is_found_on_the_ament_prefix_path(replay, tmp
     assert replay_params(args).interp_samples == 7
 
 
-def test_an_odometry_topic_of_another_type_is_left_out_like_a_missing_one(replay, tmp_path):
+@pytest.mark.parametrize("option, topic, says", [
+    ("--odom-topic", "/cam/info", "--odom-topic '/cam/info' is a sensor_msgs/msg/CameraInfo topic in "),
+    ("--odom-topic", "/cam/odom", "--odom-topic '/cam/odom' is not in "),
+    ("--info-topic", "/cam/depth", "--info-topic '/cam/depth' is a sensor_msgs/msg/Image topic in "),
+    ("--info-topic", "/camera/camera_info", "--info-topic '/camera/camera_info' is not in "),
+])
+def test_a_given_info_or_odometry_topic_the_bag_lacks_is_refused(replay, tmp_path, capsys, option, topic, says):
+    """An explicit --info-topic or --odom-topic missing from the bag, or of another type (a PoseStamped "odom", say),
+    is a setup fault that names the bag's topics of the right type, not a replay on a 60° guess or without poses."""
     out = tmp_path / "out"
-    ckpt = replay.parent / "tiny_small_res.safetensors"
-    rc = main([str(replay.parent / "input"), "--out", str(out), "--image-topic", "/cam/image", "--info-topic",
-               "/cam/info", "--odom-topic", "/cam/info", "--checkpoint", str(ckpt), "--quiet"])
+    rc = main([str(replay.parent / "input"), "--out", str(out), "--image-topic", "/cam/image", option, topic,
+               "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1 and says in err, err
+    assert ("(CameraInfo topics: /cam/info)" if option == "--info-topic" else "(Odometry topics: none)") in err
+    assert not out.exists()
+
+
+def test_a_bag_without_the_default_camera_info_topic_is_replayed_with_a_warning(replay, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main([str(replay.parent / "input"), "--out", str(out), "--image-topic", "/cam/image", "--checkpoint",
+               str(replay.parent / "tiny_small_res.safetensors"), "--max-frames", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 0 and ("warning: --info-topic's default '/camera/camera_info' is not in "
+                        f"{replay.parent / 'input'} (CameraInfo topics: /cam/info): the pipeline assumes a 60° "
+                        "horizontal field of view") in err, err
+    assert "--odom-topic" not in err  # a bag without odometry is no fault
+    assert json.loads((out / "report.json").read_text())["meta"]["info_topic"] is None
+
+
+@pytest.mark.parametrize("render_time", ["0.5", "1.5"])
+def test_render_times_without_pair_time_1_are_replayed_and_scored(replay, tmp_path, render_time):
+    """Render times the node accepts but that leave out pair time 1: the key frames are still scored at pair time 1,
+    the report is written and the output bag holds the views the node would publish."""
+    from rosbags.highlevel import AnyReader
+
+    from nut_ros.ros.msg_types import rosbags_typestore
+
+    out = tmp_path / "out"
+    rc = main([str(replay.parent / "input"), "--out", str(out), "--image-topic", "/cam/image", "--depth-topic",
+               "/cam/depth", "--info-topic", "/cam/info", "--checkpoint",
+               str(replay.parent / "tiny_small_res.safetensors"), "--render-times", render_time, "--max-frames", "3",
+               "--quiet"])
+    s = json.loads((out / "report.json").read_text())["summary"]
+    assert rc == 0 and s["key_frames"] == 2 and 0 < s["key"]["psnr"] < 60 and s["depth"]["depth_abs_rel"] < 0.06
+    with AnyReader([out / "outputs"], default_typestore=rosbags_typestore()) as reader:
+        images = [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages() if c.topic == "/nut_ros/image"]
+    first, second = (10**9 + i * 33_333_333 for i in (0, 2))
+    view = first + round(float(render_time) * (second - first))  # the second key frame's view, at its pair time
+    assert [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in images] == [first, view]
+
+
+def test_images_lost_in_stamp_matching_are_reported(replay, tmp_path, capsys):
+    """Images that never become frames (superseded while waiting for depth, an invalid header stamp, still waiting
+    when the bag ends) are counted by reason in the summary and on the report's Frames line; frames are numbered
+    by match."""
+    bag = tmp_path / "input"
+    with BagWriter(bag, storage="sqlite3") as w:
+        for i in range(7):
+            stamp = 10**9 + i * 33_333_333
+            image = numpy_to_image(scene(i), "rgb8", stamp, "cam", "rosbags")
+            if i == 4:
+                image.header.stamp.nanosec = 1_500_000_000
+            w.write("/cam/image", stamp, image)
+            if i not in (2, 6):  # image 2 is superseded by image 3; image 6 waits for its depth when the bag ends
+                w.write("/cam/depth", stamp, numpy_to_image(np.full((H, W), 2000, np.uint16), "16UC1", stamp, "cam",
+                                                            "rosbags"))
+            w.write("/cam/info", stamp, intrinsics_to_camera_info(K, stamp, "cam", "rosbags"))
+    out = tmp_path / "out"
+    assert main([str(bag), "--out", str(out), "--image-topic", "/cam/image", "--depth-topic", "/cam/depth",
+                 "--info-topic", "/cam/info", "--checkpoint", str(replay.parent / "tiny_small_res.safetensors"),
+                 "--stride", "2", "--quiet"]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert rc == 0 and report["meta"]["odom_topic"] is None and report["summary"]["key_frames"] == 3
+    s = report["summary"]
+    assert (s["images_received"], s["frames_total"], s["key_frames"]) == (7, 4, 2)
+    assert s["match_drops"] == {"invalid header stamp": 1,
+                                "superseded or evicted while waiting for depth or a first CameraInfo": 1,
+                                "still waiting for depth or a first CameraInfo when the replay ended": 1}
+    assert [(f["index"], f["stamp_ns"]) for f in report["frames"]] == [
+        (0, 10**9), (2, 10**9 + 3 * 33_333_333), (1, 10**9 + 33_333_333)]
+    md = (out / "report.md").read_text()
+    assert ("Frames: 4 images matched by stamp of 7 received (lost in stamp matching: 1 invalid header stamp; "
+            "1 superseded or evicted while waiting for depth or a first CameraInfo; 1 still waiting for depth or a "
+            "first CameraInfo when the replay ended); frame indices count the matched images") in md
+    assert "4 of 7 images matched (3 lost in stamp matching" in capsys.readouterr().out
+
+
+def test_report_labels_what_each_figure_measures(replay):
+    """The key row copying the input is the exact-match upper bound (truth against itself), not a baseline; depth
+    scored against the depth the pipeline was given says so; the pipeline's throughput stands apart from the
+    replay's wall-clock rate."""
+    s = json.loads((replay / "report.json").read_text())["summary"]
+    assert s["copy"]["psnr"] == pytest.approx(58.92, abs=0.01) and s["copy"]["ssim"] == pytest.approx(1.0)
+    assert "throughput_fps" not in s and 0 < s["wall_fps"] < s["pipeline_fps"]
+    md = (replay / "report.md").read_text()
+    assert "| key: the input against itself (exact-match upper bound, not a baseline) | 58.92 | 1.000 |" in md
+    assert "copy-the-input baseline" not in md and "| depth (truth = the input depth) |" in md
+    assert f"Pipeline throughput: {s['pipeline_fps']:.2f} key frames/s (key frames over the sum of " in md
+    assert f"Wall-clock rate: {s['wall_fps']:.2f} key frames/s (the whole replay: " in md
 
 
 def test_a_bag_damaged_half_way_ends_the_replay_with_a_reason(replay, tmp_path, capsys, monkeypatch):

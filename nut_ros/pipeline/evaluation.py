@@ -2,12 +2,16 @@
 warping of the key frames, and rendered depth against ground truth.
 
 With key-frame stride ``k`` the pipeline sees frames ``0, k, 2k, …``. Each key frame's render at pair time 1 is
-compared with that frame ("key"), beside copying the input, the frame the model was given ("copy": an exact match,
-PSNR capped at :data:`EXACT_PSNR_DB`); once the next key frame has arrived, every frame in between is rendered at its
-pair time from the stamps and compared with the true frame ("interp"), next to the linear blend of the two key
-frames at the same time ("blend") and the key frames warped to that time with DIS flow both ways ("flow_warp",
-:mod:`nut_ros.pipeline.baselines`). Images are compared at the model resolution (the ground truth
-resized the way the pipeline resizes its input) and, as StreamSplat reports them, both resized to 256x256.
+compared with that frame ("key"; rendered for the evaluation when ``PipelineConfig.render_times`` leaves pair time 1
+out, the step's own views untouched). Beside it stands the frame the model was given scored against itself ("copy":
+the exact-match upper bound, PSNR :data:`EXACT_PSNR_DB` and SSIM 1, not a baseline). Once the next key frame has
+arrived, every frame in between is rendered at its pair time from the stamps and compared with the true frame
+("interp"), next to the linear blend of the two key frames at the same time ("blend") and the key frames warped to
+that time with DIS flow both ways ("flow_warp", :mod:`nut_ros.pipeline.baselines`). Images are compared at the model
+resolution (the ground truth resized the way the pipeline resizes its input; the held-out frames' rounded to 8 bits
+while they wait) and, as StreamSplat reports them, both resized to 256x256. Held-out frames that cannot be placed in
+a pair are skipped (counted): those before a stream's first key frame, those more than ``PipelineConfig.max_gap_s``
+from the last processed key frame, and the oldest beyond ``max_held`` waiting at once.
 
 Depth (key frames with ground truth): the rendered depth, a constant, a vertical ramp and the depth-from-motion input
 (dense and semi-dense) are scored on the same pixels under each alignment of :data:`DEPTH_PROTOCOLS`, and the
@@ -15,6 +19,7 @@ summary splits the rendered depth's error by the frame's depth source.
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import cv2
@@ -26,7 +31,7 @@ from nut_ros.pipeline.baselines import FlowWarp, blend
 from nut_ros.pipeline.metrics import constant_depth, depth_errors, percentiles, psnr, ramp_depth, resize_square, ssim
 from nut_ros.pipeline.stats import STAGES
 from nut_ros.pipeline.stream import StreamingPipeline, resize_rgb
-from nut_ros.pipeline.types import Frame, StepResult
+from nut_ros.pipeline.types import Frame, RenderedView, StepResult
 
 REPORT_SIZE = 256
 #: alignments of a depth figure (key suffix): none (metric runs only), median scale, disparity scale+shift
@@ -65,11 +70,16 @@ def image_scores(pred: np.ndarray, true: np.ndarray, with_ssim: bool = True) -> 
     return out
 
 
+#: held-out frames waiting for a key frame at most: a bound on memory for streams whose key frames keep being
+#: dropped without their stamps advancing (duplicates), which the time bound never ends
+MAX_HELD = 256
+
+
 @dataclass
 class _Held:
     index: int
     stamp_ns: int
-    rgb: np.ndarray  # model resolution, float [0, 1]
+    rgb: np.ndarray  # model resolution, uint8
 
 
 @dataclass
@@ -80,15 +90,21 @@ class StreamEvaluator:
     stride: int = 2
     depth_min_m: float = 0.05
     depth_max_m: float = 20.0
+    max_held: int = MAX_HELD
     records: list[dict] = field(default_factory=list)
-    skipped_interp: int = 0  # held-out frames that could not be rendered (the stream was reset after them)
+    # held-out frames not rendered: no key frame to pair them with (before a stream's first one, the stream reset
+    # after them, more than max_gap_s from the last one) or the oldest beyond max_held
+    skipped_interp: int = 0
     _index: int = 0
-    _held: list[_Held] = field(default_factory=list)
-    _key_rgb: np.ndarray | None = None
+    _held: deque[_Held] = field(default_factory=deque)
+    _key_rgb: np.ndarray | None = None  # the last processed key frame's truth (model resolution, float)
+    _key_stamp_ns: int | None = None
 
     def __post_init__(self):
         if self.stride < 1:
             raise ValueError(f"stride must be >= 1, got {self.stride}")
+        if self.max_held < 1:
+            raise ValueError(f"max_held must be >= 1, got {self.max_held}")
 
     def _model_rgb(self, rgb: np.ndarray) -> np.ndarray:
         p = self.pipeline
@@ -104,27 +120,51 @@ class StreamEvaluator:
         i = self._index
         self._index += 1
         if i % self.stride:
-            self._held.append(_Held(i, frame.stamp_ns, self._model_rgb(frame.rgb)))
+            self._hold(i, frame)
             return None
         result = self.pipeline.push(frame)
         if result is None:  # dropped: its held-out frames wait for the next key frame
             return None
-        held, self._held = self._held, []
+        held, self._held = list(self._held), deque()
         true = self._model_rgb(frame.rgb)
+        newest = self._newest(result)
         rec = {"index": i, "stamp_ns": frame.stamp_ns, "kind": "key", "pair_time": 1.0,
                "gaussians": result.gaussians.count, "latency_ms": dict(result.latency_ms),
                "depth_source": result.depth_source,
-               **image_scores(result.newest.rgb, true),
-               **_prefixed("copy", image_scores(true, true))}  # copying the input: the frame the model was given
+               **image_scores(newest.rgb, true),
+               **_prefixed("copy", image_scores(true, true))}  # the exact-match upper bound: the truth against itself
         if gt_depth_m is not None:
-            rec.update(self._depth_scores(result, gt_depth_m))
+            rec.update(self._depth_scores(result, newest.depth, gt_depth_m))
         self.records.append(rec)
         if result.paired and self._key_rgb is not None:
             self._score_held(held, self._key_rgb, true)
         else:
             self.skipped_interp += len(held)
-        self._key_rgb = true
+        self._key_rgb, self._key_stamp_ns = true, frame.stamp_ns
         return result
+
+    def _hold(self, index: int, frame: Frame) -> None:
+        """Keep a held-out frame for the next key frame, or count it skipped when no pair can hold it: no key frame
+        processed yet, or a stamp more than ``max_gap_s`` from the last one (the next key frame, later still, starts
+        a new stream). The oldest waiting frame is skipped when ``max_held`` are waiting."""
+        gap_ns = self.pipeline.config.max_gap_s * 1e9
+        if self._key_stamp_ns is None or abs(frame.stamp_ns - self._key_stamp_ns) > gap_ns:
+            self.skipped_interp += 1
+            return
+        if len(self._held) >= self.max_held:
+            self._held.popleft()
+            self.skipped_interp += 1
+        rgb = np.rint(self._model_rgb(frame.rgb) * 255).astype(np.uint8)
+        self._held.append(_Held(index, frame.stamp_ns, rgb))
+
+    def _newest(self, result: StepResult) -> RenderedView:
+        """The view at pair time 1: the step's own, else (render_times without 1) rendered here, leaving the step's
+        views, which are what the node publishes, as they are."""
+        try:
+            return result.newest
+        except KeyError:
+            [view] = self.pipeline.render([1.0])
+            return view
 
     def _score_held(self, held: list[_Held], key0: np.ndarray, key1: np.ndarray) -> None:
         warp = FlowWarp(key0, key1) if held else None
@@ -137,16 +177,16 @@ class StreamEvaluator:
             self.records.append({"index": h.index, "stamp_ns": h.stamp_ns, "kind": "interp", "pair_time": t,
                                  **scores, **_prefixed("blend", base), **_prefixed("flow_warp", warped)})
 
-    def _depth_scores(self, result: StepResult, gt_depth_m: np.ndarray) -> dict[str, float]:
-        """Rendered depth and its baselines against ground truth on the same pixels (ground truth valid and rendered
-        depth present), under each alignment (:data:`DEPTH_PROTOCOLS`). Constant and ramp have no scale of their
-        own: without alignment (metric runs) they are scaled to the rendered depth's median, never the ground
-        truth's. The motion input is scored where it has values (its coverage of those pixels is recorded; 0 on
-        frames where depth from motion gave nothing), and so is the rendered depth on the semi-dense pixels."""
-        h, w = result.newest.depth.shape
+    def _depth_scores(self, result: StepResult, pred: np.ndarray, gt_depth_m: np.ndarray) -> dict[str, float]:
+        """Rendered depth ``pred`` (the view at pair time 1) and its baselines against ground truth on the same
+        pixels (ground truth valid and rendered depth present), under each alignment (:data:`DEPTH_PROTOCOLS`).
+        Constant and ramp have no scale of their own: without alignment (metric runs) they are scaled to the rendered
+        depth's median, never the ground truth's. The motion input is scored where it has values (its coverage of
+        those pixels is recorded; 0 on frames where depth from motion gave nothing), and so is the rendered depth on
+        the semi-dense pixels."""
+        h, w = pred.shape
         gt = torch.from_numpy(np.asarray(gt_depth_m, np.float32))[None, None]
         gt = F.interpolate(gt, size=(h, w), mode="nearest-exact")[0, 0].numpy()
-        pred = result.newest.depth
         valid = np.isfinite(gt) & (gt >= self.depth_min_m) & (gt <= self.depth_max_m)
         same = valid & np.isfinite(pred) & (pred > 0)
         out = {"depth_coverage": same.sum() / max(int(valid.sum()), 1)}
@@ -176,7 +216,8 @@ class StreamEvaluator:
         return out
 
     def summary(self) -> dict:
-        """Means per frame kind, latency percentiles per stage and counts."""
+        """Means per frame kind, latency percentiles per stage, counts, and ``pipeline_fps``: key frames per second
+        of the pipeline's own time (the sum of its per-frame ``total`` latencies, the evaluation's work left out)."""
         def mean(kind: str, key: str) -> float | None:
             vals = [r[key] for r in self.records if r["kind"] == kind and key in r and np.isfinite(r[key])]
             return float(np.mean(vals)) if vals else None
@@ -184,6 +225,7 @@ class StreamEvaluator:
         keys = [r for r in self.records if r["kind"] == "key"]
         seen = {s for r in keys for s in r["latency_ms"]}
         stages = [s for s in STAGES if s in seen] + sorted(seen - set(STAGES))
+        pipeline_s = sum(r["latency_ms"]["total"] for r in keys) / 1e3
         out = {
             "frames_total": self._index, "stride": self.stride,
             "key_frames": len(keys), "interp_frames": sum(r["kind"] == "interp" for r in self.records),
@@ -194,6 +236,7 @@ class StreamEvaluator:
             "blend": {k: mean("interp", f"blend_{k}") for k in IMAGE_SCORES},
             "flow_warp": {k: mean("interp", f"flow_warp_{k}") for k in IMAGE_SCORES},
             "latency_ms": {s: percentiles(r["latency_ms"][s] for r in keys if s in r["latency_ms"]) for s in stages},
+            "pipeline_fps": len(keys) / pipeline_s if pipeline_s > 0 else None,
             "gaussians_mean": float(np.mean([r["gaussians"] for r in keys])) if keys else None,
             "gaussians_live": self.pipeline.live_gaussians,
             "pipeline": self.pipeline.stats.as_dict(),

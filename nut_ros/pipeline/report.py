@@ -14,13 +14,26 @@ def _fmt(v, digits: int = 3) -> str:
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
+def _frames_line(s: dict) -> str:
+    """How many frames there were and what became of them; with ``images_received`` (a replay), the images lost in
+    stamp matching by reason, which are not frames."""
+    if "images_received" in s:
+        lost = "; ".join(f"{n} {reason}" for reason, n in s["match_drops"].items()) or "none"
+        line = (f"Frames: {s['frames_total']} images matched by stamp of {s['images_received']} received (lost in "
+                f"stamp matching: {lost}); frame indices count the matched images")
+    else:
+        line = f"Frames: {s['frames_total']} total"
+    return (f"{line}. Stride {s['stride']}: {s['key_frames']} key frames re-rendered, {s['interp_frames']} held-out "
+            f"frames interpolated ({s['interp_skipped']} skipped).")
+
+
 def _markdown(meta: dict, s: dict) -> str:
     lines = [f"# nut_ros replay evaluation: {meta.get('bag', '')}", ""]
     lines += [f"- {k}: `{v}`" for k, v in meta.items()]
-    lines += ["", f"Frames: {s['frames_total']} total, stride {s['stride']}: {s['key_frames']} key frames "
-              f"re-rendered, {s['interp_frames']} held-out frames interpolated ({s['interp_skipped']} skipped).", "",
+    lines += ["", _frames_line(s), "",
               "| frames | PSNR (model res) | SSIM (model res) | PSNR 256² | SSIM 256² |", "|---|---|---|---|---|"]
-    for name, key in (("key (pair time 1)", "key"), ("copy-the-input baseline (key)", "copy"),
+    for name, key in (("key (pair time 1)", "key"),
+                      ("key: the input against itself (exact-match upper bound, not a baseline)", "copy"),
                       ("interpolated", "interp"), ("blend baseline (held-out)", "blend"),
                       ("flow-warp baseline (held-out)", "flow_warp")):
         m = s.get(key) or {}
@@ -28,11 +41,16 @@ def _markdown(meta: dict, s: dict) -> str:
                      f"{_fmt(m.get('ssim_256'))} |")
     if "depth" in s:
         d = s["depth"]
-        lines += ["", "Depth at key frames, AbsRel (δ<1.25) against the ground truth, each row on the same pixels with "
-                  "the same alignment (metric: none, metric runs only; median: scale; scale+shift: in disparity). "
-                  "Constant and ramp without alignment are scaled to the rendered depth's median. The motion input "
-                  "is scored where it has values (coverage: its share of the scored pixels).", "",
-                  "| depth | " + " | ".join(DEPTH_PROTOCOLS.values()) + " | coverage |",
+        given = meta.get("input_depth")  # the ground truth is the depth the pipeline was given
+        lines += ["", "Depth at key frames, AbsRel (δ<1.25) against the ground truth"
+                  + (" (truth = the input depth: the pipeline was given the depth it is scored against)" if given
+                     else "")
+                  + ", each row on the same pixels with the same alignment (metric: none, metric runs only; median: "
+                  "scale; scale+shift: in disparity). Constant and ramp without alignment are scaled to the rendered "
+                  "depth's median. The motion input is scored where it has values (coverage: its share of the scored "
+                  "pixels).", "",
+                  f"| depth{' (truth = the input depth)' if given else ''} | " + " | ".join(DEPTH_PROTOCOLS.values())
+                  + " | coverage |",
                   "|---|" + "---|" * (len(DEPTH_PROTOCOLS) + 1)]
         for key, name in DEPTH_PREDICTORS.items():
             cells = [f"{_fmt(d.get(f'depth_abs_rel{p}{key}'))} ({_fmt(d.get(f'depth_delta1{p}{key}'))})"
@@ -46,7 +64,11 @@ def _markdown(meta: dict, s: dict) -> str:
     lines += ["", "| stage | p50 ms | p90 ms | p99 ms | mean ms | max ms |", "|---|---|---|---|---|---|"]
     for stage, p in s["latency_ms"].items():
         lines.append(f"| {stage} | " + " | ".join(_fmt(p[k], 1) for k in ("p50", "p90", "p99", "mean", "max")) + " |")
-    lines += ["", f"Throughput: {_fmt(s.get('throughput_fps'), 2)} key frames/s (wall clock, including I/O). "
+    wall = (f"Wall-clock rate: {_fmt(s['wall_fps'], 2)} key frames/s (the whole replay: reading and matching, the "
+            "pipeline, the evaluation's renders of held-out views, baselines and scores, and writing the output "
+            "bag). ") if "wall_fps" in s else ""
+    lines += ["", f"Pipeline throughput: {_fmt(s.get('pipeline_fps'), 2)} key frames/s (key frames over the sum of "
+              f"the pipeline's per-frame total latencies: the pipeline alone). {wall}"
               f"Gaussians: {_fmt(s['gaussians_mean'], 0)} per published map on average, "
               f"{s['gaussians_live']} live at the end.",
               f"Frames refused before the pipeline: {s.get('input_drops') or 'none'}; processed without output "

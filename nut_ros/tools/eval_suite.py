@@ -147,7 +147,7 @@ SEQUENCE_RUNS = (
 
 class ClipError(Exception):
     """A run cannot be done: its clip or sequence is missing or unreadable under ``--shared``, its bag cannot be
-    replayed, or its backend cannot be made from the options."""
+    replayed, its backend cannot be made from the options, or the pipeline processed none of its key frames."""
 
 
 def sequence_frames(run: SequenceRun, shared: Path):
@@ -402,12 +402,19 @@ def _run_clip(run: RunSpec, clip: ClipSpec, shared: Path, work: Path, options: l
         raise ClipError(f"run {run.name}: {err}") from err
 
 
+def _no_key_frames(run: RunSpec | SequenceRun, summary: dict) -> ClipError:
+    """The failure of a run whose pipeline processed no key frame, with why its frames went (by reason)."""
+    drops = {**summary.get("match_drops", {}), **summary.get("input_drops", {}), **summary["pipeline"]["drops"]}
+    why = "; ".join(f"{n}x {reason}" for reason, n in drops.items()) or "no frames"
+    return ClipError(f"run {run.name}: no key frame was processed ({why})")
+
+
 def run_suite(shared: Path, work: Path, replay_options: list[str], clips: tuple[ClipSpec, ...] = CLIPS,
               runs: tuple[RunSpec, ...] = RUNS, meta: dict | None = None, log=print,
               sequence_runs: tuple[SequenceRun, ...] = SEQUENCE_RUNS) -> dict:
     """Build the bags, replay every run, run every sequence and write ``summary.json`` / ``summary.md``. A run whose
-    clip or sequence is missing or unreadable, or whose backend cannot be made (``ClipError``), is listed under
-    ``failed`` with the reason, and the others go on."""
+    clip or sequence is missing or unreadable, whose backend cannot be made, or that processed no key frame
+    (``ClipError``) is listed under ``failed`` with the reason, and the others go on."""
     by_name = {c.name: c for c in clips}
     work.mkdir(parents=True, exist_ok=True)
     rows, failed = [], []
@@ -418,6 +425,8 @@ def run_suite(shared: Path, work: Path, replay_options: list[str], clips: tuple[
                 report = run_sequence(run, shared, work / "runs" / run.name, replay_options)
             else:
                 report = _run_clip(run, by_name[run.clip], shared, work, replay_options, log)
+            if not report["summary"]["key_frames"]:
+                raise _no_key_frames(run, report["summary"])
         except ClipError as err:
             failed.append({"run": run.name, "reason": str(err)})
             log(f"failed: {err}")

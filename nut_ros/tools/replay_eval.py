@@ -10,7 +10,8 @@ the true frames (see :mod:`nut_ros.pipeline.evaluation`). Writes into ``--out``:
   (32FC1), ``~/image`` (rgb8), ``~/camera_info``, ``~/points`` (PointCloud2 of the Gaussians, coloured),
   ``~/gaussians`` (GaussianSet), ``~/stats`` (PipelineStats) and ``/diagnostics``; frames without metric scale
   put their depth and points on ``~/relative/depth`` and ``~/relative/points`` (``nut_ros.ros.topics.RELATIVE``);
-* ``report.json``, ``report.md`` and PNG plots.
+* ``report.json``, ``report.md`` and PNG plots. Frames are numbered in the order of their stamp matches (the
+  images lost in stamp matching are counted in ``match_drops``, by reason, not numbered).
 
 The run is deterministic: same bag, weights and options give the same outputs (latencies aside).
 """
@@ -22,6 +23,7 @@ import re
 import sys
 import time
 from collections import Counter
+from itertools import islice
 from pathlib import Path
 
 from nut_ros.core.choices import positive
@@ -36,6 +38,8 @@ from nut_ros.tools.demo import params_file
 from nut_ros.ros.topics import DIAGNOSTICS, NODE_NAME, output_topic
 
 FLAVOR = "rosbags"
+DEFAULT_INFO_TOPIC = "/camera/camera_info"
+DEFAULT_ODOM_TOPIC = "/camera/odom"
 
 
 def write_outputs(writer: BagWriter, processor: FrameProcessor, outcome, info: dict, namespace: str = "/") -> None:
@@ -92,8 +96,7 @@ def replay_matches(path, processor: FrameProcessor, clock: BagClock, image_topic
 def replay_params(args: argparse.Namespace) -> NodeParams:
     """The node's parameters (``--params``, default the package's config/nut_ros.yaml, read as the node reads it:
     unknown names and other nodes' sections are warned about on stderr) with the options given."""
-    params = load_params_file(args.params or params_file(), NODE_NAME,
-                              lambda message: print(f"nut_ros_replay: warning: {message}", file=sys.stderr))
+    params = load_params_file(args.params or params_file(), NODE_NAME, _warn)
     given = {"backend": args.backend, "model": args.model, "checkpoint": args.checkpoint, "device": args.device,
              "motion_prior": args.motion_prior, "depth_scale": args.depth_scale,
              "render_times": None if args.render_times is None else list(args.render_times),
@@ -120,6 +123,32 @@ class DamagedBag(Exception):
     """The bag cannot be read on, part of the way through (the output bag is discarded)."""
 
 
+def _warn(message: str) -> None:
+    print(f"nut_ros_replay: warning: {message}", file=sys.stderr)
+
+
+def side_topic(bag, present: dict[str, str], given: str | None, default: str, kind: str, option: str,
+               without: str) -> str | None:
+    """The CameraInfo or Odometry topic (``kind``) to read: ``given`` (by ``option``), which the bag must have with
+    that type (else ``SetupError``), or else the ``default`` when the bag has it with that type. None otherwise,
+    with a warning naming the bag's topics of that type and what the replay does ``without`` one; a bag with no
+    Odometry at all (none of that type, nothing under the default name) gets no warning."""
+    name = kind.rsplit("/", 1)[-1]
+    of_kind = ", ".join(sorted(t for t, k in present.items() if k == kind)) or "none"
+    if given is not None:
+        if present.get(given) != kind:
+            found = f"is a {present[given]} topic" if given in present else "is not"
+            raise SetupError(f"{option} {given!r} {found} in {bag} ({name} topics: {of_kind})")
+        return given
+    if present.get(default) == kind:
+        return default
+    if kind != ODOMETRY_TYPE or of_kind != "none" or default in present:
+        found = f"is a {present[default]} topic" if default in present else "is not"
+        _warn(f"{option}'s default {default!r} {found} in {bag} ({name} topics: {of_kind}): {without}; "
+              f"choose one with {option}")
+    return None
+
+
 def _drop_key(reason: str) -> str:
     """A refusal's reason with its numbers (not those inside names, such as ``mono16``) as ``#``: one count per kind
     of refusal, not per frame."""
@@ -144,6 +173,10 @@ def run_replay(args: argparse.Namespace) -> dict:
         if present.get(topic) not in IMAGE_TYPES:
             images = sorted(t for t, kind in present.items() if kind in IMAGE_TYPES)
             raise SetupError(f"{args.bag} has no image topic {topic!r} (image topics: {', '.join(images) or 'none'})")
+    info_topic = side_topic(args.bag, present, args.info_topic, DEFAULT_INFO_TOPIC, INFO_TYPE, "--info-topic",
+                            "the pipeline assumes a 60° horizontal field of view")
+    odom_topic = side_topic(args.bag, present, args.odom_topic, DEFAULT_ODOM_TOPIC, ODOMETRY_TYPE, "--odom-topic",
+                            "the frames go without camera poses")
     try:
         params = replay_params(args)
         pipeline = build_pipeline(params)
@@ -161,9 +194,6 @@ def run_replay(args: argparse.Namespace) -> dict:
             "motion_prior": pipeline.motion_prior}
     meta["flow"] = pipeline.flow_settings
     meta["interp_window"] = f"{pipeline.config.interp_window} ({pipeline.config.interp_samples} renders)"
-    # a CameraInfo / Odometry topic of another type (a PoseStamped "odom", say) is left out like a missing one
-    info_topic = args.info_topic if present.get(args.info_topic) == INFO_TYPE else None
-    odom_topic = args.odom_topic if present.get(args.odom_topic) == ODOMETRY_TYPE else None
     meta["info_topic"], meta["odom_topic"] = info_topic, odom_topic
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -173,33 +203,36 @@ def run_replay(args: argparse.Namespace) -> dict:
     processor = replay_processor(pipeline, clock, args.depth_topic, info_topic, odom_topic, params)
     info = {"backend": backend.name, "model": backend.model_config.name}
     start = time.perf_counter()
-    input_drops, output_drops = _replay(args, processor, evaluator, clock, (info_topic, odom_topic), info, bag_out)
+    drops = _replay(args, processor, evaluator, clock, (info_topic, odom_topic), info, bag_out)
     elapsed = time.perf_counter() - start
     summary = evaluator.summary()
-    summary["input_drops"] = dict(input_drops.most_common())
-    summary["output_drops"] = dict(output_drops.most_common())
+    summary["images_received"] = processor.health.received
+    for key, counts in zip(("match_drops", "input_drops", "output_drops"), drops):
+        summary[key] = dict(counts.most_common())
     summary["wall_s"] = elapsed
-    summary["throughput_fps"] = summary["key_frames"] / elapsed if elapsed > 0 else None
+    # the whole replay's rate, the evaluation's own work included (pipeline_fps: the pipeline's alone)
+    summary["wall_fps"] = summary["key_frames"] / elapsed if elapsed > 0 else None
     meta["output_bag"] = str(bag_out)
     write_report(out, meta, summary, evaluator.records)
     return summary
 
 
 def _replay(args, processor: FrameProcessor, evaluator: StreamEvaluator, clock: BagClock, topics: tuple,
-            info: dict, bag_out: Path) -> tuple[Counter, Counter]:
+            info: dict, bag_out: Path) -> tuple[Counter, Counter, Counter]:
     """The bag's frames through the node's per-frame path into the evaluator and the output bag (``topics``: the
-    CameraInfo and Odometry topics or None). Returns the counts of the frames refused before the pipeline
-    (encoding, size, bad values) and of those processed whose output messages could not be made, by reason."""
+    CameraInfo and Odometry topics or None). Returns the counts, by reason, of the images lost in stamp matching
+    (never a frame: see :func:`match_drops`), of the frames refused before the pipeline (encoding, size, bad values)
+    and of those processed whose output messages could not be made."""
     info_topic, odom_topic = topics
     pipeline = processor.pipeline
     input_drops, output_drops = Counter(), Counter()
+    count = 0
     with BagWriter(bag_out, storage=args.storage, discard_on_error=True) as writer:
         progress = _progress(args.max_frames, args.quiet)
         matches = replay_matches(args.bag, processor, clock, args.image_topic, args.depth_topic, info_topic,
                                  odom_topic)
-        for i, matched in enumerate(matches):
-            if args.max_frames and i >= args.max_frames:
-                break
+        for i, matched in enumerate(islice(matches, args.max_frames)):  # (the bag is read no further)
+            count = i + 1
             progress.update(1)
             if i % args.stride:  # held out: rendered by interpolation at the next key frame
                 try:
@@ -223,7 +256,16 @@ def _replay(args, processor: FrameProcessor, evaluator: StreamEvaluator, clock: 
             if outcome.result is not None and outcome.drop is None:
                 write_outputs(writer, processor, outcome, info)
         progress.close()
-    return input_drops, output_drops
+    return match_drops(processor, count), input_drops, output_drops
+
+
+def match_drops(processor: FrameProcessor, matched: int) -> Counter:
+    """The images given to ``processor`` that never became a match (``matched``: the matches made), by reason."""
+    matcher = processor.matcher
+    invalid = processor.health.received - matched - matcher.unmatched - matcher.pending
+    return +Counter({"invalid header stamp": invalid,
+                     "superseded or evicted while waiting for depth or a first CameraInfo": matcher.unmatched,
+                     "still waiting for depth or a first CameraInfo when the replay ended": matcher.pending})
 
 
 def _input(frame, no_input_depth: bool):
@@ -244,10 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (report files and the outputs/ bag)")
     p.add_argument("--image-topic", default="/camera/image_raw", help="Image or CompressedImage topic")
     p.add_argument("--depth-topic", default=None, help="depth Image topic: input depth and ground truth")
-    p.add_argument("--info-topic", default="/camera/camera_info",
-                   help="CameraInfo topic (ignored when the bag has none: the pipeline then assumes a 60° FOV)")
-    p.add_argument("--odom-topic", default="/camera/odom",
-                   help="nav_msgs/Odometry topic giving the camera pose of each frame (ignored when the bag has none)")
+    p.add_argument("--info-topic", default=None,
+                   help=f"CameraInfo topic, which the bag must have (default: {DEFAULT_INFO_TOPIC} when the bag has "
+                        f"it, else none, with a warning: the pipeline then assumes a 60° FOV)")
+    p.add_argument("--odom-topic", default=None,
+                   help=f"nav_msgs/Odometry topic giving the camera pose of each frame, which the bag must have "
+                        f"(default: {DEFAULT_ODOM_TOPIC} when the bag has it, else none)")
     p.add_argument("--no-input-depth", action="store_true",
                    help="do not feed the depth topic to the pipeline (relative depth); still use it as ground truth")
     p.add_argument("--params", default=None,
@@ -288,16 +332,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     drops = summary["pipeline"]["drops"]
     if not summary["key_frames"]:  # nothing the pipeline could use: say why instead of an empty report
-        why = "; ".join(f"{n}x {reason}" for reason, n in list(summary["input_drops"].items())[:3])
+        why = "; ".join(f"{n}x {reason}" for reason, n in list(summary["input_drops"].items())[:3]
+                        + list(summary["match_drops"].items()))
         print(f"nut_ros_replay: no frame of {args.bag} was processed ({why or 'no input drops'}; pipeline drops: "
               f"{drops or 'none'}); report in {args.out}", file=sys.stderr)
         return 1
     if sum(drops.values()) > summary["key_frames"]:  # e.g. a camera driver that stamps every image 0
         print(f"nut_ros_replay: warning: the pipeline dropped more frames than it used ({drops}; "
               f"{summary['key_frames']} key frames): check the images' header stamps", file=sys.stderr)
-    k, c, m, b, fw = (summary[key] for key in ("key", "copy", "interp", "blend", "flow_warp"))
-    print(f"key PSNR {k['psnr']} (copying the input {c['psnr']}), interp PSNR {m['psnr']} (blend {b['psnr']}, flow "
-          f"warp {fw['psnr']}); report in {args.out}")
+    k, m, b, fw = (summary[key] for key in ("key", "interp", "blend", "flow_warp"))
+    lost = sum(summary["match_drops"].values())
+    print(f"key PSNR {k['psnr']}, interp PSNR {m['psnr']} (blend {b['psnr']}, flow warp {fw['psnr']}); "
+          f"{summary['frames_total']} of {summary['images_received']} images matched"
+          + (f" ({lost} lost in stamp matching: {summary['match_drops']})" if lost else "")
+          + f"; report in {args.out}")
     return 0
 
 
