@@ -1,5 +1,6 @@
 """nut_ros_replay end to end on a tiny RGB-D bag written here (small randomly initialised model)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,26 @@ def scene(i: int) -> np.ndarray:
     u = u - 2 * i
     rgb = np.stack([0.5 + 0.4 * np.sin(u / 7), 0.5 + 0.4 * np.cos(v / 5), 0.5 + 0.3 * np.sin((u + v) / 9)], -1)
     return (rgb * 255).round().astype(np.uint8)
+
+
+def replay_cam_bag(tmp_path, replay, image, with_depth, *options) -> Path:
+    """Write 7 frames at 30 Hz on /cam/* (``image(i, stamp)``: frame i's Image message; a 2 m 16UC1 depth image
+    where ``with_depth(i)``; CameraInfo every frame) and replay them with stride 2 (and ``options``): the output
+    folder."""
+    bag = tmp_path / "input"
+    with BagWriter(bag, storage="sqlite3") as w:
+        for i in range(7):
+            stamp = 10**9 + i * 33_333_333
+            w.write("/cam/image", stamp, image(i, stamp))
+            if with_depth(i):
+                w.write("/cam/depth", stamp, numpy_to_image(np.full((H, W), 2000, np.uint16), "16UC1", stamp, "cam",
+                                                            "rosbags"))
+            w.write("/cam/info", stamp, intrinsics_to_camera_info(K, stamp, "cam", "rosbags"))
+    out = tmp_path / "out"
+    assert main([str(bag), "--out", str(out), "--image-topic", "/cam/image", "--depth-topic", "/cam/depth",
+                 "--info-topic", "/cam/info", "--checkpoint", str(replay.parent / "tiny_small_res.safetensors"),
+                 "--stride", "2", "--quiet", *options]) == 0
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -240,22 +261,14 @@ def test_images_lost_in_stamp_matching_are_reported(replay, tmp_path, capsys):
     """Images that never become frames (superseded while waiting for depth, an invalid header stamp, still waiting
     when the bag ends) are counted by reason in the summary and on the report's Frames line; frames are numbered
     by match."""
-    bag = tmp_path / "input"
-    with BagWriter(bag, storage="sqlite3") as w:
-        for i in range(7):
-            stamp = 10**9 + i * 33_333_333
-            image = numpy_to_image(scene(i), "rgb8", stamp, "cam", "rosbags")
-            if i == 4:
-                image.header.stamp.nanosec = 1_500_000_000
-            w.write("/cam/image", stamp, image)
-            if i not in (2, 6):  # image 2 is superseded by image 3; image 6 waits for its depth when the bag ends
-                w.write("/cam/depth", stamp, numpy_to_image(np.full((H, W), 2000, np.uint16), "16UC1", stamp, "cam",
-                                                            "rosbags"))
-            w.write("/cam/info", stamp, intrinsics_to_camera_info(K, stamp, "cam", "rosbags"))
-    out = tmp_path / "out"
-    assert main([str(bag), "--out", str(out), "--image-topic", "/cam/image", "--depth-topic", "/cam/depth",
-                 "--info-topic", "/cam/info", "--checkpoint", str(replay.parent / "tiny_small_res.safetensors"),
-                 "--stride", "2", "--quiet"]) == 0
+    def image(i, stamp):
+        msg = numpy_to_image(scene(i), "rgb8", stamp, "cam", "rosbags")
+        if i == 4:
+            msg.header.stamp.nanosec = 1_500_000_000
+        return msg
+
+    # image 2 is superseded by image 3; image 6 waits for its depth when the bag ends
+    out = replay_cam_bag(tmp_path, replay, image, lambda i: i not in (2, 6))
     report = json.loads((out / "report.json").read_text())
     s = report["summary"]
     assert (s["images_received"], s["frames_total"], s["key_frames"]) == (7, 4, 2)
@@ -310,20 +323,11 @@ def test_a_refused_frame_keeps_the_key_frames_those_of_the_bag(replay, tmp_path,
     """A frame the node refuses (here an encoding it cannot use) is counted, and the key frames stay every
     ``stride``-th frame of the bag, so the frames the pipeline gets keep their roles (ground-truth depth never
     reaches it with ``--no-input-depth``)."""
-    bag = tmp_path / "input"
-    with BagWriter(bag, storage="sqlite3") as w:
-        for i in range(7):
-            stamp = 10**9 + i * 33_333_333
-            image = (numpy_to_image(scene(i)[..., 0].astype(np.uint16), "mono16", stamp, "cam", "rosbags") if i == bad
-                     else numpy_to_image(scene(i), "rgb8", stamp, "cam", "rosbags"))
-            w.write("/cam/image", stamp, image)
-            w.write("/cam/depth", stamp, numpy_to_image(np.full((H, W), 2000, np.uint16), "16UC1", stamp, "cam",
-                                                        "rosbags"))
-            w.write("/cam/info", stamp, intrinsics_to_camera_info(K, stamp, "cam", "rosbags"))
-    out = tmp_path / "out"
-    assert main([str(bag), "--out", str(out), "--image-topic", "/cam/image", "--depth-topic", "/cam/depth",
-                 "--info-topic", "/cam/info", "--checkpoint", str(replay.parent / "tiny_small_res.safetensors"),
-                 "--stride", "2", "--no-input-depth", "--quiet"]) == 0
+    def image(i, stamp):
+        return (numpy_to_image(scene(i)[..., 0].astype(np.uint16), "mono16", stamp, "cam", "rosbags") if i == bad
+                else numpy_to_image(scene(i), "rgb8", stamp, "cam", "rosbags"))
+
+    out = replay_cam_bag(tmp_path, replay, image, lambda i: True, "--no-input-depth")
     frames = json.loads((out / "report.json").read_text())["frames"]
     keys = [f["index"] for f in frames if f["kind"] == "key"]
     assert keys == [i for i in (0, 2, 4, 6) if i != bad]
