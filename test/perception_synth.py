@@ -53,7 +53,9 @@ def step(world_points: np.ndarray, world_velocities: np.ndarray, prev_pose, pose
     cam = cam[visible]
     vel = np.zeros_like(cam)
     if paired:
-        vel = field_from_poses(prev_pose, pose, dt)(cam) + world_velocities[visible] @ rot
+        # as a pipeline measures it: the difference of a point's coordinates in the two cameras over dt, i.e. the
+        # static field plus the point's own displacement in the previous camera's axes
+        vel = field_from_poses(prev_pose, pose, dt)(cam) + world_velocities[visible] @ prev_pose[:3, :3]
         vel += rng.normal(0, noise * DT / dt, vel.shape)
     n = cam.shape[0]
     cloud = GaussianCloud(cam.astype(np.float32), np.full((n, 3), 0.01, np.float32),

@@ -2,9 +2,11 @@
 perception_expected.json, recorded by the numpy stage at commit 55163bd on the scenes of ``record``, run here with
 the settings that turn the later noise model off: ``BEFORE_NOISE_MODEL``; the obstacles' box sizes recorded again
 when boxes kept their extents along the camera's axes instead of passing through the fixed frame's, and the key-frame
-run again when its camera-motion fit changed: ``pose_step`` inverting fitted fields exactly, and the fit's sample
-spread evenly over the selected rows instead of drawn at random, which moved the poses by up to 1.1e-3 and the map by
-up to 3 % of its Gaussians), the pieces against their formulas written out, and CUDA against CPU."""
+run again when its camera-motion fit changed (``pose_step`` inverting fitted fields exactly; the fit's sample spread
+evenly over the selected rows instead of drawn at random, which moved the poses by up to 1.1e-3 and the map by up to
+3 % of its Gaussians) and when the synthetic scenes' movers got their measured velocity in the previous camera's axes
+(poses moved by 2e-4; the odometry run, whose stage turns that into the current camera's axes, did not change), the
+pieces against their formulas written out, and CUDA against CPU."""
 import json
 import warnings
 from pathlib import Path

@@ -45,7 +45,8 @@ CANDIDATE_COLUMNS = 10  # a downloaded map candidate: point, colour, scales, opa
 CANDIDATE_SPLIT = (3, 6, 9)  # ... split at these columns
 MAX_MOVING_FRACTION = 0.5  # more Gaussians moving than this: the camera-motion estimate failed (frame skipped)
 HEADER = 3  # the download starts with: Gaussians selected, of them moving, static ones eligible for the map
-FRAME_ROWS = 9  # StageInputs.frame: the static field (4 rows), the camera pose (4 rows), the scalars (1 row)
+# StageInputs.frame: the static field (4 rows), the camera pose (4 rows), the scalars (1 row), the pair's turn (3)
+FRAME_ROWS = 12
 
 
 @dataclass(frozen=True)
@@ -68,14 +69,17 @@ class StageInputs(NamedTuple):
     # [FRAME_ROWS, 3] float64: rows 0-3 the static field (apparent velocity of a static point X: X @ f[:3] + f[3]),
     # rows 4-7 the camera's pose in the fixed frame (X_fixed = X @ p[:3] + p[3]), row 8: the noise floors' scale,
     # the time since the compared frame (s), the random offset in [0, 1) of the rows drawn (spread): the map's
-    # candidates (find_moving) or the camera-motion fit's sample (fit_sample)
+    # candidates (find_moving) or the camera-motion fit's sample (fit_sample); rows 9-11 the camera's turn over the
+    # pair, ``R^T`` of ``T_cur<-prev`` (a vector in the previous camera's axes, as a row: ``v @ turn`` in the current's)
     frame: torch.Tensor
     old: torch.Tensor  # [M', 3] the compared frame's points, fixed frame ([1, 3], unread, when the plan has none)
 
 
-def frame_tensor(field: np.ndarray, pose: np.ndarray, floor: float, interval: float, offset: float) -> np.ndarray:
-    """The host side of :attr:`StageInputs.frame`: ``field`` and ``pose`` as ``[4, 3]`` (:func:`affine_rows`)."""
-    return np.concatenate([field, pose, [[floor, interval, offset]]]).astype(np.float64)
+def frame_tensor(field: np.ndarray, pose: np.ndarray, floor: float, interval: float, offset: float,
+                 turn: np.ndarray = np.eye(3)) -> np.ndarray:
+    """The host side of :attr:`StageInputs.frame`: ``field`` and ``pose`` as ``[4, 3]`` (:func:`affine_rows`),
+    ``turn`` ``[3, 3]`` (``R^T``; identity: the camera did not turn, or nothing is compared)."""
+    return np.concatenate([field, pose, [[floor, interval, offset]], turn]).astype(np.float64)
 
 
 def affine_rows(matrix: np.ndarray, offset: np.ndarray) -> np.ndarray:
@@ -160,7 +164,10 @@ def find_moving(inputs: StageInputs, plan: StagePlan,
     change = depth_change(op)
     static = _affine(rows.points, field)
     sweep = op.flow_error_ratio * torch.linalg.vector_norm(static[:, :2], dim=1)
-    residual = rows.velocities - static  # over the ground: minus the camera's static field
+    # over the ground: minus the camera's static field. The flow's difference of a point's coordinates in the two
+    # cameras leaves the point's own displacement in the previous camera's axes: turned into the current camera's,
+    # those of the depth rate, the depth shift and the pose that reports the objects
+    residual = times3(rows.velocities - static, inputs.frame[9:12].to(static.dtype))
     if plan.compare:
         rot = pose[:3].T.float()
         depth_rate, grids = change.rate(rows.points, inputs.old, rot, pose[3].float(), inputs.frame[8, 1], plan.k,

@@ -11,7 +11,8 @@ one). Per frame it
 2. gets the camera's motion over the pair as the apparent velocity field of static points: from the two odometry
    poses, else fitted robustly to the Gaussians' velocities (:mod:`nut_ros.perception.ego_motion`), and integrates
    the pose in the key frame (the stream's first camera frame) when there is no odometry;
-3. takes each Gaussian's velocity over the ground as its velocity minus that field, with the depth rate replaced
+3. takes each Gaussian's velocity over the ground as its velocity minus that field (turned into the current
+   camera's axes by the pair's rotation), with the depth rate replaced
    by the one measured against the Gaussians of ``change_baseline`` frames back where known
    (:mod:`nut_ros.perception.depth_change`) and, with odometry, the image-plane velocity by the shift of the depth
    pattern since that frame where it is clear (``shift_max``, ``shift_min_gain``), averages it over the Gaussian's
@@ -286,11 +287,12 @@ class PerceptionProcessor:
         return StageInputs(rows, unread[:, :1] if depth is None else upload(depth, rows), unread, unread)
 
     def _with_frame(self, inputs: StageInputs, field: MotionField, floor: float, interval: float = 0.0,
-                    offset: float = 0.0, old: torch.Tensor | None = None) -> StageInputs:
+                    offset: float = 0.0, old: torch.Tensor | None = None, turn: np.ndarray = np.eye(3)) -> StageInputs:
         """``inputs`` with the frame's numbers: the static ``field``, the current pose, the noise floors' scale, the
-        time since the compared frame ``old`` (fixed frame; None: nothing compared) and the candidates' offset."""
+        time since the compared frame ``old`` (fixed frame; None: nothing compared), the drawn rows' offset and the
+        camera's ``turn`` over the pair (:func:`~nut_ros.perception.dense.frame_tensor`)."""
         pose = affine_rows(self._pose[:3, :3], self._pose[:3, 3])
-        frame = frame_tensor(affine_rows(field.matrix, field.offset), pose, floor, interval, offset)
+        frame = frame_tensor(affine_rows(field.matrix, field.offset), pose, floor, interval, offset, turn)
         return inputs._replace(frame=upload(frame, inputs.rows, torch.float64), old=inputs.old if old is None else old)
 
     def _depth(self, result: StepResult) -> np.ndarray | None:
@@ -327,8 +329,10 @@ class PerceptionProcessor:
         camera-motion fit has already selected them."""
         compared = self.change.compared(dt)
         old, interval = compared if compared is not None else (None, 0.0)
+        dt_pair = result.pair_interval_s
+        turn = np.eye(3) if field is None or not dt_pair else pose_step(field, dt_pair)[:3, :3].T  # R^T
         inputs = self._with_frame(inputs, MotionField.zero() if field is None else field, self._floor_scale(result),
-                                  interval, self._rng.uniform(), old)
+                                  interval, self._rng.uniform(), old, turn)
         plan = self._plan_for(result, compared is not None, self._registered)
         packed, world, offer = self._run(find_moving, inputs, plan, selected)
         self.change.remember(world, dt)
