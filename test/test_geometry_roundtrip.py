@@ -1,6 +1,7 @@
 """Canonical <-> pixels <-> optical-frame geometry: round trips, resized intrinsics, chain-rule velocities."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -131,3 +132,24 @@ def test_from_fov():
     k = Intrinsics.from_fov(512, 288, 90.0)
     assert k.fx == pytest.approx(256) and k.cx == 255.5 and k.cy == 143.5
     assert math.isclose(k.scaled(256, 144).fx, 128)
+
+
+@pytest.mark.parametrize("size, to", [((480, 640), (144, 256)), ((720, 1280), (288, 512)), ((8, 8), (4, 4)),
+                                      ((192, 256), (144, 256)), ((144, 256), (480, 640)), ((5, 7), (3, 11))])
+def test_nearest_resizing_takes_the_source_pixel_holding_each_centre(size, to):
+    """``resize_nearest`` (depth images and masks) maps pixel centres as ``Intrinsics.scaled`` does: each target
+    pixel takes the source pixel under its centre, as torch's ``nearest-exact`` (OpenCV's ``INTER_NEAREST`` takes the
+    one half a source pixel up and left when shrinking), for any size and channel count."""
+    import torch.nn.functional as F
+
+    from nut_ros.core.geometry import resize_nearest
+
+    (h0, w0), (h, w) = size, to
+    image = np.arange(h0 * w0 * 2, dtype=np.float32).reshape(h0, w0, 2)
+    want = F.interpolate(torch.from_numpy(image).permute(2, 0, 1)[None], size=(h, w), mode="nearest-exact")[0]
+    np.testing.assert_array_equal(resize_nearest(image, w, h), want.permute(1, 2, 0).numpy())
+    np.testing.assert_array_equal(resize_nearest(image[..., 0], w, h), want[0].numpy())
+    # the target pixel (u, v) holds the value of the source pixel its centre falls in, (u + 0.5) * w0 / w - 0.5 ...
+    u, v = w - 1, h // 2
+    src_u, src_v = (u + 0.5) * w0 / w - 0.5, (v + 0.5) * h0 / h - 0.5
+    assert resize_nearest(image, w, h)[v, u, 0] == image[int(np.floor(src_v + 0.5)), int(np.floor(src_u + 0.5)), 0]

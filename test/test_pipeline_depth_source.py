@@ -2,12 +2,12 @@
 without, none on a static camera or when switched off (random-init tiny model at a small size)."""
 import dataclasses
 
-import cv2
 import numpy as np
 import pytest
 import torch
 from generated_room import K, pose, render
 
+from nut_ros.core.geometry import resize_nearest
 from nut_ros.core.model import build_model
 from nut_ros.pipeline.backends import TorchBackend
 from nut_ros.pipeline.metrics import depth_errors
@@ -136,7 +136,7 @@ def test_evaluation_scores_the_baselines_on_the_same_pixels(backend):
     assert rec["depth_abs_rel_input"] < 0.08 < rec["depth_abs_rel_constant"]  # metric: odometry beats a constant
     assert rec["depth_coverage_input"] == 1.0 and 0.3 < rec["depth_coverage_sparse"] < 1.0
     # the rendered depth is also scored on the semi-dense pixels alone, the pixels of the semi-dense figure
-    sparse = 1.0 / cv2.resize(result.motion_depth.inv_depth, truth.shape[::-1], interpolation=cv2.INTER_NEAREST)
+    sparse = 1.0 / resize_nearest(result.motion_depth.inv_depth, truth.shape[1], truth.shape[0])
     on = same & np.isfinite(truth) & (truth >= 0.05) & (truth <= 20.0) & np.isfinite(sparse) & (sparse > 0)
     rendered_on = depth_errors(result.newest.depth, truth, valid=on, align_disparity=True)
     assert rec["depth_abs_rel_affine_on_sparse"] == pytest.approx(rendered_on["abs_rel"])
@@ -162,7 +162,7 @@ def test_a_model_trained_on_known_pixels_gets_the_fills_measured_pixels(backend)
     disp, motion = fed["ones"]
     assert torch.all(disp[1] == 1) and (disp[0] > 0).float().mean() > 0.9  # min-max normalised: the far end is 0
     disp, motion = fed["known"]
-    known = cv2.resize((motion.confidence > 0).astype(np.uint8), (96, 48), interpolation=cv2.INTER_NEAREST)
+    known = resize_nearest((motion.confidence > 0).astype(np.uint8), 96, 48)
     assert 0.05 < known.mean() < 0.95
     assert np.array_equal(disp[1].numpy(), known.astype(np.float32))
     assert torch.equal(disp[0], fed["ones"][0][0])  # the fill itself, dense where nothing was measured too

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -38,6 +39,16 @@ class Intrinsics:
         """A centred pinhole with square pixels and horizontal field of view ``hfov_deg`` (no CameraInfo)."""
         f = (width / 2) / math.tan(math.radians(hfov_deg) / 2)
         return Intrinsics(f, f, (width - 1) / 2, (height - 1) / 2, width, height)
+
+
+def resize_nearest(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``image [H, W, ...]`` at ``width`` x ``height``: each pixel takes the source pixel that holds its centre (pixel
+    centres mapped as :meth:`Intrinsics.scaled` maps them, torch's ``nearest-exact``); values are never blended, so
+    depth images and masks keep theirs (OpenCV's ``INTER_NEAREST`` is half a source pixel off when shrinking)."""
+    h0, w0 = image.shape[:2]
+    rows = np.minimum(((np.arange(height) + 0.5) * (h0 / height)).astype(np.int64), h0 - 1)
+    cols = np.minimum(((np.arange(width) + 0.5) * (w0 / width)).astype(np.int64), w0 - 1)
+    return image[rows[:, None], cols[None, :]]
 
 
 def same_aspect(w0: int, h0: int, w1: int, h1: int) -> bool:

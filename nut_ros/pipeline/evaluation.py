@@ -22,11 +22,11 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nut_ros.core.geometry import resize_nearest
 from nut_ros.pipeline.baselines import FlowWarp, blend
 from nut_ros.pipeline.metrics import constant_depth, depth_errors, percentiles, psnr, ramp_depth, resize_square, ssim
 from nut_ros.pipeline.stats import STAGES
@@ -198,7 +198,7 @@ class StreamEvaluator:
         motion = result.motion_depth
         out["depth_coverage_input"] = out["depth_coverage_sparse"] = 0.0
         if motion is not None:
-            sparse = cv2.resize(motion.inv_depth, (w, h), interpolation=cv2.INTER_NEAREST)
+            sparse = resize_nearest(motion.inv_depth, w, h)
             for key, depth in (("_input", result.input_depth), ("_sparse", 1.0 / sparse)):
                 ok = same & np.isfinite(depth) & (depth > 0)
                 out[f"depth_coverage{key}"] = ok.sum() / same.sum()

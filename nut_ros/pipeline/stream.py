@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from nut_ros.core.gaussians import Gaussians
-from nut_ros.core.geometry import DepthNormalization, Intrinsics, rendered_depth_to_depth
+from nut_ros.core.geometry import DepthNormalization, Intrinsics, rendered_depth_to_depth, resize_nearest
 from nut_ros.core.choices import DEPTH_FROM_MOTION, INTERP_BLENDS, MOTION_PRIORS
 from nut_ros.core.motion_prior import FlowPrior, grey_u8, sparse_to_dense_available, with_prior
 from nut_ros.geometry.depth_from_motion import DepthFromMotion, MotionDepthConfig
@@ -406,7 +406,7 @@ class StreamingPipeline:
         depth_in = to_host(torch.where(valid, depth, torch.full_like(depth, float("nan")))[0, 0])
         channel_valid = valid
         if motion is not None and self.fill_validity == "known":  # the fill's measured pixels, as the model trained
-            known = cv2.resize((motion.confidence > 0).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+            known = resize_nearest((motion.confidence > 0).astype(np.uint8), w, h)
             channel_valid = self._upload_known(known)[None, None] > 0
         return (rgb, model_depth_input(disp, channel_valid, self.depth_channels), norm, depth_in, source, motion,
                 valid if source == "topic" else None)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nut_ros.core.geometry import resize_nearest
 from nut_ros.core.rotations import quaternion_pose
 from nut_ros.pipeline.sequences import TUM_FR1, tum_pose_at, undistort_tum
 from nut_ros.train.depth_input import fill_at
@@ -75,7 +76,7 @@ def _frame(rgb_path: Path, depth_path: Path, k: tuple, size: tuple[int, int], jp
     h, w = size
     s = w / rgb.shape[1]
     rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
-    depth = cv2.resize(depth, (w // DEPTH_DOWN, h // DEPTH_DOWN), interpolation=cv2.INTER_NEAREST)
+    depth = resize_nearest(depth, w // DEPTH_DOWN, h // DEPTH_DOWN)
     fx, fy, cx, cy = k
     # pixel centres at integer coordinates: u' = s (u + 0.5) - 0.5
     kk = np.array([[fx * s, 0, s * (cx + 0.5) - 0.5], [0, fy * s, s * (cy - top + 0.5) - 0.5], [0, 0, 1]])
