@@ -171,7 +171,7 @@ def test_implausible_camera_info_is_ignored_and_the_frame_still_processed(rig, k
     from nut_ros.ros.conversions import intrinsics_to_camera_info, numpy_to_image
 
     h = rig.health
-    processed, before = h.processed, rig.node.processor.last_intrinsics
+    processed, rejected = h.processed, h.camera_info_rejected
     stamp = T0 + 30 * 10**9 + processed * 10**8
     info = intrinsics_to_camera_info(K, stamp, "cam")
     info.k = [float(v) for v in k]
@@ -181,7 +181,8 @@ def test_implausible_camera_info_is_ignored_and_the_frame_still_processed(rig, k
     rig.image.publish(numpy_to_image(np.full((K.height, K.width, 3), 90, np.uint8), "rgb8", stamp, "cam"))
     rig.settle(h.received + 1)
     assert h.processed == processed + 1, why
-    assert rig.node.processor.last_intrinsics == before, f"{why}: the plausible intrinsics stay in use"
+    assert rig.node.processor.last_intrinsics == K, f"{why}: the last valid intrinsics of 64x48 images are used"
+    assert h.camera_info_rejected == rejected + 1, why
 
 
 def test_burst_faster_than_processing_drops_old_frames_and_stays_bounded(rig, capfd):

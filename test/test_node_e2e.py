@@ -121,7 +121,7 @@ def test_outputs_carry_input_stamps_and_frame_ids(session):
     assert {m.header.frame_id for a in markers for m in a.markers} == {FRAME_ID}
     for name in ("map_points", "map"):  # without odometry the map is in the key frame, at most once per map_period
         maps = out[topics.output_topic(name)]
-        assert {m.header.frame_id for m in maps} == {"nut_ros_keyframe"}
+        assert {m.header.frame_id for m in maps} == {f"{FRAME_ID}_keyframe"}
         assert {stamp_to_ns(m.header.stamp) for m in maps} <= set(seen)
 
 

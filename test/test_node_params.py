@@ -40,6 +40,7 @@ def test_params_file_loads_into_typed_parameters():
     ({"publish_points": "yes"}, "publish_points must be of type bool"),
     ({"max_rate": True}, "max_rate must be of type float"),
     ({"render_times": [1, "x"]}, "render_times must be a list of numbers"),
+    ({"render_times": [0.5, 1.0, 0.5]}, "render_times=[0.5, 1.0, 0.5] names a time twice"),
     ({"no_such_param": 1}, "unknown nut_ros parameters: no_such_param"),
     ({"device": "cuda", "backend": "onnxruntime", "compile": True}, "bf16 and compile apply to the torch backend"),
     ({"max_rate": 0.5}, "max_gap_s at least 4 s"),
@@ -329,3 +330,71 @@ def test_the_tf_mount_is_looked_up_again_after_cleanup_and_its_listener_goes(fre
         assert tf_subscriptions() == 2, cycle
         node.trigger_cleanup()
         assert tf_subscriptions() == 0, cycle
+
+
+@pytest.mark.ros
+def test_no_pose_until_the_tf_mount_is_known_and_a_changed_mount_clears_the_poses(fresh_node, monkeypatch):
+    """With camera_frame, odometry is not buffered (and frames get no pose, not one built with camera_mount) until
+    TF has the mount; a mount that changes in TF replaces the old one and clears the poses taken under it."""
+    import sys
+
+    import numpy as np
+
+    from nut_ros.ros import lifecycle_node
+    from nut_ros.ros.odometry import pose_to_odometry
+
+    class LateTf2(FakeTf2):
+        mount = None  # not in TF yet
+
+        class Buffer:
+            def lookup_transform(self, target, source, time):
+                if LateTf2.mount is None:
+                    raise LookupError(f"{target} -> {source}: frame does not exist")
+                t = FakeTf2.Buffer().lookup_transform(target, source, time)
+                t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = LateTf2.mount
+                return t
+
+    monkeypatch.setitem(sys.modules, "tf2_ros", LateTf2)
+    monkeypatch.setattr(lifecycle_node, "MOUNT_CHECK_S", 0.0)  # looked up again at every message
+    node = fresh_node(use_odometry=True, camera_frame="camera_optical", camera_mount=[0.0, 0.0, 9.0, 0.0, 0.0, 0.0])
+    node.trigger_configure()
+    t0 = 10**12
+
+    def odometry(i):
+        node._on_odometry(pose_to_odometry(np.eye(4), t0 + i * 10**7, "odom", "base_link", "rclpy"))
+
+    def camera_at(i):
+        return node.processor.poses.camera_pose(t0 + i * 10**7)
+
+    for i in range(3):
+        odometry(i)
+    assert camera_at(1) is None and len(node.processor.poses) == 0, "no pose with camera_mount meanwhile"
+    LateTf2.mount = (0.1, 0.2, 0.3)
+    for i in range(3, 6):
+        odometry(i)
+    np.testing.assert_allclose(camera_at(4)[:3, 3], LateTf2.mount)
+    LateTf2.mount = (0.5, 0.0, 0.0)
+    odometry(20)
+    assert camera_at(4) is None, "the poses under the old mount are gone"
+    np.testing.assert_allclose(camera_at(20)[:3, 3], LateTf2.mount)
+    assert node.processor.diagnostic_values()["odometry_resets"] == 1
+
+
+@pytest.mark.ros
+def test_an_invalid_camera_info_is_named_in_the_warning(fresh_node, capfd):
+    import numpy as np
+
+    from nut_ros.core.geometry import Intrinsics
+    from nut_ros.ros.conversions import intrinsics_to_camera_info, numpy_to_image
+    from nut_ros.ros.input_sync import Matched
+
+    node = fresh_node()
+    node.trigger_configure()
+    stamp = 10**12
+    info = intrinsics_to_camera_info(Intrinsics(60.0, 60.0, 31.5, 23.5, 64, 48), stamp, "cam")
+    info.k = [0.0] * 9
+    image = numpy_to_image(np.full((48, 64, 3), 90, np.uint8), "rgb8", stamp, "cam")
+    capfd.readouterr()
+    node._process(Matched(stamp, image, None, info), time.perf_counter())
+    err = capfd.readouterr().err
+    assert "invalid CameraInfo on /camera_info" in err and "no CameraInfo on" not in err, err

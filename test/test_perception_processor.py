@@ -283,6 +283,24 @@ def test_a_restarted_map_is_due_at_once():
     assert proc.update(replace(first, stamp_ns=stream[-1][0].stamp_ns + 10**8)).map_due
 
 
+def test_a_stream_restarted_from_outside_drops_map_and_tracks_and_publishes_at_once():
+    """``restart()`` (the node calls it when the odometry's source or the camera's mount changed: the odometry frame
+    no longer holds): the next frame starts a new stream, its map of that frame alone and due at once, tracks and
+    their ids anew."""
+    params = MapParams(snapshot_period_s=100.0, candidates=300)
+    proc = PerceptionProcessor(local_map=params, seed=3)
+    stream = list(scene_stream(12, movers=(MOVER,)))
+    outs = [proc.update(res, pose) for res, pose, _ in stream[:10]]
+    ids = {ob.id for out in outs for ob in out.obstacles.obstacles}
+    before = proc.map.count
+    assert ids and before > params.candidates and not outs[-1].map_due
+    proc.restart()
+    res, pose, _ = stream[10]
+    out = proc.update(res, pose)
+    assert out.map_due and len(out.obstacles) == 0 and len(proc.tracker.state.ids) == 0
+    assert proc.map.count <= params.candidates < before  # one frame's offer at most
+
+
 def test_params_are_validated():
     with pytest.raises(ValueError, match="voxel"):
         ObstacleParams(voxel=0)

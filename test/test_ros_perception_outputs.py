@@ -57,19 +57,23 @@ def processor_for(p: NodeParams):
     return FrameProcessor(build_pipeline(p), processor_settings(p), flavor=FLAVOR)
 
 
-@pytest.mark.parametrize("odometry, map_frame, fixed", [(True, "", ODOM), (True, "map", "map"),
-                                                        (False, "", "nut_ros_keyframe")])
-def test_obstacles_every_frame_and_the_map_at_its_period(odometry, map_frame, fixed):
+@pytest.mark.parametrize("odometry, frames, fixed", [(True, {}, ODOM), (True, {"map_frame": "map"}, "map"),
+                                                     (False, {}, f"{CAMERA}_keyframe"),
+                                                     (False, {"keyframe_frame": "kf"}, "kf")])
+def test_obstacles_every_frame_and_the_map_at_its_period(odometry, frames, fixed):
+    """... the map's frame: the odometry's (``map_frame`` only renames it, with a warning once), without odometry
+    ``keyframe_frame``, by default the camera frame's name with ``_keyframe``."""
     from nut_ros.ros.conversions import msg_to_gaussian_cloud, pointcloud2_to_points
     from nut_ros.ros.health import diagnostics_message, stats_message
 
-    processor = processor_for(params(use_odometry=odometry, map_frame=map_frame))
-    per_frame = []
+    processor = processor_for(params(use_odometry=odometry, **frames))
+    per_frame, notes = [], []
     for i in range(6):
         if i == 4:  # dynamic changes, applied between frames
             processor.update(outputs=processor.settings.outputs - {"obstacle_markers", "map"}, frame_id="override")
         outcome = processor.process(feed(processor, i, odometry))
         assert outcome.drop is None, outcome.drop
+        notes += outcome.notes
         names = [name for name, _, _ in outcome.messages]
         assert len(names) == len(set(names)), f"one message per output and frame: {names}"
         per_frame.append({name: (stamp, msg) for name, stamp, msg in outcome.messages})
@@ -99,6 +103,13 @@ def test_obstacles_every_frame_and_the_map_at_its_period(odometry, map_frame, fi
             np.testing.assert_array_equal(msg_to_gaussian_cloud(gaussians).positions, xyz)
         else:
             assert "map" not in per_frame[i], "publish_map false"
+    renamed = [n for n in notes if "map_frame" in n]
+    if frames.get("map_frame"):
+        assert renamed == [f"map_frame 'map' is not the odometry's frame '{ODOM}': the map's coordinates are in "
+                           f"'{ODOM}' and only labelled 'map' (no transform is applied): set map_frame to "
+                           f"'{ODOM}' or leave it empty"], "said once"
+    else:
+        assert not renamed, renamed
 
     values = processor.perception_values()
     assert set(values) == {"latency_obstacles_ms", "latency_map_ms", "perception_frames_skipped",
@@ -124,7 +135,9 @@ def test_perception_off_adds_nothing():
                                                                                  "points", "gaussians"}
     assert processor.perception is None and processor.perception_values() == {}
     assert processor.diagnostic_values() == {"motion_prior": processor.pipeline.motion_prior,
-                                             "frames_depth_unusable": 0}
+                                             "frames_depth_unusable": 0, "depth_rejected": 0,
+                                             "camera_info_rejected": 0, "odometry_rejected": 0,
+                                             "odometry_resets": 0, "frames_without_pose": 0}
     assert not processor.settings.outputs & {"obstacles", "obstacle_markers", "map_points", "map"}, \
         "the node's start-up log lists what it publishes"
 
@@ -148,8 +161,7 @@ def test_perception_parameters_reach_the_stage_and_bad_ones_are_named():
         (0.3, 2, 1000, 2.5)
     with pytest.raises(ParamError, match=r"obstacle_voxel=0.0 is outside.*map_budget=0 is outside"):
         NodeParams.from_dict({"obstacle_voxel": 0.0, "map_budget": 0})
-    with pytest.raises(ParamError, match="keyframe_frame must name a frame"):
-        NodeParams.from_dict({"keyframe_frame": ""})
+    assert NodeParams.from_dict({"keyframe_frame": ""}).keyframe_frame == "", "empty: <camera frame>_keyframe"
 
 
 @pytest.mark.ros
@@ -197,7 +209,7 @@ def test_node_map_is_transient_local_and_obstacles_volatile():
             executor.spin_once(timeout_sec=0.1)
         for name in ("map_points", "map"):
             assert [stamp_to_ns(m.header.stamp) for m in received[name]] == [T0 + PERIOD_NS], name
-            assert received[name][0].header.frame_id == "nut_ros_keyframe"
+            assert received[name][0].header.frame_id == f"{CAMERA}_keyframe"
         assert not received["obstacles"], "obstacles are volatile: a late subscriber gets only new ones"
         assert node.processor.perception.map_snapshot().count > 0
         assert node.set_parameters([Parameter("publish_map", value=False),
@@ -309,3 +321,20 @@ def test_odometry_beyond_the_local_maps_reach_is_ignored_with_the_reason():
         processor.poses.camera_pose(T0 + PERIOD_NS)[:3, 3], processor.poses.camera_pose(T0)[:3, 3])
     plain = processor_for(params(use_odometry=True, perception=False))
     assert plain.add_odometry(pose_to_odometry(far, T0, ODOM, "base", FLAVOR)) is None
+
+
+def test_a_cleared_pose_buffer_restarts_the_perception_stream():
+    """When the pose buffer is cleared (odometry stamps jumping back, another odometry source taken, the camera mount
+    changed), the odometry frame the map and tracks live in no longer holds: the perception stage starts again, and
+    its emptied map is published with that frame."""
+    processor = processor_for(params(use_odometry=True, map_period=100.0))
+    for i in range(4):
+        processor.process(feed(processor, i, True))
+    before = processor.perception.map.count
+    assert before > 0
+    processor.poses.clear()  # as a jump back or a change of source or mount does
+    for i in (4, 5):
+        feed(processor, i, True)  # (the frame 4 match needs its pose again: re-fed after the clear)
+    outcome = processor.process(feed(processor, 6, True))
+    names = [name for name, _, _ in outcome.messages]
+    assert "map_points" in names and processor.perception.map.count < before

@@ -235,9 +235,9 @@ def test_poses_interpolate_along_the_shorter_arc_at_a_constant_rate():
 
 
 def test_a_pose_read_while_another_thread_adds_pairs_each_stamp_with_its_pose():
-    """The node adds odometry on its executor thread and reads poses on its worker thread. A full buffer drops its
-    oldest stamp as it appends a new one, then its oldest pose: a read from another thread between the two must wait,
-    not pair each stamp with the next one's pose."""
+    """The node adds odometry on its executor thread and reads poses on its worker thread. An addition inserts the
+    new stamp, then its pose: a read from another thread between the two must wait, not pair stamps and poses of
+    different messages."""
     import threading
     from collections import deque
 
@@ -247,14 +247,14 @@ def test_a_pose_read_while_another_thread_adds_pairs_each_stamp_with_its_pose():
     read = []
 
     class ReadMidway(deque):
-        def append(self, pose):  # the new stamp is in and the oldest gone, the poses not yet: another thread reads
+        def insert(self, i, pose):  # the new stamp is in, its pose not yet: another thread reads
             reader = threading.Thread(target=lambda: read.append(poses.camera_pose(T0 + 25 * 10**7)))
             reader.start()
             reader.join(timeout=0.2)  # (with the buffer guarded it waits for this addition to finish)
             self.reader = reader
-            super().append(pose)
+            super().insert(i, pose)
 
-    poses._poses = ReadMidway(poses._poses, maxlen=4)
+    poses._poses = ReadMidway(poses._poses)
     poses.add(T0 + 4 * 10**8, pose_matrix((4, 0, 0), (0, 0, 0, 1)))
     poses._poses.reader.join()
     assert len(read) == 1 and np.isclose(read[0][0, 3], 2.5)  # halfway between the poses at 2 and 3

@@ -69,8 +69,10 @@ and the map; with odometry only a change of units does, and a stream restart (a 
 ``max_gap_s``) or time going back restarts the tracks and the depth-rate memory (a track coasted over the gap would
 be reported where its object is not). A frame of an odometry stream without a pose (the odometry late or lost) keeps
 the stream: its camera motion is fitted as without odometry and moves the last pose (``frames_without_pose``), and
-the next pose from odometry is not compared with that estimate. When the map restarts, it is due at once, so the
-published map never outlives the one it showed.
+the next pose from odometry is not compared with that estimate. :meth:`PerceptionProcessor.restart` (the node calls it
+when its odometry poses are cleared: stamps jumping back, another source, another camera mount) restarts the stream
+with the next frame, as a change of units does. When the map restarts, it is due at once, so the published map never
+outlives the one it showed.
 """
 from __future__ import annotations
 
@@ -151,8 +153,14 @@ class PerceptionProcessor:
         self._graphed = {fn: GraphedCall(lambda *inputs, fn=dense: fn(StageInputs(*inputs), self._plan),
                                          key=lambda: (self._plan,)) for fn, dense in self._dense.items()}
 
+    def restart(self) -> None:
+        """Start the stream again with the next frame, as a change of units does: the fixed frame no longer holds
+        (the odometry's source or the camera's mount changed). The emptied map is due at once."""
+        self._frame_lost = True
+
     def reset(self) -> None:
         """Forget tracks, map and key frame."""
+        self._frame_lost = False  # restart() was called
         self.tracker.reset()
         self.map.reset()
         self.change.reset()
@@ -186,8 +194,8 @@ class PerceptionProcessor:
         held = (bool(self._odometry) and not posed and result.paired and self._stamp_ns is not None
                 and cloud.metric == self._metric)
         odometry = posed or held
-        restart = (self._stamp_ns is None or cloud.metric != self._metric or odometry != self._odometry
-                   or (not odometry and not result.paired))
+        restart = (self._stamp_ns is None or self._frame_lost or cloud.metric != self._metric
+                   or odometry != self._odometry or (not odometry and not result.paired))
         if restart:
             started = self._stamp_ns is not None
             self.reset()

@@ -15,8 +15,11 @@ PRINCIPAL_MARGIN = 0.5  # the principal point may lie this fraction of the image
 
 
 def camera_info_to_intrinsics(msg: Any) -> Intrinsics:
-    """Pinhole intrinsics of the images the camera publishes, from ``k`` (row-major 3x3, for the calibrated
-    ``width`` x ``height``), its ``roi`` and ``binning``; distortion is ignored.
+    """Pinhole intrinsics of the images the camera publishes, for the calibrated ``width`` x ``height``, its ``roi``
+    and ``binning``: from ``k`` (row-major 3x3), or, for a camera with lens distortion (non-zero ``d``) whose ``p``
+    is valid, from ``p[:3, :3]``, the camera of the rectified images (image_proc's ``image_rect`` carries the raw
+    camera's CameraInfo: ``k`` and ``d`` describe the distorted images, ``p`` the rectified ones). Distortion itself
+    is ignored: nut_ros does not undistort.
 
     As sensor_msgs/CameraInfo defines them, the ROI is a window of the calibrated image (all zeros: the whole image)
     and binning then merges ``binning_x`` x ``binning_y`` pixels (0 counts as 1): the images are ``roi.width //
@@ -33,25 +36,51 @@ def camera_info_to_intrinsics(msg: Any) -> Intrinsics:
     width, height = int(msg.width), int(msg.height)
     if width <= 0 or height <= 0:
         raise ConversionError(f"CameraInfo.width/height: invalid image size {width}x{height}")
-    fx, fy, cx, cy = k[0], k[4], k[2], k[5]
-    if not (np.isfinite(k).all() and fx > 0 and fy > 0):
-        raise ConversionError(f"CameraInfo.k: uncalibrated or invalid camera matrix (fx={fx}, fy={fy})")
-    if k[6] != 0 or k[7] != 0 or k[8] != 1:
-        raise ConversionError(f"CameraInfo.k: the last row must be (0, 0, 1), got ({k[6]:g}, {k[7]:g}, {k[8]:g})")
-    for name, f, size in (("fx", fx, width), ("fy", fy, height)):
+    projection = _projection(msg)
+    if projection is not None:
+        return _published(projection, msg)
+    return _published(_pinhole(k.reshape(3, 3), width, height, "k"), msg)
+
+
+def uses_projection(msg: Any) -> bool:
+    """Whether :func:`camera_info_to_intrinsics` takes the intrinsics from ``p`` (lens distortion, a valid ``p``)."""
+    return _projection(msg) is not None
+
+
+def _projection(msg: Any) -> Intrinsics | None:
+    """The intrinsics of ``p[:3, :3]`` when the CameraInfo has lens distortion and ``p`` is a valid pinhole."""
+    p = np.asarray(msg.p, dtype=np.float64).reshape(-1)
+    if not distorted(msg) or p.size != 12:
+        return None
+    try:
+        return _pinhole(p.reshape(3, 4)[:, :3], int(msg.width), int(msg.height), "p")
+    except ConversionError:
+        return None
+
+
+def _pinhole(m: np.ndarray, width: int, height: int, name: str) -> Intrinsics:
+    """Intrinsics of the 3x3 camera matrix ``m`` (CameraInfo field ``name``) of a ``width`` x ``height`` image;
+    ``ConversionError`` when it is no plausible pinhole."""
+    fx, fy, cx, cy = m[0, 0], m[1, 1], m[0, 2], m[1, 2]
+    if not (np.isfinite(m).all() and fx > 0 and fy > 0):
+        raise ConversionError(f"CameraInfo.{name}: uncalibrated or invalid camera matrix (fx={fx}, fy={fy})")
+    if m[2, 0] != 0 or m[2, 1] != 0 or m[2, 2] != 1:
+        raise ConversionError(f"CameraInfo.{name}: the last row must be (0, 0, 1), got ({m[2, 0]:g}, {m[2, 1]:g}, "
+                              f"{m[2, 2]:g})")
+    for axis, f, size in (("fx", fx, width), ("fy", fy, height)):
         fov = 2 * np.degrees(np.arctan(size / (2 * f)))
         if not MIN_FOV_DEG <= fov <= MAX_FOV_DEG:
-            raise ConversionError(f"CameraInfo.k: implausible {name}={f:g} for a {width}x{height} image (field of "
-                                  f"view {fov:.3g} deg, expected {MIN_FOV_DEG:g} to {MAX_FOV_DEG:g})")
-    for name, c, size in (("cx", cx, width), ("cy", cy, height)):
+            raise ConversionError(f"CameraInfo.{name}: implausible {axis}={f:g} for a {width}x{height} image (field "
+                                  f"of view {fov:.3g} deg, expected {MIN_FOV_DEG:g} to {MAX_FOV_DEG:g})")
+    for axis, c, size in (("cx", cx, width), ("cy", cy, height)):
         if not -PRINCIPAL_MARGIN * size <= c <= (1 + PRINCIPAL_MARGIN) * size:
-            raise ConversionError(f"CameraInfo.k: principal point {name}={c:g} is far outside the {width}x{height} "
-                                  f"image")
-    return _published(Intrinsics(float(fx), float(fy), float(cx), float(cy), width, height), msg)
+            raise ConversionError(f"CameraInfo.{name}: principal point {axis}={c:g} is far outside the "
+                                  f"{width}x{height} image")
+    return Intrinsics(float(fx), float(fy), float(cx), float(cy), width, height)
 
 
 def distorted(msg: Any) -> bool:
-    """Whether a ``sensor_msgs/CameraInfo`` has non-zero distortion coefficients ``d`` (which nut_ros ignores)."""
+    """Whether a ``sensor_msgs/CameraInfo`` has non-zero distortion coefficients ``d``."""
     d = np.asarray(msg.d, dtype=np.float64).reshape(-1)
     return bool(d.size) and bool(np.any(np.abs(d) > 1e-12))
 

@@ -37,6 +37,11 @@ class NodeHealth:
     dropped_invalid: int = 0
     lost: int = 0  # images that never arrived (transport losses, see input_sync.LossCounter)
     depth_unusable: int = 0  # frames processed RGB only because their depth image had too few valid pixels
+    # inputs refused (FrameProcessor.diagnostic_values says which), and frames processed without a pose with odometry
+    depth_rejected: int = 0
+    camera_info_rejected: int = 0
+    odometry_rejected: int = 0
+    frames_without_pose: int = 0
     latency_ms: dict[str, deque] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

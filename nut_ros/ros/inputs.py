@@ -3,12 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
-from nut_ros.core.geometry import Intrinsics, same_aspect
+from nut_ros.core.geometry import Intrinsics, resize_nearest, same_aspect
 from nut_ros.pipeline.types import Frame
-from nut_ros.ros.camera_info import distorted
+from nut_ros.ros.camera_info import distorted, uses_projection
 from nut_ros.ros.compressed import DEPTH_HEADER, encoded_size
 from nut_ros.ros.conversions import (ConversionError, camera_info_to_intrinsics, decompress_depth, image_to_numpy,
                                      image_to_rgb)
@@ -23,6 +22,8 @@ class BuiltFrame:
 
     frame: Frame
     notes: list[str] = field(default_factory=list)
+    depth_rejected: bool = False  # a depth image was matched but not used (another frame_id or aspect ratio)
+    info_invalid: bool = False  # a CameraInfo was matched but is invalid or for another aspect ratio
 
 
 def image_size(msg) -> tuple[int, int]:
@@ -56,14 +57,19 @@ def depth_metres(msg, depth_scale: float) -> np.ndarray:
 
 
 def frame_from_messages(matched: Matched, depth_scale: float, frame_id: str = "", max_pixels: int = 0,
-                        camera_pose: np.ndarray | None = None) -> BuiltFrame:
+                        camera_pose: np.ndarray | None = None,
+                        known_intrinsics: dict[tuple[int, int], Intrinsics] | None = None) -> BuiltFrame:
     """Decode the image (any colour encoding or compressed), its depth and CameraInfo into a ``Frame``.
 
     Raises ``ConversionError`` when the image itself is unusable: bad encoding or stamp, or (checked from the
-    header, before decoding) more than ``max_pixels`` pixels (0: no cap); the same for its depth image. Depth of
-    another size is resized (nearest) onto the image when the aspect ratio agrees, else ignored (it is not aligned to
-    the image: the frame goes on as RGB only); a CameraInfo of another size is scaled when the aspect ratio agrees,
-    else ignored; a broken CameraInfo is ignored. Each adaptation is reported in ``notes``.
+    header, before decoding) more than ``max_pixels`` pixels (0: no cap); the same for its depth image. A depth image
+    whose ``header.frame_id`` differs from the image's (both set) is another camera's, not aligned to the image:
+    ignored before decoding (the frame goes on as RGB only); depth of another size is resized (nearest) onto the
+    image when the aspect ratio agrees, else ignored likewise. A CameraInfo of another size is scaled when the aspect
+    ratio agrees; an invalid one, or one of another aspect ratio, is ignored, and the frame takes the last valid
+    intrinsics of its image size from ``known_intrinsics`` ((width, height) -> intrinsics, updated with every
+    valid CameraInfo; none there: no intrinsics). Each adaptation is reported in ``notes``, each ignored depth image
+    or CameraInfo flagged.
     """
     stamp_ns = check_time(matched.image.header.stamp, "image header.stamp")
     check_size(matched.image, max_pixels, "image")
@@ -71,28 +77,52 @@ def frame_from_messages(matched: Matched, depth_scale: float, frame_id: str = ""
     h, w = rgb.shape[:2]
     notes = []
     depth = None
-    if matched.depth is not None:
+    depth_rejected = info_invalid = False
+    image_frame = matched.image.header.frame_id
+    if matched.depth is not None and image_frame and matched.depth.header.frame_id not in ("", image_frame):
+        notes.append(f"depth image in frame {matched.depth.header.frame_id!r}, image in {image_frame!r}: another "
+                     "camera's depth, not aligned to the image: ignored (subscribe depth to a depth topic aligned "
+                     "to the colour camera, e.g. aligned_depth_to_color/image_raw or depth_registered/image_rect)")
+        depth_rejected = True
+    elif matched.depth is not None:
         check_size(matched.depth, max_pixels, "depth")
         depth = depth_metres(matched.depth, depth_scale)
         if depth.shape != (h, w) and not same_aspect(depth.shape[1], depth.shape[0], w, h):
             notes.append(f"depth is {depth.shape[1]}x{depth.shape[0]}, image {w}x{h}: another aspect ratio, not "
                          "aligned to the image: ignored (register the depth to the colour camera)")
-            depth = None
+            depth, depth_rejected = None, True
         elif depth.shape != (h, w):
             notes.append(f"depth is {depth.shape[1]}x{depth.shape[0]}, image {w}x{h}: resized (nearest)")
-            depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST)
+            depth = resize_nearest(depth, w, h)
     intrinsics = None
     if matched.info is not None:
         try:
             intrinsics = _intrinsics_for(camera_info_to_intrinsics(matched.info), w, h, notes)
         except ConversionError as err:
             notes.append(f"CameraInfo ignored: {err}")
-        if intrinsics is not None and distorted(matched.info):
-            notes.append("CameraInfo has lens distortion (d), which nut_ros does not correct: the images are used as "
-                         "pinhole images with K, so depth and points bend towards the image's edges. Feed rectified "
-                         "images (image_proc's image_rect) with a CameraInfo whose K is their P[:3, :3] and d zero")
-    return BuiltFrame(Frame(rgb=rgb, stamp_ns=stamp_ns, frame_id=frame_id or matched.image.header.frame_id,
-                            depth_m=depth, intrinsics=intrinsics, camera_pose=camera_pose), notes)
+        info_invalid = intrinsics is None
+        if info_invalid and known_intrinsics is not None and (w, h) in known_intrinsics:
+            intrinsics = known_intrinsics[(w, h)]
+            notes[-1] += f"; the last valid intrinsics of {w}x{h} images are used"
+        elif intrinsics is not None:
+            if known_intrinsics is not None:
+                known_intrinsics[(w, h)] = intrinsics
+            notes += _distortion_notes(matched.info)
+    return BuiltFrame(Frame(rgb=rgb, stamp_ns=stamp_ns, frame_id=frame_id or image_frame, depth_m=depth,
+                            intrinsics=intrinsics, camera_pose=camera_pose), notes, depth_rejected, info_invalid)
+
+
+def _distortion_notes(info) -> list[str]:
+    """What the intrinsics of a CameraInfo with lens distortion (non-zero d) assume (none without distortion)."""
+    if not distorted(info):
+        return []
+    if uses_projection(info):
+        return ["CameraInfo has lens distortion (d): the images are taken as rectified images (image_proc's "
+                "image_rect) with the intrinsics of P[:3, :3]; nut_ros does not undistort, so feed image_rect, "
+                "not image_raw"]
+    return ["CameraInfo has lens distortion (d) and no valid P, and nut_ros does not correct it: the images are used "
+            "as pinhole images with K, so depth and points bend towards the image's edges. Feed rectified images "
+            "(image_proc's image_rect) with their CameraInfo"]
 
 
 def _intrinsics_for(k: Intrinsics, width: int, height: int, notes: list[str]) -> Intrinsics | None:

@@ -41,6 +41,7 @@ from nut_ros.ros.transport import choose_reliability, loss_advice
 THROTTLE_S = 5.0
 QUEUE_DROP_THROTTLE_S = 30.0  # dropping to the newest frame is normal operation: remind, do not flood
 QOS_CHECK_S = 1.0
+MOUNT_CHECK_S = 1.0  # with camera_frame, the mount is looked up in TF again this often (a changed mount clears poses)
 SETTING_OF = {"depth_scale": "depth_scale", "frame_id": "frame_id", "max_input_pixels": "max_input_pixels",
               "sync_tolerance": "sync_tolerance_s", "render_times": "render_times",
               "interp_window": "interp_window", "interp_samples": "interp_samples", "interp_blend": "interp_blend",
@@ -77,7 +78,7 @@ class NutRosNode(LifecycleNode):
         self._throttle = KindThrottle(THROTTLE_S)  # the warnings of call sites that log many kinds of problem
         self._unmatched_logged = 0
         self._tf = self._tf_node_listener = None  # tf2_ros Buffer and TransformListener (configured, camera_frame)
-        self._tf_mount_ready = False
+        self._mount_checked: float | None = None  # when the mount was last found in TF (monotonic s)
         self._diag_pub = self.create_publisher(topics.resolve_type(topics.DIAGNOSTICS_TYPE), topics.DIAGNOSTICS, 10)
         self._diag_timer = self.create_timer(self.params.diagnostics_period, self._publish_health)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -94,7 +95,8 @@ class NutRosNode(LifecycleNode):
         try:
             self.params = NodeParams.from_dict({n: self.get_parameter(n).value
                                                 for n in dataclasses.asdict(self.params)})
-            settings = processor_settings(self.params)
+            settings = processor_settings(self.params)  # (replay, without TF, takes camera_mount)
+            settings = dataclasses.replace(settings, mount_from_tf=bool(self.params.camera_frame))
             self._diagnostics_every(self.params.diagnostics_period)  # (a change while unconfigured applies now)
             if self.params.camera_frame:
                 self._tf_listener()
@@ -122,10 +124,11 @@ class NutRosNode(LifecycleNode):
             log.warning(f"perception with motion prior {pipeline.motion_prior!r}: the obstacles' velocities come from "
                         f"the Gaussians' motion, and motion_prior flow gives better ones (docs/ROS_SETUP.md)")
         if p.perception and not p.use_odometry:
-            log.info(f"perception without odometry: the local map is in {p.keyframe_frame!r} (the stream's first "
-                     f"camera frame), which no transform connects to the camera frame: view ~/map_points (or "
-                     f"~/relative/map_points) with RViz's fixed frame {p.keyframe_frame!r}, the obstacles with the "
-                     f"camera frame")
+            keyframe = repr(p.keyframe_frame) if p.keyframe_frame else "'<image frame_id>_keyframe'"
+            log.info(f"perception without odometry: the local map is in {keyframe} (the stream's first camera "
+                     f"frame), which no transform connects to the camera frame: view ~/map_points (or "
+                     f"~/relative/map_points) with RViz's fixed frame {keyframe}, the obstacles with the camera "
+                     f"frame")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -181,7 +184,7 @@ class NutRosNode(LifecycleNode):
         if self._tf_node_listener is not None:  # its subscriptions go; the next configure looks the mount up again
             self._tf_node_listener.unregister()
         self._tf = self._tf_node_listener = None
-        self._tf_mount_ready = False
+        self._mount_checked = None
         self._unmatched_logged = 0  # (counted by the processor just dropped)
         gc.collect()
         if device.startswith("cuda"):
@@ -306,11 +309,12 @@ class NutRosNode(LifecycleNode):
             self._hand_off(self.processor.add_info(msg))
 
     def _on_odometry(self, msg) -> None:
-        if self.processor is None:
+        processor = self.processor
+        if processor is None:
             return
-        if self._tf is not None and self.params.camera_frame and not self._tf_mount_ready:
-            self._mount_from_tf(msg.child_frame_id)
-        problem = self.processor.add_odometry(msg)
+        if self._tf is not None and processor.odometry_source in (None, (msg.header.frame_id, msg.child_frame_id)):
+            self._mount_from_tf(msg.child_frame_id)  # (the source's own mount, not another source's)
+        problem = processor.add_odometry(msg)
         if problem:
             self._warn(problem)
 
@@ -339,20 +343,29 @@ class NutRosNode(LifecycleNode):
         self._tf_node_listener = tf2_ros.TransformListener(self._tf, self)
 
     def _mount_from_tf(self, child_frame: str) -> None:
-        import numpy as np
+        """Look the mount up in TF while it is not known, and every ``MOUNT_CHECK_S`` once it is; a changed mount
+        replaces the old one and clears the poses (no pose pair spans two mounts)."""
         from rclpy.time import Time
 
         from nut_ros.ros.odometry import pose_matrix
 
+        poses, now = self.processor.poses, time.monotonic()
+        if poses.mount is not None and self._mount_checked is not None and now - self._mount_checked < MOUNT_CHECK_S:
+            return
         try:
             t = self._tf.lookup_transform(child_frame, self.params.camera_frame, Time())
         except Exception as err:  # noqa: BLE001 - tf2 raises several lookup exceptions; retried next message
-            self.get_logger().warning(f"camera mount not in TF yet ({child_frame} -> {self.params.camera_frame}): "
-                                      f"{err}", throttle_duration_sec=THROTTLE_S)
-            return
+            if poses.mount is None:
+                self.get_logger().warning(f"camera mount not in TF yet ({child_frame} -> {self.params.camera_frame}):"
+                                          f" {err}; odometry is ignored and frames get no pose until it is",
+                                          throttle_duration_sec=THROTTLE_S)
+            return  # (a mount already known stays in use)
+        self._mount_checked = now
         tr, q = t.transform.translation, t.transform.rotation
-        self.processor.poses.mount = np.asarray(pose_matrix((tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w)))
-        self._tf_mount_ready = True
+        mount = pose_matrix((tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w))
+        if poses.set_mount(mount):
+            self.get_logger().warning(f"camera mount in TF changed ({child_frame} -> {self.params.camera_frame}): "
+                                      f"poses cleared, frames without a pose until new odometry arrives")
 
     # -- worker thread -----------------------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -392,8 +405,13 @@ class NutRosNode(LifecycleNode):
             self._warn(note)
         if outcome.frame is not None:
             if outcome.frame.intrinsics is None:
-                log.warning(f"no CameraInfo on {self.resolve_topic_name(topics.CAMERA_INFO)}: assuming a default "
-                            "field of view (remap camera_info to the camera's)", throttle_duration_sec=30.0)
+                topic = self.resolve_topic_name(topics.CAMERA_INFO)
+                if matched.info is None:
+                    log.warning(f"no CameraInfo on {topic}: assuming a default field of view (remap camera_info to "
+                                "the camera's)", throttle_duration_sec=30.0)
+                else:
+                    log.warning(f"invalid CameraInfo on {topic}, and no valid one yet for this image size: assuming "
+                                "a default field of view (calibrate the camera)", throttle_duration_sec=30.0)
             changed = processor.note_intrinsics(outcome.frame.intrinsics)
             if changed:
                 self._info_changes += 1

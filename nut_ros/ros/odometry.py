@@ -4,7 +4,8 @@
 ``header.frame_id`` (the world/odom frame). The camera's mounting on that child frame, ``T_child<-camera_optical``,
 comes from the ``camera_mount`` parameter ``[x, y, z, roll, pitch, yaw]`` (metres, radians; rotation
 ``Rz(yaw) Ry(pitch) Rx(roll)`` as in ``static_transform_publisher``) or from TF. The pose at an image stamp is
-interpolated between the two odometry messages around it (linear in translation, spherical in rotation).
+interpolated between the two odometry messages around it (linear in translation, spherical in rotation), when they
+are at most 0.5 s apart (``PoseBuffer``).
 """
 from __future__ import annotations
 
@@ -72,48 +73,107 @@ def interpolate_pose(t0: np.ndarray, t1: np.ndarray, s: float) -> np.ndarray:
     return out
 
 
+#: the mount of odometry that is the camera's own
+IDENTITY = np.eye(4)
+IDENTITY.flags.writeable = False
+
+
 class PoseBuffer:
     """Recent stamped poses ``T_world<-child``; ``camera_pose(stamp)`` interpolates and applies the mount.
 
-    A stamp before the first or after the last buffered pose by more than ``tolerance_ns`` has no pose (the
-    odometry is late or missing): ``None``. Out-of-order messages are inserted in stamp order. Thread-safe: the node
-    adds poses on its executor thread and reads them on its worker thread.
+    Poses are kept by time: those stamped within ``window_ns`` (10 s) of the newest, at most ``capacity`` of them
+    (20000: odometry at 2 kHz over the whole window, 1.3 MB; at a higher rate the window shrinks). Out-of-order
+    messages are inserted in stamp order. A stamp before the first or after the last pose by more than
+    ``tolerance_ns`` (50 ms) has no pose (the odometry is late or missing): None; nor has a stamp between two poses
+    more than ``max_gap_ns`` (0.5 s) apart (an odometry dropout is not bridged) unless it lies within
+    ``tolerance_ns`` of one of them (that pose, unchanged).
+
+    A message stamped more than ``max_gap_ns`` before the newest pose means the stamps jumped back (a simulation
+    reset, a looping bag): the buffer is cleared and the message kept (counted in ``resets``, said in the note
+    ``add`` returns). Unless the newest pose was itself stamped more than ``max_gap_ns`` after the one before it and
+    the message goes on from that one: then the newest pose was a glitch stamped ahead and is dropped instead
+    (counted in ``rejected``, said in the note); meanwhile it bracketed no image, the gap being too long.
+
+    ``mount`` None means not known yet (until TF has it): no stamp has a pose and nothing is buffered (counted in
+    ``rejected``). ``set_mount`` to another mount clears the buffer, so that no pose pair spans two mounts.
+    Thread-safe: the node adds poses on its executor thread and reads them on its worker thread.
     """
 
-    def __init__(self, mount: np.ndarray | None = None, capacity: int = 200, tolerance_ns: int = 50_000_000):
-        self.mount = np.eye(4) if mount is None else np.asarray(mount, dtype=np.float64)
-        self.tolerance_ns = tolerance_ns
-        self._stamps: deque[int] = deque(maxlen=capacity)
-        self._poses: deque[np.ndarray] = deque(maxlen=capacity)
+    def __init__(self, mount: np.ndarray | None = IDENTITY, capacity: int = 20_000, tolerance_ns: int = 50_000_000,
+                 window_ns: int = 10_000_000_000, max_gap_ns: int = 500_000_000):
+        self.mount = None if mount is None else np.asarray(mount, dtype=np.float64)
+        self.capacity, self.tolerance_ns = capacity, tolerance_ns
+        self.window_ns, self.max_gap_ns = window_ns, max_gap_ns
+        self._stamps: deque[int] = deque()
+        self._poses: deque[np.ndarray] = deque()
+        self.rejected = 0  # messages dropped: glitches, and all while the mount is not known
+        self.resets = 0  # times the buffer was cleared (stamps jumping back, a mount change, ``clear``)
         self._lock = threading.Lock()  # a stamp and its pose are added and read together
 
     def __len__(self) -> int:
         return len(self._stamps)
 
-    def add(self, stamp_ns: int, pose: np.ndarray) -> None:
+    def set_mount(self, mount: np.ndarray | None) -> bool:
+        """Use ``mount`` (None: not known) from now on; True when it replaced another known mount, which clears the
+        buffer (counted in ``resets``)."""
+        mount = None if mount is None else np.asarray(mount, dtype=np.float64)
         with self._lock:
-            self._add(stamp_ns, pose)
+            changed = self.mount is not None and (mount is None or not np.allclose(mount, self.mount, atol=1e-9))
+            if changed:
+                self._clear()
+            self.mount = mount
+        return changed
 
-    def _add(self, stamp_ns: int, pose: np.ndarray) -> None:
-        i = bisect.bisect_right(self._stamps, stamp_ns)
-        if i == len(self._stamps):
-            self._stamps.append(stamp_ns)
-            self._poses.append(pose)
-            return
-        if len(self._stamps) == self._stamps.maxlen:  # full: the oldest goes (or the new one, if it is older)
-            if i == 0:
-                return
-            self._stamps.popleft()
-            self._poses.popleft()
-            i -= 1
-        self._stamps.insert(i, stamp_ns)
+    def clear(self) -> None:
+        """Forget every pose (counted in ``resets``)."""
+        with self._lock:
+            self._clear()
+
+    def _clear(self) -> None:
+        self._stamps.clear()
+        self._poses.clear()
+        self.resets += 1
+
+    def add(self, stamp_ns: int, pose: np.ndarray) -> str | None:
+        """Buffer a pose; a note when this dropped a glitch or cleared the buffer (see the class)."""
+        with self._lock:
+            if self.mount is None:
+                self.rejected += 1
+                return None
+            note = None
+            stamps, gap = self._stamps, self.max_gap_ns
+            if stamps and stamps[-1] - stamp_ns > gap:
+                ahead = stamps[-1] - stamps[-2] if len(stamps) > 1 else 0
+                if ahead > gap and stamp_ns >= stamps[-2] - gap:
+                    note = (f"odometry stamped {ahead / 1e9:.3f} s after the pose before it dropped: the next "
+                            f"message went on from that pose (a glitch)")
+                    stamps.pop()
+                    self._poses.pop()
+                    self.rejected += 1
+                else:
+                    note = (f"odometry stamps jumped back by {(stamps[-1] - stamp_ns) / 1e9:.3f} s (a simulation "
+                            f"reset or a looping bag?): poses cleared")
+                    self._clear()
+            self._insert(stamp_ns, pose)
+            return note
+
+    def _insert(self, stamp_ns: int, pose: np.ndarray) -> None:
+        stamps = self._stamps
+        i = bisect.bisect_right(stamps, stamp_ns)
+        stamps.insert(i, stamp_ns)
         self._poses.insert(i, pose)
+        # the window ends at the newest pose, or at the one before while the newest may be a glitch far ahead
+        end = stamps[-2] if len(stamps) > 1 and stamps[-1] - stamps[-2] > self.max_gap_ns else stamps[-1]
+        while len(stamps) > self.capacity or stamps[0] < end - self.window_ns:
+            stamps.popleft()
+            self._poses.popleft()
 
     def camera_pose(self, stamp_ns: int) -> np.ndarray | None:
         """``T_world<-camera_optical`` at ``stamp_ns``, or None when the odometry does not cover it."""
         with self._lock:
             base = self._base(stamp_ns)
-        return None if base is None else base @ self.mount
+            mount = self.mount
+        return None if base is None or mount is None else base @ mount
 
     def _base(self, stamp_ns: int) -> np.ndarray | None:
         """``T_world<-child`` at ``stamp_ns`` (interpolated), or None."""
@@ -127,7 +187,11 @@ class PoseBuffer:
         if i == len(self._stamps):
             return self._poses[-1] if stamp_ns - self._stamps[-1] <= self.tolerance_ns else None
         s0, s1 = self._stamps[i - 1], self._stamps[i]
-        return interpolate_pose(self._poses[i - 1], self._poses[i], (stamp_ns - s0) / (s1 - s0))
+        if s1 - s0 <= self.max_gap_ns:
+            return interpolate_pose(self._poses[i - 1], self._poses[i], (stamp_ns - s0) / (s1 - s0))
+        if stamp_ns - s0 <= self.tolerance_ns:
+            return self._poses[i - 1]
+        return self._poses[i] if s1 - stamp_ns <= self.tolerance_ns else None
 
 
 def pose_to_odometry(pose: np.ndarray, stamp_ns: int, frame_id: str, child_frame_id: str, flavor: str = "auto"):

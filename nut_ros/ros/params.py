@@ -89,13 +89,15 @@ class NodeParams:
     depth_timeout: float = _param(1.0, "Seconds without depth (auto mode), or before a first CameraInfo, after "
                                   "which images are used without them.", lo=0.0, hi=60.0)
     use_odometry: bool = _param(False, "Subscribe to `odom` (nav_msgs/Odometry) and give each frame the camera pose "
-                                "interpolated at its stamp.")
+                                "interpolated at its stamp (between poses at most 0.5 s apart; the last 10 s of "
+                                "poses are kept).")
     camera_mount: list[float] = _param([0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "Pose of the camera optical frame in the "
                                        "odometry's child frame [x, y, z, roll, pitch, yaw] (m, rad; all 0 when the "
                                        "odometry is the camera's own, as nut_ros_make_bag --poses writes it).",
                                        lo=-1000.0, hi=1000.0)
     camera_frame: str = _param("", "TF frame of the camera optical frame; when set, the mount is looked up in TF "
-                               "(odometry child frame -> this frame, needs tf2_ros) instead of camera_mount.")
+                               "(odometry child frame -> this frame, needs tf2_ros) instead of camera_mount, again "
+                               "every second; until TF has it, odometry is ignored and frames get no pose.")
     publish_depth: bool = _param(True, "Publish the rendered depth (32FC1): `~/depth` in metres when metric, "
                                 "else `~/relative/depth` in relative units.", dynamic=True)
     publish_image: bool = _param(True, "Publish the rendered RGB image (`~/image`, rgb8).", dynamic=True)
@@ -107,7 +109,7 @@ class NodeParams:
                                      dynamic=True)
     render_times: list[float] = _param([1.0], "Normalised pair times to render: 1 newest frame, (0, 1) "
                                        "interpolation, (1, 2] prediction; 1 to 8 of them, each view published "
-                                       "in time order with the stamp of the time it shows.",
+                                       "in time order with the stamp of the time it shows; no time twice.",
                                        lo=RENDER_TIME_RANGE[0], hi=RENDER_TIME_RANGE[1], dynamic=True)
     motion_prior: str = _param("auto", "Where the velocities' motion comes from: learned (the model's flow head), "
                                "flow (classical optical flow on the CPU, flow_preset) or none; auto: flow for a "
@@ -239,9 +241,13 @@ class NodeParams:
                                   lo=0.001, hi=1000.0)
     map_period: float = _param(MapParams.snapshot_period_s, "Seconds (of frame stamps) between local map "
                                "publications; the map is published only when it changed.", lo=0.0, hi=3600.0)
-    map_frame: str = _param("", "Frame id of the map with odometry; empty: the odometry's header.frame_id.")
-    keyframe_frame: str = _param("nut_ros_keyframe", "Frame id of the map without odometry: the camera optical "
-                                 "frame of the stream's first frame (key frame).")
+    map_frame: str = _param("", "Frame id of the map with odometry: its coordinates are the odometry's, so this "
+                            "must name the odometry's frame (it only labels the map; another name is warned about "
+                            "once); empty: the odometry's header.frame_id.")
+    keyframe_frame: str = _param("", "Frame id of the map without odometry: the camera optical frame of the "
+                                 "stream's first frame (key frame), which changes whenever the stream restarts (a "
+                                 "gap, a new image size); empty: `<image frame_id>_keyframe` (the input image's "
+                                 "header.frame_id).")
     marker_lifetime: float = _param(2.0, "Lifetime of the obstacle markers in RViz (s): every frame's markers replace "
                                     "the last (DELETEALL first), so this only clears them once the node stops; "
                                     "shorter than the frame period, they blink.", lo=0.0, hi=3600.0, dynamic=True)
@@ -267,6 +273,8 @@ class NodeParams:
             errors.append(f"camera_mount must be [x, y, z, roll, pitch, yaw], got {self.camera_mount!r}")
         if not 1 <= len(self.render_times) <= MAX_VIEWS:
             errors.append(f"render_times must name 1 to {MAX_VIEWS} times, got {len(self.render_times)}")
+        if len(set(self.render_times)) != len(self.render_times):
+            errors.append(f"render_times={self.render_times!r} names a time twice")
         if (self.input_width == 0) != (self.input_height == 0):
             errors.append("input_width and input_height must both be 0 (native) or both be set")
         if self.model not in CONFIGS:
@@ -277,8 +285,6 @@ class NodeParams:
             errors.append("bf16 and compile apply to the torch backend only")
         if self.bf16 and not self.device.startswith("cuda"):
             errors.append("bf16 needs a CUDA device")
-        if not self.keyframe_frame:
-            errors.append("keyframe_frame must name a frame")
         if not errors:
             try:
                 self.perception_params()

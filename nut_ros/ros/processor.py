@@ -28,10 +28,16 @@ from nut_ros.ros.input_sync import LossCounter, Matched, StampMatcher
 from nut_ros.ros.inputs import frame_from_messages
 from nut_ros.ros.msg_types import check_stamp, check_time
 from nut_ros.ros.obstacle_msgs import map_messages, obstacle_markers, obstacles_to_msg
-from nut_ros.ros.odometry import PoseBuffer, odometry_pose
+from nut_ros.ros.odometry import IDENTITY, PoseBuffer, odometry_pose
 from nut_ros.ros.outputs import STEP_OUTPUTS, VIEW_OUTPUTS, step_messages, view_messages
 from nut_ros.ros.params import NodeParams
 from nut_ros.ros.topics import MAP_OUTPUTS, OUTPUT_TYPES, PERCEPTION_OUTPUTS, length_output, switch_of
+
+#: seconds (of the processor's clock) of odometry from other frames only, without any from the latched source, after
+#: which the other frames are taken instead
+ODOMETRY_SOURCE_TIMEOUT_S = 2.0
+#: image sizes whose last valid intrinsics are kept (for frames whose CameraInfo is invalid)
+KNOWN_SIZES = 8
 
 
 @dataclass
@@ -49,10 +55,11 @@ class ProcessorSettings:
     outputs: frozenset = frozenset(VIEW_OUTPUTS + STEP_OUTPUTS)
     use_odometry: bool = False
     camera_mount: np.ndarray | None = None  # T_child<-camera_optical; None: identity
+    mount_from_tf: bool = False  # the node sets the mount from TF (camera_frame): no pose until it has
     perception: tuple | None = None  # (ObstacleParams, MapParams): the perception stage runs; None: it does not
     perception_compile: bool = False  # torch.compile the stage's dense part (on a GPU, inside its CUDA graphs)
     map_frame: str = ""  # frame of the map with odometry; empty: the odometry's header.frame_id
-    keyframe_frame: str = "nut_ros_keyframe"  # frame of the map without odometry (the stream's first camera frame)
+    keyframe_frame: str = ""  # map frame without odometry (the first camera frame); empty: <image frame_id>_keyframe
     marker_lifetime_s: float = NodeParams.marker_lifetime
 
     def __post_init__(self):
@@ -87,7 +94,12 @@ class FrameProcessor:
         self.matcher = StampMatcher(settings.depth_source, int(settings.sync_tolerance_s * 1e9), settings.sync_buffer,
                                     settings.depth_timeout_s, clock, settings.info_timeout_s)
         self.losses = LossCounter()
-        self.poses = PoseBuffer(settings.camera_mount) if settings.use_odometry else None
+        mount = None if settings.mount_from_tf else IDENTITY if settings.camera_mount is None else settings.camera_mount
+        self.poses = PoseBuffer(mount) if settings.use_odometry else None
+        self._clock = clock
+        self.odometry_source: tuple[str, str] | None = None  # (header.frame_id, child_frame_id) of the odometry used
+        self._other_source: tuple[tuple[str, str], float] | None = None  # another source, since when it alone came
+        self.known_intrinsics: dict[tuple[int, int], Any] = {}  # (width, height) -> the last valid intrinsics
         self.health = NodeHealth()
         self._unmatched_seen = 0
         self.last_intrinsics = None
@@ -99,6 +111,9 @@ class FrameProcessor:
             self.perception = PerceptionProcessor(*settings.perception, compile=settings.perception_compile)
         self._compile_error_noted = False
         self.odometry_frame = ""  # header.frame_id of the last usable odometry message
+        self.image_frame = ""  # header.frame_id of the last image built into a frame
+        self._map_frame_noted = False
+        self._pose_resets = 0  # the pose buffer's resets the perception stage has restarted for
         self._map_points_output: str | None = None  # where the last map's points went (map_points or its twin)
 
     # -- inputs (cheap; the node's executor thread) ----------------------------------------------------------------
@@ -116,33 +131,62 @@ class FrameProcessor:
         return self._counted(self.matcher.add_image(stamp, msg))
 
     def add_depth(self, msg) -> Matched | None:
+        """Buffer a depth image; the newest complete match (or None). Bad stamps are counted (``depth_rejected``)."""
         try:
-            return self._counted(self.matcher.add_depth(check_time(msg.header.stamp, "depth header.stamp"), msg))
+            stamp = check_time(msg.header.stamp, "depth header.stamp")
         except ConversionError:
+            self.health.count(depth_rejected=1)
             return None
+        return self._counted(self.matcher.add_depth(stamp, msg))
 
     def add_info(self, msg) -> Matched | None:
+        """Buffer a CameraInfo; the match it completes (or None). Bad stamps are counted (``camera_info_rejected``)."""
         try:
-            return self._counted(self.matcher.add_info(check_time(msg.header.stamp, "CameraInfo header.stamp"), msg))
+            stamp = check_time(msg.header.stamp, "CameraInfo header.stamp")
         except ConversionError:
+            self.health.count(camera_info_rejected=1)
             return None
+        return self._counted(self.matcher.add_info(stamp, msg))
 
     def add_odometry(self, msg) -> str | None:
-        """Buffer an odometry pose; the reason when the message is unusable (else None)."""
+        """Buffer an odometry pose; the reason when the message is unusable, or a note on the pose buffer (cleared,
+        a glitch dropped, the source switched), else None. Unusable messages are counted (``odometry_rejected``).
+
+        The first usable message latches the source, its ``header.frame_id`` and ``child_frame_id``: messages of
+        other frames (two sources on one topic) are ignored, unless one other source alone has come for
+        ``ODOMETRY_SOURCE_TIMEOUT_S``; then it is taken and the poses cleared (and, with the mount from TF, the
+        mount forgotten until the node looks it up for the new child frame)."""
         if self.poses is None:
             return None
         try:
             stamp, pose = check_time(msg.header.stamp, "odometry header.stamp"), odometry_pose(msg)
         except (ConversionError, ValueError) as err:
+            self.health.count(odometry_rejected=1)
             return f"odometry ignored: {err}"
+        source, note = (msg.header.frame_id, msg.child_frame_id), None
+        if self.odometry_source is not None and source != self.odometry_source:
+            old = "{!r} -> {!r}".format(*self.odometry_source)
+            now = self._clock()
+            if self._other_source is None or self._other_source[0] != source:
+                self._other_source = (source, now)
+            if now - self._other_source[1] <= ODOMETRY_SOURCE_TIMEOUT_S:
+                self.health.count(odometry_rejected=1)
+                return ("odometry of {!r} -> {!r} ignored: the odometry used is of ".format(*source) + old +
+                        " (two sources on one topic? remap odom to one of them)")
+            note = ("odometry now of {!r} -> {!r}: ".format(*source) + f"only it came for over "
+                    f"{ODOMETRY_SOURCE_TIMEOUT_S:g} s, none of {old}; the poses of {old} are cleared")
+            if not (self.settings.mount_from_tf and self.poses.set_mount(None)):
+                self.poses.clear()
+        self.odometry_source, self._other_source = source, None
         far = float(np.abs(pose[:3, 3]).max())
         if self.perception is not None and far > self.perception.map.reach:
+            self.health.count(odometry_rejected=1)
             return (f"odometry ignored: its position lies {far:.0f} m from the origin of {msg.header.frame_id!r}, "
                     f"beyond the {self.perception.map.reach:.0f} m the local map reaches at map_voxel "
                     f"{self.perception.map.p.voxel} m: publish the odometry in a local frame")
-        self.poses.add(stamp, pose)
+        buffered = self.poses.add(stamp, pose)
         self.odometry_frame = msg.header.frame_id
-        return None
+        return note or buffered
 
     def _counted(self, matched: Matched | None) -> Matched | None:
         new = self.matcher.unmatched - self._unmatched_seen
@@ -170,11 +214,17 @@ class FrameProcessor:
         s = self.settings
         pose = None
         notes = []
+        self.image_frame = matched.image.header.frame_id
         if self.poses is not None:
             pose = self.poses.camera_pose(matched.stamp_ns)
             if pose is None:
-                notes.append("no odometry at the image stamp: frame used without a camera pose")
-        built = frame_from_messages(matched, s.depth_scale, s.frame_id, s.max_input_pixels, pose)
+                why = "" if self.poses.mount is not None else " (the camera mount is not known yet)"
+                notes.append(f"no odometry at the image stamp{why}: frame used without a camera pose")
+        built = frame_from_messages(matched, s.depth_scale, s.frame_id, s.max_input_pixels, pose,
+                                    self.known_intrinsics)
+        while len(self.known_intrinsics) > KNOWN_SIZES:
+            del self.known_intrinsics[next(iter(self.known_intrinsics))]
+        self.health.count(depth_rejected=int(built.depth_rejected), camera_info_rejected=int(built.info_invalid))
         return built.frame, built.notes + notes
 
     def process(self, matched: Matched, push: Callable[[Frame], StepResult | None] | None = None,
@@ -213,11 +263,23 @@ class FrameProcessor:
                 self._compile_error_noted = True
                 notes.append(f"perception_compile failed, the perception stage runs without it: "
                              f"{self.perception.compile_error}")
+            notes += self._map_frame_note()
         self.metric, self.depth_source = result.metric, result.depth_source
-        self.health.count(processed=1)
+        self.health.count(processed=1, frames_without_pose=int(self.poses is not None and frame.camera_pose is None))
         total = {} if arrived is None else {"total": (time.perf_counter() - arrived) * 1e3}
         self.health.record_latency({**result.latency_ms, **total})
         return Outcome(frame, result, messages, notes=notes)
+
+    def _map_frame_note(self) -> list[str]:
+        """Once: a warning when ``map_frame`` names another frame than the odometry's (the map's coordinates are the
+        odometry's; ``map_frame`` only names them)."""
+        map_frame, odometry = self.settings.map_frame, self.odometry_frame
+        if self._map_frame_noted or not map_frame or not odometry or map_frame == odometry:
+            return []
+        self._map_frame_noted = True
+        return [f"map_frame {map_frame!r} is not the odometry's frame {odometry!r}: the map's coordinates are in "
+                f"{odometry!r} and only labelled {map_frame!r} (no transform is applied): set map_frame to "
+                f"{odometry!r} or leave it empty"]
 
     def _unusable_depth_note(self, used: bool) -> str:
         config = self.pipeline.config
@@ -248,6 +310,9 @@ class FrameProcessor:
         starts again), the latched topic holding the old map gets an empty cloud at once (once enabled, if its
         switch is off), so neither keeps a map that no longer holds."""
         s, enabled = self.settings, self.settings.outputs
+        if self.poses is not None and self.poses.resets != self._pose_resets:  # the odometry frame no longer holds
+            self._pose_resets = self.poses.resets
+            self.perception.restart()
         out = self.perception.update(result, frame.camera_pose)
         out.obstacles.frame_id = s.frame_id or frame.frame_id
         messages = []
@@ -256,7 +321,10 @@ class FrameProcessor:
         if "obstacle_markers" in enabled:
             messages.append(("obstacle_markers", result.stamp_ns,
                              obstacle_markers(out.obstacles, s.marker_lifetime_s, self.flavor)))
-        fixed = (s.map_frame or self.odometry_frame) if out.fixed_frame == "odometry" else s.keyframe_frame
+        if out.fixed_frame == "odometry":
+            fixed = s.map_frame or self.odometry_frame
+        else:
+            fixed = s.keyframe_frame or f"{self.image_frame}_keyframe"
         points_output = length_output("map_points", self.perception.map.metric)
         stale = self._map_points_output
         if stale not in (None, points_output) and stale in enabled:
@@ -276,9 +344,20 @@ class FrameProcessor:
 
     def diagnostic_values(self) -> dict[str, str | float | int]:
         """What /diagnostics adds to the stats message's numbers: the motion prior the velocities come from
-        (learned, flow or none) and the perception stage's values."""
-        return {"motion_prior": self.pipeline.motion_prior, "frames_depth_unusable": self.health.depth_unusable,
-                **self.perception_values()}
+        (learned, flow or none), the inputs' rejection counts and the perception stage's values.
+
+        ``depth_rejected``: depth images dropped for an invalid stamp, and frames whose matched depth image was not
+        used (another frame_id or aspect ratio than the image's); ``camera_info_rejected``: CameraInfos dropped for an
+        invalid stamp, and frames whose matched CameraInfo was invalid; ``odometry_rejected``: odometry messages not
+        used (invalid, of another source, out of the local map's reach, a glitch in the stamps, before the mount from
+        TF is known); ``odometry_resets``: times the pose buffer was cleared (stamps jumping back, a mount or source
+        change); ``frames_without_pose``: frames processed without a pose with use_odometry."""
+        h, poses = self.health, self.poses
+        return {"motion_prior": self.pipeline.motion_prior, "frames_depth_unusable": h.depth_unusable,
+                "depth_rejected": h.depth_rejected, "camera_info_rejected": h.camera_info_rejected,
+                "odometry_rejected": h.odometry_rejected + (poses.rejected if poses is not None else 0),
+                "odometry_resets": poses.resets if poses is not None else 0,
+                "frames_without_pose": h.frames_without_pose, **self.perception_values()}
 
     def perception_values(self) -> dict[str, float | int]:
         """Diagnostics of the perception stage (mean latencies, frames skipped, frames without obstacle detection

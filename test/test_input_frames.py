@@ -1,0 +1,127 @@
+"""Input messages -> pipeline Frame, without DDS: an invalid CameraInfo in a good stream keeps the last valid
+intrinsics (no guessed field of view, no stream restart), depth of another camera (frame_id) is not used as
+aligned, rectified images take their intrinsics from P, and the inputs' rejections are counted in /diagnostics."""
+import numpy as np
+import pytest
+
+from nut_ros.core.geometry import Intrinsics
+from nut_ros.ros.camera_info import camera_info_to_intrinsics, intrinsics_to_camera_info
+from nut_ros.ros.conversions import depth_to_image, numpy_to_image
+from nut_ros.ros.input_sync import Matched
+from nut_ros.ros.inputs import frame_from_messages
+
+F = "rosbags"
+T0 = 1_000 * 10**9
+K = Intrinsics(60.0, 60.0, 31.5, 23.5, 64, 48)
+
+
+def image(stamp=T0, frame_id="cam", value=100):
+    return numpy_to_image(np.full((48, 64, 3), value, np.uint8), "rgb8", stamp, frame_id, F)
+
+
+def info(stamp=T0, k=K):
+    return intrinsics_to_camera_info(k, stamp, "cam", F)
+
+
+def corrupt(msg, case):
+    if case == "0x0":
+        msg.width = msg.height = 0
+    else:
+        msg.k = np.zeros(9)
+    return msg
+
+
+@pytest.mark.parametrize("case", ["0x0", "K zero"])
+def test_an_invalid_camera_info_takes_the_last_valid_intrinsics_of_the_image_size(case):
+    known = {}
+    assert frame_from_messages(Matched(T0, image(), None, info()), 1e-3, known_intrinsics=known).frame.intrinsics == K
+    built = frame_from_messages(Matched(T0 + 1, image(), None, corrupt(info(T0 + 1), case)), 1e-3,
+                                known_intrinsics=known)
+    assert built.frame.intrinsics == K and built.info_invalid
+    assert any("CameraInfo ignored" in n and "last valid intrinsics of 64x48 images" in n for n in built.notes)
+    other_size = numpy_to_image(np.zeros((24, 32, 3), np.uint8), "rgb8", T0 + 2, "cam", F)
+    built = frame_from_messages(Matched(T0 + 2, other_size, None, corrupt(info(T0 + 2), case)), 1e-3,
+                                known_intrinsics=known)
+    assert built.frame.intrinsics is None and built.info_invalid, "no valid intrinsics known for 32x24 images"
+
+
+def test_one_corrupt_camera_info_in_a_good_stream_neither_guesses_nor_restarts_the_stream():
+    from nut_ros.pipeline.backends import make_backend
+    from nut_ros.pipeline.stream import StreamingPipeline
+    from nut_ros.pipeline.types import PipelineConfig
+    from nut_ros.ros.processor import FrameProcessor, ProcessorSettings
+
+    pipeline = StreamingPipeline(make_backend("torch", "tiny", device="cpu", random_init=True),
+                                 PipelineConfig(motion_prior="none", depth_from_motion="off"))
+    processor = FrameProcessor(pipeline, ProcessorSettings(depth_source="none"), flavor=F)
+    used = []
+    for i in range(3):
+        stamp = T0 + i * 10**8
+        msg = info(stamp)
+        processor.add_info(corrupt(msg, "K zero") if i == 1 else msg)
+        outcome = processor.process(processor.add_image(image(stamp, value=40 * i)))
+        assert outcome.drop is None, outcome.drop
+        used.append(outcome.frame.intrinsics)
+    assert used == [K, K, K]
+    assert pipeline.stats.resets["input_changed"] == 0
+    assert processor.diagnostic_values()["camera_info_rejected"] == 1
+
+
+def test_depth_from_another_camera_frame_is_not_used_as_aligned():
+    depth = depth_to_image(np.full((48, 64), 2.0, np.float32), T0, "camera_depth_optical_frame", "32FC1", F)
+    built = frame_from_messages(Matched(T0, image(frame_id="camera_color_optical_frame"), depth), 1e-3)
+    assert built.frame.depth_m is None and built.depth_rejected
+    (note,) = built.notes
+    assert "'camera_depth_optical_frame'" in note and "'camera_color_optical_frame'" in note
+    assert "aligned_depth_to_color" in note
+    for image_frame, depth_frame in (("cam", "cam"), ("cam", ""), ("", "depth")):  # same frame, or one unset
+        depth.header.frame_id = depth_frame
+        built = frame_from_messages(Matched(T0, image(frame_id=image_frame), depth), 1e-3)
+        assert built.frame.depth_m is not None and not built.depth_rejected, (image_frame, depth_frame)
+
+
+def test_rectified_images_take_their_intrinsics_from_p():
+    """image_proc's image_rect carries the raw camera's CameraInfo: K and d of the distorted images, P of the
+    rectified ones. With distortion and a valid P the intrinsics are P's; without distortion K's; with distortion
+    and no valid P K's, with the note that nothing is undistorted."""
+    msg = info()
+    msg.p = np.array([55.0, 0, 30.0, 0, 0, 56.0, 22.0, 0, 0, 0, 1, 0])
+    assert camera_info_to_intrinsics(msg) == K, "no distortion: K"
+    msg.d = np.array([-0.3, 0.1, 0.0, 0.0, 0.0])
+    rect = Intrinsics(55.0, 56.0, 30.0, 22.0, 64, 48)
+    assert camera_info_to_intrinsics(msg) == rect
+    built = frame_from_messages(Matched(T0, image(), None, msg), 1e-3)
+    assert built.frame.intrinsics == rect
+    assert any("P[:3, :3]" in n and "image_rect" in n for n in built.notes), built.notes
+    msg.binning_x = msg.binning_y = 2  # binning and ROI apply to P as to K
+    assert camera_info_to_intrinsics(msg) == rect.scaled(32, 24)
+    msg.binning_x = msg.binning_y = 0
+    msg.p = np.zeros(12)
+    assert camera_info_to_intrinsics(msg) == K
+    built = frame_from_messages(Matched(T0, image(), None, msg), 1e-3)
+    assert any("no valid P" in n and "image_rect" in n for n in built.notes), built.notes
+
+
+def test_rejected_depth_camera_info_and_odometry_are_counted():
+    from nut_ros.ros.odometry import pose_to_odometry
+    from nut_ros.ros.processor import FrameProcessor, ProcessorSettings
+
+    class StubPipeline:
+        motion_prior = "none"
+
+    processor = FrameProcessor(StubPipeline(), ProcessorSettings(use_odometry=True), flavor=F)
+    depth = depth_to_image(np.ones((48, 64), np.float32), T0, "cam", "32FC1", F)
+    depth.header.stamp.nanosec = 1_500_000_000  # not a valid ROS time
+    assert processor.add_depth(depth) is None
+    bad_info = info()
+    bad_info.header.stamp.nanosec = 1_500_000_000
+    assert processor.add_info(bad_info) is None
+    odom = pose_to_odometry(np.eye(4), T0, "odom", "base", F)
+    odom.pose.pose.position.x = float("nan")
+    assert "odometry ignored" in processor.add_odometry(odom)
+    values = processor.diagnostic_values()
+    assert (values["depth_rejected"], values["camera_info_rejected"], values["odometry_rejected"]) == (1, 1, 1)
+    foreign = depth_to_image(np.ones((48, 64), np.float32), T0, "other_camera", "32FC1", F)
+    processor.build(Matched(T0, image(), foreign, corrupt(info(), "0x0")))
+    values = processor.diagnostic_values()
+    assert (values["depth_rejected"], values["camera_info_rejected"]) == (2, 2)
