@@ -62,7 +62,7 @@ def processor_for(p: NodeParams):
                                                      (False, {"keyframe_frame": "kf"}, "kf")])
 def test_obstacles_every_frame_and_the_map_at_its_period(odometry, frames, fixed):
     """... the map's frame: the odometry's (``map_frame`` only renames it, with a warning once), without odometry
-    ``keyframe_frame``, by default the camera frame's name with ``_keyframe``."""
+    ``keyframe_frame``, by default the frame_id's (the image's, or the parameter once set) with ``_keyframe``."""
     from nut_ros.ros.conversions import msg_to_gaussian_cloud, pointcloud2_to_points
     from nut_ros.ros.health import diagnostics_message, stats_message
 
@@ -92,6 +92,8 @@ def test_obstacles_every_frame_and_the_map_at_its_period(odometry, frames, fixed
     map_frames = [i for i, msgs in enumerate(per_frame) if "map_points" in msgs]
     assert map_frames == [1, 3, 5], "the map is due at map_period, from the first frame with a camera motion"
     for i in map_frames:
+        if i >= 4:  # the frame_id parameter set: the default key-frame name follows it
+            fixed = fixed.replace(CAMERA, "override")
         stamp, points = per_frame[i]["map_points"]
         assert stamp == T0 + i * PERIOD_NS == stamp_to_ns(points.header.stamp)
         assert points.header.frame_id == fixed, "the map is in the fixed frame, not the camera's"
@@ -338,3 +340,23 @@ def test_a_cleared_pose_buffer_restarts_the_perception_stream():
     outcome = processor.process(feed(processor, 6, True))
     names = [name for name, _, _ in outcome.messages]
     assert "map_points" in names and processor.perception.map.count < before
+
+
+def test_a_pose_buffer_cleared_after_a_frame_s_pose_was_read_restarts_the_stream_with_the_next_frame(monkeypatch):
+    """The poses cleared while a frame is in the pipeline (its pose read before): that frame's pose is of the old
+    odometry frame and goes on with it; the next frame, whose pose is the first of the new frame, restarts."""
+    processor = processor_for(params(use_odometry=True, map_period=100.0))
+    for i in range(3):
+        processor.process(feed(processor, i, True))
+    push = processor.pipeline.push
+
+    def push_then_clear(frame):
+        processor.poses.clear()  # on the executor thread, while the worker runs the pipeline
+        return push(frame)
+
+    monkeypatch.setattr(processor.pipeline, "push", push_then_clear)
+    names = [name for name, _, _ in processor.process(feed(processor, 3, True)).messages]
+    assert "map_points" not in names  # not restarted: this frame's pose is of the poses before the clear
+    monkeypatch.setattr(processor.pipeline, "push", push)
+    names = [name for name, _, _ in processor.process(feed(processor, 4, True)).messages]
+    assert "map_points" in names  # restarted: the emptied map at once

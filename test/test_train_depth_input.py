@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from nut_ros.core.geometry import resize_nearest
 from nut_ros.train import depth_input
 from nut_ros.train.depth_input import mixed_depth_input, motion_fill
 
@@ -121,8 +122,9 @@ def test_bad_modes_and_validity_are_refused():
 
 @pytest.mark.parametrize("size", [(288, 512), (64, 128), (100, 200)])
 def test_fill_at_resizes_as_the_pipeline_does(size):
-    """Training brings a fill to the model's size as ``StreamingPipeline._preprocess`` does with OpenCV: the fill
-    bilinear, its measured pixels nearest (up and down, at depth from motion's working size 256x144)."""
+    """Training brings a fill to the model's size as ``StreamingPipeline._preprocess`` does: the fill bilinear (as
+    OpenCV's), its measured pixels nearest, pixel-centre exact (``resize_nearest``; up and down, at depth from
+    motion's working size 256x144)."""
     cv2 = pytest.importorskip("cv2")
     gen = np.random.default_rng(4)
     inv = gen.uniform(0.2, 2.0, (144, 256)).astype(np.float32)
@@ -131,7 +133,7 @@ def test_fill_at_resizes_as_the_pipeline_does(size):
                                              size)
     h, w = size
     want_inv = cv2.resize(inv, (w, h), interpolation=cv2.INTER_LINEAR)
-    want_known = cv2.resize(known.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    want_known = resize_nearest(known.astype(np.uint8), w, h) > 0
     assert np.abs(got_inv[0, 0].numpy() - want_inv).max() < 1e-4
     assert np.array_equal(got_known[0, 0].numpy(), want_known)
 

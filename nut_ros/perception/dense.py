@@ -1,6 +1,6 @@
 """The per-Gaussian part of the perception stage, as functions of tensors and fixed settings only.
 
-:func:`select_rows`, :func:`count_rows`, :func:`fit_sample` and :func:`find_moving` read nothing but their
+:func:`select_rows`, :func:`fit_sample` and :func:`find_moving` read nothing but their
 :class:`StageInputs` (tensors) and their :class:`StagePlan` (settings and the flags that pick a code path, fixed for
 a stream), write nothing outside their results, and never wait for the device or copy from the host: on a GPU the
 processor captures each once per plan as a CUDA graph (:class:`nut_ros.pipeline.cuda_graphs.GraphedCall`) and

@@ -190,9 +190,9 @@ class PerceptionProcessor:
         posed = camera_pose is not None
         # a frame of an odometry stream without a pose (the odometry late or lost): the stream goes on in the
         # odometry frame, its camera motion fitted as without odometry, from the last pose; unless it is unpaired
-        # (a gap: nothing to fit from) or changes units, which restart the stream in the key frame
+        # (a gap: nothing to fit from), changes units or follows restart(), which restart the stream in the key frame
         held = (bool(self._odometry) and not posed and result.paired and self._stamp_ns is not None
-                and cloud.metric == self._metric)
+                and cloud.metric == self._metric and not self._frame_lost)
         odometry = posed or held
         restart = (self._stamp_ns is None or self._frame_lost or cloud.metric != self._metric
                    or odometry != self._odometry or (not odometry and not result.paired))

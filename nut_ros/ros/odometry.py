@@ -170,10 +170,13 @@ class PoseBuffer:
 
     def camera_pose(self, stamp_ns: int) -> np.ndarray | None:
         """``T_world<-camera_optical`` at ``stamp_ns``, or None when the odometry does not cover it."""
+        return self.camera_pose_and_resets(stamp_ns)[0]
+
+    def camera_pose_and_resets(self, stamp_ns: int) -> tuple[np.ndarray | None, int]:
+        """:meth:`camera_pose` and the count of resets it was read after (the odometry frame it is in), together."""
         with self._lock:
-            base = self._base(stamp_ns)
-            mount = self.mount
-        return None if base is None or mount is None else base @ mount
+            base, mount, resets = self._base(stamp_ns), self.mount, self.resets
+        return (None if base is None or mount is None else base @ mount), resets
 
     def _base(self, stamp_ns: int) -> np.ndarray | None:
         """``T_world<-child`` at ``stamp_ns`` (interpolated), or None."""

@@ -246,8 +246,8 @@ class NodeParams:
                             "once); empty: the odometry's header.frame_id.")
     keyframe_frame: str = _param("", "Frame id of the map without odometry: the camera optical frame of the "
                                  "stream's first frame (key frame), which changes whenever the stream restarts (a "
-                                 "gap, a new image size); empty: `<image frame_id>_keyframe` (the input image's "
-                                 "header.frame_id).")
+                                 "gap, a new image size); empty: `<frame_id>_keyframe` (the frame_id parameter, else "
+                                 "the input image's header.frame_id).")
     marker_lifetime: float = _param(2.0, "Lifetime of the obstacle markers in RViz (s): every frame's markers replace "
                                     "the last (DELETEALL first), so this only clears them once the node stops; "
                                     "shorter than the frame period, they blink.", lo=0.0, hi=3600.0, dynamic=True)

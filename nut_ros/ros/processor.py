@@ -114,6 +114,7 @@ class FrameProcessor:
         self.image_frame = ""  # header.frame_id of the last image built into a frame
         self._map_frame_noted = False
         self._pose_resets = 0  # the pose buffer's resets the perception stage has restarted for
+        self._frame_resets = 0  # the pose buffer's resets when the last frame's pose was read
         self._map_points_output: str | None = None  # where the last map's points went (map_points or its twin)
 
     # -- inputs (cheap; the node's executor thread) ----------------------------------------------------------------
@@ -216,7 +217,7 @@ class FrameProcessor:
         notes = []
         self.image_frame = matched.image.header.frame_id
         if self.poses is not None:
-            pose = self.poses.camera_pose(matched.stamp_ns)
+            pose, self._frame_resets = self.poses.camera_pose_and_resets(matched.stamp_ns)
             if pose is None:
                 why = "" if self.poses.mount is not None else " (the camera mount is not known yet)"
                 notes.append(f"no odometry at the image stamp{why}: frame used without a camera pose")
@@ -310,8 +311,10 @@ class FrameProcessor:
         starts again), the latched topic holding the old map gets an empty cloud at once (once enabled, if its
         switch is off), so neither keeps a map that no longer holds."""
         s, enabled = self.settings, self.settings.outputs
-        if self.poses is not None and self.poses.resets != self._pose_resets:  # the odometry frame no longer holds
-            self._pose_resets = self.poses.resets
+        # the pose buffer was cleared before this frame's pose was read: the odometry frame no longer holds (a reset
+        # after the read shows in the next frame, whose pose is the first in the new frame)
+        if self._frame_resets != self._pose_resets:
+            self._pose_resets = self._frame_resets
             self.perception.restart()
         out = self.perception.update(result, frame.camera_pose)
         out.obstacles.frame_id = s.frame_id or frame.frame_id
@@ -324,7 +327,7 @@ class FrameProcessor:
         if out.fixed_frame == "odometry":
             fixed = s.map_frame or self.odometry_frame
         else:
-            fixed = s.keyframe_frame or f"{self.image_frame}_keyframe"
+            fixed = s.keyframe_frame or f"{s.frame_id or self.image_frame}_keyframe"
         points_output = length_output("map_points", self.perception.map.metric)
         stale = self._map_points_output
         if stale not in (None, points_output) and stale in enabled:

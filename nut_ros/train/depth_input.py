@@ -173,9 +173,10 @@ def motion_fill(depth: Tensor, rgb: Tensor, generator: torch.Generator) -> tuple
 def fill_at(inv: Tensor, known: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
     """A fill ``inv [B,1,h,w]`` and its measured pixels ``known [B,1,h,w]`` (bool) at the model's ``size``
     ``(H, W)``, resized as the pipeline resizes them (:meth:`nut_ros.pipeline.stream.StreamingPipeline._preprocess`:
-    the fill bilinear, its measured pixels nearest)."""
+    the fill bilinear, its measured pixels nearest, pixel-centre exact as
+    :func:`nut_ros.core.geometry.resize_nearest`)."""
     return (F.interpolate(inv, size=size, mode="bilinear", align_corners=False),
-            F.interpolate(known.float(), size=size, mode="nearest") > 0.5)
+            F.interpolate(known.float(), size=size, mode="nearest-exact") > 0.5)
 
 
 def check_modes(modes: dict[str, float]) -> dict[str, float]:
