@@ -62,7 +62,7 @@ def test_key_frames_are_scored_at_pair_time_1_whatever_the_node_renders(backend,
 
 def test_held_out_frames_stay_bounded_when_every_key_frame_is_dropped(backend):
     """A camera that stamps every image alike: after the first key frame the pipeline drops every key frame as a
-    duplicate, so the held-out frames never get a pair; at most max_held of them wait (8-bit), the rest are
+    duplicate, so the held-out frames never get a pair; at most max_held of them wait (float32), the rest are
     counted as skipped."""
     pipeline = StreamingPipeline(backend, PipelineConfig())
     ev = StreamEvaluator(pipeline, stride=2)
@@ -73,7 +73,7 @@ def test_held_out_frames_stay_bounded_when_every_key_frame_is_dropped(backend):
         ev.add(Frame(img, T0))
         waiting.append(len(ev._held))
     assert max(waiting) == ev.max_held and pipeline.stats.drops["stamp_duplicate"] == n // 2 - 1
-    assert all(h.rgb.dtype == np.uint8 and h.rgb.shape == (48, 96, 3) for h in ev._held)
+    assert all(h.rgb.dtype == np.float32 and h.rgb.shape == (48, 96, 3) for h in ev._held)
     s = ev.summary()
     assert (s["key_frames"], s["interp_frames"], s["interp_skipped"]) == (1, 0, n // 2)
 

@@ -8,8 +8,8 @@ the exact-match upper bound, PSNR :data:`EXACT_PSNR_DB` and SSIM 1, not a baseli
 arrived, every frame in between is rendered at its pair time from the stamps and compared with the true frame
 ("interp"), next to the linear blend of the two key frames at the same time ("blend") and the key frames warped to
 that time with DIS flow both ways ("flow_warp", :mod:`nut_ros.pipeline.baselines`). Images are compared at the model
-resolution (the ground truth resized the way the pipeline resizes its input; the held-out frames' rounded to 8 bits
-while they wait) and, as StreamSplat reports them, both resized to 256x256. Held-out frames that cannot be placed in
+resolution (the ground truth resized the way the pipeline resizes its input) and, as StreamSplat reports them, both
+resized to 256x256. Held-out frames that cannot be placed in
 a pair are skipped (counted): those before a stream's first key frame, those more than ``PipelineConfig.max_gap_s``
 from the last processed key frame, and the oldest beyond ``max_held`` waiting at once.
 
@@ -72,14 +72,14 @@ def image_scores(pred: np.ndarray, true: np.ndarray, with_ssim: bool = True) -> 
 
 #: held-out frames waiting for a key frame at most: a bound on memory for streams whose key frames keep being
 #: dropped without their stamps advancing (duplicates), which the time bound never ends
-MAX_HELD = 256
+MAX_HELD = 64
 
 
 @dataclass
 class _Held:
     index: int
     stamp_ns: int
-    rgb: np.ndarray  # model resolution, uint8
+    rgb: np.ndarray  # model resolution, float32 [0, 1] (half the float64's memory, the same scores)
 
 
 @dataclass
@@ -154,7 +154,7 @@ class StreamEvaluator:
         if len(self._held) >= self.max_held:
             self._held.popleft()
             self.skipped_interp += 1
-        rgb = np.rint(self._model_rgb(frame.rgb) * 255).astype(np.uint8)
+        rgb = self._model_rgb(frame.rgb).astype(np.float32)
         self._held.append(_Held(index, frame.stamp_ns, rgb))
 
     def _newest(self, result: StepResult) -> RenderedView:
