@@ -26,10 +26,11 @@
 #   test/bench/gpu_measure.sh perception-compile  perception_cost of small and tiny with the dense part eager and
 #                                              compiled (inside the CUDA graphs), one after the other on one
 #                                              machine; the perception GPU tests; a profile of small compiled
-#   test/bench/gpu_measure.sh release          one call for a release's speed numbers: the perception and pipeline
-#                                              GPU tests, perception_cost of small and tiny, bench_pipeline as the
-#                                              node runs on CUDA (tiny compiled with auto and with 16 OpenCV threads,
-#                                              tiny, small compiled); quality runs separately (clips, depth)
+#   test/bench/gpu_measure.sh release          one call for a release's speed numbers: perception_cost of tiny and
+#                                              small compiled (with each step's host time), bench_pipeline as the
+#                                              node runs on CUDA (tiny compiled, tiny, small compiled); quality runs
+#                                              separately (clips, depth)
+#   test/bench/gpu_measure.sh gpu-tests        every test marked gpu
 set -euo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 bench() { timeout "$1" python3 test/bench/bench_pipeline.py --device cuda --bf16 --repeat 3 "${@:2}"; }
@@ -85,17 +86,16 @@ case "$1" in
     timeout 200 python3 -m pytest -q -m gpu test/test_compile_gpu.py > "$OUT/pytest_compile.txt" 2>&1 || true
     bench 100 --model tiny --compile --no-compile-check --cv-threads 1 > "$OUT/frame_tinycompilecv1.json" || true ;;
   release)
-    timeout 150 python3 -m pytest -q -m gpu test/test_perception_device.py test/test_pipeline_stream.py \
-      > "$OUT/pytest_release.txt" 2>&1 || true
-    for model in small tiny; do
-      timeout 90 python3 test/bench/perception_cost.py --model $model --device cuda --scenes 3 \
-        > "$OUT/perception_$model.txt" 2>&1 || true
+    for model in tiny small; do
+      timeout 150 python3 test/bench/perception_cost.py --model $model --device cuda --scenes 3 --compile \
+        --sections > "$OUT/perception_${model}_compiled.txt" 2>&1 || true
     done
-    for run in "tiny --compile --no-compile-check" "tiny --compile --no-compile-check --cv-threads 16" "tiny" \
-               "small --compile --no-compile-check"; do
+    for run in "tiny --compile --no-compile-check" "tiny" "small --compile --no-compile-check"; do
       name=$(echo "$run" | tr -d ' -' | sed 's/nocompilecheck//')
       bench 100 --model $run > "$OUT/frame_$name.json" || true
     done ;;
+  gpu-tests)
+    timeout 580 python3 -m pytest -q -m gpu test > "$OUT/pytest_gpu.txt" 2>&1 || true ;;
   perception-compile)
     for model in small tiny; do
       for run in eager compile; do
