@@ -9,8 +9,9 @@ import torch
 from nut_ros.core.geometry import Intrinsics
 from nut_ros.core.rotations import quaternion_to_matrix
 from nut_ros.perception import MapParams, ObstacleParams, PerceptionProcessor
+from nut_ros.perception.dense import edge_factor
 from nut_ros.perception.processor import cut_by_border
-from perception_synth import scene_stream
+from perception_synth import K, scene_stream
 
 WIDE = Intrinsics(100.0, 100.0, 320.0, 240.0, 640, 480)  # every test point far from the image's edges
 MOVER = (-1.0, 0.5, 3.0, 0.8, 0.0, 0.3)  # starts left, 3 m ahead; 0.8 m/s right, 0.3 m/s away
@@ -503,6 +504,41 @@ def test_learned_flow_gets_its_own_share_of_the_camera_motion():
     assert reported("learned", replace(params, learned_flow_error_ratio=0.2)) == flow
     with pytest.raises(ValueError, match="learned_flow_error_ratio"):
         ObstacleParams(learned_flow_error_ratio=-0.1)
+
+
+def _edge_lagging(res, share: float = 0.5, strip_px: float = 6.0):
+    """``res`` with the velocities of its Gaussians within ``strip_px`` of the image's left and right edges scaled
+    by ``share``: the flow there reading only part of the camera's apparent motion."""
+    g = res.gaussians
+    u = K.fx * g.positions[:, 0] / g.positions[:, 2] + K.cx + 0.5
+    vel = g.velocities.copy()
+    vel[(u < strip_px) | (u > K.width - strip_px)] *= share
+    return replace(res, gaussians=replace(g, velocities=vel))
+
+
+@pytest.mark.parametrize("odometry", [True, False])
+def test_flow_lagging_at_the_image_edge_is_not_read_as_motion(odometry):
+    """Near the image's edge the flow reads only part of a turning camera's apparent motion (its window is cut,
+    new content comes in), so the error share grows there (``edge_flow_px``, ``edge_flow_gain``): a static strip
+    whose flow lags by half is hardly moving with it, and mostly moving without it."""
+    def moving(params):
+        proc = PerceptionProcessor(params, seed=1)
+        return sum(proc.update(_edge_lagging(res), pose if odometry else None).moving_gaussians
+                   for res, pose, _ in scene_stream(40, movers=(), camera_speed=0.3, yaw_rate=0.8, seed=3,
+                                                    n_room=40000))
+
+    assert moving(ObstacleParams()) < 200
+    assert moving(ObstacleParams(edge_flow_px=0.0)) > 1000
+
+
+def test_the_flow_error_share_grows_linearly_towards_every_image_edge():
+    params = ObstacleParams(edge_flow_px=10.0, edge_flow_gain=2.0)
+    u = torch.tensor([0.0, 5.0, 10.0, 128.0, 128.0, 128.0, 251.0])
+    v = torch.tensor([72.0, 72.0, 72.0, 0.0, 72.0, 144.0, 72.0])
+    assert torch.allclose(edge_factor((u, v), K, params), torch.tensor([3.0, 2.0, 1.0, 3.0, 1.0, 3.0, 2.0]))
+    assert torch.equal(edge_factor((u, v), K, replace(params, edge_flow_px=0.0)), torch.ones(7))
+    with pytest.raises(ValueError, match="edge_flow_gain"):
+        ObstacleParams(edge_flow_gain=-1.0)
 
 
 def test_reported_obstacles_are_the_confirmed_moving_tracks_in_the_camera_frame():

@@ -163,7 +163,7 @@ def find_moving(inputs: StageInputs, plan: StagePlan,
     field, pose = inputs.frame[:4], inputs.frame[4:8]
     change = depth_change(op)
     static = _affine(rows.points, field)
-    sweep = op.flow_error_ratio * torch.linalg.vector_norm(static[:, :2], dim=1)
+    sweep = op.flow_error_ratio * torch.linalg.vector_norm(static[:, :2], dim=1) * edge_factor(rows.pixels, plan.k, op)
     # over the ground: minus the camera's static field. The flow's difference of a point's coordinates in the two
     # cameras leaves the point's own displacement in the previous camera's axes: turned into the current camera's,
     # those of the depth rate, the depth shift and the pose that reports the objects
@@ -194,6 +194,17 @@ def find_moving(inputs: StageInputs, plan: StagePlan,
     slots = candidate_slots(packed, rows.points.shape[0], plan.local_map.candidates)
     offered = (torch.arange(slots.shape[0], device=slots.device) < eligible) & frame_trusted(n_moving, selected)
     return packed, world, Offer(_affine(slots[:, :3].double(), pose), offered)
+
+
+def edge_factor(pixels: tuple[torch.Tensor, torch.Tensor], k: Intrinsics, op: ObstacleParams) -> torch.Tensor:
+    """``[M]`` the factor of the flow's error share at each of ``pixels`` (:func:`pixel_coords`):
+    ``1 + edge_flow_gain`` on the image's edge, falling linearly to 1 at ``edge_flow_px`` inside it (the flow's
+    window is cut by the edge there, and a turning camera brings in what the previous frame did not see)."""
+    u, v = pixels
+    if op.edge_flow_px <= 0:
+        return torch.ones_like(u)
+    inside = torch.minimum(torch.minimum(u, k.width - u), torch.minimum(v, k.height - v))
+    return 1.0 + op.edge_flow_gain * (1.0 - inside / op.edge_flow_px).clamp(0.0, 1.0)
 
 
 def depth_change(op: ObstacleParams) -> DepthChange:

@@ -22,9 +22,10 @@ one). Per frame it
    there). The threshold is ``moving_speed + moving_speed_per_m · z`` (for pairs of ``floor_interval_s``; ×2 at
    twice that frame rate) plus, per component, the error that grows with the camera's own motion: ``flow_error_ratio
    · |static field_xy|`` for the image plane (flow and odometry stamps err by a share of the apparent motion;
-   ``learned_flow_error_ratio`` when the learned flow head made the velocities) and that times the surface slope for
-   the depth rate (the older depths, registered with that error, read as a depth change ``slope ·`` displacement on a
-   slanted surface);
+   ``learned_flow_error_ratio`` when the learned flow head made the velocities; up to ``1 + edge_flow_gain`` times
+   that within ``edge_flow_px`` of the image's edge, where the flow's window is cut) and that times the surface slope
+   for the depth rate (the older depths, registered with that error, read as a depth change ``slope ·``
+   displacement on a slanted surface);
 4. clusters the moving Gaussians (voxel connected components) into objects of at least ``min_cluster_gaussians``
    (fewer beyond ``min_cluster_depth``, as the image area of an object falls, though only full-sized clusters
    start a track), cuts each to its depth layer
