@@ -8,7 +8,7 @@ from nut_ros.core.geometry import Intrinsics
 from nut_ros.ros.camera_info import camera_info_to_intrinsics, intrinsics_to_camera_info
 from nut_ros.ros.conversions import depth_to_image, numpy_to_image
 from nut_ros.ros.input_sync import Matched
-from nut_ros.ros.inputs import frame_from_messages
+from nut_ros.ros.inputs import KnownIntrinsics, frame_from_messages
 
 F = "rosbags"
 T0 = 1_000 * 10**9
@@ -33,7 +33,7 @@ def corrupt(msg, case):
 
 @pytest.mark.parametrize("case", ["0x0", "K zero"])
 def test_an_invalid_camera_info_takes_the_last_valid_intrinsics_of_the_image_size(case):
-    known = {}
+    known = KnownIntrinsics()
     assert frame_from_messages(Matched(T0, image(), None, info()), 1e-3, known_intrinsics=known).frame.intrinsics == K
     built = frame_from_messages(Matched(T0 + 1, image(), None, corrupt(info(T0 + 1), case)), 1e-3,
                                 known_intrinsics=known)
@@ -43,6 +43,17 @@ def test_an_invalid_camera_info_takes_the_last_valid_intrinsics_of_the_image_siz
     built = frame_from_messages(Matched(T0 + 2, other_size, None, corrupt(info(T0 + 2), case)), 1e-3,
                                 known_intrinsics=known)
     assert built.frame.intrinsics is None and built.info_invalid, "no valid intrinsics known for 32x24 images"
+
+
+def test_known_intrinsics_keep_a_bounded_number_of_image_sizes_the_least_recently_used_forgotten():
+    known = KnownIntrinsics(sizes=2)
+    k = [Intrinsics.from_fov(w, h, 60.0) for w, h in ((64, 48), (32, 24), (16, 12))]
+    known.remember(64, 48, k[0])
+    known.remember(32, 24, k[1])
+    assert known.get(64, 48) == k[0]  # 64x48 is now the most recently used
+    known.remember(16, 12, k[2])
+    assert len(known) == 2 and known.get(32, 24) is None
+    assert known.get(64, 48) == k[0] and known.get(16, 12) == k[2]
 
 
 def test_one_corrupt_camera_info_in_a_good_stream_neither_guesses_nor_restarts_the_stream():

@@ -26,6 +26,30 @@ class BuiltFrame:
     info_invalid: bool = False  # a CameraInfo was matched but is invalid or for another aspect ratio
 
 
+class KnownIntrinsics:
+    """The last valid intrinsics per image size, for frames whose CameraInfo is invalid: at most ``sizes`` image
+    sizes, the longest unused forgotten first."""
+
+    def __init__(self, sizes: int = 8):
+        self.sizes = sizes
+        self._by_size: dict[tuple[int, int], Intrinsics] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_size)
+
+    def get(self, width: int, height: int) -> Intrinsics | None:
+        k = self._by_size.pop((width, height), None)
+        if k is not None:
+            self._by_size[(width, height)] = k  # (now the most recently used)
+        return k
+
+    def remember(self, width: int, height: int, intrinsics: Intrinsics) -> None:
+        self._by_size.pop((width, height), None)
+        self._by_size[(width, height)] = intrinsics
+        while len(self._by_size) > self.sizes:
+            del self._by_size[next(iter(self._by_size))]
+
+
 def image_size(msg) -> tuple[int, int]:
     """``(width, height)`` of an Image from its fields, or of a CompressedImage from its JPEG/PNG header."""
     if not hasattr(msg, "format"):
@@ -58,7 +82,7 @@ def depth_metres(msg, depth_scale: float) -> np.ndarray:
 
 def frame_from_messages(matched: Matched, depth_scale: float, frame_id: str = "", max_pixels: int = 0,
                         camera_pose: np.ndarray | None = None,
-                        known_intrinsics: dict[tuple[int, int], Intrinsics] | None = None) -> BuiltFrame:
+                        known_intrinsics: KnownIntrinsics | None = None) -> BuiltFrame:
     """Decode the image (any colour encoding or compressed), its depth and CameraInfo into a ``Frame``.
 
     Raises ``ConversionError`` when the image itself is unusable: bad encoding or stamp, or (checked from the
@@ -67,8 +91,8 @@ def frame_from_messages(matched: Matched, depth_scale: float, frame_id: str = ""
     ignored before decoding (the frame goes on as RGB only); depth of another size is resized (nearest) onto the
     image when the aspect ratio agrees, else ignored likewise. A CameraInfo of another size is scaled when the aspect
     ratio agrees; an invalid one, or one of another aspect ratio, is ignored, and the frame takes the last valid
-    intrinsics of its image size from ``known_intrinsics`` ((width, height) -> intrinsics, updated with every
-    valid CameraInfo; none there: no intrinsics). Each adaptation is reported in ``notes``, each ignored depth image
+    intrinsics of its image size from ``known_intrinsics`` (updated with every valid CameraInfo; none there: no
+    intrinsics). Each adaptation is reported in ``notes``, each ignored depth image
     or CameraInfo flagged.
     """
     stamp_ns = check_time(matched.image.header.stamp, "image header.stamp")
@@ -101,12 +125,13 @@ def frame_from_messages(matched: Matched, depth_scale: float, frame_id: str = ""
         except ConversionError as err:
             notes.append(f"CameraInfo ignored: {err}")
         info_invalid = intrinsics is None
-        if info_invalid and known_intrinsics is not None and (w, h) in known_intrinsics:
-            intrinsics = known_intrinsics[(w, h)]
-            notes[-1] += f"; the last valid intrinsics of {w}x{h} images are used"
+        if info_invalid and known_intrinsics is not None:
+            intrinsics = known_intrinsics.get(w, h)
+            if intrinsics is not None:
+                notes[-1] += f"; the last valid intrinsics of {w}x{h} images are used"
         elif intrinsics is not None:
             if known_intrinsics is not None:
-                known_intrinsics[(w, h)] = intrinsics
+                known_intrinsics.remember(w, h, intrinsics)
             notes += _distortion_notes(matched.info)
     return BuiltFrame(Frame(rgb=rgb, stamp_ns=stamp_ns, frame_id=frame_id or image_frame, depth_m=depth,
                             intrinsics=intrinsics, camera_pose=camera_pose), notes, depth_rejected, info_invalid)

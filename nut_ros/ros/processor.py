@@ -25,7 +25,7 @@ from nut_ros.pipeline.types import Frame, StepResult
 from nut_ros.ros.conversions import ConversionError, points_to_pointcloud2
 from nut_ros.ros.health import NodeHealth
 from nut_ros.ros.input_sync import LossCounter, Matched, StampMatcher
-from nut_ros.ros.inputs import frame_from_messages
+from nut_ros.ros.inputs import KnownIntrinsics, frame_from_messages
 from nut_ros.ros.msg_types import check_stamp, check_time
 from nut_ros.ros.obstacle_msgs import map_messages, obstacle_markers, obstacles_to_msg
 from nut_ros.ros.odometry import IDENTITY, PoseBuffer, odometry_pose
@@ -36,8 +36,6 @@ from nut_ros.ros.topics import MAP_OUTPUTS, OUTPUT_TYPES, PERCEPTION_OUTPUTS, le
 #: seconds (of the processor's clock) of odometry from other frames only, without any from the latched source, after
 #: which the other frames are taken instead
 ODOMETRY_SOURCE_TIMEOUT_S = 2.0
-#: image sizes whose last valid intrinsics are kept (for frames whose CameraInfo is invalid)
-KNOWN_SIZES = 8
 
 
 @dataclass
@@ -99,7 +97,7 @@ class FrameProcessor:
         self._clock = clock
         self.odometry_source: tuple[str, str] | None = None  # (header.frame_id, child_frame_id) of the odometry used
         self._other_source: tuple[tuple[str, str], float] | None = None  # another source, since when it alone came
-        self.known_intrinsics: dict[tuple[int, int], Any] = {}  # (width, height) -> the last valid intrinsics
+        self.known_intrinsics = KnownIntrinsics()  # for frames whose CameraInfo is invalid
         self.health = NodeHealth()
         self._unmatched_seen = 0
         self.last_intrinsics = None
@@ -223,8 +221,6 @@ class FrameProcessor:
                 notes.append(f"no odometry at the image stamp{why}: frame used without a camera pose")
         built = frame_from_messages(matched, s.depth_scale, s.frame_id, s.max_input_pixels, pose,
                                     self.known_intrinsics)
-        while len(self.known_intrinsics) > KNOWN_SIZES:
-            del self.known_intrinsics[next(iter(self.known_intrinsics))]
         self.health.count(depth_rejected=int(built.depth_rejected), camera_info_rejected=int(built.info_invalid))
         return built.frame, built.notes + notes
 
