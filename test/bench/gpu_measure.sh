@@ -30,7 +30,7 @@
 #                                              small compiled (with each step's host time), bench_pipeline as the
 #                                              node runs on CUDA (tiny compiled, tiny, small compiled); quality runs
 #                                              separately (clips, depth)
-#   test/bench/gpu_measure.sh gpu-tests        every test marked gpu
+#   test/bench/gpu_measure.sh gpu-tests [PATHS]  the tests marked gpu (of PATHS, default all)
 set -euo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 bench() { timeout "$1" python3 test/bench/bench_pipeline.py --device cuda --bf16 --repeat 3 "${@:2}"; }
@@ -95,7 +95,8 @@ case "$1" in
       bench 100 --model $run > "$OUT/frame_$name.json" || true
     done ;;
   gpu-tests)
-    timeout 580 python3 -m pytest -q -m gpu test > "$OUT/pytest_gpu.txt" 2>&1 || true ;;
+    paths=("${@:2}"); [ ${#paths[@]} -eq 0 ] && paths=(test)
+    timeout 580 python3 -m pytest -q -m gpu "${paths[@]}" > "$OUT/pytest_gpu.txt" 2>&1 || true ;;
   perception-compile)
     for model in small tiny; do
       for run in eager compile; do
