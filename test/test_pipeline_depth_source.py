@@ -171,24 +171,32 @@ def test_a_model_trained_on_known_pixels_gets_the_fills_measured_pixels(backend)
 
 @pytest.mark.parametrize("network_depth", [False, True])
 def test_the_holes_of_a_depth_image_are_not_published_as_depth(network_depth):
-    """Where the depth image has no depth the network invents one (the far end of the valid range): the newest
-    frame's view has NaN depth there and the cloud has no Gaussian of a frame's hole, unless network_depth (shipped
-    tiny; the left third of the depth image is NaN)."""
+    """Where the depth image has no depth the network invents one (the far end of the valid range): every view has
+    NaN depth there, the newest frame's and those between and after the pair's frames (the camera moves a few
+    pixels over the pair: a margin is left at the hole's edge), and the cloud has no Gaussian of a frame's hole,
+    unless network_depth (shipped tiny; the left third of the depth image is NaN)."""
     from nut_ros.pipeline.backends import make_backend
 
-    pipe = StreamingPipeline(make_backend("torch", "tiny"), PipelineConfig(network_depth=network_depth))
+    config = PipelineConfig(network_depth=network_depth, render_times=(0.5, 1.0, 1.5))
+    pipe = StreamingPipeline(make_backend("torch", "tiny"), config)
     for i, T in enumerate(MOVING[:2]):
         rgb, depth, _ = render(T)
         depth = depth.astype(np.float32)
         depth[:, :depth.shape[1] // 3] = np.nan
         res = pipe.push(Frame(rgb, 10**9 + i * 10**8, depth_m=depth, intrinsics=K))
-    view = res.views[0]
-    w = view.depth.shape[1]
-    hole, seen = view.depth[:, : w // 3 - 2], view.depth[:, w // 3 + 2:]
-    assert np.isfinite(seen).mean() > 0.9
+    assert [view.pair_time for view in res.views] == [0.5, 1.0, 1.5]
+    for view in res.views:
+        w = view.depth.shape[1]
+        margin = 2 if view.pair_time == 1.0 else 8
+        hole, seen = view.depth[:, : w // 3 - margin], view.depth[:, w // 3 + margin:]
+        assert np.isfinite(seen).mean() > 0.85, view.pair_time  # (a prediction uncovers the right edge)
+        if network_depth:
+            assert np.isfinite(hole).mean() > 0.9, view.pair_time
+        else:
+            assert np.isnan(hole).mean() >= (1.0 if view.pair_time == 1.0 else 0.98), view.pair_time
     u = res.gaussians.positions[:, 0] / res.gaussians.positions[:, 2] * res.intrinsics.fx + res.intrinsics.cx
     in_hole = u < w / 3 - 2
     if network_depth:
-        assert np.isfinite(hole).mean() > 0.9 and in_hole.mean() > 0.2
+        assert in_hole.mean() > 0.2
     else:
-        assert np.isnan(hole).all() and in_hole.mean() < 0.01
+        assert in_hole.mean() < 0.01

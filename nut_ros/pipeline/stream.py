@@ -22,8 +22,10 @@ blink), and one longer than ``max_gap_s`` ends the stream, whose new one goes on
 guess measures worse than a constant depth on real footage, docs/EVALUATION.md), unless
 ``PipelineConfig.network_depth``. Likewise where a depth image has no valid depth (its holes: no return, out
 of range, NaN): the network invents a depth there (as far as the farthest valid one, the input's "unknown"), so
-the view at the newest frame has NaN depth on those pixels and the cloud leaves out the Gaussians of the pair's
-frames whose cell of the Gaussian grid is mostly hole (unless ``network_depth``). A pair whose frames both have a
+the view at the newest frame has NaN depth on those pixels, views at other pair times take their depth from the
+Gaussians on measured depth alone (a second render with the others transparent; NaN where those do not cover the
+pixel), and the cloud leaves out the Gaussians of the pair's frames whose cell of the Gaussian grid is mostly hole
+(unless ``network_depth``). A pair whose frames both have a
 depth input shares one depth frame (:mod:`nut_ros.pipeline.optical`), metric when both are.
 
 Stamps: a duplicate stamp, or one going backwards by up to ``max_gap_s``, drops the frame (counted by reason); a
@@ -88,6 +90,16 @@ class _LiveMap:
     interval_ns: int  # stamp difference between pair times 0 and 1 (0 for a first frame)
     geometry: bool  # the newest frame had a depth input (else its depth is the network's guess from RGB alone)
     depth_valid: torch.Tensor | None = None  # [h, w] bool: the newest frame's input depth is valid (None: all)
+    on_depth: torch.Tensor | None = None  # [N] bool: Gaussians whose grid cell is mostly valid input depth (None: all)
+    _measured: Gaussians | None = None  # the Gaussians with those off the input depth made transparent (made once)
+
+    def measured(self) -> Gaussians:
+        """The live Gaussians with those whose cell is mostly depth-image hole transparent: what a view off the
+        newest frame renders its depth from (their depth is the network's invention)."""
+        if self._measured is None:
+            keep = self.on_depth.to(self.gaussians.opacity.dtype)[None, :, None]
+            self._measured = dataclasses.replace(self.gaussians, opacity=self.gaussians.opacity * keep)
+        return self._measured
 
 
 class StreamingPipeline:
@@ -240,15 +252,15 @@ class StreamingPipeline:
         tick = self._lap(lat, "decode", tick)
 
         self._prev = cur
-        self._live = _LiveMap(g, live_norm, t0_stamp, interval, geometry=source != "none",
-                              depth_valid=valid[0, 0] if holes else None)
-        # on a GPU everything is queued first (the cloud's copy runs beside the render), then waited for once
-        interval_s = interval * 1e-9 if interval else None
         frames = (prev, cur) if prev is not None else (cur,)  # the live map's Gaussians: N per frame, in this order
         on_depth = None
         if any(e.on_depth is not None for e in frames):
             every = torch.ones(g.count // len(frames), dtype=torch.bool, device=g.xyz.device)
             on_depth = torch.cat([every if e.on_depth is None else e.on_depth for e in frames])
+        self._live = _LiveMap(g, live_norm, t0_stamp, interval, geometry=source != "none",
+                              depth_valid=valid[0, 0] if holes else None, on_depth=on_depth)
+        # on a GPU everything is queued first (the cloud's copy runs beside the render), then waited for once
+        interval_s = interval * 1e-9 if interval else None
         cloud = queue_optical_cloud(g, 1.0, intrinsics, live_norm, interval_s, self.config.cloud_min_opacity,
                                     on_depth)
         tick = self._lap(lat, "postprocess", tick)
@@ -296,8 +308,13 @@ class StreamingPipeline:
         views = []
         for t in pair_times:
             color, depth, alpha = self._view(float(t))
+            shown_alpha = alpha
+            if live.depth_valid is not None and t != 1.0 and live.on_depth is not None:
+                # a depth image with holes, another time than the newest frame's: the depth of the Gaussians on
+                # measured depth alone (those on holes carry an invented depth), shown where they cover the pixel
+                _, depth, shown_alpha = self._view(float(t), live.measured())
             depth = rendered_depth_to_depth(depth, live.norm)
-            shown = alpha >= self.config.depth_min_alpha
+            shown = shown_alpha >= self.config.depth_min_alpha
             if not (live.geometry or self.config.network_depth):
                 shown = torch.zeros_like(shown)
             elif live.depth_valid is not None and t == 1.0:  # the depth image's holes: the newest frame's own view
@@ -313,14 +330,16 @@ class StreamingPipeline:
             views.append((stamp, float(t), host))
         return views
 
-    def _view(self, t: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _view(self, t: float, gaussians: Gaussians | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Normalised colour ``[3,H,W]``, normalised canonical depth ``[H,W]`` and alpha ``[H,W]`` at pair time
-        ``t``: one render of the live map, or :func:`per_frame_blend` between a pair's frames."""
+        ``t``: one render of the live map (or of ``gaussians``, the live map's with other opacities), or
+        :func:`per_frame_blend` between a pair's frames."""
         live, background = self._live, self.config.background
+        gaussians = live.gaussians if gaussians is None else gaussians
         if self.config.interp_blend == "per_frame" and live.interval_ns and 0 < t < 1:
-            out = per_frame_blend(self.backend, live.gaussians, t, background)
+            out = per_frame_blend(self.backend, gaussians, t, background)
         else:
-            out = self.backend.render(live.gaussians, t, background)
+            out = self.backend.render(gaussians, t, background)
         return (out.color_normalized(background)[0].float(), out.depth_normalized()[0, 0].float(),
                 out.alpha[0, 0].float())
 
