@@ -68,7 +68,10 @@ def test_depth_normalization_from_metric_depth():
     assert torch.allclose(norm.yhat_to_disparity(norm.disparity_to_yhat(torch.tensor([0.3, 1.9]))),
                           torch.tensor([0.3, 1.9]))
     none, far, near = normalize_inverse_depth(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.bool))
-    assert float(far) == float(near) == 0.0 and not none.any()  # no valid pixel: no depth input
+    assert float(far) == 0.0 and not none.any()  # no valid pixel: no depth input, and a range that maps back
+    empty = DepthNormalization(float(far), float(near), metric=True)
+    assert float(near) > 0.0 and torch.isfinite(empty.yhat_to_depth(torch.tensor([0.0, 0.5, 1.0])))[1:].all()
+    assert torch.isfinite(empty.disparity_to_yhat(torch.tensor([1.0]))).all()
 
 
 def test_rendered_depth_maps_back_to_metres():

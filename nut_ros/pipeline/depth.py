@@ -25,9 +25,10 @@ def valid_depth(depth_m: Tensor, min_m: float = 0.05, max_m: float = 20.0) -> Te
 def normalize_inverse_depth(depth_m: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Per-frame min-max normalised inverse depth of ``depth_m [B, 1, H, W]`` over its ``valid`` pixels.
 
-    Returns ``(disp [B,1,H,W] in [0,1], 0 where invalid; inv_far [B]; inv_near [B])``. A frame without valid
-    pixels gets ``inv_far = inv_near = 0`` and an all-zero ``disp``; a (nearly) constant-depth frame gets a range
-    widened to ``MIN_RELATIVE_SPAN`` of its inverse depth, so it maps to ŷ = 0.5 and back exactly.
+    Returns ``(disp [B,1,H,W] in [0,1], 0 where invalid; inv_far [B]; inv_near [B])``, the range that maps ``disp``
+    back. A frame without valid pixels gets ``inv_far = 0``, ``inv_near = 1e-12`` (a span, so the inverse map stays
+    finite) and an all-zero ``disp``; a (nearly) constant-depth frame gets a range widened to ``MIN_RELATIVE_SPAN``
+    of its inverse depth, so it maps to ŷ = 0.5 and back exactly.
     """
     inv = torch.where(valid, 1.0 / depth_m.clamp(min=1e-6), torch.zeros_like(depth_m))
     flat_inv, flat_valid = inv.flatten(1), valid.flatten(1)
@@ -40,8 +41,8 @@ def normalize_inverse_depth(depth_m: Tensor, valid: Tensor) -> tuple[Tensor, Ten
     half = MIN_RELATIVE_SPAN * mid / 2
     inv_far = torch.where(narrow, mid - half, inv_far)
     inv_near = torch.where(narrow, mid + half, inv_near)
-    top = torch.maximum(inv_near, inv_far + 1e-12)  # a frame without valid pixels: any nonzero span
-    norm = DepthNormalization(inv_far.view(-1, 1, 1, 1), top.view(-1, 1, 1, 1), metric=True)
+    inv_near = torch.maximum(inv_near, inv_far + 1e-12)  # a frame without valid pixels: any nonzero span
+    norm = DepthNormalization(inv_far.view(-1, 1, 1, 1), inv_near.view(-1, 1, 1, 1), metric=True)
     disp = norm.disparity_to_yhat(inv).clamp(0, 1)
     return torch.where(valid, disp, torch.zeros_like(disp)), inv_far, inv_near
 
