@@ -8,7 +8,7 @@ import torch
 
 from nut_ros.core.model import build_model
 from nut_ros.pipeline.backends import TorchBackend
-from nut_ros.pipeline.evaluation import StreamEvaluator
+from nut_ros.pipeline.evaluation import StreamEvaluator, image_scores
 from nut_ros.pipeline.stream import StreamingPipeline
 from nut_ros.pipeline.types import Frame, PipelineConfig
 
@@ -102,3 +102,18 @@ def test_the_pipeline_s_throughput_leaves_the_evaluation_out(backend):
     assert s["pipeline_fps"] == pytest.approx(1e3 * len(totals) / sum(totals))
     with pytest.raises(ValueError, match="max_held"):
         dataclasses.replace(ev, max_held=0)
+
+
+def test_a_held_out_frame_stamped_outside_its_pair_is_scored_against_the_nearest_key_frame(backend):
+    """A held-out frame stamped before its pair's first key frame (an out-of-order bag; within max_gap_s) has a pair
+    time below 0: the network renders it there, but both baselines interpolate the key frames, never extrapolate
+    them: the blend and the flow warp both give the first key frame."""
+    ev = StreamEvaluator(StreamingPipeline(backend, PipelineConfig(motion_prior="none")))
+    clip = at_stamps([T0, T0 - 20 * MS, T0 + 100 * MS])
+    for f in clip:
+        ev.add(f)
+    [held] = [r for r in ev.records if r["kind"] == "interp"]
+    assert held["pair_time"] == pytest.approx(-0.2)
+    first = image_scores(ev._model_rgb(clip[0].rgb), ev._model_rgb(clip[1].rgb).astype(np.float32))
+    assert held["blend_psnr"] == pytest.approx(first["psnr"]) and held["blend_ssim"] == pytest.approx(first["ssim"])
+    assert held["flow_warp_psnr"] == pytest.approx(first["psnr"], abs=0.05)

@@ -172,8 +172,9 @@ class StreamEvaluator:
             t = self.pipeline.pair_time(h.stamp_ns)
             [view] = self.pipeline.render([t])
             scores = image_scores(view.rgb, h.rgb)
-            base = image_scores(blend(key0, key1, t), h.rgb)
-            warped = image_scores(warp.at(min(max(t, 0.0), 1.0)), h.rgb)
+            between = min(max(t, 0.0), 1.0)  # the baselines interpolate the key frames, never extrapolate them
+            base = image_scores(blend(key0, key1, between), h.rgb)
+            warped = image_scores(warp.at(between), h.rgb)
             self.records.append({"index": h.index, "stamp_ns": h.stamp_ns, "kind": "interp", "pair_time": t,
                                  **scores, **_prefixed("blend", base), **_prefixed("flow_warp", warped)})
 
