@@ -3,8 +3,10 @@
 Example: ros2 launch nut_ros nut_ros.launch.py image_topic:=/camera/color/image_raw \
     camera_info_topic:=/camera/color/camera_info depth_topic:=/camera/aligned_depth_to_color/image_raw
 
-The node runs with the shared-memory Fast DDS profile (config/fastdds_shm_large.xml) and subscribes reliably to
-reliable cameras, so 1080p images arrive whole; a best-effort camera needs the same profile in its own process.
+The node runs with the shared-memory Fast DDS profile (config/fastdds_shm_large.xml) unless the environment names a
+profile already (FASTDDS_DEFAULT_PROFILES_FILE), and subscribes reliably to reliable cameras, so 1080p images arrive
+whole; a best-effort camera needs the same profile in its own process. The shipped profile is host-only (shared
+memory and UDP on 127.0.0.1): nodes on other machines are not discovered; use_fastdds_profile:=false turns it off.
 """
 import os
 
@@ -18,6 +20,7 @@ from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 from nut_ros.ros.launch_exit import fail_on_error_exit
+from nut_ros.ros.transport import PROFILE_ENV
 
 ARGUMENTS = {
     "params_file": (PathJoinSubstitution([FindPackageShare("nut_ros"), "config", "nut_ros.yaml"]),
@@ -34,8 +37,11 @@ ARGUMENTS = {
                   "Empty: as params_file says (config/nut_ros.yaml: true)."),
     "input_reliability": ("", "Input QoS reliability: auto (as the camera publishes), reliable or best_effort. Empty: "
                           "as params_file says (config/nut_ros.yaml: auto)."),
-    "use_fastdds_profile": ("true", "Set FASTDDS_DEFAULT_PROFILES_FILE to the shared-memory profile for large "
-                            "messages (best-effort publishers and subscribers of the outputs need it too)."),
+    "use_fastdds_profile": ("true", "Set FASTDDS_DEFAULT_PROFILES_FILE to fastdds_profile, unless the environment "
+                            "names a profile already (that one is kept). The shipped profile is host-only (shared "
+                            "memory + UDP on 127.0.0.1: nodes on other machines are not discovered); large messages "
+                            "arrive whole with it (best-effort publishers and subscribers of the outputs need it "
+                            "too). false: Fast DDS's defaults, or the profile the environment names."),
     "fastdds_profile": (PathJoinSubstitution([FindPackageShare("nut_ros"), "config", "fastdds_shm_large.xml"]),
                         "Fast DDS XML profile used when use_fastdds_profile is true."),
     "log_level": ("info", "Log level of the node (debug, info, warn, error)."),
@@ -49,6 +55,15 @@ def check_params_file(context):
     if not os.path.isfile(path):
         raise RuntimeError(f"params_file {path!r} is not a file")
     return []
+
+
+def fastdds_profile(context):
+    """With use_fastdds_profile, fastdds_profile for the processes launched, unless the environment names a profile
+    already (a fleet's, say: the shipped one, host-only, would cut the node off from other machines)."""
+    wanted = IfCondition(LaunchConfiguration("use_fastdds_profile")).evaluate(context)
+    if not wanted or context.environment.get(PROFILE_ENV):
+        return []
+    return [SetEnvironmentVariable(PROFILE_ENV, LaunchConfiguration("fastdds_profile"))]
 
 
 def overrides(context) -> dict:
@@ -84,13 +99,11 @@ def launch_node(context):
 
 
 def generate_launch_description():
-    config = LaunchConfiguration
     return LaunchDescription([
         *(DeclareLaunchArgument(name, default_value=default, description=text)
           for name, (default, text) in ARGUMENTS.items()),
         OpaqueFunction(function=check_params_file),
         SetEnvironmentVariable("OMP_WAIT_POLICY", "PASSIVE"),  # no OpenMP spinning on shared CPU cores
-        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", config("fastdds_profile"),
-                               condition=IfCondition(config("use_fastdds_profile"))),
+        OpaqueFunction(function=fastdds_profile),
         OpaqueFunction(function=launch_node),
     ])

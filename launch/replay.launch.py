@@ -6,8 +6,9 @@ Example (the bag ``nut_ros_demo`` writes): ros2 launch nut_ros replay.launch.py 
 subscribed, a few seconds after start-up, or when ``ros2 lifecycle set`` activates a node started with ``autostart:
 false``; at a log level above info, its lifecycle transition event, which launch may miss while discovery is under
 way) and plays after ``play_delay`` seconds more, for discovery to match the bag's publishers with the node's
-subscriptions, so every frame reaches it; the node subscribes reliably, as ``ros2 bag play`` publishes. The topic
-defaults are those ``nut_ros_make_bag`` writes (namespace ``/camera``).
+subscriptions, so every frame reaches it. ``input_reliability:=auto`` (the default) subscribes as the bag's
+publishers offer: ``ros2 bag play`` replays each topic with the QoS it was recorded with, so a bag of a best-effort
+camera is received best effort. The topic defaults are those ``nut_ros_make_bag`` writes (namespace ``/camera``).
 """
 from typing import Callable
 
@@ -36,6 +37,9 @@ ARGUMENTS = {
     "depth_topic": ("/camera/depth", "Depth topic recorded in the bag (if any)."),
     "camera_info_topic": ("/camera/camera_info", "CameraInfo topic recorded in the bag."),
     "odom_topic": ("/camera/odom", "nav_msgs/Odometry topic recorded in the bag (if any; parameter use_odometry)."),
+    "input_reliability": ("auto", "Input QoS reliability of the node: auto (as the bag's publishers offer; ros2 bag "
+                          "play keeps the recorded QoS), reliable (a bag of a best-effort camera then delivers "
+                          "nothing) or best_effort. Empty: as params_file says."),
     "play_delay": ("5.0", "Seconds (> 0) ros2 bag play waits, once started, before it plays (discovery)."),
     "rviz": ("auto", "Start RViz with rviz_config: true (1), false (0), or auto (when rviz2 is installed)."),
     "rviz_config": (PathJoinSubstitution([SHARE, "config", "nut_ros.rviz"]), "RViz configuration file."),
@@ -93,7 +97,8 @@ def rviz(context) -> list:
 
 def generate_launch_description():
     config = LaunchConfiguration
-    node_args = ("params_file", "namespace", "image_topic", "depth_topic", "camera_info_topic", "odom_topic")
+    node_args = ("params_file", "namespace", "image_topic", "depth_topic", "camera_info_topic", "odom_topic",
+                 "input_reliability")
     play = ["ros2", "bag", "play", config("bag"), "--rate", config("rate"), "--delay", config("play_delay")]
     players = [ExecuteProcess(cmd=play, output="screen", condition=UnlessCondition(config("loop"))),
                ExecuteProcess(cmd=[*play, "--loop"], output="screen", condition=IfCondition(config("loop")))]
@@ -105,7 +110,7 @@ def generate_launch_description():
         OpaqueFunction(function=rviz),  # first: a wrong rviz argument fails before the node starts
         IncludeLaunchDescription(
             PythonLaunchDescriptionSource(PathJoinSubstitution([SHARE, "launch", "nut_ros.launch.py"])),
-            launch_arguments=[*((name, config(name)) for name in node_args), ("input_reliability", "reliable")],
+            launch_arguments=[(name, config(name)) for name in node_args],
         ),
         RegisterEventHandler(OnProcessIO(on_stdout=on_output, on_stderr=on_output)),
         RegisterEventHandler(OnStateTransition(goal_state="active", entities=[OpaqueFunction(function=on_active)])),

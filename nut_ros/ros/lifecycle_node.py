@@ -108,6 +108,7 @@ class NutRosNode(LifecycleNode):
             self.error_is_param = isinstance(err, ParamError)
             self.error = str(err) if self.error_is_param else f"{type(err).__name__}: {err}"
             log.error(f"configure failed, the node stays unconfigured: {self.error}")
+            self._drop_tf()  # (the listener made before the pipeline failed: the next configure makes its own)
             return TransitionCallbackReturn.FAILURE
         self.error = None
         self.processor = FrameProcessor(pipeline, settings, serialized_gaussians=True)
@@ -140,7 +141,7 @@ class NutRosNode(LifecycleNode):
         self._worker = threading.Thread(target=self._work, name="nut_ros_worker", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"active: listening on {self.resolve_topic_name(self._image_topic)} (depth: {p.depth_source}"
+            f"active: listening on {topics.input_topic(self, self._image_topic)} (depth: {p.depth_source}"
             f"{', odometry: ' + self.resolve_topic_name(topics.ODOMETRY) if p.use_odometry else ''}); publishing "
             f"{', '.join(sorted(n for n in self._pubs if n == 'stats' or n in self.processor.settings.outputs))}")
         return super().on_activate(state)
@@ -181,10 +182,7 @@ class NutRosNode(LifecycleNode):
         device = self.params.device
         self.processor = None
         self._configured = False
-        if self._tf_node_listener is not None:  # its subscriptions go; the next configure looks the mount up again
-            self._tf_node_listener.unregister()
-        self._tf = self._tf_node_listener = None
-        self._mount_checked = None
+        self._drop_tf()
         self._unmatched_logged = 0  # (counted by the processor just dropped)
         gc.collect()
         if device.startswith("cuda"):
@@ -217,7 +215,7 @@ class NutRosNode(LifecycleNode):
         """(Re)create each input subscription whose reliability should change for the publishers now present."""
         for topic, callback in self._inputs().items():
             offered = [("reliable" if i.qos_profile.reliability == ReliabilityPolicy.RELIABLE else "best_effort")
-                       for i in self.get_publishers_info_by_topic(self.resolve_topic_name(topic))]
+                       for i in self.get_publishers_info_by_topic(topics.input_topic(self, topic))]
             current = self._subs.get(topic)
             if self.params.input_reliability == "auto" and not offered:
                 continue  # nobody publishes yet: subscribe once a publisher shows its QoS (no re-subscription)
@@ -232,7 +230,8 @@ class NutRosNode(LifecycleNode):
                              reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable"
                              else ReliabilityPolicy.BEST_EFFORT)
             kind = topics.resolve_type(topics.INPUT_TYPES[topic])
-            self._subs[topic] = (self.create_subscription(kind, topic, callback, qos), reliability)
+            self._subs[topic] = (self.create_subscription(kind, topics.input_topic(self, topic), callback, qos),
+                                 reliability)
 
     # -- parameters --------------------------------------------------------------------------------------------------
     def _on_set_parameters(self, changed) -> SetParametersResult:
@@ -341,6 +340,14 @@ class NutRosNode(LifecycleNode):
                                f"(not on PyPI): give the mount as camera_mount instead") from None
         self._tf = tf2_ros.Buffer()
         self._tf_node_listener = tf2_ros.TransformListener(self._tf, self)
+
+    def _drop_tf(self) -> None:
+        """Unregister the TF listener (its subscriptions go) and forget the mount check: the next configure looks the
+        mount up again."""
+        if self._tf_node_listener is not None:
+            self._tf_node_listener.unregister()
+        self._tf = self._tf_node_listener = None
+        self._mount_checked = None
 
     def _mount_from_tf(self, child_frame: str) -> None:
         """Look the mount up in TF while it is not known, and every ``MOUNT_CHECK_S`` once it is; a changed mount

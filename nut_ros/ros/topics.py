@@ -4,13 +4,15 @@ Kept free of rclpy so that tools, tests and the RViz/launch checks can read it a
 """
 NODE_NAME = "nut_ros"
 
-# Inputs, relative to the node's namespace: remap them (``-r image_raw:=/camera/color/image_raw``).
+# Inputs, relative to the node's namespace: remap them (``-r image_raw:=/camera/color/image_raw``); a transport
+# topic follows its base topic's remapping, as image_transport's do (``input_topic``).
 IMAGE = "image_raw"
 COMPRESSED_IMAGE = "image_raw/compressed"
 DEPTH = "depth"
 COMPRESSED_DEPTH = "depth/compressedDepth"
 CAMERA_INFO = "camera_info"
 ODOMETRY = "odom"
+TRANSPORT_BASES = {COMPRESSED_IMAGE: IMAGE, COMPRESSED_DEPTH: DEPTH}  # transport topic -> its base topic
 
 INPUT_TYPES = {
     IMAGE: "sensor_msgs/msg/Image",
@@ -60,6 +62,16 @@ def length_output(name: str, metric: bool) -> str:
 def output_topic(name: str, namespace: str = "/", node_name: str = NODE_NAME) -> str:
     """Fully qualified name of the private output ``~/name`` of a node in ``namespace``."""
     return "/" + "/".join(p for p in (namespace.strip("/"), node_name, name) if p)
+
+
+def input_topic(node, name: str) -> str:
+    """Fully qualified topic of input ``name`` for an rclpy ``node`` (its namespace and remappings). A transport
+    topic is its resolved base topic and the transport suffix, as image_transport derives it (``-r
+    image_raw:=/camera/color/image_raw``: ``/camera/color/image_raw/compressed``), unless a rule remaps it itself."""
+    resolved, base = node.resolve_topic_name(name), TRANSPORT_BASES.get(name)
+    if base is None or resolved != node.resolve_topic_name(name, only_expand=True):
+        return resolved
+    return node.resolve_topic_name(base) + name[len(base):]
 
 
 def resolve_type(type_name: str):
