@@ -41,13 +41,14 @@ class Recorder(PerceptionProcessor):
 
 
 def record(odometry: bool, to_device=None, cuda_graphs: bool = True, with_depth: bool = False,
-           processor: type = Recorder, compile: bool = False, made: list | None = None, **settings) -> list[dict]:
+           processor: type = Recorder, compile: bool = False, made: list | None = None,
+           local_map: MapParams = MapParams(candidates=2000), **settings) -> list[dict]:
     """Per frame of a 24-frame scene with two movers (thinned to 8000 rows, 2000 map candidates: the random
     subsets are drawn; ObstacleParams ``settings``): the moving Gaussians, pose, obstacles and map. ``with_depth``:
     each frame carries a metric input depth image (:func:`depth_image`); ``processor``: the class run (``compile``
-    passed to it; ``made`` gets the processor)."""
+    passed to it; ``made`` gets the processor); ``local_map``: the map's settings."""
     params = ObstacleParams(**{"max_gaussians": 8000, "ego_samples": 1500, **settings})
-    proc = processor(params, MapParams(candidates=2000), seed=11, cuda_graphs=cuda_graphs, compile=compile)
+    proc = processor(params, local_map, seed=11, cuda_graphs=cuda_graphs, compile=compile)
     if made is not None:
         made.append(proc)
     frames = []
@@ -97,7 +98,9 @@ def assert_same(got: list[dict], want: list[dict], tol: float):
 def test_torch_stage_on_the_cpu_reproduces_the_numpy_stage(mode):
     want = json.loads(FIXTURE.read_text())[mode]
     assert sum(f["moving"] for f in want) > 4000 and sum(len(f["obstacles"]) for f in want) > 30  # not trivial
-    assert_same(record(mode == "odometry", **BEFORE_NOISE_MODEL), want, 1e-5)
+    # (the map then took only Gaussians within the obstacles' max_range)
+    assert_same(record(mode == "odometry", local_map=MapParams(candidates=2000, max_range=ObstacleParams.max_range),
+                       **BEFORE_NOISE_MODEL), want, 1e-5)
 
 
 def cloud_table(cloud, device):
@@ -344,3 +347,11 @@ def test_the_fit_sample_takes_each_spread_row_once(samples, offset):
                               op.ego_iterations, op.depth_rate_weight)
     assert got[7] == drawn.size
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_a_download_holds_as_many_moving_rows_as_a_trusted_frame_may_have(monkeypatch):
+    from nut_ros.perception import dense
+
+    assert dense.mover_capacity(1001) == 500 and dense.frame_trusted(500, 1001) and not dense.frame_trusted(501, 1001)
+    monkeypatch.setattr(dense, "MAX_MOVING_FRACTION", 0.3)  # one owner: the capacity follows the fraction
+    assert dense.mover_capacity(1000) == 300 and dense.frame_trusted(300, 1000)

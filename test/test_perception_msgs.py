@@ -78,3 +78,9 @@ def test_map_messages():
     np.testing.assert_array_equal(xyz, cloud.positions)
     assert np.abs(rgb / 255.0 - cloud.colors).max() <= 0.5 / 255 + 1e-6
     assert gaussians.count == n and gaussians.header.frame_id == "odom" and gaussians.metric
+
+
+@pytest.mark.parametrize("lifetime, sec, nanosec", [(2.0, 2, 0), (0.25, 0, 250_000_000), (1.9999999996, 2, 0)])
+def test_marker_lifetime_is_a_normalised_duration(lifetime, sec, nanosec):
+    msg = obstacle_markers(obstacle_list(1), lifetime, flavor="rosbags")
+    assert {(m.lifetime.sec, m.lifetime.nanosec) for m in msg.markers} == {(sec, nanosec)}

@@ -195,6 +195,23 @@ def test_an_obstacle_is_not_reported_through_frames_that_cannot_detect(odometry)
     assert len(proc.tracker.state.ids) > 0, "the tracks live on (no miss counted)"
 
 
+@pytest.mark.parametrize("odometry", [True, False])
+def test_a_track_that_coasted_long_is_not_reported_when_detection_resumes(odometry):
+    """The frames a track coasted through count as its misses once detection resumes: a confirmed obstacle that
+    coasted for 15 frames and is not detected again is dropped at once, not reported at its extrapolated position
+    for report_misses more frames."""
+    proc = PerceptionProcessor(seed=0)
+    stream = list(scene_stream(15, movers=(MOVER,))) + list(scene_stream(33, movers=()))[15:]  # then it is gone
+    rng = np.random.default_rng(1)
+    reported = []
+    for j, (res, pose, _) in enumerate(stream):
+        if 15 <= j < 30:  # flow that is noise everywhere: no trusted camera motion, the tracks coast
+            res.gaussians.velocities[:] = rng.normal(0, 3.0, res.gaussians.velocities.shape)
+        reported.append(len(proc.update(res, pose if odometry else None).obstacles))
+    assert reported[14] == 1 and not any(reported[15 + ObstacleParams().report_misses:]), reported
+    assert proc.tracker.state.ids == []
+
+
 def test_time_going_back_with_odometry_restarts_what_is_timed_and_keeps_the_map():
     """A looping bag with odometry: the stamps restart. The odometry-frame map stays, tracks and the depth-rate
     memory restart, and the map is published again at its period (it waited for the old stamps to come back)."""
@@ -314,6 +331,12 @@ def test_params_are_validated():
         ObstacleParams(min_opacity=2)
     with pytest.raises(ValueError, match="moving_speed"):
         ObstacleParams(moving_speed=-1)
+    # divisors: a threshold of 0 (and no per-metre part) weighs the camera-motion fit's Gaussians infinitely; a
+    # depth-rate weight of 0 leaves the depth rate's threshold infinite
+    with pytest.raises(ValueError, match=r"moving_speed must be > 0"):
+        ObstacleParams(moving_speed=0, moving_speed_per_m=0)
+    with pytest.raises(ValueError, match=r"depth_rate_weight must be > 0"):
+        ObstacleParams(depth_rate_weight=0)
     with pytest.raises(ValueError, match="box_trim"):
         ObstacleParams(box_trim=0.5)
     with pytest.raises(ValueError, match="early_agreement"):
@@ -337,6 +360,29 @@ def test_a_frame_where_everything_moves_is_skipped_not_mapped(max_range, graph_p
     out = proc.update(res, pose)
     assert proc.frames_skipped == 1 and out.moving_gaussians == 0 and len(out.obstacles) == 0
     assert proc.map.count == before
+
+
+@pytest.mark.parametrize("graph_path", [False, True])  # True: the GPU's code path, on the CPU
+def test_the_map_takes_gaussians_to_its_own_range_and_the_obstacles_keep_theirs(graph_path):
+    """MapParams.max_range (6 m) reaches past ObstacleParams.max_range (5 m): the map takes the Gaussians out to it
+    and none beyond, while the obstacles are those of a map within the obstacles' range (with odometry nothing drawn
+    at random reaches them)."""
+    from test_perception_device import GraphPath
+
+    runs = {}
+    for reach in (ObstacleParams().max_range, MapParams().max_range):
+        proc = (GraphPath if graph_path else PerceptionProcessor)(local_map=MapParams(max_range=reach), seed=0)
+        outputs = []
+        for j, (res, pose, _) in enumerate(scene_stream(20, movers=(MOVER,))):
+            out = proc.update(res, pose)
+            outputs.append((out.moving_gaussians, [ob.position.tolist() for ob in out.obstacles.obstacles]))
+            if j == 1:  # the first frame mapped: the depths of what it added
+                depth = ((proc.map_snapshot().positions - pose[:3, 3]) @ pose[:3, :3])[:, 2]
+                assert reach - 0.1 < depth.max() <= reach + MapParams().voxel, (reach, depth.max())
+        runs[reach] = outputs, proc.map.count
+    (near, near_count), (far, far_count) = runs.values()
+    assert near == far and sum(n for n, _ in near) > 1000 and sum(len(o) for _, o in near) > 5
+    assert far_count > near_count
 
 
 def test_gaussians_off_the_input_depth_or_near_its_holes_are_not_on_it():
@@ -432,6 +478,20 @@ def test_no_obstacles_from_depth_from_motion_but_the_map_grows(source):
     assert all(c == 1 for c in counts[10:])
 
 
+def test_frames_that_cannot_detect_count_only_as_frames_without_a_depth_image():
+    """frames_skipped counts the frames that could detect but had no trusted camera motion; a frame without a depth
+    image detects nothing whatever its camera motion, so a failed fit there is not counted again."""
+    proc = PerceptionProcessor(seed=2)
+    rng = np.random.default_rng(1)
+    for j, (res, _, _) in enumerate(scene_stream(12, movers=())):
+        if j >= 6:
+            res.depth_source = "motion"
+        if j >= 9:  # flow that is noise everywhere: the fit fails
+            res.gaussians.velocities[:] = rng.normal(0, 3.0, res.gaussians.velocities.shape)
+        proc.update(res)
+    assert proc.frames_without_depth_image == 6 and proc.frames_skipped == 0
+
+
 def test_noise_floors_are_not_lowered_for_longer_pairs():
     from types import SimpleNamespace
 
@@ -454,6 +514,34 @@ def test_far_objects_need_fewer_moving_gaussians_but_only_near_ones_found_tracks
     clusters, founding = PerceptionProcessor(p)._objects(points, velocity, np.ones(len(points)), WIDE)
     assert np.round(clusters.center[:, [0, 2]]).tolist() == [[-2, 5], [2, 2]]  # box centres pushed back in z
     assert founding.tolist() == [False, True]
+
+
+def test_a_cluster_without_a_measured_depth_rate_is_not_confirmed_at_birth(monkeypatch):
+    """A cluster whose members' depth rates were all clipped (leading edges: NaN in the download) has no measured
+    depth rate: its stand-in (-change_max_speed, past birth_depth_rate) neither confirms the track it starts nor
+    weighs as a measurement of its velocity; a measured depth rate that fast confirms it at once."""
+    from nut_ros.perception import processor
+
+    def first_track(rate):
+        def unpack(*args, **kwargs):
+            found = processor_unpack(*args, **kwargs)
+            found.movers[1][:, 2] = rate
+            return found
+
+        monkeypatch.setattr(processor, "unpack", unpack)
+        proc = PerceptionProcessor(seed=0)
+        for res, pose, _ in scene_stream(8, movers=(MOVER,)):
+            proc.update(res, pose)
+            if proc.tracker.state.ids:
+                return proc.tracker.state
+        raise AssertionError("no track")
+
+    processor_unpack = processor.unpack
+    unmeasured, measured = first_track(np.nan), first_track(-1.2)
+    assert len(unmeasured.ids) == 1 and not unmeasured.confirmed.any()
+    assert len(measured.ids) == 1 and measured.confirmed.all()
+    velocity_var = [np.linalg.eigvalsh(s.cov[0, 3:, 3:]).max() for s in (unmeasured, measured)]
+    assert velocity_var[0] > 100 * velocity_var[1], velocity_var
 
 
 def test_a_sliver_cut_by_the_image_edge_keeps_a_track_going_but_founds_none():

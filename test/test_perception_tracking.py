@@ -150,3 +150,19 @@ def test_a_tracks_size_is_smoothed_over_its_detections():
         det = detections([[0, 0, 3]], [[0, 0, 0]])
         s = tracker.update(replace(det, size=np.full((1, 3), size)), DT)
         np.testing.assert_allclose(s.size, [[want] * 3])
+
+
+def test_coasted_frames_count_as_misses_at_the_next_update():
+    """A confirmed track that coasted through many frames (no trusted camera motion) and is not matched when
+    detection resumes has missed all of them: it is dropped, not kept for max_misses more frames."""
+    p = ObstacleParams(confirm_hits=1, min_travel=0.0, min_agreement=-1.0, max_misses=6)
+    tracker = MultiObjectTracker(p, seed=0)
+    empty = detections(np.zeros((0, 3)), np.zeros((0, 3)))
+    assert tracker.update(detections([[0, 0, 3]], [[0.5, 0, 0]]), DT).confirmed.tolist() == [True]
+    for _ in range(3):
+        tracker.coast(DT)
+    s = tracker.update(empty, DT)
+    assert s.misses.tolist() == [4] and tracker.coasted == 0  # 3 coasted frames and this one
+    for _ in range(45):
+        tracker.coast(DT)
+    assert tracker.update(empty, DT).ids == []  # past max_misses

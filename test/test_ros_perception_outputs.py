@@ -164,6 +164,8 @@ def test_perception_parameters_reach_the_stage_and_bad_ones_are_named():
     with pytest.raises(ParamError, match=r"obstacle_voxel=0.0 is outside.*map_budget=0 is outside"):
         NodeParams.from_dict({"obstacle_voxel": 0.0, "map_budget": 0})
     assert NodeParams.from_dict({"keyframe_frame": ""}).keyframe_frame == "", "empty: <camera frame>_keyframe"
+    with pytest.raises(ParamError, match=r"obstacle_moving_speed=0.0 is outside \[0.001"):
+        NodeParams.from_dict({"obstacle_moving_speed": 0.0, "obstacle_moving_speed_per_m": 0.0})
 
 
 @pytest.mark.ros

@@ -11,8 +11,9 @@ shapes).
 
 Steps (see :mod:`nut_ros.perception.processor` for what each threshold means):
 
-1. :func:`select_rows`: the opaque, finite Gaussians in range and, with a metric depth input, on it (and their
-   pixel coordinates, projected once for every image grid of the later steps); without odometry
+1. :func:`select_rows`: the opaque, finite Gaussians in range and, with a metric depth input, on it (the obstacles'
+   and the map's, each by its own ``min_opacity`` and ``max_range``; and their pixel coordinates, projected once for
+   every image grid of the later steps); without odometry
    :func:`fit_sample`, the robust camera-motion fit on ``ego_samples`` of them spread evenly over the selected rows
    at the host's random offset (:func:`spread`; nine numbers to download);
 2. :func:`find_moving`: the depth rate against the compared frame (:class:`DepthChange`), the thresholds, each
@@ -100,8 +101,9 @@ class Offer(NamedTuple):
 
 
 class Rows(NamedTuple):
-    """The thinned cloud, one row per Gaussian. Rows that fail the selection (faint, out of range, not finite, off
-    the input depth, padding) have NaN points, zero velocities and zero weights, so every later step skips them."""
+    """The thinned cloud, one row per Gaussian. Rows that fail the obstacles' selection (faint, out of range, not
+    finite, off the input depth, padding) have NaN points, zero velocities and zero weights, so every later step
+    skips them; the map's selection (its own ``min_opacity`` and ``max_range``) is ``map_points``."""
 
     points: torch.Tensor  # [M, 3] optical frame
     velocities: torch.Tensor  # [M, 3]
@@ -112,23 +114,25 @@ class Rows(NamedTuple):
     scales: torch.Tensor  # [M, 3]
     threshold: torch.Tensor  # [M] the moving threshold before the camera-motion terms
     pixels: tuple[torch.Tensor, torch.Tensor]  # [M] each: the rows' pixel_coords in the model's camera (all rows)
+    map_points: torch.Tensor  # [M, 3] optical frame, NaN where the map may not take the row
 
 
 def select_rows(inputs: StageInputs, plan: StagePlan) -> Rows:
     """The rows the stage uses (see :class:`Rows`) and their base moving threshold ``(moving_speed +
     moving_speed_per_m · z) · floor scale``."""
-    op, table = plan.obstacles, inputs.rows
+    op, mp, table = plan.obstacles, plan.local_map, inputs.rows
     p, v, rgb, sc = (table[:, CLOUD_COLUMNS[n]] for n in ("positions", "velocities", "colors", "scales"))
     o = table[:, CLOUD_COLUMNS["opacities"]].reshape(-1)
-    ok = (o >= op.min_opacity) & (p[:, 2] > 0) & (p[:, 2] <= op.max_range)
-    ok &= p.isfinite().all(1) & v.isfinite().all(1) & rgb.isfinite().all(1) & sc.isfinite().all(1)
+    usable = (p[:, 2] > 0) & p.isfinite().all(1) & v.isfinite().all(1) & rgb.isfinite().all(1) & sc.isfinite().all(1)
     pixels = pixel_coords(p, plan.k)  # (the points not selected get a NaN depth: outside every grid)
     if plan.depth:
-        ok &= on_input_depth(p, inputs.depth, plan.k, op.depth_tolerance, op.depth_margin_px, pixels)
+        usable &= on_input_depth(p, inputs.depth, plan.k, op.depth_tolerance, op.depth_margin_px, pixels)
+    ok = usable & (o >= op.min_opacity) & (p[:, 2] <= op.max_range)
+    mapped = usable & (o >= mp.min_opacity) & (p[:, 2] <= mp.max_range)
     floor = inputs.frame[8, 0].float()
     threshold = (op.moving_speed + op.moving_speed_per_m * p[:, 2]) * floor
     return Rows(torch.where(ok[:, None], p, torch.nan), torch.where(ok[:, None], v, 0.0), torch.where(ok, o, 0.0),
-                ok, o, rgb, sc, threshold, pixels)
+                ok, o, rgb, sc, threshold, pixels, torch.where(mapped[:, None], p, torch.nan))
 
 
 def spread(count: torch.Tensor, slots: int, offset: torch.Tensor) -> torch.Tensor:
@@ -228,29 +232,31 @@ def _score(points, residual, known, threshold_xy, threshold_z, plan: StagePlan, 
 
 def _gather(rows: Rows, moving: torch.Tensor, residual: torch.Tensor, offset: torch.Tensor,
             plan: StagePlan) -> torch.Tensor:
-    """The moving rows and the map's candidates as one flat tensor: up to ``candidates`` static, opaque, near
-    Gaussians away from moving voxels, spread evenly (at the random ``offset`` in [0, 1) of a stride) over those
-    eligible when there are more. Slots past a count repeat the last row; :func:`unpack` reads the counted ones."""
-    mp, m = plan.local_map, rows.points.shape[0]
-    keys = voxel_keys(rows.points, plan.obstacles.voxel)
+    """The moving rows and the map's candidates as one flat tensor: up to ``candidates`` of the rows the map may take
+    (:attr:`Rows.map_points`) outside moving voxels, spread evenly (at the random ``offset`` in [0, 1) of a stride)
+    over those eligible when there are more. Slots past a count repeat the last row; :func:`unpack` reads the
+    counted ones."""
+    mp, m, voxel = plan.local_map, rows.points.shape[0], plan.obstacles.voxel
     n_moving = moving.sum()
-    moving_keys = torch.sort(torch.where(moving, keys, torch.iinfo(torch.int64).max)).values
+    moving_keys = torch.sort(torch.where(moving, voxel_keys(rows.points, voxel), torch.iinfo(torch.int64).max)).values
+    keys = voxel_keys(rows.map_points, voxel)
     at = torch.searchsorted(moving_keys, keys).clamp_max(m - 1)
     near_moving = (moving_keys[at] == keys) & (at < n_moving)
-    ok = ~moving & ~near_moving & (rows.opacities >= mp.min_opacity) & (rows.points[:, 2] <= mp.max_range)
+    ok = ~near_moving & rows.map_points[:, 2].isfinite()
     eligible = ok.sum()
     ranks = spread(eligible, mp.candidates, offset)
     at = pick(moving, torch.arange(mover_capacity(m), device=keys.device)).clamp_max(m - 1)
     movers = torch.cat([rows.points, residual, rows.weights[:, None]], 1)[at]  # (one gather of all the columns)
     at = pick(ok, ranks).clamp_max(m - 1)
-    candidates = torch.cat([rows.points, rows.colors, rows.scales, rows.opacities[:, None]], 1)[at]
+    candidates = torch.cat([rows.map_points, rows.colors, rows.scales, rows.opacities[:, None]], 1)[at]
     header = torch.stack([rows.valid.sum(), n_moving, eligible]).float()
     return torch.cat([header, movers.reshape(-1), candidates.reshape(-1)])
 
 
 def mover_capacity(rows: int) -> int:
-    """Moving rows a download holds: half the rows (a frame with more moving is not trusted, see the processor)."""
-    return rows // 2
+    """Moving rows a download holds: :data:`MAX_MOVING_FRACTION` of the rows (a frame with more moving is not
+    trusted, :func:`frame_trusted`)."""
+    return int(MAX_MOVING_FRACTION * rows)
 
 
 @dataclass

@@ -214,7 +214,7 @@ class ObstacleParams:
     # 0.8: 0.897 / 0.599 / 0.973. TUM train static frames 1.00 either way
     early_hits: int = 2
     early_agreement: float = 0.9
-    # ... or at once, when the detection that starts it has at least birth_members members and a depth rate
+    # ... or at once, when the detection that starts it has at least birth_members members and a measured depth rate
     # (optical z, from geometry) of at least birth_depth_rate m/s either way: static structure's clusters rarely
     # show one (new tracks in training scenes 0-19 + static 100-139: |depth rate| p75 0.58 m/s for true movers,
     # 0.14 / 0.13 for false ones in moving / static scenes). Training scenes, odometry, with border_px 8, precision /
@@ -248,7 +248,11 @@ class ObstacleParams:
     depth_image_only: bool = True
 
     def __post_init__(self):
+        # divisors: moving_speed keeps the moving threshold above 0 at every depth (the camera-motion fit weighs a
+        # Gaussian by 1/threshold², the moving test divides by it), depth_rate_weight divides the depth rate's
+        # threshold and its noise in the tracker
         _check(self, positive=("max_gaussians", "max_range", "floor_interval_s", "ego_samples", "ego_iterations",
+                               "moving_speed", "depth_rate_weight",
                                "score_cell_px", "change_cell_px", "change_edge_ratio", "change_baseline",
                                "change_max_speed", "voxel", "min_cluster_gaussians", "min_cluster_depth", "max_size",
                                "gate", "confirm_hits", "early_hits", "travel_window", "accel_std", "position_std",
@@ -256,8 +260,8 @@ class ObstacleParams:
                non_negative=("border_px", "edge_flow_px", "edge_flow_gain", "depth_tolerance", "depth_margin_px", "flow_error_ratio",
                              "learned_flow_error_ratio", "shift_max",
                              "shift_min_gain", "birth_depth_rate", "birth_members",
-                             "depth_band", "box_trim", "min_width", "depth_rate_weight",
-                             "moving_speed", "moving_speed_per_m", "min_travel", "max_misses", "report_misses",
+                             "depth_band", "box_trim", "min_width",
+                             "moving_speed_per_m", "min_travel", "max_misses", "report_misses",
                              "min_speed"),
                unit=("min_opacity",))
         for name in ("min_agreement", "early_agreement"):

@@ -35,10 +35,11 @@ one). Per frame it
    image's edge cuts the object, ``border_px``, such a sliver is kept but starts no track), boxes each between its
    members' ``box_trim`` quantiles (a few stray members do not stretch it; a cut box reaches out past the edge), and
    tracks them in the fixed frame (:mod:`nut_ros.perception.tracking`; velocities mostly from the tracks'
-   positions, ``velocity_std``; a track starts confirmed from a cluster of ``birth_members`` whose depth rate
-   reaches ``birth_depth_rate``);
+   positions, ``velocity_std``; a track starts confirmed from a cluster of ``birth_members`` whose measured
+   depth rate reaches ``birth_depth_rate``);
    confirmed tracks are reported in the current camera optical frame with their velocity over the ground;
-5. offers a subset of the static Gaussians, moved into the fixed frame, to the :class:`LocalMap`.
+5. offers a subset of the static Gaussians, moved into the fixed frame, to the :class:`LocalMap`: those of the map's
+   own ``min_opacity`` and ``max_range`` (beyond the obstacles' ``max_range`` none is tested for motion).
 
 Obstacles come only from frames whose depth came from a depth image (``depth_image_only``): depth from the camera's
 own motion assumes a static scene, and the obstacles found on it were nearly all false (the parameter's comment has
@@ -97,7 +98,7 @@ from nut_ros.pipeline.cuda_graphs import GraphedCall
 from nut_ros.pipeline.types import CLOUD_COLUMNS, GaussianCloud, StepResult
 
 MIN_INLIERS = 0.3  # a fitted camera motion explaining less of the Gaussians' weight is not trusted (frame skipped)
-MIN_DEPTH_RATE_WEIGHT = 1e-3  # a zero weight: the depth rate is not measured (1000x the image-plane noise)
+UNMEASURED_RATE_STD = 1e3  # m/s: the tracker's noise of an object's depth rate that was not measured (no weight)
 
 
 def fewest_members(op: ObstacleParams, depth):
@@ -134,10 +135,10 @@ class PerceptionProcessor:
         self._rng = np.random.default_rng(seed)
         self.reset()  # the stream's state
         # a cluster's mean velocity as a measurement, camera axes: the depth rate is 1/depth_rate_weight noisier
-        z_std = obstacles.velocity_std / max(obstacles.depth_rate_weight, MIN_DEPTH_RATE_WEIGHT)
+        z_std = obstacles.velocity_std / obstacles.depth_rate_weight
         self._velocity_cov = np.diag([obstacles.velocity_std ** 2] * 2 + [z_std ** 2])
         self._map_s = 0.0
-        self.frames_skipped = 0  # frames without detections because the camera motion was not trusted
+        self.frames_skipped = 0  # frames that could detect but had no trusted camera motion: they detect nothing
         self.frames_without_depth_image = 0  # frames without detections because no depth image gave their depth
         self.frames_without_pose = 0  # frames of an odometry stream without a pose (camera motion fitted instead)
         self.cuda_graphs = cuda_graphs  # on a GPU, replay the dense stage as CUDA graphs (else launch it op by op)
@@ -237,17 +238,16 @@ class PerceptionProcessor:
             self.change.reset()
         trusted = found is not None and frame_trusted(found.moving, found.valid)
         detect = result.depth_source == "topic" or not self.op.depth_image_only
-        self.frames_skipped += found is not None and not trusted and detect
+        # a frame that could detect but had no trusted camera motion: a pair whose fit failed (no field), or whose
+        # camera motion left too much of the view moving
+        self.frames_skipped += detect and not trusted and bool(result.paired and result.pair_interval_s)
         if not detect:  # depth from motion (or none): the obstacles it gives are false alarms (depth_image_only)
             self.frames_without_depth_image += 1
             self.tracker.reset()
         elif trusted:
-            c, founding = self._objects(*found.movers, result.intrinsics)
-            det = Detection(c.center @ rot.T + trans, c.velocity @ rot.T, c.size, c.weight,
-                            rot @ self._velocity_cov @ rot.T, founding,
-                            (np.abs(c.velocity[:, 2]) >= self.op.birth_depth_rate) & (c.count >= self.op.birth_members))
-            self.tracker.update(det, dt if dt else 0.0)
-        elif dt:  # no trusted camera motion: the tracks coast without counting a miss, the map waits
+            self.tracker.update(self._detection(*self._objects(*found.movers, result.intrinsics), rot, trans),
+                                dt if dt else 0.0)
+        elif dt:  # no trusted camera motion: the tracks coast (misses once detection resumes), the map waits
             self.tracker.coast(dt)
         obstacles = self._report(result, rot, trans)
         tick = time.perf_counter()
@@ -375,9 +375,9 @@ class PerceptionProcessor:
         with odometry not along an image axis where the image's edge cuts the object, :func:`cut_by_border`, though
         such a sliver founds no track); boxed between the ``box_trim`` quantiles and, with odometry, out past a
         cutting edge (:func:`cluster_stats`); the depth rate the mean of the members' not clipped at
-        ``-change_max_speed`` (NaN in the download: a leading edge's, see ``change_max_speed``). Also whether each
-        may start a track (``min_cluster_gaussians`` members: the fewer a far object needs only keep one going);
-        ``k``: the model's camera."""
+        ``-change_max_speed`` (NaN in the download: a leading edge's, see ``change_max_speed``), NaN where all are
+        (not measured, :meth:`_detection`). Also whether each may start a track (``min_cluster_gaussians`` members:
+        the fewer a far object needs only keep one going); ``k``: the model's camera."""
         op = self.op
         labels, n = cluster_points(points, op.voxel, int(np.ceil(fewest_members(op, op.max_range))))
         member, labels = np.flatnonzero(labels >= 0), labels[labels >= 0]
@@ -394,12 +394,25 @@ class PerceptionProcessor:
         # without odometry the fitted camera motion errs most where the view's edge brings in new surfaces
         cut = cut_by_border(points[member], labels, n, k, op.border_px if self._registered else 0)
         c = cluster_stats(points[member], residual[member], weights[member], labels, n, op.voxel, op.box_trim, cut)
-        vz = c.velocity[:, 2]
-        vz[np.isnan(vz)] = -op.change_max_speed  # all clipped: leading edges
         across = np.where(cut != 0, np.inf, c.span[:, :2]).min(axis=1)  # a cut axis' span is not the object's
         sound = (c.span.max(axis=1) <= op.max_size) & (across >= op.min_width)
         founding = (count[kept] >= op.min_cluster_gaussians) & (c.span[:, :2].min(axis=1) >= op.min_width)
         return c.select(sound), founding[sound]
+
+    def _detection(self, c: Clusters, founding: np.ndarray, rot: np.ndarray, trans: np.ndarray) -> Detection:
+        """The tracker's measurement of the objects ``c`` and ``founding`` (:meth:`_objects`) in the fixed frame
+        (``rot``, ``trans``: the camera's pose). An object whose members' depth rates were all clipped (leading
+        edges) has none measured: it reads ``-change_max_speed`` with the noise of no measurement
+        (:data:`UNMEASURED_RATE_STD`) and starts no track confirmed at birth (``birth_depth_rate``)."""
+        op = self.op
+        measured = np.isfinite(c.velocity[:, 2])
+        velocity = c.velocity.copy()
+        velocity[~measured, 2] = -op.change_max_speed
+        cov = np.repeat(self._velocity_cov[None], len(c), 0)
+        cov[~measured, 2, 2] = UNMEASURED_RATE_STD ** 2
+        decisive = measured & (np.abs(velocity[:, 2]) >= op.birth_depth_rate) & (c.count >= op.birth_members)
+        return Detection(c.center @ rot.T + trans, velocity @ rot.T, c.size, c.weight, rot @ cov @ rot.T, founding,
+                         decisive)
 
     def _floor_scale(self, result: StepResult) -> float:
         """``floor_interval_s`` over the pair's interval, at least 1: the noise floors are errors of a pair's
@@ -428,7 +441,6 @@ class PerceptionProcessor:
         rows = None if self._graphs(inputs.rows) else select_rows(framed, plan)
         field = field_of(download(self._run(fit_sample, framed, plan, rows)))
         if field is None or field.inliers < MIN_INLIERS:
-            self.frames_skipped += 1
             return None, rows
         return field, rows
 

@@ -35,7 +35,7 @@ class Detection:
     velocity: np.ndarray  # [K, 3]
     size: np.ndarray  # [K, 3] extents along the camera optical frame's axes (the boxes are axis-aligned there)
     weight: np.ndarray  # [K] summed opacity
-    velocity_cov: np.ndarray  # [3, 3] measurement covariance of the velocities (fixed-frame axes)
+    velocity_cov: np.ndarray  # [3, 3] or [K, 3, 3] measurement covariance of the velocities (fixed-frame axes)
     founding: np.ndarray | None = None  # [K] bool: may start a track when unmatched (None: all may)
     decisive: np.ndarray | None = None  # [K] bool: a track it starts is confirmed at once (None: none)
 
@@ -78,8 +78,9 @@ class MultiObjectTracker:
 
     def coast(self, dt: float) -> None:
         """Advance every track by ``dt`` seconds on a frame that could not detect (no trusted camera motion): no
-        track counts a miss, but :attr:`coasted` counts the frame (a track is reported only while its misses plus the
-        coasted frames stay within ``report_misses``)."""
+        track counts a miss yet, but :attr:`coasted` counts the frame (a track is reported only while its misses plus
+        the coasted frames stay within ``report_misses``); the next :meth:`update` counts the coasted frames as
+        misses of the tracks it does not match."""
         self.predict(dt)
         self.coasted += 1
 
@@ -101,7 +102,7 @@ class MultiObjectTracker:
     def update(self, det: Detection, dt: float) -> TrackState:
         """Predict by ``dt``, associate, correct, create and retire tracks; returns the new state."""
         self.predict(dt)
-        self.coasted = 0
+        coasted, self.coasted = self.coasted, 0
         s, p = self.state, self.p
         n_t, n_d = s.mean.shape[0], det.center.shape[0]
         rows = cols = np.zeros(0, int)
@@ -113,13 +114,13 @@ class MultiObjectTracker:
             rows, cols = rows[ok], cols[ok]
 
         # Kalman correction of the matched tracks with z = (position, velocity), H = I
-        r = np.zeros((6, 6))
-        r[:3, :3] = np.eye(3) * p.position_std ** 2
-        r[3:, 3:] = det.velocity_cov
+        r = np.zeros((n_d, 6, 6))
+        r[:, :3, :3] = np.eye(3) * p.position_std ** 2
+        r[:, 3:, 3:] = det.velocity_cov
         if rows.size:
             mean, cov = s.mean[rows], s.cov[rows]
             z = np.concatenate([det.center[cols], det.velocity[cols]], 1)
-            gain = cov @ np.linalg.inv(cov + r)
+            gain = cov @ np.linalg.inv(cov + r[cols])
             s.mean[rows] = mean + np.einsum("nij,nj->ni", gain, z - mean)
             s.cov[rows] = cov - gain @ cov
             s.size[rows] = 0.7 * s.size[rows] + 0.3 * det.size[cols]
@@ -127,7 +128,7 @@ class MultiObjectTracker:
             s.history[rows] = np.concatenate([s.history[rows, 1:], det.center[cols, None]], 1)
             s.filled[rows] = np.minimum(s.filled[rows] + 1, p.travel_window)
             s.measured[rows] += det.velocity[cols]
-        s.misses += 1
+        s.misses += 1 + coasted  # (the frames coasted since the last update had no detection either)
         s.misses[rows] = 0
         if n_t:
             oldest = s.history[np.arange(n_t), p.travel_window - np.maximum(s.filled, 1)]
@@ -149,14 +150,13 @@ class MultiObjectTracker:
             return s
         history = np.zeros((fresh.size, p.travel_window, 3))
         history[:, -1] = det.center[fresh]
-        init_cov = r
         confirmed_at_birth = np.full(fresh.size, p.confirm_hits <= 1 and p.min_travel <= 0 and p.min_agreement <= -1)
         if det.decisive is not None:
             confirmed_at_birth |= det.decisive[fresh]
         self.state = TrackState(
             [i for i, k in zip(s.ids, keep) if k] + [self._new_id() for _ in fresh],
             np.concatenate([s.mean[keep], np.concatenate([det.center[fresh], det.velocity[fresh]], 1)]),
-            np.concatenate([s.cov[keep], np.repeat(init_cov[None], fresh.size, 0)]),
+            np.concatenate([s.cov[keep], r[fresh]]),
             np.concatenate([s.size[keep], det.size[fresh]]),
             np.concatenate([s.hits[keep], np.ones(fresh.size, np.int64)]),
             np.concatenate([s.misses[keep], np.zeros(fresh.size, np.int64)]),

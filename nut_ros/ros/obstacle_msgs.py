@@ -65,7 +65,8 @@ def obstacle_markers(obstacles: ObstacleList, lifetime_s: float, flavor: str = "
     pose, quat = msg_class("geometry_msgs/msg/Pose", flavor), msg_class("geometry_msgs/msg/Quaternion", flavor)
     colour = msg_class("std_msgs/msg/ColorRGBA", flavor)
     duration = msg_class("builtin_interfaces/msg/Duration", flavor)
-    life = duration(sec=int(lifetime_s), nanosec=int(round((lifetime_s % 1) * 1e9)))
+    sec, nanosec = divmod(round(lifetime_s * 1e9), 10**9)  # (nanosec below 1e9 after rounding too)
+    life = duration(sec=int(sec), nanosec=int(nanosec))
     common = dict(ns=MARKER_NAMESPACE, frame_locked=False, text="", mesh_resource="", mesh_use_embedded_materials=False,
                   lifetime=life)
     if resolve_flavor(flavor) == "rosbags":

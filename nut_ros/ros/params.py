@@ -184,7 +184,8 @@ class NodeParams:
                                "nut_ros_msgs/GaussianSet, transient local; perception).", dynamic=True)
     obstacle_moving_speed: float = _param(ObstacleParams.moving_speed, "A Gaussian moves when its speed over the "
                                           "ground, averaged over its image cell, exceeds this (m/s, or relative units "
-                                          "per second without metric depth) ...", lo=0.0, hi=100.0)
+                                          "per second without metric depth; above 0: the camera-motion fit divides "
+                                          "by the threshold) ...", lo=0.001, hi=100.0)
     obstacle_moving_speed_per_m: float = _param(ObstacleParams.moving_speed_per_m, "... plus this much per metre "
                                                 "of depth (velocity noise grows with depth).", lo=0.0, hi=100.0)
     obstacle_flow_error_ratio: float = _param(ObstacleParams.flow_error_ratio, "... plus this share of the camera's "
