@@ -38,37 +38,17 @@ def test_failed_configures_leave_no_tf_listener_behind(fresh_node, monkeypatch):
     assert tf_subscriptions() == 0 and node._tf is None, "no camera_frame: no TF"
 
 
-@pytest.fixture
-def remapped_node():
-    """A node started with ``--ros-args -r image_raw:=/camera/color/image_raw -r depth/compressedDepth:=/other``,
-    subscribed to the compressed transports."""
-    import rclpy
-    from rclpy.parameter import Parameter
-
-    from nut_ros.ros.lifecycle_node import NutRosNode
-
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=152)
-    params = {"random_init": True, "autostart": False, "input_reliability": "reliable", "image_transport": "compressed",
-              "depth_transport": "compressedDepth"}
-    node = NutRosNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()],
-                      cli_args=["--ros-args", "-r", "image_raw:=/camera/color/image_raw",
-                                "-r", "depth:=/camera/depth", "-r", "depth/compressedDepth:=/other/depth"])
-    yield node
-    node.close()
-    node.destroy_node()
-    rclpy.shutdown(context=context)
-
-
 @pytest.mark.ros
-def test_transport_topics_follow_their_base_topics_remapping(remapped_node):
+def test_transport_topics_follow_their_base_topics_remapping(fresh_node):  # noqa: F811
     """As image_transport: ``image_raw/compressed`` is the remapped ``image_raw`` + ``/compressed``; a transport
     topic remapped itself (the launch file's compressed_image_topic) keeps its own rule."""
     from rclpy.lifecycle import TransitionCallbackReturn
 
     from nut_ros.ros import topics
 
-    node = remapped_node
+    node = fresh_node(["--ros-args", "-r", "image_raw:=/camera/color/image_raw", "-r", "depth:=/camera/depth",
+                       "-r", "depth/compressedDepth:=/other/depth"], input_reliability="reliable",
+                      image_transport="compressed", depth_transport="compressedDepth")
     assert topics.input_topic(node, topics.COMPRESSED_IMAGE) == "/camera/color/image_raw/compressed"
     assert topics.input_topic(node, topics.CAMERA_INFO) == "/camera_info"
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS

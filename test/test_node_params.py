@@ -240,7 +240,8 @@ def test_other_nodes_sections_and_unknown_names_are_warned_about_not_refused(tmp
 
 @pytest.fixture
 def fresh_node():
-    """A node of its own (lifecycle transitions change it), unconfigured; with its executor spinning."""
+    """A node of its own (lifecycle transitions change it), unconfigured; with its executor spinning; ``cli_args``:
+    its command line (``["--ros-args", "-r", ...]``)."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
@@ -251,9 +252,10 @@ def fresh_node():
     rclpy.init(context=context, domain_id=151)
     made = []
 
-    def make(**params):
+    def make(cli_args=None, **params):
         overrides = {"random_init": True, "autostart": False, "motion_prior": "flow", **params}
-        node = NutRosNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+        node = NutRosNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
+                          cli_args=cli_args)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
         threading.Thread(target=executor.spin, daemon=True).start()
