@@ -10,6 +10,7 @@ subscriptions, so every frame reaches it. ``input_reliability:=auto`` (the defau
 publishers offer: ``ros2 bag play`` replays each topic with the QoS it was recorded with, so a bag of a best-effort
 camera is received best effort. The topic defaults are those ``nut_ros_make_bag`` writes (namespace ``/camera``).
 """
+import os
 from typing import Callable
 
 from launch import LaunchDescription
@@ -63,6 +64,21 @@ def start_once_active(players: list) -> tuple[Callable, Callable]:
     return (lambda event: start() if ACTIVE in event.text else None), start
 
 
+def check_bag(context) -> list:
+    """A ``bag`` that ``ros2 bag play`` cannot open for want of it fails the launch at once, in one line, before the
+    node starts (as nut_ros.launch.py's params_file): a path that is not there, or a folder without the
+    ``metadata.yaml`` of a rosbag2 bag (rosbag2 plays a folder only with it; a single storage file is played
+    as it is)."""
+    path = LaunchConfiguration("bag").perform(context)
+    if not os.path.exists(path):
+        raise RuntimeError(f"bag {path!r} is not a file or folder (bag:= takes the rosbag2 folder to play, e.g. "
+                           f"out/demo/input_bag)")
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "metadata.yaml")):
+        raise RuntimeError(f"bag {path!r} is a folder without metadata.yaml, not a rosbag2 bag (bag:= takes the "
+                           f"bag's own folder, the one holding metadata.yaml)")
+    return []
+
+
 def rviz_installed() -> bool:
     from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 
@@ -107,7 +123,8 @@ def generate_launch_description():
     return LaunchDescription([
         *(DeclareLaunchArgument(name, default_value=default, description=text)
           for name, (default, text) in ARGUMENTS.items()),
-        OpaqueFunction(function=rviz),  # first: a wrong rviz argument fails before the node starts
+        OpaqueFunction(function=check_bag),  # first: a bag that is not there fails before anything starts
+        OpaqueFunction(function=rviz),  # then a wrong rviz argument, before the node starts
         IncludeLaunchDescription(
             PythonLaunchDescriptionSource(PathJoinSubstitution([SHARE, "launch", "nut_ros.launch.py"])),
             launch_arguments=[(name, config(name)) for name in node_args],

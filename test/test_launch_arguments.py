@@ -64,15 +64,49 @@ def test_the_shipped_fastdds_profile_is_set_when_the_environment_names_none(monk
     assert PROFILE_ENV not in os.environ
 
 
+@pytest.fixture
+def bag(tmp_path) -> str:
+    """A folder the replay launch takes for a bag (it checks that one is there: a folder with metadata.yaml)."""
+    (tmp_path / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")
+    return str(tmp_path)
+
+
 @pytest.mark.ros_tools
 @pytest.mark.parametrize("value", ["best_effort", "reliable"])
-def test_replay_hands_input_reliability_to_the_node(value):
+def test_replay_hands_input_reliability_to_the_node(value, bag):
     """A bag of a best-effort camera replays best effort (rosbag2 keeps the recorded QoS): input_reliability is a
     replay argument, and it reaches the node."""
-    assert node_parameters("replay.launch.py", bag="/no/bag", rviz="false",
+    assert node_parameters("replay.launch.py", bag=bag, rviz="false",
                            input_reliability=value)["input_reliability"] == value
 
 
 @pytest.mark.ros_tools
-def test_replay_subscribes_as_the_bag_publishes_by_default():
-    assert node_parameters("replay.launch.py", bag="/no/bag", rviz="false")["input_reliability"] == "auto"
+def test_replay_subscribes_as_the_bag_publishes_by_default(bag):
+    assert node_parameters("replay.launch.py", bag=bag, rviz="false")["input_reliability"] == "auto"
+
+
+@pytest.mark.ros_tools
+def test_the_readme_next_step_replays_the_demo_bag_with_declared_arguments(capsys):
+    """The README's first commands stay ``make demo`` and ``make test``; its next step replays the demo's input bag
+    with ``ros2 launch nut_ros replay.launch.py``, giving only arguments the launch file declares (real launch API),
+    on a bag under the demo's default output folder."""
+    import re
+
+    from launch import LaunchContext
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    from nut_ros.tools import demo
+
+    readme = (REPO / "README.md").read_text()
+    assert re.match(r"```bash\nmake demo +#.*\nmake test +#.*\n```\n", readme), "the first two commands, at the top"
+    step = readme[readme.index("Next step:"):].split("\n\n")[0]
+    assert "make ros-tools" in step and "$PWD/.venv/bin" in step
+    launch_file, args = re.search(r"`ros2 launch nut_ros (\S+) ([^`]+)`", step).groups()
+    given = dict(arg.split(":=", 1) for arg in args.split())
+    source = PythonLaunchDescriptionSource(str(REPO / "launch" / launch_file))
+    declared = {a.name for a in source.get_launch_description(LaunchContext()).get_launch_arguments()}
+    assert set(given) <= declared and "bag" in given, (given, declared)
+    with pytest.raises(SystemExit):
+        demo.main(["--help"])
+    default_out = re.search(r"--out OUT\s.*?\(default: ([^)\s]+)\)", capsys.readouterr().out, re.S).group(1)
+    assert Path(given["bag"]).parent == Path(default_out) and f"`{default_out}/`" in step, (given, default_out)

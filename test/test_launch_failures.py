@@ -35,9 +35,55 @@ def test_a_node_refusing_its_parameters_fails_the_launch(tmp_path):
     assert "nut_ros_node exited with code 2" in out
 
 
+def _bag_folder(tmp_path, metadata: str = "rosbag2_bagfile_information: {}\n") -> Path:
+    """A folder that looks like a rosbag2 bag (it has a metadata.yaml) without being a playable one."""
+    bag = tmp_path / "bag"
+    bag.mkdir()
+    (bag / "metadata.yaml").write_text(metadata)
+    return bag
+
+
+@pytest.mark.ros_tools
+@pytest.mark.parametrize("case, says", [
+    ("missing", "no_bag' is not a file or folder"),
+    ("folder without metadata", "' is a folder without metadata.yaml, not a rosbag2 bag"),
+])
+def test_a_bag_that_is_not_there_fails_the_replay_launch_before_anything_starts(tmp_path, case, says):
+    """Checked up front, as params_file is: one line saying why, no node configured and warmed up first, no
+    traceback of ros2 bag play."""
+    bag = tmp_path / "no_bag" if case == "missing" else tmp_path
+    done = _launch(tmp_path, "replay.launch.py", "rviz:=false", f"bag:={bag}")
+    out = done.stdout + done.stderr
+    assert done.returncode != 0 and says in out, out
+    assert [line for line in out.splitlines() if "ERROR" in line] == [
+        next(line for line in out.splitlines() if says in line)], "the reason in one line"
+    assert "nut_ros_node" not in out and "ros2 bag play" not in out and "Traceback" not in out, out
+
+
+@pytest.mark.ros_tools
+def test_the_bag_check_through_the_launch_api(tmp_path):
+    """The launch file's check, through the real launch API: a bag folder (metadata.yaml) or a single storage file
+    passes; anything else raises with the reason."""
+    from launch import LaunchContext
+
+    replay = _replay_launch_module()
+    (tmp_path / "recording.mcap").write_bytes(b"")
+    for bag, says in [(tmp_path / "no_bag", "is not a file or folder"),
+                      (tmp_path, "is a folder without metadata.yaml"),
+                      (_bag_folder(tmp_path), None), (tmp_path / "recording.mcap", None)]:
+        context = LaunchContext()
+        context.launch_configurations["bag"] = str(bag)
+        if says is None:
+            assert replay.check_bag(context) == [], bag
+        else:
+            with pytest.raises(RuntimeError, match=says):
+                replay.check_bag(context)
+
+
 @pytest.mark.ros_tools
 def test_a_bag_that_cannot_be_played_ends_the_replay_launch(tmp_path):
-    done = _launch(tmp_path, "replay.launch.py", "rviz:=false", f"bag:={tmp_path / 'no_bag'}")
+    bag = _bag_folder(tmp_path, "not: a rosbag2 metadata file\n")
+    done = _launch(tmp_path, "replay.launch.py", "rviz:=false", f"bag:={bag}")
     assert done.returncode != 0 and "ros2 bag play exited with code" in done.stdout + done.stderr
 
 
@@ -94,7 +140,7 @@ def test_rviz_true_without_rviz2_fails_before_the_node_starts(tmp_path):
     replay = _replay_launch_module()
     if replay.rviz_installed():
         pytest.skip("rviz2 is installed here")
-    done = _launch(tmp_path, "replay.launch.py", "rviz:=true", f"bag:={tmp_path / 'no_bag'}")
+    done = _launch(tmp_path, "replay.launch.py", "rviz:=true", f"bag:={_bag_folder(tmp_path)}")
     out = done.stdout + done.stderr
     assert done.returncode != 0 and "rviz:=true but the rviz2 package is not installed" in out
     assert "nut_ros_node" not in out, "no node left running after the failed launch"

@@ -104,11 +104,14 @@ class TestNodeAsUsersRunIt(unittest.TestCase):
         self.assertEqual(out.stdout.strip(), "active [3]", out.stderr)
 
     def test_b_every_output_has_its_type(self):
-        lines = [f"{topics.output_topic(name)} [{kind}]" for name, kind in topics.OUTPUT_TYPES.items()]
+        lines = [f"{topics.output_topic(name)} [{kind}]" for name, kind in topics.OUTPUT_TYPES.items()
+                 if name not in topics.PERCEPTION_OUTPUTS]
         lines.append(f"{topics.DIAGNOSTICS} [{topics.DIAGNOSTICS_TYPE}]")
         out = ros2("topic", "list", "-t", "--spin-time", "3", expect=tuple(lines))
         for line in lines:
             self.assertIn(line, out.stdout)
+        for name in topics.PERCEPTION_OUTPUTS:  # perception: false (the default): no publisher to wait on forever
+            self.assertNotIn(f"{topics.output_topic(name)} [", out.stdout)
         for name in OUTPUTS:
             self.assertTrue(self.received[name], f"nothing received on ~/{name}")
         for name in METRIC_ONLY:
@@ -181,6 +184,7 @@ class TestNodeAsUsersRunIt(unittest.TestCase):
                                                        expect="parameter").stdout)
 
     def test_g_lifecycle_transitions(self):
+        lost_before = self.received["stats"][-1][1].frames_lost
         self.assertIn("Transitioning successful", ros2("lifecycle", "set", "/nut_ros", "deactivate",
                                                        expect="Transitioning").stdout)
         self.assertEqual(ros2("lifecycle", "get", "/nut_ros", expect="[").stdout.strip(), "inactive [2]")
@@ -194,6 +198,11 @@ class TestNodeAsUsersRunIt(unittest.TestCase):
         while time.monotonic() < deadline and len(self.received["image"]) == count:
             time.sleep(0.2)
         self.assertGreater(len(self.received["image"]), count, "active again: outputs again")
+        stats_count = len(self.received["stats"])
+        while time.monotonic() < deadline + 10 and len(self.received["stats"]) < stats_count + 2:
+            time.sleep(0.2)
+        # the camera published about 30 images while the node was inactive (not subscribed): none of them was lost
+        self.assertLess(self.received["stats"][-1][1].frames_lost - lost_before, 10)
 
     def test_h_the_shutdown_transition_ends_the_process(self, proc_info):
         self.assertIn("Transitioning successful", ros2("lifecycle", "set", "/nut_ros", "shutdown",

@@ -4,12 +4,14 @@ ROS wiring only; the per-frame work is ``processor.FrameProcessor``. Lifecycle (
 
 * configure: reads and checks the parameters, loads the weights and the backend, builds the pipeline and the
   output publishers; on failure the node stays unconfigured and says why (log, ``/diagnostics``);
-* activate: subscribes to the inputs and starts the worker thread; deactivate: unsubscribes and stops it;
+* activate: subscribes to the inputs and starts the worker thread, the count of images lost on the way from a fresh
+  baseline (those published while inactive were not lost); deactivate: unsubscribes and stops it;
 * cleanup: frees the pipeline (model, GPU memory, flow threads), the perception state (tracks, local map, key
   frame) and the publishers.
 
-Every output of ``topics.OUTPUT_TYPES`` has a publisher once configured; the perception outputs carry messages only
-with ``perception: true`` (the local map's with transient-local durability, ``output_qos``).
+Every output of ``topics.OUTPUT_TYPES`` has a publisher once configured, the perception outputs
+(``topics.PERCEPTION_OUTPUTS``) only with ``perception: true`` (``topics.output_types``; ``perception`` changes
+only while unconfigured), the local map's with transient-local durability (``output_qos``).
 
 Callbacks hand each matched frame to the worker through a slot of depth one, so they never block and a burst only
 replaces the pending frame (counted as a queue drop). Input subscriptions follow the publishers' reliability
@@ -31,7 +33,7 @@ from rcl_interfaces.msg import SetParametersResult
 
 from nut_ros.ros import topics
 from nut_ros.ros.health import ERROR, WARN, assess, diagnostics_message, stats_message
-from nut_ros.ros.input_sync import LatestSlot, Matched
+from nut_ros.ros.input_sync import LatestSlot, LossCounter, Matched
 from nut_ros.ros.log_throttle import KindThrottle
 from nut_ros.ros.stop_signals import Stop, signal_received, stop_requested
 from nut_ros.ros.params import NodeParams, ParamError, coerce_value, declare_and_read
@@ -117,7 +119,7 @@ class NutRosNode(LifecycleNode):
             log.warning(f"flow_preset {self.params.flow_preset} needs OpenCV's contrib modules "
                         f"(opencv-contrib-python-headless); the motion prior uses {pipeline.flow_settings}")
         self._pubs = {name: self.create_lifecycle_publisher(topics.resolve_type(kind), f"~/{name}", output_qos(name))
-                      for name, kind in topics.OUTPUT_TYPES.items()}
+                      for name, kind in topics.output_types(self.params.perception).items()}
         self._configured = True
         p = self.params
         log.info(f"configured: backend {p.backend}, model {p.model} on {p.device}")
@@ -134,6 +136,7 @@ class NutRosNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         p = self.params
+        self._restart_loss_tracking()
         self._update_subscriptions()
         self._input_timers = [self.create_timer(QOS_CHECK_S, self._update_subscriptions)]
         self._stop.clear()
@@ -145,6 +148,14 @@ class NutRosNode(LifecycleNode):
             f"{', odometry: ' + self.resolve_topic_name(topics.ODOMETRY) if p.use_odometry else ''}); publishing "
             f"{', '.join(sorted(n for n in self._pubs if n == 'stats' or n in self.processor.settings.outputs))}")
         return super().on_activate(state)
+
+    def _restart_loss_tracking(self) -> None:
+        """Forget the last sequence numbers and stamps the loss count compares with, keeping the count: the first
+        image after (re)activation starts a fresh baseline, as the images published while the node was inactive (not
+        subscribed) were not lost; only gaps while it is active count."""
+        lost = self.processor.losses.lost
+        self.processor.losses = LossCounter()
+        self.processor.losses.lost = lost
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_inputs()

@@ -114,7 +114,7 @@ def run_node_on_bag(bag: str | Path, out_bag: str | Path, log_path: str | Path, 
     domain_id = default_domain_id() if domain_id is None else domain_id
     env = session_env(domain_id)
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    outputs = {topics.output_topic(n): t for n, t in topics.OUTPUT_TYPES.items()}
+    outputs = {topics.output_topic(n): t for n, t in topics.output_types(node_params.perception).items()}
     outputs[topics.DIAGNOSTICS] = topics.DIAGNOSTICS_TYPE
     log_path = Path(log_path)
     notes: list[str] = []

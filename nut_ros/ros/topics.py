@@ -64,6 +64,12 @@ def output_topic(name: str, namespace: str = "/", node_name: str = NODE_NAME) ->
     return "/" + "/".join(p for p in (namespace.strip("/"), node_name, name) if p)
 
 
+def output_types(perception: bool) -> dict[str, str]:
+    """The outputs the node publishes, name -> message type: :data:`OUTPUT_TYPES`, without the perception outputs
+    unless ``perception`` (no idle publisher for ``ros2 topic echo`` to wait on forever)."""
+    return {name: kind for name, kind in OUTPUT_TYPES.items() if perception or name not in PERCEPTION_OUTPUTS}
+
+
 def input_topic(node, name: str) -> str:
     """Fully qualified topic of input ``name`` for an rclpy ``node`` (its namespace and remappings). A transport
     topic is its resolved base topic and the transport suffix, as image_transport derives it (``-r
