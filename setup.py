@@ -16,6 +16,7 @@ setup(
     ],
     package_data={
         "nut_ros": ["weights/*.safetensors", "data/README.md", "data/LICENSE.sam2", "data/cups/*.jpg",
+                    "data/desk/rgb/*.jpg", "data/desk/kinect/*.png", "data/desk/poses.txt",
                     "train/textures/*.jpg", "train/textures/*.md", "render/csrc/*"],
     },
     install_requires=["setuptools", "numpy", "torch", "safetensors"],

@@ -22,6 +22,22 @@ def test_bundled_clip_is_small_licensed_and_attributed():
     assert "02_cups.mp4" in (data / "README.md").read_text()
 
 
+def test_bundled_moving_clip_is_small_licensed_and_attributed():
+    """The desk clip: 30 undistorted 320x240 frames, a pose and a Kinect depth map for each, CC BY 4.0 credited."""
+    from nut_ros.ros.odometry import read_poses
+
+    frames = sorted((demo.DESK_DIR / "rgb").glob("*.jpg"))
+    kinect = [cv2.imread(str(f), cv2.IMREAD_UNCHANGED) / 1000.0
+              for f in sorted((demo.DESK_DIR / "kinect").glob("*.png"))]
+    assert len(frames) == len(kinect) == len(read_poses(demo.DESK_DIR / "poses.txt")) == demo.DESK_FRAMES
+    size = sum(f.stat().st_size for f in [*frames, *(demo.DESK_DIR / "kinect").glob("*.png")])
+    assert size < 2 * 1024 * 1024
+    assert cv2.imread(str(frames[0])).shape == (240, 320, 3) and kinect[0].shape == (240, 320)
+    assert 0.5 < np.median(kinect[0][kinect[0] > 0]) < 3.0 and (kinect[0] > 0).mean() > 0.5  # a desk, in metres
+    credits = (demo.CLIP_DIR.parent / "README.md").read_text()
+    assert "freiburg1_rpy" in credits and "CC BY 4.0" in credits
+
+
 def test_rviz_fixed_frame_is_the_demo_frame():
     config = yaml.safe_load((REPO / "config" / "nut_ros.rviz").read_text())
     assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == demo.FRAME_ID
@@ -135,8 +151,14 @@ def test_clip_bag_has_images_and_camera_info(tmp_path):
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert demo.main(["--out", str(out), "--random-init", "--frames", "8", "--rate", "2"]) == 0
+    assert demo.main(["--out", str(out), "--random-init", "--frames", "8", "--desk-frames", "4", "--rate", "2"]) == 0
     report = json.loads((out / "report.json").read_text())
+    desk = report["desk"]  # the moving RGB-D clip with its poses as odometry, perception on
+    assert desk["frames_in"] == desk["frames_received"] == 4 and desk["node_exit_code"] == 0
+    assert desk["frames_processed"] >= 1 and desk["metric"]
+    assert desk["frames_with_obstacles"] + desk["frames_without_obstacles"] == desk["frames_processed"]
+    assert desk["outputs_recorded"]["/nut_ros/depth"] >= 1  # metric: the depth image (a first frame may miss it)
+    assert all(cv2.imread(p).shape == (144, 3 * 256, 3) for p in desk["pictures"])
     assert report["frames_in"] == report["frames_received"] == 8
     assert report["frames_processed"] >= 2 and report["node_exit_code"] == 0
     assert report["frames_processed"] + report["frames_dropped_queue"] + report["frames_dropped_invalid"] == 8
@@ -145,8 +167,9 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "output bag:" in printed and "throughput" in printed
     # a second run into the same folder replaces the previous demo's files
-    assert demo.main(["--out", str(out), "--random-init", "--frames", "3", "--rate", "2"]) == 0
+    assert demo.main(["--out", str(out), "--random-init", "--frames", "3", "--desk-frames", "0", "--rate", "2"]) == 0
     assert json.loads((out / "report.json").read_text())["frames_in"] == 3
+    assert "desk" not in json.loads((out / "report.json").read_text())
 
 
 def test_depth_pictures_colour_values_and_say_when_there_is_no_depth():

@@ -1,9 +1,14 @@
-"""``nut_ros_demo`` (``make demo``): the node on a replayed real clip, on the CPU, end to end over DDS.
+"""``nut_ros_demo`` (``make demo``): the node on replayed real clips, on the CPU, end to end over DDS.
 
-1. builds an input bag from the bundled clip (``nut_ros/data/cups``, Apache-2.0, see its README);
+1. builds an input bag from the bundled clip (``nut_ros/data/cups``, Apache-2.0, see its README: a fixed camera, RGB
+   only, so there is no depth: depth from motion needs the camera to move);
 2. starts ``nut_ros_node`` as its own process (default weights ``nut_ros/weights/tiny.safetensors``);
 3. plays the bag into it over DDS on loopback, on a private ROS_DOMAIN_ID, and records its outputs into a bag;
-4. writes a report (frames in/out, drops, latency, throughput) and PNGs of rendered RGB and depth.
+4. writes a report (frames in/out, drops, latency, throughput) and PNGs of rendered RGB and depth;
+5. does the same with the bundled moving-camera clip (``nut_ros/data/desk``, TUM RGB-D fr1_rpy, CC BY 4.0, a static
+   desk): colour, the Kinect's depth and the camera's motion-capture poses as odometry, with the perception stage on,
+   so the node publishes metric depth, points, obstacles and the local map in the odometry frame; the report counts
+   the frames with obstacles (the scene is static: none is right) and the map's Gaussians.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import numpy as np
 
 import nut_ros
 from nut_ros.core.geometry import Intrinsics
+from nut_ros.pipeline.sequences import TUM_FR1
 from nut_ros.ros import topics
 from nut_ros.ros.installed import share_folders
 
@@ -27,6 +33,13 @@ CLIP_FPS = 30000 / 1001 / 2  # every second frame of a 29.97 frames/s video
 START_NS = 1_763_683_200 * 10**9  # 2025-11-21T00:00:00Z: fixed so that runs are reproducible
 FRAME_ID = "camera_optical_frame"  # the Fixed Frame of config/nut_ros.rviz
 IMAGE_TOPIC, INFO_TOPIC = "/camera/image_raw", "/camera/camera_info"
+# the moving-camera clip (test/bench/bundle_desk_clip.py writes it): TUM fr1_rpy frames 100, 102, ..., 158
+DESK_DIR = PACKAGE / "data" / "desk"
+DESK_START, DESK_STRIDE, DESK_FRAMES = 100, 2, 30
+DESK_SIZE = (320, 240)  # width, height
+DESK_FPS = 30.0 / DESK_STRIDE  # the Kinect's 30 frames/s
+DESK_INTRINSICS = Intrinsics(*TUM_FR1[0], 640, 480).scaled(*DESK_SIZE)  # undistorted
+DEPTH_TOPIC, ODOM_TOPIC = "/camera/depth", "/camera/odom"
 
 
 def params_file() -> Path:
@@ -44,9 +57,11 @@ def params_file() -> Path:
 
 def clear_previous_run(folder: Path) -> bool:
     """Create ``folder``, removing a previous demo run's files; False (nothing removed) if it holds anything else."""
-    artefacts = {"input_bag", "output_bag", "node.log", "report.json"}
+    artefacts = {"input_bag", "output_bag", "node.log", "report.json", "desk_input_bag", "desk_output_bag",
+                 "desk_node.log"}
     entries = list(folder.iterdir()) if folder.is_dir() else []
-    if any(e.name not in artefacts and not (e.name.startswith("frame_") and e.suffix == ".png") for e in entries):
+    if any(e.name not in artefacts and not (e.name.startswith(("frame_", "desk_frame_")) and e.suffix == ".png")
+           for e in entries):
         return False
     for entry in entries:
         shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
@@ -101,16 +116,16 @@ def colorize_depth(depth: np.ndarray) -> np.ndarray:
     return out
 
 
-def save_pictures(in_bag: Path, out_bag: Path, folder: Path, count: int = 3) -> list[Path]:
-    """PNG panels (input | rendered RGB | rendered depth, metric or relative) of ``count`` evenly spaced output
-    frames."""
+def read_outputs(in_bag: Path, out_bag: Path, image_topic: str = IMAGE_TOPIC) -> dict[int, tuple]:
+    """By stamp: the input image, the node's rendered image and its depth image (metric ``~/depth`` where published,
+    else ``~/relative/depth``)."""
     from rosbags.highlevel import AnyReader
 
-    from nut_ros.ros.conversions import image_to_depth_m, image_to_rgb, stamp_to_ns
+    from nut_ros.ros.conversions import stamp_to_ns
     from nut_ros.ros.msg_types import rosbags_typestore
 
     depth_topics = (topics.output_topic("depth"), topics.output_topic(topics.RELATIVE["depth"]))
-    wanted = {IMAGE_TOPIC, topics.output_topic("image"), *depth_topics}
+    wanted = {image_topic, topics.output_topic("image"), *depth_topics}
     by_stamp: dict[str, dict[int, object]] = {t: {} for t in wanted}
     for bag in (in_bag, out_bag):
         with AnyReader([bag], default_typestore=rosbags_typestore()) as reader:
@@ -118,20 +133,54 @@ def save_pictures(in_bag: Path, out_bag: Path, folder: Path, count: int = 3) -> 
             for c, _, raw in reader.messages(connections=connections):
                 msg = reader.deserialize(raw, c.msgtype)
                 by_stamp[c.topic][stamp_to_ns(msg.header.stamp)] = msg
-    depths = {**by_stamp[depth_topics[1]], **by_stamp[depth_topics[0]]}
-    stamps = sorted(set(by_stamp[topics.output_topic("image")]) & set(depths) & set(by_stamp[IMAGE_TOPIC]))
+    views = {stamp: (by_stamp[image_topic][stamp], render, depth) for stamp, render in
+             by_stamp[topics.output_topic("image")].items()
+             for depth in [by_stamp[depth_topics[0]].get(stamp, by_stamp[depth_topics[1]].get(stamp))]
+             if depth is not None and stamp in by_stamp[image_topic]}
+    return views
+
+
+def save_pictures(in_bag: Path, out_bag: Path, folder: Path, count: int = 3, image_topic: str = IMAGE_TOPIC,
+                  prefix: str = "frame_") -> list[Path]:
+    """PNG panels (input | rendered RGB | rendered depth, metric or relative) of ``count`` evenly spaced output
+    frames."""
+    from nut_ros.ros.conversions import image_to_depth_m, image_to_rgb
+
+    views = read_outputs(in_bag, out_bag, image_topic)
+    stamps = sorted(views)
     picks = [stamps[round(i)] for i in np.linspace(0, len(stamps) - 1, min(count, len(stamps)))]
     paths = []
     for n, stamp in enumerate(picks):
-        render = cv2.cvtColor(image_to_rgb(by_stamp[topics.output_topic("image")][stamp]), cv2.COLOR_RGB2BGR)
-        depth = colorize_depth(image_to_depth_m(depths[stamp]))
+        image, rendered, depth = views[stamp]
+        render = cv2.cvtColor(image_to_rgb(rendered), cv2.COLOR_RGB2BGR)
         h, w = render.shape[:2]
-        source = cv2.resize(cv2.cvtColor(image_to_rgb(by_stamp[IMAGE_TOPIC][stamp]), cv2.COLOR_RGB2BGR), (w, h),
-                            interpolation=cv2.INTER_AREA)
-        path = folder / f"frame_{n}_input_render_depth.png"
-        cv2.imwrite(str(path), np.hstack([source, render, depth]))
+        source = cv2.resize(cv2.cvtColor(image_to_rgb(image), cv2.COLOR_RGB2BGR), (w, h), interpolation=cv2.INTER_AREA)
+        path = folder / f"{prefix}{n}_input_render_depth.png"
+        cv2.imwrite(str(path), np.hstack([source, render, colorize_depth(image_to_depth_m(depth))]))
         paths.append(path)
     return paths
+
+
+def perception_summary(out_bag: Path) -> dict:
+    """From the node's recorded perception outputs: frames whose obstacle list was empty / not, and the Gaussians
+    of the last local map published (metric or relative)."""
+    from rosbags.highlevel import AnyReader
+
+    from nut_ros.ros.msg_types import rosbags_typestore
+
+    wanted = {topics.output_topic("obstacles"), topics.output_topic("map_points"),
+              topics.output_topic(topics.RELATIVE["map_points"])}
+    with_obstacles = without = map_gaussians = 0
+    with AnyReader([out_bag], default_typestore=rosbags_typestore()) as reader:
+        for c, _, raw in reader.messages(connections=[c for c in reader.connections if c.topic in wanted]):
+            msg = reader.deserialize(raw, c.msgtype)
+            if c.topic == topics.output_topic("obstacles"):
+                with_obstacles += bool(len(msg.obstacles))
+                without += not len(msg.obstacles)
+            else:
+                map_gaussians = int(msg.width * msg.height)
+    return {"frames_with_obstacles": with_obstacles, "frames_without_obstacles": without,
+            "map_gaussians": map_gaussians}
 
 
 def summarise(result) -> dict:
@@ -156,11 +205,32 @@ def summarise(result) -> dict:
     }
 
 
+def run_desk(args, config: Path, overrides: dict, remap: dict) -> dict:
+    """The moving-camera part of the demo: the desk clip's bag (colour, CameraInfo, the Kinect's depth, the poses as
+    odometry) through the node with ``use_odometry`` and ``perception``; its report and pictures."""
+    from nut_ros.ros.node_session import run_node_on_bag
+    from nut_ros.tools.make_bag import make_bag
+
+    in_bag, out_bag = args.out / "desk_input_bag", args.out / "desk_output_bag"
+    k = DESK_INTRINSICS
+    make_bag(DESK_DIR / "rgb", in_bag, depth_dir=DESK_DIR / "kinect", intrinsics=(k.fx, k.fy, k.cx, k.cy),
+             fps=DESK_FPS, storage=args.storage, frame_id=FRAME_ID, namespace="/camera", poses=DESK_DIR / "poses.txt",
+             max_frames=min(args.desk_frames, DESK_FRAMES))
+    result = run_node_on_bag(in_bag, out_bag, args.out / "desk_node.log", IMAGE_TOPIC, config,
+                             overrides | {"use_odometry": True, "perception": True},
+                             remap | {topics.DEPTH: DEPTH_TOPIC, topics.ODOMETRY: ODOM_TOPIC},
+                             rate=args.rate, domain_id=args.domain_id, storage=args.storage)
+    pictures = save_pictures(in_bag, out_bag, args.out, prefix="desk_frame_")
+    return summarise(result) | perception_summary(out_bag) | {"pictures": [str(p) for p in pictures]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nut_ros_demo", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default: out/demo)")
     parser.add_argument("--frames", type=int, default=60,
                         help="frames to play (the bundled clip has 60; more play it back and forth)")
+    parser.add_argument("--desk-frames", type=int, default=DESK_FRAMES,
+                        help=f"frames of the moving RGB-D clip to play after it (at most {DESK_FRAMES}; 0: none)")
     parser.add_argument("--rate", type=float, default=1.0, help="replay rate factor (0: as fast as possible)")
     parser.add_argument("--checkpoint", default="", help="weights (.safetensors); default: the packaged tiny weights")
     parser.add_argument("--random-init", action="store_true", help="run with random weights if none are shipped")
@@ -207,6 +277,12 @@ def main(argv: list[str] | None = None) -> int:
                                           "rate": args.rate}
     pictures = save_pictures(in_bag, out_bag, args.out)
     report["pictures"] = [str(p) for p in pictures]
+    desk = None
+    if args.desk_frames > 0:
+        print(f"moving camera: {min(args.desk_frames, DESK_FRAMES)} frames of the bundled desk clip (colour, Kinect "
+              f"depth, poses as odometry; perception on) ...", flush=True)
+        desk = run_desk(args, config, overrides, remap)
+        report["desk"] = desk
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
 
     lat = report["latency_ms"]
@@ -216,8 +292,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"latency (mean ms): encode {lat.get('encode')}, decode {lat.get('decode')}, render {lat.get('render')}, "
           f"total {lat.get('total')}; throughput {report['throughput_fps']} frames/s")
     print(f"pictures (input | rendered RGB | rendered depth): {', '.join(map(str, pictures))}")
+    if desk is not None:
+        print(f"moving camera, RGB-D + odometry: {desk['frames_processed']} of {desk['frames_in']} frames processed "
+              f"({desk['throughput_fps']} frames/s); obstacles on {desk['frames_with_obstacles']} of "
+              f"{desk['frames_with_obstacles'] + desk['frames_without_obstacles']} frames (a static desk: 0 is "
+              f"right); local map {desk['map_gaussians']} Gaussians in the odometry frame")
+        print(f"pictures (input | rendered RGB | rendered metric depth): {', '.join(desk['pictures'])}")
     print(f"report: {args.out / 'report.json'}; node log: {result.log_path}")
     ok = result.exit_code == 0 and report["frames_processed"] > 0
+    if desk is not None and (desk["node_exit_code"] != 0 or desk["frames_processed"] == 0):
+        print(f"nut_ros_demo: the moving-camera run FAILED (node exit code {desk['node_exit_code']}, see "
+              f"{args.out / 'desk_node.log'})", file=sys.stderr)
+        ok = False
     if not ok:
         print(f"nut_ros_demo: FAILED (node exit code {result.exit_code}, see {result.log_path})", file=sys.stderr)
     return 0 if ok else 1
