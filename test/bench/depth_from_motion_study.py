@@ -27,6 +27,7 @@ import numpy as np
 
 from nut_ros.core.geometry import Intrinsics
 from nut_ros.core.rotations import quaternion_pose
+from nut_ros.train.rgbd_pairs import NED_FROM_OPTICAL
 from nut_ros.pipeline.types import Frame
 from nut_ros.geometry import depth_from_motion
 from nut_ros.geometry.depth_from_motion import DepthFromMotion, MotionDepthConfig
@@ -34,10 +35,6 @@ from nut_ros.pipeline.metrics import constant_depth, depth_errors, ramp_depth
 from nut_ros.pipeline import sequences
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-#: TartanAir's camera body axes are NED (x forward, y right, z down): optical (x right, y down, z forward) -> body
-NED_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
 def tartanair(folder: Path, indices, fps: float = 10.0):

@@ -34,11 +34,11 @@ from nut_ros.pipeline import sequences  # noqa: E402
 from nut_ros.pipeline.backends import default_checkpoint, make_backend  # noqa: E402
 from nut_ros.pipeline.stream import StreamingPipeline  # noqa: E402
 from nut_ros.pipeline.types import Frame, PipelineConfig  # noqa: E402
+from nut_ros.train.rgbd_pairs import NED_FROM_OPTICAL  # noqa: E402
 
 TRAIN_RGBD = Path(__file__).resolve().parents[3] / "shared" / "data" / "train_rgbd"
 TUM = TRAIN_RGBD / "tum_fr1_rpy"
 TARTANAIR = TRAIN_RGBD / "tartanair_traj"
-NED_FROM_OPTICAL = np.array([[0.0, 0, 1], [1, 0, 0], [0, 1, 0]])  # optical x right, y down, z forward -> NED
 
 
 def tum_indices(folder: Path, frames: int, step: int, validation: bool = False) -> list[int]:
