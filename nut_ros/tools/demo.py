@@ -116,7 +116,7 @@ def colorize_depth(depth: np.ndarray) -> np.ndarray:
     return out
 
 
-def read_outputs(in_bag: Path, out_bag: Path, image_topic: str = IMAGE_TOPIC) -> dict[int, tuple]:
+def read_outputs(in_bag: Path, out_bag: Path) -> dict[int, tuple]:
     """By stamp: the input image, the node's rendered image and its depth image (metric ``~/depth`` where published,
     else ``~/relative/depth``)."""
     from rosbags.highlevel import AnyReader
@@ -125,7 +125,7 @@ def read_outputs(in_bag: Path, out_bag: Path, image_topic: str = IMAGE_TOPIC) ->
     from nut_ros.ros.msg_types import rosbags_typestore
 
     depth_topics = (topics.output_topic("depth"), topics.output_topic(topics.RELATIVE["depth"]))
-    wanted = {image_topic, topics.output_topic("image"), *depth_topics}
+    wanted = {IMAGE_TOPIC, topics.output_topic("image"), *depth_topics}
     by_stamp: dict[str, dict[int, object]] = {t: {} for t in wanted}
     for bag in (in_bag, out_bag):
         with AnyReader([bag], default_typestore=rosbags_typestore()) as reader:
@@ -133,20 +133,19 @@ def read_outputs(in_bag: Path, out_bag: Path, image_topic: str = IMAGE_TOPIC) ->
             for c, _, raw in reader.messages(connections=connections):
                 msg = reader.deserialize(raw, c.msgtype)
                 by_stamp[c.topic][stamp_to_ns(msg.header.stamp)] = msg
-    views = {stamp: (by_stamp[image_topic][stamp], render, depth) for stamp, render in
+    views = {stamp: (by_stamp[IMAGE_TOPIC][stamp], render, depth) for stamp, render in
              by_stamp[topics.output_topic("image")].items()
              for depth in [by_stamp[depth_topics[0]].get(stamp, by_stamp[depth_topics[1]].get(stamp))]
-             if depth is not None and stamp in by_stamp[image_topic]}
+             if depth is not None and stamp in by_stamp[IMAGE_TOPIC]}
     return views
 
 
-def save_pictures(in_bag: Path, out_bag: Path, folder: Path, count: int = 3, image_topic: str = IMAGE_TOPIC,
-                  prefix: str = "frame_") -> list[Path]:
+def save_pictures(in_bag: Path, out_bag: Path, folder: Path, count: int = 3, prefix: str = "frame_") -> list[Path]:
     """PNG panels (input | rendered RGB | rendered depth, metric or relative) of ``count`` evenly spaced output
     frames."""
     from nut_ros.ros.conversions import image_to_depth_m, image_to_rgb
 
-    views = read_outputs(in_bag, out_bag, image_topic)
+    views = read_outputs(in_bag, out_bag)
     stamps = sorted(views)
     picks = [stamps[round(i)] for i in np.linspace(0, len(stamps) - 1, min(count, len(stamps)))]
     paths = []
