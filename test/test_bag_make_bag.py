@@ -217,3 +217,31 @@ def test_depth_files_must_number_the_images(tmp_path, rgbd_folder, capsys):
     writer.release()
     assert main([str(video), str(tmp_path / "video"), "--depth", str(depth)]) == 1
     assert "has 9 depth files for 6 images" in capsys.readouterr().err and not (tmp_path / "video").exists()
+
+
+def test_depth_is_written_before_its_image_in_millimetres_of_any_unit_and_resized_centre_exact(tmp_path):
+    """``depth_scale`` (metres per unit) converts raw depth to the bag's millimetres (TUM's 5000 per metre: 0.0002;
+    0 stays unknown, beyond 65.535 m too); a resized depth image keeps the source pixel under each pixel's centre,
+    as the resized CameraInfo maps centres; each depth message comes before its image, at the same stamp."""
+    from rosbags.highlevel import AnyReader
+
+    from nut_ros.ros.msg_types import rosbags_typestore
+
+    color, depth = tmp_path / "color", tmp_path / "depth"
+    color.mkdir(), depth.mkdir()
+    cv2.imwrite(str(color / "0.png"), np.zeros((36, 48, 3), np.uint8))
+    raw = np.tile(np.arange(48, dtype=np.uint16) * 1000, (36, 1))  # 0.2 m per column at 5000 per metre
+    raw[0, 0], raw[0, 1] = 0, 0
+    cv2.imwrite(str(depth / "0.png"), raw)
+    make_bag(color, tmp_path / "bag", depth_dir=depth, resize=(16, 12), depth_scale=0.0002)
+    with AnyReader([tmp_path / "bag"], default_typestore=rosbags_typestore()) as reader:
+        order = [(c.topic, t) for c, t, _ in reader.messages()]
+    assert [topic for topic, _ in order].index("/camera/depth") < [topic for topic, _ in order].index(
+        "/camera/image_raw") and len({t for _, t in order}) == 1
+    [frame] = read_camera_frames(tmp_path / "bag", "/camera/image_raw", "/camera/depth", "/camera/camera_info")
+    metres = image_to_depth_m(frame.depth)
+    source_cols = (np.arange(16) + 0.5) * 3 - 0.5  # each pixel's centre in the source (Intrinsics.scaled's map)
+    assert np.array_equal(source_cols, source_cols.round())  # (a 3x shrink: whole source pixels, 1, 4, 7, ...)
+    np.testing.assert_allclose(metres[5], source_cols * 0.2, rtol=1e-6)
+    with pytest.raises(ValueError, match="depth_scale"):
+        make_bag(color, tmp_path / "bag2", depth_dir=depth, depth_scale=0.0)

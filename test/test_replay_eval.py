@@ -332,3 +332,37 @@ def test_a_refused_frame_keeps_the_key_frames_those_of_the_bag(replay, tmp_path,
     keys = [f["index"] for f in frames if f["kind"] == "key"]
     assert keys == [i for i in (0, 2, 4, 6) if i != bad]
     assert all(f["depth_source"] == "none" for f in frames if f["kind"] == "key")
+
+
+def test_the_console_line_names_the_protocols_and_prints_the_baselines():
+    """PSNR at the model resolution and in the 256² protocol, the held-out frames' blend and flow-warp baselines
+    beside them, and the depth AbsRel (scale+shift) beside a constant's and a ramp's."""
+    from nut_ros.tools.replay_eval import console_scores
+
+    scores = {"psnr": 30.123, "psnr_256": 31.456, "ssim": 0.9, "ssim_256": 0.9}
+    depth = {"depth_abs_rel_affine": 0.1234, "depth_abs_rel_affine_constant": 0.2, "depth_abs_rel_affine_ramp": 0.3,
+             "frames": {"depth_abs_rel_affine": 7}}
+    summary = {"key": scores, "interp": scores, "blend": dict(scores, psnr=20.0), "flow_warp": dict(scores, psnr=25.0),
+               "depth": depth}
+    line = console_scores(summary)
+    assert "PSNR (model resolution / 256²): key frames 30.12 / 31.46" in line
+    assert "(blend 20.00 / 31.46, flow warp 25.00 / 31.46)" in line
+    assert "depth AbsRel, scale+shift aligned, 0.123 (constant 0.200, ramp 0.300) on 7 key frames" in line
+    assert "depth" not in console_scores({k: v for k, v in summary.items() if k != "depth"})
+
+
+def test_a_depth_topic_left_unused_is_named(tmp_path, capsys):
+    """A bag made by nut_ros_make_bag with --depth holds /camera/depth; replayed without --depth-topic, the replay
+    says how to use it (as input depth and ground truth) instead of dropping depth scoring silently."""
+    import cv2
+
+    from nut_ros.tools.make_bag import make_bag
+
+    color, depth = tmp_path / "color", tmp_path / "depth"
+    color.mkdir(), depth.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(color / f"{i}.png"), np.full((48, 96, 3), 40 * i, np.uint8))
+        cv2.imwrite(str(depth / f"{i}.png"), np.full((48, 96), 2000, np.uint16))
+    make_bag(color, tmp_path / "bag", depth_dir=depth)
+    assert main([str(tmp_path / "bag"), "--out", str(tmp_path / "out"), "--random-init", "--quiet"]) == 0
+    assert "has /camera/depth, not used: pass --depth-topic /camera/depth" in capsys.readouterr().err

@@ -216,7 +216,7 @@ def run_desk(args, config: Path, overrides: dict, remap: dict) -> dict:
              fps=DESK_FPS, storage=args.storage, frame_id=FRAME_ID, namespace="/camera", poses=DESK_DIR / "poses.txt",
              max_frames=min(args.desk_frames, DESK_FRAMES))
     result = run_node_on_bag(in_bag, out_bag, args.out / "desk_node.log", IMAGE_TOPIC, config,
-                             overrides | {"use_odometry": True, "perception": True},
+                             overrides | {"use_odometry": True, "perception": True, "depth_source": "topic"},
                              remap | {topics.DEPTH: DEPTH_TOPIC, topics.ODOMETRY: ODOM_TOPIC},
                              rate=args.rate, domain_id=args.domain_id, storage=args.storage)
     pictures = save_pictures(in_bag, out_bag, args.out, prefix="desk_frame_")

@@ -1,7 +1,8 @@
 """Build a small camera rosbag2 from a video file or an image folder (``nut_ros_make_bag``).
 
 Writes sensor_msgs/Image (rgb8) or CompressedImage (jpeg), optional 16UC1 depth (or compressedDepth PNG) from a
-folder of 16-bit PNG/PGM files in millimetres paired with the images by sorted order, and CameraInfo for every frame.
+folder of 16-bit PNG/PGM files (millimetres, or ``--depth-scale`` metres per unit; the bag holds millimetres; each
+depth image before its colour image) paired with the images by sorted order, and CameraInfo for every frame.
 With ``--poses`` it also writes the camera poses as nav_msgs/Odometry on ``<namespace>/odom``: ``header.frame_id``
 is ``--world-frame``, ``child_frame_id`` is the camera optical frame (``--frame-id``), so the node's
 ``camera_mount`` stays all zero (``use_odometry: true``). Poses are camera-to-world 4x4 matrices paired with the
@@ -30,7 +31,7 @@ import cv2
 import numpy as np
 
 from nut_ros.core.choices import positive
-from nut_ros.core.geometry import Intrinsics, same_aspect
+from nut_ros.core.geometry import Intrinsics, resize_nearest, same_aspect
 from nut_ros.ros.bag_io import STORAGES, BagWriter
 from nut_ros.ros.camera_info import intrinsics_to_camera_info
 from nut_ros.ros.compressed import compress_depth, compress_image
@@ -152,23 +153,30 @@ def video_fps(source: Path) -> float | None:
     return fps if fps and fps > 0 else None
 
 
-def read_depth_mm(path: Path) -> np.ndarray:
+def read_depth_mm(path: Path, depth_scale: float = 0.001) -> np.ndarray:
+    """A 1-channel 16-bit depth image of ``depth_scale`` metres per unit, in millimetres (REP 118's 16UC1; 0 stays
+    unknown, as does a depth beyond 65.535 m)."""
     depth = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if depth is None or depth.dtype != np.uint16 or depth.ndim != 2:
-        raise ValueError(f"depth {path}: expected a 1-channel 16-bit image in millimetres")
-    return depth
+        raise ValueError(f"depth {path}: expected a 1-channel 16-bit image")
+    if depth_scale == 0.001:
+        return depth
+    mm = depth * (depth_scale * 1000.0)
+    return np.where(mm <= 65535, np.round(mm), 0).astype(np.uint16)
 
 
-def bag_depth(path: Path, source_shape: tuple[int, int], resize: tuple[int, int] | None) -> np.ndarray:
-    """The depth image (mm) of ``path``, paired with a source image of ``source_shape`` (h, w), as :func:`make_bag`
-    writes it: resized by nearest neighbour when the image was resized. A depth image of another size with the
-    image's aspect ratio (TUM's 320x240 beside 640x480 colour, say) is kept at its size otherwise: the node resizes
-    it onto the image; another aspect ratio is not aligned to the image (ValueError)."""
-    mm = read_depth_mm(path)
+def bag_depth(path: Path, source_shape: tuple[int, int], resize: tuple[int, int] | None,
+              depth_scale: float = 0.001) -> np.ndarray:
+    """The depth image of ``path`` (``depth_scale`` metres per unit) in millimetres, paired with a source image of
+    ``source_shape`` (h, w), as :func:`make_bag` writes it: resized by nearest neighbour, pixel centres mapped as the
+    intrinsics are (:func:`~nut_ros.core.geometry.resize_nearest`), when the image was resized. A depth image of
+    another size with the image's aspect ratio (TUM's 320x240 beside 640x480 colour, say) is kept at its size
+    otherwise: the node resizes it onto the image; another aspect ratio is not aligned to the image (ValueError)."""
+    mm = read_depth_mm(path, depth_scale)
     (h, w), (dh, dw) = source_shape, mm.shape
     if not same_aspect(dw, dh, w, h):
         raise ValueError(f"depth {path} is {dw}x{dh}, image {w}x{h}: another aspect ratio, not aligned to the image")
-    return cv2.resize(mm, resize, interpolation=cv2.INTER_NEAREST) if resize else mm
+    return resize_nearest(mm, *resize) if resize else mm
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -214,7 +222,8 @@ def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | 
              hfov_deg: float = 60.0, max_frames: int | None = None, stride: int = 1, start: int = 0,
              resize: tuple[int, int] | None = None, fps: float | None = None, compressed: bool = False,
              storage: str = "mcap", frame_id: str = "camera_optical_frame", namespace: str = "/camera",
-             jpeg_quality: int = 90, poses: str | Path | None = None, world_frame: str = "world") -> BagSummary:
+             jpeg_quality: int = 90, poses: str | Path | None = None, world_frame: str = "world",
+             depth_scale: float = 0.001) -> BagSummary:
     """Write the bag and return a summary. ``intrinsics`` (fx, fy, cx, cy) are of the source resolution.
 
     The bag holds every ``stride``-th source frame from index ``start``; stamps keep the source timing. Depth files
@@ -226,6 +235,8 @@ def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | 
         raise FileExistsError(f"{output} exists: a bag is written to a new folder")
     if stride < 1 or start < 0:
         raise ValueError(f"need stride >= 1 and start >= 0, got stride {stride}, start {start}")
+    if not depth_scale > 0:
+        raise ValueError(f"depth_scale must be > 0 (metres per depth unit), got {depth_scale}")
     depth_files = list_files(Path(depth_dir), DEPTH_SUFFIXES, depth_pattern) if depth_dir else None
     camera_poses = read_poses(poses) if poses else None
     if source.is_dir():  # pairing by index: every image of the folder counts, whatever the options pick
@@ -256,15 +267,15 @@ def make_bag(source: str | Path, output: str | Path, *, depth_dir: str | Path | 
                     raise ValueError(f"{poses} has {len(camera_poses)} poses, fewer than the images")
                 bag.write(topics["odom"], stamp, pose_to_odometry(camera_poses[index], stamp, world_frame, frame_id,
                                                                   "rosbags"))
-            bag.write(topics["image"], stamp, image)
-            bag.write(topics["info"], stamp, intrinsics_to_camera_info(cam, stamp, frame_id, "rosbags"))
-            if depth_files:
+            if depth_files:  # before the image too: a node that takes depth when it comes has it with the image
                 if index >= len(depth_files):
                     raise ValueError(f"depth folder has {len(depth_files)} files, fewer than the images")
-                mm = bag_depth(depth_files[index], frame.source_shape, resize)
+                mm = bag_depth(depth_files[index], frame.source_shape, resize, depth_scale)
                 depth = (compress_depth(mm, "16UC1", stamp_ns=stamp, frame_id=frame_id, flavor="rosbags") if compressed
                          else numpy_to_image(mm, "16UC1", stamp, frame_id, "rosbags"))
                 bag.write(topics["depth"], stamp, depth)
+            bag.write(topics["image"], stamp, image)
+            bag.write(topics["info"], stamp, intrinsics_to_camera_info(cam, stamp, frame_id, "rosbags"))
             count += 1
         if count == 0:
             raise ValueError(f"no frames read from {source}")
@@ -280,7 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source", help="video file (anything cv2.VideoCapture reads) or image folder")
     parser.add_argument("output", help="output bag folder (must not exist)")
     parser.add_argument("--pattern", default="*", help="glob for images inside a folder source (default: *)")
-    parser.add_argument("--depth", help="folder of 16-bit depth images in millimetres, paired by sorted order")
+    parser.add_argument("--depth", help="folder of 16-bit depth images, paired by sorted order (units: --depth-scale)")
+    parser.add_argument("--depth-scale", type=positive(float), default=0.001,
+                        help="metres per depth unit (default 0.001: millimetres; raw TUM RGB-D PNGs: 0.0002); the "
+                        "bag holds millimetres (16UC1)")
     parser.add_argument("--depth-pattern", default="*", help="glob for depth files (default: *)")
     parser.add_argument("--intrinsics", type=parse_intrinsics, help="fx,fy,cx,cy of the source resolution")
     parser.add_argument("--hfov", type=field_of_view, default=60.0,
@@ -303,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
                            depth_pattern=args.depth_pattern, intrinsics=args.intrinsics, hfov_deg=args.hfov,
                            max_frames=args.max_frames, stride=args.stride, start=args.start, resize=args.resize,
                            fps=args.fps, compressed=args.compressed, storage=args.storage, frame_id=args.frame_id,
-                           namespace=args.namespace, poses=args.poses, world_frame=args.world_frame)
+                           namespace=args.namespace, poses=args.poses, world_frame=args.world_frame,
+                           depth_scale=args.depth_scale)
     except (ValueError, OSError) as err:  # the input's fault: its reason, without a traceback
         print(f"nut_ros_make_bag: {err}", file=sys.stderr)
         return 1

@@ -40,6 +40,7 @@ from nut_ros.ros.topics import DIAGNOSTICS, NODE_NAME, output_topic
 FLAVOR = "rosbags"
 DEFAULT_INFO_TOPIC = "/camera/camera_info"
 DEFAULT_ODOM_TOPIC = "/camera/odom"
+DEFAULT_DEPTH_TOPIC = "/camera/depth"  # nut_ros_make_bag's (used only when named: --depth-topic)
 
 
 def write_outputs(writer: BagWriter, processor: FrameProcessor, outcome, info: dict, namespace: str = "/") -> None:
@@ -177,6 +178,10 @@ def run_replay(args: argparse.Namespace) -> dict:
                             "the pipeline assumes a 60° horizontal field of view")
     odom_topic = side_topic(args.bag, present, args.odom_topic, DEFAULT_ODOM_TOPIC, ODOMETRY_TYPE, "--odom-topic",
                             "the frames go without camera poses")
+    if args.depth_topic is None and present.get(DEFAULT_DEPTH_TOPIC) in IMAGE_TYPES:
+        print(f"nut_ros_replay: note: {args.bag} has {DEFAULT_DEPTH_TOPIC}, not used: pass --depth-topic "
+              f"{DEFAULT_DEPTH_TOPIC} for it as input depth and ground truth (--no-input-depth: ground truth only)",
+              file=sys.stderr)
     try:
         params = replay_params(args)
         pipeline = build_pipeline(params)
@@ -340,13 +345,30 @@ def main(argv: list[str] | None = None) -> int:
     if sum(drops.values()) > summary["key_frames"]:  # e.g. a camera driver that stamps every image 0
         print(f"nut_ros_replay: warning: the pipeline dropped more frames than it used ({drops}; "
               f"{summary['key_frames']} key frames): check the images' header stamps", file=sys.stderr)
-    k, m, b, fw = (summary[key] for key in ("key", "interp", "blend", "flow_warp"))
     lost = sum(summary["match_drops"].values())
-    print(f"key PSNR {k['psnr']}, interp PSNR {m['psnr']} (blend {b['psnr']}, flow warp {fw['psnr']}); "
-          f"{summary['frames_total']} of {summary['images_received']} images matched"
+    print(f"{console_scores(summary)}; {summary['frames_total']} of {summary['images_received']} images matched"
           + (f" ({lost} lost in stamp matching: {summary['match_drops']})" if lost else "")
           + f"; report in {args.out}")
     return 0
+
+
+def console_scores(summary: dict) -> str:
+    """The summary's headline in one line: PSNR of key and held-out frames at the model resolution and in the 256²
+    protocol, the held-out frames' baselines beside them, and, with ground-truth depth, the rendered depth's AbsRel
+    (scale+shift aligned) beside a constant's and a ramp's on the same pixels."""
+    def db(scores: dict, key: str) -> str:
+        return "-" if scores[key] is None else f"{scores[key]:.2f}"
+
+    k, m, b, fw = (summary[key] for key in ("key", "interp", "blend", "flow_warp"))
+    line = (f"PSNR (model resolution / 256²): key frames {db(k, 'psnr')} / {db(k, 'psnr_256')}, held-out "
+            f"{db(m, 'psnr')} / {db(m, 'psnr_256')} (blend {db(b, 'psnr')} / {db(b, 'psnr_256')}, flow warp "
+            f"{db(fw, 'psnr')} / {db(fw, 'psnr_256')})")
+    depth = summary.get("depth")
+    if depth and depth.get("depth_abs_rel_affine") is not None:
+        line += (f"; depth AbsRel, scale+shift aligned, {depth['depth_abs_rel_affine']:.3f} (constant "
+                 f"{depth['depth_abs_rel_affine_constant']:.3f}, ramp {depth['depth_abs_rel_affine_ramp']:.3f}) on "
+                 f"{depth['frames']['depth_abs_rel_affine']} key frames")
+    return line
 
 
 if __name__ == "__main__":
