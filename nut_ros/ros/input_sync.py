@@ -194,3 +194,10 @@ class LossCounter:
         self._last_stamp = stamp_ns
         self.lost += lost
         return lost
+
+    def restart(self) -> None:
+        """Forget the sequence numbers, stamps and intervals the next image is compared with, keeping the count: the
+        next image starts a fresh baseline (the images published while nobody was subscribed were not lost)."""
+        self._last_seq.clear()
+        self._last_stamp = None
+        self._intervals.clear()

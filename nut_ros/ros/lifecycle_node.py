@@ -33,7 +33,7 @@ from rcl_interfaces.msg import SetParametersResult
 
 from nut_ros.ros import topics
 from nut_ros.ros.health import ERROR, WARN, assess, diagnostics_message, stats_message
-from nut_ros.ros.input_sync import LatestSlot, LossCounter, Matched
+from nut_ros.ros.input_sync import LatestSlot, Matched
 from nut_ros.ros.log_throttle import KindThrottle
 from nut_ros.ros.stop_signals import Stop, signal_received, stop_requested
 from nut_ros.ros.params import NodeParams, ParamError, coerce_value, declare_and_read
@@ -136,7 +136,7 @@ class NutRosNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         p = self.params
-        self._restart_loss_tracking()
+        self.processor.losses.restart()  # the images published while inactive were not lost
         self._update_subscriptions()
         self._input_timers = [self.create_timer(QOS_CHECK_S, self._update_subscriptions)]
         self._stop.clear()
@@ -148,14 +148,6 @@ class NutRosNode(LifecycleNode):
             f"{', odometry: ' + self.resolve_topic_name(topics.ODOMETRY) if p.use_odometry else ''}); publishing "
             f"{', '.join(sorted(n for n in self._pubs if n == 'stats' or n in self.processor.settings.outputs))}")
         return super().on_activate(state)
-
-    def _restart_loss_tracking(self) -> None:
-        """Forget the last sequence numbers and stamps the loss count compares with, keeping the count: the first
-        image after (re)activation starts a fresh baseline, as the images published while the node was inactive (not
-        subscribed) were not lost; only gaps while it is active count."""
-        lost = self.processor.losses.lost
-        self.processor.losses = LossCounter()
-        self.processor.losses.lost = lost
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_inputs()

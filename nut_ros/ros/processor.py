@@ -31,7 +31,7 @@ from nut_ros.ros.obstacle_msgs import map_messages, obstacle_markers, obstacles_
 from nut_ros.ros.odometry import IDENTITY, PoseBuffer, odometry_pose
 from nut_ros.ros.outputs import STEP_OUTPUTS, VIEW_OUTPUTS, step_messages, view_messages
 from nut_ros.ros.params import NodeParams
-from nut_ros.ros.topics import MAP_OUTPUTS, OUTPUT_TYPES, PERCEPTION_OUTPUTS, length_output, switch_of
+from nut_ros.ros.topics import MAP_OUTPUTS, OUTPUT_TYPES, length_output, output_types, switch_of
 
 #: seconds (of the processor's clock) of odometry from other frames only, without any from the latched source, after
 #: which the other frames are taken instead
@@ -382,8 +382,7 @@ def processor_settings(p: NodeParams) -> ProcessorSettings:
     """The per-frame path's settings from the node's parameters."""
     from nut_ros.ros.odometry import mount_matrix
 
-    stage_off = ("stats",) + (() if p.perception else PERCEPTION_OUTPUTS)
-    enabled = frozenset(n for n in OUTPUT_TYPES if n not in stage_off and getattr(p, f"publish_{switch_of(n)}"))
+    enabled = frozenset(n for n in output_types(p.perception) if n != "stats" and getattr(p, f"publish_{switch_of(n)}"))
     return ProcessorSettings(depth_source=p.depth_source, depth_scale=p.depth_scale,
                              sync_tolerance_s=p.sync_tolerance, sync_buffer=p.sync_buffer,
                              depth_timeout_s=p.depth_timeout, frame_id=p.frame_id,
