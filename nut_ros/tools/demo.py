@@ -39,7 +39,6 @@ DESK_START, DESK_STRIDE, DESK_FRAMES = 100, 2, 30
 DESK_SIZE = (320, 240)  # width, height
 DESK_FPS = 30.0 / DESK_STRIDE  # the Kinect's 30 frames/s
 DESK_INTRINSICS = Intrinsics(*TUM_FR1[0], 640, 480).scaled(*DESK_SIZE)  # undistorted
-DEPTH_TOPIC, ODOM_TOPIC = "/camera/depth", "/camera/odom"
 
 
 def params_file() -> Path:
@@ -212,12 +211,12 @@ def run_desk(args, config: Path, overrides: dict, remap: dict) -> dict:
 
     in_bag, out_bag = args.out / "desk_input_bag", args.out / "desk_output_bag"
     k = DESK_INTRINSICS
-    make_bag(DESK_DIR / "rgb", in_bag, depth_dir=DESK_DIR / "kinect", intrinsics=(k.fx, k.fy, k.cx, k.cy),
-             fps=DESK_FPS, storage=args.storage, frame_id=FRAME_ID, namespace="/camera", poses=DESK_DIR / "poses.txt",
-             max_frames=min(args.desk_frames, DESK_FRAMES))
+    bag = make_bag(DESK_DIR / "rgb", in_bag, depth_dir=DESK_DIR / "kinect", intrinsics=(k.fx, k.fy, k.cx, k.cy),
+                   fps=DESK_FPS, storage=args.storage, frame_id=FRAME_ID, namespace="/camera",
+                   poses=DESK_DIR / "poses.txt", max_frames=min(args.desk_frames, DESK_FRAMES))
     result = run_node_on_bag(in_bag, out_bag, args.out / "desk_node.log", IMAGE_TOPIC, config,
                              overrides | {"use_odometry": True, "perception": True, "depth_source": "topic"},
-                             remap | {topics.DEPTH: DEPTH_TOPIC, topics.ODOMETRY: ODOM_TOPIC},
+                             remap | {topics.DEPTH: bag.topics["depth"], topics.ODOMETRY: bag.topics["odom"]},
                              rate=args.rate, domain_id=args.domain_id, storage=args.storage)
     pictures = save_pictures(in_bag, out_bag, args.out, prefix="desk_frame_")
     return summarise(result) | perception_summary(out_bag) | {"pictures": [str(p) for p in pictures]}
