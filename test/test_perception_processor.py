@@ -9,7 +9,7 @@ import torch
 from nut_ros.core.geometry import Intrinsics
 from nut_ros.core.rotations import quaternion_to_matrix
 from nut_ros.perception import MapParams, ObstacleParams, PerceptionProcessor
-from nut_ros.perception.dense import edge_factor
+from nut_ros.perception.dense import displacement_factor, edge_factor
 from nut_ros.perception.processor import cut_by_border
 from perception_synth import K, scene_stream
 
@@ -615,8 +615,9 @@ def test_flow_lagging_at_the_image_edge_is_not_read_as_motion(odometry):
                    for res, pose, _ in scene_stream(40, movers=(), camera_speed=0.3, yaw_rate=0.8, seed=3,
                                                     n_room=40000))
 
-    assert moving(ObstacleParams()) < 200
-    assert moving(ObstacleParams(edge_flow_px=0.0)) > 1000
+    fast = ObstacleParams(flow_error_knee_px=0.0)  # (this camera turns ~10 px per pair: the edge term alone)
+    assert moving(fast) < 200
+    assert moving(replace(fast, edge_flow_px=0.0)) > 1000
 
 
 def test_the_flow_error_share_grows_linearly_towards_every_image_edge():
@@ -627,6 +628,52 @@ def test_the_flow_error_share_grows_linearly_towards_every_image_edge():
     assert torch.equal(edge_factor((u, v), K, replace(params, edge_flow_px=0.0)), torch.ones(7))
     with pytest.raises(ValueError, match="edge_flow_gain"):
         ObstacleParams(edge_flow_gain=-1.0)
+
+
+def _centre_lagging(res, share: float = 0.5):
+    """``res`` with the velocities of its Gaussians in the middle third of the image's width scaled by ``share``:
+    the flow there reading only part of a camera's apparent motion that outruns it."""
+    g = res.gaussians
+    u = K.fx * g.positions[:, 0] / g.positions[:, 2] + K.cx + 0.5
+    vel = g.velocities.copy()
+    vel[(u > K.width / 3) & (u < 2 * K.width / 3)] *= share
+    return replace(res, gaussians=replace(g, velocities=vel))
+
+
+def test_flow_lagging_over_pairs_far_apart_is_not_read_as_motion():
+    """A turning camera sampled at 4 Hz moves the view tens of pixels per pair, more than the flow follows, so the
+    error share grows with the pair's displacement (``flow_error_knee_px``, ``flow_error_growth``): a static region
+    whose flow lags by half is hardly moving with it and mostly moving without it; at 15 Hz (a few pixels per pair)
+    the share does not grow, and the same lag still reads as motion."""
+    def moving(params, dt):
+        proc = PerceptionProcessor(params, seed=1)
+        return sum(proc.update(_centre_lagging(res), pose).moving_gaussians
+                   for res, pose, _ in scene_stream(30, movers=(), camera_speed=0.3, yaw_rate=0.8, seed=3,
+                                                    n_room=20000, dt=dt))
+
+    assert moving(ObstacleParams(), 0.25) < 200
+    assert moving(ObstacleParams(flow_error_knee_px=0.0), 0.25) > 1000
+    assert moving(ObstacleParams(), 1 / 15) > 1000
+
+
+def test_the_flow_error_share_grows_with_the_pairs_displacement_beyond_the_knee():
+    params = ObstacleParams(flow_error_knee_px=16.0, flow_error_growth=1.5)
+    z = torch.full((5,), 2.0)
+    pixels = torch.tensor([0.0, 8.0, 16.0, 32.0, 48.0])  # static displacement over the pair, model pixels
+    apparent = pixels * z / (K.fx * 0.1)  # m/s across the view, over a 0.1 s pair
+    factor = displacement_factor(apparent, z, torch.tensor(0.1, dtype=torch.float64), K, params)
+    assert torch.allclose(factor, torch.tensor([1.0, 1.0, 1.0, 2.5, 4.0]))
+    # the same speeds over a pair a quarter as long stay under the knee; an unknown interval (0) never grows
+    quarter = displacement_factor(apparent, z, torch.tensor(0.025, dtype=torch.float64), K, params)
+    assert torch.equal(quarter, torch.ones(5))
+    assert torch.equal(displacement_factor(apparent, z, torch.tensor(0.0, dtype=torch.float64), K, params),
+                       torch.ones(5))
+    for off in (replace(params, flow_error_knee_px=0.0), replace(params, flow_error_growth=0.0)):
+        assert torch.equal(displacement_factor(apparent, z, torch.tensor(0.1), K, off), torch.ones(5))
+    nan = displacement_factor(torch.tensor([float("nan")]), torch.tensor([2.0]), torch.tensor(0.1), K, params)
+    assert torch.equal(nan, torch.ones(1))  # rows the selection dropped (NaN) add nothing
+    with pytest.raises(ValueError, match="flow_error_growth"):
+        ObstacleParams(flow_error_growth=-1.0)
 
 
 def test_reported_obstacles_are_the_confirmed_moving_tracks_in_the_camera_frame():

@@ -46,8 +46,9 @@ CANDIDATE_COLUMNS = 10  # a downloaded map candidate: point, colour, scales, opa
 CANDIDATE_SPLIT = (3, 6, 9)  # ... split at these columns
 MAX_MOVING_FRACTION = 0.5  # more Gaussians moving than this: the camera-motion estimate failed (frame skipped)
 HEADER = 3  # the download starts with: Gaussians selected, of them moving, static ones eligible for the map
-# StageInputs.frame: the static field (4 rows), the camera pose (4 rows), the scalars (1 row), the pair's turn (3)
-FRAME_ROWS = 12
+# StageInputs.frame: the static field (4 rows), the camera pose (4 rows), the scalars (1 row), the pair's turn (3),
+# the pair's interval (1)
+FRAME_ROWS = 13
 
 
 @dataclass(frozen=True)
@@ -71,16 +72,18 @@ class StageInputs(NamedTuple):
     # rows 4-7 the camera's pose in the fixed frame (X_fixed = X @ p[:3] + p[3]), row 8: the noise floors' scale,
     # the time since the compared frame (s), the random offset in [0, 1) of the rows drawn (spread): the map's
     # candidates (find_moving) or the camera-motion fit's sample (fit_sample); rows 9-11 the camera's turn over the
-    # pair, ``R^T`` of ``T_cur<-prev`` (a vector in the previous camera's axes, as a row: ``v @ turn`` in the current's)
+    # pair, ``R^T`` of ``T_cur<-prev`` (a vector in the previous camera's axes, as a row: ``v @ turn`` in the
+    # current's); row 12: the pair's interval (s; 0: unknown), then zeros
     frame: torch.Tensor
     old: torch.Tensor  # [M', 3] the compared frame's points, fixed frame ([1, 3], unread, when the plan has none)
 
 
 def frame_tensor(field: np.ndarray, pose: np.ndarray, floor: float, interval: float, offset: float,
-                 turn: np.ndarray = np.eye(3)) -> np.ndarray:
+                 turn: np.ndarray = np.eye(3), pair_interval: float = 0.0) -> np.ndarray:
     """The host side of :attr:`StageInputs.frame`: ``field`` and ``pose`` as ``[4, 3]`` (:func:`affine_rows`),
     ``turn`` ``[3, 3]`` (``R^T``; identity: the camera did not turn, or nothing is compared)."""
-    return np.concatenate([field, pose, [[floor, interval, offset]], turn]).astype(np.float64)
+    return np.concatenate([field, pose, [[floor, interval, offset]], turn,
+                           [[pair_interval, 0.0, 0.0]]]).astype(np.float64)
 
 
 def affine_rows(matrix: np.ndarray, offset: np.ndarray) -> np.ndarray:
@@ -167,7 +170,9 @@ def find_moving(inputs: StageInputs, plan: StagePlan,
     field, pose = inputs.frame[:4], inputs.frame[4:8]
     change = depth_change(op)
     static = _affine(rows.points, field)
-    sweep = op.flow_error_ratio * torch.linalg.vector_norm(static[:, :2], dim=1) * edge_factor(rows.pixels, plan.k, op)
+    apparent = torch.linalg.vector_norm(static[:, :2], dim=1)
+    sweep = (op.flow_error_ratio * apparent * edge_factor(rows.pixels, plan.k, op)
+             * displacement_factor(apparent, rows.points[:, 2], inputs.frame[12, 0], plan.k, op))
     # over the ground: minus the camera's static field. The flow's difference of a point's coordinates in the two
     # cameras leaves the point's own displacement in the previous camera's axes: turned into the current camera's,
     # those of the depth rate, the depth shift and the pose that reports the objects
@@ -209,6 +214,19 @@ def edge_factor(pixels: tuple[torch.Tensor, torch.Tensor], k: Intrinsics, op: Ob
         return torch.ones_like(u)
     inside = torch.minimum(torch.minimum(u, k.width - u), torch.minimum(v, k.height - v))
     return 1.0 + op.edge_flow_gain * (1.0 - inside / op.edge_flow_px).clamp(0.0, 1.0)
+
+
+def displacement_factor(apparent: torch.Tensor, z: torch.Tensor, pair_interval: torch.Tensor, k: Intrinsics,
+                        op: ObstacleParams) -> torch.Tensor:
+    """``[M]`` the factor of the flow's error share at each Gaussian from its static displacement over the pair:
+    ``apparent`` (its static field's speed across the view, m/s) at depth ``z`` over ``pair_interval`` (s), in
+    model pixels ``fx · apparent · interval / z``; 1 up to ``flow_error_knee_px``, then growing by
+    ``flow_error_growth`` per knee beyond it (the flow's error outgrows the displacement where the motion nears its
+    search range)."""
+    if op.flow_error_knee_px <= 0 or op.flow_error_growth <= 0:
+        return torch.ones_like(apparent)
+    pixels = k.fx * apparent * pair_interval.to(apparent.dtype) / z
+    return 1.0 + op.flow_error_growth * (pixels / op.flow_error_knee_px - 1.0).clamp_min(0.0).nan_to_num(0.0)
 
 
 def depth_change(op: ObstacleParams) -> DepthChange:

@@ -23,7 +23,9 @@ one). Per frame it
    twice that frame rate) plus, per component, the error that grows with the camera's own motion: ``flow_error_ratio
    · |static field_xy|`` for the image plane (flow and odometry stamps err by a share of the apparent motion;
    ``learned_flow_error_ratio`` when the learned flow head made the velocities; up to ``1 + edge_flow_gain`` times
-   that within ``edge_flow_px`` of the image's edge, where the flow's window is cut) and that times the surface slope
+   that within ``edge_flow_px`` of the image's edge, where the flow's window is cut, and ``flow_error_growth`` more
+   per ``flow_error_knee_px`` of the pair's static displacement beyond that knee, where pairs far apart move the
+   view further than the flow follows) and that times the surface slope
    for the depth rate (the older depths, registered with that error, read as a depth change ``slope ·``
    displacement on a slanted surface);
 4. clusters the moving Gaussians (voxel connected components) into objects of at least ``min_cluster_gaussians``
@@ -296,12 +298,14 @@ class PerceptionProcessor:
         return StageInputs(rows, unread[:, :1] if depth is None else upload(depth, rows), unread, unread)
 
     def _with_frame(self, inputs: StageInputs, field: MotionField, floor: float, interval: float = 0.0,
-                    offset: float = 0.0, old: torch.Tensor | None = None, turn: np.ndarray = np.eye(3)) -> StageInputs:
+                    offset: float = 0.0, old: torch.Tensor | None = None, turn: np.ndarray = np.eye(3),
+                    pair_interval: float = 0.0) -> StageInputs:
         """``inputs`` with the frame's numbers: the static ``field``, the current pose, the noise floors' scale, the
-        time since the compared frame ``old`` (fixed frame; None: nothing compared), the drawn rows' offset and the
-        camera's ``turn`` over the pair (:func:`~nut_ros.perception.dense.frame_tensor`)."""
+        time since the compared frame ``old`` (fixed frame; None: nothing compared), the drawn rows' offset, the
+        camera's ``turn`` over the pair and the pair's interval (:func:`~nut_ros.perception.dense.frame_tensor`)."""
         pose = affine_rows(self._pose[:3, :3], self._pose[:3, 3])
-        frame = frame_tensor(affine_rows(field.matrix, field.offset), pose, floor, interval, offset, turn)
+        frame = frame_tensor(affine_rows(field.matrix, field.offset), pose, floor, interval, offset, turn,
+                             pair_interval)
         return inputs._replace(frame=upload(frame, inputs.rows, torch.float64), old=inputs.old if old is None else old)
 
     def _depth(self, result: StepResult) -> np.ndarray | None:
@@ -341,7 +345,7 @@ class PerceptionProcessor:
         dt_pair = result.pair_interval_s
         turn = np.eye(3) if field is None or not dt_pair else pose_step(field, dt_pair)[:3, :3].T  # R^T
         inputs = self._with_frame(inputs, MotionField.zero() if field is None else field, self._floor_scale(result),
-                                  interval, self._rng.uniform(), old, turn)
+                                  interval, self._rng.uniform(), old, turn, dt_pair or 0.0)
         plan = self._plan_for(result, compared is not None, self._registered)
         packed, world, offer = self._run(find_moving, inputs, plan, selected)
         self.change.remember(world, dt)

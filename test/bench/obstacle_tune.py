@@ -27,14 +27,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from obstacle_common import AMBIGUOUS, BACKGROUND_ID, SceneRunner, gaussian_truth  # noqa: E402
+from obstacle_common import AMBIGUOUS, BACKGROUND_ID, CACHE, SceneRunner, gaussian_truth  # noqa: E402
 
 from nut_ros.perception.dense import depth_change  # noqa: E402
 from nut_ros.perception.ego_motion import fit_static_field  # noqa: E402
 from nut_ros.perception.params import ObstacleParams  # noqa: E402
-from nut_ros.train.object_scenes import VALIDATION_SEED0  # noqa: E402
+from nut_ros.train.object_scenes import VALIDATION_SEED0, ObjectSceneConfig  # noqa: E402
 
 DEPTH_BINS = (0, 2, 3, 4, 5, 6, 8)
+DEFAULT_FPS = ObjectSceneConfig.fps
 
 
 def seed_range(text: str) -> list[int]:
@@ -65,6 +66,14 @@ def depth_rate(change, points: np.ndarray, pose: np.ndarray, dt: float, k) -> np
         return np.full(len(points), np.nan, np.float32)
     rot, trans = (torch.from_numpy(a.astype(np.float32)) for a in (pose[:3, :3], pose[:3, 3]))
     return change.rate(torch.from_numpy(points), compared[0], rot, trans, compared[1], k)[0].numpy()
+
+
+def scene_rate(fps: float) -> dict:
+    """SceneRunner arguments for scenes at ``fps`` frames/s over the default scenes' duration (cached apart)."""
+    if fps == DEFAULT_FPS:
+        return {}
+    frames = round(ObjectSceneConfig.frames * fps / DEFAULT_FPS)
+    return {"config": ObjectSceneConfig(fps=fps, frames=frames), "cache": CACHE / f"fps{fps:g}"}
 
 
 def collect(runner: SceneRunner, seeds: list[int], moving: bool, p: ObstacleParams):
@@ -111,6 +120,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0-7", help="training scenes with moving objects (range a-b)")
     ap.add_argument("--static-seeds", default="100-103", help="training scenes without moving objects")
     ap.add_argument("--model", default="tiny")
+    ap.add_argument("--fps", type=float, default=DEFAULT_FPS,
+                    help="the scenes' frame rate (their length in seconds kept): lower for a CPU node's pair rate")
     ap.add_argument("--motion-prior", default="auto", help="PipelineConfig.motion_prior (auto: the model's)")
     ap.add_argument("--grid", action="store_true", help="also score the whole stage end to end over a grid of "
                     "thresholds (odometry mode) on the same training scenes")
@@ -126,9 +137,9 @@ def main() -> None:
     if max(seeds + static_seeds) >= VALIDATION_SEED0:
         sys.exit(f"tuning seeds must be below {VALIDATION_SEED0} (validation set)")
     p = param_overrides(args.set)
-    runner = SceneRunner(args.model, motion_prior=args.motion_prior)
+    runner = SceneRunner(args.model, motion_prior=args.motion_prior, **scene_rate(args.fps))
     print(f"# obstacle_tune {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, model {args.model}, "
-          f"depth input, seeds {args.seeds} + static {args.static_seeds}")
+          f"depth input, seeds {args.seeds} + static {args.static_seeds}, {args.fps:g} frames/s")
     s_speed, s_z, m_speed, m_err, m_z, fit_err, fit_inl, axis_err, known = collect(runner, seeds, True, p)
     s2 = collect(runner, static_seeds, False, p)
     axis_err = np.concatenate([axis_err, s2[7]])
