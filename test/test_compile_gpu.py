@@ -48,6 +48,11 @@ def outputs():
     try:
         out["compiled32"] = _run(encode, decode, frames, disp, False)
         out["compiled16"] = _run(encode, decode, frames, disp, True)
+    finally:
+        uncompile(model)
+    torch._dynamo.reset()
+    encode, decode = compile_network(model)  # compiled afresh for bf16 alone, as the backend compiles it
+    try:
         out["direct16"] = _run(encode, decode, frames, disp, True, cache=False)  # as graphs need it
         out["graphed16"] = _run(GraphedCall(encode), GraphedCall(decode), frames, disp, True, cache=False)
     finally:
@@ -95,6 +100,8 @@ def test_the_largest_compiled_vs_eager_bf16_difference_is_bf16_rounding(outputs)
 
 def test_the_compiled_network_replays_as_cuda_graphs(outputs):
     # the compiled network is not bitwise deterministic (eager is): repeats of it called directly differed by up to
-    # 2.7e-4 on velocities and one bf16 step on gamma, replays of its graphs by one bf16 step on positions (H100,
-    # 2026-12-05, `test/bench/compile_repeat.py`); so the graphs are held to the bf16 rounding, not to equality
+    # 4.8e-4 on velocities and one bf16 step on gamma, and its graphs' replays from them by as much (H100,
+    # 2026-12-06, `test/bench/compile_repeat.py`); so the graphs are held to the bf16 rounding, not to equality.
+    # Graphs of the functions that had also run in fp32 and with autocast's weight cache (this fixture's first
+    # compile) replayed positions up to 0.164 away from the direct call (H100, 2026-12-06): hence a fresh compile
     _largest_differences_within_eager_bf16_rounding(outputs, "graphed16", "direct16")
