@@ -81,7 +81,8 @@ class StageInputs(NamedTuple):
 def frame_tensor(field: np.ndarray, pose: np.ndarray, floor: float, interval: float, offset: float,
                  turn: np.ndarray = np.eye(3), pair_interval: float = 0.0) -> np.ndarray:
     """The host side of :attr:`StageInputs.frame`: ``field`` and ``pose`` as ``[4, 3]`` (:func:`affine_rows`),
-    ``turn`` ``[3, 3]`` (``R^T``; identity: the camera did not turn, or nothing is compared)."""
+    ``turn`` ``[3, 3]`` (``R^T``; identity: the camera did not turn, or nothing is compared), ``pair_interval`` the
+    pair's interval in seconds (0: unknown; the flow's error share then does not grow with the displacement)."""
     return np.concatenate([field, pose, [[floor, interval, offset]], turn,
                            [[pair_interval, 0.0, 0.0]]]).astype(np.float64)
 
