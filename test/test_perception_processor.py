@@ -643,37 +643,49 @@ def _centre_lagging(res, share: float = 0.5):
 def test_flow_lagging_over_pairs_far_apart_is_not_read_as_motion():
     """A turning camera sampled at 4 Hz moves the view tens of pixels per pair, more than the flow follows, so the
     error share grows with the pair's displacement (``flow_error_knee_px``, ``flow_error_growth``): a static region
-    whose flow lags by half is hardly moving with it and mostly moving without it; at 15 Hz (a few pixels per pair)
-    the share does not grow, and the same lag still reads as motion."""
-    def moving(params, dt):
+    whose flow lags by half is hardly moving with it and mostly moving without it. The pair's interval decides: at
+    15 Hz (up to about 10 pixels per pair here, a factor of at most 2.5) the same lag still reads as motion, and so
+    it does at 4 Hz when the results claim 15 Hz pairs."""
+    def moving(params, dt, claimed=None):
         proc = PerceptionProcessor(params, seed=1)
-        return sum(proc.update(_centre_lagging(res), pose).moving_gaussians
+        return sum(proc.update(_centre_lagging(replace(res, pair_interval_s=claimed or res.pair_interval_s)),
+                               pose).moving_gaussians
                    for res, pose, _ in scene_stream(30, movers=(), camera_speed=0.3, yaw_rate=0.8, seed=3,
                                                     n_room=20000, dt=dt))
 
     assert moving(ObstacleParams(), 0.25) < 200
     assert moving(ObstacleParams(flow_error_knee_px=0.0), 0.25) > 1000
     assert moving(ObstacleParams(), 1 / 15) > 1000
+    assert moving(ObstacleParams(), 0.25, claimed=1 / 15) > 1000
 
 
 def test_the_flow_error_share_grows_with_the_pairs_displacement_beyond_the_knee():
     params = ObstacleParams(flow_error_knee_px=16.0, flow_error_growth=1.5)
-    z = torch.full((5,), 2.0)
+    pair = torch.tensor(0.1, dtype=torch.float64)
     pixels = torch.tensor([0.0, 8.0, 16.0, 32.0, 48.0])  # static displacement over the pair, model pixels
-    apparent = pixels * z / (K.fx * 0.1)  # m/s across the view, over a 0.1 s pair
-    factor = displacement_factor(apparent, z, torch.tensor(0.1, dtype=torch.float64), K, params)
-    assert torch.allclose(factor, torch.tensor([1.0, 1.0, 1.0, 2.5, 4.0]))
+    centre = torch.tensor([[0.0, 0.0, 2.0]]).repeat(5, 1)  # on the optical axis
+    sideways = torch.stack([pixels * 2.0 / (K.fx * 0.1), torch.zeros(5), torch.zeros(5)], 1)  # m/s
+    assert torch.allclose(displacement_factor(centre, sideways, pair, K, params),
+                          torch.tensor([1.0, 1.0, 1.0, 2.5, 4.0]))
+    # off the axis a static point coming closer moves outwards in the image: perspective, u' = fx (x' - x z'/z) / z
+    off = torch.tensor([[1.0, 0.0, 2.0]]).repeat(5, 1)
+    closing = torch.stack([torch.zeros(5), torch.zeros(5), -pixels * 2.0 / (K.fx * 0.5 * 0.1)], 1)
+    assert torch.allclose(displacement_factor(off, closing, pair, K, params), torch.tensor([1.0, 1.0, 1.0, 2.5, 4.0]))
+    capped = displacement_factor(centre, sideways, pair, K, replace(params, flow_error_max_factor=3.0))
+    assert torch.allclose(capped, torch.tensor([1.0, 1.0, 1.0, 2.5, 3.0]))
     # the same speeds over a pair a quarter as long stay under the knee; an unknown interval (0) never grows
-    quarter = displacement_factor(apparent, z, torch.tensor(0.025, dtype=torch.float64), K, params)
+    quarter = displacement_factor(centre, sideways, torch.tensor(0.025, dtype=torch.float64), K, params)
     assert torch.equal(quarter, torch.ones(5))
-    assert torch.equal(displacement_factor(apparent, z, torch.tensor(0.0, dtype=torch.float64), K, params),
-                       torch.ones(5))
-    for off in (replace(params, flow_error_knee_px=0.0), replace(params, flow_error_growth=0.0)):
-        assert torch.equal(displacement_factor(apparent, z, torch.tensor(0.1), K, off), torch.ones(5))
-    nan = displacement_factor(torch.tensor([float("nan")]), torch.tensor([2.0]), torch.tensor(0.1), K, params)
+    assert torch.equal(displacement_factor(centre, sideways, torch.tensor(0.0), K, params), torch.ones(5))
+    for off_params in (replace(params, flow_error_knee_px=0.0), replace(params, flow_error_growth=0.0)):
+        assert torch.equal(displacement_factor(centre, sideways, pair, K, off_params), torch.ones(5))
+    nan = displacement_factor(torch.full((1, 3), float("nan")), sideways[:1], pair, K, params)
     assert torch.equal(nan, torch.ones(1))  # rows the selection dropped (NaN) add nothing
+    assert params.for_motion("learned").flow_error_growth == 0.0  # the learned head's share was chosen whole
     with pytest.raises(ValueError, match="flow_error_growth"):
         ObstacleParams(flow_error_growth=-1.0)
+    with pytest.raises(ValueError, match="flow_error_max_factor"):
+        ObstacleParams(flow_error_max_factor=0.5)
 
 
 def test_reported_obstacles_are_the_confirmed_moving_tracks_in_the_camera_frame():

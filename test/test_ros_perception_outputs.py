@@ -158,11 +158,13 @@ def test_perception_compile_reaches_the_stage_and_its_failure_is_said_once():
 
 def test_perception_parameters_reach_the_stage_and_bad_ones_are_named():
     p = NodeParams(obstacle_voxel=0.3, obstacle_confirm_hits=2, map_budget=1000, map_period=2.5,
-                   obstacle_flow_error_knee_px=6.0, obstacle_flow_error_growth=0.0).validate()
+                   obstacle_flow_error_knee_px=6.0, obstacle_flow_error_growth=0.0,
+                   obstacle_flow_error_max_factor=2.0).validate()
     obstacles, local_map = p.perception_params()
     assert (obstacles.voxel, obstacles.confirm_hits, local_map.budget, local_map.snapshot_period_s) == \
         (0.3, 2, 1000, 2.5)
-    assert (obstacles.flow_error_knee_px, obstacles.flow_error_growth) == (6.0, 0.0)
+    assert (obstacles.flow_error_knee_px, obstacles.flow_error_growth, obstacles.flow_error_max_factor) == \
+        (6.0, 0.0, 2.0)
     with pytest.raises(ParamError, match=r"obstacle_voxel=0.0 is outside.*map_budget=0 is outside"):
         NodeParams.from_dict({"obstacle_voxel": 0.0, "map_budget": 0})
     assert NodeParams.from_dict({"keyframe_frame": ""}).keyframe_frame == "", "empty: <camera frame>_keyframe"

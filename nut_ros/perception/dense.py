@@ -171,9 +171,8 @@ def find_moving(inputs: StageInputs, plan: StagePlan,
     field, pose = inputs.frame[:4], inputs.frame[4:8]
     change = depth_change(op)
     static = _affine(rows.points, field)
-    apparent = torch.linalg.vector_norm(static[:, :2], dim=1)
-    sweep = (op.flow_error_ratio * apparent * edge_factor(rows.pixels, plan.k, op)
-             * displacement_factor(apparent, rows.points[:, 2], inputs.frame[12, 0], plan.k, op))
+    sweep = (op.flow_error_ratio * torch.linalg.vector_norm(static[:, :2], dim=1) * edge_factor(rows.pixels, plan.k, op)
+             * displacement_factor(rows.points, static, inputs.frame[12, 0], plan.k, op))
     # over the ground: minus the camera's static field. The flow's difference of a point's coordinates in the two
     # cameras leaves the point's own displacement in the previous camera's axes: turned into the current camera's,
     # those of the depth rate, the depth shift and the pose that reports the objects
@@ -217,17 +216,20 @@ def edge_factor(pixels: tuple[torch.Tensor, torch.Tensor], k: Intrinsics, op: Ob
     return 1.0 + op.edge_flow_gain * (1.0 - inside / op.edge_flow_px).clamp(0.0, 1.0)
 
 
-def displacement_factor(apparent: torch.Tensor, z: torch.Tensor, pair_interval: torch.Tensor, k: Intrinsics,
+def displacement_factor(points: torch.Tensor, static: torch.Tensor, pair_interval: torch.Tensor, k: Intrinsics,
                         op: ObstacleParams) -> torch.Tensor:
-    """``[M]`` the factor of the flow's error share at each Gaussian from its static displacement over the pair:
-    ``apparent`` (its static field's speed across the view, m/s) at depth ``z`` over ``pair_interval`` (s), in
-    model pixels ``fx · apparent · interval / z``; 1 up to ``flow_error_knee_px``, then growing by
-    ``flow_error_growth`` per knee beyond it (the flow's error outgrows the displacement where the motion nears its
-    search range)."""
+    """``[M]`` the factor of the flow's error share at each of ``points`` (optical frame) from its static
+    displacement over the pair: the image motion of its ``static`` field (``d(u, v)/dt``, perspective exact) times
+    ``pair_interval`` (s), in model pixels; 1 up to ``flow_error_knee_px``, then growing by ``flow_error_growth`` per
+    knee beyond it, at most ``flow_error_max_factor`` (pairs far apart move the view further than the flow follows;
+    the cap keeps a fast turn from hiding every mover)."""
     if op.flow_error_knee_px <= 0 or op.flow_error_growth <= 0:
-        return torch.ones_like(apparent)
-    pixels = k.fx * apparent * pair_interval.to(apparent.dtype) / z
-    return 1.0 + op.flow_error_growth * (pixels / op.flow_error_knee_px - 1.0).clamp_min(0.0).nan_to_num(0.0)
+        return torch.ones_like(points[:, 0])
+    x, y, z = points.unbind(1)
+    sx, sy, sz = static.to(points.dtype).unbind(1)
+    pixels = torch.hypot(k.fx * (sx - x / z * sz), k.fy * (sy - y / z * sz)) / z * pair_interval.to(points.dtype)
+    grown = 1.0 + op.flow_error_growth * (pixels / op.flow_error_knee_px - 1.0).clamp_min(0.0)
+    return grown.clamp_max(op.flow_error_max_factor).nan_to_num(1.0)
 
 
 def depth_change(op: ObstacleParams) -> DepthChange:

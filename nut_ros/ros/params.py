@@ -194,12 +194,16 @@ class NodeParams:
     obstacle_learned_flow_error_ratio: float = _param(ObstacleParams.learned_flow_error_ratio, "That share when the "
                                                       "velocities come from the learned flow head (motion_prior "
                                                       "learned, the GPU default).", lo=0.0, hi=10.0)
-    obstacle_flow_error_knee_px: float = _param(ObstacleParams.flow_error_knee_px, "That share grows with the "
-                                                "pair's static displacement at the Gaussian beyond this many model "
-                                                "pixels (pairs far apart, as a slow node takes them, move the view "
-                                                "further than the flow follows; 0: off) ...", lo=0.0, hi=1000.0)
+    obstacle_flow_error_knee_px: float = _param(ObstacleParams.flow_error_knee_px, "Classical flow's share grows "
+                                                "with the pair's static displacement at the Gaussian beyond this "
+                                                "many model pixels (pairs far apart, as a slow node takes them, move "
+                                                "the view further than the flow follows; 0: off) ...", lo=0.0,
+                                                hi=1000.0)
     obstacle_flow_error_growth: float = _param(ObstacleParams.flow_error_growth, "... by this much per knee beyond "
-                                               "it (0: off).", lo=0.0, hi=100.0)
+                                               "it (0: off) ...", lo=0.0, hi=100.0)
+    obstacle_flow_error_max_factor: float = _param(ObstacleParams.flow_error_max_factor, "... to at most this many "
+                                                   "times the share (a fast turn still leaves movers visible).",
+                                                   lo=1.0, hi=1000.0)
     obstacle_floor_interval_s: float = _param(ObstacleParams.floor_interval_s, "Pair interval (s) the noise floors "
                                               "above are for; shorter pairs scale them up (same pixel noise, "
                                               "higher speed).", lo=0.0, hi=10.0)
@@ -309,6 +313,7 @@ class NodeParams:
                                learned_flow_error_ratio=self.obstacle_learned_flow_error_ratio,
                                flow_error_knee_px=self.obstacle_flow_error_knee_px,
                                flow_error_growth=self.obstacle_flow_error_growth,
+                               flow_error_max_factor=self.obstacle_flow_error_max_factor,
                                floor_interval_s=self.obstacle_floor_interval_s,
                                depth_tolerance=self.obstacle_depth_tolerance,
                                depth_margin_px=self.obstacle_depth_margin_px, voxel=self.obstacle_voxel,
