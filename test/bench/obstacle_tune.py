@@ -68,14 +68,18 @@ def depth_rate(change, points: np.ndarray, pose: np.ndarray, dt: float, k) -> np
     return change.rate(torch.from_numpy(points), compared[0], rot, trans, compared[1], k)[0].numpy()
 
 
-def scene_rate(fps: float, yaw_rate: float = ObjectSceneConfig.camera_yaw_rate) -> dict:
+def scene_rate(fps: float, yaw_rate: float = ObjectSceneConfig.camera_yaw_rate,
+               speed: float = ObjectSceneConfig.camera_speed) -> dict:
     """SceneRunner arguments for scenes at ``fps`` frames/s over the default scenes' duration whose camera turns at
-    up to ``yaw_rate`` rad/s (cached apart from the default scenes)."""
-    if fps == DEFAULT_FPS and yaw_rate == ObjectSceneConfig.camera_yaw_rate:
+    up to ``yaw_rate`` rad/s and moves at up to ``speed`` m/s (cached apart from the default scenes)."""
+    base = ObjectSceneConfig()
+    if (fps, yaw_rate, speed) == (DEFAULT_FPS, base.camera_yaw_rate, base.camera_speed):
         return {}
-    frames = round(ObjectSceneConfig.frames * fps / DEFAULT_FPS)
-    name = f"fps{fps:g}" + ("" if yaw_rate == ObjectSceneConfig.camera_yaw_rate else f"_yaw{yaw_rate:g}")
-    return {"config": ObjectSceneConfig(fps=fps, frames=frames, camera_yaw_rate=yaw_rate), "cache": CACHE / name}
+    frames = round(base.frames * fps / DEFAULT_FPS)
+    name = (f"fps{fps:g}" + ("" if yaw_rate == base.camera_yaw_rate else f"_yaw{yaw_rate:g}")
+            + ("" if speed == base.camera_speed else f"_speed{speed:g}"))
+    config = ObjectSceneConfig(fps=fps, frames=frames, camera_yaw_rate=yaw_rate, camera_speed=speed)
+    return {"config": config, "cache": CACHE / name}
 
 
 def collect(runner: SceneRunner, seeds: list[int], moving: bool, p: ObstacleParams):
@@ -126,6 +130,8 @@ def main() -> None:
                     help="the scenes' frame rate (their length in seconds kept): lower for a CPU node's pair rate")
     ap.add_argument("--yaw-rate", type=float, default=ObjectSceneConfig.camera_yaw_rate,
                     help="the cameras' largest yaw rate (rad/s): higher for a robot turning fast")
+    ap.add_argument("--camera-speed", type=float, default=ObjectSceneConfig.camera_speed,
+                    help="the cameras' largest speed along each axis (m/s; forward from -0.3 to 1 of it)")
     ap.add_argument("--motion-prior", default="auto", help="PipelineConfig.motion_prior (auto: the model's)")
     ap.add_argument("--grid", action="store_true", help="also score the whole stage end to end over a grid of "
                     "thresholds (odometry mode) on the same training scenes")
@@ -141,10 +147,11 @@ def main() -> None:
     if max(seeds + static_seeds) >= VALIDATION_SEED0:
         sys.exit(f"tuning seeds must be below {VALIDATION_SEED0} (validation set)")
     p = param_overrides(args.set)
-    runner = SceneRunner(args.model, motion_prior=args.motion_prior, **scene_rate(args.fps, args.yaw_rate))
+    runner = SceneRunner(args.model, motion_prior=args.motion_prior,
+                         **scene_rate(args.fps, args.yaw_rate, args.camera_speed))
     print(f"# obstacle_tune {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, model {args.model}, "
           f"depth input, seeds {args.seeds} + static {args.static_seeds}, {args.fps:g} frames/s, yaw up to "
-          f"{args.yaw_rate:g} rad/s")
+          f"{args.yaw_rate:g} rad/s, moving up to {args.camera_speed:g} m/s")
     s_speed, s_z, m_speed, m_err, m_z, fit_err, fit_inl, axis_err, known = collect(runner, seeds, True, p)
     s2 = collect(runner, static_seeds, False, p)
     axis_err = np.concatenate([axis_err, s2[7]])
