@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 import sys
 
-from nut_ros.ros.stop_signals import STOP_SIGNALS, Stop, on_signal, signal_received, stop_requested
+from nut_ros.ros.stop_signals import STOP_SIGNALS, Stop, deferred, on_signal, signal_received, stop_requested
 
 
 def main(args=None) -> int:
@@ -52,7 +52,8 @@ def _run(args) -> int:
                 node.get_logger().fatal(f"cannot start: {node.error}")
                 return 2 if node.error_is_param else 1
             node.trigger_activate()
-        executor = SingleThreadedExecutor()
+        with deferred():  # a signal inside the constructor would leave a half-built executor (see deferred)
+            executor = SingleThreadedExecutor()
         executor.add_node(node)
         while rclpy.ok() and not node.finalized:  # (after `ros2 lifecycle set ... shutdown` the process ends)
             executor.spin_once(timeout_sec=0.1)  # returns to Python often, so signal handlers run promptly

@@ -3,6 +3,7 @@ is doing (``nut_ros.ros.node`` installs :func:`on_signal` before anything heavy 
 remembered for the code that catches every ``Exception`` (:func:`stop_requested`)."""
 from __future__ import annotations
 
+import contextlib
 import signal
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -13,6 +14,7 @@ class Stop(BaseException):
 
 
 _stop_signals: list[int] = []  # the stop signal received, once one has arrived
+_deferring: list[bool] = []  # inside deferred() blocks (nested): a signal is remembered, Stop raised after them
 
 
 def stop_requested() -> bool:
@@ -29,8 +31,25 @@ def signal_received() -> int | None:
 
 def on_signal(signum, frame):
     """The handler of every stop signal: ignore further ones (the clean-up must not be interrupted), remember this
-    one, raise :class:`Stop`."""
+    one, raise :class:`Stop` (after the :func:`deferred` block it arrives in)."""
     for sig in STOP_SIGNALS:  # a second signal during the clean-up must not interrupt it
         signal.signal(sig, signal.SIG_IGN)
     _stop_signals.append(signum)
-    raise Stop(signum)
+    if not _deferring:
+        raise Stop(signum)
+
+
+@contextlib.contextmanager
+def deferred():
+    """Hold :class:`Stop` back while the block runs (a stop signal that arrives in it is remembered, and ``Stop``
+    raised right after the block): for constructors a ``Stop`` must not cut short (rclpy's executor, interrupted
+    there, prints a traceback from its ``__del__`` when it is collected). A flag, not the signal mask: DDS threads
+    would take a signal the main thread blocks, and Python runs the handler in the main thread anyway."""
+    _deferring.append(True)
+    arrived = len(_stop_signals)
+    try:
+        yield
+    finally:
+        _deferring.pop()
+        if len(_stop_signals) > arrived and not _deferring:
+            raise Stop(_stop_signals[0])
