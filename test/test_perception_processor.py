@@ -594,14 +594,19 @@ def test_learned_flow_gets_its_own_share_of_the_camera_motion():
         ObstacleParams(learned_flow_error_ratio=-0.1)
 
 
-def _edge_lagging(res, share: float = 0.5, strip_px: float = 6.0):
-    """``res`` with the velocities of its Gaussians within ``strip_px`` of the image's left and right edges scaled
-    by ``share``: the flow there reading only part of the camera's apparent motion."""
+def _lagging(res, where, share: float = 0.5):
+    """``res`` with the velocities of its Gaussians whose image column ``u`` passes ``where(u)`` scaled by ``share``:
+    the flow there reading only part of the camera's apparent motion."""
     g = res.gaussians
     u = K.fx * g.positions[:, 0] / g.positions[:, 2] + K.cx + 0.5
     vel = g.velocities.copy()
-    vel[(u < strip_px) | (u > K.width - strip_px)] *= share
+    vel[where(u)] *= share
     return replace(res, gaussians=replace(g, velocities=vel))
+
+
+def _edge_lagging(res, strip_px: float = 6.0):
+    """Within ``strip_px`` of the image's left and right edges, where the flow's window is cut."""
+    return _lagging(res, lambda u: (u < strip_px) | (u > K.width - strip_px))
 
 
 @pytest.mark.parametrize("odometry", [True, False])
@@ -630,14 +635,9 @@ def test_the_flow_error_share_grows_linearly_towards_every_image_edge():
         ObstacleParams(edge_flow_gain=-1.0)
 
 
-def _centre_lagging(res, share: float = 0.5):
-    """``res`` with the velocities of its Gaussians in the middle third of the image's width scaled by ``share``:
-    the flow there reading only part of a camera's apparent motion that outruns it."""
-    g = res.gaussians
-    u = K.fx * g.positions[:, 0] / g.positions[:, 2] + K.cx + 0.5
-    vel = g.velocities.copy()
-    vel[(u > K.width / 3) & (u < 2 * K.width / 3)] *= share
-    return replace(res, gaussians=replace(g, velocities=vel))
+def _centre_lagging(res):
+    """In the middle third of the image's width: a camera's apparent motion that outruns the flow."""
+    return _lagging(res, lambda u: (u > K.width / 3) & (u < 2 * K.width / 3))
 
 
 def test_flow_lagging_over_pairs_far_apart_is_not_read_as_motion():

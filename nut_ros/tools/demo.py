@@ -132,11 +132,10 @@ def read_outputs(in_bag: Path, out_bag: Path) -> dict[int, tuple]:
             for c, _, raw in reader.messages(connections=connections):
                 msg = reader.deserialize(raw, c.msgtype)
                 by_stamp[c.topic][stamp_to_ns(msg.header.stamp)] = msg
-    views = {stamp: (by_stamp[IMAGE_TOPIC][stamp], render, depth) for stamp, render in
-             by_stamp[topics.output_topic("image")].items()
-             for depth in [by_stamp[depth_topics[0]].get(stamp, by_stamp[depth_topics[1]].get(stamp))]
-             if depth is not None and stamp in by_stamp[IMAGE_TOPIC]}
-    return views
+    return {stamp: (by_stamp[IMAGE_TOPIC][stamp], render, depth) for stamp, render in
+            by_stamp[topics.output_topic("image")].items()
+            for depth in [by_stamp[depth_topics[0]].get(stamp, by_stamp[depth_topics[1]].get(stamp))]
+            if depth is not None and stamp in by_stamp[IMAGE_TOPIC]}
 
 
 def save_pictures(in_bag: Path, out_bag: Path, folder: Path, count: int = 3, prefix: str = "frame_") -> list[Path]:
