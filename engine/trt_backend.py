@@ -250,6 +250,19 @@ def read_manifest(path: Path, listing: dict) -> dict:
     return export
 
 
+def render_route(engine_count: int | None, engine_background: np.ndarray | None, count: int,
+                 background: Sequence[float]) -> str:
+    """How :meth:`TensorRTBackend.render` renders ``count`` Gaussians: ``"engine"`` (the render engine, built for a
+    pair's fixed Gaussian count and its own float32 background), ``"direct"`` (the rasterizer's kernels launched
+    directly: no render engine, or another count, such as a stream's first frame alone) or ``"direct, other
+    background"`` (the engine's count but another background)."""
+    if engine_count is None or count != engine_count:
+        return "direct"
+    if not np.array_equal(np.asarray(background, np.float32), engine_background):
+        return "direct, other background"
+    return "engine"
+
+
 class TensorRTBackend:
     """Encoder / decoder (/ render) engines listed in ``<config>.engines.json`` (see ``engine/build_engine.py``)."""
 
@@ -342,9 +355,11 @@ class TensorRTBackend:
     @torch.inference_mode()
     def render(self, gaussians: Gaussians, t: float, background: Sequence[float] = (0.5, 0.5, 0.5)) -> RenderOutput:
         eng = self._render_engine
-        if eng is None or gaussians.count != eng.buffers.shapes["g_xyz"][1]:
+        route = render_route(None if eng is None else eng.buffers.shapes["g_xyz"][1], self._engine_background,
+                             gaussians.count, background)
+        if route == "direct":
             return self._renderer.render(gaussians.at(t), background)
-        if not np.array_equal(np.asarray(background, np.float32), self._engine_background):  # float32, as built
+        if route == "direct, other background":
             if not self._background_warned:
                 warnings.warn(f"the render engine was built with background {self._engine_background}; "
                               f"renders with another background ({list(background)} here) run the rasterizer "

@@ -81,40 +81,18 @@ def test_workspace_layout_matches_the_kernel_configuration():
     assert ws.depth - ws.xy >= 2000 * 8 and ws.rect - ws.conic >= 2000 * 16 and ws.nbytes - ws.keys >= 5000 * 8
 
 
-def test_the_tensorrt_render_engine_takes_only_its_own_gaussian_count():
-    """The render engine is built for a pair's Gaussians (a fixed 2N); a stream's first frame renders its N alone,
-    which goes through the rasterizer's kernels launched directly. (pycuda and TensorRT are not installed here: the
-    engine and the direct renderer are stand-ins that record their calls; the routing is TensorRTBackend's.)"""
-    import contextlib
-    from types import SimpleNamespace
+def test_the_tensorrt_render_engine_takes_only_its_own_gaussian_count_and_background():
+    """The render engine is built for a pair's Gaussians (a fixed 2N) and its own background: a stream's first frame
+    (N alone), a backend without a render engine and another background go through the rasterizer's kernels
+    launched directly (pycuda and TensorRT are not installed here; the routing is TensorRTBackend.render's)."""
+    from engine.trt_backend import render_route
 
-    import torch
-
-    from engine.trt_backend import TensorRTBackend
-    from nut_ros.core.gaussians import Gaussians
-
-    calls = []
-    engine = SimpleNamespace(buffers=SimpleNamespace(shapes={"g_xyz": (1, 8, 3)}))
-    backend = object.__new__(TensorRTBackend)
-    backend.current, backend._render_engine, backend._engine_background = contextlib.nullcontext(), engine, (0.5,) * 3
-    backend._renderer = SimpleNamespace(render=lambda inputs, background: calls.append("direct") or "rendered")
-    engine_render = []
-
-    def upload(name, value, stream):
-        engine_render.append(name)
-        raise RuntimeError("stop after the engine's first upload")  # the routing is what this test checks
-    engine.buffers.upload = upload
-    backend._stream = SimpleNamespace(stream=None)
-
-    def gaussians(n):
-        return Gaussians(**{name: torch.zeros(1, n, width) for name, width in
-                            (("xyz", 3), ("velocity", 3), ("rgb", 3), ("opacity", 1), ("scale", 2), ("gamma", 2))},
-                         t0=torch.zeros(1, n))
-
-    assert backend.render(gaussians(4), 1.0) == "rendered" and calls == ["direct"]  # a first frame: N = 4
-    with pytest.raises(RuntimeError, match="first upload"):
-        backend.render(gaussians(8), 1.0)  # a pair: the engine
-    assert engine_render and calls == ["direct"]
+    grey = np.full(3, 0.5, np.float32)
+    assert render_route(8, grey, 8, (0.5, 0.5, 0.5)) == "engine"  # a pair
+    assert render_route(8, grey, 4, (0.5, 0.5, 0.5)) == "direct"  # a first frame: N = 4
+    assert render_route(None, None, 8, (0.5, 0.5, 0.5)) == "direct"  # no render engine
+    assert render_route(8, grey, 8, (0.0, 0.0, 0.0)) == "direct, other background"
+    assert render_route(8, grey, 8, np.full(3, 0.5, np.float64)) == "engine"  # compared as float32, as built
 
 
 def test_the_gpu_tag_is_pycudas_reading_and_only_the_builder_asks_for_gpu(monkeypatch, tmp_path):
