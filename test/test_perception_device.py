@@ -28,11 +28,10 @@ MOVERS = ((-1.0, 0.5, 3.0, 0.8, 0.0, 0.3), (1.5, 0.3, 4.0, -0.6, 0.0, -0.2))
 # the settings at which the stage behaves as it did when the fixture was recorded: no input-depth filter, no
 # share of the camera's apparent motion in the thresholds, the flow's former noise floor, floors never scaled,
 # min-max boxes, tracks confirmed at confirm_hits only, the former depth-shift gain, min_cluster_gaussians at every
-# depth, leading edges' clipped depth rates counted in the objects' velocities, clusters neither re-connected at a
-# finer grid nor split by their members' velocities
+# depth, leading edges' clipped depth rates counted in the objects' velocities
 BEFORE_NOISE_MODEL = dict(depth_tolerance=0.0, flow_error_ratio=0.0, moving_speed_per_m=0.04, floor_interval_s=1e-9,
                           box_trim=0.0, early_hits=ObstacleParams.confirm_hits, shift_min_gain=0.065,
-                          min_cluster_depth=np.inf, edge_rates_measured=True, split_voxel=0.0, split_speed=0.0)
+                          min_cluster_depth=np.inf, edge_rates_measured=True)
 
 
 class Recorder(PerceptionProcessor):

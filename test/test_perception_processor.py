@@ -715,30 +715,3 @@ def test_reported_obstacles_are_the_confirmed_moving_tracks_in_the_camera_frame(
     np.testing.assert_allclose(o.velocity_covariance, rot.T @ s.cov[i, 3:, 3:] @ rot)
     assert o.confidence == 0.5 and o.age == 2 and o.id == s.ids[i]
     assert not np.allclose(o.velocity_covariance, s.cov[i, 3:, 3:])  # (the turn changes it: the test can tell)
-
-
-def test_two_touching_movers_with_different_velocities_are_split_and_one_mover_is_not():
-    """Two movers side by side form one voxel cluster (their boxes then lie between them); their image-plane
-    velocities fall into two groups, so the cluster is split in two, each box on its mover. One mover (one velocity,
-    a little noise) and two touching movers that move alike stay one cluster."""
-    rng = np.random.default_rng(7)
-
-    def square(x0, n=150):  # 0.4 m x 0.4 m at 2 m
-        return np.column_stack([rng.uniform(x0, x0 + 0.4, n), rng.uniform(-0.2, 0.2, n), np.full(n, 2.0)])
-
-    def noisy(v, n=150):
-        return np.tile(v, (n, 1)) + rng.normal(0, 0.05, (n, 3))
-
-    pair = np.concatenate([square(-0.42), square(0.02)])  # 0.04 m apart: touching voxels at 0.2 and 0.15 m
-    apart = np.concatenate([noisy([0.6, 0, 0]), noisy([-0.6, 0, 0])])
-    clusters, _ = PerceptionProcessor(ObstacleParams())._objects(pair, apart, np.ones(300), WIDE)
-    assert len(clusters) == 2
-    assert sorted(np.round(clusters.center[:, 0], 1).tolist()) == [-0.2, 0.2]
-    assert sorted(np.round(clusters.velocity[:, 0], 1).tolist()) == [-0.6, 0.6]
-
-    unsplit, _ = PerceptionProcessor(ObstacleParams(split_speed=0))._objects(pair, apart, np.ones(300), WIDE)
-    assert len(unsplit) == 1 and abs(unsplit.center[0, 0]) < 0.05  # the box between the two
-    alike = np.concatenate([noisy([0.6, 0, 0]), noisy([0.6, 0, 0])])
-    assert len(PerceptionProcessor(ObstacleParams())._objects(pair, alike, np.ones(300), WIDE)[0]) == 1
-    one = square(-0.2, 300)
-    assert len(PerceptionProcessor(ObstacleParams())._objects(one, noisy([0.6, 0, 0], 300), np.ones(300), WIDE)[0]) == 1

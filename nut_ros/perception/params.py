@@ -190,22 +190,6 @@ class ObstacleParams:
     # 0.977 (without odometry 0.15 against 0.1: 0.863 / 0.554 / 0.327 / 0.949 against 0.850 / 0.545 / 0.329 / 0.956;
     # TUM train static frames 1.00 / 1.00 against 1.00 / 0.97)
     box_trim: float = 0.15
-    # two movers near each other formed one cluster, its box between them (obstacle_diagnose, training seeds 0-19,
-    # odometry: of 113 missed object-frames whose nearest detection's box failed, 53 were a cluster holding two
-    # movers, 30 another mover's cluster): the depth band's members are connected again at split_voxel (each cluster
-    # on its own), and a cluster whose members' image-plane velocities form two groups at least split_speed apart
-    # (and split_ratio times their spread), with medians at least split_gap apart in space, is split in two.
-    # Training scenes, precision / recall / static frames without obstacles, odometry | without: off 0.920 / 0.661 /
-    # 0.998 | 0.875 / 0.544 / 0.969; split_voxel 0.2 / 0.15 / 0.1 / 0.075: 0.924 / 0.666, 0.930 / 0.669, 0.922 /
-    # 0.677, 0.923 / 0.663 (static 0.998; without odometry 0.887 / 0.548, 0.894 / 0.563, 0.890 / 0.563, 0.889 /
-    # 0.554, static 0.980); with 0.15 and the velocity split 0.5 m/s, ratio 4: gap 0 / 0.3 / 0.4: 0.906 / 0.704,
-    # 0.935 / 0.698, 0.937 / 0.696 (without odometry 0.908 / 0.586 each); ratio 3, gap 0: 0.903 / 0.700; 0.4 m/s,
-    # gap 0.3: 0.924 / 0.699; 0.8 m/s, gap 0.2: 0.927 / 0.697. Peeling the out-of-band members into a second
-    # layer instead: 0.847 / 0.682 (floor and wall bleed became tracks)
-    split_voxel: float = 0.15
-    split_speed: float = 0.5
-    split_ratio: float = 4.0
-    split_gap: float = 0.3
     max_size: float = 2.0  # clusters with a larger extent are structure (walls, floor-to-ceiling edges), not movers
     # clusters narrower than this across the view (x or y, half a voxel of padding included) are slivers along depth
     # edges, where the flow bleeds across the occlusion; a mover whose moving part is a sliver is lost too (training
@@ -298,8 +282,7 @@ class ObstacleParams:
                              "depth_tolerance", "depth_margin_px",
                              "flow_error_ratio", "learned_flow_error_ratio", "shift_max",
                              "shift_min_gain", "birth_depth_rate", "birth_members",
-                             "depth_band", "box_trim", "min_width", "split_voxel", "split_speed", "split_ratio",
-                             "split_gap",
+                             "depth_band", "box_trim", "min_width",
                              "moving_speed_per_m", "min_travel", "max_misses", "report_misses",
                              "min_speed"),
                unit=("min_opacity",))

@@ -32,9 +32,7 @@ one). Per frame it
    (fewer beyond ``min_cluster_depth``, as the image area of an object falls, though only full-sized clusters
    start a track), cuts each to its depth layer
    (``depth_band`` around its median depth: a mover's flow bleeds onto the floor and wall the voxels connect it
-   to), connects each layer's members again at the finer ``split_voxel`` and splits a cluster whose members'
-   velocities fall into two groups (two movers side by side), keeps those whose members span neither more than
-   ``max_size`` (structure whose flow is wrong) nor less
+   to), keeps those whose members span neither more than ``max_size`` (structure whose flow is wrong) nor less
    than ``min_width`` across the view (slivers along depth edges; with odometry, along an image axis where the
    image's edge cuts the object, ``border_px``, such a sliver is kept but starts no track), boxes each between its
    members' ``box_trim`` quantiles (a few stray members do not stretch it; a cut box reaches out past the edge), and
@@ -376,8 +374,7 @@ class PerceptionProcessor:
     def _objects(self, points, residual, weights, k: Intrinsics) -> tuple[Clusters, np.ndarray]:
         """The objects of the moving Gaussians (host arrays): voxel clusters of at least :func:`fewest_members` at
         their median depth, each cut to its depth layer (``depth_band`` around that depth: the flow of a mover bleeds
-        onto the floor and wall around it, which the voxels connect to it), connected again at ``split_voxel`` and
-        split by velocity (:meth:`_split_by_velocity`), then dropped when their members span
+        onto the floor and wall around it, which the voxels connect to it), then dropped when their members span
         more than ``max_size`` (structure) or less than ``min_width`` across the view (slivers along depth edges;
         with odometry not along an image axis where the image's edge cuts the object, :func:`cut_by_border`, though
         such a sliver founds no track); boxed between the ``box_trim`` quantiles and, with odometry, out past a
@@ -385,21 +382,6 @@ class PerceptionProcessor:
         ``-change_max_speed`` (NaN in the download: a leading edge's, see ``change_max_speed``), NaN where all are
         (not measured, :meth:`_detection`). Also whether each may start a track (``min_cluster_gaussians`` members:
         the fewer a far object needs only keep one going); ``k``: the model's camera."""
-        op = self.op
-        member, labels, n, count = self._layers(points)
-        if op.split_speed > 0:
-            labels, n, count = self._split_by_velocity(points[member], residual[member], labels, n, count)
-        # without odometry the fitted camera motion errs most where the view's edge brings in new surfaces
-        cut = cut_by_border(points[member], labels, n, k, op.border_px if self._registered else 0)
-        c = cluster_stats(points[member], residual[member], weights[member], labels, n, op.voxel, op.box_trim, cut)
-        across = np.where(cut != 0, np.inf, c.span[:, :2]).min(axis=1)  # a cut axis' span is not the object's
-        sound = (c.span.max(axis=1) <= op.max_size) & (across >= op.min_width)
-        founding = (count >= op.min_cluster_gaussians) & (c.span[:, :2].min(axis=1) >= op.min_width)
-        return c.select(sound), founding[sound]
-
-    def _layers(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
-        """Members (indices into ``points``), their cluster labels 0..n-1, n, and each cluster's member count (before
-        its depth band; after it for the pieces ``split_voxel`` cut it into), see :meth:`_objects`."""
         op = self.op
         labels, n = cluster_points(points, op.voxel, int(np.ceil(fewest_members(op, op.max_range))))
         member, labels = np.flatnonzero(labels >= 0), labels[labels >= 0]
@@ -409,63 +391,17 @@ class PerceptionProcessor:
         if op.depth_band > 0:
             keep &= np.abs(points[member, 2] - depth[labels]) <= op.depth_band
         labels, member = labels[keep], member[keep]
-        if op.split_voxel > 0 and member.size:
-            # the band's members connected again, at a finer grid: the members the band dropped (floor, wall) and
-            # the coarse grid's reach (touching 0.2 m voxels join points 0.4 m apart) no longer bridge two movers.
-            # Each cluster on its own (shifted apart along x), pieces under fewest_members dropped
-            apart = points[member] + np.outer(labels * 100.0, [1.0, 0.0, 0.0])
-            labels, n = cluster_points(apart, op.split_voxel, 1)
-            count = np.bincount(labels, minlength=n)
-            keep = (count >= fewest_members(op, group_median(points[member, 2], labels, n)))[labels]
-            labels, member = labels[keep], member[keep]
         kept = np.flatnonzero(np.bincount(labels, minlength=n))  # the clusters with members left, renumbered
         rank = np.zeros(n, np.int64)
         rank[kept] = np.arange(kept.size)
-        return member, rank[labels], kept.size, count[kept]
-
-    def _split_by_velocity(self, points, residual, labels, n, count):
-        """Clusters whose members' image-plane velocities fall into two groups (the best two-group cut along their
-        principal axis, exact 1-D 2-means) at least ``split_speed`` apart and ``split_ratio`` times their pooled
-        spread, with medians ``split_gap`` apart in space and both of at least :func:`fewest_members`, are split in
-        two (two movers side by side or one before the other). Returns the labels, n and the member counts."""
-        op = self.op
-        sizes = np.bincount(labels, minlength=n)
-        big = np.flatnonzero(sizes >= 2 * fewest_members(op, op.max_range))
-        if not big.size:
-            return labels, n, count
-        labels, count = labels.copy(), list(count)
-        order = np.argsort(labels, kind="stable")
-        starts = np.cumsum(sizes) - sizes
-        vel = np.nan_to_num(residual[:, :2])
-        for j in big:
-            idx = order[starts[j]:starts[j] + sizes[j]]
-            v = vel[idx] - vel[idx].mean(0)
-            sxx, syy, sxy = np.einsum("ni,ni->i", v, v).tolist() + [float(v[:, 0] @ v[:, 1])]
-            angle = 0.5 * np.arctan2(2 * sxy, sxx - syy)
-            x = v @ np.array([np.cos(angle), np.sin(angle)])
-            rank = np.argsort(x)
-            xs = x[rank]
-            m = xs.size
-            low = np.cumsum(xs)[:-1]
-            k = np.arange(1, m)
-            gap = (-low) / (m - k) - low / k  # (the mean is 0: the upper part's sum is -low)
-            between = k * (m - k) * gap ** 2
-            i = int(np.argmax(between))
-            spread = np.sqrt(max(float(xs @ xs) / m - between[i] / m ** 2, 0.0))
-            if gap[i] < op.split_speed or gap[i] < op.split_ratio * spread:
-                continue
-            part = np.zeros(m, bool)
-            part[rank[i + 1:]] = True
-            lower, upper = points[idx[~part]], points[idx[part]]
-            if np.linalg.norm(np.median(upper, 0) - np.median(lower, 0)) < op.split_gap:
-                continue
-            if (upper.shape[0] < fewest_members(op, np.median(upper[:, 2])) or
-                    lower.shape[0] < fewest_members(op, np.median(lower[:, 2]))):
-                continue
-            labels[idx[part]] = n
-            count[j], n = lower.shape[0], n + 1
-            count.append(upper.shape[0])
-        return labels, n, np.asarray(count, np.int64)
+        n, labels = kept.size, rank[labels]
+        # without odometry the fitted camera motion errs most where the view's edge brings in new surfaces
+        cut = cut_by_border(points[member], labels, n, k, op.border_px if self._registered else 0)
+        c = cluster_stats(points[member], residual[member], weights[member], labels, n, op.voxel, op.box_trim, cut)
+        across = np.where(cut != 0, np.inf, c.span[:, :2]).min(axis=1)  # a cut axis' span is not the object's
+        sound = (c.span.max(axis=1) <= op.max_size) & (across >= op.min_width)
+        founding = (count[kept] >= op.min_cluster_gaussians) & (c.span[:, :2].min(axis=1) >= op.min_width)
+        return c.select(sound), founding[sound]
 
     def _detection(self, c: Clusters, founding: np.ndarray, rot: np.ndarray, trans: np.ndarray) -> Detection:
         """The tracker's measurement of the objects ``c`` and ``founding`` (:meth:`_objects`) in the fixed frame
