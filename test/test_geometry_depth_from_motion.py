@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from generated_room import H, K, W, pose, render, rotation
 
+from nut_ros.core.rotations import rotation_angle
 from nut_ros.geometry.depth_filter import InverseDepthMap, fuse, propagate
 from nut_ros.geometry.depth_from_motion import DepthFromMotion, MotionDepthConfig
 from nut_ros.geometry.focal import FocalCalibration, with_focal_scale
@@ -209,7 +210,7 @@ def _pairs_of_a_turning_camera(count: int, seed: int = 2):
     for _ in range(count):
         pts = np.stack([rng.uniform(-2, 2, 200), rng.uniform(-1.5, 1.5, 200), rng.uniform(1.5, 6, 200)], -1)
         R = rotation("y", rng.uniform(-3, 3)) @ rotation("x", rng.uniform(-3, 3))
-        if np.degrees(np.arccos((np.trace(R) - 1) / 2)) < 1:
+        if np.degrees(rotation_angle(R)) < 1:
             R = rotation("y", 2.0) @ R
         t = rng.normal(size=3) * 0.02
         ref = pts @ R.T + t

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from nut_ros.core.rotations import rotation_angle
 from nut_ros.perception import MapParams, ObstacleParams, PerceptionProcessor
 from nut_ros.perception.dense import StageInputs
 from nut_ros.perception.depth_change import cell_mean, image_cells
@@ -96,10 +97,6 @@ def assert_same(got: list[dict], want: list[dict], tol: float):
                                        err_msg=f"frame {j} {key}")
 
 
-def rotation_deg(r: np.ndarray) -> float:
-    return float(np.degrees(np.arccos(np.clip((np.trace(r) - 1) / 2, -1.0, 1.0))))
-
-
 @pytest.mark.parametrize("mode", ["odometry", "keyframe"])
 def test_torch_stage_on_the_cpu_reproduces_the_numpy_stage(mode):
     want = json.loads(FIXTURE.read_text())[mode]
@@ -115,7 +112,7 @@ def test_torch_stage_on_the_cpu_reproduces_the_numpy_stage(mode):
     for frame, (_, pose, truths) in zip(got, scene_stream(24, movers=MOVERS, n_room=24000, n_blob=500, seed=7)):
         fitted = np.array(frame["pose"])
         assert np.linalg.norm(fitted[:3, 3] - pose[:3, 3]) < 0.01
-        assert rotation_deg(fitted[:3, :3].T @ pose[:3, :3]) < 0.3
+        assert np.degrees(rotation_angle(fitted[:3, :3].T @ pose[:3, :3])) < 0.3
         for o in np.array(frame["obstacles"]).reshape(-1, 9):
             at, moving = pose[:3, :3] @ o[:3] + pose[:3, 3], pose[:3, :3] @ o[3:6]
             nearest = min(truths, key=lambda t: np.linalg.norm(at - t[0]))

@@ -4,7 +4,7 @@ import itertools
 import numpy as np
 import pytest
 
-from nut_ros.core.rotations import matrix_to_quaternion, quaternion_pose, quaternion_to_matrix
+from nut_ros.core.rotations import matrix_to_quaternion, quaternion_pose, quaternion_to_matrix, rotation_angle
 
 
 def _axis_angle(axis, angle) -> np.ndarray:
@@ -48,3 +48,11 @@ def test_quaternion_convention_is_ros_xyzw():
     np.testing.assert_allclose(pose[:, 3], [1, 2, 3, 1])
     with pytest.raises(ValueError, match="invalid orientation quaternion"):
         quaternion_to_matrix([0, 0, 0, 0])
+
+
+def test_the_rotation_angle_is_the_axis_angle_magnitude_at_every_angle():
+    rng = np.random.default_rng(4)
+    for axis, angle in zip(rng.normal(size=(50, 3)), np.concatenate([rng.uniform(0, np.pi, 48), [0.0, np.pi]])):
+        assert rotation_angle(_axis_angle(axis, angle)) == pytest.approx(angle, abs=1e-6)
+        assert rotation_angle(_axis_angle(axis, -angle)) == pytest.approx(angle, abs=1e-6)
+    assert rotation_angle(np.eye(3) * (1 + 1e-12)) == 0.0  # a trace past 3 by rounding: clipped, no NaN

@@ -42,3 +42,8 @@ def matrix_to_quaternion(r) -> np.ndarray:
         q[i], q[j], q[k], q[3] = s / 4, (m[j, i] + m[i, j]) / s, (m[k, i] + m[i, k]) / s, (m[k, j] - m[j, k]) / s
     q /= np.linalg.norm(q)
     return q if q[3] >= 0 else -q
+
+
+def rotation_angle(r) -> float:
+    """Angle (radians, in [0, pi]) of the 3x3 rotation ``r``, from its trace (clipped against rounding)."""
+    return float(np.arccos(np.clip((np.trace(np.asarray(r, dtype=np.float64)) - 1) / 2, -1.0, 1.0)))

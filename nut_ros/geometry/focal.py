@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from nut_ros.core.rotations import rotation_angle
 from nut_ros.geometry.two_view import RelativePose, sampson_px
 
 
@@ -68,7 +69,7 @@ class FocalCalibration:
             self._K = K.copy()
         else:
             changed = False
-        angle = math.acos(float(np.clip((np.trace(rel.R) - 1) / 2, -1, 1)))
+        angle = rotation_angle(rel.R)
         if np.linalg.norm(rel.t) < 1e-9 or angle < self.min_rotation:
             return changed
         p_cur, p_ref = tracks()
