@@ -8,7 +8,8 @@
 #   test/bench/stage3_gpu.sh export OUT               fp16 weights + logs of both runs into OUT (small's split in
 #                                                     15 MB parts)
 #   test/bench/stage3_gpu.sh heads OUT RGBD_NPZ       after --motion-only runs: the motion heads alone (fp16, a few MB),
-#                                                     logs, and motion_eval of each model's trained weights into OUT
+#                                                     logs, and motion_eval of each model's trained weights into OUT;
+#                                                     the shipped weights with those heads in $RUNS/<model>_shipped
 set -euo pipefail
 RUNS=/tmp/stage3
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
@@ -40,11 +41,13 @@ case "$1" in
     fi ;;
   heads)
     mkdir -p "$2"
-    for model in tiny small; do
+    for model in ${MODELS:-tiny small}; do
       python3 -m nut_ros.train.cli export $RUNS/$model $RUNS/$model.safetensors
       python3 -c "import sys; from safetensors.torch import load_file, save_file
 t = load_file(sys.argv[1]); save_file({k: v for k, v in t.items() if k.startswith('motion_head.')}, sys.argv[2])" \
         $RUNS/$model.safetensors "$2/${model}_motion_head.safetensors"
+      python3 test/bench/swap_heads.py nut_ros/weights/$model.safetensors "$2/${model}_motion_head.safetensors" \
+        $RUNS/${model}_shipped.safetensors
       cp $RUNS/$model/log.jsonl "$2/${model}_s3_motion.jsonl"
       timeout 300 python3 test/bench/motion_eval.py --model $model --weights $RUNS/$model.safetensors --rgbd "$3" \
         --device cuda --out "$2/motion_eval_$model.json" > /dev/null || true
