@@ -4,6 +4,8 @@ naming unknown parameters."""
 import os
 import signal
 import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -50,6 +52,40 @@ def test_signal_at_any_moment_exits_zero_without_errors(tmp_path, sig, moment):
     log = (tmp_path / "node.log").read_text()
     assert code == 0, log
     assert "Traceback" not in log and "ERROR" not in log, log
+
+
+def test_a_stop_signal_whose_stop_python_swallows_still_stops(tmp_path):
+    """The handler can run where Python prints an exception and goes on ("Exception ignored in ..."): a __del__
+    here; while torch is imported, a weakref callback or a generator being finalized. The signal was remembered: the
+    node stops once it is up, exit code 0, nothing printed."""
+    program = textwrap.dedent("""
+        import os, signal, sys
+        from nut_ros.ros import lifecycle_node, node
+
+        class SignalInDel:
+            def __del__(self):
+                os.kill(os.getpid(), signal.SIGTERM)  # (the handler runs in here)
+
+        build_pipeline = lifecycle_node.build_pipeline
+
+        def build_after_signal(params, log):
+            SignalInDel()
+            return build_pipeline(params, log)
+
+        lifecycle_node.build_pipeline = build_after_signal
+        sys.exit(node.main())
+    """)
+    log = open(tmp_path / "node.log", "w")
+    env = session_env(DOMAIN) | {"ROS_LOG_DIR": str(tmp_path / "ros_log")}
+    proc = subprocess.Popen([sys.executable, "-c", program, "--ros-args", "--params-file",
+                             str(REPO / "config" / "nut_ros.yaml"), "-p", "random_init:=true"],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # the signal was lost: the node runs on
+    log = (tmp_path / "node.log").read_text()
+    assert proc.wait() == 0 and "Traceback" not in log and "Exception ignored" not in log, log
 
 
 def test_signal_while_streaming_exits_zero_without_publish_errors(tmp_path):

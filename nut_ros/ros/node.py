@@ -11,12 +11,14 @@ from __future__ import annotations
 import signal
 import sys
 
-from nut_ros.ros.stop_signals import STOP_SIGNALS, Stop, deferred, on_signal, signal_received, stop_requested
+from nut_ros.ros.stop_signals import (STOP_SIGNALS, Stop, deferred, on_signal, on_unraisable, signal_received,
+                                      stop_requested)
 
 
 def main(args=None) -> int:
     for sig in STOP_SIGNALS:
         signal.signal(sig, on_signal)
+    sys.unraisablehook = on_unraisable
     try:
         return _run(args)
     except Stop:
@@ -24,12 +26,13 @@ def main(args=None) -> int:
 
 
 def _run(args) -> int:
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.lifecycle import TransitionCallbackReturn
-    from rclpy.signals import SignalHandlerOptions
+    with deferred():  # a Stop inside an extension's import can abort the process (pybind11 calls terminate)
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.lifecycle import TransitionCallbackReturn
+        from rclpy.signals import SignalHandlerOptions
 
-    from nut_ros.ros import topics
+        from nut_ros.ros import topics
 
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -38,7 +41,8 @@ def _run(args) -> int:
         return 2
     node = executor = None
     try:
-        from nut_ros.ros.lifecycle_node import NutRosNode
+        with deferred():  # (imports torch: as above)
+            from nut_ros.ros.lifecycle_node import NutRosNode
 
         try:
             node = NutRosNode()
@@ -55,7 +59,9 @@ def _run(args) -> int:
         with deferred():  # a signal inside the constructor would leave a half-built executor (see deferred)
             executor = SingleThreadedExecutor()
         executor.add_node(node)
-        while rclpy.ok() and not node.finalized:  # (after `ros2 lifecycle set ... shutdown` the process ends)
+        # (finalized: after `ros2 lifecycle set ... shutdown` the process ends; stop_requested: a signal whose Stop
+        # was swallowed, by Python (see stop_signals.on_unraisable) or by a C extension that clears errors)
+        while rclpy.ok() and not node.finalized and not stop_requested():
             executor.spin_once(timeout_sec=0.1)  # returns to Python often, so signal handlers run promptly
         return 0
     finally:

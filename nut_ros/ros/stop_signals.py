@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -39,14 +40,22 @@ def on_signal(signum, frame):
         raise Stop(signum)
 
 
+def on_unraisable(unraisable) -> None:
+    """``sys.unraisablehook`` of the node process: a :class:`Stop` raised where Python cannot propagate it (the
+    handler can run inside a ``__del__``, a weakref callback or a generator being finalized: "Exception ignored in
+    ...") is not printed; the signal is remembered all the same, and the node stops on it."""
+    if not isinstance(unraisable.exc_value, Stop):
+        sys.__unraisablehook__(unraisable)
+
+
 @contextlib.contextmanager
 def deferred():
     """Hold :class:`Stop` back while the block runs (a stop signal that arrives in it is remembered, and ``Stop``
     raised right after the block): for constructors a ``Stop`` must not cut short (rclpy's executor, interrupted
     there, prints a traceback from its ``__del__`` when it is collected). A flag, not the signal mask: DDS threads
     would take a signal the main thread blocks, and Python runs the handler in the main thread anyway."""
+    arrived = len(_stop_signals)  # (counted first: a signal between the two lines is then raised after the block)
     _deferring.append(True)
-    arrived = len(_stop_signals)
     try:
         yield
     finally:
