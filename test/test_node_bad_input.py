@@ -154,10 +154,14 @@ def test_bad_input_is_counted_and_the_node_keeps_working(rig):
 ])
 def test_images_refused_before_decoding(rig, name, mutate):
     h = rig.health
-    before = (h.received, h.dropped_invalid, h.processed)
-    rig.send(T0 + 20 * 10**9 + len(name), mutate=mutate)
+    before = (h.received, h.dropped_invalid, h.processed, h.lost)
+    stamp = T0 + 20 * 10**9 + before[0] * 10**8  # (later than the images of the cases before)
+    rig.send(stamp, mutate=mutate)
     rig.settle(before[0] + 1)
     assert (h.dropped_invalid - before[1], h.processed - before[2]) == (1, 0), name
+    rig.send(stamp + 10**8)
+    rig.settle(before[0] + 2)
+    assert (h.processed - before[2], h.lost - before[3]) == (1, 0), f"{name}: the refused image arrived, not lost"
 
 
 @pytest.mark.parametrize("k, why", [

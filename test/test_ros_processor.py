@@ -147,6 +147,16 @@ def test_loss_counter_from_sequence_numbers_per_publisher():
     assert losses.lost == 2
 
 
+def test_loss_counter_an_image_with_an_unreadable_stamp_arrived():
+    """A refused stamp still advances its publisher's sequence, and leaves the stamp baseline as it was."""
+    losses = LossCounter()
+    assert [losses.add(stamp, seq, "a") for stamp, seq in ((T0, 1), (None, 2), (T0 + 10**8, 3))] == [0, 0, 0]
+    period = 10**8
+    assert [losses.add(stamp) for stamp in (T0 + i * period for i in range(2, 7))] == [0] * 5
+    assert losses.add(None) == 0 and losses.add(T0 + 7 * period) == 0 and losses.add(T0 + 9 * period) == 1
+    assert losses.lost == 1
+
+
 def test_loss_counter_keeps_a_bounded_number_of_publishers():
     """A driver restarted again and again is a new publisher each time: only the most recent ones are kept."""
     losses = LossCounter()

@@ -173,8 +173,9 @@ class LossCounter:
         self._last_stamp: int | None = None
         self._intervals: deque[int] = deque(maxlen=window)
 
-    def add(self, stamp_ns: int, seq: int | None = None, publisher: Any = None) -> int:
-        """Record one received image; return how many were lost just before it."""
+    def add(self, stamp_ns: int | None, seq: int | None = None, publisher: Any = None) -> int:
+        """Record one received image; return how many were lost just before it. ``stamp_ns`` None: its stamp is
+        unreadable (the image is dropped), but it arrived: its sequence number still counts."""
         lost = 0
         if seq is not None and seq > 0:
             last = self._last_seq.pop(publisher, None)
@@ -183,7 +184,7 @@ class LossCounter:
             self._last_seq[publisher] = seq  # (now the most recent)
             if len(self._last_seq) > self.MAX_PUBLISHERS:
                 self._last_seq.popitem(last=False)
-        elif self._last_stamp is not None:
+        elif stamp_ns is not None and self._last_stamp is not None:
             dt = stamp_ns - self._last_stamp
             if self.min_period_ns <= dt <= self.max_gap_ns:
                 if len(self._intervals) >= 3:
@@ -191,7 +192,8 @@ class LossCounter:
                     if dt > 1.5 * period:
                         lost = round(dt / period) - 1
                 self._intervals.append(dt)
-        self._last_stamp = stamp_ns
+        if stamp_ns is not None:
+            self._last_stamp = stamp_ns
         self.lost += lost
         return lost
 

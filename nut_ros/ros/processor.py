@@ -122,11 +122,13 @@ class FrameProcessor:
         try:
             stamp = check_time(msg.header.stamp, "image header.stamp")
         except ConversionError:
-            self.health.count(dropped_invalid=1)
-            return None
+            stamp = None
         lost = self.losses.add(stamp, seq, publisher)
         if lost:
             self.health.count(lost=lost)
+        if stamp is None:
+            self.health.count(dropped_invalid=1)
+            return None
         return self._counted(self.matcher.add_image(stamp, msg))
 
     def add_depth(self, msg) -> Matched | None:
