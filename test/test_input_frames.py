@@ -1,6 +1,6 @@
 """Input messages -> pipeline Frame, without DDS: an invalid CameraInfo in a good stream keeps the last valid
 intrinsics (no guessed field of view, no stream restart), depth of another camera (frame_id) is not used as
-aligned, rectified images take their intrinsics from P, and the inputs' rejections are counted in /diagnostics."""
+aligned, an undecodable depth image leaves the frame RGB only, rectified images take their intrinsics from P, and the inputs' rejections are counted in /diagnostics."""
 import numpy as np
 import pytest
 
@@ -89,6 +89,21 @@ def test_depth_from_another_camera_frame_is_not_used_as_aligned():
         depth.header.frame_id = depth_frame
         built = frame_from_messages(Matched(T0, image(frame_id=image_frame), depth), 1e-3)
         assert built.frame.depth_m is not None and not built.depth_rejected, (image_frame, depth_frame)
+
+
+@pytest.mark.parametrize("case", ["mono16", "truncated", "over max_pixels"])
+def test_an_undecodable_depth_image_leaves_the_frame_rgb_only(case):
+    """A depth stream the node cannot read must not stop the colour frames: they go on without depth, counted."""
+    big = case == "over max_pixels"  # (the image's 64x48 is under the cap, the depth's 128x96 over it)
+    depth = depth_to_image(np.full((96, 128) if big else (48, 64), 2.0, np.float32), T0, "cam", "32FC1", F)
+    if case == "mono16":
+        depth.encoding = "mono16"
+    elif case == "truncated":
+        depth.data = bytes(depth.data)[:100]
+    built = frame_from_messages(Matched(T0, image(), depth), 1e-3, max_pixels=5000 if big else 0)
+    assert built.frame.depth_m is None and built.depth_rejected and built.frame.rgb.shape == (48, 64, 3)
+    (note,) = built.notes
+    assert note.startswith("depth image unusable: ") and note.endswith(": ignored"), note
 
 
 def test_rectified_images_take_their_intrinsics_from_p():

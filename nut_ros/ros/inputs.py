@@ -22,7 +22,7 @@ class BuiltFrame:
 
     frame: Frame
     notes: list[str] = field(default_factory=list)
-    depth_rejected: bool = False  # a depth image was matched but not used (another frame_id or aspect ratio)
+    depth_rejected: bool = False  # a depth image was matched but not used (unusable, another frame_id or aspect)
     info_invalid: bool = False  # a CameraInfo was matched but is invalid or for another aspect ratio
 
 
@@ -86,10 +86,10 @@ def frame_from_messages(matched: Matched, depth_scale: float, frame_id: str = ""
     """Decode the image (any colour encoding or compressed), its depth and CameraInfo into a ``Frame``.
 
     Raises ``ConversionError`` when the image itself is unusable: bad encoding or stamp, or (checked from the
-    header, before decoding) more than ``max_pixels`` pixels (0: no cap); the same for its depth image. A depth image
-    whose ``header.frame_id`` differs from the image's (both set) is another camera's, not aligned to the image:
-    ignored before decoding (the frame goes on as RGB only); depth of another size is resized (nearest) onto the
-    image when the aspect ratio agrees, else ignored likewise. A CameraInfo of another size is scaled when the aspect
+    header, before decoding) more than ``max_pixels`` pixels (0: no cap). A depth image that is unusable the same
+    way is ignored (the frame goes on as RGB only), as is one whose ``header.frame_id`` differs from the image's
+    (both set): another camera's, not aligned to the image (ignored before decoding); depth of another size is
+    resized (nearest) onto the image when the aspect ratio agrees, else ignored likewise. A CameraInfo of another size is scaled when the aspect
     ratio agrees; an invalid one, or one of another aspect ratio, is ignored, and the frame takes the last valid
     intrinsics of its image size from ``known_intrinsics`` (updated with every valid CameraInfo; none there: no
     intrinsics). Each adaptation is reported in ``notes``, each ignored depth image
@@ -109,15 +109,20 @@ def frame_from_messages(matched: Matched, depth_scale: float, frame_id: str = ""
                      "to the colour camera, e.g. aligned_depth_to_color/image_raw or depth_registered/image_rect)")
         depth_rejected = True
     elif matched.depth is not None:
-        check_size(matched.depth, max_pixels, "depth")
-        depth = depth_metres(matched.depth, depth_scale)
-        if depth.shape != (h, w) and not same_aspect(depth.shape[1], depth.shape[0], w, h):
-            notes.append(f"depth is {depth.shape[1]}x{depth.shape[0]}, image {w}x{h}: another aspect ratio, not "
-                         "aligned to the image: ignored (register the depth to the colour camera)")
-            depth, depth_rejected = None, True
-        elif depth.shape != (h, w):
-            notes.append(f"depth is {depth.shape[1]}x{depth.shape[0]}, image {w}x{h}: resized (nearest)")
-            depth = resize_nearest(depth, w, h)
+        try:
+            check_size(matched.depth, max_pixels, "depth")
+            depth = depth_metres(matched.depth, depth_scale)
+        except ConversionError as err:
+            notes.append(f"depth image unusable: {err}: ignored")
+            depth_rejected = True
+        if depth is not None and depth.shape != (h, w):
+            if same_aspect(depth.shape[1], depth.shape[0], w, h):
+                notes.append(f"depth is {depth.shape[1]}x{depth.shape[0]}, image {w}x{h}: resized (nearest)")
+                depth = resize_nearest(depth, w, h)
+            else:
+                notes.append(f"depth is {depth.shape[1]}x{depth.shape[0]}, image {w}x{h}: another aspect ratio, "
+                             "not aligned to the image: ignored (register the depth to the colour camera)")
+                depth, depth_rejected = None, True
     intrinsics = None
     if matched.info is not None:
         try:

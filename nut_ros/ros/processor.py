@@ -348,7 +348,7 @@ class FrameProcessor:
         (learned, flow or none), the inputs' rejection counts and the perception stage's values.
 
         ``depth_rejected``: depth images dropped for an invalid stamp, and frames whose matched depth image was not
-        used (another frame_id or aspect ratio than the image's); ``camera_info_rejected``: CameraInfos dropped for an
+        used (undecodable, or another frame_id or aspect ratio than the image's); ``camera_info_rejected``: CameraInfos dropped for an
         invalid stamp, and frames whose matched CameraInfo was invalid; ``odometry_rejected``: odometry messages not
         used (invalid, of another source, out of the local map's reach, a glitch in the stamps, before the mount from
         TF is known); ``odometry_resets``: times the pose buffer was cleared (stamps jumping back, a mount or source
