@@ -115,6 +115,13 @@ def test_implausible_intrinsics_are_rejected_like_an_invalid_k(k, fragment):
     assert built.frame.intrinsics is None and any("CameraInfo ignored" in n for n in built.notes)
 
 
+def test_non_finite_distortion_is_rejected_like_an_invalid_k():
+    info = intrinsics_to_camera_info(K, flavor=FLAVOR)
+    info.d = [float("nan")] * 5
+    built = frame_from_messages(Matched(T0, _image(), info=info), 0.001)
+    assert built.frame.intrinsics is None and any("CameraInfo.d" in n for n in built.notes), built.notes
+
+
 @pytest.mark.parametrize("k", [(60.0, 60.0, 31.5, 23.5), (10.0, 10.0, 31.5, 23.5), (2000.0, 2000.0, -20.0, 60.0)])
 def test_plausible_intrinsics_pass(k):
     assert camera_info_to_intrinsics(intrinsics_to_camera_info(Intrinsics(*k, 64, 48), flavor=FLAVOR)).fx == k[0]

@@ -28,7 +28,7 @@ def camera_info_to_intrinsics(msg: Any) -> Intrinsics:
 
     Implausible values are rejected like an invalid K (``ConversionError``): a last row other than (0, 0, 1), a focal
     length giving a field of view outside [1, 170] degrees, a principal point more than half the image size outside
-    the calibrated image, or an ROI outside it.
+    the calibrated image, an ROI outside it, or distortion coefficients that are not finite.
     """
     k = np.asarray(msg.k, dtype=np.float64).reshape(-1)
     if k.size != 9:
@@ -36,6 +36,8 @@ def camera_info_to_intrinsics(msg: Any) -> Intrinsics:
     width, height = int(msg.width), int(msg.height)
     if width <= 0 or height <= 0:
         raise ConversionError(f"CameraInfo.width/height: invalid image size {width}x{height}")
+    if not np.isfinite(np.asarray(msg.d, dtype=np.float64)).all():
+        raise ConversionError("CameraInfo.d: distortion coefficients that are not finite")
     projection = _projection(msg)
     if projection is not None:
         return _published(projection, msg)
