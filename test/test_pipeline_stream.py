@@ -153,6 +153,20 @@ def test_bad_stamps_are_dropped_or_reset(backend):
     assert (pipe.stats.frames_in, pipe.stats.frames_processed, pipe.stats.frames_dropped) == (6, 4, 2)
 
 
+def test_one_frame_stamped_ahead_costs_two_frames_not_max_gap(backend):
+    """A driver's glitch: one frame stamped 0.9 s ahead. The frames after it are dropped until BACKWARDS_RUN of
+    them in a row say the glitch was that frame: the stream starts again there, not once the stamps catch up."""
+    from nut_ros.pipeline.stream import BACKWARDS_RUN
+
+    pipe = StreamingPipeline(backend, PipelineConfig(render_times=(1.0,), max_gap_s=1.0))
+    stamps = [1000, 1100, 2000] + [1200 + 100 * i for i in range(8)]  # (ms) the third frame is the glitch
+    kept = [pipe.push(frame(i, stamp_ns=t * MS)) is not None for i, t in enumerate(stamps)]
+    assert kept == [True] * 3 + [False] * (BACKWARDS_RUN - 1) + [True] * (8 - BACKWARDS_RUN + 1)
+    assert pipe.stats.drops["stamp_backwards"] == BACKWARDS_RUN - 1 and pipe.stats.resets["backwards_run"] == 1
+    assert pipe.push(frame(11, stamp_ns=2000 * MS)).paired, "the stream goes on from the new one"
+    assert pipe.push(frame(12, stamp_ns=1950 * MS)) is None, "one late frame alone is still dropped"
+
+
 def test_invalid_depth_and_malformed_frames(backend):
     pipe = StreamingPipeline(backend)
     bad = np.zeros((H, W), np.float32)

@@ -30,7 +30,8 @@ depth input shares one depth frame (:mod:`nut_ros.pipeline.optical`), metric whe
 
 Stamps: a duplicate stamp, or one going backwards by up to ``max_gap_s``, drops the frame (counted by reason); a
 backwards jump or forward gap larger than ``max_gap_s`` — a looping bag, a stalled camera — starts a new stream
-with that frame. So do a change of input size or of the depth image's presence (its absence switches to depth
+with that frame, as does the ``BACKWARDS_RUN``-th frame in a row stamped before the last one (that one's stamp was
+the glitch). So do a change of input size or of the depth image's presence (its absence switches to depth
 from motion).
 """
 from __future__ import annotations
@@ -63,6 +64,9 @@ from nut_ros.render.rasterizer import background_vector
 #: StreamingPipeline.warm_up: a stream start, the frame whose depth from motion starts the map again, two pairs
 WARM_UP_FRAMES = 4
 MIN_INTERVAL_S = 1e-3  # a frame closer than this to the previous one is a duplicate (a re-stamping driver)
+#: frames in a row stamped before the stream's last one: that one's stamp was the odd one (a driver's glitch), so the
+#: stream starts again instead of dropping frames until the stamps catch up with it (up to max_gap_s)
+BACKWARDS_RUN = 3
 
 
 log = logging.getLogger(__name__)
@@ -125,6 +129,7 @@ class StreamingPipeline:
         self.stats = StreamStats()
         self._prev: _Encoded | None = None
         self._live: _LiveMap | None = None
+        self._backwards = 0  # frames dropped in a row as stamped before the last one (BACKWARDS_RUN)
         prior = config.motion_prior if config.motion_prior != "auto" else backend.model_config.motion_prior
         if prior not in MOTION_PRIORS:
             raise ValueError(f"unknown motion prior {prior!r}; choose from auto, {', '.join(MOTION_PRIORS)}")
@@ -183,7 +188,7 @@ class StreamingPipeline:
 
     def reset(self) -> None:
         """Forget the stream (the next frame starts a new one); counters are kept."""
-        self._prev, self._live = None, None
+        self._prev, self._live, self._backwards = None, None, 0
         if self._motion_depth is not None:
             self._motion_depth.reset()
 
@@ -383,7 +388,11 @@ class StreamingPipeline:
         elif 0 <= dt < MIN_INTERVAL_S:
             return "stamp_duplicate"
         elif dt < 0:
-            return "stamp_backwards"
+            self._backwards += 1
+            if self._backwards < BACKWARDS_RUN:
+                return "stamp_backwards"
+            reset = "backwards_run"
+        self._backwards = 0
         if reset:
             self.stats.resets[reset] += 1
             self.reset()
