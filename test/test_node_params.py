@@ -40,6 +40,7 @@ def test_params_file_loads_into_typed_parameters():
     ({"publish_points": "yes"}, "publish_points must be of type bool"),
     ({"max_rate": True}, "max_rate must be of type float"),
     ({"render_times": [1, "x"]}, "render_times must be a list of numbers"),
+    ({"render_times": None}, "ROS parameters cannot hold an empty list"),  # `[]` in a params file arrives unset
     ({"render_times": [0.5, 1.0, 0.5]}, "render_times=[0.5, 1.0, 0.5] names a time twice"),
     ({"no_such_param": 1}, "unknown nut_ros parameters: no_such_param"),
     ({"device": "cuda", "backend": "onnxruntime", "compile": True}, "bf16 and compile apply to the torch backend"),

@@ -351,6 +351,9 @@ def coerce_value(name: str, value, default):
     if isinstance(value, array.array):  # rclpy gives array parameters set at run time as array.array
         value = value.tolist()
     if kind is list:
+        if value is None:  # (an empty list in a params file: ROS gives it no type, so it arrives unset)
+            raise ParamError(f"{name} must be a list of numbers, got none: ROS parameters cannot hold an empty list, "
+                             f"give at least one number (default {default})")
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                          for v in value):
             raise ParamError(f"{name} must be a list of numbers, got {value!r}")
