@@ -106,6 +106,22 @@ def test_an_undecodable_depth_image_leaves_the_frame_rgb_only(case):
     assert note.startswith("depth image unusable: ") and note.endswith(": ignored"), note
 
 
+def test_images_waiting_for_their_depth_are_in_the_diagnostics():
+    from nut_ros.ros.processor import FrameProcessor, ProcessorSettings
+
+    class StubPipeline:
+        motion_prior = "none"
+
+    processor = FrameProcessor(StubPipeline(), ProcessorSettings(depth_source="topic"), flavor=F)
+    processor.add_info(info())
+    for i in range(3):
+        assert processor.add_image(image(T0 + i * 10**8)) is None
+    assert processor.diagnostic_values()["frames_pending"] == 3
+    depth = depth_to_image(np.ones((48, 64), np.float32), T0 + 2 * 10**8, "cam", "32FC1", F)
+    assert processor.add_depth(depth).stamp_ns == T0 + 2 * 10**8, "the newest image meets its depth"
+    assert processor.diagnostic_values()["frames_pending"] == 0
+
+
 def test_rectified_images_take_their_intrinsics_from_p():
     """image_proc's image_rect carries the raw camera's CameraInfo: K and d of the distorted images, P of the
     rectified ones. With distortion and a valid P the intrinsics are P's; without distortion K's; with distortion

@@ -347,15 +347,17 @@ class FrameProcessor:
         """What /diagnostics adds to the stats message's numbers: the motion prior the velocities come from
         (learned, flow or none), the inputs' rejection counts and the perception stage's values.
 
-        ``depth_rejected``: depth images dropped for an invalid stamp, and frames whose matched depth image was not
-        used (undecodable, or another frame_id or aspect ratio than the image's); ``camera_info_rejected``: CameraInfos dropped for an
-        invalid stamp, and frames whose matched CameraInfo was invalid; ``odometry_rejected``: odometry messages not
-        used (invalid, of another source, out of the local map's reach, a glitch in the stamps, before the mount from
-        TF is known); ``odometry_resets``: times the pose buffer was cleared (stamps jumping back, a mount or source
-        change); ``frames_without_pose``: frames processed without a pose with use_odometry."""
+        ``frames_pending``: images held now, waiting for their depth image (within ``sync_tolerance``) or a first
+        CameraInfo; ``depth_rejected``: depth images dropped for an invalid stamp, and frames whose matched depth
+        image was not used (undecodable, or another frame_id or aspect ratio than the image's);
+        ``camera_info_rejected``: CameraInfos dropped for an invalid stamp, and frames whose matched CameraInfo was
+        invalid; ``odometry_rejected``: odometry messages not used (invalid, of another source, out of the local map's
+        reach, a glitch in the stamps, before the mount from TF is known); ``odometry_resets``: times the pose buffer
+        was cleared (stamps jumping back, a mount or source change); ``frames_without_pose``: frames processed without
+        a pose with use_odometry."""
         h, poses = self.health, self.poses
         return {"motion_prior": self.pipeline.motion_prior, "frames_depth_unusable": h.depth_unusable,
-                "depth_rejected": h.depth_rejected, "camera_info_rejected": h.camera_info_rejected,
+                "frames_pending": self.matcher.pending, "depth_rejected": h.depth_rejected, "camera_info_rejected": h.camera_info_rejected,
                 "odometry_rejected": h.odometry_rejected + (poses.rejected if poses is not None else 0),
                 "odometry_resets": poses.resets if poses is not None else 0,
                 "frames_without_pose": h.frames_without_pose, **self.perception_values()}
