@@ -125,3 +125,9 @@ def test_numpy_to_image_rejects_mismatched_arrays():
         numpy_to_image(np.zeros((4, 4), np.float64), "32FC1", flavor="rosbags")
     with pytest.raises(ConversionError, match="unsupported encoding"):
         numpy_to_image(np.zeros((4, 4), np.uint8), "bayer_rggb8", flavor="rosbags")
+
+
+def test_a_depth_encoding_on_the_image_topic_names_the_image_encodings():
+    msg = numpy_to_image(np.zeros((4, 4), np.uint16), "mono16", flavor="rosbags")
+    with pytest.raises(ConversionError, match=r"'mono16' is not an 8-bit colour .*\(images: rgb8, bgr8"):
+        image_to_rgb(msg)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from nut_ros.ros.compressed import decompress_depth, decompress_image
-from nut_ros.ros.encodings import encoding_info
+from nut_ros.ros.encodings import ENCODINGS, encoding_info
 from nut_ros.ros.errors import ConversionError
 from nut_ros.ros.msg_types import as_uint8, make_header, msg_class, uint8_field
 
@@ -60,7 +60,8 @@ def numpy_to_image(array: np.ndarray, encoding: str, stamp_ns: int = 0, frame_id
 def to_rgb(pixels: np.ndarray, encoding: str) -> np.ndarray:
     """RGB uint8 ``[H, W, 3]`` (a new array) from 8-bit pixels of a colour or mono encoding."""
     if pixels.dtype != np.uint8:
-        raise ConversionError(f"encoding: {encoding!r} is not an 8-bit colour or mono encoding")
+        colour = ", ".join(name for name, (dtype, _) in ENCODINGS.items() if dtype == np.uint8)
+        raise ConversionError(f"encoding: {encoding!r} is not an 8-bit colour or mono encoding (images: {colour})")
     if pixels.ndim == 2:
         return np.repeat(pixels[:, :, None], 3, axis=2)
     if encoding in ("bgr8", "bgra8", "8UC3"):
