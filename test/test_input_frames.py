@@ -1,6 +1,7 @@
 """Input messages -> pipeline Frame, without DDS: an invalid CameraInfo in a good stream keeps the last valid
 intrinsics (no guessed field of view, no stream restart), depth of another camera (frame_id) is not used as
-aligned, an undecodable depth image leaves the frame RGB only, rectified images take their intrinsics from P, and the inputs' rejections are counted in /diagnostics."""
+aligned, an undecodable depth image leaves the frame RGB only, rectified images take their intrinsics from P, and
+the inputs' rejections (and the images held for their depth) are counted in /diagnostics."""
 import numpy as np
 import pytest
 

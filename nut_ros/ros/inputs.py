@@ -85,15 +85,14 @@ def frame_from_messages(matched: Matched, depth_scale: float, frame_id: str = ""
                         known_intrinsics: KnownIntrinsics | None = None) -> BuiltFrame:
     """Decode the image (any colour encoding or compressed), its depth and CameraInfo into a ``Frame``.
 
-    Raises ``ConversionError`` when the image itself is unusable: bad encoding or stamp, or (checked from the
-    header, before decoding) more than ``max_pixels`` pixels (0: no cap). A depth image that is unusable the same
-    way is ignored (the frame goes on as RGB only), as is one whose ``header.frame_id`` differs from the image's
-    (both set): another camera's, not aligned to the image (ignored before decoding); depth of another size is
-    resized (nearest) onto the image when the aspect ratio agrees, else ignored likewise. A CameraInfo of another size is scaled when the aspect
+    Raises ``ConversionError`` when the image itself is unusable: bad encoding or stamp, or (checked from the header,
+    before decoding) more than ``max_pixels`` pixels (0: no cap). A depth image that is unusable the same way is ignored
+    (the frame goes on as RGB only), as is one whose ``header.frame_id`` differs from the image's (both set): another
+    camera's, not aligned to the image (ignored before decoding); depth of another size is resized (nearest) onto the
+    image when the aspect ratio agrees, else ignored likewise. A CameraInfo of another size is scaled when the aspect
     ratio agrees; an invalid one, or one of another aspect ratio, is ignored, and the frame takes the last valid
     intrinsics of its image size from ``known_intrinsics`` (updated with every valid CameraInfo; none there: no
-    intrinsics). Each adaptation is reported in ``notes``, each ignored depth image
-    or CameraInfo flagged.
+    intrinsics). Each adaptation is reported in ``notes``, each ignored depth image or CameraInfo flagged.
     """
     stamp_ns = check_time(matched.image.header.stamp, "image header.stamp")
     check_size(matched.image, max_pixels, "image")

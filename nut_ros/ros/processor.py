@@ -357,7 +357,8 @@ class FrameProcessor:
         a pose with use_odometry."""
         h, poses = self.health, self.poses
         return {"motion_prior": self.pipeline.motion_prior, "frames_depth_unusable": h.depth_unusable,
-                "frames_pending": self.matcher.pending, "depth_rejected": h.depth_rejected, "camera_info_rejected": h.camera_info_rejected,
+                "frames_pending": self.matcher.pending, "depth_rejected": h.depth_rejected,
+                "camera_info_rejected": h.camera_info_rejected,
                 "odometry_rejected": h.odometry_rejected + (poses.rejected if poses is not None else 0),
                 "odometry_resets": poses.resets if poses is not None else 0,
                 "frames_without_pose": h.frames_without_pose, **self.perception_values()}
