@@ -1,6 +1,6 @@
 """Input messages -> pipeline Frame, without DDS: an invalid CameraInfo in a good stream keeps the last valid
 intrinsics (no guessed field of view, no stream restart), depth of another camera (frame_id) is not used as
-aligned, an undecodable depth image leaves the frame RGB only, rectified images take their intrinsics from P, and
+aligned, an undecodable depth image is one without valid pixels, rectified images take their intrinsics from P, and
 the inputs' rejections (and the images held for their depth) are counted in /diagnostics."""
 import numpy as np
 import pytest
@@ -93,8 +93,9 @@ def test_depth_from_another_camera_frame_is_not_used_as_aligned():
 
 
 @pytest.mark.parametrize("case", ["mono16", "truncated", "over max_pixels"])
-def test_an_undecodable_depth_image_leaves_the_frame_rgb_only(case):
-    """A depth stream the node cannot read must not stop the colour frames: they go on without depth, counted."""
+def test_an_undecodable_depth_image_is_one_without_valid_pixels(case):
+    """Not an invalid frame: a depth image without valid pixels, like a blinded sensor's (the pipeline drops such a
+    frame in a stream with depth, and a longer run of them starts a stream without depth)."""
     big = case == "over max_pixels"  # (the image's 64x48 is under the cap, the depth's 128x96 over it)
     depth = depth_to_image(np.full((96, 128) if big else (48, 64), 2.0, np.float32), T0, "cam", "32FC1", F)
     if case == "mono16":
@@ -102,9 +103,10 @@ def test_an_undecodable_depth_image_leaves_the_frame_rgb_only(case):
     elif case == "truncated":
         depth.data = bytes(depth.data)[:100]
     built = frame_from_messages(Matched(T0, image(), depth), 1e-3, max_pixels=5000 if big else 0)
-    assert built.frame.depth_m is None and built.depth_rejected and built.frame.rgb.shape == (48, 64, 3)
+    depth_m = built.frame.depth_m
+    assert depth_m.shape == (48, 64) and np.isnan(depth_m).all() and not built.depth_rejected
     (note,) = built.notes
-    assert note.startswith("depth image unusable: ") and note.endswith(": ignored"), note
+    assert note.startswith("depth image not decodable: ") and note.endswith("without valid pixels"), note
 
 
 def test_images_waiting_for_their_depth_are_in_the_diagnostics():

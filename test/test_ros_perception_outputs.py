@@ -366,3 +366,17 @@ def test_a_pose_buffer_cleared_after_a_frame_s_pose_was_read_restarts_the_stream
     monkeypatch.setattr(processor.pipeline, "push", push)
     names = [name for name, _, _ in processor.process(feed(processor, 4, True)).messages]
     assert "map_points" in names  # restarted: the emptied map at once
+
+
+def test_one_undecodable_depth_image_in_a_depth_stream_is_one_drop_not_two_restarts():
+    """Like a blinded sensor's: the frame is dropped, the stream and its depth go on."""
+    processor = processor_for(params(perception=False))
+    outcomes = []
+    for i in range(4):
+        matched = feed(processor, i, False)
+        if i == 2:
+            matched.depth.data = bytes(matched.depth.data)[:100]  # truncated in transport
+        outcomes.append(processor.process(matched))
+    assert [o.drop is None for o in outcomes] == [True, True, False, True]
+    assert any("depth image not decodable" in n for n in outcomes[2].notes), outcomes[2].notes
+    assert not processor.pipeline.stats.resets and outcomes[3].result.paired and outcomes[3].result.metric

@@ -22,7 +22,7 @@ class BuiltFrame:
 
     frame: Frame
     notes: list[str] = field(default_factory=list)
-    depth_rejected: bool = False  # a depth image was matched but not used (unusable, another frame_id or aspect)
+    depth_rejected: bool = False  # a depth image was matched but not used (another frame_id or aspect ratio)
     info_invalid: bool = False  # a CameraInfo was matched but is invalid or for another aspect ratio
 
 
@@ -86,13 +86,15 @@ def frame_from_messages(matched: Matched, depth_scale: float, frame_id: str = ""
     """Decode the image (any colour encoding or compressed), its depth and CameraInfo into a ``Frame``.
 
     Raises ``ConversionError`` when the image itself is unusable: bad encoding or stamp, or (checked from the header,
-    before decoding) more than ``max_pixels`` pixels (0: no cap). A depth image that is unusable the same way is ignored
-    (the frame goes on as RGB only), as is one whose ``header.frame_id`` differs from the image's (both set): another
-    camera's, not aligned to the image (ignored before decoding); depth of another size is resized (nearest) onto the
-    image when the aspect ratio agrees, else ignored likewise. A CameraInfo of another size is scaled when the aspect
-    ratio agrees; an invalid one, or one of another aspect ratio, is ignored, and the frame takes the last valid
-    intrinsics of its image size from ``known_intrinsics`` (updated with every valid CameraInfo; none there: no
-    intrinsics). Each adaptation is reported in ``notes``, each ignored depth image or CameraInfo flagged.
+    before decoding) more than ``max_pixels`` pixels (0: no cap). A depth image that is unusable the same way becomes a
+    depth image without valid pixels (NaN): within a stream with depth the pipeline drops such a frame as a blink, and a
+    longer run of them starts a stream without depth. A depth image whose ``header.frame_id`` differs from the image's
+    (both set) is another camera's, not aligned to the image: ignored before decoding (the frame goes on as RGB only);
+    depth of another size is resized (nearest) onto the image when the aspect ratio agrees, else ignored likewise. A
+    CameraInfo of another size is scaled when the aspect ratio agrees; an invalid one, or one of another aspect ratio,
+    is ignored, and the frame takes the last valid intrinsics of its image size from ``known_intrinsics`` (updated with
+    every valid CameraInfo; none there: no intrinsics). Each adaptation is reported in ``notes``, each ignored depth
+    image or CameraInfo flagged.
     """
     stamp_ns = check_time(matched.image.header.stamp, "image header.stamp")
     check_size(matched.image, max_pixels, "image")
@@ -111,9 +113,9 @@ def frame_from_messages(matched: Matched, depth_scale: float, frame_id: str = ""
         try:
             check_size(matched.depth, max_pixels, "depth")
             depth = depth_metres(matched.depth, depth_scale)
-        except ConversionError as err:
-            notes.append(f"depth image unusable: {err}: ignored")
-            depth_rejected = True
+        except ConversionError as err:  # like a blinded sensor: the stream's depth rules apply (see stream.py)
+            notes.append(f"depth image not decodable: {err}: taken as a depth image without valid pixels")
+            depth = np.full((h, w), np.nan, np.float32)
         if depth is not None and depth.shape != (h, w):
             if same_aspect(depth.shape[1], depth.shape[0], w, h):
                 notes.append(f"depth is {depth.shape[1]}x{depth.shape[0]}, image {w}x{h}: resized (nearest)")

@@ -349,7 +349,7 @@ class FrameProcessor:
 
         ``frames_pending``: images held now, waiting for their depth image (within ``sync_tolerance``) or a first
         CameraInfo; ``depth_rejected``: depth images dropped for an invalid stamp, and frames whose matched depth
-        image was not used (undecodable, or another frame_id or aspect ratio than the image's);
+        image was not used (another frame_id or aspect ratio than the image's);
         ``camera_info_rejected``: CameraInfos dropped for an invalid stamp, and frames whose matched CameraInfo was
         invalid; ``odometry_rejected``: odometry messages not used (invalid, of another source, out of the local map's
         reach, a glitch in the stamps, before the mount from TF is known); ``odometry_resets``: times the pose buffer
