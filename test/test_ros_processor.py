@@ -163,7 +163,9 @@ def test_loss_counter_an_image_with_an_unreadable_stamp_arrived():
     assert [losses.add(stamp, seq, "a") for stamp, seq in ((T0, 1), (None, 2), (T0 + 10**8, 3))] == [0, 0, 0]
     period = 10**8
     assert [losses.add(stamp) for stamp in (T0 + i * period for i in range(2, 7))] == [0] * 5
-    assert losses.add(None) == 0 and losses.add(T0 + 7 * period) == 0 and losses.add(T0 + 9 * period) == 1
+    assert losses.add(None) == 0 and losses.add(T0 + 7 * period) == 0, "an extra image between two frames"
+    assert losses.add(None) == 0 and losses.add(T0 + 9 * period) == 0, "an image in the slot of frame 8: not lost"
+    assert losses.add(T0 + 11 * period) == 1, "the frame period is still 0.1 s: frame 10 was lost"
     assert losses.lost == 1
 
 

@@ -172,6 +172,7 @@ class LossCounter:
         self._last_seq: OrderedDict[Any, int] = OrderedDict()
         self._last_stamp: int | None = None
         self._intervals: deque[int] = deque(maxlen=window)
+        self._unstamped = 0  # images with an unreadable stamp since the last stamp (they filled slots of the gap)
 
     def add(self, stamp_ns: int | None, seq: int | None = None, publisher: Any = None) -> int:
         """Record one received image; return how many were lost just before it. ``stamp_ns`` None: its stamp is
@@ -184,16 +185,19 @@ class LossCounter:
             self._last_seq[publisher] = seq  # (now the most recent)
             if len(self._last_seq) > self.MAX_PUBLISHERS:
                 self._last_seq.popitem(last=False)
-        elif stamp_ns is not None and self._last_stamp is not None:
+        elif stamp_ns is None:
+            self._unstamped += 1
+        elif self._last_stamp is not None:
             dt = stamp_ns - self._last_stamp
             if self.min_period_ns <= dt <= self.max_gap_ns:
                 if len(self._intervals) >= 3:
                     period = sorted(self._intervals)[len(self._intervals) // 2]
                     if dt > 1.5 * period:
-                        lost = round(dt / period) - 1
-                self._intervals.append(dt)
+                        lost = max(0, round(dt / period) - 1 - self._unstamped)
+                if not self._unstamped:  # (an interval with unstamped images in it is not a frame period)
+                    self._intervals.append(dt)
         if stamp_ns is not None:
-            self._last_stamp = stamp_ns
+            self._last_stamp, self._unstamped = stamp_ns, 0
         self.lost += lost
         return lost
 
@@ -201,5 +205,5 @@ class LossCounter:
         """Forget the sequence numbers, stamps and intervals the next image is compared with, keeping the count: the
         next image starts a fresh baseline (the images published while nobody was subscribed were not lost)."""
         self._last_seq.clear()
-        self._last_stamp = None
+        self._last_stamp, self._unstamped = None, 0
         self._intervals.clear()
