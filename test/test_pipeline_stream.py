@@ -165,6 +165,9 @@ def test_one_frame_stamped_ahead_costs_two_frames_not_max_gap(backend):
     assert pipe.stats.drops["stamp_backwards"] == BACKWARDS_RUN - 1 and pipe.stats.resets["backwards_run"] == 1
     assert pipe.push(frame(11, stamp_ns=2000 * MS)).paired, "the stream goes on from the new one"
     assert pipe.push(frame(12, stamp_ns=1950 * MS)) is None, "one late frame alone is still dropped"
+    for k in range(BACKWARDS_RUN):  # re-stamped near-duplicates jittering back by under MIN_INTERVAL_S
+        assert pipe.push(frame(13 + k, stamp_ns=2000 * MS - 100_000)) is None
+    assert pipe.stats.drops["stamp_duplicate"] == BACKWARDS_RUN and pipe.stats.resets["backwards_run"] == 1
 
 
 def test_invalid_depth_and_malformed_frames(backend):

@@ -63,7 +63,7 @@ from nut_ros.render.rasterizer import background_vector
 
 #: StreamingPipeline.warm_up: a stream start, the frame whose depth from motion starts the map again, two pairs
 WARM_UP_FRAMES = 4
-MIN_INTERVAL_S = 1e-3  # a frame closer than this to the previous one is a duplicate (a re-stamping driver)
+MIN_INTERVAL_S = 1e-3  # a frame closer than this to the previous one, either way, is a duplicate (re-stamping driver)
 #: frames in a row stamped before the stream's last one: that one's stamp was the odd one (a driver's glitch), so the
 #: stream starts again instead of dropping frames until the stamps catch up with it (up to max_gap_s)
 BACKWARDS_RUN = 3
@@ -385,7 +385,7 @@ class StreamingPipeline:
             reset = "gap"
         elif dt < -self.config.max_gap_s:
             reset = "backwards_jump"
-        elif 0 <= dt < MIN_INTERVAL_S:
+        elif abs(dt) < MIN_INTERVAL_S:
             return "stamp_duplicate"
         elif dt < 0:
             self._backwards += 1
