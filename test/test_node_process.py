@@ -57,14 +57,14 @@ def test_signal_at_any_moment_exits_zero_without_errors(tmp_path, sig, moment):
 def test_a_stop_signal_whose_stop_python_swallows_still_stops(tmp_path):
     """The handler can run where Python prints an exception and goes on ("Exception ignored in ..."): a __del__
     here; while torch is imported, a weakref callback or a generator being finalized. The signal was remembered: the
-    node stops once it is up, exit code 0, nothing printed."""
+    node stops once configured, without activating, exit code 0, nothing printed."""
     program = textwrap.dedent("""
-        import os, signal, sys
+        import signal, sys
         from nut_ros.ros import lifecycle_node, node
 
         class SignalInDel:
             def __del__(self):
-                os.kill(os.getpid(), signal.SIGTERM)  # (the handler runs in here)
+                signal.raise_signal(signal.SIGTERM)  # (the handler runs in here)
 
         build_pipeline = lifecycle_node.build_pipeline
 
@@ -86,6 +86,7 @@ def test_a_stop_signal_whose_stop_python_swallows_still_stops(tmp_path):
         proc.kill()  # the signal was lost: the node runs on
     log = (tmp_path / "node.log").read_text()
     assert proc.wait() == 0 and "Traceback" not in log and "Exception ignored" not in log, log
+    assert "active: listening" not in log, log
 
 
 def test_signal_while_streaming_exits_zero_without_publish_errors(tmp_path):

@@ -29,3 +29,26 @@ def test_a_stop_signal_inside_deferred_arrives_once_the_block_is_done(monkeypatc
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+def test_a_stop_python_cannot_raise_is_not_printed_other_errors_are(monkeypatch):
+    """``on_unraisable``: a Stop raised inside a ``__del__`` is kept quiet (the signal is remembered where it was
+    received); any other exception there still reaches Python's default hook."""
+    import sys
+
+    seen = []
+    monkeypatch.setattr(sys, "__unraisablehook__", seen.append)
+    monkeypatch.setattr(sys, "unraisablehook", stop_signals.on_unraisable)
+
+    class Raises:
+        def __init__(self, error):
+            self.error = error
+
+        def __del__(self):
+            raise self.error
+
+    Raises(Stop(signal.SIGTERM))
+    assert seen == []
+    Raises(RuntimeError("a real error"))
+    assert len(seen) == 1 and isinstance(seen[0].exc_value, RuntimeError)
+

@@ -3,8 +3,9 @@
 With ``autostart`` (the default) the node configures and activates itself; when configuring fails the process
 exits non-zero (2 for invalid parameters, 1 otherwise) so that a supervisor (``respawn``) sees it. SIGINT, SIGTERM
 and SIGHUP end the process with exit code 0 at any moment, start-up (importing torch, loading weights) included:
-the handlers are installed before anything heavy is imported, and the worker is joined before ROS shuts down so
-nothing is published on a dead context. The lifecycle's shutdown transition ends it with exit code 0 too.
+the handlers are installed before anything heavy is imported (a signal during the import of rclpy or torch takes
+effect once that import is done), and the worker is joined before ROS shuts down so nothing is published on a dead
+context. The lifecycle's shutdown transition ends it with exit code 0 too.
 """
 from __future__ import annotations
 
@@ -55,6 +56,8 @@ def _run(args) -> int:
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 node.get_logger().fatal(f"cannot start: {node.error}")
                 return 2 if node.error_is_param else 1
+            if stop_requested():  # (a Stop swallowed while configuring: do not activate)
+                raise Stop(signal_received())
             node.trigger_activate()
         with deferred():  # a signal inside the constructor would leave a half-built executor (see deferred)
             executor = SingleThreadedExecutor()
