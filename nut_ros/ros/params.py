@@ -81,8 +81,8 @@ class NodeParams:
                                   "compressed_depth_image_transport publishes it).", choices=DEPTH_TRANSPORTS)
     depth_scale: float = _param(0.001, "Metres per unit of 16UC1 depth images.", lo=1e-6, hi=1.0, dynamic=True)
     max_input_pixels: int = _param(3840 * 2160, "Images with more pixels are dropped (a depth image counts as one "
-                                   "without valid pixels), checked from the header before decoding; 0: no cap.", lo=0, hi=1_000_000_000,
-                                   dynamic=True)
+                                   "without valid pixels), checked from the header before decoding; 0: no cap.",
+                                   lo=0, hi=1_000_000_000, dynamic=True)
     sync_tolerance: float = _param(0.02, "Largest stamp difference in seconds for image/depth/CameraInfo matching.",
                                    lo=0.0, hi=1.0, dynamic=True)
     sync_buffer: int = _param(10, "Messages kept per input for stamp matching.", lo=1, hi=100)
