@@ -116,7 +116,7 @@ def frame_from_messages(matched: Matched, depth_scale: float, frame_id: str = ""
         except ConversionError as err:  # like a blinded sensor: the stream's depth rules apply (see stream.py)
             notes.append(f"depth image not decodable: {err}: taken as a depth image without valid pixels")
             depth = np.full((h, w), np.nan, np.float32)
-        if depth is not None and depth.shape != (h, w):
+        if depth.shape != (h, w):
             if same_aspect(depth.shape[1], depth.shape[0], w, h):
                 notes.append(f"depth is {depth.shape[1]}x{depth.shape[0]}, image {w}x{h}: resized (nearest)")
                 depth = resize_nearest(depth, w, h)
