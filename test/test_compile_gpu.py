@@ -89,7 +89,9 @@ def _largest_differences_within_eager_bf16_rounding(outputs, a: str, b: str) -> 
         ref = outputs["eager32"][f]
         own = (outputs["eager16"][f] - ref).abs().max().item()
         diff = (outputs[a][f] - outputs[b][f]).abs().max().item()
-        assert diff <= 2 * own + 1e-3 * (ref.abs().max().item() + 1e-6), (f, diff, own)
+        bound = 2 * own + 1e-3 * (ref.abs().max().item() + 1e-6)
+        print(f"{a} vs {b} {f:9s} largest difference {diff:.3g} (bound {bound:.3g}; eager bf16 from fp32 {own:.3g})")
+        assert diff <= bound, (f, diff, own)
 
 
 def test_the_largest_compiled_vs_eager_bf16_difference_is_bf16_rounding(outputs):
