@@ -21,7 +21,7 @@ from nut_ros.core.rotations import rotation_angle
 from nut_ros.perception import MapParams, ObstacleParams, PerceptionProcessor
 from nut_ros.perception.dense import StageInputs
 from nut_ros.perception.depth_change import cell_mean, image_cells
-from nut_ros.perception.tensors import pick
+from nut_ros.perception.tensors import Uploader, pick
 from perception_synth import K, scene_stream
 
 FIXTURE = Path(__file__).parent / "fixtures" / "perception_expected.json"
@@ -45,11 +45,13 @@ class Recorder(PerceptionProcessor):
 
 def record(odometry: bool, to_device=None, cuda_graphs: bool = True, with_depth: bool = False,
            processor: type = Recorder, compile: bool = False, made: list | None = None,
-           local_map: MapParams = MapParams(candidates=2000), **settings) -> list[dict]:
+           local_map: MapParams = MapParams(candidates=2000), depth_kept=None, **settings) -> list[dict]:
     """Per frame of a 24-frame scene with two movers (thinned to 8000 rows, 2000 map candidates: the random
     subsets are drawn; ObstacleParams ``settings``): the moving Gaussians, pose, obstacles and map. ``with_depth``:
     each frame carries a metric input depth image (:func:`depth_image`); ``processor``: the class run (``compile``
-    passed to it; ``made`` gets the processor); ``local_map``: the map's settings."""
+    passed to it; ``made`` gets the processor); ``local_map``: the map's settings; ``depth_kept``: a function of
+    the depth image whose result goes on the cloud table's device, as the pipeline leaves it there
+    (``StepResult.device_depth``)."""
     params = ObstacleParams(**{"max_gaussians": 8000, "ego_samples": 1500, **settings})
     proc = processor(params, local_map, seed=11, cuda_graphs=cuda_graphs, compile=compile)
     if made is not None:
@@ -60,6 +62,8 @@ def record(odometry: bool, to_device=None, cuda_graphs: bool = True, with_depth:
             res.device_cloud = to_device(res.gaussians)
         if with_depth:
             res.input_depth = depth_image(res.gaussians.positions)
+            if depth_kept is not None:
+                res.device_depth = torch.as_tensor(depth_kept(res.input_depth)).to(res.device_cloud.device)
         proc.seen = np.zeros((0, 3))
         out = proc.update(res, pose if odometry else None)
         frames.append({"moving": out.moving_gaussians, "moving_sum": proc.seen.sum(0).tolist(),
@@ -130,6 +134,25 @@ def cloud_table(cloud, device):
 def test_the_device_table_gives_what_the_numpy_cloud_gives():
     want = record(True)
     assert_same(record(True, lambda cloud: cloud_table(cloud, "cpu")), want, 0)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA")])])
+def test_the_depth_the_pipeline_kept_on_the_device_gives_what_the_host_depth_gives(device):
+    """The input depth read where the pipeline left it (``StepResult.device_depth``, no upload) against the same
+    depth uploaded from the host: the same frames (on the GPU, sums in another order as between any two runs)."""
+    def table(cloud):
+        return cloud_table(cloud, device)
+
+    kept = record(True, table, with_depth=True, depth_kept=np.copy)
+    uploaded = record(True, table, with_depth=True)
+    assert sum(f["moving"] for f in uploaded) > 1000 and sum(len(f["obstacles"]) for f in uploaded) > 10
+    holes = record(True, table, with_depth=True, depth_kept=lambda depth: np.full_like(depth, np.nan))
+    assert sum(f["moving"] for f in holes) == 0  # (the kept depth is the one read: no Gaussian lies on holes)
+    if device == "cpu":
+        assert kept == uploaded
+    else:
+        assert_close(kept, uploaded, 0.0005)
 
 
 @pytest.mark.gpu
@@ -285,6 +308,22 @@ def test_image_cells_and_cell_mean_follow_their_formulas():
         same = cells == c
         np.testing.assert_allclose(out[same], np.broadcast_to(values[same].mean(0), (same.sum(), 3)), atol=1e-6)
     assert np.array_equal(out[~inside], values[~inside])
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA")])])
+def test_an_uploader_gives_each_array_in_the_dtype_asked_while_reusing_its_buffer(device):
+    """Arrays uploaded one after another without waiting (behind a long queue of device work on a GPU, so a buffer
+    reused too early would show): each arrives as it was, in the dtype asked (default: the reference tensor's)."""
+    like = torch.zeros((2048, 2048) if device == "cuda" else (4, 4), device=device)
+    for _ in range(20):
+        like = like @ like / 2048  # queued work ahead of the copies
+    up = Uploader()
+    arrays = [np.random.default_rng(i).normal(size=(7, 3)) for i in range(50)]
+    got = [up(a, like, torch.float64) for a in arrays] + [up(arrays[0], like)]
+    for a, t in zip(arrays, got):
+        assert t.device.type == device and t.dtype == torch.float64 and np.array_equal(t.cpu().numpy(), a)
+    assert got[-1].dtype == torch.float32 and np.array_equal(got[-1].cpu().numpy(), arrays[0].astype(np.float32))
 
 
 def test_pick_finds_the_rows_of_given_ranks_without_compacting():

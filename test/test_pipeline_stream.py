@@ -136,6 +136,11 @@ def test_depth_source_flags_and_inputs(backend):
     z = met2.gaussians.positions[:, 2]
     assert np.all((z > 1.9) & (z < 2.11))
     assert np.all(np.isfinite(met2.gaussians.velocities))
+    # the model-size input depth on the host and as the pipeline left it on its device (the perception stage reads it
+    # there), the same metres; none without a depth input
+    assert met2.input_depth.shape == (48, 96) and np.all(met2.input_depth == 2.0)
+    assert met2.device_depth.device.type == "cpu" and np.array_equal(met2.device_depth.numpy(), met2.input_depth)
+    assert rel.input_depth is None and rel.device_depth is None
 
 
 def test_bad_stamps_are_dropped_or_reset(backend):

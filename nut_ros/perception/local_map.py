@@ -46,7 +46,7 @@ import torch
 from nut_ros.core.rotations import matrix_to_quaternion
 from nut_ros.perception.clustering import key_reach, voxel_keys
 from nut_ros.perception.params import MapParams
-from nut_ros.perception.tensors import download, one_thread, upload
+from nut_ros.perception.tensors import Uploader, download, one_thread
 from nut_ros.pipeline.cuda_graphs import GraphedCall
 from nut_ros.pipeline.types import GaussianCloud
 
@@ -68,6 +68,7 @@ class LocalMap:
         self.p = params
         self.metric = metric
         self.cuda_graphs = cuda_graphs  # on a GPU: a fixed-size index, each insertion one CUDA graph replay
+        self._upload_camera = Uploader()
         self._clear()
 
     @property
@@ -155,7 +156,7 @@ class LocalMap:
         self._learn_sizes()
         # the new rows' quaternion (w, x, y, z) and hit count, then the camera's position
         wxyz = np.roll(matrix_to_quaternion(rotation), 1)
-        camera = upload(np.concatenate([wxyz, [1.0], camera_position]), self._table, torch.float32)
+        camera = self._upload_camera(np.concatenate([wxyz, [1.0], camera_position]), self._table, torch.float32)
         with one_thread(positions.device):
             if not self._fixed:
                 added = self._insert(positions, colors, scales, opacities, offered, camera)

@@ -93,7 +93,7 @@ from nut_ros.perception.dense import (CANDIDATE_SPLIT, Found, Offer, Rows, Stage
 from nut_ros.perception.ego_motion import MotionField, field_from_poses, field_of, pose_step
 from nut_ros.perception.local_map import LocalMap
 from nut_ros.perception.params import MapParams, ObstacleParams
-from nut_ros.perception.tensors import download, download_queued, one_thread, upload
+from nut_ros.perception.tensors import Uploader, download, download_queued, one_thread
 from nut_ros.perception.tracking import Detection, MultiObjectTracker
 from nut_ros.perception.types import Obstacle, ObstacleList, PerceptionOutput
 from nut_ros.pipeline.cuda_graphs import GraphedCall
@@ -135,6 +135,7 @@ class PerceptionProcessor:
         self.map = LocalMap(local_map, cuda_graphs=cuda_graphs)
         self.change = depth_change(obstacles)
         self._rng = np.random.default_rng(seed)
+        self._upload_depth, self._upload_frame = Uploader(), Uploader()
         self.reset()  # the stream's state
         # a cluster's mean velocity as a measurement, camera axes: the depth rate is 1/depth_rate_weight noisier
         z_std = obstacles.velocity_std / obstacles.depth_rate_weight
@@ -295,7 +296,9 @@ class PerceptionProcessor:
             rows = padded
         depth = self._depth(result)
         unread = rows[:1, :3]
-        return StageInputs(rows, unread[:, :1] if depth is None else upload(depth, rows), unread, unread)
+        if depth is not None:
+            depth = depth if isinstance(depth, torch.Tensor) else self._upload_depth(depth, rows)
+        return StageInputs(rows, unread[:, :1] if depth is None else depth, unread, unread)
 
     def _with_frame(self, inputs: StageInputs, field: MotionField, floor: float, interval: float = 0.0,
                     offset: float = 0.0, old: torch.Tensor | None = None, turn: np.ndarray = np.eye(3),
@@ -306,12 +309,16 @@ class PerceptionProcessor:
         pose = affine_rows(self._pose[:3, :3], self._pose[:3, 3])
         frame = frame_tensor(affine_rows(field.matrix, field.offset), pose, floor, interval, offset, turn,
                              pair_interval)
-        return inputs._replace(frame=upload(frame, inputs.rows, torch.float64), old=inputs.old if old is None else old)
+        return inputs._replace(frame=self._upload_frame(frame, inputs.rows, torch.float64),
+                               old=inputs.old if old is None else old)
 
-    def _depth(self, result: StepResult) -> np.ndarray | None:
-        """The metric input depth that filters the Gaussians (``depth_tolerance``), or None."""
+    def _depth(self, result: StepResult) -> np.ndarray | torch.Tensor | None:
+        """The metric input depth that filters the Gaussians (``depth_tolerance``), or None: the pipeline's copy on
+        the stage's device when it left one there (``StepResult.device_depth``), else the host array."""
         if self.op.depth_tolerance > 0 and result.input_depth is not None and result.gaussians.metric:
-            return result.input_depth
+            kept, table = result.device_depth, result.device_cloud
+            on_stage = kept is not None and table is not None and kept.device == table.device
+            return kept if on_stage else result.input_depth
         return None
 
     def _plan_for(self, result: StepResult, compare: bool, odometry: bool) -> StagePlan:

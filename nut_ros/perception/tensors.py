@@ -1,11 +1,11 @@
 """Moving the perception stage's data between the host and the device that holds the Gaussians.
 
-The stage runs its per-Gaussian work in torch on the tensors it is given (CUDA when the pipeline left its cloud on
-the GPU, CPU otherwise). Small host arrays (poses, the frame's numbers, the input depth) go up through page-locked
-memory without waiting for the device; a download waits for it, so the stage gathers what the host needs into one
-tensor and downloads that once (:func:`download`, or :func:`download_queued`, which waits only for the work queued
-before it). :func:`pick` selects rows by a mask without compacting on the device (a boolean selection waits for the
-device to learn its size). On the CPU the stage runs on one thread (:func:`one_thread`).
+The stage runs its per-Gaussian work in torch on the tensors it is given (CUDA when the pipeline left its cloud on the
+GPU, CPU otherwise). Small host arrays (poses, the frame's numbers, the input depth) go up through kept page-locked
+buffers without waiting for the device (:class:`Uploader`); a download waits for it, so the stage gathers what the host
+needs into one tensor and downloads that once (:func:`download`, or :func:`download_queued`, which waits only for the
+work queued before it). :func:`pick` selects rows by a mask without compacting on the device (a boolean selection waits
+for the device to learn its size). On the CPU the stage runs on one thread (:func:`one_thread`).
 """
 from __future__ import annotations
 
@@ -14,15 +14,28 @@ import contextlib
 import numpy as np
 import torch
 
-from nut_ros.pipeline.transfer import to_host, to_host_async
+from nut_ros.pipeline.transfer import Upload, to_host, to_host_async
 
 
-def upload(array, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """``array`` (numpy or a number) as a tensor on ``like``'s device, in ``dtype`` (default: ``like``'s)."""
-    t = torch.as_tensor(np.ascontiguousarray(array), dtype=dtype or like.dtype)
-    if like.device.type == "cpu":
-        return t
-    return t.pin_memory().to(like.device, non_blocking=True)
+class Uploader:
+    """Small host arrays (numpy or numbers) up to the device of a tensor they go with, in a given dtype: on a GPU
+    through a page-locked buffer kept per device and reused (:class:`~nut_ros.pipeline.transfer.Upload`: one host
+    copy, the copy up queued without waiting), so a call site that uploads every frame allocates nothing; on the CPU
+    the array itself (shared, not copied). One per call site: a buffer is written again only once its previous copy
+    up is done."""
+
+    def __init__(self):
+        self._kept: dict[torch.device, Upload] = {}
+
+    def __call__(self, array, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``array`` as a tensor on ``like``'s device, in ``dtype`` (default: ``like``'s)."""
+        dtype = dtype or like.dtype
+        if like.device.type == "cpu":
+            return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype)
+        kept = self._kept.get(like.device)
+        if kept is None:
+            kept = self._kept[like.device] = Upload(like.device)
+        return kept(np.asarray(array, dtype=torch.empty(0, dtype=dtype).numpy().dtype))
 
 
 def download(t: torch.Tensor) -> np.ndarray:

@@ -208,7 +208,8 @@ class StreamingPipeline:
         if drop:
             self.stats.drops[drop] += 1
             return None
-        rgb, disp, norm, depth_in, source, motion, valid = self._preprocess(frame, intrinsics)
+        rgb, disp, norm, device_depth, source, motion, valid = self._preprocess(frame, intrinsics)
+        depth_in = None if device_depth is None else to_host(device_depth)
         if motion is not None and motion.focal_scale != 1.0:  # the focal length fitted against the odometry
             s = motion.focal_scale  # (nut_ros.geometry.focal): the metric depth holds with it, so the geometry does
             intrinsics = dataclasses.replace(intrinsics, fx=intrinsics.fx * s, fy=intrinsics.fy * s)
@@ -280,7 +281,8 @@ class StreamingPipeline:
         self.stats.record(lat)
         return StepResult(frame.stamp_ns, frame.frame_id, live_norm.metric, source, views, cloud, intrinsics, lat,
                           paired=prev is not None, pair_interval_s=interval_s, input_depth=depth_in,
-                          motion_depth=motion, device_cloud=device_cloud, motion_prior=self.motion_prior)
+                          motion_depth=motion, device_cloud=device_cloud, device_depth=device_depth,
+                          motion_prior=self.motion_prior)
 
     def render(self, pair_times) -> list[RenderedView]:
         """Render the live map at the given pair times (0 = previous frame, 1 = newest, > 1 = prediction).
@@ -399,10 +401,11 @@ class StreamingPipeline:
         return None
 
     def _preprocess(self, frame: Frame, intrinsics: Intrinsics):
-        """Model inputs ``rgb [1,3,h,w]`` and ``disp [1,Cd,h,w]``, the depth normalisation (None: relative), the
-        input depth at the model resolution (None without one), its source, the depth from motion (None unless it
-        made the input) and a depth image's valid pixels ``[1,1,h,w]`` (None without a depth image); ``disp`` None
-        for a depth image with too few valid pixels (:meth:`push` decides)."""
+        """Model inputs ``rgb [1,3,h,w]`` and ``disp [1,Cd,h,w]``, the depth normalisation (None: relative), the input
+        depth at the model resolution (``[h, w]`` on the preparation device, NaN where invalid; None without one), its
+        source, the depth from motion (None unless it made the input) and a depth image's valid pixels ``[1,1,h,w]``
+        (None without a depth image); ``disp`` None for a depth image with too few valid pixels (:meth:`push` decides).
+        """
         h, w, dev = self.height, self.width, self._prep_device
         rgb = resize_rgb(frame.rgb, h, w, dev, self._upload_rgb)
         motion, source = None, "topic"
@@ -431,7 +434,7 @@ class StreamingPipeline:
         disp, inv_far, inv_near = normalize_inverse_depth(depth, valid)
         inv_far, inv_near = torch.cat([inv_far, inv_near]).tolist()  # one wait for the device
         norm = DepthNormalization(inv_far, inv_near, metric=source != "motion")
-        depth_in = to_host(torch.where(valid, depth, torch.full_like(depth, float("nan")))[0, 0])
+        depth_in = torch.where(valid, depth, torch.full_like(depth, float("nan")))[0, 0]
         channel_valid = valid
         if motion is not None and self.fill_validity == "known":  # the fill's measured pixels, as the model trained
             known = resize_nearest((motion.confidence > 0).astype(np.uint8), w, h)

@@ -85,6 +85,9 @@ class StepResult:
     # the rows of ``gaussians`` as the pipeline built them on its device ([N, 17] float32 torch tensor, columns
     # CLOUD_COLUMNS; on a GPU the perception stage works on it there), None when the backend gives numpy only
     device_cloud: torch.Tensor | None = None
+    # input_depth as the pipeline left it on the device that prepared the model's inputs ([h, w] float32 tensor; the
+    # perception stage reads it there beside device_cloud), None when there was none
+    device_depth: torch.Tensor | None = None
     # what made the Gaussians' velocities: "learned" (the network's flow head), "flow" (classical optical flow on the
     # CPU) or "none" (no motion prior); PipelineConfig.motion_prior as the pipeline resolved it
     motion_prior: str = "flow"
