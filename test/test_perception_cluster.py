@@ -1,8 +1,9 @@
 """Voxel keys and connected-component clustering."""
 import numpy as np
+import pytest
 
 from nut_ros.perception.clustering import (cluster_points, cluster_stats, contains, group_median, group_quantile,
-                                          voxel_keys)
+                                          group_quantiles, voxel_keys)
 
 
 def test_keys_are_unique_per_cell_and_searchable():
@@ -60,6 +61,27 @@ def test_group_quantile_per_label():
     assert group_quantile(values, labels, 3, 0.2)[0] == 1.0  # rank floor(0.2 * 5) = 1
     low = group_quantile(values, labels, 3, 0.1)
     assert low[2] == 9.0 and np.isnan(low[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_group_quantiles_pick_each_labels_ranked_member_per_column(dtype):
+    """Against sorting each label's members column by column: float32 (sorted as integer keys) and float64, with
+    negatives, zeros of both signs, ties, magnitudes from 1e-30 to 1e30, unsorted labels and an empty label."""
+    rng = np.random.default_rng(5)
+    values = (rng.normal(size=(400, 3)) * 10.0 ** rng.integers(-30, 31, (400, 3))).astype(dtype)
+    values[::7] = 0.0
+    values[1::11] = -0.0
+    values[2::13] = values[3::13]  # ties
+    labels = rng.choice([0, 1, 3, 4], 400)  # label 2 empty
+    qs = (0.0, 0.1, 0.5, 0.9, 1.0)
+    got = group_quantiles(values, labels, 5, qs)
+    assert got.shape == (5, 5, 3) and got.dtype == dtype
+    for label in range(5):
+        members = np.sort(values[labels == label], axis=0)
+        for i, q in enumerate(qs):
+            want = members[min(int(q * len(members)), len(members) - 1)] if len(members) else np.full(3, np.nan)
+            np.testing.assert_array_equal(got[i, label], want)
+    np.testing.assert_array_equal(group_quantiles(values[:, 1], labels, 5, qs), got[..., 1])
 
 
 def test_trimmed_box_ignores_a_few_stray_members():

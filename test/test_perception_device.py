@@ -164,6 +164,12 @@ def test_cuda_and_cpu_agree(odometry):
     assert_close(record(odometry, lambda cloud: cloud_table(cloud, "cuda")), record(odometry))
 
 
+def shrinking(device: str):
+    """A cloud-to-table function whose tables lose 700 more rows frame after frame, back to all every fifth."""
+    frames = iter(range(1000))
+    return lambda cloud: cloud_table(cloud, device)[700 * (next(frames) % 5):]
+
+
 def assert_close(got: list[dict], want: list[dict], moving_share: float = 0.002):
     """Two runs whose per-cell sums were added in another order: moving counts within ``moving_share`` in all,
     the same obstacles within 2 cm, poses within 1e-4, map counts within 1 %."""
@@ -184,12 +190,8 @@ def test_cuda_graphs_replay_what_the_eager_stage_computes(odometry, with_depth):
     """The dense stage replayed as CUDA graphs (NaN-padded to ``max_gaussians`` rows) against the same stage
     launched op by op on the GPU, with a cloud whose size changes every frame (room points dropped): the per-cell
     sums use atomic adds (their order, so the last bits, differ between runs)."""
-    def shrinking():
-        frames = iter(range(1000))
-        return lambda cloud: cloud_table(cloud, "cuda")[700 * (next(frames) % 5):]
-
-    eager = record(odometry, shrinking(), cuda_graphs=False, with_depth=with_depth)
-    graphed = record(odometry, shrinking(), cuda_graphs=True, with_depth=with_depth)
+    eager = record(odometry, shrinking("cuda"), cuda_graphs=False, with_depth=with_depth)
+    graphed = record(odometry, shrinking("cuda"), cuda_graphs=True, with_depth=with_depth)
     assert sum(f["moving"] for f in eager) > 1000 and sum(len(f["obstacles"]) for f in eager) > 10
     assert_close(graphed, eager, 0.0005)
 
@@ -229,6 +231,15 @@ def test_the_graphed_code_path_gives_what_the_cpu_path_gives(odometry, samples):
     got = record(odometry, with_depth=True, processor=GraphPath, ego_samples=samples)
     assert sum(f["moving"] for f in want) > 1000 and sum(len(f["obstacles"]) for f in want) > 10
     assert sum(f["skipped"] for f in want) == 0 and want[-1]["map_count"] > 1000
+    assert got == want
+
+
+def test_the_graphed_code_path_pads_a_cloud_whose_size_changes_as_the_cpu_path_reads_it():
+    """The GPU path's padded table (kept across frames, its rows past the frame's set to NaN again) with a cloud that
+    shrinks and grows frame by frame: the same as the CPU path, which does not pad."""
+    want = record(True, shrinking("cpu"), with_depth=True)
+    got = record(True, shrinking("cpu"), with_depth=True, processor=GraphPath)
+    assert sum(f["moving"] for f in want) > 1000 and sum(len(f["obstacles"]) for f in want) > 10
     assert got == want
 
 

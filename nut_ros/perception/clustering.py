@@ -124,13 +124,29 @@ def group_quantile(values: np.ndarray, labels: np.ndarray, k: int, q: float) -> 
 
 def group_quantiles(values: np.ndarray, labels: np.ndarray, k: int, qs: tuple[float, ...]) -> np.ndarray:
     """:func:`group_quantile` at each of ``qs``: ``[len(qs), k]``, or ``[len(qs), k, C]`` for ``values [N, C]``
-    (each column on its own; one sort per column)."""
+    (each column on its own)."""
     count = np.bincount(labels, minlength=k)
-    ordered = (values[np.lexsort((values, labels))] if values.ndim == 1  # by label, then by value
-               else np.stack([column[np.lexsort((column, labels))] for column in values.T], 1))
+    ordered = _by_label_then_value(values, labels)
     rank = np.minimum(np.floor(np.multiply.outer(qs, count)).astype(np.int64), count - 1)  # -1 where empty
     picked = ordered[np.cumsum(count) - count + rank]  # (an empty label's rank -1 picks another's member: NaN)
     return np.where(count[:, None] > 0, picked.T, np.nan).T  # (transposed: the labels next to the last axis)
+
+
+def _by_label_then_value(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``values`` ``[N]`` or ``[N, C]`` ordered by label, then by value (each column on its own). float32 values
+    (the stage's downloads) are sorted as one int64 key per element, the label above the value's bits made
+    monotone (negative floats' magnitude bits flipped), all columns in one sort, and read back from the key
+    exactly (NaN with its sign bit clear sorts last, as in a float sort; -0 before +0); other dtypes by lexsort, one
+    per column."""
+    if values.dtype != np.float32:
+        if values.ndim == 1:
+            return values[np.lexsort((values, labels))]
+        return np.stack([column[np.lexsort((column, labels))] for column in values.T], 1)
+    bits = values.view(np.int32).astype(np.int64)
+    flip = (bits >> 31) & 0x7FFFFFFF  # all magnitude bits of a negative float: larger magnitude, smaller key
+    keys = np.sort((labels.reshape(-1, *(1,) * (values.ndim - 1)) << 32) + (bits ^ flip), axis=0)
+    bits = ((keys + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)  # the low 32 bits, signed
+    return (bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(np.int32).view(np.float32)
 
 
 def group_median(values: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:

@@ -136,6 +136,8 @@ class PerceptionProcessor:
         self.change = depth_change(obstacles)
         self._rng = np.random.default_rng(seed)
         self._upload_depth, self._upload_frame = Uploader(), Uploader()
+        self._pad: torch.Tensor | None = None  # on a GPU: the frame's rows padded with NaN rows (see _padded) ...
+        self._pad_filled = 0  # ... of which the last frame filled this many
         self.reset()  # the stream's state
         # a cluster's mean velocity as a measurement, camera axes: the depth rate is 1/depth_rate_weight noisier
         z_std = obstacles.velocity_std / obstacles.depth_rate_weight
@@ -291,14 +293,26 @@ class PerceptionProcessor:
         if rows.shape[0] == 0:  # no Gaussians: one unselected row keeps every step's shapes non-empty
             rows = torch.full((1, rows.shape[1]), torch.nan, device=rows.device)
         if self._graphs(rows) and rows.shape[0] < self.op.max_gaussians:
-            padded = torch.full((self.op.max_gaussians, rows.shape[1]), torch.nan, device=rows.device)
-            padded[:rows.shape[0]] = rows
-            rows = padded
+            rows = self._padded(rows)
         depth = self._depth(result)
         unread = rows[:1, :3]
         if depth is not None:
             depth = depth if isinstance(depth, torch.Tensor) else self._upload_depth(depth, rows)
         return StageInputs(rows, unread[:, :1] if depth is None else depth, unread, unread)
+
+    def _padded(self, rows: torch.Tensor) -> torch.Tensor:
+        """``rows`` NaN-padded to ``max_gaussians`` (a CUDA graph's fixed shape) in a table kept across frames: only
+        the rows the last frame filled and this one does not are set to NaN again (the device runs the writes in
+        order, after the last frame's graphs read the table)."""
+        n, kept = rows.shape[0], self._pad
+        if kept is None or kept.device != rows.device or kept.shape[1] != rows.shape[1]:
+            kept = self._pad = torch.full((self.op.max_gaussians, rows.shape[1]), torch.nan, device=rows.device)
+            self._pad_filled = 0
+        kept[:n] = rows
+        if self._pad_filled > n:
+            kept[n:self._pad_filled] = torch.nan
+        self._pad_filled = n
+        return kept
 
     def _with_frame(self, inputs: StageInputs, field: MotionField, floor: float, interval: float = 0.0,
                     offset: float = 0.0, old: torch.Tensor | None = None, turn: np.ndarray = np.eye(3),

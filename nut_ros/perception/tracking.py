@@ -25,6 +25,10 @@ from scipy.optimize import linear_sum_assignment
 from nut_ros.perception.params import ObstacleParams
 
 UNMATCHED = 1e9  # cost of a pair outside the gate
+# the constant-velocity model over dt: F = I + dt · _DRIFT; its white-acceleration noise Q = accel_std² · (dt⁴/4 ·
+# _POS + dt³/2 · _CROSS + dt² · _VEL) (position, velocity blocks)
+_DRIFT, _POS, _CROSS, _VEL = (np.kron(block, np.eye(3)) for block in
+                              ([[0, 1], [0, 0]], [[1, 0], [0, 0]], [[0, 1], [1, 0]], [[0, 0], [0, 1]]))
 
 
 @dataclass
@@ -90,10 +94,8 @@ class MultiObjectTracker:
         s = self.state
         s.age += 1
         if self._motion is None or self._motion[0] != dt:  # (the same interval frame after frame: built once)
-            f = np.eye(6)
-            f[:3, 3:] = dt * np.eye(3)
-            blocks = np.multiply.outer([[dt ** 4 / 4, dt ** 3 / 2], [dt ** 3 / 2, dt ** 2]], np.eye(3))  # [2, 2, 3, 3]
-            q = self.p.accel_std ** 2 * blocks.swapaxes(1, 2).reshape(6, 6)
+            f = np.eye(6) + dt * _DRIFT
+            q = self.p.accel_std ** 2 * (dt ** 4 / 4 * _POS + dt ** 3 / 2 * _CROSS + dt ** 2 * _VEL)
             self._motion = (dt, f, q)
         _, f, q = self._motion
         s.mean = s.mean @ f.T
@@ -135,8 +137,8 @@ class MultiObjectTracker:
             step = s.history[:, -1] - oldest
             travel = np.linalg.norm(step, axis=1)
             with np.errstate(invalid="ignore", divide="ignore"):  # cosine of travel and measured velocity (-1: none)
-                agreement = np.nan_to_num(np.einsum("ij,ij->i", step, s.measured)
-                                          / (travel * np.linalg.norm(s.measured, axis=1)), nan=-1.0)
+                agreement = (step * s.measured).sum(1) / (travel * np.linalg.norm(s.measured, axis=1))
+            agreement[np.isnan(agreement)] = -1.0
             s.confirmed |= (travel >= p.min_travel) & (((s.hits >= p.confirm_hits) & (agreement >= p.min_agreement))
                                                        | ((s.hits >= p.early_hits) & (agreement >= p.early_agreement)))
 
