@@ -111,6 +111,12 @@ class Clusters:
     def __len__(self) -> int:
         return int(self.weight.shape[0])
 
+    @staticmethod
+    def empty() -> "Clusters":
+        """No objects."""
+        rows = np.zeros((0, 3))
+        return Clusters(rows, rows, rows, np.zeros(0), np.zeros(0, np.int64), rows)
+
     def select(self, keep: np.ndarray) -> "Clusters":
         return Clusters(self.center[keep], self.velocity[keep], self.size[keep], self.weight[keep], self.count[keep],
                         self.span[keep])

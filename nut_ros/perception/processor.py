@@ -405,6 +405,8 @@ class PerceptionProcessor:
         the fewer a far object needs only keep one going); ``k``: the model's camera."""
         op = self.op
         labels, n = cluster_points(points, op.voxel, int(np.ceil(fewest_members(op, op.max_range))))
+        if n == 0:  # (most frames of a static scene)
+            return Clusters.empty(), np.zeros(0, bool)
         member, labels = np.flatnonzero(labels >= 0), labels[labels >= 0]
         count = np.bincount(labels, minlength=n)
         depth = group_median(points[member, 2], labels, n)
