@@ -107,6 +107,7 @@ def sections(results, odometry: bool, new: Callable[..., PerceptionProcessor]) -
     inside their callers' times), over the frames after each scene's first 5."""
     from nut_ros.perception import local_map
     from nut_ros.perception import processor as module
+    from nut_ros.perception.tensors import Uploader
     from nut_ros.perception.tracking import MultiObjectTracker
     from nut_ros.pipeline.cuda_graphs import GraphedCall
 
@@ -115,9 +116,8 @@ def sections(results, odometry: bool, new: Callable[..., PerceptionProcessor]) -
                ("_inputs", "_camera_motion", "_find", "_run", "_offer_queued", "_objects", "_report")]
     wrapped += [(MultiObjectTracker, "update"), (module, "unpack"), (module, "download_queued"),
                 (local_map.LocalMap, "insert"), (local_map.LocalMap, "_learn_sizes"),
-                (local_map.LocalMap, "_queue_sizes"), (GraphedCall, "__call__"), (module, "upload"),
-                (local_map, "upload")]
-    labels = {MultiObjectTracker: "track", GraphedCall: "graph_call", local_map: "upload"}
+                (local_map.LocalMap, "_queue_sizes"), (GraphedCall, "__call__"), (Uploader, "__call__")]
+    labels = {MultiObjectTracker: "track", GraphedCall: "graph_call", Uploader: "upload"}
     originals = [(owner, name, getattr(owner, name)) for owner, name in wrapped]
 
     def timed(fn, label):
