@@ -84,7 +84,7 @@ class Upload:
         if host is None or host.shape != a.shape or host.dtype != a.dtype:
             self._buffer = torch.empty(a.shape, dtype=torch.from_numpy(np.empty(0, a.dtype)).dtype, pin_memory=True)
             self._read, host = torch.cuda.Event(), self._buffer.numpy()
-        else:
+        elif not self._read.query():  # (done long before, as a rule: then nothing is waited for)
             self._read.synchronize()
         np.copyto(host, a)
         out = self._buffer.to(self.device, non_blocking=True)
