@@ -21,8 +21,8 @@ class Uploader:
     """Small host arrays (numpy or numbers) up to the device of a tensor they go with, in a given dtype: on a GPU
     through a page-locked buffer kept per device and reused (:class:`~nut_ros.pipeline.transfer.Upload`: one host
     copy, the copy up queued without waiting), so a call site that uploads every frame allocates nothing; on the CPU
-    the array itself (shared, not copied). One per call site: a buffer is written again only once its previous copy
-    up is done."""
+    the array itself (shared where it has that dtype). One per call site: a buffer is written again only once its
+    previous copy up is done."""
 
     def __init__(self):
         self._kept: dict[torch.device, Upload] = {}
