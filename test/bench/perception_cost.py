@@ -9,7 +9,7 @@ the stage runs on the numpy cloud on the CPU (what an onnx/TensorRT backend give
 frame and the processor's time per frame (obstacles, map, total: p50 / p95 / max over the frames after the first of
 each scene), beside the pipeline's own time per frame, and on CUDA the host's waits for the device per frame
 (synchronisations counted by torch's sync debug mode, and CUDA event waits, in a separate pass, as it slows what it
-watches).
+watches). Each scene gets a fresh processor, unless ``--one-processor``.
 
     .venv/bin/python test/bench/perception_cost.py --model tiny --device cpu --scenes 3
     PYTHONPATH=. python test/bench/perception_cost.py --model small --device cuda --scenes 3     # on the H200
@@ -174,6 +174,14 @@ def host_profile(results, odometry: bool, new: Callable[..., PerceptionProcessor
         f.write(out.getvalue())
 
 
+def reused(proc: PerceptionProcessor) -> Callable[..., PerceptionProcessor]:
+    """A maker of processors that gives ``proc`` each time, reset (the stream forgotten, its graphs kept)."""
+    def new(seed: int) -> PerceptionProcessor:
+        proc.reset()
+        return proc
+    return new
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny")
@@ -183,6 +191,9 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=3)
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--repeat", type=int, default=3, help="times each frame is processed (fresh processors)")
+    ap.add_argument("--one-processor", action="store_true",
+                    help="one processor per mode for every scene and repeat, reset between them, as the node keeps "
+                         "one (its CUDA graphs captured once, not in each scene's first timed frames)")
     ap.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True,
                     help="on a GPU, replay the stage's dense part as CUDA graphs (the default) or launch it op by op")
     ap.add_argument("--compile", action="store_true",
@@ -215,9 +226,10 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"Gaussians per frame: p50 {pct(counts, 50):.0f}, max {max(counts)}; pipeline ms per frame p50 "
           f"{pct(pipe_ms[1:], 50):.1f}; the stage's input: {args.cloud} cloud (device table on {where})")
-    new = functools.partial(PerceptionProcessor, cuda_graphs=args.cuda_graphs, compile=args.compile)
+    make = functools.partial(PerceptionProcessor, cuda_graphs=args.cuda_graphs, compile=args.compile)
     for odometry in (True, False):
         name = "odometry" if odometry else "no odometry"
+        new = reused(make(seed=0)) if args.one_processor else make
         if args.compile:
             t = time.perf_counter()
             run(results[:1], odometry, 1, new)
