@@ -159,9 +159,9 @@ class NodeParams:
                                        dynamic=True)
     perception: bool = _param(False, "Moving obstacles (`~/obstacles`, `~/obstacle_markers`) and a persistent local "
                               "map (`~/map_points`, `~/map`) from the live Gaussians (per frame with odometry: "
-                              "10.1-10.4 ms p50 with `tiny` on a 2-core CPU, 12.3-13.1 ms without odometry; 2.6 ms "
-                              "on an H200; docs/BENCHMARKS.md). Obstacle velocities come from the Gaussians' motion: "
-                              "motion_prior flow gives better ones than the learned head (docs/ROS_SETUP.md).")
+                              "10.5 ms p50 with `tiny` on a quiet 2-core CPU, 12.4 ms without odometry; eager, "
+                              "2.6 ms on an H200; docs/BENCHMARKS.md). Obstacle velocities come from the Gaussians' "
+                              "motion: motion_prior flow gives better ones than the learned head (docs/ROS_SETUP.md).")
     perception_compile: bool = _param(False, "torch.compile the perception stage's per-Gaussian part inside its CUDA "
                                       "graphs (perception with the torch backend on a CUDA device; no effect "
                                       "elsewhere). It compiles on the first frames of each stream setting (depth "
@@ -169,7 +169,7 @@ class NodeParams:
                                       "are dropped (counted). Its outputs match the eager stage's within rounding "
                                       "(tested); on an H100 it saved 0.5-0.9 ms per frame where the stage's GPU part "
                                       "is long (no odometry, tiny), nothing for small with odometry; on an H200 "
-                                      "tiny compiled takes 1.8 ms with odometry (docs/ROS_SETUP.md). A failure to "
+                                      "tiny compiled takes 2.05 ms p50 with odometry (docs/ROS_SETUP.md). A failure to "
                                       "compile is logged and the stage goes on without.")
     publish_obstacles: bool = _param(True, "Publish the tracked moving obstacles every processed frame "
                                      "(`~/obstacles`, nut_ros_msgs/ObstacleArray, empty arrays too; perception).",
