@@ -82,6 +82,18 @@ def test_group_quantiles_pick_each_labels_ranked_member_per_column(dtype):
             want = members[min(int(q * len(members)), len(members) - 1)] if len(members) else np.full(3, np.nan)
             np.testing.assert_array_equal(got[i, label], want)
     np.testing.assert_array_equal(group_quantiles(values[:, 1], labels, 5, qs), got[..., 1])
+    np.testing.assert_array_equal(group_quantiles(values, labels.astype(np.int32), 5, qs), got)  # (any int labels)
+
+
+def test_group_quantiles_put_nan_of_either_sign_last():
+    """A NaN made on the CPU (0/0) has its sign bit set: it still sorts after every number, as in a float sort."""
+    with np.errstate(invalid="ignore"):
+        values = np.array([1.0, np.float32(0) / np.float32(0), 2.0, -3.0, np.nan], np.float32)
+    assert np.signbit(values[1]) and not np.signbit(values[4])
+    qs = (0.0, 0.2, 0.4, 0.6, 1.0)  # ranks 0, 1, 2, 3, 4 of -3, 1, 2, NaN, NaN
+    got = group_quantiles(values, np.zeros(5, np.int64), 1, qs)[:, 0]
+    np.testing.assert_array_equal(got, [-3.0, 1.0, 2.0, np.nan, np.nan])
+    np.testing.assert_array_equal(got, group_quantiles(values.astype(np.float64), np.zeros(5, np.int64), 1, qs)[:, 0])
 
 
 def test_trimmed_box_ignores_a_few_stray_members():

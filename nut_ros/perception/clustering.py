@@ -142,15 +142,16 @@ def _by_label_then_value(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """``values`` ``[N]`` or ``[N, C]`` ordered by label, then by value (each column on its own). float32 values
     (the stage's downloads) are sorted as one int64 key per element, the label above the value's bits made
     monotone (negative floats' magnitude bits flipped), all columns in one sort, and read back from the key
-    exactly (NaN with its sign bit clear sorts last, as in a float sort; -0 before +0); other dtypes by lexsort, one
-    per column."""
+    exactly (NaN, of either sign, last as in a float sort; -0 before +0); other dtypes by lexsort, one per column."""
     if values.dtype != np.float32:
         if values.ndim == 1:
             return values[np.lexsort((values, labels))]
         return np.stack([column[np.lexsort((column, labels))] for column in values.T], 1)
+    values = np.where(np.isnan(values), np.float32(np.nan), values)  # (a NaN with its sign bit set would go first)
     bits = values.view(np.int32).astype(np.int64)
     flip = (bits >> 31) & 0x7FFFFFFF  # all magnitude bits of a negative float: larger magnitude, smaller key
-    keys = np.sort((labels.reshape(-1, *(1,) * (values.ndim - 1)) << 32) + (bits ^ flip), axis=0)
+    label = labels.astype(np.int64, copy=False).reshape(-1, *(1,) * (values.ndim - 1))
+    keys = np.sort((label << 32) + (bits ^ flip), axis=0)
     bits = ((keys + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)  # the low 32 bits, signed
     return (bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(np.int32).view(np.float32)
 

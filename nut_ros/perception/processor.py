@@ -305,8 +305,10 @@ class PerceptionProcessor:
         the rows the last frame filled and this one does not are set to NaN again (the device runs the writes in
         order, after the last frame's graphs read the table)."""
         n, kept = rows.shape[0], self._pad
-        if kept is None or kept.device != rows.device or kept.shape[1] != rows.shape[1]:
-            kept = self._pad = torch.full((self.op.max_gaussians, rows.shape[1]), torch.nan, device=rows.device)
+        if kept is None or kept.shape != (self.op.max_gaussians, rows.shape[1]) or kept.device != rows.device \
+                or kept.dtype != rows.dtype:
+            kept = self._pad = torch.full((self.op.max_gaussians, rows.shape[1]), torch.nan, dtype=rows.dtype,
+                                          device=rows.device)
             self._pad_filled = 0
         kept[:n] = rows
         if self._pad_filled > n:
