@@ -21,21 +21,18 @@ class Uploader:
     """Small host arrays (numpy or numbers) up to the device of a tensor they go with, in a given dtype: on a GPU
     through a page-locked buffer kept per device and reused (:class:`~nut_ros.pipeline.transfer.Upload`: one host
     copy, the copy up queued without waiting), so a call site that uploads every frame allocates nothing; on the CPU
-    the array itself (shared where it has that dtype). One per call site: a buffer is written again only once its
-    previous copy up is done."""
+    the array itself (shared where it has that dtype and is contiguous and writable). One per call site: a buffer is
+    written again only once its previous copy up is done."""
 
     def __init__(self):
         self._kept: dict[torch.device, Upload] = {}
 
     def __call__(self, array, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """``array`` as a tensor on ``like``'s device, in ``dtype`` (default: ``like``'s)."""
-        dtype = dtype or like.dtype
-        if like.device.type == "cpu":
-            return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype)
         kept = self._kept.get(like.device)
         if kept is None:
             kept = self._kept[like.device] = Upload(like.device)
-        return kept(np.asarray(array, dtype=torch.empty(0, dtype=dtype).numpy().dtype))
+        return kept(np.asarray(array, dtype=torch.empty(0, dtype=dtype or like.dtype).numpy().dtype))
 
 
 def download(t: torch.Tensor) -> np.ndarray:
