@@ -13,9 +13,10 @@ import torch
 
 KEY_BITS = 21  # per axis: cells in [-2^20, 2^20): ±1.05 km at 1 mm voxels, ±52 km at the map's 5 cm
 _HALF = 1 << (KEY_BITS - 1)
-# 13 of the 26 neighbour offsets (each undirected edge found once)
-_OFFSETS = np.array([(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)
-                     if (dx, dy, dz) > (0, 0, 0)], dtype=np.int64)
+# 13 of the 26 neighbour offsets (each undirected edge found once), as differences of packed keys: a cell's
+# neighbour's key is its key plus the offset's (no field leaves its 21 bits short of the keys' ±1 km reach)
+_OFFSET_KEYS = np.array([(dx << (2 * KEY_BITS)) + (dy << KEY_BITS) + dz for dx in (-1, 0, 1) for dy in (-1, 0, 1)
+                         for dz in (-1, 0, 1) if (dx, dy, dz) > (0, 0, 0)], dtype=np.int64)
 
 
 def key_reach(voxel: float) -> float:
@@ -28,7 +29,7 @@ def voxel_cells(points, voxel: float):
     """Integer cells ``[N, 3]`` of ``points [N, 3]`` (numpy or torch), clipped to the packable range."""
     if isinstance(points, torch.Tensor):
         return torch.floor(points / voxel).clamp(-_HALF, _HALF - 1).long()
-    return np.clip(np.floor(points / voxel), -_HALF, _HALF - 1).astype(np.int64)
+    return np.minimum(np.maximum(np.floor(points / voxel), -_HALF), _HALF - 1).astype(np.int64)  # (np.clip: slower)
 
 
 def pack_cells(cells):
@@ -78,17 +79,15 @@ def cluster_points(points: np.ndarray, voxel: float, min_points: int) -> tuple[n
     """Labels ``[N]`` (0..K-1, or -1 for points of components with fewer than ``min_points``) and K."""
     if points.shape[0] == 0:
         return np.zeros(0, np.int64), 0
-    cells = voxel_cells(points, voxel)
-    keys = pack_cells(cells)
+    keys = voxel_keys(points, voxel)
     order = np.argsort(keys)  # the points by voxel
     keys = keys[order]
     first = np.empty(keys.size, bool)  # the first point of each occupied voxel
     first[0] = True
     np.not_equal(keys[1:], keys[:-1], out=first[1:])
     uniq = keys[first]
-    neighbours = pack_cells((cells[order[first], None, :] + _OFFSETS[None]).reshape(-1, 3))
-    found, idx = contains(uniq, neighbours)
-    src = np.flatnonzero(found) // len(_OFFSETS)  # the voxel whose neighbour was found
+    found, idx = contains(uniq, (uniq[:, None] + _OFFSET_KEYS).reshape(-1))
+    src = np.flatnonzero(found) // len(_OFFSET_KEYS)  # the voxel whose neighbour was found
     comp = components(uniq.size, src, idx[found])[np.cumsum(first) - 1]  # of each point, in key order
     big = np.bincount(comp) >= min_points
     ranked = np.cumsum(big)
