@@ -27,8 +27,9 @@
 #                                              compiled (inside the CUDA graphs), one after the other on one
 #                                              machine; the perception GPU tests; a profile of small compiled
 #   test/bench/gpu_measure.sh release          one call for a release's speed numbers: perception_cost of tiny and
-#                                              small compiled (with each step's host time), bench_pipeline as the
-#                                              node runs on CUDA (tiny compiled, tiny, small compiled); quality runs
+#                                              small compiled (each step's host time; one processor, as the node
+#                                              keeps one), bench_pipeline as the node runs on CUDA (tiny
+#                                              compiled, tiny, small compiled); quality runs
 #                                              separately (clips, depth)
 #   test/bench/gpu_measure.sh gpu-tests [PATHS]  the tests marked gpu (of PATHS, default all)
 set -euo pipefail
@@ -88,7 +89,7 @@ case "$1" in
   release)
     for model in tiny small; do
       timeout 150 python3 test/bench/perception_cost.py --model $model --device cuda --scenes 3 --compile \
-        --sections > "$OUT/perception_${model}_compiled.txt" 2>&1 || true
+        --sections --one-processor > "$OUT/perception_${model}_compiled.txt" 2>&1 || true
     done
     for run in "tiny --compile --no-compile-check" "tiny" "small --compile --no-compile-check"; do
       name=$(echo "$run" | tr -d ' -' | sed 's/nocompilecheck//')
