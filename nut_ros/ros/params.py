@@ -60,7 +60,9 @@ class NodeParams:
     device: str = _param("cpu", "Torch device: cpu, cuda or cuda:N.")
     bf16: bool = _param(False, "bf16 autocast of the network (torch backend on CUDA only).")
     compile: bool = _param(False, "torch.compile the network (torch backend; it compiles at configure, for tens of "
-                           "seconds; fused kernels, replayed inside the CUDA graphs when cuda_graphs is on).")
+                           "seconds; fused kernels, replayed inside the CUDA graphs when cuda_graphs is on). With bf16 "
+                           "its Gaussians have at times come out further from eager bf16's than rounding explains "
+                           "(docs/BENCHMARKS.md).")
     cuda_graphs: bool = _param(True, "Replay the network as CUDA graphs (torch backend on a CUDA device; no effect "
                                "elsewhere). Same kernels as eager (or as compiled), without the launch overhead.")
     input_width: int = _param(0, "Network input width the model (or engine) must have; 0: accept its native size. "
