@@ -39,6 +39,24 @@ def test_two_blobs_and_sparse_noise():
     assert abs(c.center[ia, 0] - 0.25) < 0.05
 
 
+def test_clusters_are_the_components_of_touching_voxels_on_either_side_of_zero():
+    """Against a brute-force 26-neighbourhood: sparse points around the origin, so cells of every sign pair up
+    (the neighbours are found by adding packed offsets to packed keys)."""
+    rng = np.random.default_rng(3)
+    pts = rng.uniform(-1.0, 1.0, (120, 3))
+    labels, k = cluster_points(pts, 0.2, 1)
+    cells = np.floor(pts / 0.2).astype(int)
+    touch = np.abs(cells[:, None] - cells[None]).max(-1) <= 1
+    reach = touch.copy()
+    for _ in range(len(pts)):  # transitive closure
+        grown = (reach.astype(int) @ touch.astype(int)) > 0
+        if (grown == reach).all():
+            break
+        reach = grown
+    assert k == len({tuple(row) for row in reach}) and 1 < k < len(pts)
+    assert ((labels[:, None] == labels[None]) == reach).all()
+
+
 def test_empty_input():
     labels, k = cluster_points(np.zeros((0, 3)), 0.2, 5)
     assert k == 0 and labels.size == 0

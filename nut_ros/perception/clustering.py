@@ -14,7 +14,8 @@ import torch
 KEY_BITS = 21  # per axis: cells in [-2^20, 2^20): ±1.05 km at 1 mm voxels, ±52 km at the map's 5 cm
 _HALF = 1 << (KEY_BITS - 1)
 # 13 of the 26 neighbour offsets (each undirected edge found once), as differences of packed keys: a cell's
-# neighbour's key is its key plus the offset's (no field leaves its 21 bits short of the keys' ±1 km reach)
+# neighbour's key is its key plus the offset's (exact inside the keys' reach; only a cell clipped to its edge could
+# carry into the next field)
 _OFFSET_KEYS = np.array([(dx << (2 * KEY_BITS)) + (dy << KEY_BITS) + dz for dx in (-1, 0, 1) for dy in (-1, 0, 1)
                          for dz in (-1, 0, 1) if (dx, dy, dz) > (0, 0, 0)], dtype=np.int64)
 
