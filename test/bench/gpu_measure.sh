@@ -32,6 +32,9 @@
 #                                              compiled, tiny, small compiled); quality runs
 #                                              separately (clips, depth)
 #   test/bench/gpu_measure.sh gpu-tests [PATHS]  the tests marked gpu (of PATHS, default all)
+#   test/bench/gpu_measure.sh compile-order     the compile GPU tests alone, then after the compiled perception
+#                                              stage's GPU test in one process (test/bench/compile_order.py: what
+#                                              that test left changed)
 set -euo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 bench() { timeout "$1" python3 test/bench/bench_pipeline.py --device cuda --bf16 --repeat 3 "${@:2}"; }
@@ -95,6 +98,12 @@ case "$1" in
       name=$(echo "$run" | tr -d ' -' | sed 's/nocompilecheck//')
       bench 100 --model $run > "$OUT/frame_$name.json" || true
     done ;;
+  compile-order)
+    timeout 200 python3 -m pytest -q -s -m gpu -p no:cacheprovider test/test_compile_gpu.py \
+      > "$OUT/alone.txt" 2>&1 || true
+    timeout 260 python3 test/bench/compile_order.py \
+      test/test_perception_device.py::test_compiled_cuda_graphs_replay_what_the_eager_stage_computes \
+      -- test/test_compile_gpu.py > "$OUT/after_perception.txt" 2>&1 || true ;;
   gpu-tests)
     paths=("${@:2}"); [ ${#paths[@]} -eq 0 ] && paths=(test)
     timeout 580 python3 -m pytest -q -m gpu "${paths[@]}" > "$OUT/pytest_gpu.txt" 2>&1 || true ;;
