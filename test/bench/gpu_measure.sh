@@ -32,9 +32,10 @@
 #                                              compiled, tiny, small compiled); quality runs
 #                                              separately (clips, depth)
 #   test/bench/gpu_measure.sh gpu-tests [PATHS]  the tests marked gpu (of PATHS, default all)
-#   test/bench/gpu_measure.sh compile-order     the compile GPU tests alone, then after the compiled perception
-#                                              stage's GPU test in one process (test/bench/compile_order.py: what
-#                                              that test left changed)
+#   test/bench/gpu_measure.sh compile-order     small eager, compiled and graphed, each also after the allocator's
+#                                              free memory was filled with NaN (compile_repeat.py --poison nan);
+#                                              the compile GPU tests after the compiled perception stage's GPU test
+#                                              in one process (test/bench/compile_order.py: what it left changed)
 set -euo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 bench() { timeout "$1" python3 test/bench/bench_pipeline.py --device cuda --bf16 --repeat 3 "${@:2}"; }
@@ -99,8 +100,8 @@ case "$1" in
       bench 100 --model $run > "$OUT/frame_$name.json" || true
     done ;;
   compile-order)
-    timeout 200 python3 -m pytest -q -s -m gpu -p no:cacheprovider test/test_compile_gpu.py \
-      > "$OUT/alone.txt" 2>&1 || true
+    timeout 200 python3 test/bench/compile_repeat.py --model small --repeat 2 --poison nan \
+      > "$OUT/poison_nan.txt" 2>&1 || true
     timeout 260 python3 test/bench/compile_order.py \
       test/test_perception_device.py::test_compiled_cuda_graphs_replay_what_the_eager_stage_computes \
       -- test/test_compile_gpu.py > "$OUT/after_perception.txt" 2>&1 || true ;;
