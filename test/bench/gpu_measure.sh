@@ -31,6 +31,7 @@
 #                                              keeps one), bench_pipeline as the node runs on CUDA (tiny
 #                                              compiled, tiny, small compiled); quality runs
 #                                              separately (clips, depth)
+#   test/bench/gpu_measure.sh release-perception  only release's perception_cost runs
 #   test/bench/gpu_measure.sh gpu-tests [PATHS]  the tests marked gpu (of PATHS, default all)
 #   test/bench/gpu_measure.sh compile-order     small eager, compiled and graphed, each also after the allocator's
 #                                              free memory was filled with NaN (compile_repeat.py --poison nan);
@@ -90,11 +91,12 @@ case "$1" in
     done
     timeout 200 python3 -m pytest -q -m gpu test/test_compile_gpu.py > "$OUT/pytest_compile.txt" 2>&1 || true
     bench 100 --model tiny --compile --no-compile-check --cv-threads 1 > "$OUT/frame_tinycompilecv1.json" || true ;;
-  release)
+  release|release-perception)
     for model in tiny small; do
       timeout 150 python3 test/bench/perception_cost.py --model $model --device cuda --scenes 3 --compile \
         --sections --one-processor > "$OUT/perception_${model}_compiled.txt" 2>&1 || true
     done
+    [ "$1" = release-perception ] && exit 0
     for run in "tiny --compile --no-compile-check" "tiny" "small --compile --no-compile-check"; do
       name=$(echo "$run" | tr -d ' -' | sed 's/nocompilecheck//')
       bench 100 --model $run > "$OUT/frame_$name.json" || true
