@@ -71,6 +71,42 @@ def test_rgb_from_every_colour_encoding(flavor):
         image_to_rgb(numpy_to_image(_pixels("16UC1"), "16UC1", flavor=flavor))
 
 
+def _mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
+    """The Bayer samples a raw camera with ``pattern`` (e.g. "RGGB": the top-left 2x2 cell) takes of ``rgb``."""
+    out = np.zeros(rgb.shape[:2], np.uint8)
+    for k, colour in enumerate(pattern):
+        out[k // 2::2, k % 2::2] = rgb[k // 2::2, k % 2::2, "RGB".index(colour)]
+    return out
+
+
+@pytest.mark.parametrize("encoding", ["bayer_rggb8", "bayer_bggr8", "bayer_gbrg8", "bayer_grbg8"])
+def test_rgb_from_bayer_keeps_each_pattern_colours(encoding):
+    """Demosaicing a raw camera's samples of a picture of flat colours gives those colours back inside each (a
+    pattern read as another would swap red and blue or mix green into them)."""
+    rgb = np.zeros((12, 16, 3), np.uint8)
+    rgb[:, :8] = (200, 100, 50)
+    rgb[:, 8:] = (30, 160, 220)
+    msg = numpy_to_image(_mosaic(rgb, encoding.removeprefix("bayer_")[:4].upper()), encoding)
+    out = image_to_rgb(msg)
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    assert np.array_equal(out[2:-2, 2:6], rgb[2:-2, 2:6]) and np.array_equal(out[2:-2, 10:14], rgb[2:-2, 10:14])
+
+
+@pytest.mark.parametrize("encoding, order", [("yuv422", "UYVY"), ("uyvy", "UYVY"), ("yuv422_yuy2", "YUYV"),
+                                             ("yuyv", "YUYV")])
+def test_rgb_from_yuv422_in_either_byte_order(encoding, order):
+    """Video-range BT.601 Y'CbCr (as camera drivers send it) of white, black, red and green, two pixels each."""
+    yuv = [(235, 128, 128), (16, 128, 128), (81, 90, 240), (145, 54, 34)]
+    pixels = np.zeros((2, 2 * len(yuv), 2), np.uint8)
+    for k, (y, u, v) in enumerate(yuv):  # one pair of pixels: U Y V Y or Y U Y V
+        pixels[:, 2 * k:2 * k + 2] = np.reshape([u, y, v, y] if order == "UYVY" else [y, u, y, v], (2, 2))
+    out = image_to_rgb(numpy_to_image(pixels, encoding))
+    want = np.repeat([(255, 255, 255), (0, 0, 0), (255, 0, 0), (0, 255, 0)], 2, axis=0)
+    assert np.abs(out.astype(int) - want[None]).max() <= 2
+    with pytest.raises(ConversionError, match="odd"):
+        image_to_rgb(numpy_to_image(pixels[:, :3], encoding))
+
+
 @pytest.mark.parametrize("flavor", FLAVORS)
 def test_depth_metres_from_both_encodings(flavor):
     mm = np.array([[0, 1000, 2500], [65535, 1, 800]], np.uint16)
@@ -103,7 +139,7 @@ def test_malformed_messages_raise_naming_the_field(flavor):
         return msg
 
     cases = {
-        "Image.encoding": broken(encoding="yuv422"),
+        "Image.encoding": broken(encoding="nv21"),
         "Image.step": broken(step=5 * 3 - 1),
         "Image.data": broken(data=uint8_field(np.zeros(10, np.uint8), flavor)),
         "Image.height": broken(height=0),
@@ -124,7 +160,7 @@ def test_numpy_to_image_rejects_mismatched_arrays():
     with pytest.raises(ConversionError, match="dtype"):
         numpy_to_image(np.zeros((4, 4), np.float64), "32FC1", flavor="rosbags")
     with pytest.raises(ConversionError, match="unsupported encoding"):
-        numpy_to_image(np.zeros((4, 4), np.uint8), "bayer_rggb8", flavor="rosbags")
+        numpy_to_image(np.zeros((4, 4), np.uint16), "bayer_rggb16", flavor="rosbags")
 
 
 def test_a_depth_encoding_on_the_image_topic_names_the_image_encodings():

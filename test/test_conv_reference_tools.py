@@ -21,9 +21,14 @@ def _same_message(a, b):
     assert bytes(a.data) == bytes(b.data)
 
 
+#: newer sensor_msgs names of yuv422 and yuv422_yuy2 that cv_bridge does not know (it raises "Unrecognized image
+#: encoding"); we read them as their older names
+CV_BRIDGE_UNKNOWN = ("uyvy", "yuyv")
+
+
 @pytest.mark.ros
 @pytest.mark.cv_bridge
-@pytest.mark.parametrize("encoding", list(ENCODINGS))
+@pytest.mark.parametrize("encoding", [e for e in ENCODINGS if e not in CV_BRIDGE_UNKNOWN])
 def test_images_equal_cv_bridge_both_ways(encoding):
     from cv_bridge import CvBridge
 
@@ -39,11 +44,12 @@ def test_images_equal_cv_bridge_both_ways(encoding):
 
 @pytest.mark.ros
 @pytest.mark.cv_bridge
-@pytest.mark.parametrize("encoding", ["bgr8", "rgba8", "bgra8", "mono8"])
+@pytest.mark.parametrize("encoding", ["bgr8", "rgba8", "bgra8", "mono8", "bayer_rggb8", "bayer_bggr8", "bayer_gbrg8",
+                                      "bayer_grbg8", "yuv422", "yuv422_yuy2"])
 def test_rgb_view_equals_cv_bridge_rgb8(encoding):
     from cv_bridge import CvBridge
 
-    msg = numpy_to_image(_pixels(encoding), encoding, 0, "cam", "rclpy")
+    msg = numpy_to_image(_pixels(encoding, 8, 10), encoding, 0, "cam", "rclpy")
     assert np.array_equal(image_to_rgb(msg), CvBridge().imgmsg_to_cv2(msg, desired_encoding="rgb8"))
 
 

@@ -14,6 +14,16 @@ ENCODINGS: dict[str, tuple[np.dtype, int]] = {
     "mono8": (np.dtype(np.uint8), 1),
     "8UC1": (np.dtype(np.uint8), 1),
     "8UC3": (np.dtype(np.uint8), 3),
+    # raw colour cameras: one 8-bit Bayer sample per pixel; YUV 4:2:2 as two bytes per pixel (U or V, then Y for
+    # UYVY; Y, then U or V for YUYV)
+    "bayer_rggb8": (np.dtype(np.uint8), 1),
+    "bayer_bggr8": (np.dtype(np.uint8), 1),
+    "bayer_gbrg8": (np.dtype(np.uint8), 1),
+    "bayer_grbg8": (np.dtype(np.uint8), 1),
+    "yuv422": (np.dtype(np.uint8), 2),  # UYVY
+    "uyvy": (np.dtype(np.uint8), 2),
+    "yuv422_yuy2": (np.dtype(np.uint8), 2),  # YUYV
+    "yuyv": (np.dtype(np.uint8), 2),
     "mono16": (np.dtype(np.uint16), 1),
     "16UC1": (np.dtype(np.uint16), 1),
     "32FC1": (np.dtype(np.float32), 1),

@@ -1,12 +1,14 @@
 """numpy <-> ``sensor_msgs/Image`` without cv_bridge.
 
-Supported encodings: rgb8, bgr8, rgba8, bgra8, mono8, 8UC1, 8UC3, mono16, 16UC1 (depth in millimetres),
-32FC1 (depth in metres). Row padding (``step`` > width * pixel size) and ``is_bigendian`` are honoured.
+Supported encodings: rgb8, bgr8, rgba8, bgra8, mono8, 8UC1, 8UC3, the raw colour cameras' bayer_rggb8,
+bayer_bggr8, bayer_gbrg8, bayer_grbg8, yuv422 (= uyvy) and yuv422_yuy2 (= yuyv), mono16, 16UC1 (depth in
+millimetres), 32FC1 (depth in metres). Row padding (``step`` > width * pixel size) and ``is_bigendian`` are honoured.
 """
 from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 
 from nut_ros.ros.compressed import decompress_depth, decompress_image
@@ -57,11 +59,25 @@ def numpy_to_image(array: np.ndarray, encoding: str, stamp_ns: int = 0, frame_id
         is_bigendian=0, step=width * channels * dtype.itemsize, data=uint8_field(little, flavor))
 
 
+#: OpenCV's conversion to RGB of the encodings that need one, as cv_bridge converts them (OpenCV names a Bayer
+#: pattern by the second and third pixels of its second row: ROS's RGGB is OpenCV's BG)
+_OPENCV_TO_RGB = {"bayer_rggb8": cv2.COLOR_BayerBG2RGB, "bayer_bggr8": cv2.COLOR_BayerRG2RGB,
+                  "bayer_gbrg8": cv2.COLOR_BayerGR2RGB, "bayer_grbg8": cv2.COLOR_BayerGB2RGB,
+                  "yuv422": cv2.COLOR_YUV2RGB_UYVY, "uyvy": cv2.COLOR_YUV2RGB_UYVY,
+                  "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUYV, "yuyv": cv2.COLOR_YUV2RGB_YUYV}
+
+
 def to_rgb(pixels: np.ndarray, encoding: str) -> np.ndarray:
-    """RGB uint8 ``[H, W, 3]`` (a new array) from 8-bit pixels of a colour or mono encoding."""
+    """RGB uint8 ``[H, W, 3]`` (a new array) from 8-bit pixels of a colour, mono, Bayer or YUV 4:2:2 encoding."""
     if pixels.dtype != np.uint8:
         colour = ", ".join(name for name, (dtype, _) in ENCODINGS.items() if dtype == np.uint8)
         raise ConversionError(f"encoding: {encoding!r} is not an 8-bit colour or mono encoding (images: {colour})")
+    if encoding in _OPENCV_TO_RGB:
+        if pixels.ndim == 3 and pixels.shape[1] % 2:
+            raise ConversionError(f"Image.width: {pixels.shape[1]} is odd; {encoding!r} holds pixels in pairs")
+        if min(pixels.shape[:2]) < 2:
+            raise ConversionError(f"Image.height/width: {encoding!r} needs at least 2x2 pixels")
+        return cv2.cvtColor(np.ascontiguousarray(pixels), _OPENCV_TO_RGB[encoding])
     if pixels.ndim == 2:
         return np.repeat(pixels[:, :, None], 3, axis=2)
     if encoding in ("bgr8", "bgra8", "8UC3"):
@@ -82,7 +98,8 @@ def to_depth_m(pixels: np.ndarray, encoding: str) -> np.ndarray:
 
 
 def image_to_rgb(msg: Any) -> np.ndarray:
-    """RGB uint8 ``[H, W, 3]`` from an Image (rgb8, bgr8, rgba8, bgra8, mono8, 8UC1, 8UC3 as bgr) or CompressedImage."""
+    """RGB uint8 ``[H, W, 3]`` from an Image (rgb8, bgr8, rgba8, bgra8, mono8, 8UC1, 8UC3 as bgr, Bayer, YUV 4:2:2)
+    or CompressedImage."""
     if hasattr(msg, "format"):
         pixels, encoding = decompress_image(msg)
         return to_rgb(pixels, encoding)
