@@ -1,15 +1,18 @@
 """Input messages -> pipeline Frame, without DDS: an invalid CameraInfo in a good stream keeps the last valid
 intrinsics (no guessed field of view, no stream restart), depth of another camera (frame_id) is not used as
-aligned, an undecodable depth image is one without valid pixels, rectified images take their intrinsics from P, and
-the inputs' rejections (and the images held for their depth) are counted in /diagnostics."""
+aligned, an undecodable depth image is one without valid pixels, rectified images take their intrinsics from P, raw
+images of a distorting lens are rectified when asked (``rectify``), and the inputs' rejections (and the images held
+for their depth) are counted in /diagnostics."""
 import numpy as np
 import pytest
 
 from nut_ros.core.geometry import Intrinsics
-from nut_ros.ros.camera_info import camera_info_to_intrinsics, intrinsics_to_camera_info
+from nut_ros.geometry.rectify import Rectifier
+from nut_ros.ros.camera_info import camera_info_to_intrinsics, intrinsics_to_camera_info, lens_of
 from nut_ros.ros.conversions import depth_to_image, numpy_to_image
 from nut_ros.ros.input_sync import Matched
 from nut_ros.ros.inputs import KnownIntrinsics, frame_from_messages
+from nut_ros.ros.processor import rectifies
 
 F = "rosbags"
 T0 = 1_000 * 10**9
@@ -145,6 +148,45 @@ def test_rectified_images_take_their_intrinsics_from_p():
     assert camera_info_to_intrinsics(msg) == K
     built = frame_from_messages(Matched(T0, image(), None, msg), 1e-3)
     assert any("no valid P" in n and "image_rect" in n for n in built.notes), built.notes
+
+
+def test_raw_images_of_a_distorting_lens_are_rectified_with_their_depth_when_asked():
+    """With a rectifier, the image and its aligned depth of a distorted CameraInfo are remapped onto the camera of the
+    frame's intrinsics (P's), as the rectifier maps them; not without distortion, nor where the images are not the
+    calibrated ones (binning) or the model is unknown, which a note says."""
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 255, (48, 64, 3), np.uint8)
+    depth = rng.uniform(0.5, 4.0, (48, 64)).astype(np.float32)
+    msg = info()
+    msg.p = np.array([55.0, 0, 30.0, 0, 0, 56.0, 22.0, 0, 0, 0, 1, 0])
+    raw = numpy_to_image(pixels, "rgb8", T0, "cam", F)
+    depth_msg = depth_to_image(depth, T0, "cam", flavor=F)
+    built = frame_from_messages(Matched(T0, raw, depth_msg, msg), 1e-3, rectifier=Rectifier())
+    assert np.array_equal(built.frame.rgb, pixels), "no distortion: as it is"
+    msg.d = np.array([-0.3, 0.1, 0.0, 0.0, 0.0])
+    built = frame_from_messages(Matched(T0, raw, depth_msg, msg), 1e-3, rectifier=Rectifier())
+    lens = lens_of(msg)
+    assert np.array_equal(built.frame.rgb, Rectifier().rgb(lens, pixels))
+    np.testing.assert_array_equal(built.frame.depth_m, Rectifier().depth(lens, depth))
+    assert not np.array_equal(built.frame.rgb, pixels) and built.frame.intrinsics == camera_info_to_intrinsics(msg)
+    assert built.notes == []
+    msg.binning_x = msg.binning_y = 2
+    built = frame_from_messages(Matched(T0, numpy_to_image(pixels[::2, ::2], "rgb8", T0, "cam", F), None, msg), 1e-3,
+                                rectifier=Rectifier())
+    assert np.array_equal(built.frame.rgb, pixels[::2, ::2]) and any("not rectified" in n for n in built.notes)
+    msg.binning_x = msg.binning_y = 0
+    msg.distortion_model = "kannala_brandt"
+    built = frame_from_messages(Matched(T0, raw, None, msg), 1e-3, rectifier=Rectifier())
+    assert np.array_equal(built.frame.rgb, pixels)
+    assert any("kannala_brandt" in n and "not rectified" in n for n in built.notes), built.notes
+
+
+@pytest.mark.parametrize("mode, topic, rectified", [
+    ("auto", "/camera/color/image_raw", True), ("auto", "/camera/image_rect_color", False),
+    ("auto", "/oak/rgb/image_rect/compressed", False), ("auto", "/cam/rectified/image", False),
+    ("auto", "/direct_cam/image_raw", True), ("always", "/camera/image_rect", True), ("never", "/camera/image_raw", False)])
+def test_rectify_auto_rectifies_unless_the_topic_says_its_images_are(mode, topic, rectified):
+    assert rectifies(mode, topic) == rectified
 
 
 def test_rejected_depth_camera_info_and_odometry_are_counted():

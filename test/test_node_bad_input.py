@@ -115,7 +115,7 @@ def test_bad_input_is_counted_and_the_node_keeps_working(rig):
     drops = rig.node.processor.pipeline.stats.drops
     truncate = lambda m: setattr(m, "data", bytes(m.data)[:100])  # noqa: E731
 
-    rig.send(T0, encoding="rgb8", mutate=lambda m: setattr(m, "encoding", "yuv422"))
+    rig.send(T0, encoding="rgb8", mutate=lambda m: setattr(m, "encoding", "nv21"))
     rig.settle(1)  # one at a time: two back-to-back frames may meet in the newest-frame slot (a counted queue drop)
     rig.send(T0 + 1, mutate=truncate)
     rig.settle(2)

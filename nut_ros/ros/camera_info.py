@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 
 from nut_ros.core.geometry import Intrinsics
+from nut_ros.geometry.rectify import Lens
 from nut_ros.ros.errors import ConversionError
 from nut_ros.ros.msg_types import make_header, msg_class
 
@@ -18,8 +19,8 @@ def camera_info_to_intrinsics(msg: Any) -> Intrinsics:
     """Pinhole intrinsics of the images the camera publishes, for the calibrated ``width`` x ``height``, its ``roi``
     and ``binning``: from ``k`` (row-major 3x3), or, for a camera with lens distortion (non-zero ``d``) whose ``p``
     is valid, from ``p[:3, :3]``, the camera of the rectified images (image_proc's ``image_rect`` carries the raw
-    camera's CameraInfo: ``k`` and ``d`` describe the distorted images, ``p`` the rectified ones). Distortion itself
-    is ignored: nut_ros does not undistort.
+    camera's CameraInfo: ``k`` and ``d`` describe the distorted images, ``p`` the rectified ones). The images are
+    rectified onto it elsewhere, when they are raw (:func:`lens_of`).
 
     As sensor_msgs/CameraInfo defines them, the ROI is a window of the calibrated image (all zeros: the whole image)
     and binning then merges ``binning_x`` x ``binning_y`` pixels (0 counts as 1): the images are ``roi.width //
@@ -79,6 +80,27 @@ def _pinhole(m: np.ndarray, width: int, height: int, name: str) -> Intrinsics:
             raise ConversionError(f"CameraInfo.{name}: principal point {axis}={c:g} is far outside the "
                                   f"{width}x{height} image")
     return Intrinsics(float(fx), float(fy), float(cx), float(cy), width, height)
+
+
+def lens_of(msg: Any) -> Lens | None:
+    """The raw camera of a CameraInfo with lens distortion, to rectify its images with
+    (:class:`nut_ros.geometry.rectify.Rectifier`), or None without distortion. As image_proc, onto ``p[:3, :3]``
+    turned by ``r`` (all zeros: no turn); without a valid ``p`` onto ``k``: the camera
+    :func:`camera_info_to_intrinsics` gives either way. ``ConversionError`` for a distortion model it cannot
+    rectify (or too few coefficients for it)."""
+    if not distorted(msg):
+        return None
+    k = np.asarray(msg.k, dtype=np.float64).reshape(-1)
+    r = np.asarray(msg.r, dtype=np.float64).reshape(-1)
+    if r.size != 9 or not r.any():
+        r = np.eye(3).reshape(-1)
+    projection = _projection(msg)
+    new = k if projection is None else np.asarray(msg.p, dtype=np.float64).reshape(3, 4)[:, :3].reshape(-1)
+    try:
+        return Lens(str(msg.distortion_model), tuple(k), tuple(np.asarray(msg.d, dtype=np.float64).reshape(-1)),
+                    tuple(r), tuple(new), int(msg.width), int(msg.height))
+    except ValueError as err:
+        raise ConversionError(f"CameraInfo.distortion_model: {err}") from None
 
 
 def distorted(msg: Any) -> bool:

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nut_ros.core.geometry import Intrinsics, resize_nearest, same_aspect
+from nut_ros.geometry.rectify import Rectifier
 from nut_ros.pipeline.types import Frame
-from nut_ros.ros.camera_info import distorted, uses_projection
+from nut_ros.ros.camera_info import distorted, lens_of, uses_projection
 from nut_ros.ros.compressed import DEPTH_HEADER, encoded_size
 from nut_ros.ros.conversions import (ConversionError, camera_info_to_intrinsics, decompress_depth, image_to_numpy,
                                      image_to_rgb)
@@ -81,8 +82,8 @@ def depth_metres(msg, depth_scale: float) -> np.ndarray:
 
 
 def frame_from_messages(matched: Matched, depth_scale: float, frame_id: str = "", max_pixels: int = 0,
-                        camera_pose: np.ndarray | None = None,
-                        known_intrinsics: KnownIntrinsics | None = None) -> BuiltFrame:
+                        camera_pose: np.ndarray | None = None, known_intrinsics: KnownIntrinsics | None = None,
+                        rectifier: Rectifier | None = None) -> BuiltFrame:
     """Decode the image (any colour encoding or compressed), its depth and CameraInfo into a ``Frame``.
 
     Raises ``ConversionError`` when the image itself is unusable: bad encoding or stamp, or (checked from the header,
@@ -93,8 +94,9 @@ def frame_from_messages(matched: Matched, depth_scale: float, frame_id: str = ""
     depth of another size is resized (nearest) onto the image when the aspect ratio agrees, else ignored likewise. A
     CameraInfo of another size is scaled when the aspect ratio agrees; an invalid one, or one of another aspect ratio,
     is ignored, and the frame takes the last valid intrinsics of its image size from ``known_intrinsics`` (updated with
-    every valid CameraInfo; none there: no intrinsics). Each adaptation is reported in ``notes``, each ignored depth
-    image or CameraInfo flagged.
+    every valid CameraInfo; none there: no intrinsics). With a ``rectifier``, the image and depth of a frame whose
+    valid CameraInfo has lens distortion are rectified onto the camera of its intrinsics (:func:`_rectified`).
+    Each adaptation is reported in ``notes``, each ignored depth image or CameraInfo flagged.
     """
     stamp_ns = check_time(matched.image.header.stamp, "image header.stamp")
     check_size(matched.image, max_pixels, "image")
@@ -138,22 +140,46 @@ def frame_from_messages(matched: Matched, depth_scale: float, frame_id: str = ""
         elif intrinsics is not None:
             if known_intrinsics is not None:
                 known_intrinsics.remember(w, h, intrinsics)
-            notes += _distortion_notes(matched.info)
+            if rectifier is not None and distorted(matched.info):
+                rgb, depth = _rectified(rectifier, matched.info, rgb, depth, notes)
+            else:
+                notes += _distortion_notes(matched.info)
     return BuiltFrame(Frame(rgb=rgb, stamp_ns=stamp_ns, frame_id=frame_id or image_frame, depth_m=depth,
                             intrinsics=intrinsics, camera_pose=camera_pose), notes, depth_rejected, info_invalid)
 
 
+def _rectified(rectifier: Rectifier, info, rgb: np.ndarray, depth: np.ndarray | None,
+               notes: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """``rgb`` and ``depth`` (aligned to it) rectified by the lens of ``info`` (a valid CameraInfo with lens
+    distortion); as they are, with a note, where it cannot: a distortion model nut_ros does not rectify, or images
+    that are not the calibrated ones (another size, a region of interest, binning)."""
+    try:
+        lens = lens_of(info)
+    except ConversionError as err:
+        notes.append(f"{err}: images not rectified")
+        return rgb, depth
+    h, w = rgb.shape[:2]
+    roi = info.roi
+    if (lens.width, lens.height) != (w, h) or int(roi.width) or int(roi.height) \
+            or max(int(info.binning_x), int(info.binning_y)) > 1:
+        notes.append(f"CameraInfo is for {lens.width}x{lens.height} images, the image is {w}x{h} (or a region of "
+                     "interest, or binned): not rectified")
+        return rgb, depth
+    return rectifier.rgb(lens, rgb), None if depth is None else rectifier.depth(lens, depth)
+
+
 def _distortion_notes(info) -> list[str]:
-    """What the intrinsics of a CameraInfo with lens distortion (non-zero d) assume (none without distortion)."""
+    """What the intrinsics of a CameraInfo with lens distortion (non-zero d) assume when the node does not rectify
+    (none without distortion)."""
     if not distorted(info):
         return []
     if uses_projection(info):
         return ["CameraInfo has lens distortion (d): the images are taken as rectified images (image_proc's "
-                "image_rect) with the intrinsics of P[:3, :3]; nut_ros does not undistort, so feed image_rect, "
-                "not image_raw"]
-    return ["CameraInfo has lens distortion (d) and no valid P, and nut_ros does not correct it: the images are used "
-            "as pinhole images with K, so depth and points bend towards the image's edges. Feed rectified images "
-            "(image_proc's image_rect) with their CameraInfo"]
+                "image_rect) with the intrinsics of P[:3, :3], not rectified again (rectify: never, or auto on a "
+                "topic named rect); set rectify: always for raw images"]
+    return ["CameraInfo has lens distortion (d) and no valid P, and the images are not rectified (rectify: never, or "
+            "auto on a topic named rect): they are used as pinhole images with K, so depth and points bend towards "
+            "the image's edges. Set rectify: always for raw images, or feed image_proc's image_rect"]
 
 
 def _intrinsics_for(k: Intrinsics, width: int, height: int, notes: list[str]) -> Intrinsics | None:

@@ -97,7 +97,8 @@ class NutRosNode(LifecycleNode):
         try:
             self.params = NodeParams.from_dict({n: self.get_parameter(n).value
                                                 for n in dataclasses.asdict(self.params)})
-            settings = processor_settings(self.params)  # (replay, without TF, takes camera_mount)
+            # (rectify: auto reads the image topic's name; replay, without TF, takes camera_mount)
+            settings = processor_settings(self.params, topics.input_topic(self, topics.IMAGE))
             settings = dataclasses.replace(settings, mount_from_tf=bool(self.params.camera_frame))
             self._diagnostics_every(self.params.diagnostics_period)  # (a change while unconfigured applies now)
             if self.params.camera_frame:
@@ -145,7 +146,8 @@ class NutRosNode(LifecycleNode):
         self._worker.start()
         self.get_logger().info(
             f"active: listening on {topics.input_topic(self, self._image_topic)} (depth: {p.depth_source}"
-            f"{', odometry: ' + self.resolve_topic_name(topics.ODOMETRY) if p.use_odometry else ''}); publishing "
+            f"{', odometry: ' + self.resolve_topic_name(topics.ODOMETRY) if p.use_odometry else ''}; images of a "
+            f"distorting lens {'' if self.processor.settings.rectify else 'not '}rectified); publishing "
             f"{', '.join(sorted(n for n in self._pubs if n == 'stats' or n in self.processor.settings.outputs))}")
         return super().on_activate(state)
 

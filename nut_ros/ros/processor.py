@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from nut_ros.geometry.rectify import Rectifier
 from nut_ros.pipeline.types import Frame, StepResult
 from nut_ros.ros.conversions import ConversionError, points_to_pointcloud2
 from nut_ros.ros.health import NodeHealth
@@ -50,6 +51,7 @@ class ProcessorSettings:
     info_timeout_s: float | None = None  # None: depth_timeout_s
     frame_id: str = ""
     max_input_pixels: int = 0  # 0: no cap
+    rectify: bool = False  # rectify the images of a CameraInfo with lens distortion (nut_ros.geometry.rectify)
     outputs: frozenset = frozenset(VIEW_OUTPUTS + STEP_OUTPUTS)
     use_odometry: bool = False
     camera_mount: np.ndarray | None = None  # T_child<-camera_optical; None: identity
@@ -98,6 +100,7 @@ class FrameProcessor:
         self.odometry_source: tuple[str, str] | None = None  # (header.frame_id, child_frame_id) of the odometry used
         self._other_source: tuple[tuple[str, str], float] | None = None  # another source, since when it alone came
         self.known_intrinsics = KnownIntrinsics()  # for frames whose CameraInfo is invalid
+        self.rectifier = Rectifier() if settings.rectify else None
         self.health = NodeHealth()
         self._unmatched_seen = 0
         self.last_intrinsics = None
@@ -222,7 +225,7 @@ class FrameProcessor:
                 why = "" if self.poses.mount is not None else " (the camera mount is not known yet)"
                 notes.append(f"no odometry at the image stamp{why}: frame used without a camera pose")
         built = frame_from_messages(matched, s.depth_scale, s.frame_id, s.max_input_pixels, pose,
-                                    self.known_intrinsics)
+                                    self.known_intrinsics, self.rectifier)
         self.health.count(depth_rejected=int(built.depth_rejected), camera_info_rejected=int(built.info_invalid))
         return built.frame, built.notes + notes
 
@@ -383,15 +386,24 @@ class FrameProcessor:
         return f"CameraInfo changed: {intrinsics}" if changed else None
 
 
-def processor_settings(p: NodeParams) -> ProcessorSettings:
-    """The per-frame path's settings from the node's parameters."""
+def rectifies(mode: str, image_topic: str) -> bool:
+    """Whether the images of ``image_topic`` are rectified (``rectify`` mode): auto, unless a part of the topic's
+    name starts with ``image_rect`` (image_proc's ``image_rect``, ``image_rect_color``) or holds ``rectified``."""
+    named = any(part.startswith("image_rect") or "rectified" in part for part in image_topic.split("/"))
+    return mode == "always" or mode == "auto" and not named
+
+
+def processor_settings(p: NodeParams, image_topic: str = "") -> ProcessorSettings:
+    """The per-frame path's settings from the node's parameters; ``image_topic``: the resolved topic of the images
+    (for ``rectify: auto``)."""
     from nut_ros.ros.odometry import mount_matrix
 
     enabled = frozenset(n for n in output_types(p.perception) if n != "stats" and getattr(p, f"publish_{switch_of(n)}"))
     return ProcessorSettings(depth_source=p.depth_source, depth_scale=p.depth_scale,
                              sync_tolerance_s=p.sync_tolerance, sync_buffer=p.sync_buffer,
                              depth_timeout_s=p.depth_timeout, frame_id=p.frame_id,
-                             max_input_pixels=p.max_input_pixels, outputs=enabled, use_odometry=p.use_odometry,
+                             max_input_pixels=p.max_input_pixels, rectify=rectifies(p.rectify, image_topic),
+                             outputs=enabled, use_odometry=p.use_odometry,
                              camera_mount=mount_matrix(p.camera_mount),
                              perception=p.perception_params() if p.perception else None,
                              perception_compile=p.perception_compile, map_frame=p.map_frame,

@@ -106,11 +106,11 @@ def replay_params(args: argparse.Namespace) -> NodeParams:
 
 
 def replay_processor(pipeline, clock: BagClock, depth_topic: str | None, info_topic: str | None,
-                     odom_topic: str | None, params: NodeParams | None = None) -> FrameProcessor:
-    """The node's per-frame path (settings from ``params``, default the node's defaults) set up for a bag: wait
-    for depth when there is a depth topic, for a first CameraInfo only when there is an info topic, use the
-    odometry when there is an odometry topic."""
-    settings = dataclasses.replace(processor_settings(params or NodeParams()),
+                     odom_topic: str | None, params: NodeParams | None = None, image_topic: str = "") -> FrameProcessor:
+    """The node's per-frame path (settings from ``params``, default the node's defaults) set up for a bag's
+    ``image_topic``: wait for depth when there is a depth topic, for a first CameraInfo only when there is an info
+    topic, use the odometry when there is an odometry topic."""
+    settings = dataclasses.replace(processor_settings(params or NodeParams(), image_topic),
                                    depth_source="topic" if depth_topic else "none",
                                    info_timeout_s=1.0 if info_topic else 0.0, use_odometry=odom_topic is not None)
     return FrameProcessor(pipeline, settings, clock, FLAVOR)
@@ -205,7 +205,8 @@ def run_replay(args: argparse.Namespace) -> dict:
     except OSError as err:
         raise SetupError(f"cannot create the output folder {out}: {err}") from err
     clock = BagClock()
-    processor = replay_processor(pipeline, clock, args.depth_topic, info_topic, odom_topic, params)
+    processor = replay_processor(pipeline, clock, args.depth_topic, info_topic, odom_topic, params,
+                                 args.image_topic)
     info = {"backend": backend.name, "model": backend.model_config.name}
     start = time.perf_counter()
     drops = _replay(args, processor, evaluator, clock, (info_topic, odom_topic), info, bag_out)

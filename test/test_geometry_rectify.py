@@ -1,0 +1,74 @@
+"""Rectifying raw images (``nut_ros.geometry.rectify``): a picture seen through a distorting lens comes back as the
+pinhole camera sees it, for each distortion model; depth is never blended across pixels."""
+import cv2
+import numpy as np
+import pytest
+
+from nut_ros.geometry.rectify import Lens, Rectifier
+
+W, H = 160, 120
+K = np.array([[120.0, 0, 79.5], [0, 120.0, 59.5], [0, 0, 1]])
+P = np.array([[110.0, 0, 80.0], [0, 110.0, 60.0], [0, 0, 1]])
+TURN = cv2.Rodrigues(np.array([0.0, 0.03, 0.01]))[0]  # a stereo rectification's small turn
+COEFFS = {"plumb_bob": [-0.28, 0.09, 0.001, -0.002, 0.0],
+          "rational_polynomial": [-0.2, 0.05, 0.001, 0.0, 0.0, 0.05, 0.0, 0.01],
+          "equidistant": [0.05, -0.02, 0.004, 0.0]}
+
+
+def picture() -> np.ndarray:
+    """A smooth colour picture of the rectified camera (bilinear resampling keeps it nearly exact)."""
+    y, x = np.mgrid[0:H, 0:W].astype(np.float64)
+    return np.dstack([128 + 100 * np.sin(x / 9), 128 + 100 * np.cos(y / 7), 255 * x / W]).astype(np.uint8)
+
+
+def seen_through(lens: Lens, image: np.ndarray) -> np.ndarray:
+    """What the raw camera of ``lens`` records of the rectified camera's ``image``: each raw pixel's ray, undistorted
+    and turned, looked up in the rectified image (OpenCV's undistortPoints: the inverse of the maps under test)."""
+    k, r, p = (np.reshape(m, (3, 3)) for m in (lens.k, lens.r, lens.p))
+    d = np.array(lens.d)
+    raw = np.stack(np.meshgrid(np.arange(W), np.arange(H)), -1).reshape(-1, 1, 2).astype(np.float64)
+    undistort = cv2.fisheye.undistortPoints if lens.model == "equidistant" else cv2.undistortPoints
+    at = undistort(raw, k, d, R=r, P=p).reshape(H, W, 2).astype(np.float32)
+    return cv2.remap(image, at[..., 0], at[..., 1], cv2.INTER_LINEAR)
+
+
+def lens(model: str) -> Lens:
+    return Lens(model, tuple(K.ravel()), tuple(COEFFS[model]), tuple(TURN.ravel()), tuple(P.ravel()), W, H)
+
+
+@pytest.mark.parametrize("model", list(COEFFS))
+def test_a_raw_image_comes_back_as_the_pinhole_camera_sees_it(model):
+    truth = picture()
+    raw = seen_through(lens(model), truth)
+    out = Rectifier().rgb(lens(model), raw)
+    inner = (slice(20, H - 20), slice(25, W - 25))
+    error = np.abs(out[inner].astype(int) - truth[inner]).mean()
+    assert out.shape == truth.shape and out.dtype == np.uint8
+    assert error < 2.5 and np.abs(raw[inner].astype(int) - truth[inner]).mean() > 6 * error
+
+
+def test_depth_takes_the_nearest_raw_pixel_and_nan_outside_the_raw_view():
+    rng = np.random.default_rng(3)
+    depth = rng.choice(np.array([0.8, 2.5, 6.0], np.float32), (H, W))  # three surfaces, edges everywhere
+    out = Rectifier().depth(lens("plumb_bob"), depth)
+    assert out.dtype == np.float32 and set(np.unique(out[np.isfinite(out)])) <= {np.float32(0.8), np.float32(2.5),
+                                                                                  np.float32(6.0)}
+    # half the focal length: the rectified view reaches past the raw image's
+    wide = Lens("plumb_bob", tuple(K.ravel()), (0.0, 0.0, 0.0, 0.0, 0.0), tuple(np.eye(3).ravel()),
+                (55.0, 0.0, 80.0, 0.0, 55.0, 60.0, 0.0, 0.0, 1.0), W, H)
+    out = Rectifier().depth(wide, np.ones((H, W), np.float32))
+    assert np.isnan(out[0, 0]) and np.isnan(out[-1, -1]) and out[H // 2, W // 2] == 1.0
+
+
+def test_the_maps_are_kept_for_the_same_lens_and_made_again_for_another():
+    rectifier = Rectifier()
+    first = rectifier.maps(lens("plumb_bob"))
+    assert rectifier.maps(lens("plumb_bob")) is first
+    assert rectifier.maps(lens("equidistant")) is not first
+
+
+def test_a_lens_without_enough_coefficients_or_of_an_unknown_model_is_refused():
+    with pytest.raises(ValueError, match="needs 5"):
+        Lens("plumb_bob", tuple(K.ravel()), (0.1, 0.0), tuple(np.eye(3).ravel()), tuple(P.ravel()), W, H)
+    with pytest.raises(ValueError, match="not one of"):
+        Lens("kannala", tuple(K.ravel()), (0.1,) * 5, tuple(np.eye(3).ravel()), tuple(P.ravel()), W, H)
