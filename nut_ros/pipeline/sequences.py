@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from nut_ros.core.geometry import Intrinsics
+from nut_ros.geometry.rectify import Lens, Rectifier
 from nut_ros.core.rotations import quaternion_pose
 from nut_ros.pipeline.types import Frame
 
@@ -65,8 +66,8 @@ def undistort_tum(image: np.ndarray, interpolation: int) -> np.ndarray:
 @functools.lru_cache(maxsize=4)
 def _tum_maps(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     (fx, fy, cx, cy), dist = TUM_FR1
-    k = np.diag([w / 640, h / 480, 1.0]) @ np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
-    return cv2.initUndistortRectifyMap(k, np.array(dist), None, k, (w, h), cv2.CV_32FC1)
+    k = tuple((np.diag([w / 640, h / 480, 1.0]) @ np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])).ravel())
+    return Rectifier().maps(Lens("plumb_bob", k, dist, tuple(np.eye(3).ravel()), k, w, h))
 
 
 def tum_pose_at(groundtruth: np.ndarray, stamp: float) -> np.ndarray | None:
