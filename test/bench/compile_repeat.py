@@ -19,6 +19,7 @@ from pathlib import Path
 
 import cv2
 import torch
+from torch._dynamo.utils import counters
 
 from nut_ros.core.checkpoint import load_checkpoint
 from nut_ros.pipeline.compile import INDUCTOR_OPTIONS, compile_network, uncompile
@@ -26,7 +27,7 @@ from nut_ros.pipeline.cuda_graphs import GraphedCall
 from nut_ros.pipeline.stream import resize_rgb
 
 ROOT = Path(__file__).resolve().parents[2]
-FIELDS = ("xyz", "velocity", "rgb", "opacity", "scale", "gamma")
+FIELDS = ("xyz", "velocity", "rgb", "opacity", "scale", "gamma", "encode")  # encode: both frames' caches, flat
 
 
 #: a Gaussian whose position moved more than this (canonical units; eager bf16's largest error from fp32 on the
@@ -60,8 +61,11 @@ def main(argv: list[str] | None = None) -> None:
 
     def run(encode, decode) -> dict[str, torch.Tensor]:
         with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, cache_enabled=False):
-            g = decode(encode(frames[0], disp), encode(frames[1], disp))
-        return {f: getattr(g, f).float() for f in FIELDS}
+            caches = encode(frames[0], disp), encode(frames[1], disp)
+            g = decode(*caches)
+        out = {f: getattr(g, f).float() for f in FIELDS if f != "encode"}
+        out["encode"] = torch.cat([t.float().flatten() for c in caches for t in c])  # what decode was given
+        return out
 
     def repeated(encode, decode, name: str) -> None:
         ways[name] = [run(encode, decode) for _ in range(args.repeat)]
@@ -73,7 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     encode, decode = compile_network(model)
     try:
         repeated(encode, decode, "direct")
+        graphs = counters["stats"]["unique_graphs"]
         repeated(GraphedCall(encode), GraphedCall(decode), "graphed")
+        print(f"graphs Dynamo compiled for the CUDA graphs' captures: {counters['stats']['unique_graphs'] - graphs}")
     finally:
         uncompile(model)
     rows = {f"{name} #{i} vs #0": _spread([run], runs[0]) for name, runs in ways.items()

@@ -32,6 +32,9 @@
 #                                              compiled, tiny, small compiled); quality runs
 #                                              separately (clips, depth)
 #   test/bench/gpu_measure.sh release-perception  only release's perception_cost runs
+#   test/bench/gpu_measure.sh compile-repeat    compile_repeat.py of small three times, each in a fresh process:
+#                                              as is, --poison nan, --poison 0 (the graphs' replays against the
+#                                              direct calls, per field and for the encoder's caches)
 #   test/bench/gpu_measure.sh gpu-tests [PATHS]  the tests marked gpu (of PATHS, default all)
 #   test/bench/gpu_measure.sh compile-order     small eager, compiled and graphed, each also after the allocator's
 #                                              free memory was filled with NaN (compile_repeat.py --poison nan);
@@ -107,6 +110,11 @@ case "$1" in
     timeout 260 python3 test/bench/compile_order.py \
       test/test_perception_device.py::test_compiled_cuda_graphs_replay_what_the_eager_stage_computes \
       -- test/test_compile_gpu.py > "$OUT/after_perception.txt" 2>&1 || true ;;
+  compile-repeat)
+    for poison in none nan 0; do
+      timeout 170 python3 test/bench/compile_repeat.py --model small --repeat 2 \
+        $([ $poison != none ] && echo --poison $poison) > "$OUT/repeat_$poison.txt" 2>&1 || true
+    done ;;
   gpu-tests)
     paths=("${@:2}"); [ ${#paths[@]} -eq 0 ] && paths=(test)
     timeout 580 python3 -m pytest -q -m gpu "${paths[@]}" > "$OUT/pytest_gpu.txt" 2>&1 || true ;;
