@@ -32,9 +32,9 @@
 #                                              compiled, tiny, small compiled); quality runs
 #                                              separately (clips, depth)
 #   test/bench/gpu_measure.sh release-perception  only release's perception_cost runs
-#   test/bench/gpu_measure.sh compile-repeat    compile_repeat.py of small three times, each in a fresh process:
-#                                              as is, --poison nan, --poison 0 (the graphs' replays against the
-#                                              direct calls, per field and for the encoder's caches)
+#   test/bench/gpu_measure.sh compile-repeat [POISONS]  compile_repeat.py of small, a fresh process per POISON
+#                                              (default: none nan 0; none: without --poison): the graphs' replays
+#                                              against the direct calls, per field and for the encoder's caches
 #   test/bench/gpu_measure.sh gpu-tests [PATHS]  the tests marked gpu (of PATHS, default all)
 #   test/bench/gpu_measure.sh compile-order     small eager, compiled and graphed, each also after the allocator's
 #                                              free memory was filled with NaN (compile_repeat.py --poison nan);
@@ -111,7 +111,8 @@ case "$1" in
       test/test_perception_device.py::test_compiled_cuda_graphs_replay_what_the_eager_stage_computes \
       -- test/test_compile_gpu.py > "$OUT/after_perception.txt" 2>&1 || true ;;
   compile-repeat)
-    for poison in none nan 0; do
+    poisons=("${@:2}"); [ ${#poisons[@]} -eq 0 ] && poisons=(none nan 0)
+    for poison in "${poisons[@]}"; do
       timeout 170 python3 test/bench/compile_repeat.py --model small --repeat 2 \
         $([ $poison != none ] && echo --poison $poison) > "$OUT/repeat_$poison.txt" 2>&1 || true
     done ;;
