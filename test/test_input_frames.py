@@ -175,6 +175,10 @@ def test_raw_images_of_a_distorting_lens_are_rectified_with_their_depth_when_ask
                                 rectifier=Rectifier())
     assert np.array_equal(built.frame.rgb, pixels[::2, ::2]) and any("not rectified" in n for n in built.notes)
     msg.binning_x = msg.binning_y = 0
+    k, msg.k = msg.k, np.zeros(9)  # P valid (the intrinsics), but no raw camera to undistort
+    built = frame_from_messages(Matched(T0, raw, None, msg), 1e-3, rectifier=Rectifier())
+    assert np.array_equal(built.frame.rgb, pixels) and any("CameraInfo.k" in n for n in built.notes), built.notes
+    msg.k = k
     msg.distortion_model = "kannala_brandt"
     built = frame_from_messages(Matched(T0, raw, None, msg), 1e-3, rectifier=Rectifier())
     assert np.array_equal(built.frame.rgb, pixels)

@@ -87,10 +87,11 @@ def lens_of(msg: Any) -> Lens | None:
     (:class:`nut_ros.geometry.rectify.Rectifier`), or None without distortion. As image_proc, onto ``p[:3, :3]``
     turned by ``r`` (all zeros: no turn); without a valid ``p`` onto ``k``: the camera
     :func:`camera_info_to_intrinsics` gives either way. ``ConversionError`` for a distortion model it cannot
-    rectify (or too few coefficients for it)."""
+    rectify (or too few coefficients for it), or a ``k`` that is no plausible pinhole."""
     if not distorted(msg):
         return None
     k = np.asarray(msg.k, dtype=np.float64).reshape(-1)
+    _pinhole(k.reshape(3, 3), int(msg.width), int(msg.height), "k")
     r = np.asarray(msg.r, dtype=np.float64).reshape(-1)
     if r.size != 9 or not r.any():
         r = np.eye(3).reshape(-1)
