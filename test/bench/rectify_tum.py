@@ -30,7 +30,7 @@ from nut_ros.ros.inputs import frame_from_messages
 
 FLAVOR = "rosbags"
 KEYS = ("depth_abs_rel", "depth_abs_rel_input", "depth_abs_rel_affine", "depth_abs_rel_affine_input",
-        "depth_abs_rel_constant", "depth_abs_rel_ramp")
+        "depth_abs_rel_constant", "depth_abs_rel_ramp", "depth_abs_rel_affine_constant", "depth_abs_rel_affine_ramp")
 
 
 def camera_info(stamp_ns: int, width: int, height: int):
