@@ -74,11 +74,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shared", default="../shared")
     ap.add_argument("--model", default="tiny")
-    ap.add_argument("--frames", type=int, default=90, help="frames read (every --stride-th, from the start)")
+    ap.add_argument("--start", type=int, default=0, help="first frame (the training part is frames 0-554)")
+    ap.add_argument("--frames", type=int, default=90, help="frames read (every --stride-th from --start)")
     ap.add_argument("--stride", type=int, default=3)
     args = ap.parse_args()
     folder = Path(args.shared) / "data" / "train_rgbd" / "tum_fr1_rpy"
-    indices = range(0, args.frames * args.stride, args.stride)
+    indices = range(args.start, args.start + args.frames * args.stride, args.stride)
     for rectify in (True, False):
         print(json.dumps(run(folder, indices, rectify, args.model)), flush=True)
 
