@@ -62,9 +62,9 @@ def test_depth_takes_the_nearest_raw_pixel_and_nan_outside_the_raw_view():
 
 def test_the_maps_are_kept_for_the_same_lens_and_made_again_for_another():
     rectifier = Rectifier()
-    first = rectifier.maps(lens("plumb_bob"))
-    assert rectifier.maps(lens("plumb_bob")) is first
-    assert rectifier.maps(lens("equidistant")) is not first
+    first = rectifier.fixed_maps(lens("plumb_bob"))
+    assert rectifier.fixed_maps(lens("plumb_bob")) is first
+    assert rectifier.fixed_maps(lens("equidistant")) is not first
 
 
 def test_a_lens_without_enough_coefficients_or_of_an_unknown_model_is_refused():
