@@ -188,7 +188,8 @@ def test_raw_images_of_a_distorting_lens_are_rectified_with_their_depth_when_ask
 @pytest.mark.parametrize("mode, topic, rectified", [
     ("auto", "/camera/color/image_raw", True), ("auto", "/camera/image_rect_color", False),
     ("auto", "/oak/rgb/image_rect/compressed", False), ("auto", "/cam/rectified/image", False),
-    ("auto", "/direct_cam/image_raw", True), ("always", "/camera/image_rect", True), ("never", "/camera/image_raw", False)])
+    ("auto", "/direct_cam/image_raw", True), ("always", "/camera/image_rect", True),
+    ("never", "/camera/image_raw", False)])
 def test_rectify_auto_rectifies_unless_the_topic_says_its_images_are(mode, topic, rectified):
     assert rectifies(mode, topic) == rectified
 
