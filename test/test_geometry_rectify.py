@@ -60,6 +60,20 @@ def test_depth_takes_the_nearest_raw_pixel_and_nan_outside_the_raw_view():
     assert np.isnan(out[0, 0]) and np.isnan(out[-1, -1]) and out[H // 2, W // 2] == 1.0
 
 
+def test_a_scaled_lens_rectifies_the_resized_images_as_the_full_lens_the_full_ones():
+    """Images resized by half (as a driver's lower resolution of the calibrated camera): their rectified image is the
+    full rectified image resized, to resampling's rounding."""
+    full = seen_through(lens("plumb_bob"), picture())
+    half = cv2.resize(full, (W // 2, H // 2), interpolation=cv2.INTER_AREA)
+    out = Rectifier().rgb(lens("plumb_bob").scaled(W // 2, H // 2), half)
+    want = cv2.resize(Rectifier().rgb(lens("plumb_bob"), full), (W // 2, H // 2), interpolation=cv2.INTER_AREA)
+    inner = (slice(10, H // 2 - 10), slice(12, W // 2 - 12))
+    assert np.abs(out[inner].astype(int) - want[inner]).mean() < 2.0
+    unscaled = Rectifier().rgb(Lens("plumb_bob", lens("plumb_bob").k, tuple(COEFFS["plumb_bob"]), tuple(TURN.ravel()),
+                                    tuple(P.ravel()), W // 2, H // 2), half)  # the full lens on half images: wrong
+    assert np.abs(unscaled[inner].astype(int) - want[inner]).mean() > 10
+
+
 def test_the_maps_are_kept_for_the_same_lens_and_made_again_for_another():
     rectifier = Rectifier()
     first = rectifier.fixed_maps(lens("plumb_bob"))

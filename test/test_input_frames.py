@@ -152,8 +152,8 @@ def test_rectified_images_take_their_intrinsics_from_p():
 
 def test_raw_images_of_a_distorting_lens_are_rectified_with_their_depth_when_asked():
     """With a rectifier, the image and its aligned depth of a distorted CameraInfo are remapped onto the camera of the
-    frame's intrinsics (P's), as the rectifier maps them; not without distortion, nor where the images are not the
-    calibrated ones (binning) or the model is unknown, which a note says."""
+    frame's intrinsics (P's), as the rectifier maps them, images of a lower resolution by the lens scaled to them;
+    not without distortion, nor with binning, a K that is no camera or an unknown model, which a note says."""
     rng = np.random.default_rng(5)
     pixels = rng.integers(0, 255, (48, 64, 3), np.uint8)
     depth = rng.uniform(0.5, 4.0, (48, 64)).astype(np.float32)
@@ -170,9 +170,12 @@ def test_raw_images_of_a_distorting_lens_are_rectified_with_their_depth_when_ask
     np.testing.assert_array_equal(built.frame.depth_m, Rectifier().depth(lens, depth))
     assert not np.array_equal(built.frame.rgb, pixels) and built.frame.intrinsics == camera_info_to_intrinsics(msg)
     assert built.notes == []
+    small = numpy_to_image(pixels[::2, ::2], "rgb8", T0, "cam", F)  # a lower resolution of the calibrated camera
+    built = frame_from_messages(Matched(T0, small, None, msg), 1e-3, rectifier=Rectifier())
+    assert np.array_equal(built.frame.rgb, Rectifier().rgb(lens.scaled(32, 24), pixels[::2, ::2]))
+    assert built.frame.intrinsics == camera_info_to_intrinsics(msg).scaled(32, 24)
     msg.binning_x = msg.binning_y = 2
-    built = frame_from_messages(Matched(T0, numpy_to_image(pixels[::2, ::2], "rgb8", T0, "cam", F), None, msg), 1e-3,
-                                rectifier=Rectifier())
+    built = frame_from_messages(Matched(T0, small, None, msg), 1e-3, rectifier=Rectifier())
     assert np.array_equal(built.frame.rgb, pixels[::2, ::2]) and any("not rectified" in n for n in built.notes)
     msg.binning_x = msg.binning_y = 0
     k, msg.k = msg.k, np.zeros(9)  # P valid (the intrinsics), but no raw camera to undistort

@@ -30,6 +30,18 @@ class Lens:
     width: int
     height: int
 
+    def scaled(self, width: int, height: int) -> "Lens":
+        """The same lens for its images resized to ``width`` x ``height``: both camera matrices scaled pixel-centre
+        exact (as :meth:`nut_ros.core.geometry.Intrinsics.scaled`); the distortion, on normalised coordinates, and
+        the turn stay."""
+        sx, sy = width / self.width, height / self.height
+
+        def scale(m: tuple[float, ...]) -> tuple[float, ...]:
+            fx, s, cx, _, fy, cy, *last = m
+            return (fx * sx, s * sx, (cx + 0.5) * sx - 0.5, 0.0, fy * sy, (cy + 0.5) * sy - 0.5, *last)
+
+        return Lens(self.model, scale(self.k), self.d, self.r, scale(self.p), width, height)
+
     def __post_init__(self):
         if self.model not in MODELS:
             raise ValueError(f"distortion model {self.model!r} is not one of {', '.join(MODELS)}")

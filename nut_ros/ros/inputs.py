@@ -151,8 +151,9 @@ def frame_from_messages(matched: Matched, depth_scale: float, frame_id: str = ""
 def _rectified(rectifier: Rectifier, info, rgb: np.ndarray, depth: np.ndarray | None,
                notes: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
     """``rgb`` and ``depth`` (aligned to it) rectified by the lens of ``info`` (a valid CameraInfo with lens
-    distortion); as they are, with a note, where it cannot: a distortion model nut_ros does not rectify, or images
-    that are not the calibrated ones (another size, a region of interest, binning)."""
+    distortion; its lens scaled to images of another size with the same aspect ratio, as the intrinsics are); as
+    they are, with a note, where it cannot: a distortion model nut_ros does not rectify, a region of interest or
+    binning."""
     try:
         lens = lens_of(info)
     except ConversionError as err:
@@ -160,11 +161,11 @@ def _rectified(rectifier: Rectifier, info, rgb: np.ndarray, depth: np.ndarray | 
         return rgb, depth
     h, w = rgb.shape[:2]
     roi = info.roi
-    if (lens.width, lens.height) != (w, h) or int(roi.width) or int(roi.height) \
-            or max(int(info.binning_x), int(info.binning_y)) > 1:
-        notes.append(f"CameraInfo is for {lens.width}x{lens.height} images, the image is {w}x{h} (or a region of "
-                     "interest, or binned): not rectified")
+    if int(roi.width) or int(roi.height) or max(int(info.binning_x), int(info.binning_y)) > 1:
+        notes.append("CameraInfo has a region of interest or binning: images not rectified")
         return rgb, depth
+    if (lens.width, lens.height) != (w, h):  # (another aspect ratio left no intrinsics: not called)
+        lens = lens.scaled(w, h)
     return rectifier.rgb(lens, rgb), None if depth is None else rectifier.depth(lens, depth)
 
 
