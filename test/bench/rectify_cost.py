@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from nut_ros.geometry.rectify import Lens, Rectifier
+from timing import timed
 
 SIZES = ((640, 480), (1280, 720), (1920, 1080))
 
@@ -21,14 +22,8 @@ def lens(width: int, height: int) -> Lens:
     return Lens("plumb_bob", k, (-0.25, 0.08, 0.001, -0.001, 0.0), (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0), k, width, height)
 
 
-def ms(fn, repeat: int = 30) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(times))
+def ms(fn) -> float:
+    return timed(fn, "cpu")["median_ms"]
 
 
 def main() -> None:
