@@ -82,7 +82,41 @@ def test_the_maps_are_kept_for_the_same_lens_and_made_again_for_another():
 
 
 def test_a_lens_without_enough_coefficients_or_of_an_unknown_model_is_refused():
-    with pytest.raises(ValueError, match="needs 5"):
+    with pytest.raises(ValueError, match="needs 4"):
         Lens("plumb_bob", tuple(K.ravel()), (0.1, 0.0), tuple(np.eye(3).ravel()), tuple(P.ravel()), W, H)
+    with pytest.raises(ValueError, match="at most 14"):
+        Lens("rational_polynomial", tuple(K.ravel()), (0.01,) * 15, tuple(np.eye(3).ravel()), tuple(P.ravel()), W, H)
+
+
+@pytest.mark.parametrize("count, passed", [(4, 4), (5, 5), (8, 8), (9, 12), (14, 14)])
+def test_every_coefficient_reaches_opencv_padded_to_a_count_it_takes(count, passed):
+    """As image_geometry passes ``d`` whole: a rational_polynomial calibration's thin-prism terms (14 coefficients, as
+    some drivers publish) move the maps; shorter ones are zero-padded."""
+    model = "plumb_bob" if count < 8 else "rational_polynomial"
+    d = tuple(0.01 * (i + 1) for i in range(count))
+    lens_d = Lens(model, tuple(K.ravel()), d, tuple(np.eye(3).ravel()), tuple(P.ravel()), W, H)
+    assert np.array_equal(lens_d.coefficients(), np.pad(d, (0, passed - count)))
+    if count == 14:
+        fewer = Lens(model, tuple(K.ravel()), d[:8], tuple(np.eye(3).ravel()), tuple(P.ravel()), W, H)
+        assert np.abs(Rectifier().maps(lens_d)[0] - Rectifier().maps(fewer)[0]).max() > 0.5
+
+
+def test_depth_takes_exactly_the_nearest_pixel_of_the_float_maps():
+    """The fixed-point nearest map rounds as OpenCV's float maps round (a truncating map would shift depth by up to a
+    pixel against the colour)."""
+    depth = np.random.default_rng(4).uniform(0.5, 5.0, (H, W)).astype(np.float32)
+    map_x, map_y = Rectifier().maps(lens("rational_polynomial"))
+    want = cv2.remap(depth, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+    np.testing.assert_array_equal(Rectifier().depth(lens("rational_polynomial"), depth), want)
+
+
+def test_a_scaled_lens_scales_both_cameras_pixel_centre_exact_as_intrinsics_do():
+    from nut_ros.core.geometry import Intrinsics
+
+    half = lens("plumb_bob").scaled(W // 2, H // 2)
+    for m in (K, P):
+        k = Intrinsics(m[0, 0], m[1, 1], m[0, 2], m[1, 2], W, H).scaled(W // 2, H // 2)
+        assert (half.p if m is P else half.k) == (k.fx, 0.0, k.cx, 0.0, k.fy, k.cy, 0.0, 0.0, 1.0)
+    assert (half.d, half.r, half.width, half.height) == (lens("plumb_bob").d, lens("plumb_bob").r, W // 2, H // 2)
     with pytest.raises(ValueError, match="not one of"):
         Lens("kannala", tuple(K.ravel()), (0.1,) * 5, tuple(np.eye(3).ravel()), tuple(P.ravel()), W, H)

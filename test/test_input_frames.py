@@ -188,10 +188,50 @@ def test_raw_images_of_a_distorting_lens_are_rectified_with_their_depth_when_ask
     assert any("kannala_brandt" in n and "not rectified" in n for n in built.notes), built.notes
 
 
+def test_the_lens_is_the_raw_camera_turned_onto_p_or_onto_k_without_a_valid_p():
+    """image_geometry's rectification: K and d of the raw images, R (all zeros: no turn), P[:3, :3]; K for a P that is
+    no camera. A region of interest covering the whole image is no region."""
+    msg = info()
+    msg.d = np.array([-0.3, 0.1, 0.001, 0.0, 0.0, 0.02, 0.0, 0.0])
+    msg.distortion_model = "rational_polynomial"
+    turn = np.array([[1.0, 0, 0], [0, 0.995, -0.0998], [0, 0.0998, 0.995]])
+    msg.r = turn.ravel()
+    msg.p = np.array([55.0, 0, 30.0, -3.0, 0, 56.0, 22.0, 0, 0, 0, 1, 0])
+    lens = lens_of(msg)
+    assert (lens.model, lens.d, lens.width, lens.height) == ("rational_polynomial", tuple(msg.d), 64, 48)
+    assert lens.k == tuple(np.asarray(msg.k, float)) and lens.r == tuple(turn.ravel())
+    assert lens.p == (55.0, 0, 30.0, 0, 56.0, 22.0, 0, 0, 1)
+    msg.r, msg.p = np.zeros(9), np.zeros(12)
+    lens = lens_of(msg)
+    assert lens.r == tuple(np.eye(3).ravel()) and lens.p == lens.k
+    msg.roi.width, msg.roi.height = 64, 48
+    pixels = np.random.default_rng(2).integers(0, 255, (48, 64, 3), np.uint8)
+    built = frame_from_messages(Matched(T0, numpy_to_image(pixels, "rgb8", T0, "cam", F), None, msg), 1e-3,
+                                rectifier=Rectifier())
+    assert built.notes == [] and np.array_equal(built.frame.rgb, Rectifier().rgb(lens, pixels))
+
+
+def test_a_frame_whose_camera_info_is_corrupt_is_rectified_by_the_last_lens():
+    """It takes the last valid intrinsics (P's), so its images must be rectified as the frames before were."""
+    rng = np.random.default_rng(6)
+    pixels = rng.integers(0, 255, (48, 64, 3), np.uint8)
+    raw = numpy_to_image(pixels, "rgb8", T0, "cam", F)
+    msg = info()
+    msg.d = np.array([-0.3, 0.1, 0.0, 0.0, 0.0])
+    msg.p = np.array([55.0, 0, 30.0, 0, 0, 56.0, 22.0, 0, 0, 0, 1, 0])
+    known, rectifier = KnownIntrinsics(), Rectifier()
+    good = frame_from_messages(Matched(T0, raw, None, msg), 1e-3, known_intrinsics=known, rectifier=rectifier)
+    bad = frame_from_messages(Matched(T0, raw, None, corrupt(msg, "0x0")), 1e-3, known_intrinsics=known,
+                              rectifier=rectifier)
+    assert bad.info_invalid and bad.frame.intrinsics == good.frame.intrinsics
+    assert np.array_equal(bad.frame.rgb, good.frame.rgb) and not np.array_equal(bad.frame.rgb, pixels)
+
+
 @pytest.mark.parametrize("mode, topic, rectified", [
     ("auto", "/camera/color/image_raw", True), ("auto", "/camera/image_rect_color", False),
     ("auto", "/oak/rgb/image_rect/compressed", False), ("auto", "/cam/rectified/image", False),
-    ("auto", "/direct_cam/image_raw", True), ("always", "/camera/image_rect", True),
+    ("auto", "/direct_cam/image_raw", True), ("auto", "/cam/rect/image", False), ("auto", "/cam/image_undistorted", False),
+    ("always", "/camera/image_rect", True),
     ("never", "/camera/image_raw", False)])
 def test_rectify_auto_rectifies_unless_the_topic_says_its_images_are(mode, topic, rectified):
     assert rectifies(mode, topic) == rectified

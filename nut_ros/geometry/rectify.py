@@ -13,8 +13,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-#: distortion models (sensor_msgs/CameraInfo ``distortion_model``) and how many coefficients each reads
-MODELS = {"plumb_bob": 5, "rational_polynomial": 8, "equidistant": 4}
+#: distortion models (sensor_msgs/CameraInfo ``distortion_model``) and the fewest coefficients each needs
+MODELS = {"plumb_bob": 4, "rational_polynomial": 8, "equidistant": 4}
+#: coefficient counts OpenCV's pinhole model takes (k1 k2 p1 p2 [k3 [k4 k5 k6 [s1 s2 s3 s4 [tx ty]]]]); a CameraInfo's
+#: ``d`` is passed whole, zero-padded to the next of them (image_geometry passes it whole too)
+OPENCV_COUNTS = (4, 5, 8, 12, 14)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,17 @@ class Lens:
             raise ValueError(f"distortion model {self.model!r} is not one of {', '.join(MODELS)}")
         if len(self.d) < MODELS[self.model]:
             raise ValueError(f"{self.model} needs {MODELS[self.model]} distortion coefficients, got {len(self.d)}")
+        if self.model != "equidistant" and len(self.d) > OPENCV_COUNTS[-1]:
+            raise ValueError(f"{self.model} takes at most {OPENCV_COUNTS[-1]} distortion coefficients, got "
+                             f"{len(self.d)}")
+
+    def coefficients(self) -> np.ndarray:
+        """``d`` as OpenCV takes it: the fisheye model's four; the pinhole models' all, zero-padded to a count OpenCV
+        takes (:data:`OPENCV_COUNTS`)."""
+        if self.model == "equidistant":
+            return np.array(self.d[:4], np.float64)
+        count = next(n for n in OPENCV_COUNTS if n >= len(self.d))
+        return np.pad(np.array(self.d, np.float64), (0, count - len(self.d)))
 
 
 class Rectifier:
@@ -58,10 +72,15 @@ class Rectifier:
         self._lens: Lens | None = None
         self._fixed: tuple[tuple[np.ndarray, np.ndarray], np.ndarray] | None = None
 
+    @property
+    def lens(self) -> Lens | None:
+        """The lens of the last images rectified (None before any)."""
+        return self._lens
+
     def maps(self, lens: Lens) -> tuple[np.ndarray, np.ndarray]:
         """Per rectified pixel, the raw image's column and row it looks at (float32 ``[height, width]`` each)."""
         k, r, p = (np.array(m, np.float64).reshape(3, 3) for m in (lens.k, lens.r, lens.p))
-        d = np.array(lens.d[:MODELS[lens.model]], np.float64)
+        d = lens.coefficients()
         make = cv2.fisheye.initUndistortRectifyMap if lens.model == "equidistant" else cv2.initUndistortRectifyMap
         return make(k, d, r, p, (lens.width, lens.height), cv2.CV_32FC1)
 

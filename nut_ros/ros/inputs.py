@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nut_ros.core.geometry import Intrinsics, resize_nearest, same_aspect
-from nut_ros.geometry.rectify import Rectifier
+from nut_ros.geometry.rectify import Lens, Rectifier
 from nut_ros.pipeline.types import Frame
 from nut_ros.ros.camera_info import distorted, lens_of, uses_projection
 from nut_ros.ros.compressed import DEPTH_HEADER, encoded_size
@@ -95,7 +95,8 @@ def frame_from_messages(matched: Matched, depth_scale: float, frame_id: str = ""
     CameraInfo of another size is scaled when the aspect ratio agrees; an invalid one, or one of another aspect ratio,
     is ignored, and the frame takes the last valid intrinsics of its image size from ``known_intrinsics`` (updated with
     every valid CameraInfo; none there: no intrinsics). With a ``rectifier``, the image and depth of a frame whose
-    valid CameraInfo has lens distortion are rectified onto the camera of its intrinsics (:func:`_rectified`).
+    valid CameraInfo has lens distortion are rectified onto the camera of its intrinsics (:func:`_lens`; a frame
+    that takes the last valid intrinsics, by the last lens rectified).
     Each adaptation is reported in ``notes``, each ignored depth image or CameraInfo flagged.
     """
     stamp_ns = check_time(matched.image.header.stamp, "image header.stamp")
@@ -133,40 +134,43 @@ def frame_from_messages(matched: Matched, depth_scale: float, frame_id: str = ""
         except ConversionError as err:
             notes.append(f"CameraInfo ignored: {err}")
         info_invalid = intrinsics is None
+        lens = None
         if info_invalid and known_intrinsics is not None:
             intrinsics = known_intrinsics.get(w, h)
             if intrinsics is not None:
                 notes[-1] += f"; the last valid intrinsics of {w}x{h} images are used"
+                lens = None if rectifier is None else rectifier.lens  # (and the last lens rectified, if any)
         elif intrinsics is not None:
             if known_intrinsics is not None:
                 known_intrinsics.remember(w, h, intrinsics)
             if rectifier is not None and distorted(matched.info):
-                rgb, depth = _rectified(rectifier, matched.info, rgb, depth, notes)
+                lens = _lens(matched.info, notes)
             else:
                 notes += _distortion_notes(matched.info)
+        if lens is not None and same_aspect(lens.width, lens.height, w, h):
+            # images of another size of the calibrated camera: its lens scaled to them, as the intrinsics are
+            lens = lens if (lens.width, lens.height) == (w, h) else lens.scaled(w, h)
+            rgb, depth = rectifier.rgb(lens, rgb), None if depth is None else rectifier.depth(lens, depth)
     return BuiltFrame(Frame(rgb=rgb, stamp_ns=stamp_ns, frame_id=frame_id or image_frame, depth_m=depth,
                             intrinsics=intrinsics, camera_pose=camera_pose), notes, depth_rejected, info_invalid)
 
 
-def _rectified(rectifier: Rectifier, info, rgb: np.ndarray, depth: np.ndarray | None,
-               notes: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
-    """``rgb`` and ``depth`` (aligned to it) rectified by the lens of ``info`` (a valid CameraInfo with lens
-    distortion; its lens scaled to images of another size with the same aspect ratio, as the intrinsics are); as
-    they are, with a note, where it cannot: a distortion model nut_ros does not rectify, a region of interest or
-    binning."""
+def _lens(info, notes: list[str]) -> Lens | None:
+    """The lens to rectify the images of ``info`` (a valid CameraInfo with lens distortion) with, or None, with a
+    note, where it cannot: a distortion model nut_ros does not rectify, a ``k`` that is no camera, a region of
+    interest (other than the whole image) or binning."""
     try:
         lens = lens_of(info)
     except ConversionError as err:
         notes.append(f"{err}: images not rectified")
-        return rgb, depth
-    h, w = rgb.shape[:2]
+        return None
     roi = info.roi
-    if int(roi.width) or int(roi.height) or max(int(info.binning_x), int(info.binning_y)) > 1:
+    whole = (int(roi.x_offset), int(roi.y_offset)) == (0, 0) and \
+        (int(roi.width), int(roi.height)) in ((0, 0), (lens.width, lens.height))
+    if not whole or max(int(info.binning_x), int(info.binning_y)) > 1:
         notes.append("CameraInfo has a region of interest or binning: images not rectified")
-        return rgb, depth
-    if (lens.width, lens.height) != (w, h):  # (another aspect ratio left no intrinsics: not called)
-        lens = lens.scaled(w, h)
-    return rectifier.rgb(lens, rgb), None if depth is None else rectifier.depth(lens, depth)
+        return None
+    return lens
 
 
 def _distortion_notes(info) -> list[str]:

@@ -98,7 +98,7 @@ class NutRosNode(LifecycleNode):
             self.params = NodeParams.from_dict({n: self.get_parameter(n).value
                                                 for n in dataclasses.asdict(self.params)})
             # (rectify: auto reads the image topic's name; replay, without TF, takes camera_mount)
-            settings = processor_settings(self.params, topics.input_topic(self, topics.IMAGE))
+            settings = processor_settings(self.params, topics.input_topic(self, self._image_topic))
             settings = dataclasses.replace(settings, mount_from_tf=bool(self.params.camera_frame))
             self._diagnostics_every(self.params.diagnostics_period)  # (a change while unconfigured applies now)
             if self.params.camera_frame:

@@ -83,10 +83,10 @@ class NodeParams:
     depth_transport: str = _param("raw", "Subscribe to `depth` (raw) or `depth/compressedDepth` (PNG, as "
                                   "compressed_depth_image_transport publishes it).", choices=DEPTH_TRANSPORTS)
     depth_scale: float = _param(0.001, "Metres per unit of 16UC1 depth images.", lo=1e-6, hi=1.0, dynamic=True)
-    rectify: str = _param("auto", "Rectify the images (and the aligned depth) of a CameraInfo with lens distortion, "
-                          "as image_proc does: always, never, or auto (unless the image topic says it is rectified: "
-                          "a name part starting with image_rect, as image_proc's, or holding 'rectified').",
-                          choices=RECTIFY_MODES)
+    rectify: str = _param("auto", "Rectify the images (and the depth aligned to them) of a CameraInfo with lens "
+                          "distortion, as image_proc does: always, never, or auto (unless the image topic says it is "
+                          "rectified: a name part starting with image_rect, as image_proc's, equal to rect, or "
+                          "holding 'rectified' or 'undistort').", choices=RECTIFY_MODES)
     max_input_pixels: int = _param(3840 * 2160, "Images with more pixels are dropped (a depth image counts as one "
                                    "without valid pixels), checked from the header before decoding; 0: no cap.",
                                    lo=0, hi=1_000_000_000, dynamic=True)

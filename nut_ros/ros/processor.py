@@ -388,8 +388,10 @@ class FrameProcessor:
 
 def rectifies(mode: str, image_topic: str) -> bool:
     """Whether the images of ``image_topic`` are rectified (``rectify`` mode): auto, unless a part of the topic's
-    name starts with ``image_rect`` (image_proc's ``image_rect``, ``image_rect_color``) or holds ``rectified``."""
-    named = any(part.startswith("image_rect") or "rectified" in part for part in image_topic.split("/"))
+    name starts with ``image_rect`` (image_proc's ``image_rect``, ``image_rect_color``), is ``rect`` or holds
+    ``rectified`` or ``undistort``."""
+    named = any(part.startswith("image_rect") or part == "rect" or "rectified" in part or "undistort" in part
+                for part in image_topic.split("/"))
     return mode == "always" or mode == "auto" and not named
 
 
