@@ -63,6 +63,14 @@ class Lens:
         return np.pad(np.array(self.d, np.float64), (0, count - len(self.d)))
 
 
+def lens_maps(lens: Lens) -> tuple[np.ndarray, np.ndarray]:
+    """Per rectified pixel of ``lens``, the raw image's column and row it looks at (float32 ``[height, width]``
+    each)."""
+    k, r, p = (np.array(m, np.float64).reshape(3, 3) for m in (lens.k, lens.r, lens.p))
+    make = cv2.fisheye.initUndistortRectifyMap if lens.model == "equidistant" else cv2.initUndistortRectifyMap
+    return make(k, lens.coefficients(), r, p, (lens.width, lens.height), cv2.CV_32FC1)
+
+
 class Rectifier:
     """Remaps raw images onto their rectified camera; keeps the maps of the last :class:`Lens` it was given, in
     OpenCV's fixed-point form (1/32 pixel; half the time of float maps per frame): for colour the whole pixel and
@@ -77,18 +85,11 @@ class Rectifier:
         """The lens of the last images rectified (None before any)."""
         return self._lens
 
-    def maps(self, lens: Lens) -> tuple[np.ndarray, np.ndarray]:
-        """Per rectified pixel, the raw image's column and row it looks at (float32 ``[height, width]`` each)."""
-        k, r, p = (np.array(m, np.float64).reshape(3, 3) for m in (lens.k, lens.r, lens.p))
-        d = lens.coefficients()
-        make = cv2.fisheye.initUndistortRectifyMap if lens.model == "equidistant" else cv2.initUndistortRectifyMap
-        return make(k, d, r, p, (lens.width, lens.height), cv2.CV_32FC1)
-
     def fixed_maps(self, lens: Lens) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
         """The maps :meth:`rgb` and :meth:`depth` use: ``((whole pixel, fraction), nearest pixel)``, made once per
         lens (those of the last lens are kept)."""
         if lens != self._lens:
-            map_x, map_y = self.maps(lens)
+            map_x, map_y = lens_maps(lens)
             colour = cv2.convertMaps(map_x, map_y, cv2.CV_16SC2)
             nearest, _ = cv2.convertMaps(map_x, map_y, cv2.CV_16SC2, nninterpolation=True)
             self._fixed, self._lens = (colour, nearest), lens

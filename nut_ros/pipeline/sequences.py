@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 
 from nut_ros.core.geometry import Intrinsics
-from nut_ros.geometry.rectify import Lens, Rectifier
 from nut_ros.core.rotations import quaternion_pose
+from nut_ros.geometry.rectify import Lens, lens_maps
 from nut_ros.pipeline.types import Frame
 
 SEVEN_SCENES_HZ = 30.0
@@ -67,7 +67,7 @@ def undistort_tum(image: np.ndarray, interpolation: int) -> np.ndarray:
 def _tum_maps(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     (fx, fy, cx, cy), dist = TUM_FR1
     k = tuple((np.diag([w / 640, h / 480, 1.0]) @ np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])).ravel())
-    return Rectifier().maps(Lens("plumb_bob", k, dist, tuple(np.eye(3).ravel()), k, w, h))
+    return lens_maps(Lens("plumb_bob", k, dist, tuple(np.eye(3).ravel()), k, w, h))
 
 
 def tum_pose_at(groundtruth: np.ndarray, stamp: float) -> np.ndarray | None:
@@ -83,24 +83,39 @@ def tum_pose_at(groundtruth: np.ndarray, stamp: float) -> np.ndarray | None:
     return quaternion_pose((1 - a) * groundtruth[j - 1, 1:4] + a * groundtruth[j, 1:4], (1 - a) * q0 + a * q1)
 
 
+def tum_rows(folder: Path) -> list[list[str]]:
+    """The rows of a TUM sequence's ``frames.txt`` (index, colour stamp, ...), comments left out."""
+    return [line.split() for line in (Path(folder) / "frames.txt").read_text().splitlines() if not line.startswith("#")]
+
+
+def tum_groundtruth(folder: Path) -> np.ndarray:
+    """A TUM sequence's ``groundtruth.txt`` rows (time tx ty tz qx qy qz qw) for :func:`tum_pose_at`."""
+    return np.array([[float(v) for v in line.split()]
+                     for line in (Path(folder) / "groundtruth.txt").read_text().splitlines()
+                     if line and not line.startswith("#")])
+
+
+def tum_depth(folder: Path, index: str) -> np.ndarray:
+    """The Kinect depth of frame ``index`` in metres, undistorted as the colour (nearest), NaN where there is none."""
+    depth = undistort_tum(np.nan_to_num(depth_mm(Path(folder) / "depth" / f"{index}.png")), cv2.INTER_NEAREST)
+    depth[depth <= 0] = np.nan
+    return depth
+
+
 def tum_frame_count(folder: Path) -> int:
-    return sum(1 for line in (Path(folder) / "frames.txt").read_text().splitlines() if not line.startswith("#"))
+    return len(tum_rows(folder))
 
 
 def tum(folder: Path, indices) -> Iterator[SequenceFrame]:
     """TUM RGB-D fr1 frames, undistorted (colour bilinear, depth nearest) so that the pinhole model holds; poses
     from ``groundtruth.txt`` interpolated to the colour stamps (:func:`tum_pose_at`)."""
     folder = Path(folder)
-    rows = [line.split() for line in (folder / "frames.txt").read_text().splitlines() if not line.startswith("#")]
-    gt = np.array([[float(v) for v in line.split()] for line in (folder / "groundtruth.txt").read_text().splitlines()
-                   if line and not line.startswith("#")])
+    rows, gt = tum_rows(folder), tum_groundtruth(folder)
     fx, fy, cx, cy = TUM_FR1[0]
     for i in indices:
         index, stamp = rows[i][0], float(rows[i][1])
         pose = tum_pose_at(gt, stamp)
         rgb = undistort_tum(read_rgb(folder / "rgb" / f"{index}.jpg"), cv2.INTER_LINEAR)
-        depth = depth_mm(folder / "depth" / f"{index}.png")
-        depth = undistort_tum(np.nan_to_num(depth), cv2.INTER_NEAREST)
-        depth[depth <= 0] = np.nan
+        depth = tum_depth(folder, index)
         k = Intrinsics(fx, fy, cx, cy, rgb.shape[1], rgb.shape[0])
         yield SequenceFrame(Frame(rgb, round(stamp * 1e9), intrinsics=k, camera_pose=pose), depth)

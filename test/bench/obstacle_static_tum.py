@@ -59,7 +59,7 @@ def tum_results(folder: Path, indices: list[int], model: str = "tiny", source: s
     path = CACHE / f"tum_{model}_{key[:16]}.pkl"
     if path.is_file():
         return pickle.loads(path.read_bytes())
-    rows = [line.split() for line in (folder / "frames.txt").read_text().splitlines() if not line.startswith("#")]
+    rows = sequences.tum_rows(folder)
     out = []
     for i, sf in zip(indices, sequences.tum(folder, indices)):
         f = sf.frame

@@ -12,7 +12,6 @@ import argparse
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -20,7 +19,7 @@ from nut_ros.core.geometry import Intrinsics
 from nut_ros.geometry.rectify import Rectifier
 from nut_ros.pipeline.backends import make_backend
 from nut_ros.pipeline.evaluation import StreamEvaluator
-from nut_ros.pipeline.sequences import TUM_FR1, depth_mm, read_rgb, tum_pose_at, undistort_tum
+from nut_ros.pipeline.sequences import TUM_FR1, depth_mm, read_rgb, tum_depth, tum_groundtruth, tum_pose_at, tum_rows
 from nut_ros.pipeline.stream import StreamingPipeline
 from nut_ros.pipeline.types import PipelineConfig
 from nut_ros.ros.camera_info import intrinsics_to_camera_info
@@ -42,9 +41,7 @@ def camera_info(stamp_ns: int, width: int, height: int):
 
 
 def run(folder: Path, indices, rectify: bool, model: str) -> dict:
-    rows = [line.split() for line in (folder / "frames.txt").read_text().splitlines() if not line.startswith("#")]
-    gt = np.array([[float(v) for v in line.split()] for line in (folder / "groundtruth.txt").read_text().splitlines()
-                   if line and not line.startswith("#")])
+    rows, gt = tum_rows(folder), tum_groundtruth(folder)
     torch.manual_seed(0)
     pipeline = StreamingPipeline(make_backend("torch", model, None, "cpu"), PipelineConfig())
     evaluator = StreamEvaluator(pipeline, stride=1)
@@ -60,10 +57,8 @@ def run(folder: Path, indices, rectify: bool, model: str) -> dict:
             built = frame_from_messages(Matched(stamp_ns, image, None, camera_info(stamp_ns, w, h)), 1e-3,
                                         camera_pose=tum_pose_at(gt, stamp), rectifier=rectifier)
             notes.update(built.notes)
-            depth = depth_mm(folder / "depth" / f"{index}.png")
-            if rectify:  # the truth in the rectified images' geometry
-                depth = undistort_tum(np.nan_to_num(depth), cv2.INTER_NEAREST)
-                depth[depth <= 0] = np.nan
+            # the truth in the geometry of the run's images
+            depth = tum_depth(folder, index) if rectify else depth_mm(folder / "depth" / f"{index}.png")
             evaluator.add(built.frame, depth)
     summary = evaluator.summary()["depth"]
     return {"rectify": rectify, **{k: summary.get(k) for k in KEYS},
