@@ -35,6 +35,10 @@
 #   test/bench/gpu_measure.sh compile-repeat [POISONS]  compile_repeat.py of small, a fresh process per POISON
 #                                              (default: none nan 0; none: without --poison): the graphs' replays
 #                                              against the direct calls, per field and for the encoder's caches
+#   test/bench/gpu_measure.sh localize          graph_localize.py of small (encode, upsampler and decode graphed one at
+#                                              a time against their direct calls, compiled and eager; kernel lists
+#                                              and graph dumps), compile_repeat.py of small without poison, and
+#                                              test_compile_gpu.py
 #   test/bench/gpu_measure.sh gpu-tests [PATHS]  the tests marked gpu (of PATHS, default all)
 #   test/bench/gpu_measure.sh compile-order     small eager, compiled and graphed, each also after the allocator's
 #                                              free memory was filled with NaN (compile_repeat.py --poison nan);
@@ -116,6 +120,11 @@ case "$1" in
       timeout 170 python3 test/bench/compile_repeat.py --model small --repeat 2 \
         $([ $poison != none ] && echo --poison $poison) > "$OUT/repeat_$poison.txt" 2>&1 || true
     done ;;
+  localize)
+    timeout 240 python3 test/bench/graph_localize.py --model small --dump "$OUT/dump" > "$OUT/localize.txt" 2>&1 || true
+    (cd "$OUT/dump" && tar czf ../dump.tgz . && cd .. && rm -r dump) || true
+    timeout 170 python3 test/bench/compile_repeat.py --model small --repeat 2 > "$OUT/repeat_none.txt" 2>&1 || true
+    timeout 200 python3 -m pytest -q -s -m gpu test/test_compile_gpu.py > "$OUT/pytest_compile.txt" 2>&1 || true ;;
   gpu-tests)
     paths=("${@:2}"); [ ${#paths[@]} -eq 0 ] && paths=(test)
     timeout 580 python3 -m pytest -q -m gpu "${paths[@]}" > "$OUT/pytest_gpu.txt" 2>&1 || true ;;

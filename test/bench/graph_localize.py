@@ -1,0 +1,130 @@
+"""Which part of the compiled network do its CUDA graphs get wrong? (GPU diagnostic behind issue 15's compiled-vs-eager
+question and ``test/test_compile_gpu.py``)
+
+    python test/bench/graph_localize.py [--model small] [--dump DIR]
+
+``compile_repeat.py`` found the compiled network's graph replays up to 0.53 away from its direct calls in positions,
+which ``encode`` alone computes (``decode`` passes them through). This script takes the parts one at a time, each
+graph given the inputs the direct calls had, under bf16 autocast without its weight cache (as the backend runs them):
+
+1. ``encode`` through :class:`GraphedCall`, three calls per frame, every field of the frame cache against the
+   direct call's;
+2. the Gaussian upsampler alone (eager ``forward``, its stages compiled one by one) on the direct call's tokens;
+3. ``decode`` on the direct calls' caches;
+4. the same three graphs of the eager network, against its direct calls (the control).
+
+With ``--dump DIR`` it also writes, per part, the CUDA kernels of one direct call (torch.profiler) and the captured
+graph's nodes (``CUDAGraph.debug_dump``): a kernel launched outside the capturing stream is missing from the graph.
+"""
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import torch
+
+from nut_ros.core.checkpoint import load_checkpoint
+from nut_ros.pipeline.compile import compile_network, uncompile
+from nut_ros.pipeline import cuda_graphs
+from nut_ros.pipeline.cuda_graphs import GraphedCall
+from nut_ros.pipeline.stream import resize_rgb
+
+ROOT = Path(__file__).resolve().parents[2]
+OFF = 0.02  # a position moved more than this counts as off (compile_repeat.OFF)
+
+
+class _DebugGraph(torch.cuda.CUDAGraph):
+    """A CUDA graph that keeps its nodes' description for :meth:`debug_dump`."""
+
+    def capture_begin(self, *args, **kwargs):
+        self.enable_debug_mode()
+        return super().capture_begin(*args, **kwargs)
+
+
+def _fields(out) -> dict[str, torch.Tensor]:
+    if hasattr(out, "_fields"):  # FrameCache (NamedTuple)
+        return {f: getattr(out, f).float() for f in out._fields}
+    if isinstance(out, torch.Tensor):
+        return {"out": out.float()}
+    return {f: getattr(out, f).float() for f in ("xyz", "velocity", "rgb", "opacity", "scale", "gamma")}
+
+
+def _compare(name: str, got, ref) -> None:
+    a, b = _fields(got), _fields(ref)
+    cells = []
+    for f in a:
+        d = (a[f] - b[f]).abs()
+        cells.append(f"{f} {d.max().item():.2e}")
+        if f == "xyz":
+            cells.append(f"off {int((d.amax(-1) > OFF).sum())}")
+    print(f"  {name:34s} " + "  ".join(cells), flush=True)
+
+
+def _kernels_direct(fn, args) -> Counter:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn(*args)
+        torch.cuda.synchronize()
+    return Counter(e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+
+
+def _part(name: str, fn, inputs: list[tuple], direct: list, dump: Path | None, calls: int = 3) -> None:
+    """``fn`` through a GraphedCall: ``calls`` calls per input, each against the direct result of that input."""
+    print(f"{name}:", flush=True)
+    graphed = GraphedCall(fn)
+    for i, (args, ref) in enumerate(zip(inputs, direct)):
+        for k in range(calls):
+            _compare(f"input {i} call {k}{' (captures)' if i == k == 0 else ''}", graphed(*args), ref)
+    if dump is not None:
+        kernels = _kernels_direct(fn, inputs[0])
+        (dump / f"{name.replace(' ', '_')}_direct_kernels.txt").write_text(
+            "".join(f"{n}\t{k}\n" for k, n in sorted(kernels.items())))
+        for j, (graph, _, _) in enumerate(graphed._graphs.values()):
+            graph.debug_dump(str(dump / f"{name.replace(' ', '_')}_graph{j}.dot"))
+        print(f"  direct call: {sum(kernels.values())} kernel launches", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="small")
+    ap.add_argument("--dump", type=Path, default=None, help="write kernel lists and graph dumps here")
+    args = ap.parse_args(argv)
+    if args.dump is not None:
+        args.dump.mkdir(parents=True, exist_ok=True)
+        cuda_graphs.torch.cuda.CUDAGraph = _DebugGraph  # GraphedCall makes its graphs through this name
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    model = load_checkpoint(ROOT / "nut_ros" / "weights" / f"{args.model}.safetensors").cuda().eval()
+    h, w = model.config.image_size
+    frames = [resize_rgb(cv2.imread(str(ROOT / "nut_ros" / "data" / "cups" / f"{i:03d}.jpg"))[..., ::-1].copy(),
+                         h, w).cuda() for i in (0, 1)]
+    disp = torch.zeros(1, model.config.depth_channels, h, w, device="cuda")
+    upsampler = model.gs_predictor.gaussian_upsampler
+
+    def parts(encode, decode, label: str) -> None:
+        with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, cache_enabled=False):
+            runs = []
+            for _ in range(3):
+                caches = [encode(f, disp) for f in frames]
+                runs.append((caches, decode(*caches)))
+            caches, g = runs[0]
+            print(f"{label}, direct calls again:", flush=True)
+            for k, (c, gk) in enumerate(runs[1:], 1):
+                _compare(f"repeat {k}: encode frame 0", c[0], caches[0])
+                _compare(f"repeat {k}: decode", gk, g)
+            tokens = [c.tokens for c in caches]
+            ups = [upsampler(t) for t in tokens]
+            _part(f"{label} encode", encode, [(f, disp) for f in frames], caches, args.dump)
+            _part(f"{label} upsampler", upsampler, [(t,) for t in tokens], ups, args.dump)
+            _part(f"{label} decode", decode, [tuple(caches)], [g], args.dump)
+
+    encode, decode = compile_network(model)
+    try:
+        parts(encode, decode, "compiled")
+    finally:
+        uncompile(model)
+    parts(model.encode, model.decode, "eager")
+
+
+if __name__ == "__main__":
+    main()
