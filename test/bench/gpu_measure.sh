@@ -39,6 +39,9 @@
 #                                              a time against their direct calls, compiled and eager; kernel lists
 #                                              and graph dumps), compile_repeat.py of small without poison, and
 #                                              test_compile_gpu.py
+#   test/bench/gpu_measure.sh fit-profile       perception_cost of tiny compiled (one processor) with each step's host
+#                                              time, torch's profiler table and the host's cProfile tables (where the
+#                                              camera-motion fit's time goes without odometry)
 #   test/bench/gpu_measure.sh gpu-tests [PATHS]  the tests marked gpu (of PATHS, default all)
 #   test/bench/gpu_measure.sh compile-order     small eager, compiled and graphed, each also after the allocator's
 #                                              free memory was filled with NaN (compile_repeat.py --poison nan);
@@ -125,6 +128,10 @@ case "$1" in
     (cd "$OUT/dump" && tar czf ../dump.tgz . && cd .. && rm -r dump) || true
     timeout 170 python3 test/bench/compile_repeat.py --model small --repeat 2 > "$OUT/repeat_none.txt" 2>&1 || true
     timeout 200 python3 -m pytest -q -s -m gpu test/test_compile_gpu.py > "$OUT/pytest_compile.txt" 2>&1 || true ;;
+  fit-profile)
+    timeout 240 python3 test/bench/perception_cost.py --model tiny --device cuda --scenes 3 --compile --one-processor \
+      --sections --profile --cprofile "$OUT/perception_tiny_cprofile.txt" > "$OUT/perception_tiny_profile.txt" 2>&1 \
+      || true ;;
   gpu-tests)
     paths=("${@:2}"); [ ${#paths[@]} -eq 0 ] && paths=(test)
     timeout 580 python3 -m pytest -q -m gpu "${paths[@]}" > "$OUT/pytest_gpu.txt" 2>&1 || true ;;
