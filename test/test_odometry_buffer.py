@@ -1,6 +1,10 @@
 """The odometry pose buffer in the per-frame path, without DDS: poses kept by time (not by count), no pose across an
 odometry dropout, stamps that jump back (a looping bag) or a glitch stamped far ahead, two odometry sources on one
-topic, the mount from TF not known yet or changing, and the counts /diagnostics shows."""
+topic, the mount from TF not known yet or changing, the wait for odometry that arrives after the image, and the counts
+/diagnostics shows."""
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -164,3 +168,68 @@ def test_frames_processed_without_a_pose_are_counted():
         outcome = proc.process(proc.add_image(image))
         assert outcome.drop is None and (outcome.frame.camera_pose is None) == (i == 0)
     assert proc.diagnostic_values()["frames_without_pose"] == 1
+
+
+def test_a_frame_waits_for_the_odometry_close_behind_it():
+    """Odometry at 10 Hz arriving after the image: the worker waits for the pose after the image's stamp (added by
+    another thread 60 ms later) and interpolates it; stopped odometry, or odometry on another clock, is not waited
+    for; a pose that does not come ends the wait at its timeout."""
+    poses = PoseBuffer()
+    poses.add(T0, at(0.0))
+    image = T0 + 70 * MS  # the pose at T0 + 100 ms is on its way
+    assert poses.pending(image) and not poses.pending(T0 - MS)
+    late = threading.Timer(0.06, lambda: poses.add(T0 + 100 * MS, at(0.1)))
+    late.start()
+    start = time.monotonic()
+    assert poses.wait_covered(image, timeout_s=2.0)
+    assert 0.03 < time.monotonic() - start < 1.0
+    assert np.allclose(poses.camera_pose(image)[:3, 3], [0.07, 0, 0]), "interpolated, not held at 0.1"
+    start = time.monotonic()
+    assert not poses.wait_covered(T0 + 150 * MS, timeout_s=0.1)  # nothing comes: the timeout ends it
+    assert 0.09 < time.monotonic() - start < 1.0
+    start = time.monotonic()
+    assert not poses.pending(T0 + 5_000 * MS), "odometry stopped 4.9 s before the image: not waited for"
+    assert not poses.wait_covered(T0 + 5_000 * MS, timeout_s=2.0) and time.monotonic() - start < 0.5
+    assert not PoseBuffer().pending(T0) and not PoseBuffer().wait_covered(T0, timeout_s=2.0)
+    late.join()
+
+
+def test_the_processor_waits_only_with_odometry():
+    proc, _ = processor()
+    proc.poses.add(T0, at(0.0))
+    assert proc.pose_pending(T0 + 50 * MS)
+    threading.Timer(0.05, lambda: proc.add_odometry(odom(T0 + 100 * MS, 0.1))).start()
+    proc.await_pose(T0 + 50 * MS, timeout_s=2.0)
+    assert not proc.pose_pending(T0 + 50 * MS)
+    assert np.allclose(proc.poses.camera_pose(T0 + 50 * MS)[:3, 3], [0.05, 0, 0])
+    plain = FrameProcessor(StubPipeline(), ProcessorSettings(), Clock(), FLAVOR)
+    start = time.monotonic()
+    plain.await_pose(T0, timeout_s=2.0)
+    assert not plain.pose_pending(T0) and time.monotonic() - start < 0.5
+
+
+def test_a_replayed_frame_waits_for_odometry_recorded_after_it(tmp_path):
+    """In a bag, 10 Hz odometry recorded 40 ms after its stamp and 30 Hz images: each image is handed on once the pose
+    after its stamp has been read (or 0.15 s of bag time later), so every frame's pose is interpolated."""
+    from nut_ros.ros.bag_io import BagClock, BagWriter
+    from nut_ros.ros.images import numpy_to_image
+    from nut_ros.tools.replay_eval import replay_matches
+
+    stamps = [T0 + 50 * MS + i * 33 * MS for i in range(11)]  # (after the first pose is read)
+    records = [(s, "/cam/image", numpy_to_image(np.zeros((4, 4, 3), np.uint8), "rgb8", s, "cam", FLAVOR))
+               for s in stamps]
+    records += [(T0 + i * 100 * MS + 40 * MS, "/odom", odom(T0 + i * 100 * MS, 0.1 * i)) for i in range(5)]
+    bag = tmp_path / "bag"
+    with BagWriter(bag, storage="sqlite3") as w:
+        for t, topic, msg in sorted(records, key=lambda r: r[0]):
+            w.write(topic, t, msg)
+    clock = BagClock()
+    proc = FrameProcessor(StubPipeline(), ProcessorSettings(use_odometry=True, depth_source="none", info_timeout_s=0),
+                          clock, FLAVOR)
+    got = []
+    for matched in replay_matches(bag, proc, clock, "/cam/image", None, None, "/odom"):
+        pose = proc.poses.camera_pose(matched.stamp_ns)  # as the frame is built now
+        got.append((matched.stamp_ns, None if pose is None else pose[0, 3]))
+    assert [s for s, _ in got] == stamps
+    for stamp, x in got:
+        assert x is not None and abs(x - (stamp - T0) / 1e9) < 1e-9, (stamp, x)

@@ -393,6 +393,7 @@ class NutRosNode(LifecycleNode):
                 continue
             started = self._busy_since = time.perf_counter()
             try:
+                self.processor.await_pose(item[0].stamp_ns)
                 self._process(*item)
             except Exception as err:  # noqa: BLE001 - one bad frame must not kill the worker
                 self.processor.health.count(dropped_invalid=1)

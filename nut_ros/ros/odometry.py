@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,9 @@ class PoseBuffer:
     the message goes on from that one: then the newest pose was a glitch stamped ahead and is dropped instead
     (counted in ``rejected``, said in the note); meanwhile it bracketed no image, the gap being too long.
 
+    Odometry often arrives a little after the image it brackets (another sensor, another process): ``wait_covered``
+    waits, bounded, for the pose at or after an image's stamp, so that the pose is interpolated rather than held.
+
     ``mount`` None means not known yet (until TF has it): no stamp has a pose and nothing is buffered (counted in
     ``rejected``). ``set_mount`` to another mount clears the buffer, so that no pose pair spans two mounts.
     Thread-safe: the node adds poses on its executor thread and reads them on its worker thread.
@@ -109,6 +113,7 @@ class PoseBuffer:
         self.rejected = 0  # messages dropped: glitches, and all while the mount is not known
         self.resets = 0  # times the buffer was cleared (stamps jumping back, a mount change, ``clear``)
         self._lock = threading.Lock()  # a stamp and its pose are added and read together
+        self._added = threading.Condition(self._lock)  # notified with every pose buffered
 
     def __len__(self) -> int:
         return len(self._stamps)
@@ -155,7 +160,30 @@ class PoseBuffer:
                             f"reset or a looping bag?): poses cleared")
                     self._clear()
             self._insert(stamp_ns, pose)
+            self._added.notify_all()
             return note
+
+    def pending(self, stamp_ns: int) -> bool:
+        """Whether the pose at or after ``stamp_ns`` is still to come: the newest pose lies before it by at most
+        ``max_gap_ns`` (odometry close behind the images). Odometry that stopped, or whose stamps are far from the
+        images' (another clock), is not pending."""
+        with self._lock:
+            return self._pending(stamp_ns)
+
+    def _pending(self, stamp_ns: int) -> bool:
+        return bool(self._stamps) and 0 < stamp_ns - self._stamps[-1] <= self.max_gap_ns
+
+    def wait_covered(self, stamp_ns: int, timeout_s: float) -> bool:
+        """Wait at most ``timeout_s`` while the pose at ``stamp_ns`` is :meth:`pending` (another thread adds the
+        poses); True when a pose at or after ``stamp_ns`` is buffered."""
+        deadline = time.monotonic() + timeout_s
+        with self._added:
+            while self._pending(stamp_ns):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._added.wait(left)
+            return bool(self._stamps) and self._stamps[-1] >= stamp_ns
 
     def _insert(self, stamp_ns: int, pose: np.ndarray) -> None:
         stamps = self._stamps

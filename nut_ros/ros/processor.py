@@ -39,6 +39,11 @@ from nut_ros.ros.topics import MAP_OUTPUTS, OUTPUT_TYPES, length_output, output_
 ODOMETRY_SOURCE_TIMEOUT_S = 2.0
 
 
+#: how long a frame is held for the odometry pose at or after its stamp, when the odometry is close behind the images
+#: (:meth:`FrameProcessor.await_pose`): odometry at 10 Hz brings a pose every 0.1 s, plus its transport
+ODOMETRY_WAIT_S = 0.15
+
+
 @dataclass
 class ProcessorSettings:
     """What the per-frame path needs from the node's parameters (``NodeParams.processor_settings``)."""
@@ -212,6 +217,17 @@ class FrameProcessor:
         config = dataclasses.replace(self.pipeline.config, **theirs)
         self.settings, self.pipeline.config = settings, config
         self.matcher.tolerance_ns = int(settings.sync_tolerance_s * 1e9)
+
+    def await_pose(self, stamp_ns: int, timeout_s: float = ODOMETRY_WAIT_S) -> None:
+        """With odometry, wait (at most ``timeout_s``) while the pose at or after ``stamp_ns`` is still to come, so
+        that the frame's pose is interpolated rather than held or missing (the node's worker thread waits; its
+        executor adds the poses)."""
+        if self.poses is not None:
+            self.poses.wait_covered(stamp_ns, timeout_s)
+
+    def pose_pending(self, stamp_ns: int) -> bool:
+        """With odometry, whether the pose at or after ``stamp_ns`` is still to come (:meth:`PoseBuffer.pending`)."""
+        return self.poses is not None and self.poses.pending(stamp_ns)
 
     def build(self, matched: Matched) -> tuple[Frame, list[str]]:
         """The pipeline frame of a match (raises ``ConversionError``), and notes on what was adapted."""

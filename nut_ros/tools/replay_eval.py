@@ -22,7 +22,7 @@ import dataclasses
 import re
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from itertools import islice
 from pathlib import Path
 
@@ -33,7 +33,8 @@ from nut_ros.pipeline.report import write_report
 from nut_ros.ros.bag_io import IMAGE_TYPES, INFO_TYPE, ODOMETRY_TYPE, BagClock, BagWriter, bag_messages, bag_topics
 from nut_ros.ros.health import assess, diagnostics_message, stats_message
 from nut_ros.ros.params import NodeParams, load_params_file
-from nut_ros.ros.processor import FrameProcessor, build_pipeline, processor_settings
+from nut_ros.ros.input_sync import Matched
+from nut_ros.ros.processor import ODOMETRY_WAIT_S, FrameProcessor, build_pipeline, processor_settings
 from nut_ros.tools.demo import params_file
 from nut_ros.ros.topics import DIAGNOSTICS, NODE_NAME, output_topic
 
@@ -87,11 +88,18 @@ def replay_matches(path, processor: FrameProcessor, clock: BagClock, image_topic
     def damaged(err: Exception, read: int) -> DamagedBag:  # (rosbags and its storages raise their own kinds)
         return DamagedBag(f"cannot read {path} after {read} messages: {type(err).__name__}: {err}")
 
+    # a match waits for the odometry pose at or after its stamp (recorded after the image, as the node's worker waits
+    # for it live), for at most ODOMETRY_WAIT_S of bag time
+    held: deque[tuple[int, Matched]] = deque()
+    wait_ns = round(ODOMETRY_WAIT_S * 1e9)
     for topic, bag_time_ns, msg in read_guarded(messages, Exception, damaged):
         clock.now_ns = bag_time_ns
         matched = adders[topic](msg)
         if topic != odom_topic and matched is not None:
-            yield matched
+            held.append((bag_time_ns, matched))
+        while held and (not processor.pose_pending(held[0][1].stamp_ns) or bag_time_ns - held[0][0] > wait_ns):
+            yield held.popleft()[1]
+    yield from (matched for _, matched in held)
 
 
 def replay_params(args: argparse.Namespace) -> NodeParams:
