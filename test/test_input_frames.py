@@ -125,7 +125,10 @@ def test_images_waiting_for_their_depth_are_in_the_diagnostics():
     assert processor.diagnostic_values()["frames_pending"] == 3
     depth = depth_to_image(np.ones((48, 64), np.float32), T0 + 2 * 10**8, "cam", "32FC1", F)
     assert processor.add_depth(depth).stamp_ns == T0 + 2 * 10**8, "the newest image meets its depth"
-    assert processor.diagnostic_values()["frames_pending"] == 0
+    values = processor.diagnostic_values()
+    assert values["frames_pending"] == 0 and values["frames_unpaired"] == 2, "the two older ones are dropped"
+    h = processor.health
+    assert h.dropped_invalid == h.unpaired == 2, "unpaired images count among the dropped, as PipelineStats says"
 
 
 def test_rectified_images_take_their_intrinsics_from_p():

@@ -14,6 +14,10 @@ INFO = {"backend": "torch", "model": "tiny", "depth_source": "topic", "metric": 
     (Snapshot(1.0, 5, 0), 0.5, None, OK, "processing a frame"),
     (Snapshot(1.0, 5, 0), 45.0, None, WARN, "5 images received, none processed"),
     (Snapshot(1.0, 10, 2, 0, 8), None, None, WARN, "8 of 10 images invalid"),
+    # depth at half the colour rate: every other image finds no depth image; the frames that do are processed
+    (Snapshot(1.0, 10, 5, 0, 5, unpaired=5), None, None, OK, "processing at 5.0 Hz"),
+    (Snapshot(1.0, 10, 2, 0, 8, unpaired=2), None, None, WARN, "6 of 10 images invalid"),
+    (Snapshot(1.0, 10, 0, 0, 10, unpaired=10), 45.0, None, WARN, "10 had no depth image"),
     (Snapshot(1.0, 10, 10, depth_unusable=6), None, None, WARN, "6 of 10 frames without depth"),
     (Snapshot(1.0, 10, 10, depth_unusable=2), None, None, OK, "processing at 10.0 Hz"),
     (Snapshot(1.0, 10, 10), None, "FileNotFoundError: no weights", ERROR, "model not loaded: FileNotFoundError"),

@@ -137,8 +137,8 @@ def test_perception_off_adds_nothing():
                                                                                  "points", "gaussians"}
     assert processor.perception is None and processor.perception_values() == {}
     assert processor.diagnostic_values() == {"motion_prior": processor.pipeline.motion_prior,
-                                             "frames_depth_unusable": 0, "frames_pending": 0, "depth_rejected": 0,
-                                             "camera_info_rejected": 0, "odometry_rejected": 0,
+                                             "frames_depth_unusable": 0, "frames_pending": 0, "frames_unpaired": 0,
+                                             "depth_rejected": 0, "camera_info_rejected": 0, "odometry_rejected": 0,
                                              "odometry_resets": 0, "frames_without_pose": 0}
     assert not processor.settings.outputs & {"obstacles", "obstacle_markers", "map_points", "map"}, \
         "the node's start-up log lists what it publishes"

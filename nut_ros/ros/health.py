@@ -24,6 +24,7 @@ class Snapshot:
     dropped_invalid: int = 0
     lost: int = 0
     depth_unusable: int = 0
+    unpaired: int = 0
 
 
 @dataclass
@@ -37,6 +38,9 @@ class NodeHealth:
     dropped_invalid: int = 0
     lost: int = 0  # images that never arrived (transport losses, see input_sync.LossCounter)
     depth_unusable: int = 0  # frames processed RGB only because their depth image had too few valid pixels
+    # of dropped_invalid: images superseded or evicted while waiting for their depth image or a first CameraInfo (a
+    # depth camera at half the colour rate leaves every other image without one: not a fault of the images)
+    unpaired: int = 0
     # inputs refused (FrameProcessor.diagnostic_values says which), and frames processed without a pose with odometry
     depth_rejected: int = 0
     camera_info_rejected: int = 0
@@ -69,7 +73,7 @@ class NodeHealth:
         """(previous snapshot, current snapshot); the current one becomes the next call's previous."""
         with self._lock:
             now = Snapshot(time.monotonic(), self.received, self.processed, self.dropped_queue, self.dropped_invalid,
-                           self.lost, self.depth_unusable)
+                           self.lost, self.depth_unusable, self.unpaired)
         last, self._last = self._last, now
         return last, now
 
@@ -90,7 +94,8 @@ def assess(last: Snapshot, now: Snapshot, model_error: str | None, busy_s: float
         return ERROR, f"model not loaded: {model_error}"
     received = now.received - last.received
     processed = now.processed - last.processed
-    invalid = now.dropped_invalid - last.dropped_invalid
+    unpaired = now.unpaired - last.unpaired
+    invalid = now.dropped_invalid - last.dropped_invalid - unpaired
     if invalid and invalid * 2 >= max(received, processed + invalid):
         return WARN, f"{invalid} of {received} images invalid"
     lost = now.lost - last.lost
@@ -105,6 +110,9 @@ def assess(last: Snapshot, now: Snapshot, model_error: str | None, busy_s: float
         return OK, f"processing a frame ({busy_s:.1f} s so far)"
     if received == 0:
         return WARN, "no input images"
+    if unpaired:
+        return WARN, (f"{received} images received, none processed: {unpaired} had no depth image within "
+                      f"sync_tolerance (or no CameraInfo yet)")
     return WARN, f"{received} images received, none processed"
 
 

@@ -200,7 +200,7 @@ class FrameProcessor:
     def _counted(self, matched: Matched | None) -> Matched | None:
         new = self.matcher.unmatched - self._unmatched_seen
         if new:  # images superseded or evicted while waiting for their depth or a first CameraInfo
-            self.health.count(dropped_invalid=new)
+            self.health.count(dropped_invalid=new, unpaired=new)
             self._unmatched_seen = self.matcher.unmatched
         return matched
 
@@ -367,7 +367,8 @@ class FrameProcessor:
         (learned, flow or none), the inputs' rejection counts and the perception stage's values.
 
         ``frames_pending``: images held now, waiting for their depth image (within ``sync_tolerance``) or a first
-        CameraInfo; ``depth_rejected``: depth images dropped for an invalid stamp, and frames whose matched depth
+        CameraInfo; ``frames_unpaired``: images dropped (counted in ``frames_dropped_invalid``) because a newer one
+        was matched first or the wait outlasted the buffer; ``depth_rejected``: depth images dropped for an invalid stamp, and frames whose matched depth
         image was not used (another frame_id or aspect ratio than the image's);
         ``camera_info_rejected``: CameraInfos dropped for an invalid stamp, and frames whose matched CameraInfo was
         invalid; ``odometry_rejected``: odometry messages not used (invalid, of another source, out of the local map's
@@ -376,7 +377,7 @@ class FrameProcessor:
         a pose with use_odometry."""
         h, poses = self.health, self.poses
         return {"motion_prior": self.pipeline.motion_prior, "frames_depth_unusable": h.depth_unusable,
-                "frames_pending": self.matcher.pending, "depth_rejected": h.depth_rejected,
+                "frames_pending": self.matcher.pending, "frames_unpaired": h.unpaired, "depth_rejected": h.depth_rejected,
                 "camera_info_rejected": h.camera_info_rejected,
                 "odometry_rejected": h.odometry_rejected + (poses.rejected if poses is not None else 0),
                 "odometry_resets": poses.resets if poses is not None else 0,
