@@ -286,3 +286,31 @@ def test_camera_info_changing_every_frame_is_logged_throttled(rig, capfd):
         rig.settle(h.received + 1)
     changes = capfd.readouterr().err.count("CameraInfo changed")
     assert 1 <= changes <= 2, f"{changes} log lines for 8 changes within a few seconds"
+
+
+def test_an_input_topic_of_another_message_type_is_named_in_the_diagnostics(rig):
+    """A compressed stream published on the raw depth topic never reaches the node: /diagnostics says so (WARN,
+    with the types and what to set) while that publisher is there, and stops once it is gone."""
+    import rclpy
+    from rclpy.node import Node
+
+    other = rclpy.Context()  # (DDS refuses two types of one topic in one participant)
+    rclpy.init(context=other, domain_id=rig.context.get_domain_id())
+    source = Node("compressed_source", context=other)
+    wrong = source.create_publisher(topics.resolve_type("sensor_msgs/msg/CompressedImage"), topics.DEPTH, 5)
+
+    def said(diag) -> bool:
+        status = diag.status[0]
+        return "not sensor_msgs/msg/Image" in status.message and status.level == b"\x01"
+
+    try:
+        seen = len(rig.diagnostics)
+        assert wait_until(lambda: any(said(d) for d in rig.diagnostics[seen:]), timeout=10.0)
+        message = next(d for d in rig.diagnostics[seen:] if said(d)).status[0].message
+        assert "/depth is published as sensor_msgs/msg/CompressedImage" in message and "compressedDepth" in message
+    finally:
+        source.destroy_publisher(wrong)
+        source.destroy_node()
+        rclpy.shutdown(context=other)
+    seen = len(rig.diagnostics)
+    assert wait_until(lambda: len(rig.diagnostics) > seen + 2 and not said(rig.diagnostics[-1]), timeout=10.0)

@@ -43,6 +43,11 @@ from nut_ros.ros.transport import choose_reliability, loss_advice
 THROTTLE_S = 5.0
 QUEUE_DROP_THROTTLE_S = 30.0  # dropping to the newest frame is normal operation: remind, do not flood
 QOS_CHECK_S = 1.0
+#: what to set when an input topic carries the other kind of image message
+TYPE_HINTS = {("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"):
+              " (a compressed stream: image_transport compressed or depth_transport compressedDepth)",
+              ("sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/Image"):
+              " (a raw stream: image_transport raw or depth_transport raw)"}
 MOUNT_CHECK_S = 1.0  # with camera_frame, the mount is looked up in TF again this often (a changed mount clears poses)
 SETTING_OF = {"depth_scale": "depth_scale", "frame_id": "frame_id", "max_input_pixels": "max_input_pixels",
               "sync_tolerance": "sync_tolerance_s", "render_times": "render_times",
@@ -68,6 +73,7 @@ class NutRosNode(LifecycleNode):
         self._configured = False
         self._pubs: dict = {}
         self._subs: dict[str, tuple[object, str]] = {}  # topic -> (subscription, reliability)
+        self._wrong_types: list[str] = []  # input topics published as another message type (said in /diagnostics)
         self._input_timers: list = []
         self._slot: LatestSlot[tuple[Matched, float]] = LatestSlot()
         self._stop = threading.Event()
@@ -172,6 +178,7 @@ class NutRosNode(LifecycleNode):
         for sub, _ in self._subs.values():
             self.destroy_subscription(sub)
         self._subs = {}
+        self._wrong_types = []
         self._stop.set()
         self._slot.close()
         if self._worker is not None:
@@ -217,10 +224,19 @@ class NutRosNode(LifecycleNode):
         return inputs
 
     def _update_subscriptions(self) -> None:
-        """(Re)create each input subscription whose reliability should change for the publishers now present."""
+        """(Re)create each input subscription whose reliability should change for the publishers now present; warn
+        of publishers of another message type (a compressed stream on a raw topic, say), which the node never
+        hears."""
+        wrong = []
         for topic, callback in self._inputs().items():
+            name, expected = topics.input_topic(self, topic), topics.INPUT_TYPES[topic]
+            publishers = self.get_publishers_info_by_topic(name)
+            others = sorted({i.topic_type for i in publishers} - {expected})
+            if others:
+                wrong.append(f"{name} is published as {', '.join(others)}, not {expected}, which the node subscribes"
+                             + TYPE_HINTS.get((expected, others[0]), ""))
             offered = [("reliable" if i.qos_profile.reliability == ReliabilityPolicy.RELIABLE else "best_effort")
-                       for i in self.get_publishers_info_by_topic(topics.input_topic(self, topic))]
+                       for i in publishers if i.topic_type == expected]
             current = self._subs.get(topic)
             if self.params.input_reliability == "auto" and not offered:
                 continue  # nobody publishes yet: subscribe once a publisher shows its QoS (no re-subscription)
@@ -237,6 +253,9 @@ class NutRosNode(LifecycleNode):
             kind = topics.resolve_type(topics.INPUT_TYPES[topic])
             self._subs[topic] = (self.create_subscription(kind, topics.input_topic(self, topic), callback, qos),
                                  reliability)
+        self._wrong_types = wrong
+        for text in wrong:
+            self._warn(text)
 
     # -- parameters --------------------------------------------------------------------------------------------------
     def _on_set_parameters(self, changed) -> SetParametersResult:
@@ -466,6 +485,8 @@ class NutRosNode(LifecycleNode):
             level, message = WARN, "inactive (configured)"
         else:
             level, message = assess(last, now, None, None if busy_since is None else time.perf_counter() - busy_since)
+        if self._wrong_types:
+            level, message = max(level, WARN), "; ".join([*self._wrong_types, message])
         self._diag_pub.publish(diagnostics_message(stats, level, message, name, hardware, stamp,
                                                    extra=processor.diagnostic_values()))
 
