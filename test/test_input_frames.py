@@ -263,3 +263,17 @@ def test_rejected_depth_camera_info_and_odometry_are_counted():
     processor.build(Matched(T0, image(), foreign, corrupt(info(), "0x0")))
     values = processor.diagnostic_values()
     assert (values["depth_rejected"], values["camera_info_rejected"]) == (2, 2)
+
+
+@pytest.mark.parametrize("header_frame, parameter, warned", [("", "", True), ("", "cam_optical", False),
+                                                            ("cam", "", False)])
+def test_an_image_without_a_frame_id_is_said_unless_the_parameter_names_one(header_frame, parameter, warned):
+    from nut_ros.ros.processor import FrameProcessor, ProcessorSettings
+
+    class StubPipeline:
+        motion_prior = "none"
+
+    processor = FrameProcessor(StubPipeline(), ProcessorSettings(depth_source="none", frame_id=parameter), flavor=F)
+    frame, notes = processor.build(Matched(T0, image(frame_id=header_frame), None, info()))
+    assert frame.frame_id == (parameter or header_frame)
+    assert any("header.frame_id is empty" in n for n in notes) == warned, notes

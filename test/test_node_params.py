@@ -34,6 +34,7 @@ def test_params_file_loads_into_typed_parameters():
     ({"input_width": 256}, "input_width and input_height must both be 0"),
     ({"depth_scale": 0.0}, "depth_scale=0.0 is outside"),
     ({"device": "gpu"}, "device='gpu' is not cpu, cuda or cuda:N"),
+    ({"device": "cuda:x"}, "device='cuda:x' is not cpu, cuda or cuda:N"),
     ({"model": "huge"}, "model='huge' is not a model configuration (small, streamsplat, tiny)"),
     ({"image_transport": "theora"}, "image_transport='theora'"),
     ({"sync_buffer": 0}, "sync_buffer=0 is outside [1, 100]"),

@@ -35,5 +35,7 @@ def encoding_info(encoding: str, field: str = "Image.encoding") -> tuple[np.dtyp
     try:
         return ENCODINGS[encoding]
     except KeyError:
-        raise ConversionError(f"{field}: unsupported encoding {encoding!r} "
-                              f"(supported: {', '.join(ENCODINGS)})") from None
+        colour = ", ".join(name for name, (dtype, _) in ENCODINGS.items() if dtype == np.uint8)
+        depth = ", ".join(name for name, (dtype, _) in ENCODINGS.items() if dtype != np.uint8)
+        raise ConversionError(f"{field}: unsupported encoding {encoding!r} (images: {colour}; depth images: "
+                              f"{depth})") from None

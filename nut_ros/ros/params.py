@@ -297,7 +297,7 @@ class NodeParams:
             errors.append("input_width and input_height must both be 0 (native) or both be set")
         if self.model not in CONFIGS:
             errors.append(f"model={self.model!r} is not a model configuration ({', '.join(sorted(CONFIGS))})")
-        if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
+        if not (self.device in ("cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
             errors.append(f"device={self.device!r} is not cpu, cuda or cuda:N")
         if (self.bf16 or self.compile) and self.backend != "torch":
             errors.append("bf16 and compile apply to the torch backend only")

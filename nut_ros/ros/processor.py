@@ -235,6 +235,9 @@ class FrameProcessor:
         pose = None
         notes = []
         self.image_frame = matched.image.header.frame_id
+        if not (self.image_frame or s.frame_id):
+            notes.append("image header.frame_id is empty and so is the frame_id parameter: the outputs name no frame, "
+                         "which RViz and TF cannot place (set frame_id to the camera's optical frame)")
         if self.poses is not None:
             pose, self._frame_resets = self.poses.camera_pose_and_resets(matched.stamp_ns)
             if pose is None:
