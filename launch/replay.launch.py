@@ -79,6 +79,24 @@ def check_bag(context) -> list:
     return []
 
 
+def check_playback(context) -> list:
+    """``rate`` and ``play_delay`` that are not numbers > 0, or a ``loop`` that is not a launch boolean, fail the
+    launch at once, in one line, before the node starts (``ros2 bag play`` would refuse them only once the node is
+    up)."""
+    for name in ("rate", "play_delay"):
+        value = LaunchConfiguration(name).perform(context)
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not number > 0 or number == float("inf"):
+            raise ValueError(f"{name}:={value!r}: a number > 0")
+    loop = LaunchConfiguration("loop").perform(context).strip().lower()
+    if loop not in ("true", "false", "1", "0"):
+        raise ValueError(f"loop:={loop!r}: use true or false (1, 0, as launch conditions read them)")
+    return []
+
+
 def rviz_installed() -> bool:
     from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 
@@ -124,6 +142,7 @@ def generate_launch_description():
         *(DeclareLaunchArgument(name, default_value=default, description=text)
           for name, (default, text) in ARGUMENTS.items()),
         OpaqueFunction(function=check_bag),  # first: a bag that is not there fails before anything starts
+        OpaqueFunction(function=check_playback),
         OpaqueFunction(function=rviz),  # then a wrong rviz argument, before the node starts
         IncludeLaunchDescription(
             PythonLaunchDescriptionSource(PathJoinSubstitution([SHARE, "launch", "nut_ros.launch.py"])),

@@ -81,6 +81,25 @@ def test_the_bag_check_through_the_launch_api(tmp_path):
 
 
 @pytest.mark.ros_tools
+@pytest.mark.parametrize("name, value, says", [("rate", "abc", "rate:='abc': a number > 0"),
+                                               ("rate", "0", "a number > 0"), ("play_delay", "-1", "a number > 0"),
+                                               ("play_delay", "inf", "a number > 0"),
+                                               ("loop", "maybe", "loop:='maybe': use true or false"),
+                                               ("rate", "2.5", None), ("loop", "True", None)])
+def test_the_playback_arguments_are_checked_before_the_node_starts(name, value, says):
+    from launch import LaunchContext
+
+    context = LaunchContext()
+    context.launch_configurations.update({"rate": "1.0", "play_delay": "5.0", "loop": "false", name: value})
+    replay = _replay_launch_module()
+    if says is None:
+        assert replay.check_playback(context) == []
+    else:
+        with pytest.raises(ValueError, match=says):
+            replay.check_playback(context)
+
+
+@pytest.mark.ros_tools
 def test_a_bag_that_cannot_be_played_ends_the_replay_launch(tmp_path):
     bag = _bag_folder(tmp_path, "not: a rosbag2 metadata file\n")
     done = _launch(tmp_path, "replay.launch.py", "rviz:=false", f"bag:={bag}")
