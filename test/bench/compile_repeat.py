@@ -22,6 +22,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from nut_ros.core.checkpoint import load_checkpoint
+from nut_ros.core.model import NutModel
 from nut_ros.pipeline.compile import INDUCTOR_OPTIONS, compile_network, uncompile
 from nut_ros.pipeline.cuda_graphs import GraphedCall
 from nut_ros.pipeline.stream import resize_rgb
@@ -41,6 +42,17 @@ def _spread(runs: list[dict[str, torch.Tensor]], ref: dict[str, torch.Tensor]) -
     return row
 
 
+def shipped_pair(name: str) -> tuple[NutModel, list[torch.Tensor], torch.Tensor]:
+    """The shipped model ``name`` on the GPU (TF32 off), the bundled clip's frames 0 and 1 at its input size, and a
+    zero disparity (RGB only)."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    model = load_checkpoint(ROOT / "nut_ros" / "weights" / f"{name}.safetensors").cuda().eval()
+    h, w = model.config.image_size
+    frames = [resize_rgb(cv2.imread(str(ROOT / "nut_ros" / "data" / "cups" / f"{i:03d}.jpg"))[..., ::-1].copy(),
+                         h, w).cuda() for i in (0, 1)]
+    return model, frames, torch.zeros(1, model.config.depth_channels, h, w, device="cuda")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="small")
@@ -52,12 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.deterministic:
         INDUCTOR_OPTIONS["deterministic"] = True
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    model = load_checkpoint(ROOT / "nut_ros" / "weights" / f"{args.model}.safetensors").cuda().eval()
-    h, w = model.config.image_size
-    frames = [resize_rgb(cv2.imread(str(ROOT / "nut_ros" / "data" / "cups" / f"{i:03d}.jpg"))[..., ::-1].copy(),
-                         h, w).cuda() for i in (0, 1)]
-    disp = torch.zeros(1, model.config.depth_channels, h, w, device="cuda")
+    model, frames, disp = shipped_pair(args.model)
 
     def run(encode, decode) -> dict[str, torch.Tensor]:
         with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, cache_enabled=False):

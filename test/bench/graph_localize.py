@@ -22,17 +22,12 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-import cv2
 import torch
 
-from nut_ros.core.checkpoint import load_checkpoint
-from nut_ros.pipeline.compile import compile_network, uncompile
+from compile_repeat import OFF, shipped_pair  # (test/bench, the script's folder)
 from nut_ros.pipeline import cuda_graphs
+from nut_ros.pipeline.compile import compile_network, uncompile
 from nut_ros.pipeline.cuda_graphs import GraphedCall
-from nut_ros.pipeline.stream import resize_rgb
-
-ROOT = Path(__file__).resolve().parents[2]
-OFF = 0.02  # a position moved more than this counts as off (compile_repeat.OFF)
 
 
 class _DebugGraph(torch.cuda.CUDAGraph):
@@ -93,12 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.dump is not None:
         args.dump.mkdir(parents=True, exist_ok=True)
         cuda_graphs.torch.cuda.CUDAGraph = _DebugGraph  # GraphedCall makes its graphs through this name
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    model = load_checkpoint(ROOT / "nut_ros" / "weights" / f"{args.model}.safetensors").cuda().eval()
-    h, w = model.config.image_size
-    frames = [resize_rgb(cv2.imread(str(ROOT / "nut_ros" / "data" / "cups" / f"{i:03d}.jpg"))[..., ::-1].copy(),
-                         h, w).cuda() for i in (0, 1)]
-    disp = torch.zeros(1, model.config.depth_channels, h, w, device="cuda")
+    model, frames, disp = shipped_pair(args.model)
     upsampler = model.gs_predictor.gaussian_upsampler
 
     def parts(encode, decode, label: str) -> None:
