@@ -135,3 +135,25 @@ def test_streamsplat_state_dict_matches_reference_keys(fixtures_dir):
     ours = {"model.condition_encoder.model." + k: tuple(v.shape)
             for k, v in model.condition_encoder.model.state_dict().items()}
     assert ours == dino
+
+
+def test_silu_of_fresh_activations_is_in_place_only_without_gradients():
+    """Inference writes the SiLU over the layer's output (no second 4x-wide tensor); training keeps the input its
+    gradient needs, with the gradient of plain SiLU."""
+    import torch.nn.functional as F
+
+    from nut_ros.core.layers import silu_fresh
+
+    x = torch.randn(64, 32)
+    expected = F.silu(x)
+    with torch.inference_mode():
+        fresh = x.clone()
+        assert silu_fresh(fresh) is fresh and torch.equal(fresh, expected)
+    leaf = x.clone().requires_grad_()
+    hidden = leaf * 2.0
+    out = silu_fresh(hidden)
+    assert out is not hidden and torch.equal(hidden, 2 * x), "the input kept for the gradient"
+    out.sum().backward()
+    reference = x.clone().requires_grad_()
+    F.silu(reference * 2.0).sum().backward()
+    assert torch.allclose(leaf.grad, reference.grad)

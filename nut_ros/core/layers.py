@@ -65,6 +65,14 @@ class MultiHeadAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(b, n, -1))
 
 
+def silu_fresh(x: Tensor) -> Tensor:
+    """SiLU of a tensor the caller just made (a layer's output), in place when no gradient flows through it: at
+    inference the 4x-wide hidden activations are the largest tensors of a frame, and on a CPU writing a second one
+    costs more than the arithmetic (``tiny``'s encode + decode on the 2-core dev VM, medians of 5 runs alternated:
+    113.5 ms in place against 124.2 out of place, bitwise equal; 2026-12-07)."""
+    return F.silu(x, inplace=not x.requires_grad)
+
+
 class FeedForward(nn.Module):
     """Bias-free ``Linear -> SiLU -> Linear`` with a 4x hidden width."""
 
@@ -74,7 +82,7 @@ class FeedForward(nn.Module):
         self.c_proj = nn.Linear(ratio * dim, dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.c_proj(F.silu(self.c_fc(x)))
+        return self.c_proj(silu_fresh(self.c_fc(x)))
 
 
 class ResAttBlock(nn.Module):
@@ -193,7 +201,9 @@ class HeadMLP(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.layers(x)
+        for layer in self.layers:
+            x = silu_fresh(x) if isinstance(layer, nn.SiLU) else layer(x)
+        return x
 
 
 class PSUpsamplerBlock(nn.Module):
