@@ -371,8 +371,8 @@ class FrameProcessor:
 
         ``frames_pending``: images held now, waiting for their depth image (within ``sync_tolerance``) or a first
         CameraInfo; ``frames_unpaired``: images dropped (counted in ``frames_dropped_invalid``) because a newer one
-        was matched first or the wait outlasted the buffer; ``depth_rejected``: depth images dropped for an invalid stamp, and frames whose matched depth
-        image was not used (another frame_id or aspect ratio than the image's);
+        was matched first or the wait outlasted the buffer; ``depth_rejected``: depth images dropped for an invalid
+        stamp, and frames whose matched depth image was not used (another frame_id or aspect ratio than the image's);
         ``camera_info_rejected``: CameraInfos dropped for an invalid stamp, and frames whose matched CameraInfo was
         invalid; ``odometry_rejected``: odometry messages not used (invalid, of another source, out of the local map's
         reach, a glitch in the stamps, before the mount from TF is known); ``odometry_resets``: times the pose buffer
@@ -380,8 +380,8 @@ class FrameProcessor:
         a pose with use_odometry."""
         h, poses = self.health, self.poses
         return {"motion_prior": self.pipeline.motion_prior, "frames_depth_unusable": h.depth_unusable,
-                "frames_pending": self.matcher.pending, "frames_unpaired": h.unpaired, "depth_rejected": h.depth_rejected,
-                "camera_info_rejected": h.camera_info_rejected,
+                "frames_pending": self.matcher.pending, "frames_unpaired": h.unpaired,
+                "depth_rejected": h.depth_rejected, "camera_info_rejected": h.camera_info_rejected,
                 "odometry_rejected": h.odometry_rejected + (poses.rejected if poses is not None else 0),
                 "odometry_resets": poses.resets if poses is not None else 0,
                 "frames_without_pose": h.frames_without_pose, **self.perception_values()}
