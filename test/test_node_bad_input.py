@@ -142,7 +142,8 @@ def test_bad_input_is_counted_and_the_node_keeps_working(rig):
 
     rig.send(T0 + 3 * 10**8, rgb=np.full((96, 128, 3), 60, np.uint8), info=False)  # new size: a new stream
     rig.settle(7)
-    assert h.processed == 3 and wait_until(lambda: len(rig.outputs) == 3)
+    # (both streams paused: the image waits up to depth_timeout for its depth, then the node's poll hands it on)
+    assert wait_until(lambda: h.processed == 3, timeout=5.0) and wait_until(lambda: len(rig.outputs) == 3)
     # two new streams: depth's arrival (the frame with the unusable depth image) and the new size
     assert rig.node.processor.pipeline.stats.resets["input_changed"] == 2
 

@@ -64,8 +64,33 @@ def test_auto_mode_waits_only_while_depth_keeps_arriving():
     m.add_depth(100 * MS, "d")
     assert m.add_image(300 * MS, "b") is None, "depth is alive: wait for the matching one"
     assert m.add_depth(300 * MS, "d3").image == "b"
-    clock.t = 2.0
-    assert m.add_image(400 * MS, "c").depth is None, "depth stopped for longer than the timeout"
+    clock.t = 0.5
+    assert m.add_image(350 * MS, "b2") is None and m.add_depth(350 * MS, "d4").image == "b2"
+    clock.t = 1.7  # both streams paused for 1.2 s
+    assert m.add_image(400 * MS, "c") is None, "the first image after a pause of both streams waits for its depth"
+    clock.t = 2.6
+    assert m.poll() is None, "for the timeout at most"
+    clock.t = 2.8
+    got = m.poll()
+    assert (got.image, got.depth) == ("c", None), "no depth came: it goes alone, released without a new message"
+    clock.t = 2.85
+    assert m.add_image(450 * MS, "c2").depth is None, "depth stopped for longer than the timeout"
+    assert m.unmatched == 0 and m.pending == 0
+
+
+def test_after_a_pause_of_both_streams_the_first_image_keeps_its_depth():
+    """Camera and depth pause together (a driver restart, a gap in a bag); the first image comes back just before its
+    depth image: it waits for it instead of starting an RGB-only stream for one frame."""
+    m, clock = matcher("auto", timeout=1.0)
+    for i in range(3):
+        clock.t = 0.1 * i
+        m.add_depth(i * 100 * MS, f"d{i}")
+        assert m.add_image(i * 100 * MS, f"img{i}").depth == f"d{i}"
+    clock.t = 2.7
+    assert m.add_image(2_700 * MS, "after") is None
+    clock.t = 2.71
+    got = m.add_depth(2_700 * MS, "d_after")
+    assert (got.image, got.depth) == ("after", "d_after") and m.unmatched == 0
 
 
 def test_camera_info_at_the_stamp_else_newest():

@@ -31,7 +31,10 @@ class StampMatcher:
 
     depth_mode: ``none`` never waits for depth; ``topic`` holds each image until a depth message within
     ``tolerance_ns`` arrives; ``auto`` behaves like ``topic`` while depth messages keep arriving (one seen within
-    ``timeout_s``) and like ``none`` otherwise. CameraInfo is taken at the image's stamp when one is buffered,
+    ``timeout_s``) and like ``none`` otherwise; after a pause of both streams (depth had come within ``timeout_s`` of
+    the image before, and the newest image came more than ``timeout_s`` after that one) the newest image waits for
+    its depth for ``timeout_s`` (released by the next message or by :meth:`poll`), so that a stream resuming does not
+    start without depth for one frame. CameraInfo is taken at the image's stamp when one is buffered,
     else the newest one (intrinsics rarely change); until a first CameraInfo arrives images are held for at most
     ``info_timeout_s`` (default ``timeout_s``) after the first image, then used without one. Each buffer keeps at most
     ``capacity`` messages; held images that are superseded or evicted are counted in ``unmatched``.
@@ -50,13 +53,19 @@ class StampMatcher:
         self._capacity = capacity
         self._last_depth_arrival: float | None = None
         self._first_image_arrival: float | None = None
+        self._image_arrivals: tuple[float | None, float | None] = (None, None)  # (the one before the newest, newest)
         self.unmatched = 0
 
     @property
     def waits_for_depth(self) -> bool:
         if self.depth_mode == "auto":
-            seen = self._last_depth_arrival
-            return seen is not None and self._clock() - seen <= self.timeout_s
+            seen, (before, newest) = self._last_depth_arrival, self._image_arrivals
+            if seen is None:
+                return False
+            now, timeout = self._clock(), self.timeout_s
+            if now - seen <= timeout:
+                return True
+            return before is not None and before - seen <= timeout < newest - before and now - newest <= timeout
         return self.depth_mode == "topic"
 
     @property
@@ -66,8 +75,10 @@ class StampMatcher:
 
     def add_image(self, stamp_ns: int, image: Any) -> Matched | None:
         """Buffer an image; return the newest matched image, if any."""
+        now = self._clock()
         if self._first_image_arrival is None:
-            self._first_image_arrival = self._clock()
+            self._first_image_arrival = now
+        self._image_arrivals = (self._image_arrivals[1], now)
         self._images.append((stamp_ns, image))
         if len(self._images) > self._capacity:
             self._images.popleft()
@@ -85,6 +96,11 @@ class StampMatcher:
     def add_info(self, stamp_ns: int, info: Any) -> Matched | None:
         """Buffer a CameraInfo; return an image that was waiting for a first one, if any."""
         self._infos.append((stamp_ns, info))
+        return self._match()
+
+    def poll(self) -> Matched | None:
+        """The newest held image whose wait has ended since the last message (see the class), if any: called on a
+        timer, so that no image waits on a message that does not come."""
         return self._match()
 
     def _match(self) -> Matched | None:

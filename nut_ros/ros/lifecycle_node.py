@@ -43,6 +43,7 @@ from nut_ros.ros.transport import choose_reliability, loss_advice
 THROTTLE_S = 5.0
 QUEUE_DROP_THROTTLE_S = 30.0  # dropping to the newest frame is normal operation: remind, do not flood
 QOS_CHECK_S = 1.0
+MATCH_POLL_S = 0.1  # held images whose wait for their depth ended are handed on this often without a new message
 #: what to set when an input topic carries the other kind of image message
 TYPE_HINTS = {("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"):
               " (a compressed stream: image_transport compressed or depth_transport compressedDepth)",
@@ -145,7 +146,8 @@ class NutRosNode(LifecycleNode):
         p = self.params
         self.processor.losses.restart()  # the images published while inactive were not lost
         self._update_subscriptions()
-        self._input_timers = [self.create_timer(QOS_CHECK_S, self._update_subscriptions)]
+        self._input_timers = [self.create_timer(QOS_CHECK_S, self._update_subscriptions),
+                              self.create_timer(MATCH_POLL_S, lambda: self._hand_off(self.processor.poll()))]
         self._stop.clear()
         self._slot = LatestSlot()
         self._worker = threading.Thread(target=self._work, name="nut_ros_worker", daemon=True)

@@ -157,6 +157,10 @@ class FrameProcessor:
             return None
         return self._counted(self.matcher.add_info(stamp, msg))
 
+    def poll(self) -> Matched | None:
+        """An image whose wait for its depth ended without a message since (:meth:`StampMatcher.poll`), if any."""
+        return self._counted(self.matcher.poll())
+
     def add_odometry(self, msg) -> str | None:
         """Buffer an odometry pose; the reason when the message is unusable, or a note on the pose buffer (cleared,
         a glitch dropped, the source switched), else None. Unusable messages are counted (``odometry_rejected``).
