@@ -94,7 +94,8 @@ class NodeParams:
                                    lo=0.0, hi=1.0, dynamic=True)
     sync_buffer: int = _param(10, "Messages kept per input for stamp matching.", lo=1, hi=100)
     depth_timeout: float = _param(1.0, "Seconds without depth (auto mode), or before a first CameraInfo, after "
-                                  "which images are used without them.", lo=0.0, hi=60.0)
+                                  "which images are used without them; also the longest the first image after a "
+                                  "pause of both streams waits for its depth (auto mode).", lo=0.0, hi=60.0)
     use_odometry: bool = _param(False, "Subscribe to `odom` (nav_msgs/Odometry) and give each frame the camera pose "
                                 "interpolated at its stamp (between poses at most 0.5 s apart; the last 10 s of "
                                 "poses are kept).")
