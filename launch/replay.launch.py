@@ -89,7 +89,7 @@ def check_playback(context) -> list:
             number = float(value)
         except ValueError:
             number = float("nan")
-        if not number > 0 or number == float("inf"):
+        if not 0 < number < float("inf"):
             raise ValueError(f"{name}:={value!r}: a number > 0")
     loop = LaunchConfiguration("loop").perform(context).strip().lower()
     if loop not in ("true", "false", "1", "0"):

@@ -17,6 +17,12 @@ from torch import Tensor
 from nut_ros.core.gaussians import INV_DEPTH_EPS, INV_DEPTH_OFFSET, INV_DEPTH_SCALE
 
 
+def centre_scaled(c: float, scale: float) -> float:
+    """A principal point coordinate (pixels, 0 at the first pixel's centre) after resizing the image by ``scale``:
+    pixel-centre exact (pixel edges scale, centres sit half a pixel in)."""
+    return (c + 0.5) * scale - 0.5
+
+
 @dataclass(frozen=True)
 class Intrinsics:
     """Pinhole intrinsics of an image of ``width`` x ``height`` pixels (pixel centres at integer coordinates)."""
@@ -31,7 +37,7 @@ class Intrinsics:
     def scaled(self, width: int, height: int) -> "Intrinsics":
         """Intrinsics of the same camera after resizing the image to ``width`` x ``height`` (pixel-centre exact)."""
         sx, sy = width / self.width, height / self.height
-        return Intrinsics(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5,
+        return Intrinsics(self.fx * sx, self.fy * sy, centre_scaled(self.cx, sx), centre_scaled(self.cy, sy),
                           width, height)
 
     @staticmethod

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from nut_ros.core.geometry import centre_scaled
+
 #: distortion models (sensor_msgs/CameraInfo ``distortion_model``) and the fewest coefficients each needs
 MODELS = {"plumb_bob": 4, "rational_polynomial": 8, "equidistant": 4}
 #: coefficient counts OpenCV's pinhole model takes (k1 k2 p1 p2 [k3 [k4 k5 k6 [s1 s2 s3 s4 [tx ty]]]]); a CameraInfo's
@@ -41,7 +43,7 @@ class Lens:
 
         def scale(m: tuple[float, ...]) -> tuple[float, ...]:
             fx, s, cx, _, fy, cy, *last = m
-            return (fx * sx, s * sx, (cx + 0.5) * sx - 0.5, 0.0, fy * sy, (cy + 0.5) * sy - 0.5, *last)
+            return (fx * sx, s * sx, centre_scaled(cx, sx), 0.0, fy * sy, centre_scaled(cy, sy), *last)
 
         return Lens(self.model, scale(self.k), self.d, self.r, scale(self.p), width, height)
 

@@ -30,12 +30,15 @@ ENCODINGS: dict[str, tuple[np.dtype, int]] = {
 }
 
 
+#: the encodings of colour (and mono) images: 8 bits a channel; the others are depth encodings
+IMAGE_ENCODINGS = tuple(name for name, (dtype, _) in ENCODINGS.items() if dtype == np.uint8)
+DEPTH_ENCODINGS = tuple(name for name in ENCODINGS if name not in IMAGE_ENCODINGS)
+
+
 def encoding_info(encoding: str, field: str = "Image.encoding") -> tuple[np.dtype, int]:
     """(dtype, channels) of an encoding; raises ``ConversionError`` for an unsupported one."""
     try:
         return ENCODINGS[encoding]
     except KeyError:
-        colour = ", ".join(name for name, (dtype, _) in ENCODINGS.items() if dtype == np.uint8)
-        depth = ", ".join(name for name, (dtype, _) in ENCODINGS.items() if dtype != np.uint8)
-        raise ConversionError(f"{field}: unsupported encoding {encoding!r} (images: {colour}; depth images: "
-                              f"{depth})") from None
+        raise ConversionError(f"{field}: unsupported encoding {encoding!r} (images: {', '.join(IMAGE_ENCODINGS)}; "
+                              f"depth images: {', '.join(DEPTH_ENCODINGS)})") from None

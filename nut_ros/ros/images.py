@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from nut_ros.ros.compressed import decompress_depth, decompress_image
-from nut_ros.ros.encodings import ENCODINGS, encoding_info
+from nut_ros.ros.encodings import IMAGE_ENCODINGS, encoding_info
 from nut_ros.ros.errors import ConversionError
 from nut_ros.ros.msg_types import as_uint8, make_header, msg_class, uint8_field
 
@@ -70,8 +70,8 @@ _OPENCV_TO_RGB = {"bayer_rggb8": cv2.COLOR_BayerBG2RGB, "bayer_bggr8": cv2.COLOR
 def to_rgb(pixels: np.ndarray, encoding: str) -> np.ndarray:
     """RGB uint8 ``[H, W, 3]`` (a new array) from 8-bit pixels of a colour, mono, Bayer or YUV 4:2:2 encoding."""
     if pixels.dtype != np.uint8:
-        colour = ", ".join(name for name, (dtype, _) in ENCODINGS.items() if dtype == np.uint8)
-        raise ConversionError(f"encoding: {encoding!r} is not an 8-bit colour or mono encoding (images: {colour})")
+        raise ConversionError(f"encoding: {encoding!r} is not an 8-bit colour or mono encoding (images: "
+                              f"{', '.join(IMAGE_ENCODINGS)})")
     if encoding in _OPENCV_TO_RGB:
         if pixels.ndim == 3 and pixels.shape[1] % 2:
             raise ConversionError(f"Image.width: {pixels.shape[1]} is odd; {encoding!r} holds pixels in pairs")

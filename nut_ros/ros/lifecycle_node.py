@@ -252,8 +252,7 @@ class NutRosNode(LifecycleNode):
             qos = QoSProfile(depth=self.params.input_qos_depth, history=HistoryPolicy.KEEP_LAST,
                              reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable"
                              else ReliabilityPolicy.BEST_EFFORT)
-            kind = topics.resolve_type(topics.INPUT_TYPES[topic])
-            self._subs[topic] = (self.create_subscription(kind, topics.input_topic(self, topic), callback, qos),
+            self._subs[topic] = (self.create_subscription(topics.resolve_type(expected), name, callback, qos),
                                  reliability)
         self._wrong_types = wrong
         for text in wrong:
