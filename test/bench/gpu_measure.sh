@@ -42,6 +42,11 @@
 #   test/bench/gpu_measure.sh fit-profile       perception_cost of tiny compiled (one processor) with each step's host
 #                                              time, torch's profiler table and the host's cProfile tables (where the
 #                                              camera-motion fit's time goes without odometry)
+#   test/bench/gpu_measure.sh attention         compile_repeat.py of small with NaN poison, with cuDNN's attention kernel
+#                                              allowed (torch's default) and without (nut_ros's), then the compile GPU
+#                                              tests
+#   test/bench/gpu_measure.sh attention-bench   bench_pipeline of small compiled and tiny as the node runs them on CUDA,
+#                                              without and with cuDNN's attention kernel, interleaved
 #   test/bench/gpu_measure.sh gpu-tests [PATHS]  the tests marked gpu (of PATHS, default all)
 #   test/bench/gpu_measure.sh compile-order     small eager, compiled and graphed, each also after the allocator's
 #                                              free memory was filled with NaN (compile_repeat.py --poison nan);
@@ -132,6 +137,18 @@ case "$1" in
     timeout 240 python3 test/bench/perception_cost.py --model tiny --device cuda --scenes 3 --compile --one-processor \
       --sections --profile --cprofile "$OUT/perception_tiny_cprofile.txt" > "$OUT/perception_tiny_profile.txt" 2>&1 \
       || true ;;
+  attention)
+    for way in cudnn none; do
+      timeout 170 python3 test/bench/compile_repeat.py --model small --repeat 2 --poison nan \
+        $([ $way = cudnn ] && echo --cudnn-attention) > "$OUT/repeat_attention_$way.txt" 2>&1 || true
+    done
+    timeout 200 python3 -m pytest -q -s -m gpu test/test_compile_gpu.py > "$OUT/pytest_compile.txt" 2>&1 || true ;;
+  attention-bench)
+    for run in "small --compile --no-compile-check" "small --compile --no-compile-check --cudnn-attention" "tiny" \
+               "tiny --cudnn-attention"; do
+      name=$(echo "$run" | tr -d ' -' | sed 's/nocompilecheck//')
+      bench 120 --model $run > "$OUT/attention_$name.json" || true
+    done ;;
   gpu-tests)
     paths=("${@:2}"); [ ${#paths[@]} -eq 0 ] && paths=(test)
     timeout 580 python3 -m pytest -q -m gpu "${paths[@]}" > "$OUT/pytest_gpu.txt" 2>&1 || true ;;
