@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nut_ros.core.config import DinoConfig, ModelConfig
-from nut_ros.core.layers import attention
 
 
 class DinoAttention(nn.Module):
@@ -28,7 +27,7 @@ class DinoAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        return self.proj(attention(q, k, v).transpose(1, 2).reshape(b, n, c))
+        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c))
 
 
 class DinoMlp(nn.Module):

@@ -10,23 +10,11 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
-
-#: the attention kernels :class:`MultiHeadAttention` may use, in torch's order of preference. cuDNN's is left out:
-#: on Hopper torch prefers it, and under ``torch.compile`` (whose kernels hand it q/k/v in other layouts than eager)
-#: its results depended on memory it had not been given (docs/BENCHMARKS.md, compiled vs eager)
-SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def num_heads(dim: int) -> int:
     """Heads of a block of width ``dim``: one per 64 channels (at least one)."""
     return max(1, dim // 64)
-
-
-def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """Softmax attention ``[B, h, L, C]`` (SDPA) with one of :data:`SDPA_BACKENDS`."""
-    with sdpa_kernel(SDPA_BACKENDS):
-        return F.scaled_dot_product_attention(q, k, v)
 
 
 class RMSNorm(nn.Module):
@@ -72,7 +60,7 @@ class MultiHeadAttention(nn.Module):
             w, bias = self.packed_proj.weight, self.packed_proj.bias
             q = F.linear(x, w[:c], bias[:c])
             k, v = F.linear(context, w[c:], bias[c:]).chunk(2, dim=-1)
-        out = attention(self._split(q), self._split(k), self._split(v))
+        out = F.scaled_dot_product_attention(self._split(q), self._split(k), self._split(v))
         b, _, n, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, -1))
 

@@ -9,9 +9,10 @@ Inductor's fused kernels keep a chain of elementwise operations in float32 where
 result to bf16; in bf16 that moved the shipped ``small``'s decoded positions by up to 0.57 from the fp32 result
 (eager bf16: 0.013). With ``emulate_precision_casts`` the fused kernels round where eager rounds, and the compiled
 bf16 network is as close to fp32 as the eager one (H200, ``test/test_compile_gpu.py``), though not in every
-process: after other GPU work in the same process it has come out up to 0.33 from eager bf16 in positions, and its
-CUDA graphs (:class:`nut_ros.pipeline.cuda_graphs.GraphedCall`, the backend's ``cuda_graphs``) captured after
-several direct calls have replayed positions up to 0.53 away from them, neither explained (docs/BENCHMARKS.md).
+process: after other GPU work in the same process it has come out up to 0.33 from eager bf16 in positions, and the
+first replay of its CUDA graphs (:class:`nut_ros.pipeline.cuda_graphs.GraphedCall`, the backend's ``cuda_graphs``),
+the call that captures them, up to 0.53 away from the direct calls (later replays agree with them), neither
+explained (docs/BENCHMARKS.md).
 """
 from __future__ import annotations
 

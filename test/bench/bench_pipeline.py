@@ -21,9 +21,7 @@ from pathlib import Path
 
 import cv2
 import torch
-from torch.nn.attention import SDPBackend
 
-from nut_ros.core import layers
 from nut_ros.core.choices import DEPTH_FROM_MOTION
 from nut_ros.core.motion_prior import FLOW_PRESETS
 from nut_ros.pipeline.backends import TorchBackend, load_torch_model
@@ -95,11 +93,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--warm-up-first", action="store_true",
                     help="call StreamingPipeline.warm_up() first, as the lifecycle node does at configure (its "
                          "seconds are reported; with --warmup 0 the first frames' latency then shows what is left)")
-    ap.add_argument("--cudnn-attention", action="store_true",
-                    help="let attention use cuDNN's kernel too (torch's default on Hopper; nut_ros leaves it out)")
+    ap.add_argument("--no-cudnn-attention", action="store_true",
+                    help="keep attention off cuDNN's kernel (torch.backends.cuda.enable_cudnn_sdp(False); torch prefers "
+                         "it on Hopper)")
     args = ap.parse_args(argv)
-    if args.cudnn_attention:
-        layers.SDPA_BACKENDS.insert(0, SDPBackend.CUDNN_ATTENTION)
+    if args.no_cudnn_attention:
+        torch.backends.cuda.enable_cudnn_sdp(False)
     frames = clip_frames()
     frames = [Frame(f.rgb, (k * len(frames) + i) * FRAME_NS) for k in range(args.repeat)
               for i, f in enumerate(frames)]

@@ -20,9 +20,7 @@ from pathlib import Path
 import cv2
 import torch
 from torch._dynamo.utils import counters
-from torch.nn.attention import SDPBackend
 
-from nut_ros.core import layers
 from nut_ros.core.checkpoint import load_checkpoint
 from nut_ros.core.model import NutModel
 from nut_ros.pipeline.compile import INDUCTOR_OPTIONS, compile_network, uncompile
@@ -63,11 +61,12 @@ def main(argv: list[str] | None = None) -> None:
                     help="also run each way after filling the allocator's free memory with VALUE (e.g. nan)")
     ap.add_argument("--deterministic", action="store_true",
                     help="compile with Inductor's deterministic mode (torch._inductor.config.deterministic)")
-    ap.add_argument("--cudnn-attention", action="store_true",
-                    help="let attention use cuDNN's kernel too (torch's default on Hopper; nut_ros leaves it out)")
+    ap.add_argument("--no-cudnn-attention", action="store_true",
+                    help="keep attention off cuDNN's kernel (torch.backends.cuda.enable_cudnn_sdp(False); torch prefers "
+                         "it on Hopper)")
     args = ap.parse_args(argv)
-    if args.cudnn_attention:
-        layers.SDPA_BACKENDS.insert(0, SDPBackend.CUDNN_ATTENTION)
+    if args.no_cudnn_attention:
+        torch.backends.cuda.enable_cudnn_sdp(False)
     if args.deterministic:
         INDUCTOR_OPTIONS["deterministic"] = True
     model, frames, disp = shipped_pair(args.model)

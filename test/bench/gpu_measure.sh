@@ -43,10 +43,8 @@
 #                                              time, torch's profiler table and the host's cProfile tables (where the
 #                                              camera-motion fit's time goes without odometry)
 #   test/bench/gpu_measure.sh attention         compile_repeat.py of small with NaN poison, with cuDNN's attention kernel
-#                                              allowed (torch's default) and without (nut_ros's), then the compile GPU
-#                                              tests
-#   test/bench/gpu_measure.sh attention-bench   bench_pipeline of small compiled and tiny as the node runs them on CUDA,
-#                                              without and with cuDNN's attention kernel, interleaved
+#                                              (torch's default on Hopper) and without it; bench_pipeline of small
+#                                              compiled and tiny as the node runs them on CUDA, with and without it
 #   test/bench/gpu_measure.sh gpu-tests [PATHS]  the tests marked gpu (of PATHS, default all)
 #   test/bench/gpu_measure.sh compile-order     small eager, compiled and graphed, each also after the allocator's
 #                                              free memory was filled with NaN (compile_repeat.py --poison nan);
@@ -140,12 +138,10 @@ case "$1" in
   attention)
     for way in cudnn none; do
       timeout 170 python3 test/bench/compile_repeat.py --model small --repeat 2 --poison nan \
-        $([ $way = cudnn ] && echo --cudnn-attention) > "$OUT/repeat_attention_$way.txt" 2>&1 || true
+        $([ $way = none ] && echo --no-cudnn-attention) > "$OUT/repeat_attention_$way.txt" 2>&1 || true
     done
-    timeout 200 python3 -m pytest -q -s -m gpu test/test_compile_gpu.py > "$OUT/pytest_compile.txt" 2>&1 || true ;;
-  attention-bench)
-    for run in "small --compile --no-compile-check" "small --compile --no-compile-check --cudnn-attention" "tiny" \
-               "tiny --cudnn-attention"; do
+    for run in "small --compile --no-compile-check" "small --compile --no-compile-check --no-cudnn-attention" "tiny" \
+               "tiny --no-cudnn-attention"; do
       name=$(echo "$run" | tr -d ' -' | sed 's/nocompilecheck//')
       bench 120 --model $run > "$OUT/attention_$name.json" || true
     done ;;
