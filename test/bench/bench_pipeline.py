@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="call StreamingPipeline.warm_up() first, as the lifecycle node does at configure (its "
                          "seconds are reported; with --warmup 0 the first frames' latency then shows what is left)")
     ap.add_argument("--no-cudnn-attention", action="store_true",
-                    help="keep attention off cuDNN's kernel (torch.backends.cuda.enable_cudnn_sdp(False); torch prefers "
-                         "it on Hopper)")
+                    help="keep attention off cuDNN's kernel (torch.backends.cuda.enable_cudnn_sdp(False); torch "
+                         "prefers it on Hopper)")
     args = ap.parse_args(argv)
     if args.no_cudnn_attention:
         torch.backends.cuda.enable_cudnn_sdp(False)

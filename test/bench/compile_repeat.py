@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--deterministic", action="store_true",
                     help="compile with Inductor's deterministic mode (torch._inductor.config.deterministic)")
     ap.add_argument("--no-cudnn-attention", action="store_true",
-                    help="keep attention off cuDNN's kernel (torch.backends.cuda.enable_cudnn_sdp(False); torch prefers "
-                         "it on Hopper)")
+                    help="keep attention off cuDNN's kernel (torch.backends.cuda.enable_cudnn_sdp(False); torch "
+                         "prefers it on Hopper)")
     args = ap.parse_args(argv)
     if args.no_cudnn_attention:
         torch.backends.cuda.enable_cudnn_sdp(False)

@@ -42,9 +42,9 @@
 #   test/bench/gpu_measure.sh fit-profile       perception_cost of tiny compiled (one processor) with each step's host
 #                                              time, torch's profiler table and the host's cProfile tables (where the
 #                                              camera-motion fit's time goes without odometry)
-#   test/bench/gpu_measure.sh attention         compile_repeat.py of small with NaN poison, with cuDNN's attention kernel
-#                                              (torch's default on Hopper) and without it; bench_pipeline of small
-#                                              compiled and tiny as the node runs them on CUDA, with and without it
+#   test/bench/gpu_measure.sh attention         compile_repeat.py of small with NaN poison, with cuDNN's attention
+#                                              kernel (torch's default on Hopper) and without it; bench_pipeline of
+#                                              small compiled and tiny as the node runs them on CUDA, with and without
 #   test/bench/gpu_measure.sh gpu-tests [PATHS]  the tests marked gpu (of PATHS, default all)
 #   test/bench/gpu_measure.sh compile-order     small eager, compiled and graphed, each also after the allocator's
 #                                              free memory was filled with NaN (compile_repeat.py --poison nan);
