@@ -37,7 +37,8 @@
 #                                              against the direct calls, per field and for the encoder's caches
 #   test/bench/gpu_measure.sh localize          graph_localize.py of small (encode, upsampler and decode graphed one at
 #                                              a time against their direct calls, compiled and eager; kernel lists
-#                                              and graph dumps), compile_repeat.py of small without poison, and
+#                                              and graph dumps; again with inference-tensor inputs, which Dynamo does
+#                                              not recompile for), compile_repeat.py of small without poison, and
 #                                              test_compile_gpu.py
 #   test/bench/gpu_measure.sh fit-profile       perception_cost of tiny compiled (one processor) with each step's host
 #                                              time, torch's profiler table and the host's cProfile tables (where the
@@ -128,6 +129,8 @@ case "$1" in
     done ;;
   localize)
     timeout 240 python3 test/bench/graph_localize.py --model small --dump "$OUT/dump" > "$OUT/localize.txt" 2>&1 || true
+    TORCH_LOGS=recompiles timeout 240 python3 test/bench/graph_localize.py --model small --inference-inputs \
+      > "$OUT/localize_inference_inputs.txt" 2>&1 || true
     (cd "$OUT/dump" && tar czf ../dump.tgz . && cd .. && rm -r dump) || true
     timeout 170 python3 test/bench/compile_repeat.py --model small --repeat 2 > "$OUT/repeat_none.txt" 2>&1 || true
     timeout 200 python3 -m pytest -q -s -m gpu test/test_compile_gpu.py > "$OUT/pytest_compile.txt" 2>&1 || true ;;

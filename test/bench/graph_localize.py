@@ -84,11 +84,18 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="small")
     ap.add_argument("--dump", type=Path, default=None, help="write kernel lists and graph dumps here")
+    ap.add_argument("--inference-inputs", action="store_true",
+                    help="give the direct calls inference tensors, as GraphedCall's static inputs are (made inside "
+                         "inference mode): otherwise Dynamo compiles the compiled parts again for the graphs (a guard "
+                         "on the inputs' dispatch keys)")
     args = ap.parse_args(argv)
     if args.dump is not None:
         args.dump.mkdir(parents=True, exist_ok=True)
         cuda_graphs.torch.cuda.CUDAGraph = _DebugGraph  # GraphedCall makes its graphs through this name
     model, frames, disp = shipped_pair(args.model)
+    if args.inference_inputs:
+        with torch.inference_mode():
+            frames, disp = [f.clone() for f in frames], disp.clone()
     upsampler = model.gs_predictor.gaussian_upsampler
 
     def parts(encode, decode, label: str) -> None:
