@@ -162,8 +162,8 @@ class TestNodeAsUsersRunIt(unittest.TestCase):
         self.assertGreater(stats.frames_processed, 0)
         # no image was invalid; an image may have come before the first CameraInfo (the node's subscriptions match
         # the camera's publishers one at a time) and been dropped unpaired, which frames_dropped_invalid includes
-        active = [{v.key: v.value for v in d.values} for d in self.diagnostics if d.name == "/nut_ros: pipeline"]
-        values = [v for v in active if "frames_unpaired" in v][-1]
+        statuses = [{v.key: v.value for v in d.values} for d in self.diagnostics if d.name == "/nut_ros: pipeline"]
+        values = [v for v in statuses if "frames_unpaired" in v][-1]  # (an unconfigured node's status has none)
         self.assertEqual(values["frames_dropped_invalid"], values["frames_unpaired"])
         self.assertLessEqual(int(values["frames_unpaired"]), 1)
 
