@@ -40,6 +40,9 @@
 #                                              and graph dumps; again with inference-tensor inputs, which Dynamo does
 #                                              not recompile for), compile_repeat.py of small without poison, and
 #                                              test_compile_gpu.py
+#   test/bench/gpu_measure.sh settle            graph_localize.py of small with inference-tensor inputs and Dynamo's
+#                                              recompile log, as is and with each encode graph captured and the
+#                                              device waited for before its first replay (a race or left state?)
 #   test/bench/gpu_measure.sh fit-profile       perception_cost of tiny compiled (one processor) with each step's host
 #                                              time, torch's profiler table and the host's cProfile tables (where the
 #                                              camera-motion fit's time goes without odometry)
@@ -134,6 +137,11 @@ case "$1" in
     (cd "$OUT/dump" && tar czf ../dump.tgz . && cd .. && rm -r dump) || true
     timeout 170 python3 test/bench/compile_repeat.py --model small --repeat 2 > "$OUT/repeat_none.txt" 2>&1 || true
     timeout 200 python3 -m pytest -q -s -m gpu test/test_compile_gpu.py > "$OUT/pytest_compile.txt" 2>&1 || true ;;
+  settle)
+    for settle in "" --settle; do
+      TORCH_LOGS=recompiles timeout 270 python3 test/bench/graph_localize.py --model small --inference-inputs $settle \
+        > "$OUT/localize_inference_inputs${settle:+_settle}.txt" 2>&1 || true
+    done ;;
   fit-profile)
     timeout 240 python3 test/bench/perception_cost.py --model tiny --device cuda --scenes 3 --compile --one-processor \
       --sections --profile --cprofile "$OUT/perception_tiny_cprofile.txt" > "$OUT/perception_tiny_profile.txt" 2>&1 \

@@ -19,6 +19,7 @@ graph's nodes (``CUDAGraph.debug_dump``): a kernel launched outside the capturin
 from __future__ import annotations
 
 import argparse
+import gc
 from collections import Counter
 from pathlib import Path
 
@@ -64,13 +65,21 @@ def _kernels_direct(fn, args) -> Counter:
     return Counter(e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
 
 
-def _part(name: str, fn, inputs: list[tuple], direct: list, dump: Path | None, calls: int = 3) -> None:
-    """``fn`` through a GraphedCall: ``calls`` calls per input, each against the direct result of that input."""
+def _part(name: str, fn, inputs: list[tuple], direct: list, dump: Path | None, calls: int = 3,
+          settle: bool = False) -> None:
+    """``fn`` through a GraphedCall: ``calls`` calls per input, each against the direct result of that input;
+    ``settle``: capture first and wait for the device and the host's allocator before the first replay."""
     print(f"{name}:", flush=True)
     graphed = GraphedCall(fn)
+    if settle:
+        graphed.prepare(*inputs[0])
+        torch.cuda.synchronize()
+        gc.collect()
+        torch.cuda.synchronize()
     for i, (args, ref) in enumerate(zip(inputs, direct)):
         for k in range(calls):
-            _compare(f"input {i} call {k}{' (captures)' if i == k == 0 else ''}", graphed(*args), ref)
+            first = " (first replay)" if settle else " (captures)"
+            _compare(f"input {i} call {k}{first if i == k == 0 else ''}", graphed(*args), ref)
     if dump is not None:
         kernels = _kernels_direct(fn, inputs[0])
         (dump / f"{name.replace(' ', '_')}_direct_kernels.txt").write_text(
@@ -88,6 +97,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="give the direct calls inference tensors, as GraphedCall's static inputs are (made inside "
                          "inference mode): otherwise Dynamo compiles the compiled parts again for the graphs (a guard "
                          "on the inputs' dispatch keys)")
+    ap.add_argument("--settle", action="store_true",
+                    help="capture each graph first, then wait for the device before its first replay (is the "
+                         "capturing call's error a race with work still running, or state the capture left?)")
     args = ap.parse_args(argv)
     if args.dump is not None:
         args.dump.mkdir(parents=True, exist_ok=True)
@@ -111,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
                 _compare(f"repeat {k}: decode", gk, g)
             tokens = [c.tokens for c in caches]
             ups = [upsampler(t) for t in tokens]
-            _part(f"{label} encode", encode, [(f, disp) for f in frames], caches, args.dump)
+            _part(f"{label} encode", encode, [(f, disp) for f in frames], caches, args.dump, settle=args.settle)
             _part(f"{label} upsampler", upsampler, [(t,) for t in tokens], ups, args.dump)
             _part(f"{label} decode", decode, [tuple(caches)], [g], args.dump)
 
