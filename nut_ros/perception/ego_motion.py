@@ -12,8 +12,9 @@ scores each Gaussian's residual against the moving threshold (Huber rounds, then
 background dominates and moving objects drop out of the fit. :func:`pose_step` turns a field back into the camera's
 pose change, which integrates into a pose in the key frame when there is no odometry.
 
-The fit runs in torch (float64) on the Gaussians' device (:func:`solve_static_field`, which a CUDA graph can hold);
-its six numbers come back to the host in one download (:func:`field_of` reads them).
+The fit runs in float64 on the Gaussians' device (:func:`solve_static_field`, which a CUDA graph can hold): on a GPU
+as one Triton kernel (:mod:`nut_ros.perception.fit_kernel`), else in torch; its result comes back to the host in one
+download (:func:`field_of` reads it).
 
 """
 from __future__ import annotations
@@ -23,11 +24,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from nut_ros.perception import fit_kernel
 from nut_ros.perception.tensors import download
 
 MIN_FIT_POINTS = 12  # fewer Gaussians give no field (6 unknowns, 3 equations per Gaussian, margin for outliers)
 HUBER_ROUNDS = 2  # first reweighting rounds use Huber weights (convex: robust start), the rest Tukey's
 TUKEY_C = 2.0  # Tukey's cut-off in units of the moving threshold
+RIDGE = 1e-9  # times the normal matrix's trace, added to its diagonal: a nearly degenerate sample stays solvable
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,14 @@ def fit_static_field(points, velocities, weights, threshold, iterations: int,
 def solve_static_field(points, velocities, weights, threshold, iterations: int,
                        z_weight: float = 1.0) -> torch.Tensor:
     """The solve of :func:`fit_static_field` on the inputs' device, without waiting for it (a CUDA graph can hold
-    it): one float64 tensor ``[9]`` for :func:`field_of`."""
+    it): one float64 tensor ``[9]`` for :func:`field_of`. On a GPU one Triton kernel where Triton works
+    (:mod:`~nut_ros.perception.fit_kernel`), else the torch operations below."""
     points, velocities, weights, threshold = (torch.as_tensor(a) for a in (points, velocities, weights, threshold))
+    if points.is_cuda and fit_kernel.available():
+        result = fit_kernel.solve(points, velocities, weights, threshold, iterations, z_weight, RIDGE, HUBER_ROUNDS,
+                                  TUKEY_C)
+        if result is not None:
+            return result
     f64 = torch.float64
     keep = weights > 0
     axis_weight = torch.full((3,), z_weight, dtype=f64, device=points.device)
@@ -116,7 +125,7 @@ def solve_static_field(points, velocities, weights, threshold, iterations: int,
     prior = torch.where(keep, weights.double() / thresh ** 2, 0.0)
     w = prior
     failed = torch.zeros((), dtype=torch.int32, device=points.device)
-    ridge = 1e-9 * torch.eye(6, dtype=f64, device=points.device)
+    ridge = RIDGE * torch.eye(6, dtype=f64, device=points.device)
     for k in range(iterations + 1):
         weighted = rows * w[:, None].expand(-1, 3).reshape(-1, 1)
         lhs, rhs = weighted.T @ rows, weighted.T @ flat_v

@@ -46,6 +46,9 @@
 #   test/bench/gpu_measure.sh fit-profile       perception_cost of tiny compiled (one processor) with each step's host
 #                                              time, torch's profiler table and the host's cProfile tables (where the
 #                                              camera-motion fit's time goes without odometry)
+#   test/bench/gpu_measure.sh fit-ab BASE       the fit kernel's and the perception stage's GPU tests; perception_cost
+#                                              of tiny (one processor) compiled and eager, this tree and BASE (an
+#                                              older nut_ros/ exported beside it without weights), one after the other
 #   test/bench/gpu_measure.sh attention         compile_repeat.py of small with NaN poison, with cuDNN's attention
 #                                              kernel (torch's default on Hopper) and without it; bench_pipeline of
 #                                              small compiled and tiny as the node runs them on CUDA, with and without
@@ -146,6 +149,16 @@ case "$1" in
     timeout 240 python3 test/bench/perception_cost.py --model tiny --device cuda --scenes 3 --compile --one-processor \
       --sections --profile --cprofile "$OUT/perception_tiny_cprofile.txt" > "$OUT/perception_tiny_profile.txt" 2>&1 \
       || true ;;
+  fit-ab)
+    base=$2
+    cp nut_ros/weights/*.safetensors "$base/nut_ros/weights/"
+    timeout 150 python3 -m pytest -q -m gpu test/test_perception_fit_kernel.py test/test_perception_device.py \
+      > "$OUT/pytest_fit.txt" 2>&1 || true
+    for run in "new --compile" "base --compile" "new" "base"; do
+      set -- $run; tree=$1 path=$PWD; [ "$tree" = base ] && path=$PWD/$base
+      PYTHONPATH=$path timeout 140 python3 test/bench/perception_cost.py --model tiny --device cuda --scenes 3 \
+        --sections --one-processor ${2:-} > "$OUT/perception_tiny_${tree}${2:+_compiled}.txt" 2>&1 || true
+    done ;;
   attention)
     for way in cudnn none; do
       timeout 170 python3 test/bench/compile_repeat.py --model small --repeat 2 --poison nan \
