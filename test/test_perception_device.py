@@ -243,12 +243,12 @@ def test_the_graphed_code_path_pads_a_cloud_whose_size_changes_as_the_cpu_path_r
     assert got == want
 
 
-@pytest.mark.parametrize("odometry, graphs", [(True, 2), (False, 3)])
+@pytest.mark.parametrize("odometry, graphs", [(True, 2), (False, 2)])
 def test_the_compiled_dense_stage_gives_what_the_eager_one_gives(odometry, graphs):
     """``compile``: the dense functions through torch.compile, on the GPU's code path (fixed shapes), here on the CPU:
     one graph per plan, no graph break, and the stage's outputs as the eager functions' (fused sums round
-    differently). With odometry find_moving's two plans (nothing compared yet, compared); without, also the
-    camera-motion fit's fit_sample."""
+    differently). With odometry find_moving's two plans (nothing compared yet, compared); without, those of
+    fit_then_find (the camera-motion fit inside)."""
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
@@ -400,7 +400,7 @@ def test_the_fit_sample_takes_each_spread_row_once(samples, offset):
     table[:7, CLOUD_COLUMNS["opacities"]] = 0.0  # not selected
     rows = torch.from_numpy(table)
     still, at_origin = affine_rows(np.zeros((3, 3)), np.zeros(3)), affine_rows(np.eye(3), np.zeros(3))
-    frame = torch.from_numpy(frame_tensor(still, at_origin, 1.0, 0.0, offset))
+    frame = torch.from_numpy(frame_tensor(still, at_origin, 1.0, 0.0, 0.0, fit_offset=offset))
     op = ObstacleParams(ego_samples=samples)
     plan = StagePlan(op, MapParams(), K, False, False, False)
     unread = rows[:1, :3]
@@ -415,6 +415,51 @@ def test_the_fit_sample_takes_each_spread_row_once(samples, offset):
                               op.ego_iterations, op.depth_rate_weight)
     assert got[7] == drawn.size
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_the_fit_and_the_search_in_one_call_give_what_they_give_apart(trusted, monkeypatch):
+    """``fit_then_find`` (without odometry: the camera-motion fit, the pose moved on the device, the moving
+    Gaussians) against ``fit_sample``, the host's field, pose step and pose, then ``find_moving``; where the fit is not
+    trusted, the pose moves by the last trusted field and no candidate is offered."""
+    from nut_ros.core.rotations import matrix_to_quaternion
+    from nut_ros.perception.dense import StagePlan, affine_rows, find_moving, fit_sample, fit_then_find, frame_tensor
+    from nut_ros.perception.ego_motion import MotionField, field_of, fit_trusted, pose_step
+    from nut_ros.perception.local_map import camera_row
+
+    if not trusted:
+        monkeypatch.setattr("nut_ros.perception.ego_motion.MIN_INLIERS", 1.1)  # no fit explains that much
+    (before, prev, _), (res, _, _) = list(scene_stream(3, movers=MOVERS, n_room=6000, n_blob=300, seed=7))[1:]
+    proc = PerceptionProcessor(ObstacleParams(max_gaussians=8000, ego_samples=1500), MapParams(candidates=500))
+    inputs = proc._inputs(res)
+    plan = StagePlan(proc.op.for_motion(res.motion_prior), proc.mp, res.intrinsics, False, True, False)
+    dt = res.pair_interval_s
+    seen = before.gaussians.positions.astype(np.float64)  # the compared frame (the last), in the fixed frame
+    old = torch.from_numpy((seen @ prev[:3, :3].T + prev[:3, 3]).astype(np.float32))
+    w = np.array([0.05, -0.3, 0.1])
+    last = MotionField(np.array([[0, -w[2], w[1]], [w[2], 0, -w[0]], [-w[1], w[0], 0]]), np.array([0.2, 0.0, -0.1]))
+
+    def framed(field, pose, turn=np.eye(3), orientation=(0.0, 0.0, 0.0, 1.0)):
+        return inputs._replace(old=old, frame=torch.from_numpy(frame_tensor(
+            affine_rows(field.matrix, field.offset), affine_rows(pose[:3, :3], pose[:3, 3]), 1.0, dt, 0.25, turn,
+            dt, 0.6, orientation)))
+
+    fit = fit_sample(framed(MotionField.zero(), prev), plan).numpy()
+    assert bool(fit_trusted(fit)) == trusted
+    field = field_of(fit) if trusted else last
+    step = pose_step(field, dt)
+    pose = prev @ np.linalg.inv(step)
+    packed, world, offer = find_moving(framed(field, pose, step[:3, :3].T), plan)
+    got = fit_then_find(framed(last, prev, orientation=matrix_to_quaternion(prev[:3, :3])), plan)
+    torch.testing.assert_close(got[3][:9].numpy(), fit, rtol=0, atol=0)
+    np.testing.assert_allclose(got[3][9:].numpy().reshape(4, 3), affine_rows(pose[:3, :3], pose[:3, 3]), atol=1e-12)
+    want_camera = camera_row(np.roll(matrix_to_quaternion(pose[:3, :3]), 1), pose[:3, 3]).astype(np.float32)
+    np.testing.assert_allclose(got[4].numpy(), want_camera, atol=1e-6)
+    torch.testing.assert_close(got[0], packed, rtol=1e-6, atol=1e-6, equal_nan=True)  # (NaN: clipped rates)
+    torch.testing.assert_close(got[1], world, rtol=1e-6, atol=1e-6, equal_nan=True)  # (NaN: rows not selected)
+    torch.testing.assert_close(got[2].points, offer.points, rtol=1e-9, atol=1e-9)
+    assert torch.equal(got[2].offered, offer.offered & trusted)
+    assert bool(offer.offered.any()) and (packed[1] > 40 or not trusted)  # (movers found, candidates offered)
 
 
 def test_a_download_holds_as_many_moving_rows_as_a_trusted_frame_may_have(monkeypatch):

@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from nut_ros.core.geometry import Intrinsics
 from nut_ros.perception.clustering import voxel_keys
 from nut_ros.perception.depth_change import DepthChange, cell_mean, image_cells, pixel_coords, times3
-from nut_ros.perception.ego_motion import solve_static_field
+from nut_ros.perception.ego_motion import fit_trusted, fitted_rotation, quaternion_product, solve_static_field
+from nut_ros.perception.local_map import camera_row
 from nut_ros.perception.params import MapParams, ObstacleParams
 from nut_ros.perception.tensors import download, pick
 from nut_ros.pipeline.types import CLOUD_COLUMNS
@@ -47,8 +48,8 @@ CANDIDATE_SPLIT = (3, 6, 9)  # ... split at these columns
 MAX_MOVING_FRACTION = 0.5  # more Gaussians moving than this: the camera-motion estimate failed (frame skipped)
 HEADER = 3  # the download starts with: Gaussians selected, of them moving, static ones eligible for the map
 # StageInputs.frame: the static field (4 rows), the camera pose (4 rows), the scalars (1 row), the pair's turn (3),
-# the pair's interval (1)
-FRAME_ROWS = 13
+# the pair's interval and the fit's offset (1), the camera's orientation (2)
+FRAME_ROWS = 15
 
 
 @dataclass(frozen=True)
@@ -73,18 +74,22 @@ class StageInputs(NamedTuple):
     # the time since the compared frame (s), the random offset in [0, 1) of the rows drawn (spread): the map's
     # candidates (find_moving) or the camera-motion fit's sample (fit_sample); rows 9-11 the camera's turn over the
     # pair, ``R^T`` of ``T_cur<-prev`` (a vector in the previous camera's axes, as a row: ``v @ turn`` in the
-    # current's); row 12: the pair's interval (s; 0: unknown), then zeros
+    # current's); row 12: the pair's interval (s; 0: unknown), the random offset in [0, 1) of the camera-motion
+    # fit's sample, 0; rows 13-14: the quaternion (x, y, z; w, 0, 0) of the pose's orientation (fit_then_find)
     frame: torch.Tensor
     old: torch.Tensor  # [M', 3] the compared frame's points, fixed frame ([1, 3], unread, when the plan has none)
 
 
 def frame_tensor(field: np.ndarray, pose: np.ndarray, floor: float, interval: float, offset: float,
-                 turn: np.ndarray = np.eye(3), pair_interval: float = 0.0) -> np.ndarray:
+                 turn: np.ndarray = np.eye(3), pair_interval: float = 0.0, fit_offset: float = 0.0,
+                 orientation=(0.0, 0.0, 0.0, 1.0)) -> np.ndarray:
     """The host side of :attr:`StageInputs.frame`: ``field`` and ``pose`` as ``[4, 3]`` (:func:`affine_rows`),
     ``turn`` ``[3, 3]`` (``R^T``; identity: the camera did not turn, or nothing is compared), ``pair_interval`` the
-    pair's interval in seconds (0: unknown; the flow's error share then does not grow with the displacement)."""
-    return np.concatenate([field, pose, [[floor, interval, offset]], turn,
-                           [[pair_interval, 0.0, 0.0]]]).astype(np.float64)
+    pair's interval in seconds (0: unknown; the flow's error share then does not grow with the displacement),
+    ``fit_offset`` the fit's sample offset, ``orientation`` the pose's quaternion ``(x, y, z, w)``."""
+    x, y, z, w = orientation
+    return np.concatenate([field, pose, [[floor, interval, offset]], turn, [[pair_interval, fit_offset, 0.0]],
+                           [[x, y, z], [w, 0.0, 0.0]]]).astype(np.float64)
 
 
 def affine_rows(matrix: np.ndarray, offset: np.ndarray) -> np.ndarray:
@@ -155,7 +160,7 @@ def fit_sample(inputs: StageInputs, plan: StagePlan, rows: Rows | None = None) -
     op = plan.obstacles
     rows = select_rows(inputs, plan) if rows is None else rows
     m = rows.valid.shape[0]
-    at = pick(rows.valid, spread(rows.valid.sum(), op.ego_samples, inputs.frame[8, 2]))
+    at = pick(rows.valid, spread(rows.valid.sum(), op.ego_samples, inputs.frame[12, 1]))
     take = at.clamp_max(m - 1)
     weights = torch.where(at < m, rows.weights[take], 0.0)
     return solve_static_field(rows.points[take], rows.velocities[take], weights, rows.threshold[take],
@@ -203,6 +208,37 @@ def find_moving(inputs: StageInputs, plan: StagePlan,
     slots = candidate_slots(packed, rows.points.shape[0], plan.local_map.candidates)
     offered = (torch.arange(slots.shape[0], device=slots.device) < eligible) & frame_trusted(n_moving, selected)
     return packed, world, Offer(_affine(slots[:, :3].double(), pose), offered)
+
+
+def fit_then_find(inputs: StageInputs, plan: StagePlan) -> tuple[torch.Tensor, torch.Tensor, Offer, torch.Tensor,
+                                                                   torch.Tensor]:
+    """Without odometry: :func:`fit_sample` and :func:`find_moving` in one call, so on a GPU one graph and one wait.
+    ``inputs.frame`` holds the last trusted fitted field (rows 0-3; zero: none), the last pose (4-7) and its
+    orientation (13-14); the pair's field, turn and pose come from the fit, on the device, where the fit is trusted
+    (:func:`~nut_ros.perception.ego_motion.fit_trusted`), else from the last trusted field, and then no candidate is
+    offered (the host skips the frame). Returns :func:`find_moving`'s results, the fit's result followed by the new
+    pose's rows (float64 ``[21]``, for the host) and the map's :func:`camera_row` of the new pose."""
+    rows = select_rows(inputs, plan)
+    fit = fit_sample(inputs, plan, rows)
+    trusted = fit_trusted(fit)
+    last = inputs.frame[:4]
+    offset = torch.where(trusted, fit[:3], last[3])
+    omega = torch.where(trusted, fit[3:6], torch.stack([last[1, 2], last[2, 0], last[0, 1]]))  # M^T = -[ω]ₓ rows
+    dt = inputs.frame[12, 0]
+    rot, turn_quaternion = fitted_rotation(omega, dt)  # R of T_cur<-prev; the quaternion of R^T
+    zero = torch.zeros_like(dt)
+    skew_t = torch.stack([torch.stack([zero, omega[2], -omega[1]]), torch.stack([-omega[2], zero, omega[0]]),
+                          torch.stack([omega[1], -omega[0], zero])])  # [ω]ₓ^T
+    field = torch.cat([skew_t, offset[None]])
+    pose = inputs.frame[4:8]  # X @ pose[:3] + pose[3]: R^T rows, t; moved by the inverse of T_cur<-prev
+    moved = torch.cat([rot @ pose[:3], (pose[3] - (offset * dt) @ pose[:3])[None]])
+    frame = torch.cat([field, moved, inputs.frame[8:9], rot.T, inputs.frame[12:]])
+    packed, world, offer = find_moving(inputs._replace(frame=frame), plan, rows)
+    orientation = quaternion_product(torch.cat([inputs.frame[13], inputs.frame[14, :1]]), turn_quaternion)
+    orientation = torch.where(orientation[3] < 0, -orientation, orientation)  # (w >= 0, as on the host)
+    camera = camera_row(torch.cat([orientation[3:], orientation[:3]]), moved[3])
+    return (packed, world, Offer(offer.points, offer.offered & trusted), torch.cat([fit, moved.reshape(-1)]),
+            camera)
 
 
 def edge_factor(pixels: tuple[torch.Tensor, torch.Tensor], k: Intrinsics, op: ObstacleParams) -> torch.Tensor:

@@ -27,6 +27,7 @@ import torch
 from nut_ros.perception import fit_kernel
 from nut_ros.perception.tensors import download
 
+MIN_INLIERS = 0.3  # a fitted camera motion explaining less of the Gaussians' weight is not trusted (frame skipped)
 MIN_FIT_POINTS = 12  # fewer Gaussians give no field (6 unknowns, 3 equations per Gaussian, margin for outliers)
 HUBER_ROUNDS = 2  # first reweighting rounds use Huber weights (convex: robust start), the rest Tukey's
 TUKEY_C = 2.0  # Tukey's cut-off in units of the moving threshold
@@ -60,26 +61,50 @@ def field_from_poses(prev_pose: np.ndarray, cur_pose: np.ndarray, dt: float) -> 
 
 def pose_step(field: MotionField, dt: float) -> np.ndarray:
     """``T_cur<-prev`` (4x4) of the camera motion that produces ``field`` over ``dt`` (inverse of the above). A fitted
-    field's matrix is the cross-product matrix ``[ω]ₓ``: for a rotation ``R`` by ``θ`` about ``n`` the skew part of
-    ``(I - R^T) / dt`` is ``sin θ [n]ₓ / dt``, so ``θ = arcsin(|ω| dt)`` (projecting ``I - [ω]ₓ dt`` onto the
-    rotations instead would turn by ``atan(sin θ)``, short by about ``θ³ / 2`` per pair). Any other matrix (a field
-    from poses) is ``I - R^T`` over ``dt`` up to noise: ``R^T`` is its nearest rotation."""
+    field's matrix is the cross-product matrix ``[ω]ₓ``: its rotation is :func:`fitted_rotation`'s. Any other matrix
+    (a field from poses) is ``I - R^T`` over ``dt`` up to noise: ``R^T`` is its nearest rotation."""
     m = field.matrix * dt
     if np.array_equal(m, -m.T):
-        axis = np.array([m[2, 1], m[0, 2], m[1, 0]])
-        sin = np.linalg.norm(axis)
-        k = m / sin if sin > 0 else m  # [n]ₓ
-        angle = np.arcsin(min(sin, 1.0))
-        rt = (np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k).T  # R (Rodrigues), transposed
+        omega = torch.tensor([field.matrix[2, 1], field.matrix[0, 2], field.matrix[1, 0]], dtype=torch.float64)
+        rot = fitted_rotation(omega, dt)[0].numpy()
     else:
         u, _, vt = np.linalg.svd(np.eye(3) - m)  # R^T, projected onto the rotations
         rt = u @ vt
         if np.linalg.det(rt) < 0:
             rt = u @ np.diag([1.0, 1.0, -1.0]) @ vt
+        rot = rt.T
     rel = np.eye(4)
-    rel[:3, :3] = rt.T
-    rel[:3, 3] = rt.T @ field.offset * dt
+    rel[:3, :3] = rot
+    rel[:3, 3] = rot @ field.offset * dt
     return rel
+
+
+def fitted_rotation(omega: torch.Tensor, dt) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rotation ``R`` of ``T_cur<-prev`` (:func:`pose_step`) of the fitted field ``[ω]ₓ`` over ``dt``, and the
+    unit quaternion ``(x, y, z, w)`` of ``R^T``; torch float64 on ``omega``'s device (a CUDA graph can hold it).
+
+    For a rotation ``R`` by ``θ`` about ``n`` the skew part of ``(I - R^T) / dt`` is ``sin θ [n]ₓ / dt``, so
+    ``sin θ = |ω| dt`` (at most 1) and, with ``m = [ω dt]ₓ = sin θ [n]ₓ``, Rodrigues' formula reads
+    ``R = I + m + m² / (1 + cos θ)`` (projecting ``I - [ω]ₓ dt`` onto the rotations instead would turn by
+    ``atan(sin θ)``, short by about ``θ³ / 2`` per pair). ``R^T`` turns by ``θ`` about ``-n``: its quaternion is
+    ``(-n sin(θ/2), cos(θ/2))``, with ``n sin(θ/2) = ω dt / (2 cos(θ/2))`` where ``|ω| dt`` is below 1."""
+    w = omega.to(torch.float64) * dt
+    s = torch.linalg.vector_norm(w)
+    sin = s.clamp_max(1.0)
+    cos = torch.sqrt(1 - sin * sin)
+    w = w * torch.where(s > 1.0, 1.0 / s, 1.0)  # |ω| dt past 1 (no rotation makes it): θ = 90°
+    zero = torch.zeros_like(s)
+    m = torch.stack([torch.stack([zero, -w[2], w[1]]), torch.stack([w[2], zero, -w[0]]),
+                     torch.stack([-w[1], w[0], zero])])
+    rot = torch.eye(3, dtype=torch.float64, device=w.device) + m + (m @ m) / (1 + cos)
+    half_cos = torch.sqrt((1 + cos) / 2)
+    return rot, torch.cat([-w / (2 * half_cos), half_cos[None]])
+
+
+def quaternion_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Hamilton product ``a ⊗ b`` of quaternions ``(x, y, z, w)`` (torch): the rotation of ``R(a) R(b)``."""
+    va, vb = a[:3], b[:3]
+    return torch.cat([a[3] * vb + b[3] * va + torch.linalg.cross(va, vb), (a[3] * b[3] - va @ vb)[None]])
 
 
 def _design(points: torch.Tensor) -> torch.Tensor:
@@ -138,6 +163,14 @@ def solve_static_field(points, velocities, weights, threshold, iterations: int,
             w = prior * (1 - (r / TUKEY_C) ** 2).clamp_min(0) ** 2
     inliers = (prior * (r < 1)).sum() / prior.sum()
     return torch.cat([params, inliers[None], keep.sum()[None].to(f64), failed[None].to(f64)])
+
+
+def fit_trusted(result):
+    """Whether a :func:`solve_static_field` result is a camera motion to trust: enough Gaussians, no failed solve,
+    finite, explaining at least :data:`MIN_INLIERS` of the weight (numpy: a bool; torch: a bool tensor, on the
+    device)."""
+    finite = result[:7].isfinite().all() if isinstance(result, torch.Tensor) else np.isfinite(result[:7]).all()
+    return (result[7] >= MIN_FIT_POINTS) & (result[8] == 0) & finite & (result[6] >= MIN_INLIERS)
 
 
 def field_of(result: np.ndarray) -> MotionField | None:

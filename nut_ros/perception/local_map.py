@@ -61,6 +61,14 @@ TAIL_FRACTION = 0.125  # the index's tail is merged into its main part when larg
 MIN_TAIL = 16384  # ... and than this
 
 
+def camera_row(wxyz, position):
+    """An insertion's camera row: the new rows' quaternion ``(w, x, y, z)`` (the camera's orientation in the fixed
+    frame) and hit count 1, then the camera's position; numpy, or torch float32 on the tensors' device."""
+    if isinstance(wxyz, torch.Tensor):
+        return torch.cat([wxyz, wxyz.new_ones(1), position]).float()
+    return np.concatenate([wxyz, [1.0], position])
+
+
 class LocalMap:
     """Static Gaussians in the fixed frame; see the module docstring for the rules and the storage."""
 
@@ -138,14 +146,17 @@ class LocalMap:
         tensors += [] if self._table is None else [self._table]
         return sum(t.numel() * t.element_size() for t in tensors)
 
-    def insert(self, positions, colors, scales, opacities, rotation: np.ndarray,
-               camera_position: np.ndarray, offered: torch.Tensor | None = None) -> torch.Tensor:
+    def insert(self, positions, colors, scales, opacities, rotation: np.ndarray | None,
+               camera_position: np.ndarray | None, offered: torch.Tensor | None = None,
+               camera: torch.Tensor | None = None) -> torch.Tensor:
         """Offer at most ``candidates`` Gaussians in the fixed frame (``positions``, ``colors``, ``scales`` ``[N, 3]``
         along the camera axes, ``opacities`` ``[N]``: tensors on one device, or numpy for the CPU; ``rotation`` = the
         camera's 3x3 orientation in the fixed frame, ``camera_position`` its position: host arrays); returns how
         many were added (a 0-dim tensor on the map's device: reading it waits for the device). ``offered`` ``[N]``
         bool (on their device): only those rows are offered, the others are left out as if not given (their values
-        are never stored), so a caller can offer a fixed number of rows of which the device knows the valid ones."""
+        are never stored), so a caller can offer a fixed number of rows of which the device knows the valid ones.
+        ``camera``: instead of ``rotation`` and ``camera_position`` (None), their :func:`camera_row` made on the map's
+        device (a pose the host does not know yet)."""
         positions, colors, scales, opacities = (torch.as_tensor(a) for a in (positions, colors, scales, opacities))
         n = positions.shape[0]
         if n > self.p.candidates:
@@ -154,9 +165,9 @@ class LocalMap:
         if n == 0:
             return torch.zeros((), dtype=torch.int64, device=positions.device)
         self._learn_sizes()
-        # the new rows' quaternion (w, x, y, z) and hit count, then the camera's position
-        wxyz = np.roll(matrix_to_quaternion(rotation), 1)
-        camera = self._upload_camera(np.concatenate([wxyz, [1.0], camera_position]), self._table, torch.float32)
+        if camera is None:
+            camera = self._upload_camera(camera_row(np.roll(matrix_to_quaternion(rotation), 1), camera_position),
+                                         self._table, torch.float32)
         with one_thread(positions.device):
             if not self._fixed:
                 added = self._insert(positions, colors, scales, opacities, offered, camera)

@@ -87,10 +87,11 @@ import torch
 
 from nut_ros.core.geometry import Intrinsics, project
 from nut_ros.perception.clustering import Clusters, cluster_points, cluster_stats, group_median
+from nut_ros.core.rotations import matrix_to_quaternion
 from nut_ros.perception.dense import (CANDIDATE_SPLIT, Found, Offer, Rows, StageInputs, StagePlan, affine_rows,
-                                      candidate_slots, depth_change, downloaded_part, find_moving,
-                                      fit_sample, frame_tensor, frame_trusted, select_rows, unpack)
-from nut_ros.perception.ego_motion import MotionField, field_from_poses, field_of, pose_step
+                                      candidate_slots, depth_change, downloaded_part, find_moving, fit_sample,
+                                      fit_then_find, frame_tensor, frame_trusted, select_rows, unpack)
+from nut_ros.perception.ego_motion import MotionField, field_from_poses, field_of, fit_trusted, pose_step
 from nut_ros.perception.local_map import LocalMap
 from nut_ros.perception.params import MapParams, ObstacleParams
 from nut_ros.perception.tensors import Uploader, download, download_queued, one_thread
@@ -99,7 +100,6 @@ from nut_ros.perception.types import Obstacle, ObstacleList, PerceptionOutput
 from nut_ros.pipeline.cuda_graphs import GraphedCall
 from nut_ros.pipeline.types import CLOUD_COLUMNS, GaussianCloud, StepResult
 
-MIN_INLIERS = 0.3  # a fitted camera motion explaining less of the Gaussians' weight is not trusted (frame skipped)
 UNMEASURED_RATE_STD = 1e3  # m/s: the tracker's noise of an object's depth rate that was not measured (no weight)
 
 
@@ -151,7 +151,7 @@ class PerceptionProcessor:
         # what the graphs capture: the dense functions as they are, or compiled (no fullgraph: past torch's
         # recompile limit, many plans in one process, a function runs eager instead of failing)
         self._dense = {fn: torch.compile(fn, dynamic=False) if compile else fn
-                       for fn in (fit_sample, find_moving)}
+                       for fn in (fit_sample, find_moving, fit_then_find)}
         self.compile_error: str | None = None  # why compiling failed (the stage then runs eager)
         self._graph_dense()
 
@@ -217,7 +217,13 @@ class PerceptionProcessor:
             self._map_stamp_ns, dt = None, None
         self._map_s = 0.0  # seconds spent offering to the map before the obstacles were done (on a GPU)
         inputs = self._inputs(result)
-        field, selected = self._camera_motion(result, camera_pose, inputs)
+        # without odometry the fit and the search for movers are one call (on a GPU one graph, one wait), which
+        # moves the pose; otherwise the camera motion comes first (odometry's, or a held frame's fit)
+        fitted = not odometry and result.paired and bool(result.pair_interval_s)
+        if fitted:
+            field, found, rng_state = self._fitted_find(result, inputs, dt)
+        else:
+            field, selected = self._camera_motion(result, camera_pose, inputs)
         self.frames_without_pose += held
         # the older depths were placed by odometry poses on both frames (not by a fit): the plan's odometry steps;
         # the last frame was held when the stream has odometry and that frame had no pose of its own
@@ -227,7 +233,7 @@ class PerceptionProcessor:
             self._trusted_field = field
         if posed:
             self._pose = np.asarray(camera_pose, np.float64)
-        else:
+        elif not fitted:
             # the pose (in the key frame, or held in the odometry frame) integrates the fitted motion; a pair whose
             # fit is not trusted keeps the last trusted motion (odometry's, for a held frame), so the pose does not
             # lose the interval (it would offset every later pose, map point and track)
@@ -236,12 +242,13 @@ class PerceptionProcessor:
         self._stamp_ns, self._posed = result.stamp_ns, posed
         rot, trans = self._pose[:3, :3], self._pose[:3, 3]
 
-        found = None
-        if field is not None or odometry:  # odometry without a field (a stream's first frame): remembered only
-            rng_state = self._rng.bit_generator.state
-            found = self._find(result, inputs, field, dt, selected)
-        else:
-            self.change.reset()
+        if not fitted:  # (fitted: found above)
+            found = None
+            if field is not None or odometry:  # odometry without a field (a stream's first frame): remembered only
+                rng_state = self._rng.bit_generator.state
+                found = self._find(result, inputs, field, dt, selected)
+            else:
+                self.change.reset()
         trusted = found is not None and frame_trusted(found.moving, found.valid)
         detect = result.depth_source == "topic" or not self.op.depth_image_only
         # a frame that could detect but had no trusted camera motion: a pair whose fit failed (no field), or whose
@@ -262,7 +269,7 @@ class PerceptionProcessor:
             if not self._graphs(inputs.rows):  # (on a GPU offered before the download: _offer_queued)
                 self._add_to_map(found.candidates, found.candidate_points)
             self._map_changed |= found.candidates.shape[0] > 0
-        if (field is not None or odometry) and not (trusted and found.eligible > self.mp.candidates):
+        if (field is not None or odometry or fitted) and not (trusted and found.eligible > self.mp.candidates):
             self._rng.bit_generator.state = rng_state  # the candidates' random offset was not used: not drawn
         map_due = self._map_changed and (self._map_stamp_ns is None or
                                          result.stamp_ns - self._map_stamp_ns >= self.mp.snapshot_period_s * 1e9)
@@ -319,13 +326,15 @@ class PerceptionProcessor:
 
     def _with_frame(self, inputs: StageInputs, field: MotionField, floor: float, interval: float = 0.0,
                     offset: float = 0.0, old: torch.Tensor | None = None, turn: np.ndarray = np.eye(3),
-                    pair_interval: float = 0.0) -> StageInputs:
+                    pair_interval: float = 0.0, fit_offset: float = 0.0, oriented: bool = False) -> StageInputs:
         """``inputs`` with the frame's numbers: the static ``field``, the current pose, the noise floors' scale, the
         time since the compared frame ``old`` (fixed frame; None: nothing compared), the drawn rows' offset, the
-        camera's ``turn`` over the pair and the pair's interval (:func:`~nut_ros.perception.dense.frame_tensor`)."""
+        camera's ``turn`` over the pair, the pair's interval, the fit's sample offset and, when ``oriented``, the
+        pose's quaternion (:func:`~nut_ros.perception.dense.frame_tensor`)."""
         pose = affine_rows(self._pose[:3, :3], self._pose[:3, 3])
         frame = frame_tensor(affine_rows(field.matrix, field.offset), pose, floor, interval, offset, turn,
-                             pair_interval)
+                             pair_interval, fit_offset,
+                             matrix_to_quaternion(self._pose[:3, :3]) if oriented else (0.0, 0.0, 0.0, 1.0))
         return inputs._replace(frame=self._upload_frame(frame, inputs.rows, torch.float64),
                                old=inputs.old if old is None else old)
 
@@ -387,12 +396,49 @@ class PerceptionProcessor:
             ready.synchronize()
         return unpack(packed, m, self.mp.candidates, offer, host)
 
-    def _offer_queued(self, packed: torch.Tensor, rows: int, offer: Offer) -> None:
+    def _fitted_find(self, result: StepResult, inputs: StageInputs, dt: float | None) -> tuple[
+            MotionField | None, Found | None, dict]:
+        """Without odometry: the pair's fitted camera motion and the frame's moving Gaussians in one call
+        (:func:`~nut_ros.perception.dense.fit_then_find`; on a GPU one graph and one wait), the pose moved on the
+        device by the fitted motion, or by the last trusted one when the fit is not trusted (then no field and
+        nothing found); remembers the frame's points for the depth rate of later frames. Also the random generator's
+        state before the candidates' offset was drawn."""
+        compared = self.change.compared(dt)
+        old, interval = compared if compared is not None else (None, 0.0)
+        fit_offset = self._rng.uniform()
+        rng_state = self._rng.bit_generator.state
+        inputs = self._with_frame(inputs, self._trusted_field or MotionField.zero(), self._floor_scale(result),
+                                  interval, self._rng.uniform(), old, pair_interval=result.pair_interval_s,
+                                  fit_offset=fit_offset, oriented=True)
+        plan = self._plan_for(result, compared is not None, False)
+        packed, world, offer, fitted, camera = self._run(fit_then_find, inputs, plan)
+        m, host = inputs.rows.shape[0], None
+        if self._graphs(inputs.rows):  # (see _find; the fit and the new pose come down with the moving rows)
+            host, _ = download_queued(downloaded_part(packed, m))
+            fitted, ready = download_queued(fitted)
+            self._offer_queued(packed, m, offer, camera)
+            if ready is not None:
+                ready.synchronize()
+        else:
+            fitted = download(fitted)
+        fit, pose = fitted[:9], fitted[9:].reshape(4, 3)
+        self._pose = np.eye(4)
+        self._pose[:3, :3], self._pose[:3, 3] = pose[:3].T, pose[3]
+        if not fit_trusted(fit):
+            self.change.reset()
+            return None, None, rng_state
+        self.change.remember(world, dt)
+        if not self._graphs(inputs.rows):
+            return field_of(fit), unpack(packed, m, self.mp.candidates, offer), rng_state
+        return field_of(fit), unpack(packed, m, self.mp.candidates, offer, host), rng_state
+
+    def _offer_queued(self, packed: torch.Tensor, rows: int, offer: Offer, camera: torch.Tensor | None = None) -> None:
         """On a GPU: offer the map every candidate slot of the frame's ``packed`` tensor (from ``rows`` rows) before
         its download, the counted ones of a trusted frame marked on the device (``offer``), so the insertion (a graph
-        replay) runs right after the dense graph instead of following the wait."""
+        replay) runs right after the dense graph instead of following the wait; ``camera``: the map's camera row of
+        a pose moved on the device (:func:`~nut_ros.perception.dense.fit_then_find`)."""
         start = time.perf_counter()
-        self._add_to_map(candidate_slots(packed, rows, self.mp.candidates), offer.points, offer.offered)
+        self._add_to_map(candidate_slots(packed, rows, self.mp.candidates), offer.points, offer.offered, camera)
         self._map_s += time.perf_counter() - start
 
     def _objects(self, points, residual, weights, k: Intrinsics) -> tuple[Clusters, np.ndarray]:
@@ -473,13 +519,12 @@ class PerceptionProcessor:
         # the fit's sample: ego_samples of the selected rows spread at a random offset (dense.spread), drawn on
         # the device, so on a GPU the fit is one graph and one download (it selects the rows again inside its graph,
         # as find_moving does)
-        framed = self._with_frame(inputs, MotionField.zero(), self._floor_scale(result), offset=self._rng.uniform())
+        framed = self._with_frame(inputs, MotionField.zero(), self._floor_scale(result),
+                                  fit_offset=self._rng.uniform())
         plan = self._plan_for(result, False, False)
         rows = None if self._graphs(inputs.rows) else select_rows(framed, plan)
-        field = field_of(download(self._run(fit_sample, framed, plan, rows)))
-        if field is None or field.inliers < MIN_INLIERS:
-            return None, rows
-        return field, rows
+        fit = download(self._run(fit_sample, framed, plan, rows))
+        return (field_of(fit) if fit_trusted(fit) else None), rows
 
     def _report(self, result: StepResult, rot: np.ndarray, trans: np.ndarray) -> ObstacleList:
         """Confirmed tracks detected recently (within ``report_misses`` frames, counting the frames that could not
@@ -496,9 +541,14 @@ class PerceptionProcessor:
                 float(s.hits[i] / s.age[i]), int(s.age[i])))
         return out
 
-    def _add_to_map(self, candidates: torch.Tensor, points: torch.Tensor, offered: torch.Tensor | None = None) -> None:
+    def _add_to_map(self, candidates: torch.Tensor, points: torch.Tensor, offered: torch.Tensor | None = None,
+                    camera: torch.Tensor | None = None) -> None:
         """Offer the frame's ``candidates`` (static, opaque, near Gaussians away from moving voxels; their ``points``
-        in the fixed frame, float64; ``offered``: which rows, all when None) to the map, on their device."""
+        in the fixed frame, float64; ``offered``: which rows, all when None) to the map, on their device, from the
+        pose on the host, or from the map's ``camera`` row made on the device."""
         _, colors, scales, opacities = torch.tensor_split(candidates, CANDIDATE_SPLIT, dim=1)
-        self.map.insert(points, colors, scales, opacities[:, 0], self._pose[:3, :3], self._pose[:3, 3], offered)
+        if camera is None:
+            self.map.insert(points, colors, scales, opacities[:, 0], self._pose[:3, :3], self._pose[:3, 3], offered)
+        else:
+            self.map.insert(points, colors, scales, opacities[:, 0], None, None, offered, camera)
 
