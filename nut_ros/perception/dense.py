@@ -1,6 +1,6 @@
 """The per-Gaussian part of the perception stage, as functions of tensors and fixed settings only.
 
-:func:`select_rows`, :func:`fit_sample` and :func:`find_moving` read nothing but their
+:func:`select_rows`, :func:`fit_sample`, :func:`find_moving` and :func:`fit_then_find` read nothing but their
 :class:`StageInputs` (tensors) and their :class:`StagePlan` (settings and the flags that pick a code path, fixed for
 a stream), write nothing outside their results, and never wait for the device or copy from the host: on a GPU the
 processor captures each once per plan as a CUDA graph (:class:`nut_ros.pipeline.cuda_graphs.GraphedCall`) and
@@ -15,7 +15,8 @@ Steps (see :mod:`nut_ros.perception.processor` for what each threshold means):
    and the map's, each by its own ``min_opacity`` and ``max_range``; and their pixel coordinates, projected once for
    every image grid of the later steps); without odometry
    :func:`fit_sample`, the robust camera-motion fit on ``ego_samples`` of them spread evenly over the selected rows
-   at the host's random offset (:func:`spread`; nine numbers to download);
+   at the host's random offset (:func:`spread`), and from it the pair's field, turn and pose (:func:`fit_then_find`
+   runs the fit and step 2 as one call, so the fit is not waited for on its own);
 2. :func:`find_moving`: the depth rate against the compared frame (:class:`DepthChange`), the thresholds, each
    Gaussian's velocity over the ground, the cell-averaged score and the moving test; then the moving rows (their
    depth rate NaN where it was clipped at ``-change_max_speed``: a leading edge's) and the map's candidates
@@ -71,11 +72,11 @@ class StageInputs(NamedTuple):
     depth: torch.Tensor  # [h, w] metric input depth, NaN where none ([1, 1], unread, when the plan has no depth)
     # [FRAME_ROWS, 3] float64: rows 0-3 the static field (apparent velocity of a static point X: X @ f[:3] + f[3]),
     # rows 4-7 the camera's pose in the fixed frame (X_fixed = X @ p[:3] + p[3]), row 8: the noise floors' scale,
-    # the time since the compared frame (s), the random offset in [0, 1) of the rows drawn (spread): the map's
-    # candidates (find_moving) or the camera-motion fit's sample (fit_sample); rows 9-11 the camera's turn over the
-    # pair, ``R^T`` of ``T_cur<-prev`` (a vector in the previous camera's axes, as a row: ``v @ turn`` in the
-    # current's); row 12: the pair's interval (s; 0: unknown), the random offset in [0, 1) of the camera-motion
-    # fit's sample, 0; rows 13-14: the quaternion (x, y, z; w, 0, 0) of the pose's orientation (fit_then_find)
+    # the time since the compared frame (s), the random offset in [0, 1) of the map's candidates drawn (spread);
+    # rows 9-11 the camera's turn over the pair, ``R^T`` of ``T_cur<-prev`` (a vector in the previous camera's axes,
+    # as a row: ``v @ turn`` in the current's); row 12: the pair's interval (s; 0: unknown), the random offset in
+    # [0, 1) of the camera-motion fit's sample, 0; rows 13-14: the quaternion (x, y, z; w, 0, 0) of the pose's
+    # orientation (read by fit_then_find only)
     frame: torch.Tensor
     old: torch.Tensor  # [M', 3] the compared frame's points, fixed frame ([1, 3], unread, when the plan has none)
 

@@ -56,10 +56,13 @@ tracking are numpy, and scipy's assignment, on the host: hundreds of points) and
 stay on the device, where the map is (:mod:`nut_ros.perception.local_map`, inserting waits for nothing; on a GPU
 every candidate slot is offered between queueing the download and waiting for it, moved into the fixed frame and
 the counted ones of a trusted frame marked inside the dense graph (:class:`~nut_ros.perception.dense.Offer`), and
-the insertion is one graph replay too, so the host clusters and tracks while the device runs the insertion). The
-fitted camera motion (no odometry) costs one more download on a GPU with CUDA graphs, the fit's nine numbers: the
-fit (its sample of ``ego_samples`` selected rows spread at a random offset the host draws, the same on the CPU; a
-few hundred small operations and seven 6x6 solves) runs as a graph of its own. On the CPU it costs none.
+the insertion is one graph replay too, so the host clusters and tracks while the device runs the insertion).
+Without odometry the camera-motion fit (its sample of ``ego_samples`` selected rows spread at a random offset the
+host draws, the same on the CPU; on a GPU one Triton kernel for its reweighting rounds) runs in the same call as
+steps 1-3 (:func:`~nut_ros.perception.dense.fit_then_find`): the device moves the pose by the fitted motion and
+makes the map's camera row from it, and the fit's result and the pose come down with the moving Gaussians, so a
+frame has one graph and one wait with odometry or without. A frame of an odometry stream without a pose fits first
+and then searches (two calls).
 
 With ``compile`` (a GPU with ``cuda_graphs`` only) the dense functions go through ``torch.compile`` before their
 graphs are captured: the graphs then replay Inductor's fused kernels instead of the eager operations. Each plan
