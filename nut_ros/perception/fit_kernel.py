@@ -4,8 +4,9 @@ In torch each reweighting round of the fit is a handful of kernels (the weights,
 normal equations, an LU factorisation and two triangular solves, the residuals): on an H100 about 25 µs a round, and
 the host waits for the fit before it can go on. Here one program does every round: per round it streams the sample
 through in blocks, computing each Gaussian's weight from the last round's residual and adding its three equations to
-the augmented normal matrix ``[lhs | rhs]`` (8x8, padded), then solves the 6x6 system by Gauss-Jordan elimination
-without pivoting (the matrix is symmetric positive definite with the fit's ridge, so no pivot is needed). The same
+the sums of the augmented normal matrix ``[lhs | rhs]`` (8x8, padded), then solves the 6x6 system by Gauss-Jordan
+elimination without pivoting (the matrix is symmetric positive definite with the fit's ridge, so no pivot is
+needed). The same
 ridge, weights and result layout as the torch fit: the two agree to rounding (``test/test_fit_kernel.py``).
 
 Used by ``solve_static_field`` for CUDA tensors when Triton is installed (torch's CUDA wheels bring it); a CUDA graph
@@ -22,7 +23,7 @@ try:
 except ImportError:  # (CPU-only installs: the torch fit runs)
     triton = None
 
-BLOCK = 64  # Gaussians per step of a pass (the program's working set: BLOCK x 8 x 8 float64 products)
+BLOCK = 128  # Gaussians per step of a pass (each of the normal matrix's 19 sums is kept per lane)
 N = 8  # the augmented system's side: 6 unknowns, the right-hand side, one column of padding
 error: str | None = None  # why the kernel could not run (then it is not tried again)
 
@@ -67,23 +68,89 @@ if triton is not None:
         return tl.sqrt(rx * rx + ry * ry + rz * rz) / thresh
 
     @triton.jit
-    def _add_axis(normal, x, y, z, vx, vy, vz, w, z_weight, cols, axis: tl.constexpr):
-        """``normal`` plus the weighted products of one axis' equations ``c_axis + (ω × X)_axis = v_axis``, each
-        as the row (the design's six columns, then ``v``, then 0)."""
-        c = cols[None, :]
-        if axis == 0:
-            e = tl.where(c == 0, 1.0, 0.0) + tl.where(c == 4, z[:, None], 0.0) - tl.where(c == 5, y[:, None], 0.0)
-            e += tl.where(c == 6, vx[:, None], 0.0)
-            s = w
-        elif axis == 1:
-            e = tl.where(c == 1, 1.0, 0.0) - tl.where(c == 3, z[:, None], 0.0) + tl.where(c == 5, x[:, None], 0.0)
-            e += tl.where(c == 6, vy[:, None], 0.0)
-            s = w
-        else:
-            e = tl.where(c == 2, 1.0, 0.0) + tl.where(c == 3, y[:, None], 0.0) - tl.where(c == 4, x[:, None], 0.0)
-            e += tl.where(c == 6, vz[:, None], 0.0)
-            s = w * z_weight * z_weight
-        return normal + tl.sum((e * s[:, None])[:, :, None] * e[:, None, :], axis=0)
+    def _place(normal, rows, cols, i: tl.constexpr, j: tl.constexpr, value):
+        """``normal`` with ``value`` at (i, j) and (j, i)."""
+        at = ((rows[:, None] == i) & (cols[None, :] == j)) | ((rows[:, None] == j) & (cols[None, :] == i))
+        return tl.where(at, value, normal)
+
+    @triton.jit
+    def _normal_matrix(points, velocities, weights, threshold, n, params, cols, rows, z_weight, tukey_c,
+                       k: tl.constexpr, huber_rounds: tl.constexpr, BLOCK: tl.constexpr, N: tl.constexpr):
+        """The augmented normal matrix ``[lhs | rhs]`` (``N x N``, padded) of round ``k``: each Gaussian's three
+        equations ``c + ω × X = v`` (the z one scaled by ``z_weight``) weighted by the prior, reweighted after round
+        0 by the last round's residuals (Huber's weights first, then Tukey's). Its entries written out: the
+        design's rows are (1, 0, 0, 0, z, -y), (0, 1, 0, -z, 0, x), (0, 0, 1, y, -x, 0), so only 19 sums are
+        distinct; each is kept per lane over the blocks and summed once."""
+        a = tl.zeros((BLOCK,), tl.float64)
+        a2 = tl.zeros((BLOCK,), tl.float64)
+        bx = tl.zeros((BLOCK,), tl.float64)
+        by = tl.zeros((BLOCK,), tl.float64)
+        bz = tl.zeros((BLOCK,), tl.float64)
+        cx = tl.zeros((BLOCK,), tl.float64)
+        cy = tl.zeros((BLOCK,), tl.float64)
+        l33 = tl.zeros((BLOCK,), tl.float64)
+        l34 = tl.zeros((BLOCK,), tl.float64)
+        l35 = tl.zeros((BLOCK,), tl.float64)
+        l44 = tl.zeros((BLOCK,), tl.float64)
+        l45 = tl.zeros((BLOCK,), tl.float64)
+        l55 = tl.zeros((BLOCK,), tl.float64)
+        r0 = tl.zeros((BLOCK,), tl.float64)
+        r1 = tl.zeros((BLOCK,), tl.float64)
+        r2 = tl.zeros((BLOCK,), tl.float64)
+        r3 = tl.zeros((BLOCK,), tl.float64)
+        r4 = tl.zeros((BLOCK,), tl.float64)
+        r5 = tl.zeros((BLOCK,), tl.float64)
+        for start in range(0, n, BLOCK):
+            x, y, z, vx, vy, vz, w, thresh, keep = _sample(points, velocities, weights, threshold, start, n, BLOCK)
+            if k > 0:
+                r = _residual(x, y, z, vx, vy, vz, thresh, params, cols, z_weight)
+                if k - 1 < huber_rounds:
+                    w = w / tl.maximum(r, 1.0)
+                else:
+                    t = tl.maximum(1.0 - (r / tukey_c) * (r / tukey_c), 0.0)
+                    w = w * t * t
+            wz = w * z_weight * z_weight  # the z equation's weight
+            a += w
+            a2 += wz
+            bx += w * x
+            by += w * y
+            bz += w * z
+            cx += wz * x
+            cy += wz * y
+            l33 += w * z * z + wz * y * y
+            l34 -= wz * x * y
+            l35 -= w * x * z
+            l44 += w * z * z + wz * x * x
+            l45 -= w * y * z
+            l55 += w * (x * x + y * y)
+            r0 += w * vx
+            r1 += w * vy
+            r2 += wz * vz
+            r3 += wz * y * vz - w * z * vy
+            r4 += w * z * vx - wz * x * vz
+            r5 += w * (x * vy - y * vx)
+        normal = tl.zeros((N, N), tl.float64)
+        normal = _place(normal, rows, cols, 0, 0, tl.sum(a, axis=0))
+        normal = _place(normal, rows, cols, 1, 1, tl.sum(a, axis=0))
+        normal = _place(normal, rows, cols, 2, 2, tl.sum(a2, axis=0))
+        normal = _place(normal, rows, cols, 0, 4, tl.sum(bz, axis=0))
+        normal = _place(normal, rows, cols, 0, 5, -tl.sum(by, axis=0))
+        normal = _place(normal, rows, cols, 1, 3, -tl.sum(bz, axis=0))
+        normal = _place(normal, rows, cols, 1, 5, tl.sum(bx, axis=0))
+        normal = _place(normal, rows, cols, 2, 3, tl.sum(cy, axis=0))
+        normal = _place(normal, rows, cols, 2, 4, -tl.sum(cx, axis=0))
+        normal = _place(normal, rows, cols, 3, 3, tl.sum(l33, axis=0))
+        normal = _place(normal, rows, cols, 3, 4, tl.sum(l34, axis=0))
+        normal = _place(normal, rows, cols, 3, 5, tl.sum(l35, axis=0))
+        normal = _place(normal, rows, cols, 4, 4, tl.sum(l44, axis=0))
+        normal = _place(normal, rows, cols, 4, 5, tl.sum(l45, axis=0))
+        normal = _place(normal, rows, cols, 5, 5, tl.sum(l55, axis=0))
+        normal = _place(normal, rows, cols, 0, 6, tl.sum(r0, axis=0))
+        normal = _place(normal, rows, cols, 1, 6, tl.sum(r1, axis=0))
+        normal = _place(normal, rows, cols, 2, 6, tl.sum(r2, axis=0))
+        normal = _place(normal, rows, cols, 3, 6, tl.sum(r3, axis=0))
+        normal = _place(normal, rows, cols, 4, 6, tl.sum(r4, axis=0))
+        return _place(normal, rows, cols, 5, 6, tl.sum(r5, axis=0))
 
     @triton.jit
     def _fit_kernel(points, velocities, weights, threshold, out, n, z_weight, ridge, tukey_c,
@@ -93,19 +160,8 @@ if triton is not None:
         params = tl.zeros((N,), tl.float64)  # (c, ω, 0, 0); round 0 weighs by the prior only
         failed = tl.zeros((N,), tl.float64)
         for k in tl.static_range(iterations + 1):
-            normal = tl.zeros((N, N), tl.float64)
-            for start in range(0, n, BLOCK):
-                x, y, z, vx, vy, vz, w, thresh, keep = _sample(points, velocities, weights, threshold, start, n,
-                                                               BLOCK)
-                if k > 0:  # reweighted by the last round's residuals: Huber's weights first, then Tukey's
-                    r = _residual(x, y, z, vx, vy, vz, thresh, params, cols, z_weight)
-                    if k - 1 < huber_rounds:
-                        w = w / tl.maximum(r, 1.0)
-                    else:
-                        t = tl.maximum(1.0 - (r / tukey_c) * (r / tukey_c), 0.0)
-                        w = w * t * t
-                for axis in tl.static_range(3):
-                    normal = _add_axis(normal, x, y, z, vx, vy, vz, w, z_weight, cols, axis)
+            normal = _normal_matrix(points, velocities, weights, threshold, n, params, cols, rows, z_weight, tukey_c,
+                                    k, huber_rounds, BLOCK, N)
             # the torch fit's ridge on the 6x6 block, then Gauss-Jordan on the 6 unknowns: column 6 ends as the
             # solution
             diag = (rows[:, None] == cols[None, :]) & (rows[:, None] < 6)
