@@ -89,8 +89,8 @@ import numpy as np
 import torch
 
 from nut_ros.core.geometry import Intrinsics, project
-from nut_ros.perception.clustering import Clusters, cluster_points, cluster_stats, group_median
 from nut_ros.core.rotations import matrix_to_quaternion
+from nut_ros.perception.clustering import Clusters, cluster_points, cluster_stats, group_median
 from nut_ros.perception.dense import (CANDIDATE_SPLIT, Found, Offer, Rows, StageInputs, StagePlan, affine_rows,
                                       candidate_slots, depth_change, downloaded_part, find_moving, fit_sample,
                                       fit_then_find, frame_tensor, frame_trusted, select_rows, unpack)
@@ -431,11 +431,10 @@ class PerceptionProcessor:
             self.change.reset()
             return None, None, rng_state
         self.change.remember(world, dt)
-        if not self._graphs(inputs.rows):
-            return field_of(fit), unpack(packed, m, self.mp.candidates, offer), rng_state
         return field_of(fit), unpack(packed, m, self.mp.candidates, offer, host), rng_state
 
-    def _offer_queued(self, packed: torch.Tensor, rows: int, offer: Offer, camera: torch.Tensor | None = None) -> None:
+    def _offer_queued(self, packed: torch.Tensor, rows: int, offer: Offer,
+                      camera: torch.Tensor | None = None) -> None:
         """On a GPU: offer the map every candidate slot of the frame's ``packed`` tensor (from ``rows`` rows) before
         its download, the counted ones of a trusted frame marked on the device (``offer``), so the insertion (a graph
         replay) runs right after the dense graph instead of following the wait; ``camera``: the map's camera row of
