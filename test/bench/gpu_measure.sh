@@ -50,6 +50,9 @@
 #                                              of tiny (one processor) compiled, this tree and each BASE (an older
 #                                              nut_ros/ exported beside it without weights), then eager, this tree and
 #                                              the first BASE, one after the other (what fits in 470 s)
+#   test/bench/gpu_measure.sh fit-check [BASE...]  the fit kernel's and the perception stage's GPU tests, then
+#                                              perception_cost of tiny compiled (one processor, 2 scenes), this tree
+#                                              and each BASE, within 400 s
 #   test/bench/gpu_measure.sh attention         compile_repeat.py of small with NaN poison, with cuDNN's attention
 #                                              kernel (torch's default on Hopper) and without it; bench_pipeline of
 #                                              small compiled and tiny as the node runs them on CUDA, with and without
@@ -162,6 +165,16 @@ case "$1" in
       set -- $run; tree=$1 path=$PWD; [ "$tree" != new ] && path=$PWD/$tree
       PYTHONPATH=$path timeout 120 python3 test/bench/perception_cost.py --model tiny --device cuda --scenes 3 \
         --sections --one-processor ${2:-} > "$OUT/perception_tiny_$(basename "$tree")${2:+_compiled}.txt" 2>&1 || true
+    done ;;
+  fit-check)
+    timeout 200 python3 -m pytest -q -m gpu test/test_perception_fit_kernel.py test/test_perception_device.py \
+      > "$OUT/pytest_fit.txt" 2>&1 || true
+    for tree in new "${@:2}"; do
+      [ $SECONDS -gt 300 ] && { echo "skipped: $tree (time)" >> "$OUT/skipped.txt"; continue; }
+      path=$PWD; [ "$tree" != new ] && { path=$PWD/$tree; cp nut_ros/weights/tiny.safetensors "$tree/nut_ros/weights/"; }
+      PYTHONPATH=$path timeout $((400 - SECONDS)) python3 test/bench/perception_cost.py --model tiny --device cuda \
+        --scenes 2 --sections --one-processor --compile > "$OUT/perception_tiny_$(basename "$tree")_compiled.txt" 2>&1 \
+        || true
     done ;;
   attention)
     for way in cudnn none; do
