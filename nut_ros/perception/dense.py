@@ -224,7 +224,7 @@ def fit_then_find(inputs: StageInputs, plan: StagePlan) -> tuple[torch.Tensor, t
     trusted = fit_trusted(fit)
     last = inputs.frame[:4]
     offset = torch.where(trusted, fit[:3], last[3])
-    omega = torch.where(trusted, fit[3:6], torch.stack([last[1, 2], last[2, 0], last[0, 1]]))  # M^T = -[ω]ₓ rows
+    omega = torch.where(trusted, fit[3:6], torch.stack([last[1, 2], last[2, 0], last[0, 1]]))  # (rows 0-2: [ω]ₓ^T)
     dt = inputs.frame[12, 0]
     rot, turn_quaternion = fitted_rotation(omega, dt)  # R of T_cur<-prev; the quaternion of R^T
     zero = torch.zeros_like(dt)
