@@ -156,6 +156,16 @@ def test_perception_compile_reaches_the_stage_and_its_failure_is_said_once():
                       "no Triton"], []]
 
 
+def test_a_failed_fit_kernel_is_said_once(monkeypatch):
+    from nut_ros.perception import fit_kernel
+
+    processor = processor_for(params())
+    monkeypatch.setattr(fit_kernel, "error", "CompilationError: no ptxas")  # as the kernel's first launch records it
+    notes = [processor.process(feed(processor, i, False)).notes for i in range(2)]
+    assert notes == [["the camera-motion fit's Triton kernel failed, the fit runs in torch: CompilationError: "
+                      "no ptxas"], []]
+
+
 def test_perception_parameters_reach_the_stage_and_bad_ones_are_named():
     p = NodeParams(obstacle_voxel=0.3, obstacle_confirm_hits=2, map_budget=1000, map_period=2.5,
                    obstacle_flow_error_knee_px=6.0, obstacle_flow_error_growth=0.0,

@@ -1,17 +1,16 @@
 """The camera-motion fit (:func:`nut_ros.perception.ego_motion.solve_static_field`) as one Triton kernel on a GPU.
 
 In torch each reweighting round of the fit is a handful of kernels (the weights, a float64 matrix product for the
-normal equations, an LU factorisation and two triangular solves, the residuals): on an H100 about 25 µs a round, and
-the host waits for the fit before it can go on. Here one program does every round: per round it streams the sample
-through in blocks, computing each Gaussian's weight from the last round's residual and adding its three equations to
-the sums of the augmented normal matrix ``[lhs | rhs]`` (8x8, padded), then solves the 6x6 system by Gauss-Jordan
-elimination without pivoting (the matrix is symmetric positive definite with the fit's ridge, so no pivot is
-needed). The same
-ridge, weights and result layout as the torch fit: the two agree to rounding (``test/test_fit_kernel.py``).
+normal equations, an LU factorisation and two triangular solves, the residuals): on an H100 about 25 µs a round, on
+the frame's critical path. Here one program does every round: per round it streams the sample through in blocks,
+computing each Gaussian's weight from the last round's residual and adding its three equations to the sums of the
+augmented normal matrix ``[lhs | rhs]`` (8x8, padded), then solves the 6x6 system by Gauss-Jordan elimination without
+pivoting (the matrix is symmetric positive definite with the fit's ridge, so no pivot is needed). The same ridge,
+weights and result layout as the torch fit: the two agree to rounding (``test/test_perception_fit_kernel.py``).
 
 Used by ``solve_static_field`` for CUDA tensors when Triton is installed (torch's CUDA wheels bring it); a CUDA graph
 holds its launch like any other kernel, and ``torch.compile`` leaves it out of what it compiles. Where the kernel
-cannot be built (:data:`error` says why) the torch fit runs.
+cannot be built (:data:`error` says why; the node warns once) the torch fit runs.
 """
 from __future__ import annotations
 

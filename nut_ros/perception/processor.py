@@ -90,6 +90,7 @@ import torch
 
 from nut_ros.core.geometry import Intrinsics, project
 from nut_ros.core.rotations import matrix_to_quaternion
+from nut_ros.perception import fit_kernel
 from nut_ros.perception.clustering import Clusters, cluster_points, cluster_stats, group_median
 from nut_ros.perception.dense import (CANDIDATE_SPLIT, Found, Offer, Rows, StageInputs, StagePlan, affine_rows,
                                       candidate_slots, depth_change, downloaded_part, find_moving, fit_sample,
@@ -162,6 +163,11 @@ class PerceptionProcessor:
         """One :class:`GraphedCall` per dense function (as :attr:`_dense` holds it: compiled or not)."""
         self._graphed = {fn: GraphedCall(lambda *inputs, fn=dense: fn(StageInputs(*inputs), self._plan),
                                          key=lambda: (self._plan,)) for fn, dense in self._dense.items()}
+
+    @property
+    def fit_kernel_error(self) -> str | None:
+        """Why the camera-motion fit's Triton kernel could not run on this GPU (the torch fit runs then), or None."""
+        return fit_kernel.error
 
     def restart(self) -> None:
         """Start the stream again with the next frame, as a change of units does: the fixed frame no longer holds

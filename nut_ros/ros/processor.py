@@ -116,6 +116,7 @@ class FrameProcessor:
 
             self.perception = PerceptionProcessor(*settings.perception, compile=settings.perception_compile)
         self._compile_error_noted = False
+        self._fit_kernel_noted = False
         self.odometry_frame = ""  # header.frame_id of the last usable odometry message
         self.image_frame = ""  # header.frame_id of the last image built into a frame
         self._map_frame_noted = False
@@ -288,6 +289,10 @@ class FrameProcessor:
                 self._compile_error_noted = True
                 notes.append(f"perception_compile failed, the perception stage runs without it: "
                              f"{self.perception.compile_error}")
+            if self.perception.fit_kernel_error and not self._fit_kernel_noted:
+                self._fit_kernel_noted = True
+                notes.append(f"the camera-motion fit's Triton kernel failed, the fit runs in torch: "
+                             f"{self.perception.fit_kernel_error}")
             notes += self._map_frame_note()
         self.metric, self.depth_source = result.metric, result.depth_source
         self.health.count(processed=1, frames_without_pose=int(self.poses is not None and frame.camera_pose is None))
