@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from nut_ros.core.geometry import Intrinsics
 from nut_ros.perception.clustering import voxel_keys
 from nut_ros.perception.depth_change import DepthChange, cell_mean, image_cells, pixel_coords, times3
-from nut_ros.perception.ego_motion import fit_trusted, fitted_rotation, quaternion_product, solve_static_field
+from nut_ros.perception.ego_motion import (cross_matrix, fit_trusted, fitted_rotation, quaternion_product,
+                                          solve_static_field)
 from nut_ros.perception.local_map import camera_row
 from nut_ros.perception.params import MapParams, ObstacleParams
 from nut_ros.perception.tensors import download, pick
@@ -227,10 +228,7 @@ def fit_then_find(inputs: StageInputs, plan: StagePlan) -> tuple[torch.Tensor, t
     omega = torch.where(trusted, fit[3:6], torch.stack([last[1, 2], last[2, 0], last[0, 1]]))  # (rows 0-2: [ω]ₓ^T)
     dt = inputs.frame[12, 0]
     rot, turn_quaternion = fitted_rotation(omega, dt)  # R of T_cur<-prev; the quaternion of R^T
-    zero = torch.zeros_like(dt)
-    skew_t = torch.stack([torch.stack([zero, omega[2], -omega[1]]), torch.stack([-omega[2], zero, omega[0]]),
-                          torch.stack([omega[1], -omega[0], zero])])  # [ω]ₓ^T
-    field = torch.cat([skew_t, offset[None]])
+    field = torch.cat([cross_matrix(omega).T, offset[None]])  # as affine_rows([ω]ₓ, c)
     pose = inputs.frame[4:8]  # X @ pose[:3] + pose[3]: R^T rows, t; moved by the inverse of T_cur<-prev
     moved = torch.cat([rot @ pose[:3], (pose[3] - (offset * dt) @ pose[:3])[None]])
     frame = torch.cat([field, moved, inputs.frame[8:9], rot.T, inputs.frame[12:]])

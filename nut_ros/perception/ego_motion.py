@@ -93,12 +93,17 @@ def fitted_rotation(omega: torch.Tensor, dt) -> tuple[torch.Tensor, torch.Tensor
     sin = s.clamp_max(1.0)
     cos = torch.sqrt(1 - sin * sin)
     w = w * torch.where(s > 1.0, 1.0 / s, 1.0)  # |ω| dt past 1 (no rotation makes it): θ = 90°
-    zero = torch.zeros_like(s)
-    m = torch.stack([torch.stack([zero, -w[2], w[1]]), torch.stack([w[2], zero, -w[0]]),
-                     torch.stack([-w[1], w[0], zero])])
+    m = cross_matrix(w)
     rot = torch.eye(3, dtype=torch.float64, device=w.device) + m + (m @ m) / (1 + cos)
     half_cos = torch.sqrt((1 + cos) / 2)
     return rot, torch.cat([-w / (2 * half_cos), half_cos[None]])
+
+
+def cross_matrix(v: torch.Tensor) -> torch.Tensor:
+    """``[v]ₓ`` (3x3, torch): ``[v]ₓ X = v × X``."""
+    zero = torch.zeros_like(v[0])
+    return torch.stack([torch.stack([zero, -v[2], v[1]]), torch.stack([v[2], zero, -v[0]]),
+                        torch.stack([-v[1], v[0], zero])])
 
 
 def quaternion_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

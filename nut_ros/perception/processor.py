@@ -187,7 +187,6 @@ class PerceptionProcessor:
         self._posed = False  # the last frame's pose came from odometry
         self._registered = False  # this frame and the last have odometry poses (their depths are placed by them)
         self._trusted_field: MotionField | None = None  # the last trusted camera motion (fitted, or odometry's)
-        self._last_step: tuple | None = None  # (field, dt, pose_step of them): see _step
         self._map_stamp_ns: int | None = None  # stamp of the last map snapshot that was due
         self._map_changed = False
 
@@ -247,7 +246,7 @@ class PerceptionProcessor:
             # fit is not trusted keeps the last trusted motion (odometry's, for a held frame), so the pose does not
             # lose the interval (it would offset every later pose, map point and track)
             if self._trusted_field is not None and result.paired and result.pair_interval_s:
-                self._pose = self._pose @ np.linalg.inv(self._step(self._trusted_field, result.pair_interval_s))
+                self._pose = self._pose @ np.linalg.inv(pose_step(self._trusted_field, result.pair_interval_s))
         self._stamp_ns, self._posed = result.stamp_ns, posed
         rot, trans = self._pose[:3, :3], self._pose[:3, 3]
 
@@ -385,7 +384,7 @@ class PerceptionProcessor:
         compared = self.change.compared(dt)
         old, interval = compared if compared is not None else (None, 0.0)
         dt_pair = result.pair_interval_s
-        turn = np.eye(3) if field is None or not dt_pair else self._step(field, dt_pair)[:3, :3].T  # R^T
+        turn = np.eye(3) if field is None or not dt_pair else pose_step(field, dt_pair)[:3, :3].T  # R^T
         inputs = self._with_frame(inputs, MotionField.zero() if field is None else field, self._floor_scale(result),
                                   interval, self._rng.uniform(), old, turn, dt_pair or 0.0)
         plan = self._plan_for(result, compared is not None, self._registered)
@@ -497,13 +496,6 @@ class PerceptionProcessor:
         decisive = measured & (np.abs(velocity[:, 2]) >= op.birth_depth_rate) & (c.count >= op.birth_members)
         return Detection(c.center @ rot.T + trans, velocity @ rot.T, c.size, c.weight, rot @ cov @ rot.T, founding,
                          decisive)
-
-    def _step(self, field: MotionField, dt: float) -> np.ndarray:
-        """:func:`pose_step` of ``field`` over ``dt``, kept for the next call: a frame's fitted camera motion both moves
-        the pose and turns the pair's velocities."""
-        if self._last_step is None or self._last_step[0] is not field or self._last_step[1] != dt:
-            self._last_step = (field, dt, pose_step(field, dt))
-        return self._last_step[2]
 
     def _floor_scale(self, result: StepResult) -> float:
         """``floor_interval_s`` over the pair's interval, at least 1: the noise floors are errors of a pair's

@@ -46,13 +46,10 @@
 #   test/bench/gpu_measure.sh fit-profile       perception_cost of tiny compiled (one processor) with each step's host
 #                                              time, torch's profiler table and the host's cProfile tables (where the
 #                                              camera-motion fit's time goes without odometry)
-#   test/bench/gpu_measure.sh fit-ab BASE...    the fit kernel's and the perception stage's GPU tests; perception_cost
-#                                              of tiny (one processor) compiled, this tree and each BASE (an older
-#                                              nut_ros/ exported beside it without weights), then eager, this tree and
-#                                              the first BASE, one after the other (what fits in 470 s)
 #   test/bench/gpu_measure.sh fit-check [BASE...]  the fit kernel's and the perception stage's GPU tests, then
-#                                              perception_cost of tiny compiled (one processor, 2 scenes), this tree
-#                                              and each BASE, within 400 s
+#                                              perception_cost of tiny compiled (one processor, release's command),
+#                                              this tree and each BASE (an older nut_ros/ exported beside it without
+#                                              weights), one after the other, within 540 s
 #   test/bench/gpu_measure.sh attention         compile_repeat.py of small with NaN poison, with cuDNN's attention
 #                                              kernel (torch's default on Hopper) and without it; bench_pipeline of
 #                                              small compiled and tiny as the node runs them on CUDA, with and without
@@ -153,27 +150,14 @@ case "$1" in
     timeout 240 python3 test/bench/perception_cost.py --model tiny --device cuda --scenes 3 --compile --one-processor \
       --sections --profile --cprofile "$OUT/perception_tiny_cprofile.txt" > "$OUT/perception_tiny_profile.txt" 2>&1 \
       || true ;;
-  fit-ab)
-    bases=("${@:2}")
-    for base in "${bases[@]}"; do cp nut_ros/weights/*.safetensors "$base/nut_ros/weights/"; done
-    timeout 150 python3 -m pytest -q -m gpu test/test_perception_fit_kernel.py test/test_perception_device.py \
-      > "$OUT/pytest_fit.txt" 2>&1 || true
-    runs=("new --compile"); for base in "${bases[@]}"; do runs+=("$base --compile"); done
-    runs+=("new" "${bases[0]}")
-    for run in "${runs[@]}"; do
-      [ $SECONDS -gt 470 ] && { echo "skipped: $run (time)" >> "$OUT/skipped.txt"; continue; }
-      set -- $run; tree=$1 path=$PWD; [ "$tree" != new ] && path=$PWD/$tree
-      PYTHONPATH=$path timeout 120 python3 test/bench/perception_cost.py --model tiny --device cuda --scenes 3 \
-        --sections --one-processor ${2:-} > "$OUT/perception_tiny_$(basename "$tree")${2:+_compiled}.txt" 2>&1 || true
-    done ;;
   fit-check)
     timeout 200 python3 -m pytest -q -m gpu test/test_perception_fit_kernel.py test/test_perception_device.py \
       > "$OUT/pytest_fit.txt" 2>&1 || true
     for tree in new "${@:2}"; do
-      [ $SECONDS -gt 300 ] && { echo "skipped: $tree (time)" >> "$OUT/skipped.txt"; continue; }
+      [ $SECONDS -gt 420 ] && { echo "skipped: $tree (time)" >> "$OUT/skipped.txt"; continue; }
       path=$PWD; [ "$tree" != new ] && { path=$PWD/$tree; cp nut_ros/weights/tiny.safetensors "$tree/nut_ros/weights/"; }
-      PYTHONPATH=$path timeout $((400 - SECONDS)) python3 test/bench/perception_cost.py --model tiny --device cuda \
-        --scenes 2 --sections --one-processor --compile > "$OUT/perception_tiny_$(basename "$tree")_compiled.txt" 2>&1 \
+      PYTHONPATH=$path timeout $((540 - SECONDS)) python3 test/bench/perception_cost.py --model tiny --device cuda \
+        --scenes 3 --sections --one-processor --compile > "$OUT/perception_tiny_$(basename "$tree")_compiled.txt" 2>&1 \
         || true
     done ;;
   attention)

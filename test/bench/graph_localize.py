@@ -76,9 +76,9 @@ def _part(name: str, fn, inputs: list[tuple], direct: list, dump: Path | None, c
         torch.cuda.synchronize()
         gc.collect()
         torch.cuda.synchronize()
+    first = " (first replay)" if settle else " (captures)"
     for i, (args, ref) in enumerate(zip(inputs, direct)):
         for k in range(calls):
-            first = " (first replay)" if settle else " (captures)"
             _compare(f"input {i} call {k}{first if i == k == 0 else ''}", graphed(*args), ref)
     if dump is not None:
         kernels = _kernels_direct(fn, inputs[0])
