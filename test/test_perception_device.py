@@ -275,11 +275,11 @@ def test_a_failing_compiler_leaves_the_stage_eager_with_the_reason(monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("odometry, waits", [(True, 0), (False, 1)])
-def test_the_graphed_stage_waits_for_the_device_once_per_frame(odometry, waits, monkeypatch):
+@pytest.mark.parametrize("odometry", [True, False])
+def test_the_graphed_stage_waits_for_the_device_once_per_frame(odometry, monkeypatch):
     """On a GPU with CUDA graphs: one wait per frame, on the event behind the host's download (the map's insertion
-    queued after it is not waited for); without odometry one synchronising download more, the camera-motion fit's
-    result (its sample is drawn on the device)."""
+    queued after it is not waited for), and no synchronising call; without odometry too, as the camera-motion fit runs
+    on the device inside the same graph (dense.fit_then_find)."""
     events = []
     real = torch.cuda.Event.synchronize
     monkeypatch.setattr(torch.cuda.Event, "synchronize", lambda self: events.append(1) or real(self))
@@ -296,7 +296,7 @@ def test_the_graphed_stage_waits_for_the_device_once_per_frame(odometry, waits, 
         finally:
             torch.cuda.set_sync_debug_mode("default")
         if j > 2:  # (the frames before capture the stream's graphs: a capture synchronises)
-            assert sum("synchronizing CUDA operation" in str(w.message) for w in caught) == waits, j
+            assert not any("synchronizing CUDA operation" in str(w.message) for w in caught), j
             assert len(events) == 1 and out.moving_gaussians >= 0, j
 
 

@@ -34,10 +34,11 @@ def sample(n: int, seed: int, movers: int = 0, z_weight: float = 1.0, weightless
     return points, velocities, weights, threshold, z_weight, torch.cat([c, omega])
 
 
+B = fit_kernel.BLOCK
 CASES = {  # name: sample arguments
-    "clean": dict(n=200, seed=1),
-    "movers and unselected rows": dict(n=300, seed=2, movers=60, weightless=40),
-    "a partial last block, depth rate weighted": dict(n=130, seed=3, movers=20, z_weight=0.4),
+    "clean": dict(n=B + B // 2, seed=1),
+    "movers and unselected rows": dict(n=2 * B + 44, seed=2, movers=B // 2, weightless=40),
+    "a partial last block, depth rate weighted": dict(n=B + 2, seed=3, movers=B // 6, z_weight=0.4),
     "fewer than a block": dict(n=20, seed=4, movers=3),
 }
 

@@ -3,10 +3,12 @@
 In torch each reweighting round of the fit is a handful of kernels (the weights, a float64 matrix product for the
 normal equations, an LU factorisation and two triangular solves, the residuals): on an H100 about 25 µs a round, on
 the frame's critical path. Here one program does every round: per round it streams the sample through in blocks,
-computing each Gaussian's weight from the last round's residual and adding its three equations to the sums of the
-augmented normal matrix ``[lhs | rhs]`` (8x8, padded), then solves the 6x6 system by Gauss-Jordan elimination without
-pivoting (the matrix is symmetric positive definite with the fit's ridge, so no pivot is needed). The same ridge,
-weights and result layout as the torch fit: the two agree to rounding (``test/test_perception_fit_kernel.py``).
+computing each Gaussian's weight from the last round's residual and adding its three equations to the 19 distinct
+sums of the normal equations, then solves the 6x6 system in closed form. Its (c, c) block is diagonal, so c is
+eliminated first and the Schur complement's 3x3 system in ω is solved by its adjugate; the solve fails, as the torch
+fit's, where a pivot of the elimination is not positive (the matrix is symmetric positive definite with the fit's
+ridge wherever the sample carries weight). The same ridge, weights and result layout as the torch fit: the two agree
+to rounding (``test/test_perception_fit_kernel.py``).
 
 Used by ``solve_static_field`` for CUDA tensors when Triton is installed (torch's CUDA wheels bring it); a CUDA graph
 holds its launch like any other kernel, and ``torch.compile`` leaves it out of what it compiles. Where the kernel
@@ -23,7 +25,7 @@ except ImportError:  # (CPU-only installs: the torch fit runs)
     triton = None
 
 BLOCK = 128  # Gaussians per step of a pass (each of the normal matrix's 19 sums is kept per lane)
-N = 8  # the augmented system's side: 6 unknowns, the right-hand side, one column of padding
+WARPS = 4  # warps of the one program (BLOCK / (32 WARPS) Gaussians a thread)
 error: str | None = None  # why the kernel could not run (then it is not tried again)
 
 
@@ -53,33 +55,20 @@ if triton is not None:
         return x, y, z, vx, vy, vz, prior, thresh, keep
 
     @triton.jit
-    def _entry(vector, cols, j: tl.constexpr):
-        return tl.sum(tl.where(cols == j, vector, 0.0), axis=0)
-
-    @triton.jit
-    def _residual(x, y, z, vx, vy, vz, thresh, params, cols, z_weight):
-        """|(v - (c + ω × X)) · axis weights| / threshold per Gaussian, ``params`` = (c, ω, ...)."""
-        c0, c1, c2 = _entry(params, cols, 0), _entry(params, cols, 1), _entry(params, cols, 2)
-        w0, w1, w2 = _entry(params, cols, 3), _entry(params, cols, 4), _entry(params, cols, 5)
+    def _residual(x, y, z, vx, vy, vz, thresh, c0, c1, c2, w0, w1, w2, z_weight):
+        """|(v - (c + ω × X)) · axis weights| / threshold per Gaussian."""
         rx = vx - (c0 + w1 * z - w2 * y)
         ry = vy - (c1 + w2 * x - w0 * z)
         rz = (vz - (c2 + w0 * y - w1 * x)) * z_weight
         return tl.sqrt(rx * rx + ry * ry + rz * rz) / thresh
 
     @triton.jit
-    def _place(normal, rows, cols, i: tl.constexpr, j: tl.constexpr, value):
-        """``normal`` with ``value`` at (i, j) and (j, i)."""
-        at = ((rows[:, None] == i) & (cols[None, :] == j)) | ((rows[:, None] == j) & (cols[None, :] == i))
-        return tl.where(at, value, normal)
-
-    @triton.jit
-    def _normal_matrix(points, velocities, weights, threshold, n, params, cols, rows, z_weight, tukey_c,
-                       k: tl.constexpr, huber_rounds: tl.constexpr, BLOCK: tl.constexpr, N: tl.constexpr):
-        """The augmented normal matrix ``[lhs | rhs]`` (``N x N``, padded) of round ``k``: each Gaussian's three
-        equations ``c + ω × X = v`` (the z one scaled by ``z_weight``) weighted by the prior, reweighted after round
-        0 by the last round's residuals (Huber's weights first, then Tukey's). Its entries written out: the
-        design's rows are (1, 0, 0, 0, z, -y), (0, 1, 0, -z, 0, x), (0, 0, 1, y, -x, 0), so only 19 sums are
-        distinct; each is kept per lane over the blocks and summed once."""
+    def _normal_sums(points, velocities, weights, threshold, n, c0, c1, c2, w0, w1, w2, z_weight, tukey_c,
+                     k: tl.constexpr, huber_rounds: tl.constexpr, BLOCK: tl.constexpr):
+        """The 19 distinct sums of round ``k``'s normal equations: each Gaussian's three equations ``c + ω × X = v``
+        (the z one scaled by ``z_weight``) weighted by the prior, reweighted after round 0 by the last round's
+        residuals (Huber's weights first, then Tukey's). The design's rows are (1, 0, 0, 0, z, -y),
+        (0, 1, 0, -z, 0, x), (0, 0, 1, y, -x, 0); each sum is kept per lane over the blocks and summed once."""
         a = tl.zeros((BLOCK,), tl.float64)
         a2 = tl.zeros((BLOCK,), tl.float64)
         bx = tl.zeros((BLOCK,), tl.float64)
@@ -102,7 +91,7 @@ if triton is not None:
         for start in range(0, n, BLOCK):
             x, y, z, vx, vy, vz, w, thresh, keep = _sample(points, velocities, weights, threshold, start, n, BLOCK)
             if k > 0:
-                r = _residual(x, y, z, vx, vy, vz, thresh, params, cols, z_weight)
+                r = _residual(x, y, z, vx, vy, vz, thresh, c0, c1, c2, w0, w1, w2, z_weight)
                 if k - 1 < huber_rounds:
                     w = w / tl.maximum(r, 1.0)
                 else:
@@ -128,52 +117,58 @@ if triton is not None:
             r3 += wz * y * vz - w * z * vy
             r4 += w * z * vx - wz * x * vz
             r5 += w * (x * vy - y * vx)
-        normal = tl.zeros((N, N), tl.float64)
-        normal = _place(normal, rows, cols, 0, 0, tl.sum(a, axis=0))
-        normal = _place(normal, rows, cols, 1, 1, tl.sum(a, axis=0))
-        normal = _place(normal, rows, cols, 2, 2, tl.sum(a2, axis=0))
-        normal = _place(normal, rows, cols, 0, 4, tl.sum(bz, axis=0))
-        normal = _place(normal, rows, cols, 0, 5, -tl.sum(by, axis=0))
-        normal = _place(normal, rows, cols, 1, 3, -tl.sum(bz, axis=0))
-        normal = _place(normal, rows, cols, 1, 5, tl.sum(bx, axis=0))
-        normal = _place(normal, rows, cols, 2, 3, tl.sum(cy, axis=0))
-        normal = _place(normal, rows, cols, 2, 4, -tl.sum(cx, axis=0))
-        normal = _place(normal, rows, cols, 3, 3, tl.sum(l33, axis=0))
-        normal = _place(normal, rows, cols, 3, 4, tl.sum(l34, axis=0))
-        normal = _place(normal, rows, cols, 3, 5, tl.sum(l35, axis=0))
-        normal = _place(normal, rows, cols, 4, 4, tl.sum(l44, axis=0))
-        normal = _place(normal, rows, cols, 4, 5, tl.sum(l45, axis=0))
-        normal = _place(normal, rows, cols, 5, 5, tl.sum(l55, axis=0))
-        normal = _place(normal, rows, cols, 0, 6, tl.sum(r0, axis=0))
-        normal = _place(normal, rows, cols, 1, 6, tl.sum(r1, axis=0))
-        normal = _place(normal, rows, cols, 2, 6, tl.sum(r2, axis=0))
-        normal = _place(normal, rows, cols, 3, 6, tl.sum(r3, axis=0))
-        normal = _place(normal, rows, cols, 4, 6, tl.sum(r4, axis=0))
-        return _place(normal, rows, cols, 5, 6, tl.sum(r5, axis=0))
+        return (tl.sum(a, axis=0), tl.sum(a2, axis=0), tl.sum(bx, axis=0), tl.sum(by, axis=0), tl.sum(bz, axis=0),
+                tl.sum(cx, axis=0), tl.sum(cy, axis=0), tl.sum(l33, axis=0), tl.sum(l34, axis=0),
+                tl.sum(l35, axis=0), tl.sum(l44, axis=0), tl.sum(l45, axis=0), tl.sum(l55, axis=0),
+                tl.sum(r0, axis=0), tl.sum(r1, axis=0), tl.sum(r2, axis=0), tl.sum(r3, axis=0), tl.sum(r4, axis=0),
+                tl.sum(r5, axis=0))
+
+    @triton.jit
+    def _solve(a, a2, bx, by, bz, cx, cy, l33, l34, l35, l44, l45, l55, r0, r1, r2, r3, r4, r5, ridge):
+        """``(c, ω)`` of the normal equations ``[[D, B], [Bᵀ, L]] (c, ω) = r`` with the ridge (times the trace) on
+        the diagonal, and whether every pivot of their elimination is positive. ``D = diag(a, a, a2)``,
+        ``B = [[0, bz, -by], [-bz, 0, bx], [cy, -cx, 0]]``; ω solves the Schur complement ``S = L - Bᵀ D⁻¹ B``
+        against ``r_ω - Bᵀ D⁻¹ r_c`` by its adjugate, then ``c = D⁻¹ (r_c - B ω)``."""
+        e = ridge * (a + a + a2 + l33 + l44 + l55)
+        d0 = 1.0 / (a + e)
+        d2 = 1.0 / (a2 + e)
+        s00 = l33 + e - bz * bz * d0 - cy * cy * d2
+        s01 = l34 + cx * cy * d2
+        s02 = l35 + bx * bz * d0
+        s11 = l44 + e - bz * bz * d0 - cx * cx * d2
+        s12 = l45 + by * bz * d0
+        s22 = l55 + e - (by * by + bx * bx) * d0
+        q0 = r3 + bz * r1 * d0 - cy * r2 * d2
+        q1 = r4 - bz * r0 * d0 + cx * r2 * d2
+        q2 = r5 + (by * r0 - bx * r1) * d0
+        adj00 = s11 * s22 - s12 * s12
+        adj01 = s02 * s12 - s01 * s22
+        adj02 = s01 * s12 - s02 * s11
+        adj11 = s00 * s22 - s02 * s02
+        adj12 = s01 * s02 - s00 * s12
+        adj22 = s00 * s11 - s01 * s01
+        det = s00 * adj00 + s01 * adj01 + s02 * adj02
+        w0 = (adj00 * q0 + adj01 * q1 + adj02 * q2) / det
+        w1 = (adj01 * q0 + adj11 * q1 + adj12 * q2) / det
+        w2 = (adj02 * q0 + adj12 * q1 + adj22 * q2) / det
+        c0 = (r0 - bz * w1 + by * w2) * d0
+        c1 = (r1 + bz * w0 - bx * w2) * d0
+        c2 = (r2 - cy * w0 + cx * w1) * d2
+        ok = (a + e > 0) & (a2 + e > 0) & (s00 > 0) & (adj22 > 0) & (det > 0)  # the pivots' signs
+        return c0, c1, c2, w0, w1, w2, ok
 
     @triton.jit
     def _fit_kernel(points, velocities, weights, threshold, out, n, z_weight, ridge, tukey_c,
-                    iterations: tl.constexpr, huber_rounds: tl.constexpr, BLOCK: tl.constexpr, N: tl.constexpr):
-        cols = tl.arange(0, N)
-        rows = tl.arange(0, N)
-        params = tl.zeros((N,), tl.float64)  # (c, ω, 0, 0); round 0 weighs by the prior only
-        failed = tl.zeros((N,), tl.float64)
+                    iterations: tl.constexpr, huber_rounds: tl.constexpr, BLOCK: tl.constexpr):
+        c0, c1, c2, w0, w1, w2 = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0  # round 0 weighs by the prior only
+        failed = 0.0
         for k in tl.static_range(iterations + 1):
-            normal = _normal_matrix(points, velocities, weights, threshold, n, params, cols, rows, z_weight, tukey_c,
-                                    k, huber_rounds, BLOCK, N)
-            # the torch fit's ridge on the 6x6 block, then Gauss-Jordan on the 6 unknowns: column 6 ends as the
-            # solution
-            diag = (rows[:, None] == cols[None, :]) & (rows[:, None] < 6)
-            trace = tl.sum(tl.sum(tl.where(diag, normal, 0.0), axis=1), axis=0)
-            normal += tl.where(diag, ridge * trace, 0.0)
-            for p in tl.static_range(6):
-                pivot_row = tl.sum(tl.where(rows[:, None] == p, normal, 0.0), axis=0)
-                pivot = _entry(pivot_row, cols, p)
-                failed = tl.where(pivot > 0, failed, 1.0)
-                pivot_row = pivot_row / pivot
-                column = tl.sum(tl.where(cols[None, :] == p, normal, 0.0), axis=1)
-                normal = tl.where(rows[:, None] == p, pivot_row[None, :], normal - column[:, None] * pivot_row[None, :])
-            params = tl.where(rows < 6, tl.sum(tl.where(cols[None, :] == 6, normal, 0.0), axis=1), 0.0)
+            a, a2, bx, by, bz, cx, cy, l33, l34, l35, l44, l45, l55, r0, r1, r2, r3, r4, r5 = _normal_sums(
+                points, velocities, weights, threshold, n, c0, c1, c2, w0, w1, w2, z_weight, tukey_c, k, huber_rounds,
+                BLOCK)
+            c0, c1, c2, w0, w1, w2, ok = _solve(a, a2, bx, by, bz, cx, cy, l33, l34, l35, l44, l45, l55, r0, r1, r2,
+                                                r3, r4, r5, ridge)
+            failed = tl.where(ok, failed, 1.0)
         # the last solve's residuals: the inlier share of the prior weight; and the Gaussians with weight
         inlier = tl.zeros((BLOCK,), tl.float64)
         prior_sum = tl.zeros((BLOCK,), tl.float64)
@@ -181,14 +176,19 @@ if triton is not None:
         for start in range(0, n, BLOCK):
             x, y, z, vx, vy, vz, prior, thresh, keep = _sample(points, velocities, weights, threshold, start, n,
                                                                BLOCK)
-            r = _residual(x, y, z, vx, vy, vz, thresh, params, cols, z_weight)
+            r = _residual(x, y, z, vx, vy, vz, thresh, c0, c1, c2, w0, w1, w2, z_weight)
             inlier += tl.where(r < 1.0, prior, 0.0)
             prior_sum += prior
             kept += tl.where(keep, 1.0, 0.0)
-        result = tl.where(cols == 6, tl.sum(inlier, axis=0) / tl.sum(prior_sum, axis=0), params)
-        result = tl.where(cols == 7, tl.sum(kept, axis=0), result)
-        tl.store(out + cols, result)
-        tl.store(out + 8 + cols, failed, cols < 1)
+        tl.store(out + 0, c0)
+        tl.store(out + 1, c1)
+        tl.store(out + 2, c2)
+        tl.store(out + 3, w0)
+        tl.store(out + 4, w1)
+        tl.store(out + 5, w2)
+        tl.store(out + 6, tl.sum(inlier, axis=0) / tl.sum(prior_sum, axis=0))
+        tl.store(out + 7, tl.sum(kept, axis=0))
+        tl.store(out + 8, failed)
 
 
 @torch.compiler.disable
@@ -202,7 +202,7 @@ def solve(points: torch.Tensor, velocities: torch.Tensor, weights: torch.Tensor,
     try:
         _fit_kernel[(1,)](points.contiguous(), velocities.contiguous(), weights.contiguous(), threshold.contiguous(),
                           out, points.shape[0], float(z_weight), float(ridge), float(tukey_c), iterations=iterations,
-                          huber_rounds=huber_rounds, BLOCK=BLOCK, N=N)
+                          huber_rounds=huber_rounds, BLOCK=BLOCK, num_warps=WARPS)
     except Exception as err:  # (Triton without a working compiler or driver for this GPU)
         error = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
         return None

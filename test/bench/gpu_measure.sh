@@ -50,6 +50,9 @@
 #                                              perception_cost of tiny compiled (one processor, release's command),
 #                                              this tree and each BASE (an older nut_ros/ exported beside it without
 #                                              weights), one after the other, within 540 s
+#   test/bench/gpu_measure.sh fit-tune [BASE...]  fit_kernel_bench.py (the fit kernel's block size and warps),
+#                                              then fit-check's perception_cost with the fastest of them and with
+#                                              each BASE
 #   test/bench/gpu_measure.sh attention         compile_repeat.py of small with NaN poison, with cuDNN's attention
 #                                              kernel (torch's default on Hopper) and without it; bench_pipeline of
 #                                              small compiled and tiny as the node runs them on CUDA, with and without
@@ -61,6 +64,12 @@
 set -euo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 bench() { timeout "$1" python3 test/bench/bench_pipeline.py --device cuda --bf16 --repeat 3 "${@:2}"; }
+tiny_cost() {  # fit-check's perception_cost of tree $1 ("new": this one), unless past 420 s
+  [ $SECONDS -gt 420 ] && { echo "skipped: $1 (time)" >> "$OUT/skipped.txt"; return; }
+  local path=$PWD; [ "$1" != new ] && { path=$PWD/$1; cp nut_ros/weights/tiny.safetensors "$1/nut_ros/weights/"; }
+  PYTHONPATH=$path timeout $((540 - SECONDS)) python3 test/bench/perception_cost.py --model tiny --device cuda \
+    --scenes 3 --sections --one-processor --compile > "$OUT/perception_tiny_$(basename "$1")_compiled.txt" 2>&1 || true
+}
 case "$1" in
   bench)
     for model in small tiny; do
@@ -153,13 +162,21 @@ case "$1" in
   fit-check)
     timeout 200 python3 -m pytest -q -m gpu test/test_perception_fit_kernel.py test/test_perception_device.py \
       > "$OUT/pytest_fit.txt" 2>&1 || true
-    for tree in new "${@:2}"; do
-      [ $SECONDS -gt 420 ] && { echo "skipped: $tree (time)" >> "$OUT/skipped.txt"; continue; }
-      path=$PWD; [ "$tree" != new ] && { path=$PWD/$tree; cp nut_ros/weights/tiny.safetensors "$tree/nut_ros/weights/"; }
-      PYTHONPATH=$path timeout $((540 - SECONDS)) python3 test/bench/perception_cost.py --model tiny --device cuda \
-        --scenes 3 --sections --one-processor --compile > "$OUT/perception_tiny_$(basename "$tree")_compiled.txt" 2>&1 \
-        || true
-    done ;;
+    for tree in new "${@:2}"; do tiny_cost "$tree"; done ;;
+  fit-tune)
+    timeout 200 python3 test/bench/fit_kernel_bench.py > "$OUT/fit_kernel.txt" 2>&1 || true
+    timeout 100 python3 -m pytest -q -m gpu test/test_perception_fit_kernel.py test/test_perception_device.py \
+      -k "kernel or waits_for" \
+      > "$OUT/pytest_waits.txt" 2>&1 || true
+    best=$(awk '$1 == "n=4096" && $2 == "kernel" && $5 == "us," {print $4, $3}' "$OUT/fit_kernel.txt" | sort -n \
+      | head -1 | cut -d' ' -f2)
+    [ -n "$best" ] && timeout $((540 - SECONDS)) python3 -c "import runpy, sys
+from nut_ros.perception import fit_kernel
+fit_kernel.BLOCK, fit_kernel.WARPS = map(int, '$best'.split('x'))
+sys.argv = ['perception_cost.py', *'--model tiny --device cuda --scenes 3 --sections --one-processor --compile'.split()]
+runpy.run_path('test/bench/perception_cost.py', run_name='__main__')" > "$OUT/perception_tiny_fit_$best.txt" 2>&1 \
+      || true
+    for tree in "${@:2}"; do tiny_cost "$tree"; done ;;
   attention)
     for way in cudnn none; do
       timeout 170 python3 test/bench/compile_repeat.py --model small --repeat 2 --poison nan \
