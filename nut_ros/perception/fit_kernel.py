@@ -24,8 +24,8 @@ try:
 except ImportError:  # (CPU-only installs: the torch fit runs)
     triton = None
 
-BLOCK = 128  # Gaussians per step of a pass (each of the normal matrix's 19 sums is kept per lane)
-WARPS = 4  # warps of the one program (BLOCK / (32 WARPS) Gaussians a thread)
+BLOCK = 512  # Gaussians per step of a pass (each of the normal matrix's 19 sums is kept per lane)
+WARPS = 16  # warps of the one program (BLOCK / (32 WARPS) Gaussians a thread)
 error: str | None = None  # why the kernel could not run (then it is not tried again)
 
 
