@@ -4,8 +4,8 @@ count, beside the torch fit it replaces, on the stage's sample size; each result
     python test/bench/fit_kernel_bench.py [--n 4096] [--configs 128x4,256x8,...]
 
 Times are CUDA-event means over replays of a CUDA graph holding ``--repeat`` fits (as the per-Gaussian graph holds
-one), so launch overhead is left out. ``n=128`` beside the full sample separates the solve's fixed cost (the
-Gauss-Jordan elimination and the reductions) from the passes over the sample.
+one), so launch overhead is left out. ``n=128`` beside the full sample separates the rounds' fixed cost (the
+reductions across the program's warps and the closed-form solves) from the passes over the sample.
 """
 import argparse
 from unittest import mock
