@@ -53,6 +53,9 @@
 #   test/bench/gpu_measure.sh fit-tune [BASE...]  fit_kernel_bench.py (the fit kernel's block size and warps),
 #                                              then fit-check's perception_cost with the fastest of them and with
 #                                              each BASE
+#   test/bench/gpu_measure.sh race              graph_localize.py --inference-inputs --calls 10, as launched and
+#                                              with CUDA_LAUNCH_BLOCKING=1 (does serialising every launch remove the
+#                                              compiled encode's intermittently wrong replay?)
 #   test/bench/gpu_measure.sh attention         compile_repeat.py of small with NaN poison, with cuDNN's attention
 #                                              kernel (torch's default on Hopper) and without it; bench_pipeline of
 #                                              small compiled and tiny as the node runs them on CUDA, with and without
@@ -154,6 +157,11 @@ case "$1" in
     for settle in "" --settle; do
       TORCH_LOGS=recompiles timeout 270 python3 test/bench/graph_localize.py --model small --inference-inputs $settle \
         > "$OUT/localize_inference_inputs${settle:+_settle}.txt" 2>&1 || true
+    done ;;
+  race)
+    for blocking in 0 1; do
+      CUDA_LAUNCH_BLOCKING=$blocking timeout 270 python3 test/bench/graph_localize.py --model small --inference-inputs \
+        --calls 10 > "$OUT/localize_calls10_blocking$blocking.txt" 2>&1 || true
     done ;;
   fit-profile)
     timeout 240 python3 test/bench/perception_cost.py --model tiny --device cuda --scenes 3 --compile --one-processor \

@@ -1,7 +1,7 @@
 """Which part of the compiled network do its CUDA graphs get wrong? (GPU diagnostic behind issue 15's compiled-vs-eager
 question and ``test/test_compile_gpu.py``)
 
-    python test/bench/graph_localize.py [--model small] [--dump DIR]
+    python test/bench/graph_localize.py [--model small] [--dump DIR] [--inference-inputs] [--settle] [--calls N]
 
 ``compile_repeat.py`` found the compiled network's graph replays up to 0.53 away from its direct calls in positions,
 which ``encode`` alone computes (``decode`` passes them through). This script takes the parts one at a time, each
@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--settle", action="store_true",
                     help="capture each graph first, then wait for the device before its first replay (is the "
                          "capturing call's error a race with work still running, or state the capture left?)")
+    ap.add_argument("--calls", type=int, default=3, help="graph calls of encode per input (how often is one off?)")
     args = ap.parse_args(argv)
     if args.dump is not None:
         args.dump.mkdir(parents=True, exist_ok=True)
@@ -119,11 +120,12 @@ def main(argv: list[str] | None = None) -> None:
             caches, g = runs[0]
             print(f"{label}, direct calls again:", flush=True)
             for k, (c, gk) in enumerate(runs[1:], 1):
-                _compare(f"repeat {k}: encode frame 0", c[0], caches[0])
+                for i in range(len(frames)):
+                    _compare(f"repeat {k}: encode frame {i}", c[i], caches[i])
                 _compare(f"repeat {k}: decode", gk, g)
             tokens = [c.tokens for c in caches]
             ups = [upsampler(t) for t in tokens]
-            _part(f"{label} encode", encode, [(f, disp) for f in frames], caches, args.dump, settle=args.settle)
+            _part(f"{label} encode", encode, [(f, disp) for f in frames], caches, args.dump, args.calls, args.settle)
             _part(f"{label} upsampler", upsampler, [(t,) for t in tokens], ups, args.dump)
             _part(f"{label} decode", decode, [tuple(caches)], [g], args.dump)
 
