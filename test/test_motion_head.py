@@ -2,7 +2,6 @@
 import math
 
 import numpy as np
-import pytest
 import torch
 
 from nut_ros.core.model import build_model
@@ -92,46 +91,3 @@ def test_rigid_flow_leaves_unknown_depth_out_and_warp_follows_the_flow():
     torch.testing.assert_close(shifted[..., :30], image[..., 2:])
     assert math.isclose(epe(torch.zeros(1, 2, 2, 2), torch.ones(1, 2, 2, 2), torch.ones(1, 1, 2, 2)).item(),
                         math.sqrt(2), rel_tol=1e-6)
-
-
-def test_flip_average_is_the_mean_of_the_plain_and_the_mirrored_flow_and_mirror_symmetric():
-    """With ``flip_average`` the cache holds the mirrored image's features too and the pair's flow is the mean of
-    the plain flow and the mirrored pair's flow mirrored back (x flipped, du negated): so mirroring the input pair
-    mirrors the flow exactly, which neither part alone does. A pair whose frames disagree uses the plain features."""
-    torch.manual_seed(0)
-    head = build_model("tiny", **SMALL_INPUT).eval().motion_head
-    rgb0, rgb1 = torch.rand(2, 3, 64, 128), torch.rand(2, 3, 64, 128)
-
-    def mirror(flow):
-        flow = flow.flip(-1)
-        return torch.cat([-flow[:, :1], flow[:, 1:]], dim=1)
-
-    with torch.no_grad():
-        plain = head.pair_flow(head.frame_features(rgb0), head.frame_features(rgb1))
-        mirrored_pair = head.pair_flow(head.frame_features(rgb0.flip(-1)), head.frame_features(rgb1.flip(-1)))
-        head.flip_average = True
-        f0, f1 = head.frame_features(rgb0), head.frame_features(rgb1)
-        averaged = head.pair_flow(f0, f1)
-        averaged_of_mirror = head.pair_flow(head.frame_features(rgb0.flip(-1)), head.frame_features(rgb1.flip(-1)))
-        mixed = head.pair_flow(f0, f1[:, :f1.shape[1] // 2])
-    assert f0.shape[1] == 2 * head.features(rgb0).shape[1]
-    torch.testing.assert_close(averaged, 0.5 * (plain + mirror(mirrored_pair)), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(averaged_of_mirror, mirror(averaged), atol=1e-5, rtol=1e-5)
-    assert (plain - mirror(mirrored_pair)).abs().max() > 1e-3  # (the symmetry above is the average's doing)
-    torch.testing.assert_close(mixed, plain, atol=1e-5, rtol=1e-5)
-
-
-def test_a_torch_backend_with_flip_average_decodes_through_it():
-    from nut_ros.pipeline.backends import TorchBackend
-
-    torch.manual_seed(0)
-    model = build_model("tiny", **SMALL_INPUT).eval()
-    rgb, disp = torch.rand(2, 1, 3, 64, 128), torch.zeros(2, 1, 2, 64, 128)
-    plain = TorchBackend(model)
-    want = plain.decode(plain.encode(rgb[0], disp[0]), plain.encode(rgb[1], disp[1])).velocity
-    backend = TorchBackend(model, flip_average=True)
-    got = backend.decode(backend.encode(rgb[0], disp[0]), backend.encode(rgb[1], disp[1])).velocity
-    assert got.shape == want.shape and not torch.allclose(got, want)
-    no_head = build_model("tiny", **SMALL_INPUT, motion_prior="none")
-    with pytest.raises(ValueError, match="flip_average"):
-        TorchBackend(no_head, flip_average=True)

@@ -68,7 +68,7 @@ class NutModel(nn.Module):
         tokens, features, attrs = self.gs_predictor(rgb, disp)
         cond_input = rgb if self.config.condition == "dinov2" else tokens
         # the learned flow's per-frame features, when decode uses them (zeros of one element otherwise)
-        motion = self.motion_head.frame_features(rgb) if self.learned_motion else rgb.new_zeros(rgb.shape[0], 1, 1, 1)
+        motion = self.motion_head.features(rgb) if self.learned_motion else rgb.new_zeros(rgb.shape[0], 1, 1, 1)
         return FrameCache(tokens, features, self.condition_encoder(cond_input), *attrs, motion)
 
     def encode_static(self, rgb: Tensor, disp: Tensor) -> Gaussians:

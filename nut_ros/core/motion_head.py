@@ -125,7 +125,6 @@ class MotionHead(nn.Module):
         super().__init__()
         self.token_grid, self.gaussian_grid, self.image_size = cfg.token_grid, cfg.gaussian_grid, cfg.image_size
         self.iters = cfg.motion_iters
-        self.flip_average = False  # inference: average the flow with the mirrored pair's (:meth:`frame_features`)
         self.levels = max(1, min(3, (min(self.token_grid) // 4).bit_length()))  # coarsest level >= ~4 cells
         self.up = (self.gaussian_grid[0] // self.token_grid[0], self.gaussian_grid[1] // self.token_grid[1])
         self.encoder = MatchEncoder()
@@ -134,14 +133,6 @@ class MotionHead(nn.Module):
     def features(self, rgb: Tensor) -> Tensor:
         """Per-frame features ``[B, FEATURE_DIM, h, w]`` on the token grid."""
         return self.encoder(rgb)
-
-    def frame_features(self, rgb: Tensor) -> Tensor:
-        """What a frame's cache keeps for :meth:`forward`: :meth:`features`, and with :attr:`flip_average` those of
-        the left-right mirrored image after them on the channels (``[B, 2 FEATURE_DIM, h, w]``, one batch through
-        the encoder)."""
-        if not self.flip_average:
-            return self.features(rgb)
-        return torch.cat(self.features(torch.cat([rgb, rgb.flip(-1)])).chunk(2), dim=1)
 
     def flows(self, feat0: Tensor, feat1: Tensor, iters: int | None = None) -> list[Tensor]:
         """Flow of ``feat0``'s cells to ``feat1`` after each refinement step, ``[B, 2, gh, gw]`` in model pixels
@@ -186,27 +177,11 @@ class MotionHead(nn.Module):
         f = flow.flatten(2)
         return torch.stack([f[:, 0] / (w / 2), dy, -f[:, 1] / (h / 2)], dim=-1)
 
-    def pair_flow(self, feat0: Tensor, feat1: Tensor) -> Tensor:
-        """Forward then backward flow ``[2B, 2, gh, gw]`` of two frames' :meth:`frame_features`. Where both carry
-        the mirrored image's features, the mirrored pair's flows (one batch with the plain pair's) are mirrored back
-        (x flipped, du negated) and averaged with the plain ones: the result is exactly mirror-symmetric, and on
-        generated pairs of training seeds its end-point error was 3 % lower (docs/MODEL_CARD.md). Where only one
-        frame carries them (:attr:`flip_average` switched between its two frames) the plain features serve."""
-        mirrored = feat0.shape[1] == feat1.shape[1] == 2 * FEATURE_DIM
-        if not mirrored:
-            feat0, feat1 = feat0[:, :FEATURE_DIM], feat1[:, :FEATURE_DIM]
-            return self.flows(torch.cat([feat0, feat1]), torch.cat([feat1, feat0]))[-1]
-        (p0, m0), (p1, m1) = feat0.chunk(2, dim=1), feat1.chunk(2, dim=1)
-        plain, flipped = self.flows(torch.cat([p0, p1, m0, m1]), torch.cat([p1, p0, m1, m0]))[-1].chunk(2)
-        flipped = flipped.flip(-1)
-        return 0.5 * (plain + torch.cat([-flipped[:, :1], flipped[:, 1:]], dim=1))
-
     def forward(self, feat0: Tensor, feat1: Tensor, y0: Tensor, y1: Tensor) -> Tensor:
         """The pair's learned velocities ``[B, 2N, 3]``: frame 0's (forward flow), then frame 1's (minus the
-        backward flow). ``feat0, feat1``: the frames' :meth:`frame_features`; ``y0, y1 [B, N]``: their
-        inverse-depth slots."""
+        backward flow). ``y0, y1 [B, N]``: the frames' inverse-depth slots."""
         b = feat0.shape[0]
-        flow = self.pair_flow(feat0, feat1)
+        flow = self.flows(torch.cat([feat0, feat1]), torch.cat([feat1, feat0]))[-1]
         forward = self.velocities(flow[:b], y0, y1)
         backward = self.velocities(flow[b:], y1, y0)
         return torch.cat([forward, -backward], dim=1)

@@ -64,10 +64,8 @@ class TorchBackend:
 
     def __init__(self, model: NutModel, device: str | torch.device = "cpu", bf16: bool = False,
                  raster_impl: str = "auto", compile: bool = False, compile_mode: str = "default",
-                 cuda_graphs: bool = False, flip_average: bool = False):
+                 cuda_graphs: bool = False):
         self._device = torch.device(device)
-        if flip_average and model.motion_head is None:
-            raise ValueError(f"flip_average needs a model with the learned motion head ({model.config.name} has none)")
         if bf16 and self._device.type != "cuda":
             raise ValueError("bf16 autocast is only supported on CUDA")
         if cuda_graphs and self._device.type != "cuda":
@@ -78,8 +76,6 @@ class TorchBackend:
         if self._device.type == "cpu":
             torch.set_flush_denormal(True)  # denormal activations made CPU decoding up to ~9x slower
         self.model = model.to(self._device).eval()
-        if flip_average:  # the learned flow averaged with the mirrored pair's (MotionHead.pair_flow)
-            self.model.motion_head.flip_average = True
         self.model_config = model.config
         self.bf16 = bf16
         self.raster_impl = raster_impl

@@ -125,10 +125,6 @@ class NodeParams:
                                "docs/EVALUATION.md, but makes a tiny frame 2x slower there), else as the model was "
                                "trained (learned on a GPU and in exported graphs).",
                                choices=("auto", *MOTION_PRIORS))
-    motion_flip_average: bool = _param(False, "With the learned motion: average the flow head's flow with that of "
-                                       "the left-right mirrored frames (torch backend; one more image through the "
-                                       "head's small encoder and twice the pairs through its refinement, as one "
-                                       "batch; 3-5 % lower end-point error on generated pairs, docs/MODEL_CARD.md).")
     flow_preset: str = _param("sparse_to_dense", "Optical flow of the motion prior: sparse_to_dense (follows small "
                               "fast objects; needs OpenCV contrib) or a DIS preset (medium: about 5x cheaper).",
                               choices=FLOW_PRESETS)
@@ -308,8 +304,6 @@ class NodeParams:
             errors.append("bf16 and compile apply to the torch backend only")
         if self.bf16 and not self.device.startswith("cuda"):
             errors.append("bf16 needs a CUDA device")
-        if self.motion_flip_average and self.backend != "torch":
-            errors.append("motion_flip_average applies to the torch backend only")
         if not errors:
             try:
                 self.perception_params()

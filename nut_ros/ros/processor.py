@@ -451,8 +451,8 @@ def build_pipeline(p: NodeParams, log=None):
     random_init = p.random_init and p.backend == "torch" and not weights.exists()
     if p.random_init and not random_init and log is not None:
         log.info(f"random_init ignored: weights exist at {weights}")
-    options = ({"bf16": p.bf16, "compile": p.compile, "cuda_graphs": p.cuda_graphs and p.device.startswith("cuda"),
-                "flip_average": p.motion_flip_average} if p.backend == "torch" else {})
+    options = ({"bf16": p.bf16, "compile": p.compile, "cuda_graphs": p.cuda_graphs and p.device.startswith("cuda")}
+               if p.backend == "torch" else {})
     if p.backend == "torch" and p.device.startswith("cuda"):
         import torch
 

@@ -64,8 +64,6 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the network")
-    ap.add_argument("--flip-average", action="store_true",
-                    help="the learned flow averaged with the mirrored frames' (the node's motion_flip_average)")
     ap.add_argument("--compile-check", action=argparse.BooleanOptionalAction, default=True,
                     help="with --compile, first compare the compiled network with the eager one (compiles it twice)")
     ap.add_argument("--compile-mode", default="default",
@@ -120,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.compile and args.compile_check:
         report["compiled_vs_eager"] = compile_error(model, args.device, args.bf16, frames)
     backend = TorchBackend(model, args.device, bf16=args.bf16, compile=args.compile, compile_mode=args.compile_mode,
-                           cuda_graphs=args.cuda_graphs, flip_average=args.flip_average)
+                           cuda_graphs=args.cuda_graphs)
     pipe = StreamingPipeline(backend, PipelineConfig(render_times=tuple(args.render_times),
                                                      motion_prior=args.motion_prior, flow_preset=args.flow_preset,
                                                      flow_max_width=args.flow_max_width,

@@ -34,21 +34,6 @@ def _learned(model, rgb0: torch.Tensor, rgb1: torch.Tensor, amp: bool, iters: in
         return model.motion_head.flows(torch.cat([f0, f1]), torch.cat([f1, f0]), iters)[-1].float()
 
 
-def _learned_mirrored(model, rgb0: torch.Tensor, rgb1: torch.Tensor, amp: bool) -> torch.Tensor:
-    """The learned flows averaged with the mirrored pair's (``MotionHead.pair_flow``, the node's
-    ``motion_flip_average``), the model's refinement steps."""
-    h, w = rgb0.shape[-2:]
-    zeros = rgb0.new_zeros(rgb0.shape[0], model.config.depth_channels, h, w)
-    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else torch.autocast("cpu", enabled=False)
-    head = model.motion_head
-    head.flip_average = True
-    try:
-        with ctx:
-            return head.pair_flow(model.encode(rgb0, zeros).motion, model.encode(rgb1, zeros).motion).float()
-    finally:
-        head.flip_average = False
-
-
 def _classical(prior: FlowPrior, rgb0: torch.Tensor, rgb1: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """Forward flows then backward flows ``[2B, 2, gh, gw]`` in model pixels, as the motion prior reads them."""
     out = []
@@ -104,8 +89,6 @@ def main() -> int:
     ap.add_argument("--iters", type=int, nargs="+", default=None,
                     help="refinement steps of the learned head to score (default: the model's motion_iters); "
                          "several give one row each, learned_<n>")
-    ap.add_argument("--flip-average", action="store_true",
-                    help="also score the learned flow averaged with the mirrored pair's (row learned_flip)")
     ap.add_argument("--seed", type=int, default=SEED,
                     help="first seed of the generated pairs (the default is the acceptance set; choose settings "
                          "on another, e.g. 1000)")
@@ -123,8 +106,6 @@ def main() -> int:
         methods = {"learned": lambda a, b: _learned(model, a, b, amp)}
     else:
         methods = {f"learned_{n}": (lambda n: lambda a, b: _learned(model, a, b, amp, n))(n) for n in args.iters}
-    if args.flip_average:
-        methods["learned_flip"] = lambda a, b: _learned_mirrored(model, a, b, amp)
     presets = ["fast", "medium"] + (["sparse_to_dense"] if sparse_to_dense_available() else [])
     for preset in presets:
         prior = FlowPrior(cfg.image_size, grid, preset, max_width=cfg.image_size[1])
