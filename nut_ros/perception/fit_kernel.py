@@ -7,9 +7,11 @@ H100 about 500 µs for the default 4096 Gaussians and 6 rounds, against 73 µs f
 the sample through in blocks, computing each Gaussian's weight from the last round's residual and adding its three
 equations to the 19 distinct sums of the normal equations, then solves the 6x6 system in closed form. Its (c, c)
 block is diagonal, so c is eliminated first and the Schur complement's 3x3 system in ω is solved by its adjugate;
-the solve fails, as the torch fit's, where a pivot of the elimination is not positive (the matrix is symmetric
-positive definite with the fit's ridge wherever the sample carries weight). The same ridge, weights and result
-layout as the torch fit: the two agree to rounding (``test/test_perception_fit_kernel.py``).
+the solve fails where a pivot of the elimination is not positive or not finite (the matrix is symmetric positive
+definite with the fit's ridge wherever the sample carries weight; torch's LU fails only on an exactly singular
+matrix, and callers treat both flags the same: nonzero is a failure). The same ridge, weights and result layout as
+the torch fit: the two agree to rounding, within 1e-10 (``test/test_perception_fit_kernel.py``; the kernel's scalar
+arguments, z weight, ridge and Tukey constant, arrive in float32).
 
 Used by ``solve_static_field`` for CUDA tensors when Triton is installed (torch's CUDA wheels bring it); a CUDA graph
 holds its launch like any other kernel, and ``torch.compile`` leaves it out of what it compiles. Where the kernel
