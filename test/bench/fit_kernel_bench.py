@@ -8,37 +8,33 @@ one), so launch overhead is left out. ``n=128`` beside the full sample separates
 reductions across the program's warps and the closed-form solves) from the passes over the sample.
 """
 import argparse
+import sys
+from pathlib import Path
 from unittest import mock
 
 import torch
 
 from nut_ros.perception import fit_kernel
 from nut_ros.perception.ego_motion import HUBER_ROUNDS, RIDGE, TUKEY_C, solve_static_field
+from nut_ros.perception.params import ObstacleParams
 
-ITERATIONS = 6  # (the default ego_iterations)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from test_perception_fit_kernel import sample as kernel_test_sample  # noqa: E402 (test/, the kernel's test)
+from timing import graph_capture  # noqa: E402 (test/bench)
+
+ITERATIONS = ObstacleParams().ego_iterations  # (the stage's default)
 
 
-def sample(n: int, seed: int = 0):
-    """A moving camera's rigid field with noise, a fifth of the points moving on their own (as the cases of
-    test/test_perception_fit_kernel.py)."""
-    g = torch.Generator().manual_seed(seed)
-    points = torch.rand(n, 3, generator=g) * torch.tensor([6.0, 4.0, 5.0]) + torch.tensor([-3.0, -2.0, 0.5])
-    omega, c = torch.randn(3, generator=g) * 0.3, torch.randn(3, generator=g) * 0.5
-    velocities = c + torch.cross(omega.expand(n, 3), points, dim=1) + 0.02 * torch.randn(n, 3, generator=g)
-    velocities[: n // 5] += torch.randn(n // 5, 3, generator=g) + 1.0
-    weights = torch.rand(n, generator=g) * 0.9 + 0.1
-    threshold = 0.05 + 0.02 * points[:, 2]
-    return [t.cuda() for t in (points, velocities, weights, threshold)]
+def sample(n: int, seed: int = 0) -> list[torch.Tensor]:
+    """The kernel test's sample (a moving camera's rigid field with noise), a fifth of the points moving on their own,
+    on the GPU: points, velocities, weights, thresholds."""
+    return [t.cuda() for t in kernel_test_sample(n, seed, movers=n // 5)[:4]]
 
 
 def graphed_ms(fn, repeat: int) -> float:
     """Mean device ms of ``fn`` over replays of a CUDA graph holding ``repeat`` calls."""
-    fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(repeat):
-            fn()
+    graph, _ = graph_capture(lambda: [fn() for _ in range(repeat)], warm=fn)
     graph.replay()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
@@ -51,7 +47,7 @@ def graphed_ms(fn, repeat: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n", type=int, nargs="+", default=[4096, 128])
+    ap.add_argument("--n", type=int, nargs="+", default=[ObstacleParams().ego_samples, 128])
     ap.add_argument("--configs", default="128x4,256x4,256x8,512x8,512x16,1024x16,1024x32")
     ap.add_argument("--repeat", type=int, default=20)
     args = ap.parse_args()
