@@ -67,11 +67,12 @@
 set -euo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 bench() { timeout "$1" python3 test/bench/bench_pipeline.py --device cuda --bf16 --repeat 3 "${@:2}"; }
+TINY_COST="--model tiny --device cuda --scenes 3 --sections --one-processor --compile"  # release's perception command
 tiny_cost() {  # fit-check's perception_cost of tree $1 ("new": this one), unless past 420 s
   [ $SECONDS -gt 420 ] && { echo "skipped: $1 (time)" >> "$OUT/skipped.txt"; return; }
   local path=$PWD; [ "$1" != new ] && { path=$PWD/$1; cp nut_ros/weights/tiny.safetensors "$1/nut_ros/weights/"; }
-  PYTHONPATH=$path timeout $((540 - SECONDS)) python3 test/bench/perception_cost.py --model tiny --device cuda \
-    --scenes 3 --sections --one-processor --compile > "$OUT/perception_tiny_$(basename "$1")_compiled.txt" 2>&1 || true
+  PYTHONPATH=$path timeout $((540 - SECONDS)) python3 test/bench/perception_cost.py $TINY_COST \
+    > "$OUT/perception_tiny_$(basename "$1")_compiled.txt" 2>&1 || true
 }
 case "$1" in
   bench)
@@ -181,7 +182,7 @@ case "$1" in
     [ -n "$best" ] && timeout $((540 - SECONDS)) python3 -c "import runpy, sys
 from nut_ros.perception import fit_kernel
 fit_kernel.BLOCK, fit_kernel.WARPS = map(int, '$best'.split('x'))
-sys.argv = ['perception_cost.py', *'--model tiny --device cuda --scenes 3 --sections --one-processor --compile'.split()]
+sys.argv = ['perception_cost.py', *'$TINY_COST'.split()]
 runpy.run_path('test/bench/perception_cost.py', run_name='__main__')" > "$OUT/perception_tiny_fit_$best.txt" 2>&1 \
       || true
     for tree in "${@:2}"; do tiny_cost "$tree"; done ;;
