@@ -26,8 +26,8 @@ from nut_ros.pipeline.backends import make_backend
 
 def p50_ms(backend, frames, calls: int) -> tuple[float, float]:
     """Median encode and decode ms over ``calls`` consecutive pairs, a new frame each call as the node gives them
-    (not timing.timed's one call repeated: encoding one frame over and over took onnxruntime's encode from about 80
-    to about 35 ms on the dev VM, 2026-12-07)."""
+    (not timing.timed's one call repeated: encoding one frame over and over made onnxruntime's encode about twice
+    as fast on the dev VM, 2026-12-07, which the node never sees)."""
     enc, dec = [], []
     prev = backend.encode(*frames[0])
     for i in range(calls):
