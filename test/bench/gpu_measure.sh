@@ -43,6 +43,9 @@
 #   test/bench/gpu_measure.sh settle            graph_localize.py of small with inference-tensor inputs and Dynamo's
 #                                              recompile log, as is and with each encode graph captured and the
 #                                              device waited for before its first replay (a race or left state?)
+#   test/bench/gpu_measure.sh race-attention   graph_localize.py --inference-inputs --parts encode --calls 20 with
+#                                              cuDNN's attention and without it, then with it under compute-sanitizer's
+#                                              initcheck (--calls 2): does a kernel read memory nobody wrote?
 #   test/bench/gpu_measure.sh fit-profile       perception_cost of tiny compiled (one processor) with each step's host
 #                                              time, torch's profiler table and the host's cProfile tables (where the
 #                                              camera-motion fit's time goes without odometry)
@@ -164,6 +167,15 @@ case "$1" in
       CUDA_LAUNCH_BLOCKING=$blocking timeout 270 python3 test/bench/graph_localize.py --model small --inference-inputs \
         --calls 10 > "$OUT/localize_calls10_blocking$blocking.txt" 2>&1 || true
     done ;;
+  race-attention)
+    LOCALIZE="test/bench/graph_localize.py --model small --inference-inputs --parts encode"
+    for way in cudnn none; do
+      timeout 120 python3 $LOCALIZE --calls 20 $([ $way = none ] && echo --no-cudnn-attention) \
+        > "$OUT/localize_encode_calls20_$way.txt" 2>&1 || true
+    done
+    sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+    timeout $((570 - SECONDS)) "$sanitizer" --tool initcheck --print-limit 30 python3 $LOCALIZE --calls 2 \
+      > "$OUT/localize_encode_initcheck.txt" 2>&1 || true ;;
   fit-profile)
     timeout 240 python3 test/bench/perception_cost.py --model tiny --device cuda --scenes 3 --compile --one-processor \
       --sections --profile --cprofile "$OUT/perception_tiny_cprofile.txt" > "$OUT/perception_tiny_profile.txt" 2>&1 \

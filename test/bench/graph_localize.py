@@ -2,6 +2,7 @@
 question and ``test/test_compile_gpu.py``)
 
     python test/bench/graph_localize.py [--model small] [--dump DIR] [--inference-inputs] [--settle] [--calls N]
+                                        [--parts encode ...] [--no-cudnn-attention]
 
 ``compile_repeat.py`` found the compiled network's graph replays up to 0.53 away from its direct calls in positions,
 which ``encode`` alone computes (``decode`` passes them through). This script takes the parts one at a time, each
@@ -29,6 +30,9 @@ from compile_repeat import OFF, shipped_pair  # (test/bench, the script's folder
 from nut_ros.pipeline import cuda_graphs
 from nut_ros.pipeline.compile import compile_network, uncompile
 from nut_ros.pipeline.cuda_graphs import GraphedCall
+
+
+PARTS = ("encode", "upsampler", "decode")
 
 
 class _DebugGraph(torch.cuda.CUDAGraph):
@@ -101,7 +105,12 @@ def main(argv: list[str] | None = None) -> None:
                     help="capture each graph first, then wait for the device before its first replay (is the "
                          "capturing call's error a race with work still running, or state the capture left?)")
     ap.add_argument("--calls", type=int, default=3, help="graph calls of encode per input (how often is one off?)")
+    ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which parts to graph")
+    ap.add_argument("--no-cudnn-attention", action="store_true",
+                    help="keep attention off cuDNN's kernel (torch.backends.cuda.enable_cudnn_sdp(False))")
     args = ap.parse_args(argv)
+    if args.no_cudnn_attention:
+        torch.backends.cuda.enable_cudnn_sdp(False)
     if args.dump is not None:
         args.dump.mkdir(parents=True, exist_ok=True)
         cuda_graphs.torch.cuda.CUDAGraph = _DebugGraph  # GraphedCall makes its graphs through this name
@@ -124,10 +133,14 @@ def main(argv: list[str] | None = None) -> None:
                     _compare(f"repeat {k}: encode frame {i}", c[i], caches[i])
                 _compare(f"repeat {k}: decode", gk, g)
             tokens = [c.tokens for c in caches]
-            ups = [upsampler(t) for t in tokens]
-            _part(f"{label} encode", encode, [(f, disp) for f in frames], caches, args.dump, args.calls, args.settle)
-            _part(f"{label} upsampler", upsampler, [(t,) for t in tokens], ups, args.dump)
-            _part(f"{label} decode", decode, [tuple(caches)], [g], args.dump)
+            if "encode" in args.parts:
+                _part(f"{label} encode", encode, [(f, disp) for f in frames], caches, args.dump, args.calls,
+                      args.settle)
+            if "upsampler" in args.parts:
+                _part(f"{label} upsampler", upsampler, [(t,) for t in tokens], [upsampler(t) for t in tokens],
+                      args.dump)
+            if "decode" in args.parts:
+                _part(f"{label} decode", decode, [tuple(caches)], [g], args.dump)
 
     encode, decode = compile_network(model)
     try:
