@@ -45,7 +45,8 @@
 #                                              device waited for before its first replay (a race or left state?)
 #   test/bench/gpu_measure.sh race-attention   graph_localize.py --inference-inputs --parts encode --calls 20 with
 #                                              cuDNN's attention and without it, then with it under compute-sanitizer's
-#                                              initcheck (--calls 2): does a kernel read memory nobody wrote?
+#                                              initcheck and memcheck, no caching allocator (--calls 2): does a
+#                                              kernel read memory nobody wrote, or past a tensor's end?
 #   test/bench/gpu_measure.sh fit-profile       perception_cost of tiny compiled (one processor) with each step's host
 #                                              time, torch's profiler table and the host's cProfile tables (where the
 #                                              camera-motion fit's time goes without odometry)
@@ -173,9 +174,14 @@ case "$1" in
       timeout 120 python3 $LOCALIZE --calls 20 $([ $way = none ] && echo --no-cudnn-attention) \
         > "$OUT/localize_encode_calls20_$way.txt" 2>&1 || true
     done
+    # without the caching allocator every tensor is its own allocation: a read past one or of memory no kernel
+    # wrote is reported (the graphs may then fail to capture; the direct calls run the same kernels first)
     sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
-    timeout $((570 - SECONDS)) "$sanitizer" --tool initcheck --print-limit 30 python3 $LOCALIZE --calls 2 \
-      > "$OUT/localize_encode_initcheck.txt" 2>&1 || true ;;
+    for tool in initcheck memcheck; do
+      [ $SECONDS -gt 400 ] && break
+      PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout $((580 - SECONDS)) "$sanitizer" --tool $tool --print-limit 30 \
+        python3 $LOCALIZE --calls 2 > "$OUT/localize_encode_$tool.txt" 2>&1 || true
+    done ;;
   fit-profile)
     timeout 240 python3 test/bench/perception_cost.py --model tiny --device cuda --scenes 3 --compile --one-processor \
       --sections --profile --cprofile "$OUT/perception_tiny_cprofile.txt" > "$OUT/perception_tiny_profile.txt" 2>&1 \
