@@ -47,6 +47,9 @@
 #                                              cuDNN's attention and without it, then with it under compute-sanitizer's
 #                                              initcheck and memcheck, no caching allocator (--calls 2): does a
 #                                              kernel read memory nobody wrote, or past a tensor's end?
+#   test/bench/gpu_measure.sh initcheck [COST]  initcheck_encode.py under compute-sanitizer's initcheck (no caching
+#                                              allocator): the kernels it flags per way (eager, compiled); with
+#                                              COST first fit-check's perception_cost of this tree
 #   test/bench/gpu_measure.sh fit-profile       perception_cost of tiny compiled (one processor) with each step's host
 #                                              time, torch's profiler table and the host's cProfile tables (where the
 #                                              camera-motion fit's time goes without odometry)
@@ -182,6 +185,13 @@ case "$1" in
       PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout $((580 - SECONDS)) "$sanitizer" --tool $tool --print-limit 30 \
         python3 $LOCALIZE --calls 2 > "$OUT/localize_encode_$tool.txt" 2>&1 || true
     done ;;
+  initcheck)
+    [ "${2:-}" = COST ] && tiny_cost new
+    sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout $((570 - SECONDS)) "$sanitizer" --tool initcheck --print-limit 0 --show-backtrace no \
+      python3 test/bench/initcheck_encode.py > "$OUT/initcheck_encode.txt" 2>&1 || true
+    awk '/^== /{way=$0} /^=========     at /{print way ": " $3}' "$OUT/initcheck_encode.txt" | sort | uniq -c \
+      > "$OUT/initcheck_kernels.txt" ;;
   fit-profile)
     timeout 240 python3 test/bench/perception_cost.py --model tiny --device cuda --scenes 3 --compile --one-processor \
       --sections --profile --cprofile "$OUT/perception_tiny_cprofile.txt" > "$OUT/perception_tiny_profile.txt" 2>&1 \

@@ -1,0 +1,40 @@
+"""Which CUDA kernels read memory that nothing wrote? One ``encode`` of the shipped network per way, run under
+compute-sanitizer's initcheck (GPU diagnostic behind issue 15's compiled-graph question).
+
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool initcheck --print-limit 0 --show-backtrace no \
+        python test/bench/initcheck_encode.py [--model small] [--ways eager compiled]
+
+Each way (eager, then compiled) encodes the bundled clip's frame 0 under bf16 autocast without the weight-cast cache,
+as the backend runs the network, after a line ``== way``; the sanitizer's reports that follow it belong to that way
+(the device is waited for before the next line). Without the caching allocator every tensor is its own allocation,
+so a read of memory no kernel wrote is reported, not hidden behind an earlier tensor's data. A kernel flagged in
+both ways reads an output that the sanitizer does not see written (a library kernel's bulk stores), not garbage.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from compile_repeat import shipped_pair  # (test/bench, the script's folder)
+from nut_ros.pipeline.compile import compile_network
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="small")
+    ap.add_argument("--ways", nargs="+", choices=("eager", "compiled"), default=["eager", "compiled"])
+    args = ap.parse_args(argv)
+    model, frames, disp = shipped_pair(args.model)
+    for way in args.ways:
+        encode = compile_network(model)[0] if way == "compiled" else model.encode
+        for call in range(2):  # a compiled way's first call compiles (its kernels' own benchmarks run then)
+            print(f"== {way} call {call}", flush=True)
+            with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, cache_enabled=False):
+                encode(frames[0], disp)
+            torch.cuda.synchronize()
+    print("== done", flush=True)
+
+
+if __name__ == "__main__":
+    main()
