@@ -188,8 +188,8 @@ case "$1" in
   initcheck)
     [ "${2:-}" = COST ] && tiny_cost new
     sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
-    PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout $((570 - SECONDS)) "$sanitizer" --tool initcheck --print-limit 0 --show-backtrace no \
-      python3 test/bench/initcheck_encode.py > "$OUT/initcheck_encode.txt" 2>&1 || true
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout $((570 - SECONDS)) "$sanitizer" --tool initcheck --print-limit 0 \
+      --show-backtrace no python3 test/bench/initcheck_encode.py > "$OUT/initcheck_encode.txt" 2>&1 || true
     awk '/^== /{way=$0} /^=========     at /{print way ": " $3}' "$OUT/initcheck_encode.txt" | sort | uniq -c \
       > "$OUT/initcheck_kernels.txt" ;;
   fit-profile)

@@ -1,8 +1,8 @@
 """Which CUDA kernels read memory that nothing wrote? One ``encode`` of the shipped network per way, run under
 compute-sanitizer's initcheck (GPU diagnostic behind issue 15's compiled-graph question).
 
-    PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool initcheck --print-limit 0 --show-backtrace no \
-        python test/bench/initcheck_encode.py [--model small] [--ways eager compiled]
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool initcheck --print-limit 0 \
+        --show-backtrace no python test/bench/initcheck_encode.py [--model small] [--ways eager compiled]
 
 Each way (eager, then compiled) encodes the bundled clip's frame 0 under bf16 autocast without the weight-cast cache,
 as the backend runs the network, after a line ``== way``; the sanitizer's reports that follow it belong to that way
