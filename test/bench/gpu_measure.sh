@@ -48,8 +48,9 @@
 #                                              initcheck and memcheck, no caching allocator (--calls 2): does a
 #                                              kernel read memory nobody wrote, or past a tensor's end?
 #   test/bench/gpu_measure.sh initcheck [COST]  initcheck_encode.py under compute-sanitizer's initcheck (no caching
-#                                              allocator): the kernels it flags per way (eager, compiled); with
-#                                              COST first fit-check's perception_cost of this tree
+#                                              allocator): the kernels it flags per way (eager, compiled) and the
+#                                              flagged Triton kernels' sources; with COST first fit-check's
+#                                              perception_cost of this tree
 #   test/bench/gpu_measure.sh fit-profile       perception_cost of tiny compiled (one processor) with each step's host
 #                                              time, torch's profiler table and the host's cProfile tables (where the
 #                                              camera-motion fit's time goes without odometry)
@@ -188,10 +189,17 @@ case "$1" in
   initcheck)
     [ "${2:-}" = COST ] && tiny_cost new
     sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
-    PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout $((570 - SECONDS)) "$sanitizer" --tool initcheck --print-limit 0 \
-      --show-backtrace no python3 test/bench/initcheck_encode.py > "$OUT/initcheck_encode.txt" 2>&1 || true
-    awk '/^== /{way=$0} /^=========     at /{print way ": " $3}' "$OUT/initcheck_encode.txt" | sort | uniq -c \
-      > "$OUT/initcheck_kernels.txt" ;;
+    for way in eager compiled; do  # each its own run, so that one way's reports cannot crowd out the other's
+      PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout $((570 - SECONDS)) "$sanitizer" --tool initcheck --print-limit 300 \
+        --show-backtrace no python3 test/bench/initcheck_encode.py --ways $way > "$OUT/initcheck_$way.txt" 2>&1 || true
+    done
+    awk '/^== /{way=$2} /^=========     at /{print way ": " $3, $5}' "$OUT"/initcheck_*.txt | sort | uniq -c \
+      > "$OUT/initcheck_kernels.txt"
+    # the flagged Triton kernels' sources (Inductor's cache names each file as the report does)
+    flagged=$(awk '/^=========     at /{sub(/:[0-9]+$/, "", $5); print $5}' "$OUT"/initcheck_*.txt | sort -u)
+    for file in $flagged; do
+      find /tmp/torchinductor_* -name "$file" -exec cp {} "$OUT/" \; 2>/dev/null || true
+    done ;;
   fit-profile)
     timeout 240 python3 test/bench/perception_cost.py --model tiny --device cuda --scenes 3 --compile --one-processor \
       --sections --profile --cprofile "$OUT/perception_tiny_cprofile.txt" > "$OUT/perception_tiny_profile.txt" 2>&1 \

@@ -1,14 +1,15 @@
 """Which CUDA kernels read memory that nothing wrote? One ``encode`` of the shipped network per way, run under
 compute-sanitizer's initcheck (GPU diagnostic behind issue 15's compiled-graph question).
 
-    PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool initcheck --print-limit 0 \
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool initcheck --print-limit 300 \
         --show-backtrace no python test/bench/initcheck_encode.py [--model small] [--ways eager compiled]
 
-Each way (eager, then compiled) encodes the bundled clip's frame 0 under bf16 autocast without the weight-cast cache,
-as the backend runs the network, after a line ``== way``; the sanitizer's reports that follow it belong to that way
-(the device is waited for before the next line). Without the caching allocator every tensor is its own allocation,
-so a read of memory no kernel wrote is reported, not hidden behind an earlier tensor's data. A kernel flagged in
-both ways reads an output that the sanitizer does not see written (a library kernel's bulk stores), not garbage.
+Each way encodes the bundled clip's frame 0 twice under bf16 autocast without the weight-cast cache, as the backend
+runs the network, each call after a line ``== way call k``; the sanitizer's reports that follow belong to that call
+(the device is waited for before the next line). ``gpu_measure.sh initcheck`` runs each way in its own process.
+Without the caching allocator every tensor is its own allocation, so a read of memory that no kernel has written
+(yet) is reported, not hidden behind an earlier tensor's data. A kernel flagged in both ways reads an output whose
+writes the sanitizer does not see (a library kernel's bulk stores); one flagged only when compiled reads garbage.
 """
 from __future__ import annotations
 
