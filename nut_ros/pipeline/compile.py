@@ -9,10 +9,11 @@ Inductor's fused kernels keep a chain of elementwise operations in float32 where
 result to bf16; in bf16 that moved the shipped ``small``'s decoded positions by up to 0.57 from the fp32 result
 (eager bf16: 0.013). With ``emulate_precision_casts`` the fused kernels round where eager rounds, and the compiled
 bf16 network is as close to fp32 as the eager one (H200, ``test/test_compile_gpu.py``), though not in every
-process: after other GPU work in the same process it has come out up to 0.33 from eager bf16 in positions, and the
-first replay of its CUDA graphs (:class:`nut_ros.pipeline.cuda_graphs.GraphedCall`, the backend's ``cuda_graphs``),
-the call that captures them, up to 0.53 away from the direct calls (later replays agree with them), neither
-explained (docs/BENCHMARKS.md).
+process: after other GPU work in the same process it has come out up to 0.33 from eager bf16 in positions, and now
+and then one replay of its CUDA graphs (:class:`nut_ros.pipeline.cuda_graphs.GraphedCall`, the backend's
+``cuda_graphs``) is far from the direct calls (from none of 40 to 3 of 20 replays of ``encode`` in a run, positions
+up to 0.53 off; the others agree with them bitwise): not the capturing call as such, nor a race between launches or cuDNN's
+attention kernel, and not explained (docs/BENCHMARKS.md).
 """
 from __future__ import annotations
 
