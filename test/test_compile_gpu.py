@@ -11,8 +11,8 @@ deterministic from one call to the next. Its CUDA graphs (as the backend runs it
 should give what it gives called directly, to that rounding: most replays equal the direct call bitwise, but now and
 then one of the compiled ``encode``'s replays is far off (the call that captured them, positions 0.33 away, H100s,
 2026-12-07; in ``test/bench/graph_localize.py --calls 10|20`` from none of 40 to 3 of 20 replays in a run, encoder
-tokens up to 2.5, also with every launch serialised and without cuDNN's attention), which is not explained (docs/BENCHMARKS.md), so this file's
-graph test can fail.
+tokens up to 2.5, also with every launch serialised and without cuDNN's attention), which is not explained
+(docs/BENCHMARKS.md), so this file's graph test can fail.
 """
 from pathlib import Path
 

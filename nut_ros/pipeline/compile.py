@@ -12,8 +12,8 @@ bf16 network is as close to fp32 as the eager one (H200, ``test/test_compile_gpu
 process: after other GPU work in the same process it has come out up to 0.33 from eager bf16 in positions, and now
 and then one replay of its CUDA graphs (:class:`nut_ros.pipeline.cuda_graphs.GraphedCall`, the backend's
 ``cuda_graphs``) is far from the direct calls (from none of 40 to 3 of 20 replays of ``encode`` in a run, positions
-up to 0.53 off; the others agree with them bitwise): not the capturing call as such, nor a race between launches or cuDNN's
-attention kernel, and not explained (docs/BENCHMARKS.md).
+up to 0.53 off; the others agree with them bitwise): not the capturing call as such, nor a race between launches or
+cuDNN's attention kernel, and not explained (docs/BENCHMARKS.md).
 """
 from __future__ import annotations
 
