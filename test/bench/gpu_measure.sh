@@ -194,8 +194,10 @@ case "$1" in
     [ "${2:-}" = COST ] && tiny_cost new
     sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
     for way in eager compiled; do  # each its own run, so that one way's reports cannot crowd out the other's
+      # (host copies unchecked: the compiled run's 300 reports were all copies of memory nothing had written)
       PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout $((570 - SECONDS)) "$sanitizer" --tool initcheck --print-limit 300 \
-        --show-backtrace no python3 test/bench/initcheck_encode.py --ways $way > "$OUT/initcheck_$way.txt" 2>&1 || true
+        --check-api-memory-access no --show-backtrace no python3 test/bench/initcheck_encode.py --ways $way \
+        > "$OUT/initcheck_$way.txt" 2>&1 || true
     done
     awk '/^== /{way=$2} /^=========     at /{print way ": " $3, $5}' "$OUT"/initcheck_*.txt | sort | uniq -c \
       > "$OUT/initcheck_kernels.txt"
