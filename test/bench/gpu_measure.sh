@@ -54,7 +54,8 @@
 #   test/bench/gpu_measure.sh kernels           graph_localize.py --inference-inputs --parts encode --calls 20 of small
 #                                              with a fresh Inductor cache and TORCH_LOGS=output_code: the replays'
 #                                              errors and, packed, the code that Inductor generated for them (which
-#                                              kernel could read what another thread has not written yet?)
+#                                              kernel could read what another thread has not written yet?); as is and
+#                                              with --patch-channels-last
 #   test/bench/gpu_measure.sh fit-profile       perception_cost of tiny compiled (one processor) with each step's host
 #                                              time, torch's profiler table and the host's cProfile tables (where the
 #                                              camera-motion fit's time goes without odometry)
@@ -207,11 +208,14 @@ case "$1" in
       find /tmp/torchinductor_* -name "$file" -exec cp {} "$OUT/" \; 2>/dev/null || true
     done ;;
   kernels)
-    export TORCHINDUCTOR_CACHE_DIR=$(mktemp -d)
-    TORCH_LOGS=output_code timeout 300 python3 test/bench/graph_localize.py --model small --inference-inputs \
-      --parts encode --calls 20 > "$OUT/localize_encode.txt" 2> "$OUT/output_code.txt" || true
-    gzip "$OUT/output_code.txt"
-    (cd "$TORCHINDUCTOR_CACHE_DIR" && find . -name "*.py" | tar czf "$OUT/inductor_kernels.tgz" -T -) ;;
+    for variant in as-is channels-last; do  # each with a fresh Inductor cache
+      export TORCHINDUCTOR_CACHE_DIR=$(mktemp -d)
+      TORCH_LOGS=output_code timeout 250 python3 test/bench/graph_localize.py --model small --inference-inputs \
+        --parts encode --calls 20 $([ $variant = channels-last ] && echo --patch-channels-last) \
+        > "$OUT/localize_encode_$variant.txt" 2> "$OUT/output_code_$variant.txt" || true
+      gzip "$OUT/output_code_$variant.txt"
+      (cd "$TORCHINDUCTOR_CACHE_DIR" && find . -name "*.py" | tar czf "$OUT/inductor_kernels_$variant.tgz" -T -)
+    done ;;
   fit-profile)
     timeout 240 python3 test/bench/perception_cost.py --model tiny --device cuda --scenes 3 --compile --one-processor \
       --sections --profile --cprofile "$OUT/perception_tiny_cprofile.txt" > "$OUT/perception_tiny_profile.txt" 2>&1 \

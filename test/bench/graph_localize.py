@@ -2,7 +2,7 @@
 question and ``test/test_compile_gpu.py``)
 
     python test/bench/graph_localize.py [--model small] [--dump DIR] [--inference-inputs] [--settle] [--calls N]
-                                        [--parts encode ...] [--no-cudnn-attention]
+                                        [--parts encode ...] [--no-cudnn-attention] [--patch-channels-last]
 
 ``compile_repeat.py`` found the compiled network's graph replays up to 0.53 away from its direct calls in positions,
 which ``encode`` alone computes (``decode`` passes them through). This script takes the parts one at a time, each
@@ -27,12 +27,19 @@ from pathlib import Path
 import torch
 
 from compile_repeat import OFF, shipped_pair  # (test/bench, the script's folder)
+from nut_ros.core.encoder import PatchViT
 from nut_ros.pipeline import cuda_graphs
 from nut_ros.pipeline.compile import compile_network, uncompile
 from nut_ros.pipeline.cuda_graphs import GraphedCall
 
 
 PARTS = ("encode", "upsampler", "decode")
+
+
+def _patch_vit_channels_last(self: PatchViT, x: torch.Tensor) -> torch.Tensor:
+    """:meth:`PatchViT.forward` with the convolution's input (and so its output) channels-last."""
+    x = self.positional_encoding(self.conv(x.contiguous(memory_format=torch.channels_last)).flatten(2).transpose(1, 2))
+    return self.layernorm2(self.transformer(self.layernorm1(x)))
 
 
 class _DebugGraph(torch.cuda.CUDAGraph):
@@ -108,9 +115,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which parts to graph")
     ap.add_argument("--no-cudnn-attention", action="store_true",
                     help="keep attention off cuDNN's kernel (torch.backends.cuda.enable_cudnn_sdp(False))")
+    ap.add_argument("--patch-channels-last", action="store_true",
+                    help="run the encoder's patch convolution on a channels-last input, so that its tokens come out "
+                         "token-major and the first RMSNorm reads them contiguously (a trial: does the compiled "
+                         "encode's first reduction kernel, which reads them transposed, cause the wrong replays?)")
     args = ap.parse_args(argv)
     if args.no_cudnn_attention:
         torch.backends.cuda.enable_cudnn_sdp(False)
+    if args.patch_channels_last:
+        PatchViT.forward = _patch_vit_channels_last
     if args.dump is not None:
         args.dump.mkdir(parents=True, exist_ok=True)
         cuda_graphs.torch.cuda.CUDAGraph = _DebugGraph  # GraphedCall makes its graphs through this name
