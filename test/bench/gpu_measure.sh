@@ -56,6 +56,11 @@
 #                                              errors and, packed, the code that Inductor generated for them (which
 #                                              kernel could read what another thread has not written yet?); as is and
 #                                              with --patch-channels-last
+#   test/bench/gpu_measure.sh eager-encode      graph_localize.py --inference-inputs --parts upsampler decode
+#                                              --calls 20 of small (are those graphs' replays ever wrong?), then
+#                                              bench_pipeline of small compiled, compiled with --eager-encode and eager,
+#                                              and of tiny with --eager-encode (how much of compile's gain is left
+#                                              without the compiled encode?)
 #   test/bench/gpu_measure.sh fit-profile       perception_cost of tiny compiled (one processor) with each step's host
 #                                              time, torch's profiler table and the host's cProfile tables (where the
 #                                              camera-motion fit's time goes without odometry)
@@ -215,6 +220,15 @@ case "$1" in
         > "$OUT/localize_encode_$variant.txt" 2> "$OUT/output_code_$variant.txt" || true
       gzip "$OUT/output_code_$variant.txt"
       (cd "$TORCHINDUCTOR_CACHE_DIR" && find . -name "*.py" | tar czf "$OUT/inductor_kernels_$variant.tgz" -T -)
+    done ;;
+  eager-encode)
+    timeout 200 python3 test/bench/graph_localize.py --model small --inference-inputs --parts upsampler decode \
+      --calls 20 > "$OUT/localize_upsampler_decode_calls20.txt" 2>&1 || true
+    for run in "small --compile --no-compile-check" "small --compile --no-compile-check --eager-encode" "small" \
+               "tiny --compile --no-compile-check --eager-encode"; do
+      name=$(echo "$run" | tr -d ' -' | sed 's/nocompilecheck//')
+      [ $SECONDS -gt 450 ] && { echo "skipped: $name (time)" >> "$OUT/skipped.txt"; continue; }
+      bench 150 --model $run > "$OUT/frame_$name.json" || true
     done ;;
   fit-profile)
     timeout 240 python3 test/bench/perception_cost.py --model tiny --device cuda --scenes 3 --compile --one-processor \

@@ -8,10 +8,11 @@ question and ``test/test_compile_gpu.py``)
 which ``encode`` alone computes (``decode`` passes them through). This script takes the parts one at a time, each
 graph given the inputs the direct calls had, under bf16 autocast without its weight cache (as the backend runs them):
 
-1. ``encode`` through :class:`GraphedCall`, three calls per frame, every field of the frame cache against the
-   direct call's;
-2. the Gaussian upsampler alone (eager ``forward``, its stages compiled one by one) on the direct call's tokens;
-3. ``decode`` on the direct calls' caches;
+1. ``encode`` through :class:`GraphedCall`, ``--calls`` calls per frame (3), every field of the frame cache against
+   the direct call's;
+2. the Gaussian upsampler alone (eager ``forward``, its stages compiled one by one) on the direct call's tokens, as
+   many calls per frame;
+3. ``decode`` on the direct calls' caches, as many calls;
 4. the same three graphs of the eager network, against its direct calls (the control).
 
 With ``--dump DIR`` it also writes, per part, the CUDA kernels of one direct call (torch.profiler) and the captured
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--settle", action="store_true",
                     help="capture each graph first, then wait for the device before its first replay (is the "
                          "capturing call's error a race with work still running, or state the capture left?)")
-    ap.add_argument("--calls", type=int, default=3, help="graph calls of encode per input (how often is one off?)")
+    ap.add_argument("--calls", type=int, default=3, help="graph calls per input of each part (how often is one off?)")
     ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which parts to graph")
     ap.add_argument("--no-cudnn-attention", action="store_true",
                     help="keep attention off cuDNN's kernel (torch.backends.cuda.enable_cudnn_sdp(False))")
@@ -151,9 +152,9 @@ def main(argv: list[str] | None = None) -> None:
                       args.settle)
             if "upsampler" in args.parts:
                 _part(f"{label} upsampler", upsampler, [(t,) for t in tokens], [upsampler(t) for t in tokens],
-                      args.dump)
+                      args.dump, args.calls)
             if "decode" in args.parts:
-                _part(f"{label} decode", decode, [tuple(caches)], [g], args.dump)
+                _part(f"{label} decode", decode, [tuple(caches)], [g], args.dump, args.calls)
 
     encode, decode = compile_network(model)
     try:
