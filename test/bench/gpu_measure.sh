@@ -48,9 +48,9 @@
 #                                              initcheck and memcheck, no caching allocator (--calls 2): does a
 #                                              kernel read memory nobody wrote, or past a tensor's end?
 #   test/bench/gpu_measure.sh initcheck [COST]  initcheck_encode.py under compute-sanitizer's initcheck (no caching
-#                                              allocator): the kernels it flags per way (eager, compiled) and the
-#                                              flagged Triton kernels' sources; with COST first fit-check's
-#                                              perception_cost of this tree
+#                                              allocator), compiled then eager: the kernels it reports per way and
+#                                              call, and the reported Triton kernels' sources; with COST first
+#                                              fit-check's perception_cost of this tree
 #   test/bench/gpu_measure.sh kernels           graph_localize.py --inference-inputs --parts encode --calls 20 of small
 #                                              with a fresh Inductor cache and TORCH_LOGS=output_code: the replays'
 #                                              errors and, packed, the code that Inductor generated for them (which
@@ -91,6 +91,10 @@ tiny_cost() {  # fit-check's perception_cost of tree $1 ("new": this one), unles
   local path=$PWD; [ "$1" != new ] && { path=$PWD/$1; cp nut_ros/weights/tiny.safetensors "$1/nut_ros/weights/"; }
   PYTHONPATH=$path timeout $((540 - SECONDS)) python3 test/bench/perception_cost.py $TINY_COST \
     > "$OUT/perception_tiny_$(basename "$1")_compiled.txt" 2>&1 || true
+}
+sanitizer() {  # compute-sanitizer's path (it comes with the CUDA toolkit), or a message and a failure
+  command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1 | grep . \
+    || { echo "compute-sanitizer not found (CUDA toolkit)" | tee "$OUT/sanitizer_missing.txt" >&2; return 1; }
 }
 case "$1" in
   bench)
@@ -188,36 +192,42 @@ case "$1" in
       timeout 120 python3 $LOCALIZE --calls 20 $([ $way = none ] && echo --no-cudnn-attention) \
         > "$OUT/localize_encode_calls20_$way.txt" 2>&1 || true
     done
-    # without the caching allocator every tensor is its own allocation: a read past one or of memory no kernel
-    # wrote is reported (the graphs may then fail to capture; the direct calls run the same kernels first)
-    sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+    # without the caching allocator every tensor is its own allocation, so a read past one, or of memory that the
+    # sanitizer saw nothing write, is reported (the graphs may then fail to capture; the direct calls come first)
+    path=$(sanitizer)
     for tool in initcheck memcheck; do
       [ $SECONDS -gt 400 ] && break
-      PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout $((580 - SECONDS)) "$sanitizer" --tool $tool --print-limit 30 \
+      PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout $((580 - SECONDS)) "$path" --tool $tool --print-limit 30 \
         python3 $LOCALIZE --calls 2 > "$OUT/localize_encode_$tool.txt" 2>&1 || true
     done ;;
   initcheck)
     [ "${2:-}" = COST ] && tiny_cost new
-    sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
-    for way in eager compiled; do  # each its own run, so that one way's reports cannot crowd out the other's
-      # (host copies unchecked: the compiled run's 300 reports were all copies of memory nothing had written)
-      PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout $((570 - SECONDS)) "$sanitizer" --tool initcheck --print-limit 300 \
+    path=$(sanitizer)
+    # compiled first (it takes longest), each way in its own run so that one cannot use up the other's reports;
+    # host copies unchecked (they can take all the reports before a kernel runs)
+    for way in compiled eager; do
+      [ $SECONDS -gt 540 ] && { echo "skipped: $way (time)" >> "$OUT/skipped.txt"; continue; }
+      PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout $((570 - SECONDS)) "$path" --tool initcheck --print-limit 300 \
         --check-api-memory-access no --show-backtrace no python3 test/bench/initcheck_encode.py --ways $way \
         > "$OUT/initcheck_$way.txt" 2>&1 || true
     done
-    awk '/^== /{way=$2} /^=========     at /{print way ": " $3, $5}' "$OUT"/initcheck_*.txt | sort | uniq -c \
-      > "$OUT/initcheck_kernels.txt"
-    # the flagged Triton kernels' sources (Inductor's cache names each file as the report does)
-    flagged=$(awk '/^=========     at /{sub(/:[0-9]+$/, "", $5); print $5}' "$OUT"/initcheck_*.txt | sort -u)
-    for file in $flagged; do
+    runs=$(ls "$OUT"/initcheck_compiled.txt "$OUT"/initcheck_eager.txt 2>/dev/null || true)
+    [ -n "$runs" ] || exit 0
+    # per way and call, each reported kernel (its offset dropped; Triton's with file and line) and how often
+    awk '/^== /{call=$2 " " $4} /^=========     at /{k=$0; sub(/^=========     at /, "", k);
+         sub(/\+0x[0-9a-f]+/, "", k); print call "\t" substr(k, 1, 160)}' $runs | sort | uniq -c \
+      > "$OUT/flagged_kernels.txt"
+    # the reported Triton kernels' sources (Inductor's cache names each file as the report does)
+    for file in $(awk '/^=========     at triton_/{sub(/:[0-9]+$/, "", $NF); print $NF}' $runs | sort -u); do
       find /tmp/torchinductor_* -name "$file" -exec cp {} "$OUT/" \; 2>/dev/null || true
     done ;;
   kernels)
     for variant in as-is channels-last; do  # each with a fresh Inductor cache
       export TORCHINDUCTOR_CACHE_DIR=$(mktemp -d)
-      TORCH_LOGS=output_code timeout 250 python3 test/bench/graph_localize.py --model small --inference-inputs \
-        --parts encode --calls 20 $([ $variant = channels-last ] && echo --patch-channels-last) \
-        > "$OUT/localize_encode_$variant.txt" 2> "$OUT/output_code_$variant.txt" || true
+      TORCH_LOGS=output_code TORCH_LOGS_OUT="$OUT/output_code_$variant.txt" timeout 250 python3 \
+        test/bench/graph_localize.py --model small --inference-inputs --parts encode --calls 20 \
+        $([ $variant = channels-last ] && echo --patch-channels-last) > "$OUT/localize_encode_$variant.txt" 2>&1 \
+        || true
       gzip "$OUT/output_code_$variant.txt"
       (cd "$TORCHINDUCTOR_CACHE_DIR" && find . -name "*.py" | tar czf "$OUT/inductor_kernels_$variant.tgz" -T -)
     done ;;

@@ -7,11 +7,11 @@ compute-sanitizer's initcheck (GPU diagnostic behind issue 15's compiled-graph q
 
 Each way encodes the bundled clip's frame 0 twice under bf16 autocast without the weight-cast cache, as the backend
 runs the network, each call after a line ``== way call k``; the sanitizer's reports that follow belong to that call
-(the device is waited for before the next line). ``gpu_measure.sh initcheck`` runs each way in its own process.
-Without the caching allocator every tensor is its own allocation, so a read of memory that no kernel has written
-(yet) is reported, not hidden behind an earlier tensor's data. The eager network's kernels that read cuDNN's and
-cuBLAS's outputs are reported too (an H100, 2026-12-07): the sanitizer does not see those libraries' writes, so only
-a report of a read of what a Triton kernel wrote would point at a wrong read.
+(the device is waited for before the next line). ``gpu_measure.sh initcheck`` runs each way in its own process,
+compiled first. Without the caching allocator every tensor is its own allocation, so a read of memory that the
+sanitizer saw nothing write is reported, not hidden behind an earlier tensor's data. The eager network's kernels
+that read cuDNN's and cuBLAS's outputs are reported too (an H100, 2026-12-07): the sanitizer does not see those
+libraries' writes, so only a report of a read of what a Triton kernel wrote would point at a wrong read.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import argparse
 import torch
 
 from compile_repeat import shipped_pair  # (test/bench, the script's folder)
-from nut_ros.pipeline.compile import compile_network
+from nut_ros.pipeline.compile import compile_network, uncompile
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
             with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, cache_enabled=False):
                 encode(frames[0], disp)
             torch.cuda.synchronize()
+        if way == "compiled":
+            uncompile(model)  # (compile_network compiled the upsampler's stages in place)
     print("== done", flush=True)
 
 
