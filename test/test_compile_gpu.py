@@ -8,11 +8,11 @@ results in float32 where eager rounds them to bf16, and the network's later laye
 (:data:`nut_ros.pipeline.compile.INDUCTOR_OPTIONS`), the compiled bf16 network is as far from fp32 as eager bf16:
 positions 0.0127 against 0.0127, velocities 0.013 against 0.027. Unlike eager, the compiled network is not bitwise
 deterministic from one call to the next. Its CUDA graphs (as the backend runs it with ``compile`` and ``cuda_graphs``)
-should give what it gives called directly, to that rounding: most replays equal the direct call bitwise, but now and
-then one of the compiled ``encode``'s replays is far off (the call that captured them, positions 0.33 away, H100s,
-2026-12-07; in ``test/bench/graph_localize.py --calls 10|20`` from none of 40 to 3 of 20 replays in a run, encoder
-tokens up to 2.5, also with every launch serialised and without cuDNN's attention), which is not explained
-(docs/BENCHMARKS.md), so this file's graph test can fail.
+should give what it gives called directly, to that rounding: most replays agree with the direct calls as closely as
+those agree with each other, but now and then one of the compiled ``encode``'s replays is far off (the call that
+captured them, positions 0.33 away, H100s, 2026-12-07; in ``test/bench/graph_localize.py --calls 3|10|20`` from none
+of 40 to 1 of 6 replays in a run, encoder tokens up to 2.5, also with every launch waited for and without cuDNN's
+attention), which is not explained (docs/BENCHMARKS.md), so this file's graph test can fail.
 """
 from pathlib import Path
 

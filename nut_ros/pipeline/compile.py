@@ -11,9 +11,10 @@ result to bf16; in bf16 that moved the shipped ``small``'s decoded positions by 
 bf16 network is as close to fp32 as the eager one (H200, ``test/test_compile_gpu.py``), though not in every
 process: after other GPU work in the same process it has come out up to 0.33 from eager bf16 in positions, and now
 and then one replay of its CUDA graphs (:class:`nut_ros.pipeline.cuda_graphs.GraphedCall`, the backend's
-``cuda_graphs``) is far from the direct calls (from none of 40 to 3 of 20 replays of ``encode`` in a run, positions
-up to 0.53 off; the others agree with them bitwise): not the capturing call as such, nor a race between launches or
-cuDNN's attention kernel, and not explained (docs/BENCHMARKS.md).
+``cuda_graphs``) is far from the direct calls (from none of 40 to 1 of 6 replays of ``encode`` in a run, positions
+up to 0.53 off; the others agree with them as closely as direct calls agree with each other): not the capturing call
+as such, nor a race with the host or between launches, nor cuDNN's attention kernel, and not explained
+(docs/BENCHMARKS.md).
 """
 from __future__ import annotations
 
