@@ -228,7 +228,7 @@ case "$1" in
         test/bench/graph_localize.py --model small --inference-inputs --parts encode --calls 20 \
         $([ $variant = channels-last ] && echo --patch-channels-last) > "$OUT/localize_encode_$variant.txt" 2>&1 \
         || true
-      gzip "$OUT/output_code_$variant.txt"
+      gzip "$OUT/output_code_$variant.txt" 2>/dev/null || true  # (none when the run failed early)
       (cd "$TORCHINDUCTOR_CACHE_DIR" && find . -name "*.py" | tar czf "$OUT/inductor_kernels_$variant.tgz" -T -)
     done ;;
   eager-encode)
