@@ -42,6 +42,13 @@ def _spread(runs: list[dict[str, torch.Tensor]], ref: dict[str, torch.Tensor]) -
     return row
 
 
+def add_cudnn_attention_switch(ap: argparse.ArgumentParser) -> None:
+    """``--no-cudnn-attention`` (the caller turns cuDNN's attention off with it)."""
+    ap.add_argument("--no-cudnn-attention", action="store_true",
+                    help="keep attention off cuDNN's kernel (torch.backends.cuda.enable_cudnn_sdp(False); torch "
+                         "prefers it on Hopper)")
+
+
 def shipped_pair(name: str) -> tuple[NutModel, list[torch.Tensor], torch.Tensor]:
     """The shipped model ``name`` on the GPU (TF32 off), the bundled clip's frames 0 and 1 at its input size, and a
     zero disparity (RGB only)."""
@@ -61,9 +68,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="also run each way after filling the allocator's free memory with VALUE (e.g. nan)")
     ap.add_argument("--deterministic", action="store_true",
                     help="compile with Inductor's deterministic mode (torch._inductor.config.deterministic)")
-    ap.add_argument("--no-cudnn-attention", action="store_true",
-                    help="keep attention off cuDNN's kernel (torch.backends.cuda.enable_cudnn_sdp(False); torch "
-                         "prefers it on Hopper)")
+    add_cudnn_attention_switch(ap)
     args = ap.parse_args(argv)
     if args.no_cudnn_attention:
         torch.backends.cuda.enable_cudnn_sdp(False)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from compile_repeat import OFF, shipped_pair  # (test/bench, the script's folder)
+from compile_repeat import OFF, add_cudnn_attention_switch, shipped_pair  # (test/bench, the script's folder)
 from nut_ros.core.encoder import PatchViT
 from nut_ros.pipeline import cuda_graphs
 from nut_ros.pipeline.compile import compile_network, uncompile
@@ -37,10 +37,9 @@ from nut_ros.pipeline.cuda_graphs import GraphedCall
 PARTS = ("encode", "upsampler", "decode")
 
 
-def _patch_vit_channels_last(self: PatchViT, x: torch.Tensor) -> torch.Tensor:
-    """:meth:`PatchViT.forward` with the convolution's input (and so its output) channels-last."""
-    x = self.positional_encoding(self.conv(x.contiguous(memory_format=torch.channels_last)).flatten(2).transpose(1, 2))
-    return self.layernorm2(self.transformer(self.layernorm1(x)))
+def _channels_last(_module: torch.nn.Module, args: tuple) -> tuple:
+    """Forward pre-hook: the module's input channels-last (a convolution's output then is too)."""
+    return (args[0].contiguous(memory_format=torch.channels_last),)
 
 
 class _DebugGraph(torch.cuda.CUDAGraph):
@@ -114,8 +113,7 @@ def main(argv: list[str] | None = None) -> None:
                          "capturing call's error a race with work still running, or state the capture left?)")
     ap.add_argument("--calls", type=int, default=3, help="graph calls per input of each part (how often is one off?)")
     ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which parts to graph")
-    ap.add_argument("--no-cudnn-attention", action="store_true",
-                    help="keep attention off cuDNN's kernel (torch.backends.cuda.enable_cudnn_sdp(False))")
+    add_cudnn_attention_switch(ap)
     ap.add_argument("--patch-channels-last", action="store_true",
                     help="run the encoder's patch convolution on a channels-last input, so that its tokens come out "
                          "token-major and the first RMSNorm reads them contiguously (a trial: does the compiled "
@@ -123,12 +121,13 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.no_cudnn_attention:
         torch.backends.cuda.enable_cudnn_sdp(False)
-    if args.patch_channels_last:
-        PatchViT.forward = _patch_vit_channels_last
     if args.dump is not None:
         args.dump.mkdir(parents=True, exist_ok=True)
         cuda_graphs.torch.cuda.CUDAGraph = _DebugGraph  # GraphedCall makes its graphs through this name
     model, frames, disp = shipped_pair(args.model)
+    if args.patch_channels_last:
+        for vit in (m for m in model.modules() if isinstance(m, PatchViT)):
+            vit.conv.register_forward_pre_hook(_channels_last)
     if args.inference_inputs:
         with torch.inference_mode():
             frames, disp = [f.clone() for f in frames], disp.clone()
