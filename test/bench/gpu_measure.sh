@@ -51,7 +51,7 @@
 #                                              allocator), compiled then eager: the kernels it reports per way and
 #                                              call, and the reported Triton kernels' sources; with COST first
 #                                              fit-check's perception_cost of this tree
-#   test/bench/gpu_measure.sh kernels           graph_localize.py --inference-inputs --parts encode --calls 20 of small
+#   test/bench/gpu_measure.sh kernels           graph_localize.py --inference-inputs --parts encode --calls 50 of small
 #                                              with a fresh Inductor cache and TORCH_LOGS=output_code: the replays'
 #                                              errors and, packed, the code that Inductor generated for them (which
 #                                              kernel could read what another thread has not written yet?); as is and
@@ -225,7 +225,7 @@ case "$1" in
     for variant in as-is channels-last; do  # each with a fresh Inductor cache
       export TORCHINDUCTOR_CACHE_DIR=$(mktemp -d)
       TORCH_LOGS=output_code TORCH_LOGS_OUT="$OUT/output_code_$variant.txt" timeout 250 python3 \
-        test/bench/graph_localize.py --model small --inference-inputs --parts encode --calls 20 \
+        test/bench/graph_localize.py --model small --inference-inputs --parts encode --calls 50 \
         $([ $variant = channels-last ] && echo --patch-channels-last) > "$OUT/localize_encode_$variant.txt" 2>&1 \
         || true
       gzip "$OUT/output_code_$variant.txt" 2>/dev/null || true  # (none when the run failed early)
