@@ -51,11 +51,12 @@
 #                                              allocator), compiled then eager: the kernels it reports per way and
 #                                              call, and the reported Triton kernels' sources; with COST first
 #                                              fit-check's perception_cost of this tree
-#   test/bench/gpu_measure.sh kernels           graph_localize.py --inference-inputs --parts encode --calls 50 of small
-#                                              with a fresh Inductor cache and TORCH_LOGS=output_code: the replays'
-#                                              errors and, packed, the code that Inductor generated for them (which
-#                                              kernel could read what another thread has not written yet?); as is and
-#                                              with --patch-channels-last
+#   test/bench/gpu_measure.sh kernels [VARIANTS]  graph_localize.py --inference-inputs --parts encode --calls 50 of
+#                                              small with a fresh Inductor cache and TORCH_LOGS=output_code: the
+#                                              replays' errors and, packed, the code that Inductor generated for them
+#                                              (which kernel could read what another thread has not written yet?);
+#                                              VARIANTS of as-is, channels-last (--patch-channels-last) and persistent
+#                                              (--persistent-reductions), default all three
 #   test/bench/gpu_measure.sh eager-encode      graph_localize.py --inference-inputs --parts upsampler decode
 #                                              --calls 20 of small (are those graphs' replays ever wrong?), then
 #                                              bench_pipeline of small compiled, compiled with --eager-encode and eager,
@@ -221,13 +222,15 @@ case "$1" in
     for file in $(awk '/^=========     at triton_/{sub(/:[0-9]+$/, "", $NF); print $NF}' $runs | sort -u); do
       find /tmp/torchinductor_* -name "$file" -exec cp {} "$OUT/" \; 2>/dev/null || true
     done ;;
-  kernels)
-    for variant in as-is channels-last; do  # each with a fresh Inductor cache
+  kernels)  # VARIANTS (default: as-is channels-last persistent), each with a fresh Inductor cache
+    for variant in $([ $# -gt 1 ] && echo "${@:2}" || echo as-is channels-last persistent); do
+      [ $SECONDS -gt 400 ] && { echo "skipped: $variant (time)" >> "$OUT/skipped.txt"; continue; }
       export TORCHINDUCTOR_CACHE_DIR=$(mktemp -d)
-      TORCH_LOGS=output_code TORCH_LOGS_OUT="$OUT/output_code_$variant.txt" timeout 250 python3 \
-        test/bench/graph_localize.py --model small --inference-inputs --parts encode --calls 50 \
-        $([ $variant = channels-last ] && echo --patch-channels-last) > "$OUT/localize_encode_$variant.txt" 2>&1 \
-        || true
+      flag=$(case $variant in channels-last) echo --patch-channels-last;; persistent) echo --persistent-reductions;;
+             esac)
+      TORCH_LOGS=output_code TORCH_LOGS_OUT="$OUT/output_code_$variant.txt" timeout 190 python3 \
+        test/bench/graph_localize.py --model small --inference-inputs --parts encode --calls 50 $flag \
+        > "$OUT/localize_encode_$variant.txt" 2>&1 || true
       gzip "$OUT/output_code_$variant.txt" 2>/dev/null || true  # (none when the run failed early)
       (cd "$TORCHINDUCTOR_CACHE_DIR" && find . -name "*.py" | tar czf "$OUT/inductor_kernels_$variant.tgz" -T -)
     done ;;

@@ -3,6 +3,7 @@ question and ``test/test_compile_gpu.py``)
 
     python test/bench/graph_localize.py [--model small] [--dump DIR] [--inference-inputs] [--settle] [--calls N]
                                         [--parts encode ...] [--no-cudnn-attention] [--patch-channels-last]
+                                        [--persistent-reductions]
 
 ``compile_repeat.py`` found the compiled network's graph replays up to 0.53 away from its direct calls in positions,
 which ``encode`` alone computes (``decode`` passes them through). This script takes the parts one at a time, each
@@ -40,6 +41,25 @@ PARTS = ("encode", "upsampler", "decode")
 def _channels_last(_module: torch.nn.Module, args: tuple) -> tuple:
     """Forward pre-hook: the module's input channels-last (a convolution's output then is too)."""
     return (args[0].contiguous(memory_format=torch.channels_last),)
+
+
+def _persistent_reductions() -> None:
+    """Make Inductor generate every reduction over at most 1,024 elements without a loop (a trial: its default
+    loops over a reduction that is not along the fastest axis past 64 elements, and a looped kernel that stores a
+    value in its first loop and reads it back in its second may read it before another warp's store lands, upstream
+    pytorch/pytorch#190519). Set before anything is compiled; the caller uses a fresh Inductor cache."""
+    from torch._inductor.choices import InductorChoices
+    from torch._inductor.virtualized import V
+
+    class Persistent(InductorChoices):
+        @staticmethod
+        def should_use_persistent_reduction(features, cooperative_reduction) -> bool:
+            numel = features.reduction_numel
+            if not cooperative_reduction and getattr(numel, "is_number", True) and int(numel) <= 1024:
+                return True
+            return InductorChoices.should_use_persistent_reduction(features, cooperative_reduction)
+
+    V.set_choices_handler(Persistent())
 
 
 class _DebugGraph(torch.cuda.CUDAGraph):
@@ -118,7 +138,12 @@ def main(argv: list[str] | None = None) -> None:
                     help="run the encoder's patch convolution on a channels-last input, so that its tokens come out "
                          "token-major and the first RMSNorm reads them contiguously (a trial: does the compiled "
                          "encode's first reduction kernel, which reads them transposed, cause the wrong replays?)")
+    ap.add_argument("--persistent-reductions", action="store_true",
+                    help="every reduction over at most 1,024 elements without a loop (a trial: see "
+                         "_persistent_reductions; use a fresh TORCHINDUCTOR_CACHE_DIR)")
     args = ap.parse_args(argv)
+    if args.persistent_reductions:
+        _persistent_reductions()
     if args.no_cudnn_attention:
         torch.backends.cuda.enable_cudnn_sdp(False)
     if args.dump is not None:
