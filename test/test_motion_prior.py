@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from nut_ros.core.encoder import PatchViT
 from nut_ros.core.model import build_model
 from nut_ros.core.motion_prior import (FlowPrior, SparseToDenseFlow, batch_priors, grey_u8, sparse_to_dense_available,
                                        with_prior)
@@ -161,14 +162,21 @@ def test_with_prior_adds_only_to_velocity():
     assert out.xyz is g.xyz and out.gamma is g.gamma
 
 
-def test_compile_network_wraps_and_uncompile_restores_the_upsamplers():
+def test_compile_network_wraps_and_uncompile_restores_the_upsamplers_and_patch_convolutions():
     model = build_model("tiny", image_size=(48, 96))
     ups = [model.gs_predictor.gaussian_upsampler, model.gaussian_upsampler]
+    convs = [m.conv for m in model.modules() if isinstance(m, PatchViT)]
+    x = torch.rand(1, 3 + model.config.depth_channels, 48, 96)
+    seen = []
+    convs[0].register_forward_hook(lambda _m, args, _out: seen.append(args[0].is_contiguous()))
     encode, decode = compile_network(model, upsampler="split")
     assert callable(encode) and callable(decode)
     assert all("forward" in u.__dict__ and all("forward" in c.__dict__ for c in u.children()) for u in ups)
+    convs[0](x)  # the hooked convolution gets its input channels-last (token-major tokens out)
     uncompile(model)
     assert not any("forward" in m.__dict__ for u in ups for m in (u, *u.children()))
+    convs[0](x)
+    assert seen == [False, True]
     with pytest.raises(ValueError, match="upsampler must be"):
         compile_network(model, upsampler="whole")
 

@@ -8,13 +8,14 @@ stages are separate graphs: on an H100 this is the fastest correct form (docs/BE
 Inductor's fused kernels keep a chain of elementwise operations in float32 where eager rounds each intermediate
 result to bf16; in bf16 that moved the shipped ``small``'s decoded positions by up to 0.57 from the fp32 result
 (eager bf16: 0.013). With ``emulate_precision_casts`` the fused kernels round where eager rounds, and the compiled
-bf16 network is as close to fp32 as the eager one (H200, ``test/test_compile_gpu.py``), though not in every
-process: after other GPU work in the same process it has come out up to 0.33 from eager bf16 in positions, and now
-and then one replay of its CUDA graphs (:class:`nut_ros.pipeline.cuda_graphs.GraphedCall`, the backend's
-``cuda_graphs``) is far from the direct calls (from none of 40 to 1 of 6 replays of ``encode`` in a run, positions
-up to 0.53 off; the others agree with them as closely as direct calls agree with each other): not the capturing call
-as such, nor a race with the host or between launches, nor cuDNN's attention kernel, and not explained
-(docs/BENCHMARKS.md).
+bf16 network is as close to fp32 as the eager one (H200, ``test/test_compile_gpu.py``).
+
+The encoders' patch convolutions run on a channels-last input, so that their tokens come out token-major. Read
+channel-major, the first transformer block's residual add and RMSNorm became a looped reduction kernel that stores
+the sum in its first loop and reads it back in its second without a barrier between them; a warp may read an
+element that another warp has not written yet (upstream pytorch/pytorch#190519). Its CUDA graphs then replayed a
+wrong ``encode`` now and then: 9 of 100 replays on an H100 (encoder tokens up to 2.5, positions up to 0.55), none of
+100 with the channels-last input, which makes that reduction a single pass (docs/BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from nut_ros.core.encoder import GaussianUpsampler
+from nut_ros.core.encoder import GaussianUpsampler, PatchViT
 from nut_ros.core.model import NutModel
 
 UPSAMPLER_MODES = ("split", "eager")
@@ -33,10 +34,13 @@ RECOMPILE_LIMIT = 64
 INDUCTOR_OPTIONS = {"emulate_precision_casts": True}
 
 
-def compile_network(model: NutModel, mode: str = "default", upsampler: str = "split") -> tuple[Callable, Callable]:
-    """Compiled ``(encode, decode)`` of ``model``; ``upsampler``: "split" (stage by stage) or "eager".
+def compile_network(model: NutModel, mode: str = "default", upsampler: str = "split",
+                    token_major_patches: bool = True) -> tuple[Callable, Callable]:
+    """Compiled ``(encode, decode)`` of ``model``; ``upsampler``: "split" (stage by stage) or "eager";
+    ``token_major_patches=False`` leaves the patch convolutions' input as it comes (reproduces the racy kernel).
 
-    The upsamplers' ``forward`` are replaced in place (see :func:`uncompile`); the model's own methods are not.
+    The upsamplers' ``forward`` are replaced in place and the patch convolutions get a channels-last input (see the
+    module docstring; :func:`uncompile` undoes both); the model's own methods are not changed.
     """
     if upsampler not in UPSAMPLER_MODES:
         raise ValueError(f"upsampler must be one of {UPSAMPLER_MODES}, not {upsampler!r}")
@@ -46,7 +50,15 @@ def compile_network(model: NutModel, mode: str = "default", upsampler: str = "sp
         if upsampler == "split":
             for stage in up.children():
                 stage.forward = _compile(stage.forward, mode)
+    for vit in (m for m in model.modules() if isinstance(m, PatchViT) and token_major_patches):
+        if not hasattr(vit, "_channels_last_hook"):
+            vit._channels_last_hook = vit.conv.register_forward_pre_hook(_channels_last_input)
     return _compile(model.encode, mode), _compile(model.decode, mode)
+
+
+def _channels_last_input(_conv: torch.nn.Module, args: tuple) -> tuple:
+    """Forward pre-hook of a patch convolution: its input, and so its output, channels-last (token-major tokens)."""
+    return (args[0].contiguous(memory_format=torch.channels_last),)
 
 
 def _compile(fn: Callable, mode: str) -> Callable:
@@ -56,7 +68,11 @@ def _compile(fn: Callable, mode: str) -> Callable:
 
 
 def uncompile(model: NutModel) -> None:
-    """Undo :func:`compile_network`'s changes to the upsamplers (back to plain eager modules)."""
+    """Undo :func:`compile_network`'s changes to the upsamplers and patch convolutions (back to plain eager modules)."""
     for up in (m for m in model.modules() if isinstance(m, GaussianUpsampler)):
         for module in (up, *up.children()):
             module.__dict__.pop("forward", None)
+    for vit in (m for m in model.modules() if isinstance(m, PatchViT)):
+        hook = vit.__dict__.pop("_channels_last_hook", None)
+        if hook is not None:
+            hook.remove()

@@ -53,10 +53,13 @@
 #                                              fit-check's perception_cost of this tree
 #   test/bench/gpu_measure.sh kernels [VARIANTS]  graph_localize.py --inference-inputs --parts encode --calls 50 of
 #                                              small with a fresh Inductor cache and TORCH_LOGS=output_code: the
-#                                              replays' errors and, packed, the code that Inductor generated for them
-#                                              (which kernel could read what another thread has not written yet?);
-#                                              VARIANTS of as-is, channels-last (--patch-channels-last) and persistent
-#                                              (--persistent-reductions), default all three
+#                                              replays' errors and, packed, the code that Inductor generated for them;
+#                                              VARIANTS of fixed (as compile_network compiles), channel-major
+#                                              (--channel-major-patches: the racy kernel back) and persistent (that
+#                                              and --persistent-reductions), default all three
+#   test/bench/gpu_measure.sh compile-fix       the compile GPU tests (every replay against the direct call),
+#                                              graph_localize.py --parts encode --calls 50 of small as compiled, then
+#                                              bench_pipeline of small and tiny compiled as the node runs them
 #   test/bench/gpu_measure.sh eager-encode      graph_localize.py --inference-inputs --parts upsampler decode
 #                                              --calls 20 of small (are those graphs' replays ever wrong?), then
 #                                              bench_pipeline of small compiled, compiled with --eager-encode and eager,
@@ -222,17 +225,26 @@ case "$1" in
     for file in $(awk '/^=========     at triton_/{sub(/:[0-9]+$/, "", $NF); print $NF}' $runs | sort -u); do
       find /tmp/torchinductor_* -name "$file" -exec cp {} "$OUT/" \; 2>/dev/null || true
     done ;;
-  kernels)  # VARIANTS (default: as-is channels-last persistent), each with a fresh Inductor cache
-    for variant in $([ $# -gt 1 ] && echo "${@:2}" || echo as-is channels-last persistent); do
+  kernels)  # VARIANTS (default: fixed channel-major persistent), each with a fresh Inductor cache
+    for variant in $([ $# -gt 1 ] && echo "${@:2}" || echo fixed channel-major persistent); do
       [ $SECONDS -gt 400 ] && { echo "skipped: $variant (time)" >> "$OUT/skipped.txt"; continue; }
       export TORCHINDUCTOR_CACHE_DIR=$(mktemp -d)
-      flag=$(case $variant in channels-last) echo --patch-channels-last;; persistent) echo --persistent-reductions;;
-             esac)
+      flag=$(case $variant in channel-major) echo --channel-major-patches;;
+             persistent) echo --channel-major-patches --persistent-reductions;; esac)
       TORCH_LOGS=output_code TORCH_LOGS_OUT="$OUT/output_code_$variant.txt" timeout 190 python3 \
         test/bench/graph_localize.py --model small --inference-inputs --parts encode --calls 50 $flag \
         > "$OUT/localize_encode_$variant.txt" 2>&1 || true
       gzip "$OUT/output_code_$variant.txt" 2>/dev/null || true  # (none when the run failed early)
       (cd "$TORCHINDUCTOR_CACHE_DIR" && find . -name "*.py" | tar czf "$OUT/inductor_kernels_$variant.tgz" -T -)
+    done ;;
+  compile-fix)
+    timeout 220 python3 -m pytest -q -s -m gpu test/test_compile_gpu.py > "$OUT/pytest_compile.txt" 2>&1 || true
+    timeout 130 python3 test/bench/graph_localize.py --model small --inference-inputs --parts encode --calls 50 \
+      > "$OUT/localize_encode_fixed.txt" 2>&1 || true
+    for run in "small --compile --no-compile-check" "tiny --compile --no-compile-check"; do
+      name=$(echo "$run" | tr -d ' -' | sed 's/nocompilecheck//')
+      [ $SECONDS -gt 480 ] && { echo "skipped: $name (time)" >> "$OUT/skipped.txt"; continue; }
+      bench $((560 - SECONDS)) --model $run > "$OUT/frame_$name.json" || true
     done ;;
   eager-encode)
     timeout 200 python3 test/bench/graph_localize.py --model small --inference-inputs --parts upsampler decode \

@@ -2,7 +2,7 @@
 question and ``test/test_compile_gpu.py``)
 
     python test/bench/graph_localize.py [--model small] [--dump DIR] [--inference-inputs] [--settle] [--calls N]
-                                        [--parts encode ...] [--no-cudnn-attention] [--patch-channels-last]
+                                        [--parts encode ...] [--no-cudnn-attention] [--channel-major-patches]
                                         [--persistent-reductions]
 
 ``compile_repeat.py`` found the compiled network's graph replays up to 0.53 away from its direct calls in positions,
@@ -29,7 +29,6 @@ from pathlib import Path
 import torch
 
 from compile_repeat import OFF, add_cudnn_attention_switch, shipped_pair  # (test/bench, the script's folder)
-from nut_ros.core.encoder import PatchViT
 from nut_ros.pipeline import cuda_graphs
 from nut_ros.pipeline.compile import compile_network, uncompile
 from nut_ros.pipeline.cuda_graphs import GraphedCall
@@ -38,16 +37,12 @@ from nut_ros.pipeline.cuda_graphs import GraphedCall
 PARTS = ("encode", "upsampler", "decode")
 
 
-def _channels_last(_module: torch.nn.Module, args: tuple) -> tuple:
-    """Forward pre-hook: the module's input channels-last (a convolution's output then is too)."""
-    return (args[0].contiguous(memory_format=torch.channels_last),)
-
-
 def _persistent_reductions() -> None:
-    """Make Inductor generate every reduction over at most 1,024 elements without a loop (a trial: its default
-    loops over a reduction that is not along the fastest axis past 64 elements, and a looped kernel that stores a
-    value in its first loop and reads it back in its second may read it before another warp's store lands, upstream
-    pytorch/pytorch#190519). Set before anything is compiled; the caller uses a fresh Inductor cache."""
+    """Make Inductor generate every reduction over at most 1,024 elements without a loop (the other way out of the
+    racy kernel, with ``--channel-major-patches``: its default loops over a reduction that is not along the fastest
+    axis past 64 elements, and a looped kernel that stores a value in its first loop and reads it back in its second
+    may read it before another warp's store lands, upstream pytorch/pytorch#190519). Set before anything is compiled;
+    the caller uses a fresh Inductor cache."""
     from torch._inductor.choices import InductorChoices
     from torch._inductor.virtualized import V
 
@@ -134,13 +129,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--calls", type=int, default=3, help="graph calls per input of each part (how often is one off?)")
     ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which parts to graph")
     add_cudnn_attention_switch(ap)
-    ap.add_argument("--patch-channels-last", action="store_true",
-                    help="run the encoder's patch convolution on a channels-last input, so that its tokens come out "
-                         "token-major and the first RMSNorm reads them contiguously (a trial: does the compiled "
-                         "encode's first reduction kernel, which reads them transposed, cause the wrong replays?)")
+    ap.add_argument("--channel-major-patches", action="store_true",
+                    help="without compile_network's channels-last input of the patch convolutions (reproduces the "
+                         "racy reduction kernel that made the compiled encode's replays wrong now and then)")
     ap.add_argument("--persistent-reductions", action="store_true",
-                    help="every reduction over at most 1,024 elements without a loop (a trial: see "
-                         "_persistent_reductions; use a fresh TORCHINDUCTOR_CACHE_DIR)")
+                    help="every reduction over at most 1,024 elements without a loop (see _persistent_reductions; "
+                         "use a fresh TORCHINDUCTOR_CACHE_DIR)")
     args = ap.parse_args(argv)
     if args.persistent_reductions:
         _persistent_reductions()
@@ -150,9 +144,6 @@ def main(argv: list[str] | None = None) -> None:
         args.dump.mkdir(parents=True, exist_ok=True)
         cuda_graphs.torch.cuda.CUDAGraph = _DebugGraph  # GraphedCall makes its graphs through this name
     model, frames, disp = shipped_pair(args.model)
-    if args.patch_channels_last:
-        for vit in (m for m in model.modules() if isinstance(m, PatchViT)):
-            vit.conv.register_forward_pre_hook(_channels_last)
     if args.inference_inputs:
         with torch.inference_mode():
             frames, disp = [f.clone() for f in frames], disp.clone()
@@ -180,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
             if "decode" in args.parts:
                 _part(f"{label} decode", decode, [tuple(caches)], [g], args.dump, args.calls)
 
-    encode, decode = compile_network(model)
+    encode, decode = compile_network(model, token_major_patches=not args.channel_major_patches)
     try:
         parts(encode, decode, "compiled")
     finally:
