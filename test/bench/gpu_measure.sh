@@ -57,9 +57,10 @@
 #                                              VARIANTS of fixed (as compile_network compiles), channel-major
 #                                              (--channel-major-patches: the racy kernel back) and persistent (that
 #                                              and --persistent-reductions), default all three
-#   test/bench/gpu_measure.sh compile-fix       the compile GPU tests (every replay against the direct call),
-#                                              graph_localize.py --parts encode --calls 50 of small as compiled, then
-#                                              bench_pipeline of small and tiny compiled as the node runs them
+#   test/bench/gpu_measure.sh compile-fix [LIMIT]  the compile GPU tests (every replay against the direct call),
+#                                              bench_pipeline of small compiled as the node runs it, graph_localize.py
+#                                              --parts encode --calls 50 of small as compiled, bench_pipeline of tiny
+#                                              compiled, each only if it can end within LIMIT s (default 560)
 #   test/bench/gpu_measure.sh eager-encode      graph_localize.py --inference-inputs --parts upsampler decode
 #                                              --calls 20 of small (are those graphs' replays ever wrong?), then
 #                                              bench_pipeline of small compiled, compiled with --eager-encode and eager,
@@ -237,15 +238,19 @@ case "$1" in
       gzip "$OUT/output_code_$variant.txt" 2>/dev/null || true  # (none when the run failed early)
       (cd "$TORCHINDUCTOR_CACHE_DIR" && find . -name "*.py" | tar czf "$OUT/inductor_kernels_$variant.tgz" -T -)
     done ;;
-  compile-fix)
-    timeout 220 python3 -m pytest -q -s -m gpu test/test_compile_gpu.py > "$OUT/pytest_compile.txt" 2>&1 || true
-    timeout 130 python3 test/bench/graph_localize.py --model small --inference-inputs --parts encode --calls 50 \
-      > "$OUT/localize_encode_fixed.txt" 2>&1 || true
-    for run in "small --compile --no-compile-check" "tiny --compile --no-compile-check"; do
-      name=$(echo "$run" | tr -d ' -' | sed 's/nocompilecheck//')
-      [ $SECONDS -gt 480 ] && { echo "skipped: $name (time)" >> "$OUT/skipped.txt"; continue; }
-      bench $((560 - SECONDS)) --model $run > "$OUT/frame_$name.json" || true
-    done ;;
+  compile-fix)  # [LIMIT]: seconds the call may take (default 560); each step skipped when it would pass them
+    limit=${2:-560}
+    step() {  # SECONDS_NEEDED NAME COMMAND...: run COMMAND under a timeout unless it would pass $limit
+      [ $((SECONDS + $1)) -gt "$limit" ] && { echo "skipped: $2 (time)" >> "$OUT/skipped.txt"; return; }
+      timeout $(($limit - SECONDS)) "${@:3}" > "$OUT/$2" 2>&1 || true
+    }
+    step 120 pytest_compile.txt python3 -m pytest -q -s -m gpu test/test_compile_gpu.py
+    step 90 frame_smallcompile.json python3 test/bench/bench_pipeline.py --device cuda --bf16 --repeat 3 \
+      --model small --compile --no-compile-check
+    step 80 localize_encode_fixed.txt python3 test/bench/graph_localize.py --model small --inference-inputs \
+      --parts encode --calls 50
+    step 60 frame_tinycompile.json python3 test/bench/bench_pipeline.py --device cuda --bf16 --repeat 3 \
+      --model tiny --compile --no-compile-check ;;
   eager-encode)
     timeout 200 python3 test/bench/graph_localize.py --model small --inference-inputs --parts upsampler decode \
       --calls 20 > "$OUT/localize_upsampler_decode_calls20.txt" 2>&1 || true
