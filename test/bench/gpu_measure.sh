@@ -57,7 +57,8 @@
 #                                              VARIANTS of fixed (as compile_network compiles), channel-major
 #                                              (--channel-major-patches: the racy kernel back) and persistent (that
 #                                              and --persistent-reductions), default all three
-#   test/bench/gpu_measure.sh compile-fix [LIMIT]  the compile GPU tests (every replay against the direct call),
+#   test/bench/gpu_measure.sh compile-fix [LIMIT]  the compile GPU tests (the generated code scanned for the racy
+#                                              kernel, every replay against the direct call),
 #                                              bench_pipeline of small compiled as the node runs it, graph_localize.py
 #                                              --parts encode --calls 50 of small as compiled, bench_pipeline of tiny
 #                                              compiled, each only if it can end within LIMIT s (default 560)
