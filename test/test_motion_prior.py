@@ -173,10 +173,13 @@ def test_compile_network_wraps_and_uncompile_restores_the_upsamplers_and_patch_c
     assert callable(encode) and callable(decode)
     assert all("forward" in u.__dict__ and all("forward" in c.__dict__ for c in u.children()) for u in ups)
     convs[0](x)  # the hooked convolution gets its input channels-last (token-major tokens out)
+    compile_network(model, token_major_patches=False)  # takes the hook away again
+    convs[0](x)
+    compile_network(model)
     uncompile(model)
     assert not any("forward" in m.__dict__ for u in ups for m in (u, *u.children()))
     convs[0](x)
-    assert seen == [False, True]
+    assert seen == [False, True, True]
     with pytest.raises(ValueError, match="upsampler must be"):
         compile_network(model, upsampler="whole")
 

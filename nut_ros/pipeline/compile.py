@@ -12,10 +12,11 @@ bf16 network is as close to fp32 as the eager one (H200, ``test/test_compile_gpu
 
 The encoders' patch convolutions run on a channels-last input, so that their tokens come out token-major. Read
 channel-major, the first transformer block's residual add and RMSNorm became a looped reduction kernel that stores
-the sum in its first loop and reads it back in its second without a barrier between them; a warp may read an
-element that another warp has not written yet (upstream pytorch/pytorch#190519). Its CUDA graphs then replayed a
-wrong ``encode`` now and then: 9 of 100 replays on an H100 (encoder tokens up to 2.5, positions up to 0.55), none of
-100 with the channels-last input, which makes that reduction a single pass (docs/BENCHMARKS.md).
+the residual sum in its first loop and reads it back in its second without a barrier between them; a warp may read
+an element that another warp has not written yet (the pattern of upstream PR pytorch/pytorch#190519). Its CUDA
+graphs then replayed a wrong ``encode`` now and then: 9 of 100 replays on an H100 (encoder tokens up to 2.5,
+positions up to 0.55), none of 100 with the channels-last input, which makes that reduction a single pass
+(docs/BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -50,8 +51,11 @@ def compile_network(model: NutModel, mode: str = "default", upsampler: str = "sp
         if upsampler == "split":
             for stage in up.children():
                 stage.forward = _compile(stage.forward, mode)
-    for vit in (m for m in model.modules() if isinstance(m, PatchViT) and token_major_patches):
-        if not hasattr(vit, "_channels_last_hook"):
+    for vit in (m for m in model.modules() if isinstance(m, PatchViT)):
+        hook = vit.__dict__.pop("_channels_last_hook", None)
+        if hook is not None:
+            hook.remove()
+        if token_major_patches:
             vit._channels_last_hook = vit.conv.register_forward_pre_hook(_channels_last_input)
     return _compile(model.encode, mode), _compile(model.decode, mode)
 

@@ -25,6 +25,7 @@ import torch
 from nut_ros.core.choices import DEPTH_FROM_MOTION
 from nut_ros.core.motion_prior import FLOW_PRESETS
 from nut_ros.pipeline.backends import TorchBackend, load_torch_model
+from nut_ros.pipeline.compile import uncompile
 from nut_ros.pipeline.cuda_graphs import GraphedCall
 from nut_ros.pipeline.stream import StreamingPipeline, resize_rgb
 from nut_ros.pipeline.types import Frame, PipelineConfig
@@ -48,6 +49,8 @@ def compile_error(model, device: str, bf16: bool, frames: list[Frame]) -> dict:
     for name, compiled, half in (("eager", False, bf16), ("compiled", True, bf16), ("eager_fp32", False, False)):
         backend = TorchBackend(model, device, bf16=half, compile=compiled)
         runs[name] = backend.decode(*(backend.encode(rgb, disp) for rgb, disp in inputs))
+        if compiled:
+            uncompile(backend.model)  # the fp32 run after it eager again
     report = {}
     for f in fields(runs["eager"]):
         eager, compiled, fp32 = (getattr(runs[k], f.name).float() for k in ("eager", "compiled", "eager_fp32"))

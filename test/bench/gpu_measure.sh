@@ -61,7 +61,8 @@
 #                                              kernel, every replay against the direct call),
 #                                              bench_pipeline of small compiled as the node runs it, graph_localize.py
 #                                              --parts encode --calls 50 of small as compiled, bench_pipeline of tiny
-#                                              compiled, each only if it can end within LIMIT s (default 560)
+#                                              compiled, each with its own cap, skipped when too little of LIMIT s
+#                                              (default 560) is left
 #   test/bench/gpu_measure.sh eager-encode      graph_localize.py --inference-inputs --parts upsampler decode
 #                                              --calls 20 of small (are those graphs' replays ever wrong?), then
 #                                              bench_pipeline of small compiled, compiled with --eager-encode and eager,
@@ -231,8 +232,11 @@ case "$1" in
     for variant in $([ $# -gt 1 ] && echo "${@:2}" || echo fixed channel-major persistent); do
       [ $SECONDS -gt 400 ] && { echo "skipped: $variant (time)" >> "$OUT/skipped.txt"; continue; }
       export TORCHINDUCTOR_CACHE_DIR=$(mktemp -d)
-      flag=$(case $variant in channel-major) echo --channel-major-patches;;
-             persistent) echo --channel-major-patches --persistent-reductions;; esac)
+      case $variant in
+        fixed) flag="";; channel-major) flag=--channel-major-patches;;
+        persistent) flag="--channel-major-patches --persistent-reductions";;
+        *) echo "unknown variant: $variant" | tee -a "$OUT/skipped.txt" >&2; continue;;
+      esac
       TORCH_LOGS=output_code TORCH_LOGS_OUT="$OUT/output_code_$variant.txt" timeout 190 python3 \
         test/bench/graph_localize.py --model small --inference-inputs --parts encode --calls 50 $flag \
         > "$OUT/localize_encode_$variant.txt" 2>&1 || true
@@ -241,16 +245,18 @@ case "$1" in
     done ;;
   compile-fix)  # [LIMIT]: seconds the call may take (default 560); each step skipped when it would pass them
     limit=${2:-560}
-    step() {  # SECONDS_NEEDED NAME COMMAND...: run COMMAND under a timeout unless it would pass $limit
-      [ $((SECONDS + $1)) -gt "$limit" ] && { echo "skipped: $2 (time)" >> "$OUT/skipped.txt"; return; }
-      timeout $(($limit - SECONDS)) "${@:3}" > "$OUT/$2" 2>&1 || true
+    step() {  # MIN MAX NAME COMMAND...: COMMAND for at most MAX s, stdout to NAME, stderr to NAME.err; skipped
+      # when fewer than MIN s are left before $limit
+      local left=$((limit - SECONDS))
+      [ $left -lt "$1" ] && { echo "skipped: $3 (time)" >> "$OUT/skipped.txt"; return; }
+      timeout $(($2 < left ? $2 : left)) "${@:4}" > "$OUT/$3" 2> "$OUT/$3.err" || true
     }
-    step 120 pytest_compile.txt python3 -m pytest -q -s -m gpu test/test_compile_gpu.py
-    step 90 frame_smallcompile.json python3 test/bench/bench_pipeline.py --device cuda --bf16 --repeat 3 \
+    step 200 260 pytest_compile.txt python3 -m pytest -q -s -m gpu test/test_compile_gpu.py
+    step 90 150 frame_smallcompile.json python3 test/bench/bench_pipeline.py --device cuda --bf16 --repeat 3 \
       --model small --compile --no-compile-check
-    step 80 localize_encode_fixed.txt python3 test/bench/graph_localize.py --model small --inference-inputs \
+    step 80 130 localize_encode_fixed.txt python3 test/bench/graph_localize.py --model small --inference-inputs \
       --parts encode --calls 50
-    step 60 frame_tinycompile.json python3 test/bench/bench_pipeline.py --device cuda --bf16 --repeat 3 \
+    step 60 100 frame_tinycompile.json python3 test/bench/bench_pipeline.py --device cuda --bf16 --repeat 3 \
       --model tiny --compile --no-compile-check ;;
   eager-encode)
     timeout 200 python3 test/bench/graph_localize.py --model small --inference-inputs --parts upsampler decode \

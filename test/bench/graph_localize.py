@@ -41,7 +41,7 @@ def _persistent_reductions() -> None:
     """Make Inductor generate every reduction over at most 1,024 elements without a loop (the other way out of the
     racy kernel, with ``--channel-major-patches``: its default loops over a reduction that is not along the fastest
     axis past 64 elements, and a looped kernel that stores a value in its first loop and reads it back in its second
-    may read it before another warp's store lands, upstream pytorch/pytorch#190519). Set before anything is compiled;
+    may read it before another warp's store lands: upstream PR pytorch/pytorch#190519). Set before anything is compiled;
     the caller uses a fresh Inductor cache."""
     from torch._inductor.choices import InductorChoices
     from torch._inductor.virtualized import V
