@@ -119,7 +119,7 @@ def test_no_compiled_reduction_reads_back_what_it_stored(outputs):
     # the deterministic side of the replay test below (test/inductor_code.py): with channel-major patch tokens the
     # compiled encode had one looped reduction that loads what it stored, and 9 of 100 of its replays were wrong
     found = outputs["kernels"]
-    assert any(name.startswith("triton_red_") for name in found), "no looped reduction captured: nothing was read"
+    assert found, "no generated kernel was captured: nothing was read"
     unread = [name for name, src in found.items() if "tl.store(" in src and not stored_pointers(src)]
     assert not unread, f"stores the scan cannot read (has Inductor's code changed?): {unread[:3]}"
     assert outputs["racy"] == []
