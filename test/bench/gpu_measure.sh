@@ -63,6 +63,9 @@
 #                                              --parts encode --calls 50 of small as compiled, bench_pipeline of tiny
 #                                              compiled, each with its own cap, skipped when too little of LIMIT s
 #                                              (default 560) is left
+#   test/bench/gpu_measure.sh upsampler-scan    check_compile.py --autocast-only --scan of both Gaussian upsamplers
+#                                              compiled whole, small and streamsplat (random init): are their bf16
+#                                              errors the racy kernel of compile.py again?
 #   test/bench/gpu_measure.sh eager-encode      graph_localize.py --inference-inputs --parts upsampler decode
 #                                              --calls 20 of small (are those graphs' replays ever wrong?), then
 #                                              bench_pipeline of small compiled, compiled with --eager-encode and eager,
@@ -258,6 +261,11 @@ case "$1" in
       --parts encode --calls 50
     step 60 100 frame_tinycompile.json python3 test/bench/bench_pipeline.py --device cuda --bf16 --repeat 3 \
       --model tiny --compile --no-compile-check ;;
+  upsampler-scan)
+    for config in small streamsplat; do
+      timeout 250 python3 test/bench/check_compile.py --config $config --autocast-only --scan \
+        --modules gs_predictor.gaussian_upsampler gaussian_upsampler > "$OUT/upsampler_scan_$config.txt" 2>&1 || true
+    done ;;
   eager-encode)
     timeout 200 python3 test/bench/graph_localize.py --model small --inference-inputs --parts upsampler decode \
       --calls 20 > "$OUT/localize_upsampler_decode_calls20.txt" 2>&1 || true
