@@ -3,14 +3,14 @@
 Measured on the H200 (torch 2.11 cu130, 2026-12-03): in fp32 the compiled network equals the eager one to float
 rounding (decoded positions within 6.6e-7), so the graphs are right. Under bf16 autocast, Inductor's fused kernels
 without ``emulate_precision_casts`` moved the decoded positions by up to 0.57 canonical units (99.9th percentile
-0.089) from the fp32 result, where the eager bf16 network stays within 0.013 (0.006): they keep intermediate
-results in float32 where eager rounds them to bf16, and the network's later layers amplify the difference. With it
+0.089) from the fp32 result, where the eager bf16 network stays within 0.013 (0.006): they keep intermediate results
+in float32 where eager rounds them to bf16, and the network's later layers amplify the difference. With it
 (:data:`nut_ros.pipeline.compile.INDUCTOR_OPTIONS`), the compiled bf16 network is as far from fp32 as eager bf16:
-positions 0.0127 against 0.0127, velocities 0.013 against 0.027. Unlike eager, the compiled network is not bitwise
-deterministic from one call to the next. Its CUDA graphs (as the backend runs it with ``compile`` and ``cuda_graphs``)
-give what it gives called directly, to that rounding, on every replay: before the patch convolutions got a
-channels-last input (:mod:`nut_ros.pipeline.compile`), a racy reduction kernel made 9 of 100 replays of the compiled
-``encode`` wrong (H100, 2026-12-07), and this file's graph test failed now and then.
+positions 0.0127 against 0.0127, velocities 0.021 against 0.050 (H100, 2026-12-06, the shipped heads). Unlike eager,
+the compiled network is not bitwise deterministic from one call to the next. Its CUDA graphs (as the backend runs it
+with ``compile`` and ``cuda_graphs``) give what it gives called directly, to that rounding, on every replay: before
+the patch convolutions got a channels-last input (:mod:`nut_ros.pipeline.compile`), a racy reduction kernel made 9
+of 100 replays of the compiled ``encode`` wrong (H100, 2026-12-07), and this file's graph test failed now and then.
 """
 from pathlib import Path
 
