@@ -26,7 +26,6 @@ from nut_ros.core.choices import DEPTH_FROM_MOTION
 from nut_ros.core.motion_prior import FLOW_PRESETS
 from nut_ros.pipeline.backends import TorchBackend, load_torch_model
 from nut_ros.pipeline.compile import uncompile
-from nut_ros.pipeline.cuda_graphs import GraphedCall
 from nut_ros.pipeline.stream import StreamingPipeline, resize_rgb
 from nut_ros.pipeline.types import Frame, PipelineConfig
 from nut_ros.tools.demo import CLIP_DIR
@@ -100,12 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--no-cudnn-attention", action="store_true",
                     help="keep attention off cuDNN's kernel (torch.backends.cuda.enable_cudnn_sdp(False); torch "
                          "prefers it on Hopper)")
-    ap.add_argument("--eager-encode", action="store_true",
-                    help="with --compile, leave encode uncompiled as a whole (its Gaussian upsampler's stages and "
-                         "decode compiled): a trial, as only the compiled encode's graph replays were seen wrong")
     args = ap.parse_args(argv)
-    if args.eager_encode and not args.compile:
-        ap.error("--eager-encode needs --compile")
     if args.no_cudnn_attention:
         torch.backends.cuda.enable_cudnn_sdp(False)
     frames = clip_frames()
@@ -128,9 +122,6 @@ def main(argv: list[str] | None = None) -> dict:
         report["compiled_vs_eager"] = compile_error(model, args.device, args.bf16, frames)
     backend = TorchBackend(model, args.device, bf16=args.bf16, compile=args.compile, compile_mode=args.compile_mode,
                            cuda_graphs=args.cuda_graphs)
-    if args.eager_encode:  # (compile_network compiled the upsampler's stages in place; encode calls them)
-        backend._encode = GraphedCall(model.encode) if args.cuda_graphs else model.encode
-        report["eager_encode"] = True
     pipe = StreamingPipeline(backend, PipelineConfig(render_times=tuple(args.render_times),
                                                      motion_prior=args.motion_prior, flow_preset=args.flow_preset,
                                                      flow_max_width=args.flow_max_width,

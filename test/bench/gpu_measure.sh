@@ -66,11 +66,6 @@
 #   test/bench/gpu_measure.sh upsampler-scan    check_compile.py --autocast-only --scan of both Gaussian upsamplers
 #                                              compiled whole, small and streamsplat (random init): are their bf16
 #                                              errors the racy kernel of compile.py again?
-#   test/bench/gpu_measure.sh eager-encode      graph_localize.py --inference-inputs --parts upsampler decode
-#                                              --calls 20 of small (are those graphs' replays ever wrong?), then
-#                                              bench_pipeline of small compiled, compiled with --eager-encode and eager,
-#                                              and of tiny with --eager-encode (how much of compile's gain is left
-#                                              without the compiled encode?)
 #   test/bench/gpu_measure.sh fit-profile       perception_cost of tiny compiled (one processor) with each step's host
 #                                              time, torch's profiler table and the host's cProfile tables (where the
 #                                              camera-motion fit's time goes without odometry)
@@ -265,15 +260,6 @@ case "$1" in
     for config in small streamsplat; do
       timeout 250 python3 test/bench/check_compile.py --config $config --autocast-only --scan \
         --modules gs_predictor.gaussian_upsampler gaussian_upsampler > "$OUT/upsampler_scan_$config.txt" 2>&1 || true
-    done ;;
-  eager-encode)
-    timeout 200 python3 test/bench/graph_localize.py --model small --inference-inputs --parts upsampler decode \
-      --calls 20 > "$OUT/localize_upsampler_decode_calls20.txt" 2>&1 || true
-    for run in "small --compile --no-compile-check" "small --compile --no-compile-check --eager-encode" "small" \
-               "tiny --compile --no-compile-check --eager-encode"; do
-      name=$(echo "$run" | tr -d ' -' | sed 's/nocompilecheck//')
-      [ $SECONDS -gt 450 ] && { echo "skipped: $name (time)" >> "$OUT/skipped.txt"; continue; }
-      bench 150 --model $run > "$OUT/frame_$name.json" || true
     done ;;
   fit-profile)
     timeout 240 python3 test/bench/perception_cost.py --model tiny --device cuda --scenes 3 --compile --one-processor \
