@@ -21,6 +21,7 @@ import cv2
 import torch
 from torch._dynamo.utils import counters
 
+from bench_pipeline import add_cudnn_attention_switch  # (test/bench, the script's folder)
 from nut_ros.core.checkpoint import load_checkpoint
 from nut_ros.core.model import NutModel
 from nut_ros.pipeline.compile import INDUCTOR_OPTIONS, compile_network, uncompile
@@ -40,13 +41,6 @@ def _spread(runs: list[dict[str, torch.Tensor]], ref: dict[str, torch.Tensor]) -
     row = {f: max((r[f] - ref[f]).abs().max().item() for r in runs) for f in FIELDS}
     row["off"] = max(int(((r["xyz"] - ref["xyz"]).abs().amax(-1) > OFF).sum()) for r in runs)
     return row
-
-
-def add_cudnn_attention_switch(ap: argparse.ArgumentParser) -> None:
-    """``--no-cudnn-attention`` (the caller turns cuDNN's attention off with it)."""
-    ap.add_argument("--no-cudnn-attention", action="store_true",
-                    help="keep attention off cuDNN's kernel (torch.backends.cuda.enable_cudnn_sdp(False); torch "
-                         "prefers it on Hopper)")
 
 
 def shipped_pair(name: str) -> tuple[NutModel, list[torch.Tensor], torch.Tensor]:

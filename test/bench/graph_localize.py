@@ -28,7 +28,8 @@ from pathlib import Path
 
 import torch
 
-from compile_repeat import OFF, add_cudnn_attention_switch, shipped_pair  # (test/bench, the script's folder)
+from bench_pipeline import add_cudnn_attention_switch  # (test/bench, the script's folder)
+from compile_repeat import OFF, shipped_pair
 from nut_ros.pipeline import cuda_graphs
 from nut_ros.pipeline.compile import compile_network, uncompile
 from nut_ros.pipeline.cuda_graphs import GraphedCall
