@@ -32,25 +32,6 @@
 #                                              compiled, tiny, small compiled); quality runs
 #                                              separately (clips, depth)
 #   test/bench/gpu_measure.sh release-perception  only release's perception_cost runs
-#   test/bench/gpu_measure.sh compile-repeat [POISONS]  compile_repeat.py of small, a fresh process per POISON
-#                                              (default: none nan 0; none: without --poison): the graphs' replays
-#                                              against the direct calls, per field and for the encoder's caches
-#   test/bench/gpu_measure.sh localize          graph_localize.py of small (encode, upsampler and decode graphed one at
-#                                              a time against their direct calls, compiled and eager; kernel lists
-#                                              and graph dumps; again with inference-tensor inputs, which Dynamo does
-#                                              not recompile for), compile_repeat.py of small without poison, and
-#                                              test_compile_gpu.py
-#   test/bench/gpu_measure.sh settle            graph_localize.py of small with inference-tensor inputs and Dynamo's
-#                                              recompile log, as is and with each encode graph captured and the
-#                                              device waited for before its first replay (a race or left state?)
-#   test/bench/gpu_measure.sh race-attention   graph_localize.py --inference-inputs --parts encode --calls 20 with
-#                                              cuDNN's attention and without it, then with it under compute-sanitizer's
-#                                              initcheck and memcheck, no caching allocator (--calls 2): does a
-#                                              kernel read memory nobody wrote, or past a tensor's end?
-#   test/bench/gpu_measure.sh initcheck [COST]  initcheck_encode.py under compute-sanitizer's initcheck (no caching
-#                                              allocator), compiled then eager: the kernels it reports per way and
-#                                              call, and the reported Triton kernels' sources; with COST first
-#                                              fit-check's perception_cost of this tree
 #   test/bench/gpu_measure.sh kernels [VARIANTS]  graph_localize.py --inference-inputs --parts encode --calls 50 of
 #                                              small with a fresh Inductor cache and TORCH_LOGS=output_code: the
 #                                              replays' errors and, packed, the code that Inductor generated for them;
@@ -76,17 +57,7 @@
 #   test/bench/gpu_measure.sh fit-tune [BASE...]  fit_kernel_bench.py (the fit kernel's block size and warps),
 #                                              then fit-check's perception_cost with the fastest of them and with
 #                                              each BASE
-#   test/bench/gpu_measure.sh race              graph_localize.py --inference-inputs --calls 10, as launched and
-#                                              with CUDA_LAUNCH_BLOCKING=1 (does serialising every launch remove the
-#                                              compiled encode's intermittently wrong replay?)
-#   test/bench/gpu_measure.sh attention         compile_repeat.py of small with NaN poison, with cuDNN's attention
-#                                              kernel (torch's default on Hopper) and without it; bench_pipeline of
-#                                              small compiled and tiny as the node runs them on CUDA, with and without
 #   test/bench/gpu_measure.sh gpu-tests [PATHS]  the tests marked gpu (of PATHS, default all)
-#   test/bench/gpu_measure.sh compile-order     small eager, compiled and graphed, each also after the allocator's
-#                                              free memory was filled with NaN (compile_repeat.py --poison nan);
-#                                              the compile GPU tests after the compiled perception stage's GPU test
-#                                              in one process (test/bench/compile_order.py: what it left changed)
 set -euo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 bench() { timeout "$1" python3 test/bench/bench_pipeline.py --device cuda --bf16 --repeat 3 "${@:2}"; }
@@ -96,10 +67,6 @@ tiny_cost() {  # fit-check's perception_cost of tree $1 ("new": this one), unles
   local path=$PWD; [ "$1" != new ] && { path=$PWD/$1; cp nut_ros/weights/tiny.safetensors "$1/nut_ros/weights/"; }
   PYTHONPATH=$path timeout $((540 - SECONDS)) python3 test/bench/perception_cost.py $TINY_COST \
     > "$OUT/perception_tiny_$(basename "$1")_compiled.txt" 2>&1 || true
-}
-sanitizer() {  # compute-sanitizer's path (it comes with the CUDA toolkit), or a message and a failure
-  command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1 | grep . \
-    || { echo "compute-sanitizer not found (CUDA toolkit)" | tee "$OUT/sanitizer_missing.txt" >&2; return 1; }
 }
 case "$1" in
   bench)
@@ -162,70 +129,6 @@ case "$1" in
       name=$(echo "$run" | tr -d ' -' | sed 's/nocompilecheck//')
       bench 100 --model $run > "$OUT/frame_$name.json" || true
     done ;;
-  compile-order)
-    timeout 200 python3 test/bench/compile_repeat.py --model small --repeat 2 --poison nan \
-      > "$OUT/poison_nan.txt" 2>&1 || true
-    timeout 260 python3 test/bench/compile_order.py \
-      test/test_perception_device.py::test_compiled_cuda_graphs_replay_what_the_eager_stage_computes \
-      -- test/test_compile_gpu.py > "$OUT/after_perception.txt" 2>&1 || true ;;
-  compile-repeat)
-    poisons=("${@:2}"); [ ${#poisons[@]} -eq 0 ] && poisons=(none nan 0)
-    for poison in "${poisons[@]}"; do
-      timeout 170 python3 test/bench/compile_repeat.py --model small --repeat 2 \
-        $([ $poison != none ] && echo --poison $poison) > "$OUT/repeat_$poison.txt" 2>&1 || true
-    done ;;
-  localize)
-    timeout 240 python3 test/bench/graph_localize.py --model small --dump "$OUT/dump" > "$OUT/localize.txt" 2>&1 || true
-    TORCH_LOGS=recompiles timeout 240 python3 test/bench/graph_localize.py --model small --inference-inputs \
-      > "$OUT/localize_inference_inputs.txt" 2>&1 || true
-    (cd "$OUT/dump" && tar czf ../dump.tgz . && cd .. && rm -r dump) || true
-    timeout 170 python3 test/bench/compile_repeat.py --model small --repeat 2 > "$OUT/repeat_none.txt" 2>&1 || true
-    timeout 200 python3 -m pytest -q -s -m gpu test/test_compile_gpu.py > "$OUT/pytest_compile.txt" 2>&1 || true ;;
-  settle)
-    for settle in "" --settle; do
-      TORCH_LOGS=recompiles timeout 270 python3 test/bench/graph_localize.py --model small --inference-inputs $settle \
-        > "$OUT/localize_inference_inputs${settle:+_settle}.txt" 2>&1 || true
-    done ;;
-  race)
-    for blocking in 0 1; do
-      CUDA_LAUNCH_BLOCKING=$blocking timeout 270 python3 test/bench/graph_localize.py --model small --inference-inputs \
-        --calls 10 > "$OUT/localize_calls10_blocking$blocking.txt" 2>&1 || true
-    done ;;
-  race-attention)
-    LOCALIZE="test/bench/graph_localize.py --model small --inference-inputs --parts encode"
-    for way in cudnn none; do
-      timeout 120 python3 $LOCALIZE --calls 20 $([ $way = none ] && echo --no-cudnn-attention) \
-        > "$OUT/localize_encode_calls20_$way.txt" 2>&1 || true
-    done
-    # without the caching allocator every tensor is its own allocation, so a read past one, or of memory that the
-    # sanitizer saw nothing write, is reported (the graphs may then fail to capture; the direct calls come first)
-    path=$(sanitizer)
-    for tool in initcheck memcheck; do
-      [ $SECONDS -gt 400 ] && break
-      PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout $((580 - SECONDS)) "$path" --tool $tool --print-limit 30 \
-        python3 $LOCALIZE --calls 2 > "$OUT/localize_encode_$tool.txt" 2>&1 || true
-    done ;;
-  initcheck)
-    [ "${2:-}" = COST ] && tiny_cost new
-    path=$(sanitizer)
-    # compiled first (it takes longest), each way in its own run so that one cannot use up the other's reports;
-    # host copies unchecked (they can take all the reports before a kernel runs)
-    for way in compiled eager; do
-      [ $SECONDS -gt 540 ] && { echo "skipped: $way (time)" >> "$OUT/skipped.txt"; continue; }
-      PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout $((570 - SECONDS)) "$path" --tool initcheck --print-limit 300 \
-        --check-api-memory-access no --show-backtrace no python3 test/bench/initcheck_encode.py --ways $way \
-        > "$OUT/initcheck_$way.txt" 2>&1 || true
-    done
-    runs=$(ls "$OUT"/initcheck_compiled.txt "$OUT"/initcheck_eager.txt 2>/dev/null || true)
-    [ -n "$runs" ] || exit 0
-    # per way and call, each reported kernel (its offset dropped; Triton's with file and line) and how often
-    awk '/^== /{call=$2 " " $4} /^=========     at /{k=$0; sub(/^=========     at /, "", k);
-         sub(/\+0x[0-9a-f]+/, "", k); print call "\t" substr(k, 1, 160)}' $runs | sort | uniq -c \
-      > "$OUT/flagged_kernels.txt"
-    # the reported Triton kernels' sources (Inductor's cache names each file as the report does)
-    for file in $(awk '/^=========     at triton_/{sub(/:[0-9]+$/, "", $NF); print $NF}' $runs | sort -u); do
-      find /tmp/torchinductor_* -name "$file" -exec cp {} "$OUT/" \; 2>/dev/null || true
-    done ;;
   kernels)  # VARIANTS (default: fixed channel-major persistent), each with a fresh Inductor cache
     for variant in $([ $# -gt 1 ] && echo "${@:2}" || echo fixed channel-major persistent); do
       [ $SECONDS -gt 400 ] && { echo "skipped: $variant (time)" >> "$OUT/skipped.txt"; continue; }
@@ -283,16 +186,6 @@ sys.argv = ['perception_cost.py', *'$TINY_COST'.split()]
 runpy.run_path('test/bench/perception_cost.py', run_name='__main__')" > "$OUT/perception_tiny_fit_$best.txt" 2>&1 \
       || true
     for tree in "${@:2}"; do tiny_cost "$tree"; done ;;
-  attention)
-    for way in cudnn none; do
-      timeout 170 python3 test/bench/compile_repeat.py --model small --repeat 2 --poison nan \
-        $([ $way = none ] && echo --no-cudnn-attention) > "$OUT/repeat_attention_$way.txt" 2>&1 || true
-    done
-    for run in "small --compile --no-compile-check" "small --compile --no-compile-check --no-cudnn-attention" "tiny" \
-               "tiny --no-cudnn-attention"; do
-      name=$(echo "$run" | tr -d ' -' | sed 's/nocompilecheck//')
-      bench 120 --model $run > "$OUT/attention_$name.json" || true
-    done ;;
   gpu-tests)
     paths=("${@:2}"); [ ${#paths[@]} -eq 0 ] && paths=(test)
     timeout 580 python3 -m pytest -q -m gpu "${paths[@]}" > "$OUT/pytest_gpu.txt" 2>&1 || true ;;
