@@ -1,9 +1,11 @@
 """``torch.compile`` of the network for inference, with the Gaussian upsamplers compiled stage by stage.
 
-Compiled whole, a Gaussian upsampler (pixel shuffle + windowed attention, twice) gives wrong results under bf16 with
-torch 2.11 (features off by up to 5.7; ``test/bench/check_compile.py``), while each of its stages compiled
-on its own matches eager. So each upsampler stays an eager call inside the compiled ``encode``/``decode`` and its
-stages are separate graphs: on an H100 this is the fastest correct form (docs/BENCHMARKS.md).
+Compiled whole, the reference-size Gaussian upsampler (pixel shuffle + windowed attention, twice) gives wrong results
+under bf16 (features off by up to 6.7; ``test/bench/check_compile.py --scan``), while each of its stages compiled on
+its own matches eager. The scan names the cause: a looped reduction over the pixel shuffle's permuted output that
+reads back what it stored, the race described below. So each upsampler stays an eager call inside the compiled
+``encode``/``decode`` and its stages are separate graphs: on an H100 this is the fastest correct form
+(docs/BENCHMARKS.md).
 
 Inductor's fused kernels keep a chain of elementwise operations in float32 where eager rounds each intermediate
 result to bf16; in bf16 that moved the shipped ``small``'s decoded positions by up to 0.57 from the fp32 result

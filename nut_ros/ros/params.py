@@ -62,8 +62,8 @@ class NodeParams:
     bf16: bool = _param(False, "bf16 autocast of the network (torch backend on CUDA only).")
     compile: bool = _param(False, "torch.compile the network (torch backend; it compiles at configure, for tens of "
                            "seconds; fused kernels, replayed inside the CUDA graphs when cuda_graphs is on). For "
-                           "CUDA: small 9.0 against 14.0 ms per frame on an H200 (docs/BENCHMARKS.md; measured before "
-                           "the patch convolutions' channels-last input); not measured on a CPU.")
+                           "CUDA: small 9.0 (H200; 9.3 on an H100) against 14.0 ms per frame on an H200 "
+                           "(docs/BENCHMARKS.md); not measured on a CPU.")
     cuda_graphs: bool = _param(True, "Replay the network as CUDA graphs (torch backend on a CUDA device; no effect "
                                "elsewhere). Same kernels as eager (or as compiled), without the launch overhead.")
     input_width: int = _param(0, "Network input width the model (or engine) must have; 0: accept its native size. "
