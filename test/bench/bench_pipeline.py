@@ -38,13 +38,6 @@ def clip_frames() -> list[Frame]:
     return [Frame(cv2.imread(str(p))[..., ::-1].copy(), i * FRAME_NS) for i, p in enumerate(paths)]
 
 
-def add_cudnn_attention_switch(ap: argparse.ArgumentParser) -> None:
-    """``--no-cudnn-attention`` (the caller turns cuDNN's attention off with it; also for the other GPU scripts)."""
-    ap.add_argument("--no-cudnn-attention", action="store_true",
-                    help="keep attention off cuDNN's kernel (torch.backends.cuda.enable_cudnn_sdp(False); torch "
-                         "prefers it on Hopper)")
-
-
 def compile_error(model, device: str, bf16: bool, frames: list[Frame]) -> dict:
     """Per field of the decoded Gaussians of the clip's first pair: the largest |compiled − eager|, beside the
     field's largest magnitude and (under bf16) the eager network's own largest distance from fp32 on that field, so
@@ -103,10 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--warm-up-first", action="store_true",
                     help="call StreamingPipeline.warm_up() first, as the lifecycle node does at configure (its "
                          "seconds are reported; with --warmup 0 the first frames' latency then shows what is left)")
-    add_cudnn_attention_switch(ap)
     args = ap.parse_args(argv)
-    if args.no_cudnn_attention:
-        torch.backends.cuda.enable_cudnn_sdp(False)
     frames = clip_frames()
     frames = [Frame(f.rgb, (k * len(frames) + i) * FRAME_NS) for k in range(args.repeat)
               for i, f in enumerate(frames)]

@@ -1,16 +1,12 @@
 """Is the compiled network deterministic? (GPU diagnostic behind ``test/test_compile_gpu.py``'s graph test)
 
-    python test/bench/compile_repeat.py [--model small] [--repeat 4] [--poison nan]
+    python test/bench/compile_repeat.py [--model small] [--repeat 4] [--deterministic]
 
 Runs the shipped network on two frames of the bundled clip under bf16 autocast (no weight-cast cache, as CUDA graphs
 need it) several times each way: eager, compiled and called directly, and the compiled network replayed as CUDA
 graphs. Prints, per decoded field, the largest difference between repeats of one way and between the ways, and how
 many Gaussians' positions moved by more than ``OFF`` (a few: a discontinuity crossed; many: a broken graph). A way
 whose repeats differ from each other cannot be held to bitwise equality with another.
-
-``--poison VALUE`` runs each way ``repeat`` times more, each after filling the memory that torch's CUDA allocator
-holds free with VALUE (:func:`poison`): a kernel that reads memory nothing wrote gives another result then (NaN
-shows in the outputs' count of non-finite values), where a correct one gives its unpoisoned result.
 """
 from __future__ import annotations
 
@@ -21,7 +17,6 @@ import cv2
 import torch
 from torch._dynamo.utils import counters
 
-from bench_pipeline import add_cudnn_attention_switch  # (test/bench, the script's folder)
 from nut_ros.core.checkpoint import load_checkpoint
 from nut_ros.core.model import NutModel
 from nut_ros.pipeline.compile import INDUCTOR_OPTIONS, compile_network, uncompile
@@ -58,14 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="small")
     ap.add_argument("--repeat", type=int, default=4)
-    ap.add_argument("--poison", type=float, default=None, metavar="VALUE",
-                    help="also run each way after filling the allocator's free memory with VALUE (e.g. nan)")
     ap.add_argument("--deterministic", action="store_true",
                     help="compile with Inductor's deterministic mode (torch._inductor.config.deterministic)")
-    add_cudnn_attention_switch(ap)
     args = ap.parse_args(argv)
-    if args.no_cudnn_attention:
-        torch.backends.cuda.enable_cudnn_sdp(False)
     if args.deterministic:
         INDUCTOR_OPTIONS["deterministic"] = True
     model, frames, disp = shipped_pair(args.model)
@@ -80,8 +70,6 @@ def main(argv: list[str] | None = None) -> None:
 
     def repeated(encode, decode, name: str) -> None:
         ways[name] = [run(encode, decode) for _ in range(args.repeat)]
-        if args.poison is not None:
-            ways[f"{name} poisoned"] = [(poison(args.poison), run(encode, decode))[1] for _ in range(args.repeat)]
 
     ways: dict[str, list[dict[str, torch.Tensor]]] = {}
     repeated(model.encode, model.decode, "eager")
@@ -95,10 +83,6 @@ def main(argv: list[str] | None = None) -> None:
         uncompile(model)
     rows = {f"{name} #{i} vs #0": _spread([run], runs[0]) for name, runs in ways.items()
             for i, run in enumerate(runs[1:], 1)}
-    for name in [n for n in ways if n.endswith(" poisoned")]:
-        rows[f"{name} vs unpoisoned #0"] = _spread(ways[name], ways[name.removesuffix(" poisoned")][0])
-        bad = max(sum(int((~r[f].isfinite()).sum()) for f in FIELDS) for r in ways[name])
-        print(f"{name}: at most {bad} non-finite output values in a run")
     rows["graphed vs direct"] = _spread(ways["graphed"], ways["direct"][0])
     rows["direct vs eager"] = _spread(ways["direct"], ways["eager"][0])
     count = ways["eager"][0]["xyz"][..., 0].numel()
@@ -108,20 +92,6 @@ def main(argv: list[str] | None = None) -> None:
     for name, a, b in (("graphed #0 vs direct #0", ways["graphed"][0], ways["direct"][0]),
                        ("direct #1 vs direct #0", ways["direct"][1], ways["direct"][0])):
         _largest(name, a, b, count)
-
-
-def poison(value: float) -> None:
-    """Fill the memory torch's CUDA caching allocator holds free with ``value``: every free block of its segments,
-    and new segments of both pools (blocks under 1 MiB come from 2 MiB segments of their own), then freed again."""
-    torch.cuda.synchronize()
-    held = [torch.full((256 << 20,), value, device="cuda") for _ in range(4)]  # 4 GiB of large blocks
-    held += [torch.full((size // 4,), value, device="cuda") for size in (512, 4096, 65536, 262144)
-             for _ in range((32 << 20) // size)]  # 32 MiB of each small size
-    free = sorted((b["size"] for seg in torch.cuda.memory_snapshot() for b in seg["blocks"]
-                   if b["state"] == "inactive" and b["size"] >= 4), reverse=True)
-    held += [torch.full((size // 4,), value, device="cuda") for size in free]
-    torch.cuda.synchronize()
-    del held
 
 
 def _largest(name: str, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], count: int, top: int = 5) -> None:

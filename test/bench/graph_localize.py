@@ -1,13 +1,12 @@
-"""Which part of the compiled network do its CUDA graphs get wrong? (GPU diagnostic behind issue 15's compiled-vs-eager
-question and ``test/test_compile_gpu.py``)
+"""Do the compiled network's CUDA graphs replay what its direct calls compute, part by part? (GPU diagnostic behind
+``test/test_compile_gpu.py``; ``gpu_measure.sh kernels`` and ``compile-fix`` run it)
 
-    python test/bench/graph_localize.py [--model small] [--dump DIR] [--inference-inputs] [--settle] [--calls N]
-                                        [--parts encode ...] [--no-cudnn-attention] [--channel-major-patches]
-                                        [--persistent-reductions]
+    python test/bench/graph_localize.py [--model small] [--inference-inputs] [--calls N] [--parts encode ...]
+                                        [--channel-major-patches] [--persistent-reductions]
 
-``compile_repeat.py`` found the compiled network's graph replays up to 0.53 away from its direct calls in positions,
-which ``encode`` alone computes (``decode`` passes them through). This script takes the parts one at a time, each
-graph given the inputs the direct calls had, under bf16 autocast without its weight cache (as the backend runs them):
+It located the wrong replays of the compiled ``encode`` (a racy reduction kernel, ``nut_ros/pipeline/compile.py``).
+It takes the parts one at a time, each graph given the inputs the direct calls had, under bf16 autocast without its
+weight cache (as the backend runs them):
 
 1. ``encode`` through :class:`GraphedCall`, ``--calls`` calls per frame (3), every field of the frame cache against
    the direct call's;
@@ -15,22 +14,14 @@ graph given the inputs the direct calls had, under bf16 autocast without its wei
    many calls per frame;
 3. ``decode`` on the direct calls' caches, as many calls;
 4. the same three graphs of the eager network, against its direct calls (the control).
-
-With ``--dump DIR`` it also writes, per part, the CUDA kernels of one direct call (torch.profiler) and the captured
-graph's nodes (``CUDAGraph.debug_dump``): a kernel launched outside the capturing stream is missing from the graph.
 """
 from __future__ import annotations
 
 import argparse
-import gc
-from collections import Counter
-from pathlib import Path
 
 import torch
 
-from bench_pipeline import add_cudnn_attention_switch  # (test/bench, the script's folder)
-from compile_repeat import OFF, shipped_pair
-from nut_ros.pipeline import cuda_graphs
+from compile_repeat import OFF, shipped_pair  # (test/bench, the script's folder)
 from nut_ros.pipeline.compile import compile_network, uncompile
 from nut_ros.pipeline.cuda_graphs import GraphedCall
 
@@ -58,14 +49,6 @@ def _persistent_reductions() -> None:
     V.set_choices_handler(Persistent())
 
 
-class _DebugGraph(torch.cuda.CUDAGraph):
-    """A CUDA graph that keeps its nodes' description for :meth:`debug_dump`."""
-
-    def capture_begin(self, *args, **kwargs):
-        self.enable_debug_mode()
-        return super().capture_begin(*args, **kwargs)
-
-
 def _fields(out) -> dict[str, torch.Tensor]:
     if hasattr(out, "_fields"):  # FrameCache (NamedTuple)
         return {f: getattr(out, f).float() for f in out._fields}
@@ -85,51 +68,24 @@ def _compare(name: str, got, ref) -> None:
     print(f"  {name:34s} " + "  ".join(cells), flush=True)
 
 
-def _kernels_direct(fn, args) -> Counter:
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        fn(*args)
-        torch.cuda.synchronize()
-    return Counter(e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
-
-
-def _part(name: str, fn, inputs: list[tuple], direct: list, dump: Path | None, calls: int = 3,
-          settle: bool = False) -> None:
-    """``fn`` through a GraphedCall: ``calls`` calls per input, each against the direct result of that input;
-    ``settle``: capture first and wait for the device and the host's allocator before the first replay."""
+def _part(name: str, fn, inputs: list[tuple], direct: list, calls: int = 3) -> None:
+    """``fn`` through a GraphedCall: ``calls`` calls per input, each against the direct result of that input."""
     print(f"{name}:", flush=True)
     graphed = GraphedCall(fn)
-    if settle:
-        graphed.prepare(*inputs[0])
-        torch.cuda.synchronize()
-        gc.collect()
-        torch.cuda.synchronize()
-    first = " (first replay)" if settle else " (captures)"
     for i, (args, ref) in enumerate(zip(inputs, direct)):
         for k in range(calls):
-            _compare(f"input {i} call {k}{first if i == k == 0 else ''}", graphed(*args), ref)
-    if dump is not None:
-        kernels = _kernels_direct(fn, inputs[0])
-        (dump / f"{name.replace(' ', '_')}_direct_kernels.txt").write_text(
-            "".join(f"{n}\t{k}\n" for k, n in sorted(kernels.items())))
-        for j, (graph, _, _) in enumerate(graphed._graphs.values()):
-            graph.debug_dump(str(dump / f"{name.replace(' ', '_')}_graph{j}.dot"))
-        print(f"  direct call: {sum(kernels.values())} kernel launches", flush=True)
+            _compare(f"input {i} call {k}{' (captures)' if i == k == 0 else ''}", graphed(*args), ref)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="small")
-    ap.add_argument("--dump", type=Path, default=None, help="write kernel lists and graph dumps here")
     ap.add_argument("--inference-inputs", action="store_true",
                     help="give the direct calls inference tensors, as GraphedCall's static inputs are (made inside "
                          "inference mode): otherwise Dynamo compiles the compiled parts again for the graphs (a guard "
                          "on the inputs' dispatch keys)")
-    ap.add_argument("--settle", action="store_true",
-                    help="capture each graph first, then wait for the device before its first replay (is the "
-                         "capturing call's error a race with work still running, or state the capture left?)")
     ap.add_argument("--calls", type=int, default=3, help="graph calls per input of each part (how often is one off?)")
     ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which parts to graph")
-    add_cudnn_attention_switch(ap)
     ap.add_argument("--channel-major-patches", action="store_true",
                     help="without compile_network's channels-last input of the patch convolutions (reproduces the "
                          "racy reduction kernel that made the compiled encode's replays wrong now and then)")
@@ -139,11 +95,6 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.persistent_reductions:
         _persistent_reductions()
-    if args.no_cudnn_attention:
-        torch.backends.cuda.enable_cudnn_sdp(False)
-    if args.dump is not None:
-        args.dump.mkdir(parents=True, exist_ok=True)
-        cuda_graphs.torch.cuda.CUDAGraph = _DebugGraph  # GraphedCall makes its graphs through this name
     model, frames, disp = shipped_pair(args.model)
     if args.inference_inputs:
         with torch.inference_mode():
@@ -164,13 +115,12 @@ def main(argv: list[str] | None = None) -> None:
                 _compare(f"repeat {k}: decode", gk, g)
             tokens = [c.tokens for c in caches]
             if "encode" in args.parts:
-                _part(f"{label} encode", encode, [(f, disp) for f in frames], caches, args.dump, args.calls,
-                      args.settle)
+                _part(f"{label} encode", encode, [(f, disp) for f in frames], caches, args.calls)
             if "upsampler" in args.parts:
                 _part(f"{label} upsampler", upsampler, [(t,) for t in tokens], [upsampler(t) for t in tokens],
-                      args.dump, args.calls)
+                      args.calls)
             if "decode" in args.parts:
-                _part(f"{label} decode", decode, [tuple(caches)], [g], args.dump, args.calls)
+                _part(f"{label} decode", decode, [tuple(caches)], [g], args.calls)
 
     encode, decode = compile_network(model, token_major_patches=not args.channel_major_patches)
     try:
