@@ -152,7 +152,7 @@ case "$1" in
       [ $left -lt "$1" ] && { echo "skipped: $3 (time)" >> "$OUT/skipped.txt"; return; }
       timeout $(($2 < left ? $2 : left)) "${@:4}" > "$OUT/$3" 2> "$OUT/$3.err" || true
     }
-    step 200 260 pytest_compile.txt python3 -m pytest -q -s -m gpu test/test_compile_gpu.py
+    step 240 300 pytest_compile.txt python3 -m pytest -q -s -m gpu test/test_compile_gpu.py  # (about 250 s)
     step 90 150 frame_smallcompile.json python3 test/bench/bench_pipeline.py --device cuda --bf16 --repeat 3 \
       --model small --compile --no-compile-check
     step 80 130 localize_encode_fixed.txt python3 test/bench/graph_localize.py --model small --inference-inputs \
