@@ -32,8 +32,10 @@ class SceneRunner:
     """One pipeline (model on a device) reused for many scenes."""
 
     def __init__(self, model: str = "tiny", device: str = "cpu", cache: Path = CACHE,
-                 config: ObjectSceneConfig = ObjectSceneConfig(), motion_prior: str = "auto"):
+                 config: ObjectSceneConfig = ObjectSceneConfig(), motion_prior: str = "auto",
+                 flow_preset: str = PipelineConfig.flow_preset, flow_check: bool = PipelineConfig.flow_check):
         self.model, self.device, self.cache, self.motion_prior = model, device, Path(cache), motion_prior
+        self.flow_preset, self.flow_check = flow_preset, flow_check
         self.gen = ObjectSceneGenerator(config)
         self._pipe = None
         self._memo: dict[str, list] = {}  # scenes already loaded in this process
@@ -42,7 +44,8 @@ class SceneRunner:
     def pipe(self) -> StreamingPipeline:
         if self._pipe is None:
             self._pipe = StreamingPipeline(make_backend("torch", self.model, device=self.device),
-                                           PipelineConfig(render_times=(), motion_prior=self.motion_prior))
+                                           PipelineConfig(render_times=(), motion_prior=self.motion_prior,
+                                                          flow_preset=self.flow_preset, flow_check=self.flow_check))
         return self._pipe
 
     def results(self, seed: int, source: str = "topic", moving: bool = True, camera_motion: bool | None = None):

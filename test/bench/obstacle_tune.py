@@ -32,6 +32,7 @@ from obstacle_common import AMBIGUOUS, BACKGROUND_ID, CACHE, SceneRunner, gaussi
 from nut_ros.perception.dense import depth_change  # noqa: E402
 from nut_ros.perception.ego_motion import fit_static_field  # noqa: E402
 from nut_ros.perception.params import ObstacleParams  # noqa: E402
+from nut_ros.pipeline.types import PipelineConfig  # noqa: E402
 from nut_ros.train.object_scenes import VALIDATION_SEED0, ObjectSceneConfig  # noqa: E402
 
 DEPTH_BINS = (0, 2, 3, 4, 5, 6, 8)
@@ -133,6 +134,9 @@ def main() -> None:
     ap.add_argument("--camera-speed", type=float, default=ObjectSceneConfig.camera_speed,
                     help="the cameras' largest speed along each axis (m/s; forward from -0.3 to 1 of it)")
     ap.add_argument("--motion-prior", default="auto", help="PipelineConfig.motion_prior (auto: the model's)")
+    ap.add_argument("--flow-preset", default=PipelineConfig.flow_preset, help="PipelineConfig.flow_preset")
+    ap.add_argument("--flow-check", action=argparse.BooleanOptionalAction, default=PipelineConfig.flow_check,
+                    help="PipelineConfig.flow_check")
     ap.add_argument("--grid", action="store_true", help="also score the whole stage end to end over a grid of "
                     "thresholds (odometry mode) on the same training scenes")
     ap.add_argument("--score", action="store_true", help="also score the whole stage end to end at the settings "
@@ -147,7 +151,8 @@ def main() -> None:
     if max(seeds + static_seeds) >= VALIDATION_SEED0:
         sys.exit(f"tuning seeds must be below {VALIDATION_SEED0} (validation set)")
     p = param_overrides(args.set)
-    runner = SceneRunner(args.model, motion_prior=args.motion_prior,
+    runner = SceneRunner(args.model, motion_prior=args.motion_prior, flow_preset=args.flow_preset,
+                         flow_check=args.flow_check,
                          **scene_rate(args.fps, args.yaw_rate, args.camera_speed))
     print(f"# obstacle_tune {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, model {args.model}, "
           f"depth input, seeds {args.seeds} + static {args.static_seeds}, {args.fps:g} frames/s, yaw up to "
