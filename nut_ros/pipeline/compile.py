@@ -53,11 +53,9 @@ def compile_network(model: NutModel, mode: str = "default", upsampler: str = "sp
         if upsampler == "split":
             for stage in up.children():
                 stage.forward = _compile(stage.forward, mode)
-    for vit in (m for m in model.modules() if isinstance(m, PatchViT)):
-        hook = vit.__dict__.pop("_channels_last_hook", None)
-        if hook is not None:
-            hook.remove()
-        if token_major_patches:
+    _remove_patch_hooks(model)
+    if token_major_patches:
+        for vit in (m for m in model.modules() if isinstance(m, PatchViT)):
             vit._channels_last_hook = vit.conv.register_forward_pre_hook(_channels_last_input)
     return _compile(model.encode, mode), _compile(model.decode, mode)
 
@@ -78,6 +76,11 @@ def uncompile(model: NutModel) -> None:
     for up in (m for m in model.modules() if isinstance(m, GaussianUpsampler)):
         for module in (up, *up.children()):
             module.__dict__.pop("forward", None)
+    _remove_patch_hooks(model)
+
+
+def _remove_patch_hooks(model: NutModel) -> None:
+    """Take :func:`compile_network`'s channels-last pre-hooks off the patch convolutions (none: nothing to do)."""
     for vit in (m for m in model.modules() if isinstance(m, PatchViT)):
         hook = vit.__dict__.pop("_channels_last_hook", None)
         if hook is not None:
