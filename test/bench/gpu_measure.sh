@@ -58,6 +58,10 @@
 #                                              then fit-check's perception_cost with the fastest of them and with
 #                                              each BASE
 #   test/bench/gpu_measure.sh gpu-tests [PATHS]  the tests marked gpu (of PATHS, default all)
+#   test/bench/gpu_measure.sh compiled-ab BASE  bench_pipeline of tiny compiled as the node runs it, this tree and
+#                                              BASE (an older nut_ros/ exported beside it without weights) in turn,
+#                                              twice each, then release's perception_cost of tiny: does BASE's
+#                                              compile differ in speed on one machine?
 set -euo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 bench() { timeout "$1" python3 test/bench/bench_pipeline.py --device cuda --bf16 --repeat 3 "${@:2}"; }
@@ -186,6 +190,15 @@ sys.argv = ['perception_cost.py', *'$TINY_COST'.split()]
 runpy.run_path('test/bench/perception_cost.py', run_name='__main__')" > "$OUT/perception_tiny_fit_$best.txt" 2>&1 \
       || true
     for tree in "${@:2}"; do tiny_cost "$tree"; done ;;
+  compiled-ab)
+    cp nut_ros/weights/tiny.safetensors "$2/nut_ros/weights/"
+    for run in new1 base1 new2 base2; do
+      [ $SECONDS -gt 380 ] && { echo "skipped: $run (time)" >> "$OUT/skipped.txt"; continue; }
+      path=$PWD; [ ${run%?} = base ] && path=$PWD/$2
+      PYTHONPATH=$path bench 110 --model tiny --compile --no-compile-check > "$OUT/ab_tiny_${run}_compiled.json" \
+        2> "$OUT/ab_tiny_$run.err" || true
+    done
+    tiny_cost new ;;
   gpu-tests)
     paths=("${@:2}"); [ ${#paths[@]} -eq 0 ] && paths=(test)
     timeout 580 python3 -m pytest -q -m gpu "${paths[@]}" > "$OUT/pytest_gpu.txt" 2>&1 || true ;;
