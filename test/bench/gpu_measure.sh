@@ -191,7 +191,7 @@ runpy.run_path('test/bench/perception_cost.py', run_name='__main__')" > "$OUT/pe
       || true
     for tree in "${@:2}"; do tiny_cost "$tree"; done ;;
   compiled-ab)
-    cp nut_ros/weights/tiny.safetensors "$2/nut_ros/weights/"
+    cp -rn nut_ros/weights/. "$2/nut_ros/weights/"; cp -rn nut_ros/data/. "$2/nut_ros/data/"  # (carried without them)
     for run in new1 base1 new2 base2; do
       [ $SECONDS -gt 380 ] && { echo "skipped: $run (time)" >> "$OUT/skipped.txt"; continue; }
       path=$PWD; [ ${run%?} = base ] && path=$PWD/$2
