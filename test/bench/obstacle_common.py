@@ -10,6 +10,7 @@ source, seed and input), so tuning and evaluation can replay them cheaply.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import pickle
 from dataclasses import replace
@@ -26,6 +27,13 @@ from nut_ros.train.object_scenes import BACKGROUND_ID, ObjectSceneConfig, Object
 CACHE = Path("/tmp/nut_ros_obstacle_cache")
 AMBIGUOUS = -2  # a Gaussian off every true surface (edges, mixed depths)
 SOURCE_TAGS = {"topic": "d", "motion": "rgb", "odometry": "rgbodo"}  # depth input -> its part of a cache file's name
+
+
+def add_flow_args(ap: argparse.ArgumentParser) -> None:
+    """``--flow-preset`` and ``--flow-check``: the classical flow of the motion prior (PipelineConfig's defaults)."""
+    ap.add_argument("--flow-preset", default=PipelineConfig.flow_preset, help="PipelineConfig.flow_preset")
+    ap.add_argument("--flow-check", action=argparse.BooleanOptionalAction, default=PipelineConfig.flow_check,
+                    help="PipelineConfig.flow_check")
 
 
 class SceneRunner:

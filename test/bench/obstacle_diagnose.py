@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from obstacle_common import SceneRunner, gaussian_truth  # noqa: E402
+from obstacle_common import SceneRunner, add_flow_args, gaussian_truth  # noqa: E402
 from obstacle_eval import MATCH_DIST, MATCH_IOU, MODES, assign, counted_truth, iou_3d  # noqa: E402
 from obstacle_tune import param_overrides, seed_range  # noqa: E402
 
@@ -182,6 +182,7 @@ def main() -> None:
                     help="false alarms: metres from a moving object's centre that count as beside it")
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--motion-prior", default="auto")
+    add_flow_args(ap)
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="ObstacleParams overrides")
     args = ap.parse_args()
     seeds = seed_range(args.seeds)
@@ -189,7 +190,8 @@ def main() -> None:
         sys.exit(f"diagnosis seeds must be below {VALIDATION_SEED0} (validation set)")
     _, pose_source, overrides = MODES[args.mode]
     params = replace(param_overrides(args.set), **overrides)
-    runner = SceneRunner(args.model, motion_prior=args.motion_prior)
+    runner = SceneRunner(args.model, motion_prior=args.motion_prior, flow_preset=args.flow_preset,
+                         flow_check=args.flow_check)
     stages: Counter = Counter()
     by_frame: dict[str, Counter] = {}
     by_depth: dict[str, Counter] = {}

@@ -36,7 +36,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from obstacle_common import SceneRunner  # noqa: E402
+from obstacle_common import SceneRunner, add_flow_args  # noqa: E402
 from obstacle_tune import seed_range  # noqa: E402
 
 from nut_ros.perception import ObstacleParams, PerceptionProcessor  # noqa: E402
@@ -186,13 +186,15 @@ def main() -> None:
     ap.add_argument("--min-visible", type=int, default=300, help="pixels of 320x180 a moving object needs to count")
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--motion-prior", default="auto", help="PipelineConfig.motion_prior (auto: the model's)")
+    add_flow_args(ap)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     seeds, static_seeds = seed_range(args.seeds), seed_range(args.static_seeds)
     if min(seeds + static_seeds) < VALIDATION_SEED0:
         sys.exit(f"evaluation seeds must be >= {VALIDATION_SEED0} (below are for tuning)")
     modes = args.modes.split(",") + (["rgb", "rgb-odometry"] if args.rgb else [])
-    runner = SceneRunner(args.model, motion_prior=args.motion_prior)
+    runner = SceneRunner(args.model, motion_prior=args.motion_prior, flow_preset=args.flow_preset,
+                         flow_check=args.flow_check)
     pipe = runner.pipe()
     print(f"# obstacle_eval {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()} "
           f"({platform.processor() or platform.machine()}), model {args.model} on CPU, velocities: "

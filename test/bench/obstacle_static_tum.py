@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from obstacle_common import CACHE  # noqa: E402
+from obstacle_common import CACHE, add_flow_args  # noqa: E402
 from obstacle_tune import param_overrides  # noqa: E402
 
 from nut_ros.core.geometry import Intrinsics  # noqa: E402
@@ -48,11 +48,13 @@ def tum_indices(folder: Path, frames: int, step: int, validation: bool = False) 
     return list(range(train, count, step) if validation else range(0, train, step))[:frames]
 
 
-def tum_results(folder: Path, indices: list[int], model: str = "tiny", source: str = "topic") -> list[tuple]:
+def tum_results(folder: Path, indices: list[int], model: str = "tiny", source: str = "topic",
+                flow: dict | None = None) -> list[tuple]:
     """``[(StepResult without views, T_world<-camera at the colour stamp, colour stamp s, depth stamp s)]`` of the
     given TUM frames through the pipeline, cached on disk. ``source``: the depth input, the registered Kinect depth
-    (``topic``) or depth from motion with the motion-capture poses as odometry (``odometry``: RGB + odometry)."""
-    pipe = StreamingPipeline(make_backend("torch", model, None, "cpu"), PipelineConfig(render_times=()))
+    (``topic``) or depth from motion with the motion-capture poses as odometry (``odometry``: RGB + odometry).
+    ``flow``: PipelineConfig's flow_preset and flow_check (default: its defaults)."""
+    pipe = StreamingPipeline(make_backend("torch", model, None, "cpu"), PipelineConfig(render_times=(), **(flow or {})))
     weights = hashlib.sha256(default_checkpoint(model).read_bytes()).hexdigest()[:8]
     signature = (weights, pipe.motion_prior, pipe.flow_settings, indices) + ((source,) if source != "topic" else ())
     key = hashlib.sha256(repr(signature).encode()).hexdigest()
@@ -74,11 +76,12 @@ def tum_results(folder: Path, indices: list[int], model: str = "tiny", source: s
     return out
 
 
-def tartanair_results(folder: Path, fps: float, model: str = "tiny", source: str = "topic") -> list[tuple]:
+def tartanair_results(folder: Path, fps: float, model: str = "tiny", source: str = "topic",
+                      flow: dict | None = None) -> list[tuple]:
     """``[(StepResult without views, T_world<-camera optical, stamp s, stamp s)]`` of the TartanAir trajectory
     (fx = fy = 320, cx = 320, cy = 240 at 640x480; depth in mm at 320x240, 65.535 m = sky), cached on disk;
-    ``source`` as for :func:`tum_results`."""
-    pipe = StreamingPipeline(make_backend("torch", model, None, "cpu"), PipelineConfig(render_times=()))
+    ``source`` and ``flow`` as for :func:`tum_results`."""
+    pipe = StreamingPipeline(make_backend("torch", model, None, "cpu"), PipelineConfig(render_times=(), **(flow or {})))
     weights = hashlib.sha256(default_checkpoint(model).read_bytes()).hexdigest()[:8]
     signature = (weights, pipe.motion_prior, pipe.flow_settings, "tartanair", fps)
     key = hashlib.sha256(repr(signature + ((source,) if source != "topic" else ())).encode()).hexdigest()
@@ -128,13 +131,15 @@ def main(argv=None) -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="ObstacleParams overrides")
     ap.add_argument("--depth", default="topic", choices=("topic", "odometry"),
                     help="depth input: the depth images, or depth from motion with the poses as odometry (RGB only)")
+    add_flow_args(ap)
     args = ap.parse_args(argv)
+    flow = {"flow_preset": args.flow_preset, "flow_check": args.flow_check}
     if args.clip == "tartanair":
-        results = tartanair_results(TARTANAIR, args.fps, args.model, args.depth)
+        results = tartanair_results(TARTANAIR, args.fps, args.model, args.depth, flow)
         name = f"TartanAir ({args.fps:g} fps)"
     else:
         indices = tum_indices(args.tum, args.frames, args.step, args.validation)
-        results = tum_results(args.tum, indices, args.model, args.depth)
+        results = tum_results(args.tum, indices, args.model, args.depth, flow)
         name = f"TUM fr1_rpy {'validation' if args.validation else 'train'}"
     name += ", depth from motion + odometry" if args.depth == "odometry" else ""
     params = param_overrides(args.set)

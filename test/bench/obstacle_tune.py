@@ -27,12 +27,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from obstacle_common import AMBIGUOUS, BACKGROUND_ID, CACHE, SceneRunner, gaussian_truth  # noqa: E402
+from obstacle_common import AMBIGUOUS, BACKGROUND_ID, CACHE, SceneRunner, add_flow_args, gaussian_truth  # noqa: E402
 
 from nut_ros.perception.dense import depth_change  # noqa: E402
 from nut_ros.perception.ego_motion import fit_static_field  # noqa: E402
 from nut_ros.perception.params import ObstacleParams  # noqa: E402
-from nut_ros.pipeline.types import PipelineConfig  # noqa: E402
 from nut_ros.train.object_scenes import VALIDATION_SEED0, ObjectSceneConfig  # noqa: E402
 
 DEPTH_BINS = (0, 2, 3, 4, 5, 6, 8)
@@ -134,9 +133,7 @@ def main() -> None:
     ap.add_argument("--camera-speed", type=float, default=ObjectSceneConfig.camera_speed,
                     help="the cameras' largest speed along each axis (m/s; forward from -0.3 to 1 of it)")
     ap.add_argument("--motion-prior", default="auto", help="PipelineConfig.motion_prior (auto: the model's)")
-    ap.add_argument("--flow-preset", default=PipelineConfig.flow_preset, help="PipelineConfig.flow_preset")
-    ap.add_argument("--flow-check", action=argparse.BooleanOptionalAction, default=PipelineConfig.flow_check,
-                    help="PipelineConfig.flow_check")
+    add_flow_args(ap)
     ap.add_argument("--grid", action="store_true", help="also score the whole stage end to end over a grid of "
                     "thresholds (odometry mode) on the same training scenes")
     ap.add_argument("--score", action="store_true", help="also score the whole stage end to end at the settings "
