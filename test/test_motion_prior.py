@@ -8,8 +8,8 @@ import torch
 
 from nut_ros.core.encoder import PatchViT
 from nut_ros.core.model import build_model
-from nut_ros.core.motion_prior import (FlowPrior, SparseToDenseFlow, batch_priors, grey_u8, sparse_to_dense_available,
-                                       with_prior)
+from nut_ros.core.motion_prior import (FlowPrior, SparseToDenseFlow, batch_priors, choose_flow_preset, grey_u8,
+                                       sparse_to_dense_available, with_prior)
 from nut_ros.pipeline.backends import TorchBackend
 from nut_ros.pipeline.compile import compile_network, uncompile
 from nut_ros.pipeline.stream import StreamingPipeline
@@ -138,13 +138,25 @@ def test_pipeline_adds_the_flow_prior_to_the_decoded_velocities():
 
 def test_pipeline_falls_back_to_dis_without_opencv_contrib(monkeypatch, caplog):
     backend = TorchBackend(build_model("tiny", motion_prior="flow"))
+    assert StreamingPipeline(backend).flow_settings == "medium, 256 px, no check"  # the default
+    config = PipelineConfig(flow_preset="sparse_to_dense", flow_check=True)
     if sparse_to_dense_available():
-        assert StreamingPipeline(backend).flow_settings == "sparse_to_dense, 256 px, no check"
+        assert StreamingPipeline(backend, config).flow_settings == "sparse_to_dense, 256 px, check"
     monkeypatch.delattr(cv2, "ximgproc", raising=False)
     with caplog.at_level("WARNING"):
-        pipe = StreamingPipeline(backend)
+        pipe = StreamingPipeline(backend, config)
     assert pipe.flow_settings == "medium, 256 px, check" and "opencv-contrib-python-headless" in caplog.text
     assert pipe.push(_frames(2)[0]) is not None and "flow" in pipe.push(_frames(2)[1]).latency_ms
+
+
+def test_auto_flow_preset_is_sparse_to_dense_only_for_obstacles(monkeypatch):
+    assert choose_flow_preset("fast", obstacles=True) == "fast"
+    assert choose_flow_preset("sparse_to_dense", obstacles=False) == "sparse_to_dense"
+    assert choose_flow_preset("auto", obstacles=False) == "medium"
+    expected = "sparse_to_dense" if sparse_to_dense_available() else "medium"
+    assert choose_flow_preset("auto", obstacles=True) == expected
+    monkeypatch.delattr(cv2, "ximgproc", raising=False)
+    assert choose_flow_preset("auto", obstacles=True) == "medium"
 
 
 def test_pipeline_rejects_an_unknown_prior():

@@ -393,6 +393,23 @@ def test_node_parameters_reach_the_pipeline():
             cfg.opencv_threads, cfg.max_gap_s) == ("off", 128, True, 0.5, "none", 2, 5.0)
 
 
+def test_the_node_flow_preset_auto_depends_on_perception():
+    """flow_preset auto: DIS medium, sparse_to_dense (OpenCV contrib present) for a node whose obstacles use the flow;
+    a preset given is kept."""
+    import dataclasses
+
+    from nut_ros.core.motion_prior import sparse_to_dense_available
+    from nut_ros.ros.params import NodeParams
+    from nut_ros.ros.processor import build_pipeline
+
+    p = dataclasses.replace(NodeParams(), random_init=True, checkpoint="/nonexistent/tiny.safetensors")
+    assert p.flow_preset == "auto"
+    for perception, preset, expected in ((False, "auto", "medium"), (False, "fast", "fast"),
+                                         (True, "auto", "sparse_to_dense" if sparse_to_dense_available() else "medium")):
+        cfg = build_pipeline(dataclasses.replace(p, perception=perception, flow_preset=preset)).config
+        assert cfg.flow_preset == expected, (perception, preset)
+
+
 def test_a_cuda_device_without_cuda_says_so():
     import dataclasses
 

@@ -8,7 +8,8 @@ import math
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 #: where the velocities' motion comes from (``ModelConfig.motion_prior``; the pipeline also takes "auto")
 MOTION_PRIORS = ("none", "flow", "learned")
-#: OpenCV DIS presets, then OpenCV-contrib's sparse-to-dense flow (``nut_ros.core.motion_prior``)
+#: OpenCV DIS presets, then OpenCV-contrib's sparse-to-dense flow (``nut_ros.core.motion_prior``); the node also
+#: takes "auto" (``motion_prior.choose_flow_preset``)
 DIS_PRESET_NAMES = ("ultrafast", "fast", "medium")
 FLOW_PRESETS = (*DIS_PRESET_NAMES, "sparse_to_dense")
 #: depth from the camera's own motion for frames without a depth image (``PipelineConfig.depth_from_motion``)

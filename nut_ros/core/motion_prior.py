@@ -7,14 +7,15 @@ output as a learned residual. The flow is classical, on the model-resolution gre
 inverse search, Kroeger et al. 2016) or OpenCV-contrib's sparse-to-dense flow (Lucas-Kanade on a grid, interpolated
 edge-aware). No GPU or graph is needed, so it sits beside every backend (the ONNX and TensorRT graphs are
 unchanged); the streaming pipeline runs it on worker threads while the backend encodes. Its defaults are in
-``PipelineConfig``: sparse-to-dense at up to 512 px wide, no check (docs/EVALUATION.md, session 6: it beats DIS
-`medium` with the check on 5 of 7 clips, by up to 0.5 dB on fast hands). Training uses DIS `fast` at 256.
+``PipelineConfig``: DIS `medium` at up to 512 px wide, no check; the node's ``flow_preset: auto`` takes
+sparse-to-dense instead where its obstacles use the flow (:func:`choose_flow_preset`). Training uses DIS `fast` at
+256.
 
 Optionally (``check``), where the two directions disagree (forward-backward check of Sundaram et al. 2010:
 ``|f01 + f10(x + f01)|² < 0.01 (|f01|² + |f10(x + f01)|²) + 0.5`` px²; occlusions and failed matches of small fast
-objects) the prior is 0 and the head's residual alone moves the Gaussian. With DIS this helps (a wrong flow drags
-static background along with a moving object); with sparse-to-dense it costs 0.2 to 0.7 dB, as it also zeroes
-correct fast motion (docs/EVALUATION.md, sessions 5 and 6).
+objects) the prior is 0 and the head's residual alone moves the Gaussian. On the training data it cost DIS
+`medium` 0.7 to 1.5 dB of in-between frames and some obstacle precision (docs/EVALUATION.md): it also zeroes
+correct fast motion. Off by default.
 
 Units: frame 0's Gaussians (``t0 = 0``) move by their forward flow over the unit pair time, ``(du / (W/2), 0,
 -dv / (H/2))`` in canonical ``(x, ŷ, z)``; frame 1's (``t0 = 1``) by minus their backward flow. The ŷ component
@@ -44,6 +45,16 @@ DIS_PRESETS = dict(zip(DIS_PRESET_NAMES, (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, 
 def sparse_to_dense_available() -> bool:
     """Whether this OpenCV has the contrib modules (``opencv-contrib-python-headless``)."""
     return hasattr(getattr(cv2, "ximgproc", None), "createEdgeAwareInterpolator")
+
+
+def choose_flow_preset(preset: str, obstacles: bool) -> str:
+    """``preset``, or for ``"auto"`` the flow that measured better on the training data (docs/EVALUATION.md, "Which
+    classical flow for the CPU"): ``sparse_to_dense`` where the flow feeds moving obstacles (``obstacles``: the
+    node's perception stage) and OpenCV has the contrib modules (obstacle precision 0.920 against DIS medium's
+    0.857 at equal F1, whatever thresholds were tried), else DIS ``medium`` (flow, in-between frames and cost)."""
+    if preset != "auto":
+        return preset
+    return "sparse_to_dense" if obstacles and sparse_to_dense_available() else "medium"
 
 
 def grey_u8(rgb: Tensor) -> np.ndarray:

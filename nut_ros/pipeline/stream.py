@@ -150,11 +150,11 @@ class StreamingPipeline:
         self.motion_prior = prior
         self._flow = self._flow_pool = None
         if prior == "flow":  # one worker: the flow of a pair runs while the backend encodes and decodes
-            preset, check = config.flow_preset, config.flow_check
+            preset, check = config.flow_preset, config.flow_check  # (check: unchanged by the fallback)
             if preset == "sparse_to_dense" and not sparse_to_dense_available():
-                preset, check = "medium", True
+                preset = "medium"
                 log.warning("OpenCV has no contrib modules (pip: opencv-contrib-python-headless): the motion "
-                            "prior uses DIS medium with the forward-backward check instead of sparse_to_dense")
+                            "prior uses DIS medium instead of sparse_to_dense")
             self._flow = FlowPrior((self.height, self.width), backend.model_config.gaussian_grid, preset,
                                    config.flow_max_width, check)
             self._flow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nut_ros_flow")

@@ -131,9 +131,11 @@ class PipelineConfig:
     # the CPU, flow_preset) or "none" (the velocity head alone); "auto": "flow" for a model with the learned head on
     # a CPU torch backend (the head measures better but makes a tiny frame 2x slower there), else the model's own
     motion_prior: str = "auto"
-    flow_preset: str = "sparse_to_dense"  # flow of the prior: sparse_to_dense or DIS ultrafast | fast | medium
+    # flow of the prior: DIS ultrafast | fast | medium or sparse_to_dense (motion_prior.choose_flow_preset: the
+    # node's "auto" picks sparse_to_dense where the flow feeds its obstacles)
+    flow_preset: str = "medium"
     flow_max_width: int = 512  # the flow runs on the model-resolution frames halved until at most this wide
-    flow_check: bool = False  # no prior where the forward and backward flows disagree (helps DIS, not sparse_to_dense)
+    flow_check: bool = False  # no prior where the forward and backward flows disagree (cost quality on training data)
     # colour of a view between the pair's frames (0 < t < 1): the mean of ``interp_samples`` renders spread over
     # ``interp_window · 4t(1-t)`` pair intervals around t (``stream.window_times``); 0 or 1 sample: one render.
     # 0 by default: on the training sequences (test/bench/interp_study.py, TartanAir and TUM train, tiny) a window

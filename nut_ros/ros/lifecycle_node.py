@@ -123,8 +123,8 @@ class NutRosNode(LifecycleNode):
         self.error = None
         self.processor = FrameProcessor(pipeline, settings, serialized_gaussians=True)
         flow = pipeline.flow_prior
-        if flow is not None and flow.preset != self.params.flow_preset:
-            log.warning(f"flow_preset {self.params.flow_preset} needs OpenCV's contrib modules "
+        if flow is not None and flow.preset != pipeline.config.flow_preset:
+            log.warning(f"flow_preset {pipeline.config.flow_preset} needs OpenCV's contrib modules "
                         f"(opencv-contrib-python-headless); the motion prior uses {pipeline.flow_settings}")
         self._pubs = {name: self.create_lifecycle_publisher(topics.resolve_type(kind), f"~/{name}", output_qos(name))
                       for name, kind in topics.output_types(self.params.perception).items()}

@@ -443,6 +443,7 @@ def processor_settings(p: NodeParams, image_topic: str = "") -> ProcessorSetting
 
 def build_pipeline(p: NodeParams, log=None):
     """Backend and ``StreamingPipeline`` for the parameters (imports torch); raises with the reason on failure."""
+    from nut_ros.core.motion_prior import choose_flow_preset
     from nut_ros.pipeline.backends import default_checkpoint, make_backend
     from nut_ros.pipeline.stream import StreamingPipeline
     from nut_ros.pipeline.types import PipelineConfig
@@ -475,7 +476,8 @@ def build_pipeline(p: NodeParams, log=None):
     if random_init and log is not None:
         log.warning(f"no weights at {weights}: running with a randomly initialised model (random_init: true)")
     return StreamingPipeline(backend, PipelineConfig(
-        render_times=tuple(p.render_times), motion_prior=p.motion_prior, flow_preset=p.flow_preset,
+        render_times=tuple(p.render_times), motion_prior=p.motion_prior,
+        flow_preset=choose_flow_preset(p.flow_preset, p.perception),
         flow_max_width=p.flow_max_width, flow_check=p.flow_check, interp_window=p.interp_window,
         interp_samples=p.interp_samples, interp_blend=p.interp_blend, depth_from_motion=p.depth_from_motion,
         motion_depth_width=p.motion_depth_width, opencv_threads=p.opencv_threads, network_depth=p.network_depth,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nut_ros.core.motion_prior import choose_flow_preset
 from nut_ros.perception.ego_motion import field_from_poses
 from nut_ros.pipeline.backends import default_checkpoint, make_backend
 from nut_ros.pipeline.stream import StreamingPipeline
@@ -26,12 +27,14 @@ from nut_ros.train.object_scenes import BACKGROUND_ID, ObjectSceneConfig, Object
 
 CACHE = Path("/tmp/nut_ros_obstacle_cache")
 AMBIGUOUS = -2  # a Gaussian off every true surface (edges, mixed depths)
+OBSTACLE_FLOW = choose_flow_preset("auto", obstacles=True)  # the node's flow preset with perception on
 SOURCE_TAGS = {"topic": "d", "motion": "rgb", "odometry": "rgbodo"}  # depth input -> its part of a cache file's name
 
 
 def add_flow_args(ap: argparse.ArgumentParser) -> None:
-    """``--flow-preset`` and ``--flow-check``: the classical flow of the motion prior (PipelineConfig's defaults)."""
-    ap.add_argument("--flow-preset", default=PipelineConfig.flow_preset, help="PipelineConfig.flow_preset")
+    """``--flow-preset`` and ``--flow-check``: the classical flow of the motion prior (default: the node's with
+    perception on)."""
+    ap.add_argument("--flow-preset", default=OBSTACLE_FLOW, help="PipelineConfig.flow_preset")
     ap.add_argument("--flow-check", action=argparse.BooleanOptionalAction, default=PipelineConfig.flow_check,
                     help="PipelineConfig.flow_check")
 
@@ -41,7 +44,7 @@ class SceneRunner:
 
     def __init__(self, model: str = "tiny", device: str = "cpu", cache: Path = CACHE,
                  config: ObjectSceneConfig = ObjectSceneConfig(), motion_prior: str = "auto",
-                 flow_preset: str = PipelineConfig.flow_preset, flow_check: bool = PipelineConfig.flow_check):
+                 flow_preset: str = OBSTACLE_FLOW, flow_check: bool = PipelineConfig.flow_check):
         self.model, self.device, self.cache, self.motion_prior = model, device, Path(cache), motion_prior
         self.flow_preset, self.flow_check = flow_preset, flow_check
         self.gen = ObjectSceneGenerator(config)

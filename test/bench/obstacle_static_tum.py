@@ -48,13 +48,13 @@ def tum_indices(folder: Path, frames: int, step: int, validation: bool = False) 
     return list(range(train, count, step) if validation else range(0, train, step))[:frames]
 
 
-def tum_results(folder: Path, indices: list[int], model: str = "tiny", source: str = "topic",
-                flow: dict | None = None) -> list[tuple]:
+def tum_results(folder: Path, indices: list[int], flow: dict, model: str = "tiny",
+                source: str = "topic") -> list[tuple]:
     """``[(StepResult without views, T_world<-camera at the colour stamp, colour stamp s, depth stamp s)]`` of the
     given TUM frames through the pipeline, cached on disk. ``source``: the depth input, the registered Kinect depth
     (``topic``) or depth from motion with the motion-capture poses as odometry (``odometry``: RGB + odometry).
-    ``flow``: PipelineConfig's flow_preset and flow_check (default: its defaults)."""
-    pipe = StreamingPipeline(make_backend("torch", model, None, "cpu"), PipelineConfig(render_times=(), **(flow or {})))
+    ``flow``: PipelineConfig's flow_preset and flow_check."""
+    pipe = StreamingPipeline(make_backend("torch", model, None, "cpu"), PipelineConfig(render_times=(), **flow))
     weights = hashlib.sha256(default_checkpoint(model).read_bytes()).hexdigest()[:8]
     signature = (weights, pipe.motion_prior, pipe.flow_settings, indices) + ((source,) if source != "topic" else ())
     key = hashlib.sha256(repr(signature).encode()).hexdigest()
@@ -76,12 +76,11 @@ def tum_results(folder: Path, indices: list[int], model: str = "tiny", source: s
     return out
 
 
-def tartanair_results(folder: Path, fps: float, model: str = "tiny", source: str = "topic",
-                      flow: dict | None = None) -> list[tuple]:
+def tartanair_results(folder: Path, fps: float, flow: dict, model: str = "tiny", source: str = "topic") -> list[tuple]:
     """``[(StepResult without views, T_world<-camera optical, stamp s, stamp s)]`` of the TartanAir trajectory
     (fx = fy = 320, cx = 320, cy = 240 at 640x480; depth in mm at 320x240, 65.535 m = sky), cached on disk;
     ``source`` and ``flow`` as for :func:`tum_results`."""
-    pipe = StreamingPipeline(make_backend("torch", model, None, "cpu"), PipelineConfig(render_times=(), **(flow or {})))
+    pipe = StreamingPipeline(make_backend("torch", model, None, "cpu"), PipelineConfig(render_times=(), **flow))
     weights = hashlib.sha256(default_checkpoint(model).read_bytes()).hexdigest()[:8]
     signature = (weights, pipe.motion_prior, pipe.flow_settings, "tartanair", fps)
     key = hashlib.sha256(repr(signature + ((source,) if source != "topic" else ())).encode()).hexdigest()
@@ -135,11 +134,11 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     flow = {"flow_preset": args.flow_preset, "flow_check": args.flow_check}
     if args.clip == "tartanair":
-        results = tartanair_results(TARTANAIR, args.fps, args.model, args.depth, flow)
+        results = tartanair_results(TARTANAIR, args.fps, flow, args.model, args.depth)
         name = f"TartanAir ({args.fps:g} fps)"
     else:
         indices = tum_indices(args.tum, args.frames, args.step, args.validation)
-        results = tum_results(args.tum, indices, args.model, args.depth, flow)
+        results = tum_results(args.tum, indices, flow, args.model, args.depth)
         name = f"TUM fr1_rpy {'validation' if args.validation else 'train'}"
     name += ", depth from motion + odometry" if args.depth == "odometry" else ""
     params = param_overrides(args.set)
