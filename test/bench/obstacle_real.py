@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from obstacle_common import OBSTACLE_FLOW  # noqa: E402
 from obstacle_eval import box_2d  # noqa: E402
 
 from nut_ros.core.geometry import Intrinsics  # noqa: E402
@@ -116,7 +117,7 @@ def main() -> None:
     if not SHARED.is_dir():
         raise SystemExit(f"needs the shared data folder ({SHARED})")
     args.out.mkdir(parents=True, exist_ok=True)
-    pipe = StreamingPipeline(make_backend("torch", args.model), PipelineConfig(render_times=()))
+    pipe = StreamingPipeline(make_backend("torch", args.model), PipelineConfig(render_times=(), flow_preset=OBSTACLE_FLOW))
     print(f"# obstacle_real {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, model {args.model}, "
           f"CPU, flow: {pipe.flow_settings}")
     static_kitchen(pipe, args.kitchen_step)

@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from nut_ros.core.motion_prior import choose_flow_preset
 from nut_ros.perception import PerceptionProcessor
 from nut_ros.pipeline.backends import make_backend
 from nut_ros.pipeline.stream import StreamingPipeline
@@ -204,7 +205,8 @@ def main() -> None:
     ap.add_argument("--sections", action="store_true", help="also print the p50 host time of each step")
     args = ap.parse_args()
     gen = ObjectSceneGenerator()
-    pipe = StreamingPipeline(make_backend("torch", args.model, device=args.device), PipelineConfig(render_times=()))
+    pipe = StreamingPipeline(make_backend("torch", args.model, device=args.device), PipelineConfig(
+        render_times=(), flow_preset=choose_flow_preset("auto", obstacles=True)))  # as the node with perception
     results, pipe_ms = [], []
     for s in range(args.scenes):
         pipe.reset()
