@@ -146,6 +146,8 @@ def test_pipeline_falls_back_to_dis_without_opencv_contrib(monkeypatch, caplog):
     with caplog.at_level("WARNING"):
         pipe = StreamingPipeline(backend, config)
     assert pipe.flow_settings == "medium, 256 px, check" and "opencv-contrib-python-headless" in caplog.text
+    unchecked = PipelineConfig(flow_preset="sparse_to_dense")  # the fallback keeps flow_check as set
+    assert StreamingPipeline(backend, unchecked).flow_settings == "medium, 256 px, no check"
     assert pipe.push(_frames(2)[0]) is not None and "flow" in pipe.push(_frames(2)[1]).latency_ms
 
 

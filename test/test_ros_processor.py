@@ -393,10 +393,12 @@ def test_node_parameters_reach_the_pipeline():
             cfg.opencv_threads, cfg.max_gap_s) == ("off", 128, True, 0.5, "none", 2, 5.0)
 
 
-def test_the_node_flow_preset_auto_depends_on_perception():
+def test_the_node_flow_preset_auto_depends_on_perception(monkeypatch):
     """flow_preset auto: DIS medium, sparse_to_dense (OpenCV contrib present) for a node whose obstacles use the flow;
-    a preset given is kept."""
+    a preset given is kept; perception on DIS flow (no contrib) is logged."""
     import dataclasses
+
+    import cv2
 
     from nut_ros.core.motion_prior import sparse_to_dense_available
     from nut_ros.ros.params import NodeParams
@@ -404,10 +406,23 @@ def test_the_node_flow_preset_auto_depends_on_perception():
 
     p = dataclasses.replace(NodeParams(), random_init=True, checkpoint="/nonexistent/tiny.safetensors")
     assert p.flow_preset == "auto"
+    for_obstacles = "sparse_to_dense" if sparse_to_dense_available() else "medium"
     for perception, preset, expected in ((False, "auto", "medium"), (False, "fast", "fast"),
-                                         (True, "auto", "sparse_to_dense" if sparse_to_dense_available() else "medium")):
+                                         (True, "auto", for_obstacles)):
         cfg = build_pipeline(dataclasses.replace(p, perception=perception, flow_preset=preset)).config
         assert cfg.flow_preset == expected, (perception, preset)
+
+    class Log:
+        def __init__(self):
+            self.warnings = []
+
+        def warning(self, text):
+            self.warnings.append(text)
+
+    monkeypatch.delattr(cv2, "ximgproc", raising=False)
+    log = Log()
+    pipeline = build_pipeline(dataclasses.replace(p, perception=True), log)
+    assert pipeline.flow_settings.startswith("medium") and any("perception" in w for w in log.warnings)
 
 
 def test_a_cuda_device_without_cuda_says_so():

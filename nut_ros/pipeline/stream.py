@@ -363,7 +363,7 @@ class StreamingPipeline:
 
     @property
     def flow_settings(self) -> str:
-        """:attr:`flow_prior` in words, e.g. ``"sparse_to_dense, 512 px, no check"``."""
+        """:attr:`flow_prior` in words, e.g. ``"medium, 256 px, no check"``."""
         if self._flow is None:
             return "none"
         width = self.width // self._flow.factor

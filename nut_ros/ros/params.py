@@ -126,9 +126,10 @@ class NodeParams:
                                "trained (learned on a GPU and in exported graphs).",
                                choices=("auto", *MOTION_PRIORS))
     flow_preset: str = _param("auto", "Optical flow of the motion prior: a DIS preset or sparse_to_dense (needs "
-                              "OpenCV contrib; 4-5x DIS medium's cost); auto: sparse_to_dense with perception "
-                              "(more precise obstacles), else DIS medium (better flow and in-between frames on the "
-                              "training data, docs/EVALUATION.md).", choices=("auto", *FLOW_PRESETS))
+                              "OpenCV contrib; 4-5.5x DIS medium's cost); auto: sparse_to_dense with perception "
+                              "where OpenCV has contrib (more precise obstacles), else DIS medium (better flow and "
+                              "in-between frames on the training data, docs/EVALUATION.md).",
+                              choices=("auto", *FLOW_PRESETS))
     flow_max_width: int = _param(512, "The motion prior's flow runs on the model-resolution frames halved until at "
                                  "most this wide (256: about 5x faster for `small`, blurrier motion boundaries).",
                                  lo=16, hi=4096)

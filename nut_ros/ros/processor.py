@@ -475,10 +475,16 @@ def build_pipeline(p: NodeParams, log=None):
                          f"{native[1]}x{native[0]}")
     if random_init and log is not None:
         log.warning(f"no weights at {weights}: running with a randomly initialised model (random_init: true)")
-    return StreamingPipeline(backend, PipelineConfig(
+    pipeline = StreamingPipeline(backend, PipelineConfig(
         render_times=tuple(p.render_times), motion_prior=p.motion_prior,
         flow_preset=choose_flow_preset(p.flow_preset, p.perception),
         flow_max_width=p.flow_max_width, flow_check=p.flow_check, interp_window=p.interp_window,
         interp_samples=p.interp_samples, interp_blend=p.interp_blend, depth_from_motion=p.depth_from_motion,
         motion_depth_width=p.motion_depth_width, opencv_threads=p.opencv_threads, network_depth=p.network_depth,
         max_gap_s=p.max_gap_s))
+    flow = pipeline.flow_prior
+    if p.perception and flow is not None and flow.preset != "sparse_to_dense" and log is not None:
+        log.warning(f"perception with the motion prior's flow {flow.preset}: the obstacles measured more precise "
+                    "with sparse_to_dense (flow_preset: auto picks it where OpenCV has the contrib modules, pip: "
+                    "opencv-contrib-python-headless)")
+    return pipeline

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nut_ros.core.choices import FLOW_PRESETS
 from nut_ros.core.motion_prior import choose_flow_preset
 from nut_ros.perception.ego_motion import field_from_poses
 from nut_ros.pipeline.backends import default_checkpoint, make_backend
@@ -34,7 +35,7 @@ SOURCE_TAGS = {"topic": "d", "motion": "rgb", "odometry": "rgbodo"}  # depth inp
 def add_flow_args(ap: argparse.ArgumentParser) -> None:
     """``--flow-preset`` and ``--flow-check``: the classical flow of the motion prior (default: the node's with
     perception on)."""
-    ap.add_argument("--flow-preset", default=OBSTACLE_FLOW, help="PipelineConfig.flow_preset")
+    ap.add_argument("--flow-preset", default=OBSTACLE_FLOW, choices=FLOW_PRESETS, help="PipelineConfig.flow_preset")
     ap.add_argument("--flow-check", action=argparse.BooleanOptionalAction, default=PipelineConfig.flow_check,
                     help="PipelineConfig.flow_check")
 

@@ -117,7 +117,8 @@ def main() -> None:
     if not SHARED.is_dir():
         raise SystemExit(f"needs the shared data folder ({SHARED})")
     args.out.mkdir(parents=True, exist_ok=True)
-    pipe = StreamingPipeline(make_backend("torch", args.model), PipelineConfig(render_times=(), flow_preset=OBSTACLE_FLOW))
+    pipe = StreamingPipeline(make_backend("torch", args.model),
+                             PipelineConfig(render_times=(), flow_preset=OBSTACLE_FLOW))
     print(f"# obstacle_real {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, model {args.model}, "
           f"CPU, flow: {pipe.flow_settings}")
     static_kitchen(pipe, args.kitchen_step)
