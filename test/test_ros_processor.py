@@ -395,7 +395,7 @@ def test_node_parameters_reach_the_pipeline():
 
 def test_the_node_flow_preset_auto_depends_on_perception(monkeypatch):
     """flow_preset auto: DIS medium, sparse_to_dense (OpenCV contrib present) for a node whose obstacles use the flow;
-    a preset given is kept; perception on DIS flow (no contrib) is logged."""
+    a preset given is kept; perception on DIS flow (no contrib) or without classical flow is logged."""
     import dataclasses
 
     import cv2
@@ -422,7 +422,10 @@ def test_the_node_flow_preset_auto_depends_on_perception(monkeypatch):
     monkeypatch.delattr(cv2, "ximgproc", raising=False)
     log = Log()
     pipeline = build_pipeline(dataclasses.replace(p, perception=True), log)
-    assert pipeline.flow_settings.startswith("medium") and any("perception" in w for w in log.warnings)
+    assert pipeline.flow_settings.startswith("medium") and any("sparse_to_dense" in w for w in log.warnings)
+    log = Log()
+    build_pipeline(dataclasses.replace(p, perception=True, motion_prior="none"), log)
+    assert any("motion prior 'none'" in w for w in log.warnings)
 
 
 def test_a_cuda_device_without_cuda_says_so():

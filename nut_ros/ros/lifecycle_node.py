@@ -131,9 +131,6 @@ class NutRosNode(LifecycleNode):
         self._configured = True
         p = self.params
         log.info(f"configured: backend {p.backend}, model {p.model} on {p.device}")
-        if p.perception and pipeline.motion_prior != "flow":
-            log.warning(f"perception with motion prior {pipeline.motion_prior!r}: the obstacles' velocities come from "
-                        f"the Gaussians' motion, and motion_prior flow gives better ones (docs/ROS_SETUP.md)")
         if p.perception and not p.use_odometry:
             keyframe = repr(p.keyframe_frame) if p.keyframe_frame else "'<image frame_id>_keyframe'"
             log.info(f"perception without odometry: the local map is in {keyframe} (the stream's first camera "

@@ -482,9 +482,12 @@ def build_pipeline(p: NodeParams, log=None):
         interp_samples=p.interp_samples, interp_blend=p.interp_blend, depth_from_motion=p.depth_from_motion,
         motion_depth_width=p.motion_depth_width, opencv_threads=p.opencv_threads, network_depth=p.network_depth,
         max_gap_s=p.max_gap_s))
-    flow = pipeline.flow_prior
-    if p.perception and flow is not None and flow.preset != "sparse_to_dense" and log is not None:
-        log.warning(f"perception with the motion prior's flow {flow.preset}: the obstacles measured more precise "
-                    "with sparse_to_dense (flow_preset: auto picks it where OpenCV has the contrib modules, pip: "
-                    "opencv-contrib-python-headless)")
+    if p.perception and log is not None:  # the obstacles' velocities come from the Gaussians' motion
+        if pipeline.motion_prior != "flow":
+            log.warning(f"perception with motion prior {pipeline.motion_prior!r}: the obstacles' velocities come "
+                        f"from the Gaussians' motion, and motion_prior flow gives better ones (docs/ROS_SETUP.md)")
+        elif pipeline.flow_prior.preset != "sparse_to_dense":
+            log.warning(f"perception with the motion prior's flow {pipeline.flow_prior.preset}: the obstacles "
+                        "measured more precise with sparse_to_dense (flow_preset: auto picks it where OpenCV has the "
+                        "contrib modules, pip: opencv-contrib-python-headless)")
     return pipeline
