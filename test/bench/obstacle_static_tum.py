@@ -48,14 +48,20 @@ def tum_indices(folder: Path, frames: int, step: int, validation: bool = False) 
     return list(range(train, count, step) if validation else range(0, train, step))[:frames]
 
 
+def _pipeline(model: str, flow: dict) -> tuple[StreamingPipeline, str]:
+    """The CPU pipeline of ``model``'s shipped weights without renders (``flow``: PipelineConfig's flow_preset and
+    flow_check), and a short hash of those weights for the cache keys."""
+    pipe = StreamingPipeline(make_backend("torch", model, None, "cpu"), PipelineConfig(render_times=(), **flow))
+    return pipe, hashlib.sha256(default_checkpoint(model).read_bytes()).hexdigest()[:8]
+
+
 def tum_results(folder: Path, indices: list[int], flow: dict, model: str = "tiny",
                 source: str = "topic") -> list[tuple]:
     """``[(StepResult without views, T_world<-camera at the colour stamp, colour stamp s, depth stamp s)]`` of the
     given TUM frames through the pipeline, cached on disk. ``source``: the depth input, the registered Kinect depth
     (``topic``) or depth from motion with the motion-capture poses as odometry (``odometry``: RGB + odometry).
     ``flow``: PipelineConfig's flow_preset and flow_check."""
-    pipe = StreamingPipeline(make_backend("torch", model, None, "cpu"), PipelineConfig(render_times=(), **flow))
-    weights = hashlib.sha256(default_checkpoint(model).read_bytes()).hexdigest()[:8]
+    pipe, weights = _pipeline(model, flow)
     signature = (weights, pipe.motion_prior, pipe.flow_settings, indices) + ((source,) if source != "topic" else ())
     key = hashlib.sha256(repr(signature).encode()).hexdigest()
     path = CACHE / f"tum_{model}_{key[:16]}.pkl"
@@ -80,8 +86,7 @@ def tartanair_results(folder: Path, fps: float, flow: dict, model: str = "tiny",
     """``[(StepResult without views, T_world<-camera optical, stamp s, stamp s)]`` of the TartanAir trajectory
     (fx = fy = 320, cx = 320, cy = 240 at 640x480; depth in mm at 320x240, 65.535 m = sky), cached on disk;
     ``source`` and ``flow`` as for :func:`tum_results`."""
-    pipe = StreamingPipeline(make_backend("torch", model, None, "cpu"), PipelineConfig(render_times=(), **flow))
-    weights = hashlib.sha256(default_checkpoint(model).read_bytes()).hexdigest()[:8]
+    pipe, weights = _pipeline(model, flow)
     signature = (weights, pipe.motion_prior, pipe.flow_settings, "tartanair", fps)
     key = hashlib.sha256(repr(signature + ((source,) if source != "topic" else ())).encode()).hexdigest()
     path = CACHE / f"tartanair_{model}_{key[:16]}.pkl"
