@@ -100,3 +100,36 @@ def test_cuda_graphs_need_cuda_and_a_compile_mode_without_graphs_of_its_own():
         TorchBackend(model, "cpu", cuda_graphs=True)
     with pytest.raises(ValueError, match="brings its own CUDA graphs"):
         TorchBackend(model, "cuda", compile=True, compile_mode="reduce-overhead", cuda_graphs=True)
+
+
+def test_the_compiled_cpu_network_compiles_at_warm_up_only_and_matches_eager():
+    """compile on a CPU (Inductor's C++ kernels): after the pipeline's warm-up, live frames compile nothing more,
+    whether resized from a camera's size, at the model's size (a permuted view of the image) or with depth, and
+    the Gaussians published equal the eager pipeline's within float32 rounding."""
+    import copy
+
+    import numpy as np
+    from torch._dynamo.utils import counters
+
+    from nut_ros.pipeline.stream import StreamingPipeline
+    from nut_ros.pipeline.types import Frame, PipelineConfig
+
+    torch.manual_seed(0)
+    model = build_model("tiny", image_size=(48, 96), encoder_layers=1, decoder_layers=1)
+    config = PipelineConfig(depth_from_motion="off")
+    eager = StreamingPipeline(TorchBackend(copy.deepcopy(model), "cpu"), config)
+    compiled = StreamingPipeline(TorchBackend(model, "cpu", compile=True), config)
+    compiled.warm_up()
+    graphs = counters["stats"]["unique_graphs"]
+    rng = np.random.default_rng(0)
+    scene = rng.integers(0, 256, (108, 232, 3), np.uint8)
+    frames = [Frame(np.ascontiguousarray(scene[:, 4 * k:4 * k + 192]), (k + 1) * 50_000_000) for k in range(3)]
+    frames += [Frame(np.ascontiguousarray(scene[:48, 4 * k:4 * k + 96]), (k + 4) * 50_000_000) for k in range(3)]
+    frames += [Frame(np.ascontiguousarray(scene[:48, 4 * k:4 * k + 96]), (k + 7) * 50_000_000,
+                     depth_m=np.full((48, 96), 2.0 + k, np.float32)) for k in range(3)]
+    for frame in frames:
+        want, got = eager.push(frame), compiled.push(frame)
+        assert got is not None and want is not None
+        for name in ("positions", "opacities", "colors", "velocities"):
+            np.testing.assert_allclose(getattr(got.gaussians, name), getattr(want.gaussians, name), atol=1e-4)
+    assert counters["stats"]["unique_graphs"] == graphs

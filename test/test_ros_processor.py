@@ -440,3 +440,46 @@ def test_a_cuda_device_without_cuda_says_so():
         pytest.skip("this machine has a CUDA device")
     with pytest.raises(RuntimeError, match="sees no CUDA device"):
         build_pipeline(dataclasses.replace(NodeParams(), device="cuda"))
+
+
+class _Log:
+    def __init__(self):
+        self.warnings = []
+
+    def warning(self, message):
+        self.warnings.append(message)
+
+    info = warning
+
+
+def test_a_network_that_fails_to_compile_runs_eagerly(monkeypatch):
+    """compile: true on a host where Inductor cannot build its CPU kernels (here: no C++ compiler) warms up eagerly,
+    with a warning, instead of leaving the node unconfigured; without compile the error is raised."""
+    import dataclasses
+
+    import torch
+
+    from nut_ros.pipeline.backends import TorchBackend
+    from nut_ros.ros.params import NodeParams
+    from nut_ros.ros.processor import build_pipeline, warm_up
+
+    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", ("/nonexistent/c++",))
+    monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", False)  # (a cached kernel would need no compiler)
+    p = dataclasses.replace(NodeParams(), random_init=True, checkpoint="/nonexistent/tiny.safetensors", compile=True,
+                            depth_from_motion="off")
+    log = _Log()
+    built = []
+
+    def build(params, log):
+        built.append(params.compile)
+        return build_pipeline(params, log)
+
+    pipeline, seconds = warm_up(build(p, log), p, build, log)
+    assert built == [True, False] and seconds > 0
+    assert isinstance(pipeline.backend, TorchBackend) and pipeline.backend._encode == pipeline.backend.model.encode
+    assert any("compile: true failed while warming up, the network runs eagerly" in w for w in log.warnings)
+
+    broken = build_pipeline(dataclasses.replace(p, compile=False), log)
+    monkeypatch.setattr(broken, "warm_up", lambda: (_ for _ in ()).throw(RuntimeError("no frames")))
+    with pytest.raises(RuntimeError, match="no frames"):
+        warm_up(broken, dataclasses.replace(p, compile=False), build, log)

@@ -57,7 +57,17 @@ def compile_network(model: NutModel, mode: str = "default", upsampler: str = "sp
     if token_major_patches:
         for vit in (m for m in model.modules() if isinstance(m, PatchViT)):
             vit._channels_last_hook = vit.conv.register_forward_pre_hook(_channels_last_input)
-    return _compile(model.encode, mode), _compile(model.decode, mode)
+    encode = _compile(model.encode, mode)
+
+    def fresh_encode(rgb: torch.Tensor, disp: torch.Tensor):
+        # A compiled graph is specialised to its inputs' strides and dispatch keys: a camera frame that arrives at
+        # the model's size is a permuted view, a resized one is contiguous, and a tensor made in inference mode has
+        # other keys than one made outside it; each would compile a graph of its own on a live frame. A contiguous
+        # copy made here (0.7 MB for tiny) is the same kind of tensor on every call.
+        return encode(rgb.clone(memory_format=torch.contiguous_format),
+                      disp.clone(memory_format=torch.contiguous_format))
+
+    return fresh_encode, _compile(model.decode, mode)
 
 
 def _channels_last_input(_conv: torch.nn.Module, args: tuple) -> tuple:

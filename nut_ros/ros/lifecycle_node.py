@@ -37,7 +37,7 @@ from nut_ros.ros.input_sync import LatestSlot, Matched
 from nut_ros.ros.log_throttle import KindThrottle
 from nut_ros.ros.stop_signals import Stop, signal_received, stop_requested
 from nut_ros.ros.params import NodeParams, ParamError, coerce_value, declare_and_read
-from nut_ros.ros.processor import FrameProcessor, build_pipeline, processor_settings
+from nut_ros.ros.processor import FrameProcessor, build_pipeline, processor_settings, warm_up
 from nut_ros.ros.transport import choose_reliability, loss_advice
 
 THROTTLE_S = 5.0
@@ -110,8 +110,8 @@ class NutRosNode(LifecycleNode):
             self._diagnostics_every(self.params.diagnostics_period)  # (a change while unconfigured applies now)
             if self.params.camera_frame:
                 self._tf_listener()
-            pipeline = build_pipeline(self.params, log)
-            log.info(f"warmed up in {pipeline.warm_up():.1f} s (graph capture, compile, kernel builds)")
+            pipeline, seconds = warm_up(build_pipeline(self.params, log), self.params, build_pipeline, log)
+            log.info(f"warmed up in {seconds:.1f} s (graph capture, compile, kernel builds)")
         except Exception as err:  # noqa: BLE001 - any failure leaves the node unconfigured, with the reason
             if stop_requested():  # a stop signal interrupted configuring: stop, this is no failure to report
                 raise Stop(signal_received()) from err

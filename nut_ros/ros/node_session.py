@@ -22,6 +22,7 @@ from nut_ros.ros.outputs import STEP_OUTPUTS, VIEW_OUTPUTS
 from nut_ros.ros.params import NodeParams, load_params_file
 
 IDLE_TIMEOUT_S = 30.0  # give up when the node reports no progress for this long
+READY_TIMEOUT_S = 120.0  # for the node to come up (load the weights, warm up); a compiling node needs more
 DELIVERY_TIMEOUT_S = 10.0  # longer than Fast DDS's 3 s heartbeat period, after which lost samples are resent
 
 
@@ -96,7 +97,7 @@ def _param_text(value: object) -> str:
 def run_node_on_bag(bag: str | Path, out_bag: str | Path, log_path: str | Path, image_topic: str,
                     params_file: str | Path | None = None, overrides: dict[str, object] | None = None,
                     remap: dict[str, str] | None = None, rate: float = 1.0, domain_id: int | None = None,
-                    storage: str = "mcap", ready_timeout_s: float = 120.0) -> SessionResult:
+                    storage: str = "mcap", ready_timeout_s: float = READY_TIMEOUT_S) -> SessionResult:
     """Start the node, play ``bag`` into it, record its outputs to ``out_bag``, stop it; see ``SessionResult``.
 
     ``remap`` maps the node's input names (``image_raw``, ``depth``, ``camera_info``) to the bag's topics.

@@ -32,6 +32,7 @@ from nut_ros.ros.obstacle_msgs import map_messages, obstacle_markers, obstacles_
 from nut_ros.ros.odometry import IDENTITY, PoseBuffer, odometry_pose
 from nut_ros.ros.outputs import STEP_OUTPUTS, VIEW_OUTPUTS, step_messages, view_messages
 from nut_ros.ros.params import NodeParams
+from nut_ros.ros.stop_signals import stop_requested
 from nut_ros.ros.topics import MAP_OUTPUTS, OUTPUT_TYPES, length_output, output_types, switch_of
 
 #: seconds (of the processor's clock) of odometry from other frames only, without any from the latched source, after
@@ -491,3 +492,18 @@ def build_pipeline(p: NodeParams, log=None):
                         "measured more precise with sparse_to_dense (flow_preset: auto picks it where OpenCV has the "
                         "contrib modules, pip: opencv-contrib-python-headless)")
     return pipeline
+
+
+def warm_up(pipeline, p: NodeParams, build: Callable[[NodeParams, Any], Any], log) -> tuple[Any, float]:
+    """``(pipeline, seconds)`` once ``pipeline`` has warmed up. With ``compile`` on, a network that fails to compile
+    (e.g. no C++ compiler on a CPU host, which Inductor's CPU kernels need) does not leave the node unconfigured:
+    ``build`` makes the pipeline again without ``compile``, with a warning."""
+    try:
+        return pipeline, pipeline.warm_up()
+    except Exception as err:  # noqa: BLE001 - any compile failure; anything else is raised again
+        if stop_requested() or not (p.compile and p.backend == "torch"):
+            raise
+        log.warning(f"compile: true failed while warming up, the network runs eagerly (slower: docs/BENCHMARKS.md): "
+                    f"{type(err).__name__}: {str(err)[:500]}")
+    pipeline = build(dataclasses.replace(p, compile=False), log)
+    return pipeline, pipeline.warm_up()

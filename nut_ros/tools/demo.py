@@ -38,6 +38,7 @@ DESK_DIR = PACKAGE / "data" / "desk"
 DESK_START, DESK_STRIDE, DESK_FRAMES = 100, 2, 30
 DESK_SIZE = (320, 240)  # width, height
 DESK_FPS = 30.0 / DESK_STRIDE  # the Kinect's 30 frames/s
+COMPILE_READY_S = 900.0  # the start-up allowance of a compiling node
 DESK_INTRINSICS = Intrinsics(*TUM_FR1[0], 640, 480).scaled(*DESK_SIZE)  # undistorted
 
 
@@ -180,6 +181,14 @@ def perception_summary(out_bag: Path) -> dict:
             "map_gaussians": map_gaussians}
 
 
+def ready_timeout_s(overrides: dict) -> float:
+    """How long the node may take to come up: a compiling node builds its kernels first (about 1.5 minutes for
+    ``tiny`` on the 2-core dev VM with an empty Inductor cache)."""
+    from nut_ros.ros.node_session import READY_TIMEOUT_S
+
+    return COMPILE_READY_S if overrides.get("compile") else READY_TIMEOUT_S
+
+
 def summarise(result) -> dict:
     """The report's numbers from a ``SessionResult``."""
     s = result.stats
@@ -216,7 +225,8 @@ def run_desk(args, config: Path, overrides: dict, remap: dict) -> dict:
     result = run_node_on_bag(in_bag, out_bag, args.out / "desk_node.log", IMAGE_TOPIC, config,
                              overrides | {"use_odometry": True, "perception": True, "depth_source": "topic"},
                              remap | {topics.DEPTH: bag.topics["depth"], topics.ODOMETRY: bag.topics["odom"]},
-                             rate=args.rate, domain_id=args.domain_id, storage=args.storage)
+                             rate=args.rate, domain_id=args.domain_id, storage=args.storage,
+                             ready_timeout_s=ready_timeout_s(overrides))
     pictures = save_pictures(in_bag, out_bag, args.out, prefix="desk_frame_")
     return summarise(result) | perception_summary(out_bag) | {"pictures": [str(p) for p in pictures]}
 
@@ -232,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="", help="weights (.safetensors); default: the packaged tiny weights")
     parser.add_argument("--random-init", action="store_true", help="run with random weights if none are shipped")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="bag storage format")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                        help="run the node with compile: true (faster frames; the first run compiles for a minute or "
+                             "two, later runs load the compiled code from Inductor's cache)")
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: private, from the pid)")
     args = parser.parse_args(argv)
 
@@ -264,12 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     frames = write_clip_bag(CLIP_DIR, in_bag, frames=args.frames, storage=args.storage)
     print(f"input bag: {in_bag} ({frames} frames from the bundled clip at {CLIP_FPS:.2f} frames/s)")
     overrides = {"input_reliability": "reliable", "diagnostics_period": 0.25, "random_init": not weights.is_file(),
-                 "checkpoint": str(weights) if weights.is_file() else ""}
+                 "checkpoint": str(weights) if weights.is_file() else "", "compile": args.compile}
     remap = {topics.IMAGE: IMAGE_TOPIC, topics.CAMERA_INFO: INFO_TOPIC}
     print(f"running the node ({'weights ' + str(weights) if weights.is_file() else 'RANDOM weights'}) "
           f"on the replayed bag at rate {args.rate} ...", flush=True)
     result = run_node_on_bag(in_bag, out_bag, args.out / "node.log", IMAGE_TOPIC, config, overrides, remap,
-                             rate=args.rate, domain_id=args.domain_id, storage=args.storage)
+                             rate=args.rate, domain_id=args.domain_id, storage=args.storage,
+                             ready_timeout_s=ready_timeout_s(overrides))
     report = summarise(result) | {"weights": str(weights) if weights.is_file() else "random init",
                                           "rate": args.rate}
     pictures = save_pictures(in_bag, out_bag, args.out)
