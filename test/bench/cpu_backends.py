@@ -1,13 +1,15 @@
 """CPU: the network's encode and decode through the torch backend and the onnxruntime backend, on the same inputs
 and threads, p50 per call (which backend a CPU robot should run).
 
-    .venv/bin/python test/bench/cpu_backends.py [--model tiny] [--threads 2] [--calls 15]
+    .venv/bin/python test/bench/cpu_backends.py [--model tiny] [--threads 2] [--calls 15] [--backends ...]
 
-The model is exported first (``engine.export_onnx --parts encoder decoder``, into a temporary folder). The exported
-decoder carries the learned motion head (the onnxruntime backend cannot leave it out), so torch is timed with the
-head and without it (the network as the CPU default runs it, ``motion_prior: auto``; the classical flow that then
-gives the motion is a separate pipeline step, not timed here). Inputs are random at the model resolution (the
-network's cost does not depend on the picture); the three take turns over ``--rounds``.
+For onnxruntime the model is exported first (``engine.export_onnx --parts encoder decoder``, into a temporary
+folder). The exported decoder carries the learned motion head (the onnxruntime backend cannot leave it out), so torch
+is timed with the head (``torch-head``) and without it (``torch``: the network as the CPU default runs it,
+``motion_prior: auto``; the classical flow that then gives the motion is a separate pipeline step, not timed here);
+``torch-compiled`` is the latter with ``compile: true`` (Inductor's C++ kernels; compiled before the first round).
+Inputs are random at the model resolution (the network's cost does not depend on the picture); the backends take
+turns over ``--rounds``, so a change in the machine's speed falls on all of them.
 """
 from __future__ import annotations
 
@@ -41,12 +43,24 @@ def p50_ms(backend, frames, calls: int) -> tuple[float, float]:
     return float(np.median(enc) * 1e3), float(np.median(dec) * 1e3)
 
 
+BACKENDS = ("torch-head", "onnxruntime", "torch", "torch-compiled")
+
+
+def build(name: str, model: str, folder: str, threads: int):
+    if name == "onnxruntime":
+        return make_backend("onnxruntime", model, checkpoint=folder, device="cpu", threads=threads)
+    backend = make_backend("torch", model, device="cpu", compile=name == "torch-compiled")
+    backend.use_learned_motion(name == "torch-head")
+    return backend
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--calls", type=int, default=15)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = get_config(args.model)
@@ -55,17 +69,16 @@ def main() -> None:
     frames = [(torch.rand(1, 3, h, w, generator=g), torch.rand(1, cfg.depth_channels, h, w, generator=g))
               for _ in range(2)]
     with tempfile.TemporaryDirectory() as folder:
-        subprocess.run([sys.executable, "-m", "engine.export_onnx", "--config", args.model, "--out", folder,
-                        "--parts", "encoder", "decoder"], check=True, stdout=subprocess.DEVNULL)
-        torch_head = make_backend("torch", args.model, device="cpu")
-        torch_flow = make_backend("torch", args.model, device="cpu")
-        torch_flow.use_learned_motion(False)
-        ort = make_backend("onnxruntime", args.model, checkpoint=folder, device="cpu", threads=args.threads)
+        if "onnxruntime" in args.backends:
+            subprocess.run([sys.executable, "-m", "engine.export_onnx", "--config", args.model, "--out", folder,
+                            "--parts", "encoder", "decoder"], check=True, stdout=subprocess.DEVNULL)
+        backends = {name: build(name, args.model, folder, args.threads) for name in args.backends}
+        for backend in backends.values():
+            p50_ms(backend, frames, 2)  # compiles, or first-call work, before anything is timed
         print(f"# {args.model}, {args.threads} threads, {args.calls} pairs a round, torch {torch.__version__}")
         for r in range(args.rounds):
-            for name, backend in (("torch, motion head", torch_head), ("onnxruntime, motion head", ort),
-                                  ("torch, no motion head", torch_flow)):
-                print(f"round {r} {name:26s} encode {{:6.1f}} decode {{:6.1f}} ms p50".format(
+            for name, backend in backends.items():
+                print(f"round {r} {name:15s} encode {{:6.1f}} decode {{:6.1f}} ms p50".format(
                     *p50_ms(backend, frames, args.calls)), flush=True)
 
 
