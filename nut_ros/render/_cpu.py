@@ -23,7 +23,6 @@ import torch
 from torch import Tensor
 
 from nut_ros.render.kernel_config import CSRC
-from nut_ros.render.projection import project_gaussians
 
 SOURCE = CSRC / "ortho_raster_cpu.cpp"
 HEADERS = (CSRC / "ortho_raster_config.h",)
@@ -100,7 +99,8 @@ def library() -> ctypes.CDLL:
             os.replace(built, target)
     lib = ctypes.CDLL(str(target))
     lib.ortho_render_cpu.restype = ctypes.c_int
-    lib.ortho_render_cpu.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 13 + [ctypes.c_int, ctypes.c_int64]
+    lib.ortho_render_cpu.argtypes = ([ctypes.c_int] * 4 + [ctypes.c_float] + [ctypes.c_void_p] * 9
+                                     + [ctypes.c_int, ctypes.c_int64])
     return lib
 
 
@@ -132,17 +132,15 @@ def rasterize_cpu(means: Tensor, scales: Tensor, rotations: Tensor, opacities: T
     check_inputs(means, scales, rotations, opacities, colors, background)
     lib = library()
     b, n = means.shape[:2]
-    with torch.no_grad():
-        proj = project_gaussians(means.float(), scales.float(), rotations.float(), height, width, lowpass)
-        arrays = [t.contiguous() for t in (proj.uv, proj.depth, proj.cov2d, proj.conic, opacities.float()[..., 0],
-                                           colors.float(), proj.rect_min, proj.rect_max, proj.visible,
-                                           background.float().reshape(3))]
+    with torch.no_grad():  # the kernel projects the Gaussians itself, as project_gaussians does
+        arrays = [t.contiguous() for t in (means.float(), scales.float(), rotations.float(),
+                                           opacities.float()[..., 0], colors.float(), background.float().reshape(3))]
         color = torch.empty(b, 3, height, width)
         depth = torch.empty(b, 1, height, width)
         alpha = torch.empty(b, 1, height, width)
-        failed = lib.ortho_render_cpu(b, n, height, width, *(t.data_ptr() for t in arrays), color.data_ptr(),
-                                      depth.data_ptr(), alpha.data_ptr(), int(threads or torch.get_num_threads()),
-                                      int(max_entries))
+        failed = lib.ortho_render_cpu(b, n, height, width, lowpass, *(t.data_ptr() for t in arrays),
+                                      color.data_ptr(), depth.data_ptr(), alpha.data_ptr(),
+                                      int(threads or torch.get_num_threads()), int(max_entries))
     if failed:
         raise MemoryError(f"the CPU rasterizer ran out of memory rendering {b} x {n} Gaussians at {width}x{height}")
     dtype = means.dtype

@@ -1,8 +1,9 @@
 // Orthographic Gaussian rasterizer, forward pass on the CPU (plain C++17 and std::thread: no torch headers, built by
 // nut_ros/render/_cpu.py with the system compiler and called through ctypes).
 //
-// Input: the projected Gaussians of nut_ros.render.projection.project_gaussians (pixel centre, depth, screen
-// covariance and its conic, tile rectangle, visibility), with opacities and colours. Output and compositing are those
+// Input: the Gaussians' means, scales, rotations, opacities and colours; each is projected here as
+// nut_ros.render.projection.project_gaussians does it in torch (pixel centre, depth, screen covariance and its conic,
+// tile rectangle, visibility), in the same float32 operations and order. Output and compositing are those
 // of ortho_raster_kernels.cuh::ortho_render: per pixel, the Gaussians whose 16x16 tile rectangle holds the pixel's tile
 // are visited in (depth, index) order; power = -(a dx^2 + c dy^2)/2 - b dx dy is skipped when > 0, alpha =
 // min(0.99, o exp(power)) when < 1/255; the pixel stops at the first Gaussian that would take T below 1e-4 (that one
@@ -44,11 +45,59 @@ struct Splat {
 struct Image {
   int n, height, width;
   const float *uv, *depth, *cov, *conic, *opacity, *colors;
-  const int64_t *rect_min, *rect_max;
+  const int *rect;  // per Gaussian: first tile (x, y), one past the last (x, y)
   const uint8_t* visible;
   float bg[3];
   float *out_color, *out_depth, *out_alpha;
 };
+
+// A tile bound as project_gaussians takes it: floor, NaN to 0 and +-inf to the float range (torch.nan_to_num),
+// then clamped to [0, grid].
+__attribute__((optimize("fp-contract=off"))) int tile_bound(float t, int grid) {
+  const float f = std::floor(t);
+  if (std::isnan(f) || f <= 0.0f) return 0;
+  return f >= static_cast<float>(grid) ? grid : static_cast<int>(f);
+}
+
+// project_gaussians (nut_ros/render/projection.py) for one Gaussian, operation for operation in float32 (no fused
+// multiply-adds), so that the CPU kernel renders what the torch rasterizer renders.
+__attribute__((optimize("fp-contract=off"))) void project(int height, int width, float lowpass, const float* m,
+                                                         const float* s, const float* q, float* uv, float* depth,
+                                                         float* cov, float* conic, int* rect, uint8_t* visible) {
+  const float x = m[0], y = m[1], z = m[2];
+  const float p_w = 1.0f / (1.0f + 1e-7f);
+  const float fx = width / 2.0f, fy = height / 2.0f;
+  const float u = ((x * p_w + 1.0f) * static_cast<float>(width) - 1.0f) * 0.5f;
+  const float v = ((-z * p_w + 1.0f) * static_cast<float>(height) - 1.0f) * 0.5f;
+  const float r = q[0], qx = q[1], qy = q[2], qz = q[3];
+  const float m00 = (1.0f - 2.0f * (qy * qy + qz * qz)) * s[0], m01 = (2.0f * (qx * qy - r * qz)) * s[1],
+              m02 = (2.0f * (qx * qz + r * qy)) * s[2];
+  const float m20 = (2.0f * (qx * qz - r * qy)) * s[0], m21 = (2.0f * (qy * qz + r * qx)) * s[1],
+              m22 = (1.0f - 2.0f * (qx * qx + qy * qy)) * s[2];
+  const float sxx = m00 * m00 + m01 * m01 + m02 * m02;
+  const float sxz = m00 * m20 + m01 * m21 + m02 * m22;
+  const float szz = m20 * m20 + m21 * m21 + m22 * m22;
+  const float a = static_cast<float>(static_cast<double>(fx) * fx) * sxx + lowpass;
+  const float b = static_cast<float>(-(static_cast<double>(fx) * fy)) * sxz;
+  const float c = static_cast<float>(static_cast<double>(fy) * fy) * szz + lowpass;
+  const float det = a * c - b * b;
+  const bool definite = det > 0.0f && std::isfinite(det);
+  const float det_inv = 1.0f / (definite ? det : 1.0f);
+  const float mid = 0.5f * (a + c);
+  const float lam = mid + std::sqrt(std::max(mid * mid - det, 0.1f));
+  const float radius = std::ceil(3.0f * std::sqrt(lam));
+  const int gx = (width + ORTHO_TILE - 1) / ORTHO_TILE, gy = (height + ORTHO_TILE - 1) / ORTHO_TILE;
+  const float tile = static_cast<float>(ORTHO_TILE);
+  rect[0] = tile_bound((u - radius) / tile, gx);
+  rect[1] = tile_bound((v - radius) / tile, gy);
+  rect[2] = tile_bound((u + radius + tile - 1.0f) / tile, gx);  // ((u + radius) + TILE) - 1, as torch adds
+  rect[3] = tile_bound((v + radius + tile - 1.0f) / tile, gy);
+  uv[0] = u, uv[1] = v;
+  *depth = y;
+  cov[0] = a, cov[1] = b, cov[2] = c;
+  conic[0] = c * det_inv, conic[1] = -b * det_inv, conic[2] = a * det_inv;
+  *visible = y > 0.0f && definite && (rect[2] - rect[0]) * (rect[3] - rect[1]) > 0;
+}
 
 // The listed Gaussians (visible, alpha can reach 1/255) in (depth, index) order, and each one's block rectangle
 // [x0, x1) x [y0, y1) (4 ints).
@@ -68,9 +117,9 @@ void list_splats(const Image& im, int nbx, int nby, std::vector<Splat>& splats, 
     const int g = static_cast<int>(keys[i] & 0xffffffffu);
     const float u = im.uv[2 * g], v = im.uv[2 * g + 1];
     splats[i] = Splat{u, v, im.conic[3 * g], im.conic[3 * g + 1], im.conic[3 * g + 2], im.opacity[g], im.depth[g], g};
-    int x0 = static_cast<int>(im.rect_min[2 * g]) * kPerTile, y0 = static_cast<int>(im.rect_min[2 * g + 1]) * kPerTile;
-    int x1 = std::min(nbx, static_cast<int>(im.rect_max[2 * g]) * kPerTile);
-    int y1 = std::min(nby, static_cast<int>(im.rect_max[2 * g + 1]) * kPerTile);
+    const int* t = im.rect + 4 * g;
+    int x0 = t[0] * kPerTile, y0 = t[1] * kPerTile;
+    int x1 = std::min(nbx, t[2] * kPerTile), y1 = std::min(nby, t[3] * kPerTile);
     const float a = im.cov[3 * g], b = im.cov[3 * g + 1], c = im.cov[3 * g + 2];
     if (a * c > b * b) {  // definite: alpha >= 1/255 only inside d^T conic d <= r2, within sqrt(r2 a), sqrt(r2 c)
       const float r2 = 2.0f * std::log(std::max(im.opacity[g] * 255.0f, 1.0f)) * kSlack + 1e-4f;
@@ -242,22 +291,29 @@ void render_image(const Image& im, int threads, size_t max_entries) {
 
 }  // namespace
 
-// Renders `batch` images of `n` Gaussians each (arrays batch-major, as torch lays out [B, N, .] tensors); outputs are
-// planar: color [B, 3, H, W], depth and alpha [B, 1, H, W]; `threads` workers, at most `max_entries` list entries at
-// once (see render_image). Returns 0, or 1 when memory ran out (no exception crosses into the caller).
-extern "C" int ortho_render_cpu(int batch, int n, int height, int width, const float* uv, const float* depth,
-                                const float* cov, const float* conic, const float* opacity, const float* colors,
-                                const int64_t* rect_min, const int64_t* rect_max, const uint8_t* visible,
+// Renders `batch` images of `n` Gaussians each (arrays batch-major, as torch lays out [B, N, .] tensors: means and
+// scales 3, rotations 4 (w, x, y, z, unnormalised), opacities 1, colours 3 floats per Gaussian); outputs are planar:
+// color [B, 3, H, W], depth and alpha [B, 1, H, W]; `lowpass` px^2 on the screen covariance's diagonal; `threads`
+// workers, at most `max_entries` list entries at once (see render_image). Returns 0, or 1 when memory ran out (no
+// exception crosses into the caller).
+extern "C" int ortho_render_cpu(int batch, int n, int height, int width, float lowpass, const float* means,
+                                const float* scales, const float* rotations, const float* opacity, const float* colors,
                                 const float* background, float* out_color, float* out_depth, float* out_alpha,
                                 int threads, int64_t max_entries) {
   const size_t hw = static_cast<size_t>(height) * width;
   try {
+    std::vector<float> uv(2 * static_cast<size_t>(n)), depth(n), cov(3 * static_cast<size_t>(n)),
+        conic(3 * static_cast<size_t>(n));
+    std::vector<int> rect(4 * static_cast<size_t>(n));
+    std::vector<uint8_t> visible(n);
     for (int b = 0; b < batch; ++b) {
       const size_t g = static_cast<size_t>(b) * n;
-      const Image im{n, height, width, uv + 2 * g, depth + g, cov + 3 * g, conic + 3 * g, opacity + g,
-                     colors + 3 * g, rect_min + 2 * g, rect_max + 2 * g, visible + g,
-                     {background[0], background[1], background[2]}, out_color + 3 * hw * b, out_depth + hw * b,
-                     out_alpha + hw * b};
+      for (int k = 0; k < n; ++k)
+        project(height, width, lowpass, means + 3 * (g + k), scales + 3 * (g + k), rotations + 4 * (g + k),
+                &uv[2 * k], &depth[k], &cov[3 * k], &conic[3 * k], &rect[4 * k], &visible[k]);
+      const Image im{n, height, width, uv.data(), depth.data(), cov.data(), conic.data(), opacity + g,
+                     colors + 3 * g, rect.data(), visible.data(), {background[0], background[1], background[2]},
+                     out_color + 3 * hw * b, out_depth + hw * b, out_alpha + hw * b};
       render_image(im, std::max(threads, 1),  // list offsets are ints: at most 2^30 entries at once
                    static_cast<size_t>(std::clamp<int64_t>(max_entries, 1, int64_t{1} << 30)));
     }
