@@ -159,17 +159,18 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert desk["frames_with_obstacles"] + desk["frames_without_obstacles"] == desk["frames_processed"]
     assert desk["outputs_recorded"]["/nut_ros/depth"] >= 1  # metric: the depth image (a first frame may miss it)
     assert all(cv2.imread(p).shape == (144, 3 * 256, 3) for p in desk["pictures"])
-    assert report["frames_in"] == report["frames_received"] == 8
+    assert report["frames_in"] == report["frames_received"] == 8 and report["compile"] is True  # the node compiled
     assert report["frames_processed"] >= 2 and report["node_exit_code"] == 0
     assert report["frames_processed"] + report["frames_dropped_queue"] + report["frames_dropped_invalid"] == 8
     assert report["outputs_recorded"]["/nut_ros/image"] == report["frames_processed"]
     assert len(report["pictures"]) >= 2 and all(cv2.imread(p).shape == (144, 3 * 256, 3) for p in report["pictures"])
     printed = capsys.readouterr().out
     assert "output bag:" in printed and "throughput" in printed
-    # a second run into the same folder replaces the previous demo's files
-    assert demo.main(["--out", str(out), "--random-init", "--frames", "3", "--desk-frames", "0", "--rate", "2"]) == 0
-    assert json.loads((out / "report.json").read_text())["frames_in"] == 3
-    assert "desk" not in json.loads((out / "report.json").read_text())
+    # a second run into the same folder replaces the previous demo's files; this one with the eager network
+    assert demo.main(["--out", str(out), "--random-init", "--frames", "3", "--desk-frames", "0", "--rate", "2",
+                      "--no-compile"]) == 0
+    second = json.loads((out / "report.json").read_text())
+    assert second["frames_in"] == 3 and second["compile"] is False and "desk" not in second
 
 
 def test_depth_pictures_colour_values_and_say_when_there_is_no_depth():

@@ -39,6 +39,7 @@ DESK_START, DESK_STRIDE, DESK_FRAMES = 100, 2, 30
 DESK_SIZE = (320, 240)  # width, height
 DESK_FPS = 30.0 / DESK_STRIDE  # the Kinect's 30 frames/s
 COMPILE_READY_S = 900.0  # the start-up allowance of a compiling node
+COMPILE_NOTE = ", compiled (the first run compiles the network for a minute or two before the bag plays)"
 DESK_INTRINSICS = Intrinsics(*TUM_FR1[0], 640, 480).scaled(*DESK_SIZE)  # undistorted
 
 
@@ -280,12 +281,12 @@ def main(argv: list[str] | None = None) -> int:
                  "checkpoint": str(weights) if weights.is_file() else "", "compile": args.compile}
     remap = {topics.IMAGE: IMAGE_TOPIC, topics.CAMERA_INFO: INFO_TOPIC}
     print(f"running the node ({'weights ' + str(weights) if weights.is_file() else 'RANDOM weights'}) "
-          f"on the replayed bag at rate {args.rate} ...", flush=True)
+          f"on the replayed bag at rate {args.rate}{COMPILE_NOTE if args.compile else ''} ...", flush=True)
     result = run_node_on_bag(in_bag, out_bag, args.out / "node.log", IMAGE_TOPIC, config, overrides, remap,
                              rate=args.rate, domain_id=args.domain_id, storage=args.storage,
                              ready_timeout_s=ready_timeout_s(overrides))
     report = summarise(result) | {"weights": str(weights) if weights.is_file() else "random init",
-                                          "rate": args.rate}
+                                          "rate": args.rate, "compile": args.compile}
     pictures = save_pictures(in_bag, out_bag, args.out)
     report["pictures"] = [str(p) for p in pictures]
     desk = None
@@ -301,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"frames: {frames} in, {report['frames_received']} received, {report['frames_processed']} processed, "
           f"{report['frames_dropped_queue']} dropped (queue), {report['frames_dropped_invalid']} dropped (invalid)")
     print(f"latency (mean ms): encode {lat.get('encode')}, decode {lat.get('decode')}, render {lat.get('render')}, "
-          f"total {lat.get('total')}; throughput {report['throughput_fps']} frames/s")
+          f"total {lat.get('total')}; throughput {report['throughput_fps']} frames/s "
+          f"(compile: {str(args.compile).lower()})")
     print(f"pictures (input | rendered RGB | rendered depth): {', '.join(map(str, pictures))}")
     if desk is not None:
         print(f"moving camera, RGB-D + odometry: {desk['frames_processed']} of {desk['frames_in']} frames processed "
