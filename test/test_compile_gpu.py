@@ -46,7 +46,7 @@ def outputs():
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     model = load_checkpoint(ROOT / "nut_ros" / "weights" / "small.safetensors").cuda().eval()
     h, w = model.config.image_size
-    with torch.inference_mode():  # as GraphedCall's static inputs are: Dynamo would compile again for them otherwise
+    with torch.inference_mode():  # as GraphedCall's static inputs are
         frames = [resize_rgb(cv2.imread(str(ROOT / "nut_ros" / "data" / "cups" / f"{i:03d}.jpg"))[..., ::-1].copy(),
                              h, w).cuda() for i in (0, 1)]
         disp = torch.zeros(1, model.config.depth_channels, h, w, device="cuda")

@@ -30,6 +30,30 @@ def test_matches_the_torch_rasterizer_on_batches_of_odd_sizes():
             assert (got - want).abs().max().item() <= 1e-5, (height, width, name)
 
 
+@pytest.mark.parametrize("lowpass", [0.1, 0.7])
+def test_its_own_projection_matches_torch_with_bad_values_and_other_lowpasses(lowpass):
+    """The kernel projects the Gaussians itself (``project_gaussians`` in C++): with NaN, infinite and huge means,
+    scales and rotations among ordinary ones, and at other low-passes than the reference's, it renders what the torch
+    rasterizer renders (the bad ones culled, or drawn, alike)."""
+    inputs = pixel_aligned_scene(32, 18, batch=1, random_rotations=True, seed=5)
+    means, scales, rotations = (t.clone() for t in (inputs.means, inputs.scales, inputs.rotations))
+    bad = (float("nan"), float("inf"), -float("inf"), 1e19, 3e38)
+    for i, value in enumerate(bad):
+        # depth (y) only NaN or -inf, both culled (a Gaussian drawn at an infinite or huge depth differs: the torch
+        # rasterizer's depth sort and sums treat it otherwise, as before the kernel projected)
+        for axis in (0, 2) if value in (float("inf"), 1e19, 3e38) else (0, 1, 2):
+            means[0, 7 * i + axis, axis] = value
+        scales[0, 7 * i + 3, i % 3] = value
+        rotations[0, 7 * i + 4, i % 4] = value
+    inputs = RasterInputs(means, scales, rotations, inputs.opacities, inputs.colors)
+    for height, width in ((36, 64), (35, 61)):
+        torch_out = rasterize(inputs, height, width, impl="torch", lowpass=lowpass)
+        cpu_out = rasterize(inputs, height, width, impl="cpu", lowpass=lowpass)
+        for name in ("color", "depth", "alpha"):
+            torch.testing.assert_close(getattr(cpu_out, name), getattr(torch_out, name), rtol=1e-5, atol=1e-5,
+                                       equal_nan=True, msg=f"{height}x{width} {name}")
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_matches_the_kernel_loop_with_needles_off_screen_and_behind(seed):
     g = torch.Generator().manual_seed(seed)

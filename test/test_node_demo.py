@@ -159,7 +159,8 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert desk["frames_with_obstacles"] + desk["frames_without_obstacles"] == desk["frames_processed"]
     assert desk["outputs_recorded"]["/nut_ros/depth"] >= 1  # metric: the depth image (a first frame may miss it)
     assert all(cv2.imread(p).shape == (144, 3 * 256, 3) for p in desk["pictures"])
-    assert report["frames_in"] == report["frames_received"] == 8 and report["compile"] is True  # the node compiled
+    # the node ran compiled (its log has no fallback to eager), and so did the desk clip's
+    assert report["frames_in"] == report["frames_received"] == 8 and report["compile"] is desk["compile"] is True
     assert report["frames_processed"] >= 2 and report["node_exit_code"] == 0
     assert report["frames_processed"] + report["frames_dropped_queue"] + report["frames_dropped_invalid"] == 8
     assert report["outputs_recorded"]["/nut_ros/image"] == report["frames_processed"]
@@ -183,3 +184,14 @@ def test_depth_pictures_colour_values_and_say_when_there_is_no_depth():
     assert (picture[:, 8] != picture[:, 60]).any()  # near and far differ
     empty = colorize_depth(np.full((144, 256), np.nan))
     assert 0 < (empty.max(axis=-1) > 0).mean() < 0.2  # a few lines of text on black, not a colour map
+
+
+def test_the_report_says_eager_when_the_node_fell_back(tmp_path):
+    """The report's ``compile`` is what the node ran: false when its log says it fell back to the eager network."""
+    from nut_ros.ros.processor import COMPILE_FALLBACK
+
+    log = tmp_path / "node.log"
+    log.write_text(f"[WARN] [1796681382.0] [nut_ros]: {COMPILE_FALLBACK}, the network runs eagerly: CppCompileError\n")
+    assert not demo.ran_compiled(True, log)
+    log.write_text("[INFO] [1796681382.0] [nut_ros]: warmed up in 9.0 s (graph capture, compile, kernel builds)\n")
+    assert demo.ran_compiled(True, log) and not demo.ran_compiled(False, log)

@@ -461,10 +461,10 @@ def test_a_network_that_fails_to_compile_runs_eagerly(monkeypatch):
 
     from nut_ros.pipeline.backends import TorchBackend
     from nut_ros.ros.params import NodeParams
-    from nut_ros.ros.processor import build_pipeline, warm_up
+    from nut_ros.ros.processor import COMPILE_FALLBACK, build_pipeline, warm_up
 
-    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", ("/nonexistent/c++",))
-    monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", False)  # (a cached kernel would need no compiler)
+    # no C++ compiler for Inductor, and no cached kernels (they would need none): Inductor's own patch, undone after
+    no_compiler = torch._inductor.config.patch({"cpp.cxx": ("/nonexistent/c++",), "fx_graph_cache": False})
     p = dataclasses.replace(NodeParams(), random_init=True, checkpoint="/nonexistent/tiny.safetensors", compile=True,
                             depth_from_motion="off")
     log = _Log()
@@ -474,12 +474,16 @@ def test_a_network_that_fails_to_compile_runs_eagerly(monkeypatch):
         built.append(params.compile)
         return build_pipeline(params, log)
 
-    pipeline, seconds = warm_up(build(p, log), p, build, log)
+    with no_compiler:
+        pipeline, seconds = warm_up(build(p, log), p, build, log)
     assert built == [True, False] and seconds > 0
     assert isinstance(pipeline.backend, TorchBackend) and pipeline.backend._encode == pipeline.backend.model.encode
-    assert any("compile: true failed while warming up, the network runs eagerly" in w for w in log.warnings)
+    assert any(w.startswith(f"{COMPILE_FALLBACK}, the network runs eagerly") for w in log.warnings)
 
-    broken = build_pipeline(dataclasses.replace(p, compile=False), log)
-    monkeypatch.setattr(broken, "warm_up", lambda: (_ for _ in ()).throw(RuntimeError("no frames")))
-    with pytest.raises(RuntimeError, match="no frames"):
-        warm_up(broken, dataclasses.replace(p, compile=False), build, log)
+    # anything but a compile failure is raised, with compile on or off
+    for compiled in (True, False):
+        broken = build_pipeline(dataclasses.replace(p, compile=False), log)
+        monkeypatch.setattr(broken, "warm_up", lambda: (_ for _ in ()).throw(RuntimeError("no frames")))
+        with pytest.raises(RuntimeError, match="no frames"):
+            warm_up(broken, dataclasses.replace(p, compile=compiled), build, log)
+    assert built == [True, False]

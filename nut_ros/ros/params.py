@@ -60,12 +60,13 @@ class NodeParams:
                                "weights of `model`); weights that exist are always used (tests and demos only).")
     device: str = _param("cpu", "Torch device: cpu, cuda or cuda:N.")
     bf16: bool = _param(False, "bf16 autocast of the network (torch backend on CUDA only).")
-    compile: bool = _param(False, "torch.compile the network (torch backend; it compiles at configure, for tens of "
-                           "seconds; fused kernels, replayed inside the CUDA graphs when cuda_graphs is on). For "
-                           "CUDA: small 9.0 (H200; 9.3 on an H100) against 14.0 ms per frame on an H200. On a 2-core "
-                           "CPU (Inductor's C++ kernels, a C++ compiler needed): tiny 152 against 166 ms per frame, "
-                           "about 1.5 min of compiling at the first start, then ~10 s from Inductor's cache "
-                           "(docs/BENCHMARKS.md). A failure to compile is logged and the network runs eagerly.")
+    compile: bool = _param(False, "torch.compile the network (torch backend; it compiles at configure: about a minute "
+                           "on a GPU, 1-1.5 min on 2 CPU cores, ~10 s at later starts from Inductor's cache, "
+                           "TORCHINDUCTOR_CACHE_DIR, by default under /tmp; fused kernels, replayed inside the CUDA "
+                           "graphs when cuda_graphs is on). For CUDA: small 9.0 (H200; 9.3 on an H100) against 14.0 ms "
+                           "per frame on an H200. On a 2-core CPU (Inductor's C++ kernels, a C++ compiler needed): "
+                           "tiny 152 against 166 ms per frame (docs/BENCHMARKS.md). A failure to compile is logged and "
+                           "the network runs eagerly.")
     cuda_graphs: bool = _param(True, "Replay the network as CUDA graphs (torch backend on a CUDA device; no effect "
                                "elsewhere). Same kernels as eager (or as compiled), without the launch overhead.")
     input_width: int = _param(0, "Network input width the model (or engine) must have; 0: accept its native size. "

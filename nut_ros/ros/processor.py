@@ -38,6 +38,8 @@ from nut_ros.ros.topics import MAP_OUTPUTS, OUTPUT_TYPES, length_output, output_
 #: seconds (of the processor's clock) of odometry from other frames only, without any from the latched source, after
 #: which the other frames are taken instead
 ODOMETRY_SOURCE_TIMEOUT_S = 2.0
+#: how the node's warning begins when its network failed to compile and runs eagerly (the demo looks for it)
+COMPILE_FALLBACK = "compile: true failed while warming up"
 
 
 #: how long a frame is held for the odometry pose at or after its stamp, when the odometry is close behind the images
@@ -497,13 +499,27 @@ def build_pipeline(p: NodeParams, log=None):
 def warm_up(pipeline, p: NodeParams, build: Callable[[NodeParams, Any], Any], log) -> tuple[Any, float]:
     """``(pipeline, seconds)`` once ``pipeline`` has warmed up. With ``compile`` on, a network that fails to compile
     (e.g. no C++ compiler on a CPU host, which Inductor's CPU kernels need) does not leave the node unconfigured:
-    ``build`` makes the pipeline again without ``compile``, with a warning."""
+    ``build`` makes the pipeline again without ``compile``, with a warning. Any other failure is raised."""
     try:
         return pipeline, pipeline.warm_up()
-    except Exception as err:  # noqa: BLE001 - any compile failure; anything else is raised again
-        if stop_requested() or not (p.compile and p.backend == "torch"):
+    except Exception as err:  # noqa: BLE001 - only a compile failure is caught (below); the rest is raised again
+        if stop_requested() or not (p.compile and p.backend == "torch" and compile_failure(err)):
             raise
-        log.warning(f"compile: true failed while warming up, the network runs eagerly (slower: docs/BENCHMARKS.md): "
+        log.warning(f"{COMPILE_FALLBACK}, the network runs eagerly (slower: docs/BENCHMARKS.md): "
                     f"{type(err).__name__}: {str(err)[:500]}")
+    pipeline = None  # (the failed one's memory is free before the eager one loads)
     pipeline = build(dataclasses.replace(p, compile=False), log)
     return pipeline, pipeline.warm_up()
+
+
+def compile_failure(err: BaseException) -> bool:
+    """Whether ``err``, or an error it was raised from, is torch.compile's (Dynamo's or Inductor's, the C++ compiler
+    of its CPU kernels included)."""
+    from torch._dynamo.exc import TorchDynamoException
+    from torch._inductor.exc import CppCompileError
+
+    while err is not None:
+        if isinstance(err, (TorchDynamoException, CppCompileError)):
+            return True
+        err = err.__cause__ or err.__context__
+    return False

@@ -192,6 +192,13 @@ def ready_timeout_s(overrides: dict) -> float:
     return COMPILE_READY_S if overrides.get("compile") else READY_TIMEOUT_S
 
 
+def ran_compiled(wanted: bool, log_path: Path) -> bool:
+    """Whether the node ran its network compiled: asked to, and its log has no fallback to eager in it."""
+    from nut_ros.ros.processor import COMPILE_FALLBACK
+
+    return wanted and COMPILE_FALLBACK not in Path(log_path).read_text(errors="replace")
+
+
 def summarise(result) -> dict:
     """The report's numbers from a ``SessionResult``."""
     s = result.stats
@@ -231,7 +238,8 @@ def run_desk(args, config: Path, overrides: dict, remap: dict) -> dict:
                              rate=args.rate, domain_id=args.domain_id, storage=args.storage,
                              ready_timeout_s=ready_timeout_s(overrides))
     pictures = save_pictures(in_bag, out_bag, args.out, prefix="desk_frame_")
-    return summarise(result) | perception_summary(out_bag) | {"pictures": [str(p) for p in pictures]}
+    return (summarise(result) | perception_summary(out_bag) | {"pictures": [str(p) for p in pictures],
+                                                               "compile": ran_compiled(args.compile, result.log_path)})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                              rate=args.rate, domain_id=args.domain_id, storage=args.storage,
                              ready_timeout_s=ready_timeout_s(overrides))
     report = summarise(result) | {"weights": str(weights) if weights.is_file() else "random init",
-                                          "rate": args.rate, "compile": args.compile}
+                                          "rate": args.rate, "compile": ran_compiled(args.compile, result.log_path)}
     pictures = save_pictures(in_bag, out_bag, args.out)
     report["pictures"] = [str(p) for p in pictures]
     desk = None
@@ -305,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{report['frames_dropped_queue']} dropped (queue), {report['frames_dropped_invalid']} dropped (invalid)")
     print(f"latency (mean ms): encode {lat.get('encode')}, decode {lat.get('decode')}, render {lat.get('render')}, "
           f"total {lat.get('total')}; throughput {report['throughput_fps']} frames/s "
-          f"(compile: {str(args.compile).lower()})")
+          f"(compile: {str(report['compile']).lower()})")
     print(f"pictures (input | rendered RGB | rendered depth): {', '.join(map(str, pictures))}")
     if desk is not None:
         print(f"moving camera, RGB-D + odometry: {desk['frames_processed']} of {desk['frames_in']} frames processed "

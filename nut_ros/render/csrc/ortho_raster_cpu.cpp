@@ -51,19 +51,24 @@ struct Image {
   float *out_color, *out_depth, *out_alpha;
 };
 
-// A tile bound as project_gaussians takes it: floor, NaN to 0 and +-inf to the float range (torch.nan_to_num),
-// then clamped to [0, grid].
-__attribute__((optimize("fp-contract=off"))) int tile_bound(float t, int grid) {
+// A tile bound as project_gaussians takes it: floor, NaN to 0, then clamped to [0, grid]. (For +inf, or a value past
+// int64, torch's conversion gives INT64_MIN instead of the grid; the rectangle's area is 0 either way, so the Gaussian
+// is culled alike.)
+int tile_bound(float t, int grid) {
   const float f = std::floor(t);
   if (std::isnan(f) || f <= 0.0f) return 0;
   return f >= static_cast<float>(grid) ? grid : static_cast<int>(f);
 }
 
 // project_gaussians (nut_ros/render/projection.py) for one Gaussian, operation for operation in float32 (no fused
-// multiply-adds), so that the CPU kernel renders what the torch rasterizer renders.
+// multiply-adds: GCC's optimize attribute, clang's pragma), so that the CPU kernel renders what the torch rasterizer
+// renders. Its constants are projection.py's: p_w's 1e-7, EIGEN_FLOOR (0.1) and the 3-sigma radius.
 __attribute__((optimize("fp-contract=off"))) void project(int height, int width, float lowpass, const float* m,
                                                          const float* s, const float* q, float* uv, float* depth,
                                                          float* cov, float* conic, int* rect, uint8_t* visible) {
+#ifdef __clang__
+#pragma clang fp contract(off)
+#endif
   const float x = m[0], y = m[1], z = m[2];
   const float p_w = 1.0f / (1.0f + 1e-7f);
   const float fx = width / 2.0f, fy = height / 2.0f;
