@@ -393,6 +393,18 @@ def test_node_parameters_reach_the_pipeline():
             cfg.opencv_threads, cfg.max_gap_s) == ("off", 128, True, 0.5, "none", 2, 5.0)
 
 
+class _Log:
+    """A logger that keeps what it is given (warnings and infos alike)."""
+
+    def __init__(self):
+        self.warnings = []
+
+    def warning(self, message):
+        self.warnings.append(message)
+
+    info = warning
+
+
 def test_the_node_flow_preset_auto_depends_on_perception(monkeypatch):
     """flow_preset auto: DIS medium, sparse_to_dense (OpenCV contrib present) for a node whose obstacles use the flow;
     a preset given is kept; perception on DIS flow (no contrib) or without classical flow is logged."""
@@ -412,18 +424,11 @@ def test_the_node_flow_preset_auto_depends_on_perception(monkeypatch):
         cfg = build_pipeline(dataclasses.replace(p, perception=perception, flow_preset=preset)).config
         assert cfg.flow_preset == expected, (perception, preset)
 
-    class Log:
-        def __init__(self):
-            self.warnings = []
-
-        def warning(self, text):
-            self.warnings.append(text)
-
     monkeypatch.delattr(cv2, "ximgproc", raising=False)
-    log = Log()
+    log = _Log()
     pipeline = build_pipeline(dataclasses.replace(p, perception=True), log)
     assert pipeline.flow_settings.startswith("medium") and any("sparse_to_dense" in w for w in log.warnings)
-    log = Log()
+    log = _Log()
     build_pipeline(dataclasses.replace(p, perception=True, motion_prior="none"), log)
     assert any("motion prior 'none'" in w for w in log.warnings)
 
@@ -440,16 +445,6 @@ def test_a_cuda_device_without_cuda_says_so():
         pytest.skip("this machine has a CUDA device")
     with pytest.raises(RuntimeError, match="sees no CUDA device"):
         build_pipeline(dataclasses.replace(NodeParams(), device="cuda"))
-
-
-class _Log:
-    def __init__(self):
-        self.warnings = []
-
-    def warning(self, message):
-        self.warnings.append(message)
-
-    info = warning
 
 
 def test_a_network_that_fails_to_compile_runs_eagerly(monkeypatch):
@@ -475,7 +470,7 @@ def test_a_network_that_fails_to_compile_runs_eagerly(monkeypatch):
         return build_pipeline(params, log)
 
     with no_compiler:
-        pipeline, seconds = warm_up(build(p, log), p, build, log)
+        pipeline, seconds = warm_up(p, build, log)
     assert built == [True, False] and seconds > 0
     assert isinstance(pipeline.backend, TorchBackend) and pipeline.backend._encode == pipeline.backend.model.encode
     assert any(w.startswith(f"{COMPILE_FALLBACK}, the network runs eagerly") for w in log.warnings)
@@ -485,5 +480,5 @@ def test_a_network_that_fails_to_compile_runs_eagerly(monkeypatch):
         broken = build_pipeline(dataclasses.replace(p, compile=False), log)
         monkeypatch.setattr(broken, "warm_up", lambda: (_ for _ in ()).throw(RuntimeError("no frames")))
         with pytest.raises(RuntimeError, match="no frames"):
-            warm_up(broken, dataclasses.replace(p, compile=compiled), build, log)
+            warm_up(dataclasses.replace(p, compile=compiled), lambda params, log: broken, log)
     assert built == [True, False]

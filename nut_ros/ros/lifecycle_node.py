@@ -110,7 +110,7 @@ class NutRosNode(LifecycleNode):
             self._diagnostics_every(self.params.diagnostics_period)  # (a change while unconfigured applies now)
             if self.params.camera_frame:
                 self._tf_listener()
-            pipeline, seconds = warm_up(build_pipeline(self.params, log), self.params, build_pipeline, log)
+            pipeline, seconds = warm_up(self.params, build_pipeline, log)
             log.info(f"warmed up in {seconds:.1f} s (graph capture, compile, kernel builds)")
         except Exception as err:  # noqa: BLE001 - any failure leaves the node unconfigured, with the reason
             if stop_requested():  # a stop signal interrupted configuring: stop, this is no failure to report

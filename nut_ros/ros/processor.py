@@ -496,10 +496,12 @@ def build_pipeline(p: NodeParams, log=None):
     return pipeline
 
 
-def warm_up(pipeline, p: NodeParams, build: Callable[[NodeParams, Any], Any], log) -> tuple[Any, float]:
-    """``(pipeline, seconds)`` once ``pipeline`` has warmed up. With ``compile`` on, a network that fails to compile
-    (e.g. no C++ compiler on a CPU host, which Inductor's CPU kernels need) does not leave the node unconfigured:
-    ``build`` makes the pipeline again without ``compile``, with a warning. Any other failure is raised."""
+def warm_up(p: NodeParams, build: Callable[[NodeParams, Any], Any], log) -> tuple[Any, float]:
+    """``(pipeline, seconds)``: ``build(p, log)``'s pipeline once it has warmed up. With ``compile`` on, a network
+    that fails to compile (e.g. no C++ compiler on a CPU host, which Inductor's CPU kernels need) does not leave the
+    node unconfigured: ``build`` makes the pipeline again without ``compile``, with a warning. Any other failure is
+    raised."""
+    pipeline = build(p, log)
     try:
         return pipeline, pipeline.warm_up()
     except Exception as err:  # noqa: BLE001 - only a compile failure is caught (below); the rest is raised again
