@@ -26,11 +26,12 @@
 #   test/bench/gpu_measure.sh perception-compile  perception_cost of small and tiny with the dense part eager and
 #                                              compiled (inside the CUDA graphs), one after the other on one
 #                                              machine; the perception GPU tests; a profile of small compiled
-#   test/bench/gpu_measure.sh release          one call for a release's speed numbers: perception_cost of tiny and
-#                                              small compiled (each step's host time; one processor, as the node
-#                                              keeps one), bench_pipeline as the node runs on CUDA (tiny
-#                                              compiled, tiny, small compiled); quality runs
-#                                              separately (clips, depth)
+#   test/bench/gpu_measure.sh release          one call for a release's speed numbers: bench_pipeline as the node
+#                                              runs on CUDA (tiny compiled, tiny, small compiled), then
+#                                              perception_cost of tiny and small compiled (each step's host time;
+#                                              one processor, as the node keeps one), each within what is left of
+#                                              RELEASE_S (default 570) s (skipped.txt names a run left out);
+#                                              quality runs separately (clips, depth)
 #   test/bench/gpu_measure.sh release-perception  only release's perception_cost runs
 #   test/bench/gpu_measure.sh kernels [VARIANTS]  graph_localize.py --inference-inputs --parts encode --calls 50 of
 #                                              small with a fresh Inductor cache and TORCH_LOGS=output_code: the
@@ -124,14 +125,24 @@ case "$1" in
     timeout 200 python3 -m pytest -q -m gpu test/test_compile_gpu.py > "$OUT/pytest_compile.txt" 2>&1 || true
     bench 100 --model tiny --compile --no-compile-check --cv-threads 1 > "$OUT/frame_tinycompilecv1.json" || true ;;
   release|release-perception)
+    # each run capped by what is left of RELEASE_S (default 570) s (a cold Inductor cache makes tiny's first compiled
+    # run take 90-150 s on an H100), skipped with under 60 s left; the frame benches first, they are the headline
+    capped() {  # CAP NAME CMD...: run CMD under the smaller of CAP and the time left, or note NAME as skipped
+      local left=$((${RELEASE_S:-570} - SECONDS)); local cap=$(( $1 < left ? $1 : left ))
+      [ $cap -lt 60 ] && { echo "skipped: $2 (time)" >> "$OUT/skipped.txt"; return; }
+      timeout $cap "${@:3}" || true
+    }
+    if [ "$1" = release ]; then
+      for run in "220 tiny --compile --no-compile-check" "100 tiny" "200 small --compile --no-compile-check"; do
+        set -- $run; cap=$1; shift
+        name=$(echo "$*" | tr -d ' -' | sed 's/nocompilecheck//')
+        capped "$cap" "frame_$name" python3 test/bench/bench_pipeline.py --device cuda --bf16 --repeat 3 --model "$@" \
+          > "$OUT/frame_$name.json"
+      done
+    fi
     for model in tiny small; do
-      timeout 150 python3 test/bench/perception_cost.py --model $model --device cuda --scenes 3 --compile \
-        --sections --one-processor > "$OUT/perception_${model}_compiled.txt" 2>&1 || true
-    done
-    [ "$1" = release-perception ] && exit 0
-    for run in "tiny --compile --no-compile-check" "tiny" "small --compile --no-compile-check"; do
-      name=$(echo "$run" | tr -d ' -' | sed 's/nocompilecheck//')
-      bench 100 --model $run > "$OUT/frame_$name.json" || true
+      capped 150 "perception_$model" python3 test/bench/perception_cost.py --model $model --device cuda --scenes 3 \
+        --compile --sections --one-processor > "$OUT/perception_${model}_compiled.txt" 2>&1
     done ;;
   kernels)  # VARIANTS (default: fixed channel-major persistent), each with a fresh Inductor cache
     for variant in $([ $# -gt 1 ] && echo "${@:2}" || echo fixed channel-major persistent); do
